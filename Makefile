@@ -1,0 +1,43 @@
+# lmtrain: `make train` runs the main job, `make test` the tests; both create .venv when missing.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+# Hydra overrides for train/eval, e.g. make train ARGS="experiment=shakespeare_char"
+ARGS ?=
+# Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train eval test lint format clean-logs
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Create .venv and install lmtrain editable with dev extras
+
+# Re-runs only when pyproject.toml changes, so every target can depend on it cheaply.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+train: install ## Train on the default corpus (ARGS="key=value ..." for Hydra overrides)
+	$(PY) -m lmtrain.train $(ARGS)
+
+eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
+	$(PY) -m lmtrain.eval $(ARGS)
+
+test: install ## Run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## ruff format and autofix
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-logs: ## Delete every run folder under logs/
+	find logs -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -1,0 +1,106 @@
+"""Build Hugging Face causal LMs from a config dict or from pretrained weights.
+
+Hugging Face configs are our model zoo: `model.config` holds the keyword arguments of the HF config
+class named by `model.model_type` (`gpt2`, `llama`, ...), so any architecture transformers knows
+trains here without a line of model code of ours.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+
+from lmtrain.errors import LMTrainError
+
+log = logging.getLogger(__name__)
+
+
+def build_causal_lm(
+    model_type: str | None,
+    config: dict[str, Any] | None,
+    pretrained: str | None,
+    attn_implementation: str | None = "sdpa",
+    vocab_size: int | None = None,
+    eos_token_id: int | None = None,
+) -> PreTrainedModel:
+    """Return a causal LM: `from_pretrained(pretrained)` when set, else a fresh one from `config`.
+
+    A fresh model takes its vocabulary size and end-of-text id from the tokenizer, so the
+    embedding matches the data; a pretrained one keeps its own and must cover the tokenizer.
+    """
+    if pretrained:
+        return _load_pretrained(pretrained, attn_implementation, vocab_size)
+    if not model_type:
+        raise LMTrainError(
+            "model.model_type is empty: set it (gpt2, llama, ...) or model.pretrained"
+        )
+    kwargs = dict(config or {})
+    if vocab_size is not None:
+        kwargs["vocab_size"] = vocab_size
+    if eos_token_id is not None:
+        kwargs.setdefault("bos_token_id", eos_token_id)
+        kwargs.setdefault("eos_token_id", eos_token_id)
+    try:
+        hf_config = AutoConfig.for_model(model_type, **kwargs)
+    except ValueError as err:
+        raise LMTrainError(
+            f"model.model_type={model_type!r} is not a transformers model type: {err}"
+        ) from None
+    return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+def _load_pretrained(
+    pretrained: str, attn_implementation: str | None, vocab_size: int | None
+) -> PreTrainedModel:
+    looks_local = pretrained.startswith((".", "/", "~")) or Path(pretrained).expanduser().exists()
+    if looks_local and not (Path(pretrained).expanduser() / "config.json").is_file():
+        raise LMTrainError(
+            f"model.pretrained={pretrained!r} is not a folder with config.json: pass a folder "
+            "written by save_pretrained (or lmtrain.export) or a hub id"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(Path(pretrained).expanduser()) if looks_local else pretrained,
+            attn_implementation=attn_implementation,
+        )
+    except OSError as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise LMTrainError(
+            f"model.pretrained={pretrained!r} could not be loaded ({first_line}): pass a local "
+            "folder, or a hub id on a machine that can reach the hub"
+        ) from err
+    embeddings = model.get_input_embeddings().num_embeddings
+    if vocab_size is not None and vocab_size > embeddings:
+        raise LMTrainError(
+            f"the tokenizer has {vocab_size} tokens but model.pretrained={pretrained!r} embeds "
+            f"only {embeddings}: use the model's own tokenizer (data.tokenizer.kind=pretrained)"
+        )
+    return model
+
+
+def context_length(config: PretrainedConfig) -> int | None:
+    """The longest sequence the model's position encoding covers (`n_positions` for GPT-2)."""
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def check_context(config: PretrainedConfig, block_size: int) -> None:
+    """Fail before training when the data windows are longer than the model can attend over."""
+    limit = context_length(config)
+    if limit is not None and block_size > limit:
+        raise LMTrainError(
+            f"data.block_size={block_size} is longer than the model's context ({limit}, "
+            "model.config.n_positions / max_position_embeddings): lower data.block_size or "
+            "raise the model's context"
+        )
+
+
+def count_parameters(model: PreTrainedModel) -> dict[str, int]:
+    """Total and trainable parameter counts (tied weights counted once), for the run config."""
+    params = list(model.parameters())
+    return {
+        "params/total": sum(p.numel() for p in params),
+        "params/trainable": sum(p.numel() for p in params if p.requires_grad),
+    }

@@ -1,0 +1,102 @@
+"""Train a causal LM: `python -m lmtrain.train [experiment=...] [key=value ...]`.
+
+Reads top to bottom in the order a run happens: seed, data (tokenized once and cached), model
+(sized from the tokenizer), callbacks and loggers, `trainer.fit`, a final validation on the
+whole val split, a few samples, and `metrics.json` in the run folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from lmtrain.generation import generate_text
+from lmtrain.models.hf import check_context, count_parameters
+from lmtrain.utils.checkpoint import resolve_ckpt_path
+from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.run import plain_metrics, task_wrapper, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+
+@task_wrapper
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Run one training job described by `cfg`; return its final metrics."""
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+
+    log.info("Preparing data <%s>", cfg.data.source._target_)
+    datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+
+    log.info("Building model <%s>", cfg.model.get("pretrained") or cfg.model.model_type)
+    model = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
+    check_context(model.model.config, cfg.data.block_size)
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    for logger in trainer.loggers:
+        logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
+
+    start = time.perf_counter()
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    train_seconds = time.perf_counter() - start
+    fit_metrics = plain_metrics(trainer.callback_metrics)  # validate() below replaces them
+
+    # In-training validation may look at a subset (trainer.limit_val_batches); the reported
+    # val/loss is always the whole val split, measured on the final weights.
+    trainer.limit_val_batches = 1.0
+    final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    metrics = {
+        **fit_metrics,
+        **plain_metrics(final),
+        "trainer/global_step": float(trainer.global_step),
+        "time/train_s": train_seconds,
+    }
+    if trainer.is_global_zero:
+        write_samples(model, datamodule.tokenizer, cfg.samples, output_dir / "samples.txt")
+        write_json_atomic(output_dir / "metrics.json", metrics)
+        log.info("Metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+        log.info("Run folder: %s", output_dir)
+    return metrics
+
+
+def write_samples(model: L.LightningModule, tokenizer: Any, cfg: DictConfig, path: Path) -> None:
+    """Generate a completion for each configured prompt, print it and save it to `path`."""
+    blocks = []
+    for prompt in cfg.prompts:
+        for text in generate_text(
+            model.model,
+            tokenizer,
+            prompt,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+        ):
+            blocks.append(text)
+    path.write_text("\n\n---\n\n".join(blocks) + "\n")
+    log.info("Samples (%s):\n%s", path, "\n---\n".join(blocks))
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns `optimized_metric` for sweepers."""
+    metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric") or "val/loss")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Instantiation, run bookkeeping and checkpoint helpers shared by the entry points."""
