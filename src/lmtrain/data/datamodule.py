@@ -1,0 +1,202 @@
+"""`TextDataModule`: a corpus source and a tokenizer in, windows of tokens out.
+
+The story in the order Lightning runs it: `prepare_data()` builds (or finds) the token cache,
+`setup()` memory-maps its `train.bin` / `val.bin`, and the dataloaders slice windows of
+`block_size + 1` tokens from them; the model takes `x = item[:-1]` and `y = item[1:]`.
+Train windows start anywhere and are drawn with replacement, as nanoGPT does; val windows tile the
+split in order, so every val loss is measured on the same tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from transformers import PreTrainedTokenizerFast
+
+from lmtrain.data import token_cache
+from lmtrain.errors import LMTrainError
+
+TOKENIZER_KEYS = ("kind", "vocab_size", "name")
+
+
+class _TokenWindows(Dataset[torch.Tensor]):
+    """Windows of `block_size + 1` tokens from a token file, opened lazily in each process.
+
+    Holding the path instead of the memmap keeps the dataset cheap to pickle into dataloader
+    workers under the spawn start method (a pickled memmap would copy the whole split).
+    """
+
+    def __init__(self, path: Path, dtype: str, n_tokens: int, block_size: int) -> None:
+        self.path = path
+        self.dtype = dtype
+        self.n_tokens = n_tokens
+        self.block_size = block_size
+        self._tokens: np.memmap | None = None
+
+    @property
+    def tokens(self) -> np.memmap:
+        if self._tokens is None:
+            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
+        return self._tokens
+
+    def window(self, start: int) -> torch.Tensor:
+        return torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tokens": None}
+
+
+class RandomWindows(_TokenWindows):
+    """Train: a window at every start offset; the sampler picks which ones an epoch sees."""
+
+    def __len__(self) -> int:
+        return self.n_tokens - self.block_size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.window(index)
+
+
+class FixedWindows(_TokenWindows):
+    """Val: back-to-back windows at 0, block_size, 2 * block_size, ..., without a partial last one.
+
+    Consecutive windows share one token, so every token after the first is a target exactly once.
+    """
+
+    def __len__(self) -> int:
+        return (self.n_tokens - 1) // self.block_size
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.window(index * self.block_size)
+
+
+class TextDataModule(LightningDataModule):
+    """Token windows from a cached, tokenized corpus.
+
+    `source` is an instantiated source (see `lmtrain.data.sources`); `tokenizer` holds `kind`
+    ("char", "bpe" or "pretrained"), `vocab_size` (bpe) and `name` (pretrained).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        tokenizer: Mapping[str, Any],
+        block_size: int,
+        batch_size: int,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        cache_dir: str = "data/cache",
+    ) -> None:
+        super().__init__()
+        for key, value in (("block_size", block_size), ("batch_size", batch_size)):
+            if value < 1:
+                raise LMTrainError(f"data.{key}={value!r} must be at least 1: pass a positive int")
+        unknown = sorted(set(tokenizer) - set(TOKENIZER_KEYS))
+        if unknown or "kind" not in tokenizer:
+            raise LMTrainError(
+                f"data.tokenizer has keys {sorted(tokenizer)}: use kind (required), vocab_size "
+                "and name"
+            )
+        self.source = source
+        self.tokenizer_settings = {key: tokenizer.get(key) for key in TOKENIZER_KEYS}
+        self.block_size = block_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.cache_dir = Path(cache_dir)
+        self._cache_path: Path | None = None
+        self._tokenizer: PreTrainedTokenizerFast | None = None
+        self.train_dataset: RandomWindows | None = None
+        self.val_dataset: FixedWindows | None = None
+
+    def prepare_data(self) -> None:
+        """Build or reuse the token cache; only the first call in a process reads the source."""
+        if self._cache_path is None:
+            self._cache_path = token_cache.build_or_load(
+                self.cache_dir, self.source, self.tokenizer_settings
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        """Memory-map both splits, after checking each holds at least one window.
+
+        Also runs on ranks that skipped `prepare_data`: they find the cache that local rank 0
+        built, since the fingerprint is computed from the same inputs.
+        """
+        meta = token_cache.load_meta(self.cache_path)
+        counts = meta["tokens"]
+        if counts["train"] + counts["val"] == 0:
+            raise LMTrainError(
+                f"the corpus {self.source_description} is empty: point data.source at some text"
+            )
+        for split, hint in (
+            ("train", "lowering data.source.val_fraction"),
+            ("val", "raising data.source.val_fraction"),
+        ):
+            if counts[split] < self.block_size + 1:
+                raise LMTrainError(
+                    f"the {split} split has {counts[split]} tokens, fewer than data.block_size + 1 "
+                    f"= {self.block_size + 1}: lower data.block_size or try {hint}"
+                )
+        paths = {split: self.cache_path / f"{split}.bin" for split in token_cache.SPLITS}
+        self.train_dataset = RandomWindows(
+            paths["train"], meta["dtype"], counts["train"], self.block_size
+        )
+        self.val_dataset = FixedWindows(paths["val"], meta["dtype"], counts["val"], self.block_size)
+
+    def train_dataloader(self) -> DataLoader[torch.Tensor]:
+        """Random windows with replacement; an epoch is about one pass over the train tokens.
+
+        At least one full batch per epoch, since `drop_last` would otherwise leave none.
+        """
+        if self.train_dataset is None:
+            self.setup("fit")
+        dataset = self.train_dataset
+        assert dataset is not None
+        num_samples = max(self.batch_size, dataset.n_tokens // self.block_size)
+        sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples)
+        return self._loader(dataset, sampler=sampler, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader[torch.Tensor]:
+        """Every full val window once, in order."""
+        if self.val_dataset is None:
+            self.setup("validate")
+        assert self.val_dataset is not None
+        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+
+    def _loader(self, dataset: Dataset[torch.Tensor], **kwargs: Any) -> DataLoader[torch.Tensor]:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,
+        )
+
+    @property
+    def cache_path(self) -> Path:
+        """The fingerprint folder of the token cache (built on first use if need be)."""
+        self.prepare_data()
+        assert self._cache_path is not None
+        return self._cache_path
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerFast:
+        """The tokenizer saved in the cache, so training, generation and export use the same one."""
+        if self._tokenizer is None:
+            self._tokenizer = token_cache.load_tokenizer(self.cache_path)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        """`len(tokenizer)`: includes added special tokens such as end-of-text."""
+        return len(self.tokenizer)
+
+    @property
+    def source_description(self) -> str:
+        return self.source.describe()

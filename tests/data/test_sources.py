@@ -1,0 +1,133 @@
+"""Corpus sources: deterministic, disjoint splits and one-line errors for bad paths."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from lmtrain.data.sources import (
+    TINY_SHAKESPEARE_SHA256,
+    PythonStdlibSource,
+    ShakespeareSource,
+    TextFilesSource,
+    is_val_file,
+)
+from lmtrain.errors import LMTrainError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SHAKESPEARE = REPO_ROOT / "../shared/data/tinyshakespeare/input.txt"
+needs_shakespeare = pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="no local input.txt")
+
+
+def write_files(folder: Path, texts: dict[str, str]) -> None:
+    for name, text in texts.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+def names_on_side(val: bool, count: int, fraction: float, prefix: str = "") -> list[str]:
+    """File names that the hash puts on the requested side, to build splits on purpose."""
+    names = (f"{prefix}doc{i}.txt" for i in range(10_000))
+    return [n for n in names if is_val_file(n, fraction) == val][:count]
+
+
+def test_stdlib_split_is_deterministic_disjoint_and_has_no_tests() -> None:
+    source = PythonStdlibSource(val_fraction=0.05)
+    files = source.files()
+    relative = [f.relative_to(source.root) for f in files]
+    assert files == sorted(files) and len(files) > 100
+    assert not any({"test", "tests", "idle_test", "site-packages"} & set(r.parts) for r in relative)
+    train, val = source.load_splits()
+    assert train and val and len(train) + len(val) == len(files)
+    val_files = [r for r in relative if is_val_file(r.as_posix(), 0.05)]
+    assert len(val) == len(val_files)
+    assert source.load_splits() == (train, val)
+
+
+def test_single_file_splits_by_characters(tmp_path: Path) -> None:
+    text = "".join(f"line {i}\n" for i in range(100))
+    write_files(tmp_path, {"a.txt": text})
+    train, val = TextFilesSource(str(tmp_path / "a.txt"), val_fraction=0.1).load_splits()
+    cut = int(len(text) * 0.9)
+    assert train == [text[:cut]] and val == [text[cut:]]
+
+
+def test_folder_and_glob_split_by_file(tmp_path: Path) -> None:
+    val_names = names_on_side(True, 2, 0.1)
+    top_train = names_on_side(False, 3, 0.1)
+    nested_train = names_on_side(False, 2, 0.1, prefix="sub/")
+    write_files(tmp_path, {n: f"text of {n}\n" for n in val_names + top_train + nested_train})
+    (tmp_path / "empty.txt").write_text("")
+    expected_val = sorted(f"text of {n}\n" for n in val_names)
+    for path, n_train in ((tmp_path, 5), (tmp_path / "*.txt", 3), (tmp_path / "**" / "*.txt", 5)):
+        train, val = TextFilesSource(str(path), val_fraction=0.1).load_splits()
+        assert sorted(val) == expected_val and len(train) == n_train
+
+
+def test_several_files_never_leave_val_or_train_empty(tmp_path: Path) -> None:
+    write_files(tmp_path, {n: n for n in names_on_side(False, 3, 0.1)})
+    train, val = TextFilesSource(str(tmp_path), val_fraction=0.1).load_splits()
+    assert len(train) == 2 and val == [sorted(names_on_side(False, 3, 0.1))[-1]]
+    other = tmp_path / "all_val"
+    write_files(other, {n: n for n in names_on_side(True, 2, 0.1)})
+    train, val = TextFilesSource(str(other), val_fraction=0.1).load_splits()
+    assert len(train) == 1 and len(val) == 1
+
+
+@pytest.mark.parametrize("name", ["missing.txt", "nothing/*.md", "empty_dir"])
+def test_no_matching_file_is_a_one_line_error(tmp_path: Path, name: str) -> None:
+    (tmp_path / "empty_dir").mkdir()
+    path = str(tmp_path / name)
+    with pytest.raises(LMTrainError, match="matches no file: pass an existing file") as err:
+        TextFilesSource(path).load_splits()
+    assert path in str(err.value) and "\n" not in str(err.value)
+
+
+def test_empty_files_and_bad_settings_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("")
+    with pytest.raises(LMTrainError, match="only empty files"):
+        TextFilesSource(str(tmp_path)).load_splits()
+    (tmp_path / "b.bin").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(LMTrainError, match="not UTF-8"):
+        TextFilesSource(str(tmp_path / "b.bin")).load_splits()
+    with pytest.raises(LMTrainError, match=r"val_fraction=1\.5"):
+        TextFilesSource(str(tmp_path), val_fraction=1.5)
+
+
+@needs_shakespeare
+def test_shakespeare_from_a_local_path_holds_out_the_last_tenth() -> None:
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    train, val = ShakespeareSource(path=str(SHAKESPEARE)).load_splits()
+    assert train[0] + val[0] == text
+    assert val == [text[int(len(text) * 0.9) :]]
+
+
+def test_shakespeare_download_failure_says_to_set_a_path(tmp_path: Path) -> None:
+    source = ShakespeareSource(
+        download_dir=str(tmp_path), url="http://127.0.0.1:9/input.txt", timeout_s=2
+    )
+    with pytest.raises(LMTrainError, match=r"failed .*set data\.source\.path=") as err:
+        source.load_splits()
+    assert "\n" not in str(err.value)
+
+
+def test_shakespeare_download_rejects_a_wrong_checksum(tmp_path: Path) -> None:
+    (tmp_path / "fake.txt").write_text("not shakespeare")
+    source = ShakespeareSource(
+        download_dir=str(tmp_path / "dl"), url=(tmp_path / "fake.txt").as_uri()
+    )
+    with pytest.raises(LMTrainError, match="wrong sha256"):
+        source.load_splits()
+    assert not list((tmp_path / "dl").iterdir())
+
+
+@needs_shakespeare
+def test_shakespeare_download_is_verified_and_kept(tmp_path: Path) -> None:
+    source = ShakespeareSource(download_dir=str(tmp_path), url=SHAKESPEARE.resolve().as_uri())
+    train, val = source.load_splits()
+    kept = tmp_path / "input.txt"
+    assert hashlib.sha256(kept.read_bytes()).hexdigest() == TINY_SHAKESPEARE_SHA256
+    assert [p.name for p in tmp_path.iterdir()] == ["input.txt"]
+    assert len(train[0]) + len(val[0]) == len(SHAKESPEARE.read_text(encoding="utf-8"))
