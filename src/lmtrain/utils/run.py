@@ -32,13 +32,25 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             result = task(*args, **kwargs)
             exit_code = 0
             return result
-        except LMTrainError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except Exception as err:
+            user_error = find_user_error(err)
+            if user_error is None:
+                raise
+            print(f"error: {user_error}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         finally:
             finish_wandb(exit_code)
 
     return wrapped
+
+
+def find_user_error(err: BaseException | None) -> LMTrainError | None:
+    """The LMTrainError behind `err`, also when Hydra's instantiate wrapped it in its own."""
+    while err is not None:
+        if isinstance(err, LMTrainError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def finish_wandb(exit_code: int) -> None:
