@@ -47,7 +47,8 @@ def test_cache_layout_dtype_and_eos_after_each_document(corpus: Path) -> None:
     meta = json.loads((dm.cache_path / "meta.json").read_text())
     assert meta["dtype"] == "uint16" and meta["vocab_size"] == dm.vocab_size == len(dm.tokenizer)
     assert dm.cache_path.parent == corpus.parent / "cache"
-    assert sorted(p.name for p in dm.cache_path.parent.iterdir()) == [dm.cache_path.name]
+    names = sorted(p.name for p in dm.cache_path.parent.iterdir())
+    assert names == [dm.cache_path.name, f"{dm.cache_path.name}.lock"]
     train_docs, val_docs = dm.source.load_splits()
     assert meta["documents"] == {"train": len(train_docs), "val": len(val_docs)}
     for split, docs in (("train", train_docs), ("val", val_docs)):
@@ -143,9 +144,13 @@ def test_too_small_splits_and_bad_sizes_are_one_line_errors(corpus: Path) -> Non
     dm = TextDataModule(source, CHAR, 64, 4, cache_dir=str(corpus.parent / "cache"))
     with pytest.raises(LMTrainError, match=r"val split has 51 tokens.*raising data\.source\.val_f"):
         dm.setup("fit")
-    for key, kwargs in (("block_size", {"block_size": 0}), ("batch_size", {"batch_size": 0})):
+    for key in ("block_size", "batch_size", "prepare_workers"):
         with pytest.raises(LMTrainError, match=rf"data\.{key}=0 must be at least 1"):
-            make_dm(corpus, **kwargs)
+            make_dm(corpus, **{key: 0})
+    with pytest.raises(LMTrainError, match=r"data\.prepare_chunk_mb=0 must be positive"):
+        make_dm(corpus, prepare_chunk_mb=0)
+    with pytest.raises(LMTrainError, match=r"data\.tokenizer\.train_sample_mb=0 must be positive"):
+        make_dm(corpus, tokenizer=BPE | {"train_sample_mb": 0})
     with pytest.raises(LMTrainError, match=r"data\.tokenizer has keys"):
         make_dm(corpus, tokenizer={"kind": "bpe", "vocab": 300})
 
@@ -165,7 +170,11 @@ def test_shakespeare_char_has_65_characters_and_a_tail_val_split(tmp_path: Path)
 
 def test_python_stdlib_with_bpe_end_to_end(tmp_path: Path) -> None:
     dm = TextDataModule(
-        PythonStdlibSource(), BPE | {"vocab_size": 1024}, 128, 16, cache_dir=str(tmp_path)
+        PythonStdlibSource(),
+        BPE | {"vocab_size": 1024, "train_sample_mb": 2},
+        128,
+        16,
+        cache_dir=str(tmp_path),
     )
     dm.prepare_data()
     dm.setup("fit")

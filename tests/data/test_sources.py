@@ -1,20 +1,25 @@
-"""Corpus sources: deterministic, disjoint splits and one-line errors for bad paths."""
+"""Corpus sources: deterministic splits, gz/jsonl/globs, pieces cut safely, one-line errors."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from lmtrain.data.corpus import is_val_index, read_text_pieces
 from lmtrain.data.sources import (
     TINY_SHAKESPEARE_SHA256,
     PythonStdlibSource,
     ShakespeareSource,
     TextFilesSource,
+    assign_splits,
     is_val_file,
 )
 from lmtrain.errors import LMTrainError
+from tests.data.corpora import DOCS, write_jsonl, write_mixed_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAKESPEARE = REPO_ROOT / "../shared/data/tinyshakespeare/input.txt"
@@ -131,3 +136,60 @@ def test_shakespeare_download_is_verified_and_kept(tmp_path: Path) -> None:
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == TINY_SHAKESPEARE_SHA256
     assert [p.name for p in tmp_path.iterdir()] == ["input.txt"]
     assert len(train[0]) + len(val[0]) == len(SHAKESPEARE.read_text(encoding="utf-8"))
+
+
+def test_globs_over_gz_md_and_txt_files(tmp_path: Path) -> None:
+    folder = write_mixed_files(tmp_path / "c", DOCS)
+    docs = {p.relative_to(folder).as_posix(): DOCS[int(p.name[3:6])] for p in folder.rglob("*.*")}
+    source = TextFilesSource([str(folder / "**" / "*.gz"), str(folder / "part1" / "*.md")])
+    files, base = source.files()
+    assert base == folder and all(f.name.endswith((".gz", ".md")) for f in files)
+    part1_md = {n for n in docs if n.startswith("part1/") and n.endswith(".md")}
+    wanted = {n for n in docs if n.endswith(".gz")} | part1_md
+    assert {f.relative_to(folder).as_posix() for f in files} == wanted
+    train, val = source.load_splits()
+    assert sorted(train + val) == sorted(docs[f.relative_to(folder).as_posix()] for f in files)
+    assert len(val) == sum(split == "val" for split in assign_splits(files, base, 0.1))
+
+
+def test_jsonl_files_hold_one_document_per_line(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "one.jsonl", DOCS)
+    train, val = TextFilesSource(str(tmp_path / "one.jsonl"), val_fraction=0.25).load_splits()
+    assert val == [d for i, d in enumerate(DOCS) if is_val_index(i, 0.25)] and train
+    assert train == [d for i, d in enumerate(DOCS) if not is_val_index(i, 0.25)]
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(4):
+        (many / f"p{i}.jsonl.gz").write_bytes(gzip.compress((tmp_path / "one.jsonl").read_bytes()))
+    train, val = TextFilesSource(str(many)).load_splits()
+    assert len(train) + len(val) == 4 * len(DOCS) and len(val) % len(DOCS) == 0
+
+
+def test_broken_jsonl_lines_name_the_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n\n{"text": "cut\n')
+    with pytest.raises(LMTrainError, match=r"a\.jsonl:3 is not valid JSON"):
+        TextFilesSource(str(tmp_path / "a.jsonl")).load_splits()
+    (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n{"body": "x"}\n')
+    with pytest.raises(LMTrainError, match=r"a\.jsonl:2 has no string field 'text'.*text_field"):
+        TextFilesSource(str(tmp_path / "a.jsonl")).load_splits()
+
+
+def test_a_big_file_is_read_in_pieces_cut_between_two_lines(tmp_path: Path) -> None:
+    lines = (f"def f{i}():\n    return {i}\n\n  \n" if i % 3 else f"x{i}\ny\n" for i in range(500))
+    text = "".join(lines)
+    (tmp_path / "big.txt").write_text(text)
+    pieces = list(read_text_pieces(tmp_path / "big.txt", block_chars=100))
+    assert "".join(pieces) == text and len(pieces) > 20
+    for before, after in pairwise(pieces):
+        assert before.endswith("\n") and not before[-2].isspace() and not after[0].isspace()
+    assert max(map(len, pieces)) < 4 * 100 + 100
+
+
+def test_one_file_split_by_characters_streams_like_the_whole_text(tmp_path: Path) -> None:
+    text = "".join(f"ligne {i}: café\nnext\n" for i in range(300))
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    cut = int(len(text) * 0.9)
+    source = TextFilesSource(str(tmp_path / "a.txt"), val_fraction=0.1, block_chars=64)
+    pieces = list(source.documents())
+    assert len(pieces) > 10 and [p.end for p in pieces].count(True) == 2
+    assert source.load_splits() == ([text[:cut]], [text[cut:]])

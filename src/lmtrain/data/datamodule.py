@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerFast
 from lmtrain.data import token_cache
 from lmtrain.errors import LMTrainError
 
-TOKENIZER_KEYS = ("kind", "vocab_size", "name")
+TOKENIZER_KEYS = ("kind", "vocab_size", "name", "train_sample_mb")
 
 
 class _TokenWindows(Dataset[torch.Tensor]):
@@ -78,8 +78,11 @@ class FixedWindows(_TokenWindows):
 class TextDataModule(LightningDataModule):
     """Token windows from a cached, tokenized corpus.
 
-    `source` is an instantiated source (see `lmtrain.data.sources`); `tokenizer` holds `kind`
-    ("char", "bpe" or "pretrained"), `vocab_size` (bpe) and `name` (pretrained).
+    `source` is an instantiated source (see `lmtrain.data.sources` and `lmtrain.data.hf_dataset`);
+    `tokenizer` holds `kind` ("char", "bpe" or "pretrained"), `vocab_size` and `train_sample_mb`
+    (bpe) and `name` (pretrained). `prepare_workers` processes (None: every core) tokenize chunks
+    of `prepare_chunk_mb` MB of text when the cache is built; they change speed and memory, never
+    the tokens.
     """
 
     def __init__(
@@ -91,16 +94,31 @@ class TextDataModule(LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         cache_dir: str = "data/cache",
+        prepare_workers: int | None = None,
+        prepare_chunk_mb: float = 1.0,
     ) -> None:
         super().__init__()
-        for key, value in (("block_size", block_size), ("batch_size", batch_size)):
+        sizes = [("block_size", block_size), ("batch_size", batch_size)]
+        if prepare_workers is not None:
+            sizes.append(("prepare_workers", prepare_workers))
+        for key, value in sizes:
             if value < 1:
                 raise LMTrainError(f"data.{key}={value!r} must be at least 1: pass a positive int")
+        sample_mb = tokenizer.get("train_sample_mb")
+        if sample_mb is not None and not sample_mb > 0:
+            raise LMTrainError(
+                f"data.tokenizer.train_sample_mb={sample_mb!r} must be positive: pass MB of text "
+                "to train the BPE on, or null for the whole train split"
+            )
+        if not prepare_chunk_mb > 0:
+            raise LMTrainError(
+                f"data.prepare_chunk_mb={prepare_chunk_mb!r} must be positive: pass e.g. 1"
+            )
         unknown = sorted(set(tokenizer) - set(TOKENIZER_KEYS))
         if unknown or "kind" not in tokenizer:
             raise LMTrainError(
-                f"data.tokenizer has keys {sorted(tokenizer)}: use kind (required), vocab_size "
-                "and name"
+                f"data.tokenizer has keys {sorted(tokenizer)}: use kind (required), vocab_size, "
+                "train_sample_mb and name"
             )
         self.source = source
         self.tokenizer_settings = {key: tokenizer.get(key) for key in TOKENIZER_KEYS}
@@ -109,16 +127,26 @@ class TextDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.cache_dir = Path(cache_dir)
+        self.prepare_workers = prepare_workers
+        self.prepare_chunk_mb = float(prepare_chunk_mb)
         self._cache_path: Path | None = None
         self._tokenizer: PreTrainedTokenizerFast | None = None
         self.train_dataset: RandomWindows | None = None
         self.val_dataset: FixedWindows | None = None
 
     def prepare_data(self) -> None:
-        """Build or reuse the token cache; only the first call in a process reads the source."""
+        """Build or reuse the token cache; safe to call from several processes at once.
+
+        Under DDP every process may call it (train.py does, for the vocabulary size): one builds
+        the cache under a file lock while the others wait, then all open the same files.
+        """
         if self._cache_path is None:
             self._cache_path = token_cache.build_or_load(
-                self.cache_dir, self.source, self.tokenizer_settings
+                self.cache_dir,
+                self.source,
+                self.tokenizer_settings,
+                workers=self.prepare_workers,
+                chunk_mb=self.prepare_chunk_mb,
             )
 
     def setup(self, stage: str | None = None) -> None:

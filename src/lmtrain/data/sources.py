@@ -1,13 +1,12 @@
-"""Corpus sources: where the text comes from and how it splits into train and val.
+"""Corpus sources on local files: Python's standard library, your own text files, Tiny Shakespeare.
 
-Hydra instantiates one source from `data.source` (`_target_`); the datamodule then calls
-`load_splits()` once and fingerprints the text it returns, so a source only has to be
-deterministic. Each source keeps its settings as constructor arguments and reports the ones that
-shape the corpus in `settings()`, which go into the token cache's fingerprint.
+Hydra instantiates one source from `data.source` (`_target_`); the token cache fingerprints its
+`settings()` and `identity()` and streams its `documents()` (see `lmtrain.data.corpus`). Hugging
+Face datasets are in `lmtrain.data.hf_dataset`.
 
-Splits are deterministic without a seed: a corpus of many files splits by file with a hash of the
-file's relative path (a file never moves between train and val when others are added), and a
-single file splits by characters the way nanoGPT does (the tail is val).
+Splits are deterministic without a seed: several files split by file with a hash of the file's
+relative path (a file never moves between train and val when others are added); one plain text file
+splits by characters the way nanoGPT does (the tail is val); one `.jsonl` file splits by document.
 """
 
 from __future__ import annotations
@@ -15,17 +14,44 @@ from __future__ import annotations
 import glob
 import hashlib
 import logging
+import math
 import os
 import sysconfig
 import urllib.request
-import zlib
+from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
+from typing import Any
 
+from lmtrain.data.corpus import (
+    BLOCK_CHARS,
+    Piece,
+    Source,
+    as_document,
+    check_val_fraction,
+    file_identity,
+    is_record_file,
+    is_val_file,
+    is_val_index,
+    read_records,
+    read_text_pieces,
+    split_single_text,
+    take_bytes,
+    text_document,
+    text_size_hint,
+)
 from lmtrain.errors import LMTrainError
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "TINY_SHAKESPEARE_SHA256",
+    "PythonStdlibSource",
+    "ShakespeareSource",
+    "Source",
+    "TextFilesSource",
+    "is_val_file",
+]
 
-Splits = tuple[list[str], list[str]]
+log = logging.getLogger(__name__)
 
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
 TINY_SHAKESPEARE_URL = (
@@ -34,55 +60,84 @@ TINY_SHAKESPEARE_URL = (
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-def _check_val_fraction(val_fraction: float) -> float:
-    """Reject fractions that would leave train or val empty by construction."""
-    if not 0.0 < val_fraction < 1.0:
-        raise LMTrainError(
-            f"data.source.val_fraction={val_fraction!r} is out of range: pass a number strictly "
-            "between 0 and 1, e.g. 0.1"
-        )
-    return float(val_fraction)
-
-
-def is_val_file(relative_path: str, val_fraction: float) -> bool:
-    """Whether a file belongs to val: a stable hash of its relative path, not a random draw."""
-    return zlib.crc32(relative_path.encode("utf-8")) % 10_000 < val_fraction * 10_000
-
-
-def split_text(text: str, val_fraction: float) -> Splits:
-    """nanoGPT's split of one document: the first (1 - val_fraction) of its characters train."""
-    cut = int(len(text) * (1.0 - val_fraction))
-    return [text[:cut]], [text[cut:]]
-
-
-def split_files(files: list[Path], base: Path, val_fraction: float) -> Splits:
-    """Split files by path hash; move one file over if that leaves a side empty.
+def assign_splits(files: Sequence[Path], base: Path, val_fraction: float) -> list[str]:
+    """Each file's split by path hash; one file moves over if that leaves a side empty.
 
     With a handful of files the hash can put all of them on one side, which would fail later with
     a less helpful "split too small" error, so the last file goes to val and the first to train.
     """
-    val_mask = [is_val_file(f.relative_to(base).as_posix(), val_fraction) for f in files]
-    if len(files) > 1 and not any(val_mask):
-        val_mask[-1] = True
-    if len(files) > 1 and all(val_mask):
-        val_mask[0] = False
-    texts = [_read_utf8(f) for f in files]
-    train = [t for t, is_val in zip(texts, val_mask, strict=True) if not is_val]
-    val = [t for t, is_val in zip(texts, val_mask, strict=True) if is_val]
-    return train, val
+    val = [is_val_file(f.relative_to(base).as_posix(), val_fraction) for f in files]
+    if len(files) > 1 and not any(val):
+        val[-1] = True
+    if len(files) > 1 and all(val):
+        val[0] = False
+    return ["val" if is_val else "train" for is_val in val]
 
 
-def _read_utf8(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise LMTrainError(
-            f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}): convert it to "
-            "UTF-8 or point data.source.path at text files only"
-        ) from None
+class FileSource(Source):
+    """A corpus of files: documents, identity, size and tokenizer sample from one file list.
+
+    Subclasses say which files (`find_files`); the list is resolved once per instance, so the
+    fingerprint and the tokens always describe the same files.
+    """
+
+    val_fraction: float
+    text_field: str = "text"
+    block_chars: int = BLOCK_CHARS
+    _resolved: tuple[list[Path], Path] | None = None
+
+    def find_files(self) -> tuple[list[Path], Path]:
+        """The sorted, non-empty corpus files and the folder their relative paths start from."""
+        raise NotImplementedError
+
+    def file_list(self) -> tuple[list[Path], Path]:
+        """`find_files()`, resolved on first use and then kept."""
+        if self._resolved is None:
+            self._resolved = self.find_files()
+        return self._resolved
+
+    def identity(self) -> dict[str, Any]:
+        files, base = self.file_list()
+        return {"base": str(base), "files": file_identity(files, base)}
+
+    def size_hint(self) -> int:
+        return sum(text_size_hint(f) for f in self.file_list()[0])
+
+    def documents(self) -> Iterator[Piece]:
+        files, base = self.file_list()
+        if len(files) == 1 and is_record_file(files[0]):
+            for index, text in enumerate(read_records(files[0], self.text_field)):
+                split = "val" if is_val_index(index, self.val_fraction) else "train"
+                yield from text_document(split, text, self.block_chars)
+        elif len(files) == 1:
+            yield from split_single_text(files[0], self.val_fraction, self.block_chars)
+        else:
+            splits = assign_splits(files, base, self.val_fraction)
+            for path, split in zip(files, splits, strict=True):
+                yield from self._file_documents(path, split)
+
+    def _file_documents(self, path: Path, split: str) -> Iterator[Piece]:
+        """A record file is one document per line; any other file is one document."""
+        if is_record_file(path):
+            for text in read_records(path, self.text_field):
+                yield from text_document(split, text, self.block_chars)
+        else:
+            yield from as_document(split, read_text_pieces(path, self.block_chars))
+
+    def sample(self, max_bytes: int) -> Iterator[str]:
+        """Every k-th train file, so that about `max_bytes` are read instead of the whole corpus."""
+        files, base = self.file_list()
+        if len(files) == 1:
+            yield from super().sample(max_bytes)
+            return
+        splits = assign_splits(files, base, self.val_fraction)
+        train = [f for f, split in zip(files, splits, strict=True) if split == "train"]
+        stride = max(1, math.ceil(sum(text_size_hint(f) for f in train) / max_bytes))
+        pieces = chain.from_iterable(self._file_documents(f, "train") for f in train[::stride])
+        yield from take_bytes((piece.text for piece in pieces), max_bytes)
 
 
-class PythonStdlibSource:
+class PythonStdlibSource(FileSource):
     """The `.py` files of the running interpreter's standard library: a corpus with no download.
 
     About 12 MB of code is enough to see a small model learn; tests are excluded because they are
@@ -90,48 +145,63 @@ class PythonStdlibSource:
     """
 
     def __init__(self, val_fraction: float = 0.05) -> None:
-        self.val_fraction = _check_val_fraction(val_fraction)
+        self.val_fraction = check_val_fraction(val_fraction)
         self.root = Path(sysconfig.get_paths()["stdlib"])
+
+    def find_files(self) -> tuple[list[Path], Path]:
+        files = sorted(
+            p
+            for p in self.root.rglob("*.py")
+            if p.is_file()
+            and p.stat().st_size > 0
+            and not STDLIB_EXCLUDED_DIRS & set(p.relative_to(self.root).parts[:-1])
+        )
+        return files, self.root
 
     def files(self) -> list[Path]:
         """The sorted corpus files, so the document order (and the fingerprint) is stable."""
-        return sorted(
-            p
-            for p in self.root.rglob("*.py")
-            if p.is_file() and not STDLIB_EXCLUDED_DIRS & set(p.relative_to(self.root).parts[:-1])
-        )
+        return self.file_list()[0]
 
-    def load_splits(self) -> Splits:
-        return split_files(self.files(), self.root, self.val_fraction)
-
-    def settings(self) -> dict[str, object]:
+    def settings(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction}
 
     def describe(self) -> str:
         return f"Python stdlib .py files under {self.root} (val_fraction={self.val_fraction})"
 
 
-class TextFilesSource:
-    """Your own UTF-8 text: one file, every file under a folder, or a glob."""
+class TextFilesSource(FileSource):
+    """Your own UTF-8 text: files, folders (every file under them) or globs, one or a list.
 
-    def __init__(self, path: str, val_fraction: float = 0.1) -> None:
-        self.path = str(path)
-        self.val_fraction = _check_val_fraction(val_fraction)
+    `.jsonl` / `.ndjson` files hold one document per line in `text_field`; any other file is one
+    document; `.gz` is read through gzip (`notes.md.gz`, `part-0001.jsonl.gz`).
+    """
 
-    def files(self) -> tuple[list[Path], Path]:
-        """The matched files, sorted, and the folder that their relative paths start from."""
-        path = Path(self.path).expanduser()
-        if path.is_file():
-            return [path], path.parent
-        if path.is_dir():
-            return sorted(p for p in path.rglob("*") if p.is_file()), path
-        matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-        files = [p for p in matches if p.is_file()]
-        base = Path(os.path.commonpath([p.parent for p in files])) if files else path.parent
-        return files, base
+    def __init__(
+        self,
+        path: str | Sequence[str],
+        val_fraction: float = 0.1,
+        text_field: str = "text",
+        block_chars: int = BLOCK_CHARS,
+    ) -> None:
+        single = isinstance(path, str | os.PathLike)
+        self.paths = [str(path)] if single else [str(p) for p in path]
+        self.path = str(path) if single else ", ".join(self.paths)
+        self.val_fraction = check_val_fraction(val_fraction)
+        self.text_field = text_field
+        self.block_chars = block_chars
 
-    def load_splits(self) -> Splits:
-        files, base = self.files()
+    def find_files(self) -> tuple[list[Path], Path]:
+        """Every matched file, sorted, deduplicated; an error if none is found or all are empty."""
+        found: set[Path] = set()
+        for entry in self.paths:
+            path = Path(entry).expanduser()
+            if path.is_file():
+                found.add(path)
+            elif path.is_dir():
+                found.update(p for p in path.rglob("*") if p.is_file())
+            else:
+                found.update(p for p in map(Path, glob.glob(str(path), recursive=True)))
+        files = sorted(p for p in found if p.is_file())
         if not files:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches no file: pass an existing file, folder "
@@ -142,22 +212,34 @@ class TextFilesSource:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches only empty files: pass files with text"
             )
-        if len(files) == 1:
-            return split_text(_read_utf8(files[0]), self.val_fraction)
-        return split_files(files, base, self.val_fraction)
+        single_dir = Path(self.paths[0]).expanduser()
+        if len(self.paths) == 1 and single_dir.is_dir():
+            base = single_dir
+        else:
+            base = Path(os.path.commonpath([p.parent for p in files]))
+        return files, base
 
-    def settings(self) -> dict[str, object]:
-        return {"path": self.path, "val_fraction": self.val_fraction}
+    def files(self) -> tuple[list[Path], Path]:
+        """The matched files and the folder that their relative paths start from."""
+        return self.file_list()
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "path": self.paths,
+            "val_fraction": self.val_fraction,
+            "text_field": self.text_field,
+            "block_chars": self.block_chars,
+        }
 
     def describe(self) -> str:
         return f"text files {self.path!r} (val_fraction={self.val_fraction})"
 
 
-class ShakespeareSource:
+class ShakespeareSource(FileSource):
     """Tiny Shakespeare (1 MB), nanoGPT's char-level baseline: a local copy or a one-time download.
 
     `url` and `timeout_s` exist for mirrors and offline tests; the checksum is fixed, so whatever
-    is downloaded must be the real file.
+    is downloaded must be the real file, and the fingerprint can use it without downloading.
     """
 
     def __init__(
@@ -169,15 +251,24 @@ class ShakespeareSource:
         timeout_s: float = 60.0,
     ) -> None:
         self.path = None if path is None else str(path)
-        self.val_fraction = _check_val_fraction(val_fraction)
+        self.val_fraction = check_val_fraction(val_fraction)
         self.download_dir = str(download_dir)
         self.url = url
         self.timeout_s = timeout_s
 
-    def load_splits(self) -> Splits:
+    def find_files(self) -> tuple[list[Path], Path]:
         if self.path is not None:
-            return TextFilesSource(self.path, self.val_fraction).load_splits()
-        return split_text(_read_utf8(self.download()), self.val_fraction)
+            return TextFilesSource(self.path, self.val_fraction).find_files()
+        dest = self.download()
+        return [dest], dest.parent
+
+    def identity(self) -> dict[str, Any]:
+        if self.path is None:
+            return {"sha256": TINY_SHAKESPEARE_SHA256}
+        return super().identity()
+
+    def size_hint(self) -> int | None:
+        return None if self.path is None else super().size_hint()
 
     def download(self) -> Path:
         """Fetch input.txt once, verified, written under a temporary name and then renamed."""
@@ -204,7 +295,7 @@ class ShakespeareSource:
         os.replace(tmp, dest)
         return dest
 
-    def settings(self) -> dict[str, object]:
+    def settings(self) -> dict[str, Any]:
         return {"path": self.path, "val_fraction": self.val_fraction, "url": self.url}
 
     def describe(self) -> str:

@@ -2,66 +2,84 @@
 
 A cache folder is `<cache_dir>/<fingerprint>/` holding `train.bin` and `val.bin` (token ids, one
 end-of-text token after each document, nanoGPT's format), `tokenizer/` (`save_pretrained` output)
-and `meta.json`. The fingerprint hashes everything the tokens depend on: this format's version, the
-source's class and settings, the tokenizer settings and the text itself. So editing a corpus file
-or a setting gives a new folder, and the same inputs find the old one: no retraining, no encoding.
+and `meta.json`. The fingerprint is computed without reading the corpus (see `fingerprint`), so
+finding an existing cache costs a few stat calls even for a corpus of many GB.
 
-A folder is written under a temporary name and renamed into place when complete, so a crash never
-leaves a half-written cache that a later run trusts; a folder that is damaged anyway (meta.json
-missing, a .bin of the wrong size, no tokenizer) is removed and rebuilt with a warning.
+A folder is written under a temporary name and renamed into place when complete, so an interrupted
+build never leaves a folder that a later run trusts: the next build removes the leftovers and starts
+over. A folder that is damaged anyway (meta.json missing, a .bin of the wrong size, no tokenizer)
+is removed and rebuilt with a warning. Builds hold an exclusive lock on `<fingerprint>.lock`, so
+when several processes of a node (DDP, torchrun) prepare at once, one builds and the others wait
+and then open the same files. A killed builder's lock is released by the kernel.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-import time
-from collections.abc import Mapping, Sequence
-from itertools import chain
+import socket
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lmtrain.data.corpus import SPLITS, Source, utf8_len
+from lmtrain.data.encode import default_workers, encode_corpus
 from lmtrain.data.tokenizers import build_tokenizer
 
 log = logging.getLogger(__name__)
 
 # Bump when the folder layout or the token stream changes, so old caches are not trusted.
-FORMAT_VERSION = 1
-SPLITS = ("train", "val")
-# Documents per encode call: enough for the Rust backend to parallelize, small enough for memory.
-ENCODE_CHUNK_DOCS = 256
+FORMAT_VERSION = 2
+MB = 1_000_000
 
 
-def fingerprint(
-    source: Any,
-    tokenizer_settings: Mapping[str, Any],
-    train_docs: Sequence[str],
-    val_docs: Sequence[str],
-) -> str:
-    """sha256 over the format version, source and tokenizer settings, and the text of each split.
+def tokenizer_fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The tokenizer settings that change the tokens, so that unused keys never force a rebuild.
 
-    Each document is length-prefixed so that moving text between documents changes the hash.
+    bpe: `vocab_size` and `train_sample_mb` (the sample it learns from); pretrained: `name`, plus
+    the size and mtime of a local folder's tokenizer.json.
+    """
+    kind = settings.get("kind")
+    if kind == "bpe":
+        keys = ("vocab_size", "train_sample_mb")
+    elif kind == "pretrained":
+        keys = ("name",)
+    else:
+        keys = ()
+    relevant: dict[str, Any] = {"kind": kind, **{key: settings.get(key) for key in keys}}
+    if kind == "pretrained" and settings.get("name"):
+        local = Path(str(settings["name"])).expanduser() / "tokenizer.json"
+        if local.is_file():
+            relevant["tokenizer_json"] = [local.stat().st_size, local.stat().st_mtime_ns]
+    return relevant
+
+
+def fingerprint(source: Source, tokenizer_settings: Mapping[str, Any]) -> str:
+    """sha256 of what the tokens depend on, computed without reading the corpus.
+
+    It covers this format's version, the source's class, its settings (path, split fraction, ...)
+    and its identity (each file's relative path, size and mtime; for a Hugging Face dataset its
+    builder config and data-files hash, which track local mtimes and hub revisions), and the
+    tokenizer settings that matter (`tokenizer_fingerprint`), including the size of the BPE
+    training sample. Editing a file or a setting gives a new folder; the same inputs find the old
+    one without reading a byte of text. Not covered: a file rewritten with the same size and mtime.
     """
     header = {
         "format_version": FORMAT_VERSION,
-        "source": type(source).__name__,
+        "source": f"{type(source).__module__}.{type(source).__qualname__}",
         "source_settings": source.settings(),
-        "tokenizer": dict(tokenizer_settings),
+        "source_identity": source.identity(),
+        "tokenizer": tokenizer_fingerprint(tokenizer_settings),
     }
-    digest = hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode())
-    for split, docs in zip(SPLITS, (train_docs, val_docs), strict=True):
-        digest.update(f"\0{split}:{len(docs)}\0".encode())
-        for doc in docs:
-            data = doc.encode("utf-8")
-            digest.update(len(data).to_bytes(8, "little"))
-            digest.update(data)
-    return digest.hexdigest()
+    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -70,105 +88,177 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def build_or_load(
-    cache_dir: str | os.PathLike[str], source: Any, tokenizer_settings: Mapping[str, Any]
+    cache_dir: str | os.PathLike[str],
+    source: Source,
+    tokenizer_settings: Mapping[str, Any],
+    workers: int | None = None,
+    chunk_mb: float = 1.0,
 ) -> Path:
     """The cache folder for this source and tokenizer, built first if it is missing or damaged.
 
-    The source is always read, since its text is part of the fingerprint; reading is cheap next to
-    tokenizer training and encoding, which only happen on a miss.
+    `workers` tokenizer processes (None: every core) encode chunks of `chunk_mb` MB of text; the
+    resulting files do not depend on either.
     """
-    train_docs, val_docs = source.load_splits()
-    key = fingerprint(source, tokenizer_settings, train_docs, val_docs)
-    folder = Path(cache_dir) / key
-    if folder.exists():
-        problem = find_problem(folder)
-        if problem is None:
-            log.info("Reusing token cache %s", folder)
-            return folder
-        log.warning("Token cache %s is damaged (%s): removing and rebuilding it", folder, problem)
-        shutil.rmtree(folder, ignore_errors=True)
-    tmp = folder.with_name(f"{key}.tmp-{os.getpid()}")
-    try:
-        write(tmp, source, tokenizer_settings, train_docs, val_docs, key)
-        _move_into_place(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    key = fingerprint(source, tokenizer_settings)
+    cache_dir = Path(cache_dir)
+    folder = cache_dir / key
+    if folder.exists() and find_problem(folder) is None:
+        log.info("Reusing token cache %s", folder)
+        return folder
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(cache_dir / f"{key}.lock"):
+        if folder.exists():
+            problem = find_problem(folder)
+            if problem is None:
+                log.info("Token cache %s was built by another process: using it", folder)
+                return folder
+            log.warning(
+                "Token cache %s is damaged (%s): removing and rebuilding it", folder, problem
+            )
+            shutil.rmtree(folder, ignore_errors=True)
+        # Holding the lock, no process of this host is writing one: what is there was interrupted.
+        # Other hosts' builds are left alone, in case the file system does not share locks.
+        for leftover in cache_dir.glob(f"{key}.tmp-{socket.gethostname()}-*"):
+            log.warning("Removing %s, left by an interrupted build", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
+        tmp = cache_dir / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
+        try:
+            write(tmp, source, tokenizer_settings, key, workers or default_workers(), chunk_mb)
+            _move_into_place(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
 def _move_into_place(tmp: Path, folder: Path) -> None:
-    """Rename a finished folder into place; if another process got there first, keep theirs."""
+    """Rename a finished folder into place; if another host got there first, keep theirs."""
     try:
         os.replace(tmp, folder)
     except OSError:
         if find_problem(folder) is not None:
             raise
-        log.info("Token cache %s was built concurrently by another process: using it", folder)
+        log.info("Token cache %s was built concurrently by another host: using it", folder)
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """A POSIX record lock on `path`, which the kernel drops as soon as its holder dies.
+
+    Not `flock`: an flock belongs to the open file, which forked tokenizer workers inherit, so a
+    builder killed while its workers linger would keep everyone else waiting. The lock file stays
+    (removing it would let a waiting process and a new one lock two different files).
+    """
+    with path.open("a") as f:
+        try:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            log.info("Waiting for another process to finish building %s", path.with_suffix(""))
+            fcntl.lockf(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(f, fcntl.LOCK_UN)
 
 
 def write(
     folder: Path,
-    source: Any,
+    source: Source,
     tokenizer_settings: Mapping[str, Any],
-    train_docs: Sequence[str],
-    val_docs: Sequence[str],
     key: str,
+    workers: int,
+    chunk_mb: float,
 ) -> None:
     """Train or load the tokenizer, encode both splits and write everything into `folder`."""
-    start = time.perf_counter()
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     log.info("Building token cache %s from %s", folder, source.describe())
+    kind = tokenizer_settings["kind"]
+    sample = _Counted(_tokenizer_text(source, tokenizer_settings))
     tokenizer = build_tokenizer(
-        tokenizer_settings["kind"],
-        train_docs,
+        kind,
+        sample,
         vocab_size=tokenizer_settings.get("vocab_size"),
         name=tokenizer_settings.get("name"),
-        val_docs=val_docs,
     )
     tokenizer.save_pretrained(folder / "tokenizer")
     dtype = token_dtype(len(tokenizer))
-    counts = {
-        split: encode_to_file(tokenizer, docs, folder / f"{split}.bin", dtype)
-        for split, docs in zip(SPLITS, (train_docs, val_docs), strict=True)
-    }
+    size = source.size_hint()
+    chunk_bytes = max(1, int(chunk_mb * MB))
+    if size is not None:  # no point forking more workers than there are chunks
+        workers = max(1, min(workers, size // chunk_bytes))
+    stats = encode_corpus(
+        source.documents(),
+        tokenizer.backend_tokenizer.to_str(),
+        tokenizer.eos_token_id,
+        dtype,
+        {split: folder / f"{split}.bin" for split in SPLITS},
+        workers=workers,
+        chunk_bytes=chunk_bytes,
+        total_bytes=size,
+    )
+    total_mb = sum(stats.bytes.values()) / MB
     meta = {
         "format_version": FORMAT_VERSION,
         "fingerprint": key,
         "dtype": dtype.name,
         "vocab_size": len(tokenizer),
         "eos_token_id": tokenizer.eos_token_id,
-        "tokens": counts,
-        "documents": {"train": len(train_docs), "val": len(val_docs)},
+        "tokens": stats.tokens,
+        "documents": stats.documents,
+        "text_bytes": stats.bytes,
+        "tokenizer_trained_on": sample.summary(),
         "source": source.describe(),
         "tokenizer": dict(tokenizer_settings),
+        "prepare": {"workers": stats.workers, "seconds": round(stats.seconds, 3)},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info(
-        "Tokenized %d train and %d val tokens (vocab %d) in %.1fs",
-        counts["train"],
-        counts["val"],
+        "Tokenized %.1f MB into %d train and %d val tokens (vocab %d) in %.1fs (%.1f MB/s, %d "
+        "workers)",
+        total_mb,
+        stats.tokens["train"],
+        stats.tokens["val"],
         len(tokenizer),
-        time.perf_counter() - start,
+        stats.seconds,
+        total_mb / max(stats.seconds, 1e-9),
+        stats.workers,
     )
 
 
-def encode_to_file(
-    tokenizer: PreTrainedTokenizerFast, docs: Sequence[str], path: Path, dtype: np.dtype
-) -> int:
-    """Append each document's ids and then one eos id to `path`; returns the token count."""
-    eos = tokenizer.eos_token_id
-    count = 0
-    with path.open("wb") as f:
-        for i in range(0, len(docs), ENCODE_CHUNK_DOCS):
-            chunk = docs[i : i + ENCODE_CHUNK_DOCS]
-            ids = tokenizer(list(chunk), add_special_tokens=False)["input_ids"]
-            for doc_ids in ids:
-                doc_ids.append(eos)
-            flat = np.fromiter(chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
-            flat.tofile(f)
-            count += flat.size
-    return count
+def _tokenizer_text(source: Source, settings: Mapping[str, Any]) -> Iterator[str]:
+    """What the tokenizer learns from: a train sample (bpe), every character (char), or nothing.
+
+    BPE learns from `train_sample_mb` MB of train text spread over the corpus (`Source.sample`), or
+    from all of it when that is null; the alphabet of "char" must cover val too.
+    """
+    if settings["kind"] == "bpe":
+        sample_mb = settings.get("train_sample_mb")
+        if sample_mb:
+            yield from source.sample(int(float(sample_mb) * MB))
+        else:
+            yield from (piece.text for piece in source.documents() if piece.split == "train")
+    elif settings["kind"] == "char":
+        yield from (piece.text for piece in source.documents())
+
+
+class _Counted:
+    """An iterator of texts that counts what its consumer took, for meta.json."""
+
+    def __init__(self, texts: Iterator[str]) -> None:
+        self.texts = texts
+        self.count = 0
+        self.bytes = 0
+        self.used = False
+
+    def summary(self) -> dict[str, int] | None:
+        return {"pieces": self.count, "bytes": self.bytes} if self.used else None
+
+    def __iter__(self) -> Iterator[str]:
+        self.used = True
+        for text in self.texts:
+            self.count += 1
+            self.bytes += utf8_len(text)
+            yield text
 
 
 def find_problem(folder: Path) -> str | None:

@@ -53,7 +53,10 @@ def char_tokenizer(docs: Iterable[str]) -> PreTrainedTokenizerFast:
     There is deliberately no unknown token: a character outside the corpus raises instead of
     silently becoming another token.
     """
-    alphabet = sorted(set().union(*map(set, docs)))
+    characters: set[str] = set()
+    for doc in docs:
+        characters.update(doc)
+    alphabet = sorted(characters)
     vocab = {char: i for i, char in enumerate(alphabet)}
     vocab[EOS_TOKEN] = len(vocab)
     tokenizer = Tokenizer(models.WordLevel(vocab))

@@ -1,0 +1,374 @@
+#!/usr/bin/env python
+"""Data preparation throughput and memory: `TextDataModule.prepare_data()` vs the bare tokenizer.
+
+For each corpus size it builds (once, under data/bench/) a corpus of that many MB from the
+standard library's `.py` files, repeated with variation (each repetition rotates the letters by
+one more place, so no text repeats and the tokenizer's word cache cannot shortcut it). A byte-level
+BPE is trained once on a sample of the largest corpus. Then, side by side in one run and
+alternating (bare, prepare, bare, prepare, ...) so that a noisy machine's drift hits both:
+
+- bare: `Tokenizer.encode_batch` on the same texts, already in memory, on every core (the
+  tokenizer's own thread pool), in batches of about 1 MB; `encode_batch_fast` likewise;
+- prepare: a fresh process runs `TextDataModule(...).prepare_data()` with that tokenizer (kind
+  pretrained), reading the files, tokenizing on `--workers` processes and writing the token files;
+  the clock covers `prepare_data()` only, not the interpreter start or imports;
+- (on `--hf-map-sizes-mb`) the Hugging Face run_clm pipeline on the same files: `load_dataset`
+  (text, one row per file), `.map(tokenize, batched, num_proc)`, `.map(group_texts, ...)`.
+
+Peak memory of each process tree is sampled every 50 ms from /proc: PSS (shared pages split
+between the processes that share them, i.e. what the tree really uses) and the sum of RSS (which
+counts pages shared by forked workers once per process). The best of `--repeats` runs is kept
+for each side. Results are merged into logs/bench/latest.json.
+
+    python scripts/bench_data.py                       # 10, 50 and 100 MB
+    python scripts/bench_data.py --sizes-mb 10 --repeats 1 --hf-map-sizes-mb
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+MB = 1_000_000
+
+
+def build_corpus(folder: Path, size_mb: int) -> Path:
+    """`size_mb` MB of stdlib sources in files, the k-th repetition with letters rotated by k."""
+    if (folder / ".complete").is_file():
+        return folder
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    sources = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts)
+    texts = [
+        (p.relative_to(stdlib), p.read_text(encoding="utf-8", errors="replace")) for p in sources
+    ]
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    written, repetition = 0, 0
+    while written < size_mb * MB:
+        lower, upper = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+        k = repetition % 26
+        table = str.maketrans(lower + upper, lower[k:] + lower[:k] + upper[k:] + upper[:k])
+        for relative, text in texts:
+            if written >= size_mb * MB:
+                break
+            path = tmp / f"rep{repetition:02}" / relative.with_suffix(".txt")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = text.translate(table).encode("utf-8")
+            path.write_bytes(data)
+            written += len(data)
+        repetition += 1
+    (tmp / ".complete").write_text(f"{written}\n")
+    os.replace(tmp, folder)
+    return folder
+
+
+def corpus_texts(folder: Path) -> list[str]:
+    from lmtrain.data.sources import TextFilesSource
+
+    """The texts prepare_data() encodes (files over 1 MB come in pieces), read outside the clock."""
+    return [piece.text for piece in TextFilesSource(str(folder)).documents()]
+
+
+def train_tokenizer(corpus: Path, vocab_size: int, sample_mb: float, out: Path) -> float:
+    """Byte-level BPE trained on `sample_mb` MB spread over `corpus`; returns seconds."""
+    from lmtrain.data.sources import TextFilesSource
+    from lmtrain.data.tokenizers import bpe_tokenizer
+
+    start = time.perf_counter()
+    sample = TextFilesSource(str(corpus)).sample(int(sample_mb * MB))
+    bpe_tokenizer(sample, vocab_size).save_pretrained(out)
+    return time.perf_counter() - start
+
+
+def bare_mb_per_s(texts: list[str], tokenizer_dir: Path, method: str) -> float:
+    """The tokenizer alone, on every core, in ~1 MB batches of the texts already in memory."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    encode = getattr(tokenizer, method)
+    batches, batch, size = [], [], 0
+    for text in texts:
+        batch.append(text)
+        size += len(text.encode("utf-8"))
+        if size >= MB:
+            batches.append(batch)
+            batch, size = [], 0
+    batches.append(batch)
+    total = sum(len(t.encode("utf-8")) for t in texts)
+    start = time.perf_counter()
+    for batch in batches:
+        encode(batch, add_special_tokens=False)
+    return total / MB / (time.perf_counter() - start)
+
+
+class TreeMemory(threading.Thread):
+    """Peak PSS and peak summed RSS of a process and all its descendants, sampled from /proc."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.interval_s = pid, interval_s
+        self.peak_pss_kb = self.peak_rss_kb = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            pss = rss = 0
+            for pid in self._tree(self.pid):
+                pss += _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
+                rss += _proc_kb(f"/proc/{pid}/status", "VmRSS:")
+            self.peak_pss_kb, self.peak_rss_kb = (
+                max(self.peak_pss_kb, pss),
+                max(self.peak_rss_kb, rss),
+            )
+            self.done.wait(self.interval_s)
+
+    def _tree(self, pid: int) -> list[int]:
+        pids, stack = [], [pid]
+        while stack:
+            current = stack.pop()
+            pids.append(current)
+            for task in Path(f"/proc/{current}/task").glob("*"):
+                with contextlib.suppress(OSError):  # the task ended meanwhile
+                    stack.extend(int(c) for c in (task / "children").read_text().split())
+        return pids
+
+
+def _proc_kb(path: str, key: str) -> int:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def run_child(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Run this script as `--child MODE` in a fresh process, tracking its memory from outside."""
+    command = [sys.executable, __file__, "--child", mode, json.dumps(settings)]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    memory = TreeMemory(process.pid)
+    memory.start()
+    out, _ = process.communicate()
+    memory.done.set()
+    memory.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{mode} child failed with exit code {process.returncode}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_pss_mb"] = memory.peak_pss_kb / 1024
+    result["peak_rss_sum_mb"] = memory.peak_rss_kb / 1024
+    return result
+
+
+def child_prepare(settings: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: the datamodule's whole preparation, timed from the call."""
+    import resource
+
+    from lmtrain.data import TextDataModule
+    from lmtrain.data.sources import TextFilesSource
+    from lmtrain.data.token_cache import load_meta
+
+    tokenizer = {"kind": "pretrained", "name": settings["tokenizer"]}
+    source = TextFilesSource(settings["corpus"], val_fraction=0.05)
+    dm = TextDataModule(
+        source,
+        tokenizer,
+        block_size=1024,
+        batch_size=8,
+        cache_dir=settings["cache_dir"],
+        prepare_workers=settings["workers"],
+        prepare_chunk_mb=settings["chunk_mb"],
+    )
+    rss_before = _proc_kb("/proc/self/status", "VmRSS:") / 1024
+    start = time.perf_counter()
+    dm.prepare_data()
+    seconds = time.perf_counter() - start
+    meta = load_meta(dm.cache_path)
+    return {
+        "seconds": seconds,
+        "text_bytes": sum(meta["text_bytes"].values()),
+        "tokens": sum(meta["tokens"].values()),
+        "workers": meta["prepare"]["workers"],
+        "rss_before_prepare_mb": rss_before,
+        "ru_maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "ru_maxrss_largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        / 1024,
+    }
+
+
+def child_hf_map(settings: dict[str, Any]) -> dict[str, Any]:
+    """In a fresh process: transformers' run_clm.py data pipeline, timed from load_dataset."""
+    from itertools import chain
+
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    tokenizer = AutoTokenizer.from_pretrained(settings["tokenizer"])
+    files = sorted(str(p) for p in Path(settings["corpus"]).rglob("*.txt"))
+    block_size, workers = 1024, settings["workers"]
+    start = time.perf_counter()
+    raw = datasets.load_dataset(
+        "text", data_files=files, sample_by="document", cache_dir=settings["cache_dir"]
+    )
+
+    def tokenize_function(examples: dict[str, list[str]]) -> Any:
+        return tokenizer(examples["text"])
+
+    def group_texts(examples: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
+        concatenated = {k: list(chain(*examples[k])) for k in examples}
+        total_length = len(concatenated[next(iter(examples))]) // block_size * block_size
+        result = {
+            k: [t[i : i + block_size] for i in range(0, total_length, block_size)]
+            for k, t in concatenated.items()
+        }
+        result["labels"] = result["input_ids"].copy()
+        return result
+
+    tokenized = raw.map(tokenize_function, batched=True, num_proc=workers, remove_columns=["text"])
+    grouped = tokenized.map(group_texts, batched=True, num_proc=workers)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "blocks": grouped["train"].num_rows, "workers": workers}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--sizes-mb", type=int, nargs="+", default=[10, 50, 100], help="corpus sizes to measure")
+    add("--workers", type=int, default=None, help="prepare workers; None = every core")
+    add("--chunk-mb", type=float, default=1.0, help="data.prepare_chunk_mb")
+    add("--repeats", type=int, default=2, help="runs per side, best kept")
+    add("--vocab-size", type=int, default=8192, help="BPE vocabulary")
+    add("--sample-mb", type=float, default=10.0, help="BPE training sample")
+    add("--hf-map-sizes-mb", type=int, nargs="*", help="datasets.map on; None = largest only")
+    add("--corpus-dir", type=Path, default=ROOT / "data" / "bench", help="corpora, tokenizer")
+    add("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json", help="merged into")
+    add("--child", nargs=2, help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+def measure(corpus: Path, tokenizer_dir: Path, args: argparse.Namespace, tmp: str) -> dict:
+    """Bare tokenizer and prepare_data() on one corpus, alternating, best of `args.repeats`."""
+    texts = corpus_texts(corpus)
+    text_mb = sum(len(t.encode("utf-8")) for t in texts) / MB
+    runs: dict[str, list[Any]] = {"bare": [], "bare_fast": [], "prepare": []}
+    for repeat in range(args.repeats):
+        runs["bare"].append(bare_mb_per_s(texts, tokenizer_dir, "encode_batch"))
+        runs["bare_fast"].append(bare_mb_per_s(texts, tokenizer_dir, "encode_batch_fast"))
+        settings = {"corpus": str(corpus), "tokenizer": str(tokenizer_dir)}
+        settings |= {"cache_dir": f"{tmp}/{corpus.name}_{repeat}", "workers": args.workers}
+        runs["prepare"].append(run_child("prepare", settings | {"chunk_mb": args.chunk_mb}))
+        last = runs["prepare"][-1]
+        print(
+            f"{corpus.name} run {repeat}: bare {runs['bare'][-1]:.2f} MB/s, fast "
+            f"{runs['bare_fast'][-1]:.2f} MB/s, prepare {text_mb / last['seconds']:.2f} MB/s, "
+            f"{last['peak_pss_mb']:.0f} MB PSS",
+            file=sys.stderr,
+        )
+    best = min(runs["prepare"], key=lambda r: r["seconds"])
+    assert abs(best["text_bytes"] / MB - text_mb) < 1e-6, "prepare and bare saw different text"
+    prepare_mb_s = text_mb / best["seconds"]
+    return {
+        "text_mb": text_mb,
+        "prepare_mb_per_s": prepare_mb_s,
+        "raw_tokenizer_mb_per_s": max(runs["bare"]),
+        "raw_tokenizer_fast_mb_per_s": max(runs["bare_fast"]),
+        "prepare_ratio": prepare_mb_s / max(runs["bare"]),
+        "prepare_ratio_vs_fast": prepare_mb_s / max(runs["bare_fast"]),
+        "prepare_peak_rss_mb": max(r["peak_pss_mb"] for r in runs["prepare"]),
+        "prepare_peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in runs["prepare"]),
+        "prepare_rss_before_mb": best["rss_before_prepare_mb"],
+        "prepare_workers": best["workers"],
+        "tokens": best["tokens"],
+        "runs": runs,
+    }
+
+
+def measure_hf_map(corpus: Path, tokenizer_dir: Path, result: dict, workers: int, tmp: str) -> None:
+    """The run_clm pipeline on the same corpus, added to `result` with its ratios."""
+    settings = {"corpus": str(corpus), "tokenizer": str(tokenizer_dir)}
+    hf = run_child(
+        "hf_map", settings | {"cache_dir": f"{tmp}/hf_{corpus.name}", "workers": workers}
+    )
+    result["hf_map_mb_per_s"] = result["text_mb"] / hf["seconds"]
+    result["hf_map_peak_rss_mb"] = hf["peak_pss_mb"]
+    result["hf_map_ratio"] = result["hf_map_mb_per_s"] / result["raw_tokenizer_mb_per_s"]
+    result["prepare_vs_hf_map"] = result["prepare_mb_per_s"] / result["hf_map_mb_per_s"]
+    print(f"{corpus.name} datasets.map: {result['hf_map_mb_per_s']:.2f} MB/s", file=sys.stderr)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        mode, settings = args.child[0], json.loads(args.child[1])
+        result = child_prepare(settings) if mode == "prepare" else child_hf_map(settings)
+        print(json.dumps(result), flush=True)
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the bare tokenizer gets every core
+    from lmtrain.data.encode import default_workers
+    from lmtrain.utils.run import write_json_atomic
+
+    args.workers = args.workers or default_workers()
+    largest = max(args.sizes_mb)
+    hf_sizes = [largest] if args.hf_map_sizes_mb is None else args.hf_map_sizes_mb
+    load_before = os.getloadavg()
+    corpora = {
+        size: build_corpus(args.corpus_dir / f"stdlib_{size}mb", size) for size in args.sizes_mb
+    }
+    tokenizer_dir = args.corpus_dir / f"bpe_{args.vocab_size}"
+    bpe_s = train_tokenizer(corpora[largest], args.vocab_size, args.sample_mb, tokenizer_dir)
+    print(f"BPE trained on {args.sample_mb} MB in {bpe_s:.1f}s", file=sys.stderr)
+    sizes: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, corpus in corpora.items():
+            sizes[str(size)] = measure(corpus, tokenizer_dir, args, tmp)
+            if size in hf_sizes:
+                measure_hf_map(corpus, tokenizer_dir, sizes[str(size)], args.workers, tmp)
+
+    headline = sizes[str(largest)]
+    keys = ["prepare_mb_per_s", "raw_tokenizer_mb_per_s", "prepare_ratio", "prepare_peak_rss_mb"]
+    keys += ["raw_tokenizer_fast_mb_per_s", "prepare_ratio_vs_fast"]
+    keys += [k for k in ("hf_map_mb_per_s", "hf_map_ratio", "prepare_vs_hf_map") if k in headline]
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    for key in ("hf_map_mb_per_s", "hf_map_ratio", "prepare_vs_hf_map"):
+        report.pop(key, None)  # not from an earlier run when not measured in this one
+    report.update({key: headline[key] for key in keys})
+    report["data_prepare"] = {
+        "sizes_mb": sizes,
+        "headline_size_mb": largest,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "cores": os.cpu_count(),
+        "bpe_train_s": bpe_s,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    write_json_atomic(args.out, report)
+    print(
+        f"\n{'MB':>4} {'prepare':>8} {'bare':>6} {'ratio':>6} {'vs fast':>7} {'PSS MB':>6} hf map"
+    )
+    for size, r in sizes.items():
+        hf = f"{r['hf_map_mb_per_s']:6.2f}" if "hf_map_mb_per_s" in r else "     -"
+        print(
+            f"{size:>4} {r['prepare_mb_per_s']:8.2f} {r['raw_tokenizer_mb_per_s']:6.2f} "
+            f"{r['prepare_ratio']:6.2f} {r['prepare_ratio_vs_fast']:7.2f} "
+            f"{r['prepare_peak_rss_mb']:6.0f} {hf}"
+        )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

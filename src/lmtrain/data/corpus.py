@@ -1,0 +1,288 @@
+"""What every corpus source shares: documents as a lazy stream of pieces, split rules, file reading.
+
+A source yields `Piece`s in a fixed order, each tagged with its split; a document is one or more
+consecutive pieces of the same split, and an end-of-text token follows its last piece (`end`).
+Nothing holds the corpus in memory: a huge file is read in blocks of about `BLOCK_CHARS`
+characters, cut just after a newline that sits between two non-space characters. Byte-level BPE
+(GPT-2's pre-tokenizer regex) and the char tokenizer always break tokens there, so encoding the
+pieces one by one gives exactly the ids of encoding the whole file; other pretrained tokenizers may
+differ at those boundaries, about once per 256k characters.
+
+Splits never need a second pass or a random seed: files go to val by a hash of their relative path,
+documents of one record file (or one HF dataset split) by a hash of their index, and a single plain
+text file by characters, nanoGPT's way (the tail is val).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from lmtrain.errors import LMTrainError
+
+SPLITS = ("train", "val")
+# Characters per piece of a big document: big enough that cuts are rare, small enough that a
+# multi-GB file never sits in memory and that encoding one piece stays cheap (~25 MB).
+BLOCK_CHARS = 1 << 18
+# Files whose lines are JSON records (one document each), with or without .gz.
+RECORD_SUFFIXES = (".jsonl", ".ndjson")
+
+Splits = tuple[list[str], list[str]]
+
+
+class Piece(NamedTuple):
+    """A run of text from one document; `end` marks the document's last piece."""
+
+    split: str
+    text: str
+    end: bool
+
+
+def utf8_len(text: str) -> int:
+    """UTF-8 size of `text`, without encoding it when it is ASCII (the common, much faster case)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def check_val_fraction(val_fraction: float) -> float:
+    """Reject fractions that would leave train or val empty by construction."""
+    if not 0.0 < val_fraction < 1.0:
+        raise LMTrainError(
+            f"data.source.val_fraction={val_fraction!r} is out of range: pass a number strictly "
+            "between 0 and 1, e.g. 0.1"
+        )
+    return float(val_fraction)
+
+
+def is_val_file(relative_path: str, val_fraction: float) -> bool:
+    """Whether a file belongs to val: a stable hash of its relative path, not a random draw."""
+    return zlib.crc32(relative_path.encode("utf-8")) % 10_000 < val_fraction * 10_000
+
+
+def is_val_index(index: int, val_fraction: float) -> bool:
+    """Whether the `index`-th document of a record stream belongs to val: streaming-friendly."""
+    return zlib.crc32(index.to_bytes(8, "little")) % 10_000 < val_fraction * 10_000
+
+
+class Source:
+    """Base of the corpus sources that Hydra instantiates from `data.source`.
+
+    Subclasses implement `documents()`, `identity()`, `settings()` and `describe()`; the token cache
+    fingerprints `settings()` and `identity()` (cheap: file stats or a dataset's own fingerprint,
+    never the text), so each must change whenever the documents could.
+    """
+
+    def documents(self) -> Iterator[Piece]:
+        """Every piece of every document, train and val interleaved, in a deterministic order."""
+        raise NotImplementedError
+
+    def identity(self) -> dict[str, Any]:
+        """What identifies the data itself (file paths, sizes and mtimes; a dataset revision)."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments that shape the documents or the split."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def size_hint(self) -> int | None:
+        """About how many bytes of text `documents()` yields, for progress and sampling; or None."""
+        return None
+
+    def sample(self, max_bytes: int) -> Iterator[str]:
+        """About `max_bytes` of train text spread over the corpus, for training a tokenizer.
+
+        With a size hint every k-th train piece is taken (k = hint / max_bytes), else the first
+        `max_bytes`; either way it stops once `max_bytes` are taken. File sources override this to
+        skip whole files instead of reading them.
+        """
+        hint = self.size_hint()
+        stride = max(1, math.ceil(hint / max_bytes)) if hint else 1
+        train = (piece for piece in self.documents() if piece.split == "train")
+        yield from take_bytes((p.text for i, p in enumerate(train) if i % stride == 0), max_bytes)
+
+    def load_splits(self) -> Splits:
+        """All documents in memory, (train, val): for small corpora and tests only."""
+        splits: dict[str, list[str]] = {split: [] for split in SPLITS}
+        parts: dict[str, list[str]] = {split: [] for split in SPLITS}
+        for piece in self.documents():
+            parts[piece.split].append(piece.text)
+            if piece.end:
+                splits[piece.split].append("".join(parts[piece.split]))
+                parts[piece.split].clear()
+        return splits["train"], splits["val"]
+
+
+def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
+    taken = 0
+    for text in texts:
+        if taken >= max_bytes:
+            return
+        taken += utf8_len(text)
+        yield text
+
+
+def file_identity(files: Iterable[Path], base: Path) -> list[list[Any]]:
+    """[relative path, size, mtime_ns] per file: what changes when a file is edited or replaced.
+
+    Cheaper than hashing contents by the size of the corpus; a file rewritten with the same size
+    and the same mtime (copied with `cp -p`, say) is not noticed: delete its cache folder then.
+    """
+    rows = []
+    for path in files:
+        stat = path.stat()
+        rows.append([path.relative_to(base).as_posix(), stat.st_size, stat.st_mtime_ns])
+    return rows
+
+
+def text_size_hint(path: Path) -> int:
+    """The file's size; for .gz, the uncompressed size gzip stores at its end (modulo 4 GiB)."""
+    size = path.stat().st_size
+    if path.suffix != ".gz" or size < 18:
+        return size
+    with path.open("rb") as f:
+        f.seek(-4, os.SEEK_END)
+        return int.from_bytes(f.read(4), "little")
+
+
+def is_record_file(path: Path) -> bool:
+    """`.jsonl` / `.ndjson`, optionally gzipped: one JSON document per line."""
+    name = path.name.removesuffix(".gz")
+    return name.endswith(RECORD_SUFFIXES)
+
+
+def open_text(path: Path) -> IO[str]:
+    """UTF-8 text, gunzipped on the fly for `.gz`; newlines normalized to \\n like `read_text`."""
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """The file's text in pieces of about `block_chars` characters (see `cut_pieces`)."""
+    with _utf8_errors(path), open_text(path) as f:
+        yield from cut_pieces(iter(partial(f.read, block_chars), ""), block_chars)
+
+
+def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
+    """Re-cut a stream of text blocks into pieces that end where tokenizers break tokens anyway.
+
+    A block with no such place is carried over and joined to the next; after four blocks without
+    one (minified text, say) the text is cut where it is, the only place ids can differ.
+    """
+    carry = ""
+    blocks = iter(blocks)
+    block = next(blocks, None)
+    while block is not None:
+        following = next(blocks, None)
+        text = carry + block if carry else block
+        if following is None:  # the last block: nothing to cut
+            yield text
+            return
+        block = following
+        cut = _piece_cut(text)
+        if cut is None:
+            if len(text) < 4 * block_chars:
+                carry = text
+                continue
+            cut = len(text)
+        carry = text[cut:]
+        yield text[:cut]
+
+
+def as_document(split: str, pieces: Iterable[str]) -> Iterator[Piece]:
+    """Tag the pieces of one document with its split and `end` on the last (none: no document)."""
+    previous: str | None = None
+    for piece in pieces:
+        if previous is not None:
+            yield Piece(split, previous, False)
+        previous = piece
+    if previous is not None:
+        yield Piece(split, previous, True)
+
+
+def text_document(split: str, text: str, block_chars: int = BLOCK_CHARS) -> Iterator[Piece]:
+    """One in-memory document as pieces: long ones are cut so that encoding stays bounded."""
+    if len(text) <= block_chars:
+        if text:
+            yield Piece(split, text, True)
+        return
+    blocks = (text[i : i + block_chars] for i in range(0, len(text), block_chars))
+    yield from as_document(split, cut_pieces(blocks, block_chars))
+
+
+def _piece_cut(text: str) -> int | None:
+    """Just after the last newline with a non-space character on both sides, or None.
+
+    A newline between two non-space characters is a pre-token of its own in GPT-2's regex, so
+    splitting right after it changes no token; a newline inside a run of whitespace is not.
+    """
+    end = len(text) - 1
+    while (i := text.rfind("\n", 1, end)) > 0:
+        if not text[i - 1].isspace() and not text[i + 1].isspace():
+            return i + 1
+        end = i
+    return None
+
+
+def read_records(path: Path, text_field: str) -> Iterator[str]:
+    """The `text_field` of each JSON line; blank lines are skipped, broken ones are errors."""
+    with _utf8_errors(path), open_text(path) as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise LMTrainError(
+                    f"{path}:{line_number} is not valid JSON ({err.msg}): fix the line or remove "
+                    "the file from data.source.path"
+                ) from None
+            text = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise LMTrainError(
+                    f"{path}:{line_number} has no string field {text_field!r}: set "
+                    "data.source.text_field to the field that holds the text"
+                )
+            yield text
+
+
+@contextmanager
+def _utf8_errors(path: Path) -> Iterator[None]:
+    """Turn a UnicodeDecodeError while reading `path` into a one-line LMTrainError."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        raise LMTrainError(
+            f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}): convert it to "
+            "UTF-8 or point data.source.path at text files only"
+        ) from None
+
+
+def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iterator[Piece]:
+    """nanoGPT's split of one text file: the first (1 - val_fraction) of its characters train.
+
+    The characters are counted in a first streaming pass, so the cut is the same as on the whole
+    text in memory while memory stays at one block.
+    """
+    n_chars = sum(len(piece) for piece in read_text_pieces(path, block_chars))
+    cut = int(n_chars * (1.0 - val_fraction))
+    position = 0
+    for piece in read_text_pieces(path, block_chars):
+        start, position = position, position + len(piece)
+        if position <= cut:
+            yield Piece("train", piece, position == cut)
+        elif start >= cut:
+            yield Piece("val", piece, position == n_chars)
+        else:
+            yield Piece("train", piece[: cut - start], True)
+            yield Piece("val", piece[cut - start :], position == n_chars)

@@ -1,0 +1,264 @@
+"""Tokenize a stream of document pieces into flat token files, on every core, in bounded memory.
+
+The parent reads pieces from the source and groups them, per split, into chunks of about
+`chunk_bytes` of text; worker processes encode chunks with the Rust tokenizer's
+`encode_batch_fast` (one thread each, since there is one process per core) and send back a numpy
+array of ids, an end-of-text id after each document; the parent appends arrays to `<split>.bin`
+in the order the chunks were made. At most two chunks per worker are in flight, so memory is
+bounded by the chunk size whatever the corpus size, and since every piece is encoded on its own
+the files are byte-identical for any number of workers and any chunk size.
+
+Workers are forked on Linux: they start in milliseconds and share the parent's pages, where spawn
+would re-import the entry point (torch, Lightning) in each of them. They only use `tokenizers` and
+numpy, rebuilt from the tokenizer's JSON.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import multiprocessing
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from tokenizers import Tokenizer
+
+from lmtrain.data.corpus import SPLITS, Piece, utf8_len
+
+log = logging.getLogger(__name__)
+
+# Chunks in flight per worker: one being encoded, one queued, so no worker waits for the parent.
+CHUNKS_PER_WORKER = 2
+# Characters per encode call inside a chunk: bounds the tokenizer's per-token bookkeeping.
+BATCH_CHARS = 1 << 18
+
+
+@dataclass
+class Chunk:
+    """Pieces of one split, encoded together; `ends[i]` says whether an end-of-text follows."""
+
+    split: str
+    texts: list[str] = field(default_factory=list)
+    ends: list[bool] = field(default_factory=list)
+    nbytes: int = 0
+
+
+@dataclass
+class EncodeStats:
+    """What `encode_corpus` wrote: tokens, documents and text bytes per split, and the time."""
+
+    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    documents: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    bytes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    seconds: float = 0.0
+    workers: int = 1
+
+
+class ChunkEncoder:
+    """Encodes chunks into flat id arrays; one lives in each worker (or in the parent)."""
+
+    def __init__(self, tokenizer_json: str, eos_id: int, dtype: str) -> None:
+        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.eos_id = eos_id
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, texts: list[str], ends: list[bool]) -> np.ndarray:
+        """Ids of every piece, with an end-of-text id after the last piece of each document.
+
+        Encoded in batches of about `BATCH_CHARS`: an `Encoding` costs some 100 bytes per token
+        (ids, offsets, token strings), so a worker's memory follows the batch, not the chunk.
+        `encode_batch_fast` skips the character offsets that the token file does not need.
+        numpy raises if an id does not fit the dtype.
+        """
+        arrays = []
+        start = size = 0
+        for i, text in enumerate(texts):
+            size += len(text)
+            if size >= BATCH_CHARS or i == len(texts) - 1:
+                arrays.append(self._encode(texts[start : i + 1], ends[start : i + 1]))
+                start, size = i + 1, 0
+        _release_free_memory()
+        return np.concatenate(arrays) if arrays else np.empty(0, dtype=self.dtype)
+
+    def _encode(self, texts: list[str], ends: list[bool]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        flat: list[int] = []
+        for encoding, end in zip(encodings, ends, strict=True):
+            flat.extend(encoding.ids)
+            if end:
+                flat.append(self.eos_id)
+        return np.array(flat, dtype=self.dtype)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (AttributeError, OSError):
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
+def _release_free_memory() -> None:
+    """Hand the heap pages freed by one chunk back to the OS.
+
+    glibc keeps them otherwise: a worker's memory then creeps up to the high-water mark of the
+    largest chunk it has seen (measured: 135 MB instead of 61 MB after 25 chunks of stdlib code).
+    """
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+_worker_encoder: ChunkEncoder | None = None
+
+
+def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, parent: int) -> None:
+    # One process per core already: the tokenizer's own thread pool would only oversubscribe.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    global _worker_encoder
+    _worker_encoder = ChunkEncoder(tokenizer_json, eos_id, dtype)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A killed parent leaves its pool's workers waiting forever on their queue: end them."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _encode_in_worker(texts: list[str], ends: list[bool]) -> np.ndarray:
+    assert _worker_encoder is not None
+    return _worker_encoder(texts, ends)
+
+
+def make_chunks(pieces: Iterable[Piece], chunk_bytes: int) -> Iterator[Chunk]:
+    """Group pieces into per-split chunks of at least `chunk_bytes` (the last ones smaller)."""
+    open_chunks = {split: Chunk(split) for split in SPLITS}
+    for piece in pieces:
+        chunk = open_chunks[piece.split]
+        chunk.texts.append(piece.text)
+        chunk.ends.append(piece.end)
+        chunk.nbytes += utf8_len(piece.text)
+        if chunk.nbytes >= chunk_bytes:
+            yield chunk
+            open_chunks[piece.split] = Chunk(piece.split)
+    for chunk in open_chunks.values():
+        if chunk.texts:
+            yield chunk
+
+
+def default_workers() -> int:
+    """Every core this process may run on (its CPU affinity, which containers and SLURM set)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def encode_corpus(
+    pieces: Iterable[Piece],
+    tokenizer_json: str,
+    eos_id: int,
+    dtype: np.dtype,
+    paths: Mapping[str, Path],
+    workers: int,
+    chunk_bytes: int,
+    total_bytes: int | None = None,
+) -> EncodeStats:
+    """Encode every piece into `paths[split]`; `workers` <= 1 encodes in this process."""
+    stats = EncodeStats(workers=max(1, workers))
+    start = time.perf_counter()
+    chunks = make_chunks(pieces, chunk_bytes)
+    initargs = (tokenizer_json, eos_id, dtype.name)
+    with _progress(total_bytes) as progress:
+        task = progress.add_task("Tokenizing", total=total_bytes, mb_s="-", tokens_s="-")
+        # Unbuffered: a forked worker must not inherit unwritten bytes it could flush twice.
+        files = {split: paths[split].open("wb", buffering=0) for split in SPLITS}
+        try:
+            if workers <= 1:
+                encoder = ChunkEncoder(*initargs)
+                results = ((c, encoder(c.texts, c.ends)) for c in chunks)
+            else:
+                results = _encode_in_pool(chunks, workers, initargs)
+            for chunk, ids in results:
+                ids.tofile(files[chunk.split])
+                stats.tokens[chunk.split] += int(ids.size)
+                stats.documents[chunk.split] += sum(chunk.ends)
+                stats.bytes[chunk.split] += chunk.nbytes
+                elapsed = time.perf_counter() - start
+                mb_s = f"{sum(stats.bytes.values()) / elapsed / 1e6:.1f}"
+                tokens_s = f"{sum(stats.tokens.values()) / elapsed:,.0f}"
+                progress.update(task, advance=chunk.nbytes, mb_s=mb_s, tokens_s=tokens_s)
+        finally:
+            for f in files.values():
+                f.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _encode_in_pool(
+    chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str]
+) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """Encoded chunks in the order they were made, with at most CHUNKS_PER_WORKER per worker out.
+
+    A finished chunk keeps only its split, ends and size: its text is dropped as soon as it is
+    sent, so the parent holds no more than the chunks in flight.
+    """
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+    initargs_with_parent = (*initargs, os.getpid())
+    pool = ProcessPoolExecutor(
+        workers, context, initializer=_init_worker, initargs=initargs_with_parent
+    )
+    pending: deque[tuple[Chunk, Future[np.ndarray]]] = deque()
+    # Forked workers share the parent's heap (torch, Lightning: hundreds of MB) until a page is
+    # written. The cyclic GC writes to every object it scans, which would copy that heap into
+    # each worker as the run goes on; frozen objects are never scanned (CPython's advice for fork).
+    gc.freeze()
+    try:
+        for chunk in chunks:
+            future = pool.submit(_encode_in_worker, chunk.texts, chunk.ends)
+            pending.append((Chunk(chunk.split, [], chunk.ends, chunk.nbytes), future))
+            del chunk
+            if len(pending) >= CHUNKS_PER_WORKER * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        gc.unfreeze()
+
+
+def _progress(total_bytes: int | None) -> Progress:
+    """MB done, MB/s, tokens/s and an ETA (when the size is known), on a terminal only."""
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[mb_s]} MB/s  {task.fields[tokens_s]} tokens/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not console.is_terminal,
+        transient=False,
+    )

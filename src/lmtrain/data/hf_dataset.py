@@ -1,0 +1,231 @@
+"""A Hugging Face dataset as a corpus: a hub name, a local folder, or json/jsonl/parquet/text files.
+
+Everything goes through `datasets.load_dataset`, so any format and any hub dataset it reads works,
+and `streaming=True` reads rows as they come instead of first converting the whole corpus to Arrow
+in the datasets cache (for corpora too big to store twice). Either way the rows come out in the same
+order and give the same documents, so a streamed and a cached run produce the same tokens.
+
+Val is a split of its own (`val_split`) or held out from `split` by a hash of the row index
+(`val_fraction`), which needs neither the dataset's length nor a shuffle, so it works streaming.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from lmtrain.data.corpus import (
+    BLOCK_CHARS,
+    Piece,
+    Source,
+    check_val_fraction,
+    is_val_index,
+    take_bytes,
+    text_document,
+    text_size_hint,
+)
+from lmtrain.errors import LMTrainError
+
+# datasets' packaged builder for a local file or glob, by extension (.gz etc. are read through).
+BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
+BUILDERS |= {".txt": "text", ".text": "text", ".md": "text", ".csv": "csv", ".arrow": "arrow"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+# Rows fetched per Arrow batch: large enough to amortize the per-batch cost.
+ROWS_PER_BATCH = 1000
+
+
+class HFDatasetSource(Source):
+    """Documents from the `text_column` of a Hugging Face dataset.
+
+    `path` is a hub id ("roneneldan/TinyStories"), a packaged builder ("json", "parquet", "text")
+    with `data_files`, a local folder, or a local file or glob (`corpus/*.jsonl`, `x.parquet`),
+    whose builder is picked from the extension. `load_kwargs` go to `load_dataset` as they are
+    (e.g. `sample_by: document` for the text builder, which otherwise makes each line a document).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        name: str | None = None,
+        data_files: str | Sequence[str] | Mapping[str, Any] | None = None,
+        data_dir: str | None = None,
+        revision: str | None = None,
+        text_column: str = "text",
+        split: str = "train",
+        val_split: str | None = None,
+        val_fraction: float = 0.01,
+        streaming: bool = False,
+        cache_dir: str | None = None,
+        load_kwargs: Mapping[str, Any] | None = None,
+        block_chars: int = BLOCK_CHARS,
+    ) -> None:
+        if not path:
+            raise LMTrainError(
+                f"data.source.path={path!r} is empty: pass a hub id, a local folder, or files"
+            )
+        self.path = str(path)
+        self.name = name
+        self.data_files = _plain(data_files)
+        self.data_dir = data_dir
+        self.revision = revision
+        self.text_column = text_column
+        self.split = split
+        self.val_split = val_split
+        self.val_fraction = check_val_fraction(val_fraction)
+        self.streaming = bool(streaming)
+        self.cache_dir = cache_dir
+        self.load_kwargs = dict(_plain(load_kwargs) or {})
+        self.block_chars = block_chars
+
+    @cached_property
+    def load_args(self) -> dict[str, Any]:
+        """Arguments shared by `load_dataset_builder` and `load_dataset`, None values left out."""
+        path, data_files = self.path, self.data_files
+        local = Path(path).expanduser()
+        suffix = Path(local.name.removesuffix(_compression(local.name))).suffix
+        if data_files is None and suffix in BUILDERS and (local.is_file() or glob.has_magic(path)):
+            path, data_files = BUILDERS[suffix], str(local)
+        args = {
+            "path": path,
+            "name": self.name,
+            "data_files": data_files,
+            "data_dir": self.data_dir,
+            "revision": self.revision,
+            "cache_dir": self.cache_dir,
+            **self.load_kwargs,
+        }
+        return {key: value for key, value in args.items() if value is not None}
+
+    @cached_property
+    def builder(self) -> Any:
+        """The dataset builder: resolves the files and the revision without reading any rows."""
+        import datasets
+
+        try:
+            return datasets.load_dataset_builder(**self.load_args)
+        except Exception as err:  # datasets raises many types for "not there", none of them shared
+            raise LMTrainError(
+                f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "
+                f"({_first_line(err)}): pass a hub id, a local folder, or json/jsonl/parquet/text "
+                "files"
+            ) from None
+
+    def identity(self) -> dict[str, Any]:
+        """The builder's config id and hash: they cover local files' mtimes and the hub revision.
+
+        The same for streaming and not, so both find one cache.
+        """
+        builder = self.builder
+        return {"builder": builder.name, "config_id": builder.config_id, "hash": builder.hash}
+
+    def settings(self) -> dict[str, Any]:
+        """What shapes the documents; `streaming` and `cache_dir` change how, not which."""
+        return {
+            "path": self.path,
+            "load": {k: v for k, v in self.load_args.items() if k not in ("path", "cache_dir")},
+            "text_column": self.text_column,
+            "split": self.split,
+            "val_split": self.val_split,
+            "val_fraction": None if self.val_split else self.val_fraction,
+            "block_chars": self.block_chars,
+        }
+
+    def describe(self) -> str:
+        val = f"val_fraction={self.val_fraction}"
+        if self.val_split:
+            val = f"val_split={self.val_split}"
+        mode = ", streaming" if self.streaming else ""
+        return f"Hugging Face dataset {self.path!r} column {self.text_column!r} ({val}{mode})"
+
+    def size_hint(self) -> int | None:
+        """Local data files' sizes, else the split sizes the dataset card gives, else None."""
+        local = self._local_bytes()
+        if local is not None:
+            return local
+        splits = self.builder.info.splits or {}
+        sizes = [splits[name].num_bytes if name in splits else None for name in self._splits()]
+        return sum(sizes) if all(sizes) else None
+
+    def sample(self, max_bytes: int) -> Iterator[str]:
+        """Local files: spread over the corpus, as any source. Remote: the first `max_bytes`.
+
+        Spreading a sample over a remote dataset would download all of it once more (hub datasets
+        are usually shuffled anyway). The rule depends on where the files are, not on
+        `streaming`, so a streamed and a cached run train the same tokenizer.
+        """
+        if self._local_bytes() is not None:
+            yield from super().sample(max_bytes)
+            return
+        train = (piece.text for piece in self.documents() if piece.split == "train")
+        yield from take_bytes(train, max_bytes)
+
+    def _splits(self) -> list[str]:
+        return [self.split, *([self.val_split] if self.val_split else [])]
+
+    def _local_bytes(self) -> int | None:
+        data_files = self.builder.config.data_files or {}
+        files = [f for name in self._splits() for f in data_files.get(name.split("[")[0], [])]
+        if files and all(Path(f).is_file() for f in files):
+            return sum(text_size_hint(Path(f)) for f in files)
+        return None
+
+    def documents(self) -> Iterator[Piece]:
+        if self.val_split:
+            for split, tag in ((self.split, "train"), (self.val_split, "val")):
+                for text in self._texts(split):
+                    yield from text_document(tag, text or "", self.block_chars)
+            return
+        for index, text in enumerate(self._texts(self.split)):
+            tag = "val" if is_val_index(index, self.val_fraction) else "train"
+            yield from text_document(tag, text or "", self.block_chars)
+
+    def _texts(self, split: str) -> Iterator[str | None]:
+        """The text column of `split`, row by row, fetched in Arrow batches."""
+        import datasets
+
+        known = list(self.builder.config.data_files or {}) or list(self.builder.info.splits or {})
+        if known and split.split("[")[0] not in known:  # "train[:10%]" slices train
+            key = "val_split" if split == self.val_split else "split"
+            raise LMTrainError(
+                f"data.source.{key}={split!r} is not a split of {self.path!r}: use one of "
+                f"{', '.join(map(str, known))}"
+            )
+        dataset = datasets.load_dataset(**self.load_args, split=split, streaming=self.streaming)
+        columns = dataset.column_names
+        if columns is not None and self.text_column not in columns:
+            raise LMTrainError(
+                f"data.source.text_column={self.text_column!r} is not a column of {self.path!r}: "
+                f"use one of {', '.join(columns)}"
+            )
+        if columns is not None:
+            dataset = dataset.select_columns([self.text_column])
+        for batch in dataset.iter(batch_size=ROWS_PER_BATCH):
+            if self.text_column not in batch:
+                raise LMTrainError(
+                    f"data.source.text_column={self.text_column!r} is not a column of "
+                    f"{self.path!r}: use one of {', '.join(batch)}"
+                )
+            yield from batch[self.text_column]
+
+
+def _compression(name: str) -> str:
+    return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _plain(value: Any) -> Any:
+    """Hydra's ListConfig / DictConfig as plain lists and dicts, which datasets expects."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [_plain(v) for v in value]
+    return value
