@@ -1,22 +1,29 @@
-"""Evaluate a checkpoint: `python -m lmtrain.eval ckpt_path=<file> [data=<other corpus>]`.
+"""Evaluate a model: `python -m lmtrain.eval ckpt_path=<.ckpt or exported folder> [data=<corpus>]`.
 
-Computes val/loss and val/ppl over the whole val split and writes them to the run folder's
-`metrics.json`. The model and tokenizer come from the checkpoint alone; the data config is the
-one it was trained with unless `data=...` names another.
+Reports over the whole val split: val/loss (nats per token), val/ppl and val/bpb (bits per UTF-8
+byte), and writes them to the run folder's `metrics.json`. Loss and perplexity depend on the
+tokenizer; bits per byte does not, so it compares models with different tokenizers fairly.
+The model and tokenizer come from the checkpoint or folder alone; the data config is the one it
+was trained with unless `data=...` names another, which is then read with the model's tokenizer.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
-from lmtrain.utils.checkpoint import model_from_checkpoint, resolve_ckpt_path
+from lmtrain.models.hf import check_context
+from lmtrain.utils.checkpoint import load_model, resolve_model_path
 from lmtrain.utils.run import plain_metrics, task_wrapper, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -24,31 +31,59 @@ log = logging.getLogger(__name__)
 
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Validate the model on the data's whole val split; return and save its metrics."""
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    hf_model, tokenizer, run_config = model_from_checkpoint(ckpt_path)
+    loaded = load_model(ckpt_path)
 
     data_cfg = cfg.get("data")
     if data_cfg is None:
-        if "data" not in run_config:
+        if "data" not in loaded.run_config:
             raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")
-        data_cfg = OmegaConf.create(run_config["data"])
+        data_cfg = OmegaConf.create(loaded.run_config["data"])
     else:
-        # Another corpus, read with the checkpoint's own tokenizer.
+        # Another corpus, read with the model's own tokenizer.
         tokenizer_dir = output_dir / "tokenizer"
-        tokenizer.save_pretrained(tokenizer_dir)
+        loaded.tokenizer.save_pretrained(tokenizer_dir)
         data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}
+    check_context(loaded.model.config, data_cfg.block_size)
     datamodule = hydra.utils.instantiate(data_cfg)
     datamodule.prepare_data()
 
-    module = CausalLMModule(model=hf_model, tokenizer=tokenizer)
+    # val/loss is the module's MeanMetric of the per-window mean cross entropy, weighted by
+    # windows of equal length: the mean over every val token, so exp(val/loss) is exactly what
+    # torchmetrics' Perplexity computes, without keeping batch x block x vocab logits around.
+    module = CausalLMModule(model=loaded.model, tokenizer=loaded.tokenizer)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
     trainer.limit_val_batches = 1.0
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
+    val_batches = datamodule.val_dataloader()
+    metrics.update(bits_per_byte(metrics["val/loss"], val_batches, loaded.tokenizer))
     write_json_atomic(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
     log.info("%s: %s", ckpt_path, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
+
+
+def bits_per_byte(
+    loss: float, val_batches: Any, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, float]:
+    """val/bpb = loss / ln 2 x tokens / bytes over the tokens the loss was measured on.
+
+    The targets of every val window (`window[1:]`) are those tokens; decoded together they give
+    the text the model predicted, and its UTF-8 length is the byte count. End-of-text tokens
+    decode to nothing: they are counted as tokens (the model pays for them) but hold no bytes.
+    """
+    targets = torch.cat([batch[:, 1:].reshape(-1) for batch in val_batches])
+    n_bytes = len(tokenizer.decode(targets.tolist(), skip_special_tokens=True).encode("utf-8"))
+    if n_bytes == 0:
+        raise LMTrainError("the val split decodes to no text: point data.source at some text")
+    n_tokens = targets.numel()
+    return {
+        "val/bpb": loss / math.log(2) * n_tokens / n_bytes,
+        "val/tokens": float(n_tokens),
+        "val/bytes": float(n_bytes),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="eval")

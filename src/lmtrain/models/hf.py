@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from lmtrain.errors import LMTrainError
@@ -72,6 +73,9 @@ def _load_pretrained(
             f"model.pretrained={pretrained!r} could not be loaded ({first_line}): pass a local "
             "folder, or a hub id on a machine that can reach the hub"
         ) from err
+    # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so
+    # without this, fine-tuning would run with dropout off.
+    model.train()
     embeddings = model.get_input_embeddings().num_embeddings
     if vocab_size is not None and vocab_size > embeddings:
         raise LMTrainError(
@@ -104,3 +108,44 @@ def count_parameters(model: PreTrainedModel) -> dict[str, int]:
         "params/total": sum(p.numel() for p in params),
         "params/trainable": sum(p.numel() for p in params if p.requires_grad),
     }
+
+
+def decoder_blocks(model: PreTrainedModel) -> nn.ModuleList:
+    """The model's stack of transformer blocks, found without naming the architecture.
+
+    HF models list their block class in `_no_split_modules` (`GPT2Block`, `LlamaDecoderLayer`);
+    the stack is the first ModuleList made of those. Without that hint, the longest ModuleList.
+    """
+    block_names = set(getattr(model, "_no_split_modules", None) or [])
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
+    for modules in lists:
+        if all(type(block).__name__ in block_names for block in modules):
+            return modules
+    if not lists:
+        raise LMTrainError(
+            f"{type(model).__name__} has no list of blocks: set model.freeze.first_n_blocks=0"
+        )
+    return max(lists, key=len)
+
+
+def freeze_parameters(
+    model: PreTrainedModel, embeddings: bool = False, first_n_blocks: int = 0
+) -> None:
+    """Stop gradients to the embeddings and/or the first N blocks, for cheaper fine-tuning.
+
+    Embeddings are the model's `nn.Embedding` tables (tokens, and learned positions for GPT-2);
+    a tied output layer shares the token table, so it is frozen with it.
+    """
+    blocks = decoder_blocks(model) if first_n_blocks else None
+    if blocks is not None and not 0 <= first_n_blocks <= len(blocks):
+        raise LMTrainError(
+            f"model.freeze.first_n_blocks={first_n_blocks} is out of range: the model has "
+            f"{len(blocks)} blocks, pass 0 to {len(blocks)}"
+        )
+    if embeddings:
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                module.requires_grad_(False)
+    if blocks is not None:
+        for block in blocks[:first_n_blocks]:
+            block.requires_grad_(False)

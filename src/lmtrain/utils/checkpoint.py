@@ -2,12 +2,15 @@
 
 Lightning restores a checkpoint into a running Trainer; these helpers cover the rest: turning
 `ckpt_path=last` into a file, refusing a missing or corrupt file with one clear line before any
-work starts, and rebuilding the plain HF model and tokenizer that a checkpoint carries.
+work starts, and rebuilding the plain HF model and tokenizer that a checkpoint carries. An
+exported folder (`lmtrain.export`) loads through the same door, so every tool takes either.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from transformers import (
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.module import CHECKPOINT_KEY
+
+# Written by lmtrain.export beside the HF files: the run config and what training reached.
+EXPORT_META = "lmtrain.json"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
@@ -59,10 +65,58 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
+@dataclass
+class LoadedModel:
+    """An HF model and tokenizer, the config of the run that trained them, and what it reached.
+
+    `info` holds `global_step`, `tokens_seen` and `val_loss` when known (None otherwise).
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    run_config: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
+    """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
+    `lmtrain.export` folder, or any `save_pretrained` folder)."""
+    if path and Path(path).expanduser().is_dir():
+        folder = Path(path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise LMTrainError(
+                f"ckpt_path={path!r} is a folder without config.json: pass a .ckpt file or a "
+                "folder written by lmtrain.export (or save_pretrained)"
+            )
+        return str(folder)
+    if not path or (path != "last" and not Path(path).expanduser().is_file()):
+        raise LMTrainError(
+            f"ckpt_path={path!r} does not exist: pass a .ckpt file or an exported folder"
+        )
+    return str(resolve_ckpt_path(path, output_dir))
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """The model at `path`, a Lightning checkpoint or an HF folder, ready for inference."""
+    if Path(path).is_dir():
+        return model_from_folder(path)
+    return checkpoint_model(path)
+
+
 def model_from_checkpoint(
     path: str | Path,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
     """The HF model with the checkpoint's weights, its tokenizer, and the run's config."""
+    loaded = checkpoint_model(path)
+    return loaded.model, loaded.tokenizer, loaded.run_config
+
+
+def checkpoint_model(path: str | Path) -> LoadedModel:
+    """A checkpoint's HF model, tokenizer, run config and what training reached.
+
+    Weight names lose the module's `model.` prefix and any `_orig_mod.` that `torch.compile`
+    wrappers add, so they are the plain HF names.
+    """
     checkpoint = load_checkpoint(path)
     extra = checkpoint.get(CHECKPOINT_KEY)
     if not extra:
@@ -74,11 +128,38 @@ def model_from_checkpoint(
     model = AutoModelForCausalLM.from_config(config)
     prefix = "model."
     state = {
-        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
+        k[len(prefix) :].replace("_orig_mod.", ""): v
+        for k, v in checkpoint["state_dict"].items()
+        if k.startswith(prefix)
     }
     model.load_state_dict(state)
     model.eval()
-    return model, tokenizer_from_files(extra["tokenizer_files"]), extra.get("run_config") or {}
+    info = {
+        "global_step": checkpoint.get("global_step"),
+        "tokens_seen": extra.get("tokens_seen"),
+        "val_loss": extra.get("val_loss"),
+    }
+    return LoadedModel(
+        model, tokenizer_from_files(extra["tokenizer_files"]), extra.get("run_config") or {}, info
+    )
+
+
+def model_from_folder(path: str | Path) -> LoadedModel:
+    """An HF folder: weights and tokenizer with `from_pretrained`, run config from `lmtrain.json`
+    when lmtrain.export wrote one (a plain save_pretrained folder has none)."""
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} could not be loaded ({reason}): pass a folder with the "
+            "model and its tokenizer, as lmtrain.export writes it"
+        ) from None
+    model.eval()
+    meta_path = Path(path) / EXPORT_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return LoadedModel(model, tokenizer, meta.get("run_config") or {}, meta.get("info") or {})
 
 
 def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:

@@ -1,0 +1,89 @@
+"""Sample from a trained model: `python -m lmtrain.generate ckpt_path=<.ckpt or folder> prompt=...`.
+
+The model and tokenizer come from a Lightning checkpoint or an exported folder (the same loader as
+eval and export), and text comes from transformers' own `generate` through `generate_text`, the
+function the training samples use. stdout gets the prompt plus completion and nothing else; logs
+and progress go to stderr, so `python -m lmtrain.generate ... > out.txt` holds only text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig
+from transformers.utils import logging as hf_logging
+
+from lmtrain.errors import LMTrainError
+from lmtrain.generation import generate_text
+from lmtrain.utils.checkpoint import load_model, resolve_model_path
+from lmtrain.utils.run import task_wrapper
+
+log = logging.getLogger(__name__)
+
+
+@task_wrapper
+def generate(cfg: DictConfig) -> list[str]:
+    """Print `cfg.num_samples` completions of the prompt to stdout; return them."""
+    path = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
+    prompt = read_prompt(cfg.get("prompt"), cfg.get("prompt_file"))
+    for key in ("max_new_tokens", "num_samples"):
+        if int(cfg[key]) < 1:
+            raise LMTrainError(f"{key}={cfg[key]!r} must be at least 1: pass a positive int")
+    if not cfg.greedy and float(cfg.temperature) <= 0:
+        raise LMTrainError(
+            f"temperature={cfg.temperature!r} must be positive: pass e.g. 0.8, or greedy=true"
+        )
+    hf_logging.disable_progress_bar()  # "Loading weights" bars; stderr, but noise all the same
+    loaded = load_model(path)
+    model = loaded.model.to(pick_device(cfg.device))
+    log.info("Generating from %s on %s", path, model.device)
+
+    L.seed_everything(cfg.seed, verbose=False)
+    texts = generate_text(
+        model,
+        loaded.tokenizer,
+        prompt,
+        max_new_tokens=int(cfg.max_new_tokens),
+        temperature=float(cfg.temperature),
+        top_k=cfg.top_k,
+        top_p=cfg.top_p,
+        greedy=bool(cfg.greedy),
+        num_samples=int(cfg.num_samples),
+        stop_at_eos=bool(cfg.stop_at_eos),
+    )
+    sys.stdout.write(cfg.separator.join(texts) + "\n")
+    sys.stdout.flush()
+    return texts
+
+
+def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
+    """The prompt text: `prompt_file`'s exact contents when set, else `prompt`."""
+    if prompt_file:
+        path = Path(prompt_file).expanduser()
+        if not path.is_file():
+            raise LMTrainError(f"prompt_file={prompt_file!r} does not exist: pass a text file")
+        return path.read_text(encoding="utf-8")
+    return "" if prompt is None else str(prompt)
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto` is cuda when there is one, else cpu; an explicit cuda without one is refused."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LMTrainError(f"device={device!r} but no CUDA device is visible: pass device=cpu")
+    return torch.device(device)
+
+
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""`lmtrain.eval`: checkpoint and export agree; bits per byte follows from loss and token counts."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from tests.checkpoints import eval_tiny, export_tiny, train_tiny, write_corpus
+
+VAL_FRACTION = 0.1  # text_files' default: one file splits by characters, the tail is val
+
+
+def one_file_corpus(folder: Path, seed: int) -> Path:
+    docs = write_corpus(folder / "docs", seed=seed)
+    path = folder / "corpus.txt"
+    path.write_text("".join(p.read_text() for p in sorted(docs.iterdir())))
+    return path
+
+
+def val_text(corpus: Path) -> str:
+    text = corpus.read_text()
+    return text[int(len(text) * (1 - VAL_FRACTION)) :]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("eval")
+    corpus = one_file_corpus(root / "a", seed=0)
+    ckpt = train_tiny(root / "run", data_dir, corpus)
+    return {
+        "ckpt": ckpt,
+        "export": export_tiny(ckpt, root / "hf", data_dir),
+        "corpus": corpus,
+        "other": one_file_corpus(root / "b", seed=1),
+    }
+
+
+def other_data(corpus: Path) -> list[str]:
+    """Overrides that evaluate on `corpus` (read with the model's tokenizer), 32-token windows."""
+    return ["data=text_files", f"data.source.path={corpus}", "data.block_size=32"]
+
+
+def test_checkpoint_and_export_give_the_same_metrics(
+    model: dict[str, Path], tmp_path: Path, data_dir: Path
+) -> None:
+    from_ckpt = eval_tiny(model["ckpt"], tmp_path / "ckpt", data_dir)
+    from_export = eval_tiny(model["export"], tmp_path / "export", data_dir)
+    for key in ("val/loss", "val/ppl", "val/bpb", "val/tokens", "val/bytes"):
+        assert from_export[key] == pytest.approx(from_ckpt[key], rel=1e-6), key
+    # The run's own final validation (whole val split, same weights) reported the same loss.
+    run_metrics = json.loads((model["ckpt"].parent.parent / "metrics.json").read_text())
+    assert from_ckpt["val/loss"] == pytest.approx(run_metrics["val/loss"], rel=1e-5)
+    assert from_ckpt["val/ppl"] == pytest.approx(math.exp(from_ckpt["val/loss"]), rel=1e-5)
+
+
+@pytest.mark.parametrize("corpus", ["corpus", "other"])
+def test_bits_per_byte_is_loss_times_tokens_per_byte(
+    corpus: str, model: dict[str, Path], tmp_path: Path, data_dir: Path
+) -> None:
+    """bpb = loss / ln 2 x tokens / bytes, with tokens per byte of the val text measured here
+    with the exported tokenizer; `other` is a corpus the model never saw (data=...)."""
+    data = [] if corpus == "corpus" else [*other_data(model[corpus])]
+    metrics = eval_tiny(model["export"], tmp_path, data_dir, *data)
+    loss, bpb = metrics["val/loss"], metrics["val/bpb"]
+    assert bpb == pytest.approx(loss / math.log(2) * metrics["val/tokens"] / metrics["val/bytes"])
+
+    text = val_text(model[corpus])
+    tokenizer = AutoTokenizer.from_pretrained(model["export"])
+    tokens_per_byte = len(tokenizer(text).input_ids) / len(text.encode("utf-8"))
+    assert tokens_per_byte < 0.9  # BPE merges bytes: the ratio matters
+    # Eval scores whole windows of 32 tokens, so a few tokens at the end of val are left out.
+    assert len(text.encode("utf-8")) - 33 * 8 < metrics["val/bytes"] <= len(text.encode("utf-8"))
+    assert bpb == pytest.approx(loss / math.log(2) * tokens_per_byte, rel=0.02)
+    assert 0 < bpb < 8  # a model that learned anything beats 8 bits per ASCII byte
+
+
+def test_folder_without_run_config_needs_data(
+    model: dict[str, Path], tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(model["export"], plain)
+    (plain / "lmtrain.json").unlink()
+    with pytest.raises(SystemExit):
+        eval_tiny(plain, tmp_path / "eval", data_dir)
+    assert "holds no data config: pass data=<name>" in capsys.readouterr().err
+    metrics = eval_tiny(plain, tmp_path / "eval", data_dir, *other_data(model["corpus"]))
+    assert metrics["val/loss"] == pytest.approx(
+        eval_tiny(model["export"], tmp_path / "export", data_dir)["val/loss"], rel=1e-6
+    )

@@ -1,0 +1,100 @@
+"""`lmtrain.generate`: text on stdout only, seeded sampling, and clear errors for bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmtrain.generate import generate
+from lmtrain.generation import generate_text
+from lmtrain.utils.checkpoint import model_from_checkpoint
+from tests.checkpoints import compose_config, train_tiny, write_corpus
+from tests.helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("generate")
+    corpus = write_corpus(root / "corpus")
+    return train_tiny(root / "run", data_dir, corpus, "data.tokenizer.kind=char")
+
+
+def run_generate(ckpt: Path, tmp_path: Path, data_dir: Path, capsys, *overrides: str) -> str:
+    """stdout of the generate entry point, run in-process."""
+    cfg = compose_config("generate", tmp_path / "run", data_dir, f"ckpt_path={ckpt}", *overrides)
+    capsys.readouterr()
+    generate(cfg)
+    return capsys.readouterr().out
+
+
+def test_cli_prints_prompt_and_completion_only(ckpt: Path, tmp_path: Path) -> None:
+    model, tokenizer, _ = model_from_checkpoint(ckpt)
+    (expected,) = generate_text(
+        model, tokenizer, "The dog", max_new_tokens=30, greedy=True, stop_at_eos=True
+    )
+    result = run_cli(
+        "generate",
+        f"ckpt_path={ckpt}",
+        "prompt='The dog'",
+        "greedy=true",
+        "max_new_tokens=30",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout == expected + "\n"
+    assert len(expected) > len("The dog")
+    assert "Generating from" in result.stderr  # logs go to stderr
+
+
+def test_sampling_is_seeded_and_gives_num_samples(
+    ckpt: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    args = ("prompt=The", "max_new_tokens=40", "num_samples=3", "separator='|||'")
+    first = run_generate(ckpt, tmp_path, data_dir, capsys, *args, "seed=1")
+    again = run_generate(ckpt, tmp_path, data_dir, capsys, *args, "seed=1")
+    other = run_generate(ckpt, tmp_path, data_dir, capsys, *args, "seed=2")
+    assert first == again != other
+    samples = first.rstrip("\n").split("|||")
+    assert len(samples) == 3 and all(s.startswith("The") for s in samples)
+    assert len(set(samples)) > 1
+
+
+def test_prompt_file_and_context_cap(ckpt: Path, tmp_path: Path, data_dir: Path, capsys) -> None:
+    """The file's exact text is the prompt; new tokens stop at the model's 64-token context."""
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text("The cat sat.\nA bird")
+    out = run_generate(
+        ckpt, tmp_path, data_dir, capsys, f"prompt_file={prompt}", "max_new_tokens=500"
+    )
+    assert out.startswith("The cat sat.\nA bird")
+    assert len("The cat sat.\nA bird") < len(out) - 1 <= 64  # char-level: a token per character
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (["prompt_file=/no/such/prompt.txt"], ["prompt_file='/no/such/prompt.txt'", "does not"]),
+        (["temperature=0"], ["temperature=0", "greedy=true"]),
+        (["num_samples=0"], ["num_samples=0", "at least 1"]),
+    ],
+)
+def test_bad_input_is_one_line(
+    ckpt: Path, tmp_path: Path, data_dir: Path, capsys, overrides: list[str], fragments: list[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_generate(ckpt, tmp_path, data_dir, capsys, *overrides)
+    assert exit_info.value.code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("error: ")]
+    assert all(f in line for f in fragments), line
+
+
+def test_missing_model_path(tmp_path: Path, data_dir: Path, capsys) -> None:
+    empty = tmp_path / "empty-folder"
+    empty.mkdir()
+    for path, fragment in ((tmp_path / "nope.ckpt", "does not exist"), (empty, "config.json")):
+        with pytest.raises(SystemExit):
+            run_generate(path, tmp_path, data_dir, capsys)
+        assert fragment in capsys.readouterr().err
