@@ -4,11 +4,13 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 # Hydra overrides for train/eval, e.g. make train ARGS="experiment=shakespeare_char"
 ARGS ?=
+# Extra arguments for scripts/bench.py, e.g. make bench BENCH_ARGS="--repeats 5"
+BENCH_ARGS ?=
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test lint format clean-logs
+.PHONY: help install train eval test bench lint format clean-logs
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +32,10 @@ eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 
 test: install ## Run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install ## Benchmarks: Lightning vs raw loop, data preparation (logs/bench/latest.json)
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) scripts/bench_data.py
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

@@ -72,6 +72,9 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
         "model.config.n_embd=64",
         "callbacks.rich_progress_bar=null",
         "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=2",
+        "callbacks.throughput.window_size=4",
+        "callbacks.throughput.available_flops=1e11",
     ]
     first = run_cli("train", *common)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -79,7 +82,7 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "checkpoints").glob("best-step=*-val_loss=*.ckpt"))
-    assert (run_dir / "samples.txt").read_text().startswith("def ")
+    assert (run_dir / "samples.txt").read_text().startswith("=== step 10 ===\n\ndef ")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics.keys() >= METRIC_KEYS
     assert metrics["trainer/global_step"] == 20
@@ -88,6 +91,9 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
     summary = wandb_summary(run_dir)
     assert summary["state"] == "finished" and summary["exit_code"] == 0
     assert {"train/loss", "val/loss", "tokens_seen"} <= summary["summary"].keys()
+    throughput = {"train/device/items_per_sec", "train/device/samples_per_sec", "train/device/mfu"}
+    assert throughput <= summary["summary"].keys()
+    assert 0 < summary["summary"]["train/device/mfu"] < 1
     assert summary["config"]["data"]["block_size"] == 64
     assert summary["config"]["params/total"] > 0
 

@@ -9,7 +9,7 @@ and `lmtrain.export` need nothing but the `.ckpt` file.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.models.hf import build_causal_lm
+from lmtrain.errors import LMTrainError
+from lmtrain.models.hf import build_causal_lm, freeze_parameters
 
 CHECKPOINT_KEY = "lmtrain"
 
@@ -37,12 +38,14 @@ class CausalLMModule(LightningModule):
         scheduler: Callable[..., LRScheduler] | None = None,
         attn_implementation: str | None = "sdpa",
         compile: bool = False,
+        freeze: Mapping[str, Any] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         model: PreTrainedModel | None = None,
     ) -> None:
         """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`): the module hands
-        them the parameter groups, and the scheduler the number of optimizer steps. `model`
-        wraps an HF model already built (evaluation of a checkpoint or an export)."""
+        them the parameter groups, and the scheduler the number of optimizer steps. `freeze`
+        holds `embeddings` and `first_n_blocks` (fine-tuning). `model` wraps an HF model already
+        built (evaluation of a checkpoint or an export)."""
         super().__init__()
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
@@ -56,12 +59,21 @@ class CausalLMModule(LightningModule):
             vocab_size=len(tokenizer) if tokenizer is not None else None,
             eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
         )
+        freeze = dict(freeze or {})
+        unknown = sorted(set(freeze) - {"embeddings", "first_n_blocks"})
+        if unknown:
+            raise LMTrainError(
+                f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
+            )
+        freeze_parameters(self.model, **freeze)
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
+        # Tokens read so far, for the checkpoint (and so the export's model card).
+        self.tokens_seen = 0.0
 
     # -- forward and loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -84,8 +96,19 @@ class CausalLMModule(LightningModule):
         trainer = self.trainer
         steps = self.global_step + 1
         tokens = micro_batch_tokens * trainer.accumulate_grad_batches * trainer.world_size * steps
-        self.log("tokens_seen", float(tokens))
+        self.tokens_seen = float(tokens)
+        self.log("tokens_seen", self.tokens_seen)
         return loss
+
+    @property
+    def flops_per_batch(self) -> int | None:
+        """FLOPs of the current micro-batch, read by the throughput monitor: forward and
+        backward while training, the forward alone (a third: backward costs two forwards)
+        while validating. `train_flops_per_batch` is counted once by lmtrain.train."""
+        train_flops = getattr(self, "train_flops_per_batch", None)
+        if train_flops is None:
+            return None
+        return train_flops if self.training else train_flops // 3
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; MeanMetric syncs
@@ -127,10 +150,17 @@ class CausalLMModule(LightningModule):
 
     # -- checkpoint contents ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add what turns the weights back into an HF model and describes them (model card).
+
+        `val_loss` is the latest validation's, which may have used limit_val_batches.
+        """
+        val_loss = self.trainer.callback_metrics.get("val/loss") if self._trainer else None
         checkpoint[CHECKPOINT_KEY] = {
             "hf_config": self.model.config.to_dict(),
             "tokenizer_files": self.tokenizer_files,
             "run_config": self.run_config,
+            "tokens_seen": self.tokens_seen,
+            "val_loss": None if val_loss is None else float(val_loss),
         }
 
     @cached_property

@@ -1,0 +1,235 @@
+#!/usr/bin/env python
+"""Lightning tax, measured: our CausalLMModule under Lightning's Trainer vs a raw PyTorch loop.
+
+Both train the same HF model (same config, same seed, same initial weights) on the same batches
+from the same TextDataModule, with the same AdamW groups, schedule and gradient clipping. The
+Lightning side runs the configured callbacks and logger (checkpointing, LR monitor, progress bar,
+throughput monitor, W&B offline), as `make train` does; validation is off on both sides since the
+raw loop has none. Runs alternate (Lightning, raw, raw, Lightning, ...) so that drift of a noisy
+machine hits both; each run's first `--warmup` steps are excluded; the median over `--repeats`
+runs is reported. Results go to `logs/bench/latest.json` (merged with what other benchmarks wrote).
+
+    python scripts/bench.py                     # both default sizes
+    python scripts/bench.py --sizes shakespeare_char --steps 100 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.run import finish_wandb, write_json_atomic
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
+SIZES: dict[str, list[str]] = {
+    # nanoGPT's baby model: 4 x 4 x 128, char vocabulary, block 64, batch 12 (0.8M parameters).
+    "shakespeare_char": ["experiment=shakespeare_char", f"data.source.path={SHAKESPEARE}"],
+    # A ~10M-parameter GPT-2 (6 x 6 x 384) on the stdlib corpus, BPE 2048, block 256, batch 8.
+    "gpt2_10m": [
+        "data=python_stdlib",
+        "model.config.n_layer=6",
+        "model.config.n_head=6",
+        "model.config.n_embd=384",
+        "data.block_size=256",
+        "data.batch_size=8",
+    ],
+}
+
+
+class StepClock(L.Callback):
+    """perf_counter after every optimizer step: the same clock the raw loop reads."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        self.times.append(time.perf_counter())
+
+
+def compose_config(size: str, steps: int, out_dir: Path, extra: list[str]) -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[
+                *SIZES[size],
+                f"trainer.max_steps={steps}",
+                "trainer.limit_val_batches=0",
+                "tags=[bench]",
+                *extra,
+            ],
+            return_hydra_config=True,
+        )
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out_dir)
+        cfg.hydra.runtime.output_dir = str(out_dir)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def tokens_per_second(times: list[float], warmup: int, tokens_per_step: int) -> float:
+    timed = times[warmup - 1 :]
+    return (len(timed) - 1) * tokens_per_step / (timed[-1] - timed[0])
+
+
+def run_lightning(cfg: DictConfig, warmup: int) -> float:
+    L.seed_everything(cfg.seed)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
+    clock = StepClock()
+    callbacks = [*instantiate_callbacks(cfg.callbacks), clock]
+    trainer = hydra.utils.instantiate(
+        cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger)
+    )
+    trainer.fit(module, datamodule=datamodule)
+    finish_wandb(0)
+    return tokens_per_second(clock.times, warmup, cfg.data.batch_size * cfg.data.block_size)
+
+
+def run_raw(cfg: DictConfig, warmup: int) -> float:
+    """The loop a researcher would write by hand: forward, loss, backward, clip, step, zero."""
+    L.seed_everything(cfg.seed)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
+    model = module.model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = module.optimizer_factory(
+        [
+            {"params": [p for p in params if p.dim() >= 2]},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+    )
+    scheduler = module.scheduler_factory(optimizer, num_training_steps=cfg.trainer.max_steps)
+    datamodule.setup("fit")
+    times = []
+    batches = iter(datamodule.train_dataloader())
+    for _ in range(cfg.trainer.max_steps):
+        windows = next(batches)
+        logits = model(input_ids=windows[:, :-1]).logits
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.trainer.gradient_clip_val)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter())
+    return tokens_per_second(times, warmup, cfg.data.batch_size * cfg.data.block_size)
+
+
+def machine() -> dict[str, Any]:
+    import lightning
+    import transformers
+
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--sizes", default=",".join(SIZES), help="comma-separated: " + ", ".join(SIZES)
+    )
+    parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=10, help="steps excluded from each run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side per size")
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
+    args = parser.parse_args()
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            cfg = compose_config(size, args.steps, Path(tmp) / size, args.overrides)
+            hydra.utils.instantiate(cfg.data).prepare_data()  # tokenize outside the timing
+            runs: dict[str, list[float]] = {"lightning": [], "raw": []}
+            for repeat in range(args.repeats):
+                order = ("lightning", "raw") if repeat % 2 == 0 else ("raw", "lightning")
+                for side in order:
+                    run = run_lightning if side == "lightning" else run_raw
+                    runs[side].append(run(cfg, args.warmup))
+                    print(
+                        f"{size:>16} {side:>9} run {repeat}: {runs[side][-1]:,.0f} tokens/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            lightning_tps, raw_tps = (statistics.median(runs[s]) for s in ("lightning", "raw"))
+            results[size] = {
+                "lightning_tokens_per_s": lightning_tps,
+                "raw_tokens_per_s": raw_tps,
+                "overhead_ratio": lightning_tps / raw_tps,
+                "runs": runs,
+                "overrides": [*SIZES[size], *args.overrides],
+                "batch_size": cfg.data.batch_size,
+                "block_size": cfg.data.block_size,
+                "precision": cfg.trainer.precision,
+            }
+
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report.update(
+        {
+            "lightning_tokens_per_s": {s: r["lightning_tokens_per_s"] for s, r in results.items()},
+            "raw_tokens_per_s": {s: r["raw_tokens_per_s"] for s, r in results.items()},
+            "overhead_ratio": {s: r["overhead_ratio"] for s, r in results.items()},
+            "overhead": results,
+            "overhead_settings": {
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+            },
+            "machine": machine(),
+            "overhead_measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
+    write_json_atomic(args.out, report)
+    print(f"\n{'size':>16} {'lightning tok/s':>16} {'raw tok/s':>12} {'ratio':>7}")
+    for size, r in results.items():
+        print(
+            f"{size:>16} {r['lightning_tokens_per_s']:>16,.0f} {r['raw_tokens_per_s']:>12,.0f} "
+            f"{r['overhead_ratio']:>7.3f}"
+        )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
