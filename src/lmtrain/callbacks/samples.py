@@ -70,6 +70,9 @@ class TextSamples(L.Callback):
         standalone = trainer.state.fn == TrainerFn.VALIDATING
         if not standalone and (self._validations - 1) % self.every_n_val:
             return
+        val_loss = trainer.callback_metrics.get("val/loss")
+        if val_loss is not None and not torch.isfinite(val_loss):
+            return  # a diverged model has no distribution to sample from
         if trainer.is_global_zero:
             self.sample(trainer, pl_module)
 

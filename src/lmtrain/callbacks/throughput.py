@@ -62,6 +62,8 @@ class TokenThroughputMonitor(ThroughputMonitor):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
+        if not trainer.is_global_zero:  # Lightning's hooks update the figures on rank 0 only
+            return
         throughput = self._throughputs.get(trainer.state.stage)
         # Only on the steps where the loggers got fresh figures; the progress bar keeps the
         # last value in between, and it goes to the bar only (the loggers have it already).

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning import LightningDataModule
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from transformers import PreTrainedTokenizerFast
 
@@ -194,6 +195,17 @@ class TextDataModule(LightningDataModule):
         if self.val_dataset is None:
             self.setup("validate")
         assert self.val_dataset is not None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Each rank its own windows, none repeated: DistributedSampler pads with repeats,
+            # which would bias the window-weighted val/loss away from one process's figure.
+            sampler = UnrepeatedDistributedSampler(
+                self.val_dataset,
+                num_replicas=trainer.world_size,
+                rank=trainer.global_rank,
+                shuffle=False,
+            )
+            return self._loader(self.val_dataset, sampler=sampler, drop_last=False)
         return self._loader(self.val_dataset, shuffle=False, drop_last=False)
 
     def _loader(self, dataset: Dataset[torch.Tensor], **kwargs: Any) -> DataLoader[torch.Tensor]:
