@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 ARGS ?=
 # Extra arguments for scripts/bench.py, e.g. make bench BENCH_ARGS="--repeats 5"
 BENCH_ARGS ?=
+# The sweep for `make report`; default: the newest logs/<task>/multiruns/<time>/.
+SWEEP ?= $(shell ls -dt logs/*/multiruns/*/ 2>/dev/null | head -n 1)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test bench lint format clean-logs
+.PHONY: help install train eval test bench report lint format clean-logs
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +38,9 @@ test: install ## Run the test suite
 bench: install ## Benchmarks: Lightning vs raw loop, data preparation (logs/bench/latest.json)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 	$(PY) scripts/bench_data.py
+
+report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
+	$(PY) -m lmtrain.report $(SWEEP)
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

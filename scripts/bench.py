@@ -205,22 +205,23 @@ def main() -> None:
                 "precision": cfg.trainer.precision,
             }
 
+    # Merge per size, so that sizes measured in separate invocations end up side by side.
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    report.update(
-        {
-            "lightning_tokens_per_s": {s: r["lightning_tokens_per_s"] for s, r in results.items()},
-            "raw_tokens_per_s": {s: r["raw_tokens_per_s"] for s, r in results.items()},
-            "overhead_ratio": {s: r["overhead_ratio"] for s, r in results.items()},
-            "overhead": results,
-            "overhead_settings": {
-                "steps": args.steps,
-                "warmup": args.warmup,
-                "repeats": args.repeats,
-            },
-            "machine": machine(),
-            "overhead_measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }
-    )
+    per_size = {
+        "lightning_tokens_per_s": {s: r["lightning_tokens_per_s"] for s, r in results.items()},
+        "raw_tokens_per_s": {s: r["raw_tokens_per_s"] for s, r in results.items()},
+        "overhead_ratio": {s: r["overhead_ratio"] for s, r in results.items()},
+        "overhead": results,
+    }
+    for key, values in per_size.items():
+        report[key] = {**(report.get(key) if isinstance(report.get(key), dict) else {}), **values}
+    report["machine"] = machine()
+    report["overhead_settings"] = {
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+    }
+    report["overhead_measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json_atomic(args.out, report)
     print(f"\n{'size':>16} {'lightning tok/s':>16} {'raw tok/s':>12} {'ratio':>7}")
     for size, r in results.items():

@@ -2,7 +2,8 @@
 
 Reads top to bottom in the order a run happens: seed, data (tokenized once and cached), model
 (sized from the tokenizer), callbacks and loggers, `trainer.fit`, a final validation on the
-whole val split, a few samples, and `metrics.json` in the run folder.
+whole val split (where the text_samples callback writes the final samples), and `metrics.json`
+in the run folder.
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
-from lmtrain.generation import generate_text
+from lmtrain.errors import LMTrainError
+from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
 from lmtrain.utils.checkpoint import resolve_ckpt_path
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from lmtrain.utils.run import plain_metrics, task_wrapper, write_json_atomic
+from lmtrain.utils.run import (
+    plain_metrics,
+    prepare_process,
+    run_for_sweeper,
+    task_wrapper,
+    write_json_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
+    loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    if cfg.get("global_batch_size"):
+        trainer.accumulate_grad_batches = gradient_accumulation(
+            cfg.global_batch_size, cfg.data.batch_size, trainer.world_size
+        )
+    # Read by the throughput monitor for FLOP/s and MFU; counted once, on the meta device.
+    model.train_flops_per_batch = flops_per_batch(
+        model.model.config, cfg.data.batch_size, cfg.data.block_size
+    )
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
 
@@ -67,35 +83,33 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "time/train_s": train_seconds,
     }
     if trainer.is_global_zero:
-        write_samples(model, datamodule.tokenizer, cfg.samples, output_dir / "samples.txt")
         write_json_atomic(output_dir / "metrics.json", metrics)
         log.info("Metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
         log.info("Run folder: %s", output_dir)
     return metrics
 
 
-def write_samples(model: L.LightningModule, tokenizer: Any, cfg: DictConfig, path: Path) -> None:
-    """Generate a completion for each configured prompt, print it and save it to `path`."""
-    blocks = []
-    for prompt in cfg.prompts:
-        for text in generate_text(
-            model.model,
-            tokenizer,
-            prompt,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-        ):
-            blocks.append(text)
-    path.write_text("\n\n---\n\n".join(blocks) + "\n")
-    log.info("Samples (%s):\n%s", path, "\n---\n".join(blocks))
+def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_size: int) -> int:
+    """Micro-batches per optimizer step so that each step sees `global_batch_size` windows."""
+    per_step = micro_batch_size * world_size
+    if global_batch_size % per_step:
+        raise LMTrainError(
+            f"global_batch_size={global_batch_size} is not a multiple of data.batch_size "
+            f"({micro_batch_size}) x devices ({world_size}) = {per_step}: pick a multiple of "
+            f"{per_step}, or change data.batch_size"
+        )
+    return global_batch_size // per_step
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    """Hydra entry point; returns `optimized_metric` for sweepers."""
-    metrics = train(cfg)
-    return metrics.get(cfg.get("optimized_metric") or "val/loss")
+    """Hydra entry point; returns `optimized_metric` for sweepers.
+
+    In a multirun a job that fails or diverges scores the worst value and the sweep goes on;
+    `prepare_process` covers DDP ranks > 0, torchrun and requeued SLURM jobs.
+    """
+    prepare_process(cfg)
+    return run_for_sweeper(train, cfg)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,30 @@ entry (`callbacks.rich_progress_bar=null`) without restating the others.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import hydra
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
+from lmtrain.utils.wandb_run import is_wandb_entry, wandb_kwargs
+
 log = logging.getLogger(__name__)
 
 
-def _instantiate_group(cfg: DictConfig | None, kind: str) -> list:
+def _instantiate_group(
+    cfg: DictConfig | None,
+    kind: str,
+    extra_kwargs: Callable[[DictConfig], dict[str, Any]] | None = None,
+) -> list:
     objects = []
     for name, entry in (cfg or {}).items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
             log.info("Instantiating %s <%s>", kind, entry._target_)
-            objects.append(hydra.utils.instantiate(entry))
+            kwargs = extra_kwargs(entry) if extra_kwargs else {}
+            objects.append(hydra.utils.instantiate(entry, **kwargs))
         elif entry is not None:
             raise TypeError(f"{kind}s.{name} has no _target_: {entry}")
     return objects
@@ -31,5 +40,15 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
     return _instantiate_group(cfg, "callback")
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    return _instantiate_group(cfg, "logger")
+def instantiate_loggers(
+    cfg: DictConfig | None, run_cfg: DictConfig | None = None, resuming: bool = False
+) -> list[Logger]:
+    """The loggers of `cfg`; given the run's config, W&B ones also get the run's name, group and
+    id (see lmtrain.utils.wandb_run), and `resuming` continues the run folder's W&B run."""
+
+    def extra_kwargs(entry: DictConfig) -> dict[str, Any]:
+        if run_cfg is None or not is_wandb_entry(entry):
+            return {}
+        return wandb_kwargs(entry, run_cfg, resuming)
+
+    return _instantiate_group(cfg, "logger", extra_kwargs)

@@ -1,0 +1,113 @@
+"""One W&B run per run folder: its name, group and id, and the way back to it when training resumes.
+
+The run folder keeps the W&B run id in `wandb_run_id`, written by rank 0 when the logger is
+made. Training that resumes in that folder (`ckpt_path=last`, a checkpoint, or a requeued SLURM
+job) passes the id again, and Lightning's WandbLogger initializes with `resume="allow"`, so the
+same W&B run goes on instead of a second one starting. In a multirun every job is named by its
+overrides (`model.optimizer.lr=0.001,seed=2`) and grouped by its sweep folder, so the dashboard
+shows a sweep as one group whose members say what they tried.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from lmtrain.errors import LMTrainError
+
+RUN_ID_FILE = "wandb_run_id"
+OFFLINE_MODES = ("offline", "dryrun", "disabled")
+
+
+def is_wandb_entry(entry: DictConfig) -> bool:
+    return str(entry.get("_target_", "")).endswith("WandbLogger")
+
+
+def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
+    """Keyword arguments that complete a WandbLogger config entry for this run.
+
+    `name` and `group` left null are filled in (task name for a run; overrides and sweep folder
+    for a multirun job); `id` comes from the run folder when `resuming`, else it is new (or the
+    configured one) and is saved there.
+    """
+    check_log_model(entry)
+    kwargs: dict[str, Any] = {}
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+    if entry.get("name") is None:
+        kwargs["name"] = job_name(hydra, run_cfg.task_name) if multirun else run_cfg.task_name
+    if entry.get("group") is None and multirun:
+        kwargs["group"] = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
+    if run_cfg.get("trainer", {}).get("fast_dev_run"):
+        return kwargs  # Lightning swaps every logger for a dummy: no W&B run, no id to keep
+    kwargs["id"] = run_id(Path(run_cfg.paths.output_dir), entry.get("id"), resuming)
+    return kwargs
+
+
+def job_name(hydra: Any, task_name: str) -> str:
+    """A multirun job's swept overrides as `key=value,key=value`.
+
+    Only the keys the sweep varies name it (`model.optimizer.lr=0.001,seed=2`): the overrides every
+    job shares would make every name long and alike. Without a known sweep, all of the job's
+    overrides (Hydra's override_dirname, less hydra.job.config.override_dirname.exclude_keys).
+    """
+    swept = swept_keys(hydra)
+    named = [o for o in map(str, hydra.overrides.task) if o.split("=", 1)[0].lstrip("+~") in swept]
+    return ",".join(named) or str(hydra.job.override_dirname) or f"{task_name}-{hydra.job.num}"
+
+
+def swept_keys(hydra: Any) -> set[str]:
+    """Keys a sweep varies: an Optuna search space (hydra.sweeper.params) and the sweep overrides
+    (`lr=1e-3,3e-4`) that the basic sweeper saved in <sweep folder>/multirun.yaml."""
+    keys = {str(k) for k in (hydra.sweeper.get("params") or {})}
+    saved = Path(hydra.sweep.dir) / "multirun.yaml"
+    if saved.is_file():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        lines = [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
+        parsed = OverridesParser.create().parse_overrides(lines)
+        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
+    return keys
+
+
+def run_id(run_dir: Path, configured: str | None, resuming: bool) -> str:
+    """The W&B run id for this run folder, saved in `<run_dir>/wandb_run_id` by rank 0.
+
+    Resuming reuses the saved id; otherwise the configured id (logger.wandb.id) or a new one.
+    """
+    path = run_dir / RUN_ID_FILE
+    if resuming and not configured and path.is_file():
+        return path.read_text().strip()
+    new_id = configured or generate_id()
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_id + "\n")
+    return new_id
+
+
+def generate_id(length: int = 8) -> str:
+    """A random id in W&B's style (lowercase letters and digits)."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def check_log_model(entry: DictConfig) -> None:
+    """Checkpoint artifacts are uploads: refuse them, in one line, for an offline run."""
+    if not entry.get("log_model"):
+        return
+    env_mode = os.environ.get("WANDB_MODE", "").lower()
+    if entry.get("offline") or env_mode in OFFLINE_MODES:
+        why = "logger.wandb.offline=true" if entry.get("offline") else f"WANDB_MODE={env_mode}"
+        raise LMTrainError(
+            f"logger.wandb.log_model={entry.log_model} uploads checkpoints as W&B artifacts, which "
+            f"an offline run cannot do ({why}): log online (logger.wandb.offline=false, "
+            "WANDB_API_KEY set) or keep log_model=false"
+        )

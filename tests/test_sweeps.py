@@ -1,0 +1,228 @@
+"""Sweeps: a Hydra multirun grid and an Optuna study, every job in its own folder and W&B run.
+
+Both run the real CLI (`python -m lmtrain.train -m ...`) and read the W&B offline runs back with
+`wandb leet inspect`. A job is made to fail, or to diverge, by the `Sabotage` callback below,
+added to the run like any callback (`+callbacks.sabotage._target_=tests.test_sweeps.Sabotage`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from matplotlib import image
+
+from lmtrain import report
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.instantiate import instantiate_loggers
+from tests.checkpoints import TINY_GPT2, write_corpus
+from tests.helpers import run_cli, wandb_summary
+
+# Tiny and short: 4 steps, validation at 2 and 4 (2 batches), no progress bar.
+TINY_CLI = [
+    *TINY_GPT2,
+    "data=text_files",
+    "data.tokenizer.kind=char",
+    "data.block_size=32",
+    "data.batch_size=8",
+    "trainer.accelerator=cpu",
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "samples.max_new_tokens=8",
+]
+
+
+def one_file_corpus(folder: Path) -> Path:
+    """One text file (~20 KB): split by characters, its last 10% is val."""
+    docs = write_corpus(folder / "docs")
+    path = folder / "corpus.txt"
+    path.write_text("".join(p.read_text() for p in sorted(docs.iterdir())))
+    return path
+
+
+def tiny_cli(tmp_path: Path, data_dir: Path, *overrides: str) -> list[str]:
+    """CLI overrides for a tiny run on a fresh corpus, logs under tmp_path/logs."""
+    corpus = one_file_corpus(tmp_path / "corpus")
+    return [
+        *TINY_CLI,
+        f"data.source.path={corpus}",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *overrides,
+    ]
+
+
+def wandb_run_record(run_dir: Path) -> dict:
+    """The `run` record of the offline W&B run under `run_dir/wandb` (name, group, id)."""
+    (run,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    records = (json.loads(line) for line in out.stdout.splitlines() if '"run"' in line)
+    return next(r["run"] for r in records if r.get("type") == "run")
+
+
+class Sabotage(Callback):
+    """Makes chosen jobs of a sweep fail (an exception at the first step) or diverge (NaN weights).
+
+    `job` is the Hydra job number (`${hydra:job.num}`), so which job misbehaves does not depend
+    on what the sweeper samples.
+    """
+
+    def __init__(self, job: int, fail_jobs: list[int] = (), nan_jobs: list[int] = ()) -> None:
+        self.job, self.fail_jobs, self.nan_jobs = job, list(fail_jobs), list(nan_jobs)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.job in self.fail_jobs:
+            raise RuntimeError(f"sabotaged job {self.job}")
+        if self.job in self.nan_jobs:
+            with torch.no_grad():
+                for param in pl_module.parameters():
+                    param.fill_(math.nan)
+
+
+def sabotage(fail: list[int] = (), nan: list[int] = ()) -> list[str]:
+    return [
+        "+callbacks.sabotage._target_=tests.test_sweeps.Sabotage",
+        "+callbacks.sabotage.job=${hydra:job.num}",
+        f"+callbacks.sabotage.fail_jobs={list(fail)}",
+        f"+callbacks.sabotage.nan_jobs={list(nan)}",
+    ]
+
+
+def test_grid_runs_each_job_in_its_folder_with_its_own_wandb_run(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Each job is itself a 2-process DDP run: Lightning starts rank 1 anew for every job.
+    grid = ["model.optimizer.lr=1e-3,3e-4", "trainer=ddp_cpu"]
+    out = run_cli("train", "-m", *tiny_cli(tmp_path, data_dir), *grid)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
+    jobs = [sweep / "0", sweep / "1"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    summaries = [wandb_summary(job) for job in jobs]
+    records = [wandb_run_record(job) for job in jobs]
+    for job, summary, lr in zip(jobs, summaries, ("0.001", "0.0003"), strict=True):
+        assert summary["state"] == "finished" and summary["exit_code"] == 0
+        assert summary["config"]["model"]["optimizer"]["lr"] == float(lr)
+        assert summary["config"]["params/total"] > 0  # parameter counts in the run config
+        # Named by what the sweep varies, grouped by the sweep folder.
+        assert summary["name"] == f"model.optimizer.lr={lr}"
+        assert (job / "wandb_run_id").read_text().strip() == summary["run_id"]
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert metrics["trainer/global_step"] == 4
+        assert metrics["tokens_seen"] == 4 * 2 * 8 * 32  # steps x ranks x batch x block
+    assert {r["run_group"] for r in records} == {f"train/{sweep.name}"}
+    assert summaries[0]["run_id"] != summaries[1]["run_id"]
+    # One after the other: the first run was closed before the second started.
+    assert summaries[0]["last_write"] <= summaries[1]["start_time"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict:
+    """A 3-trial Optuna study (hparams_search=optuna) in which trial 1 fails and trial 2
+    diverges; kept in SQLite so that the trials can be read back."""
+    tmp_path = tmp_path_factory.mktemp("study")
+    sweep = tmp_path / "sweep"
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    out = run_cli(
+        "train",
+        "hparams_search=optuna",
+        *tiny_cli(tmp_path, data_dir),
+        "hydra.sweeper.n_trials=3",
+        f"hydra.sweeper.storage={storage}",
+        f"hydra.sweep.dir={sweep}",
+        # A diverged model's samples would be NaN logits: this trial is about the metric.
+        "callbacks.text_samples=null",
+        *sabotage(fail=[1], nan=[2]),
+    )
+    return {"out": out, "sweep": sweep, "storage": storage}
+
+
+@pytest.mark.slow
+def test_optuna_study_goes_on_past_a_failed_and_a_diverged_trial(study: dict) -> None:
+    sweep, out = study["sweep"], study["out"]
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    trials = optuna.load_study(study_name="train", storage=study["storage"]).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    values = [t.value for t in trials]
+    assert math.isfinite(values[0]) and values[1:] == [math.inf, math.inf]
+    # Each trial sampled the search space (the width is fixed on the command line).
+    assert {"model.optimizer.lr", "model.scheduler.num_warmup_steps"} <= trials[0].params.keys()
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(values[0])
+
+    states = [wandb_summary(sweep / str(n)) for n in range(3)]
+    assert [s["state"] for s in states] == ["finished", "failed", "finished"]
+    assert states[1]["exit_code"] != 0
+    assert "sabotaged job 1" in (sweep / "1" / "train.log").read_text()
+    assert "diverged (val/loss=nan); reporting inf" in (sweep / "2" / "train.log").read_text()
+    assert math.isnan(json.loads((sweep / "2" / "metrics.json").read_text())["val/loss"])
+    assert len({s["run_id"] for s in states}) == 3
+    # Named by the sampled values of the search space.
+    assert states[0]["name"].startswith("model.optimizer.lr=")
+
+
+@pytest.mark.slow
+def test_report_of_the_study_ranks_its_trials_and_plots_their_curves(study: dict) -> None:
+    sweep = study["sweep"]
+    assert study["out"].returncode == 0, study["out"].stderr[-3000:]
+    report.main([str(sweep)])
+
+    with (sweep / "report.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("0", "ok"),
+        ("2", "diverged"),
+        ("1", "failed"),
+    ]
+    # A column per sampled parameter; what every trial shared is not a column.
+    assert {"model.optimizer.lr", "model.optimizer.weight_decay"} <= rows[0].keys()
+    assert "data.source.path" not in rows[0]
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert float(rows[0]["val/loss"]) == metrics["val/loss"]  # every digit
+    assert rows[0]["wandb_id"] == (sweep / "0" / "wandb_run_id").read_text().strip()
+
+    markdown = (sweep / "report.md").read_text()
+    assert "| rank | job | status | model.optimizer.lr |" in markdown
+    assert "| 3 | 1 | failed |" in markdown
+    assert "`data.tokenizer.kind=char`" in markdown  # shared overrides, listed once
+
+    # Curves from the W&B runs: the validations after steps 2 and 4 (logged by Lightning at
+    # 0-based steps 1 and 3), then the final whole-split one, the val/loss of metrics.json.
+    curves = {job.num: job.curve for job in report.read_jobs(sweep)}
+    assert [step for step, _ in curves[0]] == [1, 3, 4]
+    assert curves[0][-1][1] == pytest.approx(metrics["val/loss"], rel=1e-6)
+    assert curves[1] == []  # failed at its first step: no validation
+    png = image.imread(sweep / "val_curves.png")
+    assert png.shape[:2] == (500, 800)
+
+
+def test_wandb_checkpoint_upload_offline_is_refused_in_one_line(compose_cfg) -> None:
+    cfg = compose_cfg("logger.wandb.log_model=true")  # logger.wandb.offline=true by default
+    with pytest.raises(LMTrainError) as err:
+        instantiate_loggers(cfg.logger, run_cfg=cfg)
+    assert str(err.value) == (
+        "logger.wandb.log_model=True uploads checkpoints as W&B artifacts, which an offline run "
+        "cannot do (logger.wandb.offline=true): log online (logger.wandb.offline=false, "
+        "WANDB_API_KEY set) or keep log_model=false"
+    )
