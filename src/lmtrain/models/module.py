@@ -74,6 +74,8 @@ class CausalLMModule(LightningModule):
         self.run_config: dict[str, Any] | None = None
         # Tokens read so far, for the checkpoint (and so the export's model card).
         self.tokens_seen = 0.0
+        # Forward + backward FLOPs of one micro-batch, counted once by lmtrain.train.
+        self.train_flops_per_batch: int | None = None
 
     # -- forward and loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -104,11 +106,10 @@ class CausalLMModule(LightningModule):
     def flops_per_batch(self) -> int | None:
         """FLOPs of the current micro-batch, read by the throughput monitor: forward and
         backward while training, the forward alone (a third: backward costs two forwards)
-        while validating. `train_flops_per_batch` is counted once by lmtrain.train."""
-        train_flops = getattr(self, "train_flops_per_batch", None)
-        if train_flops is None:
-            return None
-        return train_flops if self.training else train_flops // 3
+        while validating."""
+        if self.train_flops_per_batch is None or self.training:
+            return self.train_flops_per_batch
+        return self.train_flops_per_batch // 3
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; MeanMetric syncs
