@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 from pathlib import Path
 
+import hydra
 import pytest
+import torch
+from lightning.fabric.strategies.fsdp import _distributed_checkpoint_save
 
+from lmtrain.errors import LMTrainError
+from lmtrain.models.module import CausalLMModule
+from lmtrain.strategies import SHARDED_META_FILE
+from lmtrain.utils.checkpoint import check_same_model, resolve_ckpt_path, resolve_model_path
+from tests.checkpoints import TINY_GPT2, TINY_RUN, compose_config, train_tiny, write_corpus
 from tests.helpers import run_cli
 
 
@@ -72,3 +82,137 @@ def test_missing_pretrained_folder(quick: list[str], tmp_path: Path) -> None:
 def test_block_size_longer_than_context(quick: list[str]) -> None:
     result = run_cli("train", *quick, "data.block_size=300", "model.config.n_positions=256")
     assert_one_line_error(result, "data.block_size=300", "256")
+
+
+def test_unknown_override_key_is_hydras_one_message(quick: list[str]) -> None:
+    result = run_cli("train", *quick, "data.no_such_key=1")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert "Could not override 'data.no_such_key'" in result.stderr, result.stderr[-2000:]
+    assert "+data.no_such_key=1" in result.stderr  # Hydra says how to add a new key instead
+
+
+def test_global_batch_size_not_a_multiple_of_the_micro_batch(quick: list[str]) -> None:
+    result = run_cli("train", *quick, "global_batch_size=30", "data.batch_size=4")
+    assert_one_line_error(result, "global_batch_size=30", "data.batch_size (4)", "devices (1)")
+
+
+def test_val_split_shorter_than_one_window(quick: list[str], tmp_path: Path) -> None:
+    tiny = tmp_path / "tiny.txt"
+    tiny.write_text("To be, or not to be, that is the question.\n" * 10)  # val: 43 chars + eos
+    result = run_cli("train", *quick, f"data.source.path={tiny}", "data.block_size=64")
+    assert_one_line_error(result, "val split has 44 tokens", "data.block_size + 1 = 65")
+
+
+def test_model_vocab_smaller_than_the_tokenizer(quick: list[str]) -> None:
+    result = run_cli("train", *quick, "+model.config.vocab_size=50")
+    assert_one_line_error(result, "model.config.vocab_size=50", "66 tokens")
+
+
+def test_pretrained_embedding_smaller_than_the_data_tokenizer(
+    quick: list[str], tmp_path: Path
+) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "small-vocab-model"
+    config = GPT2Config(vocab_size=40, n_layer=1, n_head=2, n_embd=16, n_positions=64)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    result = run_cli("train", *quick, "model=pretrained", f"model.pretrained={folder}")
+    assert_one_line_error(result, "the tokenizer has 66 tokens", "embeds only 40", str(folder))
+
+
+def test_unreadable_corpus_file(tmp_path: Path) -> None:
+    """Root reads files whatever their mode, through two capabilities; the run is started without
+    them (still uid 0), so that chmod 000 holds for it as it does for any other user."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "readable.txt").write_text("some text\n" * 50)
+    (corpus / "locked.txt").write_text("more text\n" * 50)
+    (corpus / "locked.txt").chmod(0o000)
+    result = run_cli(
+        "train",
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=none",
+        "debug=fdr",
+        preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+    )
+    assert_one_line_error(result, str(corpus / "locked.txt"), "not readable", "chmod a+r")
+
+
+def drop_root_file_access() -> None:
+    """Remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec: the
+    new program then checks file modes like any process (prctl PR_CAPBSET_DROP)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+
+
+def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> None:
+    corpus, steps = write_corpus(tmp_path / "corpus"), ["trainer.max_steps=2"]
+    ckpt = train_tiny(tmp_path / "other", tmp_path / "data", corpus, *steps)
+    result = run_cli("train", *quick, f"ckpt_path={ckpt}")  # 4 x 128 wide, 66 chars
+    assert_one_line_error(
+        result,
+        f"ckpt_path={str(ckpt)!r} holds another model",
+        "n_embd=32 in the checkpoint but 128 here",
+        "n_layer=2 in the checkpoint but 4 here",
+        "vocab_size comes from data.tokenizer",
+        "drop ckpt_path",
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+    # The run's own settings build the same model, which passes the check (and would resume).
+    module = tiny_module(tmp_path, corpus)
+    check_same_model(ckpt, module.model.config)
+    with pytest.raises(LMTrainError, match=r"n_head=2 in the checkpoint but 4 here"):
+        module.model.config.n_head = 4
+        check_same_model(ckpt, module.model.config)
+
+
+def tiny_module(tmp_path: Path, corpus: Path) -> CausalLMModule:
+    """The module `train_tiny` trains on `corpus`, built from the same config, untrained."""
+    cfg = compose_config(
+        "train", tmp_path / "again", tmp_path / "data", "data=text_files",
+        f"data.source.path={corpus}", "data.tokenizer.vocab_size=300", *TINY_GPT2, *TINY_RUN,
+    )  # fmt: skip
+    datamodule = hydra.utils.instantiate(cfg.data)
+    return hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
+
+
+def test_sharded_fsdp_checkpoint_folder_resumes_and_is_checked(tmp_path: Path) -> None:
+    # Written as FSDPStrategy(state_dict_type="sharded") writes it: the tensors through
+    # torch.distributed.checkpoint into last.ckpt/, the plain values in last.ckpt/meta.pt.
+    module = tiny_module(tmp_path, write_corpus(tmp_path / "corpus"))
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints" / "last.ckpt"
+    _distributed_checkpoint_save({"model": module.state_dict()}, folder)
+    meta = {"global_step": 3, "epoch": 0, "pytorch-lightning_version": "2.6"}
+    module.on_save_checkpoint(meta)
+    torch.save(meta, folder / SHARDED_META_FILE)
+
+    assert resolve_ckpt_path("last", run_dir) == str(folder)
+    assert resolve_ckpt_path(str(folder), tmp_path) == str(folder)
+    check_same_model(folder, module.model.config)
+    module.model.config.n_layer = 3
+    with pytest.raises(LMTrainError, match=r"n_layer=2 in the checkpoint but 3 here"):
+        check_same_model(folder, module.model.config)
+    # eval, generate and export need one file: they say how to make it.
+    with pytest.raises(LMTrainError, match=r"python -m lmtrain.strategies consolidate"):
+        resolve_model_path(str(folder), tmp_path)
+
+    (folder / SHARDED_META_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(LMTrainError, match=r"meta.pt' is not a readable checkpoint"):
+        resolve_ckpt_path("last", run_dir)
+    (folder / SHARDED_META_FILE).unlink()
+    with pytest.raises(LMTrainError, match=r"ckpt_path=last found no"):
+        resolve_ckpt_path("last", run_dir)
+    with pytest.raises(LMTrainError, match=r"is a folder without meta.pt"):
+        resolve_ckpt_path(str(folder), tmp_path)

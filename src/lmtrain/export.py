@@ -29,6 +29,7 @@ from transformers.utils import logging as hf_logging
 from lmtrain.errors import LMTrainError
 from lmtrain.models.hf import context_length, count_parameters
 from lmtrain.utils.checkpoint import EXPORT_META, LoadedModel, load_model, resolve_model_path
+from lmtrain.utils.redact import is_secret_key, redact
 from lmtrain.utils.run import task_wrapper
 
 log = logging.getLogger(__name__)
@@ -107,13 +108,23 @@ def write_folder(folder: Path, loaded: LoadedModel, info: dict[str, Any], cfg: D
 
 
 def scrub(value: Any) -> Any:
-    """A copy of the run config without Hydra's own node and with secret-looking keys dropped."""
+    """A copy of the run config without Hydra's own node, with secret-looking keys dropped and
+    strings holding an environment secret redacted (see `lmtrain.utils.redact`).
+
+    Checkpoints of older runs may still hold secrets in their run config: this is the last gate.
+    """
+    return redact(_drop_secret_keys(value))
+
+
+def _drop_secret_keys(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: scrub(v) for k, v in value.items() if k != "hydra" and not SECRET_KEY.search(str(k))
+            k: _drop_secret_keys(v)
+            for k, v in value.items()
+            if k != "hydra" and not SECRET_KEY.search(str(k)) and not is_secret_key(k)
         }
     if isinstance(value, list):
-        return [scrub(v) for v in value]
+        return [_drop_secret_keys(v) for v in value]
     return value
 
 

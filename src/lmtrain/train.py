@@ -20,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.errors import LMTrainError
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
-from lmtrain.utils.checkpoint import resolve_ckpt_path
+from lmtrain.utils.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.redact import redact
 from lmtrain.utils.run import (
     plain_metrics,
     prepare_process,
@@ -48,7 +49,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Building model <%s>", cfg.model.get("pretrained") or cfg.model.model_type)
     model = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
     check_context(model.model.config, cfg.data.block_size)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    if ckpt_path is not None:
+        check_same_model(ckpt_path, model.model.config)
+    # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
+    # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".
+    model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.

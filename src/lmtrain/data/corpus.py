@@ -15,6 +15,7 @@ text file by characters, nanoGPT's way (the tail is val).
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import math
@@ -258,14 +259,46 @@ def read_records(path: Path, text_field: str) -> Iterator[str]:
 
 @contextmanager
 def _utf8_errors(path: Path) -> Iterator[None]:
-    """Turn a UnicodeDecodeError while reading `path` into a one-line LMTrainError."""
+    """Turn the errors of reading `path` into one-line LMTrainErrors: not UTF-8, not readable.
+
+    Non-UTF-8 text is refused rather than decoded with replacement characters: those would train
+    the model on garbage silently. The message gives the byte offset in the (uncompressed) file,
+    found by a second pass only once reading has failed, since the decoder's offset is relative to
+    the block it was given.
+    """
     try:
         yield
     except UnicodeDecodeError as err:
+        offset = first_invalid_utf8(path)
+        where = f"byte {offset}" if offset is not None else f"byte {err.start} of a block"
         raise LMTrainError(
-            f"{str(path)!r} is not UTF-8 text ({err.reason} at byte {err.start}): convert it to "
-            "UTF-8 or point data.source.path at text files only"
+            f"{str(path)!r} is not UTF-8 text ({err.reason} at {where}): convert it, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` with its real encoding, "
+            "or leave it out of data.source.path"
         ) from None
+    except PermissionError:
+        raise LMTrainError(
+            f"{str(path)!r} is not readable by this user (permission denied): make it readable "
+            "(chmod a+r) or leave it out of data.source.path"
+        ) from None
+
+
+def first_invalid_utf8(path: Path, block_bytes: int = 1 << 20) -> int | None:
+    """The offset of the first byte of `path` (gunzipped for .gz) that is not valid UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    opener = gzip.open if path.suffix == ".gz" else open
+    fed = 0
+    with opener(path, "rb") as f:
+        while True:
+            block = f.read(block_bytes)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as err:
+                return fed - pending + err.start
+            if not block:
+                return None
+            fed += len(block)
 
 
 def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iterator[Piece]:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from rich.console import Console
@@ -198,7 +199,7 @@ def encode_corpus(
             else:
                 results = _encode_in_pool(chunks, workers, initargs)
             for chunk, ids in results:
-                ids.tofile(files[chunk.split])
+                write_all(files[chunk.split], ids)
                 stats.tokens[chunk.split] += int(ids.size)
                 stats.documents[chunk.split] += sum(chunk.ends)
                 stats.bytes[chunk.split] += chunk.nbytes
@@ -211,6 +212,17 @@ def encode_corpus(
                 f.close()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def write_all(f: BinaryIO, ids: np.ndarray) -> None:
+    """Append `ids` to an unbuffered file, looping over short writes.
+
+    Not `ndarray.tofile`: on a full disk it raises an OSError without an errno ("N requested
+    and M written"), and the token cache needs ENOSPC to tell the user what is wrong.
+    """
+    view = memoryview(np.ascontiguousarray(ids)).cast("B")
+    while view:
+        view = view[f.write(view) :]
 
 
 def _encode_in_pool(

@@ -193,6 +193,19 @@ class HFDatasetSource(Source):
                 f"data.source.{key}={split!r} is not a split of {self.path!r}: use one of "
                 f"{', '.join(map(str, known))}"
             )
+        try:
+            yield from self._read_column(datasets, split)
+        except Exception as err:
+            decode_error = _unicode_error(err)
+            if decode_error is None:
+                raise
+            raise LMTrainError(
+                f"data.source.path={self.path!r} is not UTF-8 text ({decode_error.reason}): "
+                "convert the files to UTF-8 (iconv -f <encoding> -t utf-8), or for text/csv "
+                "files pass their encoding, e.g. data.source.load_kwargs={encoding:latin-1}"
+            ) from None
+
+    def _read_column(self, datasets: Any, split: str) -> Iterator[str | None]:
         dataset = datasets.load_dataset(**self.load_args, split=split, streaming=self.streaming)
         columns = dataset.column_names
         if columns is not None and self.text_column not in columns:
@@ -213,6 +226,15 @@ class HFDatasetSource(Source):
 
 def _compression(name: str) -> str:
     return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
+
+
+def _unicode_error(err: BaseException | None) -> UnicodeDecodeError | None:
+    """The UnicodeDecodeError behind `err`: datasets wraps it in a DatasetGenerationError."""
+    while err is not None:
+        if isinstance(err, UnicodeDecodeError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _first_line(err: BaseException) -> str:

@@ -212,6 +212,14 @@ class TextFilesSource(FileSource):
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches only empty files: pass files with text"
             )
+        unreadable = [f for f in files if not os.access(f, os.R_OK)]
+        if unreadable:
+            more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+            raise LMTrainError(
+                f"{str(unreadable[0])!r}{more} under data.source.path={self.path!r} is not "
+                "readable by this user (permission denied): make it readable (chmod a+r) or leave "
+                "it out of data.source.path"
+            )
         single_dir = Path(self.paths[0]).expanduser()
         if len(self.paths) == 1 and single_dir.is_dir():
             base = single_dir

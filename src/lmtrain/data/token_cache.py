@@ -7,15 +7,18 @@ finding an existing cache costs a few stat calls even for a corpus of many GB.
 
 A folder is written under a temporary name and renamed into place when complete, so an interrupted
 build never leaves a folder that a later run trusts: the next build removes the leftovers and starts
-over. A folder that is damaged anyway (meta.json missing, a .bin of the wrong size, no tokenizer)
-is removed and rebuilt with a warning. Builds hold an exclusive lock on `<fingerprint>.lock`, so
-when several processes of a node (DDP, torchrun) prepare at once, one builds and the others wait
-and then open the same files. A killed builder's lock is released by the kernel.
+over. A disk that fills up mid-build ends the run with one line and leaves no partial folder; the
+other caches of `cache_dir` stay as they were. A folder that is damaged anyway (meta.json missing,
+a .bin of the wrong size, no tokenizer) is removed and rebuilt with a warning. Builds hold an
+exclusive lock on `<fingerprint>.lock`, so when several processes of a node (DDP, torchrun) prepare
+at once, one builds and the others wait and then open the same files. A killed builder's lock is
+released by the kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -33,9 +36,12 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from lmtrain.data.corpus import SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
 from lmtrain.data.tokenizers import build_tokenizer
+from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
 
+# What a full disk, a full quota or a file size limit (ulimit -f) raise while the cache is written.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # Bump when the folder layout or the token stream changes, so old caches are not trusted.
 FORMAT_VERSION = 2
 MB = 1_000_000
@@ -125,6 +131,15 @@ def build_or_load(
         try:
             write(tmp, source, tokenizer_settings, key, workers or default_workers(), chunk_mb)
             _move_into_place(tmp, folder)
+        except OSError as err:
+            if err.errno not in NO_SPACE:
+                raise
+            size = source.size_hint()
+            need = f" (up to ~{2 * size / MB:,.0f} MB for this corpus)" if size else ""
+            raise LMTrainError(
+                f"could not write the token cache {tmp} ({os.strerror(err.errno)}): free space "
+                f"in {cache_dir}, or set data.cache_dir=<a folder on a disk with room>{need}"
+            ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -40,7 +40,7 @@ def build_causal_lm(
         )
     kwargs = dict(config or {})
     if vocab_size is not None:
-        kwargs["vocab_size"] = vocab_size
+        kwargs["vocab_size"] = embedding_size(kwargs.get("vocab_size"), vocab_size)
     if eos_token_id is not None:
         kwargs.setdefault("bos_token_id", eos_token_id)
         kwargs.setdefault("eos_token_id", eos_token_id)
@@ -51,6 +51,23 @@ def build_causal_lm(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
     return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+def embedding_size(configured: int | None, tokenizer_size: int) -> int:
+    """A fresh model's embedding rows: the tokenizer's size, or a bigger model.config.vocab_size.
+
+    A bigger one is kept (rows padded to a multiple of 64 run faster on GPUs, as nanoGPT's 50304);
+    a smaller one could not embed the tokenizer's ids and is refused.
+    """
+    if configured is None:
+        return tokenizer_size
+    if configured < tokenizer_size:
+        raise LMTrainError(
+            f"model.config.vocab_size={configured} is smaller than the tokenizer's "
+            f"{tokenizer_size} tokens: remove model.config.vocab_size (it then comes from the "
+            f"tokenizer) or set it to at least {tokenizer_size}"
+        )
+    return int(configured)
 
 
 def _load_pretrained(
@@ -80,7 +97,8 @@ def _load_pretrained(
     if vocab_size is not None and vocab_size > embeddings:
         raise LMTrainError(
             f"the tokenizer has {vocab_size} tokens but model.pretrained={pretrained!r} embeds "
-            f"only {embeddings}: use the model's own tokenizer (data.tokenizer.kind=pretrained)"
+            f"only {embeddings}: use the model's own tokenizer (data.tokenizer.kind=pretrained "
+            f"data.tokenizer.name={pretrained}), or a data tokenizer of at most {embeddings} tokens"
         )
     return model
 

@@ -19,19 +19,23 @@ from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.module import CHECKPOINT_KEY
+from lmtrain.strategies import SHARDED_META_FILE
 
 # Written by lmtrain.export beside the HF files: the run config and what training reached.
 EXPORT_META = "lmtrain.json"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """`last` means this run folder's `checkpoints/last.ckpt`; any other value must be a file.
+    """`last` means this run folder's `checkpoints/last.ckpt`; any other value must be a file, or a
+    sharded FSDP checkpoint folder (`trainer.strategy.state_dict_type=sharded` writes
+    `last.ckpt/` with the tensors and a `meta.pt`).
 
     Lightning itself would silently start from scratch when `last` finds nothing; a researcher
     who asked to resume wants to hear that instead.
@@ -40,17 +44,34 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         return None
     if ckpt_path == "last":
         path = Path(output_dir) / "checkpoints" / "last.ckpt"
-        if not path.is_file():
+        if not (path.is_file() or is_sharded_checkpoint(path)):
             raise LMTrainError(
                 f"ckpt_path=last found no {path}: pass the run folder to resume with "
                 "hydra.run.dir=<run folder>, or ckpt_path=<file>"
             )
     else:
         path = Path(ckpt_path).expanduser()
-        if not path.is_file():
+        if path.is_dir() and not is_sharded_checkpoint(path):
+            raise LMTrainError(
+                f"ckpt_path={ckpt_path!r} is a folder without {SHARDED_META_FILE}: pass a .ckpt "
+                "file, or a sharded FSDP checkpoint folder"
+            )
+        if not (path.is_file() or path.is_dir()):
             raise LMTrainError(f"ckpt_path={ckpt_path!r} does not exist: pass a .ckpt file")
-    load_checkpoint(path)  # fail now, not after data preparation, if the file is broken
+    checkpoint_meta(path)  # fail now, not after data preparation, if the file is broken
     return str(path)
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """A folder written by FSDPStrategy(state_dict_type="sharded"): tensors plus `meta.pt`."""
+    return Path(path).is_dir() and (Path(path) / SHARDED_META_FILE).is_file()
+
+
+def checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents (a file), or everything but the tensors (a sharded folder)."""
+    if is_sharded_checkpoint(path):
+        return load_checkpoint(Path(path) / SHARDED_META_FILE)
+    return load_checkpoint(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -63,6 +84,47 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason}): pass a .ckpt "
             "written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
         ) from None
+
+
+def check_same_model(ckpt_path: str | Path, config: PretrainedConfig) -> None:
+    """Refuse to resume a checkpoint of another architecture or size before `trainer.fit`.
+
+    Lightning would find out only when it loads the state dict, after the data is prepared,
+    with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
+    is compared with the model this run built; a checkpoint without one is left to Lightning.
+    """
+    extra = checkpoint_meta(ckpt_path).get(CHECKPOINT_KEY) or {}
+    saved = extra.get("hf_config")
+    if not saved:
+        return
+    differences = model_differences(saved, config.to_dict())
+    if not differences:
+        return
+    listed = ", ".join(f"{k}={a!r} in the checkpoint but {b!r} here" for k, a, b in differences)
+    keys = {key for key, _, _ in differences}
+    hint = " (vocab_size comes from data.tokenizer)" if "vocab_size" in keys else ""
+    raise LMTrainError(
+        f"ckpt_path={str(ckpt_path)!r} holds another model: {listed}: resume with the "
+        f"checkpoint's model settings (model=..., model.config.<key>=<value>){hint}, or drop "
+        "ckpt_path to start from scratch"
+    )
+
+
+def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved, current) for the HF config entries that make two models different.
+
+    The model type, and every integer setting (widths, depths, heads, context, vocabulary)
+    except token ids; dropout and other float or flag settings may change on resume.
+    """
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if a == b or key.endswith(("_token_id", "_token_ids")) or key.startswith("_"):
+            continue
+        integers = [v for v in (a, b) if isinstance(v, int) and not isinstance(v, bool)]
+        if key == "model_type" or integers:
+            differences.append((key, a, b))
+    return differences
 
 
 @dataclass
@@ -81,6 +143,11 @@ class LoadedModel:
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
     `lmtrain.export` folder, or any `save_pretrained` folder)."""
+    if path and is_sharded_checkpoint(Path(path).expanduser()):
+        raise LMTrainError(
+            f"ckpt_path={path!r} is a sharded FSDP checkpoint: merge it into one file first with "
+            f"`python -m lmtrain.strategies consolidate {path}` and pass that file"
+        )
     if path and Path(path).expanduser().is_dir():
         folder = Path(path).expanduser()
         if not (folder / "config.json").is_file():
