@@ -35,26 +35,85 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class RankAgreedError(LMTrainError):
+    """A stop that every rank decided together (through a collective) and raises at the same
+    step, such as a non-finite loss: rank 0 alone prints it, and the ranks leave together."""
+
+
+class Preempted(SIGTERMException):
+    """Training stopped on a preemption signal, with a checkpoint saved, on every rank at once.
+
+    A SIGTERMException (so a sweep job re-raises it instead of scoring it) whose exit code is
+    128 + the signal's number, what a shell reports for a process the signal ended: 143 for
+    SIGTERM, 138 for SIGUSR1.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(128 + signum)
+        self.message = message
+
+
 def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
     """Run `task`; on an LMTrainError print `error: <message>` and exit 1; always finish W&B."""
 
     @functools.wraps(task)
     def wrapped(*args: Any, **kwargs: Any) -> T:
         exit_code = 1
+        agreed = False  # every rank stops here together: they leave together too
         try:
             result = task(*args, **kwargs)
             exit_code = 0
             return result
+        except Preempted as preempted:
+            exit_code, agreed = preempted.code, True
+            print_on_rank_zero(f"error: {preempted.message}")
+            raise
         except Exception as err:
             user_error = find_user_error(err)
             if user_error is None:
                 raise
-            print(f"error: {user_error}", file=sys.stderr, flush=True)
+            agreed = isinstance(user_error, RankAgreedError)
+            if agreed:
+                print_on_rank_zero(f"error: {user_error}")
+            else:
+                print(f"error: {user_error}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         finally:
             finish_wandb(exit_code)
+            if agreed:
+                leave_together()
 
     return wrapped
+
+
+def print_on_rank_zero(line: str) -> None:
+    if rank_zero_only.rank == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def leave_together() -> None:
+    """Wait for every rank before exiting after a stop they agreed on.
+
+    Rank 0 finishes the W&B run first; a rank > 0 that exited before that would make Lightning's
+    launcher, which watches the ranks it started, kill rank 0 mid-way.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def last_checkpoint_path(trainer: Any) -> Path:
+    """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
+    `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+def resume_hint(path: Path) -> str:
+    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file."""
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
+    return f"resume with ckpt_path={path}"
 
 
 def find_user_error(err: BaseException | None) -> LMTrainError | None:

@@ -1,0 +1,127 @@
+"""Preemption: SIGTERM or SIGUSR1 to a real training process saves last.ckpt and exits non-zero.
+
+The test starts `python -m lmtrain.train`, waits until `tests.faults.Pace` says training is under
+way (it also slows the steps, so the run cannot end before the signal lands), sends the signal
+from outside with `os.kill`, and checks the exit, the line, the checkpoint, the W&B run, and that
+`ckpt_path=last` resumes and finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import ROOT, wandb_summary
+from tests.test_errors import assert_one_line_error
+from tests.test_sweeps import tiny_cli
+
+MAX_STEPS = 30
+
+
+def start_train(*overrides: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    command = [sys.executable, "-m", "lmtrain.train", *overrides]
+    return subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_for_pid(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"training never reached the paced steps:\n{proc.communicate()}")
+        time.sleep(0.1)
+    return int(path.read_text())
+
+
+def interrupt(tmp_path: Path, data_dir: Path, sig: signal.Signals, *extra: str, rank: int = 0):
+    """Train (paced after step 2), send `sig` to `rank`'s process; return the finished process
+    (with its output) and the run folder."""
+    run, pids = tmp_path / "run", tmp_path / "pids"
+    cli = tiny_cli(
+        tmp_path,
+        data_dir,
+        f"trainer.max_steps={MAX_STEPS}",
+        "trainer.val_check_interval=10",
+        "callbacks.text_samples=null",
+    )
+    pace = ["+callbacks.pace._target_=tests.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
+    proc = start_train(*cli, f"hydra.run.dir={run}", *pace, *extra)
+    os.kill(wait_for_pid(pids / f"rank{rank}.pid", proc), sig)
+    stdout, stderr = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), run, cli
+
+
+def saved_step(run: Path) -> int:
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    return ckpt["global_step"]
+
+
+def wandb_record_types(run: Path) -> list[str]:
+    (offline,) = sorted((run / "wandb").glob("offline-run-*"))
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return [json.loads(line)["type"] for line in out.stdout.splitlines()]
+
+
+def test_sigterm_saves_exits_143_and_ckpt_path_last_resumes(tmp_path: Path, data_dir: Path) -> None:
+    out, run, cli = interrupt(tmp_path, data_dir, signal.SIGTERM)
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
+    assert_one_line_error(out, "preempted by SIGTERM at step ", f"hydra.run.dir={run}")
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    step = int(line.split(" at step ")[1].split(":")[0])
+    assert 2 <= step < MAX_STEPS and saved_step(run) == step
+
+    # Offline, W&B shows a failed run with the exit code; the preempting record is in its log.
+    summary = wandb_summary(run)
+    assert summary["state"] == "failed" and summary["exit_code"] == 143
+    assert "preempting" in wandb_record_types(run)
+    run_id = (run / "wandb_run_id").read_text().strip()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lmtrain.train", *cli, f"hydra.run.dir={run}", "ckpt_path=last"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == MAX_STEPS
+    sessions = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2 and all(s.name.endswith(run_id) for s in sessions)
+
+
+def test_sigusr1_saves_and_exits_138(tmp_path: Path, data_dir: Path) -> None:
+    out, run, _ = interrupt(tmp_path, data_dir, signal.SIGUSR1, "logger=none")
+    assert out.returncode == 128 + signal.SIGUSR1, out.stderr[-3000:]
+    assert_one_line_error(out, "preempted by SIGUSR1 at step ")
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert saved_step(run) == int(line.split(" at step ")[1].split(":")[0])
+
+
+@pytest.mark.slow
+def test_ddp_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_dir: Path) -> None:
+    out, run, _ = interrupt(
+        tmp_path, data_dir, signal.SIGTERM, "trainer=ddp_cpu", "logger=none", rank=1
+    )
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
+    # Rank 0 reports; it got no signal itself.
+    assert_one_line_error(out, "preempted by a signal on another rank at step ")
+    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    assert saved_step(run) == int(line.split(" at step ")[1].split(":")[0])
