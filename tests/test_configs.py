@@ -78,7 +78,7 @@ def test_callbacks_instantiate(callbacks: str, compose_cfg) -> None:
     cfg = compose_cfg(f"callbacks={callbacks}", tiny=False)
     instantiated = instantiate_callbacks(cfg.get("callbacks"))
     assert all(isinstance(cb, Callback) for cb in instantiated)
-    assert len(instantiated) == (5 if callbacks == "default" else 0)
+    assert len(instantiated) == (6 if callbacks == "default" else 0)
 
 
 def test_eval_config_composes(compose_cfg) -> None:

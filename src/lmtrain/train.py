@@ -17,6 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
+from lmtrain.callbacks.resume import ExactResume
 from lmtrain.errors import LMTrainError
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
@@ -56,6 +57,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    # Exact resume is not optional (as Lightning's own loop state is not): every rank's RNG
+    # states, and the gradients of a step cut between micro-batches, go into checkpoints.
+    if not any(isinstance(c, ExactResume) for c in callbacks):
+        callbacks.append(ExactResume())
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

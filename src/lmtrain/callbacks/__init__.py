@@ -1,5 +1,7 @@
-"""Our few Lightning callbacks (text samples, throughput); Lightning's own where they exist."""
+"""Our few Lightning callbacks (text samples, throughput, exact resume); Lightning's own where
+they exist."""
 
+from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.samples import TextSamples
 
-__all__ = ["TextSamples"]
+__all__ = ["ExactResume", "TextSamples"]

@@ -3,8 +3,10 @@
 The story in the order Lightning runs it: `prepare_data()` builds (or finds) the token cache,
 `setup()` memory-maps its `train.bin` / `val.bin`, and the dataloaders slice windows of
 `block_size + 1` tokens from them; the model takes `x = item[:-1]` and `y = item[1:]`.
-Train windows start anywhere and are drawn with replacement, as nanoGPT does; val windows tile the
-split in order, so every val loss is measured on the same tokens.
+Train windows start anywhere and are drawn with replacement, as nanoGPT does, by a sampler whose
+draws depend only on (seed, rank, windows trained so far), so a resumed run reads the windows an
+uninterrupted one would (`lmtrain.data.sampler`); val windows tile the split in order, so every
+val loss is measured on the same tokens.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data import token_cache
+from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
 from lmtrain.errors import LMTrainError
 
 TOKENIZER_KEYS = ("kind", "vocab_size", "name", "train_sample_mb")
@@ -83,7 +86,7 @@ class TextDataModule(LightningDataModule):
     `tokenizer` holds `kind` ("char", "bpe" or "pretrained"), `vocab_size` and `train_sample_mb`
     (bpe) and `name` (pretrained). `prepare_workers` processes (None: every core) tokenize chunks
     of `prepare_chunk_mb` MB of text when the cache is built; they change speed and memory, never
-    the tokens.
+    the tokens. `seed` picks the train windows (and nothing else).
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class TextDataModule(LightningDataModule):
         cache_dir: str = "data/cache",
         prepare_workers: int | None = None,
         prepare_chunk_mb: float = 1.0,
+        seed: int | None = 0,
     ) -> None:
         super().__init__()
         sizes = [("block_size", block_size), ("batch_size", batch_size)]
@@ -130,6 +134,7 @@ class TextDataModule(LightningDataModule):
         self.cache_dir = Path(cache_dir)
         self.prepare_workers = prepare_workers
         self.prepare_chunk_mb = float(prepare_chunk_mb)
+        self.seed = 0 if seed is None else int(seed)
         self._cache_path: Path | None = None
         self._tokenizer: PreTrainedTokenizerFast | None = None
         self.train_dataset: RandomWindows | None = None
@@ -180,15 +185,36 @@ class TextDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
         """Random windows with replacement; an epoch is about one pass over the train tokens.
 
-        At least one full batch per epoch, since `drop_last` would otherwise leave none.
+        At least one full batch per epoch, since `drop_last` would otherwise leave none. Under
+        DDP each rank draws its own windows, an epoch's worth split between the ranks. Inside a
+        Trainer each iteration starts at the windows training has consumed (see `_trained`).
         """
         if self.train_dataset is None:
             self.setup("fit")
         dataset = self.train_dataset
         assert dataset is not None
-        num_samples = max(self.batch_size, dataset.n_tokens // self.block_size)
-        sampler = RandomSampler(dataset, replacement=True, num_samples=num_samples)
-        return self._loader(dataset, sampler=sampler, drop_last=True)
+        trainer = self.trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        windows_per_epoch = max(1, dataset.n_tokens // self.block_size)
+        num_samples = max(self.batch_size, -(-windows_per_epoch // world_size))
+        sampler = ResumableWindowSampler(
+            len(dataset),
+            num_samples,
+            seed=self.seed,
+            rank=rank,
+            world_size=world_size,
+            position=self._trained if trainer else None,
+        )
+        return self._loader(dataset, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
+
+    def _trained(self) -> int:
+        """Windows this rank has trained on in this run, resumed runs included.
+
+        Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
+        counts what reached `training_step`, not what the loader read ahead.
+        """
+        assert self.trainer is not None
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed * self.batch_size
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:
         """Every full val window once, in order."""
@@ -208,9 +234,15 @@ class TextDataModule(LightningDataModule):
             return self._loader(self.val_dataset, sampler=sampler, drop_last=False)
         return self._loader(self.val_dataset, shuffle=False, drop_last=False)
 
-    def _loader(self, dataset: Dataset[torch.Tensor], **kwargs: Any) -> DataLoader[torch.Tensor]:
-        return DataLoader(
+    def _loader(
+        self, dataset: Dataset[torch.Tensor], cls: type[DataLoader] = DataLoader, **kwargs: Any
+    ) -> DataLoader[torch.Tensor]:
+        """A loader with its own generator: making an iterator then draws nothing from torch's
+        global RNG (DataLoader seeds its workers from it otherwise), so dropout's stream in the
+        training step does not depend on how many iterators were made, e.g. by a resume."""
+        return cls(
             dataset,
+            generator=torch.Generator().manual_seed(self.seed),
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

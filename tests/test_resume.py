@@ -1,0 +1,262 @@
+"""Exact resume: a run killed with SIGKILL and resumed ends bitwise where an uninterrupted one does.
+
+The slow tests run the real CLI in subprocesses and kill them with SIGKILL: at random moments
+after a checkpoint exists, and in the middle of a checkpoint write (`tests.resume_io`). The run is
+tiny but has everything that makes resuming hard: dropout (global RNG), gradient accumulation
+over 2 micro-batches, epochs of an odd number of micro-batches (so the last step of each epoch
+has one), validation with sampled text between steps, and checkpoints both after a training batch
+(`every_n_train_steps`) and after a validation. The fast tests check the pieces in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmtrain.data import TextDataModule
+from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
+from lmtrain.data.sources import TextFilesSource
+from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+from tests.checkpoints import TINY_GPT2, write_corpus
+from tests.helpers import ROOT
+
+STEPS = 57
+RUN = [
+    *TINY_GPT2,
+    "model.config.resid_pdrop=0.1",
+    "model.config.embd_pdrop=0.1",
+    "model.config.attn_pdrop=0.1",
+    "data=text_files",
+    "data.tokenizer.kind=char",
+    "data.block_size=32",
+    "data.batch_size=4",
+    "global_batch_size=8",  # 2 micro-batches per optimizer step
+    "trainer.accelerator=cpu",
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=15",  # micro-batches: validations fall between checkpoints too
+    "trainer.limit_val_batches=2",
+    "trainer.log_every_n_steps=5",
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "samples.max_new_tokens=8",
+    "logger=none",
+    "+callbacks.exact_resume._target_=lmtrain.callbacks.resume.ExactResume",
+]
+# Wall-clock figures differ between runs; everything else must match exactly.
+IGNORED = ("time/", "/device/", "tok/s")
+
+
+def train_command(corpus: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    overrides = [f"data.source.path={corpus}", f"paths.data_dir={data_dir}", *extra]
+    overrides += [
+        "+callbacks.final_weights._target_=tests.resume_io.SaveFinalWeights",
+        f"+callbacks.final_weights.path={run_dir / 'final_weights.pt'}",
+    ]
+    return [sys.executable, "-m", "lmtrain.train", *RUN, *overrides, f"hydra.run.dir={run_dir}"]
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """The run in its own process group, so a kill reaches DDP's other rank too."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=60)
+
+
+def finish(command: list[str], log: Path) -> None:
+    proc = start(command, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
+    """metrics.json without wall-clock keys, and the weights and step at the end of training."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {k: v for k, v in metrics.items() if not any(part in k for part in IGNORED)}
+    final = torch.load(run_dir / "final_weights.pt", map_location="cpu", weights_only=True)
+    return metrics, final["state_dict"], final["step"]
+
+
+def assert_same_run(run_dir: Path, reference: Path, tolerance: float = 0.0) -> None:
+    """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute."""
+    metrics, weights, step = final_state(run_dir)
+    ref_metrics, ref_weights, ref_step = final_state(reference)
+    assert step == ref_step == STEPS
+    assert metrics == pytest.approx(ref_metrics, rel=tolerance, abs=tolerance)
+    assert weights.keys() == ref_weights.keys()
+    differ = [
+        k
+        for k in weights
+        if not torch.allclose(weights[k], ref_weights[k], rtol=tolerance, atol=tolerance)
+    ]
+    assert not differ, f"weights differ from the uninterrupted run: {differ}"
+
+
+def checkpoint_id(path: Path) -> tuple[int, int] | None:
+    """Changes with every save: each atomic save is a new file renamed into place."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~1.4 KB of text: 9 micro-batches (odd) per epoch, so a 57-step run crosses 12 epochs."""
+    folder = tmp_path_factory.mktemp("resume_corpus")
+    text = (write_corpus(folder / "docs", n_docs=1, lines=45) / "doc0.txt").read_text()
+    path = folder / "corpus.txt"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir: Path) -> Path:
+    """The uninterrupted run every resumed one is compared with."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    finish(train_command(corpus, data_dir, run_dir), run_dir.parent / "train.out")
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_killed_three_times_and_resumed_ends_as_an_uninterrupted_one(
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+) -> None:
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    run_dir, log = tmp_path / "run", tmp_path / "train.out"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    command = train_command(corpus, data_dir, run_dir)
+    delays = []
+    for attempt in range(3):
+        proc = start([*command, *(["ckpt_path=last"] if attempt else [])], log)
+        # Kill at a random moment after this attempt's 1st, 2nd or 3rd checkpoint: anywhere in a
+        # step, a validation or a save, yet early enough to leave steps for the next attempts.
+        saves, seen = rng.randint(1, 3), checkpoint_id(last)
+        while saves and proc.poll() is None:
+            if checkpoint_id(last) != seen:
+                saves, seen = saves - 1, checkpoint_id(last)
+            time.sleep(0.005)
+        delays.append(rng.uniform(0, 0.15))
+        time.sleep(delays[-1])
+        returncode = kill(proc)
+        step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+        assert returncode == -signal.SIGKILL, f"attempt {attempt} ended:\n{log.read_text()}"
+        assert step < STEPS, f"attempt {attempt} got to the end before the kill (seed {seed})"
+    finish([*command, "ckpt_path=last"], log)
+    assert not list(last.parent.glob(".*.tmp-*"))  # a save killed midway is cleaned up
+    try:
+        assert_same_run(run_dir, reference)
+    except AssertionError as err:
+        raise AssertionError(f"kills after {delays} s (seed {seed}): {err}") from err
+
+
+@pytest.mark.slow
+def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+) -> None:
+    run_dir, log, marker = tmp_path / "run", tmp_path / "train.out", tmp_path / "paused"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    command = train_command(corpus, data_dir, run_dir)
+    pausing = f"{{_target_:tests.resume_io.PausingCheckpointIO,marker:'{marker}',pause_at:3}}"
+    proc = start([*command, f"trainer.plugins=[{pausing}]"], log)
+    while not marker.exists() and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, log.read_text()[-3000:]
+    tmp = Path(marker.read_text())
+    before = torch.load(tmp, map_location="cpu", weights_only=False)["global_step"]
+    kill(proc)  # the new checkpoint is written, not yet renamed
+
+    assert tmp.parent == last.parent and tmp.exists()
+    # The second save of last.ckpt is still there, whole, one save behind the killed one.
+    previous = torch.load(last, map_location="cpu", weights_only=False)
+    assert 0 < previous["global_step"] < before
+    finish([*command, "ckpt_path=last"], log)
+    assert not tmp.exists()
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
+def test_ddp_run_killed_and_resumed_ends_as_an_uninterrupted_one(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    """Two gloo processes, 2 micro-batches per step per rank: every rank's RNG and windows."""
+    ddp = ["trainer=ddp_cpu", "global_batch_size=16"]
+    reference, run_dir, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
+    finish(train_command(corpus, data_dir, reference, *ddp), log)
+    command = train_command(corpus, data_dir, run_dir, *ddp)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = start(command, log)
+    while checkpoint_id(last) is None and proc.poll() is None:
+        time.sleep(0.02)
+    time.sleep(random.uniform(0, 0.5))
+    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+    # 3 steps per epoch: every save at a multiple of 3 steps is deferred by ModelCheckpoint to
+    # the next micro-batch, so the run resumes between the 2 micro-batches of a step.
+    callbacks = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
+    (state,) = [v for k, v in callbacks.items() if "ExactResume" in k]
+    assert len(state["rng_states"]) == len(state["grads"]) == 2
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run_dir, reference, tolerance=1e-6)
+
+
+def test_sampler_draws_a_pure_function_of_seed_rank_and_position() -> None:
+    sampler = ResumableWindowSampler(n_windows=1000, num_samples=2 * CHUNK + 10, seed=3)
+    stream = list(sampler)
+    assert len(stream) == len(sampler) and min(stream) >= 0 and max(stream) < 1000
+    # Starting anywhere, across chunk boundaries, gives the same windows as getting there.
+    for start in (0, 1, CHUNK - 3, CHUNK, 2 * CHUNK + 3):
+        assert list(sampler.indices(start, 7)) == stream[start : start + 7]
+    # The next epoch starts where this one stopped; inside a Trainer, where training stopped.
+    sampler.set_epoch(1)
+    assert list(sampler.indices(0, len(sampler) + 5))[len(sampler) :] == list(sampler)[:5]
+    trained = ResumableWindowSampler(1000, 20, seed=3, position=lambda: 40)
+    assert list(trained) == stream[40:60]
+    # Other seeds and other ranks draw other windows.
+    for other in ({"seed": 4}, {"rank": 1, "world_size": 2}):
+        assert list(ResumableWindowSampler(1000, 50, **{"seed": 3, **other})) != stream[:50]
+
+
+def test_train_loader_draws_nothing_from_the_global_rng(tmp_path: Path) -> None:
+    corpus = write_corpus(tmp_path / "docs", n_docs=1, lines=40)
+    dm = TextDataModule(
+        TextFilesSource(str(corpus)), {"kind": "char"}, 16, 4, cache_dir=str(tmp_path / "cache")
+    )
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()
+    first = [batch for _, batch in zip(range(3), dm.train_dataloader(), strict=False)]
+    again = [batch for _, batch in zip(range(3), dm.train_dataloader(), strict=False)]
+    assert torch.equal(torch.get_rng_state(), state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 1}, path)
+    path.with_name(f".{path.name}.tmp-1").write_bytes(b"left by a killed run")
+    with pytest.raises(Exception):  # noqa: B017 - torch.save cannot pickle a lambda
+        io.save_checkpoint({"global_step": 2, "bad": lambda: None}, path)
+    assert io.load_checkpoint(path)["global_step"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    io.save_checkpoint({"global_step": 3}, path)
+    assert io.load_checkpoint(path)["global_step"] == 3
