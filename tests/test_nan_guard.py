@@ -95,6 +95,27 @@ def test_ddp_nan_on_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_di
     assert ckpt["global_step"] == 1 and all_finite(ckpt)
 
 
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_is_skipped_by_both(tmp_path: Path, data_dir: Path) -> None:
+    """Lightning refuses a None training_step under DDP: both ranks skip with zero gradients."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
+    out = run_cli(
+        "train",
+        *cli,
+        "trainer=ddp_cpu",
+        f"hydra.run.dir={run}",
+        "model.nan_guard=skip",
+        *inject_nan(2, rank=1),
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "at step 2: micro-batch skipped (1 so far)" in out.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["train/nonfinite_skips"] == 1 and metrics["trainer/global_step"] == 4
+    assert all_finite(checkpoint(run))
+
+
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(LMTrainError, match=r"model\.nan_guard='never'"):
         CausalLMModule(config={"n_layer": 1, "n_head": 1, "n_embd": 8}, nan_guard="never")

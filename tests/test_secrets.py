@@ -27,6 +27,7 @@ def test_secret_keys_and_environment_values_are_redacted() -> None:
         "MY_SECRET": "s3cr3t-value",
         "TOKENIZERS_PARALLELISM": "false-but-long-enough",  # not a credential
         "GITHUB_TOKEN": "short",  # too short to hunt for
+        "HF_TOKEN_PATH": "/root/.cache/huggingface/token",  # where a secret is, not the secret
     }
     found = environment_secrets(environ)
     assert found == ["hf_abcdefgh12345", "s3cr3t-value"]

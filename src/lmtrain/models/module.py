@@ -82,6 +82,7 @@ class CausalLMModule(LightningModule):
         self.nan_guard = nan_guard
         # Micro-batches whose loss was not finite and was skipped (nan_guard=skip), checkpointed.
         self.nonfinite_skips = 0
+        self._skipped_in_step = 0  # under DDP: skipped micro-batches of the step in progress
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
@@ -121,9 +122,23 @@ class CausalLMModule(LightningModule):
             self.log("tokens_seen", self.tokens_seen)
             if self.nan_guard == "skip":
                 self.log("train/nonfinite_skips", float(self.nonfinite_skips))
-        # None: Lightning skips backward; the optimizer steps with no gradients (AdamW leaves
-        # the weights and its state alone), and global_step and the schedule move on.
-        return None if skip else loss
+        if not skip:
+            return loss
+        if trainer.world_size == 1:
+            # None: Lightning skips backward; the optimizer steps with no gradients (AdamW
+            # leaves the weights and its state alone), and global_step and the schedule move on.
+            return None
+        # Lightning refuses None under DDP. Every rank skips together, so a loss with exactly
+        # zero gradients keeps DDP's all-reduce in step; on_before_optimizer_step drops them.
+        self._skipped_in_step += 1
+        return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """DDP, nan_guard=skip: a step whose micro-batches were all skipped holds only zeros;
+        dropping them makes AdamW leave the weights and its state alone, as with one process."""
+        if self._skipped_in_step >= self.trainer.accumulate_grad_batches:
+            optimizer.zero_grad(set_to_none=True)
+        self._skipped_in_step = 0
 
     def guard_nonfinite(self, loss: torch.Tensor) -> bool:
         """Whether to skip this micro-batch: its loss, or another rank's, is NaN or infinite.

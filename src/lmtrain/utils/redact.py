@@ -45,8 +45,18 @@ def is_secret_key(key: object) -> bool:
 def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """The values of secret-looking environment variables, longest first."""
     environ = os.environ if environ is None else environ
-    values = {v for k, v in environ.items() if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS}
+    values = {
+        v
+        for k, v in environ.items()
+        if SECRET_ENV.search(k) and len(v) >= MIN_SECRET_CHARS and not looks_like_path(v)
+    }
     return sorted(values, key=len, reverse=True)
+
+
+def looks_like_path(value: str) -> bool:
+    """Where a credential is kept, not the credential (HF_TOKEN_PATH, CREDENTIALS_DIRECTORY,
+    GOOGLE_APPLICATION_CREDENTIALS): hunting for it would redact every config path under it."""
+    return value.startswith(("/", "~", "./", "../"))
 
 
 def redact(value: Any, secrets: list[str] | None = None) -> Any:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,15 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             exit_code, agreed = preempted.code, True
             print_on_rank_zero(f"error: {preempted.message}")
             raise
+        except SIGTERMException as stopped:
+            # Lightning's own SIGTERM handler, outside the training steps (setup, the final
+            # validation): its bare SIGTERMException would exit 0, as if the run had finished.
+            exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
+            print_on_rank_zero(
+                "error: terminated by SIGTERM outside the training steps: nothing was saved "
+                "after the last checkpoint; resume with ckpt_path=last hydra.run.dir=<run folder>"
+            )
+            raise SIGTERMException(exit_code) from None
         except Exception as err:
             user_error = find_user_error(err)
             if user_error is None:
