@@ -117,3 +117,38 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
     eval_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert eval_metrics["val/loss"] == pytest.approx(resumed["val/loss"], rel=1e-5)
     assert eval_metrics["val/ppl"] == pytest.approx(math.exp(eval_metrics["val/loss"]), rel=1e-5)
+
+
+def test_early_stop_at_threshold_reports_that_validation(
+    compose_cfg, shakespeare: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """experiment=shakespeare_char_fast's machinery, shrunk: EarlyStopping ends the run at the
+    first whole-split validation below the threshold, and metrics.json reports that validation
+    (what lmtrain.eval measures on the checkpoint) instead of validating again."""
+    from tests.checkpoints import eval_tiny
+
+    cfg = compose_cfg(
+        "experiment=shakespeare_char_fast",
+        f"data.source.path={shakespeare}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        "model.config.num_hidden_layers=1",
+        "model.config.hidden_size=32",
+        "model.config.intermediate_size=64",
+        "model.config.num_attention_heads=2",
+        "model.config.num_key_value_heads=2",
+        "data.batch_size=32",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=15",
+        "callbacks.early_stopping.stopping_threshold=3.4",
+        tiny=False,
+    )
+    metrics = train(cfg)
+    # Stopped at a validation before max_steps, below the threshold (uniform guess: ln 66 = 4.19).
+    assert metrics["trainer/global_step"] in (15, 30, 45), metrics
+    assert metrics["val/loss"] < 3.4
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == metrics["trainer/global_step"]
+    evaluated = eval_tiny(ckpt, tmp_path / "eval", data_dir)
+    assert evaluated["val/loss"] == pytest.approx(metrics["val/loss"], rel=1e-5)

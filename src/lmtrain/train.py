@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.resume import ExactResume
+from lmtrain.callbacks.samples import TextSamples
 from lmtrain.errors import LMTrainError
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
@@ -83,12 +84,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     fit_metrics = plain_metrics(trainer.callback_metrics)  # validate() below replaces them
 
     # In-training validation may look at a subset (trainer.limit_val_batches); the reported
-    # val/loss is always the whole val split, measured on the final weights.
-    trainer.limit_val_batches = 1.0
-    final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    # val/loss is always the whole val split, measured on the final weights. When training
+    # ended on a validation of the whole split (EarlyStopping recipes), that one is it, unless
+    # text samples skip some validations (the final one writes the final model's samples).
+    whole_split = isinstance(trainer.limit_val_batches, float) and trainer.limit_val_batches == 1
+    sampled_each = all(c.every_n_val == 1 for c in callbacks if isinstance(c, TextSamples))
+    if not (whole_split and sampled_each and model.validated_at_step == trainer.global_step):
+        trainer.limit_val_batches = 1.0
+        final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+        fit_metrics.update(plain_metrics(final))
     metrics = {
         **fit_metrics,
-        **plain_metrics(final),
         "trainer/global_step": float(trainer.global_step),
         "time/train_s": train_seconds,
     }

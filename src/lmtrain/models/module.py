@@ -91,6 +91,9 @@ class CausalLMModule(LightningModule):
         self.run_config: dict[str, Any] | None = None
         # Tokens read so far, for the checkpoint (and so the export's model card).
         self.tokens_seen = 0.0
+        # The optimizer step of the latest validation during fit (lmtrain.train skips its final
+        # validation when training ended on one of the whole val split).
+        self.validated_at_step: int | None = None
         # Forward + backward FLOPs of one micro-batch, counted once by lmtrain.train.
         self.train_flops_per_batch: int | None = None
 
@@ -206,6 +209,8 @@ class CausalLMModule(LightningModule):
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", loss.exp())
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
+            self.validated_at_step = self.global_step
 
     # -- optimization -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
