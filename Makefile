@@ -35,8 +35,9 @@ eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 test: install ## Run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: install ## Benchmarks: Lightning vs raw loop, data preparation (logs/bench/latest.json)
+bench: install ## Benchmarks: Lightning vs raw loop, speed switches, data preparation (logs/bench/latest.json)
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) scripts/bench_switches.py
 	$(PY) scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)

@@ -35,6 +35,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from lmtrain.callbacks.resume import ExactResume
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lmtrain.utils.run import finish_wandb, write_json_atomic
 
@@ -97,7 +98,8 @@ def run_lightning(cfg: DictConfig, warmup: int) -> float:
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
     clock = StepClock()
-    callbacks = [*instantiate_callbacks(cfg.callbacks), clock]
+    # What lmtrain.train runs: the configured callbacks plus ExactResume, which it always adds.
+    callbacks = [*instantiate_callbacks(cfg.callbacks), ExactResume(), clock]
     trainer = hydra.utils.instantiate(
         cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger)
     )

@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""What each speed switch gives on this machine: the same Lightning run with and without it.
+
+For each switch, runs alternate (baseline, switched, switched, baseline, ...) so that a noisy
+machine's drift hits both; each run's first `--warmup` steps are excluded (they hold
+torch.compile's compilation), and the ratio of the medians (switched / baseline tokens/s) is
+reported. Everything else is `scripts/bench.py`'s Lightning side: the default callbacks and the
+W&B logger, validation off. Results are merged into logs/bench/latest.json under `switches`.
+
+    python scripts/bench_switches.py                           # every switch, shakespeare_char
+    python scripts/bench_switches.py --switches fused_adamw,tanh_gelu --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import ROOT, SIZES, compose_config, machine, run_lightning
+
+from lmtrain.utils.run import write_json_atomic
+
+# name -> overrides that turn the switch on (the baseline is the size's config as it is).
+SWITCHES: dict[str, list[str]] = {
+    "fused_adamw": ["model.optimizer.fused=true"],
+    # HF's GPT-2 default, the tanh approximation of GELU, instead of gpt2_tiny's exact GELU (one
+    # PyTorch kernel): a speedup below 1 is what the exact one saves.
+    "tanh_gelu": ["model.config.activation_function=gelu_new"],
+    "eager_attention": ["model.attn_implementation=eager"],
+    "bf16_mixed": ["trainer.precision=bf16-mixed"],
+    "num_workers_1": ["data.num_workers=1"],
+    "compile": ["model.compile=true"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="shakespeare_char", choices=list(SIZES))
+    parser.add_argument("--switches", default=",".join(SWITCHES), help=", ".join(SWITCHES))
+    parser.add_argument("--steps", type=int, default=150, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=30, help="steps excluded from each run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side per switch")
+    parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
+    args = parser.parse_args()
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        base_cfg = compose_config(args.size, args.steps, Path(tmp) / "base", [])
+        hydra.utils.instantiate(base_cfg.data).prepare_data()  # tokenize outside the timing
+        for name in args.switches.split(","):
+            runs: dict[str, list[float]] = {"baseline": [], "switched": []}
+            for repeat in range(args.repeats):
+                order = ("baseline", "switched") if repeat % 2 == 0 else ("switched", "baseline")
+                for side in order:
+                    extra = SWITCHES[name] if side == "switched" else []
+                    cfg = compose_config(args.size, args.steps, Path(tmp) / name / side, extra)
+                    runs[side].append(run_lightning(cfg, args.warmup))
+                    print(f"{name:>16} {side:>9}: {runs[side][-1]:,.0f} tok/s", file=sys.stderr)
+            base, switched = (statistics.median(runs[s]) for s in ("baseline", "switched"))
+            results[name] = {
+                "overrides": SWITCHES[name],
+                "baseline_tokens_per_s": base,
+                "switched_tokens_per_s": switched,
+                "speedup": switched / base,
+                "runs": runs,
+            }
+
+    report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    report["switches"] = {**report.get("switches", {}), **results}
+    report["switches_settings"] = {
+        "size": args.size,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": args.repeats,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, report)
+    print(f"\n{'switch':>16} {'baseline tok/s':>15} {'switched tok/s':>15} {'speedup':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:>16} {r['baseline_tokens_per_s']:>15,.0f} "
+            f"{r['switched_tokens_per_s']:>15,.0f} {r['speedup']:>8.3f}"
+        )
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
