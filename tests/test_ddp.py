@@ -19,8 +19,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from lmtrain.utils.run import prepare_process
 from tests.checkpoints import eval_tiny
-from tests.helpers import ROOT, run_cli, wandb_summary
-from tests.test_sweeps import tiny_cli
+from tests.helpers import ROOT, run_cli, tiny_cli, wandb_summary
 
 
 class RecordWindows(Callback):

@@ -30,8 +30,7 @@ from lmtrain.strategies import SHARDED_META_FILE, block_classes, consolidate
 from lmtrain.utils.checkpoint import checkpoint_model
 from lmtrain.utils.run import find_user_error
 from tests.checkpoints import TINY_GPT2, TINY_LLAMA
-from tests.helpers import run_cli
-from tests.test_sweeps import one_file_corpus, tiny_cli
+from tests.helpers import one_file_corpus, run_cli, tiny_cli
 
 MODELS = {"gpt2": (TINY_GPT2, GPT2Block), "llama": (TINY_LLAMA, LlamaDecoderLayer)}
 

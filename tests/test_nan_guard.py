@@ -14,9 +14,8 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
-from tests.helpers import run_cli
+from tests.helpers import run_cli, tiny_cli
 from tests.test_errors import assert_one_line_error
-from tests.test_sweeps import tiny_cli
 
 
 def inject_nan(step: int, rank: int | None = None) -> list[str]:

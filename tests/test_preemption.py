@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, wandb_summary
+from tests.helpers import ROOT, tiny_cli, wandb_summary
 from tests.test_errors import assert_one_line_error
-from tests.test_sweeps import tiny_cli
 
 MAX_STEPS = 30
 

@@ -24,45 +24,7 @@ from matplotlib import image
 from lmtrain import report
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.instantiate import instantiate_loggers
-from tests.checkpoints import TINY_GPT2, write_corpus
-from tests.helpers import run_cli, wandb_summary
-
-# Tiny and short: 4 steps, validation at 2 and 4 (2 batches), no progress bar.
-TINY_CLI = [
-    *TINY_GPT2,
-    "data=text_files",
-    "data.tokenizer.kind=char",
-    "data.block_size=32",
-    "data.batch_size=8",
-    "trainer.accelerator=cpu",
-    "trainer.max_steps=4",
-    "trainer.val_check_interval=2",
-    "trainer.limit_val_batches=2",
-    "trainer.log_every_n_steps=1",
-    "trainer.enable_progress_bar=false",
-    "callbacks.rich_progress_bar=null",
-    "samples.max_new_tokens=8",
-]
-
-
-def one_file_corpus(folder: Path) -> Path:
-    """One text file (~20 KB): split by characters, its last 10% is val."""
-    docs = write_corpus(folder / "docs")
-    path = folder / "corpus.txt"
-    path.write_text("".join(p.read_text() for p in sorted(docs.iterdir())))
-    return path
-
-
-def tiny_cli(tmp_path: Path, data_dir: Path, *overrides: str) -> list[str]:
-    """CLI overrides for a tiny run on a fresh corpus, logs under tmp_path/logs."""
-    corpus = one_file_corpus(tmp_path / "corpus")
-    return [
-        *TINY_CLI,
-        f"data.source.path={corpus}",
-        f"paths.data_dir={data_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        *overrides,
-    ]
+from tests.helpers import run_cli, tiny_cli, wandb_summary
 
 
 def wandb_run_record(run_dir: Path) -> dict:
