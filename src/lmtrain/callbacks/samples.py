@@ -18,7 +18,9 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lmtrain.generation import generate_text
 
@@ -73,6 +75,11 @@ class TextSamples(L.Callback):
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
             return  # a diverged model has no distribution to sample from
+        if isinstance(trainer.strategy, FSDPStrategy):
+            # A sharded forward all-gathers parameters from every rank: rank 0 generating alone
+            # would wait for the others forever. Sample from the consolidated checkpoint instead.
+            rank_zero_warn("text_samples: no samples under FSDP; use lmtrain.generate afterwards")
+            return
         if trainer.is_global_zero:
             self.sample(trainer, pl_module)
 
