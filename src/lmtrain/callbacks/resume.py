@@ -37,7 +37,7 @@ class ExactResume(Callback):
     """Saves every rank's RNG states in checkpoints and restores them on resume.
 
     Under DDP only rank 0 writes the checkpoint, but Lightning builds its contents (this
-    callback's `state_dict`) on every rank, so the states are gathered there with a collective.
+    callback's `state_dict`) on every rank, so the states are gathered to rank 0 there.
     A resume on a different number of ranks keeps the seeded RNGs, with a warning.
     """
 
@@ -110,13 +110,15 @@ class ExactResume(Callback):
 
 
 def _gather(states: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's `states`, in rank order (a list of one without a process group)."""
+    """Every rank's `states` in rank order on rank 0, which writes the checkpoint; the other
+    ranks keep their own (a list of one, as without a process group). Gathering to rank 0 only
+    spares each rank a copy of every other rank's gradients."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return [states]
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, states)
-    return gathered
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(states, gathered, dst=0)
+    return gathered if gathered is not None else [states]
 
 
 def collect_rng_states() -> dict[str, Any]:
