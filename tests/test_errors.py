@@ -29,6 +29,19 @@ def assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in errors[0], errors[0]
 
 
+def corpus_cli(corpus: Path, tmp_path: Path) -> list[str]:
+    """Overrides for a fast character-level run on `corpus` (a file, folder or glob)."""
+    return [
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=none",
+        "debug=fdr",
+    ]
+
+
 @pytest.fixture
 def quick(tmp_path: Path, shakespeare: Path) -> list[str]:
     """Overrides for a run that would be valid and fast: each test breaks one thing."""
@@ -131,13 +144,7 @@ def test_unreadable_corpus_file(tmp_path: Path) -> None:
     (corpus / "locked.txt").chmod(0o000)
     result = run_cli(
         "train",
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "logger=none",
-        "debug=fdr",
+        *corpus_cli(corpus, tmp_path),
         preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
     )
     assert_one_line_error(result, str(corpus / "locked.txt"), "not readable", "chmod a+r")

@@ -76,18 +76,23 @@ def test_stop_saves_the_step_before_and_names_the_step(tmp_path: Path, data_dir:
     assert metrics["trainer/global_step"] == 4 and metrics["train/nonfinite_skips"] == 1
 
 
-@pytest.mark.slow
-def test_ddp_nan_on_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_dir: Path) -> None:
-    run = tmp_path / "run"
-    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
-    out = run_cli(
+def ddp_run_with_nan_on_rank_1(run: Path, tmp_path: Path, data_dir: Path, *overrides: str):
+    """A 2-process DDP run whose rank 1 alone meets a NaN loss at step 2."""
+    return run_cli(
         "train",
-        *cli,
+        *tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null"),
         "trainer=ddp_cpu",
         f"hydra.run.dir={run}",
+        *overrides,
         *inject_nan(2, rank=1),
         timeout=180,  # a rank left alone in a collective would hang here
     )
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_dir: Path) -> None:
+    run = tmp_path / "run"
+    out = ddp_run_with_nan_on_rank_1(run, tmp_path, data_dir)
     assert_one_line_error(out, "non-finite loss (nan or inf on another rank) at step 2")
     assert out.returncode == 1
     ckpt = checkpoint(run)
@@ -98,16 +103,7 @@ def test_ddp_nan_on_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_di
 def test_ddp_nan_on_one_rank_is_skipped_by_both(tmp_path: Path, data_dir: Path) -> None:
     """Lightning refuses a None training_step under DDP: both ranks skip with zero gradients."""
     run = tmp_path / "run"
-    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
-    out = run_cli(
-        "train",
-        *cli,
-        "trainer=ddp_cpu",
-        f"hydra.run.dir={run}",
-        "model.nan_guard=skip",
-        *inject_nan(2, rank=1),
-        timeout=180,
-    )
+    out = ddp_run_with_nan_on_rank_1(run, tmp_path, data_dir, "model.nan_guard=skip")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "at step 2: micro-batch skipped (1 so far)" in out.stdout
     metrics = json.loads((run / "metrics.json").read_text())

@@ -20,7 +20,7 @@ from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.token_cache import build_or_load, find_problem, load_tokens
 from lmtrain.errors import LMTrainError
 from tests.helpers import run_cli
-from tests.test_errors import assert_one_line_error
+from tests.test_errors import assert_one_line_error, corpus_cli
 
 CHAR = {"kind": "char", "vocab_size": None, "name": None, "train_sample_mb": None}
 
@@ -46,16 +46,7 @@ def test_first_invalid_utf8_is_a_file_offset_across_blocks_and_gzip(tmp_path: Pa
 def test_non_utf8_corpus_is_refused_with_its_offset_and_how_to_convert(tmp_path: Path) -> None:
     corpus = tmp_path / "notes.txt"
     corpus.write_bytes(b"plain ascii line\n" * 100 + "naïve".encode("latin-1") + b"\n")
-    result = run_cli(
-        "train",
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "logger=none",
-        "debug=fdr",
-    )
+    result = run_cli("train", *corpus_cli(corpus, tmp_path))
     assert_one_line_error(result, str(corpus), "not UTF-8", f"at byte {17 * 100 + 2}", "iconv")
     assert not list((tmp_path / "data" / "cache").glob("*.tmp-*"))
 
