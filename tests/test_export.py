@@ -6,7 +6,16 @@ exported, and reloaded in a fresh process that cannot import lmtrain.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -14,7 +23,7 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from lmtrain.export import scrub
+from lmtrain.export import export, scrub
 from lmtrain.generate import generate
 from lmtrain.utils.checkpoint import load_checkpoint, model_from_checkpoint
 from tests.checkpoints import (
@@ -25,6 +34,7 @@ from tests.checkpoints import (
     train_tiny,
     write_corpus,
 )
+from tests.helpers import ROOT, run_cli
 
 KINDS = {
     "gpt2-char": ["data.tokenizer.kind=char"],
@@ -146,8 +156,11 @@ def test_export_refuses_to_overwrite_unless_asked(
     assert exit_info.value.code == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
     assert line.startswith(f"error: out_dir={str(folder)!r} exists") and "overwrite=true" in line
+    (folder / "stale.txt").write_text("from the previous export")
     assert export_tiny(ckpt, folder, data_dir, "overwrite=true") == folder
     assert (folder / "model.safetensors").is_file()
+    assert not (folder / "stale.txt").exists()  # the previous export was replaced, not merged
+    assert not any(p.name.startswith(f".{folder.name}.") for p in folder.parent.iterdir())
 
 
 def test_scrub_drops_hydra_and_secret_keys() -> None:
@@ -162,3 +175,179 @@ def test_scrub_drops_hydra_and_secret_keys() -> None:
         "x": [{"data": 1}],
         "data": {"tokenizer": {"kind": "bpe"}},
     }
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every file and folder under `root`: a folder maps to "", a file to its content's hash."""
+    return {
+        str(p.relative_to(root)): "" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def one_error_line(stderr: str) -> str:
+    """The single `error: ` line a refused command prints (and no traceback)."""
+    assert "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, stderr[-3000:]
+    return errors[0]
+
+
+@pytest.fixture
+def run_copy(exported: dict[str, tuple], tmp_path: Path) -> Path:
+    """A copy of a trained run laid out as the CLI writes it, `.hydra/` included:
+    tmp_path/user/logs/train/runs/<time>/{.hydra, checkpoints/last.ckpt, metrics.json}."""
+    ckpt, _ = exported["gpt2-char"]
+    run = tmp_path / "user" / "logs" / "train" / "runs" / "2025-01-01_00-00-00_000000"
+    shutil.copytree(ckpt.parent.parent, run)
+    (run / ".hydra").mkdir(exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    return run
+
+
+def test_export_never_replaces_runs_checkpoints_or_user_files(
+    run_copy: Path, tmp_path: Path
+) -> None:
+    """overwrite=true pointed at what holds the checkpoint or at user files: one line, exit 1,
+    and every file byte for byte as it was."""
+    user = tmp_path / "user"  # everything a refused export must leave as it is
+    (user / "notes").mkdir()
+    (user / "notes" / "notes.txt").write_text("my notes\n")
+    ckpt = run_copy / "checkpoints" / "last.ckpt"
+    cases = {
+        run_copy: "(the checkpoint being exported)",
+        run_copy / "checkpoints": "(the checkpoint being exported)",
+        user / "logs": "(the checkpoint being exported)",
+        user / "notes": "is not an lmtrain export",
+    }
+    before = snapshot(user)
+
+    def export_to(out_dir: Path) -> subprocess.CompletedProcess[str]:
+        logs = tmp_path / "export-logs" / out_dir.name  # the export's own run folder
+        overrides = [f"ckpt_path={ckpt}", f"out_dir={out_dir}", f"paths.log_dir={logs}"]
+        return run_cli("export", *overrides, "overwrite=true", timeout=300)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # ~10 s of startup each, two at a time
+        results = dict(zip(cases, pool.map(export_to, cases), strict=True))
+    for out_dir, fragment in cases.items():
+        result = results[out_dir]
+        assert result.returncode == 1, (out_dir, result.stderr[-3000:])
+        line = one_error_line(result.stderr)
+        assert line.startswith(f"error: out_dir={str(out_dir)!r} ") and fragment in line, line
+    assert snapshot(user) == before
+    assert {".hydra/config.yaml", "checkpoints/last.ckpt", "metrics.json"} <= set(
+        snapshot(run_copy)
+    )
+
+
+def test_export_never_replaces_other_runs_links_files_or_the_working_directory(
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path, capsys, monkeypatch
+) -> None:
+    """overwrite=true at another run's folder, at a file, at a previous export that holds a run
+    folder, is reached through a symbolic link, or is the working directory (out_dir=.)."""
+    ckpt, folder = exported["gpt2-char"]  # folder: a previous export
+    eval_run = tmp_path / "logs" / "eval" / "runs" / "2025-01-02_00-00-00_000000"
+    (eval_run / ".hydra").mkdir(parents=True)
+    (eval_run / "metrics.json").write_text('{"val/loss": 1.0}\n')
+    (tmp_path / "a-file").write_text("not a folder\n")
+    previous = tmp_path / "previous"
+    shutil.copytree(folder, previous)
+    (previous / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(previous)
+    before = snapshot(tmp_path)
+    for out_dir, fragment in [
+        (eval_run, "is a run folder (it has .hydra)"),
+        (tmp_path / "a-file", "is a file, not a folder"),
+        (previous, "holds a run folder"),
+        (tmp_path / "link", "is a symbolic link"),
+    ]:
+        with pytest.raises(SystemExit):
+            export_tiny(ckpt, out_dir, data_dir, "overwrite=true")
+        assert fragment in one_error_line(capsys.readouterr().err), out_dir
+    runs = {k: v for k, v in snapshot(tmp_path).items() if "-export-run" not in k}
+    assert runs == before  # the in-process exports' own run folders aside
+    shutil.rmtree(previous / "run")
+    kept = snapshot(previous)
+    monkeypatch.chdir(previous)
+    cfg = compose_config(
+        "export", tmp_path / "run", data_dir, f"ckpt_path={ckpt}", "out_dir=.", "overwrite=true"
+    )
+    with pytest.raises(SystemExit):
+        export(cfg)
+    assert "is or contains the working directory" in one_error_line(capsys.readouterr().err)
+    assert snapshot(previous) == kept
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_export_removes_leftovers_of_dead_exporters_only(
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path
+) -> None:
+    """`.hf.tmp-<pid>`/`.hf.old-<pid>` of an exporter that died go; those of a live exporter
+    (its pid runs, or it holds the folder's lock), and other out_dirs' leftovers, stay."""
+    ckpt, _ = exported["gpt2-char"]
+    live = subprocess.Popen(["sleep", "120"])
+    dead, locked_dead = dead_pid(), dead_pid()
+    gone = [tmp_path / f".hf.tmp-{dead}", tmp_path / f".hf.old-{dead}"]
+    kept = [tmp_path / f".hf.tmp-{live.pid}", tmp_path / f".hf.tmp-{locked_dead}"]
+    kept += [tmp_path / f".other.tmp-{dead}"]
+    for leftover in gone + kept:
+        leftover.mkdir()
+        (leftover / "model.safetensors").write_bytes(b"half written")
+    lock = os.open(tmp_path / f".hf.tmp-{locked_dead}", os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # what a live exporter on another host holds
+    try:
+        export_tiny(ckpt, tmp_path / "hf", data_dir, "verify=false")
+    finally:
+        os.close(lock)
+        live.kill()
+        live.wait()
+    assert not any(p.exists() for p in gone)
+    assert all((p / "model.safetensors").is_file() for p in kept)
+
+
+def test_export_killed_midway_leaves_nothing_after_the_next_export(
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path
+) -> None:
+    """kill -9 while the export writes its temporary folder; the next export cleans it up."""
+    ckpt, _ = exported["gpt2-char"]
+    out_dir = tmp_path / "hf"
+    command = [sys.executable, "-m", "lmtrain.export", f"ckpt_path={ckpt}", f"out_dir={out_dir}"]
+    command += [f"paths.log_dir={tmp_path / 'logs'}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    exporter = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    tmp = tmp_path / f".hf.tmp-{exporter.pid}"
+    deadline = time.monotonic() + 120
+    while not tmp.exists() and exporter.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    exporter.send_signal(signal.SIGKILL)
+    _, stderr = exporter.communicate()
+    assert exporter.returncode == -signal.SIGKILL, stderr[-3000:]
+    assert tmp.is_dir() and not out_dir.exists()  # killed while writing, as intended
+
+    export_tiny(ckpt, out_dir, data_dir, "verify=false")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".hf.")] == []
+    assert (out_dir / "model.safetensors").is_file()
+
+
+def test_export_files_follow_the_umask(
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path
+) -> None:
+    """safetensors writes model.safetensors 0600 whatever the umask: the export must not."""
+    ckpt, _ = exported["gpt2-char"]
+    previous = os.umask(0o022)
+    try:
+        for umask in (0o022, 0o027):
+            os.umask(umask)
+            folder = export_tiny(ckpt, tmp_path / "hf", data_dir, "verify=false", "overwrite=true")
+            modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()}
+            assert "model.safetensors" in modes
+            assert modes == dict.fromkeys(modes, 0o666 & ~umask), oct(umask)
+            assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    finally:
+        os.umask(previous)

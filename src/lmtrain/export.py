@@ -7,7 +7,8 @@ names, config, generation config) and the tokenizer (always a fast tokenizer), p
 `AutoModelForCausalLM.from_pretrained(folder)` loads it with no lmtrain installed, and lmtrain's
 own tools (eval, generate, fine-tuning with model=pretrained) take it like a checkpoint.
 It is written under a temporary name, reloaded and checked against the checkpoint's logits, and
-only then renamed into place.
+only then renamed into place. The only folder it ever replaces is a previous export, and only with
+overwrite=true (see `lmtrain.utils.export_dir`): never a run, the checkpoint or user files.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from transformers.utils import logging as hf_logging
 from lmtrain.errors import LMTrainError
 from lmtrain.models.hf import context_length, count_parameters
 from lmtrain.utils.checkpoint import EXPORT_META, LoadedModel, load_model, resolve_model_path
+from lmtrain.utils.export_dir import (
+    apply_umask,
+    checked_out_dir,
+    hold_lock,
+    remove_dead_leftovers,
+    replace_folder,
+)
 from lmtrain.utils.redact import is_secret_key, redact
 from lmtrain.utils.run import task_wrapper
 
@@ -42,14 +50,7 @@ SECRET_KEY = re.compile(r"api[_-]?key|secret|passw|auth|access[_-]?token|hf[_-]?
 def export(cfg: DictConfig) -> Path:
     """Write the exported folder for `cfg.ckpt_path` to `cfg.out_dir`; return its path."""
     source = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
-    out_dir = Path(cfg.out_dir).expanduser()
-    if out_dir.exists() and any(out_dir.iterdir()) and not cfg.overwrite:
-        raise LMTrainError(
-            f"out_dir={cfg.out_dir!r} exists and is not empty: pass overwrite=true or another "
-            "out_dir"
-        )
-    if out_dir.resolve() == Path(source).resolve():
-        raise LMTrainError(f"out_dir={cfg.out_dir!r} is ckpt_path itself: pass another out_dir")
+    out_dir = checked_out_dir(str(cfg.out_dir), source, cfg.paths.root_dir, cfg.overwrite)
     hf_logging.disable_progress_bar()
     loaded = load_model(source)
     if not loaded.tokenizer.is_fast:
@@ -60,15 +61,20 @@ def export(cfg: DictConfig) -> Path:
     info = {**loaded.info, **final_metrics(source, loaded.info)}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_leftovers(out_dir)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    lock = hold_lock(tmp)
     try:
         write_folder(tmp, loaded, info, cfg)
+        apply_umask(tmp)
         if cfg.verify:
             verify_folder(tmp, loaded)
         replace_folder(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
     log.info("Exported %s to %s", source, out_dir)
     return out_dir
 
@@ -217,15 +223,6 @@ def tied(model: torch.nn.Module) -> bool:
     """Whether the output layer shares the input embedding's weight tensor."""
     out = model.get_output_embeddings()
     return out is not None and out.weight is model.get_input_embeddings().weight
-
-
-def replace_folder(tmp: Path, out_dir: Path) -> None:
-    """Rename the finished folder into place; an existing out_dir is moved aside first."""
-    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="export")

@@ -1,0 +1,171 @@
+"""Where `lmtrain.export` may write its folder, and how it puts it there without losing anything.
+
+An export is written beside out_dir under `.<name>.tmp-<pid>` and renamed into place; a previous
+export is first moved aside to `.<name>.old-<pid>`. `overwrite=true` replaces only a previous
+export (a folder holding `lmtrain.json` and `config.json`): a run folder, any folder holding the
+checkpoint being exported, the working directory or a folder of other files is refused with one
+line, whatever overwrite says. Exporters killed mid-way leave their temporary folders behind; the
+next export to the same out_dir removes those of dead exporters (never a live one's).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+from pathlib import Path
+
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.checkpoint import EXPORT_META
+
+# What marks a folder as a training run's (Hydra's config copy, checkpoints, final metrics).
+RUN_MARKERS = (".hydra", "checkpoints", "metrics.json")
+NEVER_REPLACED = "such a folder is never replaced, even with overwrite=true; pass a new folder"
+
+
+def checked_out_dir(given: str, source: str, root_dir: str, overwrite: bool) -> Path:
+    """out_dir as an absolute path, once it is sure that writing there loses nothing.
+
+    `given` is what the user passed, `source` the checkpoint (or exported folder) being exported,
+    `root_dir` the project root (paths.root_dir).
+    """
+    path = Path(given).expanduser()
+    if path.is_symlink():
+        raise LMTrainError(
+            f"out_dir={given!r} is a symbolic link (to {os.readlink(path)}): pass the folder it "
+            "points to, or a new folder"
+        )
+    out_dir = path.resolve()
+    existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
+    if not existing.is_dir():
+        where = "" if existing == out_dir else f" is inside {str(existing)!r}, which"
+        raise LMTrainError(f"out_dir={given!r}{where} is a file, not a folder: pass a folder path")
+    ckpt = f"ckpt_path={source!r} (the checkpoint being exported)"
+    protected = [(p, ckpt) for p in checkpoint_locations(source)]
+    protected += [(Path.cwd(), f"the working directory {str(Path.cwd())!r}")]
+    protected += [(Path(root_dir).expanduser().resolve(), f"the project root {root_dir!r}")]
+    for inside, what in protected:
+        if inside.is_relative_to(out_dir):
+            raise LMTrainError(f"out_dir={given!r} is or contains {what}: {NEVER_REPLACED}")
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return out_dir
+    marker = next((m for m in RUN_MARKERS if (out_dir / m).exists()), None)
+    if marker:
+        raise LMTrainError(f"out_dir={given!r} is a run folder (it has {marker}): {NEVER_REPLACED}")
+    if not is_previous_export(out_dir):
+        raise LMTrainError(
+            f"out_dir={given!r} is not empty and is not an lmtrain export (no {EXPORT_META}): "
+            "overwrite=true only replaces a previous export; pass a new or empty folder"
+        )
+    if run := run_inside(out_dir):
+        raise LMTrainError(f"out_dir={given!r} holds a run folder ({run}): {NEVER_REPLACED}")
+    if not overwrite:
+        raise LMTrainError(
+            f"out_dir={given!r} exists and is not empty: pass overwrite=true or another out_dir"
+        )
+    return out_dir
+
+
+def checkpoint_locations(source: str) -> set[Path]:
+    """Where the checkpoint is: its path with the folders resolved, and where a symlink leads."""
+    path = Path(source).expanduser().absolute()
+    return {path.parent.resolve() / path.name, path.resolve()}
+
+
+def is_previous_export(folder: Path) -> bool:
+    """What lmtrain.export writes: the HF config and lmtrain's own meta file."""
+    return (folder / EXPORT_META).is_file() and (folder / "config.json").is_file()
+
+
+def run_inside(folder: Path) -> Path | None:
+    """A run folder at any depth of `folder` (only walked for a previous export: a few files)."""
+    for parent, folders, files in os.walk(folder):
+        if any(m in folders or m in files for m in RUN_MARKERS):
+            return Path(parent)
+    return None
+
+
+def hold_lock(folder: Path) -> int | None:
+    """An flock on `folder`, held until the returned descriptor is closed or the process dies.
+
+    It tells later exports that the folder's exporter is alive where its pid means nothing (an
+    exporter on another host or in another container sharing the disk). The export forks no
+    workers that could inherit it. None where the file system has no locks.
+    """
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_dead_leftovers(out_dir: Path) -> None:
+    """Remove the `.tmp-<pid>`/`.old-<pid>` folders of out_dir that killed exporters left.
+
+    One goes only when its pid is not alive here (or is ours: a dead process's pid reused) and
+    nobody holds its lock: a live concurrent export keeps its folders.
+    """
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.(?:tmp|old)-(\d+)")
+    for path in out_dir.parent.iterdir():
+        found = pattern.fullmatch(path.name)
+        if not found or path.is_symlink() or not path.is_dir():
+            continue
+        pid = int(found.group(1))
+        if pid != os.getpid() and pid_alive(pid):
+            continue
+        try:
+            lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue  # not ours to open: not ours to remove
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock)
+            continue  # a live exporter holds it
+        except OSError:
+            pass  # no locks on this file system: the pid alone decides
+        shutil.rmtree(path, ignore_errors=True)
+        os.close(lock)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs here (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid at all: leave its folder alone
+    return True
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file in `folder` the mode a plain `open()` would: 0666 less the umask.
+
+    safetensors >= 0.8 writes `model.safetensors` through a temporary file that is always 0600
+    and renames it into place (safetensors/safetensors#782), so the weights alone would be
+    unreadable to the other users who can read the rest of the export.
+    """
+    umask = os.umask(0o077)  # the only way to read it; restored at once
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o666 & ~umask)
+
+
+def replace_folder(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished folder into place; an existing out_dir is moved aside first, and put
+    back if the rename fails."""
+    old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:
+        if old.exists():
+            os.replace(old, out_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
