@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from tests.checkpoints import eval_tiny, export_tiny, train_tiny, write_corpus
+from lmtrain.utils.checkpoint import model_from_checkpoint
+from tests.checkpoints import compose_config, eval_tiny, export_tiny, train_tiny, write_corpus
+from tests.helpers import run_cli
 
 VAL_FRACTION = 0.1  # text_files' default: one file splits by characters, the tail is val
 
@@ -92,3 +94,69 @@ def test_folder_without_run_config_needs_data(
     assert metrics["val/loss"] == pytest.approx(
         eval_tiny(model["export"], tmp_path / "export", data_dir)["val/loss"], rel=1e-6
     )
+
+
+@pytest.fixture(scope="module")
+def char_ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    root = tmp_path_factory.mktemp("eval-char")
+    corpus = one_file_corpus(root / "a", seed=0)
+    # Only its tokenizer matters here: two steps, one validation, no samples.
+    short = ["trainer.max_steps=2", "trainer.val_check_interval=2", "callbacks.text_samples=null"]
+    return train_tiny(root / "run", data_dir, corpus, "data.tokenizer.kind=char", *short)
+
+
+def unseen_text(path: Path) -> Path:
+    """ASCII text the char tokenizer covers, with 'Ü', 'ï' and 'ÿ' (never in its corpus) inside."""
+    line = "The cat sat on the mat.\n"
+    path.write_text(line * 300 + "Übermut ïs ÿes.\n" + line * 300)
+    return path
+
+
+def test_text_the_tokenizer_cannot_encode_is_one_line(char_ckpt: Path, tmp_path: Path) -> None:
+    """Tokenized in worker processes (small chunks, 2 workers): one line naming the file and
+    the characters, no traceback, and no cache folder, finished or half-written, left behind."""
+    other = unseen_text(tmp_path / "poem.txt")
+    cache = tmp_path / "data" / "cache"
+    result = run_cli(
+        "eval",
+        f"ckpt_path={char_ckpt}",
+        *other_data(other),
+        f"paths.data_dir={tmp_path / 'data'}",
+        "data.prepare_workers=2",
+        "data.prepare_chunk_mb=0.002",
+        "trainer.accelerator=cpu",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    for fragment in (str(other), "'Ü', 'ï', 'ÿ'", "byte-level BPE"):
+        assert fragment in line, line
+    assert "Traceback" not in result.stderr
+    assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_training_on_text_the_tokenizer_cannot_encode_is_one_line(
+    char_ckpt: Path, tmp_path: Path, capsys
+) -> None:
+    """The same check in lmtrain.train, with a pretrained (here: char) tokenizer."""
+    from lmtrain.train import train
+
+    _, tokenizer, _ = model_from_checkpoint(char_ckpt)
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    cfg = compose_config(
+        "train",
+        tmp_path / "run",
+        tmp_path / "data",
+        *other_data(unseen_text(tmp_path / "poem.txt")),
+        "data.tokenizer.kind=pretrained",
+        f"data.tokenizer.name={tmp_path / 'tokenizer'}",
+        "logger=none",
+        "trainer.accelerator=cpu",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        train(cfg)
+    assert exit_info.value.code == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    assert "'Ü', 'ï', 'ÿ'" in line and "cannot encode" in line, line
+    assert [p.name for p in (tmp_path / "data" / "cache").iterdir() if p.suffix != ".lock"] == []

@@ -77,6 +77,10 @@ def test_prompt_file_and_context_cap(ckpt: Path, tmp_path: Path, data_dir: Path,
         (["prompt_file=/no/such/prompt.txt"], ["prompt_file='/no/such/prompt.txt'", "does not"]),
         (["temperature=0"], ["temperature=0", "greedy=true"]),
         (["num_samples=0"], ["num_samples=0", "at least 1"]),
+        # The char tokenizer's corpus starts sentences with other letters and has no '!'.
+        (["prompt='Zebra!'"], ["prompt='Zebra!'", "'Z', '!'", "cannot encode"]),
+        # 64 tokens fill the 64-token context: nothing is left to generate.
+        ([f"prompt={'a' * 64}"], ["64 tokens", "context is 64", "shorter than 64 tokens"]),
     ],
 )
 def test_bad_input_is_one_line(

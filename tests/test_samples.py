@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from lmtrain.train import train
 from tests.checkpoints import TINY_GPT2, compose_config, write_corpus
-from tests.helpers import wandb_summary
+from tests.helpers import TINY_CLI, one_file_corpus, run_cli, wandb_summary
 
 PROMPTS = "samples.prompts=['The cat','A dog']"
 
@@ -97,3 +98,59 @@ def test_sampling_leaves_training_unchanged(corpus: Path, tmp_path: Path, data_d
     assert (tmp_path / "with" / "samples.txt").is_file()
     for key in ("train/loss", "val/loss"):
         assert with_samples[key] == without[key], key
+
+
+def lowercase_corpus(folder: Path) -> Path:
+    """One lowercase text file with colons: 'ROMEO:' holds four characters it lacks (R, O, M, E)."""
+    path = one_file_corpus(folder)
+    path.write_text(path.read_text().lower().replace(".", ":"))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("prompt", "fragments"),
+    [
+        ("ROMEO:", ["'ROMEO:'", "'R', 'O', 'M', 'E'", "samples.prompts=", "text_samples=null"]),
+        # 66 characters, 66 tokens: the tiny model's context is 64, nothing is left to generate.
+        ("to be " * 11, ["'to be to be", "66 tokens", "context is 64", "samples.prompts="]),
+    ],
+)
+def test_bad_prompt_ends_the_run_before_training(
+    prompt: str, fragments: list[str], tmp_path: Path, data_dir: Path
+) -> None:
+    """Checked before the first step: one line naming the prompt, exit 1, nothing saved."""
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "train",
+        *TINY_CLI,
+        f"data.source.path={lowercase_corpus(tmp_path / 'corpus')}",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={run_dir}",
+        "logger=none",
+        f"samples.prompts=['{prompt}']",
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+    assert all(f in line for f in fragments), line
+    assert "Traceback" not in result.stderr
+    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / "samples.txt").exists()
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_failed_sampling_warns_and_training_goes_on(
+    corpus: Path, tmp_path: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failure the up-front check cannot see (samples.txt cannot be written: a folder holds
+    its name) is a warning at each validation; the run finishes, saves and reports."""
+    run_dir = tmp_path / "run"
+    (run_dir / "samples.txt").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING, logger="lmtrain.callbacks.samples"):
+        metrics = train_run(run_dir, data_dir, corpus, "logger=none")
+    warnings = [r.getMessage() for r in caplog.records if r.name == "lmtrain.callbacks.samples"]
+    assert len(warnings) == 3, warnings  # steps 2 and 4, and the final validation
+    assert all("IsADirectoryError" in w and "the run goes on" in w for w in warnings), warnings
+    assert metrics["trainer/global_step"] == 4
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert json.loads((run_dir / "metrics.json").read_text())["trainer/global_step"] == 4
+    assert [p.name for p in run_dir.iterdir() if p.suffix == ".tmp"] == []

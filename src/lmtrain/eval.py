@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
+from lmtrain.data.coverage import UnencodableTextError
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.hf import check_context
@@ -49,7 +50,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}
     check_context(loaded.model.config, data_cfg.block_size)
     datamodule = hydra.utils.instantiate(data_cfg)
-    datamodule.prepare_data()
+    try:
+        datamodule.prepare_data()
+    except UnencodableTextError as err:  # another corpus than the model's, read with its tokenizer
+        raise LMTrainError(
+            f"data.source ({datamodule.source.describe()}) {err.problem()}: evaluate on text the "
+            "model's tokenizer covers, or a model trained with a byte-level BPE tokenizer "
+            "(data.tokenizer.kind=bpe), which encodes any text"
+        ) from None
 
     # val/loss is the module's MeanMetric of the per-window mean cross entropy, weighted by
     # windows of equal length: the mean over every val token, so exp(val/loss) is exactly what

@@ -19,7 +19,8 @@ from omegaconf import DictConfig
 from transformers.utils import logging as hf_logging
 
 from lmtrain.errors import LMTrainError
-from lmtrain.generation import generate_text
+from lmtrain.generation import generate_text, prompt_problem, quote
+from lmtrain.models.hf import context_length
 from lmtrain.utils.checkpoint import load_model, resolve_model_path
 from lmtrain.utils.run import task_wrapper
 
@@ -40,6 +41,12 @@ def generate(cfg: DictConfig) -> list[str]:
         )
     hf_logging.disable_progress_bar()  # "Loading weights" bars; stderr, but noise all the same
     loaded = load_model(path)
+    problem = prompt_problem(loaded.tokenizer, prompt, context_length(loaded.model.config))
+    if problem is not None:
+        given = f"prompt={quote(prompt)}"
+        if cfg.get("prompt_file"):
+            given = f"the prompt of prompt_file={cfg.prompt_file!r} ({quote(prompt)})"
+        raise LMTrainError(f"{given} {problem.reason}: pass {problem.fix}")
     model = loaded.model.to(pick_device(cfg.device))
     log.info("Generating from %s on %s", path, model.device)
 

@@ -1,15 +1,69 @@
 """Sample text from a causal LM with transformers' own `generate` (KV cache included).
 
 Shared by the samples callback, `lmtrain.generate` and the export's self-check, so all three decode
-the same way.
+the same way. `prompt_problem` tells, before any sampling, whether a prompt can be continued at all:
+the samples callback checks its prompts with it before training, `lmtrain.generate` before loading
+the model onto a device.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lmtrain.data.coverage import format_characters, unencodable_characters
 from lmtrain.models.hf import context_length
+
+# Characters of a prompt quoted in a message: a prompt file can be long.
+QUOTED_CHARS = 60
+
+
+class PromptProblem(NamedTuple):
+    """Why a prompt cannot be continued, and the prompt to pass instead."""
+
+    reason: str
+    fix: str
+
+
+def prompt_problem(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, context: int | None
+) -> PromptProblem | None:
+    """None when `prompt` can be continued; else characters the tokenizer cannot encode (a char
+    tokenizer has no unknown token), or a prompt that fills the context (nothing left to
+    generate). Checked before sampling: `generate_text` on such a prompt raises deep inside.
+    """
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    try:
+        n_tokens = max(1, len(encode(prompt)))  # an empty prompt is one end-of-text token
+    except Exception:  # the Rust tokenizer raises a bare Exception that names no character
+        characters = unencodable_characters(encode, prompt)
+        reason = "cannot be encoded by the tokenizer"
+        if characters:
+            reason = (
+                f"holds characters the tokenizer cannot encode: {format_characters(characters)}"
+            )
+        return PromptProblem(
+            reason, "a prompt of characters from the corpus the tokenizer was built on"
+        )
+    if context is not None and n_tokens >= context:
+        return PromptProblem(
+            f"is {n_tokens} tokens long and the model's context is {context}, which leaves "
+            "nothing to generate",
+            f"a prompt shorter than {context} tokens",
+        )
+    return None
+
+
+def quote(prompt: str) -> str:
+    """The prompt's repr, cut after QUOTED_CHARS characters."""
+    if len(prompt) <= QUOTED_CHARS:
+        return repr(prompt)
+    return repr(prompt[:QUOTED_CHARS]) + f"... ({len(prompt)} characters)"
 
 
 @torch.inference_mode()

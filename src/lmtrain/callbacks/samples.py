@@ -3,7 +3,9 @@
 Reading what a model writes catches what a loss curve hides (repetition, a broken tokenizer, a
 corpus that is not what you think). Generation uses transformers' `generate` with the KV cache on
 rank 0 only, after validation, so it costs a small, fixed time per validation (measured in the
-README) and never touches the training step.
+README) and never touches the training step. Samples are a side feature: a prompt the tokenizer
+cannot encode, or one that fills the context, is refused before training starts, and any failure
+while sampling is a warning, never the end of a run.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from lmtrain.generation import generate_text
+from lmtrain.errors import LMTrainError
+from lmtrain.generation import generate_text, prompt_problem, quote
+from lmtrain.models.hf import context_length
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,24 @@ class TextSamples(L.Callback):
         self.rows: list[list[str | int]] = []
         self._validations = 0
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse a prompt that could never be sampled, before the first step.
+
+        Found at the first validation instead, it would end the run before any checkpoint was
+        saved. Every rank checks (the same prompts, the same answer), so all of them stop.
+        """
+        tokenizer = getattr(pl_module, "tokenizer", None)
+        if tokenizer is None:
+            return
+        context = context_length(pl_module.model.config)
+        for prompt in self.prompts:
+            problem = prompt_problem(tokenizer, prompt, context)
+            if problem is not None:
+                raise LMTrainError(
+                    f"samples.prompts: {quote(prompt)} {problem.reason}: pass {problem.fix} "
+                    "in samples.prompts=[...], or turn samples off with callbacks.text_samples=null"
+                )
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.prompts:
             return
@@ -80,8 +102,17 @@ class TextSamples(L.Callback):
             # would wait for the others forever. Sample from the consolidated checkpoint instead.
             rank_zero_warn("text_samples: no samples under FSDP; use lmtrain.generate afterwards")
             return
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        try:
             self.sample(trainer, pl_module)
+        except Exception as err:  # samples are a side feature: they never end a run
+            log.warning(
+                "text_samples: no samples at step %d (%s: %s); the run goes on",
+                trainer.global_step,
+                type(err).__name__,
+                err,
+            )
 
     def sample(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Generate, append the block to the file, and log the table."""
@@ -123,8 +154,15 @@ class TextSamples(L.Callback):
         """Append by rewriting under a temporary name and renaming: never half a file."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         old = self.path.read_text() if self.path.is_file() else ""
-        with tempfile.NamedTemporaryFile(
-            "w", dir=self.path.parent, suffix=".tmp", delete=False
-        ) as tmp:
-            tmp.write(old + text)
-        os.replace(tmp.name, self.path)
+        tmp_name = None
+        try:
+            with tempfile.NamedTemporaryFile(
+                "w", dir=self.path.parent, suffix=".tmp", delete=False
+            ) as tmp:
+                tmp_name = tmp.name
+                tmp.write(old + text)
+            os.replace(tmp_name, self.path)
+        except BaseException:
+            if tmp_name is not None:
+                Path(tmp_name).unlink(missing_ok=True)
+            raise

@@ -43,6 +43,7 @@ from rich.progress import (
 from tokenizers import Tokenizer
 
 from lmtrain.data.corpus import SPLITS, Piece, utf8_len
+from lmtrain.data.coverage import explain_failure
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class ChunkEncoder:
         Encoded in batches of about `BATCH_CHARS`: an `Encoding` costs some 100 bytes per token
         (ids, offsets, token strings), so a worker's memory follows the batch, not the chunk.
         `encode_batch_fast` skips the character offsets that the token file does not need.
-        numpy raises if an id does not fit the dtype.
+        numpy raises if an id does not fit the dtype; text the tokenizer cannot encode (a char
+        tokenizer meeting a character it has never seen) raises an `UnencodableTextError`.
         """
         arrays = []
         start = size = 0
@@ -100,13 +102,19 @@ class ChunkEncoder:
         return np.concatenate(arrays) if arrays else np.empty(0, dtype=self.dtype)
 
     def _encode(self, texts: list[str], ends: list[bool]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        try:
+            encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        except Exception as err:  # bare Exception from Rust: find the characters it means
+            raise explain_failure(self._encode_one, texts, err) from None
         flat: list[int] = []
         for encoding, end in zip(encodings, ends, strict=True):
             flat.extend(encoding.ids)
             if end:
                 flat.append(self.eos_id)
         return np.array(flat, dtype=self.dtype)
+
+    def _encode_one(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
