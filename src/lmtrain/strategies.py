@@ -26,6 +26,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 
 SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
 STATE_DICT_TYPES = ("full", "sharded")
@@ -118,8 +119,8 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
     `last.consolidated.ckpt`). Runs in one process on CPU: it needs memory for the whole model,
     not the GPUs that wrote it.
     """
-    # What Lightning's own `python -m lightning.pytorch.utilities.consolidate_checkpoint` runs.
-    from lightning.fabric.utilities.load import _load_distributed_checkpoint
+    # What Lightning's own `python -m lightning.pytorch.utilities.consolidate_checkpoint` runs,
+    # with its reader (`_load_distributed_checkpoint`: plain unpickling) replaced by safe_load's.
     from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 
     folder = Path(folder).expanduser()
@@ -132,7 +133,15 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
         stem = folder.name.removesuffix(".ckpt")
         output = folder.with_name(f"{stem}.consolidated.ckpt")
     output = Path(output).expanduser()
-    checkpoint = _format_checkpoint(_load_distributed_checkpoint(folder))
+    meta = load_torch_file(folder / SHARDED_META_FILE)  # all but the tensors; small, so first
+    checkpoint = load_dcp_folder(folder)  # {"model": ..., "optimizer_0": ...}, as FSDP saved it
+    if "model" not in checkpoint or not isinstance(meta, dict):
+        raise LMTrainError(
+            f"{str(folder)!r} is not a Lightning FSDP checkpoint (no model entry, or a "
+            f"{SHARDED_META_FILE} that is not a dict): pass a checkpoint written with "
+            "trainer.strategy.state_dict_type=sharded"
+        )
+    checkpoint = _format_checkpoint({**checkpoint, **meta})
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     torch.save(checkpoint, tmp)

@@ -9,12 +9,12 @@ exported folder (`lmtrain.export`) loads through the same door, so every tool ta
 from __future__ import annotations
 
 import json
+import pickle
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -27,6 +27,12 @@ from transformers import (
 from lmtrain.errors import LMTrainError
 from lmtrain.models.module import CHECKPOINT_KEY
 from lmtrain.strategies import SHARDED_META_FILE
+from lmtrain.utils.safe_load import (
+    check_dcp_folder,
+    checkpoint_error,
+    load_torch_file,
+    refused_global,
+)
 
 # Written by lmtrain.export beside the HF files: the run config and what training reached.
 EXPORT_META = "lmtrain.json"
@@ -35,7 +41,7 @@ EXPORT_META = "lmtrain.json"
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
     """`last` means this run folder's `checkpoints/last.ckpt`; any other value must be a file, or a
     sharded FSDP checkpoint folder (`trainer.strategy.state_dict_type=sharded` writes
-    `last.ckpt/` with the tensors and a `meta.pt`).
+    `last.ckpt/` with the tensors and a `meta.pt`). Either is read through `safe_load` first.
 
     Lightning itself would silently start from scratch when `last` finds nothing; a researcher
     who asked to resume wants to hear that instead.
@@ -59,6 +65,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         if not (path.is_file() or path.is_dir()):
             raise LMTrainError(f"ckpt_path={ckpt_path!r} does not exist: pass a .ckpt file")
     checkpoint_meta(path)  # fail now, not after data preparation, if the file is broken
+    if is_sharded_checkpoint(path):
+        # Lightning's FSDPStrategy reads the folder with torch's reader, which unpickles its
+        # .metadata and non-tensor entries without restriction: they must pass the safe one first.
+        check_dcp_folder(path)
     return str(path)
 
 
@@ -76,14 +86,7 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint's tensors and plain values only (`weights_only=True`, memory-mapped)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} is not a readable checkpoint ({reason}): pass a .ckpt "
-            "written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
-        ) from None
+    return load_torch_file(path)
 
 
 def check_same_model(ckpt_path: str | Path, config: PretrainedConfig) -> None:
@@ -215,8 +218,12 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     """An HF folder: weights and tokenizer with `from_pretrained`, run config from `lmtrain.json`
     when lmtrain.export wrote one (a plain save_pretrained folder has none)."""
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
         tokenizer = AutoTokenizer.from_pretrained(path)
+    except pickle.UnpicklingError as err:
+        if refused_global(err) is None:
+            raise
+        raise checkpoint_error(path, err, "model folder") from None
     except (OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LMTrainError(

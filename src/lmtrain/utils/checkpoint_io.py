@@ -1,4 +1,5 @@
-"""`AtomicCheckpointIO`: a checkpoint file is either the old one or the new one, never half.
+"""`AtomicCheckpointIO`: a checkpoint file is either the old one or the new one, never half, and
+is read back with `weights_only=True` whatever the caller or the environment asks.
 
 Lightning's `TorchCheckpointIO` opens the target and writes into it, so a run killed mid-save
 (SIGKILL, OOM killer, preemption) leaves a truncated `last.ckpt` and nothing to resume from. Here
@@ -7,6 +8,10 @@ renamed over the target with `os.replace`, which is atomic on POSIX file systems
 fsynced too so the rename survives a power cut. A failed write removes its temporary file; one
 left by a kill is named `.<target>.tmp-<pid>` and is removed by the next save of that target.
 
+Resuming (`trainer.fit(ckpt_path=...)`) reads the file through `load_checkpoint`: Lightning
+passes `weights_only=None`, which torch turns into False when `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`
+is set, and into False for an http(s) URL, where a crafted checkpoint runs its code.
+
 Wired in through `configs/trainer/default.yaml` (`plugins:`). FSDP's sharded checkpoints are
 folders written by torch.distributed.checkpoint and do not pass through here.
 """
@@ -14,15 +19,18 @@ folders written by torch.distributed.checkpoint and do not pass through here.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.utilities.types import _PATH
+from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
+
+from lmtrain.utils.safe_load import checkpoint_error, refused_global
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,6 +63,22 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
+
+    @override
+    def load_checkpoint(
+        self,
+        path: _PATH,
+        map_location: _MAP_LOCATION_TYPE = lambda storage, loc: storage,
+        weights_only: bool | None = None,
+    ) -> dict[str, Any]:
+        """Lightning's load with `weights_only=True` always; a refused pickle is one LMTrainError
+        line (other failures are Lightning's)."""
+        try:
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            if refused_global(err) is None:
+                raise
+            raise checkpoint_error(path, err, "checkpoint") from None
 
     def before_replace(self, tmp: Path, target: Path) -> None:
         """Called with the complete temporary file, just before it replaces `target`.

@@ -1,0 +1,233 @@
+"""The one door for checkpoint files read from disk: nothing in them may run code.
+
+A pickle can call any function while it loads, and a checkpoint may come from anyone (a shared
+folder, a download). So every checkpoint is read here, with only plain data let through:
+
+- a `.ckpt` / `meta.pt` file: `torch.load(weights_only=True)`, which refuses every global but
+  tensors and plain containers (passed explicitly: `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1` turns an
+  unset `weights_only` into False);
+- a torch.distributed.checkpoint (DCP) folder, as FSDP writes it: torch reads its `.metadata`
+  with a plain unpickler and its non-tensor entries with weights-only loading off. Here
+  `.metadata` goes through an unpickler that knows only the classes DCP's `Metadata` is made of,
+  and the entries through `weights_only=True` (`SafeFileSystemReader`, `SafeLoadPlanner`).
+
+Any failure is one `LMTrainError` line naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch.distributed.checkpoint import FileSystemReader
+from torch.distributed.checkpoint._nested_dict import set_element
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.default_planner import (
+    DefaultLoadPlanner,
+    _EmptyStateDictLoadPlanner,
+)
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import ReadItem
+
+from lmtrain.errors import LMTrainError
+
+# Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
+# with AdamW state, written by one process and by two FSDP2 ranks): the metadata dataclasses, the
+# per-entry storage info, the tensor shape, layout and dtype, and the folder path it was saved to.
+DCP_METADATA_GLOBALS = frozenset(
+    {
+        ("torch.distributed.checkpoint.metadata", "Metadata"),
+        ("torch.distributed.checkpoint.metadata", "StorageMeta"),
+        ("torch.distributed.checkpoint.metadata", "MetadataIndex"),
+        ("torch.distributed.checkpoint.metadata", "TensorStorageMetadata"),
+        ("torch.distributed.checkpoint.metadata", "BytesStorageMetadata"),
+        ("torch.distributed.checkpoint.metadata", "ChunkStorageMetadata"),
+        ("torch.distributed.checkpoint.metadata", "TensorProperties"),
+        ("torch.distributed.checkpoint.metadata", "_MEM_FORMAT_ENCODING"),
+        ("torch.distributed.checkpoint.filesystem", "_StorageInfo"),
+        ("torch", "Size"),
+        ("torch.serialization", "_get_layout"),  # how a torch.layout pickles: by its name
+        ("pathlib", "PosixPath"),  # StorageMeta.checkpoint_id
+        ("pathlib", "WindowsPath"),
+    }
+    # A dtype pickles as the global `torch.<name>`: the dtype objects, and nothing else of torch.
+    | {("torch", name) for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
+)
+WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
+
+
+def load_torch_file(path: str | Path) -> Any:
+    """A `torch.save` file's tensors (memory-mapped, on CPU) and plain values, nothing else."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:
+        raise checkpoint_error(path, err, "checkpoint") from None
+
+
+def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrainError:
+    """One line for a checkpoint that failed to load: refused as unsafe, or unreadable."""
+    if isinstance(err, LMTrainError):
+        return err
+    refusal = refused_global(err)
+    if refusal:
+        return LMTrainError(
+            f"ckpt_path={str(path)!r} holds pickled objects that are not checkpoint data "
+            f"({refusal}) and was not loaded, as loading them could run code: {WRITTEN_BY}"
+        )
+    return LMTrainError(
+        f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {WRITTEN_BY}"
+    )
+
+
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle named a global that is not allowed in the file being read."""
+
+
+def refused_global(err: BaseException) -> str | None:
+    """What an unpickler refused (`Unsupported global: GLOBAL getattr ...`), None for other errors.
+
+    torch's weights-only message is a dozen lines, most of them on how to load the file with
+    weights-only loading off: only the refused global is kept.
+    """
+    if isinstance(err, RefusedGlobal):
+        return str(err)
+    marker = "WeightsUnpickler error:"
+    if isinstance(err, pickle.UnpicklingError) and marker in str(err):
+        text = str(err).split(marker, 1)[1].strip()
+        return text.split(". ")[0].splitlines()[0].strip().rstrip(".")
+    return None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class MetadataUnpickler(pickle.Unpickler):
+    """Unpickles a DCP `.metadata` file, refusing every global not in DCP_METADATA_GLOBALS."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in DCP_METADATA_GLOBALS:
+            raise RefusedGlobal(f"unsupported global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def read_dcp_metadata(stream: IO[bytes], path: str | Path) -> Metadata:
+    """The `Metadata` pickled in `stream` (the file `path`), or a one-line LMTrainError."""
+    try:
+        metadata = MetadataUnpickler(stream).load()
+    except Exception as err:
+        raise checkpoint_error(path, err, "DCP metadata file") from None
+    if not isinstance(metadata, Metadata):
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds a {type(metadata).__name__}, not DCP metadata: "
+            f"{WRITTEN_BY}"
+        )
+    return metadata
+
+
+class SafeFileSystemReader(FileSystemReader):
+    """torch's DCP `FileSystemReader`, with `.metadata` read by `MetadataUnpickler`.
+
+    torch's `read_metadata` unpickles the file with no restriction, so it is replaced as a whole;
+    the lines after the read are torch's own.
+    """
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        path = self._get_metadata_path(kwargs.get("rank"))
+        with self.fs.create_stream(path, "rb") as stream:
+            metadata = read_dcp_metadata(stream, path)
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class SafeLoadPlanner(DefaultLoadPlanner):
+    """torch's `DefaultLoadPlanner` (load into an existing state dict), non-tensor entries
+    (optimizer hyperparameters, steps, any plain value) read with `weights_only=True`."""
+
+    def load_bytes(self, read_item: ReadItem, value: io.BytesIO) -> None:
+        # torch's own load_bytes is these lines with weights-only loading off.
+        fqn = read_item.dest_index.fqn
+        try:
+            obj = torch.load(value, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            refusal = refused_global(err)
+            if refusal is None:
+                raise
+            raise RefusedGlobal(f"entry {fqn}: {refusal}") from None
+        if self.flatten_state_dict:
+            set_element(self.original_state_dict, self.mappings[fqn], obj)
+        else:
+            self.state_dict[fqn] = obj
+
+
+class SafeEmptyStateDictLoadPlanner(SafeLoadPlanner, _EmptyStateDictLoadPlanner):
+    """torch's `_EmptyStateDictLoadPlanner` (rebuild the state dict from the metadata, as
+    `dcp_to_torch_save` does), with `SafeLoadPlanner.load_bytes`."""
+
+
+def read_dcp_folder_metadata(folder: str | Path) -> Metadata:
+    """The `.metadata` of the DCP checkpoint `folder`, read safely, or a one-line LMTrainError.
+
+    Read it with this before handing the folder to `dcp.load`: torch logs a failed metadata read
+    with its traceback and then looks for per-rank metadata instead.
+    """
+    reader = SafeFileSystemReader(folder)
+    path = Path(reader._get_metadata_path())
+    if not path.is_file():
+        raise LMTrainError(
+            f"ckpt_path={str(folder)!r} has no {path.name}: it is not a torch.distributed."
+            f"checkpoint folder, or its save did not finish; {WRITTEN_BY}"
+        )
+    return reader.read_metadata()
+
+
+def load_dcp_folder(folder: str | Path, keys: set[str] | None = None) -> dict[str, Any]:
+    """A whole DCP checkpoint folder as one nested state dict of CPU tensors and plain values.
+
+    Runs in one process without a process group, whatever the number of ranks that wrote it, so
+    it needs the memory of the whole checkpoint. `keys` limits it to those entries (flattened
+    names, e.g. `model.lm_head.weight`).
+    """
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+    read_dcp_folder_metadata(folder)
+    state: dict[str, Any] = {}
+    try:
+        # The private loader, as torch's own dcp_to_torch_save: the public `dcp.load` only
+        # fills the keys already in `state`, and here there are none yet.
+        _load_state_dict(
+            state,
+            storage_reader=SafeFileSystemReader(folder),
+            planner=SafeEmptyStateDictLoadPlanner(keys=keys),
+            no_dist=True,
+        )
+    except CheckpointException as err:  # a BaseException: it holds each rank's exception
+        cause = next(iter(err.failures.values()))[0]
+        raise checkpoint_error(folder, cause, "DCP checkpoint") from None
+    except Exception as err:
+        raise checkpoint_error(folder, err, "DCP checkpoint") from None
+    return state
+
+
+def check_dcp_folder(folder: str | Path) -> Metadata:
+    """Read everything of a DCP folder that is unpickled, the way `load_dcp_folder` reads it.
+
+    The `.metadata` and the non-tensor entries; the tensors are left on disk (torch reads them with
+    `weights_only=True` already). Run it before code that reads the folder with torch's own
+    reader and planner (Lightning's FSDPStrategy resume), so a crafted folder stops here.
+    """
+    metadata = read_dcp_folder_metadata(folder)
+    plain = {
+        fqn
+        for fqn, entry in metadata.state_dict_metadata.items()
+        if isinstance(entry, BytesStorageMetadata)
+    }
+    if plain:
+        load_dcp_folder(folder, keys=plain)
+    return metadata
