@@ -204,14 +204,22 @@ def test_ddp_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     command = train_command(corpus, data_dir, run_dir, *ddp)
     last = run_dir / "checkpoints" / "last.ckpt"
     proc = start(command, log)
-    while checkpoint_id(last) is None and proc.poll() is None:
+
+    def exact_resume_state() -> dict:
+        callbacks = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
+        (state,) = [v for k, v in callbacks.items() if "ExactResume" in k]
+        return state
+
+    # 3 steps per epoch: once val/loss exists, ModelCheckpoint defers every save at a multiple
+    # of 3 steps to the next micro-batch (saves before the first validation, and right after a
+    # validation, come at step boundaries). Killed at the first save inside a step, so the run
+    # resumes between its 2 micro-batches.
+    while (checkpoint_id(last) is None or "grads" not in exact_resume_state()) and (
+        proc.poll() is None
+    ):
         time.sleep(0.02)
-    time.sleep(random.uniform(0, 0.5))
     assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
-    # 3 steps per epoch: every save at a multiple of 3 steps is deferred by ModelCheckpoint to
-    # the next micro-batch, so the run resumes between the 2 micro-batches of a step.
-    callbacks = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
-    (state,) = [v for k, v in callbacks.items() if "ExactResume" in k]
+    state = exact_resume_state()
     assert len(state["rng_states"]) == len(state["grads"]) == 2
     finish([*command, "ckpt_path=last"], log)
     assert_same_run(run_dir, reference, tolerance=1e-6)

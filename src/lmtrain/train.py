@@ -32,6 +32,7 @@ from lmtrain.utils.run import (
     task_wrapper,
     write_json_atomic,
 )
+from lmtrain.utils.run_folder import claim_run_folder, resumes_run_in
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    # One live run per run folder, and none into another run's checkpoints unless told to.
+    resuming = resumes_run_in(output_dir, ckpt_path)
+    claim_run_folder(output_dir, resuming=resuming, overwrite=bool(cfg.get("overwrite_run")))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

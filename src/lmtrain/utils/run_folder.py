@@ -1,0 +1,171 @@
+"""A run folder belongs to one live run.
+
+Hydra names the run folder, and a fixed `hydra.run.dir` (torchrun, a repeated command, a
+resume with a typo) can hand one folder to a second run: it would overwrite the first run's
+`last.ckpt`, `metrics.json` and samples, and two live runs would interleave their files.
+`claim_run_folder` stops both before any data is prepared:
+
+- A folder that holds checkpoints (`checkpoints/*.ckpt`, files or sharded FSDP folders) is
+  refused, unless this run resumes from a checkpoint of that folder (`ckpt_path=last`, a
+  requeued SLURM job) or the command says `overwrite_run=true`.
+- A lock on `<run folder>/.lock`, held until the process ends (or claims another folder: a
+  process trains one run at a time), refuses a second live run.
+
+Only global rank 0 claims: Lightning's DDP launcher re-runs the command for ranks > 0 in rank
+0's folder, and torchrun and SLURM start every rank with the same folder. When rank 0 refuses
+under torchrun, it exits 1 and torchrun stops the other ranks.
+
+The lock is a POSIX record lock (`fcntl.lockf`), which the kernel drops when its holder dies,
+even by SIGKILL. Not `flock`: forked workers (data loaders, tokenizers) would inherit it and
+keep it after the run died. On a file system without POSIX locks, the lock is a file created
+with O_EXCL that holds the owner's pid and host; it is removed at exit, and one left by a dead
+process of this host is taken over (other hosts' cannot be checked: the message names the file).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+from lmtrain.errors import LMTrainError
+
+LOCK_FILE = ".lock"  # POSIX lock; the file stays (removing it would let two runs lock two files)
+OWNER_FILE = ".lock.owner"  # the O_EXCL lock file where POSIX locks are not supported
+# What lockf raises on a file system without POSIX locks (NFS without lockd, some FUSE and
+# parallel file systems mounted without lock support).
+NO_POSIX_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+
+# The folder this process holds and how to let it go.
+_held: tuple[Path, Callable[[], None]] | None = None
+
+
+def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) -> None:
+    """Make `output_dir` this run's, or raise LMTrainError naming what is in the way.
+
+    `resuming`: this run continues the one whose checkpoints are in the folder (see
+    `resumes_run_in`); `overwrite`: the command allows replacing another run's files.
+    """
+    global _held
+    if getattr(rank_zero_only, "rank", 0) > 0:
+        return
+    folder = Path(output_dir).resolve()
+    if _held is None or _held[0] != folder:
+        if _held is not None:  # this process's previous run is over
+            _held[1]()
+            _held = None
+        folder.mkdir(parents=True, exist_ok=True)
+        _held = (folder, lock_run_folder(folder))
+    if resuming or overwrite:
+        return
+    found = existing_checkpoints(folder)
+    if found:
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        raise LMTrainError(
+            f"hydra.run.dir={folder} already holds checkpoints of another run ({shown}): resume "
+            "it with ckpt_path=last, pass another hydra.run.dir, or overwrite_run=true to "
+            "replace it"
+        )
+
+
+def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:
+    """Whether the run continues the one in `output_dir`: it resumes from one of that folder's
+    checkpoints (`ckpt_path=last` or a path inside it), or, with no ckpt_path, Lightning will
+    resume a SLURM job from the folder's `hpc_ckpt_*.ckpt` (its own auto-requeue)."""
+    folder = Path(output_dir).resolve()
+    if ckpt_path:
+        return folder in Path(ckpt_path).resolve().parents
+    return SLURMEnvironment.detect() and any(folder.glob("hpc_ckpt_*.ckpt"))
+
+
+def existing_checkpoints(folder: Path) -> list[str]:
+    """`checkpoints/*.ckpt` of `folder`, relative to it, last.ckpt first; temporary files of an
+    interrupted save are not checkpoints."""
+    found = sorted((folder / "checkpoints").glob("*.ckpt"), key=lambda p: (p.stem != "last", p))
+    return [str(p.relative_to(folder)) for p in found]
+
+
+def lock_run_folder(folder: Path) -> Callable[[], None]:
+    """Lock `folder` for this process; return the function that unlocks it."""
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.read(fd, 200).decode(errors="replace").split()  # `<pid> <host>`
+        os.close(fd)
+        if err.errno in NO_POSIX_LOCKS:
+            return lock_with_owner_file(folder)
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            raise in_use(folder, *holder[:2]) from None
+        raise
+    with contextlib.suppress(OSError):  # only for a refused run's message (a full disk is fine)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    return lambda: os.close(fd)  # closing drops the lock
+
+
+def lock_with_owner_file(folder: Path) -> Callable[[], None]:
+    """The lock where POSIX locks are not supported: `<folder>/.lock.owner`, created with O_EXCL,
+    holding `<pid> <host>`. A file left by a dead process of this host is taken over (two runs
+    taking over the same stale file at once could both succeed: this is the fallback)."""
+    path, host = folder / OWNER_FILE, socket.gethostname()
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pid, owner_host = _read_owner(path)
+            if owner_host == host and pid is not None and not _alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            raise in_use(folder, str(pid) if pid else "?", owner_host or "?", path) from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()} {host}\n")
+        break
+    else:
+        raise in_use(folder, "?", "?", path)
+
+    def release() -> None:
+        atexit.unregister(release)
+        if _read_owner(path) == (os.getpid(), host):
+            path.unlink(missing_ok=True)
+
+    atexit.register(release)
+    return release
+
+
+def in_use(
+    folder: Path, pid: str = "?", host: str = "?", owner_file: Path | None = None
+) -> LMTrainError:
+    """The refusal of a folder that another live run holds."""
+    stale = f" (if no run is left on {host}, delete {owner_file})" if owner_file else ""
+    return LMTrainError(
+        f"hydra.run.dir={folder} is in use by a live run (pid {pid} on host {host}): wait for "
+        f"it or pass another hydra.run.dir{stale}"
+    )
+
+
+def _read_owner(path: Path) -> tuple[int | None, str | None]:
+    try:
+        pid, host = path.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True

@@ -1,0 +1,197 @@
+"""A run folder belongs to one live run: a second run into a folder that holds checkpoints is
+refused unless it resumes them or says `overwrite_run=true`, and a second live run is refused
+by the first one's lock. The runs are real (in-process `train`, the CLI, torchrun) and nothing
+of the first run may change."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmtrain.errors import LMTrainError
+from lmtrain.train import train
+from lmtrain.utils import run_folder
+from lmtrain.utils.run_folder import OWNER_FILE, claim_run_folder, lock_with_owner_file
+from tests.helpers import ROOT, one_file_corpus, run_cli, tiny_cli
+from tests.test_errors import assert_one_line_error
+
+
+def files_of(run: Path) -> dict[str, str]:
+    """sha256 of every file under `run` but the lock file, whose content names its holder."""
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*"))
+        if p.is_file() and p.name != run_folder.LOCK_FILE
+    }
+
+
+def step_of(run: Path) -> int:
+    last = run / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def test_second_run_into_a_folder_with_checkpoints_is_refused_unless_it_resumes_or_overwrites(
+    compose_cfg, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    tiny = [
+        "data=text_files",
+        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
+        "data.tokenizer.kind=char",
+        "logger=none",
+        "callbacks.text_samples=null",
+    ]
+    train(compose_cfg(*tiny))
+    first = files_of(run)
+    assert step_of(run) == 4
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as exit_:
+        train(compose_cfg(*tiny, "trainer.max_steps=6"))
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: hydra.run.dir={run.resolve()} already holds checkpoints of another run "
+        f"(checkpoints/last.ckpt, {next(run.glob('checkpoints/best-*.ckpt')).relative_to(run)}): "
+        "resume it with ckpt_path=last, pass another hydra.run.dir, or overwrite_run=true to "
+        "replace it"
+    ]
+    assert files_of(run) == first  # last.ckpt and everything else byte for byte
+
+    # The two ways on that the message names.
+    assert train(compose_cfg(*tiny, "ckpt_path=last", "trainer.max_steps=6"))
+    assert step_of(run) == 6
+    assert train(compose_cfg(*tiny, "overwrite_run=true", "trainer.max_steps=2"))
+    assert step_of(run) == 2
+
+
+@pytest.mark.slow
+def test_second_live_run_in_a_folder_is_refused_while_the_first_goes_on(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run, pids = tmp_path / "run", tmp_path / "pids"
+    cli = [*tiny_cli(tmp_path, data_dir, "logger=none"), f"hydra.run.dir={run}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
+    pace = ["+callbacks.pace._target_=tests.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
+    pace.append("+callbacks.pace.seconds=1")  # slow steps leave the CPU to the second run
+    first = subprocess.Popen(
+        [sys.executable, "-m", "lmtrain.train", *cli, *pace, "trainer.max_steps=100000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not (pids / "rank0.pid").exists():  # past step 2: training, lock held
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.2)
+        second = run_cli("train", *cli)
+        in_use = (
+            f"hydra.run.dir={run.resolve()} is in use by a live run (pid {first.pid} on host "
+            f"{socket.gethostname()}): wait for it or pass another hydra.run.dir"
+        )
+        assert_one_line_error(second, in_use)
+        assert second.returncode == 1
+        # Nor may a resume join it (what ckpt_path=last claims, without another CLI start).
+        with pytest.raises(LMTrainError) as refused:
+            claim_run_folder(run, resuming=True, overwrite=False)
+        assert str(refused.value) == in_use
+        assert first.poll() is None  # still training
+    finally:
+        first.kill()
+        first.communicate()
+
+
+@pytest.mark.slow
+def test_torchrun_twice_into_one_folder_refuses_the_second_and_changes_nothing(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """README's torchrun command run twice, on two CPU processes."""
+    run = tmp_path / "run"
+    args = [*tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+
+    def torchrun_train() -> subprocess.CompletedProcess[str]:
+        with socket.socket() as s:  # a free port: other tests may run torchrun at the same time
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        torchrun = Path(sys.executable).with_name("torchrun")
+        command = [str(torchrun), "--nproc_per_node=2", f"--master_port={port}", "-m"]
+        command += ["lmtrain.train", *args, "trainer=ddp_cpu", f"hydra.run.dir={run}"]
+        # A rank left waiting for the refused rank 0 would hang here: torchrun must stop it.
+        return subprocess.run(
+            command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    first = torchrun_train()
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = files_of(run)
+    assert step_of(run) == 4
+
+    second = torchrun_train()
+    assert second.returncode != 0
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: hydra.run.dir={run.resolve()} already holds checkpoints of another run "
+        f"(checkpoints/last.ckpt, {next(run.glob('checkpoints/best-*.ckpt')).relative_to(run)}): "
+        "resume it with ckpt_path=last, pass another hydra.run.dir, or overwrite_run=true to "
+        "replace it"
+    ]
+    assert files_of(run) == before
+
+
+def test_lock_file_where_posix_locks_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The O_EXCL lock file: refused while its owner lives, taken over once it was killed.
+
+    No file system without POSIX locks exists on this machine, so lockf's refusal is simulated
+    for the last part only; the lock file itself is real and held by a real process."""
+    owner = tmp_path / OWNER_FILE
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path\n"
+            "from lmtrain.utils.run_folder import lock_with_owner_file\n"
+            f"lock_with_owner_file(Path({str(tmp_path)!r})); print('held', flush=True)\n"
+            "time.sleep(600)",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LMTrainError, match=rf"in use by a live run \(pid {holder.pid} on host"):
+            lock_with_owner_file(tmp_path)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    # SIGKILL left the file behind: its owner is dead on this host, so it is taken over.
+    assert owner.read_text().split()[0] == str(holder.pid)
+    release = lock_with_owner_file(tmp_path)
+    assert owner.read_text().split() == [str(os.getpid()), socket.gethostname()]
+    release()
+    assert not owner.exists()
+
+    # claim_run_folder falls back to it when lockf is not supported.
+    def no_posix_locks(*_: object) -> None:
+        raise OSError(run_folder.errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_folder.fcntl, "lockf", no_posix_locks)
+    folder = tmp_path / "run"
+    claim_run_folder(folder, resuming=False, overwrite=False)
+    assert (folder / OWNER_FILE).read_text().split()[0] == str(os.getpid())
+    claim_run_folder(tmp_path / "another", resuming=False, overwrite=False)  # releases the first
+    assert not (folder / OWNER_FILE).exists()
