@@ -37,7 +37,8 @@ from omegaconf import DictConfig, open_dict
 
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
-from lmtrain.utils.run import finish_wandb, write_json_atomic
+from lmtrain.utils.io import write_json
+from lmtrain.utils.task import finish_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -224,7 +225,7 @@ def main() -> None:
         "repeats": args.repeats,
     }
     report["overhead_measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_json_atomic(args.out, report)
+    write_json(args.out, report)
     print(f"\n{'size':>16} {'lightning tok/s':>16} {'raw tok/s':>12} {'ratio':>7}")
     for size, r in results.items():
         print(

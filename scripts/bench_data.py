@@ -319,7 +319,7 @@ def main() -> None:
         return
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the bare tokenizer gets every core
     from lmtrain.data.encode import default_workers
-    from lmtrain.utils.run import write_json_atomic
+    from lmtrain.utils.io import write_json
 
     args.workers = args.workers or default_workers()
     largest = max(args.sizes_mb)
@@ -356,7 +356,7 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_json_atomic(args.out, report)
+    write_json(args.out, report)
     print(
         f"\n{'MB':>4} {'prepare':>8} {'bare':>6} {'ratio':>6} {'vs fast':>7} {'PSS MB':>6} hf map"
     )

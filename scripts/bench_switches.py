@@ -26,7 +26,7 @@ import hydra
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import ROOT, SIZES, compose_config, machine, run_lightning
 
-from lmtrain.utils.run import write_json_atomic
+from lmtrain.utils.io import write_json
 
 # name -> overrides that turn the switch on (the baseline is the size's config as it is).
 SWITCHES: dict[str, list[str]] = {
@@ -84,7 +84,7 @@ def main() -> None:
         "machine": machine(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(args.out, report)
+    write_json(args.out, report)
     print(f"\n{'switch':>16} {'baseline tok/s':>15} {'switched tok/s':>15} {'speedup':>8}")
     for name, r in results.items():
         print(

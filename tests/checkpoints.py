@@ -18,6 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from lmtrain.models.checkpoint import checkpoint_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -170,3 +173,11 @@ def reload_in_fresh_process(requests: list[tuple[str, str, list[int], int]]) -> 
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def model_from_checkpoint(
+    path: str | Path,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict]:
+    """The HF model with the checkpoint's weights, its tokenizer, and the run's config."""
+    loaded = checkpoint_model(path)
+    return loaded.model, loaded.tokenizer, loaded.run_config

@@ -17,7 +17,7 @@ import pytest
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lmtrain.utils.run import prepare_process
+from lmtrain.utils.launch import prepare_process
 from tests.checkpoints import eval_tiny
 from tests.helpers import ROOT, run_cli, tiny_cli, wandb_summary
 

@@ -12,9 +12,13 @@ import torch
 from lightning.fabric.strategies.fsdp import _distributed_checkpoint_save
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import (
+    SHARDED_META_FILE,
+    check_same_model,
+    resolve_ckpt_path,
+    resolve_model_path,
+)
 from lmtrain.models.module import CausalLMModule
-from lmtrain.strategies import SHARDED_META_FILE
-from lmtrain.utils.checkpoint import check_same_model, resolve_ckpt_path, resolve_model_path
 from tests.checkpoints import TINY_GPT2, TINY_RUN, compose_config, train_tiny, write_corpus
 from tests.helpers import run_cli
 
@@ -191,6 +195,7 @@ def tiny_module(tmp_path: Path, corpus: Path) -> CausalLMModule:
         f"data.source.path={corpus}", "data.tokenizer.vocab_size=300", *TINY_GPT2, *TINY_RUN,
     )  # fmt: skip
     datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
     return hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
 
 

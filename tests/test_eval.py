@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from lmtrain.utils.checkpoint import model_from_checkpoint
-from tests.checkpoints import compose_config, eval_tiny, export_tiny, train_tiny, write_corpus
+from tests.checkpoints import (
+    compose_config,
+    eval_tiny,
+    export_tiny,
+    model_from_checkpoint,
+    train_tiny,
+    write_corpus,
+)
 from tests.helpers import run_cli
 
 VAL_FRACTION = 0.1  # text_files' default: one file splits by characters, the tail is val

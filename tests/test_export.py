@@ -25,11 +25,12 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lmtrain.export import export, scrub
 from lmtrain.generate import generate
-from lmtrain.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from lmtrain.utils.safe_load import load_torch_file
 from tests.checkpoints import (
     TINY_LLAMA,
     compose_config,
     export_tiny,
+    model_from_checkpoint,
     reload_in_fresh_process,
     train_tiny,
     write_corpus,
@@ -112,7 +113,7 @@ def test_export_folder_holds_clean_weights_card_and_generation_config(
     assert generation.do_sample and generation.top_k == 50
     assert generation.eos_token_id == plain.config.eos_token_id
 
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = load_torch_file(ckpt)
     card = (folder / "README.md").read_text()
     metrics = json.loads((ckpt.parent.parent / "metrics.json").read_text())
     assert "library_name: transformers" in card
@@ -132,7 +133,7 @@ def test_export_strips_compile_prefixes(
 ) -> None:
     """A checkpoint of a `torch.compile`-wrapped model (`model._orig_mod.*`) exports clean names."""
     ckpt, folder = exported["llama-bpe"]
-    checkpoint = load_checkpoint(ckpt)
+    checkpoint = load_torch_file(ckpt)
     checkpoint["state_dict"] = {
         k.replace("model.", "model._orig_mod.", 1): v for k, v in checkpoint["state_dict"].items()
     }

@@ -19,7 +19,7 @@ from transformers import (
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.train import train
-from lmtrain.utils.checkpoint import load_checkpoint
+from lmtrain.utils.safe_load import load_torch_file
 from tests.checkpoints import compose_config, eval_tiny, export_tiny, write_corpus
 
 EOS = "<|endoftext|>"
@@ -119,7 +119,7 @@ def test_frozen_embeddings_and_first_block_stay_put(
         "callbacks.text_samples=null",
     )
     start = AutoModelForCausalLM.from_pretrained(pretrained).state_dict()
-    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["state_dict"]
+    state = load_torch_file(tmp_path / "run" / "checkpoints" / "last.ckpt")["state_dict"]
     for name, before in start.items():
         frozen = name.startswith(("transformer.wte", "transformer.wpe", "transformer.h.0.", "lm_"))
         moved = not torch.equal(state[f"model.{name}"], before)

@@ -24,11 +24,10 @@ from lightning.pytorch.strategies import FSDPStrategy
 from transformers.models.gpt2.modeling_gpt2 import GPT2Block
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, find_cause
+from lmtrain.models.checkpoint import SHARDED_META_FILE, checkpoint_model
 from lmtrain.models.hf import decoder_blocks
-from lmtrain.strategies import SHARDED_META_FILE, block_classes, consolidate
-from lmtrain.utils.checkpoint import checkpoint_model
-from lmtrain.utils.run import find_user_error
+from lmtrain.strategies import block_classes, consolidate
 from tests.checkpoints import TINY_GPT2, TINY_LLAMA
 from tests.helpers import one_file_corpus, run_cli, tiny_cli
 
@@ -93,7 +92,7 @@ def test_bad_fsdp_settings_are_refused_in_one_line(compose_cfg) -> None:
     cfg = compose_cfg("trainer=fsdp", "trainer.strategy.sharding_strategy=ZERO9")
     with pytest.raises(Exception) as err:  # Hydra wraps it; the CLI prints the LMTrainError
         hydra.utils.instantiate(cfg.trainer.strategy)
-    assert str(find_user_error(err.value)) == (
+    assert str(find_cause(err.value, LMTrainError)) == (
         "trainer.strategy.sharding_strategy='ZERO9' is unknown: use one of FULL_SHARD, "
         "SHARD_GRAD_OP, HYBRID_SHARD, NO_SHARD"
     )
@@ -112,7 +111,7 @@ def test_sharded_checkpoint_consolidates_into_one_loadable_file(
     datamodule.prepare_data()
     module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
     optimizer = torch.optim.AdamW(module.parameters())
-    module.loss(torch.randint(0, datamodule.vocab_size, (2, 17))).backward()
+    module.loss(torch.randint(0, len(datamodule.tokenizer), (2, 17))).backward()
     optimizer.step()
     folder = tmp_path / "checkpoints" / "last.ckpt"
     _distributed_checkpoint_save({"model": module.state_dict()}, folder)

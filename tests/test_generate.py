@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from lmtrain.generate import generate
-from lmtrain.generation import generate_text
-from lmtrain.utils.checkpoint import model_from_checkpoint
-from tests.checkpoints import compose_config, train_tiny, write_corpus
+from lmtrain.models.generation import generate_text
+from tests.checkpoints import compose_config, model_from_checkpoint, train_tiny, write_corpus
 from tests.helpers import run_cli
 
 

@@ -247,6 +247,7 @@ def test_train_loader_draws_nothing_from_the_global_rng(tmp_path: Path) -> None:
     dm = TextDataModule(
         TextFilesSource(str(corpus)), {"kind": "char"}, 16, 4, cache_dir=str(tmp_path / "cache")
     )
+    dm.prepare_data()
     torch.manual_seed(0)
     state = torch.get_rng_state()
     numpy_state = np.random.get_state()[1].copy()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lmtrain.models.module import CHECKPOINT_KEY
+from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.utils.redact import REDACTED, environment_secrets, is_secret_key, redact
 from tests.helpers import run_cli
 

@@ -11,7 +11,8 @@ from transformers import AutoConfig
 from lmtrain.errors import LMTrainError
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.train import gradient_accumulation, train
-from lmtrain.utils.checkpoint import load_checkpoint, model_from_checkpoint
+from lmtrain.utils.safe_load import load_torch_file
+from tests.checkpoints import model_from_checkpoint
 
 
 @pytest.mark.parametrize(
@@ -81,7 +82,7 @@ def test_compiled_model_checkpoint_loads_into_an_uncompiled_model(
     )
     train(cfg)
     path = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    state = load_checkpoint(path)["state_dict"]
+    state = load_torch_file(path)["state_dict"]
     assert not [k for k in state if "_orig_mod" in k]
     model, _, _ = model_from_checkpoint(path)  # strict load into a plain HF model
     assert not hasattr(model, "_orig_mod") and model._compiled_call_impl is None

@@ -24,8 +24,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from lmtrain.errors import LMTrainError
-from lmtrain.strategies import SHARDED_META_FILE, consolidate
-from lmtrain.utils.checkpoint import load_model, resolve_ckpt_path
+from lmtrain.models.checkpoint import SHARDED_META_FILE, load_model, resolve_ckpt_path
+from lmtrain.strategies import consolidate
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder
 from tests.helpers import ROOT, run_cli, tiny_cli

@@ -1,9 +1,62 @@
-"""The one exception type for bad user input.
+"""Every error a user (or a rank) sees, and the two helpers that turn other errors into one line.
 
-Entry points catch `LMTrainError`, print its message as a single line and exit non-zero, so a
-researcher sees what to change instead of a traceback. Anything else is a bug and keeps its trace.
+Entry points catch `LMTrainError`, print its message as a single `error: ...` line and exit
+non-zero, so a researcher sees what to change instead of a traceback. Anything else is a bug and
+keeps its trace.
 """
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+E = TypeVar("E", bound=BaseException)
 
 
 class LMTrainError(Exception):
     """A problem with the user's input: the message names the bad value and what to do instead."""
+
+
+class RankAgreedError(LMTrainError):
+    """A stop that every rank decided together (through a collective) and raises at the same
+    step, such as a non-finite loss: rank 0 alone prints it, and the ranks leave together."""
+
+
+class NonFiniteLossError(RankAgreedError):
+    """The loss was NaN or infinite on some rank and `nan_guard=stop`: every rank raises it."""
+
+
+class Preempted(SIGTERMException):
+    """Training stopped on a preemption signal, with a checkpoint saved, on every rank at once.
+
+    A SIGTERMException (so a sweep job re-raises it instead of scoring it) whose exit code is
+    128 + the signal's number, what a shell reports for a process the signal ended: 143 for
+    SIGTERM, 138 for SIGUSR1, 140 for SIGUSR2.
+    """
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.message = message
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (library errors run to many lines), or its type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def find_cause(err: BaseException | None, kind: type[E]) -> E | None:
+    """The first error of type `kind` in `err`'s chain of causes (`raise ... from`) and contexts.
+
+    Libraries wrap errors: Hydra's instantiate wraps ours in its own, datasets wraps a
+    UnicodeDecodeError in a DatasetGenerationError.
+    """
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None

@@ -23,9 +23,10 @@ from transformers import PreTrainedTokenizerBase
 from lmtrain.data.coverage import UnencodableTextError
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
+from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.hf import check_context
-from lmtrain.utils.checkpoint import load_model, resolve_model_path
-from lmtrain.utils.run import plain_metrics, task_wrapper, write_json_atomic
+from lmtrain.utils.io import write_json
+from lmtrain.utils.task import plain_metrics, task_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     val_batches = datamodule.val_dataloader()
     metrics.update(bits_per_byte(metrics["val/loss"], val_batches, loaded.tokenizer))
-    write_json_atomic(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
+    write_json(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
     log.info("%s: %s", ckpt_path, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

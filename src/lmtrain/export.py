@@ -28,9 +28,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
 from lmtrain.models.hf import context_length, count_parameters
-from lmtrain.utils.checkpoint import EXPORT_META, LoadedModel, load_model, resolve_model_path
 from lmtrain.utils.export_dir import (
+    EXPORT_META,
     apply_umask,
     checked_out_dir,
     hold_lock,
@@ -38,7 +39,7 @@ from lmtrain.utils.export_dir import (
     replace_folder,
 )
 from lmtrain.utils.redact import is_secret_key, redact
-from lmtrain.utils.run import task_wrapper
+from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 from transformers.utils import logging as hf_logging
 
 from lmtrain.errors import LMTrainError
-from lmtrain.generation import generate_text, prompt_problem, quote
+from lmtrain.models.checkpoint import load_model, resolve_model_path
+from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
-from lmtrain.utils.checkpoint import load_model, resolve_model_path
-from lmtrain.utils.run import task_wrapper
+from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
 

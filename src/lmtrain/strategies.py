@@ -26,12 +26,13 @@ from lightning.pytorch.strategies import FSDPStrategy
 from torch import nn
 
 from lmtrain.errors import LMTrainError
+from lmtrain.lightning_compat import format_consolidated_checkpoint
+from lmtrain.models.checkpoint import SHARDED_META_FILE
+from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 
 SHARDING_STRATEGIES = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
 STATE_DICT_TYPES = ("full", "sharded")
-# Written by Lightning's FSDPStrategy beside the shards: everything of the checkpoint but tensors.
-SHARDED_META_FILE = "meta.pt"
 
 
 def block_classes(model_type: str | None = None, pretrained: str | None = None) -> set[type]:
@@ -119,10 +120,6 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
     `last.consolidated.ckpt`). Runs in one process on CPU: it needs memory for the whole model,
     not the GPUs that wrote it.
     """
-    # What Lightning's own `python -m lightning.pytorch.utilities.consolidate_checkpoint` runs,
-    # with its reader (`_load_distributed_checkpoint`: plain unpickling) replaced by safe_load's.
-    from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
-
     folder = Path(folder).expanduser()
     if not (folder.is_dir() and (folder / SHARDED_META_FILE).is_file()):
         raise LMTrainError(
@@ -141,11 +138,9 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
             f"{SHARDED_META_FILE} that is not a dict): pass a checkpoint written with "
             "trainer.strategy.state_dict_type=sharded"
         )
-    checkpoint = _format_checkpoint({**checkpoint, **meta})
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    tmp.replace(output)  # a reader never sees half a checkpoint
+    checkpoint = format_consolidated_checkpoint({**checkpoint, **meta})
+    with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
+        torch.save(checkpoint, f)
     return output
 
 

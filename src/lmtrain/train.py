@@ -20,19 +20,15 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.samples import TextSamples
 from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
-from lmtrain.utils.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.io import write_json
+from lmtrain.utils.launch import prepare_process, run_for_sweeper
 from lmtrain.utils.redact import redact
-from lmtrain.utils.run import (
-    plain_metrics,
-    prepare_process,
-    run_for_sweeper,
-    task_wrapper,
-    write_json_atomic,
-)
 from lmtrain.utils.run_folder import claim_run_folder, resumes_run_in
+from lmtrain.utils.task import plain_metrics, task_wrapper
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +99,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         "time/train_s": train_seconds,
     }
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "metrics.json", metrics)
+        write_json(output_dir / "metrics.json", metrics)
         log.info("Metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
         log.info("Run folder: %s", output_dir)
     return metrics

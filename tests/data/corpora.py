@@ -15,7 +15,9 @@ import numpy as np
 from lmtrain.data import TextDataModule
 from lmtrain.data.corpus import Piece
 from lmtrain.data.sources import TextFilesSource
-from lmtrain.data.token_cache import load_tokens
+from lmtrain.data.corpus import SPLITS, Source
+from lmtrain.data.token_cache import load_meta
+from lmtrain.data.tokenizers import TokenizerSettings
 
 # Documents with the things that break naive pipelines: indentation after a newline, blank lines,
 # a trailing newline or none, non-ASCII text, and one long document that is read in pieces.
@@ -24,6 +26,30 @@ DOCS = [
     for i in range(40)
 ]
 DOCS += ["no trailing newline, 日本語 🙂", "x" * 50 + "\n" + "    indented\nline\n" * 400]
+
+
+def load_splits(source: Source) -> tuple[list[str], list[str]]:
+    """All of a source's documents in memory, (train, val): the texts its pieces make up."""
+    splits: dict[str, list[str]] = {split: [] for split in SPLITS}
+    parts: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for piece in source.documents():
+        parts[piece.split].append(piece.text)
+        if piece.end:
+            splits[piece.split].append("".join(parts[piece.split]))
+            parts[piece.split].clear()
+    return splits["train"], splits["val"]
+
+
+def load_tokens(folder: Path, split: str) -> np.memmap:
+    """A token cache split, memory-mapped read-only."""
+    return np.memmap(folder / f"{split}.bin", dtype=load_meta(folder)["dtype"], mode="r")
+
+
+def build_tokenizer(kind: str, train_docs: list[str], val_docs: tuple = (), **settings: Any):
+    """The tokenizer `data.tokenizer.kind=<kind>` builds from these documents (char: both splits,
+    as the token cache gives it every document)."""
+    texts = [*train_docs, *val_docs] if kind == "char" else train_docs
+    return TokenizerSettings(kind=kind, **settings).build(texts)
 
 
 def write_jsonl(path: Path, docs: list[str]) -> Path:

@@ -17,12 +17,15 @@ import pytest
 from lmtrain.data.corpus import first_invalid_utf8, read_text_pieces
 from lmtrain.data.hf_dataset import HFDatasetSource
 from lmtrain.data.sources import TextFilesSource
-from lmtrain.data.token_cache import build_or_load, find_problem, load_tokens
+from lmtrain.data.token_cache import build_or_load, find_problem
+from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
+from tests.data.corpora import load_tokens
 from tests.helpers import run_cli
 from tests.test_errors import assert_one_line_error, corpus_cli
 
 CHAR = {"kind": "char", "vocab_size": None, "name": None, "train_sample_mb": None}
+settings = TokenizerSettings.from_config
 
 
 def test_first_invalid_utf8_is_a_file_offset_across_blocks_and_gzip(tmp_path: Path) -> None:
@@ -69,7 +72,7 @@ def old_cache(cache_dir: Path, corpus_dir: Path) -> tuple[Path, dict[str, bytes]
     """A small, complete cache in `cache_dir` and the bytes of its files, to check it survives."""
     corpus_dir.mkdir()
     (corpus_dir / "small.txt").write_text("a small corpus that fits anywhere\n" * 40)
-    folder = build_or_load(cache_dir, TextFilesSource(str(corpus_dir)), CHAR, workers=1)
+    folder = build_or_load(cache_dir, TextFilesSource(str(corpus_dir)), settings(CHAR), workers=1)
     return folder, {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
@@ -111,7 +114,7 @@ def test_full_disk_while_writing_the_cache_keeps_the_old_cache(
     big.write_text("the quick brown fox jumps over the lazy dog\n" * 20_000)  # 880 KB -> 1.8 MB
 
     with pytest.raises(LMTrainError) as caught:
-        build_or_load(cache_dir, TextFilesSource(str(big)), CHAR, workers=1)
+        build_or_load(cache_dir, TextFilesSource(str(big)), settings(CHAR), workers=1)
     message = str(caught.value)
     assert "No space left on device" in message, message
     assert str(cache_dir) in message and "data.cache_dir=" in message, message

@@ -15,8 +15,9 @@ from omegaconf import OmegaConf
 
 from lmtrain.data import TextDataModule
 from lmtrain.data.sources import PythonStdlibSource, ShakespeareSource, TextFilesSource
-from lmtrain.data.token_cache import load_tokens, token_dtype
+from lmtrain.data.token_cache import token_dtype
 from lmtrain.errors import LMTrainError
+from tests.data.corpora import load_splits, load_tokens
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAKESPEARE = REPO_ROOT / "../shared/data/tinyshakespeare/input.txt"
@@ -45,11 +46,11 @@ def test_cache_layout_dtype_and_eos_after_each_document(corpus: Path) -> None:
     dm = make_dm(corpus, tokenizer=CHAR)
     dm.prepare_data()
     meta = json.loads((dm.cache_path / "meta.json").read_text())
-    assert meta["dtype"] == "uint16" and meta["vocab_size"] == dm.vocab_size == len(dm.tokenizer)
+    assert meta["dtype"] == "uint16" and meta["vocab_size"] == len(dm.tokenizer)
     assert dm.cache_path.parent == corpus.parent / "cache"
     names = sorted(p.name for p in dm.cache_path.parent.iterdir())
     assert names == [dm.cache_path.name, f"{dm.cache_path.name}.lock"]
-    train_docs, val_docs = dm.source.load_splits()
+    train_docs, val_docs = load_splits(dm.source)
     assert meta["documents"] == {"train": len(train_docs), "val": len(val_docs)}
     for split, docs in (("train", train_docs), ("val", val_docs)):
         tokens = load_tokens(dm.cache_path, split)
@@ -70,9 +71,10 @@ def test_second_prepare_reuses_the_cache(corpus: Path) -> None:
     second = make_dm(corpus)
     second.prepare_data()
     assert second.cache_path == first.cache_path and meta_file.stat().st_mtime_ns == stamp
-    assert second.vocab_size == first.vocab_size
+    assert len(second.tokenizer) == len(first.tokenizer)
     (corpus / "doc00.py").write_text("changed text\n")
     third = make_dm(corpus)
+    third.prepare_data()
     assert third.cache_path != first.cache_path
 
 
@@ -92,6 +94,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
         (folder / "tokenizer" / "tokenizer.json").unlink()
     with caplog.at_level(logging.WARNING, logger="lmtrain.data.token_cache"):
         rebuilt = make_dm(corpus)
+        rebuilt.prepare_data()
         rebuilt.setup("fit")
     assert rebuilt.cache_path == folder and "damaged" in caplog.text
     assert (folder / "train.bin").read_bytes() == good
@@ -100,6 +103,7 @@ def test_a_damaged_cache_is_rebuilt_with_a_warning(
 
 def test_train_windows_are_shifted_pairs_of_the_token_stream(corpus: Path) -> None:
     dm = make_dm(corpus, block_size=16)
+    dm.prepare_data()
     dm.setup("fit")
     tokens = load_tokens(dm.cache_path, "train")
     ds = dm.train_dataset
@@ -121,6 +125,7 @@ def test_train_windows_are_shifted_pairs_of_the_token_stream(corpus: Path) -> No
 
 def test_val_windows_tile_the_split_in_order(corpus: Path) -> None:
     dm = make_dm(corpus, block_size=16)
+    dm.prepare_data()
     dm.setup("validate")
     tokens = torch.from_numpy(load_tokens(dm.cache_path, "val").astype(np.int64))
     batches = list(dm.val_dataloader())
@@ -133,6 +138,7 @@ def test_val_windows_tile_the_split_in_order(corpus: Path) -> None:
 
 def test_too_small_splits_and_bad_sizes_are_one_line_errors(corpus: Path) -> None:
     dm = make_dm(corpus, tokenizer=CHAR, block_size=100_000)
+    dm.prepare_data()
     with pytest.raises(
         LMTrainError, match=r"the train split has \d+ tokens.*data\.block_size"
     ) as e:
@@ -142,6 +148,7 @@ def test_too_small_splits_and_bad_sizes_are_one_line_errors(corpus: Path) -> Non
     single.write_text("x" * 950 + "y" * 50)
     source = TextFilesSource(str(single), val_fraction=0.05)
     dm = TextDataModule(source, CHAR, 64, 4, cache_dir=str(corpus.parent / "cache"))
+    dm.prepare_data()
     with pytest.raises(LMTrainError, match=r"val split has 51 tokens.*raising data\.source\.val_f"):
         dm.setup("fit")
     for key in ("block_size", "batch_size", "prepare_workers"):
@@ -161,7 +168,7 @@ def test_shakespeare_char_has_65_characters_and_a_tail_val_split(tmp_path: Path)
         ShakespeareSource(path=str(SHAKESPEARE)), CHAR, 64, 12, cache_dir=str(tmp_path)
     )
     dm.prepare_data()
-    assert dm.vocab_size == 66 and dm.tokenizer.eos_token_id == 65
+    assert len(dm.tokenizer) == 66 and dm.tokenizer.eos_token_id == 65
     text = SHAKESPEARE.read_text(encoding="utf-8")
     val = load_tokens(dm.cache_path, "val")
     assert dm.tokenizer.decode(val[:-1].tolist()) == text[int(len(text) * 0.9) :]
@@ -178,7 +185,7 @@ def test_python_stdlib_with_bpe_end_to_end(tmp_path: Path) -> None:
     )
     dm.prepare_data()
     dm.setup("fit")
-    assert dm.vocab_size == 1024 and "stdlib" in dm.source_description
+    assert len(dm.tokenizer) == 1024 and "stdlib" in dm.source_description
     batch = next(iter(dm.train_dataloader()))
     assert batch.shape == (16, 129)
     assert "def " in dm.tokenizer.decode(load_tokens(dm.cache_path, "val")[:5000].tolist())
@@ -193,4 +200,4 @@ def test_shipped_configs_instantiate(tmp_path: Path, corpus: Path, name: str) ->
         cfg.data.source.path = str(corpus)
     dm = instantiate(cfg.data)
     assert isinstance(dm, TextDataModule) and dm.cache_dir == tmp_path / "cache"
-    assert dm.tokenizer_settings["kind"] == ("char" if name == "shakespeare_char" else "bpe")
+    assert dm.tokenizer_settings.kind == ("char" if name == "shakespeare_char" else "bpe")

@@ -19,7 +19,7 @@ from lmtrain.data.sources import (
     is_val_file,
 )
 from lmtrain.errors import LMTrainError
-from tests.data.corpora import DOCS, write_jsonl, write_mixed_files
+from tests.data.corpora import DOCS, load_splits, write_jsonl, write_mixed_files
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHAKESPEARE = REPO_ROOT / "../shared/data/tinyshakespeare/input.txt"
@@ -40,21 +40,21 @@ def names_on_side(val: bool, count: int, fraction: float, prefix: str = "") -> l
 
 def test_stdlib_split_is_deterministic_disjoint_and_has_no_tests() -> None:
     source = PythonStdlibSource(val_fraction=0.05)
-    files = source.files()
+    files = source.file_list()[0]
     relative = [f.relative_to(source.root) for f in files]
     assert files == sorted(files) and len(files) > 100
     assert not any({"test", "tests", "idle_test", "site-packages"} & set(r.parts) for r in relative)
-    train, val = source.load_splits()
+    train, val = load_splits(source)
     assert train and val and len(train) + len(val) == len(files)
     val_files = [r for r in relative if is_val_file(r.as_posix(), 0.05)]
     assert len(val) == len(val_files)
-    assert source.load_splits() == (train, val)
+    assert load_splits(source) == (train, val)
 
 
 def test_single_file_splits_by_characters(tmp_path: Path) -> None:
     text = "".join(f"line {i}\n" for i in range(100))
     write_files(tmp_path, {"a.txt": text})
-    train, val = TextFilesSource(str(tmp_path / "a.txt"), val_fraction=0.1).load_splits()
+    train, val = load_splits(TextFilesSource(str(tmp_path / "a.txt"), val_fraction=0.1))
     cut = int(len(text) * 0.9)
     assert train == [text[:cut]] and val == [text[cut:]]
 
@@ -67,17 +67,17 @@ def test_folder_and_glob_split_by_file(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("")
     expected_val = sorted(f"text of {n}\n" for n in val_names)
     for path, n_train in ((tmp_path, 5), (tmp_path / "*.txt", 3), (tmp_path / "**" / "*.txt", 5)):
-        train, val = TextFilesSource(str(path), val_fraction=0.1).load_splits()
+        train, val = load_splits(TextFilesSource(str(path), val_fraction=0.1))
         assert sorted(val) == expected_val and len(train) == n_train
 
 
 def test_several_files_never_leave_val_or_train_empty(tmp_path: Path) -> None:
     write_files(tmp_path, {n: n for n in names_on_side(False, 3, 0.1)})
-    train, val = TextFilesSource(str(tmp_path), val_fraction=0.1).load_splits()
+    train, val = load_splits(TextFilesSource(str(tmp_path), val_fraction=0.1))
     assert len(train) == 2 and val == [sorted(names_on_side(False, 3, 0.1))[-1]]
     other = tmp_path / "all_val"
     write_files(other, {n: n for n in names_on_side(True, 2, 0.1)})
-    train, val = TextFilesSource(str(other), val_fraction=0.1).load_splits()
+    train, val = load_splits(TextFilesSource(str(other), val_fraction=0.1))
     assert len(train) == 1 and len(val) == 1
 
 
@@ -86,17 +86,17 @@ def test_no_matching_file_is_a_one_line_error(tmp_path: Path, name: str) -> None
     (tmp_path / "empty_dir").mkdir()
     path = str(tmp_path / name)
     with pytest.raises(LMTrainError, match="matches no file: pass an existing file") as err:
-        TextFilesSource(path).load_splits()
+        load_splits(TextFilesSource(path))
     assert path in str(err.value) and "\n" not in str(err.value)
 
 
 def test_empty_files_and_bad_settings_are_errors(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("")
     with pytest.raises(LMTrainError, match="only empty files"):
-        TextFilesSource(str(tmp_path)).load_splits()
+        load_splits(TextFilesSource(str(tmp_path)))
     (tmp_path / "b.bin").write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(LMTrainError, match="not UTF-8"):
-        TextFilesSource(str(tmp_path / "b.bin")).load_splits()
+        load_splits(TextFilesSource(str(tmp_path / "b.bin")))
     with pytest.raises(LMTrainError, match=r"val_fraction=1\.5"):
         TextFilesSource(str(tmp_path), val_fraction=1.5)
 
@@ -104,7 +104,7 @@ def test_empty_files_and_bad_settings_are_errors(tmp_path: Path) -> None:
 @needs_shakespeare
 def test_shakespeare_from_a_local_path_holds_out_the_last_tenth() -> None:
     text = SHAKESPEARE.read_text(encoding="utf-8")
-    train, val = ShakespeareSource(path=str(SHAKESPEARE)).load_splits()
+    train, val = load_splits(ShakespeareSource(path=str(SHAKESPEARE)))
     assert train[0] + val[0] == text
     assert val == [text[int(len(text) * 0.9) :]]
 
@@ -114,7 +114,7 @@ def test_shakespeare_download_failure_says_to_set_a_path(tmp_path: Path) -> None
         download_dir=str(tmp_path), url="http://127.0.0.1:9/input.txt", timeout_s=2
     )
     with pytest.raises(LMTrainError, match=r"failed .*set data\.source\.path=") as err:
-        source.load_splits()
+        load_splits(source)
     assert "\n" not in str(err.value)
 
 
@@ -124,14 +124,14 @@ def test_shakespeare_download_rejects_a_wrong_checksum(tmp_path: Path) -> None:
         download_dir=str(tmp_path / "dl"), url=(tmp_path / "fake.txt").as_uri()
     )
     with pytest.raises(LMTrainError, match="wrong sha256"):
-        source.load_splits()
+        load_splits(source)
     assert not list((tmp_path / "dl").iterdir())
 
 
 @needs_shakespeare
 def test_shakespeare_download_is_verified_and_kept(tmp_path: Path) -> None:
     source = ShakespeareSource(download_dir=str(tmp_path), url=SHAKESPEARE.resolve().as_uri())
-    train, val = source.load_splits()
+    train, val = load_splits(source)
     kept = tmp_path / "input.txt"
     assert hashlib.sha256(kept.read_bytes()).hexdigest() == TINY_SHAKESPEARE_SHA256
     assert [p.name for p in tmp_path.iterdir()] == ["input.txt"]
@@ -142,36 +142,36 @@ def test_globs_over_gz_md_and_txt_files(tmp_path: Path) -> None:
     folder = write_mixed_files(tmp_path / "c", DOCS)
     docs = {p.relative_to(folder).as_posix(): DOCS[int(p.name[3:6])] for p in folder.rglob("*.*")}
     source = TextFilesSource([str(folder / "**" / "*.gz"), str(folder / "part1" / "*.md")])
-    files, base = source.files()
+    files, base = source.file_list()
     assert base == folder and all(f.name.endswith((".gz", ".md")) for f in files)
     part1_md = {n for n in docs if n.startswith("part1/") and n.endswith(".md")}
     wanted = {n for n in docs if n.endswith(".gz")} | part1_md
     assert {f.relative_to(folder).as_posix() for f in files} == wanted
-    train, val = source.load_splits()
+    train, val = load_splits(source)
     assert sorted(train + val) == sorted(docs[f.relative_to(folder).as_posix()] for f in files)
     assert len(val) == sum(split == "val" for split in assign_splits(files, base, 0.1))
 
 
 def test_jsonl_files_hold_one_document_per_line(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "one.jsonl", DOCS)
-    train, val = TextFilesSource(str(tmp_path / "one.jsonl"), val_fraction=0.25).load_splits()
+    train, val = load_splits(TextFilesSource(str(tmp_path / "one.jsonl"), val_fraction=0.25))
     assert val == [d for i, d in enumerate(DOCS) if is_val_index(i, 0.25)] and train
     assert train == [d for i, d in enumerate(DOCS) if not is_val_index(i, 0.25)]
     many = tmp_path / "many"
     many.mkdir()
     for i in range(4):
         (many / f"p{i}.jsonl.gz").write_bytes(gzip.compress((tmp_path / "one.jsonl").read_bytes()))
-    train, val = TextFilesSource(str(many)).load_splits()
+    train, val = load_splits(TextFilesSource(str(many)))
     assert len(train) + len(val) == 4 * len(DOCS) and len(val) % len(DOCS) == 0
 
 
 def test_broken_jsonl_lines_name_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n\n{"text": "cut\n')
     with pytest.raises(LMTrainError, match=r"a\.jsonl:3 is not valid JSON"):
-        TextFilesSource(str(tmp_path / "a.jsonl")).load_splits()
+        load_splits(TextFilesSource(str(tmp_path / "a.jsonl")))
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n{"body": "x"}\n')
     with pytest.raises(LMTrainError, match=r"a\.jsonl:2 has no string field 'text'.*text_field"):
-        TextFilesSource(str(tmp_path / "a.jsonl")).load_splits()
+        load_splits(TextFilesSource(str(tmp_path / "a.jsonl")))
 
 
 def test_a_big_file_is_read_in_pieces_cut_between_two_lines(tmp_path: Path) -> None:
@@ -192,4 +192,4 @@ def test_one_file_split_by_characters_streams_like_the_whole_text(tmp_path: Path
     source = TextFilesSource(str(tmp_path / "a.txt"), val_fraction=0.1, block_chars=64)
     pieces = list(source.documents())
     assert len(pieces) > 10 and [p.end for p in pieces].count(True) == 2
-    assert source.load_splits() == ([text[:cut]], [text[cut:]])
+    assert load_splits(source) == ([text[:cut]], [text[cut:]])

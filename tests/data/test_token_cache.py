@@ -17,8 +17,9 @@ import pytest
 from lmtrain.data import TextDataModule, encode
 from lmtrain.data.sources import TextFilesSource, assign_splits
 from lmtrain.data.token_cache import build_or_load, find_problem, fingerprint, load_meta
-from lmtrain.data.tokenizers import build_tokenizer
+from lmtrain.data.tokenizers import TokenizerSettings
 from tests.data.corpora import (
+    build_tokenizer,
     DOCS,
     prepare_in_child,
     slow_datamodule,
@@ -28,6 +29,7 @@ from tests.data.corpora import (
 )
 
 BPE = {"kind": "bpe", "vocab_size": 400, "name": None, "train_sample_mb": 1}
+settings = TokenizerSettings.from_config
 
 
 @pytest.fixture
@@ -91,25 +93,25 @@ def test_bpe_learns_from_a_sample_whose_size_is_in_the_fingerprint(tmp_path: Pat
     total = sum(p.stat().st_size for p in corpus.iterdir())
     source = TextFilesSource(str(corpus), val_fraction=0.1)
     small = BPE | {"train_sample_mb": 0.03}
-    folder = build_or_load(tmp_path / "cache", source, small, workers=1)
+    folder = build_or_load(tmp_path / "cache", source, settings(small), workers=1)
     trained_on = load_meta(folder)["tokenizer_trained_on"]
     assert 30_000 <= trained_on["bytes"] < 30_000 + 12_000 < total
     sampled = list(source.sample(30_000))
     assert len({text.split()[1] for text in sampled}) == len(sampled) > 1  # whole, distinct files
-    assert fingerprint(source, small) != fingerprint(source, BPE)
-    assert fingerprint(source, small) == folder.name
+    assert fingerprint(source, settings(small)) != fingerprint(source, settings(BPE))
+    assert fingerprint(source, settings(small)) == folder.name
     char = {"kind": "char", "vocab_size": 9, "train_sample_mb": 3, "name": "x"}
-    assert fingerprint(source, char) == fingerprint(source, {"kind": "char"})
+    assert fingerprint(source, settings(char)) == fingerprint(source, settings({"kind": "char"}))
 
 
 def test_fingerprint_follows_file_stats_without_reading_text(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("some text\n" * 10)
     source = TextFilesSource(str(tmp_path / "a.txt"))
-    before = fingerprint(source, BPE)
-    assert fingerprint(TextFilesSource(str(tmp_path / "a.txt")), BPE) == before
+    before = fingerprint(source, settings(BPE))
+    assert fingerprint(TextFilesSource(str(tmp_path / "a.txt")), settings(BPE)) == before
     stat = (tmp_path / "a.txt").stat()
     os.utime(tmp_path / "a.txt", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert fingerprint(TextFilesSource(str(tmp_path / "a.txt")), BPE) != before
+    assert fingerprint(TextFilesSource(str(tmp_path / "a.txt")), settings(BPE)) != before
 
 
 def fork(
@@ -154,6 +156,7 @@ def test_an_interrupted_preparation_is_not_reused(
     assert leftover.name.startswith(dm.cache_path.name) and not leftover.exists()
     assert find_problem(dm.cache_path) is None
     fresh = slow_datamodule(mixed, tmp_path / "fresh")
+    fresh.prepare_data()
     assert token_files(dm.cache_path) == token_files(fresh.cache_path)
 
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from lmtrain.data.tokenizers import EOS_TOKEN, build_tokenizer
+from lmtrain.data.tokenizers import EOS_TOKEN, check_tokenizer_config
+from lmtrain.utils.checks import Problems
+from tests.data.corpora import build_tokenizer
 from lmtrain.errors import LMTrainError
 
 TRAIN_DOCS = [
@@ -70,8 +72,19 @@ def test_pretrained_tokenizer_errors_name_the_setting(tmp_path: Path) -> None:
         build_tokenizer("pretrained", [])
 
 
+def check(tokenizer: dict) -> None:
+    problems = Problems()
+    check_tokenizer_config(tokenizer, problems)
+    problems.raise_if_any()
+
+
 def test_bad_kind_and_vocab_size_are_one_line_errors() -> None:
     with pytest.raises(LMTrainError, match="kind='wordpiece' is unknown: use one of char, bpe"):
-        build_tokenizer("wordpiece", TRAIN_DOCS)
+        check({"kind": "wordpiece"})
+    with pytest.raises(LMTrainError, match="vocab_size=100 must be at least 257"):
+        check({"kind": "bpe", "vocab_size": 100})
     with pytest.raises(LMTrainError, match="vocab_size=100 is too small"):
         build_tokenizer("bpe", TRAIN_DOCS, vocab_size=100)
+    # Every problem at once, in one line.
+    with pytest.raises(LMTrainError, match=r"^2 settings need a change: \(1\) .*vocab_size.*\(2\)"):
+        check({"kind": "bpe", "vocab_size": "many", "train_sample_mb": -1})

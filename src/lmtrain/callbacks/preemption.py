@@ -1,7 +1,8 @@
-"""`PreemptionCheckpoint`: on SIGTERM or SIGUSR1, finish the step, save, and exit non-zero.
+"""`PreemptionCheckpoint`: on SIGTERM, SIGUSR1 or SIGUSR2, finish the step, save, and exit.
 
 Clusters warn a job before they take its machine back (SLURM, Kubernetes and spot instances
-send SIGTERM; SLURM's `--signal` usually SIGUSR1). The signal handler only notes the signal. After
+send SIGTERM; SLURM's `--signal` usually SIGUSR1; submitit's time limit and preemption notice
+is SIGUSR2, after which the job is requeued: see lmtrain.utils.requeue). The signal handler only notes the signal. After
 the optimizer step in flight, the callback saves `checkpoints/last.ckpt` (what `ckpt_path=last`
 resumes from), marks the W&B run as preempting and raises `Preempted`: the task wrapper prints
 one `error:` line and the process exits with 128 + the signal's number (143 for SIGTERM).
@@ -16,7 +17,8 @@ host every DDP step). A single process only reads a Python attribute.
 Lightning installs its own SIGTERM handler for `fit`. This callback replaces it while training
 runs (Lightning's would also raise a SIGTERMException at the next step, and under DDP it
 broadcasts from inside the handler, which pairs with the wrong collective when only one rank
-got the signal); any other handler installed before (a user's, submitit's) is still called.
+got the signal); any other handler installed before (a user's, submitit's logging) is still
+called, except submitit's requeue, which runs after the save.
 With Lightning's SLURM auto-requeue active, its requeue signal (SIGUSR1 by default) is left to
 Lightning, which saves `hpc_ckpt_*.ckpt` and requeues the job.
 """
@@ -34,8 +36,10 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
-from lmtrain.errors import LMTrainError
-from lmtrain.utils.run import Preempted, last_checkpoint_path, resume_hint
+from lmtrain.errors import LMTrainError, Preempted
+from lmtrain.lightning_compat import cluster_environment
+from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
+from lmtrain.utils.requeue import is_submitit_requeue_handler
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ Handler = Callable[[int, FrameType | None], Any] | int | None
 
 class PreemptionCheckpoint(Callback):
     def __init__(
-        self, signals: Sequence[str] = ("SIGTERM", "SIGUSR1"), check_every_n_steps: int = 1
+        self,
+        signals: Sequence[str] = ("SIGTERM", "SIGUSR1", "SIGUSR2"),
+        check_every_n_steps: int = 1,
     ) -> None:
         """`signals` are names (SIGTERM, SIGUSR1, SIGUSR2, SIGINT...); `check_every_n_steps`
         spaces out the check (and, under DDP, its all-reduce); the stop then waits for the next
@@ -130,7 +136,7 @@ class PreemptionCheckpoint(Callback):
 
 def requeue_signal(trainer: Trainer) -> signal.Signals | None:
     """The signal Lightning's SLURM auto-requeue handles in this run, if it is on."""
-    environment = trainer._accelerator_connector.cluster_environment  # what Lightning reads
+    environment = cluster_environment(trainer)
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return signal.Signals(environment.requeue_signal or signal.SIGUSR1)
     return None
@@ -139,10 +145,15 @@ def requeue_signal(trainer: Trainer) -> signal.Signals | None:
 def chained_handlers(previous: Handler) -> list[Callable[[int, FrameType | None], Any]]:
     """The callables among the handler found at install time, Lightning's composed one opened up.
 
-    Lightning's `_sigterm_notifier_fn` is left out: this callback does its job, agreed between
-    the ranks and with a checkpoint. SIG_DFL and SIG_IGN are not callables and are not called.
+    Left out: Lightning's `_sigterm_notifier_fn` (this callback does its job, agreed between
+    the ranks and with a checkpoint) and submitit's requeue (it comes after the save, from
+    lmtrain.utils.requeue). SIG_DFL and SIG_IGN are not callables and are not called.
     """
     handlers = getattr(previous, "signal_handlers", [previous])  # Lightning's _HandlersCompose
     return [
-        h for h in handlers if callable(h) and getattr(h, "__name__", "") != "_sigterm_notifier_fn"
+        h
+        for h in handlers
+        if callable(h)
+        and getattr(h, "__name__", "") != "_sigterm_notifier_fn"
+        and not is_submitit_requeue_handler(h)
     ]

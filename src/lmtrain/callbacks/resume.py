@@ -30,6 +30,8 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
+from lmtrain.lightning_compat import accumulating
+
 log = logging.getLogger(__name__)
 
 
@@ -105,8 +107,8 @@ class ExactResume(Callback):
             return False
         if trainer.state.fn != TrainerFn.FITTING:
             return False
-        epoch_loop = trainer.fit_loop.epoch_loop
-        return epoch_loop.batch_progress.current.ready > 0 and epoch_loop._should_accumulate()
+        trained = trainer.fit_loop.epoch_loop.batch_progress.current.ready > 0
+        return trained and accumulating(trainer)
 
 
 def _gather(states: dict[str, Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lmtrain.errors import LMTrainError
-from lmtrain.generation import generate_text, prompt_problem, quote
+from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
 
 log = logging.getLogger(__name__)

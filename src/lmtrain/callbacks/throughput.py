@@ -15,6 +15,9 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from lmtrain.lightning_compat import set_peak_flops, throughputs
+from lmtrain.models.module import loggers_write_after
+
 PROGRESS_BAR_KEY = "tok/s"
 
 
@@ -41,9 +44,7 @@ class TokenThroughputMonitor(ThroughputMonitor):
         if self.available_flops is not None:
             source = f"Lightning's peak for {device}"
         elif self.configured_flops:
-            self.available_flops = int(self.configured_flops)
-            for throughput in self._throughputs.values():
-                throughput.available_flops = self.available_flops
+            set_peak_flops(self, self.configured_flops)
             source = (
                 "the peak from config (callbacks.throughput.available_flops): Lightning knows "
                 f"none for {device}"
@@ -64,10 +65,12 @@ class TokenThroughputMonitor(ThroughputMonitor):
         super().on_train_batch_end(trainer, pl_module, *args)
         if not trainer.is_global_zero:  # Lightning's hooks update the figures on rank 0 only
             return
-        throughput = self._throughputs.get(trainer.state.stage)
+        throughput = throughputs(self).get(trainer.state.stage)
         # Only on the steps where the loggers got fresh figures; the progress bar keeps the
         # last value in between, and it goes to the bar only (the loggers have it already).
-        if throughput is not None and trainer._logger_connector.should_update_logs:
-            tokens_per_s = throughput.compute().get("items_per_sec")
+        if throughput is not None and loggers_write_after(trainer, trainer.global_step):
+            metrics = throughput.compute()
+            # All devices' tokens/s; Lightning names it so only when there is more than one.
+            tokens_per_s = metrics.get("items_per_sec", metrics.get("device/items_per_sec"))
             if tokens_per_s is not None:
                 pl_module.log(PROGRESS_BAR_KEY, tokens_per_s, prog_bar=True, logger=False)

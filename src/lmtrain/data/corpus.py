@@ -33,10 +33,10 @@ SPLITS = ("train", "val")
 # Characters per piece of a big document: big enough that cuts are rare, small enough that a
 # multi-GB file never sits in memory and that encoding one piece stays cheap (~25 MB).
 BLOCK_CHARS = 1 << 18
+MB = 1_000_000
 # Files whose lines are JSON records (one document each), with or without .gz.
 RECORD_SUFFIXES = (".jsonl", ".ndjson")
 
-Splits = tuple[list[str], list[str]]
 
 
 class Piece(NamedTuple):
@@ -110,17 +110,6 @@ class Source:
         stride = max(1, math.ceil(hint / max_bytes)) if hint else 1
         train = (piece for piece in self.documents() if piece.split == "train")
         yield from take_bytes((p.text for i, p in enumerate(train) if i % stride == 0), max_bytes)
-
-    def load_splits(self) -> Splits:
-        """All documents in memory, (train, val): for small corpora and tests only."""
-        splits: dict[str, list[str]] = {split: [] for split in SPLITS}
-        parts: dict[str, list[str]] = {split: [] for split in SPLITS}
-        for piece in self.documents():
-            parts[piece.split].append(piece.text)
-            if piece.end:
-                splits[piece.split].append("".join(parts[piece.split]))
-                parts[piece.split].clear()
-        return splits["train"], splits["val"]
 
 
 def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:

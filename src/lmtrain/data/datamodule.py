@@ -24,10 +24,9 @@ from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data import token_cache
 from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
+from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
 from lmtrain.errors import LMTrainError
-
-TOKENIZER_KEYS = ("kind", "vocab_size", "name", "train_sample_mb")
-
+from lmtrain.utils.checks import Problems
 
 class _TokenWindows(Dataset[torch.Tensor]):
     """Windows of `block_size + 1` tokens from a token file, opened lazily in each process.
@@ -103,30 +102,17 @@ class TextDataModule(LightningDataModule):
         seed: int | None = 0,
     ) -> None:
         super().__init__()
-        sizes = [("block_size", block_size), ("batch_size", batch_size)]
-        if prepare_workers is not None:
-            sizes.append(("prepare_workers", prepare_workers))
-        for key, value in sizes:
-            if value < 1:
-                raise LMTrainError(f"data.{key}={value!r} must be at least 1: pass a positive int")
-        sample_mb = tokenizer.get("train_sample_mb")
-        if sample_mb is not None and not sample_mb > 0:
-            raise LMTrainError(
-                f"data.tokenizer.train_sample_mb={sample_mb!r} must be positive: pass MB of text "
-                "to train the BPE on, or null for the whole train split"
-            )
-        if not prepare_chunk_mb > 0:
-            raise LMTrainError(
-                f"data.prepare_chunk_mb={prepare_chunk_mb!r} must be positive: pass e.g. 1"
-            )
-        unknown = sorted(set(tokenizer) - set(TOKENIZER_KEYS))
-        if unknown or "kind" not in tokenizer:
-            raise LMTrainError(
-                f"data.tokenizer has keys {sorted(tokenizer)}: use kind (required), vocab_size, "
-                "train_sample_mb and name"
-            )
+        problems = Problems()
+        problems.integer("data.block_size", block_size, 1)
+        problems.integer("data.batch_size", batch_size, 1)
+        problems.integer("data.num_workers", num_workers, 0)
+        problems.integer("data.prepare_workers", prepare_workers, 1, optional=True)
+        problems.number("data.prepare_chunk_mb", prepare_chunk_mb, low=0, low_open=True)
+        problems.integer("data.seed", seed, 0, optional=True)
+        check_tokenizer_config(tokenizer, problems)
+        problems.raise_if_any()
         self.source = source
-        self.tokenizer_settings = {key: tokenizer.get(key) for key in TOKENIZER_KEYS}
+        self.tokenizer_settings = TokenizerSettings.from_config(tokenizer)
         self.block_size = block_size
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -252,9 +238,10 @@ class TextDataModule(LightningDataModule):
 
     @property
     def cache_path(self) -> Path:
-        """The fingerprint folder of the token cache (built on first use if need be)."""
-        self.prepare_data()
-        assert self._cache_path is not None
+        """The fingerprint folder of the token cache, which `prepare_data()` builds or finds."""
+        if self._cache_path is None:
+            # Ranks that skipped prepare_data find the cache local rank 0 built (same inputs).
+            self._cache_path = token_cache.find(self.cache_dir, self.source, self.tokenizer_settings)
         return self._cache_path
 
     @property
@@ -263,11 +250,6 @@ class TextDataModule(LightningDataModule):
         if self._tokenizer is None:
             self._tokenizer = token_cache.load_tokenizer(self.cache_path)
         return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        """`len(tokenizer)`: includes added special tokens such as end-of-text."""
-        return len(self.tokenizer)
 
     @property
     def source_description(self) -> str:

@@ -27,7 +27,7 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, find_cause, first_line
 
 # datasets' packaged builder for a local file or glob, by extension (.gz etc. are read through).
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
@@ -109,7 +109,7 @@ class HFDatasetSource(Source):
         except Exception as err:  # datasets raises many types for "not there", none of them shared
             raise LMTrainError(
                 f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "
-                f"({_first_line(err)}): pass a hub id, a local folder, or json/jsonl/parquet/text "
+                f"({first_line(err)}): pass a hub id, a local folder, or json/jsonl/parquet/text "
                 "files"
             ) from None
 
@@ -196,7 +196,7 @@ class HFDatasetSource(Source):
         try:
             yield from self._read_column(datasets, split)
         except Exception as err:
-            decode_error = _unicode_error(err)
+            decode_error = find_cause(err, UnicodeDecodeError)
             if decode_error is None:
                 raise
             raise LMTrainError(
@@ -226,20 +226,6 @@ class HFDatasetSource(Source):
 
 def _compression(name: str) -> str:
     return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
-
-
-def _unicode_error(err: BaseException | None) -> UnicodeDecodeError | None:
-    """The UnicodeDecodeError behind `err`: datasets wraps it in a DatasetGenerationError."""
-    while err is not None:
-        if isinstance(err, UnicodeDecodeError):
-            return err
-        err = err.__cause__ or err.__context__
-    return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _plain(value: Any) -> Any:

@@ -158,10 +158,6 @@ class PythonStdlibSource(FileSource):
         )
         return files, self.root
 
-    def files(self) -> list[Path]:
-        """The sorted corpus files, so the document order (and the fingerprint) is stable."""
-        return self.file_list()[0]
-
     def settings(self) -> dict[str, Any]:
         return {"val_fraction": self.val_fraction}
 
@@ -226,10 +222,6 @@ class TextFilesSource(FileSource):
         else:
             base = Path(os.path.commonpath([p.parent for p in files]))
         return files, base
-
-    def files(self) -> tuple[list[Path], Path]:
-        """The matched files and the folder that their relative paths start from."""
-        return self.file_list()
 
     def settings(self) -> dict[str, Any]:
         return {

@@ -26,16 +26,17 @@ import logging
 import os
 import shutil
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from lmtrain.data.corpus import SPLITS, Source, utf8_len
+from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
-from lmtrain.data.tokenizers import build_tokenizer
+from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
@@ -44,37 +45,15 @@ log = logging.getLogger(__name__)
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # Bump when the folder layout or the token stream changes, so old caches are not trusted.
 FORMAT_VERSION = 2
-MB = 1_000_000
 
 
-def tokenizer_fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The tokenizer settings that change the tokens, so that unused keys never force a rebuild.
-
-    bpe: `vocab_size` and `train_sample_mb` (the sample it learns from); pretrained: `name`, plus
-    the size and mtime of a local folder's tokenizer.json.
-    """
-    kind = settings.get("kind")
-    if kind == "bpe":
-        keys = ("vocab_size", "train_sample_mb")
-    elif kind == "pretrained":
-        keys = ("name",)
-    else:
-        keys = ()
-    relevant: dict[str, Any] = {"kind": kind, **{key: settings.get(key) for key in keys}}
-    if kind == "pretrained" and settings.get("name"):
-        local = Path(str(settings["name"])).expanduser() / "tokenizer.json"
-        if local.is_file():
-            relevant["tokenizer_json"] = [local.stat().st_size, local.stat().st_mtime_ns]
-    return relevant
-
-
-def fingerprint(source: Source, tokenizer_settings: Mapping[str, Any]) -> str:
+def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
     """sha256 of what the tokens depend on, computed without reading the corpus.
 
     It covers this format's version, the source's class, its settings (path, split fraction, ...)
     and its identity (each file's relative path, size and mtime; for a Hugging Face dataset its
     builder config and data-files hash, which track local mtimes and hub revisions), and the
-    tokenizer settings that matter (`tokenizer_fingerprint`), including the size of the BPE
+    tokenizer settings that matter (`TokenizerSettings.fingerprint`), including the size of the BPE
     training sample. Editing a file or a setting gives a new folder; the same inputs find the old
     one without reading a byte of text. Not covered: a file rewritten with the same size and mtime.
     """
@@ -83,7 +62,7 @@ def fingerprint(source: Source, tokenizer_settings: Mapping[str, Any]) -> str:
         "source": f"{type(source).__module__}.{type(source).__qualname__}",
         "source_settings": source.settings(),
         "source_identity": source.identity(),
-        "tokenizer": tokenizer_fingerprint(tokenizer_settings),
+        "tokenizer": tokenizer.fingerprint(),
     }
     return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -96,7 +75,7 @@ def token_dtype(vocab_size: int) -> np.dtype:
 def build_or_load(
     cache_dir: str | os.PathLike[str],
     source: Source,
-    tokenizer_settings: Mapping[str, Any],
+    tokenizer: TokenizerSettings,
     workers: int | None = None,
     chunk_mb: float = 1.0,
 ) -> Path:
@@ -105,7 +84,7 @@ def build_or_load(
     `workers` tokenizer processes (None: every core) encode chunks of `chunk_mb` MB of text; the
     resulting files do not depend on either.
     """
-    key = fingerprint(source, tokenizer_settings)
+    key = fingerprint(source, tokenizer)
     cache_dir = Path(cache_dir)
     folder = cache_dir / key
     if folder.exists() and find_problem(folder) is None:
@@ -129,7 +108,7 @@ def build_or_load(
             shutil.rmtree(leftover, ignore_errors=True)
         tmp = cache_dir / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
         try:
-            write(tmp, source, tokenizer_settings, key, workers or default_workers(), chunk_mb)
+            write(tmp, source, tokenizer, key, workers or default_workers(), chunk_mb)
             _move_into_place(tmp, folder)
         except OSError as err:
             if err.errno not in NO_SPACE:
@@ -142,6 +121,18 @@ def build_or_load(
             ) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def find(cache_dir: str | os.PathLike[str], source: Source, tokenizer: TokenizerSettings) -> Path:
+    """The complete cache folder for this source and tokenizer, which `build_or_load` made."""
+    folder = Path(cache_dir) / fingerprint(source, tokenizer)
+    problem = find_problem(folder) if folder.exists() else "it does not exist"
+    if problem is not None:
+        raise RuntimeError(
+            f"the token cache {folder} cannot be used ({problem}): build it first with the data "
+            "module's prepare_data()"
+        )
     return folder
 
 
@@ -178,7 +169,7 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
 def write(
     folder: Path,
     source: Source,
-    tokenizer_settings: Mapping[str, Any],
+    settings: TokenizerSettings,
     key: str,
     workers: int,
     chunk_mb: float,
@@ -187,14 +178,8 @@ def write(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     log.info("Building token cache %s from %s", folder, source.describe())
-    kind = tokenizer_settings["kind"]
-    sample = _Counted(_tokenizer_text(source, tokenizer_settings))
-    tokenizer = build_tokenizer(
-        kind,
-        sample,
-        vocab_size=tokenizer_settings.get("vocab_size"),
-        name=tokenizer_settings.get("name"),
-    )
+    sample = _Counted(settings.training_text(source))
+    tokenizer = settings.build(sample)
     tokenizer.save_pretrained(folder / "tokenizer")
     dtype = token_dtype(len(tokenizer))
     size = source.size_hint()
@@ -223,7 +208,7 @@ def write(
         "text_bytes": stats.bytes,
         "tokenizer_trained_on": sample.summary(),
         "source": source.describe(),
-        "tokenizer": dict(tokenizer_settings),
+        "tokenizer": asdict(settings),
         "prepare": {"workers": stats.workers, "seconds": round(stats.seconds, 3)},
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -238,22 +223,6 @@ def write(
         total_mb / max(stats.seconds, 1e-9),
         stats.workers,
     )
-
-
-def _tokenizer_text(source: Source, settings: Mapping[str, Any]) -> Iterator[str]:
-    """What the tokenizer learns from: a train sample (bpe), every character (char), or nothing.
-
-    BPE learns from `train_sample_mb` MB of train text spread over the corpus (`Source.sample`), or
-    from all of it when that is null; the alphabet of "char" must cover val too.
-    """
-    if settings["kind"] == "bpe":
-        sample_mb = settings.get("train_sample_mb")
-        if sample_mb:
-            yield from source.sample(int(float(sample_mb) * MB))
-        else:
-            yield from (piece.text for piece in source.documents() if piece.split == "train")
-    elif settings["kind"] == "char":
-        yield from (piece.text for piece in source.documents())
 
 
 class _Counted:
@@ -304,9 +273,3 @@ def load_meta(folder: Path) -> dict[str, Any]:
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
     return AutoTokenizer.from_pretrained(folder / "tokenizer")
-
-
-def load_tokens(folder: Path, split: str) -> np.memmap:
-    """The split's tokens, memory-mapped read-only: the OS pages in only what batches touch."""
-    meta = load_meta(folder)
-    return np.memmap(folder / f"{split}.bin", dtype=meta["dtype"], mode="r")

@@ -8,41 +8,149 @@ built with the `tokenizers` library; the only thing written here is how its part
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from lmtrain.errors import LMTrainError
+from lmtrain.data.corpus import MB, Source
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.checks import Problems
 
 EOS_TOKEN = "<|endoftext|>"
-KINDS = ("char", "bpe", "pretrained")
 # 256 byte symbols plus the end-of-text token: the smallest byte-level vocabulary.
 MIN_BPE_VOCAB_SIZE = 257
 
 
-def build_tokenizer(
-    kind: str,
-    train_docs: Sequence[str],
-    vocab_size: int | None = None,
-    name: str | None = None,
-    val_docs: Sequence[str] = (),
-) -> PreTrainedTokenizerFast:
-    """Build the tokenizer named by `data.tokenizer`.
+@dataclass(frozen=True)
+class TokenizerSettings:
+    """`data.tokenizer`, typed: the kind, and the settings only some kinds read.
 
-    `vocab_size` is only used by "bpe" and `name` only by "pretrained". `val_docs` only matter to
-    "char": its alphabet must contain every character of val too, or val could not be encoded
-    (nanoGPT builds its alphabet from the whole text for the same reason). BPE is trained on the
-    train docs only, and being byte-level it encodes any text.
+    `vocab_size` and `train_sample_mb` (MB of train text to learn from; None: all of it) are
+    BPE's; `name` (hub id or folder) is a pretrained tokenizer's. What each kind does lives in
+    `KINDS`: adding a kind is one entry there.
     """
-    if kind == "char":
-        return char_tokenizer([*train_docs, *val_docs])
-    if kind == "bpe":
-        return bpe_tokenizer(train_docs, vocab_size)
-    if kind == "pretrained":
-        return pretrained_tokenizer(name)
-    raise LMTrainError(f"data.tokenizer.kind={kind!r} is unknown: use one of {', '.join(KINDS)}")
+
+    kind: str
+    vocab_size: int | None = None
+    train_sample_mb: float | None = None
+    name: str | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> TokenizerSettings:
+        """The settings of a `data.tokenizer` mapping, after `check_tokenizer_config` passed."""
+        return cls(**{f.name: config.get(f.name) for f in fields(cls)})
+
+    @property
+    def spec(self) -> TokenizerKind:
+        return KINDS[self.kind]
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change the tokens (for the token cache's fingerprint): unused keys
+        never force a rebuild."""
+        return {"kind": self.kind, **self.spec.fingerprint(self)}
+
+    def training_text(self, source: Source) -> Iterator[str]:
+        """What the tokenizer learns from (a sample of train text, all text, or nothing)."""
+        return self.spec.training_text(self, source)
+
+    def build(self, texts: Iterable[str]) -> PreTrainedTokenizerFast:
+        """The tokenizer, learned from `texts` (see `training_text`) when the kind learns."""
+        return self.spec.build(self, texts)
+
+
+@dataclass(frozen=True)
+class TokenizerKind:
+    """What one `data.tokenizer.kind` does; see `KINDS`."""
+
+    build: Callable[[TokenizerSettings, Iterable[str]], PreTrainedTokenizerFast]
+    training_text: Callable[[TokenizerSettings, Source], Iterator[str]]
+    fingerprint: Callable[[TokenizerSettings], dict[str, Any]]
+    check: Callable[[TokenizerSettings, Problems], None]
+
+
+def check_tokenizer_config(config: Mapping[str, Any], problems: Problems) -> None:
+    """Record every problem of a `data.tokenizer` mapping (unknown keys, kind, its settings)."""
+    known = {f.name for f in fields(TokenizerSettings)}
+    if set(config) - known or "kind" not in config:
+        problems.add(
+            f"data.tokenizer has keys {sorted(config)}: use kind (required), vocab_size, "
+            "train_sample_mb and name"
+        )
+        return
+    if problems.choice("data.tokenizer.kind", config.get("kind"), KINDS):
+        KINDS[config["kind"]].check(TokenizerSettings.from_config(config), problems)
+
+
+def _all_text(settings: TokenizerSettings, source: Source) -> Iterator[str]:
+    # nanoGPT builds its alphabet from the whole text too: val must be encodable.
+    return (piece.text for piece in source.documents())
+
+
+def _train_sample(settings: TokenizerSettings, source: Source) -> Iterator[str]:
+    if settings.train_sample_mb:
+        return source.sample(int(float(settings.train_sample_mb) * MB))
+    return (piece.text for piece in source.documents() if piece.split == "train")
+
+
+def _nothing(settings: TokenizerSettings, source: Source) -> Iterator[str]:
+    return iter(())
+
+
+def _check_bpe(settings: TokenizerSettings, problems: Problems) -> None:
+    problems.integer("data.tokenizer.vocab_size", settings.vocab_size, MIN_BPE_VOCAB_SIZE)
+    problems.number(
+        "data.tokenizer.train_sample_mb",
+        settings.train_sample_mb,
+        low=0,
+        low_open=True,
+        optional=True,
+    )
+
+
+def _check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
+    if not settings.name:
+        problems.add(
+            f"data.tokenizer.name={settings.name!r} is empty: pass a Hugging Face hub id or a "
+            "local folder for kind=pretrained"
+        )
+
+
+def _pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
+    """The name, plus the size and mtime of a local folder's tokenizer.json (edits rebuild)."""
+    relevant: dict[str, Any] = {"name": settings.name}
+    local = Path(str(settings.name)).expanduser() / "tokenizer.json"
+    if settings.name and local.is_file():
+        relevant["tokenizer_json"] = [local.stat().st_size, local.stat().st_mtime_ns]
+    return relevant
+
+
+KINDS: dict[str, TokenizerKind] = {
+    # One token per character of the corpus (train and val), plus end-of-text.
+    "char": TokenizerKind(
+        build=lambda settings, texts: char_tokenizer(texts),
+        training_text=_all_text,
+        fingerprint=lambda settings: {},
+        check=lambda settings, problems: None,
+    ),
+    # Byte-level BPE learned from (a sample of) the train split.
+    "bpe": TokenizerKind(
+        build=lambda settings, texts: bpe_tokenizer(texts, settings.vocab_size),
+        training_text=_train_sample,
+        fingerprint=lambda s: {"vocab_size": s.vocab_size, "train_sample_mb": s.train_sample_mb},
+        check=_check_bpe,
+    ),
+    # A published tokenizer: a hub id or a save_pretrained folder.
+    "pretrained": TokenizerKind(
+        build=lambda settings, texts: pretrained_tokenizer(settings.name),
+        training_text=_nothing,
+        fingerprint=_pretrained_fingerprint,
+        check=_check_pretrained,
+    ),
+}
 
 
 def char_tokenizer(docs: Iterable[str]) -> PreTrainedTokenizerFast:
@@ -109,10 +217,9 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LMTrainError(
-            f"data.tokenizer.name={name!r} could not be loaded ({reason}): pass an existing local "
-            "folder or a valid Hugging Face hub id"
+            f"data.tokenizer.name={name!r} could not be loaded ({first_line(err)}): "
+            "pass an existing local folder or a valid Hugging Face hub id"
         ) from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise LMTrainError(

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,9 @@ def _load_pretrained(
             attn_implementation=attn_implementation,
         )
     except OSError as err:
-        first_line = str(err).strip().splitlines()[0]
         raise LMTrainError(
-            f"model.pretrained={pretrained!r} could not be loaded ({first_line}): pass a local "
-            "folder, or a hub id on a machine that can reach the hub"
+            f"model.pretrained={pretrained!r} could not be loaded ({first_line(err)}): "
+            "pass a local folder, or a hub id on a machine that can reach the hub"
         ) from err
     # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so
     # without this, fine-tuning would run with dropout off.

@@ -23,18 +23,25 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, NonFiniteLossError
+from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.utils.redact import redact
-from lmtrain.utils.run import RankAgreedError, last_checkpoint_path, resume_hint
 
-CHECKPOINT_KEY = "lmtrain"
 NAN_GUARD_MODES = ("stop", "skip", "off")
 log = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RankAgreedError):
-    """The loss was NaN or infinite on some rank and `nan_guard=stop`: every rank raises it."""
+def loggers_write_after(trainer: Any, step: int) -> bool:
+    """Whether Lightning's loggers write after optimizer step `step` (counted from 1): every
+    `log_every_n_steps`, when the run is stopping, and after the last step.
+
+    The arithmetic of Lightning's own check (its logger connector's `should_update_logs`, on its
+    count of optimizer steps), from public Trainer attributes.
+    """
+    every = trainer.log_every_n_steps
+    last = 0 < trainer.max_steps <= step
+    return (every > 0 and (step % every == 0 or trainer.should_stop)) or last
 
 
 class CausalLMModule(LightningModule):
@@ -186,9 +193,7 @@ class CausalLMModule(LightningModule):
         value would be overwritten unread; `scripts/bench.py` measures the difference. The
         progress bar shows the last logged loss.
         """
-        trainer = self.trainer
-        last_step = 0 < trainer.max_steps <= self.global_step + 1
-        return trainer._logger_connector.should_update_logs or last_step
+        return loggers_write_after(self.trainer, self.global_step + 1)
 
     @property
     def flops_per_batch(self) -> int | None:

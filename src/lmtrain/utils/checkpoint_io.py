@@ -2,11 +2,8 @@
 is read back with `weights_only=True` whatever the caller or the environment asks.
 
 Lightning's `TorchCheckpointIO` opens the target and writes into it, so a run killed mid-save
-(SIGKILL, OOM killer, preemption) leaves a truncated `last.ckpt` and nothing to resume from. Here
-the bytes go to a temporary file in the same folder, are flushed and fsynced, and the file is
-renamed over the target with `os.replace`, which is atomic on POSIX file systems; the folder is
-fsynced too so the rename survives a power cut. A failed write removes its temporary file; one
-left by a kill is named `.<target>.tmp-<pid>` and is removed by the next save of that target.
+(SIGKILL, OOM killer, preemption) leaves a truncated `last.ckpt` and nothing to resume from; here
+the file goes through `lmtrain.utils.io.atomic_write` (temporary file, fsync, rename).
 
 Resuming (`trainer.fit(ckpt_path=...)`) reads the file through `load_checkpoint`: Lightning
 passes `weights_only=None`, which torch turns into False when `TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`
@@ -26,10 +23,10 @@ from typing import Any
 import fsspec
 import torch
 from fsspec.implementations.local import LocalFileSystem
-from lightning.fabric.utilities.types import _MAP_LOCATION_TYPE, _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
+from lmtrain.utils.io import atomic_write, temporary_path
 from lmtrain.utils.safe_load import checkpoint_error, refused_global
 
 
@@ -38,7 +35,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     @override
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any | None = None
     ) -> None:
         fs, local_path = fsspec.core.url_to_fs(str(path))
         if not isinstance(fs, LocalFileSystem):
@@ -48,27 +45,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         target = Path(local_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):
-            stale.unlink(missing_ok=True)  # left by a run killed mid-save
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            self.before_replace(tmp, target)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
+        with atomic_write(target, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+            self.before_replace(temporary_path(target), target)
 
     @override
     def load_checkpoint(
         self,
-        path: _PATH,
-        map_location: _MAP_LOCATION_TYPE = lambda storage, loc: storage,
+        path: str | Path,
+        map_location: Any = lambda storage, loc: storage,
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
         """Lightning's load with `weights_only=True` always; a refused pickle is one LMTrainError
@@ -85,15 +72,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         Does nothing; tests override it to kill a run at the worst moment of a save.
         """
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

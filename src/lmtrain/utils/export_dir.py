@@ -17,8 +17,10 @@ import shutil
 from pathlib import Path
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.checkpoint import EXPORT_META
 
+# Written by lmtrain.export beside the HF files (the run config and what training reached): the
+# marker of a previous export, the only kind of folder an export replaces.
+EXPORT_META = "lmtrain.json"
 # What marks a folder as a training run's (Hydra's config copy, checkpoints, final metrics).
 RUN_MARKERS = (".hydra", "checkpoints", "metrics.json")
 NEVER_REPLACED = "such a folder is never replaced, even with overwrite=true; pass a new folder"

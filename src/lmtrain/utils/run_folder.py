@@ -30,11 +30,15 @@ import errno
 import fcntl
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
 
@@ -74,6 +78,31 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
             "it with ckpt_path=last, pass another hydra.run.dir, or overwrite_run=true to "
             "replace it"
         )
+
+
+class ClaimRunFolder(HydraCallback):
+    """Hydra callback: claim the run folder before Hydra writes `.hydra/` into it.
+
+    Hydra saves the composed config to `<run folder>/.hydra/` before the task starts, so a second
+    run refused in `train()` would already have replaced the first run's record of its config.
+    Registered for `lmtrain.train` in `configs/train.yaml` (`hydra.callbacks`); `train()` claims
+    again (a no-op for the folder this process holds), which covers runs made without Hydra's
+    command line (tests, notebooks). A refusal is one `error:` line and exit code 1.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path == "last":
+            ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
+        # A requeued SLURM job resumes from its folder (lmtrain.utils.launch.resume_after_requeue).
+        requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+        resuming = requeued or resumes_run_in(run_dir, ckpt_path)
+        try:
+            claim_run_folder(run_dir, resuming, overwrite=bool(config.get("overwrite_run")))
+        except LMTrainError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
 
 
 def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:

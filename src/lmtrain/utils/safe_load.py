@@ -32,7 +32,7 @@ from torch.distributed.checkpoint.default_planner import (
 from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata, StorageMeta
 from torch.distributed.checkpoint.planner import ReadItem
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
 # with AdamW state, written by one process and by two FSDP2 ranks): the metadata dataclasses, the
@@ -99,11 +99,6 @@ def refused_global(err: BaseException) -> str | None:
         text = str(err).split(marker, 1)[1].strip()
         return text.split(". ")[0].splitlines()[0].strip().rstrip(".")
     return None
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class MetadataUnpickler(pickle.Unpickler):

@@ -1,9 +1,12 @@
-"""Find, check and load lmtrain checkpoints outside of training (eval, generate, export).
+"""Our checkpoint format: where checkpoints live, what they hold beyond Lightning's, and loading.
 
+A Lightning checkpoint of `CausalLMModule` also holds, under `CHECKPOINT_KEY`, the HF config, the
+tokenizer files and the run config, so eval, generate and export need nothing but the file.
 Lightning restores a checkpoint into a running Trainer; these helpers cover the rest: turning
-`ckpt_path=last` into a file, refusing a missing or corrupt file with one clear line before any
-work starts, and rebuilding the plain HF model and tokenizer that a checkpoint carries. An
-exported folder (`lmtrain.export`) loads through the same door, so every tool takes either.
+`ckpt_path=last` into a file, refusing a missing, corrupt or crafted file with one clear line
+before any work starts (every read goes through `lmtrain.utils.safe_load`), and rebuilding the
+plain HF model and tokenizer. An exported folder (`lmtrain.export`) loads through the same door,
+so every tool takes either.
 """
 
 from __future__ import annotations
@@ -24,9 +27,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lmtrain.errors import LMTrainError
-from lmtrain.models.module import CHECKPOINT_KEY
-from lmtrain.strategies import SHARDED_META_FILE
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.export_dir import EXPORT_META
 from lmtrain.utils.safe_load import (
     check_dcp_folder,
     checkpoint_error,
@@ -34,8 +36,23 @@ from lmtrain.utils.safe_load import (
     refused_global,
 )
 
-# Written by lmtrain.export beside the HF files: the run config and what training reached.
-EXPORT_META = "lmtrain.json"
+# The checkpoint entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
+CHECKPOINT_KEY = "lmtrain"
+# Written by Lightning's FSDPStrategy beside the shards: everything of the checkpoint but tensors.
+SHARDED_META_FILE = "meta.pt"
+
+
+def last_checkpoint_path(trainer: Any) -> Path:
+    """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
+    `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+def resume_hint(path: Path) -> str:
+    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file."""
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
+    return f"resume with ckpt_path={path}"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
@@ -80,12 +97,7 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents (a file), or everything but the tensors (a sharded folder)."""
     if is_sharded_checkpoint(path):
-        return load_checkpoint(Path(path) / SHARDED_META_FILE)
-    return load_checkpoint(path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint's tensors and plain values only (`weights_only=True`, memory-mapped)."""
+        return load_torch_file(Path(path) / SHARDED_META_FILE)
     return load_torch_file(path)
 
 
@@ -173,21 +185,13 @@ def load_model(path: str | Path) -> LoadedModel:
     return checkpoint_model(path)
 
 
-def model_from_checkpoint(
-    path: str | Path,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, dict[str, Any]]:
-    """The HF model with the checkpoint's weights, its tokenizer, and the run's config."""
-    loaded = checkpoint_model(path)
-    return loaded.model, loaded.tokenizer, loaded.run_config
-
-
 def checkpoint_model(path: str | Path) -> LoadedModel:
     """A checkpoint's HF model, tokenizer, run config and what training reached.
 
     Weight names lose the module's `model.` prefix and any `_orig_mod.` that `torch.compile`
     wrappers add, so they are the plain HF names.
     """
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_torch_file(path)
     extra = checkpoint.get(CHECKPOINT_KEY)
     if not extra:
         raise LMTrainError(
@@ -225,10 +229,9 @@ def model_from_folder(path: str | Path) -> LoadedModel:
             raise
         raise checkpoint_error(path, err, "model folder") from None
     except (OSError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise LMTrainError(
-            f"ckpt_path={str(path)!r} could not be loaded ({reason}): pass a folder with the "
-            "model and its tokenizer, as lmtrain.export writes it"
+            f"ckpt_path={str(path)!r} could not be loaded ({first_line(err)}): pass a folder "
+            "with the model and its tokenizer, as lmtrain.export writes it"
         ) from None
     model.eval()
     meta_path = Path(path) / EXPORT_META

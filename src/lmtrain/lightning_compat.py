@@ -1,0 +1,110 @@
+"""Every use of Lightning's private API, in one place; tests/test_lightning_compat.py tests each.
+
+Lightning is pinned below 2.7 (pyproject.toml) because of these. Each function says what it buys
+and whether a public alternative exists; when Lightning changes one of them, its test fails and
+this file is the only one to mend. Everything else in lmtrain uses public API only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ThroughputMonitor
+
+
+def accumulating(trainer: Trainer) -> bool:
+    """Whether the micro-batch just trained is not followed by an optimizer step.
+
+    Buys: ExactResume saves the gradients accumulated so far when a checkpoint falls between
+    micro-batches. Public alternative: none that knows Lightning's rule for the last batch of an
+    epoch (it steps there even mid-accumulation unless the strategy accumulates itself).
+    """
+    return trainer.fit_loop.epoch_loop._should_accumulate()
+
+
+def cluster_environment(trainer: Trainer) -> Any:
+    """The cluster environment Lightning chose (SLURM, torchrun, its own launcher, ...).
+
+    Buys: the preemption callback leaves Lightning's SLURM auto-requeue signal to Lightning.
+    Public alternative: `trainer.strategy.cluster_environment`, on parallel strategies only; a
+    single-device SLURM job has it only on the accelerator connector, where Lightning reads it.
+    """
+    return trainer._accelerator_connector.cluster_environment
+
+
+def set_peak_flops(monitor: ThroughputMonitor, flops: float) -> None:
+    """Make a ThroughputMonitor compute MFU against `flops` per device.
+
+    Buys: MFU on devices Lightning's peak table lacks (every CPU, new GPUs). Public alternative:
+    none; ThroughputMonitor creates its Throughput objects in `setup` from its own table.
+    """
+    monitor.available_flops = int(flops)
+    for throughput in monitor._throughputs.values():
+        throughput.available_flops = int(flops)
+
+
+def throughputs(monitor: ThroughputMonitor) -> dict[Any, Any]:
+    """A ThroughputMonitor's Throughput objects by running stage, to read figures between logs.
+
+    Buys: tokens/s in the progress bar. Public alternative: `trainer.logged_metrics`, which holds
+    them only on the steps the loggers write, under keys that change with the world size.
+    """
+    return monitor._throughputs
+
+
+def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A sharded FSDP checkpoint's entries (`model`, `optimizer_0`, ...) in the layout of a
+    full Lightning checkpoint (`state_dict`, `optimizer_states`).
+
+    Buys: consolidated files that `trainer.fit(ckpt_path=...)` loads. Public alternative: the
+    `python -m lightning.pytorch.utilities.consolidate_checkpoint` command, which reads the
+    folder with torch's unrestricted unpickler (see lmtrain.utils.safe_load).
+    """
+    from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
+
+    return _format_checkpoint(checkpoint)
+
+
+@contextlib.contextmanager
+def ddp_launcher_observes_job_only() -> Iterator[None]:
+    """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.
+
+    Lightning's launcher watches the ranks it starts and, when one dies, kills them all and the
+    main process: in a Hydra multirun, the whole sweep. Buys: a sweep that outlives a failed DDP
+    job. Public alternative: none (the observer is started from a module-level function). On exit
+    the observers stop and the ranks they watched are waited for (killed after 30 s).
+    """
+    import subprocess
+
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    class JobObserver(_ChildProcessObserver):
+        def _terminate_all(self) -> None:  # Lightning's also kills the main process
+            for proc in self._child_processes:
+                proc.send_signal(self._termination_signal)
+
+    observers: list[JobObserver] = []
+
+    def launch_observer(child_processes: list) -> None:
+        observers.append(JobObserver(main_pid=os.getpid(), child_processes=child_processes))
+        observers[-1].start()
+
+    original: Callable[..., Any] = subprocess_script._launch_process_observer
+    subprocess_script._launch_process_observer = launch_observer
+    try:
+        yield
+    finally:
+        subprocess_script._launch_process_observer = original
+        for observer in observers:
+            observer._finished = True
+            for proc in observer._child_processes:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

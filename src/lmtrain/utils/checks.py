@@ -1,0 +1,89 @@
+"""Check settings before work starts, and report every problem at once.
+
+A run that fails on its third bad value after fixing two, each after minutes of data preparation,
+wastes a researcher's afternoon; litgpt's `validate_args` reports them all up front, and so does
+this. Each check takes the setting's full key (as typed on the command line) and its value, and
+records one problem naming both and what to pass instead; `raise_if_any` ends with one line.
+Values come from Hydra overrides, so a number may arrive as a string ("abc", "1e-3").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from lmtrain.errors import LMTrainError
+
+
+class Problems:
+    """Collects problems with settings; `raise_if_any` reports them all as one LMTrainError."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.found.append(message)
+
+    def extend(self, messages: Iterable[str]) -> None:
+        self.found.extend(messages)
+
+    def raise_if_any(self) -> None:
+        if len(self.found) == 1:
+            raise LMTrainError(self.found[0])
+        if self.found:
+            numbered = "; ".join(f"({i}) {m}" for i, m in enumerate(self.found, 1))
+            raise LMTrainError(f"{len(self.found)} settings need a change: {numbered}")
+
+    # -- typed checks: each returns whether the value passed ----------------------------------
+    def integer(
+        self, key: str, value: Any, minimum: int | None = None, optional: bool = False
+    ) -> bool:
+        """An int (not a bool, not a float) of at least `minimum`; None passes if `optional`."""
+        if value is None and optional:
+            return True
+        wanted = "a whole number" + ("" if minimum is None else f" of at least {minimum}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(f"{key}={value!r} is not a whole number: pass {wanted}")
+            return False
+        if minimum is not None and value < minimum:
+            self.add(f"{key}={value!r} must be at least {minimum}: pass {wanted}")
+            return False
+        return True
+
+    def number(
+        self,
+        key: str,
+        value: Any,
+        low: float | None = None,
+        high: float | None = None,
+        low_open: bool = False,
+        high_open: bool = False,
+        optional: bool = False,
+    ) -> bool:
+        """A finite int or float in [low, high] (an end excluded when `*_open`)."""
+        if value is None and optional:
+            return True
+        if low == 0 and low_open and high is None:
+            span = "positive"
+        else:
+            lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+            span = f"in {lo}, {hi}"
+        numeric = isinstance(value, int | float) and not isinstance(value, bool)
+        if not numeric or not math.isfinite(value):
+            self.add(f"{key}={value!r} is not a finite number: pass a number {span}")
+            return False
+        too_low = low is not None and (value <= low if low_open else value < low)
+        too_high = high is not None and (value >= high if high_open else value > high)
+        if too_low or too_high:
+            self.add(f"{key}={value!r} must be {span}: pass a number {span}")
+            return False
+        return True
+
+    def choice(self, key: str, value: Any, choices: Iterable[Any]) -> bool:
+        choices = list(choices)
+        if value in choices:
+            return True
+        self.add(f"{key}={value!r} is unknown: use one of {', '.join(map(str, choices))}")
+        return False

@@ -1,0 +1,67 @@
+"""Atomic file writes: a reader (or a resumed run) sees the old file or the new one, never half.
+
+Every file lmtrain writes for later (metrics.json, samples.txt, checkpoints, a downloaded corpus,
+a consolidated checkpoint) goes through `atomic_write`: the bytes go to a temporary file in the
+same folder, are flushed and fsynced, and the file is renamed over the target with `os.replace`,
+which is atomic on POSIX file systems; the folder is fsynced too, so the rename survives a power
+cut. A failed write removes its temporary file; one left by a kill (`.<name>.tmp-<pid>`) is
+removed by the next write of that target. Files get the user's umask, as a plain `open()` would
+(Python's `tempfile` would make them 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file beside `path` for writing (`mode` "w" or "wb"); on a clean exit
+    it replaces `path`."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):
+        stale.unlink(missing_ok=True)  # left by a process killed mid-write
+    tmp = temporary_path(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # 0666 less the umask
+    try:
+        with open(fd, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(target.parent)
+
+
+def temporary_path(target: Path) -> Path:
+    """Where `atomic_write` writes `target` before the rename."""
+    return target.with_name(f".{target.name}.tmp-{os.getpid()}")
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """`data` as indented JSON with sorted keys, written atomically."""
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

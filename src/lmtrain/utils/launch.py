@@ -1,0 +1,163 @@
+"""How a training process is launched, and how a sweep scores its jobs.
+
+Training runs as a plain process, as one of several DDP ranks (started by Lightning, torchrun or
+SLURM), as a Hydra multirun job and as a SLURM job that may be requeued. `prepare_process` makes
+each of those behave before the task starts; `run_for_sweeper` turns a job's result (or failure)
+into the value Hydra's sweepers read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, read_write
+
+from lmtrain.errors import Preempted
+from lmtrain.lightning_compat import ddp_launcher_observes_job_only
+from lmtrain.utils import requeue
+from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
+from lmtrain.utils.task import fail
+from lmtrain.utils.wandb_run import job_name
+
+log = logging.getLogger(__name__)
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def prepare_process(cfg: DictConfig) -> None:
+    """What a training process does before its task, whoever started it.
+
+    - Ranks > 0 (started by Lightning, torchrun or SLURM) log to the console only: the run
+      folder's log file, like every file there, is rank 0's.
+    - torchrun starts every rank as its own Hydra run, and each would make its own run folder;
+      require one folder named on the command line instead.
+    - A SLURM (submitit) job holds back submitit's requeue until every rank has saved
+      (`lmtrain.utils.requeue`); a requeued job resumes from its run folder's last.ckpt.
+    """
+    if rank_zero_only.rank > 0:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+            root.removeHandler(handler)
+            handler.close()
+    hydra_cfg = HydraConfig.get()
+    started_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
+    if started_by_torchrun and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        named = any(str(o).startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+        if hydra_cfg.mode != RunMode.MULTIRUN and not named:
+            fail(
+                "torchrun starts each rank as its own Hydra run, each with its own run folder: "
+                "pass hydra.run.dir=<folder> (the same for every rank and node)"
+            )
+    hold_submitit_requeue(Path(cfg.paths.output_dir))
+    resume_after_requeue(cfg)
+
+
+def resume_after_requeue(cfg: DictConfig) -> None:
+    """A requeued SLURM job runs again in the same run folder: set `ckpt_path=last` if it has one.
+
+    A requeue is told by SLURM_RESTART_COUNT, or by the marker submitit jobs leave
+    (`lmtrain.utils.requeue.requeued`). Lightning's own auto-requeue checkpoint
+    (`hpc_ckpt_*.ckpt`, saved when SLURM signals it) is newer and Lightning resumes from it by
+    itself when ckpt_path is null, so it is left to do so.
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path") or not requeued(run_dir):
+        return
+    if any(run_dir.glob("hpc_ckpt_*.ckpt")) or not (run_dir / "checkpoints" / "last.ckpt").exists():
+        return
+    log.info("Requeued SLURM job: resuming from %s", run_dir / "checkpoints" / "last.ckpt")
+    cfg.ckpt_path = "last"
+
+
+@contextlib.contextmanager
+def ddp_ranks_rerun_this_job() -> Iterator[None]:
+    """Make Lightning's DDP launcher start ranks > 0 as this multirun job, not as the whole sweep.
+
+    The launcher starts them by re-running `sys.argv` with `hydra.run.dir=<HydraConfig run.dir>`
+    and `hydra.output_subdir=null`. In a multirun, argv is the sweep (`-m lr=1e-3,3e-4`) and
+    run.dir is not the job's folder, so both are pointed at this job for its duration; a dying
+    rank ends only this job (`lightning_compat.ddp_launcher_observes_job_only`). After the job,
+    its process group, its ranks and the variables the launcher exported (LOCAL_RANK,
+    MASTER_PORT, ..., which would make the next job think its ranks exist already) are gone.
+    """
+    import torch.distributed as dist
+
+    hydra_cfg = HydraConfig.get()
+    argv, environ = sys.argv, dict(os.environ)
+    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
+    with read_write(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    with ddp_launcher_observes_job_only():
+        try:
+            yield
+        finally:
+            sys.argv = argv
+            os.environ.clear()
+            os.environ.update(environ)
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()  # ranks still waiting on rank 0 now fail and exit
+
+
+def run_for_sweeper(
+    task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig
+) -> float | None:
+    """Run `task` and return its `optimized_metric`, the value Hydra's sweepers read.
+
+    In a multirun, one job must not end the sweep: a job that raises (its W&B run is finished as
+    failed by task_wrapper) or whose metric is NaN or infinite (diverged) is logged and scores the
+    worst value for the sweeper's direction, so Optuna records it and samples elsewhere.
+    """
+    metric = cfg.get("optimized_metric") or "val/loss"
+    if not in_multirun():
+        return task(cfg).get(metric)
+    hydra_cfg = HydraConfig.get()
+    job = f"Job {hydra_cfg.job.num} ({job_name(hydra_cfg, cfg.task_name)})"
+    with ddp_ranks_rerun_this_job():
+        try:
+            metrics = task(cfg)
+        except Exception:
+            log.exception("%s failed; the sweep goes on", job)
+            return worst_value()
+        except SystemExit as exit_:  # task_wrapper's exit after a user error, already printed
+            if isinstance(exit_, Preempted):
+                why = requeue_after_stop(exit_.signum, Path(cfg.paths.output_dir))
+                if why is None:
+                    raise  # requeued (or not a submitit job): no result for the sweep yet
+                log.error("%s stopped and not requeued (%s); the sweep goes on", job, why)
+                return worst_value()
+            if isinstance(exit_, SIGTERMException) or requeue.requeue_in_flight:
+                raise  # requeued by submitit outside the training steps
+            log.error("%s failed (exit code %s); the sweep goes on", job, exit_.code)
+            return worst_value()
+    value = metrics.get(metric)
+    if value is None:
+        fail(
+            f"optimized_metric={metric!r} is not among this run's metrics "
+            f"({', '.join(sorted(metrics))}): set optimized_metric to one of them"
+        )
+    if not math.isfinite(value):
+        log.warning("%s diverged (%s=%s); reporting %s", job, metric, value, worst_value())
+        return worst_value()
+    return value
+
+
+def worst_value() -> float:
+    """+inf for a minimizing sweeper, -inf for `hydra.sweeper.direction=maximize`.
+
+    Not NaN: Optuna's sweeper counts a NaN as a failed trial and, with its default
+    max_failure_rate of 0, ends the study.
+    """
+    direction = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
+    return -math.inf if str(direction).lower() == "maximize" else math.inf

@@ -1,0 +1,134 @@
+"""A SLURM (submitit) job that runs out of time or is preempted: save on every rank, then requeue.
+
+submitit signals its jobs near the time limit or on preemption (SIGUSR2 by default) and handles
+the signal itself: on global rank 0 it requeues the job and exits at once, in the middle of a
+step, so nothing is saved, the other ranks hang in their collectives, and the sweep records the
+job as failed. Here submitit's handler is kept but held back:
+
+- `hold_submitit_requeue` (at process start) takes submitit's handler out of the signal's slot.
+  Outside the training steps (setup, the final validation) the signal still requeues at once
+  (nothing new would be saved), after marking the run folder.
+- During training, `PreemptionCheckpoint` notes the signal; all ranks agree on it at the next
+  step, save `last.ckpt` and raise `Preempted` (lmtrain.callbacks.preemption).
+- `requeue_after_stop` then calls submitit's own handler on rank 0 (its launcher's `checkpoint`,
+  its `max_num_timeout` count, `scontrol requeue` on SLURM, exit 144 locally), while the other
+  ranks wait for it. The next attempt finds the marker (or SLURM_RESTART_COUNT) and resumes
+  from `last.ckpt` (`requeued`, read by lmtrain.utils.launch.resume_after_requeue).
+
+submitit's local executor sets nothing new on a requeue (no SLURM_RESTART_COUNT), so the marker
+`<run folder>/requeued` holds the submitit job id, which stays the same across attempts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+MARKER = "requeued"
+Handler = Callable[[int, FrameType | None], Any]
+# submitit's requeue handler, taken out of its signal's slot by hold_submitit_requeue.
+_submitit_handler: Handler | None = None
+# A SystemExit from submitit's requeue is on its way out: a sweep job must not score it.
+requeue_in_flight = False
+
+
+def submitit_signal() -> signal.Signals | None:
+    """The signal submitit requeues on (SIGUSR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise),
+    in a submitit job; None elsewhere."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    import submitit
+
+    return signal.Signals(submitit.JobEnvironment._usr_sig())
+
+
+def hold_submitit_requeue(run_dir: Path) -> None:
+    """Keep submitit's requeue handler for `requeue_after_stop`; until training's own handler
+    takes the signal, it requeues at once, after marking `run_dir`."""
+    global _submitit_handler
+    signum = submitit_signal()
+    handler = signal.getsignal(signum) if signum else None
+    if getattr(handler, "__name__", "") != "checkpoint_and_try_requeue" or not callable(handler):
+        return  # not a submitit task (a plain run, torchrun, Lightning's ranks > 0)
+    _submitit_handler = handler
+
+    def requeue_now(signum: int, frame: FrameType | None) -> None:
+        global requeue_in_flight
+        requeue_in_flight = True
+        mark_requeued(run_dir)
+        handler(signum, frame)  # rank 0 exits here; other ranks return
+
+    signal.signal(signum, requeue_now)
+
+
+def is_submitit_requeue_handler(handler: object) -> bool:
+    """Whether `handler` requeues through submitit (its own, or `hold_submitit_requeue`'s):
+    PreemptionCheckpoint does not chain it, the requeue comes after the save."""
+    return handler is _submitit_handler or getattr(handler, "__name__", "") in (
+        "checkpoint_and_try_requeue",
+        "requeue_now",
+    )
+
+
+def mark_requeued(run_dir: Path) -> None:
+    """Global rank 0 writes `<run folder>/requeued` with the submitit job id."""
+    import submitit
+
+    if rank_zero_only.rank == 0:
+        (run_dir / MARKER).write_text(submitit.JobEnvironment().job_id + "\n")
+
+
+def requeued(run_dir: Path) -> bool:
+    """Whether this process is a requeued attempt of the job that ran in `run_dir`."""
+    if int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) >= 1:
+        return True
+    marker = run_dir / MARKER
+    if not (os.environ.get("SUBMITIT_EXECUTOR") and marker.is_file()):
+        return False
+    import submitit
+
+    return marker.read_text().strip() == submitit.JobEnvironment().job_id
+
+
+def requeue_after_stop(signum: int, run_dir: Path) -> str | None:
+    """After a stop every rank agreed on (all saved `last.ckpt`): requeue through submitit.
+
+    Rank 0 leaves by submitit's SystemExit; the other ranks wait for rank 0 to get there (a
+    rank exiting first could make srun end the job step before the requeue) and return None.
+    Returns why the job was not requeued (out of `max_num_timeout`, scontrol failed), on every
+    rank; None when it was, or when this is not a submitit job (then nothing happens).
+    """
+    global requeue_in_flight
+    if _submitit_handler is None:
+        return None
+    import submitit
+    import torch.distributed as dist
+
+    ranks_are_tasks = submitit.JobEnvironment().num_tasks > 1
+    together = ranks_are_tasks and dist.is_available() and dist.is_initialized()
+    outcome: list[str | None] = [None]
+    try:
+        if rank_zero_only.rank == 0:
+            mark_requeued(run_dir)
+            requeue_in_flight = True
+            try:
+                _submitit_handler(signum, None)  # does not return once requeued
+            except (submitit.core.utils.UncompletedJobError, subprocess.SubprocessError) as err:
+                outcome = [str(err).strip() or type(err).__name__]
+                requeue_in_flight = False
+    finally:
+        if together:
+            dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        log.error("The job was stopped but not requeued: %s", outcome[0])
+    return outcome[0]

@@ -1,0 +1,111 @@
+"""What every entry point does around its task: one line per user error, a finished W&B run.
+
+A task that fails still closes its W&B run with the exit code (otherwise the offline run is left
+"running" forever), and a user error prints one line instead of a traceback. Ctrl-C prints
+`interrupted` and exits 130, as a shell expects.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause
+
+T = TypeVar("T")
+# What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
+INTERRUPTED_EXIT_CODE = 130
+
+
+def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
+    """Run `task`; on an LMTrainError print `error: <message>` and exit 1; always finish W&B."""
+
+    @functools.wraps(task)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        exit_code = 1
+        agreed = False  # every rank stops here together: they leave together too
+        try:
+            result = task(*args, **kwargs)
+            exit_code = 0
+            return result
+        except Preempted as preempted:
+            exit_code, agreed = preempted.code, True
+            print_on_rank_zero(f"error: {preempted.message}")
+            raise
+        except SIGTERMException as stopped:
+            # Lightning's own SIGTERM handler, outside the training steps (setup, the final
+            # validation): its bare SIGTERMException would exit 0, as if the run had finished.
+            exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
+            print_on_rank_zero(
+                "error: terminated by SIGTERM outside the training steps: nothing was saved "
+                "after the last checkpoint; resume with ckpt_path=last hydra.run.dir=<run folder>"
+            )
+            raise SIGTERMException(exit_code) from None
+        except KeyboardInterrupt:
+            exit_code = INTERRUPTED_EXIT_CODE
+            print("interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+        except SystemExit as exit_:
+            if not isinstance(exit_.__context__, KeyboardInterrupt):
+                raise
+            # Ctrl-C inside trainer.fit: Lightning shuts down and calls exit(1) itself.
+            exit_code = INTERRUPTED_EXIT_CODE
+            print("interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+        except Exception as err:
+            user_error = find_cause(err, LMTrainError)
+            if user_error is None:
+                raise
+            agreed = isinstance(user_error, RankAgreedError)
+            if agreed:
+                print_on_rank_zero(f"error: {user_error}")
+            else:
+                print(f"error: {user_error}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+        finally:
+            finish_wandb(exit_code)
+            if agreed:
+                leave_together()
+
+    return wrapped
+
+
+def print_on_rank_zero(line: str) -> None:
+    if rank_zero_only.rank == 0:
+        print(line, file=sys.stderr, flush=True)
+
+
+def leave_together() -> None:
+    """Wait for every rank before exiting after a stop they agreed on.
+
+    Rank 0 finishes the W&B run first; a rank > 0 that exited before that would make Lightning's
+    launcher, which watches the ranks it started, kill rank 0 mid-way.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def finish_wandb(exit_code: int) -> None:
+    """Close the W&B run if one is open (a no-op when wandb was never imported)."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
+
+
+def fail(message: str) -> NoReturn:
+    """End the process the way task_wrapper ends a user error: one line, exit code 1."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Tensors and numbers from Lightning's metric dicts as plain floats."""
+    return {k: float(v) for k, v in metrics.items()}

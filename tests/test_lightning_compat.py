@@ -1,0 +1,104 @@
+"""One test per use of Lightning's private API (lmtrain.lightning_compat), on real Lightning objects.
+
+When a Lightning upgrade renames or changes one of them, the test of that function fails here,
+naming the one place to mend.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.fabric.utilities.throughput import Throughput
+from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.pytorch.demos.boring_classes import BoringModel
+from lightning.pytorch.strategies.launchers import subprocess_script
+from lightning.pytorch.trainer.states import RunningStage
+
+from lmtrain import lightning_compat as compat
+
+
+def tiny_trainer(**kwargs: object) -> L.Trainer:
+    defaults = {
+        "accelerator": "cpu",
+        "max_steps": 4,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**defaults, **kwargs})
+
+
+class Record(L.Callback):
+    def __init__(self) -> None:
+        self.accumulating: list[bool] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.accumulating.append(compat.accumulating(trainer))
+
+
+def test_accumulating_is_true_between_micro_batches_of_a_step() -> None:
+    record = Record()
+    tiny_trainer(accumulate_grad_batches=2, callbacks=[record]).fit(BoringModel())
+    assert record.accumulating == [True, False] * 4
+
+
+def test_cluster_environment_is_the_one_lightning_chose(monkeypatch) -> None:
+    assert isinstance(compat.cluster_environment(tiny_trainer()), ClusterEnvironment)
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "job")
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_LOCALID", "0")
+    monkeypatch.setenv("SLURM_NODEID", "0")
+    assert isinstance(compat.cluster_environment(tiny_trainer()), SLURMEnvironment)
+
+
+class FlopsModel(BoringModel):
+    flops_per_batch = 1000
+
+
+def test_peak_flops_reach_every_throughput_and_give_mfu() -> None:
+    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch.shape[0], window_size=2)
+
+    class SetPeak(L.Callback):
+        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+            compat.set_peak_flops(monitor, 1e9)
+
+    trainer = tiny_trainer(callbacks=[monitor, SetPeak()], log_every_n_steps=1)
+    trainer.fit(FlopsModel())
+    found = compat.throughputs(monitor)
+    assert found and all(isinstance(t, Throughput) for t in found.values())
+    assert all(t.available_flops == 1e9 for t in found.values())
+    assert "device/mfu" in found[RunningStage.TRAINING].compute()
+
+
+def test_consolidated_checkpoint_has_the_layout_of_a_full_one() -> None:
+    weights, optimizer = {"w": torch.ones(2)}, {"state": {}, "param_groups": []}
+    checkpoint = {"model": weights, "optimizer_0": optimizer, "global_step": 3}
+    assert compat.format_consolidated_checkpoint(checkpoint) == {
+        "state_dict": weights,
+        "optimizer_states": [optimizer],
+        "global_step": 3,
+    }
+
+
+def test_a_dying_rank_ends_the_other_ranks_but_not_this_process() -> None:
+    original = subprocess_script._launch_process_observer
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    start = time.monotonic()
+    with compat.ddp_launcher_observes_job_only():
+        assert subprocess_script._launch_process_observer is not original
+        subprocess_script._launch_process_observer([failing, sleeper])
+        while sleeper.poll() is None and time.monotonic() - start < 30:
+            time.sleep(0.1)
+    assert subprocess_script._launch_process_observer is original
+    assert failing.returncode == 3 and sleeper.returncode is not None and sleeper.returncode < 0
+    os.kill(os.getpid(), 0)  # still alive: Lightning's own observer would have killed it
