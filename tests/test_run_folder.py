@@ -73,6 +73,20 @@ def test_second_run_into_a_folder_with_checkpoints_is_refused_unless_it_resumes_
     assert step_of(run) == 2
 
 
+def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Hydra writes `.hydra/` before the task starts: the claim runs before that (a Hydra
+    callback), so the first run's record of its config survives a refused second command."""
+    run = tmp_path / "run"
+    first = run_cli("train", *tiny_cli(tmp_path, data_dir, f"hydra.run.dir={run}"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = files_of(run)
+    second = run_cli("train", *tiny_cli(tmp_path, data_dir, f"hydra.run.dir={run}", "seed=7"))
+    assert_one_line_error(second, "already holds checkpoints of another run")
+    assert files_of(run) == before  # .hydra/config.yaml and overrides.yaml included
+
+
 @pytest.mark.slow
 def test_second_live_run_in_a_folder_is_refused_while_the_first_goes_on(
     tmp_path: Path, data_dir: Path
