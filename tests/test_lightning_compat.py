@@ -1,4 +1,4 @@
-"""One test per use of Lightning's private API (lmtrain.lightning_compat), on real Lightning objects.
+"""One test per use of Lightning's private API (lmtrain.lightning_compat), on real objects.
 
 When a Lightning upgrade renames or changes one of them, the test of that function fails here,
 naming the one place to mend.
@@ -14,11 +14,8 @@ import time
 import lightning as L
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
-from lightning.fabric.utilities.throughput import Throughput
-from lightning.pytorch.callbacks import ThroughputMonitor
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.strategies.launchers import subprocess_script
-from lightning.pytorch.trainer.states import RunningStage
 
 from lmtrain import lightning_compat as compat
 
@@ -58,25 +55,6 @@ def test_cluster_environment_is_the_one_lightning_chose(monkeypatch) -> None:
     monkeypatch.setenv("SLURM_LOCALID", "0")
     monkeypatch.setenv("SLURM_NODEID", "0")
     assert isinstance(compat.cluster_environment(tiny_trainer()), SLURMEnvironment)
-
-
-class FlopsModel(BoringModel):
-    flops_per_batch = 1000
-
-
-def test_peak_flops_reach_every_throughput_and_give_mfu() -> None:
-    monitor = ThroughputMonitor(batch_size_fn=lambda batch: batch.shape[0], window_size=2)
-
-    class SetPeak(L.Callback):
-        def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-            compat.set_peak_flops(monitor, 1e9)
-
-    trainer = tiny_trainer(callbacks=[monitor, SetPeak()], log_every_n_steps=1)
-    trainer.fit(FlopsModel())
-    found = compat.throughputs(monitor)
-    assert found and all(isinstance(t, Throughput) for t in found.values())
-    assert all(t.available_flops == 1e9 for t in found.values())
-    assert "device/mfu" in found[RunningStage.TRAINING].compute()
 
 
 def test_consolidated_checkpoint_has_the_layout_of_a_full_one() -> None:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ThroughputMonitor
 
 
 def accumulating(trainer: Trainer) -> bool:
@@ -34,26 +33,6 @@ def cluster_environment(trainer: Trainer) -> Any:
     single-device SLURM job has it only on the accelerator connector, where Lightning reads it.
     """
     return trainer._accelerator_connector.cluster_environment
-
-
-def set_peak_flops(monitor: ThroughputMonitor, flops: float) -> None:
-    """Make a ThroughputMonitor compute MFU against `flops` per device.
-
-    Buys: MFU on devices Lightning's peak table lacks (every CPU, new GPUs). Public alternative:
-    none; ThroughputMonitor creates its Throughput objects in `setup` from its own table.
-    """
-    monitor.available_flops = int(flops)
-    for throughput in monitor._throughputs.values():
-        throughput.available_flops = int(flops)
-
-
-def throughputs(monitor: ThroughputMonitor) -> dict[Any, Any]:
-    """A ThroughputMonitor's Throughput objects by running stage, to read figures between logs.
-
-    Buys: tokens/s in the progress bar. Public alternative: `trainer.logged_metrics`, which holds
-    them only on the steps the loggers write, under keys that change with the world size.
-    """
-    return monitor._throughputs
 
 
 def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 Clusters warn a job before they take its machine back (SLURM, Kubernetes and spot instances
 send SIGTERM; SLURM's `--signal` usually SIGUSR1; submitit's time limit and preemption notice
-is SIGUSR2, after which the job is requeued: see lmtrain.utils.requeue). The signal handler only notes the signal. After
-the optimizer step in flight, the callback saves `checkpoints/last.ckpt` (what `ckpt_path=last`
-resumes from), marks the W&B run as preempting and raises `Preempted`: the task wrapper prints
-one `error:` line and the process exits with 128 + the signal's number (143 for SIGTERM).
+is SIGUSR2, after which the job is requeued: see lmtrain.utils.requeue). The signal handler
+only notes the signal. After the optimizer step in flight, the callback saves
+`checkpoints/last.ckpt` (what `ckpt_path=last` resumes from), marks the W&B run as preempting and
+raises `Preempted`: the task wrapper prints one `error:` line and the process exits with 128 +
+the signal's number (143 for SIGTERM).
 
 Under DDP a signal may reach one rank only: every optimizer step the ranks agree, through the
 strategy, whether any of them got one, so they all save and stop at the same step. That is one

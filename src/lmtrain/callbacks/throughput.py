@@ -1,76 +1,111 @@
-"""Tokens/s, samples/s, FLOP/s and MFU while training: Lightning's ThroughputMonitor, fitted to LMs.
+"""Tokens/s, samples/s, FLOP/s and MFU while training, on Lightning's `Throughput` metric.
 
-Two things Lightning's callback leaves open. Its peak-FLOPs table covers known GPUs only, so on a
-CPU (or a GPU it does not list) `available_flops` comes from config, and the log says so. And it
-logs to the loggers alone, so the tokens/s figure is also put in the progress bar.
-FLOPs per batch come from the module's `flops_per_batch` (see `lmtrain.models.flops`).
+Lightning's ThroughputMonitor callback does three things this one does differently: it takes its
+peak FLOP/s from a table that lacks or mislabels current GPUs (here `callbacks.peak_flops`, then
+the config), it synchronizes the GPU after every batch (here only on the steps the loggers
+write), and it shows nothing in the progress bar (here `tok/s`, on one device too). The rolling
+figures themselves are Lightning's `Throughput`, fed the module's measured `flops_per_batch`
+(see `lmtrain.models.flops`).
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ThroughputMonitor
+from lightning.fabric.utilities.throughput import Throughput, get_available_flops
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from lmtrain.lightning_compat import set_peak_flops, throughputs
+from lmtrain.callbacks.peak_flops import device_peak
 from lmtrain.models.module import loggers_write_after
 
 PROGRESS_BAR_KEY = "tok/s"
+PREFIX = "train/"
 
 
-def windows_in(batch: torch.Tensor) -> int:
-    """Samples per batch: the windows."""
-    return batch.shape[0]
-
-
-def tokens_in(batch: torch.Tensor) -> int:
-    """Items per batch: the predicted tokens (each window holds block_size + 1 ids)."""
-    return batch.shape[0] * (batch.shape[1] - 1)
-
-
-class TokenThroughputMonitor(ThroughputMonitor):
+class TokenThroughputMonitor(Callback):
     def __init__(self, available_flops: float | None = None, window_size: int = 50) -> None:
-        """`available_flops`: the peak FLOP/s of one device at the training precision, used for
-        MFU when Lightning's own table has no entry for the device (always so on CPUs)."""
-        super().__init__(batch_size_fn=windows_in, length_fn=tokens_in, window_size=window_size)
+        """`available_flops`: peak FLOP/s of one device at the training precision, for MFU on
+        devices neither table knows (every CPU). `window_size`: logged steps averaged."""
         self.configured_flops = available_flops
+        self.window_size = max(2, window_size)
+        self.throughput: Throughput | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        super().setup(trainer, pl_module, stage)
-        device = trainer.strategy.root_device
-        if self.available_flops is not None:
-            source = f"Lightning's peak for {device}"
-        elif self.configured_flops:
-            set_peak_flops(self, self.configured_flops)
-            source = (
-                "the peak from config (callbacks.throughput.available_flops): Lightning knows "
-                f"none for {device}"
-            )
-        else:
-            source = None
         if stage != "fit":
             return
-        if source:
-            rank_zero_info(f"MFU against {self.available_flops:.3g} FLOP/s, {source}")
-        else:
+        peak, source = self.peak(trainer)
+        if peak is None:
             rank_zero_info(
-                f"No MFU: Lightning knows no peak FLOP/s for {device}; set "
+                f"No MFU: no peak FLOP/s is known for {trainer.strategy.root_device}; set "
                 "callbacks.throughput.available_flops to log it"
             )
+        else:
+            rank_zero_info(f"MFU against {peak:.3g} FLOP/s per device: {source}")
+        self.throughput = Throughput(
+            available_flops=peak, world_size=trainer.world_size, window_size=self.window_size
+        )
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        super().on_train_batch_end(trainer, pl_module, *args)
-        if not trainer.is_global_zero:  # Lightning's hooks update the figures on rank 0 only
+    def peak(self, trainer: Trainer) -> tuple[float | None, str]:
+        """Peak FLOP/s of one device: our table, Lightning's, then the config."""
+        device = trainer.strategy.root_device
+        dtype = compute_dtype(str(trainer.precision))
+        ours = device_peak(device, dtype)
+        if ours is not None:
+            return ours[0], f"lmtrain's table, {ours[1]}"
+        lightning = get_available_flops(device, dtype)
+        if lightning is not None:
+            return float(lightning), f"Lightning's table for {device}, {dtype}"
+        if self.configured_flops:
+            return float(self.configured_flops), "callbacks.throughput.available_flops"
+        return None, ""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._batches = self._samples = self._tokens = 0
+        self._flops_since_update = 0
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        """Count every micro-batch; update and log after the optimizer steps the loggers write."""
+        self._batches += 1
+        self._samples += batch.shape[0]
+        self._tokens += batch.shape[0] * (batch.shape[1] - 1)  # predicted tokens per window
+        self._flops_since_update += pl_module.flops_per_batch or 0
+        step = trainer.global_step
+        if self.throughput is None or step == getattr(self, "_last_step", None):
             return
-        throughput = throughputs(self).get(trainer.state.stage)
-        # Only on the steps where the loggers got fresh figures; the progress bar keeps the
-        # last value in between, and it goes to the bar only (the loggers have it already).
-        if throughput is not None and loggers_write_after(trainer, trainer.global_step):
-            metrics = throughput.compute()
-            # All devices' tokens/s; Lightning names it so only when there is more than one.
-            tokens_per_s = metrics.get("items_per_sec", metrics.get("device/items_per_sec"))
-            if tokens_per_s is not None:
-                pl_module.log(PROGRESS_BAR_KEY, tokens_per_s, prog_bar=True, logger=False)
+        if not loggers_write_after(trainer, step):
+            return
+        self._last_step = step
+        if trainer.strategy.root_device.type == "cuda":
+            torch.cuda.synchronize()  # the GPU's queue is what was timed
+        self.throughput.update(
+            time=time.perf_counter() - self._start,
+            batches=self._batches,
+            samples=self._samples,
+            lengths=self._tokens,
+            flops=self._flops_since_update or None,
+        )
+        self._flops_since_update = 0
+        metrics = {PREFIX + k: v for k, v in self.throughput.compute().items()}
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step)
+        # All devices' tokens/s (Lightning's name for it exists with several devices only).
+        per_device = metrics.get(PREFIX + "device/items_per_sec")
+        if per_device is not None:
+            tokens_per_s = per_device * trainer.world_size
+            pl_module.log(PROGRESS_BAR_KEY, tokens_per_s, prog_bar=True, logger=False)
+
+
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype matmuls run in at a Lightning precision setting ("bf16-mixed", "32-true", ...)."""
+    if precision.startswith("bf16"):
+        return torch.bfloat16
+    if precision.startswith("16"):
+        return torch.float16
+    return torch.float32
