@@ -131,7 +131,8 @@ def collect_rng_states() -> dict[str, Any]:
         "python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
         "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # This process's own GPU only: a resume may see another number of GPUs per process.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_available() else [],
     }
 
 
@@ -142,5 +143,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
     name, keys, pos, has_gauss, cached = states["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    cuda = states["cuda"]
+    if cuda and torch.cuda.is_available():
+        # Saved: this process's GPU's state. Checkpoints of older versions list every visible
+        # GPU's: the one of this process's device, if there is one.
+        index = torch.cuda.current_device() if len(cuda) > 1 else 0
+        torch.cuda.set_rng_state(cuda[min(index, len(cuda) - 1)])
