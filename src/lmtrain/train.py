@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.resume import ExactResume
+from lmtrain.callbacks.same_data import SameDataOnEveryRank
 from lmtrain.callbacks.samples import TextSamples
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
@@ -62,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # states, and the gradients of a step cut between micro-batches, go into checkpoints.
     if not any(isinstance(c, ExactResume) for c in callbacks):
         callbacks.append(ExactResume())
+    callbacks.append(SameDataOnEveryRank())  # ranks on several nodes serve the same tokens
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

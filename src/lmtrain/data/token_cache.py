@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -34,17 +33,19 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+from lmtrain.data.checksums import damaged_files, file_checksums
 from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
+from lmtrain.utils import locks
 
 log = logging.getLogger(__name__)
 
 # What a full disk, a full quota or a file size limit (ulimit -f) raise while the cache is written.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 # Bump when the folder layout or the token stream changes, so old caches are not trusted.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: meta.json holds each token file's checksums
 
 
 def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
@@ -148,22 +149,18 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
 
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    """A POSIX record lock on `path`, which the kernel drops as soon as its holder dies.
-
-    Not `flock`: an flock belongs to the open file, which forked tokenizer workers inherit, so a
-    builder killed while its workers linger would keep everyone else waiting. The lock file stays
-    (removing it would let a waiting process and a new one lock two different files).
-    """
-    with path.open("a") as f:
-        try:
-            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            log.info("Waiting for another process to finish building %s", path.with_suffix(""))
-            fcntl.lockf(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(f, fcntl.LOCK_UN)
+    """Hold the build lock `path` (`lmtrain.utils.locks`: dropped by the kernel when its holder
+    dies), waiting for another builder if there is one. The file stays (removing it would let a
+    waiting process and a new one lock two different files)."""
+    try:
+        release = locks.acquire(path)
+    except locks.LockHeld:
+        log.info("Waiting for another process to finish building %s", path.with_suffix(""))
+        release = locks.acquire(path, wait=True)
+    try:
+        yield
+    finally:
+        release()
 
 
 def write(
@@ -210,6 +207,7 @@ def write(
         "source": source.describe(),
         "tokenizer": asdict(settings),
         "prepare": {"workers": stats.workers, "seconds": round(stats.seconds, 3)},
+        "checksums": file_checksums({split: folder / f"{split}.bin" for split in SPLITS}),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info(
@@ -257,13 +255,16 @@ def find_problem(folder: Path) -> str | None:
         return "tokenizer/tokenizer.json missing"
     try:
         itemsize = np.dtype(meta["dtype"]).itemsize
-        for split in SPLITS:
-            path = folder / f"{split}.bin"
+        paths = {split: folder / f"{split}.bin" for split in SPLITS}
+        for split, path in paths.items():
             expected = int(meta["tokens"][split]) * itemsize
             if not path.is_file() or path.stat().st_size != expected:
                 return f"{path.name} is not {expected} bytes"
+        damaged = damaged_files(paths, meta["checksums"])
     except (KeyError, TypeError, ValueError) as err:
         return f"meta.json incomplete: {err!r}"
+    if damaged:
+        return f"{', '.join(f'{d}.bin' for d in damaged)} does not match its checksum"
     return None
 
 

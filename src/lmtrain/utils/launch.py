@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, read_write
 
 from lmtrain.errors import Preempted
@@ -46,22 +47,52 @@ def prepare_process(cfg: DictConfig) -> None:
     - A SLURM (submitit) job holds back submitit's requeue until every rank has saved
       (`lmtrain.utils.requeue`); a requeued job resumes from its run folder's last.ckpt.
     """
+    set_rank_from_node(cfg)
     if rank_zero_only.rank > 0:
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
             handler.close()
     hydra_cfg = HydraConfig.get()
-    started_by_torchrun = "TORCHELASTIC_RUN_ID" in os.environ
-    if started_by_torchrun and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        named = any(str(o).startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
-        if hydra_cfg.mode != RunMode.MULTIRUN and not named:
+    named = any(str(o).startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
+    if hydra_cfg.mode != RunMode.MULTIRUN and not named:
+        if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             fail(
                 "torchrun starts each rank as its own Hydra run, each with its own run folder: "
                 "pass hydra.run.dir=<folder> (the same for every rank and node)"
             )
+        if launched_across_nodes(cfg):
+            fail(
+                "Lightning's launcher on several nodes (NODE_RANK set, trainer.num_nodes="
+                f"{cfg.trainer.num_nodes}) starts each node as its own Hydra run: pass "
+                "hydra.run.dir=<a folder on storage every node shares> (the same on every node)"
+            )
     hold_submitit_requeue(Path(cfg.paths.output_dir))
     resume_after_requeue(cfg)
+
+
+def launched_across_nodes(cfg: DictConfig) -> bool:
+    """Lightning's own launcher on several nodes: NODE_RANK set by the user, no torchrun, no
+    SLURM (those set every rank themselves)."""
+    trainer = cfg.get("trainer") or {}
+    return (
+        "NODE_RANK" in os.environ
+        and int(trainer.get("num_nodes") or 1) > 1
+        and "TORCHELASTIC_RUN_ID" not in os.environ
+        and "SLURM_PROCID" not in os.environ
+    )
+
+
+def set_rank_from_node(cfg: DictConfig) -> None:
+    """Under Lightning's launcher across nodes, tell this process its global rank before Lightning
+    does (NODE_RANK x devices + LOCAL_RANK): until then a node's first process would take itself
+    for rank 0 and write rank 0's files (the W&B run id, the run folder's lock)."""
+    if not launched_across_nodes(cfg) or rank_zero_only.rank > 0:
+        return
+    devices = cfg.trainer.get("devices")
+    per_node = devices if isinstance(devices, int) and devices > 0 else 1
+    rank = int(os.environ["NODE_RANK"]) * per_node + int(os.environ.get("LOCAL_RANK", 0))
+    rank_zero_only.rank = utilities_rank_zero_only.rank = rank
 
 
 def resume_after_requeue(cfg: DictConfig) -> None:

@@ -15,21 +15,13 @@ Only global rank 0 claims: Lightning's DDP launcher re-runs the command for rank
 0's folder, and torchrun and SLURM start every rank with the same folder. When rank 0 refuses
 under torchrun, it exits 1 and torchrun stops the other ranks.
 
-The lock is a POSIX record lock (`fcntl.lockf`), which the kernel drops when its holder dies,
-even by SIGKILL. Not `flock`: forked workers (data loaders, tokenizers) would inherit it and
-keep it after the run died. On a file system without POSIX locks, the lock is a file created
-with O_EXCL that holds the owner's pid and host; it is removed at exit, and one left by a dead
-process of this host is taken over (other hosts' cannot be checked: the message names the file).
+The lock is `lmtrain.utils.locks`' (a POSIX lock the kernel drops when its holder dies, or an
+O_EXCL owner file where the file system has no POSIX locks).
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import errno
-import fcntl
 import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -41,12 +33,10 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils import locks
+from lmtrain.utils.launch import set_rank_from_node
 
-LOCK_FILE = ".lock"  # POSIX lock; the file stays (removing it would let two runs lock two files)
-OWNER_FILE = ".lock.owner"  # the O_EXCL lock file where POSIX locks are not supported
-# What lockf raises on a file system without POSIX locks (NFS without lockd, some FUSE and
-# parallel file systems mounted without lock support).
-NO_POSIX_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
 
 # The folder this process holds and how to let it go.
 _held: tuple[Path, Callable[[], None]] | None = None
@@ -91,6 +81,7 @@ class ClaimRunFolder(HydraCallback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
         run_dir = Path(str(config.hydra.run.dir))
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
@@ -123,78 +114,13 @@ def existing_checkpoints(folder: Path) -> list[str]:
 
 
 def lock_run_folder(folder: Path) -> Callable[[], None]:
-    """Lock `folder` for this process; return the function that unlocks it."""
-    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Lock `folder` for this process (`lmtrain.utils.locks`); return the function that unlocks."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as err:
-        holder = os.read(fd, 200).decode(errors="replace").split()  # `<pid> <host>`
-        os.close(fd)
-        if err.errno in NO_POSIX_LOCKS:
-            return lock_with_owner_file(folder)
-        if err.errno in (errno.EAGAIN, errno.EACCES):
-            raise in_use(folder, *holder[:2]) from None
-        raise
-    with contextlib.suppress(OSError):  # only for a refused run's message (a full disk is fine)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-    return lambda: os.close(fd)  # closing drops the lock
-
-
-def lock_with_owner_file(folder: Path) -> Callable[[], None]:
-    """The lock where POSIX locks are not supported: `<folder>/.lock.owner`, created with O_EXCL,
-    holding `<pid> <host>`. A file left by a dead process of this host is taken over (two runs
-    taking over the same stale file at once could both succeed: this is the fallback)."""
-    path, host = folder / OWNER_FILE, socket.gethostname()
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            pid, owner_host = _read_owner(path)
-            if owner_host == host and pid is not None and not _alive(pid):
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                continue
-            raise in_use(folder, str(pid) if pid else "?", owner_host or "?", path) from None
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {host}\n")
-        break
-    else:
-        raise in_use(folder, "?", "?", path)
-
-    def release() -> None:
-        atexit.unregister(release)
-        if _read_owner(path) == (os.getpid(), host):
-            path.unlink(missing_ok=True)
-
-    atexit.register(release)
-    return release
-
-
-def in_use(
-    folder: Path, pid: str = "?", host: str = "?", owner_file: Path | None = None
-) -> LMTrainError:
-    """The refusal of a folder that another live run holds."""
-    stale = f" (if no run is left on {host}, delete {owner_file})" if owner_file else ""
-    return LMTrainError(
-        f"hydra.run.dir={folder} is in use by a live run (pid {pid} on host {host}): wait for "
-        f"it or pass another hydra.run.dir{stale}"
-    )
-
-
-def _read_owner(path: Path) -> tuple[int | None, str | None]:
-    try:
-        pid, host = path.read_text().split()[:2]
-        return int(pid), host
-    except (OSError, ValueError):
-        return None, None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+        return locks.acquire(folder / LOCK_FILE)
+    except locks.LockHeld as held:
+        stale = f" (if no run is left on {held.host}, delete {held.owner_file})"
+        raise LMTrainError(
+            f"hydra.run.dir={folder} is in use by a live run (pid {held.pid} on host "
+            f"{held.host}): wait for it or pass another hydra.run.dir"
+            + (stale if held.owner_file else "")
+        ) from None

@@ -1,0 +1,116 @@
+"""An exclusive lock on a file that its holder keeps until it lets go or dies, on any file system.
+
+The lock is a POSIX record lock (`fcntl.lockf`), which the kernel drops when its holder dies,
+even by SIGKILL. Not `flock`: an flock belongs to the open file, which forked workers (tokenizer
+processes, data loaders) inherit, so a holder killed while its workers linger would keep
+everyone else waiting. Some cluster file systems (NFS without lockd, some FUSE and parallel file
+systems) refuse POSIX locks; there the lock is a file created with O_EXCL beside it
+(`<name>.owner`), holding the owner's pid and host, removed at exit; one left by a dead process
+of this host is taken over (other hosts' cannot be checked: the holder's message names the file).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import errno
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# What lockf raises on a file system without POSIX locks.
+NO_POSIX_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
+OWNER_SUFFIX = ".owner"
+# Seconds between tries while waiting for an owner-file lock (POSIX locks wait in the kernel).
+POLL_S = 0.5
+
+Release = Callable[[], None]
+
+
+class LockHeld(Exception):
+    """Another live process holds the lock: its pid and host (as far as known), and the owner
+    file to delete by hand if that process is gone on another host."""
+
+    def __init__(self, pid: str, host: str, owner_file: Path | None = None) -> None:
+        super().__init__(f"held by pid {pid} on host {host}")
+        self.pid, self.host, self.owner_file = pid, host, owner_file
+
+
+def acquire(path: Path, wait: bool = False) -> Release:
+    """Lock `path` for this process; return the function that lets go.
+
+    `wait=False` raises LockHeld at once if another process holds it; `wait=True` waits.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in NO_POSIX_LOCKS:
+            os.close(fd)
+            return _acquire_owner_file(path.with_name(path.name + OWNER_SUFFIX), wait)
+        if err.errno not in (errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            raise
+        if not wait:
+            holder = os.read(fd, 200).decode(errors="replace").split()  # `<pid> <host>`
+            os.close(fd)
+            pid, host = [*holder, "?", "?"][:2]
+            raise LockHeld(pid, host) from None
+        fcntl.lockf(fd, fcntl.LOCK_EX)  # the kernel wakes us when the holder lets go or dies
+    with contextlib.suppress(OSError):  # who holds it, for others' messages (a full disk is fine)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+    return lambda: os.close(fd)  # closing drops the lock
+
+
+def _acquire_owner_file(path: Path, wait: bool) -> Release:
+    """The lock where POSIX locks are missing: `path` created with O_EXCL (a stale file of a dead
+    process of this host is taken over; two processes taking over one stale file at once could
+    both succeed: this is the fallback)."""
+    host = socket.gethostname()
+    while True:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            pid, owner_host = read_owner(path)
+            if owner_host == host and pid is not None and not alive(pid):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                continue
+            if not wait:
+                raise LockHeld(str(pid or "?"), owner_host or "?", path) from None
+            time.sleep(POLL_S)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {host}\n")
+
+    def release() -> None:
+        atexit.unregister(release)
+        if read_owner(path) == (os.getpid(), host):
+            path.unlink(missing_ok=True)
+
+    atexit.register(release)
+    return release
+
+
+def read_owner(path: Path) -> tuple[int | None, str | None]:
+    """(pid, host) written in an owner file, or (None, None)."""
+    try:
+        pid, host = path.read_text().split()[:2]
+        return int(pid), host
+    except (OSError, ValueError):
+        return None, None
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this host (signal 0 sends nothing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
