@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The GPU checks, as one prepared call on one GPU (sized for an H200: about 6 minutes):
+#   bash scripts/gpu_check.sh            # writes $OUT/summary.md and one log per step
+# Steps: install; nvidia-smi; GPT-2 124M (50,304-token embedding) for 300 steps at block 1024 in
+# bf16-mixed, compiled, with tokens/s and MFU; trainer=fsdp on one GPU with a DCP save, a kill -9
+# and a resume that must end where an uninterrupted run ends; lmtrain.generate on the GPU.
+#
+# Install: `make install` where PyPI is reachable. A machine that reaches no package index (a
+# lent accelerator) gets the wheels this project needs beside the GPU's own torch: fetch them
+# here first with `bash scripts/gpu_wheels.sh` (into .whl/, which git ignores) and carry .whl.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-logs/gpu_check}
+mkdir -p "$OUT"
+SUMMARY=$OUT/summary.md
+export WANDB_MODE=offline WANDB_SILENT=true HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1
+RUNS=$(mktemp -d)
+printf '# GPU check (%s)\n\n| step | result | seconds |\n|---|---|---|\n' "$(date -u +%FT%TZ)" >"$SUMMARY"
+
+# step NAME SECONDS COMMAND...: run it with a time limit, log it, add a row to the summary.
+step() {
+  local name=$1 limit=$2 start rc
+  shift 2
+  start=$(date +%s)
+  timeout --signal=KILL "$limit" "$@" >"$OUT/$name.log" 2>&1
+  rc=$?
+  local result=ok
+  [ "$rc" -ne 0 ] && result="FAILED (exit $rc, see $name.log)"
+  echo "| $name | $result | $(($(date +%s) - start)) |" >>"$SUMMARY"
+  echo "$name: $result"
+  return "$rc"
+}
+
+if [ -d .whl ]; then
+  PY=python3
+  install_offline() {
+    $PY -m pip install --quiet --no-index --no-deps --no-build-isolation .whl/* &&
+      $PY -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
+  }
+  step install 300 install_offline
+else
+  PY=.venv/bin/python
+  step install 600 make install
+fi
+step nvidia-smi 30 nvidia-smi
+
+# GPT-2 124M on the standard library's code (no download), BPE of 8,192 tokens in a 50,304-row
+# embedding (nanoGPT's padded GPT-2 vocabulary).
+GPT2=(model=gpt2_124m trainer=gpu logger=csv data.block_size=1024 data.batch_size=16
+  data.tokenizer.vocab_size=8192 model.config.vocab_size=50304 model.compile=true
+  trainer.max_steps=300 trainer.val_check_interval=300 trainer.limit_val_batches=10
+  trainer.log_every_n_steps=25 callbacks.text_samples=null callbacks.rich_progress_bar=null
+  trainer.enable_progress_bar=false "paths.log_dir=$RUNS")
+step gpt2_124m 300 $PY -m lmtrain.train "${GPT2[@]}" "hydra.run.dir=$RUNS/gpt2"
+$PY - "$RUNS/gpt2" >>"$SUMMARY" <<'PY'
+import csv, json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+rows = list(csv.DictReader((run / "csv" / "metrics.csv").open()))
+last = {k: v for row in rows for k, v in row.items() if v}
+metrics = json.loads((run / "metrics.json").read_text())
+print(f"\nGPT-2 124M, block 1024, batch 16, bf16-mixed, compiled: "
+      f"{float(last['train/device/items_per_sec']):,.0f} tok/s, "
+      f"MFU {float(last.get('train/device/mfu', 'nan')):.3f}, "
+      f"val/loss {metrics['val/loss']:.3f} after {metrics['trainer/global_step']:.0f} steps\n")
+PY
+
+# FSDP2 on one GPU: an uninterrupted run, and one killed after its first DCP save, resumed.
+FSDP=(trainer=fsdp trainer.devices=1 logger=csv data=text_files "data.source.path=$PWD/src"
+  data.tokenizer.kind=char data.block_size=128 data.batch_size=8 trainer.max_steps=40
+  trainer.val_check_interval=40 trainer.limit_val_batches=4 trainer.log_every_n_steps=10
+  callbacks.model_checkpoint.every_n_train_steps=10 callbacks.rich_progress_bar=null
+  trainer.enable_progress_bar=false "paths.log_dir=$RUNS")
+step fsdp_reference 240 $PY -m lmtrain.train "${FSDP[@]}" "hydra.run.dir=$RUNS/fsdp_ref"
+fsdp_killed() {
+  $PY -m lmtrain.train "${FSDP[@]}" "hydra.run.dir=$RUNS/fsdp" &
+  local pid=$!
+  until [ -f "$RUNS/fsdp/checkpoints/last.ckpt/.metadata" ] || ! kill -0 $pid 2>/dev/null; do
+    sleep 0.2
+  done
+  kill -9 $pid 2>/dev/null
+  wait $pid
+  $PY -m lmtrain.train "${FSDP[@]}" "hydra.run.dir=$RUNS/fsdp" ckpt_path=last
+}
+step fsdp_kill_resume 300 fsdp_killed
+step fsdp_same_result 60 $PY - "$RUNS/fsdp_ref" "$RUNS/fsdp" <<'PY'
+import json, sys
+a, b = (json.load(open(f"{run}/metrics.json")) for run in sys.argv[1:])
+print(a, b, sep="\n")
+assert a["trainer/global_step"] == b["trainer/global_step"]
+assert abs(a["val/loss"] - b["val/loss"]) <= 1e-5 * abs(a["val/loss"]), (a["val/loss"], b["val/loss"])
+PY
+step fsdp_consolidate 120 $PY -m lmtrain.strategies consolidate "$RUNS/fsdp/checkpoints/last.ckpt"
+step generate 120 $PY -m lmtrain.generate "ckpt_path=$RUNS/fsdp/checkpoints/last.consolidated.ckpt" \
+  device=cuda prompt="def " max_new_tokens=64 "paths.log_dir=$RUNS"
+
+nvidia-smi >>"$OUT/nvidia-smi-after.log" 2>&1
+cat "$SUMMARY"
