@@ -28,6 +28,7 @@ from typing_extensions import override
 
 from lmtrain.utils.io import atomic_write, temporary_path
 from lmtrain.utils.safe_load import checkpoint_error, refused_global
+from lmtrain.utils.tensor_digest import add_digest, verify
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -45,6 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         target = Path(local_path)
+        add_digest(checkpoint)  # checked by every reader (lmtrain.utils.tensor_digest)
         with atomic_write(target, "wb") as f:
             torch.save(checkpoint, f)
             f.flush()
@@ -61,11 +63,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """Lightning's load with `weights_only=True` always; a refused pickle is one LMTrainError
         line (other failures are Lightning's)."""
         try:
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            checkpoint = super().load_checkpoint(path, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
             if refused_global(err) is None:
                 raise
             raise checkpoint_error(path, err, "checkpoint") from None
+        verify(checkpoint, path)
+        return checkpoint
 
     def before_replace(self, tmp: Path, target: Path) -> None:
         """Called with the complete temporary file, just before it replaces `target`.

@@ -33,6 +33,7 @@ from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
 from torch.distributed.checkpoint.planner import ReadItem
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
 # with AdamW state, written by one process and by two FSDP2 ranks): the metadata dataclasses, the
@@ -62,9 +63,11 @@ WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/chec
 def load_torch_file(path: str | Path) -> Any:
     """A `torch.save` file's tensors (memory-mapped, on CPU) and plain values, nothing else."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:
         raise checkpoint_error(path, err, "checkpoint") from None
+    verify(checkpoint, path)  # damaged on disk since it was written
+    return checkpoint
 
 
 def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrainError:
