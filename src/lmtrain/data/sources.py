@@ -187,17 +187,28 @@ class TextFilesSource(FileSource):
         self.block_chars = block_chars
 
     def find_files(self) -> tuple[list[Path], Path]:
-        """Every matched file, sorted, deduplicated; an error if none is found or all are empty."""
-        found: set[Path] = set()
+        """Every matched file, sorted, deduplicated by real path (a file reached through two
+        links, or a link loop a `**` glob walks, is read once and lands in one split); an error
+        if none is found or all are empty."""
+        empty = [p for p in self.paths if not p.strip()]
+        if empty or not self.paths:
+            raise LMTrainError(
+                f"data.source.path={self.path!r} is empty: pass a file, folder or glob (an empty "
+                "path would read the whole working directory)"
+            )
+        found: dict[Path, Path] = {}  # real path -> the first path that reached it
         for entry in self.paths:
             path = Path(entry).expanduser()
             if path.is_file():
-                found.add(path)
+                matches = [path]
             elif path.is_dir():
-                found.update(p for p in path.rglob("*") if p.is_file())
+                matches = sorted(p for p in path.rglob("*") if p.is_file())
             else:
-                found.update(p for p in map(Path, glob.glob(str(path), recursive=True)))
-        files = sorted(p for p in found if p.is_file())
+                matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            for match in matches:
+                if match.is_file():
+                    found.setdefault(match.resolve(), match)
+        files = sorted(found.values())
         if not files:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches no file: pass an existing file, folder "
