@@ -25,6 +25,8 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.hf import check_context
+from lmtrain.utils.config_checks import check_eval_config
+from lmtrain.utils.instantiate import instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate the model on the data's whole val split; return and save its metrics."""
+    check_eval_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
     L.seed_everything(cfg.seed, workers=True)
@@ -64,7 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # windows of equal length: the mean over every val token, so exp(val/loss) is exactly what
     # torchmetrics' Perplexity computes, without keeping batch x block x vocab logits around.
     module = CausalLMModule(model=loaded.model, tokenizer=loaded.tokenizer)
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=[])
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     trainer.limit_val_batches = 1.0
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     val_batches = datamodule.val_dataloader()

@@ -22,6 +22,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
+from lmtrain.utils.config_checks import check_generate_config
 from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
@@ -30,15 +31,9 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def generate(cfg: DictConfig) -> list[str]:
     """Print `cfg.num_samples` completions of the prompt to stdout; return them."""
+    check_generate_config(cfg)  # every bad setting at once, before loading anything
     path = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     prompt = read_prompt(cfg.get("prompt"), cfg.get("prompt_file"))
-    for key in ("max_new_tokens", "num_samples"):
-        if int(cfg[key]) < 1:
-            raise LMTrainError(f"{key}={cfg[key]!r} must be at least 1: pass a positive int")
-    if not cfg.greedy and float(cfg.temperature) <= 0:
-        raise LMTrainError(
-            f"temperature={cfg.temperature!r} must be positive: pass e.g. 0.8, or greedy=true"
-        )
     hf_logging.disable_progress_bar()  # "Loading weights" bars; stderr, but noise all the same
     loaded = load_model(path)
     problem = prompt_problem(loaded.tokenizer, prompt, context_length(loaded.model.config))

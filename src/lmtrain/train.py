@@ -24,7 +24,12 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
-from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.config_checks import check_train_config
+from lmtrain.utils.instantiate import (
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_trainer,
+)
 from lmtrain.utils.io import write_json
 from lmtrain.utils.launch import prepare_process, run_for_sweeper
 from lmtrain.utils.redact import redact
@@ -37,6 +42,7 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
+    check_train_config(cfg)  # every bad setting at once, before any work
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # One live run per run folder, and none into another run's checkpoints unless told to.
@@ -68,7 +74,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = gradient_accumulation(
             cfg.global_batch_size, cfg.data.batch_size, trainer.world_size

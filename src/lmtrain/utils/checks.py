@@ -60,24 +60,27 @@ class Problems:
         low_open: bool = False,
         high_open: bool = False,
         optional: bool = False,
+        hint: str = "",
     ) -> bool:
-        """A finite int or float in [low, high] (an end excluded when `*_open`)."""
+        """A finite int or float in [low, high] (an end excluded when `*_open`); `hint` follows
+        the advice (", or greedy=true")."""
         if value is None and optional:
             return True
         if low == 0 and low_open and high is None:
-            span = "positive"
+            span, wanted = "positive", "a positive number"
         else:
             lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
             hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
             span = f"in {lo}, {hi}"
+            wanted = f"a number {span}"
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if not numeric or not math.isfinite(value):
-            self.add(f"{key}={value!r} is not a finite number: pass a number {span}")
+            self.add(f"{key}={value!r} is not a finite number: pass {wanted}{hint}")
             return False
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
         if too_low or too_high:
-            self.add(f"{key}={value!r} must be {span}: pass a number {span}")
+            self.add(f"{key}={value!r} must be {span}: pass {wanted}{hint}")
             return False
         return True
 

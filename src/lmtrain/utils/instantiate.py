@@ -11,10 +11,12 @@ from collections.abc import Callable
 from typing import Any
 
 import hydra
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
+from lmtrain.errors import LMTrainError, find_cause, first_line
 from lmtrain.utils.wandb_run import is_wandb_entry, wandb_kwargs
 
 log = logging.getLogger(__name__)
@@ -52,3 +54,18 @@ def instantiate_loggers(
         return wandb_kwargs(entry, run_cfg, resuming)
 
     return _instantiate_group(cfg, "logger", extra_kwargs)
+
+
+def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
+    """The Trainer of `cfg` (the trainer group); Lightning's refusal of a setting (no GPU for
+    `accelerator: gpu`, more devices than there are, an unknown strategy) is one line."""
+    try:
+        return hydra.utils.instantiate(cfg, **kwargs)
+    except Exception as err:
+        refusal = find_cause(err, MisconfigurationException)
+        if refusal is None:
+            raise
+        raise LMTrainError(
+            f"the trainer settings were refused ({first_line(refusal)}): check trainer.accelerator,"
+            " trainer.devices, trainer.precision and trainer.strategy (trainer=cpu runs anywhere)"
+        ) from None
