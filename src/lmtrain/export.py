@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,6 @@ from lmtrain.utils.redact import is_secret_key, redact
 from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
-
-# Config keys whose values must never leave the machine in an export.
-SECRET_KEY = re.compile(r"api[_-]?key|secret|passw|auth|access[_-]?token|hf[_-]?token", re.I)
 
 
 @task_wrapper
@@ -115,8 +111,9 @@ def write_folder(folder: Path, loaded: LoadedModel, info: dict[str, Any], cfg: D
 
 
 def scrub(value: Any) -> Any:
-    """A copy of the run config without Hydra's own node, with secret-looking keys dropped and
-    strings holding an environment secret redacted (see `lmtrain.utils.redact`).
+    """A copy of the run config without Hydra's own node, with the keys that name a secret
+    dropped (`lmtrain.utils.redact.is_secret_key`: one rule for every file a run writes) and
+    strings holding a secret redacted (see `lmtrain.utils.redact`).
 
     Checkpoints of older runs may still hold secrets in their run config: this is the last gate.
     """
@@ -128,7 +125,7 @@ def _drop_secret_keys(value: Any) -> Any:
         return {
             k: _drop_secret_keys(v)
             for k, v in value.items()
-            if k != "hydra" and not SECRET_KEY.search(str(k)) and not is_secret_key(k)
+            if k != "hydra" and not is_secret_key(k)
         }
     if isinstance(value, list):
         return [_drop_secret_keys(v) for v in value]

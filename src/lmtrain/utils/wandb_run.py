@@ -6,6 +6,11 @@ job) passes the id again, and Lightning's WandbLogger initializes with `resume="
 same W&B run goes on instead of a second one starting. In a multirun every job is named by its
 overrides (`model.optimizer.lr=0.001,seed=2`) and grouped by its sweep folder, so the dashboard
 shows a sweep as one group whose members say what they tried.
+
+No command line goes to W&B: a literal `+extra.password=...` override would sit in the run file
+that `wandb sync` uploads. W&B's system metadata (which holds `sys.argv`) is off unless
+`logger.wandb.settings.x_disable_meta=false`, and a job's name redacts a secret override's
+value (`lmtrain.utils.redact`). What ran is in the run config, logged resolved and redacted.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.redact import holds_secret, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
 OFFLINE_MODES = ("offline", "dryrun", "disabled")
@@ -39,7 +45,7 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     configured one) and is saved there.
     """
     check_log_model(entry)
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"settings": wandb_settings(entry)}
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
     if entry.get("name") is None:
@@ -60,8 +66,12 @@ def job_name(hydra: Any, task_name: str) -> str:
     overrides (Hydra's override_dirname, less hydra.job.config.override_dirname.exclude_keys).
     """
     swept = swept_keys(hydra)
-    named = [o for o in map(str, hydra.overrides.task) if o.split("=", 1)[0].lstrip("+~") in swept]
-    return ",".join(named) or str(hydra.job.override_dirname) or f"{task_name}-{hydra.job.num}"
+    overrides = map(str, hydra.overrides.task)
+    named = [redact_override(o) for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+    every = str(hydra.job.override_dirname)
+    if holds_secret(every):
+        every = ""  # Hydra's joined string cannot be redacted item by item: not used
+    return ",".join(named) or every or f"{task_name}-{hydra.job.num}"
 
 
 def swept_keys(hydra: Any) -> set[str]:
@@ -76,6 +86,35 @@ def swept_keys(hydra: Any) -> set[str]:
         parsed = OverridesParser.create().parse_overrides(lines)
         keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
     return keys
+
+
+def wandb_settings(entry: DictConfig) -> Any:
+    """The `wandb.Settings` of this run: the entry's `settings` (fields of wandb.Settings), with
+    `x_disable_meta` on unless they say otherwise (see the module docstring).
+
+    Built here because wandb.init silently ignores a settings mapping that is not a plain dict,
+    which is what Hydra would pass.
+    """
+    import wandb  # only for a W&B logger, which imports it anyway
+    from pydantic import ValidationError  # what wandb.Settings raises
+
+    where = f"logger.{entry._key()}.settings"
+    given = entry.get("settings") or OmegaConf.create({})
+    if not isinstance(given, DictConfig):
+        raise LMTrainError(
+            f"{where}={given!r} is not a mapping: give fields of wandb.Settings "
+            f"({where}.x_disable_meta=true)"
+        )
+    fields = OmegaConf.to_container(given, resolve=True)
+    fields.pop("_target_", None)  # the same fields written as {_target_: wandb.Settings, ...}
+    try:
+        return wandb.Settings(**{"x_disable_meta": True, **fields})
+    except ValidationError as err:  # one entry per bad field
+        bad = [f"{'.'.join(map(str, e['loc']))}={e['input']!r} ({e['msg']})" for e in err.errors()]
+        raise LMTrainError(
+            f"{where} has bad values: {'; '.join(bad)}: use fields of wandb.Settings with "
+            "values of their type (e.g. x_disable_meta=true)"
+        ) from None
 
 
 def run_id(run_dir: Path, configured: str | None, resuming: bool) -> str:
