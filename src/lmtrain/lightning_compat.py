@@ -48,6 +48,18 @@ def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]
     return _format_checkpoint(checkpoint)
 
 
+def make_every_rank_data_parallel(strategy: Any) -> None:
+    """Set a `ModelParallelStrategy`'s data-parallel size to all its ranks (nodes x processes
+    per node), before its `setup_environment` builds the device mesh from it.
+
+    Buys: `trainer=fsdp` on any number of devices and nodes, every rank reading its own data.
+    Lightning's "auto" is the number of nodes (the rest goes to tensor parallelism). Public
+    alternative: `ModelParallelStrategy(data_parallel_size=N)`, but N (devices x nodes) is known
+    only once the Trainer has counted the devices, after the strategy is built.
+    """
+    strategy._data_parallel_size = strategy.num_nodes * strategy.num_processes
+
+
 @contextlib.contextmanager
 def ddp_launcher_observes_job_only() -> Iterator[None]:
     """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.

@@ -16,7 +16,8 @@ after a batch and after the validation that follows it are the same.
 A checkpoint may also fall between the micro-batches of one optimizer step: ModelCheckpoint
 defers an `every_n_train_steps` save at an epoch's last batch and then writes it after the next
 micro-batch, and a preemption may save anywhere. The gradients accumulated so far are then part
-of the state: they are saved (each rank's, since DDP syncs only at the step) and put back.
+of the state: they are saved and put back (see `gathered_gradients` for what is saved, where it
+is held on the way, and how it goes back on another number of ranks).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from lmtrain.lightning_compat import accumulating
 
@@ -38,9 +41,11 @@ log = logging.getLogger(__name__)
 class ExactResume(Callback):
     """Saves every rank's RNG states in checkpoints and restores them on resume.
 
-    Under DDP only rank 0 writes the checkpoint, but Lightning builds its contents (this
-    callback's `state_dict`) on every rank, so the states are gathered to rank 0 there.
-    A resume on a different number of ranks keeps the seeded RNGs, with a warning.
+    Lightning builds the checkpoint's contents (this callback's `state_dict`) on every rank, and
+    rank 0 writes them, so the states are gathered to rank 0 there: over a gloo group, from host
+    memory, so that nothing of it lands on a GPU (NCCL would stage every rank's objects in rank
+    0's GPU memory). A resume on a different number of ranks keeps the seeded RNGs, with a
+    warning, and puts back the gradients of a step cut between micro-batches as their mean.
     """
 
     def __init__(self) -> None:
@@ -48,20 +53,19 @@ class ExactResume(Callback):
         self._before_validation: dict[str, Any] | None = None
         self._module: LightningModule | None = None
         self._trainer: Trainer | None = None
+        self._host_group: Any = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer, self._module = trainer, pl_module
+        if self._host_group is None:
+            self._host_group = host_group()  # a collective: every rank runs setup
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"rng_states": _gather(collect_rng_states())}
+        group = self._host_group
+        state: dict[str, Any] = {"rng_states": _gather(collect_rng_states(), group)}
         if self._mid_accumulation():
             assert self._module is not None
-            grads = {
-                name: p.grad.detach().cpu()
-                for name, p in self._module.named_parameters()
-                if p.grad is not None
-            }
-            state["grads"] = _gather(grads)
+            state["grads"] = gathered_gradients(self._module, group)
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -75,19 +79,17 @@ class ExactResume(Callback):
             return
         state, self._to_restore = self._to_restore, None
         states, grads = state.get("rng_states", []), state.get("grads")
-        if len(states) != trainer.world_size:
+        if len(states) == trainer.world_size:
+            set_rng_states(states[trainer.global_rank])
+        else:
             log.warning(
                 "The checkpoint holds RNG states of %d ranks, this run has %d: keeping the "
                 "seeded RNGs, so random draws (dropout) differ from the interrupted run",
                 len(states),
                 trainer.world_size,
             )
-            return
-        set_rng_states(states[trainer.global_rank])
-        if grads is not None:
-            params = dict(pl_module.named_parameters())
-            for name, grad in grads[trainer.global_rank].items():
-                params[name].grad = grad.to(params[name].device)
+        if grads:
+            restore_gradients(pl_module, grads, trainer.world_size, trainer.global_rank)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._before_validation = collect_rng_states()
@@ -111,16 +113,78 @@ class ExactResume(Callback):
         return trained and accumulating(trainer)
 
 
-def _gather(states: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's `states` in rank order on rank 0, which writes the checkpoint; the other
-    ranks keep their own (a list of one, as without a process group). Gathering to rank 0 only
-    spares each rank a copy of every other rank's gradients."""
+def host_group() -> Any:
+    """A gloo process group over all ranks (collectives on host memory), or None for the default
+    group when it is gloo already, or when there is no process group."""
     dist = torch.distributed
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [states]
+        return None
+    return None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+
+
+def _gather(obj: Any, group: Any = None) -> list[Any]:
+    """Every rank's `obj` in rank order on rank 0, which writes the checkpoint; the other ranks
+    keep their own (a list of one, as without a process group). Over `group` (gloo: pickled in
+    host memory). Gathering to rank 0 only spares each rank a copy of every other rank's."""
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
     gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
-    dist.gather_object(states, gathered, dst=0)
-    return gathered if gathered is not None else [states]
+    dist.gather_object(obj, gathered, dst=0, group=group)
+    return gathered if gathered is not None else [obj]
+
+
+def gathered_gradients(module: LightningModule, group: Any = None) -> list[dict[str, Tensor]]:
+    """The gradients accumulated so far, as rank 0 writes them: a list of per-rank dicts of
+    full CPU tensors, gathered one parameter at a time over the host `group`.
+
+    - DDP syncs only at the step: each rank holds its own partial sum, a full-size tensor.
+      Rank 0 gathers all of them (ranks x one gradient, the size of what it then writes: one
+      file, which it must hold to write), and the resume on as many ranks is bitwise.
+    - FSDP syncs every micro-batch: every rank holds its dim-0 shard of the same averaged sum.
+      Each rank sends its shard, and rank 0 joins them into one full gradient (one entry): one
+      gradient's worth of host memory on rank 0, whatever the number of ranks, and a state any
+      number of ranks (and DDP, after consolidation) can resume from. (Each rank writing its
+      shard into the sharded folder would hold less, but tie this callback to the strategy's
+      checkpoint layout; such saves are rare: a step cut by a preemption or a deferred save.)
+
+    Nothing goes through a GPU: each tensor is copied to host memory, one at a time, and
+    sent over gloo.
+    """
+    grads = [(name, p.grad) for name, p in module.named_parameters() if p.grad is not None]
+    if not any(isinstance(grad, DTensor) for _, grad in grads):
+        # Rank r's tensor at position r of each list (on rank 0; the others keep their own).
+        per_rank = [(name, _gather(grad.detach().cpu(), group)) for name, grad in grads]
+        ranks = len(per_rank[0][1]) if per_rank else 1
+        return [{name: tensors[r] for name, tensors in per_rank} for r in range(ranks)]
+    full = {}
+    for name, grad in grads:
+        if grad.placements != (Shard(0),):
+            raise RuntimeError(f"{name}: a gradient sharded as {grad.placements}, not on dim 0")
+        full[name] = torch.cat(_gather(grad.to_local().detach().cpu(), group))
+    return [full]
+
+
+def restore_gradients(
+    module: LightningModule, grads: list[dict[str, Tensor]], world_size: int, rank: int
+) -> None:
+    """Put the saved gradients back: each DDP rank its own when the ranks are as many as they
+    were; otherwise, and under FSDP (which holds one gradient for all ranks), their mean, which
+    is what the ranks sum to at the step (the same global micro-batch is checked on resume).
+    A sharded parameter takes its shard of it, cut locally."""
+    params = dict(module.named_parameters())
+    sharded = any(isinstance(p, DTensor) for p in params.values())
+    per_rank = len(grads) == world_size and not sharded
+    for name in grads[0]:
+        if per_rank or len(grads) == 1:
+            saved = grads[rank if per_rank else 0][name]
+        else:
+            saved = sum(g[name] for g in grads) / len(grads)
+        param = params[name]
+        grad = saved.to(param.device)
+        if isinstance(param, DTensor):
+            grad = distribute_tensor(grad, param.device_mesh, param.placements, src_data_rank=None)
+        param.grad = grad
 
 
 def collect_rng_states() -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
@@ -97,7 +97,7 @@ class TextSamples(L.Callback):
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
             return  # a diverged model has no distribution to sample from
-        if isinstance(trainer.strategy, FSDPStrategy):
+        if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
             # A sharded forward all-gathers parameters from every rank: rank 0 generating alone
             # would wait for the others forever. Sample from the consolidated checkpoint instead.
             rank_zero_warn("text_samples: no samples under FSDP; use lmtrain.generate afterwards")

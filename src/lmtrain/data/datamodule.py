@@ -3,15 +3,16 @@
 The story in the order Lightning runs it: `prepare_data()` builds (or finds) the token cache,
 `setup()` memory-maps its `train.bin` / `val.bin`, and the dataloaders slice windows of
 `block_size + 1` tokens from them; the model takes `x = item[:-1]` and `y = item[1:]`.
-Train windows start anywhere and are drawn with replacement, as nanoGPT does, by a sampler whose
-draws depend only on (seed, rank, windows trained so far), so a resumed run reads the windows an
-uninterrupted one would (`lmtrain.data.sampler`); val windows tile the split in order, so every
-val loss is measured on the same tokens.
+Train windows start anywhere and are drawn with replacement, as nanoGPT does, from one stream
+whose draws depend only on (seed, windows trained so far), each rank reading its share, so a
+resumed run reads the windows an uninterrupted one would, on any number of ranks
+(`lmtrain.data.sampler`); val windows tile the split in order, so every val loss is measured on
+the same tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
@@ -27,6 +29,7 @@ from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
 from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
+
 
 class _TokenWindows(Dataset[torch.Tensor]):
     """Windows of `block_size + 1` tokens from a token file, opened lazily in each process.
@@ -76,6 +79,47 @@ class FixedWindows(_TokenWindows):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return self.window(index * self.block_size)
+
+
+# The token of a padding window (all of it): no tokenizer's id, so it cannot be real data.
+PAD_TOKEN = -1
+
+
+class PaddedWindows(Dataset[torch.Tensor]):
+    """`windows` and one more index, `len(windows)`: a window of `PAD_TOKEN` only."""
+
+    def __init__(self, windows: FixedWindows) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows) + 1
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index == len(self.windows):
+            return torch.full((self.windows.block_size + 1,), PAD_TOKEN, dtype=torch.int64)
+        return self.windows[index]
+
+
+class PaddedSampler(UnrepeatedDistributedSampler):
+    """This rank's val windows, none repeated, then as many `len(dataset)` indices (padding, in
+    `PaddedWindows`) as make every rank's count the longest rank's."""
+
+    def __init__(self, dataset: FixedWindows, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.padded_size = -(-len(dataset) // num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        yield from super().__iter__()
+        yield from [len(self.dataset)] * (self.padded_size - self.num_samples)
+
+    def __len__(self) -> int:
+        return self.padded_size
+
+
+def data_parallel_rank(trainer: Any) -> tuple[int, int]:
+    """(data-parallel size, data-parallel rank): the ranks that read different windows."""
+    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+    return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
 
 
 class TextDataModule(LightningDataModule):
@@ -172,35 +216,39 @@ class TextDataModule(LightningDataModule):
         """Random windows with replacement; an epoch is about one pass over the train tokens.
 
         At least one full batch per epoch, since `drop_last` would otherwise leave none. Under
-        DDP each rank draws its own windows, an epoch's worth split between the ranks. Inside a
-        Trainer each iteration starts at the windows training has consumed (see `_trained`).
+        DDP and FSDP the ranks read their shares of one stream (see `lmtrain.data.sampler`), and
+        an epoch has as many micro-batches as one process with the same global micro-batch
+        (data.batch_size x ranks) would have, so epochs end at the same steps on any number of
+        ranks. Inside a Trainer each iteration starts at the windows training has consumed.
         """
         if self.train_dataset is None:
             self.setup("fit")
         dataset = self.train_dataset
         assert dataset is not None
         trainer = self.trainer
-        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
+        world_size, rank = data_parallel_rank(trainer)
+        global_batch = self.batch_size * world_size
         windows_per_epoch = max(1, dataset.n_tokens // self.block_size)
-        num_samples = max(self.batch_size, -(-windows_per_epoch // world_size))
+        num_samples = max(1, windows_per_epoch // global_batch) * self.batch_size
         sampler = ResumableWindowSampler(
             len(dataset),
             num_samples,
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            position=self._trained if trainer else None,
+            position=(lambda: self._trained_batches() * global_batch) if trainer else None,
+            batch_size=self.batch_size,
         )
         return self._loader(dataset, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
 
-    def _trained(self) -> int:
-        """Windows this rank has trained on in this run, resumed runs included.
+    def _trained_batches(self) -> int:
+        """Micro-batches each rank has trained on in this run, resumed runs included.
 
         Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
         counts what reached `training_step`, not what the loader read ahead.
         """
         assert self.trainer is not None
-        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed * self.batch_size
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:
         """Every full val window once, in order."""
@@ -208,17 +256,21 @@ class TextDataModule(LightningDataModule):
             self.setup("validate")
         assert self.val_dataset is not None
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:
+        world_size, rank = data_parallel_rank(trainer)
+        if world_size == 1:
+            return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+        if not isinstance(trainer.strategy, ModelParallelStrategy):
             # Each rank its own windows, none repeated: DistributedSampler pads with repeats,
             # which would bias the window-weighted val/loss away from one process's figure.
             sampler = UnrepeatedDistributedSampler(
-                self.val_dataset,
-                num_replicas=trainer.world_size,
-                rank=trainer.global_rank,
-                shuffle=False,
+                self.val_dataset, num_replicas=world_size, rank=rank, shuffle=False
             )
             return self._loader(self.val_dataset, sampler=sampler, drop_last=False)
-        return self._loader(self.val_dataset, shuffle=False, drop_last=False)
+        # FSDP: every forward all-gathers the weights, a collective, so every rank must run as
+        # many val batches as the others (a rank with one more would wait forever). The short
+        # ranks get padding windows, which validation_step weighs 0.
+        padded = PaddedSampler(self.val_dataset, num_replicas=world_size, rank=rank)
+        return self._loader(PaddedWindows(self.val_dataset), sampler=padded, drop_last=False)
 
     def _loader(
         self, dataset: Dataset[torch.Tensor], cls: type[DataLoader] = DataLoader, **kwargs: Any
@@ -241,7 +293,9 @@ class TextDataModule(LightningDataModule):
         """The fingerprint folder of the token cache, which `prepare_data()` builds or finds."""
         if self._cache_path is None:
             # Ranks that skipped prepare_data find the cache local rank 0 built (same inputs).
-            self._cache_path = token_cache.find(self.cache_dir, self.source, self.tokenizer_settings)
+            self._cache_path = token_cache.find(
+                self.cache_dir, self.source, self.tokenizer_settings
+            )
         return self._cache_path
 
     @property

@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from lmtrain.errors import LMTrainError, first_line
+from lmtrain.errors import LMTrainError, RankAgreedError, first_line
 from lmtrain.utils.export_dir import EXPORT_META
 from lmtrain.utils.safe_load import (
     check_dcp_folder,
@@ -38,7 +38,8 @@ from lmtrain.utils.safe_load import (
 
 # The checkpoint entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
 CHECKPOINT_KEY = "lmtrain"
-# Written by Lightning's FSDPStrategy beside the shards: everything of the checkpoint but tensors.
+# Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
+# checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
 
 
@@ -57,41 +58,83 @@ def resume_hint(path: Path) -> str:
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
     """`last` means this run folder's `checkpoints/last.ckpt`; any other value must be a file, or a
-    sharded FSDP checkpoint folder (`trainer.strategy.state_dict_type=sharded` writes
-    `last.ckpt/` with the tensors and a `meta.pt`). Either is read through `safe_load` first.
+    sharded checkpoint folder (`trainer=fsdp` writes `last.ckpt/` with the shards and a
+    `meta.pt`). Either is read through `safe_load` first.
 
     Lightning itself would silently start from scratch when `last` finds nothing; a researcher
     who asked to resume wants to hear that instead.
     """
     if not ckpt_path:
         return None
+    path = locate_checkpoint(ckpt_path, output_dir)
     if ckpt_path == "last":
-        path = Path(output_dir) / "checkpoints" / "last.ckpt"
         if not (path.is_file() or is_sharded_checkpoint(path)):
             raise LMTrainError(
                 f"ckpt_path=last found no {path}: pass the run folder to resume with "
                 "hydra.run.dir=<run folder>, or ckpt_path=<file>"
             )
     else:
-        path = Path(ckpt_path).expanduser()
         if path.is_dir() and not is_sharded_checkpoint(path):
             raise LMTrainError(
                 f"ckpt_path={ckpt_path!r} is a folder without {SHARDED_META_FILE}: pass a .ckpt "
-                "file, or a sharded FSDP checkpoint folder"
+                "file, or a sharded checkpoint folder (trainer=fsdp)"
             )
         if not (path.is_file() or path.is_dir()):
             raise LMTrainError(f"ckpt_path={ckpt_path!r} does not exist: pass a .ckpt file")
     checkpoint_meta(path)  # fail now, not after data preparation, if the file is broken
     if is_sharded_checkpoint(path):
-        # Lightning's FSDPStrategy reads the folder with torch's reader, which unpickles its
-        # .metadata and non-tensor entries without restriction: they must pass the safe one first.
+        # Read again at resume by the strategy, through the same restricted reader; checked
+        # here so that a crafted folder stops before any work starts.
         check_dcp_folder(path)
     return str(path)
 
 
+def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
+    """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
+
+    When a sharded last.ckpt is missing but its previous copy is there (a save killed between
+    its two renames, see `previous_sharded`), that copy.
+    """
+    if ckpt_path != "last":
+        return Path(ckpt_path).expanduser()
+    path = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if not path.exists() and is_sharded_checkpoint(previous_sharded(path)):
+        return previous_sharded(path)
+    return path
+
+
 def is_sharded_checkpoint(path: str | Path) -> bool:
-    """A folder written by FSDPStrategy(state_dict_type="sharded"): tensors plus `meta.pt`."""
+    """A sharded (DCP) checkpoint folder: the tensors, plus `meta.pt` with everything else.
+
+    Written by `trainer=fsdp` (FSDP2: entries `state_dict`, `optimizer_0`, ...), and by the
+    FSDP1 strategy of earlier versions (`model`, `optimizer_0`, ...).
+    """
     return Path(path).is_dir() and (Path(path) / SHARDED_META_FILE).is_file()
+
+
+def temporary_sharded(path: Path) -> Path:
+    """Where a sharded checkpoint `path` is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def previous_sharded(path: Path) -> Path:
+    """Where the previous `path` waits while a new one is renamed into place (removed after).
+
+    A kill between the two renames leaves only this one: `ckpt_path=last` then resumes from it.
+    """
+    return path.with_name(f".{path.name}.old")
+
+
+def check_strategy_reads(ckpt_path: str | Path, sharded_strategy: bool) -> None:
+    """Refuse a sharded checkpoint folder for a strategy that reads only files (one device,
+    DDP): Lightning would fail deep inside with IsADirectoryError."""
+    if is_sharded_checkpoint(ckpt_path) and not sharded_strategy:
+        raise RankAgreedError(
+            f"ckpt_path={str(ckpt_path)!r} is a sharded checkpoint folder, which only "
+            "trainer=fsdp reads: resume with trainer=fsdp (any number of devices), or merge it "
+            f"into one file with `python -m lmtrain.strategies consolidate {ckpt_path}` and "
+            "resume from that file"
+        )
 
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
@@ -160,7 +203,7 @@ def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     `lmtrain.export` folder, or any `save_pretrained` folder)."""
     if path and is_sharded_checkpoint(Path(path).expanduser()):
         raise LMTrainError(
-            f"ckpt_path={path!r} is a sharded FSDP checkpoint: merge it into one file first with "
+            f"ckpt_path={path!r} is a sharded checkpoint folder: merge it into one file first with "
             f"`python -m lmtrain.strategies consolidate {path}` and pass that file"
         )
     if path and Path(path).expanduser().is_dir():

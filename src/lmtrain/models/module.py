@@ -17,13 +17,16 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningModule
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from lmtrain.data.datamodule import PAD_TOKEN
 from lmtrain.errors import LMTrainError, NonFiniteLossError
+from lmtrain.models import distributed
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.utils.redact import redact
@@ -69,21 +72,17 @@ class CausalLMModule(LightningModule):
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
         self.tokenizer = tokenizer
-        self.model = model or build_causal_lm(
-            model_type,
-            config,
-            pretrained,
-            attn_implementation,
-            vocab_size=len(tokenizer) if tokenizer is not None else None,
-            eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
-        )
         freeze = dict(freeze or {})
         unknown = sorted(set(freeze) - {"embeddings", "first_n_blocks"})
         if unknown:
             raise LMTrainError(
                 f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
             )
-        freeze_parameters(self.model, **freeze)
+        # Pretrained weights are read by global rank 0 only (see lmtrain.models.distributed).
+        on_meta = bool(pretrained) and model is None and rank_zero_only.rank > 0
+        self.model = model or self.build_model(on_meta)
+        # The parameters that get weight decay, by name, chosen here on the unsharded model.
+        self.decay_names = distributed.decay_parameter_names(self.model)
         if nan_guard not in NAN_GUARD_MODES:
             raise LMTrainError(f"model.nan_guard={nan_guard!r}: use one of {NAN_GUARD_MODES}")
         self.nan_guard = nan_guard
@@ -103,6 +102,25 @@ class CausalLMModule(LightningModule):
         self.validated_at_step: int | None = None
         # Forward + backward FLOPs of one micro-batch, counted once by lmtrain.train.
         self.train_flops_per_batch: int | None = None
+
+    def build_model(self, on_meta: bool = False) -> PreTrainedModel:
+        """The HF model the hyperparameters describe, frozen as `freeze` says; `on_meta`: a
+        pretrained model's architecture only, on the meta device."""
+        h = self.hparams
+        tokenizer = self.tokenizer
+        if on_meta:
+            model = distributed.pretrained_on_meta(h.pretrained, h.attn_implementation)
+        else:
+            model = build_causal_lm(
+                h.model_type,
+                h.config,
+                h.pretrained,
+                h.attn_implementation,
+                vocab_size=len(tokenizer) if tokenizer is not None else None,
+                eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
+            )
+        freeze_parameters(model, **dict(h.freeze or {}))
+        return model
 
     # -- forward and loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -206,8 +224,11 @@ class CausalLMModule(LightningModule):
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; MeanMetric syncs
-        # over DDP ranks when computed.
-        self.val_loss.update(self.loss(batch), weight=batch.shape[0])
+        # over the ranks when computed. Padding windows (FSDP) count for nothing.
+        if bool((batch[:, 0] == PAD_TOKEN).any()):
+            self.val_loss.update(*distributed.val_loss(self, batch))
+        else:
+            self.val_loss.update(self.loss(batch), weight=batch.shape[0])
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
@@ -220,11 +241,14 @@ class CausalLMModule(LightningModule):
     # -- optimization -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW with weight decay on matrices only (embeddings, linear weights), not on
-        biases and norm gains; then the scheduler, stepped once per optimizer step."""
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        biases and norm gains, chosen by name (`decay_names`: the unsharded shapes); then the
+        scheduler, stepped once per optimizer step."""
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        decay = [p for n, p in named if n in self.decay_names]
+        no_decay = [p for n, p in named if n not in self.decay_names]
         groups = [
-            {"name": "decay", "params": [p for p in params if p.dim() >= 2]},
-            {"name": "no_decay", "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+            {"name": "decay", "params": decay},
+            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
         ]
         optimizer = self.optimizer_factory(groups)
         if self.scheduler_factory is None:
@@ -237,9 +261,21 @@ class CausalLMModule(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
         }
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
+            distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
+
     def configure_model(self) -> None:
-        # Compiling the inner HF model in place (nn.Module.compile) keeps state_dict names
-        # clean, so checkpoints and exports load into an uncompiled model.
+        """Under trainer=fsdp (a device mesh): shard the model, block by block (the strategy's
+        `shard`). Otherwise: rank > 0's pretrained model, built on the meta device, reads its
+        weights now, and `compile` compiles the HF model in place (nn.Module.compile keeps
+        state_dict names clean, so checkpoints and exports load into an uncompiled model)."""
+        if self.device_mesh is not None:
+            compile_blocks = bool(self.hparams.compile)
+            distributed.shard(self.trainer.strategy, self.model, compile_blocks, self.nan_guard)
+            return
+        if any(p.is_meta for p in self.model.parameters()):
+            self.model = self.build_model()
         if self.hparams.compile and not getattr(self, "_compiled", False):
             self.model.compile()
             self._compiled = True

@@ -1,0 +1,82 @@
+"""What `CausalLMModule` does differently when its training is split over ranks.
+
+- `model.pretrained` is read by global rank 0 only: the other ranks build the architecture on
+  the meta device (`pretrained_on_meta`) and get the weights in `configure_model`, sent by rank 0
+  under FSDP, read there under DDP.
+- Under FSDP (a device mesh) the strategy shards the model (`shard`); the choice of the
+  parameters that get weight decay is made before, on the unsharded model, by name.
+- Under FSDP every rank runs as many val batches as the others, the short ones padded with
+  windows of `PAD_TOKEN` (`lmtrain.data.datamodule`): `val_loss` weighs them 0.
+- A sharded checkpoint folder given to a strategy that reads files only is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+
+from lmtrain.data.datamodule import PAD_TOKEN
+from lmtrain.errors import RankAgreedError
+from lmtrain.models.checkpoint import check_strategy_reads, locate_checkpoint
+
+
+def pretrained_on_meta(pretrained: str, attn_implementation: str | None) -> PreTrainedModel:
+    """The architecture of model.pretrained on the meta device: no weights read, no memory."""
+    local = Path(pretrained).expanduser()
+    config = AutoConfig.from_pretrained(str(local) if local.exists() else pretrained)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    return model.train()
+
+
+def decay_parameter_names(model: torch.nn.Module) -> set[str]:
+    """Names of the parameters with 2 or more dimensions (embeddings, linear weights)."""
+    return {name for name, p in model.named_parameters() if p.dim() >= 2}
+
+
+def shard(strategy: Any, model: PreTrainedModel, compile_blocks: bool, nan_guard: str) -> None:
+    """Have the strategy (`lmtrain.strategies.fsdp.FSDP2Strategy`) shard `model`, or refuse."""
+    if nan_guard == "skip":
+        # A skipped micro-batch leaves its sharded forward without the backward FSDP waits
+        # for, and the zero-gradient loss DDP uses would reach only this rank's shards.
+        raise RankAgreedError(
+            "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop "
+            "(saves last.ckpt and stops at a non-finite loss) or off"
+        )
+    if not callable(getattr(strategy, "shard", None)):
+        raise RankAgreedError(
+            f"trainer.strategy={type(strategy).__name__} does not shard lmtrain's models: use "
+            "trainer=fsdp (lmtrain.strategies.fsdp.FSDP2Strategy)"
+        )
+    strategy.shard(model, compile_blocks=compile_blocks)
+
+
+def val_loss(
+    logits_of: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean next-token loss over the real windows of a batch with padding, their number).
+
+    The padding windows go through the forward with the rest (under FSDP every forward is a
+    collective: all ranks run it); their logits are not read.
+    """
+    real = batch[:, 0] != PAD_TOKEN
+    logits = logits_of(batch.clamp(min=0)[:, :-1])
+    if not real.any():
+        return logits.new_zeros((), dtype=torch.float32), real.sum()
+    targets = batch[real][:, 1:]
+    return F.cross_entropy(logits[real].flatten(0, 1).float(), targets.flatten()), real.sum()
+
+
+def check_resume_strategy(run_config: dict[str, Any] | None, sharded_strategy: bool) -> None:
+    """Refuse a sharded checkpoint folder for a strategy that reads files only, before
+    Lightning fails to read it. lmtrain.train passes the checkpoint to `trainer.fit`, and
+    Lightning names it only once loading has started: it is read from the run config."""
+    ckpt_path = (run_config or {}).get("ckpt_path")
+    if ckpt_path:
+        path = locate_checkpoint(ckpt_path, run_config["paths"]["output_dir"])
+        check_strategy_reads(path, sharded_strategy)

@@ -1,0 +1,31 @@
+"""`python -m lmtrain.strategies consolidate <folder> [--output FILE]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmtrain.errors import LMTrainError
+from lmtrain.strategies.consolidate import consolidate
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m lmtrain.strategies",
+        description="Merge a sharded checkpoint folder (trainer=fsdp) into one .ckpt file.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    merge = commands.add_parser("consolidate", help="sharded checkpoint folder -> one .ckpt")
+    merge.add_argument("folder", help="a sharded checkpoint, e.g. <run>/checkpoints/last.ckpt")
+    merge.add_argument("--output", help="the file to write (default: <name>.consolidated.ckpt)")
+    args = parser.parse_args(argv)
+    try:
+        path = consolidate(args.folder, args.output)
+    except LMTrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

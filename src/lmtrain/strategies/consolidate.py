@@ -1,0 +1,84 @@
+"""A sharded checkpoint folder merged into the one `.ckpt` file a one-device run reads.
+
+`lmtrain.eval`, `lmtrain.generate` and `lmtrain.export` read one file, and so does
+`trainer.fit(ckpt_path=...)` on one device or under DDP. The folder is read in one process on
+CPU, whatever the number of ranks that wrote it, through the restricted reader of
+`lmtrain.utils.safe_load`; it needs memory for the whole checkpoint, not the GPUs that wrote it.
+
+Two layouts are read:
+
+- `trainer=fsdp` (FSDP2 through Lightning's ModelParallelStrategy): entries `state_dict` and
+  `optimizer_<i>`, the optimizer state keyed by parameter name. A one-device checkpoint keys it
+  by position over the parameter groups (torch's `Optimizer.state_dict`): it is re-keyed so.
+- the FSDP1 strategy of earlier versions: entries `model` and `optimizer_<i>`, laid out as
+  Lightning's own consolidation does (the optimizer state stays keyed by name).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmtrain.errors import LMTrainError
+from lmtrain.lightning_compat import format_consolidated_checkpoint
+from lmtrain.models.checkpoint import SHARDED_META_FILE, is_sharded_checkpoint
+from lmtrain.utils.io import atomic_write
+from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
+
+NOT_OURS = "pass a checkpoint folder written by trainer=fsdp, e.g. <run>/checkpoints/last.ckpt"
+
+
+def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
+    """Merge the sharded checkpoint `folder` into one `.ckpt` file; return its path.
+
+    `output` defaults to `<folder>.consolidated.ckpt` beside the folder (for `last.ckpt/`,
+    `last.consolidated.ckpt`). The file is written to a temporary name and renamed.
+    """
+    folder = Path(folder).expanduser()
+    if not is_sharded_checkpoint(folder):
+        raise LMTrainError(
+            f"{str(folder)!r} is not a sharded checkpoint folder (no {SHARDED_META_FILE}): "
+            f"{NOT_OURS}"
+        )
+    if output is None:
+        output = folder.with_name(f"{folder.name.removesuffix('.ckpt')}.consolidated.ckpt")
+    output = Path(output).expanduser()
+    meta = load_torch_file(folder / SHARDED_META_FILE)  # all but the tensors; small, so first
+    if not isinstance(meta, dict):
+        raise LMTrainError(
+            f"{str(folder)!r} has a {SHARDED_META_FILE} that is not a dict: {NOT_OURS}"
+        )
+    entries = load_dcp_folder(folder)
+    if "state_dict" in entries:
+        checkpoint = one_device_layout(entries, meta)
+    elif "model" in entries:
+        checkpoint = format_consolidated_checkpoint({**entries, **meta})
+    else:
+        raise LMTrainError(
+            f"{str(folder)!r} holds no model weights (no state_dict or model entry): {NOT_OURS}"
+        )
+    with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
+        torch.save(checkpoint, f)
+    return output
+
+
+def one_device_layout(entries: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """An FSDP2 folder's entries and meta.pt as a one-device Lightning checkpoint."""
+    optimizers = []
+    while f"optimizer_{len(optimizers)}" in entries:
+        optimizers.append(keyed_by_position(entries.pop(f"optimizer_{len(optimizers)}")))
+    return {**meta, "state_dict": entries.pop("state_dict"), "optimizer_states": optimizers}
+
+
+def keyed_by_position(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter name (torch.distributed's `get_optimizer_state_dict`)
+    keyed as torch's `Optimizer.state_dict` keys it: the position of each parameter over the
+    parameter groups, in order. `Optimizer.load_state_dict` maps positions back to parameters."""
+    position: dict[str, int] = {}
+    groups = []
+    for group in state["param_groups"]:
+        ids = [position.setdefault(name, len(position)) for name in group["params"]]
+        groups.append({**group, "params": ids})
+    return {"state": {position[k]: v for k, v in state["state"].items()}, "param_groups": groups}

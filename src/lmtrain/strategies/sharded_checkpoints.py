@@ -1,0 +1,150 @@
+"""Checkpoints of a sharded model: folders replaced atomically, and read without unpickling.
+
+A sharded checkpoint is a torch.distributed.checkpoint (DCP) folder: every rank writes its
+shards of the weights and optimizer state (`__<rank>_0.distcp`), rank 0 the `.metadata` and
+Lightning's `meta.pt` (loops, callbacks, our extras). Lightning writes it in place, so a kill
+mid-save would leave half a folder where the last good one was; `FSDP2Strategy.save_checkpoint`
+writes it to `.<name>.tmp` and then calls `replace_folder` (see `lmtrain.models.checkpoint`
+for the names).
+
+Lightning also reads it with torch's own reader, which unpickles `.metadata` and every
+non-tensor entry without restriction; `load_sharded` reads it with `SafeFileSystemReader` and
+`SafeLoadPlanner` instead, and `meta.pt` with weights-only loading. `load_full_file` reads a
+one-file checkpoint (DDP, one device, a consolidated folder) into the sharded model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.optim import Optimizer
+
+from lmtrain.models.checkpoint import SHARDED_META_FILE, previous_sharded
+from lmtrain.utils.safe_load import (
+    SafeFileSystemReader,
+    SafeLoadPlanner,
+    checkpoint_error,
+    load_torch_file,
+    read_dcp_folder_metadata,
+)
+
+
+def replace_folder(tmp: Path, path: Path) -> None:
+    """Put the complete folder `tmp` in the place of `path` (rank 0, after every rank wrote).
+
+    Two renames, with the previous checkpoint kept aside until the new one is in place: at any
+    moment a complete checkpoint is at `path`, or (between the renames) at
+    `previous_sharded(path)`, where `ckpt_path=last` looks too. A previous copy left by a save
+    killed between the renames is the only good one until `tmp` is in place.
+    """
+    old = previous_sharded(path)
+    if path.exists() or path.is_symlink():
+        remove_path(old)
+        path.rename(old)
+    tmp.rename(path)
+    remove_path(old)
+    _sync_folder(path.parent)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, link or folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the renames in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_sharded(
+    module: nn.Module, optimizers: Sequence[Optimizer], path: Path, strict: bool
+) -> dict[str, Any]:
+    """Load the sharded checkpoint `path` into `module` (sharded) and `optimizers`; return the
+    rest of the checkpoint (meta.pt). What Lightning's `_load_checkpoint` does for a folder,
+    through the restricted reader; the folder may have been written by any number of ranks.
+    """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    def read(state: dict[str, Any]) -> None:
+        try:
+            dcp.load(state, storage_reader=SafeFileSystemReader(path), planner=SafeLoadPlanner())
+        except CheckpointException as err:  # a BaseException: it holds each rank's exception
+            cause = next(iter(err.failures.values()))[0]
+            raise checkpoint_error(path, cause, "DCP checkpoint") from None
+
+    entries = read_dcp_folder_metadata(path).state_dict_metadata
+    # Earlier versions' FSDP1 strategy named the weights "model"; FSDP2 folders "state_dict".
+    key = "model" if any(name.startswith("model.") for name in entries) else "state_dict"
+    weights = {key: get_model_state_dict(module)}
+    read(weights)
+    module.load_state_dict(weights[key], strict=strict)
+    for index, optimizer in enumerate(optimizers):
+        name = f"optimizer_{index}"
+        state = {name: get_optimizer_state_dict(module, optimizer)}
+        read(state)
+        set_optimizer_state_dict(
+            module, optimizer, state[name], options=StateDictOptions(cpu_offload=True)
+        )
+    return load_torch_file(path / SHARDED_META_FILE)
+
+
+def load_full_file(
+    module: nn.Module, optimizers: Sequence[Optimizer], path: Path, strict: bool
+) -> dict[str, Any]:
+    """Load a one-file checkpoint into the sharded `module` and `optimizers`; return the rest.
+
+    Every rank memory-maps the file; rank 0's tensors are broadcast, one at a time, and each
+    rank keeps its shard. The optimizer state of a one-file checkpoint is keyed by position over
+    the parameter groups; it is re-keyed by name here. (Lightning maps position i to the i-th of
+    `module.parameters()` instead, which puts the state of one parameter on another as soon as
+    there are two groups, decay and no decay.)
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    checkpoint = load_torch_file(path)
+    broadcast = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=strict)
+    set_model_state_dict(module, checkpoint.pop("state_dict"), options=broadcast)
+    states = checkpoint.pop("optimizer_states", [])
+    for optimizer, state in zip(optimizers, states, strict=False):
+        groups = get_optimizer_state_dict(module, optimizer)["param_groups"]
+        names = [name for group in groups for name in group["params"]]
+        set_optimizer_state_dict(module, optimizer, keyed_by_name(state, names), options=broadcast)
+    return checkpoint
+
+
+def keyed_by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """A one-device optimizer state (keyed by position over the parameter groups, or already by
+    name) keyed by `names`, the parameter names over the same groups in order."""
+    saved = [key for group in state["param_groups"] for key in group["params"]]
+    if not all(isinstance(key, int) for key in saved):
+        return state
+    name_of = dict(zip(saved, names, strict=True))
+    groups = [{**g, "params": [name_of[k] for k in g["params"]]} for g in state["param_groups"]]
+    return {"state": {name_of[k]: v for k, v in state["state"].items()}, "param_groups": groups}
