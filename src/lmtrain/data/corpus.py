@@ -15,19 +15,20 @@ text file by characters, nanoGPT's way (the tail is val).
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import json
 import math
 import os
+import re
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from lmtrain.errors import LMTrainError
+from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
+from lmtrain.data.read_errors import reading
+from lmtrain.errors import LMTrainError, first_line
 
 SPLITS = ("train", "val")
 # Characters per piece of a big document: big enough that cuts are rare, small enough that a
@@ -36,7 +37,10 @@ BLOCK_CHARS = 1 << 18
 MB = 1_000_000
 # Files whose lines are JSON records (one document each), with or without .gz.
 RECORD_SUFFIXES = (".jsonl", ".ndjson")
-
+# A newline with a non-space character on both sides: where a piece may end (see `_piece_cut`).
+PIECE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
+# Characters from the end of a text searched first for a cut; each miss searches 4 times more.
+CUT_WINDOW = 4096
 
 
 class Piece(NamedTuple):
@@ -159,7 +163,7 @@ def open_text(path: Path) -> IO[str]:
 
 def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
     """The file's text in pieces of about `block_chars` characters (see `cut_pieces`)."""
-    with _utf8_errors(path), open_text(path) as f:
+    with reading(path), open_text(path) as f:
         yield from cut_pieces(iter(partial(f.read, block_chars), ""), block_chars)
 
 
@@ -215,27 +219,38 @@ def _piece_cut(text: str) -> int | None:
 
     A newline between two non-space characters is a pre-token of its own in GPT-2's regex, so
     splitting right after it changes no token; a newline inside a run of whitespace is not.
+    Searched by a regex in windows growing from the end: usually a cut is near the end, and a
+    text of nothing but newlines costs a linear scan, not a Python step per newline.
     """
-    end = len(text) - 1
-    while (i := text.rfind("\n", 1, end)) > 0:
-        if not text[i - 1].isspace() and not text[i + 1].isspace():
-            return i + 1
-        end = i
-    return None
+    window = CUT_WINDOW
+    while True:
+        start = max(0, len(text) - window)
+        last = None
+        for last in PIECE_CUT.finditer(text, start):  # noqa: B007 (only the last one counts)
+            pass
+        if last is not None:
+            return last.end()
+        if start == 0:
+            return None
+        window *= 4
 
 
 def read_records(path: Path, text_field: str) -> Iterator[str]:
     """The `text_field` of each JSON line; blank lines are skipped, broken ones are errors."""
-    with _utf8_errors(path), open_text(path) as f:
+    line_number = 0
+    with reading(path, lambda: f"line {line_number + 1}"), open_text(path) as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError as err:
+            except (ValueError, RecursionError) as err:  # also: nested too deep, huge numbers
+                problem = f"cannot be read as JSON ({first_line(err)})"
+                if isinstance(err, json.JSONDecodeError):
+                    problem = f"is not valid JSON ({err.msg})"
                 raise LMTrainError(
-                    f"{path}:{line_number} is not valid JSON ({err.msg}): fix the line or remove "
-                    "the file from data.source.path"
+                    f"{path}:{line_number} {problem}: fix the line or remove the file from "
+                    "data.source.path"
                 ) from None
             text = record.get(text_field) if isinstance(record, dict) else None
             if not isinstance(text, str):
@@ -243,51 +258,22 @@ def read_records(path: Path, text_field: str) -> Iterator[str]:
                     f"{path}:{line_number} has no string field {text_field!r}: set "
                     "data.source.text_field to the field that holds the text"
                 )
+            if ("\\ud" in line or "\\uD" in line) and _lone_surrogate(text):
+                raise LMTrainError(
+                    f"{path}:{line_number} has a lone surrogate escape (\\ud800 to \\udfff) in "
+                    f"{text_field!r}, half of a character: fix the line or remove the file from "
+                    "data.source.path"
+                )
             yield text
 
 
-@contextmanager
-def _utf8_errors(path: Path) -> Iterator[None]:
-    """Turn the errors of reading `path` into one-line LMTrainErrors: not UTF-8, not readable.
-
-    Non-UTF-8 text is refused rather than decoded with replacement characters: those would train
-    the model on garbage silently. The message gives the byte offset in the (uncompressed) file,
-    found by a second pass only once reading has failed, since the decoder's offset is relative to
-    the block it was given.
-    """
+def _lone_surrogate(text: str) -> bool:
+    """Whether `text` holds half of a UTF-16 pair (JSON can escape one; UTF-8 cannot encode it)."""
     try:
-        yield
-    except UnicodeDecodeError as err:
-        offset = first_invalid_utf8(path)
-        where = f"byte {offset}" if offset is not None else f"byte {err.start} of a block"
-        raise LMTrainError(
-            f"{str(path)!r} is not UTF-8 text ({err.reason} at {where}): convert it, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` with its real encoding, "
-            "or leave it out of data.source.path"
-        ) from None
-    except PermissionError:
-        raise LMTrainError(
-            f"{str(path)!r} is not readable by this user (permission denied): make it readable "
-            "(chmod a+r) or leave it out of data.source.path"
-        ) from None
-
-
-def first_invalid_utf8(path: Path, block_bytes: int = 1 << 20) -> int | None:
-    """The offset of the first byte of `path` (gunzipped for .gz) that is not valid UTF-8."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if path.suffix == ".gz" else open
-    fed = 0
-    with opener(path, "rb") as f:
-        while True:
-            block = f.read(block_bytes)
-            pending = len(decoder.getstate()[0])
-            try:
-                decoder.decode(block, final=not block)
-            except UnicodeDecodeError as err:
-                return fed - pending + err.start
-            if not block:
-                return None
-            fed += len(block)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iterator[Piece]:

@@ -7,11 +7,15 @@ order and give the same documents, so a streamed and a cached run produce the sa
 
 Val is a split of its own (`val_split`) or held out from `split` by a hash of the row index
 (`val_fraction`), which needs neither the dataset's length nor a shuffle, so it works streaming.
+
+A file that cannot be read (not UTF-8, not valid JSON or parquet, a damaged .gz) is one line naming
+it; a row without text (a JSON record without the field) is refused, as `data=text_files` does.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -27,7 +31,10 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
+from lmtrain.data.read_errors import dataset_file_problem
 from lmtrain.errors import LMTrainError, find_cause, first_line
+
+log = logging.getLogger(__name__)
 
 # datasets' packaged builder for a local file or glob, by extension (.gz etc. are read through).
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
@@ -166,23 +173,26 @@ class HFDatasetSource(Source):
         return [self.split, *([self.val_split] if self.val_split else [])]
 
     def _local_bytes(self) -> int | None:
+        files = self._local_files(*self._splits())
+        return sum(text_size_hint(Path(f)) for f in files) if files else None
+
+    def _local_files(self, *splits: str) -> list[str]:
+        """The data files of `splits` if they are all local files, else none."""
         data_files = self.builder.config.data_files or {}
-        files = [f for name in self._splits() for f in data_files.get(name.split("[")[0], [])]
-        if files and all(Path(f).is_file() for f in files):
-            return sum(text_size_hint(Path(f)) for f in files)
-        return None
+        files = [f for name in splits for f in data_files.get(name.split("[")[0], [])]
+        return files if all(Path(f).is_file() for f in files) else []
 
     def documents(self) -> Iterator[Piece]:
         if self.val_split:
             for split, tag in ((self.split, "train"), (self.val_split, "val")):
                 for text in self._texts(split):
-                    yield from text_document(tag, text or "", self.block_chars)
+                    yield from text_document(tag, text, self.block_chars)
             return
         for index, text in enumerate(self._texts(self.split)):
             tag = "val" if is_val_index(index, self.val_fraction) else "train"
-            yield from text_document(tag, text or "", self.block_chars)
+            yield from text_document(tag, text, self.block_chars)
 
-    def _texts(self, split: str) -> Iterator[str | None]:
+    def _texts(self, split: str) -> Iterator[str]:
         """The text column of `split`, row by row, fetched in Arrow batches."""
         import datasets
 
@@ -195,17 +205,45 @@ class HFDatasetSource(Source):
             )
         try:
             yield from self._read_column(datasets, split)
+        except LMTrainError:
+            raise
         except Exception as err:
             decode_error = find_cause(err, UnicodeDecodeError)
-            if decode_error is None:
+            problem = dataset_file_problem(err)
+            if decode_error is None and problem is None:
                 raise
-            raise LMTrainError(
-                f"data.source.path={self.path!r} is not UTF-8 text ({decode_error.reason}): "
-                "convert the files to UTF-8 (iconv -f <encoding> -t utf-8), or for text/csv "
-                "files pass their encoding, e.g. data.source.load_kwargs={encoding:latin-1}"
-            ) from None
+            if decode_error is not None:
+                problem = (
+                    f" is not UTF-8 text ({decode_error.reason}): convert the files to UTF-8 "
+                    "(iconv -f <encoding> -t utf-8), or for text/csv files pass their encoding, "
+                    "e.g. data.source.load_kwargs={encoding:latin-1}"
+                )
+            raise LMTrainError(f"{self._failed_file(datasets, split)}{problem}") from None
 
-    def _read_column(self, datasets: Any, split: str) -> Iterator[str | None]:
+    def _failed_file(self, datasets: Any, split: str) -> str:
+        """The local file that reading `split` failed on: the only one, or the first of several
+        that fails when read alone (a second pass, made only once reading has failed; datasets'
+        errors do not say which file); else data.source.path."""
+        files = self._local_files(split)
+        if len(files) == 1:
+            return repr(files[0])
+        if files:
+            log.warning(
+                "Reading the %d files of %r one by one to find the bad one", len(files), split
+            )
+        for file in files:
+            alone = {"data_files": file, "cache_dir": self.cache_dir, **self.load_kwargs}
+            try:
+                rows = datasets.load_dataset(
+                    self.builder.name, **alone, split="train", streaming=True
+                )
+                for _ in rows.iter(batch_size=ROWS_PER_BATCH):
+                    pass
+            except Exception:  # whatever it is, this file fails on its own
+                return repr(file)
+        return f"data.source.path={self.path!r}"
+
+    def _read_column(self, datasets: Any, split: str) -> Iterator[str]:
         dataset = datasets.load_dataset(**self.load_args, split=split, streaming=self.streaming)
         columns = dataset.column_names
         if columns is not None and self.text_column not in columns:
@@ -215,13 +253,23 @@ class HFDatasetSource(Source):
             )
         if columns is not None:
             dataset = dataset.select_columns([self.text_column])
+        row = 0
         for batch in dataset.iter(batch_size=ROWS_PER_BATCH):
             if self.text_column not in batch:
                 raise LMTrainError(
                     f"data.source.text_column={self.text_column!r} is not a column of "
                     f"{self.path!r}: use one of {', '.join(batch)}"
                 )
-            yield from batch[self.text_column]
+            texts = batch[self.text_column]
+            if None in texts:  # a JSON record without the field, a null in parquet
+                raise LMTrainError(
+                    f"data.source.path={self.path!r}: row {row + texts.index(None)} (from 0) of "
+                    f"split {split!r} has no text ({self.text_column!r} is null or missing): "
+                    "fill or drop such rows, or set data.source.text_column to the column that "
+                    "holds the text"
+                )
+            row += len(texts)
+            yield from texts
 
 
 def _compression(name: str) -> str:
