@@ -1,8 +1,8 @@
-"""Corpus sources on local files: Python's standard library, your own text files, Tiny Shakespeare.
+"""Corpus sources on local files: Python's standard library and your own text files.
 
 Hydra instantiates one source from `data.source` (`_target_`); the token cache fingerprints its
 `settings()` and `identity()` and streams its `documents()` (see `lmtrain.data.corpus`). Hugging
-Face datasets are in `lmtrain.data.hf_dataset`.
+Face datasets are in `lmtrain.data.hf_dataset`, Tiny Shakespeare in `lmtrain.data.shakespeare`.
 
 Splits are deterministic without a seed: several files split by file with a hash of the file's
 relative path (a file never moves between train and val when others are added); one plain text file
@@ -12,12 +12,9 @@ splits by characters the way nanoGPT does (the tail is val); one `.jsonl` file s
 from __future__ import annotations
 
 import glob
-import hashlib
-import logging
 import math
 import os
 import sysconfig
-import urllib.request
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -42,22 +39,9 @@ from lmtrain.data.corpus import (
 )
 from lmtrain.errors import LMTrainError
 
-__all__ = [
-    "TINY_SHAKESPEARE_SHA256",
-    "PythonStdlibSource",
-    "ShakespeareSource",
-    "Source",
-    "TextFilesSource",
-    "is_val_file",
-]
-
-log = logging.getLogger(__name__)
+__all__ = ["FileSource", "PythonStdlibSource", "Source", "TextFilesSource", "is_val_file"]
 
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
-TINY_SHAKESPEARE_URL = (
-    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-)
-TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
 def assign_splits(files: Sequence[Path], base: Path, val_fraction: float) -> list[str]:
@@ -189,7 +173,9 @@ class TextFilesSource(FileSource):
     def find_files(self) -> tuple[list[Path], Path]:
         """Every matched file, sorted, deduplicated by real path (a file reached through two
         links, or a link loop a `**` glob walks, is read once and lands in one split); an error
-        if none is found or all are empty."""
+        if none is found or all are empty. Absolute and relative paths in one list are all made
+        absolute, so that the files have a common folder; a list of one kind is kept as given, so
+        the relative paths that split the files stay what they were."""
         empty = [p for p in self.paths if not p.strip()]
         if empty or not self.paths:
             raise LMTrainError(
@@ -209,6 +195,8 @@ class TextFilesSource(FileSource):
                 if match.is_file():
                     found.setdefault(match.resolve(), match)
         files = sorted(found.values())
+        if len({f.is_absolute() for f in files}) > 1:  # a list of /absolute and relative/ paths
+            files = sorted(Path(os.path.abspath(f)) for f in files)
         if not files:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches no file: pass an existing file, folder "
@@ -244,75 +232,3 @@ class TextFilesSource(FileSource):
 
     def describe(self) -> str:
         return f"text files {self.path!r} (val_fraction={self.val_fraction})"
-
-
-class ShakespeareSource(FileSource):
-    """Tiny Shakespeare (1 MB), nanoGPT's char-level baseline: a local copy or a one-time download.
-
-    `url` and `timeout_s` exist for mirrors and offline tests; the checksum is fixed, so whatever
-    is downloaded must be the real file, and the fingerprint can use it without downloading.
-    """
-
-    def __init__(
-        self,
-        path: str | None = None,
-        val_fraction: float = 0.1,
-        download_dir: str = "data/shakespeare",
-        url: str = TINY_SHAKESPEARE_URL,
-        timeout_s: float = 60.0,
-    ) -> None:
-        self.path = None if path is None else str(path)
-        self.val_fraction = check_val_fraction(val_fraction)
-        self.download_dir = str(download_dir)
-        self.url = url
-        self.timeout_s = timeout_s
-
-    def find_files(self) -> tuple[list[Path], Path]:
-        if self.path is not None:
-            return TextFilesSource(self.path, self.val_fraction).find_files()
-        dest = self.download()
-        return [dest], dest.parent
-
-    def identity(self) -> dict[str, Any]:
-        if self.path is None:
-            return {"sha256": TINY_SHAKESPEARE_SHA256}
-        return super().identity()
-
-    def size_hint(self) -> int | None:
-        return None if self.path is None else super().size_hint()
-
-    def download(self) -> Path:
-        """Fetch input.txt once, verified, written under a temporary name and then renamed."""
-        dest = Path(self.download_dir) / "input.txt"
-        if dest.is_file() and _sha256(dest.read_bytes()) == TINY_SHAKESPEARE_SHA256:
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        log.info("Downloading Tiny Shakespeare from %s to %s", self.url, dest)
-        try:
-            with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
-                data = response.read()
-        except (OSError, ValueError) as err:
-            raise LMTrainError(
-                f"downloading Tiny Shakespeare from {self.url} failed ({err}): set "
-                "data.source.path=<local copy of input.txt>"
-            ) from None
-        if _sha256(data) != TINY_SHAKESPEARE_SHA256:
-            raise LMTrainError(
-                f"the file downloaded from {self.url} has the wrong sha256 (not kept): set "
-                "data.source.path=<local copy of input.txt>"
-            )
-        tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
-        return dest
-
-    def settings(self) -> dict[str, Any]:
-        return {"path": self.path, "val_fraction": self.val_fraction, "url": self.url}
-
-    def describe(self) -> str:
-        where = self.path if self.path is not None else self.url
-        return f"Tiny Shakespeare from {where} (val_fraction={self.val_fraction})"
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
