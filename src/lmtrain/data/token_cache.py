@@ -91,7 +91,14 @@ def build_or_load(
     if folder.exists() and find_problem(folder) is None:
         log.info("Reusing token cache %s", folder)
         return folder
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # under a file, read-only, not ours: one line, not a traceback
+        where = f": {err.filename}" if err.filename else ""
+        raise LMTrainError(
+            f"data.cache_dir={cache_dir} cannot be created ({err.strerror}{where}): pass a "
+            "writable data.cache_dir"
+        ) from None
     with _exclusive_lock(cache_dir / f"{key}.lock"):
         if folder.exists():
             problem = find_problem(folder)

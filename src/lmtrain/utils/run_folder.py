@@ -56,8 +56,16 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
         if _held is not None:  # this process's previous run is over
             _held[1]()
             _held = None
-        folder.mkdir(parents=True, exist_ok=True)
-        _held = (folder, lock_run_folder(folder))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            _held = (folder, lock_run_folder(folder))
+        except OSError as err:  # under a file, in /proc, read-only: Hydra would only trace back
+            where = f": {err.filename}" if err.filename else ""
+            raise LMTrainError(
+                f"hydra.run.dir={folder} cannot be created or written ({err.strerror}{where}): "
+                "pass a writable hydra.run.dir, or a writable paths.log_dir (run folders go under "
+                "it by default)"
+            ) from None
     if resuming or overwrite:
         return
     found = existing_checkpoints(folder)
