@@ -12,12 +12,18 @@ from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, Trainer
 
 from lmtrain.train import train
-from tests.checkpoints import write_corpus
-from tests.helpers import one_file_corpus
-from tests.test_resume import assert_same_run, finish, kill, start, train_command
+from tests.helpers.corpora import one_file_corpus
+from tests.helpers.killed_runs import (
+    assert_same_run,
+    finish,
+    kill,
+    resumable_corpus,
+    start,
+    train_command,
+)
 
 
 class RecordLastCheckpoint(Callback):
@@ -31,19 +37,6 @@ class RecordLastCheckpoint(Callback):
             step = torch.load(self.last, map_location="cpu", weights_only=True)["global_step"]
             with self.path.open("a") as f:
                 f.write(f"{step}\n")
-
-
-class PauseAtStep(Callback):
-    """When optimizer step `step` is done, writes `marker` and sleeps: the test kills the run
-    there, at a moment of its own choosing that saves nothing."""
-
-    def __init__(self, step: int, marker: str) -> None:
-        self.step, self.marker = step, Path(marker)
-
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *_: Any) -> None:
-        if trainer.global_step == self.step:
-            self.marker.write_text(str(self.step))
-            time.sleep(600)
 
 
 def test_last_ckpt_follows_the_step_schedule_before_the_first_validation(
@@ -76,10 +69,7 @@ def test_last_ckpt_follows_the_step_schedule_before_the_first_validation(
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The corpus of tests/test_resume.py: 9 micro-batches per epoch."""
-    folder = tmp_path_factory.mktemp("schedule_corpus")
-    path = folder / "corpus.txt"
-    path.write_text((write_corpus(folder / "docs", n_docs=1, lines=45) / "doc0.txt").read_text())
-    return path
+    return resumable_corpus(tmp_path_factory.mktemp("schedule_corpus"))
 
 
 @pytest.mark.slow
@@ -95,11 +85,14 @@ def test_kill_before_the_first_validation_resumes_from_the_step_schedule(
     reference, run_dir, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
     finish(train_command(corpus, data_dir, reference, *schedule), log)
     command = train_command(corpus, data_dir, run_dir, *schedule)
-    marker = tmp_path / "paused"
+    # Stalled after step 14 (a save every 5 steps: the last one was at step 10), then killed.
+    pids = tmp_path / "pids"
+    marker = pids / "rank0.pid"
     pause = [
-        "+callbacks.pause._target_=tests.test_checkpoint_schedule.PauseAtStep",
-        "+callbacks.pause.step=14",
-        f"+callbacks.pause.marker={marker}",
+        "+callbacks.pause._target_=tests.helpers.faults.Pace",
+        f"+callbacks.pause.dirpath={pids}",
+        "+callbacks.pause.after_step=14",
+        "+callbacks.pause.seconds=600",
     ]
     proc = start([*command, *pause], log)
     while not marker.exists() and proc.poll() is None:

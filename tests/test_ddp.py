@@ -18,8 +18,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
 from lmtrain.utils.launch import prepare_process
-from tests.checkpoints import eval_tiny
-from tests.helpers import ROOT, run_cli, tiny_cli, wandb_summary
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli, tiny_cli, wandb_summary
+from tests.helpers.runs import eval_tiny
 
 
 class RecordWindows(Callback):

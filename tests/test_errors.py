@@ -19,44 +19,33 @@ from lmtrain.models.checkpoint import (
     resolve_model_path,
 )
 from lmtrain.models.module import CausalLMModule
-from tests.checkpoints import TINY_GPT2, TINY_RUN, compose_config, train_tiny, write_corpus
-from tests.helpers import run_cli
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-2000:]
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-
-
-def corpus_cli(corpus: Path, tmp_path: Path) -> list[str]:
-    """Overrides for a fast character-level run on `corpus` (a file, folder or glob)."""
-    return [
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "logger=none",
-        "debug=fdr",
-    ]
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import fast_dev_run_cli, run_cli
+from tests.helpers.corpora import write_corpus
+from tests.helpers.runs import tiny_train_config, train_tiny
 
 
 @pytest.fixture
-def quick(tmp_path: Path, shakespeare: Path) -> list[str]:
-    """Overrides for a run that would be valid and fast: each test breaks one thing."""
+def quick(tmp_path: Path, play: Path) -> list[str]:
+    """Overrides for a run that would be valid and fast: each test breaks one thing. The model
+    is gpt2_tiny as shipped (4 layers, 128 wide); the play stands in for Tiny Shakespeare."""
     return [
         "data=shakespeare_char",
-        f"data.source.path={shakespeare}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
+        f"data.source.path={play}",
+        *run_place(tmp_path),
         "logger=none",
         "debug=fdr",
     ]
+
+
+def run_place(tmp_path: Path) -> list[str]:
+    """Where a run keeps its token cache and its run folder."""
+    return [f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}"]
+
+
+def char_tokens(play: Path) -> int:
+    """The char vocabulary of `play`: one token per distinct character, plus end-of-text."""
+    return len(set(play.read_text())) + 1
 
 
 def test_missing_corpus(quick: list[str], tmp_path: Path) -> None:
@@ -81,7 +70,7 @@ def test_corrupt_checkpoint(quick: list[str], tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
     for module in ("train", "eval"):
-        result = run_cli(module, *quick[2:4], f"ckpt_path={corrupt}")
+        result = run_cli(module, *run_place(tmp_path), f"ckpt_path={corrupt}")
         assert_one_line_error(result, "corrupt.ckpt", "not a readable checkpoint")
 
 
@@ -121,21 +110,22 @@ def test_val_split_shorter_than_one_window(quick: list[str], tmp_path: Path) -> 
     assert_one_line_error(result, "val split has 44 tokens", "data.block_size + 1 = 65")
 
 
-def test_model_vocab_smaller_than_the_tokenizer(quick: list[str]) -> None:
-    result = run_cli("train", *quick, "+model.config.vocab_size=50")
-    assert_one_line_error(result, "model.config.vocab_size=50", "66 tokens")
+def test_model_vocab_smaller_than_the_tokenizer(quick: list[str], play: Path) -> None:
+    result = run_cli("train", *quick, "+model.config.vocab_size=20")
+    assert_one_line_error(result, "model.config.vocab_size=20", f"{char_tokens(play)} tokens")
 
 
 def test_pretrained_embedding_smaller_than_the_data_tokenizer(
-    quick: list[str], tmp_path: Path
+    quick: list[str], tmp_path: Path, play: Path
 ) -> None:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     folder = tmp_path / "small-vocab-model"
-    config = GPT2Config(vocab_size=40, n_layer=1, n_head=2, n_embd=16, n_positions=64)
+    config = GPT2Config(vocab_size=20, n_layer=1, n_head=2, n_embd=16, n_positions=64)
     GPT2LMHeadModel(config).save_pretrained(folder)
     result = run_cli("train", *quick, "model=pretrained", f"model.pretrained={folder}")
-    assert_one_line_error(result, "the tokenizer has 66 tokens", "embeds only 40", str(folder))
+    tokens = f"the tokenizer has {char_tokens(play)} tokens"
+    assert_one_line_error(result, tokens, "embeds only 20", str(folder))
 
 
 def test_unreadable_corpus_file(tmp_path: Path) -> None:
@@ -148,7 +138,7 @@ def test_unreadable_corpus_file(tmp_path: Path) -> None:
     (corpus / "locked.txt").chmod(0o000)
     result = run_cli(
         "train",
-        *corpus_cli(corpus, tmp_path),
+        *fast_dev_run_cli(corpus, tmp_path),
         preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
     )
     assert_one_line_error(result, str(corpus / "locked.txt"), "not readable", "chmod a+r")
@@ -169,7 +159,7 @@ PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> None:
     corpus, steps = write_corpus(tmp_path / "corpus"), ["trainer.max_steps=2"]
     ckpt = train_tiny(tmp_path / "other", tmp_path / "data", corpus, *steps)
-    result = run_cli("train", *quick, f"ckpt_path={ckpt}")  # 4 x 128 wide, 66 chars
+    result = run_cli("train", *quick, f"ckpt_path={ckpt}")  # 4 x 128 wide, char vocabulary
     assert_one_line_error(
         result,
         f"ckpt_path={str(ckpt)!r} holds another model",
@@ -190,10 +180,7 @@ def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> 
 
 def tiny_module(tmp_path: Path, corpus: Path) -> CausalLMModule:
     """The module `train_tiny` trains on `corpus`, built from the same config, untrained."""
-    cfg = compose_config(
-        "train", tmp_path / "again", tmp_path / "data", "data=text_files",
-        f"data.source.path={corpus}", "data.tokenizer.vocab_size=300", *TINY_GPT2, *TINY_RUN,
-    )  # fmt: skip
+    cfg = tiny_train_config(tmp_path / "again", tmp_path / "data", corpus)
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     return hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")

@@ -10,24 +10,13 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from tests.checkpoints import (
-    compose_config,
-    eval_tiny,
-    export_tiny,
-    model_from_checkpoint,
-    train_tiny,
-    write_corpus,
-)
-from tests.helpers import run_cli
+from tests.helpers.assertions import assert_one_line_error, one_error_line
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import compose
+from tests.helpers.corpora import one_file_corpus
+from tests.helpers.runs import eval_tiny, export_tiny, model_from_checkpoint, train_tiny
 
 VAL_FRACTION = 0.1  # text_files' default: one file splits by characters, the tail is val
-
-
-def one_file_corpus(folder: Path, seed: int) -> Path:
-    docs = write_corpus(folder / "docs", seed=seed)
-    path = folder / "corpus.txt"
-    path.write_text("".join(p.read_text() for p in sorted(docs.iterdir())))
-    return path
 
 
 def val_text(corpus: Path) -> str:
@@ -134,10 +123,7 @@ def test_text_the_tokenizer_cannot_encode_is_one_line(char_ckpt: Path, tmp_path:
         f"hydra.run.dir={tmp_path / 'eval'}",
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
-    for fragment in (str(other), "'Ü', 'ï', 'ÿ'", "byte-level BPE"):
-        assert fragment in line, line
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, str(other), "'Ü', 'ï', 'ÿ'", "byte-level BPE")
     assert [p.name for p in cache.iterdir() if p.suffix != ".lock"] == []
     assert not (tmp_path / "eval" / "metrics.json").exists()
 
@@ -150,7 +136,7 @@ def test_training_on_text_the_tokenizer_cannot_encode_is_one_line(
 
     _, tokenizer, _ = model_from_checkpoint(char_ckpt)
     tokenizer.save_pretrained(tmp_path / "tokenizer")
-    cfg = compose_config(
+    cfg = compose(
         "train",
         tmp_path / "run",
         tmp_path / "data",
@@ -163,6 +149,6 @@ def test_training_on_text_the_tokenizer_cannot_encode_is_one_line(
     with pytest.raises(SystemExit) as exit_info:
         train(cfg)
     assert exit_info.value.code == 1
-    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error: ")]
+    line = one_error_line(capsys.readouterr().err)
     assert "'Ü', 'ï', 'ÿ'" in line and "cannot encode" in line, line
     assert [p.name for p in (tmp_path / "data" / "cache").iterdir() if p.suffix != ".lock"] == []

@@ -23,8 +23,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lmtrain.train import train
-from tests.checkpoints import WORDS
-from tests.helpers import run_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.corpora import WORDS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EOS = "<|endoftext|>"

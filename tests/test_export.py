@@ -25,22 +25,25 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lmtrain.export import export, scrub
 from lmtrain.generate import generate
+from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import load_torch_file
-from tests.checkpoints import (
-    TINY_LLAMA,
-    compose_config,
+from tests.helpers import ROOT
+from tests.helpers.assertions import one_error_line
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import TINY_GPT2, TINY_LLAMA, compose
+from tests.helpers.corpora import write_corpus
+from tests.helpers.runs import (
     export_tiny,
     model_from_checkpoint,
     reload_in_fresh_process,
     train_tiny,
-    write_corpus,
 )
-from tests.helpers import ROOT, run_cli
 
+# kind -> (the tiny model, overrides)
 KINDS = {
-    "gpt2-char": ["data.tokenizer.kind=char"],
-    "gpt2-bpe": [],
-    "llama-bpe": TINY_LLAMA,
+    "gpt2-char": (TINY_GPT2, ["data.tokenizer.kind=char"]),
+    "gpt2-bpe": (TINY_GPT2, []),
+    "llama-bpe": (TINY_LLAMA, []),
 }
 PROMPT = "The cat"
 NEW_TOKENS = 24
@@ -52,15 +55,15 @@ def exported(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[s
     root = tmp_path_factory.mktemp("export")
     corpus = write_corpus(root / "corpus")
     result = {}
-    for kind, overrides in KINDS.items():
-        ckpt = train_tiny(root / kind, data_dir, corpus, *overrides)
+    for kind, (model, overrides) in KINDS.items():
+        ckpt = train_tiny(root / kind, data_dir, corpus, *overrides, model=model)
         result[kind] = (ckpt, export_tiny(ckpt, root / f"{kind}-hf", data_dir))
     return result
 
 
 def greedy_from_cli(ckpt: Path, tmp_path: Path, data_dir: Path, capsys) -> str:
     """What `python -m lmtrain.generate ckpt_path=<ckpt> greedy=true` prints."""
-    cfg = compose_config(
+    cfg = compose(
         "generate",
         tmp_path / "generate",
         data_dir,
@@ -138,7 +141,7 @@ def test_export_strips_compile_prefixes(
         k.replace("model.", "model._orig_mod.", 1): v for k, v in checkpoint["state_dict"].items()
     }
     wrapped = tmp_path / "compiled.ckpt"
-    torch.save(checkpoint, wrapped)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, wrapped)  # as a compiled run writes it
     out = export_tiny(wrapped, tmp_path / "compiled-hf", data_dir)
     with (
         safe_open(out / "model.safetensors", "pt") as a,
@@ -155,7 +158,7 @@ def test_export_refuses_to_overwrite_unless_asked(
     with pytest.raises(SystemExit) as exit_info:
         export_tiny(ckpt, folder, data_dir)
     assert exit_info.value.code == 1
-    line = capsys.readouterr().err.strip().splitlines()[-1]
+    line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: out_dir={str(folder)!r} exists") and "overwrite=true" in line
     (folder / "stale.txt").write_text("from the previous export")
     assert export_tiny(ckpt, folder, data_dir, "overwrite=true") == folder
@@ -184,14 +187,6 @@ def snapshot(root: Path) -> dict[str, str]:
         str(p.relative_to(root)): "" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
     }
-
-
-def one_error_line(stderr: str) -> str:
-    """The single `error: ` line a refused command prints (and no traceback)."""
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, stderr[-3000:]
-    return errors[0]
 
 
 @pytest.fixture
@@ -270,7 +265,7 @@ def test_export_never_replaces_other_runs_links_files_or_the_working_directory(
     shutil.rmtree(previous / "run")
     kept = snapshot(previous)
     monkeypatch.chdir(previous)
-    cfg = compose_config(
+    cfg = compose(
         "export", tmp_path / "run", data_dir, f"ckpt_path={ckpt}", "out_dir=.", "overwrite=true"
     )
     with pytest.raises(SystemExit):

@@ -20,7 +20,9 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.train import train
 from lmtrain.utils.safe_load import load_torch_file
-from tests.checkpoints import compose_config, eval_tiny, export_tiny, write_corpus
+from tests.helpers.compose import TINY_RUN, compose
+from tests.helpers.corpora import write_corpus
+from tests.helpers.runs import eval_tiny, export_tiny
 
 EOS = "<|endoftext|>"
 
@@ -61,23 +63,18 @@ def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def finetune(pretrained: Path, corpus: Path, run_dir: Path, data_dir: Path, *overrides: str):
-    cfg = compose_config(
+    cfg = compose(
         "train",
         run_dir,
         data_dir,
         "experiment=finetune_gpt2",
         f"model.pretrained={pretrained}",
         f"data.source.path={corpus}",
-        "data.block_size=32",
+        *TINY_RUN,  # the model is the saved one: no TINY_GPT2
         "model.optimizer.lr=3e-3",  # a random tiny model, not GPT-2: it may move fast
         "model.scheduler.num_warmup_steps=5",
-        "trainer.accelerator=cpu",
         "trainer.max_steps=30",
         "trainer.val_check_interval=15",
-        "trainer.limit_val_batches=2",
-        "trainer.enable_progress_bar=false",
-        "callbacks.rich_progress_bar=null",
-        "samples.max_new_tokens=8",
         "logger=none",
         *overrides,
     )

@@ -8,8 +8,11 @@ import pytest
 
 from lmtrain.generate import generate
 from lmtrain.models.generation import generate_text
-from tests.checkpoints import compose_config, model_from_checkpoint, train_tiny, write_corpus
-from tests.helpers import run_cli
+from tests.helpers.assertions import one_error_line
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import compose
+from tests.helpers.corpora import write_corpus
+from tests.helpers.runs import model_from_checkpoint, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +24,7 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
 
 def run_generate(ckpt: Path, tmp_path: Path, data_dir: Path, capsys, *overrides: str) -> str:
     """stdout of the generate entry point, run in-process."""
-    cfg = compose_config("generate", tmp_path / "run", data_dir, f"ckpt_path={ckpt}", *overrides)
+    cfg = compose("generate", tmp_path / "run", data_dir, f"ckpt_path={ckpt}", *overrides)
     capsys.readouterr()
     generate(cfg)
     return capsys.readouterr().out
@@ -90,7 +93,7 @@ def test_bad_input_is_one_line(
     assert exit_info.value.code == 1
     captured = capsys.readouterr()
     assert captured.out == ""
-    (line,) = [x for x in captured.err.splitlines() if x.startswith("error: ")]
+    line = one_error_line(captured.err)
     assert all(f in line for f in fragments), line
 
 

@@ -80,3 +80,32 @@ def test_a_dying_rank_ends_the_other_ranks_but_not_this_process() -> None:
     assert subprocess_script._launch_process_observer is original
     assert failing.returncode == 3 and sleeper.returncode is not None and sleeper.returncode < 0
     os.kill(os.getpid(), 0)  # still alive: Lightning's own observer would have killed it
+
+
+def test_every_rank_of_a_model_parallel_strategy_becomes_data_parallel(monkeypatch) -> None:
+    """Lightning builds its device mesh from the data-parallel size in setup_environment; a
+    world of 1 here (2 processes: tests/test_fsdp2.py, where the mesh shards over both)."""
+    import socket
+
+    import torch.distributed as dist
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    with socket.socket() as sock:  # the process group's address, unset again after the test
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+
+    trainer = tiny_trainer(strategy=ModelParallelStrategy(tensor_parallel_size=1), devices=1)
+    strategy = trainer.strategy
+    strategy.num_nodes = 3  # what Lightning's "auto" would make the data-parallel size
+    compat.make_every_rank_data_parallel(strategy)
+    assert strategy._data_parallel_size == 3 * strategy.num_processes == 3
+    strategy.num_nodes = 1
+    compat.make_every_rank_data_parallel(strategy)
+    strategy.connect(BoringModel())
+    try:
+        strategy.setup_environment()
+        assert strategy.device_mesh.mesh_dim_names == ("data_parallel", "tensor_parallel")
+        assert strategy.distributed_sampler_kwargs == {"num_replicas": 1, "rank": 0}
+    finally:
+        dist.destroy_process_group()

@@ -1,17 +1,20 @@
-"""CausalLMModule: its loss is HF's loss, its optimizer and schedule are nanoGPT's."""
+"""CausalLMModule: its loss is HF's loss, its optimizer and schedule (cosine.yaml) are nanoGPT's."""
 
 from __future__ import annotations
 
+import csv
 import functools
-import itertools
+import math
+from pathlib import Path
 
 import pytest
 import torch
-from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.hf import check_context
+from lmtrain.train import train
+from tests.helpers.corpora import one_file_corpus
 
 GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 97}
 LLAMA = {
@@ -51,21 +54,66 @@ def test_weight_decay_only_on_matrices() -> None:
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == n_params
 
 
-def test_schedule_warms_up_then_decays_to_floor() -> None:
-    param = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.AdamW([param], lr=1e-3)
-    schedule = get_cosine_with_min_lr_schedule_with_warmup(
-        optimizer, num_warmup_steps=10, num_training_steps=100, min_lr_rate=0.1
+def expected_lr(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
+    """The learning rate for optimizer step `step` (0-based) of a linear warm-up from 0 over
+    `warmup` steps, then a half cosine from `peak` down to `floor * peak` at step `total`."""
+    if step < warmup:
+        return peak * step / warmup
+    progress = (step - warmup) / (total - warmup)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def logged_lrs(metrics_csv: Path) -> dict[str, dict[int, float]]:
+    """Per parameter group, the learning rate LearningRateMonitor logged at each step."""
+    curves: dict[str, dict[int, float]] = {}
+    with metrics_csv.open() as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key.startswith("train/lr") and value:
+                    curves.setdefault(key, {})[int(row["step"])] = float(value)
+    return curves
+
+
+def test_schedule_is_cosine_yaml_warm_up_then_decay_to_the_floor(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """The learning rate a real run applies at each optimizer step, as LearningRateMonitor logs
+    it to the CSV logger: configs/model/scheduler/cosine.yaml's linear warm-up from 0 over
+    num_warmup_steps, then a cosine down to min_lr_rate x lr at max_steps. Two micro-batches a
+    step: the schedule counts optimizer steps, not batches."""
+    base = compose_cfg()
+    scheduler, peak = base.model.scheduler, base.model.optimizer.lr
+    warmup, floor = scheduler.num_warmup_steps, scheduler.min_lr_rate
+    total = 2 * warmup  # as long again after the warm-up
+    cfg = compose_cfg(
+        "data=text_files",
+        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
+        "data.tokenizer.kind=char",
+        "logger=csv",
+        "callbacks.text_samples=null",
+        "data.batch_size=4",
+        "global_batch_size=8",
+        f"trainer.max_steps={total}",
+        f"trainer.val_check_interval={10 * total}",  # no validation before the final one
     )
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(5e-4)
-    assert max(lrs) == pytest.approx(1e-3)
-    assert lrs[-1] == pytest.approx(1e-4, rel=0.01)
-    assert all(a >= b for a, b in itertools.pairwise(lrs[10:]))
+    train(cfg)
+    curves = logged_lrs(tmp_path / "run" / "csv" / "metrics.csv")
+    assert set(curves) == {"train/lr/decay", "train/lr/no_decay"}  # AdamW's two groups
+    assert curves["train/lr/decay"] == curves["train/lr/no_decay"]
+    lrs = curves["train/lr/decay"]
+    assert sorted(lrs) == list(range(total))
+    for step, lr in lrs.items():
+        assert lr == pytest.approx(expected_lr(step, peak, warmup, total, floor), rel=1e-6), step
+
+    assert lrs[0] == 0.0 and lrs[warmup // 2] == pytest.approx(peak * (warmup // 2) / warmup)
+    assert max(lrs.values()) == pytest.approx(peak) == lrs[warmup]
+    assert lrs[warmup + (total - warmup) // 2] == pytest.approx(peak * (1 + floor) / 2)
+    assert all(lrs[s] >= lrs[s + 1] for s in range(warmup, total - 1))
+    # After the last step the optimizer holds the floor, min_lr_rate x lr.
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == total
+    final = [group["lr"] for group in ckpt["optimizer_states"][0]["param_groups"]]
+    assert final == pytest.approx([floor * peak] * 2)
 
 
 def test_block_size_longer_than_context_is_refused() -> None:

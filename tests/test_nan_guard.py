@@ -1,7 +1,7 @@
 """The NaN guard: a non-finite loss is skipped, or stops the run with the last good checkpoint.
 
-Real runs of `python -m lmtrain.train`; `tests.faults.InjectNonFinite` poisons one batch through
-a forward hook on the embeddings, so the model's own loss turns NaN at a chosen step.
+Real runs of `python -m lmtrain.train`; `tests.helpers.faults.InjectNonFinite` poisons one batch
+through a forward hook on the embeddings, so the model's own loss turns NaN at a chosen step.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
-from tests.helpers import run_cli, tiny_cli
-from tests.test_errors import assert_one_line_error
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
 
 
 def inject_nan(step: int, rank: int | None = None) -> list[str]:
     extra = [] if rank is None else [f"+callbacks.nan.rank={rank}"]
     return [
-        "+callbacks.nan._target_=tests.faults.InjectNonFinite",
+        "+callbacks.nan._target_=tests.helpers.faults.InjectNonFinite",
         f"+callbacks.nan.step={step}",
         *extra,
     ]

@@ -1,9 +1,9 @@
 """Preemption: SIGTERM or SIGUSR1 to a real training process saves last.ckpt and exits non-zero.
 
-The test starts `python -m lmtrain.train`, waits until `tests.faults.Pace` says training is under
-way (it also slows the steps, so the run cannot end before the signal lands), sends the signal
-from outside with `os.kill`, and checks the exit, the line, the checkpoint, the W&B run, and that
-`ckpt_path=last` resumes and finishes.
+The test starts `python -m lmtrain.train`, waits until `tests.helpers.faults.Pace` says training
+is under way (it also slows the steps, so the run cannot end before the signal lands), sends the
+signal from outside with `os.kill`, and checks the exit, the line, the checkpoint, the W&B run,
+and that `ckpt_path=last` resumes and finishes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import ROOT, tiny_cli, wandb_summary
-from tests.test_errors import assert_one_line_error
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import tiny_cli, wandb_records, wandb_summary
 
 MAX_STEPS = 30
 
@@ -54,7 +55,7 @@ def interrupt(tmp_path: Path, data_dir: Path, sig: signal.Signals, *extra: str, 
         "trainer.val_check_interval=10",
         "callbacks.text_samples=null",
     )
-    pace = ["+callbacks.pace._target_=tests.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
+    pace = ["+callbacks.pace._target_=tests.helpers.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
     proc = start_train(*cli, f"hydra.run.dir={run}", *pace, *extra)
     os.kill(wait_for_pid(pids / f"rank{rank}.pid", proc), sig)
     stdout, stderr = proc.communicate(timeout=180)
@@ -66,30 +67,17 @@ def saved_step(run: Path) -> int:
     return ckpt["global_step"]
 
 
-def wandb_record_types(run: Path) -> list[str]:
-    (offline,) = sorted((run / "wandb").glob("offline-run-*"))
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(offline)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return [json.loads(line)["type"] for line in out.stdout.splitlines()]
-
-
 def test_sigterm_saves_exits_143_and_ckpt_path_last_resumes(tmp_path: Path, data_dir: Path) -> None:
     out, run, cli = interrupt(tmp_path, data_dir, signal.SIGTERM)
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
-    assert_one_line_error(out, "preempted by SIGTERM at step ", f"hydra.run.dir={run}")
-    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    line = assert_one_line_error(out, "preempted by SIGTERM at step ", f"hydra.run.dir={run}")
     step = int(line.split(" at step ")[1].split(":")[0])
     assert 2 <= step < MAX_STEPS and saved_step(run) == step
 
     # Offline, W&B shows a failed run with the exit code; the preempting record is in its log.
     summary = wandb_summary(run)
     assert summary["state"] == "failed" and summary["exit_code"] == 143
-    assert "preempting" in wandb_record_types(run)
+    assert "preempting" in [record["type"] for record in wandb_records(run)]
     run_id = (run / "wandb_run_id").read_text().strip()
 
     resumed = subprocess.run(
@@ -109,8 +97,7 @@ def test_sigterm_saves_exits_143_and_ckpt_path_last_resumes(tmp_path: Path, data
 def test_sigusr1_saves_and_exits_138(tmp_path: Path, data_dir: Path) -> None:
     out, run, _ = interrupt(tmp_path, data_dir, signal.SIGUSR1, "logger=none")
     assert out.returncode == 128 + signal.SIGUSR1, out.stderr[-3000:]
-    assert_one_line_error(out, "preempted by SIGUSR1 at step ")
-    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    line = assert_one_line_error(out, "preempted by SIGUSR1 at step ")
     assert saved_step(run) == int(line.split(" at step ")[1].split(":")[0])
 
 
@@ -121,6 +108,5 @@ def test_ddp_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path, data
     )
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
     # Rank 0 reports; it got no signal itself.
-    assert_one_line_error(out, "preempted by a signal on another rank at step ")
-    (line,) = [x for x in out.stderr.splitlines() if x.startswith("error: ")]
+    line = assert_one_line_error(out, "preempted by a signal on another rank at step ")
     assert saved_step(run) == int(line.split(" at step ")[1].split(":")[0])

@@ -1,21 +1,17 @@
 """Exact resume: a run killed with SIGKILL and resumed ends bitwise where an uninterrupted one does.
 
 The slow tests run the real CLI in subprocesses and kill them with SIGKILL: at random moments
-after a checkpoint exists, and in the middle of a checkpoint write (`tests.resume_io`). The run is
-tiny but has everything that makes resuming hard: dropout (global RNG), gradient accumulation
-over 2 micro-batches, epochs of an odd number of micro-batches (so the last step of each epoch
-has one), validation with sampled text between steps, and checkpoints both after a training batch
-(`every_n_train_steps`) and after a validation. The fast tests check the pieces in-process.
+after a checkpoint exists, and in the middle of a checkpoint write
+(`tests.helpers.faults.PausingCheckpointIO`). The run, `RESUMABLE_RUN` of
+tests/helpers/killed_runs.py, is tiny but has everything that makes resuming hard (dropout,
+gradient accumulation, epochs of an odd number of micro-batches, validations and checkpoints
+between and within steps). The fast tests check the pieces in-process.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -27,85 +23,16 @@ from lmtrain.data import TextDataModule
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
-from tests.checkpoints import TINY_GPT2, write_corpus
-from tests.helpers import ROOT
-
-STEPS = 57
-RUN = [
-    *TINY_GPT2,
-    "model.config.resid_pdrop=0.1",
-    "model.config.embd_pdrop=0.1",
-    "model.config.attn_pdrop=0.1",
-    "data=text_files",
-    "data.tokenizer.kind=char",
-    "data.block_size=32",
-    "data.batch_size=4",
-    "global_batch_size=8",  # 2 micro-batches per optimizer step
-    "trainer.accelerator=cpu",
-    f"trainer.max_steps={STEPS}",
-    "trainer.val_check_interval=15",  # micro-batches: validations fall between checkpoints too
-    "trainer.limit_val_batches=2",
-    "trainer.log_every_n_steps=5",
-    "trainer.enable_progress_bar=false",
-    "callbacks.rich_progress_bar=null",
-    "callbacks.model_checkpoint.every_n_train_steps=3",
-    "samples.max_new_tokens=8",
-    "logger=none",
-    "+callbacks.exact_resume._target_=lmtrain.callbacks.resume.ExactResume",
-]
-# Wall-clock figures differ between runs; everything else must match exactly.
-IGNORED = ("time/", "/device/", "tok/s")
-
-
-def train_command(corpus: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
-    overrides = [f"data.source.path={corpus}", f"paths.data_dir={data_dir}", *extra]
-    overrides += [
-        "+callbacks.final_weights._target_=tests.resume_io.SaveFinalWeights",
-        f"+callbacks.final_weights.path={run_dir / 'final_weights.pt'}",
-    ]
-    return [sys.executable, "-m", "lmtrain.train", *RUN, *overrides, f"hydra.run.dir={run_dir}"]
-
-
-def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """The run in its own process group, so a kill reaches DDP's other rank too."""
-    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-
-def kill(proc: subprocess.Popen[bytes]) -> int:
-    os.killpg(proc.pid, signal.SIGKILL)
-    return proc.wait(timeout=60)
-
-
-def finish(command: list[str], log: Path) -> None:
-    proc = start(command, log)
-    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
-
-
-def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
-    """metrics.json without wall-clock keys, and the weights and step at the end of training."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics = {k: v for k, v in metrics.items() if not any(part in k for part in IGNORED)}
-    final = torch.load(run_dir / "final_weights.pt", map_location="cpu", weights_only=True)
-    return metrics, final["state_dict"], final["step"]
-
-
-def assert_same_run(run_dir: Path, reference: Path, tolerance: float = 0.0) -> None:
-    """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute."""
-    metrics, weights, step = final_state(run_dir)
-    ref_metrics, ref_weights, ref_step = final_state(reference)
-    assert step == ref_step == STEPS
-    assert metrics == pytest.approx(ref_metrics, rel=tolerance, abs=tolerance)
-    assert weights.keys() == ref_weights.keys()
-    differ = [
-        k
-        for k in weights
-        if not torch.allclose(weights[k], ref_weights[k], rtol=tolerance, atol=tolerance)
-    ]
-    assert not differ, f"weights differ from the uninterrupted run: {differ}"
+from tests.helpers.corpora import write_corpus
+from tests.helpers.killed_runs import (
+    STEPS,
+    assert_same_run,
+    finish,
+    kill,
+    resumable_corpus,
+    start,
+    train_command,
+)
 
 
 def checkpoint_id(path: Path) -> tuple[int, int] | None:
@@ -119,12 +46,7 @@ def checkpoint_id(path: Path) -> tuple[int, int] | None:
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """~1.4 KB of text: 9 micro-batches (odd) per epoch, so a 57-step run crosses 12 epochs."""
-    folder = tmp_path_factory.mktemp("resume_corpus")
-    text = (write_corpus(folder / "docs", n_docs=1, lines=45) / "doc0.txt").read_text()
-    path = folder / "corpus.txt"
-    path.write_text(text)
-    return path
+    return resumable_corpus(tmp_path_factory.mktemp("resume_corpus"))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +97,8 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
     run_dir, log, marker = tmp_path / "run", tmp_path / "train.out", tmp_path / "paused"
     last = run_dir / "checkpoints" / "last.ckpt"
     command = train_command(corpus, data_dir, run_dir)
-    pausing = f"{{_target_:tests.resume_io.PausingCheckpointIO,marker:'{marker}',pause_at:3}}"
+    pausing = "_target_:tests.helpers.faults.PausingCheckpointIO"
+    pausing = f"{{{pausing},marker:'{marker}',pause_at:3}}"
     proc = start([*command, f"trainer.plugins=[{pausing}]"], log)
     while not marker.exists() and proc.poll() is None:
         time.sleep(0.02)
@@ -201,24 +124,25 @@ def test_ddp_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     ddp = ["trainer=ddp_cpu", "global_batch_size=16"]
     reference, run_dir, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
     finish(train_command(corpus, data_dir, reference, *ddp), log)
+    # Killed while rank 0 stalls after the first save inside a step, so the run resumes between
+    # its 2 micro-batches (waiting for such a save by polling raced the next save).
+    stalled = tmp_path / "stalled"
+    stall = [
+        "+callbacks.stall._target_=tests.helpers.sharded_runs.StallAfterMidStepSave",
+        f"+callbacks.stall.marker={stalled}",
+    ]
     command = train_command(corpus, data_dir, run_dir, *ddp)
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = start(command, log)
+    proc = start([*command, *stall], log)
+    while proc.poll() is None and not stalled.exists():
+        time.sleep(0.05)
+    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
 
     def exact_resume_state() -> dict:
         callbacks = torch.load(last, map_location="cpu", weights_only=True)["callbacks"]
         (state,) = [v for k, v in callbacks.items() if "ExactResume" in k]
         return state
 
-    # 3 steps per epoch: once val/loss exists, ModelCheckpoint defers every save at a multiple
-    # of 3 steps to the next micro-batch (saves before the first validation, and right after a
-    # validation, come at step boundaries). Killed at the first save inside a step, so the run
-    # resumes between its 2 micro-batches.
-    while (checkpoint_id(last) is None or "grads" not in exact_resume_state()) and (
-        proc.poll() is None
-    ):
-        time.sleep(0.02)
-    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
     state = exact_resume_state()
     assert len(state["rng_states"]) == len(state["grads"]) == 2
     finish([*command, "ckpt_path=last"], log)
@@ -230,8 +154,8 @@ def test_sampler_draws_a_pure_function_of_seed_rank_and_position() -> None:
     stream = list(sampler)
     assert len(stream) == len(sampler) and min(stream) >= 0 and max(stream) < 1000
     # Starting anywhere, across chunk boundaries, gives the same windows as getting there.
-    for start in (0, 1, CHUNK - 3, CHUNK, 2 * CHUNK + 3):
-        assert list(sampler.indices(start, 7)) == stream[start : start + 7]
+    for first in (0, 1, CHUNK - 3, CHUNK, 2 * CHUNK + 3):
+        assert list(sampler.indices(first, 7)) == stream[first : first + 7]
     # The next epoch starts where this one stopped; inside a Trainer, where training stopped.
     sampler.set_epoch(1)
     assert list(sampler.indices(0, len(sampler) + 5))[len(sampler) :] == list(sampler)[:5]
@@ -269,3 +193,4 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Pat
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
     io.save_checkpoint({"global_step": 3}, path)
     assert io.load_checkpoint(path)["global_step"] == 3
+

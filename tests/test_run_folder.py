@@ -5,6 +5,7 @@ of the first run may change."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -19,10 +20,12 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.train import train
-from lmtrain.utils import run_folder
-from lmtrain.utils.run_folder import OWNER_FILE, claim_run_folder, lock_with_owner_file
-from tests.helpers import ROOT, one_file_corpus, run_cli, tiny_cli
-from tests.test_errors import assert_one_line_error
+from lmtrain.utils import locks, run_folder
+from lmtrain.utils.run_folder import claim_run_folder
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.corpora import one_file_corpus
 
 
 def files_of(run: Path) -> dict[str, str]:
@@ -94,7 +97,7 @@ def test_second_live_run_in_a_folder_is_refused_while_the_first_goes_on(
     run, pids = tmp_path / "run", tmp_path / "pids"
     cli = [*tiny_cli(tmp_path, data_dir, "logger=none"), f"hydra.run.dir={run}"]
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"}
-    pace = ["+callbacks.pace._target_=tests.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
+    pace = ["+callbacks.pace._target_=tests.helpers.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
     pace.append("+callbacks.pace.seconds=1")  # slow steps leave the CPU to the second run
     first = subprocess.Popen(
         [sys.executable, "-m", "lmtrain.train", *cli, *pace, "trainer.max_steps=100000"],
@@ -164,48 +167,44 @@ def test_torchrun_twice_into_one_folder_refuses_the_second_and_changes_nothing(
     assert files_of(run) == before
 
 
-def test_lock_file_where_posix_locks_are_missing(
+def test_claim_uses_the_owner_file_where_posix_locks_are_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The O_EXCL lock file: refused while its owner lives, taken over once it was killed.
+    """The O_EXCL owner file (`lmtrain.utils.locks`) as the run folder's lock: refused while its
+    owner lives, taken over once it was killed, removed when the folder is let go.
 
-    No file system without POSIX locks exists on this machine, so lockf's refusal is simulated
-    for the last part only; the lock file itself is real and held by a real process."""
-    owner = tmp_path / OWNER_FILE
+    No file system without POSIX locks exists on this machine, so lockf's refusal is simulated;
+    the owner file itself is real and held by a real process (the lock alone: test_locks.py)."""
+
+    def no_posix_locks(*_: object) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(locks.fcntl, "lockf", no_posix_locks)
+    folder = tmp_path / "run"
+    folder.mkdir()
+    owner = folder / f"{run_folder.LOCK_FILE}{locks.OWNER_SUFFIX}"
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path\n"
-            "from lmtrain.utils.run_folder import lock_with_owner_file\n"
-            f"lock_with_owner_file(Path({str(tmp_path)!r})); print('held', flush=True)\n"
-            "time.sleep(600)",
+            "import time; from pathlib import Path; from lmtrain.utils import locks\n"
+            f"locks._acquire_owner_file(Path({str(owner)!r}), False)\n"
+            "print('held', flush=True); time.sleep(600)",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(LMTrainError, match=rf"in use by a live run \(pid {holder.pid} on host"):
-            lock_with_owner_file(tmp_path)
+            claim_run_folder(folder, resuming=False, overwrite=False)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     # SIGKILL left the file behind: its owner is dead on this host, so it is taken over.
     assert owner.read_text().split()[0] == str(holder.pid)
-    release = lock_with_owner_file(tmp_path)
-    assert owner.read_text().split() == [str(os.getpid()), socket.gethostname()]
-    release()
-    assert not owner.exists()
-
-    # claim_run_folder falls back to it when lockf is not supported.
-    def no_posix_locks(*_: object) -> None:
-        raise OSError(run_folder.errno.ENOLCK, "No locks available")
-
-    monkeypatch.setattr(run_folder.fcntl, "lockf", no_posix_locks)
-    folder = tmp_path / "run"
     claim_run_folder(folder, resuming=False, overwrite=False)
-    assert (folder / OWNER_FILE).read_text().split()[0] == str(os.getpid())
+    assert owner.read_text().split() == [str(os.getpid()), socket.gethostname()]
     claim_run_folder(tmp_path / "another", resuming=False, overwrite=False)  # releases the first
-    assert not (folder / OWNER_FILE).exists()
+    assert not owner.exists()

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.utils.redact import REDACTED, environment_secrets, is_secret_key, redact
-from tests.helpers import run_cli
+from tests.helpers.cli import run_cli
 
 
 def test_secret_keys_and_environment_values_are_redacted() -> None:
@@ -55,9 +55,7 @@ def test_shipped_configs_have_nothing_to_redact(compose_cfg) -> None:
         assert redact(plain, []) == plain, overrides
 
 
-def test_no_secret_reaches_checkpoints_wandb_logs_or_exports(
-    tmp_path: Path, shakespeare: Path
-) -> None:
+def test_no_secret_reaches_checkpoints_wandb_logs_or_exports(tmp_path: Path, play: Path) -> None:
     env = {
         "WANDB_API_KEY": secrets.token_hex(20),
         "HF_TOKEN": "hf_" + secrets.token_hex(12),
@@ -67,7 +65,7 @@ def test_no_secret_reaches_checkpoints_wandb_logs_or_exports(
     trained = run_cli(
         "train",
         "data=shakespeare_char",
-        f"data.source.path={shakespeare}",
+        f"data.source.path={play}",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.run.dir={run}",
         "logger=wandb",

@@ -22,7 +22,8 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import OmegaConf
 
-from tests.helpers import ROOT, run_cli, tiny_cli
+from tests.helpers import ROOT
+from tests.helpers.cli import run_cli, tiny_cli
 
 
 def test_slurm_launcher_asks_sbatch_for_one_task_per_device(

@@ -12,7 +12,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.train import gradient_accumulation, train
 from lmtrain.utils.safe_load import load_torch_file
-from tests.checkpoints import model_from_checkpoint
+from tests.helpers.runs import model_from_checkpoint
 
 
 @pytest.mark.parametrize(

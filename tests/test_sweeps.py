@@ -1,8 +1,8 @@
 """Sweeps: a Hydra multirun grid and an Optuna study, every job in its own folder and W&B run.
 
 Both run the real CLI (`python -m lmtrain.train -m ...`) and read the W&B offline runs back with
-`wandb leet inspect`. A job is made to fail, or to diverge, by the `Sabotage` callback below,
-added to the run like any callback (`+callbacks.sabotage._target_=tests.test_sweeps.Sabotage`).
+`wandb leet inspect`. A job is made to fail, or to diverge, by `tests.helpers.faults.Sabotage`,
+added to the run like any callback.
 """
 
 from __future__ import annotations
@@ -10,59 +10,28 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-import torch
 import yaml
-from lightning.pytorch import Callback, LightningModule, Trainer
 from matplotlib import image
 
 from lmtrain import report
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.instantiate import instantiate_loggers
-from tests.helpers import run_cli, tiny_cli, wandb_summary
+from tests.helpers.cli import run_cli, tiny_cli, wandb_records, wandb_summary
 
 
 def wandb_run_record(run_dir: Path) -> dict:
     """The `run` record of the offline W&B run under `run_dir/wandb` (name, group, id)."""
-    (run,) = sorted((run_dir / "wandb").glob("offline-run-*"))
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(run)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    records = (json.loads(line) for line in out.stdout.splitlines() if '"run"' in line)
-    return next(r["run"] for r in records if r.get("type") == "run")
-
-
-class Sabotage(Callback):
-    """Makes chosen jobs of a sweep fail (an exception at the first step) or diverge (NaN weights).
-
-    `job` is the Hydra job number (`${hydra:job.num}`), so which job misbehaves does not depend
-    on what the sweeper samples.
-    """
-
-    def __init__(self, job: int, fail_jobs: list[int] = (), nan_jobs: list[int] = ()) -> None:
-        self.job, self.fail_jobs, self.nan_jobs = job, list(fail_jobs), list(nan_jobs)
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.job in self.fail_jobs:
-            raise RuntimeError(f"sabotaged job {self.job}")
-        if self.job in self.nan_jobs:
-            with torch.no_grad():
-                for param in pl_module.parameters():
-                    param.fill_(math.nan)
+    return next(r["run"] for r in wandb_records(run_dir) if r.get("type") == "run")
 
 
 def sabotage(fail: list[int] = (), nan: list[int] = ()) -> list[str]:
+    """Overrides that make jobs `fail` fail at their first step and jobs `nan` diverge."""
     return [
-        "+callbacks.sabotage._target_=tests.test_sweeps.Sabotage",
+        "+callbacks.sabotage._target_=tests.helpers.faults.Sabotage",
         "+callbacks.sabotage.job=${hydra:job.num}",
         f"+callbacks.sabotage.fail_jobs={list(fail)}",
         f"+callbacks.sabotage.nan_jobs={list(nan)}",

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from lmtrain.train import train
-from tests.helpers import run_cli, wandb_summary
+from tests.helpers.cli import run_cli, wandb_summary
+from tests.helpers.runs import eval_tiny
 
 METRIC_KEYS = {"train/loss", "val/loss", "val/ppl", "trainer/global_step", "tokens_seen"}
 
@@ -26,21 +28,24 @@ def text_corpus(tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("source", ["python_stdlib", "text_files", "shakespeare_char"])
 def test_fast_dev_run_for_each_data_source(
-    source: str, compose_cfg, shakespeare: Path, text_corpus: Path, tmp_path: Path
+    source: str, compose_cfg, play: Path, text_corpus: Path, tmp_path: Path
 ) -> None:
     path = {"text_files": [f"data.source.path={text_corpus}"]}
-    path["shakespeare_char"] = [f"data.source.path={shakespeare}"]
+    path["shakespeare_char"] = [f"data.source.path={play}"]
     cfg = compose_cfg(f"data={source}", "debug=fdr", "logger=none", *path.get(source, []))
     metrics = train(cfg)
     assert math.isfinite(metrics["val/loss"])
     assert (tmp_path / "run" / "samples.txt").read_text().strip()
 
 
-def test_shakespeare_char_learns(compose_cfg, shakespeare: Path) -> None:
-    """A short run of the nanoGPT baby recipe gets well below a uniform guess (ln 66 = 4.19)."""
+def test_shakespeare_char_learns(compose_cfg, play: Path) -> None:
+    """A short run of the nanoGPT baby recipe learns more than which character follows which:
+    on the play, a uniform guess over its 50 tokens costs ln 50 = 3.91 nats, character
+    frequencies 3.28, the best bigram model 1.35 (measured on the play itself); this run
+    reaches about 0.95."""
     cfg = compose_cfg(
         "experiment=shakespeare_char",
-        f"data.source.path={shakespeare}",
+        f"data.source.path={play}",
         "logger=none",
         "callbacks=none",
         "trainer.enable_progress_bar=false",
@@ -53,18 +58,16 @@ def test_shakespeare_char_learns(compose_cfg, shakespeare: Path) -> None:
         tiny=False,
     )
     metrics = train(cfg)
-    assert metrics["val/loss"] < 2.6, metrics
-    assert metrics["train/loss"] < 2.6, metrics
+    assert metrics["val/loss"] < 1.2, metrics
+    assert metrics["train/loss"] < 1.2, metrics
     assert metrics["trainer/global_step"] == 300
 
 
-def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
-    tmp_path: Path, shakespeare: Path
-) -> None:
+def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(tmp_path: Path, play: Path) -> None:
     run_dir = tmp_path / "run"
     common = [
         "data=shakespeare_char",
-        f"data.source.path={shakespeare}",
+        f"data.source.path={play}",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.run.dir={run_dir}",
         "debug=limit",
@@ -79,8 +82,14 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
     first = run_cli("train", *common)
     assert first.returncode == 0, first.stderr[-3000:]
 
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    # Hydra's record of the run: the overrides as typed (hydra.* ones in hydra.yaml), and the
+    # config they composed.
+    hydra_record = run_dir / ".hydra"
+    typed = [o for o in common if not o.startswith("hydra.")]
+    assert OmegaConf.load(hydra_record / "overrides.yaml") == typed
+    assert OmegaConf.load(hydra_record / "config.yaml").data.source.path == str(play)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 20
     assert list((run_dir / "checkpoints").glob("best-step=*-val_loss=*.ckpt"))
     assert (run_dir / "samples.txt").read_text().startswith("=== step 10 ===\n\ndef ")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -120,16 +129,14 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(
 
 
 def test_early_stop_at_threshold_reports_that_validation(
-    compose_cfg, shakespeare: Path, data_dir: Path, tmp_path: Path
+    compose_cfg, play: Path, data_dir: Path, tmp_path: Path
 ) -> None:
     """experiment=shakespeare_char_fast's machinery, shrunk: EarlyStopping ends the run at the
     first whole-split validation below the threshold, and metrics.json reports that validation
     (what lmtrain.eval measures on the checkpoint) instead of validating again."""
-    from tests.checkpoints import eval_tiny
-
     cfg = compose_cfg(
         "experiment=shakespeare_char_fast",
-        f"data.source.path={shakespeare}",
+        f"data.source.path={play}",
         "logger=none",
         "trainer.enable_progress_bar=false",
         "callbacks.rich_progress_bar=null",
@@ -141,13 +148,14 @@ def test_early_stop_at_threshold_reports_that_validation(
         "data.batch_size=32",
         "trainer.max_steps=60",
         "trainer.val_check_interval=15",
-        "callbacks.early_stopping.stopping_threshold=3.4",
+        "callbacks.early_stopping.stopping_threshold=3.2",
         tiny=False,
     )
     metrics = train(cfg)
-    # Stopped at a validation before max_steps, below the threshold (uniform guess: ln 66 = 4.19).
+    # Stopped at a validation before max_steps, below the threshold (uniform guess: ln 50 = 3.91;
+    # without the stop, val/loss is about 3.73, 3.29, 2.75 and 2.33 at steps 15, 30, 45, 60).
     assert metrics["trainer/global_step"] in (15, 30, 45), metrics
-    assert metrics["val/loss"] < 3.4
+    assert metrics["val/loss"] < 3.2
     ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == metrics["trainer/global_step"]
     evaluated = eval_tiny(ckpt, tmp_path / "eval", data_dir)

@@ -28,7 +28,9 @@ from lmtrain.models.checkpoint import SHARDED_META_FILE, load_model, resolve_ckp
 from lmtrain.strategies import consolidate
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder
-from tests.helpers import ROOT, run_cli, tiny_cli
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
 
 # Makes torch.load default to unrestricted unpickling where a caller leaves weights_only unset.
 NO_WEIGHTS_ONLY = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -97,13 +99,8 @@ def crafted_ckpt(path: Path, marker: Path) -> Path:
 
 def assert_refused(result, path: Path, marker: Path) -> None:
     """Non-zero exit, exactly one `error:` line naming `path`, no traceback, no code run."""
-    output = result.stdout + result.stderr
-    assert result.returncode != 0, output[-3000:]
-    assert "Traceback" not in output, output[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr[-3000:]
-    assert str(path) in errors[0] and "could run code" in errors[0], errors[0]
-    assert "\x1b" not in errors[0]  # torch's own message carries terminal escapes
+    line = assert_one_line_error(result, str(path), "could run code")
+    assert "\x1b" not in line  # torch's own message carries terminal escapes
     assert not marker.exists()
 
 

@@ -20,9 +20,9 @@ from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.token_cache import build_or_load, find_problem
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
-from tests.data.corpora import load_tokens
-from tests.helpers import run_cli
-from tests.test_errors import assert_one_line_error, corpus_cli
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import fast_dev_run_cli, run_cli
+from tests.helpers.corpora import load_tokens
 
 CHAR = {"kind": "char", "vocab_size": None, "name": None, "train_sample_mb": None}
 settings = TokenizerSettings.from_config
@@ -49,7 +49,7 @@ def test_first_invalid_utf8_is_a_file_offset_across_blocks_and_gzip(tmp_path: Pa
 def test_non_utf8_corpus_is_refused_with_its_offset_and_how_to_convert(tmp_path: Path) -> None:
     corpus = tmp_path / "notes.txt"
     corpus.write_bytes(b"plain ascii line\n" * 100 + "naïve".encode("latin-1") + b"\n")
-    result = run_cli("train", *corpus_cli(corpus, tmp_path))
+    result = run_cli("train", *fast_dev_run_cli(corpus, tmp_path))
     assert_one_line_error(result, str(corpus), "not UTF-8", f"at byte {17 * 100 + 2}", "iconv")
     assert not list((tmp_path / "data" / "cache").glob("*.tmp-*"))
 
@@ -74,6 +74,12 @@ def old_cache(cache_dir: Path, corpus_dir: Path) -> tuple[Path, dict[str, bytes]
     (corpus_dir / "small.txt").write_text("a small corpus that fits anywhere\n" * 40)
     folder = build_or_load(cache_dir, TextFilesSource(str(corpus_dir)), settings(CHAR), workers=1)
     return folder, {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def big_corpus(path: Path) -> Path:
+    """880 KB of text: 1.8 MB of char tokens (uint16), more than a 1 MB disk or file holds."""
+    path.write_text("the quick brown fox jumps over the lazy dog\n" * 20_000)
+    return path
 
 
 def assert_untouched(folder: Path, files: dict[str, bytes]) -> None:
@@ -110,8 +116,7 @@ def test_full_disk_while_writing_the_cache_keeps_the_old_cache(
 ) -> None:
     cache_dir = small_tmpfs / "cache"
     folder, files = old_cache(cache_dir, tmp_path / "small")
-    big = tmp_path / "big.txt"
-    big.write_text("the quick brown fox jumps over the lazy dog\n" * 20_000)  # 880 KB -> 1.8 MB
+    big = big_corpus(tmp_path / "big.txt")
 
     with pytest.raises(LMTrainError) as caught:
         build_or_load(cache_dir, TextFilesSource(str(big)), settings(CHAR), workers=1)
@@ -121,24 +126,17 @@ def test_full_disk_while_writing_the_cache_keeps_the_old_cache(
     assert_untouched(folder, files)
 
 
-def test_file_size_limit_while_writing_the_cache_is_one_line(
-    tmp_path: Path, shakespeare: Path
-) -> None:
+def test_file_size_limit_while_writing_the_cache_is_one_line(tmp_path: Path) -> None:
     cache_dir = tmp_path / "data" / "cache"
     folder, files = old_cache(cache_dir, tmp_path / "small")
-    limit = 1 << 20  # Tiny Shakespeare needs 2.2 MB of uint16 tokens
+    limit = 1 << 20  # the big corpus needs 1.8 MB of uint16 tokens
 
     def limit_file_size() -> None:  # runs in the child; Python ignores SIGXFSZ, so EFBIG
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     result = run_cli(
         "train",
-        "data=shakespeare_char",
-        f"data.source.path={shakespeare}",
-        f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.run.dir={tmp_path / 'run'}",
-        "logger=none",
-        "debug=fdr",
+        *fast_dev_run_cli(big_corpus(tmp_path / "big.txt"), tmp_path),
         preexec_fn=limit_file_size,
     )
     assert_one_line_error(

@@ -11,16 +11,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning import seed_everything
-from omegaconf import OmegaConf
 
 from lmtrain.data import TextDataModule
-from lmtrain.data.sources import PythonStdlibSource, ShakespeareSource, TextFilesSource
+from lmtrain.data.shakespeare import ShakespeareSource
+from lmtrain.data.sources import PythonStdlibSource, TextFilesSource
 from lmtrain.data.token_cache import token_dtype
 from lmtrain.errors import LMTrainError
-from tests.data.corpora import load_splits, load_tokens
+from tests.helpers.corpora import load_splits, load_tokens
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SHAKESPEARE = REPO_ROOT / "../shared/data/tinyshakespeare/input.txt"
 BPE = {"kind": "bpe", "vocab_size": 300, "name": None}
 CHAR = {"kind": "char", "vocab_size": None, "name": None}
 
@@ -162,14 +160,15 @@ def test_too_small_splits_and_bad_sizes_are_one_line_errors(corpus: Path) -> Non
         make_dm(corpus, tokenizer={"kind": "bpe", "vocab": 300})
 
 
-@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason="no local input.txt")
-def test_shakespeare_char_has_65_characters_and_a_tail_val_split(tmp_path: Path) -> None:
-    dm = TextDataModule(
-        ShakespeareSource(path=str(SHAKESPEARE)), CHAR, 64, 12, cache_dir=str(tmp_path)
-    )
+def test_shakespeare_char_has_a_token_per_character_and_a_tail_val_split(
+    tmp_path: Path, play: Path
+) -> None:
+    """Tiny Shakespeare has 65 characters (66 tokens); the play, written here, has its own."""
+    dm = TextDataModule(ShakespeareSource(path=str(play)), CHAR, 64, 12, cache_dir=str(tmp_path))
     dm.prepare_data()
-    assert len(dm.tokenizer) == 66 and dm.tokenizer.eos_token_id == 65
-    text = SHAKESPEARE.read_text(encoding="utf-8")
+    text = play.read_text(encoding="utf-8")
+    characters = len(set(text))
+    assert len(dm.tokenizer) == characters + 1 and dm.tokenizer.eos_token_id == characters
     val = load_tokens(dm.cache_path, "val")
     assert dm.tokenizer.decode(val[:-1].tolist()) == text[int(len(text) * 0.9) :]
     assert val.size == len(text) - int(len(text) * 0.9) + 1
@@ -193,11 +192,10 @@ def test_python_stdlib_with_bpe_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["python_stdlib", "text_files", "shakespeare_char"])
-def test_shipped_configs_instantiate(tmp_path: Path, corpus: Path, name: str) -> None:
-    data = OmegaConf.load(REPO_ROOT / "configs" / "data" / f"{name}.yaml")
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data})
-    if name == "text_files":
-        cfg.data.source.path = str(corpus)
+def test_shipped_configs_instantiate(compose_cfg, data_dir: Path, corpus: Path, name: str) -> None:
+    """Composed as the CLI composes them (each loads its `_base` first)."""
+    path = [f"data.source.path={corpus}"] if name == "text_files" else []
+    cfg = compose_cfg(f"data={name}", *path, tiny=False)
     dm = instantiate(cfg.data)
-    assert isinstance(dm, TextDataModule) and dm.cache_dir == tmp_path / "cache"
+    assert isinstance(dm, TextDataModule) and dm.cache_dir == data_dir / "cache"
     assert dm.tokenizer_settings.kind == ("char" if name == "shakespeare_char" else "bpe")

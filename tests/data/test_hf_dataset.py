@@ -14,9 +14,9 @@ from lmtrain.data import TextDataModule
 from lmtrain.data.hf_dataset import HFDatasetSource
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.errors import LMTrainError
-from tests.data.corpora import DOCS, load_splits, token_files, write_jsonl, write_parquet
+from tests.helpers import ROOT
+from tests.helpers.corpora import DOCS, load_splits, token_files, write_jsonl, write_parquet
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BPE = {"kind": "bpe", "vocab_size": 400, "name": None, "train_sample_mb": 1}
 
 
@@ -70,7 +70,7 @@ def test_a_folder_with_a_validation_split(tmp_path: Path) -> None:
 def test_the_shipped_config_instantiates_with_a_local_glob(tmp_path: Path) -> None:
     for i in range(2):
         write_jsonl(tmp_path / f"part{i}.jsonl", DOCS[i::2])
-    data = OmegaConf.load(REPO_ROOT / "configs" / "data" / "hf_dataset.yaml")
+    data = OmegaConf.load(ROOT / "configs" / "data" / "hf_dataset.yaml")
     cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "data": data})
     cfg.data.source.path = str(tmp_path / "part*.jsonl")
     cfg.data.source.cache_dir = str(tmp_path / "hf")

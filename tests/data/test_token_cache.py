@@ -18,15 +18,14 @@ from lmtrain.data import TextDataModule, encode
 from lmtrain.data.sources import TextFilesSource, assign_splits
 from lmtrain.data.token_cache import build_or_load, find_problem, fingerprint, load_meta
 from lmtrain.data.tokenizers import TokenizerSettings
-from tests.data.corpora import (
-    build_tokenizer,
+from tests.helpers.corpora import (
     DOCS,
-    prepare_in_child,
-    slow_datamodule,
+    build_tokenizer,
     split_at_eos,
     token_files,
     write_mixed_files,
 )
+from tests.helpers.faults import prepare_in_child, slow_datamodule
 
 BPE = {"kind": "bpe", "vocab_size": 400, "name": None, "train_sample_mb": 1}
 settings = TokenizerSettings.from_config

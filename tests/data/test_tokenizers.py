@@ -8,9 +8,9 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from lmtrain.data.tokenizers import EOS_TOKEN, check_tokenizer_config
-from lmtrain.utils.checks import Problems
-from tests.data.corpora import build_tokenizer
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.checks import Problems
+from tests.helpers.corpora import build_tokenizer
 
 TRAIN_DOCS = [
     "def add(a, b):\n    return a + b\n",

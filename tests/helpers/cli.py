@@ -1,0 +1,93 @@
+"""lmtrain's entry points run as a user runs them, `python -m lmtrain.<module> key=value ...`,
+the overrides of a tiny CLI run, and what an offline W&B run recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.helpers import ROOT
+from tests.helpers.compose import TINY
+from tests.helpers.corpora import one_file_corpus
+
+
+def run_cli(
+    module: str,
+    *overrides: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m lmtrain.<module>` from the project root and capture its output.
+
+    `env` adds environment variables; `preexec_fn` runs in the child before exec (e.g. to drop
+    privileges)."""
+    base = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(
+        [sys.executable, "-m", f"lmtrain.{module}", *overrides],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        preexec_fn=preexec_fn,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tiny_cli(
+    tmp_path: Path, data_dir: Path, *overrides: str, corpus: Path | None = None
+) -> list[str]:
+    """CLI overrides for a `TINY` run with a char tokenizer on `corpus` (default: a fresh
+    `one_file_corpus` in tmp_path/corpus), logs under tmp_path/logs."""
+    corpus = corpus or one_file_corpus(tmp_path / "corpus")
+    return [
+        *TINY,
+        "data=text_files",
+        "data.tokenizer.kind=char",
+        f"data.source.path={corpus}",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        *overrides,
+    ]
+
+
+def fast_dev_run_cli(corpus: Path, tmp_path: Path) -> list[str]:
+    """CLI overrides for one step (debug=fdr) of the default model with a char tokenizer on
+    `corpus` (a file, folder or glob): enough to reach every check of the data."""
+    return [
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=none",
+        "debug=fdr",
+    ]
+
+
+def wandb_records(run_dir: Path) -> list[dict]:
+    """Every record of the offline W&B run under `run_dir/wandb`, read back with
+    `wandb leet inspect`."""
+    return [json.loads(line) for line in _wandb_inspect(run_dir, "--json").splitlines()]
+
+
+def wandb_summary(run_dir: Path) -> dict:
+    """The summary of the offline W&B run under `run_dir/wandb`: state, exit code, config and
+    the last value of each metric."""
+    return json.loads(_wandb_inspect(run_dir, "--summary", "--json"))
+
+
+def _wandb_inspect(run_dir: Path, *flags: str) -> str:
+    (run,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    out = subprocess.run(
+        [str(wandb_cli), "leet", "inspect", *flags, str(run)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout

@@ -1,0 +1,172 @@
+"""Things that make a real run go wrong, stall or slow down on cue, added to it as any callback,
+plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNonFinite
++callbacks.nan.step=2`, `'trainer.plugins=[{_target_:tests.helpers.faults.PausingCheckpointIO,
+...}]'`.
+
+- `InjectNonFinite` turns one batch's loss into NaN (or inf) on one rank, through a forward hook
+  on the input embeddings, so the real loss computation meets it.
+- `Sabotage` makes chosen jobs of a sweep fail at their first step or diverge (NaN weights).
+- `Pace` tells a test when training is under way (a file per rank holding its pid) and then
+  slows each step, so that a signal or a kill the test sends lands mid-training.
+- `KillInFinalValidation` sends SIGKILL to its own process once training has ended, as the
+  final validation on the whole val split starts.
+- `PausingCheckpointIO` stops a run in the middle of a save of last.ckpt, between the write of
+  the temporary file and its rename, for the test to kill it there.
+- `SlowTextFiles` reads real files at a throttled pace, so that a token-cache build stays under
+  way while a test acts; `prepare_in_child` runs such a build in another process.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lmtrain.data import TextDataModule
+from lmtrain.data.corpus import Piece
+from lmtrain.data.sources import TextFilesSource
+from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+
+
+class InjectNonFinite(Callback):
+    """Multiplies the embedding output by `value` for the batch of optimizer step `step`
+    (1-based: the step that global_step reaches when it completes), on `rank` (null: all)."""
+
+    def __init__(self, step: int, rank: int | None = None, value: float = float("nan")) -> None:
+        self.step, self.rank, self.value = step, rank, float(value)
+        self.fired = False
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self.fired or trainer.global_step + 1 != self.step:
+            return
+        if self.rank is not None and trainer.global_rank != self.rank:
+            return
+        self.fired = True
+        embeddings = pl_module.model.get_input_embeddings()
+
+        def poison(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            handle.remove()  # this one forward only
+            return output * self.value
+
+        handle = embeddings.register_forward_hook(poison)
+
+
+class Sabotage(Callback):
+    """Makes chosen jobs of a sweep fail (an exception at the first step) or diverge (NaN weights).
+
+    `job` is the Hydra job number (`${hydra:job.num}`), so which job misbehaves does not depend
+    on what the sweeper samples.
+    """
+
+    def __init__(self, job: int, fail_jobs: list[int] = (), nan_jobs: list[int] = ()) -> None:
+        self.job, self.fail_jobs, self.nan_jobs = job, list(fail_jobs), list(nan_jobs)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.job in self.fail_jobs:
+            raise RuntimeError(f"sabotaged job {self.job}")
+        if self.job in self.nan_jobs:
+            with torch.no_grad():
+                for param in pl_module.parameters():
+                    param.fill_(math.nan)
+
+
+class Pace(Callback):
+    """After optimizer step `after_step`, writes `<dirpath>/rank<r>.pid` (this process's pid)
+    and from then on sleeps `seconds` after each step (a long sleep: the run stalls there)."""
+
+    def __init__(self, dirpath: str, after_step: int = 2, seconds: float = 0.2) -> None:
+        self.dirpath, self.after_step, self.seconds = Path(dirpath), after_step, seconds
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if trainer.global_step < self.after_step:
+            return
+        pid_file = self.dirpath / f"rank{trainer.global_rank}.pid"
+        if not pid_file.exists():
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            tmp = pid_file.with_suffix(".tmp")
+            tmp.write_text(str(os.getpid()))
+            tmp.rename(pid_file)
+        time.sleep(self.seconds)
+
+
+class KillInFinalValidation(Callback):
+    """kill -9 of this process at the start of `trainer.validate` after `trainer.fit` ended."""
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.validating:  # trainer.validate, not a validation inside fit
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class PausingCheckpointIO(AtomicCheckpointIO):
+    """On the `pause_at`-th save of `last.ckpt`, writes the temporary file in full, then writes
+    `marker` (holding the temporary file's path) and sleeps before the rename, so the test can
+    kill -9 the run at the moment a non-atomic save would leave a half-written `last.ckpt`."""
+
+    def __init__(self, marker: str, pause_at: int = 2) -> None:
+        super().__init__()
+        self.marker = Path(marker)
+        self.pause_at = pause_at
+        self.saves = 0
+
+    def before_replace(self, tmp: Path, target: Path) -> None:
+        if target.name != "last.ckpt":
+            return
+        self.saves += 1
+        if self.saves == self.pause_at:
+            self.marker.write_text(str(tmp))
+            time.sleep(600)  # the test kills the run here
+
+
+class SlowTextFiles(TextFilesSource):
+    """Real files read at a throttled pace, so that a build stays under way while a test acts.
+
+    The delay is not a setting: the fingerprint is the same as with no delay.
+    """
+
+    def __init__(self, path: str, delay_s: float = 0.0) -> None:
+        super().__init__(path, val_fraction=0.25)
+        self.delay_s = delay_s
+
+    def documents(self) -> Iterator[Piece]:
+        for piece in super().documents():
+            time.sleep(self.delay_s)
+            yield piece
+
+
+def slow_datamodule(
+    corpus: Path, cache_dir: Path, delay_s: float = 0.0, workers: int = 1
+) -> TextDataModule:
+    """Char tokenizer and 1 kB chunks: token files grow from the first documents."""
+    return TextDataModule(
+        SlowTextFiles(str(corpus), delay_s),
+        {"kind": "char"},
+        block_size=8,
+        batch_size=2,
+        cache_dir=str(cache_dir),
+        prepare_workers=workers,
+        prepare_chunk_mb=0.001,
+    )
+
+
+def prepare_in_child(
+    corpus: Path, cache_dir: Path, delay_s: float, log_path: Path, workers: int, start: Any
+) -> None:
+    """A process's whole preparation: logs to `log_path`, cache path to `log_path`.path."""
+    handler = logging.FileHandler(log_path)
+    logging.getLogger("lmtrain").addHandler(handler)
+    logging.getLogger("lmtrain").setLevel(logging.INFO)
+    dm = slow_datamodule(corpus, cache_dir, delay_s, workers)
+    if start is not None:
+        start.wait()
+    dm.prepare_data()
+    log_path.with_suffix(".path").write_text(str(dm.cache_path))

@@ -1,0 +1,125 @@
+"""Runs in subprocesses that are killed and resumed, and the check that they end as an
+uninterrupted run does: the same metrics and weights, bitwise.
+
+The run (`RESUMABLE_RUN`) is tiny but has everything that makes resuming hard: dropout (global
+RNG), gradient accumulation over 2 micro-batches, epochs of an odd number of micro-batches on
+`resumable_corpus` (so the last step of each epoch has one), validation with sampled text
+between steps, and checkpoints both after a training batch (`every_n_train_steps`) and after a
+validation. `SaveFinalWeights` writes what the comparison reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from tests.helpers import ROOT
+from tests.helpers.compose import TINY
+from tests.helpers.corpora import write_corpus
+
+STEPS = 57
+RESUMABLE_RUN = [
+    *TINY,
+    "model.config.resid_pdrop=0.1",
+    "model.config.embd_pdrop=0.1",
+    "model.config.attn_pdrop=0.1",
+    "data=text_files",
+    "data.tokenizer.kind=char",
+    "data.batch_size=4",
+    "global_batch_size=8",  # 2 micro-batches per optimizer step
+    f"trainer.max_steps={STEPS}",
+    "trainer.val_check_interval=15",  # micro-batches: validations fall between checkpoints too
+    "trainer.log_every_n_steps=5",
+    "callbacks.model_checkpoint.every_n_train_steps=3",
+    "logger=none",
+    "+callbacks.exact_resume._target_=lmtrain.callbacks.resume.ExactResume",
+]
+# Wall-clock figures differ between runs; everything else must match exactly.
+IGNORED = ("time/", "/device/", "tok/s")
+
+
+def resumable_corpus(folder: Path) -> Path:
+    """~1.4 KB of text: 9 micro-batches (odd) per epoch, so a 57-step run crosses 12 epochs."""
+    text = (write_corpus(folder / "docs", n_docs=1, lines=45) / "doc0.txt").read_text()
+    path = folder / "corpus.txt"
+    path.write_text(text)
+    return path
+
+
+class SaveFinalWeights(Callback):
+    """Writes the weights at the end of training to `path` (rank 0).
+
+    The last checkpoint is not always the final step: ModelCheckpoint defers a save at an
+    epoch's last batch to a validation that `max_steps` may cut off.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero:
+            final = {"step": trainer.global_step, "state_dict": pl_module.state_dict()}
+            torch.save(final, self.path)
+
+
+def train_command(corpus: Path, data_dir: Path, run_dir: Path, *extra: str) -> list[str]:
+    """`python -m lmtrain.train` of `RESUMABLE_RUN` on `corpus` in `run_dir`, `extra` added."""
+    overrides = [f"data.source.path={corpus}", f"paths.data_dir={data_dir}", *extra]
+    overrides += [
+        "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights",
+        f"+callbacks.final_weights.path={run_dir / 'final_weights.pt'}",
+    ]
+    command = [sys.executable, "-m", "lmtrain.train", *RESUMABLE_RUN, *overrides]
+    return [*command, f"hydra.run.dir={run_dir}"]
+
+
+def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """The run in its own process group, so a kill reaches DDP's other rank too."""
+    env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def kill(proc: subprocess.Popen[bytes]) -> int:
+    """SIGKILL to the run's whole process group; its exit status."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait(timeout=60)
+
+
+def finish(command: list[str], log: Path) -> None:
+    """Run `command` to its end; it must succeed (its output is appended to `log`)."""
+    proc = start(command, log)
+    assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+
+def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
+    """metrics.json without wall-clock keys, and the weights and step at the end of training."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {k: v for k, v in metrics.items() if not any(part in k for part in IGNORED)}
+    final = torch.load(run_dir / "final_weights.pt", map_location="cpu", weights_only=True)
+    return metrics, final["state_dict"], final["step"]
+
+
+def assert_same_run(run_dir: Path, reference: Path, tolerance: float = 0.0) -> None:
+    """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute."""
+    metrics, weights, step = final_state(run_dir)
+    ref_metrics, ref_weights, ref_step = final_state(reference)
+    assert step == ref_step == STEPS
+    assert metrics == pytest.approx(ref_metrics, rel=tolerance, abs=tolerance)
+    assert weights.keys() == ref_weights.keys()
+    differ = [
+        k
+        for k in weights
+        if not torch.allclose(weights[k], ref_weights[k], rtol=tolerance, atol=tolerance)
+    ]
+    assert not differ, f"weights differ from the uninterrupted run: {differ}"

@@ -1,0 +1,107 @@
+"""Bad settings, as classes: every numeric and enumerated setting of each entry point is checked
+before work starts and all problems come in one line; Lightning's refusals are one line; Ctrl-C
+is `interrupted` with exit code 130 and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.config_checks import check_generate_config, check_train_config
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.optimizer.lr=abc", "model.optimizer.lr='abc' is not a finite number"),
+        ("model.optimizer.lr=-1e-3", "model.optimizer.lr=-0.001 must be positive"),
+        ("model.optimizer.betas=[0.9,1.5]", "model.optimizer.betas[1]=1.5 must be in [0, 1)"),
+        ("seed=1.5", "seed=1.5 is not a whole number"),
+        ("data.block_size=-3", "data.block_size=-3 must be at least 1"),
+        ("data.num_workers=two", "data.num_workers='two' is not a whole number"),
+        ("data.tokenizer.vocab_size=12", "data.tokenizer.vocab_size=12 must be at least 257"),
+        ("model.config.resid_pdrop=1.5", "model.config.resid_pdrop=1.5 must be in [0, 1)"),
+        ("model.config.n_embd=31", "model.config.n_embd=31 does not split into"),
+        ("model.config.n_layer=0", "model.config.n_layer=0 must be at least 1"),
+        ("global_batch_size=-12", "global_batch_size=-12 must be at least 1"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 trains nothing"),
+        ("trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
+        ("samples.top_k=0", "samples.top_k=0 must be at least 1"),
+        ("samples.temperature=0", "samples.temperature=0 must be positive"),
+    ],
+)
+def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg(override))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"device": "tpu"}, "device='tpu' is unknown"),
+        ({"top_p": 1.5}, "top_p=1.5 must be in (0, 1]"),
+        ({"max_new_tokens": "many"}, "max_new_tokens='many' is not a whole number"),
+        ({"num_samples": 0}, "num_samples=0 must be at least 1"),
+    ],
+)
+def test_each_bad_generation_setting_names_itself(settings: dict, fragment: str) -> None:
+    base = {"seed": 1, "num_samples": 1, "max_new_tokens": 10, "temperature": 0.8, "top_k": 50}
+    base |= {"top_p": None, "greedy": False, "device": "auto"}
+    with pytest.raises(LMTrainError, match=None) as err:
+        check_generate_config(OmegaConf.create(base | settings))
+    assert fragment in str(err.value)
+
+
+def test_all_problems_at_once_in_one_line_before_any_work(tmp_path: Path) -> None:
+    bad = ["model.optimizer.lr=abc", "data.block_size=-3", "seed=1.5", "samples.top_k=0"]
+    data_dir = tmp_path / "data"
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, *bad))
+    line = assert_one_line_error(result, "4 settings need a change: (1) ")
+    for key in ("seed=1.5", "data.block_size=-3", "model.optimizer.lr='abc'", "samples.top_k=0"):
+        assert key in line, line
+    assert not list(data_dir.glob("cache/*")), "nothing is prepared before the check"
+
+
+def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, "trainer.accelerator=gpu"))
+    assert_one_line_error(result, "the trainer settings were refused", "trainer=cpu runs anywhere")
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_data_preparation_is_interrupted_and_leaves_no_cache(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    cache = tmp_path / "cache"
+    slow = [
+        "data.source._target_=tests.helpers.faults.SlowTextFiles",
+        "+data.source.delay_s=0.2",
+        "~data.source.val_fraction",
+        "~data.source.text_field",
+        f"data.cache_dir={cache}",
+        "data.prepare_chunk_mb=0.001",
+    ]
+    command = [sys.executable, "-m", "lmtrain.train", *tiny_cli(tmp_path, data_dir, *slow)]
+    proc = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("*.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(cache.glob("*.tmp-*")), "the build did not start"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert not list(cache.glob("*.tmp-*")) and not [p for p in cache.iterdir() if p.is_dir()]
