@@ -28,6 +28,7 @@ from transformers import (
 )
 
 from lmtrain.errors import LMTrainError, RankAgreedError, first_line
+from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents
 from lmtrain.utils.export_dir import EXPORT_META
 from lmtrain.utils.safe_load import (
     check_dcp_folder,
@@ -36,8 +37,6 @@ from lmtrain.utils.safe_load import (
     refused_global,
 )
 
-# The checkpoint entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
-CHECKPOINT_KEY = "lmtrain"
 # Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
 # checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
@@ -138,10 +137,12 @@ def check_strategy_reads(ckpt_path: str | Path, sharded_strategy: bool) -> None:
 
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
-    """A checkpoint's contents (a file), or everything but the tensors (a sharded folder)."""
+    """A checkpoint's contents (a file), or everything but the tensors (a sharded folder), if
+    they are all that resuming training needs."""
     if is_sharded_checkpoint(path):
-        return load_torch_file(Path(path) / SHARDED_META_FILE)
-    return load_torch_file(path)
+        meta = load_torch_file(Path(path) / SHARDED_META_FILE)
+        return check_contents(meta, path, resume=True, sharded=True)
+    return check_contents(load_torch_file(path), path, resume=True)
 
 
 def check_same_model(ckpt_path: str | Path, config: PretrainedConfig) -> None:
@@ -234,12 +235,8 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     Weight names lose the module's `model.` prefix and any `_orig_mod.` that `torch.compile`
     wrappers add, so they are the plain HF names.
     """
-    checkpoint = load_torch_file(path)
-    extra = checkpoint.get(CHECKPOINT_KEY)
-    if not extra:
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} was not written by lmtrain.train: no model config"
-        )
+    checkpoint = check_contents(load_torch_file(path), path, resume=False)
+    extra = checkpoint[CHECKPOINT_KEY]
     config_dict = dict(extra["hf_config"])
     config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
     model = AutoModelForCausalLM.from_config(config)

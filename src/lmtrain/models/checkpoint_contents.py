@@ -1,0 +1,64 @@
+"""What a file must hold to be a checkpoint of ours, checked before anything reads it.
+
+`torch.load` reads any `torch.save` file: a bare tensor, a state dict saved by another tool, a dict
+cut down by hand. Each would fail later with a KeyError or AttributeError deep in our loaders or in
+Lightning's restore. The keys are checked once, right after the safe load, so the error is one line
+naming the file and what it lacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lmtrain.errors import LMTrainError
+
+# The entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
+CHECKPOINT_KEY = "lmtrain"
+# What eval, generate and export read: the weights and how to rebuild model and tokenizer.
+MODEL_KEYS = ("state_dict", f"{CHECKPOINT_KEY}.hf_config", f"{CHECKPOINT_KEY}.tokenizer_files")
+# What Lightning's restore reads on top to resume training (absent from a weights-only save).
+RESUME_KEYS = ("optimizer_states", "lr_schedulers", "loops", "global_step", "epoch")
+WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
+
+
+def missing_keys(checkpoint: Mapping[str, Any], keys: tuple[str, ...]) -> list[str]:
+    """The `keys` (dotted for nested entries) that `checkpoint` lacks or holds empty."""
+    missing = []
+    for key in keys:
+        value: Any = checkpoint
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if value is None or (isinstance(value, Mapping) and not value):
+            missing.append(key)
+    return missing
+
+
+def check_contents(
+    checkpoint: Any, path: str | Path, resume: bool, sharded: bool = False
+) -> dict[str, Any]:
+    """`checkpoint` as a dict if it holds what our readers need (`resume`: what training's
+    restore needs too); else one line naming the file and what it lacks. The meta file of a
+    sharded folder holds no tensors: its weights and optimizer states are in the shards."""
+    if not isinstance(checkpoint, Mapping):
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint: "
+            f"{WRITTEN_BY}"
+        )
+    keys = MODEL_KEYS + (RESUME_KEYS if resume else ())
+    if sharded:
+        keys = tuple(k for k in keys if k not in ("state_dict", "optimizer_states"))
+    missing = missing_keys(checkpoint, keys)
+    if missing and set(missing) <= set(RESUME_KEYS):
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} lacks {', '.join(missing)}, which resuming training needs "
+            "(saved with save_weights_only?): resume from a whole checkpoint such as "
+            "<run folder>/checkpoints/last.ckpt, or use this one with eval, generate or export"
+        )
+    if missing:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} lacks {', '.join(missing)}, so it was not written by "
+            f"lmtrain.train (another tool's file, or a dict cut down by hand?): {WRITTEN_BY}"
+        )
+    return dict(checkpoint)
