@@ -18,6 +18,7 @@ from lmtrain.utils.config_checks import check_generate_config, check_train_confi
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.corpora import write_corpus
 
 
 @pytest.mark.parametrize(
@@ -85,13 +86,17 @@ def test_ctrl_c_during_data_preparation_is_interrupted_and_leaves_no_cache(
     cache = tmp_path / "cache"
     slow = [
         "data.source._target_=tests.helpers.faults.SlowTextFiles",
-        "+data.source.delay_s=0.2",
+        "+data.source.delay_s=0.5",
         "~data.source.val_fraction",
         "~data.source.text_field",
         f"data.cache_dir={cache}",
         "data.prepare_chunk_mb=0.001",
     ]
-    command = [sys.executable, "-m", "lmtrain.train", *tiny_cli(tmp_path, data_dir, *slow)]
+    # 12 files read 0.5 s apart: the build lasts 6 s, and the signal lands in it, not in
+    # training (where Lightning's own handler would see it).
+    corpus = write_corpus(tmp_path / "docs", n_docs=12, lines=20)
+    overrides = tiny_cli(tmp_path, data_dir, *slow, corpus=corpus)
+    command = [sys.executable, "-m", "lmtrain.train", *overrides]
     proc = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

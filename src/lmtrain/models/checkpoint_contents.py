@@ -39,16 +39,15 @@ def check_contents(
     checkpoint: Any, path: str | Path, resume: bool, sharded: bool = False
 ) -> dict[str, Any]:
     """`checkpoint` as a dict if it holds what our readers need (`resume`: what training's
-    restore needs too); else one line naming the file and what it lacks. The meta file of a
-    sharded folder holds no tensors: its weights and optimizer states are in the shards."""
+    restore needs too); else one line naming the file and what it lacks."""
     if not isinstance(checkpoint, Mapping):
         raise LMTrainError(
             f"ckpt_path={str(path)!r} holds a {type(checkpoint).__name__}, not a checkpoint: "
             f"{WRITTEN_BY}"
         )
-    keys = MODEL_KEYS + (RESUME_KEYS if resume else ())
-    if sharded:
-        keys = tuple(k for k in keys if k not in ("state_dict", "optimizer_states"))
+    # A sharded folder's weights and optimizer states are in its shards, which the strategy's
+    # own reader checks (lmtrain.strategies); its meta file only has to be a dict.
+    keys = () if sharded else MODEL_KEYS + (RESUME_KEYS if resume else ())
     missing = missing_keys(checkpoint, keys)
     if missing and set(missing) <= set(RESUME_KEYS):
         raise LMTrainError(
