@@ -15,7 +15,6 @@ one-file checkpoint (DDP, one device, a consolidated folder) into the sharded mo
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.optim import Optimizer
 
 from lmtrain.models.checkpoint import SHARDED_META_FILE, previous_sharded
+from lmtrain.utils.io import fsync_dir
 from lmtrain.utils.safe_load import (
     SafeFileSystemReader,
     SafeLoadPlanner,
@@ -49,7 +49,7 @@ def replace_folder(tmp: Path, path: Path) -> None:
         path.rename(old)
     tmp.rename(path)
     remove_path(old)
-    _sync_folder(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove_path(path: Path) -> None:
@@ -58,18 +58,6 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make the renames in `folder` durable (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_sharded(
