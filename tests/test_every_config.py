@@ -19,15 +19,13 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from lmtrain.train import train
 from tests.helpers.cli import run_cli
 from tests.helpers.corpora import WORDS
+from tests.helpers.pretrained import save_tiny_pretrained
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-EOS = "<|endoftext|>"
 # What every run gets: smaller windows (cheaper, and within a tiny model's 64-token context) and
 # no progress bar in the test log. Everything else is the config's own.
 SMALL = [
@@ -64,26 +62,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory, corpus: Path) -> Path:
     """A tiny random GPT-2 and its byte-level BPE, as `save_pretrained` writes them: what a hub
     id such as `gpt2` would load, small enough for a test and found without a network."""
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    bpe_trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=[EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator([corpus.read_text()], bpe_trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS)
-    eos = tokenizer.eos_token_id
-    config = GPT2Config(
-        n_layer=1, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
-        bos_token_id=eos, eos_token_id=eos,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_pretrained(folder, [corpus.read_text()], n_layer=1, vocab_size=300)
 
 
 def offline_overrides(compose_cfg, choice: str, corpus: Path, pretrained: Path) -> list[str]:

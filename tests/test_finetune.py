@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    GPT2Config,
-    GPT2LMHeadModel,
-    PreTrainedTokenizerFast,
 )
 
 from lmtrain.errors import LMTrainError
@@ -22,9 +18,8 @@ from lmtrain.train import train
 from lmtrain.utils.safe_load import load_torch_file
 from tests.helpers.compose import TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
+from tests.helpers.pretrained import save_tiny_pretrained
 from tests.helpers.runs import eval_tiny, export_tiny
-
-EOS = "<|endoftext|>"
 
 
 @pytest.fixture(scope="module")
@@ -32,29 +27,8 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 and a byte-level BPE tokenizer, as `save_pretrained` writes them:
     what `from_pretrained("gpt2")` would find in the HF cache, 2 layers and 400 tokens small."""
     folder = tmp_path_factory.mktemp("tiny-gpt2")
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
     texts = [p.read_text() for p in write_corpus(folder.parent / "pretrain", seed=5).iterdir()]
-    bpe.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=400,
-            special_tokens=[EOS],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS)
-    eos = tokenizer.eos_token_id
-    config = GPT2Config(
-        n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=len(tokenizer),
-        bos_token_id=eos, eos_token_id=eos,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    GPT2LMHeadModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_pretrained(folder, texts)
 
 
 @pytest.fixture(scope="module")
