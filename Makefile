@@ -10,6 +10,8 @@ BENCH_ARGS ?=
 SWEEP ?= $(shell ls -dt logs/*/multiruns/*/ 2>/dev/null | head -n 1)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); each test file runs whole in one of them (module fixtures once).
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install train eval test bench report lint format clean-logs
@@ -33,7 +35,7 @@ eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 	$(PY) -m lmtrain.eval $(ARGS)
 
 test: install ## Run the test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install ## Benchmarks: Lightning vs raw loop, speed switches, data preparation (logs/bench/latest.json)
 	$(PY) scripts/bench.py $(BENCH_ARGS)

@@ -98,7 +98,13 @@ def test_ctrl_c_during_data_preparation_is_interrupted_and_leaves_no_cache(
     overrides = tiny_cli(tmp_path, data_dir, *slow, corpus=corpus)
     command = [sys.executable, "-m", "lmtrain.train", *overrides]
     proc = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # As from a terminal: a pytest-xdist worker ignores SIGINT, and its children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 120
     while not list(cache.glob("*.tmp-*")) and time.monotonic() < deadline:
