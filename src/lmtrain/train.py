@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.resume import ExactResume
+from lmtrain.callbacks.resume_run import log_resume
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
 from lmtrain.callbacks.samples import TextSamples
 from lmtrain.errors import LMTrainError
@@ -130,9 +131,12 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns `optimized_metric` for sweepers.
 
     In a multirun a job that fails or diverges scores the worst value and the sweep goes on;
-    `prepare_process` covers DDP ranks > 0, torchrun and requeued SLURM jobs.
+    `prepare_process` covers DDP ranks > 0, torchrun and requeued SLURM jobs. With `resume=`,
+    Hydra's callback `lmtrain.callbacks.resume_run.ResumeRun` has already made `cfg` the resumed
+    run's config, in its folder.
     """
     prepare_process(cfg)
+    log_resume(cfg)
     return run_for_sweeper(train, cfg)
 
 

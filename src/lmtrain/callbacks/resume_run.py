@@ -1,0 +1,244 @@
+"""`resume=<run folder>` and `resume=latest`: continue a run from its own record.
+
+Typing a run's overrides again to resume it (`ckpt_path=last hydra.run.dir=<run> ...`) trains a
+different run when one is forgotten. With `resume=`, the run's saved composed config
+(`<run>/.hydra/config.yaml`) is the base, the overrides typed with `resume=` go on top, and the
+run continues from its `checkpoints/last.ckpt` in its own folder (so with its W&B run id, see
+`lmtrain.utils.wandb_run`). `resume=latest` is the run of this `task_name` under
+`${paths.log_dir}/<task_name>/{runs/*,multiruns/*/*}` whose last.ckpt was written last.
+
+Hydra names the run folder and writes `.hydra/` into it before the task starts, so this is a
+Hydra callback (`ResumeRun`, first in `configs/train.yaml`'s `hydra.callbacks`): it reads the
+saved config and replaces the composed one before Hydra uses it; `lmtrain.utils.resume_overrides`
+applies the typed overrides and refuses, in one line, those that would change the model's shape
+or the data. The folder's `.hydra/` files then hold the config the resumed run uses, written
+atomically; the ones they replace are kept in `.hydra/previous/<time>/`. DDP ranks > 0 (which
+Lightning starts with `hydra.run.dir=<folder>`), torchrun and SLURM ranks, and requeued jobs
+repeat the command: they read the same folder and reach the same config, and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.checkpoint import is_sharded_checkpoint, locate_checkpoint
+from lmtrain.utils.io import atomic_write
+from lmtrain.utils.launch import set_rank_from_node
+from lmtrain.utils.resume_overrides import resumed_config
+from lmtrain.utils.task import fail
+
+log = logging.getLogger(__name__)
+
+LATEST = "latest"
+RECORD = ".hydra"  # Hydra's hydra.output_subdir, where a run's config is saved
+
+
+class ResumeRun(HydraCallback):
+    """Hydra callback: with `resume=` set, point the run at the resumed folder and its config."""
+
+    def __init__(self) -> None:
+        self.record: str | None = None  # the .hydra subfolder this process writes, if any
+
+    def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
+        if config.get("resume") not in (None, ""):
+            guarded(lambda: self.prepare(config, config_name or "train"))
+
+    def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
+        if config.get("resume") not in (None, ""):
+            fail(
+                f"resume={config.resume} continues one run, not a sweep: drop -m/--multirun "
+                "(resume a sweep's job with resume=<sweep folder>/<job number>)"
+            )
+
+    def on_job_start(self, config: DictConfig, **_: Any) -> None:
+        if self.record is not None:
+            guarded(lambda: write_record(config, self.record))
+
+    def prepare(self, config: DictConfig, config_name: str) -> None:
+        """Replace `config`'s task part with the resumed run's config and set its run folder."""
+        value = str(config.resume)
+        if config.get("ckpt_path") not in (None, "last"):
+            raise LMTrainError(
+                f"resume={value} resumes from the run's checkpoints/last.ckpt, and ckpt_path="
+                f"{config.ckpt_path} names another checkpoint: drop ckpt_path, or resume from "
+                "that file with ckpt_path=<file> hydra.run.dir=<run folder> and no resume="
+            )
+        named = named_run_dir(config)
+        folder = run_folder(value, named, Path(config.paths.log_dir), str(config.task_name))
+        record = str(config.hydra.output_subdir or RECORD)
+        saved, saved_choices = load_saved(value, folder / record)
+        resumed, groups = resumed_config(value, config, config_name, saved, saved_choices)
+        with read_write(config), open_dict(config):
+            for key in [k for k in config if k != "hydra"]:
+                del config[key]
+            for key, node in resumed.items():
+                config[key] = node
+            config.resume, config.ckpt_path = str(folder), "last"
+            hydra = config.hydra
+            hydra.run.dir = str(folder)
+            if named is None:  # what torchrun and several-node launches check for
+                hydra.overrides.hydra.append(f"hydra.run.dir={folder}")
+            hydra.runtime.choices.update(
+                {k: v for k, v in saved_choices.items() if not str(k).startswith("hydra/")}
+            )
+            hydra.runtime.choices.update(groups)
+            set_rank_from_node(config)
+            # Hydra's own save is not atomic, and under torchrun every rank would make it.
+            self.record = record if rank_zero_only.rank == 0 and hydra.output_subdir else None
+            hydra.output_subdir = None
+
+
+def guarded(step: Callable[[], None]) -> None:
+    """Run a callback step so that nothing it raises is lost: Hydra turns a callback's exception
+    into a warning, and the run would go on as a new run instead of the resumed one."""
+    try:
+        step()
+    except LMTrainError as err:
+        fail(str(err))
+    except Exception:
+        traceback.print_exc()
+        raise SystemExit(1) from None
+
+
+def named_run_dir(config: DictConfig) -> Path | None:
+    """The folder `hydra.run.dir=` names on the command line, if it does."""
+    typed = any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+    return Path(str(config.hydra.run.dir)).expanduser() if typed else None
+
+
+def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) -> Path:
+    """The run folder `resume=<value>` names; `named`: the one hydra.run.dir names, the folder
+    of a DDP rank > 0 (Lightning passes rank 0's) and of `resume=latest` when given."""
+    if named is not None and (value == LATEST or Path(value).resolve() == named.resolve()):
+        folder = named
+    elif named is not None:
+        raise LMTrainError(
+            f"resume={value} and hydra.run.dir={named} name two folders: drop hydra.run.dir "
+            "(a resumed run goes on in its own folder)"
+        )
+    elif value == LATEST:
+        found = latest_run(log_dir, task_name)
+        if found is None:
+            raise LMTrainError(
+                f"resume=latest found no run of task_name={task_name} with checkpoints/last.ckpt "
+                f"under {log_dir / task_name}/runs or multiruns: pass resume=<run folder>, or the "
+                "run's task_name=... and paths.log_dir=..."
+            )
+        folder = found
+    else:
+        folder = Path(value).expanduser()
+    if not folder.is_dir():
+        raise LMTrainError(
+            f"resume={value} is not a folder: pass a run folder "
+            "(logs/<task_name>/runs/<time>), or resume=latest"
+        )
+    if not has_last_checkpoint(folder):
+        raise LMTrainError(
+            f"resume={value}: {folder} has no checkpoints/last.ckpt to resume from: pass the "
+            "folder of a run that saved one, or start a new run without resume="
+        )
+    return folder.resolve()
+
+
+def latest_run(log_dir: Path, task_name: str) -> Path | None:
+    """The run or multirun job of `task_name` whose last.ckpt was written last, if any."""
+    root = Path(log_dir).expanduser() / task_name
+    folders = [*root.glob("runs/*"), *root.glob("multiruns/*/*")]
+    found = [
+        (locate_checkpoint("last", f).stat().st_mtime_ns, str(f), f)
+        for f in folders
+        if f.is_dir() and has_last_checkpoint(f)
+    ]
+    return max(found)[2] if found else None
+
+
+def has_last_checkpoint(folder: Path) -> bool:
+    """checkpoints/last.ckpt: a file, or a sharded folder (`trainer=fsdp`, or its copy kept by
+    a save cut short)."""
+    path = locate_checkpoint("last", folder)
+    return path.is_file() or is_sharded_checkpoint(path)
+
+
+def load_saved(value: str, record: Path) -> tuple[DictConfig, dict[str, Any]]:
+    """The run's saved config and its config group choices (`hydra.runtime.choices`)."""
+    path = record / "config.yaml"
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:  # missing, unreadable, not YAML
+        raise LMTrainError(
+            f"resume={value}: the run's config {path} cannot be read ({first_line(err)}): "
+            f"restore it (an earlier copy may be in {record / 'previous'}), or resume with "
+            "ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+        ) from None
+    if not isinstance(saved, DictConfig):
+        raise LMTrainError(
+            f"resume={value}: the run's config {path} is not a mapping: restore it, or resume "
+            "with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+        )
+    try:
+        choices = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices")
+    except Exception:  # only used to skip a group override that names the run's own choice
+        choices = None
+    return saved, dict(OmegaConf.to_container(choices)) if choices else {}
+
+
+def write_record(config: DictConfig, record: str) -> None:
+    """Write the resumed run's `.hydra/` files, atomically, as Hydra would; keep the ones they
+    replace in `.hydra/previous/<time>/`."""
+    folder = Path(str(config.hydra.runtime.output_dir)) / record
+    hydra_cfg = HydraConfig.instance().cfg
+    with read_write(hydra_cfg.hydra):  # as Hydra would have it had it written them
+        hydra_cfg.hydra.output_subdir = record
+    task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    files = {
+        "config.yaml": task_cfg,
+        "hydra.yaml": hydra_cfg,
+        "overrides.yaml": config.hydra.overrides.task,
+    }
+    try:
+        previous = folder / "previous" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
+        for name in files:
+            if (folder / name).is_file():
+                previous.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / name, previous / name)
+        for name, content in files.items():
+            with atomic_write(folder / name) as f:
+                f.write(OmegaConf.to_yaml(content))
+    except OSError as err:
+        raise LMTrainError(
+            f"the resumed run's config cannot be written to {folder} ({err.strerror}): make the "
+            "run folder writable"
+        ) from None
+
+
+def log_resume(cfg: DictConfig) -> None:
+    """Say which run this one continues (in the run's log); refuse a `resume=` that no
+    `ResumeRun` callback applied, which would otherwise start a new run."""
+    if cfg.get("resume") in (None, ""):
+        return
+    if Path(str(cfg.resume)).resolve() != Path(cfg.paths.output_dir).resolve():
+        fail(
+            f"resume={cfg.resume} was not applied (configs/train.yaml's hydra.callbacks lacks "
+            "resume_run: lmtrain.callbacks.resume_run.ResumeRun): add it back"
+        )
+    typed = [str(o) for o in HydraConfig.get().overrides.task if str(o).startswith("resume=")]
+    if typed == [f"resume={LATEST}"]:
+        log.info(
+            "resume=latest: resuming %s, the run of task_name=%s whose last.ckpt is the newest",
+            cfg.resume,
+            cfg.task_name,
+        )
+    else:
+        log.info("Resuming %s from its checkpoints/last.ckpt", cfg.resume)

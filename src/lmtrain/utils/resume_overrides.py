@@ -1,0 +1,145 @@
+"""The overrides typed with `resume=`, applied on top of the resumed run's saved config.
+
+Split from `lmtrain.callbacks.resume_run` (which finds the run and reads its config): this is the
+part that decides what the resumed run's config is, and what it may not change. Every step can
+be applied twice with the same result, because DDP ranks > 0, torchrun ranks and requeued jobs
+repeat the command after rank 0 has written the resumed config as the run's record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from lmtrain.errors import LMTrainError
+
+# What a resumed run keeps from the run it continues: the model's shape (its checkpoint's weights
+# and optimizer state must fit; model.freeze sets which parameters have optimizer state) and the
+# data (tokens, windows, and the seed that picks the train windows through data.seed).
+FIXED_KEYS = (
+    "model._target_",
+    "model.model_type",
+    "model.config",
+    "model.pretrained",
+    "model.freeze",
+    "data._target_",
+    "data.source",
+    "data.tokenizer",
+    "data.block_size",
+    "data.seed",
+    "seed",
+)
+_ABSENT = object()
+
+
+def resumed_config(
+    value: str, config: DictConfig, config_name: str, saved: DictConfig, choices: dict[str, Any]
+) -> tuple[DictConfig, dict[str, Any]]:
+    """`saved` with the typed overrides applied, and the group choices that changed.
+
+    A key override is applied as `++key=value` (`~key`: removed if there), so that applying it
+    again changes nothing. A group override that names another option than the run's replaces
+    that part of the config with the option as this command composed it; a group that sets keys
+    elsewhere (experiment, debug, ...) is refused.
+    """
+    typed = [str(o) for o in config.hydra.overrides.task]
+    loader = GlobalHydra.instance().config_loader()
+    defaults = loader.compute_defaults_list(config_name, typed, RunMode.RUN)
+    key_lines = {o.input_line for o in defaults.config_overrides}
+    resumed = OmegaConf.create(OmegaConf.to_container(saved, resolve=False))
+    set_keys: dict[str, str] = {}  # override -> the key it sets
+    groups: dict[str, Any] = {}
+    elsewhere: list[str] = []
+    for override in OverridesParser.create().parse_overrides(typed):
+        key, line = override.key_or_group, str(override.input_line)
+        if key == "resume":
+            continue
+        if line in key_lines:
+            apply_key_override(resumed, override)
+            set_keys[line] = key
+            continue
+        choice = override.value()
+        if key in choices and choices[key] == choice and not override.is_delete():
+            continue  # the run's own option, typed again
+        package = group_package(defaults.defaults, key, choice)
+        if package is None:
+            elsewhere.append(line)
+            continue
+        part = OmegaConf.select(config, package, throw_on_missing=False)
+        if part is None:
+            apply_key_override(resumed, OverridesParser.create().parse_override(f"~{package}"))
+        else:
+            whole = OmegaConf.to_container(part)
+            OmegaConf.update(resumed, package, whole, merge=False, force_add=True)
+        set_keys[line], groups[key] = package, choice
+    if elsewhere:
+        raise LMTrainError(
+            f"resume={value} applies overrides on top of the run's saved config, and "
+            f"{', '.join(elsewhere)} sets keys across it (or drops a group): give the keys to "
+            "change instead (trainer.max_steps=...), or start a new run without resume="
+        )
+    refuse_fixed_changes(value, saved, resumed, set_keys)
+    return resumed, groups
+
+
+def apply_key_override(cfg: DictConfig, override: Override) -> None:
+    """`key=value`, `+key=value` and `++key=value` set (and merge); `~key` removes if there."""
+    key = override.key_or_group
+    if not override.is_delete():
+        OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
+        return
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, throw_on_missing=False) if parent else cfg
+    if isinstance(node, DictConfig) and leaf in node:
+        with open_dict(node):
+            del node[leaf]
+
+
+def group_package(defaults: list[Any], group: str, choice: Any) -> str | None:
+    """Where the option `choice` of `group` lands, when that is the group's own key (logger,
+    model.optimizer); None when it sets keys elsewhere (`# @package _global_`) or is no option."""
+    if not isinstance(choice, str):
+        return None
+    own = group.replace("/", ".")
+    packages = {d.package for d in defaults if d.config_path == f"{group}/{choice}"}
+    return own if packages == {own} else None
+
+
+def refuse_fixed_changes(
+    value: str, saved: DictConfig, resumed: DictConfig, set_keys: dict[str, str]
+) -> None:
+    """One error naming every override that changes a `FIXED_KEYS` entry, compared as typed
+    (`${paths.data_dir}/...` stays the same wherever paths.data_dir now points)."""
+    before = OmegaConf.to_container(saved, resolve=False)
+    after = OmegaConf.to_container(resumed, resolve=False)
+    changed = [k for k in FIXED_KEYS if lookup(before, k) != lookup(after, k)]
+    if not changed:
+        return
+
+    def changes_one(key: str) -> bool:  # a group's part holds a changed key, or a key changed
+        return any(
+            c.startswith(key + ".")
+            or ((key == c or key.startswith(c + ".")) and lookup(before, key) != lookup(after, key))
+            for c in changed
+        )
+
+    refused = [line for line, key in set_keys.items() if changes_one(key)]
+    raise LMTrainError(
+        f"resume={value} keeps the model's shape and the data of the run it continues, and "
+        f"{', '.join(refused or changed)} would change {', '.join(changed)}: drop "
+        f"{'it' if len(refused) == 1 else 'them'}, or start a new run without resume="
+    )
+
+
+def lookup(tree: Any, key: str) -> Any:
+    """The value at dotted `key` in nested dicts, or a marker when there is none."""
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree

@@ -1,0 +1,246 @@
+"""`resume=<run folder>` and `resume=latest` (callbacks/resume_run.py, utils/resume_overrides.py).
+
+The slow tests run the real CLI: a run killed with SIGKILL (`tests/helpers/killed_runs.py`),
+copied for each test, is resumed from its own saved config, refused when an override would change
+its model's shape, and found by `resume=latest` among other runs. The fast tests apply overrides
+to a saved config in-process, as the Hydra callback does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from lmtrain.callbacks.resume_run import run_folder
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.resume_overrides import resumed_config
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import CONFIG_DIR, TINY
+from tests.helpers.killed_runs import (
+    STEPS,
+    assert_same_run,
+    finish,
+    kill,
+    resumable_corpus,
+    start,
+    train_command,
+)
+
+FINAL_WEIGHTS = "+callbacks.final_weights.path="
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return resumable_corpus(tmp_path_factory.mktemp("resume_run_corpus"))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir: Path) -> Path:
+    """The uninterrupted run a resumed one is compared with."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    finish(train_command(corpus, data_dir, run_dir), run_dir.parent / "train.out")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir: Path) -> Path:
+    """A run killed with SIGKILL a moment after its first last.ckpt; tests resume copies of it.
+
+    Its final weights go to `${paths.output_dir}`, so that a copy resumed elsewhere writes its own.
+    """
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
+    command = [
+        f"{FINAL_WEIGHTS}${{paths.output_dir}}/final_weights.pt"
+        if o.startswith(FINAL_WEIGHTS)
+        else o
+        for o in train_command(corpus, data_dir, run_dir)
+    ]
+    last, log = run_dir / "checkpoints" / "last.ckpt", run_dir.parent / "train.out"
+    proc = start(command, log)
+    while not last.exists() and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+    assert step_of(run_dir) < STEPS
+    return run_dir
+
+
+def step_of(run_dir: Path) -> int:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    return torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+
+
+def copy_run(source: Path, target: Path, checkpoint_mtime_ns: int | None = None) -> Path:
+    shutil.copytree(source, target)
+    if checkpoint_mtime_ns is not None:
+        last = target / "checkpoints" / "last.ckpt"
+        os.utime(last, ns=(checkpoint_mtime_ns, checkpoint_mtime_ns))
+    return target
+
+
+def train(*overrides: str) -> list[str]:
+    return [sys.executable, "-m", "lmtrain.train", *overrides]
+
+
+def files_of(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under `folder` (relative path), with its bytes and modification time."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.slow
+def test_killed_run_resumed_with_resume_alone_ends_as_an_uninterrupted_one(
+    tmp_path: Path, killed_run: Path, reference: Path
+) -> None:
+    run_dir = copy_run(killed_run, tmp_path / "run")
+    original = (run_dir / ".hydra" / "config.yaml").read_text()
+    finish(train(f"resume={run_dir}"), tmp_path / "train.out")
+
+    assert_same_run(run_dir, reference)
+    # The folder's record is the config the resumed run used; the one it replaced is kept.
+    record = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    assert record.resume == str(run_dir.resolve()) and record.ckpt_path == "last"
+    assert OmegaConf.load(run_dir / ".hydra" / "overrides.yaml") == [f"resume={run_dir}"]
+    (previous,) = (run_dir / ".hydra" / "previous").iterdir()
+    assert (previous / "config.yaml").read_text() == original
+
+
+@pytest.mark.slow
+def test_resume_that_changes_the_model_shape_is_refused_in_one_line_and_changes_nothing(
+    tmp_path: Path, killed_run: Path
+) -> None:
+    run_dir = copy_run(killed_run, tmp_path / "run")
+    before = files_of(run_dir)
+    result = run_cli(
+        "train",
+        f"resume={run_dir}",
+        "model.config.n_embd=64",  # the run's is 32
+        "data.block_size=16",
+        "model.config.n_layer=2",  # as the run's: no change
+        "trainer.max_steps=80",  # may change
+    )
+    line = assert_one_line_error(
+        result, f"resume={run_dir}", "model.config.n_embd=64, data.block_size=16 would change"
+    )
+    assert "n_layer" not in line and "max_steps" not in line
+    assert files_of(run_dir) == before
+
+
+@pytest.mark.slow
+def test_resume_latest_continues_the_run_of_this_task_with_the_newest_last_ckpt(
+    tmp_path: Path, killed_run: Path
+) -> None:
+    logs, now = tmp_path / "logs", time.time_ns()
+    runs = logs / "train" / "runs"
+    older = copy_run(killed_run, runs / "2026-01-01_00-00-00_000000", now - 300 * 10**9)
+    picked = copy_run(killed_run, runs / "2026-01-02_00-00-00_000000", now - 100 * 10**9)
+    job = copy_run(killed_run, logs / "train" / "multiruns" / "2026-01-02" / "0", now - 200 * 10**9)
+    other_task = copy_run(killed_run, logs / "other" / "runs" / "2026-01-04_00-00-00_000000", now)
+    no_checkpoint = runs / "2026-01-03_00-00-00_000000"  # newest, died before its first save
+    (no_checkpoint / ".hydra").mkdir(parents=True)
+    untouched = {f: files_of(f) for f in (older, job, other_task, no_checkpoint)}
+    steps = step_of(picked) + 2
+
+    out = tmp_path / "train.out"
+    finish(train("resume=latest", f"paths.log_dir={logs}", f"trainer.max_steps={steps}"), out)
+    assert f"resume=latest: resuming {picked}, the run of task_name=train" in out.read_text()
+    assert step_of(picked) == steps
+    assert OmegaConf.load(picked / ".hydra" / "config.yaml").trainer.max_steps == steps
+    assert {f: files_of(f) for f in untouched} == untouched
+
+
+def test_resume_of_a_folder_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("train", f"resume={tmp_path / 'nowhere'}")
+    assert_one_line_error(result, f"resume={tmp_path / 'nowhere'} is not a folder", "latest")
+
+
+def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "logs" / "train" / "runs" / "a"
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(LMTrainError, match=r"resume=latest found no run of task_name=train"):
+        run_folder("latest", None, tmp_path / "logs", "train")
+    with pytest.raises(LMTrainError, match=r"has no checkpoints/last.ckpt to resume from"):
+        run_folder(str(run), None, tmp_path / "logs", "train")
+    (run / "checkpoints" / "last.ckpt").touch()
+    assert run_folder("latest", None, tmp_path / "logs", "train") == run.resolve()
+    # DDP ranks > 0 get rank 0's folder as hydra.run.dir: resume=latest resumes that one.
+    other = tmp_path / "elsewhere"
+    shutil.copytree(run, other)
+    assert run_folder("latest", other, tmp_path / "logs", "train") == other.resolve()
+    with pytest.raises(LMTrainError, match=r"name two folders: drop hydra.run.dir"):
+        run_folder(str(run), other, tmp_path / "logs", "train")
+
+
+def composed(*overrides: str) -> tuple[DictConfig, DictConfig]:
+    """The task config (as Hydra saves it) and the whole config with `hydra`."""
+    whole = compose("train", list(overrides), return_hydra_config=True)
+    task = OmegaConf.masked_copy(whole, [k for k in whole if k != "hydra"])
+    return OmegaConf.create(OmegaConf.to_container(task)), whole
+
+
+def test_resumed_config_is_the_saved_one_with_the_typed_overrides_on_top() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved, run = composed(*TINY, "logger=csv", "+extra.note=first", "~samples.top_k")
+        choices = dict(run.hydra.runtime.choices)
+        typed = [
+            "resume=x",
+            "trainer.max_steps=80",
+            "model.optimizer.lr=0.01",
+            "+extra.note=first",  # typed again as in the run's command
+            "~samples.top_k",
+            "model=gpt2_tiny",  # the run's own option: nothing to apply
+            "callbacks=none",  # another option: replaces that part of the config
+        ]
+        _, command = composed(*typed)
+        resumed, groups = resumed_config("x", command, "train", saved, choices)
+        # Applying the same overrides to the result changes nothing (DDP ranks > 0, requeues).
+        again, _ = resumed_config("x", command, "train", resumed, {**choices, **groups})
+
+    assert again == resumed
+    assert groups == {"callbacks": "none"}
+    assert resumed.model.config == saved.model.config  # TINY's, never typed here
+    assert resumed.logger == saved.logger  # csv, not the default W&B
+    assert resumed.trainer.max_steps == 80 and resumed.model.optimizer.lr == 0.01
+    assert resumed.extra.note == "first" and "top_k" not in resumed.samples
+    assert resumed.callbacks == {}
+    assert OmegaConf.to_container(resumed.data) == OmegaConf.to_container(saved.data)
+
+
+@pytest.mark.parametrize(
+    ("typed", "refused"),
+    [
+        (
+            ["model.config.n_embd=64", "data.source.path=/elsewhere", "trainer.max_steps=9"],
+            "model.config.n_embd=64, data.source.path=/elsewhere would change model.config, "
+            "data.source: drop them",
+        ),
+        (["seed=7"], "seed=7 would change seed: drop it"),
+        (["model=llama_tiny"], "model=llama_tiny would change model.model_type, model.config"),
+        (["data.tokenizer.kind=char"], "data.tokenizer.kind=char would change data.tokenizer"),
+        (["experiment=shakespeare_char"], "experiment=shakespeare_char sets keys across it"),
+    ],
+)
+def test_resumed_config_refuses_a_change_of_model_shape_or_data(
+    typed: list[str], refused: str
+) -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved, run = composed(*TINY, "data=text_files", "data.source.path=/corpus")
+        _, command = composed("data=text_files", "resume=x", *typed)
+        with pytest.raises(LMTrainError) as refusal:
+            resumed_config("x", command, "train", saved, dict(run.hydra.runtime.choices))
+    assert refused in str(refusal.value)
