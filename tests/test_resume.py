@@ -10,6 +10,7 @@ between and within steps). The fast tests check the pieces in-process.
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -194,3 +195,23 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Pat
     io.save_checkpoint({"global_step": 3}, path)
     assert io.load_checkpoint(path)["global_step"] == 3
 
+
+@pytest.mark.slow
+def test_run_killed_in_its_final_validation_resumes_to_the_same_metrics(
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+) -> None:
+    """Killed after training ended, as the final validation starts: the resumed run trains no
+    step, yet its metrics.json has the train metrics and the whole training time."""
+    run_dir, log = tmp_path / "run", tmp_path / "train.out"
+    command = train_command(corpus, data_dir, run_dir)
+    kill_there = "+callbacks.kill._target_=tests.helpers.faults.KillInFinalValidation"
+    assert start([*command, kill_there], log).wait(timeout=600) == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (totals,) = [v for k, v in last["callbacks"].items() if "TrainingTotals" in k]
+    assert last["global_step"] == STEPS and totals["train_seconds"] > 0
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run_dir, reference)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"train/loss", "tokens_seen"} <= metrics.keys()
+    assert metrics["time/train_s"] >= totals["train_seconds"]

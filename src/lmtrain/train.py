@@ -9,7 +9,6 @@ in the run folder.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
@@ -21,6 +20,7 @@ from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.resume_run import log_resume
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
 from lmtrain.callbacks.samples import TextSamples
+from lmtrain.callbacks.training_totals import TrainingTotals
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
@@ -71,6 +71,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not any(isinstance(c, ExactResume) for c in callbacks):
         callbacks.append(ExactResume())
     callbacks.append(SameDataOnEveryRank())  # ranks on several nodes serve the same tokens
+    # Train metrics and time so far, in checkpoints: a run resumed after training ended (killed
+    # in the final validation) still reports them.
+    totals = TrainingTotals()
+    callbacks.append(totals)
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
@@ -87,10 +91,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
 
-    start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    train_seconds = time.perf_counter() - start
-    fit_metrics = plain_metrics(trainer.callback_metrics)  # validate() below replaces them
+    train_seconds = totals.train_seconds()
+    # validate() below replaces the val/ ones
+    fit_metrics = {**totals.train_metrics(), **plain_metrics(trainer.callback_metrics)}
 
     # In-training validation may look at a subset (trainer.limit_val_batches); the reported
     # val/loss is always the whole val split, measured on the final weights. When training

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lmtrain.data import TextDataModule
 from lmtrain.data.corpus import Piece
@@ -103,7 +104,7 @@ class KillInFinalValidation(Callback):
     """kill -9 of this process at the start of `trainer.validate` after `trainer.fit` ended."""
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.validating:  # trainer.validate, not a validation inside fit
+        if trainer.state.fn == TrainerFn.VALIDATING:  # trainer.validate, not one inside fit
             os.kill(os.getpid(), signal.SIGKILL)
 
 
