@@ -17,6 +17,7 @@ LAYERS = {
     "models": 2,
     "callbacks": 3,
     "strategies": 3,
+    "benchmarks": 3,  # lm-eval on a loaded model: above models, below the entry points
     **dict.fromkeys(ENTRY_POINTS, 4),
 }
 

@@ -5,6 +5,10 @@ byte), and writes them to the run folder's `metrics.json`. Loss and perplexity d
 tokenizer; bits per byte does not, so it compares models with different tokenizers fairly.
 The model and tokenizer come from the checkpoint or folder alone; the data config is the one it
 was trained with unless `data=...` names another, which is then read with the model's tokenizer.
+
+`tasks=[hellaswag,arc_easy]` also runs EleutherAI's lm-evaluation-harness on the same model in
+memory (`lmtrain.benchmarks`) and adds `lm_eval/<task>/<metric>` to the metrics. The metrics go
+to the configured loggers too (`logger=wandb`; none by default).
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
+from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_context
 from lmtrain.data.coverage import UnencodableTextError
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.hf import check_context
 from lmtrain.utils.config_checks import check_eval_config
-from lmtrain.utils.instantiate import instantiate_trainer
+from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
@@ -37,10 +42,18 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate the model on the data's whole val split; return and save its metrics."""
     check_eval_config(cfg)
+    benchmarks = benchmark_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
+    # Unknown names, a missing lm-eval, or task data that cannot be downloaded stop us here,
+    # before the model is loaded and the val split read.
+    tasks = load_tasks(benchmarks) if benchmarks else []
+    loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg)
     L.seed_everything(cfg.seed, workers=True)
     loaded = load_model(ckpt_path)
+    # lm-eval's context; a max_length the model cannot take is refused before the val split.
+    config, run_config = loaded.model.config, loaded.run_config
+    context = tasks_context(benchmarks, config, run_config) if benchmarks else None
 
     data_cfg = cfg.get("data")
     if data_cfg is None:
@@ -72,7 +85,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
     val_batches = datamodule.val_dataloader()
     metrics.update(bits_per_byte(metrics["val/loss"], val_batches, loaded.tokenizer))
+    if benchmarks:
+        device = trainer.strategy.root_device  # trainer.accelerator's choice: a GPU if asked for
+        model, tokenizer = loaded.model, loaded.tokenizer
+        metrics.update(run_tasks(tasks, benchmarks, model, tokenizer, device, context, cfg.seed))
     write_json(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
+    names = benchmarks.tasks if benchmarks else []
+    for logger in loggers:
+        logger.log_hyperparams({"ckpt_path": ckpt_path, "tasks": names})
+        logger.log_metrics(metrics)
+        logger.finalize("success")
     log.info("%s: %s", ckpt_path, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
 

@@ -1,0 +1,236 @@
+"""Downstream benchmarks (hellaswag, arc_easy, your own tasks) through EleutherAI's
+lm-evaluation-harness, run on the model `lmtrain.eval` already holds in memory.
+
+lm-eval's `HFLM` wraps a `PreTrainedModel` instance as well as a hub name, so there is no export
+step and no second process. The work is split in two so that bad input costs nothing:
+`load_tasks` runs before the model is loaded (lm-eval installed, every name known, every task's
+data downloaded or found), `run_tasks` after the val split. Results come back flat, as
+`lm_eval/<task>/<metric>` floats, for metrics.json and the loggers.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.models.hf import context_length
+from lmtrain.utils.checks import Problems
+
+INSTALL_HINT = "pip install -e .[eval]"
+# What the Rust tokenizers raise (a bare Exception) for a character that has no token.
+UNKNOWN_CHARACTER = "Missing [UNK] token"
+# The start of lm-eval's warnings about a model passed as an object (see QuietWarnings).
+EXPECTED_WARNINGS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-init")
+# The start of the warning lm-eval logs for every request longer than max_length.
+TRUNCATING = "Combined length of context"
+
+
+@dataclass
+class BenchmarkSettings:
+    """The eval config's lm-eval keys, checked."""
+
+    tasks: list[str]
+    num_fewshot: int | None
+    limit: int | float | None
+    batch_size: int | str
+    max_length: int | None
+    include_path: str | None
+
+
+def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
+    """The lm-eval settings of an eval config, or None when `tasks` names none."""
+    tasks = cfg.get("tasks")
+    if tasks is None or (isinstance(tasks, ListConfig) and len(tasks) == 0):
+        return None
+    problems = Problems()
+    if isinstance(tasks, str):  # tasks=hellaswag: one name
+        tasks = [tasks]
+    names = OmegaConf.to_container(tasks) if isinstance(tasks, ListConfig) else tasks
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        problems.add(
+            f"tasks={names!r} is not a list of task names: pass tasks=[hellaswag,arc_easy]"
+        )
+    problems.integer("num_fewshot", cfg.get("num_fewshot"), 0, optional=True)
+    limit = cfg.get("limit")
+    if isinstance(limit, float):
+        problems.number(
+            "limit", limit, low=0, high=1, low_open=True, hint=" (a share of each task)"
+        )
+    else:
+        problems.integer("limit", limit, 1, optional=True)
+    batch_size = cfg.get("batch_size", 1)
+    if batch_size != "auto":
+        problems.integer("batch_size", batch_size, 1)
+    problems.integer("max_length", cfg.get("max_length"), 1, optional=True)
+    include_path = cfg.get("include_path")
+    if include_path is not None and not Path(str(include_path)).expanduser().is_dir():
+        problems.add(
+            f"include_path={include_path!r} is not a folder: pass a folder of lm-eval task YAMLs"
+        )
+    problems.raise_if_any()
+    return BenchmarkSettings(
+        tasks=list(names),
+        num_fewshot=cfg.get("num_fewshot"),
+        limit=limit,
+        batch_size=batch_size,
+        max_length=cfg.get("max_length"),
+        include_path=None if include_path is None else str(Path(include_path).expanduser()),
+    )
+
+
+def load_tasks(settings: BenchmarkSettings) -> list[Any]:
+    """lm-eval's Task and Group objects for `settings.tasks`, data loaded; one line when lm-eval
+    is missing, a name is unknown, or a task's data cannot be downloaded."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError as err:
+        raise LMTrainError(
+            f"tasks={settings.tasks} needs EleutherAI's lm-evaluation-harness, which is not "
+            f"installed ({first_line(err)}): install it with `{INSTALL_HINT}`"
+        ) from None
+    quiet_lm_eval()
+    manager = TaskManager(include_path=settings.include_path)
+    unknown = [name for name in settings.tasks if name not in manager.all_tasks]
+    if unknown:
+        near = {n: ", ".join(difflib.get_close_matches(n, manager.all_tasks, n=4)) for n in unknown}
+        hints = "; ".join(f"{n!r} (near: {near[n] or 'nothing close'})" for n in unknown)
+        where = (
+            "" if settings.include_path is None else f" or in include_path={settings.include_path}"
+        )
+        raise LMTrainError(
+            f"tasks= names tasks lm-eval does not know ({hints}): pick names from "
+            f"`lm-eval ls tasks`{where}, or put your own task YAMLs in a folder and pass "
+            "include_path=<folder>"
+        )
+    loaded = []
+    for name in settings.tasks:
+        try:
+            found = manager.load([name])
+        except Exception as err:
+            offline = find_cause(err, ConnectionError)
+            if offline is None:
+                raise
+            raise LMTrainError(
+                f"tasks={name} needs its data from the Hugging Face hub ({first_line(offline)}): "
+                "run once on a machine that reaches the hub (without HF_HUB_OFFLINE=1) to cache "
+                "it, or point a task YAML at local files (dataset_path: json) in include_path"
+            ) from None
+        # A group or a task by its name; a tag stands for every task it found.
+        if name in found["groups"] or name in found["tasks"]:
+            loaded.append(found["groups"].get(name, found["tasks"].get(name)))
+        else:
+            loaded.extend(found["tasks"].values())
+    return loaded
+
+
+class QuietWarnings(logging.Filter):
+    """Drops lm-eval's warnings about a model passed as an object (that is how we use it), and
+    every truncation warning after the first (it would log one per request)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.truncated = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(TRUNCATING):
+            first, self.truncated = not self.truncated, True
+            return first
+        return not message.startswith(EXPECTED_WARNINGS)
+
+
+QUIET = QuietWarnings()
+
+
+def quiet_lm_eval() -> None:
+    """lm-eval's INFO lines off and its repeated or expected warnings dropped: what is left in
+    the log is what the user should read (addFilter skips a filter the logger holds already)."""
+    logging.getLogger("lm_eval").setLevel(logging.WARNING)
+    logging.getLogger("lm_eval.models.huggingface").addFilter(QUIET)
+    QUIET.truncated = False  # this run's first truncation is shown
+
+
+def tasks_context(
+    settings: BenchmarkSettings, config: PretrainedConfig, run_config: dict[str, Any]
+) -> int | None:
+    """The context lm-eval gives the model: `max_length`, else the block size it was trained
+    on (`run_config`: the run's config), else its whole context (None: lm-eval's default).
+
+    Positions past the trained windows never got a gradient (GPT-2 learns one embedding per
+    position): lm-eval would otherwise fill the model's whole context with them.
+    """
+    limit = context_length(config)
+    trained_block_size = (run_config.get("data") or {}).get("block_size")
+    max_length = settings.max_length or trained_block_size or limit
+    if limit is not None and max_length is not None and max_length > limit:
+        raise LMTrainError(
+            f"max_length={max_length} is longer than the model's context ({limit}): pass "
+            f"max_length={limit} or less, or null for the context it was trained on"
+        )
+    return max_length
+
+
+def run_tasks(
+    tasks: list[Any],
+    settings: BenchmarkSettings,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    device: torch.device,
+    max_length: int | None,
+    seed: int,
+) -> dict[str, float]:
+    """Run the loaded `tasks` on `model` (moved to `device`) with `max_length` tokens of
+    context (`tasks_context`); flat `lm_eval/<task>/<metric>` floats."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(
+        pretrained=model.to(device),
+        tokenizer=tokenizer,
+        batch_size=settings.batch_size,
+        max_length=max_length,
+    )
+    try:
+        results = simple_evaluate(
+            model=lm,
+            tasks=tasks,
+            num_fewshot=settings.num_fewshot,
+            limit=settings.limit,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except Exception as err:
+        if UNKNOWN_CHARACTER not in str(err):
+            raise
+        raise LMTrainError(
+            f"tasks={settings.tasks} hold characters the model's tokenizer has no token for (a "
+            "char tokenizer knows only its corpus's characters): run them on a model trained "
+            "with a byte-level BPE tokenizer (data.tokenizer.kind=bpe) or a pretrained one"
+        ) from None
+    return flat_metrics(results["results"])
+
+
+def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """lm-eval's `{task: {"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": ...}}` as
+    `{"lm_eval/task/acc": 0.5, "lm_eval/task/acc_stderr": 0.1}`; a filter other than `none`
+    stays in the name (`exact_match_strict-match`), values that are not numbers are left out."""
+    flat = {}
+    for task, metrics in results.items():
+        for key, value in metrics.items():
+            metric, _, filter_name = key.partition(",")
+            if not filter_name or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            name = metric if filter_name == "none" else f"{metric}_{filter_name}"
+            flat[f"lm_eval/{task}/{name}"] = float(value)
+    return flat
