@@ -32,7 +32,16 @@ from lmtrain.errors import LMTrainError
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # Final metrics shown after the optimized one, when a job has them.
-METRIC_COLUMNS = ("val/loss", "val/ppl", "train/loss", "trainer/global_step", "time/train_s")
+METRIC_COLUMNS = (
+    "val/loss",
+    "val/bpb",
+    "val/ppl",
+    "train/loss",
+    "trainer/global_step",
+    "time/train_s",
+)
+# Columns left out when no job has them (runs from before lmtrain logged val/bpb).
+OPTIONAL_COLUMNS = ("val/bpb",)
 CURVE_METRIC = "val/loss"
 
 
@@ -159,7 +168,11 @@ def table(jobs: list[Job]) -> Table:
     }
     varying = [k for k in keys if k not in fixed]
     metric = jobs[0].optimized_metric if jobs else "val/loss"
-    metric_cols = [metric, *(m for m in METRIC_COLUMNS if m != metric)]
+    shown = [m for m in METRIC_COLUMNS if m != metric]
+    metric_cols = [
+        metric,
+        *(m for m in shown if m not in OPTIONAL_COLUMNS or any(m in j.metrics for j in jobs)),
+    ]
     header = ["rank", "job", "status", *varying, *metric_cols, "wandb_id"]
     rows = []
     for rank, job in enumerate(jobs, start=1):

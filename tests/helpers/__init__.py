@@ -15,6 +15,9 @@ other.
   stall or slow down on cue (added to a run like any callback or plugin).
 - `sharded_runs`: FSDP and DDP runs on gloo processes compared with one process, and the
   callbacks and strategy that stall or pause them for a kill.
+- `metric_probes`: a callback that records what a real run's gradients were, and a runner of
+  functions on two gloo ranks, for checking logged metrics against a reference.
+- `pretrained`: a tiny random GPT-2 and its BPE saved as a hub model would be.
 - `assertions`: what a refused command must look like: one `error:` line, no traceback.
 """
 

@@ -6,21 +6,18 @@
 - Under FSDP (a device mesh) the strategy shards the model (`shard`); the choice of the
   parameters that get weight decay is made before, on the unsharded model, by name.
 - Under FSDP every rank runs as many val batches as the others, the short ones padded with
-  windows of `PAD_TOKEN` (`lmtrain.data.datamodule`): `val_loss` weighs them 0.
+  windows of `PAD_TOKEN` (`lmtrain.data.datamodule`), which `lmtrain.models.metrics` weighs 0.
 - A sharded checkpoint folder given to a strategy that reads files only is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
-from lmtrain.data.datamodule import PAD_TOKEN
 from lmtrain.errors import RankAgreedError
 from lmtrain.models.checkpoint import check_strategy_reads, locate_checkpoint
 
@@ -54,22 +51,6 @@ def shard(strategy: Any, model: PreTrainedModel, compile_blocks: bool, nan_guard
             "trainer=fsdp (lmtrain.strategies.fsdp.FSDP2Strategy)"
         )
     strategy.shard(model, compile_blocks=compile_blocks)
-
-
-def val_loss(
-    logits_of: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean next-token loss over the real windows of a batch with padding, their number).
-
-    The padding windows go through the forward with the rest (under FSDP every forward is a
-    collective: all ranks run it); their logits are not read.
-    """
-    real = batch[:, 0] != PAD_TOKEN
-    logits = logits_of(batch.clamp(min=0)[:, :-1])
-    if not real.any():
-        return logits.new_zeros((), dtype=torch.float32), real.sum()
-    targets = batch[real][:, 1:]
-    return F.cross_entropy(logits[real].flatten(0, 1).float(), targets.flatten()), real.sum()
 
 
 def check_resume_strategy(run_config: dict[str, Any] | None, sharded_strategy: bool) -> None:

@@ -24,27 +24,15 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.data.datamodule import PAD_TOKEN
 from lmtrain.errors import LMTrainError, NonFiniteLossError
 from lmtrain.models import distributed
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
+from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.utils.redact import redact
 
 NAN_GUARD_MODES = ("stop", "skip", "off")
 log = logging.getLogger(__name__)
-
-
-def loggers_write_after(trainer: Any, step: int) -> bool:
-    """Whether Lightning's loggers write after optimizer step `step` (counted from 1): every
-    `log_every_n_steps`, when the run is stopping, and after the last step.
-
-    The arithmetic of Lightning's own check (its logger connector's `should_update_logs`, on its
-    count of optimizer steps), from public Trainer attributes.
-    """
-    every = trainer.log_every_n_steps
-    last = 0 < trainer.max_steps <= step
-    return (every > 0 and (step % every == 0 or trainer.should_stop)) or last
 
 
 class CausalLMModule(LightningModule):
@@ -92,6 +80,8 @@ class CausalLMModule(LightningModule):
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
+        self.val_bpb = BitsPerByte(tokenizer) if tokenizer is not None else None
+        self.step_stats = StepStats()  # train/grad_norm, train/clipped, peak memory
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
@@ -223,18 +213,22 @@ class CausalLMModule(LightningModule):
         return self.train_flops_per_batch // 3
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
-        # Weighted by windows, so a short last batch counts for what it holds; MeanMetric syncs
+        # Weighted by windows, so a short last batch counts for what it holds; the metrics sync
         # over the ranks when computed. Padding windows (FSDP) count for nothing.
-        if bool((batch[:, 0] == PAD_TOKEN).any()):
-            self.val_loss.update(*distributed.val_loss(self, batch))
-        else:
-            self.val_loss.update(self.loss(batch), weight=batch.shape[0])
+        losses, targets, real = target_losses(self, batch)
+        windows = real.sum()
+        self.val_loss.update(losses.sum() / (windows.clamp(min=1) * targets.shape[1]), windows)
+        if self.val_bpb is not None:
+            self.val_bpb.update(losses, targets, real)
 
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
         self.log("val/loss", loss, prog_bar=True)
         self.log("val/ppl", loss.exp())
+        if self.val_bpb is not None:  # bits per byte: comparable across tokenizers
+            self.log("val/bpb", self.val_bpb.compute())
+            self.val_bpb.reset()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.validated_at_step = self.global_step
 
@@ -260,6 +254,15 @@ class CausalLMModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
         }
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as Lightning does, keeping the norm clipping computes: see `StepStats`."""
+        self.step_stats.clip_and_log(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
@@ -293,14 +296,18 @@ class CausalLMModule(LightningModule):
             "run_config": self.run_config,
             "tokens_seen": self.tokens_seen,
             "nonfinite_skips": self.nonfinite_skips,
+            "clipped_steps": self.step_stats.state_dict(),
             "val_loss": None if val_loss is None else float(val_loss),
         }
         # save_hyperparameters() keeps the constructor's model.* values: no secrets in files.
         checkpoint["hyper_parameters"] = redact(dict(checkpoint.get("hyper_parameters", {})))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A resumed run goes on counting skipped micro-batches from the checkpoint's count."""
-        self.nonfinite_skips = int(checkpoint.get(CHECKPOINT_KEY, {}).get("nonfinite_skips", 0))
+        """A resumed run goes on counting skipped micro-batches and clipped steps from the
+        checkpoint's counts."""
+        extra = checkpoint.get(CHECKPOINT_KEY, {})
+        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+        self.step_stats.load_state_dict(extra.get("clipped_steps", {}))
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:

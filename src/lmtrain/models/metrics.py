@@ -1,0 +1,163 @@
+"""What `CausalLMModule` logs besides the loss, and when the loggers write.
+
+- `val/bpb`: bits per UTF-8 byte of the val tokens, from a per-token byte-length table
+  (`lmtrain.data.byte_lengths`), summed on the device (`BitsPerByte`).
+- `train/grad_norm`: the global gradient norm before clipping, the one clipping computes anyway;
+  `train/clipped`: the share of optimizer steps since the previous log whose gradients were
+  clipped; `memory/peak_allocated_gib` and `memory/peak_reserved_gib` on CUDA (`StepStats`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import Precision
+from torch.optim import Optimizer
+from torchmetrics import Metric
+from transformers import PreTrainedTokenizerBase
+
+from lmtrain.data.byte_lengths import token_byte_lengths
+from lmtrain.data.datamodule import PAD_TOKEN
+
+GIB = 2**30
+
+
+def loggers_write_after(trainer: Any, step: int) -> bool:
+    """Whether Lightning's loggers write after optimizer step `step` (counted from 1): every
+    `log_every_n_steps`, when the run is stopping, and after the last step.
+
+    The arithmetic of Lightning's own check (its logger connector's `should_update_logs`, on its
+    count of optimizer steps), from public Trainer attributes.
+    """
+    every = trainer.log_every_n_steps
+    last = 0 < trainer.max_steps <= step
+    return (every > 0 and (step % every == 0 or trainer.should_stop)) or last
+
+
+# -- validation ---------------------------------------------------------------------------------
+def target_losses(
+    logits_of: Any, batch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss in nats of every target token, the targets, which windows are real) of a val batch.
+
+    Under FSDP the short ranks' batches end in windows of `PAD_TOKEN`
+    (`lmtrain.data.datamodule`): they go through the forward with the rest (every forward is a
+    collective there), and their losses are zeros. Without padding nothing is masked.
+    """
+    real = batch[:, 0] != PAD_TOKEN
+    windows = batch.clamp(min=0)
+    targets = windows[:, 1:]
+    logits = logits_of(windows[:, :-1])
+    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    losses = torch.where(real[:, None], losses.view_as(targets), 0.0)
+    return losses, targets, real
+
+
+class BitsPerByte(Metric):
+    """Sum of token losses (nats) / ln 2 / sum of the bytes the target tokens spell.
+
+    Numerator and denominator are summed over batches and, when computed, over ranks (a ratio
+    of sums, not a mean of ratios); padding windows add nothing to either. The byte table is
+    built from the tokenizer at the first update, on the batch's device.
+    """
+
+    full_state_update = False
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.byte_lengths: torch.Tensor | None = None
+        self.add_state("nats", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("n_bytes", torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
+
+    def update(self, losses: torch.Tensor, targets: torch.Tensor, real: torch.Tensor) -> None:
+        """`target_losses`' three tensors."""
+        if self.byte_lengths is None:
+            self.byte_lengths = token_byte_lengths(self.tokenizer)
+        self.byte_lengths = self.byte_lengths.to(targets.device)  # once: then already there
+        self.nats += losses.sum()
+        self.n_bytes += (self.byte_lengths[targets] * real[:, None]).sum()
+
+    def compute(self) -> torch.Tensor:
+        return self.nats / math.log(2) / self.n_bytes
+
+
+# -- optimizer steps ----------------------------------------------------------------------------
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor | None:
+    """The global 2-norm of the gradients, then the gradients scaled to `max_norm` if above it
+    (0: not clipped); None when no parameter has a gradient.
+
+    `torch.nn.utils.clip_grad_norm_` in its two public halves, as torchtitan does it: the norm
+    of FSDP2's sharded (DTensor) gradients is a partial result, made whole once
+    (`full_tensor`, one all-reduce of a scalar), then used both to clip and to log.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return None
+    norm = torch.nn.utils.get_total_norm(grads)
+    if hasattr(norm, "full_tensor"):  # a DTensor (FSDP2)
+        norm = norm.full_tensor()
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, norm)
+    return norm
+
+
+def clips_like_torch(precision: Any) -> bool:
+    """Whether Lightning's precision plugin clips by norm with `clip_grad_norm_` (32-bit, bf16;
+    not a GradScaler's fp16, whose Lightning checks stay, nor a plugin that clips its own way)."""
+    own_way = type(precision).clip_grad_by_norm is not Precision.clip_grad_by_norm
+    return not own_way and getattr(precision, "scaler", None) is None
+
+
+class StepStats:
+    """Clips the gradients as Lightning would and logs what the dashboard shows of each step.
+
+    `train/clipped` counts the steps since the previous log on the device (no host sync) and is
+    logged as their mean; the counts go into checkpoints, so a resumed run logs what an
+    uninterrupted one does. Without clipping (gradient_clip_val null or 0) the norm is
+    computed only on steps whose values reach the loggers, and `train/clipped` is not logged.
+    """
+
+    def __init__(self) -> None:
+        self.clipped: torch.Tensor | float = 0.0  # clipped steps since the previous log
+        self.steps = 0  # steps since the previous log (those with gradients)
+
+    def clip_and_log(
+        self, module: Any, optimizer: Optimizer, clip_val: float | None, algorithm: Any
+    ) -> None:
+        """What `configure_gradient_clipping` does, once per optimizer step."""
+        precision = module.trainer.precision_plugin
+        parameters = list(precision.main_params(optimizer))
+        logs = module.logs_this_step
+        if algorithm in (None, "norm") and clips_like_torch(precision):
+            norm = clip_grad_norm(parameters, clip_val or 0.0) if clip_val or logs else None
+            if norm is not None and clip_val:
+                self.clipped = (clip_val / (norm + 1e-6) < 1).float() + self.clipped  # as torch
+                self.steps += 1
+        else:  # Lightning clips (by value, or its plugin's way); the norm before, when logged
+            norm = clip_grad_norm(parameters, 0.0) if logs else None
+            module.clip_gradients(optimizer, clip_val, algorithm)
+        if not logs:
+            return
+        if norm is not None:
+            module.log("train/grad_norm", norm)
+        if self.steps:
+            module.log("train/clipped", self.clipped / self.steps)
+            self.clipped, self.steps = 0.0, 0
+        if module.device.type == "cuda":  # the highest of any device since the previous log
+            device, cuda = module.device, torch.cuda
+            allocated = cuda.max_memory_allocated(device)
+            reserved = cuda.max_memory_reserved(device)
+            cuda.reset_peak_memory_stats(device)
+            options = {"sync_dist": True, "reduce_fx": "max"}
+            module.log("memory/peak_allocated_gib", allocated / GIB, **options)
+            module.log("memory/peak_reserved_gib", reserved / GIB, **options)
+
+    def state_dict(self) -> dict[str, float]:
+        return {"clipped": float(self.clipped), "steps": self.steps}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.clipped, self.steps = float(state.get("clipped", 0.0)), int(state.get("steps", 0))
