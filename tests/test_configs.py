@@ -92,7 +92,7 @@ def test_logger_instantiates(logger: str, compose_cfg) -> None:
     cfg = compose_cfg(f"logger={logger}")
     loggers = [hydra.utils.instantiate(entry) for entry in (cfg.get("logger") or {}).values()]
     assert all(isinstance(lg, Logger) for lg in loggers)
-    assert len(loggers) == (0 if logger == "none" else 1)
+    assert len(loggers) == {"none": 0, "many": 3}.get(logger, 1)  # many: W&B, CSV, TensorBoard
 
 
 @pytest.mark.parametrize("callbacks", options("callbacks"))
@@ -101,7 +101,7 @@ def test_callbacks_instantiate(callbacks: str, compose_cfg) -> None:
     entries = (cfg.get("callbacks") or {}).values()
     instantiated = [hydra.utils.instantiate(entry) for entry in entries if entry is not None]
     assert all(isinstance(cb, Callback) for cb in instantiated)
-    assert len(instantiated) == (6 if callbacks == "default" else 0)
+    assert len(instantiated) == (7 if callbacks == "default" else 0)
 
 
 def test_eval_needs_a_checkpoint_and_defaults_to_the_models_data(compose_cfg) -> None:

@@ -53,6 +53,7 @@ def blocks(path: Path) -> list[tuple[int, list[str]]]:
 
 
 def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
+    """The text side here; the W&B table's increments are read back in test_samples_table.py."""
     run_dir = tmp_path / "run"
     train_run(run_dir, data_dir, corpus, "logger=wandb")
 
@@ -63,17 +64,16 @@ def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_d
         assert len(samples) == 2
         assert samples[0].startswith("The cat") and samples[1].startswith("A dog")
 
-    summary = wandb_summary(run_dir)
-    table = summary["summary"]["samples"]
-    assert table["_type"] == "table-file" and table["ncols"] == 3 and table["nrows"] == 6
+    table = wandb_summary(run_dir)["summary"]["samples"]
+    assert table["_type"] == "incremental-table-file" and table["ncols"] == 3
+    assert table["nrows"] == 6 and table["increment_num"] == 2
     (run,) = (run_dir / "wandb").glob("offline-run-*")
-    logged = json.loads((run / "files" / table["path"]).read_text())
-    assert logged["columns"] == ["step", "prompt", "completion"]
-    assert [row[0] for row in logged["data"]] == [2, 2, 4, 4, 4, 4]
-    assert [row[1] for row in logged["data"]] == ["The cat", "A dog"] * 3
-    last = found[-1][1]
-    assert [(row[1] + row[2]).rstrip("\n") for row in logged["data"][-2:]] == last
-    assert all(len(row[2]) > 0 for row in logged["data"])
+    last = json.loads((run / "files" / table["path"]).read_text())  # the final increment only
+    assert last["columns"] == ["step", "prompt", "completion"]
+    assert [row[0] for row in last["data"]] == [4, 4]
+    assert [row[1] for row in last["data"]] == ["The cat", "A dog"]
+    assert [(row[1] + row[2]).rstrip("\n") for row in last["data"]] == found[-1][1]
+    assert all(len(row[2]) > 0 for row in last["data"])
 
 
 def test_every_n_val_and_final_validation(corpus: Path, tmp_path: Path, data_dir: Path) -> None:

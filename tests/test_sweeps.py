@@ -18,8 +18,6 @@ import yaml
 from matplotlib import image
 
 from lmtrain import report
-from lmtrain.errors import LMTrainError
-from lmtrain.utils.instantiate import instantiate_loggers
 from tests.helpers.cli import run_cli, tiny_cli, wandb_records, wandb_summary
 
 
@@ -149,14 +147,3 @@ def test_report_of_the_study_ranks_its_trials_and_plots_their_curves(study: dict
     assert curves[1] == []  # failed at its first step: no validation
     png = image.imread(sweep / "val_curves.png")
     assert png.shape[:2] == (500, 800)
-
-
-def test_wandb_checkpoint_upload_offline_is_refused_in_one_line(compose_cfg) -> None:
-    cfg = compose_cfg("logger.wandb.log_model=true")  # logger.wandb.offline=true by default
-    with pytest.raises(LMTrainError) as err:
-        instantiate_loggers(cfg.logger, run_cfg=cfg)
-    assert str(err.value) == (
-        "logger.wandb.log_model=True uploads checkpoints as W&B artifacts, which an offline run "
-        "cannot do (logger.wandb.offline=true): log online (logger.wandb.offline=false, "
-        "WANDB_API_KEY set) or keep log_model=false"
-    )

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,6 +27,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from lmtrain.errors import LMTrainError
 from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
+from lmtrain.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,13 @@ class TextSamples(L.Callback):
     """Generate a completion for each prompt after every `every_n_val`-th validation.
 
     Each time, a block headed by the global step is appended to `<dirpath>/samples.txt`, and the
-    rows so far are logged to every WandbLogger as the table `samples` (columns step, prompt,
-    completion). A standalone `trainer.validate` (the final validation of `lmtrain.train`) always
-    samples, so the file ends with the final model's text.
+    new rows go to every WandbLogger as the table `samples` (columns step, prompt, completion).
+    A standalone `trainer.validate` (the final validation of `lmtrain.train`) always samples, so
+    the file ends with the final model's text.
+
+    The table is a wandb INCREMENTAL table: each validation logs only its own rows (one small
+    increment file and artifact), and W&B shows all increments as one table. Re-logging every
+    row so far, as immutable tables need, would grow each log with the length of the run.
     """
 
     def __init__(
@@ -66,7 +71,7 @@ class TextSamples(L.Callback):
         self.top_k = top_k
         self.every_n_val = max(1, every_n_val)
         self.cpu_threads = cpu_threads
-        self.rows: list[list[str | int]] = []
+        self._tables: dict[int, Any] = {}  # id(WandbLogger) -> its incremental wandb.Table
         self._validations = 0
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -132,11 +137,21 @@ class TextSamples(L.Callback):
         self._append(block + "\n\n")
         seconds = time.perf_counter() - start
         log.info("Samples at step %d in %.2fs (%s):\n%s", step, seconds, self.path, block)
-        self.rows.extend(rows)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                # W&B tables are immutable: log every row so far, the latest table is the history.
-                logger.log_text(key="samples", columns=COLUMNS, data=self.rows, step=step)
+                table = self._table_for(logger)
+                for row in rows:
+                    table.add_data(*row)
+                # Only the rows added since the table's previous log are written (log_mode).
+                logger.log_metrics({"samples": table}, step=step)
+
+    def _table_for(self, logger: WandbLogger) -> Any:
+        """The incremental table logged to `logger`'s run (wandb ties one to a single run)."""
+        if id(logger) not in self._tables:
+            import wandb  # a WandbLogger is in use: wandb is installed
+
+            self._tables[id(logger)] = wandb.Table(columns=COLUMNS, log_mode="INCREMENTAL")
+        return self._tables[id(logger)]
 
     def complete(self, pl_module: L.LightningModule, prompt: str) -> str:
         """One completion of `prompt` (without the prompt), sampled with the callback's settings."""
@@ -151,18 +166,7 @@ class TextSamples(L.Callback):
         return text[len(prompt) :]
 
     def _append(self, text: str) -> None:
-        """Append by rewriting under a temporary name and renaming: never half a file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Append by rewriting the whole file atomically (`atomic_write`): never half a file."""
         old = self.path.read_text() if self.path.is_file() else ""
-        tmp_name = None
-        try:
-            with tempfile.NamedTemporaryFile(
-                "w", dir=self.path.parent, suffix=".tmp", delete=False
-            ) as tmp:
-                tmp_name = tmp.name
-                tmp.write(old + text)
-            os.replace(tmp_name, self.path)
-        except BaseException:
-            if tmp_name is not None:
-                Path(tmp_name).unlink(missing_ok=True)
-            raise
+        with atomic_write(self.path) as f:
+            f.write(old + text)

@@ -11,11 +11,13 @@ No command line goes to W&B: a literal `+extra.password=...` override would sit 
 that `wandb sync` uploads. W&B's system metadata (which holds `sys.argv`) is off unless
 `logger.wandb.settings.x_disable_meta=false`, and a job's name redacts a secret override's
 value (`lmtrain.utils.redact`). What ran is in the run config, logged resolved and redacted.
+
+`logger.wandb.log_model=true` is not Lightning's (which uploads checkpoints and refuses offline
+runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the exported model.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import string
 from pathlib import Path
@@ -30,7 +32,8 @@ from lmtrain.errors import LMTrainError
 from lmtrain.utils.redact import holds_secret, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
-OFFLINE_MODES = ("offline", "dryrun", "disabled")
+# The callback that logs the model artifact when logger.wandb.log_model=true.
+ARTIFACT_CALLBACK = "WandbModelArtifact"
 
 
 def is_wandb_entry(entry: DictConfig) -> bool:
@@ -44,8 +47,10 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     for a multirun job); `id` comes from the run folder when `resuming`, else it is new (or the
     configured one) and is saved there.
     """
-    check_log_model(entry)
-    kwargs: dict[str, Any] = {"settings": wandb_settings(entry)}
+    check_log_model(entry, run_cfg)
+    # Lightning's own log_model uploads checkpoints and refuses offline runs: the model artifact
+    # is lmtrain's callback (callbacks.wandb_model), online or offline.
+    kwargs: dict[str, Any] = {"settings": wandb_settings(entry), "log_model": False}
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
     if entry.get("name") is None:
@@ -138,15 +143,26 @@ def generate_id(length: int = 8) -> str:
     return "".join(secrets.choice(alphabet) for _ in range(length))
 
 
-def check_log_model(entry: DictConfig) -> None:
-    """Checkpoint artifacts are uploads: refuse them, in one line, for an offline run."""
-    if not entry.get("log_model"):
+def check_log_model(entry: DictConfig, run_cfg: DictConfig) -> None:
+    """log_model is true or false, and true has the callback that logs the model artifact.
+
+    Lightning's `all` (every checkpoint) has no counterpart here: one line says so.
+    """
+    value = entry.get("log_model")
+    if value is False or value is None:
         return
-    env_mode = os.environ.get("WANDB_MODE", "").lower()
-    if entry.get("offline") or env_mode in OFFLINE_MODES:
-        why = "logger.wandb.offline=true" if entry.get("offline") else f"WANDB_MODE={env_mode}"
+    if value is not True:
         raise LMTrainError(
-            f"logger.wandb.log_model={entry.log_model} uploads checkpoints as W&B artifacts, which "
-            f"an offline run cannot do ({why}): log online (logger.wandb.offline=false, "
-            "WANDB_API_KEY set) or keep log_model=false"
+            f"logger.wandb.log_model={value!r} is not true or false: pass log_model=true to log "
+            "the best checkpoint, exported, as a W&B model artifact at the end of training"
+        )
+    callbacks = run_cfg.get("callbacks") or {}
+    if not any(
+        isinstance(c, DictConfig) and str(c.get("_target_", "")).endswith(ARTIFACT_CALLBACK)
+        for c in callbacks.values()
+    ):
+        raise LMTrainError(
+            "logger.wandb.log_model=true needs the callback that logs the model "
+            f"(callbacks.wandb_model, {ARTIFACT_CALLBACK}), which this run's callbacks lack: "
+            "use callbacks=default, or keep log_model=false"
         )

@@ -1,0 +1,133 @@
+"""`WandbModelArtifact`: the run's best model as a W&B artifact of type "model", offline too.
+
+Lightning's `WandbLogger(log_model=True)` uploads checkpoints, and refuses an offline run. This
+callback logs what a user of the model wants instead: at the end of training, rank 0 exports the
+best checkpoint (lowest val/loss; last.ckpt when no validation ranked one) with
+`lmtrain.export.export_checkpoint` into `<run folder>/export`, and logs that folder as the
+artifact `model-<run id>` (aliases `latest` and `best` or `last`). An export is a third of a
+checkpoint with AdamW's states, loads with plain transformers and no pickle, and carries its model
+card; the folder stays in the run, so nobody has to export it again.
+
+Offline, wandb writes the artifact's manifest into the run's `.wandb` file and `wandb sync`
+uploads the files later. By default they are referenced where they are (policy "immutable"):
+the export sits in the same run folder as `wandb/offline-run-*`, and copying gigabytes of weights
+into wandb's staging folder (`$WANDB_DATA_DIR`, in the home directory) would double the disk
+used. `copy_files=true` copies them there, for an export that may be moved before the sync.
+
+A failure here comes after training has saved everything: it is a warning naming the way to do
+it by hand, never the end of the run. Only a bad `export_dir` is refused, before training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import is_sharded_checkpoint, last_checkpoint_path
+from lmtrain.models.export_folder import export_checkpoint
+from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_TYPE = "model"
+
+
+class WandbModelArtifact(L.Callback):
+    """At the end of `trainer.fit`, export the best checkpoint and log it to every WandbLogger."""
+
+    def __init__(
+        self,
+        export_dir: str | os.PathLike[str],
+        root_dir: str | os.PathLike[str],
+        enabled: bool = True,
+        verify: bool = True,
+        generation: dict[str, Any] | None = None,
+        copy_files: bool = False,
+    ) -> None:
+        """`root_dir`: the project root, which an export never replaces; `verify`, `generation`:
+        as in export.yaml; `copy_files`: copy the files into wandb's staging folder (see above)."""
+        self.export_dir = Path(export_dir)
+        self.root_dir = str(root_dir)
+        self.enabled = enabled
+        self.verify = verify
+        self.generation = dict(generation or {})
+        self.copy_files = copy_files
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse an export_dir that the export at the end would refuse, before any step."""
+        if not self.enabled or stage != "fit" or not wandb_loggers(trainer):
+            return
+        try:
+            checked_out_dir(
+                str(self.export_dir), str(last_checkpoint_path(trainer)), self.root_dir, True
+            )
+        except LMTrainError as err:
+            raise LMTrainError(f"callbacks.wandb_model.export_dir: {err}") from None
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loggers = wandb_loggers(trainer)
+        if not self.enabled or not trainer.is_global_zero or not loggers:
+            return
+        source, alias = chosen_checkpoint(trainer)
+        try:
+            if source is None:
+                raise FileNotFoundError("no checkpoint was saved (callbacks.model_checkpoint)")
+            if is_sharded_checkpoint(source):
+                raise ValueError(
+                    f"{source} is sharded: merge it with `python -m lmtrain.strategies "
+                    f"consolidate {source}` first"
+                )
+            self.log_export(loggers, source, alias)
+        except Exception as err:  # training is over and saved: this never fails the run
+            log.warning(
+                "wandb_model: no model artifact (%s: %s); the checkpoints are saved: export one "
+                "with `python -m lmtrain.export ckpt_path=<checkpoint> out_dir=<folder>` and log "
+                "it with wandb.Artifact",
+                type(err).__name__,
+                err,
+            )
+
+    def log_export(self, loggers: list[WandbLogger], source: Path, alias: str) -> None:
+        """Export `source` to export_dir (replacing the previous export of this run) and log it."""
+        import wandb  # a WandbLogger is in use: wandb is installed
+
+        folder = export_checkpoint(
+            str(source),
+            str(self.export_dir),
+            root_dir=self.root_dir,
+            overwrite=True,  # only ever replaces a previous export (lmtrain.utils.export_dir)
+            verify=self.verify,
+            generation=self.generation,
+        )
+        info = json.loads((folder / EXPORT_META).read_text())["info"]
+        metadata = {"checkpoint": source.name, **{k: v for k, v in info.items() if v is not None}}
+        for logger in loggers:
+            run = logger.experiment
+            artifact = wandb.Artifact(f"model-{run.id}", type=ARTIFACT_TYPE, metadata=metadata)
+            artifact.add_dir(str(folder), policy="mutable" if self.copy_files else "immutable")
+            run.log_artifact(artifact, aliases=["latest", alias])
+        log.info("Logged %s (%s checkpoint %s) as W&B artifact model-*", folder, alias, source)
+
+
+def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def chosen_checkpoint(trainer: L.Trainer) -> tuple[Path | None, str]:
+    """The best checkpoint and the alias "best"; else the newest last.ckpt and "last"."""
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") if callback else ""
+    if best and Path(best).exists():
+        return Path(best), "best"
+    last = getattr(callback, "last_model_path", "") if callback else ""
+    for path in (last, last_checkpoint_path(trainer)):
+        if path and Path(path).exists():
+            return Path(path), "last"
+    return None, "last"

@@ -1,0 +1,174 @@
+"""A checkpoint written out as a plain Hugging Face folder, checked, and renamed into place.
+
+The work behind `python -m lmtrain.export` (see `lmtrain.export` for what the folder holds), also
+done by the callback that logs the model to W&B at the end of training
+(`lmtrain.callbacks.wandb_artifact`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.utils import logging as hf_logging
+
+from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import LoadedModel, load_model
+from lmtrain.models.hf import context_length
+from lmtrain.models.model_card import model_card
+from lmtrain.utils.export_dir import (
+    EXPORT_META,
+    apply_umask,
+    checked_out_dir,
+    hold_lock,
+    remove_dead_leftovers,
+    replace_folder,
+)
+from lmtrain.utils.redact import is_secret_key, redact
+
+log = logging.getLogger(__name__)
+
+
+def export_checkpoint(
+    source: str,
+    out_dir: str,
+    *,
+    root_dir: str,
+    overwrite: bool = False,
+    verify: bool = True,
+    generation: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    license: str | None = None,
+) -> Path:
+    """Export the checkpoint (or exported folder) `source` to `out_dir`; return its path.
+
+    What `export` does without the entry point's W&B handling, so a callback can call it inside a
+    run (`lmtrain.callbacks.wandb_artifact`). `generation` is the generation config's sampling
+    settings; the rest are export.yaml's keys.
+    """
+    target = checked_out_dir(out_dir, source, root_dir, overwrite)
+    hf_logging.disable_progress_bar()
+    loaded = load_model(source)
+    if not loaded.tokenizer.is_fast:
+        raise LMTrainError(
+            f"ckpt_path={source!r} has a slow tokenizer ({type(loaded.tokenizer).__name__}): "
+            "exports carry fast tokenizers only; train with one that ships tokenizer.json"
+        )
+    info = {**loaded.info, **final_metrics(source, loaded.info)}
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_leftovers(target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.mkdir()
+    lock = hold_lock(tmp)
+    try:
+        write_folder(tmp, loaded, info, generation or {}, source)
+        card = model_card(
+            loaded, scrub(loaded.run_config), info, model_name, license, model_name or str(target)
+        )
+        card.save(tmp / "README.md")
+        apply_umask(tmp)
+        if verify:
+            verify_folder(tmp, loaded)
+        replace_folder(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)
+    log.info("Exported %s to %s", source, target)
+    return target
+
+
+def final_metrics(source: str, info: dict[str, Any]) -> dict[str, Any]:
+    """The run's whole-split val loss (and bits per byte, when the run measured them) from
+    `<run>/metrics.json`, when they belong to these weights.
+
+    A checkpoint only knows the latest in-training validation (maybe on limit_val_batches);
+    lmtrain.train measures the final weights on the whole val split into the run folder.
+    """
+    metrics_path = Path(source).parent.parent / "metrics.json"
+    if Path(source).is_dir() or not metrics_path.is_file():
+        return {}
+    metrics = json.loads(metrics_path.read_text())
+    if metrics.get("trainer/global_step") != info.get("global_step") or "val/loss" not in metrics:
+        return {}
+    found = {"val_loss": metrics["val/loss"], "val_loss_scope": "whole val split"}
+    return found | ({"val_bpb": metrics["val/bpb"]} if "val/bpb" in metrics else {})
+
+
+def write_folder(
+    folder: Path,
+    loaded: LoadedModel,
+    info: dict[str, Any],
+    generation: dict[str, Any],
+    source: str,
+) -> None:
+    """save_pretrained for model and tokenizer, then the generation config and meta."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    model.generation_config = GenerationConfig(
+        **generation,
+        bos_token_id=model.config.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    # Tokenizers built here know no length limit; the model's context is the real one.
+    tokenizer.model_max_length = context_length(model.config) or tokenizer.model_max_length
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    run_config = scrub(loaded.run_config)
+    meta = {"run_config": run_config, "info": info, "ckpt_path": source}
+    (folder / EXPORT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def scrub(value: Any) -> Any:
+    """A copy of the run config without Hydra's own node, with the keys that name a secret
+    dropped (`lmtrain.utils.redact.is_secret_key`: one rule for every file a run writes) and
+    strings holding a secret redacted (see `lmtrain.utils.redact`).
+
+    Checkpoints of older runs may still hold secrets in their run config: this is the last gate.
+    """
+    return redact(_drop_secret_keys(value))
+
+
+def _drop_secret_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _drop_secret_keys(v)
+            for k, v in value.items()
+            if k != "hydra" and not is_secret_key(k)
+        }
+    if isinstance(value, list):
+        return [_drop_secret_keys(v) for v in value]
+    return value
+
+
+@torch.inference_mode()
+def verify_folder(folder: Path, loaded: LoadedModel) -> None:
+    """Reload the folder with transformers alone and check it is the same model and tokenizer.
+
+    A mismatch is a bug in the export (not the user's input), so it raises a plain error.
+    """
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    vocab = loaded.model.get_input_embeddings().num_embeddings
+    ids = (torch.arange(16) * 7919 % vocab).unsqueeze(0)
+    expected = loaded.model(input_ids=ids.to(loaded.model.device)).logits.cpu()
+    if not torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5):
+        raise RuntimeError(f"the export in {folder} gives other logits than the checkpoint")
+    text = loaded.tokenizer.decode(ids[0].tolist())
+    if tokenizer(text).input_ids != loaded.tokenizer(text).input_ids:
+        raise RuntimeError(f"the export in {folder} tokenizes differently from the checkpoint")
+    if loaded.model.config.tie_word_embeddings and not tied(model):
+        raise RuntimeError(f"the export in {folder} lost the tied input/output embeddings")
+
+
+def tied(model: torch.nn.Module) -> bool:
+    """Whether the output layer shares the input embedding's weight tensor."""
+    out = model.get_output_embeddings()
+    return out is not None and out.weight is model.get_input_embeddings().weight

@@ -1,0 +1,157 @@
+"""The model card (README.md) of an exported folder, made with `huggingface_hub.ModelCard`.
+
+The Hub reads the card's YAML metadata block: `library_name: transformers` and `pipeline_tag`
+make the folder load and run in its widgets, `base_model` links a fine-tune to the model it came
+from, `datasets` to the Hub dataset it learned from, and `model-index` holds the validation
+figures (loss in nats per token, bits per byte) in the form the Hub's evaluation results take.
+`ModelCardData` writes that block as the Hub expects it, and `ModelCard.load` reads it back; the
+Markdown body below it is for people: architecture, data, tokenizer, steps, tokens and loss.
+
+Only the scrubbed run config (`lmtrain.export.scrub`) reaches the card, and a local path is never
+given to `base_model` or `datasets` (they must be Hub ids): it is named in the body instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+from lmtrain.models.checkpoint import LoadedModel
+from lmtrain.models.hf import count_parameters
+
+# Suffixes of the local files a dataset or model path may name (never a Hub id).
+FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv", ".gz", ".arrow", ".ckpt")
+
+
+def model_card(
+    loaded: LoadedModel,
+    run_config: dict[str, Any],
+    info: dict[str, Any],
+    model_name: str | None = None,
+    license: str | None = None,
+    where: str = "<this folder>",
+) -> ModelCard:
+    """The card of `loaded`, trained with `run_config` (already scrubbed), which reached `info`
+    (global_step, tokens_seen, val_loss, val_bpb, val_loss_scope when known).
+
+    `where` is what the usage example passes to `from_pretrained`.
+    """
+    config = loaded.model.config
+    data = run_config.get("data") or {}
+    source = data.get("source") or {}
+    source_name = str(source.get("_target_", "unknown")).rsplit(".", 1)[-1]
+    dataset = hub_id(source.get("path")) if source_name == "HFDatasetSource" else None
+    pretrained = (run_config.get("model") or {}).get("pretrained")
+    name = model_name or f"lmtrain-{config.model_type}"
+    card_data = ModelCardData(
+        model_name=name,
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["lmtrain", config.model_type],
+        license=license,
+        base_model=hub_id(pretrained),
+        datasets=[dataset] if dataset else None,
+        eval_results=eval_results(info, dataset or source_name) or None,
+    )
+    body = card_body(loaded, data, source_name, source, pretrained, info, name, where)
+    return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+def hub_id(value: Any) -> str | None:
+    """`value` when it reads as a Hub repo id (`gpt2`, `roneneldan/TinyStories`), else None: a
+    path that exists here, a glob, a file name, or anything the Hub would refuse as an id."""
+    if not isinstance(value, str) or not value or any(c in value for c in "*?[~"):
+        return None
+    if value.startswith((".", "/")) or value.lower().endswith(FILE_SUFFIXES):
+        return None
+    if Path(value).exists():
+        return None
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        return None
+    return value
+
+
+def eval_results(info: dict[str, Any], dataset: str) -> list[EvalResult]:
+    """The validation loss and bits per byte as the Hub's evaluation results (model-index)."""
+    scope = info.get("val_loss_scope") or "latest validation"
+    figures = [
+        ("loss", "Validation loss (nats/token)", info.get("val_loss")),
+        ("bits_per_byte", "Validation bits per byte", info.get("val_bpb")),
+    ]
+    return [
+        EvalResult(
+            task_type="text-generation",
+            dataset_type=dataset,
+            dataset_name=f"{dataset} (validation split, {scope})",
+            dataset_split="validation",
+            metric_type=metric,
+            metric_name=label,
+            metric_value=round(float(value), 6),
+        )
+        for metric, label, value in figures
+        if value is not None
+    ]
+
+
+def card_body(
+    loaded: LoadedModel,
+    data: dict[str, Any],
+    source_name: str,
+    source: dict[str, Any],
+    pretrained: str | None,
+    info: dict[str, Any],
+    name: str,
+    where: str,
+) -> str:
+    """The Markdown under the metadata: a table of what was trained on what, and how to load it."""
+    config = loaded.model.config
+    source_args = ", ".join(f"{k}={v!r}" for k, v in source.items() if not k.startswith("_"))
+    tok = data.get("tokenizer") or {}
+    tok_kind = tok.get("kind", "unknown") + (f" ({tok['name']})" if tok.get("name") else "")
+    params = count_parameters(loaded.model)["params/total"]
+    scope = info.get("val_loss_scope") or "latest validation (may be a subset of val)"
+
+    def fmt(value: Any, spec: str) -> str:
+        return "unknown" if value is None else format(value, spec)
+
+    rows = [
+        ("Architecture", f"{config.model_type}, {params:,} parameters"),
+        ("Fine-tuned from", pretrained) if pretrained else None,
+        ("Data", f"{source_name}({source_args})"),
+        ("Tokenizer", f"{tok_kind}, {len(loaded.tokenizer):,} tokens (fast tokenizer)"),
+        ("Context", f"{data.get('block_size', 'unknown')} tokens in training"),
+        ("Training steps", fmt(info.get("global_step"), ",")),
+        ("Tokens seen", fmt(info.get("tokens_seen"), ",.0f")),
+        ("Final val loss", f"{fmt(info.get('val_loss'), '.4f')} nats/token ({scope})"),
+        ("Final val bits per byte", fmt(info.get("val_bpb"), ".4f")) if "val_bpb" in info else None,
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in filter(None, rows))
+    return f"""
+# {name}
+
+A causal language model trained with lmtrain (PyTorch Lightning + Hydra) and exported as a plain
+Hugging Face folder: safetensors weights, config, generation config and a fast tokenizer.
+
+| | |
+|---|---|
+{table}
+
+## Use
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+model = AutoModelForCausalLM.from_pretrained("{where}")
+ids = tokenizer("Hello", return_tensors="pt").input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
+```
+
+`lmtrain.json` holds the run's full config (`python -m lmtrain.eval ckpt_path=<this folder>`
+evaluates on the same data).
+"""
