@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,20 @@ def test_a_bad_gz_file_among_good_files_is_one_line_naming_it(tmp_path: Path, na
     message = refusal(lambda: build_or_load(cache, TextFilesSource(str(corpus)), CHAR, workers=1))
     assert f"'{corpus / name}'" in message and says in message, message
     assert "data.source.path" in message
+    assert_no_cache_left(cache)
+
+
+@pytest.mark.parametrize("name", ["folder.gz", "folder.tar", "notes.txt"])
+def test_a_tar_archive_given_as_text_is_one_line_naming_it(tmp_path: Path, name: str) -> None:
+    """A tar header is ASCII and NUL bytes, valid UTF-8: without a check it trains as text."""
+    docs = write_corpus(tmp_path / "docs")
+    corpus = write_corpus(tmp_path / "corpus")
+    mode = "w:gz" if name.endswith(".gz") else "w"
+    with tarfile.open(corpus / name, mode) as archive:
+        archive.add(docs, arcname="docs")
+    cache = tmp_path / "cache"
+    message = refusal(lambda: build_or_load(cache, TextFilesSource(str(corpus)), CHAR, workers=1))
+    assert f"'{corpus / name}' is a tar archive, not text: extract it" in message, message
     assert_no_cache_left(cache)
 
 

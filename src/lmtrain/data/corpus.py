@@ -26,8 +26,8 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from lmtrain.data.read_errors import check_not_archive, reading
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
-from lmtrain.data.read_errors import reading
 from lmtrain.errors import LMTrainError, first_line
 
 SPLITS = ("train", "val")
@@ -156,6 +156,7 @@ def is_record_file(path: Path) -> bool:
 
 def open_text(path: Path) -> IO[str]:
     """UTF-8 text, gunzipped on the fly for `.gz`; newlines normalized to \\n like `read_text`."""
+    check_not_archive(path)
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return path.open(encoding="utf-8")

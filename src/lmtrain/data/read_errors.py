@@ -21,6 +21,8 @@ from pathlib import Path
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
 LEAVE_OUT = "or leave it out of data.source.path"
+# Where a tar member header holds its magic ("ustar"): archives pass as UTF-8 text otherwise.
+TAR_MAGIC_OFFSET = 257
 # What gzip raises for a file cut short, a damaged stream, or one that is not gzip at all.
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -115,3 +117,22 @@ def dataset_file_problem(err: BaseException) -> str | None:
                 f"{LEAVE_OUT}"
             )
     return None
+
+
+def check_not_archive(path: Path) -> None:
+    """Refuse a tar archive (plain or gzipped) given as a text file.
+
+    A tar header is ASCII and NUL bytes, valid UTF-8, so without this a `tar czf corpus.gz dir`
+    trains on headers and padding, silently.
+    """
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            head = f.read(TAR_MAGIC_OFFSET + 5)
+    except (OSError, *GZIP_ERRORS):
+        return  # the read itself reports it
+    if head[TAR_MAGIC_OFFSET:].startswith(b"ustar"):
+        raise LMTrainError(
+            f"{str(path)!r} is a tar archive, not text: extract it (tar xf {path.name}) and pass "
+            f"the extracted folder, {LEAVE_OUT}"
+        )
