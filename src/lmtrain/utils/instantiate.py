@@ -17,6 +17,12 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.utils.logger_runs import (
+    is_mlflow_entry,
+    is_tensorboard_entry,
+    mlflow_kwargs,
+    tensorboard_kwargs,
+)
 from lmtrain.utils.wandb_run import is_wandb_entry, wandb_kwargs
 
 log = logging.getLogger(__name__)
@@ -45,13 +51,20 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
 def instantiate_loggers(
     cfg: DictConfig | None, run_cfg: DictConfig | None = None, resuming: bool = False
 ) -> list[Logger]:
-    """The loggers of `cfg`; given the run's config, W&B ones also get the run's name, group and
-    id (see lmtrain.utils.wandb_run), and `resuming` continues the run folder's W&B run."""
+    """The loggers of `cfg`; given the run's config, W&B, MLflow and TensorBoard ones also get
+    the run's name and a sweep's group (lmtrain.utils.wandb_run, lmtrain.utils.logger_runs), and
+    `resuming` continues the run folder's W&B and MLflow runs."""
 
     def extra_kwargs(entry: DictConfig) -> dict[str, Any]:
-        if run_cfg is None or not is_wandb_entry(entry):
+        if run_cfg is None:
             return {}
-        return wandb_kwargs(entry, run_cfg, resuming)
+        if is_wandb_entry(entry):
+            return wandb_kwargs(entry, run_cfg, resuming)
+        if is_mlflow_entry(entry):
+            return mlflow_kwargs(entry, run_cfg, resuming)
+        if is_tensorboard_entry(entry):
+            return tensorboard_kwargs(entry, run_cfg)
+        return {}
 
     return _instantiate_group(cfg, "logger", extra_kwargs)
 

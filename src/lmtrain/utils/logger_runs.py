@@ -1,0 +1,264 @@
+"""MLflow and TensorBoard runs named, grouped and given the whole config as W&B runs are.
+
+A single run is named after its run folder; a multirun job after the overrides its sweep varies
+(`lmtrain.utils.wandb_run.job_name`, secret values redacted), and grouped by its sweep folder:
+MLflow gets the tag `group`, TensorBoard a `<run folder>/tensorboard/<job name>/` folder, so that
+`tensorboard --logdir <sweep folder>` lists each job by what it tried. Training resumed in a run
+folder goes on in the same MLflow run (its id is kept in `<run folder>/mlflow_run_id`) and the
+same TensorBoard folder.
+
+Both loggers get the run config that train.py logs, resolved and redacted, flattened to `a/b/c`
+keys (as Lightning flattens them for every logger):
+- MLflow keeps params of up to 6000 characters and refuses some key characters and keys over
+  250 characters; Lightning cuts every value to 250 and passes keys as they are, so a long prompt
+  list would be cut short and a key with a bad character would fail the run. Here values keep
+  MLflow's own limit and keys are made ones it takes.
+- TensorBoard shows hyperparameters beside the metrics only for runs with an hparams summary,
+  which Lightning writes only with a placeholder metric (`hp_metric`, -1) that no other logger
+  has. Here the summary is written without it: TensorBoard's HParams tab then takes the metrics
+  from the scalars the run logs (train/loss, val/loss, ...), the same names in every logger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
+from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.redact import redact
+from lmtrain.utils.wandb_run import job_name
+
+log = logging.getLogger(__name__)
+
+# What MLflow refuses in a param key (mlflow.utils.validation.validate_param_and_metric_name).
+BAD_MLFLOW_KEY_CHARS = re.compile(r"[^\w/.\- :]")
+# Where a run folder keeps its MLflow run's id (see mlflow_kwargs).
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"
+# The user's MLflow server, read once: Lightning's MLFlowLogger calls mlflow.set_tracking_uri,
+# which exports MLFLOW_TRACKING_URI, so a later run in this process would read the first one's.
+ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# A folder name's limit on common filesystems, in bytes.
+MAX_FOLDER_NAME_BYTES = 255
+
+
+def is_mlflow_entry(entry: DictConfig) -> bool:
+    return str(entry.get("_target_", "")).endswith("MLFlowLogger")
+
+
+def is_tensorboard_entry(entry: DictConfig) -> bool:
+    return str(entry.get("_target_", "")).endswith("TensorBoardLogger")
+
+
+def sweep_job(run_cfg: DictConfig) -> tuple[str, str] | None:
+    """(name, group) of a multirun job, as W&B has them; None for a single run."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        return None
+    group = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
+    return job_name(hydra, run_cfg.task_name), group
+
+
+def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
+    """The MLflow run's name (unless configured), tags naming its group and run folder, and the
+    run to continue when `resuming`.
+
+    A single run is named after its run folder (the experiment already names the task); a
+    multirun job after its swept overrides, tagged `group`: <task_name>/<sweep folder>. The run
+    id is kept in `<run folder>/mlflow_run_id`, so that training resumed in that folder (also a
+    requeued SLURM job) goes on in the same MLflow run, as it does in W&B.
+    """
+    run_dir = Path(run_cfg.paths.output_dir)
+    job = sweep_job(run_cfg)
+    tags = OmegaConf.to_container(entry.get("tags") or OmegaConf.create({}), resolve=True)
+    tags = {**tags, "run_dir": str(run_dir), "tags": ",".join(map(str, run_cfg.get("tags") or []))}
+    if job is not None:
+        tags["group"] = job[1]
+    kwargs: dict[str, Any] = {"tags": redact(tags)}  # as the params are
+    if entry.get("run_name") is None:
+        kwargs["run_name"] = job[0] if job is not None else run_dir.name
+    saved = run_dir / MLFLOW_RUN_ID_FILE
+    kwargs["run_id_file"] = str(saved)
+    if resuming and entry.get("run_id") is None and saved.is_file():
+        kwargs["run_id"] = saved.read_text().strip()
+    return kwargs
+
+
+def tensorboard_kwargs(entry: DictConfig, run_cfg: DictConfig) -> dict[str, Any]:
+    """A multirun job's TensorBoard folder named after its swept overrides (unless configured);
+    a single run's is `<save_dir>/<name>/` itself."""
+    if entry.get("version") is not None:
+        return {}
+    job = sweep_job(run_cfg)
+    return {"version": folder_name(job[0]) if job is not None else ""}
+
+
+def folder_name(text: str) -> str:
+    """`text` as one folder name: no path separator, within the filesystem's length limit."""
+    name = text.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
+    if len(name.encode()) <= MAX_FOLDER_NAME_BYTES:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name.encode()[: MAX_FOLDER_NAME_BYTES - 9].decode(errors="ignore") + "-" + digest
+
+
+def flat_params(params: Mapping[Any, Any], parent: str = "") -> dict[str, Any]:
+    """`{"a": {"b": 1}}` as `{"a/b": 1}`, the keys Lightning's loggers log (its own flattening,
+    `_flatten_dict`, is private)."""
+    flat: dict[str, Any] = {}
+    for key, value in params.items():
+        name = f"{parent}/{key}" if parent else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flat_params(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def mlflow_key(key: str, limit: int) -> str:
+    """`key` as MLflow takes a param key: its characters, a normalized path, `limit` long at most
+    (a longer key keeps its start and a digest of the whole, so that two stay apart)."""
+    clean = posixpath.normpath(BAD_MLFLOW_KEY_CHARS.sub("_", key)).lstrip("/")
+    clean = "_" if clean in ("", ".") or clean.startswith("..") else clean
+    if len(clean) <= limit:
+        return clean
+    return clean[: limit - 9] + "-" + hashlib.sha1(key.encode()).hexdigest()[:8]
+
+
+class MLFlowLogger(LightningMLFlowLogger):
+    """Lightning's MLFlowLogger with a local store by default and params MLflow always takes.
+
+    `tracking_uri` null: MLFLOW_TRACKING_URI when set, else a SQLite store in `save_dir`
+    (`<save_dir>/mlflow.db`, artifacts in `<save_dir>/artifacts`), which `mlflow ui
+    --backend-store-uri sqlite:///<save_dir>/mlflow.db` reads. Lightning's default, a file store,
+    is refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE=true.
+    """
+
+    def __init__(
+        self,
+        save_dir: str = "./mlruns",
+        tracking_uri: str | None = None,
+        artifact_location: str | None = None,
+        run_id_file: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        from mlflow.exceptions import MlflowException
+
+        tracking_uri = tracking_uri or ENV_TRACKING_URI
+        if not tracking_uri:
+            store = Path(save_dir).absolute()
+            try:
+                store.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise LMTrainError(
+                    f"logger.mlflow.save_dir={save_dir} cannot be created ({err.strerror}): give "
+                    "a folder you can write to, or a server in logger.mlflow.tracking_uri"
+                ) from None
+            tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
+            artifact_location = artifact_location or str(store / "artifacts")
+        try:
+            super().__init__(
+                save_dir=save_dir,
+                tracking_uri=tracking_uri,
+                artifact_location=artifact_location,
+                **kwargs,
+            )
+        except MlflowException as err:  # the store is opened here: a bad URI fails now
+            raise LMTrainError(
+                f"MLflow cannot use the tracking URI {tracking_uri!r} ({first_line(err)}): set "
+                "logger.mlflow.tracking_uri to a server (http://host:5000) or a database "
+                "(sqlite:///path/to/mlflow.db), or null for the local store in "
+                "logger.mlflow.save_dir"
+            ) from None
+        self.store_uri = tracking_uri
+        self.continued_run = kwargs.get("run_id")
+        self.run_id_file = Path(run_id_file) if run_id_file else None
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Mapping[str, Any]) -> None:  # type: ignore[override]
+        """Log `params` flattened; values cut at MLflow's limit, keys made ones it takes.
+
+        A continued run keeps the params it has: MLflow refuses to change one (a resume's
+        `ckpt_path` differs), so only new ones are added.
+        """
+        from mlflow.entities import Param
+        from mlflow.utils.validation import (
+            MAX_ENTITY_KEY_LENGTH,
+            MAX_PARAM_VAL_LENGTH,
+            MAX_PARAMS_TAGS_PER_BATCH,
+        )
+
+        flat = {
+            mlflow_key(key, MAX_ENTITY_KEY_LENGTH): str(value)[:MAX_PARAM_VAL_LENGTH]
+            for key, value in flat_params(params).items()
+        }
+        run_id = self.run_or_refuse()
+        if self.continued_run is not None:
+            logged = self.experiment.get_run(run_id).data.params
+            changed = sorted(k for k, v in flat.items() if logged.get(k, v) != v)
+            if changed:
+                log.info("MLflow run %s keeps its first values of %s", run_id, ", ".join(changed))
+            flat = {k: v for k, v in flat.items() if k not in logged}
+        batch = [Param(key=key, value=value) for key, value in flat.items()]
+        for start in range(0, len(batch), MAX_PARAMS_TAGS_PER_BATCH):
+            chunk = batch[start : start + MAX_PARAMS_TAGS_PER_BATCH]
+            self.experiment.log_batch(run_id=run_id, params=chunk)
+        if self.run_id_file is not None:
+            self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self.run_id_file.write_text(run_id + "\n")
+
+    def run_or_refuse(self) -> str:
+        """This logger's run id (the run is made on first use); a continued run that the store
+        does not hold is one line saying where the id came from."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.run_id
+        except MlflowException as err:
+            if self.continued_run is None:
+                raise
+            where = self.run_id_file or "logger.mlflow.run_id"
+            raise LMTrainError(
+                f"MLflow run {self.continued_run} (from {where}) is not in {self.store_uri} "
+                f"({first_line(err)}): point logger.mlflow.tracking_uri at the store that holds "
+                f"it, or delete {where} to start a new MLflow run"
+            ) from None
+
+
+class TensorBoardLogger(LightningTensorBoardLogger):
+    """Lightning's TensorBoardLogger whose hyperparameters reach TensorBoard's HParams tab
+    without the placeholder metric `hp_metric` (see the module docstring); `default_hp_metric`
+    true brings Lightning's own summary, placeholder included, back."""
+
+    def __init__(self, *args: Any, default_hp_metric: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
+        self.placeholder_metric = default_hp_metric
+
+    @rank_zero_only
+    def log_hyperparams(  # type: ignore[override]
+        self,
+        params: Mapping[str, Any],
+        metrics: dict[str, Any] | None = None,
+        step: int | None = None,
+    ) -> None:
+        super().log_hyperparams(params, metrics, step)  # kept for hparams.yaml
+        if metrics is not None or self.placeholder_metric:
+            return  # Lightning wrote the hparams summary with these metrics
+        from torch.utils.tensorboard.summary import hparams
+
+        flat = flat_params(params)
+        plain = {k: v if isinstance(v, int | float | str) else str(v) for k, v in flat.items()}
+        _, session_start, _ = hparams(plain, {})
+        self.experiment.file_writer.add_summary(session_start)
