@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.models.checkpoint import resolve_model_path
 from lmtrain.models.export_folder import export_checkpoint, scrub
+from lmtrain.utils.config_checks import check_export_config
 from lmtrain.utils.task import task_wrapper
 
 __all__ = ["export", "export_checkpoint", "scrub"]
@@ -29,6 +30,7 @@ __all__ = ["export", "export_checkpoint", "scrub"]
 @task_wrapper
 def export(cfg: DictConfig) -> Path:
     """Write the exported folder for `cfg.ckpt_path` to `cfg.out_dir`; return its path."""
+    check_export_config(cfg)  # overwrite=maybe must not read as yes: checked before any work
     source = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     return export_checkpoint(
         source,

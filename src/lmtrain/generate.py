@@ -54,9 +54,9 @@ def generate(cfg: DictConfig) -> list[str]:
         temperature=float(cfg.temperature),
         top_k=cfg.top_k,
         top_p=cfg.top_p,
-        greedy=bool(cfg.greedy),
+        greedy=cfg.greedy,
         num_samples=int(cfg.num_samples),
-        stop_at_eos=bool(cfg.stop_at_eos),
+        stop_at_eos=cfg.stop_at_eos,
     )
     sys.stdout.write(cfg.separator.join(texts) + "\n")
     sys.stdout.flush()
@@ -67,9 +67,23 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
     """The prompt text: `prompt_file`'s exact contents when set, else `prompt`."""
     if prompt_file:
         path = Path(prompt_file).expanduser()
-        if not path.is_file():
-            raise LMTrainError(f"prompt_file={prompt_file!r} does not exist: pass a text file")
-        return path.read_text(encoding="utf-8")
+        given = f"prompt_file={prompt_file!r}"
+        if path.is_dir():
+            raise LMTrainError(f"{given} is a folder: pass a UTF-8 text file inside it")
+        if not path.exists():
+            raise LMTrainError(f"{given} does not exist: pass a UTF-8 text file")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise LMTrainError(
+                f"{given} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                f"{err.start}): save it as UTF-8 or pass prompt=<text>"
+            ) from None
+        except OSError as err:
+            raise LMTrainError(
+                f"{given} cannot be read ({err.strerror}): check its permissions "
+                "or pass another text file"
+            ) from None
     return "" if prompt is None else str(prompt)
 
 

@@ -48,7 +48,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # One live run per run folder, and none into another run's checkpoints unless told to.
     resuming = resumes_run_in(output_dir, ckpt_path)
-    claim_run_folder(output_dir, resuming=resuming, overwrite=bool(cfg.get("overwrite_run")))
+    claim_run_folder(output_dir, resuming=resuming, overwrite=cfg.get("overwrite_run") is True)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

@@ -84,9 +84,31 @@ class Problems:
             return False
         return True
 
+    def boolean(self, key: str, value: Any) -> bool:
+        """A real true or false (see `strict_bool`)."""
+        try:
+            strict_bool(key, value)
+        except LMTrainError as err:
+            self.add(str(err))
+            return False
+        return True
+
     def choice(self, key: str, value: Any, choices: Iterable[Any]) -> bool:
         choices = list(choices)
         if value in choices:
             return True
         self.add(f"{key}={value!r} is unknown: use one of {', '.join(map(str, choices))}")
         return False
+
+
+def strict_bool(key: str, value: Any) -> bool:
+    """`value` when it is a real bool, else one LMTrainError naming `key`.
+
+    Hydra turns `key=true`/`key=false` (any case) into bools, but `key=no`, `key=maybe`, `key=0`
+    or `key="true"` arrive as strings or numbers, and `bool("no")` is True: a yes/no setting that
+    guards a run's files (overwrite_run, overwrite) must not read "no" as yes. So only a bool
+    passes; strings, numbers and null are refused.
+    """
+    if isinstance(value, bool):
+        return value
+    raise LMTrainError(f"{key}={value!r} is not true or false: pass {key}=true or {key}=false")

@@ -49,6 +49,8 @@ def check_train_config(cfg: DictConfig) -> None:
     problems = Problems()
     problems.integer("seed", cfg.get("seed"), optional=True)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
+    # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
+    problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
     check_data(plain(cfg.get("data")), problems)
     check_model(plain(cfg.get("model")), problems)
     check_trainer(plain(cfg.get("trainer")), problems)
@@ -64,11 +66,21 @@ def check_eval_config(cfg: DictConfig) -> None:
     problems.raise_if_any()
 
 
+def check_export_config(cfg: DictConfig) -> None:
+    problems = Problems()
+    problems.boolean("overwrite", cfg.get("overwrite", False))
+    problems.boolean("verify", cfg.get("verify", True))
+    problems.raise_if_any()
+
+
 def check_generate_config(cfg: DictConfig) -> None:
     problems = Problems()
     problems.integer("seed", cfg.get("seed"), optional=True)
     problems.integer("num_samples", cfg.get("num_samples"), 1)
-    check_samples(plain(cfg), "", problems, greedy=bool(cfg.get("greedy")))
+    problems.boolean("stop_at_eos", cfg.get("stop_at_eos", True))
+    greedy = cfg.get("greedy", False)
+    if problems.boolean("greedy", greedy):
+        check_samples(plain(cfg), "", problems, greedy=greedy)
     problems.number("top_p", cfg.get("top_p"), low=0, high=1, low_open=True, optional=True)
     device = cfg.get("device")
     if not (isinstance(device, str) and DEVICE.fullmatch(device)):
