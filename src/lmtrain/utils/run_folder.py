@@ -34,6 +34,7 @@ from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
+from lmtrain.utils.checks import strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
@@ -49,9 +50,13 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
     `resumes_run_in`); `overwrite`: the command allows replacing another run's files.
     """
     global _held
-    if getattr(rank_zero_only, "rank", 0) > 0:
-        return
     folder = Path(output_dir).resolve()
+    if getattr(rank_zero_only, "rank", 0) > 0:
+        # Rank 0 holds the lock. The other ranks refuse too, each on its own, before Hydra
+        # writes their `.hydra/` over the first run's (torchrun starts every rank as a run).
+        if not (resuming or overwrite):
+            refuse_other_runs_checkpoints(folder)
+        return
     if _held is None or _held[0] != folder:
         if _held is not None:  # this process's previous run is over
             _held[1]()
@@ -68,6 +73,11 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
             ) from None
     if resuming or overwrite:
         return
+    refuse_other_runs_checkpoints(folder)
+
+
+def refuse_other_runs_checkpoints(folder: Path) -> None:
+    """Raise LMTrainError when `folder` holds checkpoints (of a run this one does not resume)."""
     found = existing_checkpoints(folder)
     if found:
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
@@ -98,9 +108,12 @@ class ClaimRunFolder(HydraCallback):
         requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
         resuming = requeued or resumes_run_in(run_dir, ckpt_path)
         try:
-            claim_run_folder(run_dir, resuming, overwrite=bool(config.get("overwrite_run")))
+            # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
+            overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
+            claim_run_folder(run_dir, resuming, overwrite=overwrite)
         except LMTrainError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+            if getattr(rank_zero_only, "rank", 0) == 0:  # one line for the whole run
+                print(f"error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
 
 
