@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from lmtrain.models.module import CausalLMModule
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import fast_dev_run_cli, run_cli
 from tests.helpers.corpora import write_corpus
+from tests.helpers.faults import drop_root_file_access
 from tests.helpers.runs import tiny_train_config, train_tiny
 
 
@@ -142,18 +142,6 @@ def test_unreadable_corpus_file(tmp_path: Path) -> None:
         preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
     )
     assert_one_line_error(result, str(corpus / "locked.txt"), "not readable", "chmod a+r")
-
-
-def drop_root_file_access() -> None:
-    """Remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec: the
-    new program then checks file modes like any process (prctl PR_CAPBSET_DROP)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
-
-
-PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
 
 
 def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> None:

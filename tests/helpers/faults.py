@@ -12,12 +12,15 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
   final validation on the whole val split starts.
 - `PausingCheckpointIO` stops a run in the middle of a save of last.ckpt, between the write of
   the temporary file and its rename, for the test to kill it there.
+- `drop_root_file_access` makes a child process (as `preexec_fn`) check file modes even as
+  root, so that a read-only folder is read-only to it.
 - `SlowTextFiles` reads real files at a throttled pace, so that a token-cache build stays under
   way while a test acts; `prepare_in_child` runs such a build in another process.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -171,3 +174,16 @@ def prepare_in_child(
         start.wait()
     dm.prepare_data()
     log_path.with_suffix(".path").write_text(str(dm.cache_path))
+
+
+def drop_root_file_access() -> None:
+    """Remove CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set before exec: the
+    new program then checks file modes like any process (prctl PR_CAPBSET_DROP)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+# Linux prctl and capability numbers (linux/prctl.h, linux/capability.h).
+PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2

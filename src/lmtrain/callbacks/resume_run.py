@@ -42,6 +42,8 @@ from lmtrain.utils.task import fail
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
+# The entry points whose runs hold no training to resume (their configs/<name>.yaml).
+OTHER_TOOLS = ("eval", "generate", "export")
 RECORD = ".hydra"  # Hydra's hydra.output_subdir, where a run's config is saved
 
 
@@ -79,6 +81,7 @@ class ResumeRun(HydraCallback):
         folder = run_folder(value, named, Path(config.paths.log_dir), str(config.task_name))
         record = str(config.hydra.output_subdir or RECORD)
         saved, saved_choices = load_saved(value, folder / record)
+        check_same_entry_point(value, folder / record, saved, config_name)
         resumed, groups = resumed_config(value, config, config_name, saved, saved_choices)
         with read_write(config), open_dict(config):
             for key in [k for k in config if k != "hydra"]:
@@ -192,6 +195,28 @@ def load_saved(value: str, record: Path) -> tuple[DictConfig, dict[str, Any]]:
     except Exception:  # only used to skip a group override that names the run's own choice
         choices = None
     return saved, dict(OmegaConf.to_container(choices)) if choices else {}
+
+
+def check_same_entry_point(value: str, record: Path, saved: DictConfig, config_name: str) -> None:
+    """Refuse a run folder whose saved config is another tool's (lmtrain.eval, generate, ...):
+    resuming would build this run from a config without a model or training settings.
+
+    The entry point is `hydra.job.config_name` in the run's hydra.yaml (task_name is the user's
+    to choose, and a training config may have another name); a folder without one is left to
+    the checks that follow."""
+    try:
+        hydra_yaml = OmegaConf.load(record / "hydra.yaml")
+        saved_name = OmegaConf.select(hydra_yaml, "hydra.job.config_name")
+    except Exception:  # missing or unreadable: nothing to compare with
+        return
+    if saved_name == config_name or saved_name not in OTHER_TOOLS:
+        return
+    raise LMTrainError(
+        f"resume={value}: the run's config {record / 'config.yaml'} is one of lmtrain."
+        f"{saved_name} (task_name={saved.get('task_name')}), not of lmtrain.{config_name}: pass "
+        f"a folder of a lmtrain.{config_name} run; if another tool overwrote this run's .hydra/, "
+        "resume with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+    )
 
 
 def write_record(config: DictConfig, record: str) -> None:

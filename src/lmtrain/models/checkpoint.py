@@ -41,6 +41,10 @@ from lmtrain.utils.safe_load import (
 # checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
 
+# What tokenizer.save_pretrained writes in every case; a model folder without either has no
+# tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
 
 def last_checkpoint_path(trainer: Any) -> Path:
     """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
@@ -202,6 +206,13 @@ class LoadedModel:
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
     `lmtrain.export` folder, or any `save_pretrained` folder)."""
+    if path == "last":
+        # `last` is the run folder's checkpoint for train, which resumes in that folder; these
+        # tools write a run folder of their own, so they take the file itself.
+        raise LMTrainError(
+            "ckpt_path=last only resumes training (lmtrain.train): pass the checkpoint itself, "
+            "ckpt_path=<run folder>/checkpoints/last.ckpt, or an exported folder"
+        )
     if path and is_sharded_checkpoint(Path(path).expanduser()):
         raise LMTrainError(
             f"ckpt_path={path!r} is a sharded checkpoint folder: merge it into one file first with "
@@ -215,7 +226,7 @@ def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
                 "folder written by lmtrain.export (or save_pretrained)"
             )
         return str(folder)
-    if not path or (path != "last" and not Path(path).expanduser().is_file()):
+    if not path or not Path(path).expanduser().is_file():
         raise LMTrainError(
             f"ckpt_path={path!r} does not exist: pass a .ckpt file or an exported folder"
         )
@@ -260,7 +271,13 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
 
 def model_from_folder(path: str | Path) -> LoadedModel:
     """An HF folder: weights and tokenizer with `from_pretrained`, run config from `lmtrain.json`
-    when lmtrain.export wrote one (a plain save_pretrained folder has none)."""
+    when lmtrain.export wrote one (a plain save_pretrained folder has none).
+
+    A folder without its tokenizer files is refused: AutoTokenizer would quietly build a
+    tokenizer of one token from config.json, and every tool would then give wrong results.
+    """
+    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
+        raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
     try:
         model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -273,10 +290,23 @@ def model_from_folder(path: str | Path) -> LoadedModel:
             f"ckpt_path={str(path)!r} could not be loaded ({first_line(err)}): pass a folder "
             "with the model and its tokenizer, as lmtrain.export writes it"
         ) from None
+    # A real tokenizer may be smaller than config.vocab_size (padded, e.g. GPT-2's 50257 in
+    # 50304 embeddings), never a single token.
+    if len(tokenizer) < 2:
+        raise missing_tokenizer(path, f"its tokenizer has {len(tokenizer)} token(s)")
     model.eval()
     meta_path = Path(path) / EXPORT_META
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     return LoadedModel(model, tokenizer, meta.get("run_config") or {}, meta.get("info") or {})
+
+
+def missing_tokenizer(path: str | Path, what: str) -> LMTrainError:
+    """The refusal of a model folder whose tokenizer is missing (`what`: how that shows)."""
+    return LMTrainError(
+        f"ckpt_path={str(path)!r} has no usable tokenizer ({what}): copy the tokenizer files "
+        "into it (tokenizer.save_pretrained(folder)), or export the checkpoint again with "
+        "lmtrain.export"
+    )
 
 
 def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:

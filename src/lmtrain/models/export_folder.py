@@ -62,27 +62,45 @@ def export_checkpoint(
         )
     info = {**loaded.info, **final_metrics(source, loaded.info)}
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    remove_dead_leftovers(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_dead_leftovers(target)
+        tmp.mkdir()
+    except OSError as err:
+        raise unwritable(out_dir, err) from None
     lock = hold_lock(tmp)
     try:
-        write_folder(tmp, loaded, info, generation or {}, source)
-        card = model_card(
-            loaded, scrub(loaded.run_config), info, model_name, license, model_name or str(target)
-        )
-        card.save(tmp / "README.md")
-        apply_umask(tmp)
+        try:
+            write_folder(tmp, loaded, info, generation or {}, source)
+            title = model_name or str(target)
+            card = model_card(loaded, scrub(loaded.run_config), info, model_name, license, title)
+            card.save(tmp / "README.md")
+            apply_umask(tmp)
+        except OSError as err:
+            raise unwritable(out_dir, err) from None
         if verify:
             verify_folder(tmp, loaded)
-        replace_folder(tmp, target)
+        try:
+            replace_folder(tmp, target)
+        except OSError as err:
+            raise unwritable(out_dir, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:
             os.close(lock)
     log.info("Exported %s to %s", source, target)
     return target
+
+
+def unwritable(out_dir: str, err: OSError) -> LMTrainError:
+    """The refusal of an out_dir that the file system does not let us create or fill (read-only,
+    no permission, disk full)."""
+    where = f": {err.filename}" if err.filename else ""
+    return LMTrainError(
+        f"out_dir={out_dir} cannot be created or written ({err.strerror or err}{where}): pass a "
+        "writable out_dir"
+    )
 
 
 def final_metrics(source: str, info: dict[str, Any]) -> dict[str, Any]:

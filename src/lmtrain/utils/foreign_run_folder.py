@@ -1,0 +1,76 @@
+"""eval, generate and export never write into another task's run folder.
+
+Each of them writes a run folder of its own (`.hydra/`, its log, eval's `metrics.json`). Given
+`hydra.run.dir=<a training run>`, Hydra would replace that run's saved config before the task
+starts and eval would overwrite its `metrics.json`: the run could no longer be resumed with
+`resume=`, and its final metrics would be lost. `RefuseForeignRunFolder` stops such a command,
+in one line, before Hydra writes anything. A folder of the same task (a repeated eval into its
+own folder, Lightning's DDP ranks > 0 re-run in rank 0's folder) is left alone.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig, OmegaConf
+
+# What lmtrain.train leaves in a run folder and none of these tools writes.
+TRAINING_OUTPUTS = ("checkpoints",)
+SAVED_CONFIG = Path(".hydra") / "config.yaml"
+
+
+def foreign_run(folder: Path, task_name: str) -> str | None:
+    """What makes `folder` another task's run folder, or None when this task may write there."""
+    if not folder.is_dir():
+        return None
+    for name in TRAINING_OUTPUTS:
+        if (folder / name).exists():
+            return f"it holds {name}/ of a training run"
+    # Without outputs, another task's `.hydra/` is the record of a command that failed early:
+    # nothing of value to lose (and `resume=` needs a checkpoint anyway).
+    if not (folder / "metrics.json").exists():
+        return None
+    saved = saved_task_name(folder / SAVED_CONFIG)
+    if saved is None:
+        return f"it holds a metrics.json without a readable {SAVED_CONFIG}"
+    if saved != task_name:
+        return f"it holds the metrics.json of a run of task_name={saved}"
+    return None
+
+
+def saved_task_name(path: Path) -> str | None:
+    """The task_name in a run's saved config, None when there is none to read."""
+    try:
+        saved = OmegaConf.load(path)
+    except Exception:  # missing, unreadable, not YAML: no task to compare with
+        return None
+    task = saved.get("task_name") if isinstance(saved, DictConfig) else None
+    return None if task is None else str(task)
+
+
+class RefuseForeignRunFolder(HydraCallback):
+    """Hydra callback (configs/eval.yaml, generate.yaml, export.yaml `hydra.callbacks`): refuse a
+    `hydra.run.dir` that holds another task's run, before Hydra writes `.hydra/` into it.
+
+    Hydra turns a callback's exception into a warning, so the refusal prints its one `error:`
+    line and exits 1 itself.
+    """
+
+    def on_run_start(self, config: DictConfig, **_: Any) -> None:
+        folder = Path(str(config.hydra.run.dir)).expanduser()
+        task = str(config.task_name)
+        reason = foreign_run(folder, task)
+        if reason is None:
+            return
+        print(
+            f"error: hydra.run.dir={folder} is another run's folder ({reason}), which "
+            f"task_name={task} would overwrite: drop hydra.run.dir (each run gets a new "
+            "folder) or pass a new folder; to use that run's model pass "
+            "ckpt_path=<run folder>/checkpoints/last.ckpt",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1)

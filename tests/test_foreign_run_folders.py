@@ -1,0 +1,174 @@
+"""eval, generate and export leave a training run's folder alone, and refuse in one line the
+inputs a new user gets wrong: `ckpt_path=last` (a training-only value), an export without its
+tokenizer files, an out_dir they cannot write, and `resume=` of a folder another tool wrote.
+
+One real training run (CLI, so its folder holds `.hydra/`, metrics.json and checkpoints as a
+user's does) and its export serve every test; the commands run as subprocesses, two at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from lmtrain.models.checkpoint import TOKENIZER_FILES, load_model
+from lmtrain.utils.foreign_run_folder import foreign_run
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.faults import drop_root_file_access
+from tests.helpers.runs import export_tiny
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run folder, its export) of a tiny CLI training run."""
+    tmp = tmp_path_factory.mktemp("foreign")
+    run = tmp / "train-run"
+    result = run_cli(
+        "train", *tiny_cli(tmp, tmp / "data", f"hydra.run.dir={run}", "logger=none"), timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
+    export = export_tiny(run / "checkpoints" / "last.ckpt", tmp / "export", tmp / "data")
+    return run, export
+
+
+def digests(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def run_all(commands: dict[str, list[str]], **kwargs) -> dict:
+    """Run `python -m lmtrain.<module> ...` for each (name: [module, *overrides]), two at a time."""
+
+    def one(name: str):
+        module, *overrides = commands[name]
+        return run_cli(module, *overrides, timeout=300, **kwargs)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:  # ~10 s of startup each
+        return dict(zip(commands, pool.map(one, commands), strict=True))
+
+
+def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    run, _ = trained
+    before = digests(run)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    into_run = [f"hydra.run.dir={run}", f"ckpt_path={ckpt}"]
+    results = run_all(
+        {
+            "eval": ["eval", *into_run],
+            "generate": ["generate", *into_run, "prompt=ab", "max_new_tokens=4"],
+            "export": ["export", *into_run, f"out_dir={tmp_path / 'out'}"],
+            # What the old hint sent a user to type: `last` is train's, the others want the file.
+            "eval last": ["eval", "ckpt_path=last", f"paths.log_dir={tmp_path / 'logs'}"],
+        }
+    )
+    for name in ("eval", "generate", "export"):
+        assert_one_line_error(
+            results[name],
+            f"hydra.run.dir={run} is another run's folder",
+            "checkpoints/ of a training run",
+            "ckpt_path=<run folder>/checkpoints/last.ckpt",
+        )
+    assert_one_line_error(
+        results["eval last"],
+        "ckpt_path=last only resumes training",
+        "ckpt_path=<run folder>/checkpoints/last.ckpt",
+    )
+    assert digests(run) == before
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:
+    """A repeated eval into its own folder (and DDP ranks > 0 in rank 0's) may write there; a
+    folder with the metrics.json of another task, or of no known task, may not."""
+    folder = tmp_path / "eval-run"
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("task_name: eval\n")
+    (folder / "metrics.json").write_text("{}\n")
+    assert foreign_run(folder, "eval") is None
+    assert foreign_run(tmp_path / "new", "eval") is None
+    assert "task_name=eval" in foreign_run(folder, "generate")
+    (folder / ".hydra" / "config.yaml").unlink()
+    assert "metrics.json" in foreign_run(folder, "eval")
+    # Another task's .hydra/ alone (a command refused early) holds nothing to lose.
+    (folder / "metrics.json").unlink()
+    (folder / ".hydra" / "config.yaml").write_text("task_name: train\n")
+    assert foreign_run(folder, "eval") is None
+
+
+def test_export_without_tokenizer_files_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, export = trained
+    assert len(load_model(export).tokenizer) > 2  # a complete export passes the check
+    broken = tmp_path / "no-tokenizer"
+    shutil.copytree(export, broken)
+    for name in TOKENIZER_FILES:
+        (broken / name).unlink()
+    place = f"paths.log_dir={tmp_path / 'logs'}"
+    results = run_all(
+        {
+            "generate": ["generate", f"ckpt_path={broken}", "prompt=ab", place],
+            "eval": ["eval", f"ckpt_path={broken}", place],
+        }
+    )
+    for result in results.values():
+        assert_one_line_error(
+            result, f"ckpt_path={str(broken)!r} has no usable tokenizer", "lmtrain.export"
+        )
+        assert result.stdout.strip() == ""  # generate used to print the prompt and exit 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.access("/", os.W_OK), reason="needs file modes")
+def test_export_into_unwritable_parent(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """Root writes anywhere through CAP_DAC_OVERRIDE: the export runs without it (still uid 0)."""
+    run, _ = trained
+    parent = tmp_path / "read-only"
+    parent.mkdir()
+    parent.chmod(0o555)
+    out = parent / "model"
+    result = run_cli(
+        "export",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"out_dir={out}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+        timeout=300,
+    )
+    assert_one_line_error(result, f"out_dir={out} cannot be created or written", "writable out_dir")
+    assert list(parent.iterdir()) == []  # no half-written model, no temporary folder
+
+
+def test_resume_of_another_tools_run_folder(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A training run whose .hydra/ an eval overwrote (as lmtrain.eval did before it refused
+    such folders): resume= names the tool the config belongs to, not a setting deep inside."""
+    run, _ = trained
+    damaged = tmp_path / "damaged-run"
+    shutil.copytree(run, damaged)
+    record = damaged / ".hydra"
+    config = OmegaConf.load(record / "config.yaml")
+    config.task_name = "eval"
+    OmegaConf.save(config, record / "config.yaml")
+    hydra_yaml = OmegaConf.load(record / "hydra.yaml")
+    hydra_yaml.hydra.job.config_name = "eval"
+    OmegaConf.save(hydra_yaml, record / "hydra.yaml")
+    before = digests(damaged)
+    result = run_cli("train", f"resume={damaged}", timeout=300)
+    assert_one_line_error(
+        result,
+        f"resume={damaged}",
+        "is one of lmtrain.eval (task_name=eval), not of lmtrain.train",
+        "ckpt_path=last hydra.run.dir=<run folder>",
+    )
+    assert digests(damaged) == before
