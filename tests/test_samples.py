@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 
 import pytest
 
-from lmtrain.train import train
 from tests.helpers.assertions import one_error_line
 from tests.helpers.cli import run_cli, tiny_cli, wandb_summary
-from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import one_file_corpus, write_corpus
-
-PROMPTS = "samples.prompts=['The cat','A dog']"
+from tests.helpers.samples import blocks, train_with_samples
 
 
 @pytest.fixture(scope="module")
@@ -23,39 +19,10 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("samples") / "corpus")
 
 
-def train_run(run_dir: Path, data_dir: Path, corpus: Path, *overrides: str) -> dict:
-    """A TINY run (validations after steps 2 and 4) with a char tokenizer, two prompts and
-    12 new tokens a sample; batches of 4 and 1 validation batch keep it short."""
-    cfg = compose(
-        "train",
-        run_dir,
-        data_dir,
-        *TINY,
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        "data.batch_size=4",
-        "trainer.limit_val_batches=1",
-        PROMPTS,
-        "samples.max_new_tokens=12",
-        *overrides,
-    )
-    return train(cfg)
-
-
-def blocks(path: Path) -> list[tuple[int, list[str]]]:
-    """samples.txt as (step, [sample, ...]) per validation."""
-    parts = re.split(r"^=== step (\d+) ===\n\n", path.read_text(), flags=re.M)[1:]
-    steps, texts = parts[0::2], parts[1::2]
-    return [
-        (int(s), t.rstrip("\n").split("\n\n---\n\n")) for s, t in zip(steps, texts, strict=True)
-    ]
-
-
 def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
     """The text side here; the W&B table's increments are read back in test_samples_table.py."""
     run_dir = tmp_path / "run"
-    train_run(run_dir, data_dir, corpus, "logger=wandb")
+    train_with_samples(run_dir, data_dir, corpus, "logger=wandb")
 
     # Validations at steps 2 and 4, then the final whole-split validation (still step 4).
     found = blocks(run_dir / "samples.txt")
@@ -79,7 +46,7 @@ def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_d
 def test_every_n_val_and_final_validation(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
     """every_n_val=2 samples the 1st and 3rd validation; the final one always samples."""
     run_dir = tmp_path / "run"
-    train_run(
+    train_with_samples(
         run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=6", "samples.every_n_val=2"
     )
     assert [step for step, _ in blocks(run_dir / "samples.txt")] == [2, 6, 6]
@@ -88,8 +55,8 @@ def test_every_n_val_and_final_validation(corpus: Path, tmp_path: Path, data_dir
 def test_sampling_leaves_training_unchanged(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
     """Sampling draws from a forked RNG: with dropout on, the run trains exactly the same."""
     dropout = ["model.config.resid_pdrop=0.1", "model.config.attn_pdrop=0.1", "logger=none"]
-    with_samples = train_run(tmp_path / "with", data_dir, corpus, *dropout)
-    without = train_run(
+    with_samples = train_with_samples(tmp_path / "with", data_dir, corpus, *dropout)
+    without = train_with_samples(
         tmp_path / "without", data_dir, corpus, *dropout, "callbacks.text_samples=null"
     )
     assert not (tmp_path / "without" / "samples.txt").exists()
@@ -137,7 +104,7 @@ def test_failed_sampling_warns_and_training_goes_on(
     run_dir = tmp_path / "run"
     (run_dir / "samples.txt").mkdir(parents=True)
     with caplog.at_level(logging.WARNING, logger="lmtrain.callbacks.samples"):
-        metrics = train_run(run_dir, data_dir, corpus, "logger=none")
+        metrics = train_with_samples(run_dir, data_dir, corpus, "logger=none")
     warnings = [r.getMessage() for r in caplog.records if r.name == "lmtrain.callbacks.samples"]
     assert len(warnings) == 3, warnings  # steps 2 and 4, and the final validation
     assert all("IsADirectoryError" in w and "the run goes on" in w for w in warnings), warnings

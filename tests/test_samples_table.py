@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import pytest
 
-from lmtrain.train import train
 from tests.helpers.cli import wandb_records, wandb_summary
-from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import write_corpus
+from tests.helpers.samples import blocks, train_with_samples
 
 TABLE_ARTIFACT = "wandb-run-incremental-table"  # wandb's type for one increment of a table
 
@@ -23,35 +21,6 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_corpus(tmp_path_factory.mktemp("samples-table") / "corpus")
 
 
-def train_run(run_dir: Path, data_dir: Path, corpus: Path, *overrides: str) -> dict:
-    """A TINY run validating every 2 steps on 1 batch, a char tokenizer, two prompts, 12 new
-    tokens a sample (as test_samples.py's runs)."""
-    cfg = compose(
-        "train",
-        run_dir,
-        data_dir,
-        *TINY,
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        "data.batch_size=4",
-        "trainer.limit_val_batches=1",
-        "samples.prompts=['The cat','A dog']",
-        "samples.max_new_tokens=12",
-        *overrides,
-    )
-    return train(cfg)
-
-
-def blocks(path: Path) -> list[tuple[int, list[str]]]:
-    """samples.txt as (step, [sample, ...]) per validation."""
-    parts = re.split(r"^=== step (\d+) ===\n\n", path.read_text(), flags=re.M)[1:]
-    return [
-        (int(step), text.rstrip("\n").split("\n\n---\n\n"))
-        for step, text in zip(parts[0::2], parts[1::2], strict=True)
-    ]
-
-
 def test_samples_table_logs_only_new_rows_and_reads_back_whole(
     corpus: Path, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,7 +28,7 @@ def test_samples_table_logs_only_new_rows_and_reads_back_whole(
     rows each; together they are every row of samples.txt, in order."""
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # wandb's staging copies
     run_dir = tmp_path / "run"
-    train_run(run_dir, data_dir, corpus, "logger=wandb", "trainer.max_steps=6")
+    train_with_samples(run_dir, data_dir, corpus, "logger=wandb", "trainer.max_steps=6")
     found = blocks(run_dir / "samples.txt")
     assert [step for step, _ in found] == [2, 4, 6, 6]
     expected = [[step, *split(sample)] for step, samples in found for sample in samples]
@@ -116,7 +85,7 @@ def test_samples_file_follows_the_umask(
     run_dir = tmp_path / "run"
     previous = os.umask(umask)
     try:
-        train_run(run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=2")
+        train_with_samples(run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=2")
     finally:
         os.umask(previous)
     path = run_dir / "samples.txt"

@@ -18,6 +18,7 @@ other.
 - `metric_probes`: a callback that records what a real run's gradients were, and a runner of
   functions on two gloo ranks, for checking logged metrics against a reference.
 - `pretrained`: a tiny random GPT-2 and its BPE saved as a hub model would be.
+- `samples`: a run that writes text samples, and samples.txt read back.
 - `assertions`: what a refused command must look like: one `error:` line, no traceback.
 """
 
