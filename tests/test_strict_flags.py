@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +19,11 @@ from lmtrain.export import export
 from lmtrain.generate import generate, read_prompt
 from lmtrain.train import train
 from lmtrain.utils.checks import Problems, strict_bool
+from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error, one_error_line
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import compose
+from tests.helpers.faults import drop_root_file_access
 from tests.helpers.runs import export_tiny
 
 
@@ -165,14 +169,31 @@ def test_a_binary_prompt_file_is_refused(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_an_unreadable_prompt_file_is_refused(tmp_path: Path) -> None:
+    """Read in a child that checks file modes even as root (drop_root_file_access)."""
     locked = tmp_path / "prompt.txt"
     locked.write_text("The dog")
     locked.chmod(0)
-    with pytest.raises(LMTrainError) as refused:
-        read_prompt(None, str(locked))
-    assert str(refused.value) == (
+    code = (
+        "import sys\n"
+        "from lmtrain.errors import LMTrainError\n"
+        "from lmtrain.generate import read_prompt\n"
+        "try:\n"
+        f"    read_prompt(None, {str(locked)!r})\n"
+        "except LMTrainError as err:\n"
+        "    print(err)\n"
+        "    sys.exit(1)\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+    )
+    assert child.returncode == 1, child.stderr[-2000:]
+    assert child.stdout.strip() == (
         f"prompt_file={str(locked)!r} cannot be read (Permission denied): check its "
         "permissions or pass another text file"
     )

@@ -31,6 +31,7 @@ from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.corpora import build_tokenizer
 
 # Makes torch.load default to unrestricted unpickling where a caller leaves weights_only unset.
 NO_WEIGHTS_ONLY = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -193,6 +194,7 @@ def test_exported_folder_with_a_crafted_bin_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "ran"
     folder = tmp_path / "export"
     GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=16).save_pretrained(folder)
+    build_tokenizer("char", ["an export's tokenizer"]).save_pretrained(folder)  # all but weights
     crafted_ckpt(folder / "pytorch_model.bin", marker)
     with pytest.raises(LMTrainError, match=r"export' holds pickled objects .* could run code"):
         load_model(folder)
