@@ -111,16 +111,15 @@ class KillInFinalValidation(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-class PausingCheckpointIO(AtomicCheckpointIO):
-    """On the `pause_at`-th save of `last.ckpt`, writes the temporary file in full, then writes
-    `marker` (holding the temporary file's path) and sleeps before the rename, so the test can
-    kill -9 the run at the moment a non-atomic save would leave a half-written `last.ckpt`."""
+class PauseBeforeReplace:
+    """Mixin for a CheckpointIO or a strategy that writes a checkpoint under a temporary name:
+    on the `pause_at`-th save of `last.ckpt`, once it is written in full, writes `marker`
+    (holding the temporary path) and sleeps before the rename, for the test to kill -9 the run
+    there."""
 
-    def __init__(self, marker: str, pause_at: int = 2) -> None:
-        super().__init__()
-        self.marker = Path(marker)
-        self.pause_at = pause_at
-        self.saves = 0
+    marker: Path
+    pause_at: int
+    saves: int = 0
 
     def before_replace(self, tmp: Path, target: Path) -> None:
         if target.name != "last.ckpt":
@@ -129,6 +128,15 @@ class PausingCheckpointIO(AtomicCheckpointIO):
         if self.saves == self.pause_at:
             self.marker.write_text(str(tmp))
             time.sleep(600)  # the test kills the run here
+
+
+class PausingCheckpointIO(PauseBeforeReplace, AtomicCheckpointIO):
+    """`PauseBeforeReplace` on our atomic CheckpointIO: the moment a non-atomic save would leave
+    a half-written `last.ckpt`."""
+
+    def __init__(self, marker: str, pause_at: int = 2) -> None:
+        super().__init__()
+        self.marker, self.pause_at = Path(marker), pause_at
 
 
 class SlowTextFiles(TextFilesSource):

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain.strategies.fsdp import FSDP2Strategy
+from tests.helpers.faults import PauseBeforeReplace
 
 
 class Probe(Callback):
@@ -88,22 +89,13 @@ class StallAfterMidStepSave(Callback):
             time.sleep(600)
 
 
-class PausingFSDP2(FSDP2Strategy):
-    """On the `pause_at`-th save of last.ckpt, writes `marker` (the temporary folder's path)
-    once every rank's shards are in it, and sleeps before renaming it into place, for the test
-    to kill the run there."""
+class PausingFSDP2(PauseBeforeReplace, FSDP2Strategy):
+    """`PauseBeforeReplace` on the FSDP2 strategy: the temporary folder holds every rank's
+    shards when the run stalls before renaming it into place."""
 
     def __init__(self, marker: str, pause_at: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.marker, self.pause_at, self.saves = Path(marker), pause_at, 0
-
-    def before_replace(self, tmp: Path, target: Path) -> None:
-        if target.name != "last.ckpt":
-            return
-        self.saves += 1
-        if self.saves == self.pause_at:
-            self.marker.write_text(str(tmp))
-            time.sleep(600)
+        self.marker, self.pause_at = Path(marker), pause_at
 
 
 def full(tensor: torch.Tensor) -> torch.Tensor:
