@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError
-from lmtrain.models import distributed
+from lmtrain.models import distributed, optimizers
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
@@ -234,26 +234,14 @@ class CausalLMModule(LightningModule):
 
     # -- optimization -------------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW with weight decay on matrices only (embeddings, linear weights), not on
-        biases and norm gains, chosen by name (`decay_names`: the unsharded shapes); then the
-        scheduler, stepped once per optimizer step."""
+        """The optimizer over the trainable parameters, and its schedule: see
+        `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        decay = [p for n, p in named if n in self.decay_names]
-        no_decay = [p for n, p in named if n not in self.decay_names]
-        groups = [
-            {"name": "decay", "params": decay},
-            {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
-        ]
-        optimizer = self.optimizer_factory(groups)
-        if self.scheduler_factory is None:
-            return {"optimizer": optimizer}
-        scheduler = self.scheduler_factory(
-            optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches)
+        scheduled = self.scheduler_factory is not None  # the steps are the trainer's
+        steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
+        return optimizers.configure_optimizers(
+            named, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
-        }
 
     def configure_gradient_clipping(
         self,
