@@ -236,11 +236,10 @@ class CausalLMModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimizer over the trainable parameters, and its schedule: see
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
         steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
         return optimizers.configure_optimizers(
-            named, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
+            self.model, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )
 
     def configure_gradient_clipping(

@@ -1,6 +1,6 @@
 """The optimizer and learning-rate schedule of `CausalLMModule`, from its trainable parameters.
 
-The module hands over its named trainable parameters and the names that get weight decay
+The module hands over its model (whose trainable parameters train) and the names that get weight decay
 (chosen on the unsharded model); this module groups them and builds the optimizer and the
 schedule the config describes. Kept apart from the module so that optimizers with several
 parameter groups of their own (Muon for matrices, AdamW for the rest) plug in here.
@@ -32,14 +32,15 @@ def decay_groups(
 
 
 def configure_optimizers(
-    named: Iterable[tuple[str, torch.nn.Parameter]],
+    model: torch.nn.Module,
     decay_names: set[str],
     optimizer_factory: Callable[..., Optimizer],
     scheduler_factory: Callable[..., LRScheduler] | None,
     num_training_steps: int,
 ) -> dict[str, Any]:
-    """Lightning's `configure_optimizers` answer: the optimizer over the parameter groups, and
-    the scheduler stepped once per optimizer step."""
+    """Lightning's `configure_optimizers` answer: the optimizer over the trainable parameters
+    of `model`, grouped, and the scheduler stepped once per optimizer step."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optimizer_factory(decay_groups(named, decay_names))
     if scheduler_factory is None:
         return {"optimizer": optimizer}
