@@ -1,8 +1,8 @@
 """The optimizer and learning-rate schedule of `CausalLMModule`, from its trainable parameters.
 
-The module hands over its model (whose trainable parameters train) and the names that get weight decay
-(chosen on the unsharded model); this module groups them and builds the optimizer and the
-schedule the config describes. Kept apart from the module so that optimizers with several
+The module hands over its model (whose trainable parameters train) and the names that get
+weight decay (chosen on the unsharded model); this module groups them and builds the optimizer
+and the schedule the config describes. Kept apart from the module so that optimizers with several
 parameter groups of their own (Muon for matrices, AdamW for the rest) plug in here.
 """
 
