@@ -15,6 +15,7 @@ from tests.helpers.cli import run_cli, wandb_summary
 from tests.helpers.runs import eval_tiny
 
 METRIC_KEYS = {"train/loss", "val/loss", "val/ppl", "trainer/global_step", "tokens_seen"}
+STARTUP_PHASES = ("imports", "config", "data", "model", "trainer", "loggers", "first_step")
 
 
 @pytest.fixture
@@ -96,6 +97,13 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(tmp_path: Path, play
     assert metrics.keys() >= METRIC_KEYS
     assert metrics["trainer/global_step"] == 20
     assert metrics["tokens_seen"] == 20 * 12 * 64
+    # The time to the first step, split into phases that add up to it; importing torch and
+    # Lightning alone takes more than a tenth of a second.
+    phases = {k: v for k, v in metrics.items() if k.startswith("time/startup/")}
+    assert phases.keys() == {f"time/startup/{p}_s" for p in STARTUP_PHASES}
+    assert sum(phases.values()) == pytest.approx(metrics["time/startup_s"], abs=1e-6)
+    assert phases["time/startup/imports_s"] > 0.1 and min(phases.values()) >= 0
+    assert "Startup: " in first.stdout + first.stderr
 
     summary = wandb_summary(run_dir)
     assert summary["state"] == "finished" and summary["exit_code"] == 0

@@ -9,6 +9,7 @@ in the run folder.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -20,6 +21,7 @@ from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.resume_run import log_resume
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
 from lmtrain.callbacks.samples import TextSamples
+from lmtrain.callbacks.startup import StartupClock
 from lmtrain.callbacks.training_totals import TrainingTotals
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
@@ -38,11 +40,14 @@ from lmtrain.utils.run_folder import claim_run_folder, resumes_run_in
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
 log = logging.getLogger(__name__)
+IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)
 
 
 @task_wrapper
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
+    startup = StartupClock(IMPORTS_DONE)  # the time to the first step, split into phases
+    startup.mark("config")  # Hydra's composition and the process set-up
     check_train_config(cfg)  # every bad setting at once, before any work
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
@@ -55,6 +60,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("Preparing data <%s>", cfg.data.source._target_)
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
+    startup.mark("data")  # from here to the previous mark: the token cache found (or built)
 
     log.info("Building model <%s>", cfg.model.get("pretrained") or cfg.model.model_type)
     model = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
@@ -64,6 +70,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
     # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".
     model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))
+    startup.mark("model")
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     # Exact resume is not optional (as Lightning's own loop state is not): every rank's RNG
@@ -75,6 +82,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # in the final validation) still reports them.
     totals = TrainingTotals()
     callbacks.append(totals)
+    callbacks.append(startup)
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
@@ -88,8 +96,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.train_flops_per_batch = flops_per_batch(
         model.model.config, cfg.data.batch_size, cfg.data.block_size
     )
+    startup.mark("trainer")  # callbacks, loggers and the trainer built, FLOPs counted
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
+    startup.mark("loggers")  # W&B's run starts with its first use, here
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     train_seconds = totals.train_seconds()
@@ -110,6 +120,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         **fit_metrics,
         "trainer/global_step": float(trainer.global_step),
         "time/train_s": train_seconds,
+        **startup.metrics(),
     }
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
