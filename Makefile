@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 ARGS ?=
 # Extra arguments for scripts/bench.py, e.g. make bench BENCH_ARGS="--repeats 5"
 BENCH_ARGS ?=
+# A nanoGPT checkout with data/shakespeare_char/{train,val}.bin prepared, for the recipe
+# benchmark (make bench NANOGPT=../nanoGPT); empty: the recipe is timed against HF's Trainer only.
+NANOGPT ?=
 # The sweep for `make report`; default: the newest logs/<task>/multiruns/<time>/.
 SWEEP ?= $(shell ls -dt logs/*/multiruns/*/ 2>/dev/null | head -n 1)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
@@ -37,7 +40,9 @@ eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 test: install ## Run the test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-bench: install ## Benchmarks: Lightning vs raw loop, speed switches, data preparation (logs/bench/latest.json)
+bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw loop, speed switches, data (logs/bench/latest.json)
+	$(PY) scripts/bench_recipe.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
+	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast --nanogpt $(NANOGPT))
 	$(PY) scripts/bench.py $(BENCH_ARGS)
 	$(PY) scripts/bench_switches.py
 	$(PY) scripts/bench_data.py

@@ -2,15 +2,21 @@
 """Lightning tax, measured: our CausalLMModule under Lightning's Trainer vs a raw PyTorch loop.
 
 Both train the same HF model (same config, same seed, same initial weights) on the same batches
-from the same TextDataModule, with the same AdamW groups, schedule and gradient clipping. The
-Lightning side runs the configured callbacks and logger (checkpointing, LR monitor, progress bar,
-throughput monitor, W&B offline), as `make train` does; validation is off on both sides since the
-raw loop has none. Runs alternate (Lightning, raw, raw, Lightning, ...) so that drift of a noisy
-machine hits both; each run's first `--warmup` steps are excluded; the median over `--repeats`
-runs is reported. Results go to `logs/bench/latest.json` (merged with what other benchmarks wrote).
+from the same TextDataModule, with the same AdamW groups, schedule and gradient clipping, on the
+same number of torch threads (`--threads`, pinned before every run; default: torch's own choice).
+The Lightning side runs the configured callbacks and logger (checkpointing, LR monitor, progress
+bar, throughput monitor, W&B offline), as `make train` does; validation is off on both sides since
+the raw loop has none. Each run's first `--warmup` steps are excluded.
+
+Runs come in `--repeats` adjacent pairs (Lightning, raw), (raw, Lightning), ... so that drift of a
+noisy machine hits both sides of a pair alike. The reported `overhead_ratio` (Lightning tokens/s
+over raw tokens/s, above 1 when Lightning is faster) is the median of the pairs' ratios, with
+their spread (min, quartiles, max); `overhead_ms_per_step` is the absolute cost, the median
+ms/step of the Lightning runs minus that of the raw runs. Results go to `logs/bench/latest.json`
+(merged with what other benchmarks wrote).
 
     python scripts/bench.py                     # both default sizes
-    python scripts/bench.py --sizes shakespeare_char --steps 100 --repeats 5
+    python scripts/bench.py --sizes shakespeare_char --steps 300 --repeats 9 --threads 2
 """
 
 from __future__ import annotations
@@ -94,6 +100,36 @@ def tokens_per_second(times: list[float], warmup: int, tokens_per_step: int) -> 
     return (len(timed) - 1) * tokens_per_step / (timed[-1] - timed[0])
 
 
+def pin_threads(threads: int) -> None:
+    """The same torch threads for every run; the env vars for any process a run starts."""
+    torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Min, quartiles and max of `values`."""
+    quartiles = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else []
+    q1, q3 = (quartiles[0], quartiles[2]) if quartiles else (values[0], values[0])
+    return {"min": min(values), "q1": q1, "q3": q3, "max": max(values)}
+
+
+def overhead(runs: dict[str, list[float]], tokens_per_step: int) -> dict[str, Any]:
+    """The paired ratios (run i of each side was adjacent) and the absolute ms per step."""
+    ratios = [lit / raw for lit, raw in zip(runs["lightning"], runs["raw"], strict=True)]
+    ms = {side: [1000 * tokens_per_step / tps for tps in runs[side]] for side in runs}
+    lightning_ms, raw_ms = (statistics.median(ms[s]) for s in ("lightning", "raw"))
+    return {
+        "lightning_tokens_per_s": statistics.median(runs["lightning"]),
+        "raw_tokens_per_s": statistics.median(runs["raw"]),
+        "overhead_ratio": statistics.median(ratios),
+        "overhead_ratio_spread": spread(ratios),
+        "paired_ratios": ratios,
+        "lightning_ms_per_step": lightning_ms,
+        "raw_ms_per_step": raw_ms,
+        "overhead_ms_per_step": lightning_ms - raw_ms,
+    }
+
+
 def run_lightning(cfg: DictConfig, warmup: int) -> float:
     L.seed_everything(cfg.seed)
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -174,11 +210,15 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=60, help="optimizer steps per run")
     parser.add_argument("--warmup", type=int, default=10, help="steps excluded from each run")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side per size")
+    parser.add_argument("--repeats", type=int, default=6, help="adjacent pairs per size")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads, both sides (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_SILENT", "true")
+    threads = args.threads or torch.get_num_threads()
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -190,17 +230,16 @@ def main() -> None:
                 order = ("lightning", "raw") if repeat % 2 == 0 else ("raw", "lightning")
                 for side in order:
                     run = run_lightning if side == "lightning" else run_raw
+                    pin_threads(threads)  # before each run: nothing a run changes carries over
                     runs[side].append(run(cfg, args.warmup))
                     print(
                         f"{size:>16} {side:>9} run {repeat}: {runs[side][-1]:,.0f} tokens/s",
                         file=sys.stderr,
                         flush=True,
                     )
-            lightning_tps, raw_tps = (statistics.median(runs[s]) for s in ("lightning", "raw"))
+            tokens_per_step = cfg.data.batch_size * cfg.data.block_size
             results[size] = {
-                "lightning_tokens_per_s": lightning_tps,
-                "raw_tokens_per_s": raw_tps,
-                "overhead_ratio": lightning_tps / raw_tps,
+                **overhead(runs, tokens_per_step),
                 "runs": runs,
                 "overrides": [*SIZES[size], *args.overrides],
                 "batch_size": cfg.data.batch_size,
@@ -214,6 +253,8 @@ def main() -> None:
         "lightning_tokens_per_s": {s: r["lightning_tokens_per_s"] for s, r in results.items()},
         "raw_tokens_per_s": {s: r["raw_tokens_per_s"] for s, r in results.items()},
         "overhead_ratio": {s: r["overhead_ratio"] for s, r in results.items()},
+        "overhead_ratio_spread": {s: r["overhead_ratio_spread"] for s, r in results.items()},
+        "overhead_ms_per_step": {s: r["overhead_ms_per_step"] for s, r in results.items()},
         "overhead": results,
     }
     for key, values in per_size.items():
@@ -223,15 +264,21 @@ def main() -> None:
         "steps": args.steps,
         "warmup": args.warmup,
         "repeats": args.repeats,
+        "threads": threads,
+        "overhead_ratio": "median over adjacent (Lightning, raw) pairs of their tokens/s ratio",
     }
     report["overhead_measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(args.out, report)
-    print(f"\n{'size':>16} {'lightning tok/s':>16} {'raw tok/s':>12} {'ratio':>7}")
+    header = f"{'lightning tok/s':>16} {'raw tok/s':>10} {'ratio':>6} {'[min, max]':>14}"
+    print(f"\n{'size':>16} {header} {'ms/step':>8} {'+ms':>6}")
     for size, r in results.items():
+        low, high = r["overhead_ratio_spread"]["min"], r["overhead_ratio_spread"]["max"]
         print(
-            f"{size:>16} {r['lightning_tokens_per_s']:>16,.0f} {r['raw_tokens_per_s']:>12,.0f} "
-            f"{r['overhead_ratio']:>7.3f}"
+            f"{size:>16} {r['lightning_tokens_per_s']:>16,.0f} {r['raw_tokens_per_s']:>10,.0f} "
+            f"{r['overhead_ratio']:>6.3f} [{low:.3f}, {high:.3f}] {r['raw_ms_per_step']:>8.1f} "
+            f"{r['overhead_ms_per_step']:>+6.2f}"
         )
+    print(f"ratio: median of {args.repeats} adjacent pairs; ms/step: raw loop's; +ms: Lightning's")
     print(f"written to {args.out}")
 
 
