@@ -7,6 +7,10 @@ names, config, generation config) and the tokenizer (always a fast tokenizer), p
 (the run config, secrets removed, and what training reached). So
 `AutoModelForCausalLM.from_pretrained(folder)` loads it with no lmtrain installed, and lmtrain's
 own tools (eval, generate, fine-tuning with model=pretrained) take it like a checkpoint.
+A LoRA checkpoint (model/peft=lora) is merged into its base model (peft's `merge_and_unload`);
+with `merge=false` the folder holds the adapters alone, as peft writes them (adapter_config.json,
+adapter_model.safetensors), plus the tokenizer, card and lmtrain.json: `PeftModel.from_pretrained(
+AutoModelForCausalLM.from_pretrained(<base>), folder)` loads it.
 It is written under a temporary name, reloaded and checked against the checkpoint's logits, and
 only then renamed into place. The only folder it ever replaces is a previous export, and only with
 overwrite=true (see `lmtrain.utils.export_dir`): never a run, the checkpoint or user files.
@@ -41,6 +45,7 @@ def export(cfg: DictConfig) -> Path:
         generation=OmegaConf.to_container(cfg.generation, resolve=True),
         model_name=cfg.model_name,
         license=cfg.license,
+        merge=cfg.get("merge", True),
     )
 
 

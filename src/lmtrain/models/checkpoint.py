@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from transformers import (
 )
 
 from lmtrain.errors import LMTrainError, RankAgreedError, first_line
-from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents
+from lmtrain.models import lora
+from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
 from lmtrain.utils.export_dir import EXPORT_META
 from lmtrain.utils.safe_load import (
     check_dcp_folder,
@@ -205,7 +205,7 @@ class LoadedModel:
 
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
-    `lmtrain.export` folder, or any `save_pretrained` folder)."""
+    `lmtrain.export` folder, or any `save_pretrained` folder) or peft's `adapter_config.json`."""
     if path == "last":
         # `last` is the run folder's checkpoint for train, which resumes in that folder; these
         # tools write a run folder of their own, so they take the file itself.
@@ -220,7 +220,7 @@ def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
         )
     if path and Path(path).expanduser().is_dir():
         folder = Path(path).expanduser()
-        if not (folder / "config.json").is_file():
+        if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
             raise LMTrainError(
                 f"ckpt_path={path!r} is a folder without config.json: pass a .ckpt file or a "
                 "folder written by lmtrain.export (or save_pretrained)"
@@ -244,26 +244,33 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     """A checkpoint's HF model, tokenizer, run config and what training reached.
 
     Weight names lose the module's `model.` prefix and any `_orig_mod.` that `torch.compile`
-    wrappers add, so they are the plain HF names.
+    wrappers add, so they are the plain HF names. A LoRA checkpoint gives peft's adapted model:
+    its base read again, its adapters from the checkpoint (`lmtrain.models.lora`).
     """
     checkpoint = check_contents(load_torch_file(path), path, resume=False)
     extra = checkpoint[CHECKPOINT_KEY]
-    config_dict = dict(extra["hf_config"])
-    config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-    model = AutoModelForCausalLM.from_config(config)
     prefix = "model."
     state = {
         k[len(prefix) :].replace("_orig_mod.", ""): v
         for k, v in checkpoint["state_dict"].items()
         if k.startswith(prefix)
     }
-    model.load_state_dict(state)
-    model.eval()
+    adapters = extra.get(lora.LORA_KEY)
+    if adapters:
+        model = lora.model_from_checkpoint(adapters, state, path)
+    else:
+        config_dict = dict(extra["hf_config"])
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        model = AutoModelForCausalLM.from_config(config)
+        model.load_state_dict(state)
+        model.eval()
     info = {
         "global_step": checkpoint.get("global_step"),
         "tokens_seen": extra.get("tokens_seen"),
         "val_loss": extra.get("val_loss"),
     }
+    if adapters:  # for the model card and lmtrain.json
+        info["lora"] = adapters
     return LoadedModel(
         model, tokenizer_from_files(extra["tokenizer_files"]), extra.get("run_config") or {}, info
     )
@@ -279,7 +286,10 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
         raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
+        if (Path(path) / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
+            model = lora.load_adapter_folder(path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
         tokenizer = AutoTokenizer.from_pretrained(path)
     except pickle.UnpicklingError as err:
         if refused_global(err) is None:
@@ -307,11 +317,3 @@ def missing_tokenizer(path: str | Path, what: str) -> LMTrainError:
         "into it (tokenizer.save_pretrained(folder)), or export the checkpoint again with "
         "lmtrain.export"
     )
-
-
-def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
-    """Rebuild a tokenizer from the file contents `save_pretrained` wrote."""
-    with tempfile.TemporaryDirectory() as folder:
-        for name, text in files.items():
-            (Path(folder) / name).write_text(text)
-        return AutoTokenizer.from_pretrained(folder)

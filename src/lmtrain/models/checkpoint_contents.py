@@ -3,14 +3,18 @@
 `torch.load` reads any `torch.save` file: a bare tensor, a state dict saved by another tool, a dict
 cut down by hand. Each would fail later with a KeyError or AttributeError deep in our loaders or in
 Lightning's restore. The keys are checked once, right after the safe load, so the error is one line
-naming the file and what it lacks.
+naming the file and what it lacks. The tokenizer travels in the checkpoint as the files
+`save_pretrained` writes (`tokenizer_from_files` turns them back into one).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 
@@ -61,3 +65,11 @@ def check_contents(
             f"lmtrain.train (another tool's file, or a dict cut down by hand?): {WRITTEN_BY}"
         )
     return dict(checkpoint)
+
+
+def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
+    """Rebuild a tokenizer from the file contents `save_pretrained` wrote."""
+    with tempfile.TemporaryDirectory() as folder:
+        for name, text in files.items():
+            (Path(folder) / name).write_text(text)
+        return AutoTokenizer.from_pretrained(folder)

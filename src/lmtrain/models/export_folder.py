@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
 from lmtrain.models.model_card import model_card
@@ -45,12 +46,14 @@ def export_checkpoint(
     generation: dict[str, Any] | None = None,
     model_name: str | None = None,
     license: str | None = None,
+    merge: bool = True,
 ) -> Path:
     """Export the checkpoint (or exported folder) `source` to `out_dir`; return its path.
 
     What `export` does without the entry point's W&B handling, so a callback can call it inside a
     run (`lmtrain.callbacks.wandb_artifact`). `generation` is the generation config's sampling
-    settings; the rest are export.yaml's keys.
+    settings; the rest are export.yaml's keys. A LoRA checkpoint's adapters are merged into the
+    weights, or with `merge=False` written alone, as peft's adapter folder.
     """
     target = checked_out_dir(out_dir, source, root_dir, overwrite)
     hf_logging.disable_progress_bar()
@@ -60,7 +63,17 @@ def export_checkpoint(
             f"ckpt_path={source!r} has a slow tokenizer ({type(loaded.tokenizer).__name__}): "
             "exports carry fast tokenizers only; train with one that ships tokenizer.json"
         )
+    adapter_folder = not merge
+    if adapter_folder and not lora.is_adapted(loaded.model):
+        raise LMTrainError(
+            f"merge=false writes LoRA adapters alone, but ckpt_path={source!r} holds a whole model "
+            "(trained without model/peft=lora): drop merge=false"
+        )
     info = {**loaded.info, **final_metrics(source, loaded.info)}
+    # The logits the folder must give: the model as trained, before any merge.
+    expected = probe_logits(loaded.model) if verify else None
+    if merge:
+        loaded.model = lora.merged(loaded.model)
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
@@ -74,13 +87,14 @@ def export_checkpoint(
         try:
             write_folder(tmp, loaded, info, generation or {}, source)
             title = model_name or str(target)
-            card = model_card(loaded, scrub(loaded.run_config), info, model_name, license, title)
+            run_config = scrub(loaded.run_config)
+            card = model_card(loaded, run_config, info, model_name, license, title, adapter_folder)
             card.save(tmp / "README.md")
             apply_umask(tmp)
         except OSError as err:
             raise unwritable(out_dir, err) from None
-        if verify:
-            verify_folder(tmp, loaded)
+        if expected is not None:
+            verify_folder(tmp, loaded, expected)
         try:
             replace_folder(tmp, target)
         except OSError as err:
@@ -127,16 +141,19 @@ def write_folder(
     generation: dict[str, Any],
     source: str,
 ) -> None:
-    """save_pretrained for model and tokenizer, then the generation config and meta."""
+    """save_pretrained for model and tokenizer, then the generation config and meta. A LoRA
+    model (not merged) writes peft's adapter folder: adapter_config.json and the adapters."""
     model, tokenizer = loaded.model, loaded.tokenizer
-    model.generation_config = GenerationConfig(
-        **generation,
-        bos_token_id=model.config.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.eos_token_id,
-    )
+    config = model.config
+    if not lora.is_adapted(model):
+        model.generation_config = GenerationConfig(
+            **generation,
+            bos_token_id=config.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
     # Tokenizers built here know no length limit; the model's context is the real one.
-    tokenizer.model_max_length = context_length(model.config) or tokenizer.model_max_length
+    tokenizer.model_max_length = context_length(config) or tokenizer.model_max_length
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     run_config = scrub(loaded.run_config)
@@ -166,17 +183,31 @@ def _drop_secret_keys(value: Any) -> Any:
     return value
 
 
+def probe_ids(model: torch.nn.Module) -> torch.Tensor:
+    """16 token ids spread over the vocabulary: what the export's check feeds both models."""
+    vocab = model.get_input_embeddings().num_embeddings
+    return (torch.arange(16) * 7919 % vocab).unsqueeze(0)
+
+
 @torch.inference_mode()
-def verify_folder(folder: Path, loaded: LoadedModel) -> None:
-    """Reload the folder with transformers alone and check it is the same model and tokenizer.
+def probe_logits(model: torch.nn.Module) -> torch.Tensor:
+    """The logits of `probe_ids` (a LoRA model's before its adapters are merged)."""
+    return model(input_ids=probe_ids(model).to(model.device)).logits.cpu()
+
+
+@torch.inference_mode()
+def verify_folder(folder: Path, loaded: LoadedModel, expected: torch.Tensor) -> None:
+    """Reload the folder as its users will (transformers alone, or peft for an adapter folder)
+    and check it is the same model (`expected`: `probe_logits` of the checkpoint's) and tokenizer.
 
     A mismatch is a bug in the export (not the user's input), so it raises a plain error.
     """
-    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    if (folder / "adapter_config.json").is_file():
+        model = lora.load_adapter_folder(folder)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    vocab = loaded.model.get_input_embeddings().num_embeddings
-    ids = (torch.arange(16) * 7919 % vocab).unsqueeze(0)
-    expected = loaded.model(input_ids=ids.to(loaded.model.device)).logits.cpu()
+    ids = probe_ids(loaded.model)
     if not torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"the export in {folder} gives other logits than the checkpoint")
     text = loaded.tokenizer.decode(ids[0].tolist())

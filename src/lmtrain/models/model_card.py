@@ -33,11 +33,14 @@ def model_card(
     model_name: str | None = None,
     license: str | None = None,
     where: str = "<this folder>",
+    adapter_folder: bool = False,
 ) -> ModelCard:
     """The card of `loaded`, trained with `run_config` (already scrubbed), which reached `info`
-    (global_step, tokens_seen, val_loss, val_bpb, val_loss_scope when known).
+    (global_step, tokens_seen, val_loss, val_bpb, val_loss_scope when known; `lora` for LoRA).
 
-    `where` is what the usage example passes to `from_pretrained`.
+    `where` is what the usage example passes to `from_pretrained`. A LoRA fine-tune names its
+    base model, and how it relates to it (`base_model_relation`: its adapters merged into it, or
+    an `adapter_folder` of peft's that loads on top of it).
     """
     config = loaded.model.config
     data = run_config.get("data") or {}
@@ -46,17 +49,26 @@ def model_card(
     dataset = hub_id(source.get("path")) if source_name == "HFDatasetSource" else None
     pretrained = (run_config.get("model") or {}).get("pretrained")
     name = model_name or f"lmtrain-{config.model_type}"
+    lora = info.get("lora")
+    relation = {"base_model_relation": "adapter" if adapter_folder else "merge"}
     card_data = ModelCardData(
         model_name=name,
-        library_name="transformers",
+        library_name="peft" if adapter_folder else "transformers",
         pipeline_tag="text-generation",
-        tags=["lmtrain", config.model_type],
+        tags=["lmtrain", config.model_type, *(["lora"] if lora else [])],
         license=license,
         base_model=hub_id(pretrained),
         datasets=[dataset] if dataset else None,
         eval_results=eval_results(info, dataset or source_name) or None,
+        **(relation if lora and hub_id(pretrained) else {}),
     )
-    body = card_body(loaded, data, source_name, source, pretrained, info, name, where)
+    if adapter_folder:
+        use = USE_PEFT.format(where=where, base=(lora or {}).get("base_model"))
+        contents = "LoRA adapters for peft (adapter_config.json, adapter_model.safetensors)"
+    else:
+        use = USE_TRANSFORMERS.format(where=where)
+        contents = "a plain Hugging Face folder: safetensors weights, config, generation config"
+    body = card_body(loaded, data, source_name, source, pretrained, info, name, use, contents)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 
 
@@ -106,9 +118,11 @@ def card_body(
     pretrained: str | None,
     info: dict[str, Any],
     name: str,
-    where: str,
+    use: str,
+    contents: str,
 ) -> str:
-    """The Markdown under the metadata: a table of what was trained on what, and how to load it."""
+    """The Markdown under the metadata: a table of what was trained on what, and how to load it
+    (`use`: the code that loads it; `contents`: what the folder holds)."""
     config = loaded.model.config
     source_args = ", ".join(f"{k}={v!r}" for k, v in source.items() if not k.startswith("_"))
     tok = data.get("tokenizer") or {}
@@ -122,6 +136,7 @@ def card_body(
     rows = [
         ("Architecture", f"{config.model_type}, {params:,} parameters"),
         ("Fine-tuned from", pretrained) if pretrained else None,
+        ("LoRA", lora_row(info["lora"])) if info.get("lora") else None,
         ("Data", f"{source_name}({source_args})"),
         ("Tokenizer", f"{tok_kind}, {len(loaded.tokenizer):,} tokens (fast tokenizer)"),
         ("Context", f"{data.get('block_size', 'unknown')} tokens in training"),
@@ -134,8 +149,8 @@ def card_body(
     return f"""
 # {name}
 
-A causal language model trained with lmtrain (PyTorch Lightning + Hydra) and exported as a plain
-Hugging Face folder: safetensors weights, config, generation config and a fast tokenizer.
+A causal language model trained with lmtrain (PyTorch Lightning + Hydra) and exported as
+{contents} and a fast tokenizer.
 
 | | |
 |---|---|
@@ -144,10 +159,7 @@ Hugging Face folder: safetensors weights, config, generation config and a fast t
 ## Use
 
 ```python
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-tokenizer = AutoTokenizer.from_pretrained("{where}")
-model = AutoModelForCausalLM.from_pretrained("{where}")
+{use}
 ids = tokenizer("Hello", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
 ```
@@ -155,3 +167,24 @@ print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
 `lmtrain.json` holds the run's full config (`python -m lmtrain.eval ckpt_path=<this folder>`
 evaluates on the same data).
 """
+
+
+USE_TRANSFORMERS = """from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+model = AutoModelForCausalLM.from_pretrained("{where}")"""
+# An adapter folder: peft loads the adapters on top of the base model they were trained on.
+USE_PEFT = """from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+base = AutoModelForCausalLM.from_pretrained("{base}")
+model = PeftModel.from_pretrained(base, "{where}")"""
+
+
+def lora_row(lora: dict[str, Any]) -> str:
+    """The LoRA settings, for the card's table."""
+    settings = lora.get("settings") or {}
+    targets = settings.get("target_modules")
+    targets = ", ".join(targets) if isinstance(targets, list) else targets
+    return f"r={settings.get('r')}, alpha={settings.get('alpha')}, on {targets}"

@@ -25,7 +25,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError
-from lmtrain.models import distributed, optimizers
+from lmtrain.models import distributed, lora, optimizers
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
@@ -46,15 +46,17 @@ class CausalLMModule(LightningModule):
         attn_implementation: str | None = "sdpa",
         compile: bool = False,
         freeze: Mapping[str, Any] | None = None,
+        peft: Mapping[str, Any] | str | None = None,
         nan_guard: str = "stop",
         tokenizer: PreTrainedTokenizerBase | None = None,
         model: PreTrainedModel | None = None,
     ) -> None:
         """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`): the module hands
         them the parameter groups, and the scheduler the number of optimizer steps. `freeze`
-        holds `embeddings` and `first_n_blocks` (fine-tuning). `nan_guard` says what a NaN or
-        infinite training loss does (see `guard_nonfinite`): `stop`, `skip` or `off`. `model`
-        wraps an HF model already built (evaluation of a checkpoint or an export)."""
+        holds `embeddings` and `first_n_blocks` (fine-tuning); `peft` the LoRA settings (see
+        `lmtrain.models.lora`). `nan_guard` says what a NaN or infinite training loss does (see
+        `guard_nonfinite`): `stop`, `skip` or `off`. `model` wraps an HF model already built
+        (evaluation of a checkpoint or an export)."""
         super().__init__()
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
@@ -66,6 +68,8 @@ class CausalLMModule(LightningModule):
             raise LMTrainError(
                 f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
             )
+        self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
+        self.strict_loading = self.peft is None  # LoRA checkpoints hold the adapters alone
         # Pretrained weights are read by global rank 0 only (see lmtrain.models.distributed).
         on_meta = bool(pretrained) and model is None and rank_zero_only.rank > 0
         self.model = model or self.build_model(on_meta)
@@ -94,8 +98,9 @@ class CausalLMModule(LightningModule):
         self.train_flops_per_batch: int | None = None
 
     def build_model(self, on_meta: bool = False) -> PreTrainedModel:
-        """The HF model the hyperparameters describe, frozen as `freeze` says; `on_meta`: a
-        pretrained model's architecture only, on the meta device."""
+        """The HF model the hyperparameters describe, frozen as `freeze` says, or with LoRA
+        adapters (`peft`, a PeftModel); `on_meta`: a pretrained model's architecture only, on
+        the meta device."""
         h = self.hparams
         tokenizer = self.tokenizer
         if on_meta:
@@ -110,7 +115,7 @@ class CausalLMModule(LightningModule):
                 eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
             )
         freeze_parameters(model, **dict(h.freeze or {}))
-        return model
+        return model if self.peft is None else lora.add_adapters(model, self.peft, h.pretrained)
 
     # -- forward and loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -261,6 +266,7 @@ class CausalLMModule(LightningModule):
         weights now, and `compile` compiles the HF model in place (nn.Module.compile keeps
         state_dict names clean, so checkpoints and exports load into an uncompiled model)."""
         if self.device_mesh is not None:
+            lora.check_not_sharded(self.model)
             compile_blocks = bool(self.hparams.compile)
             distributed.shard(self.trainer.strategy, self.model, compile_blocks, self.nan_guard)
             return
@@ -286,12 +292,14 @@ class CausalLMModule(LightningModule):
             "clipped_steps": self.step_stats.state_dict(),
             "val_loss": None if val_loss is None else float(val_loss),
         }
+        lora.adapters_only(self, checkpoint)  # LoRA: the adapters and a reference to the base
         # save_hyperparameters() keeps the constructor's model.* values: no secrets in files.
         checkpoint["hyper_parameters"] = redact(dict(checkpoint.get("hyper_parameters", {})))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run goes on counting skipped micro-batches and clipped steps from the
-        checkpoint's counts."""
+        checkpoint's counts. A LoRA checkpoint must fit this run's base and adapters."""
+        lora.check_resume(self, checkpoint, (self.run_config or {}).get("ckpt_path"))
         extra = checkpoint.get(CHECKPOINT_KEY, {})
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
         self.step_stats.load_state_dict(extra.get("clipped_steps", {}))

@@ -70,6 +70,7 @@ def check_export_config(cfg: DictConfig) -> None:
     problems = Problems()
     problems.boolean("overwrite", cfg.get("overwrite", False))
     problems.boolean("verify", cfg.get("verify", True))
+    problems.boolean("merge", cfg.get("merge", True))
     problems.raise_if_any()
 
 

@@ -1,0 +1,292 @@
+"""LoRA fine-tuning with Hugging Face's `peft` (`model/peft=lora`): only small adapters train.
+
+The pretrained model (`model.pretrained`) is frozen and peft's `get_peft_model` adds low-rank
+adapters beside the chosen layers. A checkpoint then holds the adapters (and their optimizer
+state) only, with the settings, a reference to the base model and a digest of its weights: the
+base is read again from that reference when a run resumes or a tool loads the checkpoint, and a
+base whose weights changed since is refused. Export merges the adapters into a plain HF model
+(`merge_and_unload`), or writes peft's adapter folder (`merge=false`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.tuners_utils import check_target_module_exists
+from torch import nn
+from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers.pytorch_utils import Conv1D
+
+from lmtrain.errors import LMTrainError, RankAgreedError, first_line
+from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
+
+log = logging.getLogger(__name__)
+
+# configs/model/peft/lora.yaml's values, for `model.peft=lora` (the string, not the group).
+DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+# Every projection of the attention and the MLP, as the LoRA and QLoRA papers found best.
+DEFAULT_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],
+    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+# Other architectures: peft's shorthand for every Linear/Conv1D layer but the output layer.
+ALL_LINEAR = "all-linear"
+# The layers peft's LoRA adapts (a target module naming anything else is refused by peft).
+ADAPTABLE = (nn.Linear, Conv1D, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+# checkpoint[CHECKPOINT_KEY][LORA_KEY]: settings, base model reference and digest.
+LORA_KEY = "lora"
+# What a resume may change; any other setting changes the adapters' shapes or placement.
+RESUMABLE_CHANGES = {"dropout"}
+
+
+def lora_settings(
+    peft: Mapping[str, Any] | str | None, freeze: Mapping[str, Any], pretrained: str | None
+) -> dict[str, Any] | None:
+    """The LoRA settings `model.peft` asks for, or None for none; one line when they cannot work.
+
+    `model/peft=lora` (the config group) gives a dict; `model.peft=lora` (a plain value) gives the
+    string, which means the group's defaults. `model/peft=none` gives an empty dict.
+    """
+    if peft is None or peft == "none" or (isinstance(peft, Mapping) and not peft):
+        return None
+    if not isinstance(peft, Mapping) and peft != "lora":
+        raise LMTrainError(
+            f"model.peft={peft!r} is unknown: use model/peft=lora, or model/peft=none"
+        )
+    settings = {**DEFAULTS, **(peft if isinstance(peft, Mapping) else {})}
+    unknown = sorted(set(settings) - set(DEFAULTS))
+    if unknown:
+        raise LMTrainError(f"model.peft has unknown keys {unknown}: use {', '.join(DEFAULTS)}")
+    r, alpha, dropout = settings["r"], settings["alpha"], settings["dropout"]
+    if not (isinstance(r, int) and not isinstance(r, bool) and r >= 1):
+        raise LMTrainError(f"model.peft.r={r!r} is not a rank: pass an integer >= 1 (8, 16, ...)")
+    if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and alpha > 0):
+        raise LMTrainError(f"model.peft.alpha={alpha!r}: pass a number > 0 (e.g. 2 x r)")
+    if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
+        raise LMTrainError(f"model.peft.dropout={dropout!r}: pass a probability in [0, 1)")
+    targets = settings["target_modules"]
+    listed = isinstance(targets, list | tuple) and all(isinstance(t, str) for t in targets)
+    if not (targets is None or isinstance(targets, str) or (listed and targets)):
+        raise LMTrainError(
+            f"model.peft.target_modules={targets!r}: pass a list of module names ([c_attn,c_fc]), "
+            "or null for the architecture's defaults"
+        )
+    frozen = [f"{k}={str(v).lower()}" for k, v in dict(freeze or {}).items() if v]
+    if frozen:
+        raise LMTrainError(
+            f"model.freeze.{' and model.freeze.'.join(frozen)} with LoRA: LoRA already freezes "
+            "the whole base model (only the adapters train): drop model.freeze, or use "
+            "model/peft=none to fine-tune the unfrozen weights"
+        )
+    if not pretrained:
+        raise LMTrainError(
+            "LoRA (model/peft=lora) needs model.pretrained: it adapts frozen pretrained weights, "
+            "and its checkpoints refer to them; use experiment=finetune_lora or model=pretrained "
+            "model.pretrained=<folder or hub id>"
+        )
+    return settings
+
+
+def add_adapters(model: PreTrainedModel, settings: dict[str, Any], base: str) -> PeftModel:
+    """`model` frozen, with LoRA adapters on the `settings`' target modules (`base`: its
+    `model.pretrained`, recorded in checkpoints); logs trainable vs total parameters."""
+    targets = resolve_targets(model, settings["target_modules"])
+    on_meta = any(p.is_meta for p in model.parameters())
+    digest = None if on_meta else weights_digest(model)
+    peft_model = get_peft_model(model, lora_config(model, {**settings, "target_modules": targets}))
+    # Plain attributes of the PeftModel: what checkpoints record about the base.
+    peft_model.lmtrain_lora = {
+        "settings": {**settings, "target_modules": targets},
+        "base_model": base_reference(base),
+        "base_digest": digest,
+    }
+    if not on_meta:
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        log.info(
+            "LoRA on %s (r=%d): %s trainable parameters of %s (%.2f%%)",
+            targets, settings["r"], f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+        )  # fmt: skip
+    return peft_model
+
+
+def lora_config(model: nn.Module, settings: dict[str, Any]) -> LoraConfig:
+    """peft's LoraConfig for our settings (GPT-2's Conv1D layers store weights transposed)."""
+    return LoraConfig(
+        r=settings["r"],
+        lora_alpha=settings["alpha"],
+        lora_dropout=settings["dropout"],
+        target_modules=settings["target_modules"],
+        fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
+        task_type="CAUSAL_LM",
+    )
+
+
+def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[str] | str:
+    """The target modules (None: the architecture's defaults), each checked to adapt a layer:
+    peft itself fails only when no entry matches, and would silently skip the others."""
+    if targets is None:
+        targets = DEFAULT_TARGETS.get(model.config.model_type, ALL_LINEAR)
+    targets = targets if isinstance(targets, str) else list(targets)
+    if targets == ALL_LINEAR:
+        return targets
+    adaptable = [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
+    for target in [targets] if isinstance(targets, str) else targets:
+        config = LoraConfig(target_modules=target if isinstance(targets, str) else [target])
+        if not any(check_target_module_exists(config, name) for name in adaptable):
+            linear = (n for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D))
+            names = ", ".join(dict.fromkeys(name.rsplit(".", 1)[-1] for name in linear))
+            raise LMTrainError(
+                f"model.peft.target_modules: {target!r} matches no layer of this "
+                f"{model.config.model_type} model that LoRA adapts: use its Linear/Conv1D layers "
+                f"({names}), or null for the architecture's defaults"
+            )
+    return targets
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of every weight (names, dtypes, shapes and bytes): the base model's identity."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def base_reference(pretrained: str) -> str:
+    """A local folder as an absolute path (tools run from other folders), a hub id as it is."""
+    local = Path(pretrained).expanduser()
+    return str(local.resolve()) if local.exists() else pretrained
+
+
+def check_not_sharded(model: nn.Module) -> None:
+    """trainer=fsdp shards the base per block; peft's adapter layers are not wired for it here."""
+    if isinstance(model, PeftModel):
+        raise RankAgreedError(
+            "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device "
+            "holds the frozen base; only the adapters' gradients are all-reduced), or "
+            "model/peft=none"
+        )
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def adapters_only(module: nn.Module, checkpoint: dict[str, Any]) -> None:
+    """Drop the frozen base weights from a checkpoint of `module` (they are the base model's),
+    and record the settings, the base model and its digest instead."""
+    model = getattr(module, "model", None)
+    if not isinstance(model, PeftModel):
+        return
+    state = checkpoint["state_dict"]
+    checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen_names(module)}
+    checkpoint[CHECKPOINT_KEY][LORA_KEY] = dict(model.lmtrain_lora)
+
+
+def frozen_names(module: nn.Module) -> set[str]:
+    """The names of `module`'s frozen parameters, a tied weight under each of its names."""
+    return {n for n, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+
+
+def check_resume(module: nn.Module, checkpoint: dict[str, Any], ckpt_path: str | None) -> None:
+    """Before Lightning loads a checkpoint into `module` (non-strictly for LoRA): it must be
+    LoRA exactly when this run is, on the same base weights, with the same adapters."""
+    saved = (checkpoint.get(CHECKPOINT_KEY) or {}).get(LORA_KEY)
+    model = getattr(module, "model", None)
+    given = f"ckpt_path={ckpt_path!r}" if ckpt_path else "the checkpoint"
+    if not isinstance(model, PeftModel):
+        if saved:
+            raise LMTrainError(
+                f"{given} holds LoRA adapters: resume with model/peft=lora (and the run's "
+                "model.peft settings), or merge them first with lmtrain.export and fine-tune "
+                "that folder (model.pretrained=<export>)"
+            )
+        return
+    if not saved:
+        raise LMTrainError(
+            f"{given} holds a whole model, not LoRA adapters: resume it without model/peft=lora, "
+            "or export it (lmtrain.export) and start LoRA from that folder"
+        )
+    current = model.lmtrain_lora
+    changed = [
+        f"{key}={saved['settings'].get(key)!r} in the checkpoint but {value!r} here"
+        for key, value in current["settings"].items()
+        if key not in RESUMABLE_CHANGES and saved["settings"].get(key) != value
+    ]
+    if changed:
+        raise LMTrainError(
+            f"{given} holds other LoRA adapters: model.peft.{', model.peft.'.join(changed)}: "
+            "resume with the checkpoint's model.peft settings"
+        )
+    if saved.get("base_digest") != current["base_digest"]:
+        raise LMTrainError(
+            f"{given} holds LoRA adapters of other base weights than model.pretrained="
+            f"{current['base_model']!r} ({saved.get('base_model')!r} when saved): pass the base "
+            "model the run started from"
+        )
+    expected = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+    missing = sorted(expected - frozen_names(module) - set(checkpoint["state_dict"]))
+    if missing:
+        raise LMTrainError(f"{given} lacks LoRA weights {missing[:3]}: pass a whole checkpoint")
+
+
+def model_from_checkpoint(
+    saved: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path
+) -> PeftModel:
+    """The adapted model of a LoRA checkpoint: its base model read again from its reference,
+    checked against its digest, and the checkpoint's adapters (`state`, PeftModel names)."""
+    base, settings = saved.get("base_model"), saved.get("settings")
+    if not (isinstance(base, str) and isinstance(settings, Mapping)):
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds a LoRA entry without its base model or settings: "
+            f"{WRITTEN_BY}"
+        )
+    try:
+        settings = lora_settings(settings, {}, base)
+    except LMTrainError as err:
+        raise LMTrainError(f"ckpt_path={str(path)!r} holds bad LoRA settings: {err}") from None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base)
+    except (OSError, ValueError) as err:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds LoRA adapters of the base model {base!r}, which "
+            f"could not be loaded ({first_line(err)}): put that model back at {base!r}"
+        ) from None
+    if weights_digest(model) != saved["base_digest"]:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds LoRA adapters of other base weights than those now at "
+            f"{base!r}: put the base model the run started from back there"
+        )
+    targets = resolve_targets(model, settings["target_modules"])
+    peft_model = get_peft_model(model, lora_config(model, {**settings, "target_modules": targets}))
+    result = peft_model.load_state_dict(state, strict=False)
+    missing = sorted(set(result.missing_keys) - frozen_names(peft_model))
+    if missing or result.unexpected_keys:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} does not hold the adapters its settings describe (missing "
+            f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}): pass a checkpoint written "
+            "by lmtrain.train"
+        )
+    peft_model.lmtrain_lora = dict(saved)
+    return peft_model.eval()
+
+
+def is_adapted(model: nn.Module) -> bool:
+    """Whether `model` carries LoRA adapters (a PeftModel)."""
+    return isinstance(model, PeftModel)
+
+
+def merged(model: nn.Module) -> PreTrainedModel:
+    """The plain HF model with the adapters added into its weights (peft's merge_and_unload)."""
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+def load_adapter_folder(folder: str | Path) -> PeftModel:
+    """An adapter folder as peft users load it: the base from adapter_config.json, then
+    `PeftModel.from_pretrained`."""
+    config = LoraConfig.from_pretrained(str(folder))
+    base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path)
+    return PeftModel.from_pretrained(base, str(folder)).eval()
