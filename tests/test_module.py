@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
@@ -37,6 +38,21 @@ def test_loss_equals_hf_labels_loss(model_type: str, config: dict) -> None:
     theirs = module.model(input_ids=windows, labels=windows).loss
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     assert 3.0 < ours.item() < 6.0  # about ln(97) = 4.57 for an untrained model
+
+
+@pytest.mark.parametrize(("model_type", "config"), [("gpt2", GPT2), ("llama", LLAMA)])
+def test_forward_builds_no_kv_cache(model_type: str, config: dict) -> None:
+    # HF's default use_cache=True copies every layer's keys and values into a cache each
+    # forward, training included: work nanoGPT's model does not do, for the same logits.
+    torch.manual_seed(0)
+    module = CausalLMModule(model_type=model_type, config=config).eval()  # no dropout
+    outputs = []
+    module.model.register_forward_hook(lambda _m, _args, out: outputs.append(out))
+    inputs = torch.randint(0, 97, (3, 32))
+    logits = module(inputs)
+    assert not any(isinstance(v, transformers.Cache) for v in outputs[0].values())
+    assert torch.equal(logits, module.model(input_ids=inputs).logits)  # bitwise the same
+    assert isinstance(outputs[1].past_key_values, transformers.Cache)  # what the default does
 
 
 def test_weight_decay_only_on_matrices() -> None:

@@ -119,8 +119,11 @@ class CausalLMModule(LightningModule):
 
     # -- forward and loss ---------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Logits for every position of `input_ids`."""
-        return self.model(input_ids=input_ids).logits
+        """Logits for every position of `input_ids`, with no KV cache: HF's default
+        (`use_cache=True`) copies every layer's keys and values into a cache each forward.
+        A compiled model keeps the default: traced without it, SDPA gets a mask, not is_causal."""
+        kwargs = {} if self.hparams.compile else {"use_cache": False}
+        return self.model(input_ids=input_ids, **kwargs).logits
 
     def loss(self, windows: torch.Tensor) -> torch.Tensor:
         """Mean next-token cross entropy over every position (computed in float32, as HF does)."""
