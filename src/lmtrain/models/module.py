@@ -75,6 +75,8 @@ class CausalLMModule(LightningModule):
         self.model = model or self.build_model(on_meta)
         # The parameters that get weight decay, by name, chosen here on the unsharded model.
         self.decay_names = distributed.decay_parameter_names(self.model)
+        if isinstance(optimizer, optimizers.OptimizerParts):  # refuse a bad split before fit
+            optimizer.split(self.model)
         if nan_guard not in NAN_GUARD_MODES:
             raise LMTrainError(f"model.nan_guard={nan_guard!r}: use one of {NAN_GUARD_MODES}")
         self.nan_guard = nan_guard

@@ -2,18 +2,34 @@
 
 The module hands over its model (whose trainable parameters train) and the names that get
 weight decay (chosen on the unsharded model); this module groups them and builds the optimizer
-and the schedule the config describes. Kept apart from the module so that optimizers with several
-parameter groups of their own (Muon for matrices, AdamW for the rest) plug in here.
+and the schedule the config describes. A plain optimizer config (`model/optimizer=adamw`) gets
+two groups, `decay` and `no_decay`. An `OptimizerParts` config (`model/optimizer=muon`) splits the
+parameters into named parts, each with an optimizer and schedule of its own (Muon for the
+blocks' weight matrices, AdamW for the rest, as modded-nanogpt), stepped together as one
+`CombinedOptimizer`: Lightning's automatic optimization drives one optimizer per module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import functools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
+from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from transformers.pytorch_utils import Conv1D
+
+from lmtrain.errors import LMTrainError, RankAgreedError
+from lmtrain.models.hf import decoder_blocks
+
+# What a part's `params` may select: the 2-D weights of the Linear (GPT-2: Conv1D) layers inside
+# the transformer blocks, or every trainable parameter that no other part selects.
+SELECTIONS = ("block_matrices", "rest")
+PART_KEYS = ("params", "optimizer", "scheduler")
+
+Named = list[tuple[str, torch.nn.Parameter]]
 
 
 def decay_groups(
@@ -40,6 +56,10 @@ def configure_optimizers(
 ) -> dict[str, Any]:
     """Lightning's `configure_optimizers` answer: the optimizer over the trainable parameters
     of `model`, grouped, and the scheduler stepped once per optimizer step."""
+    if isinstance(optimizer_factory, OptimizerParts):
+        return optimizer_factory.configure(
+            model, decay_names, scheduler_factory, num_training_steps
+        )
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optimizer_factory(decay_groups(named, decay_names))
     if scheduler_factory is None:
@@ -49,3 +69,231 @@ def configure_optimizers(
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
     }
+
+
+def block_matrices(model: torch.nn.Module) -> set[int]:
+    """The ids of the 2-D weights of the Linear and Conv1D layers inside the transformer blocks
+    (attention and MLP), chosen by module type and identity: never the token or position
+    embeddings or the output layer (tied or not), norms or biases."""
+    embeddings = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        layer = getattr(model, getter, lambda: None)()
+        if layer is not None:
+            embeddings.add(id(layer.weight))
+    return {
+        id(module.weight)
+        for block in decoder_blocks(model)
+        for module in block.modules()
+        if isinstance(module, nn.Linear | Conv1D)
+        and module.weight.ndim == 2
+        and id(module.weight) not in embeddings
+    }
+
+
+class OptimizerParts:
+    """Named parts of the trainable parameters, each with its own optimizer and schedule.
+
+    Each part is a mapping: `params` (one of `SELECTIONS`), `optimizer` (a partial that takes
+    parameter groups, as `model/optimizer=adamw`) and `scheduler`: null for the model's schedule
+    (`model.scheduler`), keys that change it (`{num_warmup_steps: 0}`), or a partial of its own.
+    Every trainable parameter must fall in exactly one part, and every part must get some.
+    """
+
+    def __init__(self, **parts: Mapping[str, Any]) -> None:
+        stray = [k for k, v in parts.items() if not isinstance(v, Mapping)]
+        if stray:  # experiments set model.optimizer.lr and the like for model/optimizer=adamw
+            raise LMTrainError(
+                f"model.optimizer.{', '.join(f'{k}={parts[k]!r}' for k in stray)} "
+                f"{'is not a part' if len(stray) == 1 else 'are not parts'} of model.optimizer (a "
+                "part holds params, optimizer and scheduler): drop with "
+                f"{' '.join(f'~model.optimizer.{k}' for k in stray)} and set a part's own "
+                "(model.optimizer.adamw.optimizer.lr=...)"
+            )
+        self.parts = {name: dict(part) for name, part in parts.items()}
+        if not self.parts:
+            raise LMTrainError("model.optimizer has no parts: give each a params and an optimizer")
+        selected: dict[str, str] = {}
+        for name, part in self.parts.items():
+            where = f"model.optimizer.{name}"
+            unknown = sorted(set(part) - set(PART_KEYS))
+            if unknown:
+                raise LMTrainError(f"{where} has unknown keys {unknown}: use {list(PART_KEYS)}")
+            params = part.get("params")
+            if params not in SELECTIONS:
+                raise LMTrainError(f"{where}.params={params!r}: use one of {list(SELECTIONS)}")
+            if params in selected:
+                raise LMTrainError(
+                    f"{where}.params={params} is model.optimizer.{selected[params]}.params too: "
+                    "each selection belongs to one part"
+                )
+            selected[params] = name
+            if not callable(part.get("optimizer")):
+                raise LMTrainError(
+                    f"{where}.optimizer is {part.get('optimizer')!r}: give an optimizer partial "
+                    "(_target_: torch.optim.AdamW, _partial_: true, ...)"
+                )
+
+    def split(self, model: torch.nn.Module) -> dict[str, Named]:
+        """The trainable parameters of each part, by name; one line naming what is wrong when
+        a part gets none or a parameter gets no part."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        matrices = block_matrices(model)
+        by_selection: dict[str, Named] = {
+            "block_matrices": [(n, p) for n, p in named if id(p) in matrices],
+            "rest": [(n, p) for n, p in named if id(p) not in matrices],
+        }
+        split = {name: by_selection[part["params"]] for name, part in self.parts.items()}
+        empty = [name for name, share in split.items() if not share]
+        if empty:
+            part = self.parts[empty[0]]
+            raise LMTrainError(
+                f"model.optimizer.{empty[0]} (params={part['params']}) gets no trainable "
+                f"parameter of this {type(model).__name__}: drop that part, or train with "
+                "model/optimizer=adamw"
+            )
+        taken = {n for share in split.values() for n, _ in share}
+        left = [n for n, _ in named if n not in taken]
+        if left:
+            raise LMTrainError(
+                f"{len(left)} trainable parameters get no optimizer ({', '.join(left[:3])}, ...): "
+                "add a part with params: rest to model.optimizer"
+            )
+        return split
+
+    def names(self, model: torch.nn.Module) -> dict[str, list[str]]:
+        """The names of the parameters each part trains (what the tests and users check)."""
+        return {part: [n for n, _ in share] for part, share in self.split(model).items()}
+
+    def configure(
+        self,
+        model: torch.nn.Module,
+        decay_names: set[str],
+        shared_scheduler: Callable[..., LRScheduler] | None,
+        num_training_steps: int,
+    ) -> dict[str, Any]:
+        """`configure_optimizers` for parts: one optimizer per part over its `decay` and
+        `no_decay` groups (named `<part>/decay`, ...), combined, and one LambdaLR over all the
+        groups whose per-group factors are each part's own schedule."""
+        split = self.split(model)
+        if any(is_sharded(p) for share in split.values() for _, p in share):
+            # torch.distributed.checkpoint saves one torch optimizer's state, and Muon's
+            # Newton-Schulz iteration would gather every sharded matrix.
+            raise RankAgreedError(
+                f"model.optimizer with parts ({', '.join(self.parts)}) is not supported with "
+                "trainer=fsdp: use model/optimizer=adamw, or trainer=ddp"
+            )
+        optimizers = {}
+        for name, share in split.items():
+            groups = [g for g in decay_groups(share, decay_names) if g["params"]]
+            for group in groups:
+                group["name"] = f"{name}/{group['name']}"
+            try:
+                optimizers[name] = self.parts[name]["optimizer"](groups)
+            except (ValueError, TypeError) as err:  # torch's checks of lr, momentum, shapes
+                raise LMTrainError(f"model.optimizer.{name}.optimizer: {err}") from err
+        optimizer = CombinedOptimizer(optimizers)
+        schedules = {name: self.schedule(name, shared_scheduler) for name in optimizers}
+        if all(s is None for s in schedules.values()):
+            return {"optimizer": optimizer}
+        factors: list[Callable[[int], float]] = []
+        for name, child in optimizers.items():
+            factory = schedules[name]
+            if factory is None:
+                factors += [constant] * len(child.param_groups)
+                continue
+            schedule = factory(child, num_training_steps=num_training_steps)
+            if not isinstance(schedule, LambdaLR):
+                raise LMTrainError(
+                    f"model.optimizer.{name}.scheduler builds a {type(schedule).__name__}: a "
+                    "part's schedule must be a LambdaLR (transformers' get_*_schedule_with_warmup)"
+                )
+            factors += schedule.lr_lambdas
+        scheduler = LambdaLR(optimizer, factors)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
+        }
+
+    def schedule(
+        self, name: str, shared: Callable[..., LRScheduler] | None
+    ) -> Callable[..., LRScheduler] | None:
+        """Part `name`'s schedule: its own, the model's, or the model's with keys changed."""
+        own = self.parts[name].get("scheduler")
+        if own is None or callable(own):
+            return own if own is not None else shared
+        if shared is None or not isinstance(own, Mapping):
+            raise LMTrainError(
+                f"model.optimizer.{name}.scheduler={own!r} changes keys of model.scheduler, which "
+                "is null: give the part a scheduler partial of its own (with _target_)"
+            )
+        return functools.partial(shared, **own)
+
+
+def is_sharded(param: torch.Tensor) -> bool:
+    """Whether `param` is a DTensor (trainer=fsdp shards every parameter)."""
+    if not torch.distributed.is_available():
+        return False
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(param, DTensor)
+
+
+def constant(step: int) -> float:
+    """The factor of a part without a schedule: its learning rate as configured."""
+    return 1.0
+
+
+class CombinedOptimizer(Optimizer):
+    """Several optimizers, each over its own parameters, stepped, zeroed and saved as one.
+
+    Written by hand: torch has schedulers' ChainedScheduler but no optimizer that combines
+    optimizers. `param_groups` are the children's own group dicts (LambdaLR, gradient clipping
+    and LearningRateMonitor see every group), `state` is their per-parameter state, and
+    `state_dict` holds each child's state dict under its part name.
+    """
+
+    def __init__(self, optimizers: Mapping[str, Optimizer]) -> None:
+        self.optimizers = dict(optimizers)
+        # The base class checks the groups and keeps them: the same dicts, in part order.
+        super().__init__([g for o in self.optimizers.values() for g in o.param_groups], {})
+
+    @property
+    def state(self) -> dict[torch.Tensor, Any]:  # type: ignore[override]
+        """Every child's per-parameter state: the same dicts (Lightning moves their tensors to
+        the training device in place)."""
+        return {p: s for o in self.optimizers.values() for p, s in o.state.items()}
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        if value:  # Optimizer.__init__ sets an empty state: the children hold the real one
+            raise AttributeError("CombinedOptimizer's state is its optimizers' own")
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Run `closure` once (Lightning's forward and backward), then step every optimizer."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for optimizer in self.optimizers.values():
+            optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Each child loads its own part; a state saved by another optimizer config is refused."""
+        if set(state_dict) != set(self.optimizers):
+            raise LMTrainError(
+                f"the checkpoint's optimizer state has {sorted(state_dict)[:4]}, not this "
+                f"model.optimizer's parts {sorted(self.optimizers)}: resume with the optimizer "
+                "config the checkpoint was trained with"
+            )
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state_dict[name])
+        # torch's load_state_dict replaces the children's group dicts: follow them.
+        self.param_groups = [g for o in self.optimizers.values() for g in o.param_groups]

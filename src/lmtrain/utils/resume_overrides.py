@@ -27,6 +27,7 @@ FIXED_KEYS = (
     "model.config",
     "model.pretrained",
     "model.freeze",
+    "model.optimizer._target_",  # AdamW's state does not load into Muon's parts, nor back
     "data._target_",
     "data.source",
     "data.tokenizer",

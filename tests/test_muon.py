@@ -1,0 +1,287 @@
+"""model/optimizer=muon: Muon for the transformer blocks' weight matrices, AdamW for the rest,
+stepped as one optimizer (`CombinedOptimizer`) with a schedule per part; both states go into
+checkpoints and a run killed with SIGKILL resumes bitwise."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytest
+import torch
+from omegaconf import OmegaConf
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from lmtrain.errors import LMTrainError, RankAgreedError, find_cause
+from lmtrain.models import optimizers
+from lmtrain.models.optimizers import CombinedOptimizer
+from lmtrain.train import train
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.compose import TINY_GPT2, TINY_LLAMA
+from tests.helpers.killed_runs import (
+    STEPS,
+    assert_same_run,
+    finish,
+    kill,
+    resumable_corpus,
+    start,
+    train_command,
+)
+
+MUON = "model/optimizer=muon"
+# The keys experiment=shakespeare_char_fast sets for AdamW at model.optimizer's top level.
+FAST_ADAMW_KEYS = [f"~model.optimizer.{k}" for k in ("lr", "betas", "weight_decay", "fused")]
+
+
+def tiny_module(compose_cfg, *overrides: str) -> Any:
+    """The CausalLMModule `overrides` describe with model/optimizer=muon, built as the CLI builds
+    it (without a tokenizer: the model type's default vocabulary)."""
+    cfg = compose_cfg(*overrides, MUON, tiny=False)
+    return hydra.utils.instantiate(cfg.model, _convert_="all")
+
+
+def configured(module: Any, steps: int = 0) -> dict[str, Any]:
+    """What the module's configure_optimizers returns, for `steps` optimizer steps."""
+    scheduler = module.scheduler_factory if steps else None
+    return optimizers.configure_optimizers(
+        module.model, module.decay_names, module.optimizer_factory, scheduler, steps
+    )
+
+
+def group_names(optimizer: CombinedOptimizer, model: torch.nn.Module) -> dict[str, set[str]]:
+    """Parameter names per group of each child optimizer: `{"muon/decay": {...}, ...}`."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    return {
+        g["name"]: {name_of[id(p)] for p in g["params"]}
+        for child in optimizer.optimizers.values()
+        for g in child.param_groups
+    }
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_gpt2_blocks_matrices_go_to_muon_and_the_rest_to_adamw(compose_cfg, tied: bool) -> None:
+    module = tiny_module(compose_cfg, *TINY_GPT2, f"+model.config.tie_word_embeddings={tied}")
+    model = module.model
+    blocks = [f"transformer.h.{i}" for i in range(2)]
+    matrices = {f"{b}.{m}.weight" for b in blocks for m in ("attn.c_attn", "attn.c_proj")}
+    matrices |= {f"{b}.{m}.weight" for b in blocks for m in ("mlp.c_fc", "mlp.c_proj")}
+    tables = {"transformer.wte.weight", "transformer.wpe.weight"}
+    tables |= set() if tied else {"lm_head.weight"}  # a tied output layer is the token table
+    assert ("lm_head.weight" in dict(model.named_parameters())) is not tied
+    rest = {n for n, _ in model.named_parameters()} - matrices
+    names = module.optimizer_factory.names(model)
+    assert set(names["muon"]) == matrices and set(names["adamw"]) == rest
+    optimizer = configured(module)["optimizer"]
+    assert isinstance(optimizer.optimizers["muon"], torch.optim.Muon)
+    assert isinstance(optimizer.optimizers["adamw"], torch.optim.AdamW)
+    assert group_names(optimizer, model) == {
+        "muon/decay": matrices,
+        "adamw/decay": tables,  # embeddings and an untied output layer: decayed
+        "adamw/no_decay": rest - tables,  # norms and biases
+    }
+    decay = {g["name"]: g["weight_decay"] for g in optimizer.param_groups}
+    assert decay == {"muon/decay": 0.1, "adamw/decay": 0.1, "adamw/no_decay": 0.0}
+    # One optimizer for Lightning, whose groups are the children's own dicts.
+    children = [g for c in optimizer.optimizers.values() for g in c.param_groups]
+    assert all(a is b for a, b in zip(optimizer.param_groups, children, strict=True))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_llama_blocks_matrices_go_to_muon_and_the_rest_to_adamw(compose_cfg, tied: bool) -> None:
+    module = tiny_module(compose_cfg, *TINY_LLAMA, f"model.config.tie_word_embeddings={tied}")
+    model = module.model
+    projections = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"]
+    projections += ["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    matrices = {f"model.layers.{i}.{p}.weight" for i in range(2) for p in projections}
+    norms = {f"model.layers.{i}.{n}.weight" for i in range(2) for n in ("input_layernorm",)}
+    norms |= {f"model.layers.{i}.post_attention_layernorm.weight" for i in range(2)}
+    norms |= {"model.norm.weight"}
+    tables = {"model.embed_tokens.weight"} | (set() if tied else {"lm_head.weight"})
+    names = module.optimizer_factory.names(model)
+    assert set(names["muon"]) == matrices and set(names["adamw"]) == norms | tables
+    optimizer = configured(module)["optimizer"]
+    assert group_names(optimizer, model) == {
+        "muon/decay": matrices,
+        "adamw/decay": tables,
+        "adamw/no_decay": norms,
+    }
+
+
+def test_each_part_follows_its_own_schedule_and_its_state_round_trips(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """model.scheduler (cosine, 50 warmup steps) for Muon; AdamW's without warmup. The state of
+    both optimizers and the schedule survive a weights-only file, and the next step is the same."""
+    overrides = [*TINY_LLAMA, "model.optimizer.adamw.scheduler={num_warmup_steps: 0}"]
+
+    def setup() -> tuple[Any, CombinedOptimizer, Any]:
+        torch.manual_seed(0)
+        module = tiny_module(compose_cfg, *overrides)
+        answer = configured(module, steps=100)
+        return module, answer["optimizer"], answer["lr_scheduler"]["scheduler"]
+
+    def train_step(module: Any, optimizer: CombinedOptimizer, scheduler: Any, seed: int) -> None:
+        batch = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(seed))
+        module.loss(batch).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+
+    module, optimizer, scheduler = setup()
+    for seed in range(10):
+        train_step(module, optimizer, scheduler, seed)
+
+    def factor(warmup: int) -> float:  # the transformers schedule's factor after 10 steps
+        sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        schedule = get_cosine_with_min_lr_schedule_with_warmup(sgd, warmup, 100, min_lr_rate=0.1)
+        return schedule.lr_lambdas[0](10)
+
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs == {
+        "muon/decay": 5e-3 * factor(50),
+        "adamw/decay": 3e-3 * factor(0),
+        "adamw/no_decay": 3e-3 * factor(0),
+    }
+    path = tmp_path / "state.pt"
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, path)
+    saved = torch.load(path, weights_only=True)
+    assert set(saved["optimizer"]) == {"muon", "adamw"}
+    weights = {k: v.clone() for k, v in module.state_dict().items()}
+
+    again, optimizer2, scheduler2 = setup()
+    again.load_state_dict(weights)
+    optimizer2.load_state_dict(saved["optimizer"])
+    scheduler2.load_state_dict(saved["scheduler"])
+    assert {g["name"]: g["lr"] for g in optimizer2.param_groups} == lrs
+    train_step(module, optimizer, scheduler, 10)
+    train_step(again, optimizer2, scheduler2, 10)
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, again.state_dict()[name]), name
+
+
+def test_muon_trains_the_char_model_below_a_loss_bound(compose_cfg, play: Path) -> None:
+    """experiment=shakespeare_char_fast, shrunk (1 layer, 32 wide), with Muon: 60 steps on the
+    play. A uniform guess costs ln 50 = 3.91 nats, character frequencies 3.28; AdamW at its 3e-3
+    reaches 2.33, and 2.71 with Muon's lr at 0 (AdamW's part alone); this run 1.96. Every
+    group's learning rate is logged."""
+    cfg = compose_cfg(
+        "experiment=shakespeare_char_fast",
+        MUON,
+        *FAST_ADAMW_KEYS,
+        # match_rms_adamw scales the step by the matrix's size: tiny matrices want a larger lr
+        "model.optimizer.muon.optimizer.lr=0.05",
+        f"data.source.path={play}",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        "callbacks.early_stopping=null",
+        "model.config.num_hidden_layers=1",
+        "model.config.hidden_size=32",
+        "model.config.intermediate_size=64",
+        "model.config.num_attention_heads=2",
+        "model.config.num_key_value_heads=2",
+        "data.batch_size=32",
+        "trainer.max_steps=60",
+        "trainer.val_check_interval=60",
+        tiny=False,
+    )
+    metrics = train(cfg)
+    assert metrics["trainer/global_step"] == 60
+    assert metrics["val/loss"] < 2.2, metrics  # below AdamW's 2.33
+    csv = Path(cfg.paths.output_dir) / "csv" / "metrics.csv"
+    header = csv.read_text().splitlines()[0].split(",")
+    assert {"train/lr/muon/decay", "train/lr/adamw/decay", "train/lr/adamw/no_decay"} <= set(header)
+
+
+def test_a_part_without_parameters_is_one_line_error(tmp_path: Path, data_dir: Path) -> None:
+    """Every block frozen: Muon would train nothing."""
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, MUON, "model.freeze.first_n_blocks=2"))
+    assert_one_line_error(result, "model.optimizer.muon", "no trainable parameter")
+
+
+def test_parameters_without_an_optimizer_and_stray_keys_are_refused(compose_cfg) -> None:
+    module = tiny_module(compose_cfg, *TINY_GPT2, "~model.optimizer.adamw")
+    with pytest.raises(LMTrainError, match=r"get no optimizer.*params: rest"):
+        configured(module)
+    with pytest.raises(Exception) as raised:  # Hydra wraps the error of the class it builds
+        tiny_module(compose_cfg, *TINY_GPT2, "+model.optimizer.lr=0.003")
+    error = find_cause(raised.value, LMTrainError)
+    assert error is not None and "model.optimizer.lr=0.003 is not" in str(error)
+    assert "~model.optimizer.lr" in str(error)
+    module = tiny_module(compose_cfg, *TINY_GPT2, "model.optimizer.muon.optimizer.lr=-1")
+    with pytest.raises(LMTrainError, match=r"model\.optimizer\.muon\.optimizer: Learning rate"):
+        configured(module)
+
+
+def test_muon_is_refused_on_fsdp_sharded_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSDP2Strategy.shard on a one-process gloo mesh, then model/optimizer=muon's parts."""
+    import torch.distributed as dist
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.demos.boring_classes import BoringModel
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from lmtrain.models.distributed import decay_parameter_names
+    from lmtrain.strategies.fsdp import FSDP2Strategy
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    strategy = FSDP2Strategy(process_group_backend="gloo")
+    Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
+    strategy.connect(BoringModel())
+    strategy.setup_environment()
+    try:
+        model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64))
+        decay = decay_parameter_names(model)
+        strategy.shard(model, compile_blocks=False)
+        config = OmegaConf.load(ROOT / "configs" / "model" / "optimizer" / "muon.yaml")
+        parts = hydra.utils.instantiate(config, _convert_="all")
+        with pytest.raises(RankAgreedError, match="not supported with trainer=fsdp"):
+            optimizers.configure_optimizers(model, decay, parts, None, 0)
+    finally:
+        dist.destroy_process_group()
+
+
+def saves(path: Path) -> tuple[int, int] | None:
+    """Changes with every save of `path` (each atomic save is a new file renamed into place)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+@pytest.mark.slow
+def test_muon_run_killed_and_resumed_ends_as_an_uninterrupted_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """tests/helpers/killed_runs.py's run (dropout, accumulation, odd epochs, checkpoints inside
+    steps) with Muon, killed with SIGKILL after its second save of last.ckpt."""
+    corpus = resumable_corpus(tmp_path / "corpus")
+    reference, run_dir, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
+    finish(train_command(corpus, data_dir, reference, MUON), log)
+    command = train_command(corpus, data_dir, run_dir, MUON)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    proc = start(command, log)
+    seen, count = saves(last), 0
+    while count < 2 and proc.poll() is None:
+        if saves(last) != seen:
+            seen, count = saves(last), count + 1
+        time.sleep(0.005)
+    time.sleep(0.05)
+    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+    checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+    assert 0 < checkpoint["global_step"] < STEPS
+    (state,) = checkpoint["optimizer_states"]
+    assert set(state) == {"muon", "adamw"}  # both optimizers' states
+    assert all("momentum_buffer" in s for s in state["muon"]["state"].values())
+    assert all("exp_avg_sq" in s for s in state["adamw"]["state"].values())
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run_dir, reference)
