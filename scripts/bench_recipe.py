@@ -224,7 +224,9 @@ def main() -> None:
         argv += shlex.split(args.trainer_args)
         commands.append(Command("hf_trainer", argv, ROOT, parse_trainer))
     argv = [sys.executable, "-m", "lmtrain.train", f"experiment={experiment}"]
-    argv += [f"data.source.path={data}", "logger=csv", "hydra.run.dir={run_dir}"]
+    argv += [f"data.source.path={data}", "hydra.run.dir={run_dir}"]
+    # The baseline as the issue timed it (CSV); the fast recipe with its W&B logger (offline).
+    argv += ["logger=csv"] if args.recipe == "baseline" else []
     argv += [f"trainer.max_steps={args.steps}"] if args.steps else []
     commands.append(Command("lmtrain", [*argv, *extra], ROOT, parse_lmtrain))
 
