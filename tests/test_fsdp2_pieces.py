@@ -22,9 +22,9 @@ from lmtrain.data.sources import TextFilesSource
 from lmtrain.errors import LMTrainError, find_cause
 from lmtrain.models.checkpoint import previous_sharded, resolve_ckpt_path, temporary_sharded
 from lmtrain.models.module import CausalLMModule
-from lmtrain.strategies.fsdp import FSDP2Strategy
 from lmtrain.strategies.sharded_checkpoints import load_sharded, replace_folder
 from tests.helpers.corpora import write_corpus
+from tests.helpers.sharded_runs import one_process_fsdp2
 
 
 def test_ranks_read_their_shares_of_one_window_stream() -> None:
@@ -173,24 +173,11 @@ def test_shard_compiles_each_block_in_place_then_shards_the_blocks_and_the_root(
 ) -> None:
     """FSDP2Strategy.shard on a one-process gloo mesh (model.compile=true: each block compiled
     in place, lazily, so parameter names stay the HF ones)."""
-    import socket
-
-    with socket.socket() as sock:  # the process group's address, unset again after the test
-        sock.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    import torch.distributed as dist
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.demos.boring_classes import BoringModel
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    strategy = FSDP2Strategy(process_group_backend="gloo")
-    Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
-    strategy.connect(BoringModel())
-    strategy.setup_environment()
-    try:
+    with one_process_fsdp2(monkeypatch) as strategy:
         model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64))
         shapes = {name: p.shape for name, p in model.named_parameters()}
         strategy.shard(model, compile_blocks=True)
@@ -200,8 +187,6 @@ def test_shard_compiles_each_block_in_place_then_shards_the_blocks_and_the_root(
         assert {name: p.shape for name, p in model.named_parameters()} == shapes
         assert all(isinstance(p, DTensor) for p in model.parameters())
         assert model.lm_head.weight is model.transformer.wte.weight
-    finally:
-        dist.destroy_process_group()
 
 
 def test_saved_gradients_go_back_per_rank_or_as_their_mean() -> None:

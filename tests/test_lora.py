@@ -24,7 +24,7 @@ from lmtrain.models.checkpoint import checkpoint_model, load_model
 from lmtrain.models.generation import generate_text
 from lmtrain.train import train
 from lmtrain.utils.safe_load import load_torch_file
-from tests.helpers import ROOT
+from tests.helpers import ROOT, pretrained
 from tests.helpers.assertions import one_error_line
 from tests.helpers.compose import TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
@@ -39,15 +39,13 @@ FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.Sav
 
 @pytest.fixture(scope="module")
 def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("new-text") / "docs", seed=9)
+    return pretrained.new_text(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 (2 layers, 128 wide) and its BPE, as save_pretrained writes them."""
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    texts = [p.read_text() for p in write_corpus(folder.parent / "pretrain", seed=5).iterdir()]
-    return save_tiny_pretrained(folder, texts, n_embd=WIDTH)
+    return pretrained.pretrained_base(tmp_path_factory, n_embd=WIDTH)
 
 
 def finetune_config(base: Path, corpus: Path, run_dir: Path, data_dir: Path, *overrides: str):

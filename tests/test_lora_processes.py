@@ -13,27 +13,24 @@ import pytest
 import torch
 
 from lmtrain.utils.safe_load import load_torch_file
+from tests.helpers import pretrained
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
-from tests.helpers.corpora import write_corpus
 from tests.helpers.killed_runs import final_state, finish, kill, start
-from tests.helpers.pretrained import save_tiny_pretrained
 
 FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights"
 
 
 @pytest.fixture(scope="module")
 def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("new-text") / "docs", seed=9)
+    return pretrained.new_text(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 (2 layers, 32 wide) and its BPE, as save_pretrained writes them."""
-    folder = tmp_path_factory.mktemp("tiny-gpt2")
-    texts = [p.read_text() for p in write_corpus(folder.parent / "pretrain", seed=5).iterdir()]
-    return save_tiny_pretrained(folder, texts)
+    return pretrained.pretrained_base(tmp_path_factory)
 
 
 def test_target_module_matching_nothing_is_one_line_from_the_cli(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from tests.helpers.killed_runs import (
     start,
     train_command,
 )
+from tests.helpers.sharded_runs import one_process_fsdp2
 
 MUON = "model/optimizer=muon"
 # The keys experiment=shakespeare_char_fast sets for AdamW at model.optimizer's top level.
@@ -224,23 +224,11 @@ def test_parameters_without_an_optimizer_and_stray_keys_are_refused(compose_cfg)
 
 def test_muon_is_refused_on_fsdp_sharded_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
     """FSDP2Strategy.shard on a one-process gloo mesh, then model/optimizer=muon's parts."""
-    import torch.distributed as dist
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.demos.boring_classes import BoringModel
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from lmtrain.models.distributed import decay_parameter_names
-    from lmtrain.strategies.fsdp import FSDP2Strategy
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    strategy = FSDP2Strategy(process_group_backend="gloo")
-    Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
-    strategy.connect(BoringModel())
-    strategy.setup_environment()
-    try:
+    with one_process_fsdp2(monkeypatch) as strategy:
         model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=64))
         decay = decay_parameter_names(model)
         strategy.shard(model, compile_blocks=False)
@@ -248,8 +236,6 @@ def test_muon_is_refused_on_fsdp_sharded_parameters(monkeypatch: pytest.MonkeyPa
         parts = hydra.utils.instantiate(config, _convert_="all")
         with pytest.raises(RankAgreedError, match="not supported with trainer=fsdp"):
             optimizers.configure_optimizers(model, decay, parts, None, 0)
-    finally:
-        dist.destroy_process_group()
 
 
 def saves(path: Path) -> tuple[int, int] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -16,6 +17,8 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from tests.helpers.corpora import write_corpus
 
 EOS = "<|endoftext|>"
 
@@ -71,3 +74,16 @@ def tiny_bpe(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
     )
     bpe.train_from_iterator(list(texts), trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, bos_token=EOS)
+
+
+def pretrained_base(tmp_path_factory: Any, n_embd: int = 32) -> Path:
+    """A tiny random GPT-2 (2 layers, `n_embd` wide) and its BPE trained on a corpus of its own:
+    the base model a fine-tuning test starts from."""
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    texts = [p.read_text() for p in write_corpus(folder.parent / "pretrain", seed=5).iterdir()]
+    return save_tiny_pretrained(folder, texts, n_embd=n_embd)
+
+
+def new_text(tmp_path_factory: Any) -> Path:
+    """The text a fine-tuning test trains on: another corpus than the base model's."""
+    return write_corpus(tmp_path_factory.mktemp("new-text") / "docs", seed=9)

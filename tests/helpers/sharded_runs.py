@@ -11,8 +11,11 @@ added to a run like any callback or strategy:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +124,24 @@ def results(run_dir: Path) -> dict[str, Any]:
     """The probe's record (`<run_dir>/probe.pt`) and metrics.json of a finished run."""
     probe = torch.load(run_dir / "probe.pt", weights_only=True)
     return {**probe, "metrics": json.loads((run_dir / "metrics.json").read_text())}
+
+
+@contextlib.contextmanager
+def one_process_fsdp2(monkeypatch: Any) -> Iterator[FSDP2Strategy]:
+    """An FSDP2Strategy set up on a one-process gloo mesh (its `shard` works in the test's own
+    process); the process group is destroyed on exit, the address unset with `monkeypatch`."""
+    import torch.distributed as dist
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("MASTER_PORT", str(sock.getsockname()[1]))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    strategy = FSDP2Strategy(process_group_backend="gloo")
+    Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
+    strategy.connect(BoringModel())
+    strategy.setup_environment()
+    try:
+        yield strategy
+    finally:
+        dist.destroy_process_group()
