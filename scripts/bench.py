@@ -164,7 +164,7 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
     batches = iter(datamodule.train_dataloader())
     for _ in range(cfg.trainer.max_steps):
         windows = next(batches)
-        logits = model(input_ids=windows[:, :-1]).logits
+        logits = module(windows[:, :-1])  # the same model call as under Lightning (no KV cache)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.trainer.gradient_clip_val)
