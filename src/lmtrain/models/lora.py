@@ -181,8 +181,9 @@ def adapters_only(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     model = getattr(module, "model", None)
     if not isinstance(model, PeftModel):
         return
+    frozen = frozen_names(module)  # once, not per state_dict entry
     state = checkpoint["state_dict"]
-    checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen_names(module)}
+    checkpoint["state_dict"] = {k: v for k, v in state.items() if k not in frozen}
     checkpoint[CHECKPOINT_KEY][LORA_KEY] = dict(model.lmtrain_lora)
 
 
