@@ -23,7 +23,7 @@ from lmtrain.train import train
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
-from tests.helpers.compose import TINY_GPT2, TINY_LLAMA
+from tests.helpers.compose import SHRUNK_FAST, TINY_GPT2, TINY_LLAMA
 from tests.helpers.killed_runs import (
     STEPS,
     assert_same_run,
@@ -179,16 +179,8 @@ def test_muon_trains_the_char_model_below_a_loss_bound(compose_cfg, play: Path) 
         "model.optimizer.muon.optimizer.lr=0.05",
         f"data.source.path={play}",
         "logger=csv",
-        "trainer.enable_progress_bar=false",
-        "callbacks.rich_progress_bar=null",
+        *SHRUNK_FAST,
         "callbacks.early_stopping=null",
-        "model.config.num_hidden_layers=1",
-        "model.config.hidden_size=32",
-        "model.config.intermediate_size=64",
-        "model.config.num_attention_heads=2",
-        "model.config.num_key_value_heads=2",
-        "data.batch_size=32",
-        "trainer.max_steps=60",
         "trainer.val_check_interval=60",
         tiny=False,
     )

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from lmtrain.train import train
 from tests.helpers.cli import run_cli, wandb_summary
+from tests.helpers.compose import SHRUNK_FAST
 from tests.helpers.runs import eval_tiny
 
 METRIC_KEYS = {"train/loss", "val/loss", "val/ppl", "trainer/global_step", "tokens_seen"}
@@ -146,15 +147,7 @@ def test_early_stop_at_threshold_reports_that_validation(
         "experiment=shakespeare_char_fast",
         f"data.source.path={play}",
         "logger=none",
-        "trainer.enable_progress_bar=false",
-        "callbacks.rich_progress_bar=null",
-        "model.config.num_hidden_layers=1",
-        "model.config.hidden_size=32",
-        "model.config.intermediate_size=64",
-        "model.config.num_attention_heads=2",
-        "model.config.num_key_value_heads=2",
-        "data.batch_size=32",
-        "trainer.max_steps=60",
+        *SHRUNK_FAST,
         "trainer.val_check_interval=15",
         "callbacks.early_stopping.stopping_threshold=3.2",
         tiny=False,

@@ -54,6 +54,19 @@ TINY_RUN = [
     "samples.max_new_tokens=8",
 ]
 TINY = [*TINY_GPT2, *TINY_RUN]
+# experiment=shakespeare_char_fast shrunk to a few seconds: 1 Llama layer 32 wide, no progress
+# bar, 60 steps of 32 windows (with the experiment, and `tiny=False` in compose_cfg).
+SHRUNK_FAST = [
+    "trainer.enable_progress_bar=false",
+    "callbacks.rich_progress_bar=null",
+    "model.config.num_hidden_layers=1",
+    "model.config.hidden_size=32",
+    "model.config.intermediate_size=64",
+    "model.config.num_attention_heads=2",
+    "model.config.num_key_value_heads=2",
+    "data.batch_size=32",
+    "trainer.max_steps=60",
+]
 
 
 def compose(name: str, run_dir: Path, data_dir: Path, *overrides: str) -> DictConfig:
