@@ -97,9 +97,7 @@ class Pace(Callback):
         pid_file = self.dirpath / f"rank{trainer.global_rank}.pid"
         if not pid_file.exists():
             self.dirpath.mkdir(parents=True, exist_ok=True)
-            tmp = pid_file.with_suffix(".tmp")
-            tmp.write_text(str(os.getpid()))
-            tmp.rename(pid_file)
+            write_marker(pid_file, str(os.getpid()))
         time.sleep(self.seconds)
 
 
@@ -109,6 +107,14 @@ class KillInFinalValidation(Callback):
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:  # trainer.validate, not one inside fit
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def write_marker(marker: Path, text: str) -> None:
+    """Writes `marker` under a temporary name and renames it: a test that polls for the file
+    never reads it empty (a plain write_text is seen between its open and its write)."""
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(text)
+    tmp.rename(marker)
 
 
 class PauseBeforeReplace:
@@ -126,7 +132,7 @@ class PauseBeforeReplace:
             return
         self.saves += 1
         if self.saves == self.pause_at:
-            self.marker.write_text(str(tmp))
+            write_marker(self.marker, str(tmp))
             time.sleep(600)  # the test kills the run here
 
 

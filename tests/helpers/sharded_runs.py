@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain.strategies.fsdp import FSDP2Strategy
-from tests.helpers.faults import PauseBeforeReplace
+from tests.helpers.faults import PauseBeforeReplace, write_marker
 
 
 class Probe(Callback):
@@ -88,7 +88,7 @@ class StallAfterMidStepSave(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
         if self.saved and trainer.is_global_zero:
-            self.marker.write_text("stalled")
+            write_marker(self.marker, "stalled")
             time.sleep(600)
 
 
