@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError, first_line
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
+
+if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
+    from peft import LoraConfig, PeftModel
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,8 @@ def lora_settings(
 def add_adapters(model: PreTrainedModel, settings: dict[str, Any], base: str) -> PeftModel:
     """`model` frozen, with LoRA adapters on the `settings`' target modules (`base`: its
     `model.pretrained`, recorded in checkpoints); logs trainable vs total parameters."""
+    from peft import get_peft_model
+
     targets = resolve_targets(model, settings["target_modules"])
     on_meta = any(p.is_meta for p in model.parameters())
     digest = None if on_meta else weights_digest(model)
@@ -117,6 +121,8 @@ def add_adapters(model: PreTrainedModel, settings: dict[str, Any], base: str) ->
 
 def lora_config(model: nn.Module, settings: dict[str, Any]) -> LoraConfig:
     """peft's LoraConfig for our settings (GPT-2's Conv1D layers store weights transposed)."""
+    from peft import LoraConfig
+
     return LoraConfig(
         r=settings["r"],
         lora_alpha=settings["alpha"],
@@ -135,6 +141,9 @@ def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[s
     targets = targets if isinstance(targets, str) else list(targets)
     if targets == ALL_LINEAR:
         return targets
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
     adaptable = [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
     for target in [targets] if isinstance(targets, str) else targets:
         config = LoraConfig(target_modules=target if isinstance(targets, str) else [target])
@@ -166,7 +175,7 @@ def base_reference(pretrained: str) -> str:
 
 def check_not_sharded(model: nn.Module) -> None:
     """trainer=fsdp shards the base per block; peft's adapter layers are not wired for it here."""
-    if isinstance(model, PeftModel):
+    if is_adapted(model):
         raise RankAgreedError(
             "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device "
             "holds the frozen base; only the adapters' gradients are all-reduced), or "
@@ -179,7 +188,7 @@ def adapters_only(module: nn.Module, checkpoint: dict[str, Any]) -> None:
     """Drop the frozen base weights from a checkpoint of `module` (they are the base model's),
     and record the settings, the base model and its digest instead."""
     model = getattr(module, "model", None)
-    if not isinstance(model, PeftModel):
+    if not is_adapted(model):
         return
     frozen = frozen_names(module)  # once, not per state_dict entry
     state = checkpoint["state_dict"]
@@ -198,7 +207,7 @@ def check_resume(module: nn.Module, checkpoint: dict[str, Any], ckpt_path: str |
     saved = (checkpoint.get(CHECKPOINT_KEY) or {}).get(LORA_KEY)
     model = getattr(module, "model", None)
     given = f"ckpt_path={ckpt_path!r}" if ckpt_path else "the checkpoint"
-    if not isinstance(model, PeftModel):
+    if not is_adapted(model):
         if saved:
             raise LMTrainError(
                 f"{given} holds LoRA adapters: resume with model/peft=lora (and the run's "
@@ -239,6 +248,8 @@ def model_from_checkpoint(
 ) -> PeftModel:
     """The adapted model of a LoRA checkpoint: its base model read again from its reference,
     checked against its digest, and the checkpoint's adapters (`state`, PeftModel names)."""
+    from peft import get_peft_model
+
     base, settings = saved.get("base_model"), saved.get("settings")
     if not (isinstance(base, str) and isinstance(settings, Mapping)):
         raise LMTrainError(
@@ -276,18 +287,21 @@ def model_from_checkpoint(
 
 
 def is_adapted(model: nn.Module) -> bool:
-    """Whether `model` carries LoRA adapters (a PeftModel)."""
-    return isinstance(model, PeftModel)
+    """Whether `model` carries LoRA adapters (a PeftModel; none exists before peft is imported)."""
+    peft = sys.modules.get("peft")
+    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def merged(model: nn.Module) -> PreTrainedModel:
     """The plain HF model with the adapters added into its weights (peft's merge_and_unload)."""
-    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+    return model.merge_and_unload() if is_adapted(model) else model
 
 
 def load_adapter_folder(folder: str | Path) -> PeftModel:
     """An adapter folder as peft users load it: the base from adapter_config.json, then
     `PeftModel.from_pretrained`."""
+    from peft import LoraConfig, PeftModel
+
     config = LoraConfig.from_pretrained(str(folder))
     base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path)
     return PeftModel.from_pretrained(base, str(folder)).eval()
