@@ -40,7 +40,22 @@ SWITCHES: dict[str, list[str]] = {
     "bf16_mixed": ["trainer.precision=bf16-mixed"],
     "num_workers_1": ["data.num_workers=1"],
     "compile": ["model.compile=true"],
+    # Muon (BatchedMuon) for the blocks' matrices, AdamW for the rest: what a Muon step costs
+    # against AdamW's.
+    "muon": ["model/optimizer=muon"],
 }
+# Overrides a switch needs on one size only: experiment=shakespeare_char sets AdamW's keys at
+# model.optimizer's top level, which Muon's parts do not take.
+SIZE_EXTRAS: dict[tuple[str, str], list[str]] = {
+    ("muon", "shakespeare_char"): [
+        f"~model.optimizer.{key}" for key in ("lr", "betas", "weight_decay")
+    ],
+}
+
+
+def switch_overrides(name: str, size: str) -> list[str]:
+    """The overrides that turn switch `name` on for `size`."""
+    return [*SWITCHES[name], *SIZE_EXTRAS.get((name, size), [])]
 
 
 def main() -> None:
@@ -62,13 +77,13 @@ def main() -> None:
             for repeat in range(args.repeats):
                 order = ("baseline", "switched") if repeat % 2 == 0 else ("switched", "baseline")
                 for side in order:
-                    extra = SWITCHES[name] if side == "switched" else []
+                    extra = switch_overrides(name, args.size) if side == "switched" else []
                     cfg = compose_config(args.size, args.steps, Path(tmp) / name / side, extra)
                     runs[side].append(run_lightning(cfg, args.warmup))
                     print(f"{name:>16} {side:>9}: {runs[side][-1]:,.0f} tok/s", file=sys.stderr)
             base, switched = (statistics.median(runs[s]) for s in ("baseline", "switched"))
             results[name] = {
-                "overrides": SWITCHES[name],
+                "overrides": switch_overrides(name, args.size),
                 "baseline_tokens_per_s": base,
                 "switched_tokens_per_s": switched,
                 "speedup": switched / base,

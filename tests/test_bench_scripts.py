@@ -98,3 +98,19 @@ def test_bench_recipe_times_trainer_and_lmtrain_and_merges_its_results(tmp_path:
     assert all(0 < run["to_first_log_s"] < run["wall_s"] for run in lmtrain["runs"])
     assert (tmp_path / "data" / "cache").is_dir()  # the token cache went where lmtrain looks
     assert "lmtrain / hf_trainer:" in result.stdout
+
+
+def test_every_speed_switch_composes_on_every_size(tmp_path: Path) -> None:
+    """scripts/bench_switches.py's overrides make a config for each benchmark size; Muon's
+    becomes an optimizer that builds (the shakespeare_char experiment's AdamW keys removed)."""
+    import hydra
+
+    switches = load_script("bench_switches")
+    for size in switches.SIZES:
+        for name in switches.SWITCHES:
+            overrides = switches.switch_overrides(name, size)
+            cfg = switches.compose_config(size, 10, tmp_path / size / name, overrides)
+            if name == "muon":
+                assert set(cfg.model.optimizer) == {"_target_", "muon", "adamw"}, size
+                module = hydra.utils.instantiate(cfg.model, _convert_="all")
+                assert set(module.optimizer_factory.names(module.model)) == {"muon", "adamw"}
