@@ -73,6 +73,16 @@ def test_gpt2_124m_has_124m_parameters(compose_cfg) -> None:
     assert 124e6 < n < 125e6  # GPT-2 small at its 50,257-token vocabulary
 
 
+def test_shakespeare_char_fast_keeps_nanogpts_parameter_budget(compose_cfg) -> None:
+    """The fast recipe may change the architecture, not the budget: at most 0.8M parameters at
+    Tiny Shakespeare's vocabulary (65 characters and <|endoftext|>), as nanoGPT's baby model."""
+    cfg = compose_cfg("experiment=shakespeare_char_fast", "+model.config.vocab_size=66", tiny=False)
+    module = hydra.utils.instantiate(cfg.model, _convert_="all")
+    n = sum(p.numel() for p in module.model.parameters())
+    assert module.model.config.vocab_size == 66
+    assert 0.7e6 < n <= 0.8e6, n
+
+
 @pytest.mark.parametrize("trainer", options("trainer"))
 def test_trainer_instantiates(trainer: str, compose_cfg) -> None:
     """Every trainer option builds a Trainer whose checkpoints go through AtomicCheckpointIO
