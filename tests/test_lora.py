@@ -28,13 +28,13 @@ from tests.helpers import ROOT, pretrained
 from tests.helpers.assertions import one_error_line
 from tests.helpers.compose import TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
+from tests.helpers.killed_runs import FINAL_WEIGHTS
 from tests.helpers.pretrained import save_tiny_llama, save_tiny_pretrained
 from tests.helpers.runs import eval_tiny, export_tiny
 
 # 128 wide, so that the adapters (r=8 on every projection: 16 x 8 x 128 a block) are a few
 # percent of the model, as they are of real ones; a random tiny base learns fast.
 WIDTH = 128
-FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights"
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,7 @@ from tests.helpers import pretrained
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
-from tests.helpers.killed_runs import final_state, finish, kill, start
-
-FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights"
+from tests.helpers.killed_runs import FINAL_WEIGHTS, final_state, finish, kill, start
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,8 @@ RESUMABLE_RUN = [
 ]
 # Wall-clock figures differ between runs; everything else must match exactly.
 IGNORED = ("time/", "/device/", "tok/s")
+# The override that adds SaveFinalWeights to a run (its `path` is set beside it).
+FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights"
 
 
 def resumable_corpus(folder: Path) -> Path:
@@ -74,7 +76,7 @@ def train_command(corpus: Path, data_dir: Path, run_dir: Path, *extra: str) -> l
     """`python -m lmtrain.train` of `RESUMABLE_RUN` on `corpus` in `run_dir`, `extra` added."""
     overrides = [f"data.source.path={corpus}", f"paths.data_dir={data_dir}", *extra]
     overrides += [
-        "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights",
+        FINAL_WEIGHTS,
         f"+callbacks.final_weights.path={run_dir / 'final_weights.pt'}",
     ]
     command = [sys.executable, "-m", "lmtrain.train", *RESUMABLE_RUN, *overrides]
