@@ -39,6 +39,11 @@ from tests.helpers.corpora import write_corpus
         ("trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
         ("samples.top_k=0", "samples.top_k=0 must be at least 1"),
         ("samples.temperature=0", "samples.temperature=0 must be positive"),
+        ("model.seq_len_warmup={start:32,steps:10}", "start=32 is not shorter than the windows"),
+        ("model.seq_len_warmup={start:0,steps:10}", "seq_len_warmup.start=0 must be at least 1"),
+        ("model.seq_len_warmup={start:8,steps:1.5}", "seq_len_warmup.steps=1.5 is not a whole"),
+        ("model.seq_len_warmup=16", "model.seq_len_warmup=16: pass null or"),
+        ("model.seq_len_warmup={start:8}", "model.seq_len_warmup={'start': 8}: pass null or"),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:

@@ -20,6 +20,7 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.train import train
 from tests.helpers.cli import run_cli
 from tests.helpers.corpora import WORDS
@@ -88,9 +89,10 @@ def skip_without_gpus(trainer: DictConfig) -> None:
         pytest.skip(f"needs {devices} GPUs")
 
 
-def check_fast_dev_run(metrics: dict[str, float], processes: int = 1) -> None:
+def check_fast_dev_run(metrics: dict[str, float], processes: int = 1, window: int = 32) -> None:
     assert metrics["trainer/global_step"] == 1  # fast_dev_run: one optimizer step
-    assert metrics["tokens_seen"] == processes * 4 * 32  # one batch of SMALL's windows each
+    # One batch of SMALL's windows each (fewer tokens under a sequence-length warm-up).
+    assert metrics["tokens_seen"] == processes * 4 * window
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
 
 
@@ -101,7 +103,9 @@ def test_experiment_trains(
     choice = f"experiment={experiment}"
     offline = offline_overrides(compose_cfg, choice, corpus, pretrained)
     cfg = compose_cfg(choice, "debug=fdr", *SMALL, *offline, tiny=False)
-    check_fast_dev_run(train(cfg))
+    warmup = cfg.model.get("seq_len_warmup")
+    window = SequenceLengthWarmup(**warmup).length_at(0, cfg.data.block_size) if warmup else 32
+    check_fast_dev_run(train(cfg), window=window)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["trainer/global_step"] == 1
 
 

@@ -1,7 +1,10 @@
-"""What tests/test_grad_norm.py and tests/test_bpb.py add to a run or run on other processes.
+"""What tests/test_grad_norm.py, test_bpb.py and test_seq_len_warmup.py add to a run or run on
+other processes.
 
 - `RecordGradNorms`: a callback (`+callbacks.record._target_=...`) that writes the gradient
   norm of every optimizer step, measured on its own, for the test to compare with the logged one.
+- `RecordWindowLengths`: a callback that writes the window length the module trained on at
+  every step, and that of every validation batch (tests/test_seq_len_warmup.py).
 - `on_two_gloo_ranks`: a function run on two gloo processes, and what each returned; the
   functions it runs here (`bpb_on_rank`, `clip_sharded_on_rank`) import only what they use, so
   the processes start in seconds.
@@ -22,6 +25,29 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.optim import Optimizer
+
+
+class RecordWindowLengths(Callback):
+    """Writes `{"train": [(step, tokens per window), ...], "val": [...]}` of every batch of the
+    fit to `path` (JSON) at the end of training (one micro-batch per step here)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lengths: dict[str, list[tuple[int, int]]] = {"train": [], "val": []}
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        step = trainer.global_step - 1  # the optimizer has stepped
+        self.lengths["train"].append((step, pl_module.window_lengths[0]))
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, *args: Any
+    ) -> None:
+        self.lengths["val"].append((trainer.global_step, batch.shape[1] - 1))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        Path(self.path).write_text(json.dumps(self.lengths))
 
 
 class RecordGradNorms(Callback):

@@ -73,7 +73,8 @@ class TokenThroughputMonitor(Callback):
         """Count every micro-batch; update and log after the optimizer steps the loggers write."""
         self._batches += 1
         self._samples += batch.shape[0]
-        self._tokens += batch.shape[0] * (batch.shape[1] - 1)  # predicted tokens per window
+        # Tokens predicted per window: the window's length, or a sequence-length warm-up's cut.
+        self._tokens += batch.shape[0] * pl_module.window_lengths[0]
         self._flops_since_update += pl_module.flops_per_batch or 0
         step = trainer.global_step
         if self.throughput is None or step == getattr(self, "_last_step", None):

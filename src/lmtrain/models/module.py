@@ -8,7 +8,6 @@ and `lmtrain.export` need nothing but the `.ckpt` file.
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -24,15 +23,14 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.errors import LMTrainError, NonFiniteLossError
+from lmtrain.errors import LMTrainError
 from lmtrain.models import distributed, lora, optimizers
-from lmtrain.models.checkpoint import CHECKPOINT_KEY, last_checkpoint_path, resume_hint
+from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
+from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
+from lmtrain.models.seq_len_warmup import SequenceLengthWarmup, tokens_per_window
 from lmtrain.utils.redact import redact
-
-NAN_GUARD_MODES = ("stop", "skip", "off")
-log = logging.getLogger(__name__)
 
 
 class CausalLMModule(LightningModule):
@@ -48,15 +46,17 @@ class CausalLMModule(LightningModule):
         freeze: Mapping[str, Any] | None = None,
         peft: Mapping[str, Any] | str | None = None,
         nan_guard: str = "stop",
+        seq_len_warmup: Mapping[str, int] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         model: PreTrainedModel | None = None,
     ) -> None:
         """`optimizer` and `scheduler` are partials (Hydra `_partial_: true`): the module hands
         them the parameter groups, and the scheduler the number of optimizer steps. `freeze`
         holds `embeddings` and `first_n_blocks` (fine-tuning); `peft` the LoRA settings (see
-        `lmtrain.models.lora`). `nan_guard` says what a NaN or infinite training loss does (see
-        `guard_nonfinite`): `stop`, `skip` or `off`. `model` wraps an HF model already built
-        (evaluation of a checkpoint or an export)."""
+        `lmtrain.models.lora`). `nan_guard` says what a NaN or infinite training loss does:
+        `stop`, `skip` or `off` (see `lmtrain.models.nan_guard`). `seq_len_warmup` (`start`,
+        `steps`) shortens the first steps' windows (`lmtrain.models.seq_len_warmup`). `model`
+        wraps an HF model already built (evaluation of a checkpoint or an export)."""
         super().__init__()
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
@@ -77,9 +77,9 @@ class CausalLMModule(LightningModule):
         self.decay_names = distributed.decay_parameter_names(self.model)
         if isinstance(optimizer, optimizers.OptimizerParts):  # refuse a bad split before fit
             optimizer.split(self.model)
-        if nan_guard not in NAN_GUARD_MODES:
-            raise LMTrainError(f"model.nan_guard={nan_guard!r}: use one of {NAN_GUARD_MODES}")
-        self.nan_guard = nan_guard
+        self.nan_guard = check_nan_guard(nan_guard)
+        self.seq_len_warmup = SequenceLengthWarmup(**seq_len_warmup) if seq_len_warmup else None
+        self.window_lengths = (0, 0)  # tokens per training window: this step's, the data's
         # Micro-batches whose loss was not finite and was skipped (nan_guard=skip), checkpointed.
         self.nonfinite_skips = 0
         self._skipped_in_step = 0  # under DDP: skipped micro-batches of the step in progress
@@ -134,15 +134,19 @@ class CausalLMModule(LightningModule):
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        full = batch.shape[1] - 1
+        if self.seq_len_warmup is not None:  # the first steps read the windows' first tokens
+            batch = self.seq_len_warmup.truncate(batch, self.global_step)
+        self.window_lengths = (batch.shape[1] - 1, full)  # read by the throughput monitor
         loss = self.loss(batch)
-        # Derived, not counted: windows have a fixed shape, so after N optimizer steps every
-        # rank has read N * accumulate micro-batches of this size (and a resume stays exact).
-        micro_batch_tokens = batch.shape[0] * (batch.shape[1] - 1)
+        # Derived, not counted: windows have a fixed shape (or the warm-up's length at each
+        # step), so after N optimizer steps every rank has read N * accumulate micro-batches of
+        # known sizes (and a resume stays exact).
         trainer = self.trainer
-        steps = self.global_step + 1
-        tokens = micro_batch_tokens * trainer.accumulate_grad_batches * trainer.world_size * steps
+        per_window = tokens_per_window(self.seq_len_warmup, self.global_step + 1, full)
+        tokens = batch.shape[0] * per_window * trainer.accumulate_grad_batches * trainer.world_size
         self.tokens_seen = float(tokens)
-        skip = self.nan_guard != "off" and self.guard_nonfinite(loss)
+        skip = self.nan_guard != "off" and skip_nonfinite(self, loss)
         if self.logs_this_step:
             # Tensors, not floats: Lightning syncs them to the host only when it logs.
             if not skip:
@@ -168,40 +172,6 @@ class CausalLMModule(LightningModule):
             optimizer.zero_grad(set_to_none=True)
         self._skipped_in_step = 0
 
-    def guard_nonfinite(self, loss: torch.Tensor) -> bool:
-        """Whether to skip this micro-batch: its loss, or another rank's, is NaN or infinite.
-
-        All ranks decide together (one all-reduce of a flag), so they all skip, or all stop, at
-        the same step: a rank that skipped backward alone would leave the others waiting in
-        DDP's gradient all-reduce. The flag is read on the host, a sync per micro-batch that
-        stalls the GPU's queue; `nan_guard=off` removes it. `stop` saves the weights before this
-        step (the optimizer has not stepped yet) as checkpoints/last.ckpt and ends the run.
-        """
-        bad = (~torch.isfinite(loss.detach())).float()
-        if self.trainer.world_size > 1:
-            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
-        if not bad.item():
-            return False
-        step = self.global_step + 1
-        value = "nan or inf on another rank" if torch.isfinite(loss) else f"{loss.item()}"
-        if self.nan_guard == "skip":
-            self.nonfinite_skips += 1
-            if self.trainer.is_global_zero:
-                log.warning(
-                    "Non-finite loss (%s) at step %d: micro-batch skipped (%d so far)",
-                    value,
-                    step,
-                    self.nonfinite_skips,
-                )
-            return True
-        path = last_checkpoint_path(self.trainer)
-        self.trainer.save_checkpoint(path)
-        raise NonFiniteLossError(
-            f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
-            f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val), or skip such "
-            f"batches with model.nan_guard=skip, then {resume_hint(path)}"
-        )
-
     @property
     def logs_this_step(self) -> bool:
         """Whether the loggers write after this step (every `log_every_n_steps`, and the last).
@@ -218,9 +188,13 @@ class CausalLMModule(LightningModule):
         """FLOPs of the current micro-batch, read by the throughput monitor: forward and
         backward while training, the forward alone (a third: backward costs two forwards)
         while validating."""
-        if self.train_flops_per_batch is None or self.training:
-            return self.train_flops_per_batch
-        return self.train_flops_per_batch // 3
+        flops = self.train_flops_per_batch
+        if flops is None or not self.training:
+            return None if flops is None else flops // 3
+        # Counted at the full length; a warm-up's shorter windows scale it linearly (exact for
+        # the matmuls, an overcount of attention's quadratic part, a small share at 64 tokens).
+        cut, full = self.window_lengths
+        return flops * cut // full if cut else flops
 
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; the metrics sync

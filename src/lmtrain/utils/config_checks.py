@@ -53,6 +53,7 @@ def check_train_config(cfg: DictConfig) -> None:
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
     check_data(plain(cfg.get("data")), problems)
     check_model(plain(cfg.get("model")), problems)
+    check_seq_len_warmup(plain(cfg.get("model")), cfg.get("data", {}).get("block_size"), problems)
     check_trainer(plain(cfg.get("trainer")), problems)
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
@@ -125,6 +126,25 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
                 f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
                 f"pass a {width} that is a multiple of {h}, or another {heads}"
             )
+
+
+def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Problems) -> None:
+    """model.seq_len_warmup: null, or `start` tokens (fewer than data.block_size) and `steps`."""
+    warmup = model.get("seq_len_warmup")
+    if warmup is None:
+        return
+    example = "model.seq_len_warmup='{start: 16, steps: 60}'"
+    if not isinstance(warmup, Mapping) or set(warmup) != {"start", "steps"}:
+        problems.add(f"model.seq_len_warmup={warmup!r}: pass null or {example}")
+        return
+    start = warmup["start"]
+    problems.integer("model.seq_len_warmup.steps", warmup["steps"], 1)
+    valid_start = problems.integer("model.seq_len_warmup.start", start, 1)
+    if valid_start and isinstance(block_size, int) and start >= block_size:
+        problems.add(
+            f"model.seq_len_warmup.start={start} is not shorter than the windows "
+            f"(data.block_size={block_size}): pass a smaller start, or model.seq_len_warmup=null"
+        )
 
 
 def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:

@@ -1,0 +1,57 @@
+"""What a NaN or infinite training loss does (`model.nan_guard`): stop, skip, or nothing.
+
+All ranks decide together (one all-reduce of a flag), so they all skip, or all stop, at the same
+step: a rank that skipped backward alone would leave the others waiting in DDP's gradient
+all-reduce. The flag is read on the host, a sync per micro-batch that stalls the GPU's queue;
+`nan_guard=off` removes it. `stop` saves the weights before this step (the optimizer has not
+stepped yet) as checkpoints/last.ckpt and ends the run with one line naming the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from lmtrain.errors import LMTrainError, NonFiniteLossError
+from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
+
+NAN_GUARD_MODES = ("stop", "skip", "off")
+log = logging.getLogger(__name__)
+
+
+def check_nan_guard(mode: str) -> str:
+    if mode not in NAN_GUARD_MODES:
+        raise LMTrainError(f"model.nan_guard={mode!r}: use one of {NAN_GUARD_MODES}")
+    return mode
+
+
+def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
+    """Whether to skip this micro-batch of `module` (a CausalLMModule): its loss, or another
+    rank's, is NaN or infinite. Under `stop`, saves the weights and raises instead."""
+    trainer = module.trainer
+    bad = (~torch.isfinite(loss.detach())).float()
+    if trainer.world_size > 1:
+        bad = trainer.strategy.reduce(bad, reduce_op="sum")
+    if not bad.item():
+        return False
+    step = module.global_step + 1
+    value = "nan or inf on another rank" if torch.isfinite(loss) else f"{loss.item()}"
+    if module.nan_guard == "skip":
+        module.nonfinite_skips += 1
+        if trainer.is_global_zero:
+            log.warning(
+                "Non-finite loss (%s) at step %d: micro-batch skipped (%d so far)",
+                value,
+                step,
+                module.nonfinite_skips,
+            )
+        return True
+    path = last_checkpoint_path(trainer)
+    trainer.save_checkpoint(path)
+    raise NonFiniteLossError(
+        f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
+        f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val), or skip such "
+        f"batches with model.nan_guard=skip, then {resume_hint(path)}"
+    )
