@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 
 def check_nan_guard(mode: str) -> str:
+    """`mode`, if it is one of NAN_GUARD_MODES; one line naming them otherwise."""
     if mode not in NAN_GUARD_MODES:
         raise LMTrainError(f"model.nan_guard={mode!r}: use one of {NAN_GUARD_MODES}")
     return mode

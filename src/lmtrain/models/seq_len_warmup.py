@@ -7,7 +7,8 @@ windows: 17 ms at 16 tokens, 56 ms at 64). The windows are truncated, not reshap
 curriculum learning (`seqlen_truncate`) and Composer's `SeqLengthWarmup` (`truncate=True`) do:
 the data order does not change, and the length is a function of the optimizer step alone, so a
 resumed run cuts its windows as an uninterrupted one. Neither library plugs into a
-LightningModule, hence these few lines (`CausalLMModule.on_after_batch_transfer` applies them).
+LightningModule, hence these few lines (`CausalLMModule.training_step` applies them; not
+Lightning's `on_after_batch_transfer` hook, which belongs to the data module when there is one).
 """
 
 from __future__ import annotations
