@@ -3,8 +3,8 @@ other processes.
 
 - `RecordGradNorms`: a callback (`+callbacks.record._target_=...`) that writes the gradient
   norm of every optimizer step, measured on its own, for the test to compare with the logged one.
-- `RecordWindowLengths`: a callback that writes the window length the module trained on at
-  every step, and that of every validation batch (tests/test_seq_len_warmup.py).
+- `RecordWindowLengths`: a callback that writes the input length the HF model was given at
+  every training step and validation batch (tests/test_seq_len_warmup.py).
 - `on_two_gloo_ranks`: a function run on two gloo processes, and what each returned; the
   functions it runs here (`bpb_on_rank`, `clip_sharded_on_rank`) import only what they use, so
   the processes start in seconds.
@@ -28,25 +28,23 @@ from torch.optim import Optimizer
 
 
 class RecordWindowLengths(Callback):
-    """Writes `{"train": [(step, tokens per window), ...], "val": [...]}` of every batch of the
-    fit to `path` (JSON) at the end of training (one micro-batch per step here)."""
+    """Writes `{"train": [(step, tokens per window), ...], "val": [...]}` to `path` (JSON) at the
+    end of training: the length of the inputs the HF model itself was given at each forward of
+    the fit, read by a forward pre-hook (what the model read, not what the module reports)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.lengths: dict[str, list[tuple[int, int]]] = {"train": [], "val": []}
 
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        step = trainer.global_step - 1  # the optimizer has stepped
-        self.lengths["train"].append((step, pl_module.window_lengths[0]))
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        def record(model: torch.nn.Module, args: Any, kwargs: dict[str, Any]) -> None:
+            split = "train" if model.training else "val"
+            self.lengths[split].append((trainer.global_step, kwargs["input_ids"].shape[1]))
 
-    def on_validation_batch_start(
-        self, trainer: Trainer, pl_module: LightningModule, batch: Any, *args: Any
-    ) -> None:
-        self.lengths["val"].append((trainer.global_step, batch.shape[1] - 1))
+        self.hook = pl_module.model.register_forward_pre_hook(record, with_kwargs=True)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.hook.remove()
         Path(self.path).write_text(json.dumps(self.lengths))
 
 
