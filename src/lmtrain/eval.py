@@ -31,6 +31,7 @@ from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.hf import check_context
 from lmtrain.utils.config_checks import check_eval_config
+from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import plain_metrics, task_wrapper
@@ -126,4 +127,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.models.checkpoint import resolve_model_path
 from lmtrain.models.export_folder import export_checkpoint, scrub
 from lmtrain.utils.config_checks import check_export_config
+from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.task import task_wrapper
 
 __all__ = ["export", "export_checkpoint", "scrub"]
@@ -55,4 +56,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()

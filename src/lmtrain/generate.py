@@ -23,6 +23,7 @@ from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
 from lmtrain.utils.config_checks import check_generate_config
+from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
@@ -102,4 +103,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # Final metrics shown after the optimized one, when a job has them.
@@ -288,4 +289,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()

@@ -28,6 +28,7 @@ from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
 from lmtrain.utils.config_checks import check_train_config
+from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -156,4 +157,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()

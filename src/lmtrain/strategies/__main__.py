@@ -7,6 +7,7 @@ import sys
 
 from lmtrain.errors import LMTrainError
 from lmtrain.strategies.consolidate import consolidate
+from lmtrain.utils.fast_exit import without_final_gc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,4 +29,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with without_final_gc():
+        main()
