@@ -13,6 +13,11 @@ to the configured loggers too (`logger=wandb`; none by default).
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 import logging
 import math
 from pathlib import Path
@@ -31,10 +36,11 @@ from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.hf import check_context
 from lmtrain.utils.config_checks import check_eval_config
-from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import plain_metrics, task_wrapper
+
+gc_pause.resume()
 
 log = logging.getLogger(__name__)
 
@@ -127,5 +133,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()

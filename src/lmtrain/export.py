@@ -18,6 +18,11 @@ overwrite=true (see `lmtrain.utils.export_dir`): never a run, the checkpoint or 
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 from pathlib import Path
 
 import hydra
@@ -26,8 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.models.checkpoint import resolve_model_path
 from lmtrain.models.export_folder import export_checkpoint, scrub
 from lmtrain.utils.config_checks import check_export_config
-from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.task import task_wrapper
+
+gc_pause.resume()
 
 __all__ = ["export", "export_checkpoint", "scrub"]
 
@@ -56,5 +62,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()

@@ -8,6 +8,11 @@ and progress go to stderr, so `python -m lmtrain.generate ... > out.txt` holds o
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 import logging
 import sys
 from pathlib import Path
@@ -23,8 +28,9 @@ from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
 from lmtrain.utils.config_checks import check_generate_config
-from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.task import task_wrapper
+
+gc_pause.resume()
 
 log = logging.getLogger(__name__)
 
@@ -103,5 +109,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()

@@ -15,6 +15,11 @@ W&B stays the dashboard; this is the view that fits in a terminal, a pull reques
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 import argparse
 import csv
 import json
@@ -29,8 +34,9 @@ from typing import Any
 import yaml
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.wandb_run import RUN_ID_FILE
+
+gc_pause.resume()
 
 # Final metrics shown after the optimized one, when a job has them.
 METRIC_COLUMNS = (
@@ -289,5 +295,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()

@@ -8,6 +8,11 @@ in the run folder.
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 import logging
 import time
 from pathlib import Path
@@ -28,7 +33,6 @@ from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
 from lmtrain.utils.config_checks import check_train_config
-from lmtrain.utils.fast_exit import without_final_gc
 from lmtrain.utils.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -39,6 +43,8 @@ from lmtrain.utils.launch import prepare_process, run_for_sweeper
 from lmtrain.utils.redact import redact
 from lmtrain.utils.run_folder import claim_run_folder, resumes_run_in
 from lmtrain.utils.task import plain_metrics, task_wrapper
+
+gc_pause.resume()
 
 log = logging.getLogger(__name__)
 IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)
@@ -157,5 +163,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()

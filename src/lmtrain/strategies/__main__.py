@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+# Before the libraries below: they import with the garbage collector paused.
+from lmtrain.utils import gc_pause
+
+# isort: split
+
 import argparse
 import sys
 
 from lmtrain.errors import LMTrainError
 from lmtrain.strategies.consolidate import consolidate
-from lmtrain.utils.fast_exit import without_final_gc
+
+gc_pause.resume()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,5 +35,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    with without_final_gc():
+    with gc_pause.without_final_gc():
         main()
