@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from lmtrain.utils.checks import strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
+# How long a rank > 0 that refuses the folder waits for its launcher to stop it (see on_run_start).
+RANK_ZERO_GRACE_S = 10.0
 
 # The folder this process holds and how to let it go.
 _held: tuple[Path, Callable[[], None]] | None = None
@@ -114,6 +117,11 @@ class ClaimRunFolder(HydraCallback):
         except LMTrainError as err:
             if getattr(rank_zero_only, "rank", 0) == 0:  # one line for the whole run
                 print(f"error: {err}", file=sys.stderr, flush=True)
+            else:
+                # Under torchrun (or srun) every rank refuses at once, and rank 0 prints the
+                # line. A rank > 0 that exited first would get rank 0 stopped by the launcher
+                # before it printed: this one waits, and the launcher stops it when rank 0 exits.
+                time.sleep(RANK_ZERO_GRACE_S)
             raise SystemExit(1) from None
 
 
