@@ -2,8 +2,9 @@
 
 Importing torch, Lightning and transformers makes about 440,000 objects that live as long as the
 process. While they are made, CPython's collector runs full passes over all of them, 7 during
-`import lmtrain.train` (0.7 s of collection, about 1.2 s of a 5.8 s import), and when the process
-ends it walks them once more (1.2 s). Neither finds garbage worth the time (docs/performance.md).
+`import lmtrain.train` (0.7 s of collection; the import takes about 1 s longer with them), and
+when the process ends it walks them once more (1.2-1.7 s). Neither finds garbage worth the time
+(docs/performance.md).
 Python has no switch for either, hence this module:
 
 - Importing it pauses the collector (`gc.disable`). An entry point imports it before anything
