@@ -4,8 +4,7 @@ Importing torch, Lightning and transformers makes about 440,000 objects that liv
 process. While they are made, CPython's collector runs full passes over all of them, 7 during
 `import lmtrain.train` (0.7 s of collection; the import takes about 1 s longer with them), and
 when the process ends it walks them once more (1.2-1.7 s). Neither finds garbage worth the time
-(docs/performance.md).
-Python has no switch for either, hence this module:
+(docs/performance.md). Python has no switch for either, hence this module:
 
 - Importing it pauses the collector (`gc.disable`). An entry point imports it before anything
   else and calls `resume()` after its last import, which freezes what the imports made
@@ -16,7 +15,8 @@ Python has no switch for either, hence this module:
   objects freed by reference counting.
 
 Only entry points use it: a Hydra multirun runs its jobs in one process, and freezing between
-jobs would keep each job's garbage until the sweep ends.
+jobs would keep each job's garbage until the sweep ends. Importing an entry point as a module (a
+test, a notebook) pauses and resumes the same way; only `python -m` runs `without_final_gc()`.
 """
 
 from __future__ import annotations
