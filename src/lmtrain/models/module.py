@@ -189,8 +189,10 @@ class CausalLMModule(LightningModule):
         backward while training, the forward alone (a third: backward costs two forwards)
         while validating."""
         flops = self.train_flops_per_batch
-        if flops is None or not self.training:
-            return None if flops is None else flops // 3
+        if flops is None:
+            return None
+        if not self.training:
+            return flops // 3
         # Counted at the full length; a warm-up's shorter windows scale it linearly (exact for
         # the matmuls, an overcount of attention's quadratic part, a small share at 64 tokens).
         cut, full = self.window_lengths
