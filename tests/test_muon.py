@@ -27,6 +27,7 @@ from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import SHRUNK_FAST, TINY_GPT2, TINY_LLAMA
 from tests.helpers.killed_runs import (
     assert_same_run,
+    checkpoint_id,
     finish,
     kill,
     resumable_corpus,
@@ -255,15 +256,6 @@ def test_muon_is_refused_on_fsdp_sharded_parameters(monkeypatch: pytest.MonkeyPa
             optimizers.configure_optimizers(model, decay, parts, None, 0)
 
 
-def saves(path: Path) -> tuple[int, int] | None:
-    """Changes with every save of `path` (each atomic save is a new file renamed into place)."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
-
-
 @pytest.mark.slow
 def test_muon_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     tmp_path: Path, data_dir: Path
@@ -279,10 +271,10 @@ def test_muon_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     command = train_command(corpus, data_dir, run_dir, *fast)
     last = run_dir / "checkpoints" / "last.ckpt"
     proc = start(command, log)
-    seen, count = saves(last), 0
+    seen, count = checkpoint_id(last), 0
     while count < 2 and proc.poll() is None:
-        if saves(last) != seen:
-            seen, count = saves(last), count + 1
+        if checkpoint_id(last) != seen:
+            seen, count = checkpoint_id(last), count + 1
         time.sleep(0.005)
     time.sleep(0.05)
     assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]

@@ -28,21 +28,13 @@ from tests.helpers.corpora import write_corpus
 from tests.helpers.killed_runs import (
     STEPS,
     assert_same_run,
+    checkpoint_id,
     finish,
     kill,
     resumable_corpus,
     start,
     train_command,
 )
-
-
-def checkpoint_id(path: Path) -> tuple[int, int] | None:
-    """Changes with every save: each atomic save is a new file renamed into place."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +73,13 @@ def test_run_killed_three_times_and_resumed_ends_as_an_uninterrupted_one(
         time.sleep(delays[-1])
         returncode = kill(proc)
         step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-        assert returncode == -signal.SIGKILL, f"attempt {attempt} ended:\n{log.read_text()}"
+        assert returncode == -signal.SIGKILL, (
+            f"attempt {attempt} ended (seed {seed}):\n{log.read_text()}"
+        )
         assert step < STEPS, f"attempt {attempt} got to the end before the kill (seed {seed})"
     finish([*command, "ckpt_path=last"], log)
-    assert not list(last.parent.glob(".*.tmp-*"))  # a save killed midway is cleaned up
+    # A save killed midway is cleaned up.
+    assert not list(last.parent.glob(".*.tmp-*")), f"seed {seed}: {sorted(last.parent.iterdir())}"
     try:
         assert_same_run(run_dir, reference)
     except AssertionError as err:

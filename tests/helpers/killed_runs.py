@@ -104,6 +104,15 @@ def finish(command: list[str], log: Path) -> None:
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
 
 
+def checkpoint_id(path: Path) -> tuple[int, int] | None:
+    """Changes with every save of `path`: each atomic save is a new file renamed into place."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
     """metrics.json without wall-clock keys, and the weights and step at the end of training."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
