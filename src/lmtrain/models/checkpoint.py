@@ -5,45 +5,27 @@ tokenizer files and the run config, so eval, generate and export need nothing bu
 Lightning restores a checkpoint into a running Trainer; these helpers cover the rest: turning
 `ckpt_path=last` into a file, refusing a missing, corrupt or crafted file with one clear line
 before any work starts (every read goes through `lmtrain.utils.safe_load`), and rebuilding the
-plain HF model and tokenizer. An exported folder (`lmtrain.export`) loads through the same door,
-so every tool takes either.
+plain HF model and tokenizer. An exported folder (`lmtrain.export`) loads through the same door
+(`load_model`, which hands folders to `lmtrain.models.model_folder`), so every tool takes either.
 """
 
 from __future__ import annotations
 
-import json
-import pickle
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PretrainedConfig,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from lmtrain.errors import LMTrainError, RankAgreedError, first_line
+from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models import lora
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
-from lmtrain.utils.export_dir import EXPORT_META
-from lmtrain.utils.safe_load import (
-    check_dcp_folder,
-    checkpoint_error,
-    load_torch_file,
-    refused_global,
-)
+from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
+from lmtrain.models.model_folder import LoadedModel, model_from_folder
+from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 
 # Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
 # checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
-
-# What tokenizer.save_pretrained writes in every case; a model folder without either has no
-# tokenizer.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 
 def last_checkpoint_path(trainer: Any) -> Path:
@@ -144,9 +126,24 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
     """A checkpoint's contents (a file), or everything but the tensors (a sharded folder), if
     they are all that resuming training needs."""
     if is_sharded_checkpoint(path):
-        meta = load_torch_file(Path(path) / SHARDED_META_FILE)
+        meta = read_checkpoint_file(Path(path) / SHARDED_META_FILE)
         return check_contents(meta, path, resume=True, sharded=True)
-    return check_contents(load_torch_file(path), path, resume=True)
+    return check_contents(read_checkpoint_file(path), path, resume=True)
+
+
+def read_checkpoint_file(path: str | Path) -> Any:
+    """`load_torch_file(path)`, after refusing an empty file in words that say so.
+
+    An empty file is what a copy, sync or download cut short leaves (our own saves are atomic);
+    torch's error for it speaks of mmap and re-saving with a zipfile option, which misleads.
+    """
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} is an empty file (0 bytes; a copy or download cut short?): "
+            "copy it again from where it was saved, or pass another checkpoint, e.g. "
+            "<run folder>/checkpoints/last.ckpt"
+        )
+    return load_torch_file(path)
 
 
 def check_same_model(ckpt_path: str | Path, config: PretrainedConfig) -> None:
@@ -190,22 +187,14 @@ def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tu
     return differences
 
 
-@dataclass
-class LoadedModel:
-    """An HF model and tokenizer, the config of the run that trained them, and what it reached.
-
-    `info` holds `global_step`, `tokens_seen` and `val_loss` when known (None otherwise).
-    """
-
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    run_config: dict[str, Any]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
-    `lmtrain.export` folder, or any `save_pretrained` folder) or peft's `adapter_config.json`."""
+    `lmtrain.export` folder, or any `save_pretrained` folder) or peft's `adapter_config.json`.
+
+    A file is checked for what these tools read, not for what resuming needs: a weights-only
+    save (`save_weights_only=true`) is theirs to take. `output_dir` is unused: `last`, the one
+    path it would resolve, is refused here.
+    """
     if path == "last":
         # `last` is the run folder's checkpoint for train, which resumes in that folder; these
         # tools write a run folder of their own, so they take the file itself.
@@ -230,7 +219,11 @@ def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
         raise LMTrainError(
             f"ckpt_path={path!r} does not exist: pass a .ckpt file or an exported folder"
         )
-    return str(resolve_ckpt_path(path, output_dir))
+    file = Path(path).expanduser()
+    # Read now, so that a broken file stops before any work starts; as these tools read it (not
+    # as resuming does), so that a weights-only save passes.
+    check_contents(read_checkpoint_file(file), file, resume=False)
+    return str(file)
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -247,7 +240,7 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     wrappers add, so they are the plain HF names. A LoRA checkpoint gives peft's adapted model:
     its base read again, its adapters from the checkpoint (`lmtrain.models.lora`).
     """
-    checkpoint = check_contents(load_torch_file(path), path, resume=False)
+    checkpoint = check_contents(read_checkpoint_file(path), path, resume=False)
     extra = checkpoint[CHECKPOINT_KEY]
     prefix = "model."
     state = {
@@ -273,47 +266,4 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
         info["lora"] = adapters
     return LoadedModel(
         model, tokenizer_from_files(extra["tokenizer_files"]), extra.get("run_config") or {}, info
-    )
-
-
-def model_from_folder(path: str | Path) -> LoadedModel:
-    """An HF folder: weights and tokenizer with `from_pretrained`, run config from `lmtrain.json`
-    when lmtrain.export wrote one (a plain save_pretrained folder has none).
-
-    A folder without its tokenizer files is refused: AutoTokenizer would quietly build a
-    tokenizer of one token from config.json, and every tool would then give wrong results.
-    """
-    if not any((Path(path) / name).is_file() for name in TOKENIZER_FILES):
-        raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
-    try:
-        if (Path(path) / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
-            model = lora.load_adapter_folder(path)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except pickle.UnpicklingError as err:
-        if refused_global(err) is None:
-            raise
-        raise checkpoint_error(path, err, "model folder") from None
-    except (OSError, ValueError) as err:
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} could not be loaded ({first_line(err)}): pass a folder "
-            "with the model and its tokenizer, as lmtrain.export writes it"
-        ) from None
-    # A real tokenizer may be smaller than config.vocab_size (padded, e.g. GPT-2's 50257 in
-    # 50304 embeddings), never a single token.
-    if len(tokenizer) < 2:
-        raise missing_tokenizer(path, f"its tokenizer has {len(tokenizer)} token(s)")
-    model.eval()
-    meta_path = Path(path) / EXPORT_META
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    return LoadedModel(model, tokenizer, meta.get("run_config") or {}, meta.get("info") or {})
-
-
-def missing_tokenizer(path: str | Path, what: str) -> LMTrainError:
-    """The refusal of a model folder whose tokenizer is missing (`what`: how that shows)."""
-    return LMTrainError(
-        f"ckpt_path={str(path)!r} has no usable tokenizer ({what}): copy the tokenizer files "
-        "into it (tokenizer.save_pretrained(folder)), or export the checkpoint again with "
-        "lmtrain.export"
     )

@@ -1,0 +1,143 @@
+"""A model folder (an `lmtrain.export` folder, any `save_pretrained` folder, or peft's adapter
+folder) loaded for eval, generate and export, and `LoadedModel`, what every loader returns.
+
+A folder is copied, synced and downloaded by hand, so it is read as untrusted and possibly cut
+short: each JSON file must hold an object, and weights that safetensors, torch or transformers
+cannot read end in one line naming the folder and the file, not in a traceback from json,
+safetensors or transformers. `lmtrain.models.checkpoint.load_model` sends folders here.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models import lora
+from lmtrain.utils.export_dir import EXPORT_META
+from lmtrain.utils.safe_load import checkpoint_error, refused_global
+
+# What tokenizer.save_pretrained writes in every case; a model folder without either has no
+# tokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+# The folder's JSON files that must each hold an object when present: json, transformers and
+# peft read them with no check and fail with a traceback (a list, cut-short text) or not at all.
+JSON_FILES = ("config.json", "adapter_config.json", *TOKENIZER_FILES, EXPORT_META)
+# What to do about a folder whose files are damaged.
+COPY_AGAIN = "copy the whole folder again, or export the checkpoint again with lmtrain.export"
+
+
+@dataclass
+class LoadedModel:
+    """An HF model and tokenizer, the config of the run that trained them, and what it reached.
+
+    `info` holds `global_step`, `tokens_seen` and `val_loss` when known (None otherwise).
+    """
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    run_config: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def model_from_folder(path: str | Path) -> LoadedModel:
+    """An HF folder: weights and tokenizer with `from_pretrained`, run config from `lmtrain.json`
+    when lmtrain.export wrote one (a plain save_pretrained folder has none).
+
+    A folder without its tokenizer files is refused: AutoTokenizer would quietly build a
+    tokenizer of one token from config.json, and every tool would then give wrong results.
+    The JSON files are checked before anything loads the weights, so a damaged small file is
+    found at once.
+    """
+    folder = Path(path)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
+    present = [name for name in JSON_FILES if (folder / name).is_file()]
+    documents = {name: json_object(folder, name) for name in present}
+    run_config, info = export_meta(folder, documents.get(EXPORT_META, {}))
+    try:
+        if (folder / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
+            model = lora.load_adapter_folder(path)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except pickle.UnpicklingError as err:
+        if refused_global(err) is None:
+            raise
+        raise checkpoint_error(path, err, "model folder") from None
+    except SafetensorError as err:  # neither an OSError nor a ValueError
+        names = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "safetensors"
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} has unreadable weights ({names}: {first_line(err)}; "
+            f"cut short?): {COPY_AGAIN}"
+        ) from None
+    except (OSError, ValueError, RuntimeError) as err:
+        # RuntimeError: a cut-short pytorch_model.bin (torch's zip reader), or weights whose
+        # shapes differ from config.json.
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} could not be loaded ({first_line(err)}): pass a folder "
+            "with the model and its tokenizer, as lmtrain.export writes it"
+        ) from None
+    # A real tokenizer may be smaller than config.vocab_size (padded, e.g. GPT-2's 50257 in
+    # 50304 embeddings), never a single token.
+    if len(tokenizer) < 2:
+        raise missing_tokenizer(path, f"its tokenizer has {len(tokenizer)} token(s)")
+    model.eval()
+    return LoadedModel(model, tokenizer, run_config, info)
+
+
+def json_object(folder: Path, name: str) -> dict[str, Any]:
+    """The JSON object in `folder/name`, or one line naming the file and what is wrong with it."""
+    try:
+        value = json.loads((folder / name).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise unusable_file(folder, name, first_line(err)) from None
+    if not isinstance(value, dict):
+        raise unusable_file(folder, name, f"it holds {json_kind(value)}, not an object")
+    return value
+
+
+def export_meta(folder: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run config and training info of an export's `lmtrain.json` (`meta`), each an object
+    or absent: eval, generate and the model card read keys from both."""
+    parts = []
+    for key in ("run_config", "info"):
+        value = meta.get(key) or {}
+        if not isinstance(value, dict):
+            why = f"its {key} is {json_kind(value)}, not an object"
+            raise unusable_file(folder, EXPORT_META, why)
+        parts.append(value)
+    return parts[0], parts[1]
+
+
+def json_kind(value: Any) -> str:
+    """What JSON calls the kind of a parsed value: the user edited JSON, not Python."""
+    if isinstance(value, bool):
+        return "a boolean"
+    kinds = {list: "an array", str: "a string", int: "a number", float: "a number"}
+    return kinds.get(type(value), "null")
+
+
+def unusable_file(folder: Path, name: str, why: str) -> LMTrainError:
+    """The refusal of a model folder whose file `name` cannot be read as it must be."""
+    return LMTrainError(f"ckpt_path={str(folder)!r} has an unusable {name} ({why}): {COPY_AGAIN}")
+
+
+def missing_tokenizer(path: str | Path, what: str) -> LMTrainError:
+    """The refusal of a model folder whose tokenizer is missing (`what`: how that shows)."""
+    return LMTrainError(
+        f"ckpt_path={str(path)!r} has no usable tokenizer ({what}): copy the tokenizer files "
+        "into it (tokenizer.save_pretrained(folder)), or export the checkpoint again with "
+        "lmtrain.export"
+    )

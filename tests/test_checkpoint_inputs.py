@@ -1,0 +1,146 @@
+"""What eval, generate and export take as `ckpt_path`, run as a user runs them.
+
+A weights-only save (`save_weights_only=true`, which the docs and the resume error send to these
+tools) is evaluated, sampled and exported like a whole checkpoint. A damaged export folder (cut
+short weights, a broken or non-object lmtrain.json or config.json) and an empty `.ckpt` (a copy
+cut short) are one line naming the file, in every tool, before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
+from lmtrain.models.generation import generate_text
+from lmtrain.utils.safe_load import load_torch_file
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli
+from tests.helpers.corpora import write_corpus
+from tests.helpers.runs import export_tiny, train_tiny
+
+PROMPT = "The dog"
+
+
+@pytest.fixture(scope="module")
+def weights_only_ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """last.ckpt of a tiny run saved as docs/runs.md says: `save_weights_only=true`."""
+    root = tmp_path_factory.mktemp("weights_only")
+    corpus = write_corpus(root / "corpus")
+    override = "+callbacks.model_checkpoint.save_weights_only=true"
+    return train_tiny(root / "run", data_dir, corpus, override)
+
+
+def run_all(runs: dict[str, tuple[str, ...]]) -> dict:
+    """Each (module, *overrides) run as a CLI, two at a time (~7 s of imports each)."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = pool.map(lambda args: run_cli(*args), runs.values())
+        return dict(zip(runs, results, strict=True))
+
+
+def test_eval_generate_and_export_take_a_weights_only_checkpoint(
+    weights_only_ckpt: Path, tmp_path: Path
+) -> None:
+    checkpoint = load_torch_file(weights_only_ckpt)
+    assert "optimizer_states" not in checkpoint  # what the docs call a weights-only save
+    ckpt = f"ckpt_path={weights_only_ckpt}"
+    out = tmp_path / "hf"
+    results = run_all(
+        {
+            "eval": ("eval", ckpt, f"hydra.run.dir={tmp_path / 'eval'}"),
+            "generate": (
+                "generate",
+                ckpt,
+                f"prompt='{PROMPT}'",
+                "greedy=true",
+                "max_new_tokens=20",
+                f"hydra.run.dir={tmp_path / 'generate'}",
+            ),
+            "export": ("export", ckpt, f"out_dir={out}", f"hydra.run.dir={tmp_path / 'export'}"),
+        }
+    )
+    for name, result in results.items():
+        assert result.returncode == 0, (name, result.stderr[-3000:])
+
+    # The export holds the checkpoint's own weights, and loads with its tokenizer.
+    loaded = load_model(out)
+    exported = loaded.model.state_dict()
+    for name, tensor in checkpoint["state_dict"].items():
+        torch.testing.assert_close(exported[name.removeprefix("model.")], tensor)
+    # generate printed what those weights give.
+    (expected,) = generate_text(
+        loaded.model, loaded.tokenizer, PROMPT, max_new_tokens=20, greedy=True, stop_at_eos=True
+    )
+    assert results["generate"].stdout == expected + "\n"
+    assert len(expected) > len(PROMPT)
+    # eval scored the trained model: the loss training measured on the same val split.
+    loss = json.loads((tmp_path / "eval" / "metrics.json").read_text())["val/loss"]
+    trained = json.loads((weights_only_ckpt.parent.parent / "metrics.json").read_text())
+    assert math.isfinite(loss) and loss == pytest.approx(trained["val/loss"], abs=1e-3)
+
+
+def damaged_copy(folder: Path, copy: Path, name: str, content: bytes) -> Path:
+    """A copy of the export `folder` whose file `name` holds `content`."""
+    shutil.copytree(folder, copy)
+    (copy / name).write_bytes(content)
+    return copy
+
+
+def refused(path: Path, *fragments: str) -> None:
+    """What loads a model for eval, generate and export refuses `path` in one line."""
+    with pytest.raises(LMTrainError) as refusal:
+        load_model(path)
+    text = str(refusal.value)
+    assert "\n" not in text and f"ckpt_path={str(path)!r}" in text, text
+    assert all(fragment in text for fragment in fragments), text
+
+
+def test_damaged_export_folders_and_an_empty_checkpoint_are_one_line_errors(
+    weights_only_ckpt: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    folder = export_tiny(weights_only_ckpt, tmp_path / "hf", data_dir)
+    weights = (folder / "model.safetensors").read_bytes()
+    cut = damaged_copy(folder, tmp_path / "cut", "model.safetensors", weights[:1000])
+    broken = damaged_copy(folder, tmp_path / "broken", "lmtrain.json", b'{"run_config": {\n')
+    listed = damaged_copy(folder, tmp_path / "listed", "lmtrain.json", b"[1, 2]\n")
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    logs = f"paths.log_dir={tmp_path / 'logs'}"
+    results = run_all(
+        {
+            "generate cut": ("generate", f"ckpt_path={cut}", "prompt=x", logs),
+            "eval broken": ("eval", f"ckpt_path={broken}", logs),
+            "export listed": ("export", f"ckpt_path={listed}", f"out_dir={tmp_path / 'out'}", logs),
+            "generate empty": ("generate", f"ckpt_path={empty}", "prompt=x", logs),
+        }
+    )
+    again = "copy the whole folder again, or export the checkpoint again with lmtrain.export"
+    assert_one_line_error(results["generate cut"], f"{str(cut)!r}", "model.safetensors", again)
+    assert_one_line_error(results["eval broken"], f"{str(broken)!r}", "lmtrain.json (", again)
+    assert_one_line_error(
+        results["export listed"], f"{str(listed)!r}", "lmtrain.json (it holds an array", again
+    )
+    assert not (tmp_path / "out").exists()
+    assert_one_line_error(
+        results["generate empty"], f"{str(empty)!r} is an empty file (0 bytes", "copy it again"
+    )
+
+    # The other JSON files and entries the tools read, through the same loader, and train's
+    # reader on the empty file.
+    refused(
+        damaged_copy(folder, tmp_path / "config", "config.json", b"[]"),
+        "unusable config.json (it holds an array, not an object)",
+    )
+    refused(
+        damaged_copy(folder, tmp_path / "meta", "lmtrain.json", b'{"run_config": "x"}'),
+        "unusable lmtrain.json (its run_config is a string, not an object)",
+    )
+    with pytest.raises(LMTrainError, match=r"is an empty file \(0 bytes"):
+        resolve_ckpt_path(str(empty), tmp_path)
