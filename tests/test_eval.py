@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
 from transformers import AutoTokenizer
 
 from tests.helpers.assertions import assert_one_line_error, one_error_line
@@ -22,6 +27,32 @@ VAL_FRACTION = 0.1  # text_files' default: one file splits by characters, the ta
 def val_text(corpus: Path) -> str:
     text = corpus.read_text()
     return text[int(len(text) * (1 - VAL_FRACTION)) :]
+
+
+def window_loss(ckpt: Path, text: str, block_size: int = 32) -> float:
+    """The val/loss of `text` as a val split, computed here with the checkpoint's own model and
+    tokenizer: its tokens and an end-of-text id, cut into back-to-back windows of block_size + 1
+    tokens, the mean cross entropy over every target."""
+    hf_model, tokenizer, _ = model_from_checkpoint(ckpt)
+    stream = [*tokenizer(text, add_special_tokens=False).input_ids, tokenizer.eos_token_id]
+    starts = range(0, (len(stream) - 1) // block_size * block_size, block_size)
+    windows = torch.tensor([stream[i : i + block_size + 1] for i in starts])
+    with torch.no_grad():
+        logits = hf_model(windows[:, :-1]).logits
+    return F.cross_entropy(logits.flatten(0, 1), windows[:, 1:].flatten()).item()
+
+
+@contextmanager
+def edited(corpus: Path, text: str) -> Iterator[None]:
+    """`corpus` holds `text` inside the block; then its old text, size and mtime again, so its
+    token cache's fingerprint is the old one for the tests that follow."""
+    old, stat = corpus.read_text(), corpus.stat()
+    corpus.write_text(text)
+    try:
+        yield
+    finally:
+        corpus.write_text(old)
+        os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
 @pytest.fixture(scope="module")
@@ -152,3 +183,37 @@ def test_training_on_text_the_tokenizer_cannot_encode_is_one_line(
     line = one_error_line(capsys.readouterr().err)
     assert "'Ü', 'ï', 'ÿ'" in line and "cannot encode" in line, line
     assert [p.name for p in (tmp_path / "data" / "cache").iterdir() if p.suffix != ".lock"] == []
+
+
+def test_changed_corpus_is_read_with_the_models_tokenizer(
+    model: dict[str, Path], tmp_path: Path, data_dir: Path
+) -> None:
+    """Without data=, the corpus the model was trained on, edited since: its tokens come from the
+    checkpoint's tokenizer, not from a BPE trained anew on today's text (other merges, other
+    ids), so the loss is the one computed here with the checkpoint's model and tokenizer."""
+    corpus = model["corpus"]
+    changed = corpus.read_text().replace("b", "c")  # 'brown' and 'bird' become new words
+    with edited(corpus, changed):
+        metrics = eval_tiny(model["ckpt"], tmp_path, data_dir)
+        wider = eval_tiny(model["ckpt"], tmp_path / "16", data_dir, "+data.block_size=16")
+    text = changed[int(len(changed) * (1 - VAL_FRACTION)) :]
+    assert metrics["val/loss"] == pytest.approx(window_loss(model["ckpt"], text), rel=1e-5)
+    # A data setting alone (+data.<key>, as Hydra suggests) changes the model's own data config.
+    assert wider["val/loss"] == pytest.approx(window_loss(model["ckpt"], text, 16), rel=1e-5)
+
+
+def test_new_characters_in_the_models_own_corpus_are_one_line(
+    char_ckpt: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    """A char model whose corpus gained characters after training: one line, no IndexError from
+    ids past its embeddings; a data setting the run's config lacks is one line too."""
+    corpus = Path(model_from_checkpoint(char_ckpt)[2]["data"]["source"]["path"])
+    with edited(corpus, corpus.read_text() + "Übermut ïs ÿes.\n"), pytest.raises(SystemExit):
+        eval_tiny(char_ckpt, tmp_path / "eval", data_dir)
+    line = one_error_line(capsys.readouterr().err)
+    assert "changed since the model was trained" in line and "'Ü', 'ï', 'ÿ'" in line, line
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+    with pytest.raises(SystemExit):
+        eval_tiny(char_ckpt, tmp_path / "eval", data_dir, "+data.block_sise=16")
+    line = one_error_line(capsys.readouterr().err)
+    assert "data.block_sise=16 is not a setting" in line and "block_size" in line, line

@@ -12,6 +12,7 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -151,20 +152,34 @@ def test_trained_model_beats_chance_and_bits_per_byte_agree(
     assert 0 < ckpt_metrics["val/bpb"] < 4  # it learned the corpus: not 8 bits a byte
 
 
-def test_untrained_model_is_at_chance(model: dict[str, Path], compose_cfg) -> None:
+def test_untrained_model_is_at_chance(
+    model: dict[str, Path], compose_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The control: the same architecture, freshly initialized, picks at chance, so the
-    distractors cannot be told apart by their tokens alone."""
+    distractors cannot be told apart by their tokens alone. On every question: limit=1.0 is the
+    share of all of them (lm-eval itself reads a float of 1 or more as a count)."""
+    import lm_eval
+
+    counts: dict[str, dict[str, int]] = {}
+
+    def counting_evaluate(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        results = simple_evaluate(*args, **kwargs)
+        counts.update(results["n-samples"])
+        return results
+
+    simple_evaluate = lm_eval.simple_evaluate
+    monkeypatch.setattr(lm_eval, "simple_evaluate", counting_evaluate)
     hf_model, tokenizer, _ = model_from_checkpoint(model["ckpt"])
     torch.manual_seed(0)
     untrained = AutoModelForCausalLM.from_config(hf_model.config)
-    cfg = compose_cfg(
-        "ckpt_path=unused", f"tasks=[{MC_TASK}]", f"include_path={model['tasks']}", name="eval"
-    )
-    settings = benchmark_settings(cfg)
+    overrides = [f"tasks=[{MC_TASK}]", f"include_path={model['tasks']}", "limit=1.0"]
+    settings = benchmark_settings(compose_cfg("ckpt_path=unused", *overrides, name="eval"))
     tasks = load_tasks(settings)
     cpu = torch.device("cpu")
     metrics = run_tasks(tasks, settings, untrained, tokenizer, cpu, BLOCK_SIZE, seed=0)
     assert metrics[f"lm_eval/{MC_TASK}/acc"] < 0.45
+    questions = len((model["tasks"] / f"{MC_TASK}.jsonl").read_text().splitlines())
+    assert counts[MC_TASK] == {"original": questions, "effective": questions}
 
 
 def test_export_folder_from_the_cli_logs_to_wandb(

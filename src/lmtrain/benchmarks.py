@@ -39,7 +39,7 @@ class BenchmarkSettings:
 
     tasks: list[str]
     num_fewshot: int | None
-    limit: int | float | None
+    limit: int | float | None  # a count, or a share below 1; None: every example (1.0 too)
     batch_size: int | str
     max_length: int | None
     include_path: str | None
@@ -79,11 +79,20 @@ def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
     return BenchmarkSettings(
         tasks=list(names),
         num_fewshot=cfg.get("num_fewshot"),
-        limit=limit,
+        limit=every_example_as_none(limit),
         batch_size=batch_size,
         max_length=cfg.get("max_length"),
         include_path=None if include_path is None else str(Path(include_path).expanduser()),
     )
+
+
+def every_example_as_none(limit: int | float | None) -> int | float | None:
+    """`limit` as lm-eval reads it: the share 1.0 (every example) as None.
+
+    lm-eval takes a float below 1 as a share and anything else as a count, so the share 1.0
+    that our check accepts would evaluate a single example of each task.
+    """
+    return None if isinstance(limit, float) and limit == 1.0 else limit
 
 
 def load_tasks(settings: BenchmarkSettings) -> list[Any]:

@@ -3,8 +3,12 @@
 Reports over the whole val split: val/loss (nats per token), val/ppl and val/bpb (bits per UTF-8
 byte), and writes them to the run folder's `metrics.json`. Loss and perplexity depend on the
 tokenizer; bits per byte does not, so it compares models with different tokenizers fairly.
-The model and tokenizer come from the checkpoint or folder alone; the data config is the one it
-was trained with unless `data=...` names another, which is then read with the model's tokenizer.
+The model and tokenizer come from the checkpoint or folder alone, and so do the tokens: the data
+config is the one it was trained with (`+data.<key>=<value>` changes one of its settings) unless
+`data=...` names another, and either is read with the model's own tokenizer. The run's token cache
+is reused when it was made with that tokenizer; otherwise (the corpus changed since training, or
+the cache is gone) the corpus is tokenized anew with it, never with a tokenizer rebuilt from today's
+text, whose ids would not be the model's.
 
 `tasks=[hellaswag,arc_easy]` also runs EleutherAI's lm-evaluation-harness on the same model in
 memory (`lmtrain.benchmarks`) and adds `lm_eval/<task>/<metric>` to the metrics. The metrics go
@@ -26,16 +30,19 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from transformers import PreTrainedTokenizerBase
 
 from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_context
+from lmtrain.data import token_cache
 from lmtrain.data.coverage import UnencodableTextError
+from lmtrain.data.datamodule import TextDataModule
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
-from lmtrain.models.checkpoint import load_model, resolve_model_path
+from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
 from lmtrain.models.hf import check_context
-from lmtrain.utils.config_checks import check_eval_config
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_checks import check_data, check_eval_config, plain
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import plain_metrics, task_wrapper
@@ -48,7 +55,9 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate the model on the data's whole val split; return and save its metrics."""
-    check_eval_config(cfg)
+    # `+data.block_size=16` alone: settings for the model's own data config, checked with it.
+    typed = typed_data_settings(cfg)
+    check_eval_config(cfg if typed is None else without_data(cfg))
     benchmarks = benchmark_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
@@ -62,24 +71,19 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     config, run_config = loaded.model.config, loaded.run_config
     context = tasks_context(benchmarks, config, run_config) if benchmarks else None
 
-    data_cfg = cfg.get("data")
-    if data_cfg is None:
-        if "data" not in loaded.run_config:
-            raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")
-        data_cfg = OmegaConf.create(loaded.run_config["data"])
-    else:
-        # Another corpus, read with the model's own tokenizer.
-        tokenizer_dir = output_dir / "tokenizer"
-        loaded.tokenizer.save_pretrained(tokenizer_dir)
-        data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}
-    check_context(loaded.model.config, data_cfg.block_size)
-    datamodule = hydra.utils.instantiate(data_cfg)
+    own_data = cfg.get("data") is None or typed is not None
+    datamodule = eval_datamodule(cfg.get("data"), typed, loaded, ckpt_path, output_dir)
     try:
         datamodule.prepare_data()
-    except UnencodableTextError as err:  # another corpus than the model's, read with its tokenizer
+    except UnencodableTextError as err:  # text the model's tokenizer has no token for
+        # Its own corpus can only hold such text if it changed after training (a char
+        # tokenizer knows the characters of the text it was built from, no others).
+        changed, fix = "", "text the model's tokenizer covers"
+        if own_data:
+            changed, fix = "changed since the model was trained and now ", "its training text"
         raise LMTrainError(
-            f"data.source ({datamodule.source.describe()}) {err.problem()}: evaluate on text the "
-            "model's tokenizer covers, or a model trained with a byte-level BPE tokenizer "
+            f"data.source ({datamodule.source.describe()}) {changed}{err.problem()}: evaluate on "
+            f"{fix}, or use a model trained with a byte-level BPE tokenizer "
             "(data.tokenizer.kind=bpe), which encodes any text"
         ) from None
 
@@ -104,6 +108,116 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.finalize("success")
     log.info("%s: %s", ckpt_path, {k: round(v, 4) for k, v in metrics.items()})
     return metrics
+
+
+def typed_data_settings(cfg: DictConfig) -> DictConfig | None:
+    """The `+data.<key>=<value>` settings typed without `data=<name>` (no `_target_`), or None.
+
+    Eval selects no data config by default, so Hydra asks for the `+`; such keys change the
+    model's own data config (`own_data_config`) instead of standing for a whole one.
+    """
+    data = cfg.get("data")
+    return data if data is not None and "_target_" not in data else None
+
+
+def without_data(cfg: DictConfig) -> DictConfig:
+    """`cfg` without its partial `data` node, for the checks that expect a whole data config."""
+    copy = cfg.copy()
+    with open_dict(copy):
+        copy.data = None
+    return copy
+
+
+def eval_datamodule(
+    data_cfg: DictConfig | None,
+    typed: DictConfig | None,
+    loaded: LoadedModel,
+    ckpt_path: str,
+    output_dir: Path,
+) -> TextDataModule:
+    """The val data, read with the model's tokenizer: `data=<name>` (`data_cfg`), or the config
+    the model was trained with, changed by the `typed` settings.
+
+    The training run's token cache is reused when the model's tokenizer made it. When it did not
+    (the corpus changed since training, so its fingerprint is new and the run's settings would
+    build a new tokenizer from today's text, or the cache was removed), the corpus is read with
+    the model's tokenizer instead: ids from another tokenizer would give a wrong loss and bpb.
+    """
+    if data_cfg is not None and typed is None:  # another corpus
+        check_context(loaded.model.config, data_cfg.block_size)
+        return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
+    data_cfg = own_data_config(loaded, ckpt_path, typed)
+    check_context(loaded.model.config, data_cfg.block_size)
+    datamodule = hydra.utils.instantiate(data_cfg)
+    if cache_made_with(datamodule, loaded.tokenizer):
+        return datamodule
+    log.warning(
+        "No token cache of %s was made with the model's tokenizer (the corpus changed since "
+        "training, or its cache was removed): tokenizing it with the model's tokenizer",
+        datamodule.source.describe(),
+    )
+    return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
+
+
+def own_data_config(loaded: LoadedModel, ckpt_path: str, typed: DictConfig | None) -> DictConfig:
+    """The data config the model was trained with, with the `typed` settings on top (checked:
+    only keys it has, none of the tokenizer's, values as training would take them)."""
+    if "data" not in loaded.run_config:
+        raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")
+    data_cfg = OmegaConf.create(loaded.run_config["data"])
+    if typed is None:
+        return data_cfg
+    missing, own_keys = object(), ", ".join(sorted(k for k in data_cfg if k != "_target_"))
+    for key in dotted_keys(plain(typed)):
+        setting = f"data.{key}={OmegaConf.select(typed, key)!r}"
+        if key.split(".")[0] == "tokenizer":
+            raise LMTrainError(
+                f"{setting} cannot apply: eval reads text with the model's own tokenizer; drop it"
+            )
+        if OmegaConf.select(data_cfg, key, default=missing) is missing:
+            raise LMTrainError(
+                f"{setting} is not a setting of the data config ckpt_path={ckpt_path!r} was "
+                f"trained with (it has {own_keys}): change one of those with +data.<key>=<value>, "
+                "or evaluate on another corpus with data=<name>"
+            )
+    data_cfg = OmegaConf.merge(data_cfg, typed)
+    problems = Problems()
+    check_data(plain(data_cfg), problems, tokenizer=False)
+    problems.raise_if_any()
+    return data_cfg
+
+
+def dotted_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
+    """`{"source": {"val_fraction": 0.2}}` as `["source.val_fraction"]`: the leaves typed."""
+    keys = []
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            keys.extend(dotted_keys(value, f"{prefix}{key}."))
+        else:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def with_model_tokenizer(data_cfg: DictConfig, loaded: LoadedModel, output_dir: Path) -> DictConfig:
+    """`data_cfg` reading its corpus with the model's tokenizer, saved in this run's folder."""
+    tokenizer_dir = output_dir / "tokenizer"
+    loaded.tokenizer.save_pretrained(tokenizer_dir)
+    data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}
+    return data_cfg
+
+
+def cache_made_with(datamodule: TextDataModule, tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the token cache that `datamodule`'s settings name exists, is sound and was made
+    with `tokenizer` (same vocabulary, merges, pre-tokenizer and end-of-text id)."""
+    key = token_cache.fingerprint(datamodule.source, datamodule.tokenizer_settings)
+    folder = datamodule.cache_dir / key
+    if not folder.is_dir() or token_cache.find_problem(folder) is not None:
+        return False
+    cached = token_cache.load_tokenizer(folder)
+    ours, theirs = (getattr(t, "backend_tokenizer", None) for t in (cached, tokenizer))
+    if ours is None or theirs is None:  # not fast tokenizers: nothing to compare, so read anew
+        return False
+    return ours.to_str() == theirs.to_str() and cached.eos_token_id == tokenizer.eos_token_id
 
 
 def bits_per_byte(
