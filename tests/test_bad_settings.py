@@ -14,10 +14,16 @@ import pytest
 from omegaconf import OmegaConf
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.config_checks import check_generate_config, check_train_config
+from lmtrain.utils.config_checks import (
+    check_eval_config,
+    check_export_config,
+    check_generate_config,
+    check_train_config,
+)
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.compose import TINY
 from tests.helpers.corpora import write_corpus
 
 
@@ -44,6 +50,20 @@ from tests.helpers.corpora import write_corpus
         ("model.seq_len_warmup={start:8,steps:1.5}", "seq_len_warmup.steps=1.5 is not a whole"),
         ("model.seq_len_warmup=16", "model.seq_len_warmup=16: pass null or"),
         ("model.seq_len_warmup={start:8}", "model.seq_len_warmup={'start': 8}: pass null or"),
+        # numpy's seed range (lightning.seed_everything raised a ValueError).
+        ("seed=-1", "seed=-1 must be at least 0: pass a whole number from 0 to 4294967295"),
+        ("seed=4294967296", "seed=4294967296 must be at most 4294967295: pass a whole number"),
+        # No step limit and no epoch limit: the schedule's length was infinity (OverflowError).
+        ("trainer.max_steps=-1", "trainer.max_steps=-1 with trainer.max_epochs=-1 sets no end"),
+        # Prompts: a list of strings (Hydra reads [1984] as a number; `the` was t, h, e).
+        ("samples.prompts=[1984]", "samples.prompts[0]=1984 is not text: quote it, as "),
+        ("samples.prompts=null", "samples.prompts=None is not a list of prompts: pass a list"),
+        ("samples.prompts=the", "samples.prompts='the' is not a list of prompts"),
+        # An activation transformers does not know was a KeyError after data preparation.
+        (
+            "model.config.activation_function=geluu",
+            "model.config.activation_function='geluu' is unknown: use one of gelu, gelu_10,",
+        ),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
@@ -53,9 +73,62 @@ def test_each_bad_training_setting_names_itself(compose_cfg, override: str, frag
 
 
 @pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["data=text_files"],
+            "data.source.path is not set: pass data.source.path=<file, folder or glob>",
+        ),
+        (
+            ["data=hf_dataset"],
+            "data.source.path is not set: pass data.source.path=<hub id, folder or file>",
+        ),
+        (
+            ["model=pretrained"],
+            "model.pretrained is not set: pass model.pretrained=<folder or hub id>",
+        ),
+        (
+            ["data=text_files", "data.source.path=null"],
+            "data.source.path=None names no data: pass data.source.path=<file, folder or glob>",
+        ),
+    ],
+)
+def test_a_mandatory_value_left_unset_is_named(
+    compose_cfg, overrides: list[str], message: str
+) -> None:
+    """`???` in a config: the first use, in instantiate, was a MissingMandatoryValue traceback."""
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg(*overrides, tiny=False))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", ["eval", "generate", "export"])
+def test_the_other_entry_points_name_an_unset_checkpoint(compose_cfg, name: str) -> None:
+    check = {"eval": check_eval_config, "generate": check_generate_config}
+    with pytest.raises(LMTrainError) as err:
+        check.get(name, check_export_config)(compose_cfg(name=name))
+    assert "ckpt_path is not set: pass ckpt_path=<.ckpt file or folder>" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["trainer.max_steps=-1", "trainer.max_epochs=1"],  # one epoch: the schedule spans it
+        ["trainer.max_steps=-1", "model.scheduler=null"],  # no schedule to span
+        ["data=shakespeare_char"],  # its null path downloads the text
+        ["model.config.activation_function=gelu_new", "samples.prompts=[]"],
+    ],
+)
+def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: list[str]) -> None:
+    check_train_config(compose_cfg(*overrides))
+
+
+@pytest.mark.parametrize(
     ("settings", "fragment"),
     [
         ({"device": "tpu"}, "device='tpu' is unknown"),
+        ({"seed": -1}, "seed=-1 must be at least 0: pass a whole number from 0 to 4294967295"),
+        ({"seed": 2**32}, "seed=4294967296 must be at most 4294967295"),
         ({"top_p": 1.5}, "top_p=1.5 must be in (0, 1]"),
         ({"max_new_tokens": "many"}, "max_new_tokens='many' is not a whole number"),
         ({"num_samples": 0}, "num_samples=0 must be at least 1"),
@@ -69,6 +142,14 @@ def test_each_bad_generation_setting_names_itself(settings: dict, fragment: str)
     assert fragment in str(err.value)
 
 
+def test_eval_refuses_a_seed_numpy_refuses() -> None:
+    with pytest.raises(LMTrainError) as err:
+        check_eval_config(OmegaConf.create({"seed": 99999999999, "data": None}))
+    assert str(err.value) == (
+        "seed=99999999999 must be at most 4294967295: pass a whole number from 0 to 4294967295"
+    )
+
+
 def test_all_problems_at_once_in_one_line_before_any_work(tmp_path: Path) -> None:
     bad = ["model.optimizer.lr=abc", "data.block_size=-3", "seed=1.5", "samples.top_k=0"]
     data_dir = tmp_path / "data"
@@ -77,6 +158,24 @@ def test_all_problems_at_once_in_one_line_before_any_work(tmp_path: Path) -> Non
     for key in ("seed=1.5", "data.block_size=-3", "model.optimizer.lr='abc'", "samples.top_k=0"):
         assert key in line, line
     assert not list(data_dir.glob("cache/*")), "nothing is prepared before the check"
+
+
+def test_an_unset_corpus_is_one_line_before_any_work(tmp_path: Path, data_dir: Path) -> None:
+    """`data=text_files` without data.source.path, from the command line."""
+    result = run_cli(
+        "train",
+        *TINY,
+        "data=text_files",
+        "data.tokenizer.kind=char",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "logger=none",
+    )
+    line = assert_one_line_error(result)
+    assert line == (
+        "error: data.source.path is not set: pass data.source.path=<file, folder or glob>"
+    )
+    assert not (tmp_path / "data").exists(), "nothing is prepared before the check"
 
 
 def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path: Path, data_dir: Path) -> None:

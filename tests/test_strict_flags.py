@@ -1,7 +1,8 @@
 """Yes/no settings take only true or false: Hydra passes `overwrite_run=no` as the string "no",
-which `bool()` reads as yes, and that replaced a run's checkpoints. A run, an export and a
-generate given such a value are refused in one line before anything is written; and a prompt
-file that is a folder, binary or unreadable is refused in one line too."""
+which `bool()` reads as yes, and that replaced a run's checkpoints (and `model.freeze.embeddings=no`
+froze the embeddings). A run, an export and a generate given such a value are refused in one line
+before anything is written; and a prompt file that is a folder, binary or unreadable is refused
+in one line too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from lmtrain.export import export
 from lmtrain.generate import generate, read_prompt
 from lmtrain.train import train
 from lmtrain.utils.checks import Problems, strict_bool
+from lmtrain.utils.config_checks import check_train_config
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error, one_error_line
 from tests.helpers.cli import run_cli, tiny_cli
@@ -77,6 +79,49 @@ def test_overwrite_run_maybe_in_process_leaves_the_run_alone(
     assert exit_.value.code == 1
     assert one_error_line(capsys.readouterr().err) == not_bool("overwrite_run", "maybe")
     assert files_of(run) == before
+
+
+def test_freeze_embeddings_no_on_the_command_line_is_refused_before_any_work(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """It froze the embeddings (28.4 K trainable parameters became 25.5 K) without a word."""
+    cache = tmp_path / "cache"
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", f"data.cache_dir={cache}")
+    result = run_cli("train", *cli, "model.freeze.embeddings=no")
+    assert result.returncode == 1
+    assert assert_one_line_error(result) == not_bool("model.freeze.embeddings", "no")
+    assert not cache.exists(), "nothing is prepared before the check"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        ("model.freeze.embeddings=no", "model.freeze.embeddings", "no"),
+        ("model.freeze.embeddings=0", "model.freeze.embeddings", 0),
+        ("model.compile=no", "model.compile", "no"),  # compiled the model
+        ("data.pin_memory=no", "data.pin_memory", "no"),  # pinned memory
+        ("data.pin_memory=null", "data.pin_memory", None),
+    ],
+)
+def test_training_flags_that_are_not_true_or_false_are_refused(
+    compose_cfg, override: str, key: str, value: Any
+) -> None:
+    with pytest.raises(LMTrainError) as refused:
+        check_train_config(compose_cfg(override))
+    assert f"error: {refused.value}" == not_bool(key, value)
+
+
+def test_streaming_no_is_refused(compose_cfg) -> None:
+    cfg = compose_cfg("data=hf_dataset", "data.source.path=x", "data.source.streaming=no")
+    with pytest.raises(LMTrainError) as refused:
+        check_train_config(cfg)
+    assert f"error: {refused.value}" == not_bool("data.source.streaming", "no")
+
+
+def test_training_flags_given_true_or_false_pass(compose_cfg) -> None:
+    flags = ["model.freeze.embeddings", "model.compile", "data.pin_memory"]
+    check_train_config(compose_cfg(*(f"{flag}=true" for flag in flags)))
+    check_train_config(compose_cfg(*(f"{flag}=FALSE" for flag in flags)))
 
 
 @pytest.mark.parametrize("override", ["overwrite=maybe", "verify=no"])

@@ -8,6 +8,8 @@ trains here without a line of model code of ours.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 from lmtrain.errors import LMTrainError, first_line
 
 log = logging.getLogger(__name__)
+# What transformers' errors about the attention implementation say (5.x): "Specified
+# `attn_implementation=...` is not supported", "does not support an attention implementation
+# through torch's flex_attention", "FlashAttention2 has been toggled on, but ...".
+ATTENTION_WORDS = ("attn_implementation", "attention implementation", "FlashAttention")
 
 
 def build_causal_lm(
@@ -50,7 +56,29 @@ def build_causal_lm(
         raise LMTrainError(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
-    return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+    with attention_backend(attn_implementation):
+        return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+@contextmanager
+def attention_backend(attn_implementation: str | None) -> Iterator[None]:
+    """Turn transformers' refusal of `model.attn_implementation` into one line naming it.
+
+    `flash_attention_2` without the flash-attn package (any CPU machine) is an ImportError, an
+    unknown name or one the architecture lacks (`flex_attention` for GPT-2) a ValueError; both
+    come when the model is built, after data preparation. Errors that do not mention the
+    attention (another missing package, another bad value) pass through.
+    """
+    try:
+        yield
+    except (ImportError, ValueError) as err:
+        if not any(word in str(err) for word in ATTENTION_WORDS):
+            raise
+        raise LMTrainError(
+            f"model.attn_implementation={attn_implementation!r} cannot be used here "
+            f"({first_line(err)}): pass model.attn_implementation=sdpa (or eager), or install "
+            "what it needs"
+        ) from err
 
 
 def embedding_size(configured: int | None, tokenizer_size: int) -> int:
@@ -80,10 +108,11 @@ def _load_pretrained(
             "written by save_pretrained (or lmtrain.export) or a hub id"
         )
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            str(Path(pretrained).expanduser()) if looks_local else pretrained,
-            attn_implementation=attn_implementation,
-        )
+        with attention_backend(attn_implementation):
+            model = AutoModelForCausalLM.from_pretrained(
+                str(Path(pretrained).expanduser()) if looks_local else pretrained,
+                attn_implementation=attn_implementation,
+            )
     except OSError as err:
         raise LMTrainError(
             f"model.pretrained={pretrained!r} could not be loaded ({first_line(err)}): "

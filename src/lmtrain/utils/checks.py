@@ -37,17 +37,31 @@ class Problems:
 
     # -- typed checks: each returns whether the value passed ----------------------------------
     def integer(
-        self, key: str, value: Any, minimum: int | None = None, optional: bool = False
+        self,
+        key: str,
+        value: Any,
+        minimum: int | None = None,
+        optional: bool = False,
+        maximum: int | None = None,
     ) -> bool:
-        """An int (not a bool, not a float) of at least `minimum`; None passes if `optional`."""
+        """An int (not a bool, not a float) in [minimum, maximum] (either end may be open);
+        None passes if `optional`."""
         if value is None and optional:
             return True
-        wanted = "a whole number" + ("" if minimum is None else f" of at least {minimum}")
+        if maximum is None:
+            wanted = "a whole number" + ("" if minimum is None else f" of at least {minimum}")
+        elif minimum is None:
+            wanted = f"a whole number of at most {maximum}"
+        else:
+            wanted = f"a whole number from {minimum} to {maximum}"
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(f"{key}={value!r} is not a whole number: pass {wanted}")
             return False
         if minimum is not None and value < minimum:
             self.add(f"{key}={value!r} must be at least {minimum}: pass {wanted}")
+            return False
+        if maximum is not None and value > maximum:
+            self.add(f"{key}={value!r} must be at most {maximum}: pass {wanted}")
             return False
         return True
 
@@ -106,7 +120,8 @@ def strict_bool(key: str, value: Any) -> bool:
 
     Hydra turns `key=true`/`key=false` (any case) into bools, but `key=no`, `key=maybe`, `key=0`
     or `key="true"` arrive as strings or numbers, and `bool("no")` is True: a yes/no setting that
-    guards a run's files (overwrite_run, overwrite) must not read "no" as yes. So only a bool
+    guards a run's files (overwrite_run, overwrite) must not read "no" as yes, nor may one that
+    changes what trains (model.freeze.embeddings=no froze the embeddings). So only a bool
     passes; strings, numbers and null are refused.
     """
     if isinstance(value, bool):

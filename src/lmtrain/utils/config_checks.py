@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from transformers.activations import ACT2CLS
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.utils.checks import Problems
@@ -34,6 +35,22 @@ PRECISIONS = (
     "bf16",
     "64",
 )
+# lightning.seed_everything seeds numpy too, which takes 0 to 2**32 - 1 (and raises otherwise).
+SEED_MAX = 2**32 - 1
+# OmegaConf's marker of a mandatory value (`key: ???`) that the config leaves to the user.
+UNSET = "???"
+# What to pass for the mandatory values our configs leave unset (anything else: `<value>`).
+UNSET_HINTS = {
+    "model.pretrained": "<folder or hub id>",
+    "ckpt_path": "<.ckpt file or folder>",
+    "out_dir": "<folder>",
+}
+# Sources that need data.source.path: they iterate over it (None was a TypeError). Shakespeare's
+# takes null (it downloads the text).
+PATH_SOURCES = ("TextFilesSource", "HFDatasetSource")
+# model.config keys that name an activation, looked up in transformers' table when the model is
+# built (after data preparation): an unknown name was a KeyError there.
+ACTIVATION_KEYS = ("activation_function", "hidden_act")
 
 
 def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -47,21 +64,56 @@ def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 
 def check_train_config(cfg: DictConfig) -> None:
     problems = Problems()
-    problems.integer("seed", cfg.get("seed"), optional=True)
+    check_unset(cfg, problems)
+    problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
+    model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     check_data(plain(cfg.get("data")), problems)
-    check_model(plain(cfg.get("model")), problems)
-    check_seq_len_warmup(plain(cfg.get("model")), cfg.get("data", {}).get("block_size"), problems)
-    check_trainer(plain(cfg.get("trainer")), problems)
+    check_model(model, problems)
+    check_seq_len_warmup(model, cfg.get("data", {}).get("block_size"), problems)
+    check_trainer(trainer, problems)
+    check_run_length(trainer, model, problems)
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
 
 
+def check_unset(cfg: DictConfig, problems: Problems) -> None:
+    """Mandatory values left unset (`???`): `data=text_files` without data.source.path,
+    `model=pretrained` without model.pretrained. Their first use, in instantiate, was a
+    traceback. Raises at once when there are any: the checks after this one would read `???` as
+    the value (and some cannot read it where a mapping belongs)."""
+    entries = OmegaConf.to_container(cfg, resolve=False)  # `???` stays a string, nothing raises
+    entries.pop("hydra", None)  # type: ignore[union-attr]  # Hydra's own node, in tests
+    for key in unset_keys(entries, ""):
+        hint = UNSET_HINTS.get(key, "<value>")
+        if key == "data.source.path":
+            hint = source_path_hint(OmegaConf.select(cfg, "data.source._target_"))
+        problems.add(f"{key} is not set: pass {key}={hint}")
+    problems.raise_if_any()
+
+
+def unset_keys(node: Any, path: str) -> list[str]:
+    """The full keys under `node` (a plain container) whose value is OmegaConf's `???`."""
+    if isinstance(node, Mapping):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
+    else:
+        return [path] if node == UNSET else []
+    return [key for sub, value in items for key in unset_keys(value, sub)]
+
+
+def source_path_hint(target: Any) -> str:
+    """What data.source.path takes: a hub id for a Hugging Face dataset, else local text."""
+    return "<hub id, folder or file>" if "HFDataset" in str(target) else "<file, folder or glob>"
+
+
 def check_eval_config(cfg: DictConfig) -> None:
     problems = Problems()
-    problems.integer("seed", cfg.get("seed"), optional=True)
+    check_unset(cfg, problems)
+    problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer
     problems.raise_if_any()
@@ -69,6 +121,7 @@ def check_eval_config(cfg: DictConfig) -> None:
 
 def check_export_config(cfg: DictConfig) -> None:
     problems = Problems()
+    check_unset(cfg, problems)
     problems.boolean("overwrite", cfg.get("overwrite", False))
     problems.boolean("verify", cfg.get("verify", True))
     problems.boolean("merge", cfg.get("merge", True))
@@ -77,7 +130,8 @@ def check_export_config(cfg: DictConfig) -> None:
 
 def check_generate_config(cfg: DictConfig) -> None:
     problems = Problems()
-    problems.integer("seed", cfg.get("seed"), optional=True)
+    check_unset(cfg, problems)
+    problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("num_samples", cfg.get("num_samples"), 1)
     problems.boolean("stop_at_eos", cfg.get("stop_at_eos", True))
     greedy = cfg.get("greedy", False)
@@ -96,16 +150,31 @@ def check_data(data: dict[str, Any], problems: Problems, tokenizer: bool = True)
     problems.integer("data.num_workers", data.get("num_workers", 0), 0)
     problems.integer("data.prepare_workers", data.get("prepare_workers"), 1, optional=True)
     problems.number("data.prepare_chunk_mb", data.get("prepare_chunk_mb", 1), low=0, low_open=True)
+    # Yes/no settings read with bool(): "no" would read as yes.
+    problems.boolean("data.pin_memory", data.get("pin_memory", False))
     source = data.get("source") or {}
+    if not isinstance(source, Mapping):
+        source = {}
     if "val_fraction" in source:
         problems.number(
             "data.source.val_fraction", source["val_fraction"], low=0, high=1, high_open=True
         )
+    if "streaming" in source:
+        problems.boolean("data.source.streaming", source["streaming"])
+    target = str(source.get("_target_"))
+    if "path" in source and source["path"] is None and target.endswith(PATH_SOURCES):
+        hint = source_path_hint(target)
+        problems.add(f"data.source.path=None names no data: pass data.source.path={hint}")
     if tokenizer and isinstance(data.get("tokenizer"), Mapping):
         check_tokenizer_config(data["tokenizer"], problems)
 
 
 def check_model(model: dict[str, Any], problems: Problems) -> None:
+    # Yes/no settings read by truthiness: `model.freeze.embeddings=no` froze the embeddings.
+    problems.boolean("model.compile", model.get("compile", False))
+    freeze = model.get("freeze")
+    if isinstance(freeze, Mapping) and "embeddings" in freeze:
+        problems.boolean("model.freeze.embeddings", freeze["embeddings"])
     optimizer = model.get("optimizer") or {}
     problems.number("model.optimizer.lr", optimizer.get("lr", 1e-3), low=0, low_open=True)
     problems.number("model.optimizer.weight_decay", optimizer.get("weight_decay", 0), low=0)
@@ -113,8 +182,12 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     for i, beta in enumerate(optimizer.get("betas") or ()):
         problems.number(f"model.optimizer.betas[{i}]", beta, low=0, high=1, high_open=True)
     config = model.get("config") or {}
+    if not isinstance(config, Mapping):
+        config = {}
     for key, value in config.items():
-        if key.endswith(("pdrop", "dropout")):
+        if key in ACTIVATION_KEYS and isinstance(value, str):
+            problems.choice(f"model.config.{key}", value, sorted(ACT2CLS))
+        elif key.endswith(("pdrop", "dropout")):
             problems.number(f"model.config.{key}", value, low=0, high=1, high_open=True)
         elif key.startswith(("n_", "num_")) or key.endswith(("_size", "_positions")):
             # null: the HF config's default (vocab_size: the tokenizer's)
@@ -166,11 +239,27 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     )
 
 
+def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: Problems) -> None:
+    """`trainer.max_steps=-1` (no step limit) with `max_epochs=-1` (no epoch limit) has no end,
+    and a learning-rate schedule spans the run's steps: it was an OverflowError (infinity) after
+    data preparation and the model's build. With an epoch limit the schedule spans those."""
+    steps, epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    unbounded = isinstance(steps, int) and steps == -1 and isinstance(epochs, int) and epochs == -1
+    if unbounded and model.get("scheduler") is not None:
+        problems.add(
+            "trainer.max_steps=-1 with trainer.max_epochs=-1 sets no end for the learning-rate "
+            "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
+            "trainer.max_epochs=<epochs>"
+        )
+
+
 def check_samples(
     samples: dict[str, Any], prefix: str, problems: Problems, greedy: bool = False
 ) -> None:
     """Sampling settings, under `samples.` (training) or at the top level (generate)."""
     key = f"{prefix}." if prefix else ""
+    if prefix:  # generate takes one prompt (or a file), training a list of them
+        check_prompts(samples.get("prompts", []), f"{key}prompts", problems)
     problems.integer(f"{key}max_new_tokens", samples.get("max_new_tokens", 1), 1)
     if not greedy:
         temperature = samples.get("temperature", 1.0)
@@ -179,3 +268,17 @@ def check_samples(
     problems.integer(f"{key}top_k", samples.get("top_k"), 1, optional=True)
     if prefix:
         problems.integer(f"{key}every_n_val", samples.get("every_n_val", 1), 1)
+
+
+def check_prompts(prompts: Any, key: str, problems: Problems) -> None:
+    """A list of strings. Hydra reads `[1984]` as a number, and a bare string (`prompts=the`)
+    was sampled as one prompt per character."""
+    if not isinstance(prompts, list):
+        problems.add(
+            f"{key}={prompts!r} is not a list of prompts: pass a list, such as "
+            f'{key}=\'["def ", "class "]\', or {key}=[] for none'
+        )
+        return
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            problems.add(f"{key}[{i}]={prompt!r} is not text: quote it, as {key}='[\"{prompt}\"]'")

@@ -1,4 +1,5 @@
-"""Instantiate the callbacks and loggers named in a config group.
+"""Instantiate the callbacks and loggers named in a config group, and say which config entry a
+failed instantiation was.
 
 Both groups are dicts of `name: {_target_: ...}` so that an experiment can override or drop one
 entry (`callbacks.rich_progress_bar=null`) without restating the others.
@@ -7,10 +8,13 @@ entry (`callbacks.rich_progress_bar=null`) without restating the others.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.errors import InstantiationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -27,25 +31,104 @@ from lmtrain.utils.wandb_run import is_wandb_entry, wandb_kwargs
 
 log = logging.getLogger(__name__)
 
+LMTRAIN_SOURCE = Path(__file__).resolve().parents[1]  # src/lmtrain
+# What a class raises about the values it was called with: a wrong type, a missing or unknown
+# keyword (TypeError), a value out of range (ValueError, Lightning's MisconfigurationException),
+# an unknown name looked up in a table (KeyError: transformers' activations), an optional package
+# that is not installed (ImportError: flash-attn). Any other type (AttributeError, RuntimeError,
+# IndexError, ...) is taken for a bug and keeps its traceback.
+USER_VALUE_ERRORS = (TypeError, ValueError, KeyError, ImportError, MisconfigurationException)
+
+
+def config_entry_error(err: BaseException) -> LMTrainError | None:
+    """One line for a failure of Hydra's instantiate that comes from the user's config, or None.
+
+    Hydra wraps whatever the `_target_` raised in an InstantiationException whose text runs to
+    several lines and names the entry only as `full_key:`. Which failures are the user's:
+    - `_target_` that cannot be imported (a typo, a package not installed);
+    - an error of USER_VALUE_ERRORS raised outside lmtrain's code: by the class's signature
+      (`+callbacks.lr_monitor.bogus=1`) or by a library given the value (Lightning's Trainer for
+      `trainer.devices=abc`, transformers for an activation name);
+    - an ImportError anywhere (a package the setting needs is missing).
+    Raised inside lmtrain's own code, anything but an LMTrainError is a bug (lmtrain refuses each
+    user value it checks with an LMTrainError; a value it fails on without one is a missing
+    check): None, and the trace stays.
+    """
+    wrapper = find_cause(err, InstantiationException)
+    if wrapper is None:
+        return None
+    text = str(wrapper)
+    key_match = re.search(r"^full_key: (.+)$", text, re.MULTILINE)
+    key = key_match.group(1).strip() if key_match else "the config entry"
+    target_match = re.search(r"(?:target|for) '([^']+)'|partial\(([^,]+),", text)
+    target = next((g for g in target_match.groups() if g), "?") if target_match else "?"
+    cause = wrapper.__cause__
+    if text.startswith("Error locating target"):
+        root = _root_cause(cause)
+        # No such module (or a package not installed), or no such name in the module; any
+        # other error is a module that exists but fails to import: a bug in it.
+        no_name = isinstance(root, AttributeError) and not _raised_in_lmtrain(root)
+        if not (isinstance(root, ImportError) or no_name):
+            return None
+        target_key = f"{key}._target_" if key_match else "_target_"
+        return LMTrainError(
+            f"{target_key}={target!r} cannot be imported ({type(root).__name__}: "
+            f"{first_line(root)}): check the class path's spelling, or install the package "
+            "that provides it"
+        )
+    if cause is None:  # Hydra's own refusal of the entry's shape (`_target_: 1`, `_args_: 3`)
+        return LMTrainError(f"{key} cannot be instantiated ({first_line(wrapper)}): check {key}")
+    if not isinstance(cause, USER_VALUE_ERRORS):
+        return None
+    if not isinstance(cause, ImportError) and _raised_in_lmtrain(cause):
+        return None
+    short = target.rsplit(".", 1)[-1]
+    return LMTrainError(
+        f"{key} ({target}) refused its settings ({type(cause).__name__}: {first_line(cause)}): "
+        f"check the values under {key} against the arguments of {short}"
+    )
+
+
+def _root_cause(err: BaseException | None) -> BaseException | None:
+    """The innermost error of `err`'s chain (`raise ... from`)."""
+    while err is not None and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _raised_in_lmtrain(err: BaseException) -> bool:
+    """Whether the line that raised `err` (its traceback's innermost frame) is lmtrain's."""
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(LMTRAIN_SOURCE)
+
 
 def _instantiate_group(
     cfg: DictConfig | None,
-    kind: str,
+    group: str,
     extra_kwargs: Callable[[DictConfig], dict[str, Any]] | None = None,
 ) -> list:
+    """Each entry of the config group `group` (`callbacks`, `logger`) that is not null."""
     objects = []
     for name, entry in (cfg or {}).items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
-            log.info("Instantiating %s <%s>", kind, entry._target_)
+            log.info("Instantiating %s.%s <%s>", group, name, entry._target_)
             kwargs = extra_kwargs(entry) if extra_kwargs else {}
             objects.append(hydra.utils.instantiate(entry, **kwargs))
         elif entry is not None:
-            raise TypeError(f"{kind}s.{name} has no _target_: {entry}")
+            # `+callbacks.foo=1`: a value where a class's config belongs.
+            raise LMTrainError(
+                f"{group}.{name}={entry!r} has no _target_: give it one "
+                f"({group}.{name}._target_=<class path>), or remove it (~{group}.{name})"
+            )
     return objects
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    return _instantiate_group(cfg, "callback")
+    return _instantiate_group(cfg, "callbacks")
 
 
 def instantiate_loggers(

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause
+from lmtrain.utils.instantiate import config_entry_error
 
 T = TypeVar("T")
 # What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
@@ -24,7 +25,8 @@ INTERRUPTED_EXIT_CODE = 130
 
 
 def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
-    """Run `task`; on an LMTrainError print `error: <message>` and exit 1; always finish W&B."""
+    """Run `task`; on an LMTrainError (or a config entry that cannot be instantiated with the
+    user's values) print `error: <message>` and exit 1; always finish W&B."""
 
     @functools.wraps(task)
     def wrapped(*args: Any, **kwargs: Any) -> T:
@@ -59,7 +61,9 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             print("interrupted", file=sys.stderr, flush=True)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
-            user_error = find_cause(err, LMTrainError)
+            # Ours, or a config entry's class refusing the user's values (train.py instantiates
+            # data and model itself, so this catches them all): see config_entry_error.
+            user_error = find_cause(err, LMTrainError) or config_entry_error(err)
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
