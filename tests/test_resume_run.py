@@ -140,6 +140,23 @@ def test_resume_that_changes_the_model_shape_is_refused_in_one_line_and_changes_
 
 
 @pytest.mark.slow
+def test_resume_refused_after_the_config_is_read_leaves_the_run_folder_as_it_was(
+    tmp_path: Path, killed_run: Path
+) -> None:
+    """Refusals that come after `resume=` has read the run (a bad value, a trainer that cannot
+    be built) must not leave their overrides in `.hydra/`, where `resume=<run>` alone would
+    read them next time."""
+    run_dir = copy_run(killed_run, tmp_path / "run")
+    before = files_of(run_dir / ".hydra"), files_of(run_dir / "checkpoints")
+    bad_value = run_cli("train", f"resume={run_dir}", "model.optimizer.lr=abc")
+    assert_one_line_error(bad_value, "model.optimizer.lr='abc' is not a finite number")
+    bad_trainer = run_cli("train", f"resume={run_dir}", "trainer.precision=bogus")
+    assert_one_line_error(bad_trainer, "bogus")
+    # The refusals are in train.log; the run's record and checkpoints are as they were.
+    assert (files_of(run_dir / ".hydra"), files_of(run_dir / "checkpoints")) == before
+
+
+@pytest.mark.slow
 def test_resume_latest_continues_the_run_of_this_task_with_the_newest_last_ckpt(
     tmp_path: Path, killed_run: Path
 ) -> None:

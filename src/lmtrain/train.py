@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.resume import ExactResume
-from lmtrain.callbacks.resume_run import log_resume
+from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
 from lmtrain.callbacks.samples import TextSamples
 from lmtrain.callbacks.startup import StartupClock
@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     totals = TrainingTotals()
     callbacks.append(totals)
     callbacks.append(startup)
+    callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
@@ -109,6 +110,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup.mark("loggers")  # W&B's run starts with its first use, here
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    write_resumed_record()  # resume= of a run with nothing left to train
     train_seconds = totals.train_seconds()
     # validate() below replaces the val/ ones
     fit_metrics = {**totals.train_metrics(), **plain_metrics(trainer.callback_metrics)}

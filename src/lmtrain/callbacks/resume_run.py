@@ -11,8 +11,10 @@ Hydra names the run folder and writes `.hydra/` into it before the task starts, 
 Hydra callback (`ResumeRun`, first in `configs/train.yaml`'s `hydra.callbacks`): it reads the
 saved config and replaces the composed one before Hydra uses it; `lmtrain.utils.resume_overrides`
 applies the typed overrides and refuses, in one line, those that would change the model's shape
-or the data. The folder's `.hydra/` files then hold the config the resumed run uses, written
-atomically; the ones they replace are kept in `.hydra/previous/<time>/`. DDP ranks > 0 (which
+or the data. Once the resumed run has started (`WriteResumedRecord`: its checkpoint restored,
+every check passed), the folder's `.hydra/` files hold the config it uses, written atomically;
+the ones they replace are kept in `.hydra/previous/<time>/`. A command refused before that
+leaves them as they were, so `resume=<run>` alone still resumes the run. DDP ranks > 0 (which
 Lightning starts with `hydra.run.dir=<folder>`), torchrun and SLURM ranks, and requeued jobs
 repeat the command: they read the same folder and reach the same config, and only rank 0 writes.
 """
@@ -30,6 +32,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmtrain.errors import LMTrainError, first_line
@@ -45,6 +48,8 @@ LATEST = "latest"
 # The entry points whose runs hold no training to resume (their configs/<name>.yaml).
 OTHER_TOOLS = ("eval", "generate", "export")
 RECORD = ".hydra"  # Hydra's hydra.output_subdir, where a run's config is saved
+# The resumed run's `.hydra/` files, made at job start and written once the run has started.
+_pending_record: list[Callable[[], None]] = []
 
 
 class ResumeRun(HydraCallback):
@@ -65,8 +70,11 @@ class ResumeRun(HydraCallback):
             )
 
     def on_job_start(self, config: DictConfig, **_: Any) -> None:
-        if self.record is not None:
-            guarded(lambda: write_record(config, self.record))
+        record = self.record
+        if record is not None:
+            files = guarded(lambda: record_files(config, record))
+            folder = Path(str(config.hydra.runtime.output_dir)) / record
+            _pending_record.append(lambda: write_record(folder, files))
 
     def prepare(self, config: DictConfig, config_name: str) -> None:
         """Replace `config`'s task part with the resumed run's config and set its run folder."""
@@ -103,11 +111,11 @@ class ResumeRun(HydraCallback):
             hydra.output_subdir = None
 
 
-def guarded(step: Callable[[], None]) -> None:
+def guarded(step: Callable[[], Any]) -> Any:
     """Run a callback step so that nothing it raises is lost: Hydra turns a callback's exception
     into a warning, and the run would go on as a new run instead of the resumed one."""
     try:
-        step()
+        return step()
     except LMTrainError as err:
         fail(str(err))
     except Exception:
@@ -219,19 +227,40 @@ def check_same_entry_point(value: str, record: Path, saved: DictConfig, config_n
     )
 
 
-def write_record(config: DictConfig, record: str) -> None:
-    """Write the resumed run's `.hydra/` files, atomically, as Hydra would; keep the ones they
-    replace in `.hydra/previous/<time>/`."""
-    folder = Path(str(config.hydra.runtime.output_dir)) / record
+class WriteResumedRecord(Callback):
+    """Writes the resumed run's `.hydra/` files when its training starts (the checkpoint
+    restored, Lightning's and lmtrain's checks passed), not at job start: a command refused
+    before then (a bad value, a trainer that cannot run here, another world size) must not
+    become the config a later `resume=<run>` reads. `write_resumed_record` also runs after
+    `fit`, for a run that had nothing left to train."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        write_resumed_record()
+
+
+def write_resumed_record() -> None:
+    """Write the `.hydra/` files `ResumeRun` made for this process, if any, once."""
+    while _pending_record:
+        _pending_record.pop()()
+
+
+def record_files(config: DictConfig, record: str) -> dict[str, str]:
+    """The resumed run's `.hydra/` files as Hydra would write them (the job's config, with
+    `hydra.output_subdir` as Hydra would have it had it written them)."""
     hydra_cfg = HydraConfig.instance().cfg
-    with read_write(hydra_cfg.hydra):  # as Hydra would have it had it written them
+    with read_write(hydra_cfg.hydra):
         hydra_cfg.hydra.output_subdir = record
     task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    files = {
-        "config.yaml": task_cfg,
-        "hydra.yaml": hydra_cfg,
-        "overrides.yaml": config.hydra.overrides.task,
+    return {
+        "config.yaml": OmegaConf.to_yaml(task_cfg),
+        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
+        "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
     }
+
+
+def write_record(folder: Path, files: dict[str, str]) -> None:
+    """Write `files` into the run's `.hydra/` folder, atomically; keep the ones they replace in
+    `.hydra/previous/<time>/`."""
     try:
         previous = folder / "previous" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
         for name in files:
@@ -240,7 +269,7 @@ def write_record(config: DictConfig, record: str) -> None:
                 shutil.copy2(folder / name, previous / name)
         for name, content in files.items():
             with atomic_write(folder / name) as f:
-                f.write(OmegaConf.to_yaml(content))
+                f.write(content)
     except OSError as err:
         raise LMTrainError(
             f"the resumed run's config cannot be written to {folder} ({err.strerror}): make the "
