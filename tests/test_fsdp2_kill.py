@@ -18,7 +18,14 @@ import pytest
 import torch
 
 from lmtrain.utils.safe_load import check_dcp_folder, read_dcp_folder_metadata
-from tests.helpers.killed_runs import RESUMABLE_RUN, finish, kill, resumable_corpus, start
+from tests.helpers.killed_runs import (
+    RESUMABLE_RUN,
+    csv_history,
+    finish,
+    kill,
+    resumable_corpus,
+    start,
+)
 
 
 def exact_resume_state(folder: Path) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def test_fsdp_run_killed_in_training_and_in_a_save_ends_as_an_uninterrupted_one(
 
 
 def assert_same_run_folder(run_dir: Path, reference: Path) -> None:
-    """metrics.json (but wall-clock figures) and the final weights, bitwise."""
+    """metrics.json and metrics.csv (but wall-clock figures) and the final weights, bitwise."""
     ignored = ("time/", "/device/", "tok/s")
 
     def state(folder: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
@@ -120,3 +127,4 @@ def assert_same_run_folder(run_dir: Path, reference: Path) -> None:
     assert step == ref_step and metrics == ref_metrics
     differ = [k for k in ref_weights if not torch.equal(weights[k], ref_weights[k])]
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
+    assert csv_history(run_dir) == csv_history(reference)  # the CSV logger's rows, all kept

@@ -20,6 +20,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from lmtrain.errors import LMTrainError, find_cause
 from lmtrain.train import train
 from lmtrain.utils import logger_runs
+from lmtrain.utils.csv_history import ResumableCSVLogger
 from lmtrain.utils.instantiate import instantiate_loggers
 from lmtrain.utils.redact import REDACTED
 from tests.helpers.cli import run_cli, tiny_cli, wandb_records
@@ -237,3 +238,48 @@ def test_sweep_jobs_are_named_and_grouped_in_mlflow_and_tensorboard(
         events = tensorboard_events(sweep / str(job) / "tensorboard" / f"seed={seed}")
         assert [e.step for e in events.Scalars("train/loss")] == [0, 1]
         assert tensorboard_hparams(events)["seed"] == seed
+
+
+def test_csv_logger_keeps_the_rows_it_is_told_to_and_drops_a_cut_one(tmp_path: Path) -> None:
+    """Lightning's CSVLogger deletes an existing metrics.csv; here a resumed run's file starts
+    with the first rows of the earlier one (as many as `CSVBatchStarts` finds were written
+    before the resumed batch; the kill tests check that count), each as written. Until they
+    are, the earlier file is kept aside, whole."""
+    first = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    for step in range(6):
+        first.log_metrics({"train/loss": 1 / (step + 1), "epoch": step // 3}, step)
+    first.log_metrics({"val/loss": 0.123456789}, 5)
+    metrics_csv = tmp_path / "csv" / "metrics.csv"
+    written = metrics_csv.read_text()
+    assert written.splitlines()[1:5] == [
+        "0,0,1.0,",
+        "0,1,0.5,",
+        "0,2,0.3333333333333333,",
+        "1,3,0.25,",
+    ]
+    with metrics_csv.open("a") as f:  # a kill in the middle of the next row
+        f.write("0.1428")
+
+    resumed = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    aside = tmp_path / "csv" / "metrics.csv.before-resume"
+    assert not metrics_csv.exists() and aside.read_text() == written + "0.1428"
+    resumed.log_hyperparams({"lr": 0.1})  # Lightning's writer starts: nothing is deleted
+    assert aside.is_file()
+    resumed.keep_rows(4)  # resumed at step 4
+    resumed.log_metrics({"train/loss": 0.25, "epoch": 1}, 4)
+    resumed.finalize("success")
+    assert not aside.exists()
+    assert metrics_csv.read_text().splitlines() == [
+        "epoch,step,train/loss",
+        "0,0,1.0",
+        "0,1,0.5",
+        "0,2,0.3333333333333333",
+        "1,3,0.25",
+        "1,4,0.25",
+    ]
+    assert resumed.rows_written == 5
+
+    fresh = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    fresh.keep_rows(0)  # a new run: nothing kept, as Lightning's logger
+    fresh.log_metrics({"train/loss": 2.0}, 0)
+    assert metrics_csv.read_text().splitlines() == ["step,train/loss", "0,2.0"]

@@ -33,6 +33,7 @@ from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
 from lmtrain.utils.config_checks import check_train_config
+from lmtrain.utils.csv_history import CSVBatchStarts
 from lmtrain.utils.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -91,6 +92,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(totals)
     callbacks.append(startup)
     callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
+    callbacks.insert(0, CSVBatchStarts())  # logger=csv: the rows a resumed run keeps (first)
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

@@ -10,6 +10,7 @@ validation. `SaveFinalWeights` writes what the comparison reads.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -39,11 +40,11 @@ RESUMABLE_RUN = [
     "trainer.val_check_interval=15",  # micro-batches: validations fall between checkpoints too
     "trainer.log_every_n_steps=5",
     "callbacks.model_checkpoint.every_n_train_steps=3",
-    "logger=none",
+    "logger=csv",  # its metrics.csv must come out whole after kills and resumes too
     "+callbacks.exact_resume._target_=lmtrain.callbacks.resume.ExactResume",
 ]
 # Wall-clock figures differ between runs; everything else must match exactly.
-IGNORED = ("time/", "/device/", "tok/s")
+IGNORED = ("time/", "/device/", "tok/s", "train/time", "_per_sec", "mfu")
 # The override that adds SaveFinalWeights to a run (its `path` is set beside it).
 FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.SaveFinalWeights"
 
@@ -113,6 +114,23 @@ def checkpoint_id(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
+def csv_history(run_dir: Path, final_row_apart: bool = False) -> dict[int | str, dict[str, str]]:
+    """The run's csv/metrics.csv as {step: {metric: value as written}}, without wall-clock
+    columns; rows of one step merged (a resumed run logs the same values, in rows split at
+    the same places or not). `final_row_apart`: the last row (the final validation) under
+    "final", without its step and epoch."""
+    history: dict[int | str, dict[str, str]] = {}
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for i, row in enumerate(rows):
+        values = {k: v for k, v in row.items() if v and not any(p in k for p in IGNORED)}
+        if final_row_apart and i == len(rows) - 1:
+            history["final"] = {k: v for k, v in values.items() if k not in ("step", "epoch")}
+        else:
+            history.setdefault(int(row["step"]), {}).update(values)
+    return history
+
+
 def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
     """metrics.json without wall-clock keys, and the weights and step at the end of training."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -121,8 +139,11 @@ def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor
     return metrics, final["state_dict"], final["step"]
 
 
-def assert_same_run(run_dir: Path, reference: Path, tolerance: float = 0.0) -> None:
-    """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute."""
+def assert_same_run(
+    run_dir: Path, reference: Path, tolerance: float = 0.0, final_row_apart: bool = False
+) -> None:
+    """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute;
+    `final_row_apart`: see `csv_history`."""
     metrics, weights, step = final_state(run_dir)
     ref_metrics, ref_weights, ref_step = final_state(reference)
     assert step == ref_step == STEPS
@@ -134,3 +155,6 @@ def assert_same_run(run_dir: Path, reference: Path, tolerance: float = 0.0) -> N
         if not torch.allclose(weights[k], ref_weights[k], rtol=tolerance, atol=tolerance)
     ]
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
+    if tolerance == 0:  # the CSV logger's rows, each value as written, all of them kept
+        ours, theirs = (csv_history(d, final_row_apart) for d in (run_dir, reference))
+        assert ours == theirs

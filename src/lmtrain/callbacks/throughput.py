@@ -32,6 +32,10 @@ class TokenThroughputMonitor(Callback):
         self.configured_flops = available_flops
         self.window_size = max(2, window_size)
         self.throughput: Throughput | None = None
+        self._last_step: int | None = None  # the step whose figures were logged last
+        # Micro-batches, windows and tokens since the run began: in checkpoints, so that a
+        # resumed run's train/batches, train/samples and train/lengths go on from them.
+        self.totals = {"batches": 0, "samples": 0, "tokens": 0}
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -62,22 +66,30 @@ class TokenThroughputMonitor(Callback):
             return float(self.configured_flops), "callbacks.throughput.available_flops"
         return None, ""
 
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.totals)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.totals.update({k: int(v) for k, v in state_dict.items() if k in self.totals})
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._batches = self._samples = self._tokens = 0
+        self._start = time.perf_counter()  # train/time is this process's: wall-clock
         self._flops_since_update = 0
+        # A resumed run's checkpoint step was logged before its save: not again.
+        self._last_step = trainer.global_step if trainer.ckpt_path is not None else None
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         """Count every micro-batch; update and log after the optimizer steps the loggers write."""
-        self._batches += 1
-        self._samples += batch.shape[0]
+        totals = self.totals
+        totals["batches"] += 1
+        totals["samples"] += batch.shape[0]
         # Tokens predicted per window: the window's length, or a sequence-length warm-up's cut.
-        self._tokens += batch.shape[0] * pl_module.window_lengths[0]
+        totals["tokens"] += batch.shape[0] * pl_module.window_lengths[0]
         self._flops_since_update += pl_module.flops_per_batch or 0
         step = trainer.global_step
-        if self.throughput is None or step == getattr(self, "_last_step", None):
+        if self.throughput is None or step == self._last_step:
             return
         if not loggers_write_after(trainer, step):
             return
@@ -86,9 +98,9 @@ class TokenThroughputMonitor(Callback):
             torch.cuda.synchronize()  # the GPU's queue is what was timed
         self.throughput.update(
             time=time.perf_counter() - self._start,
-            batches=self._batches,
-            samples=self._samples,
-            lengths=self._tokens,
+            batches=totals["batches"],
+            samples=totals["samples"],
+            lengths=totals["tokens"],
             flops=self._flops_since_update or None,
         )
         self._flops_since_update = 0

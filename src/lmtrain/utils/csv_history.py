@@ -1,0 +1,189 @@
+"""A CSV logger whose `metrics.csv` survives a resume: the whole run's history in one file.
+
+Lightning's `CSVLogger` deletes `<log_dir>/metrics.csv` when its writer starts in a folder that
+has one, and `configs/logger/csv.yaml` gives every run one folder (`<run folder>/csv/`), so a
+resumed run (`resume=`, `ckpt_path=last`) would lose every row logged before the resume. Here
+the file is moved aside first (`metrics.csv.before-resume`, until its rows are safe in the new
+file), and the resumed run's file starts with the rows the killed run wrote before it started
+the batch the resumed run starts with (`CSVBatchStarts` finds which); the later rows were
+logged after the checkpoint, and the resumed run logs them again, as an uninterrupted run
+would. Neither the checkpoint nor the rows' steps can say where that is: Lightning saves inside
+a step and logs the step's metrics after the save, and the loggers' step axes differ. A run that
+starts from no checkpoint keeps nothing, as Lightning's logger does.
+
+Lightning has no option for this (its `CSVLogger` either deletes the file or starts a
+`version_N` folder), hence the subclass; it uses only public API: the logger's `log_dir`,
+`experiment`, `log_metrics` and `finalize`, and its writer's `log_metrics` and `save`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from typing_extensions import override
+
+from lmtrain.utils.io import atomic_write
+
+log = logging.getLogger(__name__)
+ASIDE = "metrics.csv.before-resume"  # the earlier file, until its kept rows are written again
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's `CSVLogger`, keeping the earlier rows a resumed run does not log again."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Moved aside now, as the writer, made on first use, deletes the file; removed once the
+        # rows it keeps are in the new file. One already aside is from a resume that got no
+        # further, and is still the whole history.
+        self._aside = Path(self.log_dir) / ASIDE
+        metrics_csv = Path(self.log_dir) / "metrics.csv"
+        if rank_zero_only.rank == 0 and metrics_csv.is_file() and not self._aside.is_file():
+            metrics_csv.rename(self._aside)
+        self._earlier_rows = read_rows(self._aside) if rank_zero_only.rank == 0 else None
+        self._keep: int | None = None  # how many of them to keep (None: all), `CSVBatchStarts`
+        self.rows_written = 0  # rows in the file so far (each is written when logged)
+
+    def keep_rows(self, count: int | None) -> None:
+        """Write the earlier file's first `count` rows (None: all) into this run's, now, ahead
+        of any row of its own (so that `rows_written` counts them from here on)."""
+        self._keep = count
+        self._write_earlier_rows()
+
+    @property
+    @override
+    def experiment(self) -> Any:
+        with warnings.catch_warnings():
+            if self._earlier_rows:  # Lightning warns they will be deleted; some may be kept
+                warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")
+            return super().experiment
+
+    @override
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self._write_earlier_rows()
+        super().log_metrics(metrics, step)
+        self.rows_written += 1
+
+    @override
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self._write_earlier_rows()  # a run that logged nothing (killed, or nothing to train)
+        super().finalize(status)
+
+    def _write_earlier_rows(self) -> None:
+        """Hand the kept rows to the writer, once, ahead of the run's own; then the file aside
+        can go. Lightning's own `save` calls (the hyperparameters at fit start) come before
+        `CSVBatchStarts` has said how many to keep, so they do not trigger this."""
+        if self._earlier_rows is None:
+            return
+        writer = self.experiment  # made while the rows are still pending (see `experiment`)
+        rows, self._earlier_rows = self._earlier_rows, None
+        kept = rows[: self._keep]
+        for step, row in kept:
+            writer.log_metrics(row, step)
+        writer.save()
+        self._aside.unlink(missing_ok=True)
+        self.rows_written += len(kept)
+        if kept:
+            log.info(
+                "%s: kept the %d rows logged before the resumed batch", self.log_dir, len(kept)
+            )
+        elif rows:
+            log.warning("%s: metrics.csv of an earlier run replaced", self.log_dir)
+
+
+class CSVBatchStarts(Callback):
+    """Tells `ResumableCSVLogger` how many of the file's rows a resumed run keeps: those written
+    before the killed run started the batch the resumed run starts with.
+
+    A checkpoint is saved inside a step (after a batch, after a validation) and Lightning logs
+    that step's metrics after the save, so neither the rows nor their steps in the checkpoint
+    say where the resumed run takes over. Hence `csv/batch_starts`: a line `<epoch> <batch>
+    <rows written>` at the start of each training batch (a write of ~10 bytes; a kill loses
+    no written line). The resumed run's first batch finds its line; a run killed before that
+    batch keeps every row. First in the callback list, so that a batch start's own rows (the
+    learning rate) count after its line.
+    """
+
+    def __init__(self) -> None:
+        self.logger: ResumableCSVLogger | None = None
+        self.resumed = False  # a checkpoint was restored: the first batch decides what to keep
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        found = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+        self.logger = found[0] if found and stage == "fit" and trainer.is_global_zero else None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.resumed = trainer.ckpt_path is not None
+        if self.logger is not None and not self.resumed:
+            self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
+            self.path.unlink(missing_ok=True)
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, idx: int) -> None:
+        logger = self.logger
+        if logger is None:
+            return
+        here = (trainer.current_epoch, idx)
+        if self.resumed:
+            self.resumed = False
+            lines = self.lines()
+            at = [count for *batch, count in lines if tuple(batch) == here]
+            logger.keep_rows(at[0] if at else None)  # None: killed before it, keep all
+            with atomic_write(self.path) as f:
+                f.writelines(f"{e} {b} {n}\n" for e, b, n in lines if (e, b) < here)
+        with self.path.open("a") as f:
+            f.write(f"{here[0]} {here[1]} {logger.rows_written}\n")
+
+    @property
+    def path(self) -> Path:
+        assert self.logger is not None
+        return Path(self.logger.log_dir) / "batch_starts"
+
+    def lines(self) -> list[tuple[int, int, int]]:
+        """(epoch, batch, rows written) of each whole line of `batch_starts` (none if missing)."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        fields = [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
+        whole = [f for f in fields if len(f) == 3 and all(map(str.isdigit, f))]
+        return [(int(e), int(b), int(n)) for e, b, n in whole]
+
+
+def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]] | None:
+    """(step, values) of each row of a metrics.csv, numbers as numbers; None without a file.
+
+    Written back, an int or float read from text that `str` wrote is the same text, so kept rows
+    come out as they went in."""
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    if not text.endswith("\n"):  # a kill in the middle of a write: drop the cut row
+        text = text[: text.rfind("\n") + 1]
+    rows = []
+    for row in csv.DictReader(io.StringIO(text, newline="")):
+        step = row.pop("step", "")
+        if not step.lstrip("-").isdigit():
+            continue  # not a row Lightning's writer wrote
+        values = {k: number(v) for k, v in row.items() if k and v not in ("", None)}
+        rows.append((int(step), values))
+    return rows
+
+
+def number(text: str) -> int | float | str:
+    """`text` as the int or float that `str` wrote it from (metrics, epochs), else as it is."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
