@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -88,6 +89,18 @@ def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(
     second = run_cli("train", *tiny_cli(tmp_path, data_dir, f"hydra.run.dir={run}", "seed=7"))
     assert_one_line_error(second, "already holds checkpoints of another run")
     assert files_of(run) == before  # .hydra/config.yaml and overrides.yaml included
+
+    # A run without checkpoints (callbacks.model_checkpoint=null) is still a run.
+    no_checkpoints = tmp_path / "no_checkpoints"
+    shutil.copytree(run, no_checkpoints, ignore=shutil.ignore_patterns("checkpoints"))
+    before = files_of(no_checkpoints)
+    third = run_cli("train", *tiny_cli(tmp_path, data_dir, f"hydra.run.dir={no_checkpoints}"))
+    assert_one_line_error(
+        third,
+        f"hydra.run.dir={no_checkpoints.resolve()} already holds another run's metrics.json, "
+        "samples.txt: pass another hydra.run.dir, resume that run",
+    )
+    assert files_of(no_checkpoints) == before
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ resume with a typo) can hand one folder to a second run: it would overwrite the 
 
 - A folder that holds checkpoints (`checkpoints/*.ckpt`, files or sharded FSDP folders) is
   refused, unless this run resumes from a checkpoint of that folder (`ckpt_path=last`, a
-  requeued SLURM job) or the command says `overwrite_run=true`.
+  requeued SLURM job) or the command says `overwrite_run=true`. From the command line, so is a
+  folder with another run's record (`RUN_RECORD`: its metrics, CSV or samples).
 - A lock on `<run folder>/.lock`, held until the process ends (or claims another folder: a
   process trains one run at a time), refuses a second live run.
 
@@ -39,6 +40,9 @@ from lmtrain.utils.checks import strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
+# What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
+# every rank is a Hydra run, and another rank may have written it into this run's folder first.
+RUN_RECORD = ("metrics.json", "csv/metrics.csv", "samples.txt")
 # How long a rank > 0 that refuses the folder waits for its launcher to stop it (see on_run_start).
 RANK_ZERO_GRACE_S = 10.0
 
@@ -91,6 +95,20 @@ def refuse_other_runs_checkpoints(folder: Path) -> None:
         )
 
 
+def refuse_other_runs_record(folder: Path) -> None:
+    """Raise LMTrainError when `folder` holds what another run writes (`RUN_RECORD`): a run
+    without checkpoints (`callbacks.model_checkpoint=null`, an eval) is still a run, and this
+    one would replace its config, metrics and CSV and append to its samples. Checked before
+    Hydra writes `.hydra/`, by rank 0 (ranks > 0 start in rank 0's folder)."""
+    found = [name for name in RUN_RECORD if (folder / name).is_file()]
+    if found:
+        raise LMTrainError(
+            f"hydra.run.dir={folder} already holds another run's {', '.join(found)}: pass another "
+            "hydra.run.dir, resume that run with resume=<its folder>, or overwrite_run=true to "
+            "replace its files"
+        )
+
+
 class ClaimRunFolder(HydraCallback):
     """Hydra callback: claim the run folder before Hydra writes `.hydra/` into it.
 
@@ -114,6 +132,8 @@ class ClaimRunFolder(HydraCallback):
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             claim_run_folder(run_dir, resuming, overwrite=overwrite)
+            if not (resuming or overwrite) and getattr(rank_zero_only, "rank", 0) == 0:
+                refuse_other_runs_record(run_dir)
         except LMTrainError as err:
             if getattr(rank_zero_only, "rank", 0) == 0:  # one line for the whole run
                 print(f"error: {err}", file=sys.stderr, flush=True)
