@@ -3,7 +3,7 @@
 Training runs as a plain process, as one of several DDP ranks (started by Lightning, torchrun or
 SLURM), as a Hydra multirun job and as a SLURM job that may be requeued. `prepare_process` makes
 each of those behave before the task starts; `run_for_sweeper` turns a job's result (or failure)
-into the value Hydra's sweepers read.
+into the value Hydra's sweepers read, and `SweepOutcome` gives the whole sweep its exit status.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -192,3 +193,29 @@ def worst_value() -> float:
     """
     direction = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
     return -math.inf if str(direction).lower() == "maximize" else math.inf
+
+
+class SweepOutcome(HydraCallback):
+    """Hydra callback: a sweep whose jobs failed exits 1 once every job has run.
+
+    `run_for_sweeper` lets a failed job (a bad value, a crash, a rank that died) end only
+    itself, so that the other jobs run; without this the sweep would then exit 0, and a script
+    or CI would read success from a sweep in which no job ran. A job failed when its folder
+    holds no metrics.json (written at the end of every job that ran to its end, a diverged one
+    too). Any launcher: the job folders are read after the last job, not the launcher's results.
+    """
+
+    def on_multirun_end(self, config: DictConfig, **_: object) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
+        failed = [job for job in jobs if not (job / "metrics.json").is_file()]
+        if failed:
+            names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
+            print(
+                f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
+                f"{names} under {sweep_dir}): see each one's log above or its train.log; "
+                "the other jobs' results are in their folders",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
