@@ -3,30 +3,56 @@ diverged trial, curves from W&B) is tested in test_sweeps.py, on the study that 
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import os
 from pathlib import Path
 
 import pytest
+import yaml
 from lightning.pytorch.loggers import CSVLogger
 
 from lmtrain import report
-from lmtrain.report import Job, ranked, read_curve
+from lmtrain.report import Job, ranked
+from lmtrain.utils.sweep_jobs import read_curve
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli
+from tests.helpers.faults import drop_root_file_access
 
 
-def job(num: int, **metrics: float) -> Job:
-    return Job(num, Path(str(num)), {}, metrics, optimized_metric="val/loss")
+def job(num: int, problem: str = "", **metrics: float) -> Job:
+    return Job(num, Path(str(num)), {}, metrics, optimized_metric="val/loss", problem=problem)
 
 
-def test_ranking_puts_the_best_first_then_diverged_then_failed() -> None:
+def forge_job(sweep: Path, num: int, metrics: dict[str, float], config: bool = True) -> Path:
+    """Job `num` of a sweep over the learning rate, as Hydra and lmtrain.train leave it."""
+    hydra_dir = sweep / str(num) / ".hydra"
+    hydra_dir.mkdir(parents=True)
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([f"model.optimizer.lr=0.{num + 1}"]))
+    if config:
+        (hydra_dir / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": "val/loss"}))
+    (hydra_dir.parent / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return hydra_dir.parent
+
+
+def report_rows(folder: Path) -> list[tuple[str, str, str]]:
+    """(job, status, val/loss) of every row of report.csv, in its order."""
+    with (folder / "report.csv").open() as f:
+        return [(row["job"], row["status"], row["val/loss"]) for row in csv.DictReader(f)]
+
+
+def test_ranking_puts_the_best_first_then_diverged_failed_and_unreadable() -> None:
     jobs = [
         job(0),
         job(1, **{"val/loss": 2.0}),
         job(2, **{"val/loss": math.nan}),
         job(3, **{"val/loss": 1.5}),
+        job(4, problem="metrics.json is damaged", **{"val/loss": 0.5}),
     ]
-    assert [j.num for j in ranked(jobs)] == [3, 1, 2, 0]
-    assert [j.status for j in ranked(jobs)] == ["ok", "ok", "diverged", "failed"]
-    assert [j.num for j in ranked(jobs, maximize=True)] == [1, 3, 2, 0]
+    assert [j.num for j in ranked(jobs)] == [3, 1, 2, 0, 4]
+    assert [j.status for j in ranked(jobs)] == ["ok", "ok", "diverged", "failed", "unreadable"]
+    assert [j.num for j in ranked(jobs, maximize=True)] == [1, 3, 2, 0, 4]
 
 
 def test_curve_is_read_from_a_csv_logger_when_there_is_no_wandb_run(tmp_path: Path) -> None:
@@ -48,3 +74,81 @@ def test_report_refuses_a_folder_that_is_not_a_sweep(
         f"error: {str(tmp_path)!r} holds no multirun jobs (no */.hydra/overrides.yaml): pass a "
         "sweep folder, e.g. logs/train/multiruns/<time>"
     ]
+
+
+def test_damaged_jobs_are_shown_as_unreadable_and_the_others_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated metrics.json, a lost config, a numbered folder without .hydra: each is one
+    warning and an `unreadable` row, ranked last; a damaged curve is only a warning."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    truncated = forge_job(sweep, 1, {"val/loss": 1.5, "train/loss": 1.4}) / "metrics.json"
+    truncated.write_text(truncated.read_text()[:20])
+    forge_job(sweep, 2, {"val/loss": 1.0}, config=False)
+    bad_curve = forge_job(sweep, 3, {"val/loss": 3.0}) / "csv" / "metrics.csv"
+    bad_curve.parent.mkdir()
+    bad_curve.write_text("step,val/loss\n9,abc\n")
+    (sweep / "4").mkdir()  # a job killed before Hydra wrote its .hydra/
+    report.main([str(sweep)])
+
+    assert report_rows(sweep) == [
+        ("0", "ok", "2"),
+        ("3", "ok", "3"),
+        ("1", "unreadable", ""),
+        ("2", "unreadable", "1"),  # what it holds, though it may not rank by val/loss
+        ("4", "unreadable", ""),
+    ]
+    missing = "cannot be read (No such file or directory)"
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings[0].startswith(f"warning: job folder {sweep / '1'}: metrics.json is damaged (")
+    assert warnings[1:] == [
+        f"warning: job folder {sweep / '2'}: .hydra/config.yaml {missing}: shown as unreadable",
+        f"warning: the val/loss curve of job folder {sweep / '3'} cannot be read (could not "
+        "convert string to float: 'abc')",
+        f"warning: job folder {sweep / '4'}: .hydra/overrides.yaml {missing}; .hydra/config.yaml "
+        f"{missing}: shown as unreadable",
+    ]
+    markdown = (sweep / "report.md").read_text()
+    assert f"Job 2 is unreadable: .hydra/config.yaml {missing}." in markdown
+
+
+def test_out_takes_the_report_and_leaves_the_sweep_folder_as_it_was(tmp_path: Path) -> None:
+    """--out takes the files; the sweep folder, maybe a colleague's, is left as it was."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    report.main([str(sweep), "--out", str(tmp_path / "reports" / "sweep")])
+    assert report_rows(tmp_path / "reports" / "sweep") == [("0", "ok", "2")]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+
+
+def test_report_into_an_unwritable_out_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep, a_file = tmp_path / "sweep", tmp_path / "a_file"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    a_file.write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        report.main([str(sweep), "--out", str(a_file / "report")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: cannot write the report into {str(a_file / 'report')!r} (Not a directory): "
+        "pass a writable --out"
+    ]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.access("/", os.W_OK), reason="needs file modes")
+def test_read_only_sweep_is_one_line_that_suggests_out(tmp_path: Path) -> None:
+    """Root writes anywhere through CAP_DAC_OVERRIDE: the report runs without it (still uid 0)."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    sweep.chmod(0o555)
+    result = run_cli(
+        "report", str(sweep), preexec_fn=drop_root_file_access if os.geteuid() == 0 else None
+    )
+    assert_one_line_error(
+        result,
+        f"cannot write the report into {str(sweep)!r} (Permission denied): pass --out <a "
+        "writable folder>, or make the folder writable",
+    )
+    assert sorted(p.name for p in sweep.iterdir()) == ["0"]

@@ -3,13 +3,15 @@
 Reads every job folder of a multirun (`logs/<task>/multiruns/<time>/<n>/`): the overrides Hydra
 saved in `.hydra/overrides.yaml`, the final metrics in `metrics.json` and the validation curve
 from the job's W&B run (its offline `.wandb` log, read with `wandb leet inspect`; a CSV logger's
-`csv/metrics.csv` also works). Writes into the sweep folder:
+`csv/metrics.csv` also works). Writes into the sweep folder (or `--out <folder>`):
 
     report.csv       one row per job, best first: status, the overrides that differ, metrics
     report.md        the same table by optimized_metric, and the overrides every job shares
     val_curves.png   val/loss against step, one line per job
 
-A job without metrics.json failed; one whose metric is NaN or infinite diverged. Both sort last.
+A job without metrics.json failed; one whose metric is NaN or infinite diverged; one with a file
+that cannot be read (a truncated metrics.json, no .hydra/config.yaml) is unreadable, with a warning:
+the other jobs are still reported. These sort last, in that order.
 W&B stays the dashboard; this is the view that fits in a terminal, a pull request or an email.
 """
 
@@ -22,133 +24,30 @@ from lmtrain.utils import gc_pause
 
 import argparse
 import csv
-import json
-import math
-import shutil
-import subprocess
+import errno
+import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-import yaml
-
-from lmtrain.errors import LMTrainError
-from lmtrain.utils.wandb_run import RUN_ID_FILE
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.io import atomic_write
+from lmtrain.utils.sweep_jobs import (
+    CURVE_METRIC,
+    METRIC_COLUMNS,
+    OPTIONAL_COLUMNS,
+    Job,
+    job_folders,
+    read_jobs,
+)
 
 gc_pause.resume()
 
-# Final metrics shown after the optimized one, when a job has them.
-METRIC_COLUMNS = (
-    "val/loss",
-    "val/bpb",
-    "val/ppl",
-    "train/loss",
-    "trainer/global_step",
-    "time/train_s",
-)
-# Columns left out when no job has them (runs from before lmtrain logged val/bpb).
-OPTIONAL_COLUMNS = ("val/bpb",)
-CURVE_METRIC = "val/loss"
-
-
-@dataclass
-class Job:
-    """One multirun job folder, read back."""
-
-    num: int
-    folder: Path
-    overrides: dict[str, str]
-    metrics: dict[str, float]
-    optimized_metric: str
-    wandb_id: str = ""
-    curve: list[tuple[float, float]] = field(default_factory=list)
-
-    @property
-    def value(self) -> float:
-        return self.metrics.get(self.optimized_metric, math.nan)
-
-    @property
-    def status(self) -> str:
-        if not self.metrics:
-            return "failed"
-        return "ok" if math.isfinite(self.value) else "diverged"
-
-
-def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder of the sweep (those with `.hydra/overrides.yaml`), by job number."""
-    jobs = []
-    for overrides_file in sweep_dir.glob("*/.hydra/overrides.yaml"):
-        folder = overrides_file.parent.parent
-        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
-        metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        id_file = folder / RUN_ID_FILE
-        jobs.append(
-            Job(
-                num=int(folder.name) if folder.name.isdigit() else len(jobs),
-                folder=folder,
-                overrides=parse_overrides(yaml.safe_load(overrides_file.read_text()) or []),
-                metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
-                optimized_metric=config.get("optimized_metric") or "val/loss",
-                wandb_id=id_file.read_text().strip() if id_file.is_file() else "",
-                curve=read_curve(folder),
-            )
-        )
-    return sorted(jobs, key=lambda job: job.num)
-
-
-def parse_overrides(lines: list[str]) -> dict[str, str]:
-    """`["model.optimizer.lr=0.001", "+x=1"]` -> {"model.optimizer.lr": "0.001", "x": "1"}."""
-    pairs = (str(line).split("=", 1) for line in lines)
-    return {key.lstrip("+~"): value for key, value in (p for p in pairs if len(p) == 2)}
-
-
-def read_curve(folder: Path) -> list[tuple[float, float]]:
-    """(step, val/loss) of every validation, from the W&B run or else the CSV logger.
-
-    Steps are `trainer/global_step` as Lightning logs them, the x axis of the W&B dashboard
-    (0-based during training, so the validation after step 200 sits at 199). The last point is
-    the final validation on the whole val split, the val/loss of metrics.json; should two share
-    a step, the later one is kept.
-    """
-    points: dict[float, float] = {}
-    wandb_runs = sorted((folder / "wandb").glob("*run-*"))
-    csv_file = folder / "csv" / "metrics.csv"
-    if wandb_runs:
-        for run in wandb_runs:  # a resumed run has one log per session, in time order
-            for item in wandb_history(run):
-                if CURVE_METRIC in item and "trainer/global_step" in item:
-                    points[float(item["trainer/global_step"])] = float(item[CURVE_METRIC])
-    elif csv_file.is_file():
-        with csv_file.open() as f:
-            for row in csv.DictReader(f):
-                if row.get(CURVE_METRIC) and row.get("step"):
-                    points[float(row["step"])] = float(row[CURVE_METRIC])
-    return sorted(points.items())
-
-
-def wandb_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The history rows of an offline W&B run, read from its .wandb log by `wandb leet inspect`."""
-    beside_python = Path(sys.executable).with_name("wandb")
-    wandb_cli = str(beside_python) if beside_python.exists() else shutil.which("wandb")
-    if wandb_cli is None:
-        print(f"warning: no wandb command to read {run_dir}: no curve for it", file=sys.stderr)
-        return []
-    command = [wandb_cli, "leet", "inspect", "--json", str(run_dir)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    rows = []
-    for line in out.stdout.splitlines():
-        if '"history"' in line:
-            record = json.loads(line)
-            if record.get("type") == "history":
-                rows.append(record["history"]["item"])
-    return rows
-
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
-    """Finished jobs by their metric (best first), then diverged, then failed ones."""
-    order = {"ok": 0, "diverged": 1, "failed": 2}
+    """Finished jobs by their metric (best first), then diverged, failed and unreadable ones."""
+    order = {"ok": 0, "diverged": 1, "failed": 2, "unreadable": 3}
 
     def key(job: Job) -> tuple[int, float, int]:
         value = job.value if job.status == "ok" else 0.0
@@ -198,28 +97,27 @@ def fmt(value: str | float | None, digits: int | None = 4) -> str:
     return repr(float(value)) if digits is None else f"{value:.{digits}g}"
 
 
-def write_report(sweep_dir: str | Path, maximize: bool | None = None) -> dict[str, Path]:
-    """Write report.csv, report.md and val_curves.png into the sweep folder; return their paths.
-
-    `maximize` None follows the sweeper (`hydra.sweeper.direction` of an Optuna study)."""
+def write_report(
+    sweep_dir: str | Path, maximize: bool | None = None, out_dir: str | Path | None = None
+) -> dict[str, Path]:
+    """Write report.csv, report.md and val_curves.png into `out_dir` (default: the sweep folder),
+    each whole or not at all; return their paths. The folder is checked before the jobs are read
+    (W&B logs take a while). `maximize` None follows the sweeper (an Optuna study's direction)."""
     sweep_dir = Path(sweep_dir).expanduser()
-    jobs = read_jobs(sweep_dir) if sweep_dir.is_dir() else []
-    if not jobs:
-        raise LMTrainError(
-            f"{str(sweep_dir)!r} holds no multirun jobs (no */.hydra/overrides.yaml): pass a "
-            "sweep folder, e.g. logs/train/multiruns/<time>"
-        )
+    out = Path(out_dir).expanduser() if out_dir is not None else sweep_dir
+    job_folders(sweep_dir)  # no jobs: that error before one about the output folder
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as err:
+        raise unwritable(out, err, out_dir is not None) from None
+    jobs = read_jobs(sweep_dir)
     if maximize is None:
-        maximize = sweeper_direction(jobs[0].folder) == "maximize"
+        maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
     jobs = ranked(jobs, maximize)
     tab = table(jobs)
-    paths = {
-        "csv": sweep_dir / "report.csv",
-        "md": sweep_dir / "report.md",
-        "png": sweep_dir / "val_curves.png",
-    }
-    with paths["csv"].open("w", newline="") as f:
-        csv.writer(f).writerows([tab.header, *([fmt(v, None) for v in r] for r in tab.rows)])
+    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "val_curves.png"}
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {jobs[0].optimized_metric}",
         "",
@@ -229,24 +127,30 @@ def write_report(sweep_dir: str | Path, maximize: bool | None = None) -> dict[st
         "",
         "Same in every job: "
         + (", ".join(f"`{k}={v}`" for k, v in tab.fixed.items()) or "nothing"),
+        *(f"\nJob {job.num} is unreadable: {job.problem}." for job in jobs if job.problem),
         "",
         f"![val/loss]({paths['png'].name})",
     ]
-    paths["md"].write_text("\n".join(lines) + "\n")
-    plot_curves(jobs, paths["png"], tab.varying)
+    try:
+        with atomic_write(paths["csv"]) as f:
+            csv.writer(f).writerows([tab.header, *([fmt(v, None) for v in r] for r in tab.rows)])
+        with atomic_write(paths["md"]) as f:
+            f.write("\n".join(lines) + "\n")
+        with atomic_write(paths["png"], "wb") as f:
+            plot_curves(jobs, f, tab.varying)
+    except OSError as err:
+        raise unwritable(out, err, out_dir is not None) from None
     return paths
 
 
-def sweeper_direction(job_folder: Path) -> str:
-    """`hydra.sweeper.direction` as the job saved it in .hydra/hydra.yaml ("minimize" if none)."""
-    saved = job_folder / ".hydra" / "hydra.yaml"
-    hydra_cfg = (
-        (yaml.safe_load(saved.read_text()) or {}).get("hydra", {}) if saved.is_file() else {}
-    )
-    return str((hydra_cfg.get("sweeper") or {}).get("direction") or "minimize").lower()
+def unwritable(out: Path, err: OSError, chosen: bool) -> LMTrainError:
+    """A folder we may not fill (read-only, another user's sweep, disk full): --out is the way."""
+    why = err.strerror or first_line(err)
+    fix = "a writable --out" if chosen else "--out <a writable folder>, or make the folder writable"
+    return LMTrainError(f"cannot write the report into {str(out)!r} ({why}): pass {fix}")
 
 
-def plot_curves(jobs: list[Job], path: Path, varying: list[str]) -> None:
+def plot_curves(jobs: list[Job], out: IO[bytes], varying: list[str]) -> None:
     """val/loss against step, one line per job, labelled by job number and varying overrides."""
     import matplotlib
 
@@ -254,21 +158,18 @@ def plot_curves(jobs: list[Job], path: Path, varying: list[str]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for job in jobs:
-        if not job.curve:
-            continue
+    for job in (job for job in jobs if job.curve):
         steps, losses = zip(*job.curve, strict=True)
         swept = (f"{k.rsplit('.', 1)[-1]}={job.overrides.get(k, '')}" for k in varying)
         label = f"#{job.num} {','.join(swept)}".strip()
         ax.plot(steps, losses, marker="o", markersize=3, label=label)
-    ax.set_xlabel("trainer/global_step (as logged to W&B)")
-    ax.set_ylabel(CURVE_METRIC)
+    ax.set(xlabel="trainer/global_step (as logged to W&B)", ylabel=CURVE_METRIC)
     ax.set_title(f"{CURVE_METRIC} of every job (last point: whole val split)")
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(out, format="png")
     plt.close(fig)
 
 
@@ -278,15 +179,12 @@ def main(argv: list[str] | None = None) -> None:
         description="Table (CSV, Markdown) and val/loss curves (PNG) of a multirun's jobs.",
     )
     parser.add_argument("sweep_dir", help="a multirun folder, e.g. logs/train/multiruns/<time>")
-    parser.add_argument(
-        "--maximize",
-        action="store_true",
-        default=None,
-        help="higher optimized_metric is better (default: the sweeper's direction, else lower)",
-    )
+    maximize_help = "higher optimized_metric is better (default: the sweeper's direction)"
+    parser.add_argument("--maximize", action="store_true", default=None, help=maximize_help)
+    parser.add_argument("--out", metavar="FOLDER", help="write here, not into the sweep folder")
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.sweep_dir, maximize=args.maximize)
+        paths = write_report(args.sweep_dir, maximize=args.maximize, out_dir=args.out)
     except LMTrainError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
