@@ -152,19 +152,34 @@ def test_export_strips_compile_prefixes(
 
 
 def test_export_refuses_to_overwrite_unless_asked(
-    exported: dict[str, tuple], data_dir: Path, capsys
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path, capsys
 ) -> None:
+    """Without overwrite=true: one line. With it, in a clone of a Hugging Face repo holding a
+    previous export: the export's own files are replaced (a stale weights shard of it goes), and
+    everything else (`.git/`, notes, a folder, a link) is kept byte for byte."""
     ckpt, folder = exported["gpt2-char"]
     with pytest.raises(SystemExit) as exit_info:
         export_tiny(ckpt, folder, data_dir)
     assert exit_info.value.code == 1
     line = one_error_line(capsys.readouterr().err)
     assert line.startswith(f"error: out_dir={str(folder)!r} exists") and "overwrite=true" in line
-    (folder / "stale.txt").write_text("from the previous export")
-    assert export_tiny(ckpt, folder, data_dir, "overwrite=true") == folder
-    assert (folder / "model.safetensors").is_file()
-    assert not (folder / "stale.txt").exists()  # the previous export was replaced, not merged
-    assert not any(p.name.startswith(f".{folder.name}.") for p in folder.parent.iterdir())
+    clone = tmp_path / "hub-clone"
+    shutil.copytree(folder, clone)
+    (clone / ".git" / "objects" / "ab").mkdir(parents=True)
+    (clone / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (clone / ".git" / "objects" / "ab" / "cdef").write_bytes(b"\x78\x01 a git object")
+    (clone / ".gitattributes").write_text("*.safetensors filter=lfs diff=lfs merge=lfs -text\n")
+    (clone / "NOTES.md").write_text("my notes on this model\n")
+    (clone / "NOTES-link.md").symlink_to("NOTES.md")
+    (clone / "model-00001-of-00002.safetensors").write_bytes(b"a shard of an older export")
+    kept = {k: v for k, v in snapshot(clone).items() if k.startswith((".git", "NOTES"))}
+    assert export_tiny(ckpt, clone, data_dir, "overwrite=true") == clone
+    assert {k: v for k, v in snapshot(clone).items() if k.startswith((".git", "NOTES"))} == kept
+    assert (clone / "NOTES-link.md").is_symlink()
+    assert not (clone / "model-00001-of-00002.safetensors").exists()  # the export's: replaced
+    fresh = AutoModelForCausalLM.from_pretrained(clone)
+    torch.testing.assert_close(fresh.state_dict(), model_from_checkpoint(ckpt)[0].state_dict())
+    assert not any(p.name.startswith(f".{clone.name}.") for p in tmp_path.iterdir())
 
 
 def test_scrub_drops_hydra_and_secret_keys() -> None:

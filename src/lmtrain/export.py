@@ -13,7 +13,9 @@ adapter_model.safetensors), plus the tokenizer, card and lmtrain.json: `PeftMode
 AutoModelForCausalLM.from_pretrained(<base>), folder)` loads it.
 It is written under a temporary name, reloaded and checked against the checkpoint's logits, and
 only then renamed into place. The only folder it ever replaces is a previous export, and only with
-overwrite=true (see `lmtrain.utils.export_dir`): never a run, the checkpoint or user files.
+overwrite=true (see `lmtrain.utils.export_dir`): never a run, the checkpoint or user files; even
+then only the files an export writes are replaced, and the rest (a hub clone's `.git/`, notes)
+is kept.
 """
 
 from __future__ import annotations
@@ -23,37 +25,102 @@ from lmtrain.utils import gc_pause
 
 # isort: split
 
+import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from transformers import GenerationConfig
 
 from lmtrain.models.checkpoint import resolve_model_path
-from lmtrain.models.export_folder import export_checkpoint, scrub
-from lmtrain.utils.config_checks import check_export_config
+from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint, scrub
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_checks import check_export_config, check_samples, plain
+from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
 from lmtrain.utils.task import task_wrapper
 
 gc_pause.resume()
 
 __all__ = ["export", "export_checkpoint", "scrub"]
 
+log = logging.getLogger(__name__)
+
+# What the export itself sets in generation_config.json, from the tokenizer and the model.
+SET_BY_EXPORT = ("bos_token_id", "eos_token_id", "pad_token_id", "transformers_version")
+
 
 @task_wrapper
 def export(cfg: DictConfig) -> Path:
     """Write the exported folder for `cfg.ckpt_path` to `cfg.out_dir`; return its path."""
     check_export_config(cfg)  # overwrite=maybe must not read as yes: checked before any work
+    out_dir, generation = checked_settings(cfg)
     source = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     return export_checkpoint(
         source,
-        str(cfg.out_dir),
+        out_dir,
         root_dir=cfg.paths.root_dir,
         overwrite=cfg.overwrite,
         verify=cfg.verify,
-        generation=OmegaConf.to_container(cfg.generation, resolve=True),
+        generation=generation,
         model_name=cfg.model_name,
         license=cfg.license,
         merge=cfg.get("merge", True),
     )
+
+
+def checked_settings(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """out_dir and the generation config's settings, each problem with them in one line, before
+    the checkpoint is read: `out_dir=null` exported into a folder named `None`, and a bad
+    `generation.*` failed after loading the model, or was saved and failed in `model.generate`."""
+    problems = Problems()
+    out_dir = out_dir_path(cfg.get("out_dir"))
+    if out_dir is None:
+        problems.add(out_dir_problem(cfg.get("out_dir")))
+    generation = cfg.get("generation")
+    generation = plain(generation) if isinstance(generation, DictConfig) else generation
+    settings = generation_settings(generation, problems)
+    problems.raise_if_any()
+    return out_dir or "", settings
+
+
+def generation_settings(generation: Any, problems: Problems) -> dict[str, Any]:
+    """export.yaml's `generation:` as the settings for generation_config.json; what is wrong with
+    them goes to `problems`, keys as typed (`generation.top_k`).
+
+    Checked before the checkpoint is read: do_sample=false (beside export.yaml's temperature)
+    and max_new_tokens=0 failed after loading the model, as a traceback, and temperature=-1 was
+    saved and broke every plain `model.generate(ids)`. The sampling values are checked by the
+    check lmtrain.generate and the samples callback use (config_checks.check_samples); the
+    export tries the rest with one token of `model.generate` (export_folder). null leaves a
+    setting to transformers; do_sample=false drops the settings only sampling reads.
+    """
+    if generation is None:
+        return {}
+    if not isinstance(generation, Mapping):
+        problems.add(
+            f"generation={generation!r} is not a group of settings: pass generation.<setting>="
+            "<value>, such as generation.do_sample=false"
+        )
+        return {}
+    settings = {str(k): v for k, v in generation.items() if v is not None}
+    known = {k for k in vars(GenerationConfig()) if not k.startswith("_")}
+    for name in sorted((set(settings) - known) | (set(settings) & set(SET_BY_EXPORT))):
+        why = "is not a setting of transformers' GenerationConfig: drop it, or check its spelling"
+        if name in SET_BY_EXPORT:
+            why = "is set by the export itself (from the model and tokenizer): drop it"
+        problems.add(f"generation.{name}={settings[name]!r} {why}")
+    do_sample = settings.get("do_sample", False)
+    if not problems.boolean("generation.do_sample", do_sample):
+        return {}
+    if not do_sample and (dropped := [k for k in SAMPLING_ONLY if k in settings]):
+        log.info("generation.do_sample=false: %s not saved (greedy reads none)", ", ".join(dropped))
+        settings = {k: v for k, v in settings.items() if k not in SAMPLING_ONLY}
+    check_samples(settings, "generation", problems, greedy=not do_sample)
+    top_p = settings.get("top_p")
+    problems.number("generation.top_p", top_p, low=0, high=1, low_open=True, optional=True)
+    return settings
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="export")

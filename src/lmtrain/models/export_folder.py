@@ -7,6 +7,7 @@ done by the callback that logs the model to W&B at the end of training
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
@@ -26,6 +27,7 @@ from lmtrain.models.model_card import model_card
 from lmtrain.utils.export_dir import (
     EXPORT_META,
     apply_umask,
+    carry_over,
     checked_out_dir,
     hold_lock,
     remove_dead_leftovers,
@@ -34,6 +36,10 @@ from lmtrain.utils.export_dir import (
 from lmtrain.utils.redact import is_secret_key, redact
 
 log = logging.getLogger(__name__)
+
+# Settings only sampling reads. A greedy export (generation.do_sample=false) saves none of them:
+# transformers refuses to save a greedy config that sets one (export.yaml sets temperature).
+SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff")
 
 
 def export_checkpoint(
@@ -74,6 +80,7 @@ def export_checkpoint(
     expected = probe_logits(loaded.model) if verify else None
     if merge:
         loaded.model = lora.merged(loaded.model)
+    generation_config = tried_generation_config(loaded, generation or {})
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
@@ -85,7 +92,7 @@ def export_checkpoint(
     lock = hold_lock(tmp)
     try:
         try:
-            write_folder(tmp, loaded, info, generation or {}, source)
+            write_folder(tmp, loaded, info, generation_config, source)
             title = model_name or str(target)
             run_config = scrub(loaded.run_config)
             card = model_card(loaded, run_config, info, model_name, license, title, adapter_folder)
@@ -95,6 +102,7 @@ def export_checkpoint(
             raise unwritable(out_dir, err) from None
         if expected is not None:
             verify_folder(tmp, loaded, expected)
+        kept = carry_over(target, tmp, out_dir)  # a previous export's .git/, notes: not ours
         try:
             replace_folder(tmp, target)
         except OSError as err:
@@ -104,7 +112,60 @@ def export_checkpoint(
         if lock is not None:
             os.close(lock)
     log.info("Exported %s to %s", source, target)
+    if kept:
+        log.info("Kept what the previous export's folder held besides it: %s", ", ".join(kept))
     return target
+
+
+def tried_generation_config(
+    loaded: LoadedModel, settings: dict[str, Any]
+) -> GenerationConfig | None:
+    """The generation config to save with the model (None for an adapter folder, which has
+    none), once a plain `model.generate(ids)` has run with it for one token.
+
+    transformers validates some settings only when it saves them (after the model is loaded: a
+    traceback) and others only in `generate` (temperature=-1, num_beams=0 were saved and broke
+    every plain `model.generate` of the export): one token of the real thing, before anything is
+    written, catches both. Greedy decoding drops the settings only sampling reads. max_new_tokens
+    past the model's context is saved as max_length=<context>: GPT-2's learned positions cannot
+    run past it (an IndexError in every plain `model.generate`), so generation stops there.
+    """
+    model, tokenizer = loaded.model, loaded.tokenizer
+    if lora.is_adapted(model):
+        return None
+    shown = ", ".join(f"generation.{k}={json.dumps(v, default=str)}" for k, v in settings.items())
+    settings = dict(settings)
+    if not settings.get("do_sample"):
+        settings = {k: v for k, v in settings.items() if k not in SAMPLING_ONLY}
+    context, new_tokens = context_length(model.config), settings.get("max_new_tokens")
+    if context and isinstance(new_tokens, int) and new_tokens >= context:
+        del settings["max_new_tokens"]  # prompt + new tokens would always run past the context
+        settings["max_length"] = context
+        log.info(
+            "generation.max_new_tokens=%d saved as max_length=%d (the model's context)",
+            new_tokens,
+            context,
+        )
+    ids = probe_ids(model)[:, :4].to(model.device)
+    try:
+        config = GenerationConfig(
+            **settings,
+            bos_token_id=model.config.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
+        config.validate(strict=True)
+        trial = copy.deepcopy(config)  # one new token (max_length alone: no warning of both)
+        trial.max_new_tokens, trial.max_length = None, ids.shape[1] + 1
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=trial)
+    except Exception as err:  # any setting transformers takes, any way it refuses it
+        why = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
+        raise LMTrainError(
+            f"model.generate fails with {shown} ({type(err).__name__}: {why or first_line(err)}): "
+            "change or drop the generation setting it names"
+        ) from None
+    return config
 
 
 def unwritable(out_dir: str, err: OSError) -> LMTrainError:
@@ -138,20 +199,16 @@ def write_folder(
     folder: Path,
     loaded: LoadedModel,
     info: dict[str, Any],
-    generation: dict[str, Any],
+    generation: GenerationConfig | None,
     source: str,
 ) -> None:
-    """save_pretrained for model and tokenizer, then the generation config and meta. A LoRA
-    model (not merged) writes peft's adapter folder: adapter_config.json and the adapters."""
+    """save_pretrained for model and tokenizer, then the generation config (None: an adapter
+    folder, which has none) and meta. A LoRA model (not merged) writes peft's adapter folder:
+    adapter_config.json and the adapters."""
     model, tokenizer = loaded.model, loaded.tokenizer
     config = model.config
-    if not lora.is_adapted(model):
-        model.generation_config = GenerationConfig(
-            **generation,
-            bos_token_id=config.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.eos_token_id,
-        )
+    if generation is not None:
+        model.generation_config = generation
     # Tokenizers built here know no length limit; the model's context is the real one.
     tokenizer.model_max_length = context_length(config) or tokenizer.model_max_length
     model.save_pretrained(folder)
