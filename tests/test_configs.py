@@ -14,6 +14,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 from omegaconf import OmegaConf
 
+from lmtrain.errors import LMTrainError, find_cause
+
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CONFIG_FILES = sorted(CONFIGS.rglob("*.yaml"))
 
@@ -64,6 +66,22 @@ def test_model_instantiates(model: str, compose_cfg) -> None:
     module = hydra.utils.instantiate(cfg.model, _convert_="all")
     assert isinstance(module, LightningModule)
     assert module.model.config.model_type == cfg.model.model_type
+
+
+@pytest.mark.parametrize(
+    ("model", "typo", "hint"),
+    [("gpt2_tiny", "n_layers", "n_layer"), ("llama_tiny", "num_hidden_layer", "num_hidden_layers")],
+)
+def test_a_model_config_key_its_class_lacks_is_refused_with_the_nearest_name(
+    model: str, typo: str, hint: str, compose_cfg
+) -> None:
+    """transformers keeps an unknown keyword as a plain attribute and builds the default model:
+    `+model.config.n_layers=8`, Hydra's own hint, trained 2 layers while the config said 8."""
+    cfg = compose_cfg(f"model={model}", f"+model.config.{typo}=8", tiny=False)
+    with pytest.raises(Exception) as refusal:  # Hydra wraps what the module raised
+        hydra.utils.instantiate(cfg.model, _convert_="all")
+    line = str(find_cause(refusal.value, LMTrainError))
+    assert f"model.config.{typo} (did you mean {hint}?) is not a setting of transformers'" in line
 
 
 def test_gpt2_124m_has_124m_parameters(compose_cfg) -> None:

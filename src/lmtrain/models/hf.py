@@ -7,6 +7,8 @@ trains here without a line of model code of ours.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,8 +58,40 @@ def build_causal_lm(
         raise LMTrainError(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
+    refuse_unknown_config_keys(model_type, hf_config, config or {})
     with attention_backend(attn_implementation):
         return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+
+
+def refuse_unknown_config_keys(
+    model_type: str, built: PretrainedConfig, typed: dict[str, Any]
+) -> None:
+    """Refuse `model.config` keys the config class does not know.
+
+    transformers keeps an unknown keyword as a plain attribute and builds the default model, so
+    `+model.config.n_layers=8` (Hydra's own hint for a key the config lacks) trained 2 layers
+    and saved `n_layers: 8` in the run's config. A key is unknown when it is neither an argument
+    nor an alias of the class, nor in its defaults, and stays in the built config as it was
+    typed: legacy names that transformers converts (Llama's `rope_theta`) do not stay.
+    """
+    defaults = AutoConfig.for_model(model_type).to_dict()
+    cls = type(built)
+    known = set(defaults) | set(getattr(cls, "attribute_map", {}))
+    known |= set(inspect.signature(cls.__init__).parameters)
+    built_keys = built.to_dict()
+    unknown = [key for key in typed if key in built_keys and key not in known]
+    if unknown:
+        names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
+        hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
+        shown = ", ".join(
+            f"model.config.{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
+            for key, hint in zip(unknown, hints, strict=True)
+        )
+        raise LMTrainError(
+            f"{shown} is not a setting of transformers' {cls.__name__} "
+            f"(model.model_type={model_type}): fix the name; its settings are {cls.__name__}'s "
+            "arguments"
+        )
 
 
 @contextmanager
