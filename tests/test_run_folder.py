@@ -26,6 +26,7 @@ from lmtrain.utils.run_folder import claim_run_folder
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import one_file_corpus
 
 
@@ -75,6 +76,29 @@ def test_second_run_into_a_folder_with_checkpoints_is_refused_unless_it_resumes_
     assert step_of(run) == 6
     assert train(compose_cfg(*tiny, "overwrite_run=true", "trainer.max_steps=2"))
     assert step_of(run) == 2
+
+
+def test_a_checkpoint_dirpath_holding_another_runs_checkpoints_is_refused(
+    compose_cfg, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`callbacks.model_checkpoint.dirpath` outside the run folder is claimed too: pointed at
+    another run's checkpoints/, a new run would replace its last.ckpt and best checkpoint."""
+    tiny = ["data=text_files", f"data.source.path={one_file_corpus(tmp_path / 'corpus')}"]
+    tiny += ["data.tokenizer.kind=char", "logger=none", "callbacks.text_samples=null"]
+    train(compose_cfg(*tiny))
+    first = files_of(tmp_path / "run")
+    other = compose("train", tmp_path / "other", data_dir, *TINY, *tiny)
+    other.callbacks.model_checkpoint.dirpath = str(tmp_path / "run" / "checkpoints")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        train(other)
+    assert exit_.value.code == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"error: callbacks.model_checkpoint.dirpath={(tmp_path / 'run' / 'checkpoints').resolve()} "
+        "holds another run's checkpoints (best-step="
+    )
+    assert files_of(tmp_path / "run") == first
 
 
 def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.resume import ExactResume
@@ -42,7 +42,11 @@ from lmtrain.utils.instantiate import (
 from lmtrain.utils.io import write_json
 from lmtrain.utils.launch import prepare_process, run_for_sweeper
 from lmtrain.utils.redact import redact
-from lmtrain.utils.run_folder import claim_run_folder, resumes_run_in
+from lmtrain.utils.run_folder import (
+    claim_run_folder,
+    refuse_foreign_checkpoint_dirs,
+    resumes_run_in,
+)
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
 gc_pause.resume()
@@ -81,6 +85,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup.mark("model")
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    # A checkpoint dirpath outside the run folder must not hold another run's checkpoints.
+    dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
+    refuse_foreign_checkpoint_dirs(
+        dirpaths, output_dir, ckpt_path, cfg.get("overwrite_run") is True
+    )
     # Exact resume is not optional (as Lightning's own loop state is not): every rank's RNG
     # states, and the gradients of a step cut between micro-batches, go into checkpoints.
     if not any(isinstance(c, ExactResume) for c in callbacks):

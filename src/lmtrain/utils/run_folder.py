@@ -95,6 +95,33 @@ def refuse_other_runs_checkpoints(folder: Path) -> None:
         )
 
 
+def refuse_foreign_checkpoint_dirs(
+    dirpaths: list[str | Path],
+    output_dir: str | Path,
+    ckpt_path: str | Path | None,
+    overwrite: bool,
+) -> None:
+    """Raise LMTrainError when a checkpoint callback's `dirpath` lies outside the run folder and
+    already holds checkpoints this run does not resume from: its saves would replace another
+    run's last.ckpt and best checkpoint (the run folder's own `checkpoints/` is
+    `claim_run_folder`'s to check)."""
+    own = Path(output_dir).resolve()
+    for dirpath in dirpaths:
+        folder = Path(dirpath).expanduser().resolve()
+        if overwrite or folder == own or own in folder.parents:
+            continue
+        if ckpt_path is not None and folder in Path(ckpt_path).resolve().parents:
+            continue  # resuming from this folder's checkpoint
+        found = sorted(p.name for p in folder.glob("*.ckpt"))
+        if found:
+            raise LMTrainError(
+                f"callbacks.model_checkpoint.dirpath={folder} holds another run's checkpoints "
+                f"({', '.join(found[:3])}{' ...' if len(found) > 3 else ''}), which this run "
+                "would replace: pass a new dirpath (by default the run folder's checkpoints/), "
+                "resume from them with ckpt_path=<file there>, or overwrite_run=true"
+            )
+
+
 def refuse_other_runs_record(folder: Path) -> None:
     """Raise LMTrainError when `folder` holds what another run writes (`RUN_RECORD`): a run
     without checkpoints (`callbacks.model_checkpoint=null`, an eval) is still a run, and this
