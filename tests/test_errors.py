@@ -161,6 +161,10 @@ def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> 
     # The run's own settings build the same model, which passes the check (and would resume).
     module = tiny_module(tmp_path, corpus)
     check_same_model(ckpt, module.model.config)
+    # Its own end (resuming a run killed in its final validation) or beyond; not below.
+    check_same_model(ckpt, module.model.config, max_steps=2)
+    with pytest.raises(LMTrainError, match=r"trainer.max_steps=1 is below step 2, where ckpt_pa"):
+        check_same_model(ckpt, module.model.config, max_steps=1)
     with pytest.raises(LMTrainError, match=r"n_head=2 in the checkpoint but 4 here"):
         module.model.config.n_head = 4
         check_same_model(ckpt, module.model.config)

@@ -146,14 +146,26 @@ def read_checkpoint_file(path: str | Path) -> Any:
     return load_torch_file(path)
 
 
-def check_same_model(ckpt_path: str | Path, config: PretrainedConfig) -> None:
-    """Refuse to resume a checkpoint of another architecture or size before `trainer.fit`.
+def check_same_model(
+    ckpt_path: str | Path, config: PretrainedConfig, max_steps: int | None = None
+) -> None:
+    """Refuse to resume a checkpoint of another architecture or size before `trainer.fit`, or
+    one saved past `max_steps` (`trainer.max_steps` counts the run's steps, not steps to add:
+    Lightning would stop at once, exit 0 and rewrite the run's metrics).
 
     Lightning would find out only when it loads the state dict, after the data is prepared,
     with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
     is compared with the model this run built; a checkpoint without one is left to Lightning.
     """
-    extra = checkpoint_meta(ckpt_path).get(CHECKPOINT_KEY) or {}
+    meta = checkpoint_meta(ckpt_path)
+    step = meta.get("global_step")
+    if max_steps is not None and max_steps >= 0 and isinstance(step, int) and max_steps < step:
+        raise LMTrainError(
+            f"trainer.max_steps={max_steps} is below step {step}, where ckpt_path="
+            f"{str(ckpt_path)!r} was saved: trainer.max_steps counts every step of the run, not "
+            f"the steps to add; pass a value above {step}"
+        )
+    extra = meta.get(CHECKPOINT_KEY) or {}
     saved = extra.get("hf_config")
     if not saved:
         return
