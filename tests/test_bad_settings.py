@@ -4,6 +4,7 @@ is `interrupted` with exit code 130 and leaves nothing half-written."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +60,9 @@ from tests.helpers.corpora import write_corpus
         ("samples.prompts=[1984]", "samples.prompts[0]=1984 is not text: quote it, as "),
         ("samples.prompts=null", "samples.prompts=None is not a list of prompts: pass a list"),
         ("samples.prompts=the", "samples.prompts='the' is not a list of prompts"),
+        # Schedules: min_lr_rate=-2 drove the learning rate to 0 for half a run, silently.
+        ("model.scheduler.min_lr_rate=-2", "model.scheduler.min_lr_rate=-2 must be in [0, 1]"),
+        ("model.scheduler.num_warmup_steps=-5", "num_warmup_steps=-5 must be at least 0"),
         # An activation transformers does not know was a KeyError after data preparation.
         (
             "model.config.activation_function=geluu",
@@ -100,6 +104,21 @@ def test_a_mandatory_value_left_unset_is_named(
     with pytest.raises(LMTrainError) as err:
         check_train_config(compose_cfg(*overrides, tiny=False))
     assert str(err.value) == message
+
+
+def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
+    """Muon's parts were checked only when built, after the data, in words naming no key."""
+    muon = "model/optimizer=muon"
+    check_train_config(compose_cfg(muon))
+    bad = {
+        "model.optimizer.muon.optimizer.lr=abc": "model.optimizer.muon.optimizer.lr='abc' is not",
+        "model.optimizer.muon.optimizer.momentum=1.5": "muon.optimizer.momentum=1.5 must be in",
+        "model.optimizer.adamw.optimizer.lr=-1": "adamw.optimizer.lr=-1 must be positive",
+        "+model.optimizer.muon.scheduler.num_warmup_steps=-1": "muon.scheduler.num_warmup_steps=-1",
+    }
+    for override, fragment in bad.items():
+        with pytest.raises(LMTrainError, match=re.escape(fragment)):
+            check_train_config(compose_cfg(muon, override))
 
 
 @pytest.mark.parametrize("name", ["eval", "generate", "export"])

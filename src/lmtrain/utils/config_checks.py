@@ -18,6 +18,7 @@ from transformers.activations import ACT2CLS
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.optimizer_checks import check_optimization
 
 # Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads.
 HEAD_SPLITS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
@@ -175,12 +176,7 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     freeze = model.get("freeze")
     if isinstance(freeze, Mapping) and "embeddings" in freeze:
         problems.boolean("model.freeze.embeddings", freeze["embeddings"])
-    optimizer = model.get("optimizer") or {}
-    problems.number("model.optimizer.lr", optimizer.get("lr", 1e-3), low=0, low_open=True)
-    problems.number("model.optimizer.weight_decay", optimizer.get("weight_decay", 0), low=0)
-    problems.number("model.optimizer.eps", optimizer.get("eps", 1e-8), low=0, low_open=True)
-    for i, beta in enumerate(optimizer.get("betas") or ()):
-        problems.number(f"model.optimizer.betas[{i}]", beta, low=0, high=1, high_open=True)
+    check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
     config = model.get("config") or {}
     if not isinstance(config, Mapping):
         config = {}
