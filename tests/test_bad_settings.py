@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from lmtrain.errors import LMTrainError
+from lmtrain.generate import pick_device
 from lmtrain.utils.config_checks import (
     check_eval_config,
     check_export_config,
@@ -60,6 +62,8 @@ from tests.helpers.corpora import write_corpus
         ("samples.prompts=[1984]", "samples.prompts[0]=1984 is not text: quote it, as "),
         ("samples.prompts=null", "samples.prompts=None is not a list of prompts: pass a list"),
         ("samples.prompts=the", "samples.prompts='the' is not a list of prompts"),
+        # The run folder's name under paths.log_dir: `..` led outside it.
+        ("task_name=a/../../x", "task_name='a/../../x' is not a folder name: pass a name"),
         # Schedules: min_lr_rate=-2 drove the learning rate to 0 for half a run, silently.
         ("model.scheduler.min_lr_rate=-2", "model.scheduler.min_lr_rate=-2 must be in [0, 1]"),
         ("model.scheduler.num_warmup_steps=-5", "num_warmup_steps=-5 must be at least 0"),
@@ -121,6 +125,12 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
             check_train_config(compose_cfg(muon, override))
 
 
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_generate_on_mps_without_it_is_one_line() -> None:
+    with pytest.raises(LMTrainError, match=r"device='mps' but this torch has no usable MPS"):
+        pick_device("mps")
+
+
 @pytest.mark.parametrize("name", ["eval", "generate", "export"])
 def test_the_other_entry_points_name_an_unset_checkpoint(compose_cfg, name: str) -> None:
     check = {"eval": check_eval_config, "generate": check_generate_config}
@@ -151,6 +161,8 @@ def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: li
         ({"top_p": 1.5}, "top_p=1.5 must be in (0, 1]"),
         ({"max_new_tokens": "many"}, "max_new_tokens='many' is not a whole number"),
         ({"num_samples": 0}, "num_samples=0 must be at least 1"),
+        # Used to join the samples once all were drawn: a traceback that lost them.
+        ({"separator": None}, "separator=None is not text: pass a quoted string"),
     ],
 )
 def test_each_bad_generation_setting_names_itself(settings: dict, fragment: str) -> None:

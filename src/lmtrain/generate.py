@@ -100,6 +100,8 @@ def pick_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LMTrainError(f"device={device!r} but no CUDA device is visible: pass device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise LMTrainError("device='mps' but this torch has no usable MPS device: pass device=cpu")
     return torch.device(device)
 
 

@@ -70,6 +70,10 @@ def check_train_config(cfg: DictConfig) -> None:
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
+    # A folder name under paths.log_dir (and the log file's): `a/../../x` wrote elsewhere.
+    task_name = cfg.get("task_name")
+    if not (isinstance(task_name, str) and task_name.strip(". ") and "/" not in task_name):
+        problems.add(f"task_name={task_name!r} is not a folder name: pass a name without '/'")
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     check_data(plain(cfg.get("data")), problems)
     check_model(model, problems)
@@ -142,6 +146,8 @@ def check_generate_config(cfg: DictConfig) -> None:
     device = cfg.get("device")
     if not (isinstance(device, str) and DEVICE.fullmatch(device)):
         problems.add(f"device={device!r} is unknown: use auto, cpu, cuda, cuda:<index> or mps")
+    if not isinstance(cfg.get("separator", ""), str):  # joins the samples, after sampling
+        problems.add(f"separator={cfg.get('separator')!r} is not text: pass a quoted string")
     problems.raise_if_any()
 
 
