@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
@@ -144,3 +145,10 @@ def test_damaged_export_folders_and_an_empty_checkpoint_are_one_line_errors(
     )
     with pytest.raises(LMTrainError, match=r"is an empty file \(0 bytes"):
         resolve_ckpt_path(str(empty), tmp_path)
+    # Another model's (larger) tokenizer: its ids would run past the embedding table.
+    bigger = tmp_path / "bigger"
+    shutil.copytree(folder, bigger)
+    tokenizer = AutoTokenizer.from_pretrained(bigger)
+    tokenizer.add_tokens([f"<extra{i}>" for i in range(1000)])
+    tokenizer.save_pretrained(bigger)
+    refused(bigger, f"has a tokenizer of {len(tokenizer)} tokens for a model of")

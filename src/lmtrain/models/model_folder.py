@@ -93,6 +93,13 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     # 50304 embeddings), never a single token.
     if len(tokenizer) < 2:
         raise missing_tokenizer(path, f"its tokenizer has {len(tokenizer)} token(s)")
+    embeddings = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > embeddings:  # another model's tokenizer: ids past the table, IndexError
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} has a tokenizer of {len(tokenizer)} tokens for a model of "
+            f"{embeddings} embeddings: copy in the tokenizer files the model was trained with, "
+            "or export the checkpoint again with lmtrain.export"
+        )
     model.eval()
     return LoadedModel(model, tokenizer, run_config, info)
 
