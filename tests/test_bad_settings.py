@@ -44,6 +44,11 @@ from tests.helpers.corpora import write_corpus
         ("model.config.n_embd=31", "model.config.n_embd=31 does not split into"),
         ("model.config.n_layer=0", "model.config.n_layer=0 must be at least 1"),
         ("global_batch_size=-12", "global_batch_size=-12 must be at least 1"),
+        # global_batch_size replaced the accumulation typed beside it, without a word.
+        (
+            "global_batch_size=16 trainer.accumulate_grad_batches=4",
+            "global_batch_size=16 and trainer.accumulate_grad_batches=4 both set gradient",
+        ),
         ("trainer.max_steps=0", "trainer.max_steps=0 trains nothing"),
         ("trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
         ("samples.top_k=0", "samples.top_k=0 must be at least 1"),
@@ -76,7 +81,7 @@ from tests.helpers.corpora import write_corpus
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
     with pytest.raises(LMTrainError) as err:
-        check_train_config(compose_cfg(override))
+        check_train_config(compose_cfg(*override.split(" ")))
     assert fragment in str(err.value) and "\n" not in str(err.value)
 
 

@@ -68,6 +68,12 @@ def check_train_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
+    accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
+    if cfg.get("global_batch_size") and accumulate not in (1, None):  # it sets accumulation
+        problems.add(
+            f"global_batch_size={cfg.global_batch_size} and trainer.accumulate_grad_batches="
+            f"{accumulate} both set gradient accumulation: drop one of them"
+        )
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
     # A folder name under paths.log_dir (and the log file's): `a/../../x` wrote elsewhere.
