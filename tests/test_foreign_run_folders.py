@@ -105,6 +105,12 @@ def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:
     (folder / "metrics.json").unlink()
     (folder / ".hydra" / "config.yaml").write_text("task_name: train\n")
     assert foreign_run(folder, "eval") is None
+    # An export: a generate run's .hydra/ in it made a later `export overwrite=true` refuse it.
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "lmtrain.json").write_text("{}\n")
+    (export / "config.json").write_text("{}\n")
+    assert foreign_run(export, "generate") == "it is an lmtrain export"
 
 
 def test_export_without_tokenizer_files_is_refused(

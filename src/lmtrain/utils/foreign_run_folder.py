@@ -4,7 +4,8 @@ Each of them writes a run folder of its own (`.hydra/`, its log, eval's `metrics
 `hydra.run.dir=<a training run>`, Hydra would replace that run's saved config before the task
 starts and eval would overwrite its `metrics.json`: the run could no longer be resumed with
 `resume=`, and its final metrics would be lost. `RefuseForeignRunFolder` stops such a command,
-in one line, before Hydra writes anything. A folder of the same task (a repeated eval into its
+in one line, before Hydra writes anything; so is an export folder, which a later `export
+overwrite=true` would no longer take for one. A folder of the same task (a repeated eval into its
 own folder, Lightning's DDP ranks > 0 re-run in rank 0's folder) is left alone.
 """
 
@@ -16,6 +17,8 @@ from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
+
+from lmtrain.utils.export_dir import is_previous_export
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
@@ -29,6 +32,8 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     for name in TRAINING_OUTPUTS:
         if (folder / name).exists():
             return f"it holds {name}/ of a training run"
+    if is_previous_export(folder):  # .hydra/ and a log in it: export would refuse to update it
+        return "it is an lmtrain export"
     # Without outputs, another task's `.hydra/` is the record of a command that failed early:
     # nothing of value to lose (and `resume=` needs a checkpoint anyway).
     if not (folder / "metrics.json").exists():
