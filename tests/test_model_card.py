@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_model
+from lmtrain.models.export_folder import final_metrics
 from lmtrain.models.model_card import model_card
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import load_torch_file
@@ -108,3 +109,27 @@ def test_card_holds_no_secret_of_the_run_config(
     assert "api_token" not in text
     for secret in (keyed, written, hf_token):
         assert secret not in text
+
+
+def test_the_cards_whole_split_loss_comes_only_from_the_checkpoints_own_run(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`<ckpt>/../../metrics.json` was read whatever it was: a damaged one was a traceback, and a
+    copied checkpoint could take another run's val loss at the same step."""
+    info = {"global_step": 20, "tokens_seen": 5120}
+    ours = {"trainer/global_step": 20, "tokens_seen": 5120.0, "val/loss": 2.5}
+
+    def metrics_beside(folder: str, text: str) -> str:
+        (tmp_path / folder / "checkpoints").mkdir(parents=True)
+        (tmp_path / folder / "metrics.json").write_text(text)
+        return str(tmp_path / folder / "checkpoints" / "last.ckpt")
+
+    assert final_metrics(metrics_beside("run", json.dumps(ours)), info)["val_loss"] == 2.5
+    other_run = {**ours, "tokens_seen": 2816.0, "val/loss": 1.0}  # same step, another batch
+    assert final_metrics(metrics_beside("other", json.dumps(other_run)), info) == {}
+    assert final_metrics(metrics_beside("cut", '{"val/loss": 1.0,'), info) == {}
+    assert "metrics.json cannot be read" in caplog.text
+    assert final_metrics(metrics_beside("listed", "[1, 2]"), info) == {}
+    (tmp_path / "copied" / "ckpts").mkdir(parents=True)  # a copy outside a run's checkpoints/
+    (tmp_path / "copied" / "metrics.json").write_text(json.dumps(ours))
+    assert final_metrics(str(tmp_path / "copied" / "ckpts" / "last.ckpt"), info) == {}

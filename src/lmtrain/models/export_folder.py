@@ -185,12 +185,25 @@ def final_metrics(source: str, info: dict[str, Any]) -> dict[str, Any]:
     A checkpoint only knows the latest in-training validation (maybe on limit_val_batches);
     lmtrain.train measures the final weights on the whole val split into the run folder.
     """
+    # Only a run folder's own checkpoints/ (a copied .ckpt may sit under any metrics.json), and
+    # only a metrics.json of the same step and tokens; a damaged one is passed over with a word.
     metrics_path = Path(source).parent.parent / "metrics.json"
-    if Path(source).is_dir() or not metrics_path.is_file():
+    if Path(source).is_dir() or Path(source).parent.name != "checkpoints":
         return {}
-    metrics = json.loads(metrics_path.read_text())
-    if metrics.get("trainer/global_step") != info.get("global_step") or "val/loss" not in metrics:
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as err:
+        why = "the card shows the checkpoint's val loss"
+        log.warning("%s cannot be read (%s): %s", metrics_path, err, why)
+        return {}
+    if not isinstance(metrics, dict) or "val/loss" not in metrics:
+        return {}
+    if metrics.get("trainer/global_step") != info.get("global_step"):
+        return {}
+    if info.get("tokens_seen") not in (None, metrics.get("tokens_seen")):
+        return {}  # another run's, at the same step
     found = {"val_loss": metrics["val/loss"], "val_loss_scope": "whole val split"}
     return found | ({"val_bpb": metrics["val/bpb"]} if "val/bpb" in metrics else {})
 
