@@ -67,6 +67,9 @@ from tests.helpers.corpora import write_corpus
         ("samples.prompts=[1984]", "samples.prompts[0]=1984 is not text: quote it, as "),
         ("samples.prompts=null", "samples.prompts=None is not a list of prompts: pass a list"),
         ("samples.prompts=the", "samples.prompts='the' is not a list of prompts"),
+        # Lightning refused these after data preparation, advising four unrelated keys.
+        ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 is a share of an epoch"),
+        ("trainer.limit_val_batches=2.0", "trainer.limit_val_batches=2.0 is a share of an epoch"),
         # The run folder's name under paths.log_dir: `..` led outside it.
         ("task_name=a/../../x", "task_name='a/../../x' is not a folder name: pass a name"),
         # Schedules: min_lr_rate=-2 drove the learning rate to 0 for half a run, silently.
@@ -166,6 +169,9 @@ def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: li
         ({"top_p": 1.5}, "top_p=1.5 must be in (0, 1]"),
         ({"max_new_tokens": "many"}, "max_new_tokens='many' is not a whole number"),
         ({"num_samples": 0}, "num_samples=0 must be at least 1"),
+        # Hydra reads prompt=1.10 as the number 1.1 (and [a,b] as a list): refused, not changed.
+        ({"prompt": 1.1}, "prompt=1.1 is not text: quote it"),
+        ({"prompt": ["a", "b"]}, "prompt=['a', 'b'] is not text: quote it"),
         # Used to join the samples once all were drawn: a traceback that lost them.
         ({"separator": None}, "separator=None is not text: pass a quoted string"),
     ],

@@ -19,23 +19,11 @@ from transformers.activations import ACT2CLS
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.optimizer_checks import check_optimization
+from lmtrain.utils.trainer_checks import check_run_length, check_trainer
 
 # Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads.
 HEAD_SPLITS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-# Lightning's precision settings (its own check comes later, as a traceback).
-PRECISIONS = (
-    "32-true",
-    "bf16-mixed",
-    "bf16-true",
-    "16-mixed",
-    "16-true",
-    "64-true",
-    "32",
-    "16",
-    "bf16",
-    "64",
-)
 # lightning.seed_everything seeds numpy too, which takes 0 to 2**32 - 1 (and raises otherwise).
 SEED_MAX = 2**32 - 1
 # OmegaConf's marker of a mandatory value (`key: ???`) that the config leaves to the user.
@@ -152,6 +140,9 @@ def check_generate_config(cfg: DictConfig) -> None:
     device = cfg.get("device")
     if not (isinstance(device, str) and DEVICE.fullmatch(device)):
         problems.add(f"device={device!r} is unknown: use auto, cpu, cuda, cuda:<index> or mps")
+    prompt = cfg.get("prompt")  # Hydra reads prompt=1.10 as 1.1, and [a,b] as a list
+    if prompt is not None and not isinstance(prompt, str):
+        problems.add(f"prompt={prompt!r} is not text: quote it, e.g. 'prompt=\"1.10\"'")
     if not isinstance(cfg.get("separator", ""), str):  # joins the samples, after sampling
         problems.add(f"separator={cfg.get('separator')!r} is not text: pass a quoted string")
     problems.raise_if_any()
@@ -225,39 +216,6 @@ def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Probl
         problems.add(
             f"model.seq_len_warmup.start={start} is not shorter than the windows "
             f"(data.block_size={block_size}): pass a smaller start, or model.seq_len_warmup=null"
-        )
-
-
-def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
-    precision = trainer.get("precision", "32-true")
-    problems.choice("trainer.precision", str(precision), PRECISIONS)
-    steps = trainer.get("max_steps", -1)
-    if problems.integer("trainer.max_steps", steps, -1) and steps == 0:
-        problems.add("trainer.max_steps=0 trains nothing: pass a positive number of steps")
-    interval = trainer.get("val_check_interval")
-    problems.number("trainer.val_check_interval", interval, low=0, low_open=True, optional=True)
-    limit = trainer.get("limit_val_batches")
-    problems.number("trainer.limit_val_batches", limit, low=0, optional=True)
-    problems.integer("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), 0)
-    problems.integer(
-        "trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1
-    )
-    problems.number(
-        "trainer.gradient_clip_val", trainer.get("gradient_clip_val"), low=0, optional=True
-    )
-
-
-def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: Problems) -> None:
-    """`trainer.max_steps=-1` (no step limit) with `max_epochs=-1` (no epoch limit) has no end,
-    and a learning-rate schedule spans the run's steps: it was an OverflowError (infinity) after
-    data preparation and the model's build. With an epoch limit the schedule spans those."""
-    steps, epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
-    unbounded = isinstance(steps, int) and steps == -1 and isinstance(epochs, int) and epochs == -1
-    if unbounded and model.get("scheduler") is not None:
-        problems.add(
-            "trainer.max_steps=-1 with trainer.max_epochs=-1 sets no end for the learning-rate "
-            "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
-            "trainer.max_epochs=<epochs>"
         )
 
 

@@ -1,0 +1,67 @@
+"""Checks of the `trainer` settings and of the run's length, before any work.
+
+Lightning refuses some of these only when the Trainer is built or fit starts, after the data is
+prepared, with advice that may name other keys; some (no step and no epoch limit with a
+schedule) were tracebacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmtrain.utils.checks import Problems
+
+# Lightning's precision settings (its own check comes later, as a traceback).
+PRECISIONS = (
+    "32-true",
+    "bf16-mixed",
+    "bf16-true",
+    "16-mixed",
+    "16-true",
+    "64-true",
+    "32",
+    "16",
+    "bf16",
+    "64",
+)
+
+
+def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
+    precision = trainer.get("precision", "32-true")
+    problems.choice("trainer.precision", str(precision), PRECISIONS)
+    steps = trainer.get("max_steps", -1)
+    if problems.integer("trainer.max_steps", steps, -1) and steps == 0:
+        problems.add("trainer.max_steps=0 trains nothing: pass a positive number of steps")
+    # Lightning takes a float as a share of an epoch (at most 1.0) and an int as batches; its
+    # refusal of 1.5 came after the data was prepared.
+    interval = trainer.get("val_check_interval")
+    problems.number("trainer.val_check_interval", interval, low=0, low_open=True, optional=True)
+    limit = trainer.get("limit_val_batches")
+    for key, value in (("val_check_interval", interval), ("limit_val_batches", limit)):
+        if isinstance(value, float) and value > 1:
+            problems.add(
+                f"trainer.{key}={value} is a share of an epoch above 1.0: pass a share up to "
+                f"1.0, or a whole number of batches (trainer.{key}={int(value)})"
+            )
+    problems.number("trainer.limit_val_batches", limit, low=0, optional=True)
+    problems.integer("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), 0)
+    problems.integer(
+        "trainer.accumulate_grad_batches", trainer.get("accumulate_grad_batches", 1), 1
+    )
+    problems.number(
+        "trainer.gradient_clip_val", trainer.get("gradient_clip_val"), low=0, optional=True
+    )
+
+
+def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: Problems) -> None:
+    """`trainer.max_steps=-1` (no step limit) with `max_epochs=-1` (no epoch limit) has no end,
+    and a learning-rate schedule spans the run's steps: it was an OverflowError (infinity) after
+    data preparation and the model's build. With an epoch limit the schedule spans those."""
+    steps, epochs = trainer.get("max_steps", -1), trainer.get("max_epochs")
+    unbounded = isinstance(steps, int) and steps == -1 and isinstance(epochs, int) and epochs == -1
+    if unbounded and model.get("scheduler") is not None:
+        problems.add(
+            "trainer.max_steps=-1 with trainer.max_epochs=-1 sets no end for the learning-rate "
+            "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
+            "trainer.max_epochs=<epochs>"
+        )
