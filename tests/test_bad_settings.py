@@ -70,6 +70,8 @@ from tests.helpers.corpora import write_corpus
         # Lightning refused these after data preparation, advising four unrelated keys.
         ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 is a share of an epoch"),
         ("trainer.limit_val_batches=2.0", "trainer.limit_val_batches=2.0 is a share of an epoch"),
+        # An interpolation that resolves to nothing was a traceback inside this very check.
+        ("model.optimizer.lr=${oops}", "model.optimizer.lr cannot be resolved (Interpolation key"),
         # The run folder's name under paths.log_dir: `..` led outside it.
         ("task_name=a/../../x", "task_name='a/../../x' is not a folder name: pass a name"),
         # Schedules: min_lr_rate=-2 drove the learning rate to 0 for half a run, silently.

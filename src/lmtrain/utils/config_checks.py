@@ -14,9 +14,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 from transformers.activations import ACT2CLS
 
 from lmtrain.data.tokenizers import check_tokenizer_config
+from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.optimizer_checks import check_optimization
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer
@@ -47,7 +49,13 @@ def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
     if cfg is None:
         return {}
     if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        try:
+            return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+        except InterpolationResolutionError as err:  # `lr=${oops}`: a traceback in this check
+            raise LMTrainError(
+                f"{err.full_key} cannot be resolved ({first_line(err)}): fix the ${{...}} it "
+                "holds, or pass a plain value"
+            ) from None
     return dict(cfg)
 
 
