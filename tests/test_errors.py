@@ -165,6 +165,11 @@ def test_checkpoint_of_another_model_shape(quick: list[str], tmp_path: Path) -> 
     check_same_model(ckpt, module.model.config, max_steps=2)
     with pytest.raises(LMTrainError, match=r"trainer.max_steps=1 is below step 2, where ckpt_pa"):
         check_same_model(ckpt, module.model.config, max_steps=1)
+    # With resume=, the model comes from the run's saved config: another one there was edited.
+    module.model.config.n_head = 4
+    with pytest.raises(LMTrainError, match=r"resume=x: the run's .hydra/config.yaml describes an"):
+        check_same_model(ckpt, module.model.config, resume="x")
+    module.model.config.n_head = 2
     with pytest.raises(LMTrainError, match=r"n_head=2 in the checkpoint but 4 here"):
         module.model.config.n_head = 4
         check_same_model(ckpt, module.model.config)

@@ -78,7 +78,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
     check_context(model.model.config, cfg.data.block_size)
     if ckpt_path is not None:
-        check_same_model(ckpt_path, model.model.config, cfg.trainer.get("max_steps"))
+        max_steps, resume = cfg.trainer.get("max_steps"), cfg.get("resume") or None
+        check_same_model(ckpt_path, model.model.config, max_steps, resume)
     # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
     # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".
     model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))

@@ -147,11 +147,16 @@ def read_checkpoint_file(path: str | Path) -> Any:
 
 
 def check_same_model(
-    ckpt_path: str | Path, config: PretrainedConfig, max_steps: int | None = None
+    ckpt_path: str | Path,
+    config: PretrainedConfig,
+    max_steps: int | None = None,
+    resume: str | None = None,
 ) -> None:
     """Refuse to resume a checkpoint of another architecture or size before `trainer.fit`, or
     one saved past `max_steps` (`trainer.max_steps` counts the run's steps, not steps to add:
-    Lightning would stop at once, exit 0 and rewrite the run's metrics).
+    Lightning would stop at once, exit 0 and rewrite the run's metrics). With `resume=` (the
+    run folder), the model comes from the run's saved config, so another model there means that
+    config was edited: the advice says so.
 
     Lightning would find out only when it loads the state dict, after the data is prepared,
     with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
@@ -175,6 +180,12 @@ def check_same_model(
     listed = ", ".join(f"{k}={a!r} in the checkpoint but {b!r} here" for k, a, b in differences)
     keys = {key for key, _, _ in differences}
     hint = " (vocab_size comes from data.tokenizer)" if "vocab_size" in keys else ""
+    if resume:
+        raise LMTrainError(
+            f"resume={resume}: the run's .hydra/config.yaml describes another model than its "
+            f"checkpoint ({listed}): undo the edit, e.g. from a copy in "
+            ".hydra/previous/<time>/; resume= keeps the model the run was trained with"
+        )
     raise LMTrainError(
         f"ckpt_path={str(ckpt_path)!r} holds another model: {listed}: resume with the "
         f"checkpoint's model settings (model=..., model.config.<key>=<value>){hint}, or drop "
