@@ -137,3 +137,18 @@ def test_block_size_longer_than_context_is_refused() -> None:
     check_context(module.model.config, 64)
     with pytest.raises(LMTrainError, match=r"data.block_size=65 .*context \(64"):
         check_context(module.model.config, 65)
+
+
+def test_tokens_seen_counts_on_when_a_run_resumes_with_another_batch_size(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """tokens_seen was derived from the steps and this run's batch size, so a run resumed
+    with another data.batch_size recounted every earlier step at the new size."""
+    tiny = ["data=text_files", f"data.source.path={one_file_corpus(tmp_path / 'corpus')}"]
+    tiny += ["data.tokenizer.kind=char", "logger=none", "callbacks.text_samples=null"]
+    first = train(compose_cfg(*tiny, "data.batch_size=8", "trainer.max_steps=4"))
+    assert first["tokens_seen"] == 4 * 8 * 32  # steps x windows x tokens (TINY: block 32)
+    resumed = train(
+        compose_cfg(*tiny, "data.batch_size=4", "trainer.max_steps=6", "ckpt_path=last")
+    )
+    assert resumed["tokens_seen"] == 4 * 8 * 32 + 2 * 4 * 32

@@ -91,8 +91,10 @@ class CausalLMModule(LightningModule):
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
-        # Tokens read so far, for the checkpoint (and so the export's model card).
-        self.tokens_seen = 0.0
+        # Tokens read so far, for the checkpoint (and so the export's model card); the optimizer
+        # steps they count; and (tokens, steps) of the checkpoint a resumed run goes on from.
+        self.tokens_seen, self.tokens_steps = 0.0, 0
+        self.tokens_before: tuple[float, int] | None = None
         # The optimizer step of the latest validation during fit (lmtrain.train skips its final
         # validation when training ended on one of the whole val split).
         self.validated_at_step: int | None = None
@@ -141,10 +143,15 @@ class CausalLMModule(LightningModule):
         loss = self.loss(batch)
         # Derived, not counted: windows have a fixed shape (or the warm-up's length at each
         # step), so after N optimizer steps every rank has read N * accumulate micro-batches of
-        # known sizes (and a resume stays exact).
+        # known sizes (and a resume stays exact). After a resume, counted on from the
+        # checkpoint's total: the resumed run may read another data.batch_size.
         trainer = self.trainer
-        per_window = tokens_per_window(self.seq_len_warmup, self.global_step + 1, full)
-        tokens = batch.shape[0] * per_window * trainer.accumulate_grad_batches * trainer.world_size
+        per_step = batch.shape[0] * trainer.accumulate_grad_batches * trainer.world_size
+        self.tokens_steps = self.global_step + 1
+        tokens = per_step * tokens_per_window(self.seq_len_warmup, self.tokens_steps, full)
+        if self.tokens_before is not None:
+            before, steps = self.tokens_before
+            tokens += before - per_step * tokens_per_window(self.seq_len_warmup, steps, full)
         self.tokens_seen = float(tokens)
         skip = self.nan_guard != "off" and skip_nonfinite(self, loss)
         if self.logs_this_step:
@@ -269,6 +276,7 @@ class CausalLMModule(LightningModule):
             "tokenizer_files": self.tokenizer_files,
             "run_config": self.run_config,
             "tokens_seen": self.tokens_seen,
+            "tokens_seen_steps": self.tokens_steps,
             "nonfinite_skips": self.nonfinite_skips,
             "clipped_steps": self.step_stats.state_dict(),
             "val_loss": None if val_loss is None else float(val_loss),
@@ -278,12 +286,14 @@ class CausalLMModule(LightningModule):
         checkpoint["hyper_parameters"] = redact(dict(checkpoint.get("hyper_parameters", {})))
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A resumed run goes on counting skipped micro-batches and clipped steps from the
+        """A resumed run goes on counting tokens, skipped micro-batches and clipped steps from the
         checkpoint's counts. A LoRA checkpoint must fit this run's base and adapters."""
         lora.check_resume(self, checkpoint, (self.run_config or {}).get("ckpt_path"))
         extra = checkpoint.get(CHECKPOINT_KEY, {})
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
         self.step_stats.load_state_dict(extra.get("clipped_steps", {}))
+        if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
+            self.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:
