@@ -91,8 +91,8 @@ class CausalLMModule(LightningModule):
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
-        # Tokens read so far, for the checkpoint (and so the export's model card); the optimizer
-        # steps they count; and (tokens, steps) of the checkpoint a resumed run goes on from.
+        # Tokens read so far and the steps they count, for the checkpoint (and the model card);
+        # (tokens, steps) of the checkpoint a resumed run goes on from.
         self.tokens_seen, self.tokens_steps = 0.0, 0
         self.tokens_before: tuple[float, int] | None = None
         # The optimizer step of the latest validation during fit (lmtrain.train skips its final
@@ -141,10 +141,8 @@ class CausalLMModule(LightningModule):
             batch = self.seq_len_warmup.truncate(batch, self.global_step)
         self.window_lengths = (batch.shape[1] - 1, full)  # read by the throughput monitor
         loss = self.loss(batch)
-        # Derived, not counted: windows have a fixed shape (or the warm-up's length at each
-        # step), so after N optimizer steps every rank has read N * accumulate micro-batches of
-        # known sizes (and a resume stays exact). After a resume, counted on from the
-        # checkpoint's total: the resumed run may read another data.batch_size.
+        # Derived, not counted (windows have a fixed shape, or the warm-up's length), and after
+        # a resume counted on from the checkpoint's total: it may read another data.batch_size.
         trainer = self.trainer
         per_step = batch.shape[0] * trainer.accumulate_grad_batches * trainer.world_size
         self.tokens_steps = self.global_step + 1
