@@ -10,6 +10,7 @@ validation. `SaveFinalWeights` writes what the comparison reads.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -94,8 +95,10 @@ def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def kill(proc: subprocess.Popen[bytes]) -> int:
-    """SIGKILL to the run's whole process group; its exit status."""
-    os.killpg(proc.pid, signal.SIGKILL)
+    """SIGKILL to the run's whole process group; its exit status (the run's own, should it have
+    ended first: the caller's assertion then names it, where killpg would raise)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait(timeout=60)
 
 
