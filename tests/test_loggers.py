@@ -262,9 +262,9 @@ def test_csv_logger_keeps_the_rows_it_is_told_to_and_drops_a_cut_one(tmp_path: P
 
     resumed = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
     aside = tmp_path / "csv" / "metrics.csv.before-resume"
+    assert metrics_csv.is_file() and not aside.exists()  # a run refused now changes nothing
+    resumed.log_hyperparams({"lr": 0.1})  # Lightning's writer starts: the file goes aside
     assert not metrics_csv.exists() and aside.read_text() == written + "0.1428"
-    resumed.log_hyperparams({"lr": 0.1})  # Lightning's writer starts: nothing is deleted
-    assert aside.is_file()
     resumed.keep_rows(4)  # resumed at step 4
     resumed.log_metrics({"train/loss": 0.25, "epoch": 1}, 4)
     resumed.finalize("success")

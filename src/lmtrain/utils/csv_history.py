@@ -39,18 +39,33 @@ ASIDE = "metrics.csv.before-resume"  # the earlier file, until its kept rows are
 class ResumableCSVLogger(CSVLogger):
     """Lightning's `CSVLogger`, keeping the earlier rows a resumed run does not log again."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # Moved aside now, as the writer, made on first use, deletes the file; removed once the
-        # rows it keeps are in the new file. One already aside is from a resume that got no
-        # further, and is still the whole history.
+    def __init__(  # CSVLogger's arguments, named: a misspelled one is the caller's TypeError
+        self,
+        save_dir: str,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__(save_dir, name, version, prefix, flush_logs_every_n_steps)
         self._aside = Path(self.log_dir) / ASIDE
-        metrics_csv = Path(self.log_dir) / "metrics.csv"
-        if rank_zero_only.rank == 0 and metrics_csv.is_file() and not self._aside.is_file():
-            metrics_csv.rename(self._aside)
-        self._earlier_rows = read_rows(self._aside) if rank_zero_only.rank == 0 else None
+        self._earlier_rows: list[tuple[int, dict[str, Any]]] | None = None
+        self._moved = False  # the earlier file moved aside, and its rows read
         self._keep: int | None = None  # how many of them to keep (None: all), `CSVBatchStarts`
         self.rows_written = 0  # rows in the file so far (each is written when logged)
+
+    def _move_aside(self) -> None:
+        """Move the earlier file aside just before the writer starts (it deletes the file), not
+        when the logger is built: a run refused in between leaves the file where it was. It is
+        removed once the rows it keeps are in the new file. One already aside is from a resume
+        that got no further, and is still the whole history."""
+        self._moved = True
+        if rank_zero_only.rank != 0:
+            return
+        metrics_csv = Path(self.log_dir) / "metrics.csv"
+        if metrics_csv.is_file() and not self._aside.is_file():
+            metrics_csv.rename(self._aside)
+        self._earlier_rows = read_rows(self._aside)
 
     def keep_rows(self, count: int | None) -> None:
         """Write the earlier file's first `count` rows (None: all) into this run's, now, ahead
@@ -61,6 +76,8 @@ class ResumableCSVLogger(CSVLogger):
     @property
     @override
     def experiment(self) -> Any:
+        if not self._moved:
+            self._move_aside()
         with warnings.catch_warnings():
             if self._earlier_rows:  # Lightning warns they will be deleted; some may be kept
                 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists")
@@ -83,9 +100,9 @@ class ResumableCSVLogger(CSVLogger):
         """Hand the kept rows to the writer, once, ahead of the run's own; then the file aside
         can go. Lightning's own `save` calls (the hyperparameters at fit start) come before
         `CSVBatchStarts` has said how many to keep, so they do not trigger this."""
+        writer = self.experiment  # moves the earlier file aside and reads it, the first time
         if self._earlier_rows is None:
             return
-        writer = self.experiment  # made while the rows are still pending (see `experiment`)
         rows, self._earlier_rows = self._earlier_rows, None
         kept = rows[: self._keep]
         for step, row in kept:
@@ -123,7 +140,11 @@ class CSVBatchStarts(Callback):
         self.logger = found[0] if found and stage == "fit" and trainer.is_global_zero else None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.resumed = trainer.ckpt_path is not None
+        # Resumed from this run folder's own checkpoint: another run's (a new run started from
+        # its weights, overwrite_run=true) keeps nothing of this folder's earlier file.
+        run_folder = Path(self.logger.log_dir).parent.resolve() if self.logger else None
+        ckpt = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        self.resumed = ckpt is not None and run_folder in ckpt.parents
         if self.logger is not None and not self.resumed:
             self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
             self.path.unlink(missing_ok=True)
