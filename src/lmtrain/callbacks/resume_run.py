@@ -70,6 +70,7 @@ class ResumeRun(HydraCallback):
             )
 
     def on_job_start(self, config: DictConfig, **_: Any) -> None:
+        _pending_record.clear()  # an earlier job's in this process (refused, or a notebook's)
         record = self.record
         if record is not None:
             files = guarded(lambda: record_files(config, record))
