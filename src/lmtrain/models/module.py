@@ -292,6 +292,7 @@ class CausalLMModule(LightningModule):
         self.step_stats.load_state_dict(extra.get("clipped_steps", {}))
         if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
             self.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
+            self.tokens_seen, self.tokens_steps = self.tokens_before  # saved again before a step
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:
