@@ -299,12 +299,13 @@ def dead_pid() -> int:
 def test_export_removes_leftovers_of_dead_exporters_only(
     exported: dict[str, tuple], tmp_path: Path, data_dir: Path
 ) -> None:
-    """`.hf.tmp-<pid>`/`.hf.old-<pid>` of an exporter that died go; those of a live exporter
-    (its pid runs, or it holds the folder's lock), and other out_dirs' leftovers, stay."""
+    """`.hf.tmp-<pid>` of an exporter that died goes; those of a live exporter (its pid runs,
+    or it holds the folder's lock), and other out_dirs' leftovers, stay. A dead exporter's
+    `.hf.old-<pid>` without `hf` is the previous export, put back (test_export_settings.py)."""
     ckpt, _ = exported["gpt2-char"]
     live = subprocess.Popen(["sleep", "120"])
     dead, locked_dead = dead_pid(), dead_pid()
-    gone = [tmp_path / f".hf.tmp-{dead}", tmp_path / f".hf.old-{dead}"]
+    gone = [tmp_path / f".hf.tmp-{dead}"]
     kept = [tmp_path / f".hf.tmp-{live.pid}", tmp_path / f".hf.tmp-{locked_dead}"]
     kept += [tmp_path / f".other.tmp-{dead}"]
     for leftover in gone + kept:

@@ -9,12 +9,15 @@ saved are what run). One tiny GPT-2 (char tokenizer, 64 positions) serves every 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from lmtrain.utils.export_dir import restore_interrupted_swap
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error, one_error_line
 from tests.helpers.cli import run_cli
@@ -133,3 +136,17 @@ def test_sampling_export_saves_what_was_passed_and_stops_at_the_context(
     assert config.get("top_k") in (None, 50)  # transformers' own default, not one we passed
     assert "max_new_tokens" not in config
     assert plain_generate(folder).shape[1] <= CONTEXT
+
+
+def test_a_previous_export_moved_aside_by_a_killed_exporter_is_put_back(tmp_path: Path) -> None:
+    """Killed between its two renames, an exporter leaves the previous export (maybe with a hub
+    clone's .git/) only in `.<name>.old-<pid>`; the next export puts it back before anything,
+    where the clean-up of dead exporters' folders would have deleted it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    aside = tmp_path / f".export.old-{dead.pid}"
+    (aside / ".git").mkdir(parents=True)
+    (aside / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    restore_interrupted_swap(tmp_path / "export")
+    assert (tmp_path / "export" / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert not aside.exists()

@@ -8,7 +8,8 @@ line, whatever overwrite says. Even then it replaces only the files an export wr
 else in the folder (the `.git/` of a Hugging Face repo clone, a user's notes) is carried into the
 new folder (hard links, so nothing is copied) before the rename, and the log names it. Exporters
 killed mid-way leave their temporary folders behind; the next export to the same out_dir removes
-those of dead exporters (never a live one's): theirs hold only links to kept files.
+those of dead exporters (never a live one's), after putting back a previous export that one left
+moved aside (`restore_interrupted_swap`).
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def checked_out_dir(given: str, source: str, root_dir: str, overwrite: bool) -> 
             "points to, or a new folder"
         )
     out_dir = path.resolve()
+    restore_interrupted_swap(out_dir)
     existing = next(p for p in (out_dir, *out_dir.parents) if p.exists())
     if not existing.is_dir():
         where = "" if existing == out_dir else f" is inside {str(existing)!r}, which"
@@ -155,6 +157,22 @@ def hold_lock(folder: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def restore_interrupted_swap(out_dir: Path) -> None:
+    """Put a previous export back where an exporter killed between `replace_folder`'s two
+    renames left it (`.<name>.old-<pid>`, out_dir missing): it may hold files that only it has,
+    such as a hub clone's `.git/`, which `remove_dead_leftovers` would otherwise delete."""
+    if out_dir.exists() or not out_dir.parent.is_dir():
+        return
+    pattern = re.compile(rf"\.{re.escape(out_dir.name)}\.old-(\d+)")
+    for path in sorted(out_dir.parent.iterdir()):
+        found = pattern.fullmatch(path.name)
+        if found and path.is_dir() and not path.is_symlink():
+            pid = int(found.group(1))
+            if pid == os.getpid() or not pid_alive(pid):
+                os.replace(path, out_dir)
+                return
 
 
 def remove_dead_leftovers(out_dir: Path) -> None:
