@@ -54,8 +54,7 @@ SET_BY_EXPORT = ("bos_token_id", "eos_token_id", "pad_token_id", "transformers_v
 @task_wrapper
 def export(cfg: DictConfig) -> Path:
     """Write the exported folder for `cfg.ckpt_path` to `cfg.out_dir`; return its path."""
-    check_export_config(cfg)  # overwrite=maybe must not read as yes: checked before any work
-    out_dir, generation = checked_settings(cfg)
+    out_dir, generation = checked_settings(cfg)  # every setting, before any work
     source = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     return export_checkpoint(
         source,
@@ -75,6 +74,7 @@ def checked_settings(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     the checkpoint is read: `out_dir=null` exported into a folder named `None`, and a bad
     `generation.*` failed after loading the model, or was saved and failed in `model.generate`."""
     problems = Problems()
+    check_export_config(cfg, problems)  # overwrite=maybe must not read as yes
     out_dir = out_dir_path(cfg.get("out_dir"))
     if out_dir is None:
         problems.add(out_dir_problem(cfg.get("out_dir")))

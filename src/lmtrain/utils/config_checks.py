@@ -91,7 +91,9 @@ def check_unset(cfg: DictConfig, problems: Problems) -> None:
     `model=pretrained` without model.pretrained. Their first use, in instantiate, was a
     traceback. Raises at once when there are any: the checks after this one would read `???` as
     the value (and some cannot read it where a mapping belongs)."""
-    entries = OmegaConf.to_container(cfg, resolve=False)  # `???` stays a string, nothing raises
+    # Not OmegaConf.missing_keys: it resolves interpolations, and raises on one that points at
+    # a missing value (`${data.source.path}`); unresolved, `???` stays a string.
+    entries = OmegaConf.to_container(cfg, resolve=False)
     entries.pop("hydra", None)  # type: ignore[union-attr]  # Hydra's own node, in tests
     for key in unset_keys(entries, ""):
         hint = UNSET_HINTS.get(key, "<value>")
@@ -126,13 +128,16 @@ def check_eval_config(cfg: DictConfig) -> None:
     problems.raise_if_any()
 
 
-def check_export_config(cfg: DictConfig) -> None:
-    problems = Problems()
-    check_unset(cfg, problems)
-    problems.boolean("overwrite", cfg.get("overwrite", False))
-    problems.boolean("verify", cfg.get("verify", True))
-    problems.boolean("merge", cfg.get("merge", True))
-    problems.raise_if_any()
+def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> None:
+    """Export's yes/no settings; with `problems`, added to those (lmtrain.export's out_dir and
+    generation checks), which the caller raises together, so that one command names them all."""
+    found = problems if problems is not None else Problems()
+    check_unset(cfg, found)
+    found.boolean("overwrite", cfg.get("overwrite", False))
+    found.boolean("verify", cfg.get("verify", True))
+    found.boolean("merge", cfg.get("merge", True))
+    if problems is None:
+        found.raise_if_any()
 
 
 def check_generate_config(cfg: DictConfig) -> None:
