@@ -157,6 +157,29 @@ def test_resume_refused_after_the_config_is_read_leaves_the_run_folder_as_it_was
 
 
 @pytest.mark.slow
+def test_ckpt_path_last_refused_at_restore_leaves_the_record_and_a_good_one_replaces_it(
+    tmp_path: Path, killed_run: Path, corpus: Path, data_dir: Path
+) -> None:
+    """The hand-typed resume (`ckpt_path=last hydra.run.dir=<run>`) defers its `.hydra/` as
+    `resume=` does: refused when the checkpoint is restored (another model shape), it leaves
+    the record `resume=<run>` reads; a resume that trains writes it, keeping the old one."""
+    run_dir = copy_run(killed_run, tmp_path / "run")
+    record, original = run_dir / ".hydra", files_of(run_dir / ".hydra")
+    command = train_command(corpus, data_dir, run_dir, "ckpt_path=last")
+    refused = run_cli("train", *command[3:], "model.config.n_embd=64")
+    assert_one_line_error(refused, "holds another model: n_embd=32 in the checkpoint but 64")
+    assert files_of(record) == original
+
+    finish(command, tmp_path / "train.out")
+    assert step_of(run_dir) == STEPS
+    assert OmegaConf.load(record / "config.yaml").ckpt_path == "last"
+    (previous,) = (record / "previous").iterdir()
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == {
+        name: content for name, (content, _) in original.items()
+    }
+
+
+@pytest.mark.slow
 def test_resume_latest_continues_the_run_of_this_task_with_the_newest_last_ckpt(
     tmp_path: Path, killed_run: Path
 ) -> None:

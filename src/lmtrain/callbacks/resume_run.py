@@ -14,7 +14,8 @@ applies the typed overrides and refuses, in one line, those that would change th
 or the data. Once the resumed run has started (`WriteResumedRecord`: its checkpoint restored,
 every check passed), the folder's `.hydra/` files hold the config it uses, written atomically;
 the ones they replace are kept in `.hydra/previous/<time>/`. A command refused before that
-leaves them as they were, so `resume=<run>` alone still resumes the run. DDP ranks > 0 (which
+leaves them as they were, so `resume=<run>` alone still resumes the run; so does a command
+typed in a folder that already holds a record (`ckpt_path=last hydra.run.dir=<run>`). DDP ranks > 0 (which
 Lightning starts with `hydra.run.dir=<folder>`), torchrun and SLURM ranks, and requeued jobs
 repeat the command: they read the same folder and reach the same config, and only rank 0 writes.
 """
@@ -35,18 +36,16 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from lmtrain.errors import LMTrainError, first_line
+from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import is_sharded_checkpoint, locate_checkpoint
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
-from lmtrain.utils.resume_overrides import resumed_config
+from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
 from lmtrain.utils.task import fail
 
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
-# The entry points whose runs hold no training to resume (their configs/<name>.yaml).
-OTHER_TOOLS = ("eval", "generate", "export")
 RECORD = ".hydra"  # Hydra's hydra.output_subdir, where a run's config is saved
 # The resumed run's `.hydra/` files, made at job start and written once the run has started.
 _pending_record: list[Callable[[], None]] = []
@@ -61,6 +60,8 @@ class ResumeRun(HydraCallback):
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
         if config.get("resume") not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
+        else:
+            self.defer_record_in_used_folder(config)
 
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
         if config.get("resume") not in (None, ""):
@@ -76,6 +77,18 @@ class ResumeRun(HydraCallback):
             files = guarded(lambda: record_files(config, record))
             folder = Path(str(config.hydra.runtime.output_dir)) / record
             _pending_record.append(lambda: write_record(folder, files))
+
+    def defer_record_in_used_folder(self, config: DictConfig) -> None:
+        """A command run in a folder that already holds a run's record (`ckpt_path=last
+        hydra.run.dir=<run>`, `overwrite_run=true`) writes its `.hydra/` once training starts,
+        as `resume=` does: a command refused at the checkpoint's restore (another model shape,
+        other LoRA adapters) must not replace the config that `resume=<run>` reads."""
+        named, record = named_run_dir(config), config.hydra.output_subdir
+        if named is None or not record or not (named / str(record) / "config.yaml").is_file():
+            return
+        with read_write(config):
+            self.record = str(record) if rank_zero_only.rank == 0 else None
+            config.hydra.output_subdir = None
 
     def prepare(self, config: DictConfig, config_name: str) -> None:
         """Replace `config`'s task part with the resumed run's config and set its run folder."""
@@ -181,51 +194,6 @@ def has_last_checkpoint(folder: Path) -> bool:
     a save cut short)."""
     path = locate_checkpoint("last", folder)
     return path.is_file() or is_sharded_checkpoint(path)
-
-
-def load_saved(value: str, record: Path) -> tuple[DictConfig, dict[str, Any]]:
-    """The run's saved config and its config group choices (`hydra.runtime.choices`)."""
-    path = record / "config.yaml"
-    try:
-        saved = OmegaConf.load(path)
-    except Exception as err:  # missing, unreadable, not YAML
-        raise LMTrainError(
-            f"resume={value}: the run's config {path} cannot be read ({first_line(err)}): "
-            f"restore it (an earlier copy may be in {record / 'previous'}), or resume with "
-            "ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
-        ) from None
-    if not isinstance(saved, DictConfig):
-        raise LMTrainError(
-            f"resume={value}: the run's config {path} is not a mapping: restore it, or resume "
-            "with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
-        )
-    try:
-        choices = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices")
-    except Exception:  # only used to skip a group override that names the run's own choice
-        choices = None
-    return saved, dict(OmegaConf.to_container(choices)) if choices else {}
-
-
-def check_same_entry_point(value: str, record: Path, saved: DictConfig, config_name: str) -> None:
-    """Refuse a run folder whose saved config is another tool's (lmtrain.eval, generate, ...):
-    resuming would build this run from a config without a model or training settings.
-
-    The entry point is `hydra.job.config_name` in the run's hydra.yaml (task_name is the user's
-    to choose, and a training config may have another name); a folder without one is left to
-    the checks that follow."""
-    try:
-        hydra_yaml = OmegaConf.load(record / "hydra.yaml")
-        saved_name = OmegaConf.select(hydra_yaml, "hydra.job.config_name")
-    except Exception:  # missing or unreadable: nothing to compare with
-        return
-    if saved_name == config_name or saved_name not in OTHER_TOOLS:
-        return
-    raise LMTrainError(
-        f"resume={value}: the run's config {record / 'config.yaml'} is one of lmtrain."
-        f"{saved_name} (task_name={saved.get('task_name')}), not of lmtrain.{config_name}: pass "
-        f"a folder of a lmtrain.{config_name} run; if another tool overwrote this run's .hydra/, "
-        "resume with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
-    )
 
 
 class WriteResumedRecord(Callback):

@@ -1,13 +1,15 @@
 """The overrides typed with `resume=`, applied on top of the resumed run's saved config.
 
-Split from `lmtrain.callbacks.resume_run` (which finds the run and reads its config): this is the
-part that decides what the resumed run's config is, and what it may not change. Every step can
-be applied twice with the same result, because DDP ranks > 0, torchrun ranks and requeued jobs
-repeat the command after rank 0 has written the resumed config as the run's record.
+Split from `lmtrain.callbacks.resume_run` (which finds the run): this is the part that reads
+the run's saved config and decides what the resumed run's config is, and what it may not
+change. Every step can be applied twice with the same result, because DDP ranks > 0, torchrun
+ranks and requeued jobs repeat the command after rank 0 has written the resumed config as the
+run's record.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
@@ -16,7 +18,7 @@ from hydra.core.override_parser.types import Override
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 
 # What a resumed run keeps from the run it continues: the model's shape (its checkpoint's weights
 # and optimizer state must fit; model.freeze sets which parameters have optimizer state) and the
@@ -144,3 +146,52 @@ def lookup(tree: Any, key: str) -> Any:
             return _ABSENT
         tree = tree[part]
     return tree
+
+
+# The entry points whose runs hold no training to resume (their configs/<name>.yaml).
+OTHER_TOOLS = ("eval", "generate", "export")
+
+
+def load_saved(value: str, record: Path) -> tuple[DictConfig, dict[str, Any]]:
+    """The run's saved config and its config group choices (`hydra.runtime.choices`)."""
+    path = record / "config.yaml"
+    try:
+        saved = OmegaConf.load(path)
+    except Exception as err:  # missing, unreadable, not YAML
+        raise LMTrainError(
+            f"resume={value}: the run's config {path} cannot be read ({first_line(err)}): "
+            f"restore it (an earlier copy may be in {record / 'previous'}), or resume with "
+            "ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+        ) from None
+    if not isinstance(saved, DictConfig):
+        raise LMTrainError(
+            f"resume={value}: the run's config {path} is not a mapping: restore it, or resume "
+            "with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+        )
+    try:
+        choices = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices")
+    except Exception:  # only used to skip a group override that names the run's own choice
+        choices = None
+    return saved, dict(OmegaConf.to_container(choices)) if choices else {}
+
+
+def check_same_entry_point(value: str, record: Path, saved: DictConfig, config_name: str) -> None:
+    """Refuse a run folder whose saved config is another tool's (lmtrain.eval, generate, ...):
+    resuming would build this run from a config without a model or training settings.
+
+    The entry point is `hydra.job.config_name` in the run's hydra.yaml (task_name is the user's
+    to choose, and a training config may have another name); a folder without one is left to
+    the checks that follow."""
+    try:
+        hydra_yaml = OmegaConf.load(record / "hydra.yaml")
+        saved_name = OmegaConf.select(hydra_yaml, "hydra.job.config_name")
+    except Exception:  # missing or unreadable: nothing to compare with
+        return
+    if saved_name == config_name or saved_name not in OTHER_TOOLS:
+        return
+    raise LMTrainError(
+        f"resume={value}: the run's config {record / 'config.yaml'} is one of lmtrain."
+        f"{saved_name} (task_name={saved.get('task_name')}), not of lmtrain.{config_name}: pass "
+        f"a folder of a lmtrain.{config_name} run; if another tool overwrote this run's .hydra/, "
+        "resume with ckpt_path=last hydra.run.dir=<run folder> and the run's overrides"
+    )
