@@ -15,9 +15,10 @@ or the data. Once the resumed run has started (`WriteResumedRecord`: its checkpo
 every check passed), the folder's `.hydra/` files hold the config it uses, written atomically;
 the ones they replace are kept in `.hydra/previous/<time>/`. A command refused before that
 leaves them as they were, so `resume=<run>` alone still resumes the run; so does a command
-typed in a folder that already holds a record (`ckpt_path=last hydra.run.dir=<run>`). DDP ranks > 0 (which
-Lightning starts with `hydra.run.dir=<folder>`), torchrun and SLURM ranks, and requeued jobs
-repeat the command: they read the same folder and reach the same config, and only rank 0 writes.
+typed in a folder that already holds a record (`ckpt_path=last hydra.run.dir=<run>`). DDP ranks
+> 0 (which Lightning starts with `hydra.run.dir=<folder>`), torchrun and SLURM ranks, and
+requeued jobs repeat the command: they read the same folder and reach the same config, and only
+rank 0 writes.
 """
 
 from __future__ import annotations
