@@ -78,7 +78,7 @@ class ChunkEncoder:
     """Encodes chunks into flat id arrays; one lives in each worker (or in the parent)."""
 
     def __init__(self, tokenizer_json: str, eos_id: int, dtype: str) -> None:
-        self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.tokenizer = plain_text_tokenizer(tokenizer_json)
         self.eos_id = eos_id
         self.dtype = np.dtype(dtype)
 
@@ -115,6 +115,19 @@ class ChunkEncoder:
 
     def _encode_one(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def plain_text_tokenizer(tokenizer_json: str) -> Tokenizer:
+    """The tokenizer that reads corpus text as plain text: a special token's spelling in the text
+    (`<|endoftext|>` in code, docs or chat logs) is encoded as its characters, not as the token.
+
+    Otherwise every mention of the marker would become a fake document boundary; tiktoken's
+    `encode_ordinary` and nanoGPT do the same. The one real end-of-text per document is appended
+    by id. Non-special added tokens still match, as they are ordinary vocabulary.
+    """
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.encode_special_tokens = True
+    return tokenizer
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:

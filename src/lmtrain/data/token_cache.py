@@ -8,8 +8,10 @@ finding an existing cache costs a few stat calls even for a corpus of many GB.
 A folder is written under a temporary name and renamed into place when complete, so an interrupted
 build never leaves a folder that a later run trusts: the next build removes the leftovers and starts
 over. A disk that fills up mid-build ends the run with one line and leaves no partial folder; the
-other caches of `cache_dir` stay as they were. A folder that is damaged anyway (meta.json missing,
-a .bin of the wrong size, no tokenizer) is removed and rebuilt with a warning. Builds hold an
+other caches of `cache_dir` stay as they were. Anything read back is untrusted: a folder that is
+damaged, edited or swapped in from another cache (meta.json missing, of another shape or naming
+another folder; a .bin of the wrong size or checksum or with ids outside the vocabulary; a
+tokenizer that is not the one saved with it) is removed and rebuilt with a warning. Builds hold an
 exclusive lock on `<fingerprint>.lock`, so when several processes of a node (DDP, torchrun) prepare
 at once, one builds and the others wait and then open the same files. A killed builder's lock is
 released by the kernel.
@@ -28,12 +30,13 @@ import socket
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from lmtrain.data.cache_checks import FORMAT_VERSION, find_problem, token_dtype
 
-from lmtrain.data.checksums import damaged_files, file_checksums
+# Re-exported: the data module, eval and tests read caches through this module.
+from lmtrain.data.cache_checks import load_meta as load_meta
+from lmtrain.data.cache_checks import load_tokenizer as load_tokenizer
+from lmtrain.data.checksums import file_checksums, folder_checksums
 from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
 from lmtrain.data.tokenizers import TokenizerSettings
@@ -44,8 +47,6 @@ log = logging.getLogger(__name__)
 
 # What a full disk, a full quota or a file size limit (ulimit -f) raise while the cache is written.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-# Bump when the folder layout or the token stream changes, so old caches are not trusted.
-FORMAT_VERSION = 3  # 3: meta.json holds each token file's checksums
 
 
 def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
@@ -66,11 +67,6 @@ def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
         "tokenizer": tokenizer.fingerprint(),
     }
     return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def token_dtype(vocab_size: int) -> np.dtype:
-    """uint16 halves disk and memory while every id fits, as in nanoGPT; uint32 otherwise."""
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 def build_or_load(
@@ -94,11 +90,7 @@ def build_or_load(
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # under a file, read-only, not ours: one line, not a traceback
-        where = f": {err.filename}" if err.filename else ""
-        raise LMTrainError(
-            f"data.cache_dir={cache_dir} cannot be created ({err.strerror}{where}): pass a "
-            "writable data.cache_dir"
-        ) from None
+        raise _unwritable(cache_dir, "created", err) from None
     with _exclusive_lock(cache_dir / f"{key}.lock"):
         if folder.exists():
             problem = find_problem(folder)
@@ -154,16 +146,29 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
         log.info("Token cache %s was built concurrently by another host: using it", folder)
 
 
+def _unwritable(cache_dir: Path, what: str, err: OSError) -> LMTrainError:
+    """The one line for a cache_dir this process cannot write (read-only, not ours, a file)."""
+    where = f": {err.filename}" if err.filename else ""
+    return LMTrainError(
+        f"data.cache_dir={cache_dir} cannot be {what} ({err.strerror}{where}): pass a writable "
+        "data.cache_dir"
+    )
+
+
 @contextlib.contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
     """Hold the build lock `path` (`lmtrain.utils.locks`: dropped by the kernel when its holder
     dies), waiting for another builder if there is one. The file stays (removing it would let a
-    waiting process and a new one lock two different files)."""
+    waiting process and a new one lock two different files). Only a missing or damaged cache
+    takes the lock, so a read-only cache_dir that holds a complete cache still serves it."""
     try:
-        release = locks.acquire(path)
-    except locks.LockHeld:
-        log.info("Waiting for another process to finish building %s", path.with_suffix(""))
-        release = locks.acquire(path, wait=True)
+        try:
+            release = locks.acquire(path)
+        except locks.LockHeld:
+            log.info("Waiting for another process to finish building %s", path.with_suffix(""))
+            release = locks.acquire(path, wait=True)
+    except OSError as err:  # the lock file cannot be created or opened for writing
+        raise _unwritable(path.parent, "written", err) from None
     try:
         yield
     finally:
@@ -215,6 +220,7 @@ def write(
         "tokenizer": asdict(settings),
         "prepare": {"workers": stats.workers, "seconds": round(stats.seconds, 3)},
         "checksums": file_checksums({split: folder / f"{split}.bin" for split in SPLITS}),
+        "tokenizer_checksums": folder_checksums(folder / "tokenizer"),
     }
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     log.info(
@@ -248,36 +254,3 @@ class _Counted:
             self.count += 1
             self.bytes += utf8_len(text)
             yield text
-
-
-def find_problem(folder: Path) -> str | None:
-    """Why a cache folder cannot be trusted, or None when it is complete and consistent."""
-    try:
-        meta = load_meta(folder)
-    except (OSError, ValueError) as err:
-        return f"meta.json unreadable: {err}"
-    if meta.get("format_version") != FORMAT_VERSION:
-        return f"format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
-    if not (folder / "tokenizer" / "tokenizer.json").is_file():
-        return "tokenizer/tokenizer.json missing"
-    try:
-        itemsize = np.dtype(meta["dtype"]).itemsize
-        paths = {split: folder / f"{split}.bin" for split in SPLITS}
-        for split, path in paths.items():
-            expected = int(meta["tokens"][split]) * itemsize
-            if not path.is_file() or path.stat().st_size != expected:
-                return f"{path.name} is not {expected} bytes"
-        damaged = damaged_files(paths, meta["checksums"])
-    except (KeyError, TypeError, ValueError) as err:
-        return f"meta.json incomplete: {err!r}"
-    if damaged:
-        return f"{', '.join(f'{d}.bin' for d in damaged)} does not match its checksum"
-    return None
-
-
-def load_meta(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "meta.json").read_text())
-
-
-def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
-    return AutoTokenizer.from_pretrained(folder / "tokenizer")

@@ -8,6 +8,8 @@ built with the `tokenizers` library; the only thing written here is how its part
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +25,24 @@ from lmtrain.utils.checks import Problems
 EOS_TOKEN = "<|endoftext|>"
 # 256 byte symbols plus the end-of-text token: the smallest byte-level vocabulary.
 MIN_BPE_VOCAB_SIZE = 257
+# 2**20: four times the largest published vocabularies (Gemma's 262,144), far inside what uint32
+# token files hold. The BPE trainer allocates ~57 bytes per vocabulary entry up front, so an
+# unbounded value (5e9) aborts in Rust with no error line; 2**20 needs ~60 MB.
+MAX_BPE_VOCAB_SIZE = 2**20
+# The files of a local folder that define what AutoTokenizer loads, so its tokens: the vocabulary
+# and merges, the special tokens (the eos token separates documents) and config.json, whose
+# model_type picks the tokenizer class when tokenizer_config.json names none.
+TOKENIZER_DEFINING_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "tokenizer.model",
+    "config.json",
+)
 # Longest run of letters, digits, punctuation or spaces that BPE sees as one pre-token (below).
 MAX_PRETOKEN_CHARS = 64
 # GPT-2's pre-tokenizer regex (tokenizers' ByteLevel) with each run bounded to that many characters.
@@ -109,7 +129,12 @@ def _nothing(settings: TokenizerSettings, source: Source) -> Iterator[str]:
 
 
 def _check_bpe(settings: TokenizerSettings, problems: Problems) -> None:
-    problems.integer("data.tokenizer.vocab_size", settings.vocab_size, MIN_BPE_VOCAB_SIZE)
+    problems.integer(
+        "data.tokenizer.vocab_size",
+        settings.vocab_size,
+        MIN_BPE_VOCAB_SIZE,
+        maximum=MAX_BPE_VOCAB_SIZE,
+    )
     problems.number(
         "data.tokenizer.train_sample_mb",
         settings.train_sample_mb,
@@ -128,11 +153,20 @@ def _check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
 
 
 def _pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
-    """The name, plus the size and mtime of a local folder's tokenizer.json (edits rebuild)."""
+    """The name, plus the sha256 of each file that defines a local folder's tokenizer.
+
+    Any edit (a new eos token in tokenizer_config.json, a changed merge) rebuilds the cache, even
+    one that keeps a file's size and mtime. The files are small next to the corpus (a few MB for
+    the largest vocabularies), so hashing them costs milliseconds. A hub id is covered by its name.
+    """
     relevant: dict[str, Any] = {"name": settings.name}
-    local = Path(str(settings.name)).expanduser() / "tokenizer.json"
-    if settings.name and local.is_file():
-        relevant["tokenizer_json"] = [local.stat().st_size, local.stat().st_mtime_ns]
+    folder = Path(str(settings.name)).expanduser()
+    if settings.name and folder.is_dir():
+        relevant["files"] = {
+            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
+            for name in TOKENIZER_DEFINING_FILES
+            if (folder / name).is_file()
+        }
     return relevant
 
 
@@ -200,6 +234,11 @@ def bpe_tokenizer(train_docs: Iterable[str], vocab_size: int | None) -> PreTrain
             f"data.tokenizer.vocab_size={vocab_size!r} is too small for a byte-level BPE: use at "
             f"least {MIN_BPE_VOCAB_SIZE} (256 bytes + {EOS_TOKEN}), e.g. 4096"
         )
+    if vocab_size > MAX_BPE_VOCAB_SIZE:
+        raise LMTrainError(
+            f"data.tokenizer.vocab_size={vocab_size!r} is too large: use at most "
+            f"{MAX_BPE_VOCAB_SIZE} (published tokenizers use up to 262144), e.g. 32768"
+        )
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -234,12 +273,17 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
             f"data.tokenizer.name={name!r} is not an existing folder: pass the folder that "
             "save_pretrained wrote, or a Hugging Face hub id"
         )
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        _check_json_objects(name, folder)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
+        # Never the code a folder ships: refused in one line, with no [y/N] prompt.
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+    except Exception as err:  # files from disk or the hub: transformers and Rust raise anything
         raise LMTrainError(
-            f"data.tokenizer.name={name!r} could not be loaded ({first_line(err)}): "
-            "pass an existing local folder or a valid Hugging Face hub id"
+            f"data.tokenizer.name={name!r} could not be loaded ({type(err).__name__}: "
+            f"{first_line(err)}): pass a folder that save_pretrained wrote (without custom "
+            "code) or a valid Hugging Face hub id"
         ) from None
     if not isinstance(tokenizer, PreTrainedTokenizerFast):
         raise LMTrainError(
@@ -252,6 +296,27 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
             "it separates documents"
         )
     return tokenizer
+
+
+def _check_json_objects(name: str, folder: Path) -> None:
+    """Each JSON file that defines the tokenizer must hold an object: transformers indexes them
+    as mappings and would fail with a TypeError deep inside (a JSON array, a number)."""
+    for file in TOKENIZER_DEFINING_FILES:
+        path = folder / file
+        if path.suffix != ".json" or not path.is_file():
+            continue
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise LMTrainError(
+                f"data.tokenizer.name={name!r} has an unreadable {file} ({first_line(err)}): "
+                "pass a folder that save_pretrained wrote"
+            ) from None
+        if not isinstance(content, dict):
+            raise LMTrainError(
+                f"data.tokenizer.name={name!r} has a {file} that holds a "
+                f"{type(content).__name__}, not an object: pass a folder that save_pretrained wrote"
+            )
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
