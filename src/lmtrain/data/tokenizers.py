@@ -8,18 +8,20 @@ built with the `tokenizers` library; the only thing written here is how its part
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data.corpus import MB, Source
-from lmtrain.errors import LMTrainError, first_line
+from lmtrain.data.pretrained_tokenizer import (
+    check_pretrained,
+    pretrained_fingerprint,
+    pretrained_tokenizer,
+)
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
 
 EOS_TOKEN = "<|endoftext|>"
@@ -29,20 +31,6 @@ MIN_BPE_VOCAB_SIZE = 257
 # token files hold. The BPE trainer allocates ~57 bytes per vocabulary entry up front, so an
 # unbounded value (5e9) aborts in Rust with no error line; 2**20 needs ~60 MB.
 MAX_BPE_VOCAB_SIZE = 2**20
-# The files of a local folder that define what AutoTokenizer loads, so its tokens: the vocabulary
-# and merges, the special tokens (the eos token separates documents) and config.json, whose
-# model_type picks the tokenizer class when tokenizer_config.json names none.
-TOKENIZER_DEFINING_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "tokenizer.model",
-    "config.json",
-)
 # Longest run of letters, digits, punctuation or spaces that BPE sees as one pre-token (below).
 MAX_PRETOKEN_CHARS = 64
 # GPT-2's pre-tokenizer regex (tokenizers' ByteLevel) with each run bounded to that many characters.
@@ -144,32 +132,6 @@ def _check_bpe(settings: TokenizerSettings, problems: Problems) -> None:
     )
 
 
-def _check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
-    if not settings.name:
-        problems.add(
-            f"data.tokenizer.name={settings.name!r} is empty: pass a Hugging Face hub id or a "
-            "local folder for kind=pretrained"
-        )
-
-
-def _pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
-    """The name, plus the sha256 of each file that defines a local folder's tokenizer.
-
-    Any edit (a new eos token in tokenizer_config.json, a changed merge) rebuilds the cache, even
-    one that keeps a file's size and mtime. The files are small next to the corpus (a few MB for
-    the largest vocabularies), so hashing them costs milliseconds. A hub id is covered by its name.
-    """
-    relevant: dict[str, Any] = {"name": settings.name}
-    folder = Path(str(settings.name)).expanduser()
-    if settings.name and folder.is_dir():
-        relevant["files"] = {
-            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in TOKENIZER_DEFINING_FILES
-            if (folder / name).is_file()
-        }
-    return relevant
-
-
 KINDS: dict[str, TokenizerKind] = {
     # One token per character of the corpus (train and val), plus end-of-text.
     "char": TokenizerKind(
@@ -189,8 +151,8 @@ KINDS: dict[str, TokenizerKind] = {
     "pretrained": TokenizerKind(
         build=lambda settings, texts: pretrained_tokenizer(settings.name),
         training_text=_nothing,
-        fingerprint=_pretrained_fingerprint,
-        check=_check_pretrained,
+        fingerprint=pretrained_fingerprint,
+        check=check_pretrained,
     ),
 }
 
@@ -255,68 +217,6 @@ def bpe_tokenizer(train_docs: Iterable[str], vocab_size: int | None) -> PreTrain
     )
     tokenizer.train_from_iterator(train_docs, trainer=trainer)
     return _wrap(tokenizer)
-
-
-def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
-    """A published tokenizer (hub id or local folder), which must be fast and have an eos token.
-
-    Fast, because the token cache encodes with the Rust backend; an eos token, because documents
-    are separated by it.
-    """
-    if not name:
-        raise LMTrainError(
-            f"data.tokenizer.name={name!r} is empty: pass a Hugging Face hub id or a local folder "
-            "for kind=pretrained"
-        )
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
-        raise LMTrainError(
-            f"data.tokenizer.name={name!r} is not an existing folder: pass the folder that "
-            "save_pretrained wrote, or a Hugging Face hub id"
-        )
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        _check_json_objects(name, folder)
-    try:
-        # Never the code a folder ships: refused in one line, with no [y/N] prompt.
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
-    except Exception as err:  # files from disk or the hub: transformers and Rust raise anything
-        raise LMTrainError(
-            f"data.tokenizer.name={name!r} could not be loaded ({type(err).__name__}: "
-            f"{first_line(err)}): pass a folder that save_pretrained wrote (without custom "
-            "code) or a valid Hugging Face hub id"
-        ) from None
-    if not isinstance(tokenizer, PreTrainedTokenizerFast):
-        raise LMTrainError(
-            f"data.tokenizer.name={name!r} is a slow tokenizer ({type(tokenizer).__name__}): pick "
-            "one that ships a tokenizer.json (a fast tokenizer)"
-        )
-    if tokenizer.eos_token is None:
-        raise LMTrainError(
-            f"data.tokenizer.name={name!r} has no eos token: pick a tokenizer that defines one, "
-            "it separates documents"
-        )
-    return tokenizer
-
-
-def _check_json_objects(name: str, folder: Path) -> None:
-    """Each JSON file that defines the tokenizer must hold an object: transformers indexes them
-    as mappings and would fail with a TypeError deep inside (a JSON array, a number)."""
-    for file in TOKENIZER_DEFINING_FILES:
-        path = folder / file
-        if path.suffix != ".json" or not path.is_file():
-            continue
-        try:
-            content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise LMTrainError(
-                f"data.tokenizer.name={name!r} has an unreadable {file} ({first_line(err)}): "
-                "pass a folder that save_pretrained wrote"
-            ) from None
-        if not isinstance(content, dict):
-            raise LMTrainError(
-                f"data.tokenizer.name={name!r} has a {file} that holds a "
-                f"{type(content).__name__}, not an object: pass a folder that save_pretrained wrote"
-            )
 
 
 def _wrap(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
