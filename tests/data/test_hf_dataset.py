@@ -87,7 +87,7 @@ def test_the_shipped_config_instantiates_with_a_local_glob(tmp_path: Path) -> No
         ({"path": "{tmp}/missing.jsonl"}, r"path=.*missing\.jsonl.*could not be loaded"),
         ({"path": "{tmp}/docs.jsonl", "text_column": "body"}, r"text_column='body'.*use one of"),
         ({"path": "{tmp}/docs.jsonl", "split": "test"}, r"data\.source\.split='test'"),
-        ({"path": "{tmp}/docs.jsonl", "val_fraction": 0}, r"val_fraction=0 is out of range"),
+        ({"path": "{tmp}/docs.jsonl", "val_fraction": 0}, r"val_fraction=0 must be in \(0, 1\)"),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, kwargs: dict, message: str) -> None:

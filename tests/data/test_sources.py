@@ -12,7 +12,7 @@ import pytest
 from lmtrain.data import shakespeare
 from lmtrain.data.corpus import is_val_index, read_text_pieces
 from lmtrain.data.shakespeare import ShakespeareSource
-from lmtrain.data.sources import PythonStdlibSource, TextFilesSource, assign_splits, is_val_file
+from lmtrain.data.sources import PythonStdlibSource, TextFilesSource, is_val_file
 from lmtrain.errors import LMTrainError
 from tests.helpers.corpora import DOCS, load_splits, write_jsonl, write_mixed_files
 
@@ -150,7 +150,7 @@ def test_globs_over_gz_md_and_txt_files(tmp_path: Path) -> None:
     assert {f.relative_to(folder).as_posix() for f in files} == wanted
     train, val = load_splits(source)
     assert sorted(train + val) == sorted(docs[f.relative_to(folder).as_posix()] for f in files)
-    assert len(val) == sum(split == "val" for split in assign_splits(files, base, 0.1))
+    assert len(val) == source.file_splits().count("val")
 
 
 def test_jsonl_files_hold_one_document_per_line(tmp_path: Path) -> None:

@@ -16,19 +16,18 @@ text file by characters, nanoGPT's way (the tail is val).
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from lmtrain.data.read_errors import check_not_archive, reading
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
-from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.checks import Problems
 
 SPLITS = ("train", "val")
 # Characters per piece of a big document: big enough that cuts are rare, small enough that a
@@ -57,12 +56,13 @@ def utf8_len(text: str) -> int:
 
 
 def check_val_fraction(val_fraction: float) -> float:
-    """Reject fractions that would leave train or val empty by construction."""
-    if not 0.0 < val_fraction < 1.0:
-        raise LMTrainError(
-            f"data.source.val_fraction={val_fraction!r} is out of range: pass a number strictly "
-            "between 0 and 1, e.g. 0.1"
-        )
+    """Reject fractions that would leave train or val empty by construction: every source holds
+    out a share of its text for val, so 0 and 1 mean the same nonsense for all of them."""
+    problems = Problems()
+    problems.number(
+        "data.source.val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True
+    )
+    problems.raise_if_any()
     return float(val_fraction)
 
 
@@ -83,6 +83,29 @@ class Source:
     fingerprints `settings()` and `identity()` (cheap: file stats or a dataset's own fingerprint,
     never the text), so each must change whenever the documents could.
     """
+
+    _left_out: Mapping[str, Path] = {}  # replaced by leave_out, never mutated
+
+    def leave_out(self, folders: Mapping[str, str | os.PathLike[str]]) -> None:
+        """Folders a run writes into, by the setting that names them (`data.cache_dir`): never
+        corpus text, though a corpus folder may hold them (`data.source.path=data` holds the
+        default cache). Read, a cache's files would join the corpus and grow it on every run."""
+        added = {key: Path(path).expanduser().resolve() for key, path in folders.items()}
+        self._left_out = {**self._left_out, **added}
+
+    def left_out_by(self, real_path: Path) -> str | None:
+        """The setting whose left-out folder holds `real_path` (a resolved path), or None."""
+        return next((k for k, f in self._left_out.items() if real_path.is_relative_to(f)), None)
+
+    def more_text_hint(self, split: str, documents: int) -> str:
+        """What to change so that `split` gets more tokens, given the corpus's document count.
+
+        Moving the train/val boundary cannot help a corpus of one document split by document.
+        """
+        if documents < 2:
+            return "pass a corpus of several documents (one document goes to train or val whole)"
+        change = "lowering" if split == "train" else "raising"
+        return f"try {change} data.source.val_fraction"
 
     def documents(self) -> Iterator[Piece]:
         """Every piece of every document, train and val interleaved, in a deterministic order."""
@@ -234,47 +257,6 @@ def _piece_cut(text: str) -> int | None:
         if start == 0:
             return None
         window *= 4
-
-
-def read_records(path: Path, text_field: str) -> Iterator[str]:
-    """The `text_field` of each JSON line; blank lines are skipped, broken ones are errors."""
-    line_number = 0
-    with reading(path, lambda: f"line {line_number + 1}"), open_text(path) as f:
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (ValueError, RecursionError) as err:  # also: nested too deep, huge numbers
-                problem = f"cannot be read as JSON ({first_line(err)})"
-                if isinstance(err, json.JSONDecodeError):
-                    problem = f"is not valid JSON ({err.msg})"
-                raise LMTrainError(
-                    f"{path}:{line_number} {problem}: fix the line or remove the file from "
-                    "data.source.path"
-                ) from None
-            text = record.get(text_field) if isinstance(record, dict) else None
-            if not isinstance(text, str):
-                raise LMTrainError(
-                    f"{path}:{line_number} has no string field {text_field!r}: set "
-                    "data.source.text_field to the field that holds the text"
-                )
-            if ("\\ud" in line or "\\uD" in line) and _lone_surrogate(text):
-                raise LMTrainError(
-                    f"{path}:{line_number} has a lone surrogate escape (\\ud800 to \\udfff) in "
-                    f"{text_field!r}, half of a character: fix the line or remove the file from "
-                    "data.source.path"
-                )
-            yield text
-
-
-def _lone_surrogate(text: str) -> bool:
-    """Whether `text` holds half of a UTF-16 pair (JSON can escape one; UTF-8 cannot encode it)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iterator[Piece]:

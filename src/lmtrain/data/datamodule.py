@@ -156,6 +156,7 @@ class TextDataModule(LightningDataModule):
         check_tokenizer_config(tokenizer, problems)
         problems.raise_if_any()
         self.source = source
+        source.leave_out({"data.cache_dir": cache_dir})  # a corpus folder may hold the cache
         self.tokenizer_settings = TokenizerSettings.from_config(tokenizer)
         self.block_size = block_size
         self.batch_size = batch_size
@@ -197,14 +198,13 @@ class TextDataModule(LightningDataModule):
             raise LMTrainError(
                 f"the corpus {self.source_description} is empty: point data.source at some text"
             )
-        for split, hint in (
-            ("train", "lowering data.source.val_fraction"),
-            ("val", "raising data.source.val_fraction"),
-        ):
+        documents = sum((meta.get("documents") or {"": 2}).values())  # unknown: assume several
+        for split in ("train", "val"):
             if counts[split] < self.block_size + 1:
                 raise LMTrainError(
                     f"the {split} split has {counts[split]} tokens, fewer than data.block_size + 1 "
-                    f"= {self.block_size + 1}: lower data.block_size or try {hint}"
+                    f"= {self.block_size + 1}: lower data.block_size or "
+                    f"{self.source.more_text_hint(split, documents)}"
                 )
         paths = {split: self.cache_path / f"{split}.bin" for split in token_cache.SPLITS}
         self.train_dataset = RandomWindows(

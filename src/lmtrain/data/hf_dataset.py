@@ -14,8 +14,8 @@ it; a row without text (a JSON record without the field) is refused, as `data=te
 
 from __future__ import annotations
 
-import glob
 import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -31,15 +31,12 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
+from lmtrain.data.hf_local import check_splits, folder_data_files, local_builder, plain
 from lmtrain.data.read_errors import dataset_file_problem
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
 log = logging.getLogger(__name__)
 
-# datasets' packaged builder for a local file or glob, by extension (.gz etc. are read through).
-BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
-BUILDERS |= {".txt": "text", ".text": "text", ".md": "text", ".csv": "csv", ".arrow": "arrow"}
-COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # Rows fetched per Arrow batch: large enough to amortize the per-batch cost.
 ROWS_PER_BATCH = 1000
 
@@ -75,26 +72,33 @@ class HFDatasetSource(Source):
             )
         self.path = str(path)
         self.name = name
-        self.data_files = _plain(data_files)
+        self.data_files = plain(data_files)
         self.data_dir = data_dir
         self.revision = revision
         self.text_column = text_column
         self.split = split
         self.val_split = val_split
+        check_splits(split, val_split, bool(streaming))
         self.val_fraction = check_val_fraction(val_fraction)
         self.streaming = bool(streaming)
         self.cache_dir = cache_dir
-        self.load_kwargs = dict(_plain(load_kwargs) or {})
+        self.load_kwargs = dict(plain(load_kwargs) or {})
         self.block_chars = block_chars
+        if cache_dir:  # datasets' Arrow copies of a local folder's files, if it lies there
+            self.leave_out({"data.source.cache_dir": cache_dir})
+
+    def leave_out(self, folders: Mapping[str, str | os.PathLike[str]]) -> None:
+        super().leave_out(folders)
+        for resolved in ("load_args", "builder"):  # found before the folders were known
+            self.__dict__.pop(resolved, None)
 
     @cached_property
     def load_args(self) -> dict[str, Any]:
         """Arguments shared by `load_dataset_builder` and `load_dataset`, None values left out."""
         path, data_files = self.path, self.data_files
         local = Path(path).expanduser()
-        suffix = Path(local.name.removesuffix(_compression(local.name))).suffix
-        if data_files is None and suffix in BUILDERS and (local.is_file() or glob.has_magic(path)):
-            path, data_files = BUILDERS[suffix], str(local)
+        if data_files is None:
+            path, data_files = local_builder(path)
         args = {
             "path": path,
             "name": self.name,
@@ -104,15 +108,21 @@ class HFDatasetSource(Source):
             "cache_dir": self.cache_dir,
             **self.load_kwargs,
         }
-        return {key: value for key, value in args.items() if value is not None}
+        args = {key: value for key, value in args.items() if value is not None}
+        where = f"data.source.path={self.path!r}"
+        kept = folder_data_files(local, self._left_out, where) if data_files is None else None
+        return args if kept is None else {**args, "data_files": kept}
 
     @cached_property
     def builder(self) -> Any:
         """The dataset builder: resolves the files and the revision without reading any rows."""
+        return self._load_builder(self.load_args)
+
+    def _load_builder(self, args: Mapping[str, Any]) -> Any:
         import datasets
 
         try:
-            return datasets.load_dataset_builder(**self.load_args)
+            return datasets.load_dataset_builder(**args)
         except Exception as err:  # datasets raises many types for "not there", none of them shared
             raise LMTrainError(
                 f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "
@@ -146,6 +156,12 @@ class HFDatasetSource(Source):
             val = f"val_split={self.val_split}"
         mode = ", streaming" if self.streaming else ""
         return f"Hugging Face dataset {self.path!r} column {self.text_column!r} ({val}{mode})"
+
+    def more_text_hint(self, split: str, documents: int) -> str:
+        """With a val split of its own, val_fraction changes nothing: the splits themselves do."""
+        if self.val_split:
+            return f"pass a bigger data.source.{'split' if split == 'train' else 'val_split'}"
+        return super().more_text_hint(split, documents)
 
     def size_hint(self) -> int | None:
         """Local data files' sizes, else the split sizes the dataset card gives, else None."""
@@ -210,6 +226,11 @@ class HFDatasetSource(Source):
         except Exception as err:
             decode_error = find_cause(err, UnicodeDecodeError)
             problem = dataset_file_problem(err)
+            if find_cause(err, StopIteration) is not None:  # datasets reads a first row for columns
+                problem = (
+                    " holds no rows (an empty file?): pass files with text, or leave it out of "
+                    "data.source.path"
+                )
             if decode_error is None and problem is None:
                 raise
             if decode_error is not None:
@@ -268,20 +289,13 @@ class HFDatasetSource(Source):
                     "fill or drop such rows, or set data.source.text_column to the column that "
                     "holds the text"
                 )
+            wrong = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+            if wrong is not None:  # numbers, lists of words: not text, and not to be guessed at
+                raise LMTrainError(
+                    f"data.source.path={self.path!r}: row {row + wrong} (from 0) of split "
+                    f"{split!r} holds {type(texts[wrong]).__name__}, not text, in "
+                    f"{self.text_column!r}: set data.source.text_column to a column of strings, "
+                    "or convert the column to strings"
+                )
             row += len(texts)
             yield from texts
-
-
-def _compression(name: str) -> str:
-    return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
-
-
-def _plain(value: Any) -> Any:
-    """Hydra's ListConfig / DictConfig as plain lists and dicts, which datasets expects."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, Sequence):
-        return [_plain(v) for v in value]
-    return value

@@ -4,18 +4,23 @@ Hydra instantiates one source from `data.source` (`_target_`); the token cache f
 `settings()` and `identity()` and streams its `documents()` (see `lmtrain.data.corpus`). Hugging
 Face datasets are in `lmtrain.data.hf_dataset`, Tiny Shakespeare in `lmtrain.data.shakespeare`.
 
-Splits are deterministic without a seed: several files split by file with a hash of the file's
-relative path (a file never moves between train and val when others are added); one plain text file
+Splits are deterministic without a seed: several files split by file with a hash of each file's path
+under the argument that found it (a folder's path, a glob's fixed prefix, a file's own name), so a
+file never moves between train and val when other files or paths are added; one plain text file
 splits by characters the way nanoGPT does (the tail is val); one `.jsonl` file splits by document.
+
+Folders a run writes into (the token cache, `Source.leave_out`) are never read as corpus text,
+whichever form (folder, glob, file) reached them.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import math
 import os
 import sysconfig
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -30,27 +35,35 @@ from lmtrain.data.corpus import (
     is_record_file,
     is_val_file,
     is_val_index,
-    read_records,
     read_text_pieces,
     split_single_text,
     take_bytes,
     text_document,
     text_size_hint,
 )
+from lmtrain.data.file_walk import glob_root, walk_files
+from lmtrain.data.records import read_records
 from lmtrain.errors import LMTrainError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["FileSource", "PythonStdlibSource", "Source", "TextFilesSource", "is_val_file"]
 
 STDLIB_EXCLUDED_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "__pycache__"})
 
 
-def assign_splits(files: Sequence[Path], base: Path, val_fraction: float) -> list[str]:
-    """Each file's split by path hash; one file moves over if that leaves a side empty.
+def assign_splits(
+    files: Sequence[Path], roots: Path | Sequence[Path], val_fraction: float
+) -> list[str]:
+    """Each file's split by a hash of its path under its root (one root for all files, or one per
+    file); one file moves over if that leaves a side empty.
 
     With a handful of files the hash can put all of them on one side, which would fail later with
     a less helpful "split too small" error, so the last file goes to val and the first to train.
     """
-    val = [is_val_file(f.relative_to(base).as_posix(), val_fraction) for f in files]
+    per_file = [roots] * len(files) if isinstance(roots, Path) else roots
+    keys = [f.relative_to(root).as_posix() for f, root in zip(files, per_file, strict=True)]
+    val = [is_val_file(key, val_fraction) for key in keys]
     if len(files) > 1 and not any(val):
         val[-1] = True
     if len(files) > 1 and all(val):
@@ -80,6 +93,19 @@ class FileSource(Source):
             self._resolved = self.find_files()
         return self._resolved
 
+    def leave_out(self, folders: Mapping[str, str | os.PathLike[str]]) -> None:
+        super().leave_out(folders)
+        self._resolved = None  # found before the folders were known: find again
+
+    def split_roots(self) -> list[Path]:
+        """The folder each file's split hash starts from (one per file of `file_list()`)."""
+        files, base = self.file_list()
+        return [base] * len(files)
+
+    def file_splits(self) -> list[str]:
+        """Each file's split, "train" or "val", in the order of `file_list()`."""
+        return assign_splits(self.file_list()[0], self.split_roots(), self.val_fraction)
+
     def identity(self) -> dict[str, Any]:
         files, base = self.file_list()
         return {"base": str(base), "files": file_identity(files, base)}
@@ -88,7 +114,7 @@ class FileSource(Source):
         return sum(text_size_hint(f) for f in self.file_list()[0])
 
     def documents(self) -> Iterator[Piece]:
-        files, base = self.file_list()
+        files = self.file_list()[0]
         if len(files) == 1 and is_record_file(files[0]):
             for index, text in enumerate(read_records(files[0], self.text_field)):
                 split = "val" if is_val_index(index, self.val_fraction) else "train"
@@ -96,8 +122,7 @@ class FileSource(Source):
         elif len(files) == 1:
             yield from split_single_text(files[0], self.val_fraction, self.block_chars)
         else:
-            splits = assign_splits(files, base, self.val_fraction)
-            for path, split in zip(files, splits, strict=True):
+            for path, split in zip(files, self.file_splits(), strict=True):
                 yield from self._file_documents(path, split)
 
     def _file_documents(self, path: Path, split: str) -> Iterator[Piece]:
@@ -110,12 +135,11 @@ class FileSource(Source):
 
     def sample(self, max_bytes: int) -> Iterator[str]:
         """Every k-th train file, so that about `max_bytes` are read instead of the whole corpus."""
-        files, base = self.file_list()
+        files = self.file_list()[0]
         if len(files) == 1:
             yield from super().sample(max_bytes)
             return
-        splits = assign_splits(files, base, self.val_fraction)
-        train = [f for f, split in zip(files, splits, strict=True) if split == "train"]
+        train = [f for f, split in zip(files, self.file_splits(), strict=True) if split == "train"]
         stride = max(1, math.ceil(sum(text_size_hint(f) for f in train) / max_bytes))
         pieces = chain.from_iterable(self._file_documents(f, "train") for f in train[::stride])
         yield from take_bytes((piece.text for piece in pieces), max_bytes)
@@ -175,38 +199,52 @@ class TextFilesSource(FileSource):
         links, or a link loop a `**` glob walks, is read once and lands in one split); an error
         if none is found or all are empty. Absolute and relative paths in one list are all made
         absolute, so that the files have a common folder; a list of one kind is kept as given, so
-        the relative paths that split the files stay what they were."""
+        the relative paths in the fingerprint stay what they were."""
         empty = [p for p in self.paths if not p.strip()]
         if empty or not self.paths:
             raise LMTrainError(
                 f"data.source.path={self.path!r} is empty: pass a file, folder or glob (an empty "
                 "path would read the whole working directory)"
             )
-        found: dict[Path, Path] = {}  # real path -> the first path that reached it
+        found: dict[Path, tuple[Path, Path]] = {}  # real path -> (first path to reach it, root)
+        left_out: dict[str, int] = {}
         for entry in self.paths:
             path = Path(entry).expanduser()
             if path.is_file():
-                matches = [path]
+                root, matches = path.parent, [path]
             elif path.is_dir():
-                matches = sorted(p for p in path.rglob("*") if p.is_file())
+                root, matches = path, walk_files(path, self.path)
             else:
+                root = glob_root(path)
                 matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
-            for match in matches:
-                if match.is_file():
-                    found.setdefault(match.resolve(), match)
-        files = sorted(found.values())
-        if len({f.is_absolute() for f in files}) > 1:  # a list of /absolute and relative/ paths
-            files = sorted(Path(os.path.abspath(f)) for f in files)
-        if not files:
+            for match in sorted(matches, key=lambda p: (len(p.parts), p)):  # shortest name wins
+                real = match.resolve()
+                setting = self.left_out_by(real)
+                if setting is not None:
+                    left_out[setting] = left_out.get(setting, 0) + 1
+                elif match.is_file():
+                    found.setdefault(real, (match, root))
+        for setting, count in left_out.items():
+            log.info(
+                "Left %d files under %s=%s out of the corpus (a run writes there)",
+                count,
+                setting,
+                self._left_out[setting],
+            )
+        chosen = sorted(found.values())
+        if len({f.is_absolute() for f, _ in chosen}) > 1:  # a list of /absolute and relative/ paths
+            chosen = sorted((Path(os.path.abspath(f)), Path(os.path.abspath(r))) for f, r in chosen)
+        if not chosen:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches no file: pass an existing file, folder "
                 "or glob"
             )
-        files = [f for f in files if f.stat().st_size > 0]
-        if not files:
+        chosen = [(f, root) for f, root in chosen if f.stat().st_size > 0]
+        if not chosen:
             raise LMTrainError(
                 f"data.source.path={self.path!r} matches only empty files: pass files with text"
             )
+        files = [f for f, _ in chosen]
         unreadable = [f for f in files if not os.access(f, os.R_OK)]
         if unreadable:
             more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
@@ -215,6 +253,7 @@ class TextFilesSource(FileSource):
                 "readable by this user (permission denied): make it readable (chmod a+r) or leave "
                 "it out of data.source.path"
             )
+        self._roots = [root for _, root in chosen]
         single_dir = Path(self.paths[0]).expanduser()
         if len(self.paths) == 1 and single_dir.is_dir():
             base = single_dir
@@ -222,12 +261,22 @@ class TextFilesSource(FileSource):
             base = Path(os.path.commonpath([p.parent for p in files]))
         return files, base
 
+    def split_roots(self) -> list[Path]:
+        """Per file, the root of the argument that found it: its folder, its glob's fixed prefix,
+        or (a file named itself) its own folder, so the hash covers its name alone. Adding other
+        paths changes no file's root, so no file moves between train and val."""
+        self.file_list()
+        return self._roots
+
     def settings(self) -> dict[str, Any]:
         return {
             "path": self.paths,
             "val_fraction": self.val_fraction,
             "text_field": self.text_field,
             "block_chars": self.block_chars,
+            # Files split by their path under their own argument since this rule; caches of the
+            # earlier rule (relative to the files' common folder) are not reused.
+            "file_split": "path under its argument",
         }
 
     def describe(self) -> str:

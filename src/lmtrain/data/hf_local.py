@@ -1,0 +1,128 @@
+"""What `HFDatasetSource` decides about a dataset before `datasets` reads it: which builder a local
+path needs, which files of a local folder are data, and which settings cannot work together.
+
+A local file or glob gets datasets' packaged builder for its extension; a folder written by
+`Dataset.save_to_disk` (which `load_dataset` refuses) is read as its Arrow files. A folder that
+holds a left-out folder (the token cache under `data.source.path=data`) has its data files found by
+datasets' own rules, but without the left-out files: a cache's `train.bin` / `val.bin` would
+otherwise pass for the corpus's splits, and its JSON files for records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lmtrain.errors import LMTrainError
+
+log = logging.getLogger(__name__)
+
+# datasets' packaged builder for a local file or glob, by extension (.gz etc. are read through).
+BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
+BUILDERS |= {".txt": "text", ".text": "text", ".md": "text", ".csv": "csv", ".arrow": "arrow"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+
+
+def local_builder(path: str) -> tuple[str, str | list[str] | None]:
+    """(builder, data files) for a local file, glob or `save_to_disk` folder; else (path, None),
+    for datasets to resolve (a hub id, a folder of data files, a `DatasetDict` folder)."""
+    local = Path(path).expanduser()
+    suffix = Path(local.name.removesuffix(compression_suffix(local.name))).suffix
+    if suffix in BUILDERS and (local.is_file() or glob.has_magic(path)):
+        return BUILDERS[suffix], str(local)
+    if (local / "state.json").is_file() and (local / "dataset_info.json").is_file():
+        # One Dataset saved with save_to_disk: its rows are the Arrow files, in name order.
+        return "arrow", sorted(str(f) for f in local.glob("*.arrow"))
+    return path, None
+
+
+def folder_data_files(
+    folder: Path, left_out: Mapping[str, Path], setting: str
+) -> dict[str, list[str]] | None:
+    """The data files datasets would find in the local `folder` (given as `setting`), by split,
+    in its order, without those under `left_out` folders (by the setting that names them); None
+    if `folder` is no local folder or holds none of them, for datasets to find the files itself.
+
+    Datasets' split rules (a file named train.* is train, ...) have no public hook for a filter,
+    so its pattern search is run with a resolver that never returns a left-out file.
+    """
+    from datasets.data_files import _get_data_files_patterns, resolve_pattern
+
+    inside = {
+        k: f for k, f in left_out.items() if folder.is_dir() and f.is_relative_to(folder.resolve())
+    }
+    if not inside:
+        return None
+    dropped: dict[str, set[str]] = {}
+
+    def resolve(pattern: str) -> list[str]:
+        kept = []
+        for file in resolve_pattern(pattern, base_path=str(folder)):
+            real = Path(file).resolve()
+            key = next((k for k, f in inside.items() if real.is_relative_to(f)), None)
+            if key is None:
+                kept.append(file)
+            else:
+                dropped.setdefault(key, set()).add(file)
+        return kept
+
+    try:
+        patterns = _get_data_files_patterns(resolve)
+    except FileNotFoundError:  # no data file at all
+        patterns = {}
+    kept: dict[str, list[str]] = {}
+    for split, split_patterns in patterns.items():
+        files: dict[str, None] = {}  # in datasets' order, each file once
+        for pattern in split_patterns:
+            with contextlib.suppress(FileNotFoundError):
+                files |= dict.fromkeys(resolve(pattern))
+        kept[str(split)] = list(files)  # str: datasets' NamedSplit is not JSON
+    for key, files in dropped.items():
+        log.info(
+            "Left %d files under %s=%s out of the corpus (a run writes there)",
+            len(files),
+            key,
+            inside[key],
+        )
+    if not any(kept.values()):
+        raise LMTrainError(
+            f"{setting} holds no data files besides {', '.join(dropped) or 'left-out folders'}: "
+            "pass a folder with json, jsonl, parquet or text files"
+        )
+    return kept
+
+
+def check_splits(split: str, val_split: str | None, streaming: bool) -> None:
+    """Refuse a val split that is the train split, and slices that streaming cannot read."""
+    if val_split is not None and val_split.strip() == split.strip():
+        raise LMTrainError(
+            f"data.source.val_split={val_split!r} is data.source.split: validation would measure "
+            "the training data; pass another split (e.g. validation), or val_split=null to hold "
+            "out data.source.val_fraction of the split"
+        )
+    sliced = [(k, v) for k, v in (("split", split), ("val_split", val_split)) if v and "[" in v]
+    if streaming and sliced:
+        key, value = sliced[0]
+        raise LMTrainError(
+            f"data.source.{key}={value!r} slices a split, which a streamed dataset cannot: pass "
+            "data.source.streaming=false, or the whole split"
+        )
+
+
+def compression_suffix(name: str) -> str:
+    return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
+
+
+def plain(value: Any) -> Any:
+    """Hydra's ListConfig / DictConfig as plain lists and dicts, which datasets expects."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [plain(v) for v in value]
+    return value
