@@ -59,6 +59,14 @@ def test_a_corpus_folder_leaves_out_the_token_cache_it_holds(
     assert sorted(f.name for f in files) == ["doc0.txt", "doc1.txt"]
 
 
+def test_a_corpus_inside_the_cache_folder_is_read_as_usual(tmp_path: Path) -> None:
+    """Only a cache inside the corpus is left out: with data.cache_dir=<a parent of the text>,
+    the corpus itself lies under the cache folder and must still be read."""
+    corpus = write_corpus(tmp_path / "docs", n_docs=2)
+    dm = prepared(TextFilesSource(str(corpus)), tmp_path)
+    assert documents(dm) == {"train": 1, "val": 1}
+
+
 def test_a_dataset_folder_leaves_out_the_token_cache_it_holds(tmp_path: Path) -> None:
     """The cache's train.bin / val.bin passed for the folder's splits, its JSON for records."""
     folder = tmp_path / "data"

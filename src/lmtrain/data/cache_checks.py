@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from lmtrain.data.checksums import damaged_files, files_with_ids_from, folder_checksums
+from lmtrain.data.checksums import damaged_files, folder_checksums
 from lmtrain.data.corpus import SPLITS
 from lmtrain.errors import first_line
 
@@ -37,8 +37,9 @@ def find_problem(folder: Path) -> str | None:
     """Why a cache folder cannot be trusted, or None when it is complete and consistent.
 
     Read back as untrusted: meta.json must have `write`'s shape, name this folder and a dtype that
-    fits its vocabulary; the token files its sizes, sampled checksums and no id outside the
-    vocabulary; the tokenizer the files saved with it, loading to meta's vocabulary and eos id.
+    fits its vocabulary; the token files its sizes and sampled checksums (an id outside the
+    vocabulary between the samples is refused when read: `lmtrain.data.windows`); the tokenizer
+    the files saved with it, loading to meta's vocabulary and eos id.
     """
     try:
         meta = load_meta(folder)
@@ -64,10 +65,6 @@ def find_problem(folder: Path) -> str | None:
     damaged = damaged_files(paths, meta["checksums"])
     if damaged:
         return f"{', '.join(f'{d}.bin' for d in damaged)} does not match its checksum"
-    out_of_range = files_with_ids_from(paths, dtype, meta["vocab_size"])
-    if out_of_range:
-        names = ", ".join(f"{name}.bin" for name in out_of_range)
-        return f"{names} holds ids from the vocabulary size {meta['vocab_size']} up"
     return _tokenizer_problem(folder, meta)
 
 

@@ -93,9 +93,19 @@ class Source:
         added = {key: Path(path).expanduser().resolve() for key, path in folders.items()}
         self._left_out = {**self._left_out, **added}
 
-    def left_out_by(self, real_path: Path) -> str | None:
-        """The setting whose left-out folder holds `real_path` (a resolved path), or None."""
-        return next((k for k, f in self._left_out.items() if real_path.is_relative_to(f)), None)
+    def left_out_by(self, real_path: Path, root: Path) -> str | None:
+        """The setting whose left-out folder holds `real_path` (a resolved path) and lies inside
+        `root`, the folder it was found under, or None. A corpus folder that is itself inside
+        the cache folder (`data.cache_dir=<a parent of the text>`) is read as usual."""
+        inside = root.expanduser().resolve()
+        return next(
+            (
+                k
+                for k, f in self._left_out.items()
+                if real_path.is_relative_to(f) and f.is_relative_to(inside)
+            ),
+            None,
+        )
 
     def more_text_hint(self, split: str, documents: int) -> str:
         """What to change so that `split` gets more tokens, given the corpus's document count.

@@ -12,11 +12,10 @@ the same tokens.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -27,93 +26,9 @@ from transformers import PreTrainedTokenizerFast
 from lmtrain.data import token_cache
 from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
 from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
+from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
-
-
-class _TokenWindows(Dataset[torch.Tensor]):
-    """Windows of `block_size + 1` tokens from a token file, opened lazily in each process.
-
-    Holding the path instead of the memmap keeps the dataset cheap to pickle into dataloader
-    workers under the spawn start method (a pickled memmap would copy the whole split).
-    """
-
-    def __init__(self, path: Path, dtype: str, n_tokens: int, block_size: int) -> None:
-        self.path = path
-        self.dtype = dtype
-        self.n_tokens = n_tokens
-        self.block_size = block_size
-        self._tokens: np.memmap | None = None
-
-    @property
-    def tokens(self) -> np.memmap:
-        if self._tokens is None:
-            self._tokens = np.memmap(self.path, dtype=self.dtype, mode="r")
-        return self._tokens
-
-    def window(self, start: int) -> torch.Tensor:
-        return torch.from_numpy(self.tokens[start : start + self.block_size + 1].astype(np.int64))
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_tokens": None}
-
-
-class RandomWindows(_TokenWindows):
-    """Train: a window at every start offset; the sampler picks which ones an epoch sees."""
-
-    def __len__(self) -> int:
-        return self.n_tokens - self.block_size
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.window(index)
-
-
-class FixedWindows(_TokenWindows):
-    """Val: back-to-back windows at 0, block_size, 2 * block_size, ..., without a partial last one.
-
-    Consecutive windows share one token, so every token after the first is a target exactly once.
-    """
-
-    def __len__(self) -> int:
-        return (self.n_tokens - 1) // self.block_size
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.window(index * self.block_size)
-
-
-# The token of a padding window (all of it): no tokenizer's id, so it cannot be real data.
-PAD_TOKEN = -1
-
-
-class PaddedWindows(Dataset[torch.Tensor]):
-    """`windows` and one more index, `len(windows)`: a window of `PAD_TOKEN` only."""
-
-    def __init__(self, windows: FixedWindows) -> None:
-        self.windows = windows
-
-    def __len__(self) -> int:
-        return len(self.windows) + 1
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        if index == len(self.windows):
-            return torch.full((self.windows.block_size + 1,), PAD_TOKEN, dtype=torch.int64)
-        return self.windows[index]
-
-
-class PaddedSampler(UnrepeatedDistributedSampler):
-    """This rank's val windows, none repeated, then as many `len(dataset)` indices (padding, in
-    `PaddedWindows`) as make every rank's count the longest rank's."""
-
-    def __init__(self, dataset: FixedWindows, num_replicas: int, rank: int) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
-        self.padded_size = -(-len(dataset) // num_replicas)
-
-    def __iter__(self) -> Iterator[int]:
-        yield from super().__iter__()
-        yield from [len(self.dataset)] * (self.padded_size - self.num_samples)
-
-    def __len__(self) -> int:
-        return self.padded_size
 
 
 def data_parallel_rank(trainer: Any) -> tuple[int, int]:
@@ -207,10 +122,9 @@ class TextDataModule(LightningDataModule):
                     f"{self.source.more_text_hint(split, documents)}"
                 )
         paths = {split: self.cache_path / f"{split}.bin" for split in token_cache.SPLITS}
-        self.train_dataset = RandomWindows(
-            paths["train"], meta["dtype"], counts["train"], self.block_size
-        )
-        self.val_dataset = FixedWindows(paths["val"], meta["dtype"], counts["val"], self.block_size)
+        shape = meta["dtype"], meta["vocab_size"]
+        self.train_dataset = RandomWindows(paths["train"], *shape, counts["train"], self.block_size)
+        self.val_dataset = FixedWindows(paths["val"], *shape, counts["val"], self.block_size)
 
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
         """Random windows with replacement; an epoch is about one pass over the train tokens.

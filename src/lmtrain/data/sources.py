@@ -219,7 +219,7 @@ class TextFilesSource(FileSource):
                 matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
             for match in sorted(matches, key=lambda p: (len(p.parts), p)):  # shortest name wins
                 real = match.resolve()
-                setting = self.left_out_by(real)
+                setting = self.left_out_by(real, root)
                 if setting is not None:
                     left_out[setting] = left_out.get(setting, 0) + 1
                 elif match.is_file():

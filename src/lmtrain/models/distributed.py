@@ -6,7 +6,7 @@
 - Under FSDP (a device mesh) the strategy shards the model (`shard`); the choice of the
   parameters that get weight decay is made before, on the unsharded model, by name.
 - Under FSDP every rank runs as many val batches as the others, the short ones padded with
-  windows of `PAD_TOKEN` (`lmtrain.data.datamodule`), which `lmtrain.models.metrics` weighs 0.
+  windows of `PAD_TOKEN` (`lmtrain.data.windows`), which `lmtrain.models.metrics` weighs 0.
 - A sharded checkpoint folder given to a strategy that reads files only is refused.
 """
 

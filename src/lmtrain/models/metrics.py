@@ -20,7 +20,7 @@ from torchmetrics import Metric
 from transformers import PreTrainedTokenizerBase
 
 from lmtrain.data.byte_lengths import token_byte_lengths
-from lmtrain.data.datamodule import PAD_TOKEN
+from lmtrain.data.windows import PAD_TOKEN
 
 GIB = 2**30
 
