@@ -16,7 +16,7 @@ import torch.distributed.checkpoint as dcp
 
 from lmtrain.callbacks.resume import restore_gradients
 from lmtrain.data import TextDataModule
-from lmtrain.data.datamodule import PAD_TOKEN, PaddedSampler, PaddedWindows
+from lmtrain.data.windows import PAD_TOKEN, PaddedSampler, PaddedWindows
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.errors import LMTrainError, find_cause
