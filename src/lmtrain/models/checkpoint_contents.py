@@ -72,4 +72,5 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
     with tempfile.TemporaryDirectory() as folder:
         for name, text in files.items():
             (Path(folder) / name).write_text(text)
-        return AutoTokenizer.from_pretrained(folder)
+        # Files from a checkpoint: an auto_map in them must not fetch and run code.
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)

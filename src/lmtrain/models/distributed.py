@@ -25,9 +25,12 @@ from lmtrain.models.checkpoint import check_strategy_reads, locate_checkpoint
 def pretrained_on_meta(pretrained: str, attn_implementation: str | None) -> PreTrainedModel:
     """The architecture of model.pretrained on the meta device: no weights read, no memory."""
     local = Path(pretrained).expanduser()
-    config = AutoConfig.from_pretrained(str(local) if local.exists() else pretrained)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    name = str(local) if local.exists() else pretrained
+    config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # never a folder's code
+    with torch.device("meta"):  # float32, as rank 0 loads the weights (`models.pretrained`)
+        model = AutoModelForCausalLM.from_config(
+            config, attn_implementation=attn_implementation, dtype=torch.float32
+        )
     return model.train()
 
 

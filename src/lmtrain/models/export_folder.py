@@ -275,8 +275,8 @@ def verify_folder(folder: Path, loaded: LoadedModel, expected: torch.Tensor) -> 
     if (folder / "adapter_config.json").is_file():
         model = lora.load_adapter_folder(folder)
     else:
-        model = AutoModelForCausalLM.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     ids = probe_ids(loaded.model)
     if not torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"the export in {folder} gives other logits than the checkpoint")

@@ -15,16 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
 
 log = logging.getLogger(__name__)
-# What transformers' errors about the attention implementation say (5.x): "Specified
-# `attn_implementation=...` is not supported", "does not support an attention implementation
-# through torch's flex_attention", "FlashAttention2 has been toggled on, but ...".
-ATTENTION_WORDS = ("attn_implementation", "attention implementation", "FlashAttention")
 
 
 def build_causal_lm(
@@ -135,30 +133,41 @@ def embedding_size(configured: int | None, tokenizer_size: int) -> int:
 def _load_pretrained(
     pretrained: str, attn_implementation: str | None, vocab_size: int | None
 ) -> PreTrainedModel:
-    looks_local = pretrained.startswith((".", "/", "~")) or Path(pretrained).expanduser().exists()
-    if looks_local and not (Path(pretrained).expanduser() / "config.json").is_file():
-        raise LMTrainError(
-            f"model.pretrained={pretrained!r} is not a folder with config.json: pass a folder "
-            "written by save_pretrained (or lmtrain.export) or a hub id"
-        )
-    try:
-        with attention_backend(attn_implementation):
-            model = AutoModelForCausalLM.from_pretrained(
-                str(Path(pretrained).expanduser()) if looks_local else pretrained,
-                attn_implementation=attn_implementation,
+    """`model.pretrained` in float32, so that `trainer.precision` decides (bf16-mixed autocasts):
+    in its saved dtype (transformers' default, bf16 for most hub models) AdamW rounded away the
+    updates smaller than bf16's precision even under 32-true."""
+    subject = f"model.pretrained={pretrained!r}"
+    local = Path(pretrained).expanduser()
+    looks_local = pretrained.startswith((".", "/", "~")) or local.exists()
+    if looks_local and not (local / "config.json").is_file():
+        if (local / "adapter_config.json").is_file():
+            raise LMTrainError(
+                f"{subject} is a LoRA adapter export (adapter_config.json, no config.json): "
+                "export the checkpoint again with lmtrain.export merge=true, or pass its base "
+                "model as model.pretrained with model/peft=lora"
             )
-    except OSError as err:
         raise LMTrainError(
-            f"model.pretrained={pretrained!r} could not be loaded ({first_line(err)}): "
-            "pass a local folder, or a hub id on a machine that can reach the hub"
-        ) from err
+            f"{subject} is not a folder with config.json: pass a folder written by "
+            "save_pretrained (or lmtrain.export) or a hub id"
+        )
+    with attention_backend(attn_implementation):
+        model = load_weights(
+            str(local) if looks_local else pretrained,
+            subject,
+            advice="pass a folder written by save_pretrained (or lmtrain.export), or a hub id "
+            "on a machine that can reach the hub",
+            damaged="copy or download the whole folder again (its config.json and weights come "
+            "from one save_pretrained)",
+            dtype=torch.float32,
+            attn_implementation=attn_implementation,
+        )
     # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so
     # without this, fine-tuning would run with dropout off.
     model.train()
     embeddings = model.get_input_embeddings().num_embeddings
     if vocab_size is not None and vocab_size > embeddings:
         raise LMTrainError(
-            f"the tokenizer has {vocab_size} tokens but model.pretrained={pretrained!r} embeds "
+            f"the tokenizer has {vocab_size} tokens but {subject} embeds "
             f"only {embeddings}: use the model's own tokenizer (data.tokenizer.kind=pretrained "
             f"data.tokenizer.name={pretrained}), or a data tokenizer of at most {embeddings} tokens"
         )

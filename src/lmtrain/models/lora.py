@@ -22,8 +22,9 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from lmtrain.errors import LMTrainError, RankAgreedError, first_line
+from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
+from lmtrain.models.pretrained import NO_REMOTE_CODE, load_weights
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
     from peft import LoraConfig, PeftModel
@@ -45,6 +46,7 @@ ADAPTABLE = (nn.Linear, Conv1D, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 LORA_KEY = "lora"
 # What a resume may change; any other setting changes the adapters' shapes or placement.
 RESUMABLE_CHANGES = {"dropout"}
+INF = float("inf")  # model.peft.alpha=inf (or nan) scaled the adapters' output to NaN
 
 
 def lora_settings(
@@ -68,8 +70,8 @@ def lora_settings(
     r, alpha, dropout = settings["r"], settings["alpha"], settings["dropout"]
     if not (isinstance(r, int) and not isinstance(r, bool) and r >= 1):
         raise LMTrainError(f"model.peft.r={r!r} is not a rank: pass an integer >= 1 (8, 16, ...)")
-    if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and alpha > 0):
-        raise LMTrainError(f"model.peft.alpha={alpha!r}: pass a number > 0 (e.g. 2 x r)")
+    if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0 < alpha < INF):
+        raise LMTrainError(f"model.peft.alpha={alpha!r}: pass a finite number > 0 (e.g. 2 x r)")
     if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
         raise LMTrainError(f"model.peft.dropout={dropout!r}: pass a probability in [0, 1)")
     targets = settings["target_modules"]
@@ -260,13 +262,9 @@ def model_from_checkpoint(
         settings = lora_settings(settings, {}, base)
     except LMTrainError as err:
         raise LMTrainError(f"ckpt_path={str(path)!r} holds bad LoRA settings: {err}") from None
-    try:
-        model = AutoModelForCausalLM.from_pretrained(base)
-    except (OSError, ValueError) as err:
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} holds LoRA adapters of the base model {base!r}, which "
-            f"could not be loaded ({first_line(err)}): put that model back at {base!r}"
-        ) from None
+    back = f"put that model back at {base!r}"  # as training read it: float32, no custom code
+    subject = f"the base model {base!r} of the LoRA adapters in ckpt_path={str(path)!r}"
+    model = load_weights(base, subject, back, back, dtype=torch.float32)
     if weights_digest(model) != saved["base_digest"]:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} holds LoRA adapters of other base weights than those now at "
@@ -303,5 +301,5 @@ def load_adapter_folder(folder: str | Path) -> PeftModel:
     from peft import LoraConfig, PeftModel
 
     config = LoraConfig.from_pretrained(str(folder))
-    base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path)
+    base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, **NO_REMOTE_CODE)
     return PeftModel.from_pretrained(base, str(folder)).eval()

@@ -4,29 +4,23 @@ folder) loaded for eval, generate and export, and `LoadedModel`, what every load
 A folder is copied, synced and downloaded by hand, so it is read as untrusted and possibly cut
 short: each JSON file must hold an object, and weights that safetensors, torch or transformers
 cannot read end in one line naming the folder and the file, not in a traceback from json,
-safetensors or transformers. `lmtrain.models.checkpoint.load_model` sends folders here.
+safetensors or transformers (`lmtrain.models.pretrained`, which training's model.pretrained goes
+through too). `lmtrain.models.checkpoint.load_model` sends folders here.
 """
 
 from __future__ import annotations
 
 import json
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
+from lmtrain.models.pretrained import load_weights, loading_error
 from lmtrain.utils.export_dir import EXPORT_META
-from lmtrain.utils.safe_load import checkpoint_error, refused_global
 
 # What tokenizer.save_pretrained writes in every case; a model folder without either has no
 # tokenizer.
@@ -66,29 +60,19 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     present = [name for name in JSON_FILES if (folder / name).is_file()]
     documents = {name: json_object(folder, name) for name in present}
     run_config, info = export_meta(folder, documents.get(EXPORT_META, {}))
+    subject = f"ckpt_path={str(path)!r}"
+    advice = "pass a folder with the model and its tokenizer, as lmtrain.export writes it"
     try:
         if (folder / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
             model = lora.load_adapter_folder(path)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path)  # a .bin: weights_only=True
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except pickle.UnpicklingError as err:
-        if refused_global(err) is None:
+        else:  # a .bin is read weights-only, custom code refused
+            model = load_weights(path, subject, advice, COPY_AGAIN)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:  # the tokenizer's and peft's errors: mapped as the weights' are
+        failure = loading_error(subject, path, err, advice, COPY_AGAIN)
+        if failure is None:
             raise
-        raise checkpoint_error(path, err, "model folder") from None
-    except SafetensorError as err:  # neither an OSError nor a ValueError
-        names = ", ".join(sorted(p.name for p in folder.glob("*.safetensors"))) or "safetensors"
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} has unreadable weights ({names}: {first_line(err)}; "
-            f"cut short?): {COPY_AGAIN}"
-        ) from None
-    except (OSError, ValueError, RuntimeError) as err:
-        # RuntimeError: a cut-short pytorch_model.bin (torch's zip reader), or weights whose
-        # shapes differ from config.json.
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} could not be loaded ({first_line(err)}): pass a folder "
-            "with the model and its tokenizer, as lmtrain.export writes it"
-        ) from None
+        raise failure from None
     # A real tokenizer may be smaller than config.vocab_size (padded, e.g. GPT-2's 50257 in
     # 50304 embeddings), never a single token.
     if len(tokenizer) < 2:

@@ -9,6 +9,7 @@ their own component checks (a source's paths, a tokenizer's kind) are checked th
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -23,8 +24,15 @@ from lmtrain.utils.checks import Problems
 from lmtrain.utils.optimizer_checks import check_optimization
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer
 
-# Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads.
-HEAD_SPLITS = (("n_embd", "n_head"), ("hidden_size", "num_attention_heads"))
+log = logging.getLogger(__name__)
+# Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads,
+# and Llama's query heads into equal groups, one per key/value head (grouped-query attention: a
+# traceback at the first step otherwise).
+HEAD_SPLITS = (
+    ("n_embd", "n_head"),
+    ("hidden_size", "num_attention_heads"),
+    ("num_attention_heads", "num_key_value_heads"),
+)
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # lightning.seed_everything seeds numpy too, which takes 0 to 2**32 - 1 (and raises otherwise).
 SEED_MAX = 2**32 - 1
@@ -77,13 +85,15 @@ def check_train_config(cfg: DictConfig) -> None:
     if not (isinstance(task_name, str) and task_name.strip(". ") and "/" not in task_name):
         problems.add(f"task_name={task_name!r} is not a folder name: pass a name without '/'")
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
-    check_data(plain(cfg.get("data")), problems)
+    data = plain(cfg.get("data"))
+    check_data(data, problems)
     check_model(model, problems)
     check_seq_len_warmup(model, cfg.get("data", {}).get("block_size"), problems)
     check_trainer(trainer, problems)
     check_run_length(trainer, model, problems)
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
+    warn_foreign_tokenizer(model, data)
 
 
 def check_unset(cfg: DictConfig, problems: Problems) -> None:
@@ -174,7 +184,12 @@ def check_data(data: dict[str, Any], problems: Problems, tokenizer: bool = True)
         source = {}
     if "val_fraction" in source:
         problems.number(
-            "data.source.val_fraction", source["val_fraction"], low=0, high=1, high_open=True
+            "data.source.val_fraction",
+            source["val_fraction"],
+            low=0,
+            high=1,
+            low_open=True,
+            high_open=True,
         )
     if "streaming" in source:
         problems.boolean("data.source.streaming", source["streaming"])
@@ -192,6 +207,8 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     freeze = model.get("freeze")
     if isinstance(freeze, Mapping) and "embeddings" in freeze:
         problems.boolean("model.freeze.embeddings", freeze["embeddings"])
+    if isinstance(freeze, Mapping) and "first_n_blocks" in freeze:  # `true` froze one block
+        problems.integer("model.freeze.first_n_blocks", freeze["first_n_blocks"], 0)
     check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
     config = model.get("config") or {}
     if not isinstance(config, Mapping):
@@ -211,6 +228,21 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
                 f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
                 f"pass a {width} that is a multiple of {h}, or another {heads}"
             )
+
+
+def warn_foreign_tokenizer(model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Warn, once at the start, when a pretrained model trains on the ids of a tokenizer built
+    for the data (data.tokenizer.kind=char or bpe): they land on unrelated rows of the pretrained
+    embeddings. Not refused: a new tokenizer on pretrained weights can be meant."""
+    tokenizer = data.get("tokenizer")
+    kind = tokenizer.get("kind") if isinstance(tokenizer, Mapping) else None
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, str) and pretrained and kind not in (None, "pretrained"):
+        log.warning(
+            "data.tokenizer.kind=%s is not model.pretrained=%s's own tokenizer: its ids will "
+            "not match the pretrained embeddings (for the model's: data.tokenizer.kind="
+            "pretrained data.tokenizer.name=%s)", kind, pretrained, pretrained,
+        )  # fmt: skip
 
 
 def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Problems) -> None:
