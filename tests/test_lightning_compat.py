@@ -12,6 +12,7 @@ import sys
 import time
 
 import lightning as L
+import pytest
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
 from lightning.pytorch.demos.boring_classes import BoringModel
@@ -109,3 +110,50 @@ def test_every_rank_of_a_model_parallel_strategy_becomes_data_parallel(monkeypat
         assert strategy.distributed_sampler_kwargs == {"num_replicas": 1, "rank": 0}
     finally:
         dist.destroy_process_group()
+
+
+class LoggingModel(BoringModel):
+    def training_step(self, batch: object, batch_idx: int) -> dict:
+        out = super().training_step(batch, batch_idx)
+        self.log("train/loss", out["loss"])
+        return out
+
+
+class Rows(L.pytorch.loggers.Logger):
+    """A logger that keeps what Lightning sends it: (step, metric names)."""
+
+    name, version = "rows", 0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int, list[str]]] = []
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.rows.append((step, sorted(metrics)))
+
+    def log_hyperparams(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+class StopAfterStep(L.Callback):
+    """Logs the step that just ended and stops there, as the preemption callback does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            compat.log_finished_train_step(trainer)
+            raise RuntimeError("stopped")
+
+
+def test_a_run_stopped_in_on_train_batch_end_logs_that_step_as_lightning_would() -> None:
+    uninterrupted, stopped = Rows(), Rows()
+    tiny_trainer(logger=uninterrupted, log_every_n_steps=1).fit(LoggingModel())
+    trainer = tiny_trainer(logger=stopped, log_every_n_steps=1, callbacks=[StopAfterStep(3)])
+    with pytest.raises(RuntimeError, match="stopped"):
+        trainer.fit(LoggingModel())
+    # Steps 1, 2, 3 end: rows 0, 1, 2 (Lightning logs from 0), each as the full run has them.
+    assert stopped.rows == uninterrupted.rows[:3]
+    assert [step for step, _ in stopped.rows] == [0, 1, 2]
+    assert stopped.rows[-1][1] == ["epoch", "train/loss"]

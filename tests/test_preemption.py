@@ -22,6 +22,14 @@ import torch
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import tiny_cli, wandb_records, wandb_summary
+from tests.helpers.killed_runs import (
+    assert_same_run,
+    csv_history,
+    finish,
+    resumable_corpus,
+    start,
+    train_command,
+)
 
 MAX_STEPS = 30
 
@@ -104,9 +112,32 @@ def test_sigusr1_saves_and_exits_138(tmp_path: Path, data_dir: Path) -> None:
 @pytest.mark.slow
 def test_ddp_signal_to_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_dir: Path) -> None:
     out, run, _ = interrupt(
-        tmp_path, data_dir, signal.SIGTERM, "trainer=ddp_cpu", "logger=none", rank=1
+        tmp_path, data_dir, signal.SIGUSR1, "trainer=ddp_cpu", "logger=none", rank=1
     )
-    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
+    # Every rank exits as the signalled one does (128 + SIGUSR1), not with SIGTERM's 143.
+    assert out.returncode == 128 + signal.SIGUSR1, out.stderr[-3000:]
     # Rank 0 reports; it got no signal itself.
-    line = assert_one_line_error(out, "preempted by a signal on another rank at step ")
+    line = assert_one_line_error(out, "preempted by SIGUSR1 on another rank at step ")
     assert saved_step(run) == int(line.split(" at step ")[1].split(":")[0])
+
+
+@pytest.mark.slow
+def test_preempted_and_resumed_run_logs_every_row_an_uninterrupted_one_does(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A row per step (log_every_n_steps=1), so the step saved at the preemption has one: the
+    preempted run must log it before it stops, since the resume starts at the next step."""
+    corpus = resumable_corpus(tmp_path)
+    every_step, pids = "trainer.log_every_n_steps=1", tmp_path / "pids"
+    reference, run, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
+    finish(train_command(corpus, data_dir, reference, every_step), log)
+    command = train_command(corpus, data_dir, run, every_step)
+    pace = ["+callbacks.pace._target_=tests.helpers.faults.Pace", f"+callbacks.pace.dirpath={pids}"]
+    proc = start([*command, *pace], log)
+    os.kill(wait_for_pid(pids / "rank0.pid", proc), signal.SIGUSR1)
+    assert proc.wait(timeout=300) == 128 + signal.SIGUSR1, log.read_text()[-3000:]
+    # Its training row is logged at step - 1 (Lightning counts logged steps from 0).
+    step = saved_step(run)
+    assert "train/loss" in csv_history(run).get(step - 1, {}), f"step {step}'s row is missing"
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run, reference)  # metrics.json, weights and every CSV row

@@ -48,6 +48,18 @@ def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]
     return _format_checkpoint(checkpoint)
 
 
+def log_finished_train_step(trainer: Trainer) -> None:
+    """Send the metrics of the training step that just ended to the loggers, from a callback's
+    `on_train_batch_end`, as Lightning does itself once every callback's hook has returned.
+
+    Buys: a run that stops in `on_train_batch_end` (preemption saves and raises there) keeps
+    that step's row in every logger; its resume starts at the next step and never logs it.
+    Under DDP it may all-reduce synced metrics: every rank calls it at the same step. Public
+    alternative: none (`LightningModule.log` only stores values; the connector sends them).
+    """
+    trainer._logger_connector.update_train_step_metrics()
+
+
 def make_every_rank_data_parallel(strategy: Any) -> None:
     """Set a `ModelParallelStrategy`'s data-parallel size to all its ranks (nodes x processes
     per node), before its `setup_environment` builds the device mesh from it.

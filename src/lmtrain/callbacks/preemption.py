@@ -9,11 +9,12 @@ raises `Preempted`: the task wrapper prints one `error:` line and the process ex
 the signal's number (143 for SIGTERM).
 
 Under DDP a signal may reach one rank only: every optimizer step the ranks agree, through the
-strategy, whether any of them got one, so they all save and stop at the same step. That is one
-all-reduce of a flag per step: 1.1 ms with gloo between two CPU processes on this project's busy
-2-core machine (a few % of a tiny model's step; `check_every_n_steps` spaces it out), on GPUs a
-one-element NCCL all-reduce beside the gradients' (Lightning itself already syncs a flag to the
-host every DDP step). A single process only reads a Python attribute.
+strategy, on the signal any of them got (the highest number), so they all save and stop at the same
+step and exit with the same code. That is one all-reduce of one number per step: 1.1 ms with gloo
+between two CPU processes on this project's busy 2-core machine (a few % of a tiny model's step;
+`check_every_n_steps` spaces it out), on GPUs a one-element NCCL all-reduce beside the gradients'
+(Lightning itself already syncs a flag to the host every DDP step).
+A single process only reads a Python attribute.
 
 Lightning installs its own SIGTERM handler for `fit`. This callback replaces it while training
 runs (Lightning's would also raise a SIGTERMException at the next step, and under DDP it
@@ -33,12 +34,13 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from lmtrain.errors import LMTrainError, Preempted
-from lmtrain.lightning_compat import cluster_environment
+from lmtrain.lightning_compat import cluster_environment, log_finished_train_step
 from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
 from lmtrain.utils.requeue import is_submitit_requeue_handler
 
@@ -112,27 +114,39 @@ class PreemptionCheckpoint(Callback):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         """After each optimizer step (every `check_every_n_steps`): stop if any rank got a
-        signal. Micro-batches of gradient accumulation leave global_step alone and are passed."""
+        signal. Micro-batches of gradient accumulation leave global_step alone and are passed.
+
+        The step's metrics go to the loggers before the stop: Lightning logs them only after
+        every callback's on_train_batch_end, and the resume starts at the next step, so without
+        this each preemption would drop one row from every logger."""
         step = trainer.global_step
         if step == self._last_checked_step or step % self.check_every_n_steps:
             return
         self._last_checked_step = step
-        received = self.received is not None
-        if trainer.world_size > 1:
-            received = trainer.strategy.reduce_boolean_decision(received, all=False)
-        if not received:
+        signum = self.agreed_signal(trainer)
+        if signum is None:
             return
-        name = self.received.name if self.received is not None else "a signal on another rank"
+        name = signum.name if signum == self.received else f"{signum.name} on another rank"
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path)
+        log_finished_train_step(trainer)  # after the save: the state every other save has
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.experiment.mark_preempting()
         log.info("Preempted by %s at step %d: saved %s", name, step, path)
-        signum = self.received or signal.SIGTERM
         message = f"preempted by {name} at step {step}: saved {path}; {resume_hint(path)}"
         raise Preempted(signum, message)
+
+    def agreed_signal(self, trainer: Trainer) -> signal.Signals | None:
+        """The signal every rank stops for, or None: under DDP the highest signal number any
+        rank got (one all-reduce of one number, as cheap as a flag's), so that every rank
+        exits with the same 128 + that number, the one it would give had the signal reached it."""
+        if trainer.world_size == 1:
+            return self.received
+        mine = torch.tensor(int(self.received or 0), device=trainer.strategy.root_device)
+        agreed = int(trainer.strategy.reduce(mine, reduce_op="max").item())
+        return signal.Signals(agreed) if agreed else None
 
 
 def requeue_signal(trainer: Trainer) -> signal.Signals | None:

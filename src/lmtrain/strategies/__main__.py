@@ -1,4 +1,4 @@
-"""`python -m lmtrain.strategies consolidate <folder> [--output FILE]`."""
+"""`python -m lmtrain.strategies consolidate <folder> [--output FILE] [--overwrite]`."""
 
 from __future__ import annotations
 
@@ -25,9 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     merge = commands.add_parser("consolidate", help="sharded checkpoint folder -> one .ckpt")
     merge.add_argument("folder", help="a sharded checkpoint, e.g. <run>/checkpoints/last.ckpt")
     merge.add_argument("--output", help="the file to write (default: <name>.consolidated.ckpt)")
+    merge.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output file if it exists (without it, an existing file is refused)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = consolidate(args.folder, args.output)
+        path = consolidate(args.folder, args.output, overwrite=args.overwrite)
     except LMTrainError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None

@@ -30,13 +30,19 @@ from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 NOT_OURS = "pass a checkpoint folder written by trainer=fsdp, e.g. <run>/checkpoints/last.ckpt"
 
 
-def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
+def consolidate(
+    folder: str | Path, output: str | Path | None = None, overwrite: bool = False
+) -> Path:
     """Merge the sharded checkpoint `folder` into one `.ckpt` file; return its path.
 
     `output` defaults to `<folder>.consolidated.ckpt` beside the folder (for `last.ckpt/`,
-    `last.consolidated.ckpt`). The file is written to a temporary name and renamed.
+    `last.consolidated.ckpt`). The file is written to a temporary name and renamed. An existing
+    `output` is another run's checkpoint as often as an older consolidation of this one, so it
+    is replaced only with `overwrite`; everything is checked before the shards are read.
     """
     folder = Path(folder).expanduser()
+    if not folder.exists():
+        raise LMTrainError(f"{str(folder)!r} does not exist: {NOT_OURS}")
     if not is_sharded_checkpoint(folder):
         raise LMTrainError(
             f"{str(folder)!r} is not a sharded checkpoint folder (no {SHARDED_META_FILE}): "
@@ -45,6 +51,7 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
     if output is None:
         output = folder.with_name(f"{folder.name.removesuffix('.ckpt')}.consolidated.ckpt")
     output = Path(output).expanduser()
+    check_output(output, overwrite)
     meta = load_torch_file(folder / SHARDED_META_FILE)  # all but the tensors; small, so first
     if not isinstance(meta, dict):
         raise LMTrainError(
@@ -62,6 +69,20 @@ def consolidate(folder: str | Path, output: str | Path | None = None) -> Path:
     with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
         torch.save(checkpoint, f)
     return output
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse an `output` that is a folder, or an existing file without `overwrite`."""
+    if output.is_dir():
+        raise LMTrainError(
+            f"the output {str(output)!r} is a folder: pass a file path to --output, e.g. "
+            f"{str(output / 'consolidated.ckpt')!r}"
+        )
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise LMTrainError(
+            f"{str(output)!r} already exists: pass another --output, or add --overwrite to "
+            "replace it"
+        )
 
 
 def one_device_layout(entries: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

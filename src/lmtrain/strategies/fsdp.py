@@ -41,6 +41,7 @@ from lmtrain.strategies.sharded_checkpoints import (
     remove_path,
     replace_folder,
 )
+from lmtrain.utils.checks import Problems
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -63,9 +64,19 @@ class FSDP2Strategy(ModelParallelStrategy):
         free the gathered weights after each block's forward (ZeRO-3; false keeps them until the
         backward, ZeRO-2-like: less communication, more memory). `activation_checkpointing`:
         recompute each block's activations in the backward pass. `timeout_s`: how long a
-        collective waits for the other ranks before the run fails."""
+        collective waits for the other ranks before the run fails.
+
+        Every value is checked here, in the launching process, before any rank starts or any
+        process group forms: a value Lightning or torch refuses later fails there with a
+        traceback on every rank (or, for a negative timeout, a socket timeout)."""
         from torch.distributed.fsdp import MixedPrecisionPolicy
 
+        problems = Problems()
+        problems.boolean("trainer.strategy.reshard_after_forward", reshard_after_forward)
+        problems.boolean("trainer.strategy.activation_checkpointing", activation_checkpointing)
+        problems.number("trainer.strategy.timeout_s", timeout_s, low=0, low_open=True)
+        problems.extend(backend_problems(process_group_backend))
+        problems.raise_if_any()
         super().__init__(
             data_parallel_size="auto",
             tensor_parallel_size=1,
@@ -184,3 +195,22 @@ def _dtype(key: str, name: str | None) -> torch.dtype | None:
             f"trainer.strategy.{key}={name!r} is unknown: use one of {', '.join(DTYPES)}, or null"
         )
     return DTYPES[name]
+
+
+def backend_problems(backend: Any) -> list[str]:
+    """Why `process_group_backend` cannot start here (empty if it can): null, a backend name or
+    torch's per-device form `cpu:gloo,cuda:nccl`, each backend built into this torch (NCCL also
+    needs a GPU)."""
+    key = "trainer.strategy.process_group_backend"
+    if backend is None:
+        return []
+    if not isinstance(backend, str) or not backend:
+        return [f"{key}={backend!r} is not a backend name: pass gloo, nccl, or null"]
+    for name in (part.split(":")[-1].strip().lower() for part in backend.split(",")):
+        usable = dist.is_backend_available(name) and (name != "nccl" or torch.cuda.is_available())
+        if not usable:
+            return [
+                f"{key}={backend!r}: {name} is not available on this machine (NCCL needs GPUs and "
+                "a CUDA build of torch): pass gloo for CPU processes (trainer=fsdp_cpu), or null"
+            ]
+    return []
