@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.utils.logger_checks import refuse_unwritable_folder
 from lmtrain.utils.logger_runs import (
     is_mlflow_entry,
     is_tensorboard_entry,
@@ -139,6 +140,7 @@ def instantiate_loggers(
     `resuming` continues the run folder's W&B and MLflow runs."""
 
     def extra_kwargs(entry: DictConfig) -> dict[str, Any]:
+        refuse_unwritable_save_dir(entry)
         if run_cfg is None:
             return {}
         if is_wandb_entry(entry):
@@ -150,6 +152,16 @@ def instantiate_loggers(
         return {}
 
     return _instantiate_group(cfg, "logger", extra_kwargs)
+
+
+def refuse_unwritable_save_dir(entry: DictConfig) -> None:
+    """One line, before the logger is made, for a `save_dir` it could not write to: each library
+    fails on its own later (TensorBoard and CSV with a traceback at the first write, W&B by
+    quietly moving the run to /tmp/wandb). MLflow's save_dir is its local store, used only
+    without a tracking URI: MLFlowLogger checks it itself."""
+    save_dir = entry.get("save_dir")
+    if save_dir is not None and not is_mlflow_entry(entry):
+        refuse_unwritable_folder(save_dir, f"logger.{entry._key()}.save_dir")
 
 
 def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:

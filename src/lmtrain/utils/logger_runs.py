@@ -38,6 +38,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.logger_checks import (
+    bounded_mlflow_wait,
+    refuse_unusable_sqlite,
+    refuse_unwritable_folder,
+)
 from lmtrain.utils.redact import redact
 from lmtrain.utils.wandb_run import job_name
 
@@ -144,6 +149,10 @@ class MLFlowLogger(LightningMLFlowLogger):
     (`<save_dir>/mlflow.db`, artifacts in `<save_dir>/artifacts`), which `mlflow ui
     --backend-store-uri sqlite:///<save_dir>/mlflow.db` reads. Lightning's default, a file store,
     is refused by MLflow 3 unless MLFLOW_ALLOW_FILE_STORE=true.
+
+    A store it cannot use is one line when the logger is made (an unwritable save_dir, a SQLite
+    file that is not a database: lmtrain.utils.logger_checks), and a server that does not answer
+    one line at the first request, within about a minute.
     """
 
     def __init__(
@@ -155,19 +164,18 @@ class MLFlowLogger(LightningMLFlowLogger):
         **kwargs: Any,
     ) -> None:
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
+        source = "logger.mlflow.tracking_uri" if tracking_uri else "MLFLOW_TRACKING_URI"
         tracking_uri = tracking_uri or ENV_TRACKING_URI
         if not tracking_uri:
+            source = "logger.mlflow.save_dir"
+            server = ", or a server in logger.mlflow.tracking_uri"
+            refuse_unwritable_folder(save_dir, source, server)
             store = Path(save_dir).absolute()
-            try:
-                store.mkdir(parents=True, exist_ok=True)
-            except OSError as err:
-                raise LMTrainError(
-                    f"logger.mlflow.save_dir={save_dir} cannot be created ({err.strerror}): give "
-                    "a folder you can write to, or a server in logger.mlflow.tracking_uri"
-                ) from None
             tracking_uri = f"sqlite:///{store / 'mlflow.db'}"
             artifact_location = artifact_location or str(store / "artifacts")
+        refuse_unusable_sqlite(tracking_uri, source)
         try:
             super().__init__(
                 save_dir=save_dir,
@@ -175,14 +183,15 @@ class MLFlowLogger(LightningMLFlowLogger):
                 artifact_location=artifact_location,
                 **kwargs,
             )
-        except MlflowException as err:  # the store is opened here: a bad URI fails now
+        except (MlflowException, SQLAlchemyError) as err:  # the store is opened here
             raise LMTrainError(
-                f"MLflow cannot use the tracking URI {tracking_uri!r} ({first_line(err)}): set "
-                "logger.mlflow.tracking_uri to a server (http://host:5000) or a database "
-                "(sqlite:///path/to/mlflow.db), or null for the local store in "
-                "logger.mlflow.save_dir"
+                f"MLflow cannot use the tracking URI {tracking_uri!r} (from {source}: "
+                f"{first_line(err)}): set logger.mlflow.tracking_uri to a server "
+                "(http://host:5000) or a database (sqlite:///path/to/mlflow.db), or null for the "
+                "local store in logger.mlflow.save_dir"
             ) from None
         self.store_uri = tracking_uri
+        self.store_source = source
         self.continued_run = kwargs.get("run_id")
         self.run_id_file = Path(run_id_file) if run_id_file else None
 
@@ -220,20 +229,34 @@ class MLFlowLogger(LightningMLFlowLogger):
             self.run_id_file.write_text(run_id + "\n")
 
     def run_or_refuse(self) -> str:
-        """This logger's run id (the run is made on first use); a continued run that the store
-        does not hold is one line saying where the id came from."""
+        """This logger's run id; the run is made on first use, the first contact with the store.
+
+        A server that cannot be reached is one line within about a minute (bounded_mlflow_wait),
+        and so is a continued run the store does not hold, saying where its id came from.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
-            return self.run_id
+            with bounded_mlflow_wait():
+                return self.run_id
         except MlflowException as err:
             if self.continued_run is None:
-                raise
-            where = self.run_id_file or "logger.mlflow.run_id"
+                raise LMTrainError(
+                    f"MLflow could not start its run in {self.store_uri} (from "
+                    f"{self.store_source}: {first_line(err)}): check that the server runs and "
+                    "answers, or set logger.mlflow.tracking_uri to one that does, or to null for "
+                    "the local store in logger.mlflow.save_dir"
+                ) from None
+            saved = self.run_id_file
+            from_file = saved is not None and saved.is_file()
+            if from_file and saved.read_text().strip() == self.continued_run:
+                where, instead = str(saved), f"delete {saved}"
+            else:
+                where, instead = "logger.mlflow.run_id", "set logger.mlflow.run_id=null"
             raise LMTrainError(
                 f"MLflow run {self.continued_run} (from {where}) is not in {self.store_uri} "
                 f"({first_line(err)}): point logger.mlflow.tracking_uri at the store that holds "
-                f"it, or delete {where} to start a new MLflow run"
+                f"it, or {instead} to start a new MLflow run"
             ) from None
 
 

@@ -12,12 +12,15 @@ that `wandb sync` uploads. W&B's system metadata (which holds `sys.argv`) is off
 `logger.wandb.settings.x_disable_meta=false`, and a job's name redacts a secret override's
 value (`lmtrain.utils.redact`). What ran is in the run config, logged resolved and redacted.
 
+WANDB_MODE, when set, wins over `logger.wandb.offline` (`mode_from_environment`), as in W&B.
+
 `logger.wandb.log_model=true` is not Lightning's (which uploads checkpoints and refuses offline
 runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the exported model.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import string
 from pathlib import Path
@@ -28,10 +31,12 @@ from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.redact import holds_secret, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
+# The user's WANDB_MODE, read once: see mode_from_environment.
+USER_WANDB_MODE = os.environ.get("WANDB_MODE", "").strip()
 # The callback that logs the model artifact when logger.wandb.log_model=true.
 ARTIFACT_CALLBACK = "WandbModelArtifact"
 
@@ -48,19 +53,65 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     configured one) and is saved there.
     """
     check_log_model(entry, run_cfg)
+    check_project(entry)
     # Lightning's own log_model uploads checkpoints and refuses offline runs: the model artifact
     # is lmtrain's callback (callbacks.wandb_model), online or offline.
     kwargs: dict[str, Any] = {"settings": wandb_settings(entry), "log_model": False}
+    kwargs.update(mode_from_environment())
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
     if entry.get("name") is None:
         kwargs["name"] = job_name(hydra, run_cfg.task_name) if multirun else run_cfg.task_name
     if entry.get("group") is None and multirun:
         kwargs["group"] = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
-    if run_cfg.get("trainer", {}).get("fast_dev_run"):
-        return kwargs  # Lightning swaps every logger for a dummy: no W&B run, no id to keep
+    if run_cfg.get("trainer", {}).get("fast_dev_run") or kwargs.get("mode") == "disabled":
+        return kwargs  # no W&B run (fast_dev_run: Lightning swaps every logger for a dummy)
     kwargs["id"] = run_id(Path(run_cfg.paths.output_dir), entry.get("id"), resuming)
     return kwargs
+
+
+def mode_from_environment() -> dict[str, Any]:
+    """WANDB_MODE, when the user set it, over `logger.wandb.offline`, as W&B's convention has it
+    (`WANDB_MODE=disabled` turns W&B off without touching code or config): the WandbLogger
+    keywords for it, or none when it is unset.
+
+    Read from USER_WANDB_MODE, the environment when lmtrain was imported: Lightning's
+    WandbLogger sets WANDB_MODE=dryrun itself for an offline run, which is not the user's.
+    """
+    import wandb
+    from pydantic import ValidationError
+
+    mode = USER_WANDB_MODE
+    if not mode:
+        return {}
+    try:
+        wandb.Settings(mode=mode)  # W&B's own list of modes
+    except ValidationError:
+        raise LMTrainError(
+            f"WANDB_MODE={mode!r} is not a W&B mode: set it to online, offline or disabled, or "
+            "unset it to follow logger.wandb.offline"
+        ) from None
+    offline = mode in ("offline", "dryrun")
+    return {"offline": offline} if offline else {"offline": False, "mode": mode}
+
+
+def check_project(entry: DictConfig) -> None:
+    """The project is a name W&B takes, by W&B's own check (wandb.Settings), now rather than at
+    the first log with a traceback."""
+    import wandb
+    from pydantic import ValidationError
+    from wandb.errors import UsageError
+
+    project = entry.get("project")
+    if project is None:
+        return
+    try:
+        wandb.Settings(project=str(project))
+    except (UsageError, ValidationError) as err:
+        raise LMTrainError(
+            f"logger.{entry._key()}.project={project!r} is not a W&B project name "
+            f"({first_line(err)}): give a name without / \\ # ? % : (such as lmtrain-runs)"
+        ) from None
 
 
 def job_name(hydra: Any, task_name: str) -> str:

@@ -1,0 +1,107 @@
+"""Where a logger writes, checked before it writes: one line instead of a traceback, a minutes-long
+wait, or a run that quietly logs somewhere else.
+
+Each logger library fails on a bad place in its own way, and late: TensorBoard and CSV with an
+OSError at their first write, W&B by moving the run to a temporary folder (`/tmp/wandb`) with no
+more than a warning, MLflow by retrying a SQLite store it cannot open for about 100 s, and an
+MLflow server that does not answer for minutes (urllib3's back-off, 7 retries). Here every
+logger's folder gets the same check when the logger is made (`refuse_unwritable_folder`), an
+MLflow SQLite store is opened once read-only with the standard library (`refuse_unusable_sqlite`),
+and the first request to an MLflow server is bounded with MLflow's own settings
+(`bounded_mlflow_wait`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from lmtrain.errors import LMTrainError
+
+# MLflow's HTTP settings for the first request to a server (the experiment and the run are
+# looked up or made): a server that refuses or does not answer is one line in under a minute,
+# not after minutes of back-off. Only those the user has not set; later requests (metrics during
+# training) keep MLflow's defaults, which ride out a server's brief outage or rate limiting.
+FIRST_CONTACT_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "15",
+}
+
+
+def refuse_unwritable_folder(folder: str | os.PathLike[str], key: str, instead: str = "") -> None:
+    """Refuse `folder` (the value of config key `key`) unless it is, or can be made, a folder
+    this process can write to; `instead` adds to what to do. Nothing is created: a run refused
+    later leaves no empty folder behind."""
+    problem = folder_problem(Path(folder))
+    if problem is not None:
+        raise LMTrainError(
+            f"{key}={folder} cannot be written to ({problem}): give a folder you can write to"
+            f"{instead}"
+        )
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why `folder` cannot be made and written to, or None when it can.
+
+    The nearest part of the path that exists decides: a file there, or a folder that is on a
+    read-only file system (which refuses even root, whom a permission check lets through) or
+    not writable by this user.
+    """
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{existing} is a file, not a folder"
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{existing} is on a read-only file system"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
+    return None
+
+
+def refuse_unusable_sqlite(uri: str, source: str) -> None:
+    """Refuse a `sqlite:///<path>` MLflow store that SQLite cannot open or write, before MLflow
+    tries: MLflow retries opening its store ten times with back-off (about 100 s) before it
+    gives up. `source` says where the URI came from (a config key, an environment variable).
+    Any other kind of URI is left to MLflow."""
+    from sqlalchemy.engine import make_url  # MLflow's own dependency, and its URI parser
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(uri)
+    except ArgumentError:
+        return  # not a database URL: MLflow says what it makes of it
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    database = Path(url.database).absolute()
+    problem = folder_problem(database.parent)
+    if database.exists() and not database.is_file():
+        problem = f"{database} is a folder"
+    elif problem is None and database.is_file():
+        try:
+            with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as db:
+                db.execute("PRAGMA schema_version")
+        except sqlite3.DatabaseError as err:
+            problem = f"{database}: {err}"
+    if problem is not None:
+        raise LMTrainError(
+            f"the MLflow store {uri} (from {source}) cannot be used ({problem}): give in {source} "
+            "an MLflow SQLite store, or a new file in a folder you can write to"
+        )
+
+
+@contextmanager
+def bounded_mlflow_wait() -> Iterator[None]:
+    """MLflow's HTTP retries and timeout bounded (FIRST_CONTACT_SETTINGS) while inside, where the
+    user has not set them; as they were after. MLflow reads them at each request."""
+    added = [name for name in FIRST_CONTACT_SETTINGS if name not in os.environ]
+    os.environ.update({name: FIRST_CONTACT_SETTINGS[name] for name in added})
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
