@@ -9,6 +9,7 @@ into the value Hydra's sweepers read, and `SweepOutcome` gives the whole sweep i
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -19,19 +20,42 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
+from lightning.fabric.plugins.environments import (
+    LSFEnvironment,
+    MPIEnvironment,
+    SLURMEnvironment,
+    TorchElasticEnvironment,
+)
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, read_write
 
-from lmtrain.errors import Preempted
+from lmtrain.errors import LMTrainError, Preempted
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
+from lmtrain.utils.sweep_jobs import (
+    OPTUNA_RESULTS,
+    file_stamp,
+    refuse_sweep_that_cannot_start,
+    sweep_files,
+    withdraw_results_without_best,
+)
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
+# Launchers that start every node's processes themselves (each sets their ranks).
+CLUSTERS_THAT_START_NODES = (
+    TorchElasticEnvironment,
+    SLURMEnvironment,
+    LSFEnvironment,
+    MPIEnvironment,
+)
+# Variables by which a launcher tells each process its node or global rank (Lightning's own
+# launcher: NODE_RANK or GROUP_RANK; SLURM, Kubeflow and others: RANK or SLURM_PROCID).
+RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
 
 
 def in_multirun() -> bool:
@@ -54,6 +78,7 @@ def prepare_process(cfg: DictConfig) -> None:
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
             handler.close()
+    refuse_nodes_no_one_starts(cfg)
     hydra_cfg = HydraConfig.get()
     named = any(str(o).startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
     if hydra_cfg.mode != RunMode.MULTIRUN and not named:
@@ -81,6 +106,29 @@ def launched_across_nodes(cfg: DictConfig) -> bool:
         and int(trainer.get("num_nodes") or 1) > 1
         and "TORCHELASTIC_RUN_ID" not in os.environ
         and "SLURM_PROCID" not in os.environ
+    )
+
+
+def refuse_nodes_no_one_starts(cfg: DictConfig) -> None:
+    """Fail when `trainer.num_nodes` > 1 but nothing starts the other nodes' processes.
+
+    Lightning's launcher starts this node's processes only; without NODE_RANK (the user runs
+    the command on every node), torchrun, SLURM or another cluster Lightning knows, the ranks
+    wait at the rendezvous for nodes that never come, for torch's 30-minute timeout.
+    """
+    trainer = cfg.get("trainer") or {}
+    num_nodes = trainer.get("num_nodes")
+    if not isinstance(num_nodes, int) or num_nodes <= 1:
+        return
+    if any(name in os.environ for name in RANK_VARIABLES):
+        return
+    if any(env.detect() for env in CLUSTERS_THAT_START_NODES):
+        return
+    fail(
+        f"trainer.num_nodes={num_nodes} but nothing starts the other nodes (no torchrun, SLURM "
+        "or NODE_RANK here), so this one would wait for them forever: run the command on every "
+        f"node with torchrun --nnodes={num_nodes} or NODE_RANK=<n> MASTER_ADDR=<node 0>, or "
+        "through SLURM (hydra/launcher=slurm), see docs/scaling.md; or set trainer.num_nodes=1"
     )
 
 
@@ -114,7 +162,7 @@ def resume_after_requeue(cfg: DictConfig) -> None:
 
 
 @contextlib.contextmanager
-def ddp_ranks_rerun_this_job() -> Iterator[None]:
+def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
     """Make Lightning's DDP launcher start ranks > 0 as this multirun job, not as the whole sweep.
 
     The launcher starts them by re-running `sys.argv` with `hydra.run.dir=<HydraConfig run.dir>`
@@ -123,15 +171,19 @@ def ddp_ranks_rerun_this_job() -> Iterator[None]:
     rank ends only this job (`lightning_compat.ddp_launcher_observes_job_only`). After the job,
     its process group, its ranks and the variables the launcher exported (LOCAL_RANK,
     MASTER_PORT, ..., which would make the next job think its ranks exist already) are gone.
+
+    The launcher re-runs `python -m <__main__'s module>` (or `python <argv[0]>`): under a
+    submitit launcher that is submitit's job runner, not `entry_module` (`lmtrain.train`), so
+    the ranks are pointed at `entry_module` (`main_module_as`; None: leave `__main__` be).
     """
     import torch.distributed as dist
 
     hydra_cfg = HydraConfig.get()
     argv, environ = sys.argv, dict(os.environ)
-    sys.argv = [argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    with ddp_launcher_observes_job_only():
+    with main_module_as(entry_module), ddp_launcher_observes_job_only():
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
         try:
             yield
         finally:
@@ -140,6 +192,35 @@ def ddp_ranks_rerun_this_job() -> Iterator[None]:
             os.environ.update(environ)
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()  # ranks still waiting on rank 0 now fail and exit
+
+
+@contextlib.contextmanager
+def main_module_as(entry_module: str | None) -> Iterator[None]:
+    """While inside, `__main__` and `sys.argv[0]` say that this process runs `entry_module`.
+
+    A process that re-runs itself (Lightning's DDP launcher) reads `__main__.__spec__` and
+    argv[0]. A job started by submitit runs under submitit's `_submit` module, whose command
+    line is a job folder: ranks started as it would exit 2 at their first argument and leave
+    rank 0 waiting for them. Nothing changes when `entry_module` is already `__main__`.
+    """
+    import importlib.util
+
+    main = sys.modules["__main__"]
+    main_spec = getattr(main, "__spec__", None)
+    running = main_spec.name if main_spec is not None else None
+    spec = None
+    if entry_module is not None and running != entry_module:
+        spec = importlib.util.find_spec(entry_module)
+    if spec is None or spec.origin is None:
+        yield
+        return
+    argv0 = sys.argv[0]
+    main.__spec__, sys.argv[0] = spec, spec.origin
+    try:
+        yield
+    finally:
+        main.__spec__ = main_spec
+        sys.argv[0] = argv0
 
 
 def run_for_sweeper(
@@ -156,7 +237,7 @@ def run_for_sweeper(
         return task(cfg).get(metric)
     hydra_cfg = HydraConfig.get()
     job = f"Job {hydra_cfg.job.num} ({job_name(hydra_cfg, cfg.task_name)})"
-    with ddp_ranks_rerun_this_job():
+    with ddp_ranks_rerun_this_job(entry_module_of(task)):
         try:
             metrics = task(cfg)
         except Exception:
@@ -185,6 +266,21 @@ def run_for_sweeper(
     return value
 
 
+def entry_module_of(task: Callable[..., object]) -> str | None:
+    """The lmtrain module that defines `task` (`lmtrain.train`), from its module's file: under
+    submitit the task arrives pickled by value, its `__module__` says `__main__` and its code
+    `<dynamic-code>`, but its globals keep `__file__`. None for a function outside lmtrain."""
+    function = inspect.unwrap(task)
+    source = getattr(function, "__globals__", {}).get("__file__")
+    if not source:
+        return None
+    file = Path(source).resolve()
+    package_parent = Path(__file__).resolve().parents[2]  # src/ (utils/launch.py -> lmtrain/)
+    if package_parent not in file.parents or file.suffix != ".py":
+        return None
+    return ".".join(file.relative_to(package_parent).with_suffix("").parts)
+
+
 def worst_value() -> float:
     """+inf for a minimizing sweeper, -inf for `hydra.sweeper.direction=maximize`.
 
@@ -200,22 +296,55 @@ class SweepOutcome(HydraCallback):
 
     `run_for_sweeper` lets a failed job (a bad value, a crash, a rank that died) end only
     itself, so that the other jobs run; without this the sweep would then exit 0, and a script
-    or CI would read success from a sweep in which no job ran. A job failed when its folder
-    holds no metrics.json (written at the end of every job that ran to its end, a diverged one
-    too). Any launcher: the job folders are read after the last job, not the launcher's results.
+    or CI would read success from a sweep in which no job ran. A job of this sweep (its
+    `.hydra/config.yaml` written since the sweep started) failed when it wrote no metrics.json
+    (written at the end of every job that ran to its end, a diverged one too): one left by an
+    earlier sweep in the folder (`overwrite_run=true`) is not this job's success. Files are told
+    apart by their inode, size and mtime before the sweep, not by clocks, which differ between
+    nodes. Any launcher: the job folders are read after the last job, not the launcher's results.
     """
+
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int, int]] = {}
+
+    def on_multirun_start(self, config: DictConfig, **_: object) -> None:
+        try:
+            refuse_sweep_that_cannot_start(config)
+        except LMTrainError as err:
+            fail(str(err))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
+
+    def written_now(self, path: Path) -> bool:
+        """Whether `path` was written since the sweep started."""
+        return path.is_file() and file_stamp(path) != self.before.get(path)
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
         jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
-        failed = [job for job in jobs if not (job / "metrics.json").is_file()]
+        jobs = [job for job in jobs if self.written_now(job / ".hydra" / "config.yaml")]
+        failed = [job for job in jobs if not self.written_now(job / "metrics.json")]
+        no_best = withdraw_results_without_best(sweep_dir / OPTUNA_RESULTS)
         if failed:
             names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
             print(
                 f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
                 f"{names} under {sweep_dir}): see each one's log above or its train.log; "
-                "the other jobs' results are in their folders",
+                + (
+                    "the other jobs' results are in their folders"
+                    if len(failed) < len(jobs)
+                    else "no job has a result"
+                )
+                + (f" (no {OPTUNA_RESULTS}: no trial scored a finite value)" if no_best else ""),
                 file=sys.stderr,
                 flush=True,
             )
             raise SystemExit(1)
+        if no_best:
+            print(
+                f"warning: no trial of the search scored a finite {config.get('optimized_metric')}"
+                f" (all diverged), so {sweep_dir / OPTUNA_RESULTS} is not kept: see python -m "
+                f"lmtrain.report {sweep_dir}",
+                file=sys.stderr,
+                flush=True,
+            )

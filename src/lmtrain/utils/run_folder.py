@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
 from lmtrain.utils.checks import strict_bool
-from lmtrain.utils.launch import set_rank_from_node
+from lmtrain.utils.launch import refuse_nodes_no_one_starts, set_rank_from_node
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -146,7 +146,19 @@ class ClaimRunFolder(HydraCallback):
     command line (tests, notebooks). A refusal is one `error:` line and exit code 1.
     """
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a sweep folder that holds another sweep's jobs, before any job starts:
+        Hydra writes each job's `.hydra/` before the job can refuse its folder."""
+        try:
+            overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
+            if not overwrite:
+                refuse_other_sweeps_jobs(Path(str(config.hydra.sweep.dir)).resolve())
+        except LMTrainError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        refuse_nodes_no_one_starts(config)  # before the folder is made: nothing to leave behind
         set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
         run_dir = Path(str(config.hydra.run.dir))
         ckpt_path = config.get("ckpt_path")
@@ -170,6 +182,41 @@ class ClaimRunFolder(HydraCallback):
                 # before it printed: this one waits, and the launcher stops it when rank 0 exits.
                 time.sleep(RANK_ZERO_GRACE_S)
             raise SystemExit(1) from None
+
+
+def refuse_other_sweeps_jobs(sweep_dir: Path) -> None:
+    """Raise LMTrainError when `sweep_dir` holds job folders of an earlier sweep (a `.hydra/`
+    record, checkpoints or `RUN_RECORD` files) or its Optuna results.
+
+    Jobs are numbered from 0 in every sweep: a second sweep into the folder would rewrite each
+    old job's `.hydra/` (the report would pair the old metrics with the new values) and the
+    results file, and the old jobs' metrics.json would pass for the new jobs' results.
+    """
+    if not sweep_dir.is_dir():
+        return
+    held = [*sweep_dir.glob("optimization_results.yaml")]
+    for depth in ("*", "*/*"):  # hydra.sweep.subdir: the job number, or a path of two levels
+        for job in sorted(sweep_dir.glob(depth)):
+            if job.is_dir() and job.name != ".hydra" and holds_a_run(job):
+                held.append(job)
+    if held:
+        shown = ", ".join(str(p.relative_to(sweep_dir)) for p in held[:3])
+        more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+        raise LMTrainError(
+            f"hydra.sweep.dir={sweep_dir} already holds another sweep's jobs ({shown}{more}), "
+            "whose records this sweep would replace: pass another hydra.sweep.dir (by default "
+            "each sweep gets its own), or overwrite_run=true to run into it anyway (nothing is "
+            "deleted; files of the same job number are replaced as the jobs write them)"
+        )
+
+
+def holds_a_run(folder: Path) -> bool:
+    """Whether `folder` is (or was) a run's: its `.hydra/` record, checkpoints or RUN_RECORD."""
+    return (
+        (folder / ".hydra").is_dir()
+        or bool(existing_checkpoints(folder))
+        or any((folder / name).is_file() for name in RUN_RECORD)
+    )
 
 
 def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:

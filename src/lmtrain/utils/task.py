@@ -13,8 +13,11 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause
 from lmtrain.utils.instantiate import config_entry_error
@@ -46,7 +49,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
             print_on_rank_zero(
                 "error: terminated by SIGTERM outside the training steps: nothing was saved "
-                "after the last checkpoint; resume with ckpt_path=last hydra.run.dir=<run folder>"
+                "after the last checkpoint; resume with ckpt_path=last "
+                f"hydra.run.dir={run_folder_of(args)}"
             )
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
@@ -78,6 +82,21 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 leave_together()
 
     return wrapped
+
+
+def run_folder_of(args: tuple[Any, ...]) -> str:
+    """The run folder of the task called with `args` (its config's `paths.output_dir`, else
+    Hydra's output folder), for a line that tells how to resume; `<run folder>` if unknown."""
+    cfg = args[0] if args else None
+    paths = cfg.get("paths") if isinstance(cfg, DictConfig) else None
+    try:
+        if paths is not None and paths.get("output_dir"):
+            return str(paths.output_dir)
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.output_dir)
+    except OmegaConfBaseException:  # an unresolvable interpolation: the line is still printed
+        pass
+    return "<run folder>"
 
 
 def print_on_rank_zero(line: str) -> None:

@@ -1,0 +1,250 @@
+"""A sweep's folder, its launchers and what it reports (utils/run_folder.py, utils/launch.py,
+utils/sweep_jobs.py).
+
+A second sweep into a folder that holds one is refused before Hydra rewrites anything; with
+`overwrite_run=true` it runs, and a job is judged by what it wrote itself, not by an earlier
+sweep's metrics.json. Settings that Hydra's plugins would end with a traceback (an empty Optuna
+range, SLURM without srun, nodes no one starts) are one `error:` line before any job. DDP jobs
+under the submitit launcher start their ranks as `lmtrain.train`, not as submitit's runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lmtrain import report
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+from tests.test_sweeps import sabotage
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def report_rows(sweep: Path) -> list[tuple[int, dict[str, str], dict[str, float]]]:
+    """What `lmtrain.report` reads of each job: its number, overrides and metrics."""
+    return [(job.num, job.overrides, job.metrics) for job in report.read_jobs(sweep)]
+
+
+@pytest.fixture(scope="module")
+def first_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A finished 2-trial Optuna search (2 job folders and optimization_results.yaml)."""
+    tmp_path = tmp_path_factory.mktemp("first")
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "hparams_search=optuna",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "hydra.sweeper.n_trials=2",
+        "model.config.n_embd=32",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (sweep / "optimization_results.yaml").is_file()
+    return sweep
+
+
+def test_a_second_sweep_into_a_sweep_folder_is_refused_and_changes_nothing(
+    first_sweep: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    before, rows = tree_digest(first_sweep), report_rows(first_sweep)
+    for search in (
+        ["-m", "model.optimizer.lr=5e-2,9e-2"],
+        ["hparams_search=optuna", "hydra.sweeper.n_trials=1"],
+    ):
+        out = run_cli(
+            "train",
+            *search,
+            *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+            f"hydra.sweep.dir={first_sweep}",
+        )
+        assert_one_line_error(
+            out,
+            f"hydra.sweep.dir={first_sweep} already holds another sweep's jobs "
+            "(optimization_results.yaml, 0, 1)",
+            "pass another hydra.sweep.dir",
+            "overwrite_run=true",
+        )
+        assert out.returncode == 1
+        assert "Launching" not in out.stdout + out.stderr  # refused before any job
+    assert tree_digest(first_sweep) == before  # .hydra/ records, metrics, Optuna results
+    assert report_rows(first_sweep) == rows
+
+
+def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
+    first_sweep: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    # The earlier sweep's job 0 has a metrics.json; this sweep's job 0 fails before writing one.
+    sweep = tmp_path / "sweep"
+    shutil.copytree(first_sweep, sweep)
+    job_1 = tree_digest(sweep / "1")
+    out = run_cli(
+        "train",
+        "-m",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "model.optimizer.lr=5e-2",
+        "overwrite_run=true",
+        f"hydra.sweep.dir={sweep}",
+        *sabotage(fail=[0]),
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: 1 of 1 jobs of the sweep failed (job folders 0 under {sweep}): see each one's "
+        "log above or its train.log; no job has a result"
+    )
+    assert (sweep / "0" / "metrics.json").is_file()  # nothing deleted ...
+    assert tree_digest(sweep / "1") == job_1  # ... and another job's folder left alone
+
+
+def test_a_search_whose_every_trial_failed_keeps_no_best_value(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "hparams_search=optuna",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "hydra.sweeper.n_trials=2",
+        "model.config.n_embd=32",
+        f"hydra.sweep.dir={sweep}",
+        *sabotage(fail=[0, 1]),
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"error: 2 of 2 jobs of the sweep failed (job folders 0, 1 under {sweep}): see each "
+        "one's log above or its train.log; no job has a result (no optimization_results.yaml: "
+        "no trial scored a finite value)"
+    )
+    assert not (sweep / "optimization_results.yaml").exists()
+
+
+@pytest.mark.parametrize(
+    ("space", "shown", "optuna_says"),
+    [
+        (
+            "model.optimizer.lr=interval(1e-2,1e-4)",
+            "model.optimizer.lr=interval(1e-2,1e-4)",
+            "must be smaller than or equal to the `high` value",
+        ),
+        (
+            "hydra.sweeper.params={model.optimizer.lr:'tag(log, interval(0, 1e-2))'}",
+            "hydra.sweeper.params.model.optimizer.lr=tag(log, interval(0, 1e-2))",
+            "must be larger than 0 for a log distribution",
+        ),
+    ],
+)
+def test_an_empty_or_non_positive_log_search_range_is_one_line(
+    tmp_path: Path, data_dir: Path, space: str, shown: str, optuna_says: str
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "hparams_search=optuna",
+        *tiny_cli(tmp_path, data_dir),
+        space,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert_one_line_error(
+        out, f"the search space {shown} is not a range Optuna can sample", optuna_says
+    )
+    assert not sweep.exists()
+
+
+def test_the_slurm_launcher_without_srun_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    path = os.pathsep.join(p for p in ("/usr/bin", "/bin") if Path(p).is_dir())
+    if shutil.which("srun", path=path):
+        pytest.skip("srun is installed here")
+    out = run_cli(
+        "train",
+        "-m",
+        "hydra/launcher=slurm",
+        *tiny_cli(tmp_path, data_dir),
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env={"PATH": path},
+    )
+    assert_one_line_error(
+        out, "this machine has no srun", "hydra/launcher=slurm_local", "SLURM login node"
+    )
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_more_nodes_than_anyone_starts_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    env = {name: "" for name in ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")}
+    clean = {k: v for k, v in os.environ.items() if k not in env and not k.startswith("SLURM")}
+    run_dir = tmp_path / "run"
+    out = run_cli(
+        "train",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "trainer.num_nodes=2",
+        *tiny_cli(tmp_path, data_dir),
+        f"hydra.run.dir={run_dir}",
+        env=clean,
+        timeout=120,
+    )
+    assert_one_line_error(
+        out, "trainer.num_nodes=2 but nothing starts the other nodes", "torchrun --nnodes=2"
+    )
+    assert not run_dir.exists()
+
+
+def test_ddp_job_under_the_submitit_launcher_starts_its_ranks_as_lmtrain(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "-m",
+        "hydra/launcher=slurm_local",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        f"hydra.sweep.dir={sweep}",
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert metrics["tokens_seen"] == 2 * 2 * 8 * 32  # steps x ranks x batch x block
+
+
+class TermInFinalValidation(Callback):
+    """Sends this process SIGTERM at the first batch of the validation after training."""
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, *args: object
+    ) -> None:
+        if trainer.state.fn == "validate":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_outside_the_training_steps_names_the_run_folder(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    out = run_cli(
+        "train",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        f"+callbacks.term._target_={__name__}.TermInFinalValidation",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-1] == (
+        "error: terminated by SIGTERM outside the training steps: nothing was saved after the "
+        f"last checkpoint; resume with ckpt_path=last hydra.run.dir={run_dir}"
+    )
