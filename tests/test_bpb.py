@@ -17,8 +17,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data.byte_lengths import token_byte_lengths
-from lmtrain.data.windows import PAD_TOKEN
 from lmtrain.data.tokenizers import bpe_tokenizer, char_tokenizer
+from lmtrain.data.windows import PAD_TOKEN
 from lmtrain.models import CausalLMModule
 from lmtrain.report import write_report
 from lmtrain.train import train

@@ -16,9 +16,9 @@ import torch.distributed.checkpoint as dcp
 
 from lmtrain.callbacks.resume import restore_gradients
 from lmtrain.data import TextDataModule
-from lmtrain.data.windows import PAD_TOKEN, PaddedSampler, PaddedWindows
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
+from lmtrain.data.windows import PAD_TOKEN, PaddedSampler, PaddedWindows
 from lmtrain.errors import LMTrainError, find_cause
 from lmtrain.models.checkpoint import previous_sharded, resolve_ckpt_path, temporary_sharded
 from lmtrain.models.module import CausalLMModule

@@ -3,7 +3,8 @@
 Training runs as a plain process, as one of several DDP ranks (started by Lightning, torchrun or
 SLURM), as a Hydra multirun job and as a SLURM job that may be requeued. `prepare_process` makes
 each of those behave before the task starts; `run_for_sweeper` turns a job's result (or failure)
-into the value Hydra's sweepers read, and `SweepOutcome` gives the whole sweep its exit status.
+into the value Hydra's sweepers read (`lmtrain.utils.sweep_outcome` gives the whole sweep its
+exit status).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import (
     LSFEnvironment,
@@ -31,17 +31,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, read_write
 
-from lmtrain.errors import LMTrainError, Preempted
+from lmtrain.errors import Preempted
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
-from lmtrain.utils.sweep_jobs import (
-    OPTUNA_RESULTS,
-    file_stamp,
-    refuse_sweep_that_cannot_start,
-    sweep_files,
-    withdraw_results_without_best,
-)
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
 
@@ -289,62 +282,3 @@ def worst_value() -> float:
     """
     direction = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
     return -math.inf if str(direction).lower() == "maximize" else math.inf
-
-
-class SweepOutcome(HydraCallback):
-    """Hydra callback: a sweep whose jobs failed exits 1 once every job has run.
-
-    `run_for_sweeper` lets a failed job (a bad value, a crash, a rank that died) end only
-    itself, so that the other jobs run; without this the sweep would then exit 0, and a script
-    or CI would read success from a sweep in which no job ran. A job of this sweep (its
-    `.hydra/config.yaml` written since the sweep started) failed when it wrote no metrics.json
-    (written at the end of every job that ran to its end, a diverged one too): one left by an
-    earlier sweep in the folder (`overwrite_run=true`) is not this job's success. Files are told
-    apart by their inode, size and mtime before the sweep, not by clocks, which differ between
-    nodes. Any launcher: the job folders are read after the last job, not the launcher's results.
-    """
-
-    def __init__(self) -> None:
-        self.before: dict[Path, tuple[int, int, int]] = {}
-
-    def on_multirun_start(self, config: DictConfig, **_: object) -> None:
-        try:
-            refuse_sweep_that_cannot_start(config)
-        except LMTrainError as err:
-            fail(str(err))
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
-
-    def written_now(self, path: Path) -> bool:
-        """Whether `path` was written since the sweep started."""
-        return path.is_file() and file_stamp(path) != self.before.get(path)
-
-    def on_multirun_end(self, config: DictConfig, **_: object) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
-        jobs = [job for job in jobs if self.written_now(job / ".hydra" / "config.yaml")]
-        failed = [job for job in jobs if not self.written_now(job / "metrics.json")]
-        no_best = withdraw_results_without_best(sweep_dir / OPTUNA_RESULTS)
-        if failed:
-            names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
-            print(
-                f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
-                f"{names} under {sweep_dir}): see each one's log above or its train.log; "
-                + (
-                    "the other jobs' results are in their folders"
-                    if len(failed) < len(jobs)
-                    else "no job has a result"
-                )
-                + (f" (no {OPTUNA_RESULTS}: no trial scored a finite value)" if no_best else ""),
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(1)
-        if no_best:
-            print(
-                f"warning: no trial of the search scored a finite {config.get('optimized_metric')}"
-                f" (all diverged), so {sweep_dir / OPTUNA_RESULTS} is not kept: see python -m "
-                f"lmtrain.report {sweep_dir}",
-                file=sys.stderr,
-                flush=True,
-            )

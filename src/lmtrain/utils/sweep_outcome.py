@@ -1,0 +1,82 @@
+"""A sweep's exit status: `SweepOutcome`, a Hydra callback.
+
+Split from `lmtrain.utils.launch`, which runs each job: a failed job ends only itself
+(`run_for_sweeper`), and this callback looks at the job folders once every job has run.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
+
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.sweep_jobs import (
+    OPTUNA_RESULTS,
+    file_stamp,
+    refuse_sweep_that_cannot_start,
+    sweep_files,
+    withdraw_results_without_best,
+)
+from lmtrain.utils.task import fail
+
+
+class SweepOutcome(HydraCallback):
+    """Hydra callback: a sweep whose jobs failed exits 1 once every job has run.
+
+    `run_for_sweeper` lets a failed job (a bad value, a crash, a rank that died) end only
+    itself, so that the other jobs run; without this the sweep would then exit 0, and a script
+    or CI would read success from a sweep in which no job ran. A job of this sweep (its
+    `.hydra/config.yaml` written since the sweep started) failed when it wrote no metrics.json
+    (written at the end of every job that ran to its end, a diverged one too): one left by an
+    earlier sweep in the folder (`overwrite_run=true`) is not this job's success. Files are told
+    apart by their inode, size and mtime before the sweep, not by clocks, which differ between
+    nodes. Any launcher: the job folders are read after the last job, not the launcher's results.
+    """
+
+    def __init__(self) -> None:
+        self.before: dict[Path, tuple[int, int, int]] = {}
+
+    def on_multirun_start(self, config: DictConfig, **_: object) -> None:
+        try:
+            refuse_sweep_that_cannot_start(config)
+        except LMTrainError as err:
+            fail(str(err))
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
+
+    def written_now(self, path: Path) -> bool:
+        """Whether `path` was written since the sweep started."""
+        return path.is_file() and file_stamp(path) != self.before.get(path)
+
+    def on_multirun_end(self, config: DictConfig, **_: object) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
+        jobs = [job for job in jobs if self.written_now(job / ".hydra" / "config.yaml")]
+        failed = [job for job in jobs if not self.written_now(job / "metrics.json")]
+        no_best = withdraw_results_without_best(sweep_dir / OPTUNA_RESULTS)
+        if failed:
+            names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
+            print(
+                f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
+                f"{names} under {sweep_dir}): see each one's log above or its train.log; "
+                + (
+                    "the other jobs' results are in their folders"
+                    if len(failed) < len(jobs)
+                    else "no job has a result"
+                )
+                + (f" (no {OPTUNA_RESULTS}: no trial scored a finite value)" if no_best else ""),
+                file=sys.stderr,
+                flush=True,
+            )
+            raise SystemExit(1)
+        if no_best:
+            print(
+                f"warning: no trial of the search scored a finite {config.get('optimized_metric')}"
+                f" (all diverged), so {sweep_dir / OPTUNA_RESULTS} is not kept: see python -m "
+                f"lmtrain.report {sweep_dir}",
+                file=sys.stderr,
+                flush=True,
+            )
