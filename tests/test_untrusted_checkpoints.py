@@ -27,7 +27,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import SHARDED_META_FILE, load_model, resolve_ckpt_path
 from lmtrain.strategies import consolidate
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
-from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder
+from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder, refused_global
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
@@ -103,6 +103,25 @@ def assert_refused(result, path: Path, marker: Path) -> None:
     line = assert_one_line_error(result, str(path), "could run code")
     assert "\x1b" not in line  # torch's own message carries terminal escapes
     assert not marker.exists()
+
+
+class BlockedModulePayload:
+    """Pickles as a call to `os.system`: torch refuses the module itself, in other words."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, ("true",))
+
+
+def test_a_global_of_a_blocked_module_is_named_without_torchs_advice(tmp_path: Path) -> None:
+    """torch's refusal advises loading with weights_only=False (running the code): the line
+    lmtrain prints keeps only what was refused, for blocked modules too."""
+    path = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "x": BlockedModulePayload()}, path)
+    with pytest.raises(pickle.UnpicklingError) as caught:
+        torch.load(path, weights_only=True)
+    refusal = refused_global(caught.value)
+    assert refusal is not None and "GLOBAL" in refusal and "system" in refusal
+    assert "weights_only" not in refusal
 
 
 def test_crafted_ckpt_is_refused_by_train_eval_generate_and_export(

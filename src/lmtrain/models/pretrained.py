@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,10 +103,7 @@ def loading_error(
     if isinstance(err, LMTrainError):
         return err
     if isinstance(err, pickle.UnpicklingError):
-        # torch 2.13 words a blocked module "Trying to load unsupported GLOBAL posix.system
-        # whose module posix is blocked", which refused_global does not read.
-        blocked = re.search(r"unsupported GLOBAL \S+", str(err))
-        refusal = refused_global(err) or (blocked[0] if blocked else "refused by weights_only")
+        refusal = refused_global(err) or "refused by weights_only"
         return LMTrainError(
             f"{subject} holds pickled objects that are not weights ({refusal}) and was not "
             f"loaded, as loading them could run code: {SAFE_WEIGHTS}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import re
 from pathlib import Path
 from typing import IO, Any
 
@@ -101,6 +102,11 @@ def refused_global(err: BaseException) -> str | None:
     if isinstance(err, pickle.UnpicklingError) and marker in str(err):
         text = str(err).split(marker, 1)[1].strip()
         return text.split(". ")[0].splitlines()[0].strip().rstrip(".")
+    # torch 2.13's words for a global of a blocked module (os.system, subprocess...):
+    # "Trying to load unsupported GLOBAL posix.system whose module posix is blocked".
+    blocked = re.search(r"unsupported GLOBAL \S+", str(err))
+    if isinstance(err, pickle.UnpicklingError) and blocked:
+        return blocked[0]
     return None
 
 
