@@ -34,6 +34,7 @@ from omegaconf import DictConfig, read_write
 from lmtrain.errors import Preempted
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
+from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
@@ -65,6 +66,9 @@ def prepare_process(cfg: DictConfig) -> None:
     - A SLURM (submitit) job holds back submitit's requeue until every rank has saved
       (`lmtrain.utils.requeue`); a requeued job resumes from its run folder's last.ckpt.
     """
+    orphaned = end_with_parent()  # a rank Lightning started ends with rank 0 from now on
+    if orphaned:
+        fail(orphaned)
     set_rank_from_node(cfg)
     if rank_zero_only.rank > 0:
         root = logging.getLogger()
