@@ -18,8 +18,10 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from lmtrain.data.tokenizers import char_tokenizer
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
+from lmtrain.models.checkpoint_contents import check_same_tokenizer
 from lmtrain.models.generation import generate_text
 from lmtrain.utils.safe_load import load_torch_file
 from tests.helpers.assertions import assert_one_line_error
@@ -152,3 +154,19 @@ def test_damaged_export_folders_and_an_empty_checkpoint_are_one_line_errors(
     tokenizer.add_tokens([f"<extra{i}>" for i in range(1000)])
     tokenizer.save_pretrained(bigger)
     refused(bigger, f"has a tokenizer of {len(tokenizer)} tokens for a model of")
+
+
+def test_a_checkpoint_of_another_tokenizer_is_refused_and_its_own_is_not(tmp_path: Path) -> None:
+    """Resuming with another tokenizer (a corpus or setting changed, a cache rebuilt under new
+    rules) would read the embedding rows as other tokens: refused by vocabulary and eos id."""
+
+    def files_of(tokenizer: object, folder: Path) -> dict[str, str]:
+        tokenizer.save_pretrained(folder)
+        return {p.name: p.read_text() for p in folder.iterdir()}
+
+    saved = char_tokenizer(["abcd"])
+    files = files_of(saved, tmp_path / "saved")
+    check_same_tokenizer("run/last.ckpt", files, char_tokenizer(["abcd"]))  # the same ids
+    for other in (char_tokenizer(["abce"]), char_tokenizer(["abcde"])):  # other ids, more ids
+        with pytest.raises(LMTrainError, match="was trained with another tokenizer"):
+            check_same_tokenizer("run/last.ckpt", files, other)

@@ -16,27 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch import nn
 
 from lmtrain.models.checkpoint import SHARDED_META_FILE
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
-
-
-def trained_model() -> tuple[nn.Module, torch.optim.Optimizer]:
-    """A small model after one AdamW step, so the optimizer has state."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 8)).sum().backward()
-    optimizer.step()
-    return model, optimizer
+from tests.helpers.sharded_runs import model_and_optimizer
 
 
 def sharded_checkpoint(folder: Path) -> Path:
     """`folder` as trainer=fsdp writes a checkpoint (at global step 7)."""
-    model, optimizer = trained_model()
+    model, optimizer = model_and_optimizer()
     names = [name for name, _ in model.named_parameters()]
     state = optimizer.state_dict()
     by_name = {
@@ -90,7 +80,7 @@ def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path: Path) ->
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert replaced.stdout.strip() == str(other_run)
     merged = torch.load(other_run, map_location="cpu", weights_only=True)
-    model, _ = trained_model()
+    model, _ = model_and_optimizer()
     assert merged["global_step"] == 7 and len(merged["optimizer_states"]) == 1
     assert merged["state_dict"].keys() == model.state_dict().keys()
     for name, tensor in model.state_dict().items():

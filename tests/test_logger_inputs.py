@@ -7,9 +7,7 @@ that the store lacks, and WANDB_MODE, which wins over logger.wandb.offline.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from lmtrain.errors import LMTrainError, find_cause
 from lmtrain.utils import logger_runs, wandb_run
 from lmtrain.utils.instantiate import instantiate_loggers
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.faults import mounted_tmpfs
 
 SAVE_DIR_LOGGERS = ["csv", "tensorboard", "wandb", "mlflow"]
 
@@ -35,22 +34,9 @@ def no_mlflow_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too),
-    where the machine lets us mount one."""
-    mount_point = tmp_path / "read-only"
-    mount_point.mkdir()
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("no mount command")
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "ro", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
+    """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too)."""
+    with mounted_tmpfs(tmp_path / "read-only", "ro") as folder:
+        yield folder
 
 
 def refusal(compose_cfg, *overrides: str, resuming: bool = False) -> str:

@@ -77,7 +77,7 @@ def payload_pickle(folder: Path, marker: Path) -> None:
     torch.save({**state, "payload": Payload()}, folder / "pytorch_model.bin")
 
 
-def test_a_bf16_folder_trains_in_float32_and_its_lora_base_matches(
+def test_a_bf16_folder_trains_in_float32_and_its_lora_base_keeps_bf16(
     base: Path, tmp_path: Path
 ) -> None:
     bf16 = tmp_path / "bf16"
@@ -90,13 +90,17 @@ def test_a_bf16_folder_trains_in_float32_and_its_lora_base_matches(
     torch.testing.assert_close(
         model.transformer.wte.weight, saved["transformer.wte.weight"].float()
     )
-    # A LoRA checkpoint's base is read again by eval and export: as training read it, or its
-    # digest (dtypes included) no longer matches.
+    # A LoRA base is never updated: it keeps its saved dtype (half of float32's memory), the
+    # adapters train in float32, and eval and export read the base again the same way, so its
+    # digest (dtypes included) matches.
+    frozen = build_causal_lm(None, None, str(bf16), "sdpa", vocab_size=10, frozen_base=True)
     settings = lora.lora_settings("lora", {}, str(bf16))
-    adapted = lora.add_adapters(model, settings, str(bf16))
+    adapted = lora.add_adapters(frozen, settings, str(bf16))
+    dtypes = {("lora_" in n, p.dtype) for n, p in adapted.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}
     adapters = {k: v for k, v in adapted.state_dict().items() if "lora_" in k}
     rebuilt = lora.model_from_checkpoint(adapted.lmtrain_lora, adapters, tmp_path / "x.ckpt")
-    assert {p.dtype for p in rebuilt.parameters()} == {torch.float32}
+    assert {("lora_" in n, p.dtype) for n, p in rebuilt.named_parameters()} == dtypes
 
 
 def test_weights_that_do_not_fit_config_json_are_refused(base: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import build_tokenizer
+from tests.helpers.sharded_runs import model_and_optimizer
 
 # Makes torch.load default to unrestricted unpickling where a caller leaves weights_only unset.
 NO_WEIGHTS_ONLY = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -45,16 +46,6 @@ class Payload:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Path.touch, (self.marker,))
-
-
-def model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:
-    """A small model after one AdamW step, so the optimizer has state and param groups."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 8)).sum().backward()
-    optimizer.step()
-    return model, optimizer
 
 
 def by_name(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -95,20 +95,8 @@ def assert_untouched(folder: Path, files: dict[str, bytes]) -> None:
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
     """A 1 MB tmpfs mounted in tmp_path, where the machine allows it (root with CAP_SYS_ADMIN)."""
-    mount_point = tmp_path / "tmpfs"
-    mount_point.mkdir()
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("no mount command")
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
+    with mounted_tmpfs(tmp_path / "tmpfs", "size=1m") as folder:
+        yield folder
 
 
 def test_full_disk_while_writing_the_cache_keeps_the_old_cache(

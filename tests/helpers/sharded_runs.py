@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
 
 from lmtrain.strategies.fsdp import FSDP2Strategy
 from tests.helpers.faults import PauseBeforeReplace, write_marker
@@ -145,3 +146,13 @@ def one_process_fsdp2(monkeypatch: Any) -> Iterator[FSDP2Strategy]:
         yield strategy
     finally:
         dist.destroy_process_group()
+
+
+def model_and_optimizer() -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A small model after one AdamW step, so the optimizer has state and param groups."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 8)).sum().backward()
+    optimizer.step()
+    return model, optimizer

@@ -120,6 +120,11 @@ def meta_shape_problem(meta: Any, splits: Iterable[str]) -> str | None:
     files = meta.get("tokenizer_checksums")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         return "tokenizer_checksums is not an object of digests"
+    documents = meta.get("documents")  # read by the data module's hints
+    if documents is not None and not (
+        isinstance(documents, dict) and all(_is_count(v, 0) for v in documents.values())
+    ):
+        return f"documents={documents!r} is not an object of counts"
     return None
 
 

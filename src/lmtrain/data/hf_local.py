@@ -50,13 +50,19 @@ def folder_data_files(
     Datasets' split rules (a file named train.* is train, ...) have no public hook for a filter,
     so its pattern search is run with a resolver that never returns a left-out file.
     """
-    from datasets.data_files import _get_data_files_patterns, resolve_pattern
-
     inside = {
         k: f for k, f in left_out.items() if folder.is_dir() and f.is_relative_to(folder.resolve())
     }
     if not inside:
         return None
+    try:  # datasets' private search (no public hook); another version may not have it
+        from datasets.data_files import _get_data_files_patterns, resolve_pattern
+    except ImportError:
+        key, inner = next(iter(inside.items()))
+        raise LMTrainError(
+            f"{setting}='{folder}' holds {key}={inner}, which this datasets version cannot leave "
+            f"out of the dataset's files: move {key} out of that folder"
+        ) from None
     dropped: dict[str, set[str]] = {}
 
     def resolve(pattern: str) -> list[str]:

@@ -14,11 +14,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models import lora
-from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
+from lmtrain.models.checkpoint_contents import (
+    CHECKPOINT_KEY,
+    check_contents,
+    check_same_tokenizer,
+    tokenizer_from_files,
+)
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
@@ -151,8 +161,10 @@ def check_same_model(
     config: PretrainedConfig,
     max_steps: int | None = None,
     resume: str | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ) -> None:
-    """Refuse to resume a checkpoint of another architecture or size before `trainer.fit`, or
+    """Refuse to resume a checkpoint of another architecture, size or tokenizer (`tokenizer`,
+    this run's: `check_same_tokenizer`) before `trainer.fit`, or
     one saved past `max_steps` (`trainer.max_steps` counts the run's steps, not steps to add:
     Lightning would stop at once, exit 0 and rewrite the run's metrics). With `resume=` (the
     run folder), the model comes from the run's saved config, so another model there means that
@@ -176,6 +188,7 @@ def check_same_model(
         return
     differences = model_differences(saved, config.to_dict())
     if not differences:
+        check_same_tokenizer(ckpt_path, extra.get("tokenizer_files"), tokenizer)
         return
     listed = ", ".join(f"{k}={a!r} in the checkpoint but {b!r} here" for k, a, b in differences)
     keys = {key for key, _, _ in differences}

@@ -74,3 +74,26 @@ def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
             (Path(folder) / name).write_text(text)
         # Files from a checkpoint: an auto_map in them must not fetch and run code.
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+def check_same_tokenizer(
+    ckpt_path: str | Path,
+    saved_files: dict[str, str] | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> None:
+    """Refuse to resume a checkpoint whose tokenizer maps tokens to other ids than this run's:
+    its embedding rows would be read as other tokens. A corpus or tokenizer setting changed
+    since (or a cache rebuilt under new rules: a BPE tokenizer retrained on other files) does
+    that silently. Compared by vocabulary and eos id, not by file text, which library versions
+    may write differently."""
+    if not saved_files or tokenizer is None:
+        return
+    saved = tokenizer_from_files(saved_files)
+    if saved.get_vocab() == tokenizer.get_vocab() and saved.eos_token_id == tokenizer.eos_token_id:
+        return
+    raise LMTrainError(
+        f"ckpt_path={str(ckpt_path)!r} was trained with another tokenizer than this run's data "
+        f"gives ({len(saved)} tokens there, {len(tokenizer)} here, or the same count mapped to "
+        "other ids): resume with the run's own data.source and data.tokenizer settings (resume="
+        "<run folder> reads them), or drop ckpt_path to start a new run"
+    )

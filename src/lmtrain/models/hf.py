@@ -32,6 +32,7 @@ def build_causal_lm(
     attn_implementation: str | None = "sdpa",
     vocab_size: int | None = None,
     eos_token_id: int | None = None,
+    frozen_base: bool = False,
 ) -> PreTrainedModel:
     """Return a causal LM: `from_pretrained(pretrained)` when set, else a fresh one from `config`.
 
@@ -39,7 +40,7 @@ def build_causal_lm(
     embedding matches the data; a pretrained one keeps its own and must cover the tokenizer.
     """
     if pretrained:
-        return _load_pretrained(pretrained, attn_implementation, vocab_size)
+        return _load_pretrained(pretrained, attn_implementation, vocab_size, frozen_base)
     if not model_type:
         raise LMTrainError(
             "model.model_type is empty: set it (gpt2, llama, ...) or model.pretrained"
@@ -131,11 +132,13 @@ def embedding_size(configured: int | None, tokenizer_size: int) -> int:
 
 
 def _load_pretrained(
-    pretrained: str, attn_implementation: str | None, vocab_size: int | None
+    pretrained: str, attn_implementation: str | None, vocab_size: int | None, frozen_base: bool
 ) -> PreTrainedModel:
-    """`model.pretrained` in float32, so that `trainer.precision` decides (bf16-mixed autocasts):
-    in its saved dtype (transformers' default, bf16 for most hub models) AdamW rounded away the
-    updates smaller than bf16's precision even under 32-true."""
+    """`model.pretrained` in float32 when its weights train, so that `trainer.precision` decides
+    (bf16-mixed autocasts): in its saved dtype (transformers' default, bf16 for most hub models)
+    AdamW rounded away the updates smaller than bf16's precision even under 32-true. A LoRA
+    base (`frozen_base`) is never updated: it keeps its saved dtype, half the memory of float32
+    for a bf16 model, and peft keeps the adapters in float32."""
     subject = f"model.pretrained={pretrained!r}"
     local = Path(pretrained).expanduser()
     looks_local = pretrained.startswith((".", "/", "~")) or local.exists()
@@ -158,7 +161,7 @@ def _load_pretrained(
             "on a machine that can reach the hub",
             damaged="copy or download the whole folder again (its config.json and weights come "
             "from one save_pretrained)",
-            dtype=torch.float32,
+            dtype="auto" if frozen_base else torch.float32,
             attn_implementation=attn_implementation,
         )
     # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so

@@ -262,9 +262,9 @@ def model_from_checkpoint(
         settings = lora_settings(settings, {}, base)
     except LMTrainError as err:
         raise LMTrainError(f"ckpt_path={str(path)!r} holds bad LoRA settings: {err}") from None
-    back = f"put that model back at {base!r}"  # as training read it: float32, no custom code
+    back = f"put that model back at {base!r}"  # as training read it: saved dtype, no custom code
     subject = f"the base model {base!r} of the LoRA adapters in ckpt_path={str(path)!r}"
-    model = load_weights(base, subject, back, back, dtype=torch.float32)
+    model = load_weights(base, subject, back, back, dtype="auto")
     if weights_digest(model) != saved["base_digest"]:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} holds LoRA adapters of other base weights than those now at "

@@ -117,6 +117,7 @@ class CausalLMModule(LightningModule):
                 h.attn_implementation,
                 vocab_size=len(tokenizer) if tokenizer is not None else None,
                 eos_token_id=tokenizer.eos_token_id if tokenizer is not None else None,
+                frozen_base=self.peft is not None,  # LoRA: the base keeps its saved dtype
             )
         freeze_parameters(model, **dict(h.freeze or {}))
         return model if self.peft is None else lora.add_adapters(model, self.peft, h.pretrained)

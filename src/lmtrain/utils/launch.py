@@ -48,8 +48,9 @@ CLUSTERS_THAT_START_NODES = (
     MPIEnvironment,
 )
 # Variables by which a launcher tells each process its node or global rank (Lightning's own
-# launcher: NODE_RANK or GROUP_RANK; SLURM, Kubeflow and others: RANK or SLURM_PROCID).
-RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID")
+# launcher: NODE_RANK or GROUP_RANK; SLURM, Kubeflow and others: RANK or SLURM_PROCID), or a
+# hand-started node 0 its rendezvous (MASTER_ADDR: Lightning takes a missing NODE_RANK as 0).
+RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID", "MASTER_ADDR")
 
 
 def in_multirun() -> bool:
@@ -109,8 +110,9 @@ def launched_across_nodes(cfg: DictConfig) -> bool:
 def refuse_nodes_no_one_starts(cfg: DictConfig) -> None:
     """Fail when `trainer.num_nodes` > 1 but nothing starts the other nodes' processes.
 
-    Lightning's launcher starts this node's processes only; without NODE_RANK (the user runs
-    the command on every node), torchrun, SLURM or another cluster Lightning knows, the ranks
+    Lightning's launcher starts this node's processes only; without NODE_RANK or MASTER_ADDR
+    (the user runs the command on every node), torchrun, SLURM or another cluster Lightning
+    knows, the ranks
     wait at the rendezvous for nodes that never come, for torch's 30-minute timeout.
     """
     trainer = cfg.get("trainer") or {}
@@ -122,10 +124,11 @@ def refuse_nodes_no_one_starts(cfg: DictConfig) -> None:
     if any(env.detect() for env in CLUSTERS_THAT_START_NODES):
         return
     fail(
-        f"trainer.num_nodes={num_nodes} but nothing starts the other nodes (no torchrun, SLURM "
-        "or NODE_RANK here), so this one would wait for them forever: run the command on every "
-        f"node with torchrun --nnodes={num_nodes} or NODE_RANK=<n> MASTER_ADDR=<node 0>, or "
-        "through SLURM (hydra/launcher=slurm), see docs/scaling.md; or set trainer.num_nodes=1"
+        f"trainer.num_nodes={num_nodes} but nothing starts the other nodes (no torchrun, SLURM, "
+        "NODE_RANK or MASTER_ADDR here), so this one would wait for them forever: run the "
+        f"command on every node with torchrun --nnodes={num_nodes} or NODE_RANK=<n> "
+        "MASTER_ADDR=<node 0>, or through SLURM (hydra/launcher=slurm), see docs/scaling.md; or "
+        "set trainer.num_nodes=1"
     )
 
 

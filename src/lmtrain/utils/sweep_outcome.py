@@ -56,7 +56,8 @@ class SweepOutcome(HydraCallback):
         jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
         jobs = [job for job in jobs if self.written_now(job / ".hydra" / "config.yaml")]
         failed = [job for job in jobs if not self.written_now(job / "metrics.json")]
-        no_best = withdraw_results_without_best(sweep_dir / OPTUNA_RESULTS)
+        results = sweep_dir / OPTUNA_RESULTS  # only this sweep's: an earlier one's stays as it is
+        no_best = self.written_now(results) and withdraw_results_without_best(results)
         if failed:
             names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
             print(
