@@ -17,7 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from lmtrain.utils.launch import RANK_VARIABLES, refuse_nodes_no_one_starts
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
@@ -119,3 +121,21 @@ def test_several_nodes_without_a_named_run_folder_are_refused(tmp_path: Path) ->
     overrides = tiny_cli(tmp_path, tmp_path / "data", "trainer=ddp_cpu", "trainer.num_nodes=2")
     result = run_cli("train", *overrides, env=env)
     assert_one_line_error(result, "pass hydra.run.dir=<a folder on storage every node shares>")
+
+
+@pytest.mark.parametrize("variable", [None, "NODE_RANK", "MASTER_ADDR", "SLURM_PROCID"])
+def test_several_nodes_need_something_that_starts_them(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None
+) -> None:
+    """num_nodes > 1 with nothing to start the other nodes is refused; a node started by hand
+    (NODE_RANK, or node 0 with only MASTER_ADDR, which Lightning takes as NODE_RANK=0) is not."""
+    for name in (*RANK_VARIABLES, "TORCHELASTIC_RUN_ID", "SLURM_JOB_ID", "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    if variable is not None:
+        monkeypatch.setenv(variable, "0" if variable != "MASTER_ADDR" else "10.0.0.1")
+    cfg = OmegaConf.create({"trainer": {"num_nodes": 2}})
+    if variable is None:
+        with pytest.raises(SystemExit):
+            refuse_nodes_no_one_starts(cfg)
+    else:
+        refuse_nodes_no_one_starts(cfg)
