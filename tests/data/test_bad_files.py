@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gzip
 import resource
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from lmtrain.errors import LMTrainError
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import fast_dev_run_cli, run_cli
 from tests.helpers.corpora import load_tokens
+from tests.helpers.faults import mounted_tmpfs
 
 CHAR = {"kind": "char", "vocab_size": None, "name": None, "train_sample_mb": None}
 settings = TokenizerSettings.from_config
