@@ -5,13 +5,12 @@ export read all go through `load_weights`: transformers' `from_pretrained` with 
 code refused (`trust_remote_code=False`, so no `[y/N]` prompt on stdin either), a pickled .bin
 read weights-only, and every weight checked to fit config.json, since transformers only logs a
 weight it left random (missing) or dropped (unexpected). Whatever goes wrong is one line naming
-the setting (`loading_error`), never torch's advice to load a pickle with weights_only=False.
+the setting (`loading_error`), never torch's advice to turn weights-only loading off.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.safe_load import refused_global
+from lmtrain.utils.safe_load import pickle_refusal
 
 # What transformers' errors about the attention implementation say (5.x): "Specified
 # `attn_implementation=...` is not supported", "does not support an attention implementation
@@ -98,12 +97,12 @@ def loading_error(
 ) -> LMTrainError | None:
     """`load_weights`' line for from_pretrained's `err`; None when the folder is not the cause
     (a bad model.attn_implementation, a missing package, a bug). Of torch's refusal of a pickle,
-    one long line of advice to load it with weights_only=False (running its code), the refused
+    one long line of advice to turn weights-only loading off (running its code), the refused
     global alone is kept."""
     if isinstance(err, LMTrainError):
         return err
-    if isinstance(err, pickle.UnpicklingError):
-        refusal = refused_global(err) or "refused by weights_only"
+    refusal = pickle_refusal(err)
+    if refusal is not None:
         return LMTrainError(
             f"{subject} holds pickled objects that are not weights ({refusal}) and was not "
             f"loaded, as loading them could run code: {SAFE_WEIGHTS}"

@@ -110,6 +110,14 @@ def refused_global(err: BaseException) -> str | None:
     return None
 
 
+def pickle_refusal(err: BaseException) -> str | None:
+    """What weights-only loading refused in `err` (the global, when torch names one), or None
+    when `err` is no refusal of a pickle."""
+    if isinstance(err, pickle.UnpicklingError | RefusedGlobal):
+        return refused_global(err) or "refused by weights-only loading"
+    return None
+
+
 class MetadataUnpickler(pickle.Unpickler):
     """Unpickles a DCP `.metadata` file, refusing every global not in DCP_METADATA_GLOBALS."""
 
