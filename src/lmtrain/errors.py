@@ -1,4 +1,4 @@
-"""Every error a user (or a rank) sees, and the two helpers that turn other errors into one line.
+"""Every error a user (or a rank) sees, and the helpers that turn other errors into one line.
 
 Entry points catch `LMTrainError`, print its message as a single `error: ...` line and exit
 non-zero, so a researcher sees what to change instead of a traceback. Anything else is a bug and
@@ -60,3 +60,22 @@ def find_cause(err: BaseException | None, kind: type[E]) -> E | None:
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+def user_message(err: BaseException) -> str:
+    """The message `err` was raised with, also when a DataLoader worker raised it.
+
+    PyTorch re-raises a worker's error (`ExceptionWrapper.reraise`) as a new error of its type
+    whose message is "Caught <Class> in DataLoader worker process <n>." and the worker's whole
+    formatted traceback, which ends in `<module>.<Class>: <message>`: printed as is, the user's
+    one line would be that "Caught ..." line and a traceback. Other errors: `str(err)`.
+    """
+    text = str(err)
+    kind = type(err)
+    if not text.startswith(f"Caught {kind.__name__} ") or "\nOriginal Traceback" not in text:
+        return text
+    name = kind.__qualname__
+    if kind.__module__ not in ("__main__", "builtins"):  # as `traceback` names the type
+        name = f"{kind.__module__}.{name}"
+    _, found, message = text.rpartition(f"\n{name}: ")
+    return message.rstrip("\n") if found else first_line(err)

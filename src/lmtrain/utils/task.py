@@ -19,7 +19,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause
+from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause, user_message
 from lmtrain.utils.instantiate import config_entry_error
 
 T = TypeVar("T")
@@ -71,10 +71,11 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
+            message = user_message(user_error)  # also one line when a DataLoader worker raised it
             if agreed:
-                print_on_rank_zero(f"error: {user_error}")
+                print_on_rank_zero(f"error: {message}")
             else:
-                print(f"error: {user_error}", file=sys.stderr, flush=True)
+                print(f"error: {message}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         finally:
             finish_wandb(exit_code)
