@@ -1,5 +1,5 @@
 """A sweep's folder, its launchers and what it reports (utils/run_folder.py, utils/launch.py,
-utils/sweep_jobs.py).
+utils/sweep_checks.py, utils/sweep_jobs.py).
 
 A second sweep into a folder that holds one is refused before Hydra rewrites anything; with
 `overwrite_run=true` it runs, and a job is judged by what it wrote itself, not by an earlier

@@ -13,7 +13,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.sweep_jobs import (
+from lmtrain.utils.sweep_checks import (
     OPTUNA_RESULTS,
     file_stamp,
     refuse_sweep_that_cannot_start,
