@@ -13,10 +13,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from transformers import AutoTokenizer
 
-from lmtrain.data import TextDataModule, encode
+from lmtrain.data import TextDataModule, cache_checks, encode
 from lmtrain.data.sources import TextFilesSource, assign_splits
-from lmtrain.data.token_cache import build_or_load, find_problem, fingerprint, load_meta
+from lmtrain.data.token_cache import (
+    build_or_load,
+    find_problem,
+    fingerprint,
+    load_meta,
+    load_tokenizer,
+)
 from lmtrain.data.tokenizers import TokenizerSettings
 from tests.helpers.corpora import (
     DOCS,
@@ -192,3 +199,53 @@ def test_chunks_encode_in_batches_to_the_ids_of_each_piece(
         monkeypatch.setattr(encode, "BATCH_CHARS", batch_chars)
         ids = encode.ChunkEncoder(json_tokenizer, tokenizer.eos_token_id, "uint16")(DOCS, ends)
         assert ids.dtype == np.uint16 and ids.tolist() == expected
+
+
+def test_a_start_loads_the_cached_tokenizer_once_and_still_checks_it(
+    mixed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checking a cache loads its tokenizer (~1 s for a 250k vocabulary): a training start
+    (prepare_data, then the tokenizer for the model) and an eval start (is the cache the model
+    tokenizer's? then prepare_data) each load it once, and meta.json is still checked against
+    what was loaded."""
+    from lmtrain.eval import cache_made_with
+
+    cache, real, loads = tmp_path / "cache", AutoTokenizer.from_pretrained, []
+
+    def counting(name: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(name).parent.parent == cache:  # <cache>/<fingerprint>/tokenizer
+            loads.append(name)
+        return real(name, *args, **kwargs)
+
+    def new_process() -> None:
+        loads.clear()
+        monkeypatch.setattr(cache_checks, "_last", None)
+
+    def train_start() -> TextDataModule:  # what train.py asks of the data module
+        dm = prepare(mixed, cache)
+        dm.setup("fit")
+        assert dm.tokenizer.eos_token_id == load_meta(dm.cache_path)["eos_token_id"]
+        return dm
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", counting)
+    new_process()
+    train_start()  # builds the cache: the model's tokenizer is the one load
+    assert len(loads) == 1
+    new_process()
+    dm = train_start()
+    assert len(loads) == 1, f"a training start loaded the cached tokenizer {len(loads)} times"
+    new_process()
+    source = TextFilesSource(str(mixed), val_fraction=0.25, block_chars=64)
+    evaluated = TextDataModule(source, BPE, 8, 2, cache_dir=str(cache))
+    assert cache_made_with(evaluated, dm.tokenizer)
+    evaluated.prepare_data()
+    evaluated.setup("validate")
+    assert len(loads) == 1, f"an eval start loaded the cached tokenizer {len(loads)} times"
+    assert load_tokenizer(dm.cache_path) is not dm.tokenizer  # each caller its own to change
+
+    loads.clear()
+    meta = load_meta(dm.cache_path)
+    other = (meta["eos_token_id"] + 1) % meta["vocab_size"]
+    (dm.cache_path / "meta.json").write_text(json.dumps({**meta, "eos_token_id": other}))
+    problem = find_problem(dm.cache_path)
+    assert problem is not None and problem.startswith("tokenizer/ has") and not loads

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,27 @@ from lmtrain.errors import first_line
 # encoded as plain text (it was the token itself: fake document boundaries); meta.json holds the
 # tokenizer files' checksums.
 FORMAT_VERSION = 4
+
+
+@dataclass
+class _Loaded:
+    """What loading one saved tokenizer gave, keyed by its folder and its files' sha256.
+
+    Loading a 250k vocabulary takes about a second, and a start checks a cache up to three times
+    (eval: whether the model's tokenizer made it, then `build_or_load`) before the data module
+    loads the tokenizer it serves. Byte-identical files in the same folder load to the same
+    tokenizer, so the size and eos id are checked against every meta.json without loading again,
+    and the tokenizer itself goes to the first `load_tokenizer` that asks (one owner: callers
+    may change theirs).
+    """
+
+    key: tuple[str, tuple[tuple[str, str], ...]]
+    size: int
+    eos_token_id: int | None
+    tokenizer: PreTrainedTokenizerFast | None
+
+
+_last: _Loaded | None = None  # one entry: the cache this process is using
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -55,7 +77,8 @@ def find_problem(folder: Path) -> str | None:
     dtype = token_dtype(meta["vocab_size"])
     if meta["dtype"] != dtype.name:
         return f"meta.json dtype {meta['dtype']!r}, but {meta['vocab_size']} ids need {dtype.name}"
-    if folder_checksums(folder / "tokenizer") != meta["tokenizer_checksums"]:
+    tokenizer_files = folder_checksums(folder / "tokenizer")
+    if tokenizer_files != meta["tokenizer_checksums"]:
         return "tokenizer/ does not match its checksums"
     paths = {split: folder / f"{split}.bin" for split in SPLITS}
     for split, path in paths.items():
@@ -65,18 +88,24 @@ def find_problem(folder: Path) -> str | None:
     damaged = damaged_files(paths, meta["checksums"])
     if damaged:
         return f"{', '.join(f'{d}.bin' for d in damaged)} does not match its checksum"
-    return _tokenizer_problem(folder, meta)
+    return _tokenizer_problem(folder, meta, tokenizer_files)
 
 
-def _tokenizer_problem(folder: Path, meta: dict[str, Any]) -> str | None:
-    """Why the saved tokenizer does not serve this cache's ids (unloadable, another size or eos)."""
-    try:
-        tokenizer = load_tokenizer(folder)
-    except Exception as err:  # files from disk: transformers and Rust raise anything
-        return f"tokenizer/ unreadable ({type(err).__name__}: {first_line(err)})"
-    if len(tokenizer) != meta["vocab_size"] or tokenizer.eos_token_id != meta["eos_token_id"]:
+def _tokenizer_problem(folder: Path, meta: dict[str, Any], files: dict[str, str]) -> str | None:
+    """Why the saved tokenizer does not serve this cache's ids (unloadable, another size or eos).
+
+    `files` are its files' checksums: the same files as the last load's are not loaded again."""
+    global _last
+    key = _key(folder, files)
+    if _last is None or _last.key != key:
+        try:
+            tokenizer = _read_tokenizer(folder)
+        except Exception as err:  # files from disk: transformers and Rust raise anything
+            return f"tokenizer/ unreadable ({type(err).__name__}: {first_line(err)})"
+        _last = _Loaded(key, len(tokenizer), tokenizer.eos_token_id, tokenizer)
+    if _last.size != meta["vocab_size"] or _last.eos_token_id != meta["eos_token_id"]:
         return (
-            f"tokenizer/ has {len(tokenizer)} tokens and eos id {tokenizer.eos_token_id}, "
+            f"tokenizer/ has {_last.size} tokens and eos id {_last.eos_token_id}, "
             f"meta.json {meta['vocab_size']} and {meta['eos_token_id']}"
         )
     return None
@@ -87,8 +116,24 @@ def load_meta(folder: Path) -> dict[str, Any]:
 
 
 def load_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
-    """The tokenizer saved in the cache; never code from the folder (no prompt either)."""
+    """The tokenizer saved in the cache: the one `find_problem` loaded when its files are still
+    the same (once: a second caller gets its own), else read from the folder."""
+    spare = _last
+    if spare is None or spare.tokenizer is None:
+        return _read_tokenizer(folder)
+    if spare.key != _key(folder, folder_checksums(folder / "tokenizer")):
+        return _read_tokenizer(folder)
+    tokenizer, spare.tokenizer = spare.tokenizer, None
+    return tokenizer
+
+
+def _read_tokenizer(folder: Path) -> PreTrainedTokenizerFast:
+    """Never code from the folder (no prompt either)."""
     return AutoTokenizer.from_pretrained(folder / "tokenizer", trust_remote_code=False)
+
+
+def _key(folder: Path, files: dict[str, str]) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return str((folder / "tokenizer").resolve()), tuple(sorted(files.items()))
 
 
 def meta_shape_problem(meta: Any, splits: Iterable[str]) -> str | None:

@@ -2,17 +2,32 @@
 
 Split from `lmtrain.data.tokenizers`, which dispatches on the kind: a local folder is input from
 disk, so its JSON files are checked before transformers indexes them, code it ships is never run,
-and the token cache's fingerprint covers every file that defines its tokens.
+and the token cache's fingerprint covers every file that defines its tokens (the names
+transformers gives them, so model weights next to them are never read).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers.models.auto.tokenization_auto import (
+    TOKENIZER_MAPPING_NAMES,
+    tokenizer_class_from_name,
+)
+from transformers.tokenization_utils_base import (
+    ADDED_TOKENS_FILE,
+    FULL_TOKENIZER_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    TOKENIZER_CONFIG_FILE,
+    get_fast_tokenizer_file,
+)
+from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, CONFIG_NAME
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems
@@ -20,20 +35,24 @@ from lmtrain.utils.checks import Problems
 if TYPE_CHECKING:
     from lmtrain.data.tokenizers import TokenizerSettings
 
-# The files of a local folder that define what AutoTokenizer loads, so its tokens: the vocabulary
-# and merges, the special tokens (the eos token separates documents) and config.json, whose
-# model_type picks the tokenizer class when tokenizer_config.json names none.
-TOKENIZER_DEFINING_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "tokenizer.model",
-    "config.json",
+# The files transformers reads for any tokenizer class of a local folder (`from_pretrained`): the
+# config and special tokens, the full tokenizer, and the chat template (saved with the cache's
+# tokenizer, so exports carry it). config.json's model_type picks the class when
+# tokenizer_config.json names none. Each class adds its own `vocab_files_names`
+# (`_defining_files`); none of them is a weights file.
+COMMON_TOKENIZER_FILES = (
+    TOKENIZER_CONFIG_FILE,
+    SPECIAL_TOKENS_MAP_FILE,
+    ADDED_TOKENS_FILE,
+    FULL_TOKENIZER_FILE,
+    CHAT_TEMPLATE_FILE,
+    CONFIG_NAME,
 )
+# The fallback of `PreTrainedTokenizerBase.from_pretrained` when the full tokenizer file is
+# missing: the vocabulary is read from a file of one of these names (Mistral's tekken.json, ...).
+# transformers has no constant for the pattern, so it is repeated here; such files are hashed
+# whether or not tokenizer.json is there.
+VOCAB_FALLBACK = re.compile(r"tekken\.json|tokenizer\.model\.*|tiktoken\.model")
 
 
 def check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
@@ -47,19 +66,76 @@ def check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
 def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
     """The name, plus the sha256 of each file that defines a local folder's tokenizer.
 
-    Any edit (a new eos token in tokenizer_config.json, a changed merge) rebuilds the cache, even
-    one that keeps a file's size and mtime. The files are small next to the corpus (a few MB for
-    the largest vocabularies), so hashing them costs milliseconds. A hub id is covered by its name.
+    Any edit (a new eos token in tokenizer_config.json, a changed merge, a sentencepiece model)
+    rebuilds the cache, even one that keeps a file's size and mtime. The files are small next to
+    the corpus (a few MB for the largest vocabularies), so hashing them costs milliseconds; the
+    model weights a folder may also hold are not read. A hub id is covered by its name.
     """
     relevant: dict[str, Any] = {"name": settings.name}
     folder = Path(str(settings.name)).expanduser()
     if settings.name and folder.is_dir():
         relevant["files"] = {
             name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in TOKENIZER_DEFINING_FILES
-            if (folder / name).is_file()
+            for name in tokenizer_files(folder)
         }
     return relevant
+
+
+def tokenizer_files(folder: Path) -> list[str]:
+    """The files of `folder` (relative names) that `AutoTokenizer.from_pretrained` may read.
+
+    transformers' own names: the files every tokenizer reads, a versioned full tokenizer file
+    that tokenizer_config.json lists (`fast_tokenizer_files`), extra chat templates, the files
+    read when the full tokenizer is missing, and the `vocab_files_names` of each class the folder
+    may load as (the one tokenizer_config.json or config.json names, the one of config.json's
+    model_type, the generic fallback). A file more than the class in the end reads is harmless
+    (a rebuild when it changes); a missed one lets an edited tokenizer reuse a stale cache.
+    """
+    config = _json_object(folder / TOKENIZER_CONFIG_FILE)
+    model_config = _json_object(folder / CONFIG_NAME)
+    names = set(COMMON_TOKENIZER_FILES)
+    listed = config.get("fast_tokenizer_files")
+    for entry in listed if isinstance(listed, list) else []:
+        # The library's choice among the versions: each entry this transformers may pick.
+        with contextlib.suppress(Exception):  # not a string, not a version: loading says so
+            names.add(get_fast_tokenizer_file([entry]))
+    candidates = [
+        config.get("tokenizer_class"),
+        model_config.get("tokenizer_class"),
+        TOKENIZER_MAPPING_NAMES.get(str(model_config.get("model_type"))),
+        "TokenizersBackend",
+    ]
+    for class_name in candidates:
+        if isinstance(class_name, str) and class_name:
+            names.update(_defining_files(class_name))
+    names.update(path.name for path in folder.iterdir() if VOCAB_FALLBACK.search(path.name))
+    templates = folder / CHAT_TEMPLATE_DIR
+    if templates.is_dir():
+        names.update(f"{CHAT_TEMPLATE_DIR}/{path.name}" for path in templates.glob("*.jinja"))
+    return sorted(name for name in names if (folder / name).is_file())
+
+
+def _defining_files(class_name: str) -> list[str]:
+    """The file names a tokenizer class declares (`vocab_files_names`), as AutoTokenizer finds
+    the class by name (with or without the legacy "Fast"); none when it is unknown or its
+    dependency is missing (then it cannot load either)."""
+    try:
+        cls = tokenizer_class_from_name(class_name)
+        cls = cls or tokenizer_class_from_name(class_name + "Fast")
+        declared = getattr(cls, "vocab_files_names", None) or {}
+    except Exception:  # a dummy class raises ImportError, a bad name anything transformers does
+        return []
+    return [name for name in declared.values() if isinstance(name, str)]
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """A JSON file's object, or {} when it is missing or not one (`_check_json_objects` says so
+    in one line when the folder is loaded)."""
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    return content if isinstance(content, dict) else {}
 
 
 def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
@@ -106,9 +182,9 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
 def _check_json_objects(name: str, folder: Path) -> None:
     """Each JSON file that defines the tokenizer must hold an object: transformers indexes them
     as mappings and would fail with a TypeError deep inside (a JSON array, a number)."""
-    for file in TOKENIZER_DEFINING_FILES:
+    for file in tokenizer_files(folder):
         path = folder / file
-        if path.suffix != ".json" or not path.is_file():
+        if path.suffix != ".json":
             continue
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
