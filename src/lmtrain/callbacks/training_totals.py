@@ -5,6 +5,12 @@ validation's, and the training time. A run killed after training ended, during i
 validation, resumes from a checkpoint at `max_steps`: `Trainer.fit` then returns at once and
 logs nothing, so without this the resumed `metrics.json` would lack the train metrics and count
 only the seconds of the resumed process. Lightning keeps neither in its checkpoints.
+
+The time is the training loop's (`on_train_start` to `on_train_end`: steps, in-training
+validations and checkpoint saves), not `Trainer.fit`'s: a resumed process spends its first
+seconds (minutes, for a large model on slow storage) loading and restoring the checkpoint, which
+an uninterrupted run never does. So the total is what each process trained up to the checkpoint
+the next one resumed from, whatever the resumes cost.
 """
 
 from __future__ import annotations
@@ -24,18 +30,27 @@ class TrainingTotals(Callback):
 
     def __init__(self) -> None:
         self._seconds_before = 0.0  # trained in earlier processes of this run
-        self._started: float | None = None
+        self._seconds_here = 0.0  # trained in this process, in training loops that ended
+        self._started: float | None = None  # while a training loop runs: when it started
         self._restored_metrics: dict[str, float] = {}
         self._trainer: Trainer | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            self._trainer, self._started = trainer, time.perf_counter()
+            self._trainer = trainer
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._started = time.perf_counter()  # the checkpoint, if any, is restored by now
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._started is not None:
+            self._seconds_here += time.perf_counter() - self._started
+            self._started = None
 
     def train_seconds(self) -> float:
-        """Seconds spent in `Trainer.fit`, over this process and those it resumed."""
-        now = time.perf_counter() if self._started is not None else 0.0
-        return self._seconds_before + now - (self._started or 0.0)
+        """Seconds in the training loop, over this process and those it resumed."""
+        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        return self._seconds_before + self._seconds_here + running
 
     def train_metrics(self) -> dict[str, float]:
         """The last training metrics: restored ones, overridden by any this process logged."""
