@@ -5,6 +5,7 @@ that `wandb sync` can upload; a value the callback cannot serve is one line befo
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from wandb.sdk.lib.hashutil import md5_file_b64
 
 from lmtrain.train import train
+from lmtrain.utils import wandb_run
 from tests.helpers.assertions import one_error_line
 from tests.helpers.cli import wandb_records, wandb_summary
 from tests.helpers.compose import TINY, compose
@@ -100,6 +102,27 @@ def test_no_artifact_without_log_model(corpus: Path, tmp_path: Path, data_dir: P
     train_logged(run_dir, data_dir, corpus, "logger.wandb.log_model=false")
     assert model_artifacts(run_dir) == []
     assert not (run_dir / "export").exists()
+
+
+def test_wandb_disabled_logs_no_artifact_and_writes_no_export(
+    corpus: Path,
+    tmp_path: Path,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """WANDB_MODE=disabled turns W&B off without touching the config: log_model=true then does
+    what it does without a W&B logger (the export is the artifact's), and says so in one line."""
+    # WANDB_MODE as lmtrain read it at import; the real wandb then makes a disabled run.
+    monkeypatch.setattr(wandb_run, "USER_WANDB_MODE", "disabled")
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="lmtrain.callbacks.wandb_artifact"):
+        train_logged(run_dir, data_dir, corpus)
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))  # there was a model to export
+    assert not (run_dir / "export").exists()
+    assert not (run_dir / "wandb").exists() and not (run_dir / "wandb_run_id").exists()
+    (line,) = [r.getMessage() for r in caplog.records if "wandb_model" in r.getMessage()]
+    assert "W&B is disabled" in line and "python -m lmtrain.export" in line, line
 
 
 @pytest.mark.parametrize(

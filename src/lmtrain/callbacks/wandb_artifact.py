@@ -16,6 +16,10 @@ used. `copy_files=true` copies them there, for an export that may be moved befor
 
 A failure here comes after training has saved everything: it is a warning naming the way to do
 it by hand, never the end of the run. Only a bad `export_dir` is refused, before training.
+
+The export is for the artifact: with W&B disabled (`WANDB_MODE=disabled`, or `mode=disabled`
+given to wandb.init) there is no artifact and no export either, as without a W&B logger; one
+info line says so and how to export by hand.
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ class WandbModelArtifact(L.Callback):
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = wandb_loggers(trainer)
         if not self.enabled or not trainer.is_global_zero or not loggers:
+            return
+        # Rank 0 only: there `experiment` is the wandb run (elsewhere, Lightning's dummy).
+        loggers = [logger for logger in loggers if not logger.experiment.disabled]
+        if not loggers:
+            log.info(
+                "wandb_model: W&B is disabled (WANDB_MODE=disabled): no model artifact and no "
+                "export; export with `python -m lmtrain.export ckpt_path=<checkpoint> "
+                "out_dir=<folder>`"
+            )
             return
         source, alias = chosen_checkpoint(trainer)
         try:

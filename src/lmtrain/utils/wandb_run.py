@@ -15,7 +15,8 @@ value (`lmtrain.utils.redact`). What ran is in the run config, logged resolved a
 WANDB_MODE, when set, wins over `logger.wandb.offline` (`mode_from_environment`), as in W&B.
 
 `logger.wandb.log_model=true` is not Lightning's (which uploads checkpoints and refuses offline
-runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the exported model.
+runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the exported model
+(neither export nor artifact when the W&B run is disabled).
 """
 
 from __future__ import annotations
