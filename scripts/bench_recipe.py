@@ -14,12 +14,12 @@ Where the time goes, from each command's own output: `outside_loop_s` is the wal
 its training loop (interpreter start, imports, data, model, final evaluation, exit): nanoGPT's
 loop is the sum of its per-iteration times (its evaluations included), Trainer's is its
 `train_runtime` (the final whole-split `evaluate()` is outside), lmtrain's is metrics.json's
-`time/train_s` (Trainer.fit, in-training validations included; the final whole-split validation
-is outside). For lmtrain, `to_first_log_s` is the start up to its first log line (interpreter,
-imports, Hydra's config composition) and `startup_s` metrics.json's `time/startup_s` (the start
-to the end of the first optimizer step), where the run records it. Val losses differ in kind:
-nanoGPT's is the mean of 20 random val batches at its last evaluation, the others' is the whole
-val split.
+`time/train_s` (the training loop, in-training validations included; the final whole-split
+validation is outside). For lmtrain, `to_first_log_s` is the start up to its first log line
+(interpreter, imports, Hydra's config composition) and `startup_s` metrics.json's
+`time/startup_s` (the start to the end of the first optimizer step), where the run records it.
+Val losses differ in kind: nanoGPT's is the mean of 20 random val batches at its last
+evaluation, the others' is the whole val split.
 
 `--recipe baseline` (default) runs experiment=shakespeare_char beside nanoGPT (if `--nanogpt`
 names a checkout with data/shakespeare_char/{train,val}.bin) and the Trainer script;
@@ -116,8 +116,8 @@ def parse_trainer(output: str, run_dir: Path) -> dict[str, Any]:
 
 
 def parse_lmtrain(output: str, run_dir: Path) -> dict[str, Any]:
-    """metrics.json's val/loss (whole val split), time in Trainer.fit and time to the first step;
-    from the run's log, the time of its first line (after imports and config)."""
+    """metrics.json's val/loss (whole val split), time in the training loop and time
+    to the first step; from the run's log, the time of its first line (after imports and config)."""
     metrics_file = run_dir / "metrics.json"
     if not metrics_file.is_file():
         return {"val_loss": None}
