@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import math
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def logged_lrs(metrics_csv: Path) -> dict[str, dict[int, float]]:
 
 
 def test_schedule_is_cosine_yaml_warm_up_then_decay_to_the_floor(
-    compose_cfg, tmp_path: Path
+    compose_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The learning rate a real run applies at each optimizer step, as LearningRateMonitor logs
     it to the CSV logger: configs/model/scheduler/cosine.yaml's linear warm-up from 0 over
@@ -112,7 +113,13 @@ def test_schedule_is_cosine_yaml_warm_up_then_decay_to_the_floor(
         f"trainer.max_steps={total}",
         f"trainer.val_check_interval={10 * total}",  # no validation before the final one
     )
-    train(cfg)
+    with caplog.at_level(logging.INFO, logger="lmtrain.train"):
+        train(cfg)
+    # val_check_interval counts batches: the run says what it is in optimizer steps.
+    cadence = f"trainer.val_check_interval={10 * total} counts batches: with 2 batches per "
+    assert f"{cadence}optimizer step (global_batch_size), a validation every {5 * total} " in (
+        caplog.text
+    )
     curves = logged_lrs(tmp_path / "run" / "csv" / "metrics.csv")
     assert set(curves) == {"train/lr/decay", "train/lr/no_decay"}  # AdamW's two groups
     assert curves["train/lr/decay"] == curves["train/lr/no_decay"]

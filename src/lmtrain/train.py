@@ -112,6 +112,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.accumulate_grad_batches = gradient_accumulation(
             cfg.global_batch_size, cfg.data.batch_size, trainer.world_size
         )
+        log_validation_cadence(trainer.val_check_interval, trainer.accumulate_grad_batches)
     # Read by the throughput monitor for FLOP/s and MFU; counted once, on the meta device.
     model.train_flops_per_batch = flops_per_batch(
         model.model.config, cfg.data.batch_size, cfg.data.block_size
@@ -160,6 +161,22 @@ def gradient_accumulation(global_batch_size: int, micro_batch_size: int, world_s
             f"{per_step}, or change data.batch_size"
         )
     return global_batch_size // per_step
+
+
+def log_validation_cadence(every: int | float | None, accumulate: int) -> None:
+    """One line on what `trainer.val_check_interval` means in optimizer steps, when
+    `global_batch_size` makes each step several batches: it counts batches (Lightning's meaning),
+    so a larger global batch validates (and saves the best checkpoint) more often per step."""
+    if accumulate > 1 and isinstance(every, int) and not isinstance(every, bool):
+        middle = "" if every % accumulate == 0 else ", in the middle of a step"
+        log.info(
+            "trainer.val_check_interval=%d counts batches: with %d batches per optimizer step "
+            "(global_batch_size), a validation every %g optimizer steps%s",
+            every,
+            accumulate,
+            every / accumulate,
+            middle,
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
