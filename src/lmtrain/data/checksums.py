@@ -7,7 +7,7 @@ compares a cheap sampled digest (the size and 64 blocks of 4 KiB spread over the
 ranks on different nodes compare the full ones (`data_digest`), which they read from meta.json.
 Damage between the sampled blocks is still caught where it would crash a run: each window read
 is checked to hold no id at or above the vocabulary size (`lmtrain.data.windows`). The
-tokenizer's files are small and hashed whole (`folder_checksums`).
+tokenizer's files (subfolders included) are small and hashed whole (`folder_checksums`).
 """
 
 from __future__ import annotations
@@ -51,11 +51,17 @@ def file_checksums(paths: dict[str, Path]) -> dict[str, dict[str, str]]:
 
 
 def folder_checksums(folder: Path) -> dict[str, str]:
-    """{file name: sha256} of every file directly in `folder` (a saved tokenizer: a few files
-    of at most some MB); empty when the folder is missing."""
+    """{relative path: sha256} of every file in `folder` and its subfolders (a saved tokenizer:
+    a few files of at most some MB); empty when the folder is missing.
+
+    Subfolders count: transformers saves extra chat templates under
+    `additional_chat_templates/`, and an edit there must not pass. A file directly in `folder`
+    keys by its name, as when only those were hashed, so caches of flat folders stay valid.
+    """
     if not folder.is_dir():
         return {}
-    return {path.name: full_digest(path) for path in sorted(folder.iterdir()) if path.is_file()}
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return {path.relative_to(folder).as_posix(): full_digest(path) for path in files}
 
 
 def damaged_files(paths: dict[str, Path], recorded: dict[str, dict[str, str]]) -> list[str]:
