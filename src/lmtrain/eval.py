@@ -37,6 +37,7 @@ from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_
 from lmtrain.data import token_cache
 from lmtrain.data.coverage import UnencodableTextError
 from lmtrain.data.datamodule import TextDataModule
+from lmtrain.data.pretrained_tokenizer import save_tokenizer
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
@@ -201,7 +202,7 @@ def dotted_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
 def with_model_tokenizer(data_cfg: DictConfig, loaded: LoadedModel, output_dir: Path) -> DictConfig:
     """`data_cfg` reading its corpus with the model's tokenizer, saved in this run's folder."""
     tokenizer_dir = output_dir / "tokenizer"
-    loaded.tokenizer.save_pretrained(tokenizer_dir)
+    save_tokenizer(loaded.tokenizer, tokenizer_dir)  # loads again, as the cache's copy does
     data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}
     return data_cfg
 

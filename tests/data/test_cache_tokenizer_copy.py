@@ -11,6 +11,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from lmtrain.data.checksums import folder_checksums, full_digest
+from lmtrain.data.pretrained_tokenizer import save_tokenizer
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.token_cache import build_or_load, find_problem, load_meta, load_tokenizer
 from lmtrain.data.tokenizers import TokenizerSettings, bpe_tokenizer
@@ -98,3 +99,13 @@ def test_a_flat_tokenizer_folder_keeps_the_checksums_older_caches_recorded(
     assert all(path.is_file() for path in saved.iterdir())
     recorded_before = {path.name: full_digest(path) for path in saved.iterdir()}
     assert folder_checksums(saved) == recorded_before == load_meta(folder)["tokenizer_checksums"]
+
+
+def test_save_tokenizer_writes_a_copy_that_loads(tmp_path: Path) -> None:
+    """The one way lmtrain saves a loaded tokenizer (the token cache, and eval's copy of a model's
+    tokenizer): from a versioned folder, plain save_pretrained writes a copy that fails to load."""
+    original = AutoTokenizer.from_pretrained(versioned_folder(tmp_path / "tok"))
+    save_tokenizer(original, tmp_path / "copy")
+    copy = AutoTokenizer.from_pretrained(tmp_path / "copy")
+    assert copy.get_vocab() == original.get_vocab()
+    assert copy(TEXT)["input_ids"] == original(TEXT)["input_ids"]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.models.auto.tokenization_auto import (
     TOKENIZER_MAPPING_NAMES,
     tokenizer_class_from_name,
@@ -198,3 +198,22 @@ def _check_json_objects(name: str, folder: Path) -> None:
                 f"data.tokenizer.name={name!r} has a {file} that holds a "
                 f"{type(content).__name__}, not an object: pass a folder that save_pretrained wrote"
             )
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """`save_pretrained`, then the saved tokenizer_config.json without `fast_tokenizer_files`.
+
+    A pretrained folder may list versioned full tokenizer files there (tokenizer.4.0.0.json, ...:
+    transformers loads the newest one its version allows). `save_pretrained` keeps the key but
+    writes the tokenizer as plain tokenizer.json, so the saved copy would look for a file it does
+    not have, fail to load, and every start would rebuild the cache. Without the key it loads
+    tokenizer.json, which holds the tokenizer that was loaded: the same vocabulary and specials.
+    """
+    tokenizer.save_pretrained(folder)
+    path = folder / TOKENIZER_CONFIG_FILE
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if "fast_tokenizer_files" in config:
+        del config["fast_tokenizer_files"]
+        # As save_pretrained writes it.
+        text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        path.write_text(text, encoding="utf-8")

@@ -31,9 +31,6 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from transformers import PreTrainedTokenizerFast
-from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
-
 from lmtrain.data.cache_checks import FORMAT_VERSION, find_problem, token_dtype
 
 # Re-exported: the data module, eval and tests read caches through this module.
@@ -42,6 +39,7 @@ from lmtrain.data.cache_checks import load_tokenizer as load_tokenizer
 from lmtrain.data.checksums import file_checksums, folder_checksums
 from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
+from lmtrain.data.pretrained_tokenizer import save_tokenizer
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
@@ -192,7 +190,7 @@ def write(
     log.info("Building token cache %s from %s", folder, source.describe())
     sample = _Counted(settings.training_text(source))
     tokenizer = settings.build(sample)
-    _save_tokenizer(tokenizer, folder / "tokenizer")
+    save_tokenizer(tokenizer, folder / "tokenizer")
     dtype = token_dtype(len(tokenizer))
     size = source.size_hint()
     chunk_bytes = max(1, int(chunk_mb * MB))
@@ -237,25 +235,6 @@ def write(
         total_mb / max(stats.seconds, 1e-9),
         stats.workers,
     )
-
-
-def _save_tokenizer(tokenizer: PreTrainedTokenizerFast, folder: Path) -> None:
-    """`save_pretrained`, then the saved tokenizer_config.json without `fast_tokenizer_files`.
-
-    A pretrained folder may list versioned full tokenizer files there (tokenizer.4.0.0.json, ...:
-    transformers loads the newest one its version allows). `save_pretrained` keeps the key but
-    writes the tokenizer as plain tokenizer.json, so the saved copy would look for a file it does
-    not have, fail to load, and every start would rebuild the cache. Without the key it loads
-    tokenizer.json, which holds the tokenizer that was loaded: the same vocabulary and specials.
-    """
-    tokenizer.save_pretrained(folder)
-    path = folder / TOKENIZER_CONFIG_FILE
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if "fast_tokenizer_files" in config:
-        del config["fast_tokenizer_files"]
-        # As save_pretrained writes it.
-        text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        path.write_text(text, encoding="utf-8")
 
 
 class _Counted:
