@@ -32,7 +32,7 @@ class TokenThroughputMonitor(Callback):
         self.configured_flops = available_flops
         self.window_size = max(2, window_size)
         self.throughput: Throughput | None = None
-        self._last_step: int | None = None  # the step whose figures were logged last
+        self._step_seen: int | None = None  # global_step after the previous micro-batch
         # Micro-batches, windows and tokens since the run began: in checkpoints, so that a
         # resumed run's train/batches, train/samples and train/lengths go on from them.
         self.totals = {"batches": 0, "samples": 0, "tokens": 0}
@@ -75,13 +75,16 @@ class TokenThroughputMonitor(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start = time.perf_counter()  # train/time is this process's: wall-clock
         self._flops_since_update = 0
-        # A resumed run's checkpoint step was logged before its save: not again.
-        self._last_step = trainer.global_step if trainer.ckpt_path is not None else None
+        # Logged after the next micro-batch that steps (a resumed run's checkpoint step was
+        # logged before its save: not again).
+        self._step_seen = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        """Count every micro-batch; update and log after the optimizer steps the loggers write."""
+        """Count every micro-batch; update and log after the optimizer steps the loggers write:
+        at the micro-batch that stepped (global_step moved on), never between the micro-batches
+        of a step, whose figures would cover part of it."""
         totals = self.totals
         totals["batches"] += 1
         totals["samples"] += batch.shape[0]
@@ -89,11 +92,9 @@ class TokenThroughputMonitor(Callback):
         totals["tokens"] += batch.shape[0] * pl_module.window_lengths[0]
         self._flops_since_update += pl_module.flops_per_batch or 0
         step = trainer.global_step
-        if self.throughput is None or step == self._last_step:
+        stepped, self._step_seen = step != self._step_seen, step
+        if self.throughput is None or not stepped or not loggers_write_after(trainer, step):
             return
-        if not loggers_write_after(trainer, step):
-            return
-        self._last_step = step
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the GPU's queue is what was timed
         self.throughput.update(

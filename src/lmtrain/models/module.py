@@ -29,7 +29,8 @@ from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
-from lmtrain.models.seq_len_warmup import SequenceLengthWarmup, tokens_per_window
+from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
+from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.redact import redact
 
 
@@ -88,6 +89,7 @@ class CausalLMModule(LightningModule):
         self.val_loss = MeanMetric()
         self.val_bpb = BitsPerByte(tokenizer) if tokenizer is not None else None
         self.step_stats = StepStats()  # train/grad_norm, train/clipped, peak memory
+        self.step_loss = StepLoss()  # train/loss: each step's mean over micro-batches and ranks
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
@@ -142,27 +144,16 @@ class CausalLMModule(LightningModule):
             batch = self.seq_len_warmup.truncate(batch, self.global_step)
         self.window_lengths = (batch.shape[1] - 1, full)  # read by the throughput monitor
         loss = self.loss(batch)
-        # Derived, not counted (windows have a fixed shape, or the warm-up's length), and after
-        # a resume counted on from the checkpoint's total: it may read another data.batch_size.
-        trainer = self.trainer
-        per_step = batch.shape[0] * trainer.accumulate_grad_batches * trainer.world_size
-        self.tokens_steps = self.global_step + 1
-        tokens = per_step * tokens_per_window(self.seq_len_warmup, self.tokens_steps, full)
-        if self.tokens_before is not None:
-            before, steps = self.tokens_before
-            tokens += before - per_step * tokens_per_window(self.seq_len_warmup, steps, full)
-        self.tokens_seen = float(tokens)
+        self.tokens_seen, self.tokens_steps = tokens_seen(self, batch.shape[0], full)  # derived
         skip = self.nan_guard != "off" and skip_nonfinite(self, loss)
+        self.step_loss.update(self, loss, skip)  # logs train/loss at the step's last micro-batch
         if self.logs_this_step:
-            # Tensors, not floats: Lightning syncs them to the host only when it logs.
-            if not skip:
-                self.log("train/loss", loss, prog_bar=True)
             self.log("tokens_seen", self.tokens_seen)
             if self.nan_guard == "skip":
                 self.log("train/nonfinite_skips", float(self.nonfinite_skips))
         if not skip:
             return loss
-        if trainer.world_size == 1:
+        if self.trainer.world_size == 1:
             # None: Lightning skips backward; the optimizer steps with no gradients (AdamW
             # leaves the weights and its state alone), and global_step and the schedule move on.
             return None
@@ -278,6 +269,7 @@ class CausalLMModule(LightningModule):
             "tokens_seen_steps": self.tokens_steps,
             "nonfinite_skips": self.nonfinite_skips,
             "clipped_steps": self.step_stats.state_dict(),
+            "step_loss": self.step_loss.state_dict(self._trainer),  # between micro-batches
             "val_loss": None if val_loss is None else float(val_loss),
         }
         lora.adapters_only(self, checkpoint)  # LoRA: the adapters and a reference to the base
@@ -291,6 +283,7 @@ class CausalLMModule(LightningModule):
         extra = checkpoint.get(CHECKPOINT_KEY, {})
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
         self.step_stats.load_state_dict(extra.get("clipped_steps", {}))
+        self.step_loss.load_state_dict(extra.get("step_loss", {}))
         if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
             self.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
             self.tokens_seen, self.tokens_steps = self.tokens_before  # saved again before a step
