@@ -47,6 +47,51 @@ def test_accumulating_is_true_between_micro_batches_of_a_step() -> None:
     assert record.accumulating == [True, False] * 4
 
 
+class ValidationPlaces(L.Callback):
+    """The training batches (epoch, index) that a validation followed; with `probe`, also those
+    `validation_follows` named, asked twice from on_train_batch_end."""
+
+    def __init__(self, probe: bool) -> None:
+        self.probe, self.named, self.followed = probe, [], []
+        self.batch: tuple[int, int] | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.batch = (trainer.current_epoch, args[-1])
+        if self.probe and compat.validation_follows(trainer):
+            assert compat.validation_follows(trainer)  # asking changes nothing
+            self.named.append(self.batch)
+
+    def on_validation_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.followed.append(self.batch)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"val_check_interval": 3, "check_val_every_n_epoch": None},  # across epochs, mid-step
+        {"val_check_interval": 1.0, "check_val_every_n_epoch": 2},  # every 2nd epoch's end
+    ],
+)
+def test_validation_follows_names_the_batches_a_validation_follows(schedule: dict) -> None:
+    """Epochs of 5 batches, 2 per optimizer step; the probe itself moves no validation."""
+    places = {}
+    for probe in (False, True):
+        places[probe] = ValidationPlaces(probe)
+        trainer = tiny_trainer(
+            max_steps=12,
+            accumulate_grad_batches=2,
+            limit_train_batches=5,
+            limit_val_batches=1,
+            num_sanity_val_steps=0,
+            callbacks=[places[probe]],
+            **schedule,
+        )
+        trainer.fit(BoringModel())
+    assert places[True].followed == places[False].followed
+    assert places[True].named == places[True].followed
+    assert len(places[True].followed) >= 2
+
+
 def test_cluster_environment_is_the_one_lightning_chose(monkeypatch) -> None:
     assert isinstance(compat.cluster_environment(tiny_trainer()), ClusterEnvironment)
     monkeypatch.setenv("SLURM_NTASKS", "1")

@@ -72,6 +72,23 @@ def make_every_rank_data_parallel(strategy: Any) -> None:
     strategy._data_parallel_size = strategy.num_nodes * strategy.num_processes
 
 
+def validation_follows(trainer: Trainer) -> bool:
+    """From a callback's `on_train_batch_end`: whether the training loop validates right after
+    this training batch.
+
+    Buys: StepScheduledCheckpoint leaves a scheduled last.ckpt at such a batch to the save after
+    that validation. One written before it makes a resumed run skip the validation (Lightning
+    fast-forwards past a validation due at the batch a checkpoint was written after). This is
+    the loop's own test, which `on_advance_end` asks once every `on_train_batch_end` has
+    returned; it only reads counters, flags and the clock. It can still turn true afterwards:
+    when a later hook of the batch sets `trainer.should_stop`, or when a time-based
+    `val_check_interval` runs out in between. Public alternative: none (`val_check_batch` alone
+    misses epoch ends, early stops and time-based intervals).
+    """
+    fetcher = trainer.fit_loop._data_fetcher
+    return fetcher is not None and trainer.fit_loop.epoch_loop._should_check_val_fx(fetcher)
+
+
 @contextlib.contextmanager
 def ddp_launcher_observes_job_only() -> Iterator[None]:
     """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.

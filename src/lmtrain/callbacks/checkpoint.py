@@ -1,63 +1,114 @@
-"""`StepScheduledCheckpoint`: Lightning's ModelCheckpoint whose last.ckpt keeps to
-`every_n_train_steps` before the first validation too.
+"""`StepScheduledCheckpoint`: Lightning's ModelCheckpoint, with the best checkpoint chosen after
+each validation only, and `every_n_train_steps` a schedule for last.ckpt alone.
 
-Lightning 2.6 defers a step-triggered save while the monitored metric (`val/loss`) does not
-exist yet: top-k needs the metric, and Lightning holds back `last.ckpt` with it. A run that
-validates every 250 steps and saves every 5 then has nothing to resume from until step 250,
-which is exactly when a preempted cluster job needs it. No ModelCheckpoint argument separates
-the two, so while the metric is missing this subclass writes last.ckpt on the step schedule
-itself, through the public `trainer.save_checkpoint`, and leaves everything else (top-k, the
-saves once the metric exists) to Lightning.
+Given `every_n_train_steps`, Lightning 2.6 ranks top-k at the step saves, by whatever `val/loss`
+holds then: at a step that a validation follows, the previous validation's value. The best
+checkpoint then got newer weights under an older loss, and the validation at that step was never
+ranked (Lightning skips the save after it, the step being saved already). The step save also
+comes before that validation, so a run killed during it resumed past it (Lightning fast-forwards
+a validation due at the batch a checkpoint was written after): its val row, text samples and
+EarlyStopping and best-checkpoint decisions were lost.
+
+So this subclass gives Lightning no step schedule: as without one, Lightning ranks top-k right
+after each validation, on that validation's metric and the weights it saw. `every_n_train_steps`
+writes last.ckpt, through the public `trainer.save_checkpoint`, every N optimizer steps from the
+start (Lightning would wait for the first val/loss), except at a step that a validation follows:
+last.ckpt is written after that validation instead, so a kill during it resumes from the save
+before and validates again. After every validation, and at the end of training, last.ckpt
+holds the latest state (Lightning 2.6 writes it there only when top-k saved, or, at the end,
+when it saved nothing before).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.trainer.states import TrainerFn
+
+from lmtrain.lightning_compat import validation_follows
 
 
 class StepScheduledCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint that writes last.ckpt every `every_n_train_steps` optimizer steps even
-    before the monitored metric exists; top-k by that metric is Lightning's."""
+    """ModelCheckpoint whose top-k is decided after validations only, and whose
+    `every_n_train_steps` writes last.ckpt (never top-k), before the first validation too."""
 
     def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, every_n_train_steps=every_n_train_steps, **kwargs)
+        super().__init__(*args, **kwargs)  # no step schedule: top-k after each validation
+        # The key this callback's state had when Lightning ran the step schedule: the one
+        # ModelCheckpoint with these settings has, so checkpoints written by an earlier version
+        # of this class, or by Lightning's own, restore into this one. Building it also checks
+        # every_n_train_steps (>= 0, not with every_n_epochs) as Lightning does.
+        triggers = {k: kwargs[k] for k in ("every_n_epochs", "train_time_interval") if k in kwargs}
+        self._state_key = ModelCheckpoint(
+            monitor=self.monitor,
+            mode=self.mode,
+            every_n_train_steps=every_n_train_steps,
+            **triggers,
+        ).state_key
         self.last_every_n_steps = every_n_train_steps or 0
-        self._last_written_step: int | None = None  # step of the latest last.ckpt written here
+        self._last_written_step: int | None = None  # the step last.ckpt holds (here or Lightning's)
+        self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
 
     @property
     def state_key(self) -> str:
-        # ModelCheckpoint's key: checkpoints written with Lightning's class restore into this one.
-        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+        return self._state_key
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         # A resumed run starts on the step its checkpoint holds: no need to write it again.
         self._last_written_step = trainer.global_step
 
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self._saves += 1
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if self._last_due(trainer):
-            # The same decision on every rank (the metric exists everywhere or nowhere), as
-            # save_checkpoint, a collective under DDP and FSDP, needs.
-            trainer.save_checkpoint(Path(self.dirpath or trainer.default_root_dir) / "last.ckpt")
-            self._last_written_step = trainer.global_step
+            # The same decision on every rank, as save_checkpoint (a collective under DDP and
+            # FSDP) needs: a step count, and the loop's own counters for the validation.
+            self._write_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        saves = self._saves
+        super().on_validation_end(trainer, pl_module)  # top-k, and last.ckpt if top-k saved
+        fitting = trainer.state.fn == TrainerFn.FITTING
+        if not self.save_last or not fitting or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        if self._saves == saves:  # Lightning saved nothing (or weights only): last.ckpt here
+            self._write_last(trainer)
+        self._last_written_step = trainer.global_step
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        saves = self._saves
+        super().on_train_end(trainer, pl_module)  # last.ckpt, only if Lightning saved none yet
+        # Otherwise Lightning's latest last.ckpt may be steps before the end: write the end.
+        final = self._saves == saves and trainer.global_step != self._last_written_step
+        if final and self.save_last and not trainer.fast_dev_run:
+            self._write_last(trainer)
 
     def _last_due(self, trainer: Trainer) -> bool:
-        """A scheduled step whose last.ckpt Lightning holds back: the monitored metric does not
-        exist yet (without a monitor, or once it exists, Lightning saves on schedule itself)."""
+        """A scheduled step not written yet, that no validation follows (the save after that
+        validation writes last.ckpt)."""
         every = self.last_every_n_steps
         return bool(
             self.save_last
-            and self.monitor is not None
-            and self.monitor not in trainer.callback_metrics
             and every >= 1
             and trainer.global_step % every == 0
             and trainer.global_step != self._last_written_step
             and not (trainer.fast_dev_run or trainer.sanity_checking)
+            and not validation_follows(trainer)
         )
+
+    def _write_last(self, trainer: Trainer) -> None:
+        # The path as Lightning spells it: its next save of last.ckpt removes the previous one
+        # when the two names differ.
+        path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+        self.last_model_path = path  # part of the state saved, as in Lightning's own saves
+        trainer.save_checkpoint(path, self.save_weights_only)
+        self._last_written_step = trainer.global_step
