@@ -61,8 +61,8 @@ def resumable_corpus(folder: Path) -> Path:
 class SaveFinalWeights(Callback):
     """Writes the weights at the end of training to `path` (rank 0).
 
-    The last checkpoint is not always the final step: ModelCheckpoint defers a save at an
-    epoch's last batch to a validation that `max_steps` may cut off.
+    The reference the tests compare a resumed run with, written by the test itself rather than
+    by the checkpoint callback under test.
     """
 
     def __init__(self, path: str) -> None:

@@ -13,9 +13,9 @@ draws random numbers too (text samples), so the callback also puts the RNGs back
 when validation started: validation never moves the training stream, and the states saved
 after a batch and after the validation that follows it are the same.
 
-A checkpoint may also fall between the micro-batches of one optimizer step: ModelCheckpoint
-defers an `every_n_train_steps` save at an epoch's last batch and then writes it after the next
-micro-batch, and a preemption may save anywhere. The gradients accumulated so far are then part
+A checkpoint may also fall between the micro-batches of one optimizer step: a validation in
+the middle of a step (`trainer.val_check_interval` counts batches) saves after it, and a
+preemption may save anywhere. The gradients accumulated so far are then part
 of the state: they are saved and put back (see `gathered_gradients` for what is saved, where it
 is held on the way, and how it goes back on another number of ranks).
 """
