@@ -137,7 +137,8 @@ def instantiate_loggers(
 ) -> list[Logger]:
     """The loggers of `cfg`; given the run's config, W&B, MLflow and TensorBoard ones also get
     the run's name and a sweep's group (lmtrain.utils.wandb_run, lmtrain.utils.logger_runs), and
-    `resuming` continues the run folder's W&B and MLflow runs."""
+    `resuming` continues the run folder's W&B and MLflow runs, and hides in TensorBoard the steps
+    the resumed run logs again."""
 
     def extra_kwargs(entry: DictConfig) -> dict[str, Any]:
         refuse_unwritable_save_dir(entry)
@@ -148,7 +149,7 @@ def instantiate_loggers(
         if is_mlflow_entry(entry):
             return mlflow_kwargs(entry, run_cfg, resuming)
         if is_tensorboard_entry(entry):
-            return tensorboard_kwargs(entry, run_cfg)
+            return tensorboard_kwargs(entry, run_cfg, resuming)
         return {}
 
     return _instantiate_group(cfg, "logger", extra_kwargs)

@@ -30,8 +30,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -43,8 +41,8 @@ from lmtrain.utils.logger_checks import (
     refuse_unusable_sqlite,
     refuse_unwritable_folder,
 )
+from lmtrain.utils.logger_names import flat_params, folder_name, sweep_job
 from lmtrain.utils.redact import redact
-from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +53,6 @@ MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 # The user's MLflow server, read once: Lightning's MLFlowLogger calls mlflow.set_tracking_uri,
 # which exports MLFLOW_TRACKING_URI, so a later run in this process would read the first one's.
 ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
-# A folder name's limit on common filesystems, in bytes.
-MAX_FOLDER_NAME_BYTES = 255
 
 
 def is_mlflow_entry(entry: DictConfig) -> bool:
@@ -65,15 +61,6 @@ def is_mlflow_entry(entry: DictConfig) -> bool:
 
 def is_tensorboard_entry(entry: DictConfig) -> bool:
     return str(entry.get("_target_", "")).endswith("TensorBoardLogger")
-
-
-def sweep_job(run_cfg: DictConfig) -> tuple[str, str] | None:
-    """(name, group) of a multirun job, as W&B has them; None for a single run."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    if hydra is None or hydra.mode != RunMode.MULTIRUN:
-        return None
-    group = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
-    return job_name(hydra, run_cfg.task_name), group
 
 
 def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
@@ -101,35 +88,17 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     return kwargs
 
 
-def tensorboard_kwargs(entry: DictConfig, run_cfg: DictConfig) -> dict[str, Any]:
+def tensorboard_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
     """A multirun job's TensorBoard folder named after its swept overrides (unless configured);
-    a single run's is `<save_dir>/<name>/` itself."""
-    if entry.get("version") is not None:
-        return {}
-    job = sweep_job(run_cfg)
-    return {"version": folder_name(job[0]) if job is not None else ""}
-
-
-def folder_name(text: str) -> str:
-    """`text` as one folder name: no path separator, within the filesystem's length limit."""
-    name = text.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
-    if len(name.encode()) <= MAX_FOLDER_NAME_BYTES:
-        return name
-    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
-    return name.encode()[: MAX_FOLDER_NAME_BYTES - 9].decode(errors="ignore") + "-" + digest
-
-
-def flat_params(params: Mapping[Any, Any], parent: str = "") -> dict[str, Any]:
-    """`{"a": {"b": 1}}` as `{"a/b": 1}`, the keys Lightning's loggers log (its own flattening,
-    `_flatten_dict`, is private)."""
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        name = f"{parent}/{key}" if parent else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flat_params(value, name))
-        else:
-            flat[name] = value
-    return flat
+    a single run's is `<save_dir>/<name>/` itself. Resuming, lmtrain's logger hides the steps
+    the resumed run logs again (`TensorBoardLogger`)."""
+    kwargs: dict[str, Any] = {}
+    if resuming and entry.get("_target_") == f"{__name__}.TensorBoardLogger":
+        kwargs["resumed"] = True
+    if entry.get("version") is None:
+        job = sweep_job(run_cfg)
+        kwargs["version"] = folder_name(job[0]) if job is not None else ""
+    return kwargs
 
 
 def mlflow_key(key: str, limit: int) -> str:
@@ -263,11 +232,23 @@ class MLFlowLogger(LightningMLFlowLogger):
 class TensorBoardLogger(LightningTensorBoardLogger):
     """Lightning's TensorBoardLogger whose hyperparameters reach TensorBoard's HParams tab
     without the placeholder metric `hp_metric` (see the module docstring); `default_hp_metric`
-    true brings Lightning's own summary, placeholder included, back."""
+    true brings Lightning's own summary, placeholder included, back.
 
-    def __init__(self, *args: Any, default_hp_metric: bool = False, **kwargs: Any) -> None:
+    `resumed` (training resumed in the same folder): the steps the killed run logged after its
+    checkpoint come again, so SummaryWriter's `purge_step` (a new event file whose restart marker
+    hides every earlier event at step >= T) is set to T, the resumed run's first logged step: a
+    run resumed at global step G logs from G (step k's loss, validation and learning rate are
+    logged at k - 1). Under accumulation, a checkpoint between the micro-batches of step G + 1
+    also hides the validation and learning rates logged at G before it.
+    """
+
+    def __init__(
+        self, *args: Any, default_hp_metric: bool = False, resumed: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
         self.placeholder_metric = default_hp_metric
+        self.purge_at_first_step = resumed
+        self.session_start: Any = None  # the hparams summary, written again after a purge at 0
 
     @rank_zero_only
     def log_hyperparams(  # type: ignore[override]
@@ -283,5 +264,18 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
         flat = flat_params(params)
         plain = {k: v if isinstance(v, int | float | str) else str(v) for k, v in flat.items()}
-        _, session_start, _ = hparams(plain, {})
-        self.experiment.file_writer.add_summary(session_start)
+        _, self.session_start, _ = hparams(plain, {})
+        self.experiment.file_writer.add_summary(self.session_start)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:  # type: ignore[override]
+        purge = self.purge_at_first_step and step is not None
+        if purge:
+            self.purge_at_first_step = False
+            writer = self.experiment
+            writer.close()  # the next event opens a new file, which starts with the marker
+            writer.purge_step = step
+            log.info("TensorBoard %s: hiding the killed run's steps >= %d", self.log_dir, step)
+        super().log_metrics(metrics, step)
+        if purge and step == 0 and self.session_start is not None:  # hidden with step 0
+            self.experiment.file_writer.add_summary(self.session_start)
