@@ -19,8 +19,9 @@ def accumulating(trainer: Trainer) -> bool:
     """Whether the micro-batch just trained is not followed by an optimizer step.
 
     Buys: ExactResume saves the gradients accumulated so far when a checkpoint falls between
-    micro-batches, and StepLoss logs a step's mean loss at the micro-batch that steps. Public alternative: none that knows Lightning's rule for the last batch of an
-    epoch (it steps there even mid-accumulation unless the strategy accumulates itself).
+    micro-batches, and StepLoss logs a step's mean loss at the micro-batch that steps. Public
+    alternative: none that knows Lightning's rule for the last batch of an epoch (it steps there
+    even mid-accumulation unless the strategy accumulates itself).
     """
     return trainer.fit_loop.epoch_loop._should_accumulate()
 
