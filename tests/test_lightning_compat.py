@@ -202,3 +202,89 @@ def test_a_run_stopped_in_on_train_batch_end_logs_that_step_as_lightning_would()
     assert stopped.rows == uninterrupted.rows[:3]
     assert [step for step, _ in stopped.rows] == [0, 1, 2]
     assert stopped.rows[-1][1] == ["epoch", "train/loss"]
+
+
+class LoggingValidationModel(LoggingModel):
+    def validation_step(self, batch: object, batch_idx: int) -> None:
+        self.log("val/loss", self.step(batch))
+
+
+class SaveBeforeValidationAndStop(L.Callback):
+    """At step `step` (a validation follows it): saves `path` marked as `mark_validation_pending`
+    marks it, and stops, before that validation, as the preemption callback does."""
+
+    def __init__(self, step: int, path: str) -> None:
+        self.step, self.path, self.saving = step, path, False
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            assert compat.validation_follows(trainer)
+            self.saving = True
+            trainer.save_checkpoint(self.path)
+            compat.log_finished_train_step(trainer)
+            raise RuntimeError("stopped")
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: object, checkpoint: dict) -> None:
+        if self.saving:
+            compat.mark_validation_pending(checkpoint)
+
+
+def test_a_run_resumed_from_a_save_marked_validation_pending_runs_that_validation(
+    tmp_path,
+) -> None:
+    """The rows (steps and metrics) of a run stopped before its step-4 validation and resumed
+    are those of an uninterrupted run: the validation runs first, at the step it was due."""
+    schedule = {
+        "max_steps": 6,
+        "val_check_interval": 2,
+        "limit_val_batches": 1,
+        "log_every_n_steps": 1,
+    }
+    uninterrupted, stopped, resumed = Rows(), Rows(), Rows()
+    tiny_trainer(logger=uninterrupted, **schedule).fit(LoggingValidationModel())
+    path = str(tmp_path / "stopped.ckpt")
+    stop = SaveBeforeValidationAndStop(4, path)
+    with pytest.raises(RuntimeError, match="stopped"):
+        tiny_trainer(logger=stopped, callbacks=[stop], **schedule).fit(LoggingValidationModel())
+    tiny_trainer(logger=resumed, **schedule).fit(LoggingValidationModel(), ckpt_path=path)
+    assert stopped.rows + resumed.rows == uninterrupted.rows
+    assert resumed.rows[0][1] == ["epoch", "val/loss"]  # the validation comes first
+
+
+class StopInsideTrainingStep(LoggingValidationModel):
+    """Saves `path` from inside the training step of the micro-batch at (`step`, `micro_batch`)
+    under `saving_as_of_the_last_finished_batch`, and stops there, as the NaN guard does."""
+
+    def __init__(self, step: int, micro_batch: int, path: str) -> None:
+        super().__init__()
+        self.stop_at, self.path, self.seen = (step, micro_batch), path, 0
+
+    def training_step(self, batch: object, batch_idx: int) -> dict:
+        if self.trainer.global_step == self.stop_at[0]:
+            self.seen += 1
+            if self.seen > self.stop_at[1]:
+                with compat.saving_as_of_the_last_finished_batch(self.trainer):
+                    self.trainer.save_checkpoint(self.path)
+                raise RuntimeError("stopped")
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_uninterrupted(
+    tmp_path,
+) -> None:
+    """Stopped in the second micro-batch of step 3, resumed: the same rows at the same steps,
+    validations after the same micro-batches (every 3, across steps)."""
+    schedule = {
+        "max_steps": 6,
+        "accumulate_grad_batches": 2,
+        "val_check_interval": 3,
+        "limit_val_batches": 1,
+        "log_every_n_steps": 1,
+    }
+    uninterrupted, stopped, resumed = Rows(), Rows(), Rows()
+    tiny_trainer(logger=uninterrupted, **schedule).fit(LoggingValidationModel())
+    path = str(tmp_path / "stopped.ckpt")
+    with pytest.raises(RuntimeError, match="stopped"):
+        tiny_trainer(logger=stopped, **schedule).fit(StopInsideTrainingStep(2, 1, path))
+    tiny_trainer(logger=resumed, **schedule).fit(LoggingValidationModel(), ckpt_path=path)
+    assert stopped.rows + resumed.rows == uninterrupted.rows

@@ -16,6 +16,13 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.killed_runs import (
+    assert_same_run,
+    finish,
+    resumable_corpus,
+    start,
+    train_command,
+)
 
 
 def inject_nan(step: int, rank: int | None = None) -> list[str]:
@@ -74,6 +81,29 @@ def test_stop_saves_the_step_before_and_names_the_step(tmp_path: Path, data_dir:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["trainer/global_step"] == 4 and metrics["train/nonfinite_skips"] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("accumulation", "micro_batch"), [("global_batch_size=8", 1), ("global_batch_size=4", 0)]
+)
+def test_stop_resumes_as_an_uninterrupted_run(
+    tmp_path: Path, data_dir: Path, accumulation: str, micro_batch: int
+) -> None:
+    """The resumed run (the bad batch cured) ends as a run that never met it: every CSV row at
+    its own step, and under accumulation a stop at a step's last micro-batch keeps the gradients
+    of the ones before it. Without dropout, whose draws a stop inside a forward has taken."""
+    corpus, log = resumable_corpus(tmp_path), tmp_path / "train.out"
+    settings = [accumulation, *(f"model.config.{p}_pdrop=0.0" for p in ("resid", "embd", "attn"))]
+    reference, run = tmp_path / "reference", tmp_path / "run"
+    finish(train_command(corpus, data_dir, reference, *settings), log)
+    command = train_command(corpus, data_dir, run, *settings)
+    # Step 3 has 2 micro-batches of 4 windows (epochs of 9); the second one's loss turns NaN.
+    stopped = start([*command, *inject_nan(3), f"+callbacks.nan.micro_batch={micro_batch}"], log)
+    assert stopped.wait(timeout=300) == 1, log.read_text()[-3000:]
+    assert checkpoint(run)["global_step"] == 2
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run, reference)
 
 
 def ddp_run_with_nan_on_rank_1(run: Path, tmp_path: Path, data_dir: Path, *overrides: str):

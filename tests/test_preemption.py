@@ -141,3 +141,27 @@ def test_preempted_and_resumed_run_logs_every_row_an_uninterrupted_one_does(
     assert "train/loss" in csv_history(run).get(step - 1, {}), f"step {step}'s row is missing"
     finish([*command, "ckpt_path=last"], log)
     assert_same_run(run, reference)  # metrics.json, weights and every CSV row
+
+
+@pytest.mark.slow
+def test_preemption_at_a_step_a_validation_follows_runs_it_on_resume(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The preemption stops before the validation due after its step (to stop within the
+    cluster's notice); the resumed run runs that validation first, so its CSV row, text samples,
+    the best checkpoint and the final weights are those of an uninterrupted run."""
+    corpus = resumable_corpus(tmp_path)
+    reference, run, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
+    finish(train_command(corpus, data_dir, reference), log)
+    signal_it = "+callbacks.signal._target_=tests.helpers.faults.SignalBeforeValidation"
+    proc = start([*train_command(corpus, data_dir, run), signal_it], log)
+    assert proc.wait(timeout=300) == 128 + signal.SIGUSR1, log.read_text()[-3000:]
+    step = saved_step(run)
+    assert step < 57 and not any("val/loss" in row for row in csv_history(run).values())
+    finish([*train_command(corpus, data_dir, run), "ckpt_path=last"], log)
+    validated = [s for s, row in csv_history(run).items() if "val/loss" in row]
+    # Lightning labels a validation's row with the number of steps logged before its own.
+    assert validated and validated[0] == step - 1, (step, validated)
+    assert_same_run(run, reference)  # metrics.json, weights and every CSV row
+    best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
+    assert best == sorted(p.name for p in (reference / "checkpoints").glob("best-*.ckpt"))

@@ -90,6 +90,57 @@ def validation_follows(trainer: Trainer) -> bool:
     return fetcher is not None and trainer.fit_loop.epoch_loop._should_check_val_fx(fetcher)
 
 
+def mark_validation_pending(checkpoint: dict[str, Any]) -> None:
+    """Make `checkpoint`, saved after a training batch that a validation follows, resume into
+    that validation instead of past it.
+
+    Buys: a preemption that stops before a due validation (to stop within the cluster's notice)
+    without losing it. From a save made after a training batch, Lightning resumes past the
+    validation due there (it fast-forwards the validation loop's counters); from a save made
+    inside a validation, it runs that validation again from its first batch. This sets the
+    validation loop's counters as they are at the start of its first batch: one batch started,
+    none processed. It also takes one off the logged-step counter: on that resume Lightning
+    counts the step as done once when it restores the loop and again after the validation,
+    which would log every later row one step late. Public alternative: none (the loop decides
+    from these counters alone).
+    """
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+    progress = fit_loop["epoch_loop.val_loop.batch_progress"]
+    total = progress["total"]
+    total["ready"] = total["started"] = total["completed"] + 1
+    total["processed"] = total["completed"]
+    progress["current"].update(ready=1, started=1, processed=0, completed=0)
+    progress["is_last_batch"] = False
+
+
+@contextlib.contextmanager
+def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
+    """While inside, a checkpoint saved from within a training step holds the training loop's
+    counters as they were when the last training batch finished.
+
+    Buys: a resume from a NaN-guard stop (saved in the training step, before its backward, the
+    weights those of the batches before) goes on as an uninterrupted run: it trains that
+    micro-batch again, logs every later row at its own step, and validates after the same
+    batches. Lightning's restart counts a batch it finds started as one to finish (right for
+    saves after a batch's step): its step would count as logged, and the total counters, which
+    place validations, would run one batch ahead. Public alternative: none (the loop decides
+    from its own counters). The real counters are back on exit.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    counters = (progress.total, progress.current)
+    saved = [(c.ready, c.started, c.processed) for c in counters], progress.is_last_batch
+    for c in counters:
+        c.ready = c.started = c.processed = c.completed
+    progress.is_last_batch = False  # the batch that finished had one after it: this one
+    try:
+        yield
+    finally:
+        for c, (ready, started, processed) in zip(counters, saved[0], strict=True):
+            c.ready, c.started, c.processed = ready, started, processed
+        progress.is_last_batch = saved[1]
+
+
 @contextlib.contextmanager
 def ddp_launcher_observes_job_only() -> Iterator[None]:
     """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.

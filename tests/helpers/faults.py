@@ -8,6 +8,8 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
 - `Sabotage` makes chosen jobs of a sweep fail at their first step or diverge (NaN weights).
 - `Pace` tells a test when training is under way (a file per rank holding its pid) and then
   slows each step, so that a signal or a kill the test sends lands mid-training.
+- `SignalBeforeValidation` sends a signal to its own process during the optimizer step that a
+  validation follows, so that a preemption stops exactly there.
 - `KillInFinalValidation` sends SIGKILL to its own process once training has ended, as the
   final validation on the whole val split starts.
 - `PausingCheckpointIO` stops a run in the middle of a save of last.ckpt, between the write of
@@ -41,21 +43,29 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lmtrain.data import TextDataModule
 from lmtrain.data.corpus import Piece
 from lmtrain.data.sources import TextFilesSource
+from lmtrain.lightning_compat import validation_follows
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 
 
 class InjectNonFinite(Callback):
-    """Multiplies the embedding output by `value` for the batch of optimizer step `step`
-    (1-based: the step that global_step reaches when it completes), on `rank` (null: all)."""
+    """Multiplies the embedding output by `value` for micro-batch `micro_batch` (0-based) of
+    optimizer step `step` (1-based: the step that global_step reaches when it completes), on
+    `rank` (null: all)."""
 
-    def __init__(self, step: int, rank: int | None = None, value: float = float("nan")) -> None:
+    def __init__(
+        self, step: int, rank: int | None = None, value: float = float("nan"), micro_batch: int = 0
+    ) -> None:
         self.step, self.rank, self.value = step, rank, float(value)
+        self.micro_batch, self.seen = micro_batch, 0
         self.fired = False
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         if self.fired or trainer.global_step + 1 != self.step:
+            return
+        self.seen += 1
+        if self.seen <= self.micro_batch:
             return
         if self.rank is not None and trainer.global_rank != self.rank:
             return
@@ -103,6 +113,20 @@ class Pace(Callback):
             self.dirpath.mkdir(parents=True, exist_ok=True)
             write_marker(pid_file, str(os.getpid()))
         time.sleep(self.seconds)
+
+
+class SignalBeforeValidation(Callback):
+    """Sends `signal` (a name) to this process before the optimizer step of the `nth` step that a
+    validation follows: the preemption callback then stops at that step, before the validation."""
+
+    def __init__(self, signal: str = "SIGUSR1", nth: int = 1) -> None:
+        self.signal, self.nth, self.seen = signal, nth, 0
+
+    def on_before_optimizer_step(self, trainer: Trainer, *args: Any) -> None:
+        if validation_follows(trainer):  # the loop's test reads this micro-batch's counters
+            self.seen += 1
+            if self.seen == self.nth:
+                os.kill(os.getpid(), signal.Signals[self.signal])
 
 
 class KillInFinalValidation(Callback):

@@ -40,7 +40,12 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
 
 from lmtrain.errors import LMTrainError, Preempted
-from lmtrain.lightning_compat import cluster_environment, log_finished_train_step
+from lmtrain.lightning_compat import (
+    cluster_environment,
+    log_finished_train_step,
+    mark_validation_pending,
+    validation_follows,
+)
 from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
 from lmtrain.utils.requeue import is_submitit_requeue_handler
 
@@ -73,6 +78,7 @@ class PreemptionCheckpoint(Callback):
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Handler] = {}
         self._last_checked_step = -1
+        self._validation_pending = False
 
     # -- signal handlers ------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -128,7 +134,11 @@ class PreemptionCheckpoint(Callback):
             return
         name = signum.name if signum == self.received else f"{signum.name} on another rank"
         path = last_checkpoint_path(trainer)
-        trainer.save_checkpoint(path)
+        self._validation_pending = validation_follows(trainer)
+        try:
+            trainer.save_checkpoint(path)
+        finally:
+            self._validation_pending = False
         log_finished_train_step(trainer)  # after the save: the state every other save has
         if trainer.is_global_zero:
             for logger in trainer.loggers:
@@ -137,6 +147,14 @@ class PreemptionCheckpoint(Callback):
         log.info("Preempted by %s at step %d: saved %s", name, step, path)
         message = f"preempted by {name} at step {step}: saved {path}; {resume_hint(path)}"
         raise Preempted(signum, message)
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """The stop's own save, at a step a validation follows: the resumed run starts with
+        that validation (its row, samples and best-checkpoint ranking are not lost)."""
+        if self._validation_pending:
+            mark_validation_pending(checkpoint)
 
     def agreed_signal(self, trainer: Trainer) -> signal.Signals | None:
         """The signal every rank stops for, or None: under DDP the highest signal number any

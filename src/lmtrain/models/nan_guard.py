@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError
+from lmtrain.lightning_compat import saving_as_of_the_last_finished_batch
 from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
 
 NAN_GUARD_MODES = ("stop", "skip", "off")
@@ -50,7 +51,8 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
             )
         return True
     path = last_checkpoint_path(trainer)
-    trainer.save_checkpoint(path)
+    with saving_as_of_the_last_finished_batch(trainer):
+        trainer.save_checkpoint(path)
     raise NonFiniteLossError(
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
         f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val), or skip such "
