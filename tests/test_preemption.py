@@ -163,5 +163,6 @@ def test_preemption_at_a_step_a_validation_follows_runs_it_on_resume(
     # Lightning labels a validation's row with the number of steps logged before its own.
     assert validated and validated[0] == step - 1, (step, validated)
     assert_same_run(run, reference)  # metrics.json, weights and every CSV row
+    assert "optimizer or schedule settings" not in log.read_text()  # the same config
     best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
     assert best == sorted(p.name for p in (reference / "checkpoints").glob("best-*.ckpt"))

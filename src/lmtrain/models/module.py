@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models import distributed, lora, optimizers
+from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
@@ -221,9 +221,15 @@ class CausalLMModule(LightningModule):
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
         steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
-        return optimizers.configure_optimizers(
+        config = optimizers.configure_optimizers(
             self.model, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )
+        self.configured_groups = resumed_optimizer.configured_groups(config)
+        return config
+
+    def on_train_start(self) -> None:
+        """After a checkpoint's restore: this run's optimizer settings apply (resumed_optimizer)."""
+        resumed_optimizer.apply_configured(self.trainer, getattr(self, "configured_groups", []))
 
     def configure_gradient_clipping(
         self,

@@ -1,0 +1,49 @@
+"""A resumed run trains with its own config's optimizer settings (models/resumed_optimizer.py).
+
+Real runs of `python -m lmtrain.train`: a run of 8 steps, resumed to 12 with another learning
+rate and weight decay, must log the learning rates a fresh 12-step run with those settings logs
+from step 8 on, and save its weight decay; resumed with its own config, it changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from tests.helpers.cli import run_cli, tiny_cli
+
+SHORT = ["trainer.max_steps=8", "model.scheduler.num_warmup_steps=2", "logger=csv"]
+CHANGED = ["trainer.max_steps=12", "model.optimizer.lr=1e-4", "model.optimizer.weight_decay=0.3"]
+WARNING = "Resumed at step 8 with optimizer or schedule settings other than the checkpoint's"
+
+
+def train(tmp_path: Path, data_dir: Path, run: Path, *overrides: str) -> str:
+    cli = tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", *SHORT, *overrides)
+    out = run_cli("train", *cli, f"hydra.run.dir={run}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stderr + out.stdout
+
+
+def rates(run: Path) -> dict[int, str]:
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
+        return {
+            int(r["step"]): r["train/lr/decay"] for r in csv.DictReader(f) if r["train/lr/decay"]
+        }
+
+
+def test_resume_applies_a_new_lr_weight_decay_and_schedule_length(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    fresh, run = tmp_path / "fresh", tmp_path / "run"
+    train(tmp_path, data_dir, fresh, *CHANGED)
+    assert WARNING not in train(tmp_path, data_dir, run)
+    output = train(tmp_path, data_dir, run, *CHANGED, "ckpt_path=last")
+    assert WARNING in output and "decay: weight_decay 0.1 -> 0.3, lr 0.001 -> 0.0001" in output
+    resumed, expected = rates(run), rates(fresh)
+    assert {s: resumed[s] for s in range(8, 12)} == {s: expected[s] for s in range(8, 12)}
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    groups = ckpt["optimizer_states"][0]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.3, 0.0]
+    assert ckpt["lr_schedulers"][0]["base_lrs"] == [1e-4, 1e-4]
