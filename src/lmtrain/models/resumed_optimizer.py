@@ -10,7 +10,9 @@ remembered before the restore and put back over the restored ones: the optimizer
 the schedule's step count stay the checkpoint's, the base rates and every other group setting
 become the config's. Where the rate of the next step moves (a new `lr`, or a schedule rebuilt
 for another `trainer.max_steps`), one warning says from what to what. Nothing changes when the
-config is the checkpoint's, so an exact resume stays exact.
+config is the checkpoint's, so an exact resume stays exact. The step's rate is recomputed for
+a LambdaLR (transformers' schedules: every one lmtrain configures); another scheduler gets the
+new base rates, which it uses as its own formula does.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ def apply_configured(trainer: Trainer, configured: Groups) -> None:
                 label = "lr" if key == "initial_lr" else key  # a schedule's base rate
                 changed.append(f"{label} {short(group[key])} -> {short(value)}")
                 group[key] = value
-        if isinstance(scheduler, LambdaLR) and "initial_lr" in wanted:
+        if scheduler is not None and "initial_lr" in wanted:
             scheduler.base_lrs[i] = wanted["initial_lr"]
+        if isinstance(scheduler, LambdaLR) and "initial_lr" in wanted:  # transformers' kind
             rate = wanted["initial_lr"] * scheduler.lr_lambdas[i](scheduler.last_epoch)
             if not same(group["lr"], rate):
                 changed.append(f"this step's rate {short(group['lr'])} -> {short(rate)}")
