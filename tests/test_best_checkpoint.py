@@ -25,6 +25,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from lmtrain.lightning_compat import accumulating
 from lmtrain.train import train
+from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import one_file_corpus
 from tests.helpers.faults import write_marker
 from tests.helpers.killed_runs import (
@@ -187,3 +188,24 @@ def test_kill_during_a_validation_at_a_scheduled_save_redoes_that_validation(
     assert (run_dir / "samples.txt").read_text() == (reference / "samples.txt").read_text()
     # Written before the validation in flight, a checkpoint at `step` would resume past it.
     assert last["global_step"] < step
+
+
+def test_a_resume_with_another_save_schedule_keeps_the_best_checkpoint(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`every_n_train_steps` is part of the callback's state key: resumed with another one (and
+    another learning rate, so that later validations rank differently), the run still knows its
+    best checkpoint so far: one best-* file (save_top_k=1), the lowest ranked val/loss."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv")
+    first = run_cli("train", *cli, f"hydra.run.dir={run}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    longer = ["trainer.max_steps=8", "model.optimizer.lr=0.5", "ckpt_path=last"]
+    every = "callbacks.model_checkpoint.every_n_train_steps=1"
+    resumed = run_cli("train", *cli, f"hydra.run.dir={run}", *longer, every)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(f) if r["val/loss"]]
+    best = list((run / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1, best
+    assert best[0].name.endswith(f"val_loss={min(losses[:-1]):.4f}.ckpt"), (best, losses)

@@ -16,11 +16,13 @@ start (Lightning would wait for the first val/loss), except at a step that a val
 last.ckpt is written after that validation instead, so a kill during it resumes from the save
 before and validates again. After every validation, and at the end of training, last.ckpt
 holds the latest state (Lightning 2.6 writes it there only when top-k saved, or, at the end,
-when it saved nothing before).
+when it saved nothing before). A run resumed with another `every_n_train_steps` keeps its
+top-k state.
 """
 
 from __future__ import annotations
 
+import ast
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -64,6 +66,20 @@ class StepScheduledCheckpoint(ModelCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._saves += 1
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Before Lightning loads callback states by key: a run resumed with another
+        `every_n_train_steps` (part of the key) finds its state under the old key. Without it,
+        the best checkpoints so far were forgotten, a worse one was kept beside them and became
+        `best_model_path` (and the W&B `best` artifact)."""
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        same = [k for k in states if same_ranking(k, self.monitor, self.mode)]
+        if len(same) == 1:  # two checkpoint callbacks ranking alike: leave it to Lightning
+            states[self.state_key] = states[same[0]]
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -112,3 +128,16 @@ class StepScheduledCheckpoint(ModelCheckpoint):
         self.last_model_path = path  # part of the state saved, as in Lightning's own saves
         trainer.save_checkpoint(path, self.save_weights_only)
         self._last_written_step = trainer.global_step
+
+
+def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
+    """Whether `state_key` is a ModelCheckpoint's (`ModelCheckpoint{'monitor': ..., ...}`, as
+    Lightning builds it) that ranks by `monitor` in `mode`."""
+    name, brace, settings = state_key.partition("{")
+    if name != "ModelCheckpoint" or not brace:
+        return False
+    try:
+        keys = ast.literal_eval(brace + settings)
+    except (ValueError, SyntaxError):
+        return False
+    return isinstance(keys, dict) and (keys.get("monitor"), keys.get("mode")) == (monitor, mode)
