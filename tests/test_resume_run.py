@@ -24,7 +24,7 @@ from lmtrain.callbacks.resume_run import run_folder
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.resume_overrides import resumed_config
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli
+from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import CONFIG_DIR, TINY
 from tests.helpers.killed_runs import (
     STEPS,
@@ -200,6 +200,23 @@ def test_resume_latest_continues_the_run_of_this_task_with_the_newest_last_ckpt(
     assert step_of(picked) == steps
     assert OmegaConf.load(picked / ".hydra" / "config.yaml").trainer.max_steps == steps
     assert {f: files_of(f) for f in untouched} == untouched
+
+
+def test_ckpt_path_last_refuses_other_windows_in_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """The `ckpt_path=last hydra.run.dir=<run>` form (every override typed again) goes on with the
+    run's training windows, as resume= does: another block size or seed is refused."""
+    run = tmp_path / "run"
+    cli = [*tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv")]
+    assert run_cli("train", *cli, f"hydra.run.dir={run}").returncode == 0
+    last = run / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    again = [*cli, f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=6"]
+    out = run_cli("train", *again, "data.block_size=16")
+    assert_one_line_error(out, "other windows: data.block_size=16 (the run's: 32)")
+    out = run_cli("train", *again, "seed=7")
+    assert_one_line_error(out, "data.seed=7 (the run's: 1337)")
+    assert last.read_bytes() == before
+    assert run_cli("train", *again).returncode == 0  # the run's own windows: it goes on
 
 
 def test_resume_of_a_folder_that_is_not_there_is_one_line(tmp_path: Path) -> None:

@@ -79,7 +79,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_context(model.model.config, cfg.data.block_size)
     if ckpt_path is not None:
         max_steps, resume = cfg.trainer.get("max_steps"), cfg.get("resume") or None
-        check_same_model(ckpt_path, model.model.config, max_steps, resume, datamodule.tokenizer)
+        # The same run (its own folder's checkpoint) goes on with the same training windows.
+        windows = {k: OmegaConf.select(cfg, k) for k in ("data.block_size", "data.seed")}
+        windows = windows if resuming else None
+        check_same_model(
+            ckpt_path, model.model.config, max_steps, resume, datamodule.tokenizer, windows
+        )
     # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
     # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".
     model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))

@@ -27,6 +27,8 @@ from lmtrain.models.checkpoint_contents import (
     CHECKPOINT_KEY,
     check_contents,
     check_same_tokenizer,
+    check_same_windows,
+    model_differences,
     tokenizer_from_files,
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
@@ -162,13 +164,15 @@ def check_same_model(
     max_steps: int | None = None,
     resume: str | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    windows: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume a checkpoint of another architecture, size or tokenizer (`tokenizer`,
-    this run's: `check_same_tokenizer`) before `trainer.fit`, or
-    one saved past `max_steps` (`trainer.max_steps` counts the run's steps, not steps to add:
-    Lightning would stop at once, exit 0 and rewrite the run's metrics). With `resume=` (the
-    run folder), the model comes from the run's saved config, so another model there means that
-    config was edited: the advice says so.
+    this run's: `check_same_tokenizer`), of this run folder on other `windows`
+    (`check_same_windows`) before `trainer.fit`, or one saved past `max_steps`
+    (`trainer.max_steps` counts the run's steps, not steps to add: Lightning would stop at once,
+    exit 0 and rewrite the run's metrics). With `resume=` (the run folder), the model comes from
+    the run's saved config, so another model there means that config was edited: the advice
+    says so.
 
     Lightning would find out only when it loads the state dict, after the data is prepared,
     with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
@@ -183,6 +187,7 @@ def check_same_model(
             f"the steps to add; pass a value above {step}"
         )
     extra = meta.get(CHECKPOINT_KEY) or {}
+    check_same_windows(ckpt_path, extra.get("run_config"), windows or {})
     saved = extra.get("hf_config")
     if not saved:
         return
@@ -204,23 +209,6 @@ def check_same_model(
         f"checkpoint's model settings (model=..., model.config.<key>=<value>){hint}, or drop "
         "ckpt_path to start from scratch"
     )
-
-
-def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, saved, current) for the HF config entries that make two models different.
-
-    The model type, and every integer setting (widths, depths, heads, context, vocabulary)
-    except token ids; dropout and other float or flag settings may change on resume.
-    """
-    differences = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if a == b or key.endswith(("_token_id", "_token_ids")) or key.startswith("_"):
-            continue
-        integers = [v for v in (a, b) if isinstance(v, int) and not isinstance(v, bool)]
-        if key == "model_type" or integers:
-            differences.append((key, a, b))
-    return differences
 
 
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:

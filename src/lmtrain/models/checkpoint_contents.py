@@ -4,7 +4,8 @@
 cut down by hand. Each would fail later with a KeyError or AttributeError deep in our loaders or in
 Lightning's restore. The keys are checked once, right after the safe load, so the error is one line
 naming the file and what it lacks. The tokenizer travels in the checkpoint as the files
-`save_pretrained` writes (`tokenizer_from_files` turns them back into one).
+`save_pretrained` writes (`tokenizer_from_files` turns them back into one). Here too: whether a
+checkpoint fits the run that resumes it (its tokenizer, model settings and training windows).
 """
 
 from __future__ import annotations
@@ -97,3 +98,41 @@ def check_same_tokenizer(
         "other ids): resume with the run's own data.source and data.tokenizer settings (resume="
         "<run folder> reads them), or drop ckpt_path to start a new run"
     )
+
+
+def check_same_windows(
+    ckpt_path: str | Path, run_config: Mapping[str, Any] | None, windows: Mapping[str, Any]
+) -> None:
+    """Refuse to go on with a run's own checkpoint on other training windows: `windows` holds
+    this run's `data.block_size` and `data.seed`, compared with the run's (`run_config`, saved
+    in the checkpoint, resolved). `resume=` refuses changing them (FIXED_KEYS); this holds the
+    `ckpt_path=last hydra.run.dir=<run>` form, which retypes every override, to the same."""
+    data = (run_config or {}).get("data") or {}
+    changed = [
+        f"{key}={value!r} (the run's: {data[key.split('.', 1)[1]]!r})"
+        for key, value in windows.items()
+        if key.split(".", 1)[1] in data and data[key.split(".", 1)[1]] != value
+    ]
+    if changed:
+        raise LMTrainError(
+            f"ckpt_path={str(ckpt_path)!r} continues a run trained on other windows: "
+            f"{', '.join(changed)}: type the run's values (or resume=<run folder>, which "
+            "reads them), or start a new run folder"
+        )
+
+
+def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved, current) for the HF config entries that make two models different.
+
+    The model type, and every integer setting (widths, depths, heads, context, vocabulary)
+    except token ids; dropout and other float or flag settings may change on resume.
+    """
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if a == b or key.endswith(("_token_id", "_token_ids")) or key.startswith("_"):
+            continue
+        integers = [v for v in (a, b) if isinstance(v, int) and not isinstance(v, bool)]
+        if key == "model_type" or integers:
+            differences.append((key, a, b))
+    return differences
