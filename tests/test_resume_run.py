@@ -278,6 +278,26 @@ def test_resumed_config_is_the_saved_one_with_the_typed_overrides_on_top() -> No
     assert OmegaConf.to_container(resumed.data) == OmegaConf.to_container(saved.data)
 
 
+def test_another_option_of_a_group_changes_what_the_option_sets_and_keeps_the_runs_keys() -> None:
+    """`trainer=ddp_cpu` on resume moves to DDP; the run's own trainer keys (its length, clipping,
+    validation cadence) stay, as keys typed with it win."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved, run = composed(*TINY, "trainer.max_steps=20", "trainer.gradient_clip_val=0.5")
+        choices = dict(run.hydra.runtime.choices)
+        _, command = composed("resume=x", "trainer=ddp_cpu")
+        ddp, groups = resumed_config("x", command, "train", saved, choices)
+        _, command = composed("resume=x", "trainer.max_steps=99", "trainer=gpu", "logger=csv")
+        gpu, _ = resumed_config("x", command, "train", saved, choices)
+
+    assert groups == {"trainer": "ddp_cpu"}
+    assert (ddp.trainer.devices, ddp.trainer.strategy.process_group_backend) == (2, "gloo")
+    kept = ("max_steps", "gradient_clip_val", "val_check_interval", "log_every_n_steps")
+    assert {k: ddp.trainer[k] for k in kept} == {k: saved.trainer[k] for k in kept}
+    assert (gpu.trainer.accelerator, gpu.trainer.precision) == ("gpu", "bf16-mixed")
+    assert gpu.trainer.max_steps == 99 and gpu.trainer.gradient_clip_val == 0.5
+    assert list(gpu.logger) == ["csv"]
+
+
 @pytest.mark.parametrize(
     ("typed", "refused"),
     [

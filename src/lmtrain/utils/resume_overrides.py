@@ -9,6 +9,7 @@ run's record.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ FIXED_KEYS = (
     "seed",
 )
 _ABSENT = object()
+log = logging.getLogger(__name__)
 
 
 def resumed_config(
@@ -46,9 +48,10 @@ def resumed_config(
     """`saved` with the typed overrides applied, and the group choices that changed.
 
     A key override is applied as `++key=value` (`~key`: removed if there), so that applying it
-    again changes nothing. A group override that names another option than the run's replaces
-    that part of the config with the option as this command composed it; a group that sets keys
-    elsewhere (experiment, debug, ...) is refused.
+    again changes nothing. A group override that names another option than the run's changes,
+    in the run's part of the config, what the switch of option changes (`trainer=gpu`: the
+    accelerator, devices and precision; the run's own max_steps and the like stay); a group
+    that sets keys elsewhere (experiment, debug, ...) is refused.
     """
     typed = [str(o) for o in config.hydra.overrides.task]
     loader = GlobalHydra.instance().config_loader()
@@ -58,6 +61,7 @@ def resumed_config(
     set_keys: dict[str, str] = {}  # override -> the key it sets
     groups: dict[str, Any] = {}
     elsewhere: list[str] = []
+    key_overrides: list[Override] = []
     for override in OverridesParser.create().parse_overrides(typed):
         key, line = override.key_or_group, str(override.input_line)
         if key == "resume":
@@ -65,6 +69,7 @@ def resumed_config(
         if line in key_lines:
             apply_key_override(resumed, override)
             set_keys[line] = key
+            key_overrides.append(override)
             continue
         choice = override.value()
         if key in choices and choices[key] == choice and not override.is_delete():
@@ -76,10 +81,14 @@ def resumed_config(
         part = OmegaConf.select(config, package, throw_on_missing=False)
         if part is None:
             apply_key_override(resumed, OverridesParser.create().parse_override(f"~{package}"))
+        elif key in choices and OmegaConf.select(resumed, package) is not None:
+            switch_option(resumed, package, option_changes(config_name, key, choices[key], choice))
         else:
             whole = OmegaConf.to_container(part)
             OmegaConf.update(resumed, package, whole, merge=False, force_add=True)
         set_keys[line], groups[key] = package, choice
+    for override in key_overrides:  # typed keys win over what an option switch changed
+        apply_key_override(resumed, override)
     if elsewhere:
         raise LMTrainError(
             f"resume={value} applies overrides on top of the run's saved config, and "
@@ -88,6 +97,54 @@ def resumed_config(
         )
     refuse_fixed_changes(value, saved, resumed, set_keys)
     return resumed, groups
+
+
+def option_changes(config_name: str, group: str, old: Any, new: Any) -> list[tuple[str, Any]]:
+    """What switching `group` from option `old` to `new` changes in its part of the config, each
+    option composed alone: (dotted key, new value, or _ABSENT where the key goes)."""
+    loader = GlobalHydra.instance().config_loader()
+    parts = []
+    for option in (old, new):
+        cfg = loader.load_configuration(config_name, [f"{group}={option}"], RunMode.RUN)
+        part = OmegaConf.select(cfg, group.replace("/", "."), throw_on_missing=False)
+        parts.append(OmegaConf.to_container(part) if part is not None else {})
+    return tree_changes(parts[0], parts[1])
+
+
+def tree_changes(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value or _ABSENT) that turn `before` into `after`, subtrees whole."""
+    if not (isinstance(before, dict) and isinstance(after, dict)):
+        return [] if before == after else [(prefix.rstrip("."), after)]
+    changes = [(f"{prefix}{k}", _ABSENT) for k in before if k not in after]
+    for key, value in after.items():
+        if key not in before:
+            changes.append((f"{prefix}{key}", value))
+        else:
+            changes += tree_changes(before[key], value, f"{prefix}{key}.")
+    return changes
+
+
+def switch_option(cfg: DictConfig, package: str, changes: list[tuple[str, Any]]) -> None:
+    """Apply `option_changes` to the run's part at `package` (a key the run set to null stays
+    null); log what moved."""
+    moved = []
+    for key, value in changes:
+        path = f"{package}.{key}"
+        if value is _ABSENT:
+            apply_key_override(cfg, OverridesParser.create().parse_override(f"~{path}"))
+            moved.append(f"~{path}")
+            continue
+        parent = path.rpartition(".")[0]
+        if OmegaConf.select(cfg, parent, throw_on_missing=False, default=_ABSENT) is None:
+            continue  # e.g. callbacks.text_samples=null in the run: it stays off
+        OmegaConf.update(cfg, path, value, merge=False, force_add=True)
+        moved.append(f"{path}={value!r}")
+    log.info(
+        "Resuming with another %s option: %s; the run's other %s keys stay",
+        package,
+        ", ".join(moved) or "nothing changes",
+        package,
+    )
 
 
 def apply_key_override(cfg: DictConfig, override: Override) -> None:
