@@ -80,7 +80,6 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(tmp_path: Path, play
         "callbacks.rich_progress_bar=null",
         "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=2",
-        "callbacks.throughput.window_size=4",
         "callbacks.throughput.available_flops=1e11",
     ]
     first = run_cli("train", *common)

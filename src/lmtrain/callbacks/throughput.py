@@ -26,9 +26,10 @@ PREFIX = "train/"
 
 
 class TokenThroughputMonitor(Callback):
-    def __init__(self, available_flops: float | None = None, window_size: int = 50) -> None:
+    def __init__(self, available_flops: float | None = None, window_size: int = 4) -> None:
         """`available_flops`: peak FLOP/s of one device at the training precision, for MFU on
-        devices neither table knows (every CPU). `window_size`: logged steps averaged."""
+        devices neither table knows (every CPU). `window_size`: logged steps averaged; the first
+        figures come at the window_size-th (Lightning's `Throughput` waits for a full window)."""
         self.configured_flops = available_flops
         self.window_size = max(2, window_size)
         self.throughput: Throughput | None = None
