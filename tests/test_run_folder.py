@@ -119,11 +119,12 @@ def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(
     shutil.copytree(run, no_checkpoints, ignore=shutil.ignore_patterns("checkpoints"))
     before = files_of(no_checkpoints)
     third = run_cli("train", *tiny_cli(tmp_path, data_dir, f"hydra.run.dir={no_checkpoints}"))
-    assert_one_line_error(
+    line = assert_one_line_error(
         third,
         f"hydra.run.dir={no_checkpoints.resolve()} already holds another run's metrics.json, "
-        "samples.txt: pass another hydra.run.dir, resume that run",
+        "samples.txt: pass another hydra.run.dir, or overwrite_run=true",
     )
+    assert "resume" not in line  # nothing to resume from: resume= would only fail next
     assert files_of(no_checkpoints) == before
 
 

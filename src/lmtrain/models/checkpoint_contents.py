@@ -57,8 +57,9 @@ def check_contents(
     if missing and set(missing) <= set(RESUME_KEYS):
         raise LMTrainError(
             f"ckpt_path={str(path)!r} lacks {', '.join(missing)}, which resuming training needs "
-            "(saved with save_weights_only?): resume from a whole checkpoint such as "
-            "<run folder>/checkpoints/last.ckpt, or use this one with eval, generate or export"
+            "(saved with save_weights_only?): resume from a whole checkpoint (a run saved with "
+            "save_weights_only=true has none: start a new run), or use this one with eval, "
+            "generate or export"
         )
     if missing:
         raise LMTrainError(

@@ -129,10 +129,11 @@ def refuse_other_runs_record(folder: Path) -> None:
     Hydra writes `.hydra/`, by rank 0 (ranks > 0 start in rank 0's folder)."""
     found = [name for name in RUN_RECORD if (folder / name).is_file()]
     if found:
+        resumable = (folder / "checkpoints" / "last.ckpt").exists()  # else resume= fails too
+        resume = "resume that run with resume=<its folder>, " if resumable else ""
         raise LMTrainError(
             f"hydra.run.dir={folder} already holds another run's {', '.join(found)}: pass another "
-            "hydra.run.dir, resume that run with resume=<its folder>, or overwrite_run=true to "
-            "replace its files"
+            f"hydra.run.dir, {resume}or overwrite_run=true to replace its files"
         )
 
 
