@@ -219,6 +219,22 @@ def test_ckpt_path_last_refuses_other_windows_in_one_line(tmp_path: Path, data_d
     assert run_cli("train", *again).returncode == 0  # the run's own windows: it goes on
 
 
+def test_another_accumulation_off_a_step_boundary_is_refused_in_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """3 steps of 2 micro-batches end 6 micro-batches in: 4 a step would cut the first resumed
+    step short; 3 a step starts a whole step there."""
+    run = tmp_path / "run"
+    cli = [*tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv")]
+    cli += [f"hydra.run.dir={run}", "trainer.val_check_interval=100"]
+    assert run_cli("train", *cli, "trainer.max_steps=3", "global_batch_size=16").returncode == 0
+    again = [*cli, "ckpt_path=last", "trainer.max_steps=5"]
+    out = run_cli("train", *again, "global_batch_size=32")
+    assert_one_line_error(out, "6 micro-batches into its epoch at 2 micro-batches a step")
+    out = run_cli("train", *again, "global_batch_size=24")
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
 def test_resume_of_a_folder_that_is_not_there_is_one_line(tmp_path: Path) -> None:
     result = run_cli("train", f"resume={tmp_path / 'nowhere'}")
     assert_one_line_error(result, f"resume={tmp_path / 'nowhere'} is not a folder", "latest")

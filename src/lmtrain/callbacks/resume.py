@@ -33,6 +33,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import accumulating
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ class ExactResume(Callback):
     def state_dict(self) -> dict[str, Any]:
         group = self._host_group
         state: dict[str, Any] = {"rng_states": _gather(collect_rng_states(), group)}
+        if self._trainer is not None:
+            state["accumulation"] = self._trainer.accumulate_grad_batches
         if self._mid_accumulation():
             assert self._module is not None
             state["grads"] = gathered_gradients(self._module, group)
@@ -71,6 +74,27 @@ class ExactResume(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         # Restoring now would be undone by whatever draws before training (e.g. model setup).
         self._to_restore = state_dict
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Refuse another gradient accumulation where the checkpoint is not at a step boundary
+        of both: Lightning counts a step's micro-batches from the epoch's start with the new
+        accumulation, so the first resumed step would be cut short (its gradient a fraction of
+        one) and every later row logged at another step."""
+        saved = (self._to_restore or {}).get("accumulation")
+        now = trainer.accumulate_grad_batches
+        if saved is None or saved == now:
+            return
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # this epoch's
+        if done >= trainer.num_training_batches:
+            return  # an epoch's end: the next step starts the next epoch
+        if (self._to_restore or {}).get("grads") or done % now:
+            raise LMTrainError(
+                f"the checkpoint was saved {done} micro-batches into its epoch at {saved} "
+                f"micro-batches a step; this run makes {now} (global_batch_size / "
+                f"data.batch_size / ranks), and {done} is not a step boundary of both: resume "
+                f"with the run's global_batch_size, then change it at a checkpoint whose count "
+                f"is a multiple of {now}"
+            )
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
