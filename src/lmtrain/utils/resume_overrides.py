@@ -72,9 +72,12 @@ def resumed_config(
             key_overrides.append(override)
             continue
         choice = override.value()
-        if key in choices and choices[key] == choice and not override.is_delete():
-            continue  # the run's own option, typed again
         package = group_package(defaults.defaults, key, choice)
+        # The run's own option, typed again: nothing to apply, unless the run had set its part
+        # to null (model.scheduler=null) and the option now turns it back on.
+        nulled = package is not None and OmegaConf.select(resumed, package) is None
+        if key in choices and choices[key] == choice and not override.is_delete() and not nulled:
+            continue
         if package is None:
             elsewhere.append(line)
             continue
