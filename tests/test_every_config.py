@@ -107,6 +107,7 @@ def test_experiment_trains(
     window = SequenceLengthWarmup(**warmup).length_at(0, cfg.data.block_size) if warmup else 32
     check_fast_dev_run(train(cfg), window=window)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["trainer/global_step"] == 1
+    assert not list((tmp_path / "run").glob("checkpoints/*.ckpt"))  # a debug run: none written
 
 
 @pytest.mark.parametrize("trainer", options("trainer"))

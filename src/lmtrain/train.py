@@ -140,7 +140,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     whole_split = isinstance(trainer.limit_val_batches, float) and trainer.limit_val_batches == 1
     sampled_each = all(c.every_n_val == 1 for c in callbacks if isinstance(c, TextSamples))
     if not (whole_split and sampled_each and model.validated_at_step == trainer.global_step):
-        trainer.limit_val_batches = 1.0
+        if not trainer.fast_dev_run:  # debug=fdr: one batch here too, whatever the split's size
+            trainer.limit_val_batches = 1.0
         final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         fit_metrics.update(plain_metrics(final))
     metrics = {

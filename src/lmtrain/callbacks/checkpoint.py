@@ -101,6 +101,8 @@ class StepScheduledCheckpoint(ModelCheckpoint):
         self._last_written_step = trainer.global_step
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.fast_dev_run:  # Lightning 2.6 would still write last.ckpt here
+            return
         saves = self._saves
         super().on_train_end(trainer, pl_module)  # last.ckpt, only if Lightning saved none yet
         # Otherwise Lightning's latest last.ckpt may be steps before the end: write the end.
