@@ -314,6 +314,16 @@ def test_another_option_of_a_group_changes_what_the_option_sets_and_keeps_the_ru
     assert list(gpu.logger) == ["csv"]
 
 
+def test_a_fixed_key_typed_with_the_value_it_resolved_to_is_not_a_change() -> None:
+    """`data.seed` is `${oc.select:seed,null}` in the run's config: 1337 typed is no change."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        saved, run = composed(*TINY)
+        choices = dict(run.hydra.runtime.choices)
+        _, command = composed("resume=x", "data.seed=1337")
+        resumed, _ = resumed_config("x", command, "train", saved, choices)
+    assert resumed.data.seed == 1337
+
+
 @pytest.mark.parametrize(
     ("typed", "refused"),
     [

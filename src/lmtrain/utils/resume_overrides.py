@@ -180,7 +180,11 @@ def refuse_fixed_changes(
     (`${paths.data_dir}/...` stays the same wherever paths.data_dir now points)."""
     before = OmegaConf.to_container(saved, resolve=False)
     after = OmegaConf.to_container(resumed, resolve=False)
-    changed = [k for k in FIXED_KEYS if lookup(before, k) != lookup(after, k)]
+    changed = [
+        k
+        for k in FIXED_KEYS
+        if lookup(before, k) != lookup(after, k) and not same_resolved(saved, resumed, k)
+    ]
     if not changed:
         return
 
@@ -197,6 +201,18 @@ def refuse_fixed_changes(
         f"{', '.join(refused or changed)} would change {', '.join(changed)}: drop "
         f"{'it' if len(refused) == 1 else 'them'}, or start a new run without resume="
     )
+
+
+def same_resolved(saved: DictConfig, resumed: DictConfig, key: str) -> bool:
+    """Whether `key` resolves to the same value in both (`data.seed=1337` typed for the run's
+    `${oc.select:seed,null}` that gave 1337); False when either does not resolve."""
+    try:
+        a, b = (OmegaConf.select(c, key, throw_on_missing=True) for c in (saved, resumed))
+        if isinstance(a, DictConfig) or isinstance(b, DictConfig):
+            a, b = (OmegaConf.to_container(v, resolve=True) for v in (a, b))
+        return a == b
+    except Exception:  # an interpolation that needs Hydra's runtime, or a missing value
+        return False
 
 
 def lookup(tree: Any, key: str) -> Any:
