@@ -259,6 +259,21 @@ def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(
         run_folder(str(run), other, tmp_path / "logs", "train")
 
 
+def test_resume_latest_names_a_newer_run_of_another_task(tmp_path: Path, caplog) -> None:
+    """After `experiment=X` (task_name X), `resume=latest` alone looks under task `train`: it
+    says that a newer run exists elsewhere, and how to pick it."""
+    older = tmp_path / "logs" / "train" / "runs" / "a"
+    newer = tmp_path / "logs" / "shakespeare_char_fast" / "runs" / "b"
+    for run in (older, newer):
+        (run / "checkpoints").mkdir(parents=True)
+        (run / "checkpoints" / "last.ckpt").touch()
+        time.sleep(0.01)  # distinct modification times
+    with caplog.at_level("WARNING"):
+        assert run_folder("latest", None, tmp_path / "logs", "train") == older.resolve()
+    assert f"a newer run of another task_name is {newer}" in caplog.text
+    assert f"resume={newer}" in caplog.text
+
+
 def composed(*overrides: str) -> tuple[DictConfig, DictConfig]:
     """The task config (as Hydra saves it) and the whole config with `hydra`."""
     whole = compose("train", list(overrides), return_hydra_config=True)

@@ -163,6 +163,16 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
                 "run's task_name=... and paths.log_dir=..."
             )
         folder = found
+        other = latest_run(log_dir, "*")  # the newest run of any task_name
+        if other is not None and other.resolve() != found.resolve():
+            log.warning(
+                "resume=latest picked %s, the newest run of task_name=%s; a newer run of another "
+                "task_name is %s: to go on with that one, pass resume=%s (or its experiment=)",
+                found,
+                task_name,
+                other,
+                other,
+            )
     else:
         folder = Path(value).expanduser()
     if not folder.is_dir():
@@ -179,9 +189,10 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
 
 
 def latest_run(log_dir: Path, task_name: str) -> Path | None:
-    """The run or multirun job of `task_name` whose last.ckpt was written last, if any."""
-    root = Path(log_dir).expanduser() / task_name
-    folders = [*root.glob("runs/*"), *root.glob("multiruns/*/*")]
+    """The run or multirun job of `task_name` (a glob: `*`, any) whose last.ckpt was written
+    last, if any."""
+    root = Path(log_dir).expanduser()
+    folders = [*root.glob(f"{task_name}/runs/*"), *root.glob(f"{task_name}/multiruns/*/*")]
     found = [
         (locate_checkpoint("last", f).stat().st_mtime_ns, str(f), f)
         for f in folders
