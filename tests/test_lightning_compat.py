@@ -234,21 +234,28 @@ def test_a_run_resumed_from_a_save_marked_validation_pending_runs_that_validatio
 ) -> None:
     """The rows (steps and metrics) of a run stopped before its step-4 validation and resumed
     are those of an uninterrupted run: the validation runs first, at the step it was due."""
-    schedule = {
-        "max_steps": 6,
-        "val_check_interval": 2,
-        "limit_val_batches": 1,
-        "log_every_n_steps": 1,
-    }
+    path = str(tmp_path / "stopped.ckpt")
+    schedule = {"val_check_interval": 2}
+    stop = {"callbacks": [SaveBeforeValidationAndStop(4, path)]}
+    uninterrupted, stopped, resumed = stop_and_resume(
+        LoggingValidationModel(), path, schedule, stop
+    )
+    assert stopped + resumed == uninterrupted
+    assert resumed[0][1] == ["epoch", "val/loss"]  # the resumed run validates first
+
+
+def stop_and_resume(
+    stopping: L.LightningModule, path: str, schedule: dict, stop: dict | None = None
+) -> tuple[list, list, list]:
+    """The rows of an uninterrupted 6-step run, of one that `stopping` (with `stop`'s trainer
+    arguments) stops after saving `path`, and of its resume from there."""
+    schedule = {"max_steps": 6, "limit_val_batches": 1, "log_every_n_steps": 1, **schedule}
     uninterrupted, stopped, resumed = Rows(), Rows(), Rows()
     tiny_trainer(logger=uninterrupted, **schedule).fit(LoggingValidationModel())
-    path = str(tmp_path / "stopped.ckpt")
-    stop = SaveBeforeValidationAndStop(4, path)
     with pytest.raises(RuntimeError, match="stopped"):
-        tiny_trainer(logger=stopped, callbacks=[stop], **schedule).fit(LoggingValidationModel())
+        tiny_trainer(logger=stopped, **schedule, **(stop or {})).fit(stopping)
     tiny_trainer(logger=resumed, **schedule).fit(LoggingValidationModel(), ckpt_path=path)
-    assert stopped.rows + resumed.rows == uninterrupted.rows
-    assert resumed.rows[0][1] == ["epoch", "val/loss"]  # the validation comes first
+    return uninterrupted.rows, stopped.rows, resumed.rows
 
 
 class StopInsideTrainingStep(LoggingValidationModel):
@@ -274,17 +281,8 @@ def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_
 ) -> None:
     """Stopped in the second micro-batch of step 3, resumed: the same rows at the same steps,
     validations after the same micro-batches (every 3, across steps)."""
-    schedule = {
-        "max_steps": 6,
-        "accumulate_grad_batches": 2,
-        "val_check_interval": 3,
-        "limit_val_batches": 1,
-        "log_every_n_steps": 1,
-    }
-    uninterrupted, stopped, resumed = Rows(), Rows(), Rows()
-    tiny_trainer(logger=uninterrupted, **schedule).fit(LoggingValidationModel())
     path = str(tmp_path / "stopped.ckpt")
-    with pytest.raises(RuntimeError, match="stopped"):
-        tiny_trainer(logger=stopped, **schedule).fit(StopInsideTrainingStep(2, 1, path))
-    tiny_trainer(logger=resumed, **schedule).fit(LoggingValidationModel(), ckpt_path=path)
-    assert stopped.rows + resumed.rows == uninterrupted.rows
+    schedule = {"accumulate_grad_batches": 2, "val_check_interval": 3}
+    stopping = StopInsideTrainingStep(2, 1, path)
+    uninterrupted, stopped, resumed = stop_and_resume(stopping, path, schedule)
+    assert stopped + resumed == uninterrupted
