@@ -129,16 +129,17 @@ def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
     """
     progress = trainer.fit_loop.epoch_loop.batch_progress
     counters = (progress.total, progress.current)
-    saved = [(c.ready, c.started, c.processed) for c in counters], progress.is_last_batch
+    real = [(c.ready, c.started, c.processed) for c in counters]
+    real_last = progress.is_last_batch
     for c in counters:
         c.ready = c.started = c.processed = c.completed
     progress.is_last_batch = False  # the batch that finished had one after it: this one
     try:
         yield
     finally:
-        for c, (ready, started, processed) in zip(counters, saved[0], strict=True):
+        for c, (ready, started, processed) in zip(counters, real, strict=True):
             c.ready, c.started, c.processed = ready, started, processed
-        progress.is_last_batch = saved[1]
+        progress.is_last_batch = real_last
 
 
 @contextlib.contextmanager

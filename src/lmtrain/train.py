@@ -80,8 +80,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if ckpt_path is not None:
         max_steps, resume = cfg.trainer.get("max_steps"), cfg.get("resume") or None
         # The same run (its own folder's checkpoint) goes on with the same training windows.
-        windows = {k: OmegaConf.select(cfg, k) for k in ("data.block_size", "data.seed")}
-        windows = windows if resuming else None
+        windows = {k: cfg.data.get(k) for k in ("block_size", "seed")} if resuming else None
         check_same_model(
             ckpt_path, model.model.config, max_steps, resume, datamodule.tokenizer, windows
         )

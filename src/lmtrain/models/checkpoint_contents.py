@@ -105,14 +105,15 @@ def check_same_windows(
     ckpt_path: str | Path, run_config: Mapping[str, Any] | None, windows: Mapping[str, Any]
 ) -> None:
     """Refuse to go on with a run's own checkpoint on other training windows: `windows` holds
-    this run's `data.block_size` and `data.seed`, compared with the run's (`run_config`, saved
-    in the checkpoint, resolved). `resume=` refuses changing them (FIXED_KEYS); this holds the
-    `ckpt_path=last hydra.run.dir=<run>` form, which retypes every override, to the same."""
+    this run's `data.*` keys that pick them (block_size, seed), compared with the run's
+    (`run_config`, saved in the checkpoint, resolved). `resume=` refuses changing them
+    (FIXED_KEYS); this holds the `ckpt_path=last hydra.run.dir=<run>` form, which retypes every
+    override, to the same."""
     data = (run_config or {}).get("data") or {}
     changed = [
-        f"{key}={value!r} (the run's: {data[key.split('.', 1)[1]]!r})"
+        f"data.{key}={value!r} (the run's: {data[key]!r})"
         for key, value in windows.items()
-        if key.split(".", 1)[1] in data and data[key.split(".", 1)[1]] != value
+        if key in data and data[key] != value
     ]
     if changed:
         raise LMTrainError(
