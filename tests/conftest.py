@@ -24,6 +24,17 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(autouse=True)
+def runs_start_their_own_wandb_service() -> Iterator[None]:
+    """A W&B run in this process starts a service and names it in WANDB_SERVICE; every
+    subprocess started later (a CLI run, a sweep's jobs) would inherit it and talk to that
+    service instead of starting its own, as a user's run does; and a test that ends the
+    processes it started may have ended that service too, failing every later run."""
+    os.environ.pop("WANDB_SERVICE", None)
+    yield
+    os.environ.pop("WANDB_SERVICE", None)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One token cache for the whole session, so each corpus is tokenized once."""
