@@ -25,14 +25,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
-def runs_start_their_own_wandb_service() -> Iterator[None]:
-    """A W&B run in this process starts a service and names it in WANDB_SERVICE; every
-    subprocess started later (a CLI run, a sweep's jobs) would inherit it and talk to that
-    service instead of starting its own, as a user's run does; and a test that ends the
-    processes it started may have ended that service too, failing every later run."""
+def environment_restored() -> Iterator[None]:
+    """Each test starts from the environment the session started with, whatever the tests this
+    worker ran before set: `seed_everything` leaves PL_GLOBAL_SEED, which Lightning's DDP ranks
+    re-seed from; W&B sets WANDB_MODE and WANDB_SERVICE. A W&B run in this process names its
+    service in WANDB_SERVICE, and every subprocess started later (a CLI run, a sweep's jobs)
+    would talk to that service instead of starting its own as a user's run does; a test that
+    ends the processes it started may have ended that service too, failing every later run."""
     os.environ.pop("WANDB_SERVICE", None)
+    saved = dict(os.environ)
     yield
-    os.environ.pop("WANDB_SERVICE", None)
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,35 @@
+"""The test harness itself: what one test leaves in this process's environment does not reach the
+next (`environment_restored` in tests/conftest.py).
+
+The two tests run in this order, in one process (pytest-xdist's `--dist loadfile` keeps a file
+on one worker). Without the fixture, a W&B run's service named in WANDB_SERVICE reached every
+later test's CLI runs, which then failed once a test had ended that service.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import wandb
+
+
+def test_a_wandb_run_and_a_seed_set_the_environment(tmp_path: Path) -> None:
+    L.seed_everything(5, workers=True)
+    run = wandb.init(mode="offline", dir=tmp_path, project="harness")
+    try:
+        assert os.environ.get("WANDB_SERVICE"), "W&B no longer names its service here"
+        assert os.environ["PL_GLOBAL_SEED"] == "5"
+    finally:
+        run.finish()
+
+
+def test_the_next_test_and_its_subprocesses_do_not_see_them() -> None:
+    names = ("WANDB_SERVICE", "PL_GLOBAL_SEED", "PL_SEED_WORKERS")
+    assert not {name for name in names if name in os.environ}
+    code = f"import os; print(sorted(n for n in {names!r} if n in os.environ))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
