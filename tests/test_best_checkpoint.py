@@ -209,3 +209,26 @@ def test_a_resume_with_another_save_schedule_keeps_the_best_checkpoint(
     best = list((run / "checkpoints").glob("best-*.ckpt"))
     assert len(best) == 1, best
     assert best[0].name.endswith(f"val_loss={min(losses[:-1]):.4f}.ckpt"), (best, losses)
+
+
+def test_a_run_folder_moved_before_its_resume_keeps_the_best_checkpoint(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Lightning forgets the best checkpoints so far when the checkpoint folder is another one.
+    Moved and resumed with a learning rate that makes later validations worse, the run still
+    keeps its best: one best-* file (save_top_k=1), the lowest val/loss, named in the moved
+    folder by the final last.ckpt."""
+    cli = tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv")
+    first = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'run'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = (tmp_path / "run").rename(tmp_path / "moved")
+    longer = ["trainer.max_steps=8", "model.optimizer.lr=0.5", "ckpt_path=last"]
+    resumed = run_cli("train", *cli, f"hydra.run.dir={run}", *longer)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with (run / "csv" / "metrics.csv").open(newline="") as f:
+        losses = [float(r["val/loss"]) for r in csv.DictReader(f) if r["val/loss"]]
+    (best,) = list((run / "checkpoints").glob("best-*.ckpt"))
+    assert best.name.endswith(f"val_loss={min(losses[:-1]):.4f}.ckpt"), (best, losses)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    assert state["best_model_path"] == str(best)

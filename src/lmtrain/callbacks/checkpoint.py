@@ -23,6 +23,7 @@ top-k state.
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -81,6 +82,13 @@ class StepScheduledCheckpoint(ModelCheckpoint):
         if len(same) == 1:  # two checkpoint callbacks ranking alike: leave it to Lightning
             states[self.state_key] = states[same[0]]
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A run folder moved (or copied) before its resume keeps its best checkpoints so far.
+        Lightning restores them only from the same `dirpath`, and otherwise kept the old path
+        as `best_model_path` and ranked the next validation alone: a worse checkpoint became
+        the best, beside the real one."""
+        super().load_state_dict(moved_to(state_dict, self.dirpath))
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -130,6 +138,36 @@ class StepScheduledCheckpoint(ModelCheckpoint):
         self.last_model_path = path  # part of the state saved, as in Lightning's own saves
         trainer.save_checkpoint(path, self.save_weights_only)
         self._last_written_step = trainer.global_step
+
+
+def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
+    """`state` (ModelCheckpoint's) with its paths in `dirpath`, when its own dirpath is another
+    folder and `dirpath` holds every checkpoint it names, by name; otherwise `state` as it is
+    (Lightning then warns that it drops it)."""
+    old = state.get("dirpath")
+    if dirpath is None or old is None or old == dirpath:
+        return state
+    named = [state.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
+    named += list(state.get("best_k_models") or {})
+    paths = [Path(path) for path in named if path]
+    if not paths or any(
+        p.parent != Path(old) or not (Path(dirpath) / p.name).is_file() for p in paths
+    ):
+        return state
+
+    def moved(path: str) -> str:
+        return str(Path(dirpath) / Path(path).name) if path else path
+
+    return {
+        **state,
+        "dirpath": dirpath,
+        **{
+            k: moved(state[k])
+            for k in ("best_model_path", "kth_best_model_path", "last_model_path")
+            if k in state
+        },
+        "best_k_models": {moved(k): v for k, v in (state.get("best_k_models") or {}).items()},
+    }
 
 
 def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
