@@ -92,6 +92,16 @@ def test_validation_follows_names_the_batches_a_validation_follows(schedule: dic
     assert len(places[True].followed) >= 2
 
 
+@pytest.mark.parametrize(("max_epochs", "description"), [(-1, "Epoch 0"), (3, "Epoch 0/2")])
+def test_the_rich_bar_reads_no_negative_epoch_limit(max_epochs: int, description: str) -> None:
+    bar = compat.StepsRichProgressBar()
+    trainer = tiny_trainer(
+        max_epochs=max_epochs, enable_progress_bar=True, callbacks=[bar], limit_val_batches=0
+    )
+    trainer.fit(BoringModel())
+    assert [task.description.strip() for task in bar.progress.tasks] == [description]
+
+
 def test_cluster_environment_is_the_one_lightning_chose(monkeypatch) -> None:
     assert isinstance(compat.cluster_environment(tiny_trainer()), ClusterEnvironment)
     monkeypatch.setenv("SLURM_NTASKS", "1")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import RichProgressBar
 
 
 def accumulating(trainer: Trainer) -> bool:
@@ -71,6 +72,22 @@ def make_every_rank_data_parallel(strategy: Any) -> None:
     only once the Trainer has counted the devices, after the strategy is built.
     """
     strategy._data_parallel_size = strategy.num_nodes * strategy.num_processes
+
+
+class StepsRichProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, whose training bar reads `Epoch 0` rather than
+    `Epoch 0/-2` when no epoch limit is set (`trainer.max_epochs=-1`, lmtrain's default:
+    `max_steps` ends the run). Other epoch limits read as Lightning writes them (`Epoch 0/2`).
+
+    Buys: a bar that does not show a negative epoch count on every run. Public alternative:
+    none; the description comes from this private method alone.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if self.trainer.max_epochs != -1:
+            return super()._get_train_description(current_epoch)
+        width = len(self.validation_description)  # Lightning's padding, against flicker
+        return f"{f'Epoch {current_epoch}':{width}}"
 
 
 def validation_follows(trainer: Trainer) -> bool:
