@@ -54,6 +54,7 @@ def test_a_damaged_checkpoint_is_one_line_for_eval_and_resume(
         load_torch_file(damaged)
     with pytest.raises(LMTrainError, match="is damaged"):
         AtomicCheckpointIO().load_checkpoint(damaged)
-    assert_one_line_error(run_cli("eval", f"ckpt_path={damaged}"), "is damaged", str(damaged))
+    evaluated = run_cli("eval", f"ckpt_path={damaged}", f"paths.log_dir={tmp_path / 'logs'}")
+    assert_one_line_error(evaluated, "is damaged", str(damaged))
     resume = run_cli("train", *tiny_cli(tmp_path, data_dir, f"ckpt_path={damaged}"))
     assert_one_line_error(resume, "is damaged", str(damaged))

@@ -5,6 +5,7 @@ resumes bitwise where an uninterrupted one ends. The in-process LoRA tests are i
 from __future__ import annotations
 
 import random
+import signal
 import sys
 import time
 from pathlib import Path
@@ -105,11 +106,19 @@ def test_lora_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     reference, run_dir = tmp_path / "reference", tmp_path / "run"
     finish(command(reference), tmp_path / "reference.out")
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = start(command(run_dir), tmp_path / "run.out")
+    # From step 3 on, each step takes 0.1 s longer (a sleep, no change to the numbers): the 21
+    # steps left outlast the random delay, so the kill always lands mid-run.
+    pace = [
+        "+callbacks.pace._target_=tests.helpers.faults.Pace",
+        f"+callbacks.pace.dirpath={tmp_path / 'pids'}",
+        "+callbacks.pace.after_step=3",
+        "+callbacks.pace.seconds=0.1",
+    ]
+    proc = start([*command(run_dir), *pace], tmp_path / "run.out")
     while not last.exists() and proc.poll() is None:
         time.sleep(0.005)
     time.sleep(random.uniform(0, 0.5))
-    kill(proc)
+    assert kill(proc) == -signal.SIGKILL, (tmp_path / "run.out").read_text()[-3000:]
     step = load_torch_file(last)["global_step"]
     assert 0 < step < 24
     finish([*command(run_dir), "ckpt_path=last"], tmp_path / "run.out")

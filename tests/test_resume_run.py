@@ -264,10 +264,10 @@ def test_resume_latest_names_a_newer_run_of_another_task(tmp_path: Path, caplog)
     says that a newer run exists elsewhere, and how to pick it."""
     older = tmp_path / "logs" / "train" / "runs" / "a"
     newer = tmp_path / "logs" / "shakespeare_char_fast" / "runs" / "b"
-    for run in (older, newer):
+    for seconds, run in enumerate((older, newer)):
         (run / "checkpoints").mkdir(parents=True)
         (run / "checkpoints" / "last.ckpt").touch()
-        time.sleep(0.01)  # distinct modification times
+        os.utime(run / "checkpoints" / "last.ckpt", (1e9 + seconds, 1e9 + seconds))
     with caplog.at_level("WARNING"):
         assert run_folder("latest", None, tmp_path / "logs", "train") == older.resolve()
     assert f"a newer run of another task_name is {newer}" in caplog.text

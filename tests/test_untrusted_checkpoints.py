@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -229,12 +228,6 @@ def test_genuine_sharded_checkpoint_with_optimizer_state_consolidates(tmp_path: 
     assert resolve_ckpt_path(str(folder), tmp_path) == str(folder)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 # One rank of a 2-process FSDP2 save (fully_shard, gloo on CPU) of a model and its AdamW state;
 # a bare interpreter, as importing lmtrain in each rank would cost ~10 s.
 FSDP2_RANK = """
@@ -244,8 +237,8 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict
 from torch.distributed.fsdp import fully_shard
 
-folder, port, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+folder, store, rank = sys.argv[1], sys.argv[2], int(sys.argv[3])
+dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
 torch.manual_seed(0)
 model = fully_shard(nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4)))
 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -269,12 +262,16 @@ def walk(tree: Any, prefix: str = ""):
 def test_dcp_folder_sharded_by_two_fsdp2_ranks_loads_whole_through_the_safe_reader(
     tmp_path: Path,
 ) -> None:
-    folder, port = tmp_path / "fsdp2", str(free_port())
+    folder, store = tmp_path / "fsdp2", str(tmp_path / "store")  # the ranks meet through a file
     ranks = [
-        subprocess.Popen([sys.executable, "-c", FSDP2_RANK, str(folder), port, str(rank)])
+        subprocess.Popen([sys.executable, "-c", FSDP2_RANK, str(folder), store, str(rank)])
         for rank in (0, 1)
     ]
-    assert [rank.wait(timeout=120) for rank in ranks] == [0, 0]
+    try:
+        assert [rank.wait(timeout=120) for rank in ranks] == [0, 0]
+    finally:  # a rank left waiting for a dead one would wait for gloo's 30 minutes
+        for rank in ranks:
+            rank.kill()
     assert {p.name for p in folder.iterdir()} >= {".metadata", "__0_0.distcp", "__1_0.distcp"}
     # torch's own conversion (its reader and planner unpickle freely; fine on our own file).
     reference = tmp_path / "reference.pt"

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import random
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,17 +66,17 @@ class RecordGradNorms(Callback):
 
 
 def on_two_gloo_ranks(function: Callable[[int], Any]) -> dict[int, Any]:
-    """`function(rank)` on two processes in one gloo group; rank -> what it returned."""
-    port = random.randint(20000, 40000)
-    with mp.Manager() as manager:
+    """`function(rank)` on two processes in one gloo group; rank -> what it returned. The ranks
+    meet through a file, not a port: no port to collide with another test's."""
+    with tempfile.TemporaryDirectory() as folder, mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_run_rank, args=(function, port, results), nprocs=2, join=True)
+        store = f"file://{Path(folder) / 'store'}"
+        mp.spawn(_run_rank, args=(function, store, results), nprocs=2, join=True)
         return dict(results)
 
 
-def _run_rank(rank: int, function: Callable[[int], Any], port: int, results: Any) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _run_rank(rank: int, function: Callable[[int], Any], store: str, results: Any) -> None:
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=2)
     try:
         results[rank] = function(rank)
     finally:
