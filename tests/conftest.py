@@ -24,19 +24,31 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# The environment this worker started with (the defaults above included).
+SESSION_ENVIRONMENT = dict(os.environ)
+
+
 @pytest.fixture(autouse=True)
-def environment_restored() -> Iterator[None]:
-    """Each test starts from the environment the session started with, whatever the tests this
-    worker ran before set: `seed_everything` leaves PL_GLOBAL_SEED, which Lightning's DDP ranks
-    re-seed from; W&B sets WANDB_MODE and WANDB_SERVICE. A W&B run in this process names its
-    service in WANDB_SERVICE, and every subprocess started later (a CLI run, a sweep's jobs)
-    would talk to that service instead of starting its own as a user's run does; a test that
-    ends the processes it started may have ended that service too, failing every later run."""
-    os.environ.pop("WANDB_SERVICE", None)
-    saved = dict(os.environ)
+def session_environment() -> Iterator[None]:
+    """Each test runs, and starts its subprocesses, in the environment the session started with,
+    whatever earlier tests or this module's fixtures did in this process: `seed_everything`
+    leaves PL_GLOBAL_SEED (Lightning's DDP ranks re-seed from it), W&B sets WANDB_MODE and
+    WANDB_SERVICE. A W&B run here names its service in WANDB_SERVICE, and every subprocess
+    started later (a CLI run, a sweep's jobs) would talk to that service instead of starting
+    its own as a user's run does; a test that ends the processes it started may have ended
+    that service too, failing every later run. Function-scoped fixtures (monkeypatch) come
+    after this one and set what their test needs."""
+    restore_session_environment()
     yield
+    restore_session_environment()
+
+
+def restore_session_environment() -> None:
+    current_test = os.environ.get("PYTEST_CURRENT_TEST")  # pytest's own, removed by pytest
     os.environ.clear()
-    os.environ.update(saved)
+    os.environ.update(SESSION_ENVIRONMENT)
+    if current_test is not None:
+        os.environ["PYTEST_CURRENT_TEST"] = current_test
 
 
 @pytest.fixture(scope="session")
