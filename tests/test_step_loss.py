@@ -1,5 +1,5 @@
 """`train/loss` is the optimizer step's loss, the mean over its micro-batches and ranks, and the
-throughput monitor logs once per optimizer step the loggers write.
+throughput and learning-rate monitors log once per optimizer step the loggers write.
 
 Real runs train the same 16 windows a step from the same seed (same windows, same gradients): one
 process with batches of 16, one with batches of 8 and 2 micro-batches a step (`global_batch_size`),
@@ -92,10 +92,14 @@ def test_a_run_resumed_between_micro_batches_logs_the_step_mean(runs: dict[str, 
 
 
 @pytest.mark.slow
-def test_throughput_logs_once_per_optimizer_step(runs: dict[str, Path]) -> None:
+def test_throughput_and_learning_rates_log_once_per_optimizer_step(runs: dict[str, Path]) -> None:
     for name, run in runs.items():
         first = 2 if name == "resumed" else 1  # the resumed run's first step is step 2
-        # One row per step, after its last micro-batch: at the step counted from 1 (global_step
-        # then), with every micro-batch of the step counted.
-        want = [(step, float(step * MICRO_BATCHES[name])) for step in range(first, 5)]
+        # One row per step, after its last micro-batch, with every micro-batch of the step
+        # counted: under the step its train/loss has (Lightning counts training rows from 0).
+        want = [(step - 1, float(step * MICRO_BATCHES[name])) for step in range(first, 5)]
         assert series(run, "train/batches") == want, name
+        steps = [step for step, _ in want]
+        assert [step for step, _ in series(run, "train/loss")] == steps, name
+        # The learning rates, once per step too: not once per micro-batch.
+        assert [step for step, _ in series(run, "train/lr/decay")] == steps, name

@@ -109,7 +109,9 @@ class TokenThroughputMonitor(Callback):
         metrics = {PREFIX + k: v for k, v in self.throughput.compute().items()}
         if trainer.is_global_zero:
             for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=step)
+                # Under the step this step's train/loss has: Lightning numbers training rows
+                # from 0 (before its step count moves on), validation rows from 1.
+                logger.log_metrics(metrics, step=step - 1)
         # All devices' tokens/s (Lightning's name for it exists with several devices only).
         per_device = metrics.get(PREFIX + "device/items_per_sec")
         if per_device is not None:
