@@ -23,6 +23,7 @@ from lmtrain.utils.config_checks import (
     check_generate_config,
     check_train_config,
 )
+from lmtrain.utils.config_keys import TRAIN_KEYS
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
@@ -82,6 +83,42 @@ from tests.helpers.corpora import write_corpus
             "model.config.activation_function=geluu",
             "model.config.activation_function='geluu' is unknown: use one of gelu, gelu_10,",
         ),
+        # A swapped optimizer or schedule kept the old one's keys: a traceback when Lightning
+        # built it, after the data and the model.
+        (
+            "model.optimizer._target_=torch.optim.SGD",
+            "model.optimizer.betas is not an argument of SGD: drop it with ~model.optimizer.betas",
+        ),
+        (
+            "model.scheduler._target_=transformers.get_linear_schedule_with_warmup",
+            "model.scheduler.min_lr_rate is not an argument of get_linear_schedule_with_warmup",
+        ),
+        (
+            "model.scheduler._target_=transformers.get_wsd_schedule ~model.scheduler.min_lr_rate",
+            "model.scheduler.num_decay_steps is not set, and get_wsd_schedule needs it: pass +",
+        ),
+        (
+            "model.scheduler._target_=torch.optim.lr_scheduler.StepLR ~model.scheduler.min_lr_rate"
+            " ~model.scheduler.num_warmup_steps +model.scheduler.step_size=3",
+            "StepLR does not take num_training_steps, which lmtrain passes every schedule",
+        ),
+        ("+model.optimizer.weight_decy=0.5", "weight_decy is not an argument of AdamW: did you"),
+        ("+model.scheduler.num_warmup_step=3", "num_warmup_step is not an argument of get_cos"),
+        ("~model.optimizer._partial_", "(torch.optim.AdamW) has no _partial_: true, which lm"),
+        # Keys no code reads (nanoGPT's names, a typo) were dropped without a word.
+        ("+learning_rate=3", "learning_rate is not a setting of lmtrain.train, so nothing would"),
+        ("+sample.prompts=[x]", "sample is not a setting of lmtrain.train, so nothing would read"),
+        # A misspelt monitor was Lightning's error at the first validation, no checkpoint saved.
+        (
+            "callbacks.model_checkpoint.monitor=val_loss",
+            "callbacks.model_checkpoint.monitor='val_loss' is not a metric lmtrain logs: did you",
+        ),
+        (
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
+            " +callbacks.stop.monitor=val/los",
+            "callbacks.stop.monitor='val/los' is not a metric lmtrain logs: did you mean val/loss?",
+        ),
+        ("optimized_metric=val_ppl", "optimized_metric='val_ppl' is not a metric lmtrain logs"),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
@@ -133,6 +170,39 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
     for override, fragment in bad.items():
         with pytest.raises(LMTrainError, match=re.escape(fragment)):
             check_train_config(compose_cfg(muon, override))
+
+
+def test_a_swapped_optimizer_or_schedule_with_its_own_keys_passes(compose_cfg) -> None:
+    """The argument check refuses only keys the new target lacks, not the swap itself."""
+    sgd = ["model.optimizer._target_=torch.optim.SGD", "~model.optimizer.betas"]
+    wsd = ["model.scheduler._target_=transformers.get_wsd_schedule", "~model.scheduler.min_lr_rate"]
+    check_train_config(compose_cfg(*sgd, "~model.optimizer.eps"))
+    check_train_config(compose_cfg(*wsd, "+model.scheduler.num_decay_steps=2"))
+
+
+def test_an_experiment_without_its_package_header_is_refused(compose_cfg, tmp_path) -> None:
+    """Without `# @package _global_`, an experiment's keys sat under `experiment:` and the run
+    trained the default, exit 0."""
+    experiments = tmp_path / "configs" / "experiment"
+    experiments.mkdir(parents=True)
+    body = "task_name: my_lr\nmodel:\n  optimizer:\n    lr: 0.05\n"
+    (experiments / "my_lr.yaml").write_text(body)
+    (experiments / "my_lr_global.yaml").write_text("# @package _global_\n" + body)
+    search = f"hydra.searchpath=[file://{tmp_path / 'configs'}]"
+    check_train_config(compose_cfg(search, "experiment=my_lr_global"))
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg(search, "experiment=my_lr"))
+    assert str(err.value) == (
+        "the experiment config my_lr.yaml has no `# @package _global_` first line, so its keys "
+        "(task_name, model) landed under `experiment:`, where nothing reads them: add that line "
+        "at the top of the file"
+    )
+
+
+def test_train_keys_are_the_entry_configs_own(compose_cfg) -> None:
+    """TRAIN_KEYS lists what configs/train.yaml composes: a key added there is not refused."""
+    composed = set(compose_cfg(tiny=False)) - {"hydra"}
+    assert composed == set(TRAIN_KEYS)
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")

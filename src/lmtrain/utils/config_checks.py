@@ -21,6 +21,7 @@ from transformers.activations import ACT2CLS
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_keys import check_metric_names, check_top_level_keys
 from lmtrain.utils.optimizer_checks import check_optimization
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer
 
@@ -70,6 +71,8 @@ def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 def check_train_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
+    check_top_level_keys(cfg, problems)
+    check_metric_names(plain(cfg.get("callbacks")), cfg.get("optimized_metric"), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)

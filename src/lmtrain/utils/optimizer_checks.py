@@ -9,10 +9,21 @@ prepared, in words that name no key (`'<=' not supported between instances of 'f
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.utils import get_object
+
 from lmtrain.utils.checks import Problems
+
+# Hydra's own keys of a node to instantiate: not arguments of the target.
+HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
+# What lmtrain passes each partial itself (lmtrain.models.optimizers): an optimizer its
+# parameter groups, a schedule its optimizer (both first, by position) and the run's length.
+OPTIMIZER_PASSES: tuple[str, ...] = ()
+SCHEDULER_PASSES = ("num_training_steps",)
 
 
 def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
@@ -22,15 +33,24 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if not isinstance(optimizer, Mapping):
         return
     parts = {k: v for k, v in optimizer.items() if isinstance(v, Mapping) and "optimizer" in v}
+    shared = model.get("scheduler")
     if not parts:
         check_optimizer("model.optimizer", optimizer, problems)
+        check_arguments("model.optimizer", optimizer, OPTIMIZER_PASSES, problems)
     for name, part in parts.items():
+        key = f"model.optimizer.{name}"
         if isinstance(part["optimizer"], Mapping):
-            check_optimizer(f"model.optimizer.{name}.optimizer", part["optimizer"], problems)
-        if isinstance(part.get("scheduler"), Mapping):
-            check_scheduler(f"model.optimizer.{name}.scheduler", part["scheduler"], problems)
-    if isinstance(model.get("scheduler"), Mapping):
-        check_scheduler("model.scheduler", model["scheduler"], problems)
+            check_optimizer(f"{key}.optimizer", part["optimizer"], problems)
+            check_arguments(f"{key}.optimizer", part["optimizer"], OPTIMIZER_PASSES, problems)
+        own = part.get("scheduler")
+        if isinstance(own, Mapping):
+            check_scheduler(f"{key}.scheduler", own, problems)
+            if "_target_" not in own and isinstance(shared, Mapping):  # keys that change it
+                own = {**shared, **own}
+            check_arguments(f"{key}.scheduler", own, SCHEDULER_PASSES, problems)
+    if isinstance(shared, Mapping):
+        check_scheduler("model.scheduler", shared, problems)
+        check_arguments("model.scheduler", shared, SCHEDULER_PASSES, problems)
 
 
 def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) -> None:
@@ -50,3 +70,48 @@ def check_scheduler(key: str, scheduler: Mapping[str, Any], problems: Problems) 
         problems.integer(f"{key}.num_warmup_steps", scheduler["num_warmup_steps"], 0, True)
     if "min_lr_rate" in scheduler:
         problems.number(f"{key}.min_lr_rate", scheduler["min_lr_rate"], 0, 1, optional=True)
+
+
+def check_arguments(
+    key: str, node: Mapping[str, Any], passed: tuple[str, ...], problems: Problems
+) -> None:
+    """The keys of an optimizer or schedule partial against its target's signature.
+
+    Swapping `_target_` (`model.optimizer._target_=torch.optim.SGD`) keeps the old target's keys
+    (AdamW's `betas`), and the partial is called only in `configure_optimizers`, after the data
+    is prepared and the model built, as a traceback. `passed` are the keywords lmtrain adds."""
+    target = node.get("_target_")
+    if not isinstance(target, str):
+        return
+    try:
+        called = get_object(target)
+        parameters = inspect.signature(called).parameters
+    except Exception:  # an unknown target, or no signature: instantiate names it later
+        return
+    name = getattr(called, "__name__", target)
+    if node.get("_partial_") is not True:
+        what = "its parameter groups" if not passed else "its optimizer"
+        problems.add(
+            f"{key} ({target}) has no _partial_: true, which lmtrain needs to pass it {what}: "
+            f"add {key}._partial_=true"
+        )
+        return
+    given = [k for k in node if k not in HYDRA_KEYS]
+    named = [p for p in parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    names = [p.name for p in named]
+    if not takes_any:
+        for extra in (k for k in given if k not in names):
+            close = difflib.get_close_matches(extra, names, n=1)
+            advice = f"did you mean {close[0]}?" if close else f"drop it with ~{key}.{extra}"
+            problems.add(f"{key}.{extra} is not an argument of {name}: {advice}")
+        for missing in (p for p in passed if p not in names):
+            problems.add(
+                f"{key}._target_={target} does not take {missing}, which lmtrain passes every "
+                "schedule: use a transformers schedule (transformers.get_*_schedule*), or a "
+                f"function of (optimizer, {missing}, ...) that returns one"
+            )
+    first_passed = named[1:] if named else []  # the parameter groups, or the optimizer
+    required = [p.name for p in first_passed if p.default is p.empty and p.name not in passed]
+    for missing in (r for r in required if r not in given):
+        problems.add(f"{key}.{missing} is not set, and {name} needs it: pass +{key}.{missing}=...")
