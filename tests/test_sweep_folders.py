@@ -4,7 +4,8 @@ utils/sweep_checks.py, utils/sweep_jobs.py).
 A second sweep into a folder that holds one is refused before Hydra rewrites anything; with
 `overwrite_run=true` it runs, and a job is judged by what it wrote itself, not by an earlier
 sweep's metrics.json. Settings that Hydra's plugins would end with a traceback (an empty Optuna
-range, SLURM without srun, nodes no one starts) are one `error:` line before any job. DDP jobs
+range, SLURM without srun, nodes no one starts), and a sweep whose jobs would leave its folder,
+are one `error:` line before any job. DDP jobs
 under the submitit launcher start their ranks as `lmtrain.train`, not as submitit's runner.
 """
 
@@ -164,6 +165,35 @@ def test_an_empty_or_non_positive_log_search_range_is_one_line(
         out, f"the search space {shown} is not a range Optuna can sample", optuna_says
     )
     assert not sweep.exists()
+
+
+def test_a_sweep_over_experiments_stays_in_one_folder(tmp_path: Path, data_dir: Path) -> None:
+    """`-m experiment=a,b` whose experiments set task_name put each job under its own
+    logs/<task_name>/multiruns/<time>: SweepOutcome, which reads the sweep's folder, saw no job
+    (a failed one exited 0). Refused before any job; with one task_name it runs in one folder."""
+    experiments = tmp_path / "configs" / "experiment"
+    experiments.mkdir(parents=True)
+    for name in ("exp_a", "exp_b"):
+        (experiments / f"{name}.yaml").write_text(f"# @package _global_\ntask_name: {name}\n")
+    sweep = [
+        "-m",
+        f"hydra.searchpath=[file://{tmp_path / 'configs'}]",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "experiment=exp_a,exp_b",
+    ]
+    out = run_cli("train", *sweep)
+    assert_one_line_error(
+        out,
+        "other task_names than its own, train (experiment=exp_a runs as exp_a, experiment=exp_b",
+        "pass task_name=<one name> with the sweep",
+    )
+    assert not (tmp_path / "logs").exists()
+    out = run_cli("train", *sweep, "task_name=both")
+    assert out.returncode == 0, out.stderr[-3000:]
+    (folder,) = (tmp_path / "logs" / "both" / "multiruns").iterdir()
+    assert [len(report.read_jobs(folder))] == [2] and sorted(os.listdir(tmp_path / "logs")) == [
+        "both"
+    ]
 
 
 def test_the_slurm_launcher_without_srun_is_one_line(tmp_path: Path, data_dir: Path) -> None:

@@ -9,17 +9,21 @@ kept apart from `sweep_jobs`, which reads the job folders back for the report.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
 
 import yaml
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
 
 # The Optuna sweeper's best trial, written into the sweep folder after the last trial.
 OPTUNA_RESULTS = "optimization_results.yaml"
+
+# Overrides whose sweep can give the jobs task_names of their own (our experiments set one).
+SPLITTING_KEYS = ("experiment", "task_name")
 
 
 def sweep_files(sweep_dir: Path) -> list[Path]:
@@ -70,10 +74,50 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
             "SLURM cluster): run the command on a SLURM login node, or use "
             "hydra/launcher=slurm_local to run the jobs here"
         )
+    refuse_sweep_split_across_tasks(config)
     if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
         params = config.hydra.sweeper.get("params") or {}
         named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
         refuse_empty_search_ranges(named | {str(o): "" for o in config.hydra.overrides.task})
+
+
+def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
+    """Raise LMTrainError when the jobs of a sweep over experiments (`-m experiment=a,b`, as in
+    lightning-hydra-template) would run outside the sweep's folder.
+
+    The sweep's folder is `logs/<task_name>/multiruns/<time>`, resolved once with the sweep's
+    config and again in each job with the job's, and our experiments set task_name: the jobs
+    went to `logs/a/...` and `logs/b/...`, so SweepOutcome (which reads the sweep's folder)
+    saw no job, a failed job exited 0, and `lmtrain.report` showed one job a folder."""
+    from hydra import compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
+    typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
+    parsed = OverridesParser.create().parse_overrides(list(typed["task"]))  # type: ignore[index]
+    swept = [o for o in parsed if o.is_sweep_override() and o.key_or_group in SPLITTING_KEYS]
+    folder = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # type: ignore[index]
+    if not swept or "task_name" not in str(folder):  # hydra.sweep.dir=<one folder>: no split
+        return
+    # With Hydra's own overrides: hydra.searchpath finds experiments outside configs/.
+    hydra_lines = OverridesParser.create().parse_overrides(list(typed["hydra"]))  # type: ignore[index]
+    fixed = [o.input_line for o in [*hydra_lines, *parsed] if not o.is_sweep_override()]
+    choices = itertools.product(
+        *([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in swept)
+    )
+    names = {}
+    for choice in choices:
+        job = compose(config.hydra.job.config_name, overrides=[*fixed, *choice])
+        names[" ".join(choice)] = str(job.task_name)
+    own = str(config.task_name)
+    if set(names.values()) != {own}:
+        jobs = ", ".join(f"{choice} runs as {name}" for choice, name in names.items())
+        raise LMTrainError(
+            f"the jobs of this sweep run under other task_names than its own, {own} ({jobs}), "
+            "and the sweep's folder is named by task_name: its results would be split across "
+            "logs/<task_name>/multiruns and failed jobs missed: pass task_name=<one name> with "
+            "the sweep"
+        )
 
 
 def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
