@@ -61,6 +61,27 @@ def check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
             f"data.tokenizer.name={settings.name!r} is empty: pass a Hugging Face hub id or a "
             "local folder for kind=pretrained"
         )
+        return
+    folder = Path(str(settings.name)).expanduser()
+    if folder.is_dir() and not defining_files(folder):
+        problems.add(no_tokenizer_files(str(settings.name)))
+
+
+def defining_files(folder: Path) -> list[str]:
+    """The tokenizer files of `folder` other than config.json, which only picks the class: a
+    folder of `model.save_pretrained(folder)` alone has none, and transformers (5.x) then
+    builds an empty GPT-2 tokenizer (its eos token alone) instead of failing."""
+    return [name for name in tokenizer_files(folder) if name != CONFIG_NAME]
+
+
+def no_tokenizer_files(name: str) -> str:
+    """The line refusing a folder without tokenizer files (the model's weights alone)."""
+    return (
+        f"data.tokenizer.name={name!r} holds no tokenizer files ({FULL_TOKENIZER_FILE}, "
+        "vocab.json, ...; model.save_pretrained alone writes none): pass data.tokenizer.name="
+        "<folder or hub id of the model's tokenizer>, or save the tokenizer into that folder "
+        "(tokenizer.save_pretrained)"
+    )
 
 
 def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
@@ -139,10 +160,13 @@ def _json_object(path: Path) -> dict[str, Any]:
 
 
 def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
-    """A published tokenizer (hub id or local folder), which must be fast and have an eos token.
+    """A published tokenizer (hub id or local folder), which must be fast, have an eos token and
+    tokens that are not special.
 
     Fast, because the token cache encodes with the Rust backend; an eos token, because documents
-    are separated by it.
+    are separated by it. A folder without tokenizer files, or a tokenizer of special tokens alone
+    (what transformers builds from a config.json alone), encoded every document to nothing: the
+    run trained on the separators and exited 0.
     """
     if not name:
         raise LMTrainError(
@@ -156,6 +180,8 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
         )
     folder = Path(name).expanduser()
     if folder.is_dir():
+        if not defining_files(folder):
+            raise LMTrainError(no_tokenizer_files(name))
         _check_json_objects(name, folder)
     try:
         # Never the code a folder ships: refused in one line, with no [y/N] prompt.
@@ -175,6 +201,15 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
         raise LMTrainError(
             f"data.tokenizer.name={name!r} has no eos token: pick a tokenizer that defines one, "
             "it separates documents"
+        )
+    special = set(tokenizer.all_special_tokens)
+    if not set(tokenizer.get_vocab()) - special:
+        # Every document would encode to nothing, and the run would train on separators alone.
+        raise LMTrainError(
+            f"data.tokenizer.name={name!r} loads a tokenizer of {len(tokenizer)} tokens, all "
+            f"special ({', '.join(sorted(special))}), so text encodes to nothing: pass "
+            "data.tokenizer.name=<folder or hub id of a complete tokenizer> (tokenizer.json, "
+            "vocab.json, ...)"
         )
     return tokenizer
 

@@ -20,13 +20,23 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lmtrain.errors import RankAgreedError
 from lmtrain.models.checkpoint import check_strategy_reads, locate_checkpoint
+from lmtrain.models.pretrained_overrides import overridden_config
 
 
-def pretrained_on_meta(pretrained: str, attn_implementation: str | None) -> PreTrainedModel:
-    """The architecture of model.pretrained on the meta device: no weights read, no memory."""
+def pretrained_on_meta(
+    pretrained: str,
+    attn_implementation: str | None,
+    model_type: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> PreTrainedModel:
+    """The architecture of model.pretrained on the meta device: no weights read, no memory;
+    with `model.config`'s overrides (dropout, ...) as rank 0's model has them."""
     local = Path(pretrained).expanduser()
     name = str(local) if local.exists() else pretrained
-    config = AutoConfig.from_pretrained(name, trust_remote_code=False)  # never a folder's code
+    config = overridden_config(pretrained, model_type, overrides) or AutoConfig.from_pretrained(
+        name,
+        trust_remote_code=False,  # never a folder's code
+    )
     with torch.device("meta"):  # float32, as rank 0 loads the weights (`models.pretrained`)
         model = AutoModelForCausalLM.from_config(
             config, attn_implementation=attn_implementation, dtype=torch.float32

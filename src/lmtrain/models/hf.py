@@ -7,8 +7,6 @@ trains here without a line of model code of ours.
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, Pre
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
+from lmtrain.models.pretrained_overrides import overridden_config, refuse_unknown_config_keys
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,13 @@ def build_causal_lm(
 
     A fresh model takes its vocabulary size and end-of-text id from the tokenizer, so the
     embedding matches the data; a pretrained one keeps its own and must cover the tokenizer.
+    With `pretrained`, `config` overrides config.json's settings that keep the architecture
+    (dropout, ...) and `model_type` must be the folder's (`lmtrain.models.pretrained_overrides`).
     """
     if pretrained:
-        return _load_pretrained(pretrained, attn_implementation, vocab_size, frozen_base)
+        return _load_pretrained(
+            pretrained, attn_implementation, vocab_size, frozen_base, model_type, config
+        )
     if not model_type:
         raise LMTrainError(
             "model.model_type is empty: set it (gpt2, llama, ...) or model.pretrained"
@@ -60,37 +63,6 @@ def build_causal_lm(
     refuse_unknown_config_keys(model_type, hf_config, config or {})
     with attention_backend(attn_implementation):
         return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
-
-
-def refuse_unknown_config_keys(
-    model_type: str, built: PretrainedConfig, typed: dict[str, Any]
-) -> None:
-    """Refuse `model.config` keys the config class does not know.
-
-    transformers keeps an unknown keyword as a plain attribute and builds the default model, so
-    `+model.config.n_layers=8` (Hydra's own hint for a key the config lacks) trained 2 layers
-    and saved `n_layers: 8` in the run's config. A key is unknown when it is neither an argument
-    nor an alias of the class, nor in its defaults, and stays in the built config as it was
-    typed: legacy names that transformers converts (Llama's `rope_theta`) do not stay.
-    """
-    defaults = AutoConfig.for_model(model_type).to_dict()
-    cls = type(built)
-    known = set(defaults) | set(getattr(cls, "attribute_map", {}))
-    known |= set(inspect.signature(cls.__init__).parameters)
-    built_keys = built.to_dict()
-    unknown = [key for key in typed if key in built_keys and key not in known]
-    if unknown:
-        names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
-        hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
-        shown = ", ".join(
-            f"model.config.{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
-            for key, hint in zip(unknown, hints, strict=True)
-        )
-        raise LMTrainError(
-            f"{shown} is not a setting of transformers' {cls.__name__} "
-            f"(model.model_type={model_type}): fix the name; its settings are {cls.__name__}'s "
-            "arguments"
-        )
 
 
 @contextmanager
@@ -132,13 +104,19 @@ def embedding_size(configured: int | None, tokenizer_size: int) -> int:
 
 
 def _load_pretrained(
-    pretrained: str, attn_implementation: str | None, vocab_size: int | None, frozen_base: bool
+    pretrained: str,
+    attn_implementation: str | None,
+    vocab_size: int | None,
+    frozen_base: bool,
+    model_type: str | None = None,
+    config: dict[str, Any] | None = None,
 ) -> PreTrainedModel:
     """`model.pretrained` in float32 when its weights train, so that `trainer.precision` decides
     (bf16-mixed autocasts): in its saved dtype (transformers' default, bf16 for most hub models)
     AdamW rounded away the updates smaller than bf16's precision even under 32-true. A LoRA
     base (`frozen_base`) is never updated: it keeps its saved dtype, half the memory of float32
-    for a bf16 model, and peft keeps the adapters in float32."""
+    for a bf16 model, and peft keeps the adapters in float32. `model_type` and `config`: checked
+    against config.json, and the overrides of `config` applied to it (`overridden_config`)."""
     subject = f"model.pretrained={pretrained!r}"
     local = Path(pretrained).expanduser()
     looks_local = pretrained.startswith((".", "/", "~")) or local.exists()
@@ -153,6 +131,7 @@ def _load_pretrained(
             f"{subject} is not a folder with config.json: pass a folder written by "
             "save_pretrained (or lmtrain.export) or a hub id"
         )
+    overridden = overridden_config(pretrained, model_type, config)
     with attention_backend(attn_implementation):
         model = load_weights(
             str(local) if looks_local else pretrained,
@@ -163,6 +142,7 @@ def _load_pretrained(
             "from one save_pretrained)",
             dtype="auto" if frozen_base else torch.float32,
             attn_implementation=attn_implementation,
+            **({"config": overridden} if overridden is not None else {}),
         )
     # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so
     # without this, fine-tuning would run with dropout off.

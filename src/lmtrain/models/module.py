@@ -110,7 +110,9 @@ class CausalLMModule(LightningModule):
         h = self.hparams
         tokenizer = self.tokenizer
         if on_meta:
-            model = distributed.pretrained_on_meta(h.pretrained, h.attn_implementation)
+            model = distributed.pretrained_on_meta(
+                h.pretrained, h.attn_implementation, h.model_type, h.config
+            )
         else:
             model = build_causal_lm(
                 h.model_type,

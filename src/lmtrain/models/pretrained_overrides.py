@@ -1,0 +1,152 @@
+"""`model.config` and `model.model_type` beside `model.pretrained`: applied, or refused.
+
+They were ignored when weights were loaded, while the run's saved config showed them:
+`+model.config={resid_pdrop: 0.3, n_layer: 8}` fine-tuned the folder's 1-layer model without
+dropout, exit code 0. Now, as Hugging Face's `from_pretrained(path, resid_pdrop=0.3)` does, a
+key of the folder's config class overrides config.json when it keeps the architecture (dropout,
+attention dropout, rope scaling, ...). A key that changes a shape (n_layer, n_embd, vocab_size,
+tie_word_embeddings, ...) or the head split cannot apply to the saved weights, a key the class
+does not know would be kept as a plain attribute and do nothing, and a model_type other than
+the folder's would be ignored: each is refused, naming the key. A key set to the folder's own
+value is accepted (a gpt2_tiny copy given `pretrained:` with the folder's sizes).
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.pretrained import NO_REMOTE_CODE, loading_error
+
+# Head counts of transformers' configs: a change keeps every weight's shape (GPT-2's n_head) but
+# splits the trained projections into other heads, so the weights compute something else.
+HEAD_KEYS = ("n_head", "num_attention_heads", "num_key_value_heads", "n_kv_heads", "num_heads")
+
+
+def check_pretrained_overrides(model: Mapping[str, Any] | DictConfig) -> None:
+    """The up-front check of a run's `model` node (before data preparation): the same refusals
+    as loading the weights gives, from the folder's config.json alone (no weights read). Reads
+    nothing when model.pretrained is unset or nothing overrides it."""
+    if isinstance(model, DictConfig):
+        model = OmegaConf.to_container(model, resolve=True)  # type: ignore[assignment]
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, str) and pretrained:
+        overridden_config(pretrained, model.get("model_type"), model.get("config"))
+
+
+def overridden_config(
+    pretrained: str, model_type: str | None, config: Mapping[str, Any] | None
+) -> PretrainedConfig | None:
+    """model.pretrained's config with `config`'s keys applied (for `from_pretrained(config=)`),
+    or None when neither `model_type` nor `config` asks for anything (config.json as saved)."""
+    if not model_type and not config:
+        return None
+    subject = f"model.pretrained={pretrained!r}"
+    if not isinstance(config, Mapping | None):
+        raise LMTrainError(
+            f"model.config={config!r} is not a mapping: pass keys of the model's config class "
+            "(model.config.resid_pdrop=0.1), or model.config=null"
+        )
+    local = Path(pretrained).expanduser()
+    source = str(local) if pretrained.startswith((".", "/", "~")) or local.exists() else pretrained
+    try:
+        saved = AutoConfig.from_pretrained(source, **NO_REMOTE_CODE)
+    except Exception as err:  # a folder or hub id: transformers raises anything
+        advice = "pass a folder written by save_pretrained (or lmtrain.export), or a hub id"
+        failure = loading_error(subject, source, err, advice, advice)
+        if failure is None:
+            raise
+        raise failure from None
+    if model_type and model_type != saved.model_type:
+        raise LMTrainError(
+            f"model.model_type={model_type!r} is not the model_type of {subject} "
+            f"({saved.model_type!r} in its config.json): drop it (model.model_type=null, as "
+            "model=pretrained sets); pretrained weights keep their own architecture"
+        )
+    typed = dict(config or {})
+    if not typed:
+        return None
+    overridden = type(saved).from_dict({**saved.to_dict(), **typed})
+    refuse_unknown_config_keys(saved.model_type, overridden, typed, subject)
+    refuse_shape_changes(saved, typed, subject)
+    return overridden
+
+
+def refuse_unknown_config_keys(
+    model_type: str, built: PretrainedConfig, typed: Mapping[str, Any], pretrained: str = ""
+) -> None:
+    """Refuse `model.config` keys the config class does not know.
+
+    transformers keeps an unknown keyword as a plain attribute and builds the default model, so
+    `+model.config.n_layers=8` (Hydra's own hint for a key the config lacks) trained 2 layers
+    and saved `n_layers: 8` in the run's config. A key is unknown when it is neither an argument
+    nor an alias of the class, nor in its defaults, and stays in the built config as it was
+    typed: legacy names that transformers converts (Llama's `rope_theta`) do not stay.
+    `pretrained`: the `model.pretrained=...` the keys would override, named in the line.
+    """
+    defaults = AutoConfig.for_model(model_type).to_dict()
+    cls = type(built)
+    known = set(defaults) | set(getattr(cls, "attribute_map", {}))
+    known |= set(inspect.signature(cls.__init__).parameters)
+    built_keys = built.to_dict()
+    unknown = [key for key in typed if key in built_keys and key not in known]
+    if unknown:
+        names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
+        hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
+        shown = ", ".join(
+            f"model.config.{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
+            for key, hint in zip(unknown, hints, strict=True)
+        )
+        of = pretrained or f"model.model_type={model_type}"
+        raise LMTrainError(
+            f"{shown} is not a setting of transformers' {cls.__name__} ({of}): fix the name; "
+            f"its settings are {cls.__name__}'s arguments"
+        )
+
+
+def refuse_shape_changes(saved: PretrainedConfig, typed: Mapping[str, Any], subject: str) -> None:
+    """Refuse the keys of `typed` that change a weight's shape (or the set of weights) of the
+    model `saved` describes, each tried alone on the meta device (no memory, no weights), and
+    head counts, which split the same weights into other heads."""
+    shapes = parameter_shapes(saved)
+    changing = []
+    for key, value in typed.items():
+        if getattr(saved, key, object()) == value:
+            continue  # the folder's own value: nothing changes
+        one = type(saved).from_dict({**saved.to_dict(), key: value})
+        if key in HEAD_KEYS or parameter_shapes(one, subject, key) != shapes:
+            changing.append(key)
+    if changing:
+        shown = ", ".join(f"model.config.{key}={typed[key]!r}" for key in changing)
+        saved_values = ", ".join(f"{key}={getattr(saved, key, None)!r}" for key in changing)
+        raise LMTrainError(
+            f"{shown} would change the architecture of the weights of {subject} (its config.json "
+            f"has {saved_values}): drop {'them' if len(changing) > 1 else 'it'} (model=pretrained "
+            "sets model.config=null); with pretrained weights, model.config takes only settings "
+            "that keep the architecture (dropout, ...)"
+        )
+
+
+def parameter_shapes(
+    config: PretrainedConfig, subject: str = "", key: str = ""
+) -> dict[str, tuple[int, ...]]:
+    """Each parameter's name and shape for `config`, built on the meta device (tied weights once:
+    untying adds a parameter)."""
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception as err:  # any value transformers' model code refuses
+        raise LMTrainError(
+            f"model.config.{key}={getattr(config, key, None)!r} does not build {subject}'s "
+            f"architecture ({type(err).__name__}: {first_line(err)}): fix or drop "
+            f"model.config.{key}"
+        ) from None
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
