@@ -183,6 +183,10 @@ class SlowTextFiles(TextFilesSource):
         super().__init__(path, val_fraction=0.25)
         self.delay_s = delay_s
 
+    def settings(self) -> dict[str, Any]:
+        """Its own, so that `delay_s` (speed, not documents) stays out of the fingerprint."""
+        return super().settings()
+
     def documents(self) -> Iterator[Piece]:
         for piece in super().documents():
             time.sleep(self.delay_s)

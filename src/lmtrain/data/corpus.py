@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, Self
 
 from lmtrain.data.read_errors import check_not_archive, reading
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
@@ -81,15 +81,25 @@ class Source:
 
     Subclasses implement `documents()`, `identity()`, `settings()` and `describe()`; the token cache
     fingerprints `settings()` and `identity()` (cheap: file stats or a dataset's own fingerprint,
-    never the text), so each must change whenever the documents could.
+    never the text), so each must change whenever the documents could. A subclass that inherits
+    `settings()` gets its own new constructor arguments fingerprinted too, as given.
     """
 
     _left_out: Mapping[str, Path] = {}  # replaced by leave_out, never mutated
+    _given: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})  # set by __new__, never mutated
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        """Keep the constructor's arguments: the fingerprint adds those a subclass takes that its
+        inherited `settings()` cannot know of (`token_cache.unsettled_arguments`)."""
+        source = super().__new__(cls)
+        source._given = (args, dict(kwargs))
+        return source
 
     def leave_out(self, folders: Mapping[str, str | os.PathLike[str]]) -> None:
-        """Folders a run writes into, by the setting that names them (`data.cache_dir`): never
-        corpus text, though a corpus folder may hold them (`data.source.path=data` holds the
-        default cache). Read, a cache's files would join the corpus and grow it on every run."""
+        """Folders a run writes into, by the setting that names them (`data.cache_dir`,
+        `paths.log_dir`): never corpus text, though a corpus folder may hold them
+        (`data.source.path=data` holds the default cache). Read, a cache's files or a run's logs
+        and checkpoints would join the corpus and grow it on every run."""
         added = {key: Path(path).expanduser().resolve() for key, path in folders.items()}
         self._left_out = {**self._left_out, **added}
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import ModelParallelStrategy
+from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
@@ -29,6 +31,20 @@ from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
 from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
+
+
+def run_folder() -> str | None:
+    """The running Hydra job's output folder, or None outside one (a script, a test).
+
+    Read from Hydra, not the config: `${hydra:runtime.output_dir}` fails to resolve where no job
+    runs, and scripts instantiate data configs there.
+    """
+    if not HydraConfig.initialized():
+        return None
+    try:
+        return str(HydraConfig.get().runtime.output_dir)
+    except OmegaConfBaseException:  # composed without a job (`compose()`): no folder yet
+        return None
 
 
 def data_parallel_rank(trainer: Any) -> tuple[int, int]:
@@ -44,7 +60,9 @@ class TextDataModule(LightningDataModule):
     `tokenizer` holds `kind` ("char", "bpe" or "pretrained"), `vocab_size` and `train_sample_mb`
     (bpe) and `name` (pretrained). `prepare_workers` processes (None: every core) tokenize chunks
     of `prepare_chunk_mb` MB of text when the cache is built; they change speed and memory, never
-    the tokens. `seed` picks the train windows (and nothing else).
+    the tokens. `seed` picks the train windows (and nothing else). The folders a run writes into
+    are never corpus text: `cache_dir`, `log_dir` (`paths.log_dir`, where run folders go) and the
+    running Hydra job's own folder, which `hydra.run.dir` may put elsewhere.
     """
 
     def __init__(
@@ -59,6 +77,7 @@ class TextDataModule(LightningDataModule):
         prepare_workers: int | None = None,
         prepare_chunk_mb: float = 1.0,
         seed: int | None = 0,
+        log_dir: str | None = None,
     ) -> None:
         super().__init__()
         problems = Problems()
@@ -71,7 +90,10 @@ class TextDataModule(LightningDataModule):
         check_tokenizer_config(tokenizer, problems)
         problems.raise_if_any()
         self.source = source
-        source.leave_out({"data.cache_dir": cache_dir})  # a corpus folder may hold the cache
+        # A corpus folder may hold the cache, the run folders or this run's own folder.
+        written = {"data.cache_dir": cache_dir, "paths.log_dir": log_dir}
+        written["paths.output_dir"] = run_folder()
+        source.leave_out({key: folder for key, folder in written.items() if folder})
         self.tokenizer_settings = TokenizerSettings.from_config(tokenizer)
         self.block_size = block_size
         self.batch_size = batch_size

@@ -9,7 +9,7 @@ under the argument that found it (a folder's path, a glob's fixed prefix, a file
 file never moves between train and val when other files or paths are added; one plain text file
 splits by characters the way nanoGPT does (the tail is val); one `.jsonl` file splits by document.
 
-Folders a run writes into (the token cache, `Source.leave_out`) are never read as corpus text,
+Folders a run writes into (the token cache, run folders: `Source.leave_out`) are never corpus text,
 whichever form (folder, glob, file) reached them.
 """
 

@@ -1,0 +1,215 @@
+"""Two ways a run trained on the wrong tokens without a word (red team, 2026-12-03):
+
+- A8: a corpus folder that holds `paths.log_dir` (or the run's own folder) read the runs' configs,
+  logs and checkpoints as text; the next run failed on a .ckpt.
+- A2: a `Source` subclass with an argument of its own, inheriting `settings()`, reused the cache
+  of another value of that argument.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hydra.utils import instantiate
+from omegaconf import open_dict
+
+from lmtrain.data import TextDataModule
+from lmtrain.data.cache_checks import FORMAT_VERSION
+from lmtrain.data.corpus import Piece, Source
+from lmtrain.data.hf_dataset import HFDatasetSource
+from lmtrain.data.shakespeare import ShakespeareSource
+from lmtrain.data.sources import PythonStdlibSource, TextFilesSource
+from lmtrain.data.token_cache import build_or_load, fingerprint, load_meta, unsettled_arguments
+from lmtrain.data.tokenizers import TokenizerSettings
+from lmtrain.errors import LMTrainError
+from tests.helpers.compose import compose
+from tests.helpers.corpora import write_jsonl
+
+CHAR = {"kind": "char", "vocab_size": None, "name": None}
+TEXT = "The Quick Brown Fox jumps over the lazy dog.\nAnd Then It Sleeps.\n"
+
+
+def write_corpus(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(6):
+        (folder / f"doc{i}.txt").write_text(TEXT * (20 + i), encoding="utf-8")
+    return folder
+
+
+def write_run_outputs(run: Path) -> None:
+    """What a run leaves in its folder: configs, a log and a checkpoint (not UTF-8)."""
+    (run / ".hydra").mkdir(parents=True, exist_ok=True)
+    (run / ".hydra" / "config.yaml").write_text("model: {optimizer: {lr: 0.001}}\n")
+    (run / "train.log").write_text("[2026-12-03 10:00:00,000][INFO] - Step 10: val/loss=4.02\n")
+    (run / "checkpoints").mkdir(exist_ok=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04\x80\xff\xfe" * 64)
+
+
+def check_only_the_corpus_was_read(dm: TextDataModule) -> None:
+    dm.prepare_data()
+    files = dm.source.file_list()[0]
+    assert sorted(f.name for f in files) == [f"doc{i}.txt" for i in range(6)]
+    meta = load_meta(dm.cache_path)
+    assert meta["vocab_size"] == len(set(TEXT)) + 1  # + <|endoftext|>
+    chars = sum(len(f.read_text()) for f in files)
+    assert sum(meta["tokens"].values()) == chars + len(files)  # one end-of-text per document
+
+
+def test_a_log_dir_inside_the_corpus_folder_is_left_out(tmp_path: Path, caplog) -> None:
+    """`data.source.path=/p paths.log_dir=/p/logs`: an earlier run's folder is not corpus text
+    (it was: extra characters, a moved split, then `is not UTF-8 text` on its .ckpt)."""
+    corpus = write_corpus(tmp_path / "p")
+    write_run_outputs(corpus / "logs" / "train" / "runs" / "earlier")
+    run_dir = corpus / "now"  # compose puts paths.log_dir beside it: corpus/logs
+    cfg = compose(
+        "train",
+        run_dir,
+        tmp_path / "data",
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        "data.block_size=8",
+    )
+    assert cfg.paths.log_dir == str(corpus / "logs")
+    dm = instantiate(cfg.data)
+    with caplog.at_level(logging.INFO):
+        check_only_the_corpus_was_read(dm)
+    assert f"under paths.log_dir={corpus / 'logs'} out of the corpus" in caplog.text
+
+
+def test_the_run_folder_inside_the_corpus_is_left_out_when_not_under_log_dir(
+    tmp_path: Path,
+) -> None:
+    """`hydra.run.dir=/p/out` with `data.source.path=/p`: the run's own .hydra/ (written before
+    the data is prepared) and an earlier attempt's checkpoint in the same folder are not text."""
+    corpus = write_corpus(tmp_path / "p")
+    run_dir = corpus / "out"
+    cfg = compose(
+        "train",
+        run_dir,
+        tmp_path / "data",
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        "data.block_size=8",
+    )
+    with open_dict(cfg):
+        cfg.paths.log_dir = str(tmp_path / "logs")  # elsewhere: only the run folder protects
+    write_run_outputs(run_dir)
+    check_only_the_corpus_was_read(instantiate(cfg.data))
+
+
+def test_a_log_dir_outside_the_corpus_keeps_the_fingerprint(tmp_path: Path) -> None:
+    """Leaving out a folder the corpus does not hold changes no file list: every cache built
+    before stays valid."""
+    corpus = write_corpus(tmp_path / "p")
+    write_run_outputs(tmp_path / "logs" / "train" / "runs" / "earlier")
+    settings = {"block_size": 8, "batch_size": 2, "cache_dir": str(tmp_path / "cache")}
+    with_logs = TextDataModule(
+        TextFilesSource(str(corpus)), CHAR, **settings, log_dir=str(tmp_path / "logs")
+    )
+    plain_source = TextFilesSource(str(corpus))
+    tokenizer = TokenizerSettings.from_config(CHAR)
+    assert fingerprint(with_logs.source, tokenizer) == fingerprint(plain_source, tokenizer)
+
+
+class LowerText(TextFilesSource):
+    """What a researcher writes: an argument of its own, `settings()` inherited."""
+
+    def __init__(self, path: str, lowercase: bool = False, **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self.lowercase = lowercase
+
+    def documents(self) -> Iterator[Piece]:
+        for piece in super().documents():
+            yield piece._replace(text=piece.text.lower()) if self.lowercase else piece
+
+
+class LowerTextSettled(LowerText):
+    """The same, with `settings()` of its own: its author covers the arguments."""
+
+    def settings(self) -> dict[str, Any]:
+        return {**super().settings(), "lowercase": self.lowercase}
+
+
+def test_a_subclass_argument_gets_its_own_cache(tmp_path: Path) -> None:
+    """`data.source.lowercase=false` then `=true`: the second run reused the mixed-case cache."""
+    corpus = write_corpus(tmp_path / "p")
+    tokenizer = TokenizerSettings.from_config(CHAR)
+    target = f"{__name__}.LowerText"
+    mixed = build_or_load(
+        tmp_path / "cache",
+        instantiate({"_target_": target, "path": str(corpus), "lowercase": False}),
+        tokenizer,
+        workers=1,
+    )
+    lower = build_or_load(
+        tmp_path / "cache",
+        instantiate({"_target_": target, "path": str(corpus), "lowercase": True}),
+        tokenizer,
+        workers=1,
+    )
+    assert lower != mixed, "lowercase=true reused the cache of lowercase=false"
+    assert load_meta(mixed)["vocab_size"] == len(set(TEXT)) + 1
+    assert load_meta(lower)["vocab_size"] == len(set(TEXT.lower())) + 1
+
+
+def test_subclass_arguments_are_hashed_as_given_with_defaults(tmp_path: Path) -> None:
+    corpus = str(write_corpus(tmp_path / "p"))
+    tokenizer = TokenizerSettings.from_config(CHAR)
+    default = LowerText(corpus)
+    assert unsettled_arguments(default) == {"lowercase": False}  # val_fraction etc. are settings
+    assert fingerprint(default, tokenizer) == fingerprint(LowerText(corpus, False), tokenizer)
+    assert unsettled_arguments(LowerText(corpus, val_fraction=0.3, lowercase=True)) == {
+        "lowercase": True
+    }
+    assert fingerprint(copy.deepcopy(default), tokenizer) == fingerprint(default, tokenizer)
+    settled = LowerTextSettled(corpus, lowercase=True)
+    assert unsettled_arguments(settled) == {}
+    assert fingerprint(settled, tokenizer) == old_fingerprint(settled, tokenizer)
+
+
+def test_a_subclass_whose_arguments_are_unknown_is_refused(tmp_path: Path) -> None:
+    class Singleton(LowerText):
+        def __new__(cls, *args: Any, **kwargs: Any) -> Singleton:
+            return object.__new__(cls)  # Source.__new__ never sees the arguments
+
+    source = Singleton(str(write_corpus(tmp_path / "p")), lowercase=True)
+    with pytest.raises(LMTrainError, match=r"Singleton takes lowercase, which the settings\(\)"):
+        fingerprint(source, TokenizerSettings.from_config(CHAR))
+
+
+def old_fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
+    """The fingerprint as it was before subclass arguments counted."""
+    header = {
+        "format_version": FORMAT_VERSION,
+        "source": f"{type(source).__module__}.{type(source).__qualname__}",
+        "source_settings": source.settings(),
+        "source_identity": source.identity(),
+        "tokenizer": tokenizer.fingerprint(),
+    }
+    return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def test_shipped_sources_keep_their_fingerprints(tmp_path: Path) -> None:
+    """Their settings() leave out arguments on purpose (a download folder, a timeout, streaming,
+    datasets' cache): users' caches stay valid."""
+    corpus = write_corpus(tmp_path / "p")
+    records = write_jsonl(tmp_path / "records.jsonl", [f"document {i}" for i in range(20)])
+    sources = [
+        TextFilesSource(str(corpus), val_fraction=0.2),
+        PythonStdlibSource(),
+        ShakespeareSource(path=str(corpus / "doc0.txt"), download_dir=str(tmp_path), timeout_s=5),
+        HFDatasetSource(str(records), streaming=True, cache_dir=str(tmp_path / "hf")),
+    ]
+    tokenizer = TokenizerSettings.from_config(CHAR)
+    for source in sources:
+        assert unsettled_arguments(source) == {}, type(source).__name__
+        assert fingerprint(source, tokenizer) == old_fingerprint(source, tokenizer)
