@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def test_fast_dev_run_for_each_data_source(
     assert (tmp_path / "run" / "samples.txt").read_text().strip()
 
 
-def test_shakespeare_char_learns(compose_cfg, play: Path) -> None:
+def test_shakespeare_char_learns(compose_cfg, play: Path, caplog) -> None:
     """A short run of the nanoGPT baby recipe learns more than which character follows which:
     on the play, a uniform guess over its 50 tokens costs ln 50 = 3.91 nats, character
     frequencies 3.28, the best bigram model 1.35 (measured on the play itself); this run
@@ -61,7 +62,12 @@ def test_shakespeare_char_learns(compose_cfg, play: Path) -> None:
         "trainer.val_check_interval=300",
         tiny=False,
     )
-    metrics = train(cfg)
+    with caplog.at_level(logging.WARNING, logger="lmtrain.train"):
+        metrics = train(cfg)
+    # callbacks=none (or one's own config without `defaults: [default]`) has no last.ckpt.
+    assert "No checkpoints/last.ckpt: the callbacks config has no StepScheduledCheckpoint" in (
+        caplog.text
+    )
     assert metrics["val/loss"] < 1.2, metrics
     assert metrics["train/loss"] < 1.2, metrics
     assert metrics["trainer/global_step"] == 300

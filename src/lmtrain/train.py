@@ -22,6 +22,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
@@ -32,6 +33,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
+from lmtrain.models.pretrained_overrides import check_pretrained_overrides
 from lmtrain.utils.config_checks import check_train_config
 from lmtrain.utils.csv_history import CSVBatchStarts
 from lmtrain.utils.instantiate import (
@@ -61,6 +63,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup = StartupClock(IMPORTS_DONE)  # the time to the first step, split into phases
     startup.mark("config")  # Hydra's composition and the process set-up
     check_train_config(cfg)  # every bad setting at once, before any work
+    check_pretrained_overrides(cfg.model)  # model.config beside model.pretrained
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # One live run per run folder, and none into another run's checkpoints unless told to.
@@ -90,6 +93,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup.mark("model")
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    if not any(isinstance(c, StepScheduledCheckpoint) for c in callbacks):  # a config of one's own
+        log.warning(
+            "No checkpoints/last.ckpt: the callbacks config has no StepScheduledCheckpoint, so a "
+            "kill, a preemption or ckpt_path=last cannot resume this run: start your callbacks "
+            "config with `defaults: [default]`, or pass callbacks=default"
+        )
     # A checkpoint dirpath outside the run folder must not hold another run's checkpoints.
     dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
     refuse_foreign_checkpoint_dirs(
