@@ -4,6 +4,7 @@ is `interrupted` with exit code 130 and leaves nothing half-written."""
 
 from __future__ import annotations
 
+import logging
 import re
 import signal
 import subprocess
@@ -105,8 +106,7 @@ from tests.helpers.corpora import write_corpus
         ("+model.optimizer.weight_decy=0.5", "weight_decy is not an argument of AdamW: did you"),
         ("+model.scheduler.num_warmup_step=3", "num_warmup_step is not an argument of get_cos"),
         ("~model.optimizer._partial_", "(torch.optim.AdamW) has no _partial_: true, which lm"),
-        # Keys no code reads (nanoGPT's names, a typo) were dropped without a word.
-        ("+learning_rate=3", "learning_rate is not a setting of lmtrain.train, so nothing would"),
+        # A misspelt setting was dropped without a word.
         ("+sample.prompts=[x]", "sample is not a setting of lmtrain.train, so nothing would read"),
         # A misspelt monitor was Lightning's error at the first validation, no checkpoint saved.
         (
@@ -119,6 +119,17 @@ from tests.helpers.corpora import write_corpus
             "callbacks.stop.monitor='val/los' is not a metric lmtrain logs: did you mean val/loss?",
         ),
         ("optimized_metric=val_ppl", "optimized_metric='val_ppl' is not a metric lmtrain logs"),
+        # A misspelt class was found after the data and the model were built.
+        (
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStoping",
+            "callbacks.stop._target_='lightning.pytorch.callbacks.EarlyStoping' names nothing: "
+            "lightning.pytorch.callbacks has no EarlyStoping: did you mean EarlyStopping?",
+        ),
+        (
+            "logger=csv logger.csv._target_=lightning.pytorch.loggerz.CSVLogger",
+            "logger.csv._target_='lightning.pytorch.loggerz.CSVLogger' names nothing: "
+            "lightning.pytorch has no loggerz: did you mean loggers?",
+        ),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
@@ -172,6 +183,19 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
             check_train_config(compose_cfg(muon, override))
 
 
+def test_a_warm_up_as_long_as_the_run_is_warned_of(compose_cfg, caplog) -> None:
+    """20 steps under a 100-step warm-up peaked at a fifth of the learning rate, silently."""
+    steps = "trainer.max_steps=20"
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.trainer_checks"):
+        check_train_config(compose_cfg(steps, "model.scheduler.num_warmup_steps=5"))
+        assert "num_warmup_steps" not in caplog.text
+        check_train_config(compose_cfg(steps, "model.scheduler.num_warmup_steps=100"))
+    assert (
+        "model.scheduler.num_warmup_steps=100 is not shorter than trainer.max_steps=20: the "
+        "learning rate peaks at about 20% of model.optimizer.lr; lower the warm-up"
+    ) in caplog.text
+
+
 def test_a_swapped_optimizer_or_schedule_with_its_own_keys_passes(compose_cfg) -> None:
     """The argument check refuses only keys the new target lacks, not the swap itself."""
     sgd = ["model.optimizer._target_=torch.optim.SGD", "~model.optimizer.betas"]
@@ -196,6 +220,36 @@ def test_an_experiment_without_its_package_header_is_refused(compose_cfg, tmp_pa
         "the experiment config my_lr.yaml has no `# @package _global_` first line, so its keys "
         "(task_name, model) landed under `experiment:`, where nothing reads them: add that line "
         "at the top of the file"
+    )
+
+
+def test_a_data_or_model_config_without_its_base_is_named(compose_cfg, tmp_path) -> None:
+    """A config written without `defaults: [_base, _self_]` has no `_target_`: Hydra handed
+    back a plain node, and the run ended in a traceback (`Missing key prepare_data`)."""
+    configs = tmp_path / "configs"
+    (configs / "data").mkdir(parents=True)
+    (configs / "model").mkdir()
+    (configs / "data" / "flat.yaml").write_text("source: {path: corpus.txt}\nblock_size: 32\n")
+    (configs / "model" / "flat.yaml").write_text("model_type: gpt2\nconfig: {n_layer: 1}\n")
+    search = f"hydra.searchpath=[file://{configs}]"
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg(search, "data=flat", "model=flat", tiny=False))
+    for fragment in (
+        "data has no _target_ (the data config flat.yaml): start it with `defaults: [_base, "
+        "_self_]`, as configs/data/ do",
+        "model has no _target_ (the model config flat.yaml): start it with `defaults: [_base,",
+        "data.source has no _target_ (the data config flat.yaml): give it the class that reads",
+    ):
+        assert fragment in str(err.value)
+
+
+def test_a_key_of_ones_own_is_kept_and_named(compose_cfg, caplog) -> None:
+    """`+learning_rate=3` (nanoGPT's name) or `+notes=...`: nothing reads it; said, not refused
+    (a key for `${...}` or a note is meant)."""
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
+        check_train_config(compose_cfg("+learning_rate=3"))
+    assert "learning_rate is not a setting of lmtrain.train: it is kept in the run's config" in (
+        caplog.text
     )
 
 

@@ -21,9 +21,9 @@ from transformers.activations import ACT2CLS
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems
-from lmtrain.utils.config_keys import check_metric_names, check_top_level_keys
+from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.optimizer_checks import check_optimization
-from lmtrain.utils.trainer_checks import check_run_length, check_trainer
+from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
 
 log = logging.getLogger(__name__)
 # Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads,
@@ -71,7 +71,7 @@ def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 def check_train_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
-    check_top_level_keys(cfg, problems)
+    check_config_names(cfg, problems)  # keys nothing reads, groups without a _target_
     check_metric_names(plain(cfg.get("callbacks")), cfg.get("optimized_metric"), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
@@ -97,6 +97,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)
+    warn_long_warmup(trainer, model)
 
 
 def check_unset(cfg: DictConfig, problems: Problems) -> None:

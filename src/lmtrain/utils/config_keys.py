@@ -1,25 +1,31 @@
-"""Names in a training config that name nothing: top-level keys no code reads, and metrics
-that no code logs.
+"""Names in a training config that name nothing: top-level keys no code reads, groups and
+classes that are not there, metrics that no code logs.
 
 Hydra composes whatever it is given, and a key that no code reads is dropped without a word.
-Two ways to get one are common. A config of a group that should apply at the top (an
-experiment, `configs/local/default.yaml`) written without `# @package _global_` puts its keys
-under `experiment:` or `local:`, so the run ignores all of them and exits 0 (a typical quick
-experiment sets only keys). And nanoGPT-style keys (`learning_rate=...`, `+max_iters=...`) or a
-typo (`+sample.prompts=...`) sit beside the real ones. Both are refused before any work. A
-callback's `monitor: val_loss` (for val/loss) was a Lightning error at the first validation,
-after all the steps before it, with no checkpoint written.
+A config of a group that should apply at the top (an experiment, `configs/local/default.yaml`)
+written without `# @package _global_` puts its keys under `experiment:` or `local:`, so the run
+ignores all of them and exits 0 (a typical quick experiment sets only keys); a misspelt setting
+(`+sample.prompts=...`) sits beside the real one. Both are refused before any work. Other keys
+of one's own (`+notes=...`, nanoGPT's `+learning_rate=...`) are kept, with a warning naming
+them. Refused as well: a data or model config without its `_base` (a traceback after Hydra), a
+callback or logger class that does not exist (found after the data and the model were built),
+and a callback's `monitor: val_loss` (for val/loss: Lightning's error at the first validation,
+after all the steps before it, with no checkpoint written).
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
 from lmtrain.utils.checks import Problems
+
+log = logging.getLogger(__name__)
 
 # configs/train.yaml's own keys and the groups whose configs sit under their own name.
 TRAIN_KEYS = (
@@ -45,6 +51,20 @@ VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
 GLOBAL_GROUPS = ("experiment", "hparams_search", "debug", "local")
 
 
+def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
+    """The top-level keys of `cfg`, the `_target_` of its data, model and trainer, and the
+    classes its callbacks and loggers name."""
+    check_top_level_keys(cfg, problems)
+    check_group_targets(cfg, problems)
+    for group in ("callbacks", "logger"):
+        entries = cfg.get(group)
+        for name, entry in entries.items() if isinstance(entries, Mapping) else ():
+            target = entry.get("_target_") if isinstance(entry, Mapping) else None
+            missing = missing_target(target) if isinstance(target, str) else None
+            if missing:
+                problems.add(f"{group}.{name}._target_={target!r} names nothing: {missing}")
+
+
 def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
     """Each top-level key of `cfg` (a composed training config) that no code reads."""
     for key in cfg:
@@ -57,12 +77,73 @@ def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
                 "where nothing reads them: add that line at the top of the file"
             )
             continue
-        close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1)
-        advice = f"did you mean {close[0]}?" if close else f"drop it (~{key})"
+        close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1, cutoff=0.8)
+        if close:  # a misspelt setting: refused
+            problems.add(
+                f"{key} is not a setting of lmtrain.train, so nothing would read it: did you "
+                f"mean {close[0]}?"
+            )
+        else:  # `+notes=...`, values for `${...}`: kept in the run's config, and named
+            log.warning(
+                "%s is not a setting of lmtrain.train: it is kept in the run's config, and "
+                "nothing reads it (settings of a part go under it: model.optimizer.lr, "
+                "trainer.max_steps, ...)",
+                key,
+            )
+
+
+def check_group_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
+    """A data, model or trainer config (or data.source) without `_target_`: one written without
+    the defaults line that brings it (`defaults: [_base, _self_]`), or a trainer config that
+    does not start from `default`. It was a traceback (`Missing key prepare_data`) after Hydra."""
+    nodes = {group: cfg.get(group) for group in ("data", "model", "trainer")}
+    data = nodes["data"]
+    if isinstance(data, Mapping) and isinstance(data.get("source"), Mapping):
+        nodes["data.source"] = data["source"]
+    for key, node in nodes.items():
+        if not isinstance(node, Mapping) or "_target_" in node:
+            continue
+        group = key.split(".")[0]
+        if key == "data.source":
+            advice = "give it the class that reads the corpus (lmtrain.data.sources.*)"
+        else:
+            base = "default" if group == "trainer" else "_base"
+            advice = f"start it with `defaults: [{base}, _self_]`, as configs/{group}/ do"
         problems.add(
-            f"{key} is not a setting of lmtrain.train, so nothing would read it: {advice} "
-            "(settings of a part go under it: model.optimizer.lr, trainer.max_steps, ...)"
+            f"{key} has no _target_ (the {group} config {group_choice(group)}.yaml): {advice}"
         )
+
+
+def missing_target(target: str) -> str | None:
+    """What is missing of the class path `target` (the advice), or None when it is found.
+
+    Checked before any work: a typo was found when the callbacks were built, after the data
+    preparation and the model's build, and Hydra's words for a module without that class
+    (`'mycb' is not a package`) pointed elsewhere. Looked up as Hydra does (the longest module
+    prefix, then attributes: `module.Class.create` too), without its error logging. A module that
+    fails for another reason (a bug in it) is left to instantiation, which shows its trace."""
+    parts = target.split(".")
+    for cut in range(len(parts), 0, -1):
+        name = ".".join(parts[:cut])
+        try:
+            found: Any = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name and name.startswith(err.name):  # this prefix is not a module: shorter
+                continue
+            return f"{name} needs the module {err.name!r}: install the package that provides it"
+        except Exception:  # the module's own failure: reported, with its trace, when built
+            return None
+        for depth, attribute in enumerate(parts[cut:], cut):
+            if not hasattr(found, attribute):
+                owner = ".".join(parts[:depth])
+                names = [n for n in dir(found) if not n.startswith("_")]
+                close = difflib.get_close_matches(attribute, names, n=1)
+                return f"{owner} has no {attribute}" + (
+                    f": did you mean {close[0]}?" if close else ""
+                )
+            found = getattr(found, attribute)
+        return None if cut < len(parts) else f"{target} is a module: name a class in it"
+    return f"no module {parts[0]!r}: check the path's spelling, or install its package"
 
 
 def group_choice(group: str) -> str:
