@@ -96,6 +96,19 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "error: callbacks.foo=1 has no _target_: give it one "
             "(callbacks.foo._target_=<class path>), or remove it (~callbacks.foo)",
         ),
+        # A logger config written flat (`_target_:` at its top) was told to give its
+        # `_target_` a `_target_`.
+        (
+            "+logger._target_=lightning.pytorch.loggers.CSVLogger",
+            "error: logger._target_='lightning.pytorch.loggers.CSVLogger': the logger config "
+            "holds one entry's keys where named entries belong: nest them under a name",
+        ),
+        # Passed through to ModelCheckpoint from lmtrain's code: a traceback, taken for a bug.
+        (
+            "+callbacks.model_checkpoint.save_top_K=3",
+            "error: save_top_K is not an argument of the checkpoint callback: did you mean "
+            "save_top_k?",
+        ),
         (
             "trainer.devices=abc",
             "error: trainer (lightning.pytorch.trainer.trainer.Trainer) refused its settings "

@@ -139,6 +139,19 @@ def test_schedule_is_cosine_yaml_warm_up_then_decay_to_the_floor(
     assert final == pytest.approx([floor * peak] * 2)
 
 
+def test_an_architecture_without_sdpa_is_told_to_use_eager() -> None:
+    """Bloom has no sdpa path: the advice was `pass model.attn_implementation=sdpa`, the value
+    that had just failed."""
+    bloom = {"n_layer": 1, "hidden_size": 32, "n_head": 2}
+    with pytest.raises(LMTrainError) as err:
+        CausalLMModule(model_type="bloom", config=bloom)
+    assert str(err.value).endswith(
+        ": pass model.attn_implementation=eager (this architecture has no sdpa path)"
+    )
+    module = CausalLMModule(model_type="bloom", config=bloom, attn_implementation="eager")
+    assert module.model.config.model_type == "bloom"
+
+
 def test_block_size_longer_than_context_is_refused() -> None:
     module = CausalLMModule(model_type="gpt2", config=GPT2)
     check_context(module.model.config, 64)

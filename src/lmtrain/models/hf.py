@@ -79,10 +79,15 @@ def attention_backend(attn_implementation: str | None) -> Iterator[None]:
     except (ImportError, ValueError) as err:
         if not any(word in str(err) for word in ATTENTION_WORDS):
             raise
+        # Never the value that failed: bloom and others have no sdpa path, only eager.
+        advice = (
+            "pass model.attn_implementation=eager (this architecture has no sdpa path)"
+            if attn_implementation == "sdpa"
+            else "pass model.attn_implementation=sdpa (or eager), or install what it needs"
+        )
         raise LMTrainError(
             f"model.attn_implementation={attn_implementation!r} cannot be used here "
-            f"({first_line(err)}): pass model.attn_implementation=sdpa (or eager), or install "
-            "what it needs"
+            f"({first_line(err)}): {advice}"
         ) from err
 
 

@@ -113,6 +113,12 @@ def _instantiate_group(
     extra_kwargs: Callable[[DictConfig], dict[str, Any]] | None = None,
 ) -> list:
     """Each entry of the config group `group` (`callbacks`, `logger`) that is not null."""
+    if cfg is not None and "_target_" in cfg:  # one entry's keys, not named entries
+        raise LMTrainError(
+            f"{group}._target_={cfg.get('_target_')!r}: the {group} config holds one entry's keys "
+            f"where named entries belong: nest them under a name (`csv: {{_target_: ...}}`), as "
+            f"the files in configs/{group}/ do"
+        )
     objects = []
     for name, entry in (cfg or {}).items():
         if isinstance(entry, DictConfig) and "_target_" in entry:

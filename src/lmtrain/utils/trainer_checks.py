@@ -7,9 +7,12 @@ schedule) were tracebacks.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from lmtrain.utils.checks import Problems
+
+log = logging.getLogger(__name__)
 
 # Lightning's precision settings (its own check comes later, as a traceback).
 PRECISIONS = (
@@ -64,4 +67,21 @@ def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: P
             "trainer.max_steps=-1 with trainer.max_epochs=-1 sets no end for the learning-rate "
             "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
             "trainer.max_epochs=<epochs>"
+        )
+
+
+def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
+    """Warn when the schedule's warm-up is not shorter than the run: the learning rate never
+    reaches model.optimizer.lr. It happens to whoever copies gpt2_124m (2,000 warm-up steps)
+    into a short experiment. Not refused: debug runs (`debug=fdr`, a few steps) are meant short."""
+    scheduler, steps = model.get("scheduler"), trainer.get("max_steps")
+    warmup = scheduler.get("num_warmup_steps") if isinstance(scheduler, dict) else None
+    numbers = all(isinstance(n, int) and not isinstance(n, bool) for n in (warmup, steps))
+    if numbers and 0 < steps <= warmup and not trainer.get("fast_dev_run"):  # type: ignore[operator]
+        log.warning(
+            "model.scheduler.num_warmup_steps=%s is not shorter than trainer.max_steps=%s: the "
+            "learning rate peaks at about %.0f%% of model.optimizer.lr; lower the warm-up",
+            warmup,
+            steps,
+            100 * steps / warmup,  # type: ignore[operator]
         )
