@@ -156,8 +156,14 @@ def test_too_small_splits_and_bad_sizes_are_one_line_errors(corpus: Path) -> Non
         make_dm(corpus, prepare_chunk_mb=0)
     with pytest.raises(LMTrainError, match=r"data\.tokenizer\.train_sample_mb=0 must be positive"):
         make_dm(corpus, tokenizer=BPE | {"train_sample_mb": 0})
-    with pytest.raises(LMTrainError, match=r"data\.tokenizer has keys"):
-        make_dm(corpus, tokenizer={"kind": "bpe", "vocab": 300})
+    # The misspelt key named, not every key listed (`+data.tokenizer.vocabsize=300`).
+    with pytest.raises(
+        LMTrainError,
+        match=r"^data\.tokenizer\.vocabsize is not a tokenizer setting: did you mean vocab_size\?$",
+    ):
+        make_dm(corpus, tokenizer={"kind": "bpe", "vocabsize": 300})
+    with pytest.raises(LMTrainError, match=r"^data\.tokenizer has no kind: pass data\.tokenizer"):
+        make_dm(corpus, tokenizer={"vocab_size": 300})
 
 
 def test_shakespeare_char_has_a_token_per_character_and_a_tail_val_split(

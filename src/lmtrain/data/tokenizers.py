@@ -8,6 +8,7 @@ built with the `tokenizers` library; the only thing written here is how its part
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -90,12 +91,15 @@ class TokenizerKind:
 
 def check_tokenizer_config(config: Mapping[str, Any], problems: Problems) -> None:
     """Record every problem of a `data.tokenizer` mapping (unknown keys, kind, its settings)."""
-    known = {f.name for f in fields(TokenizerSettings)}
-    if set(config) - known or "kind" not in config:
-        problems.add(
-            f"data.tokenizer has keys {sorted(config)}: use kind (required), vocab_size, "
-            "train_sample_mb and name"
-        )
+    known = [f.name for f in fields(TokenizerSettings)]
+    unknown = sorted(set(config) - set(known))
+    for key in unknown:  # each named, with the setting it most likely meant
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"use {', '.join(known)}"
+        problems.add(f"data.tokenizer.{key} is not a tokenizer setting: {hint}")
+    if "kind" not in config:
+        problems.add("data.tokenizer has no kind: pass data.tokenizer.kind=char, bpe or pretrained")
+    if unknown or "kind" not in config:
         return
     if problems.choice("data.tokenizer.kind", config.get("kind"), KINDS):
         KINDS[config["kind"]].check(TokenizerSettings.from_config(config), problems)
