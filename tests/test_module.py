@@ -152,6 +152,17 @@ def test_an_architecture_without_sdpa_is_told_to_use_eager() -> None:
     assert module.model.config.model_type == "bloom"
 
 
+def test_a_model_type_without_a_causal_lm_is_named() -> None:
+    """t5 (encoder-decoder) was told to check the values under model against the arguments
+    of CausalLMModule."""
+    with pytest.raises(LMTrainError) as err:
+        CausalLMModule(model_type="t5", config={"num_layers": 1, "d_model": 32})
+    assert str(err.value) == (
+        "model.model_type='t5' has no causal LM in transformers (an encoder or encoder-decoder "
+        "model): use a decoder type (gpt2, llama, mistral, qwen2, ...)"
+    )
+
+
 def test_block_size_longer_than_context_is_refused() -> None:
     module = CausalLMModule(model_type="gpt2", config=GPT2)
     check_context(module.model.config, 64)

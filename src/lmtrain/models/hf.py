@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
@@ -61,6 +62,11 @@ def build_causal_lm(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
     refuse_unknown_config_keys(model_type, hf_config, config or {})
+    if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # t5, bert: transformers' ValueError
+        raise LMTrainError(
+            f"model.model_type={model_type!r} has no causal LM in transformers (an encoder or "
+            "encoder-decoder model): use a decoder type (gpt2, llama, mistral, qwen2, ...)"
+        )
     with attention_backend(attn_implementation):
         return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
 
