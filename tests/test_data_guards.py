@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from hydra.utils import instantiate
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from lmtrain.data import TextDataModule
 from lmtrain.data.cache_checks import FORMAT_VERSION
@@ -62,21 +62,26 @@ def check_only_the_corpus_was_read(dm: TextDataModule) -> None:
     assert sum(meta["tokens"].values()) == chars + len(files)  # one end-of-text per document
 
 
+def compose_char_run(corpus: Path, run_dir: Path, data_dir: Path) -> DictConfig:
+    """The training config of a char-level run on `corpus`, its run folder `run_dir`."""
+    return compose(
+        "train",
+        run_dir,
+        data_dir,
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        "data.block_size=8",
+    )
+
+
 def test_a_log_dir_inside_the_corpus_folder_is_left_out(tmp_path: Path, caplog) -> None:
     """`data.source.path=/p paths.log_dir=/p/logs`: an earlier run's folder is not corpus text
     (it was: extra characters, a moved split, then `is not UTF-8 text` on its .ckpt)."""
     corpus = write_corpus(tmp_path / "p")
     write_run_outputs(corpus / "logs" / "train" / "runs" / "earlier")
     run_dir = corpus / "now"  # compose puts paths.log_dir beside it: corpus/logs
-    cfg = compose(
-        "train",
-        run_dir,
-        tmp_path / "data",
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        "data.block_size=8",
-    )
+    cfg = compose_char_run(corpus, run_dir, tmp_path / "data")
     assert cfg.paths.log_dir == str(corpus / "logs")
     dm = instantiate(cfg.data)
     with caplog.at_level(logging.INFO):
@@ -91,15 +96,7 @@ def test_the_run_folder_inside_the_corpus_is_left_out_when_not_under_log_dir(
     the data is prepared) and an earlier attempt's checkpoint in the same folder are not text."""
     corpus = write_corpus(tmp_path / "p")
     run_dir = corpus / "out"
-    cfg = compose(
-        "train",
-        run_dir,
-        tmp_path / "data",
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        "data.block_size=8",
-    )
+    cfg = compose_char_run(corpus, run_dir, tmp_path / "data")
     with open_dict(cfg):
         cfg.paths.log_dir = str(tmp_path / "logs")  # elsewhere: only the run folder protects
     write_run_outputs(run_dir)
