@@ -173,6 +173,27 @@ def test_subclass_arguments_are_hashed_as_given_with_defaults(tmp_path: Path) ->
     assert fingerprint(settled, tokenizer) == old_fingerprint(settled, tokenizer)
 
 
+class Cleaner:
+    """An object argument whose text shows its memory address, as most objects' do."""
+
+
+def test_a_subclass_argument_reads_the_same_on_every_run(tmp_path: Path) -> None:
+    """A function or object argument was hashed by its str(), with its memory address: every
+    run rebuilt the cache under a new folder, without a word."""
+    corpus = str(write_corpus(tmp_path / "p"))
+    tokenizer = TokenizerSettings.from_config(CHAR)
+    by_function = [fingerprint(LowerText(corpus, lowercase=str.lower), tokenizer) for _ in "ab"]
+    assert by_function[0] == by_function[1]
+    assert unsettled_arguments(LowerText(corpus, lowercase=str.lower)) == {
+        "lowercase": "builtins.str.lower"
+    }
+    assert unsettled_arguments(LowerText(corpus, lowercase=write_corpus)) == {
+        "lowercase": f"{write_corpus.__module__}.write_corpus"
+    }
+    with pytest.raises(LMTrainError, match=r"LowerText\(lowercase=\.\.\.\) is <.*Cleaner obj"):
+        fingerprint(LowerText(corpus, lowercase=Cleaner()), tokenizer)
+
+
 def test_a_subclass_whose_arguments_are_unknown_is_refused(tmp_path: Path) -> None:
     class Singleton(LowerText):
         def __new__(cls, *args: Any, **kwargs: Any) -> Singleton:

@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, NamedTuple, Self
+from typing import IO, Any, NamedTuple
 
 from lmtrain.data.read_errors import check_not_archive, reading
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
@@ -88,7 +88,7 @@ class Source:
     _left_out: Mapping[str, Path] = {}  # replaced by leave_out, never mutated
     _given: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})  # set by __new__, never mutated
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Source:
         """Keep the constructor's arguments: the fingerprint adds those a subclass takes that its
         inherited `settings()` cannot know of (`token_cache.unsettled_arguments`)."""
         source = super().__new__(cls)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -31,7 +30,6 @@ import socket
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from lmtrain.data.cache_checks import FORMAT_VERSION, find_problem, token_dtype
 
@@ -41,8 +39,8 @@ from lmtrain.data.cache_checks import load_tokenizer as load_tokenizer
 from lmtrain.data.checksums import file_checksums, folder_checksums
 from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
-from lmtrain.data.hf_local import plain
 from lmtrain.data.pretrained_tokenizer import save_tokenizer
+from lmtrain.data.source_arguments import unsettled_arguments
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
@@ -51,7 +49,6 @@ log = logging.getLogger(__name__)
 
 # What a full disk, a full quota or a file size limit (ulimit -f) raise while the cache is written.
 NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
@@ -75,44 +72,6 @@ def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
     if arguments := unsettled_arguments(source):  # only then: shipped sources' caches stay valid
         header["source_arguments"] = arguments
     return hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def unsettled_arguments(source: Source) -> dict[str, Any]:
-    """The constructor arguments of `source` that the `settings()` its class inherits cannot
-    cover, as given (defaults filled in); {} for a class that defines `settings()`.
-
-    `LowerText(TextFilesSource)` with a `lowercase` argument inherits `settings()`, which knows
-    nothing of it, and would reuse the cache of the other setting. The arguments of the class that
-    defines `settings()` are its author's to cover, or to leave out on purpose (a download folder,
-    a timeout, `streaming`: how documents are read, not which), so they are not added here.
-    """
-    cls = type(source)
-    owner = next(c for c in cls.__mro__ if "settings" in vars(c))
-    if owner is cls:
-        return {}
-    covered = set(inspect.signature(owner.__init__).parameters) | set(source.settings())
-    signature = inspect.signature(cls.__init__)
-    args, kwargs = source._given
-    try:
-        bound = signature.bind(source, *args, **kwargs)
-    except TypeError:  # made without its arguments (a custom __new__): their values are unknown
-        params = list(signature.parameters.values())[1:]
-        names = [p.name for p in params if p.kind not in VARIADIC and p.name not in covered]
-        if names:
-            raise LMTrainError(
-                f"{cls.__qualname__} takes {', '.join(names)}, which the settings() it inherits "
-                f"does not cover: define {cls.__qualname__}.settings(), returning them all"
-            ) from None
-        return {}
-    bound.apply_defaults()
-    given: dict[str, Any] = {}
-    for name, value in list(bound.arguments.items())[1:]:  # not self
-        kind = signature.parameters[name].kind
-        if kind is inspect.Parameter.VAR_KEYWORD:
-            given.update(value)
-        elif kind is not inspect.Parameter.VAR_POSITIONAL or value:
-            given[name] = value
-    return {name: plain(value) for name, value in given.items() if name not in covered}
 
 
 def build_or_load(
