@@ -37,6 +37,24 @@ def test_flops_match_the_closed_form(n_layer: int, d: int, seq_len: int, vocab: 
     assert counted == pytest.approx(closed_form, rel=0.10)
 
 
+def test_flops_are_counted_for_a_model_without_a_kv_cache() -> None:
+    """`model.config.use_cache=false` (GPT-2 and Llama) was a traceback when the run counted
+    its FLOPs: transformers looked for packed sequences with `.item()` on meta tensors."""
+    gpt2 = {"n_layer": 1, "n_head": 2, "n_embd": 32, "bos_token_id": 0, "eos_token_id": 0}
+    for use_cache in (True, False):
+        config = AutoConfig.for_model("gpt2", **gpt2, use_cache=use_cache)
+        assert flops_per_batch(config, batch_size=2, seq_len=16) == 311_334_912
+    llama = AutoConfig.for_model(
+        "llama",
+        num_hidden_layers=1,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        use_cache=False,
+    )
+    assert flops_per_batch(llama, batch_size=2, seq_len=16) > 0
+
+
 def test_gradient_accumulation_from_global_batch_size() -> None:
     assert gradient_accumulation(48, micro_batch_size=12, world_size=2) == 2
     assert gradient_accumulation(12, micro_batch_size=12, world_size=1) == 1

@@ -18,6 +18,11 @@ def flops_per_batch(config: PretrainedConfig, batch_size: int, seq_len: int) -> 
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
         input_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
+    # use_cache=True whatever the config says: without a cache (and a mask), transformers looks
+    # for packed sequences in the position ids with `.item()`, which meta tensors cannot do
+    # (`model.config.use_cache=false` was a traceback here). The count is the same.
     return measure_flops(
-        model, lambda: model(input_ids=input_ids).logits, loss_fn=lambda logits: logits.sum()
+        model,
+        lambda: model(input_ids=input_ids, use_cache=True).logits,
+        loss_fn=lambda logits: logits.sum(),
     )
