@@ -188,6 +188,11 @@ def test_a_sweep_over_experiments_stays_in_one_folder(tmp_path: Path, data_dir: 
         "pass task_name=<one name> with the sweep",
     )
     assert not (tmp_path / "logs").exists()
+    # A glob over the shipped experiments (its options listed by Hydra's config loader).
+    shipped = ["-m", "experiment=glob(shakespeare_char*)", f"paths.log_dir={tmp_path / 'logs'}"]
+    out = run_cli("train", *shipped, f"++data.source.path={tmp_path / 'corpus'}")
+    assert_one_line_error(out, "experiment=shakespeare_char_fast runs as shakespeare_char_fast")
+    assert not (tmp_path / "logs").exists()
     out = run_cli("train", *sweep, "task_name=both")
     assert out.returncode == 0, out.stderr[-3000:]
     (folder,) = (tmp_path / "logs" / "both" / "multiruns").iterdir()

@@ -74,11 +74,11 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
             "SLURM cluster): run the command on a SLURM login node, or use "
             "hydra/launcher=slurm_local to run the jobs here"
         )
-    refuse_sweep_split_across_tasks(config)
     if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
         params = config.hydra.sweeper.get("params") or {}
         named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
         refuse_empty_search_ranges(named | {str(o): "" for o in config.hydra.overrides.task})
+    refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
 
 
 def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
@@ -90,17 +90,20 @@ def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
     went to `logs/a/...` and `logs/b/...`, so SweepOutcome (which reads the sweep's folder)
     saw no job, a failed job exited 0, and `lmtrain.report` showed one job a folder."""
     from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    # With Hydra's config loader, as the sweeper parses them: `glob(...)` lists the options.
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
     typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
-    parsed = OverridesParser.create().parse_overrides(list(typed["task"]))  # type: ignore[index]
+    parsed = parser.parse_overrides(list(typed["task"]))  # type: ignore[index]
     swept = [o for o in parsed if o.is_sweep_override() and o.key_or_group in SPLITTING_KEYS]
     folder = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # type: ignore[index]
     if not swept or "task_name" not in str(folder):  # hydra.sweep.dir=<one folder>: no split
         return
     # With Hydra's own overrides: hydra.searchpath finds experiments outside configs/.
-    hydra_lines = OverridesParser.create().parse_overrides(list(typed["hydra"]))  # type: ignore[index]
+    hydra_lines = parser.parse_overrides(list(typed["hydra"]))  # type: ignore[index]
     fixed = [o.input_line for o in [*hydra_lines, *parsed] if not o.is_sweep_override()]
     choices = itertools.product(
         *([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in swept)
@@ -110,7 +113,7 @@ def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
         job = compose(config.hydra.job.config_name, overrides=[*fixed, *choice])
         names[" ".join(choice)] = str(job.task_name)
     own = str(config.task_name)
-    if set(names.values()) != {own}:
+    if names and set(names.values()) != {own}:  # none: options Hydra lists only later
         jobs = ", ".join(f"{choice} runs as {name}" for choice, name in names.items())
         raise LMTrainError(
             f"the jobs of this sweep run under other task_names than its own, {own} ({jobs}), "

@@ -40,12 +40,13 @@ class SweepOutcome(HydraCallback):
         self.before: dict[Path, tuple[int, int, int]] = {}
 
     def on_multirun_start(self, config: DictConfig, **_: object) -> None:
+        # First: Hydra turns an error of a check below into a warning, and the sweep runs on.
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
         try:
             refuse_sweep_that_cannot_start(config)
         except LMTrainError as err:
             fail(str(err))
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
 
     def written_now(self, path: Path) -> bool:
         """Whether `path` was written since the sweep started."""
