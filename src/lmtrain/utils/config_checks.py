@@ -97,7 +97,8 @@ def check_train_config(cfg: DictConfig) -> None:
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)
-    warn_long_warmup(trainer, model)
+    if cfg.get("task_name") != "debug":  # debug=limit, overfit: short on purpose
+        warn_long_warmup(trainer, model)
 
 
 def check_unset(cfg: DictConfig, problems: Problems) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -85,9 +86,9 @@ def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
             )
         else:  # `+notes=...`, values for `${...}`: kept in the run's config, and named
             log.warning(
-                "%s is not a setting of lmtrain.train: it is kept in the run's config, and "
-                "nothing reads it (settings of a part go under it: model.optimizer.lr, "
-                "trainer.max_steps, ...)",
+                "%s is not a setting of lmtrain.train: it is kept in the run's config, and no "
+                "code reads it, only a ${...} that names it (settings of a part go under it: "
+                "model.optimizer.lr, trainer.max_steps, ...)",
                 key,
             )
 
@@ -159,7 +160,7 @@ def check_metric_names(
     callbacks: Mapping[str, Any], optimized_metric: Any, problems: Problems
 ) -> None:
     """`monitor` of each callback config in `callbacks` (the resolved group), and
-    `optimized_metric`, that look like a misspelt metric of ours (`val_loss`). Other names pass:
+    `optimized_metric`, that spell a metric of ours another way (`val_loss`). Other names pass:
     a module of one's own may log more."""
     named = {
         f"callbacks.{name}.monitor": node.get("monitor")
@@ -170,6 +171,13 @@ def check_metric_names(
     for key, value in named.items():
         if not isinstance(value, str) or value in VAL_METRICS:
             continue
-        close = difflib.get_close_matches(value, VAL_METRICS, n=1, cutoff=0.75)
-        if close:
-            problems.add(f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}?")
+        # Only another spelling of one of ours (`val_loss`, `val-loss`, `VAL/LOSS`): a close
+        # but different name (`val/bpc`) may be a metric of one's own.
+        same = [m for m in VAL_METRICS if letters(m) == letters(value)]
+        if same:
+            problems.add(f"{key}={value!r} is not a metric lmtrain logs: did you mean {same[0]}?")
+
+
+def letters(name: str) -> str:
+    """`name` without case and separators: `val_loss` and `val/loss` are the same."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
