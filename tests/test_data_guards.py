@@ -29,8 +29,8 @@ from lmtrain.data.sources import PythonStdlibSource, TextFilesSource
 from lmtrain.data.token_cache import build_or_load, fingerprint, load_meta, unsettled_arguments
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
-from tests.helpers.compose import compose
 from tests.helpers.corpora import write_jsonl
+from tests.helpers.runs import tiny_train_config
 
 CHAR = {"kind": "char", "vocab_size": None, "name": None}
 TEXT = "The Quick Brown Fox jumps over the lazy dog.\nAnd Then It Sleeps.\n"
@@ -63,15 +63,9 @@ def check_only_the_corpus_was_read(dm: TextDataModule) -> None:
 
 
 def compose_char_run(corpus: Path, run_dir: Path, data_dir: Path) -> DictConfig:
-    """The training config of a char-level run on `corpus`, its run folder `run_dir`."""
-    return compose(
-        "train",
-        run_dir,
-        data_dir,
-        "data=text_files",
-        f"data.source.path={corpus}",
-        "data.tokenizer.kind=char",
-        "data.block_size=8",
+    """The training config of a tiny char-level run on `corpus`, its run folder `run_dir`."""
+    return tiny_train_config(
+        run_dir, data_dir, corpus, "data.tokenizer.kind=char", "data.block_size=8"
     )
 
 
