@@ -66,7 +66,8 @@ def withdraw_results_without_best(results: Path) -> bool:
 def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
-    sweeper builds it), or the SLURM launcher where there is no `srun` (not a SLURM cluster)."""
+    sweeper builds it), or the SLURM launcher where there is no `srun` (not a SLURM cluster);
+    and a sweep whose jobs would leave its folder (`refuse_sweep_split_across_tasks`)."""
     launcher = str(config.hydra.launcher.get("_target_", ""))
     if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
         raise LMTrainError(
