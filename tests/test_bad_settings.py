@@ -119,6 +119,12 @@ from tests.helpers.corpora import write_corpus
             "callbacks.stop.monitor='VAL-LOSS' is not a metric lmtrain logs: did you mean val/lo",
         ),
         ("optimized_metric=val_ppl", "optimized_metric='val_ppl' is not a metric lmtrain logs"),
+        # A misspelt argument of a Lightning callback, found when it was built.
+        (
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
+            " +callbacks.stop.monitor=val/loss +callbacks.stop.patiense=3",
+            "callbacks.stop.patiense is not an argument of EarlyStopping: did you mean patience?",
+        ),
         # A misspelt class was found after the data and the model were built.
         (
             "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStoping",

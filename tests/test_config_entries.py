@@ -103,11 +103,12 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "error: logger._target_='lightning.pytorch.loggers.CSVLogger': the logger config "
             "holds one entry's keys where named entries belong: nest them under a name",
         ),
-        # Passed through to ModelCheckpoint from lmtrain's code: a traceback, taken for a bug.
+        # Passed through to ModelCheckpoint from lmtrain's code: a traceback, taken for a bug,
+        # after the data and the model; now checked before any work.
         (
             "+callbacks.model_checkpoint.save_top_K=3",
-            "error: save_top_K is not an argument of the checkpoint callback: did you mean "
-            "save_top_k?",
+            "error: callbacks.model_checkpoint.save_top_K is not an argument of "
+            "StepScheduledCheckpoint: did you mean save_top_k?",
         ),
         (
             "trainer.devices=abc",

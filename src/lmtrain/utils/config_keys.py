@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import logging
 import re
 from collections.abc import Mapping
@@ -48,6 +49,9 @@ TRAIN_KEYS = (
 )
 # What CausalLMModule logs at each validation, the names a `monitor` usually means.
 VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
+# Packages whose callback and logger classes get their keys checked (see check_arguments).
+CHECKED_PACKAGES = ("lightning.", "lmtrain.")
+VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # Groups whose configs apply at the top (`# @package _global_`): never a node of their own.
 GLOBAL_GROUPS = ("experiment", "hparams_search", "debug", "local")
 
@@ -64,6 +68,35 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
             missing = missing_target(target) if isinstance(target, str) else None
             if missing:
                 problems.add(f"{group}.{name}._target_={target!r} names nothing: {missing}")
+            elif isinstance(target, str) and target.startswith(CHECKED_PACKAGES):
+                check_arguments(f"{group}.{name}", target, entry, problems)
+
+
+def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: Problems) -> None:
+    """Keys of a Lightning or lmtrain callback or logger that its class does not take
+    (`callbacks.model_checkpoint.save_top_K`): found when the callbacks were built, after the
+    data and the model. The class's own arguments and, where it passes `**kwargs` on, its
+    bases' (StepScheduledCheckpoint to ModelCheckpoint); a chain that ends in `**kwargs` (W&B's
+    settings) takes anything. Classes of one's own are left to their constructor: what their
+    `**kwargs` do cannot be read from their signature."""
+    module_name, _, class_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not inspect.isclass(cls):
+        return
+    taken: set[str] = set()
+    for klass in inspect.getmro(cls):
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        taken |= {p.name for p in parameters if p.kind not in VARIADIC}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    else:  # every class passed **kwargs on
+        return
+    for extra in (k for k in entry if k not in taken and not str(k).startswith("_")):
+        close = difflib.get_close_matches(str(extra), sorted(taken), n=1)
+        advice = f"did you mean {close[0]}?" if close else f"drop it (~{key}.{extra})"
+        problems.add(f"{key}.{extra} is not an argument of {class_name}: {advice}")
 
 
 def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
