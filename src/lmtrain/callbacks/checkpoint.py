@@ -23,8 +23,6 @@ top-k state.
 from __future__ import annotations
 
 import ast
-import difflib
-import inspect
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,6 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import validation_follows
 
 
@@ -41,7 +38,6 @@ class StepScheduledCheckpoint(ModelCheckpoint):
     `every_n_train_steps` writes last.ckpt (never top-k), before the first validation too."""
 
     def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
-        refuse_unknown_arguments(kwargs)
         super().__init__(*args, **kwargs)  # no step schedule: top-k after each validation
         # The key this callback's state had when Lightning ran the step schedule: the one
         # ModelCheckpoint with these settings has, so checkpoints written by an earlier version
@@ -185,14 +181,3 @@ def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
     except (ValueError, SyntaxError):
         return False
     return isinstance(keys, dict) and (keys.get("monitor"), keys.get("mode")) == (monitor, mode)
-
-
-def refuse_unknown_arguments(kwargs: dict[str, Any]) -> None:
-    """A misspelt argument (`save_top_K`), which the pass-through to ModelCheckpoint made a
-    TypeError raised in lmtrain's code, so a traceback, not one line."""
-    known = list(inspect.signature(ModelCheckpoint.__init__).parameters)
-    for name in kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "see lightning's ModelCheckpoint"
-            raise LMTrainError(f"{name} is not an argument of the checkpoint callback: {hint}")

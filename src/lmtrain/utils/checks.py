@@ -9,8 +9,10 @@ Values come from Hydra overrides, so a number may arrive as a string ("abc", "1e
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from lmtrain.errors import LMTrainError
@@ -27,6 +29,17 @@ class Problems:
 
     def extend(self, messages: Iterable[str]) -> None:
         self.found.extend(messages)
+
+    def unknown_arguments(
+        self, key: str, given: Iterable[str], accepted: Iterable[str], owner: str
+    ) -> None:
+        """Each of `given` (the keys under `key`) that `owner` does not take, with the name
+        it most likely meant."""
+        accepted = sorted(accepted)
+        for extra in (k for k in given if k not in accepted):
+            close = difflib.get_close_matches(extra, accepted, n=1)
+            advice = f"did you mean {close[0]}?" if close else f"drop it with ~{key}.{extra}"
+            self.add(f"{key}.{extra} is not an argument of {owner}: {advice}")
 
     def raise_if_any(self) -> None:
         if len(self.found) == 1:
@@ -127,3 +140,24 @@ def strict_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise LMTrainError(f"{key}={value!r} is not true or false: pass {key}=true or {key}=false")
+
+
+def accepted_arguments(target: Callable[..., Any]) -> set[str] | None:
+    """The keyword arguments `target(...)` takes: a function's parameters; a class's
+    constructor's and, where it passes `**kwargs` on, its bases' (StepScheduledCheckpoint's
+    reach ModelCheckpoint's). None: anything, a chain that ends in `**kwargs`."""
+    if inspect.isclass(target):
+        calls = [vars(k)["__init__"] for k in inspect.getmro(target) if "__init__" in vars(k)]
+    else:
+        calls = [target]
+    taken: set[str] = set()
+    for call in calls:
+        try:
+            parameters = inspect.signature(call).parameters.values()
+        except (TypeError, ValueError):  # a builtin without a signature: cannot tell
+            return None
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        taken |= {p.name for p in parameters if p.kind not in variadic} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return taken
+    return None

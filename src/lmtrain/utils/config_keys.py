@@ -25,7 +25,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 
-from lmtrain.utils.checks import Problems
+from lmtrain.utils.checks import Problems, accepted_arguments
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ TRAIN_KEYS = (
 VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
 # Packages whose callback and logger classes get their keys checked (see check_arguments).
 CHECKED_PACKAGES = ("lightning.", "lmtrain.")
-VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # Groups whose configs apply at the top (`# @package _global_`): never a node of their own.
 GLOBAL_GROUPS = ("experiment", "hparams_search", "debug", "local")
 
@@ -75,28 +74,13 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
 def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: Problems) -> None:
     """Keys of a Lightning or lmtrain callback or logger that its class does not take
     (`callbacks.model_checkpoint.save_top_K`): found when the callbacks were built, after the
-    data and the model. The class's own arguments and, where it passes `**kwargs` on, its
-    bases' (StepScheduledCheckpoint to ModelCheckpoint); a chain that ends in `**kwargs` (W&B's
-    settings) takes anything. Classes of one's own are left to their constructor: what their
+    data and the model. Classes of one's own are left to their constructor: what their
     `**kwargs` do cannot be read from their signature."""
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not inspect.isclass(cls):
-        return
-    taken: set[str] = set()
-    for klass in inspect.getmro(cls):
-        if "__init__" not in vars(klass):
-            continue
-        parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
-        taken |= {p.name for p in parameters if p.kind not in VARIADIC}
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            break
-    else:  # every class passed **kwargs on
-        return
-    for extra in (k for k in entry if k not in taken and not str(k).startswith("_")):
-        close = difflib.get_close_matches(str(extra), sorted(taken), n=1)
-        advice = f"did you mean {close[0]}?" if close else f"drop it (~{key}.{extra})"
-        problems.add(f"{key}.{extra} is not an argument of {class_name}: {advice}")
+    cls, _ = locate(target)
+    accepted = accepted_arguments(cls) if inspect.isclass(cls) else None
+    if accepted is not None:
+        given = [str(k) for k in entry if not str(k).startswith("_")]
+        problems.unknown_arguments(key, given, accepted, target.rpartition(".")[2])
 
 
 def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
@@ -153,9 +137,16 @@ def missing_target(target: str) -> str | None:
 
     Checked before any work: a typo was found when the callbacks were built, after the data
     preparation and the model's build, and Hydra's words for a module without that class
-    (`'mycb' is not a package`) pointed elsewhere. Looked up as Hydra does (the longest module
-    prefix, then attributes: `module.Class.create` too), without its error logging. A module that
-    fails for another reason (a bug in it) is left to instantiation, which shows its trace."""
+    (`'mycb' is not a package`) pointed elsewhere."""
+    return locate(target)[1]
+
+
+def locate(target: str) -> tuple[Any, str | None]:
+    """The object at the class path `target` and None, or None and what is missing of it.
+
+    Looked up as Hydra does (the longest module prefix, then attributes: `module.Class.create`
+    too), without the error Hydra's `get_object` logs. A module that fails for another reason
+    (a bug in it) gives (None, None): instantiation shows its trace."""
     parts = target.split(".")
     for cut in range(len(parts), 0, -1):
         name = ".".join(parts[:cut])
@@ -164,20 +155,20 @@ def missing_target(target: str) -> str | None:
         except ModuleNotFoundError as err:
             if err.name and name.startswith(err.name):  # this prefix is not a module: shorter
                 continue
-            return f"{name} needs the module {err.name!r}: install the package that provides it"
+            return None, f"{name} needs the module {err.name!r}: install the package providing it"
         except Exception:  # the module's own failure: reported, with its trace, when built
-            return None
+            return None, None
         for depth, attribute in enumerate(parts[cut:], cut):
             if not hasattr(found, attribute):
-                owner = ".".join(parts[:depth])
                 names = [n for n in dir(found) if not n.startswith("_")]
                 close = difflib.get_close_matches(attribute, names, n=1)
-                return f"{owner} has no {attribute}" + (
-                    f": did you mean {close[0]}?" if close else ""
-                )
+                hint = f": did you mean {close[0]}?" if close else ""
+                return None, f"{'.'.join(parts[:depth])} has no {attribute}{hint}"
             found = getattr(found, attribute)
-        return None if cut < len(parts) else f"{target} is a module: name a class in it"
-    return f"no module {parts[0]!r}: check the path's spelling, or install its package"
+        if cut == len(parts):
+            return None, f"{target} is a module: name a class in it"
+        return found, None
+    return None, f"no module {parts[0]!r}: check the path's spelling, or install its package"
 
 
 def group_choice(group: str) -> str:

@@ -9,14 +9,12 @@ prepared, in words that name no key (`'<=' not supported between instances of 'f
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from hydra.utils import get_object
-
-from lmtrain.utils.checks import Problems
+from lmtrain.utils.checks import Problems, accepted_arguments
+from lmtrain.utils.config_keys import locate
 
 # Hydra's own keys of a node to instantiate: not arguments of the target.
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
@@ -24,6 +22,7 @@ HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 # parameter groups, a schedule its optimizer (both first, by position) and the run's length.
 OPTIMIZER_PASSES: tuple[str, ...] = ()
 SCHEDULER_PASSES = ("num_training_steps",)
+VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
 def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
@@ -81,12 +80,8 @@ def check_arguments(
     (AdamW's `betas`), and the partial is called only in `configure_optimizers`, after the data
     is prepared and the model built, as a traceback. `passed` are the keywords lmtrain adds."""
     target = node.get("_target_")
-    if not isinstance(target, str):
-        return
-    try:
-        called = get_object(target)
-        parameters = inspect.signature(called).parameters
-    except Exception:  # an unknown target, or no signature: instantiate names it later
+    called = locate(target)[0] if isinstance(target, str) else None
+    if called is None:  # an unknown target: instantiate names it later
         return
     name = getattr(called, "__name__", target)
     if node.get("_partial_") is not True:
@@ -97,21 +92,20 @@ def check_arguments(
         )
         return
     given = [k for k in node if k not in HYDRA_KEYS]
-    named = [p for p in parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
-    names = [p.name for p in named]
-    if not takes_any:
-        for extra in (k for k in given if k not in names):
-            close = difflib.get_close_matches(extra, names, n=1)
-            advice = f"did you mean {close[0]}?" if close else f"drop it with ~{key}.{extra}"
-            problems.add(f"{key}.{extra} is not an argument of {name}: {advice}")
-        for missing in (p for p in passed if p not in names):
+    accepted = accepted_arguments(called)
+    if accepted is not None:
+        problems.unknown_arguments(key, given, accepted, name)
+        for missing in (p for p in passed if p not in accepted):
             problems.add(
                 f"{key}._target_={target} does not take {missing}, which lmtrain passes every "
                 "schedule: use a transformers schedule (transformers.get_*_schedule*), or a "
                 f"function of (optimizer, {missing}, ...) that returns one"
             )
-    first_passed = named[1:] if named else []  # the parameter groups, or the optimizer
-    required = [p.name for p in first_passed if p.default is p.empty and p.name not in passed]
-    for missing in (r for r in required if r not in given):
+    try:
+        parameters = list(inspect.signature(called).parameters.values())
+    except (TypeError, ValueError):  # no signature to read
+        return
+    # The first is what lmtrain passes by position (the parameter groups, or the optimizer).
+    required = [p.name for p in parameters[1:] if p.default is p.empty and p.kind not in VARIADIC]
+    for missing in (r for r in required if r not in given and r not in passed):
         problems.add(f"{key}.{missing} is not set, and {name} needs it: pass +{key}.{missing}=...")
