@@ -242,7 +242,7 @@ def bits_per_byte(
     }
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="eval")
+@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

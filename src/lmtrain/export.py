@@ -123,7 +123,7 @@ def generation_settings(generation: Any, problems: Problems) -> dict[str, Any]:
     return settings
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="export")
+@hydra.main(version_base="1.3", config_path="configs", config_name="export")
 def main(cfg: DictConfig) -> None:
     export(cfg)
 

@@ -105,7 +105,7 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="generate")
+@hydra.main(version_base="1.3", config_path="configs", config_name="generate")
 def main(cfg: DictConfig) -> None:
     generate(cfg)
 

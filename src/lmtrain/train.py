@@ -193,7 +193,7 @@ def log_validation_cadence(every: int | float | None, accumulate: int) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns `optimized_metric` for sweepers.
 
