@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 ARGS ?=
 # Extra arguments for scripts/bench.py, e.g. make bench BENCH_ARGS="--repeats 5"
 BENCH_ARGS ?=
+# Tiny Shakespeare's input.txt for the benchmarks; empty: downloaded once into data/shakespeare.
+DATA ?=
 # A nanoGPT checkout with data/shakespeare_char/{train,val}.bin prepared, for the recipe
 # benchmark (make bench NANOGPT=../nanoGPT); empty: the recipe is timed against HF's Trainer only.
 NANOGPT ?=
@@ -25,7 +27,10 @@ help: ## Show the targets
 install: $(VENV)/.installed ## Create .venv and install lmtrain editable with dev extras
 
 # Re-runs only when pyproject.toml changes, so every target can depend on it cheaply.
+# A .venv of an older Python (a first try with a too-old python3) is named, not reused forever.
 $(VENV)/.installed: pyproject.toml
+	@if test -x $(PY) && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
+		echo "error: $(VENV) holds Python $$($(PY) -c 'import platform; print(platform.python_version())'), lmtrain needs 3.10 or newer: rm -rf $(VENV), then make install PYTHON=python3.11" >&2; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
@@ -41,14 +46,15 @@ test: install ## Run the test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw loop, speed switches, data (logs/bench/latest.json)
-	$(PY) scripts/bench_recipe.py $(if $(NANOGPT),--nanogpt $(NANOGPT))
-	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast --nanogpt $(NANOGPT))
-	$(PY) scripts/bench.py $(BENCH_ARGS)
+	$(PY) scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt $(NANOGPT))
+	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt $(NANOGPT))
+	$(PY) scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
 	$(PY) scripts/bench_switches.py
 	$(PY) scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
-	$(PY) -m lmtrain.report $(SWEEP)
+	@test -n "$(SWEEP)" || { echo "error: no sweep under logs/*/multiruns/: run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
+	$(PY) -m lmtrain.report "$(SWEEP)"
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

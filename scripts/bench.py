@@ -47,10 +47,10 @@ from lmtrain.utils.io import write_json
 from lmtrain.utils.task import finish_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 SIZES: dict[str, list[str]] = {
     # nanoGPT's baby model: 4 x 4 x 128, char vocabulary, block 64, batch 12 (0.8M parameters).
-    "shakespeare_char": ["experiment=shakespeare_char", f"data.source.path={SHAKESPEARE}"],
+    # Tiny Shakespeare is downloaded once under data/, or read from --data.
+    "shakespeare_char": ["experiment=shakespeare_char"],
     # A ~10M-parameter GPT-2 (6 x 6 x 384) on the stdlib corpus, BPE 2048, block 256, batch 8.
     "gpt2_10m": [
         "data=python_stdlib",
@@ -215,8 +215,13 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads, both sides (default: torch's)"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
+    parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
+    if args.data is not None:
+        if not args.data.is_file():
+            sys.exit(f"error: --data {args.data} is not a file: pass Tiny Shakespeare's input.txt")
+        SIZES["shakespeare_char"].append(f"data.source.path={args.data.resolve()}")
     os.environ.setdefault("WANDB_SILENT", "true")
     threads = args.threads or torch.get_num_threads()
 

@@ -51,10 +51,11 @@ from typing import Any
 import hydra
 from hydra import compose, initialize_config_dir
 
+from lmtrain.data.shakespeare import ShakespeareSource
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare" / "input.txt"
 EXPERIMENTS = {"baseline": "shakespeare_char", "fast": "shakespeare_char_fast"}
 NANOGPT_STEPS = 2000  # nanoGPT's CPU recipe: max_iters (it trains max_iters + 1 steps)
 NANOGPT_EVAL = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
@@ -175,12 +176,27 @@ def summary(command: Command) -> dict[str, Any]:
     return {**medians, "runs": command.runs, "command": shlex.join(command.argv)}
 
 
+def tiny_shakespeare(path: Path | None) -> Path:
+    """`--data`, or the verified copy that `experiment=shakespeare_char` downloads to data/."""
+    if path is not None:
+        if not path.is_file():
+            sys.exit(f"error: --data {path} is not a file: pass Tiny Shakespeare's input.txt")
+        return path.resolve()
+    try:
+        return ShakespeareSource(download_dir=str(ROOT / "data" / "shakespeare")).download()
+    except LMTrainError as err:  # its advice names data.source.path, an lmtrain.train key
+        failure = str(err).split(": set ")[0]
+        sys.exit(f"error: {failure}: pass --data <input.txt> (make bench DATA=<input.txt>)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipe", choices=list(EXPERIMENTS), default="baseline")
     parser.add_argument("--repeats", type=int, default=3, help="runs per command")
     parser.add_argument("--steps", type=int, default=None, help="default: each recipe's own")
-    parser.add_argument("--data", type=Path, default=SHAKESPEARE, help="Tiny Shakespeare input.txt")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="Tiny Shakespeare's input.txt (default: downloaded)"
+    )
     parser.add_argument("--nanogpt", type=Path, default=None, help="a prepared nanoGPT checkout")
     parser.add_argument(
         "--threads",
@@ -196,9 +212,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
     args = parser.parse_args()
-    data, out = args.data.resolve(), args.out.resolve()
-    if not data.is_file():
-        sys.exit(f"error: --data {args.data} is not a file: pass Tiny Shakespeare's input.txt")
+    data, out = tiny_shakespeare(args.data), args.out.resolve()
     nanogpt = args.nanogpt.resolve() if args.nanogpt else None
     if nanogpt and not (nanogpt / "data" / "shakespeare_char" / "train.bin").is_file():
         sys.exit(

@@ -13,7 +13,7 @@ are 65 characters (64 inputs, 64 shifted targets) at random offsets of the first
 characters (nanoGPT's split), drawn by `Trainer`'s own shuffled sampler; at the end the whole val
 split is evaluated in back-to-back windows and `val_loss=<x>` is printed, as lmtrain measures it.
 
-    python scripts/trainer_recipe.py --data ../shared/data/tinyshakespeare/input.txt
+    python scripts/trainer_recipe.py --data <Tiny Shakespeare input.txt>
     python scripts/trainer_recipe.py --data input.txt --steps 20      # a smoke run
 """
 

@@ -65,6 +65,27 @@ def test_trainer_recipe_learns_and_reports_the_whole_val_split(tmp_path: Path) -
     assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"]  # nothing saved
 
 
+def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_path: Path) -> None:
+    play = write_play(tmp_path / "play.txt")
+    out = tmp_path / "bench.json"
+    common = ("--sizes=shakespeare_char", "--steps=2", "--warmup=1", "--repeats=1", f"--out={out}")
+    missing = script("bench", *common, f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
+    assert_one_line_error(missing, f"--data {tmp_path / 'input.txt'} is not a file")
+    assert not out.exists()
+    done = script(
+        "bench",
+        *common,
+        f"--data={play}",
+        "trainer.enable_progress_bar=false",
+        "callbacks.rich_progress_bar=null",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    measured = json.loads(out.read_text())["overhead"]["shakespeare_char"]
+    assert f"data.source.path={play}" in measured["overrides"], measured["overrides"]
+    assert all(v > 0 for v in measured["runs"]["lightning"] + measured["runs"]["raw"])
+
+
 def test_bench_recipe_fast_needs_nanogpt(tmp_path: Path) -> None:
     play = write_play(tmp_path / "play.txt")
     result = script("bench_recipe", "--recipe=fast", f"--data={play}", cwd=tmp_path)
