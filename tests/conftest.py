@@ -1,6 +1,9 @@
 """Shared fixtures: configs composed with the tiny-run overrides, one token cache per session,
 and the play that stands in for Tiny Shakespeare.
 
+Hooks: a test whose tmpfs only a user + mount namespace can mount runs in a child pytest there
+(tests/helpers/tmpfs.py); under LMTRAIN_STRICT_SKIPS=1 (CI) a skip that is not GPU-only fails.
+
 Tests run the real entry points in-process (`train(cfg)`) or as subprocesses; fixtures only
 shrink sizes and point every output at a temporary folder. Nothing outside the repository is
 read: every corpus is written by the tests (tests/helpers/corpora.py).
@@ -9,8 +12,10 @@ read: every corpus is written by the tests (tests/helpers/corpora.py).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
@@ -18,6 +23,7 @@ from omegaconf import DictConfig
 
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import write_play
+from tests.helpers.tmpfs import namespace_request, run_in_namespace
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -26,6 +32,61 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # The environment this worker started with (the defaults above included).
 SESSION_ENVIRONMENT = dict(os.environ)
+
+
+# The only skips LMTRAIN_STRICT_SKIPS=1 (CI) allows: a test that needs GPUs the machine lacks, and
+# the flash-attn refusal, which cannot happen where flash-attn is installed (a CUDA-only build).
+GPU_ONLY_SKIP = re.compile(
+    r"needs a GPU|needs \d+ GPUs|trainer=\w+ runs on GPUs|flash-attn is installed"
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """A test whose tmpfs only a user + mount namespace can mount (tests/helpers/tmpfs.py) runs
+    in a child pytest there, whose outcome is its own; every other test runs here as usual."""
+    scratch = namespace_request(pyfuncitem.nodeid)
+    if scratch is None:
+        return None
+    run_in_namespace(pyfuncitem.nodeid, pyfuncitem.config.rootpath, scratch, SESSION_ENVIRONMENT)
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    """Under LMTRAIN_STRICT_SKIPS=1 a skip that is not GPU-only fails: a test that silently
+    stops running where CI runs (no mount, srun installed, ...) would otherwise pass CI."""
+    report = yield
+    return strict_skip(report)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> pytest.CollectReport:
+    """The same for a whole module skipped as it is collected (importorskip, module skips)."""
+    report = yield
+    return strict_skip(report)
+
+
+Report = TypeVar("Report", pytest.TestReport, pytest.CollectReport)
+
+
+def strict_skip(report: Report) -> Report:
+    """`report`, failed instead where it is a skip LMTRAIN_STRICT_SKIPS=1 does not allow."""
+    if SESSION_ENVIRONMENT.get("LMTRAIN_STRICT_SKIPS") != "1" or not report.skipped:
+        return report
+    if hasattr(report, "wasxfail"):  # an expected failure, not a skip
+        return report
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if GPU_ONLY_SKIP.fullmatch(reason):
+        return report
+    report.outcome = "failed"
+    report.longrepr = (
+        f"skipped, and LMTRAIN_STRICT_SKIPS=1 allows only GPU-only skips: {reason} "
+        "(make the test run here, or run without LMTRAIN_STRICT_SKIPS)"
+    )
+    return report
 
 
 @pytest.fixture(autouse=True)

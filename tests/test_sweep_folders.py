@@ -201,17 +201,28 @@ def test_a_sweep_over_experiments_stays_in_one_folder(tmp_path: Path, data_dir: 
     ]
 
 
+# SLURM's client commands: the child's PATH holds every other command of /usr/bin and /bin.
+SLURM_COMMANDS = {"srun", "sbatch", "salloc", "sattach", "scancel", "squeue", "sinfo", "scontrol"}
+
+
 def test_the_slurm_launcher_without_srun_is_one_line(tmp_path: Path, data_dir: Path) -> None:
-    path = os.pathsep.join(p for p in ("/usr/bin", "/bin") if Path(p).is_dir())
-    if shutil.which("srun", path=path):
-        pytest.skip("srun is installed here")
+    """Also on a SLURM node: the child's PATH is a folder of links to the machine's commands
+    less SLURM's, as on a machine that is not part of a cluster."""
+    path = tmp_path / "bin"
+    path.mkdir()
+    for folder in (Path("/usr/bin"), Path("/bin")):
+        for tool in sorted(folder.iterdir()) if folder.is_dir() else []:
+            link = path / tool.name
+            if tool.name not in SLURM_COMMANDS and not link.exists() and os.access(tool, os.X_OK):
+                link.symlink_to(tool)
+    assert shutil.which("sh", path=path) and shutil.which("srun", path=path) is None
     out = run_cli(
         "train",
         "-m",
         "hydra/launcher=slurm",
         *tiny_cli(tmp_path, data_dir),
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        env={"PATH": path},
+        env={"PATH": str(path)},
     )
     assert_one_line_error(
         out, "this machine has no srun", "hydra/launcher=slurm_local", "SLURM login node"

@@ -14,7 +14,8 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
   final validation on the whole val split starts.
 - `PausingCheckpointIO` stops a run in the middle of a save of last.ckpt, between the write of
   the temporary file and its rename, for the test to kill it there.
-- `mounted_tmpfs` mounts a tmpfs (read-only, or small) for a test, where the machine allows it.
+- `mounted_tmpfs` (tests/helpers/tmpfs.py) mounts a tmpfs (read-only, or small) for a test:
+  directly as root, else in a user + mount namespace.
 - `drop_root_file_access` makes a child process (as `preexec_fn`) check file modes even as
   root, so that a read-only folder is read-only to it.
 - `SlowTextFiles` reads real files at a throttled pace, so that a token-cache build stays under
@@ -23,14 +24,11 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import math
 import os
-import shutil
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +43,7 @@ from lmtrain.data.corpus import Piece
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.lightning_compat import validation_follows
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+from tests.helpers.tmpfs import mounted_tmpfs as mounted_tmpfs  # tests import it from here
 
 
 class InjectNonFinite(Callback):
@@ -233,24 +232,3 @@ def drop_root_file_access() -> None:
 
 # Linux prctl and capability numbers (linux/prctl.h, linux/capability.h).
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
-
-
-@contextlib.contextmanager
-def mounted_tmpfs(mount_point: Path, options: str) -> Iterator[Path]:
-    """A tmpfs mounted at `mount_point` with `options` (`ro`, `size=1m`), unmounted after; the
-    test is skipped where the machine lets no one mount (mount needs root's CAP_SYS_ADMIN)."""
-    import pytest
-
-    mount_point.mkdir(exist_ok=True)
-    mount = shutil.which("mount")
-    if mount is None:
-        pytest.skip("no mount command")
-    done = subprocess.run(
-        [mount, "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
