@@ -15,6 +15,7 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.strategies.launchers import subprocess_script
 
@@ -296,3 +297,23 @@ def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_
     stopping = StopInsideTrainingStep(2, 1, path)
     uninterrupted, stopped, resumed = stop_and_resume(stopping, path, schedule)
     assert stopped + resumed == uninterrupted
+
+
+def test_a_checkpoint_outside_dirpath_is_never_removed_whatever_its_path_says(tmp_path) -> None:
+    """Lightning's own test keeps `..` (`Path.absolute()`): `<dirpath>/../../x` counts as a
+    file in dirpath, and a crafted callback state made a resumed run delete it."""
+    dirpath = tmp_path / "run" / "checkpoints"
+    dirpath.mkdir(parents=True)
+    trainer = tiny_trainer()
+    current = str(dirpath / "last.ckpt")
+    escape = f"{dirpath}/../../victim.txt"
+    link = dirpath / "best-v1.ckpt"
+    link.symlink_to(tmp_path / "victim.txt")
+    assert ModelCheckpoint(dirpath=dirpath)._should_remove_checkpoint(trainer, escape, current)
+    contained = compat.ContainedCheckpoint(dirpath=dirpath)
+    assert not contained._should_remove_checkpoint(trainer, escape, current)
+    assert not contained._should_remove_checkpoint(trainer, str(link), current)
+    assert not contained._should_remove_checkpoint(trainer, str(tmp_path / "x.ckpt"), current)
+    assert contained._should_remove_checkpoint(trainer, str(dirpath / "best.ckpt"), current)
+    assert contained._should_remove_checkpoint(trainer, f"{dirpath}/../checkpoints/a.ckpt", current)
+    assert not contained._should_remove_checkpoint(trainer, current, current)  # Lightning's rule
