@@ -11,7 +11,9 @@ over. A disk that fills up mid-build ends the run with one line and leaves no pa
 other caches of `cache_dir` stay as they were. Anything read back is untrusted: a folder that is
 damaged, edited or swapped in from another cache (meta.json missing, of another shape or naming
 another folder; a .bin of the wrong size or checksum or with ids outside the vocabulary; a
-tokenizer that is not the one saved with it) is removed and rebuilt with a warning. Builds hold an
+tokenizer that is not the one saved with it) is removed and rebuilt with a warning, unless the
+folder is a symbolic link: that is used when complete, and otherwise refused in one line (its
+target, someone's folder, is never removed or written through). Builds hold an
 exclusive lock on `<fingerprint>.lock`, so when several processes of a node (DDP, torchrun) prepare
 at once, one builds and the others wait and then open the same files. A killed builder's lock is
 released by the kernel.
@@ -92,11 +94,13 @@ def build_or_load(
     if folder.exists() and find_problem(folder) is None:
         log.info("Reusing token cache %s", folder)
         return folder
+    _refuse_link(folder)  # never rebuilt through (nor removed): its target is someone's folder
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # under a file, read-only, not ours: one line, not a traceback
         raise _unwritable(cache_dir, "created", err) from None
     with _exclusive_lock(cache_dir / f"{key}.lock"):
+        _refuse_link(folder)  # made by another process meanwhile
         if folder.exists():
             problem = find_problem(folder)
             if problem is None:
@@ -145,10 +149,27 @@ def _move_into_place(tmp: Path, folder: Path) -> None:
     """Rename a finished folder into place; if another host got there first, keep theirs."""
     try:
         os.replace(tmp, folder)
-    except OSError:
-        if find_problem(folder) is not None:
+    except OSError as err:
+        if err.errno in NO_SPACE:
             raise
-        log.info("Token cache %s was built concurrently by another host: using it", folder)
+        if folder.is_dir() and not folder.is_symlink() and find_problem(folder) is None:
+            log.info("Token cache %s was built concurrently by another host: using it", folder)
+            return
+        raise LMTrainError(
+            f"the new token cache could not be moved into place as {folder} ({err.strerror}): "
+            f"remove {folder}, or pass another data.cache_dir"
+        ) from None
+
+
+def _refuse_link(folder: Path) -> None:
+    """One line for a cache folder that is a symbolic link, which the rebuild of a missing or
+    damaged cache would remove or write through (os.replace fails on it, with a traceback)."""
+    if folder.is_symlink():
+        raise LMTrainError(
+            f"the token cache {folder} is a symbolic link to {os.readlink(folder)}, which is "
+            f"missing or not a complete cache and is never rebuilt or removed through a link: "
+            f"remove the link ({folder}), or pass another data.cache_dir"
+        )
 
 
 def _unwritable(cache_dir: Path, what: str, err: OSError) -> LMTrainError:

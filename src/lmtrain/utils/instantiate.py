@@ -110,9 +110,12 @@ def _raised_in_lmtrain(err: BaseException) -> bool:
 def _instantiate_group(
     cfg: DictConfig | None,
     group: str,
+    kind: type,
     extra_kwargs: Callable[[DictConfig], dict[str, Any]] | None = None,
 ) -> list:
-    """Each entry of the config group `group` (`callbacks`, `logger`) that is not null."""
+    """Each entry of the config group `group` (`callbacks`, `logger`) that is not null; each
+    must give a `kind` (Lightning's Callback, Logger): anything else failed later, inside
+    Lightning, as a traceback (`'dict' object has no attribute 'on_exception'`)."""
     if cfg is not None and "_target_" in cfg:  # one entry's keys, not named entries
         raise LMTrainError(
             f"{group}._target_={cfg.get('_target_')!r}: the {group} config holds one entry's keys "
@@ -124,7 +127,14 @@ def _instantiate_group(
         if isinstance(entry, DictConfig) and "_target_" in entry:
             log.info("Instantiating %s.%s <%s>", group, name, entry._target_)
             kwargs = extra_kwargs(entry) if extra_kwargs else {}
-            objects.append(hydra.utils.instantiate(entry, **kwargs))
+            made = hydra.utils.instantiate(entry, **kwargs)
+            if not isinstance(made, kind):
+                raise LMTrainError(
+                    f"{group}.{name}._target_={entry._target_!r} gave {describe(made)}, not a "
+                    f"Lightning {kind.__name__}: give {group}.{name} the class path of a "
+                    f"{kind.__name__}, or remove it (~{group}.{name})"
+                )
+            objects.append(made)
         elif entry is not None:
             # `+callbacks.foo=1`: a value where a class's config belongs.
             raise LMTrainError(
@@ -134,8 +144,14 @@ def _instantiate_group(
     return objects
 
 
+def describe(value: Any) -> str:
+    """`value` in a few words: its text when that is short, and its type."""
+    text, kind = repr(value), type(value).__name__
+    return f"{text} (a {kind})" if len(text) <= 40 and "\n" not in text else f"a {kind}"
+
+
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    return _instantiate_group(cfg, "callbacks")
+    return _instantiate_group(cfg, "callbacks", Callback)
 
 
 def instantiate_loggers(
@@ -158,7 +174,7 @@ def instantiate_loggers(
             return tensorboard_kwargs(entry, run_cfg, resuming)
         return {}
 
-    return _instantiate_group(cfg, "logger", extra_kwargs)
+    return _instantiate_group(cfg, "logger", Logger, extra_kwargs)
 
 
 def refuse_unwritable_save_dir(entry: DictConfig) -> None:

@@ -43,6 +43,7 @@ from lmtrain.utils.logger_checks import (
 )
 from lmtrain.utils.logger_names import flat_params, folder_name, sweep_job
 from lmtrain.utils.redact import redact
+from lmtrain.utils.wandb_run import read_run_id
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     saved = run_dir / MLFLOW_RUN_ID_FILE
     kwargs["run_id_file"] = str(saved)
     if resuming and entry.get("run_id") is None and saved.is_file():
-        kwargs["run_id"] = saved.read_text().strip()
+        kwargs["run_id"] = read_run_id(saved, "MLflow")
     return kwargs
 
 

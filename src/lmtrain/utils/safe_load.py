@@ -58,6 +58,9 @@ DCP_METADATA_GLOBALS = frozenset(
     # A dtype pickles as the global `torch.<name>`: the dtype objects, and nothing else of torch.
     | {("torch", name) for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
 )
+# torch.load(mmap=True)'s words for a file that is not zip-format (torch.save's legacy format,
+# a plain pickle): it refuses it before reading any of it.
+NOT_ZIP = "mmap can only be used with files saved with"
 WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
 
 
@@ -80,6 +83,11 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
         return LMTrainError(
             f"ckpt_path={str(path)!r} holds pickled objects that are not checkpoint data "
             f"({refusal}) and was not loaded, as loading them could run code: {WRITTEN_BY}"
+        )
+    if NOT_ZIP in str(err):  # torch's advice is to save it again, with mmap in mind
+        return LMTrainError(
+            f"ckpt_path={str(path)!r} is not a zip-format torch checkpoint (an old or foreign "
+            f"save: torch's legacy format, or a plain pickle) and was not loaded: {WRITTEN_BY}"
         )
     return LMTrainError(
         f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {WRITTEN_BY}"

@@ -22,6 +22,7 @@ runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import string
 from pathlib import Path
@@ -36,6 +37,9 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.redact import holds_secret, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
+# A run id read back from a run folder (W&B's, MLflow's): letters, digits, `_`, `-` and `.`, not
+# first. The folder may come from anyone; W&B refused `../x` with a traceback.
+SAVED_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 # The user's WANDB_MODE, read once: see mode_from_environment.
 USER_WANDB_MODE = os.environ.get("WANDB_MODE", "").strip()
 # The callback that logs the model artifact when logger.wandb.log_model=true.
@@ -181,12 +185,25 @@ def run_id(run_dir: Path, configured: str | None, resuming: bool) -> str:
     """
     path = run_dir / RUN_ID_FILE
     if resuming and not configured and path.is_file():
-        return path.read_text().strip()
+        return read_run_id(path, "W&B")
     new_id = configured or generate_id()
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")
     return new_id
+
+
+def read_run_id(path: Path, service: str) -> str:
+    """The `service` run id saved in `path`, or one line refusing what is not a run id."""
+    saved = path.read_text(errors="replace").strip()
+    if not SAVED_RUN_ID.fullmatch(saved):
+        shown = saved if len(saved) <= 60 else saved[:60] + "..."
+        raise LMTrainError(
+            f"{path} holds {shown!r}, which is not a {service} run id (up to 128 letters, digits, "
+            f"'_', '-' or '.'): delete the file to start a new {service} run, or write the id of "
+            "the run to continue into it"
+        )
+    return saved
 
 
 def generate_id(length: int = 8) -> str:
