@@ -161,3 +161,21 @@ def accepted_arguments(target: Callable[..., Any]) -> set[str] | None:
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             return taken
     return None
+
+
+def check_task_name(task_name: Any, problems: Problems) -> None:
+    """A folder name under paths.log_dir, as the run folder and its log file take it: with
+    `../../x` both were made outside it. The Hydra callbacks check it in on_run_start, before
+    Hydra makes the folder; the config checks again for runs made without Hydra's CLI."""
+    name = task_name if isinstance(task_name, str) else ""
+    if not name.strip(". ") or any(bad in name for bad in ("/", "\\", "..", "\0")):
+        problems.add(
+            f"task_name={task_name!r} is not a folder name: pass a name without '/', '\\' or '..'"
+        )
+
+
+def refuse_bad_task_name(config: Any) -> None:
+    """Raise LMTrainError for a `task_name` that is not a folder name (see check_task_name)."""
+    problems = Problems()
+    check_task_name(config.get("task_name"), problems)
+    problems.raise_if_any()

@@ -20,7 +20,7 @@ from transformers.activations import ACT2CLS
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.checks import Problems
+from lmtrain.utils.checks import Problems, check_task_name
 from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.optimizer_checks import check_optimization
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
@@ -83,10 +83,7 @@ def check_train_config(cfg: DictConfig) -> None:
         )
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
-    # A folder name under paths.log_dir (and the log file's): `a/../../x` wrote elsewhere.
-    task_name = cfg.get("task_name")
-    if not (isinstance(task_name, str) and task_name.strip(". ") and "/" not in task_name):
-        problems.add(f"task_name={task_name!r} is not a folder name: pass a name without '/'")
+    check_task_name(cfg.get("task_name"), problems)
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))
     check_data(data, problems)
@@ -137,6 +134,7 @@ def source_path_hint(target: Any) -> str:
 def check_eval_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
+    check_task_name(cfg.get("task_name", "eval"), problems)  # configs/eval.yaml's, if none
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer
@@ -148,6 +146,7 @@ def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> No
     generation checks), which the caller raises together, so that one command names them all."""
     found = problems if problems is not None else Problems()
     check_unset(cfg, found)
+    check_task_name(cfg.get("task_name", "export"), found)
     found.boolean("overwrite", cfg.get("overwrite", False))
     found.boolean("verify", cfg.get("verify", True))
     found.boolean("merge", cfg.get("merge", True))
@@ -158,6 +157,7 @@ def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> No
 def check_generate_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
+    check_task_name(cfg.get("task_name", "generate"), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("num_samples", cfg.get("num_samples"), 1)
     problems.boolean("stop_at_eos", cfg.get("stop_at_eos", True))

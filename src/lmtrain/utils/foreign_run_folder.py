@@ -18,6 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
 
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.checks import refuse_bad_task_name
 from lmtrain.utils.export_dir import is_previous_export
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
@@ -65,6 +67,11 @@ class RefuseForeignRunFolder(HydraCallback):
     """
 
     def on_run_start(self, config: DictConfig, **_: Any) -> None:
+        try:
+            refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
+        except LMTrainError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None
         folder = Path(str(config.hydra.run.dir)).expanduser()
         task = str(config.task_name)
         reason = foreign_run(folder, task)

@@ -36,7 +36,7 @@ from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
-from lmtrain.utils.checks import strict_bool
+from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
 from lmtrain.utils.launch import refuse_nodes_no_one_starts, set_rank_from_node
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
@@ -151,6 +151,7 @@ class ClaimRunFolder(HydraCallback):
         """Refuse a sweep folder that holds another sweep's jobs, before any job starts:
         Hydra writes each job's `.hydra/` before the job can refuse its folder."""
         try:
+            refuse_bad_task_name(config)  # the sweep folder is named by it
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             if not overwrite:
                 refuse_other_sweeps_jobs(Path(str(config.hydra.sweep.dir)).resolve())
@@ -169,6 +170,7 @@ class ClaimRunFolder(HydraCallback):
         requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
         resuming = requeued or resumes_run_in(run_dir, ckpt_path)
         try:
+            refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             claim_run_folder(run_dir, resuming, overwrite=overwrite)
