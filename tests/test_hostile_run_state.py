@@ -22,8 +22,7 @@ from omegaconf import OmegaConf
 
 from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.checks import Problems
-from lmtrain.utils.checks import check_task_name
+from lmtrain.utils.checks import Problems, check_task_name
 from lmtrain.utils.logger_runs import MLFLOW_RUN_ID_FILE, mlflow_kwargs
 from lmtrain.utils.tensor_digest import add_digest
 from lmtrain.utils.wandb_run import RUN_ID_FILE, run_id
