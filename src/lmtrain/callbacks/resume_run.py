@@ -42,6 +42,7 @@ from lmtrain.models.checkpoint import is_sharded_checkpoint, locate_checkpoint
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
+from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class ResumeRun(HydraCallback):
         saved, saved_choices = load_saved(value, folder / record)
         check_same_entry_point(value, folder / record, saved, config_name)
         resumed, groups = resumed_config(value, config, config_name, saved, saved_choices)
+        check_resumed(value, resumed, config, folder)  # a shared folder is data, not code
         with read_write(config), open_dict(config):
             for key in [k for k in config if k != "hydra"]:
                 del config[key]
