@@ -46,6 +46,7 @@ from lmtrain.utils.checks import Problems
 from lmtrain.utils.config_checks import check_data, check_eval_config, plain
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
+from lmtrain.utils.stored_targets import check_stored_data
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
 gc_pause.resume()
@@ -73,7 +74,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     context = tasks_context(benchmarks, config, run_config) if benchmarks else None
 
     own_data = cfg.get("data") is None or typed is not None
-    datamodule = eval_datamodule(cfg.get("data"), typed, loaded, ckpt_path, output_dir)
+    datamodule = eval_datamodule(cfg.get("data"), typed, loaded, ckpt_path, cfg.paths)
     try:
         datamodule.prepare_data()
     except UnencodableTextError as err:  # text the model's tokenizer has no token for
@@ -134,7 +135,7 @@ def eval_datamodule(
     typed: DictConfig | None,
     loaded: LoadedModel,
     ckpt_path: str,
-    output_dir: Path,
+    paths: DictConfig,
 ) -> TextDataModule:
     """The val data, read with the model's tokenizer: `data=<name>` (`data_cfg`), or the config
     the model was trained with, changed by the `typed` settings.
@@ -144,10 +145,11 @@ def eval_datamodule(
     build a new tokenizer from today's text, or the cache was removed), the corpus is read with
     the model's tokenizer instead: ids from another tokenizer would give a wrong loss and bpb.
     """
+    output_dir = Path(paths.output_dir)
     if data_cfg is not None and typed is None:  # another corpus
         check_context(loaded.model.config, data_cfg.block_size)
         return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
-    data_cfg = own_data_config(loaded, ckpt_path, typed)
+    data_cfg = own_data_config(loaded, ckpt_path, typed, paths)
     check_context(loaded.model.config, data_cfg.block_size)
     datamodule = hydra.utils.instantiate(data_cfg)
     if cache_made_with(datamodule, loaded.tokenizer):
@@ -160,12 +162,30 @@ def eval_datamodule(
     return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
 
 
-def own_data_config(loaded: LoadedModel, ckpt_path: str, typed: DictConfig | None) -> DictConfig:
+def own_data_config(
+    loaded: LoadedModel, ckpt_path: str, typed: DictConfig | None, paths: DictConfig
+) -> DictConfig:
     """The data config the model was trained with, with the `typed` settings on top (checked:
-    only keys it has, none of the tokenizer's, values as training would take them)."""
+    only keys it has, none of the tokenizer's, values as training would take them).
+
+    It comes with the model, so it is data: its targets must be ones the project's configs name
+    (or typed here), and the token cache goes where this command's `paths` say, not to the
+    training machine's folders it names (`data.cache_dir`, `data.log_dir`)."""
     if "data" not in loaded.run_config:
         raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")
+    typed_data = [plain(typed)] if typed is not None else []
+    check_stored_data(loaded.run_config, f"ckpt_path={ckpt_path!r}: its run config", typed_data)
     data_cfg = OmegaConf.create(loaded.run_config["data"])
+    with open_dict(data_cfg):
+        data_cfg.cache_dir = str(Path(paths.data_dir) / "cache")  # as configs/data/_base.yaml
+        data_cfg.log_dir = str(paths.log_dir)
+    source = data_cfg.get("source") or {}
+    log.info(
+        "Reading the data config ckpt_path=%s was trained with: %s (data.source.path=%s)",
+        ckpt_path,
+        source.get("_target_"),
+        source.get("path"),
+    )
     if typed is None:
         return data_cfg
     missing, own_keys = object(), ", ".join(sorted(k for k in data_cfg if k != "_target_"))

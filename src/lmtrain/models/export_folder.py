@@ -34,6 +34,7 @@ from lmtrain.utils.export_dir import (
     replace_folder,
 )
 from lmtrain.utils.redact import is_secret_key, redact
+from lmtrain.utils.stored_targets import check_stored_data
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ def export_checkpoint(
     """
     target = checked_out_dir(out_dir, source, root_dir, overwrite)
     hf_logging.disable_progress_bar()
-    loaded = load_model(source)
+    loaded = load_model(source)  # an export's lmtrain.json is checked as it is read
+    check_stored_data(
+        loaded.run_config, f"ckpt_path={source!r}: its run config"
+    )  # never re-published
     if not loaded.tokenizer.is_fast:
         raise LMTrainError(
             f"ckpt_path={source!r} has a slow tokenizer ({type(loaded.tokenizer).__name__}): "
@@ -224,6 +228,9 @@ def write_folder(
         model.generation_config = generation
     # Tokenizers built here know no length limit; the model's context is the real one.
     tokenizer.model_max_length = context_length(config) or tokenizer.model_max_length
+    # The code an `auto_map` names is never copied (nor run): the export must not ask for it.
+    config.__dict__.pop("auto_map", None)
+    tokenizer.init_kwargs.pop("auto_map", None)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     run_config = scrub(loaded.run_config)

@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
-from lmtrain.models.pretrained import NO_REMOTE_CODE, load_weights
+from lmtrain.models.pretrained import load_weights
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
     from peft import LoraConfig, PeftModel
@@ -296,10 +296,13 @@ def merged(model: nn.Module) -> PreTrainedModel:
 
 
 def load_adapter_folder(folder: str | Path) -> PeftModel:
-    """An adapter folder as peft users load it: the base from adapter_config.json, then
-    `PeftModel.from_pretrained`."""
+    """An adapter folder as peft users load it: the base from adapter_config.json (read as
+    `load_weights` reads any folder, and named as the base in its errors), then peft's."""
     from peft import LoraConfig, PeftModel
 
-    config = LoraConfig.from_pretrained(str(folder))
-    base = AutoModelForCausalLM.from_pretrained(config.base_model_name_or_path, **NO_REMOTE_CODE)
-    return PeftModel.from_pretrained(base, str(folder)).eval()
+    base = LoraConfig.from_pretrained(str(folder)).base_model_name_or_path
+    subject = f"the base model {base!r} of ckpt_path={str(folder)!r} (adapter_config.json)"
+    advice = "point its base_model_name_or_path at the model the adapters were trained on"
+    return PeftModel.from_pretrained(
+        load_weights(base, subject, advice, advice), str(folder)
+    ).eval()
