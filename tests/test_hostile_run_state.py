@@ -93,16 +93,7 @@ def test_a_crafted_last_ckpt_deletes_no_file_outside_the_run_when_resumed(
     best, last = f"{escape}/precious_best.txt", f"{escape}/precious_last.txt"
     craft_last_ckpt(dirpath / "last.ckpt", best, last)
 
-    resumed = tiny_cli(
-        tmp_path,
-        data_dir,
-        "logger=none",
-        "ckpt_path=last",
-        f"hydra.run.dir={run}",
-        "trainer.max_steps=8",
-        corpus=trained[1],
-    )
-    out = run_cli("train", *resumed)
+    out = resume_in_place(run, tmp_path, data_dir, trained[1], "logger=none", "trainer.max_steps=8")
     output = out.stdout + out.stderr
     assert out.returncode == 0, output[-3000:]
     for path, text in files.items():
@@ -232,16 +223,9 @@ def test_a_resume_with_a_crafted_wandb_run_id_is_one_line(
     """W&B itself refused `../../x` with a traceback (wandb.errors.UsageError)."""
     run = shared_copy(trained, tmp_path)
     (run / RUN_ID_FILE).write_text("../../x\n")
-    resumed = tiny_cli(
-        tmp_path,
-        data_dir,
-        "logger=wandb",
-        "ckpt_path=last",
-        f"hydra.run.dir={run}",
-        "trainer.max_steps=6",
-        corpus=trained[1],
+    out = resume_in_place(
+        run, tmp_path, data_dir, trained[1], "logger=wandb", "trainer.max_steps=6"
     )
-    out = run_cli("train", *resumed)
     assert_one_line_error(out, f"{run / RUN_ID_FILE} holds '../../x', which is not a W&B run id")
 
 
@@ -280,3 +264,11 @@ def test_every_entry_point_refuses_a_task_name_leading_out_of_the_log_dir(
     assert_one_line_error(out, "task_name='../escaped' is not a folder name")
     assert not (tmp_path / "export").exists()
     assert not (tmp_path / "escaped").exists()  # refused before Hydra made <log_dir>/../escaped
+
+
+def resume_in_place(run: Path, tmp_path: Path, data_dir: Path, corpus: Path, *overrides: str):
+    """`ckpt_path=last hydra.run.dir=<run>`: the run resumed from its folder's last.ckpt."""
+    cli = tiny_cli(
+        tmp_path, data_dir, "ckpt_path=last", f"hydra.run.dir={run}", *overrides, corpus=corpus
+    )
+    return run_cli("train", *cli)

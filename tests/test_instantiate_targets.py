@@ -88,8 +88,9 @@ def test_a_checkpoint_that_is_not_zip_format_is_named_so(tmp_path: Path, kind: s
     with pytest.raises(LMTrainError) as refused:
         load_torch_file(path)
     message = str(refused.value)
-    assert message.startswith(f"ckpt_path={str(path)!r} is not a zip-format torch checkpoint")
-    assert "(an old or foreign save" in message and "mmap" not in message
+    start = f"ckpt_path={str(path)!r} is not a readable checkpoint: not a zip-format torch file"
+    assert message.startswith(start), message
+    assert "an old or foreign save" in message and "mmap" not in message
 
 
 @pytest.mark.parametrize("tool", ["eval", "generate"])
@@ -97,5 +98,5 @@ def test_tools_name_a_legacy_checkpoint_in_one_line(tmp_path: Path, tool: str) -
     path = not_zip_files(tmp_path / "ck")["legacy"]
     extra = ["prompt=the"] if tool == "generate" else []
     out = run_cli(tool, f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}", *extra)
-    line = assert_one_line_error(out, "is not a zip-format torch checkpoint")
+    line = assert_one_line_error(out, "not a zip-format torch file")
     assert "_use_new_zipfile_serialization" not in line

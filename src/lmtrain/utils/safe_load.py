@@ -86,8 +86,9 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
         )
     if NOT_ZIP in str(err):  # torch's advice is to save it again, with mmap in mind
         return LMTrainError(
-            f"ckpt_path={str(path)!r} is not a zip-format torch checkpoint (an old or foreign "
-            f"save: torch's legacy format, or a plain pickle) and was not loaded: {WRITTEN_BY}"
+            f"ckpt_path={str(path)!r} is not a readable {what}: not a zip-format torch file "
+            "(damaged, or an old or foreign save: torch's legacy format, a plain pickle), and "
+            f"was not loaded: {WRITTEN_BY}"
         )
     return LMTrainError(
         f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {WRITTEN_BY}"
