@@ -65,9 +65,8 @@ def export_checkpoint(
     target = checked_out_dir(out_dir, source, root_dir, overwrite)
     hf_logging.disable_progress_bar()
     loaded = load_model(source)  # an export's lmtrain.json is checked as it is read
-    check_stored_data(
-        loaded.run_config, f"ckpt_path={source!r}: its run config"
-    )  # never re-published
+    # A checkpoint's run config is copied into the export: one that fails is never re-published.
+    check_stored_data(loaded.run_config, f"ckpt_path={source!r}: its run config")
     if not loaded.tokenizer.is_fast:
         raise LMTrainError(
             f"ckpt_path={source!r} has a slow tokenizer ({type(loaded.tokenizer).__name__}): "
