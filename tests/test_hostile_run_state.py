@@ -197,9 +197,11 @@ def test_a_saved_wandb_run_id_that_is_not_one_is_refused_naming_the_file(
     assert "\n" not in message
 
 
-def test_a_saved_wandb_run_id_is_used_when_it_is_one(tmp_path: Path) -> None:
-    (tmp_path / RUN_ID_FILE).write_text("abc123_x-y.z\n")
-    assert run_id(tmp_path, None, resuming=True) == "abc123_x-y.z"
+@pytest.mark.parametrize("saved", ["abc123_x-y.z", "exp+1", "lr=3e-4", "экс"])
+def test_a_saved_wandb_run_id_is_used_when_it_is_one(tmp_path: Path, saved: str) -> None:
+    """What W&B takes as an id (logger.wandb.id=exp+1) resumes: W&B refuses only :;,#?/'."""
+    (tmp_path / RUN_ID_FILE).write_text(saved + "\n")
+    assert run_id(tmp_path, None, resuming=True) == saved
 
 
 def test_a_saved_mlflow_run_id_that_is_not_one_is_refused_naming_the_file(
@@ -229,16 +231,16 @@ def test_a_resume_with_a_crafted_wandb_run_id_is_one_line(
     assert_one_line_error(out, f"{run / RUN_ID_FILE} holds '../../x', which is not a W&B run id")
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "..", "a..b", "", "x\0y", 3])
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "..", "", "x\0y", 3])
 def test_a_task_name_that_is_not_one_folder_name_is_refused(name: object) -> None:
     problems = Problems()
     check_task_name(name, problems)
     assert problems.found == [
-        f"task_name={name!r} is not a folder name: pass a name without '/', '\\' or '..'"
+        f"task_name={name!r} is not a folder name: pass a name without '/' or '\\'"
     ]
 
 
-@pytest.mark.parametrize("name", ["train", "my-run_2", "eval.v2"])
+@pytest.mark.parametrize("name", ["train", "my-run_2", "eval.v2", "lr1e-3..5e-3"])
 def test_a_task_name_of_one_folder_is_taken(name: str) -> None:
     problems = Problems()
     check_task_name(name, problems)

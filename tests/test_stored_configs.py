@@ -173,27 +173,38 @@ def test_eval_refuses_a_checkpoints_stored_data_target(tmp_path: Path, trained: 
     assert not marker.exists()
 
 
-def test_export_never_republishes_a_stored_data_target(tmp_path: Path, trained: Path) -> None:
+def test_export_copies_a_stored_data_target_that_eval_of_the_export_refuses(
+    tmp_path: Path, trained: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Export and generate never build the data config (a source of one's own, named by a
+    hydra.searchpath config, is legitimate there); eval checks it before it builds anything."""
     marker = tmp_path / "pwned"
     evil = tampered_checkpoint(trained, tmp_path / "evil.ckpt", source=payload(marker))
-    with pytest.raises(LMTrainError, match=r"data\.source\._target_=pathlib\.Path\.touch"):
-        export_checkpoint(str(evil), str(tmp_path / "out"), root_dir=str(tmp_path))
-    assert not (tmp_path / "out").exists() and not marker.exists()
-
-
-def test_an_exports_lmtrain_json_with_a_foreign_target_is_refused_on_load(
-    tmp_path: Path, exported: Path
-) -> None:
-    marker = tmp_path / "pwned"
-    folder = shutil.copytree(exported, tmp_path / "shared")
-    meta = json.loads((folder / "lmtrain.json").read_text())
-    meta["run_config"]["data"]["source"] = payload(marker)
-    (folder / "lmtrain.json").write_text(json.dumps(meta))
-    with pytest.raises(LMTrainError, match=r"its lmtrain.json run_config names data.source"):
-        load_model(folder)
-    with pytest.raises(LMTrainError, match=NO_CONFIG):  # eval, generate, export: all load it
-        export_checkpoint(str(folder), str(tmp_path / "out"), root_dir=str(tmp_path))
+    out = tmp_path / "out"
+    export_checkpoint(str(evil), str(out), root_dir=str(tmp_path))
+    assert "data.source._target_=pathlib.Path.touch" in caplog.text  # the warning names it
+    assert load_model(out).run_config["data"]["source"]["_target_"] == "pathlib.Path.touch"
+    result = run_cli(
+        "eval",
+        f"ckpt_path={out}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        "trainer.enable_progress_bar=false",
+    )
+    assert_one_line_error(result, f"ckpt_path='{out}': its run config names data.source._target_")
     assert not marker.exists()
+
+
+def test_eval_reuses_the_training_cache_from_another_data_dir(
+    tmp_path: Path, trained: Path, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The training's cache is read where the run config says when it is sound and made with
+    the model's tokenizer; nothing is tokenized again, and nothing is built under data_dir."""
+    mine = tmp_path / "mine"
+    metrics = eval_tiny(trained / "checkpoints" / "last.ckpt", tmp_path / "eval", mine)
+    assert metrics["val/loss"] > 0
+    assert "No token cache" not in caplog.text
+    assert not (mine / "cache").exists() or not any((mine / "cache").iterdir())
 
 
 def test_eval_keeps_the_token_cache_where_its_own_paths_say(tmp_path: Path, trained: Path) -> None:

@@ -151,7 +151,15 @@ def eval_datamodule(
         return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
     data_cfg = own_data_config(loaded, ckpt_path, typed, paths)
     check_context(loaded.model.config, data_cfg.block_size)
-    datamodule = hydra.utils.instantiate(data_cfg)
+    trained = loaded.run_config["data"]  # the training's folders: left out of the corpus too
+    datamodule = left_out(hydra.utils.instantiate(data_cfg), trained)
+    # The training's own cache, where the run config says: used when it is complete and made
+    # with the model's tokenizer (read only: a sound cache is never written), else built here.
+    at_training = OmegaConf.merge(data_cfg, {"cache_dir": str(trained.get("cache_dir") or "")})
+    if at_training.cache_dir and Path(at_training.cache_dir) != datamodule.cache_dir:
+        candidate = left_out(hydra.utils.instantiate(at_training), trained)
+        if cache_made_with(candidate, loaded.tokenizer):
+            return candidate
     if cache_made_with(datamodule, loaded.tokenizer):
         return datamodule
     log.warning(
@@ -159,7 +167,17 @@ def eval_datamodule(
         "training, or its cache was removed): tokenizing it with the model's tokenizer",
         datamodule.source.describe(),
     )
-    return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
+    fresh = hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
+    return left_out(fresh, trained)
+
+
+def left_out(datamodule: TextDataModule, trained: Any) -> TextDataModule:
+    """`datamodule`, whose corpus also leaves out the training's cache and log folders (a
+    corpus folder that held them at training holds them still)."""
+    folders = {"the training's data.cache_dir": trained.get("cache_dir")}
+    folders["the training's paths.log_dir"] = trained.get("log_dir")
+    datamodule.source.leave_out({key: path for key, path in folders.items() if path})
+    return datamodule
 
 
 def own_data_config(
@@ -169,7 +187,7 @@ def own_data_config(
     only keys it has, none of the tokenizer's, values as training would take them).
 
     It comes with the model, so it is data: its targets must be ones the project's configs name
-    (or typed here), and the token cache goes where this command's `paths` say, not to the
+    (or typed here), and a token cache is built where this command's `paths` say, never in the
     training machine's folders it names (`data.cache_dir`, `data.log_dir`)."""
     if "data" not in loaded.run_config:
         raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")

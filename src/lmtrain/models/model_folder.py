@@ -21,7 +21,6 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.pretrained import load_weights, loading_error
 from lmtrain.utils.export_dir import EXPORT_META
-from lmtrain.utils.stored_targets import check_stored_data
 
 # What tokenizer.save_pretrained writes in every case; a model folder without either has no
 # tokenizer.
@@ -110,8 +109,6 @@ def export_meta(folder: Path, meta: dict[str, Any]) -> tuple[dict[str, Any], dic
             why = f"its {key} is {json_kind(value)}, not an object"
             raise unusable_file(folder, EXPORT_META, why)
         parts.append(value)
-    # Copied with the folder, so data: no target of it is built unless a project config names it.
-    check_stored_data(parts[0], f"ckpt_path={str(folder)!r}: its {EXPORT_META} run_config")
     return parts[0], parts[1]
 
 

@@ -168,9 +168,9 @@ def check_task_name(task_name: Any, problems: Problems) -> None:
     `../../x` both were made outside it. The Hydra callbacks check it in on_run_start, before
     Hydra makes the folder; the config checks again for runs made without Hydra's CLI."""
     name = task_name if isinstance(task_name, str) else ""
-    if not name.strip(". ") or any(bad in name for bad in ("/", "\\", "..", "\0")):
+    if not name.strip(". ") or any(bad in name for bad in ("/", "\\", "\0")):
         problems.add(
-            f"task_name={task_name!r} is not a folder name: pass a name without '/', '\\' or '..'"
+            f"task_name={task_name!r} is not a folder name: pass a name without '/' or '\\'"
         )
 
 

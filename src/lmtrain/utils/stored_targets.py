@@ -79,7 +79,9 @@ def _named_in(folder: str) -> Allowed:
     targets: set[str] = set()
     with_args: set[str] = set()
     writes: set[tuple[str, str, str]] = set()
-    for path in sorted([*Path(folder).rglob("*.yaml"), *Path(folder).rglob("*.yml")]):
+    found = [*Path(folder).rglob("*.yaml"), *Path(folder).rglob("*.yml")]
+    # A run folder's .hydra/config.yaml under a search path folder is a record, not a config.
+    for path in sorted(p for p in found if not any(part.startswith(".") for part in p.parts)):
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
@@ -168,8 +170,9 @@ def check_stored_data(run_config: Any, subject: str, typed: Iterable[Any] = ()) 
         raise refusal(
             found,
             subject,
-            "use only models you trust, or name the target in a config of your own under "
-            "configs/ (configs/data/<name>.yaml) and pass data=<name>",
+            "use only models you trust; for a data source of your own, pass the "
+            "hydra.searchpath=[...] whose config names it (or +data.source._target_=...), or "
+            "data=<name> to evaluate on other data",
         )
 
 

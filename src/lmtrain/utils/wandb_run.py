@@ -37,9 +37,10 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.redact import holds_secret, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
-# A run id read back from a run folder (W&B's, MLflow's): letters, digits, `_`, `-` and `.`, not
-# first. The folder may come from anyone; W&B refused `../x` with a traceback.
-SAVED_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
+# A run id read back from a run folder (W&B's, MLflow's): up to 128 characters, none of those
+# W&B refuses (`:;,#?/'`), no `\`, whitespace or control character, no leading `.`. The folder
+# may come from anyone; W&B refused `../x` with a traceback.
+SAVED_RUN_ID = re.compile(r"(?!\.)[^:;,#?/'\\\s\x00-\x1f]{1,128}")
 # The user's WANDB_MODE, read once: see mode_from_environment.
 USER_WANDB_MODE = os.environ.get("WANDB_MODE", "").strip()
 # The callback that logs the model artifact when logger.wandb.log_model=true.
@@ -199,9 +200,9 @@ def read_run_id(path: Path, service: str) -> str:
     if not SAVED_RUN_ID.fullmatch(saved):
         shown = saved if len(saved) <= 60 else saved[:60] + "..."
         raise LMTrainError(
-            f"{path} holds {shown!r}, which is not a {service} run id (up to 128 letters, digits, "
-            f"'_', '-' or '.'): delete the file to start a new {service} run, or write the id of "
-            "the run to continue into it"
+            f"{path} holds {shown!r}, which is not a {service} run id (up to 128 characters, "
+            f"none of :;,#?/'\\ or spaces, not starting with '.'): delete the file to start a "
+            f"new {service} run, or write the id of the run to continue into it"
         )
     return saved
 
