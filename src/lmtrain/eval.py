@@ -155,8 +155,9 @@ def eval_datamodule(
     datamodule = left_out(hydra.utils.instantiate(data_cfg), trained)
     # The training's own cache, where the run config says: used when it is complete and made
     # with the model's tokenizer (read only: a sound cache is never written), else built here.
-    at_training = OmegaConf.merge(data_cfg, {"cache_dir": str(trained.get("cache_dir") or "")})
-    if at_training.cache_dir and Path(at_training.cache_dir) != datamodule.cache_dir:
+    stored_cache = trained.get("cache_dir")
+    if stored_cache and Path(stored_cache) != datamodule.cache_dir:
+        at_training = OmegaConf.merge(data_cfg, {"cache_dir": str(stored_cache)})
         candidate = left_out(hydra.utils.instantiate(at_training), trained)
         if cache_made_with(candidate, loaded.tokenizer):
             return candidate
