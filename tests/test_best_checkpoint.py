@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -232,3 +233,43 @@ def test_a_run_folder_moved_before_its_resume_keeps_the_best_checkpoint(
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
     assert state["best_model_path"] == str(best)
+
+
+def test_a_copied_run_missing_one_best_checkpoint_keeps_the_others(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A run folder copied (here: with the better of its two best checkpoints deleted from the
+    copy) and resumed keeps ranking the best checkpoint it still has: the deleted one is named
+    as missing and forgotten, the other stays among the top k, and no best-* file is left on
+    disk that the run no longer tracks. The original folder is not touched."""
+    top2 = "callbacks.model_checkpoint.save_top_k=2"
+    cli = tiny_cli(tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv", top2)
+    first = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'run'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_path / "run", copy)
+    old = sorted((copy / "checkpoints").glob("best-*.ckpt"), key=val_loss_of)
+    assert len(old) == 2, old
+    old[0].unlink()
+    longer = ["trainer.max_steps=8", "model.optimizer.lr=0.5", "ckpt_path=last"]
+    resumed = run_cli("train", *cli, f"hydra.run.dir={copy}", *longer)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "missing from" in resumed.stderr and old[0].name in resumed.stderr
+    assert "that are not its checkpoints" not in resumed.stderr
+    last = torch.load(copy / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint")]
+    on_disk = {str(p) for p in (copy / "checkpoints").glob("best-*.ckpt")}
+    assert set(state["best_k_models"]) == on_disk, (state["best_k_models"], on_disk)
+    # The two best of the kept file and the resumed run's validations (steps 6 and 8).
+    candidates = [str(old[1])] + [p for p in on_disk if p != str(old[1])]
+    expected = sorted(candidates, key=lambda p: val_loss_of(Path(p)))[:2]
+    assert on_disk == set(expected), (on_disk, expected)
+    assert state["best_model_path"] == expected[0]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("best-*")) == sorted(
+        p.name for p in old
+    )
+
+
+def val_loss_of(path: Path) -> float:
+    """The val/loss a best checkpoint's name holds (`best-step=N-val_loss=X.ckpt`)."""
+    return float(path.stem.rpartition("val_loss=")[2])

@@ -132,6 +132,7 @@ def test_paths_that_are_not_the_callbacks_files_are_dropped_from_its_state(
     link = dirpath / "best-step=3-val_loss=0.5000.ckpt"
     link.symlink_to(outside)
     own = [str(dirpath / "best-step=2-val_loss=2.0000.ckpt"), str(dirpath / "last.ckpt")]
+    Path(own[0]).write_bytes(b"")
     foreign = [
         f"{dirpath}/../../victim.ckpt",
         str(outside),
@@ -166,6 +167,9 @@ def test_paths_that_are_not_the_callbacks_files_are_dropped_from_its_state(
 def test_a_genuine_state_is_restored_as_it_is(tmp_path: Path, recwarn) -> None:
     dirpath = tmp_path / "checkpoints"
     best = [str(dirpath / "best-step=2-val_loss=2.0000.ckpt"), str(dirpath / "last-v1.ckpt")]
+    dirpath.mkdir()
+    for path in best:
+        Path(path).write_bytes(b"")
     state = {
         "dirpath": str(dirpath),
         "best_k_models": {best[0]: torch.tensor(2.0), best[1]: torch.tensor(3.0)},
@@ -179,10 +183,38 @@ def test_a_genuine_state_is_restored_as_it_is(tmp_path: Path, recwarn) -> None:
     }
     checkpoint = callback(dirpath)
     checkpoint.load_state_dict(state)
-    assert not [w for w in recwarn if "not its checkpoints" in str(w.message)]
+    assert not [w for w in recwarn if "checkpoints" in str(w.message)]
     assert checkpoint.best_k_models == state["best_k_models"]
     assert checkpoint.kth_best_model_path == best[1] and checkpoint.best_model_path == best[0]
     assert checkpoint.last_model_path == state["last_model_path"]
+
+
+def test_a_best_checkpoint_deleted_by_hand_is_forgotten_as_missing(tmp_path: Path) -> None:
+    """The run's own best checkpoint, no longer on disk: named as missing (not as foreign),
+    forgotten, and the best chosen among those that remain (as `ckpt_path=best` and the W&B
+    artifact would otherwise read a file that is gone)."""
+    dirpath = tmp_path / "checkpoints"
+    dirpath.mkdir()
+    gone, kept = (str(dirpath / f"best-step={s}-val_loss={s}.0000.ckpt") for s in (1, 2))
+    Path(kept).write_bytes(b"")
+    checkpoint = callback(dirpath)
+    with pytest.warns(UserWarning, match="missing from") as warned:
+        checkpoint.load_state_dict(
+            {
+                "dirpath": str(dirpath),
+                "best_k_models": {gone: torch.tensor(1.0), kept: torch.tensor(2.0)},
+                "kth_best_model_path": kept,
+                "kth_value": torch.tensor(2.0),
+                "best_model_path": gone,
+                "best_model_score": torch.tensor(1.0),
+                "current_score": torch.tensor(2.0),
+                "last_model_path": str(dirpath / "last.ckpt"),
+                "monitor": "val/loss",
+            }
+        )
+    assert repr(gone) in str(warned[0].message) and repr(kept) not in str(warned[0].message)
+    assert checkpoint.best_k_models == {kept: torch.tensor(2.0)}
+    assert checkpoint.best_model_path == checkpoint.kth_best_model_path == kept
 
 
 @pytest.mark.parametrize("saved", ["../../x", "a b", "", ".hidden", "x" * 129, "id\nother"])

@@ -22,23 +22,23 @@ top-k state.
 
 from __future__ import annotations
 
-import ast
-import posixpath
-import re
-from pathlib import Path
 from typing import Any
 
-import torch
-from fsspec.utils import get_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from lmtrain.lightning_compat import ContainedCheckpoint, inside, validation_follows
-
-# The state's entries that name checkpoint files (besides the keys of `best_k_models`).
-PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+from lmtrain.callbacks.checkpoint_state import (
+    foreign_paths,
+    missing_paths,
+    moved_to,
+    name_pattern,
+    ranked_paths,
+    same_ranking,
+    without_paths,
+)
+from lmtrain.lightning_compat import ContainedCheckpoint, validation_follows
 
 
 class StepScheduledCheckpoint(ContainedCheckpoint):
@@ -61,6 +61,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self.last_every_n_steps = every_n_train_steps or 0
         self._last_written_step: int | None = None  # the step last.ckpt holds (here or Lightning's)
         self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
+        self._missing: list[str] | None = None  # rank 0's missing best checkpoints, to forget
 
     @property
     def state_key(self) -> str:
@@ -84,11 +85,15 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         the best checkpoints so far were forgotten, a worse one was kept beside them and became
         `best_model_path` (and the W&B `best` artifact)."""
         states = checkpoint.get("callbacks") or {}
-        if self.state_key in states:
-            return
-        same = [k for k in states if same_ranking(k, self.monitor, self.mode)]
-        if len(same) == 1:  # two checkpoint callbacks ranking alike: leave it to Lightning
-            states[self.state_key] = states[same[0]]
+        if self.state_key not in states:
+            same = [k for k in states if same_ranking(k, self.monitor, self.mode)]
+            if len(same) == 1:  # two checkpoint callbacks ranking alike: leave it to Lightning
+                states[self.state_key] = states[same[0]]
+        state = states.get(self.state_key)
+        if isinstance(state, dict):
+            # Rank 0's file system decides, as Lightning's own checks of existing files do:
+            # ranks that ranked different checkpoints would disagree on the next save.
+            self._missing = trainer.strategy.broadcast(missing_paths(moved_to(state, self.dirpath)))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """A run folder moved (or copied) before its resume keeps its best checkpoints so far.
@@ -100,7 +105,8 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         writes in `dirpath` (`<dirpath>/../../x`, a file elsewhere, another name) are dropped
         with a warning. Lightning removes the kth best and the previous last.ckpt when it
         replaces them, so a crafted last.ckpt made the resumed run delete files anywhere, and
-        the W&B artifact callback would upload `best_model_path` whatever it names."""
+        the W&B artifact callback would upload `best_model_path` whatever it names. Best
+        checkpoints no longer on disk (deleted by hand, not copied) are forgotten the same way."""
         state = moved_to(state_dict, self.dirpath)
         dropped = foreign_paths(state, self.dirpath, name_pattern(self))
         if dropped:
@@ -111,6 +117,16 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
                 "uploaded), and the best checkpoint is chosen among the others"
             )
             state = without_paths(state, dropped, self.mode)
+        missing = missing_paths(state) if self._missing is None else self._missing
+        missing = [path for path in missing if path in ranked_paths(state)]
+        self._missing = None
+        if missing:
+            rank_zero_warn(
+                f"The best checkpoints of the checkpoint resumed from are missing from "
+                f"{self.dirpath}: {', '.join(repr(p) for p in missing)}; they are forgotten, "
+                "and the best checkpoint is chosen among the others"
+            )
+            state = without_paths(state, missing, self.mode)
         super().load_state_dict(state)
 
     def on_train_batch_end(
@@ -162,120 +178,3 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self.last_model_path = path  # part of the state saved, as in Lightning's own saves
         trainer.save_checkpoint(path, self.save_weights_only)
         self._last_written_step = trainer.global_step
-
-
-def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
-    """`state` (ModelCheckpoint's) with its paths in `dirpath`, when its own dirpath is another
-    folder and `dirpath` holds every checkpoint it names, by name; otherwise `state` as it is
-    (Lightning then warns that it drops it)."""
-    old = state.get("dirpath")
-    if dirpath is None or old is None or old == dirpath:
-        return state
-    named = [state.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
-    named += list(state.get("best_k_models") or {})
-    if not all(isinstance(path, str) for path in named if path):
-        return state  # not a ModelCheckpoint's (foreign_paths drops them)
-    paths = [Path(path) for path in named if path]
-    if not paths or any(
-        p.parent != Path(old) or not (Path(dirpath) / p.name).is_file() for p in paths
-    ):
-        return state
-
-    def moved(path: str) -> str:
-        return str(Path(dirpath) / Path(path).name) if path else path
-
-    return {
-        **state,
-        "dirpath": dirpath,
-        **{
-            k: moved(state[k])
-            for k in ("best_model_path", "kth_best_model_path", "last_model_path")
-            if k in state
-        },
-        "best_k_models": {moved(k): v for k, v in (state.get("best_k_models") or {}).items()},
-    }
-
-
-def name_pattern(callback: ModelCheckpoint) -> re.Pattern[str]:
-    """The paths, relative to its dirpath, that `callback` writes: its `filename` template (or
-    Lightning's default) or last's, each field any text without `/` (after `name=` when
-    Lightning inserts metric names), then a version suffix (`-v1`) and the extension."""
-
-    def template(text: str) -> str:
-        parts, start = [], 0
-        for field in re.finditer(r"\{([^:}]*)[^}]*\}", text):  # Lightning's fields
-            parts.append(re.escape(text[start : field.start()]))
-            if callback.auto_insert_metric_name:
-                parts.append(re.escape(field[1] + callback.CHECKPOINT_EQUALS_CHAR))
-            parts.append("[^/]*")
-            start = field.end()
-        return "".join([*parts, re.escape(text[start:])])
-
-    join = re.escape(callback.CHECKPOINT_JOIN_CHAR)
-    default = "{epoch}" + callback.CHECKPOINT_JOIN_CHAR + "{step}"
-    names = [callback.filename or default, callback.CHECKPOINT_NAME_LAST or ""]
-    alternatives = "|".join(template(name) for name in names if name)
-    extension = re.escape(callback.FILE_EXTENSION)
-    return re.compile(rf"(?:{alternatives})(?:{join}v\d+)?{extension}")
-
-
-def foreign_paths(state: dict[str, Any], dirpath: str | None, names: re.Pattern[str]) -> list:
-    """The paths (or other values) `state` names that are not files in `dirpath` named as
-    `names` matches, once links and `..` are resolved."""
-
-    def own(path: Any) -> bool:
-        if not isinstance(path, str) or dirpath is None or not inside(path, str(dirpath)):
-            return False
-        if get_protocol(path) == "file":
-            resolved = Path(path.removeprefix("file://")).resolve()
-            folder = Path(str(dirpath).removeprefix("file://")).resolve()
-            relative = resolved.relative_to(folder).as_posix()
-        else:
-            relative = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(dirpath))
-        return names.fullmatch(relative) is not None
-
-    named = [state.get(key) for key in PATH_KEYS] + list(state.get("best_k_models") or {})
-    dropped: list = []
-    for path in named:
-        if path and not own(path) and path not in dropped:
-            dropped.append(path)
-    return dropped
-
-
-def without_paths(state: dict[str, Any], dropped: list, mode: str) -> dict[str, Any]:
-    """`state` without the `dropped` paths: a dropped last_model_path is forgotten; when one of
-    the best checkpoints is, the best and kth best are chosen again among the others, as
-    Lightning chooses them (nothing ranked: as a new callback has them)."""
-    state = dict(state)
-    if state.get("last_model_path") in dropped:
-        state["last_model_path"] = ""
-    best_k = dict(state.get("best_k_models") or {})
-    ranked = [state.get("best_model_path"), state.get("kth_best_model_path"), *best_k]
-    if not any(path in dropped for path in ranked if path):
-        return state
-    best_k = {path: score for path, score in best_k.items() if path not in dropped}
-    state["best_k_models"] = best_k
-    if best_k:
-        worst, best = (max, min) if mode == "min" else (min, max)
-        state["kth_best_model_path"] = worst(best_k, key=best_k.get)
-        state["kth_value"] = best_k[state["kth_best_model_path"]]
-        state["best_model_path"] = best(best_k, key=best_k.get)
-        state["best_model_score"] = best_k[state["best_model_path"]]
-    else:
-        state["kth_best_model_path"] = state["best_model_path"] = ""
-        state["kth_value"] = torch.tensor(float("inf") if mode == "min" else float("-inf"))
-        state["best_model_score"] = None
-    return state
-
-
-def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
-    """Whether `state_key` is a ModelCheckpoint's (`ModelCheckpoint{'monitor': ..., ...}`, as
-    Lightning builds it) that ranks by `monitor` in `mode`."""
-    name, brace, settings = state_key.partition("{")
-    if name != "ModelCheckpoint" or not brace:
-        return False
-    try:
-        keys = ast.literal_eval(brace + settings)
-    except (ValueError, SyntaxError):
-        return False
-    return isinstance(keys, dict) and (keys.get("monitor"), keys.get("mode")) == (monitor, mode)
