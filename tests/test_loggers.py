@@ -283,3 +283,26 @@ def test_csv_logger_keeps_the_rows_it_is_told_to_and_drops_a_cut_one(tmp_path: P
     fresh.keep_rows(0)  # a new run: nothing kept, as Lightning's logger
     fresh.log_metrics({"train/loss": 2.0}, 0)
     assert metrics_csv.read_text().splitlines() == ["step,train/loss", "0,2.0"]
+
+
+def test_a_resumed_run_keeps_its_csv_rows_with_the_csv_folder_elsewhere(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`logger.csv.save_dir` outside the run folder: the run resumed from its own last.ckpt
+    still keeps the rows logged before the resume (the logger's folder is not the run's)."""
+    elsewhere = tmp_path / "csv_logs"
+    cli = tiny_cli(
+        tmp_path, data_dir, "callbacks.text_samples=null", "logger=csv",
+        f"logger.csv.save_dir={elsewhere}", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    first = run_cli("train", *cli)
+    assert first.returncode == 0, first.stderr[-3000:]
+    metrics_csv = elsewhere / "csv" / "metrics.csv"
+    with metrics_csv.open(newline="") as f:
+        before = {row["step"] for row in csv.DictReader(f)}
+    resumed = run_cli("train", *cli, "trainer.max_steps=6", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with metrics_csv.open(newline="") as f:
+        after = [int(row["step"]) for row in csv.DictReader(f)]
+    assert before <= {str(step) for step in after}, (before, after)
+    assert min(after) == 0 and max(after) >= 5, after

@@ -115,7 +115,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(totals)
     callbacks.append(startup)
     callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
-    callbacks.insert(0, CSVBatchStarts())  # logger=csv: the rows a resumed run keeps (first)
+    # logger=csv: the rows a resumed run keeps (first in the list).
+    callbacks.insert(0, CSVBatchStarts(run_dir=output_dir))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

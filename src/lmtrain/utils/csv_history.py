@@ -131,7 +131,9 @@ class CSVBatchStarts(Callback):
     learning rate) count after its line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, run_dir: str | Path | None = None) -> None:
+        # The run folder, whose own checkpoints continue the file (None: the logger's parent).
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger: ResumableCSVLogger | None = None
         self.resumed = False  # a checkpoint was restored: the first batch decides what to keep
 
@@ -140,11 +142,18 @@ class CSVBatchStarts(Callback):
         self.logger = found[0] if found and stage == "fit" and trainer.is_global_zero else None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Resumed from this run folder's own checkpoint: another run's (a new run started from
-        # its weights, overwrite_run=true) keeps nothing of this folder's earlier file.
-        run_folder = Path(self.logger.log_dir).parent.resolve() if self.logger else None
+        # Resumed from this run's own checkpoint (in its folder, or in its checkpoint callback's
+        # dirpath): another run's (a new run started from its weights, overwrite_run=true)
+        # keeps nothing of the earlier file. The run folder is not the logger's parent when
+        # `logger.csv.save_dir` is set elsewhere.
         ckpt = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
-        self.resumed = ckpt is not None and run_folder in ckpt.parents
+        dirpaths = [getattr(c, "dirpath", None) for c in trainer.checkpoint_callbacks]
+        own = [Path(dirpath) for dirpath in dirpaths if dirpath]
+        if self.run_dir is not None:
+            own.append(self.run_dir)
+        elif self.logger is not None:
+            own.append(Path(self.logger.log_dir).parent)
+        self.resumed = ckpt is not None and any(f.resolve() in ckpt.parents for f in own)
         if self.logger is not None and not self.resumed:
             self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
             self.path.unlink(missing_ok=True)
