@@ -217,3 +217,23 @@ def test_new_characters_in_the_models_own_corpus_are_one_line(
         eval_tiny(char_ckpt, tmp_path / "eval", data_dir, "+data.block_sise=16")
     line = one_error_line(capsys.readouterr().err)
     assert "data.block_sise=16 is not a setting" in line and "block_size" in line, line
+
+
+def test_a_moved_training_corpus_names_the_setting_to_type(
+    char_ckpt: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    """The corpus the run config names has moved: one line that says to type its new place
+    with `+data.source.path=` (the eval config has no data key, so Hydra refuses it without
+    `+`); typed so, eval reads it there with the model's own data settings."""
+    corpus = Path(model_from_checkpoint(char_ckpt)[2]["data"]["source"]["path"])
+    moved = corpus.rename(tmp_path / "moved.txt")
+    try:
+        with pytest.raises(SystemExit):
+            eval_tiny(char_ckpt, tmp_path / "eval", data_dir)
+        line = one_error_line(capsys.readouterr().err)
+        assert repr(str(corpus)) in line and "+data.source.path=<path>" in line, line
+        assert not (tmp_path / "eval" / "metrics.json").exists()
+        found = eval_tiny(char_ckpt, tmp_path / "moved", data_dir, f"+data.source.path={moved}")
+    finally:
+        moved.rename(corpus)
+    assert found == pytest.approx(eval_tiny(char_ckpt, tmp_path / "there", data_dir), rel=1e-6)

@@ -18,6 +18,15 @@ class LMTrainError(Exception):
     """A problem with the user's input: the message names the bad value and what to do instead."""
 
 
+class MissingCorpusError(LMTrainError):
+    """`data.source.path` matches no file; `path` is the value, for a caller that knows where
+    it came from (eval: the run config a model was trained with) to say what to type."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
 class RankAgreedError(LMTrainError):
     """A stop that every rank decided together (through a collective) and raises at the same
     step, such as a non-finite loss: rank 0 alone prints it, and the ranks leave together."""

@@ -38,7 +38,7 @@ from lmtrain.data import token_cache
 from lmtrain.data.coverage import UnencodableTextError
 from lmtrain.data.datamodule import TextDataModule
 from lmtrain.data.pretrained_tokenizer import save_tokenizer
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, MissingCorpusError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
 from lmtrain.models.hf import check_context
@@ -74,9 +74,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     context = tasks_context(benchmarks, config, run_config) if benchmarks else None
 
     own_data = cfg.get("data") is None or typed is not None
-    datamodule = eval_datamodule(cfg.get("data"), typed, loaded, ckpt_path, cfg.paths)
     try:
+        datamodule = eval_datamodule(cfg.get("data"), typed, loaded, ckpt_path, cfg.paths)
         datamodule.prepare_data()
+    except MissingCorpusError as err:  # the training's corpus, moved or on another machine
+        if not own_data or (typed is not None and "path" in (typed.get("source") or {})):
+            raise
+        raise LMTrainError(
+            f"data.source.path={err.path!r}, the corpus ckpt_path={ckpt_path!r} was trained on, "
+            "matches no file here: pass where it is now with +data.source.path=<path>, or "
+            "evaluate on another corpus with data=<name>"
+        ) from None
     except UnencodableTextError as err:  # text the model's tokenizer has no token for
         # Its own corpus can only hold such text if it changed after training (a char
         # tokenizer knows the characters of the text it was built from, no others).

@@ -43,7 +43,7 @@ from lmtrain.data.corpus import (
 )
 from lmtrain.data.file_walk import glob_root, walk_files
 from lmtrain.data.records import read_records
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, MissingCorpusError
 
 log = logging.getLogger(__name__)
 
@@ -235,9 +235,10 @@ class TextFilesSource(FileSource):
         if len({f.is_absolute() for f, _ in chosen}) > 1:  # a list of /absolute and relative/ paths
             chosen = sorted((Path(os.path.abspath(f)), Path(os.path.abspath(r))) for f, r in chosen)
         if not chosen:
-            raise LMTrainError(
+            raise MissingCorpusError(
+                str(self.path),
                 f"data.source.path={self.path!r} matches no file: pass an existing file, folder "
-                "or glob"
+                "or glob",
             )
         chosen = [(f, root) for f, root in chosen if f.stat().st_size > 0]
         if not chosen:
