@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from lmtrain.models.checkpoint import SHARDED_META_FILE
+from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli

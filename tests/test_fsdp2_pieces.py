@@ -20,7 +20,8 @@ from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.windows import PAD_TOKEN, PaddedSampler, PaddedWindows
 from lmtrain.errors import LMTrainError, find_cause
-from lmtrain.models.checkpoint import previous_sharded, resolve_ckpt_path, temporary_sharded
+from lmtrain.models.checkpoint import resolve_ckpt_path
+from lmtrain.models.checkpoint_paths import previous_sharded, temporary_sharded
 from lmtrain.models.module import CausalLMModule
 from lmtrain.strategies.sharded_checkpoints import load_sharded, replace_folder
 from tests.helpers.corpora import write_corpus

@@ -113,6 +113,26 @@ def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
 
 
 @pytest.mark.slow
+def test_run_killed_before_its_first_last_ckpt_resumes_from_its_best_checkpoint(
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+) -> None:
+    """No step schedule: the first checkpoints are the first validation's best-* file, then
+    last.ckpt. Killed between the two, the run holds only the best file, and `ckpt_path=last`
+    (as `resume=`) resumes from it, naming it, to the uninterrupted run's end."""
+    run_dir, log = tmp_path / "run", tmp_path / "train.out"
+    command = train_command(
+        corpus, data_dir, run_dir, "callbacks.model_checkpoint.every_n_train_steps=null"
+    )
+    killing = "trainer.plugins=[{_target_:tests.helpers.faults.KillAfterSave,prefix:best-}]"
+    assert start([*command, killing], log).wait(timeout=600) == -signal.SIGKILL
+    (best,) = [p.name for p in (run_dir / "checkpoints").iterdir()]
+    assert best.startswith("best-"), best
+    finish([*command, "ckpt_path=last"], log)
+    assert "last.ckpt is missing" in log.read_text() and best in log.read_text()
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
 def test_ddp_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     tmp_path: Path, corpus: Path, data_dir: Path
 ) -> None:

@@ -253,7 +253,7 @@ def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(
     (run / "checkpoints").mkdir(parents=True)
     with pytest.raises(LMTrainError, match=r"resume=latest found no run of task_name=train"):
         run_folder("latest", None, tmp_path / "logs", "train")
-    with pytest.raises(LMTrainError, match=r"has no checkpoints/last.ckpt to resume from"):
+    with pytest.raises(LMTrainError, match=r"has no checkpoint in checkpoints/ to resume from"):
         run_folder(str(run), None, tmp_path / "logs", "train")
     (run / "checkpoints" / "last.ckpt").touch()
     assert run_folder("latest", None, tmp_path / "logs", "train") == run.resolve()

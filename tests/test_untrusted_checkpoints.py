@@ -23,7 +23,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import SHARDED_META_FILE, load_model, resolve_ckpt_path
+from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
+from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
 from lmtrain.strategies import consolidate
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder, refused_global

@@ -46,7 +46,7 @@ from lmtrain.lightning_compat import (
     mark_validation_pending,
     validation_follows,
 )
-from lmtrain.models.checkpoint import last_checkpoint_path, resume_hint
+from lmtrain.models.checkpoint_paths import last_checkpoint_path, resume_hint
 from lmtrain.utils.requeue import is_submitit_requeue_handler
 
 log = logging.getLogger(__name__)

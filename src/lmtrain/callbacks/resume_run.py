@@ -38,7 +38,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import is_sharded_checkpoint, locate_checkpoint
+from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkpoint
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
@@ -184,8 +184,8 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
         )
     if not has_last_checkpoint(folder):
         raise LMTrainError(
-            f"resume={value}: {folder} has no checkpoints/last.ckpt to resume from: pass the "
-            "folder of a run that saved one, or start a new run without resume="
+            f"resume={value}: {folder} has no checkpoint in checkpoints/ to resume from: pass "
+            "the folder of a run that saved one, or start a new run without resume="
         )
     return folder.resolve()
 
@@ -204,8 +204,8 @@ def latest_run(log_dir: Path, task_name: str) -> Path | None:
 
 
 def has_last_checkpoint(folder: Path) -> bool:
-    """checkpoints/last.ckpt: a file, or a sharded folder (`trainer=fsdp`, or its copy kept by
-    a save cut short)."""
+    """checkpoints/last.ckpt (a file, or a sharded folder: `trainer=fsdp`, or its copy kept by a
+    save cut short), or else another checkpoint there (`newest_checkpoint`)."""
     path = locate_checkpoint("last", folder)
     return path.is_file() or is_sharded_checkpoint(path)
 

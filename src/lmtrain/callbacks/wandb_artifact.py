@@ -34,7 +34,7 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import is_sharded_checkpoint, last_checkpoint_path
+from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, last_checkpoint_path
 from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
 

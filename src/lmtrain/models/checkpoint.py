@@ -1,4 +1,5 @@
-"""Our checkpoint format: where checkpoints live, what they hold beyond Lightning's, and loading.
+"""Our checkpoint format: what checkpoints hold beyond Lightning's, and loading them (where they
+live: `lmtrain.models.checkpoint_paths`).
 
 A Lightning checkpoint of `CausalLMModule` also holds, under `CHECKPOINT_KEY`, the HF config, the
 tokenizer files and the run config, so eval, generate and export need nothing but the file.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -31,26 +33,14 @@ from lmtrain.models.checkpoint_contents import (
     model_differences,
     tokenizer_from_files,
 )
+from lmtrain.models.checkpoint_paths import (
+    SHARDED_META_FILE,
+    is_sharded_checkpoint,
+    locate_checkpoint,
+)
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
-
-# Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
-# checkpoint but the tensors.
-SHARDED_META_FILE = "meta.pt"
-
-
-def last_checkpoint_path(trainer: Any) -> Path:
-    """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
-    `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
-    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-
-
-def resume_hint(path: Path) -> str:
-    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file."""
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
-        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
-    return f"resume with ckpt_path={path}"
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
@@ -70,6 +60,12 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
                 f"ckpt_path=last found no {path}: pass the run folder to resume with "
                 "hydra.run.dir=<run folder>, or ckpt_path=<file>"
             )
+        if path.name != "last.ckpt" and not path.name.startswith("."):
+            rank_zero_warn(
+                f"{path.parent / 'last.ckpt'} is missing (the run stopped before it saved one, "
+                f"or saves none): resuming from {path.name}, the newest checkpoint there. "
+                "Lightning keeps the file a run resumed from, beside the later best ones"
+            )
     else:
         if path.is_dir() and not is_sharded_checkpoint(path):
             raise LMTrainError(
@@ -84,42 +80,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         # here so that a crafted folder stops before any work starts.
         check_dcp_folder(path)
     return str(path)
-
-
-def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
-    """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
-
-    When a sharded last.ckpt is missing but its previous copy is there (a save killed between
-    its two renames, see `previous_sharded`), that copy.
-    """
-    if ckpt_path != "last":
-        return Path(ckpt_path).expanduser()
-    path = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if not path.exists() and is_sharded_checkpoint(previous_sharded(path)):
-        return previous_sharded(path)
-    return path
-
-
-def is_sharded_checkpoint(path: str | Path) -> bool:
-    """A sharded (DCP) checkpoint folder: the tensors, plus `meta.pt` with everything else.
-
-    Written by `trainer=fsdp` (FSDP2: entries `state_dict`, `optimizer_0`, ...), and by the
-    FSDP1 strategy of earlier versions (`model`, `optimizer_0`, ...).
-    """
-    return Path(path).is_dir() and (Path(path) / SHARDED_META_FILE).is_file()
-
-
-def temporary_sharded(path: Path) -> Path:
-    """Where a sharded checkpoint `path` is written before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp")
-
-
-def previous_sharded(path: Path) -> Path:
-    """Where the previous `path` waits while a new one is renamed into place (removed after).
-
-    A kill between the two renames leaves only this one: `ckpt_path=last` then resumes from it.
-    """
-    return path.with_name(f".{path.name}.old")
 
 
 def check_strategy_reads(ckpt_path: str | Path, sharded_strategy: bool) -> None:

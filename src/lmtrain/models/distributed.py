@@ -19,7 +19,8 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lmtrain.errors import RankAgreedError
-from lmtrain.models.checkpoint import check_strategy_reads, locate_checkpoint
+from lmtrain.models.checkpoint import check_strategy_reads
+from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.models.pretrained_overrides import overridden_config
 
 

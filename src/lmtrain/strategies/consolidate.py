@@ -23,7 +23,7 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import format_consolidated_checkpoint
-from lmtrain.models.checkpoint import SHARDED_META_FILE, is_sharded_checkpoint
+from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, is_sharded_checkpoint
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 

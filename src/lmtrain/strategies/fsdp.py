@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 
 from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import make_every_rank_data_parallel
-from lmtrain.models.checkpoint import temporary_sharded
+from lmtrain.models.checkpoint_paths import temporary_sharded
 from lmtrain.models.hf import decoder_blocks
 from lmtrain.strategies.sharded_checkpoints import (
     load_full_file,

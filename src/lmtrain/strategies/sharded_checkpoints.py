@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.optim import Optimizer
 
-from lmtrain.models.checkpoint import SHARDED_META_FILE, previous_sharded
+from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, previous_sharded
 from lmtrain.utils.io import fsync_dir
 from lmtrain.utils.safe_load import (
     SafeFileSystemReader,

@@ -1,0 +1,78 @@
+"""Where a run's checkpoints live: `checkpoints/last.ckpt`, what `ckpt_path=last` finds when a
+save was cut short, and the temporary and previous names of a sharded checkpoint folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
+# checkpoint but the tensors.
+SHARDED_META_FILE = "meta.pt"
+
+
+def last_checkpoint_path(trainer: Any) -> Path:
+    """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
+    `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
+    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+def resume_hint(path: Path) -> str:
+    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file."""
+    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
+    return f"resume with ckpt_path={path}"
+
+
+def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
+    """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
+
+    When a sharded last.ckpt is missing but its previous copy is there (a save killed between
+    its two renames, see `previous_sharded`), that copy.
+    """
+    if ckpt_path != "last":
+        return Path(ckpt_path).expanduser()
+    path = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if not path.exists() and is_sharded_checkpoint(previous_sharded(path)):
+        return previous_sharded(path)
+    if not path.exists():
+        return newest_checkpoint(path.parent) or path
+    return path
+
+
+def newest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint `folder` holds that was written last, when it holds no last.ckpt.
+
+    A run's first last.ckpt comes after its first best checkpoint (Lightning saves the top k,
+    then last), so a run killed between the two, or one with `save_last: false`, left only
+    best-* files: each whole (saves are atomic) and resumable. Chosen by time written, as
+    Lightning's own `ckpt_path="last"` chooses among last checkpoints."""
+    found = [
+        p
+        for p in folder.glob("*.ckpt")
+        if not p.name.startswith(".") and (p.is_file() or is_sharded_checkpoint(p))
+    ]
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    """A sharded (DCP) checkpoint folder: the tensors, plus `meta.pt` with everything else.
+
+    Written by `trainer=fsdp` (FSDP2: entries `state_dict`, `optimizer_0`, ...), and by the
+    FSDP1 strategy of earlier versions (`model`, `optimizer_0`, ...).
+    """
+    return Path(path).is_dir() and (Path(path) / SHARDED_META_FILE).is_file()
+
+
+def temporary_sharded(path: Path) -> Path:
+    """Where a sharded checkpoint `path` is written before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def previous_sharded(path: Path) -> Path:
+    """Where the previous `path` waits while a new one is renamed into place (removed after).
+
+    A kill between the two renames leaves only this one: `ckpt_path=last` then resumes from it.
+    """
+    return path.with_name(f".{path.name}.old")
