@@ -136,6 +136,37 @@ def test_export_without_tokenizer_files_is_refused(
         assert result.stdout.strip() == ""  # generate used to print the prompt and exit 0
 
 
+def test_export_without_tokenizer_config_is_refused(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """tokenizer.json without tokenizer_config.json: transformers took the class from
+    config.json (GPT2Tokenizer for a char tokenizer: spaces and newlines dropped), and eval
+    gave another loss with exit 0. Refused in one line by eval, generate and a run that reads
+    the folder as its pretrained tokenizer, which leaves no token cache behind."""
+    _, export = trained
+    broken = tmp_path / "no-tokenizer-config"
+    shutil.copytree(export, broken)
+    (broken / "tokenizer_config.json").unlink()
+    place = f"paths.log_dir={tmp_path / 'logs'}"
+    results = run_all(
+        {
+            "generate": ["generate", f"ckpt_path={broken}", "prompt=a b", place],
+            "eval": ["eval", f"ckpt_path={broken}", place],
+            "train": [
+                "train",
+                *tiny_cli(tmp_path, tmp_path / "data"),
+                "data.tokenizer.kind=pretrained",
+                f"data.tokenizer.name={broken}",
+            ],
+        }
+    )
+    for name, result in results.items():
+        key = "data.tokenizer.name" if name == "train" else "ckpt_path"
+        assert_one_line_error(result, f"{key}={str(broken)!r} has tokenizer files but no ")
+        assert result.stdout.strip() == ""
+    assert not any((tmp_path / "data").glob("cache/*/meta.json"))
+
+
 @pytest.mark.skipif(os.geteuid() != 0 and os.access("/", os.W_OK), reason="needs file modes")
 def test_export_into_unwritable_parent(trained: tuple[Path, Path], tmp_path: Path) -> None:
     """Root writes anywhere through CAP_DAC_OVERRIDE: the export runs without it (still uid 0)."""

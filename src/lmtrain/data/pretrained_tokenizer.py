@@ -65,6 +65,8 @@ def check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
     folder = Path(str(settings.name)).expanduser()
     if folder.is_dir() and not defining_files(folder):
         problems.add(no_tokenizer_files(str(settings.name)))
+    elif folder.is_dir() and lacks_tokenizer_config(folder):
+        problems.add(no_tokenizer_config(f"data.tokenizer.name={str(settings.name)!r}"))
 
 
 def defining_files(folder: Path) -> list[str]:
@@ -72,6 +74,25 @@ def defining_files(folder: Path) -> list[str]:
     folder of `model.save_pretrained(folder)` alone has none, and transformers (5.x) then
     builds an empty GPT-2 tokenizer (its eos token alone) instead of failing."""
     return [name for name in tokenizer_files(folder) if name != CONFIG_NAME]
+
+
+def lacks_tokenizer_config(folder: Path) -> bool:
+    """Whether `folder` has tokenizer files but no tokenizer_config.json, which names the
+    tokenizer's class and settings. Without it transformers picks a class from config.json's
+    model_type: a char tokenizer saved from a GPT-2 model loaded as GPT2Tokenizer, which drops
+    spaces and newlines, and every tool read text with other ids, without a word."""
+    return bool(defining_files(folder)) and not (folder / TOKENIZER_CONFIG_FILE).is_file()
+
+
+def no_tokenizer_config(setting: str) -> str:
+    """The line refusing a folder whose tokenizer_config.json is missing (`setting`: the
+    command's key and value)."""
+    return (
+        f"{setting} has tokenizer files but no {TOKENIZER_CONFIG_FILE}, so transformers would "
+        "guess the tokenizer from config.json and read text with other ids: copy the whole "
+        "folder again (tokenizer.save_pretrained writes it), or export the checkpoint again "
+        "with lmtrain.export"
+    )
 
 
 def no_tokenizer_files(name: str) -> str:
@@ -182,6 +203,8 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
     if folder.is_dir():
         if not defining_files(folder):
             raise LMTrainError(no_tokenizer_files(name))
+        if lacks_tokenizer_config(folder):
+            raise LMTrainError(no_tokenizer_config(f"data.tokenizer.name={name!r}"))
         _check_json_objects(name, folder)
     try:
         # Never the code a folder ships: refused in one line, with no [y/N] prompt.

@@ -17,6 +17,7 @@ from typing import Any
 
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from lmtrain.data.pretrained_tokenizer import lacks_tokenizer_config, no_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.pretrained import load_weights, loading_error
@@ -57,6 +58,8 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     folder = Path(path)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
+    if lacks_tokenizer_config(folder):
+        raise LMTrainError(no_tokenizer_config(f"ckpt_path={str(path)!r}"))
     present = [name for name in JSON_FILES if (folder / name).is_file()]
     documents = {name: json_object(folder, name) for name in present}
     run_config, info = export_meta(folder, documents.get(EXPORT_META, {}))
