@@ -274,6 +274,32 @@ def test_bad_lora_settings_are_refused_in_one_line(base: Path, tmp_path: Path) -
         r"'mlp' matches no layer .* \(c_attn, c_proj, c_fc, lm_head\)",
         peft={"target_modules": ["mlp"]},
     )
+    # peft reads a string as a regular expression for whole names: 'c_attn' matches none.
+    refused(r"a string is a regular expression .*\[c_attn\]", peft={"target_modules": "c_attn"})
+    # GPT-2 ties lm_head to wte: an adapter on either, merged, would change both.
+    refused(r"adapts lm_head, which shares its weight", peft={"target_modules": ["lm_head"]})
+    refused(r"adapts transformer.wte, which shares", peft={"target_modules": ["c_fc", "wte"]})
+
+
+def test_adapters_on_a_tied_embedding_export_unmerged_only(base: Path) -> None:
+    """A checkpoint adapted on the tied lm_head (trained before the refusal above): merged, the
+    adapter went into the weight wte shares, and the export gave other logits; so merging is
+    refused in one line that names merge=false, whose adapter folder keeps the model."""
+    from peft import get_peft_model
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    settings = {**lora.DEFAULTS, "target_modules": ["lm_head"]}
+    adapted = get_peft_model(model, lora.lora_config(model, settings))
+    with torch.no_grad():
+        adapted.base_model.model.lm_head.lora_B["default"].weight.fill_(0.1)
+        ids = torch.arange(8)[None]
+        before = adapted(input_ids=ids).logits
+        assert not torch.allclose(adapted.merge_and_unload()(input_ids=ids).logits, before)
+    adapted = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base), lora.lora_config(model, settings)
+    )
+    with pytest.raises(LMTrainError, match=r"adapters are on lm_head.*export with merge=false"):
+        lora.merged(adapted)
 
 
 def test_merge_false_needs_lora_adapters(

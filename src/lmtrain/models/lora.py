@@ -24,6 +24,11 @@ from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
+from lmtrain.models.lora_targets import (
+    adapted_tied_layers,
+    check_untied_targets,
+    resolve_targets,
+)
 from lmtrain.models.pretrained import load_weights
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
@@ -33,15 +38,6 @@ log = logging.getLogger(__name__)
 
 # configs/model/peft/lora.yaml's values, for `model.peft=lora` (the string, not the group).
 DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
-# Every projection of the attention and the MLP, as the LoRA and QLoRA papers found best.
-DEFAULT_TARGETS = {
-    "gpt2": ["c_attn", "c_proj", "c_fc"],
-    "llama": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
-# Other architectures: peft's shorthand for every Linear/Conv1D layer but the output layer.
-ALL_LINEAR = "all-linear"
-# The layers peft's LoRA adapts (a target module naming anything else is refused by peft).
-ADAPTABLE = (nn.Linear, Conv1D, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # checkpoint[CHECKPOINT_KEY][LORA_KEY]: settings, base model reference and digest.
 LORA_KEY = "lora"
 # What a resume may change; any other setting changes the adapters' shapes or placement.
@@ -103,6 +99,7 @@ def add_adapters(model: PreTrainedModel, settings: dict[str, Any], base: str) ->
     from peft import get_peft_model
 
     targets = resolve_targets(model, settings["target_modules"])
+    check_untied_targets(model, targets)
     on_meta = any(p.is_meta for p in model.parameters())
     digest = None if on_meta else weights_digest(model)
     peft_model = get_peft_model(model, lora_config(model, {**settings, "target_modules": targets}))
@@ -133,31 +130,6 @@ def lora_config(model: nn.Module, settings: dict[str, Any]) -> LoraConfig:
         fan_in_fan_out=any(isinstance(m, Conv1D) for m in model.modules()),
         task_type="CAUSAL_LM",
     )
-
-
-def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[str] | str:
-    """The target modules (None: the architecture's defaults), each checked to adapt a layer:
-    peft itself fails only when no entry matches, and would silently skip the others."""
-    if targets is None:
-        targets = DEFAULT_TARGETS.get(model.config.model_type, ALL_LINEAR)
-    targets = targets if isinstance(targets, str) else list(targets)
-    if targets == ALL_LINEAR:
-        return targets
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import check_target_module_exists
-
-    adaptable = [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
-    for target in [targets] if isinstance(targets, str) else targets:
-        config = LoraConfig(target_modules=target if isinstance(targets, str) else [target])
-        if not any(check_target_module_exists(config, name) for name in adaptable):
-            linear = (n for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D))
-            names = ", ".join(dict.fromkeys(name.rsplit(".", 1)[-1] for name in linear))
-            raise LMTrainError(
-                f"model.peft.target_modules: {target!r} matches no layer of this "
-                f"{model.config.model_type} model that LoRA adapts: use its Linear/Conv1D layers "
-                f"({names}), or null for the architecture's defaults"
-            )
-    return targets
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -292,7 +264,15 @@ def is_adapted(model: nn.Module) -> bool:
 
 def merged(model: nn.Module) -> PreTrainedModel:
     """The plain HF model with the adapters added into its weights (peft's merge_and_unload)."""
-    return model.merge_and_unload() if is_adapted(model) else model
+    if not is_adapted(model):
+        return model
+    if tied := adapted_tied_layers(model):
+        raise LMTrainError(
+            f"the checkpoint's LoRA adapters are on {', '.join(tied)}, whose weight is shared "
+            "by the input and output embeddings: merged, they would change both: export with "
+            "merge=false (peft's adapter folder), which keeps the model as trained"
+        )
+    return model.merge_and_unload()
 
 
 def load_adapter_folder(folder: str | Path) -> PeftModel:
