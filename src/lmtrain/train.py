@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
+from lmtrain.callbacks.ended_run import EndedRun, ended_metrics
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
@@ -115,6 +116,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(totals)
     callbacks.append(startup)
     callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
+    ended = EndedRun()  # a resumed run that had ended (EarlyStopping, max_steps) stays so
+    callbacks.append(ended)
     # logger=csv: the rows a resumed run keeps (first in the list).
     callbacks.insert(0, CSVBatchStarts(run_dir=output_dir))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
@@ -138,6 +141,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     write_resumed_record()  # resume= of a run with nothing left to train
+    stored = ended_metrics(output_dir, trainer.global_step) if resuming else None
+    if stored is not None and ended.trained_nothing(trainer):  # its final validation is done
+        log.info("The run had ended at step %d: its metrics.json stands", trainer.global_step)
+        return stored
     train_seconds = totals.train_seconds()
     # validate() below replaces the val/ ones
     fit_metrics = {**totals.train_metrics(), **plain_metrics(trainer.callback_metrics)}

@@ -1,0 +1,60 @@
+"""`EndedRun`: a resumed run that had already ended trains, validates and writes nothing more.
+
+Lightning restores EarlyStopping's state (it says the run stopped) but not the stop itself: a
+run EarlyStopping had ended, resumed (`resume=latest` picks the newest run, finished or not; a
+requeued job that had finished), trained on from its last checkpoint until another validation
+stopped it, and replaced its best checkpoint, metrics and samples. A run that ended at
+`max_steps` trains nothing when resumed, but lmtrain.train validated it again: a second final
+row in the CSV, a second samples block, and metrics.json rewritten with less training time.
+
+So a run whose checkpoint says EarlyStopping stopped it stops at once, and a resumed run that
+trained nothing in this process, whose metrics.json already reports the step it is at, ended
+there: lmtrain.train keeps that metrics.json and skips the final validation. A run killed in its
+final validation has no metrics.json yet, so it still validates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+
+log = logging.getLogger(__name__)
+
+
+class EndedRun(Callback):
+    """Stops a run that EarlyStopping had ended; tells whether this process trained a step."""
+
+    def __init__(self) -> None:
+        self.start_step: int | None = None  # the step training started at (a checkpoint's)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start_step = trainer.global_step
+        for callback in trainer.early_stopping_callbacks:
+            if callback.stopping_reason != EarlyStoppingReason.NOT_STOPPED:
+                trainer.should_stop = True  # every rank restored the same state
+                log.info(
+                    "EarlyStopping had ended this run at step %d (%s): nothing left to train",
+                    trainer.global_step,
+                    callback.stopping_reason_message or callback.stopping_reason.name,
+                )
+
+    def trained_nothing(self, trainer: Trainer) -> bool:
+        """No step in this process: its loop ended at once (or Lightning skipped it, at
+        max_steps)."""
+        return self.start_step is None or trainer.global_step == self.start_step
+
+
+def ended_metrics(output_dir: Path, step: int) -> dict[str, float] | None:
+    """The run folder's metrics.json, when it reports `step` (the run ended there), else None.
+    A file that is not such a report (hand-edited, another version's) is not one."""
+    try:
+        metrics = json.loads((output_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or metrics.get("trainer/global_step") != step:
+        return None
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
