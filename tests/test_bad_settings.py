@@ -27,7 +27,7 @@ from lmtrain.utils.config_checks import (
 from lmtrain.utils.config_keys import TRAIN_KEYS
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import fast_dev_run_cli, run_cli, tiny_cli
 from tests.helpers.compose import TINY
 from tests.helpers.corpora import write_corpus
 
@@ -361,6 +361,31 @@ def test_an_unset_corpus_is_one_line_before_any_work(tmp_path: Path, data_dir: P
 def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path: Path, data_dir: Path) -> None:
     result = run_cli("train", *tiny_cli(tmp_path, data_dir, "trainer.accelerator=gpu"))
     assert_one_line_error(result, "the trainer settings were refused", "trainer=cpu runs anywhere")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        (
+            ["+model.config.tie_word_embeddings=no"],
+            ["field 'tie_word_embeddings'", "expected bool, got str (value: 'no')"],
+        ),
+        (
+            ["model=llama_tiny", "model.config.num_hidden_layers=1", "+model.config.head_dim=7"],
+            ["RoPE requires an even rotary dimension", "`head_dim`=7"],
+        ),
+    ],
+)
+def test_a_value_the_hf_config_refuses_is_one_line(
+    tmp_path: Path, data_dir: Path, overrides: list[str], fragments: list[str]
+) -> None:
+    """transformers' configs validate their fields (huggingface_hub's strict dataclasses):
+    the refusal, whose problem is on its second line, is one line naming the field and value,
+    not Hydra's block of `Error in call to target` and `full_key: model`."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("hello world, a tiny corpus line.\n" * 200)
+    result = run_cli("train", *fast_dev_run_cli(corpus, tmp_path), *overrides)
+    assert_one_line_error(result, "model (lmtrain.models.module.CausalLMModule)", *fragments)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from huggingface_hub.errors import StrictDataclassError
 from hydra.errors import InstantiationException
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.loggers import Logger
@@ -37,8 +38,17 @@ LMTRAIN_SOURCE = Path(__file__).resolve().parents[1]  # src/lmtrain
 # keyword (TypeError), a value out of range (ValueError, Lightning's MisconfigurationException),
 # an unknown name looked up in a table (KeyError: transformers' activations), an optional package
 # that is not installed (ImportError: flash-attn). Any other type (AttributeError, RuntimeError,
-# IndexError, ...) is taken for a bug and keeps its traceback.
-USER_VALUE_ERRORS = (TypeError, ValueError, KeyError, ImportError, MisconfigurationException)
+# IndexError, ...) is taken for a bug and keeps its traceback. transformers' configs check their
+# fields (types, RoPE's head_dim) with huggingface_hub's strict dataclasses, whose errors
+# (StrictDataclassError) hold the field's own TypeError or ValueError as text.
+USER_VALUE_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    ImportError,
+    MisconfigurationException,
+    StrictDataclassError,
+)
 
 
 def config_entry_error(err: BaseException) -> LMTrainError | None:
@@ -84,8 +94,11 @@ def config_entry_error(err: BaseException) -> LMTrainError | None:
     if not isinstance(cause, ImportError) and _raised_in_lmtrain(cause):
         return None
     short = target.rsplit(".", 1)[-1]
+    # A strict dataclass names the field on its first line and the problem on the next.
+    said = " ".join(str(cause).split()) if isinstance(cause, StrictDataclassError) else None
     return LMTrainError(
-        f"{key} ({target}) refused its settings ({type(cause).__name__}: {first_line(cause)}): "
+        f"{key} ({target}) refused its settings ({type(cause).__name__}: "
+        f"{said or first_line(cause)}): "
         f"check the values under {key} against the arguments of {short}"
     )
 
