@@ -1,9 +1,10 @@
 """The checks around a sweep: what it may start, which files it wrote, what result it keeps.
 
 Before a sweep starts, `refuse_sweep_that_cannot_start` checks what Hydra's sweepers and
-launchers would only trace back on (an empty Optuna range, SLURM without `srun`). While it runs,
-`file_stamp`s tell its files from an earlier sweep's in the same folder; after it, an Optuna
-results file whose best value is not finite is withdrawn. Used by `sweep_outcome`'s callback;
+launchers would only trace back on (an empty Optuna range, no trials, SLURM without `srun`) or
+run other than asked without a word (a `range()` of no values, a tag Optuna ignores). While
+it runs, `file_stamp`s tell its files from an earlier sweep's in the same folder; after it, an
+Optuna results file whose best value is not finite is withdrawn. Used by `sweep_outcome`'s callback;
 kept apart from `sweep_jobs`, which reads the job folders back for the report.
 """
 
@@ -13,11 +14,15 @@ import itertools
 import math
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 # The Optuna sweeper's best trial, written into the sweep folder after the last trial.
 OPTUNA_RESULTS = "optimization_results.yaml"
@@ -66,8 +71,10 @@ def withdraw_results_without_best(results: Path) -> bool:
 def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
-    sweeper builds it), or the SLURM launcher where there is no `srun` (not a SLURM cluster);
-    and a sweep whose jobs would leave its folder (`refuse_sweep_split_across_tasks`)."""
+    sweeper builds it), no trials, or the SLURM launcher where there is no `srun` (not a SLURM
+    cluster); what they would run without a word, other than asked: a `range()` without values,
+    a tag the Optuna sweeper ignores; and a sweep whose jobs would leave its folder
+    (`refuse_sweep_split_across_tasks`)."""
     launcher = str(config.hydra.launcher.get("_target_", ""))
     if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
         raise LMTrainError(
@@ -75,10 +82,15 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
             "SLURM cluster): run the command on a SLURM login node, or use "
             "hydra/launcher=slurm_local to run the jobs here"
         )
-    if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
-        params = config.hydra.sweeper.get("params") or {}
-        named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
-        refuse_empty_search_ranges(named | {str(o): "" for o in config.hydra.overrides.task})
+    sweeper = config.hydra.sweeper
+    params = sweeper.get("params") or {}
+    named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
+    overrides = named | {str(o): "" for o in config.hydra.overrides.task}
+    refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
+    if "optuna" in str(sweeper.get("_target_", "")).lower():
+        refuse_optuna_without_trials(sweeper)
+        refuse_tags_optuna_ignores(overrides)
+        refuse_empty_search_ranges(overrides)
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
 
 
@@ -129,9 +141,6 @@ def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
     from) that Optuna cannot make a distribution of. Built as the sweeper builds them (the
     plugin's own function), so that the check and the sweeper cannot disagree; overrides Hydra
     cannot parse are left to the sweeper's own message."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     try:  # the plugin's own builder, so the check is what the sweeper does; private, so guarded
         from hydra_plugins.hydra_optuna_sweeper._impl import (
             create_optuna_distribution_from_override,
@@ -139,18 +148,95 @@ def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
     except ImportError:  # another plugin version: the sweeper reports bad ranges itself
         return
 
+    for override, shown in parsed_sweeps(overrides):
+        try:
+            create_optuna_distribution_from_override(override)
+        except (ValueError, TypeError) as err:
+            raise LMTrainError(
+                f"the search space {shown} is not a range Optuna can sample "
+                f"({first_line(err).rstrip('.')}):"
+                " give interval(low, high) with low <= high, and tag(log, interval(low, high)) a "
+                "low above 0"
+            ) from None
+
+
+# The tags the Optuna sweeper reads (hydra_optuna_sweeper/_impl.py): `log`, on interval() only.
+# `int` is no tag there: int(interval(...)) is Hydra's cast, which the sweeper reads by type.
+OPTUNA_TAGS = ("log",)
+
+
+def parsed_sweeps(overrides: dict[str, str]) -> list[tuple[Override, str]]:
+    """Each sweep override of `overrides` (line: where it comes from), parsed as the sweepers
+    parse them, with the text an error shows; lines Hydra cannot parse are left to Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    sweeps = []
     for line, source in overrides.items():
         try:
             (override,) = OverridesParser.create().parse_overrides([line])
         except HydraException:
             continue
+        if override.is_sweep_override():
+            sweeps.append((override, f"{source}={line.split('=', 1)[1]}" if source else line))
+    return sweeps
+
+
+def refuse_ranges_without_values(overrides: dict[str, str]) -> None:
+    """Raise LMTrainError for a `range(start, stop[, step])` sweep with no value, as Python's
+    range (range(1,1), range(5,1)): the basic sweeper launched no job and exited 0, and the
+    Optuna sweeper, which reads range(a,b) as a to b inclusive, ran every trial with the start."""
+    from hydra.core.override_parser.types import RangeSweep
+
+    for override, shown in parsed_sweeps(overrides):
+        value = override.value()
+        if not isinstance(value, RangeSweep):
+            continue
         try:
-            create_optuna_distribution_from_override(override)
-        except (ValueError, TypeError) as err:
-            where = f"{source}={line.split('=', 1)[1]}" if source else line
+            empty = next(iter(value.range()), None) is None
+        except (ValueError, TypeError):  # step 0 and such: Hydra's own message
+            continue
+        if empty:
             raise LMTrainError(
-                f"the search space {where} is not a range Optuna can sample "
-                f"({first_line(err).rstrip('.')}):"
-                " give interval(low, high) with low <= high, and tag(log, interval(low, high)) a "
-                "low above 0"
-            ) from None
+                f"the sweep {shown} has no values (Hydra's range(start, stop, step) ends before "
+                "stop, as Python's does): give a stop past the start, a negative step to count "
+                "down, or one value without range()"
+            )
+
+
+def refuse_tags_optuna_ignores(overrides: dict[str, str]) -> None:
+    """Raise LMTrainError for a tag the Optuna sweeper does not read: it only looks for `log` on
+    an interval(), so a misspelt tag(lgo, interval(...)), or tag(log, range(...)), searched a
+    linear scale and the search exited 0 as if it had searched the one asked for."""
+    from hydra.core.override_parser.types import IntervalSweep
+
+    for override, shown in parsed_sweeps(overrides):
+        value = override.value()
+        is_interval = isinstance(value, IntervalSweep)
+        tags = sorted(getattr(value, "tags", None) or ())
+        unknown = [tag for tag in tags if tag not in OPTUNA_TAGS or not is_interval]
+        if not unknown:
+            continue
+        kind = "" if is_interval else f" on {type(value).__name__.removesuffix('Sweep').lower()}()"
+        hint = ", int(interval(low, high)) for integers" if "int" in unknown else ""
+        raise LMTrainError(
+            f"the search space {shown} has the tag {unknown[0]}, which the Optuna sweeper "
+            f"ignores{kind} (its only tag: {', '.join(OPTUNA_TAGS)}, on interval()): give "
+            f"tag(log, interval(low, high)) for a log scale{hint}, or no tag"
+        )
+
+
+def refuse_optuna_without_trials(sweeper: DictConfig) -> None:
+    """Raise LMTrainError for n_trials or n_jobs below 1: the Optuna sweeper ran no trial and
+    then asked for the best one ("No trials are completed yet"), or divided by its 0 trials."""
+    runs = {"n_trials": "runs no trial", "n_jobs": "asks Optuna for no trial at a time"}
+    for key, what in runs.items():
+        try:
+            count = int(sweeper.get(key, 1))
+        except (TypeError, ValueError):
+            continue  # Hydra's config schema reports a value that is not a number
+        if count < 1:
+            raise LMTrainError(
+                f"hydra.sweeper.{key}={count} {what}, and the Optuna sweeper needs one to "
+                f"report a best trial: give hydra.sweeper.{key} of 1 or more"
+            )

@@ -1,0 +1,112 @@
+"""Sweep inputs that Hydra's sweepers ran without a word, other than asked, or ended with a
+traceback (utils/sweep_checks.py, called by SweepOutcome before any job).
+
+A tag the Optuna sweeper does not read (`tag(lgo, ...)`, `tag(int, ...)`, `log` on a range)
+searched a linear scale and exited 0; `range(1,1)` ran every Optuna trial with lr=1 and
+launched no job of a grid, both exiting 0; `n_trials=0` (or `n_jobs=0`) ended in a traceback.
+Each is one `error:` line, from the command line and from a config's `hydra.sweeper.params`,
+and no sweep folder is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+# An Optuna search of one trial: on the old code each of these searches ran (and exited 0).
+OPTUNA = ("hparams_search=optuna", "hydra.sweeper.n_trials=1")
+
+
+def refused(tmp_path: Path, data_dir: Path, *overrides: str, fragments: tuple[str, ...]) -> None:
+    """Run `overrides` (first: `-m` leads) as a tiny sweep into tmp_path/sweep: one error line
+    holding every fragment, and no sweep folder."""
+    sweep = tmp_path / "sweep"
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    out = run_cli("train", *overrides, *cli, f"hydra.sweep.dir={sweep}")
+    assert_one_line_error(out, *fragments)
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize(
+    ("space", "fragments"),
+    [
+        (
+            "model.optimizer.lr=tag(lgo, interval(1e-4, 1e-2))",
+            (
+                "the search space model.optimizer.lr=tag(lgo, interval(1e-4, 1e-2)) has the tag "
+                "lgo, which the Optuna sweeper ignores (its only tag: log, on interval())",
+            ),
+        ),
+        (
+            "hydra.sweeper.params={model.optimizer.lr:'tag(lgo, interval(1e-4, 1e-2))'}",
+            ("hydra.sweeper.params.model.optimizer.lr=tag(lgo, interval(1e-4, 1e-2))", "lgo"),
+        ),
+        (
+            "model.scheduler.num_warmup_steps=tag(int, interval(0, 200))",
+            ("the tag int,", "int(interval(low, high)) for integers"),
+        ),
+        (
+            "model.scheduler.num_warmup_steps=tag(log, range(1, 200))",
+            ("tag(log, range(1, 200)) has the tag log", "ignores on range()"),
+        ),
+    ],
+)
+def test_a_tag_the_optuna_sweeper_ignores_is_one_line(
+    tmp_path: Path, data_dir: Path, space: str, fragments: tuple[str, ...]
+) -> None:
+    refused(tmp_path, data_dir, *OPTUNA, space, fragments=fragments)
+
+
+def test_a_misspelt_tag_in_a_search_config_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """A copy of configs/hparams_search/optuna.yaml with its log tag misspelt."""
+    configs = tmp_path / "configs" / "hparams_search"
+    configs.mkdir(parents=True)
+    (configs / "misspelt.yaml").write_text(
+        "# @package _global_\n"
+        "defaults:\n  - optuna\n  - _self_\n"
+        "hydra:\n  sweeper:\n    params:\n"
+        "      model.optimizer.lr: tag(lgo, interval(1e-4, 1e-2))\n"
+    )
+    search = f"hydra.searchpath=[file://{tmp_path / 'configs'}]"
+    refused(
+        tmp_path,
+        data_dir,
+        search,
+        "hparams_search=misspelt",
+        "hydra.sweeper.n_trials=1",
+        fragments=("hydra.sweeper.params.model.optimizer.lr=tag(lgo, interval(1e-4, 1e-2))",),
+    )
+
+
+@pytest.mark.parametrize("space", ["range(1,1)", "range(5,1)", "range(0.5,0.1,0.1)"])
+@pytest.mark.parametrize("search", [OPTUNA, ("-m",)], ids=["optuna", "grid"])
+def test_a_range_without_values_is_one_line(
+    tmp_path: Path, data_dir: Path, space: str, search: tuple[str, ...]
+) -> None:
+    refused(
+        tmp_path,
+        data_dir,
+        *search,
+        f"model.optimizer.lr={space}",
+        fragments=(f"the sweep model.optimizer.lr={space} has no values",),
+    )
+
+
+@pytest.mark.parametrize("setting", ["n_trials=0", "n_trials=-1", "n_jobs=0"])
+def test_an_optuna_search_of_no_trials_is_one_line(
+    tmp_path: Path, data_dir: Path, setting: str
+) -> None:
+    key = setting.split("=")[0]
+    refused(
+        tmp_path,
+        data_dir,
+        "hparams_search=optuna",
+        f"hydra.sweeper.{setting}",
+        fragments=(f"hydra.sweeper.{setting}", f"give hydra.sweeper.{key} of 1 or more"),
+    )
