@@ -4,13 +4,17 @@
 (`muon`, `adamw`), each with its own optimizer and, optionally, its own schedule. torch and
 transformers check some of these values only when the optimizer is built, after the data is
 prepared, in words that name no key (`'<=' not supported between instances of 'float' and
-'str'`), and some not at all: `min_lr_rate=-2` drove the learning rate to 0 for half a run.
+'str'`), and some not at all: `min_lr_rate=-2` drove the learning rate to 0 for half a run, and
+torch reads a yes/no argument by truthiness, so `maximize=no` (the string "no") trained by
+gradient ascent.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+import types
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from lmtrain.utils.checks import Problems, accepted_arguments
@@ -23,6 +27,8 @@ HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 OPTIMIZER_PASSES: tuple[str, ...] = ()
 SCHEDULER_PASSES = ("num_training_steps",)
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+# `bool | None` written as a string (a class under `from __future__ import annotations`).
+OPTIONAL_BOOL_TEXT = {"bool|None", "None|bool", "Optional[bool]", "typing.Optional[bool]"}
 
 
 def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
@@ -61,6 +67,62 @@ def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) 
         problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
     if "momentum" in optimizer:
         problems.number(f"{key}.momentum", optimizer["momentum"], low=0, high=1, high_open=True)
+    check_yes_no(key, optimizer, problems)
+
+
+def check_yes_no(key: str, optimizer: Mapping[str, Any], problems: Problems) -> None:
+    """Each yes/no argument of the optimizer's class is a real true or false.
+
+    Hydra passes `maximize=no`, `nesterov=no` or `fused=0` as a string or a number, and torch
+    reads them by truthiness: gradient ascent with exit 0, Nesterov and the fused kernel kept
+    on, or (amsgrad) a traceback at the first step. The arguments come from the class's
+    signature, so a swapped `_target_` (SGD) is checked by its own; `fused` and `foreach`
+    (`bool | None`) also take null, torch's own choice."""
+    target = optimizer.get("_target_")
+    called = locate(target)[0] if isinstance(target, str) else None
+    if called is None:  # an unknown target: check_arguments or instantiate names it
+        return
+    for name, nullable in yes_no_parameters(called).items():
+        if name in optimizer and not (nullable and optimizer[name] is None):
+            problems.boolean(f"{key}.{name}", optimizer[name])
+
+
+def yes_no_parameters(called: Callable[..., Any]) -> dict[str, bool]:
+    """The yes/no parameters of `called`, each with whether it takes None: a bool default
+    (amsgrad, maximize, nesterov), or `bool | None` with a None default (fused, foreach)."""
+    found: dict[str, bool] = {}
+    for parameter in signature_parameters(called):
+        if isinstance(parameter.default, bool):
+            found.setdefault(parameter.name, False)
+        elif parameter.default is None and optional_bool(parameter.annotation):
+            found.setdefault(parameter.name, True)
+    return found
+
+
+def signature_parameters(called: Callable[..., Any]) -> Iterator[inspect.Parameter]:
+    """The parameters of a function, or of a class's constructors along its bases while each
+    passes `**kwargs` on (as `accepted_arguments` reads them): a subclass that takes
+    `**kwargs` still has its base's yes/no arguments."""
+    if inspect.isclass(called):
+        calls = [vars(k)["__init__"] for k in inspect.getmro(called) if "__init__" in vars(k)]
+    else:
+        calls = [called]
+    for call in calls:
+        try:
+            parameters = list(inspect.signature(call).parameters.values())
+        except (TypeError, ValueError):  # no signature to read
+            return
+        yield from (p for p in parameters if p.kind not in VARIADIC and p.name != "self")
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return
+
+
+def optional_bool(annotation: Any) -> bool:
+    """Whether `annotation` is `bool | None` (or `Optional[bool]`), as an object or as text."""
+    if isinstance(annotation, str):
+        return annotation.replace(" ", "") in OPTIONAL_BOOL_TEXT
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    return union and set(typing.get_args(annotation)) == {bool, type(None)}
 
 
 def check_scheduler(key: str, scheduler: Mapping[str, Any], problems: Problems) -> None:

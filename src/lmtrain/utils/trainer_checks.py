@@ -35,12 +35,18 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     steps = trainer.get("max_steps", -1)
     if problems.integer("trainer.max_steps", steps, -1) and steps == 0:
         problems.add("trainer.max_steps=0 trains nothing: pass a positive number of steps")
+    check_something_trains(trainer, problems)
     # Lightning takes a float as a share of an epoch (at most 1.0) and an int as batches; its
     # refusal of 1.5 came after the data was prepared.
     interval = trainer.get("val_check_interval")
     problems.number("trainer.val_check_interval", interval, low=0, low_open=True, optional=True)
     limit = trainer.get("limit_val_batches")
-    for key, value in (("val_check_interval", interval), ("limit_val_batches", limit)):
+    shares = (
+        ("val_check_interval", interval),
+        ("limit_val_batches", limit),
+        ("limit_train_batches", trainer.get("limit_train_batches")),
+    )
+    for key, value in shares:
         if isinstance(value, float) and value > 1:
             problems.add(
                 f"trainer.{key}={value} is a share of an epoch above 1.0: pass a share up to "
@@ -54,6 +60,27 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     problems.number(
         "trainer.gradient_clip_val", trainer.get("gradient_clip_val"), low=0, optional=True
     )
+
+
+def check_something_trains(trainer: dict[str, Any], problems: Problems) -> None:
+    """`trainer.max_epochs=0` (whatever max_steps says: Lightning stops at either limit) and
+    `trainer.limit_train_batches=0` (or 0.0) take no step, yet the run exited 0 with a
+    metrics.json that looked like a finished run's. `max_steps=0` is refused in check_trainer."""
+    epochs = trainer.get("max_epochs")
+    if problems.integer("trainer.max_epochs", epochs, -1, optional=True) and epochs == 0:
+        problems.add(
+            "trainer.max_epochs=0 trains nothing: pass a positive number of epochs, or "
+            "trainer.max_epochs=-1 (no epoch limit) for trainer.max_steps to end the run"
+        )
+    batches = trainer.get("limit_train_batches")
+    if problems.number("trainer.limit_train_batches", batches, low=0, optional=True) and (
+        batches == 0
+    ):
+        problems.add(
+            f"trainer.limit_train_batches={batches} trains nothing: pass a positive number of "
+            "batches, a share of an epoch up to 1.0, or drop it (~trainer.limit_train_batches) "
+            "to train on every batch"
+        )
 
 
 def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: Problems) -> None:
