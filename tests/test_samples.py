@@ -112,3 +112,28 @@ def test_failed_sampling_warns_and_training_goes_on(
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert json.loads((run_dir / "metrics.json").read_text())["trainer/global_step"] == 4
     assert [p.name for p in run_dir.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_a_run_killed_between_its_samples_and_checkpoint_has_each_block_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Killed after the validation at step 4 wrote its samples and best checkpoint, before its
+    last.ckpt: the run resumes at step 2 and validates at 4 again. Its samples.txt has the
+    blocks of an uninterrupted run, each step's once (the killed validation's block dropped)."""
+    overrides = [
+        "logger=csv",
+        "trainer.max_steps=6",
+        "callbacks.model_checkpoint.save_top_k=-1",  # a best-* file at every validation
+    ]
+    cli = tiny_cli(tmp_path, data_dir, *overrides)
+    reference = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    run = tmp_path / "run"
+    kill = "trainer.plugins=[{_target_:tests.helpers.faults.KillAfterSave,nth:2}]"
+    killed = run_cli("train", *cli, f"hydra.run.dir={run}", kill)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert [step for step, _ in blocks(run / "samples.txt")] == [2, 4]
+    resumed = run_cli("train", *cli, f"hydra.run.dir={run}", "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    steps = [step for step, _ in blocks(tmp_path / "reference" / "samples.txt")]
+    assert [step for step, _ in blocks(run / "samples.txt")] == steps, steps

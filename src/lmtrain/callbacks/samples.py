@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,8 @@ from lmtrain.utils.io import atomic_write
 log = logging.getLogger(__name__)
 
 COLUMNS = ["step", "prompt", "completion"]
+# The line that opens each validation's block in samples.txt.
+BLOCK_HEADER = re.compile(r"^=== step (\d+) ===$", re.MULTILINE)
 
 
 class TextSamples(L.Callback):
@@ -91,6 +94,17 @@ class TextSamples(L.Callback):
                     f"samples.prompts: {quote(prompt)} {problem.reason}: pass {problem.fix} "
                     "in samples.prompts=[...], or turn samples off with callbacks.text_samples=null"
                 )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resumed run drops the blocks written after the step it resumes at: a run killed
+        after a validation's samples and before the checkpoint that follows them validates
+        again, and its file had that validation's block twice."""
+        if trainer.ckpt_path and trainer.is_global_zero and self.path.is_file():
+            text = self.path.read_text()
+            kept = blocks_up_to(text, trainer.global_step)
+            if kept != text:
+                with atomic_write(self.path) as f:
+                    f.write(kept)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.prompts:
@@ -170,3 +184,12 @@ class TextSamples(L.Callback):
         old = self.path.read_text() if self.path.is_file() else ""
         with atomic_write(self.path) as f:
             f.write(old + text)
+
+
+def blocks_up_to(text: str, step: int) -> str:
+    """`text` (a samples.txt) without the blocks of steps after `step`; blocks follow each other
+    in step order, so it is cut at the first later one."""
+    for match in BLOCK_HEADER.finditer(text):
+        if int(match[1]) > step:
+            return text[: match.start()]
+    return text
