@@ -10,6 +10,7 @@ between and within steps). The fast tests check the pieces in-process.
 
 from __future__ import annotations
 
+import csv
 import json
 import random
 import signal
@@ -24,6 +25,7 @@ from lmtrain.data import TextDataModule
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import write_corpus
 from tests.helpers.killed_runs import (
     STEPS,
@@ -232,3 +234,28 @@ def test_run_killed_in_its_final_validation_resumes_to_the_same_metrics(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train/loss", "tokens_seen"} <= metrics.keys()
     assert metrics["time/train_s"] >= totals["train_seconds"]
+
+
+def test_a_run_resumed_in_mid_step_logs_each_steps_learning_rate_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Two micro-batches a step, a validation (and its best checkpoint) after the 5th: killed
+    there, the run resumes in the middle of step 2. The learning-rate row of that step was
+    written before the kill, and the resumed run used to log it again at its first batch."""
+    cli = tiny_cli(
+        tmp_path,
+        data_dir,
+        "logger=csv",
+        "data.batch_size=4",
+        "global_batch_size=8",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=5",  # micro-batches: in the middle of step 2
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    kill = "trainer.plugins=[{_target_:tests.helpers.faults.KillAfterSave}]"
+    assert run_cli("train", *cli, kill).returncode == -signal.SIGKILL
+    resumed = run_cli("train", *cli, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as f:
+        lr_steps = [row["step"] for row in csv.DictReader(f) if row.get("train/lr/decay")]
+    assert len(lr_steps) == len(set(lr_steps)) == 6, lr_steps

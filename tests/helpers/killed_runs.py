@@ -134,6 +134,19 @@ def csv_history(run_dir: Path, final_row_apart: bool = False) -> dict[int | str,
     return history
 
 
+def csv_rows(run_dir: Path, final_row_apart: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+    """Each row of the run's csv/metrics.csv as (step, the metrics it holds, wall-clock ones
+    aside: a resumed throughput window has too few batches for rates), in file order;
+    `final_row_apart`: see `csv_history`."""
+    with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    held = [[k for k, v in row.items() if v and not any(p in k for p in IGNORED)] for row in rows]
+    found = [(row["step"], tuple(sorted(keys))) for row, keys in zip(rows, held, strict=True)]
+    if final_row_apart and found:
+        found[-1] = ("final", tuple(k for k in found[-1][1] if k not in ("step", "epoch")))
+    return found
+
+
 def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor], int]:
     """metrics.json without wall-clock keys, and the weights and step at the end of training."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -161,3 +174,5 @@ def assert_same_run(
     if tolerance == 0:  # the CSV logger's rows, each value as written, all of them kept
         ours, theirs = (csv_history(d, final_row_apart) for d in (run_dir, reference))
         assert ours == theirs
+        # Row for row: no row logged twice (merged above, a repeat would not show).
+        assert csv_rows(run_dir, final_row_apart) == csv_rows(reference, final_row_apart)
