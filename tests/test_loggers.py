@@ -306,3 +306,25 @@ def test_a_resumed_run_keeps_its_csv_rows_with_the_csv_folder_elsewhere(
         after = [int(row["step"]) for row in csv.DictReader(f)]
     assert before <= {str(step) for step in after}, (before, after)
     assert min(after) == 0 and max(after) >= 5, after
+
+
+def test_a_resume_refused_before_training_keeps_the_runs_hparams_yaml(tmp_path: Path) -> None:
+    """Lightning's CSV writer replaces hparams.yaml when the hyperparameters are logged, before
+    fit; a resumed run refused when its checkpoint is restored then left the refused config
+    there. It now puts the earlier file back unless training started."""
+    hparams = tmp_path / "csv" / "hparams.yaml"
+    first = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    first.log_hyperparams({"lr": 0.1})
+    first.log_metrics({"train/loss": 2.0}, step=0)
+    first.finalize("success")
+    trained = hparams.read_text()
+    refused = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    refused.log_hyperparams({"lr": 0.5})
+    assert "0.5" in hparams.read_text()  # Lightning writes it at once
+    refused.finalize("failed")
+    assert hparams.read_text() == trained
+    resumed = ResumableCSVLogger(tmp_path, name="csv", version="", flush_logs_every_n_steps=1)
+    resumed.log_hyperparams({"lr": 0.5})
+    resumed.training_started = True
+    resumed.finalize("success")
+    assert "0.5" in hparams.read_text()

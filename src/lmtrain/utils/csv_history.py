@@ -34,6 +34,7 @@ from lmtrain.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
 ASIDE = "metrics.csv.before-resume"  # the earlier file, until its kept rows are written again
+HPARAMS = "hparams.yaml"  # Lightning's CSV writer's file of the run's hyperparameters
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -53,6 +54,12 @@ class ResumableCSVLogger(CSVLogger):
         self._moved = False  # the earlier file moved aside, and its rows read
         self._keep: int | None = None  # how many of them to keep (None: all), `CSVBatchStarts`
         self.rows_written = 0  # rows in the file so far (each is written when logged)
+        self.training_started = False  # set by CSVBatchStarts: training began in this process
+        self._hparams_before: str | None = None  # hparams.yaml as the earlier process left it
+        # The kept rows of the step a run resumed in mid-step is in: the learning rates, logged
+        # at the step's first micro-batch, are logged again (other loggers, TensorBoard after
+        # its purge, need them), and the file keeps its row.
+        self._in_flight: list[tuple[int, dict[str, Any]]] = []
 
     def _move_aside(self) -> None:
         """Move the earlier file aside just before the writer starts (it deletes the file), not
@@ -87,14 +94,31 @@ class ResumableCSVLogger(CSVLogger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         self._write_earlier_rows()
+        if step is not None and (step, plain_row(metrics)) in self._in_flight:
+            return  # logged again by a run resumed in mid-step: the file has it
         super().log_metrics(metrics, step)
         self.rows_written += 1
+
+    @override
+    @rank_zero_only
+    def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
+        """Lightning writes hparams.yaml at once; the earlier one is kept aside, for a resumed
+        run refused before training starts (`finalize`)."""
+        hparams = Path(self.log_dir) / HPARAMS
+        if self._hparams_before is None and hparams.is_file():
+            self._hparams_before = hparams.read_text()
+        super().log_hyperparams(params, *args, **kwargs)
 
     @override
     @rank_zero_only
     def finalize(self, status: str) -> None:
         self._write_earlier_rows()  # a run that logged nothing (killed, or nothing to train)
         super().finalize(status)
+        if not self.training_started and self._hparams_before is not None:
+            # Refused when its checkpoint was restored (or nothing left to train): the run
+            # folder keeps the config the run trained with, as its .hydra/ does.
+            with atomic_write(Path(self.log_dir) / HPARAMS) as f:
+                f.write(self._hparams_before)
 
     def _write_earlier_rows(self) -> None:
         """Hand the kept rows to the writer, once, ahead of the run's own; then the file aside
@@ -107,6 +131,8 @@ class ResumableCSVLogger(CSVLogger):
         kept = rows[: self._keep]
         for step, row in kept:
             writer.log_metrics(row, step)
+        last = max((step for step, _ in kept), default=None)
+        self._in_flight = [(step, plain_row(row)) for step, row in kept if step == last]
         writer.save()
         self._aside.unlink(missing_ok=True)
         self.rows_written += len(kept)
@@ -154,6 +180,8 @@ class CSVBatchStarts(Callback):
         elif self.logger is not None:
             own.append(Path(self.logger.log_dir).parent)
         self.resumed = ckpt is not None and any(f.resolve() in ckpt.parents for f in own)
+        if self.logger is not None:
+            self.logger.training_started = True
         if self.logger is not None and not self.resumed:
             self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
             self.path.unlink(missing_ok=True)
@@ -217,3 +245,13 @@ def number(text: str) -> int | float | str:
         except ValueError:
             pass
     return text
+
+
+def plain_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A row's values as numbers (tensors as their item), to compare a row logged again with
+    the one read back from the file."""
+    row = {}
+    for key, value in metrics.items():
+        value = value.item() if hasattr(value, "item") else value
+        row[key] = float(value) if isinstance(value, int | float) else value
+    return row
