@@ -36,6 +36,7 @@ from tests.helpers.corpora import write_corpus
     ("override", "fragment"),
     [
         ("model.optimizer.lr=abc", "model.optimizer.lr='abc' is not a finite number"),
+        ("trainer.precision=16-mixed", "trainer.precision=16-mixed (fp16 mixed precision) runs"),
         ("model.optimizer.lr=-1e-3", "model.optimizer.lr=-0.001 must be positive"),
         ("model.optimizer.betas=[0.9,1.5]", "model.optimizer.betas[1]=1.5 must be in [0, 1)"),
         ("seed=1.5", "seed=1.5 is not a whole number"),

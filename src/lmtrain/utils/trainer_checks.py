@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+
 from lmtrain.utils.checks import Problems
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,13 @@ PRECISIONS = (
 def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     precision = trainer.get("precision", "32-true")
     problems.choice("trainer.precision", str(precision), PRECISIONS)
+    if str(precision) in ("16-mixed", "16") and runs_on_cpu(trainer):
+        # Lightning switches it to bf16-mixed with a warning: another run than the one asked.
+        problems.add(
+            f"trainer.precision={precision} (fp16 mixed precision) runs on a GPU only; on the "
+            "CPU Lightning would train in bf16-mixed instead: pass trainer.precision=bf16-mixed "
+            "or 32-true here, or trainer=gpu"
+        )
     steps = trainer.get("max_steps", -1)
     if problems.integer("trainer.max_steps", steps, -1) and steps == 0:
         problems.add("trainer.max_steps=0 trains nothing: pass a positive number of steps")
@@ -112,3 +121,11 @@ def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
             steps,
             100 * steps / warmup,  # type: ignore[operator]
         )
+
+
+def runs_on_cpu(trainer: dict[str, Any]) -> bool:
+    """Whether the trainer would run on the CPU: asked for, or `auto` without a GPU."""
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if accelerator == "auto":
+        return not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    return accelerator == "cpu"
