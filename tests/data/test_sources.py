@@ -168,7 +168,8 @@ def test_jsonl_files_hold_one_document_per_line(tmp_path: Path) -> None:
 
 def test_broken_jsonl_lines_name_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n\n{"text": "cut\n')
-    with pytest.raises(LMTrainError, match=r"a\.jsonl:3 is not valid JSON"):
+    broken = r"a\.jsonl:3 is not valid JSON \(Invalid control character at column 14\)"
+    with pytest.raises(LMTrainError, match=broken):
         load_splits(TextFilesSource(str(tmp_path / "a.jsonl")))
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n{"body": "x"}\n')
     with pytest.raises(LMTrainError, match=r"a\.jsonl:2 has no string field 'text'.*text_field"):

@@ -28,7 +28,9 @@ def read_records(path: Path, text_field: str) -> Iterator[str]:
             except (ValueError, RecursionError) as err:  # also: nested too deep, huge numbers
                 problem = f"cannot be read as JSON ({first_line(err)})"
                 if isinstance(err, json.JSONDecodeError):
-                    problem = f"is not valid JSON ({err.msg})"
+                    # json's messages end in "at" (its own text adds ": line 1 column N").
+                    where = f"{err.msg.removesuffix(' at')} at column {err.colno}"
+                    problem = f"is not valid JSON ({where})"
                 raise LMTrainError(
                     f"{path}:{line_number} {problem}: fix the line or remove the file from "
                     "data.source.path"
