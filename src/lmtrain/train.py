@@ -141,8 +141,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     write_resumed_record()  # resume= of a run with nothing left to train
-    stored = ended_metrics(output_dir, trainer.global_step) if resuming else None
-    if stored is not None and ended.trained_nothing(trainer):  # its final validation is done
+    # Its final validation is done when metrics.json reports this step: rank 0's file decides
+    # for every rank (the validation below is collective).
+    ended_here = resuming and ended.trained_nothing(trainer)
+    stored = ended_metrics(output_dir, trainer.global_step) if ended_here else None
+    stored = trainer.strategy.broadcast(stored)
+    if stored is not None:
         log.info("The run had ended at step %d: its metrics.json stands", trainer.global_step)
         return stored
     train_seconds = totals.train_seconds()
