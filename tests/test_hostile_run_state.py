@@ -189,6 +189,26 @@ def test_a_genuine_state_is_restored_as_it_is(tmp_path: Path, recwarn) -> None:
     assert checkpoint.last_model_path == state["last_model_path"]
 
 
+def test_a_state_whose_values_are_not_paths_is_dropped_not_a_traceback(tmp_path: Path) -> None:
+    """A crafted state: a list where a path goes, a list where Lightning keeps a dict of scores.
+    It was a TypeError (a list is unhashable) or a ValueError (dict() of a list)."""
+    dirpath = tmp_path / "checkpoints"
+    dirpath.mkdir()
+    checkpoint = callback(dirpath)
+    with pytest.warns(UserWarning, match="names files that are not its checkpoints"):
+        checkpoint.load_state_dict(
+            {
+                "dirpath": str(dirpath),
+                "best_k_models": [str(dirpath / "best-step=1-val_loss=1.0000.ckpt")],
+                "best_model_path": ["x"],
+                "kth_best_model_path": "",
+                "last_model_path": "",
+                "monitor": "val/loss",
+            }
+        )
+    assert checkpoint.best_k_models == {} and checkpoint.best_model_path == ""
+
+
 def test_a_best_checkpoint_deleted_by_hand_is_forgotten_as_missing(tmp_path: Path) -> None:
     """The run's own best checkpoint, no longer on disk: named as missing (not as foreign),
     forgotten, and the best chosen among those that remain (as `ckpt_path=best` and the W&B

@@ -24,10 +24,12 @@ from lmtrain.lightning_compat import inside
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
 
-def ranked_paths(state: dict[str, Any]) -> set[str]:
-    """The checkpoints `state` ranks: the best, the kth best and the top k."""
-    ranked = {state.get("best_model_path"), state.get("kth_best_model_path")}
-    return {path for path in ranked | set(state.get("best_k_models") or {}) if path}
+def ranked_paths(state: dict[str, Any]) -> list[Any]:
+    """The checkpoints `state` ranks: the best, the kth best and the top k, once each. A list,
+    not a set: a crafted state's values need not be hashable."""
+    ranked = [state.get("best_model_path"), state.get("kth_best_model_path")]
+    ranked += list(state.get("best_k_models") or {})
+    return [path for i, path in enumerate(ranked) if path and path not in ranked[:i]]
 
 
 def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
@@ -38,12 +40,11 @@ def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
     The names decide, not which files the new folder holds: a copied run whose user deleted
     one of its best checkpoints keeps the others (`missing_paths` forgets the deleted one), and
     every rank moves the same state whatever its file system shows."""
-    old = state.get("dirpath")
-    if dirpath is None or old is None or old == dirpath:
+    old, best_k = state.get("dirpath"), state.get("best_k_models") or {}
+    if dirpath is None or not isinstance(old, str) or old == dirpath:
         return state
-    named = [state.get(k) for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
-    named += list(state.get("best_k_models") or {})
-    if not all(isinstance(path, str) for path in named if path):
+    named = [state.get(k) for k in PATH_KEYS] + list(best_k)
+    if not isinstance(best_k, dict) or not all(isinstance(p, str) for p in named if p):
         return state  # not a ModelCheckpoint's (foreign_paths drops them)
     paths = [Path(path) for path in named if path]
     if not paths or any(p.parent != Path(old) for p in paths):
@@ -55,12 +56,8 @@ def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
     return {
         **state,
         "dirpath": dirpath,
-        **{
-            k: moved(state[k])
-            for k in ("best_model_path", "kth_best_model_path", "last_model_path")
-            if k in state
-        },
-        "best_k_models": {moved(k): v for k, v in (state.get("best_k_models") or {}).items()},
+        **{k: moved(state[k]) for k in PATH_KEYS if k in state},
+        "best_k_models": {moved(k): v for k, v in best_k.items()},
     }
 
 
@@ -129,10 +126,10 @@ def without_paths(state: dict[str, Any], dropped: list, mode: str) -> dict[str, 
     state = dict(state)
     if state.get("last_model_path") in dropped:
         state["last_model_path"] = ""
-    best_k = dict(state.get("best_k_models") or {})
-    ranked = [state.get("best_model_path"), state.get("kth_best_model_path"), *best_k]
-    if not any(path in dropped for path in ranked if path):
+    ranked = state.get("best_k_models") or {}
+    if isinstance(ranked, dict) and not any(path in dropped for path in ranked_paths(state)):
         return state
+    best_k = dict(ranked) if isinstance(ranked, dict) else {}  # a crafted list ranks nothing
     best_k = {path: score for path, score in best_k.items() if path not in dropped}
     state["best_k_models"] = best_k
     if best_k:
