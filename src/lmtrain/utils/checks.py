@@ -146,21 +146,29 @@ def accepted_arguments(target: Callable[..., Any]) -> set[str] | None:
     """The keyword arguments `target(...)` takes: a function's parameters; a class's
     constructor's and, where it passes `**kwargs` on, its bases' (StepScheduledCheckpoint's
     reach ModelCheckpoint's). None: anything, a chain that ends in `**kwargs`."""
+    parameters, closed = call_parameters(target)
+    return {p.name for p in parameters} if closed else None
+
+
+def call_parameters(target: Callable[..., Any]) -> tuple[list[inspect.Parameter], bool]:
+    """The named parameters of `target(...)`, along a class's constructors while each passes
+    `**kwargs` on, and whether that chain ends (False: in `**kwargs`, or at a builtin without
+    a signature, so more may be taken)."""
     if inspect.isclass(target):
         calls = [vars(k)["__init__"] for k in inspect.getmro(target) if "__init__" in vars(k)]
     else:
         calls = [target]
-    taken: set[str] = set()
+    variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    found: list[inspect.Parameter] = []
     for call in calls:
         try:
             parameters = inspect.signature(call).parameters.values()
         except (TypeError, ValueError):  # a builtin without a signature: cannot tell
-            return None
-        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-        taken |= {p.name for p in parameters if p.kind not in variadic} - {"self"}
+            return found, False
+        found += [p for p in parameters if p.kind not in variadic and p.name != "self"]
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return taken
-    return None
+            return found, True
+    return found, False
 
 
 def check_task_name(task_name: Any, problems: Problems) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from lmtrain.utils.checks import Problems, accepted_arguments
+from lmtrain.utils.checks import Problems, accepted_arguments, call_parameters
 from lmtrain.utils.config_keys import locate
 
 # Hydra's own keys of a node to instantiate: not arguments of the target.
@@ -91,30 +91,12 @@ def yes_no_parameters(called: Callable[..., Any]) -> dict[str, bool]:
     """The yes/no parameters of `called`, each with whether it takes None: a bool default
     (amsgrad, maximize, nesterov), or `bool | None` with a None default (fused, foreach)."""
     found: dict[str, bool] = {}
-    for parameter in signature_parameters(called):
+    for parameter in call_parameters(called)[0]:
         if isinstance(parameter.default, bool):
             found.setdefault(parameter.name, False)
         elif parameter.default is None and optional_bool(parameter.annotation):
             found.setdefault(parameter.name, True)
     return found
-
-
-def signature_parameters(called: Callable[..., Any]) -> Iterator[inspect.Parameter]:
-    """The parameters of a function, or of a class's constructors along its bases while each
-    passes `**kwargs` on (as `accepted_arguments` reads them): a subclass that takes
-    `**kwargs` still has its base's yes/no arguments."""
-    if inspect.isclass(called):
-        calls = [vars(k)["__init__"] for k in inspect.getmro(called) if "__init__" in vars(k)]
-    else:
-        calls = [called]
-    for call in calls:
-        try:
-            parameters = list(inspect.signature(call).parameters.values())
-        except (TypeError, ValueError):  # no signature to read
-            return
-        yield from (p for p in parameters if p.kind not in VARIADIC and p.name != "self")
-        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return
 
 
 def optional_bool(annotation: Any) -> bool:
