@@ -94,8 +94,11 @@ class ResumableCSVLogger(CSVLogger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         self._write_earlier_rows()
-        if step is not None and (step, plain_row(metrics)) in self._in_flight:
-            return  # logged again by a run resumed in mid-step: the file has it
+        if self._in_flight:  # a run resumed in mid-step, until it logs a later step
+            if (step, plain_row(metrics)) in self._in_flight:
+                return  # logged again: the file has it
+            if step is None or step > self._in_flight[0][0]:
+                self._in_flight = []
         super().log_metrics(metrics, step)
         self.rows_written += 1
 
