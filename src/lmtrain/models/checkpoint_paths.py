@@ -29,7 +29,8 @@ def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
     """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
 
     When a sharded last.ckpt is missing but its previous copy is there (a save killed between
-    its two renames, see `previous_sharded`), that copy.
+    its two renames, see `previous_sharded`), that copy; when there is no last.ckpt at all, the
+    newest other checkpoint (`newest_checkpoint`).
     """
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser()
