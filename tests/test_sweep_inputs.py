@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
@@ -110,3 +111,30 @@ def test_an_optuna_search_of_no_trials_is_one_line(
         f"hydra.sweeper.{setting}",
         fragments=(f"hydra.sweeper.{setting}", f"give hydra.sweeper.{key} of 1 or more"),
     )
+
+
+def test_a_grid_from_the_command_line_runs_or_gets_hydras_hint(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The basic sweeper's `params` was null, and OmegaConf cannot merge a mapping into null:
+    `hydra.sweeper.params={...}` ended in an AttributeError traceback. Now it is Hydra's
+    one message with its `+` hint, and the `+` form runs the grid."""
+    sweep = tmp_path / "sweep"
+    cli = [*tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")]
+    cli += ["callbacks.text_samples=null", f"hydra.sweep.dir={sweep}"]
+    grid = "{model.optimizer.lr: '1e-3,2e-3'}"
+    out = run_cli("train", "-m", *cli, f"hydra.sweeper.params={grid}")
+    assert out.returncode != 0
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr[-3000:]
+    assert f"+hydra.sweeper.params={grid}" in out.stderr, out.stderr[-2000:]
+    assert not sweep.exists()
+
+    out = run_cli("train", "-m", *cli, f"+hydra.sweeper.params={grid}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    lrs = [
+        yaml.safe_load((sweep / str(job) / ".hydra" / "config.yaml").read_text())["model"][
+            "optimizer"
+        ]["lr"]
+        for job in (0, 1)
+    ]
+    assert lrs == [1e-3, 2e-3]
