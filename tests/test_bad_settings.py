@@ -184,6 +184,11 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
         "model.optimizer.muon.optimizer.momentum=1.5": "muon.optimizer.momentum=1.5 must be in",
         "model.optimizer.adamw.optimizer.lr=-1": "adamw.optimizer.lr=-1 must be positive",
         "+model.optimizer.muon.scheduler.num_warmup_steps=-1": "muon.scheduler.num_warmup_steps=-1",
+        # refused by torch only when built, after the data and the model
+        "model.optimizer.muon.optimizer.adjust_lr_fn=foo": (
+            "model.optimizer.muon.optimizer.adjust_lr_fn='foo' is unknown: use one of original, "
+            "match_rms_adamw"
+        ),
     }
     for override, fragment in bad.items():
         with pytest.raises(LMTrainError, match=re.escape(fragment)):

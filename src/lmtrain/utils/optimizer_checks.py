@@ -29,6 +29,8 @@ SCHEDULER_PASSES = ("num_training_steps",)
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 # `bool | None` written as a string (a class under `from __future__ import annotations`).
 OPTIONAL_BOOL_TEXT = {"bool|None", "None|bool", "Optional[bool]", "typing.Optional[bool]"}
+# torch.optim.Muon's `adjust_lr_fn` values (its docstring; null is "original").
+MUON_LR_ADJUSTMENTS = ("original", "match_rms_adamw")
 
 
 def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
@@ -67,6 +69,8 @@ def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) 
         problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
     if "momentum" in optimizer:
         problems.number(f"{key}.momentum", optimizer["momentum"], low=0, high=1, high_open=True)
+    if optimizer.get("adjust_lr_fn") is not None:  # Muon's; torch refuses others once built
+        problems.choice(f"{key}.adjust_lr_fn", optimizer["adjust_lr_fn"], MUON_LR_ADJUSTMENTS)
     check_yes_no(key, optimizer, problems)
 
 
