@@ -103,7 +103,10 @@ def test_a_swapped_optimizer_is_checked_by_its_own_signature(
         ),
         (
             ["+trainer.limit_train_batches=0.0"],
-            ["trainer.limit_train_batches=0.0 trains nothing", "~trainer.limit_train_batches"],
+            [
+                "trainer.limit_train_batches=0.0 trains nothing",
+                "drop your +trainer.limit_train_batches",
+            ],
         ),
     ],
 )

@@ -61,9 +61,10 @@ class SweepOutcome(HydraCallback):
         no_best = self.written_now(results) and withdraw_results_without_best(results)
         if failed:
             names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
+            log_name = f"{config.get('task_name', 'train')}.log"  # hydra/default.yaml's file
             print(
                 f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
-                f"{names} under {sweep_dir}): see each one's log above or its train.log; "
+                f"{names} under {sweep_dir}): see each one's log above or its {log_name}; "
                 + (
                     "the other jobs' results are in their folders"
                     if len(failed) < len(jobs)

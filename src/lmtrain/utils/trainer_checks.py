@@ -87,8 +87,8 @@ def check_something_trains(trainer: dict[str, Any], problems: Problems) -> None:
     ):
         problems.add(
             f"trainer.limit_train_batches={batches} trains nothing: pass a positive number of "
-            "batches, a share of an epoch up to 1.0, or drop it (~trainer.limit_train_batches) "
-            "to train on every batch"
+            "batches, a share of an epoch up to 1.0, or leave the key out (drop your "
+            "+trainer.limit_train_batches=... override) to train on every batch"
         )
 
 
