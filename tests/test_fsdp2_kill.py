@@ -128,3 +128,19 @@ def assert_same_run_folder(run_dir: Path, reference: Path) -> None:
     differ = [k for k in ref_weights if not torch.equal(weights[k], ref_weights[k])]
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
     assert csv_history(run_dir) == csv_history(reference)  # the CSV logger's rows, all kept
+    # The same checkpoints, ranked alike: a resume once took every sharded best folder for a
+    # missing file and forgot it, so none was ever replaced and a worse one became the best.
+    assert checkpoints(run_dir) == checkpoints(reference)
+
+
+def checkpoints(run_dir: Path) -> tuple[list[str], str, list[str]]:
+    """The names in checkpoints/, and the best and top-k names that last.ckpt's checkpoint
+    callback holds."""
+    folder = run_dir / "checkpoints"
+    meta = torch.load(folder / "last.ckpt" / "meta.pt", map_location="cpu", weights_only=True)
+    (state,) = [v for k, v in meta["callbacks"].items() if "best_k_models" in v]
+    return (
+        sorted(p.name for p in folder.iterdir()),
+        Path(state["best_model_path"]).name,
+        sorted(Path(p).name for p in state["best_k_models"]),
+    )

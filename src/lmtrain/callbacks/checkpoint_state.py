@@ -19,6 +19,7 @@ from fsspec.utils import get_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmtrain.lightning_compat import inside
+from lmtrain.models.checkpoint_paths import is_sharded_checkpoint
 
 # The state's entries that name checkpoint files (besides the keys of `best_k_models`).
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
@@ -62,13 +63,15 @@ def moved_to(state: dict[str, Any], dirpath: str | None) -> dict[str, Any]:
 
 
 def missing_paths(state: dict[str, Any]) -> list[str]:
-    """The local checkpoints `state` ranks (best and top k) that are no longer files: deleted
+    """The local checkpoints `state` ranks (best and top k) that are no longer on disk: deleted
     by hand, or never copied with the run. Kept, the best of them stayed `best_model_path`
-    (what `ckpt_path=best` and the W&B artifact read) though no file holds it."""
+    (what `ckpt_path=best` and the W&B artifact read) though nothing holds it. A checkpoint is
+    a file, or under trainer=fsdp a sharded folder."""
     missing = []
     for path in sorted(ranked_paths(state), key=str):
         local = isinstance(path, str) and get_protocol(path) == "file"
-        if local and not Path(path.removeprefix("file://")).is_file():
+        on_disk = Path(path.removeprefix("file://")) if local else None
+        if on_disk is not None and not (on_disk.is_file() or is_sharded_checkpoint(on_disk)):
             missing.append(path)
     return missing
 
