@@ -286,3 +286,27 @@ def test_muon_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     assert all("exp_avg_sq" in s for s in state["adamw"]["state"].values())
     finish([*command, "ckpt_path=last"], log)
     assert_same_run(run_dir, reference)
+
+
+def test_a_checkpoint_resumed_with_another_optimizer_is_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Muon's checkpoint resumed with AdamW ended in torch's KeyError 'param_groups' (under
+    FSDP, in the sharded reader); AdamW's resumed with Muon was refused only once the data was
+    prepared. Both are refused before the model is trained, by the run config they store."""
+    for trained, other in ((MUON, "model/optimizer=adamw"), ("model/optimizer=adamw", MUON)):
+        name = trained.split("=")[1]
+        run = tmp_path / name
+        steps = ("trainer.max_steps=2", "logger=csv", "callbacks.text_samples=null")
+        out = run_cli(
+            "train", *tiny_cli(tmp_path, data_dir, trained, *steps), f"hydra.run.dir={run}"
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        last = run / "checkpoints" / "last.ckpt"
+        resumed = tmp_path / f"resumed-{name}"
+        cli = tiny_cli(tmp_path, data_dir, other, *steps, "trainer.max_steps=4")
+        out = run_cli("train", *cli, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+        assert_one_line_error(
+            out, f"ckpt_path='{last}' holds the state of model.optimizer._target_=", "not of this"
+        )
+        assert not (resumed / "checkpoints").exists()

@@ -85,8 +85,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         max_steps, resume = cfg.trainer.get("max_steps"), cfg.get("resume") or None
         # The same run (its own folder's checkpoint) goes on with the same training windows.
         windows = {k: cfg.data.get(k) for k in ("block_size", "seed")} if resuming else None
+        optimizer = cfg.model.get("optimizer") or {}
         check_same_model(
-            ckpt_path, model.model.config, max_steps, resume, datamodule.tokenizer, windows
+            ckpt_path,
+            model.model.config,
+            max_steps,
+            resume,
+            datamodule.tokenizer,
+            windows,
+            optimizer.get("_target_"),
         )
     # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
     # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".

@@ -123,6 +123,25 @@ def check_same_windows(
         )
 
 
+def check_same_optimizer(
+    ckpt_path: str | Path, run_config: Mapping[str, Any] | None, target: str | None
+) -> None:
+    """Refuse a checkpoint whose optimizer state another optimizer saved: `target` is this
+    run's `model.optimizer._target_`, compared with the run's (`run_config`). Muon's parts
+    resumed with AdamW ended in torch's `KeyError: 'param_groups'` once the data was prepared
+    (under FSDP, in the sharded reader); AdamW resumed with Muon's parts was refused only then.
+    `resume=` refuses the switch (FIXED_KEYS); this holds `ckpt_path=` to the same."""
+    optimizer = ((run_config or {}).get("model") or {}).get("optimizer") or {}
+    saved = optimizer.get("_target_") if isinstance(optimizer, Mapping) else None
+    if saved and target and saved != target:
+        raise LMTrainError(
+            f"ckpt_path={str(ckpt_path)!r} holds the state of model.optimizer._target_={saved}, "
+            f"not of this run's {target}: resume with the optimizer the checkpoint was trained "
+            "with (its model/optimizer= option), or export it (lmtrain.export) and start a new "
+            "run from its weights with model.pretrained=<export folder>"
+        )
+
+
 def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved, current) for the HF config entries that make two models different.
 
