@@ -290,6 +290,22 @@ def test_resume_on_another_world_size_or_strategy_goes_on_or_is_refused_in_one_l
     assert_one_line_error(out["skip"], "model.nan_guard=skip is not supported with trainer=fsdp")
 
 
+def test_a_weights_only_sharded_checkpoint_is_refused_for_resuming_by_what_it_lacks(
+    corpus: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A folder saved with save_weights_only=true holds no optimizer state: resuming it was
+    refused by the shards' reader, as "not a readable DCP checkpoint ... pass a checkpoint
+    written by lmtrain.train", though lmtrain.train wrote it."""
+    one_fsdp_process = ["trainer=fsdp_cpu", "trainer.devices=1", "data.batch_size=8"]
+    weights_only = [*one_fsdp_process, "+callbacks.model_checkpoint.save_weights_only=true"]
+    run = trained(tmp_path / "run", data_dir, corpus, *weights_only, "trainer.max_steps=10")
+    out = train(run, data_dir, corpus, *weights_only, "ckpt_path=last")
+    assert_one_line_error(
+        out, "last.ckpt' lacks lr_schedulers, which resuming training needs",
+        "(saved with save_weights_only?)",
+    )  # fmt: skip
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="trainer=fsdp runs on GPUs")
 def test_fsdp_trains_on_gpus_in_bf16_with_compiled_blocks_and_its_checkpoint_evaluates(
     corpus: Path, data_dir: Path, tmp_path: Path

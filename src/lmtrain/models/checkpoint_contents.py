@@ -51,8 +51,13 @@ def check_contents(
             f"{WRITTEN_BY}"
         )
     # A sharded folder's weights and optimizer states are in its shards, which the strategy's
-    # own reader checks (lmtrain.strategies); its meta file only has to be a dict.
-    keys = () if sharded else MODEL_KEYS + (RESUME_KEYS if resume else ())
+    # own reader checks (lmtrain.strategies); its meta file holds the rest of what resuming
+    # reads, which a weights-only save leaves out (the shards' reader would only say that the
+    # optimizer's entries are missing, as if another tool had written the folder).
+    if sharded:
+        keys = tuple(k for k in RESUME_KEYS if k != "optimizer_states") if resume else ()
+    else:
+        keys = MODEL_KEYS + (RESUME_KEYS if resume else ())
     missing = missing_keys(checkpoint, keys)
     if missing and set(missing) <= set(RESUME_KEYS):
         raise LMTrainError(
