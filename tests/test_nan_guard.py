@@ -106,6 +106,22 @@ def test_stop_resumes_as_an_uninterrupted_run(
     assert_same_run(run, reference)
 
 
+def test_stop_under_fsdp_offers_no_skip_and_saves_a_whole_checkpoint(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """trainer=fsdp refuses nan_guard=skip, yet the stop's line offered it; and each rank
+    logged Lightning's "`weights_only` was not set" for the save."""
+    run = tmp_path / "run"
+    cli = [*tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")]
+    fsdp = ["trainer=fsdp_cpu", "trainer.devices=1"]
+    out = run_cli("train", *cli, *fsdp, f"hydra.run.dir={run}", *inject_nan(3))
+    line = assert_one_line_error(out, "non-finite loss (nan) at step 3", "weights of step 2")
+    assert "nan_guard=skip" not in line
+    assert "weights_only" not in out.stdout + out.stderr
+    meta = run / "checkpoints" / "last.ckpt" / "meta.pt"
+    assert torch.load(meta, map_location="cpu", weights_only=True)["global_step"] == 2
+
+
 def ddp_run_with_nan_on_rank_1(run: Path, tmp_path: Path, data_dir: Path, *overrides: str):
     """A 2-process DDP run whose rank 1 alone meets a NaN loss at step 2."""
     return run_cli(

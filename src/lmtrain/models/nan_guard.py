@@ -52,9 +52,12 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         return True
     path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # a whole one, to resume from
+    # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
+    sharded = callable(getattr(trainer.strategy, "shard", None))
+    skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
     raise NonFiniteLossError(
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
-        f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val), or skip such "
-        f"batches with model.nan_guard=skip, then {resume_hint(path)}"
+        f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val){skip}, then "
+        f"{resume_hint(path)}"
     )
