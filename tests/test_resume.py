@@ -25,6 +25,7 @@ from lmtrain.data import TextDataModule
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import write_corpus
 from tests.helpers.killed_runs import (
@@ -132,6 +133,26 @@ def test_run_killed_before_its_first_last_ckpt_resumes_from_its_best_checkpoint(
     finish([*command, "ckpt_path=last"], log)
     assert "last.ckpt is missing" in log.read_text() and best in log.read_text()
     assert_same_run(run_dir, reference)
+
+
+def test_run_killed_before_any_save_is_told_to_start_again(tmp_path: Path, data_dir: Path) -> None:
+    """Killed at step 2, before its first validation saved anything: `ckpt_path=last` told
+    the user to pass the run folder with hydra.run.dir, which they had. Now it says nothing
+    was saved and how to start again there, and that command runs."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=csv", "callbacks.text_samples=null")
+    cli += ["trainer.max_steps=6", "trainer.val_check_interval=4", f"hydra.run.dir={run}"]
+    killed = run_cli("train", *cli, "+callbacks.kill._target_=tests.helpers.faults.KillAtStep",
+                     "+callbacks.kill.step=2")  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "checkpoints").exists() or not list((run / "checkpoints").iterdir())
+    out = run_cli("train", *cli, "ckpt_path=last")
+    assert_one_line_error(
+        out, f"ckpt_path=last: the run in {run} saved no checkpoint", "overwrite_run=true"
+    )
+    again = run_cli("train", *cli, "overwrite_run=true")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 6
 
 
 @pytest.mark.slow

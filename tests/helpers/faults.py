@@ -128,6 +128,17 @@ class SignalBeforeValidation(Callback):
                 os.kill(os.getpid(), signal.Signals[self.signal])
 
 
+class KillAtStep(Callback):
+    """kill -9 of this process once optimizer step `step` has ended."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, *_: Any) -> None:
+        if trainer.global_step >= self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class KillInFinalValidation(Callback):
     """kill -9 of this process at the start of `trainer.validate` after `trainer.fit` ended."""
 

@@ -57,6 +57,16 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     path = locate_checkpoint(ckpt_path, output_dir)
     if ckpt_path == "last":
         if not (path.is_file() or is_sharded_checkpoint(path)):
+            saved = path.parent.is_dir() and any(
+                not p.name.startswith(".") for p in path.parent.iterdir()
+            )  # a name that starts with "." is a save cut short (written, then renamed)
+            if not saved and started_here(Path(output_dir)):
+                raise LMTrainError(
+                    f"ckpt_path=last: the run in {output_dir} saved no checkpoint (it stopped "
+                    "before its first save, at its first validation or scheduled save): "
+                    "nothing to resume from; start it again with overwrite_run=true (replaces "
+                    "its files), or in another hydra.run.dir"
+                )
             raise LMTrainError(
                 f"ckpt_path=last found no {path}: pass the run folder to resume with "
                 "hydra.run.dir=<run folder>, or ckpt_path=<file>"
@@ -93,6 +103,15 @@ def check_strategy_reads(ckpt_path: str | Path, sharded_strategy: bool) -> None:
             f"into one file with `python -m lmtrain.strategies consolidate {ckpt_path}` and "
             "resume from that file"
         )
+
+
+def started_here(output_dir: Path) -> bool:
+    """Whether an earlier run started in `output_dir`: more in it than what this command wrote
+    before any check (Hydra's `.hydra/` and log file, the run folder's lock and its owner)."""
+    if not output_dir.is_dir():
+        return False
+    own = (".hydra", ".lock", ".lock.owner")
+    return any(p.name not in own and p.suffix != ".log" for p in output_dir.iterdir())
 
 
 def checkpoint_meta(path: str | Path) -> dict[str, Any]:
