@@ -23,6 +23,7 @@ from tests.helpers.cli import fast_dev_run_cli, run_cli
 from tests.helpers.corpora import write_corpus
 from tests.helpers.faults import drop_root_file_access
 from tests.helpers.runs import tiny_train_config, train_tiny
+from tests.helpers.sharded_runs import lightning_meta
 
 
 @pytest.fixture
@@ -190,8 +191,7 @@ def test_sharded_fsdp_checkpoint_folder_resumes_and_is_checked(tmp_path: Path) -
     run_dir = tmp_path / "run"
     folder = run_dir / "checkpoints" / "last.ckpt"
     _distributed_checkpoint_save({"model": module.state_dict()}, folder)
-    meta = {"global_step": 3, "epoch": 0, "pytorch-lightning_version": "2.6"}
-    meta |= {"loops": {"fit_loop": {}}, "lr_schedulers": [{}]}  # what resuming reads besides
+    meta = {**lightning_meta(3), "pytorch-lightning_version": "2.6"}
     module.on_save_checkpoint(meta)
     torch.save(meta, folder / SHARDED_META_FILE)
 

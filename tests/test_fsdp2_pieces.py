@@ -25,7 +25,7 @@ from lmtrain.models.checkpoint_paths import previous_sharded, temporary_sharded
 from lmtrain.models.module import CausalLMModule
 from lmtrain.strategies.sharded_checkpoints import load_sharded, replace_folder
 from tests.helpers.corpora import write_corpus
-from tests.helpers.sharded_runs import one_process_fsdp2
+from tests.helpers.sharded_runs import lightning_meta, one_process_fsdp2
 
 
 def test_ranks_read_their_shares_of_one_window_stream() -> None:
@@ -105,7 +105,7 @@ def sharded_folder(
         checkpoint_id=folder,
         no_dist=True,
     )
-    torch.save({"global_step": 1, "epoch": 0}, folder / "meta.pt")
+    torch.save(lightning_meta(1), folder / "meta.pt")
     return model, optimizer
 
 
@@ -126,7 +126,7 @@ def test_strategy_reads_sharded_folders_through_the_restricted_reader(tmp_path: 
     fresh = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 4))
     fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
     meta = load_sharded(fresh, [fresh_optimizer], tmp_path / "genuine", strict=True)
-    assert meta == {"global_step": 1, "epoch": 0}
+    assert meta == lightning_meta(1)
     for (name, a), b in zip(model.state_dict().items(), fresh.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     expected = optimizer.state_dict()["state"][0]["exp_avg"]
@@ -147,7 +147,7 @@ def test_last_is_the_previous_folder_when_a_save_died_between_its_renames(tmp_pa
     sharded_folder(previous_sharded(last))  # the state a kill between the two renames leaves
     assert resolve_ckpt_path("last", tmp_path / "run") == str(previous_sharded(last))
     sharded_folder(temporary_sharded(last))  # the next save, complete
-    torch.save({"global_step": 2, "epoch": 0}, temporary_sharded(last) / "meta.pt")
+    torch.save(lightning_meta(2), temporary_sharded(last) / "meta.pt")
     replace_folder(temporary_sharded(last), last)
     assert [p.name for p in checkpoints.iterdir()] == ["last.ckpt"]
     assert resolve_ckpt_path("last", tmp_path / "run") == str(last)

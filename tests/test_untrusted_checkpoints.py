@@ -32,7 +32,7 @@ from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import build_tokenizer
-from tests.helpers.sharded_runs import model_and_optimizer
+from tests.helpers.sharded_runs import lightning_meta, model_and_optimizer
 
 # Makes torch.load default to unrestricted unpickling where a caller leaves weights_only unset.
 NO_WEIGHTS_ONLY = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
@@ -64,7 +64,7 @@ def sharded_folder(folder: Path, extra_param_group: dict | None = None) -> Path:
     state = {"model": model.state_dict(), "optimizer_0": by_name(model, optimizer)}
     state["optimizer_0"]["param_groups"][0].update(extra_param_group or {})
     dcp.save(state, checkpoint_id=folder, no_dist=True)
-    torch.save({"global_step": 7, "epoch": 0}, folder / SHARDED_META_FILE)
+    torch.save(lightning_meta(7), folder / SHARDED_META_FILE)
     return folder
 
 

@@ -27,6 +27,18 @@ from lmtrain.strategies.fsdp import FSDP2Strategy
 from tests.helpers.faults import PauseBeforeReplace, write_marker
 
 
+def lightning_meta(global_step: int) -> dict[str, Any]:
+    """A sharded folder's `meta.pt` as Lightning writes it for a whole save, cut to what
+    resuming checks: the progress, the loops' state and the schedules' (a weights-only save
+    has neither of the last two)."""
+    return {
+        "global_step": global_step,
+        "epoch": 0,
+        "loops": {"fit_loop": {}},
+        "lr_schedulers": [{}],
+    }
+
+
 class Probe(Callback):
     """Writes `path` (rank 0) at the end of training: the global loss and the unclipped global
     gradient norm of every step, the names of the parameters in each optimizer group, the full
