@@ -136,7 +136,7 @@ class PreemptionCheckpoint(Callback):
         path = last_checkpoint_path(trainer)
         self._validation_pending = validation_follows(trainer)
         try:
-            trainer.save_checkpoint(path, weights_only=False)  # a whole one, to resume from
+            trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
         finally:
             self._validation_pending = False
         log_finished_train_step(trainer)  # after the save: the state every other save has

@@ -52,7 +52,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         return True
     path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
-        trainer.save_checkpoint(path, weights_only=False)  # a whole one, to resume from
+        trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
     sharded = callable(getattr(trainer.strategy, "shard", None))
     skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
