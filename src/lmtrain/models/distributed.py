@@ -50,6 +50,11 @@ def decay_parameter_names(model: torch.nn.Module) -> set[str]:
     return {name for name, p in model.named_parameters() if p.dim() >= 2}
 
 
+def shards_models(strategy: Any) -> bool:
+    """Whether `strategy` shards the model (`lmtrain.strategies.fsdp.FSDP2Strategy.shard`)."""
+    return callable(getattr(strategy, "shard", None))
+
+
 def shard(strategy: Any, model: PreTrainedModel, compile_blocks: bool, nan_guard: str) -> None:
     """Have the strategy (`lmtrain.strategies.fsdp.FSDP2Strategy`) shard `model`, or refuse."""
     if nan_guard == "skip":
@@ -59,7 +64,7 @@ def shard(strategy: Any, model: PreTrainedModel, compile_blocks: bool, nan_guard
             "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop "
             "(saves last.ckpt and stops at a non-finite loss) or off"
         )
-    if not callable(getattr(strategy, "shard", None)):
+    if not shards_models(strategy):
         raise RankAgreedError(
             f"trainer.strategy={type(strategy).__name__} does not shard lmtrain's models: use "
             "trainer=fsdp (lmtrain.strategies.fsdp.FSDP2Strategy)"

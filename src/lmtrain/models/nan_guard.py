@@ -17,6 +17,7 @@ import torch
 from lmtrain.errors import LMTrainError, NonFiniteLossError
 from lmtrain.lightning_compat import saving_as_of_the_last_finished_batch
 from lmtrain.models.checkpoint_paths import last_checkpoint_path, resume_hint
+from lmtrain.models.distributed import shards_models
 
 NAN_GUARD_MODES = ("stop", "skip", "off")
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
     with saving_as_of_the_last_finished_batch(trainer):
         trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
-    sharded = callable(getattr(trainer.strategy, "shard", None))
+    sharded = shards_models(trainer.strategy)
     skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
     raise NonFiniteLossError(
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
