@@ -88,7 +88,7 @@ def test_cli_run_leaves_its_files_logs_to_wandb_and_resumes(tmp_path: Path, play
         "trainer.log_every_n_steps=2",
         "callbacks.throughput.available_flops=1e11",
     ]
-    first = run_cli("train", *common)
+    first = run_cli("train", *common, fresh=True)  # its startup clock times the imports
     assert first.returncode == 0, first.stderr[-3000:]
 
     # Hydra's record of the run: the overrides as typed (hydra.* ones in hydra.yaml), and the

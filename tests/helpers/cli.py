@@ -13,6 +13,7 @@ from pathlib import Path
 from tests.helpers import ROOT
 from tests.helpers.compose import TINY
 from tests.helpers.corpora import one_file_corpus
+from tests.helpers.warm_client import run_warm
 
 
 def run_cli(
@@ -21,16 +22,24 @@ def run_cli(
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
     timeout: float = 600,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m lmtrain.<module>` from the project root and capture its output.
 
     `env` adds environment variables; `preexec_fn` runs in the child before exec (e.g. to drop
-    privileges)."""
+    privileges). A command whose environment is the worker's runs as a fork of an interpreter
+    that has already imported the libraries (`tests.helpers.warm_client`), unless `fresh` asks
+    for a new interpreter (a test of the imports themselves)."""
     base = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    full_env = {**base, **(env or {})}
+    if preexec_fn is None and not fresh:
+        warm = run_warm(f"lmtrain.{module}", list(overrides), full_env, timeout)
+        if warm is not None:
+            return warm
     return subprocess.run(
         [sys.executable, "-m", f"lmtrain.{module}", *overrides],
         cwd=ROOT,
-        env={**base, **(env or {})},
+        env=full_env,
         preexec_fn=preexec_fn,
         capture_output=True,
         text=True,

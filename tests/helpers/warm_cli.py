@@ -1,0 +1,120 @@
+"""`python -m lmtrain.<module>` commands run as forks of one interpreter that imported the
+libraries once.
+
+Why: every command of the suite spends ~5 s of its 2 cores importing torch, Lightning,
+transformers and W&B before it reads its first override (docs/performance.md, Startup), and the
+suite runs about 160 of them. A server per pytest worker imports them once; each command is a
+fork of it that takes the command's environment, working folder, arguments and standard streams,
+runs the module as `__main__` with `runpy` (what `python -m` does), and ends as the interpreter
+ends: atexit handlers, the exit code, an uncaught traceback on stderr. The command is lmtrain's
+real entry point, nothing is stubbed. The standard library has nothing like it:
+multiprocessing's forkserver runs pickled functions, not commands with their own streams and exit
+codes.
+
+A command runs as a new process instead (`run_cli` decides) when its environment differs from
+the server's, since libraries read some variables once at import, or when it needs a
+`preexec_fn`; `LMTRAIN_TEST_WARM_CLI=0` runs every command that way. The server also refuses to
+fork once it runs a Python thread besides its own, since threads do not survive a fork.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+# Imported before the libraries, as every entry point does, so they import with the same
+# collector state as in a fresh process (lmtrain.utils.gc_pause).
+from lmtrain.utils import gc_pause  # noqa: F401  isort: skip
+
+# torch's default CPU generator starts from this seed in a fresh process (c10's
+# default_rng_seed_val); a fork is given it back in case the imports drew from it.
+TORCH_DEFAULT_SEED = 67280421310721
+
+
+def send(conn: socket.socket, message: dict[str, Any]) -> None:
+    conn.sendall((json.dumps(message) + "\n").encode())
+
+
+def serve(socket_path: str) -> dict[str, Any]:
+    """Import the entry points, then fork a command per connection; returns only in a fork that
+    is to run a command, with that command's request."""
+    import wandb  # noqa: F401  (imported by every run with the default logger)
+
+    import lmtrain.eval
+    import lmtrain.export
+    import lmtrain.generate
+    import lmtrain.train  # noqa: F401
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the supervisors
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(socket_path + ".tmp")
+    listener.listen(16)
+    os.rename(socket_path + ".tmp", socket_path)  # the client waits for this name
+    while True:
+        conn, _ = listener.accept()
+        request = json.loads(conn.makefile().readline())
+        # numpy's and SciPy's OpenBLAS start idle threads at import, and rebuild them in a
+        # fork (pthread_atfork); a Python thread would not survive one.
+        if threading.active_count() != 1:
+            send(conn, {"refused": f"the server has {threading.active_count()} Python threads"})
+            conn.close()
+            continue
+        sys.stdout.flush()
+        sys.stderr.flush()
+        if os.fork() == 0:
+            listener.close()
+            return supervise(conn, request)
+        conn.close()
+
+
+def supervise(conn: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
+    """In a fork of the server: fork the command, tell the client its pid, wait for it, and
+    tell the client how it ended. Returns only in the command's process."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the command's own subprocesses need it
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        return request
+    try:
+        send(conn, {"pid": pid})
+        _, status = os.waitpid(pid, 0)
+        send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
+    finally:  # also when the client gave up (a timeout) and closed the connection
+        os._exit(0)
+
+
+def become_command(request: dict[str, Any]) -> None:
+    """Take the command's folder, environment, streams and arguments as `python -m` would have
+    them, then run the module as `__main__`; its exit code and exceptions end the process."""
+    import random
+
+    import numpy as np
+    import torch
+
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path, flags in (
+        (0, os.devnull, os.O_RDONLY),
+        (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+    ):
+        opened = os.open(path, flags, 0o644)
+        os.dup2(opened, fd)
+        os.close(opened)
+    random.seed()
+    np.random.seed()
+    torch.manual_seed(TORCH_DEFAULT_SEED)
+    sys.path[0] = os.getcwd()  # `python -m` puts the working folder first
+    sys.argv = ["-m", *request["args"]]
+    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+
+
+if __name__ == "__main__":
+    become_command(serve(sys.argv[1]))

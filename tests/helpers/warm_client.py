@@ -1,0 +1,110 @@
+"""The pytest side of `tests.helpers.warm_cli`: one server per worker process, started on first
+use, and a command run through it as `subprocess.run` would have run it.
+
+Kept apart from the server's module, which pauses the garbage collector when imported."""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+# Set by pytest for each test phase; no library reads it at import.
+PER_TEST_VARIABLES = {"PYTEST_CURRENT_TEST"}
+
+
+def comparable(env: dict[str, str]) -> dict[str, str]:
+    return {key: value for key, value in env.items() if key not in PER_TEST_VARIABLES}
+
+
+class WarmServer:
+    """A `python -m tests.helpers.warm_cli` process and the environment it imported under."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = comparable(env)
+        self.folder = Path(tempfile.mkdtemp(prefix="lmtrain-warm-"))
+        self.path = self.folder / "socket"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.helpers.warm_cli", str(self.path)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        atexit.register(self.stop)
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def ready(self, seconds: float = 180) -> bool:
+        """Whether the server listens, waiting up to `seconds` for its imports."""
+        deadline = time.monotonic() + seconds
+        while not self.path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def run(
+        self, module: str, args: list[str], env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str] | None:
+        """`python -m <module> <args>` in a fork of the server, as `subprocess.run(...,
+        capture_output=True, text=True, timeout=timeout)` would return it; None when the server
+        cannot run it (another environment, no server, or threads in it)."""
+        if comparable(env) != self.env or not self.ready():
+            return None
+        command = [sys.executable, "-m", module, *args]
+        with tempfile.TemporaryDirectory() as streams, socket.socket(socket.AF_UNIX) as conn:
+            out, err = Path(streams, "stdout"), Path(streams, "stderr")
+            conn.connect(str(self.path))
+            request = {"module": module, "args": args, "env": env, "cwd": str(ROOT)}
+            request |= {"stdout": str(out), "stderr": str(err)}
+            conn.sendall((json.dumps(request) + "\n").encode())
+            replies = conn.makefile()
+            started = json.loads(replies.readline())
+            if "refused" in started:
+                warnings.warn(
+                    f"warm CLI server: {started['refused']}; running a new process", stacklevel=3
+                )
+                return None
+            conn.settimeout(timeout)
+            try:
+                ended = json.loads(replies.readline())
+            except TimeoutError:
+                os.kill(started["pid"], 9)
+                raise subprocess.TimeoutExpired(
+                    command, timeout, output=out.read_text(), stderr=err.read_text()
+                ) from None
+            return subprocess.CompletedProcess(
+                command, ended["returncode"], out.read_text(), err.read_text()
+            )
+
+
+_server: WarmServer | None = None
+_starting = threading.Lock()  # tests run two commands at a time from threads
+
+
+def run_warm(
+    module: str, args: list[str], env: dict[str, str], timeout: float
+) -> subprocess.CompletedProcess[str] | None:
+    """Run through this worker's server (started on first use, with `env`), or None."""
+    global _server
+    if os.environ.get("LMTRAIN_TEST_WARM_CLI", "1") == "0":
+        return None
+    with _starting:
+        if _server is None:
+            _server = WarmServer(env)
+    return _server.run(module, args, env, timeout)
