@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
@@ -154,7 +154,11 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         saves = self._saves
         super().on_train_end(trainer, pl_module)  # last.ckpt, only if Lightning saved none yet
         # Otherwise Lightning's latest last.ckpt may be steps before the end: write the end.
-        final = self._saves == saves and trainer.global_step != self._last_written_step
+        # Lightning's StochasticWeightAveraging puts its average into the model in its own
+        # on_train_end, which runs before this one (Lightning calls checkpoint callbacks last):
+        # last.ckpt must hold the weights the final validation and the export see.
+        swapped = any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks)
+        final = self._saves == saves and (trainer.global_step != self._last_written_step or swapped)
         if final and self.save_last and not trainer.fast_dev_run:
             self._write_last(trainer)
 
