@@ -183,3 +183,37 @@ def test_tokens_seen_counts_on_when_a_run_resumes_with_another_batch_size(
         compose_cfg(*tiny, "data.batch_size=4", "trainer.max_steps=6", "ckpt_path=last")
     )
     assert resumed["tokens_seen"] == 4 * 8 * 32 + 2 * 4 * 32
+
+
+def test_validate_then_fit_with_a_plain_trainer(tmp_path: Path, data_dir: Path) -> None:
+    # The Python API as a Lightning user calls it: a baseline validation, then fit, on one module.
+    import lightning as L
+
+    from lmtrain.data import TextDataModule
+    from lmtrain.data.sources import TextFilesSource
+
+    torch.manual_seed(0)
+    source = TextFilesSource(path=str(one_file_corpus(tmp_path / "corpus")))
+    datamodule = TextDataModule(
+        source=source, tokenizer={"kind": "char"}, block_size=32, batch_size=8, cache_dir=data_dir
+    )
+    datamodule.prepare_data()
+    module = CausalLMModule(
+        model_type="gpt2",
+        config={k: v for k, v in GPT2.items() if k != "vocab_size"},
+        tokenizer=datamodule.tokenizer,
+        optimizer=functools.partial(torch.optim.AdamW, lr=3e-3),
+    )
+    trainer = L.Trainer(
+        max_steps=30,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=2,
+        default_root_dir=tmp_path,
+    )
+    before = trainer.validate(module, datamodule, verbose=False)[0]["val/loss"]
+    trainer.fit(module, datamodule)
+    after = trainer.validate(module, datamodule, verbose=False)[0]["val/loss"]
+    assert after < before - 0.5, (before, after)

@@ -197,6 +197,13 @@ class CausalLMModule(LightningModule):
         cut, full = self.window_lengths
         return flops * cut // full if cut else flops
 
+    def on_validation_epoch_start(self) -> None:
+        # The states anew under this validation's grad mode: made under `trainer.validate`'s
+        # inference mode, they cannot be updated by a later `fit`'s validation.
+        for metric in (self.val_loss, self.val_bpb):
+            if metric is not None:
+                metric.reset()
+
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; the metrics sync
         # over the ranks when computed. Padding windows (FSDP) count for nothing.
