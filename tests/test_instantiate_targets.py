@@ -16,8 +16,11 @@ import torch
 from omegaconf import OmegaConf
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.module import CausalLMModule
+from lmtrain.utils.checks import Problems
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lmtrain.utils.safe_load import load_torch_file
+from lmtrain.utils.target_checks import check_targets
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 
@@ -71,6 +74,36 @@ def test_train_with_a_callback_that_is_no_callback_is_one_line(
     assert_one_line_error(
         out, "callbacks.x._target_='builtins.dict' gave {} (a dict), not a Lightning Callback"
     )
+
+
+class SubclassedModule(CausalLMModule):
+    """A researcher's own module: a subclass, which lmtrain.train takes."""
+
+
+def test_model_and_data_targets_that_are_not_lmtrains_classes_are_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Before: OmegaConf tracebacks about missing keys (model_type, source), and a ValueError from
+    # dict() of a transformers config object, after the data was prepared.
+    boring = "lightning.pytorch.demos.boring_classes"
+    out = run_cli(
+        "train",
+        *tiny_cli(tmp_path, data_dir, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"),
+        f"model._target_={boring}.BoringModel",
+        f"data._target_={boring}.BoringDataModule",
+        "+model.config._target_=transformers.GPT2Config",
+    )
+    line = assert_one_line_error(
+        out,
+        f"model._target_={boring}.BoringModel is not a subclass of "
+        "lmtrain.models.module.CausalLMModule",
+        f"data._target_={boring}.BoringDataModule is not a subclass of",
+        "drop model.config._target_",
+    )
+    assert "subclass it" in line
+    problems = Problems()
+    check_targets({"model": {"_target_": f"{__name__}.SubclassedModule"}}, problems)
+    assert problems.found == []
 
 
 def not_zip_files(folder: Path) -> dict[str, Path]:

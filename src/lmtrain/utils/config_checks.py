@@ -23,6 +23,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems, check_task_name
 from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.optimizer_checks import check_optimization
+from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def check_train_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
     check_config_names(cfg, problems)  # keys nothing reads, groups without a _target_
+    check_targets(cfg, problems)  # model and data are lmtrain's classes or subclasses
     check_metric_names(plain(cfg.get("callbacks")), cfg.get("optimized_metric"), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)

@@ -1,0 +1,47 @@
+"""What `model._target_`, `data._target_` and `model.config` may name.
+
+lmtrain.train builds, checkpoints, resumes, samples from and exports `CausalLMModule` over a
+Hugging Face model, fed by `TextDataModule` and its token cache: it reads their settings
+(`model.model_type`, `data.source`, ...) and attributes (`model.model.config`,
+`datamodule.tokenizer`). Another LightningModule or DataModule named by `_target_` ended in an
+OmegaConf traceback about a missing key; a subclass works, and is the way to change them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from hydra.utils import get_class
+
+from lmtrain.utils.checks import Problems
+
+# The group, its base class (as configs/<group>/_base.yaml names it), and what to do instead.
+BASES = {
+    "model": ("lmtrain.models.module.CausalLMModule", "the HF model, loss or optimizer"),
+    "data": ("lmtrain.data.datamodule.TextDataModule", "the data, through data.source"),
+}
+
+
+def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
+    for group, (base_path, what) in BASES.items():
+        section = cfg.get(group)
+        target = section.get("_target_") if isinstance(section, Mapping) else None
+        if not isinstance(target, str) or target == base_path:
+            continue
+        try:
+            cls = get_class(target)
+        except Exception:  # not importable: instantiate's own one-line error names it later
+            continue
+        if not issubclass(cls, get_class(base_path)):
+            problems.add(
+                f"{group}._target_={target} is not a subclass of {base_path}, which "
+                f"lmtrain.train builds, checkpoints and exports: subclass it to change {what}"
+            )
+    config = (cfg.get("model") or {}).get("config")
+    if isinstance(config, Mapping) and "_target_" in config:
+        problems.add(
+            f"model.config._target_={config['_target_']}: model.config holds the HF config's "
+            "keys (n_layer, hidden_size, ...), not an object to build: drop "
+            "model.config._target_ and name the architecture with model.model_type=<type>"
+        )
