@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import one_file_corpus
 from tests.helpers.runs import eval_tiny, train_tiny
 
@@ -33,3 +35,18 @@ def test_swa_average_is_what_last_ckpt_holds_and_the_run_reported(
     reported = json.loads((run_dir / "metrics.json").read_text())["val/loss"]
     evaluated = eval_tiny(last, tmp_path / "eval", data_dir)["val/loss"]
     assert evaluated == pytest.approx(reported, rel=1e-6)
+
+
+def test_a_callback_lightning_refuses_once_training_starts_is_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Before: Lightning's MisconfigurationException as a traceback, after the data and the
+    # model were built.
+    out = run_cli(
+        "train",
+        *tiny_cli(tmp_path, data_dir, "logger=none", f"hydra.run.dir={tmp_path / 'run'}"),
+        *SWA[:2],  # swa_epoch_start 0.8 (a share of max_epochs), and max_epochs=-1
+    )
+    assert_one_line_error(
+        out, "Lightning refused the run's settings: SWA with `swa_epoch_start` as a float"
+    )

@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -66,8 +66,11 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
             # Ours, or a config entry's class refusing the user's values (train.py instantiates
-            # data and model itself, so this catches them all): see config_entry_error.
-            user_error = find_cause(err, LMTrainError) or config_entry_error(err)
+            # data and model itself, so this catches them all): see config_entry_error; or
+            # Lightning refusing a setting once training started.
+            user_error = (
+                find_cause(err, LMTrainError) or config_entry_error(err) or lightning_refusal(err)
+            )
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
@@ -83,6 +86,20 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 leave_together()
 
     return wrapped
+
+
+def lightning_refusal(err: BaseException) -> LMTrainError | None:
+    """Lightning's MisconfigurationException is its refusal of a setting, raised when the
+    trainer meets it (a callback's arguments against the trainer's: StochasticWeightAveraging's
+    float `swa_epoch_start` without `trainer.max_epochs`): one line with Lightning's words."""
+    refusal = find_cause(err, MisconfigurationException)
+    if refusal is None:
+        return None
+    words = " ".join(str(refusal).split()) or type(refusal).__name__
+    return LMTrainError(
+        f"Lightning refused the run's settings: {words} (check the trainer.* and callbacks.* "
+        "settings it names)"
+    )
 
 
 def run_folder_of(args: tuple[Any, ...]) -> str:
