@@ -73,6 +73,7 @@ from tests.helpers.corpora import write_corpus
         # Lightning refused these after data preparation, advising four unrelated keys.
         ("trainer.val_check_interval=1.5", "trainer.val_check_interval=1.5 is a share of an epoch"),
         ("trainer.limit_val_batches=2.0", "trainer.limit_val_batches=2.0 is a share of an epoch"),
+        ("trainer.val_check_interval=0.5", "needs trainer.check_val_every_n_epoch=1 (null here"),
         # An interpolation that resolves to nothing was a traceback inside this very check.
         ("model.optimizer.lr=${oops}", "model.optimizer.lr cannot be resolved (Interpolation key"),
         # The run folder's name under paths.log_dir: `..` led outside it.

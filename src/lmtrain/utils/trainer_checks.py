@@ -61,6 +61,15 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
                 f"trainer.{key}={value} is a share of an epoch above 1.0: pass a share up to "
                 f"1.0, or a whole number of batches (trainer.{key}={int(value)})"
             )
+    # A share of an epoch needs epochs to be shares of: Lightning refused it after the data
+    # was prepared, in a line that our trainer hint then blamed on the accelerator.
+    every_epochs = trainer.get("check_val_every_n_epoch")
+    if isinstance(interval, float) and 0 < interval <= 1 and every_epochs is None:
+        problems.add(
+            f"trainer.val_check_interval={interval} is a share of an epoch, which needs "
+            "trainer.check_val_every_n_epoch=1 (null here: validations count batches across "
+            f"epochs): pass both, or a whole number of batches (trainer.val_check_interval=N)"
+        )
     problems.number("trainer.limit_val_batches", limit, low=0, optional=True)
     problems.integer("trainer.log_every_n_steps", trainer.get("log_every_n_steps", 50), 0)
     problems.integer(
