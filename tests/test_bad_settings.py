@@ -105,6 +105,12 @@ from tests.helpers.corpora import write_corpus
             " ~model.scheduler.num_warmup_steps +model.scheduler.step_size=3",
             "StepLR does not take num_training_steps, which lmtrain passes every schedule",
         ),
+        (
+            # A transformers schedule too, which the advice had named as the way out.
+            "model.scheduler._target_=transformers.get_constant_schedule_with_warmup"
+            " ~model.scheduler.min_lr_rate",
+            "schedule: use a schedule that takes it (transformers.get_cosine_schedule_with_warmup",
+        ),
         ("+model.optimizer.weight_decy=0.5", "weight_decy is not an argument of AdamW: did you"),
         ("+model.scheduler.num_warmup_step=3", "num_warmup_step is not an argument of get_cos"),
         ("~model.optimizer._partial_", "(torch.optim.AdamW) has no _partial_: true, which lm"),

@@ -146,8 +146,9 @@ def check_arguments(
         for missing in (p for p in passed if p not in accepted):
             problems.add(
                 f"{key}._target_={target} does not take {missing}, which lmtrain passes every "
-                "schedule: use a transformers schedule (transformers.get_*_schedule*), or a "
-                f"function of (optimizer, {missing}, ...) that returns one"
+                "schedule: use a schedule that takes it (transformers.get_cosine_schedule_with_"
+                "warmup, get_linear_schedule_with_warmup, get_wsd_schedule), or a function of "
+                f"(optimizer, {missing}, ...) that returns one"
             )
     try:
         parameters = list(inspect.signature(called).parameters.values())
