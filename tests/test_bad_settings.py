@@ -223,6 +223,20 @@ def test_a_swapped_optimizer_or_schedule_with_its_own_keys_passes(compose_cfg) -
     check_train_config(compose_cfg(*wsd, "+model.scheduler.num_decay_steps=2"))
 
 
+def test_a_swapped_optimizer_is_told_which_adamw_keys_it_keeps(compose_cfg, caplog) -> None:
+    """Adam took AdamW's weight_decay=0.1 as an L2 penalty, beta2 0.99 and fused, silently."""
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.optimizer_checks"):
+        check_train_config(compose_cfg())
+        assert "model.optimizer._target_" not in caplog.text  # AdamW itself: nothing to say
+        check_train_config(compose_cfg("model.optimizer._target_=torch.optim.Adam"))
+    assert (
+        "model.optimizer._target_=torch.optim.Adam is given betas=[0.9, 0.99], eps=1e-08, "
+        "weight_decay=0.1, fused=True (model/optimizer=adamw's keys stay when only _target_ "
+        "changes); weight_decay=0.1 is what torch.optim.Adam makes of it (Adam and SGD: an L2 "
+        "term added to the gradient"
+    ) in caplog.text
+
+
 def test_a_metric_of_ones_own_may_be_monitored(compose_cfg) -> None:
     """Only other spellings of val/loss, val/ppl, val/bpb are refused: `val/bpc` (bits per
     character, logged by a module of one's own) is one letter from val/bpb and passes."""

@@ -12,6 +12,7 @@ gradient ascent.
 from __future__ import annotations
 
 import inspect
+import logging
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -20,6 +21,10 @@ from typing import Any
 from lmtrain.utils.checks import Problems, accepted_arguments, call_parameters
 from lmtrain.utils.config_keys import locate
 
+log = logging.getLogger(__name__)
+
+# model/optimizer=adamw's class; its keys stay when only `_target_` is swapped.
+ADAMW = "torch.optim.AdamW"
 # Hydra's own keys of a node to instantiate: not arguments of the target.
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 # What lmtrain passes each partial itself (lmtrain.models.optimizers): an optimizer its
@@ -44,6 +49,7 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if not parts:
         check_optimizer("model.optimizer", optimizer, problems)
         check_arguments("model.optimizer", optimizer, OPTIMIZER_PASSES, problems)
+        warn_carried_keys(optimizer)
     for name, part in parts.items():
         key = f"model.optimizer.{name}"
         if isinstance(part["optimizer"], Mapping):
@@ -58,6 +64,35 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if isinstance(shared, Mapping):
         check_scheduler("model.scheduler", shared, problems)
         check_arguments("model.scheduler", shared, SCHEDULER_PASSES, problems)
+
+
+def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
+    """Say what a swapped optimizer class is given besides `lr`.
+
+    `model.optimizer._target_=torch.optim.Adam` keeps model/optimizer=adamw's keys, and the
+    new class takes them silently: nanoGPT's beta2 0.99, the fused kernel, and weight_decay=0.1,
+    which Adam and SGD add to the gradient (an L2 penalty), not AdamW's decoupled decay."""
+    target = optimizer.get("_target_")
+    if not isinstance(target, str) or target == ADAMW:
+        return
+    kept = {k: v for k, v in optimizer.items() if k not in HYDRA_KEYS and k != "lr"}
+    if not kept:
+        return
+    decay = optimizer.get("weight_decay")
+    l2 = ""
+    if isinstance(decay, int | float) and decay > 0:
+        l2 = (
+            f"; weight_decay={decay} is what {target} makes of it (Adam and SGD: an L2 term "
+            "added to the gradient, not AdamW's decoupled decay)"
+        )
+    settings = ", ".join(f"{k}={v}" for k, v in kept.items())
+    log.warning(
+        "model.optimizer._target_=%s is given %s (model/optimizer=adamw's keys stay when only "
+        "_target_ changes)%s: drop what you do not mean with ~model.optimizer.<key>",
+        target,
+        settings,
+        l2,
+    )
 
 
 def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) -> None:
