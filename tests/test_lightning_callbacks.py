@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.target_checks import check_targets
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import one_file_corpus
@@ -50,3 +52,13 @@ def test_a_callback_lightning_refuses_once_training_starts_is_one_line(
     assert_one_line_error(
         out, "Lightning refused the run's settings: SWA with `swa_epoch_start` as a float"
     )
+
+
+def test_the_learning_rate_finder_is_pointed_at_a_sweep() -> None:
+    # Before: AttributeError inside fit (the finder looks for a module attribute `lr`).
+    problems = Problems()
+    finder = {"_target_": "lightning.pytorch.callbacks.LearningRateFinder"}
+    check_targets({"callbacks": {"lrf": finder, "text_samples": None}}, problems)
+    (line,) = problems.found
+    assert "callbacks.lrf._target_=lightning.pytorch.callbacks.LearningRateFinder" in line
+    assert "hparams_search=optuna" in line and "~callbacks.lrf" in line

@@ -1,10 +1,12 @@
-"""What `model._target_`, `data._target_` and `model.config` may name.
+"""What `model._target_`, `data._target_`, `model.config` and callbacks may name.
 
 lmtrain.train builds, checkpoints, resumes, samples from and exports `CausalLMModule` over a
 Hugging Face model, fed by `TextDataModule` and its token cache: it reads their settings
 (`model.model_type`, `data.source`, ...) and attributes (`model.model.config`,
 `datamodule.tokenizer`). Another LightningModule or DataModule named by `_target_` ended in an
 OmegaConf traceback about a missing key; a subclass works, and is the way to change them.
+Lightning's LearningRateFinder sets a module attribute `lr`; lmtrain's rate is an argument of the
+optimizer partial, so the finder failed inside `fit` with an AttributeError.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ BASES = {
 }
 
 
+# A Lightning callback that cannot work on CausalLMModule, and what does its job here.
+LR_FINDER = "lightning.pytorch.callbacks.LearningRateFinder"
+
+
 def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
     for group, (base_path, what) in BASES.items():
         section = cfg.get(group)
         target = section.get("_target_") if isinstance(section, Mapping) else None
         if not isinstance(target, str) or target == base_path:
             continue
-        try:
-            cls = get_class(target)
-        except Exception:  # not importable: instantiate's own one-line error names it later
-            continue
-        if not issubclass(cls, get_class(base_path)):
+        if importable(target) and not subclass_of(target, base_path):
             problems.add(
                 f"{group}._target_={target} is not a subclass of {base_path}, which "
                 f"lmtrain.train builds, checkpoints and exports: subclass it to change {what}"
@@ -45,3 +47,25 @@ def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
             "keys (n_layer, hidden_size, ...), not an object to build: drop "
             "model.config._target_ and name the architecture with model.model_type=<type>"
         )
+    callbacks = cfg.get("callbacks")
+    for name, entry in callbacks.items() if isinstance(callbacks, Mapping) else ():
+        target = entry.get("_target_") if isinstance(entry, Mapping) else None
+        if isinstance(target, str) and subclass_of(target, LR_FINDER):
+            problems.add(
+                f"callbacks.{name}._target_={target} sets a module attribute `lr`, and lmtrain's "
+                "learning rate is model.optimizer.lr: search that with a sweep "
+                f"(hparams_search=optuna, or -m model.optimizer.lr=...) and drop ~callbacks.{name}"
+            )
+
+
+def importable(target: str) -> bool:
+    """Whether `target` imports as a class (if not, instantiate's one-line error names it)."""
+    try:
+        get_class(target)
+    except Exception:
+        return False
+    return True
+
+
+def subclass_of(target: str, base_path: str) -> bool:
+    return importable(target) and issubclass(get_class(target), get_class(base_path))
