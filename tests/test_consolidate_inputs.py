@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,6 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
-from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.sharded_runs import model_and_optimizer
@@ -46,8 +44,7 @@ def sharded_checkpoint(folder: Path) -> Path:
 
 
 def consolidate_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "lmtrain.strategies", "consolidate", *map(str, args)]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return run_cli("strategies", "consolidate", *map(str, args), timeout=120)
 
 
 def digest(path: Path) -> str:

@@ -49,6 +49,7 @@ def serve(socket_path: str) -> dict[str, Any]:
     import lmtrain.eval
     import lmtrain.export
     import lmtrain.generate
+    import lmtrain.strategies.__main__
     import lmtrain.train  # noqa: F401
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the supervisors
