@@ -9,6 +9,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,7 @@ class WarmServer:
             try:
                 ended = json.loads(replies.readline())
             except TimeoutError:
-                os.kill(started["pid"], 9)
+                os.kill(started["pid"], signal.SIGKILL)
                 raise subprocess.TimeoutExpired(
                     command, timeout, output=out.read_text(), stderr=err.read_text()
                 ) from None

@@ -18,7 +18,7 @@ from hydra.utils import get_class
 
 from lmtrain.utils.checks import Problems
 
-# The group, its base class (as configs/<group>/_base.yaml names it), and what to do instead.
+# The group, its base class (as configs/<group>/_base.yaml names it), and what a subclass changes.
 BASES = {
     "model": ("lmtrain.models.module.CausalLMModule", "the HF model, loss or optimizer"),
     "data": ("lmtrain.data.datamodule.TextDataModule", "the data, through data.source"),
@@ -35,7 +35,8 @@ def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
         target = section.get("_target_") if isinstance(section, Mapping) else None
         if not isinstance(target, str) or target == base_path:
             continue
-        if importable(target) and not subclass_of(target, base_path):
+        cls = located(target)
+        if cls is not None and not issubclass(cls, get_class(base_path)):
             problems.add(
                 f"{group}._target_={target} is not a subclass of {base_path}, which "
                 f"lmtrain.train builds, checkpoints and exports: subclass it to change {what}"
@@ -50,7 +51,8 @@ def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
     callbacks = cfg.get("callbacks")
     for name, entry in callbacks.items() if isinstance(callbacks, Mapping) else ():
         target = entry.get("_target_") if isinstance(entry, Mapping) else None
-        if isinstance(target, str) and subclass_of(target, LR_FINDER):
+        cls = located(target) if isinstance(target, str) else None
+        if cls is not None and issubclass(cls, get_class(LR_FINDER)):
             problems.add(
                 f"callbacks.{name}._target_={target} sets a module attribute `lr`, and lmtrain's "
                 "learning rate is model.optimizer.lr: search that with a sweep "
@@ -58,14 +60,9 @@ def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
             )
 
 
-def importable(target: str) -> bool:
-    """Whether `target` imports as a class (if not, instantiate's one-line error names it)."""
+def located(target: str) -> type | None:
+    """The class `target` names, or None (instantiate's own one-line error names it later)."""
     try:
-        get_class(target)
+        return get_class(target)
     except Exception:
-        return False
-    return True
-
-
-def subclass_of(target: str, base_path: str) -> bool:
-    return importable(target) and issubclass(get_class(target), get_class(base_path))
+        return None
