@@ -12,7 +12,7 @@ the same tokens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
@@ -51,6 +52,27 @@ def data_parallel_rank(trainer: Any) -> tuple[int, int]:
     """(data-parallel size, data-parallel rank): the ranks that read different windows."""
     kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
     return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
+
+
+def trained_windows(trainer: Any, global_batch: int) -> Callable[[], int | None]:
+    """The global windows `trainer` has trained on in its run (resumed runs included), or None
+    while it is not fitting.
+
+    Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
+    counts what reached `training_step`, not what the loader read ahead. The trainer is the one
+    that asked for the loader, not `self.trainer` at iteration time: a loader made by one
+    trainer and handed to another (`trainer.fit(module, dm.train_dataloader())` after an
+    earlier fit) would otherwise start every epoch at the finished trainer's count, replaying
+    the same windows; it counts epochs instead (`ResumableWindowSampler.start`).
+    """
+
+    def position() -> int | None:
+        state = trainer.state
+        if state.fn != TrainerFn.FITTING or state.status != TrainerStatus.RUNNING:
+            return None
+        return trainer.fit_loop.epoch_loop.batch_progress.total.processed * global_batch
+
+    return position
 
 
 class TextDataModule(LightningDataModule):
@@ -172,19 +194,10 @@ class TextDataModule(LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            position=(lambda: self._trained_batches() * global_batch) if trainer else None,
+            position=trained_windows(trainer, global_batch) if trainer else None,
             batch_size=self.batch_size,
         )
         return self._loader(dataset, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
-
-    def _trained_batches(self) -> int:
-        """Micro-batches each rank has trained on in this run, resumed runs included.
-
-        Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
-        counts what reached `training_step`, not what the loader read ahead.
-        """
-        assert self.trainer is not None
-        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:
         """Every full val window once, in order."""

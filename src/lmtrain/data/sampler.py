@@ -43,8 +43,8 @@ class ResumableWindowSampler(DistributedSampler):
     A `DistributedSampler` subclass so that Lightning uses it as is under DDP and FSDP instead of
     wrapping it. Rank `rank` of `world_size` reads its `batch_size` share of every global
     micro-batch of the one stream. `position`, when given, returns the global window count to
-    start the next iteration at; without it (outside a Trainer), epoch e starts at
-    e * num_samples * world_size.
+    start the next iteration at; without it (outside a Trainer), or when it returns None, epoch
+    e starts at e * num_samples * world_size.
     """
 
     def __init__(
@@ -54,7 +54,7 @@ class ResumableWindowSampler(DistributedSampler):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        position: Callable[[], int] | None = None,
+        position: Callable[[], int | None] | None = None,
         batch_size: int = 1,
     ) -> None:
         # No super().__init__: it wants a dataset and sizes the epoch from it; set what it would.
@@ -80,10 +80,12 @@ class ResumableWindowSampler(DistributedSampler):
         return self.indices(self.start(), self.num_samples)
 
     def start(self) -> int:
-        """The global stream position the next iteration starts at."""
-        if self.position is None:
+        """The global stream position the next iteration starts at: `position()` (which says
+        None outside its trainer's fit), or else the epoch's first."""
+        position = self.position() if self.position is not None else None
+        if position is None:
             return self.epoch * self.total_size
-        return self.position() + self.offset
+        return position + self.offset
 
     def indices(self, start: int, count: int) -> Iterator[int]:
         """This rank's first `count` window indices from global position `start` on."""
@@ -154,7 +156,10 @@ class ResumableDataLoader(DataLoader):
                 f"devices = {saved[0] * saved[1]} (e.g. data.batch_size="
                 f"{saved[0] * saved[1] // now[0]} on {now[0]} rank(s)), or start a new run"
             )
-        sampler.offset = state["position"] - sampler.position()
+        trained = sampler.position()
+        if trained is None:  # restored outside its trainer's fit: epochs count instead
+            return
+        sampler.offset = state["position"] - trained
         if saved[0] != now[0]:
             log.info(
                 "Resuming a run of %d rank(s) on %d: the window stream goes on at window %d",
