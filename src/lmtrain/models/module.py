@@ -140,6 +140,10 @@ class CausalLMModule(LightningModule):
         logits = self(inputs)
         return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
+    # Under `torch.compile(module)` Lightning compiles the step methods too; Dynamo fails on
+    # Lightning's `self.log` (as of torch 2.13) and would graph-break on every guard and count
+    # here anyway. The steps stay eager and call the compiled `forward`, where the work is.
+    @torch.compiler.disable
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
         full = batch.shape[1] - 1
         if self.seq_len_warmup is not None:  # the first steps read the windows' first tokens
@@ -204,6 +208,7 @@ class CausalLMModule(LightningModule):
             if metric is not None:
                 metric.reset()
 
+    @torch.compiler.disable  # eager, as training_step
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; the metrics sync
         # over the ranks when computed. Padding windows (FSDP) count for nothing.

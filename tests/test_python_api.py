@@ -1,0 +1,99 @@
+"""lmtrain from Python, as a Lightning user calls it: a plain Trainer, our module and data module."""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lmtrain.data import TextDataModule
+from lmtrain.data.sources import TextFilesSource
+from lmtrain.errors import LMTrainError
+from lmtrain.models import CausalLMModule
+from tests.helpers.corpora import one_file_corpus
+
+CONFIG = {"n_layer": 1, "n_head": 2, "n_embd": 32, "n_positions": 64}
+
+
+def data_module(corpus: Path, cache: Path, **settings) -> TextDataModule:
+    kwargs = {"tokenizer": {"kind": "char"}, "block_size": 32, "batch_size": 8} | settings
+    datamodule = TextDataModule(source=TextFilesSource(path=str(corpus)), cache_dir=cache, **kwargs)
+    datamodule.prepare_data()
+    return datamodule
+
+
+def module(tokenizer, **settings) -> CausalLMModule:
+    optimizer = functools.partial(torch.optim.AdamW, lr=3e-3)
+    kwargs = {"config": CONFIG, "tokenizer": tokenizer, "optimizer": optimizer} | settings
+    return CausalLMModule(model_type="gpt2", **kwargs)
+
+
+def trainer(tmp_path: Path, **settings) -> L.Trainer:
+    kwargs = {
+        "max_steps": 4,
+        "accelerator": "cpu",
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "limit_val_batches": 2,
+        "default_root_dir": tmp_path,
+    } | settings
+    return L.Trainer(**kwargs)
+
+
+class FirstWindows(Callback):
+    """Each epoch's first training batch, as token sums (which windows were read)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[list[int]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == 0:
+            self.epochs.append(batch.sum(dim=1).tolist())
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    return one_file_corpus(tmp_path / "corpus")
+
+
+def test_a_loader_from_a_finished_trainer_reads_new_windows_each_epoch(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # The loader's start came from the data module's trainer: after a first fit, a loader handed
+    # to a second trainer began every epoch at the first trainer's final count, the same windows.
+    datamodule = data_module(corpus, data_dir)
+    trainer(tmp_path).fit(module(datamodule.tokenizer), datamodule)
+    windows = FirstWindows()
+    second = trainer(tmp_path, max_steps=-1, max_epochs=3, limit_train_batches=2)
+    second.callbacks.append(windows)
+    second.fit(module(datamodule.tokenizer), train_dataloaders=datamodule.train_dataloader())
+    assert len(windows.epochs) == 3
+    assert windows.epochs[0] != windows.epochs[1] != windows.epochs[2] != windows.epochs[0]
+
+
+def test_a_compiled_module_trains_with_its_forward_compiled(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # Lightning's documented route, torch.compile(module), failed inside Dynamo on self.log.
+    # backend="eager": Dynamo traces and runs the graphs as captured (no inductor build), which
+    # is where the failure was.
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    datamodule = data_module(corpus, data_dir)
+    lm = module(datamodule.tokenizer)
+    run = trainer(tmp_path, max_steps=3, log_every_n_steps=1)
+    compiled = torch.compile(lm, backend="eager")
+    run.fit(compiled, datamodule)
+    assert run.global_step == 3
+    assert torch.isfinite(run.callback_metrics["train/loss"])
+    assert math.isfinite(run.validate(compiled, datamodule, verbose=False)[0]["val/loss"])
+    assert counters["stats"]["unique_graphs"] > 0  # the forward went through Dynamo
