@@ -1,4 +1,4 @@
-"""lmtrain from Python, as a Lightning user calls it: a plain Trainer, our module and data module."""
+"""lmtrain from Python, as a Lightning user calls it: a plain Trainer, our module and datamodule."""
 
 from __future__ import annotations
 
@@ -97,3 +97,39 @@ def test_a_compiled_module_trains_with_its_forward_compiled(
     assert torch.isfinite(run.callback_metrics["train/loss"])
     assert math.isfinite(run.validate(compiled, datamodule, verbose=False)[0]["val/loss"])
     assert counters["stats"]["unique_graphs"] > 0  # the forward went through Dynamo
+
+
+@pytest.mark.parametrize(
+    ("data_settings", "module_settings", "words"),
+    [
+        ({"block_size": 80}, {}, "the data module's block_size=80 is longer than the model's"),
+        (
+            {"tokenizer": {"kind": "bpe", "vocab_size": 300}},
+            {"tokenizer": "char"},
+            "the data module's tokenizer has 300 tokens but the model embeds only",
+        ),
+        (
+            {},
+            {"tokenizer": "other chars"},
+            "the module was built with another tokenizer",
+        ),
+    ],
+)
+def test_a_module_built_apart_from_its_data_is_refused_in_one_line(
+    tmp_path: Path, corpus: Path, data_dir: Path, data_settings, module_settings, words
+) -> None:
+    # Built apart in Python, a mismatch ended in an IndexError inside torch's embedding, or
+    # (a tokenizer with the same count) trained on with the ids read as other tokens.
+    datamodule = data_module(corpus, data_dir, **data_settings)
+    assert "%" not in corpus.read_text()
+    other = tmp_path / "other.txt"
+    other.write_text(corpus.read_text().replace("a", "%"))
+    tokenizers = {
+        "char": data_module(corpus, data_dir).tokenizer,
+        "other chars": data_module(other, data_dir).tokenizer,  # as many tokens, one other
+    }
+    tokenizer = tokenizers[module_settings["tokenizer"]] if module_settings else None
+    lm = module(tokenizer or datamodule.tokenizer)
+    with pytest.raises(LMTrainError, match=words) as refusal:
+        trainer(tmp_path).fit(lm, datamodule)
+    assert "\n" not in str(refusal.value)

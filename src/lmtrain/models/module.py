@@ -26,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lmtrain.errors import LMTrainError
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint import CHECKPOINT_KEY
+from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
@@ -255,6 +256,7 @@ class CausalLMModule(LightningModule):
         self.step_stats.clip_and_log(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def setup(self, stage: str) -> None:
+        check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)  # built apart?
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
 
