@@ -133,3 +133,22 @@ def test_a_module_built_apart_from_its_data_is_refused_in_one_line(
     with pytest.raises(LMTrainError, match=words) as refusal:
         trainer(tmp_path).fit(lm, datamodule)
     assert "\n" not in str(refusal.value)
+
+
+def test_load_from_checkpoint_rebuilds_the_module_with_the_checkpoints_tokenizer(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # Lightning's own loader, with no tokenizer= (the hyperparameters do not hold the
+    # vocabulary): was a size-mismatch traceback, the model built with GPT-2's 50,257 tokens.
+    datamodule = data_module(corpus, data_dir)
+    lm = module(datamodule.tokenizer)
+    run = trainer(tmp_path)
+    run.fit(lm, datamodule)
+    path = tmp_path / "model.ckpt"
+    run.save_checkpoint(path)
+    loaded = CausalLMModule.load_from_checkpoint(path).eval()
+    assert loaded.tokenizer.get_vocab() == datamodule.tokenizer.get_vocab()
+    windows = next(iter(datamodule.val_dataloader()))
+    torch.testing.assert_close(loaded.loss(windows), lm.eval().loss(windows))
+    with pytest.raises(LMTrainError, match="weights_only=False"):
+        CausalLMModule.load_from_checkpoint(path, weights_only=False)

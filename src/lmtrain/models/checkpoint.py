@@ -233,6 +233,14 @@ def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
     return str(file)
 
 
+def checkpoint_tokenizer(path: str | Path) -> PreTrainedTokenizerBase | None:
+    """The tokenizer a checkpoint file carries, or None (a file without lmtrain's part), read
+    as every tool reads a checkpoint: a broken or crafted file stops here in one line."""
+    extra = read_checkpoint_file(path).get(CHECKPOINT_KEY) or {}
+    files = extra.get("tokenizer_files")
+    return tokenizer_from_files(files) if files else None
+
+
 def load_model(path: str | Path) -> LoadedModel:
     """The model at `path`, a Lightning checkpoint or an HF folder, ready for inference."""
     if Path(path).is_dir():

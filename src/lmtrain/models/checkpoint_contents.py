@@ -74,6 +74,13 @@ def check_contents(
     return dict(checkpoint)
 
 
+def tokenizer_file_texts(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
+    """The tokenizer as `save_pretrained` writes it, file name -> text (what checkpoints hold)."""
+    with tempfile.TemporaryDirectory() as folder:
+        tokenizer.save_pretrained(folder)
+        return {p.name: p.read_text() for p in Path(folder).iterdir() if p.is_file()}
+
+
 def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
     """Rebuild a tokenizer from the file contents `save_pretrained` wrote."""
     with tempfile.TemporaryDirectory() as folder:

@@ -26,3 +26,16 @@ def flops_per_batch(config: PretrainedConfig, batch_size: int, seq_len: int) -> 
         lambda: model(input_ids=input_ids, use_cache=True).logits,
         loss_fn=lambda logits: logits.sum(),
     )
+
+
+def scaled(train_flops: int | None, training: bool, window_lengths: tuple[int, int]) -> int | None:
+    """FLOPs of the current micro-batch from `train_flops` (forward and backward at the full
+    window length): the forward alone while validating (a third: backward costs two forwards).
+    A warm-up's shorter windows (`window_lengths`: this step's, the data's) scale it linearly:
+    exact for the matmuls, an overcount of attention's quadratic part, small at 64 tokens."""
+    if train_flops is None:
+        return None
+    if not training:
+        return train_flops // 3
+    cut, full = window_lengths
+    return train_flops * cut // full if cut else train_flops

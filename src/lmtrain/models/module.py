@@ -8,7 +8,6 @@ and `lmtrain.export` need nothing but the `.ckpt` file.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -25,8 +24,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
-from lmtrain.models.checkpoint import CHECKPOINT_KEY
+from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_tokenizer
+from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.data_fit import check_fits_data
+from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
@@ -189,18 +190,8 @@ class CausalLMModule(LightningModule):
 
     @property
     def flops_per_batch(self) -> int | None:
-        """FLOPs of the current micro-batch, read by the throughput monitor: forward and
-        backward while training, the forward alone (a third: backward costs two forwards)
-        while validating."""
-        flops = self.train_flops_per_batch
-        if flops is None:
-            return None
-        if not self.training:
-            return flops // 3
-        # Counted at the full length; a warm-up's shorter windows scale it linearly (exact for
-        # the matmuls, an overcount of attention's quadratic part, a small share at 64 tokens).
-        cut, full = self.window_lengths
-        return flops * cut // full if cut else flops
+        """FLOPs of the current micro-batch, read by the throughput monitor (`flops.scaled`)."""
+        return scaled(self.train_flops_per_batch, self.training, self.window_lengths)
 
     def on_validation_epoch_start(self) -> None:
         # The states anew under this validation's grad mode: made under `trainer.validate`'s
@@ -310,11 +301,20 @@ class CausalLMModule(LightningModule):
             self.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
             self.tokens_seen, self.tokens_steps = self.tokens_before  # saved again before a step
 
+    @classmethod
+    def load_from_checkpoint(
+        cls, checkpoint_path: str | Path, *args: Any, weights_only: bool = True, **kwargs: Any
+    ) -> CausalLMModule:
+        """Lightning's, with the checkpoint's own tokenizer when `tokenizer=` is not given (the
+        model's vocabulary is the tokenizer's size, which the hyperparameters do not hold).
+        `lmtrain.models.checkpoint.load_model` gives the plain HF model and tokenizer instead."""
+        if not weights_only:  # files are untrusted: no pickle beyond what weights_only allows
+            raise LMTrainError("weights_only=False: lmtrain reads checkpoints weights-only")
+        if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
+            kwargs["tokenizer"] = checkpoint_tokenizer(checkpoint_path)
+        return super().load_from_checkpoint(checkpoint_path, *args, weights_only=True, **kwargs)
+
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:
         """The tokenizer as `save_pretrained` writes it, file name -> text, read once."""
-        if self.tokenizer is None:
-            return {}
-        with tempfile.TemporaryDirectory() as folder:
-            self.tokenizer.save_pretrained(folder)
-            return {p.name: p.read_text() for p in Path(folder).iterdir() if p.is_file()}
+        return tokenizer_file_texts(self.tokenizer) if self.tokenizer is not None else {}
