@@ -152,3 +152,34 @@ def test_load_from_checkpoint_rebuilds_the_module_with_the_checkpoints_tokenizer
     torch.testing.assert_close(loaded.loss(windows), lm.eval().loss(windows))
     with pytest.raises(LMTrainError, match="weights_only=False"):
         CausalLMModule.load_from_checkpoint(path, weights_only=False)
+
+
+def test_shorthands_for_a_path_and_a_tokenizer_kind(corpus: Path, data_dir: Path) -> None:
+    # Python users pass a path and "char"; they failed on a missing method or read "char" as
+    # four settings named c, h, a and r.
+    datamodule = TextDataModule(
+        source=str(corpus), tokenizer="char", block_size=32, batch_size=8, cache_dir=data_dir
+    )
+    datamodule.prepare_data()
+    assert datamodule.tokenizer.get_vocab() == data_module(corpus, data_dir).tokenizer.get_vocab()
+    with pytest.raises(LMTrainError, match=r"source=\{'path': .* is not a corpus source"):
+        TextDataModule(source={"path": str(corpus)}, tokenizer="char", block_size=8, batch_size=2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "words"),
+    [
+        ({"optimizer": torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())}, "optimizer=AdamW"),
+        (
+            {"scheduler": functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)},
+            "scheduler=StepLR does not take num_training_steps",
+        ),
+    ],
+)
+def test_an_optimizer_built_already_or_a_schedule_without_the_run_length_is_refused(
+    settings, words
+) -> None:
+    # Both failed at the first step: "'AdamW' object is not callable", or a TypeError.
+    with pytest.raises(LMTrainError, match=words) as refusal:
+        module(None, **settings)
+    assert "\n" not in str(refusal.value)

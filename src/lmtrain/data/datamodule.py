@@ -12,6 +12,7 @@ the same tokens.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data import token_cache
+from lmtrain.data.corpus import Source
 from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
+from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
 from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
@@ -75,10 +78,28 @@ def trained_windows(trainer: Any, global_batch: int) -> Callable[[], int | None]
     return position
 
 
+def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
+    """From Python: a path (or a list of them) for `TextFilesSource(path=...)`, and a tokenizer
+    kind alone (`"char"`) for `{"kind": "char"}`. Anything else that is not a source is refused
+    here: it failed later on a missing method, in words that named none of this."""
+    if isinstance(source, str | os.PathLike) or (
+        isinstance(source, list | tuple) and all(isinstance(p, str | os.PathLike) for p in source)
+    ):
+        source = TextFilesSource(path=source)
+    if not isinstance(source, Source):
+        raise LMTrainError(
+            f"source={source!r:.80} is not a corpus source: pass a path, or a source such as "
+            "lmtrain.data.sources.TextFilesSource(path=...) or "
+            "lmtrain.data.hf_dataset.HFDatasetSource(...)"
+        )
+    return source, {"kind": tokenizer} if isinstance(tokenizer, str) else tokenizer
+
+
 class TextDataModule(LightningDataModule):
     """Token windows from a cached, tokenized corpus.
 
-    `source` is an instantiated source (see `lmtrain.data.sources` and `lmtrain.data.hf_dataset`);
+    `source` is an instantiated source (see `lmtrain.data.sources` and `lmtrain.data.hf_dataset`)
+    or a path;
     `tokenizer` holds `kind` ("char", "bpe" or "pretrained"), `vocab_size` and `train_sample_mb`
     (bpe) and `name` (pretrained). `prepare_workers` processes (None: every core) tokenize chunks
     of `prepare_chunk_mb` MB of text when the cache is built; they change speed and memory, never
@@ -89,8 +110,8 @@ class TextDataModule(LightningDataModule):
 
     def __init__(
         self,
-        source: Any,
-        tokenizer: Mapping[str, Any],
+        source: Source | str | os.PathLike[str] | list[str],
+        tokenizer: Mapping[str, Any] | str,
         block_size: int,
         batch_size: int,
         num_workers: int = 0,
@@ -102,6 +123,7 @@ class TextDataModule(LightningDataModule):
         log_dir: str | None = None,
     ) -> None:
         super().__init__()
+        source, tokenizer = python_shorthands(source, tokenizer)
         problems = Problems()
         problems.integer("data.block_size", block_size, 1)
         problems.integer("data.batch_size", batch_size, 1)
