@@ -33,6 +33,7 @@ from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, 
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
+from lmtrain.utils.optimizer_checks import check_factories
 from lmtrain.utils.redact import redact
 
 
@@ -71,6 +72,8 @@ class CausalLMModule(LightningModule):
             raise LMTrainError(
                 f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
             )
+        parts = isinstance(optimizer, optimizers.OptimizerParts)
+        check_factories(None if parts else optimizer, scheduler)  # from Python: no config check
         self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
         self.strict_loading = self.peft is None  # LoRA checkpoints hold the adapters alone
         # Pretrained weights are read by global rank 0 only (see lmtrain.models.distributed).
@@ -78,7 +81,7 @@ class CausalLMModule(LightningModule):
         self.model = model or self.build_model(on_meta)
         # The parameters that get weight decay, by name, chosen here on the unsharded model.
         self.decay_names = distributed.decay_parameter_names(self.model)
-        if isinstance(optimizer, optimizers.OptimizerParts):  # refuse a bad split before fit
+        if parts:  # refuse a bad split before fit
             optimizer.split(self.model)
         self.nan_guard = check_nan_guard(nan_guard)
         self.seq_len_warmup = SequenceLengthWarmup(**seq_len_warmup) if seq_len_warmup else None

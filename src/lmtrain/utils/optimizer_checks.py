@@ -18,6 +18,7 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems, accepted_arguments, call_parameters
 from lmtrain.utils.config_keys import locate
 
@@ -179,12 +180,7 @@ def check_arguments(
     if accepted is not None:
         problems.unknown_arguments(key, given, accepted, name)
         for missing in (p for p in passed if p not in accepted):
-            problems.add(
-                f"{key}._target_={target} does not take {missing}, which lmtrain passes every "
-                "schedule: use a schedule that takes it (transformers.get_cosine_schedule_with_"
-                "warmup, get_linear_schedule_with_warmup, get_wsd_schedule), or a function of "
-                f"(optimizer, {missing}, ...) that returns one"
-            )
+            problems.add(f"{key}._target_={target} {schedule_hint(missing)}")
     try:
         parameters = list(inspect.signature(called).parameters.values())
     except (TypeError, ValueError):  # no signature to read
@@ -193,3 +189,31 @@ def check_arguments(
     required = [p.name for p in parameters[1:] if p.default is p.empty and p.kind not in VARIADIC]
     for missing in (r for r in required if r not in given and r not in passed):
         problems.add(f"{key}.{missing} is not set, and {name} needs it: pass +{key}.{missing}=...")
+
+
+def schedule_hint(missing: str) -> str:
+    """What to do about a schedule that does not take `missing` (`num_training_steps`)."""
+    return (
+        f"does not take {missing}, which lmtrain passes every schedule: use a schedule that "
+        "takes it (transformers.get_cosine_schedule_with_warmup, get_linear_schedule_with_"
+        f"warmup, get_wsd_schedule), or a function of (optimizer, {missing}, ...) that returns one"
+    )
+
+
+def check_factories(optimizer: Any, scheduler: Any) -> None:
+    """`CausalLMModule`'s `optimizer` and `scheduler` from Python, where no config check ran:
+    each must be callable (a class or a partial), not an object already built over other
+    parameters, and the schedule must take `num_training_steps`. Both failed at the first
+    step, as "'AdamW' object is not callable" or a TypeError inside Lightning."""
+    for name, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if factory is not None and not callable(factory):
+            raise LMTrainError(
+                f"{name}={type(factory).__name__}(...) is built already, over other parameters: "
+                f"pass its class or a functools.partial of it (e.g. functools.partial("
+                "torch.optim.AdamW, lr=1e-3)); the module calls it with its own"
+                + (" parameter groups" if name == "optimizer" else " optimizer")
+            )
+    accepted = accepted_arguments(scheduler) if scheduler is not None else None
+    for missing in (p for p in SCHEDULER_PASSES if accepted is not None and p not in accepted):
+        name = getattr(getattr(scheduler, "func", scheduler), "__name__", repr(scheduler))
+        raise LMTrainError(f"scheduler={name} {schedule_hint(missing)}")
