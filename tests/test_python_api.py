@@ -183,3 +183,37 @@ def test_an_optimizer_built_already_or_a_schedule_without_the_run_length_is_refu
     with pytest.raises(LMTrainError, match=words) as refusal:
         module(None, **settings)
     assert "\n" not in str(refusal.value)
+
+
+def test_a_composed_run_names_paths_output_dir_not_hydra_run_dir(
+    tmp_path: Path, corpus: Path, data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # train(cfg) on a config from Hydra's compose() has no Hydra job: its run folder is
+    # paths.output_dir, and that is the setting to change (the line said hydra.run.dir).
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lmtrain.train import train
+    from tests.helpers.compose import CONFIG_DIR, TINY
+
+    run = tmp_path / "run"
+    overrides = [
+        *TINY,
+        "data=text_files",
+        f"data.source.path={corpus}",
+        "data.tokenizer.kind=char",
+        f"paths.data_dir={data_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.output_dir={run}",
+        "trainer.max_steps=2",
+        "logger=csv",
+    ]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    train(cfg)
+    with pytest.raises(SystemExit):
+        train(cfg)
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: paths.output_dir={run} already holds"), error
+    assert "pass another paths.output_dir" in error and "hydra.run.dir" not in error

@@ -47,6 +47,7 @@ from lmtrain.utils.launch import prepare_process, run_for_sweeper
 from lmtrain.utils.redact import redact
 from lmtrain.utils.run_folder import (
     claim_run_folder,
+    folder_key,
     refuse_foreign_checkpoint_dirs,
     resumes_run_in,
 )
@@ -69,7 +70,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # One live run per run folder, and none into another run's checkpoints unless told to.
     resuming = resumes_run_in(output_dir, ckpt_path)
-    claim_run_folder(output_dir, resuming=resuming, overwrite=cfg.get("overwrite_run") is True)
+    overwrite = cfg.get("overwrite_run") is True
+    claim_run_folder(output_dir, resuming, overwrite, key=folder_key(output_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

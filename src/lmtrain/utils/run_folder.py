@@ -29,10 +29,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
@@ -50,11 +52,27 @@ RANK_ZERO_GRACE_S = 10.0
 _held: tuple[Path, Callable[[], None]] | None = None
 
 
-def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) -> None:
+def folder_key(folder: Path) -> str:
+    """The setting that names run folder `folder`: `hydra.run.dir` when it is the running Hydra
+    job's, and `paths.output_dir` for a config composed in Python (`compose()`, then
+    `train(cfg)`), which has no job folder of its own."""
+    if HydraConfig.initialized():
+        try:
+            if Path(str(HydraConfig.get().runtime.output_dir)).resolve() == folder.resolve():
+                return "hydra.run.dir"
+        except OmegaConfBaseException:  # composed without a job: no job folder
+            pass
+    return "paths.output_dir"
+
+
+def claim_run_folder(
+    output_dir: str | Path, resuming: bool, overwrite: bool, key: str = "hydra.run.dir"
+) -> None:
     """Make `output_dir` this run's, or raise LMTrainError naming what is in the way.
 
     `resuming`: this run continues the one whose checkpoints are in the folder (see
-    `resumes_run_in`); `overwrite`: the command allows replacing another run's files.
+    `resumes_run_in`); `overwrite`: the command allows replacing another run's files; `key`:
+    the setting that names the folder, for the messages (`folder_key`).
     """
     global _held
     folder = Path(output_dir).resolve()
@@ -62,7 +80,7 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
         # Rank 0 holds the lock. The other ranks refuse too, each on its own, before Hydra
         # writes their `.hydra/` over the first run's (torchrun starts every rank as a run).
         if not (resuming or overwrite):
-            refuse_other_runs_checkpoints(folder)
+            refuse_other_runs_checkpoints(folder, key)
         return
     if _held is None or _held[0] != folder:
         if _held is not None:  # this process's previous run is over
@@ -70,27 +88,27 @@ def claim_run_folder(output_dir: str | Path, resuming: bool, overwrite: bool) ->
             _held = None
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _held = (folder, lock_run_folder(folder))
+            _held = (folder, lock_run_folder(folder, key))
         except OSError as err:  # under a file, in /proc, read-only: Hydra would only trace back
             where = f": {err.filename}" if err.filename else ""
             raise LMTrainError(
-                f"hydra.run.dir={folder} cannot be created or written ({err.strerror}{where}): "
-                "pass a writable hydra.run.dir, or a writable paths.log_dir (run folders go under "
-                "it by default)"
+                f"{key}={folder} cannot be created or written ({err.strerror}{where}): "
+                f"pass a writable {key}, or a writable paths.log_dir (run folders go "
+                "under it by default)"
             ) from None
     if resuming or overwrite:
         return
-    refuse_other_runs_checkpoints(folder)
+    refuse_other_runs_checkpoints(folder, key)
 
 
-def refuse_other_runs_checkpoints(folder: Path) -> None:
+def refuse_other_runs_checkpoints(folder: Path, key: str = "hydra.run.dir") -> None:
     """Raise LMTrainError when `folder` holds checkpoints (of a run this one does not resume)."""
     found = existing_checkpoints(folder)
     if found:
         shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise LMTrainError(
-            f"hydra.run.dir={folder} already holds checkpoints of another run ({shown}): resume "
-            "it with ckpt_path=last, pass another hydra.run.dir, or overwrite_run=true to "
+            f"{key}={folder} already holds checkpoints of another run ({shown}): resume "
+            f"it with ckpt_path=last, pass another {key}, or overwrite_run=true to "
             "replace it"
         )
 
@@ -132,8 +150,8 @@ def refuse_other_runs_record(folder: Path) -> None:
         resumable = (folder / "checkpoints" / "last.ckpt").exists()  # else resume= fails too
         resume = "resume that run with resume=<its folder>, " if resumable else ""
         raise LMTrainError(
-            f"hydra.run.dir={folder} already holds another run's {', '.join(found)}: pass another "
-            f"hydra.run.dir, {resume}or overwrite_run=true to replace its files"
+            f"hydra.run.dir={folder} already holds another run's {', '.join(found)}: pass "
+            f"another hydra.run.dir, {resume}or overwrite_run=true to replace its files"
         )
 
 
@@ -239,14 +257,13 @@ def existing_checkpoints(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in found]
 
 
-def lock_run_folder(folder: Path) -> Callable[[], None]:
+def lock_run_folder(folder: Path, key: str = "hydra.run.dir") -> Callable[[], None]:
     """Lock `folder` for this process (`lmtrain.utils.locks`); return the function that unlocks."""
     try:
         return locks.acquire(folder / LOCK_FILE)
     except locks.LockHeld as held:
         stale = f" (if no run is left on {held.host}, delete {held.owner_file})"
         raise LMTrainError(
-            f"hydra.run.dir={folder} is in use by a live run (pid {held.pid} on host "
-            f"{held.host}): wait for it or pass another hydra.run.dir"
-            + (stale if held.owner_file else "")
+            f"{key}={folder} is in use by a live run (pid {held.pid} on host "
+            f"{held.host}): wait for it or pass another {key}" + (stale if held.owner_file else "")
         ) from None
