@@ -22,7 +22,6 @@ from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import ModelParallelStrategy
-from lightning.pytorch.trainer.states import TrainerFn, TrainerStatus
 from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
@@ -57,21 +56,27 @@ def data_parallel_rank(trainer: Any) -> tuple[int, int]:
     return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
 
 
-def trained_windows(trainer: Any, global_batch: int) -> Callable[[], int | None]:
-    """The global windows `trainer` has trained on in its run (resumed runs included), or None
-    while it is not fitting.
+def trained_windows(
+    trainer: Any, global_batch: int, sampler: ResumableWindowSampler
+) -> Callable[[], int | None]:
+    """The global windows `trainer` has trained on in its run (resumed runs included), while it
+    trains from `sampler`; else None, and the sampler counts epochs.
 
     Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
     counts what reached `training_step`, not what the loader read ahead. The trainer is the one
-    that asked for the loader, not `self.trainer` at iteration time: a loader made by one
-    trainer and handed to another (`trainer.fit(module, dm.train_dataloader())` after an
-    earlier fit) would otherwise start every epoch at the finished trainer's count, replaying
-    the same windows; it counts epochs instead (`ResumableWindowSampler.start`).
+    that asked for the loader, and the count is its only while it iterates this loader: a
+    loader taken from the data module after one fit and handed to another trainer
+    (`trainer.fit(module, dm.train_dataloader())`) read the finished fit's count, and so the
+    same windows, every epoch.
     """
 
     def position() -> int | None:
-        state = trainer.state
-        if state.fn != TrainerFn.FITTING or state.status != TrainerStatus.RUNNING:
+        loaders = trainer.train_dataloader
+        if isinstance(loaders, Mapping):
+            loaders = list(loaders.values())
+        if not isinstance(loaders, list | tuple):
+            loaders = [loaders]
+        if not any(getattr(loader, "sampler", None) is sampler for loader in loaders):
             return None
         return trainer.fit_loop.epoch_loop.batch_progress.total.processed * global_batch
 
@@ -216,9 +221,10 @@ class TextDataModule(LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world_size,
-            position=trained_windows(trainer, global_batch) if trainer else None,
             batch_size=self.batch_size,
         )
+        if trainer is not None:
+            sampler.position = trained_windows(trainer, global_batch, sampler)
         return self._loader(dataset, sampler=sampler, drop_last=True, cls=ResumableDataLoader)
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:

@@ -80,8 +80,8 @@ class ResumableWindowSampler(DistributedSampler):
         return self.indices(self.start(), self.num_samples)
 
     def start(self) -> int:
-        """The global stream position the next iteration starts at: `position()` (which says
-        None outside its trainer's fit), or else the epoch's first."""
+        """The global stream position the next iteration starts at: `position()` (None when
+        no trainer iterates this sampler), or else the epoch's first."""
         position = self.position() if self.position is not None else None
         if position is None:
             return self.epoch * self.total_size
@@ -157,7 +157,7 @@ class ResumableDataLoader(DataLoader):
                 f"{saved[0] * saved[1] // now[0]} on {now[0]} rank(s)), or start a new run"
             )
         trained = sampler.position()
-        if trained is None:  # restored outside its trainer's fit: epochs count instead
+        if trained is None:  # restored by a trainer that does not iterate it: epochs count
             return
         sampler.offset = state["position"] - trained
         if saved[0] != now[0]:
