@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -217,3 +223,57 @@ def test_a_composed_run_names_paths_output_dir_not_hydra_run_dir(
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: paths.output_dir={run} already holds"), error
     assert "pass another paths.output_dir" in error and "hydra.run.dir" not in error
+
+
+def doc_scripts() -> list[str]:
+    """The Python blocks of docs/python.md, in order."""
+    text = (Path(__file__).parents[1] / "docs" / "python.md").read_text()
+    return [block.split("\n", 1)[1] for block in text.split("```python")[1:] if "```" in block]
+
+
+def run_script(source: str, folder: Path) -> subprocess.CompletedProcess:
+    script = folder / "script.py"
+    script.write_text(source.split("```", 1)[0])
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, str(script)], cwd=folder, env=env, capture_output=True, text=True
+    )
+
+
+def test_the_scripts_in_docs_python_md_run_as_written(tmp_path: Path, corpus: Path) -> None:
+    plain, composed = doc_scripts()
+    shutil.copy(corpus, tmp_path / "input.txt")
+    done = run_script(plain, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "runs" / "python" / "final.ckpt").is_file()
+    assert re.search(r"^The ", done.stdout, re.MULTILINE), done.stdout  # the prompt, then text
+    tiny = '"logger=csv",\n' + "".join(
+        f"            {o!r},\n"
+        for o in ["model.config.n_layer=1", "trainer.max_steps=4", "samples.prompts=[The]"]
+    ).replace("'", '"')
+    assert '"logger=csv",\n' in composed
+    done = run_script(composed.replace('"logger=csv",\n', tiny), tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "runs" / "composed" / "metrics.json").read_text())["val/loss"]
+
+
+def test_a_fit_resumed_from_python_ends_with_the_weights_of_one_never_stopped(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # docs/python.md promises it with the ExactResume callback and a plain Trainer.
+    from lmtrain.callbacks.resume import ExactResume
+
+    def fit(steps: int, ckpt_path: Path | None = None) -> CausalLMModule:
+        L.seed_everything(0)
+        datamodule = data_module(corpus, data_dir)
+        lm = module(datamodule.tokenizer, config=CONFIG | {"resid_pdrop": 0.1})  # uses the RNG
+        run = trainer(tmp_path, max_steps=steps, callbacks=[ExactResume()], limit_val_batches=0)
+        run.fit(lm, datamodule, ckpt_path=ckpt_path)
+        run.save_checkpoint(tmp_path / f"{steps}.ckpt")
+        return lm
+
+    whole = fit(6)
+    fit(3)
+    resumed = fit(6, ckpt_path=tmp_path / "3.ckpt")
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
