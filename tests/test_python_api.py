@@ -277,3 +277,14 @@ def test_a_fit_resumed_from_python_ends_with_the_weights_of_one_never_stopped(
     resumed = fit(6, ckpt_path=tmp_path / "3.ckpt")
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_module_built_without_a_tokenizer_is_warned_of(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # It trained silently with GPT-2's 50,257-token vocabulary and no bits per byte.
+    datamodule = data_module(corpus, data_dir)
+    with pytest.warns(
+        UserWarning, match="the module was built without a tokenizer: it embeds 50257"
+    ):
+        trainer(tmp_path, max_steps=1).fit(module(None), datamodule)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
@@ -39,6 +40,12 @@ def check_fits_data(
         raise LMTrainError(
             f"the data module's tokenizer has {len(data_tokenizer)} tokens but the model embeds "
             f"only {embeddings}: {ADVICE}"
+        )
+    if tokenizer is None and embeddings != len(data_tokenizer):
+        rank_zero_warn(
+            f"the module was built without a tokenizer: it embeds {embeddings} tokens (its "
+            f"config's vocabulary), the data module's tokenizer has {len(data_tokenizer)}, and "
+            f"val/bpb is not measured; {ADVICE}"
         )
     if tokenizer is not None and tokenizer.get_vocab() != data_tokenizer.get_vocab():
         raise LMTrainError(
