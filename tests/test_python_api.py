@@ -288,3 +288,68 @@ def test_a_module_built_without_a_tokenizer_is_warned_of(
         UserWarning, match="the module was built without a tokenizer: it embeds 50257"
     ):
         trainer(tmp_path, max_steps=1).fit(module(None), datamodule)
+
+
+class WritesAFile:
+    """What a crafted checkpoint holds: unpickled, it creates `path` (it could run anything)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_a_plain_trainer_resumes_weights_only_whatever_the_environment(
+    tmp_path: Path, corpus: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Lightning's own CheckpointIO passes weights_only=None, which torch reads as False under
+    # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (and for URLs): the crafted file's code ran.
+    datamodule = data_module(corpus, data_dir)
+    run = trainer(tmp_path, max_steps=2)
+    run.fit(module(datamodule.tokenizer), datamodule)
+    run.save_checkpoint(tmp_path / "real.ckpt")
+    crafted = torch.load(tmp_path / "real.ckpt", weights_only=True)
+    marker = tmp_path / "code-ran"
+    crafted["extra"] = WritesAFile(marker)
+    torch.save(crafted, tmp_path / "crafted.ckpt")
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    with pytest.raises(LMTrainError, match=r"crafted\.ckpt"):
+        trainer(tmp_path, max_steps=4).fit(
+            module(datamodule.tokenizer), datamodule, ckpt_path=tmp_path / "crafted.ckpt"
+        )
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("tokenizer", [None, 5, "tokenizer object"])
+def test_a_data_module_tokenizer_that_is_no_setting_is_one_line(
+    corpus: Path, data_dir: Path, tokenizer
+) -> None:
+    # A TypeError ("'NoneType' object is not iterable") from inside the tokenizer checks.
+    if tokenizer == "tokenizer object":
+        tokenizer = data_module(corpus, data_dir).tokenizer
+    with pytest.raises(LMTrainError, match=r"is not a tokenizer setting: pass a kind"):
+        TextDataModule(source=corpus, tokenizer=tokenizer, block_size=8, batch_size=2)
+
+
+def test_a_module_tokenizer_that_is_no_tokenizer_is_one_line() -> None:
+    # "char", as the data module takes it, was an AttributeError on eos_token_id.
+    with pytest.raises(LMTrainError, match="tokenizer='char' is not a tokenizer: pass datamodule"):
+        module("char")
+
+
+def test_a_new_fit_of_a_loaded_module_counts_its_own_tokens(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # load_from_checkpoint restored the run's counters, and a new fit at another batch size
+    # then reported 0 (or a figure of the two mixed) as tokens_seen.
+    datamodule = data_module(corpus, data_dir)
+    run = trainer(tmp_path, max_steps=3)
+    run.fit(module(datamodule.tokenizer), datamodule)
+    run.save_checkpoint(tmp_path / "first.ckpt")
+    for batch_size in (4, 16):
+        loaded = CausalLMModule.load_from_checkpoint(tmp_path / "first.ckpt")
+        trainer(tmp_path, max_steps=2).fit(
+            loaded, data_module(corpus, data_dir, batch_size=batch_size)
+        )
+        assert loaded.tokens_seen == 2 * batch_size * 32, batch_size

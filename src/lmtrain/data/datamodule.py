@@ -97,6 +97,11 @@ def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
             "lmtrain.data.sources.TextFilesSource(path=...) or "
             "lmtrain.data.hf_dataset.HFDatasetSource(...)"
         )
+    if not isinstance(tokenizer, str | Mapping):
+        raise LMTrainError(
+            f"tokenizer={tokenizer!r:.60} is not a tokenizer setting: pass a kind (\"char\", "
+            '"bpe") or a mapping such as {"kind": "pretrained", "name": <folder or hub id>}'
+        )
     return source, {"kind": tokenizer} if isinstance(tokenizer, str) else tokenizer
 
 

@@ -33,6 +33,7 @@ from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, 
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
+from lmtrain.utils.checkpoint_io import read_weights_only
 from lmtrain.utils.optimizer_checks import check_factories
 from lmtrain.utils.redact import redact
 
@@ -65,6 +66,11 @@ class CausalLMModule(LightningModule):
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
+        if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
+            raise LMTrainError(
+                f"tokenizer={tokenizer!r:.40} is not a tokenizer: pass datamodule.tokenizer (after "
+                "datamodule.prepare_data()) or a transformers tokenizer"
+            )
         self.tokenizer = tokenizer
         freeze = dict(freeze or {})
         unknown = sorted(set(freeze) - {"embeddings", "first_n_blocks"})
@@ -251,6 +257,7 @@ class CausalLMModule(LightningModule):
 
     def setup(self, stage: str) -> None:
         check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)  # built apart?
+        read_weights_only(self.trainer.strategy)  # a plain Trainer's resume: no pickle
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
 
@@ -296,6 +303,8 @@ class CausalLMModule(LightningModule):
         """A resumed run goes on counting tokens, skipped micro-batches and clipped steps from the
         checkpoint's counts. A LoRA checkpoint must fit this run's base and adapters."""
         lora.check_resume(self, checkpoint, (self.run_config or {}).get("ckpt_path"))
+        if self._trainer is None:  # load_from_checkpoint: a new fit counts its own steps
+            return
         extra = checkpoint.get(CHECKPOINT_KEY, {})
         self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
         self.step_stats.load_state_dict(extra.get("clipped_steps", {}))

@@ -76,3 +76,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         Does nothing; tests override it to kill a run at the worst moment of a save.
         """
+
+
+def read_weights_only(strategy: Any) -> None:
+    """Give a plain Trainer (lmtrain from Python) this CheckpointIO in place of Lightning's
+    default, so that `trainer.fit(..., ckpt_path=...)` reads weights-only there too, and saves
+    atomically. Called from `CausalLMModule.setup`, which Lightning runs before it restores a
+    checkpoint. A CheckpointIO the user chose, or a sharded strategy's own, is left alone."""
+    if type(strategy.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AtomicCheckpointIO()
