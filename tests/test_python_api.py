@@ -353,3 +353,18 @@ def test_a_new_fit_of_a_loaded_module_counts_its_own_tokens(
             loaded, data_module(corpus, data_dir, batch_size=batch_size)
         )
         assert loaded.tokens_seen == 2 * batch_size * 32, batch_size
+
+
+def test_a_list_of_corpus_paths_with_one_that_matches_nothing_is_refused(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # The missing file was dropped and training went on with the others (here and on the
+    # command line, data.source.path=[...]).
+    from lmtrain.errors import MissingCorpusError
+
+    missing = tmp_path / "not-there.txt"
+    datamodule = TextDataModule(
+        source=[corpus, missing], tokenizer="char", block_size=8, batch_size=2, cache_dir=data_dir
+    )
+    with pytest.raises(MissingCorpusError, match=rf"'{missing}' matches no file: fix or drop it"):
+        datamodule.prepare_data()

@@ -217,6 +217,12 @@ class TextFilesSource(FileSource):
             else:
                 root = glob_root(path)
                 matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
+            if not matches and len(self.paths) > 1:  # the rest would train, this one silently not
+                raise MissingCorpusError(
+                    entry,
+                    f"data.source.path={self.path!r}: {entry!r} matches no file: fix or drop it "
+                    "from the list",
+                )
             for match in sorted(matches, key=lambda p: (len(p.parts), p)):  # shortest name wins
                 real = match.resolve()
                 setting = self.left_out_by(real, root)
