@@ -163,6 +163,18 @@ def test_a_model_type_without_a_causal_lm_is_named() -> None:
     )
 
 
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_an_encoder_with_an_lm_head_is_refused_unless_it_is_a_decoder(model_type: str) -> None:
+    """transformers builds BertLMHeadModel for model_type=bert and only warns that it attends
+    both ways: trained on, its val loss fell by reading the next token."""
+    encoder = {"num_hidden_layers": 1, "hidden_size": 32, "num_attention_heads": 2}
+    encoder["intermediate_size"] = 64
+    with pytest.raises(LMTrainError, match=rf"model_type='{model_type}' attends to later tokens"):
+        CausalLMModule(model_type=model_type, config=encoder)
+    module = CausalLMModule(model_type=model_type, config=encoder | {"is_decoder": True})
+    assert module.model.config.is_decoder
+
+
 def test_block_size_longer_than_context_is_refused() -> None:
     module = CausalLMModule(model_type="gpt2", config=GPT2)
     check_context(module.model.config, 64)

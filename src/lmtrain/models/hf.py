@@ -42,9 +42,10 @@ def build_causal_lm(
     (dropout, ...) and `model_type` must be the folder's (`lmtrain.models.pretrained_overrides`).
     """
     if pretrained:
-        return _load_pretrained(
+        model = _load_pretrained(
             pretrained, attn_implementation, vocab_size, frozen_base, model_type, config
         )
+        return check_causal(model, f"model.pretrained={pretrained!r}")
     if not model_type:
         raise LMTrainError(
             "model.model_type is empty: set it (gpt2, llama, ...) or model.pretrained"
@@ -62,13 +63,39 @@ def build_causal_lm(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
     refuse_unknown_config_keys(model_type, hf_config, config or {})
-    if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # t5, bert: transformers' ValueError
+    if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # t5: transformers' ValueError
         raise LMTrainError(
             f"model.model_type={model_type!r} has no causal LM in transformers (an encoder or "
             "encoder-decoder model): use a decoder type (gpt2, llama, mistral, qwen2, ...)"
         )
     with attention_backend(attn_implementation):
-        return AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+        model = AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
+    return check_causal(model, f"model.model_type={model_type!r}")
+
+
+def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
+    """`model`, refused if a later token changes what it predicts at earlier positions.
+
+    transformers lists encoders with an LM head (bert, roberta, ...) as causal LMs; unless their
+    config says `is_decoder=True` they attend both ways, only warn, and a next-token loss then
+    reads the answer: it falls, and means nothing. Two forwards of 8 tokens, no RNG drawn.
+    """
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.arange(8).remainder(vocab).unsqueeze(0)
+    changed = ids.clone()
+    changed[0, -1] = (ids[0, -1] + 1) % vocab
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
+    model.train(training)
+    if not torch.allclose(before.float(), after.float(), rtol=0, atol=1e-6):
+        raise LMTrainError(
+            f"{subject} attends to later tokens (an encoder with an LM head), so a next-token "
+            "loss would read the answer: set +model.config.is_decoder=true, or use a decoder "
+            "type (gpt2, llama, ...)"
+        )
+    return model
 
 
 @contextmanager
