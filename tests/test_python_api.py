@@ -368,3 +368,21 @@ def test_a_list_of_corpus_paths_with_one_that_matches_nothing_is_refused(
     )
     with pytest.raises(MissingCorpusError, match=rf"'{missing}' matches no file: fix or drop it"):
         datamodule.prepare_data()
+
+
+def test_a_loader_that_cannot_resume_where_the_checkpoint_stopped_says_so(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # trainer.fit(module, dm.train_dataloader(), ckpt_path=...): the loader knows no trainer's
+    # count, and the resumed fit read the epoch's first windows again without a word.
+    datamodule = data_module(corpus, data_dir)
+    run = trainer(tmp_path, max_steps=3)
+    run.fit(module(datamodule.tokenizer), datamodule)
+    run.save_checkpoint(tmp_path / "three.ckpt")
+    loader = data_module(corpus, data_dir).train_dataloader()  # made with no trainer
+    with pytest.warns(UserWarning, match=r"not from window 24 where the checkpoint stopped"):
+        trainer(tmp_path, max_steps=5).fit(
+            module(datamodule.tokenizer),
+            train_dataloaders=loader,
+            ckpt_path=tmp_path / "three.ckpt",
+        )

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lmtrain.errors import RankAgreedError
@@ -144,8 +145,19 @@ class ResumableDataLoader(DataLoader):
         sampler = self.sampler
         if not state or not isinstance(sampler, ResumableWindowSampler):
             return
-        if state.get("stream") != "global" or sampler.position is None:
+        if state.get("stream") != "global":
             return  # an older checkpoint: its per-rank streams cannot be continued anyway
+        trained = sampler.position() if sampler.position is not None else None
+        if trained is None:  # no trainer's count to go on from: epochs count
+            if state.get("position") is None:  # nor had the saved run
+                return
+            rank_zero_warn(
+                "the train loader was not made for the trainer that resumes it (taken from "
+                "the data module by hand?): it reads from the epoch's first windows, not from "
+                f"window {state['position']} where the checkpoint stopped; pass the data module "
+                "to trainer.fit to resume exactly"
+            )
+            return
         saved = (state["world_size"], state["batch_size"])
         now = (sampler.num_replicas, sampler.batch_size)
         if saved[0] != now[0] and saved[0] * saved[1] != now[0] * now[1]:
@@ -156,9 +168,6 @@ class ResumableDataLoader(DataLoader):
                 f"devices = {saved[0] * saved[1]} (e.g. data.batch_size="
                 f"{saved[0] * saved[1] // now[0]} on {now[0]} rank(s)), or start a new run"
             )
-        trained = sampler.position()
-        if trained is None:  # restored by a trainer that does not iterate it: epochs count
-            return
         sampler.offset = state["position"] - trained
         if saved[0] != now[0]:
             log.info(
