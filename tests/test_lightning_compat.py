@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -317,3 +318,49 @@ def test_a_checkpoint_outside_dirpath_is_never_removed_whatever_its_path_says(tm
     assert contained._should_remove_checkpoint(trainer, str(dirpath / "best.ckpt"), current)
     assert contained._should_remove_checkpoint(trainer, f"{dirpath}/../checkpoints/a.ckpt", current)
     assert not contained._should_remove_checkpoint(trainer, current, current)  # Lightning's rule
+
+
+class StatefulLoader(torch.utils.data.DataLoader):
+    """A train loader that records the state Lightning hands it back on resume."""
+
+    loaded: ClassVar[list[dict]] = []
+
+    def state_dict(self) -> dict:
+        return {"saved": True}
+
+    def load_state_dict(self, state: dict) -> None:
+        StatefulLoader.loaded.append(state)
+
+
+class EpochBoundModel(BoringModel):
+    """Asks for its schedule's length, as CausalLMModule does, and loads the loader states."""
+
+    def train_dataloader(self) -> StatefulLoader:
+        return StatefulLoader(torch.randn(8, 32), batch_size=2)
+
+    def configure_optimizers(self):
+        assert self.trainer.estimated_stepping_batches > 0  # builds the train iterator now
+        return super().configure_optimizers()
+
+    def on_train_start(self) -> None:
+        compat.load_train_loader_states(self.trainer)
+
+
+def test_the_train_loader_states_load_when_the_iterator_was_built_before_the_restore(
+    tmp_path,
+) -> None:
+    saves = ModelCheckpoint(tmp_path, every_n_train_steps=2, save_top_k=-1)
+    run = tiny_trainer(
+        max_steps=-1,
+        max_epochs=1,
+        limit_val_batches=0,
+        callbacks=[saves],
+        enable_checkpointing=True,
+    )
+    run.fit(EpochBoundModel())
+    (half,) = tmp_path.glob("*step=2.ckpt")  # 2 of the epoch's 4 batches
+    StatefulLoader.loaded.clear()
+    resumed = tiny_trainer(max_steps=-1, max_epochs=1, limit_val_batches=0)
+    resumed.fit(EpochBoundModel(), ckpt_path=half)
+    assert StatefulLoader.loaded == [{"saved": True}]  # without the call: never loaded
+    assert not resumed.fit_loop._combined_loader_states_to_load

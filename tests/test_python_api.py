@@ -386,3 +386,40 @@ def test_a_loader_that_cannot_resume_where_the_checkpoint_stopped_says_so(
             train_dataloaders=loader,
             ckpt_path=tmp_path / "three.ckpt",
         )
+
+
+def test_an_epoch_bound_fit_with_loader_workers_resumes_exactly_after_its_first_epoch(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # With max_epochs, a schedule's length (estimated_stepping_batches) makes Lightning build
+    # the train iterator before it restores the checkpoint: worker processes read ahead from
+    # window 0, and a fit resumed in epoch 1 trained on the first windows again.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from transformers import get_cosine_schedule_with_warmup
+
+    from lmtrain.callbacks.resume import ExactResume
+
+    def fit(ckpt_path: Path | None = None) -> CausalLMModule:
+        L.seed_everything(0)
+        datamodule = data_module(corpus, data_dir, num_workers=2)
+        schedule = functools.partial(get_cosine_schedule_with_warmup, num_warmup_steps=2)
+        lm = module(datamodule.tokenizer, scheduler=schedule)
+        saves = ModelCheckpoint(tmp_path / "ckpts", every_n_train_steps=6, save_top_k=-1)
+        callbacks = [ExactResume(), saves]
+        run = trainer(
+            tmp_path,
+            max_steps=-1,
+            max_epochs=3,
+            limit_train_batches=4,
+            limit_val_batches=0,
+            enable_checkpointing=True,
+            callbacks=callbacks,
+        )
+        run.fit(lm, datamodule, ckpt_path=ckpt_path)
+        return lm
+
+    whole = fit()
+    (saved,) = (tmp_path / "ckpts").glob("*step=6.ckpt")  # epoch 1, its second batch
+    resumed = fit(ckpt_path=saved)
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -229,3 +229,22 @@ def ddp_launcher_observes_job_only() -> Iterator[None]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def load_train_loader_states(trainer: Trainer) -> None:
+    """From `on_train_start`, after a checkpoint's restore: load the train loaders' saved states
+    and make the train iterator anew, if Lightning built it before the restore.
+
+    `trainer.estimated_stepping_batches` (a schedule's length, asked in `configure_optimizers`)
+    runs `fit_loop.setup_data()` when the fit is bounded by epochs, before the loops' state is
+    restored; the restored loader states are then never loaded (`setup_data` does not run
+    again), and a DataLoader with workers has already read ahead from the unrestored position.
+    No public hook loads them: `fit_loop._combined_loader_states_to_load` (left non-empty only
+    then), `_load_combined_loader_states()` and `_data_fetcher` are private.
+    """
+    fit_loop = trainer.fit_loop
+    if not fit_loop._combined_loader_states_to_load or fit_loop._combined_loader is None:
+        return
+    fit_loop._load_combined_loader_states()
+    if fit_loop._data_fetcher is not None:
+        iter(fit_loop._data_fetcher)  # persistent workers drop what they read ahead

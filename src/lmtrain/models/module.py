@@ -23,6 +23,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
+from lmtrain.lightning_compat import load_train_loader_states
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_tokenizer
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
@@ -243,8 +244,10 @@ class CausalLMModule(LightningModule):
         return config
 
     def on_train_start(self) -> None:
-        """After a checkpoint's restore: this run's optimizer settings apply (resumed_optimizer)."""
+        """After a checkpoint's restore: this run's optimizer settings apply (resumed_optimizer),
+        and the train loader goes on where the checkpoint stopped."""
         resumed_optimizer.apply_configured(self.trainer, getattr(self, "configured_groups", []))
+        load_train_loader_states(self.trainer)  # an epoch-bound fit built its loader too early
 
     def configure_gradient_clipping(
         self,
