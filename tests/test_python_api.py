@@ -180,6 +180,10 @@ def test_shorthands_for_a_path_and_a_tokenizer_kind(corpus: Path, data_dir: Path
             {"scheduler": functools.partial(torch.optim.lr_scheduler.StepLR, step_size=5)},
             "scheduler=StepLR does not take num_training_steps",
         ),
+        (
+            {"optimizer": functools.partial(torch.optim.AdamW, lrr=1e-3)},
+            r"optimizer=partial\(AdamW, lrr=...\): AdamW takes no lrr; did you mean lr\?",
+        ),
     ],
 )
 def test_an_optimizer_built_already_or_a_schedule_without_the_run_length_is_refused(
@@ -423,3 +427,9 @@ def test_an_epoch_bound_fit_with_loader_workers_resumes_exactly_after_its_first_
     resumed = fit(ckpt_path=saved)
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_cache_dir_that_is_no_path_is_one_line(corpus: Path) -> None:
+    # None was a TypeError from pathlib.
+    with pytest.raises(LMTrainError, match=r"data.cache_dir=None is not a folder: pass a path"):
+        TextDataModule(source=corpus, tokenizer="char", block_size=8, batch_size=2, cache_dir=None)

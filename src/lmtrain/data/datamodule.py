@@ -141,6 +141,8 @@ class TextDataModule(LightningDataModule):
         problems.integer("data.prepare_workers", prepare_workers, 1, optional=True)
         problems.number("data.prepare_chunk_mb", prepare_chunk_mb, low=0, low_open=True)
         problems.integer("data.seed", seed, 0, optional=True)
+        if not isinstance(cache_dir, str | os.PathLike) or not str(cache_dir).strip():
+            problems.add(f"data.cache_dir={cache_dir!r} is not a folder: pass a path")
         check_tokenizer_config(tokenizer, problems)
         problems.raise_if_any()
         self.source = source

@@ -11,6 +11,8 @@ gradient ascent.
 
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import logging
 import types
@@ -213,6 +215,15 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
                 "torch.optim.AdamW, lr=1e-3)); the module calls it with its own"
                 + (" parameter groups" if name == "optimizer" else " optimizer")
             )
+        if isinstance(factory, functools.partial):  # a misspelt keyword: TypeError at step 1
+            func = getattr(factory.func, "__name__", repr(factory.func))
+            takes = accepted_arguments(factory.func)
+            for extra in (k for k in factory.keywords if takes is not None and k not in takes):
+                close = difflib.get_close_matches(extra, sorted(takes), n=1)
+                raise LMTrainError(
+                    f"{name}=partial({func}, {extra}=...): {func} takes no {extra}"
+                    + (f"; did you mean {close[0]}?" if close else "")
+                )
     accepted = accepted_arguments(scheduler) if scheduler is not None else None
     for missing in (p for p in SCHEDULER_PASSES if accepted is not None and p not in accepted):
         name = getattr(getattr(scheduler, "func", scheduler), "__name__", repr(scheduler))
