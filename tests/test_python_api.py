@@ -53,6 +53,15 @@ def trainer(tmp_path: Path, **settings) -> L.Trainer:
     return L.Trainer(**kwargs)
 
 
+def fit_and_save(tmp_path: Path, corpus: Path, data_dir: Path, steps: int) -> Path:
+    """A checkpoint of `steps` steps of a plain fit, saved after it."""
+    datamodule = data_module(corpus, data_dir)
+    run = trainer(tmp_path, max_steps=steps)
+    run.fit(module(datamodule.tokenizer), datamodule)
+    run.save_checkpoint(tmp_path / f"{steps}-steps.ckpt")
+    return tmp_path / f"{steps}-steps.ckpt"
+
+
 class FirstWindows(Callback):
     """Each epoch's first training batch, as token sums (which windows were read)."""
 
@@ -156,7 +165,9 @@ def test_load_from_checkpoint_rebuilds_the_module_with_the_checkpoints_tokenizer
     assert loaded.tokenizer.get_vocab() == datamodule.tokenizer.get_vocab()
     windows = next(iter(datamodule.val_dataloader()))
     torch.testing.assert_close(loaded.loss(windows), lm.eval().loss(windows))
-    with pytest.raises(LMTrainError, match="weights_only=False"):
+    with pytest.raises(
+        LMTrainError, match="reads checkpoints weights-only: leave out weights_only"
+    ):
         CausalLMModule.load_from_checkpoint(path, weights_only=False)
 
 
@@ -347,12 +358,9 @@ def test_a_new_fit_of_a_loaded_module_counts_its_own_tokens(
 ) -> None:
     # load_from_checkpoint restored the run's counters, and a new fit at another batch size
     # then reported 0 (or a figure of the two mixed) as tokens_seen.
-    datamodule = data_module(corpus, data_dir)
-    run = trainer(tmp_path, max_steps=3)
-    run.fit(module(datamodule.tokenizer), datamodule)
-    run.save_checkpoint(tmp_path / "first.ckpt")
+    first = fit_and_save(tmp_path, corpus, data_dir, steps=3)
     for batch_size in (4, 16):
-        loaded = CausalLMModule.load_from_checkpoint(tmp_path / "first.ckpt")
+        loaded = CausalLMModule.load_from_checkpoint(first)
         trainer(tmp_path, max_steps=2).fit(
             loaded, data_module(corpus, data_dir, batch_size=batch_size)
         )
@@ -380,15 +388,13 @@ def test_a_loader_that_cannot_resume_where_the_checkpoint_stopped_says_so(
     # trainer.fit(module, dm.train_dataloader(), ckpt_path=...): the loader knows no trainer's
     # count, and the resumed fit read the epoch's first windows again without a word.
     datamodule = data_module(corpus, data_dir)
-    run = trainer(tmp_path, max_steps=3)
-    run.fit(module(datamodule.tokenizer), datamodule)
-    run.save_checkpoint(tmp_path / "three.ckpt")
+    three = fit_and_save(tmp_path, corpus, data_dir, steps=3)
     loader = data_module(corpus, data_dir).train_dataloader()  # made with no trainer
     with pytest.warns(UserWarning, match=r"not from window 24 where the checkpoint stopped"):
         trainer(tmp_path, max_steps=5).fit(
             module(datamodule.tokenizer),
             train_dataloaders=loader,
-            ckpt_path=tmp_path / "three.ckpt",
+            ckpt_path=three,
         )
 
 

@@ -22,21 +22,20 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import load_train_loader_states
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_tokenizer
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
+from lmtrain.models.checkpoint_extras import add_extras
 from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
+from lmtrain.models.module_arguments import check_module_arguments, refuse_pickle
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.checkpoint_io import read_weights_only
-from lmtrain.utils.optimizer_checks import check_factories
-from lmtrain.utils.redact import redact
 
 
 class CausalLMModule(LightningModule):
@@ -67,20 +66,9 @@ class CausalLMModule(LightningModule):
         # Plain values only, so checkpoints load with torch.load(weights_only=True).
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
-        if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
-            raise LMTrainError(
-                f"tokenizer={tokenizer!r:.40} is not a tokenizer: pass datamodule.tokenizer (after "
-                "datamodule.prepare_data()) or a transformers tokenizer"
-            )
-        self.tokenizer = tokenizer
-        freeze = dict(freeze or {})
-        unknown = sorted(set(freeze) - {"embeddings", "first_n_blocks"})
-        if unknown:
-            raise LMTrainError(
-                f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
-            )
         parts = isinstance(optimizer, optimizers.OptimizerParts)
-        check_factories(None if parts else optimizer, scheduler)  # from Python: no config check
+        freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, parts)
+        self.tokenizer = tokenizer
         self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
         self.strict_loading = self.peft is None  # LoRA checkpoints hold the adapters alone
         # Pretrained weights are read by global rank 0 only (see lmtrain.models.distributed).
@@ -282,25 +270,7 @@ class CausalLMModule(LightningModule):
 
     # -- checkpoint contents ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Add what turns the weights back into an HF model and describes them (model card).
-
-        `val_loss` is the latest validation's, which may have used limit_val_batches.
-        """
-        val_loss = self.trainer.callback_metrics.get("val/loss") if self._trainer else None
-        checkpoint[CHECKPOINT_KEY] = {
-            "hf_config": self.model.config.to_dict(),
-            "tokenizer_files": self.tokenizer_files,
-            "run_config": self.run_config,
-            "tokens_seen": self.tokens_seen,
-            "tokens_seen_steps": self.tokens_steps,
-            "nonfinite_skips": self.nonfinite_skips,
-            "clipped_steps": self.step_stats.state_dict(),
-            "step_loss": self.step_loss.state_dict(self._trainer),  # between micro-batches
-            "val_loss": None if val_loss is None else float(val_loss),
-        }
-        lora.adapters_only(self, checkpoint)  # LoRA: the adapters and a reference to the base
-        # save_hyperparameters() keeps the constructor's model.* values: no secrets in files.
-        checkpoint["hyper_parameters"] = redact(dict(checkpoint.get("hyper_parameters", {})))
+        add_extras(self, checkpoint)  # lmtrain.models.checkpoint_extras
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A resumed run goes on counting tokens, skipped micro-batches and clipped steps from the
@@ -323,8 +293,7 @@ class CausalLMModule(LightningModule):
         """Lightning's, with the checkpoint's own tokenizer when `tokenizer=` is not given (the
         model's vocabulary is the tokenizer's size, which the hyperparameters do not hold).
         `lmtrain.models.checkpoint.load_model` gives the plain HF model and tokenizer instead."""
-        if not weights_only:  # files are untrusted: no pickle beyond what weights_only allows
-            raise LMTrainError("weights_only=False: lmtrain reads checkpoints weights-only")
+        refuse_pickle(weights_only)
         if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
             kwargs["tokenizer"] = checkpoint_tokenizer(checkpoint_path)
         return super().load_from_checkpoint(checkpoint_path, *args, weights_only=True, **kwargs)
