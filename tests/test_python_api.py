@@ -439,3 +439,47 @@ def test_a_cache_dir_that_is_no_path_is_one_line(corpus: Path) -> None:
     # None was a TypeError from pathlib.
     with pytest.raises(LMTrainError, match=r"data.cache_dir=None is not a folder: pass a path"):
         TextDataModule(source=corpus, tokenizer="char", block_size=8, batch_size=2, cache_dir=None)
+
+
+def test_load_from_checkpoint_takes_strict_false_for_a_partial_state(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # The module set strict_loading=True, and Lightning refused strict=False as "in conflict".
+    full = fit_and_save(tmp_path, corpus, data_dir, steps=2)
+    checkpoint = torch.load(full, weights_only=True)
+    dropped = "model.transformer.wpe.weight"
+    del checkpoint["state_dict"][dropped]
+    del checkpoint["lmtrain_tensor_digest"]  # as from a tool that writes none
+    partial = tmp_path / "partial.ckpt"
+    torch.save(checkpoint, partial)
+    with pytest.raises(RuntimeError, match=f"Missing key.*{re.escape(dropped[6:])}"):
+        CausalLMModule.load_from_checkpoint(partial)
+    loaded = CausalLMModule.load_from_checkpoint(partial, strict=False)
+    kept = "transformer.wte.weight"
+    torch.testing.assert_close(
+        loaded.model.state_dict()[kept], checkpoint["state_dict"][f"model.{kept}"]
+    )
+
+
+def test_load_from_checkpoint_reads_a_runs_hparams_yaml_or_the_arguments_alone(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    # Lightning read hparams_file into an OmegaConf node, and putting the checkpoint's
+    # tokenizer into it failed ("Value 'TokenizersBackend' is not a supported primitive type").
+    path = fit_and_save(tmp_path, corpus, data_dir, steps=2)
+    model_node = {
+        "_target_": "lmtrain.models.module.CausalLMModule",
+        "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.001},
+        "model_type": "gpt2",
+        "config": CONFIG,
+        "nan_guard": "skip",
+    }
+    files = {"run.yaml": {"task_name": "train", "model": model_node}, "own.yml": model_node}
+    for name, content in files.items():
+        (tmp_path / name).write_text(json.dumps(content))  # JSON is YAML
+        loaded = CausalLMModule.load_from_checkpoint(path, hparams_file=tmp_path / name)
+        assert loaded.hparams.nan_guard == "skip", name  # the file's, over the checkpoint's
+        assert loaded.optimizer_factory is torch.optim.AdamW, name  # factories are left out
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(LMTrainError, match=r"list\.yaml' holds no mapping of arguments: pass a"):
+        CausalLMModule.load_from_checkpoint(path, hparams_file=tmp_path / "list.yaml")

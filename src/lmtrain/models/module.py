@@ -24,14 +24,14 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.lightning_compat import load_train_loader_states
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
-from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_tokenizer
+from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.checkpoint_extras import add_extras
 from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
-from lmtrain.models.module_arguments import check_module_arguments, refuse_pickle
+from lmtrain.models.module_arguments import check_module_arguments, loading_arguments
 from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
@@ -70,7 +70,8 @@ class CausalLMModule(LightningModule):
         freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, parts)
         self.tokenizer = tokenizer
         self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
-        self.strict_loading = self.peft is None  # LoRA checkpoints hold the adapters alone
+        if self.peft is not None:  # LoRA checkpoints hold the adapters alone
+            self.strict_loading = False  # (left unset otherwise, so that strict= is taken)
         # Pretrained weights are read by global rank 0 only (see lmtrain.models.distributed).
         on_meta = bool(pretrained) and model is None and rank_zero_only.rank > 0
         self.model = model or self.build_model(on_meta)
@@ -288,15 +289,23 @@ class CausalLMModule(LightningModule):
 
     @classmethod
     def load_from_checkpoint(
-        cls, checkpoint_path: str | Path, *args: Any, weights_only: bool = True, **kwargs: Any
+        cls,
+        checkpoint_path: str | Path,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool = True,
+        **kwargs: Any,
     ) -> CausalLMModule:
-        """Lightning's, with the checkpoint's own tokenizer when `tokenizer=` is not given (the
-        model's vocabulary is the tokenizer's size, which the hyperparameters do not hold).
+        """Lightning's, weights-only, with the checkpoint's own tokenizer and a YAML
+        `hparams_file` read as `module_arguments.loading_arguments` says.
         `lmtrain.models.checkpoint.load_model` gives the plain HF model and tokenizer instead."""
-        refuse_pickle(weights_only)
-        if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
-            kwargs["tokenizer"] = checkpoint_tokenizer(checkpoint_path)
-        return super().load_from_checkpoint(checkpoint_path, *args, weights_only=True, **kwargs)
+        kwargs, hparams_file = loading_arguments(
+            checkpoint_path, hparams_file, weights_only, kwargs
+        )
+        return super().load_from_checkpoint(
+            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+        )
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:

@@ -4,11 +4,14 @@ Python (`lmtrain.train` checks the config first; see `lmtrain.utils.config_check
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+import yaml
 from transformers import PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.checkpoint import checkpoint_tokenizer
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
@@ -41,3 +44,51 @@ def refuse_pickle(weights_only: bool) -> None:
         raise LMTrainError(
             "lmtrain reads checkpoints weights-only: leave out weights_only (it was turned off)"
         )
+
+
+def loading_arguments(
+    checkpoint_path: str | Path,
+    hparams_file: str | Path | None,
+    weights_only: bool,
+    kwargs: dict[str, Any],
+) -> tuple[dict[str, Any], str | Path | None]:
+    """`load_from_checkpoint`'s keywords and `hparams_file`, as Lightning is then given them.
+
+    - `weights_only=False` is refused.
+    - The tokenizer is the checkpoint's unless `tokenizer=` (or `model=`) is given: the model's
+      vocabulary is the tokenizer's size, which the hyperparameters do not hold.
+    - A YAML `hparams_file` is read here, as keywords under the given ones: Lightning reads it
+      into an OmegaConf node, which cannot hold the tokenizer. It may be a run's config (what
+      lmtrain's loggers save as `hparams.yaml`), whose `model` node holds the arguments."""
+    refuse_pickle(weights_only)
+    if hparams_file is not None and Path(hparams_file).suffix.lower() in (".yaml", ".yml"):
+        kwargs = hparams_from_file(Path(hparams_file)) | kwargs
+        hparams_file = None
+    if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
+        kwargs["tokenizer"] = checkpoint_tokenizer(checkpoint_path)
+    return kwargs, hparams_file
+
+
+def hparams_from_file(path: Path) -> dict[str, Any]:
+    """The module's arguments in a YAML file, less `_target_` and factories (`optimizer`,
+    `scheduler`: the checkpoint's hyperparameters leave them out too)."""
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise LMTrainError(
+            f"hparams_file={str(path)!r} cannot be read ({type(error).__name__}): pass a run's "
+            "hparams.yaml, or leave hparams_file out (the checkpoint holds the arguments)"
+        ) from None
+    if not isinstance(values, dict):
+        raise LMTrainError(
+            f"hparams_file={str(path)!r} holds no mapping of arguments: pass a run's "
+            "hparams.yaml, or leave hparams_file out (the checkpoint holds the arguments)"
+        )
+    model = values.get("model")
+    if isinstance(model, dict) and "_target_" in model:  # a run's config
+        values = model
+    return {
+        key: value
+        for key, value in values.items()
+        if not str(key).startswith("_") and not (isinstance(value, dict) and "_target_" in value)
+    }
