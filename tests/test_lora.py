@@ -6,6 +6,7 @@ processes (CLI, DDP, kill -9 and resume) are in test_lora_processes.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -309,3 +310,41 @@ def test_merge_false_needs_lora_adapters(
         export_tiny(base, tmp_path / "out", data_dir, "merge=false")
     assert "merge=false writes LoRA adapters alone" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_base_of_lora_adapters_is_never_exported_over_and_is_checked_by_adapter_folders(
+    lora_run: tuple[Path, dict[str, float]], base: Path, data_dir: Path, tmp_path: Path, capsys
+) -> None:
+    run_dir, _ = lora_run
+    # This test's copy of the base, exported by lmtrain (so overwrite=true would replace it);
+    # its own: a failure must not spoil the shared one.
+    own_base = export_tiny(base, tmp_path / "base", data_dir)
+    ckpt = tmp_path / "lora.ckpt"
+    checkpoint = load_torch_file(run_dir / "checkpoints" / "last.ckpt")
+    checkpoint["lmtrain"]["lora"]["base_model"] = str(own_base)  # the same weights
+    torch.save(checkpoint, ckpt)
+    before = digests(own_base)
+    # An export with overwrite=true replaced the base with the merged weights: the checkpoint
+    # (adapters alone) could then never be resumed, evaluated or exported again.
+    for merge in ("merge=true", "merge=false"):
+        with pytest.raises(SystemExit):
+            export_tiny(ckpt, own_base, data_dir, "overwrite=true", merge)
+        line = one_error_line(capsys.readouterr().err)
+        assert f"is or contains {str(own_base.resolve())!r}, the base model of the LoRA" in line
+        assert "never replaced, even with overwrite=true" in line
+    assert digests(own_base) == before
+    # The same adapter export twice: the second was refused as "not an lmtrain export".
+    adapters = tmp_path / "exports" / "adapters"
+    for _ in range(2):
+        export_tiny(ckpt, adapters, data_dir, "merge=false", "overwrite=true")
+    # Other weights at the base: the adapter folder gave other numbers, silently.
+    changed = AutoModelForCausalLM.from_pretrained(own_base)
+    with torch.no_grad():
+        changed.transformer.h[0].mlp.c_fc.weight.mul_(0.5)
+    changed.save_pretrained(own_base)
+    with pytest.raises(LMTrainError, match="holds LoRA adapters of other base weights than"):
+        load_model(adapters)
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}

@@ -26,6 +26,7 @@ from lmtrain.models.hf import context_length
 from lmtrain.models.model_card import model_card
 from lmtrain.utils.export_dir import (
     EXPORT_META,
+    NEVER_REPLACED,
     apply_umask,
     carry_over,
     checked_out_dir,
@@ -65,6 +66,12 @@ def export_checkpoint(
     target = checked_out_dir(out_dir, source, root_dir, overwrite)
     hf_logging.disable_progress_bar()
     loaded = load_model(source)
+    base = lora.base_folder(loaded.model)  # the adapters need it: it is theirs, not ours
+    if base is not None and base.is_relative_to(target):
+        raise LMTrainError(
+            f"out_dir={out_dir!r} is or contains {str(base)!r}, the base model of the LoRA "
+            f"adapters in ckpt_path={source!r}: {NEVER_REPLACED}"
+        )
     # The run config is copied as data; eval checks its targets before it builds anything from
     # it (a data source of one's own, named by a hydra.searchpath config, is legitimate).
     try:

@@ -275,14 +275,35 @@ def merged(model: nn.Module) -> PreTrainedModel:
     return model.merge_and_unload()
 
 
-def load_adapter_folder(folder: str | Path) -> PeftModel:
+def load_adapter_folder(folder: str | Path, base_digest: Any = None) -> PeftModel:
     """An adapter folder as peft users load it: the base from adapter_config.json (read as
-    `load_weights` reads any folder, and named as the base in its errors), then peft's."""
+    `load_weights` reads any folder, and named as the base in its errors), then peft's.
+    `base_digest` (the export's lmtrain.json records it) must be the base's: adapters on other
+    base weights give other numbers, with no error from peft."""
     from peft import LoraConfig, PeftModel
 
     base = LoraConfig.from_pretrained(str(folder)).base_model_name_or_path
     subject = f"the base model {base!r} of ckpt_path={str(folder)!r} (adapter_config.json)"
     advice = "point its base_model_name_or_path at the model the adapters were trained on"
-    return PeftModel.from_pretrained(
-        load_weights(base, subject, advice, advice), str(folder)
-    ).eval()
+    model = load_weights(base, subject, advice, advice)
+    if isinstance(base_digest, str) and weights_digest(model) != base_digest:
+        raise LMTrainError(
+            f"ckpt_path={str(folder)!r} holds LoRA adapters of other base weights than those now "
+            f"at {base!r} (its lmtrain.json records their digest): put the base model they were "
+            "trained on back there, or " + advice
+        )
+    return PeftModel.from_pretrained(model, str(folder)).eval()
+
+
+def base_folder(model: nn.Module) -> Path | None:
+    """The local folder the base weights of a LoRA model are read from (None: no adapters, or
+    a hub id): lmtrain's checkpoint or adapter folder needs it as it is."""
+    if not is_adapted(model):
+        return None
+    saved = getattr(model, "lmtrain_lora", None)
+    if isinstance(saved, Mapping):
+        base = saved.get("base_model")
+    else:
+        base = model.peft_config[model.active_adapter].base_model_name_or_path
+    path = Path(str(base or "")).expanduser()
+    return path.resolve() if base and path.exists() else None

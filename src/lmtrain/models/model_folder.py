@@ -67,7 +67,8 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     advice = "pass a folder with the model and its tokenizer, as lmtrain.export writes it"
     try:
         if (folder / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
-            model = lora.load_adapter_folder(path)
+            recorded = info.get("lora") if isinstance(info.get("lora"), dict) else {}
+            model = lora.load_adapter_folder(path, recorded.get("base_digest"))
         else:  # a .bin is read weights-only, custom code refused
             model = load_weights(path, subject, advice, COPY_AGAIN)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

@@ -131,8 +131,10 @@ def checkpoint_locations(source: str) -> set[Path]:
 
 
 def is_previous_export(folder: Path) -> bool:
-    """What lmtrain.export writes: the HF config and lmtrain's own meta file."""
-    return (folder / EXPORT_META).is_file() and (folder / "config.json").is_file()
+    """What lmtrain.export writes: the HF config (peft's, for LoRA adapters alone) and
+    lmtrain's own meta file."""
+    configs = ("config.json", "adapter_config.json")
+    return (folder / EXPORT_META).is_file() and any((folder / c).is_file() for c in configs)
 
 
 def run_inside(folder: Path) -> Path | None:
