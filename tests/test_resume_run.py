@@ -368,3 +368,19 @@ def test_resumed_config_refuses_a_change_of_model_shape_or_data(
         with pytest.raises(LMTrainError) as refusal:
             resumed_config("x", command, "train", saved, dict(run.hydra.runtime.choices))
     assert refused in str(refusal.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("resume=", "resume='' is empty: pass resume=<run folder> or latest, or leave it out"),
+        ("ckpt_path=", "ckpt_path='' is empty: pass ckpt_path=<.ckpt> or last, or leave it out"),
+    ],
+)
+def test_an_empty_resume_or_ckpt_path_is_refused_not_read_as_a_new_run(
+    tmp_path: Path, data_dir: Path, override: str, fragment: str
+) -> None:
+    # `resume=$RUN` with the shell variable unset trained a new run from scratch.
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir), override)
+    assert_one_line_error(result, fragment)
+    assert not list((tmp_path / "logs").rglob("*.ckpt"))

@@ -85,6 +85,10 @@ def check_train_config(cfg: DictConfig) -> None:
         )
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
+    # `resume=$RUN` with the variable unset read as no resume, and trained a new run.
+    for key, value in (("resume", "<run folder> or latest"), ("ckpt_path", "<.ckpt> or last")):
+        if isinstance(cfg.get(key), str) and not cfg.get(key).strip():
+            problems.add(f"{key}={cfg.get(key)!r} is empty: pass {key}={value}, or leave it out")
     check_task_name(cfg.get("task_name"), problems)
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))
