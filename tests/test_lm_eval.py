@@ -313,3 +313,24 @@ def test_characters_a_char_tokenizer_cannot_encode_are_one_line(
     line = one_error_line(capsys.readouterr().err)
     assert "tasks=['umlauts'] hold characters" in line and "kind=bpe" in line, line
     assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_an_answer_longer_than_max_length_is_one_line(
+    model: dict[str, Path], tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    # lm-eval's bare `assert len(continuation_enc) <= self.max_length` was a traceback; the
+    # default max_length (the trained block size) meets it on real tasks with small blocks.
+    doc = {"context": "The cat\n", "choices": ["sat " * 12, "ran " * 12], "label": 0}
+    write_task(tmp_path / "tasks", "long_answers", [doc], MC_LINES)
+    with pytest.raises(SystemExit):
+        eval_tiny(
+            model["ckpt"],
+            tmp_path / "eval",
+            data_dir,
+            "tasks=[long_answers]",
+            f"include_path={tmp_path / 'tasks'}",
+            "max_length=4",
+        )
+    line = one_error_line(capsys.readouterr().err)
+    assert "tasks=['long_answers'] hold an answer longer than max_length=4 tokens" in line, line
+    assert not (tmp_path / "eval" / "metrics.json").exists()

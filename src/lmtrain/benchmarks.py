@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import logging
+import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from lmtrain.utils.checks import Problems
 INSTALL_HINT = "pip install -e .[eval]"
 # What the Rust tokenizers raise (a bare Exception) for a character that has no token.
 UNKNOWN_CHARACTER = "Missing [UNK] token"
+# lm-eval's check that an answer fits the context (lm_eval/models/huggingface.py).
+LONG_ANSWER = "assert len(continuation_enc) <= self.max_length"
 # The start of lm-eval's warnings about a model passed as an object (see QuietWarnings).
 EXPECTED_WARNINGS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-init")
 # The start of the warning lm-eval logs for every request longer than max_length.
@@ -220,6 +224,13 @@ def run_tasks(
             fewshot_random_seed=seed,
         )
     except Exception as err:
+        if failed_assertion(err) == LONG_ANSWER:  # lm-eval's bare assert: no message
+            print(file=sys.stderr)  # it stopped lm-eval's request bar mid-line
+            raise LMTrainError(
+                f"tasks={settings.tasks} hold an answer longer than max_length={lm.max_length} "
+                "tokens, which lm-eval cannot score: pass a larger max_length (up to the "
+                "model's context), or tasks with shorter answers"
+            ) from None
         if UNKNOWN_CHARACTER not in str(err):
             raise
         raise LMTrainError(
@@ -228,6 +239,13 @@ def run_tasks(
             "with a byte-level BPE tokenizer (data.tokenizer.kind=bpe) or a pretrained one"
         ) from None
     return flat_metrics(results["results"])
+
+
+def failed_assertion(err: Exception) -> str | None:
+    """The source line of the `assert` that raised `err` (None for any other error)."""
+    if not isinstance(err, AssertionError) or err.__traceback__ is None:
+        return None
+    return traceback.extract_tb(err.__traceback__)[-1].line
 
 
 def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
