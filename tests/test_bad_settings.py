@@ -47,6 +47,11 @@ from tests.helpers.corpora import write_corpus
         ("model.config.n_embd=31", "model.config.n_embd=31 does not split into"),
         ("model.config.n_layer=0", "model.config.n_layer=0 must be at least 1"),
         ("global_batch_size=-12", "global_batch_size=-12 must be at least 1"),
+        # A misspelt samples key, with the + Hydra asks for, sat unread beside the real one.
+        (
+            "+samples.every_nval=2",
+            "samples.every_nval is not a samples setting: did you mean samples.every_n_val?",
+        ),
         # global_batch_size replaced the accumulation typed beside it, without a word.
         (
             "global_batch_size=16 trainer.accumulate_grad_batches=4",

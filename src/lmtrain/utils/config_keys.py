@@ -47,6 +47,8 @@ TRAIN_KEYS = (
     "trainer",
     "paths",
 )
+# train.yaml's `samples:` settings, which the samples callback and the export read by name.
+SAMPLES_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "every_n_val")
 # What CausalLMModule logs at each validation, the names a `monitor` usually means.
 VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
 # Packages whose callback and logger classes get their keys checked (see check_arguments).
@@ -59,6 +61,7 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
     """The top-level keys of `cfg`, the `_target_` of its data, model and trainer, and the
     classes its callbacks and loggers name."""
     check_top_level_keys(cfg, problems)
+    check_samples_keys(cfg.get("samples"), problems)
     check_group_targets(cfg, problems)
     for group in ("callbacks", "logger"):
         entries = cfg.get(group)
@@ -69,6 +72,15 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
                 problems.add(f"{group}.{name}._target_={target!r} names nothing: {missing}")
             elif isinstance(target, str) and target.startswith(CHECKED_PACKAGES):
                 check_arguments(f"{group}.{name}", target, entry, problems)
+
+
+def check_samples_keys(samples: Any, problems: Problems) -> None:
+    """A misspelt `samples.` key (`+samples.every_nval=2`, the `+` Hydra asks for a new key) sat
+    beside the real one, which kept its default without a word."""
+    for key in sorted(set(samples) - set(SAMPLES_KEYS)) if isinstance(samples, Mapping) else ():
+        near = difflib.get_close_matches(str(key), SAMPLES_KEYS, n=1)
+        hint = f"did you mean samples.{near[0]}?" if near else "it takes " + ", ".join(SAMPLES_KEYS)
+        problems.add(f"samples.{key} is not a samples setting: {hint}")
 
 
 def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: Problems) -> None:
