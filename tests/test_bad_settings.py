@@ -457,3 +457,13 @@ def test_ctrl_c_during_data_preparation_is_interrupted_and_leaves_no_cache(
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert err.strip().splitlines()[-1] == "interrupted"
     assert not list(cache.glob("*.tmp-*")) and not [p for p in cache.iterdir() if p.is_dir()]
+
+
+def test_a_pretrained_folder_that_is_not_there_is_named_as_model_pretrained(compose_cfg) -> None:
+    # It was named as data.tokenizer.name (which the fine-tuning experiments set from it), once
+    # the token cache was being built.
+    overrides = ["model.pretrained=/nonexistent/gpt2", "data.source.path=corpus.txt"]
+    cfg = compose_cfg("experiment=finetune_gpt2", *overrides, tiny=False)
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(cfg)
+    assert "model.pretrained='/nonexistent/gpt2' is not a folder: pass the folder" in str(err.value)

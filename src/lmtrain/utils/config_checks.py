@@ -9,32 +9,21 @@ their own component checks (a source's paths, a tokenizer's kind) are checked th
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-from transformers.activations import ACT2CLS
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems, check_task_name
 from lmtrain.utils.config_keys import check_config_names, check_metric_names
-from lmtrain.utils.optimizer_checks import check_optimization
+from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
 
-log = logging.getLogger(__name__)
-# Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads,
-# and Llama's query heads into equal groups, one per key/value head (grouped-query attention: a
-# traceback at the first step otherwise).
-HEAD_SPLITS = (
-    ("n_embd", "n_head"),
-    ("hidden_size", "num_attention_heads"),
-    ("num_attention_heads", "num_key_value_heads"),
-)
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # lightning.seed_everything seeds numpy too, which takes 0 to 2**32 - 1 (and raises otherwise).
 SEED_MAX = 2**32 - 1
@@ -49,9 +38,6 @@ UNSET_HINTS = {
 # Sources that need data.source.path: they iterate over it (None was a TypeError). Shakespeare's
 # takes null (it downloads the text).
 PATH_SOURCES = ("TextFilesSource", "HFDatasetSource")
-# model.config keys that name an activation, looked up in transformers' table when the model is
-# built (after data preparation): an unknown name was a KeyError there.
-ACTIVATION_KEYS = ("activation_function", "hidden_act")
 
 
 def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -210,69 +196,6 @@ def check_data(data: dict[str, Any], problems: Problems, tokenizer: bool = True)
         problems.add(f"data.source.path=None names no data: pass data.source.path={hint}")
     if tokenizer and isinstance(data.get("tokenizer"), Mapping):
         check_tokenizer_config(data["tokenizer"], problems)
-
-
-def check_model(model: dict[str, Any], problems: Problems) -> None:
-    # Yes/no settings read by truthiness: `model.freeze.embeddings=no` froze the embeddings.
-    problems.boolean("model.compile", model.get("compile", False))
-    freeze = model.get("freeze")
-    if isinstance(freeze, Mapping) and "embeddings" in freeze:
-        problems.boolean("model.freeze.embeddings", freeze["embeddings"])
-    if isinstance(freeze, Mapping) and "first_n_blocks" in freeze:  # `true` froze one block
-        problems.integer("model.freeze.first_n_blocks", freeze["first_n_blocks"], 0)
-    check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
-    config = model.get("config") or {}
-    if not isinstance(config, Mapping):
-        config = {}
-    for key, value in config.items():
-        if key in ACTIVATION_KEYS and isinstance(value, str):
-            problems.choice(f"model.config.{key}", value, sorted(ACT2CLS))
-        elif key.endswith(("pdrop", "dropout")):
-            problems.number(f"model.config.{key}", value, low=0, high=1, high_open=True)
-        elif key.startswith(("n_", "num_")) or key.endswith(("_size", "_positions")):
-            # null: the HF config's default (vocab_size: the tokenizer's)
-            problems.integer(f"model.config.{key}", value, 1, optional=True)
-    for width, heads in HEAD_SPLITS:
-        w, h = config.get(width), config.get(heads)
-        if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0 and w % h:
-            problems.add(
-                f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
-                f"pass a {width} that is a multiple of {h}, or another {heads}"
-            )
-
-
-def warn_foreign_tokenizer(model: dict[str, Any], data: dict[str, Any]) -> None:
-    """Warn, once at the start, when a pretrained model trains on the ids of a tokenizer built
-    for the data (data.tokenizer.kind=char or bpe): they land on unrelated rows of the pretrained
-    embeddings. Not refused: a new tokenizer on pretrained weights can be meant."""
-    tokenizer = data.get("tokenizer")
-    kind = tokenizer.get("kind") if isinstance(tokenizer, Mapping) else None
-    pretrained = model.get("pretrained")
-    if isinstance(pretrained, str) and pretrained and kind not in (None, "pretrained"):
-        log.warning(
-            "data.tokenizer.kind=%s is not model.pretrained=%s's own tokenizer: its ids will "
-            "not match the pretrained embeddings (for the model's: data.tokenizer.kind="
-            "pretrained data.tokenizer.name=%s)", kind, pretrained, pretrained,
-        )  # fmt: skip
-
-
-def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Problems) -> None:
-    """model.seq_len_warmup: null, or `start` tokens (fewer than data.block_size) and `steps`."""
-    warmup = model.get("seq_len_warmup")
-    if warmup is None:
-        return
-    example = "model.seq_len_warmup='{start: 16, steps: 60}'"
-    if not isinstance(warmup, Mapping) or set(warmup) != {"start", "steps"}:
-        problems.add(f"model.seq_len_warmup={warmup!r}: pass null or {example}")
-        return
-    start = warmup["start"]
-    problems.integer("model.seq_len_warmup.steps", warmup["steps"], 1)
-    valid_start = problems.integer("model.seq_len_warmup.start", start, 1)
-    if valid_start and isinstance(block_size, int) and start >= block_size:
-        problems.add(
-            f"model.seq_len_warmup.start={start} is not shorter than the windows "
-            f"(data.block_size={block_size}): pass a smaller start, or model.seq_len_warmup=null"
-        )
 
 
 def check_samples(

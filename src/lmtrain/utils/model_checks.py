@@ -1,0 +1,100 @@
+"""Checks of the model settings of a training config (`model.*`), before any work: each
+problem is one line in `problems` (see `lmtrain.utils.config_checks.check_train_config`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from transformers.activations import ACT2CLS
+
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.optimizer_checks import check_optimization
+
+log = logging.getLogger(__name__)
+# Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads,
+# and Llama's query heads into equal groups, one per key/value head (grouped-query attention: a
+# traceback at the first step otherwise).
+HEAD_SPLITS = (
+    ("n_embd", "n_head"),
+    ("hidden_size", "num_attention_heads"),
+    ("num_attention_heads", "num_key_value_heads"),
+)
+# model.config keys that name an activation, looked up in transformers' table when the model is
+# built (after data preparation): an unknown name was a KeyError there.
+ACTIVATION_KEYS = ("activation_function", "hidden_act")
+
+
+def check_model(model: dict[str, Any], problems: Problems) -> None:
+    """Yes/no and number settings, the optimizer and schedule, a local `pretrained` folder,
+    activation names and head splits."""
+    # Yes/no settings read by truthiness: `model.freeze.embeddings=no` froze the embeddings.
+    problems.boolean("model.compile", model.get("compile", False))
+    freeze = model.get("freeze")
+    if isinstance(freeze, Mapping) and "embeddings" in freeze:
+        problems.boolean("model.freeze.embeddings", freeze["embeddings"])
+    if isinstance(freeze, Mapping) and "first_n_blocks" in freeze:  # `true` froze one block
+        problems.integer("model.freeze.first_n_blocks", freeze["first_n_blocks"], 0)
+    check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
+    # A missing folder was named as data.tokenizer.name (its tokenizer is read first).
+    pretrained = model.get("pretrained")
+    local = isinstance(pretrained, str) and pretrained.startswith((".", "/", "~"))
+    if local and not Path(pretrained).expanduser().is_dir():
+        problems.add(
+            f"model.pretrained={pretrained!r} is not a folder: pass the folder that "
+            "save_pretrained or lmtrain.export wrote, or a Hugging Face hub id"
+        )
+    config = model.get("config") or {}
+    if not isinstance(config, Mapping):
+        config = {}
+    for key, value in config.items():
+        if key in ACTIVATION_KEYS and isinstance(value, str):
+            problems.choice(f"model.config.{key}", value, sorted(ACT2CLS))
+        elif key.endswith(("pdrop", "dropout")):
+            problems.number(f"model.config.{key}", value, low=0, high=1, high_open=True)
+        elif key.startswith(("n_", "num_")) or key.endswith(("_size", "_positions")):
+            # null: the HF config's default (vocab_size: the tokenizer's)
+            problems.integer(f"model.config.{key}", value, 1, optional=True)
+    for width, heads in HEAD_SPLITS:
+        w, h = config.get(width), config.get(heads)
+        if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0 and w % h:
+            problems.add(
+                f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
+                f"pass a {width} that is a multiple of {h}, or another {heads}"
+            )
+
+
+def warn_foreign_tokenizer(model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Warn, once at the start, when a pretrained model trains on the ids of a tokenizer built
+    for the data (data.tokenizer.kind=char or bpe): they land on unrelated rows of the pretrained
+    embeddings. Not refused: a new tokenizer on pretrained weights can be meant."""
+    tokenizer = data.get("tokenizer")
+    kind = tokenizer.get("kind") if isinstance(tokenizer, Mapping) else None
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, str) and pretrained and kind not in (None, "pretrained"):
+        log.warning(
+            "data.tokenizer.kind=%s is not model.pretrained=%s's own tokenizer: its ids will "
+            "not match the pretrained embeddings (for the model's: data.tokenizer.kind="
+            "pretrained data.tokenizer.name=%s)", kind, pretrained, pretrained,
+        )  # fmt: skip
+
+
+def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Problems) -> None:
+    """model.seq_len_warmup: null, or `start` tokens (fewer than data.block_size) and `steps`."""
+    warmup = model.get("seq_len_warmup")
+    if warmup is None:
+        return
+    example = "model.seq_len_warmup='{start: 16, steps: 60}'"
+    if not isinstance(warmup, Mapping) or set(warmup) != {"start", "steps"}:
+        problems.add(f"model.seq_len_warmup={warmup!r}: pass null or {example}")
+        return
+    start = warmup["start"]
+    problems.integer("model.seq_len_warmup.steps", warmup["steps"], 1)
+    valid_start = problems.integer("model.seq_len_warmup.start", start, 1)
+    if valid_start and isinstance(block_size, int) and start >= block_size:
+        problems.add(
+            f"model.seq_len_warmup.start={start} is not shorter than the windows "
+            f"(data.block_size={block_size}): pass a smaller start, or model.seq_len_warmup=null"
+        )
