@@ -384,3 +384,14 @@ def test_an_empty_resume_or_ckpt_path_is_refused_not_read_as_a_new_run(
     result = run_cli("train", *tiny_cli(tmp_path, data_dir), override)
     assert_one_line_error(result, fragment)
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+
+
+def test_resume_of_a_folder_inside_a_run_names_the_run_folder(
+    tmp_path: Path, killed_run: Path
+) -> None:
+    # It said "<run>/checkpoints has no checkpoint in checkpoints/", and not where the run is.
+    run_dir = copy_run(killed_run, tmp_path / "run")
+    before = files_of(run_dir)
+    result = run_cli("train", f"resume={run_dir / 'checkpoints'}")
+    assert_one_line_error(result, f"is inside a run folder: pass the run folder, resume={run_dir}")
+    assert files_of(run_dir) == before

@@ -182,6 +182,10 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
             f"resume={value} is not a folder: pass a run folder "
             "(logs/<task_name>/runs/<time>), or resume=latest"
         )
+    if not has_last_checkpoint(folder) and has_last_checkpoint(folder.parent):
+        raise LMTrainError(  # the checkpoints/ folder itself, or another subfolder of the run
+            f"resume={value} is inside a run folder: pass the run folder, resume={folder.parent}"
+        )
     if not has_last_checkpoint(folder):
         raise LMTrainError(
             f"resume={value}: {folder} has no checkpoint in checkpoints/ to resume from: pass "
