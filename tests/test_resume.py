@@ -280,3 +280,23 @@ def test_a_run_resumed_in_mid_step_logs_each_steps_learning_rate_once(
     with (tmp_path / "run" / "csv" / "metrics.csv").open(newline="") as f:
         lr_steps = [row["step"] for row in csv.DictReader(f) if row.get("train/lr/decay")]
     assert len(lr_steps) == len(set(lr_steps)) == 6, lr_steps
+
+
+def test_ckpt_path_last_in_another_commands_folder_names_that_command(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # It said "the run ... saved no checkpoint: start it again with overwrite_run=true", advice
+    # to train over an eval's folder.
+    run, evaluated = tmp_path / "run", tmp_path / "eval"
+    cli = tiny_cli(tmp_path, data_dir, "logger=csv", "callbacks.text_samples=null")
+    cli += ["trainer.max_steps=4", "trainer.val_check_interval=4"]
+    assert run_cli("train", *cli, f"hydra.run.dir={run}").returncode == 0
+    ckpt = run / "checkpoints" / "last.ckpt"
+    done = run_cli(
+        "eval", f"ckpt_path={ckpt}", f"hydra.run.dir={evaluated}", f"paths.data_dir={data_dir}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = run_cli("train", *cli, "ckpt_path=last", f"hydra.run.dir={evaluated}")
+    assert_one_line_error(
+        out, f"ckpt_path=last: {evaluated} is a folder of lmtrain.eval (eval.log), not a training"
+    )

@@ -43,6 +43,9 @@ from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re
 from lmtrain.models.model_folder import LoadedModel, model_from_folder
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 
+# The other commands, whose run folders hold <name>.log and never a checkpoint.
+OTHER_TOOLS = ("eval", "generate", "export")
+
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
     """`last` means this run folder's `checkpoints/last.ckpt`; any other value must be a file, or a
@@ -60,6 +63,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
             saved = path.parent.is_dir() and any(
                 not p.name.startswith(".") for p in path.parent.iterdir()
             )  # a name that starts with "." is a save cut short (written, then renamed)
+            logs = [t for t in OTHER_TOOLS if (Path(output_dir) / f"{t}.log").is_file()]
+            tool = logs[0] if logs else None
+            if not saved and tool:  # Hydra names its log after the command
+                raise LMTrainError(
+                    f"ckpt_path=last: {output_dir} is a folder of lmtrain.{tool} ({tool}.log), "
+                    "not a training run: pass hydra.run.dir=<the training run's folder>"
+                )
             if not saved and started_here(Path(output_dir)):
                 raise LMTrainError(
                     f"ckpt_path=last: the run in {output_dir} saved no checkpoint (it stopped "
