@@ -282,4 +282,4 @@ def log_resume(cfg: DictConfig) -> None:
             cfg.task_name,
         )
     else:
-        log.info("Resuming %s from its checkpoints/last.ckpt", cfg.resume)
+        log.info("Resuming %s from its checkpoints/ (last.ckpt, else the newest)", cfg.resume)
