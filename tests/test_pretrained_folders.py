@@ -231,21 +231,21 @@ def test_freeze_and_head_group_settings_are_checked(
 def test_a_data_tokenizer_that_is_not_the_models_is_warned_about(
     compose_cfg, caplog: pytest.LogCaptureFixture
 ) -> None:
-    pretrained = ["model=pretrained", "model.pretrained=/some/folder", "data=text_files"]
-    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_checks"):
+    pretrained = ["model=pretrained", "model.pretrained=some-org/some-model", "data=text_files"]
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.model_checks"):
         check_train_config(
             compose_cfg(*pretrained, "data.source.path=/x", "data.tokenizer.kind=char", tiny=False)
         )
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert "data.tokenizer.kind=char is not model.pretrained=/some/folder's own" in warning
+    assert "data.tokenizer.kind=char is not model.pretrained=some-org/some-model's own" in warning
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_checks"):
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.model_checks"):
         check_train_config(
             compose_cfg(
                 *pretrained,
                 "data.source.path=/x",
                 "data.tokenizer.kind=pretrained",
-                "data.tokenizer.name=/some/folder",
+                "data.tokenizer.name=some-org/some-model",
                 tiny=False,
             )
         )
