@@ -97,6 +97,36 @@ def test_the_run_folder_inside_the_corpus_is_left_out_when_not_under_log_dir(
     check_only_the_corpus_was_read(instantiate(cfg.data))
 
 
+def test_caches_runs_and_sweeps_of_other_settings_inside_the_corpus_are_left_out(
+    tmp_path: Path, caplog
+) -> None:
+    """A cache built under another data.cache_dir, a run of another paths.log_dir and a sweep
+    folder inside the corpus trained as text (a char cache's ids are valid UTF-8): 12 documents
+    instead of 6, vocab 90 instead of 25 (red team rt_data, 2026-12-04)."""
+    corpus = write_corpus(tmp_path / "p")
+    settings = {"block_size": 8, "batch_size": 2, "log_dir": str(tmp_path / "logs")}
+    TextDataModule(
+        TextFilesSource(str(corpus)), CHAR, cache_dir=str(corpus / "old"), **settings
+    ).prepare_data()  # a real token cache (and its lock) inside the corpus
+    write_run_outputs(corpus / "runs" / "earlier")
+    (corpus / "sweep").mkdir()
+    (corpus / "sweep" / "multirun.yaml").write_text("hydra: {mode: MULTIRUN}\n")
+    for path in (str(corpus), str(corpus / "**" / "*")):
+        dm = TextDataModule(
+            TextFilesSource(path), CHAR, cache_dir=str(tmp_path / "cache"), **settings
+        )
+        with caplog.at_level(logging.WARNING):
+            check_only_the_corpus_was_read(dm)
+        assert "Left out of the corpus what lmtrain wrote" in caplog.text
+        for folder in ("old", "runs/earlier", "sweep"):
+            assert str(corpus / folder) in caplog.text, folder
+        caplog.clear()
+    # The cache folder as the corpus: every file was left out, and the corpus path was blamed.
+    same = TextDataModule(TextFilesSource(str(corpus)), CHAR, cache_dir=str(corpus), **settings)
+    with pytest.raises(LMTrainError, match=r"holds no files but those under data\.cache_dir, "):
+        same.prepare_data()
+
+
 def test_a_log_dir_outside_the_corpus_keeps_the_fingerprint(tmp_path: Path) -> None:
     """Leaving out a folder the corpus does not hold changes no file list: every cache built
     before stays valid."""

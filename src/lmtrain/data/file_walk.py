@@ -3,16 +3,22 @@
 `Path.rglob` (Python 3.11) neither follows links to folders nor reports a subfolder it cannot
 list, so a folder and the `**` glob of the same tree gave different corpora, silently; the walk
 here follows links, visits each real folder once (a link loop ends) and refuses an unreadable one.
+What lmtrain writes is recognised wherever it lies under a corpus path (`lmtrain_folder`): a
+token cache, run or sweep of another `data.cache_dir` or `paths.log_dir` is no text either.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import deque
 from pathlib import Path
 
 from lmtrain.errors import LMTrainError
+
+# A token cache's folder, lock and build folders are named by its 64-hex fingerprint.
+FINGERPRINT = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)?")
 
 
 def glob_root(pattern: Path) -> Path:
@@ -55,3 +61,29 @@ def walk_files(folder: Path, setting: str) -> list[Path]:
             else:
                 files.append(path)
     return sorted(files)
+
+
+def lmtrain_folder(file: Path, root: Path, kinds: dict[Path, str | None]) -> Path | None:
+    """The folder below `root` holding `file` that lmtrain wrote, or `file` itself if it is a
+    cache's lock, or None. `root` is what the user named, so it is never one: reading a run's
+    folder on purpose is theirs to do. `kinds` caches what each folder was found to be."""
+    if FINGERPRINT.fullmatch(file.name):
+        return file
+    for folder in reversed(file.parents):  # outermost first: a run's whole folder is named
+        if folder == root or not folder.is_relative_to(root):
+            continue
+        if folder not in kinds:
+            kinds[folder] = folder_kind(folder)
+        if kinds[folder]:
+            return folder
+    return None
+
+
+def folder_kind(folder: Path) -> str | None:
+    """What lmtrain wrote `folder` as: a token cache, a run (`.hydra/`) or a sweep, or None."""
+    bins = any((folder / name).is_file() for name in ("train.bin", "val.bin"))
+    if FINGERPRINT.fullmatch(folder.name) or (bins and (folder / "meta.json").is_file()):
+        return "a token cache"
+    if (folder / ".hydra").is_dir():
+        return "a run folder"
+    return "a sweep folder" if (folder / "multirun.yaml").is_file() else None

@@ -41,7 +41,7 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
-from lmtrain.data.file_walk import glob_root, walk_files
+from lmtrain.data.file_walk import glob_root, lmtrain_folder, walk_files
 from lmtrain.data.records import read_records
 from lmtrain.errors import LMTrainError, MissingCorpusError
 
@@ -208,6 +208,8 @@ class TextFilesSource(FileSource):
             )
         found: dict[Path, tuple[Path, Path]] = {}  # real path -> (first path to reach it, root)
         left_out: dict[str, int] = {}
+        written: dict[Path, None] = {}  # lmtrain's own folders under the corpus paths
+        kinds: dict[Path, str | None] = {}
         for entry in self.paths:
             path = Path(entry).expanduser()
             if path.is_file():
@@ -226,8 +228,11 @@ class TextFilesSource(FileSource):
             for match in sorted(matches, key=lambda p: (len(p.parts), p)):  # shortest name wins
                 real = match.resolve()
                 setting = self.left_out_by(real, root)
+                ours = lmtrain_folder(match, root, kinds) if setting is None else None
                 if setting is not None:
                     left_out[setting] = left_out.get(setting, 0) + 1
+                elif ours is not None:
+                    written[ours] = None
                 elif match.is_file():
                     found.setdefault(real, (match, root))
         for setting, count in left_out.items():
@@ -237,9 +242,20 @@ class TextFilesSource(FileSource):
                 setting,
                 self._left_out[setting],
             )
+        if written:  # another cache_dir's or log_dir's: read, they trained as text
+            log.warning(
+                "Left out of the corpus what lmtrain wrote under data.source.path (token caches, "
+                "runs, sweeps): %s",
+                ", ".join(map(str, written)),
+            )
         chosen = sorted(found.values())
         if len({f.is_absolute() for f, _ in chosen}) > 1:  # a list of /absolute and relative/ paths
             chosen = sorted((Path(os.path.abspath(f)), Path(os.path.abspath(r))) for f, r in chosen)
+        if not chosen and left_out:  # data.cache_dir=<the corpus folder>, say
+            raise LMTrainError(
+                f"data.source.path={self.path!r} holds no files but those under "
+                f"{', '.join(left_out)}, which runs write into: pass a corpus apart from them"
+            )
         if not chosen:
             raise MissingCorpusError(
                 str(self.path),
