@@ -107,3 +107,23 @@ def test_a_cache_folder_that_cannot_be_created_is_one_line(tmp_path: Path, a_fil
         "train", *tiny_cli(tmp_path, tmp_path / "data", f"data.cache_dir={cache}", "logger=none")
     )
     assert_one_line_error(result, f"data.cache_dir={cache}", "writable data.cache_dir")
+
+
+def test_adding_a_file_keeps_the_val_file_chosen_when_no_file_hashes_into_val(
+    tmp_path: Path,
+) -> None:
+    # With no file under val_fraction by hash, the last file by name went to val: adding ch5
+    # moved ch3, the old val text, into train (red team rt_data, 2026-12-04).
+    book = tmp_path / "book"
+    book.mkdir()
+    for name in ("ch1", "ch2", "ch3"):  # path hashes 7837, 7949, 7565 of 10000: none below 1000
+        (book / f"{name}.txt").write_text(f"{name} " * 200)
+
+    def val_files() -> list[str]:
+        files, base = TextFilesSource(str(book), val_fraction=0.1).file_list()
+        splits = assign_splits(files, base, 0.1)
+        return [f.name for f, split in zip(files, splits, strict=True) if split == "val"]
+
+    assert val_files() == ["ch3.txt"]  # the lowest hash
+    (book / "ch5.txt").write_text("ch5 " * 200)  # hash 8957: after ch3 by name and by hash
+    assert val_files() == ["ch3.txt"]

@@ -68,7 +68,12 @@ def check_val_fraction(val_fraction: float) -> float:
 
 def is_val_file(relative_path: str, val_fraction: float) -> bool:
     """Whether a file belongs to val: a stable hash of its relative path, not a random draw."""
-    return zlib.crc32(relative_path.encode("utf-8")) % 10_000 < val_fraction * 10_000
+    return file_hash(relative_path) < val_fraction * 10_000
+
+
+def file_hash(relative_path: str) -> int:
+    """A file's place in [0, 10000): below `val_fraction * 10000` is val."""
+    return zlib.crc32(relative_path.encode("utf-8")) % 10_000
 
 
 def is_val_index(index: int, val_fraction: float) -> bool:

@@ -31,6 +31,7 @@ from lmtrain.data.corpus import (
     Source,
     as_document,
     check_val_fraction,
+    file_hash,
     file_identity,
     is_record_file,
     is_val_file,
@@ -59,15 +60,18 @@ def assign_splits(
     file); one file moves over if that leaves a side empty.
 
     With a handful of files the hash can put all of them on one side, which would fail later with
-    a less helpful "split too small" error, so the last file goes to val and the first to train.
+    a less helpful "split too small" error, so the file of the lowest hash goes to val (of the
+    highest, to train). Chosen by hash, not by name: a file added later takes its place only if
+    its own hash is lower (last by name, any file named after it did).
     """
     per_file = [roots] * len(files) if isinstance(roots, Path) else roots
     keys = [f.relative_to(root).as_posix() for f, root in zip(files, per_file, strict=True)]
     val = [is_val_file(key, val_fraction) for key in keys]
+    order = sorted(range(len(keys)), key=lambda i: (file_hash(keys[i]), keys[i]))
     if len(files) > 1 and not any(val):
-        val[-1] = True
+        val[order[0]] = True
     if len(files) > 1 and all(val):
-        val[0] = False
+        val[order[-1]] = False
     return ["val" if is_val else "train" for is_val in val]
 
 
@@ -297,9 +301,9 @@ class TextFilesSource(FileSource):
             "val_fraction": self.val_fraction,
             "text_field": self.text_field,
             "block_chars": self.block_chars,
-            # Files split by their path under their own argument since this rule; caches of the
-            # earlier rule (relative to the files' common folder) are not reused.
-            "file_split": "path under its argument",
+            # Files split by their path under their own argument, a forced val file by its hash
+            # (it was the last by name); caches of the earlier rules are not reused.
+            "file_split": "path under its argument; a forced val file: the lowest hash",
         }
 
     def describe(self) -> str:
