@@ -6,6 +6,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from lmtrain.data.token_cache import (
     load_tokenizer,
 )
 from lmtrain.data.tokenizers import TokenizerSettings
+from lmtrain.errors import LMTrainError
 from tests.helpers.corpora import (
     DOCS,
     build_tokenizer,
@@ -249,3 +251,14 @@ def test_a_start_loads_the_cached_tokenizer_once_and_still_checks_it(
     (dm.cache_path / "meta.json").write_text(json.dumps({**meta, "eos_token_id": other}))
     problem = find_problem(dm.cache_path)
     assert problem is not None and problem.startswith("tokenizer/ has") and not loads
+
+
+def test_a_file_where_the_cache_folder_goes_is_one_line(mixed: Path, tmp_path: Path) -> None:
+    # It warned "damaged: removing and rebuilding it", removed nothing (rmtree leaves a file),
+    # then failed to move the new cache into place.
+    path = prepare(mixed, tmp_path / "cache").cache_path
+    shutil.rmtree(path)
+    path.write_text("not a cache")
+    with pytest.raises(LMTrainError, match="holds a file where this token cache goes") as err:
+        prepare(mixed, tmp_path / "cache")
+    assert path.name in str(err.value) and path.read_text() == "not a cache"

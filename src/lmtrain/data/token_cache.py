@@ -101,6 +101,11 @@ def build_or_load(
         raise _unwritable(cache_dir, "created", err) from None
     with _exclusive_lock(cache_dir / f"{key}.lock"):
         _refuse_link(folder)  # made by another process meanwhile
+        if folder.exists() and not folder.is_dir():  # rmtree leaves a file, and the move fails
+            raise LMTrainError(
+                f"data.cache_dir={str(cache_dir)!r} holds a file where this token cache goes "
+                f"({folder.name}): remove it, or pass another data.cache_dir"
+            )
         if folder.exists():
             problem = find_problem(folder)
             if problem is None:
