@@ -166,6 +166,17 @@ def test_jsonl_files_hold_one_document_per_line(tmp_path: Path) -> None:
     assert len(train) + len(val) == 4 * len(DOCS) and len(val) % len(DOCS) == 0
 
 
+def test_record_suffixes_in_upper_case_are_read_as_records(tmp_path: Path) -> None:
+    # RECS.JSONL (and .NDJSON.GZ) trained on the raw JSON lines, braces and field names.
+    one = write_jsonl(tmp_path / "one.jsonl", DOCS)
+    (tmp_path / "RECS.JSONL").write_bytes(one.read_bytes())
+    (tmp_path / "RECS.NDJSON.GZ").write_bytes(gzip.compress(one.read_bytes()))
+    expected = sorted(DOCS)
+    for name in ("RECS.JSONL", "RECS.NDJSON.GZ"):
+        train, val = load_splits(TextFilesSource(str(tmp_path / name), val_fraction=0.25))
+        assert sorted(train + val) == expected, name
+
+
 def test_broken_jsonl_lines_name_the_file_and_line(tmp_path: Path) -> None:
     (tmp_path / "a.jsonl").write_text('{"text": "fine"}\n\n{"text": "cut\n')
     broken = r"a\.jsonl:3 is not valid JSON \(Invalid control character at column 14\)"

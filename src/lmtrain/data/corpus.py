@@ -189,7 +189,7 @@ def file_identity(files: Iterable[Path], base: Path) -> list[list[Any]]:
 def text_size_hint(path: Path) -> int:
     """The file's size; for .gz, the uncompressed size gzip stores at its end (modulo 4 GiB)."""
     size = path.stat().st_size
-    if path.suffix != ".gz" or size < 18:
+    if path.suffix.lower() != ".gz" or size < 18:
         return size
     with path.open("rb") as f:
         f.seek(-4, os.SEEK_END)
@@ -197,15 +197,16 @@ def text_size_hint(path: Path) -> int:
 
 
 def is_record_file(path: Path) -> bool:
-    """`.jsonl` / `.ndjson`, optionally gzipped: one JSON document per line."""
-    name = path.name.removesuffix(".gz")
+    """`.jsonl` / `.ndjson`, optionally gzipped, in any case (`.JSONL`): one JSON document per
+    line."""
+    name = path.name.lower().removesuffix(".gz")
     return name.endswith(RECORD_SUFFIXES)
 
 
 def open_text(path: Path) -> IO[str]:
     """UTF-8 text, gunzipped on the fly for `.gz`; newlines normalized to \\n like `read_text`."""
     check_not_archive(path)
-    if path.suffix == ".gz":
+    if path.suffix.lower() == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
     return path.open(encoding="utf-8")
 

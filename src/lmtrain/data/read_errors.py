@@ -81,7 +81,7 @@ def first_invalid_utf8(path: Path, block_bytes: int = 1 << 20) -> int | None:
     """The offset of the first byte of `path` (gunzipped for .gz) that is not valid UTF-8; None
     if there is none, or if the file cannot be read that far (a damaged .gz)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     fed = 0
     try:
         with opener(path, "rb") as f:
@@ -125,7 +125,7 @@ def check_not_archive(path: Path) -> None:
     A tar header is ASCII and NUL bytes, valid UTF-8, so without this a `tar czf corpus.gz dir`
     trains on headers and padding, silently.
     """
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rb") as f:
             head = f.read(TAR_MAGIC_OFFSET + 5)
