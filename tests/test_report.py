@@ -76,6 +76,20 @@ def test_report_refuses_a_folder_that_is_not_a_sweep(
     ]
 
 
+def test_report_of_a_folder_that_does_not_exist_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said the missing folder "holds no multirun jobs".
+    for name, what in (("nope", "does not exist"), ("file.txt", "is a file")):
+        (tmp_path / "file.txt").write_text("x")
+        with pytest.raises(SystemExit):
+            report.main([str(tmp_path / name)])
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"error: {str(tmp_path / name)!r} {what}: pass a sweep folder, e.g. "
+            "logs/train/multiruns/<time>"
+        ]
+
+
 def test_damaged_jobs_are_shown_as_unreadable_and_the_others_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

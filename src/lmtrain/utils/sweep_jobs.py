@@ -67,6 +67,11 @@ class Job:
 
 def job_folders(sweep_dir: Path) -> list[Path]:
     """Folders with `.hydra/overrides.yaml`, and numbered ones beside them (damaged jobs)."""
+    if not sweep_dir.is_dir():
+        what = "is a file" if sweep_dir.exists() else "does not exist"
+        raise LMTrainError(
+            f"{str(sweep_dir)!r} {what}: pass a sweep folder, e.g. logs/train/multiruns/<time>"
+        )
     folders = {path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")}
     if not folders:
         raise LMTrainError(
