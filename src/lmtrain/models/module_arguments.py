@@ -54,7 +54,7 @@ def loading_arguments(
 ) -> tuple[dict[str, Any], str | Path | None]:
     """`load_from_checkpoint`'s keywords and `hparams_file`, as Lightning is then given them.
 
-    - `weights_only=False` is refused.
+    - Reading with pickle (`weights_only` turned off) is refused.
     - The tokenizer is the checkpoint's unless `tokenizer=` (or `model=`) is given: the model's
       vocabulary is the tokenizer's size, which the hyperparameters do not hold.
     - A YAML `hparams_file` is read here, as keywords under the given ones: Lightning reads it
