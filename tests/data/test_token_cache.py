@@ -8,6 +8,9 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -262,3 +265,22 @@ def test_a_file_where_the_cache_folder_goes_is_one_line(mixed: Path, tmp_path: P
     with pytest.raises(LMTrainError, match="holds a file where this token cache goes") as err:
         prepare(mixed, tmp_path / "cache")
     assert path.name in str(err.value) and path.read_text() == "not a cache"
+
+
+def test_a_dead_build_of_other_settings_is_removed_a_live_ones_kept(
+    mixed: Path, tmp_path: Path
+) -> None:
+    # Only a build of the same settings removed a killed build's folder: one killed, then run
+    # with any other setting, stayed on disk for good (red team rt_data, 2026-12-04).
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid is free now (reused only after the kernel wraps around)
+    host = socket.gethostname()
+    killed = cache / f"{'a' * 64}.tmp-{host}-{dead.pid}"
+    running = cache / f"{'b' * 64}.tmp-{host}-{os.getpid()}"  # a live process's
+    for folder in (killed, running):
+        folder.mkdir()
+        (folder / "train.bin").write_bytes(b"\0" * 64)
+    prepare(mixed, cache)
+    assert not killed.exists() and running.is_dir()

@@ -120,6 +120,13 @@ def build_or_load(
         for leftover in cache_dir.glob(f"{key}.tmp-{socket.gethostname()}-*"):
             log.warning("Removing %s, left by an interrupted build", leftover)
             shutil.rmtree(leftover, ignore_errors=True)
+        # Builds of other settings on this host whose process is gone: no build of their own
+        # settings may ever come back for them. A live process's (or a reused pid's) stays.
+        for leftover in cache_dir.glob(f"*.tmp-{socket.gethostname()}-*"):
+            pid = leftover.name.rsplit("-", 1)[-1]
+            if leftover.is_dir() and pid.isdigit() and not locks.alive(int(pid)):
+                log.warning("Removing %s, left by an interrupted build", leftover)
+                shutil.rmtree(leftover, ignore_errors=True)
         tmp = cache_dir / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
         try:
             write(tmp, source, tokenizer, key, workers or default_workers(), chunk_mb)
