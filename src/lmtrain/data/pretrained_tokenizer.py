@@ -30,7 +30,7 @@ from transformers.tokenization_utils_base import (
 from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, CONFIG_NAME
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.checks import Problems
+from lmtrain.utils.checks import Problems, names_local_path
 
 if TYPE_CHECKING:
     from lmtrain.data.tokenizers import TokenizerSettings
@@ -194,7 +194,7 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
             f"data.tokenizer.name={name!r} is empty: pass a Hugging Face hub id or a local folder "
             "for kind=pretrained"
         )
-    if name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+    if names_local_path(name) and not Path(name).expanduser().is_dir():
         raise LMTrainError(
             f"data.tokenizer.name={name!r} is not an existing folder: pass the folder that "
             "save_pretrained wrote, or a Hugging Face hub id"

@@ -21,6 +21,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
 from lmtrain.models.pretrained_overrides import overridden_config, refuse_unknown_config_keys
+from lmtrain.utils.checks import names_local_path
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _load_pretrained(
     against config.json, and the overrides of `config` applied to it (`overridden_config`)."""
     subject = f"model.pretrained={pretrained!r}"
     local = Path(pretrained).expanduser()
-    looks_local = pretrained.startswith((".", "/", "~")) or local.exists()
+    looks_local = names_local_path(pretrained) or local.exists()
     if looks_local and not (local / "config.json").is_file():
         if (local / "adapter_config.json").is_file():
             raise LMTrainError(

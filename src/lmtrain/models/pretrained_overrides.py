@@ -25,6 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.pretrained import NO_REMOTE_CODE, loading_error
+from lmtrain.utils.checks import names_local_path
 
 # Head counts of transformers' configs: a change keeps every weight's shape (GPT-2's n_head) but
 # splits the trained projections into other heads, so the weights compute something else.
@@ -56,7 +57,7 @@ def overridden_config(
             "(model.config.resid_pdrop=0.1), or model.config=null"
         )
     local = Path(pretrained).expanduser()
-    source = str(local) if pretrained.startswith((".", "/", "~")) or local.exists() else pretrained
+    source = str(local) if names_local_path(pretrained) or local.exists() else pretrained
     try:
         saved = AutoConfig.from_pretrained(source, **NO_REMOTE_CODE)
     except Exception as err:  # a folder or hub id: transformers raises anything

@@ -171,6 +171,12 @@ def call_parameters(target: Callable[..., Any]) -> tuple[list[inspect.Parameter]
     return found, False
 
 
+def names_local_path(value: str) -> bool:
+    """Whether a model or tokenizer name is meant as a local path: it starts with `.`, `/` or
+    `~`, which no Hugging Face hub id does (`gpt2` may still be a folder; callers check that)."""
+    return value.startswith((".", "/", "~"))
+
+
 def check_task_name(task_name: Any, problems: Problems) -> None:
     """A folder name under paths.log_dir, as the run folder and its log file take it: with
     `../../x` both were made outside it. The Hydra callbacks check it in on_run_start, before

@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers.activations import ACT2CLS
 
-from lmtrain.utils.checks import Problems
+from lmtrain.utils.checks import Problems, names_local_path
 from lmtrain.utils.optimizer_checks import check_optimization
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
     # A missing folder was named as data.tokenizer.name (its tokenizer is read first).
     pretrained = model.get("pretrained")
-    local = isinstance(pretrained, str) and pretrained.startswith((".", "/", "~"))
+    local = isinstance(pretrained, str) and names_local_path(pretrained)
     if local and not Path(pretrained).expanduser().is_dir():
         problems.add(
             f"model.pretrained={pretrained!r} is not a folder: pass the folder that "
