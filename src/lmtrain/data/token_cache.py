@@ -115,16 +115,14 @@ def build_or_load(
                 "Token cache %s is damaged (%s): removing and rebuilding it", folder, problem
             )
             shutil.rmtree(folder, ignore_errors=True)
-        # Holding the lock, no process of this host is writing one: what is there was interrupted.
-        # Other hosts' builds are left alone, in case the file system does not share locks.
-        for leftover in cache_dir.glob(f"{key}.tmp-{socket.gethostname()}-*"):
-            log.warning("Removing %s, left by an interrupted build", leftover)
-            shutil.rmtree(leftover, ignore_errors=True)
-        # Builds of other settings on this host whose process is gone: no build of their own
-        # settings may ever come back for them. A live process's (or a reused pid's) stays.
+        # Holding the lock, no process of this host is writing this key's build: what is there
+        # was interrupted. Other keys' builds go once their process is gone (a live or reused
+        # pid's stay): no build of their own settings may ever come back for them. Other hosts'
+        # builds are left alone, in case the file system does not share locks.
         for leftover in cache_dir.glob(f"*.tmp-{socket.gethostname()}-*"):
             pid = leftover.name.rsplit("-", 1)[-1]
-            if leftover.is_dir() and pid.isdigit() and not locks.alive(int(pid)):
+            dead = leftover.is_dir() and pid.isdigit() and not locks.alive(int(pid))
+            if leftover.name.startswith(f"{key}.") or dead:
                 log.warning("Removing %s, left by an interrupted build", leftover)
                 shutil.rmtree(leftover, ignore_errors=True)
         tmp = cache_dir / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"

@@ -72,7 +72,7 @@ def loading_arguments(
 def hparams_from_file(path: Path) -> dict[str, Any]:
     """The module's arguments in a YAML file, less `_target_` and factories (`optimizer`,
     `scheduler`: the checkpoint's hyperparameters leave them out too)."""
-    try:
+    try:  # not Lightning's load_hparams_from_yaml: it reads with yaml.full_load, into OmegaConf
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise LMTrainError(
