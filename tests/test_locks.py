@@ -91,3 +91,15 @@ def test_token_cache_builds_where_posix_locks_are_missing(
     folder = build_or_load(tmp_path / "cache", source, TokenizerSettings("char"), workers=1)
     assert (folder / "train.bin").stat().st_size > 0
     assert not list((tmp_path / "cache").glob(f"*{locks.OWNER_SUFFIX}"))  # released
+
+
+def test_a_build_folder_named_by_a_number_no_pid_can_be_is_left_alone(tmp_path: Path) -> None:
+    """`<key>.tmp-<host>-<digits>` of another setting: digits past any pid's range raised
+    OverflowError from os.kill; such a folder is not a dead build of ours, so it stays."""
+    source = TextFilesSource(str(one_file_corpus(tmp_path / "corpus")))
+    stranger = tmp_path / "cache" / f"{'0' * 64}.tmp-{socket.gethostname()}-{'9' * 30}"
+    stranger.mkdir(parents=True)
+    folder = build_or_load(tmp_path / "cache", source, TokenizerSettings("char"), workers=1)
+    assert (folder / "train.bin").stat().st_size > 0
+    assert stranger.is_dir()
+    assert locks.alive(os.getpid()) and locks.alive(2**70)

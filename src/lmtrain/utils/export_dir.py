@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils import locks
 
 # Written by lmtrain.export beside the HF files (the run config and what training reached): the
 # marker of a previous export, the only kind of folder an export replaces.
@@ -172,7 +173,7 @@ def restore_interrupted_swap(out_dir: Path) -> None:
         found = pattern.fullmatch(path.name)
         if found and path.is_dir() and not path.is_symlink():
             pid = int(found.group(1))
-            if pid == os.getpid() or not pid_alive(pid):
+            if pid == os.getpid() or not locks.alive(pid):
                 os.replace(path, out_dir)
                 return
 
@@ -189,7 +190,7 @@ def remove_dead_leftovers(out_dir: Path) -> None:
         if not found or path.is_symlink() or not path.is_dir():
             continue
         pid = int(found.group(1))
-        if pid != os.getpid() and pid_alive(pid):
+        if pid != os.getpid() and locks.alive(pid):
             continue
         try:
             lock = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -204,17 +205,6 @@ def remove_dead_leftovers(out_dir: Path) -> None:
             pass  # no locks on this file system: the pid alone decides
         shutil.rmtree(path, ignore_errors=True)
         os.close(lock)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid runs here (signal 0 checks without sending anything)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's process, or not a pid at all: leave its folder alone
-    return True
 
 
 def apply_umask(folder: Path) -> None:

@@ -111,6 +111,6 @@ def alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # another user's process
-        return True
+    except (PermissionError, OverflowError):
+        return True  # another user's process, or not a pid at all: leave what it owns alone
     return True
