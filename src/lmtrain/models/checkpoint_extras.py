@@ -1,5 +1,6 @@
 """What `CausalLMModule` adds to each checkpoint (under `CHECKPOINT_KEY`): what turns the weights
-back into an HF model and describes them (model card), and the run's counters for a resume."""
+back into an HF model and describes them (model card), and the run's counters for a resume,
+which `restore_counters` reads back."""
 
 from __future__ import annotations
 
@@ -28,3 +29,15 @@ def add_extras(module: Any, checkpoint: dict[str, Any]) -> None:
     lora.adapters_only(module, checkpoint)  # LoRA: the adapters and a reference to the base
     # save_hyperparameters() keeps the constructor's model.* values: no secrets in files.
     checkpoint["hyper_parameters"] = redact(dict(checkpoint.get("hyper_parameters", {})))
+
+
+def restore_counters(module: Any, checkpoint: dict[str, Any]) -> None:
+    """A resumed run goes on counting tokens, skipped micro-batches and clipped steps from the
+    checkpoint's counts."""
+    extra = checkpoint.get(CHECKPOINT_KEY, {})
+    module.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
+    module.step_stats.load_state_dict(extra.get("clipped_steps", {}))
+    module.step_loss.load_state_dict(extra.get("step_loss", {}))
+    if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
+        module.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
+        module.tokens_seen, module.tokens_steps = module.tokens_before  # saved again before a step

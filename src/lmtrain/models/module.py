@@ -24,9 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.lightning_compat import load_train_loader_states
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
-from lmtrain.models.checkpoint import CHECKPOINT_KEY
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
-from lmtrain.models.checkpoint_extras import add_extras
+from lmtrain.models.checkpoint_extras import add_extras, restore_counters
 from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
@@ -274,18 +273,11 @@ class CausalLMModule(LightningModule):
         add_extras(self, checkpoint)  # lmtrain.models.checkpoint_extras
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A resumed run goes on counting tokens, skipped micro-batches and clipped steps from the
-        checkpoint's counts. A LoRA checkpoint must fit this run's base and adapters."""
+        """A LoRA checkpoint must fit this run's base and adapters; a resumed fit goes on from
+        the checkpoint's counters (load_from_checkpoint: no trainer, a new fit counts its own)."""
         lora.check_resume(self, checkpoint, (self.run_config or {}).get("ckpt_path"))
-        if self._trainer is None:  # load_from_checkpoint: a new fit counts its own steps
-            return
-        extra = checkpoint.get(CHECKPOINT_KEY, {})
-        self.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
-        self.step_stats.load_state_dict(extra.get("clipped_steps", {}))
-        self.step_loss.load_state_dict(extra.get("step_loss", {}))
-        if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
-            self.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))
-            self.tokens_seen, self.tokens_steps = self.tokens_before  # saved again before a step
+        if self._trainer is not None:
+            restore_counters(self, checkpoint)
 
     @classmethod
     def load_from_checkpoint(
