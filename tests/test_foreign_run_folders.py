@@ -31,7 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("foreign")
     run = tmp / "train-run"
     result = run_cli(
-        "train", *tiny_cli(tmp, tmp / "data", f"hydra.run.dir={run}", "logger=none"), timeout=300
+        "train", *tiny_cli(tmp, tmp / "data", f"hydra.run.dir={run}", "logger=csv"), timeout=300
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (run / "metrics.json").is_file() and (run / ".hydra" / "config.yaml").is_file()
@@ -71,6 +71,9 @@ def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_p
             "export": ["export", *into_run, f"out_dir={tmp_path / 'out'}"],
             # What the old hint sent a user to type: `last` is train's, the others want the file.
             "eval last": ["eval", "ckpt_path=last", f"paths.log_dir={tmp_path / 'logs'}"],
+            # The run's own folders: eval wrote .hydra/, its log and metrics.json among them.
+            "eval in checkpoints": ["eval", f"hydra.run.dir={ckpt.parent}", f"ckpt_path={ckpt}"],
+            "generate in csv": ["generate", f"hydra.run.dir={run / 'csv'}", f"ckpt_path={ckpt}"],
         }
     )
     for name in ("eval", "generate", "export"):
@@ -80,6 +83,14 @@ def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_p
             "checkpoints/ of a training run",
             "ckpt_path=<run folder>/checkpoints/last.ckpt",
         )
+    assert_one_line_error(
+        results["eval in checkpoints"],
+        f"hydra.run.dir={ckpt.parent} is another run's folder (it holds checkpoints (*.ckpt))",
+    )
+    assert_one_line_error(
+        results["generate in csv"],
+        f"hydra.run.dir={run / 'csv'} is another run's folder (it lies in the training run {run})",
+    )
     assert_one_line_error(
         results["eval last"],
         "ckpt_path=last only resumes training",

@@ -24,6 +24,7 @@ from lmtrain.utils.export_dir import is_previous_export
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
+RUN_FOLDERS = ("checkpoints", ".hydra")  # what a training run's folder holds
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 
@@ -34,6 +35,13 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     for name in TRAINING_OUTPUTS:
         if (folder / name).exists():
             return f"it holds {name}/ of a training run"
+    # Not a run folder itself (a run of this task may live anywhere, even inside a training
+    # run), but a run's checkpoints/ or another of its own folders (csv/, wandb/, .hydra/).
+    if not (folder / ".hydra").exists():
+        if any(folder.glob("*.ckpt")):
+            return "it holds checkpoints (*.ckpt)"
+        if all((folder.parent / name).is_dir() for name in RUN_FOLDERS):
+            return f"it lies in the training run {folder.parent}"
     if is_previous_export(folder):  # .hydra/ and a log in it: export would refuse to update it
         return "it is an lmtrain export"
     # Without outputs, another task's `.hydra/` is the record of a command that failed early:
