@@ -149,6 +149,23 @@ from tests.helpers.corpora import write_corpus
             "logger.csv._target_='lightning.pytorch.loggerz.CSVLogger' names nothing: "
             "lightning.pytorch has no loggerz: did you mean loggers?",
         ),
+        # The callbacks read these once training runs: a traceback after the data, no samples
+        # with a warning at each validation, a negative MFU, a window silently made 2.
+        (
+            "callbacks.throughput.available_flops=abc",
+            "callbacks.throughput.available_flops='abc' is not a finite number: pass a positive",
+        ),
+        ("callbacks.throughput.available_flops=-1", "available_flops=-1 must be positive"),
+        ("callbacks.throughput.window_size=abc", "callbacks.throughput.window_size='abc' is not"),
+        ("callbacks.throughput.window_size=1", "window_size=1 must be at least 2"),
+        ("callbacks.text_samples.cpu_threads=abc", "text_samples.cpu_threads='abc' is not a whole"),
+        ("callbacks.text_samples.cpu_threads=0", "text_samples.cpu_threads=0 must be at least 1"),
+        # W&B split a string into one tag per letter, and an int was a TypeError at its start.
+        ("tags=mytag", "tags='mytag' is not a list: pass tags=[mytag]"),
+        ("tags=5", "tags=5 is not a list: pass tags=[5]"),
+        ("tags=[a,[b]]", "tags[1]=['b'] is not text"),
+        ("tags=[a,2024]", """tags[1]=2024 is not text: quote it, 'tags=["2024"]'"""),
+        (f"tags=[{'x' * 65}]", "tags[0]='xxx"),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
@@ -196,6 +213,9 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
         "model.optimizer.muon.optimizer.momentum=1.5": "muon.optimizer.momentum=1.5 must be in",
         "model.optimizer.adamw.optimizer.lr=-1": "adamw.optimizer.lr=-1 must be positive",
         "+model.optimizer.muon.scheduler.num_warmup_steps=-1": "muon.scheduler.num_warmup_steps=-1",
+        # 0 or fewer Newton-Schulz iterations: no orthogonalization, and no word
+        "+model.optimizer.muon.optimizer.ns_steps=0": "optimizer.ns_steps=0 must be at least 1",
+        "+model.optimizer.muon.optimizer.ns_steps=abc": "muon.optimizer.ns_steps='abc' is not a",
         # refused by torch only when built, after the data and the model
         "model.optimizer.muon.optimizer.adjust_lr_fn=foo": (
             "model.optimizer.muon.optimizer.adjust_lr_fn='foo' is unknown: use one of original, "
@@ -324,6 +344,9 @@ def test_the_other_entry_points_name_an_unset_checkpoint(compose_cfg, name: str)
         ["trainer.max_steps=-1", "model.scheduler=null"],  # no schedule to span
         ["data=shakespeare_char"],  # its null path downloads the text
         ["model.config.activation_function=gelu_new", "samples.prompts=[]"],
+        # null: no MFU, torch's thread count while sampling; no tags
+        ["callbacks.throughput.available_flops=null", "callbacks.text_samples.cpu_threads=null"],
+        ["tags=null", "model/optimizer=muon"],
     ],
 )
 def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: list[str]) -> None:

@@ -13,11 +13,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.callback_checks import check_callbacks, check_tags
 from lmtrain.utils.checks import Problems, check_task_name
 from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
@@ -60,7 +61,14 @@ def check_train_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     check_config_names(cfg, problems)  # keys nothing reads, groups without a _target_
     check_targets(cfg, problems)  # model and data are lmtrain's classes or subclasses
-    check_metric_names(plain(cfg.get("callbacks")), cfg.get("optimized_metric"), problems)
+    callbacks = plain(cfg.get("callbacks"))
+    check_metric_names(callbacks, cfg.get("optimized_metric"), problems)
+    check_callbacks(callbacks, problems)
+    tags = cfg.get("tags")
+    check_tags(
+        OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags,
+        problems,
+    )
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)

@@ -107,6 +107,8 @@ def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) 
         problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
     if "momentum" in optimizer:
         problems.number(f"{key}.momentum", optimizer["momentum"], low=0, high=1, high_open=True)
+    if "ns_steps" in optimizer:  # Muon's Newton-Schulz iterations: 0 or fewer do not orthogonalize
+        problems.integer(f"{key}.ns_steps", optimizer["ns_steps"], minimum=1)
     if optimizer.get("adjust_lr_fn") is not None:  # Muon's; torch refuses others once built
         problems.choice(f"{key}.adjust_lr_fn", optimizer["adjust_lr_fn"], MUON_LR_ADJUSTMENTS)
     check_yes_no(key, optimizer, problems)

@@ -1,0 +1,53 @@
+"""The settings lmtrain's own callbacks read only once training runs, and the run's `tags`,
+checked before work starts.
+
+A bad one was found late, or never: `callbacks.throughput.available_flops=abc` a traceback after
+data preparation, `callbacks.text_samples.cpu_threads=abc` a warning at every validation and no
+samples, `available_flops=-1` a negative MFU, `tags=mytag` a W&B run tagged m, y, t, a, g. The
+callbacks are found by their `_target_`, so a renamed entry is checked too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lmtrain.utils.checks import Problems
+
+THROUGHPUT = "lmtrain.callbacks.throughput.TokenThroughputMonitor"
+TEXT_SAMPLES = "lmtrain.callbacks.samples.TextSamples"
+# W&B refuses a tag that is empty or longer than this (wandb_settings.validate_run_tags).
+TAG_MAX_CHARS = 64
+
+
+def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
+    """`callbacks.<name>.*` of the throughput and text-samples callbacks."""
+    for name, entry in callbacks.items():
+        if not isinstance(entry, Mapping):
+            continue
+        key, target = f"callbacks.{name}", entry.get("_target_")
+        if target == THROUGHPUT:
+            flops = entry.get("available_flops")
+            problems.number(f"{key}.available_flops", flops, low=0, low_open=True, optional=True)
+            # Lightning's Throughput needs two logged steps to measure a rate.
+            problems.integer(f"{key}.window_size", entry.get("window_size", 4), minimum=2)
+        elif target == TEXT_SAMPLES:
+            threads = entry.get("cpu_threads", 1)
+            problems.integer(f"{key}.cpu_threads", threads, minimum=1, optional=True)
+
+
+def check_tags(tags: Any, problems: Problems) -> None:
+    """A list of short texts: W&B iterates over the value (a string became one tag per letter,
+    a number a TypeError) and refuses empty or long tags only when the run starts."""
+    if tags is None:
+        return
+    if not isinstance(tags, list):
+        problems.add(f"tags={tags!r} is not a list: pass tags=[{tags}] (or tags=[a,b])")
+        return
+    for i, tag in enumerate(tags):
+        if not isinstance(tag, str):
+            problems.add(f"tags[{i}]={tag!r} is not text: quote it, 'tags=[\"{tag}\"]'")
+        elif not 1 <= len(tag) <= TAG_MAX_CHARS:
+            problems.add(
+                f"tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1 to {TAG_MAX_CHARS}"
+            )
