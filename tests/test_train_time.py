@@ -3,7 +3,8 @@ that resumed it, each up to the checkpoint the next one resumed from (`TrainingT
 
 A real run is resumed with more steps from its real last.ckpt; the resume reads that checkpoint
 from slow storage, and restoring is not training: `time/train_s` grows by what the resumed
-process trained, not by its wait for the checkpoint.
+process trained, not by its wait for the checkpoint. Likewise the throughput monitor's
+`train/time` (tokens/s, MFU) leaves out validations and the work that follows them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from typing import Any
 
 import pytest
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lmtrain.callbacks.throughput import TokenThroughputMonitor
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from tests.helpers.cli import run_cli, tiny_cli
 
@@ -76,3 +79,37 @@ def test_resumed_run_adds_its_training_and_not_its_restoring(
     # start, is a lower bound); the wait for the checkpoint is not in it (it was, in full).
     assert last_train_time(run_dir) - 0.1 <= this_process < SLOW_LOAD_S, (this_process, wall)
     assert this_process < wall - SLOW_LOAD_S
+
+
+# Longer than 8 tiny training steps take on a busy machine.
+SLOW_VALIDATION_S = 5.0
+
+
+class SlowValidation(Callback):
+    """Work after a validation that takes long, as text samples and checkpoint saves can."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            time.sleep(SLOW_VALIDATION_S)
+
+
+def test_throughput_leaves_validations_and_their_work_out(tmp_path: Path, data_dir: Path) -> None:
+    """`train/time` (and the tokens/s and MFU computed from it) counted the validation after
+    step 4 and the work after it as training: the window after each validation read slow."""
+    run_dir = tmp_path / "run"
+    slow = f"+callbacks.slow_validation._target_={__name__}.SlowValidation"
+    steps = ["trainer.max_steps=8", "trainer.val_check_interval=4"]
+    overrides = [*steps, "logger=csv", f"hydra.run.dir={run_dir}", slow]
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, *overrides))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 0 < last_train_time(run_dir) < SLOW_VALIDATION_S
+    assert json.loads((run_dir / "metrics.json").read_text())["time/train_s"] > SLOW_VALIDATION_S
+
+
+def test_throughput_monitor_refuses_what_it_cannot_measure_with() -> None:
+    """Built from Python (no config checks): a window of one step has no rate, and a peak
+    FLOP/s of 0 or less gave a negative or infinite MFU."""
+    with pytest.raises(ValueError, match="window_size=1: pass a whole number of at least 2"):
+        TokenThroughputMonitor(window_size=1)
+    with pytest.raises(ValueError, match="available_flops=0: pass a positive number"):
+        TokenThroughputMonitor(available_flops=0)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.throughput import Throughput, get_available_flops
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lmtrain.callbacks.peak_flops import device_peak
@@ -29,9 +30,15 @@ class TokenThroughputMonitor(Callback):
     def __init__(self, available_flops: float | None = None, window_size: int = 4) -> None:
         """`available_flops`: peak FLOP/s of one device at the training precision, for MFU on
         devices neither table knows (every CPU). `window_size`: logged steps averaged; the first
-        figures come at the window_size-th (Lightning's `Throughput` waits for a full window)."""
+        figures come at the window_size-th (Lightning's `Throughput` waits for a full window).
+        The config checks name bad values in one line (utils/callback_checks.py)."""
+        if available_flops is not None and not available_flops > 0:
+            raise ValueError(f"available_flops={available_flops!r}: pass a positive number")
+        if window_size < 2:  # a rate needs two logged steps
+            raise ValueError(f"window_size={window_size!r}: pass a whole number of at least 2")
         self.configured_flops = available_flops
-        self.window_size = max(2, window_size)
+        self.window_size = window_size
+        self._paused_at: float | None = None  # when the validation in progress began
         self.throughput: Throughput | None = None
         self._step_seen: int | None = None  # global_step after the previous micro-batch
         # Micro-batches, windows and tokens since the run began: in checkpoints, so that a
@@ -74,11 +81,26 @@ class TokenThroughputMonitor(Callback):
         self.totals.update({k: int(v) for k, v in state_dict.items() if k in self.totals})
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()  # train/time is this process's: wall-clock
+        # train/time: this process's wall-clock in training, validations left out (below).
+        self._start = time.perf_counter()
         self._flops_since_update = 0
         # Logged after the next micro-batch that steps (a resumed run's checkpoint step was
         # logged before its save: not again).
         self._step_seen = trainer.global_step
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and self.throughput is not None:
+            self._paused_at = time.perf_counter()
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, idx: int
+    ) -> None:
+        """A validation, and what follows it (text samples, checkpoint saves), is not training:
+        its time leaves the rates, as Lightning's ThroughputMonitor takes its validations'."""
+        if self._paused_at is not None:
+            self._start += time.perf_counter() - self._paused_at
+            self._paused_at = None
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
@@ -110,7 +132,7 @@ class TokenThroughputMonitor(Callback):
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 # Under the step this step's train/loss has: Lightning numbers training rows
-                # from 0 (before its step count moves on), validation rows from 1.
+                # from 0 (before its step count moves on).
                 logger.log_metrics(metrics, step=step - 1)
         # All devices' tokens/s (Lightning's name for it exists with several devices only).
         per_device = metrics.get(PREFIX + "device/items_per_sec")
