@@ -241,11 +241,12 @@ def child_hf_map(settings: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "blocks": grouped["train"].num_rows, "workers": workers}
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The whole docstring as written, and each option's default."""
+
+
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     add = parser.add_argument
     add("--sizes-mb", type=int, nargs="+", default=[10, 50, 100], help="corpus sizes to measure")
     add("--workers", type=int, default=None, help="prepare workers; None = every core")

@@ -346,7 +346,9 @@ def gemm_layouts(model_cfg: dict, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--nanogpt", type=Path, default=Path("/tmp/nanogpt"))
     parser.add_argument("--variants", default="hf,hf_no_cache,hf_best", help=",".join(VARIANTS))
     parser.add_argument("--steps", type=int, default=60, help="timed steps per run")

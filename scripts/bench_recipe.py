@@ -190,7 +190,9 @@ def tiny_shakespeare(path: Path | None) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", choices=list(EXPERIMENTS), default="baseline")
     parser.add_argument("--repeats", type=int, default=3, help="runs per command")
     parser.add_argument("--steps", type=int, default=None, help="default: each recipe's own")

@@ -59,7 +59,9 @@ def switch_overrides(name: str, size: str) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", default="shakespeare_char", choices=list(SIZES))
     parser.add_argument("--switches", default=",".join(SWITCHES), help=", ".join(SWITCHES))
     parser.add_argument("--steps", type=int, default=150, help="optimizer steps per run")

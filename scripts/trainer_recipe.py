@@ -75,7 +75,9 @@ def next_char_loss(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, required=True, help="Tiny Shakespeare's input.txt")
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps (max_steps)")
     parser.add_argument("--batch-size", type=int, default=12)

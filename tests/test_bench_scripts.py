@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import math
@@ -135,3 +136,18 @@ def test_every_speed_switch_composes_on_every_size(tmp_path: Path) -> None:
                 assert set(cfg.model.optimizer) == {"_target_", "muon", "adamw"}, size
                 module = hydra.utils.instantiate(cfg.model, _convert_="all")
                 assert set(module.optimizer_factory.names(module.model)) == {"muon", "adamw"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["bench", "bench_data", "bench_model_step", "bench_recipe", "bench_switches", "trainer_recipe"],
+)
+def test_help_shows_the_whole_description(name: str, tmp_path: Path) -> None:
+    """docs/performance.md points at each script's `--help` for what it measures and how; only
+    the docstring's first paragraph was shown."""
+    out = script(name, "--help", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    doc = ast.get_docstring(ast.parse((SCRIPTS / f"{name}.py").read_text()), clean=False)
+    assert doc is not None and doc.count("\n\n") >= 1
+    for paragraph in doc.strip().split("\n\n"):
+        assert paragraph.strip() in out.stdout
