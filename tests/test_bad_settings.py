@@ -338,6 +338,37 @@ def test_the_other_entry_points_name_an_unset_checkpoint(compose_cfg, name: str)
 
 
 @pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("train", "seed"),
+        ("train", "global_batch_size"),
+        ("train", "overwrite_run"),
+        ("train", "resume"),
+        ("eval", "seed"),
+        ("eval", "tasks"),
+        ("generate", "seed"),
+        ("export", "out_dir"),
+        ("export", "overwrite"),
+    ],
+)
+def test_a_top_level_setting_that_does_not_resolve_is_named(
+    compose_cfg, name: str, key: str
+) -> None:
+    """Nested settings were resolved with their error caught; a top-level one was read bare,
+    and `seed=${oops}` was an InterpolationKeyError traceback."""
+    check = {"train": check_train_config, "eval": check_eval_config}
+    check |= {"generate": check_generate_config, "export": check_export_config}
+    settings = [f"{key}=${{oops}}"] + ([] if name == "train" else ["ckpt_path=x.ckpt"])
+    settings += ["out_dir=x"] if name == "export" and key != "out_dir" else []
+    with pytest.raises(LMTrainError) as err:
+        check[name](compose_cfg(*settings, name=name))
+    assert str(err.value) == (
+        f"{key} cannot be resolved (Interpolation key 'oops' not found): fix the ${{...}} it "
+        "holds, or pass a plain value"
+    )
+
+
+@pytest.mark.parametrize(
     "overrides",
     [
         ["trainer.max_steps=-1", "trainer.max_epochs=1"],  # one epoch: the schedule spans it

@@ -246,6 +246,16 @@ def test_resume_of_a_folder_that_is_not_there_is_one_line(tmp_path: Path) -> Non
     assert_one_line_error(result, f"resume={tmp_path / 'nowhere'} is not a folder", "latest")
 
 
+@pytest.mark.parametrize("swept", [["resume=a,b"], ["resume=latest", "seed=1,2"]])
+def test_resume_in_a_sweep_is_refused_before_any_job(tmp_path: Path, swept: list[str]) -> None:
+    """`-m resume=a,b` was told to restore a callback that was there, after job 0's folder."""
+    logs = tmp_path / "logs"
+    result = run_cli("train", "-m", f"paths.log_dir={logs}", *swept)
+    value = swept[0].removeprefix("resume=")
+    assert_one_line_error(result, f"resume={value} continues one run, not a sweep: drop -m")
+    assert not logs.exists()
+
+
 def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(
     tmp_path: Path,
 ) -> None:
@@ -375,6 +385,8 @@ def test_resumed_config_refuses_a_change_of_model_shape_or_data(
     [
         ("resume=", "resume='' is empty: pass resume=<run folder> or latest, or leave it out"),
         ("ckpt_path=", "ckpt_path='' is empty: pass ckpt_path=<.ckpt> or last, or leave it out"),
+        # A traceback from the entry point's first read of `resume`.
+        ("resume=${oops}", "resume cannot be resolved (Interpolation key 'oops' not found)"),
     ],
 )
 def test_an_empty_resume_or_ckpt_path_is_refused_not_read_as_a_new_run(

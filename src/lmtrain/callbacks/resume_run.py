@@ -60,15 +60,18 @@ class ResumeRun(HydraCallback):
         self.record: str | None = None  # the .hydra subfolder this process writes, if any
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
-        if config.get("resume") not in (None, ""):
+        if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:
             self.defer_record_in_used_folder(config)
 
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
-        if config.get("resume") not in (None, ""):
+        """`-m resume=A,B` is in the sweep's overrides only (its base config has none)."""
+        typed = [str(o) for o in config.hydra.overrides.task if str(o).startswith("resume=")]
+        value = typed[0].split("=", 1)[1] if typed else resume_value(config)
+        if value not in (None, ""):
             fail(
-                f"resume={config.resume} continues one run, not a sweep: drop -m/--multirun "
+                f"resume={value} continues one run, not a sweep: drop -m/--multirun "
                 "(resume a sweep's job with resume=<sweep folder>/<job number>)"
             )
 
@@ -264,10 +267,15 @@ def write_record(folder: Path, files: dict[str, str]) -> None:
         ) from None
 
 
+def resume_value(cfg: DictConfig) -> Any:
+    """`resume`, or None when its `${...}` does not resolve (the config checks name that)."""
+    return OmegaConf.select(cfg, "resume", throw_on_resolution_failure=False)
+
+
 def log_resume(cfg: DictConfig) -> None:
     """Say which run this one continues (in the run's log); refuse a `resume=` that no
     `ResumeRun` callback applied, which would otherwise start a new run."""
-    if cfg.get("resume") in (None, ""):
+    if resume_value(cfg) in (None, ""):
         return
     if Path(str(cfg.resume)).resolve() != Path(cfg.paths.output_dir).resolve():
         fail(

@@ -113,6 +113,8 @@ def check_unset(cfg: DictConfig, problems: Problems) -> None:
             hint = source_path_hint(OmegaConf.select(cfg, "data.source._target_"))
         problems.add(f"{key} is not set: pass {key}={hint}")
     problems.raise_if_any()
+    # Every `${...}` resolves: `seed=${oops}` was a traceback at its first read (`plain` names it).
+    plain(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
 def unset_keys(node: Any, path: str) -> list[str]:
