@@ -77,9 +77,9 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
                     "nothing to resume from; start it again with overwrite_run=true (replaces "
                     "its files), or in another hydra.run.dir"
                 )
-            raise LMTrainError(
-                f"ckpt_path=last found no {path}: pass the run folder to resume with "
-                "hydra.run.dir=<run folder>, or ckpt_path=<file>"
+            raise LMTrainError(  # a new folder, or one whose run stopped before training
+                f"ckpt_path=last found no {path} (no run saved a checkpoint there): pass the "
+                "folder of a run that did with hydra.run.dir=<run folder>, or ckpt_path=<file>"
             )
         if path.name != "last.ckpt" and not path.name.startswith("."):
             rank_zero_warn(

@@ -127,8 +127,16 @@ def check_yes_no(key: str, optimizer: Mapping[str, Any], problems: Problems) -> 
     if called is None:  # an unknown target: check_arguments or instantiate names it
         return
     for name, nullable in yes_no_parameters(called).items():
-        if name in optimizer and not (nullable and optimizer[name] is None):
-            problems.boolean(f"{key}.{name}", optimizer[name])
+        value = optimizer.get(name)
+        if name not in optimizer or isinstance(value, bool) or (nullable and value is None):
+            continue
+        if nullable:
+            problems.add(
+                f"{key}.{name}={value!r} is not true, false or null: pass {key}.{name}=true, "
+                f"false, or null (torch's own choice)"
+            )
+        else:
+            problems.boolean(f"{key}.{name}", value)
 
 
 def yes_no_parameters(called: Callable[..., Any]) -> dict[str, bool]:
