@@ -227,6 +227,22 @@ def test_each_part_of_muon_is_checked_as_adamw_is(compose_cfg) -> None:
             check_train_config(compose_cfg(muon, override))
 
 
+def test_a_misspelt_class_is_named_in_one_line_and_nothing_else(compose_cfg, caplog) -> None:
+    """Hydra's get_class, used to check what a callback or the model names, logged three ERROR
+    lines of its own (the import's failure) above our one `error:` line; a misspelt model or
+    data source class was found only once the data were prepared."""
+    for override in (
+        "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStoping",
+        # These two were found only after the data preparation.
+        "model._target_=lmtrain.models.module.CausalLMModul",
+        "data.source._target_=lmtrain.data.sources.TextFileSource",
+    ):
+        caplog.clear()
+        with pytest.raises(LMTrainError, match="names nothing"):
+            check_train_config(compose_cfg(override))
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 def test_a_warm_up_as_long_as_the_run_is_warned_of(compose_cfg, caplog) -> None:
     """20 steps under a 100-step warm-up peaked at a fifth of the learning rate, silently."""
     steps = "trainer.max_steps=20"

@@ -125,12 +125,17 @@ def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
 def check_group_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
     """A data, model or trainer config (or data.source) without `_target_`: one written without
     the defaults line that brings it (`defaults: [_base, _self_]`), or a trainer config that
-    does not start from `default`. It was a traceback (`Missing key prepare_data`) after Hydra."""
+    does not start from `default`. It was a traceback (`Missing key prepare_data`) after Hydra.
+    A `_target_` there that names nothing is named too."""
     nodes = {group: cfg.get(group) for group in ("data", "model", "trainer")}
     data = nodes["data"]
     if isinstance(data, Mapping) and isinstance(data.get("source"), Mapping):
         nodes["data.source"] = data["source"]
     for key, node in nodes.items():
+        target = node.get("_target_") if isinstance(node, Mapping) else None
+        missing = missing_target(target) if isinstance(target, str) else None
+        if missing:  # found after the data preparation, in Hydra's words
+            problems.add(f"{key}._target_={target!r} names nothing: {missing}")
         if not isinstance(node, Mapping) or "_target_" in node:
             continue
         group = key.split(".")[0]

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.utils import get_class
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_keys import locate
 
 # The group, its base class (as configs/<group>/_base.yaml names it), and what a subclass changes.
 BASES = {
@@ -61,8 +62,7 @@ def check_targets(cfg: Mapping[str, Any], problems: Problems) -> None:
 
 
 def located(target: str) -> type | None:
-    """The class `target` names, or None (instantiate's own one-line error names it later)."""
-    try:
-        return get_class(target)
-    except Exception:
-        return None
+    """The class `target` names, or None (config_keys names a bad path in one line). Not
+    Hydra's `get_class`, which logs three ERROR lines of its own before it raises."""
+    found = locate(target)[0]
+    return found if isinstance(found, type) else None
