@@ -126,6 +126,20 @@ def test_a_checkpoint_that_is_not_zip_format_is_named_so(tmp_path: Path, kind: s
     assert "an old or foreign save" in message and "mmap" not in message
 
 
+def test_a_checkpoint_cut_short_is_named_so(tmp_path: Path) -> None:
+    """The first 5,000 bytes of a real checkpoint: torch's words were `[Errno 22] Invalid
+    argument`."""
+    whole, cut = tmp_path / "whole.ckpt", tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(4096)}}, whole)
+    cut.write_bytes(whole.read_bytes()[:5000])
+    with pytest.raises(LMTrainError) as refused:
+        load_torch_file(cut)
+    assert str(refused.value).startswith(
+        f"ckpt_path={str(cut)!r} is not a readable checkpoint: a zip-format torch file cut short"
+    )
+    assert load_torch_file(whole)["state_dict"]["w"].sum() == 4096
+
+
 @pytest.mark.parametrize("tool", ["eval", "generate"])
 def test_tools_name_a_legacy_checkpoint_in_one_line(tmp_path: Path, tool: str) -> None:
     path = not_zip_files(tmp_path / "ck")["legacy"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -90,9 +91,26 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
             "(damaged, or an old or foreign save: torch's legacy format, a plain pickle), and "
             f"was not loaded: {WRITTEN_BY}"
         )
+    if cut_short(path):  # torch says only "[Errno 22] Invalid argument"
+        return LMTrainError(
+            f"ckpt_path={str(path)!r} is not a readable {what}: a zip-format torch file cut "
+            "short (a copy or download that did not finish, or a full disk), and was not "
+            f"loaded: copy it again, or {WRITTEN_BY}"
+        )
     return LMTrainError(
         f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {WRITTEN_BY}"
     )
+
+
+def cut_short(path: str | Path) -> bool:
+    """A file that begins as a zip archive (torch.save's format) and lacks the directory a zip
+    archive ends with."""
+    try:
+        with open(path, "rb") as file:
+            begins_as_zip = file.read(4) == b"PK\x03\x04"
+        return begins_as_zip and not zipfile.is_zipfile(path)
+    except OSError:
+        return False
 
 
 class RefusedGlobal(pickle.UnpicklingError):
