@@ -89,7 +89,8 @@ def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_p
     )
     assert_one_line_error(
         results["generate in csv"],
-        f"hydra.run.dir={run / 'csv'} is another run's folder (it lies in the training run {run})",
+        f"hydra.run.dir={run / 'csv'} is another run's folder",
+        f"(it is csv/ of the training run {run})",
     )
     assert_one_line_error(
         results["eval last"],
@@ -122,6 +123,23 @@ def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:
     (export / "lmtrain.json").write_text("{}\n")
     (export / "config.json").write_text("{}\n")
     assert foreign_run(export, "generate") == "it is an lmtrain export"
+
+
+def test_a_new_or_empty_folder_inside_a_run_is_not_foreign(tmp_path: Path) -> None:
+    """A user's `mkdir <run>/eval`, and the folder DDP rank 0 made without `.hydra/`
+    (hydra.output_subdir=null) when ranks > 0 start in it, are the task's own; the run's own
+    folders are not, once they hold something."""
+    run = tmp_path / "run"
+    for name in ("checkpoints", ".hydra", "csv", "wandb"):
+        (run / name).mkdir(parents=True)
+    (run / "csv" / "metrics.csv").write_text("step\n")
+    (run / "eval").mkdir()
+    assert foreign_run(run / "eval", "eval") is None  # pre-made and empty
+    (run / "eval" / "eval.log").write_text("rank 0 started\n")
+    assert foreign_run(run / "eval", "eval") is None  # rank 0's folder, met by rank 1
+    assert foreign_run(run / "new", "eval") is None
+    assert foreign_run(run / "wandb", "eval") is None  # the run's own folder, but empty
+    assert foreign_run(run / "csv", "eval") == f"it is csv/ of the training run {run}"
 
 
 def test_export_without_tokenizer_files_is_refused(

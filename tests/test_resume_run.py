@@ -20,7 +20,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-from lmtrain.callbacks.resume_run import run_folder
+from lmtrain.callbacks.resume_run import ResumeRun, run_folder
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.resume_overrides import resumed_config
 from tests.helpers.assertions import assert_one_line_error
@@ -254,6 +254,20 @@ def test_resume_in_a_sweep_is_refused_before_any_job(tmp_path: Path, swept: list
     value = swept[0].removeprefix("resume=")
     assert_one_line_error(result, f"resume={value} continues one run, not a sweep: drop -m")
     assert not logs.exists()
+
+
+@pytest.mark.parametrize("typed", ["resume=null", "resume=", "resume=''"])
+def test_a_sweep_with_resume_unset_is_not_refused(
+    typed: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-m seed=1,2 resume=null` sweeps new runs: Hydra reads `null` as unset."""
+    overrides = ["seed=1,2", typed]
+    config = OmegaConf.create({"resume": None, "hydra": {"overrides": {"task": overrides}}})
+    ResumeRun().on_multirun_start(config)  # returns: no refusal
+    config.hydra.overrides.task[1] = "resume=a"
+    with pytest.raises(SystemExit):
+        ResumeRun().on_multirun_start(config)
+    assert "resume=a continues one run, not a sweep" in capsys.readouterr().err
 
 
 def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(

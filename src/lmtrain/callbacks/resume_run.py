@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -68,7 +69,7 @@ class ResumeRun(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
         """`-m resume=A,B` is in the sweep's overrides only (its base config has none)."""
         typed = [str(o) for o in config.hydra.overrides.task if str(o).startswith("resume=")]
-        value = typed[0].split("=", 1)[1] if typed else resume_value(config)
+        value = typed_value(typed[0]) if typed else resume_value(config)
         if value not in (None, ""):
             fail(
                 f"resume={value} continues one run, not a sweep: drop -m/--multirun "
@@ -265,6 +266,13 @@ def write_record(folder: Path, files: dict[str, str]) -> None:
             f"the resumed run's config cannot be written to {folder} ({err.strerror}): make the "
             "run folder writable"
         ) from None
+
+
+def typed_value(override: str) -> Any:
+    """The value of a typed `resume=` override as Hydra reads it: `resume=null` is None, and a
+    sweep (`resume=A,B`) is its text."""
+    parsed = OverridesParser.create().parse_override(override)
+    return override.split("=", 1)[1] if parsed.is_sweep_override() else parsed.value()
 
 
 def resume_value(cfg: DictConfig) -> Any:

@@ -25,6 +25,8 @@ from lmtrain.utils.export_dir import is_previous_export
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
 RUN_FOLDERS = ("checkpoints", ".hydra")  # what a training run's folder holds
+# The folders a training run writes inside its own: another task's files there would mix with it.
+RUN_OWN_FOLDERS = ("checkpoints", "csv", "wandb", "tensorboard", "export", ".hydra")
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 
@@ -35,13 +37,16 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     for name in TRAINING_OUTPUTS:
         if (folder / name).exists():
             return f"it holds {name}/ of a training run"
-    # Not a run folder itself (a run of this task may live anywhere, even inside a training
-    # run), but a run's checkpoints/ or another of its own folders (csv/, wandb/, .hydra/).
+    # Not a run folder itself, but checkpoints, or one of a run's own folders (csv/, wandb/).
+    # Any other folder inside a run is fine, empty or new: a user's `mkdir <run>/eval`, or the
+    # folder Lightning's DDP rank 0 made without `.hydra/` (hydra.output_subdir=null) before
+    # ranks > 0 re-run the command in it.
     if not (folder / ".hydra").exists():
         if any(folder.glob("*.ckpt")):
             return "it holds checkpoints (*.ckpt)"
-        if all((folder.parent / name).is_dir() for name in RUN_FOLDERS):
-            return f"it lies in the training run {folder.parent}"
+        in_run = all((folder.parent / name).is_dir() for name in RUN_FOLDERS)
+        if in_run and folder.name in RUN_OWN_FOLDERS and any(folder.iterdir()):
+            return f"it is {folder.name}/ of the training run {folder.parent}"
     if is_previous_export(folder):  # .hydra/ and a log in it: export would refuse to update it
         return "it is an lmtrain export"
     # Without outputs, another task's `.hydra/` is the record of a command that failed early:
