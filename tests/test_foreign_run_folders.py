@@ -85,7 +85,8 @@ def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_p
         )
     assert_one_line_error(
         results["eval in checkpoints"],
-        f"hydra.run.dir={ckpt.parent} is another run's folder (it holds checkpoints (*.ckpt))",
+        f"hydra.run.dir={ckpt.parent} is another run's folder",
+        f"(it is checkpoints/ of the training run {run})",
     )
     assert_one_line_error(
         results["generate in csv"],
@@ -140,6 +141,10 @@ def test_a_new_or_empty_folder_inside_a_run_is_not_foreign(tmp_path: Path) -> No
     assert foreign_run(run / "new", "eval") is None
     assert foreign_run(run / "wandb", "eval") is None  # the run's own folder, but empty
     assert foreign_run(run / "csv", "eval") == f"it is csv/ of the training run {run}"
+    # A folder holding the user's own checkpoint (`hydra.run.dir=.` beside model.ckpt).
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "model.ckpt").write_bytes(b"")
+    assert foreign_run(tmp_path / "mine", "generate") is None
 
 
 def test_export_without_tokenizer_files_is_refused(

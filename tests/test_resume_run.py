@@ -256,18 +256,32 @@ def test_resume_in_a_sweep_is_refused_before_any_job(tmp_path: Path, swept: list
     assert not logs.exists()
 
 
-@pytest.mark.parametrize("typed", ["resume=null", "resume=", "resume=''"])
-def test_a_sweep_with_resume_unset_is_not_refused(
-    typed: str, capsys: pytest.CaptureFixture[str]
+UNSET_ENV = "${oc.env:LMTRAIN_TEST_NEVER_SET,null}"
+
+
+@pytest.mark.parametrize(
+    ("typed", "base", "refused"),
+    [
+        ("resume=null", None, None),
+        ("resume=''", "", None),
+        (f"resume={UNSET_ENV}", UNSET_ENV, None),  # resolves to null
+        ("resume=a,b", None, "resume=a,b"),  # a sweep: in the overrides only
+        ("resume=a", "a", "resume=a"),
+    ],
+)
+def test_a_sweep_is_refused_only_with_resume_set(
+    typed: str, base: str | None, refused: str | None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`-m seed=1,2 resume=null` sweeps new runs: Hydra reads `null` as unset."""
+    """`-m seed=1,2 resume=null` sweeps new runs; the config is what Hydra hands the callback:
+    a plain override applied to the base config, a sweep's left out of it."""
     overrides = ["seed=1,2", typed]
-    config = OmegaConf.create({"resume": None, "hydra": {"overrides": {"task": overrides}}})
-    ResumeRun().on_multirun_start(config)  # returns: no refusal
-    config.hydra.overrides.task[1] = "resume=a"
+    config = OmegaConf.create({"resume": base, "hydra": {"overrides": {"task": overrides}}})
+    if refused is None:
+        ResumeRun().on_multirun_start(config)  # returns: no refusal
+        return
     with pytest.raises(SystemExit):
         ResumeRun().on_multirun_start(config)
-    assert "resume=a continues one run, not a sweep" in capsys.readouterr().err
+    assert f"{refused} continues one run, not a sweep" in capsys.readouterr().err
 
 
 def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(

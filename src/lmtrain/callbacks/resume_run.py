@@ -67,9 +67,12 @@ class ResumeRun(HydraCallback):
             self.defer_record_in_used_folder(config)
 
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
-        """`-m resume=A,B` is in the sweep's overrides only (its base config has none)."""
-        typed = [str(o) for o in config.hydra.overrides.task if str(o).startswith("resume=")]
-        value = typed_value(typed[0]) if typed else resume_value(config)
+        """`-m resume=A,B` is in the sweep's overrides only (its base config has none); a plain
+        `resume=` override is in the base config, resolved (`${oc.env:RUN,null}` may be null)."""
+        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
+        typed = [str(o) for o in overrides or () if str(o).startswith("resume=")]
+        swept = typed and OverridesParser.create().parse_override(typed[0]).is_sweep_override()
+        value = typed[0].split("=", 1)[1] if swept else resume_value(config)
         if value not in (None, ""):
             fail(
                 f"resume={value} continues one run, not a sweep: drop -m/--multirun "
@@ -266,13 +269,6 @@ def write_record(folder: Path, files: dict[str, str]) -> None:
             f"the resumed run's config cannot be written to {folder} ({err.strerror}): make the "
             "run folder writable"
         ) from None
-
-
-def typed_value(override: str) -> Any:
-    """The value of a typed `resume=` override as Hydra reads it: `resume=null` is None, and a
-    sweep (`resume=A,B`) is its text."""
-    parsed = OverridesParser.create().parse_override(override)
-    return override.split("=", 1)[1] if parsed.is_sweep_override() else parsed.value()
 
 
 def resume_value(cfg: DictConfig) -> Any:

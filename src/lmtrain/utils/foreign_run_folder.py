@@ -37,13 +37,11 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     for name in TRAINING_OUTPUTS:
         if (folder / name).exists():
             return f"it holds {name}/ of a training run"
-    # Not a run folder itself, but checkpoints, or one of a run's own folders (csv/, wandb/).
-    # Any other folder inside a run is fine, empty or new: a user's `mkdir <run>/eval`, or the
-    # folder Lightning's DDP rank 0 made without `.hydra/` (hydra.output_subdir=null) before
-    # ranks > 0 re-run the command in it.
+    # Not a run folder itself, but one of a run's own folders (checkpoints/, csv/, wandb/). Any
+    # other folder is fine, empty or new: a user's `mkdir <run>/eval`, a folder of the user's
+    # own model.ckpt, or the folder Lightning's DDP rank 0 made without `.hydra/`
+    # (hydra.output_subdir=null) before ranks > 0 re-run the command in it.
     if not (folder / ".hydra").exists():
-        if any(folder.glob("*.ckpt")):
-            return "it holds checkpoints (*.ckpt)"
         in_run = all((folder.parent / name).is_dir() for name in RUN_FOLDERS)
         if in_run and folder.name in RUN_OWN_FOLDERS and any(folder.iterdir()):
             return f"it is {folder.name}/ of the training run {folder.parent}"
