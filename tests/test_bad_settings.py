@@ -159,12 +159,19 @@ from tests.helpers.corpora import write_corpus
         ("callbacks.throughput.window_size=abc", "callbacks.throughput.window_size='abc' is not"),
         ("callbacks.throughput.window_size=1", "window_size=1 must be at least 2"),
         ("callbacks.text_samples.cpu_threads=abc", "text_samples.cpu_threads='abc' is not a whole"),
-        ("callbacks.text_samples.cpu_threads=0", "text_samples.cpu_threads=0 must be at least 1"),
-        # W&B split a string into one tag per letter, and an int was a TypeError at its start.
-        ("tags=mytag", "tags='mytag' is not a list: pass tags=[mytag]"),
-        ("tags=5", "tags=5 is not a list: pass tags=[5]"),
+        (
+            "callbacks.text_samples.cpu_threads=0",
+            "cpu_threads=0 must be at least 1: pass a whole number of at least 1, or null",
+        ),
+        # W&B (the default logger) and MLflow split a string into one tag per letter; W&B
+        # failed at its start on a number, and on an empty or long tag.
+        ("tags=mytag", """tags='mytag' is not a list: pass 'tags=["mytag"]'"""),
+        ("logger=mlflow tags=5", """tags=5 is not a list: pass 'tags=["5"]'"""),
         ("tags=[a,[b]]", "tags[1]=['b'] is not text"),
-        ("tags=[a,2024]", """tags[1]=2024 is not text: quote it, 'tags=["2024"]'"""),
+        (
+            "tags=[a,2024]",
+            """tags[1]=2024 is not text, which W&B needs: quote it, 'tags=["2024"]'""",
+        ),
         (f"tags=[{'x' * 65}]", "tags[0]='xxx"),
     ],
 )
@@ -394,6 +401,9 @@ def test_a_top_level_setting_that_does_not_resolve_is_named(
         # null: no MFU, torch's thread count while sampling; no tags
         ["callbacks.throughput.available_flops=null", "callbacks.text_samples.cpu_threads=null"],
         ["tags=null", "model/optimizer=muon"],
+        # Only W&B needs short texts: MLflow and CSV take numbers and long tags.
+        ["logger=csv", "tags=[2024]"],
+        ["logger=mlflow", f"tags=[{'x' * 65}]"],
     ],
 )
 def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: list[str]) -> None:
@@ -428,7 +438,8 @@ def test_eval_refuses_a_seed_numpy_refuses() -> None:
     with pytest.raises(LMTrainError) as err:
         check_eval_config(OmegaConf.create({"seed": 99999999999, "data": None}))
     assert str(err.value) == (
-        "seed=99999999999 must be at most 4294967295: pass a whole number from 0 to 4294967295"
+        "seed=99999999999 must be at most 4294967295: "
+        "pass a whole number from 0 to 4294967295, or null"
     )
 
 

@@ -36,17 +36,21 @@ def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
             problems.integer(f"{key}.cpu_threads", threads, minimum=1, optional=True)
 
 
-def check_tags(tags: Any, problems: Problems) -> None:
-    """A list of short texts: W&B iterates over the value (a string became one tag per letter,
-    a number a TypeError) and refuses empty or long tags only when the run starts."""
+def check_tags(tags: Any, problems: Problems, wandb: bool) -> None:
+    """A list: W&B and the MLflow logger iterate over the value (a string became one tag per
+    letter). With the W&B logger, a list of short texts: W&B refuses a number (a TypeError),
+    and empty or long tags, only when the run starts."""
     if tags is None:
         return
     if not isinstance(tags, list):
-        problems.add(f"tags={tags!r} is not a list: pass tags=[{tags}] (or tags=[a,b])")
+        problems.add(f"tags={tags!r} is not a list: pass 'tags=[\"{tags}\"]' (or tags=[a,b])")
         return
-    for i, tag in enumerate(tags):
+    for i, tag in enumerate(tags if wandb else ()):
         if not isinstance(tag, str):
-            problems.add(f"tags[{i}]={tag!r} is not text: quote it, 'tags=[\"{tag}\"]'")
+            problems.add(
+                f"tags[{i}]={tag!r} is not text, which W&B needs: quote it, 'tags=[\"{tag}\"]' "
+                "(a ${...} of a number: put text around it, 'tags=[\"seed${seed}\"]')"
+            )
         elif not 1 <= len(tag) <= TAG_MAX_CHARS:
             problems.add(
                 f"tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1 to {TAG_MAX_CHARS}"

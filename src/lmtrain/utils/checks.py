@@ -67,6 +67,7 @@ class Problems:
             wanted = f"a whole number of at most {maximum}"
         else:
             wanted = f"a whole number from {minimum} to {maximum}"
+        wanted += ", or null" if optional else ""
         if isinstance(value, bool) or not isinstance(value, int):
             self.add(f"{key}={value!r} is not a whole number: pass {wanted}")
             return False

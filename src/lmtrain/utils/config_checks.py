@@ -64,10 +64,15 @@ def check_train_config(cfg: DictConfig) -> None:
     callbacks = plain(cfg.get("callbacks"))
     check_metric_names(callbacks, cfg.get("optimized_metric"), problems)
     check_callbacks(callbacks, problems)
-    tags = cfg.get("tags")
+    tags, loggers = cfg.get("tags"), plain(cfg.get("logger")) or {}
+    wandb = any(
+        isinstance(e, Mapping) and str(e.get("_target_", "")).endswith("WandbLogger")
+        for e in loggers.values()
+    )
     check_tags(
         OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags,
         problems,
+        wandb,
     )
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
