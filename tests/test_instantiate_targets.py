@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from lmtrain.errors import LMTrainError
 from lmtrain.models.module import CausalLMModule
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_keys import locate
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lmtrain.utils.safe_load import load_torch_file
 from lmtrain.utils.target_checks import check_targets
@@ -147,3 +148,18 @@ def test_tools_name_a_legacy_checkpoint_in_one_line(tmp_path: Path, tool: str) -
     out = run_cli(tool, f"ckpt_path={path}", f"paths.log_dir={tmp_path / 'logs'}", *extra)
     line = assert_one_line_error(out, "not a zip-format torch file")
     assert "_use_new_zipfile_serialization" not in line
+
+
+def test_a_module_that_needs_a_missing_package_is_named_as_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`lm_eval_tasks.X` without lm_eval: the module exists, what it imports does not (it was
+    told 'no module lm_eval_tasks: check the spelling', as a prefix of the missing name)."""
+    (tmp_path / "lmtrain_probe_tasks.py").write_text("import lmtrain_probe\n\nclass X: ...\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found, missing = locate("lmtrain_probe_tasks.X")
+    assert found is None
+    assert missing == (
+        "lmtrain_probe_tasks.X needs the module 'lmtrain_probe': install the package providing it"
+    )
+    assert locate("lmtrain_probe.X")[1].startswith("no module 'lmtrain_probe': check")

@@ -170,7 +170,9 @@ def locate(target: str) -> tuple[Any, str | None]:
         try:
             found: Any = importlib.import_module(name)
         except ModuleNotFoundError as err:
-            if err.name and name.startswith(err.name):  # this prefix is not a module: shorter
+            # This prefix (or a package above it) is not a module: try a shorter one. A module
+            # that exists but imports a missing one is named with what it needs.
+            if err.name and (name == err.name or name.startswith(err.name + ".")):
                 continue
             return None, f"{name} needs the module {err.name!r}: install the package providing it"
         except Exception:  # the module's own failure: reported, with its trace, when built
