@@ -126,7 +126,9 @@ def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:
     assert foreign_run(export, "generate") == "it is an lmtrain export"
 
 
-def test_a_new_or_empty_folder_inside_a_run_is_not_foreign(tmp_path: Path) -> None:
+def test_a_new_or_empty_folder_inside_a_run_is_not_foreign(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A user's `mkdir <run>/eval`, and the folder DDP rank 0 made without `.hydra/`
     (hydra.output_subdir=null) when ranks > 0 start in it, are the task's own; the run's own
     folders are not, once they hold something."""
@@ -145,6 +147,18 @@ def test_a_new_or_empty_folder_inside_a_run_is_not_foreign(tmp_path: Path) -> No
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "model.ckpt").write_bytes(b"")
     assert foreign_run(tmp_path / "mine", "generate") is None
+    # The run's checkpoints/ by another name: `.` in it, `x/..`, a link; a run's
+    # model_checkpoint.dirpath elsewhere holds its last.ckpt.
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (run / "checkpoints" / "x").mkdir()
+    (tmp_path / "link").symlink_to(run / "checkpoints")
+    monkeypatch.chdir(run / "checkpoints")
+    for name in (Path("."), run / "checkpoints" / "x" / "..", tmp_path / "link"):
+        assert foreign_run(name, "eval") == f"it is checkpoints/ of the training run {run}"
+    (tmp_path / "mine" / "last.ckpt").write_bytes(b"")
+    assert (
+        foreign_run(tmp_path / "mine", "eval") == "it holds last.ckpt, a training run's checkpoint"
+    )
 
 
 def test_export_without_tokenizer_files_is_refused(

@@ -163,3 +163,6 @@ def test_a_module_that_needs_a_missing_package_is_named_as_found(
         "lmtrain_probe_tasks.X needs the module 'lmtrain_probe': install the package providing it"
     )
     assert locate("lmtrain_probe.X")[1].startswith("no module 'lmtrain_probe': check")
+    # A ModuleNotFoundError the module raises itself names no module: its trace shows when built.
+    (tmp_path / "lmtrain_probe_raises.py").write_text("raise ModuleNotFoundError('no backend')\n")
+    assert locate("lmtrain_probe_raises.X") == (None, None)

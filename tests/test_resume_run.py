@@ -266,6 +266,7 @@ UNSET_ENV = "${oc.env:LMTRAIN_TEST_NEVER_SET,null}"
         ("resume=''", "", None),
         (f"resume={UNSET_ENV}", UNSET_ENV, None),  # resolves to null
         ("resume=a,b", None, "resume=a,b"),  # a sweep: in the overrides only
+        ("++resume=a,b", None, "resume=a,b"),
         ("resume=a", "a", "resume=a"),
     ],
 )

@@ -69,10 +69,10 @@ class ResumeRun(HydraCallback):
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
         """`-m resume=A,B` is in the sweep's overrides only (its base config has none); a plain
         `resume=` override is in the base config, resolved (`${oc.env:RUN,null}` may be null)."""
-        overrides = OmegaConf.to_container(config.hydra.overrides.task, resolve=False)
-        typed = [str(o) for o in overrides or () if str(o).startswith("resume=")]
-        swept = typed and OverridesParser.create().parse_override(typed[0]).is_sweep_override()
-        value = typed[0].split("=", 1)[1] if swept else resume_value(config)
+        texts = OmegaConf.to_container(config.hydra.overrides.task, resolve=False) or []
+        parsed = OverridesParser.create().parse_overrides([str(o) for o in texts])
+        swept = [o for o in parsed if o.key_or_group == "resume" and o.is_sweep_override()]
+        value = swept[0].input_line.split("=", 1)[1] if swept else resume_value(config)
         if value not in (None, ""):
             fail(
                 f"resume={value} continues one run, not a sweep: drop -m/--multirun "

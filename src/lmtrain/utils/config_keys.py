@@ -170,6 +170,8 @@ def locate(target: str) -> tuple[Any, str | None]:
         try:
             found: Any = importlib.import_module(name)
         except ModuleNotFoundError as err:
+            if err.name is None:  # raised by the module's own code: its trace, when built
+                return None, None
             # This prefix (or a package above it) is not a module: try a shorter one. A module
             # that exists but imports a missing one is named with what it needs.
             if err.name and (name == err.name or name.startswith(err.name + ".")):

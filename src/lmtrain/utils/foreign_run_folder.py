@@ -34,17 +34,21 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     """What makes `folder` another task's run folder, or None when this task may write there."""
     if not folder.is_dir():
         return None
+    folder = folder.resolve()  # `.`, `x/..` or a link name no folder: its real path does
     for name in TRAINING_OUTPUTS:
         if (folder / name).exists():
             return f"it holds {name}/ of a training run"
-    # Not a run folder itself, but one of a run's own folders (checkpoints/, csv/, wandb/). Any
-    # other folder is fine, empty or new: a user's `mkdir <run>/eval`, a folder of the user's
-    # own model.ckpt, or the folder Lightning's DDP rank 0 made without `.hydra/`
-    # (hydra.output_subdir=null) before ranks > 0 re-run the command in it.
+    # Not a run folder itself, but one of a run's own folders (checkpoints/, csv/, wandb/), or
+    # where a run saved its last.ckpt (`callbacks.model_checkpoint.dirpath`). Any other folder is
+    # fine, empty or new: a user's `mkdir <run>/eval`, a folder of the user's own model.ckpt, or
+    # the folder Lightning's DDP rank 0 made without `.hydra/` (hydra.output_subdir=null) before
+    # ranks > 0 re-run the command in it.
     if not (folder / ".hydra").exists():
         in_run = all((folder.parent / name).is_dir() for name in RUN_FOLDERS)
         if in_run and folder.name in RUN_OWN_FOLDERS and any(folder.iterdir()):
             return f"it is {folder.name}/ of the training run {folder.parent}"
+        if (folder / "last.ckpt").is_file():
+            return "it holds last.ckpt, a training run's checkpoint"
     if is_previous_export(folder):  # .hydra/ and a log in it: export would refuse to update it
         return "it is an lmtrain export"
     # Without outputs, another task's `.hydra/` is the record of a command that failed early:
