@@ -174,7 +174,7 @@ def locate(target: str) -> tuple[Any, str | None]:
                 return None, None
             # This prefix (or a package above it) is not a module: try a shorter one. A module
             # that exists but imports a missing one is named with what it needs.
-            if err.name and (name == err.name or name.startswith(err.name + ".")):
+            if name == err.name or name.startswith(err.name + "."):
                 continue
             return None, f"{name} needs the module {err.name!r}: install the package providing it"
         except Exception:  # the module's own failure: reported, with its trace, when built
