@@ -24,6 +24,7 @@ from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
+from lmtrain.utils.wandb_run import is_wandb_entry
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # lightning.seed_everything seeds numpy too, which takes 0 to 2**32 - 1 (and raises otherwise).
@@ -65,10 +66,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_metric_names(callbacks, cfg.get("optimized_metric"), problems)
     check_callbacks(callbacks, problems)
     tags, loggers = cfg.get("tags"), plain(cfg.get("logger")) or {}
-    wandb = any(
-        isinstance(e, Mapping) and str(e.get("_target_", "")).endswith("WandbLogger")
-        for e in loggers.values()
-    )
+    wandb = any(isinstance(e, Mapping) and is_wandb_entry(e) for e in loggers.values())
     check_tags(
         OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags,
         problems,

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import string
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ USER_WANDB_MODE = os.environ.get("WANDB_MODE", "").strip()
 ARTIFACT_CALLBACK = "WandbModelArtifact"
 
 
-def is_wandb_entry(entry: DictConfig) -> bool:
+def is_wandb_entry(entry: Mapping[str, Any]) -> bool:
     return str(entry.get("_target_", "")).endswith("WandbLogger")
 
 
