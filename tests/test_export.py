@@ -172,6 +172,9 @@ def test_export_refuses_to_overwrite_unless_asked(
     (clone / "NOTES.md").write_text("my notes on this model\n")
     (clone / "NOTES-link.md").symlink_to("NOTES.md")
     (clone / "model-00001-of-00002.safetensors").write_bytes(b"a shard of an older export")
+    meta = json.loads((clone / "lmtrain.json").read_text())  # which listed it as its own
+    meta["files"].append("model-00001-of-00002.safetensors")
+    (clone / "lmtrain.json").write_text(json.dumps(meta))
     kept = {k: v for k, v in snapshot(clone).items() if k.startswith((".git", "NOTES"))}
     assert export_tiny(ckpt, clone, data_dir, "overwrite=true") == clone
     assert {k: v for k, v in snapshot(clone).items() if k.startswith((".git", "NOTES"))} == kept
@@ -180,6 +183,38 @@ def test_export_refuses_to_overwrite_unless_asked(
     fresh = AutoModelForCausalLM.from_pretrained(clone)
     torch.testing.assert_close(fresh.state_dict(), model_from_checkpoint(ckpt)[0].state_dict())
     assert not any(p.name.startswith(f".{clone.name}.") for p in tmp_path.iterdir())
+
+
+def test_overwrite_replaces_only_the_files_the_previous_export_listed(
+    exported: dict[str, tuple], tmp_path: Path, data_dir: Path
+) -> None:
+    """A user's file named like an export's (ema.safetensors, vocab.txt, tokenizer_backup.json)
+    is kept; a shard the previous export listed as its own goes. An export made before the list
+    (no `files` in lmtrain.json) has every file of an export's name replaced, as before."""
+    ckpt, folder = exported["gpt2-char"]
+    listed = json.loads((folder / "lmtrain.json").read_text())["files"]
+    assert set(listed) == {p.name for p in folder.iterdir()}
+    clone = shutil.copytree(folder, tmp_path / "clone")
+    meta = json.loads((clone / "lmtrain.json").read_text())
+    stale = "model-00001-of-00002.safetensors"
+    meta["files"] = [*meta["files"], stale]
+    (clone / "lmtrain.json").write_text(json.dumps(meta))
+    mine = {
+        "ema.safetensors": b"my EMA weights",
+        "vocab.txt": b"my words",
+        "tokenizer_backup.json": b"{}",
+    }
+    for name, content in {**mine, stale: b"a shard of the previous export"}.items():
+        (clone / name).write_bytes(content)
+    export_tiny(ckpt, clone, data_dir, "overwrite=true")
+    assert {name: (clone / name).read_bytes() for name in mine} == mine
+    assert not (clone / stale).exists()
+    assert json.loads((clone / "lmtrain.json").read_text())["files"] == listed
+
+    del meta["files"]  # an export from before the list
+    (clone / "lmtrain.json").write_text(json.dumps(meta))
+    export_tiny(ckpt, clone, data_dir, "overwrite=true")
+    assert not any((clone / name).exists() for name in mine)
 
 
 def test_scrub_drops_hydra_and_secret_keys() -> None:

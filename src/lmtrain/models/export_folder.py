@@ -28,12 +28,12 @@ from lmtrain.utils.export_dir import (
     EXPORT_META,
     NEVER_REPLACED,
     apply_umask,
-    carry_over,
     checked_out_dir,
     hold_lock,
     remove_dead_leftovers,
     replace_folder,
 )
+from lmtrain.utils.export_overwrite import carry_over, record_files
 from lmtrain.utils.redact import is_secret_key, redact
 from lmtrain.utils.stored_targets import check_stored_data
 
@@ -111,6 +111,7 @@ def export_checkpoint(
             run_config = scrub(loaded.run_config)
             card = model_card(loaded, run_config, info, model_name, license, title, adapter_folder)
             card.save(tmp / "README.md")
+            record_files(tmp)
             apply_umask(tmp)
         except OSError as err:
             raise unwritable(out_dir, err) from None

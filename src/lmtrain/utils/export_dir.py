@@ -5,11 +5,11 @@ export is first moved aside to `.<name>.old-<pid>`. `overwrite=true` replaces on
 export (a folder holding `lmtrain.json` and `config.json`): a run folder, any folder holding the
 checkpoint being exported, the working directory or a folder of other files is refused with one
 line, whatever overwrite says. Even then it replaces only the files an export writes: anything
-else in the folder (the `.git/` of a Hugging Face repo clone, a user's notes) is carried into the
-new folder (hard links, so nothing is copied) before the rename, and the log names it. Exporters
-killed mid-way leave their temporary folders behind; the next export to the same out_dir removes
-those of dead exporters (never a live one's), after putting back a previous export that one left
-moved aside (`restore_interrupted_swap`).
+else in the folder is carried into the new folder before the rename
+(`lmtrain.utils.export_overwrite`). Exporters killed mid-way leave their temporary folders
+behind; the next export to the same out_dir removes those of dead exporters (never a live
+one's), after putting back a previous export that one left moved aside
+(`restore_interrupted_swap`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import fcntl
 import os
 import re
 import shutil
-import stat
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -32,30 +30,6 @@ EXPORT_META = "lmtrain.json"
 # What marks a folder as a training run's (Hydra's config copy, checkpoints, final metrics).
 RUN_MARKERS = (".hydra", "checkpoints", "metrics.json")
 NEVER_REPLACED = "such a folder is never replaced, even with overwrite=true; pass a new folder"
-# The files an export writes at the top of its folder (transformers' and peft's save_pretrained,
-# the tokenizer, the model card, lmtrain.json), by name, past and present: the only entries of a
-# previous export that `overwrite=true` replaces. A stale one left in place would be read with
-# the new ones (an old adapter_config.json turns a merged export back into an adapter folder).
-EXPORT_FILES = (
-    "config.json",
-    "generation_config.json",
-    "README.md",
-    EXPORT_META,
-    "*.safetensors",
-    "*.safetensors.index.json",
-    "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
-    "adapter_config.json",
-    "adapter_model.bin",
-    "tokenizer*.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "chat_template.j*",
-)
 
 
 def out_dir_path(value: Any) -> str | None:
@@ -219,64 +193,6 @@ def apply_umask(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file() and not path.is_symlink():
             path.chmod(0o666 & ~umask)
-
-
-def carry_over(out_dir: Path, tmp: Path, given: str) -> list[str]:
-    """Put into `tmp` (the new export) every entry of the previous export `out_dir` that an export
-    does not write; return their names.
-
-    They are hard links (a copy where the file system has none), so `out_dir` stays whole until
-    the rename and a killed export's `tmp` holds nothing that exists only there. Folders and links
-    are always kept: an export writes plain files only. `given`: out_dir as the user typed it.
-    """
-    if not out_dir.is_dir():
-        return []
-    written = set(os.listdir(tmp))
-    kept = []
-    for name in sorted(os.listdir(out_dir)):
-        source, plain = out_dir / name, stat.S_ISREG((out_dir / name).lstat().st_mode)
-        if plain and (name in written or any(fnmatch(name, p) for p in EXPORT_FILES)):
-            continue
-        if name in written:
-            raise LMTrainError(
-                f"out_dir={given!r} holds {name!r}, which is not a file but has the name of one "
-                "the export writes: move it out of out_dir, or pass a new out_dir"
-            )
-        try:
-            if source.is_symlink():
-                os.symlink(os.readlink(source), tmp / name)
-            elif source.is_dir():
-                shutil.copytree(source, tmp / name, symlinks=True, copy_function=link_or_copy)
-            else:
-                link_or_copy(str(source), str(tmp / name))
-        except OSError as err:
-            raise LMTrainError(
-                f"out_dir={given!r} holds {name!r}, which overwrite=true keeps, but it could not "
-                f"be carried into the new export ({failure(err)}); nothing was changed: move it "
-                "out of out_dir, or pass a new out_dir"
-            ) from None
-        kept.append(name)
-    return kept
-
-
-def link_or_copy(source: str, target: str) -> None:
-    """A hard link to `source` at `target`, or a copy of it where links fail (another file
-    system, links refused): copytree's copy_function for kept files."""
-    try:
-        os.link(source, target, follow_symlinks=False)
-    except OSError:
-        if not stat.S_ISREG(os.lstat(source).st_mode):
-            raise  # a fifo or device: copying it would block or read forever
-        shutil.copy2(source, target, follow_symlinks=False)
-
-
-def failure(err: OSError) -> str:
-    """What went wrong, in words: shutil.Error holds a list of (source, target, why)."""
-    if isinstance(err, shutil.Error) and err.args and isinstance(err.args[0], list):
-        source, _, why = err.args[0][0]
-        return f"{why}: {source}"
-    where = f": {err.filename}" if err.filename else ""
-    return f"{err.strerror or err}{where}"
 
 
 def replace_folder(tmp: Path, out_dir: Path) -> None:
