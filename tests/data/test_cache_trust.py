@@ -285,6 +285,26 @@ def test_a_tokenizer_folder_with_custom_code_never_runs_it(
     assert not marker.exists()
 
 
+def test_an_auto_map_beside_a_built_in_class_runs_no_code_and_is_not_copied(
+    tmp_path: Path, source: TextFilesSource
+) -> None:
+    """transformers loads a built-in `tokenizer_class` and ignores the folder's `auto_map`; the
+    token cache's copy (which exports and eval reload) must not name code it does not carry."""
+    folder, marker = tmp_path / "tok", tmp_path / "code_ran"
+    bpe_tokenizer([TEXT], 300).save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["custom.CustomTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "custom.py").write_text(f"import pathlib\npathlib.Path({str(marker)!r}).touch()\n")
+
+    settings = TokenizerSettings("pretrained", name=str(folder))
+    cache = build_or_load(tmp_path / "cache", source, settings, workers=1)
+    copied = json.loads((cache / "tokenizer" / "tokenizer_config.json").read_text())
+    assert "auto_map" not in copied
+    assert load_tokenizer(cache).encode("x = 1") == pretrained_tokenizer(str(folder)).encode("x = 1")
+    assert not marker.exists()
+
+
 # Finding 21: an absurd BPE vocabulary size is one line, before Rust tries to allocate it.
 def test_a_bpe_vocab_size_above_the_bound_is_one_line() -> None:
     problems = Problems()

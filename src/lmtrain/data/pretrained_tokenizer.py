@@ -259,19 +259,26 @@ def _check_json_objects(name: str, folder: Path) -> None:
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """`save_pretrained`, then the saved tokenizer_config.json without `fast_tokenizer_files`.
+    """`save_pretrained`, then the saved tokenizer_config.json without `fast_tokenizer_files`
+    and `auto_map`.
 
     A pretrained folder may list versioned full tokenizer files there (tokenizer.4.0.0.json, ...:
     transformers loads the newest one its version allows). `save_pretrained` keeps the key but
     writes the tokenizer as plain tokenizer.json, so the saved copy would look for a file it does
     not have, fail to load, and every start would rebuild the cache. Without the key it loads
     tokenizer.json, which holds the tokenizer that was loaded: the same vocabulary and specials.
+
+    A folder whose tokenizer_config.json names a built-in class loads with that class, whatever
+    its `auto_map` says (no code runs); the copy does not keep an `auto_map` naming code it does
+    not carry, as an export does not.
     """
     tokenizer.save_pretrained(folder)
     path = folder / TOKENIZER_CONFIG_FILE
     config = json.loads(path.read_text(encoding="utf-8"))
-    if "fast_tokenizer_files" in config:
-        del config["fast_tokenizer_files"]
+    dropped = [key for key in ("fast_tokenizer_files", "auto_map") if key in config]
+    if dropped:
+        for key in dropped:
+            del config[key]
         # As save_pretrained writes it.
         text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         path.write_text(text, encoding="utf-8")
