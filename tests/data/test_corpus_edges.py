@@ -80,6 +80,27 @@ def test_a_dataset_folder_leaves_out_the_token_cache_it_holds(tmp_path: Path) ->
     assert sum(documents(runs[1]).values()) == len(DOCS)
 
 
+def test_a_dataset_folder_leaves_out_an_earlier_run_folder_it_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run folder inside the corpus folder (hydra.run.dir=<corpus>/run1): its train.log has no
+    builder and its `best-...-val_loss=...ckpt` passed for a validation file, so the next run
+    was refused as "could not be loaded". Left out as text_files leaves it out."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    write_jsonl(folder / "docs.jsonl", DOCS)
+    run = folder / "run1"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("seed: 1\n")
+    (run / "train.log").write_text("a log line\n")
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "best-step=2-val_loss=4.1082.ckpt").write_bytes(b"weights")
+    with caplog.at_level(logging.WARNING, logger="lmtrain"):
+        dm = prepared(HFDatasetSource(str(folder), val_fraction=0.25), tmp_path / "cache")
+    assert sum(documents(dm).values()) == len(DOCS)
+    assert any(str(run) in r.getMessage() for r in caplog.records)
+
+
 # -- folders: links and permissions ------------------------------------------------------------
 
 

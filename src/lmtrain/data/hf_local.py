@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import glob
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmtrain.data.file_walk import lmtrain_folder
 from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
@@ -44,36 +46,45 @@ def folder_data_files(
     folder: Path, left_out: Mapping[str, Path], setting: str
 ) -> dict[str, list[str]] | None:
     """The data files datasets would find in the local `folder` (given as `setting`), by split,
-    in its order, without those under `left_out` folders (by the setting that names them); None
-    if `folder` is no local folder or holds none of them, for datasets to find the files itself.
+    in its order, without those under `left_out` folders (by the setting that names them) or in
+    what lmtrain wrote under other settings (`lmtrain_folder`: a run's logs and checkpoints, a
+    token cache); None if `folder` is no local folder or holds none of them, for datasets to find
+    the files itself.
 
     Datasets' split rules (a file named train.* is train, ...) have no public hook for a filter,
     so its pattern search is run with a resolver that never returns a left-out file.
     """
-    inside = {
-        k: f for k, f in left_out.items() if folder.is_dir() and f.is_relative_to(folder.resolve())
-    }
-    if not inside:
+    if not folder.is_dir():
         return None
+    root = folder.resolve()
+    given = Path(os.path.abspath(folder))  # how datasets names the files: links not resolved
+    inside = {k: f for k, f in left_out.items() if f.is_relative_to(root)}
     try:  # datasets' private search (no public hook); another version may not have it
         from datasets.data_files import _get_data_files_patterns, resolve_pattern
     except ImportError:
+        if not inside:
+            return None
         key, inner = next(iter(inside.items()))
         raise LMTrainError(
             f"{setting}='{folder}' holds {key}={inner}, which this datasets version cannot leave "
             f"out of the dataset's files: move {key} out of that folder"
         ) from None
     dropped: dict[str, set[str]] = {}
+    written: dict[Path, None] = {}  # lmtrain's own folders under the corpus folder
+    kinds: dict[Path, str | None] = {}
 
     def resolve(pattern: str) -> list[str]:
         kept = []
         for file in resolve_pattern(pattern, base_path=str(folder)):
             real = Path(file).resolve()
             key = next((k for k, f in inside.items() if real.is_relative_to(f)), None)
-            if key is None:
-                kept.append(file)
-            else:
+            ours = lmtrain_folder(Path(file), given, kinds) if key is None else None
+            if key is not None:
                 dropped.setdefault(key, set()).add(file)
+            elif ours is not None:
+                written[ours] = None
+            else:
+                kept.append(file)
         return kept
 
     try:
@@ -87,6 +98,16 @@ def folder_data_files(
             with contextlib.suppress(FileNotFoundError):
                 files |= dict.fromkeys(resolve(pattern))
         kept[str(split)] = list(files)  # str: datasets' NamedSplit is not JSON
+    if not inside and not written:
+        # Nothing to leave out: datasets finds the same files itself, and the token cache's
+        # fingerprint stays what it was before runs were looked for here.
+        return None
+    if written:
+        log.warning(
+            "Left out of the corpus what lmtrain wrote under %s (token caches, runs, sweeps): %s",
+            setting,
+            ", ".join(map(str, written)),
+        )
     for key, files in dropped.items():
         log.info(
             "Left %d files under %s=%s out of the corpus (a run writes there)",
@@ -96,7 +117,7 @@ def folder_data_files(
         )
     if not any(kept.values()):
         raise LMTrainError(
-            f"{setting} holds no data files besides {', '.join(dropped) or 'left-out folders'}: "
+            f"{setting} holds no data files besides {', '.join(dropped) or 'what lmtrain wrote'}: "
             "pass a folder with json, jsonl, parquet or text files"
         )
     return kept
