@@ -10,12 +10,16 @@ token cache, run or sweep of another `data.cache_dir` or `paths.log_dir` is no t
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
+import stat
 from collections import deque
 from pathlib import Path
 
 from lmtrain.errors import LMTrainError
+
+log = logging.getLogger(__name__)
 
 # A token cache's folder, lock and build folders are named by its 64-hex fingerprint.
 FINGERPRINT = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)?")
@@ -87,3 +91,41 @@ def folder_kind(folder: Path) -> str | None:
     if (folder / ".hydra").is_dir():
         return "a run folder"
     return "a sweep folder" if (folder / "multirun.yaml").is_file() else None
+
+
+def unusable_entry(path: Path, setting: str) -> LMTrainError | None:
+    """The refusal of a match that is neither a folder nor a regular file: a link whose target
+    is gone, or a FIFO, socket or device (reading would block or never end). Skipped, it left
+    the corpus without a word, and a list of two files became one file split by characters.
+    None for a name too deep in a link loop to follow (a shorter name of it is read)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if not path.is_symlink():
+            return None  # gone since it was listed
+        what, fix = f"a link to {os.readlink(path)!r}, which does not exist", "fix or remove it"
+        return LMTrainError(f"{str(path)!r} under data.source.path={setting!r} is {what}: {fix}")
+    except OSError:  # too many levels of links
+        return None
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return LMTrainError(
+        f"{str(path)!r} under data.source.path={setting!r} is not a regular file (a FIFO, socket "
+        "or device, which reading would block on): leave it out"
+    )
+
+
+def warn_overlaps(overlaps: dict[tuple[Path, Path], int], setting: str) -> None:
+    """Say which files two arguments of data.source.path both reach ((first, later): count).
+    Each splits by its path under the first argument in the list that reaches it, so putting the
+    later one first would move files between train and val."""
+    for (first, later), count in overlaps.items():
+        log.warning(
+            "data.source.path=%r: %d files are under both %s and %s, and split by their path "
+            "under %s, the first in the list: keep that order, or their train/val split changes",
+            setting,
+            count,
+            first,
+            later,
+            first,
+        )

@@ -42,7 +42,13 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
-from lmtrain.data.file_walk import glob_root, lmtrain_folder, walk_files
+from lmtrain.data.file_walk import (
+    glob_root,
+    lmtrain_folder,
+    unusable_entry,
+    walk_files,
+    warn_overlaps,
+)
 from lmtrain.data.records import read_records
 from lmtrain.errors import LMTrainError, MissingCorpusError
 
@@ -214,6 +220,7 @@ class TextFilesSource(FileSource):
         left_out: dict[str, int] = {}
         written: dict[Path, None] = {}  # lmtrain's own folders under the corpus paths
         kinds: dict[Path, str | None] = {}
+        overlaps: dict[tuple[Path, Path], int] = {}  # (first root, later root): files both reach
         for entry in self.paths:
             path = Path(entry).expanduser()
             if path.is_file():
@@ -238,7 +245,12 @@ class TextFilesSource(FileSource):
                 elif ours is not None:
                     written[ours] = None
                 elif match.is_file():
-                    found.setdefault(real, (match, root))
+                    first = found.setdefault(real, (match, root))[1]
+                    if os.path.abspath(first) != os.path.abspath(root):
+                        overlaps[first, root] = overlaps.get((first, root), 0) + 1
+                elif (problem := unusable_entry(match, self.path)) is not None:
+                    raise problem
+        warn_overlaps(overlaps, self.path)
         for setting, count in left_out.items():
             log.info(
                 "Left %d files under %s=%s out of the corpus (a run writes there)",
