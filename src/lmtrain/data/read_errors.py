@@ -27,6 +27,15 @@ TAR_MAGIC_OFFSET = 257
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
+def conversion(name: str) -> str:
+    """A command that converts the file `name` from latin-1 to UTF-8; through gzip for a `.gz`
+    file (iconv on its compressed bytes would write garbage)."""
+    if name.lower().endswith(".gz"):
+        stem = name[: -len(".gz")]
+        return f"zcat {name} | iconv -f latin1 -t utf-8 | gzip > {stem}.utf8.gz"
+    return f"iconv -f latin1 -t utf-8 {name} > {name}.utf8"
+
+
 @contextmanager
 def reading(path: Path, position: Callable[[], str] | None = None) -> Iterator[None]:
     """Turn the errors of reading `path` into one-line LMTrainErrors.
@@ -44,8 +53,7 @@ def reading(path: Path, position: Callable[[], str] | None = None) -> Iterator[N
         where = f"byte {offset}" if offset is not None else f"byte {err.start} of a block"
         raise LMTrainError(
             f"{str(path)!r} is not UTF-8 text ({err.reason} at {where}): convert it, e.g. "
-            f"`iconv -f latin1 -t utf-8 {path.name} > {path.name}.utf8` with its real encoding, "
-            f"{LEAVE_OUT}"
+            f"`{conversion(path.name)}` with its real encoding, {LEAVE_OUT}"
         ) from None
     except PermissionError:
         raise LMTrainError(
