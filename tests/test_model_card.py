@@ -12,8 +12,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from lmtrain.models.checkpoint import CHECKPOINT_KEY, checkpoint_model
-from lmtrain.models.export_folder import final_metrics
-from lmtrain.models.model_card import model_card
+from lmtrain.models.model_card import final_metrics, model_card
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import load_torch_file
 from tests.helpers.corpora import write_corpus
@@ -133,3 +132,9 @@ def test_the_cards_whole_split_loss_comes_only_from_the_checkpoints_own_run(
     (tmp_path / "copied" / "ckpts").mkdir(parents=True)  # a copy outside a run's checkpoints/
     (tmp_path / "copied" / "metrics.json").write_text(json.dumps(ours))
     assert final_metrics(str(tmp_path / "copied" / "ckpts" / "last.ckpt"), info) == {}
+    # Checkpoints saved elsewhere (callbacks.model_checkpoint.dirpath): the run config says where
+    # the run folder is.
+    elsewhere = str(tmp_path / "elsewhere" / "last.ckpt")
+    run_config = {"paths": {"output_dir": str(tmp_path / "run")}}
+    assert final_metrics(elsewhere, info, run_config)["val_loss"] == 2.5
+    assert final_metrics(elsewhere, info, {"paths": {"output_dir": str(tmp_path / "other")}}) == {}

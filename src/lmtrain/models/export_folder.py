@@ -23,7 +23,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
-from lmtrain.models.model_card import model_card
+from lmtrain.models.model_card import final_metrics, model_card
 from lmtrain.utils.export_dir import (
     EXPORT_META,
     NEVER_REPLACED,
@@ -89,7 +89,7 @@ def export_checkpoint(
             f"merge=false writes LoRA adapters alone, but ckpt_path={source!r} holds a whole model "
             "(trained without model/peft=lora): drop merge=false"
         )
-    info = {**loaded.info, **final_metrics(source, loaded.info)}
+    info = {**loaded.info, **final_metrics(source, loaded.info, loaded.run_config)}
     # The logits the folder must give: the model as trained, before any merge.
     expected = probe_logits(loaded.model) if verify else None
     if merge:
@@ -191,36 +191,6 @@ def unwritable(out_dir: str, err: OSError) -> LMTrainError:
         f"out_dir={out_dir} cannot be created or written ({err.strerror or err}{where}): pass a "
         "writable out_dir"
     )
-
-
-def final_metrics(source: str, info: dict[str, Any]) -> dict[str, Any]:
-    """The run's whole-split val loss (and bits per byte, when the run measured them) from
-    `<run>/metrics.json`, when they belong to these weights.
-
-    A checkpoint only knows the latest in-training validation (maybe on limit_val_batches);
-    lmtrain.train measures the final weights on the whole val split into the run folder.
-    """
-    # Only a run folder's own checkpoints/ (a copied .ckpt may sit under any metrics.json), and
-    # only a metrics.json of the same step and tokens; a damaged one is passed over with a word.
-    metrics_path = Path(source).parent.parent / "metrics.json"
-    if Path(source).is_dir() or Path(source).parent.name != "checkpoints":
-        return {}
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as err:
-        why = "the card shows the checkpoint's val loss"
-        log.warning("%s cannot be read (%s): %s", metrics_path, err, why)
-        return {}
-    if not isinstance(metrics, dict) or "val/loss" not in metrics:
-        return {}
-    if metrics.get("trainer/global_step") != info.get("global_step"):
-        return {}
-    if info.get("tokens_seen") not in (None, metrics.get("tokens_seen")):
-        return {}  # another run's, at the same step
-    found = {"val_loss": metrics["val/loss"], "val_loss_scope": "whole val split"}
-    return found | ({"val_bpb": metrics["val/bpb"]} if "val/bpb" in metrics else {})
 
 
 def write_folder(

@@ -9,10 +9,14 @@ Markdown body below it is for people: architecture, data, tokenizer, steps, toke
 
 Only the scrubbed run config (`lmtrain.export.scrub`) reaches the card, and a local path is never
 given to `base_model` or `datasets` (they must be Hub ids): it is named in the body instead.
+The val loss is the run's whole-split figure when its `metrics.json` is of these weights
+(`final_metrics`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,8 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from lmtrain.models.checkpoint import LoadedModel
 from lmtrain.models.hf import count_parameters
+
+log = logging.getLogger(__name__)
 
 # Suffixes of the local files a dataset or model path may name (never a Hub id).
 FILE_SUFFIXES = (".txt", ".json", ".jsonl", ".parquet", ".csv", ".gz", ".arrow", ".ckpt")
@@ -188,3 +194,43 @@ def lora_row(lora: dict[str, Any]) -> str:
     targets = settings.get("target_modules")
     targets = ", ".join(targets) if isinstance(targets, list) else targets
     return f"r={settings.get('r')}, alpha={settings.get('alpha')}, on {targets}"
+
+
+def final_metrics(
+    source: str, info: dict[str, Any], run_config: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The run's whole-split val loss (and bits per byte, when the run measured them) from its
+    `metrics.json`, when they belong to these weights.
+
+    A checkpoint only knows the latest in-training validation (maybe on limit_val_batches);
+    lmtrain.train measures the final weights on the whole val split into the run folder: the
+    folder above the checkpoint's `checkpoints/`, or the run config's `paths.output_dir` (a
+    `callbacks.model_checkpoint.dirpath` elsewhere).
+    """
+    if Path(source).is_dir():
+        return {}
+    # Only a run folder's own checkpoints/ (a copied .ckpt may sit under any metrics.json), and
+    # only a metrics.json of the same step and tokens; a damaged one is passed over with a word.
+    folders = [Path(source).parent.parent] if Path(source).parent.name == "checkpoints" else []
+    paths = (run_config or {}).get("paths")
+    output_dir = paths.get("output_dir") if isinstance(paths, dict) else None
+    if isinstance(output_dir, str) and output_dir:
+        folders.append(Path(output_dir))
+    for metrics_path in dict.fromkeys(folder / "metrics.json" for folder in folders):
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as err:
+            why = "the card shows the checkpoint's val loss"
+            log.warning("%s cannot be read (%s): %s", metrics_path, err, why)
+            continue
+        if not isinstance(metrics, dict) or "val/loss" not in metrics:
+            continue
+        if metrics.get("trainer/global_step") != info.get("global_step"):
+            continue
+        if info.get("tokens_seen") not in (None, metrics.get("tokens_seen")):
+            continue  # another run's, at the same step
+        found = {"val_loss": metrics["val/loss"], "val_loss_scope": "whole val split"}
+        return found | ({"val_bpb": metrics["val/bpb"]} if "val/bpb" in metrics else {})
+    return {}
