@@ -91,6 +91,8 @@ def test_bad_settings_are_refused_by_the_command_in_one_line_before_anything_is_
         (["generation=5"], "generation=5 is not a group of settings"),
         (["out_dir=true"], "out_dir=True is not a folder path: pass out_dir=<folder>, quoted"),
         (["out_dir=''"], "out_dir='' is not a folder path"),
+        (["model_name=true"], "model_name=True is not text: pass model_name=<text>, quoted"),
+        (["license=1"], "license=1 is not text: pass license=<text>, quoted when Hydra reads it"),
         # Checked by transformers itself: one token of model.generate, after loading the model.
         (["+generation.repetition_penalty=-1"], "generation.repetition_penalty=-1 ("),
         (["+generation.num_beams=0"], "model.generate fails with"),

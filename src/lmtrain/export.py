@@ -78,6 +78,14 @@ def checked_settings(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
     out_dir = out_dir_path(cfg.get("out_dir"))
     if out_dir is None:
         problems.add(out_dir_problem(cfg.get("out_dir")))
+    for key in ("model_name", "license"):  # the card's heading and metadata: text, or null
+        value = cfg.get(key)
+        if value is not None and not (isinstance(value, str) and value.strip()):
+            spelt = str(value).lower() if isinstance(value, bool) else value
+            problems.add(
+                f"{key}={value!r} is not text: pass {key}=<text>, quoted when Hydra reads it as "
+                f"a value ({key}=\"'{spelt}'\"), or null for none"
+            )
     generation = cfg.get("generation")
     generation = plain(generation) if isinstance(generation, DictConfig) else generation
     settings = generation_settings(generation, problems)
