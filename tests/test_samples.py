@@ -24,16 +24,17 @@ def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_d
     run_dir = tmp_path / "run"
     train_with_samples(run_dir, data_dir, corpus, "logger=wandb")
 
-    # Validations at steps 2 and 4, then the final whole-split validation (still step 4).
+    # Validations at steps 2 and 4; the final whole-split validation (still step 4) has the
+    # weights step 4's samples came from: no second block of them.
     found = blocks(run_dir / "samples.txt")
-    assert [step for step, _ in found] == [2, 4, 4]
+    assert [step for step, _ in found] == [2, 4]
     for _, samples in found:
         assert len(samples) == 2
         assert samples[0].startswith("The cat") and samples[1].startswith("A dog")
 
     table = wandb_summary(run_dir)["summary"]["samples"]
     assert table["_type"] == "incremental-table-file" and table["ncols"] == 3
-    assert table["nrows"] == 6 and table["increment_num"] == 2
+    assert table["nrows"] == 4 and table["increment_num"] == 1
     (run,) = (run_dir / "wandb").glob("offline-run-*")
     last = json.loads((run / "files" / table["path"]).read_text())  # the final increment only
     assert last["columns"] == ["step", "prompt", "completion"]
@@ -43,13 +44,16 @@ def test_samples_go_to_file_and_wandb_table(corpus: Path, tmp_path: Path, data_d
     assert all(len(row[2]) > 0 for row in last["data"])
 
 
-def test_every_n_val_and_final_validation(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
-    """every_n_val=2 samples the 1st and 3rd validation; the final one always samples."""
+@pytest.mark.parametrize(("steps", "sampled"), [(6, [2, 6]), (4, [2, 4])])
+def test_every_n_val_and_final_validation(
+    corpus: Path, tmp_path: Path, data_dir: Path, steps: int, sampled: list[int]
+) -> None:
+    """every_n_val=2 samples the 1st and 3rd validation; the final one samples the final weights
+    when the last validation in training did not (4 steps: validations at 2 and 4)."""
     run_dir = tmp_path / "run"
-    train_with_samples(
-        run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=6", "samples.every_n_val=2"
-    )
-    assert [step for step, _ in blocks(run_dir / "samples.txt")] == [2, 6, 6]
+    overrides = ("logger=none", f"trainer.max_steps={steps}", "samples.every_n_val=2")
+    train_with_samples(run_dir, data_dir, corpus, *overrides)
+    assert [step for step, _ in blocks(run_dir / "samples.txt")] == sampled
 
 
 def test_sampling_leaves_training_unchanged(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
@@ -60,7 +64,7 @@ def test_sampling_leaves_training_unchanged(corpus: Path, tmp_path: Path, data_d
         tmp_path / "without", data_dir, corpus, *dropout, "callbacks.text_samples=null"
     )
     assert not (tmp_path / "without" / "samples.txt").exists()
-    assert [step for step, _ in blocks(tmp_path / "with" / "samples.txt")] == [2, 4, 4]
+    assert [step for step, _ in blocks(tmp_path / "with" / "samples.txt")] == [2, 4]
     for key in ("train/loss", "val/loss"):
         assert with_samples[key] == without[key], key
 

@@ -24,13 +24,13 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_samples_table_logs_only_new_rows_and_reads_back_whole(
     corpus: Path, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Validations at steps 2, 4 and 6, then the final one (step 6): four increments of two
-    rows each; together they are every row of samples.txt, in order."""
+    """Validations at steps 2, 4 and 6 (the final one, also at step 6, samples no more): three
+    increments of two rows each; together they are every row of samples.txt, in order."""
     monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))  # wandb's staging copies
     run_dir = tmp_path / "run"
     train_with_samples(run_dir, data_dir, corpus, "logger=wandb", "trainer.max_steps=6")
     found = blocks(run_dir / "samples.txt")
-    assert [step for step, _ in found] == [2, 4, 6, 6]
+    assert [step for step, _ in found] == [2, 4, 6]
     expected = [[step, *split(sample)] for step, samples in found for sample in samples]
 
     (run,) = (run_dir / "wandb").glob("offline-run-*")
@@ -40,11 +40,11 @@ def test_samples_table_logs_only_new_rows_and_reads_back_whole(
         for r in records
         if r.get("type") == "history" and "samples._type" in r["history"]["item"]
     ]
-    assert [item["samples._type"] for item in logged] == ["incremental-table-file"] * 4
-    assert [item["samples.increment_num"] for item in logged] == [0, 1, 2, 3]
-    assert [item["trainer/global_step"] for item in logged] == [2, 4, 6, 6]
-    assert [item["samples.nrows"] for item in logged] == [2, 4, 6, 8]  # rows so far
-    assert [len(item["samples.previous_increments_paths"]) for item in logged] == [0, 1, 2, 3]
+    assert [item["samples._type"] for item in logged] == ["incremental-table-file"] * 3
+    assert [item["samples.increment_num"] for item in logged] == [0, 1, 2]
+    assert [item["trainer/global_step"] for item in logged] == [2, 4, 6]
+    assert [item["samples.nrows"] for item in logged] == [2, 4, 6]  # rows so far
+    assert [len(item["samples.previous_increments_paths"]) for item in logged] == [0, 1, 2]
 
     # Each increment's file holds only its own rows: the whole table is their concatenation.
     rows = []
@@ -59,7 +59,7 @@ def test_samples_table_logs_only_new_rows_and_reads_back_whole(
     # The same increments as wandb artifacts (what `wandb sync` uploads), one row pair each.
     artifacts = [r["artifact"] for r in records if r.get("type") == "artifact"]
     increments = [a for a in artifacts if a["type"] == TABLE_ARTIFACT]
-    assert len(increments) == 4
+    assert len(increments) == 3
     uploaded = []
     for artifact in increments:
         (entry,) = artifact["manifest"]["contents"]
@@ -67,7 +67,7 @@ def test_samples_table_logs_only_new_rows_and_reads_back_whole(
     assert uploaded == rows
 
     summary = wandb_summary(run_dir)["summary"]["samples"]
-    assert summary["_type"] == "incremental-table-file" and summary["nrows"] == 8
+    assert summary["_type"] == "incremental-table-file" and summary["nrows"] == 6
 
 
 def split(sample: str) -> tuple[str, str]:
@@ -85,10 +85,10 @@ def test_samples_file_follows_the_umask(
     run_dir = tmp_path / "run"
     previous = os.umask(umask)
     try:
-        train_with_samples(run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=2")
+        train_with_samples(run_dir, data_dir, corpus, "logger=none", "trainer.max_steps=4")
     finally:
         os.umask(previous)
     path = run_dir / "samples.txt"
-    assert [step for step, _ in blocks(path)] == [2, 2]
+    assert [step for step, _ in blocks(path)] == [2, 4]  # the second block rewrote the file
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in run_dir.iterdir() if ".tmp" in p.name] == []

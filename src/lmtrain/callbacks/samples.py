@@ -42,8 +42,9 @@ class TextSamples(L.Callback):
 
     Each time, a block headed by the global step is appended to `<dirpath>/samples.txt`, and the
     new rows go to every WandbLogger as the table `samples` (columns step, prompt, completion).
-    A standalone `trainer.validate` (the final validation of `lmtrain.train`) always samples, so
-    the file ends with the final model's text.
+    A standalone `trainer.validate` (the final validation of `lmtrain.train`) samples unless the
+    last block is already of this step (the same weights), so the file ends with the final
+    model's text, once.
 
     The table is a wandb INCREMENTAL table: each validation logs only its own rows (one small
     increment file and artifact), and W&B shows all increments as one table. Re-logging every
@@ -76,6 +77,7 @@ class TextSamples(L.Callback):
         self.cpu_threads = cpu_threads
         self._tables: dict[int, Any] = {}  # id(WandbLogger) -> its incremental wandb.Table
         self._validations = 0
+        self._sampled_step: int | None = None  # the global step of the last block written
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse a prompt that could never be sampled, before the first step.
@@ -113,6 +115,8 @@ class TextSamples(L.Callback):
         standalone = trainer.state.fn == TrainerFn.VALIDATING
         if not standalone and (self._validations - 1) % self.every_n_val:
             return
+        if standalone and self._sampled_step == trainer.global_step:
+            return  # the in-training validation at this step sampled these weights
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
             return  # a diverged model has no distribution to sample from
@@ -149,6 +153,7 @@ class TextSamples(L.Callback):
             torch.set_num_threads(threads)
         block = f"=== step {step} ===\n\n" + "\n\n---\n\n".join(p + c for _, p, c in rows)
         self._append(block + "\n\n")
+        self._sampled_step = step
         seconds = time.perf_counter() - start
         log.info("Samples at step %d in %.2fs (%s):\n%s", step, seconds, self.path, block)
         for logger in trainer.loggers:
