@@ -18,6 +18,8 @@ Variants of the HF side (`--variants`) show which config or module-level choice 
     hf_no_dropout       nn.Dropout(p=0) modules swapped for nn.Identity (attn_dropout kept)
     hf_tuple            return_dict=False (a tuple, no output dataclass)
     hf_best             hf_no_cache + hf_no_dropout + hf_tuple together
+    hf_bf16_matmul      hf_no_cache with oneDNN's bf16 for float32 matmuls
+                        (torch.backends.mkldnn.matmul.fp32_precision="bf16"; CPUs with bf16 units)
 
 The HF model embeds one token more than the characters (lmtrain's char tokenizer adds
 <|endoftext|>); both sides read the same windows of character ids.
@@ -78,6 +80,8 @@ class Variant:
     loss: str = "ours"  # ours: F.cross_entropy on the logits; labels: HF's labels= path
     attn_implementation: str | None = None  # None: the composed config's
     strip_dropout: bool = False
+    # torch.backends.mkldnn.matmul.fp32_precision while this side runs; None: torch's default
+    fp32_matmul_precision: str | None = None
 
 
 VARIANTS: dict[str, Variant] = {
@@ -90,6 +94,7 @@ VARIANTS: dict[str, Variant] = {
     "hf_best": Variant(
         call_kwargs=(("use_cache", False), ("return_dict", False)), strip_dropout=True
     ),
+    "hf_bf16_matmul": Variant(call_kwargs=(("use_cache", False),), fp32_matmul_precision="bf16"),
 }
 
 
@@ -213,14 +218,30 @@ def timed_run(side: str, args: argparse.Namespace, model_cfg: dict, windows: tor
     """Median wall and thread-CPU ms/step of one fresh run, its first `warmup` steps excluded."""
     step, _ = make_step(side, build(side, args, model_cfg), model_cfg)
     wall, cpu = [], []
-    for _ in range(args.warmup + args.steps):
-        start, start_cpu = time.perf_counter(), time.thread_time()
-        step(windows)
-        wall.append(time.perf_counter() - start)
-        cpu.append(time.thread_time() - start_cpu)
+    precision = VARIANTS[side].fp32_matmul_precision if side in VARIANTS else None
+    with fp32_matmul_precision(precision):
+        for _ in range(args.warmup + args.steps):
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            step(windows)
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.thread_time() - start_cpu)
     return 1000 * statistics.median(wall[args.warmup :]), 1000 * statistics.median(
         cpu[args.warmup :]
     )
+
+
+@contextlib.contextmanager
+def fp32_matmul_precision(precision: str | None):
+    """oneDNN's float32 matmul precision set to `precision` for the block (None: unchanged)."""
+    if precision is None:
+        yield
+        return
+    before = torch.backends.mkldnn.matmul.fp32_precision
+    torch.backends.mkldnn.matmul.fp32_precision = precision
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = before
 
 
 def profile_side(side: str, args: argparse.Namespace, model_cfg: dict, windows: torch.Tensor):
@@ -306,7 +327,8 @@ def check_variants(sides: list[str], args: argparse.Namespace, model_cfg: dict, 
     ref = run("hf")
     print("\n== check: each variant vs hf (max |diff|; 'equal' = bitwise) ==")
     for side in [s for s in sides if s not in ("nanogpt", "hf")]:
-        out = run(side)
+        with fp32_matmul_precision(VARIANTS[side].fp32_matmul_precision):
+            out = run(side)
         parts = [f"{key} {compare(ref[key], out[key])}" for key in ref]
         note = " (loss over one target fewer per row)" if VARIANTS[side].loss == "labels" else ""
         print(f"{side:14s} " + "; ".join(parts) + note)
