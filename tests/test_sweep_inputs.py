@@ -99,6 +99,25 @@ def test_a_range_without_values_is_one_line(
     )
 
 
+@pytest.mark.parametrize("search", [OPTUNA, ("-m",)], ids=["optuna", "grid"])
+def test_a_range_with_a_step_of_0_is_one_line(
+    tmp_path: Path, data_dir: Path, search: tuple[str, ...]
+) -> None:
+    """The basic sweeper ended in Python's `range() arg 3 must not be zero`, a traceback."""
+    space = "model.scheduler.num_warmup_steps=range(1,3,0)"
+    refused(tmp_path, data_dir, *search, space, fragments=(f"the sweep {space} has a step of 0",))
+
+
+def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """Hydra's makedirs ended in FileExistsError, a traceback; the file is left as it was."""
+    file = tmp_path / "afile"
+    file.write_text("mine\n")
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    out = run_cli("train", "-m", "seed=1,2", *cli, f"hydra.sweep.dir={file}")
+    assert_one_line_error(out, f"hydra.sweep.dir={file} is a file, not a folder")
+    assert file.read_text() == "mine\n"
+
+
 @pytest.mark.parametrize("setting", ["n_trials=0", "n_trials=-1", "n_jobs=0"])
 def test_an_optuna_search_of_no_trials_is_one_line(
     tmp_path: Path, data_dir: Path, setting: str

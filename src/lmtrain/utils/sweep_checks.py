@@ -75,6 +75,11 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     cluster); what they would run without a word, other than asked: a `range()` without values,
     a tag the Optuna sweeper ignores; and a sweep whose jobs would leave its folder
     (`refuse_sweep_split_across_tasks`)."""
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    if sweep_dir.exists() and not sweep_dir.is_dir():  # Hydra's makedirs: FileExistsError
+        raise LMTrainError(
+            f"hydra.sweep.dir={sweep_dir} is a file, not a folder: pass a new folder for the sweep"
+        )
     launcher = str(config.hydra.launcher.get("_target_", ""))
     if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
         raise LMTrainError(
@@ -192,9 +197,14 @@ def refuse_ranges_without_values(overrides: dict[str, str]) -> None:
         value = override.value()
         if not isinstance(value, RangeSweep):
             continue
+        if value.step == 0:  # Hydra's basic sweeper ends in Python's ValueError, a traceback
+            raise LMTrainError(
+                f"the sweep {shown} has a step of 0: give a positive step to count up, a "
+                "negative one to count down, or one value without range()"
+            )
         try:
             empty = next(iter(value.range()), None) is None
-        except (ValueError, TypeError):  # step 0 and such: Hydra's own message
+        except (ValueError, TypeError):  # anything else: Hydra's own message
             continue
         if empty:
             raise LMTrainError(
