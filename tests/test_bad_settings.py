@@ -173,6 +173,12 @@ from tests.helpers.corpora import write_corpus
             """tags[1]=2024 is not text, which W&B needs: quote it, 'tags=["2024"]'""",
         ),
         (f"tags=[{'x' * 65}]", "tags[0]='xxx"),
+        # The W&B logger's own tags, set apart from `tags`: the same rules.
+        (
+            "logger.wandb.tags=mytag",
+            """logger.wandb.tags='mytag' is not a list: pass 'logger.wandb.tags=["mytag"]'""",
+        ),
+        ("logger.wandb.tags=[a,2024]", "logger.wandb.tags[1]=2024 is not text"),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:

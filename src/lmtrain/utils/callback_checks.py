@@ -36,22 +36,24 @@ def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
             problems.integer(f"{key}.cpu_threads", threads, minimum=1, optional=True)
 
 
-def check_tags(tags: Any, problems: Problems, wandb: bool) -> None:
+def check_tags(tags: Any, problems: Problems, wandb: bool, key: str = "tags") -> None:
     """A list: W&B and the MLflow logger iterate over the value (a string became one tag per
     letter). With the W&B logger, a list of short texts: W&B refuses a number (a TypeError),
-    and empty or long tags, only when the run starts."""
+    and empty or long tags, only when the run starts. `key`: the setting, for the message
+    (`tags`, or a W&B logger's own `logger.<name>.tags`)."""
     if tags is None:
         return
     if not isinstance(tags, list):
-        problems.add(f"tags={tags!r} is not a list: pass 'tags=[\"{tags}\"]' (or tags=[a,b])")
+        problems.add(f"{key}={tags!r} is not a list: pass '{key}=[\"{tags}\"]' (or {key}=[a,b])")
         return
     for i, tag in enumerate(tags if wandb else ()):
         if not isinstance(tag, str):
             problems.add(
-                f"tags[{i}]={tag!r} is not text, which W&B needs: quote it, 'tags=[\"{tag}\"]' "
-                "(a ${...} of a number: put text around it, 'tags=[\"seed${seed}\"]')"
+                f"{key}[{i}]={tag!r} is not text, which W&B needs: quote it, "
+                f"'{key}=[\"{tag}\"]' (a ${{...}} of a number: put text around it, "
+                f"'{key}=[\"seed${{seed}}\"]')"
             )
         elif not 1 <= len(tag) <= TAG_MAX_CHARS:
             problems.add(
-                f"tags[{i}]={tag!r} has {len(tag)} characters: W&B takes 1 to {TAG_MAX_CHARS}"
+                f"{key}[{i}]={tag!r} has {len(tag)} characters: W&B takes 1 to {TAG_MAX_CHARS}"
             )

@@ -66,12 +66,12 @@ def check_train_config(cfg: DictConfig) -> None:
     check_metric_names(callbacks, cfg.get("optimized_metric"), problems)
     check_callbacks(callbacks, problems)
     tags, loggers = cfg.get("tags"), plain(cfg.get("logger")) or {}
+    tags = OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags
     wandb = any(isinstance(e, Mapping) and is_wandb_entry(e) for e in loggers.values())
-    check_tags(
-        OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags,
-        problems,
-        wandb,
-    )
+    check_tags(tags, problems, wandb)
+    for name, entry in loggers.items():  # a W&B logger's own tags, set apart from `tags`
+        if isinstance(entry, Mapping) and is_wandb_entry(entry) and entry.get("tags") != tags:
+            check_tags(entry.get("tags"), problems, True, f"logger.{name}.tags")
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
     accumulate = OmegaConf.select(cfg, "trainer.accumulate_grad_batches", default=1)
