@@ -72,6 +72,17 @@ def test_a_save_dir_that_is_a_file_is_one_line_for_every_logger(
 
 
 @pytest.mark.parametrize("name", SAVE_DIR_LOGGERS)
+def test_a_save_dir_whose_name_is_too_long_is_one_line_for_every_logger(
+    name: str, compose_cfg, tmp_path: Path
+) -> None:
+    """The check itself ended in `OSError: [Errno 36] File name too long`, a traceback."""
+    save_dir = tmp_path / ("a" * 300)
+    message = refusal(compose_cfg, f"logger={name}", f"logger.{name}.save_dir={save_dir}")
+    assert message.startswith(f"logger.{name}.save_dir={save_dir} cannot be written to ("), message
+    assert "File name too long" in message
+
+
+@pytest.mark.parametrize("name", SAVE_DIR_LOGGERS)
 def test_a_read_only_save_dir_is_one_line_for_every_logger(
     name: str, compose_cfg, read_only_dir: Path
 ) -> None:

@@ -166,3 +166,16 @@ def test_preemption_at_a_step_a_validation_follows_runs_it_on_resume(
     assert "optimizer or schedule settings" not in log.read_text()  # the same config
     best = sorted(p.name for p in (run / "checkpoints").glob("best-*.ckpt"))
     assert best == sorted(p.name for p in (reference / "checkpoints").glob("best-*.ckpt"))
+
+
+@pytest.mark.parametrize("name", ["SIGKILL", "SIGSTOP"])
+def test_a_signal_no_process_can_catch_is_refused_in_one_line(name: str) -> None:
+    """Its handler failed to install once training had started: an OSError traceback."""
+    from lmtrain.callbacks.preemption import PreemptionCheckpoint
+    from lmtrain.errors import LMTrainError
+
+    with pytest.raises(LMTrainError) as err:
+        PreemptionCheckpoint(signals=["SIGTERM", name])
+    assert str(err.value).startswith(
+        f"callbacks.preemption.signals has {name}, which no process can catch: use signals"
+    )

@@ -70,6 +70,13 @@ class PreemptionCheckpoint(Callback):
                 f"callbacks.preemption.signals has an unknown signal {err}: use names such as "
                 "SIGTERM or SIGUSR1"
             ) from None
+        # No process may catch these: installing a handler fails once training has started.
+        uncatchable = [s.name for s in self.signals if s in (signal.SIGKILL, signal.SIGSTOP)]
+        if uncatchable:
+            raise LMTrainError(
+                f"callbacks.preemption.signals has {uncatchable[0]}, which no process can catch: "
+                "use signals a scheduler sends first, such as SIGTERM or SIGUSR1"
+            )
         if check_every_n_steps < 1:
             raise LMTrainError(
                 f"callbacks.preemption.check_every_n_steps={check_every_n_steps}: use 1 or more"
