@@ -173,6 +173,18 @@ from tests.helpers.corpora import write_corpus
             """tags[1]=2024 is not text, which W&B needs: quote it, 'tags=["2024"]'""",
         ),
         (f"tags=[{'x' * 65}]", "tags[0]='xxx"),
+        # A step schedule for last.ckpt with last.ckpt turned off saved nothing; 2.5 ran.
+        (
+            "callbacks.model_checkpoint.every_n_train_steps=3 "
+            "callbacks.model_checkpoint.save_last=false",
+            "every_n_train_steps=3 writes last.ckpt, which callbacks.model_checkpoint.save_last"
+            "=false turns off",
+        ),
+        (
+            "callbacks.model_checkpoint.every_n_train_steps=2.5",
+            "callbacks.model_checkpoint.every_n_train_steps=2.5 is not a whole number",
+        ),
+        ("callbacks.model_checkpoint.save_top_k=1.5", "model_checkpoint.save_top_k=1.5 is not a"),
         # The W&B logger's own tags, set apart from `tags`: the same rules.
         (
             "logger.wandb.tags=mytag",

@@ -14,6 +14,7 @@ from typing import Any
 
 from lmtrain.utils.checks import Problems
 
+CHECKPOINT = "lmtrain.callbacks.checkpoint.StepScheduledCheckpoint"
 THROUGHPUT = "lmtrain.callbacks.throughput.TokenThroughputMonitor"
 TEXT_SAMPLES = "lmtrain.callbacks.samples.TextSamples"
 # W&B refuses a tag that is empty or longer than this (wandb_settings.validate_run_tags).
@@ -21,12 +22,14 @@ TAG_MAX_CHARS = 64
 
 
 def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
-    """`callbacks.<name>.*` of the throughput and text-samples callbacks."""
+    """`callbacks.<name>.*` of the checkpoint, throughput and text-samples callbacks."""
     for name, entry in callbacks.items():
         if not isinstance(entry, Mapping):
             continue
         key, target = f"callbacks.{name}", entry.get("_target_")
-        if target == THROUGHPUT:
+        if target == CHECKPOINT:
+            check_checkpoint_schedule(key, entry, problems)
+        elif target == THROUGHPUT:
             flops = entry.get("available_flops")
             problems.number(f"{key}.available_flops", flops, low=0, low_open=True, optional=True)
             # Lightning's Throughput needs two logged steps to measure a rate.
@@ -34,6 +37,20 @@ def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
         elif target == TEXT_SAMPLES:
             threads = entry.get("cpu_threads", 1)
             problems.integer(f"{key}.cpu_threads", threads, minimum=1, optional=True)
+
+
+def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
+    """Whole numbers (2.5 ran, saving every 5 steps), and a step schedule that writes something:
+    `every_n_train_steps` writes last.ckpt only, so with `save_last=false` it saved nothing."""
+    every = entry.get("every_n_train_steps")
+    problems.integer(f"{key}.every_n_train_steps", every, minimum=0, optional=True)
+    problems.integer(f"{key}.save_top_k", entry.get("save_top_k", 1), minimum=-1)
+    if isinstance(every, int) and every > 0 and entry.get("save_last") is False:
+        problems.add(
+            f"{key}.every_n_train_steps={every} writes last.ckpt, which {key}.save_last=false "
+            "turns off, so nothing would be saved on that schedule: pass save_last=true, or "
+            "drop every_n_train_steps"
+        )
 
 
 def check_tags(tags: Any, problems: Problems, wandb: bool, key: str = "tags") -> None:
