@@ -105,9 +105,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if not any(isinstance(c, StepScheduledCheckpoint) for c in callbacks):  # a config of one's own
         log.warning(
-            "No checkpoints/last.ckpt: the callbacks config has no StepScheduledCheckpoint, so a "
-            "kill, a preemption or ckpt_path=last cannot resume this run: start your callbacks "
-            "config with `defaults: [default]`, or pass callbacks=default"
+            "No checkpoints/last.ckpt after validations: the callbacks config has no "
+            "StepScheduledCheckpoint, so a kill cannot resume this run (a preemption's stop "
+            "still saves one): start your callbacks config with `defaults: [default]`, or pass "
+            "callbacks=default"
         )
     # A checkpoint dirpath outside the run folder must not hold another run's checkpoints.
     dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
