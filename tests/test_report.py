@@ -127,22 +127,6 @@ def test_damaged_jobs_are_shown_as_unreadable_and_the_others_reported(
     assert f"Job 2 is unreadable: .hydra/config.yaml {missing}." in markdown
 
 
-def test_a_metrics_json_older_than_its_job_is_an_earlier_runs_and_the_job_failed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A sweep run again into its folder (overwrite_run=true) whose job 1 failed: the report
-    paired the earlier sweep's metrics.json with the new job's overrides, as `ok`."""
-    sweep = tmp_path / "sweep"
-    forge_job(sweep, 0, {"val/loss": 2.0})
-    stale = forge_job(sweep, 1, {"val/loss": 1.0}) / "metrics.json"
-    config = stale.parent / ".hydra" / "config.yaml"
-    os.utime(stale, ns=(config.stat().st_mtime_ns - 10**9,) * 2)  # written a second before
-    report.main([str(sweep)])
-    assert report_rows(sweep) == [("0", "ok", "2"), ("1", "failed", "")]
-    warning = f"job folder {sweep / '1'}: its metrics.json is an earlier run's"
-    assert warning in capsys.readouterr().err
-
-
 def test_out_takes_the_report_and_leaves_the_sweep_folder_as_it_was(tmp_path: Path) -> None:
     """--out takes the files; the sweep folder, maybe a colleague's, is left as it was."""
     sweep = tmp_path / "sweep"

@@ -110,12 +110,6 @@ def read_job(folder: Path, num: int) -> Job:
     overrides = load(".hydra/overrides.yaml", yaml.safe_load, list)
     config = load(".hydra/config.yaml", yaml.safe_load, dict)
     metrics = load("metrics.json", json.loads, dict, needed=False)
-    if metrics and older_than_job(folder / "metrics.json", folder / ".hydra" / "config.yaml"):
-        warn(
-            f"job folder {folder}: its metrics.json is an earlier run's (older than the job's "
-            ".hydra/config.yaml): shown as failed"
-        )
-        metrics = {}
     saved_hydra = load(".hydra/hydra.yaml", yaml.safe_load, dict, needed=False)
     job = Job(
         num=int(folder.name) if folder.name.isdigit() else num,
@@ -134,16 +128,6 @@ def read_job(folder: Path, num: int) -> Job:
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
         warn(f"the val/loss curve of job folder {folder} cannot be read ({first_line(err)})")
     return job
-
-
-def older_than_job(path: Path, config: Path) -> bool:
-    """Whether `path` was written before the job's `.hydra/config.yaml`, which Hydra writes as the
-    job starts: it is then a previous run's, left in a folder swept again (`overwrite_run=true`)
-    by a job that failed. One node writes both, so their clocks agree."""
-    try:
-        return path.stat().st_mtime_ns < config.stat().st_mtime_ns
-    except OSError:
-        return False
 
 
 def dig(mapping: Any, *keys: str) -> Any:
