@@ -93,6 +93,19 @@ def folder_kind(folder: Path) -> str | None:
     return "a sweep folder" if (folder / "multirun.yaml").is_file() else None
 
 
+def refuse_unreadable(files: list[Path], setting: str) -> None:
+    """Raise LMTrainError naming the first of `files` this user may not read (and how many more),
+    before any is opened. `setting` is data.source.path as given."""
+    unreadable = [f for f in files if not os.access(f, os.R_OK)]
+    if unreadable:
+        more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+        raise LMTrainError(
+            f"{str(unreadable[0])!r}{more} under data.source.path={setting!r} is not readable by "
+            "this user (permission denied): make it readable (chmod a+r) or leave it out of "
+            "data.source.path"
+        )
+
+
 def unusable_entry(path: Path, setting: str) -> LMTrainError | None:
     """The refusal of a match that is neither a folder nor a regular file: a link whose target
     is gone, or a FIFO, socket or device (reading would block or never end). Skipped, it left

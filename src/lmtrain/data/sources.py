@@ -45,6 +45,7 @@ from lmtrain.data.corpus import (
 from lmtrain.data.file_walk import (
     glob_root,
     lmtrain_folder,
+    refuse_unreadable,
     unusable_entry,
     walk_files,
     warn_overlaps,
@@ -284,14 +285,7 @@ class TextFilesSource(FileSource):
                 f"data.source.path={self.path!r} matches only empty files: pass files with text"
             )
         files = [f for f, _ in chosen]
-        unreadable = [f for f in files if not os.access(f, os.R_OK)]
-        if unreadable:
-            more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
-            raise LMTrainError(
-                f"{str(unreadable[0])!r}{more} under data.source.path={self.path!r} is not "
-                "readable by this user (permission denied): make it readable (chmod a+r) or leave "
-                "it out of data.source.path"
-            )
+        refuse_unreadable(files, self.path)
         self._roots = [root for _, root in chosen]
         single_dir = Path(self.paths[0]).expanduser()
         if len(self.paths) == 1 and single_dir.is_dir():
