@@ -73,7 +73,9 @@ class Probe(Callback):
             for group in trainer.optimizers[0].param_groups
         }
         weights = full_state_dict(pl_module)
-        on_meta = trainer.strategy.all_gather(torch.tensor(int(self.on_meta)))
+        # On the root device: NCCL gathers CUDA tensors only.
+        flag = torch.tensor(int(self.on_meta), device=trainer.strategy.root_device)
+        on_meta = trainer.strategy.all_gather(flag)
         on_meta = [bool(x) for x in on_meta.flatten().tolist()]
         from torch.distributed.fsdp import FSDPModule
 

@@ -19,6 +19,7 @@ fork once it runs a Python thread besides its own, since threads do not survive 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
@@ -44,7 +45,10 @@ def send(conn: socket.socket, message: dict[str, Any]) -> None:
 def serve(socket_path: str) -> dict[str, Any]:
     """Import the entry points, then fork a command per connection; returns only in a fork that
     is to run a command, with that command's request."""
-    import wandb  # noqa: F401  (imported by every run with the default logger)
+    # Imported by every run with the default logger; a machine with no W&B (scripts/gpu_check.sh
+    # on a lent GPU) runs the other loggers only.
+    with contextlib.suppress(ImportError):
+        import wandb  # noqa: F401
 
     import lmtrain.eval
     import lmtrain.export
