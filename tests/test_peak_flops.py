@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from lightning.pytorch import Trainer
 
 from lmtrain.callbacks.peak_flops import find_peak, flops_for
-from lmtrain.callbacks.throughput import compute_dtype
+from lmtrain.callbacks.throughput import compute_dtype, training_dtype
+from lmtrain.strategies.fsdp import FSDP2Strategy
 
 # (what torch.cuda.get_device_name reports, power limit in W or None) -> board
 REPORTED = [
@@ -59,3 +61,19 @@ def test_dense_figures_not_the_sparsity_ones() -> None:
 )  # fmt: skip
 def test_precision_settings_map_to_their_compute_dtype(precision: str, dtype: torch.dtype) -> None:
     assert compute_dtype(precision) == dtype
+
+
+@pytest.mark.parametrize(
+    ("param_dtype", "dtype"), [("bfloat16", torch.bfloat16), (None, torch.float32)]
+)
+def test_fsdp_mfu_divides_by_the_peak_of_the_dtype_its_blocks_compute_in(
+    param_dtype: str | None, dtype: torch.dtype
+) -> None:
+    """trainer=fsdp keeps precision 32-true (fp32 master weights) and computes the blocks in
+    strategy.param_dtype: MFU against the fp32 peak would read ~15x high on an H200 (seen
+    there: 'dense torch.float32' before this)."""
+    strategy = FSDP2Strategy(param_dtype=param_dtype, process_group_backend="gloo")
+    trainer = Trainer(accelerator="cpu", devices=1, strategy=strategy, logger=False)
+    assert training_dtype(trainer) == dtype
+    mixed = Trainer(accelerator="cpu", devices=1, precision="bf16-mixed", logger=False)
+    assert training_dtype(mixed) == torch.bfloat16

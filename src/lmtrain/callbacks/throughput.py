@@ -63,7 +63,7 @@ class TokenThroughputMonitor(Callback):
     def peak(self, trainer: Trainer) -> tuple[float | None, str]:
         """Peak FLOP/s of one device: our table, Lightning's, then the config."""
         device = trainer.strategy.root_device
-        dtype = compute_dtype(str(trainer.precision))
+        dtype = training_dtype(trainer)
         ours = device_peak(device, dtype)
         if ours is not None:
             return ours[0], f"lmtrain's table, {ours[1]}"
@@ -139,6 +139,16 @@ class TokenThroughputMonitor(Callback):
         if per_device is not None:
             tokens_per_s = per_device * trainer.world_size
             pl_module.log(PROGRESS_BAR_KEY, tokens_per_s, prog_bar=True, logger=False)
+
+
+def training_dtype(trainer: Trainer) -> torch.dtype:
+    """The dtype the model's matmuls run in: FSDP's `param_dtype` where the strategy casts the
+    blocks itself (trainer=fsdp keeps `precision: 32-true` for the fp32 master weights), else
+    the precision setting's. MFU divides by that dtype's peak."""
+    policy = getattr(trainer.strategy, "mp_policy", None)
+    if policy is not None and policy.param_dtype is not None:
+        return policy.param_dtype
+    return compute_dtype(str(trainer.precision))
 
 
 def compute_dtype(precision: str) -> torch.dtype:
