@@ -138,7 +138,8 @@ def test_ddp_job_whose_rank_dies_ends_only_itself_in_a_sweep(
     )
     assert out.returncode == 1, out.stderr[-3000:]  # after job 1 ran: one job failed
     assert "Job 0 (model.optimizer.lr=0.001) failed; the sweep goes on" in out.stdout
-    assert "error: 1 of 2 jobs of the sweep failed (job folders 0 under" in out.stderr
+    assert "error: 1 of 2 jobs of the sweep under" in out.stderr
+    assert "failed (job 0 in 0: " in out.stderr
     assert wandb_summary(sweep / "0")["state"] == "failed"
     assert wandb_summary(sweep / "1")["state"] == "finished"
     assert json.loads((sweep / "1" / "metrics.json").read_text())["trainer/global_step"] == 4

@@ -100,7 +100,8 @@ def test_requeued_job_resumes_from_last_ckpt_in_the_same_wandb_run(
     )
     # The sweep ends with its job failed (SLURM's requeue is played by hand below): exit 1.
     assert out.returncode == 1, out.stderr[-3000:]
-    assert "error: 1 of 1 jobs of the sweep failed (job folders 0 under" in out.stderr
+    assert "error: 1 of 1 jobs of the sweep under" in out.stderr
+    assert "failed (job 0 in 0: RuntimeError: preempted at step 2)" in out.stderr
     job = sweep / "0"
     # The job's folder under .submitit/ holds its pickled submission, as sbatch would run it.
     (pickled,) = (sweep / ".submitit").glob("*/*_submitted.pkl")

@@ -106,11 +106,34 @@ def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
     )
     assert out.returncode == 1, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
-        f"error: 1 of 1 jobs of the sweep failed (job folders 0 under {sweep}): see each one's "
-        "log above or its train.log; no job has a result"
+        f"error: 1 of 1 jobs of the sweep under {sweep} failed (job 0 in 0: RuntimeError: "
+        "sabotaged job 0): see each one's log above or its train.log; no job has a result"
     )
     assert (sweep / "0" / "metrics.json").is_file()  # nothing deleted ...
     assert tree_digest(sweep / "1") == job_1  # ... and another job's folder left alone
+    # The report reads the sweep's ledger: job 0's metrics.json is the earlier sweep's.
+    statuses = {job.num: job.status for job in report.read_jobs(sweep)}
+    assert statuses == {0: "failed", 1: "ok"}
+
+
+def test_two_jobs_in_one_folder_fail_the_sweep_with_the_refused_jobs_reason(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """A subdir that does not name the job: the second job is refused in the folder the first
+    filled, and the sweep says so, although every job folder holds a metrics.json."""
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "-m",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "seed=1,2",
+        "hydra.sweep.subdir=lr_${model.optimizer.lr}",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert out.returncode == 1, out.stderr[-3000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: 1 of 2 jobs of the sweep under {sweep} failed (job 1 in lr_")
+    assert last.endswith("the other jobs' results are in their folders"), last
 
 
 def test_a_search_whose_every_trial_failed_keeps_no_best_value(
@@ -128,11 +151,14 @@ def test_a_search_whose_every_trial_failed_keeps_no_best_value(
     )
     assert out.returncode == 1, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
-        f"error: 2 of 2 jobs of the sweep failed (job folders 0, 1 under {sweep}): see each "
-        "one's log above or its train.log; no job has a result (no optimization_results.yaml: "
-        "no trial scored a finite value)"
+        f"error: 2 of 2 jobs of the sweep under {sweep} failed (job 0 in 0: RuntimeError: "
+        "sabotaged job 0; job 1 in 1: RuntimeError: sabotaged job 1): see each one's log above "
+        "or its train.log; no job has a result (no optimization_results.yaml: no trial scored "
+        "a finite value)"
     )
     assert not (sweep / "optimization_results.yaml").exists()
+    # The start checks ran (an override with ${hydra:job.num} once broke them into a warning).
+    assert "on_multirun_start raised" not in out.stderr
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,8 @@ def test_grid_runs_each_job_in_its_folder_with_its_own_wandb_run(
 
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     jobs = [sweep / "0", sweep / "1"]
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    # .jobs/: the sweep's ledger (utils/sweep_ledger.py), one record per job.
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [".jobs", "0", "1"]
     summaries = [wandb_summary(job) for job in jobs]
     records = [wandb_run_record(job) for job in jobs]
     for job, summary, lr in zip(jobs, summaries, ("0.001", "0.0003"), strict=True):
@@ -95,8 +96,9 @@ def test_optuna_study_goes_on_past_a_failed_and_a_diverged_trial(study: dict) ->
     # Every trial ran; the failed one makes the sweep's exit status 1, in one line at the end.
     assert out.returncode == 1, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
-        f"error: 1 of 3 jobs of the sweep failed (job folders 1 under {sweep}): see each one's "
-        "log above or its train.log; the other jobs' results are in their folders"
+        f"error: 1 of 3 jobs of the sweep under {sweep} failed (job 1 in 1: RuntimeError: "
+        "sabotaged job 1): see each one's log above or its train.log; the other jobs' results "
+        "are in their folders"
     )
 
     trials = optuna.load_study(study_name="train", storage=study["storage"]).trials

@@ -18,6 +18,15 @@ class LMTrainError(Exception):
     """A problem with the user's input: the message names the bad value and what to do instead."""
 
 
+class UserErrorExit(SystemExit):
+    """Exit code 1 once a user error was printed as its one `error:` line; `message` keeps that
+    line for a sweep's ledger (`lmtrain.utils.sweep_ledger`), which names why each job failed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1)
+        self.message = message
+
+
 class MissingCorpusError(LMTrainError):
     """`data.source.path` matches no file; `path` is the value, for a caller that knows where
     it came from (eval: the run config a model was trained with) to say what to type."""

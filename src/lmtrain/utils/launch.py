@@ -31,11 +31,12 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, read_write
 
-from lmtrain.errors import Preempted
+from lmtrain.errors import Preempted, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
+from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
 
@@ -237,11 +238,18 @@ def run_for_sweeper(
         return task(cfg).get(metric)
     hydra_cfg = HydraConfig.get()
     job = f"Job {hydra_cfg.job.num} ({job_name(hydra_cfg, cfg.task_name)})"
+
+    def ended(ok: bool, why: str = "") -> None:  # the sweep's ledger, read by SweepOutcome
+        if rank_zero_only.rank == 0:
+            sweep_dir, output_dir = Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir)
+            record_job(sweep_dir, hydra_cfg.job.num, output_dir, ok, why)
+
     with ddp_ranks_rerun_this_job(entry_module_of(task)):
         try:
             metrics = task(cfg)
-        except Exception:
+        except Exception as err:
             log.exception("%s failed; the sweep goes on", job)
+            ended(False, f"{type(err).__name__}: {first_line(err)}")
             return worst_value()
         except SystemExit as exit_:  # task_wrapper's exit after a user error, already printed
             if isinstance(exit_, Preempted):
@@ -249,17 +257,21 @@ def run_for_sweeper(
                 if why is None:
                     raise  # requeued (or not a submitit job): no result for the sweep yet
                 log.error("%s stopped and not requeued (%s); the sweep goes on", job, why)
+                ended(False, f"stopped and not requeued ({why})")
                 return worst_value()
             if isinstance(exit_, SIGTERMException) or requeue.requeue_in_flight:
                 raise  # requeued by submitit outside the training steps
             log.error("%s failed (exit code %s); the sweep goes on", job, exit_.code)
+            ended(False, getattr(exit_, "message", f"exit code {exit_.code}"))
             return worst_value()
     value = metrics.get(metric)
     if value is None:
+        ended(False, f"optimized_metric={metric!r} is not among its metrics")
         fail(
             f"optimized_metric={metric!r} is not among this run's metrics "
             f"({', '.join(sorted(metrics))}): set optimized_metric to one of them"
         )
+    ended(True)
     if not math.isfinite(value):
         log.warning("%s diverged (%s=%s); reporting %s", job, metric, value, worst_value())
         return worst_value()

@@ -88,9 +88,11 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
             "hydra/launcher=slurm_local to run the jobs here"
         )
     sweeper = config.hydra.sweeper
-    params = sweeper.get("params") or {}
+    # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
+    params = OmegaConf.to_container(sweeper, resolve=False).get("params") or {}  # type: ignore[union-attr]
+    typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)["task"]  # type: ignore[index]
     named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
-    overrides = named | {str(o): "" for o in config.hydra.overrides.task}
+    overrides = named | {str(o): "" for o in typed}
     refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.sweep_ledger import failed_in, finished_in, folder_name, read_ledger
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # Final metrics shown after the optimized one, when a job has them.
@@ -82,8 +83,20 @@ def job_folders(sweep_dir: Path) -> list[Path]:
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job folder of the sweep, by job number."""
+    """Every job folder of the sweep, by job number. A folder where the sweep's ledger says its
+    jobs failed and none finished is failed, whatever metrics.json an earlier run left there
+    (an `overwrite_run=true` sweep over an earlier one)."""
+    records = read_ledger(sweep_dir)
     jobs = [read_job(folder, n) for n, folder in enumerate(job_folders(sweep_dir))]
+    for job in jobs:
+        name = folder_name(job.folder, sweep_dir)
+        failures = failed_in(records, name)
+        if failures and not finished_in(records, name) and job.metrics:
+            warn(
+                f"job folder {job.folder}: job {failures[-1].num} of this sweep failed there "
+                f"({failures[-1].why}); its metrics.json is an earlier run's: shown as failed"
+            )
+            job.metrics = {}
     return sorted(jobs, key=lambda job: job.num)
 
 

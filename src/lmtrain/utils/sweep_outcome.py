@@ -20,6 +20,7 @@ from lmtrain.utils.sweep_checks import (
     sweep_files,
     withdraw_results_without_best,
 )
+from lmtrain.utils.sweep_ledger import folder_name, read_ledger, start_ledger
 from lmtrain.utils.task import fail
 
 
@@ -28,12 +29,14 @@ class SweepOutcome(HydraCallback):
 
     `run_for_sweeper` lets a failed job (a bad value, a crash, a rank that died) end only
     itself, so that the other jobs run; without this the sweep would then exit 0, and a script
-    or CI would read success from a sweep in which no job ran. A job of this sweep (its
-    `.hydra/config.yaml` written since the sweep started) failed when it wrote no metrics.json
-    (written at the end of every job that ran to its end, a diverged one too): one left by an
-    earlier sweep in the folder (`overwrite_run=true`) is not this job's success. Files are told
-    apart by their inode, size and mtime before the sweep, not by clocks, which differ between
-    nodes. Any launcher: the job folders are read after the last job, not the launcher's results.
+    or CI would read success from a sweep in which no job ran. Each job that ends writes how in
+    the sweep's ledger (`lmtrain.utils.sweep_ledger`, started here), with the reason of a
+    failure, so that a job refused in a folder another job of the sweep filled counts too. A job
+    killed outright writes no record: a job folder of this sweep (its `.hydra/config.yaml`
+    written since the sweep started) without a record failed when it has no metrics.json of
+    this sweep either. Files are told apart by their inode, size and mtime before the sweep,
+    not by clocks, which differ between nodes. Any launcher: the sweep folder is read after the
+    last job, not the launcher's results.
     """
 
     def __init__(self) -> None:
@@ -47,6 +50,10 @@ class SweepOutcome(HydraCallback):
             refuse_sweep_that_cannot_start(config)
         except LMTrainError as err:
             fail(str(err))
+        except Exception:
+            start_ledger(sweep_dir)  # a check that broke is Hydra's warning: the sweep runs
+            raise
+        start_ledger(sweep_dir)
 
     def written_now(self, path: Path) -> bool:
         """Whether `path` was written since the sweep started."""
@@ -54,20 +61,33 @@ class SweepOutcome(HydraCallback):
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        jobs = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
-        jobs = [job for job in jobs if self.written_now(job / ".hydra" / "config.yaml")]
-        failed = [job for job in jobs if not self.written_now(job / "metrics.json")]
+        records = read_ledger(sweep_dir)
+        recorded = {record.folder for record in records}
+        folders = sorted(p.parent.parent for p in sweep_dir.glob("**/.hydra/config.yaml"))
+        unrecorded = [
+            folder
+            for folder in folders
+            if self.written_now(folder / ".hydra" / "config.yaml")
+            and folder_name(folder, sweep_dir) not in recorded
+        ]
+        failed = [f"job {r.num} in {r.folder}: {r.why}" for r in records if not r.ok]
+        failed += [
+            f"{folder_name(folder, sweep_dir)}: no metrics.json (killed?)"
+            for folder in unrecorded
+            if not self.written_now(folder / "metrics.json")
+        ]
+        jobs = len(records) + len(unrecorded)
         results = sweep_dir / OPTUNA_RESULTS  # only this sweep's: an earlier one's stays as it is
         no_best = self.written_now(results) and withdraw_results_without_best(results)
         if failed:
-            names = ", ".join(str(job.relative_to(sweep_dir)) for job in failed)
             log_name = f"{config.get('task_name', 'train')}.log"  # hydra/default.yaml's file
             print(
-                f"error: {len(failed)} of {len(jobs)} jobs of the sweep failed (job folders "
-                f"{names} under {sweep_dir}): see each one's log above or its {log_name}; "
+                f"error: {len(failed)} of {jobs} jobs of the sweep under {sweep_dir} failed ("
+                + "; ".join(failed)
+                + f"): see each one's log above or its {log_name}; "
                 + (
                     "the other jobs' results are in their folders"
-                    if len(failed) < len(jobs)
+                    if len(failed) < jobs
                     else "no job has a result"
                 )
                 + (f" (no {OPTUNA_RESULTS}: no trial scored a finite value)" if no_best else ""),

@@ -19,7 +19,14 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from lmtrain.errors import LMTrainError, Preempted, RankAgreedError, find_cause, user_message
+from lmtrain.errors import (
+    LMTrainError,
+    Preempted,
+    RankAgreedError,
+    UserErrorExit,
+    find_cause,
+    user_message,
+)
 from lmtrain.utils.instantiate import config_entry_error
 
 T = TypeVar("T")
@@ -79,7 +86,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 print_on_rank_zero(f"error: {message}")
             else:
                 print(f"error: {message}", file=sys.stderr, flush=True)
-            raise SystemExit(1) from None
+            raise UserErrorExit(message) from None
         finally:
             finish_wandb(exit_code)
             if agreed:
@@ -144,7 +151,7 @@ def finish_wandb(exit_code: int) -> None:
 def fail(message: str) -> NoReturn:
     """End the process the way task_wrapper ends a user error: one line, exit code 1."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(1)
+    raise UserErrorExit(message)
 
 
 def plain_metrics(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,104 @@
+"""A sweep's ledger: one record per job that ended, in `<sweep folder>/.jobs/`.
+
+Job folders alone cannot say how a sweep went. Two jobs can share one folder (a
+`hydra.sweep.subdir` that does not name the job), so a refused second job leaves no folder of its
+own; and a job that failed in a folder an earlier sweep filled (`overwrite_run=true`) leaves that
+sweep's metrics.json behind, which reads as a success. So every job that ends in
+`run_for_sweeper` (rank 0) writes `<num>.json`: its folder, whether it finished, and why not.
+`SweepOutcome` starts the ledger with a fresh sweep id (`sweep.json`); records carry it, so
+that records of an earlier sweep in the same folder are told apart without trusting file times,
+which a copy (`cp -r`) or another node's clock changes. A job killed outright writes no record:
+its folder, without metrics.json, still tells.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmtrain.utils.io import write_json
+
+LEDGER = ".jobs"
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """How one job of the sweep ended: `folder` relative to the sweep folder where it is inside
+    it; `why`: the reason a failed job gave, in one line."""
+
+    num: int
+    folder: str
+    ok: bool
+    why: str = ""
+
+
+def start_ledger(sweep_dir: Path) -> str:
+    """Give the sweep now starting in `sweep_dir` a new id, which its jobs' records carry."""
+    sweep_id = uuid.uuid4().hex
+    write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": sweep_id})
+    return sweep_id
+
+
+def current_sweep(sweep_dir: Path) -> str | None:
+    """The id of the sweep last started in `sweep_dir`, or None (no ledger, or a damaged one)."""
+    try:
+        sweep_id = json.loads((sweep_dir / LEDGER / SWEEP_FILE).read_text()).get("sweep")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return sweep_id if isinstance(sweep_id, str) else None
+
+
+def record_job(sweep_dir: Path, num: int, output_dir: Path, ok: bool, why: str = "") -> None:
+    """Write how job `num` ended, under the current sweep's id. A sweep started without the
+    ledger (no `SweepOutcome` in hydra.callbacks) gets no records."""
+    sweep_id = current_sweep(sweep_dir)
+    if sweep_id is None:
+        return
+    folder = folder_name(output_dir, sweep_dir)
+    record = {"sweep": sweep_id, "job": num, "folder": folder, "ok": ok, "why": why}
+    # A ledger that cannot be written leaves the folder rule (SweepOutcome) to judge the job.
+    with contextlib.suppress(OSError):
+        write_json(sweep_dir / LEDGER / f"{num}.json", record)
+
+
+def folder_name(folder: Path, sweep_dir: Path) -> str:
+    """A job folder as records name it: relative to the sweep folder, or whole where it lies
+    outside it (an absolute `hydra.sweep.subdir`)."""
+    try:
+        return str(folder.resolve().relative_to(sweep_dir.resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def read_ledger(sweep_dir: Path) -> list[JobRecord]:
+    """The records of the sweep last started in `sweep_dir`, by job number; records of earlier
+    sweeps, and files that cannot be read, are left out."""
+    sweep_id = current_sweep(sweep_dir)
+    if sweep_id is None:
+        return []
+    records = []
+    for path in sorted((sweep_dir / LEDGER).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            if data["sweep"] != sweep_id:
+                continue
+            records.append(
+                JobRecord(int(data["job"]), str(data["folder"]), data["ok"] is True, data["why"])
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sorted(records, key=lambda record: record.num)
+
+
+def failed_in(records: list[JobRecord], folder: str) -> list[JobRecord]:
+    """The failed records of jobs that ran in `folder`."""
+    return [record for record in records if record.folder == folder and not record.ok]
+
+
+def finished_in(records: list[JobRecord], folder: str) -> bool:
+    """Whether a job of this sweep finished in `folder`."""
+    return any(record.folder == folder and record.ok for record in records)
