@@ -157,3 +157,47 @@ def test_a_grid_from_the_command_line_runs_or_gets_hydras_hint(
         for job in (0, 1)
     ]
     assert lrs == [1e-3, 2e-3]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragments"),
+    [
+        (
+            ("hydra.sweeper.direction=maximize",),
+            (
+                "minimizes, and this search asks it to maximize, which Optuna cannot change",
+                "pass hydra.sweeper.direction=minimize to go on with it",
+            ),
+        ),
+        (
+            ("model.optimizer.lr=interval(1e-4, 1e-2)",),
+            (
+                "searched model.optimizer.lr as LogUniformDistribution(high=0.01, low=0.0001), "
+                "and this search asks for UniformDistribution(high=0.01, low=0.0001)",
+                "search model.optimizer.lr as before",
+            ),
+        ),
+        (
+            ("model.optimizer.weight_decay=choice(0.0, 0.1)",),
+            ("searched model.optimizer.weight_decay as UniformDistribution(high=0.2, low=0.0)",),
+        ),
+    ],
+)
+def test_a_search_that_its_stored_study_cannot_continue_is_one_line(
+    change: tuple[str, ...], fragments: tuple[str, ...], tmp_path: Path, data_dir: Path
+) -> None:
+    """hydra.sweeper.storage keeps the study; Optuna refused another direction with a traceback,
+    and another kind of distribution at the first trial, its job folder made."""
+    import optuna
+    from optuna.distributions import LogUniformDistribution, UniformDistribution
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="train", storage=storage, direction="minimize")
+    space = {
+        "model.optimizer.lr": LogUniformDistribution(1e-4, 1e-2),
+        "model.optimizer.weight_decay": UniformDistribution(0.0, 0.2),
+    }
+    params = {"model.optimizer.lr": 1e-3, "model.optimizer.weight_decay": 0.1}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=2.5))
+    storage_line = f"hydra.sweeper.storage={storage}"
+    refused(tmp_path, data_dir, *OPTUNA, storage_line, *change, fragments=fragments)

@@ -20,6 +20,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.optuna_study import refuse_study_that_cannot_continue
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
@@ -98,6 +99,7 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
         refuse_optuna_without_trials(sweeper)
         refuse_tags_optuna_ignores(overrides)
         refuse_empty_search_ranges(overrides)
+        refuse_study_that_cannot_continue(sweeper, overrides)
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
 
 
