@@ -85,6 +85,10 @@ def test_no_secret_reaches_checkpoints_wandb_logs_or_exports(tmp_path: Path, pla
         "+extra.token=${oc.env:MY_SECRET}",
         "+extra.note=see-${oc.env:HF_TOKEN}",
         "+extra.wandb_api_key=${oc.env:WANDB_API_KEY}",
+        # W&B keeps the run's tags, group and notes as given, outside the redacted config.
+        "tags=[dev,see-${oc.env:HF_TOKEN}]",
+        "logger.wandb.group=${oc.env:MY_SECRET}",
+        "+logger.wandb.notes=n-${oc.env:WANDB_API_KEY}",
         env=env,
     )
     assert trained.returncode == 0, trained.stderr[-3000:]

@@ -32,10 +32,10 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.redact import holds_secret, redact_override
+from lmtrain.utils.redact import holds_secret, redact, redact_override
 
 RUN_ID_FILE = "wandb_run_id"
 # A run id read back from a run folder (W&B's, MLflow's): up to 128 characters, none of those
@@ -71,10 +71,25 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
         kwargs["name"] = job_name(hydra, run_cfg.task_name) if multirun else run_cfg.task_name
     if entry.get("group") is None and multirun:
         kwargs["group"] = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
+    # W&B stores these as given, not through the config that is redacted: a secret typed into
+    # one (tags=[${oc.env:HF_TOKEN}]) would reach the run file that `wandb sync` uploads.
+    for key in SHOWN_AS_GIVEN:
+        value = kwargs.get(key, entry.get(key))
+        if value is not None:
+            plain = OmegaConf.to_container(value, resolve=True) if is_config(value) else value
+            kwargs[key] = redact(plain)
     if run_cfg.get("trainer", {}).get("fast_dev_run") or kwargs.get("mode") == "disabled":
         return kwargs  # no W&B run (fast_dev_run: Lightning swaps every logger for a dummy)
     kwargs["id"] = run_id(Path(run_cfg.paths.output_dir), entry.get("id"), resuming)
     return kwargs
+
+
+# WandbLogger keywords W&B keeps as they are (the config goes through redact() elsewhere).
+SHOWN_AS_GIVEN = ("name", "group", "notes", "tags", "job_type")
+
+
+def is_config(value: Any) -> bool:
+    return isinstance(value, DictConfig | ListConfig)
 
 
 def mode_from_environment() -> dict[str, Any]:
