@@ -17,7 +17,7 @@ import inspect
 import logging
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lmtrain.errors import LMTrainError
@@ -103,8 +103,17 @@ def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) 
     problems.number(f"{key}.lr", optimizer.get("lr", 1e-3), low=0, low_open=True)
     problems.number(f"{key}.weight_decay", optimizer.get("weight_decay", 0), low=0)
     problems.number(f"{key}.eps", optimizer.get("eps", 1e-8), low=0, low_open=True)
-    for i, beta in enumerate(optimizer.get("betas") or ()):
-        problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
+    betas = optimizer.get("betas")
+    if betas is not None and (isinstance(betas, str) or not isinstance(betas, Sequence)):
+        problems.add(f"{key}.betas={betas!r} is not a pair: pass [beta1, beta2], e.g. [0.9, 0.95]")
+    elif betas is not None and len(betas) != 2:  # torch: IndexError, or at the first step
+        problems.add(
+            f"{key}.betas={list(betas)} has {len(betas)} value{'s' * (len(betas) != 1)}: pass two, "
+            "[beta1, beta2], e.g. [0.9, 0.95]"
+        )
+    else:
+        for i, beta in enumerate(betas or ()):
+            problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
     if "momentum" in optimizer:
         problems.number(f"{key}.momentum", optimizer["momentum"], low=0, high=1, high_open=True)
     if "ns_steps" in optimizer:  # Muon's Newton-Schulz iterations: 0 or fewer do not orthogonalize
