@@ -16,6 +16,8 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.train import train
 from lmtrain.utils.safe_load import load_torch_file
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
 from tests.helpers.pretrained import save_tiny_pretrained
@@ -112,3 +114,28 @@ def test_freeze_finds_llama_blocks_and_refuses_bad_counts() -> None:
         CausalLMModule(model_type="llama", config=llama, freeze={"first_n_blocks": 3})
     with pytest.raises(LMTrainError, match=r"model.freeze has unknown keys \['layers'\]"):
         CausalLMModule(model_type="llama", config=llama, freeze={"layers": 1})
+
+
+def test_a_checkpoint_resumed_with_another_freeze_is_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`ckpt_path=` with another model.freeze ended in torch's "loaded state dict contains a
+    parameter group that doesn't match the size" once the data was prepared (`resume=` refused
+    it already: FIXED_KEYS)."""
+    steps = ("trainer.max_steps=2", "logger=csv", "callbacks.text_samples=null")
+    run = tmp_path / "run"
+    out = run_cli("train", *tiny_cli(tmp_path, data_dir, *steps), f"hydra.run.dir={run}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    resumed = tmp_path / "resumed"
+    cli = tiny_cli(
+        tmp_path, data_dir, *steps, "trainer.max_steps=4", "model.freeze.embeddings=true"
+    )
+    out = run_cli("train", *cli, f"ckpt_path={last}", f"hydra.run.dir={resumed}")
+    assert_one_line_error(
+        out,
+        f"ckpt_path='{last}' was trained with model.freeze={{'embeddings': False, "
+        "'first_n_blocks': 0}, not this run's {'embeddings': True, 'first_n_blocks': 0}",
+        "resume with model.freeze as it was",
+    )
+    assert not (resumed / "checkpoints").exists()

@@ -96,6 +96,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             datamodule.tokenizer,
             windows,
             optimizer.get("_target_"),
+            OmegaConf.to_container(cfg.model.freeze) if cfg.model.get("freeze") else None,
         )
     # Stored in checkpoints and logged to W&B: keys that name a secret, and any value that holds
     # an environment secret (WANDB_API_KEY, HF_TOKEN, ...), are replaced by "<redacted>".

@@ -156,15 +156,16 @@ def check_same_model(
     tokenizer: PreTrainedTokenizerBase | None = None,
     windows: dict[str, Any] | None = None,
     optimizer_target: str | None = None,
+    freeze: dict[str, Any] | None = None,
 ) -> None:
     """Refuse to resume a checkpoint of another architecture, size or tokenizer (`tokenizer`,
     this run's: `check_same_tokenizer`), of this run folder on other `windows`
-    (`check_same_windows`), of another optimizer (`optimizer_target`, this run's
-    `model.optimizer._target_`: `check_same_optimizer`) before `trainer.fit`, or one saved
-    past `max_steps` (`trainer.max_steps` counts the run's steps, not steps to add: Lightning
-    would stop at once, exit 0 and rewrite the run's metrics). With `resume=` (the run folder),
-    the model comes from the run's saved config, so another model there means that config was
-    edited: the advice says so.
+    (`check_same_windows`), of another optimizer or freeze (`optimizer_target` and `freeze`,
+    this run's `model.optimizer._target_` and `model.freeze`: `check_same_optimizer`) before
+    `trainer.fit`, or one saved past `max_steps` (`trainer.max_steps` counts the run's steps,
+    not steps to add: Lightning would stop at once, exit 0 and rewrite the run's metrics). With
+    `resume=` (the run folder), the model comes from the run's saved config, so another model
+    there means that config was edited: the advice says so.
 
     Lightning would find out only when it loads the state dict, after the data is prepared,
     with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
@@ -180,7 +181,7 @@ def check_same_model(
         )
     extra = meta.get(CHECKPOINT_KEY) or {}
     check_same_windows(ckpt_path, extra.get("run_config"), windows or {})
-    check_same_optimizer(ckpt_path, extra.get("run_config"), optimizer_target)
+    check_same_optimizer(ckpt_path, extra.get("run_config"), optimizer_target, freeze)
     saved = extra.get("hf_config")
     if not saved:
         return

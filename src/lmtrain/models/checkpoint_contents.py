@@ -136,21 +136,37 @@ def check_same_windows(
 
 
 def check_same_optimizer(
-    ckpt_path: str | Path, run_config: Mapping[str, Any] | None, target: str | None
+    ckpt_path: str | Path,
+    run_config: Mapping[str, Any] | None,
+    target: str | None,
+    freeze: Mapping[str, Any] | None = None,
 ) -> None:
-    """Refuse a checkpoint whose optimizer state another optimizer saved: `target` is this
-    run's `model.optimizer._target_`, compared with the run's (`run_config`). Muon's parts
-    resumed with AdamW ended in torch's `KeyError: 'param_groups'` once the data was prepared
-    (under FSDP, in the sharded reader); AdamW resumed with Muon's parts was refused only then.
-    `resume=` refuses the switch (FIXED_KEYS); this holds `ckpt_path=` to the same."""
-    optimizer = ((run_config or {}).get("model") or {}).get("optimizer") or {}
+    """Refuse a checkpoint whose optimizer state another optimizer saved, or that holds the
+    state of other parameters: `target` and `freeze` are this run's `model.optimizer._target_`
+    and `model.freeze`, compared with the run's (`run_config`). Muon's parts resumed with AdamW
+    ended in torch's `KeyError: 'param_groups'` once the data was prepared (under FSDP, in the
+    sharded reader); AdamW resumed with Muon's parts was refused only then; another freeze in
+    torch's "loaded state dict contains a parameter group that doesn't match the size".
+    `resume=` refuses both switches (FIXED_KEYS); this holds `ckpt_path=` to the same."""
+    model = (run_config or {}).get("model") or {}
+    optimizer = model.get("optimizer") or {}
     saved = optimizer.get("_target_") if isinstance(optimizer, Mapping) else None
+    advice = (
+        "or export it (lmtrain.export) and start a new run from its weights with "
+        "model.pretrained=<export folder>"
+    )
     if saved and target and saved != target:
         raise LMTrainError(
             f"ckpt_path={str(ckpt_path)!r} holds the state of model.optimizer._target_={saved}, "
             f"not of this run's {target}: resume with the optimizer the checkpoint was trained "
-            "with (its model/optimizer= option), or export it (lmtrain.export) and start a new "
-            "run from its weights with model.pretrained=<export folder>"
+            f"with (its model/optimizer= option), {advice}"
+        )
+    frozen = model.get("freeze") if isinstance(model, Mapping) else None
+    if isinstance(frozen, Mapping) and isinstance(freeze, Mapping) and dict(frozen) != dict(freeze):
+        raise LMTrainError(
+            f"ckpt_path={str(ckpt_path)!r} was trained with model.freeze={dict(frozen)}, not "
+            f"this run's {dict(freeze)}, so its optimizer state is for other parameters: resume "
+            f"with model.freeze as it was, {advice}"
         )
 
 
