@@ -283,12 +283,23 @@ def test_a_resume_with_a_crafted_wandb_run_id_is_one_line(
     assert_one_line_error(out, f"{run / RUN_ID_FILE} holds '../../x', which is not a W&B run id")
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "..", "", "x\0y", 3])
+@pytest.mark.parametrize("name", ["../x", "a/b", "a\\b", "x\0y"])
 def test_a_task_name_that_is_not_one_folder_name_is_refused(name: object) -> None:
     problems = Problems()
     check_task_name(name, problems)
     assert problems.found == [
         f"task_name={name!r} is not a folder name: pass a name without '/' or '\\'"
+    ]
+
+
+@pytest.mark.parametrize("name", ["..", "", " ", 3])
+def test_an_empty_or_dots_only_task_name_is_refused_with_a_name_to_pass(name: object) -> None:
+    """The advice about '/' did not help an empty name, which has none."""
+    problems = Problems()
+    check_task_name(name, problems)
+    assert problems.found == [
+        f"task_name={name!r} is not a folder name: pass a plain name of letters or digits, "
+        "such as train"
     ]
 
 

@@ -183,9 +183,14 @@ def check_task_name(task_name: Any, problems: Problems) -> None:
     `../../x` both were made outside it. The Hydra callbacks check it in on_run_start, before
     Hydra makes the folder; the config checks again for runs made without Hydra's CLI."""
     name = task_name if isinstance(task_name, str) else ""
-    if not name.strip(". ") or any(bad in name for bad in ("/", "\\", "\0")):
+    if any(bad in name for bad in ("/", "\\", "\0")):
         problems.add(
             f"task_name={task_name!r} is not a folder name: pass a name without '/' or '\\'"
+        )
+    elif not name.strip(". "):  # empty, dots or spaces only, or not text
+        problems.add(
+            f"task_name={task_name!r} is not a folder name: pass a plain name of letters or "
+            "digits, such as train"
         )
 
 
