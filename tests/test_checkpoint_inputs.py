@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from lmtrain.data.tokenizers import char_tokenizer
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
+from lmtrain.models.checkpoint import load_model, read_checkpoint_file, resolve_ckpt_path
 from lmtrain.models.checkpoint_contents import check_same_tokenizer
 from lmtrain.models.generation import generate_text
 from lmtrain.utils.safe_load import load_torch_file
@@ -170,3 +170,18 @@ def test_a_checkpoint_of_another_tokenizer_is_refused_and_its_own_is_not(tmp_pat
     for other in (char_tokenizer(["abce"]), char_tokenizer(["abcde"])):  # other ids, more ids
         with pytest.raises(LMTrainError, match="was trained with another tokenizer"):
             check_same_tokenizer("run/last.ckpt", files, other)
+
+
+def test_an_empty_last_ckpt_names_the_checkpoint_beside_it_to_pass_instead(
+    weights_only_ckpt: Path, tmp_path: Path
+) -> None:
+    """The example of what to pass was <run folder>/checkpoints/last.ckpt: the empty file
+    itself, with a whole best-* checkpoint beside it."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    best = folder / "best-step=6-val_loss=2.0.ckpt"
+    shutil.copyfile(weights_only_ckpt, best)
+    (folder / "last.ckpt").touch()
+    with pytest.raises(LMTrainError) as refusal:
+        read_checkpoint_file(folder / "last.ckpt")
+    assert str(refusal.value).endswith(f"pass another checkpoint, e.g. ckpt_path={best}")

@@ -143,9 +143,24 @@ def read_checkpoint_file(path: str | Path) -> Any:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} is an empty file (0 bytes; a copy or download cut short?): "
             "copy it again from where it was saved, or pass another checkpoint, e.g. "
-            "<run folder>/checkpoints/last.ckpt"
+            f"{another_checkpoint(Path(path))}"
         )
     return load_torch_file(path)
+
+
+def another_checkpoint(damaged: Path) -> str:
+    """The newest other non-empty checkpoint beside `damaged` (a best-* beside a cut-short
+    last.ckpt), to name in place of the damaged one; else the usual example."""
+    try:
+        others = [
+            p
+            for p in damaged.parent.glob("*.ckpt")
+            if p.name != damaged.name and p.is_file() and p.stat().st_size > 0
+        ]
+        newest = max(others, key=lambda p: p.stat().st_mtime, default=None)
+    except OSError:
+        newest = None
+    return f"ckpt_path={newest}" if newest else "<run folder>/checkpoints/last.ckpt"
 
 
 def check_same_model(
