@@ -425,6 +425,8 @@ def test_an_empty_resume_or_ckpt_path_is_refused_not_read_as_a_new_run(
     result = run_cli("train", *tiny_cli(tmp_path, data_dir), override)
     assert_one_line_error(result, fragment)
     assert not list((tmp_path / "logs").rglob("*.ckpt"))
+    if override.endswith("="):  # refused before Hydra made a run folder for nothing
+        assert not list((tmp_path / "logs").rglob("train.log"))
 
 
 def test_resume_of_a_folder_inside_a_run_names_the_run_folder(

@@ -61,6 +61,11 @@ class ResumeRun(HydraCallback):
         self.record: str | None = None  # the .hydra subfolder this process writes, if any
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
+        # Here, before Hydra makes a run folder for nothing (the config checks say it too).
+        if resume_value(config) == "":
+            fail("resume='' is empty: pass resume=<run folder> or latest, or leave it out")
+        if OmegaConf.select(config, "ckpt_path", throw_on_resolution_failure=False) == "":
+            fail("ckpt_path='' is empty: pass ckpt_path=<.ckpt> or last, or leave it out")
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:
