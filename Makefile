@@ -46,10 +46,10 @@ test: install ## Run the test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw loop, speed switches, data (logs/bench/latest.json)
-	$(PY) scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt $(NANOGPT))
-	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt $(NANOGPT))
+	$(PY) scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt "$(NANOGPT)")
+	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt "$(NANOGPT)")
 	$(PY) scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
-	$(PY) scripts/bench_switches.py
+	$(PY) scripts/bench_switches.py $(if $(DATA),--data "$(DATA)")
 	$(PY) scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
@@ -64,5 +64,5 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-clean-logs: ## Delete every run folder under logs/
-	find logs -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
+clean-logs: ## Delete the run folders logs/<task>/; keep logs/bench/ (benchmark results) and files in logs/
+	find logs -mindepth 1 -maxdepth 1 -type d ! -name bench -exec rm -rf {} +

@@ -42,6 +42,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from lmtrain.callbacks.resume import ExactResume
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import finish_wandb
@@ -95,7 +96,63 @@ def compose_config(size: str, steps: int, out_dir: Path, extra: list[str]) -> Di
     return cfg
 
 
+def read_corpus_from(data: Path | None) -> None:
+    """shakespeare_char reads Tiny Shakespeare from `--data` (None: downloaded once)."""
+    if data is not None:
+        if not data.is_file():
+            sys.exit(f"error: --data {data} is not a file: pass Tiny Shakespeare's input.txt")
+        SIZES["shakespeare_char"].append(f"data.source.path={data.resolve()}")
+
+
+def check_out(out: Path) -> None:
+    """Before measuring, exit with one `error:` line unless results can be merged into `out`:
+    its folder exists or can be created, and is writable; a file already there (what other
+    benchmarks wrote) holds a JSON object."""
+    if out.is_dir():
+        sys.exit(f"error: --out {out} is a folder: pass a .json file's path")
+    folder = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        problem = "not a folder" if not folder.is_dir() else "not writable"
+        sys.exit(f"error: --out {out}: {folder} is {problem}: pass a path in a writable folder")
+    if out.exists():
+        try:
+            report = json.loads(out.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            sys.exit(f"error: --out {out} is not JSON ({err}): pass another path, or move it away")
+        if not isinstance(report, dict):
+            kind = type(report).__name__
+            sys.exit(f"error: --out {out} holds a JSON {kind}, not an object: pass another path")
+
+
+def prepare_corpus(cfg: DictConfig, data: Path | None) -> None:
+    """Tokenize outside the timing (or find the token cache) and check that both splits hold a
+    window: a bad corpus ends here, before any run, with one line (`data`: the `--data` read)."""
+    datamodule = hydra.utils.instantiate(cfg.data)
+    try:
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    except LMTrainError as err:
+        sys.exit(f"error: --data {data}: {err}" if data is not None else f"error: {err}")
+
+
+def timing_problems(steps: int, warmup: int, repeats: int) -> list[str]:
+    """What is wrong with --steps, --warmup and --repeats: each run's clock starts at the end of
+    step `warmup` (so at least 1) and needs a step after it."""
+    problems = []
+    if warmup < 1:
+        problems.append(f"--warmup {warmup}: pass 1 or more (the clock starts after that step)")
+    if steps <= warmup:
+        problems.append(
+            f"--steps {steps} leaves no timed step after --warmup {warmup}: "
+            f"pass --steps {max(warmup, 1) + 1} or more"
+        )
+    if repeats < 1:
+        problems.append(f"--repeats {repeats}: pass 1 or more")
+    return problems
+
+
 def tokens_per_second(times: list[float], warmup: int, tokens_per_step: int) -> float:
+    """Tokens/s from the end of step `warmup` to the end of the last (needs steps > warmup)."""
     timed = times[warmup - 1 :]
     return (len(timed) - 1) * tokens_per_step / (timed[-1] - timed[0])
 
@@ -220,10 +277,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
-    if args.data is not None:
-        if not args.data.is_file():
-            sys.exit(f"error: --data {args.data} is not a file: pass Tiny Shakespeare's input.txt")
-        SIZES["shakespeare_char"].append(f"data.source.path={args.data.resolve()}")
+    problems = timing_problems(args.steps, args.warmup, args.repeats)
+    unknown = [s for s in args.sizes.split(",") if s not in SIZES]
+    if unknown:
+        problems.append(f"--sizes: unknown {unknown}: pass some of {','.join(SIZES)}")
+    if problems:
+        parser.error("; ".join(problems))
+    check_out(args.out)
+    read_corpus_from(args.data)
     os.environ.setdefault("WANDB_SILENT", "true")
     threads = args.threads or torch.get_num_threads()
 
@@ -231,7 +292,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             cfg = compose_config(size, args.steps, Path(tmp) / size, args.overrides)
-            hydra.utils.instantiate(cfg.data).prepare_data()  # tokenize outside the timing
+            prepare_corpus(cfg, args.data if size == "shakespeare_char" else None)
             runs: dict[str, list[float]] = {"lightning": [], "raw": []}
             for repeat in range(args.repeats):
                 order = ("lightning", "raw") if repeat % 2 == 0 else ("raw", "lightning")

@@ -258,7 +258,14 @@ def parse_args() -> argparse.Namespace:
     add("--corpus-dir", type=Path, default=ROOT / "data" / "bench", help="corpora, tokenizer")
     add("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json", help="merged into")
     add("--child", nargs=2, help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    problems = [f"--repeats {args.repeats}: pass 1 or more"] if args.repeats < 1 else []
+    if any(size < 1 for size in args.sizes_mb):
+        sizes = " ".join(map(str, args.sizes_mb))
+        problems.append(f"--sizes-mb {sizes}: pass sizes of 1 or more (MB)")
+    if problems:
+        parser.error("; ".join(problems))
+    return args
 
 
 def measure(corpus: Path, tokenizer_dir: Path, args: argparse.Namespace, tmp: str) -> dict:
@@ -322,6 +329,10 @@ def main() -> None:
     from lmtrain.data.encode import default_workers
     from lmtrain.utils.io import write_json
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench import check_out
+
+    check_out(args.out)
     args.workers = args.workers or default_workers()
     largest = max(args.sizes_mb)
     hf_sizes = [largest] if args.hf_map_sizes_mb is None else args.hf_map_sizes_mb

@@ -389,11 +389,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for the composed config")
     args = parser.parse_args()
+    problems = [f"--steps {args.steps}: pass 1 or more"] if args.steps < 1 else []
+    for name in ("warmup", "repeats"):
+        if getattr(args, name) < 0:
+            problems.append(f"--{name} {getattr(args, name)}: pass 0 or more")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
-        parser.error(f"unknown variants {unknown}: use some of {','.join(VARIANTS)}")
+        problems.append(f"unknown variants {unknown}: use some of {','.join(VARIANTS)}")
     if not (args.nanogpt / "model.py").is_file():
-        parser.error(f"--nanogpt {args.nanogpt} has no model.py: pass nanoGPT's checkout")
+        problems.append(f"--nanogpt {args.nanogpt} has no model.py: pass nanoGPT's checkout")
+    if problems:
+        parser.error("; ".join(problems))
     torch.set_num_threads(args.threads)
     model_cfg = model_config([f"data.block_size={args.block}", *args.overrides])
     sides = ["nanogpt", *args.variants.split(",")]

@@ -51,6 +51,9 @@ from typing import Any
 import hydra
 from hydra import compose, initialize_config_dir
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import check_out
+
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.io import write_json
@@ -139,12 +142,15 @@ def parse_lmtrain(output: str, run_dir: Path) -> dict[str, Any]:
 
 
 def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
-    """Build (or find) the run's token cache, so that no timed run tokenizes the corpus."""
+    """Build (or find) the run's token cache, so that no timed run tokenizes the corpus, and
+    check that both splits hold a window (an LMTrainError otherwise)."""
     overrides = [f"experiment={experiment}", f"data.source.path={data}"]
     overrides += [o for o in extra if o.startswith(("data.", "paths."))]  # the token cache's
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    hydra.utils.instantiate(cfg.data).prepare_data()
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
 
 
 def run_once(command: Command, run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -214,6 +220,12 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
     args = parser.parse_args()
+    problems = [f"--repeats {args.repeats}: pass 1 or more"] if args.repeats < 1 else []
+    if args.steps is not None and args.steps < 1:
+        problems.append(f"--steps {args.steps}: pass 1 or more, or leave it out (the recipe's own)")
+    if problems:
+        parser.error("; ".join(problems))
+    check_out(args.out)
     data, out = tiny_shakespeare(args.data), args.out.resolve()
     nanogpt = args.nanogpt.resolve() if args.nanogpt else None
     if nanogpt and not (nanogpt / "data" / "shakespeare_char" / "train.bin").is_file():
@@ -227,23 +239,26 @@ def main() -> None:
     experiment = EXPERIMENTS[args.recipe]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     os.chdir(ROOT)  # where lmtrain runs, so its relative paths.data_dir (the token cache) agrees
-    prepare_lmtrain_data(experiment, data, extra)
+    try:
+        prepare_lmtrain_data(experiment, data, extra)
+    except LMTrainError as err:
+        sys.exit(f"error: --data {args.data or data}: {err}")
 
     commands = []
     if nanogpt is not None:
-        steps = args.steps or NANOGPT_STEPS
+        steps = NANOGPT_STEPS if args.steps is None else args.steps
         argv = nanogpt_command(nanogpt, steps, Path("{run_dir}"))
         commands.append(Command("nanogpt", argv, nanogpt, parse_nanogpt))
     if args.recipe == "baseline":
         argv = [sys.executable, str(ROOT / "scripts" / "trainer_recipe.py"), f"--data={data}"]
-        argv += [f"--steps={args.steps}"] if args.steps else []
+        argv += [f"--steps={args.steps}"] if args.steps is not None else []
         argv += shlex.split(args.trainer_args)
         commands.append(Command("hf_trainer", argv, ROOT, parse_trainer))
     argv = [sys.executable, "-m", "lmtrain.train", f"experiment={experiment}"]
     argv += [f"data.source.path={data}", "hydra.run.dir={run_dir}"]
     # The baseline as the issue timed it (CSV); the fast recipe with its W&B logger (offline).
     argv += ["logger=csv"] if args.recipe == "baseline" else []
-    argv += [f"trainer.max_steps={args.steps}"] if args.steps else []
+    argv += [f"trainer.max_steps={args.steps}"] if args.steps is not None else []
     commands.append(Command("lmtrain", [*argv, *extra], ROOT, parse_lmtrain))
 
     with tempfile.TemporaryDirectory(prefix="bench_recipe-") as tmp:

@@ -21,10 +21,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import hydra
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, SIZES, compose_config, machine, run_lightning
+from bench import (
+    ROOT,
+    SIZES,
+    check_out,
+    compose_config,
+    machine,
+    prepare_corpus,
+    read_corpus_from,
+    run_lightning,
+    timing_problems,
+)
 
 from lmtrain.utils.io import write_json
 
@@ -68,12 +76,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30, help="steps excluded from each run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per side per switch")
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
+    parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     args = parser.parse_args()
+    problems = timing_problems(args.steps, args.warmup, args.repeats)
+    unknown = [s for s in args.switches.split(",") if s not in SWITCHES]
+    if unknown:
+        problems.append(f"--switches: unknown {unknown}: pass some of {','.join(SWITCHES)}")
+    if problems:
+        parser.error("; ".join(problems))
+    check_out(args.out)
+    read_corpus_from(args.data)
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         base_cfg = compose_config(args.size, args.steps, Path(tmp) / "base", [])
-        hydra.utils.instantiate(base_cfg.data).prepare_data()  # tokenize outside the timing
+        prepare_corpus(base_cfg, args.data if args.size == "shakespeare_char" else None)
         for name in args.switches.split(","):
             runs: dict[str, list[float]] = {"baseline": [], "switched": []}
             for repeat in range(args.repeats):

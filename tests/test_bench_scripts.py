@@ -151,3 +151,170 @@ def test_help_shows_the_whole_description(name: str, tmp_path: Path) -> None:
     assert doc is not None and doc.count("\n\n") >= 1
     for paragraph in doc.strip().split("\n\n"):
         assert paragraph.strip() in out.stdout
+
+
+def assert_usage_error(result: subprocess.CompletedProcess[str], name: str, *fragments: str) -> str:
+    """argparse's refusal: exit 2, no traceback, its last line `<name>.py: error: ...` holding
+    every fragment; returns that line."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"{name}.py: error: "), result.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+# Bad numbers and names (args, fragments of the one line): each failed only after the work.
+BAD_ARGUMENTS = {
+    "bench": (
+        ["--warmup=0", "--steps=0", "--repeats=0", "--sizes=foo,shakespeare_char"],
+        ["--warmup 0: pass 1", "--steps 0 leaves no timed step", "--repeats 0", "['foo']"],
+    ),
+    "bench_switches": (
+        ["--switches=nope,tanh_gelu", "--repeats=0"],
+        ["--switches: unknown ['nope']", "--repeats 0: pass 1"],
+    ),
+    "bench_recipe": (["--steps=0", "--repeats=0"], ["--steps 0: pass 1", "--repeats 0: pass 1"]),
+    "bench_data": (["--sizes-mb", "0", "5", "--repeats=0"], ["--sizes-mb 0 5", "--repeats 0"]),
+    "bench_model_step": (["--steps=0"], ["--steps 0: pass 1"]),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
+def test_bad_numbers_and_names_are_refused_together_before_any_work(
+    name: str, tmp_path: Path
+) -> None:
+    args, fragments = BAD_ARGUMENTS[name]
+    out = tmp_path / "latest.json"
+    outs = [] if name == "bench_model_step" else [f"--out={out}"]
+    corpus = [f"--corpus-dir={tmp_path / 'corpora'}"] if name == "bench_data" else []
+    result = script(name, *args, *outs, *corpus, cwd=tmp_path)
+    assert_usage_error(result, name, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, nothing built
+
+
+def test_check_out_refuses_an_out_that_results_could_not_be_merged_into(tmp_path: Path) -> None:
+    """--out's folder must exist or be creatable and writable, and a file there must hold a JSON
+    object (the other benchmarks' results, merged into)."""
+    bench = load_script("bench")
+    bench.check_out(tmp_path / "new" / "deeper" / "latest.json")  # created when written
+    (tmp_path / "report.json").write_text('{"overhead_ratio": {}}')
+    bench.check_out(tmp_path / "report.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "broken.json").write_text("{oops")
+    (tmp_path / "file").write_text("")
+    refused = {
+        tmp_path: "is a folder",
+        tmp_path / "file" / "latest.json": f"{tmp_path / 'file'} is not a folder",
+        Path("/dev/null/latest.json"): "/dev/null is not a folder",
+        tmp_path / "list.json": "holds a JSON list, not an object",
+        tmp_path / "broken.json": "is not JSON (Expecting property name",
+    }
+    for out, fragment in refused.items():
+        with pytest.raises(SystemExit) as refusal:
+            bench.check_out(out)
+        assert str(refusal.value.code).startswith(f"error: --out {out}"), refusal.value.code
+        assert fragment in str(refusal.value.code)
+
+
+SMALL = {  # enough for the old scripts to finish in seconds, measuring before they wrote --out
+    "bench": ["--sizes=shakespeare_char", "--steps=2", "--warmup=1", "--repeats=1"],
+    "bench_switches": ["--switches=tanh_gelu", "--steps=2", "--warmup=1", "--repeats=1"],
+    "bench_recipe": ["--steps=1", "--repeats=1"],
+    "bench_data": ["--sizes-mb=1", "--repeats=1", "--sample-mb=0.2", "--vocab-size=300"],
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("bench", None, "/dev/null is not a folder"),
+        ("bench_switches", "{oops", "is not JSON"),
+        ("bench_recipe", "[1]", "holds a JSON list, not an object"),
+        ("bench_data", "folder", "is a folder"),
+    ],
+)
+def test_every_benchmark_refuses_a_bad_out_before_measuring(
+    name: str, content: str | None, fragment: str, tmp_path: Path
+) -> None:
+    play = write_play(tmp_path / "play.txt")
+    out = Path("/dev/null/latest.json") if content is None else tmp_path / "latest.json"
+    if content == "folder":
+        out.mkdir()
+    elif content is not None:
+        out.write_text(content)
+    args = [*SMALL[name], f"--out={out}"]
+    if name == "bench_data":
+        args.append(f"--corpus-dir={tmp_path / 'corpora'}")
+    else:
+        args.append(f"--data={play}")
+    if name == "bench_recipe":
+        args.append(f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}")
+    result = script(name, *args, cwd=tmp_path)
+    assert_one_line_error(result, f"--out {out}", fragment)
+    written = ["play.txt"] if content is None else ["latest.json", "play.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == written  # no token cache, no corpus
+    if content not in (None, "folder"):
+        assert out.read_text() == content  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("bench", "empty"), ("bench_switches", "binary"), ("bench_recipe", "short")]
+)
+def test_a_bad_data_file_is_one_error_line_naming_it(name: str, kind: str, tmp_path: Path) -> None:
+    """An empty, binary or too short --data: lmtrain's refusal, as one line naming --data,
+    before any run (bench_switches reads --data too, as `make bench DATA=...` passes it)."""
+    data = tmp_path / "input.txt"
+    data.write_bytes({"empty": b"", "binary": bytes(range(256)) * 8, "short": b"To be.\n"}[kind])
+    out = tmp_path / "latest.json"
+    args = [f"--data={data}", f"--out={out}", "--repeats=1"]
+    if name == "bench_recipe":
+        args += ["--steps=1", f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}"]
+    else:
+        args += ["--steps=2", "--warmup=1"]
+        args += ["--sizes=shakespeare_char"] if name == "bench" else ["--switches=tanh_gelu"]
+    result = script(name, *args, cwd=tmp_path)
+    reason = {"empty": "only empty files", "binary": "not UTF-8", "short": "fewer than"}[kind]
+    assert_one_line_error(result, f"error: --data {data}: ", reason)
+    assert not out.exists()
+
+
+def make(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    command = ["make", "--no-print-directory", "-f", str(SCRIPTS.parent / "Makefile"), *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def test_make_bench_passes_data_to_every_tiny_shakespeare_script_and_quotes_paths() -> None:
+    """`make bench DATA=...` ran bench_switches.py without --data, which then downloaded (or
+    failed offline); NANOGPT was passed unquoted."""
+    data, nanogpt = "/corpora/tiny shakespeare/input.txt", "/src/nano gpt"
+    result = make("-n", "bench", f"DATA={data}", f"NANOGPT={nanogpt}", cwd=SCRIPTS.parent)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "scripts/bench" in line]
+    for name in ("bench_recipe.py", "bench_recipe.py --recipe fast", "bench.py", "bench_switches"):
+        line = next(line for line in lines if f"scripts/{name}" in line)
+        assert f'--data "{data}"' in line, line
+    recipes = [line for line in lines if "scripts/bench_recipe.py" in line]
+    assert len(recipes) == 2 and all(f'--nanogpt "{nanogpt}"' in line for line in recipes)
+
+
+def test_make_clean_logs_deletes_run_folders_only(tmp_path: Path) -> None:
+    """It deleted logs/bench/latest.json (the benchmarks' results) and loose files too."""
+    for path in ("train/runs/1/metrics.json", "eval/multiruns/2/x", "bench/latest.json"):
+        (tmp_path / "logs" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "logs" / path).write_text("{}")
+    (tmp_path / "logs" / ".gitkeep").write_text("")
+    (tmp_path / "logs" / "notes.txt").write_text("mine")
+    result = make("clean-logs", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    kept = sorted(str(p.relative_to(tmp_path / "logs")) for p in (tmp_path / "logs").rglob("*"))
+    assert kept == [".gitkeep", "bench", "bench/latest.json", "notes.txt"]
+    help_line = next(
+        line
+        for line in make("help", cwd=SCRIPTS.parent).stdout.splitlines()
+        if "clean-logs" in line
+    )
+    assert "logs/bench" in help_line
