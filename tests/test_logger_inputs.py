@@ -83,6 +83,19 @@ def test_a_save_dir_whose_name_is_too_long_is_one_line_for_every_logger(
 
 
 @pytest.mark.parametrize("name", SAVE_DIR_LOGGERS)
+def test_a_save_dir_in_a_folder_that_refuses_new_ones_is_one_line_for_every_logger(
+    name: str, compose_cfg
+) -> None:
+    """/proc passes root's permission and read-only checks, and refuses a new folder even to
+    root: W&B moved its run to the temp folder (another user is refused by permissions)."""
+    save_dir = Path("/proc/lmtrain-logs")
+    message = refusal(compose_cfg, f"logger={name}", f"logger.{name}.save_dir={save_dir}")
+    assert message.startswith(f"logger.{name}.save_dir={save_dir} cannot be written to ("), message
+    reason = "refuses new folders (" if os.geteuid() == 0 else "is not writable by this user"
+    assert f"/proc {reason}" in message, message
+
+
+@pytest.mark.parametrize("name", SAVE_DIR_LOGGERS)
 def test_a_read_only_save_dir_is_one_line_for_every_logger(
     name: str, compose_cfg, read_only_dir: Path
 ) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -49,7 +50,7 @@ def folder_problem(folder: Path) -> str | None:
 
     The nearest part of the path that exists decides: a file there, or a folder that is on a
     read-only file system (which refuses even root, whom a permission check lets through) or
-    not writable by this user.
+    not writable by this user, or one that refuses a new folder all the same.
     """
     existing = folder.absolute()
     try:
@@ -63,6 +64,12 @@ def folder_problem(folder: Path) -> str | None:
         return err.strerror or str(err)
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"{existing} is not writable by this user"
+    # A folder that passes both checks and still refuses a new entry (/proc, /sys, some FUSE
+    # mounts): W&B then moved its run to the temp folder. Made and removed at once.
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".lmtrain-probe-", dir=existing))
+    except OSError as err:
+        return f"{existing} refuses new folders ({err.strerror or err})"
     return None
 
 
