@@ -151,6 +151,21 @@ def timing_problems(steps: int, warmup: int, repeats: int) -> list[str]:
     return problems
 
 
+def refuse_bad_arguments(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, flag: str, names: str, known: list
+) -> None:
+    """Before any work: one parser error naming every bad --steps, --warmup or --repeats and
+    every unknown name of `flag` (`names`, comma-separated); then --out and --data."""
+    problems = timing_problems(args.steps, args.warmup, args.repeats)
+    unknown = [name for name in names.split(",") if name not in known]
+    if unknown:
+        problems.append(f"{flag}: unknown {unknown}: pass some of {','.join(known)}")
+    if problems:
+        parser.error("; ".join(problems))
+    check_out(args.out)
+    read_corpus_from(args.data)
+
+
 def tokens_per_second(times: list[float], warmup: int, tokens_per_step: int) -> float:
     """Tokens/s from the end of step `warmup` to the end of the last (needs steps > warmup)."""
     timed = times[warmup - 1 :]
@@ -277,14 +292,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
-    problems = timing_problems(args.steps, args.warmup, args.repeats)
-    unknown = [s for s in args.sizes.split(",") if s not in SIZES]
-    if unknown:
-        problems.append(f"--sizes: unknown {unknown}: pass some of {','.join(SIZES)}")
-    if problems:
-        parser.error("; ".join(problems))
-    check_out(args.out)
-    read_corpus_from(args.data)
+    refuse_bad_arguments(parser, args, "--sizes", args.sizes, list(SIZES))
     os.environ.setdefault("WANDB_SILENT", "true")
     threads = args.threads or torch.get_num_threads()
 

@@ -25,13 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import (
     ROOT,
     SIZES,
-    check_out,
     compose_config,
     machine,
     prepare_corpus,
-    read_corpus_from,
+    refuse_bad_arguments,
     run_lightning,
-    timing_problems,
 )
 
 from lmtrain.utils.io import write_json
@@ -78,14 +76,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
     parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     args = parser.parse_args()
-    problems = timing_problems(args.steps, args.warmup, args.repeats)
-    unknown = [s for s in args.switches.split(",") if s not in SWITCHES]
-    if unknown:
-        problems.append(f"--switches: unknown {unknown}: pass some of {','.join(SWITCHES)}")
-    if problems:
-        parser.error("; ".join(problems))
-    check_out(args.out)
-    read_corpus_from(args.data)
+    refuse_bad_arguments(parser, args, "--switches", args.switches, list(SWITCHES))
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
