@@ -364,3 +364,24 @@ def test_the_train_loader_states_load_when_the_iterator_was_built_before_the_res
     resumed.fit(EpochBoundModel(), ckpt_path=half)
     assert StatefulLoader.loaded == [{"saved": True}]  # without the call: never loaded
     assert not resumed.fit_loop._combined_loader_states_to_load
+
+
+def test_the_rich_bar_ends_full_under_accumulation_and_after_a_resume(tmp_path) -> None:
+    """Lightning's total is the optimizer steps left, its count the micro-batches of the run so
+    far: 12/6 under accumulation of 2, and 6/3 after resuming at step 3 (seen 20/10)."""
+    ckpt = tmp_path / "step3.ckpt"
+    for max_steps, resume in ((3, None), (6, ckpt)):
+        bar = compat.StepsRichProgressBar()
+        trainer = tiny_trainer(
+            max_epochs=-1,
+            max_steps=max_steps,
+            accumulate_grad_batches=2,
+            enable_progress_bar=True,
+            callbacks=[bar],
+            limit_val_batches=0,
+        )
+        trainer.fit(BoringModel(), ckpt_path=resume)
+        (task,) = bar.progress.tasks
+        assert task.completed == task.total == max_steps * 2, (task.completed, task.total)
+        if resume is None:
+            trainer.save_checkpoint(ckpt)

@@ -111,7 +111,9 @@ class StepsRichProgressBar(RichProgressBar):
     `max_steps` ends the run). Other epoch limits read as Lightning writes them (`Epoch 0/2`).
 
     Buys: a bar that does not show a negative epoch count on every run. Public alternative:
-    none; the description comes from this private method alone.
+    none; the description comes from this private method alone. Its total (a public property)
+    is the micro-batches to `max_steps`, so the bar ends full under accumulation and after a
+    resume.
     """
 
     def _get_train_description(self, current_epoch: int) -> str:
@@ -119,6 +121,20 @@ class StepsRichProgressBar(RichProgressBar):
             return super()._get_train_description(current_epoch)
         width = len(self.validation_description)  # Lightning's padding, against flicker
         return f"{f'Epoch {current_epoch}':{width}}"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Public, overridden: when `max_steps` ends the run, the micro-batches the bar will
+        have counted by then. Lightning's total is the optimizer steps left, against a count of
+        micro-batches since the epoch began: 1200/600 under accumulation of 2, 20/10 after a
+        resume at step 10."""
+        trainer = self.trainer
+        if trainer.max_epochs != -1 or trainer.max_steps is None or trainer.max_steps <= 0:
+            return super().total_train_batches
+        steps_left = max(trainer.max_steps - trainer.global_step, 0)
+        # The rich bar counts the epoch's batch index, which a resumed run restores.
+        counted = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return counted + steps_left * trainer.accumulate_grad_batches
 
 
 def validation_follows(trainer: Trainer) -> bool:
