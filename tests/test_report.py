@@ -166,3 +166,16 @@ def test_read_only_sweep_is_one_line_that_suggests_out(tmp_path: Path) -> None:
         "writable folder>, or make the folder writable",
     )
     assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+
+
+def test_jobs_in_nested_folders_are_reported(tmp_path: Path) -> None:
+    """hydra.sweep.subdir=lr_${...}/seed_${seed} puts jobs two levels down; the report read
+    one level and found no job."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep / "lr_0.1", 0, {"val/loss": 2.0})
+    forge_job(sweep / "lr_0.2", 1, {"val/loss": 1.5})
+    jobs = report.read_jobs(sweep)
+    assert [(job.folder, job.status, job.value) for job in jobs] == [
+        (sweep / "lr_0.1" / "0", "ok", 2.0),
+        (sweep / "lr_0.2" / "1", "ok", 1.5),
+    ]

@@ -67,13 +67,16 @@ class Job:
 
 
 def job_folders(sweep_dir: Path) -> list[Path]:
-    """Folders with `.hydra/overrides.yaml`, and numbered ones beside them (damaged jobs)."""
+    """Folders with `.hydra/overrides.yaml` (at any depth), and numbered ones in the sweep
+    folder (damaged jobs)."""
     if not sweep_dir.is_dir():
         what = "is a file" if sweep_dir.exists() else "does not exist"
         raise LMTrainError(
             f"{str(sweep_dir)!r} {what}: pass a sweep folder, e.g. logs/train/multiruns/<time>"
         )
-    folders = {path.parent.parent for path in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    # Any depth: a hydra.sweep.subdir such as lr_${model.optimizer.lr}/seed_${seed} nests them.
+    folders = {path.parent.parent for path in sweep_dir.glob("**/.hydra/overrides.yaml")}
+    folders.discard(sweep_dir)  # not a job
     if not folders:
         raise LMTrainError(
             f"{str(sweep_dir)!r} holds no multirun jobs (no */.hydra/overrides.yaml): pass a "
