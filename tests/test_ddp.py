@@ -159,3 +159,18 @@ def test_torchrun_without_a_named_run_folder_is_refused(
         "error: torchrun starts each rank as its own Hydra run, each with its own run folder: "
         "pass hydra.run.dir=<folder> (the same for every rank and node)"
     ]
+
+
+def test_torchrun_without_a_named_run_folder_leaves_no_run_folder(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Refused before Hydra makes the run folder: every rank made one, left behind empty."""
+    torchrun = {"TORCHELASTIC_RUN_ID": "test", "WORLD_SIZE": "2"}  # as torchrun sets them
+    out = run_cli("train", *tiny_cli(tmp_path, data_dir, "trainer=ddp_cpu"), env=torchrun)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: torchrun starts each rank as its own Hydra run")
+    )
+    assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.log"))

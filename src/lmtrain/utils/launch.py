@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -79,21 +79,31 @@ def prepare_process(cfg: DictConfig) -> None:
             handler.close()
     refuse_nodes_no_one_starts(cfg)
     hydra_cfg = HydraConfig.get()
-    named = any(str(o).startswith("hydra.run.dir=") for o in hydra_cfg.overrides.hydra)
-    if hydra_cfg.mode != RunMode.MULTIRUN and not named:
-        if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            fail(
-                "torchrun starts each rank as its own Hydra run, each with its own run folder: "
-                "pass hydra.run.dir=<folder> (the same for every rank and node)"
-            )
-        if launched_across_nodes(cfg):
-            fail(
-                "Lightning's launcher on several nodes (NODE_RANK set, trainer.num_nodes="
-                f"{cfg.trainer.num_nodes}) starts each node as its own Hydra run: pass "
-                "hydra.run.dir=<a folder on storage every node shares> (the same on every node)"
-            )
+    refuse_run_folder_per_process(cfg, hydra_cfg.overrides.hydra, hydra_cfg.mode)
     hold_submitit_requeue(Path(cfg.paths.output_dir))
     resume_after_requeue(cfg)
+
+
+def refuse_run_folder_per_process(
+    cfg: DictConfig, hydra_overrides: Sequence[str], mode: RunMode | None
+) -> None:
+    """torchrun, and Lightning's launcher across nodes, start each process as its own Hydra
+    run, each of which would make its own run folder: require one named on the command line
+    (`hydra_overrides`: Hydra's own). Also called by ClaimRunFolder before Hydra makes one."""
+    named = any(str(o).startswith("hydra.run.dir=") for o in hydra_overrides)
+    if mode == RunMode.MULTIRUN or named:
+        return
+    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail(
+            "torchrun starts each rank as its own Hydra run, each with its own run folder: "
+            "pass hydra.run.dir=<folder> (the same for every rank and node)"
+        )
+    if launched_across_nodes(cfg):
+        fail(
+            "Lightning's launcher on several nodes (NODE_RANK set, trainer.num_nodes="
+            f"{cfg.trainer.num_nodes}) starts each node as its own Hydra run: pass "
+            "hydra.run.dir=<a folder on storage every node shares> (the same on every node)"
+        )
 
 
 def launched_across_nodes(cfg: DictConfig) -> bool:

@@ -31,6 +31,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
+from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
@@ -39,7 +40,11 @@ from omegaconf.errors import OmegaConfBaseException
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
 from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
-from lmtrain.utils.launch import refuse_nodes_no_one_starts, set_rank_from_node
+from lmtrain.utils.launch import (
+    refuse_nodes_no_one_starts,
+    refuse_run_folder_per_process,
+    set_rank_from_node,
+)
 
 LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -180,6 +185,7 @@ class ClaimRunFolder(HydraCallback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_nodes_no_one_starts(config)  # before the folder is made: nothing to leave behind
         set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
+        refuse_run_folder_per_process(config, config.hydra.overrides.hydra, RunMode.RUN)
         run_dir = Path(str(config.hydra.run.dir))
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
