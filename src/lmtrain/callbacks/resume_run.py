@@ -40,6 +40,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkpoint
+from lmtrain.utils.checks import Problems, check_run_references
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
@@ -62,10 +63,10 @@ class ResumeRun(HydraCallback):
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
         # Here, before Hydra makes a run folder for nothing (the config checks say it too).
-        if resume_value(config) == "":
-            fail("resume='' is empty: pass resume=<run folder> or latest, or leave it out")
-        if OmegaConf.select(config, "ckpt_path", throw_on_resolution_failure=False) == "":
-            fail("ckpt_path='' is empty: pass ckpt_path=<.ckpt> or last, or leave it out")
+        problems = Problems()
+        check_run_references(config, problems)
+        if problems.found:
+            fail(problems.found[0])
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:

@@ -194,6 +194,22 @@ def check_task_name(task_name: Any, problems: Problems) -> None:
         )
 
 
+# Keys that name the run to continue: an empty one (`resume=$RUN`, the variable unset) read as
+# none, and trained a new run.
+RUN_REFERENCES = (("resume", "<run folder> or latest"), ("ckpt_path", "<.ckpt> or last"))
+
+
+def check_run_references(config: Any, problems: Problems) -> None:
+    """`resume` and `ckpt_path` are left out or name something (`config`: a DictConfig; a value
+    that does not resolve is the config checks' to name)."""
+    from omegaconf import OmegaConf
+
+    for key, value in RUN_REFERENCES:
+        given = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+        if isinstance(given, str) and not given.strip():
+            problems.add(f"{key}={given!r} is empty: pass {key}={value}, or leave it out")
+
+
 def refuse_bad_task_name(config: Any) -> None:
     """Raise LMTrainError for a `task_name` that is not a folder name (see check_task_name)."""
     problems = Problems()

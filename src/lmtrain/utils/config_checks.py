@@ -19,7 +19,7 @@ from omegaconf.errors import InterpolationResolutionError
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.callback_checks import check_callbacks, check_tags
-from lmtrain.utils.checks import Problems, check_task_name
+from lmtrain.utils.checks import Problems, check_run_references, check_task_name
 from lmtrain.utils.config_keys import check_config_names, check_metric_names
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.target_checks import check_targets
@@ -82,10 +82,7 @@ def check_train_config(cfg: DictConfig) -> None:
         )
     # bool("no") is True: a yes/no setting that guards a run's files takes only true or false.
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
-    # `resume=$RUN` with the variable unset read as no resume, and trained a new run.
-    for key, value in (("resume", "<run folder> or latest"), ("ckpt_path", "<.ckpt> or last")):
-        if isinstance(cfg.get(key), str) and not cfg.get(key).strip():
-            problems.add(f"{key}={cfg.get(key)!r} is empty: pass {key}={value}, or leave it out")
+    check_run_references(cfg, problems)
     check_task_name(cfg.get("task_name"), problems)
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))

@@ -36,11 +36,9 @@ class JobRecord:
     why: str = ""
 
 
-def start_ledger(sweep_dir: Path) -> str:
+def start_ledger(sweep_dir: Path) -> None:
     """Give the sweep now starting in `sweep_dir` a new id, which its jobs' records carry."""
-    sweep_id = uuid.uuid4().hex
-    write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": sweep_id})
-    return sweep_id
+    write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": uuid.uuid4().hex})
 
 
 def current_sweep(sweep_dir: Path) -> str | None:

@@ -32,7 +32,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.redact import holds_secret, redact, redact_override
@@ -75,9 +75,10 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     # one (tags=[${oc.env:HF_TOKEN}]) would reach the run file that `wandb sync` uploads.
     for key in SHOWN_AS_GIVEN:
         value = kwargs.get(key, entry.get(key))
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
         if value is not None:
-            plain = OmegaConf.to_container(value, resolve=True) if is_config(value) else value
-            kwargs[key] = redact(plain)
+            kwargs[key] = redact(value)
     if run_cfg.get("trainer", {}).get("fast_dev_run") or kwargs.get("mode") == "disabled":
         return kwargs  # no W&B run (fast_dev_run: Lightning swaps every logger for a dummy)
     kwargs["id"] = run_id(Path(run_cfg.paths.output_dir), entry.get("id"), resuming)
@@ -86,10 +87,6 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
 
 # WandbLogger keywords W&B keeps as they are (the config goes through redact() elsewhere).
 SHOWN_AS_GIVEN = ("name", "group", "notes", "tags", "job_type")
-
-
-def is_config(value: Any) -> bool:
-    return isinstance(value, DictConfig | ListConfig)
 
 
 def mode_from_environment() -> dict[str, Any]:
