@@ -173,6 +173,11 @@ def assert_same_run(
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
     if tolerance == 0:  # the CSV logger's rows, each value as written, all of them kept
         ours, theirs = (csv_history(d, final_row_apart) for d in (run_dir, reference))
-        assert ours == theirs
+        apart = [
+            (k, ours.get(k), theirs.get(k))
+            for k in {*ours, *theirs}
+            if ours.get(k) != theirs.get(k)
+        ]
+        assert ours == theirs, f"CSV rows differ (step, resumed, uninterrupted): {apart[:5]}"
         # Row for row: no row logged twice (merged above, a repeat would not show).
         assert csv_rows(run_dir, final_row_apart) == csv_rows(reference, final_row_apart)
