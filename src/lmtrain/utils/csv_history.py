@@ -13,7 +13,12 @@ starts from no checkpoint keeps nothing, as Lightning's logger does.
 
 Lightning has no option for this (its `CSVLogger` either deletes the file or starts a
 `version_N` folder), hence the subclass; it uses only public API: the logger's `log_dir`,
-`experiment`, `log_metrics` and `finalize`, and its writer's `log_metrics` and `save`.
+`experiment`, `log_metrics`, `save` and `finalize`, and its writer's `log_metrics`, `save`,
+`metrics`, `metrics_keys` and `metrics_file_path`.
+
+Lightning's writer also rewrites the file in place (truncate, then write) when a row brings a
+new column, so a kill in that moment loses the rows before it; `save` here widens the header
+first with an atomic replace (`widen_header`).
 """
 
 from __future__ import annotations
@@ -104,6 +109,12 @@ class ResumableCSVLogger(CSVLogger):
 
     @override
     @rank_zero_only
+    def save(self) -> None:
+        widen_header(self.experiment)  # Lightning's writer then only appends
+        super().save()
+
+    @override
+    @rank_zero_only
     def log_hyperparams(self, params: Any = None, *args: Any, **kwargs: Any) -> None:
         """Lightning writes hparams.yaml at once; the earlier one is kept aside, for a resumed
         run refused before training starts (`finalize`)."""
@@ -136,7 +147,7 @@ class ResumableCSVLogger(CSVLogger):
             writer.log_metrics(row, step)
         last = max((step for step, _ in kept), default=None)
         self._in_flight = [(step, plain_row(row)) for step, row in kept if step == last]
-        writer.save()
+        self.save()
         self._aside.unlink(missing_ok=True)
         self.rows_written += len(kept)
         if kept:
@@ -218,6 +229,25 @@ class CSVBatchStarts(Callback):
         fields = [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
         whole = [f for f in fields if len(f) == 3 and all(map(str.isdigit, f))]
         return [(int(e), int(b), int(n)) for e, b, n in whole]
+
+
+def widen_header(writer: Any) -> None:
+    """Give metrics.csv the columns of the writer's pending rows by an atomic replace, and tell
+    the writer, so that its `save` appends instead of rewriting the file in place.
+
+    The columns and their order are the ones Lightning's writer would write (sorted)."""
+    new = set().union(*writer.metrics) - set(writer.metrics_keys)
+    path = Path(writer.metrics_file_path)
+    if not new or not path.is_file():
+        return
+    keys = sorted([*writer.metrics_keys, *new])
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    with atomic_write(path) as f:
+        out = csv.DictWriter(f, fieldnames=keys)
+        out.writeheader()
+        out.writerows(rows)
+    writer.metrics_keys[:] = keys
 
 
 def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]] | None:
