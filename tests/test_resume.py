@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from lmtrain.callbacks.samples import BLOCK_HEADER
 from lmtrain.data import TextDataModule
 from lmtrain.data.sampler import CHUNK, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
@@ -235,14 +236,16 @@ def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("fault", ["KillInFinalValidation", "KillAtFinalValidationEnd"])
 def test_run_killed_in_its_final_validation_resumes_to_the_same_metrics(
-    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path, fault: str
 ) -> None:
-    """Killed after training ended, as the final validation starts: the resumed run trains no
-    step, yet its metrics.json has the train metrics and the whole training time."""
+    """Killed after training ended, as the final validation starts or once it has sampled: the
+    resumed run trains no step, yet its metrics.json has the train metrics and the whole
+    training time, and its samples.txt the final weights' block once."""
     run_dir, log = tmp_path / "run", tmp_path / "train.out"
     command = train_command(corpus, data_dir, run_dir)
-    kill_there = "+callbacks.kill._target_=tests.helpers.faults.KillInFinalValidation"
+    kill_there = f"+callbacks.kill._target_=tests.helpers.faults.{fault}"
     assert start([*command, kill_there], log).wait(timeout=600) == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -255,6 +258,8 @@ def test_run_killed_in_its_final_validation_resumes_to_the_same_metrics(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train/loss", "tokens_seen"} <= metrics.keys()
     assert metrics["time/train_s"] >= totals["train_seconds"]
+    # The last validation's samples are of these weights: not written a second time.
+    assert samples_steps(run_dir) == samples_steps(reference)
 
 
 def test_a_run_resumed_in_mid_step_logs_each_steps_learning_rate_once(
@@ -300,3 +305,8 @@ def test_ckpt_path_last_in_another_commands_folder_names_that_command(
     assert_one_line_error(
         out, f"ckpt_path=last: {evaluated} is a folder of lmtrain.eval (eval.log), not a training"
     )
+
+
+def samples_steps(run_dir: Path) -> list[int]:
+    """The step of each block of the run's samples.txt, in file order."""
+    return [int(m[1]) for m in BLOCK_HEADER.finditer((run_dir / "samples.txt").read_text())]

@@ -147,6 +147,15 @@ class KillInFinalValidation(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class KillAtFinalValidationEnd(Callback):
+    """kill -9 of this process as `trainer.validate` after `trainer.fit` ends, once the callbacks
+    before this one (text samples) have done their part."""
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def write_marker(marker: Path, text: str) -> None:
     """Writes `marker` under a temporary name and renames it: a test that polls for the file
     never reads it empty (a plain write_text is seen between its open and its write)."""

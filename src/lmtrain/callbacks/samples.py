@@ -115,8 +115,10 @@ class TextSamples(L.Callback):
         standalone = trainer.state.fn == TrainerFn.VALIDATING
         if not standalone and (self._validations - 1) % self.every_n_val:
             return
-        if standalone and self._sampled_step == trainer.global_step:
-            return  # the in-training validation at this step sampled these weights
+        if standalone and trainer.global_step in (self._sampled_step, self._last_block_step()):
+            # These weights were sampled: by the in-training validation at this step, or by
+            # this run's final validation before a kill (the resumed run trains no step).
+            return
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
             return  # a diverged model has no distribution to sample from
@@ -183,6 +185,12 @@ class TextSamples(L.Callback):
             top_k=self.top_k,
         )
         return text[len(prompt) :]
+
+    def _last_block_step(self) -> int | None:
+        """The step of the file's last block (None: no file, or no block)."""
+        text = self.path.read_text() if self.path.is_file() else ""
+        steps = [int(match[1]) for match in BLOCK_HEADER.finditer(text)]
+        return steps[-1] if steps else None
 
     def _append(self, text: str) -> None:
         """Append by rewriting the whole file atomically (`atomic_write`): never half a file."""

@@ -32,6 +32,7 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
@@ -169,6 +170,9 @@ class CSVBatchStarts(Callback):
     no written line). The resumed run's first batch finds its line; a run killed before that
     batch keeps every row. First in the callback list, so that a batch start's own rows (the
     learning rate) count after its line.
+
+    The final validation (`trainer.validate` after `fit`) starts with a line `final <rows
+    written>`: a run killed in it resumes to train no batch, and keeps the rows before it.
     """
 
     def __init__(self, run_dir: str | Path | None = None) -> None:
@@ -176,16 +180,29 @@ class CSVBatchStarts(Callback):
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.logger: ResumableCSVLogger | None = None
         self.resumed = False  # a checkpoint was restored: the first batch decides what to keep
+        self.trained = False  # on_train_start was called (not for a run resumed at its end)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        found = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
-        self.logger = found[0] if found and stage == "fit" and trainer.is_global_zero else None
+        if stage == "fit":  # the final validation's setup keeps fit's logger
+            found = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
+            self.logger = found[0] if found and trainer.is_global_zero else None
+            self.trained = False
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Resumed from this run's own checkpoint (in its folder, or in its checkpoint callback's
-        # dirpath): another run's (a new run started from its weights, overwrite_run=true)
-        # keeps nothing of the earlier file. The run folder is not the logger's parent when
-        # `logger.csv.save_dir` is set elsewhere.
+        self.trained = True
+        self.resumed = self.own_checkpoint(trainer)
+        if self.logger is not None:
+            self.logger.training_started = True
+        if self.logger is not None and not self.resumed:
+            self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
+            self.path.unlink(missing_ok=True)
+
+    def own_checkpoint(self, trainer: Trainer) -> bool:
+        """Resumed from this run's own checkpoint (in its folder, or in its checkpoint
+        callback's dirpath): another run's (a new run started from its weights,
+        overwrite_run=true) keeps nothing of the earlier file. The run folder is not the
+        logger's parent when `logger.csv.save_dir` is set elsewhere. Asked once the checkpoint
+        is restored: FSDP restores after `on_fit_start`."""
         ckpt = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
         dirpaths = [getattr(c, "dirpath", None) for c in trainer.checkpoint_callbacks]
         own = [Path(dirpath) for dirpath in dirpaths if dirpath]
@@ -193,12 +210,7 @@ class CSVBatchStarts(Callback):
             own.append(self.run_dir)
         elif self.logger is not None:
             own.append(Path(self.logger.log_dir).parent)
-        self.resumed = ckpt is not None and any(f.resolve() in ckpt.parents for f in own)
-        if self.logger is not None:
-            self.logger.training_started = True
-        if self.logger is not None and not self.resumed:
-            self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
-            self.path.unlink(missing_ok=True)
+        return ckpt is not None and any(f.resolve() in ckpt.parents for f in own)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: Any, batch: Any, idx: int) -> None:
         logger = self.logger
@@ -215,6 +227,24 @@ class CSVBatchStarts(Callback):
         with self.path.open("a") as f:
             f.write(f"{here[0]} {here[1]} {logger.rows_written}\n")
 
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Resumed at the end of training, the run trained no batch (Lightning called no train
+        # hook); decided before Lightning finalizes the logger, which would keep every row.
+        if self.logger is not None and not self.trained and self.own_checkpoint(trainer):
+            self.logger.keep_rows(self.final_line())  # None: killed before it, keep all
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.logger is not None and trainer.state.fn == TrainerFn.VALIDATING:  # the final
+            with self.path.open("a") as f:
+                f.write(f"final {self.logger.rows_written}\n")
+
+    def final_line(self) -> int | None:
+        """The rows written before the first final validation began (None: it never began)."""
+        text = self.path.read_text() if self.path.is_file() else ""
+        lines = [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
+        found = [f[1] for f in lines if len(f) == 2 and f[0] == "final"]
+        return int(found[0]) if found and found[0].isascii() and found[0].isdigit() else None
+
     @property
     def path(self) -> Path:
         assert self.logger is not None
@@ -227,7 +257,7 @@ class CSVBatchStarts(Callback):
         except FileNotFoundError:
             return []
         fields = [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
-        whole = [f for f in fields if len(f) == 3 and all(map(str.isdigit, f))]
+        whole = [f for f in fields if len(f) == 3 and all(x.isascii() and x.isdigit() for x in f)]
         return [(int(e), int(b), int(n)) for e, b, n in whole]
 
 
@@ -263,7 +293,7 @@ def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]] | None:
     rows = []
     for row in csv.DictReader(io.StringIO(text, newline="")):
         step = row.pop("step", "")
-        if not step.lstrip("-").isdigit():
+        if not (step.isascii() and step.lstrip("-").isdigit()):
             continue  # not a row Lightning's writer wrote
         values = {k: number(v) for k, v in row.items() if k and v not in ("", None)}
         rows.append((int(step), values))
