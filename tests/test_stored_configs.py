@@ -99,6 +99,27 @@ def test_resume_refuses_a_checkpoint_folder_outside_the_run(tmp_path: Path, trai
     assert list(victim.iterdir()) == []
 
 
+@pytest.mark.parametrize("where", ["checkpoint filename", "logger name"])
+def test_resume_refuses_a_name_that_climbs_out_of_the_run_folder(
+    tmp_path: Path, trained: Path, where: str
+) -> None:
+    """Joined onto a folder inside the run, a saved checkpoint `filename` or logger `name`
+    with `..` wrote another run's last.ckpt, or over a folder elsewhere."""
+    victim = tmp_path / "other-run" / "checkpoints"
+    victim.mkdir(parents=True)
+    if where == "checkpoint filename":
+        key, value = "callbacks.model_checkpoint.filename", "../../other-run/checkpoints/last"
+        run = shared_copy(trained, tmp_path / "run", **{key: value})
+    else:
+        key, value = "logger.csv.name", "../other-run/checkpoints"
+        csv = {"_target_": "lmtrain.utils.csv_history.ResumableCSVLogger"}
+        csv |= {"save_dir": "${paths.output_dir}", "name": value, "version": ""}
+        run = shared_copy(trained, tmp_path / "run", **{"logger.csv": csv})
+    result = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    assert_one_line_error(result, f"sets {key}={value}, outside the run folder", f"++{key}=<name>")
+    assert list(victim.iterdir()) == []
+
+
 def test_resume_of_a_users_own_target_needs_it_typed_again(tmp_path: Path, trained: Path) -> None:
     """A target only the run's record names is refused; typed again, the run resumes."""
     mine = {"_target_": "lmtrain.callbacks.resume.ExactResume"}

@@ -17,8 +17,6 @@ from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
@@ -32,6 +30,7 @@ from lmtrain.models.checkpoint_contents import (
     check_same_tokenizer,
     check_same_windows,
     model_differences,
+    model_from_contents,
     tokenizer_from_files,
 )
 from lmtrain.models.checkpoint_paths import (
@@ -264,7 +263,7 @@ def checkpoint_tokenizer(path: str | Path) -> PreTrainedTokenizerBase | None:
     as every tool reads a checkpoint: a broken or crafted file stops here in one line."""
     extra = read_checkpoint_file(path).get(CHECKPOINT_KEY) or {}
     files = extra.get("tokenizer_files")
-    return tokenizer_from_files(files) if files else None
+    return tokenizer_from_files(files, path) if files else None
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -293,11 +292,7 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     if adapters:
         model = lora.model_from_checkpoint(adapters, state, path)
     else:
-        config_dict = dict(extra["hf_config"])
-        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(state)
-        model.eval()
+        model = model_from_contents(extra["hf_config"], state, path)
     info = {
         "global_step": checkpoint.get("global_step"),
         "tokens_seen": extra.get("tokens_seen"),
@@ -306,5 +301,8 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     if adapters:  # for the model card and lmtrain.json
         info["lora"] = adapters
     return LoadedModel(
-        model, tokenizer_from_files(extra["tokenizer_files"]), extra.get("run_config") or {}, info
+        model,
+        tokenizer_from_files(extra["tokenizer_files"], path),
+        extra.get("run_config") or {},
+        info,
     )

@@ -15,9 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, first_line
 
 # The entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
 CHECKPOINT_KEY = "lmtrain"
@@ -74,6 +80,29 @@ def check_contents(
     return dict(checkpoint)
 
 
+def model_from_contents(hf_config: Any, state: dict[str, Any], path: str | Path) -> PreTrainedModel:
+    """The HF causal LM a checkpoint's `hf_config` describes, with the weights `state`, in eval
+    mode; a config that builds no model, or weights of another shape, is one line."""
+    try:
+        config_dict = dict(hf_config)
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        model = AutoModelForCausalLM.from_config(config)
+    except Exception as err:  # a KeyError, TypeError or ValueError from a damaged entry
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r}: its {CHECKPOINT_KEY}.hf_config builds no model "
+            f"({type(err).__name__}: {first_line(err)}): {WRITTEN_BY}"
+        ) from None
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # torch's first line only says "Error(s) in loading ..."
+        lines = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r}: its weights do not fit its {CHECKPOINT_KEY}.hf_config "
+            f"({lines[0] if lines else first_line(err)}): {WRITTEN_BY}"
+        ) from None
+    return model.eval()
+
+
 def tokenizer_file_texts(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
     """The tokenizer as `save_pretrained` writes it, file name -> text (what checkpoints hold)."""
     with tempfile.TemporaryDirectory() as folder:
@@ -81,13 +110,36 @@ def tokenizer_file_texts(tokenizer: PreTrainedTokenizerBase) -> dict[str, str]:
         return {p.name: p.read_text() for p in Path(folder).iterdir() if p.is_file()}
 
 
-def tokenizer_from_files(files: dict[str, str]) -> PreTrainedTokenizerBase:
-    """Rebuild a tokenizer from the file contents `save_pretrained` wrote."""
+def tokenizer_from_files(files: Any, source: str | Path) -> PreTrainedTokenizerBase:
+    """Rebuild a tokenizer from the file contents `save_pretrained` wrote, as the checkpoint
+    `source` holds them.
+
+    The names come from a file on disk: each must be a plain file name, or writing it would
+    land outside the temporary folder (`../`, an absolute path)."""
+    problem = tokenizer_files_problem(files)
+    if problem is not None:
+        raise LMTrainError(
+            f"ckpt_path={str(source)!r}: its tokenizer files {problem}, so lmtrain.train did not "
+            f"write it as it is (altered by hand or by a tool?): {WRITTEN_BY}"
+        )
     with tempfile.TemporaryDirectory() as folder:
         for name, text in files.items():
             (Path(folder) / name).write_text(text)
         # Files from a checkpoint: an auto_map in them must not fetch and run code.
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+
+
+def tokenizer_files_problem(files: Any) -> str | None:
+    """What makes `files` no tokenizer's file names and texts (None: nothing)."""
+    if not isinstance(files, Mapping):
+        return f"are a {type(files).__name__}, not file names with their texts"
+    for name, text in files.items():
+        plain = isinstance(name, str) and name == Path(name).name and name not in ("", ".", "..")
+        if not plain or "\\" in name or "\0" in name:
+            return f"include {name!r}, not a plain file name"
+        if not isinstance(text, str):
+            return f"hold a {type(text).__name__} as {name!r}, not its text"
+    return None
 
 
 def check_same_tokenizer(
@@ -102,7 +154,7 @@ def check_same_tokenizer(
     may write differently."""
     if not saved_files or tokenizer is None:
         return
-    saved = tokenizer_from_files(saved_files)
+    saved = tokenizer_from_files(saved_files, ckpt_path)
     if saved.get_vocab() == tokenizer.get_vocab() and saved.eos_token_id == tokenizer.eos_token_id:
         return
     raise LMTrainError(

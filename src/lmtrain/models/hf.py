@@ -203,6 +203,13 @@ def context_length(config: PretrainedConfig) -> int | None:
 
 def check_context(config: PretrainedConfig, block_size: int) -> None:
     """Fail before training when the data windows are longer than the model can attend over."""
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        # From a command, the config checks refuse it first; from a checkpoint's run config,
+        # here (eval).
+        raise LMTrainError(
+            f"data.block_size={block_size!r} is not a positive whole number: pass "
+            "data.block_size=<tokens per window>"
+        )
     limit = context_length(config)
     if limit is not None and block_size > limit:
         raise LMTrainError(

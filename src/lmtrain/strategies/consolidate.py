@@ -58,6 +58,9 @@ def consolidate(
             f"{str(folder)!r} has a {SHARDED_META_FILE} that is not a dict: {NOT_OURS}"
         )
     entries = load_dcp_folder(folder)
+    for name, entry in entries.items():  # DCP keeps no empty entry: an optimizer not yet stepped
+        if name.startswith("optimizer_") and isinstance(entry, dict):
+            entry.setdefault("state", {})
     if "state_dict" in entries:
         checkpoint = one_device_layout(entries, meta)
     elif "model" in entries:

@@ -20,7 +20,7 @@ import io
 import pickle
 import re
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import IO, Any
 
 import torch
@@ -165,6 +165,15 @@ def read_dcp_metadata(stream: IO[bytes], path: str | Path) -> Metadata:
             f"ckpt_path={str(path)!r} holds a {type(metadata).__name__}, not DCP metadata: "
             f"{WRITTEN_BY}"
         )
+    # The reader joins each entry's file name onto the folder: `../x` or an absolute path
+    # would read a file outside it (DCP's own writers name plain files, `__0_0.distcp`).
+    for info in (getattr(metadata, "storage_data", None) or {}).values():
+        name = getattr(info, "relative_path", None)
+        if not isinstance(name, str) or name != PurePath(name).name or name in ("", ".", ".."):
+            raise LMTrainError(
+                f"ckpt_path={str(path)!r} names {name!r} as a file of its checkpoint, which is "
+                f"not a plain file name (crafted or damaged?): {WRITTEN_BY}"
+            )
     return metadata
 
 

@@ -7,8 +7,10 @@ the config search path the command composes from: `configs/`, `configs/local/`, 
 `hydra.searchpath` folder) or the user typed it on this command line. A `_target_` given
 positional `_args_` is accepted only where those configs (or the command line) do so too. For
 `resume=`, the folders the resumed run writes into (`dirpath`, `save_dir`, `export_dir`,
-`default_root_dir`, `paths.output_dir`) must be what the project's configs set there or lie inside
-the run folder: a saved config must not point the run's checkpoints at another run's last.ckpt.
+`default_root_dir`, `dir`, `paths.output_dir`) must be what the project's configs set there or lie
+inside the run folder, and the names joined onto them (a checkpoint's `filename`, a logger's
+`name`, `version`, `sub_dir`) must not climb out (`..`) or be absolute: a saved config must not
+point the run's checkpoints at another run's last.ckpt.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import functools
 import importlib.resources
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -29,7 +31,10 @@ from lmtrain.errors import LMTrainError
 # lmtrain's own configs (src/lmtrain/configs: a link to the project's configs/ in a checkout).
 PACKAGE_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # Keys of an instantiated node that name a folder the run writes into.
-WRITE_KEYS = ("dirpath", "save_dir", "export_dir", "default_root_dir")
+WRITE_KEYS = ("dirpath", "save_dir", "export_dir", "default_root_dir", "dir")
+# Keys of such a node whose value is joined onto that folder (a checkpoint's file name, a
+# logger's subfolders): a `..` or an absolute path in one writes outside it.
+PATH_PART_KEYS = ("filename", "name", "version", "sub_dir")
 SHOWN = 3  # offending keys named in the one-line refusal
 
 
@@ -90,7 +95,8 @@ def _named_in(folder: str) -> Allowed:
             targets.add(target)
             if "_args_" in node:
                 with_args.add(target)
-            writes.update((target, k, str(node[k])) for k in WRITE_KEYS if k in node)
+            keys = (*WRITE_KEYS, *PATH_PART_KEYS)
+            writes.update((target, k, str(node[k])) for k in keys if k in node)
     return Allowed(frozenset(targets), frozenset(with_args), frozenset(writes))
 
 
@@ -205,10 +211,12 @@ def check_resumed(value: str, resumed: DictConfig, command: DictConfig, folder: 
     outside = outside_writes(resumed, command, folder, allow, typed_keys)
     if outside:
         named = ", ".join(f"{key}={raw}" for key, raw in outside[:SHOWN])
+        first = outside[0][0]
+        value = "<name>" if first.endswith(PATH_PART_KEYS) else "<folder>"
         raise LMTrainError(
             f"{record} sets {named}, outside the run folder {folder} where no config of this "
-            "project writes: resume only runs you trust, or pass "
-            f"++{outside[0][0]}=<folder> on the command line"
+            f"project writes: resume only runs you trust, or pass ++{first}={value} on the "
+            "command line"
         )
 
 
@@ -264,5 +272,17 @@ def outside_writes(
             except Exception:  # an interpolation that does not resolve here
                 path = None
             if path is None or not (path == folder or folder in path.parents):
+                found.append((key, raw))
+        if not any(node.get(name) is not None for name in WRITE_KEYS):
+            continue  # no folder to join a path part onto
+        for name in PATH_PART_KEYS:
+            raw, key = node.get(name), f"{where}{name}"
+            if raw is None or (target, name, str(raw)) in allow.write_values or is_typed(key):
+                continue
+            try:
+                part = PurePath(str(OmegaConf.select(probe, key)))
+            except Exception:  # an interpolation that does not resolve here
+                part = PurePath("/")
+            if part.is_absolute() or ".." in part.parts or str(part).startswith("~"):
                 found.append((key, raw))
     return found
