@@ -179,3 +179,15 @@ def test_jobs_in_nested_folders_are_reported(tmp_path: Path) -> None:
         (sweep / "lr_0.1" / "0", "ok", 2.0),
         (sweep / "lr_0.2" / "1", "ok", 1.5),
     ]
+
+
+def test_a_huge_number_and_a_non_ascii_digit_folder_do_not_stop_the_report(tmp_path: Path) -> None:
+    """float() of a 400-digit whole number overflowed, and a folder named "²" passed
+    `str.isdigit` but not `int`: each ended the report in a traceback."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    huge = forge_job(sweep, 1, {"val/loss": 1.0}) / "metrics.json"
+    huge.write_text('{"val/loss": 1.5, "train/loss": 1' + "0" * 400 + "}")
+    (sweep / "²").mkdir()
+    report.main([str(sweep)])
+    assert report_rows(sweep) == [("1", "ok", "1.5"), ("0", "ok", "2")]

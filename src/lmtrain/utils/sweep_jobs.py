@@ -82,7 +82,12 @@ def job_folders(sweep_dir: Path) -> list[Path]:
             f"{str(sweep_dir)!r} holds no multirun jobs (no */.hydra/overrides.yaml): pass a "
             "sweep folder, e.g. logs/train/multiruns/<time>"
         )
-    return sorted(folders | {f for f in sweep_dir.iterdir() if f.name.isdigit() and f.is_dir()})
+    return sorted(folders | {f for f in sweep_dir.iterdir() if is_number(f.name) and f.is_dir()})
+
+
+def is_number(name: str) -> bool:
+    """A job folder's name: ASCII digits (`str.isdigit` takes "²", which `int` refuses)."""
+    return name.isascii() and name.isdigit()
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
@@ -125,10 +130,11 @@ def read_job(folder: Path, num: int) -> Job:
 
     overrides = load(".hydra/overrides.yaml", yaml.safe_load, list)
     config = load(".hydra/config.yaml", yaml.safe_load, dict)
-    metrics = load("metrics.json", json.loads, dict, needed=False)
+    # Whole numbers as floats: float() of a 400-digit one overflows, where parsing gives inf.
+    metrics = load("metrics.json", lambda text: json.loads(text, parse_int=float), dict, False)
     saved_hydra = load(".hydra/hydra.yaml", yaml.safe_load, dict, needed=False)
     job = Job(
-        num=int(folder.name) if folder.name.isdigit() else num,
+        num=int(folder.name) if is_number(folder.name) else num,
         folder=folder,
         overrides=parse_overrides(overrides),
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
