@@ -201,3 +201,26 @@ def test_a_search_that_its_stored_study_cannot_continue_is_one_line(
     study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=2.5))
     storage_line = f"hydra.sweeper.storage={storage}"
     refused(tmp_path, data_dir, *OPTUNA, storage_line, *change, fragments=fragments)
+
+
+def test_a_damaged_stored_study_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """A trial whose stored distribution Optuna cannot rebuild: its traceback came from inside
+    the sweeper."""
+    import sqlite3
+
+    import optuna
+    from optuna.distributions import LogUniformDistribution
+
+    db = tmp_path / "optuna.db"
+    study = optuna.create_study(study_name="train", storage=f"sqlite:///{db}")
+    space = {"model.optimizer.lr": LogUniformDistribution(1e-4, 1e-2)}
+    params = {"model.optimizer.lr": 1e-3}
+    study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=2.5))
+    with sqlite3.connect(db) as connection:
+        damaged = '{"name": "LogUniformDistribution", "attributes": {"lowx": 1}}'
+        connection.execute("UPDATE trial_params SET distribution_json = ?", (damaged,))
+    refused(
+        tmp_path, data_dir, *OPTUNA, f"hydra.sweeper.storage=sqlite:///{db}",
+        fragments=(f"study 'train' in hydra.sweeper.storage=sqlite:///{db} cannot be read",
+                   "another hydra.sweeper.study_name"),
+    )  # fmt: skip

@@ -49,7 +49,14 @@ def refuse_study_that_cannot_continue(sweeper: DictConfig, overrides: dict[str, 
             "another hydra.sweeper.study_name for a new study"
         )
     space = search_space(overrides)
-    for trial in study.get_trials(deepcopy=False):
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except Exception as err:  # a damaged row: Optuna's traceback came from inside the sweeper
+        raise LMTrainError(
+            f"the {shown} cannot be read ({type(err).__name__}: {first_line(err)}): pass another "
+            "hydra.sweeper.study_name or hydra.sweeper.storage for a new study"
+        ) from None
+    for trial in trials:
         for key, before in trial.distributions.items():
             if key not in space:
                 continue
