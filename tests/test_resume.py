@@ -14,6 +14,7 @@ import csv
 import json
 import random
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -223,16 +224,27 @@ def test_train_loader_draws_nothing_from_the_global_rng(tmp_path: Path) -> None:
 
 
 def test_atomic_checkpoint_io_keeps_the_old_file_when_a_save_fails(tmp_path: Path) -> None:
+    """A save that fails leaves the old file; a temporary file of a killed writer goes, and one
+    of a live writer stays (it used to be deleted, and that writer's rename then failed)."""
     path = tmp_path / "checkpoints" / "last.ckpt"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"global_step": 1}, path)
-    path.with_name(f".{path.name}.tmp-1").write_bytes(b"left by a killed run")
-    with pytest.raises(Exception):  # noqa: B017 - torch.save cannot pickle a lambda
-        io.save_checkpoint({"global_step": 2, "bad": lambda: None}, path)
-    assert io.load_checkpoint(path)["global_step"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+    killed = subprocess.Popen(["true"])
+    killed.wait()
+    path.with_name(f".{path.name}.tmp-{killed.pid}").write_bytes(b"left by a killed run")
+    with subprocess.Popen(["sleep", "60"]) as writer:
+        in_progress = path.with_name(f".{path.name}.tmp-{writer.pid}")
+        in_progress.write_bytes(b"another process's save in progress")
+        with pytest.raises(Exception):  # noqa: B017 - torch.save cannot pickle a lambda
+            io.save_checkpoint({"global_step": 2, "bad": lambda: None}, path)
+        assert io.load_checkpoint(path)["global_step"] == 1
+        assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+            ["last.ckpt", in_progress.name]
+        )
+        writer.kill()
     io.save_checkpoint({"global_step": 3}, path)
     assert io.load_checkpoint(path)["global_step"] == 3
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
 
 
 @pytest.mark.slow

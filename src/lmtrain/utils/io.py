@@ -5,8 +5,8 @@ a consolidated checkpoint) goes through `atomic_write`: the bytes go to a tempor
 same folder, are flushed and fsynced, and the file is renamed over the target with `os.replace`,
 which is atomic on POSIX file systems; the folder is fsynced too, so the rename survives a power
 cut. A failed write removes its temporary file; one left by a kill (`.<name>.tmp-<pid>`) is
-removed by the next write of that target. Files get the user's umask, as a plain `open()` would
-(Python's `tempfile` would make them 0600).
+removed by the next write of that target (one of a live process is its write in progress).
+Files get the user's umask, as a plain `open()` would (Python's `tempfile` would make them 0600).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from lmtrain.utils.locks import alive
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
@@ -28,7 +30,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        stale.unlink(missing_ok=True)  # left by a process killed mid-write
+        if not writer_alive(stale):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     tmp = temporary_path(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # 0666 less the umask
     try:
@@ -41,6 +44,15 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def writer_alive(temporary: Path) -> bool:
+    """Whether another live process of this host writes `temporary` now (its pid is in the
+    name): two processes writing one file each finish, and the last rename wins."""
+    pid = temporary.name.rpartition("-")[2]
+    if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid():
+        return False
+    return alive(int(pid))
 
 
 def temporary_path(target: Path) -> Path:
