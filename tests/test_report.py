@@ -7,6 +7,8 @@ import csv
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -191,3 +193,39 @@ def test_a_huge_number_and_a_non_ascii_digit_folder_do_not_stop_the_report(tmp_p
     (sweep / "²").mkdir()
     report.main([str(sweep)])
     assert report_rows(sweep) == [("1", "ok", "1.5"), ("0", "ok", "2")]
+
+
+def test_a_job_still_running_is_shown_as_running(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job whose folder a live process has locked (as `lmtrain.train` does while it runs)
+    was shown as failed, its metrics.json not written yet."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    running = forge_job(sweep, 1, {})
+    (running / "metrics.json").unlink()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(running / ".lock")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        report.main([str(sweep)])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert report_rows(sweep) == [("0", "ok", "2"), ("1", "running", "")]
+    assert "shown as running (the sweep is on)" in capsys.readouterr().err
+    assert "Job 1 is still running." in (sweep / "report.md").read_text()
+    report.main([str(sweep)])  # its process gone, the job failed
+    assert report_rows(sweep) == [("0", "ok", "2"), ("1", "failed", "")]
+
+
+# A process that holds a run folder's lock as lmtrain.train does, until killed.
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from lmtrain.utils import locks
+locks.acquire(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(300)
+"""

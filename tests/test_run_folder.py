@@ -101,6 +101,26 @@ def test_a_checkpoint_dirpath_holding_another_runs_checkpoints_is_refused(
     assert files_of(tmp_path / "run") == first
 
 
+def test_a_checkpoint_dirpath_a_live_run_holds_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    """Two runs started together with one dirpath outside their folders both found it empty,
+    then replaced each other's last.ckpt: rank 0 locks it for the run. Here this test process
+    holds it, as a run that has just started does."""
+    shared = tmp_path / "shared_checkpoints"
+    shared.mkdir()
+    cli = tiny_cli(tmp_path, data_dir, f"callbacks.model_checkpoint.dirpath={shared}")
+    release = locks.acquire(shared / ".lock")
+    try:
+        out = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'refused'}")
+        key = f"callbacks.model_checkpoint.dirpath={shared.resolve()}"
+        assert_one_line_error(out, f"{key} is in use by a live run (pid {os.getpid()} on host")
+        assert sorted(p.name for p in shared.iterdir()) == [".lock"]
+    finally:
+        release()
+    out = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'run'}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (shared / "last.ckpt").is_file()
+
+
 def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(
     tmp_path: Path, data_dir: Path
 ) -> None:

@@ -224,3 +224,24 @@ def test_a_damaged_stored_study_is_one_line(tmp_path: Path, data_dir: Path) -> N
         fragments=(f"study 'train' in hydra.sweeper.storage=sqlite:///{db} cannot be read",
                    "another hydra.sweeper.study_name"),
     )  # fmt: skip
+
+
+def test_a_sweep_folder_a_live_sweep_holds_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    """Two sweeps started together into one folder both passed the check for another sweep's
+    jobs (none yet), then wrote over each other's job records: the folder is locked for a
+    sweep's life. Here this test process holds it, as a sweep that has just started does."""
+    from lmtrain.utils import locks
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    release = locks.acquire(sweep / ".lock")
+    try:
+        cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+        out = run_cli("train", "-m", "seed=1,2", *cli, f"hydra.sweep.dir={sweep}")
+        assert_one_line_error(out, f"hydra.sweep.dir={sweep} is in use by a live sweep (pid ")
+        assert sorted(p.name for p in sweep.iterdir()) == [".lock"]  # no job, no ledger
+    finally:
+        release()
+    out = run_cli("train", "-m", "seed=1,2", *cli, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").is_file() and (sweep / "1" / "metrics.json").is_file()

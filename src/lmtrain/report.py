@@ -11,7 +11,8 @@ from the job's W&B run (its offline `.wandb` log, read with `wandb leet inspect`
 
 A job without metrics.json failed; one whose metric is NaN or infinite diverged; one with a file
 that cannot be read (a truncated metrics.json, no .hydra/config.yaml) is unreadable, with a warning:
-the other jobs are still reported. These sort last, in that order.
+the other jobs are still reported. These sort last, in that order, after the jobs still running
+(a live process holds the folder's lock: a report of a sweep that is not over).
 W&B stays the dashboard; this is the view that fits in a terminal, a pull request or an email.
 """
 
@@ -47,7 +48,7 @@ gc_pause.resume()
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
     """Finished jobs by their metric (best first), then diverged, failed and unreadable ones."""
-    order = {"ok": 0, "diverged": 1, "failed": 2, "unreadable": 3}
+    order = {"ok": 0, "diverged": 1, "running": 2, "failed": 3, "unreadable": 4}
 
     def key(job: Job) -> tuple[int, float, int]:
         value = job.value if job.status == "ok" else 0.0
@@ -127,7 +128,12 @@ def write_report(
         "",
         "Same in every job: "
         + (", ".join(f"`{k}={v}`" for k, v in tab.fixed.items()) or "nothing"),
-        *(f"\nJob {job.num} is unreadable: {job.problem}." for job in jobs if job.problem),
+        *(f"\nJob {job.num} is still running." for job in jobs if job.running),
+        *(
+            f"\nJob {job.num} is unreadable: {job.problem}."
+            for job in jobs
+            if job.problem and not job.running
+        ),
         "",
         f"![val/loss]({paths['png'].name})",
     ]

@@ -24,6 +24,7 @@ from pathlib import Path
 # What lockf raises on a file system without POSIX locks.
 NO_POSIX_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 OWNER_SUFFIX = ".owner"
+RUN_FOLDER_LOCK = ".lock"  # in a run's (or a sweep's) folder, held while it runs
 # Seconds between tries while waiting for an owner-file lock (POSIX locks wait in the kernel).
 POLL_S = 0.5
 
@@ -94,6 +95,28 @@ def _acquire_owner_file(path: Path, wait: bool) -> Release:
 
     atexit.register(release)
     return release
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether another live process holds the lock on `path`, asked without taking it: a shared
+    lock tried on a read-only descriptor (closed at once, which drops it), so the holder's file
+    is left as it is. Without POSIX locks, whether its owner file names a live process."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return True
+        if err.errno not in NO_POSIX_LOCKS:
+            return False
+        pid, host = read_owner(path.with_name(path.name + OWNER_SUFFIX))
+        return pid is not None and (host != socket.gethostname() or alive(pid))
+    finally:
+        os.close(fd)
+    return False
 
 
 def read_owner(path: Path) -> tuple[int | None, str | None]:

@@ -22,6 +22,7 @@ O_EXCL owner file where the file system has no POSIX locks).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -46,7 +47,8 @@ from lmtrain.utils.launch import (
     set_rank_from_node,
 )
 
-LOCK_FILE = ".lock"  # the file stays (removing it would let two runs lock two files)
+LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
+_dirpaths_held: list[Callable[[], None]] = []  # unlocks of this run's outside checkpoint folders
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
 # every rank is a Hydra run, and another rank may have written it into this run's folder first.
 RUN_RECORD = ("metrics.json", "csv/metrics.csv", "samples.txt")
@@ -127,22 +129,37 @@ def refuse_foreign_checkpoint_dirs(
     """Raise LMTrainError when a checkpoint callback's `dirpath` lies outside the run folder and
     already holds checkpoints this run does not resume from: its saves would replace another
     run's last.ckpt and best checkpoint (the run folder's own `checkpoints/` is
-    `claim_run_folder`'s to check)."""
+    `claim_run_folder`'s to check). Rank 0 then locks the folder for the run, and checks again:
+    two runs started together both found it empty, and wrote over each other's checkpoints."""
     own = Path(output_dir).resolve()
+    while _dirpaths_held:  # this process's previous run is over
+        _dirpaths_held.pop()()
     for dirpath in dirpaths:
         folder = Path(dirpath).expanduser().resolve()
-        if overwrite or folder == own or own in folder.parents:
+        if folder == own or own in folder.parents:
             continue
-        if ckpt_path is not None and folder in Path(ckpt_path).resolve().parents:
-            continue  # resuming from this folder's checkpoint
-        found = sorted(p.name for p in folder.glob("*.ckpt"))
-        if found:
-            raise LMTrainError(
-                f"callbacks.model_checkpoint.dirpath={folder} holds another run's checkpoints "
-                f"({', '.join(found[:3])}{' ...' if len(found) > 3 else ''}), which this run "
-                "would replace: pass a new dirpath (by default the run folder's checkpoints/), "
-                "resume from them with ckpt_path=<file there>, or overwrite_run=true"
-            )
+        refuse_checkpoints_in(folder, ckpt_path, overwrite)
+        if getattr(rank_zero_only, "rank", 0) == 0:
+            with contextlib.suppress(OSError):  # Lightning's first save names what is wrong
+                folder.mkdir(parents=True, exist_ok=True)
+                key = "callbacks.model_checkpoint.dirpath"
+                _dirpaths_held.append(lock_run_folder(folder, key))
+                refuse_checkpoints_in(folder, ckpt_path, overwrite)
+
+
+def refuse_checkpoints_in(folder: Path, ckpt_path: str | Path | None, overwrite: bool) -> None:
+    """Raise LMTrainError when the checkpoint folder `folder`, outside the run folder, holds
+    checkpoints the run does not resume from (and `overwrite` is off)."""
+    if overwrite or (ckpt_path is not None and folder in Path(ckpt_path).resolve().parents):
+        return  # replacing them is allowed, or resuming from this folder's checkpoint
+    found = sorted(p.name for p in folder.glob("*.ckpt"))
+    if found:
+        raise LMTrainError(
+            f"callbacks.model_checkpoint.dirpath={folder} holds another run's checkpoints "
+            f"({', '.join(found[:3])}{' ...' if len(found) > 3 else ''}), which this run "
+            "would replace: pass a new dirpath (by default the run folder's checkpoints/), "
+            "resume from them with ckpt_path=<file there>, or overwrite_run=true"
+        )
 
 
 def refuse_other_runs_record(folder: Path) -> None:
@@ -263,13 +280,16 @@ def existing_checkpoints(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in found]
 
 
-def lock_run_folder(folder: Path, key: str = "hydra.run.dir") -> Callable[[], None]:
-    """Lock `folder` for this process (`lmtrain.utils.locks`); return the function that unlocks."""
+def lock_run_folder(
+    folder: Path, key: str = "hydra.run.dir", what: str = "run"
+) -> Callable[[], None]:
+    """Lock `folder` for this process (`lmtrain.utils.locks`); return the function that unlocks.
+    `what` holds it: a run, or a sweep (its folder, beside its jobs' own locks)."""
     try:
         return locks.acquire(folder / LOCK_FILE)
     except locks.LockHeld as held:
-        stale = f" (if no run is left on {held.host}, delete {held.owner_file})"
+        stale = f" (if no {what} is left on {held.host}, delete {held.owner_file})"
         raise LMTrainError(
-            f"{key}={folder} is in use by a live run (pid {held.pid} on host "
+            f"{key}={folder} is in use by a live {what} (pid {held.pid} on host "
             f"{held.host}): wait for it or pass another {key}" + (stale if held.owner_file else "")
         ) from None

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils import locks
 from lmtrain.utils.sweep_ledger import failed_in, finished_in, folder_name, read_ledger
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
@@ -52,6 +53,7 @@ class Job:
     curve: list[tuple[float, float]] = field(default_factory=list)
     direction: str = ""  # hydra.sweeper.direction as the job saved it ("" if none)
     problem: str = ""
+    running: bool = False  # a live process holds its folder's lock
 
     @property
     def value(self) -> float:
@@ -59,6 +61,8 @@ class Job:
 
     @property
     def status(self) -> str:
+        if self.running:
+            return "running"
         if self.problem:
             return "unreadable"
         if not self.metrics:
@@ -142,8 +146,11 @@ def read_job(folder: Path, num: int) -> Job:
         wandb_id=load(RUN_ID_FILE, str.strip, str, needed=False),
         direction=str(dig(saved_hydra, "hydra", "sweeper", "direction") or "").lower(),
         problem="; ".join(problems),
+        running=locks.held_elsewhere(folder / locks.RUN_FOLDER_LOCK),
     )
-    if job.problem:
+    if job.running:
+        warn(f"job folder {folder}: a live process holds it: shown as running (the sweep is on)")
+    elif job.problem:
         warn(f"job folder {folder}: {job.problem}: shown as unreadable")
     try:
         job.curve = read_curve(folder)

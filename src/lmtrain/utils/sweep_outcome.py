@@ -7,12 +7,15 @@ Split from `lmtrain.utils.launch`, which runs each job: a failed job ends only i
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.checks import strict_bool
+from lmtrain.utils.run_folder import lock_run_folder, refuse_other_sweeps_jobs
 from lmtrain.utils.sweep_checks import (
     OPTUNA_RESULTS,
     file_stamp,
@@ -22,6 +25,8 @@ from lmtrain.utils.sweep_checks import (
 )
 from lmtrain.utils.sweep_ledger import folder_name, read_ledger, start_ledger
 from lmtrain.utils.task import fail
+
+_sweep_held: Callable[[], None] | None = None  # the unlock of this process's sweep folder
 
 
 class SweepOutcome(HydraCallback):
@@ -46,13 +51,24 @@ class SweepOutcome(HydraCallback):
         # First: Hydra turns an error of a check below into a warning, and the sweep runs on.
         sweep_dir = Path(str(config.hydra.sweep.dir))
         self.before = {path: file_stamp(path) for path in sweep_files(sweep_dir)}
+        overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
         try:
             refuse_sweep_that_cannot_start(config)
         except LMTrainError as err:
             fail(str(err))
-        except Exception:
-            start_ledger(sweep_dir)  # a check that broke is Hydra's warning: the sweep runs
+        except Exception:  # a check that broke is Hydra's warning: the sweep runs
+            self.claim(sweep_dir, overwrite)
             raise
+        self.claim(sweep_dir, overwrite)
+
+    @staticmethod
+    def claim(sweep_dir: Path, overwrite: bool) -> None:
+        """The sweep folder locked for this sweep (one line if another live sweep holds it),
+        and its ledger started."""
+        try:
+            claim_sweep_folder(sweep_dir.resolve(), overwrite)
+        except LMTrainError as err:
+            fail(str(err))
         start_ledger(sweep_dir)
 
     def written_now(self, path: Path) -> bool:
@@ -60,6 +76,7 @@ class SweepOutcome(HydraCallback):
         return path.is_file() and file_stamp(path) != self.before.get(path)
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
+        release_sweep_folder()  # every job has run
         sweep_dir = Path(str(config.hydra.sweep.dir))
         records = read_ledger(sweep_dir)
         recorded = {record.folder for record in records}
@@ -103,3 +120,34 @@ class SweepOutcome(HydraCallback):
                 file=sys.stderr,
                 flush=True,
             )
+
+
+def claim_sweep_folder(sweep_dir: Path, overwrite: bool) -> None:
+    """Lock `sweep_dir` for this sweep until it ends (`release_sweep_folder`), then refuse it if
+    it holds another sweep's jobs. `ClaimRunFolder` checks that first, before anything is
+    written; two sweeps started together both passed that check, and then wrote over each
+    other's job records and ledger. Under the lock one goes on, and the other is refused."""
+    global _sweep_held
+    release_sweep_folder()
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        _sweep_held = lock_run_folder(sweep_dir, "hydra.sweep.dir", what="sweep")
+    except OSError as err:  # under a file, read-only: Hydra would only trace back
+        raise LMTrainError(
+            f"hydra.sweep.dir={sweep_dir} cannot be created or written ({err.strerror}): pass a "
+            "writable hydra.sweep.dir"
+        ) from None
+    if not overwrite:
+        try:
+            refuse_other_sweeps_jobs(sweep_dir)
+        except LMTrainError:
+            release_sweep_folder()
+            raise
+
+
+def release_sweep_folder() -> None:
+    """Let go of the sweep folder this process holds, if any."""
+    global _sweep_held
+    if _sweep_held is not None:
+        _sweep_held()
+        _sweep_held = None
