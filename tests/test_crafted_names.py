@@ -25,6 +25,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
+from lmtrain.models.hf import check_context
 from lmtrain.strategies import consolidate
 from lmtrain.utils.safe_load import SafeFileSystemReader
 from tests.helpers import ROOT
@@ -133,3 +134,13 @@ def test_a_sharded_checkpoint_saved_before_the_first_step_consolidates(
     consolidated = torch.load(out, weights_only=True)
     assert consolidated["optimizer_states"][0]["state"] == {}
     assert consolidated["optimizer_states"][0]["param_groups"][0]["params"]
+
+
+def test_a_block_size_that_is_not_a_number_is_one_line() -> None:
+    """eval reads data.block_size from the checkpoint's run config: "abc" there raised a
+    TypeError from the comparison with the model's context."""
+    config = GPT2Config(n_positions=32)
+    for bad in ["abc", 0, True, 2.5]:
+        with pytest.raises(LMTrainError, match=r"block_size=.* is not a positive whole number"):
+            check_context(config, bad)
+    check_context(config, 32)
