@@ -141,3 +141,19 @@ def test_a_run_killed_between_its_samples_and_checkpoint_has_each_block_once(
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     steps = [step for step, _ in blocks(tmp_path / "reference" / "samples.txt")]
     assert [step for step, _ in blocks(run / "samples.txt")] == steps, steps
+
+
+def test_a_new_run_over_an_old_folder_samples_its_own_final_weights(
+    corpus: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """`overwrite_run=true` over a folder whose samples.txt ends with a block of the same step:
+    the new run's final validation is its only one, and it writes its own block (only a
+    resumed run's file can hold a block of its final weights already)."""
+    run_dir = tmp_path / "run"
+    train_with_samples(run_dir, data_dir, corpus, "logger=none")
+    before = blocks(run_dir / "samples.txt")
+    assert [step for step, _ in before] == [2, 4]
+    no_validation = ["trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null"]
+    again = ["overwrite_run=true", "seed=7", "logger=none", *no_validation]
+    train_with_samples(run_dir, data_dir, corpus, *again)
+    assert [step for step, _ in blocks(run_dir / "samples.txt")] == [2, 4, 4]

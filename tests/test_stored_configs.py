@@ -99,25 +99,42 @@ def test_resume_refuses_a_checkpoint_folder_outside_the_run(tmp_path: Path, trai
     assert list(victim.iterdir()) == []
 
 
-@pytest.mark.parametrize("where", ["checkpoint filename", "logger name"])
+CSV_LOGGER = {"_target_": "lmtrain.utils.csv_history.ResumableCSVLogger", "version": ""}
+
+
+@pytest.mark.parametrize("where", ["checkpoint filename", "filename field", "logger name"])
 def test_resume_refuses_a_name_that_climbs_out_of_the_run_folder(
     tmp_path: Path, trained: Path, where: str
 ) -> None:
     """Joined onto a folder inside the run, a saved checkpoint `filename` or logger `name`
-    with `..` wrote another run's last.ckpt, or over a folder elsewhere."""
+    with `..` wrote another run's last.ckpt, or over a folder elsewhere. Lightning formats a
+    filename's fields as `{0[<field>]}`: a `]` in one reads attributes, whose text held `.`."""
     victim = tmp_path / "other-run" / "checkpoints"
     victim.mkdir(parents=True)
+    key = "callbacks.model_checkpoint.filename"
     if where == "checkpoint filename":
-        key, value = "callbacks.model_checkpoint.filename", "../../other-run/checkpoints/last"
+        value = "../../other-run/checkpoints/last"
+        run = shared_copy(trained, tmp_path / "run", **{key: value})
+    elif where == "filename field":
+        value = "{epoch].__init__.__doc__[15}x/last"
         run = shared_copy(trained, tmp_path / "run", **{key: value})
     else:
         key, value = "logger.csv.name", "../other-run/checkpoints"
-        csv = {"_target_": "lmtrain.utils.csv_history.ResumableCSVLogger"}
-        csv |= {"save_dir": "${paths.output_dir}", "name": value, "version": ""}
+        csv = {**CSV_LOGGER, "save_dir": "${paths.output_dir}", "name": value}
         run = shared_copy(trained, tmp_path / "run", **{"logger.csv": csv})
     result = run_cli("train", f"resume={run}", "trainer.max_steps=6")
     assert_one_line_error(result, f"sets {key}={value}, outside the run folder", f"++{key}=<name>")
     assert list(victim.iterdir()) == []
+
+
+def test_resume_takes_a_logger_name_made_by_hydras_resolver(tmp_path: Path, trained: Path) -> None:
+    """`${hydra:job.name}` resolves only in a Hydra job: the check resolves it as the run will,
+    instead of refusing it as a name it cannot read."""
+    csv = {**CSV_LOGGER, "save_dir": "${paths.output_dir}", "name": "csv_${hydra:job.name}"}
+    run = shared_copy(trained, tmp_path / "run", **{"logger.csv": csv})
+    result = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "csv_train" / "metrics.csv").is_file()
 
 
 def test_resume_of_a_users_own_target_needs_it_typed_again(tmp_path: Path, trained: Path) -> None:

@@ -15,6 +15,7 @@ from lmtrain.utils import gc_pause
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import hydra
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
-from lmtrain.callbacks.ended_run import EndedRun, ended_metrics
+from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
 from lmtrain.callbacks.same_data import SameDataOnEveryRank
@@ -129,8 +130,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
     ended = EndedRun()  # a resumed run that had ended (EarlyStopping, max_steps) stays so
     callbacks.append(ended)
-    # logger=csv: the rows a resumed run keeps (first in the list).
-    callbacks.insert(0, CSVBatchStarts(run_dir=output_dir))
+    # logger=csv: the rows a resumed run keeps (first in the list); a run whose metrics.json
+    # reports its last step had ended whole, final validation included.
+    ended_whole = partial(reports_step, output_dir)
+    callbacks.insert(0, CSVBatchStarts(run_dir=output_dir, ended=ended_whole))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

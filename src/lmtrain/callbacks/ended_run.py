@@ -58,3 +58,8 @@ def ended_metrics(output_dir: Path, step: int) -> dict[str, float] | None:
     if not isinstance(metrics, dict) or metrics.get("trainer/global_step") != step:
         return None
     return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+
+
+def reports_step(output_dir: Path, trainer: Trainer) -> bool:
+    """Whether the run folder's metrics.json reports the trainer's step: the run ended whole."""
+    return ended_metrics(output_dir, trainer.global_step) is not None

@@ -78,6 +78,7 @@ class TextSamples(L.Callback):
         self._tables: dict[int, Any] = {}  # id(WandbLogger) -> its incremental wandb.Table
         self._validations = 0
         self._sampled_step: int | None = None  # the global step of the last block written
+        self._resumed = False  # fit restored a checkpoint (a new run's file is not its own)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse a prompt that could never be sampled, before the first step.
@@ -108,6 +109,9 @@ class TextSamples(L.Callback):
                 with atomic_write(self.path) as f:
                     f.write(kept)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._resumed = bool(trainer.ckpt_path)
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.prompts:
             return
@@ -115,9 +119,10 @@ class TextSamples(L.Callback):
         standalone = trainer.state.fn == TrainerFn.VALIDATING
         if not standalone and (self._validations - 1) % self.every_n_val:
             return
-        if standalone and trainer.global_step in (self._sampled_step, self._last_block_step()):
-            # These weights were sampled: by the in-training validation at this step, or by
-            # this run's final validation before a kill (the resumed run trains no step).
+        # These weights were sampled: by the in-training validation at this step, or, in a
+        # resumed run, by this run's final validation before a kill (it trains no step then).
+        sampled = {self._sampled_step, self._last_block_step() if self._resumed else None}
+        if standalone and trainer.global_step in sampled:
             return
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):

@@ -23,10 +23,9 @@ first with an atomic replace (`widen_header`).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
+from lmtrain.utils.csv_rows import plain_row, read_rows, widen_header
 from lmtrain.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -175,9 +175,16 @@ class CSVBatchStarts(Callback):
     written>`: a run killed in it resumes to train no batch, and keeps the rows before it.
     """
 
-    def __init__(self, run_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path | None = None,
+        ended: Callable[[Trainer], bool] | None = None,
+    ) -> None:
         # The run folder, whose own checkpoints continue the file (None: the logger's parent).
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # Whether a run resumed at its end had ended whole (its final validation reported): it
+        # validates no more, and keeps every row. None: never.
+        self.ended = ended
         self.logger: ResumableCSVLogger | None = None
         self.resumed = False  # a checkpoint was restored: the first batch decides what to keep
         self.trained = False  # on_train_start was called (not for a run resumed at its end)
@@ -230,7 +237,9 @@ class CSVBatchStarts(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Resumed at the end of training, the run trained no batch (Lightning called no train
         # hook); decided before Lightning finalizes the logger, which would keep every row.
-        if self.logger is not None and not self.trained and self.own_checkpoint(trainer):
+        if self.logger is None or self.trained or not self.own_checkpoint(trainer):
+            return
+        if self.ended is None or not self.ended(trainer):  # its final validation follows
             self.logger.keep_rows(self.final_line())  # None: killed before it, keep all
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -259,62 +268,3 @@ class CSVBatchStarts(Callback):
         fields = [line.split() for line in text.splitlines(keepends=True) if line.endswith("\n")]
         whole = [f for f in fields if len(f) == 3 and all(x.isascii() and x.isdigit() for x in f)]
         return [(int(e), int(b), int(n)) for e, b, n in whole]
-
-
-def widen_header(writer: Any) -> None:
-    """Give metrics.csv the columns of the writer's pending rows by an atomic replace, and tell
-    the writer, so that its `save` appends instead of rewriting the file in place.
-
-    The columns and their order are the ones Lightning's writer would write (sorted)."""
-    new = set().union(*writer.metrics) - set(writer.metrics_keys)
-    path = Path(writer.metrics_file_path)
-    if not new or not path.is_file():
-        return
-    keys = sorted([*writer.metrics_keys, *new])
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    with atomic_write(path) as f:
-        out = csv.DictWriter(f, fieldnames=keys)
-        out.writeheader()
-        out.writerows(rows)
-    writer.metrics_keys[:] = keys
-
-
-def read_rows(path: Path) -> list[tuple[int, dict[str, Any]]] | None:
-    """(step, values) of each row of a metrics.csv, numbers as numbers; None without a file.
-
-    Written back, an int or float read from text that `str` wrote is the same text, so kept rows
-    come out as they went in."""
-    if not path.is_file():
-        return None
-    text = path.read_text()
-    if not text.endswith("\n"):  # a kill in the middle of a write: drop the cut row
-        text = text[: text.rfind("\n") + 1]
-    rows = []
-    for row in csv.DictReader(io.StringIO(text, newline="")):
-        step = row.pop("step", "")
-        if not (step.isascii() and step.lstrip("-").isdigit()):
-            continue  # not a row Lightning's writer wrote
-        values = {k: number(v) for k, v in row.items() if k and v not in ("", None)}
-        rows.append((int(step), values))
-    return rows
-
-
-def number(text: str) -> int | float | str:
-    """`text` as the int or float that `str` wrote it from (metrics, epochs), else as it is."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
-def plain_row(metrics: dict[str, Any]) -> dict[str, Any]:
-    """A row's values as numbers (tensors as their item), to compare a row logged again with
-    the one read back from the file."""
-    row = {}
-    for key, value in metrics.items():
-        value = value.item() if hasattr(value, "item") else value
-        row[key] = float(value) if isinstance(value, int | float) else value
-    return row

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,9 @@ def refuse_foreign_checkpoint_dirs(
                 key = "callbacks.model_checkpoint.dirpath"
                 _dirpaths_held.append(lock_run_folder(folder, key))
                 refuse_checkpoints_in(folder, ckpt_path, overwrite)
+                if [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # only the lock: new
+                    message = f"Checkpoint directory {re.escape(str(folder))} exists and is not"
+                    warnings.filterwarnings("ignore", message=message)  # Lightning's, of the lock
 
 
 def refuse_checkpoints_in(folder: Path, ckpt_path: str | Path | None, overwrite: bool) -> None:

@@ -15,8 +15,10 @@ point the run's checkpoints at another run's last.ckpt.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.resources
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -35,6 +37,9 @@ WRITE_KEYS = ("dirpath", "save_dir", "export_dir", "default_root_dir", "dir")
 # Keys of such a node whose value is joined onto that folder (a checkpoint's file name, a
 # logger's subfolders): a `..` or an absolute path in one writes outside it.
 PATH_PART_KEYS = ("filename", "name", "version", "sub_dir")
+# A field of a checkpoint `filename` up to its format spec, as Lightning finds them: it formats
+# `{0[<field>]}`, so a `]` in one opens item and attribute access.
+NAME_FIELD = re.compile(r"\{([^:}]*)")
 SHOWN = 3  # offending keys named in the one-line refusal
 
 
@@ -280,9 +285,20 @@ def outside_writes(
             if raw is None or (target, name, str(raw)) in allow.write_values or is_typed(key):
                 continue
             try:
-                part = PurePath(str(OmegaConf.select(probe, key)))
+                value = str(resolved_as_run(probe, key, command))
             except Exception:  # an interpolation that does not resolve here
-                part = PurePath("/")
-            if part.is_absolute() or ".." in part.parts or str(part).startswith("~"):
+                value = "/"
+            part = PurePath(value)
+            if part.is_absolute() or ".." in part.parts or value.startswith("~"):
                 found.append((key, raw))
+            elif name == "filename" and any(set(f) & set("[]{") for f in NAME_FIELD.findall(value)):
+                found.append((key, raw))  # item or attribute access in a field makes any text
     return found
+
+
+def resolved_as_run(probe: DictConfig, key: str, command: DictConfig) -> Any:
+    """`key` of `probe`, resolved as the run will: `${hydra:...}` with this command's Hydra
+    config (Hydra sets it only once the job starts, after this check)."""
+    if not HydraConfig.initialized() and "hydra" in command:
+        HydraConfig.instance().set_config(copy.deepcopy(command))  # it marks `hydra` read-only
+    return OmegaConf.select(probe, key)
