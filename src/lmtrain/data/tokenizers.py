@@ -103,6 +103,14 @@ def check_tokenizer_config(config: Mapping[str, Any], problems: Problems) -> Non
         return
     if problems.choice("data.tokenizer.kind", config.get("kind"), KINDS):
         KINDS[config["kind"]].check(TokenizerSettings.from_config(config), problems)
+    name = config.get("name")
+    if config.get("kind") in ("char", "bpe") and name not in (None, ""):
+        # It trained its own tokenizer, and the run looked as if it used the named one.
+        problems.add(
+            f"data.tokenizer.name={name!r} is read only with data.tokenizer.kind=pretrained, "
+            f"and kind is {config['kind']}: add data.tokenizer.kind=pretrained to use it, or "
+            "leave name out"
+        )
 
 
 def _all_text(settings: TokenizerSettings, source: Source) -> Iterator[str]:

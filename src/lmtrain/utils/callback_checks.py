@@ -44,6 +44,14 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
     `every_n_train_steps` writes last.ckpt only, so with `save_last=false` it saved nothing."""
     every = entry.get("every_n_train_steps")
     problems.integer(f"{key}.every_n_train_steps", every, minimum=0, optional=True)
+    dirpath = entry.get("dirpath")
+    if "dirpath" in entry and (dirpath is None or not str(dirpath).strip()):
+        # Lightning then saves into the working directory (''), or under a logger's folder
+        # (null), where neither resume nor the other-run checks look.
+        problems.add(
+            f"{key}.dirpath={dirpath!r} names no folder: leave it as configured (the run "
+            "folder's checkpoints/), or pass a folder"
+        )
     problems.integer(f"{key}.save_top_k", entry.get("save_top_k", 1), minimum=-1)
     if isinstance(every, int) and every > 0 and entry.get("save_last") is False:
         problems.add(

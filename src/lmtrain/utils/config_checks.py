@@ -84,6 +84,7 @@ def check_train_config(cfg: DictConfig) -> None:
     problems.boolean("overwrite_run", cfg.get("overwrite_run", False))
     check_run_references(cfg, problems)
     check_task_name(cfg.get("task_name"), problems)
+    check_paths(cfg, problems)
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))
     check_data(data, problems)
@@ -96,6 +97,21 @@ def check_train_config(cfg: DictConfig) -> None:
     warn_foreign_tokenizer(model, data)
     if cfg.get("task_name") != "debug":  # debug=limit, overfit: short on purpose
         warn_long_warmup(trainer, model)
+
+
+def check_paths(cfg: DictConfig, problems: Problems) -> None:
+    """An empty folder in `paths`: the folders under it would be joined onto nothing, so
+    `paths.data_dir=''` put the token cache at `/cache`."""
+    for key in ("root_dir", "data_dir", "log_dir"):
+        try:
+            value = OmegaConf.select(cfg, f"paths.{key}")
+        except Exception:  # an interpolation only a job resolves: not empty
+            continue
+        if isinstance(value, str) and not value.strip():
+            problems.add(
+                f"paths.{key}='' names no folder (what goes under it would start at the file "
+                "system's root): leave it as configured, or pass a folder"
+            )
 
 
 def check_unset(cfg: DictConfig, problems: Problems) -> None:

@@ -197,7 +197,13 @@ def refuse_unwritable_save_dir(entry: DictConfig) -> None:
     without a tracking URI: MLFlowLogger checks it itself."""
     save_dir = entry.get("save_dir")
     if save_dir is not None and not is_mlflow_entry(entry):
-        refuse_unwritable_folder(save_dir, f"logger.{entry._key()}.save_dir")
+        key = f"logger.{entry._key()}.save_dir"
+        if not str(save_dir).strip():  # the working directory: a checkout, or another run's
+            raise LMTrainError(
+                f"{key}='' names no folder: leave it as configured (the run folder), or pass a "
+                "folder"
+            )
+        refuse_unwritable_folder(save_dir, key)
 
 
 def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
