@@ -61,6 +61,8 @@ from tests.helpers.corpora import write_corpus
             "global_batch_size=16 and trainer.accumulate_grad_batches=4 both set gradient",
         ),
         ("trainer.max_steps=0", "trainer.max_steps=0 trains nothing"),
+        ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 must be at"),
+        ("trainer.num_sanity_val_steps=abc", "trainer.num_sanity_val_steps='abc' is not a whole"),
         ("trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
         ("samples.top_k=0", "samples.top_k=0 must be at least 1"),
         ("samples.temperature=0", "samples.temperature=0 must be positive"),

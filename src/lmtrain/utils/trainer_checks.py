@@ -78,6 +78,11 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     problems.number(
         "trainer.gradient_clip_val", trainer.get("gradient_clip_val"), low=0, optional=True
     )
+    # Lightning divides by the one (0: ZeroDivisionError) and compares the other (abc: a
+    # TypeError), each in a traceback that named no key.
+    problems.integer("trainer.check_val_every_n_epoch", every_epochs, 1, optional=True)
+    sanity = trainer.get("num_sanity_val_steps")
+    problems.integer("trainer.num_sanity_val_steps", sanity, -1, optional=True)
 
 
 def check_something_trains(trainer: dict[str, Any], problems: Problems) -> None:
