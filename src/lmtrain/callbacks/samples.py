@@ -119,10 +119,7 @@ class TextSamples(L.Callback):
         standalone = trainer.state.fn == TrainerFn.VALIDATING
         if not standalone and (self._validations - 1) % self.every_n_val:
             return
-        # These weights were sampled: by the in-training validation at this step, or, in a
-        # resumed run, by this run's final validation before a kill (it trains no step then).
-        sampled = {self._sampled_step, self._last_block_step() if self._resumed else None}
-        if standalone and trainer.global_step in sampled:
+        if standalone and self._sampled(trainer.global_step):
             return
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
@@ -190,6 +187,12 @@ class TextSamples(L.Callback):
             top_k=self.top_k,
         )
         return text[len(prompt) :]
+
+    def _sampled(self, step: int) -> bool:
+        """Whether these weights were sampled: by the in-training validation at this step, or,
+        in a resumed run, by its final validation before a kill (it trains no step then). The
+        file is read for the final validation only."""
+        return step == self._sampled_step or (self._resumed and step == self._last_block_step())
 
     def _last_block_step(self) -> int | None:
         """The step of the file's last block (None: no file, or no block)."""
