@@ -27,12 +27,21 @@ from tests.helpers.killed_runs import (
 
 
 class RecordLastCheckpoint(Callback):
-    """Appends to `path` the step held by `<dirpath>/last.ckpt` before each training batch."""
+    """Appends to `path` the step held by `<dirpath>/last.ckpt` before each training batch and
+    when training ends, each time before the checkpoint callback's hook (Lightning runs
+    checkpoint callbacks last): a scheduled save is written at the start of the batch after
+    its step, so the last one shows at the end."""
 
     def __init__(self, dirpath: str, path: str) -> None:
         self.last, self.path = Path(dirpath) / "last.ckpt", Path(path)
 
     def on_train_batch_start(self, trainer: Trainer, *_: Any) -> None:
+        self.record()
+
+    def on_train_end(self, trainer: Trainer, *_: Any) -> None:
+        self.record()
+
+    def record(self) -> None:
         if self.last.exists():
             step = torch.load(self.last, map_location="cpu", weights_only=True)["global_step"]
             with self.path.open("a") as f:

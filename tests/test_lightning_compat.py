@@ -300,6 +300,49 @@ def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_
     assert stopped + resumed == uninterrupted
 
 
+class SaveAfterStepEndAndStop(L.Callback):
+    """Takes the loop's counters at step `step`'s end, saves `path` with them at the next hook
+    (the next batch's start, or the epoch's end), as StepScheduledCheckpoint writes its
+    scheduled last.ckpt, and stops there, as a kill right after the save would."""
+
+    def __init__(self, step: int, path: str) -> None:
+        self.step, self.path, self.counters = step, path, None
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step and not compat.accumulating(trainer):
+            self.counters = compat.step_end_counters(trainer)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.save_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, *args: object) -> None:
+        self.save_and_stop(trainer)
+
+    def save_and_stop(self, trainer: L.Trainer) -> None:
+        if self.counters is not None:
+            with compat.saving_as_at_step_end(trainer, self.counters):
+                trainer.save_checkpoint(self.path)
+            raise RuntimeError("stopped")
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_a_run_resumed_from_a_save_after_its_step_end_logs_as_uninterrupted(
+    tmp_path, step: int
+) -> None:
+    """Epochs of 5 micro-batches, 2 a step (steps of 2, 2, 1), a validation every 3: saved
+    after step 2 (at the next batch's start) or step 3 (at its epoch's end), once Lightning
+    has sent the step's row, then stopped and resumed: the same rows at the same steps,
+    validations after the same micro-batches."""
+    path = str(tmp_path / "stopped.ckpt")
+    schedule = {"accumulate_grad_batches": 2, "val_check_interval": 3, "limit_train_batches": 5}
+    stop = {"callbacks": [SaveAfterStepEndAndStop(step, path)]}
+    uninterrupted, stopped, resumed = stop_and_resume(
+        LoggingValidationModel(), path, schedule, stop
+    )
+    assert stopped + resumed == uninterrupted
+    assert stopped[-1] == (step - 1, ["epoch", "train/loss"])  # sent before the save
+
+
 def test_a_checkpoint_outside_dirpath_is_never_removed_whatever_its_path_says(tmp_path) -> None:
     """Lightning's own test keeps `..` (`Path.absolute()`): `<dirpath>/../../x` counts as a
     file in dirpath, and a crafted callback state made a resumed run delete it."""

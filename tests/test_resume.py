@@ -92,6 +92,26 @@ def test_run_killed_three_times_and_resumed_ends_as_an_uninterrupted_one(
 
 
 @pytest.mark.slow
+def test_run_killed_between_a_step_save_and_that_steps_log_keeps_the_steps_row(
+    tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
+) -> None:
+    """Lightning sends a step's metrics to the loggers after every `on_train_batch_end` hook,
+    and the step-scheduled last.ckpt was saved in one. Killed right after that save (a window
+    of a few milliseconds), the run wrote no row for that step, and its resume, which starts at
+    the next step, never logged it: the CSV lacked the step's train/loss (an intermittent
+    failure of the test above). Step 15 is saved on schedule (every 3), logged (every 5), and
+    ends an epoch: its save now comes as the next epoch's first batch starts."""
+    run_dir, log = tmp_path / "run", tmp_path / "train.out"
+    command = train_command(corpus, data_dir, run_dir)
+    kill_there = "trainer.plugins=[{_target_:tests.helpers.faults.KillAfterStepSave}]"
+    assert start([*command, kill_there], log).wait(timeout=600) == -signal.SIGKILL
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 15
+    finish([*command, "ckpt_path=last"], log)
+    assert_same_run(run_dir, reference)
+
+
+@pytest.mark.slow
 def test_kill_during_a_checkpoint_write_keeps_the_previous_checkpoint(
     tmp_path: Path, corpus: Path, data_dir: Path, reference: Path
 ) -> None:

@@ -8,6 +8,7 @@ this file is the only one to mend. Everything else in lmtrain uses public API on
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import posixpath
 from collections.abc import Callable, Iterator
@@ -204,6 +205,46 @@ def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
         for c, (ready, started, processed) in zip(counters, real, strict=True):
             c.ready, c.started, c.processed = ready, started, processed
         progress.is_last_batch = real_last
+
+
+def step_end_counters(trainer: Trainer) -> dict[str, Any]:
+    """The training loop's progress counters as they are now (from a callback's
+    `on_train_batch_end`), for `saving_as_at_step_end` to put back in a later save."""
+    fit_loop = trainer.fit_loop
+    return {
+        "batch": fit_loop.epoch_loop.batch_progress.state_dict(),
+        "epoch": fit_loop.epoch_progress.state_dict(),
+        "stepped": fit_loop.epoch_loop._batches_that_stepped,
+    }
+
+
+@contextlib.contextmanager
+def saving_as_at_step_end(trainer: Trainer, counters: dict[str, Any]) -> Iterator[None]:
+    """While inside, a checkpoint saved at the next training batch's start, or at the epoch's
+    end, holds the loop's counters as `counters` (`step_end_counters` from the step's last
+    `on_train_batch_end`): the checkpoint a save in that hook would have written.
+
+    Buys: StepScheduledCheckpoint writes its scheduled last.ckpt once Lightning has sent the
+    step's metrics to the loggers (it does after every `on_train_batch_end` hook: a kill between
+    a save there and the send lost the step's row), and the run resumes as from a save in that
+    hook, Lightning's restart for saves after a batch. In between, Lightning only counts the
+    batch completed and the step logged, and at an epoch's end the epoch processed. At the next
+    epoch's first batch it has also reset the validation loop's counters, so a step that ends
+    an epoch is saved at the epoch's end. Public alternative: none (the loop decides from these
+    counters alone). The real counters are back on exit.
+    """
+    fit_loop = trainer.fit_loop
+    batch, epoch = fit_loop.epoch_loop.batch_progress, fit_loop.epoch_progress
+    real = step_end_counters(trainer)
+    batch.load_state_dict(copy.deepcopy(counters["batch"]))
+    epoch.load_state_dict(copy.deepcopy(counters["epoch"]))
+    fit_loop.epoch_loop._batches_that_stepped = counters["stepped"]
+    try:
+        yield
+    finally:
+        batch.load_state_dict(real["batch"])
+        epoch.load_state_dict(real["epoch"])
+        fit_loop.epoch_loop._batches_that_stepped = real["stepped"]
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
   validation follows, so that a preemption stops exactly there.
 - `KillInFinalValidation` sends SIGKILL to its own process once training has ended, as the
   final validation on the whole val split starts.
+- `KillAfterStepSave` sends SIGKILL to its own process right after it saves last.ckpt at a
+  given step.
 - `PausingCheckpointIO` stops a run in the middle of a save of last.ckpt, between the write of
   the temporary file and its rename, for the test to kill it there.
 - `mounted_tmpfs` (tests/helpers/tmpfs.py) mounts a tmpfs (read-only, or small) for a test:
@@ -209,6 +211,24 @@ class KillAfterSave(AtomicCheckpointIO):
             if self.seen == self.nth:
                 os.kill(os.getpid(), signal.SIGKILL)
                 time.sleep(600)
+
+
+class KillAfterStepSave(AtomicCheckpointIO):
+    """Our atomic CheckpointIO that kill -9s its process right after it saves last.ckpt at
+    `step`, a step whose row the loggers write: Lightning sent that row after a save made at
+    the step's end, and a kill right there lost it."""
+
+    def __init__(self, step: int = 15) -> None:
+        super().__init__()
+        self.step = step
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        super().save_checkpoint(checkpoint, path, storage_options)
+        if Path(path).name.startswith("last") and checkpoint["global_step"] == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(600)
 
 
 class SlowTextFiles(TextFilesSource):

@@ -18,6 +18,13 @@ before and validates again. After every validation, and at the end of training, 
 holds the latest state (Lightning 2.6 writes it there only when top-k saved, or, at the end,
 when it saved nothing before). A run resumed with another `every_n_train_steps` keeps its
 top-k state.
+
+A scheduled last.ckpt is not written in the step's `on_train_batch_end`: Lightning sends the
+step's metrics to the loggers only after every hook of the batch has returned, so a kill between
+a save there and that send lost the step's row for good (the resume starts at the next step). It
+is written at the next hook after the send, the next training batch's start or the epoch's end,
+holding the loop's counters as they were in that `on_train_batch_end`
+(`saving_as_at_step_end`): the run resumes as from a save there.
 """
 
 from __future__ import annotations
@@ -38,7 +45,12 @@ from lmtrain.callbacks.checkpoint_state import (
     same_ranking,
     without_paths,
 )
-from lmtrain.lightning_compat import ContainedCheckpoint, validation_follows
+from lmtrain.lightning_compat import (
+    ContainedCheckpoint,
+    saving_as_at_step_end,
+    step_end_counters,
+    validation_follows,
+)
 
 
 class StepScheduledCheckpoint(ContainedCheckpoint):
@@ -60,6 +72,8 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         ).state_key
         self.last_every_n_steps = every_n_train_steps or 0
         self._last_written_step: int | None = None  # the step last.ckpt holds (here or Lightning's)
+        # A scheduled last.ckpt to write at the next hook: the loop's counters at the step's end.
+        self._due: dict[str, Any] | None = None
         self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
         self._missing: list[str] | None = None  # rank 0's missing best checkpoints, to forget
 
@@ -133,10 +147,26 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self._last_due(trainer):
-            # The same decision on every rank, as save_checkpoint (a collective under DDP and
-            # FSDP) needs: a step count, and the loop's own counters for the validation.
-            self._write_last(trainer)
+        # The same decision on every rank, as save_checkpoint (a collective under DDP and
+        # FSDP) needs: a step count, and the loop's own counters for the validation.
+        self._due = step_end_counters(trainer) if self._last_due(trainer) else None
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """The scheduled last.ckpt of the step before, in the same epoch, now that Lightning has
+        logged it; unless a validation came in between and wrote last.ckpt after it."""
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+        self._write_due(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """The scheduled last.ckpt of the epoch's (or the run's) last step, unless Lightning
+        saved here, or a validation after that step wrote it."""
+        saves = self._saves
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._saves != saves:
+            self._due = None
+        self._write_due(trainer)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         saves = self._saves
@@ -149,6 +179,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self._last_written_step = trainer.global_step
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._due = None  # not written at the epoch's end (fast_dev_run): written here
         if trainer.fast_dev_run:  # Lightning 2.6 would still write last.ckpt here
             return
         saves = self._saves
@@ -174,6 +205,13 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
             and not (trainer.fast_dev_run or trainer.sanity_checking)
             and not validation_follows(trainer)
         )
+
+    def _write_due(self, trainer: Trainer) -> None:
+        """The scheduled last.ckpt, if one is due, as of its step's end."""
+        due, self._due = self._due, None
+        if due is not None and trainer.global_step != self._last_written_step:
+            with saving_as_at_step_end(trainer, due):
+                self._write_last(trainer)
 
     def _write_last(self, trainer: Trainer) -> None:
         # The path as Lightning spells it: its next save of last.ckpt removes the previous one
