@@ -24,7 +24,7 @@ from lmtrain.utils.config_checks import (
     check_generate_config,
     check_train_config,
 )
-from lmtrain.utils.config_keys import TRAIN_KEYS
+from lmtrain.utils.config_keys import EVAL_KEYS, EXPORT_KEYS, GENERATE_KEYS, TRAIN_KEYS
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import fast_dev_run_cli, run_cli, tiny_cli
@@ -196,6 +196,36 @@ from tests.helpers.corpora import write_corpus
             """logger.wandb.tags='mytag' is not a list: pass 'logger.wandb.tags=["mytag"]'""",
         ),
         ("logger.wandb.tags=[a,2024]", "logger.wandb.tags[1]=2024 is not text"),
+        # Lightning's yes/no settings read `no` as true (the bar was drawn, weights-only saves
+        # made, W&B run offline); settings it compares or counts with only once it runs were
+        # TypeErrors there, naming no key.
+        ("trainer.enable_progress_bar=no", "trainer.enable_progress_bar='no' is not true or"),
+        ("trainer.deterministic=no", "trainer.deterministic='no' is not true or false"),
+        ("+trainer.min_steps=abc", "trainer.min_steps='abc' is not a whole number"),
+        ("+trainer.limit_test_batches=abc", "trainer.limit_test_batches='abc' is not a finite"),
+        ("+trainer.overfit_batches=2.0", "trainer.overfit_batches=2.0 is a share of an epoch"),
+        ("+trainer.fast_dev_run=abc", "trainer.fast_dev_run='abc' is neither true, false nor"),
+        ("callbacks.model_checkpoint.save_last=no", "model_checkpoint.save_last='no' is not true"),
+        ("+callbacks.model_checkpoint.every_n_epochs=abc", "every_n_epochs='abc' is not a whole"),
+        ("callbacks.model_checkpoint.mode=lowest", "model_checkpoint.mode='lowest' is unknown"),
+        (
+            "+callbacks.model_checkpoint.train_time_interval=30",
+            "model_checkpoint.train_time_interval=30 is not a time span: pass one as",
+        ),
+        (
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
+            " +callbacks.stop.monitor=val/loss +callbacks.stop.patience=abc",
+            "callbacks.stop.patience='abc' is not a whole number",
+        ),
+        (
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
+            " +callbacks.stop.monitor=val/loss +callbacks.stop.stopping_threshold=low",
+            "callbacks.stop.stopping_threshold='low' is not a finite number",
+        ),
+        ("logger=csv logger.csv.flush_logs_every_n_steps=0", "flush_logs_every_n_steps=0 must be"),
+        ("logger.wandb.offline=no", "logger.wandb.offline='no' is not true or false"),
+        ("+logger.wandb.mode=ofline", "logger.wandb.mode='ofline' is unknown: use one of online"),
+        ("logger=mlflow logger.mlflow.tags=abc", "logger.mlflow.tags='abc' is not a mapping"),
     ],
 )
 def test_each_bad_training_setting_names_itself(compose_cfg, override: str, fragment: str) -> None:
@@ -369,6 +399,57 @@ def test_train_keys_are_the_entry_configs_own(compose_cfg) -> None:
     assert composed == set(TRAIN_KEYS)
 
 
+ENTRY_KEYS = {"eval": EVAL_KEYS, "export": EXPORT_KEYS, "generate": GENERATE_KEYS}
+ENTRY_CHECKS = {
+    "eval": check_eval_config,
+    "export": check_export_config,
+    "generate": check_generate_config,
+}
+
+
+@pytest.mark.parametrize("name", ["eval", "export", "generate"])
+def test_the_other_entry_points_keys_are_their_configs_own(compose_cfg, name: str) -> None:
+    """EVAL_KEYS, EXPORT_KEYS and GENERATE_KEYS list what their configs compose (eval's data
+    group is empty unless chosen)."""
+    chosen = ["data=text_files"] if name == "eval" else []
+    assert set(compose_cfg(*chosen, name=name)) - {"hydra"} == set(ENTRY_KEYS[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "override", "fragment"),
+    [
+        # Each sat beside the real setting, which kept its default without a word.
+        ("generate", "+max_new_token=5", "max_new_token is not a setting of lmtrain.generate, so"),
+        ("eval", "+task=[hellaswag]", "task is not a setting of lmtrain.eval, so nothing would"),
+        ("export", "+verfy=false", "verfy is not a setting of lmtrain.export, so nothing would"),
+        # eval builds a Lightning Trainer too: its settings are checked as training's are.
+        ("eval", "trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
+        ("eval", "trainer.enable_progress_bar=no", "trainer.enable_progress_bar='no' is not"),
+    ],
+)
+def test_a_bad_setting_of_the_other_entry_points_is_named(
+    compose_cfg, name: str, override: str, fragment: str
+) -> None:
+    settings = ["ckpt_path=x.ckpt", *(["out_dir=x"] if name == "export" else []), override]
+    with pytest.raises(LMTrainError) as err:
+        ENTRY_CHECKS[name](compose_cfg(*settings, name=name))
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("entry", "override", "fragment"),
+    [
+        ("train", "logger=null", "pass logger=none (none at all), or one of csv, many, mlflow,"),
+        ("train", "callbacks=NULL", "callbacks=NULL: a config group takes the name of one of"),
+        ("generate", "+paths=null", "+paths=null: a config group takes the name of one of its"),
+        ("train", "model/optimizer=null", "null is none: pass one of adamw, muon"),
+    ],
+)
+def test_a_config_group_set_to_null_is_one_line(entry: str, override: str, fragment: str) -> None:
+    """`logger=null` was Hydra's ValueError with a traceback, before any lmtrain code ran."""
+    assert_one_line_error(run_cli(entry, override), fragment)
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
 def test_generate_on_mps_without_it_is_one_line() -> None:
     with pytest.raises(LMTrainError, match=r"device='mps' but this torch has no usable MPS"):
@@ -427,6 +508,17 @@ def test_a_top_level_setting_that_does_not_resolve_is_named(
         # Only W&B needs short texts: MLflow and CSV take numbers and long tags.
         ["logger=csv", "tags=[2024]"],
         ["logger=mlflow", f"tags=[{'x' * 65}]"],
+        # Lightning's other accepted forms of the settings checked above.
+        ["trainer.deterministic=warn", "+trainer.fast_dev_run=3", "+trainer.overfit_batches=0.5"],
+        ["callbacks.model_checkpoint.save_last=link", "+logger.wandb.mode=disabled"],
+        [
+            "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
+            "+callbacks.stop.monitor=val/loss",
+            "+callbacks.stop.min_delta=-0.01",
+            "+callbacks.stop.mode=max",
+            "+callbacks.model_checkpoint.train_time_interval={_target_:datetime.timedelta,"
+            "minutes:30}",
+        ],
     ],
 )
 def test_settings_next_to_the_refused_ones_still_pass(compose_cfg, overrides: list[str]) -> None:

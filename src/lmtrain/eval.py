@@ -24,6 +24,7 @@ from lmtrain.utils import gc_pause
 
 import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_pat
 from lmtrain.models.hf import check_context
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.config_checks import check_data, check_eval_config, plain
+from lmtrain.utils.group_overrides import refuse_null_groups
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
 from lmtrain.utils.stored_targets import check_stored_data
@@ -295,5 +297,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
     with gc_pause.without_final_gc():
         main()

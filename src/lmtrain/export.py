@@ -26,6 +26,7 @@ from lmtrain.utils import gc_pause
 # isort: split
 
 import logging
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint, scrub
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.config_checks import check_export_config, check_samples, plain
 from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
+from lmtrain.utils.group_overrides import refuse_null_groups
 from lmtrain.utils.task import task_wrapper
 
 gc_pause.resume()
@@ -137,5 +139,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
     with gc_pause.without_final_gc():
         main()

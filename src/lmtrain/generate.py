@@ -28,6 +28,7 @@ from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.generation import generate_text, prompt_problem, quote
 from lmtrain.models.hf import context_length
 from lmtrain.utils.config_checks import check_generate_config
+from lmtrain.utils.group_overrides import refuse_null_groups
 from lmtrain.utils.task import task_wrapper
 
 gc_pause.resume()
@@ -111,5 +112,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
     with gc_pause.without_final_gc():
         main()

@@ -14,6 +14,7 @@ from lmtrain.utils import gc_pause
 # isort: split
 
 import logging
+import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,7 @@ from lmtrain.models.hf import check_context, count_parameters
 from lmtrain.models.pretrained_overrides import check_pretrained_overrides
 from lmtrain.utils.config_checks import check_train_config
 from lmtrain.utils.csv_history import CSVBatchStarts
+from lmtrain.utils.group_overrides import refuse_null_groups
 from lmtrain.utils.instantiate import (
     instantiate_callbacks,
     instantiate_loggers,
@@ -234,5 +236,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
     with gc_pause.without_final_gc():
         main()

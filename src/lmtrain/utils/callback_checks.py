@@ -1,4 +1,4 @@
-"""The settings lmtrain's own callbacks read only once training runs, and the run's `tags`,
+"""The settings callbacks and loggers read only once training runs, and the run's `tags`,
 checked before work starts.
 
 A bad one was found late, or never: `callbacks.throughput.available_flops=abc` a traceback after
@@ -17,6 +17,34 @@ from lmtrain.utils.checks import Problems
 CHECKPOINT = "lmtrain.callbacks.checkpoint.StepScheduledCheckpoint"
 THROUGHPUT = "lmtrain.callbacks.throughput.TokenThroughputMonitor"
 TEXT_SAMPLES = "lmtrain.callbacks.samples.TextSamples"
+EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"
+CSV_LOGGERS = (
+    "lmtrain.utils.csv_history.ResumableCSVLogger",
+    "lightning.pytorch.loggers.CSVLogger",
+)
+MLFLOW_LOGGERS = (
+    "lmtrain.utils.logger_runs.MLFlowLogger",
+    "lightning.pytorch.loggers.MLFlowLogger",
+)
+# The modes wandb.init takes (wandb.sdk.wandb_settings: `mode`).
+WANDB_MODES = ("online", "offline", "disabled", "shared", "dryrun", "run")
+# Yes/no settings of the checkpoint callback and of EarlyStopping, which Lightning reads as
+# Python truth (`save_weights_only=no` saved weights only).
+CHECKPOINT_SWITCHES = (
+    "save_weights_only",
+    "auto_insert_metric_name",
+    "enable_version_counter",
+    "save_on_exception",
+    "save_on_train_epoch_end",
+    "verbose",
+)
+EARLY_STOPPING_SWITCHES = (
+    "check_finite",
+    "strict",
+    "verbose",
+    "log_rank_zero_only",
+    "check_on_train_epoch_end",
+)
 # W&B refuses a tag that is empty or longer than this (wandb_settings.validate_run_tags).
 TAG_MAX_CHARS = 64
 
@@ -29,6 +57,8 @@ def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
         key, target = f"callbacks.{name}", entry.get("_target_")
         if target == CHECKPOINT:
             check_checkpoint_schedule(key, entry, problems)
+        elif target == EARLY_STOPPING:
+            check_early_stopping(key, entry, problems)
         elif target == THROUGHPUT:
             flops = entry.get("available_flops")
             problems.number(f"{key}.available_flops", flops, low=0, low_open=True, optional=True)
@@ -53,11 +83,60 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
             "folder's checkpoints/), or pass a folder"
         )
     problems.integer(f"{key}.save_top_k", entry.get("save_top_k", 1), minimum=-1)
+    problems.integer(f"{key}.every_n_epochs", entry.get("every_n_epochs"), 0, optional=True)
+    problems.choice(f"{key}.mode", entry.get("mode", "min"), ("min", "max"))
+    save_last = entry.get("save_last")
+    if save_last not in (None, "link"):  # Lightning's "link": last.ckpt a link to the latest
+        problems.boolean(f"{key}.save_last", save_last)
+    for switch in CHECKPOINT_SWITCHES:
+        if entry.get(switch) is not None:
+            problems.boolean(f"{key}.{switch}", entry[switch])
+    interval = entry.get("train_time_interval")
+    if interval is not None and not (isinstance(interval, Mapping) and "_target_" in interval):
+        # Lightning calls its total_seconds() at the first batch (an AttributeError).
+        problems.add(
+            f"{key}.train_time_interval={interval!r} is not a time span: pass one as "
+            f"'{key}.train_time_interval={{_target_:datetime.timedelta,minutes:30}}', or null"
+        )
     if isinstance(every, int) and every > 0 and entry.get("save_last") is False:
         problems.add(
             f"{key}.every_n_train_steps={every} writes last.ckpt, which {key}.save_last=false "
             "turns off, so nothing would be saved on that schedule: pass save_last=true, or "
             "drop every_n_train_steps"
+        )
+
+
+def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
+    """Lightning's EarlyStopping compares these only at the first validation (`patience=abc` a
+    TypeError there, after minutes of training), and reads its yes/no settings as truth."""
+    problems.integer(f"{key}.patience", entry.get("patience", 3), 0)
+    problems.number(f"{key}.min_delta", entry.get("min_delta", 0.0))
+    for threshold in ("stopping_threshold", "divergence_threshold"):
+        problems.number(f"{key}.{threshold}", entry.get(threshold), optional=True)
+    problems.choice(f"{key}.mode", entry.get("mode", "min"), ("min", "max"))
+    for switch in EARLY_STOPPING_SWITCHES:
+        if entry.get(switch) is not None:
+            problems.boolean(f"{key}.{switch}", entry[switch])
+
+
+def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb: bool) -> None:
+    """`logger.<name>.*` settings its logger reads only once it runs: the CSV writer divides by
+    `flush_logs_every_n_steps` (0: ZeroDivisionError at the first row), W&B refused a mode it
+    does not know in a traceback, and read `offline=no` as offline; MLflow iterated over a
+    string of tags. `wandb`: the entry is a W&B logger's (`is_wandb_entry`)."""
+    key, target = f"logger.{name}", entry.get("_target_")
+    if target in CSV_LOGGERS:
+        flush = entry.get("flush_logs_every_n_steps", 100)
+        problems.integer(f"{key}.flush_logs_every_n_steps", flush, 1)
+    if wandb:
+        problems.boolean(f"{key}.offline", entry.get("offline", False))
+        if entry.get("mode") is not None:
+            problems.choice(f"{key}.mode", entry["mode"], WANDB_MODES)
+    tags = entry.get("tags")
+    if target in MLFLOW_LOGGERS and tags is not None and not isinstance(tags, Mapping):
+        problems.add(
+            f"{key}.tags={tags!r} is not a mapping of tag names to values: pass "
+            f"'{key}.tags={{team:nlp}}' (the run's tags list goes in `tags`)"
         )
 
 

@@ -18,9 +18,16 @@ from omegaconf.errors import InterpolationResolutionError
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.callback_checks import check_callbacks, check_tags
+from lmtrain.utils.callback_checks import check_callbacks, check_logger, check_tags
 from lmtrain.utils.checks import Problems, check_run_references, check_task_name
-from lmtrain.utils.config_keys import check_config_names, check_metric_names
+from lmtrain.utils.config_keys import (
+    EVAL_KEYS,
+    EXPORT_KEYS,
+    GENERATE_KEYS,
+    check_config_names,
+    check_metric_names,
+    check_top_level_keys,
+)
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
@@ -69,8 +76,11 @@ def check_train_config(cfg: DictConfig) -> None:
     tags = OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags
     wandb = any(isinstance(e, Mapping) and is_wandb_entry(e) for e in loggers.values())
     check_tags(tags, problems, wandb)
-    for name, entry in loggers.items():  # a W&B logger's own tags, set apart from `tags`
-        if isinstance(entry, Mapping) and is_wandb_entry(entry) and entry.get("tags") != tags:
+    for name, entry in loggers.items():
+        if not isinstance(entry, Mapping):
+            continue
+        check_logger(name, entry, problems, is_wandb_entry(entry))
+        if is_wandb_entry(entry) and entry.get("tags") != tags:  # its own, apart from `tags`
             check_tags(entry.get("tags"), problems, True, f"logger.{name}.tags")
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("global_batch_size", cfg.get("global_batch_size"), 1, optional=True)
@@ -152,7 +162,10 @@ def source_path_hint(target: Any) -> str:
 def check_eval_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
+    check_top_level_keys(cfg, problems, EVAL_KEYS, "lmtrain.eval")
     check_task_name(cfg.get("task_name", "eval"), problems)  # configs/eval.yaml's, if none
+    if cfg.get("trainer") is not None:  # precision, devices, yes/no settings: as for training
+        check_trainer(plain(cfg.trainer), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer
@@ -164,6 +177,7 @@ def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> No
     generation checks), which the caller raises together, so that one command names them all."""
     found = problems if problems is not None else Problems()
     check_unset(cfg, found)
+    check_top_level_keys(cfg, found, EXPORT_KEYS, "lmtrain.export")
     check_task_name(cfg.get("task_name", "export"), found)
     found.boolean("overwrite", cfg.get("overwrite", False))
     found.boolean("verify", cfg.get("verify", True))
@@ -175,6 +189,7 @@ def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> No
 def check_generate_config(cfg: DictConfig) -> None:
     problems = Problems()
     check_unset(cfg, problems)
+    check_top_level_keys(cfg, problems, GENERATE_KEYS, "lmtrain.generate")
     check_task_name(cfg.get("task_name", "generate"), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("num_samples", cfg.get("num_samples"), 1)

@@ -47,6 +47,52 @@ TRAIN_KEYS = (
     "trainer",
     "paths",
 )
+# The keys configs/eval.yaml, export.yaml and generate.yaml compose (their groups included).
+EVAL_KEYS = (
+    "task_name",
+    "ckpt_path",
+    "seed",
+    "tags",
+    "tasks",
+    "num_fewshot",
+    "limit",
+    "batch_size",
+    "max_length",
+    "include_path",
+    "data",
+    "trainer",
+    "logger",
+    "paths",
+)
+EXPORT_KEYS = (
+    "task_name",
+    "ckpt_path",
+    "out_dir",
+    "overwrite",
+    "verify",
+    "merge",
+    "generation",
+    "model_name",
+    "license",
+    "paths",
+)
+GENERATE_KEYS = (
+    "task_name",
+    "ckpt_path",
+    "prompt",
+    "prompt_file",
+    "max_new_tokens",
+    "temperature",
+    "top_k",
+    "top_p",
+    "greedy",
+    "num_samples",
+    "separator",
+    "stop_at_eos",
+    "seed",
+    "device",
+    "paths",
+)
 # train.yaml's `samples:` settings, which the samples callback and the export read by name.
 SAMPLES_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "every_n_val")
 # What CausalLMModule logs at each validation, the names a `monitor` usually means.
@@ -95,10 +141,16 @@ def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: P
         problems.unknown_arguments(key, given, accepted, target.rpartition(".")[2])
 
 
-def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
-    """Each top-level key of `cfg` (a composed training config) that no code reads."""
+def check_top_level_keys(
+    cfg: Mapping[str, Any],
+    problems: Problems,
+    own: tuple[str, ...] = TRAIN_KEYS,
+    entry: str = "lmtrain.train",
+) -> None:
+    """Each top-level key of `cfg` (a composed config of `entry`, whose keys are `own`) that no
+    code reads: `lmtrain.generate +max_new_token=5` sampled 200 tokens without a word."""
     for key in cfg:
-        if key in TRAIN_KEYS or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
+        if key in own or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
             continue
         if key in GLOBAL_GROUPS and isinstance(cfg[key], Mapping):
             problems.add(
@@ -107,18 +159,19 @@ def check_top_level_keys(cfg: Mapping[str, Any], problems: Problems) -> None:
                 "where nothing reads them: add that line at the top of the file"
             )
             continue
-        close = difflib.get_close_matches(str(key), TRAIN_KEYS, n=1, cutoff=0.8)
+        close = difflib.get_close_matches(str(key), own, n=1, cutoff=0.8)
         if close:  # a misspelt setting: refused
             problems.add(
-                f"{key} is not a setting of lmtrain.train, so nothing would read it: did you "
+                f"{key} is not a setting of {entry}, so nothing would read it: did you "
                 f"mean {close[0]}?"
             )
         else:  # `+notes=...`, values for `${...}`: kept in the run's config, and named
             log.warning(
-                "%s is not a setting of lmtrain.train: it is kept in the run's config, and no "
-                "code reads it, only a ${...} that names it (settings of a part go under it: "
+                "%s is not a setting of %s: it is kept in the run's config, and no code reads "
+                "it, only a ${...} that names it (settings of a part go under it: "
                 "model.optimizer.lr, trainer.max_steps, ...)",
                 key,
+                entry,
             )
 
 

@@ -30,6 +30,21 @@ PRECISIONS = (
     "64",
 )
 
+# Lightning's yes/no Trainer settings: it takes what it is given, and `bool("no")` is True, so
+# `trainer.enable_progress_bar=no` drew the bar. `deterministic` also takes "warn".
+TRAINER_SWITCHES = (
+    "enable_progress_bar",
+    "enable_checkpointing",
+    "enable_model_summary",
+    "inference_mode",
+    "use_distributed_sampler",
+    "detect_anomaly",
+    "barebones",
+    "sync_batchnorm",
+    "benchmark",
+    "deterministic",
+)
+
 
 def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     precision = trainer.get("precision", "32-true")
@@ -54,6 +69,8 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
         ("val_check_interval", interval),
         ("limit_val_batches", limit),
         ("limit_train_batches", trainer.get("limit_train_batches")),
+        ("limit_test_batches", trainer.get("limit_test_batches")),
+        ("overfit_batches", trainer.get("overfit_batches")),
     )
     for key, value in shares:
         if isinstance(value, float) and value > 1:
@@ -83,6 +100,27 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     problems.integer("trainer.check_val_every_n_epoch", every_epochs, 1, optional=True)
     sanity = trainer.get("num_sanity_val_steps")
     problems.integer("trainer.num_sanity_val_steps", sanity, -1, optional=True)
+    check_trainer_kinds(trainer, problems)
+
+
+def check_trainer_kinds(trainer: dict[str, Any], problems: Problems) -> None:
+    """Settings Lightning compares or counts with only once it runs (`min_steps=abc` and
+    `limit_test_batches=abc` were TypeErrors deep in its loops, naming no key), and its yes/no
+    settings, which it reads as Python truth (`no` is true)."""
+    for key in TRAINER_SWITCHES:
+        value = trainer.get(key)
+        if value is not None and not (key == "deterministic" and value == "warn"):
+            problems.boolean(f"trainer.{key}", value)
+    for key in ("min_steps", "min_epochs"):
+        problems.integer(f"trainer.{key}", trainer.get(key), -1, optional=True)
+    for key in ("limit_test_batches", "limit_predict_batches", "overfit_batches"):
+        problems.number(f"trainer.{key}", trainer.get(key), low=0, optional=True)
+    fast = trainer.get("fast_dev_run", False)
+    if not isinstance(fast, bool) and not (isinstance(fast, int) and fast >= 0):
+        problems.add(
+            f"trainer.fast_dev_run={fast!r} is neither true, false nor a number of batches: "
+            "pass trainer.fast_dev_run=true (one batch of each kind), or a whole number"
+        )
 
 
 def check_something_trains(trainer: dict[str, Any], problems: Problems) -> None:
