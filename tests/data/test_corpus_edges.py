@@ -208,6 +208,28 @@ def test_val_fraction_has_one_range_and_one_message(tmp_path: Path, value: float
         assert str(err.value) == expected
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # A TypeError in the middle of reading; 0 read every document as empty ("empty corpus").
+        (
+            "abc",
+            "data.source.block_chars='abc' is not a whole number: pass a whole number of at least 1",
+        ),
+        (0, "data.source.block_chars=0 must be at least 1: pass a whole number of at least 1"),
+    ],
+)
+def test_block_chars_is_a_positive_whole_number(tmp_path: Path, value: object, expected: str) -> None:
+    (tmp_path / "a.txt").write_text("text\n")
+    for make in (
+        lambda: TextFilesSource(str(tmp_path / "a.txt"), block_chars=value),
+        lambda: HFDatasetSource(str(tmp_path / "a.txt"), block_chars=value),
+    ):
+        with pytest.raises(LMTrainError) as err:
+            make()
+        assert str(err.value) == expected
+
+
 # -- data=hf_dataset -----------------------------------------------------------------------------
 
 
@@ -315,3 +337,13 @@ def test_a_short_val_split_is_told_to_grow_the_val_split(tmp_path: Path) -> None
     with pytest.raises(LMTrainError) as err:
         prepared(source, tmp_path / "cache")
     assert str(err.value).endswith("lower data.block_size or pass a bigger data.source.val_split")
+
+
+@pytest.mark.parametrize("value", ["abc", ["encoding"]])
+def test_load_kwargs_is_a_mapping_of_keywords(tmp_path: Path, value: object) -> None:
+    """`dict('abc')` was a ValueError naming no key."""
+    with pytest.raises(LMTrainError) as err:
+        HFDatasetSource(str(tmp_path / "a.txt"), load_kwargs=value)
+    assert str(err.value).startswith(
+        f"data.source.load_kwargs={value!r} is not a mapping of load_dataset keywords"
+    )

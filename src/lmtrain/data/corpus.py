@@ -66,6 +66,15 @@ def check_val_fraction(val_fraction: float) -> float:
     return float(val_fraction)
 
 
+def check_block_chars(block_chars: Any) -> int:
+    """A whole number of characters per piece: `block_chars=abc` was a TypeError in the middle
+    of reading, and 0 read every document as empty (then `the corpus is empty`)."""
+    problems = Problems()
+    problems.integer("data.source.block_chars", block_chars, 1)
+    problems.raise_if_any()
+    return int(block_chars)
+
+
 def is_val_file(relative_path: str, val_fraction: float) -> bool:
     """Whether a file belongs to val: a stable hash of its relative path, not a random draw."""
     return file_hash(relative_path) < val_fraction * 10_000

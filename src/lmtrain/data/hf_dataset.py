@@ -25,13 +25,20 @@ from lmtrain.data.corpus import (
     BLOCK_CHARS,
     Piece,
     Source,
+    check_block_chars,
     check_val_fraction,
     is_val_index,
     take_bytes,
     text_document,
     text_size_hint,
 )
-from lmtrain.data.hf_local import check_splits, folder_data_files, local_builder, plain
+from lmtrain.data.hf_local import (
+    check_load_kwargs,
+    check_splits,
+    folder_data_files,
+    local_builder,
+    plain,
+)
 from lmtrain.data.read_errors import dataset_file_problem
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
@@ -82,8 +89,8 @@ class HFDatasetSource(Source):
         self.val_fraction = check_val_fraction(val_fraction)
         self.streaming = bool(streaming)
         self.cache_dir = cache_dir
-        self.load_kwargs = dict(plain(load_kwargs) or {})
-        self.block_chars = block_chars
+        self.load_kwargs = check_load_kwargs(plain(load_kwargs))
+        self.block_chars = check_block_chars(block_chars)
         if cache_dir:  # datasets' Arrow copies of a local folder's files, if it lies there
             self.leave_out({"data.source.cache_dir": cache_dir})
 

@@ -140,6 +140,19 @@ def check_splits(split: str, val_split: str | None, streaming: bool) -> None:
         )
 
 
+def check_load_kwargs(load_kwargs: Any) -> dict[str, Any]:
+    """`data.source.load_kwargs`, a mapping of `load_dataset` keywords (plain): `abc` was
+    `dict('abc')`'s ValueError, a traceback naming no key."""
+    if load_kwargs is None:
+        return {}
+    if not isinstance(load_kwargs, Mapping) or not all(isinstance(k, str) for k in load_kwargs):
+        raise LMTrainError(
+            f"data.source.load_kwargs={load_kwargs!r} is not a mapping of load_dataset keywords: "
+            "pass e.g. 'data.source.load_kwargs={encoding:latin-1}', or {}"
+        )
+    return dict(load_kwargs)
+
+
 def compression_suffix(name: str) -> str:
     return next((suffix for suffix in COMPRESSIONS if name.endswith(suffix)), "")
 

@@ -30,6 +30,7 @@ from lmtrain.data.corpus import (
     Piece,
     Source,
     as_document,
+    check_block_chars,
     check_val_fraction,
     file_hash,
     file_identity,
@@ -203,7 +204,7 @@ class TextFilesSource(FileSource):
         self.path = str(path) if single else ", ".join(self.paths)
         self.val_fraction = check_val_fraction(val_fraction)
         self.text_field = text_field
-        self.block_chars = block_chars
+        self.block_chars = check_block_chars(block_chars)
 
     def find_files(self) -> tuple[list[Path], Path]:
         """Every matched file, sorted, deduplicated by real path (a file reached through two
