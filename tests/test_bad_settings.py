@@ -586,9 +586,24 @@ def test_an_unset_corpus_is_one_line_before_any_work(tmp_path: Path, data_dir: P
     assert not (tmp_path / "data").exists(), "nothing is prepared before the check"
 
 
-def test_a_trainer_setting_lightning_refuses_is_one_line(tmp_path: Path, data_dir: Path) -> None:
-    result = run_cli("train", *tiny_cli(tmp_path, data_dir, "trainer.accelerator=gpu"))
-    assert_one_line_error(result, "the trainer settings were refused", "trainer=cpu runs anywhere")
+@pytest.mark.parametrize(
+    ("override", "hint"),
+    [
+        ("trainer.accelerator=gpu", "trainer=cpu runs anywhere)"),
+        # The hint named the four hardware settings whatever Lightning refused.
+        (
+            "+trainer.gradient_clip_algorithm=abc",
+            "Allowed algorithms: ['value', 'norm'].): check trainer.gradient_clip_algorithm",
+        ),
+        ("+trainer.max_time=abc", "DD:HH:MM:SS.): check trainer.max_time"),
+    ],
+)
+def test_a_trainer_setting_lightning_refuses_is_one_line(
+    tmp_path: Path, data_dir: Path, override: str, hint: str
+) -> None:
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, override))
+    line = assert_one_line_error(result, "the trainer settings were refused", hint)
+    assert line.endswith(hint)
 
 
 @pytest.mark.parametrize(

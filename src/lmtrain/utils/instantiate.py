@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ from lmtrain.utils.wandb_run import is_wandb_entry, wandb_kwargs
 log = logging.getLogger(__name__)
 
 LMTRAIN_SOURCE = Path(__file__).resolve().parents[1]  # src/lmtrain
+# The Trainer settings that pick the hardware, which most of its refusals are about.
+DEVICE_SETTINGS = ("accelerator", "devices", "precision", "strategy", "num_nodes")
 # What a class raises about the values it was called with: a wrong type, a missing or unknown
 # keyword (TypeError), a value out of range (ValueError, Lightning's MisconfigurationException),
 # an unknown name looked up in a table (KeyError: transformers' activations), an optional package
@@ -216,6 +219,23 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
         if refusal is None:
             raise
         raise LMTrainError(
-            f"the trainer settings were refused ({first_line(refusal)}): check trainer.accelerator,"
-            " trainer.devices, trainer.precision and trainer.strategy (trainer=cpu runs anywhere)"
+            f"the trainer settings were refused ({first_line(refusal)}): {refusal_hint(refusal)}"
         ) from None
+
+
+def refusal_hint(refusal: BaseException) -> str:
+    """What to check for Lightning's refusal of the Trainer's settings: the settings its message
+    names (`gradient_clip_algorithm`, a Timer's `duration`: trainer.max_time), else the ones
+    that pick the hardware, which most refusals are about. The hint named those four whatever
+    was refused."""
+    text = first_line(refusal)
+    names = [k for k in signature(Trainer.__init__).parameters if re.search(rf"\b{k}\b", text)]
+    if "Timer(duration=" in text:
+        names.append("max_time")
+    other = [k for k in names if k not in DEVICE_SETTINGS]
+    if other:
+        return "check " + ", ".join(f"trainer.{k}" for k in other)
+    return (
+        "check trainer.accelerator, trainer.devices, trainer.precision and trainer.strategy "
+        "(trainer=cpu runs anywhere)"
+    )
