@@ -88,6 +88,12 @@ def test_the_shipped_config_instantiates_with_a_local_glob(tmp_path: Path) -> No
         ({"path": "{tmp}/docs.jsonl", "text_column": "body"}, r"text_column='body'.*use one of"),
         ({"path": "{tmp}/docs.jsonl", "split": "test"}, r"data\.source\.split='test'"),
         ({"path": "{tmp}/docs.jsonl", "val_fraction": 0}, r"val_fraction=0 must be in \(0, 1\)"),
+        # It blamed data.source.path, after the hundreds of extensions datasets knows.
+        (
+            {"path": "{tmp}", "data_files": "nothere.jsonl"},
+            r"^data\.source\.data_files='nothere\.jsonl' \(Unable to find '.*nothere\.jsonl', "
+            r"under data\.source\.path='.*'\): name files that are there[^\[]*$",
+        ),
     ],
 )
 def test_bad_settings_are_one_line_errors(tmp_path: Path, kwargs: dict, message: str) -> None:

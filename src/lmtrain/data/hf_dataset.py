@@ -131,10 +131,17 @@ class HFDatasetSource(Source):
         try:
             return datasets.load_dataset_builder(**args)
         except Exception as err:  # datasets raises many types for "not there", none of them shared
+            # datasets lists every extension it knows (hundreds) after a file it cannot find.
+            reason = first_line(err).partition(" with any supported extension")[0]
+            if self.data_files is not None and "Unable to find" in reason:
+                raise LMTrainError(
+                    f"data.source.data_files={self.data_files!r} ({reason}, under "
+                    f"data.source.path={self.path!r}): name files that are there, relative to "
+                    "data.source.path, or data.source.data_files=null for all of its files"
+                ) from None
             raise LMTrainError(
                 f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "
-                f"({first_line(err)}): pass a hub id, a local folder, or json/jsonl/parquet/text "
-                "files"
+                f"({reason}): pass a hub id, a local folder, or json/jsonl/parquet/text files"
             ) from None
 
     def identity(self) -> dict[str, Any]:
