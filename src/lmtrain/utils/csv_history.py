@@ -7,8 +7,9 @@ the file is moved aside first (`metrics.csv.before-resume`, until its rows are s
 file), and the resumed run's file starts with the rows the killed run wrote before it started
 the batch the resumed run starts with (`CSVBatchStarts` finds which); the later rows were
 logged after the checkpoint, and the resumed run logs them again, as an uninterrupted run
-would. Neither the checkpoint nor the rows' steps can say where that is: Lightning saves inside
-a step and logs the step's metrics after the save, and the loggers' step axes differ. A run that
+would. Neither the checkpoint nor the rows' steps can say where that is: a save may come before
+its step's row (a preemption's, in the step's last hook) or after the next step's first row (the
+scheduled last.ckpt, at the next batch's start), and the loggers' step axes differ. A run that
 starts from no checkpoint keeps nothing, as Lightning's logger does.
 
 Lightning has no option for this (its `CSVLogger` either deletes the file or starts a
@@ -163,9 +164,9 @@ class CSVBatchStarts(Callback):
     """Tells `ResumableCSVLogger` how many of the file's rows a resumed run keeps: those written
     before the killed run started the batch the resumed run starts with.
 
-    A checkpoint is saved inside a step (after a batch, after a validation) and Lightning logs
-    that step's metrics after the save, so neither the rows nor their steps in the checkpoint
-    say where the resumed run takes over. Hence `csv/batch_starts`: a line `<epoch> <batch>
+    A checkpoint is saved after a batch, a validation, or at the next batch's start, before or
+    after rows of the step it holds, so neither the rows nor their steps in the checkpoint say
+    where the resumed run takes over. Hence `csv/batch_starts`: a line `<epoch> <batch>
     <rows written>` at the start of each training batch (a write of ~10 bytes; a kill loses
     no written line). The resumed run's first batch finds its line; a run killed before that
     batch keeps every row. First in the callback list, so that a batch start's own rows (the
