@@ -288,14 +288,28 @@ class StopInsideTrainingStep(LoggingValidationModel):
         return super().training_step(batch, batch_idx)
 
 
+@pytest.mark.parametrize(
+    ("step", "micro_batch", "epoch_batches"),
+    [
+        (2, 1, None),  # the second micro-batch of step 3
+        # The first micro-batch after a validation (after micro-batch 6), and the first of an
+        # epoch (epochs of 5 micro-batches: steps of 2, 2, 1): Lightning's restart found a
+        # validation due at the last finished batch, skipped it and counted the step as logged
+        # once more, so every later row came one step late.
+        (3, 0, None),
+        (3, 0, 5),
+    ],
+)
 def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_uninterrupted(
-    tmp_path,
+    tmp_path, step: int, micro_batch: int, epoch_batches: int | None
 ) -> None:
-    """Stopped in the second micro-batch of step 3, resumed: the same rows at the same steps,
-    validations after the same micro-batches (every 3, across steps)."""
+    """Stopped inside a training step, resumed: the same rows at the same steps, validations
+    after the same micro-batches (every 3; in epochs of 5, every 3 of each epoch)."""
     path = str(tmp_path / "stopped.ckpt")
     schedule = {"accumulate_grad_batches": 2, "val_check_interval": 3}
-    stopping = StopInsideTrainingStep(2, 1, path)
+    if epoch_batches is not None:
+        schedule["limit_train_batches"] = epoch_batches
+    stopping = StopInsideTrainingStep(step, micro_batch, path)
     uninterrupted, stopped, resumed = stop_and_resume(stopping, path, schedule)
     assert stopped + resumed == uninterrupted
 

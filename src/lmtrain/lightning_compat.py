@@ -189,22 +189,29 @@ def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
     micro-batch again, logs every later row at its own step, and validates after the same
     batches. Lightning's restart counts a batch it finds started as one to finish (right for
     saves after a batch's step): its step would count as logged, and the total counters, which
-    place validations, would run one batch ahead. Public alternative: none (the loop decides
-    from its own counters). The real counters are back on exit.
+    place validations, would run one batch ahead. Where the restart finds a validation due at
+    the last finished batch (the batch that a validation followed, or none yet in this epoch:
+    index -1 when validations count per epoch), it skips that validation and counts the step
+    as logged once more, so the logged-step counter is saved one lower there (every later row
+    came one step late). Public alternative: none (the loop decides from its own counters).
+    The real counters are back on exit.
     """
-    progress = trainer.fit_loop.epoch_loop.batch_progress
+    epoch_loop = trainer.fit_loop.epoch_loop
+    progress = epoch_loop.batch_progress
     counters = (progress.total, progress.current)
     real = [(c.ready, c.started, c.processed) for c in counters]
-    real_last = progress.is_last_batch
+    real_last, real_stepped = progress.is_last_batch, epoch_loop._batches_that_stepped
     for c in counters:
         c.ready = c.started = c.processed = c.completed
     progress.is_last_batch = False  # the batch that finished had one after it: this one
+    if validation_follows(trainer) and not accumulating(trainer):  # the restart's own test
+        epoch_loop._batches_that_stepped -= 1
     try:
         yield
     finally:
         for c, (ready, started, processed) in zip(counters, real, strict=True):
             c.ready, c.started, c.processed = ready, started, processed
-        progress.is_last_batch = real_last
+        progress.is_last_batch, epoch_loop._batches_that_stepped = real_last, real_stepped
 
 
 def step_end_counters(trainer: Trainer) -> dict[str, Any]:
