@@ -290,8 +290,10 @@ def test_run_killed_in_its_final_validation_resumes_to_the_same_metrics(
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train/loss", "tokens_seen"} <= metrics.keys()
     assert metrics["time/train_s"] >= totals["train_seconds"]
-    # The last validation's samples are of these weights: not written a second time.
+    # The last validation's samples are of these weights: not written a second time, and
+    # drawn as the uninterrupted run drew them (the RNG states go back before it).
     assert samples_steps(run_dir) == samples_steps(reference)
+    assert (run_dir / "samples.txt").read_text() == (reference / "samples.txt").read_text()
 
 
 def test_a_run_resumed_in_mid_step_logs_each_steps_learning_rate_once(

@@ -4,8 +4,9 @@ Weights, optimizer, LR schedule and loop counters are in every Lightning checkpo
 train windows come from `ResumableWindowSampler`; what is left is the global RNGs that dropout
 (and anything else in the training step) draws from. This callback saves each rank's python,
 numpy, torch and CUDA RNG states in the checkpoint and sets them again just before the first
-resumed training batch. The states are stored as tensors and plain values, so checkpoints
-still load with `torch.load(weights_only=True)` (a numpy state would not).
+resumed training batch (a run resumed at its end: before its final validation). The states are
+stored as tensors and plain values, so checkpoints still load with
+`torch.load(weights_only=True)` (a numpy state would not).
 
 A checkpoint may be written right after a training batch, and the uninterrupted run may then
 validate at that step, which a resumed run skips (Lightning fast-forwards past it). Validation
@@ -99,6 +100,14 @@ class ExactResume(Callback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._restore(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A run resumed at its end trains no batch: the states go back before the final
+        validation, whose text samples draw from them (they were the seeded ones)."""
+        self._restore(trainer, pl_module)
+
+    def _restore(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._to_restore is None:
             return
         state, self._to_restore = self._to_restore, None
