@@ -179,7 +179,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self._last_written_step = trainer.global_step
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._due = None  # not written at the epoch's end (fast_dev_run): written here
+        self._due = None  # the epoch's end, which comes first, wrote any due save
         if trainer.fast_dev_run:  # Lightning 2.6 would still write last.ckpt here
             return
         saves = self._saves
