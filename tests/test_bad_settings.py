@@ -415,6 +415,12 @@ def test_the_other_entry_points_keys_are_their_configs_own(compose_cfg, name: st
     assert set(compose_cfg(*chosen, name=name)) - {"hydra"} == set(ENTRY_KEYS[name])
 
 
+def test_eval_leaves_the_training_schedule_alone(compose_cfg) -> None:
+    """eval only validates: the run's length and validation schedule are not its settings."""
+    overrides = ["trainer.max_steps=0", "trainer.max_epochs=0", "trainer.val_check_interval=0.5"]
+    check_eval_config(compose_cfg("ckpt_path=x.ckpt", *overrides, name="eval"))
+
+
 @pytest.mark.parametrize(
     ("name", "override", "fragment"),
     [
@@ -442,7 +448,9 @@ def test_a_bad_setting_of_the_other_entry_points_is_named(
         ("train", "logger=null", "pass logger=none (none at all), or one of csv, many, mlflow,"),
         ("train", "callbacks=NULL", "callbacks=NULL: a config group takes the name of one of"),
         ("generate", "+paths=null", "+paths=null: a config group takes the name of one of its"),
-        ("train", "model/optimizer=null", "null is none: pass one of adamw, muon"),
+        ("train", "model/optimizer=null", "null is none: pass one of adamw, muon, or leave the"),
+        # An empty group (configs/local/ holds no config): nothing to name.
+        ("train", "local=null", "null is none: leave the override out (the group's default)"),
     ],
 )
 def test_a_config_group_set_to_null_is_one_line(entry: str, override: str, fragment: str) -> None:
@@ -511,6 +519,7 @@ def test_a_top_level_setting_that_does_not_resolve_is_named(
         # Lightning's other accepted forms of the settings checked above.
         ["trainer.deterministic=warn", "+trainer.fast_dev_run=3", "+trainer.overfit_batches=0.5"],
         ["callbacks.model_checkpoint.save_last=link", "+logger.wandb.mode=disabled"],
+        ["trainer.val_check_interval=00:00:30:00"],  # a time span, Lightning's to parse
         [
             "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
             "+callbacks.stop.monitor=val/loss",
@@ -596,6 +605,11 @@ def test_an_unset_corpus_is_one_line_before_any_work(tmp_path: Path, data_dir: P
             "Allowed algorithms: ['value', 'norm'].): check trainer.gradient_clip_algorithm",
         ),
         ("+trainer.max_time=abc", "DD:HH:MM:SS.): check trainer.max_time"),
+        # `trainer.callbacks` is no setting: lmtrain passes the callbacks group's.
+        (
+            "+trainer.enable_checkpointing=false",
+            "check trainer.enable_checkpointing, the callbacks (`callbacks.<name>=null` drops one)",
+        ),
     ],
 )
 def test_a_trainer_setting_lightning_refuses_is_one_line(

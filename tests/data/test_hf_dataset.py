@@ -92,7 +92,13 @@ def test_the_shipped_config_instantiates_with_a_local_glob(tmp_path: Path) -> No
         (
             {"path": "{tmp}", "data_files": "nothere.jsonl"},
             r"^data\.source\.data_files='nothere\.jsonl' \(Unable to find '.*nothere\.jsonl', "
-            r"under data\.source\.path='.*'\): name files that are there[^\[]*$",
+            r"with data\.source\.path='.*'\): name files that are there, relative to[^\[]*$",
+        ),
+        # A packaged builder's data_files are not relative to its name.
+        (
+            {"path": "json", "data_files": "{tmp}/zz.jsonl"},
+            r"\(Unable to find '.*zz\.jsonl', with data\.source\.path='json'\): name files "
+            r"that are there$",
         ),
     ],
 )

@@ -134,10 +134,12 @@ class HFDatasetSource(Source):
             # datasets lists every extension it knows (hundreds) after a file it cannot find.
             reason = first_line(err).partition(" with any supported extension")[0]
             if self.data_files is not None and "Unable to find" in reason:
+                folder = Path(self.path).expanduser().is_dir()  # else a builder: json, text, ...
                 raise LMTrainError(
-                    f"data.source.data_files={self.data_files!r} ({reason}, under "
-                    f"data.source.path={self.path!r}): name files that are there, relative to "
-                    "data.source.path, or data.source.data_files=null for all of its files"
+                    f"data.source.data_files={self.data_files!r} ({reason}, with "
+                    f"data.source.path={self.path!r}): name files that are there"
+                    + (", relative to data.source.path, or data.source.data_files=null for all "
+                       "of its files" if folder else "")
                 ) from None
             raise LMTrainError(
                 f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "

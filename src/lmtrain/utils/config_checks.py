@@ -30,7 +30,12 @@ from lmtrain.utils.config_keys import (
 )
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.target_checks import check_targets
-from lmtrain.utils.trainer_checks import check_run_length, check_trainer, warn_long_warmup
+from lmtrain.utils.trainer_checks import (
+    check_run_length,
+    check_trainer,
+    check_validation_trainer,
+    warn_long_warmup,
+)
 from lmtrain.utils.wandb_run import is_wandb_entry
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -164,8 +169,8 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     check_top_level_keys(cfg, problems, EVAL_KEYS, "lmtrain.eval")
     check_task_name(cfg.get("task_name", "eval"), problems)  # configs/eval.yaml's, if none
-    if cfg.get("trainer") is not None:  # precision, devices, yes/no settings: as for training
-        check_trainer(plain(cfg.trainer), problems)
+    if cfg.get("trainer") is not None:  # the precision and Lightning's yes/no settings
+        check_validation_trainer(plain(cfg.trainer), problems)
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer

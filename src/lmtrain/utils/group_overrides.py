@@ -28,9 +28,11 @@ def refuse_null_groups(argv: Sequence[str]) -> None:
         if group is None or not (CONFIGS / group).is_dir():
             continue
         names = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml") if p.stem != "_base")
-        others = ", ".join(name for name in names if name != "none")
-        instead = f"{group}=none (none at all), or one of {others}" if "none" in names else ""
+        others = [name for name in names if name != "none"]
+        choices = [f"{group}=none (none at all)"] if "none" in names else []
+        choices += [f"one of {', '.join(others)}"] if others else []
+        default = "leave the override out (the group's default)"
         fail(
             f"{arg}: a config group takes the name of one of its configs, and null is none: "
-            f"pass {instead or 'one of ' + others}"
+            + (f"pass {', or '.join(choices)}, or {default}" if choices else default)
         )

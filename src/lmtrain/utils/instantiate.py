@@ -232,9 +232,13 @@ def refusal_hint(refusal: BaseException) -> str:
     names = [k for k in signature(Trainer.__init__).parameters if re.search(rf"\b{k}\b", text)]
     if "Timer(duration=" in text:
         names.append("max_time")
-    other = [k for k in names if k not in DEVICE_SETTINGS]
-    if other:
-        return "check " + ", ".join(f"trainer.{k}" for k in other)
+    # lmtrain passes the Trainer its callbacks and loggers itself: those are groups of their own.
+    other = [k for k in names if k not in (*DEVICE_SETTINGS, "callbacks", "logger")]
+    groups = [
+        f"the {k} (`{k}.<name>=null` drops one)" for k in ("callbacks", "logger") if k in names
+    ]
+    if other or groups:
+        return "check " + ", ".join([*(f"trainer.{k}" for k in other), *groups])
     return (
         "check trainer.accelerator, trainer.devices, trainer.precision and trainer.strategy "
         "(trainer=cpu runs anywhere)"

@@ -63,7 +63,9 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     # Lightning takes a float as a share of an epoch (at most 1.0) and an int as batches; its
     # refusal of 1.5 came after the data was prepared.
     interval = trainer.get("val_check_interval")
-    problems.number("trainer.val_check_interval", interval, low=0, low_open=True, optional=True)
+    # A time span (DD:HH:MM:SS, {minutes: 30}) is Lightning's to parse.
+    if not isinstance(interval, str | dict):
+        problems.number("trainer.val_check_interval", interval, low=0, low_open=True, optional=True)
     limit = trainer.get("limit_val_batches")
     shares = (
         ("val_check_interval", interval),
@@ -100,6 +102,13 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     problems.integer("trainer.check_val_every_n_epoch", every_epochs, 1, optional=True)
     sanity = trainer.get("num_sanity_val_steps")
     problems.integer("trainer.num_sanity_val_steps", sanity, -1, optional=True)
+    check_trainer_kinds(trainer, problems)
+
+
+def check_validation_trainer(trainer: dict[str, Any], problems: Problems) -> None:
+    """The trainer settings `lmtrain.eval` uses (it only validates): the precision, and the
+    kinds of values; the run's length and validation schedule are training's."""
+    problems.choice("trainer.precision", str(trainer.get("precision", "32-true")), PRECISIONS)
     check_trainer_kinds(trainer, problems)
 
 
