@@ -297,6 +297,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
     with gc_pause.without_final_gc():
+        refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
         main()
