@@ -47,8 +47,8 @@ TRAINER_SWITCHES = (
 
 
 def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
+    check_validation_trainer(trainer, problems)  # the settings eval shares
     precision = trainer.get("precision", "32-true")
-    problems.choice("trainer.precision", str(precision), PRECISIONS)
     if str(precision) in ("16-mixed", "16") and runs_on_cpu(trainer):
         # Lightning switches it to bf16-mixed with a warning: another run than the one asked.
         problems.add(
@@ -102,7 +102,6 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     problems.integer("trainer.check_val_every_n_epoch", every_epochs, 1, optional=True)
     sanity = trainer.get("num_sanity_val_steps")
     problems.integer("trainer.num_sanity_val_steps", sanity, -1, optional=True)
-    check_trainer_kinds(trainer, problems)
 
 
 def check_validation_trainer(trainer: dict[str, Any], problems: Problems) -> None:
