@@ -122,6 +122,28 @@ def test_a_checkpoint_dirpath_a_live_run_holds_is_refused(tmp_path: Path, data_d
     assert "exists and is not empty" not in out.stderr  # Lightning's warning, of the lock alone
 
 
+def test_a_run_called_from_python_lets_its_folders_go_when_it_returns_or_raises(
+    compose_cfg, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A notebook's `train(cfg)` held its run folder and an outside checkpoint dirpath until the
+    process exited: a command-line run into them was refused as "in use by a live run" (the
+    notebook's pid), though the notebook's run had ended. The CLI run is a separate process."""
+    corpus, outside = one_file_corpus(tmp_path / "corpus"), tmp_path / "outside"
+    tiny = ["data=text_files", f"data.source.path={corpus}", "data.tokenizer.kind=char"]
+    tiny += ["logger=none", "callbacks.text_samples=null"]
+    tiny.append(f"callbacks.model_checkpoint.dirpath={outside}")
+    assert train(compose_cfg(*tiny))  # returns
+    with pytest.raises(SystemExit):  # raises, once both folders were claimed
+        train(compose_cfg(*tiny, "trainer.max_steps=6"))
+    assert "holds another run's checkpoints" in capsys.readouterr().err
+
+    cli = tiny_cli(tmp_path, data_dir, *tiny[3:], corpus=corpus)
+    out = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'run'}", "overwrite_run=true")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "in use by a live run" not in out.stderr
+    assert torch.load(outside / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
 def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(
     tmp_path: Path, data_dir: Path
 ) -> None:

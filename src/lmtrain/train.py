@@ -52,6 +52,7 @@ from lmtrain.utils.run_folder import (
     claim_run_folder,
     folder_key,
     refuse_foreign_checkpoint_dirs,
+    released_after,
     resumes_run_in,
 )
 from lmtrain.utils.task import plain_metrics, task_wrapper
@@ -63,6 +64,7 @@ IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (Star
 
 
 @task_wrapper
+@released_after  # the run folder's lock, and an outside checkpoint dirpath's, end with the run
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
     startup = StartupClock(IMPORTS_DONE)  # the time to the first step, split into phases

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lmtrain.errors import LMTrainError
+
 # What lockf raises on a file system without POSIX locks.
 NO_POSIX_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 OWNER_SUFFIX = ".owner"
@@ -65,6 +67,20 @@ def acquire(path: Path, wait: bool = False) -> Release:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
     return lambda: os.close(fd)  # closing drops the lock
+
+
+def lock_folder(folder: Path, key: str = "hydra.run.dir", what: str = "run") -> Release:
+    """Lock run folder `folder` (named by setting `key`) for this process, or refuse in one line
+    naming the live holder; return the function that unlocks. `what` holds it: a run, or a sweep
+    (its folder, beside its jobs' own locks)."""
+    try:
+        return acquire(folder / RUN_FOLDER_LOCK)
+    except LockHeld as held:
+        stale = f" (if no {what} is left on {held.host}, delete {held.owner_file})"
+        raise LMTrainError(
+            f"{key}={folder} is in use by a live {what} (pid {held.pid} on host "
+            f"{held.host}): wait for it or pass another {key}" + (stale if held.owner_file else "")
+        ) from None
 
 
 def _acquire_owner_file(path: Path, wait: bool) -> Release:

@@ -9,20 +9,18 @@ resume with a typo) can hand one folder to a second run: it would overwrite the 
   refused, unless this run resumes from a checkpoint of that folder (`ckpt_path=last`, a
   requeued SLURM job) or the command says `overwrite_run=true`. From the command line, so is a
   folder with another run's record (`RUN_RECORD`: its metrics, CSV or samples).
-- A lock on `<run folder>/.lock`, held until the process ends (or claims another folder: a
-  process trains one run at a time), refuses a second live run.
+- A lock on `<run folder>/.lock` (`lmtrain.utils.locks`), held until the run ends (`train()`
+  returns or raises, or the process dies), refuses a second live run.
 
 Only global rank 0 claims: Lightning's DDP launcher re-runs the command for ranks > 0 in rank
 0's folder, and torchrun and SLURM start every rank with the same folder. When rank 0 refuses
 under torchrun, it exits 1 and torchrun stops the other ranks.
-
-The lock is `lmtrain.utils.locks`' (a POSIX lock the kernel drops when its holder dies, or an
-O_EXCL owner file where the file system has no POSIX locks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -30,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
@@ -57,6 +55,7 @@ RUN_RECORD = ("metrics.json", "csv/metrics.csv", "samples.txt")
 # How long a rank > 0 that refuses the folder waits for its launcher to stop it (see on_run_start).
 RANK_ZERO_GRACE_S = 10.0
 
+T = TypeVar("T")
 # The folder this process holds and how to let it go.
 _held: tuple[Path, Callable[[], None]] | None = None
 
@@ -92,12 +91,10 @@ def claim_run_folder(
             refuse_other_runs_checkpoints(folder, key)
         return
     if _held is None or _held[0] != folder:
-        if _held is not None:  # this process's previous run is over
-            _held[1]()
-            _held = None
+        release_held()  # this process's previous run is over
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _held = (folder, lock_run_folder(folder, key))
+            _held = (folder, locks.lock_folder(folder, key))
         except OSError as err:  # under a file, in /proc, read-only: Hydra would only trace back
             where = f": {err.filename}" if err.filename else ""
             raise LMTrainError(
@@ -108,6 +105,30 @@ def claim_run_folder(
     if resuming or overwrite:
         return
     refuse_other_runs_checkpoints(folder, key)
+
+
+def release_held() -> None:
+    """Let go of the run folder and the outside checkpoint folders this process holds."""
+    global _held
+    if _held is not None:
+        _held[1]()
+        _held = None
+    while _dirpaths_held:
+        _dirpaths_held.pop()()
+
+
+def released_after(task: Callable[..., T]) -> Callable[..., T]:
+    """`task`, letting go of the folders it claimed when it returns or raises: a run called from
+    Python (a notebook) is over then, and a command-line run may take its folder."""
+
+    @functools.wraps(task)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return task(*args, **kwargs)
+        finally:
+            release_held()
+
+    return wrapped
 
 
 def refuse_other_runs_checkpoints(folder: Path, key: str = "hydra.run.dir") -> None:
@@ -145,7 +166,7 @@ def refuse_foreign_checkpoint_dirs(
             with contextlib.suppress(OSError):  # Lightning's first save names what is wrong
                 folder.mkdir(parents=True, exist_ok=True)
                 key = "callbacks.model_checkpoint.dirpath"
-                _dirpaths_held.append(lock_run_folder(folder, key))
+                _dirpaths_held.append(locks.lock_folder(folder, key))
                 refuse_checkpoints_in(folder, ckpt_path, overwrite)
                 if [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # only the lock: new
                     message = f"Checkpoint directory {re.escape(str(folder))} exists and is not"
@@ -283,18 +304,3 @@ def existing_checkpoints(folder: Path) -> list[str]:
     interrupted save are not checkpoints."""
     found = sorted((folder / "checkpoints").glob("*.ckpt"), key=lambda p: (p.stem != "last", p))
     return [str(p.relative_to(folder)) for p in found]
-
-
-def lock_run_folder(
-    folder: Path, key: str = "hydra.run.dir", what: str = "run"
-) -> Callable[[], None]:
-    """Lock `folder` for this process (`lmtrain.utils.locks`); return the function that unlocks.
-    `what` holds it: a run, or a sweep (its folder, beside its jobs' own locks)."""
-    try:
-        return locks.acquire(folder / LOCK_FILE)
-    except locks.LockHeld as held:
-        stale = f" (if no {what} is left on {held.host}, delete {held.owner_file})"
-        raise LMTrainError(
-            f"{key}={folder} is in use by a live {what} (pid {held.pid} on host "
-            f"{held.host}): wait for it or pass another {key}" + (stale if held.owner_file else "")
-        ) from None

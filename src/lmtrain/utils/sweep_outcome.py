@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import strict_bool
-from lmtrain.utils.run_folder import lock_run_folder, refuse_other_sweeps_jobs
+from lmtrain.utils.locks import lock_folder
+from lmtrain.utils.run_folder import refuse_other_sweeps_jobs
 from lmtrain.utils.sweep_checks import (
     OPTUNA_RESULTS,
     file_stamp,
@@ -131,7 +132,7 @@ def claim_sweep_folder(sweep_dir: Path, overwrite: bool) -> None:
     release_sweep_folder()
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        _sweep_held = lock_run_folder(sweep_dir, "hydra.sweep.dir", what="sweep")
+        _sweep_held = lock_folder(sweep_dir, "hydra.sweep.dir", what="sweep")
     except OSError as err:  # under a file, read-only: Hydra would only trace back
         raise LMTrainError(
             f"hydra.sweep.dir={sweep_dir} cannot be created or written ({err.strerror}): pass a "
