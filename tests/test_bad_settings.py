@@ -316,6 +316,23 @@ def test_a_warm_up_as_long_as_the_run_is_warned_of(compose_cfg, caplog) -> None:
     ) in caplog.text
 
 
+def test_early_stopping_with_no_validation_in_training_is_warned_of(compose_cfg, caplog) -> None:
+    """The fast recipe's EarlyStopping under `trainer.limit_val_batches=0` never saw a val/loss:
+    the run trained its whole length, silently."""
+    fast = "experiment=shakespeare_char_fast"
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.callback_checks"):
+        check_train_config(compose_cfg(fast, tiny=False))
+        check_train_config(compose_cfg(fast, "trainer.limit_val_batches=0.5", tiny=False))
+        check_train_config(compose_cfg("trainer.limit_val_batches=0"))  # no EarlyStopping
+        assert "never stops" not in caplog.text
+        check_train_config(compose_cfg(fast, "trainer.limit_val_batches=0", tiny=False))
+    assert (
+        "callbacks.early_stopping (monitor=val/loss) never stops this run: "
+        "trainer.limit_val_batches=0 runs no validation during training; validate some batches, "
+        "or drop it with callbacks.early_stopping=null"
+    ) in caplog.text
+
+
 def test_a_swapped_optimizer_or_schedule_with_its_own_keys_passes(compose_cfg) -> None:
     """The argument check refuses only keys the new target lacks, not the swap itself."""
     sgd = ["model.optimizer._target_=torch.optim.SGD", "~model.optimizer.betas"]

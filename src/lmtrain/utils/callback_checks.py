@@ -9,10 +9,13 @@ callbacks are found by their `_target_`, so a renamed entry is checked too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from lmtrain.utils.checks import Problems
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "lmtrain.callbacks.checkpoint.StepScheduledCheckpoint"
 THROUGHPUT = "lmtrain.callbacks.throughput.TokenThroughputMonitor"
@@ -117,6 +120,28 @@ def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems)
     for switch in EARLY_STOPPING_SWITCHES:
         if entry.get(switch) is not None:
             problems.boolean(f"{key}.{switch}", entry[switch])
+
+
+def warn_unvalidated_early_stopping(callbacks: Mapping[str, Any], trainer: Mapping) -> None:
+    """Warn when an EarlyStopping that watches a validation metric cannot act: with
+    `trainer.limit_val_batches=0` no validation runs in training, and the run went its whole
+    length without a word. Not refused: a speed run may turn validation off on purpose."""
+    limit = trainer.get("limit_val_batches")
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit != 0:
+        return
+    for name, entry in callbacks.items():
+        if not isinstance(entry, Mapping) or entry.get("_target_") != EARLY_STOPPING:
+            continue
+        monitor = entry.get("monitor")
+        if str(monitor).startswith("val/"):
+            log.warning(
+                "callbacks.%s (monitor=%s) never stops this run: trainer.limit_val_batches=0 "
+                "runs no validation during training; validate some batches, or drop it with "
+                "callbacks.%s=null",
+                name,
+                monitor,
+                name,
+            )
 
 
 def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb: bool) -> None:

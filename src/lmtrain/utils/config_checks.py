@@ -18,7 +18,12 @@ from omegaconf.errors import InterpolationResolutionError
 
 from lmtrain.data.tokenizers import check_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.callback_checks import check_callbacks, check_logger, check_tags
+from lmtrain.utils.callback_checks import (
+    check_callbacks,
+    check_logger,
+    check_tags,
+    warn_unvalidated_early_stopping,
+)
 from lmtrain.utils.checks import Problems, check_run_references, check_task_name
 from lmtrain.utils.config_keys import (
     EVAL_KEYS,
@@ -110,6 +115,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)
+    warn_unvalidated_early_stopping(callbacks or {}, trainer or {})
     if cfg.get("task_name") != "debug":  # debug=limit, overfit: short on purpose
         warn_long_warmup(trainer, model)
 
