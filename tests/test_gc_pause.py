@@ -82,6 +82,23 @@ def test_entry_points_import_without_full_collections_and_collect_after() -> Non
     assert seen["frozen"] > 100_000  # torch, Lightning, transformers: skipped by later passes
 
 
+def test_a_later_entry_points_import_leaves_earlier_garbage_collectable() -> None:
+    """A notebook's `import lmtrain.eval` after a `train()` froze every object alive then (its
+    `resume()` froze again): the finished run's model and data stayed for the kernel's life."""
+    child = run_child(
+        "import gc, json, weakref\n"
+        "import lmtrain.train\n"
+        "class Run: pass\n"
+        "run = Run(); run.itself = run; alive = weakref.ref(run); del run  # garbage, in a cycle\n"
+        "frozen = gc.get_freeze_count()\n"
+        "import lmtrain.eval, lmtrain.generate, lmtrain.export\n"
+        "gc.collect()\n"
+        "print(json.dumps([alive() is None, gc.get_freeze_count() == frozen, gc.isenabled()]))\n"
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout.strip().splitlines()[-1]) == [True, True, True]
+
+
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_every_entry_point_pauses_gc_around_its_imports_and_its_exit(entry: str) -> None:
     """A new entry point that forgets it pays about 1 s at startup and 1.2-1.7 s at exit."""

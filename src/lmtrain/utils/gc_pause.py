@@ -16,7 +16,8 @@ when the process ends it walks them once more (1.2-1.7 s). Neither finds garbage
 
 Only entry points use it: a Hydra multirun runs its jobs in one process, and freezing between
 jobs would keep each job's garbage until the sweep ends. Importing an entry point as a module (a
-test, a notebook) pauses and resumes the same way; only `python -m` runs `without_final_gc()`.
+test, a notebook) pauses and resumes the same way, the first one only (see `resume`); only
+`python -m` runs `without_final_gc()`.
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 gc.disable()
+_paused = True  # until the first entry point's imports are done
 
 
 def resume() -> None:
-    """After the entry point's imports: freeze what they made, and collect garbage again."""
-    gc.freeze()
-    gc.enable()
+    """After the entry point's imports: freeze what they made, and collect garbage again.
+
+    Only the first entry point imported finds the collector paused. A later one (a notebook's
+    `import lmtrain.eval` after a `train()`) freezes nothing: it would have frozen every object
+    alive then, the finished run's model and data among them, for the life of the process."""
+    global _paused
+    if _paused:
+        _paused = False
+        gc.freeze()
+        gc.enable()
 
 
 @contextmanager
