@@ -405,9 +405,19 @@ def test_a_key_of_ones_own_is_kept_and_named(compose_cfg, caplog) -> None:
     (a key for `${...}` or a note is meant)."""
     with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
         check_train_config(compose_cfg("+learning_rate=3"))
-    assert "learning_rate is not a setting of lmtrain.train: it is kept in the run's config" in (
-        caplog.text
-    )
+    assert (
+        "learning_rate is not a setting of lmtrain.train: it is kept in the run's config, and no "
+        "code reads it, only a ${...} that names it (settings of a part go under it: "
+        "model.optimizer.lr, trainer.max_steps, ...)"
+    ) in caplog.text
+    caplog.clear()
+    # generate's settings are flat: no training parts to point to.
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
+        check_generate_config(compose_cfg("ckpt_path=x.ckpt", "+notes=mine", name="generate"))
+    assert caplog.messages == [
+        "notes is not a setting of lmtrain.generate: it is kept in the run's config, and no code "
+        "reads it, only a ${...} that names it"
+    ]
 
 
 def test_train_keys_are_the_entry_configs_own(compose_cfg) -> None:

@@ -141,6 +141,13 @@ def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: P
         problems.unknown_arguments(key, given, accepted, target.rpartition(".")[2])
 
 
+# Settings under a part, for the entry points that have parts (generate's and export's are flat).
+PART_SETTINGS = {
+    "lmtrain.train": "model.optimizer.lr, trainer.max_steps",
+    "lmtrain.eval": "trainer.precision, trainer.accelerator",
+}
+
+
 def check_top_level_keys(
     cfg: Mapping[str, Any],
     problems: Problems,
@@ -166,12 +173,13 @@ def check_top_level_keys(
                 f"mean {close[0]}?"
             )
         else:  # `+notes=...`, values for `${...}`: kept in the run's config, and named
+            parts = PART_SETTINGS.get(entry)
             log.warning(
                 "%s is not a setting of %s: it is kept in the run's config, and no code reads "
-                "it, only a ${...} that names it (settings of a part go under it: "
-                "model.optimizer.lr, trainer.max_steps, ...)",
+                "it, only a ${...} that names it%s",
                 key,
                 entry,
+                f" (settings of a part go under it: {parts}, ...)" if parts else "",
             )
 
 
