@@ -22,7 +22,7 @@ from lmtrain.utils.foreign_run_folder import foreign_run
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.faults import drop_root_file_access
-from tests.helpers.runs import export_tiny
+from tests.helpers.runs import eval_tiny, export_tiny
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +100,27 @@ def test_tools_never_write_into_a_training_run(trained: tuple[Path, Path], tmp_p
     )
     assert digests(run) == before
     assert not (tmp_path / "out").exists()
+
+
+def test_eval_from_python_refuses_a_training_run_and_repeats_into_its_own_folder(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate(cfg)` of a config composed in Python runs no Hydra callback: it replaced the
+    training run's metrics.json. A repeated eval into its own folder (no `.hydra/` from Python,
+    its metrics.json names the checkpoint it scored) still runs."""
+    run, _ = trained
+    ckpt, before = run / "checkpoints" / "last.ckpt", digests(run)
+    with pytest.raises(SystemExit):
+        eval_tiny(ckpt, run, tmp_path / "data")
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        f"error: hydra.run.dir={run} is another run's folder (it holds checkpoints/ of a "
+        "training run), which task_name=eval would overwrite"
+    )
+    assert digests(run) == before
+    own = tmp_path / "eval-run"
+    first = eval_tiny(ckpt, own, tmp_path / "data")
+    assert eval_tiny(ckpt, own, tmp_path / "data") == first
 
 
 def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:

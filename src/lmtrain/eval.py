@@ -45,9 +45,11 @@ from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_pat
 from lmtrain.models.hf import check_context
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.config_checks import check_data, check_eval_config, plain
+from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
 from lmtrain.utils.group_overrides import refuse_null_groups
 from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
 from lmtrain.utils.io import write_json
+from lmtrain.utils.run_folder import folder_key
 from lmtrain.utils.stored_targets import check_stored_data
 from lmtrain.utils.task import plain_metrics, task_wrapper
 
@@ -64,6 +66,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_eval_config(cfg if typed is None else without_data(cfg))
     benchmarks = benchmark_settings(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    # From the command line Hydra's callback has refused it already; from Python (a composed
+    # config) this is the check: a training run's metrics.json is not eval's to replace.
+    refuse_foreign_output_dir(output_dir, str(cfg.task_name), folder_key(output_dir))
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
     # Unknown names, a missing lm-eval, or task data that cannot be downloaded stop us here,
     # before the model is loaded and the val split read.

@@ -11,6 +11,7 @@ own folder, Lightning's DDP ranks > 0 re-run in rank 0's folder) is left alone.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     # nothing of value to lose (and `resume=` needs a checkpoint anyway).
     if not (folder / "metrics.json").exists():
         return None
-    saved = saved_task_name(folder / SAVED_CONFIG)
+    saved = saved_task_name(folder / SAVED_CONFIG) or metrics_task(folder / "metrics.json")
     if saved is None:
         return f"it holds a metrics.json without a readable {SAVED_CONFIG}"
     if saved != task_name:
@@ -71,6 +72,37 @@ def saved_task_name(path: Path) -> str | None:
         return None
     task = saved.get("task_name") if isinstance(saved, DictConfig) else None
     return None if task is None else str(task)
+
+
+def metrics_task(path: Path) -> str | None:
+    """The task whose metrics.json `path` is, told by its keys, for a run composed in Python
+    (no `.hydra/` record): train's reports `trainer/global_step`, eval's the `ckpt_path` scored."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):  # unreadable, not JSON: no task to compare with
+        return None
+    if not isinstance(metrics, dict):
+        return None
+    if "trainer/global_step" in metrics:
+        return "train"
+    return "eval" if "ckpt_path" in metrics else None
+
+
+def refusal(key: str, folder: Path, task: str, reason: str) -> str:
+    return (
+        f"{key}={folder} is another run's folder ({reason}), which task_name={task} would "
+        f"overwrite: pass a new folder (without {key}, each run gets one); to use that run's "
+        "model pass ckpt_path=<run folder>/checkpoints/last.ckpt"
+    )
+
+
+def refuse_foreign_output_dir(folder: Path, task: str, key: str) -> None:
+    """Raise LMTrainError when `folder` is another run's (`foreign_run`). A config composed in
+    Python (a notebook's `evaluate(cfg)`) runs no Hydra callback, and eval replaced a training
+    run's metrics.json."""
+    reason = foreign_run(folder, task)
+    if reason is not None:
+        raise LMTrainError(refusal(key, folder, task, reason))
 
 
 class RefuseForeignRunFolder(HydraCallback):
@@ -92,12 +124,6 @@ class RefuseForeignRunFolder(HydraCallback):
         reason = foreign_run(folder, task)
         if reason is None:
             return
-        print(
-            f"error: hydra.run.dir={folder} is another run's folder ({reason}), which "
-            f"task_name={task} would overwrite: drop hydra.run.dir (each run gets a new "
-            "folder) or pass a new folder; to use that run's model pass "
-            "ckpt_path=<run folder>/checkpoints/last.ckpt",
-            file=sys.stderr,
-            flush=True,
-        )
+        line = refusal("hydra.run.dir", folder, task, reason)
+        print(f"error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(1)
