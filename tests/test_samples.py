@@ -148,7 +148,8 @@ def test_a_new_run_over_an_old_folder_samples_its_own_final_weights(
 ) -> None:
     """`overwrite_run=true` over a folder whose samples.txt ends with a block of the same step:
     the new run's final validation is its only one, and it writes its own block (only a
-    resumed run's file can hold a block of its final weights already)."""
+    resumed run's file can hold a block of its final weights already), in a file of its own:
+    the old run's blocks went before it, two runs' `=== step 4 ===` in one file."""
     run_dir = tmp_path / "run"
     train_with_samples(run_dir, data_dir, corpus, "logger=none")
     before = blocks(run_dir / "samples.txt")
@@ -156,4 +157,6 @@ def test_a_new_run_over_an_old_folder_samples_its_own_final_weights(
     no_validation = ["trainer.val_check_interval=100", "trainer.check_val_every_n_epoch=null"]
     again = ["overwrite_run=true", "seed=7", "logger=none", *no_validation]
     train_with_samples(run_dir, data_dir, corpus, *again)
-    assert [step for step, _ in blocks(run_dir / "samples.txt")] == [2, 4, 4]
+    after = blocks(run_dir / "samples.txt")
+    assert [step for step, _ in after] == [4]
+    assert after[0][1] != before[1][1]  # the new run's own samples (seed 7)

@@ -79,6 +79,7 @@ class TextSamples(L.Callback):
         self._validations = 0
         self._sampled_step: int | None = None  # the global step of the last block written
         self._resumed = False  # fit restored a checkpoint (a new run's file is not its own)
+        self._new_file = False  # a new run's first block replaces the file it finds
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse a prompt that could never be sampled, before the first step.
@@ -99,9 +100,11 @@ class TextSamples(L.Callback):
                 )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """A resumed run drops the blocks written after the step it resumes at: a run killed
-        after a validation's samples and before the checkpoint that follows them validates
-        again, and its file had that validation's block twice."""
+        """A new run starts its own file: with `overwrite_run=true` its blocks went after the old
+        run's, two `=== step 2 ===` in one file. A resumed run drops the blocks written after the
+        step it resumes at: a run killed after a validation's samples and before the checkpoint
+        that follows them validates again, and its file had that validation's block twice."""
+        self._new_file = not trainer.ckpt_path
         if trainer.ckpt_path and trainer.is_global_zero and self.path.is_file():
             text = self.path.read_text()
             kept = blocks_up_to(text, trainer.global_step)
@@ -202,7 +205,8 @@ class TextSamples(L.Callback):
 
     def _append(self, text: str) -> None:
         """Append by rewriting the whole file atomically (`atomic_write`): never half a file."""
-        old = self.path.read_text() if self.path.is_file() else ""
+        old = self.path.read_text() if self.path.is_file() and not self._new_file else ""
+        self._new_file = False
         with atomic_write(self.path) as f:
             f.write(old + text)
 
