@@ -35,7 +35,8 @@ runs of each run's median) and its ratio to nanoGPT's. Optional, before the time
                  ops whose calls per step differ from nanoGPT's, and the Python functions called
                  more often than in nanoGPT (cProfile); the counts do not depend on the load
     --gemm N     HF's Conv1D layout against nn.Linear's (nanoGPT) on a block's four projections,
-                 forward + backward, min of N interleaved rounds
+                 forward + backward, min of N interleaved rounds, with the GFLOP/s each reaches
+                 beside a large product's (what this machine's matmuls can do)
 
     .venv/bin/python scripts/bench_model_step.py --check --profile 5 --repeats 0   # counts only
     .venv/bin/python scripts/bench_model_step.py --steps 60 --warmup 10 --repeats 5 --gemm 20
@@ -362,9 +363,24 @@ def gemm_layouts(model_cfg: dict, args: argparse.Namespace) -> None:
                 for module, x in zip(modules, inputs, strict=True):
                     module(x).sum().backward()
             best[name] = min(best[name], (time.perf_counter() - start) / 20)
+    # forward one product, backward two (input and weight gradients), 2 FLOPs per multiply-add
+    flops = 6 * rows * sum(n_in * n_out for n_in, n_out in shapes)
+    square = torch.randn(2048, 2048)
+    ceiling = min(timed(lambda: torch.mm(square, square)) for _ in range(args.gemm))
     print(f"\n== the 4 projections of a block, fwd + bwd, {rows} rows: min of {args.gemm} ==")
     for name, seconds in best.items():
-        print(f"{name:8s} {1e6 * seconds:9.0f} µs  x{seconds / best['Linear']:5.3f} of Linear")
+        rate = flops / seconds / 1e9
+        print(
+            f"{name:8s} {1e6 * seconds:9.0f} µs  x{seconds / best['Linear']:5.3f} of Linear  "
+            f"{rate:6.1f} GFLOP/s"
+        )
+    print(f"2048^3 mm {2 * 2048**3 / ceiling / 1e9:6.1f} GFLOP/s (a large product: the ceiling)")
+
+
+def timed(run: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 def main() -> None:
