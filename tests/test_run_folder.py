@@ -21,7 +21,7 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.train import train
-from lmtrain.utils import locks, run_folder
+from lmtrain.utils import locks, run_folder, task
 from lmtrain.utils.run_folder import claim_run_folder
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
@@ -142,6 +142,30 @@ def test_a_run_called_from_python_lets_its_folders_go_when_it_returns_or_raises(
     assert out.returncode == 0, out.stderr[-3000:]
     assert "in use by a live run" not in out.stderr
     assert torch.load(outside / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_the_run_folder_stays_locked_until_its_wandb_run_has_finished(
+    compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """W&B writes its run's files into the run folder as it finishes: the lock was let go
+    first, and a resume started in that window took over a folder whose W&B run was closing.
+    Whether the lock is held is asked from a second process as W&B's finish starts."""
+    run, held = tmp_path / "run", []
+    finish = task.finish_wandb
+
+    def finishing(exit_code: int) -> None:
+        lock = str(run / ".lock")
+        ask = "from pathlib import Path; from lmtrain.utils import locks; "
+        ask += f"print(locks.held_elsewhere(Path({lock!r})))"
+        out = subprocess.run([sys.executable, "-c", ask], capture_output=True, text=True)
+        held.append(out.stdout.strip())
+        finish(exit_code)
+
+    monkeypatch.setattr(task, "finish_wandb", finishing)
+    tiny = ["data=text_files", f"data.source.path={one_file_corpus(tmp_path / 'corpus')}"]
+    assert train(compose_cfg(*tiny, "data.tokenizer.kind=char", "logger=wandb"))
+    assert held == ["True"]
+    assert list((run / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
 def test_a_refused_command_line_run_leaves_the_first_runs_hydra_record_alone(

@@ -63,8 +63,8 @@ log = logging.getLogger(__name__)
 IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)
 
 
+@released_after  # the run folder's lock (and an outside dirpath's) outlasts W&B's run finishing
 @task_wrapper
-@released_after  # the run folder's lock, and an outside checkpoint dirpath's, end with the run
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
     startup = StartupClock(IMPORTS_DONE)  # the time to the first step, split into phases

@@ -191,7 +191,7 @@ def refuse_checkpoints_in(folder: Path, ckpt_path: str | Path | None, overwrite:
 def refuse_other_runs_record(folder: Path) -> None:
     """Raise LMTrainError when `folder` holds what another run writes (`RUN_RECORD`): a run
     without checkpoints (`callbacks.model_checkpoint=null`, an eval) is still a run, and this
-    one would replace its config, metrics and CSV and append to its samples. Checked before
+    one would replace its config, metrics, CSV and samples. Checked before
     Hydra writes `.hydra/`, by rank 0 (ranks > 0 start in rank 0's folder)."""
     found = [name for name in RUN_RECORD if (folder / name).is_file()]
     if found:
