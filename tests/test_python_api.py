@@ -483,3 +483,21 @@ def test_load_from_checkpoint_reads_a_runs_hparams_yaml_or_the_arguments_alone(
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(LMTrainError, match=r"list\.yaml' holds no mapping of arguments: pass a"):
         CausalLMModule.load_from_checkpoint(path, hparams_file=tmp_path / "list.yaml")
+
+
+def test_text_samples_of_a_second_fit_go_after_the_first_fits(
+    tmp_path: Path, corpus: Path, data_dir: Path
+) -> None:
+    """A second `fit` of the same trainer goes on from the first (no checkpoint): its samples
+    follow the first fit's in samples.txt, not replace them (a new run starts the file)."""
+    from lmtrain.callbacks.samples import TextSamples
+
+    datamodule = data_module(corpus, data_dir)
+    samples = TextSamples(prompts=["ab"], dirpath=tmp_path, max_new_tokens=4)
+    run = trainer(tmp_path, max_steps=2, val_check_interval=2, callbacks=[samples])
+    lm = module(datamodule.tokenizer)
+    run.fit(lm, datamodule)
+    run.fit_loop.epoch_loop.max_steps = 4
+    run.fit(lm, datamodule)
+    headers = re.findall(r"^=== step (\d+) ===$", (tmp_path / "samples.txt").read_text(), re.M)
+    assert headers == ["2", "4"]

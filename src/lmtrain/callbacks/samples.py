@@ -80,6 +80,7 @@ class TextSamples(L.Callback):
         self._sampled_step: int | None = None  # the global step of the last block written
         self._resumed = False  # fit restored a checkpoint (a new run's file is not its own)
         self._new_file = False  # a new run's first block replaces the file it finds
+        self._fits = 0  # a second fit in one process (Python) goes on with the first one's file
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Refuse a prompt that could never be sampled, before the first step.
@@ -101,10 +102,12 @@ class TextSamples(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A new run starts its own file: with `overwrite_run=true` its blocks went after the old
-        run's, two `=== step 2 ===` in one file. A resumed run drops the blocks written after the
+        run's, two `=== step 2 ===` in one file (a run resumed from another run's checkpoint is
+        taken for a resume of this folder's run). A resumed run drops the blocks written after the
         step it resumes at: a run killed after a validation's samples and before the checkpoint
         that follows them validates again, and its file had that validation's block twice."""
-        self._new_file = not trainer.ckpt_path
+        self._new_file = not trainer.ckpt_path and self._fits == 0
+        self._fits += 1
         if trainer.ckpt_path and trainer.is_global_zero and self.path.is_file():
             text = self.path.read_text()
             kept = blocks_up_to(text, trainer.global_step)
