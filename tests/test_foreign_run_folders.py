@@ -121,6 +121,10 @@ def test_eval_from_python_refuses_a_training_run_and_repeats_into_its_own_folder
     own = tmp_path / "eval-run"
     first = eval_tiny(ckpt, own, tmp_path / "data")
     assert eval_tiny(ckpt, own, tmp_path / "data") == first
+    # A task name of one's own: its metrics.json is still eval's (it names no task).
+    named = tmp_path / "named-eval"
+    for _ in range(2):
+        assert eval_tiny(ckpt, named, tmp_path / "data", "task_name=myeval") == first
 
 
 def test_a_folder_of_the_same_task_is_not_foreign(tmp_path: Path) -> None:

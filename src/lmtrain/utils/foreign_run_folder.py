@@ -31,8 +31,9 @@ RUN_OWN_FOLDERS = ("checkpoints", "csv", "wandb", "tensorboard", "export", ".hyd
 SAVED_CONFIG = Path(".hydra") / "config.yaml"
 
 
-def foreign_run(folder: Path, task_name: str) -> str | None:
-    """What makes `folder` another task's run folder, or None when this task may write there."""
+def foreign_run(folder: Path, task_name: str, entry: str | None = None) -> str | None:
+    """What makes `folder` another task's run folder, or None when this task may write there.
+    `entry` (`eval`) also takes as its own a metrics.json its entry point wrote from Python."""
     if not folder.is_dir():
         return None
     folder = folder.resolve()  # `.`, `x/..` or a link name no folder: its real path does
@@ -56,7 +57,11 @@ def foreign_run(folder: Path, task_name: str) -> str | None:
     # nothing of value to lose (and `resume=` needs a checkpoint anyway).
     if not (folder / "metrics.json").exists():
         return None
-    saved = saved_task_name(folder / SAVED_CONFIG) or metrics_task(folder / "metrics.json")
+    saved = saved_task_name(folder / SAVED_CONFIG)
+    if saved is None:  # a run composed in Python writes no `.hydra/`: its metrics tell
+        saved = metrics_task(folder / "metrics.json")
+        if saved is not None and saved == entry:
+            return None
     if saved is None:
         return f"it holds a metrics.json without a readable {SAVED_CONFIG}"
     if saved != task_name:
@@ -89,18 +94,21 @@ def metrics_task(path: Path) -> str | None:
 
 
 def refusal(key: str, folder: Path, task: str, reason: str) -> str:
+    new = "pass a new folder"
+    if key == "hydra.run.dir":
+        new += " (without it, each run gets one)"
     return (
         f"{key}={folder} is another run's folder ({reason}), which task_name={task} would "
-        f"overwrite: pass a new folder (without {key}, each run gets one); to use that run's "
-        "model pass ckpt_path=<run folder>/checkpoints/last.ckpt"
+        f"overwrite: {new}; to use that run's model pass ckpt_path=<run folder>/checkpoints/"
+        "last.ckpt"
     )
 
 
 def refuse_foreign_output_dir(folder: Path, task: str, key: str) -> None:
-    """Raise LMTrainError when `folder` is another run's (`foreign_run`). A config composed in
-    Python (a notebook's `evaluate(cfg)`) runs no Hydra callback, and eval replaced a training
-    run's metrics.json."""
-    reason = foreign_run(folder, task)
+    """Raise LMTrainError when `folder` is another run's (`foreign_run`), for eval. A config
+    composed in Python (a notebook's `evaluate(cfg)`) runs no Hydra callback, and eval replaced a
+    training run's metrics.json."""
+    reason = foreign_run(folder, task, entry="eval")
     if reason is not None:
         raise LMTrainError(refusal(key, folder, task, reason))
 
