@@ -418,6 +418,15 @@ def test_a_key_of_ones_own_is_kept_and_named(compose_cfg, caplog) -> None:
         "notes is not a setting of lmtrain.generate: it is kept in the run's config, and no code "
         "reads it, only a ${...} that names it"
     ]
+    caplog.clear()
+    # export's decoding settings sit under generation:
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
+        check_export_config(
+            compose_cfg("ckpt_path=x.ckpt", "out_dir=x", "+temperature=0.5", name="export")
+        )
+    assert caplog.messages[0].endswith(
+        "(settings of a part go under it: generation.temperature, generation.top_k, ...)"
+    )
 
 
 def test_train_keys_are_the_entry_configs_own(compose_cfg) -> None:

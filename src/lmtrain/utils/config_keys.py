@@ -141,10 +141,11 @@ def check_arguments(key: str, target: str, entry: Mapping[str, Any], problems: P
         problems.unknown_arguments(key, given, accepted, target.rpartition(".")[2])
 
 
-# Settings under a part, for the entry points that have parts (generate's and export's are flat).
+# Settings under a part, for the entry points that have parts (generate's are flat).
 PART_SETTINGS = {
     "lmtrain.train": "model.optimizer.lr, trainer.max_steps",
     "lmtrain.eval": "trainer.precision, trainer.accelerator",
+    "lmtrain.export": "generation.temperature, generation.top_k",
 }
 
 
