@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from lmtrain.models.checkpoint import load_model
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY
 from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.utils.stored_targets import allowed, untrusted
+from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.runs import eval_tiny, export_tiny
@@ -307,3 +310,87 @@ def test_a_lora_folder_whose_base_holds_a_pickle_names_the_base(
         f"the base model '{base}' of ckpt_path='{adapters}' (adapter_config.json) holds pickled "
     )
     assert not marker.exists()
+
+
+def test_eval_refuses_a_stored_interpolation_that_makes_a_node(
+    tmp_path: Path, trained: Path
+) -> None:
+    """A stored run config is plain data (saved resolved), but OmegaConf resolved a crafted
+    `${oc.create:{_target_: ...}}` as eval built its data config: the plain walk had not seen
+    the node, and `torch.load(weights_only=False)` unpickled a payload through it."""
+    marker = tmp_path / "pwned"
+    made = f"${{oc.create:{{_target_:pathlib.Path.touch,_args_:['{marker}']}}}}"
+    evil = tampered_checkpoint(trained, tmp_path / "evil.ckpt", source=made)
+    result = run_cli(
+        "eval",
+        f"ckpt_path={evil}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+    )
+    fragments = ("its run config holds data.source=", "${oc.create:", "an interpolation")
+    assert_one_line_error(result, f"ckpt_path='{evil}'", *fragments)
+    assert not marker.exists()
+
+
+def test_resume_refuses_a_node_nested_past_the_walks_depth(tmp_path: Path, trained: Path) -> None:
+    """The target walk stopped at 64 levels, and Hydra instantiates nodes at any depth."""
+    marker = tmp_path / "pwned"
+    node: Any = payload(marker)
+    for _ in range(70):
+        node = {"a": node}
+    corpus = OmegaConf.load(trained / ".hydra" / "config.yaml").data.source.path
+    run = shared_copy(trained, tmp_path / "run", **{"data.source.path": [corpus, node]})
+    result = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    assert_one_line_error(result, f"resume={run}: its .hydra/config.yaml names data.source.path")
+    assert "nested over 64 levels deep" in result.stderr
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("part", ["hf_config", "tokenizer"])
+def test_a_checkpoint_asking_for_its_own_code_runs_none_when_answered_yes(
+    tmp_path: Path, trained: Path, part: str
+) -> None:
+    """transformers asks `[y/N]` before it imports a config's auto_map module unless told not
+    to: answered y, generate imported the checkpoint's code. A tokenizer's auto_map was refused,
+    but in a traceback."""
+    marker, code = tmp_path / "pwned", tmp_path / "evilrepo"
+    code.mkdir()
+    (code / "evil.py").write_text(f"from pathlib import Path\nPath({str(marker)!r}).touch()\n")
+    checkpoint = torch.load(
+        trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
+    stored = checkpoint[CHECKPOINT_KEY]
+    if part == "hf_config":
+        stored["hf_config"] = {
+            "model_type": "vit",
+            "auto_map": {"AutoModelForCausalLM": "evil.EvilModel"},
+            "_name_or_path": str(code),
+        }
+    else:
+        files = stored["tokenizer_files"]
+        config = json.loads(files["tokenizer_config.json"])
+        config |= {"tokenizer_class": "EvilTok", "auto_map": {"AutoTokenizer": [None, "evil.E"]}}
+        files["tokenizer_config.json"] = json.dumps(config)
+        (code / "evil.py").rename(tmp_path / "evil.py")  # beside nothing: a name only
+    evil = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    command = ["-m", "lmtrain.generate", f"ckpt_path={evil}", "prompt=ab", "max_new_tokens=2"]
+    command.append(f"paths.log_dir={tmp_path / 'logs'}")
+    result = subprocess.run(
+        [sys.executable, *command], input="y\n", capture_output=True, text=True, cwd=ROOT
+    )
+    builds = "builds no model" if part == "hf_config" else "tokenizer files build no tokenizer"
+    assert_one_line_error(result, f"ckpt_path='{evil}': its", builds)
+    assert not marker.exists()
+
+
+def test_export_of_a_stored_config_of_another_shape_writes_its_card(
+    tmp_path: Path, trained: Path
+) -> None:
+    """A stored `data.source` that is a string, not a mapping: the model card read `.get` of it
+    (AttributeError, a traceback). Read as unknown now."""
+    odd = tampered_checkpoint(trained, tmp_path / "odd.ckpt", source="my corpus", tokenizer=3)
+    out = tmp_path / "out"
+    export_checkpoint(str(odd), str(out), root_dir=str(tmp_path))
+    card = (out / "README.md").read_text()
+    assert "unknown" in card and load_model(out).run_config["data"]["source"] == "my corpus"

@@ -86,7 +86,9 @@ def model_from_contents(hf_config: Any, state: dict[str, Any], path: str | Path)
     try:
         config_dict = dict(hf_config)
         config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
-        model = AutoModelForCausalLM.from_config(config)
+        # A config from a file: an auto_map in it must not import and run code (transformers
+        # asks [y/N] on a terminal when this is unset).
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     except Exception as err:  # a KeyError, TypeError or ValueError from a damaged entry
         raise LMTrainError(
             f"ckpt_path={str(path)!r}: its {CHECKPOINT_KEY}.hf_config builds no model "
@@ -126,7 +128,13 @@ def tokenizer_from_files(files: Any, source: str | Path) -> PreTrainedTokenizerB
         for name, text in files.items():
             (Path(folder) / name).write_text(text)
         # Files from a checkpoint: an auto_map in them must not fetch and run code.
-        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        try:
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+        except (ValueError, OSError, TypeError) as err:  # custom code asked for, a damaged file
+            raise LMTrainError(
+                f"ckpt_path={str(source)!r}: its tokenizer files build no tokenizer "
+                f"({type(err).__name__}: {first_line(err)}): {WRITTEN_BY}"
+            ) from None
 
 
 def tokenizer_files_problem(files: Any) -> str | None:

@@ -49,11 +49,13 @@ def model_card(
     an `adapter_folder` of peft's that loads on top of it).
     """
     config = loaded.model.config
-    data = run_config.get("data") or {}
-    source = data.get("source") or {}
+    data = run_config.get("data")  # from a file: read what is there, whatever its shape
+    data = data if isinstance(data, dict) else {}
+    source = data.get("source") if isinstance(data.get("source"), dict) else {}
     source_name = str(source.get("_target_", "unknown")).rsplit(".", 1)[-1]
     dataset = hub_id(source.get("path")) if source_name == "HFDatasetSource" else None
-    pretrained = (run_config.get("model") or {}).get("pretrained")
+    model = run_config.get("model")
+    pretrained = model.get("pretrained") if isinstance(model, dict) else None
     name = model_name or f"lmtrain-{config.model_type}"
     lora = info.get("lora")
     relation = {"base_model_relation": "adapter" if adapter_folder else "merge"}
@@ -131,8 +133,8 @@ def card_body(
     (`use`: the code that loads it; `contents`: what the folder holds)."""
     config = loaded.model.config
     source_args = ", ".join(f"{k}={v!r}" for k, v in source.items() if not k.startswith("_"))
-    tok = data.get("tokenizer") or {}
-    tok_kind = tok.get("kind", "unknown") + (f" ({tok['name']})" if tok.get("name") else "")
+    tok = data.get("tokenizer") if isinstance(data.get("tokenizer"), dict) else {}
+    tok_kind = str(tok.get("kind", "unknown")) + (f" ({tok['name']})" if tok.get("name") else "")
     params = count_parameters(loaded.model)["params/total"]
     scope = info.get("val_loss_scope") or "latest validation (may be a subset of val)"
 

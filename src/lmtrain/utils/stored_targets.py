@@ -3,9 +3,8 @@
 A run folder's `.hydra/config.yaml` (`resume=`), a checkpoint's `lmtrain.run_config` and an
 export's `lmtrain.json` are copied, shared and edited by hand, so they are data, not code: a
 `_target_` in them is only instantiated when the project's own configs name it (every YAML file of
-the config search path the command composes from: `configs/`, `configs/local/`, any
-`hydra.searchpath` folder) or the user typed it on this command line. A `_target_` given
-positional `_args_` is accepted only where those configs (or the command line) do so too. For
+the config search path: `configs/`, `configs/local/`, any `hydra.searchpath` folder) or the
+user typed it on this command line; positional `_args_` only where those do so too. For
 `resume=`, the folders the resumed run writes into (`dirpath`, `save_dir`, `export_dir`,
 `default_root_dir`, `dir`, `paths.output_dir`) must be what the project's configs set there or lie
 inside the run folder, and the names joined onto them (a checkpoint's `filename`, a logger's
@@ -41,6 +40,7 @@ PATH_PART_KEYS = ("filename", "name", "version", "sub_dir")
 # `{0[<field>]}`, so a `]` in one opens item and attribute access.
 NAME_FIELD = re.compile(r"\{([^:}]*)")
 SHOWN = 3  # offending keys named in the one-line refusal
+MAX_DEPTH = 64  # levels of a stored config walked; a deeper node is refused, not skipped
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,10 @@ def untrusted(tree: Any, allow: Allowed, prefix: str = "") -> list[tuple[str, An
 
 
 def _walk(node: Any, where: str, allow: Allowed, found: list, seen: set[int], depth: int) -> None:
-    if depth > 64 or id(node) in seen:
+    if id(node) in seen:
+        return
+    if depth > MAX_DEPTH:  # not walked, so not trusted: Hydra instantiates nodes at any depth
+        found.append((f"{where[:60]}...", f"a node nested over {MAX_DEPTH} levels deep"))
         return
     if isinstance(node, DictConfig | ListConfig):
         seen.add(id(node))
@@ -161,6 +164,15 @@ def _walk(node: Any, where: str, allow: Allowed, found: list, seen: set[int], de
         _walk(value, f"{where}{key}.", allow, found, seen, depth + 1)
 
 
+def _interpolations(tree: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    """(dotted key, value) of every string of plain `tree` that holds `${`."""
+    if isinstance(tree, str) and "${" in tree:
+        yield where.rstrip("."), tree
+    elif depth <= MAX_DEPTH and isinstance(tree, dict | list):
+        for key, value in tree.items() if isinstance(tree, dict) else enumerate(tree):
+            yield from _interpolations(value, f"{where}{key}.", depth + 1)
+
+
 def refusal(found: list[tuple[str, Any]], subject: str, advice: str) -> LMTrainError:
     """One line naming the first `found` keys: `subject` names, `advice` says what to do."""
     named = ", ".join(f"{key}={value}" for key, value in found[:SHOWN])
@@ -172,10 +184,17 @@ def refusal(found: list[tuple[str, Any]], subject: str, advice: str) -> LMTrainE
 
 def check_stored_data(run_config: Any, subject: str, typed: Iterable[Any] = ()) -> None:
     """Refuse a model's stored run config (checkpoint or lmtrain.json) whose `data` names a
-    target no config of the project names (`typed`: the user's own data settings, trusted)."""
+    target no config of the project names (`typed`: the user's own, trusted), or holds an
+    interpolation (saved resolved, it has none: `${oc.create:...}` made unwalked nodes)."""
     data = run_config.get("data") if isinstance(run_config, dict | DictConfig) else None
     if data is None:
         return
+    interpolated = next(_interpolations(data, "data."), None)
+    if interpolated is not None:
+        raise LMTrainError(
+            f"{subject} holds {interpolated[0]}={interpolated[1]!r}, an interpolation, which "
+            "lmtrain never saves (a run config is saved resolved): use only models you trust"
+        )
     found = untrusted(data, allowed(typed=typed), "data.")
     if found:
         raise refusal(
@@ -201,7 +220,8 @@ def check_resumed(value: str, resumed: DictConfig, command: DictConfig, folder: 
     allow = allowed(command.hydra.runtime.config_sources, typed_values)
     found = untrusted(resumed, allow)
     if found:
-        targets = {where.rstrip("."): t for where, _, t in _targets(plain_config(resumed))}
+        as_written = OmegaConf.to_container(resumed, resolve=False)
+        targets = {where.rstrip("."): t for where, _, t in _targets(as_written)}
         nodes = [(key.rpartition(".")[0], key, v) for key, v in found[:SHOWN]]
         again = [
             f"++{node}._target_={v if key.endswith('_target_') else targets.get(node, '...')}"
@@ -223,11 +243,6 @@ def check_resumed(value: str, resumed: DictConfig, command: DictConfig, folder: 
             f"project writes: resume only runs you trust, or pass ++{first}={value} on the "
             "command line"
         )
-
-
-def plain_config(config: DictConfig) -> Any:
-    """`config` as plain dicts and lists, interpolations as written."""
-    return OmegaConf.to_container(config, resolve=False)
 
 
 def typed_overrides(lines: Iterable[Any]) -> tuple[set[str], list[Any]]:
