@@ -129,6 +129,26 @@ def test_damaged_jobs_are_shown_as_unreadable_and_the_others_reported(
     assert f"Job 2 is unreadable: .hydra/config.yaml {missing}." in markdown
 
 
+def test_a_metric_that_is_no_number_makes_its_job_unreadable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`true` ranked first as 1, and a string read as no value showed the job as diverged."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    forge_job(sweep, 1, {"val/loss": True})
+    forge_job(sweep, 2, {"val/loss": "1.5"})
+    report.main([str(sweep)])
+    unreadable = [("1", "unreadable", ""), ("2", "unreadable", "")]
+    assert report_rows(sweep) == [("0", "ok", "2"), *unreadable]
+    warnings = capsys.readouterr().err.splitlines()
+    assert warnings == [
+        f"warning: job folder {sweep / '1'}: metrics.json holds val/loss=True, not a number: "
+        "shown as unreadable",
+        f"warning: job folder {sweep / '2'}: metrics.json holds val/loss='1.5', not a number: "
+        "shown as unreadable",
+    ]
+
+
 def test_out_takes_the_report_and_leaves_the_sweep_folder_as_it_was(tmp_path: Path) -> None:
     """--out takes the files; the sweep folder, maybe a colleague's, is left as it was."""
     sweep = tmp_path / "sweep"

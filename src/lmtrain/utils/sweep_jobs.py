@@ -137,11 +137,15 @@ def read_job(folder: Path, num: int) -> Job:
     # Whole numbers as floats: float() of a 400-digit one overflows, where parsing gives inf.
     metrics = load("metrics.json", lambda text: json.loads(text, parse_int=float), dict, False)
     saved_hydra = load(".hydra/hydra.yaml", yaml.safe_load, dict, needed=False)
+    # `true` ranked as 1 and "6.5" read as no value (diverged): lmtrain writes only numbers.
+    odd = [f"{k}={v!r}" for k, v in metrics.items() if isinstance(v, bool) or not is_real(v)]
+    if odd:
+        problems.append(f"metrics.json holds {', '.join(odd[:3])}, not a number")
     job = Job(
         num=int(folder.name) if is_number(folder.name) else num,
         folder=folder,
         overrides=parse_overrides(overrides),
-        metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
+        metrics={k: float(v) for k, v in metrics.items() if is_real(v)},
         optimized_metric=str(config.get("optimized_metric") or "val/loss"),
         wandb_id=load(RUN_ID_FILE, str.strip, str, needed=False),
         direction=str(dig(saved_hydra, "hydra", "sweeper", "direction") or "").lower(),
@@ -157,6 +161,10 @@ def read_job(folder: Path, num: int) -> Job:
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
         warn(f"the val/loss curve of job folder {folder} cannot be read ({first_line(err)})")
     return job
+
+
+def is_real(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def dig(mapping: Any, *keys: str) -> Any:
