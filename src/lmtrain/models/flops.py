@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, PretrainedConfig
 def flops_per_batch(config: PretrainedConfig, batch_size: int, seq_len: int) -> int:
     """Forward + backward FLOPs of `batch_size` sequences of `seq_len` tokens."""
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        # The config may come from a pretrained folder: never its auto_map code.
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
         input_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     # use_cache=True whatever the config says: without a cache (and a mask), transformers looks
     # for packed sequences in the position ids with `.item()`, which meta tensors cannot do
