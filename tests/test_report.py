@@ -18,6 +18,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lmtrain import report
 from lmtrain.report import Job, ranked
 from lmtrain.utils.sweep_jobs import read_curve
+from lmtrain.utils.sweep_ledger import end_ledger, record_job, start_ledger
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.faults import drop_root_file_access
@@ -147,6 +148,30 @@ def test_a_metric_that_is_no_number_makes_its_job_unreadable(
         f"warning: job folder {sweep / '2'}: metrics.json holds val/loss='1.5', not a number: "
         "shown as unreadable",
     ]
+
+
+def test_a_failed_job_resumed_to_its_end_is_reported_by_its_new_metrics(tmp_path: Path) -> None:
+    """The ledger said job 0 failed, so any metrics.json there was shown as failed: also the one
+    a later `resume=<job folder>` wrote. What was there when it failed still is."""
+    sweep = tmp_path / "sweep"
+    start_ledger(sweep)
+    first = forge_job(sweep, 0, {"val/loss": 2.0})  # an earlier sweep's result
+    record_job(sweep, 0, first, ok=False, why="RuntimeError: boom")
+    end_ledger(sweep, ["0"])
+    assert [job.status for job in report.read_jobs(sweep)] == ["failed"]
+    (first / "metrics.json").write_text(json.dumps({"val/loss": 1.5}))  # the resume's
+    (job,) = report.read_jobs(sweep)
+    assert (job.status, job.value) == ("ok", 1.5)
+
+
+def test_a_folder_of_sweeps_is_refused_rather_than_merged(tmp_path: Path) -> None:
+    """logs/train/multiruns/ given instead of one sweep: two sweeps' job 0 and 1 in one table."""
+    for name in ("a", "b"):
+        forge_job(tmp_path / "runs" / name, 0, {"val/loss": 2.0})
+        (tmp_path / "runs" / name / "multirun.yaml").write_text("{}\n")
+    result = run_cli("report", str(tmp_path / "runs"))
+    assert_one_line_error(result, "holds sweeps (a, b), not the jobs of one: pass one sweep's")
+    assert not (tmp_path / "runs" / "report.csv").exists()
 
 
 def test_out_takes_the_report_and_leaves_the_sweep_folder_as_it_was(tmp_path: Path) -> None:

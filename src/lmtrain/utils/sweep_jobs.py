@@ -23,7 +23,14 @@ import yaml
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import locks
-from lmtrain.utils.sweep_ledger import failed_in, finished_in, folder_name, read_ledger
+from lmtrain.utils.sweep_ledger import (
+    failed_in,
+    finished_in,
+    folder_name,
+    metrics_fingerprint,
+    read_ledger,
+    sweep_jobs,
+)
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # Final metrics shown after the optimized one, when a job has them.
@@ -78,6 +85,15 @@ def job_folders(sweep_dir: Path) -> list[Path]:
         raise LMTrainError(
             f"{str(sweep_dir)!r} {what}: pass a sweep folder, e.g. logs/train/multiruns/<time>"
         )
+    # A folder of sweeps (logs/train/multiruns/): their jobs would merge into one table.
+    roots = {p.parent for p in sweep_dir.glob("*/**/multirun.yaml")}
+    roots |= {p.parent.parent for p in sweep_dir.glob("*/**/.jobs/sweep.json")}
+    if roots:
+        shown = ", ".join(str(p.relative_to(sweep_dir)) for p in sorted(roots)[:3])
+        raise LMTrainError(
+            f"{str(sweep_dir)!r} holds sweeps ({shown}{', ...' if len(roots) > 3 else ''}), not "
+            "the jobs of one: pass one sweep's folder"
+        )
     # Any depth: a hydra.sweep.subdir such as lr_${model.optimizer.lr}/seed_${seed} nests them.
     folders = {path.parent.parent for path in sweep_dir.glob("**/.hydra/overrides.yaml")}
     folders.discard(sweep_dir)  # not a job
@@ -96,19 +112,26 @@ def is_number(name: str) -> bool:
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder of the sweep, by job number. A folder where the sweep's ledger says its
-    jobs failed and none finished is failed, whatever metrics.json an earlier run left there
-    (an `overwrite_run=true` sweep over an earlier one)."""
-    records = read_ledger(sweep_dir)
-    jobs = [read_job(folder, n) for n, folder in enumerate(job_folders(sweep_dir))]
-    for job in jobs:
-        name = folder_name(job.folder, sweep_dir)
+    jobs failed and none finished is failed, whatever metrics.json was there when it failed
+    (an `overwrite_run=true` sweep over an earlier one); one written since (a resume of the
+    job) is its result. Folders the ended sweep does not name are an earlier sweep's: left out."""
+    records, members = read_ledger(sweep_dir), sweep_jobs(sweep_dir)
+    jobs = []
+    for n, folder in enumerate(job_folders(sweep_dir)):
+        name = folder_name(folder, sweep_dir)
+        if members is not None and name not in members:
+            warn(f"job folder {folder}: not a job of the sweep last run there: left out")
+            continue
+        job = read_job(folder, n)
         failures = failed_in(records, name)
-        if failures and not finished_in(records, name) and job.metrics:
+        last = failures[-1] if failures and not finished_in(records, name) else None
+        if last and job.metrics and last.metrics in (None, metrics_fingerprint(folder)):
             warn(
-                f"job folder {job.folder}: job {failures[-1].num} of this sweep failed there "
-                f"({failures[-1].why}); its metrics.json is an earlier run's: shown as failed"
+                f"job folder {job.folder}: job {last.num} of this sweep failed there "
+                f"({last.why}); its metrics.json is from before that: shown as failed"
             )
             job.metrics = {}
+        jobs.append(job)
     return sorted(jobs, key=lambda job: job.num)
 
 

@@ -14,6 +14,7 @@ its folder, without metrics.json, still tells.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class JobRecord:
     folder: str
     ok: bool
     why: str = ""
+    metrics: str | None = None  # a failed job's metrics_fingerprint of its folder then
 
 
 def start_ledger(sweep_dir: Path) -> None:
@@ -43,11 +45,33 @@ def start_ledger(sweep_dir: Path) -> None:
 
 def current_sweep(sweep_dir: Path) -> str | None:
     """The id of the sweep last started in `sweep_dir`, or None (no ledger, or a damaged one)."""
-    try:
-        sweep_id = json.loads((sweep_dir / LEDGER / SWEEP_FILE).read_text()).get("sweep")
-    except (OSError, ValueError, AttributeError):
-        return None
+    sweep_id = read_sweep_file(sweep_dir).get("sweep")
     return sweep_id if isinstance(sweep_id, str) else None
+
+
+def read_sweep_file(sweep_dir: Path) -> dict:
+    try:
+        data = json.loads((sweep_dir / LEDGER / SWEEP_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def end_ledger(sweep_dir: Path, folders: list[str]) -> None:
+    """Name the job folders of the sweep that has just ended in `sweep_dir` (as `folder_name`
+    gives them): with `overwrite_run=true`, an earlier sweep's other job folders are still there,
+    and the report would rank them as this sweep's."""
+    sweep_id = current_sweep(sweep_dir)
+    if sweep_id is not None:
+        with contextlib.suppress(OSError):
+            write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": sweep_id, "jobs": folders})
+
+
+def sweep_jobs(sweep_dir: Path) -> set[str] | None:
+    """The job folders of the sweep last run in `sweep_dir` (None: it has not ended, or its
+    ledger predates the list)."""
+    jobs = read_sweep_file(sweep_dir).get("jobs")
+    return {str(j) for j in jobs} if isinstance(jobs, list) else None
 
 
 def record_job(sweep_dir: Path, num: int, output_dir: Path, ok: bool, why: str = "") -> None:
@@ -58,9 +82,19 @@ def record_job(sweep_dir: Path, num: int, output_dir: Path, ok: bool, why: str =
         return
     folder = folder_name(output_dir, sweep_dir)
     record = {"sweep": sweep_id, "job": num, "folder": folder, "ok": ok, "why": why}
+    if not ok:  # a metrics.json that differs later was written since (a resume of the job)
+        record["metrics"] = metrics_fingerprint(output_dir)
     # A ledger that cannot be written leaves the folder rule (SweepOutcome) to judge the job.
     with contextlib.suppress(OSError):
         write_json(sweep_dir / LEDGER / f"{num}.json", record)
+
+
+def metrics_fingerprint(folder: Path) -> str:
+    """sha256 of `folder`'s metrics.json, or "none" (no file, or unreadable)."""
+    try:
+        return hashlib.sha256((folder / "metrics.json").read_bytes()).hexdigest()
+    except OSError:
+        return "none"
 
 
 def folder_name(folder: Path, sweep_dir: Path) -> str:
@@ -84,8 +118,11 @@ def read_ledger(sweep_dir: Path) -> list[JobRecord]:
             data = json.loads(path.read_text())
             if data["sweep"] != sweep_id:
                 continue
+            metrics = data.get("metrics")
+            metrics = metrics if isinstance(metrics, str) else None
+            ok = data["ok"] is True
             records.append(
-                JobRecord(int(data["job"]), str(data["folder"]), data["ok"] is True, data["why"])
+                JobRecord(int(data["job"]), str(data["folder"]), ok, data["why"], metrics)
             )
         except (OSError, ValueError, KeyError, TypeError):
             continue

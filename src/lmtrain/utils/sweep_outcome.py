@@ -24,7 +24,7 @@ from lmtrain.utils.sweep_checks import (
     sweep_files,
     withdraw_results_without_best,
 )
-from lmtrain.utils.sweep_ledger import folder_name, read_ledger, start_ledger
+from lmtrain.utils.sweep_ledger import end_ledger, folder_name, read_ledger, start_ledger
 from lmtrain.utils.task import fail
 
 _sweep_held: Callable[[], None] | None = None  # the unlock of this process's sweep folder
@@ -88,6 +88,7 @@ class SweepOutcome(HydraCallback):
             if self.written_now(folder / ".hydra" / "config.yaml")
             and folder_name(folder, sweep_dir) not in recorded
         ]
+        end_ledger(sweep_dir, sorted(recorded | {folder_name(f, sweep_dir) for f in unrecorded}))
         failed = [f"job {r.num} in {r.folder}: {r.why}" for r in records if not r.ok]
         failed += [
             f"{folder_name(folder, sweep_dir)}: no metrics.json (killed?)"
