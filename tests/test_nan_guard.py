@@ -168,3 +168,26 @@ def test_ddp_nan_on_one_rank_is_skipped_by_both(tmp_path: Path, data_dir: Path) 
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(LMTrainError, match=r"model\.nan_guard='never'"):
         CausalLMModule(config={"n_layer": 1, "n_head": 1, "n_embd": 8}, nan_guard="never")
+
+
+def test_a_sweep_jobs_hint_resumes_it_with_its_own_settings(compose_cfg, tmp_path: Path) -> None:
+    """A sweep job stopped by the guard was told `ckpt_path=last hydra.run.dir=<job>`: typed with
+    the sweep's command line, that lacks the job's swept settings and was refused."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from lmtrain.models.checkpoint_paths import resume_hint
+
+    cfg, run = compose_cfg(), tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
+    assert resume_hint(last) == f"resume with ckpt_path=last hydra.run.dir={run}"
+    OmegaConf.set_readonly(cfg.hydra, False)
+    cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig().set_config(cfg)
+    try:
+        assert resume_hint(last) == f"resume with resume={run}"
+    finally:  # later tests of this process compose as single runs
+        OmegaConf.set_readonly(cfg.hydra, False)
+        cfg.hydra.mode = RunMode.RUN
+        HydraConfig().set_config(cfg)

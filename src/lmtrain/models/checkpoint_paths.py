@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
 # Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
 # checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
@@ -19,8 +22,12 @@ def last_checkpoint_path(trainer: Any) -> Path:
 
 
 def resume_hint(path: Path) -> str:
-    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file."""
+    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file. A
+    sweep's job resumes with `resume=<its folder>`, which restores its swept settings: the
+    sweep's command line with `ckpt_path=last` lacks them, and was refused (another model)."""
     if path.name == "last.ckpt" and path.parent.name == "checkpoints":
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return f"resume with resume={path.parent.parent}"
         return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
     return f"resume with ckpt_path={path}"
 
