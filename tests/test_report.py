@@ -164,6 +164,22 @@ def test_a_failed_job_resumed_to_its_end_is_reported_by_its_new_metrics(tmp_path
     assert (job.status, job.value) == ("ok", 1.5)
 
 
+def test_a_job_resumed_on_its_own_keeps_the_sweeps_overrides(tmp_path: Path) -> None:
+    """`resume=<job folder>` writes its own command's overrides.yaml and keeps the sweep's
+    under .hydra/previous/: the report lost the job's learning rate and showed `resume`."""
+    sweep = tmp_path / "sweep"
+    first = forge_job(sweep, 0, {"val/loss": 2.0})
+    forge_job(sweep, 1, {"val/loss": 1.0})
+    previous = first / ".hydra" / "previous" / "2026-12-05_01-00-00_000000"
+    previous.mkdir(parents=True)
+    (first / ".hydra" / "overrides.yaml").rename(previous / "overrides.yaml")
+    resumed = [f"resume={first}", "trainer.max_steps=6"]
+    (first / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(resumed))
+    jobs = report.read_jobs(sweep)
+    assert jobs[0].overrides == {"model.optimizer.lr": "0.1", "trainer.max_steps": "6"}
+    assert jobs[1].overrides == {"model.optimizer.lr": "0.2"}
+
+
 def test_a_folder_of_sweeps_is_refused_rather_than_merged(tmp_path: Path) -> None:
     """logs/train/multiruns/ given instead of one sweep: two sweeps' job 0 and 1 in one table."""
     for name in ("a", "b"):

@@ -155,7 +155,11 @@ def read_job(folder: Path, num: int) -> Job:
             problems.append(f"{name} is damaged ({first_line(err)})")
         return kind()
 
-    overrides = load(".hydra/overrides.yaml", yaml.safe_load, list)
+    # A job resumed with `resume=<job folder>` has that command's overrides here, and the sweep's
+    # under .hydra/previous/<time>/: oldest first, each later one on top, `resume` itself left out.
+    earlier = sorted(p.relative_to(folder) for p in folder.glob(".hydra/previous/*/overrides.yaml"))
+    overrides = [line for name in earlier for line in load(str(name), yaml.safe_load, list)]
+    overrides += load(".hydra/overrides.yaml", yaml.safe_load, list)
     config = load(".hydra/config.yaml", yaml.safe_load, dict)
     # Whole numbers as floats: float() of a 400-digit one overflows, where parsing gives inf.
     metrics = load("metrics.json", lambda text: json.loads(text, parse_int=float), dict, False)
@@ -167,7 +171,7 @@ def read_job(folder: Path, num: int) -> Job:
     job = Job(
         num=int(folder.name) if is_number(folder.name) else num,
         folder=folder,
-        overrides=parse_overrides(overrides),
+        overrides={k: v for k, v in parse_overrides(overrides).items() if k != "resume"},
         metrics={k: float(v) for k, v in metrics.items() if is_real(v)},
         optimized_metric=str(config.get("optimized_metric") or "val/loss"),
         wandb_id=load(RUN_ID_FILE, str.strip, str, needed=False),
