@@ -180,6 +180,21 @@ def test_a_job_resumed_on_its_own_keeps_the_sweeps_overrides(tmp_path: Path) -> 
     assert jobs[1].overrides == {"model.optimizer.lr": "0.2"}
 
 
+def test_a_report_file_name_taken_by_a_folder_is_named_and_nothing_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """val_curves.png a folder: the error named only the sweep folder, after report.csv and
+    report.md had been replaced."""
+    sweep = tmp_path / "sweep"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    (sweep / "report.csv").write_text("an earlier report\n")
+    (sweep / "val_curves.png").mkdir()
+    result = run_cli("report", str(sweep))
+    assert_one_line_error(result, f"'{sweep / 'val_curves.png'}' is not a file that the report")
+    assert (sweep / "report.csv").read_text() == "an earlier report\n"
+    assert not (sweep / "report.md").exists()
+
+
 def test_a_folder_of_sweeps_is_refused_rather_than_merged(tmp_path: Path) -> None:
     """logs/train/multiruns/ given instead of one sweep: two sweeps' job 0 and 1 in one table."""
     for name in ("a", "b"):

@@ -113,12 +113,18 @@ def write_report(
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
     except OSError as err:
         raise unwritable(out, err, out_dir is not None) from None
+    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "val_curves.png"}
+    for path in paths.values():  # before any is replaced: all three or none
+        if path.exists() and not path.is_file():
+            raise LMTrainError(
+                f"{str(path)!r} is not a file that the report can replace: move it, or pass "
+                "--out <another folder>"
+            )
     jobs = read_jobs(sweep_dir)
     if maximize is None:
         maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
     jobs = ranked(jobs, maximize)
     tab = table(jobs)
-    paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "val_curves.png"}
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {jobs[0].optimized_metric}",
         "",
