@@ -195,6 +195,17 @@ def test_a_report_file_name_taken_by_a_folder_is_named_and_nothing_is_replaced(
     assert not (sweep / "report.md").exists()
 
 
+def test_out_into_another_sweeps_folder_is_refused(tmp_path: Path) -> None:
+    """`report sw2 --out sw1` replaced sw1's report with one headed `# Sweep sw2`."""
+    first, second = tmp_path / "sw1", tmp_path / "sw2"
+    for sweep in (first, second):
+        start_ledger(sweep)
+        forge_job(sweep, 0, {"val/loss": 2.0})
+    result = run_cli("report", str(second), "--out", str(first))
+    assert_one_line_error(result, f"--out '{first}' is another sweep's folder")
+    assert not (first / "report.csv").exists()
+
+
 def test_a_folder_of_sweeps_is_refused_rather_than_merged(tmp_path: Path) -> None:
     """logs/train/multiruns/ given instead of one sweep: two sweeps' job 0 and 1 in one table."""
     for name in ("a", "b"):

@@ -107,6 +107,11 @@ def write_report(
     sweep_dir = Path(sweep_dir).expanduser()
     out = Path(out_dir).expanduser() if out_dir is not None else sweep_dir
     job_folders(sweep_dir)  # no jobs: that error before one about the output folder
+    if out.resolve() != sweep_dir.resolve() and (out / ".jobs" / "sweep.json").exists():
+        raise LMTrainError(
+            f"--out {str(out)!r} is another sweep's folder, whose report this one would replace: "
+            "pass a folder of its own"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
         if not os.access(out, os.W_OK | os.X_OK):
