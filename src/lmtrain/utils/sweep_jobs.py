@@ -165,7 +165,9 @@ def read_job(folder: Path, num: int) -> Job:
     metrics = load("metrics.json", lambda text: json.loads(text, parse_int=float), dict, False)
     saved_hydra = load(".hydra/hydra.yaml", yaml.safe_load, dict, needed=False)
     # `true` ranked as 1 and "6.5" read as no value (diverged): lmtrain writes only numbers.
-    odd = [f"{k}={v!r}" for k, v in metrics.items() if isinstance(v, bool) or not is_real(v)]
+    optimized_metric = str(config.get("optimized_metric") or "val/loss")
+    shown = [k for k in (optimized_metric, *METRIC_COLUMNS) if k in metrics]
+    odd = [f"{k}={metrics[k]!r}" for k in dict.fromkeys(shown) if not is_real(metrics[k])]
     if odd:
         problems.append(f"metrics.json holds {', '.join(odd[:3])}, not a number")
     job = Job(
@@ -173,7 +175,7 @@ def read_job(folder: Path, num: int) -> Job:
         folder=folder,
         overrides={k: v for k, v in parse_overrides(overrides).items() if k != "resume"},
         metrics={k: float(v) for k, v in metrics.items() if is_real(v)},
-        optimized_metric=str(config.get("optimized_metric") or "val/loss"),
+        optimized_metric=optimized_metric,
         wandb_id=load(RUN_ID_FILE, str.strip, str, needed=False),
         direction=str(dig(saved_hydra, "hydra", "sweeper", "direction") or "").lower(),
         problem="; ".join(problems),
