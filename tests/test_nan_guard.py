@@ -187,7 +187,13 @@ def test_a_sweep_jobs_hint_resumes_it_with_its_own_settings(compose_cfg, tmp_pat
     HydraConfig().set_config(cfg)
     try:
         assert resume_hint(last) == f"resume with resume={run}"
-    finally:  # later tests of this process compose as single runs
+        # A run started by resume= (a sweep job resumed on its own) is no multirun.
         OmegaConf.set_readonly(cfg.hydra, False)
         cfg.hydra.mode = RunMode.RUN
+        cfg.hydra.overrides.task = [f"resume={run}", "model.optimizer.lr=0.001"]
+        HydraConfig().set_config(cfg)
+        assert resume_hint(last) == f"resume with resume={run}"
+    finally:  # later tests of this process compose as plain single runs
+        OmegaConf.set_readonly(cfg.hydra, False)
+        cfg.hydra.mode, cfg.hydra.overrides.task = RunMode.RUN, []
         HydraConfig().set_config(cfg)

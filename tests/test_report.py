@@ -178,6 +178,16 @@ def test_a_job_resumed_on_its_own_keeps_the_sweeps_overrides(tmp_path: Path) -> 
     jobs = report.read_jobs(sweep)
     assert jobs[0].overrides == {"model.optimizer.lr": "0.1", "trainer.max_steps": "6"}
     assert jobs[1].overrides == {"model.optimizer.lr": "0.2"}
+    # An overwrite_run=true sweep over the folder writes its .hydra/ over that one, leaving
+    # previous/: an earlier sweep's learning rate was shown for a job that never used it.
+    (first / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["seed=2"]))
+    assert report.read_jobs(sweep)[0].overrides == {"seed": "2"}
+    # Resumed in turn: back to that sweep's own record only.
+    later = first / ".hydra" / "previous" / "2026-12-05_02-00-00_000000"
+    later.mkdir()
+    (first / ".hydra" / "overrides.yaml").rename(later / "overrides.yaml")
+    (first / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"resume={first}"]))
+    assert report.read_jobs(sweep)[0].overrides == {"seed": "2"}
 
 
 def test_a_report_file_name_taken_by_a_folder_is_named_and_nothing_is_replaced(

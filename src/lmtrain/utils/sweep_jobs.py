@@ -155,11 +155,16 @@ def read_job(folder: Path, num: int) -> Job:
             problems.append(f"{name} is damaged ({first_line(err)})")
         return kind()
 
-    # A job resumed with `resume=<job folder>` has that command's overrides here, and the sweep's
-    # under .hydra/previous/<time>/: oldest first, each later one on top, `resume` itself left out.
-    earlier = sorted(p.relative_to(folder) for p in folder.glob(".hydra/previous/*/overrides.yaml"))
-    overrides = [line for name in earlier for line in load(str(name), yaml.safe_load, list)]
-    overrides += load(".hydra/overrides.yaml", yaml.safe_load, list)
+    # A job resumed with `resume=<job folder>` has that command's overrides here, and the ones it
+    # replaced under .hydra/previous/<time>/: back to the sweep's own (the first without
+    # `resume=`; older ones are an earlier sweep's), each later one on top, `resume` left out.
+    chain = [load(".hydra/overrides.yaml", yaml.safe_load, list)]
+    earlier = sorted(folder.glob(".hydra/previous/*/overrides.yaml"), reverse=True)
+    for path in earlier if resumes(chain[0]) else []:
+        chain.append(load(str(path.relative_to(folder)), yaml.safe_load, list))
+        if not resumes(chain[-1]):
+            break
+    overrides = [line for lines in reversed(chain) for line in lines]
     config = load(".hydra/config.yaml", yaml.safe_load, dict)
     # Whole numbers as floats: float() of a 400-digit one overflows, where parsing gives inf.
     metrics = load("metrics.json", lambda text: json.loads(text, parse_int=float), dict, False)
@@ -190,6 +195,11 @@ def read_job(folder: Path, num: int) -> Job:
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
         warn(f"the val/loss curve of job folder {folder} cannot be read ({first_line(err)})")
     return job
+
+
+def resumes(overrides: list[Any]) -> bool:
+    """Whether a command's overrides resume a run (`resume=<folder>`)."""
+    return any(str(line).split("=", 1)[0].lstrip("+~") == "resume" for line in overrides)
 
 
 def is_real(value: Any) -> bool:
