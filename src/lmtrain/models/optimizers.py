@@ -148,8 +148,8 @@ class OptimizerParts:
             part = self.parts[empty[0]]
             raise LMTrainError(
                 f"model.optimizer.{empty[0]} (params={part['params']}) gets no trainable "
-                f"parameter of this {type(model).__name__}: drop that part, or train with "
-                "model/optimizer=adamw"
+                f"parameter of this {type(model).__name__}: drop that part "
+                f"('~model.optimizer.{empty[0]}'), or train with model/optimizer=adamw"
             )
         taken = {n for share in split.values() for n, _ in share}
         left = [n for n, _ in named if n not in taken]
