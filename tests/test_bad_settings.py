@@ -317,20 +317,37 @@ def test_a_warm_up_as_long_as_the_run_is_warned_of(compose_cfg, caplog) -> None:
 
 
 def test_early_stopping_with_no_validation_in_training_is_warned_of(compose_cfg, caplog) -> None:
-    """The fast recipe's EarlyStopping under `trainer.limit_val_batches=0` never saw a val/loss:
-    the run trained its whole length, silently."""
+    """The fast recipe's EarlyStopping under `trainer.limit_val_batches=0`, or with a validation
+    interval longer than the run, never saw a val/loss: the run trained its whole length,
+    silently."""
     fast = "experiment=shakespeare_char_fast"
     with caplog.at_level(logging.WARNING, logger="lmtrain.utils.callback_checks"):
         check_train_config(compose_cfg(fast, tiny=False))
         check_train_config(compose_cfg(fast, "trainer.limit_val_batches=0.5", tiny=False))
         check_train_config(compose_cfg("trainer.limit_val_batches=0"))  # no EarlyStopping
         assert "never stops" not in caplog.text
+        # A validation every 120 batches in a run of 60 steps of 2 batches comes at its end.
+        check_train_config(compose_cfg(fast, *every(120, 60, 2), tiny=False))
+        assert "never stops" not in caplog.text
         check_train_config(compose_cfg(fast, "trainer.limit_val_batches=0", tiny=False))
+        check_train_config(compose_cfg(fast, *every(121, 60, 2), tiny=False))
     assert (
         "callbacks.early_stopping (monitor=val/loss) never stops this run: "
-        "trainer.limit_val_batches=0 runs no validation during training; validate some batches, "
-        "or drop it with callbacks.early_stopping=null"
+        "trainer.limit_val_batches=0 runs no validation during training; validate some batches "
+        "sooner, or drop it with callbacks.early_stopping=null"
     ) in caplog.text
+    assert (
+        "never stops this run: trainer.val_check_interval=121 batches is longer than the run "
+        "(trainer.max_steps=60 x accumulate_grad_batches=2)"
+    ) in caplog.text
+
+
+def every(interval: int, steps: int, accumulate: int) -> list[str]:
+    return [
+        f"trainer.val_check_interval={interval}",
+        f"trainer.max_steps={steps}",
+        f"trainer.accumulate_grad_batches={accumulate}",
+    ]
 
 
 def test_a_swapped_optimizer_or_schedule_with_its_own_keys_passes(compose_cfg) -> None:

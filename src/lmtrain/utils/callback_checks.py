@@ -122,12 +122,34 @@ def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems)
             problems.boolean(f"{key}.{switch}", entry[switch])
 
 
-def warn_unvalidated_early_stopping(callbacks: Mapping[str, Any], trainer: Mapping) -> None:
-    """Warn when an EarlyStopping that watches a validation metric cannot act: with
-    `trainer.limit_val_batches=0` no validation runs in training, and the run went its whole
-    length without a word. Not refused: a speed run may turn validation off on purpose."""
+def no_validation_in_training(trainer: Mapping) -> str | None:
+    """Why no validation runs during training, or None: `limit_val_batches=0`, or a whole
+    `val_check_interval` (counted in batches, with `check_val_every_n_epoch=null`) longer than
+    the run's `max_steps` optimizer steps of `accumulate_grad_batches` batches each."""
     limit = trainer.get("limit_val_batches")
-    if isinstance(limit, bool) or not isinstance(limit, int | float) or limit != 0:
+    if not isinstance(limit, bool) and isinstance(limit, int | float) and limit == 0:
+        return "trainer.limit_val_batches=0 runs no validation during training"
+    interval, steps = trainer.get("val_check_interval"), trainer.get("max_steps")
+    accumulate = trainer.get("accumulate_grad_batches") or 1
+    numbers = (interval, steps, accumulate)
+    if trainer.get("check_val_every_n_epoch") is not None or not all(
+        isinstance(n, int) and not isinstance(n, bool) for n in numbers
+    ):
+        return None
+    if steps > 0 and interval > steps * accumulate:
+        return (
+            f"trainer.val_check_interval={interval} batches is longer than the run "
+            f"(trainer.max_steps={steps} x accumulate_grad_batches={accumulate})"
+        )
+    return None
+
+
+def warn_unvalidated_early_stopping(callbacks: Mapping[str, Any], trainer: Mapping) -> None:
+    """Warn when an EarlyStopping that watches a validation metric cannot act because no
+    validation runs in training (`no_validation_in_training`): the run went its whole length
+    without a word. Not refused: a speed run may turn validation off on purpose."""
+    reason = no_validation_in_training(trainer)
+    if reason is None:
         return
     for name, entry in callbacks.items():
         if not isinstance(entry, Mapping) or entry.get("_target_") != EARLY_STOPPING:
@@ -135,11 +157,11 @@ def warn_unvalidated_early_stopping(callbacks: Mapping[str, Any], trainer: Mappi
         monitor = entry.get("monitor")
         if str(monitor).startswith("val/"):
             log.warning(
-                "callbacks.%s (monitor=%s) never stops this run: trainer.limit_val_batches=0 "
-                "runs no validation during training; validate some batches, or drop it with "
-                "callbacks.%s=null",
+                "callbacks.%s (monitor=%s) never stops this run: %s; validate some batches "
+                "sooner, or drop it with callbacks.%s=null",
                 name,
                 monitor,
+                reason,
                 name,
             )
 
