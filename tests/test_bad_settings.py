@@ -372,10 +372,23 @@ def test_a_swapped_optimizer_is_told_which_adamw_keys_it_keeps(compose_cfg, capl
     ) in caplog.text
 
 
-def test_a_metric_of_ones_own_may_be_monitored(compose_cfg) -> None:
+def test_a_metric_of_ones_own_may_be_monitored(compose_cfg, caplog) -> None:
     """Only other spellings of val/loss, val/ppl, val/bpb are refused: `val/bpc` (bits per
-    character, logged by a module of one's own) is one letter from val/bpb and passes."""
-    check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/bpc"))
+    character, logged by a module of one's own) is one letter from val/bpb and passes, with a
+    warning, as a typo (`val/los`) does: that one used to fail only at the first validation."""
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
+        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/my_metric"))
+        assert "is not a metric lmtrain logs" not in caplog.text
+        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/bpc"))
+        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/los"))
+    assert (
+        "callbacks.model_checkpoint.monitor='val/bpc' is not a metric lmtrain logs: "
+        "did you mean val/bpb?"
+    ) in caplog.text
+    assert (
+        "callbacks.model_checkpoint.monitor='val/los' is not a metric lmtrain logs: did you mean "
+        "val/loss? If no module of yours logs it, Lightning stops the run at its first validation"
+    ) in caplog.text
 
 
 def test_an_experiment_without_its_package_header_is_refused(compose_cfg, tmp_path) -> None:

@@ -283,6 +283,15 @@ def check_metric_names(
         same = [m for m in VAL_METRICS if letters(m) == letters(value)]
         if same:
             problems.add(f"{key}={value!r} is not a metric lmtrain logs: did you mean {same[0]}?")
+        elif close := difflib.get_close_matches(value, VAL_METRICS, n=1, cutoff=0.8):
+            # A typo (`val/los`) failed only at the first validation, after all the steps before it.
+            log.warning(
+                "%s=%r is not a metric lmtrain logs: did you mean %s? If no module of yours logs "
+                "it, Lightning stops the run at its first validation",
+                key,
+                value,
+                close[0],
+            )
 
 
 def letters(name: str) -> str:
