@@ -83,6 +83,31 @@ def test_stop_saves_the_step_before_and_names_the_step(tmp_path: Path, data_dir:
     assert metrics["trainer/global_step"] == 4 and metrics["train/nonfinite_skips"] == 1
 
 
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_spoilt_weights_stop_the_run_and_keep_the_last_good_checkpoint(
+    tmp_path: Path, data_dir: Path, mode: str
+) -> None:
+    """Weights already NaN (an update that overflowed while the loss was finite): `stop` saved
+    them over the last good last.ckpt, and `skip` skipped every later batch, exit 0."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
+    every_step = "callbacks.model_checkpoint.every_n_train_steps=1"
+    poisoned = [*inject_nan(3), "+callbacks.nan.weights=true"]
+    out = run_cli(
+        "train", *cli, f"hydra.run.dir={run}", every_step, f"model.nan_guard={mode}", *poisoned
+    )
+    assert_one_line_error(
+        out,
+        "non-finite loss (nan) at step 3 from weights already NaN or inf",
+        f"kept {run / 'checkpoints' / 'last.ckpt'} as it was",
+        f"ckpt_path=last hydra.run.dir={run}",
+    )
+    ckpt = checkpoint(run)
+    assert ckpt["global_step"] == 2
+    assert all_finite(ckpt)
+    assert not (run / "metrics.json").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("accumulation", "step", "micro_batch"),

@@ -51,12 +51,18 @@ from tests.helpers.tmpfs import mounted_tmpfs as mounted_tmpfs  # tests import i
 class InjectNonFinite(Callback):
     """Multiplies the embedding output by `value` for micro-batch `micro_batch` (0-based) of
     optimizer step `step` (1-based: the step that global_step reaches when it completes), on
-    `rank` (null: all)."""
+    `rank` (null: all). `weights`: multiply the embedding weights instead, before that
+    micro-batch, so the loss is NaN because the weights are."""
 
     def __init__(
-        self, step: int, rank: int | None = None, value: float = float("nan"), micro_batch: int = 0
+        self,
+        step: int,
+        rank: int | None = None,
+        value: float = float("nan"),
+        micro_batch: int = 0,
+        weights: bool = False,
     ) -> None:
-        self.step, self.rank, self.value = step, rank, float(value)
+        self.step, self.rank, self.value, self.weights = step, rank, float(value), weights
         self.micro_batch, self.seen = micro_batch, 0
         self.fired = False
 
@@ -72,6 +78,10 @@ class InjectNonFinite(Callback):
             return
         self.fired = True
         embeddings = pl_module.model.get_input_embeddings()
+        if self.weights:  # an earlier update that overflowed, as it were
+            with torch.no_grad():
+                embeddings.weight.mul_(self.value)
+            return
 
         def poison(module: torch.nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
             handle.remove()  # this one forward only

@@ -4,7 +4,8 @@ All ranks decide together (one all-reduce of a flag), so they all skip, or all s
 step: a rank that skipped backward alone would leave the others waiting in DDP's gradient
 all-reduce. The flag is read on the host, a sync per micro-batch that stalls the GPU's queue;
 `nan_guard=off` removes it. `stop` saves the weights before this step (the optimizer has not
-stepped yet) as checkpoints/last.ckpt and ends the run with one line naming the step.
+stepped yet) as checkpoints/last.ckpt and ends the run with one line naming the step. Weights
+that are themselves NaN or inf stop the run in either mode, and are not saved.
 """
 
 from __future__ import annotations
@@ -41,6 +42,18 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         return False
     step = module.global_step + 1
     value = "nan or inf on another rank" if torch.isfinite(loss) else f"{loss.item()}"
+    path = last_checkpoint_path(trainer)
+    if not weights_finite(module):
+        # An earlier update overflowed (a finite loss, an infinite gradient): skipping cannot
+        # help, as every later loss is NaN too, and saving would replace the last good
+        # checkpoint with the spoilt weights.
+        kept = f"kept {path} as it was" if path.exists() else "no checkpoint was saved yet"
+        raise NonFiniteLossError(
+            f"non-finite loss ({value}) at step {step} from weights already NaN or inf (an "
+            f"update before this step overflowed): {kept}; lower model.optimizer.lr (or set "
+            "trainer.gradient_clip_val), then "
+            + (resume_hint(path) if path.exists() else "start the run again")
+        )
     if module.nan_guard == "skip":
         module.nonfinite_skips += 1
         if trainer.is_global_zero:
@@ -51,7 +64,6 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
                 module.nonfinite_skips,
             )
         return True
-    path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
         trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
@@ -62,3 +74,13 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val){skip}, then "
         f"{resume_hint(path)}"
     )
+
+
+def weights_finite(module: Any) -> bool:
+    """Whether every weight of `module` is finite on every rank (each rank checks its own
+    shards under FSDP). Only on the way to a stop, so its cost does not matter."""
+    local = [getattr(p, "to_local", lambda p=p: p)() for p in module.parameters()]
+    bad = torch.stack([~torch.isfinite(t).all() for t in local]).any().float()
+    if module.trainer.world_size > 1:
+        bad = module.trainer.strategy.reduce(bad, reduce_op="sum")
+    return not bad.item()
