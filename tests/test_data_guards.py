@@ -127,6 +127,25 @@ def test_caches_runs_and_sweeps_of_other_settings_inside_the_corpus_are_left_out
         same.prepare_data()
 
 
+def test_files_named_by_a_hash_in_a_content_addressed_store_are_text(
+    tmp_path: Path, caplog
+) -> None:
+    """A file named by 64 hex digits (a sha256 store, a hub cache's blobs/) was left out as a
+    token cache's, with a warning that lmtrain wrote it; only a lock and a build folder so named
+    are a cache's (red team rev_cache, 2026-12-05)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    for i in range(6):
+        text = f"document {i}\n"
+        (store / hashlib.sha256(text.encode()).hexdigest()).write_text(text)
+    settings = {"block_size": 4, "batch_size": 2, "cache_dir": str(tmp_path / "cache")}
+    dm = TextDataModule(TextFilesSource(str(store)), CHAR, **settings)
+    with caplog.at_level(logging.WARNING):
+        dm.prepare_data()
+    assert "Left out of the corpus" not in caplog.text
+    assert len(dm.source.file_list()[0]) == 6
+
+
 def test_a_log_dir_outside_the_corpus_keeps_the_fingerprint(tmp_path: Path) -> None:
     """Leaving out a folder the corpus does not hold changes no file list: every cache built
     before stays valid."""

@@ -21,8 +21,10 @@ from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
 
-# A token cache's folder, lock and build folders are named by its 64-hex fingerprint.
-FINGERPRINT = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)?")
+# A token cache's lock and build folders: its 64-hex fingerprint and a suffix. The finished
+# cache's folder has the fingerprint alone, a name a user's own file or folder may have too (a
+# content-addressed store), so there only its contents mark it (`folder_kind`).
+LEFTOVER = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)")
 
 
 def glob_root(pattern: Path) -> Path:
@@ -71,7 +73,7 @@ def lmtrain_folder(file: Path, root: Path, kinds: dict[Path, str | None]) -> Pat
     """The folder below `root` holding `file` that lmtrain wrote, or `file` itself if it is a
     cache's lock, or None. `root` is what the user named, so it is never one: reading a run's
     folder on purpose is theirs to do. `kinds` caches what each folder was found to be."""
-    if FINGERPRINT.fullmatch(file.name):
+    if LEFTOVER.fullmatch(file.name):
         return file
     for folder in reversed(file.parents):  # outermost first: a run's whole folder is named
         if folder == root or not folder.is_relative_to(root):
@@ -86,7 +88,7 @@ def lmtrain_folder(file: Path, root: Path, kinds: dict[Path, str | None]) -> Pat
 def folder_kind(folder: Path) -> str | None:
     """What lmtrain wrote `folder` as: a token cache, a run (`.hydra/`) or a sweep, or None."""
     bins = any((folder / name).is_file() for name in ("train.bin", "val.bin"))
-    if FINGERPRINT.fullmatch(folder.name) or (bins and (folder / "meta.json").is_file()):
+    if LEFTOVER.fullmatch(folder.name) or (bins and (folder / "meta.json").is_file()):
         return "a token cache"
     if (folder / ".hydra").is_dir():
         return "a run folder"
