@@ -219,7 +219,9 @@ def test_val_fraction_has_one_range_and_one_message(tmp_path: Path, value: float
         (0, "data.source.block_chars=0 must be at least 1: pass a whole number of at least 1"),
     ],
 )
-def test_block_chars_is_a_positive_whole_number(tmp_path: Path, value: object, expected: str) -> None:
+def test_block_chars_is_a_positive_whole_number(
+    tmp_path: Path, value: object, expected: str
+) -> None:
     (tmp_path / "a.txt").write_text("text\n")
     for make in (
         lambda: TextFilesSource(str(tmp_path / "a.txt"), block_chars=value),
@@ -240,6 +242,40 @@ def test_a_val_split_that_is_the_train_split_is_refused(tmp_path: Path) -> None:
         "data.source.val_split='train' is data.source.split: validation would measure the "
         "training data; pass another split"
     )
+
+
+@pytest.mark.parametrize(
+    ("split", "val_split"),
+    [("train", "train[:10%]"), ("train[:91%]", "train[-10%:]"), ("train+extra", "extra[50:]")],
+)
+def test_a_val_split_that_overlaps_the_train_split_is_refused(
+    tmp_path: Path, split: str, val_split: str
+) -> None:
+    """`val_split='train[:10%]'` validated on rows the run trained on, without a word (red team
+    rev_cache, 2026-12-05): only `val_split == split` was refused."""
+    with pytest.raises(LMTrainError) as err:
+        HFDatasetSource(str(tmp_path), split=split, val_split=val_split)
+    assert str(err.value).startswith(
+        f"data.source.val_split={val_split!r} overlaps data.source.split={split!r}: validation "
+        "would measure the training data; pass slices that do not meet"
+    )
+
+
+def test_slices_that_do_not_meet_split_one_split(tmp_path: Path, caplog) -> None:
+    """Disjoint slices of one split are the usual way to hold out rows: both read, no row in
+    both; slices that cannot be compared (percent against rows) are warned of."""
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", DOCS)
+    hf = str(tmp_path / "hf")
+    source = HFDatasetSource(
+        str(folder), split="train[:90%]", val_split="train[-10%:]", cache_dir=hf
+    )
+    train, val = load_splits(source)
+    assert train + val == DOCS and len(val) == 4  # 42 rows: the last 10% rounds to 4
+    with caplog.at_level(logging.WARNING):
+        HFDatasetSource(str(folder), split="train[:90%]", val_split="train[-4:]", cache_dir=hf)
+    assert "cannot be compared (percent and rows, or rows from the end)" in caplog.text
 
 
 def test_a_sliced_split_with_streaming_is_refused(tmp_path: Path) -> None:
@@ -281,6 +317,41 @@ def test_a_dataset_saved_with_save_to_disk_is_read(tmp_path: Path, streaming: bo
         str(write_jsonl(tmp_path / "docs.jsonl", DOCS)), val_fraction=0.25, cache_dir=str(tmp_path)
     )
     assert load_splits(source) == load_splits(reference)
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+@pytest.mark.parametrize("names", [("train", "validation"), ("mytrain", "myval")])
+def test_a_dataset_dict_saved_with_save_to_disk_has_its_subfolders_as_splits(
+    tmp_path: Path, streaming: bool, names: tuple[str, str]
+) -> None:
+    """Datasets read the subfolders' names as split keywords: `mytrain` and `myval` both fell
+    into `train`, the held-out split trained on (red team rev_cache, 2026-12-05)."""
+    folder = tmp_path / "saved"
+    data = {names[0]: DOCS[:30], names[1]: DOCS[30:]}
+    datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict({"text": docs}) for name, docs in data.items()}
+    ).save_to_disk(str(folder))
+    source = HFDatasetSource(
+        str(folder),
+        split=names[0],
+        val_split=names[1],
+        streaming=streaming,
+        cache_dir=str(tmp_path / "hf"),
+    )
+    assert load_splits(source) == (DOCS[:30], DOCS[30:])
+
+
+def test_a_dataset_dict_json_without_its_splits_is_one_line(tmp_path: Path) -> None:
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "dataset_dict.json").write_text('{"splits": ["train", "../elsewhere"]}')
+    (folder / "train").mkdir()
+    source = HFDatasetSource(str(folder), cache_dir=str(tmp_path / "hf"))
+    with pytest.raises(LMTrainError) as err:
+        load_splits(source)
+    assert str(err.value).startswith(
+        f"{folder / 'dataset_dict.json'} does not list the split folders beside it"
+    )
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -38,6 +38,7 @@ from lmtrain.data.hf_local import (
     folder_data_files,
     local_builder,
     plain,
+    split_names,
 )
 from lmtrain.data.read_errors import dataset_file_problem
 from lmtrain.errors import LMTrainError, find_cause, first_line
@@ -211,7 +212,7 @@ class HFDatasetSource(Source):
     def _local_files(self, *splits: str) -> list[str]:
         """The data files of `splits` if they are all local files, else none."""
         data_files = self.builder.config.data_files or {}
-        files = [f for name in splits for f in data_files.get(name.split("[")[0], [])]
+        files = [f for spec in splits for name in split_names(spec) for f in data_files.get(name, [])]
         return files if all(Path(f).is_file() for f in files) else []
 
     def documents(self) -> Iterator[Piece]:
@@ -229,7 +230,7 @@ class HFDatasetSource(Source):
         import datasets
 
         known = list(self.builder.config.data_files or {}) or list(self.builder.info.splits or {})
-        if known and split.split("[")[0] not in known:  # "train[:10%]" slices train
+        if known and not set(split_names(split)) <= set(known):  # "train[:10%]" slices train
             key = "val_split" if split == self.val_split else "split"
             raise LMTrainError(
                 f"data.source.{key}={split!r} is not a split of {self.path!r}: use one of "

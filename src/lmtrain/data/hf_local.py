@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import logging
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,11 @@ log = logging.getLogger(__name__)
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
 BUILDERS |= {".txt": "text", ".text": "text", ".md": "text", ".csv": "csv", ".arrow": "arrow"}
 COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
+# A split's name, and datasets' split spec: `train`, `train[10:20]`, `train[:10%](closest)`.
+SPLIT_NAME = re.compile(r"\w+(\.\w+)*")
+SPLIT_SPEC = re.compile(
+    r"(\w+(?:\.\w+)*)(?P<slice>\[(-?\d+)?(%)?:(-?\d+)?(%)?\])?(?:\([^)]*\))?"
+)
 
 
 def local_builder(path: str) -> tuple[str, str | list[str] | None]:
@@ -39,7 +47,29 @@ def local_builder(path: str) -> tuple[str, str | list[str] | None]:
     if (local / "state.json").is_file() and (local / "dataset_info.json").is_file():
         # One Dataset saved with save_to_disk: its rows are the Arrow files, in name order.
         return "arrow", sorted(str(f) for f in local.glob("*.arrow"))
+    if (local / "dataset_dict.json").is_file():
+        return "arrow", saved_splits(local)
     return path, None
+
+
+def saved_splits(folder: Path) -> dict[str, list[str]]:
+    """The Arrow files of each split of a `DatasetDict.save_to_disk` folder: its subfolders.
+
+    Left to datasets, the folder names are read as split keywords: `mytrain` and `myval` both
+    fell into train (the held-out split trained on), and `heldout` was dropped."""
+    try:
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, TypeError, KeyError) as err:
+        splits = err
+    if not isinstance(splits, list) or not all(
+        isinstance(s, str) and SPLIT_NAME.fullmatch(s) and (folder / s).is_dir() for s in splits
+    ):
+        raise LMTrainError(
+            f"{folder / 'dataset_dict.json'} does not list the split folders beside it "
+            "(DatasetDict.save_to_disk writes {\"splits\": [\"train\", ...]}): save the dataset "
+            "again, or pass data.source.data_files"
+        )
+    return {s: sorted(str(f) for f in (folder / s).glob("*.arrow")) for s in splits}
 
 
 def folder_data_files(
@@ -124,12 +154,27 @@ def folder_data_files(
 
 
 def check_splits(split: str, val_split: str | None, streaming: bool) -> None:
-    """Refuse a val split that is the train split, and slices that streaming cannot read."""
+    """Refuse a val split that is the train split or overlaps it (`train[:10%]` of `train`),
+    and slices that streaming cannot read."""
     if val_split is not None and val_split.strip() == split.strip():
         raise LMTrainError(
             f"data.source.val_split={val_split!r} is data.source.split: validation would measure "
             "the training data; pass another split (e.g. validation), or val_split=null to hold "
             "out data.source.val_fraction of the split"
+        )
+    overlap = None if val_split is None else splits_overlap(split, val_split)
+    if overlap:
+        raise LMTrainError(
+            f"data.source.val_split={val_split!r} overlaps data.source.split={split!r}: "
+            "validation would measure the training data; pass slices that do not meet "
+            "(split='train[:90%]' val_split='train[90%:]'), another split, or val_split=null"
+        )
+    if overlap is None and val_split is not None:
+        log.warning(
+            "data.source.split=%r and val_split=%r slice one split in ways that cannot be "
+            "compared (percent and rows, or rows from the end): make sure they do not overlap",
+            split,
+            val_split,
         )
     sliced = [(k, v) for k, v in (("split", split), ("val_split", val_split)) if v and "[" in v]
     if streaming and sliced:
@@ -151,6 +196,56 @@ def check_load_kwargs(load_kwargs: Any) -> dict[str, Any]:
             "pass e.g. 'data.source.load_kwargs={encoding:latin-1}', or {}"
         )
     return dict(load_kwargs)
+
+
+def splits_overlap(split: str, val_split: str) -> bool | None:
+    """Whether the split specs (datasets' `train[:90%]+extra` syntax) share rows: True, False,
+    or None when slices of one split cannot be compared without its length. Datasets parses
+    the specs only as it reads them, and has no public way to compare two."""
+    parts = [slices(spec) for spec in (split, val_split)]
+    if parts[0] is None or parts[1] is None:
+        return False  # not a spec: datasets refuses it in its own words
+    verdict: bool | None = False
+    for name, unit, low, high in parts[0]:
+        for other, other_unit, other_low, other_high in parts[1]:
+            if name != other:
+                continue
+            if unit != other_unit and "whole" not in (unit, other_unit):
+                verdict = None
+            elif None in (low, high, other_low, other_high):
+                verdict = None  # rows counted from the end
+            elif max(low, other_low) < min(high, other_high):
+                return True
+    return verdict
+
+
+def slices(spec: str) -> list[tuple[str, str, float | None, float | None]] | None:
+    """(split, unit, start, end) of each `+` part of `spec`: unit `%`, `rows` or `whole`
+    (start 0, end infinite), negative bounds made positive for `%` and None for rows."""
+    parts = []
+    for part in re.split(r"\s*\+\s*", spec.strip()):
+        match = SPLIT_SPEC.fullmatch(part)
+        if match is None:
+            return None
+        name, start, start_pct, end, end_pct = match.group(1, 3, 4, 5, 6)
+        if match.group("slice") is None:
+            parts.append((name, "whole", 0.0, math.inf))
+            continue
+        unit = "%" if start_pct or end_pct else "rows"
+        full = 100.0 if unit == "%" else math.inf
+        bounds = []
+        for value, default in ((start, 0.0), (end, full)):
+            number = default if value is None else float(value)
+            if number < 0:
+                number = number + 100.0 if unit == "%" else None
+            bounds.append(number)
+        parts.append((name, unit, bounds[0], bounds[1]))
+    return parts
+
+
+def split_names(spec: str) -> list[str]:
+    """The splits a split spec reads: `train` and `validation` of `train+validation[:50%]`."""
+    return [part[0] for part in slices(spec) or [(spec.split("[")[0],)]]
 
 
 def compression_suffix(name: str) -> str:
