@@ -181,6 +181,37 @@ def test_merged_export_and_adapter_folder_give_the_training_models_logits(
     assert "PeftModel.from_pretrained" in (adapters / "README.md").read_text()
 
 
+def test_the_merged_export_of_a_bf16_base_keeps_what_the_adapters_learned(
+    base: Path, new_text: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A base saved in bf16 (most hub models) stays bf16 while its adapters train; merged into
+    it, their change rounded away, and the export's own check refused the folder with a
+    traceback (red team rev_peft, 2026-12-05). The merged export is float32, the trained
+    weights exactly: the adapter folder's logits, computed in float32."""
+    bf16 = tmp_path / "bf16-base"
+    AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16).save_pretrained(bf16)
+    AutoTokenizer.from_pretrained(base).save_pretrained(bf16)
+    run_dir = tmp_path / "run"
+    train(finetune_config(bf16, new_text, run_dir, data_dir, "trainer.max_steps=10"))
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    merged = export_tiny(ckpt, tmp_path / "merged", data_dir)
+    adapters = export_tiny(ckpt, tmp_path / "adapters", data_dir, "merge=false")
+
+    plain = AutoModelForCausalLM.from_pretrained(merged).eval()
+    assert plain.dtype == torch.float32
+    float_base = AutoModelForCausalLM.from_pretrained(bf16, dtype=torch.float32)
+    adapted = PeftModel.from_pretrained(float_base, adapters).eval()
+    ids = torch.randint(
+        0, plain.config.vocab_size, (2, 32), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.inference_mode():
+        expected = adapted(input_ids=ids).logits
+        torch.testing.assert_close(plain(input_ids=ids).logits, expected, rtol=1e-5, atol=1e-5)
+        with adapted.disable_adapter():
+            unadapted = adapted(input_ids=ids).logits
+    assert (unadapted - expected).abs().max() > 1e-3  # the adapters did change the model
+
+
 def test_eval_and_generate_read_the_lora_checkpoint(
     lora_run: tuple[Path, dict[str, float]], base: Path, data_dir: Path, tmp_path: Path, capsys
 ) -> None:

@@ -90,6 +90,8 @@ def export_checkpoint(
             "(trained without model/peft=lora): drop merge=false"
         )
     info = {**loaded.info, **final_metrics(source, loaded.info, loaded.run_config)}
+    if merge:
+        loaded.model = lora.in_float32(loaded.model)
     # The logits the folder must give: the model as trained, before any merge.
     expected = probe_logits(loaded.model) if verify else None
     if merge:
