@@ -54,13 +54,17 @@ def test_a_schedule_turned_on_at_resume_starts_at_the_runs_step(
 ) -> None:
     """A run without a schedule (model.scheduler=null), resumed with `model/scheduler=cosine`:
     the cosine applies (resume= used to skip the run's own option) from step 8 of its 12, as in
-    a run that had it from the start, not from its own step 0 (a second warm-up)."""
+    a run that had it from the start, not from its own step 0 (a second warm-up). The rates of
+    the whole run are in the same columns (without a schedule they were `lr-AdamW/<group>`)."""
     fresh, run = tmp_path / "fresh", tmp_path / "run"
     train(tmp_path, data_dir, fresh, "trainer.max_steps=12")
     train(tmp_path, data_dir, run, "model.scheduler=null")
     on = ["model/scheduler=cosine", "model.scheduler.num_warmup_steps=2", "trainer.max_steps=12"]
     out = run_cli("train", f"resume={run}", *on)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "the schedule's step 0 -> 8" in out.stderr + out.stdout
+    assert "decay: this step's rate 0.001 -> " in out.stderr + out.stdout
     resumed, expected = rates(run), rates(fresh)
     assert {s: resumed[s] for s in range(8, 12)} == {s: expected[s] for s in range(8, 12)}
+    assert {float(resumed[s]) for s in range(8)} == {1e-3}  # constant before the resume
+    header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "lr-" not in header

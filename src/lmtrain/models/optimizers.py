@@ -63,8 +63,15 @@ def configure_optimizers(
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizer = optimizer_factory(decay_groups(named, decay_names))
     if scheduler_factory is None:
-        return {"optimizer": optimizer}
-    scheduler = scheduler_factory(optimizer, num_training_steps=num_training_steps)
+        return scheduled(optimizer, LambdaLR(optimizer, constant))
+    return scheduled(optimizer, scheduler_factory(optimizer, num_training_steps=num_training_steps))
+
+
+def scheduled(optimizer: Optimizer, scheduler: LRScheduler) -> dict[str, Any]:
+    """The optimizer and its schedule, stepped once per optimizer step. `model.scheduler=null`
+    gets a constant one: Lightning's LearningRateMonitor names the rates of an optimizer without
+    a schedule by its class (`lr-AdamW/decay`), and a resume that turned a schedule on or off
+    split the run's rates over two sets of columns; with one they are always `train/lr/<group>`."""
     return {
         "optimizer": optimizer,
         "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
@@ -193,8 +200,6 @@ class OptimizerParts:
                 raise LMTrainError(f"model.optimizer.{name}.optimizer: {err}") from err
         optimizer = CombinedOptimizer(optimizers)
         schedules = {name: self.schedule(name, shared_scheduler) for name in optimizers}
-        if all(s is None for s in schedules.values()):
-            return {"optimizer": optimizer}
         factors: list[Callable[[int], float]] = []
         for name, child in optimizers.items():
             factory = schedules[name]
@@ -208,11 +213,7 @@ class OptimizerParts:
                     "part's schedule must be a LambdaLR (transformers' get_*_schedule_with_warmup)"
                 )
             factors += schedule.lr_lambdas
-        scheduler = LambdaLR(optimizer, factors)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "train/lr"},
-        }
+        return scheduled(optimizer, LambdaLR(optimizer, factors))
 
     def schedule(
         self, name: str, shared: Callable[..., LRScheduler] | None
