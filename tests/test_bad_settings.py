@@ -316,6 +316,30 @@ def test_a_warm_up_as_long_as_the_run_is_warned_of(compose_cfg, caplog) -> None:
     ) in caplog.text
 
 
+def test_a_long_warm_up_of_a_muon_part_is_warned_of(compose_cfg, caplog) -> None:
+    """Muon's parts: a part's own warm-up went unwarned, and the shared one's warning named
+    model.optimizer.lr, which a Muon run must drop (red team rev_optim, 2026-12-05)."""
+    muon = ["model/optimizer=muon", "trainer.max_steps=20", "model.scheduler.num_warmup_steps=5"]
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.trainer_checks"):
+        check_train_config(compose_cfg(*muon))
+        assert "num_warmup_steps" not in caplog.text
+        check_train_config(
+            compose_cfg(*muon, "model.optimizer.muon.scheduler={num_warmup_steps:40}")
+        )
+        assert (
+            "model.optimizer.muon.scheduler.num_warmup_steps=40 is not shorter than "
+            "trainer.max_steps=20: the learning rate peaks at about 50% of "
+            "model.optimizer.muon.optimizer.lr; lower the warm-up"
+        ) in caplog.text
+        assert "model.scheduler.num_warmup_steps" not in caplog.text  # adamw's 5 steps
+        check_train_config(compose_cfg(*muon, "model.scheduler.num_warmup_steps=100"))
+    assert (
+        "model.scheduler.num_warmup_steps=100 is not shorter than trainer.max_steps=20: the "
+        "learning rate peaks at about 20% of model.optimizer.muon.optimizer.lr and "
+        "model.optimizer.adamw.optimizer.lr; lower the warm-up"
+    ) in caplog.text
+
+
 def test_early_stopping_with_no_validation_in_training_is_warned_of(compose_cfg, caplog) -> None:
     """The fast recipe's EarlyStopping under `trainer.limit_val_batches=0`, or with a validation
     interval longer than the run, never saw a val/loss: the run trained its whole length,

@@ -49,8 +49,9 @@ def apply_configured(trainer: Trainer, configured: Groups) -> None:
     scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
     changes = []
     if isinstance(scheduler, LambdaLR) and scheduler.last_epoch != trainer.global_step:
-        # A schedule the checkpoint did not have (model.scheduler was null): it starts at the
-        # run's step, as it stands there, not at its own step 0 (a second warm-up).
+        # A schedule the checkpoint did not have (model.scheduler=null, saved before such runs
+        # got a constant one): it starts at the run's step, as it stands there, not at its own
+        # step 0 (a second warm-up).
         changes.append(f"the schedule's step {scheduler.last_epoch} -> {trainer.global_step}")
         scheduler.last_epoch = trainer.global_step
     for i, (group, wanted) in enumerate(zip(groups, configured, strict=True)):

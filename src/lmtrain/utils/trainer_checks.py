@@ -167,20 +167,51 @@ def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: P
 
 
 def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
-    """Warn when the schedule's warm-up is not shorter than the run: the learning rate never
-    reaches model.optimizer.lr. It happens to whoever copies gpt2_124m (2,000 warm-up steps)
-    into a short experiment. Not refused: debug runs (`debug=fdr`, a few steps) are meant short."""
-    scheduler, steps = model.get("scheduler"), trainer.get("max_steps")
-    warmup = scheduler.get("num_warmup_steps") if isinstance(scheduler, dict) else None
-    numbers = all(isinstance(n, int) and not isinstance(n, bool) for n in (warmup, steps))
-    if numbers and 0 < steps <= warmup and not trainer.get("fast_dev_run"):  # type: ignore[operator]
-        log.warning(
-            "model.scheduler.num_warmup_steps=%s is not shorter than trainer.max_steps=%s: the "
-            "learning rate peaks at about %.0f%% of model.optimizer.lr; lower the warm-up",
-            warmup,
-            steps,
-            100 * steps / warmup,  # type: ignore[operator]
-        )
+    """Warn when a schedule's warm-up is not shorter than the run: the learning rate never
+    reaches the configured one. It happens to whoever copies gpt2_124m (2,000 warm-up steps)
+    into a short experiment. Not refused: debug runs (`debug=fdr`, a few steps) are meant short.
+    `model/optimizer=muon`'s parts are checked each with its own schedule."""
+    steps = trainer.get("max_steps")
+    if not is_count(steps) or steps <= 0 or trainer.get("fast_dev_run"):
+        return
+    for key, warmup, rates in warmups(model):
+        if is_count(warmup) and steps <= warmup:
+            log.warning(
+                "%s.num_warmup_steps=%s is not shorter than trainer.max_steps=%s: the learning "
+                "rate peaks at about %.0f%% of %s; lower the warm-up",
+                key,
+                warmup,
+                steps,
+                100 * steps / warmup,
+                " and ".join(rates),
+            )
+
+
+def warmups(model: dict[str, Any]) -> list[tuple[str, Any, list[str]]]:
+    """(the key that sets it, warm-up steps, the learning rates it scales) of each schedule."""
+    shared = model.get("scheduler") if isinstance(model.get("scheduler"), dict) else None
+    optimizer = model.get("optimizer")
+    parts = {
+        name: part
+        for name, part in (optimizer.items() if isinstance(optimizer, dict) else [])
+        if isinstance(part, dict) and "params" in part
+    }
+    if not parts:
+        return [("model.scheduler", (shared or {}).get("num_warmup_steps"), ["model.optimizer.lr"])]
+    found: dict[str, tuple[Any, list[str]]] = {}
+    for name, part in parts.items():
+        own = part.get("scheduler")
+        key, schedule = "model.scheduler", shared
+        if isinstance(own, dict) and ("_target_" in own or "num_warmup_steps" in own):
+            key = f"model.optimizer.{name}.scheduler"
+            schedule = own if "_target_" in own else {**(shared or {}), **own}
+        warmup = (schedule or {}).get("num_warmup_steps")
+        found.setdefault(key, (warmup, []))[1].append(f"model.optimizer.{name}.optimizer.lr")
+    return [(key, warmup, rates) for key, (warmup, rates) in found.items()]
+
+
+def is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def runs_on_cpu(trainer: dict[str, Any]) -> bool:
