@@ -210,7 +210,9 @@ def splits_overlap(split: str, val_split: str) -> bool | None:
         for other, other_unit, other_low, other_high in parts[1]:
             if name != other:
                 continue
-            if unit != other_unit and "whole" not in (unit, other_unit):
+            if "whole" in (unit, other_unit):
+                return True
+            if unit != other_unit:
                 verdict = None
             elif None in (low, high, other_low, other_high):
                 verdict = None  # rows counted from the end
