@@ -16,8 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from lmtrain.data.pretrained_tokenizer import pretrained_tokenizer
 from lmtrain.data.tokenizers import check_tokenizer_config
@@ -112,6 +113,24 @@ def test_dropout_settings_override_config_json(base: Path) -> None:
     plain = build_causal_lm(None, None, str(base), vocab_size=10)
     assert plain.transformer.h[0].mlp.dropout.p == 0.1
     assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_legacy_rope_theta_overrides_a_llamas_saved_rope_parameters(tmp_path: Path) -> None:
+    """`model.config.rope_theta` over a Llama folder did nothing: transformers kept the folder's
+    `rope_parameters`, while the run's config showed the new theta (red team rev_llama,
+    2026-12-05). It applies now, keeping the folder's other rope settings."""
+    folder = tmp_path / "llama"
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=64,
+        rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4},
+    )  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(folder)
+    model = build_causal_lm(None, {"rope_theta": 5e5}, str(folder), vocab_size=64)
+    assert model.config.rope_parameters == {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5}
+    head = config.hidden_size // config.num_attention_heads
+    expected = 1.0 / (5e5 ** (torch.arange(0, head, 2).float() / head)) / 2.0  # linear: / factor
+    torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected)
 
 
 def test_ranks_that_build_on_meta_get_the_same_dropout(base: Path) -> None:

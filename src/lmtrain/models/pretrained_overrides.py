@@ -75,10 +75,35 @@ def overridden_config(
     typed = dict(config or {})
     if not typed:
         return None
-    overridden = type(saved).from_dict({**saved.to_dict(), **typed})
+    saved_keys = saved.to_dict()
+    converted = {k: v for key, value in typed.items() for k, v in moved(saved, key, value).items()}
+    overridden = type(saved).from_dict({**saved_keys, **typed, **converted})
     refuse_unknown_config_keys(saved.model_type, overridden, typed, subject)
     refuse_shape_changes(saved, typed, subject)
     return overridden
+
+
+def moved(saved: PretrainedConfig, key: str, value: Any) -> dict[str, Any]:
+    """The keys transformers turns `key` into (Llama's legacy `rope_theta` into
+    `rope_parameters`), with the saved config's values changed as `key` changes them; none for
+    a key kept as it is. Applied over config.json, such a key did nothing: the folder's own
+    `rope_parameters` won, while the run's config showed the typed value."""
+    cls = type(saved)
+    try:
+        default, given = cls().to_dict(), cls(**{key: value}).to_dict()
+    except Exception:  # a value the class refuses: from_dict below names it
+        return {}
+    if key in given:
+        return {}
+    changes = {}
+    for name, new in given.items():
+        old, before = saved.to_dict().get(name), default.get(name)
+        if new == before:
+            continue
+        if isinstance(new, dict) and isinstance(before, dict) and isinstance(old, dict):
+            new = {**old, **{k: v for k, v in new.items() if before.get(k) != v}}
+        changes[name] = new
+    return changes
 
 
 def refuse_unknown_config_keys(
