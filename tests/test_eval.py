@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -217,6 +218,18 @@ def test_new_characters_in_the_models_own_corpus_are_one_line(
         eval_tiny(char_ckpt, tmp_path / "eval", data_dir, "+data.block_sise=16")
     line = one_error_line(capsys.readouterr().err)
     assert "data.block_sise=16 is not a setting" in line and "block_size" in line, line
+
+
+def test_a_typed_split_is_named_as_the_reason_for_a_new_cache(
+    char_ckpt: Path, tmp_path: Path, data_dir: Path, caplog
+) -> None:
+    """`+data.source.val_fraction=...` makes another split, so another cache: the warning blamed
+    a changed corpus or a removed cache, neither true (red team rev_evalgen, 2026-12-05)."""
+    with caplog.at_level(logging.WARNING, logger="lmtrain.eval"):
+        eval_tiny(char_ckpt, tmp_path / "eval", data_dir, "+data.source.val_fraction=0.2")
+    assert (
+        "(a data setting typed here changes the split, or the corpus changed since" in caplog.text
+    )
 
 
 def test_a_moved_training_corpus_names_the_setting_to_type(

@@ -178,10 +178,16 @@ def eval_datamodule(
             return candidate
     if cache_made_with(datamodule, loaded.tokenizer):
         return datamodule
+    why = (
+        "the corpus changed since training, or its cache was removed"
+        if typed is None
+        else "a data setting typed here changes the split, or the corpus changed since training"
+    )
     log.warning(
-        "No token cache of %s was made with the model's tokenizer (the corpus changed since "
-        "training, or its cache was removed): tokenizing it with the model's tokenizer",
+        "No token cache of %s was made with the model's tokenizer (%s): tokenizing it with the "
+        "model's tokenizer",
         datamodule.source.describe(),
+        why,
     )
     fresh = hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
     return left_out(fresh, trained)
