@@ -131,6 +131,18 @@ def test_a_legacy_rope_theta_overrides_a_llamas_saved_rope_parameters(tmp_path: 
     head = config.hidden_size // config.num_attention_heads
     expected = 1.0 / (5e5 ** (torch.arange(0, head, 2).float() / head)) / 2.0  # linear: / factor
     torch.testing.assert_close(model.model.rotary_emb.inv_freq, expected)
+    # Over a folder of theta 5e5: the class's default theta, and a scaling that keeps the theta.
+    other = tmp_path / "llama-5e5"
+    model.save_pretrained(other)
+    default = build_causal_lm(None, {"rope_theta": 1e4}, str(other), vocab_size=64)
+    assert default.config.rope_parameters["rope_theta"] == 1e4
+    scaling = {"rope_type": "linear", "factor": 4.0}
+    scaled = build_causal_lm(None, {"rope_scaling": scaling}, str(other), vocab_size=64)
+    assert scaled.config.rope_parameters == {
+        "rope_type": "linear",
+        "factor": 4.0,
+        "rope_theta": 5e5,
+    }
 
 
 def test_ranks_that_build_on_meta_get_the_same_dropout(base: Path) -> None:

@@ -13,6 +13,7 @@ value is accepted (a gpt2_tiny copy given `pretrained:` with the folder's sizes)
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Mapping
@@ -75,29 +76,41 @@ def overridden_config(
     typed = dict(config or {})
     if not typed:
         return None
-    saved_keys = saved.to_dict()
-    converted = {k: v for key, value in typed.items() for k, v in moved(saved, key, value).items()}
-    overridden = type(saved).from_dict({**saved_keys, **typed, **converted})
+    current, kept = saved, {}
+    for (
+        key,
+        value,
+    ) in typed.items():  # each converted key over the config as the ones before left it
+        move = moved(current, key, value)
+        if move:
+            current = type(saved).from_dict({**current.to_dict(), **move})
+        else:
+            kept[key] = value
+    overridden = type(saved).from_dict({**current.to_dict(), **kept})
     refuse_unknown_config_keys(saved.model_type, overridden, typed, subject)
     refuse_shape_changes(saved, typed, subject)
     return overridden
 
 
 def moved(saved: PretrainedConfig, key: str, value: Any) -> dict[str, Any]:
-    """The keys transformers turns `key` into (Llama's legacy `rope_theta` into
-    `rope_parameters`), with the saved config's values changed as `key` changes them; none for
-    a key kept as it is. Applied over config.json, such a key did nothing: the folder's own
-    `rope_parameters` won, while the run's config showed the typed value."""
+    """The keys transformers turns `key` into (Llama's legacy `rope_theta` and `rope_scaling`
+    into `rope_parameters`), with the saved config's values changed as `key` changes them; none
+    for a key kept as it is. Applied over config.json, such a key did nothing: the folder's own
+    `rope_parameters` won, while the run's config showed the typed value. What `key` sets is
+    found against the class built with another value of it (its default may be `value`)."""
     cls = type(saved)
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    other = value * 2 + 1 if number else None
     try:
-        default, given = cls().to_dict(), cls(**{key: value}).to_dict()
-    except Exception:  # a value the class refuses: from_dict below names it
+        given = cls(**{key: copy.deepcopy(value)}).to_dict()  # transformers edits a dict given
+        reference = (cls() if other is None or other == value else cls(**{key: other})).to_dict()
+    except Exception:  # a value the class refuses: from_dict names it
         return {}
     if key in given:
         return {}
-    changes = {}
+    changes, saved_keys = {}, saved.to_dict()
     for name, new in given.items():
-        old, before = saved.to_dict().get(name), default.get(name)
+        before, old = reference.get(name), saved_keys.get(name)
         if new == before:
             continue
         if isinstance(new, dict) and isinstance(before, dict) and isinstance(old, dict):
