@@ -108,6 +108,32 @@ def test_spoilt_weights_stop_the_run_and_keep_the_last_good_checkpoint(
     assert not (run / "metrics.json").exists()
 
 
+def test_a_checkpoint_of_spoilt_weights_is_never_written(tmp_path: Path, data_dir: Path) -> None:
+    """Weights spoilt by step 4's update, whose own loss was finite: the save of step 4 wrote
+    them as last.ckpt, and the stop at step 5 sent the user to resume from it, to meet the same
+    NaN again (red team rev_diff5, 2026-12-05). Now that save is refused: last.ckpt stays step
+    2's, and resuming from it runs to the end."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
+    every_two = ["callbacks.model_checkpoint.every_n_train_steps=2", f"hydra.run.dir={run}"]
+    spoil = [
+        "+callbacks.spoil._target_=tests.helpers.faults.SpoilWeights",
+        "+callbacks.spoil.step=4",
+    ]
+    out = run_cli("train", *cli, *every_two, *spoil)
+    assert_one_line_error(
+        out,
+        "the weights after step 4 are NaN or inf",
+        f"kept {run / 'checkpoints' / 'last.ckpt'} as it was",
+    )
+    ckpt = checkpoint(run)
+    assert ckpt["global_step"] == 2
+    assert all_finite(ckpt)
+    resumed = run_cli("train", *cli, *every_two, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("accumulation", "step", "micro_batch"),

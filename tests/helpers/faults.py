@@ -5,6 +5,7 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
 
 - `InjectNonFinite` turns one batch's loss into NaN (or inf) on one rank, through a forward hook
   on the input embeddings, so the real loss computation meets it.
+- `SpoilWeights` turns the weights NaN after a chosen step, before that step's checkpoint.
 - `Sabotage` makes chosen jobs of a sweep fail at their first step or diverge (NaN weights).
 - `Pace` tells a test when training is under way (a file per rank holding its pid) and then
   slows each step, so that a signal or a kill the test sends lands mid-training.
@@ -88,6 +89,20 @@ class InjectNonFinite(Callback):
             return output * self.value
 
         handle = embeddings.register_forward_hook(poison)
+
+
+class SpoilWeights(Callback):
+    """Turns the embedding weights NaN right after optimizer step `step` (1-based), before
+    any checkpoint of that step is saved (Lightning runs checkpoint callbacks last): an update
+    that overflowed while its loss was finite."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                pl_module.model.get_input_embeddings().weight.mul_(math.nan)
 
 
 class Sabotage(Callback):

@@ -31,7 +31,7 @@ from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.module_arguments import check_module_arguments, loading_arguments
-from lmtrain.models.nan_guard import check_nan_guard, skip_nonfinite
+from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.checkpoint_io import read_weights_only
@@ -270,6 +270,8 @@ class CausalLMModule(LightningModule):
 
     # -- checkpoint contents ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.nan_guard != "off":
+            refuse_spoilt_save(self)  # a checkpoint of NaN weights would replace a good one
         add_extras(self, checkpoint)  # lmtrain.models.checkpoint_extras
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

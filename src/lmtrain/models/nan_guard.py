@@ -5,7 +5,8 @@ step: a rank that skipped backward alone would leave the others waiting in DDP's
 all-reduce. The flag is read on the host, a sync per micro-batch that stalls the GPU's queue;
 `nan_guard=off` removes it. `stop` saves the weights before this step (the optimizer has not
 stepped yet) as checkpoints/last.ckpt and ends the run with one line naming the step. Weights
-that are themselves NaN or inf stop the run in either mode, and are not saved.
+that are themselves NaN or inf stop the run in either mode, and no checkpoint of them is saved
+(`refuse_spoilt_save`), so the last one written is a good one.
 """
 
 from __future__ import annotations
@@ -47,13 +48,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         # An earlier update overflowed (a finite loss, an infinite gradient): skipping cannot
         # help, as every later loss is NaN too, and saving would replace the last good
         # checkpoint with the spoilt weights.
-        kept = f"kept {path} as it was" if path.exists() else "no checkpoint was saved yet"
-        raise NonFiniteLossError(
-            f"non-finite loss ({value}) at step {step} from weights already NaN or inf (an "
-            f"update before this step overflowed): {kept}; lower model.optimizer.lr (or set "
-            "trainer.gradient_clip_val), then "
-            + (resume_hint(path) if path.exists() else "start the run again")
-        )
+        raise spoilt(module, f"non-finite loss ({value}) at step {step} from weights already")
     if module.nan_guard == "skip":
         module.nonfinite_skips += 1
         if trainer.is_global_zero:
@@ -84,3 +79,23 @@ def weights_finite(module: Any) -> bool:
     if module.trainer.world_size > 1:
         bad = module.trainer.strategy.reduce(bad, reduce_op="sum")
     return not bad.item()
+
+
+def refuse_spoilt_save(module: Any) -> None:
+    """Before any checkpoint of the run is written (`on_save_checkpoint`, every rank): refuse
+    weights that are NaN or inf. An update that overflowed under a finite loss spoils them a
+    step before the loss shows it; a periodic save in that step wrote them as last.ckpt, and the
+    guard then sent the user to resume from it, to meet the same NaN again."""
+    if not weights_finite(module):
+        raise spoilt(module, f"the weights after step {module.global_step} are")
+
+
+def spoilt(module: Any, what: str) -> NonFiniteLossError:
+    """The stop for weights that are NaN or inf: the checkpoints saved before are kept."""
+    path = last_checkpoint_path(module.trainer)
+    kept = f"kept {path} as it was" if path.exists() else "no checkpoint was saved yet"
+    return NonFiniteLossError(
+        f"{what} NaN or inf (an update overflowed while its loss was finite): {kept}; lower "
+        "model.optimizer.lr (or set trainer.gradient_clip_val), then "
+        + (resume_hint(path) if path.exists() else "start the run again")
+    )
