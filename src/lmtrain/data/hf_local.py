@@ -33,7 +33,7 @@ COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")
 # A split's name, and datasets' split spec: `train`, `train[10:20]`, `train[:10%](closest)`.
 SPLIT_NAME = re.compile(r"\w+(\.\w+)*")
 SPLIT_SPEC = re.compile(
-    r"(\w+(?:\.\w+)*)(?P<slice>\[(-?\d+)?(%)?:(-?\d+)?(%)?\])?(?:\([^)]*\))?"
+    r"(\w+(?:\.\w+)*)(?P<slice>\[(-?\d+)?(%)?:(-?\d+)?(%)?\])?(?:\((?P<rounding>[^)]*)\))?"
 )
 
 
@@ -172,7 +172,8 @@ def check_splits(split: str, val_split: str | None, streaming: bool) -> None:
     if overlap is None and val_split is not None:
         log.warning(
             "data.source.split=%r and val_split=%r slice one split in ways that cannot be "
-            "compared (percent and rows, or rows from the end): make sure they do not overlap",
+            "compared (percent and rows, rows from the end, or two roundings): make sure they do "
+            "not overlap",
             split,
             val_split,
         )
@@ -222,8 +223,8 @@ def splits_overlap(split: str, val_split: str) -> bool | None:
 
 
 def slices(spec: str) -> list[tuple[str, str, float | None, float | None]] | None:
-    """(split, unit, start, end) of each `+` part of `spec`: unit `%`, `rows` or `whole`
-    (start 0, end infinite), negative bounds made positive for `%` and None for rows."""
+    """(split, unit, start, end) of each `+` part of `spec`: unit `% (<rounding>)`, `rows` or
+    `whole` (start 0, end infinite), negative bounds made positive for `%` and None for rows."""
     parts = []
     for part in re.split(r"\s*\+\s*", spec.strip()):
         match = SPLIT_SPEC.fullmatch(part)
@@ -233,13 +234,15 @@ def slices(spec: str) -> list[tuple[str, str, float | None, float | None]] | Non
         if match.group("slice") is None:
             parts.append((name, "whole", 0.0, math.inf))
             continue
-        unit = "%" if start_pct or end_pct else "rows"
-        full = 100.0 if unit == "%" else math.inf
+        # Percent slices round to rows by their rounding: only two of one rounding compare.
+        rounding = match.group("rounding") or "closest"
+        unit = f"% ({rounding})" if start_pct or end_pct else "rows"
+        full = 100.0 if unit != "rows" else math.inf
         bounds = []
         for value, default in ((start, 0.0), (end, full)):
             number = default if value is None else float(value)
             if number < 0:
-                number = number + 100.0 if unit == "%" else None
+                number = number + 100.0 if unit != "rows" else None
             bounds.append(number)
         parts.append((name, unit, bounds[0], bounds[1]))
     return parts
