@@ -228,7 +228,8 @@ def test_a_typed_split_is_named_as_the_reason_for_a_new_cache(
     with caplog.at_level(logging.WARNING, logger="lmtrain.eval"):
         eval_tiny(char_ckpt, tmp_path / "eval", data_dir, "+data.source.val_fraction=0.2")
     assert (
-        "(a data setting typed here changes the split, or the corpus changed since" in caplog.text
+        "(a data setting typed here made another split, the corpus changed since training, or "
+        "its cache was removed)" in caplog.text
     )
 
 

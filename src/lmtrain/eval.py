@@ -181,7 +181,8 @@ def eval_datamodule(
     why = (
         "the corpus changed since training, or its cache was removed"
         if typed is None
-        else "a data setting typed here changes the split, or the corpus changed since training"
+        else "a data setting typed here made another split, the corpus changed since training, "
+        "or its cache was removed"
     )
     log.warning(
         "No token cache of %s was made with the model's tokenizer (%s): tokenizing it with the "
