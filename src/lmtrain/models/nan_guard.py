@@ -43,7 +43,6 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         return False
     step = module.global_step + 1
     value = "nan or inf on another rank" if torch.isfinite(loss) else f"{loss.item()}"
-    path = last_checkpoint_path(trainer)
     if not weights_finite(module):
         # An earlier update overflowed (a finite loss, an infinite gradient): skipping cannot
         # help, as every later loss is NaN too, and saving would replace the last good
@@ -59,6 +58,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
                 module.nonfinite_skips,
             )
         return True
+    path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
         trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
@@ -73,7 +73,8 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
 
 def weights_finite(module: Any) -> bool:
     """Whether every weight of `module` is finite on every rank (each rank checks its own
-    shards under FSDP). Only on the way to a stop, so its cost does not matter."""
+    shards under FSDP). Run on the way to a stop and before each checkpoint save: one pass
+    over the weights, small beside the save itself."""
     local = [getattr(p, "to_local", lambda p=p: p)() for p in module.parameters()]
     bad = torch.stack([~torch.isfinite(t).all() for t in local]).any().float()
     if module.trainer.world_size > 1:

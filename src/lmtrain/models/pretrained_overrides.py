@@ -77,10 +77,8 @@ def overridden_config(
     if not typed:
         return None
     current, kept = saved, {}
-    for (
-        key,
-        value,
-    ) in typed.items():  # each converted key over the config as the ones before left it
+    # Each converted key goes over the config as the keys before it left it.
+    for key, value in typed.items():
         move = moved(current, key, value)
         if move:
             current = type(saved).from_dict({**current.to_dict(), **move})
