@@ -270,7 +270,7 @@ class CausalLMModule(LightningModule):
 
     # -- checkpoint contents ------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.nan_guard != "off":
+        if self.nan_guard != "off" and self._trainer is not None:  # a Trainer's save
             refuse_spoilt_save(self)  # a checkpoint of NaN weights would replace a good one
         add_extras(self, checkpoint)  # lmtrain.models.checkpoint_extras
 
