@@ -143,6 +143,7 @@ def test_a_legacy_rope_theta_overrides_a_llamas_saved_rope_parameters(tmp_path: 
         "factor": 4.0,
         "rope_theta": 5e5,
     }
+    assert scaling == {"rope_type": "linear", "factor": 4.0}  # the typed value is not edited
 
 
 def test_ranks_that_build_on_meta_get_the_same_dropout(base: Path) -> None:

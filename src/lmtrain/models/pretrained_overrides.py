@@ -73,7 +73,7 @@ def overridden_config(
             f"({saved.model_type!r} in its config.json): drop it (model.model_type=null, as "
             "model=pretrained sets); pretrained weights keep their own architecture"
         )
-    typed = dict(config or {})
+    typed = copy.deepcopy(dict(config or {}))  # transformers edits a dict it is given
     if not typed:
         return None
     current, kept = saved, {}
