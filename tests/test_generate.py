@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmtrain.generate import generate
 from lmtrain.models.generation import generate_text
@@ -12,6 +13,7 @@ from tests.helpers.assertions import one_error_line
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose
 from tests.helpers.corpora import write_corpus
+from tests.helpers.pretrained import tiny_bpe
 from tests.helpers.runs import model_from_checkpoint, train_tiny
 
 
@@ -47,6 +49,23 @@ def test_cli_prints_prompt_and_completion_only(ckpt: Path, tmp_path: Path) -> No
     assert result.stdout == expected + "\n"
     assert len(expected) > len("The dog")
     assert "Generating from" in result.stderr  # logs go to stderr
+
+
+def test_a_special_tokens_spelling_in_a_prompt_is_text_as_in_training() -> None:
+    """`<|endoftext|>` typed in a prompt became the end-of-text id, a document boundary,
+    while the token cache holds its characters (red team rev_tok, 2026-12-05)."""
+    tokenizer = tiny_bpe(["hello world, a few words of text"] * 20, 300)
+    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=16, n_head=2, n_positions=64)
+    model = GPT2LMHeadModel(config).eval()
+    seen: list[list[int]] = []
+    model.transformer.wte.register_forward_pre_hook(
+        lambda _, args: seen.append(args[0][0].tolist())
+    )
+    prompt = "hello <|endoftext|> world"
+    (text,) = generate_text(model, tokenizer, prompt, max_new_tokens=2, greedy=True)
+    assert text.startswith(prompt)
+    plain = tokenizer(prompt, add_special_tokens=False, split_special_tokens=True).input_ids
+    assert seen[0] == plain and tokenizer.eos_token_id not in plain
 
 
 def test_sampling_is_seeded_and_gives_num_samples(

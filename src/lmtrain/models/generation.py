@@ -36,7 +36,7 @@ def prompt_problem(
     """
 
     def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False).input_ids
+        return tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
 
     try:
         n_tokens = max(1, len(encode(prompt)))  # an empty prompt is one end-of-text token
@@ -88,7 +88,10 @@ def generate_text(
     the tokens are the model's own choices. New tokens are capped so the sequence fits the
     model's context: HF models with learned positions (GPT-2) cannot run past it.
     """
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    # A special token's spelling in the prompt is text, as in the token cache
+    # (`plain_text_tokenizer`): `<|endoftext|>` typed is no document boundary the model saw.
+    plain = {"add_special_tokens": False, "split_special_tokens": True}
+    ids = tokenizer(prompt, return_tensors="pt", **plain).input_ids
     if ids.shape[1] == 0:  # an empty prompt starts from end-of-text, as GPT-2 does
         ids = torch.tensor([[tokenizer.eos_token_id]])
     limit = context_length(model.config)
