@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from lmtrain.data.tokenizers import EOS_TOKEN, check_tokenizer_config
@@ -34,6 +36,16 @@ def test_char_tokenizer_is_one_token_per_character_and_round_trips() -> None:
     assert len(tokenizer(TRICKY, add_special_tokens=False)["input_ids"]) == len(TRICKY)
     assert_round_trips(tokenizer, TRICKY)
     assert_round_trips(tokenizer, "Ωmega")
+
+
+def test_a_bpe_vocab_size_the_corpus_cannot_reach_is_warned_of(caplog) -> None:
+    """vocab_size=100000 on a small corpus built 300-odd tokens, said only in an INFO line."""
+    with caplog.at_level(logging.WARNING, logger="lmtrain.data.tokenizers"):
+        tokenizer = build_tokenizer("bpe", TRAIN_DOCS, vocab_size=100_000)
+    assert len(tokenizer) < 1000
+    assert (
+        f"The BPE learned {len(tokenizer)} tokens, short of data.tokenizer.vocab_size=100000"
+    ) in caplog.text
 
 
 def test_bpe_tokenizer_round_trips_any_text() -> None:
@@ -70,6 +82,20 @@ def test_pretrained_tokenizer_errors_name_the_setting(tmp_path: Path) -> None:
     assert missing in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(LMTrainError, match=r"data\.tokenizer\.name=None"):
         build_tokenizer("pretrained", [])
+
+
+def test_a_pretrained_tokenizer_with_gaps_in_its_ids_is_one_line(tmp_path: Path) -> None:
+    """28 tokens, the end-of-text at id 70000: the cache's uint16 overflowed in a traceback (at
+    id 1000 the cache failed its own check and was rebuilt on every run; red team rev_tok)."""
+    vocab = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")} | {EOS_TOKEN: 70000}
+    word = Tokenizer(models.WordLevel(vocab, unk_token=" "))
+    word.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    PreTrainedTokenizerFast(tokenizer_object=word, eos_token=EOS_TOKEN).save_pretrained(tmp_path)
+    with pytest.raises(LMTrainError) as err:
+        build_tokenizer("pretrained", [], name=str(tmp_path))
+    assert str(err.value).startswith(
+        f"data.tokenizer.name={str(tmp_path)!r} has 28 tokens but ids up to 70000 (gaps in its ids)"
+    )
 
 
 def check(tokenizer: dict) -> None:

@@ -225,8 +225,17 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
             f"data.tokenizer.name={name!r} has no eos token: pick a tokenizer that defines one, "
             "it separates documents"
         )
+    vocab = tokenizer.get_vocab()
+    top = max(vocab.values(), default=-1)
+    if top >= len(tokenizer):
+        # The cache's dtype and the model's embedding are sized by len(tokenizer): an id past it
+        # overflowed uint16 in a traceback, or failed the cache's own check on every later run.
+        raise LMTrainError(
+            f"data.tokenizer.name={name!r} has {len(tokenizer)} tokens but ids up to {top} (gaps "
+            "in its ids): pass a tokenizer whose ids run from 0 to its size - 1"
+        )
     special = set(tokenizer.all_special_tokens)
-    if not set(tokenizer.get_vocab()) - special:
+    if not set(vocab) - special:
         # Every document would encode to nothing, and the run would train on separators alone.
         raise LMTrainError(
             f"data.tokenizer.name={name!r} loads a tokenizer of {len(tokenizer)} tokens, all "

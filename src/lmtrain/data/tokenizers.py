@@ -9,6 +9,7 @@ built with the `tokenizers` library; the only thing written here is how its part
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -24,6 +25,8 @@ from lmtrain.data.pretrained_tokenizer import (
 )
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
+
+log = logging.getLogger(__name__)
 
 EOS_TOKEN = "<|endoftext|>"
 # 256 byte symbols plus the end-of-text token: the smallest byte-level vocabulary.
@@ -228,6 +231,14 @@ def bpe_tokenizer(train_docs: Iterable[str], vocab_size: int | None) -> PreTrain
         show_progress=False,
     )
     tokenizer.train_from_iterator(train_docs, trainer=trainer)
+    if tokenizer.get_vocab_size() < vocab_size:  # the model is sized by what was learned
+        log.warning(
+            "The BPE learned %d tokens, short of data.tokenizer.vocab_size=%d: the corpus has no "
+            "more merges to make; the model's vocabulary is %d",
+            tokenizer.get_vocab_size(),
+            vocab_size,
+            tokenizer.get_vocab_size(),
+        )
     return _wrap(tokenizer)
 
 
