@@ -231,13 +231,14 @@ def bpe_tokenizer(train_docs: Iterable[str], vocab_size: int | None) -> PreTrain
         show_progress=False,
     )
     tokenizer.train_from_iterator(train_docs, trainer=trainer)
-    if tokenizer.get_vocab_size() < vocab_size:  # the model is sized by what was learned
+    learned = tokenizer.get_vocab_size()
+    if learned < vocab_size:  # the model is sized by what was learned
         log.warning(
             "The BPE learned %d tokens, short of data.tokenizer.vocab_size=%d: the corpus has no "
             "more merges to make; the model's vocabulary is %d",
-            tokenizer.get_vocab_size(),
+            learned,
             vocab_size,
-            tokenizer.get_vocab_size(),
+            learned,
         )
     return _wrap(tokenizer)
 

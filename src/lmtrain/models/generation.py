@@ -27,6 +27,11 @@ class PromptProblem(NamedTuple):
     fix: str
 
 
+# How a prompt is encoded: a special token's spelling in it is text, as in the token cache
+# (`plain_text_tokenizer`), so `<|endoftext|>` typed is no document boundary the model saw.
+AS_TEXT = {"add_special_tokens": False, "split_special_tokens": True}
+
+
 def prompt_problem(
     tokenizer: PreTrainedTokenizerBase, prompt: str, context: int | None
 ) -> PromptProblem | None:
@@ -36,7 +41,7 @@ def prompt_problem(
     """
 
     def encode(text: str) -> list[int]:
-        return tokenizer(text, add_special_tokens=False, split_special_tokens=True).input_ids
+        return tokenizer(text, **AS_TEXT).input_ids
 
     try:
         n_tokens = max(1, len(encode(prompt)))  # an empty prompt is one end-of-text token
@@ -88,10 +93,7 @@ def generate_text(
     the tokens are the model's own choices. New tokens are capped so the sequence fits the
     model's context: HF models with learned positions (GPT-2) cannot run past it.
     """
-    # A special token's spelling in the prompt is text, as in the token cache
-    # (`plain_text_tokenizer`): `<|endoftext|>` typed is no document boundary the model saw.
-    plain = {"add_special_tokens": False, "split_special_tokens": True}
-    ids = tokenizer(prompt, return_tensors="pt", **plain).input_ids
+    ids = tokenizer(prompt, return_tensors="pt", **AS_TEXT).input_ids
     if ids.shape[1] == 0:  # an empty prompt starts from end-of-text, as GPT-2 does
         ids = torch.tensor([[tokenizer.eos_token_id]])
     limit = context_length(model.config)
