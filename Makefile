@@ -64,5 +64,10 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-clean-logs: ## Delete the run folders logs/<task>/; keep logs/bench/ (benchmark results) and files in logs/
-	find logs -mindepth 1 -maxdepth 1 -type d ! -name bench -exec rm -rf {} +
+# logs/ is under $PROJECT_ROOT when that is set, as the runs' paths.log_dir; -H follows a logs/
+# that is a link (to a scratch disk). Each deleted folder is printed.
+clean-logs: ## Delete the run folders logs/<task>/; keep logs/bench/ and logs/gpu_check/ (results) and files in logs/
+	@logs="$${PROJECT_ROOT:-.}/logs"; \
+	if test -d "$$logs"; then \
+		find -H "$$logs" -mindepth 1 -maxdepth 1 -type d ! -name bench ! -name gpu_check -print -exec rm -rf {} +; \
+	else echo "no $$logs folder: nothing to delete"; fi

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, open_dict
 
 from lmtrain.callbacks.resume import ExactResume
@@ -48,6 +49,8 @@ from lmtrain.utils.io import write_json
 from lmtrain.utils.task import finish_wandb
 
 ROOT = Path(__file__).resolve().parents[1]
+# trainer.precision values the raw loop reproduces (bf16-mixed: autocast, as Lightning's).
+RAW_PRECISIONS = ("32", "32-true", "bf16-mixed")
 SIZES: dict[str, list[str]] = {
     # nanoGPT's baby model: 4 x 4 x 128, char vocabulary, block 64, batch 12 (0.8M parameters).
     # Tiny Shakespeare is downloaded once under data/, or read from --data.
@@ -71,29 +74,62 @@ class StepClock(L.Callback):
         self.times: list[float] = []
 
     def on_train_batch_end(self, *args: Any) -> None:
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # the step's kernels, not only their launch
         self.times.append(time.perf_counter())
 
 
 def compose_config(size: str, steps: int, out_dir: Path, extra: list[str]) -> DictConfig:
+    """The size's config with `extra` (the command line's overrides); a bad override is one
+    `error:` line."""
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                *SIZES[size],
-                f"trainer.max_steps={steps}",
-                "trainer.limit_val_batches=0",
-                "tags=[bench]",
-                *extra,
-            ],
-            return_hydra_config=True,
-        )
+    overrides = [
+        *SIZES[size],
+        f"trainer.max_steps={steps}",
+        "trainer.limit_val_batches=0",
+        "tags=[bench]",
+        *extra,
+    ]
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except HydraException as err:
+        reason = " ".join(str(err).split())
+        sys.exit(f"error: overrides {' '.join(extra)}: {reason}: fix or drop it")
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
         cfg.hydra.runtime.output_dir = str(out_dir)
         cfg.hydra.job.num = 0
     HydraConfig().set_config(cfg)
     return cfg
+
+
+def raw_loop_problem(cfg: DictConfig) -> str | None:
+    """What the raw loop would not do as the Lightning side does: it runs one process, on the
+    device the trainer picks, in fp32 or bf16 autocast, one batch per optimizer step."""
+    trainer = cfg.trainer
+    precision = str(trainer.get("precision", "32-true"))
+    if precision not in RAW_PRECISIONS:
+        return (
+            f"trainer.precision={precision}: the raw loop mirrors only "
+            f"{', '.join(RAW_PRECISIONS)}: pass one of those"
+        )
+    if trainer.get("accumulate_grad_batches", 1) != 1:
+        return (
+            f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: the raw loop "
+            "steps on every batch: leave it at 1"
+        )
+    if str(trainer.get("devices", "auto")) not in ("auto", "1", "[0]"):
+        return f"trainer.devices={trainer.devices}: the benchmark is one process: pass 1"
+    return None
+
+
+def raw_device(cfg: DictConfig) -> torch.device:
+    """The device Lightning's `accelerator` picks for one process: a GPU when asked for or
+    (`auto`) present, else the CPU."""
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return torch.device("cuda" if gpu else "cpu")
 
 
 def read_corpus_from(data: Path | None) -> None:
@@ -157,6 +193,9 @@ def refuse_bad_arguments(
     """Before any work: one parser error naming every bad --steps, --warmup or --repeats and
     every unknown name of `flag` (`names`, comma-separated); then --out and --data."""
     problems = timing_problems(args.steps, args.warmup, args.repeats)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        problems.append(f"--threads {threads}: pass 1 or more, or leave it out (torch's own)")
     unknown = [name for name in names.split(",") if name not in known]
     if unknown:
         problems.append(f"{flag}: unknown {unknown}: pass some of {','.join(known)}")
@@ -222,7 +261,9 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
     L.seed_everything(cfg.seed)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
-    model = module.model.train()
+    device = raw_device(cfg)
+    model = module.model.to(device).train()
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled="bf16" in cfg.trainer.precision)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = module.optimizer_factory(
         [
@@ -235,14 +276,17 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
     times = []
     batches = iter(datamodule.train_dataloader())
     for _ in range(cfg.trainer.max_steps):
-        windows = next(batches)
-        logits = module(windows[:, :-1])  # the same model call as under Lightning (no KV cache)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
+        windows = next(batches).to(device)
+        with autocast:  # the same model call as under Lightning (no KV cache)
+            logits = module(windows[:, :-1])
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.trainer.gradient_clip_val)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter())
     return tokens_per_second(times, warmup, cfg.data.batch_size * cfg.data.block_size)
 
@@ -295,10 +339,15 @@ def main() -> None:
     refuse_bad_arguments(parser, args, "--sizes", args.sizes, list(SIZES))
     os.environ.setdefault("WANDB_SILENT", "true")
     threads = args.threads or torch.get_num_threads()
+    sizes = args.sizes.split(",")
+    for size in sizes:  # every size's overrides, before any work
+        problem = raw_loop_problem(compose_config(size, args.steps, args.out, args.overrides))
+        if problem:
+            sys.exit(f"error: {problem}")
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for size in args.sizes.split(","):
+        for size in sizes:
             cfg = compose_config(size, args.steps, Path(tmp) / size, args.overrides)
             prepare_corpus(cfg, args.data if size == "shakespeare_char" else None)
             runs: dict[str, list[float]] = {"lightning": [], "raw": []}
@@ -321,29 +370,34 @@ def main() -> None:
                 "batch_size": cfg.data.batch_size,
                 "block_size": cfg.data.block_size,
                 "precision": cfg.trainer.precision,
+                "device": str(raw_device(cfg)),
+                # Per size: sizes measured by separate commands keep their own settings.
+                "settings": {
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "repeats": args.repeats,
+                    "threads": threads,
+                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
             }
 
     # Merge per size, so that sizes measured in separate invocations end up side by side.
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    if "steps" in report.get("overhead_settings", {}):  # older files: one run's, for all sizes
+        del report["overhead_settings"]
     per_size = {
         "lightning_tokens_per_s": {s: r["lightning_tokens_per_s"] for s, r in results.items()},
         "raw_tokens_per_s": {s: r["raw_tokens_per_s"] for s, r in results.items()},
         "overhead_ratio": {s: r["overhead_ratio"] for s, r in results.items()},
         "overhead_ratio_spread": {s: r["overhead_ratio_spread"] for s, r in results.items()},
         "overhead_ms_per_step": {s: r["overhead_ms_per_step"] for s, r in results.items()},
+        "overhead_settings": {s: r["settings"] for s, r in results.items()},
         "overhead": results,
     }
     for key, values in per_size.items():
         report[key] = {**(report.get(key) if isinstance(report.get(key), dict) else {}), **values}
     report["machine"] = machine()
-    report["overhead_settings"] = {
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "threads": threads,
-        "overhead_ratio": "median over adjacent (Lightning, raw) pairs of their tokens/s ratio",
-    }
-    report["overhead_measured_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    report.pop("overhead_measured_at", None)  # older files: now each size's settings
     write_json(args.out, report)
     header = f"{'lightning tok/s':>16} {'raw tok/s':>10} {'ratio':>6} {'[min, max]':>14}"
     print(f"\n{'size':>16} {header} {'ms/step':>8} {'+ms':>6}")

@@ -254,7 +254,12 @@ def parse_args() -> argparse.Namespace:
     add("--repeats", type=int, default=2, help="runs per side, best kept")
     add("--vocab-size", type=int, default=8192, help="BPE vocabulary")
     add("--sample-mb", type=float, default=10.0, help="BPE training sample")
-    add("--hf-map-sizes-mb", type=int, nargs="*", help="datasets.map on; None = largest only")
+    add(
+        "--hf-map-sizes-mb",
+        type=int,
+        nargs="*",
+        help="datasets.map on these sizes; None or the flag alone = the largest only",
+    )
     add("--corpus-dir", type=Path, default=ROOT / "data" / "bench", help="corpora, tokenizer")
     add("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json", help="merged into")
     add("--child", nargs=2, help=argparse.SUPPRESS)
@@ -263,9 +268,22 @@ def parse_args() -> argparse.Namespace:
     if any(size < 1 for size in args.sizes_mb):
         sizes = " ".join(map(str, args.sizes_mb))
         problems.append(f"--sizes-mb {sizes}: pass sizes of 1 or more (MB)")
+    if args.workers is not None and args.workers < 1:
+        problems.append(f"--workers {args.workers}: pass 1 or more, or leave it out (every core)")
+    missing = sorted(set(args.hf_map_sizes_mb or []) - set(args.sizes_mb))
+    if missing:
+        problems.append(
+            f"--hf-map-sizes-mb {' '.join(map(str, missing))}: not in --sizes-mb: pass some of "
+            f"{' '.join(map(str, args.sizes_mb))}, or the flag alone for the largest"
+        )
     if problems:
         parser.error("; ".join(problems))
     return args
+
+
+def hf_map_sizes(args: argparse.Namespace) -> list[int]:
+    """The sizes `datasets.map` runs on: those given, or (none, or the flag alone) the largest."""
+    return args.hf_map_sizes_mb or [max(args.sizes_mb)]
 
 
 def measure(corpus: Path, tokenizer_dir: Path, args: argparse.Namespace, tmp: str) -> dict:
@@ -335,7 +353,7 @@ def main() -> None:
     check_out(args.out)
     args.workers = args.workers or default_workers()
     largest = max(args.sizes_mb)
-    hf_sizes = [largest] if args.hf_map_sizes_mb is None else args.hf_map_sizes_mb
+    hf_sizes = hf_map_sizes(args)
     load_before = os.getloadavg()
     corpora = {
         size: build_corpus(args.corpus_dir / f"stdlib_{size}mb", size) for size in args.sizes_mb

@@ -409,6 +409,9 @@ def main() -> None:
     for name in ("warmup", "repeats"):
         if getattr(args, name) < 0:
             problems.append(f"--{name} {getattr(args, name)}: pass 0 or more")
+    for name in ("threads", "batch", "block", "vocab"):
+        if getattr(args, name) < 1:
+            problems.append(f"--{name} {getattr(args, name)}: pass 1 or more")
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         problems.append(f"unknown variants {unknown}: use some of {','.join(VARIANTS)}")

@@ -50,12 +50,15 @@ from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import check_out
 
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.config_checks import check_train_config
 from lmtrain.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,12 +145,22 @@ def parse_lmtrain(output: str, run_dir: Path) -> dict[str, Any]:
 
 
 def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
-    """Build (or find) the run's token cache, so that no timed run tokenizes the corpus, and
-    check that both splits hold a window (an LMTrainError otherwise)."""
-    overrides = [f"experiment={experiment}", f"data.source.path={data}"]
-    overrides += [o for o in extra if o.startswith(("data.", "paths."))]  # the token cache's
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+    """Compose lmtrain's whole command as it will run, so that a bad `--lmtrain-args` ends here
+    and not after the other commands' runs; then build (or find) the run's token cache, so that
+    no timed run tokenizes the corpus, and check that both splits hold a window (an
+    LMTrainError otherwise)."""
+    overrides = [f"experiment={experiment}", f"data.source.path={data}", *extra]
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    except HydraException as err:
+        reason = " ".join(str(err).split())
+        sys.exit(f"error: --lmtrain-args {shlex.join(extra)}: {reason}: fix or drop it")
+    HydraConfig().set_config(cfg)
+    try:
+        check_train_config(cfg)
+    except LMTrainError as err:
+        sys.exit(f"error: --lmtrain-args {shlex.join(extra)}: {err}")
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -223,11 +236,15 @@ def main() -> None:
     problems = [f"--repeats {args.repeats}: pass 1 or more"] if args.repeats < 1 else []
     if args.steps is not None and args.steps < 1:
         problems.append(f"--steps {args.steps}: pass 1 or more, or leave it out (the recipe's own)")
+    if args.threads < 1:
+        problems.append(f"--threads {args.threads}: pass 1 or more")
     if problems:
         parser.error("; ".join(problems))
     check_out(args.out)
     data, out = tiny_shakespeare(args.data), args.out.resolve()
     nanogpt = args.nanogpt.resolve() if args.nanogpt else None
+    if nanogpt and not (nanogpt / "train.py").is_file():
+        sys.exit(f"error: --nanogpt {args.nanogpt} has no train.py: pass a nanoGPT checkout")
     if nanogpt and not (nanogpt / "data" / "shakespeare_char" / "train.bin").is_file():
         sys.exit(
             f"error: --nanogpt {args.nanogpt} has no data/shakespeare_char/train.bin: run "

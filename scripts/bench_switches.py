@@ -98,18 +98,20 @@ def main() -> None:
                 "switched_tokens_per_s": switched,
                 "speedup": switched / base,
                 "runs": runs,
+                # Per switch: switches measured by separate commands keep their own settings.
+                "settings": {
+                    "size": args.size,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "repeats": args.repeats,
+                    "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                },
             }
 
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report["switches"] = {**report.get("switches", {}), **results}
-    report["switches_settings"] = {
-        "size": args.size,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
-        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": machine(),
-    }
+    report["machine"] = machine()
+    report.pop("switches_settings", None)  # older files: now each switch's settings
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)
     print(f"\n{'switch':>16} {'baseline tok/s':>15} {'switched tok/s':>15} {'speedup':>8}")

@@ -22,6 +22,7 @@ RUNS=${GPU_CHECK_RUNS:-$(mktemp -d)}
 export GPU_CHECK_RUNS=$RUNS  # the same folder in `bash $0 --call` (below)
 printf '# GPU check (%s)\n\n| step | result | seconds |\n|---|---|---|\n' "$(date -u +%FT%TZ)" >"$SUMMARY"
 
+FAILED=0 # steps that failed: the script's exit status is 1 unless none did
 # step NAME SECONDS COMMAND...: run it (a program or a function of this script: `timeout` runs
 # programs only) with a time limit, log it, add a row to the summary.
 step() {
@@ -37,7 +38,7 @@ step() {
   rc=$?
   pkill -P "$watchdog" sleep >/dev/null 2>&1
   local result=ok
-  [ "$rc" -ne 0 ] && result="FAILED (exit $rc, see steps.log)"
+  [ "$rc" -ne 0 ] && result="FAILED (exit $rc, see steps.log)" && FAILED=$((FAILED + 1))
   echo "| $name | $result | $(($(date +%s) - start)) |" >>"$SUMMARY"
   echo "$name: $result"
   return "$rc"
@@ -49,10 +50,10 @@ if [ -d .whl ]; then
     $PY -m pip install --quiet --no-index --no-deps --no-build-isolation .whl/* &&
       $PY -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
   }
-  step install 180 install_offline
+  step install 180 install_offline || { cat "$SUMMARY"; exit 1; }
 else
   PY=.venv/bin/python
-  step install 600 make install
+  step install 600 make install || { cat "$SUMMARY"; exit 1; }
 fi
 step nvidia-smi 30 nvidia-smi
 
@@ -115,3 +116,4 @@ step gpu_tests 180 $PY -m pytest -q -p no:cacheprovider -rs "tests/test_fsdp2.py
 
 step nvidia-smi-after 30 nvidia-smi
 cat "$SUMMARY"
+[ "$FAILED" -eq 0 ] || { echo "error: $FAILED step(s) failed: see $LOG" >&2; exit 1; }

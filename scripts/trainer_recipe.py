@@ -91,6 +91,8 @@ def main() -> None:
         "--optim", default=None, help="TrainingArguments.optim (default: Trainer's own default)"
     )
     args = parser.parse_args()
+    if not args.data.is_file():
+        parser.error(f"--data {args.data} is not a file: pass Tiny Shakespeare's input.txt")
 
     text = args.data.read_text(encoding="utf-8")
     alphabet = sorted(set(text))  # nanoGPT's vocabulary: the characters of the file

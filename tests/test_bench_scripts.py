@@ -73,6 +73,10 @@ def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_p
     missing = script("bench", *common, f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
     assert_one_line_error(missing, f"--data {tmp_path / 'input.txt'} is not a file")
     assert not out.exists()
+    # A size measured by an earlier command keeps its own settings (they were replaced by this
+    # command's, so gpt2_10m read as measured with 2 steps).
+    earlier = {"steps": 30, "warmup": 6, "repeats": 3, "threads": 2, "measured_at": "earlier"}
+    out.write_text(json.dumps({"overhead_settings": {"gpt2_10m": earlier}}))
     done = script(
         "bench",
         *common,
@@ -85,6 +89,11 @@ def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_p
     measured = json.loads(out.read_text())["overhead"]["shakespeare_char"]
     assert f"data.source.path={play}" in measured["overrides"], measured["overrides"]
     assert all(v > 0 for v in measured["runs"]["lightning"] + measured["runs"]["raw"])
+    settings = json.loads(out.read_text())["overhead_settings"]
+    assert settings["gpt2_10m"] == earlier
+    assert settings["shakespeare_char"] == measured["settings"]
+    assert [measured["settings"][k] for k in ("steps", "warmup", "threads")] == [2, 1, 1]
+    assert measured["device"] == "cpu"
 
 
 def test_bench_recipe_fast_needs_nanogpt(tmp_path: Path) -> None:
@@ -169,16 +178,31 @@ def assert_usage_error(result: subprocess.CompletedProcess[str], name: str, *fra
 # Bad numbers and names (args, fragments of the one line): each failed only after the work.
 BAD_ARGUMENTS = {
     "bench": (
-        ["--warmup=0", "--steps=0", "--repeats=0", "--sizes=foo,shakespeare_char"],
-        ["--warmup 0: pass 1", "--steps 0 leaves no timed step", "--repeats 0", "['foo']"],
+        ["--warmup=0", "--steps=0", "--repeats=0", "--sizes=foo,shakespeare_char", "--threads=-1"],
+        [
+            "--warmup 0: pass 1",
+            "--steps 0 leaves no timed step",
+            "--repeats 0",
+            "['foo']",
+            "--threads -1",
+        ],
     ),
     "bench_switches": (
         ["--switches=nope,tanh_gelu", "--repeats=0"],
         ["--switches: unknown ['nope']", "--repeats 0: pass 1"],
     ),
-    "bench_recipe": (["--steps=0", "--repeats=0"], ["--steps 0: pass 1", "--repeats 0: pass 1"]),
-    "bench_data": (["--sizes-mb", "0", "5", "--repeats=0"], ["--sizes-mb 0 5", "--repeats 0"]),
-    "bench_model_step": (["--steps=0"], ["--steps 0: pass 1"]),
+    "bench_recipe": (
+        ["--steps=0", "--repeats=0", "--threads=0"],
+        ["--steps 0: pass 1", "--repeats 0: pass 1", "--threads 0: pass 1"],
+    ),
+    "bench_data": (
+        ["--sizes-mb", "0", "5", "--repeats=0", "--workers=-1", "--hf-map-sizes-mb", "5", "7"],
+        ["--sizes-mb 0 5", "--repeats 0", "--workers -1: pass 1", "--hf-map-sizes-mb 7: not in"],
+    ),
+    "bench_model_step": (
+        ["--steps=0", "--threads=0", "--vocab=0"],
+        ["--steps 0: pass 1", "--threads 0: pass 1", "--vocab 0: pass 1"],
+    ),
 }
 
 
