@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,16 @@ class StepClock(L.Callback):
         self.times.append(time.perf_counter())
 
 
+def compose_train(overrides: list[str], given_as: str) -> DictConfig:
+    """The train config with `overrides` (and Hydra's own); a bad one ends the script in one
+    `error: <given_as>: ...` line."""
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+            return compose("train", overrides=overrides, return_hydra_config=True)
+    except HydraException as err:
+        sys.exit(f"error: {given_as}: {' '.join(str(err).split())}: fix or drop it")
+
+
 def compose_config(size: str, steps: int, out_dir: Path, extra: list[str]) -> DictConfig:
     """The size's config with `extra` (the command line's overrides); a bad override is one
     `error:` line."""
@@ -90,12 +101,7 @@ def compose_config(size: str, steps: int, out_dir: Path, extra: list[str]) -> Di
         "tags=[bench]",
         *extra,
     ]
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    except HydraException as err:
-        reason = " ".join(str(err).split())
-        sys.exit(f"error: overrides {' '.join(extra)}: {reason}: fix or drop it")
+    cfg = compose_train(overrides, f"overrides {shlex.join(extra)}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(out_dir)
         cfg.hydra.runtime.output_dir = str(out_dir)

@@ -49,12 +49,10 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import check_out
+from bench import check_out, compose_train
 
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
@@ -150,12 +148,7 @@ def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
     no timed run tokenizes the corpus, and check that both splits hold a window (an
     LMTrainError otherwise)."""
     overrides = [f"experiment={experiment}", f"data.source.path={data}", *extra]
-    try:
-        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    except HydraException as err:
-        reason = " ".join(str(err).split())
-        sys.exit(f"error: --lmtrain-args {shlex.join(extra)}: {reason}: fix or drop it")
+    cfg = compose_train(overrides, f"--lmtrain-args {shlex.join(extra)}")
     HydraConfig().set_config(cfg)
     try:
         check_train_config(cfg)
