@@ -21,6 +21,7 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 from lightning.pytorch.strategies.launchers import subprocess_script
 
 from lmtrain import lightning_compat as compat
+from tests.test_slurm_auto_requeue import SLURM_JOB
 
 
 def tiny_trainer(**kwargs: object) -> L.Trainer:
@@ -442,3 +443,26 @@ def test_the_rich_bar_ends_full_under_accumulation_and_after_a_resume(tmp_path) 
         assert task.completed == task.total == max_steps * 2, (task.completed, task.total)
         if resume is None:
             trainer.save_checkpoint(ckpt)
+
+
+def test_validate_under_slurm_keeps_the_weights_in_memory(tmp_path, monkeypatch) -> None:
+    """Lightning's own lookup loads the newest hpc_ckpt for any fit or validate without a
+    ckpt_path under SLURM; with `resume_only_from_given_checkpoints`, None means the model."""
+    for name, value in SLURM_JOB.items():  # one srun task
+        monkeypatch.setenv(name, value)
+    stale = BoringModel()
+    torch.nn.init.zeros_(stale.layer.weight)
+    saver = tiny_trainer(default_root_dir=tmp_path)
+    saver.strategy.connect(stale)
+    saver.save_checkpoint(tmp_path / "hpc_ckpt_1.ckpt")
+
+    def weights_after_validate(guarded: bool) -> torch.Tensor:
+        model = BoringModel()
+        trainer = tiny_trainer(default_root_dir=tmp_path)
+        if guarded:
+            compat.resume_only_from_given_checkpoints(trainer)
+        trainer.validate(model, verbose=False)
+        return model.layer.weight.detach().clone()
+
+    assert torch.count_nonzero(weights_after_validate(guarded=False)) == 0  # Lightning's pick
+    assert torch.count_nonzero(weights_after_validate(guarded=True)) > 0

@@ -193,6 +193,32 @@ def test_resumed_training_goes_on_in_the_same_mlflow_run(tmp_path: Path, data_di
     assert mlflow_run.info.status == "FINISHED"
 
 
+def test_a_new_run_from_another_runs_weights_starts_its_own_mlflow_run(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`overwrite_run=true ckpt_path=<another run's checkpoint>` in a folder that held a run is
+    a new run: it appended to that run's MLflow (and W&B) run, its steps going backwards."""
+    run_dir, other = tmp_path / "run", tmp_path / "other"
+    corpus = one_file_corpus(tmp_path / "corpus")
+    logged = [*TINY, "logger=mlflow", "data=text_files", "data.tokenizer.kind=char",
+              f"data.source.path={corpus}"]  # fmt: skip
+    train(compose("train", run_dir, data_dir, *logged))
+    first_id = (run_dir / "mlflow_run_id").read_text().strip()
+    train(compose("train", other, data_dir, *logged, "trainer.max_steps=2"))
+    from_other = f"ckpt_path={other / 'checkpoints' / 'last.ckpt'}"
+    train(compose("train", run_dir, data_dir, *logged, "overwrite_run=true", from_other))
+    GlobalHydra.instance().clear()
+
+    new_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert new_id != first_id
+    mlflow = mlflow_store(tmp_path / "logs")
+    steps = {
+        run_id: [m.step for m in mlflow.get_metric_history(run_id, "train/loss")]
+        for run_id in (first_id, new_id)
+    }
+    assert steps == {first_id: [0, 1, 2, 3], new_id: [2, 3]}
+
+
 def test_a_continued_mlflow_run_the_store_lacks_is_one_line(compose_cfg, tmp_path: Path) -> None:
     cfg = compose_cfg("logger=mlflow")
     (tmp_path / "run" / "mlflow_run_id").write_text("0123456789abcdef0123456789abcdef\n")

@@ -23,10 +23,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 def accumulating(trainer: Trainer) -> bool:
     """Whether the micro-batch just trained is not followed by an optimizer step.
 
-    Buys: ExactResume saves the gradients accumulated so far when a checkpoint falls between
-    micro-batches, and StepLoss logs a step's mean loss at the micro-batch that steps. Public
-    alternative: none that knows Lightning's rule for the last batch of an epoch (it steps there
-    even mid-accumulation unless the strategy accumulates itself).
+    Buys: ExactResume saves the gradients accumulated between micro-batches, StepLoss logs a
+    step's mean loss where it steps. Public alternative: none that knows Lightning's rule for an
+    epoch's last batch (it steps there mid-accumulation unless the strategy accumulates itself).
     """
     return trainer.fit_loop.epoch_loop._should_accumulate()
 
@@ -35,8 +34,7 @@ def cluster_environment(trainer: Trainer) -> Any:
     """The cluster environment Lightning chose (SLURM, torchrun, its own launcher, ...).
 
     Buys: the preemption callback leaves Lightning's SLURM auto-requeue signal to Lightning.
-    Public alternative: `trainer.strategy.cluster_environment`, on parallel strategies only; a
-    single-device SLURM job has it only on the accelerator connector, where Lightning reads it.
+    Public alternative: `trainer.strategy.cluster_environment`, on parallel strategies only.
     """
     return trainer._accelerator_connector.cluster_environment
 
@@ -60,8 +58,7 @@ class ContainedCheckpoint(ModelCheckpoint):
 
 
 def inside(path: str, folder: str) -> bool:
-    """Whether `path` lies below `folder`: resolved (links, `..`) for local paths, normalized
-    for remote ones."""
+    """Whether `path` lies below `folder`: resolved locally (links, `..`), normalized remotely."""
     if get_protocol(path) != "file" or get_protocol(folder) != "file":
         path, folder = posixpath.normpath(path), posixpath.normpath(folder)
         return path.startswith(folder.rstrip("/") + "/")
@@ -73,9 +70,9 @@ def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]
     """A sharded FSDP checkpoint's entries (`model`, `optimizer_0`, ...) in the layout of a
     full Lightning checkpoint (`state_dict`, `optimizer_states`).
 
-    Buys: consolidated files that `trainer.fit(ckpt_path=...)` loads. Public alternative: the
-    `python -m lightning.pytorch.utilities.consolidate_checkpoint` command, which reads the
-    folder with torch's unrestricted unpickler (see lmtrain.utils.safe_load).
+    Buys: consolidated files that `trainer.fit(ckpt_path=...)` loads. Public alternative:
+    `python -m lightning.pytorch.utilities.consolidate_checkpoint`, whose unpickler is
+    unrestricted (see lmtrain.utils.safe_load).
     """
     from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 
@@ -108,13 +105,11 @@ def make_every_rank_data_parallel(strategy: Any) -> None:
 
 class StepsRichProgressBar(RichProgressBar):
     """Lightning's rich progress bar, whose training bar reads `Epoch 0` rather than
-    `Epoch 0/-2` when no epoch limit is set (`trainer.max_epochs=-1`, lmtrain's default:
-    `max_steps` ends the run). Other epoch limits read as Lightning writes them (`Epoch 0/2`).
+    `Epoch 0/-2` when no epoch limit is set (`trainer.max_epochs=-1`, lmtrain's default).
 
-    Buys: a bar that does not show a negative epoch count on every run. Public alternative:
-    none; the description comes from this private method alone. Its total (a public property)
-    is the micro-batches to `max_steps`, so the bar ends full under accumulation and after a
-    resume.
+    Buys: no negative epoch count on every run. Public alternative: none; the description comes
+    from this private method alone. Its total (a public property) is the micro-batches to
+    `max_steps`, so the bar ends full under accumulation and after a resume.
     """
 
     def _get_train_description(self, current_epoch: int) -> str:
@@ -159,15 +154,12 @@ def mark_validation_pending(checkpoint: dict[str, Any]) -> None:
     """Make `checkpoint`, saved after a training batch that a validation follows, resume into
     that validation instead of past it.
 
-    Buys: a preemption that stops before a due validation (to stop within the cluster's notice)
-    without losing it. From a save made after a training batch, Lightning resumes past the
-    validation due there (it fast-forwards the validation loop's counters); from a save made
-    inside a validation, it runs that validation again from its first batch. This sets the
-    validation loop's counters as they are at the start of its first batch: one batch started,
-    none processed. It also takes one off the logged-step counter: on that resume Lightning
-    counts the step as done once when it restores the loop and again after the validation,
-    which would log every later row one step late. Public alternative: none (the loop decides
-    from these counters alone).
+    Buys: a preemption that stops before a due validation without losing it. From a save after
+    a training batch, Lightning resumes past the validation due there; from a save inside a
+    validation, it runs it again from its first batch. This sets the validation loop's counters
+    as at the start of its first batch (one started, none processed), and takes one off the
+    logged-step counter, which that resume counts twice (every later row one step late).
+    Public alternative: none (the loop decides from these counters alone).
     """
     fit_loop = checkpoint["loops"]["fit_loop"]
     fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
@@ -184,17 +176,14 @@ def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
     """While inside, a checkpoint saved from within a training step holds the training loop's
     counters as they were when the last training batch finished.
 
-    Buys: a resume from a NaN-guard stop (saved in the training step, before its backward, the
-    weights those of the batches before) goes on as an uninterrupted run: it trains that
-    micro-batch again, logs every later row at its own step, and validates after the same
-    batches. Lightning's restart counts a batch it finds started as one to finish (right for
-    saves after a batch's step): its step would count as logged, and the total counters, which
-    place validations, would run one batch ahead. Where the restart finds a validation due at
-    the last finished batch (the batch that a validation followed, or none yet in this epoch:
-    index -1 when validations count per epoch), it skips that validation and counts the step
-    as logged once more, so the logged-step counter is saved one lower there (every later row
-    came one step late). Public alternative: none (the loop decides from its own counters).
-    The real counters are back on exit.
+    Buys: a resume from a NaN-guard stop (saved in the training step, before its backward) goes
+    on as an uninterrupted run: it trains that micro-batch again, logs every later row at its
+    own step, and validates after the same batches. Lightning's restart counts a batch it finds
+    started as one to finish: its step would count as logged, and the counters that place
+    validations would run one batch ahead. Where the restart finds a validation due at the last
+    finished batch (or none yet in this epoch: index -1 when validations count per epoch), it
+    skips it and counts the step as logged once more, so that counter is saved one lower there.
+    Public alternative: none (the loop decides from its own counters). Restored on exit.
     """
     epoch_loop = trainer.fit_loop.epoch_loop
     progress = epoch_loop.batch_progress
@@ -232,13 +221,12 @@ def saving_as_at_step_end(trainer: Trainer, counters: dict[str, Any]) -> Iterato
     `on_train_batch_end`): the checkpoint a save in that hook would have written.
 
     Buys: StepScheduledCheckpoint writes its scheduled last.ckpt once Lightning has sent the
-    step's metrics to the loggers (it does after every `on_train_batch_end` hook: a kill between
-    a save there and the send lost the step's row), and the run resumes as from a save in that
-    hook, Lightning's restart for saves after a batch. In between, Lightning only counts the
-    batch completed and the step logged, and at an epoch's end the epoch processed. At the next
-    epoch's first batch it has also reset the validation loop's counters, so a step that ends
-    an epoch is saved at the epoch's end. Public alternative: none (the loop decides from these
-    counters alone). The real counters are back on exit.
+    step's metrics to the loggers (after every `on_train_batch_end` hook: a kill between a save
+    there and the send lost the step's row), and the run resumes as from a save in that hook.
+    In between, Lightning only counts the batch completed and the step logged (at an epoch's
+    end, the epoch processed; at the next epoch's first batch it has reset the validation
+    loop's counters, so a step that ends an epoch is saved at the epoch's end). Public
+    alternative: none (the loop decides from these counters alone). Restored on exit.
     """
     fit_loop = trainer.fit_loop
     batch, epoch = fit_loop.epoch_loop.batch_progress, fit_loop.epoch_progress
@@ -258,10 +246,10 @@ def saving_as_at_step_end(trainer: Trainer, counters: dict[str, Any]) -> Iterato
 def ddp_launcher_observes_job_only() -> Iterator[None]:
     """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.
 
-    Lightning's launcher watches the ranks it starts and, when one dies, kills them all and the
-    main process: in a Hydra multirun, the whole sweep. Buys: a sweep that outlives a failed DDP
-    job. Public alternative: none (the observer is started from a module-level function). On exit
-    the observers stop and the ranks they watched are waited for (killed after 30 s).
+    Lightning's launcher kills all ranks and the main process (in a multirun, the whole sweep)
+    when one dies. Buys: a sweep that outlives a failed DDP job. Public alternative: none (a
+    module-level function starts the observer). On exit the ranks are waited for (30 s, then
+    killed).
     """
     import subprocess
 
@@ -312,3 +300,21 @@ def load_train_loader_states(trainer: Trainer) -> None:
     fit_loop._load_combined_loader_states()
     if fit_loop._data_fetcher is not None:
         iter(fit_loop._data_fetcher)  # persistent workers drop what they read ahead
+
+
+def resume_only_from_given_checkpoints(trainer: Trainer) -> None:
+    """Make `ckpt_path=None` mean the model as it is, for every fit and validate of `trainer`.
+
+    Buys: under SLURM, Lightning reads None as the run folder's newest `hpc_ckpt_*.ckpt`, even
+    over a newer last.ckpt and for the validation after training (stale weights); lmtrain picks
+    the save itself (`utils.requeue.resume_after_requeue`). Public alternative: none.
+    """
+    connector = trainer._checkpoint_connector
+    parse = connector._parse_ckpt_path
+
+    def parse_given(state_fn: Any, ckpt_path: Any, model_provided: bool, model_connected: bool):
+        if ckpt_path is None and model_provided:
+            return None
+        return parse(state_fn, ckpt_path, model_provided, model_connected)
+
+    connector._parse_ckpt_path = parse_given

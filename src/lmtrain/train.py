@@ -33,6 +33,7 @@ from lmtrain.callbacks.samples import TextSamples
 from lmtrain.callbacks.startup import StartupClock
 from lmtrain.callbacks.training_totals import TrainingTotals
 from lmtrain.errors import LMTrainError
+from lmtrain.lightning_compat import resume_only_from_given_checkpoints
 from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
 from lmtrain.models.flops import flops_per_batch
 from lmtrain.models.hf import check_context, count_parameters
@@ -139,10 +140,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ended_whole = partial(reports_step, output_dir)
     callbacks.insert(0, CSVBatchStarts(run_dir=output_dir, ended=ended_whole))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
-    loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=ckpt_path is not None)
+    loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=resuming)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
+    resume_only_from_given_checkpoints(trainer)  # never Lightning's own pick of an hpc_ckpt
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = gradient_accumulation(
             cfg.global_batch_size, cfg.data.batch_size, trainer.world_size

@@ -11,6 +11,7 @@ plugin or data source is: `+callbacks.nan._target_=tests.helpers.faults.InjectNo
   slows each step, so that a signal or a kill the test sends lands mid-training.
 - `SignalBeforeValidation` sends a signal to its own process during the optimizer step that a
   validation follows, so that a preemption stops exactly there.
+- `SlurmSignalsAtSteps` plays a SLURM job's auto-requeue signal, then its preemption.
 - `KillInFinalValidation` sends SIGKILL to its own process once training has ended, as the
   final validation on the whole val split starts.
 - `KillAfterStepSave` sends SIGKILL to its own process right after it saves last.ckpt at a
@@ -153,6 +154,19 @@ class SignalBeforeValidation(Callback):
             self.seen += 1
             if self.seen == self.nth:
                 os.kill(os.getpid(), signal.Signals[self.signal])
+
+
+class SlurmSignalsAtSteps(Callback):
+    """On a SLURM job's first attempt (no SLURM_RESTART_COUNT), sends this process SIGUSR1 once
+    step `usr1_at` has ended (Lightning's auto-requeue saves `hpc_ckpt_1.ckpt` and calls
+    `scontrol requeue`), then SIGTERM once step `term_at` has (SLURM's preemption of the job)."""
+
+    def __init__(self, usr1_at: int, term_at: int) -> None:
+        self.at = {usr1_at: signal.SIGUSR1, term_at: signal.SIGTERM}
+
+    def on_train_batch_end(self, trainer: Trainer, *_: Any) -> None:
+        if os.environ.get("SLURM_RESTART_COUNT", "0") == "0" and trainer.global_step in self.at:
+            os.kill(os.getpid(), self.at.pop(trainer.global_step))
 
 
 class KillAtStep(Callback):

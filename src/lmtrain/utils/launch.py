@@ -35,7 +35,7 @@ from lmtrain.errors import Preempted, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.parent_death import end_with_parent
-from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, requeued
+from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
 from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
@@ -153,23 +153,6 @@ def set_rank_from_node(cfg: DictConfig) -> None:
     per_node = devices if isinstance(devices, int) and devices > 0 else 1
     rank = int(os.environ["NODE_RANK"]) * per_node + int(os.environ.get("LOCAL_RANK", 0))
     rank_zero_only.rank = utilities_rank_zero_only.rank = rank
-
-
-def resume_after_requeue(cfg: DictConfig) -> None:
-    """A requeued SLURM job runs again in the same run folder: set `ckpt_path=last` if it has one.
-
-    A requeue is told by SLURM_RESTART_COUNT, or by the marker submitit jobs leave
-    (`lmtrain.utils.requeue.requeued`). Lightning's own auto-requeue checkpoint
-    (`hpc_ckpt_*.ckpt`, saved when SLURM signals it) is newer and Lightning resumes from it by
-    itself when ckpt_path is null, so it is left to do so.
-    """
-    run_dir = Path(cfg.paths.output_dir)
-    if cfg.get("ckpt_path") or not requeued(run_dir):
-        return
-    if any(run_dir.glob("hpc_ckpt_*.ckpt")) or not (run_dir / "checkpoints" / "last.ckpt").exists():
-        return
-    log.info("Requeued SLURM job: resuming from %s", run_dir / "checkpoints" / "last.ckpt")
-    cfg.ckpt_path = "last"
 
 
 @contextlib.contextmanager

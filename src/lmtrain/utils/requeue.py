@@ -13,7 +13,7 @@ job as failed. Here submitit's handler is kept but held back:
 - `requeue_after_stop` then calls submitit's own handler on rank 0 (its launcher's `checkpoint`,
   its `max_num_timeout` count, `scontrol requeue` on SLURM, exit 144 locally), while the other
   ranks wait for it. The next attempt finds the marker (or SLURM_RESTART_COUNT) and resumes
-  from `last.ckpt` (`requeued`, read by lmtrain.utils.launch.resume_after_requeue).
+  from the newest of `last.ckpt` and Lightning's `hpc_ckpt_*.ckpt` (`resume_after_requeue`).
 
 submitit's local executor sets nothing new on a requeue (no SLURM_RESTART_COUNT), so the marker
 `<run folder>/requeued` holds the submitit job id, which stays the same across attempts.
@@ -30,7 +30,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +134,35 @@ def requeue_after_stop(signum: int, run_dir: Path) -> str | None:
     if outcome[0] is not None:
         log.error("The job was stopped but not requeued: %s", outcome[0])
     return outcome[0]
+
+
+def resume_after_requeue(cfg: DictConfig) -> None:
+    """A requeued SLURM job runs again in the same run folder: set `ckpt_path` to the newest of
+    its `checkpoints/last.ckpt` and Lightning's auto-requeue saves (`hpc_ckpt_*.ckpt`).
+
+    A requeue is told by SLURM_RESTART_COUNT, or by the marker submitit jobs leave
+    (`lmtrain.utils.requeue.requeued`); an `hpc_ckpt_*.ckpt` under SLURM tells it too. Lightning
+    would take the newest `hpc_ckpt` by itself, even when a later preemption saved a newer
+    `last.ckpt` (the SIGTERM that follows `scontrol requeue` does), and would load it again for
+    the final validation: lmtrain chooses here and Lightning loads only what it is given
+    (`lightning_compat.resume_only_from_given_checkpoints`).
+    """
+    run_dir = Path(cfg.paths.output_dir)
+    if cfg.get("ckpt_path"):
+        return
+    hpc = list(run_dir.glob("hpc_ckpt_*.ckpt")) if SLURMEnvironment.detect() else []
+    if not (hpc or requeued(run_dir)):
+        return
+    last = run_dir / "checkpoints" / "last.ckpt"
+    saves = {path: modified_at(path) for path in [*hpc, last] if path.exists()}
+    if not saves:
+        return
+    newest = max(saves, key=saves.__getitem__)
+    log.info("Requeued SLURM job: resuming from %s, its newest save", newest)
+    cfg.ckpt_path = "last" if newest == last else str(newest)
+
+
+def modified_at(path: Path) -> float:
+    """When a checkpoint file, or a sharded checkpoint folder's newest file, was written."""
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
+    return max((p.stat().st_mtime for p in files), default=path.stat().st_mtime)

@@ -233,9 +233,11 @@ class ClaimRunFolder(HydraCallback):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
-        # A requeued SLURM job resumes from its folder (lmtrain.utils.launch.resume_after_requeue).
+        # A requeued SLURM job resumes from its folder (lmtrain.utils.requeue.resume_after_requeue),
+        # as does one whose folder holds Lightning's auto-requeue saves.
         requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-        resuming = requeued or resumes_run_in(run_dir, ckpt_path)
+        auto_requeue_saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
+        resuming = requeued or auto_requeue_saves or resumes_run_in(run_dir, ckpt_path)
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
@@ -291,12 +293,9 @@ def holds_a_run(folder: Path) -> bool:
 
 def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:
     """Whether the run continues the one in `output_dir`: it resumes from one of that folder's
-    checkpoints (`ckpt_path=last` or a path inside it), or, with no ckpt_path, Lightning will
-    resume a SLURM job from the folder's `hpc_ckpt_*.ckpt` (its own auto-requeue)."""
-    folder = Path(output_dir).resolve()
-    if ckpt_path:
-        return folder in Path(ckpt_path).resolve().parents
-    return SLURMEnvironment.detect() and any(folder.glob("hpc_ckpt_*.ckpt"))
+    checkpoints (`ckpt_path=last` or a path inside it, such as the `hpc_ckpt_*.ckpt` of
+    Lightning's auto-requeue that `lmtrain.utils.requeue.resume_after_requeue` picks)."""
+    return bool(ckpt_path) and Path(output_dir).resolve() in Path(ckpt_path).resolve().parents
 
 
 def existing_checkpoints(folder: Path) -> list[str]:

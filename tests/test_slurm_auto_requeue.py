@@ -1,0 +1,81 @@
+"""Lightning's SLURM auto-requeue (SIGUSR1: `hpc_ckpt_*.ckpt`, `scontrol requeue`), then the
+job's preemption (SIGTERM: `last.ckpt`), then the requeued attempt, on a real training process.
+
+There is no SLURM here: the job's variables are set as srun sets them for one task, and a
+stand-in `scontrol` on PATH records the requeue Lightning asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import torch
+
+from tests.helpers.cli import run_cli, tiny_cli
+
+SLURM_JOB = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_NODELIST": "localhost",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+}
+
+
+def fake_scontrol(tmp_path: Path) -> dict[str, str]:
+    """PATH with an `scontrol` that appends its arguments to tmp_path/scontrol.log."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "scontrol"
+    script.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    script.chmod(0o755)
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def restored_from(output: str) -> list[str]:
+    """The checkpoints Lightning restored from, in order."""
+    marker = "Restoring states from the checkpoint path at "
+    return [line.split(marker)[1].strip() for line in output.splitlines() if marker in line]
+
+
+def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_weights(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The requeued attempt resumed from the auto-requeue's hpc_ckpt (step 3), not from the
+    newer last.ckpt the preemption saved (step 5), and the validation after training loaded
+    that hpc_ckpt again: metrics.json reported val/loss of the step-3 weights."""
+    cli = tiny_cli(
+        tmp_path, data_dir, "trainer.max_steps=8", "trainer.val_check_interval=4", "logger=csv"
+    )
+    reference = tmp_path / "reference"
+    assert run_cli("train", *cli, f"hydra.run.dir={reference}").returncode == 0
+
+    run = tmp_path / "run"
+    signals = [
+        "+callbacks.signals._target_=tests.helpers.faults.SlurmSignalsAtSteps",
+        "+callbacks.signals.usr1_at=3",
+        "+callbacks.signals.term_at=5",
+    ]
+    job = {**SLURM_JOB, **fake_scontrol(tmp_path)}
+    first = run_cli("train", *cli, *signals, f"hydra.run.dir={run}", env=job)
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+    hpc = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["global_step"] == 3 and last["global_step"] > 3
+
+    second = run_cli(
+        "train", *cli, *signals, f"hydra.run.dir={run}", env={**job, "SLURM_RESTART_COUNT": "1"}
+    )
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert restored_from(second.stdout + second.stderr) == [str(run / "checkpoints" / "last.ckpt")]
+    ended, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
+    assert ended["trainer/global_step"] == expected["trainer/global_step"] == 8
+    assert ended["val/loss"] == expected["val/loss"]  # the final weights, resumed exactly
