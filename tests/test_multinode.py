@@ -139,3 +139,22 @@ def test_several_nodes_need_something_that_starts_them(
             refuse_nodes_no_one_starts(cfg)
     else:
         refuse_nodes_no_one_starts(cfg)
+
+
+def test_a_rank_that_never_starts_fails_the_run_in_one_line_after_the_timeout(
+    tmp_path: Path,
+) -> None:
+    """SLURM said 4 tasks on 2 nodes and one started: it waited torch's half hour in silence,
+    then printed a traceback."""
+    env = {
+        "SLURM_JOB_ID": "77", "SLURM_JOB_NAME": "train", "SLURM_NTASKS": "4",
+        "SLURM_NTASKS_PER_NODE": "2", "SLURM_NNODES": "2", "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_NODELIST": "localhost,node2", "SLURM_PROCID": "0", "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0", "MASTER_PORT": str(free_port()),
+    }  # fmt: skip
+    overrides = tiny_cli(
+        tmp_path, tmp_path / "data", "trainer=ddp_cpu", "trainer.num_nodes=2",
+        "trainer.strategy.timeout.seconds=3", f"hydra.run.dir={tmp_path / 'run'}",
+    )  # fmt: skip
+    result = run_cli("train", *overrides, env=env, timeout=120)
+    assert_one_line_error(result, "did not all start", "1/4 clients joined", "strategy.timeout")

@@ -76,7 +76,10 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             # data and model itself, so this catches them all): see config_entry_error; or
             # Lightning refusing a setting once training started.
             user_error = (
-                find_cause(err, LMTrainError) or config_entry_error(err) or lightning_refusal(err)
+                find_cause(err, LMTrainError)
+                or config_entry_error(err)
+                or lightning_refusal(err)
+                or ranks_missing(err)
             )
             if user_error is None:
                 raise
@@ -106,6 +109,21 @@ def lightning_refusal(err: BaseException) -> LMTrainError | None:
     return LMTrainError(
         f"Lightning refused the run's settings: {words} (check the trainer.* and callbacks.* "
         "settings it names)"
+    )
+
+
+def ranks_missing(err: BaseException) -> LMTrainError | None:
+    """torch's rendezvous gave up waiting for the other processes (a SLURM task, a node or a
+    torchrun rank that never started): one line with torch's count of those that joined."""
+    from torch.distributed import DistStoreError
+
+    timeout = find_cause(err, DistStoreError)
+    if timeout is None:
+        return None
+    return LMTrainError(
+        f"the run's processes did not all start: {' '.join(str(timeout).split())}: start "
+        "trainer.devices x trainer.num_nodes of them (srun --ntasks, torchrun --nnodes, "
+        "NODE_RANK on every node), or wait longer with trainer.strategy.timeout"
     )
 
 
