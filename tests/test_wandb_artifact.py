@@ -16,7 +16,7 @@ from wandb.sdk.lib.hashutil import md5_file_b64
 from lmtrain.train import train
 from lmtrain.utils import wandb_run
 from tests.helpers.assertions import one_error_line
-from tests.helpers.cli import wandb_records, wandb_summary
+from tests.helpers.cli import inspect_session, wandb_records, wandb_summary
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import write_corpus
 from tests.helpers.runs import model_from_checkpoint
@@ -83,7 +83,8 @@ def test_best_checkpoint_is_logged_offline_as_model_artifact(
     assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= files
     for name, entry in entries.items():
         local = Path(entry["local_path"])
-        where = staging if copy_files else export
+        # In place: hard links of the export's files (the same blocks), beside the export.
+        where = staging if copy_files else run_dir / ".export-artifacts" / "step-4"
         assert local.is_relative_to(where), local
         assert md5_file_b64(local) == entry["digest"] == md5_file_b64(export / name), name
         assert int(entry["size"]) == local.stat().st_size
@@ -95,6 +96,32 @@ def test_best_checkpoint_is_logged_offline_as_model_artifact(
     with torch.inference_mode():
         torch.testing.assert_close(exported(input_ids=ids).logits, model(input_ids=ids).logits)
     assert wandb_summary(run_dir)["state"] == "finished"
+
+
+def test_an_extended_runs_earlier_artifact_keeps_the_files_it_names(
+    corpus: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """A resume that trains further exports again into the same folder: the first session's
+    offline artifact named the export's files, whose bytes were then the step-6 model's, so its
+    digests no longer matched what `wandb sync` would upload."""
+    run_dir = tmp_path / "run"
+    train_logged(run_dir, data_dir, corpus)
+    train_logged(run_dir, data_dir, corpus, "ckpt_path=last", "trainer.max_steps=6")
+
+    sessions = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2
+    steps = []
+    for session in sessions:
+        lines = inspect_session(session).splitlines()
+        records = [json.loads(line) for line in lines]
+        artifacts = [r["artifact"] for r in records if r.get("type") == "artifact"]
+        (artifact,) = [a for a in artifacts if a["type"] == "model"]
+        steps.append(json.loads(artifact["metadata"])["global_step"])
+        for entry in artifact["manifest"]["contents"]:
+            assert md5_file_b64(Path(entry["local_path"])) == entry["digest"], entry["path"]
+    assert steps == [4, 6]
+    latest = run_dir / "export" / "model.safetensors"
+    assert latest.samefile(run_dir / ".export-artifacts" / "step-6" / "model.safetensors")
 
 
 def test_no_artifact_without_log_model(corpus: Path, tmp_path: Path, data_dir: Path) -> None:

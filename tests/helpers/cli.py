@@ -92,9 +92,14 @@ def wandb_summary(run_dir: Path) -> dict:
 
 def _wandb_inspect(run_dir: Path, *flags: str) -> str:
     (run,) = sorted((run_dir / "wandb").glob("offline-run-*"))
+    return inspect_session(run, *flags)
+
+
+def inspect_session(session: Path, *flags: str) -> str:
+    """`wandb leet inspect` of one offline session folder (`offline-run-*`); `--json` as default."""
     wandb_cli = Path(sys.executable).with_name("wandb")
     out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", *flags, str(run)],
+        [str(wandb_cli), "leet", "inspect", *(flags or ("--json",)), str(session)],
         capture_output=True,
         text=True,
         check=True,

@@ -9,10 +9,13 @@ checkpoint with AdamW's states, loads with plain transformers and no pickle, and
 card; the folder stays in the run, so nobody has to export it again.
 
 Offline, wandb writes the artifact's manifest into the run's `.wandb` file and `wandb sync`
-uploads the files later. By default they are referenced where they are (policy "immutable"):
-the export sits in the same run folder as `wandb/offline-run-*`, and copying gigabytes of weights
-into wandb's staging folder (`$WANDB_DATA_DIR`, in the home directory) would double the disk
-used. `copy_files=true` copies them there, for an export that may be moved before the sync.
+uploads the files later. By default they are referenced where they are (policy "immutable"),
+not copied into wandb's staging folder (`$WANDB_DATA_DIR`, in the home directory), which would
+double the disk used. An offline artifact references hard links of the export's files, in
+`<export_dir>/../.<export_dir name>-artifacts/step-<N>/`: a resumed run's export replaces the
+export folder, and the earlier session's artifact would then name bytes that are no longer there
+when synced; the links keep them at no cost in disk until then. `copy_files=true` copies the
+files into the staging folder instead, for an export that may be moved before the sync.
 
 A failure here comes after training has saved everything: it is a warning naming the way to do
 it by hand, never the end of the run. Only a bad `export_dir` is refused, before training.
@@ -27,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, last_checkpoint_path
 from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
+from lmtrain.utils.export_overwrite import link_or_copy
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ class WandbModelArtifact(L.Callback):
                     f"{source} is sharded: merge it with `python -m lmtrain.strategies "
                     f"consolidate {source}` first"
                 )
-            self.log_export(loggers, source, alias)
+            self.log_export(loggers, source, alias, trainer.global_step)
         except Exception as err:  # training is over and saved: this never fails the run
             log.warning(
                 "wandb_model: no model artifact (%s: %s); the checkpoints are saved: export one "
@@ -107,7 +112,7 @@ class WandbModelArtifact(L.Callback):
                 err,
             )
 
-    def log_export(self, loggers: list[WandbLogger], source: Path, alias: str) -> None:
+    def log_export(self, loggers: list[WandbLogger], source: Path, alias: str, step: int) -> None:
         """Export `source` to export_dir (replacing the previous export of this run) and log it."""
         import wandb  # a WandbLogger is in use: wandb is installed
 
@@ -124,7 +129,11 @@ class WandbModelArtifact(L.Callback):
         for logger in loggers:
             run = logger.experiment
             artifact = wandb.Artifact(f"model-{run.id}", type=ARTIFACT_TYPE, metadata=metadata)
-            artifact.add_dir(str(folder), policy="mutable" if self.copy_files else "immutable")
+            if self.copy_files:
+                artifact.add_dir(str(folder), policy="mutable")
+            else:
+                referenced = linked_snapshot(folder, step) if run.offline else folder
+                artifact.add_dir(str(referenced), policy="immutable")
             run.log_artifact(artifact, aliases=["latest", alias])
         log.info("Logged %s (%s checkpoint %s) as W&B artifact model-*", folder, alias, source)
 
@@ -144,3 +153,17 @@ def chosen_checkpoint(trainer: L.Trainer) -> tuple[Path | None, str]:
         if path and Path(path).exists():
             return Path(path), "last"
     return None, "last"
+
+
+def linked_snapshot(folder: Path, step: int) -> Path:
+    """Hard links of `folder`'s files (copies where the file system has no links), in a new
+    folder beside it that no export replaces: what an offline artifact references."""
+    snapshots = folder.parent / f".{folder.name}-artifacts"
+    snapshot = snapshots / f"step-{step}"
+    count = 1
+    while snapshot.exists():  # a run resumed at its end exports the same step again
+        count += 1
+        snapshot = snapshots / f"step-{step}.{count}"
+    snapshots.mkdir(exist_ok=True)
+    shutil.copytree(folder, snapshot, symlinks=True, copy_function=link_or_copy)
+    return snapshot
