@@ -340,6 +340,28 @@ def test_a_long_warm_up_of_a_muon_part_is_warned_of(compose_cfg, caplog) -> None
     ) in caplog.text
 
 
+def test_a_warm_up_as_long_as_an_epoch_bound_run_is_warned_of(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`trainer.max_steps=-1 trainer.max_epochs=1`: the run's length is known only once the
+    data are, and a warm-up longer than it went unwarned (it peaked at a fraction of the lr)."""
+    epoch = ["trainer.max_steps=-1", "trainer.max_epochs=1", "+trainer.limit_train_batches=8"]
+    long = run_cli(
+        "train", *tiny_cli(tmp_path, data_dir, *epoch, "model.scheduler.num_warmup_steps=40")
+    )
+    assert long.returncode == 0, long.stderr[-2000:]
+    assert (
+        "model.scheduler.num_warmup_steps=40 is not shorter than the run's 8 steps "
+        "(trainer.max_epochs=1): the learning rate peaks at about 20% of model.optimizer.lr"
+    ) in long.stderr + long.stdout
+    short = run_cli(
+        "train",
+        *tiny_cli(tmp_path / "short", data_dir, *epoch, "model.scheduler.num_warmup_steps=2"),
+    )
+    assert short.returncode == 0, short.stderr[-2000:]
+    assert "is not shorter than" not in short.stderr + short.stdout
+
+
 def test_early_stopping_with_no_validation_in_training_is_warned_of(compose_cfg, caplog) -> None:
     """The fast recipe's EarlyStopping under `trainer.limit_val_batches=0`, or with a validation
     interval longer than the run, never saw a val/loss: the run trained its whole length,

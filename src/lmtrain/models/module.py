@@ -35,6 +35,7 @@ from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_n
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.checkpoint_io import read_weights_only
+from lmtrain.utils.trainer_checks import warn_warmup_not_shorter_than
 
 
 class CausalLMModule(LightningModule):
@@ -225,6 +226,9 @@ class CausalLMModule(LightningModule):
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
         steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
+        if scheduled and self.trainer.max_steps == -1 and self.trainer.is_global_zero:
+            epochs = f"the run's {steps} steps (trainer.max_epochs={self.trainer.max_epochs})"
+            warn_warmup_not_shorter_than(steps, epochs, (self.run_config or {}).get("model", {}))
         config = optimizers.configure_optimizers(
             self.model, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )

@@ -170,18 +170,25 @@ def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
     """Warn when a schedule's warm-up is not shorter than the run: the learning rate never
     reaches the configured one. It happens to whoever copies gpt2_124m (2,000 warm-up steps)
     into a short experiment. Not refused: debug runs (`debug=fdr`, a few steps) are meant short.
-    `model/optimizer=muon`'s parts are checked each with its own schedule."""
+    `model/optimizer=muon`'s parts are checked each with its own schedule. An epoch-bound run's
+    length is known only once its data are (`CausalLMModule.configure_optimizers` checks it)."""
     steps = trainer.get("max_steps")
     if not is_count(steps) or steps <= 0 or trainer.get("fast_dev_run"):
         return
+    warn_warmup_not_shorter_than(steps, f"trainer.max_steps={steps}", model)
+
+
+def warn_warmup_not_shorter_than(steps: int, run_length: str, model: dict[str, Any]) -> None:
+    """The warning of `warn_long_warmup` for a run of `steps` optimizer steps (`run_length`
+    says where that number comes from)."""
     for key, warmup, rates in warmups(model):
         if is_count(warmup) and steps <= warmup:
             log.warning(
-                "%s.num_warmup_steps=%s is not shorter than trainer.max_steps=%s: the learning "
-                "rate peaks at about %.0f%% of %s; lower the warm-up",
+                "%s.num_warmup_steps=%s is not shorter than %s: the learning rate peaks at "
+                "about %.0f%% of %s; lower the warm-up",
                 key,
                 warmup,
-                steps,
+                run_length,
                 100 * steps / warmup,
                 " and ".join(rates),
             )
