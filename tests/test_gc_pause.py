@@ -99,6 +99,26 @@ def test_a_later_entry_points_import_leaves_earlier_garbage_collectable() -> Non
     assert json.loads(child.stdout.strip().splitlines()[-1]) == [True, True, True]
 
 
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "ImportError('no hydra here')"])
+def test_an_interrupted_or_failed_import_leaves_the_collector_on(stop: str) -> None:
+    """A notebook's Ctrl-C during `import lmtrain.train` (or a library that fails to import)
+    left the collector paused for the kernel's life: garbage in cycles was never freed."""
+    child = run_child(
+        "import gc, json, sys\n"
+        "class Stop:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == 'hydra': raise {stop}\n"
+        "sys.meta_path.insert(0, Stop())\n"
+        "try:\n"
+        "    import lmtrain.train\n"
+        "except BaseException as err:\n"
+        "    stopped = type(err).__name__\n"
+        "print(json.dumps([stopped, gc.isenabled()]))\n"
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout.strip().splitlines()[-1]) == [stop.split("(")[0], True]
+
+
 @pytest.mark.parametrize("entry", ENTRY_POINTS)
 def test_every_entry_point_pauses_gc_around_its_imports_and_its_exit(entry: str) -> None:
     """A new entry point that forgets it pays about 1 s at startup and 1.2-1.7 s at exit."""
@@ -107,8 +127,12 @@ def test_every_entry_point_pauses_gc_around_its_imports_and_its_exit(entry: str)
     first_import = next(i for i, node in enumerate(body) if isinstance(node, ast.ImportFrom))
     assert statements[first_import] == "from __future__ import annotations"
     assert statements[first_import + 1] == "from lmtrain.utils import gc_pause"
-    imports = [i for i, node in enumerate(body) if isinstance(node, ast.Import | ast.ImportFrom)]
-    assert statements[imports[-1] + 1] == "gc_pause.resume()"
+    paused = body[first_import + 2]
+    assert isinstance(paused, ast.With)
+    assert ast.unparse(paused.items[0]) == "gc_pause.paused_for_imports()"
+    assert all(isinstance(node, ast.Import | ast.ImportFrom) for node in paused.body)
+    later = body[first_import + 3 :]
+    assert not any(isinstance(node, ast.Import | ast.ImportFrom) for node in later)
     main_blocks = [
         node for node in body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
     ]

@@ -17,43 +17,40 @@ to the configured loggers too (`logger=wandb`; none by default).
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import logging
+    import math
+    import sys
+    from pathlib import Path
+    from typing import Any
 
-import logging
-import math
-import sys
-from pathlib import Path
-from typing import Any
+    import hydra
+    import lightning as L
+    import torch
+    from omegaconf import DictConfig, OmegaConf, open_dict
+    from transformers import PreTrainedTokenizerBase
 
-import hydra
-import lightning as L
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
-from transformers import PreTrainedTokenizerBase
-
-from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_context
-from lmtrain.data import token_cache
-from lmtrain.data.coverage import UnencodableTextError
-from lmtrain.data.datamodule import TextDataModule
-from lmtrain.data.pretrained_tokenizer import save_tokenizer
-from lmtrain.errors import LMTrainError, MissingCorpusError
-from lmtrain.models import CausalLMModule
-from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
-from lmtrain.models.hf import check_context
-from lmtrain.utils.checks import Problems
-from lmtrain.utils.config_checks import check_data, check_eval_config, plain
-from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
-from lmtrain.utils.group_overrides import refuse_null_groups
-from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
-from lmtrain.utils.io import write_json
-from lmtrain.utils.run_folder import folder_key
-from lmtrain.utils.stored_targets import check_stored_data
-from lmtrain.utils.task import plain_metrics, task_wrapper
-
-gc_pause.resume()
+    from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_context
+    from lmtrain.data import token_cache
+    from lmtrain.data.coverage import UnencodableTextError
+    from lmtrain.data.datamodule import TextDataModule
+    from lmtrain.data.pretrained_tokenizer import save_tokenizer
+    from lmtrain.errors import LMTrainError, MissingCorpusError
+    from lmtrain.models import CausalLMModule
+    from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
+    from lmtrain.models.hf import check_context
+    from lmtrain.utils.checks import Problems
+    from lmtrain.utils.config_checks import check_data, check_eval_config, plain
+    from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
+    from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
+    from lmtrain.utils.io import write_json
+    from lmtrain.utils.run_folder import folder_key
+    from lmtrain.utils.stored_targets import check_stored_data
+    from lmtrain.utils.task import plain_metrics, task_wrapper
 
 log = logging.getLogger(__name__)
 

@@ -20,30 +20,27 @@ is kept.
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import logging
+    import sys
+    from collections.abc import Mapping
+    from pathlib import Path
+    from typing import Any
 
-import logging
-import sys
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+    import hydra
+    from omegaconf import DictConfig
+    from transformers import GenerationConfig
 
-import hydra
-from omegaconf import DictConfig
-from transformers import GenerationConfig
-
-from lmtrain.models.checkpoint import resolve_model_path
-from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint, scrub
-from lmtrain.utils.checks import Problems
-from lmtrain.utils.config_checks import check_export_config, check_samples, plain
-from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
-from lmtrain.utils.group_overrides import refuse_null_groups
-from lmtrain.utils.task import task_wrapper
-
-gc_pause.resume()
+    from lmtrain.models.checkpoint import resolve_model_path
+    from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint, scrub
+    from lmtrain.utils.checks import Problems
+    from lmtrain.utils.config_checks import check_export_config, check_samples, plain
+    from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
+    from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.task import task_wrapper
 
 __all__ = ["export", "export_checkpoint", "scrub"]
 

@@ -8,30 +8,27 @@ and progress go to stderr, so `python -m lmtrain.generate ... > out.txt` holds o
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import logging
+    import sys
+    from pathlib import Path
 
-import logging
-import sys
-from pathlib import Path
+    import hydra
+    import lightning as L
+    import torch
+    from omegaconf import DictConfig
+    from transformers.utils import logging as hf_logging
 
-import hydra
-import lightning as L
-import torch
-from omegaconf import DictConfig
-from transformers.utils import logging as hf_logging
-
-from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import load_model, resolve_model_path
-from lmtrain.models.generation import generate_text, prompt_problem, quote
-from lmtrain.models.hf import context_length
-from lmtrain.utils.config_checks import check_generate_config
-from lmtrain.utils.group_overrides import refuse_null_groups
-from lmtrain.utils.task import task_wrapper
-
-gc_pause.resume()
+    from lmtrain.errors import LMTrainError
+    from lmtrain.models.checkpoint import load_model, resolve_model_path
+    from lmtrain.models.generation import generate_text, prompt_problem, quote
+    from lmtrain.models.hf import context_length
+    from lmtrain.utils.config_checks import check_generate_config
+    from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
 

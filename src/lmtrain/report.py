@@ -18,32 +18,29 @@ W&B stays the dashboard; this is the view that fits in a terminal, a pull reques
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import argparse
+    import csv
+    import errno
+    import os
+    import sys
+    from dataclasses import dataclass
+    from pathlib import Path
+    from typing import IO
 
-import argparse
-import csv
-import errno
-import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
-
-from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.io import atomic_write
-from lmtrain.utils.sweep_jobs import (
-    CURVE_METRIC,
-    METRIC_COLUMNS,
-    OPTIONAL_COLUMNS,
-    Job,
-    job_folders,
-    read_jobs,
-)
-
-gc_pause.resume()
+    from lmtrain.errors import LMTrainError, first_line
+    from lmtrain.utils.io import atomic_write
+    from lmtrain.utils.sweep_jobs import (
+        CURVE_METRIC,
+        METRIC_COLUMNS,
+        OPTIONAL_COLUMNS,
+        Job,
+        job_folders,
+        read_jobs,
+    )
 
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:

@@ -8,57 +8,54 @@ in the run folder.
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import logging
+    import sys
+    import time
+    from functools import partial
+    from pathlib import Path
 
-import logging
-import sys
-import time
-from functools import partial
-from pathlib import Path
+    import hydra
+    import lightning as L
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+    from omegaconf import DictConfig, OmegaConf
 
-import hydra
-import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
-
-from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
-from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
-from lmtrain.callbacks.resume import ExactResume
-from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
-from lmtrain.callbacks.same_data import SameDataOnEveryRank
-from lmtrain.callbacks.samples import TextSamples
-from lmtrain.callbacks.startup import StartupClock
-from lmtrain.callbacks.training_totals import TrainingTotals
-from lmtrain.errors import LMTrainError
-from lmtrain.lightning_compat import resume_only_from_given_checkpoints
-from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
-from lmtrain.models.flops import flops_per_batch
-from lmtrain.models.hf import check_context, count_parameters
-from lmtrain.models.pretrained_overrides import check_pretrained_overrides
-from lmtrain.utils.config_checks import check_train_config
-from lmtrain.utils.csv_history import CSVBatchStarts
-from lmtrain.utils.group_overrides import refuse_null_groups
-from lmtrain.utils.instantiate import (
-    instantiate_callbacks,
-    instantiate_loggers,
-    instantiate_trainer,
-)
-from lmtrain.utils.io import write_json
-from lmtrain.utils.launch import prepare_process, run_for_sweeper
-from lmtrain.utils.redact import redact
-from lmtrain.utils.run_folder import (
-    claim_run_folder,
-    folder_key,
-    refuse_foreign_checkpoint_dirs,
-    released_after,
-    resumes_run_in,
-)
-from lmtrain.utils.task import plain_metrics, task_wrapper
-
-gc_pause.resume()
+    from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
+    from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
+    from lmtrain.callbacks.resume import ExactResume
+    from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
+    from lmtrain.callbacks.same_data import SameDataOnEveryRank
+    from lmtrain.callbacks.samples import TextSamples
+    from lmtrain.callbacks.startup import StartupClock
+    from lmtrain.callbacks.training_totals import TrainingTotals
+    from lmtrain.errors import LMTrainError
+    from lmtrain.lightning_compat import resume_only_from_given_checkpoints
+    from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
+    from lmtrain.models.flops import flops_per_batch
+    from lmtrain.models.hf import check_context, count_parameters
+    from lmtrain.models.pretrained_overrides import check_pretrained_overrides
+    from lmtrain.utils.config_checks import check_train_config
+    from lmtrain.utils.csv_history import CSVBatchStarts
+    from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.instantiate import (
+        instantiate_callbacks,
+        instantiate_loggers,
+        instantiate_trainer,
+    )
+    from lmtrain.utils.io import write_json
+    from lmtrain.utils.launch import prepare_process, run_for_sweeper
+    from lmtrain.utils.redact import redact
+    from lmtrain.utils.run_folder import (
+        claim_run_folder,
+        folder_key,
+        refuse_foreign_checkpoint_dirs,
+        released_after,
+        resumes_run_in,
+    )
+    from lmtrain.utils.task import plain_metrics, task_wrapper
 
 log = logging.getLogger(__name__)
 IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-# Before the libraries below: they import with the garbage collector paused.
 from lmtrain.utils import gc_pause
 
-# isort: split
+# The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
+with gc_pause.paused_for_imports():
+    import argparse
+    import sys
 
-import argparse
-import sys
-
-from lmtrain.errors import LMTrainError
-from lmtrain.strategies.consolidate import consolidate
-
-gc_pause.resume()
+    from lmtrain.errors import LMTrainError
+    from lmtrain.strategies.consolidate import consolidate
 
 
 def main(argv: list[str] | None = None) -> None:

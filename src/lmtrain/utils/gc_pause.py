@@ -7,8 +7,10 @@ when the process ends it walks them once more (1.2-1.7 s). Neither finds garbage
 (docs/performance.md). Python has no switch for either, hence this module:
 
 - Importing it pauses the collector (`gc.disable`). An entry point imports it before anything
-  else and calls `resume()` after its last import, which freezes what the imports made
-  (`gc.freeze`: later passes skip those objects) and restarts the collector.
+  else and imports the rest inside `with paused_for_imports():`, which then freezes what the
+  imports made (`gc.freeze`: later passes skip those objects) and restarts the collector, also
+  when an import fails or is interrupted (a notebook's Ctrl-C must not leave the kernel without
+  a collector).
 - `without_final_gc()` wraps the entry point's `main()`: whatever way it ends, the objects alive
   then are frozen, so the interpreter's shutdown does not walk them. Everything that must run at
   exit still runs: atexit handlers (logging, W&B, multiprocessing), weakref finalizers, and
@@ -41,6 +43,15 @@ def resume() -> None:
         _paused = False
         gc.freeze()
         gc.enable()
+
+
+@contextmanager
+def paused_for_imports() -> Iterator[None]:
+    """Run the entry point's imports; whatever way they end, `resume()`."""
+    try:
+        yield
+    finally:
+        resume()
 
 
 @contextmanager
