@@ -185,3 +185,32 @@ def test_an_empty_last_ckpt_names_the_checkpoint_beside_it_to_pass_instead(
     with pytest.raises(LMTrainError) as refusal:
         read_checkpoint_file(folder / "last.ckpt")
     assert str(refusal.value).endswith(f"pass another checkpoint, e.g. ckpt_path={best}")
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"version": "1.0", "model": {"type": "Nope"}},  # KeyError: 'added_tokens'
+        "unknown model type",  # tokenizers' bare Exception: "data did not match any variant"
+    ],
+)
+def test_a_tokenizer_json_that_builds_no_tokenizer_is_one_line(
+    weights_only_ckpt: Path, tmp_path: Path, data_dir: Path, document: dict | str
+) -> None:
+    """A tokenizer.json that parses but builds nothing (damaged, or written by a newer
+    tokenizers) gave a traceback, in a folder and inside a checkpoint: only unparsable JSON was
+    caught (red team rev_exrep)."""
+    folder = export_tiny(weights_only_ckpt, tmp_path / "hf", data_dir)
+    if isinstance(document, str):
+        document = json.loads((folder / "tokenizer.json").read_text())
+        document["model"]["type"] = "Nope"
+    text = json.dumps(document)
+    damaged = damaged_copy(folder, tmp_path / "damaged", "tokenizer.json", text.encode())
+    refused(damaged, "its tokenizer files build no tokenizer (", "export the checkpoint again")
+
+    checkpoint = load_torch_file(weights_only_ckpt)
+    checkpoint["lmtrain"]["tokenizer_files"]["tokenizer.json"] = text
+    # The tensor digest covers tensors only: the edited text still passes it.
+    edited = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, edited)
+    refused(edited, "its tokenizer files build no tokenizer (", "written by lmtrain.train")

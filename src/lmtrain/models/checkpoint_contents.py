@@ -130,11 +130,18 @@ def tokenizer_from_files(files: Any, source: str | Path) -> PreTrainedTokenizerB
         # Files from a checkpoint: an auto_map in them must not fetch and run code.
         try:
             return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-        except (ValueError, OSError, TypeError) as err:  # custom code asked for, a damaged file
-            raise LMTrainError(
-                f"ckpt_path={str(source)!r}: its tokenizer files build no tokenizer "
-                f"({type(err).__name__}: {first_line(err)}): {WRITTEN_BY}"
-            ) from None
+        except Exception as err:  # custom code asked for, a damaged file: tokenizers raises
+            # KeyError, a bare Exception ("data did not match any variant"), ...
+            raise unbuildable_tokenizer(f"ckpt_path={str(source)!r}", err, WRITTEN_BY) from None
+
+
+def unbuildable_tokenizer(subject: str, err: BaseException, advice: str) -> LMTrainError:
+    """The line for tokenizer files that transformers cannot build a tokenizer from."""
+    return LMTrainError(
+        f"{subject}: its tokenizer files build no tokenizer ({type(err).__name__}: "
+        f"{first_line(err)}; damaged, or written by a newer tokenizers than the one installed?): "
+        f"{advice}"
+    )
 
 
 def tokenizer_files_problem(files: Any) -> str | None:

@@ -20,6 +20,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from lmtrain.data.pretrained_tokenizer import lacks_tokenizer_config, no_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
+from lmtrain.models.checkpoint_contents import unbuildable_tokenizer
 from lmtrain.models.pretrained import load_weights, loading_error
 from lmtrain.utils.export_dir import EXPORT_META
 
@@ -71,12 +72,16 @@ def model_from_folder(path: str | Path) -> LoadedModel:
             model = lora.load_adapter_folder(path, recorded.get("base_digest"))
         else:  # a .bin is read weights-only, custom code refused
             model = load_weights(path, subject, advice, COPY_AGAIN)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except Exception as err:  # the tokenizer's and peft's errors: mapped as the weights' are
+    except Exception as err:  # peft's errors: mapped as the weights' are
         failure = loading_error(subject, path, err, advice, COPY_AGAIN)
         if failure is None:
             raise
         raise failure from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except Exception as err:  # files from disk: tokenizers raises KeyError, a bare Exception...
+        failure = loading_error(subject, path, err, advice, COPY_AGAIN)
+        raise failure or unbuildable_tokenizer(subject, err, COPY_AGAIN) from None
     # A real tokenizer may be smaller than config.vocab_size (padded, e.g. GPT-2's 50257 in
     # 50304 embeddings), never a single token.
     if len(tokenizer) < 2:
