@@ -185,6 +185,33 @@ def test_export_refuses_to_overwrite_unless_asked(
     assert not any(p.name.startswith(f".{clone.name}.") for p in tmp_path.iterdir())
 
 
+def test_of_two_exports_to_one_new_folder_the_later_is_refused(
+    exported: dict[str, tuple], tmp_path: Path
+) -> None:
+    """Both checked out_dir before their load and verify: the later replaced the earlier's
+    folder unseen, and both said they had exported there (red team rev_exrep)."""
+    out = tmp_path / "race"
+    kinds = ["gpt2-char", "llama-bpe"]
+
+    def export_cli(kind: str) -> subprocess.CompletedProcess[str]:
+        ckpt = exported[kind][0]
+        return run_cli("export", f"ckpt_path={ckpt}", f"out_dir={out}", f"paths.log_dir={tmp_path}")
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = dict(zip(kinds, pool.map(export_cli, kinds), strict=True))
+    done = [kind for kind, result in results.items() if result.returncode == 0]
+    assert len(done) == 1, {kind: r.stderr[-1500:] for kind, r in results.items()}
+    (refused,) = set(kinds) - set(done)
+    line = one_error_line(results[refused].stderr)
+    assert line == (
+        f"error: out_dir={str(out)!r} exists and is not empty: pass overwrite=true or another "
+        "out_dir"
+    )
+    model_type = json.loads((out / "config.json").read_text())["model_type"]
+    assert model_type == {"gpt2-char": "gpt2", "llama-bpe": "llama"}[done[0]]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".race")] == []
+
+
 def test_overwrite_replaces_only_the_files_the_previous_export_listed(
     exported: dict[str, tuple], tmp_path: Path, data_dir: Path
 ) -> None:

@@ -32,6 +32,7 @@ from lmtrain.utils.export_dir import (
     hold_lock,
     remove_dead_leftovers,
     replace_folder,
+    swap_lock,
 )
 from lmtrain.utils.export_overwrite import carry_over, record_files
 from lmtrain.utils.redact import is_secret_key, redact
@@ -119,11 +120,13 @@ def export_checkpoint(
             raise unwritable(out_dir, err) from None
         if expected is not None:
             verify_folder(tmp, loaded, expected)
-        kept = carry_over(target, tmp, out_dir)  # a previous export's .git/, notes: not ours
-        try:
-            replace_folder(tmp, target)
-        except OSError as err:
-            raise unwritable(out_dir, err) from None
+        with swap_lock(target):  # what another export put there meanwhile is checked too
+            checked_out_dir(out_dir, source, root_dir, overwrite)
+            kept = carry_over(target, tmp, out_dir)  # a previous export's .git/, notes: kept
+            try:
+                replace_folder(tmp, target)
+            except OSError as err:
+                raise unwritable(out_dir, err) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:

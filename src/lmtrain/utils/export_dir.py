@@ -14,10 +14,12 @@ one's), after putting back a previous export that one left moved aside
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +211,20 @@ def replace_folder(tmp: Path, out_dir: Path) -> None:
             os.replace(old, out_dir)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def swap_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an flock on out_dir's parent while an exporter checks out_dir once more and renames
+    its folder into place. `checked_out_dir` runs before the minutes of loading and checking;
+    without this, the later of two exports to one new out_dir replaced the earlier one's folder
+    unseen, and both said they had exported there. Waits for the other exporter's rename only."""
+    fd: int | None = None
+    try:
+        with contextlib.suppress(OSError):  # no locks on this file system: the check alone
+            fd = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
