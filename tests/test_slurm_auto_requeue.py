@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers.cli import run_cli, tiny_cli
@@ -45,12 +47,11 @@ def restored_from(output: str) -> list[str]:
     return [line.split(marker)[1].strip() for line in output.splitlines() if marker in line]
 
 
-def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_weights(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    """The requeued attempt resumed from the auto-requeue's hpc_ckpt (step 3), not from the
-    newer last.ckpt the preemption saved (step 5), and the validation after training loaded
-    that hpc_ckpt again: metrics.json reported val/loss of the step-3 weights."""
+@pytest.fixture(scope="module")
+def preempted(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict:
+    """A job's first attempt: Lightning's auto-requeue saved hpc_ckpt_1.ckpt at step 3, then the
+    preemption last.ckpt at step 5; and the metrics of the same run left uninterrupted."""
+    tmp_path = tmp_path_factory.mktemp("auto_requeue")
     cli = tiny_cli(
         tmp_path, data_dir, "trainer.max_steps=8", "trainer.val_check_interval=4", "logger=csv"
     )
@@ -70,12 +71,69 @@ def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_wei
     hpc = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert hpc["global_step"] == 3 and last["global_step"] > 3
+    expected = json.loads((reference / "metrics.json").read_text())
+    return {"cli": cli, "run": run, "job": job, "expected": expected}
 
-    second = run_cli(
-        "train", *cli, *signals, f"hydra.run.dir={run}", env={**job, "SLURM_RESTART_COUNT": "1"}
-    )
+
+def attempt(preempted: dict, copy: Path, **env: str):
+    """Run the job again in a copy of the first attempt's folder, with `env` added."""
+    shutil.copytree(preempted["run"], copy, symlinks=True)
+    job = {**preempted["job"], **env}
+    return run_cli("train", *preempted["cli"], f"hydra.run.dir={copy}", env=job)
+
+
+def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_weights(
+    preempted: dict, tmp_path: Path
+) -> None:
+    """The requeued attempt resumed from the auto-requeue's hpc_ckpt (step 3), not from the
+    newer last.ckpt the preemption saved (step 5), and the validation after training loaded
+    that hpc_ckpt again: metrics.json reported val/loss of the step-3 weights."""
+    run = tmp_path / "run"
+    second = attempt(preempted, run, SLURM_RESTART_COUNT="1")
     assert second.returncode == 0, second.stderr[-3000:]
     assert restored_from(second.stdout + second.stderr) == [str(run / "checkpoints" / "last.ckpt")]
-    ended, expected = (json.loads((r / "metrics.json").read_text()) for r in (run, reference))
+    ended, expected = json.loads((run / "metrics.json").read_text()), preempted["expected"]
     assert ended["trainer/global_step"] == expected["trainer/global_step"] == 8
     assert ended["val/loss"] == expected["val/loss"]  # the final weights, resumed exactly
+
+
+def test_saves_written_in_the_same_second_rank_by_their_step(
+    preempted: dict, tmp_path: Path
+) -> None:
+    """Equal times (coarse file-system times, a folder copied without them) ranked the saves by
+    the order they were listed in: the step-3 hpc_ckpt was resumed from, steps 3-5 trained
+    again, and the step-5 last.ckpt overwritten (red team rev_diff9)."""
+    run = tmp_path / "run"
+    shutil.copytree(preempted["run"], run, symlinks=True)
+    last = run / "checkpoints" / "last.ckpt"
+    written = last.stat()
+    os.utime(run / "hpc_ckpt_1.ckpt", ns=(written.st_atime_ns, written.st_mtime_ns))
+    again = run_cli(
+        "train",
+        *preempted["cli"],
+        f"hydra.run.dir={run}",
+        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert restored_from(again.stdout + again.stderr) == [str(last)]
+    assert (
+        json.loads((run / "metrics.json").read_text())["val/loss"]
+        == (preempted["expected"]["val/loss"])
+    )
+
+
+def test_a_new_job_with_overwrite_run_in_a_folder_of_hpc_saves_starts_its_own_run(
+    preempted: dict, tmp_path: Path
+) -> None:
+    """`overwrite_run=true` in a folder holding hpc_ckpt files, not a requeue: the job resumed
+    from the newest save and appended to the old run's logs (red team rev_diff9)."""
+    run = tmp_path / "run"
+    shutil.copytree(preempted["run"], run, symlinks=True)
+    cli = [*preempted["cli"], f"hydra.run.dir={run}", "overwrite_run=true"]
+    fresh = run_cli("train", *cli, env=preempted["job"])
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert restored_from(fresh.stdout + fresh.stderr) == []
+    ended = json.loads((run / "metrics.json").read_text())
+    assert (
+        ended["trainer/global_step"] == 8 and ended["val/loss"] == preempted["expected"]["val/loss"]
+    )

@@ -66,7 +66,7 @@ def prepare_process(cfg: DictConfig) -> None:
     - torchrun starts every rank as its own Hydra run, and each would make its own run folder;
       require one folder named on the command line instead.
     - A SLURM (submitit) job holds back submitit's requeue until every rank has saved
-      (`lmtrain.utils.requeue`); a requeued job resumes from its run folder's last.ckpt.
+      (`lmtrain.utils.requeue`); a requeued job resumes from its run folder's newest save.
     """
     orphaned = end_with_parent()  # a rank Lightning started ends with rank 0 from now on
     if orphaned:

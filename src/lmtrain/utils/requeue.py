@@ -34,6 +34,9 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from lmtrain.utils.checks import strict_bool
+from lmtrain.utils.safe_load import saved_step
+
 log = logging.getLogger(__name__)
 
 MARKER = "requeued"
@@ -141,7 +144,8 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     its `checkpoints/last.ckpt` and Lightning's auto-requeue saves (`hpc_ckpt_*.ckpt`).
 
     A requeue is told by SLURM_RESTART_COUNT, or by the marker submitit jobs leave
-    (`lmtrain.utils.requeue.requeued`); an `hpc_ckpt_*.ckpt` under SLURM tells it too. Lightning
+    (`lmtrain.utils.requeue.requeued`); an `hpc_ckpt_*.ckpt` under SLURM tells it too, unless
+    the job asks for a new run (`overwrite_run=true`). Lightning
     would take the newest `hpc_ckpt` by itself, even when a later preemption saved a newer
     `last.ckpt` (the SIGTERM that follows `scontrol requeue` does), and would load it again for
     the final validation: lmtrain chooses here and Lightning loads only what it is given
@@ -151,15 +155,27 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     if cfg.get("ckpt_path"):
         return
     hpc = list(run_dir.glob("hpc_ckpt_*.ckpt")) if SLURMEnvironment.detect() else []
-    if not (hpc or requeued(run_dir)):
+    # A new job in the folder with overwrite_run=true starts its own run, saves or not.
+    new_run = strict_bool("overwrite_run", cfg.get("overwrite_run", False))
+    if not requeued(run_dir) and (new_run or not hpc):
         return
     last = run_dir / "checkpoints" / "last.ckpt"
-    saves = {path: modified_at(path) for path in [*hpc, last] if path.exists()}
+    saves = {path: newness(path, last) for path in [*hpc, last] if path.exists()}
     if not saves:
         return
     newest = max(saves, key=saves.__getitem__)
     log.info("Requeued SLURM job: resuming from %s, its newest save", newest)
     cfg.ckpt_path = "last" if newest == last else str(newest)
+
+
+def newness(path: Path, last: Path) -> tuple[bool, int, int, bool]:
+    """How `path` ranks among a requeued job's saves, the newest highest: a readable one, then
+    the second it was written, then the step it was saved at, then last.ckpt. Saves written in
+    the same second (coarse file-system times, a folder copied without its times) were ranked
+    by the order they were listed in: an older hpc_ckpt was resumed from, and the newer
+    last.ckpt overwritten. A save whose step cannot be read (damaged) ranks below the rest."""
+    step = saved_step(path)
+    return step is not None, int(modified_at(path)), -1 if step is None else step, path == last
 
 
 def modified_at(path: Path) -> float:

@@ -233,15 +233,15 @@ class ClaimRunFolder(HydraCallback):
         ckpt_path = config.get("ckpt_path")
         if ckpt_path == "last":
             ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
-        # A requeued SLURM job resumes from its folder (lmtrain.utils.requeue.resume_after_requeue),
-        # as does one whose folder holds Lightning's auto-requeue saves.
-        requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-        auto_requeue_saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
-        resuming = requeued or auto_requeue_saves or resumes_run_in(run_dir, ckpt_path)
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
+            # A requeued SLURM job resumes from its folder (utils.requeue.resume_after_requeue),
+            # as does one whose folder holds Lightning's auto-requeue saves, unless it is new.
+            requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+            saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
+            resuming = requeued or (saves and not overwrite) or resumes_run_in(run_dir, ckpt_path)
             claim_run_folder(run_dir, resuming, overwrite=overwrite)
             if not (resuming or overwrite) and getattr(rank_zero_only, "rank", 0) == 0:
                 refuse_other_runs_record(run_dir)

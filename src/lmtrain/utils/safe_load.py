@@ -75,6 +75,18 @@ def load_torch_file(path: str | Path) -> Any:
     return checkpoint
 
 
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a checkpoint was saved at (`global_step`; of a sharded folder, its
+    `meta.pt`'s), read without its tensors' bytes; None where it cannot be read."""
+    file = Path(path) / "meta.pt" if Path(path).is_dir() else path
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrainError:
     """One line for a checkpoint that failed to load: refused as unsafe, or unreadable."""
     if isinstance(err, LMTrainError):
