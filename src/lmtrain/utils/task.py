@@ -123,7 +123,8 @@ def ranks_missing(err: BaseException) -> LMTrainError | None:
     return LMTrainError(
         f"the run's processes did not all start: {' '.join(str(timeout).split())}: start "
         "trainer.devices x trainer.num_nodes of them (srun --ntasks, torchrun --nnodes, "
-        "NODE_RANK on every node), or wait longer with trainer.strategy.timeout"
+        "NODE_RANK on every node), or wait longer: trainer.strategy.timeout.seconds=<s> under "
+        "trainer=ddp_cpu, trainer.strategy.timeout_s=<s> under trainer=fsdp"
     )
 
 
