@@ -103,14 +103,17 @@ def test_an_extended_runs_earlier_artifact_keeps_the_files_it_names(
 ) -> None:
     """A resume that trains further exports again into the same folder: the first session's
     offline artifact named the export's files, whose bytes were then the step-6 model's, so its
-    digests no longer matched what `wandb sync` would upload."""
+    digests no longer matched what `wandb sync` would upload. A resume at the run's end exports
+    the same model again: it made one more snapshot, a whole copy of the weights each time."""
     run_dir = tmp_path / "run"
     train_logged(run_dir, data_dir, corpus)
     train_logged(run_dir, data_dir, corpus, "ckpt_path=last", "trainer.max_steps=6")
+    for _ in range(2):  # at its end: the same model; the card gains the final metrics once
+        train_logged(run_dir, data_dir, corpus, "ckpt_path=last", "trainer.max_steps=6")
 
     sessions = sorted((run_dir / "wandb").glob("offline-run-*"))
-    assert len(sessions) == 2
-    steps = []
+    assert len(sessions) == 4
+    steps, folders = [], []
     for session in sessions:
         lines = inspect_session(session).splitlines()
         records = [json.loads(line) for line in lines]
@@ -119,9 +122,20 @@ def test_an_extended_runs_earlier_artifact_keeps_the_files_it_names(
         steps.append(json.loads(artifact["metadata"])["global_step"])
         for entry in artifact["manifest"]["contents"]:
             assert md5_file_b64(Path(entry["local_path"])) == entry["digest"], entry["path"]
-    assert steps == [4, 6]
-    latest = run_dir / "export" / "model.safetensors"
-    assert latest.samefile(run_dir / ".export-artifacts" / "step-6" / "model.safetensors")
+        folders.append(
+            {Path(e["local_path"]).parent.name for e in artifact["manifest"]["contents"]}
+        )
+    assert steps == [4, 6, 6, 6]
+    assert folders == [{"step-4"}, {"step-6"}, {"step-6.2"}, {"step-6.2"}]
+    snapshots = run_dir / ".export-artifacts"
+    assert sorted(p.name for p in snapshots.iterdir() if p.is_dir()) == [
+        "step-4",
+        "step-6",
+        "step-6.2",
+    ]
+    latest = run_dir / "export" / "model.safetensors"  # one copy of the step-6 weights
+    for snapshot in ("step-6", "step-6.2"):
+        assert latest.samefile(snapshots / snapshot / "model.safetensors")
 
 
 def test_no_artifact_without_log_model(corpus: Path, tmp_path: Path, data_dir: Path) -> None:

@@ -27,6 +27,8 @@ info line says so and how to export by hand.
 
 from __future__ import annotations
 
+import filecmp
+import hashlib
 import json
 import logging
 import os
@@ -132,7 +134,7 @@ class WandbModelArtifact(L.Callback):
             if self.copy_files:
                 artifact.add_dir(str(folder), policy="mutable")
             else:
-                referenced = linked_snapshot(folder, step) if run.offline else folder
+                referenced = linked_snapshot(folder, step, source) if run.offline else folder
                 artifact.add_dir(str(referenced), policy="immutable")
             run.log_artifact(artifact, aliases=["latest", alias])
         log.info("Logged %s (%s checkpoint %s) as W&B artifact model-*", folder, alias, source)
@@ -155,15 +157,65 @@ def chosen_checkpoint(trainer: L.Trainer) -> tuple[Path | None, str]:
     return None, "last"
 
 
-def linked_snapshot(folder: Path, step: int) -> Path:
+def linked_snapshot(folder: Path, step: int, source: Path) -> Path:
     """Hard links of `folder`'s files (copies where the file system has no links), in a new
-    folder beside it that no export replaces: what an offline artifact references."""
+    folder beside it that no export replaces: what an offline artifact references.
+
+    A run resumed at its end exports the same checkpoint again. Each such snapshot was one more
+    copy of the weights once the export was replaced: an earlier snapshot of the same checkpoint
+    is referenced again when its other files are the same too; otherwise the export's weights,
+    the same bytes, become links of that snapshot's (the card and lmtrain.json may differ: they
+    gain the finished run's metrics)."""
     snapshots = folder.parent / f".{folder.name}-artifacts"
+    made = export_signature(folder, source)
+    same: list[tuple[Path, dict[str, Any]]] = []  # earlier snapshots of the same checkpoint
+    for record in sorted(snapshots.glob("step-*.export")) if snapshots.is_dir() else []:
+        earlier, signature = record.with_suffix(""), json.loads(record.read_text())
+        if earlier.is_dir() and signature["checkpoint"] == made["checkpoint"]:
+            same.append((earlier, signature))
+    for weights in made["weights"] if same else []:
+        share_file(same[0][0] / weights, folder / weights)
+    for earlier, signature in same:
+        if signature == made:
+            return earlier
     snapshot = snapshots / f"step-{step}"
     count = 1
-    while snapshot.exists():  # a run resumed at its end exports the same step again
+    while snapshot.exists():  # the same step exported from another checkpoint or settings
         count += 1
         snapshot = snapshots / f"step-{step}.{count}"
     snapshots.mkdir(exist_ok=True)
     shutil.copytree(folder, snapshot, symlinks=True, copy_function=link_or_copy)
+    snapshot.with_name(f"{snapshot.name}.export").write_text(json.dumps(made) + "\n")
     return snapshot
+
+
+def share_file(earlier: Path, current: Path) -> None:
+    """Make `current` a hard link of `earlier` when their bytes are the same (atomically: a
+    link made beside it, renamed over it); left as it is otherwise, or without hard links."""
+    if not earlier.is_file() or earlier.samefile(current):
+        return
+    if not filecmp.cmp(earlier, current, shallow=False):
+        return
+    link = current.with_name(f".{current.name}.link-{os.getpid()}")
+    try:
+        os.link(earlier, link)
+        os.replace(link, current)
+    except OSError:
+        link.unlink(missing_ok=True)
+
+
+def export_signature(folder: Path, source: Path) -> dict[str, Any]:
+    """What an export is made of: its checkpoint file (path, size, time written), which decides
+    its weights, and the bytes of its other files."""
+    written = source.stat()
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin")]
+    return {
+        "checkpoint": [str(source.resolve()), written.st_size, written.st_mtime_ns],
+        "weights": sorted(str(p.relative_to(folder)) for p in weights),
+        "files": {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files
+            if p not in weights
+        },
+    }
