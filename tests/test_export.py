@@ -25,6 +25,8 @@ from transformers import AutoModelForCausalLM, GenerationConfig
 
 from lmtrain.export import export, scrub
 from lmtrain.generate import generate
+from lmtrain.models.checkpoint import load_model
+from lmtrain.models.export_folder import tried_generation_config
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import load_torch_file
 from tests.helpers import ROOT
@@ -242,6 +244,24 @@ def test_overwrite_replaces_only_the_files_the_previous_export_listed(
     (clone / "lmtrain.json").write_text(json.dumps(meta))
     export_tiny(ckpt, clone, data_dir, "overwrite=true")
     assert not any((clone / name).exists() for name in mine)
+
+
+def test_the_generation_trial_of_a_re_export_runs_one_token(exported: dict[str, tuple]) -> None:
+    """Re-exporting a folder whose generation_config.json sets max_new_tokens (a LoRA base, a
+    hub model): generate filled what the one-token trial left unset from it, and ran that many
+    forward passes with the source's settings, not the ones being saved (red team rev_exrep)."""
+    loaded = load_model(exported["gpt2-char"][1])
+    source_defaults = loaded.model.generation_config
+    source_defaults.max_new_tokens = 40  # as such a folder's generation_config.json loads
+    calls = []
+    hook = loaded.model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        config = tried_generation_config(loaded, {"do_sample": False, "max_new_tokens": 5})
+    finally:
+        hook.remove()
+    assert len(calls) == 1
+    assert config.max_new_tokens == 5 and not config.do_sample
+    assert loaded.model.generation_config is source_defaults
 
 
 def test_scrub_drops_hydra_and_secret_keys() -> None:

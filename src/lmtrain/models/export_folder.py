@@ -177,8 +177,14 @@ def tried_generation_config(
         config.validate(strict=True)
         trial = copy.deepcopy(config)  # one new token (max_length alone: no warning of both)
         trial.max_new_tokens, trial.max_length = None, ids.shape[1] + 1
-        with torch.inference_mode():
-            model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=trial)
+        # generate fills what the trial leaves unset from the model's own generation config: a
+        # re-exported folder's max_new_tokens=200 ran 200 tokens, with its other settings.
+        source_defaults, model.generation_config = model.generation_config, GenerationConfig()
+        try:
+            with torch.inference_mode():
+                model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=trial)
+        finally:
+            model.generation_config = source_defaults
     except Exception as err:  # any setting transformers takes, any way it refuses it
         why = " ".join(line.strip(" -") for line in str(err).splitlines() if line.strip())
         raise LMTrainError(
