@@ -23,17 +23,20 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, GenerationConfig
 
+from lmtrain.errors import LMTrainError
 from lmtrain.export import export, scrub
 from lmtrain.generate import generate
 from lmtrain.models.checkpoint import load_model
 from lmtrain.models.export_folder import tried_generation_config
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
+from lmtrain.utils.export_dir import checked_out_dir
 from lmtrain.utils.safe_load import load_torch_file
 from tests.helpers import ROOT
 from tests.helpers.assertions import one_error_line
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_GPT2, TINY_LLAMA, compose
 from tests.helpers.corpora import write_corpus
+from tests.helpers.faults import drop_root_file_access
 from tests.helpers.runs import (
     export_tiny,
     model_from_checkpoint,
@@ -262,6 +265,36 @@ def test_the_generation_trial_of_a_re_export_runs_one_token(exported: dict[str, 
     assert len(calls) == 1
     assert config.max_new_tokens == 5 and not config.do_sample
     assert loaded.model.generation_config is source_defaults
+
+
+def test_an_out_dir_that_cannot_be_renamed_into_place_is_one_line_before_loading(
+    exported: dict[str, tuple], tmp_path: Path
+) -> None:
+    """An empty folder of one's own in a folder one cannot write (a shared group folder), or a
+    mount point (a container's volume): the export, made beside out_dir and renamed into place,
+    failed only after loading and checking the model, asking for "a writable out_dir"."""
+    parent, out = tmp_path / "shared", tmp_path / "shared" / "mine"
+    out.mkdir(parents=True)
+    parent.chmod(0o555)
+    try:
+        result = run_cli(
+            "export",
+            f"ckpt_path={exported['gpt2-char'][0]}",
+            f"out_dir={out}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+        )
+    finally:
+        parent.chmod(0o755)
+    assert one_error_line(result.stderr) == (
+        f"error: out_dir={str(out)!r}: {str(parent)!r} is not writable, and an export is "
+        "written beside out_dir, then renamed into place: pass a new folder inside it, e.g. "
+        f"out_dir={str(out / 'model')!r}"
+    )
+    assert result.returncode == 1 and "Loading" not in result.stderr
+    assert list(out.iterdir()) == []
+    with pytest.raises(LMTrainError, match=r"out_dir='/proc' is a mount point, and an export"):
+        checked_out_dir("/proc", str(exported["gpt2-char"][0]), str(ROOT), overwrite=True)
 
 
 def test_scrub_drops_hydra_and_secret_keys() -> None:

@@ -75,6 +75,7 @@ def checked_out_dir(given: str, source: str, root_dir: str, overwrite: bool) -> 
     if not existing.is_dir():
         where = "" if existing == out_dir else f" is inside {str(existing)!r}, which"
         raise LMTrainError(f"out_dir={given!r}{where} is a file, not a folder: pass a folder path")
+    refuse_unrenamable(given, out_dir, existing)
     ckpt = f"ckpt_path={source!r} (the checkpoint being exported)"
     protected = [(p, ckpt) for p in checkpoint_locations(source)]
     protected += [(Path.cwd(), f"the working directory {str(Path.cwd())!r}")]
@@ -99,6 +100,26 @@ def checked_out_dir(given: str, source: str, root_dir: str, overwrite: bool) -> 
             f"out_dir={given!r} exists and is not empty: pass overwrite=true or another out_dir"
         )
     return out_dir
+
+
+def refuse_unrenamable(given: str, out_dir: Path, existing: Path) -> None:
+    """An export is made beside out_dir and renamed into place: a mount point (a container's
+    volume) cannot be renamed, nor a sibling made in a folder the user cannot write. Both
+    failed after the model was loaded and checked, in a line asking for a writable out_dir."""
+    inside = f"pass a new folder inside it, e.g. out_dir={str(out_dir / 'model')!r}"
+    if out_dir.is_dir() and os.path.ismount(out_dir):
+        raise LMTrainError(
+            f"out_dir={given!r} is a mount point, and an export is written beside out_dir, then "
+            f"renamed into place: {inside}"
+        )
+    where = out_dir.parent if out_dir.exists() else existing
+    if not os.access(where, os.W_OK | os.X_OK):
+        writable = out_dir.is_dir() and os.access(out_dir, os.W_OK | os.X_OK)
+        advice = inside if writable else "pass a folder under one you can write"
+        raise LMTrainError(
+            f"out_dir={given!r}: {str(where)!r} is not writable, and an export is written beside "
+            f"out_dir, then renamed into place: {advice}"
+        )
 
 
 def checkpoint_locations(source: str) -> set[Path]:
