@@ -52,6 +52,18 @@ def test_exported_card_loads_with_hub_metadata_and_the_runs_metrics(
     assert 'from_pretrained("tiny-lm")' in card.text
 
 
+def test_a_model_name_that_is_no_hub_id_is_not_what_the_usage_example_loads(
+    trained: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """`model_name='My tiny model'` gave `from_pretrained("My tiny model")`, which fails for
+    whoever copies it (red team rev_exrep): the example names the folder instead."""
+    folder = export_tiny(trained, tmp_path / "hf", data_dir, "model_name='My tiny model'")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == "My tiny model" and "# My tiny model" in card.text
+    assert f'AutoModelForCausalLM.from_pretrained("{folder}")' in card.text
+    assert 'from_pretrained("My tiny model")' not in card.text
+
+
 def test_card_names_hub_base_model_and_dataset_but_never_a_local_path(
     trained: Path, tmp_path: Path
 ) -> None:
