@@ -26,6 +26,7 @@ with gc_pause.paused_for_imports():
     import csv
     import errno
     import os
+    import re
     import sys
     from dataclasses import dataclass
     from pathlib import Path
@@ -41,6 +42,15 @@ with gc_pause.paused_for_imports():
         job_folders,
         read_jobs,
     )
+
+
+# Markdown's own characters, escaped in the table's cells: an override's value `a|b` split its
+# row into one cell more, and `notes/**/*.md` rendered bold and italic.
+MARKDOWN = re.compile(r"([\\`*_|<>\[\]])")
+
+
+def md_cell(text: str) -> str:
+    return MARKDOWN.sub(r"\\\1", text)
 
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
@@ -130,9 +140,9 @@ def write_report(
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {jobs[0].optimized_metric}",
         "",
-        "| " + " | ".join(tab.header) + " |",
+        "| " + " | ".join(md_cell(h) for h in tab.header) + " |",
         "|" + "---|" * len(tab.header),
-        *("| " + " | ".join(fmt(v) for v in row) + " |" for row in tab.rows),
+        *("| " + " | ".join(md_cell(fmt(v)) for v in row) + " |" for row in tab.rows),
         "",
         "Same in every job: "
         + (", ".join(f"`{k}={v}`" for k, v in tab.fixed.items()) or "nothing"),
