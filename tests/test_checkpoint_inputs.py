@@ -22,8 +22,10 @@ from lmtrain.data.tokenizers import char_tokenizer
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, read_checkpoint_file, resolve_ckpt_path
 from lmtrain.models.checkpoint_contents import check_same_tokenizer
+from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.models.generation import generate_text
 from lmtrain.utils.safe_load import load_torch_file
+from lmtrain.utils.tensor_digest import DIGEST_KEY
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.corpora import write_corpus
@@ -214,3 +216,25 @@ def test_a_tokenizer_json_that_builds_no_tokenizer_is_one_line(
     edited = tmp_path / "edited.ckpt"
     torch.save(checkpoint, edited)
     refused(edited, "its tokenizer files build no tokenizer (", "written by lmtrain.train")
+
+
+def test_a_checkpoint_of_nan_weights_is_one_line_on_export(
+    weights_only_ckpt: Path, tmp_path: Path
+) -> None:
+    """Training never saves NaN weights, but a checkpoint from elsewhere may hold them: export
+    blamed the generation settings (sampling met NaN probabilities), or, greedy, ended in a
+    traceback calling it a bug of the export (red team rev_exrep)."""
+    checkpoint = load_torch_file(weights_only_ckpt)
+    checkpoint.pop(DIGEST_KEY)  # written by another tool: no digest to say it was altered
+    weight = "model.transformer.h.0.ln_1.weight"
+    checkpoint["state_dict"][weight] = checkpoint["state_dict"][weight].clone()
+    checkpoint["state_dict"][weight][0] = float("nan")
+    spoilt = tmp_path / "nan.ckpt"
+    torch.save(checkpoint, spoilt)
+    with pytest.raises(LMTrainError) as refusal:
+        export_checkpoint(str(spoilt), str(tmp_path / "out"), root_dir=str(tmp_path))
+    assert str(refusal.value) == (
+        f"ckpt_path={str(spoilt)!r} holds NaN or inf weights (transformer.h.0.ln_1.weight): "
+        "export a checkpoint of the run from before it diverged, such as its best-*.ckpt"
+    )
+    assert not (tmp_path / "out").exists()

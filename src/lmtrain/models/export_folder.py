@@ -24,6 +24,7 @@ from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
 from lmtrain.models.model_card import final_metrics, hub_id, model_card
+from lmtrain.models.nan_guard import non_finite_weight
 from lmtrain.utils.export_dir import (
     EXPORT_META,
     NEVER_REPLACED,
@@ -89,6 +90,11 @@ def export_checkpoint(
         raise LMTrainError(
             f"merge=false writes LoRA adapters alone, but ckpt_path={source!r} holds a whole model "
             "(trained without model/peft=lora): drop merge=false"
+        )
+    if (spoilt := non_finite_weight(loaded.model)) is not None:  # generate's failure is no hint
+        raise LMTrainError(
+            f"ckpt_path={source!r} holds NaN or inf weights ({spoilt}): export a checkpoint of "
+            "the run from before it diverged, such as its best-*.ckpt"
         )
     info = {**loaded.info, **final_metrics(source, loaded.info, loaded.run_config)}
     if merge:

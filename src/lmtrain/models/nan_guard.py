@@ -82,6 +82,12 @@ def weights_finite(module: Any) -> bool:
     return not bad.item()
 
 
+def non_finite_weight(model: torch.nn.Module) -> str | None:
+    """The name of the first weight of `model` holding NaN or inf (one process, whole tensors):
+    what an export or a sample of a checkpoint from outside training meets first."""
+    return next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+
+
 def refuse_spoilt_save(module: Any) -> None:
     """Before any checkpoint of the run is written (`on_save_checkpoint`, every rank): refuse
     weights that are NaN or inf. An update that overflowed under a finite loss spoils them a
