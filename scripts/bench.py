@@ -45,7 +45,12 @@ from omegaconf import DictConfig, open_dict
 
 from lmtrain.callbacks.resume import ExactResume
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.instantiate import instantiate_callbacks, instantiate_loggers
+from lmtrain.utils.config_checks import check_train_config
+from lmtrain.utils.instantiate import (
+    instantiate_callbacks,
+    instantiate_loggers,
+    instantiate_trainer,
+)
 from lmtrain.utils.io import write_json
 from lmtrain.utils.task import finish_wandb
 
@@ -127,6 +132,13 @@ def raw_loop_problem(cfg: DictConfig) -> str | None:
         )
     if str(trainer.get("devices", "auto")) not in ("auto", "1", "[0]"):
         return f"trainer.devices={trainer.devices}: the benchmark is one process: pass 1"
+    if str(trainer.get("num_nodes", 1)) != "1":
+        return f"trainer.num_nodes={trainer.num_nodes}: the benchmark is one process: pass 1"
+    if cfg.get("global_batch_size") is not None:  # lmtrain.train turns it into accumulation
+        return (
+            f"global_batch_size={cfg.global_batch_size}: the benchmark steps on every batch: "
+            "set data.batch_size instead"
+        )
     return None
 
 
@@ -254,7 +266,7 @@ def run_lightning(cfg: DictConfig, warmup: int) -> float:
     clock = StepClock()
     # What lmtrain.train runs: the configured callbacks plus ExactResume, which it always adds.
     callbacks = [*instantiate_callbacks(cfg.callbacks), ExactResume(), clock]
-    trainer = hydra.utils.instantiate(
+    trainer = instantiate_trainer(
         cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger)
     )
     trainer.fit(module, datamodule=datamodule)
@@ -346,8 +358,14 @@ def main() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     threads = args.threads or torch.get_num_threads()
     sizes = args.sizes.split(",")
-    for size in sizes:  # every size's overrides, before any work
-        problem = raw_loop_problem(compose_config(size, args.steps, args.out, args.overrides))
+    for size in sizes:  # every size's overrides, before any work, as lmtrain.train checks them
+        cfg = compose_config(size, args.steps, args.out, args.overrides)
+        try:
+            check_train_config(cfg)
+            instantiate_trainer(cfg.trainer, logger=False)  # what Lightning refuses (no GPU)
+        except LMTrainError as err:
+            sys.exit(f"error: overrides {shlex.join(args.overrides)}: {err}")
+        problem = raw_loop_problem(cfg)
         if problem:
             sys.exit(f"error: {problem}")
 

@@ -19,8 +19,13 @@ from tests.test_bench_scripts import SCRIPTS, assert_usage_error, load_script, m
     ("override", "fragment"),
     [
         ("bogus_key=1", "Could not override 'bogus_key'"),
-        ("trainer.precision=16-mixed", "the raw loop mirrors only 32, 32-true, bf16-mixed"),
+        ("trainer.precision=64-true", "the raw loop mirrors only 32, 32-true, bf16-mixed"),
         ("trainer.accumulate_grad_batches=2", "the raw loop steps on every batch"),
+        # A traceback, a rendezvous that waited for a second node, an ignored setting (rev_diff9).
+        ("trainer.max_steps=abc", "trainer.max_steps='abc' is not a whole number"),
+        ("trainer.accelerator=mps", "the trainer settings were refused"),
+        ("trainer.num_nodes=2", "the benchmark is one process"),
+        ("global_batch_size=24", "set data.batch_size instead"),
     ],
 )
 def test_bench_refuses_an_override_before_any_work(
