@@ -137,3 +137,22 @@ def test_a_new_job_with_overwrite_run_in_a_folder_of_hpc_saves_starts_its_own_ru
     assert (
         ended["trainer/global_step"] == 8 and ended["val/loss"] == preempted["expected"]["val/loss"]
     )
+
+
+def test_a_damaged_newest_save_gives_way_to_the_one_before(preempted: dict, tmp_path: Path) -> None:
+    """A cut-short hpc_ckpt written after last.ckpt (a damaged disk) ended every requeue in
+    the same error, with a good last.ckpt beside it (red team rev_diff9)."""
+    run = tmp_path / "run"
+    shutil.copytree(preempted["run"], run, symlinks=True)
+    hpc, last = run / "hpc_ckpt_1.ckpt", run / "checkpoints" / "last.ckpt"
+    hpc.write_bytes(hpc.read_bytes()[:100_000])
+    later = last.stat().st_mtime_ns + 60 * 10**9
+    os.utime(hpc, ns=(later, later))
+    again = run_cli(
+        "train",
+        *preempted["cli"],
+        f"hydra.run.dir={run}",
+        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert restored_from(again.stdout + again.stderr) == [str(last)]
