@@ -402,6 +402,7 @@ def main() -> None:
                     "repeats": args.repeats,
                     "threads": threads,
                     "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "machine": machine(),
                 },
             }
 
@@ -420,7 +421,7 @@ def main() -> None:
     }
     for key, values in per_size.items():
         report[key] = {**(report.get(key) if isinstance(report.get(key), dict) else {}), **values}
-    report["machine"] = machine()
+    report.pop("machine", None)  # older files: one for all; now in each size's settings
     report.pop("overhead_measured_at", None)  # older files: now each size's settings
     write_json(args.out, report)
     header = f"{'lightning tok/s':>16} {'raw tok/s':>10} {'ratio':>6} {'[min, max]':>14}"

@@ -105,12 +105,13 @@ def main() -> None:
                     "warmup": args.warmup,
                     "repeats": args.repeats,
                     "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    "machine": machine(),
                 },
             }
 
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
     report["switches"] = {**report.get("switches", {}), **results}
-    report["machine"] = machine()
+    report.pop("machine", None)  # older files: one for all; now in each switch's settings
     report.pop("switches_settings", None)  # older files: now each switch's settings
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, report)

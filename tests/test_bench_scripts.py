@@ -94,6 +94,9 @@ def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_p
     assert settings["shakespeare_char"] == measured["settings"]
     assert [measured["settings"][k] for k in ("steps", "warmup", "threads")] == [2, 1, 1]
     assert measured["device"] == "cpu"
+    # The machine too: one for the whole file named the last command's for every size.
+    assert measured["settings"]["machine"]["cores"] == os.cpu_count()
+    assert "machine" not in json.loads(out.read_text())
 
 
 def test_bench_recipe_fast_needs_nanogpt(tmp_path: Path) -> None:
