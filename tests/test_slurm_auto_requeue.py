@@ -156,3 +156,27 @@ def test_a_damaged_newest_save_gives_way_to_the_one_before(preempted: dict, tmp_
     )
     assert again.returncode == 0, again.stderr[-3000:]
     assert restored_from(again.stdout + again.stderr) == [str(last)]
+
+
+def test_a_requeued_job_with_only_a_best_checkpoint_resumes_from_it(
+    preempted: dict, tmp_path: Path
+) -> None:
+    """Killed between its first best-*.ckpt and its first last.ckpt (or with `save_last:
+    false`): every requeued attempt failed, as a new run in a folder of another run's
+    checkpoints (red team rev_diff9)."""
+    run = tmp_path / "run"
+    shutil.copytree(preempted["run"], run, symlinks=True)
+    (run / "hpc_ckpt_1.ckpt").unlink()
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (best,) = (run / "checkpoints").glob("best-*.ckpt")
+    again = run_cli(
+        "train",
+        *preempted["cli"],
+        f"hydra.run.dir={run}",
+        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert restored_from(again.stdout + again.stderr) == [str(best)]
+    ended = json.loads((run / "metrics.json").read_text())
+    assert ended["trainer/global_step"] == 8
+    assert ended["val/loss"] == preempted["expected"]["val/loss"]

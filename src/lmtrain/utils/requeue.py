@@ -162,6 +162,11 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     last = run_dir / "checkpoints" / "last.ckpt"
     saves = {path: newness(path, last) for path in [*hpc, last] if path.exists()}
     if not saves:
+        # Killed between its first best-*.ckpt and last.ckpt, or `save_last: false`: "last"
+        # resumes from the newest checkpoint there (models.checkpoint_paths.locate_checkpoint).
+        if any(last.parent.glob("*.ckpt")):
+            log.info("Requeued SLURM job: resuming from the newest checkpoint in %s", last.parent)
+            cfg.ckpt_path = "last"
         return
     newest = max(saves, key=saves.__getitem__)
     log.info("Requeued SLURM job: resuming from %s, its newest save", newest)
