@@ -27,7 +27,8 @@ from lmtrain.errors import LMTrainError
 from lmtrain.export import export, scrub
 from lmtrain.generate import generate
 from lmtrain.models.checkpoint import load_model
-from lmtrain.models.export_folder import tried_generation_config
+from lmtrain.models.export_folder import export_checkpoint, tried_generation_config
+from lmtrain.utils import export_dir
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.export_dir import checked_out_dir
 from lmtrain.utils.safe_load import load_torch_file
@@ -215,6 +216,25 @@ def test_of_two_exports_to_one_new_folder_the_later_is_refused(
     model_type = json.loads((out / "config.json").read_text())["model_type"]
     assert model_type == {"gpt2-char": "gpt2", "llama-bpe": "llama"}[done[0]]
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".race")] == []
+
+
+def test_a_lock_on_out_dirs_parent_held_by_no_exporter_is_waited_for_briefly(
+    exported: dict[str, tuple], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    """`flock <folder> <command>` in a job script holds the lock the export takes for its
+    rename: the export waited for it with no end and no word (red team rev_diff10)."""
+    monkeypatch.setattr(export_dir, "SWAP_LOCK_WAIT_S", 0.5)
+    parent = tmp_path / "shared"
+    parent.mkdir()
+    held = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)
+    try:
+        ckpt = str(exported["gpt2-char"][0])
+        export_checkpoint(ckpt, str(parent / "model"), root_dir=str(tmp_path))
+    finally:
+        os.close(held)
+    assert (parent / "model" / "config.json").is_file()
+    assert f"{parent} is locked by another process: renaming without the lock" in caplog.text
 
 
 def test_overwrite_replaces_only_the_files_the_previous_export_listed(

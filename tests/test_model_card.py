@@ -49,19 +49,21 @@ def test_exported_card_loads_with_hub_metadata_and_the_runs_metrics(
 
     assert "# tiny-lm" in card.text and "| Training steps | 20 |" in card.text
     assert f"{metrics['val/loss']:.4f} nats/token (whole val split)" in card.text
-    assert 'from_pretrained("tiny-lm")' in card.text
+    assert f'from_pretrained("{folder}")' in card.text  # tiny-lm: no repo of anyone's
 
 
-def test_a_model_name_that_is_no_hub_id_is_not_what_the_usage_example_loads(
-    trained: Path, tmp_path: Path, data_dir: Path
+@pytest.mark.parametrize("name", ["My tiny model", "me/tiny-lm"])
+def test_the_usage_example_loads_the_model_name_only_when_it_is_a_repo(
+    trained: Path, tmp_path: Path, data_dir: Path, name: str
 ) -> None:
     """`model_name='My tiny model'` gave `from_pretrained("My tiny model")`, which fails for
-    whoever copies it (red team rev_exrep): the example names the folder instead."""
-    folder = export_tiny(trained, tmp_path / "hf", data_dir, "model_name='My tiny model'")
+    whoever copies it (red team rev_exrep): the example names the folder instead, unless the
+    name is a repo id with its namespace, where the model can be pushed and loaded from."""
+    folder = export_tiny(trained, tmp_path / "hf", data_dir, f"model_name='{name}'")
     card = ModelCard.load(folder / "README.md")
-    assert card.data.model_name == "My tiny model" and "# My tiny model" in card.text
-    assert f'AutoModelForCausalLM.from_pretrained("{folder}")' in card.text
-    assert 'from_pretrained("My tiny model")' not in card.text
+    assert card.data.model_name == name and f"# {name}" in card.text
+    loads = name if "/" in name else str(folder)
+    assert f'AutoModelForCausalLM.from_pretrained("{loads}")' in card.text
 
 
 def test_card_names_hub_base_model_and_dataset_but_never_a_local_path(

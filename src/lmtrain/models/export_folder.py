@@ -23,7 +23,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
-from lmtrain.models.model_card import final_metrics, hub_id, model_card
+from lmtrain.models.model_card import final_metrics, hub_repo, model_card
 from lmtrain.models.nan_guard import non_finite_weight
 from lmtrain.utils.export_dir import (
     EXPORT_META,
@@ -116,7 +116,7 @@ def export_checkpoint(
     try:
         try:
             write_folder(tmp, loaded, info, generation_config, source)
-            title = hub_id(model_name) or str(target)  # what from_pretrained takes: an id
+            title = hub_repo(model_name) or str(target)  # what from_pretrained can load
             run_config = scrub(loaded.run_config)
             card = model_card(loaded, run_config, info, model_name, license, title, adapter_folder)
             card.save(tmp / "README.md")

@@ -96,6 +96,13 @@ def hub_id(value: Any) -> str | None:
     return value
 
 
+def hub_repo(value: Any) -> str | None:
+    """`value` when it names a repo one can push to and load back: a hub id with its namespace
+    (`me/tiny-lm`); a bare name is no model the Hub serves under that name."""
+    repo = hub_id(value)
+    return repo if repo and "/" in repo else None
+
+
 def eval_results(info: dict[str, Any], dataset: str) -> list[EvalResult]:
     """The validation loss and bits per byte as the Hub's evaluation results (model-index)."""
     scope = info.get("val_loss_scope") or "latest validation"

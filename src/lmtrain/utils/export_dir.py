@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,10 @@ EXPORT_META = "lmtrain.json"
 # What marks a folder as a training run's (Hydra's config copy, checkpoints, final metrics).
 RUN_MARKERS = (".hydra", "checkpoints", "metrics.json")
 NEVER_REPLACED = "such a folder is never replaced, even with overwrite=true; pass a new folder"
+# How long an export waits for a lock on out_dir's parent that is not another exporter's rename.
+SWAP_LOCK_WAIT_S = 10.0
+
+log = logging.getLogger(__name__)
 
 
 def out_dir_path(value: Any) -> str | None:
@@ -106,16 +112,19 @@ def refuse_unrenamable(given: str, out_dir: Path, existing: Path) -> None:
     """An export is made beside out_dir and renamed into place: a mount point (a container's
     volume) cannot be renamed, nor a sibling made in a folder the user cannot write. Both
     failed after the model was loaded and checked, in a line asking for a writable out_dir."""
-    inside = f"pass a new folder inside it, e.g. out_dir={str(out_dir / 'model')!r}"
+    writable = out_dir.is_dir() and os.access(out_dir, os.W_OK | os.X_OK)
+    advice = (
+        f"pass a new folder inside it, e.g. out_dir={str(out_dir / 'model')!r}"
+        if writable
+        else "pass a folder under one you can write"
+    )
     if out_dir.is_dir() and os.path.ismount(out_dir):
         raise LMTrainError(
             f"out_dir={given!r} is a mount point, and an export is written beside out_dir, then "
-            f"renamed into place: {inside}"
+            f"renamed into place: {advice}"
         )
     where = out_dir.parent if out_dir.exists() else existing
     if not os.access(where, os.W_OK | os.X_OK):
-        writable = out_dir.is_dir() and os.access(out_dir, os.W_OK | os.X_OK)
-        advice = inside if writable else "pass a folder under one you can write"
         raise LMTrainError(
             f"out_dir={given!r}: {str(where)!r} is not writable, and an export is written beside "
             f"out_dir, then renamed into place: {advice}"
@@ -239,12 +248,27 @@ def swap_lock(out_dir: Path) -> Iterator[None]:
     """Hold an flock on out_dir's parent while an exporter checks out_dir once more and renames
     its folder into place. `checked_out_dir` runs before the minutes of loading and checking;
     without this, the later of two exports to one new out_dir replaced the earlier one's folder
-    unseen, and both said they had exported there. Waits for the other exporter's rename only."""
+    unseen, and both said they had exported there. Another exporter holds it for a rename; a
+    holder that is no exporter (`flock <folder> <command>` in a job script) is waited for
+    `SWAP_LOCK_WAIT_S`, then the check and the rename go on without it."""
     fd: int | None = None
+    with contextlib.suppress(OSError):  # no locks on this file system: the check alone
+        fd = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        with contextlib.suppress(OSError):  # no locks on this file system: the check alone
-            fd = os.open(out_dir.parent, os.O_RDONLY | os.O_DIRECTORY)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + SWAP_LOCK_WAIT_S
+        while fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning(
+                        "%s is locked by another process: renaming without the lock", out_dir.parent
+                    )
+                    break
+                time.sleep(0.1)
+            except OSError:
+                break
         yield
     finally:
         if fd is not None:
