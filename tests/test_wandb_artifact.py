@@ -137,6 +137,17 @@ def test_an_extended_runs_earlier_artifact_keeps_the_files_it_names(
     for snapshot in ("step-6", "step-6.2"):
         assert latest.samefile(snapshots / snapshot / "model.safetensors")
 
+    # A damaged record of a snapshot (cut short) turned the artifact off for every later
+    # session (red team rev_diff10): it is passed over.
+    (snapshots / "step-6.2.export").write_text('{"checkpoint": ')
+    train_logged(run_dir, data_dir, corpus, "ckpt_path=last", "trainer.max_steps=6")
+    (fifth,) = sorted((run_dir / "wandb").glob("offline-run-*"))[4:]
+    records = [json.loads(line) for line in inspect_session(fifth).splitlines()]
+    (artifact,) = [r["artifact"] for r in records if r.get("type") == "artifact"]
+    for entry in artifact["manifest"]["contents"]:
+        assert md5_file_b64(Path(entry["local_path"])) == entry["digest"], entry["path"]
+    assert latest.samefile(snapshots / "step-6" / "model.safetensors")
+
 
 def test_no_artifact_without_log_model(corpus: Path, tmp_path: Path, data_dir: Path) -> None:
     run_dir = tmp_path / "run"

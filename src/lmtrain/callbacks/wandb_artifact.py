@@ -44,6 +44,7 @@ from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, last_checkpoi
 from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
 from lmtrain.utils.export_overwrite import link_or_copy
+from lmtrain.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +171,8 @@ def linked_snapshot(folder: Path, step: int, source: Path) -> Path:
     made = export_signature(folder, source)
     same: list[tuple[Path, dict[str, Any]]] = []  # earlier snapshots of the same checkpoint
     for record in sorted(snapshots.glob("step-*.export")) if snapshots.is_dir() else []:
-        earlier, signature = record.with_suffix(""), json.loads(record.read_text())
-        if earlier.is_dir() and signature["checkpoint"] == made["checkpoint"]:
+        earlier, signature = record.with_suffix(""), read_signature(record)
+        if earlier.is_dir() and signature.get("checkpoint") == made["checkpoint"]:
             same.append((earlier, signature))
     for weights in made["weights"] if same else []:
         share_file(same[0][0] / weights, folder / weights)
@@ -185,8 +186,18 @@ def linked_snapshot(folder: Path, step: int, source: Path) -> Path:
         snapshot = snapshots / f"step-{step}.{count}"
     snapshots.mkdir(exist_ok=True)
     shutil.copytree(folder, snapshot, symlinks=True, copy_function=link_or_copy)
-    snapshot.with_name(f"{snapshot.name}.export").write_text(json.dumps(made) + "\n")
+    write_json(snapshot.with_name(f"{snapshot.name}.export"), made)
     return snapshot
+
+
+def read_signature(record: Path) -> dict[str, Any]:
+    """A snapshot's record of what it was made from; empty when it cannot be read (damaged by
+    hand or a full disk: then the snapshot is not reused, and the artifact is still logged)."""
+    try:
+        signature = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return {}
+    return signature if isinstance(signature, dict) else {}
 
 
 def share_file(earlier: Path, current: Path) -> None:
