@@ -340,12 +340,15 @@ def test_a_long_warm_up_of_a_muon_part_is_warned_of(compose_cfg, caplog) -> None
     ) in caplog.text
 
 
+@pytest.mark.parametrize("max_steps", [-1, 1000])  # 1000: the epoch ends the run first
 def test_a_warm_up_as_long_as_an_epoch_bound_run_is_warned_of(
-    tmp_path: Path, data_dir: Path
+    tmp_path: Path, data_dir: Path, max_steps: int
 ) -> None:
-    """`trainer.max_steps=-1 trainer.max_epochs=1`: the run's length is known only once the
-    data are, and a warm-up longer than it went unwarned (it peaked at a fraction of the lr)."""
-    epoch = ["trainer.max_steps=-1", "trainer.max_epochs=1", "+trainer.limit_train_batches=8"]
+    """`trainer.max_epochs=1`: the run's length is known only once the data are, and a warm-up
+    longer than it went unwarned (it peaked at a fraction of the lr). With max_steps set too,
+    the config check compared the warm-up with max_steps only (red team rev_diff10)."""
+    epoch = [f"trainer.max_steps={max_steps}", "trainer.max_epochs=1"]
+    epoch.append("+trainer.limit_train_batches=8")
     long = run_cli(
         "train", *tiny_cli(tmp_path, data_dir, *epoch, "model.scheduler.num_warmup_steps=40")
     )

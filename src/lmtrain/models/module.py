@@ -226,7 +226,8 @@ class CausalLMModule(LightningModule):
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
         steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
-        if scheduled and self.trainer.max_steps == -1 and self.trainer.is_global_zero:
+        bound = self.trainer.max_steps  # the config check compared the warm-up with it
+        if scheduled and (bound == -1 or steps < bound) and self.trainer.is_global_zero:
             epochs = f"the run's {steps} steps (trainer.max_epochs={self.trainer.max_epochs})"
             warn_warmup_not_shorter_than(steps, epochs, (self.run_config or {}).get("model", {}))
         config = optimizers.configure_optimizers(
