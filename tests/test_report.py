@@ -333,7 +333,7 @@ def test_markdown_in_an_override_stays_in_its_cell(tmp_path: Path) -> None:
     """An override's `|` split its row into one cell more than the header, and `**/*.md`
     rendered as bold and italic (red team rev_exrep)."""
     sweep = tmp_path / "sweep"
-    values = ["a|b", "notes/**/*.md", "<img src=x>"]
+    values = ["a|b", "notes/**/*.md", "<img src=x>", "~~gone~~ $x$", "two\nlines"]
     for num, value in enumerate(values):
         job_dir = forge_job(sweep, num, {"val/loss": 2.0 + num})
         overrides = [f"model.optimizer.lr=0.{num + 1}", f"+note={value}"]
@@ -345,4 +345,10 @@ def test_markdown_in_an_override_stays_in_its_cell(tmp_path: Path) -> None:
     cells = [re.split(r"(?<!\\)\|", line)[1:-1] for line in table]
     assert {len(row) for row in cells} == {len(cells[0])}
     notes = [row[cells[0].index(" note ")].strip() for row in cells[2:]]
-    assert notes == [r"a\|b", r"notes/\*\*/\*.md", r"\<img src=x\>"]
+    assert notes == [
+        r"a\|b",
+        r"notes/\*\*/\*.md",
+        r"\<img src=x\>",
+        r"\~\~gone\~\~ \$x\$",
+        "two lines",
+    ]

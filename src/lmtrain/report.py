@@ -45,12 +45,13 @@ with gc_pause.paused_for_imports():
 
 
 # Markdown's own characters, escaped in the table's cells: an override's value `a|b` split its
-# row into one cell more, and `notes/**/*.md` rendered bold and italic.
-MARKDOWN = re.compile(r"([\\`*_|<>\[\]])")
+# row into one cell more, and `notes/**/*.md` rendered bold and italic (`~` strikes through, `&`
+# starts an entity, `$` GitHub's math); a line break ended the row.
+MARKDOWN = re.compile(r"([\\`*_|<>\[\]~&$])")
 
 
 def md_cell(text: str) -> str:
-    return MARKDOWN.sub(r"\\\1", text)
+    return MARKDOWN.sub(r"\\\1", " ".join(text.splitlines()))
 
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
