@@ -22,7 +22,9 @@ ms/step of the Lightning runs minus that of the raw runs. Results go to `logs/be
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import platform
 import shlex
@@ -30,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +143,20 @@ def raw_loop_problem(cfg: DictConfig) -> str | None:
             "set data.batch_size instead"
         )
     return None
+
+
+@contextlib.contextmanager
+def quiet(*names: str) -> Iterator[None]:
+    """Only errors from the loggers `names` in the block."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def raw_device(cfg: DictConfig) -> torch.device:
@@ -361,8 +378,9 @@ def main() -> None:
     for size in sizes:  # every size's overrides, before any work, as lmtrain.train checks them
         cfg = compose_config(size, args.steps, args.out, args.overrides)
         try:
-            check_train_config(cfg)
-            instantiate_trainer(cfg.trainer, logger=False)  # what Lightning refuses (no GPU)
+            with quiet("lmtrain.utils.trainer_checks", "lightning.pytorch"):  # the timed runs say
+                check_train_config(cfg)  # it; a warm-up is no concern of a speed benchmark
+                instantiate_trainer(cfg.trainer, logger=False)  # what Lightning refuses (no GPU)
         except LMTrainError as err:
             sys.exit(f"error: overrides {shlex.join(args.overrides)}: {err}")
         problem = raw_loop_problem(cfg)
