@@ -241,23 +241,35 @@ def test_export_without_tokenizer_config_is_refused(
 
 
 @pytest.mark.skipif(os.geteuid() != 0 and os.access("/", os.W_OK), reason="needs file modes")
-def test_export_into_unwritable_parent(trained: tuple[Path, Path], tmp_path: Path) -> None:
-    """Root writes anywhere through CAP_DAC_OVERRIDE: the export runs without it (still uid 0)."""
+@pytest.mark.parametrize("made", [False, True], ids=["new", "empty-of-ones-own"])
+def test_export_into_unwritable_parent(
+    trained: tuple[Path, Path], tmp_path: Path, made: bool
+) -> None:
+    """Root writes anywhere through CAP_DAC_OVERRIDE: the export runs without it (still uid 0).
+    An empty folder of one's own in a folder one cannot write (a shared group folder) failed
+    only after the model was loaded and checked, asking for "a writable out_dir" (rev_exrep)."""
     run, _ = trained
     parent = tmp_path / "read-only"
-    parent.mkdir()
-    parent.chmod(0o555)
     out = parent / "model"
-    result = run_cli(
-        "export",
-        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
-        f"out_dir={out}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
-        timeout=300,
-    )
-    assert_one_line_error(result, f"out_dir={out} cannot be created or written", "writable out_dir")
-    assert list(parent.iterdir()) == []  # no half-written model, no temporary folder
+    (out if made else parent).mkdir(parents=True)
+    parent.chmod(0o555)
+    try:
+        result = run_cli(
+            "export",
+            f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+            f"out_dir={out}",
+            f"paths.log_dir={tmp_path / 'logs'}",
+            preexec_fn=drop_root_file_access if os.geteuid() == 0 else None,
+            timeout=300,
+        )
+    finally:
+        parent.chmod(0o755)
+    inside = f"pass a new folder inside it, e.g. out_dir={str(out / 'model')!r}"
+    advice = inside if made else "pass a folder under one you can write"
+    line = assert_one_line_error(result, f"out_dir={str(out)!r}: {str(parent)!r} is not writable")
+    assert line.endswith(f"an export is written beside out_dir, then renamed into place: {advice}")
+    assert "Loading" not in result.stderr  # refused before the model is read
+    assert [p.name for p in parent.rglob("*")] == (["model"] if made else [])  # nothing written
 
 
 def test_resume_of_another_tools_run_folder(trained: tuple[Path, Path], tmp_path: Path) -> None:

@@ -75,11 +75,26 @@ def preempted(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict:
     return {"cli": cli, "run": run, "job": job, "expected": expected}
 
 
-def attempt(preempted: dict, copy: Path, **env: str):
-    """Run the job again in a copy of the first attempt's folder, with `env` added."""
-    shutil.copytree(preempted["run"], copy, symlinks=True)
-    job = {**preempted["job"], **env}
-    return run_cli("train", *preempted["cli"], f"hydra.run.dir={copy}", env=job)
+def copy_of_the_first(preempted: dict, run: Path) -> Path:
+    """The first attempt's folder, copied to `run` (each test changes its own copy)."""
+    shutil.copytree(preempted["run"], run, symlinks=True)
+    return run
+
+
+def run_again(preempted: dict, run: Path, *overrides: str, requeued: bool = True) -> list[str]:
+    """The job run again in `run`, as SLURM requeues it (SLURM_RESTART_COUNT=1) or, with
+    `requeued=False`, as a new job; it must succeed. The checkpoints it restored from."""
+    env = {**preempted["job"], **({"SLURM_RESTART_COUNT": "1"} if requeued else {})}
+    result = run_cli("train", *preempted["cli"], f"hydra.run.dir={run}", *overrides, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return restored_from(result.stdout + result.stderr)
+
+
+def ended_as_uninterrupted(preempted: dict, run: Path) -> bool:
+    """Whether `run` ended at the uninterrupted run's step with its final val/loss."""
+    ended, expected = json.loads((run / "metrics.json").read_text()), preempted["expected"]
+    keys = ("trainer/global_step", "val/loss")
+    return [ended[k] for k in keys] == [expected[k] for k in keys] and ended[keys[0]] == 8
 
 
 def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_weights(
@@ -88,13 +103,9 @@ def test_a_requeued_job_resumes_from_its_newest_save_and_validates_its_final_wei
     """The requeued attempt resumed from the auto-requeue's hpc_ckpt (step 3), not from the
     newer last.ckpt the preemption saved (step 5), and the validation after training loaded
     that hpc_ckpt again: metrics.json reported val/loss of the step-3 weights."""
-    run = tmp_path / "run"
-    second = attempt(preempted, run, SLURM_RESTART_COUNT="1")
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert restored_from(second.stdout + second.stderr) == [str(run / "checkpoints" / "last.ckpt")]
-    ended, expected = json.loads((run / "metrics.json").read_text()), preempted["expected"]
-    assert ended["trainer/global_step"] == expected["trainer/global_step"] == 8
-    assert ended["val/loss"] == expected["val/loss"]  # the final weights, resumed exactly
+    run = copy_of_the_first(preempted, tmp_path / "run")
+    assert run_again(preempted, run) == [str(run / "checkpoints" / "last.ckpt")]
+    assert ended_as_uninterrupted(preempted, run)  # the final weights, resumed exactly
 
 
 def test_saves_written_in_the_same_second_rank_by_their_step(
@@ -103,23 +114,12 @@ def test_saves_written_in_the_same_second_rank_by_their_step(
     """Equal times (coarse file-system times, a folder copied without them) ranked the saves by
     the order they were listed in: the step-3 hpc_ckpt was resumed from, steps 3-5 trained
     again, and the step-5 last.ckpt overwritten (red team rev_diff9)."""
-    run = tmp_path / "run"
-    shutil.copytree(preempted["run"], run, symlinks=True)
+    run = copy_of_the_first(preempted, tmp_path / "run")
     last = run / "checkpoints" / "last.ckpt"
     written = last.stat()
     os.utime(run / "hpc_ckpt_1.ckpt", ns=(written.st_atime_ns, written.st_mtime_ns))
-    again = run_cli(
-        "train",
-        *preempted["cli"],
-        f"hydra.run.dir={run}",
-        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert restored_from(again.stdout + again.stderr) == [str(last)]
-    assert (
-        json.loads((run / "metrics.json").read_text())["val/loss"]
-        == (preempted["expected"]["val/loss"])
-    )
+    assert run_again(preempted, run) == [str(last)]
+    assert ended_as_uninterrupted(preempted, run)
 
 
 def test_a_new_job_with_overwrite_run_in_a_folder_of_hpc_saves_starts_its_own_run(
@@ -127,35 +127,20 @@ def test_a_new_job_with_overwrite_run_in_a_folder_of_hpc_saves_starts_its_own_ru
 ) -> None:
     """`overwrite_run=true` in a folder holding hpc_ckpt files, not a requeue: the job resumed
     from the newest save and appended to the old run's logs (red team rev_diff9)."""
-    run = tmp_path / "run"
-    shutil.copytree(preempted["run"], run, symlinks=True)
-    cli = [*preempted["cli"], f"hydra.run.dir={run}", "overwrite_run=true"]
-    fresh = run_cli("train", *cli, env=preempted["job"])
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert restored_from(fresh.stdout + fresh.stderr) == []
-    ended = json.loads((run / "metrics.json").read_text())
-    assert (
-        ended["trainer/global_step"] == 8 and ended["val/loss"] == preempted["expected"]["val/loss"]
-    )
+    run = copy_of_the_first(preempted, tmp_path / "run")
+    assert run_again(preempted, run, "overwrite_run=true", requeued=False) == []
+    assert ended_as_uninterrupted(preempted, run)  # trained from step 0, as the reference
 
 
 def test_a_damaged_newest_save_gives_way_to_the_one_before(preempted: dict, tmp_path: Path) -> None:
     """A cut-short hpc_ckpt written after last.ckpt (a damaged disk) ended every requeue in
     the same error, with a good last.ckpt beside it (red team rev_diff9)."""
-    run = tmp_path / "run"
-    shutil.copytree(preempted["run"], run, symlinks=True)
+    run = copy_of_the_first(preempted, tmp_path / "run")
     hpc, last = run / "hpc_ckpt_1.ckpt", run / "checkpoints" / "last.ckpt"
     hpc.write_bytes(hpc.read_bytes()[:100_000])
     later = last.stat().st_mtime_ns + 60 * 10**9
     os.utime(hpc, ns=(later, later))
-    again = run_cli(
-        "train",
-        *preempted["cli"],
-        f"hydra.run.dir={run}",
-        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert restored_from(again.stdout + again.stderr) == [str(last)]
+    assert run_again(preempted, run) == [str(last)]
 
 
 def test_a_requeued_job_with_only_a_best_checkpoint_resumes_from_it(
@@ -164,19 +149,9 @@ def test_a_requeued_job_with_only_a_best_checkpoint_resumes_from_it(
     """Killed between its first best-*.ckpt and its first last.ckpt (or with `save_last:
     false`): every requeued attempt failed, as a new run in a folder of another run's
     checkpoints (red team rev_diff9)."""
-    run = tmp_path / "run"
-    shutil.copytree(preempted["run"], run, symlinks=True)
+    run = copy_of_the_first(preempted, tmp_path / "run")
     (run / "hpc_ckpt_1.ckpt").unlink()
     (run / "checkpoints" / "last.ckpt").unlink()
     (best,) = (run / "checkpoints").glob("best-*.ckpt")
-    again = run_cli(
-        "train",
-        *preempted["cli"],
-        f"hydra.run.dir={run}",
-        env={**preempted["job"], "SLURM_RESTART_COUNT": "1"},
-    )
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert restored_from(again.stdout + again.stderr) == [str(best)]
-    ended = json.loads((run / "metrics.json").read_text())
-    assert ended["trainer/global_step"] == 8
-    assert ended["val/loss"] == preempted["expected"]["val/loss"]
+    assert run_again(preempted, run) == [str(best)]
+    assert ended_as_uninterrupted(preempted, run)
