@@ -226,15 +226,20 @@ class CausalLMModule(LightningModule):
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
         steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
-        bound = self.trainer.max_steps  # the config check compared the warm-up with it
-        if scheduled and (bound == -1 or steps < bound) and self.trainer.is_global_zero:
-            epochs = f"the run's {steps} steps (trainer.max_epochs={self.trainer.max_epochs})"
-            warn_warmup_not_shorter_than(steps, epochs, (self.run_config or {}).get("model", {}))
+        if scheduled and self.trainer.is_global_zero:
+            self.warn_long_warmup(steps)
         config = optimizers.configure_optimizers(
             self.model, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )
         self.configured_groups = resumed_optimizer.configured_groups(config)
         return config
+
+    def warn_long_warmup(self, steps: int) -> None:
+        """The config check compared the warm-up with trainer.max_steps; the epochs may end the
+        run first (max_steps=-1, or more than the epochs hold)."""
+        if self.trainer.max_steps == -1 or steps < self.trainer.max_steps:
+            epochs = f"the run's {steps} steps (trainer.max_epochs={self.trainer.max_epochs})"
+            warn_warmup_not_shorter_than(steps, epochs, (self.run_config or {}).get("model", {}))
 
     def on_train_start(self) -> None:
         """After a checkpoint's restore: this run's optimizer settings apply (resumed_optimizer),
