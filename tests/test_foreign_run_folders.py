@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -270,6 +271,28 @@ def test_export_into_unwritable_parent(
     assert line.endswith(f"an export is written beside out_dir, then renamed into place: {advice}")
     assert "Loading" not in result.stderr  # refused before the model is read
     assert [p.name for p in parent.rglob("*")] == (["model"] if made else [])  # nothing written
+
+
+def test_export_onto_a_full_disk_is_one_line_and_takes_back_its_folders(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A disk that fills while the weights are written: safetensors' writer raised its own
+    SafetensorError (a traceback), and the parent folders the export had made stayed behind,
+    empty (rev_exrep). RLIMIT_FSIZE makes the kernel refuse the write as a full disk would."""
+    run, _ = trained
+    out = tmp_path / "new" / "nested" / "model"
+    result = run_cli(
+        "export",
+        f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+        f"out_dir={out}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (32_000, 32_000)),
+        timeout=300,
+    )
+    assert_one_line_error(
+        result, f"out_dir={out} cannot be created or written (File too large): pass a writable"
+    )
+    assert not (tmp_path / "new").exists()
 
 
 def test_resume_of_another_tools_run_folder(trained: tuple[Path, Path], tmp_path: Path) -> None:

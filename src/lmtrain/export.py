@@ -35,11 +35,12 @@ with gc_pause.paused_for_imports():
     from transformers import GenerationConfig
 
     from lmtrain.models.checkpoint import resolve_model_path
-    from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint, scrub
+    from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint
     from lmtrain.utils.checks import Problems
     from lmtrain.utils.config_checks import check_export_config, check_samples, plain
     from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
     from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.redact import scrub
     from lmtrain.utils.task import task_wrapper
 
 __all__ = ["export", "export_checkpoint", "scrub"]

@@ -11,11 +11,13 @@ import copy
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 from transformers.utils import logging as hf_logging
 
@@ -31,12 +33,14 @@ from lmtrain.utils.export_dir import (
     apply_umask,
     checked_out_dir,
     hold_lock,
+    make_parents,
     remove_dead_leftovers,
+    remove_if_empty,
     replace_folder,
     swap_lock,
 )
 from lmtrain.utils.export_overwrite import carry_over, record_files
-from lmtrain.utils.redact import is_secret_key, redact
+from lmtrain.utils.redact import scrub
 from lmtrain.utils.stored_targets import check_stored_data
 
 log = logging.getLogger(__name__)
@@ -106,13 +110,16 @@ def export_checkpoint(
     generation_config = tried_generation_config(loaded, generation or {})
 
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    made: list[Path] = []
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        made = make_parents(target)
         remove_dead_leftovers(target)
         tmp.mkdir()
     except OSError as err:
+        remove_if_empty(made)
         raise unwritable(out_dir, err) from None
     lock = hold_lock(tmp)
+    exported = False
     try:
         try:
             write_folder(tmp, loaded, info, generation_config, source)
@@ -133,10 +140,13 @@ def export_checkpoint(
                 replace_folder(tmp, target)
             except OSError as err:
                 raise unwritable(out_dir, err) from None
+            exported = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:
             os.close(lock)
+        if not exported:
+            remove_if_empty(made)
     log.info("Exported %s to %s", source, target)
     if kept:
         log.info("Kept what the previous export's folder held besides it: %s", ", ".join(kept))
@@ -229,33 +239,17 @@ def write_folder(
     # The code an `auto_map` names is never copied (nor run): the export must not ask for it.
     config.__dict__.pop("auto_map", None)
     tokenizer.init_kwargs.pop("auto_map", None)
-    model.save_pretrained(folder)
+    try:
+        model.save_pretrained(folder)
+    except SafetensorError as err:  # its Rust writer's I/O errors (disk full) are no OSError
+        if (errno := re.search(r"I/O error: .*\(os error (\d+)\)", str(err))) is None:
+            raise
+        code = int(errno.group(1))
+        raise OSError(code, os.strerror(code)) from None
     tokenizer.save_pretrained(folder)
     run_config = scrub(loaded.run_config)
     meta = {"run_config": run_config, "info": info, "ckpt_path": source}
     (folder / EXPORT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-
-def scrub(value: Any) -> Any:
-    """A copy of the run config without Hydra's own node, with the keys that name a secret
-    dropped (`lmtrain.utils.redact.is_secret_key`: one rule for every file a run writes) and
-    strings holding a secret redacted (see `lmtrain.utils.redact`).
-
-    Checkpoints of older runs may still hold secrets in their run config: this is the last gate.
-    """
-    return redact(_drop_secret_keys(value))
-
-
-def _drop_secret_keys(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: _drop_secret_keys(v)
-            for k, v in value.items()
-            if k != "hydra" and not is_secret_key(k)
-        }
-    if isinstance(value, list):
-        return [_drop_secret_keys(v) for v in value]
-    return value
 
 
 def probe_ids(model: torch.nn.Module) -> torch.Tensor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import os
 import re
@@ -182,6 +183,30 @@ def restore_interrupted_swap(out_dir: Path) -> None:
             if pid == os.getpid() or not locks.alive(pid):
                 os.replace(path, out_dir)
                 return
+
+
+def make_parents(out_dir: Path) -> list[Path]:
+    """Create out_dir's missing parent folders; return them, deepest first, for
+    `remove_if_empty` to take back should the export fail (a failed export left them empty)."""
+    missing = list(itertools.takewhile(lambda folder: not folder.exists(), out_dir.parents))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_if_empty(missing)
+        raise
+    return missing
+
+
+def remove_if_empty(folders: list[Path]) -> None:
+    """Remove `make_parents`'s folders, deepest first, as far as they are empty: one that another
+    export has filled meanwhile stays, and so do those above it."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 def remove_dead_leftovers(out_dir: Path) -> None:

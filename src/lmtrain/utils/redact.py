@@ -123,3 +123,25 @@ def redact_override(override: str, secrets: list[str] | None = None) -> str:
         return override
     name = key.lstrip("+~").rsplit(".", 1)[-1]
     return f"{key}={redact({name: value}, secrets)[name]}"
+
+
+def scrub(value: Any) -> Any:
+    """A copy of the run config without Hydra's own node, with the keys that name a secret
+    dropped (`lmtrain.utils.redact.is_secret_key`: one rule for every file a run writes) and
+    strings holding a secret redacted (see `lmtrain.utils.redact`).
+
+    Checkpoints of older runs may still hold secrets in their run config: this is the last gate.
+    """
+    return redact(_drop_secret_keys(value))
+
+
+def _drop_secret_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _drop_secret_keys(v)
+            for k, v in value.items()
+            if k != "hydra" and not is_secret_key(k)
+        }
+    if isinstance(value, list):
+        return [_drop_secret_keys(v) for v in value]
+    return value
