@@ -22,7 +22,6 @@ released by the kernel.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -46,12 +45,9 @@ from lmtrain.data.source_arguments import unsettled_arguments
 from lmtrain.data.tokenizers import TokenizerSettings
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
+from lmtrain.utils.io import NO_SPACE
 
 log = logging.getLogger(__name__)
-
-# What a full disk, a full quota or a file size limit (ulimit -f) raise while the cache is written.
-NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-
 
 def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
     """sha256 of what the tokens depend on, computed without reading the corpus.

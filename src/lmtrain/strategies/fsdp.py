@@ -31,7 +31,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
 from transformers import PreTrainedModel
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.lightning_compat import make_every_rank_data_parallel
 from lmtrain.models.checkpoint_paths import temporary_sharded
 from lmtrain.models.hf import decoder_blocks
@@ -41,6 +41,7 @@ from lmtrain.strategies.sharded_checkpoints import (
     remove_path,
     replace_folder,
 )
+from lmtrain.utils.checkpoint_io import full_disk_error
 from lmtrain.utils.checks import Problems
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -163,7 +164,14 @@ class FSDP2Strategy(ModelParallelStrategy):
         if self.global_rank == 0:
             remove_path(tmp)  # left by a save that was killed
         self.barrier()
-        super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException as err:  # every rank: DCP gathers failures in a BaseException
+            if (refusal := full_disk_error(path, err, RankAgreedError)) is None:
+                raise
+            if self.global_rank == 0:
+                remove_path(tmp)
+            raise refusal from None
         self.barrier()  # every shard, the .metadata and meta.pt are on disk
         if self.global_rank == 0:
             self.before_replace(tmp, path)

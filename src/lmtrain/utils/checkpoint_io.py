@@ -26,7 +26,8 @@ from fsspec.implementations.local import LocalFileSystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from typing_extensions import override
 
-from lmtrain.utils.io import atomic_write, temporary_path
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.io import atomic_write, no_space, temporary_path
 from lmtrain.utils.safe_load import checkpoint_error, refused_global
 from lmtrain.utils.tensor_digest import add_digest, verify
 
@@ -47,11 +48,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         target = Path(local_path)
         add_digest(checkpoint)  # checked by every reader (lmtrain.utils.tensor_digest)
-        with atomic_write(target, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-            self.before_replace(temporary_path(target), target)
+        try:
+            with atomic_write(target, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+                self.before_replace(temporary_path(target), target)
+        except (OSError, RuntimeError) as err:
+            if (refusal := full_disk_error(target, err)) is None:
+                raise
+            raise refusal from None
 
     @override
     def load_checkpoint(
@@ -76,6 +82,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         Does nothing; tests override it to kill a run at the worst moment of a save.
         """
+
+
+def full_disk_error(
+    target: Path, err: BaseException, error: type[LMTrainError] = LMTrainError
+) -> LMTrainError | None:
+    """One line for a checkpoint save that a full disk (or quota, or `ulimit -f`) stopped; None
+    for any other failure. Saves go to a temporary file or folder: the target is untouched.
+    `error`: RankAgreedError where every rank raises it together (a sharded save)."""
+    if (code := no_space(err)) is None:
+        return None
+    return error(
+        f"could not write the checkpoint {target} ({os.strerror(code)}): free space in "
+        f"{target.parent}, or set callbacks.model_checkpoint.dirpath=<a folder on a disk with "
+        "room>; the checkpoints saved before it are intact"
+    )
 
 
 def read_weights_only(strategy: Any) -> None:

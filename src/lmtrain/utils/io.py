@@ -12,6 +12,7 @@ Files get the user's umask, as a plain `open()` would (Python's `tempfile` would
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from collections.abc import Iterator
@@ -19,6 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from lmtrain.utils.locks import alive
+
+# What a full disk, a full quota or a file size limit (ulimit -f) raise while a file is written.
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextlib.contextmanager
@@ -77,3 +81,18 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def no_space(err: BaseException) -> int | None:
+    """The errno of a full disk (`NO_SPACE`) behind `err`, or None. torch.save turns one into a
+    RuntimeError ("unexpected pos") whose context is the OSError, hence the walk along the chain."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in NO_SPACE:
+            return seen.errno
+        # torch.distributed.checkpoint's CheckpointException: rank -> (exception, traceback)
+        for failure in getattr(seen, "failures", {}).values():
+            if isinstance(failure, tuple) and (code := no_space(failure[0])) is not None:
+                return code
+        seen = seen.__cause__ or seen.__context__
+    return None

@@ -81,6 +81,10 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 or lightning_refusal(err)
                 or ranks_missing(err)
             )
+            if user_error is None and rank_zero_only.rank > 0 and peer_gone(err):
+                # Rank 0 stopped on an error of its own (a full disk at its checkpoint save) and
+                # printed it: this rank's broken collective would only bury that line.
+                raise UserErrorExit("another rank of the run stopped") from None
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
@@ -125,6 +129,15 @@ def ranks_missing(err: BaseException) -> LMTrainError | None:
         "trainer.devices x trainer.num_nodes of them (srun --ntasks, torchrun --nnodes, "
         "NODE_RANK on every node), or wait longer: trainer.strategy.timeout.seconds=<s> under "
         "trainer=ddp_cpu, trainer.strategy.timeout_s=<s> under trainer=fsdp"
+    )
+
+
+def peer_gone(err: BaseException) -> bool:
+    """A collective that failed because another rank's process exited (gloo's "Connection closed
+    by peer", or NCCL's watchdog seeing a rank go)."""
+    words = str(err)
+    return isinstance(err, RuntimeError) and any(
+        sign in words for sign in ("Connection closed by peer", "Connection reset by peer")
     )
 
 
