@@ -9,6 +9,7 @@ tests/test_foreign_run_folders.py.
 
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.tmpfs import mounted_tmpfs
 
 STRATEGIES = {
     "one-process": ["trainer=cpu"],
@@ -53,3 +55,39 @@ def test_a_full_disk_at_a_checkpoint_save_is_one_line_and_keeps_the_earlier_ones
         f"(File too large): free space in {folder}, or set callbacks.model_checkpoint.dirpath=",
     )
     assert contents(folder) == before  # no temporary file or folder left either
+
+
+def test_consolidating_onto_a_full_disk_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", *STRATEGIES["fsdp"])
+    first = run_cli("train", *cli, f"hydra.run.dir={tmp_path / 'run'}")
+    assert first.returncode == 0, first.stderr[-3000:]
+    sharded = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    output = tmp_path / "merged.ckpt"
+    limit = max(p.stat().st_size for p in sharded.iterdir())  # the merged file is larger
+    result = run_cli(
+        "strategies",
+        "consolidate",
+        str(sharded),
+        f"--output={output}",
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)),
+    )
+    assert_one_line_error(
+        result, f"could not write the checkpoint {output} (File too large): free space in "
+    )
+    assert "pass --output <a file on a disk with room>" in result.stderr
+    assert list(tmp_path.glob("*merged*")) == []
+
+
+def test_a_full_disk_under_a_loggers_folder_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """The last resort (lmtrain.utils.task): any write a full disk stops, here Lightning's CSV
+    logger's, is one line and not a traceback."""
+    with mounted_tmpfs(tmp_path / "full", "size=64k") as full:
+        with contextlib.suppress(OSError):
+            (full / "filler").write_bytes(bytes(1 << 20))
+        result = run_cli(
+            "train",
+            *tiny_cli(tmp_path, data_dir, "logger=csv", f"logger.csv.save_dir={full}"),
+        )
+    assert_one_line_error(
+        result, "(No space left on device): free space on that disk, or point paths.log_dir"
+    )

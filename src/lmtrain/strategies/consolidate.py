@@ -24,6 +24,7 @@ import torch
 from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import format_consolidated_checkpoint
 from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, is_sharded_checkpoint
+from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 
@@ -69,8 +70,14 @@ def consolidate(
         raise LMTrainError(
             f"{str(folder)!r} holds no model weights (no state_dict or model entry): {NOT_OURS}"
         )
-    with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
-        torch.save(checkpoint, f)
+    try:
+        with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
+            torch.save(checkpoint, f)
+    except (OSError, RuntimeError) as err:
+        fix = "pass --output <a file on a disk with room>"
+        if (refusal := checkpoint_full_disk_error(output, err, fix=fix)) is None:
+            raise
+        raise refusal from None
     return output
 
 

@@ -41,7 +41,7 @@ from lmtrain.strategies.sharded_checkpoints import (
     remove_path,
     replace_folder,
 )
-from lmtrain.utils.checkpoint_io import full_disk_error
+from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.checks import Problems
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -167,7 +167,7 @@ class FSDP2Strategy(ModelParallelStrategy):
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
         except BaseException as err:  # every rank: DCP gathers failures in a BaseException
-            if (refusal := full_disk_error(path, err, RankAgreedError)) is None:
+            if (refusal := checkpoint_full_disk_error(path, err, RankAgreedError)) is None:
                 raise
             if self.global_rank == 0:
                 remove_path(tmp)

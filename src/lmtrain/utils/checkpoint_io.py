@@ -55,7 +55,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
                 self.before_replace(temporary_path(target), target)
         except (OSError, RuntimeError) as err:
-            if (refusal := full_disk_error(target, err)) is None:
+            if (refusal := checkpoint_full_disk_error(target, err)) is None:
                 raise
             raise refusal from None
 
@@ -84,18 +84,20 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         """
 
 
-def full_disk_error(
-    target: Path, err: BaseException, error: type[LMTrainError] = LMTrainError
+def checkpoint_full_disk_error(
+    target: Path,
+    err: BaseException,
+    error: type[LMTrainError] = LMTrainError,
+    fix: str = "set callbacks.model_checkpoint.dirpath=<a folder on a disk with room>",
 ) -> LMTrainError | None:
     """One line for a checkpoint save that a full disk (or quota, or `ulimit -f`) stopped; None
     for any other failure. Saves go to a temporary file or folder: the target is untouched.
     `error`: RankAgreedError where every rank raises it together (a sharded save)."""
-    if (code := no_space(err)) is None:
+    if (found := no_space(err)) is None:
         return None
     return error(
-        f"could not write the checkpoint {target} ({os.strerror(code)}): free space in "
-        f"{target.parent}, or set callbacks.model_checkpoint.dirpath=<a folder on a disk with "
-        "room>; the checkpoints saved before it are intact"
+        f"could not write the checkpoint {target} ({os.strerror(found.errno)}): free space in "
+        f"{target.parent}, or {fix}; the checkpoints saved before it are intact"
     )
 
 

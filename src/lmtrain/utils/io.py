@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.locks import alive
 
 # What a full disk, a full quota or a file size limit (ulimit -f) raise while a file is written.
@@ -83,16 +84,29 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def no_space(err: BaseException) -> int | None:
-    """The errno of a full disk (`NO_SPACE`) behind `err`, or None. torch.save turns one into a
+def no_space(err: BaseException) -> OSError | None:
+    """The full disk's OSError (`NO_SPACE`) behind `err`, or None. torch.save turns one into a
     RuntimeError ("unexpected pos") whose context is the OSError, hence the walk along the chain."""
     seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno in NO_SPACE:
-            return seen.errno
+            return seen
         # torch.distributed.checkpoint's CheckpointException: rank -> (exception, traceback)
         for failure in getattr(seen, "failures", {}).values():
-            if isinstance(failure, tuple) and (code := no_space(failure[0])) is not None:
-                return code
+            if isinstance(failure, tuple) and (found := no_space(failure[0])) is not None:
+                return found
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def full_disk_error(err: BaseException) -> LMTrainError | None:
+    """One line for any write a full disk stopped (samples.txt, metrics.json, a logger's file),
+    or None: the last resort of `lmtrain.utils.task`, after the checkpoint's and the token
+    cache's own lines, which name the setting that moves them."""
+    if (found := no_space(err)) is None:
+        return None
+    where = f" {found.filename}" if found.filename else " a file"
+    return LMTrainError(
+        f"could not write{where} ({os.strerror(found.errno)}): free space on that disk, or "
+        "point paths.log_dir (runs) or data.cache_dir (token caches) to a disk with room"
+    )

@@ -28,6 +28,7 @@ from lmtrain.errors import (
     user_message,
 )
 from lmtrain.utils.instantiate import config_entry_error
+from lmtrain.utils.io import full_disk_error
 
 T = TypeVar("T")
 # What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
@@ -80,6 +81,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 or config_entry_error(err)
                 or lightning_refusal(err)
                 or ranks_missing(err)
+                or full_disk_error(err)
             )
             if user_error is None and rank_zero_only.rank > 0 and peer_gone(err):
                 # Rank 0 stopped on an error of its own (a full disk at its checkpoint save) and
