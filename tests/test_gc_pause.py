@@ -99,6 +99,24 @@ def test_a_later_entry_points_import_leaves_earlier_garbage_collectable() -> Non
     assert json.loads(child.stdout.strip().splitlines()[-1]) == [True, True, True]
 
 
+def test_an_entry_points_import_after_a_plain_trainers_run_leaves_its_garbage_collectable() -> None:
+    """docs/python.md's order: a plain Trainer's run (lmtrain.models, torch) first, then
+    `import lmtrain.train`. Its freeze kept the first run's model, garbage in a cycle not yet
+    collected, for the kernel's life (red team rev_api)."""
+    child = run_child(
+        "import gc, json, weakref\n"
+        "import torch\n"
+        "class Run: pass\n"
+        "run = Run(); run.itself = run; run.weights = torch.zeros(1000)\n"
+        "alive = weakref.ref(run); del run  # garbage, in a cycle\n"
+        "import lmtrain.train\n"
+        "gc.collect()\n"
+        "print(json.dumps([alive() is None, gc.get_freeze_count(), gc.isenabled()]))\n"
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout.strip().splitlines()[-1]) == [True, 0, True]
+
+
 @pytest.mark.parametrize("stop", ["KeyboardInterrupt", "ImportError('no hydra here')"])
 def test_an_interrupted_or_failed_import_leaves_the_collector_on(stop: str) -> None:
     """A notebook's Ctrl-C during `import lmtrain.train` (or a library that fails to import)

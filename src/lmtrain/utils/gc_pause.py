@@ -18,18 +18,23 @@ when the process ends it walks them once more (1.2-1.7 s). Neither finds garbage
 
 Only entry points use it: a Hydra multirun runs its jobs in one process, and freezing between
 jobs would keep each job's garbage until the sweep ends. Importing an entry point as a module (a
-test, a notebook) pauses and resumes the same way, the first one only (see `resume`); only
-`python -m` runs `without_final_gc()`.
+test, a notebook) pauses and resumes the same way, the first one only (see `resume`), and only
+in a process that has not imported torch yet: a notebook that trained with a plain Trainer first
+has garbage of its own alive, which a freeze would keep (with its device memory) for the kernel's
+life, and its libraries are imported already. Only `python -m` runs `without_final_gc()`.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-gc.disable()
-_paused = True  # until the first entry point's imports are done
+# Until the first entry point's imports are done; never where torch came before us.
+_paused = "torch" not in sys.modules
+if _paused:
+    gc.disable()
 
 
 def resume() -> None:
