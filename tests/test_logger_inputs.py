@@ -17,7 +17,7 @@ import pytest
 import wandb
 
 from lmtrain.errors import LMTrainError, find_cause
-from lmtrain.utils import logger_runs, wandb_run
+from lmtrain.utils import logger_runs
 from lmtrain.utils.instantiate import instantiate_loggers
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.faults import mounted_tmpfs
@@ -223,7 +223,7 @@ def test_a_configured_mlflow_run_id_the_store_lacks_names_the_setting(
 def test_wandb_mode_disabled_wins_over_the_configs_offline_run(
     compose_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wandb_run, "USER_WANDB_MODE", "disabled", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     cfg = compose_cfg("logger=wandb")
     assert cfg.logger.wandb.offline is True
     (logger,) = instantiate_loggers(cfg.logger, run_cfg=cfg)
@@ -240,6 +240,6 @@ def test_wandb_mode_disabled_wins_over_the_configs_offline_run(
 def test_a_wandb_mode_wandb_does_not_know_is_one_line(
     compose_cfg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wandb_run, "USER_WANDB_MODE", "bogus", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "bogus")
     message = refusal(compose_cfg, "logger=wandb")
     assert message.startswith("WANDB_MODE='bogus' is not a W&B mode: "), message

@@ -14,7 +14,6 @@ from transformers import AutoModelForCausalLM
 from wandb.sdk.lib.hashutil import md5_file_b64
 
 from lmtrain.train import train
-from lmtrain.utils import wandb_run
 from tests.helpers.assertions import one_error_line
 from tests.helpers.cli import inspect_session, wandb_records, wandb_summary
 from tests.helpers.compose import TINY, compose
@@ -165,8 +164,7 @@ def test_wandb_disabled_logs_no_artifact_and_writes_no_export(
 ) -> None:
     """WANDB_MODE=disabled turns W&B off without touching the config: log_model=true then does
     what it does without a W&B logger (the export is the artifact's), and says so in one line."""
-    # WANDB_MODE as lmtrain read it at import; the real wandb then makes a disabled run.
-    monkeypatch.setattr(wandb_run, "USER_WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_MODE", "disabled")
     run_dir = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="lmtrain.callbacks.wandb_artifact"):
         train_logged(run_dir, data_dir, corpus)

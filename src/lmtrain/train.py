@@ -37,6 +37,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models.flops import flops_per_batch
     from lmtrain.models.hf import check_context, count_parameters
     from lmtrain.models.pretrained_overrides import check_pretrained_overrides
+    from lmtrain.utils.composed_config import run_config
     from lmtrain.utils.config_checks import check_train_config
     from lmtrain.utils.csv_history import CSVBatchStarts
     from lmtrain.utils.group_overrides import refuse_null_groups
@@ -67,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job described by `cfg`; return its final metrics."""
     startup = StartupClock(IMPORTS_DONE)  # the time to the first step, split into phases
     startup.mark("config")  # Hydra's composition and the process set-up
+    cfg = run_config(cfg)  # from Python: a dict, Hydra's node, the run folder, resume=
     check_train_config(cfg)  # every bad setting at once, before any work
     check_pretrained_overrides(cfg.model)  # model.config beside model.pretrained
     output_dir = Path(cfg.paths.output_dir)

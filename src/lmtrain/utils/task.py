@@ -8,6 +8,7 @@ A task that fails still closes its W&B run with the exit code (otherwise the off
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -43,6 +44,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
     def wrapped(*args: Any, **kwargs: Any) -> T:
         exit_code = 1
         agreed = False  # every rank stops here together: they leave together too
+        environment = dict(os.environ)
         try:
             result = task(*args, **kwargs)
             exit_code = 0
@@ -100,8 +102,21 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             finish_wandb(exit_code)
             if agreed:
                 leave_together()
+            restore_environment(environment)
 
     return wrapped
+
+
+def restore_environment(saved: dict[str, str]) -> None:
+    """Put os.environ back as it was before the task. Its libraries set variables for the rest of
+    the process: Lightning's WandbLogger WANDB_MODE=dryrun, seeding PL_GLOBAL_SEED, the DDP
+    launcher MASTER_ADDR and WORLD_SIZE. A second run in the process (a notebook's, a sweep's
+    next job) went offline when asked to be online, and took WANDB_MODE=disabled for dryrun."""
+    for key in set(os.environ) - set(saved):
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 def lightning_refusal(err: BaseException) -> LMTrainError | None:

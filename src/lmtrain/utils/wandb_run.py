@@ -42,8 +42,6 @@ RUN_ID_FILE = "wandb_run_id"
 # W&B refuses (`:;,#?/'`), no `\`, whitespace or control character, no leading `.`. The folder
 # may come from anyone; W&B refused `../x` with a traceback.
 SAVED_RUN_ID = re.compile(r"(?!\.)[^:;,#?/'\\\s\x00-\x1f]{1,128}")
-# The user's WANDB_MODE, read once: see mode_from_environment.
-USER_WANDB_MODE = os.environ.get("WANDB_MODE", "").strip()
 # The callback that logs the model artifact when logger.wandb.log_model=true.
 ARTIFACT_CALLBACK = "WandbModelArtifact"
 
@@ -94,13 +92,13 @@ def mode_from_environment() -> dict[str, Any]:
     (`WANDB_MODE=disabled` turns W&B off without touching code or config): the WandbLogger
     keywords for it, or none when it is unset.
 
-    Read from USER_WANDB_MODE, the environment when lmtrain was imported: Lightning's
-    WandbLogger sets WANDB_MODE=dryrun itself for an offline run, which is not the user's.
+    Lightning's WandbLogger sets WANDB_MODE=dryrun itself for an offline run, which is not the
+    user's: `lmtrain.utils.task` puts the environment back when a run ends.
     """
     import wandb
     from pydantic import ValidationError
 
-    mode = USER_WANDB_MODE
+    mode = os.environ.get("WANDB_MODE", "").strip()
     if not mode:
         return {}
     try:
