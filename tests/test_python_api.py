@@ -452,7 +452,7 @@ def test_load_from_checkpoint_takes_strict_false_for_a_partial_state(
     del checkpoint["lmtrain_tensor_digest"]  # as from a tool that writes none
     partial = tmp_path / "partial.ckpt"
     torch.save(checkpoint, partial)
-    with pytest.raises(RuntimeError, match=f"Missing key.*{re.escape(dropped[6:])}"):
+    with pytest.raises(LMTrainError, match=f"Missing key.*{re.escape(dropped[6:])}"):
         CausalLMModule.load_from_checkpoint(partial)
     loaded = CausalLMModule.load_from_checkpoint(partial, strict=False)
     kept = "transformer.wte.weight"

@@ -8,6 +8,7 @@ trains here without a line of model code of ours.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,9 +70,29 @@ def build_causal_lm(
             f"model.model_type={model_type!r} has no causal LM in transformers (an encoder or "
             "encoder-decoder model): use a decoder type (gpt2, llama, mistral, qwen2, ...)"
         )
+    if not config:  # transformers' defaults, which the command line's configs never leave
+        refuse_default_size(model_type, hf_config)
     with attention_backend(attn_implementation):
         model = AutoModelForCausalLM.from_config(hf_config, attn_implementation=attn_implementation)
     return check_causal(model, f"model.model_type={model_type!r}")
+
+
+def refuse_default_size(model_type: str, hf_config: PretrainedConfig) -> None:
+    """A model built from Python with no config gets transformers' default size: GPT-2's 124M
+    parameters, but Llama's 6.5B, whose 26 GB the kernel's OOM killer ended without a word
+    (red team rev_api). Counted on the meta device (no memory); refused where the float32
+    weights alone exceed the machine's memory, named otherwise."""
+    with torch.device("meta"):
+        count = sum(p.numel() for p in AutoModelForCausalLM.from_config(hf_config).parameters())
+    size = f"{count / 1e9:.2f}B parameters, {4 * count / 2**30:.1f} GiB in float32"
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if 4 * count > memory:
+        raise LMTrainError(
+            f"model_type={model_type!r} with no config is transformers' default {model_type} "
+            f"({size}), more than this machine's {memory / 2**30:.0f} GiB: pass config={{...}} "
+            "with its size (the config of configs/model/llama_tiny.yaml, for one)"
+        )
+    log.info("model_type=%r with no config: transformers' default (%s)", model_type, size)
 
 
 def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:

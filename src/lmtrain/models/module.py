@@ -30,7 +30,7 @@ from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
-from lmtrain.models.module_arguments import check_module_arguments, loading_arguments
+from lmtrain.models.module_arguments import check_module_arguments, loading_arguments, same_sizes
 from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
@@ -67,7 +67,8 @@ class CausalLMModule(LightningModule):
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
         parts = isinstance(optimizer, optimizers.OptimizerParts)
-        freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, parts)
+        settings = {"config": config, "seq_len_warmup": seq_len_warmup, "compile": compile}
+        freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, parts, settings)
         self.tokenizer = tokenizer
         self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
         if self.peft is not None:  # LoRA checkpoints hold the adapters alone
@@ -307,9 +308,10 @@ class CausalLMModule(LightningModule):
         kwargs, hparams_file = loading_arguments(
             checkpoint_path, hparams_file, weights_only, kwargs
         )
-        return super().load_from_checkpoint(
-            checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
-        )
+        with same_sizes(checkpoint_path):
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
+            )
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:

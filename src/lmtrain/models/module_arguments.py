@@ -3,7 +3,10 @@ Python (`lmtrain.train` checks the config first; see `lmtrain.utils.config_check
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+import inspect
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +15,29 @@ from transformers import PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import checkpoint_tokenizer
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.model_checks import check_model, check_seq_len_warmup
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
 
 
 def check_module_arguments(
-    tokenizer: Any, freeze: Mapping[str, Any] | None, optimizer: Any, scheduler: Any, parts: bool
+    tokenizer: Any,
+    freeze: Mapping[str, Any] | None,
+    optimizer: Any,
+    scheduler: Any,
+    parts: bool,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
-    """Refuse a tokenizer that is not one, unknown `freeze` keys, and an optimizer or schedule
-    that cannot be called as the module calls them (`parts`: `optimizer` is OptimizerParts,
-    checked by its own split); return `freeze` as a dict."""
+    """Refuse a tokenizer that is not one, unknown `freeze` keys, an optimizer or schedule that
+    cannot be called as the module calls them (`parts`: `optimizer` is OptimizerParts, checked
+    by its own split), and `settings` (`config`, `seq_len_warmup`, `compile`) the config checks
+    refuse: they failed deep in transformers or at the first step. Return `freeze` as a dict."""
+    problems = Problems()
+    check_model({**settings, "freeze": freeze}, problems)  # names them as model.<key>
+    check_seq_len_warmup(settings, None, problems)
+    problems.raise_if_any()
     if tokenizer is not None and not isinstance(tokenizer, PreTrainedTokenizerBase):
         raise LMTrainError(
             f"tokenizer={tokenizer!r:.40} is not a tokenizer: pass datamodule.tokenizer (after "
@@ -61,6 +76,7 @@ def loading_arguments(
       into an OmegaConf node, which cannot hold the tokenizer. It may be a run's config (what
       lmtrain's loggers save as `hparams.yaml`), whose `model` node holds the arguments."""
     refuse_pickle(weights_only)
+    refuse_unknown_keywords(kwargs)
     if hparams_file is not None and Path(hparams_file).suffix.lower() in (".yaml", ".yml"):
         kwargs = hparams_from_file(Path(hparams_file)) | kwargs
         hparams_file = None
@@ -92,3 +108,35 @@ def hparams_from_file(path: Path) -> dict[str, Any]:
         for key, value in values.items()
         if not str(key).startswith("_") and not (isinstance(value, dict) and "_target_" in value)
     }
+
+
+def refuse_unknown_keywords(kwargs: dict[str, Any]) -> None:
+    """Lightning drops the keywords `__init__` does not take, without a word: a misspelt
+    `optimzer=` left AdamW in place, for a run the user meant to train with something else."""
+    from lmtrain.models.module import CausalLMModule  # the module imports this one
+
+    takes = set(inspect.signature(CausalLMModule.__init__).parameters) - {"self"}
+    for key in kwargs:
+        if key not in takes:
+            close = difflib.get_close_matches(key, sorted(takes), n=1)
+            raise LMTrainError(
+                f"load_from_checkpoint({key}=...): CausalLMModule takes no {key}"
+                + (f"; did you mean {close[0]}?" if close else f": it takes {', '.join(takes)}")
+            )
+
+
+@contextmanager
+def same_sizes(checkpoint_path: str | Path) -> Iterator[None]:
+    """torch's state-dict mismatch (500 characters of missing keys and shapes) as one line: the
+    module was built from other arguments (`config=`, `hparams_file=`) than the checkpoint's."""
+    try:
+        yield
+    except RuntimeError as err:
+        if "Error(s) in loading state_dict" not in str(err):
+            raise
+        detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        raise LMTrainError(
+            f"{str(checkpoint_path)!r} does not fit the model the arguments build "
+            f"({detail[:160]}): leave out config= and hparams_file= (the checkpoint's own "
+            "arguments build its model), or pass strict=False to load what fits"
+        ) from None

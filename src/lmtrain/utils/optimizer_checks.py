@@ -226,7 +226,17 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
     each must be callable (a class or a partial), not an object already built over other
     parameters, and the schedule must take `num_training_steps`. Both failed at the first
     step, as "'AdamW' object is not callable" or a TypeError inside Lightning."""
+    examples = {
+        "optimizer": "functools.partial(torch.optim.AdamW, lr=1e-3)",
+        "scheduler": "functools.partial(transformers.get_cosine_schedule_with_warmup, "
+        "num_warmup_steps=100)",
+    }
     for name, factory in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if isinstance(factory, (str, Mapping)):  # a config's name or node, not a factory
+            raise LMTrainError(
+                f"{name}={factory!r:.60} is not callable: pass a class or a functools.partial, "
+                f"e.g. {examples[name]} (config names and nodes are the command line's)"
+            )
         if factory is not None and not callable(factory):
             raise LMTrainError(
                 f"{name}={type(factory).__name__}(...) is built already, over other parameters: "
@@ -247,3 +257,26 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
     for missing in (p for p in SCHEDULER_PASSES if accepted is not None and p not in accepted):
         name = getattr(getattr(scheduler, "func", scheduler), "__name__", repr(scheduler))
         raise LMTrainError(f"scheduler={name} {schedule_hint(missing)}")
+    for name, factory, passed in (
+        ("optimizer", optimizer, OPTIMIZER_PASSES),
+        ("scheduler", scheduler, SCHEDULER_PASSES),
+    ):
+        unbound = unbound_parameters(factory, passed) if factory is not None else []
+        if unbound:  # a TypeError at the first step, after the data and the model were built
+            func = getattr(getattr(factory, "func", factory), "__name__", repr(factory))
+            raise LMTrainError(
+                f"{name}={func} needs {', '.join(unbound)}, which nothing passes: bind "
+                f"{'it' if len(unbound) == 1 else 'them'} with functools.partial, e.g. "
+                f"{examples[name]}"
+            )
+
+
+def unbound_parameters(factory: Callable[..., Any], passed: tuple[str, ...]) -> list[str]:
+    """The parameters `factory` requires that neither a partial binds nor lmtrain passes (the
+    first, by position: the parameter groups, or the optimizer; and `passed`)."""
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):  # no signature to read
+        return []
+    named = [p for p in parameters if p.kind not in VARIADIC]
+    return [p.name for p in named[1:] if p.default is p.empty and p.name not in passed]
