@@ -117,24 +117,33 @@ def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
     assert statuses == {0: "failed"}
 
 
-def test_two_jobs_in_one_folder_fail_the_sweep_with_the_refused_jobs_reason(
-    tmp_path: Path, data_dir: Path
+@pytest.mark.parametrize(
+    ("sweep_args", "missing"),
+    [
+        (["seed=1,2"], "seed"),
+        (["hparams_search=optuna", "hydra.sweeper.n_trials=2"], "hydra.job.num (Optuna may"),
+    ],
+    ids=["basic", "optuna"],
+)
+def test_a_subdir_two_jobs_could_share_is_refused_before_any_job(
+    tmp_path: Path, data_dir: Path, sweep_args: list[str], missing: str
 ) -> None:
-    """A subdir that does not name the job: the second job is refused in the folder the first
-    filled, and the sweep says so, although every job folder holds a metrics.json."""
+    """The second job was refused in the folder the first filled, but Hydra had written its
+    .hydra/ record there first: the finished job's config then said seed 2, its report and its
+    resume read the wrong seed (red team rev_sweep)."""
     sweep = tmp_path / "sweep"
+    subdir = "lr_${model.optimizer.lr}"
     out = run_cli(
         "train",
         "-m",
         *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        "seed=1,2",
-        "hydra.sweep.subdir=lr_${model.optimizer.lr}",
+        *sweep_args,
+        f"hydra.sweep.subdir={subdir}",
         f"hydra.sweep.dir={sweep}",
     )
-    assert out.returncode == 1, out.stderr[-3000:]
-    last = out.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: 1 of 2 jobs of the sweep under {sweep} failed (job 1 in lr_")
-    assert last.endswith("the other jobs' results are in their folders"), last
+    line = assert_one_line_error(out, f"error: hydra.sweep.subdir={subdir} does not name {missing}")
+    assert line.endswith("or leave it at its default ${hydra.job.num}"), line
+    assert not list(sweep.glob("*/.hydra"))
 
 
 def test_a_search_whose_every_trial_failed_keeps_no_best_value(

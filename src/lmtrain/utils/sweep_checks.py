@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ OPTUNA_RESULTS = "optimization_results.yaml"
 
 # Overrides whose sweep can give the jobs task_names of their own (our experiments set one).
 SPLITTING_KEYS = ("experiment", "task_name")
+# What names one job of a sweep alone, in hydra.sweep.subdir.
+JOB_UNIQUE = {"hydra.job.num", "hydra.job.id"}
 
 
 def sweep_files(sweep_dir: Path) -> list[Path]:
@@ -95,12 +98,43 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
     overrides = named | {str(o): "" for o in typed}
     refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
+    refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)
         refuse_tags_optuna_ignores(overrides)
         refuse_empty_search_ranges(overrides)
         refuse_study_that_cannot_continue(sweeper, overrides)
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
+
+
+def refuse_shared_job_folders(config: DictConfig, overrides: dict[str, str]) -> None:
+    """Raise LMTrainError for a `hydra.sweep.subdir` that two jobs could share: Hydra writes a
+    job's `.hydra/` record before the job can refuse the folder, so the refused job's config
+    replaced the finished one's, and its resume and report then read the wrong seed (red team
+    rev_sweep). The basic sweeper's jobs differ in what it varies (or in their
+    override_dirname); Optuna may draw one point twice, so its subdir must hold the job's
+    number."""
+    subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # type: ignore[index]
+    # `${hydra.job.num}` and `${hydra:job.num}` alike
+    named = {
+        ref.strip().replace("hydra:", "hydra.") for ref in re.findall(r"\$\{([^}]+)\}", subdir)
+    }
+    if named & JOB_UNIQUE:
+        return
+    if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
+        missing = ["hydra.job.num (Optuna may draw one point twice)"]
+    elif "hydra.job.override_dirname" in named:
+        return
+    else:
+        varied = [o.key_or_group for o, _ in parsed_sweeps(overrides)]
+        missing = [k for k in varied if not any(n == k or n.startswith(f"{k}.") for n in named)]
+    if missing:
+        raise LMTrainError(
+            f"hydra.sweep.subdir={subdir} does not name {', '.join(missing)}, so jobs of the sweep "
+            "would share a folder, and Hydra writes a job's .hydra/ record before the job can "
+            f"refuse it, over the other's: add ${{{missing[0].split()[0]}}} to it, or leave it "
+            "at its default ${hydra.job.num}"
+        )
 
 
 def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
