@@ -214,7 +214,8 @@ def test_val_fraction_has_one_range_and_one_message(tmp_path: Path, value: float
         # A TypeError in the middle of reading; 0 read every document as empty ("empty corpus").
         (
             "abc",
-            "data.source.block_chars='abc' is not a whole number: pass a whole number of at least 1",
+            "data.source.block_chars='abc' is not a whole number: pass a whole number of at "
+            "least 1",
         ),
         (0, "data.source.block_chars=0 must be at least 1: pass a whole number of at least 1"),
     ],

@@ -139,8 +139,12 @@ class HFDatasetSource(Source):
                 raise LMTrainError(
                     f"data.source.data_files={self.data_files!r} ({reason}, with "
                     f"data.source.path={self.path!r}): name files that are there"
-                    + (", relative to data.source.path, or data.source.data_files=null for all "
-                       "of its files" if folder else "")
+                    + (
+                        ", relative to data.source.path, or data.source.data_files=null for all "
+                        "of its files"
+                        if folder
+                        else ""
+                    )
                 ) from None
             raise LMTrainError(
                 f"data.source.path={self.path!r} could not be loaded as a Hugging Face dataset "
@@ -212,7 +216,9 @@ class HFDatasetSource(Source):
     def _local_files(self, *splits: str) -> list[str]:
         """The data files of `splits` if they are all local files, else none."""
         data_files = self.builder.config.data_files or {}
-        files = [f for spec in splits for name in split_names(spec) for f in data_files.get(name, [])]
+        files = [
+            f for spec in splits for name in split_names(spec) for f in data_files.get(name, [])
+        ]
         return files if all(Path(f).is_file() for f in files) else []
 
     def documents(self) -> Iterator[Piece]:

@@ -66,7 +66,7 @@ def saved_splits(folder: Path) -> dict[str, list[str]]:
     ):
         raise LMTrainError(
             f"{folder / 'dataset_dict.json'} does not list the split folders beside it "
-            "(DatasetDict.save_to_disk writes {\"splits\": [\"train\", ...]}): save the dataset "
+            '(DatasetDict.save_to_disk writes {"splits": ["train", ...]}): save the dataset '
             "again, or pass data.source.data_files"
         )
     return {s: sorted(str(f) for f in (folder / s).glob("*.arrow")) for s in splits}

@@ -49,6 +49,7 @@ from lmtrain.utils.io import NO_SPACE
 
 log = logging.getLogger(__name__)
 
+
 def fingerprint(source: Source, tokenizer: TokenizerSettings) -> str:
     """sha256 of what the tokens depend on, computed without reading the corpus.
 
@@ -117,7 +118,9 @@ def build_or_load(
         # builds are left alone, in case the file system does not share locks.
         for leftover in cache_dir.glob(f"*.tmp-{socket.gethostname()}-*"):
             pid = leftover.name.rsplit("-", 1)[-1]
-            dead = leftover.is_dir() and pid.isascii() and pid.isdigit() and not locks.alive(int(pid))
+            dead = (
+                leftover.is_dir() and pid.isascii() and pid.isdigit() and not locks.alive(int(pid))
+            )
             if leftover.name.startswith(f"{key}.") or dead:
                 log.warning("Removing %s, left by an interrupted build", leftover)
                 shutil.rmtree(leftover, ignore_errors=True)
