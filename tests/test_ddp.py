@@ -17,6 +17,7 @@ import pytest
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 
+from lmtrain.strategies import consolidate
 from lmtrain.utils.launch import prepare_process
 from tests.helpers import ROOT
 from tests.helpers.cli import run_cli, tiny_cli, wandb_summary
@@ -86,6 +87,28 @@ def test_ddp_cpu_run_is_one_run_with_the_val_loss_of_one_process(
     assert n_windows % 2 == 1  # odd: a sampler that pads would have repeated a window
     assert len(val[0]) + len(val[1]) == n_windows
     assert metrics["val/loss"] == pytest.approx(single["val/loss"], rel=1e-6, abs=1e-6)
+
+
+@pytest.mark.parametrize("strategy", ["ddp_cpu", "fsdp_cpu"])
+def test_a_val_split_of_fewer_windows_than_ranks_validates_as_one_process(
+    tmp_path: Path, data_dir: Path, strategy: str
+) -> None:
+    """One val window on two ranks: Lightning's UnrepeatedDistributedSampler asserted a window
+    a rank (an AssertionError, then the other rank's broken collective; red team rev_sweep).
+    The rank without one now runs a padding window, weighed 0."""
+    corpus = tmp_path / "short.txt"
+    corpus.write_text(("To be, or not to be, that is the question. " * 14)[:600])
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, f"trainer={strategy}", "data.batch_size=4", corpus=corpus)
+    out = run_cli("train", *cli, "callbacks.text_samples=null", f"hydra.run.dir={run}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    last = run / "checkpoints" / "last.ckpt"
+    if last.is_dir():  # FSDP's shards
+        last = consolidate(last, None)
+    single = eval_tiny(last, tmp_path / "eval", data_dir)
+    assert single["val/tokens"] == 32  # one window
+    assert metrics["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5, abs=1e-5)
 
 
 @pytest.mark.slow

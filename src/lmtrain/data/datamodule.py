@@ -99,7 +99,7 @@ def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
         )
     if not isinstance(tokenizer, str | Mapping):
         raise LMTrainError(
-            f"tokenizer={tokenizer!r:.60} is not a tokenizer setting: pass a kind (\"char\", "
+            f'tokenizer={tokenizer!r:.60} is not a tokenizer setting: pass a kind ("char", '
             '"bpe") or a mapping such as {"kind": "pretrained", "name": <folder or hub id>}'
         )
     return source, {"kind": tokenizer} if isinstance(tokenizer, str) else tokenizer
@@ -243,7 +243,8 @@ class TextDataModule(LightningDataModule):
         world_size, rank = data_parallel_rank(trainer)
         if world_size == 1:
             return self._loader(self.val_dataset, shuffle=False, drop_last=False)
-        if not isinstance(trainer.strategy, ModelParallelStrategy):
+        fewer = len(self.val_dataset) < world_size  # Lightning's sampler asserts one a rank
+        if not isinstance(trainer.strategy, ModelParallelStrategy) and not fewer:
             # Each rank its own windows, none repeated: DistributedSampler pads with repeats,
             # which would bias the window-weighted val/loss away from one process's figure.
             sampler = UnrepeatedDistributedSampler(
@@ -251,8 +252,9 @@ class TextDataModule(LightningDataModule):
             )
             return self._loader(self.val_dataset, sampler=sampler, drop_last=False)
         # FSDP: every forward all-gathers the weights, a collective, so every rank must run as
-        # many val batches as the others (a rank with one more would wait forever). The short
-        # ranks get padding windows, which validation_step weighs 0.
+        # many val batches as the others (a rank with one more would wait forever); and fewer
+        # windows than ranks. The short ranks get padding windows, which validation_step
+        # weighs 0.
         padded = PaddedSampler(self.val_dataset, num_replicas=world_size, rank=rank)
         return self._loader(PaddedWindows(self.val_dataset), sampler=padded, drop_last=False)
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from lmtrain.errors import LMTrainError
 
@@ -105,17 +104,21 @@ class PaddedWindows(Dataset[torch.Tensor]):
         return self.windows[index]
 
 
-class PaddedSampler(UnrepeatedDistributedSampler):
+class PaddedSampler(DistributedSampler):
     """This rank's val windows, none repeated, then as many `len(dataset)` indices (padding, in
-    `PaddedWindows`) as make every rank's count the longest rank's."""
+    `PaddedWindows`) as make every rank's count the longest rank's. Its own windows are those
+    Lightning's UnrepeatedDistributedSampler gives (every `num_replicas`-th from `rank`), which
+    asserts at least one a rank: a val split of fewer windows than ranks was an AssertionError.
+    A DistributedSampler, so that Lightning uses it as is."""
 
     def __init__(self, dataset: FixedWindows, num_replicas: int, rank: int) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.own = range(rank, len(dataset), num_replicas)
         self.padded_size = -(-len(dataset) // num_replicas)
 
     def __iter__(self) -> Iterator[int]:
-        yield from super().__iter__()
-        yield from [len(self.dataset)] * (self.padded_size - self.num_samples)
+        yield from self.own
+        yield from [len(self.dataset)] * (self.padded_size - len(self.own))
 
     def __len__(self) -> int:
         return self.padded_size
