@@ -19,6 +19,7 @@ import signal
 from pathlib import Path
 
 import pytest
+import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain import report
@@ -144,6 +145,37 @@ def test_a_subdir_two_jobs_could_share_is_refused_before_any_job(
     line = assert_one_line_error(out, f"error: hydra.sweep.subdir={subdir} does not name {missing}")
     assert line.endswith("or leave it at its default ${hydra.job.num}"), line
     assert not list(sweep.glob("*/.hydra"))
+
+
+def test_a_maximizing_search_given_as_a_list_scores_a_failed_trial_worst(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`hydra.sweeper.direction=[maximize]`, which Hydra's Optuna sweeper takes: read as text
+    it was never "maximize", so the failed trial scored +inf and was the study's best (rev_sweep).
+    Several objectives are refused before any trial: a job returns one value."""
+    sweep = tmp_path / "sweep"
+    cli = [
+        "train",
+        "hparams_search=optuna",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "hydra.sweeper.n_trials=2",
+        "model.config.n_embd=32",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    out = run_cli(*cli, "hydra.sweeper.direction=[maximize]", *sabotage(fail=[1]))
+    assert out.returncode == 1, out.stderr[-3000:]  # one failed trial fails the sweep
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
+    assert best == json.loads((sweep / "0" / "metrics.json").read_text())["val/loss"]
+    both = run_cli(
+        *cli[:-1],
+        f"hydra.sweep.dir={tmp_path / 'two'}",
+        "hydra.sweeper.direction=[maximize,minimize]",
+    )
+    assert_one_line_error(
+        both,
+        "error: hydra.sweeper.direction=['maximize', 'minimize'] asks for 2 objectives, and "
+        "each job returns one value (optimized_metric): pass one direction",
+    )
 
 
 def test_a_search_whose_every_trial_failed_keeps_no_best_value(

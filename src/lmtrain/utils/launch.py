@@ -36,6 +36,7 @@ from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
+from lmtrain.utils.sweep_jobs import sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.task import fail
 from lmtrain.utils.wandb_run import job_name
@@ -293,4 +294,4 @@ def worst_value() -> float:
     max_failure_rate of 0, ends the study.
     """
     direction = HydraConfig.get().sweeper.get("direction") if HydraConfig.initialized() else None
-    return -math.inf if str(direction).lower() == "maximize" else math.inf
+    return -math.inf if sweep_direction(direction) == "maximize" else math.inf

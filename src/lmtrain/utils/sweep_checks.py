@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.optuna_study import refuse_study_that_cannot_continue
@@ -101,6 +101,13 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)
+        directions = sweeper.get("direction")
+        if isinstance(directions, ListConfig) and len(directions) > 1:
+            raise LMTrainError(
+                f"hydra.sweeper.direction={list(directions)} asks for {len(directions)} "
+                "objectives, and each job returns one value (optimized_metric): pass one "
+                "direction, e.g. hydra.sweeper.direction=minimize"
+            )
         refuse_tags_optuna_ignores(overrides)
         refuse_empty_search_ranges(overrides)
         refuse_study_that_cannot_continue(sweeper, overrides)

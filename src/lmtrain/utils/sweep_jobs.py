@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import ListConfig
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import locks
@@ -182,7 +183,7 @@ def read_job(folder: Path, num: int) -> Job:
         metrics={k: float(v) for k, v in metrics.items() if is_real(v)},
         optimized_metric=optimized_metric,
         wandb_id=load(RUN_ID_FILE, str.strip, str, needed=False),
-        direction=str(dig(saved_hydra, "hydra", "sweeper", "direction") or "").lower(),
+        direction=sweep_direction(dig(saved_hydra, "hydra", "sweeper", "direction")),
         problem="; ".join(problems),
         running=locks.held_elsewhere(folder / locks.RUN_FOLDER_LOCK),
     )
@@ -255,3 +256,12 @@ def wandb_history(run_dir: Path) -> list[dict[str, Any]]:
     out = subprocess.run(command, capture_output=True, text=True)
     records = (json.loads(line) for line in out.stdout.splitlines() if '"history"' in line)
     return [record["history"]["item"] for record in records if record.get("type") == "history"]
+
+
+def sweep_direction(value: Any) -> str:
+    """`hydra.sweeper.direction` as one lower-case word ("" if unset). Hydra's Optuna sweeper
+    takes a list too, and one study's objective is then `[maximize]`: read as a string, it was
+    never "maximize", so failed trials scored +inf and became the best (red team rev_sweep)."""
+    if isinstance(value, (list, tuple, ListConfig)) and len(value) == 1:
+        value = value[0]
+    return str(value or "").lower()
