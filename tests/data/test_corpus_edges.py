@@ -370,6 +370,22 @@ def test_an_empty_jsonl_is_one_line(tmp_path: Path, streaming: bool) -> None:
     )
 
 
+def test_an_empty_validation_split_of_its_own_is_one_line(tmp_path: Path) -> None:
+    """A folder of train.jsonl and an empty validation.jsonl: datasets' ValueError ("corresponds
+    to no data") was a traceback (red team rev_sweep). Streamed, the split reads as no rows, and
+    the data module refuses a val split of 0 tokens."""
+    (tmp_path / "train.jsonl").write_text('{"text": "some text to train on"}\n' * 50)
+    empty = tmp_path / "validation.jsonl"
+    empty.write_text("")
+    source = HFDatasetSource(str(tmp_path), val_split="validation", cache_dir=str(tmp_path / "hf"))
+    with pytest.raises(LMTrainError) as err:
+        load_splits(source)
+    assert str(err.value) == (
+        f"{str(empty)!r} holds no rows (an empty file?): pass files with text, or leave it out of "
+        "data.source.path"
+    )
+
+
 def test_load_kwargs_are_given_as_the_docs_say(tmp_path: Path, compose_cfg) -> None:
     """`data.source.load_kwargs={sample_by:document}` used to be Hydra's "not in struct"."""
     for name in ("a", "b"):

@@ -40,8 +40,8 @@ from lmtrain.data.hf_local import (
     plain,
     split_names,
 )
-from lmtrain.data.read_errors import dataset_file_problem
-from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.data.read_errors import dataset_read_problem
+from lmtrain.errors import LMTrainError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -247,21 +247,8 @@ class HFDatasetSource(Source):
         except LMTrainError:
             raise
         except Exception as err:
-            decode_error = find_cause(err, UnicodeDecodeError)
-            problem = dataset_file_problem(err)
-            if find_cause(err, StopIteration) is not None:  # datasets reads a first row for columns
-                problem = (
-                    " holds no rows (an empty file?): pass files with text, or leave it out of "
-                    "data.source.path"
-                )
-            if decode_error is None and problem is None:
+            if (problem := dataset_read_problem(err)) is None:
                 raise
-            if decode_error is not None:
-                problem = (
-                    f" is not UTF-8 text ({decode_error.reason}): convert the files to UTF-8 "
-                    "(iconv -f <encoding> -t utf-8), or for text/csv files pass their encoding, "
-                    "e.g. data.source.load_kwargs={encoding:latin-1}"
-                )
             raise LMTrainError(f"{self._failed_file(datasets, split)}{problem}") from None
 
     def _failed_file(self, datasets: Any, split: str) -> str:

@@ -127,6 +127,27 @@ def dataset_file_problem(err: BaseException) -> str | None:
     return None
 
 
+def dataset_read_problem(err: BaseException) -> str | None:
+    """What went wrong reading a `data=hf_dataset` split, as the end of a line that begins with
+    the file (or None: not the data's fault): not UTF-8, no rows (an empty file: a StopIteration
+    where datasets reads a first row for the columns, or, for a split of its own such as an empty
+    `validation.jsonl`, its "corresponds to no data"), or a format error."""
+    decode_error = find_cause(err, UnicodeDecodeError)
+    if decode_error is not None:
+        return (
+            f" is not UTF-8 text ({decode_error.reason}): convert the files to UTF-8 "
+            "(iconv -f <encoding> -t utf-8), or for text/csv files pass their encoding, "
+            "e.g. data.source.load_kwargs={encoding:latin-1}"
+        )
+    empty = find_cause(err, StopIteration) is not None
+    if empty or (isinstance(err, ValueError) and "corresponds to no data" in str(err)):
+        return (
+            " holds no rows (an empty file?): pass files with text, or leave it out of "
+            "data.source.path"
+        )
+    return dataset_file_problem(err)
+
+
 def check_not_archive(path: Path) -> None:
     """Refuse a tar archive (plain or gzipped) given as a text file.
 
