@@ -23,6 +23,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import OmegaConf
 
 from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 
 
@@ -68,6 +69,35 @@ def test_slurm_launcher_asks_sbatch_for_one_task_per_device(
         "#SBATCH --signal=USR2@120",
     ):
         assert line in script, script
+
+
+@pytest.mark.parametrize("sweep", ["trainer.devices=2,4", "trainer.num_nodes=1,2"])
+def test_a_sweep_over_job_sizes_under_the_slurm_launcher_is_refused(
+    tmp_path: Path, data_dir: Path, sweep: str
+) -> None:
+    """hydra-submitit-launcher resolves hydra.launcher once, with the sweep's config: the
+    4-device job was submitted with --ntasks-per-node=2 (red team rev_sweep). Refused before
+    anything is submitted (a stand-in sbatch would record a submission)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("srun", "sbatch"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\ntouch {tmp_path}/{tool}-ran\nexit 1\n")
+        (bin_dir / tool).chmod(0o755)
+    out = run_cli(
+        "train",
+        "-m",
+        *tiny_cli(tmp_path, data_dir),
+        "hydra/launcher=slurm",
+        "trainer=ddp_cpu",
+        sweep,
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+    )
+    line = assert_one_line_error(out, f"so a sweep over {sweep.split('=')[0]} would run each job")
+    assert line.endswith(
+        "start one sweep per size instead (e.g. trainer.devices=4 -m <the other keys>)"
+    )
+    assert not (tmp_path / "sbatch-ran").exists()
 
 
 class Preempt(Callback):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.optuna_study import refuse_study_that_cannot_continue
+from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
@@ -84,13 +84,6 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
         raise LMTrainError(
             f"hydra.sweep.dir={sweep_dir} is a file, not a folder: pass a new folder for the sweep"
         )
-    launcher = str(config.hydra.launcher.get("_target_", ""))
-    if launcher.endswith(".SlurmLauncher") and shutil.which("srun") is None:
-        raise LMTrainError(
-            "hydra/launcher=slurm submits jobs with SLURM, and this machine has no srun (not a "
-            "SLURM cluster): run the command on a SLURM login node, or use "
-            "hydra/launcher=slurm_local to run the jobs here"
-        )
     sweeper = config.hydra.sweeper
     # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
     params = OmegaConf.to_container(sweeper, resolve=False).get("params") or {}  # type: ignore[union-attr]
@@ -98,6 +91,8 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
     overrides = named | {str(o): "" for o in typed}
     refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
+    swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
+    refuse_slurm_launcher_problems(config, swept)
     refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)

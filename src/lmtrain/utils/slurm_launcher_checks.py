@@ -1,0 +1,40 @@
+"""What `hydra/launcher=slurm` (hydra-submitit-launcher) cannot do, refused before any job.
+
+- It needs `srun`: on a machine without SLURM, submitit's traceback came after the sweep began.
+- It resolves `hydra.launcher` once, with the sweep's own config, and submits every job with
+  those sbatch options: `tasks_per_node: ${trainer.devices}` looks per job but is not, so a
+  sweep over `trainer.devices=2,4` ran its 4-device job with 2 tasks (red team rev_sweep).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from omegaconf import DictConfig
+
+from lmtrain.errors import LMTrainError
+
+# What sizes a job's sbatch options (configs/hydra/launcher/slurm.yaml): devices and nodes, and
+# the trainer group and accelerator that set them.
+SIZING_KEYS = ("trainer", "trainer.devices", "trainer.num_nodes", "trainer.accelerator")
+
+
+def refuse_slurm_launcher_problems(config: DictConfig, swept: list[str]) -> None:
+    """`swept`: the keys (or groups) the sweep varies."""
+    launcher = str(config.hydra.launcher.get("_target_", ""))
+    if not launcher.endswith(".SlurmLauncher"):
+        return
+    if shutil.which("srun") is None:
+        raise LMTrainError(
+            "hydra/launcher=slurm submits jobs with SLURM, and this machine has no srun (not a "
+            "SLURM cluster): run the command on a SLURM login node, or use "
+            "hydra/launcher=slurm_local to run the jobs here"
+        )
+    sizing = [key for key in swept if key in SIZING_KEYS]
+    if sizing:
+        raise LMTrainError(
+            f"hydra/launcher=slurm submits every job of a sweep with the sbatch options of the "
+            f"sweep's own config, so a sweep over {', '.join(sizing)} would run each job with "
+            "the same --ntasks-per-node and --nodes: start one sweep per size instead (e.g. "
+            "trainer.devices=4 -m <the other keys>)"
+        )
