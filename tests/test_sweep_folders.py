@@ -178,6 +178,28 @@ def test_a_maximizing_search_given_as_a_list_scores_a_failed_trial_worst(
     )
 
 
+def test_a_job_the_nan_guard_stops_is_a_diverged_result_not_a_failure(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """scaling.md: "a diverged job is a result, not a failure"; with the default
+    model.nan_guard=stop, the guard's stop made it a failure, and the sweep exited 1 (rev_sweep)."""
+    sweep = tmp_path / "sweep"
+    out = run_cli(
+        "train",
+        "-m",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        "seed=1,2",
+        "callbacks.text_samples=null",
+        f"hydra.sweep.dir={sweep}",
+        *sabotage(nan=[1]),
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (sweep / "1" / "train.log").read_text()
+    assert " diverged; reporting inf" in log
+    assert "lower model.optimizer.lr, then" in out.stderr  # it clips: no clipping advice
+    assert (sweep / "0" / "metrics.json").is_file()
+
+
 def test_a_search_whose_every_trial_failed_keeps_no_best_value(
     tmp_path: Path, data_dir: Path
 ) -> None:

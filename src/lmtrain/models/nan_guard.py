@@ -66,7 +66,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
     skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
     raise NonFiniteLossError(
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
-        f"{path}; lower model.optimizer.lr (or set trainer.gradient_clip_val){skip}, then "
+        f"{path}; lower model.optimizer.lr{clip_hint(trainer)}{skip}, then "
         f"{resume_hint(path)}"
     )
 
@@ -103,6 +103,12 @@ def spoilt(module: Any, what: str) -> NonFiniteLossError:
     kept = f"kept {path} as it was" if path.exists() else "no checkpoint was saved yet"
     return NonFiniteLossError(
         f"{what} NaN or inf (an update overflowed while its loss was finite): {kept}; lower "
-        "model.optimizer.lr (or set trainer.gradient_clip_val), then "
+        f"model.optimizer.lr{clip_hint(module.trainer)}, then "
         + (resume_hint(path) if path.exists() else "start the run again")
     )
+
+
+def clip_hint(trainer: Any) -> str:
+    """Clipping as advice only where the run does not clip already (the default clips at 1.0)."""
+    clips = getattr(trainer, "gradient_clip_val", None)
+    return "" if clips else " (or set trainer.gradient_clip_val)"

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, read_write
 
-from lmtrain.errors import Preempted, first_line
+from lmtrain.errors import NonFiniteLossError, Preempted, find_cause, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
 from lmtrain.utils.parent_death import end_with_parent
@@ -255,6 +255,11 @@ def run_for_sweeper(
                 return worst_value()
             if isinstance(exit_, SIGTERMException) or requeue.requeue_in_flight:
                 raise  # requeued by submitit outside the training steps
+            if find_cause(exit_.__context__, NonFiniteLossError) is not None:
+                # nan_guard=stop ended a diverged job: a result of the search, not a failure
+                log.warning("%s diverged; reporting %s", job, worst_value())
+                ended(True)
+                return worst_value()
             log.error("%s failed (exit code %s); the sweep goes on", job, exit_.code)
             ended(False, getattr(exit_, "message", f"exit code {exit_.code}"))
             return worst_value()
