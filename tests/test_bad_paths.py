@@ -109,6 +109,16 @@ def test_a_cache_folder_that_cannot_be_created_is_one_line(tmp_path: Path, a_fil
     assert_one_line_error(result, f"data.cache_dir={cache}", "writable data.cache_dir")
 
 
+def test_hydra_job_chdir_is_refused_before_any_data_is_prepared(tmp_path: Path) -> None:
+    """lightning-hydra-template's habit: the job ran in its run folder, where the relative
+    token cache resolved, so every run tokenized its corpus anew into its own folder (rev_sweep)."""
+    result = run_cli(
+        "train", *tiny_cli(tmp_path, tmp_path / "data", "hydra.job.chdir=true", "logger=none")
+    )
+    assert_one_line_error(result, "hydra.job.chdir=true runs the job in its run folder")
+    assert not (tmp_path / "data").exists()
+
+
 def test_adding_a_file_keeps_the_val_file_chosen_when_no_file_hashes_into_val(
     tmp_path: Path,
 ) -> None:

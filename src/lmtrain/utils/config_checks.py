@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -133,6 +134,12 @@ def check_paths(cfg: DictConfig, problems: Problems) -> None:
                 f"paths.{key}='' names no folder (what goes under it would start at the file "
                 "system's root): leave it as configured, or pass a folder"
             )
+    if HydraConfig.initialized() and HydraConfig.get().job.get("chdir"):
+        problems.add(  # the token cache went into each run folder, built anew every run
+            "hydra.job.chdir=true runs the job in its run folder, where relative paths "
+            "(data.source.path, paths.*, data.cache_dir) would resolve: lmtrain keeps the launch "
+            "directory; drop hydra.job.chdir=true"
+        )
 
 
 def check_unset(cfg: DictConfig, problems: Problems) -> None:
