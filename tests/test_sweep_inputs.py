@@ -17,6 +17,8 @@ import yaml
 
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.compose import TINY_LLAMA, TINY_RUN
+from tests.helpers.corpora import one_file_corpus
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -106,6 +108,33 @@ def test_a_range_with_a_step_of_0_is_one_line(
     """The basic sweeper ended in Python's `range() arg 3 must not be zero`, a traceback."""
     space = "model.scheduler.num_warmup_steps=range(1,3,0)"
     refused(tmp_path, data_dir, *search, space, fragments=(f"the sweep {space} has a step of 0",))
+
+
+@pytest.mark.parametrize("search", [OPTUNA, ("-m", "model.config.n_embd=32,64")])
+def test_a_search_over_a_key_the_model_does_not_have_is_refused_before_any_trial(
+    tmp_path: Path, data_dir: Path, search: tuple[str, ...]
+) -> None:
+    """The generic search space is GPT-2's: with a Llama model, trial 0 failed in Hydra's words,
+    advising `+model.config.n_embd`, which Llama takes without a word (red team rev_sweep)."""
+    corpus = one_file_corpus(tmp_path / "corpus")
+    sweep = tmp_path / "sweep"
+    llama = [*TINY_LLAMA, *TINY_RUN, "data=text_files", "data.tokenizer.kind=char"]
+    paths = [f"paths.data_dir={data_dir}", f"paths.log_dir={tmp_path / 'logs'}"]
+    out = run_cli(
+        "train",
+        *search,
+        *llama,
+        f"data.source.path={corpus}",
+        *paths,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert_one_line_error(
+        out,
+        "names model.config.n_embd, which this run's config does not have (model.config has "
+        "num_hidden_layers,",
+        "search the keys of the model you train",
+    )
+    assert not sweep.exists()
 
 
 def test_a_sweep_dir_that_is_a_file_is_one_line(tmp_path: Path, data_dir: Path) -> None:

@@ -33,6 +33,7 @@ OPTUNA_RESULTS = "optimization_results.yaml"
 SPLITTING_KEYS = ("experiment", "task_name")
 # What names one job of a sweep alone, in hydra.sweep.subdir.
 JOB_UNIQUE = {"hydra.job.num", "hydra.job.id"}
+_ABSENT = object()  # OmegaConf.select's default for a key a config does not have
 
 
 def sweep_files(sweep_dir: Path) -> list[Path]:
@@ -93,6 +94,7 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
     swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
     refuse_slurm_launcher_problems(config, swept)
+    refuse_unknown_search_keys(config, overrides)
     refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)
@@ -107,6 +109,34 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
         refuse_empty_search_ranges(overrides)
         refuse_study_that_cannot_continue(sweeper, overrides)
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
+
+
+def refuse_unknown_search_keys(config: DictConfig, overrides: dict[str, str]) -> None:
+    """Raise LMTrainError for a swept key this run's config does not have (without `+`): the
+    generic Optuna space searches GPT-2's `model.config.n_embd`, and with `model=llama_tiny`
+    trial 0 failed in Hydra's words, advising `+model.config.n_embd`, which Llama would take
+    without a word and the search would then vary for nothing (red team rev_sweep)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    sweeps = parsed_sweeps(overrides)
+    loader = GlobalHydra.instance().config_loader()
+    if any(loader.get_group_options(override.key_or_group) for override, _ in sweeps):
+        return  # a swept group (experiment=a,b) brings keys this config has not composed
+    for override, shown in sweeps:
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or key.startswith("hydra"):
+            continue
+        found = OmegaConf.select(config, key, default=_ABSENT, throw_on_resolution_failure=False)
+        if found is not _ABSENT:
+            continue
+        parent = key.rpartition(".")[0]
+        node = OmegaConf.select(config, parent, throw_on_resolution_failure=False)
+        has = f" ({parent} has {', '.join(map(str, node))})" if isinstance(node, DictConfig) else ""
+        raise LMTrainError(
+            f"the search space {shown} names {key}, which this run's config does not have{has}: "
+            "search the keys of the model you train (hparams_search/optuna.yaml assumes GPT-2 "
+            "and AdamW; copy it for another model)"
+        )
 
 
 def refuse_shared_job_folders(config: DictConfig, overrides: dict[str, str]) -> None:
