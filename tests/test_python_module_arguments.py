@@ -98,3 +98,18 @@ def test_load_from_checkpoint_refuses_a_misspelt_keyword_and_names_a_size_mismat
         message
     )
     assert message.endswith("or pass strict=False to load what fits") and "\n" not in message
+
+
+def test_load_model_on_a_run_folder_points_at_its_checkpoint(tmp_path: Path) -> None:
+    """It said the folder "has no usable tokenizer: copy the tokenizer files into it"."""
+    from lmtrain.models.checkpoint import load_model
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    with pytest.raises(LMTrainError) as refused:
+        load_model(run)
+    assert str(refused.value) == (
+        f"ckpt_path={str(run)!r} is a training run's folder, not a model folder: pass its "
+        f"checkpoint, {str(run / 'checkpoints' / 'last.ckpt')!r} (or a best-*.ckpt)"
+    )

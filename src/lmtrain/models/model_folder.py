@@ -57,6 +57,11 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     found at once.
     """
     folder = Path(path)
+    if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
+        raise LMTrainError(  # was "has no usable tokenizer: copy the tokenizer files into it"
+            f"ckpt_path={str(path)!r} is a training run's folder, not a model folder: pass its "
+            f"checkpoint, {str(folder / 'checkpoints' / 'last.ckpt')!r} (or a best-*.ckpt)"
+        )
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
     if lacks_tokenizer_config(folder):
