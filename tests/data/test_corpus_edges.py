@@ -437,3 +437,19 @@ def test_load_kwargs_is_a_mapping_of_keywords(tmp_path: Path, value: object) -> 
     assert str(err.value).startswith(
         f"data.source.load_kwargs={value!r} is not a mapping of load_dataset keywords"
     )
+
+
+@pytest.mark.parametrize(("val_chars", "warned"), [(20_000, True), (2_000, False)])
+def test_a_split_of_few_files_far_from_val_fraction_is_told(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, val_chars: int, warned: bool
+) -> None:
+    """Two files, val_fraction=0.1: the one hashed to val is whole; when it was the bigger, most
+    of the text never trained, without a word (red team rev_sweep)."""
+    (tmp_path / "a.txt").write_text("a" * val_chars)  # a.txt hashes to val
+    (tmp_path / "b.txt").write_text("b" * 20_000)
+    source = TextFilesSource(str(tmp_path), val_fraction=0.1)
+    assert source.file_splits() == ["val", "train"]
+    with caplog.at_level(logging.WARNING, logger="lmtrain.data.split_balance"):
+        load_splits(source)
+    share = f"{100 * val_chars / (val_chars + 20_000):.0f}% of its text"
+    assert (f"1 of the corpus's 2 files go to val, {share}" in caplog.text) == warned

@@ -52,6 +52,7 @@ from lmtrain.data.file_walk import (
     warn_overlaps,
 )
 from lmtrain.data.records import read_records
+from lmtrain.data.split_balance import warn_lopsided_split
 from lmtrain.errors import LMTrainError, MissingCorpusError
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,9 @@ class FileSource(Source):
         elif len(files) == 1:
             yield from split_single_text(files[0], self.val_fraction, self.block_chars)
         else:
-            for path, split in zip(files, self.file_splits(), strict=True):
+            splits = self.file_splits()
+            warn_lopsided_split(files, splits, self.val_fraction)
+            for path, split in zip(files, splits, strict=True):
                 yield from self._file_documents(path, split)
 
     def _file_documents(self, path: Path, split: str) -> Iterator[Piece]:
