@@ -191,6 +191,13 @@ class TextDataModule(LightningDataModule):
             raise LMTrainError(
                 f"the corpus {self.source_description} is empty: point data.source at some text"
             )
+        total = counts["train"] + counts["val"]
+        if total < 2 * (self.block_size + 1):  # no val_fraction makes two windows of it
+            raise LMTrainError(
+                f"the corpus {self.source_description} has {total} tokens in all, too few for a "
+                f"window in each split (2 x (data.block_size + 1) = {2 * (self.block_size + 1)}): "
+                "pass more text, or lower data.block_size"
+            )
         documents = sum((meta.get("documents") or {"": 2}).values())  # unknown: assume several
         for split in ("train", "val"):
             if counts[split] < self.block_size + 1:
