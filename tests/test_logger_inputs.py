@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +21,8 @@ import wandb
 from lmtrain.errors import LMTrainError, find_cause
 from lmtrain.utils import logger_runs
 from lmtrain.utils.instantiate import instantiate_loggers
+from tests.helpers import ROOT
+from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.faults import mounted_tmpfs
 
@@ -243,3 +247,25 @@ def test_a_wandb_mode_wandb_does_not_know_is_one_line(
     monkeypatch.setenv("WANDB_MODE", "bogus")
     message = refusal(compose_cfg, "logger=wandb")
     assert message.startswith("WANDB_MODE='bogus' is not a W&B mode: "), message
+
+
+def test_an_online_wandb_run_without_an_api_key_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    """W&B's UsageError ("No API key configured") came at its first use, after the data and the
+    model were built, as a traceback (red team rev_api). No WANDB_MODE, no key, a HOME without
+    a .netrc: what a new user has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env |= {"HOME": str(tmp_path), "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+    cli = tiny_cli(tmp_path, data_dir, "logger=wandb", "logger.wandb.offline=false")
+    result = subprocess.run(
+        [sys.executable, "-m", "lmtrain.train", *cli],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert_one_line_error(
+        result,
+        "W&B refused the run: No API key configured.",
+        "(or set WANDB_API_KEY, or log offline: logger.wandb.offline=true, WANDB_MODE=offline)",
+    )

@@ -84,6 +84,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 or lightning_refusal(err)
                 or ranks_missing(err)
                 or full_disk_error(err)
+                or wandb_refusal(err)
             )
             if user_error is None and rank_zero_only.rank > 0 and peer_gone(err):
                 # Rank 0 stopped on an error of its own (a full disk at its checkpoint save) and
@@ -130,6 +131,22 @@ def lightning_refusal(err: BaseException) -> LMTrainError | None:
     return LMTrainError(
         f"Lightning refused the run's settings: {words} (check the trainer.* and callbacks.* "
         "settings it names)"
+    )
+
+
+def wandb_refusal(err: BaseException) -> LMTrainError | None:
+    """W&B's UsageError at its first use, after the data and the model were built: an online run
+    with no API key ("No API key configured"), as one line with W&B's words."""
+    if "wandb" not in sys.modules:
+        return None
+    from wandb.errors import UsageError
+
+    refusal = find_cause(err, UsageError)
+    if refusal is None:
+        return None
+    return LMTrainError(
+        f"W&B refused the run: {' '.join(str(refusal).split())} (or set WANDB_API_KEY, or "
+        "log offline: logger.wandb.offline=true, WANDB_MODE=offline)"
     )
 
 
