@@ -25,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lmtrain import report
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.corpora import one_file_corpus
 from tests.test_sweeps import sabotage
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -123,8 +124,9 @@ def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
     [
         (["seed=1,2"], "seed"),
         (["hparams_search=optuna", "hydra.sweeper.n_trials=2"], "hydra.job.num (Optuna may"),
+        (["logger=csv,none"], "logger"),
     ],
-    ids=["basic", "optuna"],
+    ids=["basic", "optuna", "group"],
 )
 def test_a_subdir_two_jobs_could_share_is_refused_before_any_job(
     tmp_path: Path, data_dir: Path, sweep_args: list[str], missing: str
@@ -145,6 +147,42 @@ def test_a_subdir_two_jobs_could_share_is_refused_before_any_job(
     line = assert_one_line_error(out, f"error: hydra.sweep.subdir={subdir} does not name {missing}")
     assert line.endswith("or leave it at its default ${hydra.job.num}"), line
     assert not list(sweep.glob("*/.hydra"))
+
+
+def test_override_dirname_without_an_excluded_key_the_sweep_varies_is_refused(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """configs/hydra/default.yaml leaves paths.* out of override_dirname: two data folders gave
+    two jobs one folder (red team rev_diff11)."""
+    subdir = "${hydra.job.override_dirname}"
+    out = run_cli(
+        "train",
+        "-m",
+        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+        f"paths.data_dir={tmp_path / 'd1'},{tmp_path / 'd2'}",
+        f"hydra.sweep.subdir={subdir}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )
+    assert_one_line_error(out, f"hydra.sweep.subdir={subdir} does not name paths.data_dir")
+
+
+@pytest.mark.parametrize("over", ["corpora", "group choice"])
+def test_sweeps_over_a_mandatory_key_or_named_by_group_choice_run(
+    tmp_path: Path, data_dir: Path, over: str
+) -> None:
+    """data.source.path is `???` in the sweep's own config: the start check read it as a key the
+    config lacks, and refused a sweep over corpora; a group's choice in the subdir names each
+    job, and was refused too (red team rev_diff11)."""
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "callbacks.text_samples=null")
+    sweep = tmp_path / "sweep"
+    if over == "corpora":
+        corpora = [one_file_corpus(tmp_path / name, seed=i) for i, name in enumerate("ab")]
+        swept = ["logger=csv", f"data.source.path={corpora[0]},{corpora[1]}"]
+    else:
+        swept = ["logger=csv,none", "hydra.sweep.subdir=${hydra:runtime.choices.logger}"]
+    out = run_cli("train", "-m", *cli, *swept, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list(sweep.glob("*/metrics.json"))) == 2
 
 
 def test_a_maximizing_search_given_as_a_list_scores_a_failed_trial_worst(

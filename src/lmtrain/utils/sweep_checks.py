@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -22,18 +20,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.optuna_study import refuse_study_that_cannot_continue
 from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
-
-if TYPE_CHECKING:
-    from hydra.core.override_parser.types import Override
+from lmtrain.utils.sweep_overrides import (
+    parsed_sweeps,
+    refuse_shared_job_folders,
+    refuse_unknown_search_keys,
+)
 
 # The Optuna sweeper's best trial, written into the sweep folder after the last trial.
 OPTUNA_RESULTS = "optimization_results.yaml"
 
 # Overrides whose sweep can give the jobs task_names of their own (our experiments set one).
 SPLITTING_KEYS = ("experiment", "task_name")
-# What names one job of a sweep alone, in hydra.sweep.subdir.
-JOB_UNIQUE = {"hydra.job.num", "hydra.job.id"}
-_ABSENT = object()  # OmegaConf.select's default for a key a config does not have
 
 
 def sweep_files(sweep_dir: Path) -> list[Path]:
@@ -111,64 +108,6 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
 
 
-def refuse_unknown_search_keys(config: DictConfig, overrides: dict[str, str]) -> None:
-    """Raise LMTrainError for a swept key this run's config does not have (without `+`): the
-    generic Optuna space searches GPT-2's `model.config.n_embd`, and with `model=llama_tiny`
-    trial 0 failed in Hydra's words, advising `+model.config.n_embd`, which Llama would take
-    without a word and the search would then vary for nothing (red team rev_sweep)."""
-    from hydra.core.global_hydra import GlobalHydra
-
-    sweeps = parsed_sweeps(overrides)
-    loader = GlobalHydra.instance().config_loader()
-    if any(loader.get_group_options(override.key_or_group) for override, _ in sweeps):
-        return  # a swept group (experiment=a,b) brings keys this config has not composed
-    for override, shown in sweeps:
-        key = override.key_or_group
-        if override.is_add() or override.is_force_add() or key.startswith("hydra"):
-            continue
-        found = OmegaConf.select(config, key, default=_ABSENT, throw_on_resolution_failure=False)
-        if found is not _ABSENT:
-            continue
-        parent = key.rpartition(".")[0]
-        node = OmegaConf.select(config, parent, throw_on_resolution_failure=False)
-        has = f" ({parent} has {', '.join(map(str, node))})" if isinstance(node, DictConfig) else ""
-        raise LMTrainError(
-            f"the search space {shown} names {key}, which this run's config does not have{has}: "
-            "search the keys of the model you train (hparams_search/optuna.yaml assumes GPT-2 "
-            "and AdamW; copy it for another model)"
-        )
-
-
-def refuse_shared_job_folders(config: DictConfig, overrides: dict[str, str]) -> None:
-    """Raise LMTrainError for a `hydra.sweep.subdir` that two jobs could share: Hydra writes a
-    job's `.hydra/` record before the job can refuse the folder, so the refused job's config
-    replaced the finished one's, and its resume and report then read the wrong seed (red team
-    rev_sweep). The basic sweeper's jobs differ in what it varies (or in their
-    override_dirname); Optuna may draw one point twice, so its subdir must hold the job's
-    number."""
-    subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # type: ignore[index]
-    # `${hydra.job.num}` and `${hydra:job.num}` alike
-    named = {
-        ref.strip().replace("hydra:", "hydra.") for ref in re.findall(r"\$\{([^}]+)\}", subdir)
-    }
-    if named & JOB_UNIQUE:
-        return
-    if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
-        missing = ["hydra.job.num (Optuna may draw one point twice)"]
-    elif "hydra.job.override_dirname" in named:
-        return
-    else:
-        varied = [o.key_or_group for o, _ in parsed_sweeps(overrides)]
-        missing = [k for k in varied if not any(n == k or n.startswith(f"{k}.") for n in named)]
-    if missing:
-        raise LMTrainError(
-            f"hydra.sweep.subdir={subdir} does not name {', '.join(missing)}, so jobs of the sweep "
-            "would share a folder, and Hydra writes a job's .hydra/ record before the job can "
-            f"refuse it, over the other's: add ${{{missing[0].split()[0]}}} to it, or leave it "
-            "at its default ${hydra.job.num}"
-        )
-
-
 def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
     """Raise LMTrainError when the jobs of a sweep over experiments (`-m experiment=a,b`, as in
     lightning-hydra-template) would run outside the sweep's folder.
@@ -238,23 +177,6 @@ def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
 # The tags the Optuna sweeper reads (hydra_optuna_sweeper/_impl.py): `log`, on interval() only.
 # `int` is no tag there: int(interval(...)) is Hydra's cast, which the sweeper reads by type.
 OPTUNA_TAGS = ("log",)
-
-
-def parsed_sweeps(overrides: dict[str, str]) -> list[tuple[Override, str]]:
-    """Each sweep override of `overrides` (line: where it comes from), parsed as the sweepers
-    parse them, with the text an error shows; lines Hydra cannot parse are left to Hydra."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    sweeps = []
-    for line, source in overrides.items():
-        try:
-            (override,) = OverridesParser.create().parse_overrides([line])
-        except HydraException:
-            continue
-        if override.is_sweep_override():
-            sweeps.append((override, f"{source}={line.split('=', 1)[1]}" if source else line))
-    return sweeps
 
 
 def refuse_ranges_without_values(overrides: dict[str, str]) -> None:
