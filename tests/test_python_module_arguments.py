@@ -113,3 +113,22 @@ def test_load_model_on_a_run_folder_points_at_its_checkpoint(tmp_path: Path) -> 
         f"ckpt_path={str(run)!r} is a training run's folder, not a model folder: pass its "
         f"checkpoint, {str(run / 'checkpoints' / 'last.ckpt')!r} (or a best-*.ckpt)"
     )
+
+
+class Smoothed(CausalLMModule):
+    """A subclass with an argument of its own, as README's "your own module" suggests."""
+
+    def __init__(self, label_smoothing: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.label_smoothing = label_smoothing
+
+
+def test_load_from_checkpoint_of_a_subclass_takes_its_own_keywords(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The keyword check read CausalLMModule's signature, not the loading class's: a subclass's
+    own argument was refused (red team rev_diff11)."""
+    from tests.helpers.corpora import one_file_corpus
+
+    path = fit_and_save(tmp_path, one_file_corpus(tmp_path / "corpus"), data_dir, steps=2)
+    assert Smoothed.load_from_checkpoint(path, label_smoothing=0.1).label_smoothing == 0.1

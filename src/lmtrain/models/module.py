@@ -30,7 +30,7 @@ from lmtrain.models.data_fit import check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
-from lmtrain.models.module_arguments import check_module_arguments, loading_arguments, same_sizes
+from lmtrain.models.module_arguments import check_module_arguments, load_module
 from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
@@ -302,16 +302,12 @@ class CausalLMModule(LightningModule):
         weights_only: bool = True,
         **kwargs: Any,
     ) -> CausalLMModule:
-        """Lightning's, weights-only, with the checkpoint's own tokenizer and a YAML
-        `hparams_file` read as `module_arguments.loading_arguments` says.
+        """Lightning's, as `module_arguments.load_module` gives it: weights-only, with the
+        checkpoint's own tokenizer, a YAML `hparams_file` read, misspelt keywords refused.
         `lmtrain.models.checkpoint.load_model` gives the plain HF model and tokenizer instead."""
-        kwargs, hparams_file = loading_arguments(
-            checkpoint_path, hparams_file, weights_only, kwargs
-        )
-        with same_sizes(checkpoint_path):
-            return super().load_from_checkpoint(
-                checkpoint_path, map_location, hparams_file, strict, weights_only=True, **kwargs
-            )
+        options = {"map_location": map_location, "strict": strict}
+        load = super().load_from_checkpoint
+        return load_module(load, cls, checkpoint_path, hparams_file, weights_only, kwargs, options)
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:

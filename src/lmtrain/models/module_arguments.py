@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,27 @@ def refuse_pickle(weights_only: bool) -> None:
         )
 
 
+def load_module(
+    load: Callable[..., Any],
+    module_class: type,
+    checkpoint_path: str | Path,
+    hparams_file: str | Path | None,
+    weights_only: bool,
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+) -> Any:
+    """`CausalLMModule.load_from_checkpoint`: Lightning's (`load`, with its `options`), given the
+    keywords `module_class` takes only, weights-only, the checkpoint's tokenizer and a YAML
+    `hparams_file` (`loading_arguments`), and a state that does not fit as one line."""
+    refuse_unknown_keywords(module_class, kwargs)
+    chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
+    kwargs, hparams_file = loading_arguments(checkpoint_path, hparams_file, weights_only, kwargs)
+    with same_sizes(checkpoint_path, chosen):
+        return load(
+            checkpoint_path, hparams_file=hparams_file, weights_only=True, **options, **kwargs
+        )
+
+
 def loading_arguments(
     checkpoint_path: str | Path,
     hparams_file: str | Path | None,
@@ -76,7 +97,6 @@ def loading_arguments(
       into an OmegaConf node, which cannot hold the tokenizer. It may be a run's config (what
       lmtrain's loggers save as `hparams.yaml`), whose `model` node holds the arguments."""
     refuse_pickle(weights_only)
-    refuse_unknown_keywords(kwargs)
     if hparams_file is not None and Path(hparams_file).suffix.lower() in (".yaml", ".yml"):
         kwargs = hparams_from_file(Path(hparams_file)) | kwargs
         hparams_file = None
@@ -110,33 +130,43 @@ def hparams_from_file(path: Path) -> dict[str, Any]:
     }
 
 
-def refuse_unknown_keywords(kwargs: dict[str, Any]) -> None:
+def refuse_unknown_keywords(module_class: type, kwargs: dict[str, Any]) -> None:
     """Lightning drops the keywords `__init__` does not take, without a word: a misspelt
-    `optimzer=` left AdamW in place, for a run the user meant to train with something else."""
-    from lmtrain.models.module import CausalLMModule  # the module imports this one
-
-    takes = set(inspect.signature(CausalLMModule.__init__).parameters) - {"self"}
+    `optimzer=` left AdamW in place, for a run the user meant to train with something else.
+    `module_class`: the class loading (a subclass's own arguments are its to take)."""
+    parameters = inspect.signature(module_class.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        return
+    takes = sorted(p.name for p in parameters if p.name != "self")
+    name = module_class.__name__
     for key in kwargs:
         if key not in takes:
-            close = difflib.get_close_matches(key, sorted(takes), n=1)
+            close = difflib.get_close_matches(key, takes, n=1)
             raise LMTrainError(
-                f"load_from_checkpoint({key}=...): CausalLMModule takes no {key}"
+                f"load_from_checkpoint({key}=...): {name} takes no {key}"
                 + (f"; did you mean {close[0]}?" if close else f": it takes {', '.join(takes)}")
             )
 
 
 @contextmanager
-def same_sizes(checkpoint_path: str | Path) -> Iterator[None]:
+def same_sizes(checkpoint_path: str | Path, chosen: bool) -> Iterator[None]:
     """torch's state-dict mismatch (500 characters of missing keys and shapes) as one line: the
-    module was built from other arguments (`config=`, `hparams_file=`) than the checkpoint's."""
+    module was built from other arguments than the checkpoint's (`chosen`: `config=` or
+    `hparams_file=` given), or the checkpoint holds a state another model's."""
     try:
         yield
     except RuntimeError as err:
         if "Error(s) in loading state_dict" not in str(err):
             raise
         detail = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), "")
+        advice = (
+            "leave out config= and hparams_file= (the checkpoint's own arguments build its "
+            "model), or pass strict=False to load what fits"
+            if chosen
+            else "its weights are not those of the model its own arguments build (another "
+            "tool's, or a damaged file): pass strict=False to load what fits"
+        )
         raise LMTrainError(
             f"{str(checkpoint_path)!r} does not fit the model the arguments build "
-            f"({detail[:160]}): leave out config= and hparams_file= (the checkpoint's own "
-            "arguments build its model), or pass strict=False to load what fits"
+            f"({detail[:160]}): {advice}"
         ) from None
