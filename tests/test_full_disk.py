@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from lmtrain.utils.task import peer_gone
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.tmpfs import mounted_tmpfs
@@ -55,6 +56,8 @@ def test_a_full_disk_at_a_checkpoint_save_is_one_line_and_keeps_the_earlier_ones
         f"(File too large): free space in {folder}, or set callbacks.model_checkpoint.dirpath=",
     )
     assert contents(folder) == before  # no temporary file or folder left either
+    if strategy == "ddp":  # rank 0 alone saves; rank 1's broken collective says only this
+        assert "rank 1: stopped, as another rank of the run did" in result.stderr
 
 
 def test_consolidating_onto_a_full_disk_is_one_line(tmp_path: Path, data_dir: Path) -> None:
@@ -91,3 +94,19 @@ def test_a_full_disk_under_a_loggers_folder_is_one_line(tmp_path: Path, data_dir
     assert_one_line_error(
         result, "(No space left on device): free space on that disk, or point paths.log_dir"
     )
+
+
+@pytest.mark.parametrize(
+    ("words", "gone"),
+    [
+        ("[../gloo/transport/tcp/pair.cc:553] Connection closed by peer [127.0.0.1]:1", True),
+        ("NCCL error: remote process exited or there was a network error", True),
+        ("Connection closed by remote peer", True),
+        ("CUDA out of memory", False),
+    ],
+)
+def test_a_peer_gone_is_told_from_other_failures(words: str, gone: bool) -> None:
+    """What lets a rank > 0 leave quietly when rank 0 stopped on its own error; anything else
+    is that rank's own traceback."""
+    assert peer_gone(RuntimeError(words)) is gone
+    assert not peer_gone(ValueError(words))

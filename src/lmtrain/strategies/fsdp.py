@@ -29,9 +29,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
+from torch.distributed.checkpoint.api import CheckpointException
 from transformers import PreTrainedModel
 
-from lmtrain.errors import LMTrainError, RankAgreedError
+from lmtrain.errors import LMTrainError, RankAgreedError, find_cause
 from lmtrain.lightning_compat import make_every_rank_data_parallel
 from lmtrain.models.checkpoint_paths import temporary_sharded
 from lmtrain.models.hf import decoder_blocks
@@ -166,8 +167,11 @@ class FSDP2Strategy(ModelParallelStrategy):
         self.barrier()
         try:
             super().save_checkpoint(checkpoint, tmp, storage_options)
-        except BaseException as err:  # every rank: DCP gathers failures in a BaseException
-            if (refusal := checkpoint_full_disk_error(path, err, RankAgreedError)) is None:
+        except BaseException as err:  # DCP gathers the ranks' failures in a BaseException
+            # Every rank raises it together; rank 0's meta.pt, written after, fails alone.
+            agreed = find_cause(err, CheckpointException) is not None
+            kind = RankAgreedError if agreed else LMTrainError
+            if (refusal := checkpoint_full_disk_error(path, err, kind)) is None:
                 raise
             if self.global_rank == 0:
                 remove_path(tmp)

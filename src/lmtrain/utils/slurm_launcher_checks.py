@@ -15,8 +15,8 @@ from omegaconf import DictConfig
 from lmtrain.errors import LMTrainError
 
 # What sizes a job's sbatch options (configs/hydra/launcher/slurm.yaml): devices and nodes, and
-# the trainer group and accelerator that set them.
-SIZING_KEYS = ("trainer", "trainer.devices", "trainer.num_nodes", "trainer.accelerator")
+# the trainer group that sets them. (A sweep over experiments that set them is not seen.)
+SIZING_KEYS = ("trainer", "trainer.devices", "trainer.num_nodes")
 
 
 def refuse_slurm_launcher_problems(config: DictConfig, swept: list[str]) -> None:

@@ -89,6 +89,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             if user_error is None and rank_zero_only.rank > 0 and peer_gone(err):
                 # Rank 0 stopped on an error of its own (a full disk at its checkpoint save) and
                 # printed it: this rank's broken collective would only bury that line.
+                note = f"rank {rank_zero_only.rank}: stopped, as another rank of the run did"
+                print(f"{note} (its error, if it printed one, says why)", file=sys.stderr)
                 raise UserErrorExit("another rank of the run stopped") from None
             if user_error is None:
                 raise
@@ -166,13 +168,19 @@ def ranks_missing(err: BaseException) -> LMTrainError | None:
     )
 
 
+# How a collective says that another rank's process is gone: gloo's words, and NCCL's
+# (torch's DistBackendError, a RuntimeError) when a peer exits or its socket closes.
+PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "closed by remote peer",
+    "remote process exited",
+)
+
+
 def peer_gone(err: BaseException) -> bool:
-    """A collective that failed because another rank's process exited (gloo's "Connection closed
-    by peer", or NCCL's watchdog seeing a rank go)."""
-    words = str(err)
-    return isinstance(err, RuntimeError) and any(
-        sign in words for sign in ("Connection closed by peer", "Connection reset by peer")
-    )
+    """A collective that failed because another rank's process exited."""
+    return isinstance(err, RuntimeError) and any(sign in str(err) for sign in PEER_GONE)
 
 
 def run_folder_of(args: tuple[Any, ...]) -> str:
