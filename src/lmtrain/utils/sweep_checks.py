@@ -74,8 +74,10 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
     sweeper builds it), no trials, or the SLURM launcher where there is no `srun` (not a SLURM
-    cluster); what they would run without a word, other than asked: a `range()` without values,
-    a tag the Optuna sweeper ignores; and a sweep whose jobs would leave its folder
+    cluster), several objectives, a searched key the config lacks; what they would run without
+    a word, other than asked: a `range()` without values, a tag the Optuna sweeper ignores,
+    SLURM sizes swept (`lmtrain.utils.slurm_launcher_checks`), jobs sharing a folder
+    (`lmtrain.utils.sweep_overrides`); and a sweep whose jobs would leave its folder
     (`refuse_sweep_split_across_tasks`)."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
     if sweep_dir.exists() and not sweep_dir.is_dir():  # Hydra's makedirs: FileExistsError
