@@ -304,7 +304,7 @@ def test_a_bad_data_file_is_one_error_line_naming_it(name: str, kind: str, tmp_p
         args += ["--steps=2", "--warmup=1"]
         args += ["--sizes=shakespeare_char"] if name == "bench" else ["--switches=tanh_gelu"]
     result = script(name, *args, cwd=tmp_path)
-    reason = {"empty": "only empty files", "binary": "not UTF-8", "short": "fewer than"}[kind]
+    reason = {"empty": "only empty files", "binary": "not UTF-8", "short": "too few for a"}[kind]
     assert_one_line_error(result, f"error: --data {data}: ", reason)
     assert not out.exists()
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.train import train
@@ -48,20 +49,24 @@ def refusal(cfg: DictConfig, capsys: pytest.CaptureFixture) -> str:
 def test_a_second_run_follows_the_users_wandb_mode_not_the_first_runs(
     tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Lightning's WandbLogger set WANDB_MODE=dryrun for the first (offline) run and nothing
-    put it back; lmtrain read WANDB_MODE once, at import. WANDB_MODE=disabled, set in the
-    notebook before the second run, was ignored, and an online run went offline."""
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    """Each run follows the WANDB_MODE of its own moment. Lightning's WandbLogger set
+    WANDB_MODE=dryrun for an offline run and nothing put it back; lmtrain read WANDB_MODE once,
+    at import; and W&B keeps the one it saw at its first run in the process, so an offline run
+    after a disabled one was disabled too (red team rev_api)."""
+
+    def run(name: str) -> Path:
+        train(composed(tmp_path, data_dir, "logger=wandb", f"paths.output_dir={tmp_path / name}"))
+        assert (tmp_path / name / "metrics.json").is_file()
+        return tmp_path / name / "wandb"
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not run("first").exists()
+    monkeypatch.delenv("WANDB_MODE")
     before = dict(os.environ)
-    first = tmp_path / "first"
-    train(composed(tmp_path, data_dir, "logger=wandb", f"paths.output_dir={first}"))
-    assert list((first / "wandb").glob("offline-run-*"))
+    assert list(run("second").glob("offline-run-*"))
     assert dict(os.environ) == before  # no WANDB_MODE, PL_GLOBAL_SEED or PL_SEED_WORKERS left
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    second = tmp_path / "second"
-    train(composed(tmp_path, data_dir, "logger=wandb", f"paths.output_dir={second}"))
-    assert (second / "metrics.json").is_file()
-    assert not (second / "wandb").exists() and not (second / "wandb_run_id").exists()
+    assert not run("third").exists() and not (tmp_path / "third" / "wandb_run_id").exists()
 
 
 def test_resume_in_a_composed_config_is_refused_not_ignored(
@@ -80,10 +85,11 @@ def test_resume_in_a_composed_config_is_refused_not_ignored(
 
 
 def test_a_composed_config_without_paths_output_dir_names_it(
-    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The line named callbacks.model_checkpoint.dirpath, the first setting that interpolates
     Hydra's job folder."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)  # no Hydra job, as in a notebook
     line = refusal(composed(tmp_path, data_dir), capsys)
     assert line.startswith("error: paths.output_dir cannot be resolved ("), line
     assert line.endswith("compose it with paths.output_dir=<the run's folder>"), line

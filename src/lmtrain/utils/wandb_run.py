@@ -63,6 +63,10 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     # is lmtrain's callback (callbacks.wandb_model), online or offline.
     kwargs: dict[str, Any] = {"settings": wandb_settings(entry), "log_model": False}
     kwargs.update(mode_from_environment())
+    # Always a mode of its own: W&B keeps the WANDB_MODE it saw at its first run in the process
+    # (a notebook's earlier `disabled` turned every later offline run off).
+    offline = kwargs.get("offline", entry.get("offline", False)) is True
+    kwargs.setdefault("mode", "offline" if offline else "online")
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
     if entry.get("name") is None:
