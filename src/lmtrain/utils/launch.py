@@ -38,7 +38,7 @@ from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
 from lmtrain.utils.sweep_jobs import sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
-from lmtrain.utils.task import fail
+from lmtrain.utils.task import fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
@@ -183,8 +183,7 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
             yield
         finally:
             sys.argv = argv
-            os.environ.clear()
-            os.environ.update(environ)
+            restore_environment(environ)
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()  # ranks still waiting on rank 0 now fail and exit
 
