@@ -242,9 +242,9 @@ def write_folder(
     try:
         model.save_pretrained(folder)
     except SafetensorError as err:  # its Rust writer's I/O errors (disk full) are no OSError
-        if (errno := re.search(r"I/O error: .*\(os error (\d+)\)", str(err))) is None:
+        if (found := re.search(r"I/O error: .*\(os error (\d+)\)", str(err))) is None:
             raise
-        code = int(errno.group(1))
+        code = int(found.group(1))
         raise OSError(code, os.strerror(code)) from None
     tokenizer.save_pretrained(folder)
     run_config = scrub(loaded.run_config)
