@@ -32,7 +32,6 @@ SAVE_DIR_LOGGERS = ["csv", "tensorboard", "wandb", "mlflow"]
 @pytest.fixture(autouse=True)
 def no_mlflow_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's own MLflow store, not a server of the developer's (as in test_loggers.py)."""
-    monkeypatch.setattr(logger_runs, "ENV_TRACKING_URI", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
 
 

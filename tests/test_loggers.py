@@ -7,6 +7,7 @@ and a sweep's jobs named and grouped.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,7 +47,6 @@ def no_mlflow_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test logs to its own store, not to a server in the developer's environment. Set, not
     deleted, so that it is undone after the test: a run exports its store as MLFLOW_TRACKING_URI
     (mlflow.set_tracking_uri does), which later tests' CLI runs would inherit."""
-    monkeypatch.setattr(logger_runs, "ENV_TRACKING_URI", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
 
 
@@ -83,8 +83,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Pa
     a secret-named override, a secret inside an innocent value and a 7000-character value."""
     run_dir = tmp_path_factory.mktemp("all-loggers") / "run"
     with pytest.MonkeyPatch.context() as env:
-        env.setattr(logger_runs, "ENV_TRACKING_URI", None)  # as no_mlflow_server does
-        env.setenv("MLFLOW_TRACKING_URI", "")
+        env.setenv("MLFLOW_TRACKING_URI", "")  # as no_mlflow_server does
         env.setenv("HF_TOKEN", HF_TOKEN)
         cfg = compose(
             "train",
@@ -171,6 +170,26 @@ def test_mlflow_takes_any_param_key_and_value(tmp_path: Path) -> None:
     assert sorted(params.values()) == ["2", "3"]  # two long keys, cut apart
     assert all(len(k) == 250 and k.startswith("odd/kkk") for k in params)
     assert not (tmp_path / "unused").exists()
+
+
+def test_mlflow_follows_the_users_tracking_uri_not_a_store_an_earlier_logger_exported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLFLOW_TRACKING_URI is read per logger: a notebook that sets it after the import is
+    followed, and the store a first logger exported (mlflow.set_tracking_uri does) is not taken
+    for the user's server by a second logger made in the same process."""
+    first = logger_runs.MLFlowLogger(save_dir=str(tmp_path / "first"))
+    assert first.experiment is not None  # Lightning exports the store here
+    assert os.environ["MLFLOW_TRACKING_URI"] == first.store_uri
+    second = logger_runs.MLFlowLogger(save_dir=str(tmp_path / "second"))
+    assert second.store_uri == f"sqlite:///{tmp_path / 'second' / 'mlflow.db'}"
+    assert second.store_source == "logger.mlflow.save_dir"
+
+    users = f"sqlite:///{tmp_path / 'users.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", users)
+    third = logger_runs.MLFlowLogger(save_dir=str(tmp_path / "third"))
+    assert (third.store_uri, third.store_source) == (users, "MLFLOW_TRACKING_URI")
+    assert not (tmp_path / "third").exists()
 
 
 def test_resumed_training_goes_on_in_the_same_mlflow_run(tmp_path: Path, data_dir: Path) -> None:

@@ -51,9 +51,17 @@ log = logging.getLogger(__name__)
 BAD_MLFLOW_KEY_CHARS = re.compile(r"[^\w/.\- :]")
 # Where a run folder keeps its MLflow run's id (see mlflow_kwargs).
 MLFLOW_RUN_ID_FILE = "mlflow_run_id"
-# The user's MLflow server, read once: Lightning's MLFlowLogger calls mlflow.set_tracking_uri,
-# which exports MLFLOW_TRACKING_URI, so a later run in this process would read the first one's.
-ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+# The stores our loggers handed MLflow in this process: Lightning's MLFlowLogger calls
+# mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI, so a later run in this process
+# would take the first one's store for the user's server (see users_tracking_uri).
+EXPORTED_STORES: set[str] = set()
+
+
+def users_tracking_uri() -> str | None:
+    """MLFLOW_TRACKING_URI as the user set it, read per run (a notebook may set it between two),
+    unless it is a store one of our loggers exported earlier in this process."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+    return None if uri in EXPORTED_STORES else uri
 
 
 def is_mlflow_entry(entry: DictConfig) -> bool:
@@ -137,7 +145,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         from sqlalchemy.exc import SQLAlchemyError
 
         source = "logger.mlflow.tracking_uri" if tracking_uri else "MLFLOW_TRACKING_URI"
-        tracking_uri = tracking_uri or ENV_TRACKING_URI
+        tracking_uri = tracking_uri or users_tracking_uri()
         if not tracking_uri:
             source = "logger.mlflow.save_dir"
             server = ", or a server in logger.mlflow.tracking_uri"
@@ -160,6 +168,8 @@ class MLFlowLogger(LightningMLFlowLogger):
                 "(http://host:5000) or a database (sqlite:///path/to/mlflow.db), or null for the "
                 "local store in logger.mlflow.save_dir"
             ) from None
+        if source != "MLFLOW_TRACKING_URI":
+            EXPORTED_STORES.add(tracking_uri)
         self.store_uri = tracking_uri
         self.store_source = source
         self.continued_run = kwargs.get("run_id")
