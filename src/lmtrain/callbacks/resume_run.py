@@ -43,6 +43,7 @@ from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkp
 from lmtrain.utils.checks import Problems, check_run_references
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
+from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
 from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
@@ -116,6 +117,7 @@ class ResumeRun(HydraCallback):
             )
         named = named_run_dir(config)
         folder = run_folder(value, named, Path(config.paths.log_dir), str(config.task_name))
+        refuse_linked_files(folder, "resume")  # before its record is read or written
         record = str(config.hydra.output_subdir or RECORD)
         saved, saved_choices = load_saved(value, folder / record)
         check_same_entry_point(value, folder / record, saved, config_name)

@@ -17,6 +17,7 @@ import errno
 import fcntl
 import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +48,7 @@ def acquire(path: Path, wait: bool = False) -> Release:
 
     `wait=False` raises LockHeld at once if another process holds it; `wait=True` waits.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(path)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as err:
@@ -67,6 +68,30 @@ def acquire(path: Path, wait: bool = False) -> Release:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
     return lambda: os.close(fd)  # closing drops the lock
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (or create) lock file `path` for reading and writing, refusing a link or a non-file.
+
+    A run folder is untrusted (copied from a colleague, shared): a `.lock` that is a symbolic link
+    would have the holder truncate and write the file it points to, anywhere the user can write.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise LMTrainError(
+            f"{path} is a symbolic link (to {os.readlink(path)}), where lmtrain keeps a lock file "
+            "of its own: delete the link and run again"
+        ) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise LMTrainError(
+            f"{path} is not a file, where lmtrain keeps a lock file of its own: move it away and "
+            "run again"
+        )
+    return fd
 
 
 def lock_folder(folder: Path, key: str = "hydra.run.dir", what: str = "run") -> Release:
@@ -118,7 +143,7 @@ def held_elsewhere(path: Path) -> bool:
     lock tried on a read-only descriptor (closed at once, which drops it), so the holder's file
     is left as it is. Without POSIX locks, whether its owner file names a live process."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO would block
     except OSError:
         return False
     try:

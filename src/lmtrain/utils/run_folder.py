@@ -46,6 +46,7 @@ from lmtrain.utils.launch import (
     refuse_run_folder_per_process,
     set_rank_from_node,
 )
+from lmtrain.utils.linked_files import refuse_linked_files
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
 _dirpaths_held: list[Callable[[], None]] = []  # unlocks of this run's outside checkpoint folders
@@ -92,6 +93,7 @@ def claim_run_folder(
         return
     if _held is None or _held[0] != folder:
         release_held()  # this process's previous run is over
+        refuse_linked_files(folder, key)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _held = (folder, locks.lock_folder(folder, key))
@@ -295,7 +297,12 @@ def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:
     """Whether the run continues the one in `output_dir`: it resumes from one of that folder's
     checkpoints (`ckpt_path=last` or a path inside it, such as the `hpc_ckpt_*.ckpt` of
     Lightning's auto-requeue that `lmtrain.utils.requeue.resume_after_requeue` picks)."""
-    return bool(ckpt_path) and Path(output_dir).resolve() in Path(ckpt_path).resolve().parents
+    if not ckpt_path:
+        return False
+    if Path(output_dir).resolve() in Path(ckpt_path).resolve().parents:
+        return True
+    # Without resolving links: `checkpoints/` linked to scratch storage is still this run's.
+    return Path(os.path.abspath(output_dir)) in Path(os.path.abspath(ckpt_path)).parents
 
 
 def existing_checkpoints(folder: Path) -> list[str]:
