@@ -11,7 +11,6 @@ under the submitit launcher start their ranks as `lmtrain.train`, not as submiti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,21 +22,12 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain import report
-from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.assertions import assert_one_line_error, tree_digest
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import one_file_corpus
 from tests.test_sweeps import sabotage
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, by relative path."""
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 def report_rows(sweep: Path) -> list[tuple[int, dict[str, str], dict[str, float]]]:

@@ -76,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # One live run per run folder, and none into another run's checkpoints unless told to.
     resuming = resumes_run_in(output_dir, ckpt_path)
     overwrite = cfg.get("overwrite_run") is True
-    claim_run_folder(output_dir, resuming, overwrite, key=folder_key(output_dir))
+    claim_run_folder(output_dir, resuming, overwrite, folder_key(output_dir), ckpt_path)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 

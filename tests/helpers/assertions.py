@@ -1,8 +1,11 @@
-"""What a refused command must look like: exactly one `error: ...` line, no traceback."""
+"""What a refused command must look like: exactly one `error: ...` line, no traceback, and the
+files it was refused over left as they were (`tree_digest`)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
+from pathlib import Path
 
 
 def one_error_line(stderr: str) -> str:
@@ -23,3 +26,13 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
     for fragment in fragments:
         assert fragment in line, line
     return line
+
+
+def tree_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder` by relative path, but the names in `skip` (the run
+    folder's `.lock` holds the pid of its last holder)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name not in skip
+    }

@@ -41,6 +41,7 @@ from omegaconf.errors import OmegaConfBaseException
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
 from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
+from lmtrain.utils.earlier_checkpoint import refuse_going_back
 from lmtrain.utils.launch import (
     refuse_nodes_no_one_starts,
     refuse_run_folder_per_process,
@@ -75,13 +76,18 @@ def folder_key(folder: Path) -> str:
 
 
 def claim_run_folder(
-    output_dir: str | Path, resuming: bool, overwrite: bool, key: str = "hydra.run.dir"
+    output_dir: str | Path,
+    resuming: bool,
+    overwrite: bool,
+    key: str = "hydra.run.dir",
+    ckpt_path: str | Path | None = None,
 ) -> None:
     """Make `output_dir` this run's, or raise LMTrainError naming what is in the way.
 
     `resuming`: this run continues the one whose checkpoints are in the folder (see
-    `resumes_run_in`); `overwrite`: the command allows replacing another run's files; `key`:
-    the setting that names the folder, for the messages (`folder_key`).
+    `resumes_run_in`), from `ckpt_path`; `overwrite`: the command allows replacing another
+    run's files (or the run's own later steps); `key`: the setting that names the folder, for
+    the messages (`folder_key`).
     """
     global _held
     folder = Path(output_dir).resolve()
@@ -104,6 +110,8 @@ def claim_run_folder(
                 f"pass a writable {key}, or a writable paths.log_dir (run folders go "
                 "under it by default)"
             ) from None
+    if resuming and ckpt_path and not overwrite:
+        refuse_going_back(folder, ckpt_path, key)
     if resuming or overwrite:
         return
     refuse_other_runs_checkpoints(folder, key)
@@ -244,7 +252,7 @@ class ClaimRunFolder(HydraCallback):
             requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
             saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
             resuming = requeued or (saves and not overwrite) or resumes_run_in(run_dir, ckpt_path)
-            claim_run_folder(run_dir, resuming, overwrite=overwrite)
+            claim_run_folder(run_dir, resuming, overwrite=overwrite, ckpt_path=ckpt_path)
             if not (resuming or overwrite) and getattr(rank_zero_only, "rank", 0) == 0:
                 refuse_other_runs_record(run_dir)
         except LMTrainError as err:
