@@ -27,6 +27,7 @@ from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
 from lmtrain.models.model_card import final_metrics, hub_repo, model_card
 from lmtrain.models.nan_guard import non_finite_weight
+from lmtrain.models.tokenizer_digest import DIGEST_KEY, saved_tokenizer_digest
 from lmtrain.utils.export_dir import (
     EXPORT_META,
     NEVER_REPLACED,
@@ -228,8 +229,8 @@ def write_folder(
     source: str,
 ) -> None:
     """save_pretrained for model and tokenizer, then the generation config (None: an adapter
-    folder, which has none) and meta. A LoRA model (not merged) writes peft's adapter folder:
-    adapter_config.json and the adapters."""
+    folder, which has none) and meta, with the digest of the tokenizer as saved. A LoRA model
+    (not merged) writes peft's adapter folder: adapter_config.json and the adapters."""
     model, tokenizer = loaded.model, loaded.tokenizer
     config = model.config
     if generation is not None:
@@ -249,6 +250,7 @@ def write_folder(
     tokenizer.save_pretrained(folder)
     run_config = scrub(loaded.run_config)
     meta = {"run_config": run_config, "info": info, "ckpt_path": source}
+    meta[DIGEST_KEY] = saved_tokenizer_digest(folder)  # loading checks it: no other tokenizer
     (folder / EXPORT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
 
 

@@ -22,6 +22,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint_contents import unbuildable_tokenizer
 from lmtrain.models.pretrained import load_weights, loading_error
+from lmtrain.models.tokenizer_digest import DIGEST_KEY, check_tokenizer_digest
 from lmtrain.utils.export_dir import EXPORT_META
 
 # What tokenizer.save_pretrained writes in every case; a model folder without either has no
@@ -52,7 +53,8 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     when lmtrain.export wrote one (a plain save_pretrained folder has none).
 
     A folder without its tokenizer files is refused: AutoTokenizer would quietly build a
-    tokenizer of one token from config.json, and every tool would then give wrong results.
+    tokenizer of one token from config.json, and every tool would then give wrong results. So is
+    one whose tokenizer is not the one lmtrain.json records (`lmtrain.models.tokenizer_digest`).
     The JSON files are checked before anything loads the weights, so a damaged small file is
     found at once.
     """
@@ -68,7 +70,12 @@ def model_from_folder(path: str | Path) -> LoadedModel:
         raise LMTrainError(no_tokenizer_config(f"ckpt_path={str(path)!r}"))
     present = [name for name in JSON_FILES if (folder / name).is_file()]
     documents = {name: json_object(folder, name) for name in present}
-    run_config, info = export_meta(folder, documents.get(EXPORT_META, {}))
+    meta = documents.get(EXPORT_META, {})
+    run_config, info = export_meta(folder, meta)
+    if (digest := meta.get(DIGEST_KEY)) is not None and not isinstance(digest, str):
+        raise unusable_file(
+            folder, EXPORT_META, f"its {DIGEST_KEY} is {json_kind(digest)}, not a string"
+        )
     subject = f"ckpt_path={str(path)!r}"
     advice = "pass a folder with the model and its tokenizer, as lmtrain.export writes it"
     try:
@@ -98,6 +105,7 @@ def model_from_folder(path: str | Path) -> LoadedModel:
             f"{embeddings} embeddings: copy in the tokenizer files the model was trained with, "
             "or export the checkpoint again with lmtrain.export"
         )
+    check_tokenizer_digest(path, tokenizer, digest)  # another tokenizer of the same size
     model.eval()
     return LoadedModel(model, tokenizer, run_config, info)
 
@@ -130,7 +138,13 @@ def json_kind(value: Any) -> str:
     """What JSON calls the kind of a parsed value: the user edited JSON, not Python."""
     if isinstance(value, bool):
         return "a boolean"
-    kinds = {list: "an array", str: "a string", int: "a number", float: "a number"}
+    kinds = {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+    }
     return kinds.get(type(value), "null")
 
 
