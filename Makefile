@@ -12,7 +12,8 @@ DATA ?=
 # benchmark (make bench NANOGPT=../nanoGPT); empty: the recipe is timed against HF's Trainer only.
 NANOGPT ?=
 # The sweep for `make report`; default: the newest logs/<task>/multiruns/<time>/.
-SWEEP ?= $(shell ls -dt logs/*/multiruns/*/ 2>/dev/null | head -n 1)
+# The newest sweep under the runs' logs/ ($PROJECT_ROOT/logs when that is set, as paths.log_dir).
+SWEEP ?= $(shell ls -dt "$${PROJECT_ROOT:-.}"/logs/*/multiruns/*/ 2>/dev/null | head -n 1)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist); each test file runs whole in one of them (module fixtures once).
@@ -53,7 +54,7 @@ bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw
 	$(PY) scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
-	@test -n "$(SWEEP)" || { echo "error: no sweep under logs/*/multiruns/: run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
+	@test -n "$(SWEEP)" || { echo "error: no sweep under $${PROJECT_ROOT:-.}/logs/*/multiruns/: run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
 	$(PY) -m lmtrain.report "$(SWEEP)"
 
 lint: install ## ruff lint and format check

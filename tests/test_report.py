@@ -352,3 +352,18 @@ def test_markdown_in_an_override_stays_in_its_cell(tmp_path: Path) -> None:
         r"\~\~gone\~\~ \$x\$",
         "two lines",
     ]
+
+
+def test_make_report_finds_the_newest_sweep_under_project_root(tmp_path: Path) -> None:
+    """`make report` looks where the runs go: $PROJECT_ROOT/logs when that is set (docs)."""
+    older = tmp_path / "logs" / "train" / "multiruns" / "2026-01-01_00-00-00"
+    newer = tmp_path / "logs" / "train" / "multiruns" / "2026-01-02_00-00-00"
+    older.mkdir(parents=True)
+    newer.mkdir(parents=True)
+    os.utime(older, (1_000, 1_000))
+    env = {**os.environ, "PROJECT_ROOT": str(tmp_path)}
+    root = Path(__file__).resolve().parents[1]
+    dry = ["make", "--no-print-directory", "-n", "report"]
+    result = subprocess.run(dry, cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f'-m lmtrain.report "{newer}/"' in result.stdout, result.stdout
