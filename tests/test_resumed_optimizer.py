@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from lmtrain.models.resumed_optimizer import same
 from tests.helpers.cli import run_cli, tiny_cli
 
 SHORT = ["trainer.max_steps=8", "model.scheduler.num_warmup_steps=2", "logger=csv"]
@@ -68,3 +69,12 @@ def test_a_schedule_turned_on_at_resume_starts_at_the_runs_step(
     assert {float(resumed[s]) for s in range(8)} == {1e-3}  # constant before the resume
     header = (run / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "lr-" not in header
+
+
+def test_a_list_and_a_tuple_of_the_same_betas_are_the_same_setting() -> None:
+    """Resumed under fsdp_cpu, a one-file checkpoint's betas (a list) against the FSDP run's
+    (a tuple) gave a false 'settings changed' warning: betas [0.9, 0.99] -> (0.9, 0.99)."""
+    assert same([0.9, 0.99], (0.9, 0.99))
+    assert same((0.9, torch.tensor(0.99)), [0.9, 0.99])
+    assert not same([0.9, 0.99], (0.9, 0.95))
+    assert not same([0.9], (0.9, 0.99))

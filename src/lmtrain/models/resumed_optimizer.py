@@ -83,8 +83,12 @@ def apply_configured(trainer: Trainer, configured: Groups) -> None:
 
 
 def same(a: Any, b: Any) -> bool:
+    """Equal values; a list and a tuple of the same items are (a one-file checkpoint's betas
+    come back as a list, an FSDP run's optimizer holds a tuple)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return torch.equal(torch.as_tensor(a), torch.as_tensor(b))
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
