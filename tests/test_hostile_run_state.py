@@ -337,3 +337,18 @@ def resume_in_place(run: Path, tmp_path: Path, data_dir: Path, corpus: Path, *ov
         tmp_path, data_dir, "ckpt_path=last", f"hydra.run.dir={run}", *overrides, corpus=corpus
     )
     return run_cli("train", *cli)
+
+
+def test_a_resume_whose_hydra_yaml_choices_were_edited_into_a_list_goes_on(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The saved choices only skip an override that names the run's own group choice: a
+    `choices` edited into a list was a ValueError traceback; now none are known."""
+    run = shared_copy(trained, tmp_path)
+    hydra_yaml = OmegaConf.load(run / ".hydra" / "hydra.yaml")
+    hydra_yaml.hydra.runtime.choices = ["a", "b"]
+    OmegaConf.save(hydra_yaml, run / ".hydra" / "hydra.yaml")
+    out = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 6

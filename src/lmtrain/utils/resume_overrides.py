@@ -248,7 +248,11 @@ def load_saved(value: str, record: Path) -> tuple[DictConfig, dict[str, Any]]:
         choices = OmegaConf.select(OmegaConf.load(record / "hydra.yaml"), "hydra.runtime.choices")
     except Exception:  # only used to skip a group override that names the run's own choice
         choices = None
-    return saved, dict(OmegaConf.to_container(choices)) if choices else {}
+    if not isinstance(choices, DictConfig):  # missing, or edited into a list: none are known
+        return saved, {}
+    # A group's choice is a name (or null): a value edited into anything else is left out.
+    found = OmegaConf.to_container(choices, resolve=False).items()
+    return saved, {str(k): v for k, v in found if v is None or isinstance(v, str)}
 
 
 def check_same_entry_point(value: str, record: Path, saved: DictConfig, config_name: str) -> None:
