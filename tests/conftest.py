@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import write_play
-from tests.helpers.tmpfs import namespace_request, run_in_namespace
+from tests.helpers.tmpfs import mounted_tmpfs, namespace_request, run_in_namespace
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -110,6 +110,13 @@ def restore_session_environment() -> None:
     os.environ.update(SESSION_ENVIRONMENT)
     if current_test is not None:
         os.environ["PYTEST_CURRENT_TEST"] = current_test
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too)."""
+    with mounted_tmpfs(tmp_path / "read-only", "ro") as folder:
+        yield folder
 
 
 @pytest.fixture(scope="session")

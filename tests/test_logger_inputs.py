@@ -12,19 +12,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import wandb
 
 from lmtrain.errors import LMTrainError, find_cause
-from lmtrain.utils import logger_runs
 from lmtrain.utils.instantiate import instantiate_loggers
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
-from tests.helpers.faults import mounted_tmpfs
 
 SAVE_DIR_LOGGERS = ["csv", "tensorboard", "wandb", "mlflow"]
 
@@ -33,13 +30,6 @@ SAVE_DIR_LOGGERS = ["csv", "tensorboard", "wandb", "mlflow"]
 def no_mlflow_server(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test's own MLflow store, not a server of the developer's (as in test_loggers.py)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-
-
-@pytest.fixture
-def read_only_dir(tmp_path: Path) -> Iterator[Path]:
-    """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too)."""
-    with mounted_tmpfs(tmp_path / "read-only", "ro") as folder:
-        yield folder
 
 
 def refusal(compose_cfg, *overrides: str, resuming: bool = False) -> str:

@@ -37,6 +37,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models.flops import flops_per_batch
     from lmtrain.models.hf import check_context, count_parameters
     from lmtrain.models.pretrained_overrides import check_pretrained_overrides
+    from lmtrain.utils.checkpoint_dirpaths import refuse_foreign_checkpoint_dirs
     from lmtrain.utils.composed_config import run_config
     from lmtrain.utils.config_checks import check_train_config
     from lmtrain.utils.csv_history import CSVBatchStarts
@@ -52,7 +53,6 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.run_folder import (
         claim_run_folder,
         folder_key,
-        refuse_foreign_checkpoint_dirs,
         released_after,
         resumes_run_in,
     )

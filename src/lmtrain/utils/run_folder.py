@@ -19,13 +19,10 @@ under torchrun, it exits 1 and torchrun stops the other ranks.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-import re
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
+from lmtrain.utils.checkpoint_dirpaths import release_dirpaths
 from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
 from lmtrain.utils.earlier_checkpoint import refuse_going_back
 from lmtrain.utils.launch import (
@@ -50,7 +48,6 @@ from lmtrain.utils.launch import (
 from lmtrain.utils.linked_files import refuse_linked_files
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
-_dirpaths_held: list[Callable[[], None]] = []  # unlocks of this run's outside checkpoint folders
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
 # every rank is a Hydra run, and another rank may have written it into this run's folder first.
 RUN_RECORD = ("metrics.json", "csv/metrics.csv", "samples.txt")
@@ -123,8 +120,7 @@ def release_held() -> None:
     if _held is not None:
         _held[1]()
         _held = None
-    while _dirpaths_held:
-        _dirpaths_held.pop()()
+    release_dirpaths()
 
 
 def released_after(task: Callable[..., T]) -> Callable[..., T]:
@@ -150,51 +146,6 @@ def refuse_other_runs_checkpoints(folder: Path, key: str = "hydra.run.dir") -> N
             f"{key}={folder} already holds checkpoints of another run ({shown}): resume "
             f"it with ckpt_path=last, pass another {key}, or overwrite_run=true to "
             "replace it"
-        )
-
-
-def refuse_foreign_checkpoint_dirs(
-    dirpaths: list[str | Path],
-    output_dir: str | Path,
-    ckpt_path: str | Path | None,
-    overwrite: bool,
-) -> None:
-    """Raise LMTrainError when a checkpoint callback's `dirpath` lies outside the run folder and
-    already holds checkpoints this run does not resume from: its saves would replace another
-    run's last.ckpt and best checkpoint (the run folder's own `checkpoints/` is
-    `claim_run_folder`'s to check). Rank 0 then locks the folder for the run, and checks again:
-    two runs started together both found it empty, and wrote over each other's checkpoints."""
-    own = Path(output_dir).resolve()
-    while _dirpaths_held:  # this process's previous run is over
-        _dirpaths_held.pop()()
-    for dirpath in dirpaths:
-        folder = Path(dirpath).expanduser().resolve()
-        if folder == own or own in folder.parents:
-            continue
-        refuse_checkpoints_in(folder, ckpt_path, overwrite)
-        if getattr(rank_zero_only, "rank", 0) == 0:
-            with contextlib.suppress(OSError):  # Lightning's first save names what is wrong
-                folder.mkdir(parents=True, exist_ok=True)
-                key = "callbacks.model_checkpoint.dirpath"
-                _dirpaths_held.append(locks.lock_folder(folder, key))
-                refuse_checkpoints_in(folder, ckpt_path, overwrite)
-                if [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # only the lock: new
-                    message = f"Checkpoint directory {re.escape(str(folder))} exists and is not"
-                    warnings.filterwarnings("ignore", message=message)  # Lightning's, of the lock
-
-
-def refuse_checkpoints_in(folder: Path, ckpt_path: str | Path | None, overwrite: bool) -> None:
-    """Raise LMTrainError when the checkpoint folder `folder`, outside the run folder, holds
-    checkpoints the run does not resume from (and `overwrite` is off)."""
-    if overwrite or (ckpt_path is not None and folder in Path(ckpt_path).resolve().parents):
-        return  # replacing them is allowed, or resuming from this folder's checkpoint
-    found = sorted(p.name for p in folder.glob("*.ckpt"))
-    if found:
-        raise LMTrainError(
-            f"callbacks.model_checkpoint.dirpath={folder} holds another run's checkpoints "
-            f"({', '.join(found[:3])}{' ...' if len(found) > 3 else ''}), which this run "
-            "would replace: pass a new dirpath (by default the run folder's checkpoints/), "
-            "resume from them with ckpt_path=<file there>, or overwrite_run=true"
         )
 
 
