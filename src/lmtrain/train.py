@@ -49,6 +49,7 @@ with gc_pause.paused_for_imports():
     )
     from lmtrain.utils.io import write_json
     from lmtrain.utils.launch import prepare_process, run_for_sweeper
+    from lmtrain.utils.outside_records import refuse_replacing_outside_records
     from lmtrain.utils.redact import redact
     from lmtrain.utils.run_folder import (
         claim_run_folder,
@@ -118,9 +119,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         )
     # A checkpoint dirpath outside the run folder must not hold another run's checkpoints.
     dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
-    refuse_foreign_checkpoint_dirs(
-        dirpaths, output_dir, ckpt_path, cfg.get("overwrite_run") is True
-    )
+    refuse_foreign_checkpoint_dirs(dirpaths, output_dir, ckpt_path, overwrite)
+    # ... nor its samples or CSV logger another run's (or a user's file).
+    refuse_replacing_outside_records(cfg, output_dir, resuming, overwrite)
     # Exact resume is not optional (as Lightning's own loop state is not): every rank's RNG
     # states, and the gradients of a step cut between micro-batches, go into checkpoints.
     if not any(isinstance(c, ExactResume) for c in callbacks):

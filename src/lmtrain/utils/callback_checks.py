@@ -10,6 +10,7 @@ callbacks are found by their `_target_`, so a renamed entry is checked too.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,9 @@ CHECKPOINT = "lmtrain.callbacks.checkpoint.StepScheduledCheckpoint"
 THROUGHPUT = "lmtrain.callbacks.throughput.TokenThroughputMonitor"
 TEXT_SAMPLES = "lmtrain.callbacks.samples.TextSamples"
 EARLY_STOPPING = "lightning.pytorch.callbacks.EarlyStopping"
+RICH_PROGRESS_BAR = "lmtrain.lightning_compat.StepsRichProgressBar"
+# A `{metric:format}` field of a checkpoint file name (its metric may hold a `/`: val/loss).
+NAME_FIELD = re.compile(r"\{[^{}]*\}")
 CSV_LOGGERS = (
     "lmtrain.utils.csv_history.ResumableCSVLogger",
     "lightning.pytorch.loggers.CSVLogger",
@@ -70,6 +74,21 @@ def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
         elif target == TEXT_SAMPLES:
             threads = entry.get("cpu_threads", 1)
             problems.integer(f"{key}.cpu_threads", threads, minimum=1, optional=True)
+            check_file_name(f"{key}.filename", entry.get("filename"), f"{key}.dirpath", problems)
+        elif target == RICH_PROGRESS_BAR:  # compared with the batch index at the first batch
+            problems.integer(f"{key}.refresh_rate", entry.get("refresh_rate", 1), minimum=0)
+
+
+def check_file_name(key: str, name: Any, folder_key: str, problems: Problems) -> None:
+    """A file name, not a path: `../../<another run>/checkpoints/best` wrote over another run's
+    checkpoint, outside every check of the folder (`folder_key`) it is written in."""
+    if name is None:
+        return
+    plain = NAME_FIELD.sub("", str(name))  # the metric fields may hold a '/'
+    if "/" in plain:
+        problems.add(
+            f"{key}={name!r} holds a path (a '/'): pass a file name; its folder is {folder_key}"
+        )
 
 
 def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
@@ -86,6 +105,14 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
             "folder's checkpoints/), or pass a folder"
         )
     problems.integer(f"{key}.save_top_k", entry.get("save_top_k", 1), minimum=-1)
+    filename = entry.get("filename")
+    check_file_name(f"{key}.filename", filename, f"{key}.dirpath", problems)
+    if filename == "last" and entry.get("save_last") is not False:  # Lightning's last.ckpt
+        problems.add(
+            f"{key}.filename='last' is the name of last.ckpt, and the best checkpoint and the "
+            "last one would overwrite each other: pick another name (by default "
+            "best-step={step}-val_loss={val/loss:.4f})"
+        )
     problems.integer(f"{key}.every_n_epochs", entry.get("every_n_epochs"), 0, optional=True)
     problems.choice(f"{key}.mode", entry.get("mode", "min"), ("min", "max"))
     save_last = entry.get("save_last")

@@ -53,6 +53,7 @@ def refuse_foreign_checkpoint_dirs(
             continue
         refuse_unwritable(folder)
         if outside:
+            folder.mkdir(parents=True, exist_ok=True)  # for its lock
             _dirpaths_held.append(locks.lock_folder(folder, KEY))
             refuse_checkpoints_in(folder, ckpt_path, overwrite)
             if [p.name for p in folder.iterdir()] == [locks.RUN_FOLDER_LOCK]:  # only the lock
@@ -61,11 +62,17 @@ def refuse_foreign_checkpoint_dirs(
 
 
 def refuse_unwritable(folder: Path) -> None:
-    """Make `folder` and write a file in it (deleted at once), or raise LMTrainError: permission
-    bits do not tell, as root passes them and a read-only file system refuses root."""
+    """Write a file (deleted at once) in `folder`, or in its nearest existing parent when it is
+    still to be made (nothing is made here: a run refused later leaves no folder), or raise
+    LMTrainError: permission bits do not tell, as root passes them and a read-only file system
+    refuses root."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as err:
         raise LMTrainError(
