@@ -12,10 +12,16 @@ Two layouts are read:
   by position over the parameter groups (torch's `Optimizer.state_dict`): it is re-keyed so.
 - the FSDP1 strategy of earlier versions: entries `model` and `optimizer_<i>`, laid out as
   Lightning's own consolidation does (the optimizer state stays keyed by name).
+
+Every file of the folder is compared with the checksum written with it before it is merged
+(`lmtrain.utils.shard_digest`), and the merged file carries the digest of its tensors that every
+lmtrain reader checks (`lmtrain.utils.tensor_digest`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +33,13 @@ from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, is_sharded_checkp
 from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
+from lmtrain.utils.shard_digest import SHARD_DIGESTS_KEY
+from lmtrain.utils.tensor_digest import DIGEST_KEY, add_digest
 
 NOT_OURS = "pass a checkpoint folder written by trainer=fsdp, e.g. <run>/checkpoints/last.ckpt"
+# What a folder that may not be written says: its permissions, or a read-only file system
+# (which refuses root too).
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 def consolidate(
@@ -39,7 +50,8 @@ def consolidate(
     `output` defaults to `<folder>.consolidated.ckpt` beside the folder (for `last.ckpt/`,
     `last.consolidated.ckpt`). The file is written to a temporary name and renamed. An existing
     `output` is another run's checkpoint as often as an older consolidation of this one, so it
-    is replaced only with `overwrite`; everything is checked before the shards are read.
+    is replaced only with `overwrite`; everything is checked before the shards are read, the
+    shards' checksums before they are merged.
     """
     folder = Path(folder).expanduser()
     if not folder.exists():
@@ -58,7 +70,9 @@ def consolidate(
         raise LMTrainError(
             f"{str(folder)!r} has a {SHARDED_META_FILE} that is not a dict: {NOT_OURS}"
         )
-    entries = load_dcp_folder(folder)
+    for key in (SHARD_DIGESTS_KEY, DIGEST_KEY):  # the folder's own; the merged file gets its own
+        meta.pop(key, None)
+    entries = load_dcp_folder(folder)  # every file compared with its checksum first
     for name, entry in entries.items():  # DCP keeps no empty entry: an optimizer not yet stepped
         if name.startswith("optimizer_") and isinstance(entry, dict):
             entry.setdefault("state", {})
@@ -70,10 +84,13 @@ def consolidate(
         raise LMTrainError(
             f"{str(folder)!r} holds no model weights (no state_dict or model entry): {NOT_OURS}"
         )
+    add_digest(checkpoint)  # checked by every reader of the merged file
     try:
         with atomic_write(output, "wb") as f:  # a reader never sees half a checkpoint
             torch.save(checkpoint, f)
     except (OSError, RuntimeError) as err:
+        if isinstance(err, OSError) and err.errno in NOT_WRITABLE:
+            raise not_writable(output, err.errno) from None
         fix = "pass --output <a file on a disk with room>"
         if (refusal := checkpoint_full_disk_error(output, err, fix=fix)) is None:
             raise
@@ -82,7 +99,9 @@ def consolidate(
 
 
 def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an `output` that is a folder, or an existing file without `overwrite`."""
+    """Refuse an `output` that is a folder, an existing file without `overwrite`, or one in a
+    folder this process may not write (checked on the nearest folder that exists: the write
+    creates the missing ones)."""
     if output.is_dir():
         raise LMTrainError(
             f"the output {str(output)!r} is a folder: pass a file path to --output, e.g. "
@@ -93,6 +112,20 @@ def check_output(output: Path, overwrite: bool) -> None:
             f"{str(output)!r} already exists: pass another --output, or add --overwrite to "
             "replace it"
         )
+    folder = next(p for p in output.absolute().parents if p.exists())
+    if not folder.is_dir():  # a file where a folder of the path should be
+        raise not_writable(output, errno.ENOTDIR)
+    # access(2) refuses root too on a read-only file system (EROFS).
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
+        raise not_writable(output, errno.EROFS if read_only else errno.EACCES)
+
+
+def not_writable(output: Path, code: int) -> LMTrainError:
+    """The line for an `output` that its folder refuses (`code`: the errno)."""
+    return LMTrainError(
+        f"cannot write {output} ({os.strerror(code)}): pass --output <a writable file>"
+    )
 
 
 def one_device_layout(entries: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:

@@ -15,9 +15,9 @@ skips the sync only for DDP, and holding unsharded gradients between micro-batch
 DDP's memory. (The gloo AVG bug pytorch#162338 does not show on torch 2.13: two gloo ranks train
 as one process does, tests/test_fsdp2.py.)
 
-Checkpoints are DCP folders written atomically and read without unpickling; a one-file
-checkpoint (DDP, one device, a consolidated folder) resumes here too
-(`lmtrain.strategies.sharded_checkpoints`).
+Checkpoints are DCP folders written atomically with a checksum of each file, checked and read
+without unpickling; a one-file checkpoint (DDP, one device, a consolidated folder) resumes here
+too (`lmtrain.strategies.sharded_checkpoints`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from lmtrain.strategies.sharded_checkpoints import (
     load_sharded,
     remove_path,
     replace_folder,
+    write_sharded,
 )
 from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.checks import Problems
@@ -158,15 +159,17 @@ class FSDP2Strategy(ModelParallelStrategy):
     def save_checkpoint(
         self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None
     ) -> None:
-        """Every rank writes its shards into `.<name>.tmp`, then rank 0 renames it into place
-        after a barrier: a kill at any moment leaves the previous checkpoint whole."""
+        """Every rank writes its shards into `.<name>.tmp` and hashes them, then rank 0 renames
+        it into place after a barrier: a kill at any moment leaves the previous checkpoint whole."""
+        if storage_options is not None:  # as Lightning's ModelParallelStrategy refuses them
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
         path = Path(self.broadcast(str(filepath)))
         tmp = temporary_sharded(path)
         if self.global_rank == 0:
             remove_path(tmp)  # left by a save that was killed
         self.barrier()
         try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+            write_sharded(checkpoint, tmp, path, self.global_rank)
         except BaseException as err:  # DCP gathers the ranks' failures in a BaseException
             # Every rank raises it together; rank 0's meta.pt, written after, fails alone.
             agreed = find_cause(err, CheckpointException) is not None

@@ -1,16 +1,19 @@
-"""Checkpoints of a sharded model: folders replaced atomically, and read without unpickling.
+"""Checkpoints of a sharded model: folders written with a checksum of each file, replaced
+atomically, and read without unpickling.
 
 A sharded checkpoint is a torch.distributed.checkpoint (DCP) folder: every rank writes its
 shards of the weights and optimizer state (`__<rank>_0.distcp`), rank 0 the `.metadata` and
-Lightning's `meta.pt` (loops, callbacks, our extras). Lightning writes it in place, so a kill
-mid-save would leave half a folder where the last good one was; `FSDP2Strategy.save_checkpoint`
-writes it to `.<name>.tmp` and then calls `replace_folder` (see `lmtrain.models.checkpoint`
-for the names).
+`meta.pt` (Lightning's loops and callbacks, our extras, and the checksums of the other files:
+`write_sharded`, in the layout of Lightning's ModelParallelStrategy). Lightning writes it in
+place, so a kill mid-save would leave half a folder where the last good one was;
+`FSDP2Strategy.save_checkpoint` writes it to `.<name>.tmp` and then calls `replace_folder` (see
+`lmtrain.models.checkpoint` for the names).
 
 Lightning also reads it with torch's own reader, which unpickles `.metadata` and every
 non-tensor entry without restriction; `load_sharded` reads it with `SafeFileSystemReader` and
-`SafeLoadPlanner` instead, and `meta.pt` with weights-only loading. `load_full_file` reads a
-one-file checkpoint (DDP, one device, a consolidated folder) into the sharded model.
+`SafeLoadPlanner` instead, and `meta.pt` with weights-only loading, once every file matched its
+checksum. `load_full_file` reads a one-file checkpoint (DDP, one device, a consolidated folder)
+into the sharded model.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.optim import Optimizer
 
 from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, previous_sharded
+from lmtrain.utils import shard_digest
 from lmtrain.utils.io import fsync_dir
 from lmtrain.utils.safe_load import (
     SafeFileSystemReader,
@@ -32,7 +37,31 @@ from lmtrain.utils.safe_load import (
     checkpoint_error,
     load_torch_file,
     read_dcp_folder_metadata,
+    recorded_digests,
 )
+from lmtrain.utils.tensor_digest import add_digest
+
+
+def write_sharded(checkpoint: dict[str, Any], folder: Path, target: Path, rank: int) -> None:
+    """Every rank: write `checkpoint` into the new folder `folder` (to become `target`).
+
+    As Lightning's ModelParallelStrategy writes it (DCP entries `state_dict` and `optimizer_<i>`,
+    the rest in `meta.pt` by rank 0), with the size and digest of each file DCP wrote in
+    `meta.pt` and a digest of its own tensors (RNG states), both checked by every reader.
+    Hashing costs each rank about a second per GB of its own shards (`lmtrain.utils.shard_digest`).
+    """
+    import torch.distributed.checkpoint as dcp
+
+    state = {"state_dict": checkpoint.pop("state_dict")}
+    for index, optimizer_state in enumerate(checkpoint.pop("optimizer_states", [])):
+        state[f"optimizer_{index}"] = optimizer_state
+    folder.mkdir(parents=True, exist_ok=True)
+    dcp.save(state, checkpoint_id=folder)  # returns on every rank once .metadata is written
+    digests = shard_digest.record(folder, target)
+    if rank == 0:
+        checkpoint[shard_digest.SHARD_DIGESTS_KEY] = digests
+        add_digest(checkpoint)
+        torch.save(checkpoint, folder / SHARDED_META_FILE)
 
 
 def replace_folder(tmp: Path, path: Path) -> None:
@@ -83,6 +112,8 @@ def load_sharded(
             raise checkpoint_error(path, cause, "DCP checkpoint") from None
 
     entries = read_dcp_folder_metadata(path).state_dict_metadata
+    # Every rank hashes its share of the files; a damaged one stops all of them together.
+    shard_digest.verify(path, recorded_digests(path), on_ranks=True)
     # Earlier versions' FSDP1 strategy named the weights "model"; FSDP2 folders "state_dict".
     key = "model" if any(name.startswith("model.") for name in entries) else "state_dict"
     weights = {key: get_model_state_dict(module)}
@@ -95,7 +126,10 @@ def load_sharded(
         set_optimizer_state_dict(
             module, optimizer, state[name], options=StateDictOptions(cpu_offload=True)
         )
-    return load_torch_file(path / SHARDED_META_FILE)
+    meta = load_torch_file(path / SHARDED_META_FILE)
+    if isinstance(meta, dict):
+        meta.pop(shard_digest.SHARD_DIGESTS_KEY, None)
+    return meta
 
 
 def load_full_file(

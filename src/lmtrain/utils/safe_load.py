@@ -9,7 +9,8 @@ folder, a download). So every checkpoint is read here, with only plain data let 
 - a torch.distributed.checkpoint (DCP) folder, as FSDP writes it: torch reads its `.metadata`
   with a plain unpickler and its non-tensor entries with weights-only loading off. Here
   `.metadata` goes through an unpickler that knows only the classes DCP's `Metadata` is made of,
-  and the entries through `weights_only=True` (`SafeFileSystemReader`, `SafeLoadPlanner`).
+  and the entries through `weights_only=True` (`SafeFileSystemReader`, `SafeLoadPlanner`);
+  its files are compared with the checksums its `meta.pt` holds (`lmtrain.utils.shard_digest`).
 
 Any failure is one `LMTrainError` line naming the file.
 """
@@ -35,6 +36,7 @@ from torch.distributed.checkpoint.metadata import BytesStorageMetadata, Metadata
 from torch.distributed.checkpoint.planner import ReadItem
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils import shard_digest
 from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
@@ -244,7 +246,15 @@ def read_dcp_folder_metadata(folder: str | Path) -> Metadata:
             f"ckpt_path={str(folder)!r} has no {path.name}: it is not a torch.distributed."
             f"checkpoint folder, or its save did not finish; {WRITTEN_BY}"
         )
+    shard_digest.check_recorded(Path(folder), recorded_digests(folder))
     return reader.read_metadata()
+
+
+def recorded_digests(folder: str | Path) -> Any:
+    """The checksums of a DCP folder's files its `meta.pt` holds (`shard_digest`), or None."""
+    meta = Path(folder) / "meta.pt"
+    checkpoint = load_torch_file(meta) if meta.is_file() else None
+    return checkpoint.get(shard_digest.SHARD_DIGESTS_KEY) if isinstance(checkpoint, dict) else None
 
 
 def load_dcp_folder(folder: str | Path, keys: set[str] | None = None) -> dict[str, Any]:
@@ -252,11 +262,13 @@ def load_dcp_folder(folder: str | Path, keys: set[str] | None = None) -> dict[st
 
     Runs in one process without a process group, whatever the number of ranks that wrote it, so
     it needs the memory of the whole checkpoint. `keys` limits it to those entries (flattened
-    names, e.g. `model.lm_head.weight`).
+    names, e.g. `model.lm_head.weight`); without `keys` every file is hashed first.
     """
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     read_dcp_folder_metadata(folder)
+    if keys is None:  # every file is read: every file's bytes checked first
+        shard_digest.verify(Path(folder), recorded_digests(folder))
     state: dict[str, Any] = {}
     try:
         # The private loader, as torch's own dcp_to_torch_save: the public `dcp.load` only
