@@ -186,6 +186,15 @@ def test_an_empty_last_ckpt_names_the_checkpoint_beside_it_to_pass_instead(
     (folder / "last.ckpt").touch()
     with pytest.raises(LMTrainError) as refusal:
         read_checkpoint_file(folder / "last.ckpt")
+    last = folder / "last.ckpt"
+    assert str(refusal.value).endswith(
+        f"move it aside (mv {last} {last}.damaged): resume= and ckpt_path=last then go on from "
+        f"{best.name}"
+    )  # ckpt_path=<best> beside resume= is refused
+    other = folder / "step=3.ckpt"
+    other.touch()
+    with pytest.raises(LMTrainError) as refusal:
+        read_checkpoint_file(other)
     assert str(refusal.value).endswith(f"pass another checkpoint, e.g. ckpt_path={best}")
 
 

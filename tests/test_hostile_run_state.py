@@ -352,3 +352,20 @@ def test_a_resume_whose_hydra_yaml_choices_were_edited_into_a_list_goes_on(
     assert out.returncode == 0, out.stderr[-3000:]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == 6
+
+
+def test_a_cut_short_last_ckpt_is_refused_with_advice_that_resume_then_follows(
+    trained: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The advice named the damaged last.ckpt itself, or a best checkpoint that resume= refuses
+    beside it: moving last.ckpt aside is what lets resume= go on."""
+    run = shared_copy(trained, tmp_path)
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    out = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    line = assert_one_line_error(out, "a zip-format torch file cut short", "copy it again, or")
+    assert f"move it aside (mv {last} {last}.damaged): resume= and ckpt_path=last" in line
+    last.rename(f"{last}.damaged")
+    out = run_cli("train", f"resume={run}", "trainer.max_steps=6")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6

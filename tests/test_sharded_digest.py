@@ -73,7 +73,7 @@ def test_a_damaged_shard_is_refused_by_a_resume_and_by_consolidate_and_left_as_i
 
     merged = consolidate_cli(last)
     assert merged.returncode == 1
-    assert_one_line_error(merged, expected, "from an earlier checkpoint, e.g. the best-*.ckpt")
+    assert_one_line_error(merged, expected, f"move it aside (mv {last} {last}.damaged): resume=")
     # Both ranks check their share and stop together: one line, exit 1, no hang.
     resumed = run_cli(
         "train", *trained[1], f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_steps=8",

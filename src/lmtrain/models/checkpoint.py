@@ -40,6 +40,7 @@ from lmtrain.models.checkpoint_paths import (
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder
+from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 
 # The other commands, whose run folders hold <name>.log and never a checkpoint.
@@ -141,25 +142,9 @@ def read_checkpoint_file(path: str | Path) -> Any:
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} is an empty file (0 bytes; a copy or download cut short?): "
-            "copy it again from where it was saved, or pass another checkpoint, e.g. "
-            f"{another_checkpoint(Path(path))}"
+            f"copy it again from where it was saved, or {instead(path)}"
         )
     return load_torch_file(path)
-
-
-def another_checkpoint(damaged: Path) -> str:
-    """The newest other non-empty checkpoint beside `damaged` (a best-* beside a cut-short
-    last.ckpt), to name in place of the damaged one; else the usual example."""
-    try:
-        others = [
-            p
-            for p in damaged.parent.glob("*.ckpt")
-            if p.name != damaged.name and p.is_file() and p.stat().st_size > 0
-        ]
-        newest = max(others, key=lambda p: p.stat().st_mtime, default=None)
-    except OSError:
-        newest = None
-    return f"ckpt_path={newest}" if newest else "<run folder>/checkpoints/last.ckpt"
 
 
 def check_same_model(

@@ -37,6 +37,7 @@ from torch.distributed.checkpoint.planner import ReadItem
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import shard_digest
+from lmtrain.utils.damaged_checkpoint import WRITTEN_BY, instead
 from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
@@ -64,7 +65,6 @@ DCP_METADATA_GLOBALS = frozenset(
 # torch.load(mmap=True)'s words for a file that is not zip-format (torch.save's legacy format,
 # a plain pickle): it refuses it before reading any of it.
 NOT_ZIP = "mmap can only be used with files saved with"
-WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
 
 
 def load_torch_file(path: str | Path) -> Any:
@@ -103,16 +103,16 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
         return LMTrainError(
             f"ckpt_path={str(path)!r} is not a readable {what}: not a zip-format torch file "
             "(damaged, or an old or foreign save: torch's legacy format, a plain pickle), and "
-            f"was not loaded: {WRITTEN_BY}"
+            f"was not loaded: {instead(path)}"
         )
     if cut_short(path):  # torch says only "[Errno 22] Invalid argument"
         return LMTrainError(
             f"ckpt_path={str(path)!r} is not a readable {what}: a zip-format torch file cut "
             "short (a copy or download that did not finish, or a full disk), and was not "
-            f"loaded: copy it again, or {WRITTEN_BY}"
+            f"loaded: copy it again, or {instead(path)}"
         )
     return LMTrainError(
-        f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {WRITTEN_BY}"
+        f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {instead(path)}"
     )
 
 

@@ -31,12 +31,12 @@ from typing import Any
 import torch.distributed as dist
 
 from lmtrain.errors import LMTrainError, RankAgreedError
+from lmtrain.utils.damaged_checkpoint import instead
 
 SHARD_DIGESTS_KEY = "lmtrain_shard_digests"
 METADATA_FILE = ".metadata"
 SHARD_NAME = re.compile(r"__(\d+)_\d+\.distcp")  # DCP's FileSystemWriter: __<rank>_<n>.distcp
 CHUNK_BYTES = 8 << 20
-EARLIER = "resume or evaluate from an earlier checkpoint, e.g. the best-*.ckpt of the same run"
 
 
 def file_digest(path: Path) -> str:
@@ -110,7 +110,7 @@ def record(folder: Path, target: Path) -> dict[str, list[int | str]]:
 
 def damaged(folder: Path, problem: str, cause: str) -> str:
     """The line for a folder whose file `problem` describes (`cause`: how that comes about)."""
-    return f"ckpt_path={str(folder)!r} is damaged: {problem} ({cause}): {EARLIER}"
+    return f"ckpt_path={str(folder)!r} is damaged: {problem} ({cause}): {instead(folder)}"
 
 
 def parsed(folder: Path, recorded: Any) -> dict[str, tuple[int, str]]:
@@ -126,7 +126,7 @@ def parsed(folder: Path, recorded: Any) -> dict[str, tuple[int, str]]:
         raise LMTrainError(
             f"ckpt_path={str(folder)!r} has checksums of its files ({SHARD_DIGESTS_KEY} in "
             "meta.pt) that are not file name -> [size, digest] (meta.pt damaged or crafted): "
-            f"{EARLIER}"
+            f"{instead(folder)}"
         )
     return {name: (value[0], value[1]) for name, value in recorded.items()}
 

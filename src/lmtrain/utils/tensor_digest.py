@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.damaged_checkpoint import instead
 
 DIGEST_KEY = "lmtrain_tensor_digest"
 
@@ -57,6 +58,5 @@ def verify(checkpoint: Any, path: str | Path) -> None:
     if digest(checkpoint) != checkpoint[DIGEST_KEY]:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} is damaged: its tensors do not match the checksum written "
-            "with them (the file changed on disk after it was saved): resume or evaluate from an "
-            "earlier checkpoint, e.g. the best-*.ckpt of the same run"
+            f"with them (the file changed on disk after it was saved): {instead(path)}"
         )

@@ -1,0 +1,45 @@
+"""What to do instead of reading a damaged checkpoint: the advice of every line that refuses one.
+
+The advice used to be the same everywhere ("pass a checkpoint written by lmtrain.train, e.g.
+<run folder>/checkpoints/last.ckpt"), which for a damaged last.ckpt named the damaged file
+itself; and "ckpt_path=<a best checkpoint>" is refused beside `resume=`. Found by a red team:
+what works for a damaged last.ckpt is to move it aside, after which `resume=` and `ckpt_path=last`
+go on from the newest other checkpoint of the folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
+
+
+def newest_other(damaged: Path) -> Path | None:
+    """The newest other checkpoint beside `damaged` (a non-empty `*.ckpt` file, or a sharded
+    folder), by time written; None when there is none or the folder cannot be read."""
+    try:
+        found = [
+            p
+            for p in damaged.parent.glob("*.ckpt")
+            if p.name != damaged.name
+            and not p.name.startswith(".")
+            and ((p.is_file() and p.stat().st_size > 0) or (p / "meta.pt").is_file())
+        ]
+        return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+    except OSError:
+        return None
+
+
+def instead(damaged: str | Path) -> str:
+    """The advice for the damaged checkpoint `damaged`: for a run's last.ckpt, to move it aside
+    so that `resume=` takes the newest other checkpoint; else to pass that one."""
+    path = Path(damaged)
+    other = newest_other(path)
+    if other is None:
+        return WRITTEN_BY
+    if path.name == "last.ckpt":
+        return (
+            f"move it aside (mv {path} {path}.damaged): resume= and ckpt_path=last then go on "
+            f"from {other.name}"
+        )
+    return f"pass another checkpoint, e.g. ckpt_path={other}"
