@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -81,15 +82,21 @@ def test_sampling_is_seeded_and_gives_num_samples(
     assert len(set(samples)) > 1
 
 
-def test_prompt_file_and_context_cap(ckpt: Path, tmp_path: Path, data_dir: Path, capsys) -> None:
-    """The file's exact text is the prompt; new tokens stop at the model's 64-token context."""
+def test_prompt_file_and_context_cap(
+    ckpt: Path, tmp_path: Path, data_dir: Path, capsys, caplog
+) -> None:
+    """The file's exact text is the prompt; new tokens stop at the model's 64-token context,
+    and a warning says so (fewer tokens were printed without a word)."""
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("The cat sat.\nA bird")
-    out = run_generate(
-        ckpt, tmp_path, data_dir, capsys, f"prompt_file={prompt}", "max_new_tokens=500"
-    )
+    with caplog.at_level(logging.WARNING, logger="lmtrain.generate"):
+        out = run_generate(
+            ckpt, tmp_path, data_dir, capsys, f"prompt_file={prompt}", "max_new_tokens=500"
+        )
     assert out.startswith("The cat sat.\nA bird")
     assert len("The cat sat.\nA bird") < len(out) - 1 <= 64  # char-level: a token per character
+    capped = "max_new_tokens=500 capped at 45: the model's context is 64 tokens, 19 of them"
+    assert capped in caplog.text
 
 
 @pytest.mark.parametrize(

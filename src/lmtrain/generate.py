@@ -23,8 +23,8 @@ with gc_pause.paused_for_imports():
     from transformers.utils import logging as hf_logging
 
     from lmtrain.errors import LMTrainError
-    from lmtrain.models.checkpoint import load_model, resolve_model_path
-    from lmtrain.models.generation import generate_text, prompt_problem, quote
+    from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
+    from lmtrain.models.generation import AS_TEXT, generate_text, prompt_problem, quote
     from lmtrain.models.hf import context_length
     from lmtrain.utils.config_checks import check_generate_config
     from lmtrain.utils.group_overrides import refuse_null_groups
@@ -47,6 +47,7 @@ def generate(cfg: DictConfig) -> list[str]:
         if cfg.get("prompt_file"):
             given = f"the prompt of prompt_file={cfg.prompt_file!r} ({quote(prompt)})"
         raise LMTrainError(f"{given} {problem.reason}: pass {problem.fix}")
+    warn_if_capped(int(cfg.max_new_tokens), loaded, prompt)
     model = loaded.model.to(pick_device(cfg.device))
     log.info("Generating from %s on %s", path, model.device)
 
@@ -66,6 +67,22 @@ def generate(cfg: DictConfig) -> list[str]:
     sys.stdout.write(cfg.separator.join(texts) + "\n")
     sys.stdout.flush()
     return texts
+
+
+def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> None:
+    """`generate_text` caps the new tokens at what the model's context leaves after the prompt
+    (learned positions cannot run past it): say so, rather than print fewer tokens silently."""
+    limit = context_length(loaded.model.config)
+    prompt_tokens = max(1, len(loaded.tokenizer(prompt, **AS_TEXT).input_ids))  # empty: eos
+    if limit is not None and max_new_tokens > limit - prompt_tokens:
+        log.warning(
+            "max_new_tokens=%d capped at %d: the model's context is %d tokens, %d of them the "
+            "prompt's",
+            max_new_tokens,
+            max(0, limit - prompt_tokens),
+            limit,
+            prompt_tokens,
+        )
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
