@@ -194,6 +194,16 @@ def test_one_folder_keeps_the_splits_it_had(tmp_path: Path) -> None:
 # -- val_fraction: one rule for every source -----------------------------------------------------
 
 
+def test_a_cache_dir_that_is_a_file_is_named_itself(tmp_path: Path) -> None:
+    """`data.cache_dir=<the corpus file>` was blamed on the corpus: `data.source.path=... holds
+    no files but those under data.cache_dir`."""
+    corpus = tmp_path / "a.txt"
+    corpus.write_text("text\n")
+    with pytest.raises(LMTrainError) as err:
+        TextDataModule(TextFilesSource(str(corpus)), CHAR, 16, 2, cache_dir=str(corpus))
+    assert str(err.value) == f"data.cache_dir={str(corpus)!r} is a file: pass a folder"
+
+
 @pytest.mark.parametrize("value", [0, 1, 1.5])
 def test_val_fraction_has_one_range_and_one_message(tmp_path: Path, value: float) -> None:
     (tmp_path / "a.txt").write_text("text\n")

@@ -143,6 +143,8 @@ class TextDataModule(LightningDataModule):
         problems.integer("data.seed", seed, 0, optional=True)
         if not isinstance(cache_dir, str | os.PathLike) or not str(cache_dir).strip():
             problems.add(f"data.cache_dir={cache_dir!r} is not a folder: pass a path")
+        elif Path(cache_dir).expanduser().is_file():  # the corpus was blamed for it
+            problems.add(f"data.cache_dir={str(cache_dir)!r} is a file: pass a folder")
         check_tokenizer_config(tokenizer, problems)
         problems.raise_if_any()
         self.source = source
