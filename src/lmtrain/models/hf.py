@@ -111,6 +111,7 @@ def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
     with torch.no_grad():
         before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
     model.train(training)
+    refuse_nonfinite(before, subject)
     if not torch.allclose(before.float(), after.float(), rtol=0, atol=1e-6):
         raise LMTrainError(
             f"{subject} attends to later tokens (an encoder with an LM head), so a next-token "
@@ -118,6 +119,18 @@ def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
             "type (gpt2, llama, ...)"
         )
     return model
+
+
+def refuse_nonfinite(logits: torch.Tensor, subject: str) -> None:
+    """NaN logits never compare equal: a model broken by its config (layer_norm_epsilon=-1)
+    was told it attends to later tokens, and sent to is_decoder=true, which fails the same."""
+    if not torch.isfinite(logits).all():
+        raise LMTrainError(
+            f"the model built from {subject} and model.config gives non-finite logits "
+            f"({'nan' if logits.isnan().any() else 'inf'}) before any training: check "
+            "model.config values such as layer_norm_epsilon, rms_norm_eps, rope_theta or "
+            "initializer_range"
+        )
 
 
 @contextmanager

@@ -44,6 +44,8 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
     step = module.global_step + 1
     value = "nan or inf on another rank" if torch.isfinite(loss) else f"{loss.item()}"
     if not weights_finite(module):
+        if step == 1:  # no update yet: built (or loaded) so
+            raise before_any_update(module, value, "its weights as built are NaN or inf")
         # An earlier update overflowed (a finite loss, an infinite gradient): skipping cannot
         # help, as every later loss is NaN too, and saving would replace the last good
         # checkpoint with the spoilt weights.
@@ -61,6 +63,8 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
     path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
         trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
+    if step == 1:
+        raise before_any_update(module, value, f"its weights as built are in {path}")
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
     sharded = shards_models(trainer.strategy)
     skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
@@ -68,6 +72,23 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
         f"{path}; lower model.optimizer.lr{clip_hint(trainer)}{skip}, then "
         f"{resume_hint(path)}"
+    )
+
+
+def before_any_update(module: Any, value: str, weights: str) -> NonFiniteLossError:
+    """The stop at step 1: the loss of the model as built (or loaded) is already non-finite, so
+    its config, its weights or a half precision make it, not the learning rate, and resuming
+    from step 0 only repeats it; the message of later steps advised both."""
+    causes = "model.config or model.pretrained's weights"
+    precision, other = str(module.trainer.precision), ""
+    if precision not in ("32-true", "64-true"):  # float16 overflows where float32 does not
+        causes = f"model.config, model.pretrained's weights or trainer.precision={precision}"
+        other = ", or pass trainer.precision=32-true"
+    return NonFiniteLossError(
+        f"non-finite loss ({value}) at step 1, before any update: the model as built gives it "
+        f"({causes}), so resuming would repeat it ({weights}): check model.config values such "
+        f"as layer_norm_epsilon, rms_norm_eps, rope_theta or initializer_range{other}, then "
+        "start the run again"
     )
 
 

@@ -25,6 +25,17 @@ HEAD_SPLITS = (
 # model.config keys that name an activation, looked up in transformers' table when the model is
 # built (after data preparation): an unknown name was a KeyError there.
 ACTIVATION_KEYS = ("activation_function", "hidden_act")
+# model.config keys whose impossible values give a model that is NaN from its first forward
+# (a negative norm epsilon, a negative RoPE base), caught only once it is built, after data
+# preparation, or at the first step: (key ending, lower bound, bound excluded, an example).
+FINITE_MODEL_KEYS = (
+    ("_eps", 0, False, "1e-05"),  # rms_norm_eps, layer_norm_eps: 0 trains
+    ("_epsilon", 0, False, "1e-05"),  # GPT-2's layer_norm_epsilon
+    ("rope_theta", 0, True, "10000.0"),
+    ("initializer_range", 0, False, "0.02"),
+)
+# model.config keys that hold RoPE's settings as a mapping (transformers 5 reads either).
+ROPE_KEYS = ("rope_scaling", "rope_parameters")
 
 
 def check_model(model: dict[str, Any], problems: Problems) -> None:
@@ -57,6 +68,7 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
         elif key.startswith(("n_", "num_")) or key.endswith(("_size", "_positions")):
             # null: the HF config's default (vocab_size: the tokenizer's)
             problems.integer(f"model.config.{key}", value, 1, optional=True)
+    check_numeric_stability(config, problems)
     for width, heads in HEAD_SPLITS:
         w, h = config.get(width), config.get(heads)
         if isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0 and w % h:
@@ -64,6 +76,29 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
                 f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
                 f"pass a {width} that is a multiple of {h}, or another {heads}"
             )
+
+
+def check_numeric_stability(config: Mapping[str, Any], problems: Problems) -> None:
+    """Values that make the model NaN before it trains (`FINITE_MODEL_KEYS`), and a RoPE
+    scaling `factor` below 1, which transformers only logs ("must be a float or int >= 1")."""
+    for key, value in config.items():
+        for ending, low, low_open, example in FINITE_MODEL_KEYS:
+            if key.endswith(ending):
+                hint = f", such as {example}"
+                problems.number(
+                    f"model.config.{key}", value, low, None, low_open, optional=True, hint=hint
+                )
+    for rope in ROPE_KEYS:
+        settings = config.get(rope)
+        if not isinstance(settings, Mapping):
+            continue
+        if "rope_theta" in settings:
+            theta = settings["rope_theta"]
+            hint = ", such as 10000.0"
+            problems.number(f"model.config.{rope}.rope_theta", theta, 0, low_open=True, hint=hint)
+        if "factor" in settings:
+            stretch = " (how many times the context is stretched: 2.0 doubles it)"
+            problems.number(f"model.config.{rope}.factor", settings["factor"], 1, hint=stretch)
 
 
 def warn_foreign_tokenizer(model: dict[str, Any], data: dict[str, Any]) -> None:

@@ -164,6 +164,39 @@ def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: P
             "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
             "trainer.max_epochs=<epochs>"
         )
+    # Of the trainer checks, check_train_config gives the model to this one only: the others
+    # that need it are called from here.
+    check_fp16_optimizer_eps(trainer, model, problems)
+
+
+def check_fp16_optimizer_eps(
+    trainer: dict[str, Any], model: dict[str, Any], problems: Problems
+) -> None:
+    """`trainer.precision=16-true` keeps the weights and the optimizer's state in float16, where
+    AdamW's eps=1e-8 is 0: the run went NaN within 20 steps, and the NaN guard advised a lower
+    learning rate. Any accelerator; `16` is Lightning's alias of 16-mixed (float32 state).
+    Refused only where eps rounds to 0 (below about 3e-8): float16's subnormal values above it
+    (5e-8 to 3e-5) trained 120 steps of gpt2_tiny, the smallest slower and to a higher loss.
+    An optimizer with no `eps` key (SGD, Muon's part) is not refused."""
+    if str(trainer.get("precision")) != "16-true":
+        return
+    optimizer = model.get("optimizer")
+    if not isinstance(optimizer, dict):
+        return
+    parts = [
+        (f"model.optimizer.{name}.optimizer", part["optimizer"])
+        for name, part in optimizer.items()
+        if isinstance(part, dict) and isinstance(part.get("optimizer"), dict)
+    ]  # model/optimizer=muon's parts, each with its optimizer; else one optimizer
+    for key, node in parts or [("model.optimizer", optimizer)]:
+        eps = node.get("eps")
+        number = isinstance(eps, int | float) and not isinstance(eps, bool) and eps > 0
+        if number and torch.tensor(eps, dtype=torch.float16).item() == 0:
+            problems.add(
+                f"trainer.precision=16-true keeps the optimizer's state in float16, where "
+                f"{key}.eps={eps!r} is 0 (NaN within steps): pass trainer.precision=bf16-true, "
+                f"bf16-mixed or 32-true, or {key}.eps=1e-4"
+            )
 
 
 def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
