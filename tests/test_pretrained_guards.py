@@ -215,3 +215,9 @@ def test_training_exits_with_one_line_for_either_mistake(
         "train", *common, f"model.pretrained={base}", "model.config={resid_pdrop: 0.3, n_layer: 8}"
     )
     assert_one_line_error(result, "model.config.n_layer=8 would change the architecture")
+    # A window past the weights' context: model.config may not raise it, so the advice cannot.
+    result = run_cli("train", *common, f"model.pretrained={base}", "data.block_size=128")
+    assert_one_line_error(
+        result, "data.block_size=128 is longer than the model's context (64,",
+        "lower data.block_size to at most 64, the context of model.pretrained",
+    )  # fmt: skip

@@ -88,7 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     log.info("Building model <%s>", cfg.model.get("pretrained") or cfg.model.model_type)
     model = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
-    check_context(model.model.config, cfg.data.block_size)
+    check_context(model.model.config, cfg.data.block_size, bool(cfg.model.get("pretrained")))
     if ckpt_path is not None:
         max_steps, resume = cfg.trainer.get("max_steps"), cfg.get("resume") or None
         # The same run (its own folder's checkpoint) goes on with the same training windows.

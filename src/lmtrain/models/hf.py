@@ -235,8 +235,9 @@ def context_length(config: PretrainedConfig) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
-def check_context(config: PretrainedConfig, block_size: int) -> None:
-    """Fail before training when the data windows are longer than the model can attend over."""
+def check_context(config: PretrainedConfig, block_size: int, pretrained: bool = False) -> None:
+    """Fail before training when the data windows are longer than the model can attend over.
+    `pretrained`: the model's context is its weights' (model.config may not change it)."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         # From a command, the config checks refuse it first; from a checkpoint's run config,
         # here (eval).
@@ -246,10 +247,12 @@ def check_context(config: PretrainedConfig, block_size: int) -> None:
         )
     limit = context_length(config)
     if limit is not None and block_size > limit:
+        fix = "lower data.block_size or raise the model's context"
+        if pretrained:
+            fix = f"lower data.block_size to at most {limit}, the context of model.pretrained"
         raise LMTrainError(
             f"data.block_size={block_size} is longer than the model's context ({limit}, "
-            "model.config.n_positions / max_position_embeddings): lower data.block_size or "
-            "raise the model's context"
+            f"model.config.n_positions / max_position_embeddings): {fix}"
         )
 
 
