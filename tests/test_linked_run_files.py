@@ -48,7 +48,7 @@ def test_resuming_a_run_whose_file_is_a_link_is_refused_and_writes_nothing_throu
 
     out = run_cli("train", f"resume={run}", "trainer.max_steps=4")
     assert_one_line_error(
-        out, f"holds a symbolic link {name} -> {victim}", "replace it with a copy of the file"
+        out, f"holds a symbolic link {name} -> {victim}", "replace it with a copy of what it"
     )
     assert victim.read_text() == VICTIM_TEXT
     assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
@@ -82,3 +82,20 @@ def test_the_lock_is_taken_on_a_file_of_its_own_never_through_a_link(tmp_path: P
     assert victim.read_text() == VICTIM_TEXT
     assert not (tmp_path / "created-elsewhere").exists()
     assert not locks.held_elsewhere(tmp_path / "fifo.lock")  # asked without blocking
+
+
+def test_a_new_run_whose_checkpoints_link_points_to_a_folder_still_to_be_made_trains(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`run/checkpoints -> /scratch/...` made before the scratch folder (review): refused as a
+    file link; and a linked README beside it is the user's, not written by the run."""
+    run, scratch = tmp_path / "run", tmp_path / "scratch" / "run1"
+    run.mkdir()
+    (run / "checkpoints").symlink_to(scratch)
+    (tmp_path / "notes.md").write_text(VICTIM_TEXT)
+    (run / "README.md").symlink_to(tmp_path / "notes.md")
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", f"hydra.run.dir={run}")
+    out = run_cli("train", *cli, "trainer.max_steps=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (scratch / "last.ckpt").is_file()
+    assert (tmp_path / "notes.md").read_text() == VICTIM_TEXT

@@ -117,7 +117,7 @@ class ResumeRun(HydraCallback):
             )
         named = named_run_dir(config)
         folder = run_folder(value, named, Path(config.paths.log_dir), str(config.task_name))
-        refuse_linked_files(folder, "resume")  # before its record is read or written
+        refuse_linked_files(folder, "resume", "resume another run")  # before its record is read
         record = str(config.hydra.output_subdir or RECORD)
         saved, saved_choices = load_saved(value, folder / record)
         check_same_entry_point(value, folder / record, saved, config_name)

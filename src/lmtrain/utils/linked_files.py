@@ -5,7 +5,7 @@ replaces a link rather than writing through it. A few are written in place: Hydr
 `<job>.log` and `.hydra/*.yaml`, the CSV logger's files and `csv/batch_starts`, and the lock
 (which `lmtrain.utils.locks` opens without following links). A run folder copied from a
 colleague, or shared, with such a file linked elsewhere would have a resumed run write into the
-file the link points to, anywhere the user can write. Links to folders (`checkpoints/` on scratch
+file the link points to, anywhere the user can write. Other links (`checkpoints/` on scratch
 storage) are a user's choice, and are left alone.
 """
 
@@ -16,17 +16,24 @@ from pathlib import Path
 
 from lmtrain.errors import LMTrainError
 
-# The run folder's subfolders whose files are written in place (Hydra's record, the CSV logger's).
-WRITTEN_IN_PLACE = (".hydra", "csv")
+# The run folder's files written in place (the lock, its fallback owner file; Hydra's `<job>.log`
+# is any `*.log`), and its subfolders whose files are (Hydra's record, the CSV logger's).
+WRITTEN_IN_PLACE_FILES = (".lock", ".lock.owner")
+WRITTEN_IN_PLACE_FOLDERS = (".hydra", "csv")
 
 
 def linked_files(folder: Path) -> list[Path]:
-    """Links in `folder` that point to anything but a folder, and links in or to its
-    `WRITTEN_IN_PLACE` subfolders."""
-    found = []
-    if folder.is_dir():
-        found += [p for p in sorted(folder.iterdir()) if p.is_symlink() and not p.is_dir()]
-    for sub in (folder / name for name in WRITTEN_IN_PLACE):
+    """The links among what a run writes in place in `folder`: its lock and log files, its
+    `WRITTEN_IN_PLACE_FOLDERS` and their files. Other links (`checkpoints/` to scratch storage,
+    made before its target exists; a README linked from notes) are the user's."""
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_symlink() and (p.name in WRITTEN_IN_PLACE_FILES or p.name.endswith(".log"))
+    ]
+    for sub in (folder / name for name in WRITTEN_IN_PLACE_FOLDERS):
         if sub.is_symlink():
             found.append(sub)
         elif sub.is_dir():
@@ -34,8 +41,9 @@ def linked_files(folder: Path) -> list[Path]:
     return found
 
 
-def refuse_linked_files(folder: Path, key: str) -> None:
-    """Raise LMTrainError naming the first file link in run folder `folder` (set by `key`)."""
+def refuse_linked_files(folder: Path, key: str, other: str = "") -> None:
+    """Raise LMTrainError naming the first such link in run folder `folder` (set by `key`;
+    `other`: how to pass another folder, by default `another <key>`)."""
     found = linked_files(folder)
     if found:
         link = found[0]
@@ -43,5 +51,5 @@ def refuse_linked_files(folder: Path, key: str) -> None:
         raise LMTrainError(
             f"{key}={folder} holds a symbolic link {link.relative_to(folder)} -> "
             f"{os.readlink(link)}{more}, which the run would write through: replace it with a "
-            f"copy of the file, or pass another {key}"
+            f"copy of what it points to, or {other or f'pass another {key}'}"
         )
