@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
@@ -173,18 +172,20 @@ def test_a_nan_loss_at_step_1_names_the_model_and_precision_not_resuming(
     cli = tiny_cli(tmp_path, data_dir, *QUIET, "+model.config.initializer_range=1000.0")
     half = ["trainer.precision=16-true", "model.optimizer.eps=1e-4"]
     out = run_cli("train", *cli, *half, f"hydra.run.dir={run}")
-    saved = run / "checkpoints" / "last.ckpt"
     line = assert_one_line_error(
         out,
         "at step 1, before any update: the model as built gives it (model.config, "
-        "model.pretrained's weights or trainer.precision=16-true), so resuming would repeat it "
-        f"(its weights as built are in {saved})",
-        "or initializer_range, or pass trainer.precision=32-true, then start the run again",
+        "model.pretrained's weights or trainer.precision=16-true), and no resume can help "
+        "(nothing was saved)",
+        "or initializer_range, or pass trainer.precision=32-true, then start a new run (in this "
+        "run folder: overwrite_run=true)",
     )
     assert "resume with" not in line and "ckpt_path" not in line and ".lr" not in line
-    assert torch.load(saved, map_location="cpu", weights_only=True)["global_step"] == 0
-    # The advice holds: the same model in float32 trains.
-    again = run_cli("train", *cli, "trainer.precision=32-true", f"hydra.run.dir={tmp_path / 'b'}")
+    assert not (run / "checkpoints" / "last.ckpt").exists()  # step 0's weights, no use
+    # The advice holds: the same model in float32 trains, in the same folder.
+    again = run_cli(
+        "train", *cli, "trainer.precision=32-true", f"hydra.run.dir={run}", "overwrite_run=true"
+    )
     assert again.returncode == 0, again.stderr[-3000:]
 
 
@@ -205,8 +206,8 @@ def test_weights_nan_before_step_1_are_not_called_an_overflowed_update(
     line = assert_one_line_error(
         out,
         "non-finite loss (nan) at step 1, before any update: the model as built gives it "
-        "(model.config or model.pretrained's weights), so resuming would repeat it (its "
-        "weights as built are NaN or inf)",
+        "(model.config or model.pretrained's weights), and no resume can help (its weights "
+        "as built are NaN or inf)",
     )
     assert "overflowed" not in line and "resume with" not in line and "precision" not in line
     assert not (run / "checkpoints" / "last.ckpt").exists()

@@ -60,11 +60,12 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
                 module.nonfinite_skips,
             )
         return True
+    if step == 1:  # nothing saved: step 0's weights would only repeat it, and a checkpoint
+        # in the run folder would have a new run there refused
+        raise before_any_update(module, value, "nothing was saved")
     path = last_checkpoint_path(trainer)
     with saving_as_of_the_last_finished_batch(trainer):
         trainer.save_checkpoint(path, False)  # not weights only: a whole one, to resume from
-    if step == 1:
-        raise before_any_update(module, value, f"its weights as built are in {path}")
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
     sharded = shards_models(trainer.strategy)
     skip = "" if sharded else ", or skip such batches with model.nan_guard=skip"
@@ -86,9 +87,9 @@ def before_any_update(module: Any, value: str, weights: str) -> NonFiniteLossErr
         other = ", or pass trainer.precision=32-true"
     return NonFiniteLossError(
         f"non-finite loss ({value}) at step 1, before any update: the model as built gives it "
-        f"({causes}), so resuming would repeat it ({weights}): check model.config values such "
-        f"as layer_norm_epsilon, rms_norm_eps, rope_theta or initializer_range{other}, then "
-        "start the run again"
+        f"({causes}), and no resume can help ({weights}): check model.config values such as "
+        f"layer_norm_epsilon, rms_norm_eps, rope_theta or initializer_range{other}, then start "
+        "a new run (in this run folder: overwrite_run=true)"
     )
 
 
