@@ -46,6 +46,7 @@ def new_run(tmp_path: Path, data_dir: Path, corpus: Path, *overrides: str):
     [
         ("callbacks.text_samples.dirpath={other}", "samples.txt"),
         ("logger.csv.save_dir={other}", "csv/metrics.csv"),
+        ("logger.csv.save_dir={other}/csv logger.csv.name=null", "csv/metrics.csv"),
     ],
 )
 def test_a_new_run_pointed_at_another_runs_records_is_refused_and_replaces_nothing(
@@ -54,7 +55,7 @@ def test_a_new_run_pointed_at_another_runs_records_is_refused_and_replaces_nothi
     other = tmp_path / "other"
     shutil.copytree(other_run[0], other)
     before = tree_digest(other, skip=LOCK)
-    out = new_run(tmp_path, data_dir, other_run[1], setting.format(other=other))
+    out = new_run(tmp_path, data_dir, other_run[1], *setting.format(other=other).split())
     key = setting.split("=")[0]
     assert_one_line_error(
         out,
@@ -131,3 +132,9 @@ def test_a_callbacks_file_name_that_is_a_path_or_last_is_refused(
 
 def test_the_default_file_names_with_a_metric_holding_a_slash_pass(compose_cfg) -> None:
     check_train_config(compose_cfg("callbacks.model_checkpoint.filename='b-{val/loss:.2f}'"))
+    # Without save_last (Lightning's default, null) no last.ckpt is written: 'last' is free.
+    check_train_config(
+        compose_cfg(
+            "callbacks.model_checkpoint.filename=last", "callbacks.model_checkpoint.save_last=null"
+        )
+    )

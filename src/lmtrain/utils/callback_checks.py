@@ -107,7 +107,7 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
     problems.integer(f"{key}.save_top_k", entry.get("save_top_k", 1), minimum=-1)
     filename = entry.get("filename")
     check_file_name(f"{key}.filename", filename, f"{key}.dirpath", problems)
-    if filename == "last" and entry.get("save_last") is not False:  # Lightning's last.ckpt
+    if filename == "last" and entry.get("save_last") not in (None, False):  # writes last.ckpt
         problems.add(
             f"{key}.filename='last' is the name of last.ckpt, and the best checkpoint and the "
             "last one would overwrite each other: pick another name (by default "

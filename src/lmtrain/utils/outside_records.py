@@ -36,7 +36,8 @@ def replaced_records(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
         if version is None or entry.get("save_dir") is None:
             continue
         version = f"version_{version}" if isinstance(version, int) else str(version)
-        folder = Path(str(entry["save_dir"])) / str(entry.get("name") or "lightning_logs")
+        # As Lightning's CSVLogger: no subfolder for an empty (or null) name.
+        folder = Path(str(entry["save_dir"])) / str(entry.get("name", "lightning_logs") or "")
         found.append((f"logger.{name}.save_dir", folder / version / "metrics.csv"))
     return found
 
