@@ -137,6 +137,13 @@ from tests.helpers.corpora import write_corpus
             "callbacks.stop.monitor='VAL-LOSS' is not a metric lmtrain logs: did you mean val/lo",
         ),
         ("optimized_metric=val_ppl", "optimized_metric='val_ppl' is not a metric lmtrain logs"),
+        # Lightning filled a field no metric has with 0: best-2-0.0000.ckpt, every one of them.
+        (
+            "callbacks.model_checkpoint.filename='best-{step}-{val_loss:.4f}'",
+            "callbacks.model_checkpoint.filename='best-{step}-{val_loss:.4f}' has the field "
+            "{val_loss}, which no metric fills (Lightning would write 0): did you mean {val/loss}?",
+        ),
+        ("callbacks.model_checkpoint.filename='{Step}'", "{Step}, which no metric fills"),
         # A misspelt argument of a Lightning callback, found when it was built.
         (
             "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
@@ -440,6 +447,19 @@ def test_a_metric_of_ones_own_may_be_monitored(compose_cfg, caplog) -> None:
     ) in caplog.text
 
 
+def test_a_filename_field_of_ones_own_passes_with_a_warning(compose_cfg, caplog) -> None:
+    """`{val/acc}` may be logged by a module of one's own; if not, Lightning writes 0 there."""
+    override = "callbacks.model_checkpoint.filename='best-{step}-{val/acc:.3f}'"
+    with caplog.at_level(logging.WARNING, logger="lmtrain.utils.filename_fields"):
+        check_train_config(compose_cfg(override))
+    assert (
+        "callbacks.model_checkpoint.filename='best-{step}-{val/acc:.3f}' has the field "
+        "{val/acc}, which is not a metric lmtrain logs: unless a module of yours logs it, "
+        "Lightning writes 0 there (lmtrain's: epoch, step, val/loss, val/ppl, val/bpb, "
+        "train/loss, train/grad_norm, train/clipped, tokens_seen)"
+    ) in caplog.messages
+
+
 def test_an_experiment_without_its_package_header_is_refused(compose_cfg, tmp_path) -> None:
     """Without `# @package _global_`, an experiment's keys sat under `experiment:` and the run
     trained the default, exit 0."""
@@ -534,6 +554,8 @@ def test_eval_leaves_the_training_schedule_alone(compose_cfg) -> None:
     """eval only validates: the run's length and validation schedule are not its settings."""
     overrides = ["trainer.max_steps=0", "trainer.max_epochs=0", "trainer.val_check_interval=0.5"]
     check_eval_config(compose_cfg("ckpt_path=x.ckpt", *overrides, name="eval"))
+    # The trainer config's own limit (training's), and a typed one that is the whole split.
+    check_eval_config(compose_cfg("ckpt_path=x.ckpt", "trainer.limit_val_batches=1.0", name="eval"))
 
 
 @pytest.mark.parametrize(
@@ -546,6 +568,15 @@ def test_eval_leaves_the_training_schedule_alone(compose_cfg) -> None:
         # eval builds a Lightning Trainer too: its settings are checked as training's are.
         ("eval", "trainer.precision=bf15", "trainer.precision='bf15' is unknown"),
         ("eval", "trainer.enable_progress_bar=no", "trainer.enable_progress_bar='no' is not"),
+        # Ignored: eval read the whole val split all the same.
+        (
+            "eval",
+            "trainer.limit_val_batches=2",
+            "trainer.limit_val_batches=2: eval reads the whole val split (its numbers compare "
+            "across runs): drop it, or evaluate a smaller split (+data.source.val_fraction=<share>"
+            ", or data=<a smaller corpus>)",
+        ),
+        ("eval", "++trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: eval reads"),
     ],
 )
 def test_a_bad_setting_of_the_other_entry_points_is_named(
@@ -571,6 +602,18 @@ def test_a_bad_setting_of_the_other_entry_points_is_named(
 def test_a_config_group_set_to_null_is_one_line(entry: str, override: str, fragment: str) -> None:
     """`logger=null` was Hydra's ValueError with a traceback, before any lmtrain code ran."""
     assert_one_line_error(run_cli(entry, override), fragment)
+
+
+def test_preemption_signals_without_brackets_are_named_as_such() -> None:
+    """`callbacks.preemption.signals=SIGTERM` is a string, read letter by letter: `unknown
+    signal 'S'`."""
+    from lmtrain.callbacks.preemption import PreemptionCheckpoint
+
+    with pytest.raises(LMTrainError) as err:
+        PreemptionCheckpoint(signals="SIGTERM")
+    assert str(err.value) == (
+        "callbacks.preemption.signals='SIGTERM' is not a list: pass '[SIGTERM]'"
+    )
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
@@ -635,6 +678,8 @@ def test_a_top_level_setting_that_does_not_resolve_is_named(
         ["trainer.deterministic=warn", "+trainer.fast_dev_run=3", "+trainer.overfit_batches=0.5"],
         ["callbacks.model_checkpoint.save_last=link", "+logger.wandb.mode=disabled"],
         ["trainer.val_check_interval=00:00:30:00"],  # a time span, Lightning's to parse
+        # Lightning's own fields and logged metrics, with a format or without.
+        ["callbacks.model_checkpoint.filename='{epoch}-{step:06d}-{val/bpb:.3f}-{train/loss}'"],
         [
             "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping",
             "+callbacks.stop.monitor=val/loss",
@@ -675,7 +720,8 @@ def test_each_bad_generation_setting_names_itself(settings: dict, fragment: str)
 
 def test_eval_refuses_a_seed_numpy_refuses() -> None:
     with pytest.raises(LMTrainError) as err:
-        check_eval_config(OmegaConf.create({"seed": 99999999999, "data": None}))
+        config = {"seed": 99999999999, "data": None, "trainer": {}, "paths": {}}
+        check_eval_config(OmegaConf.create(config))
     assert str(err.value) == (
         "seed=99999999999 must be at most 4294967295: "
         "pass a whole number from 0 to 4294967295, or null"

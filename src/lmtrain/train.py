@@ -58,6 +58,7 @@ with gc_pause.paused_for_imports():
         resumes_run_in,
     )
     from lmtrain.utils.task import plain_metrics, task_wrapper
+    from lmtrain.utils.validation_interval import check_val_interval_fits_epoch
 
 log = logging.getLogger(__name__)
 IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)
@@ -145,6 +146,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     resume_only_from_given_checkpoints(trainer)  # never Lightning's own pick of an hpc_ckpt
+    check_val_interval_fits_epoch(trainer, datamodule)  # the epoch's length: known from the data
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = gradient_accumulation(
             cfg.global_batch_size, cfg.data.batch_size, trainer.world_size

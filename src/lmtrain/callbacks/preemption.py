@@ -63,6 +63,10 @@ class PreemptionCheckpoint(Callback):
         """`signals` are names (SIGTERM, SIGUSR1, SIGUSR2, SIGINT...); `check_every_n_steps`
         spaces out the check (and, under DDP, its all-reduce); the stop then waits for the next
         check."""
+        if isinstance(signals, str):  # `signals=SIGTERM`, no brackets: read letter by letter
+            raise LMTrainError(
+                f"callbacks.preemption.signals={signals!r} is not a list: pass '[{signals}]'"
+            )
         try:
             self.signals = [signal.Signals[name] for name in signals]
         except KeyError as err:

@@ -210,8 +210,23 @@ def check_run_references(config: Any, problems: Problems) -> None:
             problems.add(f"{key}={given!r} is empty: pass {key}={value}, or leave it out")
 
 
+# Hydra's run and sweep folders (configs/hydra/default.yaml) are built from these keys: with one
+# removed (`~task_name`, `~paths`), Hydra's first read of hydra.run.dir, inside its own code, was
+# an InterpolationKeyError traceback of a hundred lines.
+RUN_FOLDER_KEYS = (
+    ("task_name", "the key the run folder's name is built from", "task_name=<name>"),
+    ("paths", "paths.log_dir, the folder run folders go under", "paths=default"),
+)
+
+
 def refuse_bad_task_name(config: Any) -> None:
-    """Raise LMTrainError for a `task_name` that is not a folder name (see check_task_name)."""
+    """Raise LMTrainError for a `task_name` that is not a folder name (see check_task_name), or
+    a key the run folder is built from that the config lacks (RUN_FOLDER_KEYS)."""
     problems = Problems()
-    check_task_name(config.get("task_name"), problems)
+    names = set(config)  # not `key in config`: a DictConfig reads a `???` value as absent
+    for key, what, instead in RUN_FOLDER_KEYS:
+        if key not in names:
+            problems.add(f"~{key} removes {what}: pass {instead} instead")
+    if "task_name" in names:
+        check_task_name(config.get("task_name"), problems)
     problems.raise_if_any()

@@ -34,7 +34,10 @@ from lmtrain.utils.config_keys import (
     check_metric_names,
     check_top_level_keys,
 )
+from lmtrain.utils.eval_checks import check_eval_val_limit
+from lmtrain.utils.filename_fields import check_filename_fields
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
+from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import (
     check_run_length,
@@ -76,12 +79,14 @@ def plain(cfg: DictConfig | Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def check_train_config(cfg: DictConfig) -> None:
+    refuse_removed_nodes(cfg, TRAIN_NODES)  # `~model`: the checks below read it as a mapping
     problems = Problems()
     check_unset(cfg, problems)
     check_config_names(cfg, problems)  # keys nothing reads, groups without a _target_
     check_targets(cfg, problems)  # model and data are lmtrain's classes or subclasses
     callbacks = plain(cfg.get("callbacks"))
     check_metric_names(callbacks, cfg.get("optimized_metric"), problems)
+    check_filename_fields(callbacks, problems)  # `{val_loss}` in a checkpoint's name: 0
     check_callbacks(callbacks, problems)
     tags, loggers = cfg.get("tags"), plain(cfg.get("logger")) or {}
     tags = OmegaConf.to_container(tags, resolve=True) if isinstance(tags, ListConfig) else tags
@@ -178,12 +183,14 @@ def source_path_hint(target: Any) -> str:
 
 
 def check_eval_config(cfg: DictConfig) -> None:
+    refuse_removed_nodes(cfg, EVAL_NODES)
     problems = Problems()
     check_unset(cfg, problems)
     check_top_level_keys(cfg, problems, EVAL_KEYS, "lmtrain.eval")
     check_task_name(cfg.get("task_name", "eval"), problems)  # configs/eval.yaml's, if none
     if cfg.get("trainer") is not None:  # the precision and Lightning's yes/no settings
         check_validation_trainer(plain(cfg.trainer), problems)
+        check_eval_val_limit(cfg.trainer.get("limit_val_batches"), problems)  # ignored
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer

@@ -190,12 +190,12 @@ class ClaimRunFolder(HydraCallback):
         refuse_nodes_no_one_starts(config)  # before the folder is made: nothing to leave behind
         set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
         refuse_run_folder_per_process(config, config.hydra.overrides.hydra, RunMode.RUN)
-        run_dir = Path(str(config.hydra.run.dir))
-        ckpt_path = config.get("ckpt_path")
-        if ckpt_path == "last":
-            ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
+            run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
+            ckpt_path = config.get("ckpt_path")
+            if ckpt_path == "last":
+                ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             # A requeued SLURM job resumes from its folder (utils.requeue.resume_after_requeue),

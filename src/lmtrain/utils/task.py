@@ -30,6 +30,7 @@ from lmtrain.errors import (
 )
 from lmtrain.utils.instantiate import config_entry_error
 from lmtrain.utils.io import full_disk_error
+from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
 # What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
@@ -82,6 +83,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 find_cause(err, LMTrainError)
                 or config_entry_error(err)
                 or lightning_refusal(err)
+                or lightning_interval_refusal(err)  # an interval longer than an epoch
                 or ranks_missing(err)
                 or full_disk_error(err)
                 or wandb_refusal(err)
