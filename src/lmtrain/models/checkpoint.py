@@ -275,7 +275,7 @@ def checkpoint_model(path: str | Path) -> LoadedModel:
     }
     adapters = extra.get(lora.LORA_KEY)
     if adapters:
-        model = lora.model_from_checkpoint(adapters, state, path)
+        model = lora.model_from_checkpoint(adapters, state, path, extra.get("hf_config"))
     else:
         model = model_from_contents(extra["hf_config"], state, path)
     info = {

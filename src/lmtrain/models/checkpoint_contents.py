@@ -27,6 +27,14 @@ from lmtrain.errors import LMTrainError, first_line
 
 # The entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
 CHECKPOINT_KEY = "lmtrain"
+# checkpoint[CHECKPOINT_KEY][LORA_KEY], in a LoRA run's checkpoints: its settings (a mapping), the
+# base model's reference and the digest of its weights (strings); `lmtrain.models.lora`.
+LORA_KEY = "lora"
+LORA_ENTRY: dict[str, tuple[type, str]] = {
+    "base_model": (str, "a string"),
+    "settings": (Mapping, "a mapping"),
+    "base_digest": (str, "a string"),
+}
 # What eval, generate and export read: the weights and how to rebuild model and tokenizer.
 MODEL_KEYS = ("state_dict", f"{CHECKPOINT_KEY}.hf_config", f"{CHECKPOINT_KEY}.tokenizer_files")
 # What Lightning's restore reads on top to resume training (absent from a weights-only save).
@@ -77,7 +85,36 @@ def check_contents(
             f"ckpt_path={str(path)!r} lacks {', '.join(missing)}, so it was not written by "
             f"lmtrain.train (another tool's file, or a dict cut down by hand?): {WRITTEN_BY}"
         )
+    check_lora_entry(checkpoint, path)
     return dict(checkpoint)
+
+
+def check_lora_entry(checkpoint: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse a LoRA entry that lmtrain.train cannot have written, before anything reads it: its
+    keys are read by eval, generate, export and resume, and the tensor checksum does not cover
+    them (an entry edited by hand ended in a KeyError, AttributeError or TypeError)."""
+    extra = checkpoint.get(CHECKPOINT_KEY)
+    entry = extra.get(LORA_KEY) if isinstance(extra, Mapping) else None
+    if entry is None:
+        return
+    entry_name = f"{CHECKPOINT_KEY}.{LORA_KEY}"
+    if not isinstance(entry, Mapping):
+        problem = f"its {entry_name} entry is a {type(entry).__name__}, not a mapping"
+    else:
+        wrong = [
+            f"lacks {key}"
+            if entry.get(key) is None
+            else f"has a {type(entry[key]).__name__} as {key}, not {kind}"
+            for key, (types, kind) in LORA_ENTRY.items()
+            if not isinstance(entry.get(key), types)
+        ]
+        if not wrong:
+            return
+        problem = f"its {entry_name} entry {' and '.join(wrong)}"
+    raise LMTrainError(
+        f"ckpt_path={str(path)!r}: {problem}, so lmtrain.train did not write it as it is "
+        f"(altered by hand or by a tool?): {WRITTEN_BY}"
+    )
 
 
 def model_from_contents(hf_config: Any, state: dict[str, Any], path: str | Path) -> PreTrainedModel:

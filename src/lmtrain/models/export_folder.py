@@ -25,6 +25,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
 from lmtrain.models.hf import context_length
+from lmtrain.models.lora_folder import load_adapter_folder, with_base_config
 from lmtrain.models.model_card import final_metrics, hub_repo, model_card
 from lmtrain.models.nan_guard import non_finite_weight
 from lmtrain.models.tokenizer_digest import DIGEST_KEY, saved_tokenizer_digest
@@ -102,6 +103,8 @@ def export_checkpoint(
             "the run from before it diverged, such as its best-*.ckpt"
         )
     info = {**loaded.info, **final_metrics(source, loaded.info, loaded.run_config)}
+    if adapter_folder:  # the base as it trained: its config.json may not be that
+        info = with_base_config(info, loaded.model)
     if merge:
         loaded.model = lora.in_float32(loaded.model)
     # The logits the folder must give: the model as trained, before any merge.
@@ -133,7 +136,7 @@ def export_checkpoint(
         except OSError as err:
             raise unwritable(out_dir, err) from None
         if expected is not None:
-            verify_folder(tmp, loaded, expected)
+            verify_folder(tmp, loaded, expected, info.get("lora"))
         with swap_lock(target):  # what another export put there meanwhile is checked too
             checked_out_dir(out_dir, source, root_dir, overwrite)
             kept = carry_over(target, tmp, out_dir)  # a previous export's .git/, notes: kept
@@ -267,14 +270,17 @@ def probe_logits(model: torch.nn.Module) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def verify_folder(folder: Path, loaded: LoadedModel, expected: torch.Tensor) -> None:
-    """Reload the folder as its users will (transformers alone, or peft for an adapter folder)
-    and check it is the same model (`expected`: `probe_logits` of the checkpoint's) and tokenizer.
+def verify_folder(
+    folder: Path, loaded: LoadedModel, expected: torch.Tensor, recorded: Any = None
+) -> None:
+    """Reload the folder as its users will (transformers alone, or lmtrain's reader of an
+    adapter folder, given what its lmtrain.json records: `recorded`) and check it is the same
+    model (`expected`: `probe_logits` of the checkpoint's) and tokenizer.
 
     A mismatch is a bug in the export (not the user's input), so it raises a plain error.
     """
     if (folder / "adapter_config.json").is_file():
-        model = lora.load_adapter_folder(folder)
+        model = load_adapter_folder(folder, recorded)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)

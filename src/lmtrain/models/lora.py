@@ -3,9 +3,10 @@
 The pretrained model (`model.pretrained`) is frozen and peft's `get_peft_model` adds low-rank
 adapters beside the chosen layers. A checkpoint then holds the adapters (and their optimizer
 state) only, with the settings, a reference to the base model and a digest of its weights: the
-base is read again from that reference when a run resumes or a tool loads the checkpoint, and a
-base whose weights changed since is refused. Export merges the adapters into a plain HF model
-(`merge_and_unload`), or writes peft's adapter folder (`merge=false`).
+base is read again from that reference when a run resumes or a tool loads the checkpoint (built
+with the checkpoint's HF config, `lmtrain.models.lora_base`), and a base whose weights changed
+since is refused. Export merges the adapters into a plain HF model (`merge_and_unload`), or
+writes peft's adapter folder (`merge=false`), which `lmtrain.models.lora_folder` reads back.
 """
 
 from __future__ import annotations
@@ -22,75 +23,24 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
-from lmtrain.errors import LMTrainError, RankAgreedError
-from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, WRITTEN_BY
+from lmtrain.errors import LMTrainError, RankAgreedError, first_line
+from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, LORA_KEY, WRITTEN_BY
+from lmtrain.models.lora_base import checkpoint_hf_config, load_base
+from lmtrain.models.lora_settings import DEFAULTS as DEFAULTS  # re-exported
+from lmtrain.models.lora_settings import lora_settings, same_setting
 from lmtrain.models.lora_targets import (
     adapted_tied_layers,
     check_untied_targets,
     resolve_targets,
 )
-from lmtrain.models.pretrained import load_weights
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
     from peft import LoraConfig, PeftModel
 
 log = logging.getLogger(__name__)
 
-# configs/model/peft/lora.yaml's values, for `model.peft=lora` (the string, not the group).
-DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
-# checkpoint[CHECKPOINT_KEY][LORA_KEY]: settings, base model reference and digest.
-LORA_KEY = "lora"
 # What a resume may change; any other setting changes the adapters' shapes or placement.
 RESUMABLE_CHANGES = {"dropout"}
-INF = float("inf")  # model.peft.alpha=inf (or nan) scaled the adapters' output to NaN
-
-
-def lora_settings(
-    peft: Mapping[str, Any] | str | None, freeze: Mapping[str, Any], pretrained: str | None
-) -> dict[str, Any] | None:
-    """The LoRA settings `model.peft` asks for, or None for none; one line when they cannot work.
-
-    `model/peft=lora` (the config group) gives a dict; `model.peft=lora` (a plain value) gives the
-    string, which means the group's defaults. `model/peft=none` gives an empty dict.
-    """
-    if peft is None or peft == "none" or (isinstance(peft, Mapping) and not peft):
-        return None
-    if not isinstance(peft, Mapping) and peft != "lora":
-        raise LMTrainError(
-            f"model.peft={peft!r} is unknown: use model/peft=lora, or model/peft=none"
-        )
-    settings = {**DEFAULTS, **(peft if isinstance(peft, Mapping) else {})}
-    unknown = sorted(set(settings) - set(DEFAULTS))
-    if unknown:
-        raise LMTrainError(f"model.peft has unknown keys {unknown}: use {', '.join(DEFAULTS)}")
-    r, alpha, dropout = settings["r"], settings["alpha"], settings["dropout"]
-    if not (isinstance(r, int) and not isinstance(r, bool) and r >= 1):
-        raise LMTrainError(f"model.peft.r={r!r} is not a rank: pass an integer >= 1 (8, 16, ...)")
-    if not (isinstance(alpha, int | float) and not isinstance(alpha, bool) and 0 < alpha < INF):
-        raise LMTrainError(f"model.peft.alpha={alpha!r}: pass a finite number > 0 (e.g. 2 x r)")
-    if not (isinstance(dropout, int | float) and 0 <= dropout < 1):
-        raise LMTrainError(f"model.peft.dropout={dropout!r}: pass a probability in [0, 1)")
-    targets = settings["target_modules"]
-    listed = isinstance(targets, list | tuple) and all(isinstance(t, str) for t in targets)
-    if not (targets is None or isinstance(targets, str) or (listed and targets)):
-        raise LMTrainError(
-            f"model.peft.target_modules={targets!r}: pass a list of module names ([c_attn,c_fc]), "
-            "or null for the architecture's defaults"
-        )
-    frozen = [f"{k}={str(v).lower()}" for k, v in dict(freeze or {}).items() if v]
-    if frozen:
-        raise LMTrainError(
-            f"model.freeze.{' and model.freeze.'.join(frozen)} with LoRA: LoRA already freezes "
-            "the whole base model (only the adapters train): drop model.freeze, or use "
-            "model/peft=none to fine-tune the unfrozen weights"
-        )
-    if not pretrained:
-        raise LMTrainError(
-            "LoRA (model/peft=lora) needs model.pretrained: it adapts frozen pretrained weights, "
-            "and its checkpoints refer to them; use experiment=finetune_lora or model=pretrained "
-            "model.pretrained=<folder or hub id>"
-        )
-    return settings
 
 
 def add_adapters(model: PreTrainedModel, settings: dict[str, Any], base: str) -> PeftModel:
@@ -198,7 +148,7 @@ def check_resume(module: nn.Module, checkpoint: dict[str, Any], ckpt_path: str |
     changed = [
         f"{key}={saved['settings'].get(key)!r} in the checkpoint but {value!r} here"
         for key, value in current["settings"].items()
-        if key not in RESUMABLE_CHANGES and saved["settings"].get(key) != value
+        if key not in RESUMABLE_CHANGES and not same_setting(saved["settings"].get(key), value)
     ]
     if changed:
         raise LMTrainError(
@@ -218,42 +168,73 @@ def check_resume(module: nn.Module, checkpoint: dict[str, Any], ckpt_path: str |
 
 
 def model_from_checkpoint(
-    saved: dict[str, Any], state: dict[str, torch.Tensor], path: str | Path
+    saved: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    path: str | Path,
+    hf_config: Mapping[str, Any] | None = None,
 ) -> PeftModel:
     """The adapted model of a LoRA checkpoint: its base model read again from its reference,
-    checked against its digest, and the checkpoint's adapters (`state`, PeftModel names)."""
+    built with the checkpoint's `hf_config` (read from the file at `path` when not given; the
+    base's config.json where there is none) so that it is the model that trained, checked
+    against its digest, and the checkpoint's adapters (`state`, PeftModel names)."""
     from peft import get_peft_model
 
     base, settings = saved.get("base_model"), saved.get("settings")
-    if not (isinstance(base, str) and isinstance(settings, Mapping)):
+    if not (isinstance(base, str) and isinstance(settings, Mapping) and settings):
         raise LMTrainError(
             f"ckpt_path={str(path)!r} holds a LoRA entry without its base model or settings: "
             f"{WRITTEN_BY}"
         )
+    given = f"ckpt_path={str(path)!r}"
     try:
         settings = lora_settings(settings, {}, base)
     except LMTrainError as err:
-        raise LMTrainError(f"ckpt_path={str(path)!r} holds bad LoRA settings: {err}") from None
+        raise LMTrainError(f"{given} holds bad LoRA settings: {err}") from None
     back = f"put that model back at {base!r}"  # as training read it: saved dtype, no custom code
-    subject = f"the base model {base!r} of the LoRA adapters in ckpt_path={str(path)!r}"
-    model = load_weights(base, subject, back, back, dtype="auto")
-    if weights_digest(model) != saved["base_digest"]:
-        raise LMTrainError(
-            f"ckpt_path={str(path)!r} holds LoRA adapters of other base weights than those now at "
-            f"{base!r}: put the base model the run started from back there"
+    subject = f"the base model {base!r} of the LoRA adapters in {given}"
+    config = hf_config if hf_config is not None else checkpoint_hf_config(path)
+
+    def unusable(why: str) -> LMTrainError:
+        return LMTrainError(
+            f"{given}: its {CHECKPOINT_KEY}.hf_config builds no model ({why}): {WRITTEN_BY}"
         )
-    targets = resolve_targets(model, settings["target_modules"])
-    peft_model = get_peft_model(model, lora_config(model, {**settings, "target_modules": targets}))
-    result = peft_model.load_state_dict(state, strict=False)
+
+    model = load_base(base, config, unusable, subject, back, back, dtype="auto")
+    if weights_digest(model) != saved.get("base_digest"):
+        raise LMTrainError(
+            f"{given} holds LoRA adapters of other base weights than those now at {base!r}: put "
+            "the base model the run started from back there"
+        )
+    try:
+        targets = resolve_targets(model, settings["target_modules"])
+    except LMTrainError as err:
+        raise LMTrainError(f"{given} holds bad LoRA settings: {err}") from None
+    try:
+        peft_model = get_peft_model(
+            model, lora_config(model, {**settings, "target_modules": targets})
+        )
+        result = peft_model.load_state_dict(state, strict=False)
+    except (ValueError, RuntimeError) as err:  # peft's refusal, torch's shapes
+        raise LMTrainError(
+            f"{given} holds adapters that do not fit its settings ({detail(err)}): {WRITTEN_BY}"
+        ) from None
     missing = sorted(set(result.missing_keys) - frozen_names(peft_model))
     if missing or result.unexpected_keys:
         raise LMTrainError(
-            f"ckpt_path={str(path)!r} does not hold the adapters its settings describe (missing "
-            f"{missing[:3]}, unexpected {result.unexpected_keys[:3]}): pass a checkpoint written "
-            "by lmtrain.train"
+            f"{given} does not hold the adapters its settings describe (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}): {WRITTEN_BY}"
         )
     peft_model.lmtrain_lora = dict(saved)
     return peft_model.eval()
+
+
+def detail(err: BaseException) -> str:
+    """What a peft or torch error says, in one line: torch's load_state_dict opens with
+    "Error(s) in loading state_dict for ...", its first real line comes after."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        return lines[1]
+    return first_line(err)
 
 
 def is_adapted(model: nn.Module) -> bool:
@@ -284,26 +265,6 @@ def merged(model: nn.Module) -> PreTrainedModel:
             "merge=false (peft's adapter folder), which keeps the model as trained"
         )
     return model.merge_and_unload()
-
-
-def load_adapter_folder(folder: str | Path, base_digest: Any = None) -> PeftModel:
-    """An adapter folder as peft users load it: the base from adapter_config.json (read as
-    `load_weights` reads any folder, and named as the base in its errors), then peft's.
-    `base_digest` (the export's lmtrain.json records it) must be the base's: adapters on other
-    base weights give other numbers, with no error from peft."""
-    from peft import LoraConfig, PeftModel
-
-    base = LoraConfig.from_pretrained(str(folder)).base_model_name_or_path
-    subject = f"the base model {base!r} of ckpt_path={str(folder)!r} (adapter_config.json)"
-    advice = "point its base_model_name_or_path at the model the adapters were trained on"
-    model = load_weights(base, subject, advice, advice)
-    if isinstance(base_digest, str) and weights_digest(model) != base_digest:
-        raise LMTrainError(
-            f"ckpt_path={str(folder)!r} holds LoRA adapters of other base weights than those now "
-            f"at {base!r} (its lmtrain.json records their digest): put the base model they were "
-            "trained on back there, or " + advice
-        )
-    return PeftModel.from_pretrained(model, str(folder)).eval()
 
 
 def base_folder(model: nn.Module) -> Path | None:

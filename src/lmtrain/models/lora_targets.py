@@ -37,6 +37,8 @@ def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[s
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
 
+    if isinstance(targets, str):
+        check_expression(model, targets)
     adaptable = [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
     for target in [targets] if isinstance(targets, str) else targets:
         config = LoraConfig(target_modules=target if isinstance(targets, str) else [target])
@@ -55,6 +57,30 @@ def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[s
                 f"layers ({names}), or null for the architecture's defaults"
             )
     return targets
+
+
+def check_expression(model: nn.Module, expression: str) -> None:
+    """Refuse a regular expression that matches a module LoRA cannot adapt (a LayerNorm, a whole
+    block): peft adapts every module it matches, and for such a one refused the whole model
+    with a ValueError, reported as the model's refusal of its settings."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = LoraConfig(target_modules=expression)
+    matched = [
+        (n, m) for n, m in model.named_modules() if n and check_target_module_exists(config, n)
+    ]
+    refused = [(name, module) for name, module in matched if not isinstance(module, ADAPTABLE)]
+    if not refused:
+        return
+    kept = dict.fromkeys(name.rsplit(".", 1)[-1] for name, m in matched if isinstance(m, ADAPTABLE))
+    name, module = refused[0]
+    more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
+    instead = f"pass a list ([{','.join(kept)}])" if kept else "pass a list of its Linear layers"
+    raise LMTrainError(
+        f"model.peft.target_modules={expression!r} matches {name} ({type(module).__name__}){more}, "
+        f"which LoRA cannot adapt: narrow the expression, or {instead}"
+    )
 
 
 def check_untied_targets(model: nn.Module, targets: list[str] | str) -> None:

@@ -19,7 +19,6 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.data.pretrained_tokenizer import lacks_tokenizer_config, no_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.models import lora
 from lmtrain.models.checkpoint_contents import unbuildable_tokenizer
 from lmtrain.models.pretrained import load_weights, loading_error
 from lmtrain.models.tokenizer_digest import DIGEST_KEY, check_tokenizer_digest
@@ -80,8 +79,10 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     advice = "pass a folder with the model and its tokenizer, as lmtrain.export writes it"
     try:
         if (folder / "adapter_config.json").is_file():  # LoRA adapters (export merge=false)
+            from lmtrain.models.lora_folder import load_adapter_folder  # uses this module
+
             recorded = info.get("lora") if isinstance(info.get("lora"), dict) else {}
-            model = lora.load_adapter_folder(path, recorded.get("base_digest"))
+            model = load_adapter_folder(path, recorded)
         else:  # a .bin is read weights-only, custom code refused
             model = load_weights(path, subject, advice, COPY_AGAIN)
     except Exception as err:  # peft's errors: mapped as the weights' are
