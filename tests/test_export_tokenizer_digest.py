@@ -21,7 +21,7 @@ from transformers import AutoTokenizer
 from lmtrain.data.tokenizers import EOS_TOKEN
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model
-from lmtrain.models.tokenizer_digest import DIGEST_KEY, tokenizer_digest
+from lmtrain.models.tokenizer_digest import DIGEST_KEY, check_tokenizer_digest, tokenizer_digest
 from lmtrain.train import train
 from tests.helpers import pretrained
 from tests.helpers.assertions import assert_one_line_error
@@ -104,6 +104,11 @@ def test_the_digest_is_the_tokenizers_as_loaded_and_the_same_on_every_export(
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     tokenizer.save_pretrained(resaved)
     assert load_model(resaved).tokenizer.pad_token == EOS_TOKEN
+    # A new `<pad>` past the exported ids (the usual fine-tuning preparation) changes no id the
+    # model was trained on (review: it was refused as another tokenizer).
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    check_tokenizer_digest(folder, tokenizer, digest)
+    assert tokenizer_digest(tokenizer) != digest  # the whole vocabulary is another
 
 
 def test_another_tokenizer_of_the_same_size_is_refused_in_one_line(

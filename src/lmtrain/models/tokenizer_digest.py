@@ -31,16 +31,22 @@ DIGEST_KEY = "tokenizer_digest"
 SPECIAL = ("bos", "eos", "unk")
 
 
-def tokenizer_digest(tokenizer: PreTrainedTokenizerBase) -> str:
-    """sha256 of what decides `tokenizer`'s ids (see the module docstring), as a hex string."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
+def tokenizer_digest(tokenizer: PreTrainedTokenizerBase, size: int | None = None) -> str:
+    """`<size>:<sha256>` of what decides `tokenizer`'s ids below `size` (default: all of them;
+    see the module docstring). Tokens added after the export (a new `<pad>`, past the exported
+    ids) change no id the model was trained on, and leave the digest as it was."""
+    size = len(tokenizer) if size is None else size
+    vocab = sorted(
+        ((token, i) for token, i in tokenizer.get_vocab().items() if i < size),
+        key=lambda item: (item[1], item[0]),
+    )
     content = {
         "vocab": vocab,
         "special": {name: getattr(tokenizer, f"{name}_token_id", None) for name in SPECIAL},
         "model": model_content(tokenizer),
     }
     text = json.dumps(content, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return f"{size}:{hashlib.sha256(text.encode('utf-8')).hexdigest()}"
 
 
 def model_content(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
@@ -71,7 +77,10 @@ def check_tokenizer_digest(
 ) -> None:
     """Refuse the folder `path` when its loaded `tokenizer` is not the one its lmtrain.json
     recorded (`recorded`; None: no record, nothing to compare)."""
-    if recorded is None or tokenizer_digest(tokenizer) == recorded:
+    if recorded is None:
+        return
+    size, _, _ = recorded.partition(":")
+    if size.isdigit() and tokenizer_digest(tokenizer, int(size)) == recorded:
         return
     raise LMTrainError(
         f"ckpt_path={str(path)!r} holds tokenizer files other than the ones it was exported with "
