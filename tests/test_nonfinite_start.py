@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
@@ -21,6 +23,8 @@ from lmtrain.utils.config_checks import check_train_config
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import TINY_LLAMA, TINY_RUN
+from tests.helpers.corpora import DOCS
+from tests.helpers.pretrained import save_tiny_pretrained
 
 LLAMA = [*TINY_LLAMA, *TINY_RUN]  # in place of TINY (compose_cfg(..., tiny=False))
 FP16_EPS = (
@@ -211,3 +215,20 @@ def test_weights_nan_before_step_1_are_not_called_an_overflowed_update(
     )
     assert "overflowed" not in line and "resume with" not in line and "precision" not in line
     assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_pretrained_weights_that_hold_nan_are_named_not_the_config(tmp_path: Path) -> None:
+    """Damaged pretrained weights were blamed on model.config (review): initializer_range means
+    nothing for loaded weights."""
+    folder = save_tiny_pretrained(tmp_path / "base", DOCS)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        model.transformer.h[0].mlp.c_fc.weight[0, 0] = float("nan")
+    model.save_pretrained(folder)
+    with pytest.raises(LMTrainError) as err:
+        build_causal_lm(None, None, str(folder), vocab_size=None)
+    assert str(err.value) == (
+        f"model.pretrained={str(folder)!r} gives non-finite logits (nan) before any training, "
+        "from its weights (transformer.h.0.mlp.c_fc.weight holds nan or inf): copy or download "
+        "the weights again"
+    )

@@ -111,7 +111,7 @@ def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
     with torch.no_grad():
         before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
     model.train(training)
-    refuse_nonfinite(before, subject)
+    refuse_nonfinite(before, subject, model)
     if not torch.allclose(before.float(), after.float(), rtol=0, atol=1e-6):
         raise LMTrainError(
             f"{subject} attends to later tokens (an encoder with an LM head), so a next-token "
@@ -121,16 +121,24 @@ def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
     return model
 
 
-def refuse_nonfinite(logits: torch.Tensor, subject: str) -> None:
+def refuse_nonfinite(logits: torch.Tensor, subject: str, model: nn.Module) -> None:
     """NaN logits never compare equal: a model broken by its config (layer_norm_epsilon=-1)
-    was told it attends to later tokens, and sent to is_decoder=true, which fails the same."""
-    if not torch.isfinite(logits).all():
+    was told it attends to later tokens, and sent to is_decoder=true, which fails the same. A
+    weight that is NaN already (damaged pretrained weights) is named instead of the config."""
+    if torch.isfinite(logits).all():
+        return
+    kind = "nan" if logits.isnan().any() else "inf"
+    weight = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if weight is not None:
         raise LMTrainError(
-            f"the model built from {subject} and model.config gives non-finite logits "
-            f"({'nan' if logits.isnan().any() else 'inf'}) before any training: check "
-            "model.config values such as layer_norm_epsilon, rms_norm_eps, rope_theta or "
-            "initializer_range"
+            f"{subject} gives non-finite logits ({kind}) before any training, from its weights "
+            f"({weight} holds nan or inf): copy or download the weights again"
         )
+    raise LMTrainError(
+        f"the model built from {subject} and model.config gives non-finite logits ({kind}) "
+        "before any training: check model.config values such as layer_norm_epsilon, "
+        "rms_norm_eps, rope_theta or initializer_range"
+    )
 
 
 @contextmanager
