@@ -189,7 +189,7 @@ def test_an_empty_last_ckpt_names_the_checkpoint_beside_it_to_pass_instead(
     last = folder / "last.ckpt"
     assert str(refusal.value).endswith(
         f"move it aside (mv {last} {last}.damaged): resume= and ckpt_path=last then go on from "
-        f"{best.name}"
+        f"{best.name} (eval, generate, export: ckpt_path={best})"
     )  # ckpt_path=<best> beside resume= is refused
     other = folder / "step=3.ckpt"
     other.touch()

@@ -15,8 +15,11 @@ WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/chec
 
 
 def newest_other(damaged: Path) -> Path | None:
-    """The newest other checkpoint beside `damaged` (a non-empty `*.ckpt` file, or a sharded
-    folder), by time written; None when there is none or the folder cannot be read."""
+    """The newest other checkpoint beside `damaged` (a `*.ckpt` file, or a sharded folder), by
+    time written, as `resume=` picks one without a last.ckpt
+    (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but never an
+    empty file (a copy cut short): the advice names one that can be read. None when there is
+    none or the folder cannot be read."""
     try:
         found = [
             p
@@ -40,6 +43,6 @@ def instead(damaged: str | Path) -> str:
     if path.name == "last.ckpt":
         return (
             f"move it aside (mv {path} {path}.damaged): resume= and ckpt_path=last then go on "
-            f"from {other.name}"
+            f"from {other.name} (eval, generate, export: ckpt_path={other})"
         )
     return f"pass another checkpoint, e.g. ckpt_path={other}"
