@@ -40,6 +40,7 @@ from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_f
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import (
+    check_fp16_optimizer_eps,
     check_run_length,
     check_trainer,
     check_validation_trainer,
@@ -118,6 +119,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_seq_len_warmup(model, cfg.get("data", {}).get("block_size"), problems)
     check_trainer(trainer, problems)
     check_run_length(trainer, model, problems)
+    check_fp16_optimizer_eps(trainer, model, problems)  # AdamW's eps in float16
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)

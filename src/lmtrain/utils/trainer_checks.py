@@ -164,9 +164,6 @@ def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: P
             "schedule (model.scheduler) to span: pass trainer.max_steps=<steps>, or "
             "trainer.max_epochs=<epochs>"
         )
-    # Of the trainer checks, check_train_config gives the model to this one only: the others
-    # that need it are called from here.
-    check_fp16_optimizer_eps(trainer, model, problems)
 
 
 def check_fp16_optimizer_eps(
