@@ -24,7 +24,13 @@ with gc_pause.paused_for_imports():
 
     from lmtrain.errors import LMTrainError
     from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
-    from lmtrain.models.generation import AS_TEXT, generate_text, prompt_problem, quote
+    from lmtrain.models.generation import (
+        generate_text,
+        new_token_budget,
+        prompt_ids,
+        prompt_problem,
+        quote,
+    )
     from lmtrain.models.hf import context_length
     from lmtrain.utils.config_checks import check_generate_config
     from lmtrain.utils.group_overrides import refuse_null_groups
@@ -70,17 +76,17 @@ def generate(cfg: DictConfig) -> list[str]:
 
 
 def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> None:
-    """`generate_text` caps the new tokens at what the model's context leaves after the prompt
-    (learned positions cannot run past it): say so, rather than print fewer tokens silently."""
-    limit = context_length(loaded.model.config)
-    prompt_tokens = max(1, len(loaded.tokenizer(prompt, **AS_TEXT).input_ids))  # empty: eos
-    if limit is not None and max_new_tokens > limit - prompt_tokens:
+    """`generate_text` caps the new tokens at what the model's context leaves after the prompt:
+    say so, rather than print fewer tokens silently."""
+    prompt_tokens = prompt_ids(loaded.tokenizer, prompt).shape[1]
+    budget = new_token_budget(loaded.model.config, prompt_tokens, max_new_tokens)
+    if budget < max_new_tokens:
         log.warning(
             "max_new_tokens=%d capped at %d: the model's context is %d tokens, %d of them the "
             "prompt's",
             max_new_tokens,
-            max(0, limit - prompt_tokens),
-            limit,
+            budget,
+            context_length(loaded.model.config),
             prompt_tokens,
         )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.data.coverage import format_characters, unencodable_characters
 from lmtrain.models.hf import context_length
@@ -72,6 +72,20 @@ def quote(prompt: str) -> str:
 
 
 @torch.inference_mode()
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> torch.Tensor:
+    """The prompt's ids as a batch of one; an empty prompt starts from end-of-text, as GPT-2
+    does."""
+    ids = tokenizer(prompt, return_tensors="pt", **AS_TEXT).input_ids
+    return ids if ids.shape[1] else torch.tensor([[tokenizer.eos_token_id]])
+
+
+def new_token_budget(config: PretrainedConfig, prompt_tokens: int, max_new_tokens: int) -> int:
+    """`max_new_tokens`, capped so the sequence fits the model's context: HF models with
+    learned positions (GPT-2) cannot run past it."""
+    limit = context_length(config)
+    return max_new_tokens if limit is None else max(0, min(max_new_tokens, limit - prompt_tokens))
+
+
 def generate_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -93,12 +107,8 @@ def generate_text(
     the tokens are the model's own choices. New tokens are capped so the sequence fits the
     model's context: HF models with learned positions (GPT-2) cannot run past it.
     """
-    ids = tokenizer(prompt, return_tensors="pt", **AS_TEXT).input_ids
-    if ids.shape[1] == 0:  # an empty prompt starts from end-of-text, as GPT-2 does
-        ids = torch.tensor([[tokenizer.eos_token_id]])
-    limit = context_length(model.config)
-    if limit is not None:
-        max_new_tokens = max(0, min(max_new_tokens, limit - ids.shape[1]))
+    ids = prompt_ids(tokenizer, prompt)
+    max_new_tokens = new_token_budget(model.config, ids.shape[1], max_new_tokens)
     was_training = model.training
     model.eval()
     try:
