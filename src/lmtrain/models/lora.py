@@ -25,7 +25,7 @@ from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError, first_line
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, LORA_KEY, WRITTEN_BY
-from lmtrain.models.lora_base import checkpoint_hf_config, load_base
+from lmtrain.models.lora_base import load_base
 from lmtrain.models.lora_settings import DEFAULTS as DEFAULTS  # re-exported
 from lmtrain.models.lora_settings import lora_settings, same_setting
 from lmtrain.models.lora_targets import (
@@ -174,8 +174,8 @@ def model_from_checkpoint(
     hf_config: Mapping[str, Any] | None = None,
 ) -> PeftModel:
     """The adapted model of a LoRA checkpoint: its base model read again from its reference,
-    built with the checkpoint's `hf_config` (read from the file at `path` when not given; the
-    base's config.json where there is none) so that it is the model that trained, checked
+    built with the checkpoint's `hf_config` (the base's config.json where the checkpoint has
+    none) so that it is the model that trained, checked
     against its digest, and the checkpoint's adapters (`state`, PeftModel names)."""
     from peft import get_peft_model
 
@@ -192,14 +192,13 @@ def model_from_checkpoint(
         raise LMTrainError(f"{given} holds bad LoRA settings: {err}") from None
     back = f"put that model back at {base!r}"  # as training read it: saved dtype, no custom code
     subject = f"the base model {base!r} of the LoRA adapters in {given}"
-    config = hf_config if hf_config is not None else checkpoint_hf_config(path)
 
     def unusable(why: str) -> LMTrainError:
         return LMTrainError(
             f"{given}: its {CHECKPOINT_KEY}.hf_config builds no model ({why}): {WRITTEN_BY}"
         )
 
-    model = load_base(base, config, unusable, subject, back, back, dtype="auto")
+    model = load_base(base, hf_config, unusable, subject, back, back, dtype="auto")
     if weights_digest(model) != saved.get("base_digest"):
         raise LMTrainError(
             f"{given} holds LoRA adapters of other base weights than those now at {base!r}: put "

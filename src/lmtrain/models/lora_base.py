@@ -13,16 +13,13 @@ adapter folder exported before that record reads the base's config.json, as peft
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY
 from lmtrain.models.pretrained import load_weights
-from lmtrain.utils.safe_load import load_torch_file
 
 # Where the base's HF config is recorded: in a checkpoint's CHECKPOINT_KEY entry, and in an
 # adapter export's lmtrain.json `info.lora`.
@@ -56,18 +53,6 @@ def recorded_config(hf_config: Any, unusable: Callable[[str], LMTrainError]) -> 
         return AutoConfig.for_model(values.pop("model_type"), **values)
     except Exception as err:  # a KeyError, TypeError or ValueError from a damaged record
         raise unusable(f"{type(err).__name__}: {first_line(err)}") from None
-
-
-def checkpoint_hf_config(path: str | Path) -> Any:
-    """The `hf_config` of the checkpoint file at `path`, through the same safe reader (None: no
-    file there, for adapters rebuilt in memory). `checkpoint.checkpoint_model` hands
-    `lora.model_from_checkpoint` the LoRA entry alone; the file holds the adapters alone, so
-    reading it again costs little."""
-    if not Path(path).is_file():
-        return None
-    checkpoint = load_torch_file(path)
-    extra = checkpoint.get(CHECKPOINT_KEY) if isinstance(checkpoint, Mapping) else None
-    return extra.get(HF_CONFIG_KEY) if isinstance(extra, Mapping) else None
 
 
 def base_config_record(model: Any) -> dict[str, Any]:
