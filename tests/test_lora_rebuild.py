@@ -342,3 +342,10 @@ def test_a_resume_takes_the_same_targets_in_another_order(
     targets = "model.peft.target_modules=[c_fc,c_attn,c_proj]"
     train(finetune_config(base, new_text, run_dir, data_dir, *SHORT, *resume, targets))
     assert load_torch_file(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 8
+
+
+def test_the_adapter_folders_card_says_how_to_build_the_base_as_it_trained(adapters: Path) -> None:
+    """Plain peft reads the base's config.json; the card names the recorded config."""
+    card = (adapters / "README.md").read_text()
+    assert "PeftModel.from_pretrained(base" in card
+    assert "info.lora.hf_config" in card

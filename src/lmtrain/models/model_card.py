@@ -193,6 +193,8 @@ USE_PEFT = """from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 tokenizer = AutoTokenizer.from_pretrained("{where}")
+# A run with model.config overrides trained another base than its config.json builds: pass
+# config=AutoConfig.for_model(**<lmtrain.json's info.lora.hf_config>), as lmtrain's tools do.
 base = AutoModelForCausalLM.from_pretrained("{base}")
 model = PeftModel.from_pretrained(base, "{where}")"""
 
