@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from lmtrain.data.tokenizers import EOS_TOKEN
@@ -51,16 +51,7 @@ def other_tokenizer(size: int) -> Tokenizer:
     rng = random.Random(1)
     words = ["".join(rng.choice("qxzjkvwy") for _ in range(rng.randint(3, 8))) for _ in range(400)]
     text = [" ".join(rng.choice(words) for _ in range(50)) for _ in range(200)]
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=size,
-        special_tokens=[EOS_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(text, trainer)
+    bpe = pretrained.tiny_bpe(text, size).backend_tokenizer
     assert bpe.get_vocab_size() == size
     return bpe
 
