@@ -68,6 +68,8 @@ def test_credentials_written_inside_strings_are_redacted() -> None:
         '{"password": "hunter2"}',
         "--hf_token=hf_abc",
         "extra.client_secret=s",
+        "https://user:pw12345678@host/x",  # a URL's password, as in MLflow's tracking_uri
+        "see postgresql://alice:s3cret@db:5432/mlflow",
     ]
     for text in written:
         assert redact({"note": text}, []) == {"note": REDACTED}, text
@@ -78,6 +80,8 @@ def test_credentials_written_inside_strings_are_redacted() -> None:
         "password: ",  # nothing written after it
         "a tokenizer: bpe",
         "see http://host:8080/path",
+        "git+ssh://git@github.com/org/repo.git",  # a user name, no password
+        "https://host:8080/a@b",  # a port, and an @ in the path
         f"password: {REDACTED}",  # already redacted
     ]
     for text in innocent:

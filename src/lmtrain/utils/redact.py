@@ -13,9 +13,10 @@ put the key itself into every checkpoint and into the W&B run. `redact` replaces
   `true`, `no`, ... as in HF_HUB_DISABLE_IMPLICIT_TOKEN=1) and paths (HF_TOKEN_PATH) are
   settings, not secrets, and are left alone;
 - it is a string that writes out a credential as `key: value` or `key=value` with a secret key
-  ("password: hunter2", "https://host/?api_key=abc", "Authorization: Bearer x"). The whole string
-  is replaced, not just the value: where a value ends inside free text cannot be told for sure,
-  and half a secret is still a leak.
+  ("password: hunter2", "https://host/?api_key=abc", "Authorization: Bearer x"), or a URL with
+  a password before its host ("https://user:pw@host", as MLflow and git URLs carry one). The
+  whole string is replaced, not just the value: where a value ends inside free text cannot be
+  told for sure, and half a secret is still a leak.
 A string is thus either kept whole or replaced whole. Numbers and booleans are never secrets.
 """
 
@@ -54,6 +55,9 @@ KEY_VALUE_TEXT = re.compile(
     + re.escape(REDACTED)
     + ")"
 )
+
+# A URL's user:password@ (RFC 3986 userinfo with a non-empty password); "git@host" has none.
+URL_PASSWORD = re.compile(r"[A-Za-z][\w+.-]*://[^/\s:@]*:[^/\s@]+@")
 
 
 def is_secret_key(key: object) -> bool:
@@ -94,7 +98,9 @@ def holds_secret(text: str, secrets: list[str] | None = None) -> bool:
     if secrets is None:
         secrets = environment_secrets() + short_environment_secrets()
     found = any(s == text if len(s) < MIN_SECRET_CHARS else s in text for s in secrets if s)
-    return found or any(is_secret_key(m["key"]) for m in KEY_VALUE_TEXT.finditer(text))
+    if found or URL_PASSWORD.search(text):
+        return True
+    return any(is_secret_key(m["key"]) for m in KEY_VALUE_TEXT.finditer(text))
 
 
 def redact(value: Any, secrets: list[str] | None = None) -> Any:
