@@ -138,3 +138,27 @@ def test_the_default_file_names_with_a_metric_holding_a_slash_pass(compose_cfg) 
             "callbacks.model_checkpoint.filename=last", "callbacks.model_checkpoint.save_last=null"
         )
     )
+
+
+def test_eval_pointed_at_a_training_runs_csv_is_refused_and_adds_no_row(
+    other_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # Red team: eval's CSV row (step 0, its own split) landed on the training run's curve.
+    other = tmp_path / "other"
+    shutil.copytree(other_run[0], other)
+    before = tree_digest(other, skip=LOCK)
+    out = run_cli(
+        "eval",
+        f"ckpt_path={other / 'checkpoints' / 'last.ckpt'}",
+        "logger=csv",
+        f"logger.csv.save_dir={other}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert_one_line_error(
+        out,
+        f"logger.csv.save_dir puts this run's metrics.csv at {other / 'csv' / 'metrics.csv'}, "
+        "which already holds another run's",
+        "pass an empty folder",
+    )
+    assert "overwrite_run" not in out.stderr  # eval has no such switch
+    assert tree_digest(other, skip=LOCK) == before

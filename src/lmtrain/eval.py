@@ -48,6 +48,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.group_overrides import refuse_null_groups
     from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
     from lmtrain.utils.io import write_json
+    from lmtrain.utils.outside_records import refuse_replacing_outside_records
     from lmtrain.utils.run_folder import folder_key
     from lmtrain.utils.stored_targets import check_stored_data
     from lmtrain.utils.task import plain_metrics, task_wrapper
@@ -66,6 +67,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # From the command line Hydra's callback has refused it already; from Python (a composed
     # config) this is the check: a training run's metrics.json is not eval's to replace.
     refuse_foreign_output_dir(output_dir, str(cfg.task_name), folder_key(output_dir))
+    refuse_replacing_outside_records(cfg, output_dir, resuming=False, overwrite=None)
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)
     # Unknown names, a missing lm-eval, or task data that cannot be downloaded stop us here,
     # before the model is loaded and the val split read.

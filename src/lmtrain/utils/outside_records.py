@@ -7,6 +7,8 @@ run's records. Pointed elsewhere (`callbacks.text_samples.dirpath=<another run>`
 `logger.csv.save_dir=<another run>`, a file of the user's), they replaced that run's samples and
 metrics history with nothing but a warning (found by a red team). As for an outside checkpoint
 folder (`lmtrain.utils.checkpoint_dirpaths`), a run that resumes, or `overwrite_run=true`, may.
+`lmtrain.eval` has neither: its CSV logger pointed at a training run added an eval row to that
+run's curve (and rewrote a user's metrics.csv), so it is refused there too.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ def replaced_records(cfg: Mapping[str, Any]) -> list[tuple[str, Path]]:
 
 
 def refuse_replacing_outside_records(
-    cfg: Mapping[str, Any], output_dir: str | Path, resuming: bool, overwrite: bool
+    cfg: Mapping[str, Any],
+    output_dir: str | Path,
+    resuming: bool,
+    overwrite: bool | None,
 ) -> None:
-    """Raise LMTrainError when a new run would replace a non-empty record outside `output_dir`."""
+    """Raise LMTrainError when a new run would replace a non-empty record outside `output_dir`.
+
+    `overwrite`: the run's overwrite_run, or None for a command that has no such switch."""
     if resuming or overwrite:
         return
     own = Path(output_dir).expanduser().resolve()
@@ -53,8 +60,9 @@ def refuse_replacing_outside_records(
         file = path.expanduser().resolve()
         if own in file.parents or not file.is_file() or file.stat().st_size == 0:
             continue
+        or_overwrite = "" if overwrite is None else ", or overwrite_run=true to replace it"
         raise LMTrainError(
             f"{key} puts this run's {file.name} at {file}, which already holds another run's "
             f"(or a file of yours) that a new run would replace: leave {key} as configured "
-            "(the run folder), pass an empty folder, or overwrite_run=true to replace it"
+            f"(the run folder), pass an empty folder{or_overwrite}"
         )
