@@ -367,3 +367,30 @@ def test_make_report_finds_the_newest_sweep_under_project_root(tmp_path: Path) -
     result = subprocess.run(dry, cwd=root, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f'-m lmtrain.report "{newer}/"' in result.stdout, result.stdout
+
+
+def test_out_replaces_only_a_report_it_wrote_there(tmp_path: Path) -> None:
+    """Red team: `--out ~/docs` replaced the user's own report.md, with exit code 0."""
+    sweep, out = tmp_path / "sweep", tmp_path / "docs"
+    forge_job(sweep, 0, {"val/loss": 2.0})
+    out.mkdir()
+    (out / "report.md").write_text("my own notes\n")
+    result = run_cli("report", str(sweep), "--out", str(out))
+    assert_one_line_error(
+        result,
+        f"--out '{out}' holds a report.md that lmtrain.report did not write there",
+        "add --overwrite to replace it",
+    )
+    assert (out / "report.md").read_text() == "my own notes\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.md"]
+
+    report.main([str(sweep), "--out", str(out), "--overwrite"])
+    assert report_rows(out) == [("0", "ok", "2")]
+    forge_job(sweep, 1, {"val/loss": 1.0})  # a report it wrote is replaced when run again
+    report.main([str(sweep), "--out", str(out)])
+    assert report_rows(out) == [("1", "ok", "1"), ("0", "ok", "2")]
+    with (out / "report.md").open("a") as f:  # ... but not once the user has edited it
+        f.write("my conclusions\n")
+    with pytest.raises(SystemExit):
+        report.main([str(sweep), "--out", str(out)])
+    assert (out / "report.md").read_text().endswith("my conclusions\n")

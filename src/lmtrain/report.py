@@ -14,6 +14,11 @@ that cannot be read (a truncated metrics.json, no .hydra/config.yaml) is unreada
 the other jobs are still reported. These sort last, in that order, after the jobs still running
 (a live process holds the folder's lock: a report of a sweep that is not over).
 W&B stays the dashboard; this is the view that fits in a terminal, a pull request or an email.
+
+In the sweep folder the three names are the report's own. An `--out` folder may be anyone's
+(a red team's `--out ~/docs` replaced a user's report.md): there a file of those names is replaced
+only when it is a report this command wrote and nobody changed since (its sha256 is kept in
+`.lmtrain_report.json` beside it), or with `--overwrite`.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ with gc_pause.paused_for_imports():
     import argparse
     import csv
     import errno
+    import hashlib
+    import json
     import os
     import re
     import sys
@@ -48,6 +55,8 @@ with gc_pause.paused_for_imports():
 # row into one cell more, and `notes/**/*.md` rendered bold and italic (`~` strikes through, `&`
 # starts an entity, `$` GitHub's math); a line break ended the row.
 MARKDOWN = re.compile(r"([\\`*_|<>\[\]~&$])")
+# In an --out folder: the sha256 of each report file this command wrote there.
+WRITTEN_RECORD = ".lmtrain_report.json"
 
 
 def md_cell(text: str) -> str:
@@ -107,11 +116,16 @@ def fmt(value: str | float | None, digits: int | None = 4) -> str:
 
 
 def write_report(
-    sweep_dir: str | Path, maximize: bool | None = None, out_dir: str | Path | None = None
+    sweep_dir: str | Path,
+    maximize: bool | None = None,
+    out_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write report.csv, report.md and val_curves.png into `out_dir` (default: the sweep folder),
     each whole or not at all; return their paths. The folder is checked before the jobs are read
-    (W&B logs take a while). `maximize` None follows the sweeper (an Optuna study's direction)."""
+    (W&B logs take a while). `maximize` None follows the sweeper (an Optuna study's direction).
+    In an `out_dir`, files of those names that this command did not write are replaced only
+    with `overwrite`."""
     sweep_dir = Path(sweep_dir).expanduser()
     out = Path(out_dir).expanduser() if out_dir is not None else sweep_dir
     job_folders(sweep_dir)  # no jobs: that error before one about the output folder
@@ -133,6 +147,9 @@ def write_report(
                 f"{str(path)!r} is not a file that the report can replace: move it, or pass "
                 "--out <another folder>"
             )
+    elsewhere = out.resolve() != sweep_dir.resolve()
+    if elsewhere and not overwrite:
+        refuse_files_not_written_here(out, list(paths.values()))
     jobs = read_jobs(sweep_dir)
     if maximize is None:
         maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
@@ -163,9 +180,35 @@ def write_report(
             f.write("\n".join(lines) + "\n")
         with atomic_write(paths["png"], "wb") as f:
             plot_curves(jobs, f, tab.varying)
+        if elsewhere:
+            digests = {p.name: file_sha256(p) for p in paths.values()}
+            with atomic_write(out / WRITTEN_RECORD) as f:
+                json.dump(digests, f, indent=2)
     except OSError as err:
         raise unwritable(out, err, out_dir is not None) from None
     return paths
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def refuse_files_not_written_here(out: Path, paths: list[Path]) -> None:
+    """Raise LMTrainError for a file of `paths` that is not a report this command wrote into
+    `out`, unchanged since (a user's own report.md, or one they edited)."""
+    try:
+        written = json.loads((out / WRITTEN_RECORD).read_text())
+    except (OSError, ValueError):
+        written = {}
+    for path in paths:
+        if path.is_file() and (
+            not isinstance(written, dict) or written.get(path.name) != file_sha256(path)
+        ):
+            raise LMTrainError(
+                f"--out {str(out)!r} holds a {path.name} that lmtrain.report did not write there "
+                "(or that was changed since): pass --out <another folder>, or add --overwrite "
+                "to replace it"
+            )
 
 
 def unwritable(out: Path, err: OSError, chosen: bool) -> LMTrainError:
@@ -207,9 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     maximize_help = "higher optimized_metric is better (default: the sweeper's direction)"
     parser.add_argument("--maximize", action="store_true", default=None, help=maximize_help)
     parser.add_argument("--out", metavar="FOLDER", help="write here, not into the sweep folder")
+    overwrite_help = "replace report files in --out that this command did not write there"
+    parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
     args = parser.parse_args(argv)
     try:
-        paths = write_report(args.sweep_dir, maximize=args.maximize, out_dir=args.out)
+        paths = write_report(
+            args.sweep_dir, maximize=args.maximize, out_dir=args.out, overwrite=args.overwrite
+        )
     except LMTrainError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(1) from None
