@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose
 from tests.helpers.corpora import write_corpus
 from tests.helpers.pretrained import tiny_bpe
-from tests.helpers.runs import model_from_checkpoint, train_tiny
+from tests.helpers.runs import export_tiny, model_from_checkpoint, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +131,25 @@ def test_missing_model_path(tmp_path: Path, data_dir: Path, capsys) -> None:
         with pytest.raises(SystemExit):
             run_generate(path, tmp_path, data_dir, capsys)
         assert fragment in capsys.readouterr().err
+
+
+def test_a_folders_extra_decoding_settings_are_named(
+    ckpt: Path, tmp_path: Path, data_dir: Path, capsys, caplog
+) -> None:
+    """Red team: a folder's repetition_penalty changed greedy text with nothing said. They are
+    applied, as plain `model.generate` does, and named in a warning; an export's own are not."""
+    exported = export_tiny(ckpt, tmp_path / "export", data_dir)
+    args = ("prompt='The '", "greedy=true", "max_new_tokens=30")
+    with caplog.at_level(logging.WARNING, logger="lmtrain.generate"):
+        plain = run_generate(exported, tmp_path, data_dir, capsys, *args)
+    assert "generation_config.json also sets" not in caplog.text
+    config = json.loads((exported / "generation_config.json").read_text())
+    config.update(repetition_penalty=50.0, no_repeat_ngram_size=1)
+    (exported / "generation_config.json").write_text(json.dumps(config))
+    with caplog.at_level(logging.WARNING, logger="lmtrain.generate"):
+        changed = run_generate(exported, tmp_path, data_dir, capsys, *args)
+    assert changed != plain  # the settings are applied ...
+    assert (  # ... and named
+        f"{exported}'s generation_config.json also sets no_repeat_ngram_size=1, "
+        "repetition_penalty=50.0, which transformers applies to every token (greedy=true too)"
+    ) in caplog.text

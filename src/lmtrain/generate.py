@@ -38,6 +38,16 @@ with gc_pause.paused_for_imports():
 
 log = logging.getLogger(__name__)
 
+# generation_config.json keys that lmtrain's own settings replace (the sampling keys, the length),
+# or that name tokens rather than change which one is chosen.
+OWN_OR_ID_KEYS = frozenset(
+    {
+        "do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "max_length",
+        "eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id",
+        "transformers_version", "_from_model_config",
+    }
+)  # fmt: skip
+
 
 @task_wrapper
 def generate(cfg: DictConfig) -> list[str]:
@@ -54,6 +64,7 @@ def generate(cfg: DictConfig) -> list[str]:
             given = f"the prompt of prompt_file={cfg.prompt_file!r} ({quote(prompt)})"
         raise LMTrainError(f"{given} {problem.reason}: pass {problem.fix}")
     warn_if_capped(int(cfg.max_new_tokens), loaded, prompt)
+    warn_folder_generation_settings(loaded, path)
     model = loaded.model.to(pick_device(cfg.device))
     log.info("Generating from %s on %s", path, model.device)
 
@@ -88,6 +99,27 @@ def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> Non
             budget,
             context_length(loaded.model.config),
             prompt_tokens,
+        )
+
+
+def warn_folder_generation_settings(loaded: LoadedModel, path: Path) -> None:
+    """Name the decoding settings a folder's generation_config.json adds to lmtrain's keys.
+
+    transformers applies them (repetition_penalty, no_repeat_ngram_size, bad_words_ids, ...), as
+    plain `model.generate` does, and with `greedy=true` too: a red team's folder with
+    repetition_penalty=50 changed the greedy text with nothing said."""
+    extra = {
+        key: value
+        for key, value in loaded.model.generation_config.to_diff_dict().items()
+        if key not in OWN_OR_ID_KEYS
+    }
+    if extra:
+        settings = ", ".join(f"{key}={value!r}" for key, value in sorted(extra.items()))
+        log.warning(
+            "%s's generation_config.json also sets %s, which transformers applies to every "
+            "token (greedy=true too): edit or remove them there to decode without them",
+            path,
+            settings,
         )
 
 
