@@ -6,6 +6,8 @@ and writes nothing more: its metrics.json, samples, CSV rows and checkpoints sta
 from __future__ import annotations
 
 import csv
+import json
+import signal
 from pathlib import Path
 
 import torch
@@ -63,3 +65,27 @@ def test_resuming_a_run_early_stopping_ended_trains_no_further(
     output = resumed.stdout + resumed.stderr
     assert "EarlyStopping had ended this run at step 2" in output, output[-3000:]
     assert snapshot(run) == before
+
+
+def test_a_replaced_runs_metrics_json_does_not_stand_for_the_new_run(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Red team: run 2 (overwrite_run=true, another lr) killed in its final validation, at the
+    step run 1 had ended at; its resume took run 1's metrics.json as its own end, exit code 0,
+    and export put run 1's val loss into the model card."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=csv", f"hydra.run.dir={run}")
+    first = run_cli("train", *cli)
+    assert first.returncode == 0, first.stderr[-3000:]
+    first_metrics = json.loads((run / "metrics.json").read_text())
+    kill = "+callbacks.kill._target_=tests.helpers.faults.KillInFinalValidation"
+    second = [*cli, "overwrite_run=true", "model.optimizer.lr=1e-2"]
+    killed = run_cli("train", *second, kill, fresh=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "metrics.json").exists()  # run 1's went when run 2 started
+    resumed = run_cli("train", *second, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "its metrics.json stands" not in resumed.stdout + resumed.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trainer/global_step"] == first_metrics["trainer/global_step"]
+    assert metrics["val/loss"] != first_metrics["val/loss"]  # run 2's own weights, validated

@@ -161,6 +161,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
     startup.mark("loggers")  # W&B's run starts with its first use, here
 
+    if overwrite and trainer.is_global_zero:
+        # The metrics.json of the run this one replaces would otherwise stand for this run's
+        # end when it is resumed after a kill in its final validation (same step, other weights).
+        (output_dir / "metrics.json").unlink(missing_ok=True)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     write_resumed_record()  # resume= of a run with nothing left to train
     # Its final validation is done when metrics.json reports this step: rank 0's file decides
