@@ -6,6 +6,7 @@ step-12 last.ckpt, samples and metrics with nothing but a warning about a missin
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -62,3 +63,27 @@ def test_overwrite_run_goes_back_to_the_earlier_checkpoint(
     out = rewind(run, tmp_path, data_dir, "overwrite_run=true", "trainer.max_steps=3")
     assert out.returncode == 0, out.stderr[-3000:]
     assert saved_step(run / "checkpoints" / "last.ckpt") == 3
+
+
+def test_last_without_last_ckpt_refuses_a_newest_file_that_is_not_the_furthest(
+    run_with_an_earlier_save: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """Red team: a run folder copied without its times, no last.ckpt: `ckpt_path=last` took the
+    newest file by time, step 2 of 4, retrained and overwrote the later saves, exit code 0."""
+    run = tmp_path / "run"
+    shutil.copytree(run_with_an_earlier_save, run)
+    checkpoints = run / "checkpoints"
+    (checkpoints / "last.ckpt").rename(checkpoints / "step4.ckpt")
+    later = (checkpoints / "step4.ckpt").stat().st_mtime + 60
+    os.utime(checkpoints / "step2.ckpt", (later, later))  # as a copy in another order leaves it
+    before = tree_digest(run, skip=(".lock", "train.log"))
+    corpus = one_file_corpus(tmp_path / "corpus")
+    cli = tiny_cli(tmp_path, data_dir, "logger=csv", f"hydra.run.dir={run}", corpus=corpus)
+    out = run_cli("train", *cli, "ckpt_path=last", "trainer.max_steps=6")
+    assert_one_line_error(
+        out,
+        f"ckpt_path=last: {checkpoints} has no last.ckpt, and its newest file step2.ckpt "
+        "(step 2) is not its furthest, step4.ckpt (step 4;",
+        "pass the checkpoint to resume from as ckpt_path=<file>",
+    )
+    assert tree_digest(run, skip=(".lock", "train.log")) == before  # the log has the refusal

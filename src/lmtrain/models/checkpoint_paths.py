@@ -58,13 +58,33 @@ def newest_checkpoint(folder: Path) -> Path | None:
     A run's first last.ckpt comes after its first best checkpoint (Lightning saves the top k,
     then last), so a run killed between the two, or one with `save_last: false`, left only
     best-* files: each whole (saves are atomic) and resumable. Chosen by time written, as
-    Lightning's own `ckpt_path="last"` chooses among last checkpoints."""
+    Lightning's own `ckpt_path="last"` chooses among last checkpoints.
+
+    Times lie once a folder is copied without them (or the clock went back): a red team's
+    copied run resumed from step 5 of 15, retrained ten steps and overwrote the later saves. A
+    newest file that is not the furthest one (an older step than another save) is ambiguous,
+    as after a rewind with overwrite_run=true: the user names the one to resume from."""
+    from lmtrain.errors import LMTrainError
+    from lmtrain.utils.safe_load import saved_step
+
     found = [
         p
         for p in folder.glob("*.ckpt")
         if not p.name.startswith(".") and (p.is_file() or is_sharded_checkpoint(p))
     ]
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+    newest = max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+    if newest is None or len(found) == 1:
+        return newest
+    steps = {p: -1 if (step := saved_step(p)) is None else step for p in found}  # -1: unreadable
+    furthest = max(found, key=lambda p: (steps[p], p.name))
+    if steps[newest] < steps[furthest]:
+        raise LMTrainError(
+            f"ckpt_path=last: {folder} has no last.ckpt, and its newest file {newest.name} "
+            f"(step {steps[newest]}) is not its furthest, {furthest.name} (step "
+            f"{steps[furthest]}; copied without its times, or from a rewound run): pass the "
+            "checkpoint to resume from as ckpt_path=<file>"
+        )
+    return newest
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:
