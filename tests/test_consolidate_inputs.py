@@ -88,14 +88,31 @@ def test_existing_output_is_refused_and_kept_unless_overwrite(tmp_path: Path) ->
 def test_output_that_is_a_folder_is_refused(tmp_path: Path) -> None:
     folder = sharded_checkpoint(tmp_path / "last.ckpt")
     shards = sorted(p.name for p in folder.iterdir())
-    for output in (tmp_path, folder):  # any folder, the sharded checkpoint itself
-        out = consolidate_cli(folder, "--output", output)
-        assert out.returncode == 1
-        assert_one_line_error(
-            out, f"the output '{output}' is a folder: pass a file path to --output"
-        )
+    out = consolidate_cli(folder, "--output", tmp_path)
+    assert_one_line_error(out, f"the output '{tmp_path}' is a folder: pass a file path to --output")
     assert sorted(p.name for p in folder.iterdir()) == shards
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_output_inside_the_sharded_folder_is_refused(tmp_path: Path) -> None:
+    """Red team: the folder's own hint put the output inside it, where the run's next save
+    deleted it with the folder; `--output <a shard> --overwrite` destroyed the checkpoint."""
+    folder = sharded_checkpoint(tmp_path / "last.ckpt")
+    before = {p.name: digest(p) for p in folder.iterdir()}
+    shard = next(folder.glob("*.distcp"))
+    for output, extra in (
+        (folder, ()),
+        (folder / "consolidated.ckpt", ()),
+        (shard, ("--overwrite",)),
+    ):
+        out = consolidate_cli(folder, "--output", output, *extra)
+        assert_one_line_error(
+            out,
+            f"the output '{output}' is inside the sharded checkpoint '{folder}', which the run's "
+            f"next save replaces whole: pass a file beside it, e.g. --output "
+            f"'{tmp_path / 'last.consolidated.ckpt'}' (the default)",
+        )
+    assert {p.name: digest(p) for p in folder.iterdir()} == before
 
 
 def test_missing_input_is_named_as_missing(tmp_path: Path) -> None:

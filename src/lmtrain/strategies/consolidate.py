@@ -64,7 +64,7 @@ def consolidate(
     if output is None:
         output = folder.with_name(f"{folder.name.removesuffix('.ckpt')}.consolidated.ckpt")
     output = Path(output).expanduser()
-    check_output(output, overwrite)
+    check_output(output, overwrite, folder)
     meta = load_torch_file(folder / SHARDED_META_FILE)  # all but the tensors; small, so first
     if not isinstance(meta, dict):
         raise LMTrainError(
@@ -98,10 +98,20 @@ def consolidate(
     return output
 
 
-def check_output(output: Path, overwrite: bool) -> None:
-    """Refuse an `output` that is a folder, an existing file without `overwrite`, or one in a
-    folder this process may not write (checked on the nearest folder that exists: the write
-    creates the missing ones)."""
+def check_output(output: Path, overwrite: bool, folder: Path) -> None:
+    """Refuse an `output` inside the sharded `folder` itself, one that is a folder, an existing
+    file without `overwrite`, or one in a folder this process may not write (checked on the
+    nearest folder that exists: the write creates the missing ones)."""
+    beside = folder.with_name(f"{folder.name.removesuffix('.ckpt')}.consolidated.ckpt")
+    inside = folder.resolve()
+    if output.resolve() == inside or inside in output.resolve().parents:
+        # The run's next save replaces the whole folder (a file in it went with it), and
+        # --overwrite onto a shard destroyed the checkpoint it was merging (red team).
+        raise LMTrainError(
+            f"the output {str(output)!r} is inside the sharded checkpoint {str(folder)!r}, "
+            f"which the run's next save replaces whole: pass a file beside it, e.g. "
+            f"--output {str(beside)!r} (the default)"
+        )
     if output.is_dir():
         raise LMTrainError(
             f"the output {str(output)!r} is a folder: pass a file path to --output, e.g. "
