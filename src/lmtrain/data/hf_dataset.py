@@ -41,6 +41,7 @@ from lmtrain.data.hf_local import (
     split_names,
 )
 from lmtrain.data.read_errors import dataset_read_problem
+from lmtrain.data.split_files import refuse_shared_files
 from lmtrain.errors import LMTrainError, first_line
 
 log = logging.getLogger(__name__)
@@ -123,8 +124,12 @@ class HFDatasetSource(Source):
 
     @cached_property
     def builder(self) -> Any:
-        """The dataset builder: resolves the files and the revision without reading any rows."""
-        return self._load_builder(self.load_args)
+        """The dataset builder: resolves the files and the revision without reading any rows,
+        and refuses a val split that reads train's files (a train glob over the val files)."""
+        builder = self._load_builder(self.load_args)
+        given = self.data_files is not None
+        refuse_shared_files(builder.config.data_files, self.split, self.val_split, given)
+        return builder
 
     def _load_builder(self, args: Mapping[str, Any]) -> Any:
         import datasets
