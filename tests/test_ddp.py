@@ -197,3 +197,25 @@ def test_torchrun_without_a_named_run_folder_leaves_no_run_folder(
         .startswith("error: torchrun starts each rank as its own Hydra run")
     )
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").rglob("*.log"))
+
+
+def test_torchrun_with_more_processes_than_the_trainers_devices_is_refused(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Red team: `torchrun --nproc_per_node=2` with trainer=cpu trained two identical runs into
+    one folder (samples twice, a resume file with 13 lines for 6 steps), exit code 0."""
+    run = tmp_path / "run"
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node=2"]
+    args = [*tiny_cli(tmp_path, data_dir), "trainer=cpu", f"hydra.run.dir={run}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(
+        [*torchrun, "-m", "lmtrain.train", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode != 0
+    line = (
+        "error: torchrun started 2 processes (WORLD_SIZE) but trainer.devices=1 x "
+        "trainer.num_nodes=1 is 1: pass trainer.devices=<its --nproc_per_node>"
+    )
+    assert out.stderr.count(line) == 2, out.stderr[-3000:]  # each rank, before any folder
+    assert not run.exists()

@@ -29,7 +29,7 @@ from lightning.fabric.plugins.environments import (
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
-from omegaconf import DictConfig, read_write
+from omegaconf import DictConfig, ListConfig, read_write
 
 from lmtrain.errors import NonFiniteLossError, Preempted, find_cause, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
@@ -81,6 +81,7 @@ def prepare_process(cfg: DictConfig) -> None:
     refuse_nodes_no_one_starts(cfg)
     hydra_cfg = HydraConfig.get()
     refuse_run_folder_per_process(cfg, hydra_cfg.overrides.hydra, hydra_cfg.mode)
+    refuse_torchrun_world_mismatch(cfg)
     hold_submitit_requeue(Path(cfg.paths.output_dir))
     resume_after_requeue(cfg)
 
@@ -104,6 +105,24 @@ def refuse_run_folder_per_process(
             "Lightning's launcher on several nodes (NODE_RANK set, trainer.num_nodes="
             f"{cfg.trainer.num_nodes}) starts each node as its own Hydra run: pass "
             "hydra.run.dir=<a folder on storage every node shares> (the same on every node)"
+        )
+
+
+def refuse_torchrun_world_mismatch(cfg: DictConfig) -> None:
+    """torchrun's processes must be the trainer's: with trainer=cpu (one device) under
+    `--nproc_per_node=2` each trained the whole run alone, into one folder (exit code 0)."""
+    trainer = cfg.get("trainer") or {}
+    devices, nodes = trainer.get("devices"), trainer.get("num_nodes") or 1
+    devices = len(devices) if isinstance(devices, list | ListConfig) else devices  # indices
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not isinstance(devices, int) or devices < 1:
+        return  # not torchrun, or devices="auto" (Lightning counts torchrun's processes)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if isinstance(nodes, int) and world != devices * nodes:
+        fail(
+            f"torchrun started {world} processes (WORLD_SIZE) but trainer.devices={devices} x "
+            f"trainer.num_nodes={nodes} is {devices * nodes}: pass trainer.devices=<its "
+            "--nproc_per_node> and trainer.num_nodes=<its --nnodes>, with a trainer of several "
+            "processes (trainer=ddp, fsdp, ddp_cpu or fsdp_cpu)"
         )
 
 

@@ -43,6 +43,7 @@ from lmtrain.utils.earlier_checkpoint import refuse_going_back
 from lmtrain.utils.launch import (
     refuse_nodes_no_one_starts,
     refuse_run_folder_per_process,
+    refuse_torchrun_world_mismatch,
     set_rank_from_node,
 )
 from lmtrain.utils.linked_files import refuse_linked_files
@@ -190,6 +191,7 @@ class ClaimRunFolder(HydraCallback):
         refuse_nodes_no_one_starts(config)  # before the folder is made: nothing to leave behind
         set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
         refuse_run_folder_per_process(config, config.hydra.overrides.hydra, RunMode.RUN)
+        refuse_torchrun_world_mismatch(config)  # every process would train the whole run
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
