@@ -12,6 +12,7 @@ Killed runs: tests/test_fsdp2_kill.py; the pieces that need one process: test_fs
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -288,6 +289,26 @@ def test_resume_on_another_world_size_or_strategy_goes_on_or_is_refused_in_one_l
         "this run reads 1 x 4 = 4", "data.batch_size=8",
     )  # fmt: skip
     assert_one_line_error(out["skip"], "model.nan_guard=skip is not supported with trainer=fsdp")
+
+
+def test_an_fsdp_run_folder_resumed_on_one_device_is_refused_before_training(
+    runs: dict[str, Path], corpus: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Red team: the FSDP run's consolidated file resumed on one device in the run's own folder
+    trained to its first save, which met the sharded last.ckpt folder: IsADirectoryError."""
+    run = tmp_path / "fsdp_run"
+    shutil.copytree(runs["fsdp"], run, ignore=shutil.ignore_patterns(".lock*"))
+    merged = consolidate(run / "checkpoints" / "last.ckpt")  # the default: beside it
+    before = sorted(p.name for p in (run / "checkpoints").iterdir())
+    longer = f"trainer.max_steps={STEPS + 4}"
+    out = train(run, data_dir, corpus, *ONE_PROCESS, f"ckpt_path='{merged}'", longer)
+    assert_one_line_error(
+        out,
+        f"{run / 'checkpoints' / 'last.ckpt'} is a sharded checkpoint folder (trainer=fsdp wrote "
+        "it), which this run's one-file saves cannot replace",
+        "or resume with trainer=fsdp",
+    )
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == before
 
 
 def test_a_weights_only_sharded_checkpoint_is_refused_for_resuming_by_what_it_lacks(

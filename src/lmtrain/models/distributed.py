@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lmtrain.errors import RankAgreedError
 from lmtrain.models.checkpoint import check_strategy_reads
-from lmtrain.models.checkpoint_paths import locate_checkpoint
+from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkpoint
 from lmtrain.models.pretrained_overrides import overridden_config
 
 
@@ -80,3 +80,13 @@ def check_resume_strategy(run_config: dict[str, Any] | None, sharded_strategy: b
     if ckpt_path:
         path = locate_checkpoint(ckpt_path, run_config["paths"]["output_dir"])
         check_strategy_reads(path, sharded_strategy)
+    # An FSDP run's folder, resumed on one device from its consolidated file: the first save
+    # of last.ckpt, a file, met the sharded folder of that name (IsADirectoryError, red team).
+    output_dir = ((run_config or {}).get("paths") or {}).get("output_dir")
+    last = Path(str(output_dir)) / "checkpoints" / "last.ckpt"
+    if output_dir and not sharded_strategy and is_sharded_checkpoint(last):
+        raise RankAgreedError(
+            f"{last} is a sharded checkpoint folder (trainer=fsdp wrote it), which this run's "
+            "one-file saves cannot replace: go on in a new run folder (leave hydra.run.dir "
+            "out, with ckpt_path=<the file>), or resume with trainer=fsdp"
+        )
