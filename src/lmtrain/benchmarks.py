@@ -25,6 +25,13 @@ from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerB
 from lmtrain.errors import LMTrainError, find_cause, first_line
 from lmtrain.models.hf import context_length
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.task_checks import (
+    check_fewshot_pools,
+    fewshot_sampling_failed,
+    task_yaml_error,
+    unparsable_yamls_note,
+    warn_unused_lm_eval_keys,
+)
 
 INSTALL_HINT = "pip install -e .[eval]"
 # What the Rust tokenizers raise (a bare Exception) for a character that has no token.
@@ -50,15 +57,18 @@ class BenchmarkSettings:
 
 
 def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
-    """The lm-eval settings of an eval config, or None when `tasks` names none."""
+    """The lm-eval settings of an eval config, or None when `tasks` names none.
+
+    The other keys are checked with or without tasks: a bad value is refused either way, and a
+    valid one set without tasks is named in a warning (it changes nothing)."""
     tasks = cfg.get("tasks")
-    if tasks is None or (isinstance(tasks, ListConfig) and len(tasks) == 0):
-        return None
+    no_tasks = tasks is None or (isinstance(tasks, ListConfig) and len(tasks) == 0)
     problems = Problems()
     if isinstance(tasks, str):  # tasks=hellaswag: one name
         tasks = [tasks]
     names = OmegaConf.to_container(tasks) if isinstance(tasks, ListConfig) else tasks
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+    valid_names = isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+    if not no_tasks and not valid_names:
         problems.add(
             f"tasks={names!r} is not a list of task names: pass tasks=[hellaswag,arc_easy]"
         )
@@ -80,6 +90,9 @@ def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
             f"include_path={include_path!r} is not a folder: pass a folder of lm-eval task YAMLs"
         )
     problems.raise_if_any()
+    if no_tasks:
+        warn_unused_lm_eval_keys(cfg)
+        return None
     return BenchmarkSettings(
         tasks=list(names),
         num_fewshot=cfg.get("num_fewshot"),
@@ -101,7 +114,8 @@ def every_example_as_none(limit: int | float | None) -> int | float | None:
 
 def load_tasks(settings: BenchmarkSettings) -> list[Any]:
     """lm-eval's Task and Group objects for `settings.tasks`, data loaded; one line when lm-eval
-    is missing, a name is unknown, or a task's data cannot be downloaded."""
+    is missing, a name is unknown, a task's YAML cannot be loaded or its data downloaded, or it
+    has fewer few-shot documents than num_fewshot asks for."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError as err:
@@ -118,19 +132,22 @@ def load_tasks(settings: BenchmarkSettings) -> list[Any]:
         where = (
             "" if settings.include_path is None else f" or in include_path={settings.include_path}"
         )
+        # lm-eval's index skips a YAML that does not parse: its task reads as unknown.
+        skipped = unparsable_yamls_note(settings.include_path)
         raise LMTrainError(
-            f"tasks= names tasks lm-eval does not know ({hints}): pick names from "
-            f"`lm-eval ls tasks`{where}, or put your own task YAMLs in a folder and pass "
-            "include_path=<folder>"
+            f"tasks= names tasks lm-eval does not know ({hints}){skipped}: "
+            f"{'fix those YAMLs, or ' if skipped else ''}pick names from `lm-eval ls tasks`"
+            f"{where}, or put your own task YAMLs in a folder and pass include_path=<folder>"
         )
-    loaded = []
+    loaded, leaf_tasks = [], {}
     for name in settings.tasks:
         try:
             found = manager.load([name])
         except Exception as err:
             offline = find_cause(err, ConnectionError)
             if offline is None:
-                raise
+                index = manager.task_index
+                raise task_yaml_error(name, err, index, settings.include_path) or err from None
             raise LMTrainError(
                 f"tasks={name} needs its data from the Hugging Face hub ({first_line(offline)}): "
                 "run once on a machine that reaches the hub (without HF_HUB_OFFLINE=1) to cache "
@@ -141,6 +158,8 @@ def load_tasks(settings: BenchmarkSettings) -> list[Any]:
             loaded.append(found["groups"].get(name, found["tasks"].get(name)))
         else:
             loaded.extend(found["tasks"].values())
+        leaf_tasks.update(found["tasks"])
+    check_fewshot_pools(leaf_tasks, settings.num_fewshot)
     return loaded
 
 
@@ -230,6 +249,14 @@ def run_tasks(
                 f"tasks={settings.tasks} hold an answer longer than max_length={lm.max_length} "
                 "tokens, which lm-eval cannot score: pass a larger max_length (up to the "
                 "model's context), or tasks with shorter answers"
+            ) from None
+        if fewshot_sampling_failed(err):  # a pool that check_fewshot_pools could not foresee
+            print(file=sys.stderr)
+            raise LMTrainError(
+                f"tasks={settings.tasks} ask for more few-shot examples than a task can draw "
+                f"(num_fewshot={settings.num_fewshot}; lm-eval: {first_line(err)}): pass a "
+                "smaller num_fewshot, or give the task more distinct few-shot documents (the "
+                "copies of the document being evaluated are left out)"
             ) from None
         if UNKNOWN_CHARACTER not in str(err):
             raise
