@@ -67,8 +67,14 @@ format: install ## ruff format and autofix
 
 # logs/ is under $PROJECT_ROOT when that is set, as the runs' paths.log_dir; -H follows a logs/
 # that is a link (to a scratch disk). Each deleted folder is printed.
-clean-logs: ## Delete the run folders logs/<task>/; keep logs/bench/ and logs/gpu_check/ (results) and files in logs/
+# Only logs/<task>/runs and logs/<task>/multiruns go: a folder of the user's own under logs/ (a
+# corpus kept there) was deleted with them.
+clean-logs: ## Delete the run folders logs/<task>/runs and multiruns; keep logs/bench/, logs/gpu_check/ (results) and anything else in logs/
 	@logs="$${PROJECT_ROOT:-.}/logs"; \
 	if test -d "$$logs"; then \
-		find -H "$$logs" -mindepth 1 -maxdepth 1 -type d ! -name bench ! -name gpu_check -print -exec rm -rf {} +; \
+		for runs in "$$logs"/*/runs "$$logs"/*/multiruns; do \
+			case "$$runs" in "$$logs"/bench/*|"$$logs"/gpu_check/*) continue;; esac; \
+			test -d "$$runs" || continue; echo "$$runs"; rm -rf "$$runs"; \
+			rmdir "$$(dirname "$$runs")" 2>/dev/null || true; \
+		done; \
 	else echo "no $$logs folder: nothing to delete"; fi

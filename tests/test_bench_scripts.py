@@ -335,10 +335,17 @@ def test_make_clean_logs_deletes_run_folders_only(tmp_path: Path) -> None:
         (tmp_path / "logs" / path).write_text("{}")
     (tmp_path / "logs" / ".gitkeep").write_text("")
     (tmp_path / "logs" / "notes.txt").write_text("mine")
+    # Red team: a folder of the user's own under logs/ went with the run folders.
+    (tmp_path / "logs" / "mycorpus").mkdir()
+    (tmp_path / "logs" / "mycorpus" / "notes.md").write_text("mine")
+    (tmp_path / "logs" / "train" / "wandb-notes.txt").write_text("mine")  # beside runs/
     result = make("clean-logs", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     kept = sorted(str(p.relative_to(tmp_path / "logs")) for p in (tmp_path / "logs").rglob("*"))
-    assert kept == [".gitkeep", "bench", "bench/latest.json", "notes.txt"]
+    assert kept == [
+        ".gitkeep", "bench", "bench/latest.json", "mycorpus", "mycorpus/notes.md", "notes.txt",
+        "train", "train/wandb-notes.txt",
+    ]  # fmt: skip
     help_line = next(
         line
         for line in make("help", cwd=SCRIPTS.parent).stdout.splitlines()
