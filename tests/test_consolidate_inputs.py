@@ -157,3 +157,20 @@ def test_bad_fsdp_settings_stop_before_any_rank_starts(
     assert_one_line_error(out, *fragments)
     assert "Initializing distributed" not in out.stdout + out.stderr
     assert not (run / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "export"])
+def test_one_shard_given_as_ckpt_path_names_its_folder(tmp_path: Path, command: str) -> None:
+    """Red team: a shard read as a damaged zip file ("your checkpoint file is corrupted")."""
+    folder = sharded_checkpoint(tmp_path / "last.ckpt")
+    shard = next(folder.glob("*.distcp"))
+    extra = [f"out_dir={tmp_path / 'export'}"] if command == "export" else []
+    out = run_cli(command, f"ckpt_path={shard}", f"hydra.run.dir={tmp_path / 'run'}", *extra)
+    assert_one_line_error(
+        out,
+        f"ckpt_path='{shard}' is no checkpoint on its own: it is one file of the sharded "
+        f"checkpoint {folder} (trainer=fsdp): pass the folder to resume with trainer=fsdp, or "
+        f"merge it into one file for eval, generate and export with `python -m "
+        f"lmtrain.strategies consolidate {folder}`",
+    )
+    assert "corrupted" not in out.stderr

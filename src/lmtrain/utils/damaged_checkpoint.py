@@ -33,10 +33,29 @@ def newest_other(damaged: Path) -> Path | None:
         return None
 
 
+def sharded_folder_of(path: Path) -> Path | None:
+    """The sharded checkpoint folder (trainer=fsdp: `.metadata`, `meta.pt`, `*.distcp`) that
+    `path` is one file of, else None: a shard given as ckpt_path read as a damaged zip file."""
+    folder = path.parent
+    try:
+        sharded = (folder / "meta.pt").is_file() and (folder / ".metadata").is_file()
+    except OSError:
+        return None
+    return folder if sharded and path.is_file() else None
+
+
 def instead(damaged: str | Path) -> str:
     """The advice for the damaged checkpoint `damaged`: for a run's last.ckpt, to move it aside
-    so that `resume=` takes the newest other checkpoint; else to pass that one."""
+    so that `resume=` takes the newest other checkpoint; else to pass that one. For one file of
+    a sharded folder: the folder, or its consolidated file."""
     path = Path(damaged)
+    folder = sharded_folder_of(path)
+    if folder is not None:
+        return (
+            f"it is one file of the sharded checkpoint {folder} (trainer=fsdp): pass the folder "
+            "to resume with trainer=fsdp, or merge it into one file for eval, generate and "
+            f"export with `python -m lmtrain.strategies consolidate {folder}`"
+        )
     other = newest_other(path)
     if other is None:
         return WRITTEN_BY

@@ -37,7 +37,7 @@ from torch.distributed.checkpoint.planner import ReadItem
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import shard_digest
-from lmtrain.utils.damaged_checkpoint import WRITTEN_BY, instead
+from lmtrain.utils.damaged_checkpoint import WRITTEN_BY, instead, sharded_folder_of
 from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
@@ -93,6 +93,8 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
     """One line for a checkpoint that failed to load: refused as unsafe, or unreadable."""
     if isinstance(err, LMTrainError):
         return err
+    if sharded_folder_of(Path(path)) is not None:  # not damaged: a shard, read as a zip file
+        return LMTrainError(f"ckpt_path={str(path)!r} is no checkpoint on its own: {instead(path)}")
     refusal = refused_global(err)
     if refusal:
         return LMTrainError(
