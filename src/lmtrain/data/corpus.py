@@ -25,6 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
+from lmtrain.data.json_records import warn_json_lines
 from lmtrain.data.read_errors import check_not_archive, reading
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
 from lmtrain.utils.checks import Problems
@@ -187,7 +188,10 @@ def file_identity(files: Iterable[Path], base: Path) -> list[list[Any]]:
 
     Cheaper than hashing contents by the size of the corpus; a file rewritten with the same size
     and the same mtime (copied with `cp -p`, say) is not noticed: delete its cache folder then.
+    Here, before any text is read, `.json` files of JSON lines are named in a warning.
     """
+    files = list(files)
+    warn_json_lines(files)
     rows = []
     for path in files:
         stat = path.stat()

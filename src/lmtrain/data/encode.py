@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -42,8 +42,9 @@ from rich.progress import (
 )
 from tokenizers import Tokenizer
 
-from lmtrain.data.corpus import SPLITS, Piece, utf8_len
+from lmtrain.data.corpus import MB, SPLITS, Piece, utf8_len
 from lmtrain.data.coverage import explain_failure
+from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,22 @@ def plain_text_tokenizer(tokenizer_json: str) -> Tokenizer:
     """
     tokenizer = Tokenizer.from_str(tokenizer_json)
     tokenizer.encode_special_tokens = True
+    # A tokenizer.json's truncation and padding are for model inputs: they cut or padded the corpus.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
     return tokenizer
+
+
+def warn_unused_settings(tokenizer_json: str) -> None:
+    """Say once, in the parent, which truncation and padding `plain_text_tokenizer` turns off."""
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    unused = {name: getattr(tokenizer, name) for name in ("truncation", "padding")}
+    if any(unused.values()):
+        log.warning(
+            "The tokenizer.json's settings (%s) are not used to encode the corpus: every document "
+            "is encoded whole, and training cuts its tokens into data.block_size windows",
+            "; ".join(f"{name} {value}" for name, value in unused.items() if value),
+        )
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
@@ -206,6 +222,7 @@ def encode_corpus(
 ) -> EncodeStats:
     """Encode every piece into `paths[split]`; `workers` <= 1 encodes in this process."""
     stats = EncodeStats(workers=max(1, workers))
+    warn_unused_settings(tokenizer_json)
     start = time.perf_counter()
     chunks = make_chunks(pieces, chunk_bytes)
     initargs = (tokenizer_json, eos_id, dtype.name)
@@ -218,7 +235,7 @@ def encode_corpus(
                 encoder = ChunkEncoder(*initargs)
                 results = ((c, encoder(c.texts, c.ends)) for c in chunks)
             else:
-                results = _encode_in_pool(chunks, workers, initargs)
+                results = _encode_in_pool(chunks, workers, initargs, chunk_bytes)
             for chunk, ids in results:
                 write_all(files[chunk.split], ids)
                 stats.tokens[chunk.split] += int(ids.size)
@@ -247,7 +264,7 @@ def write_all(f: BinaryIO, ids: np.ndarray) -> None:
 
 
 def _encode_in_pool(
-    chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str]
+    chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str], chunk_bytes: int
 ) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Encoded chunks in the order they were made, with at most CHUNKS_PER_WORKER per worker out.
 
@@ -275,6 +292,12 @@ def _encode_in_pool(
         while pending:
             done, future = pending.popleft()
             yield done, future.result()
+    except BrokenExecutor:  # a worker killed from outside: the OOM killer, nearly always
+        raise LMTrainError(
+            f"a tokenizer worker process died while encoding the corpus (killed, most often by the "
+            f"out-of-memory killer; {workers} workers, chunks of {chunk_bytes / MB:g} MB): lower "
+            "data.prepare_workers or data.prepare_chunk_mb (memory is about 2 chunks per worker)"
+        ) from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         gc.unfreeze()

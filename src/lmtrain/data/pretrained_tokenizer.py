@@ -120,6 +120,12 @@ def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
             name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
             for name in tokenizer_files(folder)
         }
+        # A tokenizer.json with truncation or padding cut (or padded) the corpus before they
+        # were turned off for it (lmtrain.data.encode): a cache built then must not be reused.
+        # Only such folders get the key, so every other cache keeps its fingerprint.
+        full = _json_object(folder / "tokenizer.json")
+        if full.get("truncation") or full.get("padding"):
+            relevant["documents_whole"] = True
     return relevant
 
 

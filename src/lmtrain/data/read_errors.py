@@ -27,13 +27,36 @@ TAR_MAGIC_OFFSET = 257
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
-def conversion(name: str) -> str:
-    """A command that converts the file `name` from latin-1 to UTF-8; through gzip for a `.gz`
+# What a file's first bytes say it is when it is not UTF-8 text: (magic, what it is, what to do,
+# with {name} for the file's name). Compressed data decodes as garbage or fails as "not UTF-8", and
+# iconv from latin-1 on it would write garbage; gzip is read as such only under a .gz name.
+COMPRESSED = (
+    (b"\x1f\x8b", "gzip-compressed data but its name does not end in .gz",
+     "rename it to end in .gz (mv {name} {name}.gz) so that it is read through gzip"),
+    (b"\xfd7zXZ\x00", "xz-compressed data, not text", "decompress it first (xz -dk {name})"),
+    (b"BZh", "bzip2-compressed data, not text", "decompress it first (bunzip2 -k {name})"),
+    (b"PK\x03\x04", "a zip archive, not text", "extract it (unzip {name}) and pass the files"),
+    (b"PK\x05\x06", "an empty zip archive, not text", "delete it"),
+    (b"(\xb5/\xfd", "zstd-compressed data, not text", "decompress it first (zstd -dk {name})"),
+)  # fmt: skip
+# bzip2's first block or end-of-stream marker after "BZh" and a level digit: text may start "BZh".
+BZIP2_MARKS = (b"1AY&SY", b"\x17rE8P\x90")
+# Byte order marks, UTF-32's first (its little-endian mark starts as UTF-16's): (mark, encoding).
+BYTE_ORDER_MARKS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def conversion(name: str, encoding: str = "latin1") -> str:
+    """A command that converts the file `name` from `encoding` to UTF-8; through gzip for a `.gz`
     file (iconv on its compressed bytes would write garbage)."""
     if name.lower().endswith(".gz"):
         stem = name[: -len(".gz")]
-        return f"zcat {name} | iconv -f latin1 -t utf-8 | gzip > {stem}.utf8.gz"
-    return f"iconv -f latin1 -t utf-8 {name} > {name}.utf8"
+        return f"zcat {name} | iconv -f {encoding} -t utf-8 | gzip > {stem}.utf8.gz"
+    return f"iconv -f {encoding} -t utf-8 {name} > {name}.utf8"
 
 
 @contextmanager
@@ -139,6 +162,9 @@ def dataset_read_problem(err: BaseException) -> str | None:
             "(iconv -f <encoding> -t utf-8), or for text/csv files pass their encoding, "
             "e.g. data.source.load_kwargs={encoding:latin-1}"
         )
+    columns = columns_problem(err)
+    if columns is not None:
+        return columns
     empty = find_cause(err, StopIteration) is not None
     if empty or (isinstance(err, ValueError) and "corresponds to no data" in str(err)):
         return (
@@ -148,11 +174,38 @@ def dataset_read_problem(err: BaseException) -> str | None:
     return dataset_file_problem(err)
 
 
+def columns_problem(err: BaseException) -> str | None:
+    """What a `datasets` CastError in `err`'s chain says, or None: the json/csv builders take the
+    columns of the first file (or rows) they read and cannot cast a later one with others to
+    them. Raised as it is when streaming, wrapped in a DatasetGenerationError when not."""
+    from datasets.table import CastError
+
+    cast = find_cause(err, CastError)
+    if cast is None:
+        return None
+    found = list(getattr(cast, "table_column_names", None) or [])
+    expected = list(getattr(cast, "requested_column_names", None) or [])
+    if not found or sorted(found) == sorted(expected):  # same names, other types
+        differ = "on their columns' types"
+    else:
+        differ = (
+            f"on their columns (one has {', '.join(map(str, found))}; the first read has "
+            f"{', '.join(map(str, expected))})"
+        )
+    return (
+        f" holds files (or rows) that disagree {differ}, which datasets cannot read as one "
+        "table: give every file the same columns, or pick the files that share them with "
+        "data.source.data_files=<files or glob>"
+    )
+
+
 def check_not_archive(path: Path) -> None:
-    """Refuse a tar archive (plain or gzipped) given as a text file.
+    """Refuse a file (gunzipped for .gz) whose first bytes say it is not UTF-8 text: a tar
+    archive, compressed data, UTF-16 or UTF-32 text.
 
     A tar header is ASCII and NUL bytes, valid UTF-8, so without this a `tar czf corpus.gz dir`
-    trains on headers and padding, silently.
+    trains on headers and padding, silently. The others fail to decode (a zip of stored text may
+    not), and "not UTF-8 text" would suggest converting from latin-1: garbage, written to disk.
     """
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
@@ -165,3 +218,25 @@ def check_not_archive(path: Path) -> None:
             f"{str(path)!r} is a tar archive, not text: extract it (tar xf {path.name}) and pass "
             f"the extracted folder, {LEAVE_OUT}"
         )
+    problem = not_text_problem(head, path.name)
+    if problem is not None:
+        raise LMTrainError(f"{str(path)!r}{problem}")
+
+
+def not_text_problem(head: bytes, name: str) -> str | None:
+    """What the first bytes `head` of the file `name` say it is instead of UTF-8 text, and what
+    to do (after its name); None if they say nothing."""
+    for magic, what, fix in COMPRESSED:
+        if head.startswith(magic):
+            if magic == b"BZh" and not head[4:10].startswith(BZIP2_MARKS):
+                continue
+            if magic == b"\x1f\x8b" and name.lower().endswith(".gz"):
+                continue  # read through gzip: compressed twice, or named .gz.gz; gzip says
+            return f" is {what}: {fix.format(name=name)}, {LEAVE_OUT}"
+    for mark, encoding in BYTE_ORDER_MARKS:
+        if head.startswith(mark):
+            return (
+                f" is {encoding.upper()} text (it starts with a {encoding.upper()} byte order "
+                f"mark), not UTF-8: convert it, e.g. `{conversion(name, encoding)}`, {LEAVE_OUT}"
+            )
+    return None
