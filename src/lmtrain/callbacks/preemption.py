@@ -16,11 +16,16 @@ between two CPU processes on this project's busy 2-core machine (a few % of a ti
 (Lightning itself already syncs a flag to the host every DDP step).
 A single process only reads a Python attribute.
 
-Lightning installs its own SIGTERM handler for `fit`. This callback replaces it while training
-runs (Lightning's would also raise a SIGTERMException at the next step, and under DDP it
-broadcasts from inside the handler, which pairs with the wrong collective when only one rank
-got the signal); any other handler installed before (a user's, submitit's logging) is still
-called, except submitit's requeue, which runs after the save.
+Lightning installs its own SIGTERM handler for `fit` and `validate`. This callback replaces it
+while training runs (Lightning's would also raise a SIGTERMException at the next step, and under
+DDP it broadcasts from inside the handler, which pairs with the wrong collective when only one
+rank got the signal: both ranks then waited out the collective timeout); any other handler
+installed before (a user's, submitit's logging) is still called, except submitit's requeue,
+which runs after the save.
+SIGTERM in `trainer.validate` (train.py's final validation after `fit`) is handled so too: the
+ranks agree on it after each val batch that all of them run, and stop on every rank with
+"terminated by SIGTERM outside the training steps" (exit 143). Nothing is saved: the last.ckpt of
+training's end is there, and `ckpt_path=last` runs that validation again.
 With Lightning's SLURM auto-requeue active, its requeue signal (SIGUSR1 by default) is left to
 Lightning, which saves `hpc_ckpt_*.ckpt` and requeues the job.
 """
@@ -38,6 +43,7 @@ import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lmtrain.errors import LMTrainError, Preempted
 from lmtrain.lightning_compat import (
@@ -90,16 +96,20 @@ class PreemptionCheckpoint(Callback):
         self._previous: dict[signal.Signals, Handler] = {}
         self._last_checked_step = -1
         self._validation_pending = False
+        self._val_checks_left = 0  # trainer.validate: the val batches still to check after
 
     # -- signal handlers ------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._last_checked_step = trainer.global_step
+        self._install(trainer, self.signals)
+
+    def _install(self, trainer: Trainer, signals: Sequence[signal.Signals]) -> None:
         if threading.current_thread() is not threading.main_thread():
             log.warning("Not in the main thread: preemption signals are not handled")
             return
         self.received = None
-        self._last_checked_step = trainer.global_step
         lightning_requeue = requeue_signal(trainer)
-        for signum in self.signals:
+        for signum in signals:
             if signum == lightning_requeue:
                 log.info("%s is Lightning's SLURM requeue signal: left to it", signum.name)
                 continue
@@ -124,7 +134,19 @@ class PreemptionCheckpoint(Callback):
     def on_exception(
         self, trainer: Trainer, pl_module: LightningModule, err: BaseException
     ) -> None:
-        self._restore()
+        self._val_checks_left = 0
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._previous = {}  # ours stays until Lightning's teardown, next (see teardown)
+        else:
+            self._restore()
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Called after Lightning's own teardown, which put back the signal handlers it found as
+        the trainer started: `validate`'s SIGTERM handler is left to it (restored at
+        on_validation_end, Lightning's handler would be back until then, and a signal in those
+        moments would broadcast under DDP)."""
+        self._previous = {}
+        self._val_checks_left = 0
 
     # -- the stop -------------------------------------------------------------------------------
     def on_train_batch_end(
@@ -151,12 +173,38 @@ class PreemptionCheckpoint(Callback):
         finally:
             self._validation_pending = False
         log_finished_train_step(trainer)  # after the save: the state every other save has
-        if trainer.is_global_zero:
-            for logger in trainer.loggers:
-                if isinstance(logger, WandbLogger):
-                    logger.experiment.mark_preempting()
+        mark_preempting(trainer)
         log.info("Preempted by %s at step %d: saved %s", name, step, path)
         message = f"preempted by {name} at step {step}: saved {path}; {resume_hint(path)}"
+        raise Preempted(signum, message)
+
+    # -- trainer.validate: the final validation ------------------------------------------------
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """`trainer.validate` (not a validation inside `fit`): SIGTERM in place of Lightning's
+        handler, checked after each val batch that every rank runs (a rank may have one batch
+        more than another: each reads its own windows, none repeated)."""
+        if trainer.state.fn != TrainerFn.VALIDATING or signal.SIGTERM not in self.signals:
+            return
+        self._install(trainer, [signal.SIGTERM])
+        self._val_checks_left = batches_every_rank_runs(trainer)
+
+    def on_validation_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        """Stop on every rank if any rank got SIGTERM: `Preempted`, so that rank 0 prints the
+        line and the ranks leave together, as after a stop in training."""
+        if self._val_checks_left <= 0:
+            return
+        self._val_checks_left -= 1
+        signum = self.agreed_signal(trainer)
+        if signum is None:
+            return
+        self._val_checks_left = 0
+        name = signum.name if signum == self.received else f"{signum.name} on another rank"
+        mark_preempting(trainer)
+        log.info("Terminated by %s in trainer.validate: nothing saved", name)
+        message = (
+            f"terminated by {signum.name} outside the training steps: nothing was saved after the "
+            f"last checkpoint; {resume_hint(last_checkpoint_path(trainer))}"
+        )
         raise Preempted(signum, message)
 
     def on_save_checkpoint(
@@ -176,6 +224,24 @@ class PreemptionCheckpoint(Callback):
         mine = torch.tensor(int(self.received or 0), device=trainer.strategy.root_device)
         agreed = int(trainer.strategy.reduce(mine, reduce_op="max").item())
         return signal.Signals(agreed) if agreed else None
+
+
+def batches_every_rank_runs(trainer: Trainer) -> int:
+    """The val batches of this validation that every rank runs: the fewest of any rank's (one
+    all-reduce under DDP)."""
+    mine = torch.tensor(min(sum(trainer.num_val_batches), 2**62), dtype=torch.int64)
+    if trainer.world_size == 1:
+        return int(mine)
+    mine = mine.to(trainer.strategy.root_device)
+    return int(trainer.strategy.reduce(mine, reduce_op="min").item())
+
+
+def mark_preempting(trainer: Trainer) -> None:
+    """Rank 0 marks the W&B run as preempting: it is resumed, not failed."""
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.mark_preempting()
 
 
 def requeue_signal(trainer: Trainer) -> signal.Signals | None:
