@@ -37,6 +37,8 @@ def sharded_folder_of(path: Path) -> Path | None:
     """The sharded checkpoint folder (trainer=fsdp: `.metadata`, `meta.pt`, `*.distcp`) that
     `path` is one file of, else None: a shard given as ckpt_path read as a damaged zip file."""
     folder = path.parent
+    if path.suffix != ".distcp" and path.name != ".metadata":  # meta.pt is read as the folder's
+        return None
     try:
         sharded = (folder / "meta.pt").is_file() and (folder / ".metadata").is_file()
     except OSError:
