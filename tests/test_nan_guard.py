@@ -228,7 +228,7 @@ def test_a_sweep_jobs_hint_resumes_it_with_its_own_settings(compose_cfg, tmp_pat
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from lmtrain.models.checkpoint_paths import resume_hint
+    from lmtrain.utils.resume_hints import resume_hint
 
     cfg, run = compose_cfg(), tmp_path / "run"
     last = run / "checkpoints" / "last.ckpt"

@@ -52,8 +52,9 @@ from lmtrain.lightning_compat import (
     mark_validation_pending,
     validation_follows,
 )
-from lmtrain.models.checkpoint_paths import last_checkpoint_path, resume_hint
+from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.utils.requeue import is_submitit_requeue_handler
+from lmtrain.utils.resume_hints import resume_hint
 
 log = logging.getLogger(__name__)
 

@@ -112,18 +112,7 @@ def build_or_load(
                 "Token cache %s is damaged (%s): removing and rebuilding it", folder, problem
             )
             shutil.rmtree(folder, ignore_errors=True)
-        # Holding the lock, no process of this host is writing this key's build: what is there
-        # was interrupted. Other keys' builds go once their process is gone (a live or reused
-        # pid's stay): no build of their own settings may ever come back for them. Other hosts'
-        # builds are left alone, in case the file system does not share locks.
-        for leftover in cache_dir.glob(f"*.tmp-{socket.gethostname()}-*"):
-            pid = leftover.name.rsplit("-", 1)[-1]
-            dead = (
-                leftover.is_dir() and pid.isascii() and pid.isdigit() and not locks.alive(int(pid))
-            )
-            if leftover.name.startswith(f"{key}.") or dead:
-                log.warning("Removing %s, left by an interrupted build", leftover)
-                shutil.rmtree(leftover, ignore_errors=True)
+        _remove_leftovers(cache_dir, key)
         tmp = cache_dir / f"{key}.tmp-{socket.gethostname()}-{os.getpid()}"
         try:
             write(tmp, source, tokenizer, key, workers or default_workers(), chunk_mb)
@@ -140,6 +129,32 @@ def build_or_load(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+# The build locks this process holds or waits for (its threads'): never opened for a look
+# (`locks.held_elsewhere`), as closing any descriptor of a file drops the process's lock on it.
+_own_locks: set[Path] = set()
+
+
+def _remove_leftovers(cache_dir: Path, key: str) -> None:
+    """Remove this host's interrupted builds, holding `key`'s lock: this key's (nobody writes
+    one now); another key's once nobody holds its lock (a kill drops it) and its pid is gone. A
+    pid alone says nothing across PID namespaces (containers of one host name sharing the
+    folder: Docker's --net=host, Kubernetes' hostNetwork), a lock is seen from all of them.
+    Other hosts' builds are left alone, in case the file system does not share locks."""
+    for leftover in cache_dir.glob(f"*.tmp-{socket.gethostname()}-*"):
+        other, pid = leftover.name.partition(".")[0], leftover.name.rsplit("-", 1)[-1]
+        dead = (
+            leftover.is_dir()
+            and pid.isascii()
+            and pid.isdigit()
+            and not locks.alive(int(pid))  # a live or reused pid's stay, as before
+            and cache_dir / f"{other}.lock" not in _own_locks
+            and not locks.held_elsewhere(cache_dir / f"{other}.lock")
+        )
+        if other == key or dead:
+            log.warning("Removing %s, left by an interrupted build", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def find(cache_dir: str | os.PathLike[str], source: Source, tokenizer: TokenizerSettings) -> Path:
@@ -196,18 +211,23 @@ def _exclusive_lock(path: Path) -> Iterator[None]:
     dies), waiting for another builder if there is one. The file stays (removing it would let a
     waiting process and a new one lock two different files). Only a missing or damaged cache
     takes the lock, so a read-only cache_dir that holds a complete cache still serves it."""
+    _own_locks.add(path)
     try:
         try:
             release = locks.acquire(path)
         except locks.LockHeld:
             log.info("Waiting for another process to finish building %s", path.with_suffix(""))
             release = locks.acquire(path, wait=True)
-    except OSError as err:  # the lock file cannot be created or opened for writing
-        raise _unwritable(path.parent, "written", err) from None
+    except BaseException as err:
+        _own_locks.discard(path)
+        if isinstance(err, OSError):  # the lock file cannot be created or opened for writing
+            raise _unwritable(path.parent, "written", err) from None
+        raise
     try:
         yield
     finally:
         release()
+        _own_locks.discard(path)
 
 
 def write(

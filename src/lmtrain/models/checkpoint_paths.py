@@ -7,9 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-
 # Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
 # checkpoint but the tensors.
 SHARDED_META_FILE = "meta.pt"
@@ -19,20 +16,6 @@ def last_checkpoint_path(trainer: Any) -> Path:
     """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
     `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
     return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-
-
-def resume_hint(path: Path) -> str:
-    """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file. A
-    sweep's job (or a run already resumed so) resumes with `resume=<its folder>`, which restores
-    its settings: the sweep's command line with `ckpt_path=last` lacks them (another model)."""
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
-        if HydraConfig.initialized() and (
-            HydraConfig.get().mode == RunMode.MULTIRUN
-            or any(str(o).split("=", 1)[0] == "resume" for o in HydraConfig.get().overrides.task)
-        ):
-            return f"resume with resume={path.parent.parent}"
-        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
-    return f"resume with ckpt_path={path}"
 
 
 def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:

@@ -18,8 +18,9 @@ import torch
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError
 from lmtrain.lightning_compat import saving_as_of_the_last_finished_batch
-from lmtrain.models.checkpoint_paths import last_checkpoint_path, resume_hint
+from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.models.distributed import shards_models
+from lmtrain.utils.resume_hints import resume_hint
 
 NAN_GUARD_MODES = ("stop", "skip", "off")
 log = logging.getLogger(__name__)

@@ -28,7 +28,9 @@ from typing_extensions import override
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.io import atomic_write, no_space, temporary_path
+from lmtrain.utils.resume_hints import resume_hint
 from lmtrain.utils.safe_load import checkpoint_error, refused_global
+from lmtrain.utils.task import refused_write
 from lmtrain.utils.tensor_digest import add_digest, verify
 
 
@@ -55,7 +57,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.fsync(f.fileno())
                 self.before_replace(temporary_path(target), target)
         except (OSError, RuntimeError) as err:
-            if (refusal := checkpoint_full_disk_error(target, err)) is None:
+            refusal = checkpoint_full_disk_error(target, err) or checkpoint_unwritable_error(
+                target, err
+            )
+            if refusal is None:
                 raise
             raise refusal from None
 
@@ -99,6 +104,33 @@ def checkpoint_full_disk_error(
         f"could not write the checkpoint {target} ({os.strerror(found.errno)}): free space in "
         f"{target.parent}, or {fix}; the checkpoints saved before it are intact"
     )
+
+
+def checkpoint_unwritable_error(target: Path, err: BaseException) -> LMTrainError | None:
+    """One line for a checkpoint save that the folder's modes or its file system refused (a
+    folder made read-only mid-run, a disk remounted read-only); None for any other failure. The
+    save went to a temporary file, so the checkpoints saved before it (an earlier version of
+    `target` too) are intact, and the run resumes from them once the folder is writable."""
+    if (found := refused_write(err)) is None:
+        return None
+    return LMTrainError(
+        f"could not write the checkpoint {target} ({os.strerror(found.errno)}): make "
+        f"{target.parent} writable, then {resume_from(target.parent)}; the checkpoints saved "
+        "before it are intact"
+    )
+
+
+def resume_from(folder: Path) -> str:
+    """How to resume from the checkpoints saved in `folder` (`run again` if it holds none): a
+    run folder's `checkpoints/` with `ckpt_path=last`, which finds the newest one when there is
+    no last.ckpt; another folder with its last.ckpt, else its newest file."""
+    saved = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    if not saved:
+        return "run again (no checkpoint of the run was saved there yet)"
+    last = folder / "last.ckpt"
+    if folder.name == "checkpoints" or last in saved:
+        return resume_hint(last)
+    return resume_hint(max(saved, key=lambda path: path.stat().st_mtime))
 
 
 def read_weights_only(strategy: Any) -> None:

@@ -19,14 +19,16 @@ Lightning has no option for this (its `CSVLogger` either deletes the file or sta
 
 Lightning's writer also rewrites the file in place (truncate, then write) when a row brings a
 new column, so a kill in that moment loses the rows before it; `save` here widens the header
-first with an atomic replace (`widen_header`).
+first with an atomic replace (`widen_header`). A refused write is one line (`CSVWriteRefused`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,19 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from typing_extensions import override
 
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.checkpoint_io import resume_from
 from lmtrain.utils.csv_rows import plain_row, read_rows, widen_header
 from lmtrain.utils.io import atomic_write
+from lmtrain.utils.task import refused_write, written_file
 
 log = logging.getLogger(__name__)
 ASIDE = "metrics.csv.before-resume"  # the earlier file, until its kept rows are written again
 HPARAMS = "hparams.yaml"  # Lightning's CSV writer's file of the run's hyperparameters
+
+
+class CSVWriteRefused(LMTrainError):
+    """A file of the CSV logger's folder that its modes or its file system refused to write."""
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -67,6 +76,25 @@ class ResumableCSVLogger(CSVLogger):
         # at the step's first micro-batch, are logged again (other loggers, TensorBoard after
         # its purge, need them), and the file keeps its row.
         self._in_flight: list[tuple[int, dict[str, Any]]] = []
+        # The run's checkpoints (`CSVBatchStarts` knows where), for the line of a refused write.
+        self.checkpoints = Path(self.log_dir).parent / "checkpoints"
+        self.refused = False  # a write was refused, and its line raised
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """One line for a write in the block that the modes or the file system refused, naming
+        the file, and how to resume from the run's checkpoints once it is writable again."""
+        try:
+            yield
+        except OSError as err:
+            if (found := refused_write(err)) is None:
+                raise
+            self.refused, path = True, written_file(found)
+            raise CSVWriteRefused(
+                f"could not write {path} ({os.strerror(found.errno)}): make {path.parent} and "
+                f"its files writable, then {resume_from(self.checkpoints)}; the rows written "
+                "before it are kept"
+            ) from None
 
     def _move_aside(self) -> None:
         """Move the earlier file aside just before the writer starts (it deletes the file), not
@@ -78,7 +106,7 @@ class ResumableCSVLogger(CSVLogger):
             return
         metrics_csv = Path(self.log_dir) / "metrics.csv"
         if metrics_csv.is_file() and not self._aside.is_file():
-            metrics_csv.rename(self._aside)
+            metrics_csv.rename(self._aside)  # refused: the line of lmtrain.utils.task
         self._earlier_rows = read_rows(self._aside)
 
     def keep_rows(self, count: int | None) -> None:
@@ -106,14 +134,16 @@ class ResumableCSVLogger(CSVLogger):
                 return  # logged again: the file has it
             if step is None or step > self._in_flight[0][0]:
                 self._in_flight = []
-        super().log_metrics(metrics, step)
+        with self.writing():  # its save, every flush_logs_every_n_steps rows
+            super().log_metrics(metrics, step)
         self.rows_written += 1
 
     @override
     @rank_zero_only
     def save(self) -> None:
-        widen_header(self.experiment)  # Lightning's writer then only appends
-        super().save()
+        with self.writing():
+            widen_header(self.experiment)  # Lightning's writer then only appends
+            super().save()
 
     @override
     @rank_zero_only
@@ -123,11 +153,24 @@ class ResumableCSVLogger(CSVLogger):
         hparams = Path(self.log_dir) / HPARAMS
         if self._hparams_before is None and hparams.is_file():
             self._hparams_before = hparams.read_text()
-        super().log_hyperparams(params, *args, **kwargs)
+        with self.writing():
+            super().log_hyperparams(params, *args, **kwargs)
 
     @override
     @rank_zero_only
     def finalize(self, status: str) -> None:
+        refused_before = self.refused  # that refusal's line is the run's error
+        try:
+            with self.writing():
+                self._finalize(status)
+        except CSVWriteRefused as refusal:
+            if status == "success":
+                raise
+            # Lightning finalizes a run that failed: its own error says why, and goes on up.
+            if not refused_before:
+                log.warning("%s", refusal)
+
+    def _finalize(self, status: str) -> None:
         self._write_earlier_rows()  # a run that logged nothing (killed, or nothing to train)
         super().finalize(status)
         if not self.training_started and self._hparams_before is not None:
@@ -150,7 +193,8 @@ class ResumableCSVLogger(CSVLogger):
         last = max((step for step, _ in kept), default=None)
         self._in_flight = [(step, plain_row(row)) for step, row in kept if step == last]
         self.save()
-        self._aside.unlink(missing_ok=True)
+        with self.writing():
+            self._aside.unlink(missing_ok=True)
         self.rows_written += len(kept)
         if kept:
             log.info(
@@ -195,6 +239,8 @@ class CSVBatchStarts(Callback):
             found = [lg for lg in trainer.loggers if isinstance(lg, ResumableCSVLogger)]
             self.logger = found[0] if found and trainer.is_global_zero else None
             self.trained = False
+            if self.logger is not None:  # what `ckpt_path=last` resumes from
+                self.logger.checkpoints = Path(trainer.default_root_dir) / "checkpoints"
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.trained = True
@@ -203,7 +249,8 @@ class CSVBatchStarts(Callback):
             self.logger.training_started = True
         if self.logger is not None and not self.resumed:
             self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
-            self.path.unlink(missing_ok=True)
+            with self.logger.writing():
+                self.path.unlink(missing_ok=True)
 
     def own_checkpoint(self, trainer: Trainer) -> bool:
         """Resumed from this run's own checkpoint (in its folder, or in its checkpoint
@@ -230,9 +277,9 @@ class CSVBatchStarts(Callback):
             lines = self.lines()
             at = [count for *batch, count in lines if tuple(batch) == here]
             logger.keep_rows(at[0] if at else None)  # None: killed before it, keep all
-            with atomic_write(self.path) as f:
+            with logger.writing(), atomic_write(self.path) as f:
                 f.writelines(f"{e} {b} {n}\n" for e, b, n in lines if (e, b) < here)
-        with self.path.open("a") as f:
+        with logger.writing(), self.path.open("a") as f:
             f.write(f"{here[0]} {here[1]} {logger.rows_written}\n")
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -245,7 +292,7 @@ class CSVBatchStarts(Callback):
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.logger is not None and trainer.state.fn == TrainerFn.VALIDATING:  # the final
-            with self.path.open("a") as f:
+            with self.logger.writing(), self.path.open("a") as f:
                 f.write(f"final {self.logger.rows_written}\n")
 
     def final_line(self) -> int | None:

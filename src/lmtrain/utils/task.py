@@ -7,11 +7,13 @@ A task that fails still closes its W&B run with the exit code (otherwise the off
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -86,6 +88,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 or lightning_interval_refusal(err)  # an interval longer than an epoch
                 or ranks_missing(err)
                 or full_disk_error(err)
+                or unwritable_error(err, run_folder_of(args))  # a folder made read-only
                 or wandb_refusal(err)
             )
             if user_error is None and rank_zero_only.rank > 0 and peer_gone(err):
@@ -135,6 +138,56 @@ def lightning_refusal(err: BaseException) -> LMTrainError | None:
     return LMTrainError(
         f"Lightning refused the run's settings: {words} (check the trainer.* and callbacks.* "
         "settings it names)"
+    )
+
+
+# What a write that a file's (or its folder's) modes or its file system refuse raises: a folder
+# made read-only, a disk remounted read-only, an immutable file.
+UNWRITABLE = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def refused_write(err: BaseException | None) -> OSError | None:
+    """The OSError behind `err` (along its causes and contexts) by which a named file could not
+    be written for its modes or its file system (`UNWRITABLE`), or None."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError) and err.errno in UNWRITABLE and err.filename:
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def written_file(err: OSError) -> Path:
+    """The file `err` names, or the one its temporary file stood for: `atomic_write` writes
+    `<folder>/.<name>.tmp-<pid>` before it renames it over `<folder>/<name>`."""
+    path = Path(os.fsdecode(err.filename))
+    name, found, pid = path.name.rpartition(".tmp-")
+    if found and name.startswith(".") and len(name) > 1 and pid.isascii() and pid.isdigit():
+        return path.with_name(name[1:])
+    return path
+
+
+def unwritable_error(err: BaseException, run_folder: str | None = None) -> LMTrainError | None:
+    """One line for any file the modes or the file system refused (metrics.json, a logger's
+    file), or None: the last resort, after the checkpoint's and the CSV logger's own lines. A
+    file that exists and cannot be read was a read. With the checkpoints of `run_folder` there,
+    the line says how to resume from them."""
+    if (found := refused_write(err)) is None:
+        return None
+    path, why = written_file(found), os.strerror(found.errno)
+    named = path == Path(os.fsdecode(found.filename))  # not a temporary file's write
+    if named and found.errno != errno.EROFS and path.exists() and not os.access(path, os.R_OK):
+        return LMTrainError(f"could not read {path} ({why}): make it readable, and run again")
+    then = "run again"
+    if run_folder and any((Path(run_folder) / "checkpoints").glob("*.ckpt")):
+        from lmtrain.utils.checkpoint_io import resume_from  # which imports this module
+
+        then = resume_from(Path(run_folder) / "checkpoints")
+    return LMTrainError(
+        f"could not write {path} ({why}): make {path.parent} (and the file, if it is there) "
+        f"writable, on a file system mounted read-write, then {then}; the files written before "
+        "it are as they were"
     )
 
 
