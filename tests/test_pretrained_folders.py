@@ -26,7 +26,7 @@ from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
 from tests.helpers.corpora import one_file_corpus
-from tests.helpers.pretrained import pretrained_base, save_tiny_llama
+from tests.helpers.pretrained import pretrained_base, save_tiny_llama, tiny_bpe
 
 # What torch's refusal of a pickle advises, and what no message of ours may pass on.
 RELOAD_ADVICE = "weights_only` set to `False"
@@ -250,6 +250,32 @@ def test_a_data_tokenizer_that_is_not_the_models_is_warned_about(
             )
         )
     assert not caplog.records
+
+
+def test_a_local_tokenizer_folder_of_another_vocabulary_is_warned_about(
+    compose_cfg, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Red team: model.pretrained=<folder> fine-tuned on data.tokenizer.name=<a WordPiece of
+    300 tokens> with nothing said, its ids on unrelated embedding rows. The model's own
+    tokenizer, saved again with a pad token added, is no other vocabulary."""
+    texts = ["the quick brown fox jumps over the lazy dog"] * 20
+    model_folder = tmp_path / "model"
+    tiny_bpe(texts, 300).save_pretrained(model_folder)
+    other, same = tmp_path / "other", tmp_path / "same"
+    tiny_bpe(["a wholly different text, with other words in it"] * 20, 280).save_pretrained(other)
+    padded = tiny_bpe(texts, 300)
+    padded.add_special_tokens({"pad_token": "<pad>"})
+    padded.save_pretrained(same)
+    settings = ["model=pretrained", f"model.pretrained={model_folder}", "data=text_files"]
+    for folder, warned in ((other, True), (same, False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="lmtrain.utils.model_checks"):
+            tokenizer = ["data.tokenizer.kind=pretrained", f"data.tokenizer.name={folder}"]
+            cfg = compose_cfg(*settings, "data.source.path=/x", *tokenizer, tiny=False)
+            check_train_config(cfg)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        expected = f"data.tokenizer.name={folder} is another vocabulary than model.pretrained="
+        assert any(w.startswith(expected) for w in warnings) == warned, warnings
 
 
 def test_training_on_unfitting_or_pickled_folders_exits_with_one_line(

@@ -3,6 +3,7 @@ problem is one line in `problems` (see `lmtrain.utils.config_checks.check_train_
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -114,6 +115,32 @@ def warn_foreign_tokenizer(model: dict[str, Any], data: dict[str, Any]) -> None:
             "not match the pretrained embeddings (for the model's: data.tokenizer.kind="
             "pretrained data.tokenizer.name=%s)", kind, pretrained, pretrained,
         )  # fmt: skip
+    name = tokenizer.get("name") if kind == "pretrained" else None
+    if isinstance(pretrained, str) and isinstance(name, str) and name != pretrained:
+        ours, theirs = vocabulary(name), vocabulary(pretrained)
+        if ours is not None and theirs is not None and ours != theirs:  # two local folders
+            log.warning(
+                "data.tokenizer.name=%s is another vocabulary than model.pretrained=%s's own "
+                "tokenizer (%d tokens against %d, %d shared): its ids will not match the "
+                "pretrained embeddings (for the model's: data.tokenizer.name=%s)",
+                name, pretrained, len(ours), len(theirs), len(ours.items() & theirs.items()),
+                pretrained,
+            )  # fmt: skip
+
+
+def vocabulary(folder: str) -> dict[str, Any] | None:
+    """The token-to-id map of a local folder's tokenizer.json (its model's vocab, without the
+    tokens added after it: a fine-tuning's new pad token is the same tokenizer), or None for a
+    hub id or a folder without one: a red team's model trained on a WordPiece of other ids with
+    nothing said."""
+    try:
+        full = json.loads((Path(folder).expanduser() / "tokenizer.json").read_text("utf-8"))
+        vocab = full["model"]["vocab"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        return None
+    if isinstance(vocab, list):  # unigram models: [token, score] pairs, the id their position
+        return {str(entry[0]): i for i, entry in enumerate(vocab) if isinstance(entry, list)}
+    return vocab if isinstance(vocab, dict) else None
 
 
 def check_seq_len_warmup(model: dict[str, Any], block_size: Any, problems: Problems) -> None:
