@@ -28,29 +28,13 @@ from lmtrain.data.pretrained_tokenizer import pretrained_fingerprint
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.token_cache import build_or_load, load_meta
 from lmtrain.data.tokenizers import TokenizerSettings
-from lmtrain.errors import LMTrainError
-from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.assertions import assert_no_cache_left, assert_one_line_error, refusal
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import load_splits, load_tokens, token_files, write_corpus
 from tests.helpers.pretrained import tiny_bpe
 
 CHAR = TokenizerSettings.from_config({"kind": "char"})
 PAD = "<pad>"
-
-
-def assert_no_cache_left(cache_dir: Path) -> None:
-    """Nothing but lock files: no token cache folder, complete or half-written."""
-    leftovers = [p.name for p in cache_dir.iterdir()] if cache_dir.exists() else []
-    assert all(name.endswith(".lock") for name in leftovers), leftovers
-
-
-def refusal(build) -> str:
-    """The message of the LMTrainError that `build()` raises: one line."""
-    with pytest.raises(LMTrainError) as caught:
-        build()
-    message = str(caught.value)
-    assert "\n" not in message, message
-    return message
 
 
 def pretrained(name: str) -> TokenizerSettings:

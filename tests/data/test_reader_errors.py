@@ -20,8 +20,7 @@ from lmtrain.data.hf_dataset import HFDatasetSource
 from lmtrain.data.sources import TextFilesSource, assign_splits
 from lmtrain.data.token_cache import build_or_load
 from lmtrain.data.tokenizers import TokenizerSettings
-from lmtrain.errors import LMTrainError
-from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.assertions import assert_no_cache_left, assert_one_line_error, refusal
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.corpora import build_tokenizer, load_splits, write_corpus
 
@@ -53,21 +52,6 @@ GZIP_FILES = {
     "plain.jsonl.gz": (records(10), "is not gzip data"),
     "damaged.txt.gz": (damaged(records(3000)), "is damaged gzip data"),
 }
-
-
-def assert_no_cache_left(cache_dir: Path) -> None:
-    """Nothing but lock files: no token cache folder, complete or half-written."""
-    leftovers = [p.name for p in cache_dir.iterdir()] if cache_dir.exists() else []
-    assert all(name.endswith(".lock") for name in leftovers), leftovers
-
-
-def refusal(build) -> str:
-    """The message of the LMTrainError that `build()` raises: one line."""
-    with pytest.raises(LMTrainError) as caught:
-        build()
-    message = str(caught.value)
-    assert "\n" not in message, message
-    return message
 
 
 @pytest.mark.parametrize("name", GZIP_FILES)

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+
+from lmtrain.errors import LMTrainError
 
 
 def one_error_line(stderr: str) -> str:
@@ -36,3 +41,18 @@ def tree_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in skip
     }
+
+
+def assert_no_cache_left(cache_dir: Path) -> None:
+    """Nothing but lock files: no token cache folder, complete or half-written."""
+    leftovers = [p.name for p in cache_dir.iterdir()] if cache_dir.exists() else []
+    assert all(name.endswith(".lock") for name in leftovers), leftovers
+
+
+def refusal(build: Callable[[], object]) -> str:
+    """The message of the LMTrainError that `build()` raises: one line."""
+    with pytest.raises(LMTrainError) as caught:
+        build()
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
