@@ -21,6 +21,7 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from tests.helpers import pretrained
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import write_play
 from tests.helpers.tmpfs import mounted_tmpfs, namespace_request, run_in_namespace
@@ -117,6 +118,19 @@ def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too)."""
     with mounted_tmpfs(tmp_path / "read-only", "ro") as folder:
         yield folder
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 folder (2 layers, 32 wide, dropout 0.1) with its BPE, as save_pretrained
+    writes it: the pretrained model of the fine-tuning, LoRA and pretrained-folder tests."""
+    return pretrained.pretrained_base(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A corpus the `base` model never saw, for its fine-tuning runs."""
+    return pretrained.new_text(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

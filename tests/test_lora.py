@@ -39,11 +39,6 @@ WIDTH = 128
 
 
 @pytest.fixture(scope="module")
-def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrained.new_text(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random GPT-2 (2 layers, 128 wide) and its BPE, as save_pretrained writes them."""
     return pretrained.pretrained_base(tmp_path_factory, n_embd=WIDTH)

@@ -14,22 +14,10 @@ import pytest
 import torch
 
 from lmtrain.utils.safe_load import load_torch_file
-from tests.helpers import pretrained
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
 from tests.helpers.killed_runs import FINAL_WEIGHTS, final_state, finish, kill, start
-
-
-@pytest.fixture(scope="module")
-def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrained.new_text(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random GPT-2 (2 layers, 32 wide) and its BPE, as save_pretrained writes them."""
-    return pretrained.pretrained_base(tmp_path_factory)
 
 
 def test_target_module_matching_nothing_is_one_line_from_the_cli(

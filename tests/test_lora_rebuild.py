@@ -42,16 +42,6 @@ EPSILON = "model.config={layer_norm_epsilon: 100.0}"
 
 
 @pytest.fixture(scope="module")
-def new_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrained.new_text(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return pretrained.pretrained_base(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def lora_run(
     base: Path, new_text: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
 ) -> Path:

@@ -26,16 +26,10 @@ from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
 from tests.helpers.corpora import one_file_corpus
-from tests.helpers.pretrained import pretrained_base, save_tiny_llama, tiny_bpe
+from tests.helpers.pretrained import save_tiny_llama, tiny_bpe
 
 # What torch's refusal of a pickle advises, and what no message of ours may pass on.
 RELOAD_ADVICE = "weights_only` set to `False"
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny GPT-2 folder (2 layers, 32 wide) with its BPE, as save_pretrained writes it."""
-    return pretrained_base(tmp_path_factory)
 
 
 def load_for_training(folder: Path) -> torch.nn.Module:

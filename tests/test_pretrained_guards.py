@@ -31,13 +31,6 @@ from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import TINY_RUN
 from tests.helpers.corpora import one_file_corpus
-from tests.helpers.pretrained import pretrained_base
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny GPT-2 folder (2 layers, 32 wide, dropout 0.1) with its BPE."""
-    return pretrained_base(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
