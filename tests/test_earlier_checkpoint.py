@@ -11,7 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
+from lmtrain.callbacks.resume_run import has_last_checkpoint, latest_run
 from lmtrain.utils.safe_load import saved_step
 from tests.helpers.assertions import assert_one_line_error, tree_digest
 from tests.helpers.cli import run_cli, tiny_cli
@@ -82,8 +84,23 @@ def test_last_without_last_ckpt_refuses_a_newest_file_that_is_not_the_furthest(
     out = run_cli("train", *cli, "ckpt_path=last", "trainer.max_steps=6")
     assert_one_line_error(
         out,
-        f"ckpt_path=last: {checkpoints} has no last.ckpt, and its newest file step2.ckpt "
-        "(step 2) is not its furthest, step4.ckpt (step 4;",
-        "pass the checkpoint to resume from as ckpt_path=<file>",
+        f"{checkpoints} has no last.ckpt, and its newest file step2.ckpt (step 2) is not its "
+        "furthest, step4.ckpt (step 4;",
+        f"pass the checkpoint to resume from, ckpt_path=<file> hydra.run.dir={run} (without "
+        "resume=)",
     )
     assert tree_digest(run, skip=(".lock", "train.log")) == before  # the log has the refusal
+
+
+def test_resume_latest_ranks_a_folder_of_no_clear_newest_without_refusing(tmp_path: Path) -> None:
+    """rev_diff13: the refusal above, raised while `resume=latest` scanned every run folder,
+    stopped it over an old folder it would not have picked."""
+    runs = tmp_path / "logs" / "train" / "runs"
+    for name, step in (("step10.ckpt", 10), ("step5.ckpt", 5)):  # written in this order
+        (runs / "a" / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save({"global_step": step}, runs / "a" / "checkpoints" / name)
+    (runs / "b" / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 3}, runs / "b" / "checkpoints" / "last.ckpt")
+    os.utime(runs / "a" / "checkpoints" / "step10.ckpt", (1, 1))
+    assert has_last_checkpoint(runs / "a")
+    assert latest_run(tmp_path / "logs", "train") == runs / "b"

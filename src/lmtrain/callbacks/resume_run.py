@@ -215,7 +215,7 @@ def latest_run(log_dir: Path, task_name: str) -> Path | None:
     root = Path(log_dir).expanduser()
     folders = [*root.glob(f"{task_name}/runs/*"), *root.glob(f"{task_name}/multiruns/*/*")]
     found = [
-        (locate_checkpoint("last", f).stat().st_mtime_ns, str(f), f)
+        (locate_checkpoint("last", f, strict=False).stat().st_mtime_ns, str(f), f)
         for f in folders
         if f.is_dir() and has_last_checkpoint(f)
     ]
@@ -225,7 +225,7 @@ def latest_run(log_dir: Path, task_name: str) -> Path | None:
 def has_last_checkpoint(folder: Path) -> bool:
     """checkpoints/last.ckpt (a file, or a sharded folder: `trainer=fsdp`, or its copy kept by a
     save cut short), or else another checkpoint there (`newest_checkpoint`)."""
-    path = locate_checkpoint("last", folder)
+    path = locate_checkpoint("last", folder, strict=False)  # which one: the run's own check
     return path.is_file() or is_sharded_checkpoint(path)
 
 

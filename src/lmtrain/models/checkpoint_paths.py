@@ -18,12 +18,13 @@ def last_checkpoint_path(trainer: Any) -> Path:
     return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
 
 
-def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
+def locate_checkpoint(ckpt_path: str, output_dir: str | Path, strict: bool = True) -> Path:
     """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
 
     When a sharded last.ckpt is missing but its previous copy is there (a save killed between
     its two renames, see `previous_sharded`), that copy; when there is no last.ckpt at all, the
-    newest other checkpoint (`newest_checkpoint`).
+    newest other checkpoint (`newest_checkpoint`; `strict`: refusing an ambiguous one, as the
+    run to resume does; `resume=latest` only ranks folders by it).
     """
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser()
@@ -31,11 +32,11 @@ def locate_checkpoint(ckpt_path: str, output_dir: str | Path) -> Path:
     if not path.exists() and is_sharded_checkpoint(previous_sharded(path)):
         return previous_sharded(path)
     if not path.exists():
-        return newest_checkpoint(path.parent) or path
+        return newest_checkpoint(path.parent, strict) or path
     return path
 
 
-def newest_checkpoint(folder: Path) -> Path | None:
+def newest_checkpoint(folder: Path, strict: bool = True) -> Path | None:
     """The checkpoint `folder` holds that was written last, when it holds no last.ckpt.
 
     A run's first last.ckpt comes after its first best checkpoint (Lightning saves the top k,
@@ -56,16 +57,16 @@ def newest_checkpoint(folder: Path) -> Path | None:
         if not p.name.startswith(".") and (p.is_file() or is_sharded_checkpoint(p))
     ]
     newest = max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
-    if newest is None or len(found) == 1:
+    if newest is None or len(found) == 1 or not strict:
         return newest
     steps = {p: -1 if (step := saved_step(p)) is None else step for p in found}  # -1: unreadable
     furthest = max(found, key=lambda p: (steps[p], p.name))
     if steps[newest] < steps[furthest]:
         raise LMTrainError(
-            f"ckpt_path=last: {folder} has no last.ckpt, and its newest file {newest.name} "
-            f"(step {steps[newest]}) is not its furthest, {furthest.name} (step "
-            f"{steps[furthest]}; copied without its times, or from a rewound run): pass the "
-            "checkpoint to resume from as ckpt_path=<file>"
+            f"{folder} has no last.ckpt, and its newest file {newest.name} (step "
+            f"{steps[newest]}) is not its furthest, {furthest.name} (step {steps[furthest]}; "
+            "copied without its times, or from a rewound run): pass the checkpoint to resume "
+            f"from, ckpt_path=<file> hydra.run.dir={folder.parent} (without resume=)"
         )
     return newest
 
