@@ -141,6 +141,7 @@ def test_a_folders_extra_decoding_settings_are_named(
     exported = export_tiny(ckpt, tmp_path / "export", data_dir)
     args = ("prompt='The '", "greedy=true", "max_new_tokens=30")
     with caplog.at_level(logging.WARNING, logger="lmtrain.generate"):
+        run_generate(ckpt, tmp_path, data_dir, capsys, *args)  # a .ckpt has no such file
         plain = run_generate(exported, tmp_path, data_dir, capsys, *args)
     assert "generation_config.json also sets" not in caplog.text
     config = json.loads((exported / "generation_config.json").read_text())

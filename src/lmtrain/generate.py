@@ -38,13 +38,18 @@ with gc_pause.paused_for_imports():
 
 log = logging.getLogger(__name__)
 
-# generation_config.json keys that lmtrain's own settings replace (the sampling keys, the length),
-# or that name tokens rather than change which one is chosen.
-OWN_OR_ID_KEYS = frozenset(
+# generation_config.json keys that change which token is chosen, beyond lmtrain's own (do_sample,
+# temperature, top_k, top_p and the lengths): transformers' logits processors and strategies.
+TOKEN_CHOICE_KEYS = frozenset(
     {
-        "do_sample", "temperature", "top_k", "top_p", "max_new_tokens", "max_length",
-        "eos_token_id", "pad_token_id", "bos_token_id", "decoder_start_token_id",
-        "transformers_version", "_from_model_config",
+        "repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
+        "bad_words_ids", "sequence_bias", "suppress_tokens", "begin_suppress_tokens",
+        "forced_bos_token_id", "forced_eos_token_id", "min_length", "min_new_tokens",
+        "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h", "num_beams",
+        "num_beam_groups", "diversity_penalty", "length_penalty", "penalty_alpha",
+        "dola_layers", "guidance_scale", "renormalize_logits", "remove_invalid_values",
+        "exponential_decay_length_penalty", "stop_strings", "watermarking_config",
+        "token_healing", "max_time",
     }
 )  # fmt: skip
 
@@ -102,16 +107,18 @@ def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> Non
         )
 
 
-def warn_folder_generation_settings(loaded: LoadedModel, path: Path) -> None:
+def warn_folder_generation_settings(loaded: LoadedModel, path: str | Path) -> None:
     """Name the decoding settings a folder's generation_config.json adds to lmtrain's keys.
 
     transformers applies them (repetition_penalty, no_repeat_ngram_size, bad_words_ids, ...), as
     plain `model.generate` does, and with `greedy=true` too: a red team's folder with
     repetition_penalty=50 changed the greedy text with nothing said."""
+    if not (Path(path).is_dir() and (Path(path) / "generation_config.json").is_file()):
+        return  # a .ckpt: the model's config, no file of settings to name
     extra = {
         key: value
         for key, value in loaded.model.generation_config.to_diff_dict().items()
-        if key not in OWN_OR_ID_KEYS
+        if key in TOKEN_CHOICE_KEYS
     }
     if extra:
         settings = ", ".join(f"{key}={value!r}" for key, value in sorted(extra.items()))
