@@ -168,3 +168,21 @@ def test_the_last_resort_names_an_unwritable_file(code: int) -> None:
     assert "then run again" in str(refusal)  # no checkpoint to resume from
     assert unwritable_error(PermissionError(errno.EACCES, "Permission denied")) is None
     assert unwritable_error(OSError(errno.ENOENT, "No such file", "/x")) is None
+
+
+def test_a_file_under_a_folder_this_process_cannot_enter_is_one_line(tmp_path: Path) -> None:
+    """rev_diff13: the last resort's own check of the file raised PermissionError under a
+    folder that may not be entered: a second traceback."""
+    locked = tmp_path / "locked"
+    (locked / "sub").mkdir(parents=True)
+    (locked / "sub" / "m.ckpt").write_bytes(b"")
+    locked.chmod(0)
+    try:
+        out = run_cli(
+            "generate", f"ckpt_path={locked / 'sub' / 'm.ckpt'}",
+            f"hydra.run.dir={tmp_path / 'run'}", preexec_fn=AS_A_USER, fresh=True,
+        )  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert_one_line_error(out, str(locked / "sub" / "m.ckpt"), "Permission denied")

@@ -124,7 +124,10 @@ def resume_from(folder: Path) -> str:
     """How to resume from the checkpoints saved in `folder` (`run again` if it holds none): a
     run folder's `checkpoints/` with `ckpt_path=last`, which finds the newest one when there is
     no last.ckpt; another folder with its last.ckpt, else its newest file."""
-    saved = [path for path in folder.glob("*.ckpt") if path.is_file()]
+    # Files, and sharded folders (trainer=fsdp: their meta.pt beside the shards).
+    saved = [
+        path for path in folder.glob("*.ckpt") if (path / "meta.pt").is_file() or path.is_file()
+    ]
     if not saved:
         return "run again (no checkpoint of the run was saved there yet)"
     last = folder / "last.ckpt"

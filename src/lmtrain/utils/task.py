@@ -97,6 +97,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 note = f"rank {rank_zero_only.rank}: stopped, as another rank of the run did"
                 print(f"{note} (its error, if it printed one, says why)", file=sys.stderr)
                 raise UserErrorExit("another rank of the run stopped") from None
+            if user_error is None and peer_gone(err):  # rank 0: a rank killed (kill -9, OOM)
+                user_error = another_rank_gone(run_folder_of(args))
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
@@ -177,7 +179,14 @@ def unwritable_error(err: BaseException, run_folder: str | None = None) -> LMTra
         return None
     path, why = written_file(found), os.strerror(found.errno)
     named = path == Path(os.fsdecode(found.filename))  # not a temporary file's write
-    if named and found.errno != errno.EROFS and path.exists() and not os.access(path, os.R_OK):
+    try:
+        exists = path.exists()
+    except OSError:  # under a folder this process may not enter (a traceback from here before)
+        return LMTrainError(
+            f"could not reach {path} ({why}): make the folders above it readable and enterable "
+            "(chmod a+rx), and run again"
+        )
+    if named and found.errno != errno.EROFS and exists and not os.access(path, os.R_OK):
         return LMTrainError(f"could not read {path} ({why}): make it readable, and run again")
     then = "run again"
     if run_folder and any((Path(run_folder) / "checkpoints").glob("*.ckpt")):
@@ -236,6 +245,19 @@ PEER_GONE = (
 def peer_gone(err: BaseException) -> bool:
     """A collective that failed because another rank's process exited."""
     return isinstance(err, RuntimeError) and any(sign in str(err) for sign in PEER_GONE)
+
+
+def another_rank_gone(run_folder: str) -> LMTrainError:
+    """Rank 0's line when another rank's process exited in a collective: a kill -9 or the OOM
+    killer left gloo's "Connection reset by peer" under 60 lines of traceback (red team)."""
+    from lmtrain.utils.checkpoint_io import resume_from  # which imports this module
+
+    checkpoints = Path(run_folder) / "checkpoints"
+    then = resume_from(checkpoints) if checkpoints.is_dir() else "run again"
+    return LMTrainError(
+        "another rank of the run ended while this one waited for it (killed, out of memory, or "
+        f"its own error above): {then}"
+    )
 
 
 def run_folder_of(args: tuple[Any, ...]) -> str:
