@@ -184,12 +184,16 @@ def zstd_frame(data: bytes) -> bytes:
 # name -> (file bytes, what the message must say); none may suggest iconv from latin-1.
 NOT_TEXT = {
     "notes.txt.xz": (lzma.compress(TEXT.encode()), "is xz-compressed data, not text: "
-                     "decompress it first (xz -dk notes.txt.xz)"),
+                     "decompress it (xz -dc notes.txt.xz > notes.txt), then move notes.txt.xz "
+                     "out of the corpus"),
+    # xz -d refuses a name without its suffix: -dc to a file of another name works for any
+    "packed.txt": (lzma.compress(TEXT.encode()), "is xz-compressed data, not text: "
+                   "decompress it (xz -dc packed.txt > packed.txt.txt), then move packed.txt out"),
     "notes.txt.bz2": (bz2.compress(TEXT.encode()), "is bzip2-compressed data, not text: "
-                      "decompress it first (bunzip2 -k notes.txt.bz2)"),
+                      "decompress it (bunzip2 -c notes.txt.bz2 > notes.txt), then move"),
     "notes.zip": (zip_bytes(TEXT), "is a zip archive, not text: extract it (unzip notes.zip)"),
     "notes.txt.zst": (zstd_frame(TEXT[:200].encode()), "is zstd-compressed data, not "
-                      "text: decompress it first (zstd -dk notes.txt.zst)"),
+                      "text: decompress it (zstd -dc notes.txt.zst > notes.txt), then move"),
     "notes.txt": (gzip.compress(TEXT.encode()), "is gzip-compressed data but its name does not "
                   "end in .gz: rename it to end in .gz (mv notes.txt notes.txt.gz)"),
     "utf16.txt": (TEXT.encode("utf-16"), "is UTF-16 text (it starts with a UTF-16 byte order "

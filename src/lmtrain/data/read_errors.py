@@ -33,11 +33,15 @@ GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 COMPRESSED = (
     (b"\x1f\x8b", "gzip-compressed data but its name does not end in .gz",
      "rename it to end in .gz (mv {name} {name}.gz) so that it is read through gzip"),
-    (b"\xfd7zXZ\x00", "xz-compressed data, not text", "decompress it first (xz -dk {name})"),
-    (b"BZh", "bzip2-compressed data, not text", "decompress it first (bunzip2 -k {name})"),
+    # -dc > out: `xz -dk` refuses a name without its suffix, and keeps the file in the corpus.
+    (b"\xfd7zXZ\x00", "xz-compressed data, not text", "decompress it (xz -dc {name} > {out}), "
+     "then move {name} out of the corpus"),
+    (b"BZh", "bzip2-compressed data, not text", "decompress it (bunzip2 -c {name} > {out}), "
+     "then move {name} out of the corpus"),
     (b"PK\x03\x04", "a zip archive, not text", "extract it (unzip {name}) and pass the files"),
     (b"PK\x05\x06", "an empty zip archive, not text", "delete it"),
-    (b"(\xb5/\xfd", "zstd-compressed data, not text", "decompress it first (zstd -dk {name})"),
+    (b"(\xb5/\xfd", "zstd-compressed data, not text", "decompress it (zstd -dc {name} > {out}), "
+     "then move {name} out of the corpus"),
 )  # fmt: skip
 # bzip2's first block or end-of-stream marker after "BZh" and a level digit: text may start "BZh".
 BZIP2_MARKS = (b"1AY&SY", b"\x17rE8P\x90")
@@ -232,7 +236,9 @@ def not_text_problem(head: bytes, name: str) -> str | None:
                 continue
             if magic == b"\x1f\x8b" and name.lower().endswith(".gz"):
                 continue  # read through gzip: compressed twice, or named .gz.gz; gzip says
-            return f" is {what}: {fix.format(name=name)}, {LEAVE_OUT}"
+            stem, dot, suffix = name.rpartition(".")
+            out = stem if dot and suffix.lower() in ("xz", "bz2", "zst") else f"{name}.txt"
+            return f" is {what}: {fix.format(name=name, out=out)}, {LEAVE_OUT}"
     for mark, encoding in BYTE_ORDER_MARKS:
         if head.startswith(mark):
             return (
