@@ -82,7 +82,7 @@ def test_a_replaced_runs_metrics_json_does_not_stand_for_the_new_run(
     second = [*cli, "overwrite_run=true", "model.optimizer.lr=1e-2"]
     killed = run_cli("train", *second, kill, fresh=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert not (run / "metrics.json").exists()  # run 1's went when run 2 started
+    assert not (run / "metrics.json").exists()  # run 1's went at run 2's first save
     resumed = run_cli("train", *second, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "its metrics.json stands" not in resumed.stdout + resumed.stderr

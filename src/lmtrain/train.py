@@ -134,7 +134,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.append(totals)
     callbacks.append(startup)
     callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
-    ended = EndedRun()  # a resumed run that had ended (EarlyStopping, max_steps) stays so
+    # A resumed run that had ended (EarlyStopping, max_steps) stays so; with overwrite_run, the
+    # replaced run's metrics.json goes at this run's first save (see EndedRun).
+    ended = EndedRun(replaced_metrics=output_dir / "metrics.json" if overwrite else None)
     callbacks.append(ended)
     # logger=csv: the rows a resumed run keeps (first in the list); a run whose metrics.json
     # reports its last step had ended whole, final validation included.
@@ -161,10 +163,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
     startup.mark("loggers")  # W&B's run starts with its first use, here
 
-    if overwrite and trainer.is_global_zero:
-        # The metrics.json of the run this one replaces would otherwise stand for this run's
-        # end when it is resumed after a kill in its final validation (same step, other weights).
-        (output_dir / "metrics.json").unlink(missing_ok=True)
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     write_resumed_record()  # resume= of a run with nothing left to train
     # Its final validation is done when metrics.json reports this step: rank 0's file decides

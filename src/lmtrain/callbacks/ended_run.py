@@ -11,6 +11,12 @@ So a run whose checkpoint says EarlyStopping stopped it stops at once, and a res
 trained nothing in this process, whose metrics.json already reports the step it is at, ended
 there: lmtrain.train keeps that metrics.json and skips the final validation. A run killed in its
 final validation has no metrics.json yet, so it still validates.
+
+With overwrite_run=true, the folder's metrics.json is the replaced run's: killed in its final
+validation at the step that run had ended at, the new run's resume took it for its own end (and
+export put its val loss in the model card; found by a red team). It goes at the new run's first
+checkpoint save, when the replaced run's last.ckpt does: a run that fails before then (a sweep
+job) leaves the folder's record as it was.
 """
 
 from __future__ import annotations
@@ -28,8 +34,14 @@ log = logging.getLogger(__name__)
 class EndedRun(Callback):
     """Stops a run that EarlyStopping had ended; tells whether this process trained a step."""
 
-    def __init__(self) -> None:
+    def __init__(self, replaced_metrics: Path | None = None) -> None:
         self.start_step: int | None = None  # the step training started at (a checkpoint's)
+        self.replaced_metrics = replaced_metrics  # removed at the first save (overwrite_run)
+
+    def on_save_checkpoint(self, trainer: Trainer, *_: object) -> None:
+        if self.replaced_metrics is not None and trainer.is_global_zero:
+            self.replaced_metrics.unlink(missing_ok=True)
+            self.replaced_metrics = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.start_step = trainer.global_step
