@@ -35,9 +35,10 @@ def newest_other(damaged: Path) -> Path | None:
 
 def sharded_folder_of(path: Path) -> Path | None:
     """The sharded checkpoint folder (trainer=fsdp: `.metadata`, `meta.pt`, `*.distcp`) that
-    `path` is one file of, else None: a shard given as ckpt_path read as a damaged zip file."""
+    `path`, a shard, is one file of, else None: a shard given as ckpt_path read as a damaged zip
+    file."""
     folder = path.parent
-    if path.suffix != ".distcp" and path.name != ".metadata":  # meta.pt is read as the folder's
+    if path.suffix != ".distcp":  # meta.pt and .metadata are read as the folder's, and named so
         return None
     try:
         sharded = (folder / "meta.pt").is_file() and (folder / ".metadata").is_file()

@@ -93,14 +93,14 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
     """One line for a checkpoint that failed to load: refused as unsafe, or unreadable."""
     if isinstance(err, LMTrainError):
         return err
-    if sharded_folder_of(Path(path)) is not None:  # not damaged: a shard, read as a zip file
-        return LMTrainError(f"ckpt_path={str(path)!r} is no checkpoint on its own: {instead(path)}")
     refusal = refused_global(err)
     if refusal:
         return LMTrainError(
             f"ckpt_path={str(path)!r} holds pickled objects that are not checkpoint data "
             f"({refusal}) and was not loaded, as loading them could run code: {WRITTEN_BY}"
         )
+    if sharded_folder_of(Path(path)) is not None:  # not damaged: a shard, read as a zip file
+        return LMTrainError(f"ckpt_path={str(path)!r} is no checkpoint on its own: {instead(path)}")
     if NOT_ZIP in str(err):  # torch's advice is to save it again, with mmap in mind
         return LMTrainError(
             f"ckpt_path={str(path)!r} is not a readable {what}: not a zip-format torch file "
