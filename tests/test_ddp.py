@@ -196,7 +196,8 @@ def test_ddp_job_whose_rank_dies_ends_only_itself_in_a_sweep(
         timeout=300,  # a rank left waiting for its dead peer would hang the sweep
     )
     assert out.returncode == 1, out.stderr[-3000:]  # after job 1 ran: one job failed
-    assert "Job 0 (model.optimizer.lr=0.001) failed; the sweep goes on" in out.stdout
+    # Rank 0 saw its peer gone: one line (another_rank_gone), not a traceback, for the job.
+    assert "Job 0 (model.optimizer.lr=0.001) failed (exit code 1); the sweep goes on" in out.stdout
     assert "error: 1 of 2 jobs of the sweep under" in out.stderr
     assert "failed (job 0 in 0: " in out.stderr
     assert wandb_summary(sweep / "0")["state"] == "failed"
@@ -253,5 +254,6 @@ def test_torchrun_with_more_processes_than_the_trainers_devices_is_refused(
         "error: torchrun started 2 processes (WORLD_SIZE) but trainer.devices=1 x "
         "trainer.num_nodes=1 is 1: pass trainer.devices=<its --nproc_per_node>"
     )
-    assert out.stderr.count(line) == 2, out.stderr[-3000:]  # each rank, before any folder
+    # Each rank refuses before any folder; torchrun may stop the other before it prints.
+    assert out.stderr.count(line) >= 1, out.stderr[-3000:]
     assert not run.exists()

@@ -298,7 +298,9 @@ def test_an_fsdp_run_folder_resumed_on_one_device_is_refused_before_training(
     trained to its first save, which met the sharded last.ckpt folder: IsADirectoryError."""
     run = tmp_path / "fsdp_run"
     shutil.copytree(runs["fsdp"], run, ignore=shutil.ignore_patterns(".lock*"))
-    merged = consolidate(run / "checkpoints" / "last.ckpt")  # the default: beside it
+    # Beside it, as the default is (another test may have consolidated there already).
+    checkpoints = run / "checkpoints"
+    merged = consolidate(checkpoints / "last.ckpt", checkpoints / "last.merged.ckpt")
     before = sorted(p.name for p in (run / "checkpoints").iterdir())
     longer = f"trainer.max_steps={STEPS + 4}"
     out = train(run, data_dir, corpus, *ONE_PROCESS, f"ckpt_path='{merged}'", longer)
