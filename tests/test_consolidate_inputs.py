@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.distributed.checkpoint as dcp
 
-from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.sharded_runs import model_and_optimizer

@@ -24,10 +24,10 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
-from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
 from lmtrain.models.hf import check_context
 from lmtrain.strategies import consolidate
 from lmtrain.utils.safe_load import SafeFileSystemReader
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli

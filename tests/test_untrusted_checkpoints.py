@@ -24,10 +24,10 @@ from torch import nn
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, resolve_ckpt_path
-from lmtrain.models.checkpoint_paths import SHARDED_META_FILE
 from lmtrain.strategies import consolidate
 from lmtrain.utils.checkpoint_io import AtomicCheckpointIO
 from lmtrain.utils.safe_load import SafeFileSystemReader, load_dcp_folder, refused_global
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli

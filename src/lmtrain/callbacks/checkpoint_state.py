@@ -19,7 +19,7 @@ from fsspec.utils import get_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lmtrain.lightning_compat import inside
-from lmtrain.models.checkpoint_paths import is_sharded_checkpoint
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 # The state's entries that name checkpoint files (besides the keys of `best_k_models`).
 PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")

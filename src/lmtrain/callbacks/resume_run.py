@@ -39,12 +39,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkpoint
+from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.utils.checks import Problems, check_run_references
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
 

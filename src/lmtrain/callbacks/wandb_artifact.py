@@ -40,11 +40,12 @@ import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, last_checkpoint_path
+from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.models.export_folder import export_checkpoint
 from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
 from lmtrain.utils.export_overwrite import link_or_copy
 from lmtrain.utils.io import write_json
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,13 @@ from lmtrain.models.checkpoint_contents import (
     tokenizer_from_files,
 )
 from lmtrain.models.checkpoint_paths import (
-    SHARDED_META_FILE,
-    is_sharded_checkpoint,
     locate_checkpoint,
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder
 from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
 
 # The other commands, whose run folders hold <name>.log and never a checkpoint.
 OTHER_TOOLS = ("eval", "generate", "export")

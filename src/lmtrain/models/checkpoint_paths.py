@@ -7,9 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# Written by Lightning beside the shards of a sharded (DCP) checkpoint folder: everything of the
-# checkpoint but the tensors.
-SHARDED_META_FILE = "meta.pt"
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 
 def last_checkpoint_path(trainer: Any) -> Path:
@@ -69,15 +67,6 @@ def newest_checkpoint(folder: Path, strict: bool = True) -> Path | None:
             f"from, ckpt_path=<file> hydra.run.dir={folder.parent} (without resume=)"
         )
     return newest
-
-
-def is_sharded_checkpoint(path: str | Path) -> bool:
-    """A sharded (DCP) checkpoint folder: the tensors, plus `meta.pt` with everything else.
-
-    Written by `trainer=fsdp` (FSDP2: entries `state_dict`, `optimizer_0`, ...), and by the
-    FSDP1 strategy of earlier versions (`model`, `optimizer_0`, ...).
-    """
-    return Path(path).is_dir() and (Path(path) / SHARDED_META_FILE).is_file()
 
 
 def temporary_sharded(path: Path) -> Path:

@@ -20,8 +20,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from lmtrain.errors import RankAgreedError
 from lmtrain.models.checkpoint import check_strategy_reads
-from lmtrain.models.checkpoint_paths import is_sharded_checkpoint, locate_checkpoint
+from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.models.pretrained_overrides import overridden_config
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 
 def pretrained_on_meta(

@@ -29,11 +29,11 @@ import torch
 
 from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import format_consolidated_checkpoint
-from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, is_sharded_checkpoint
 from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 from lmtrain.utils.shard_digest import SHARD_DIGESTS_KEY
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
 from lmtrain.utils.tensor_digest import DIGEST_KEY, add_digest
 
 NOT_OURS = "pass a checkpoint folder written by trainer=fsdp, e.g. <run>/checkpoints/last.ckpt"

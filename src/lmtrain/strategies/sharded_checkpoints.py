@@ -28,7 +28,7 @@ from torch import nn
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.optim import Optimizer
 
-from lmtrain.models.checkpoint_paths import SHARDED_META_FILE, previous_sharded
+from lmtrain.models.checkpoint_paths import previous_sharded
 from lmtrain.utils import shard_digest
 from lmtrain.utils.io import fsync_dir
 from lmtrain.utils.safe_load import (
@@ -39,6 +39,7 @@ from lmtrain.utils.safe_load import (
     read_dcp_folder_metadata,
     recorded_digests,
 )
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE
 from lmtrain.utils.tensor_digest import add_digest
 
 

@@ -30,6 +30,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.utils.io import atomic_write, no_space, temporary_path
 from lmtrain.utils.resume_hints import resume_hint
 from lmtrain.utils.safe_load import checkpoint_error, refused_global
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.task import refused_write
 from lmtrain.utils.tensor_digest import add_digest, verify
 
@@ -124,9 +125,8 @@ def resume_from(folder: Path) -> str:
     """How to resume from the checkpoints saved in `folder` (`run again` if it holds none): a
     run folder's `checkpoints/` with `ckpt_path=last`, which finds the newest one when there is
     no last.ckpt; another folder with its last.ckpt, else its newest file."""
-    # Files, and sharded folders (trainer=fsdp: their meta.pt beside the shards).
     saved = [
-        path for path in folder.glob("*.ckpt") if (path / "meta.pt").is_file() or path.is_file()
+        path for path in folder.glob("*.ckpt") if path.is_file() or is_sharded_checkpoint(path)
     ]
     if not saved:
         return "run again (no checkpoint of the run was saved there yet)"

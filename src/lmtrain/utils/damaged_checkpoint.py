@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint
+
 WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
 
 
@@ -26,7 +28,7 @@ def newest_other(damaged: Path) -> Path | None:
             for p in damaged.parent.glob("*.ckpt")
             if p.name != damaged.name
             and not p.name.startswith(".")
-            and ((p.is_file() and p.stat().st_size > 0) or (p / "meta.pt").is_file())
+            and ((p.is_file() and p.stat().st_size > 0) or is_sharded_checkpoint(p))
         ]
         return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
     except OSError:
@@ -41,7 +43,7 @@ def sharded_folder_of(path: Path) -> Path | None:
     if path.suffix != ".distcp":  # meta.pt and .metadata are read as the folder's, and named so
         return None
     try:
-        sharded = (folder / "meta.pt").is_file() and (folder / ".metadata").is_file()
+        sharded = is_sharded_checkpoint(folder) and (folder / ".metadata").is_file()
     except OSError:
         return None
     return folder if sharded and path.is_file() else None

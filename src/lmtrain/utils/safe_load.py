@@ -38,6 +38,7 @@ from torch.distributed.checkpoint.planner import ReadItem
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import shard_digest
 from lmtrain.utils.damaged_checkpoint import WRITTEN_BY, instead, sharded_folder_of
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE
 from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
@@ -80,7 +81,7 @@ def load_torch_file(path: str | Path) -> Any:
 def saved_step(path: str | Path) -> int | None:
     """The optimizer step a checkpoint was saved at (`global_step`; of a sharded folder, its
     `meta.pt`'s), read without its tensors' bytes; None where it cannot be read."""
-    file = Path(path) / "meta.pt" if Path(path).is_dir() else path
+    file = Path(path) / SHARDED_META_FILE if Path(path).is_dir() else path
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
@@ -254,7 +255,7 @@ def read_dcp_folder_metadata(folder: str | Path) -> Metadata:
 
 def recorded_digests(folder: str | Path) -> Any:
     """The checksums of a DCP folder's files its `meta.pt` holds (`shard_digest`), or None."""
-    meta = Path(folder) / "meta.pt"
+    meta = Path(folder) / SHARDED_META_FILE
     checkpoint = load_torch_file(meta) if meta.is_file() else None
     return checkpoint.get(shard_digest.SHARD_DIGESTS_KEY) if isinstance(checkpoint, dict) else None
 
