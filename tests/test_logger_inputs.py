@@ -203,6 +203,13 @@ def test_a_wandb_project_name_wandb_refuses_is_one_line(compose_cfg) -> None:
     )
 
 
+@pytest.mark.parametrize("project", ["''", "' '"])
+def test_an_empty_wandb_project_is_one_line(compose_cfg, project: str) -> None:
+    """Lightning's WandbLogger would log an empty project into "lightning_logs" instead."""
+    message = refusal(compose_cfg, "logger=wandb", f"logger.wandb.project={project}")
+    assert message.startswith(f"logger.wandb.project={project} is empty: "), message
+
+
 def test_a_configured_mlflow_run_id_the_store_lacks_names_the_setting(
     compose_cfg, tmp_path: Path
 ) -> None:

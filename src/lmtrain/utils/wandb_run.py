@@ -126,6 +126,11 @@ def check_project(entry: DictConfig) -> None:
     project = entry.get("project")
     if project is None:
         return
+    if not str(project).strip():  # Lightning would log into "lightning_logs" instead
+        raise LMTrainError(
+            f"logger.{entry._key()}.project={project!r} is empty: give a project name (such as "
+            "lmtrain-runs), or logger.wandb.project=null for $WANDB_PROJECT"
+        )
     try:
         wandb.Settings(project=str(project))
     except (UsageError, ValidationError) as err:
