@@ -290,7 +290,9 @@ def test_export_onto_a_full_disk_is_one_line_and_takes_back_its_folders(
         timeout=300,
     )
     assert_one_line_error(
-        result, f"out_dir={out} cannot be created or written (File too large): pass a writable"
+        result,
+        f"out_dir={out} cannot be created or written (File too large): free space on that disk, "
+        "or pass an out_dir on another one",
     )
     assert not (tmp_path / "new").exists()
 

@@ -42,6 +42,7 @@ from lmtrain.utils.export_dir import (
     swap_lock,
 )
 from lmtrain.utils.export_overwrite import carry_over, record_files
+from lmtrain.utils.io import NO_SPACE
 from lmtrain.utils.redact import scrub
 from lmtrain.utils.stored_targets import check_stored_data
 
@@ -218,9 +219,13 @@ def unwritable(out_dir: str, err: OSError) -> LMTrainError:
     """The refusal of an out_dir that the file system does not let us create or fill (read-only,
     no permission, disk full)."""
     where = f": {err.filename}" if err.filename else ""
+    advice = (
+        "free space on that disk, or pass an out_dir on another one"
+        if err.errno in NO_SPACE  # not a matter of permissions: "writable" would mislead
+        else "pass a writable out_dir"
+    )
     return LMTrainError(
-        f"out_dir={out_dir} cannot be created or written ({err.strerror or err}{where}): pass a "
-        "writable out_dir"
+        f"out_dir={out_dir} cannot be created or written ({err.strerror or err}{where}): {advice}"
     )
 
 
