@@ -304,6 +304,22 @@ def test_run_folder_refuses_what_cannot_be_resumed_and_follows_a_named_folder(
         run_folder(str(run), other, tmp_path / "logs", "train")
 
 
+def test_resume_of_a_sweeps_folder_names_its_jobs(tmp_path: Path) -> None:
+    """The sweep's folder itself said only "has no checkpoint" (red team rev_sweep14)."""
+    sweep = tmp_path / "multiruns" / "t"
+    for job in ("10", "2", "3"):
+        (sweep / job / "checkpoints").mkdir(parents=True)
+        if job != "3":
+            (sweep / job / "checkpoints" / "last.ckpt").touch()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    with pytest.raises(LMTrainError) as refused:
+        run_folder(str(sweep), None, tmp_path / "logs", "train")
+    assert str(refused.value) == (
+        f"resume={sweep} is a sweep's folder, and resume= continues one run: pass one of its "
+        f"jobs, resume={sweep / '2'} (jobs with a checkpoint: 2, 10)"
+    )
+
+
 def test_resume_latest_names_a_newer_run_of_another_task(tmp_path: Path, caplog) -> None:
     """After `experiment=X` (task_name X), `resume=latest` alone looks under task `train`: it
     says that a newer run exists elsewhere, and how to pick it."""

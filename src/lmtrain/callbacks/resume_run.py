@@ -202,6 +202,16 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
         raise LMTrainError(  # the checkpoints/ folder itself, or another subfolder of the run
             f"resume={value} is inside a run folder: pass the run folder, resume={folder.parent}"
         )
+    sweep = (folder / "multirun.yaml").is_file()  # Hydra writes it into a sweep's folder
+    jobs = (
+        [j.name for j in folder.iterdir() if j.is_dir() and has_last_checkpoint(j)] if sweep else []
+    )
+    jobs.sort(key=lambda name: (len(name), name))  # 2 before 10
+    if jobs and not has_last_checkpoint(folder):
+        raise LMTrainError(
+            f"resume={value} is a sweep's folder, and resume= continues one run: pass one of its "
+            f"jobs, resume={folder / jobs[0]} (jobs with a checkpoint: {', '.join(jobs)})"
+        )
     if not has_last_checkpoint(folder):
         raise LMTrainError(
             f"resume={value}: {folder} has no checkpoint in checkpoints/ to resume from: pass "
