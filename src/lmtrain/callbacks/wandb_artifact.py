@@ -17,6 +17,12 @@ export folder, and the earlier session's artifact would then name bytes that are
 when synced; the links keep them at no cost in disk until then. `copy_files=true` copies the
 files into the staging folder instead, for an export that may be moved before the sync.
 
+An export_dir outside the run folder may be shared (by hand, or fixed in a sweep config): an
+export replaces only this run's own previous export (made from a checkpoint in its checkpoint
+folders: a resume exports again). Another run's export, which a second run replaced without a
+word, or a folder of other files is refused in one line before training; `overwrite_run=true`
+replaces another run's export, as it does another run's checkpoints, and never anything else.
+
 A failure here comes after training has saved everything: it is a warning naming the way to do
 it by hand, never the end of the run. Only a bad `export_dir` is refused, before training.
 
@@ -42,7 +48,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.models.export_folder import export_checkpoint
-from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
+from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir, is_previous_export
 from lmtrain.utils.export_overwrite import link_or_copy
 from lmtrain.utils.io import write_json
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
@@ -50,6 +56,7 @@ from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 log = logging.getLogger(__name__)
 
 ARTIFACT_TYPE = "model"
+KEY = "callbacks.wandb_model.export_dir"
 
 
 class WandbModelArtifact(L.Callback):
@@ -72,17 +79,52 @@ class WandbModelArtifact(L.Callback):
         self.verify = verify
         self.generation = dict(generation or {})
         self.copy_files = copy_files
+        # Set by `setup`: what decides whose export export_dir may hold (refuse_foreign_export).
+        self.own_dirs: list[Path] = []
+        self.replace_others = False
+        self.default_dir: Path | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        """Refuse an export_dir that the export at the end would refuse, before any step."""
+        """Refuse, before any step, an export_dir that the export at the end would refuse, or
+        that holds another run's export (`refuse_foreign_export`)."""
         if not self.enabled or stage != "fit" or not wandb_loggers(trainer):
             return
+        self.own_dirs = own_checkpoint_dirs(trainer)
+        run_config = getattr(pl_module, "run_config", None) or {}  # lmtrain.train's config
+        self.replace_others = run_config.get("overwrite_run") is True
+        self.default_dir = (Path(trainer.default_root_dir) / "export").resolve()
         try:
             checked_out_dir(
                 str(self.export_dir), str(last_checkpoint_path(trainer)), self.root_dir, True
             )
         except LMTrainError as err:
-            raise LMTrainError(f"callbacks.wandb_model.export_dir: {err}") from None
+            raise LMTrainError(f"{KEY}: {err}{self.or_default()}") from None
+        self.refuse_foreign_export()
+
+    def or_default(self) -> str:
+        """The way out of a refused export_dir that never clashes with another run: the default,
+        in the run folder (unless that is the folder refused)."""
+        if self.default_dir is None or self.export_dir.expanduser().resolve() == self.default_dir:
+            return ""
+        return f"; or leave {KEY} unset: its default is {self.default_dir}, in the run folder"
+
+    def refuse_foreign_export(self) -> None:
+        """Raise LMTrainError when export_dir holds an export that is not this run's (made from
+        a checkpoint outside its checkpoint folders), unless overwrite_run=true: the export at
+        the end would replace it, and it may be another run's only export. A folder of other
+        files is checked_out_dir's to refuse; a missing or empty one is free."""
+        folder = self.export_dir.expanduser().resolve()
+        if self.replace_others or not is_previous_export(folder):
+            return
+        made_from = exported_checkpoint(folder)
+        if made_from is not None and any(made_from.is_relative_to(d) for d in self.own_dirs):
+            return  # this run's own previous export: a resume replaces it
+        of = f"of {made_from}" if made_from else f"its {EXPORT_META} names no ckpt_path"
+        raise LMTrainError(
+            f"{KEY}={self.export_dir} holds another run's export ({of}), which this run's export "
+            f"would replace: pass another {KEY}{self.or_default()}; or overwrite_run=true to "
+            "replace it"
+        )
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loggers = wandb_loggers(trainer)
@@ -120,11 +162,16 @@ class WandbModelArtifact(L.Callback):
         """Export `source` to export_dir (replacing the previous export of this run) and log it."""
         import wandb  # a WandbLogger is in use: wandb is installed
 
+        self.refuse_foreign_export()  # another run may have exported there since setup
+        target = self.export_dir.expanduser()
+        # Into a folder found empty, no overwrite: export_checkpoint checks again right before
+        # its rename, so another run's export made there meanwhile is refused, not replaced.
+        replace = target.is_dir() and any(target.iterdir())
         folder = export_checkpoint(
             str(source),
             str(self.export_dir),
             root_dir=self.root_dir,
-            overwrite=True,  # only ever replaces a previous export (lmtrain.utils.export_dir)
+            overwrite=replace,  # only ever a previous export of this run's (refused otherwise)
             verify=self.verify,
             generation=self.generation,
         )
@@ -144,6 +191,29 @@ class WandbModelArtifact(L.Callback):
 
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def own_checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
+    """Where this run's checkpoints are: the run folder's checkpoints/ (what ckpt_path=last
+    resumes from) and each checkpoint callback's dirpath (outside the run folder too); an export
+    made from a checkpoint in one of them is this run's."""
+    dirs = [last_checkpoint_path(trainer).parent]
+    for callback in trainer.checkpoint_callbacks:
+        dirpath = getattr(callback, "dirpath", None)
+        if dirpath and "://" not in str(dirpath):  # a remote one holds nothing exported here
+            dirs.append(Path(dirpath))
+    return [d.expanduser().resolve() for d in dirs]
+
+
+def exported_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint the export in `folder` was made from (its lmtrain.json's ckpt_path),
+    resolved; None when lmtrain.json does not say (damaged, or written by hand)."""
+    try:
+        meta = json.loads((folder / EXPORT_META).read_text())
+    except (OSError, ValueError):
+        return None
+    ckpt = meta.get("ckpt_path") if isinstance(meta, dict) else None
+    return Path(ckpt).expanduser().resolve() if isinstance(ckpt, str) and ckpt else None
 
 
 def chosen_checkpoint(trainer: L.Trainer) -> tuple[Path | None, str]:
