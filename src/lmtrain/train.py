@@ -14,7 +14,6 @@ from lmtrain.utils import gc_pause
 with gc_pause.paused_for_imports():
     import logging
     import sys
-    import time
     from functools import partial
     from pathlib import Path
 
@@ -29,7 +28,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
     from lmtrain.callbacks.samples import TextSamples
-    from lmtrain.callbacks.startup import StartupClock
+    from lmtrain.callbacks.startup import ProcessMark, StartupClock
     from lmtrain.callbacks.training_totals import TrainingTotals
     from lmtrain.errors import LMTrainError
     from lmtrain.lightning_compat import resume_only_from_given_checkpoints
@@ -61,7 +60,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.validation_interval import check_val_interval_fits_epoch
 
 log = logging.getLogger(__name__)
-IMPORTS_DONE = time.perf_counter()  # the end of the startup's first phase (StartupClock)
+IMPORTS_DONE = ProcessMark.now()  # the end of the startup's first phase, in this process
 
 
 @released_after  # the run folder's lock (and an outside dirpath's) outlasts W&B's run finishing

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
@@ -35,18 +35,38 @@ def seconds_since_process_start() -> float | None:
     return since_boot - started_ticks / os.sysconf("SC_CLK_TCK")
 
 
+class ProcessMark(NamedTuple):
+    """A `time.perf_counter()` reading and the process that took it.
+
+    `lmtrain.train` takes `IMPORTS_DONE` at import, but under a submitit launcher `train` is
+    pickled by value with its globals: the job process got the launcher's reading, taken before
+    the job started (imports_s came out negative, config_s held the launcher's wait; more so
+    after a requeue). The pid tells such a mark apart.
+    """
+
+    pid: int
+    at: float
+
+    @classmethod
+    def now(cls) -> ProcessMark:
+        return cls(os.getpid(), time.perf_counter())
+
+
 class StartupClock(Callback):
     """Phase end times, in seconds since the process started; the last phase ends with the
     first optimizer step of this process.
 
-    `imports_done` (a `time.perf_counter()` value) closes the first phase, `imports`. Only the
-    process's first run counts from the process start: the next jobs of a multirun count from
-    their own start, with no import phase.
+    `imports_done` (a `ProcessMark`, or a `time.perf_counter()` value of this process) closes
+    the first phase, `imports`. Only the process's first run counts from the process start: the
+    next jobs of a multirun count from their own start, with no import phase. A mark of another
+    process (a job started by submitit: `train` arrives pickled from the launcher) is left out:
+    the first phase, `config`, then counts from the process start and holds the imports too.
+    No phase is negative.
     """
 
     _first_in_process = True
 
-    def __init__(self, imports_done: float | None = None) -> None:
+    def __init__(self, imports_done: ProcessMark | float | None = None) -> None:
         now = time.perf_counter()
         started = seconds_since_process_start() if StartupClock._first_in_process else None
         StartupClock._first_in_process = False
@@ -54,10 +74,12 @@ class StartupClock(Callback):
         self._reported = False
         if started is None:  # a later job, or no /proc: count from here
             self._origin = now
-        else:
-            self._origin = now - started
-            if imports_done is not None:
-                self._marks.append(("imports", imports_done - self._origin))
+            return
+        self._origin = now - started
+        if isinstance(imports_done, ProcessMark):
+            imports_done = imports_done.at if imports_done.pid == os.getpid() else None
+        if imports_done is not None:
+            self._marks.append(("imports", imports_done - self._origin))
 
     def mark(self, phase: str) -> None:
         """`phase` ends now."""
@@ -67,8 +89,9 @@ class StartupClock(Callback):
         """Seconds spent in each phase, in order."""
         durations, previous = {}, 0.0
         for phase, at in self._marks:
-            durations[phase] = at - previous
-            previous = at
+            # The kernel's start time is 10 ms coarse: a fork's imports (none) may end "before".
+            durations[phase] = max(at - previous, 0.0)
+            previous = max(at, previous)
         return durations
 
     def metrics(self) -> dict[str, float]:
