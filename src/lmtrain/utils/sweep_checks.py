@@ -1,8 +1,9 @@
 """The checks around a sweep: what it may start, which files it wrote, what result it keeps.
 
 Before a sweep starts, `refuse_sweep_that_cannot_start` checks what Hydra's sweepers and
-launchers would only trace back on (an empty Optuna range, no trials, SLURM without `srun`) or
-run other than asked without a word (a `range()` of no values, a tag Optuna ignores). While
+launchers would only trace back on (an empty Optuna range, no trials, a misspelt direction, a
+max_failure_rate outside 0-1, SLURM without `srun`) or run other than asked without a word (a
+`range()` of no values, a tag Optuna ignores, an interval on a grid). While
 it runs, `file_stamp`s tell its files from an earlier sweep's in the same folder; after it, an
 Optuna results file whose best value is not finite is withdrawn. Used by `sweep_outcome`'s callback;
 kept apart from `sweep_jobs`, which reads the job folders back for the report.
@@ -10,17 +11,21 @@ kept apart from `sweep_jobs`, which reads the job folders back for the report.
 
 from __future__ import annotations
 
-import itertools
 import math
+from enum import Enum
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.optuna_study import refuse_study_that_cannot_continue
+from lmtrain.utils.optuna_study import (
+    refuse_intervals_on_a_grid,
+    refuse_study_that_cannot_continue,
+)
 from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
 from lmtrain.utils.sweep_overrides import (
+    compose_each_choice,
     parsed_sweeps,
     refuse_shared_job_folders,
     refuse_unknown_search_keys,
@@ -74,8 +79,11 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
     sweeper builds it), no trials, or the SLURM launcher where there is no `srun` (not a SLURM
-    cluster), several objectives, a searched key the config lacks; what they would run without
-    a word, other than asked: a `range()` without values, a tag the Optuna sweeper ignores,
+    cluster), several objectives or a direction Optuna does not know, a max_failure_rate
+    outside 0-1 (on_multirun_start runs before Hydra builds the sweeper), a storage that cannot
+    be opened (`lmtrain.utils.optuna_study`), a searched key the config (or an option of a
+    swept group) lacks; what they would run without a word, other than asked: a `range()`
+    without values, a tag the Optuna sweeper ignores, an interval on the grid sampler,
     SLURM sizes swept (`lmtrain.utils.slurm_launcher_checks`), jobs sharing a folder
     (`lmtrain.utils.sweep_overrides`); and a sweep whose jobs would leave its folder
     (`refuse_sweep_split_across_tasks`)."""
@@ -97,15 +105,11 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)
-        directions = sweeper.get("direction")
-        if isinstance(directions, ListConfig) and len(directions) > 1:
-            raise LMTrainError(
-                f"hydra.sweeper.direction={list(directions)} asks for {len(directions)} "
-                "objectives, and each job returns one value (optimized_metric): pass one "
-                "direction, e.g. hydra.sweeper.direction=minimize"
-            )
+        refuse_optuna_direction(sweeper.get("direction"))
+        refuse_failure_rate_outside_0_1(sweeper)
         refuse_tags_optuna_ignores(overrides)
         refuse_empty_search_ranges(overrides)
+        refuse_intervals_on_a_grid(sweeper, overrides)
         refuse_study_that_cannot_continue(sweeper, overrides)
     refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
 
@@ -118,7 +122,6 @@ def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
     config and again in each job with the job's, and our experiments set task_name: the jobs
     went to `logs/a/...` and `logs/b/...`, so SweepOutcome (which reads the sweep's folder)
     saw no job, a failed job exited 0, and `lmtrain.report` showed one job a folder."""
-    from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -131,21 +134,12 @@ def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
     folder = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # type: ignore[index]
     if not swept or "task_name" not in str(folder):  # hydra.sweep.dir=<one folder>: no split
         return
-    # With Hydra's own overrides: hydra.searchpath finds experiments outside configs/.
-    hydra_lines = parser.parse_overrides(list(typed["hydra"]))  # type: ignore[index]
-    fixed = [o.input_line for o in [*hydra_lines, *parsed] if not o.is_sweep_override()]
-    choices = itertools.product(
-        *([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in swept)
-    )
-    names = {}
-    for choice in choices:
-        job = compose(config.hydra.job.config_name, overrides=[*fixed, *choice])
-        names[" ".join(choice)] = str(job.task_name)
+    names = {c: str(job.task_name) for c, job in compose_each_choice(config, swept).items()}
     own = str(config.task_name)
     if names and set(names.values()) != {own}:  # none: options Hydra lists only later
-        jobs = ", ".join(f"{choice} runs as {name}" for choice, name in names.items())
+        runs = ", ".join(f"{choice} runs as {name}" for choice, name in names.items())
         raise LMTrainError(
-            f"the jobs of this sweep run under other task_names than its own, {own} ({jobs}), "
+            f"the jobs of this sweep run under other task_names than its own, {own} ({runs}), "
             "and the sweep's folder is named by task_name: its results would be split across "
             "logs/<task_name>/multiruns and failed jobs missed: pass task_name=<one name> with "
             "the sweep"
@@ -244,3 +238,40 @@ def refuse_optuna_without_trials(sweeper: DictConfig) -> None:
                 f"hydra.sweeper.{key}={count} {what}, and the Optuna sweeper needs one to "
                 f"report a best trial: give hydra.sweeper.{key} of 1 or more"
             )
+
+
+def refuse_optuna_direction(directions: object) -> None:
+    """Raise LMTrainError for a `hydra.sweeper.direction` Optuna does not take: several (each
+    job returns one value), or a word other than minimize/maximize (`minimise`, `Maximize`),
+    which Optuna refused with a traceback once the sweep's folder and ledger were made."""
+    given = list(directions) if isinstance(directions, ListConfig) else [directions]
+    # The plugin's schema default is its Direction enum, which the sweeper reads by name.
+    names = [d.name if isinstance(d, Enum) else d for d in given]
+    if len(names) > 1:
+        raise LMTrainError(
+            f"hydra.sweeper.direction={names} asks for {len(names)} objectives, and each job "
+            "returns one value (optimized_metric): pass one direction, e.g. "
+            "hydra.sweeper.direction=minimize"
+        )
+    if not names or names[0] not in ("minimize", "maximize"):
+        shown = names[0] if names else "[]"
+        raise LMTrainError(
+            f"hydra.sweeper.direction={shown} is not a direction Optuna knows: pass "
+            "hydra.sweeper.direction=minimize (a lower optimized_metric is better, as a loss) or "
+            "hydra.sweeper.direction=maximize, in lower case"
+        )
+
+
+def refuse_failure_rate_outside_0_1(sweeper: DictConfig) -> None:
+    """Raise LMTrainError for a `hydra.sweeper.max_failure_rate` that is no share of trials: the
+    sweeper asserts 0 <= rate <= 1 when Hydra builds it, a bare AssertionError. Hydra builds
+    it after on_multirun_start, where this runs."""
+    try:
+        rate = float(sweeper.get("max_failure_rate", 0.0))
+    except (TypeError, ValueError):
+        return  # Hydra's config schema reports a value that is not a number
+    if not 0.0 <= rate <= 1.0:  # NaN too
+        raise LMTrainError(
+            f"hydra.sweeper.max_failure_rate={rate:g} is not a share of trials: give one from 0 "
+            "(end the study at the first trial that raises) to 1 (never end it for failures)"
+        )

@@ -6,6 +6,7 @@ Split from `lmtrain.utils.launch`, which runs each job: a failed job ends only i
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from lmtrain.utils.sweep_checks import (
 from lmtrain.utils.sweep_ledger import end_ledger, folder_name, read_ledger, start_ledger
 from lmtrain.utils.task import fail
 
+log = logging.getLogger(__name__)
 _sweep_held: Callable[[], None] | None = None  # the unlock of this process's sweep folder
 
 
@@ -76,6 +78,22 @@ class SweepOutcome(HydraCallback):
         """Whether `path` was written since the sweep started."""
         return path.is_file() and file_stamp(path) != self.before.get(path)
 
+    def withdraw_replaced_results(self, results: Path, config: DictConfig) -> None:
+        """Remove an earlier sweep's Optuna results that this sweep did not rewrite. Only an
+        `overwrite_run=true` sweep runs into a folder that holds them (`claim_sweep_folder`), and
+        it says to replace that sweep's files: its jobs' records are replaced as the jobs write
+        them, and the ledger leaves its other jobs out of the report; its best trial, kept, named
+        parameters of jobs this sweep replaced (a grid sweep, or a search with no best)."""
+        overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
+        if not overwrite or not results.is_file() or self.written_now(results):
+            return
+        try:
+            results.unlink(missing_ok=True)
+        except OSError as err:  # the sweep wrote its jobs there: a folder made read-only since
+            print(f"warning: {results} (replaced) not removed: {err.strerror}", file=sys.stderr)
+            return
+        log.info("Removed %s, the best trial of the sweep this one replaced", results)
+
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
         release_sweep_folder()  # every job has run
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -96,8 +114,9 @@ class SweepOutcome(HydraCallback):
             if not self.written_now(folder / "metrics.json")
         ]
         jobs = len(records) + len(unrecorded)
-        results = sweep_dir / OPTUNA_RESULTS  # only this sweep's: an earlier one's stays as it is
+        results = sweep_dir / OPTUNA_RESULTS
         no_best = self.written_now(results) and withdraw_results_without_best(results)
+        self.withdraw_replaced_results(results, config)
         if failed:
             log_name = f"{config.get('task_name', 'train')}.log"  # hydra/default.yaml's file
             print(

@@ -4,6 +4,7 @@ the run's config and of `hydra.sweep.subdir`, checked before any job
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import TYPE_CHECKING
 
@@ -39,33 +40,81 @@ def refuse_unknown_search_keys(config: DictConfig, overrides: dict[str, str]) ->
     """Raise LMTrainError for a swept key this run's config does not have (without `+`): the
     generic Optuna space searches GPT-2's `model.config.n_embd`, and with `model=llama_tiny`
     trial 0 failed in Hydra's words, advising `+model.config.n_embd`, which Llama would take
-    without a word and the search would then vary for nothing (red team rev_sweep)."""
+    without a word and the search would then vary for nothing (red team rev_sweep). A swept
+    group (`model/optimizer=choice(adamw,muon)`) brings keys of its own: each of its options
+    is composed and checked, as its jobs would be; the study died at the first muon trial."""
     from hydra.core.global_hydra import GlobalHydra
 
     sweeps = parsed_sweeps(overrides)
     loader = GlobalHydra.instance().config_loader()
-    if any(loader.get_group_options(override.key_or_group) for override, _ in sweeps):
-        return  # a swept group (experiment=a,b) brings keys this config has not composed
-    for override, shown in sweeps:
-        key = override.key_or_group
-        if override.is_add() or override.is_force_add() or key.startswith("hydra"):
+    groups = {o.key_or_group: o for o, _ in sweeps if loader.get_group_options(o.key_or_group)}
+    keys = [
+        (o, shown)
+        for o, shown in sweeps
+        if o.key_or_group not in groups
+        and not (o.is_add() or o.is_force_add() or o.key_or_group.startswith("hydra"))
+    ]
+    if not keys:
+        return
+    jobs = compose_each_choice(config, list(groups.values())) if groups else {"": config}
+    for choice, job in jobs.items():
+        whose = f"the jobs of {choice} do not have" if choice else "this run's config does not have"
+        for override, shown in keys:
+            missing = missing_key(job, override.key_or_group)
+            if missing is None:
+                continue
+            raise LMTrainError(
+                f"the search space {shown} names {override.key_or_group}, which {whose}{missing}: "
+                "search the keys of the model you train (hparams_search/optuna.yaml assumes GPT-2 "
+                "and AdamW; copy it for another model)"
+                + (", and sweep options that lack them in a search of their own" if choice else "")
+            )
+
+
+def missing_key(config: DictConfig, key: str) -> str | None:
+    """None if `config` has `key` (or Hydra alone can say: a list's item, a value's child), else
+    what its parent has instead, as " (parent has a, b)" ("" with no parent). Whether the key
+    exists, not its value: a `???` (data.source.path) or an interpolation only a job resolves
+    is a key the sweep sets (and `in` is False for a `???`)."""
+    parent, _, last = key.rpartition(".")
+    node = OmegaConf.select(config, parent, throw_on_resolution_failure=False)
+    node = config if not parent else node
+    if not isinstance(node, DictConfig) and node is not None:
+        return None  # a list's item, or a value: Hydra says what it makes of it
+    keys = [str(k) for k in node] if node is not None else []  # `???` ones too
+    if last in keys:
+        return None
+    return f" ({parent} has {', '.join(keys)})" if node is not None else ""
+
+
+def compose_each_choice(config: DictConfig, swept: list[Override]) -> dict[str, DictConfig]:
+    """Each job's config ("key=option ..." -> its config) for every combination of the options
+    of `swept` (sweep overrides of config groups or keys), composed as Hydra composes the jobs:
+    with the sweep's fixed overrides, Hydra's included (hydra.searchpath finds experiments
+    outside configs/). A combination Hydra cannot compose is left out: its job says why."""
+    from hydra import compose
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    # With Hydra's config loader, as the sweeper parses them: `glob(...)` lists the options.
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+    # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
+    typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
+    lines = parser.parse_overrides([*typed["hydra"], *typed["task"]])  # type: ignore[index]
+    fixed = [o for o in lines if not o.is_sweep_override()]
+    swept = [o for o in swept if o.key_or_group not in {f.key_or_group for f in fixed}]
+    options = [parser.parse_overrides([o.input_line])[0] for o in swept]
+    choices = itertools.product(
+        *([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in options)
+    )
+    jobs = {}
+    for choice in choices:
+        try:
+            overrides = [*(o.input_line for o in fixed), *choice]
+            jobs[" ".join(choice)] = compose(config.hydra.job.config_name, overrides=overrides)
+        except Exception:  # a job Hydra cannot compose: its own message, then
             continue
-        # Whether the key exists, not its value: a `???` (data.source.path) or an interpolation
-        # only a job resolves is a key the sweep sets (and `in` is False for a `???`).
-        parent, _, last = key.rpartition(".")
-        node = OmegaConf.select(config, parent, throw_on_resolution_failure=False)
-        node = config if not parent else node
-        if not isinstance(node, DictConfig) and node is not None:
-            continue  # a list's item, or a value: Hydra says what it makes of it
-        keys = [str(k) for k in node] if node is not None else []  # `???` ones too
-        if last in keys:
-            continue
-        has = f" ({parent} has {', '.join(keys)})" if node is not None else ""
-        raise LMTrainError(
-            f"the search space {shown} names {key}, which this run's config does not have{has}: "
-            "search the keys of the model you train (hparams_search/optuna.yaml assumes GPT-2 "
-            "and AdamW; copy it for another model)"
-        )
+    return jobs
 
 
 def refuse_shared_job_folders(config: DictConfig, overrides: dict[str, str]) -> None:
