@@ -69,6 +69,7 @@ def generate(cfg: DictConfig) -> list[str]:
             given = f"the prompt of prompt_file={cfg.prompt_file!r} ({quote(prompt)})"
         raise LMTrainError(f"{given} {problem.reason}: pass {problem.fix}")
     warn_if_capped(int(cfg.max_new_tokens), loaded, prompt)
+    warn_past_trained_windows(int(cfg.max_new_tokens), loaded, prompt)
     warn_folder_generation_settings(loaded, path)
     model = loaded.model.to(pick_device(cfg.device))
     log.info("Generating from %s on %s", path, model.device)
@@ -105,6 +106,41 @@ def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> Non
             context_length(loaded.model.config),
             prompt_tokens,
         )
+
+
+def warn_past_trained_windows(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> None:
+    """Warn when the text runs past the windows a model trained from scratch saw (its run's
+    data.block_size), as lm-eval's context does (`lmtrain.benchmarks.tasks_context`).
+
+    Positions past them never got a gradient (GPT-2 learns one embedding per position), and
+    the text there turns to garbage with nothing said: a red team's model of 16-token windows
+    lost 0.6 nats a token up to position 16, 2.2 past it. Not capped: the user asked for the
+    tokens. A pretrained model (model.pretrained) saw longer text than its fine-tuning run.
+    """
+    model, data = (loaded.run_config.get(key) for key in ("model", "data"))
+    if not (isinstance(model, dict) and isinstance(data, dict)) or model.get("pretrained"):
+        return  # a plain save_pretrained folder records no run; a fine-tune is not warned
+    block_size = data.get("block_size")
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+        return
+    prompt_tokens = prompt_ids(loaded.tokenizer, prompt).shape[1]
+    total = prompt_tokens + new_token_budget(loaded.model.config, prompt_tokens, max_new_tokens)
+    if total <= block_size:
+        return
+    fix = f"max_new_tokens={block_size - prompt_tokens} or fewer"
+    if prompt_tokens >= block_size:
+        fix = f"a prompt shorter than {block_size} tokens"
+    log.warning(
+        "the prompt (%d tokens) and its new tokens run to %d tokens, past the %d-token windows "
+        "this model was trained on from scratch (data.block_size=%d): it never saw a position "
+        "past them, so the text there is likely garbage; pass %s, or train with a larger "
+        "data.block_size",
+        prompt_tokens,
+        total,
+        block_size,
+        block_size,
+        fix,
+    )
 
 
 def warn_folder_generation_settings(loaded: LoadedModel, path: str | Path) -> None:

@@ -16,10 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
-from transformers import (
-    PretrainedConfig,
-    PreTrainedTokenizerBase,
-)
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models import lora
@@ -33,11 +30,9 @@ from lmtrain.models.checkpoint_contents import (
     model_from_contents,
     tokenizer_from_files,
 )
-from lmtrain.models.checkpoint_paths import (
-    locate_checkpoint,
-)
+from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
-from lmtrain.models.model_folder import LoadedModel, model_from_folder
+from lmtrain.models.model_folder import LoadedModel, model_from_folder, refuse_run_folder
 from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
@@ -204,41 +199,49 @@ def check_same_model(
 
 
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
-    """For eval, generate and export: a `.ckpt` file, or a folder with `config.json` (an
-    `lmtrain.export` folder, or any `save_pretrained` folder) or peft's `adapter_config.json`.
+    """For eval, generate and export: `model_path(path)`, a checkpoint file read now, so that a
+    broken one stops before any work starts.
 
     A file is checked for what these tools read, not for what resuming needs: a weights-only
     save (`save_weights_only=true`) is theirs to take. `output_dir` is unused: `last`, the one
     path it would resolve, is refused here.
     """
-    if path == "last":
+    found = model_path(path)
+    if Path(found).is_file():
+        check_contents(read_checkpoint_file(found), found, resume=False)
+    return found
+
+
+def model_path(path: str | Path | None) -> str:
+    """`path` with `~` expanded, if it is a `.ckpt` file or a folder with `config.json` (an
+    `lmtrain.export` folder, or any `save_pretrained` folder) or peft's `adapter_config.json`:
+    the CLI and `load_model` from Python refuse the same paths in the same words."""
+    given = None if path is None else str(path)
+    if given == "last":
         # `last` is the run folder's checkpoint for train, which resumes in that folder; these
         # tools write a run folder of their own, so they take the file itself.
         raise LMTrainError(
             "ckpt_path=last only resumes training (lmtrain.train): pass the checkpoint itself, "
             "ckpt_path=<run folder>/checkpoints/last.ckpt, or an exported folder"
         )
-    if path and is_sharded_checkpoint(Path(path).expanduser()):
+    file = Path(given or "").expanduser()
+    if given and is_sharded_checkpoint(file):
         raise LMTrainError(
-            f"ckpt_path={path!r} is a sharded checkpoint folder: merge it into one file first with "
-            f"`python -m lmtrain.strategies consolidate {path}` and pass that file"
+            f"ckpt_path={given!r} is a sharded checkpoint folder: merge it into one file first "
+            f"with `python -m lmtrain.strategies consolidate {given}` and pass that file"
         )
-    if path and Path(path).expanduser().is_dir():
-        folder = Path(path).expanduser()
-        if not any((folder / name).is_file() for name in ("config.json", "adapter_config.json")):
+    if given and file.is_dir():
+        refuse_run_folder(file)
+        if not any((file / name).is_file() for name in ("config.json", "adapter_config.json")):
             raise LMTrainError(
-                f"ckpt_path={path!r} is a folder without config.json: pass a .ckpt file or a "
+                f"ckpt_path={given!r} is a folder without config.json: pass a .ckpt file or a "
                 "folder written by lmtrain.export (or save_pretrained)"
             )
-        return str(folder)
-    if not path or not Path(path).expanduser().is_file():
+        return str(file)
+    if not given or not file.is_file():
         raise LMTrainError(
-            f"ckpt_path={path!r} does not exist: pass a .ckpt file or an exported folder"
+            f"ckpt_path={given!r} does not exist: pass a .ckpt file or an exported folder"
         )
-    file = Path(path).expanduser()
-    # Read now, so that a broken file stops before any work starts; as these tools read it (not
-    # as resuming does), so that a weights-only save passes.
-    check_contents(read_checkpoint_file(file), file, resume=False)
     return str(file)
 
 
@@ -251,10 +254,13 @@ def checkpoint_tokenizer(path: str | Path) -> PreTrainedTokenizerBase | None:
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """The model at `path`, a Lightning checkpoint or an HF folder, ready for inference."""
-    if Path(path).is_dir():
-        return model_from_folder(path)
-    return checkpoint_model(path)
+    """The model at `path`, a Lightning checkpoint or an HF folder, ready for inference. The path
+    is checked as the CLI checks `ckpt_path=` (`model_path`): a folder of checkpoints was told to
+    take in tokenizer files, and `~/x` was not expanded."""
+    found = model_path(path)
+    if Path(found).is_dir():
+        return model_from_folder(found)
+    return checkpoint_model(found)
 
 
 def checkpoint_model(path: str | Path) -> LoadedModel:

@@ -35,7 +35,7 @@ def check_fits_data(
     data_tokenizer = getattr(datamodule, "tokenizer", None)
     if not isinstance(data_tokenizer, PreTrainedTokenizerBase) or data_tokenizer is tokenizer:
         return
-    embeddings = model.get_input_embeddings().num_embeddings
+    embeddings = model.get_input_embeddings().weight.shape[0]
     if len(data_tokenizer) > embeddings:
         raise LMTrainError(
             f"the data module's tokenizer has {len(data_tokenizer)} tokens but the model embeds "

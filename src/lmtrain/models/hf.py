@@ -102,7 +102,7 @@ def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
     config says `is_decoder=True` they attend both ways, only warn, and a next-token loss then
     reads the answer: it falls, and means nothing. Two forwards of 8 tokens, no RNG drawn.
     """
-    vocab = model.get_input_embeddings().num_embeddings
+    vocab = model.get_input_embeddings().weight.shape[0]
     ids = torch.arange(8).remainder(vocab).unsqueeze(0)
     changed = ids.clone()
     changed[0, -1] = (ids[0, -1] + 1) % vocab
@@ -228,7 +228,7 @@ def _load_pretrained(
     # from_pretrained hands back an eval-mode model; Lightning keeps each module's mode, so
     # without this, fine-tuning would run with dropout off.
     model.train()
-    embeddings = model.get_input_embeddings().num_embeddings
+    embeddings = model.get_input_embeddings().weight.shape[0]
     if vocab_size is not None and vocab_size > embeddings:
         raise LMTrainError(
             f"the tokenizer has {vocab_size} tokens but {subject} embeds "

@@ -58,11 +58,7 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     found at once.
     """
     folder = Path(path)
-    if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
-        raise LMTrainError(  # was "has no usable tokenizer: copy the tokenizer files into it"
-            f"ckpt_path={str(path)!r} is a training run's folder, not a model folder: pass its "
-            f"checkpoint, {str(folder / 'checkpoints' / 'last.ckpt')!r} (or a best-*.ckpt)"
-        )
+    refuse_run_folder(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise missing_tokenizer(path, f"it has no {' or '.join(TOKENIZER_FILES)}")
     if lacks_tokenizer_config(folder):
@@ -99,7 +95,8 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     # 50304 embeddings), never a single token.
     if len(tokenizer) < 2:
         raise missing_tokenizer(path, f"its tokenizer has {len(tokenizer)} token(s)")
-    embeddings = model.get_input_embeddings().num_embeddings
+    # .weight, not .num_embeddings: peft's LoRA layer on the embedding has only the former.
+    embeddings = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > embeddings:  # another model's tokenizer: ids past the table, IndexError
         raise LMTrainError(
             f"ckpt_path={str(path)!r} has a tokenizer of {len(tokenizer)} tokens for a model of "
@@ -109,6 +106,16 @@ def model_from_folder(path: str | Path) -> LoadedModel:
     check_tokenizer_digest(path, tokenizer, digest)  # another tokenizer of the same size
     model.eval()
     return LoadedModel(model, tokenizer, run_config, info)
+
+
+def refuse_run_folder(folder: Path) -> None:
+    """Refuse a training run's folder (it holds checkpoints/, no config.json), naming the
+    checkpoint to pass: it was told it "has no usable tokenizer: copy the tokenizer files in"."""
+    if (folder / "checkpoints").is_dir() and not (folder / "config.json").is_file():
+        raise LMTrainError(
+            f"ckpt_path={str(folder)!r} is a training run's folder, not a model folder: pass its "
+            f"checkpoint, {str(folder / 'checkpoints' / 'last.ckpt')!r} (or a best-*.ckpt)"
+        )
 
 
 def json_object(folder: Path, name: str) -> dict[str, Any]:

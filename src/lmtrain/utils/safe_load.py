@@ -17,6 +17,7 @@ Any failure is one `LMTrainError` line naming the file.
 
 from __future__ import annotations
 
+import errno
 import io
 import pickle
 import re
@@ -63,6 +64,13 @@ DCP_METADATA_GLOBALS = frozenset(
     # A dtype pickles as the global `torch.<name>`: the dtype objects, and nothing else of torch.
     | {("torch", name) for name, value in vars(torch).items() if isinstance(value, torch.dtype)}
 )
+# The path itself not read, by errno: what it is and what to pass instead (not "move it aside").
+NOT_READ = {
+    errno.ENOENT: "does not exist: pass the path of a .ckpt file",
+    errno.ENOTDIR: "names a file as a folder (a trailing /?): pass the .ckpt file's own path",
+    errno.EISDIR: "is a folder, not a checkpoint file: pass a .ckpt file inside it",
+    errno.EACCES: "cannot be read (permission denied): make it readable (chmod u+r) or copy it",
+}
 # torch.load(mmap=True)'s words for a file that is not zip-format (torch.save's legacy format,
 # a plain pickle): it refuses it before reading any of it.
 NOT_ZIP = "mmap can only be used with files saved with"
@@ -94,6 +102,9 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
     """One line for a checkpoint that failed to load: refused as unsafe, or unreadable."""
     if isinstance(err, LMTrainError):
         return err
+    name = f"ckpt_path={str(path)!r}"
+    if isinstance(err, OSError) and err.errno in NOT_READ and err.filename in (None, str(path)):
+        return LMTrainError(f"{name} {NOT_READ[err.errno]}")
     refusal = refused_global(err)
     if refusal:
         return LMTrainError(
@@ -114,9 +125,7 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
             "short (a copy or download that did not finish, or a full disk), and was not "
             f"loaded: copy it again, or {instead(path)}"
         )
-    return LMTrainError(
-        f"ckpt_path={str(path)!r} is not a readable {what} ({first_line(err)}): {instead(path)}"
-    )
+    return LMTrainError(f"{name} is not a readable {what} ({first_line(err)}): {instead(path)}")
 
 
 def cut_short(path: str | Path) -> bool:
@@ -124,8 +133,7 @@ def cut_short(path: str | Path) -> bool:
     archive ends with."""
     try:
         with open(path, "rb") as file:
-            begins_as_zip = file.read(4) == b"PK\x03\x04"
-        return begins_as_zip and not zipfile.is_zipfile(path)
+            return file.read(4) == b"PK\x03\x04" and not zipfile.is_zipfile(path)
     except OSError:
         return False
 
@@ -136,7 +144,6 @@ class RefusedGlobal(pickle.UnpicklingError):
 
 def refused_global(err: BaseException) -> str | None:
     """What an unpickler refused (`Unsupported global: GLOBAL getattr ...`), None for other errors.
-
     torch's weights-only message is a dozen lines, most of them on how to load the file with
     weights-only loading off: only the refused global is kept.
     """
@@ -195,11 +202,8 @@ def read_dcp_metadata(stream: IO[bytes], path: str | Path) -> Metadata:
 
 
 class SafeFileSystemReader(FileSystemReader):
-    """torch's DCP `FileSystemReader`, with `.metadata` read by `MetadataUnpickler`.
-
-    torch's `read_metadata` unpickles the file with no restriction, so it is replaced as a whole;
-    the lines after the read are torch's own.
-    """
+    """torch's DCP `FileSystemReader`, with `.metadata` read by `MetadataUnpickler`: torch's
+    `read_metadata` unpickles it with no restriction (the lines after the read are torch's)."""
 
     def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
         path = self._get_metadata_path(kwargs.get("rank"))
@@ -238,7 +242,6 @@ class SafeEmptyStateDictLoadPlanner(SafeLoadPlanner, _EmptyStateDictLoadPlanner)
 
 def read_dcp_folder_metadata(folder: str | Path) -> Metadata:
     """The `.metadata` of the DCP checkpoint `folder`, read safely, or a one-line LMTrainError.
-
     Read it with this before handing the folder to `dcp.load`: torch logs a failed metadata read
     with its traceback and then looks for per-rank metadata instead.
     """
@@ -262,7 +265,6 @@ def recorded_digests(folder: str | Path) -> Any:
 
 def load_dcp_folder(folder: str | Path, keys: set[str] | None = None) -> dict[str, Any]:
     """A whole DCP checkpoint folder as one nested state dict of CPU tensors and plain values.
-
     Runs in one process without a process group, whatever the number of ranks that wrote it, so
     it needs the memory of the whole checkpoint. `keys` limits it to those entries (flattened
     names, e.g. `model.lm_head.weight`); without `keys` every file is hashed first.
@@ -291,12 +293,10 @@ def load_dcp_folder(folder: str | Path, keys: set[str] | None = None) -> dict[st
 
 
 def check_dcp_folder(folder: str | Path) -> Metadata:
-    """Read everything of a DCP folder that is unpickled, the way `load_dcp_folder` reads it.
-
-    The `.metadata` and the non-tensor entries; the tensors are left on disk (torch reads them with
-    `weights_only=True` already). Run it before code that reads the folder with torch's own
-    reader and planner (Lightning's FSDPStrategy resume), so a crafted folder stops here.
-    """
+    """Read what of a DCP folder is unpickled (`.metadata`, the non-tensor entries) as
+    `load_dcp_folder` reads it; the tensors stay on disk (torch reads them weights-only). Run it
+    before torch's own reader and planner read the folder (Lightning's FSDPStrategy resume), so
+    a crafted folder stops here."""
     metadata = read_dcp_folder_metadata(folder)
     plain = {
         fqn
