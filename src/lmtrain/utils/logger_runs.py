@@ -43,6 +43,7 @@ from lmtrain.utils.logger_checks import (
 )
 from lmtrain.utils.logger_names import flat_params, folder_name, sweep_job
 from lmtrain.utils.redact import redact
+from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
 from lmtrain.utils.wandb_run import read_run_id
 
 log = logging.getLogger(__name__)
@@ -79,7 +80,8 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     A single run is named after its run folder (the experiment already names the task); a
     multirun job after its swept overrides, tagged `group`: <task_name>/<sweep folder>. The run
     id is kept in `<run folder>/mlflow_run_id`, so that training resumed in that folder (also a
-    requeued SLURM job) goes on in the same MLflow run, as it does in W&B.
+    requeued SLURM job) goes on in the same MLflow run, as it does in W&B (a copy of the folder
+    does not: lmtrain.utils.tracker_ids). A configured run_name is redacted as W&B's name is.
     """
     run_dir = Path(run_cfg.paths.output_dir)
     job = sweep_job(run_cfg)
@@ -88,12 +90,19 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     if job is not None:
         tags["group"] = job[1]
     kwargs: dict[str, Any] = {"tags": redact(tags)}  # as the params are
-    if entry.get("run_name") is None:
+    name = entry.get("run_name")
+    if name is None:
         kwargs["run_name"] = job[0] if job is not None else run_dir.name
+    elif redact(str(name)) != name:  # MLflow stores it as given (password=... reached it)
+        kwargs["run_name"] = redact(str(name))  # over the entry's: Hydra merges kwargs over it
+    configured = entry.get("run_id")
+    if configured is not None:  # a number ($SLURM_JOB_ID) as text: MLflow takes only text
+        kwargs["run_id"] = str(configured)
     saved = run_dir / MLFLOW_RUN_ID_FILE
     kwargs["run_id_file"] = str(saved)
-    if resuming and entry.get("run_id") is None and saved.is_file():
+    if resuming and configured is None and saved.is_file():
         kwargs["run_id"] = read_run_id(saved, "MLflow")
+        refuse_copied_id(saved, kwargs["run_id"], "MLflow", "logger.mlflow.run_id")
     return kwargs
 
 
@@ -207,6 +216,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         if self.run_id_file is not None:
             self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
             self.run_id_file.write_text(run_id + "\n")
+            record_folder(self.run_id_file)
 
     def run_or_refuse(self) -> str:
         """This logger's run id; the run is made on first use, the first contact with the store.

@@ -201,8 +201,8 @@ def unwritable_error(err: BaseException, run_folder: str | None = None) -> LMTra
 
 
 def wandb_refusal(err: BaseException) -> LMTrainError | None:
-    """W&B's UsageError at its first use, after the data and the model were built: an online run
-    with no API key ("No API key configured"), as one line with W&B's words."""
+    """W&B's UsageError at its first use, as one line with W&B's words; the API key and offline
+    hints only where it refused the credentials ("No API key configured"), not a run id."""
     if "wandb" not in sys.modules:
         return None
     from wandb.errors import UsageError
@@ -210,10 +210,13 @@ def wandb_refusal(err: BaseException) -> LMTrainError | None:
     refusal = find_cause(err, UsageError)
     if refusal is None:
         return None
-    return LMTrainError(
-        f"W&B refused the run: {' '.join(str(refusal).split())} (or set WANDB_API_KEY, or "
-        "log offline: logger.wandb.offline=true, WANDB_MODE=offline)"
-    )
+    said = " ".join(str(refusal).split())
+    if any(word in said.lower() for word in ("api key", "login", "log in", "credential")):
+        return LMTrainError(
+            f"W&B refused the run: {said} (or set WANDB_API_KEY, or log offline: "
+            "logger.wandb.offline=true, WANDB_MODE=offline)"
+        )
+    return LMTrainError(f"W&B refused the run: {said}: change the logger.wandb setting it means")
 
 
 def ranks_missing(err: BaseException) -> LMTrainError | None:

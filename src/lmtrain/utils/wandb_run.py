@@ -3,7 +3,8 @@
 The run folder keeps the W&B run id in `wandb_run_id`, written by rank 0 when the logger is
 made. Training that resumes in that folder (`ckpt_path=last`, a checkpoint, or a requeued SLURM
 job) passes the id again, and Lightning's WandbLogger initializes with `resume="allow"`, so the
-same W&B run goes on instead of a second one starting. In a multirun every job is named by its
+same W&B run goes on instead of a second one starting (not in a copy of the folder while the
+original is there: `lmtrain.utils.tracker_ids`). In a multirun every job is named by its
 overrides (`model.optimizer.lr=0.001,seed=2`) and grouped by its sweep folder, so the dashboard
 shows a sweep as one group whose members say what they tried.
 
@@ -36,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.redact import holds_secret, redact, redact_override
+from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
 
 RUN_ID_FILE = "wandb_run_id"
 # A run id read back from a run folder (W&B's, MLflow's): up to 128 characters, none of those
@@ -199,19 +201,44 @@ def wandb_settings(entry: DictConfig) -> Any:
         ) from None
 
 
-def run_id(run_dir: Path, configured: str | None, resuming: bool) -> str:
+def run_id(run_dir: Path, configured: object, resuming: bool) -> str:
     """The W&B run id for this run folder, saved in `<run_dir>/wandb_run_id` by rank 0.
 
-    Resuming reuses the saved id; otherwise the configured id (logger.wandb.id) or a new one.
+    Resuming reuses the saved id, unless another run folder that this one is a copy of holds it
+    (`lmtrain.utils.tracker_ids`); otherwise the configured id (logger.wandb.id) or a new one.
     """
     path = run_dir / RUN_ID_FILE
-    if resuming and not configured and path.is_file():
-        return read_run_id(path, "W&B")
-    new_id = configured or generate_id()
+    given = configured_run_id(configured)
+    if resuming and given is None and path.is_file():
+        saved = read_run_id(path, "W&B")
+        refuse_copied_id(path, saved, "W&B", "logger.wandb.id")
+        if rank_zero_only.rank == 0:
+            record_folder(path)  # a moved folder's record, or an older file's first
+        return saved
+    new_id = given or generate_id()
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(new_id + "\n")
+        record_folder(path)
     return new_id
+
+
+def configured_run_id(value: object) -> str | None:
+    """logger.wandb.id as text (None when unset), checked before anything is written.
+
+    A number ($SLURM_JOB_ID) is its digits: W&B takes only text (`int + str` failed). W&B
+    refused an id such as `abc/def` only at its first use, after the id file held it.
+    """
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not SAVED_RUN_ID.fullmatch(text):
+        raise LMTrainError(
+            f"logger.wandb.id={text!r} is not a W&B run id (up to 128 characters, none of "
+            ":;,#?/'\\ or spaces, not starting with '.'): pass one such as exp-1, or "
+            "logger.wandb.id=null for a new id"
+        )
+    return text
 
 
 def read_run_id(path: Path, service: str) -> str:
