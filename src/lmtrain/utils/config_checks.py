@@ -38,6 +38,7 @@ from lmtrain.utils.eval_checks import check_eval_val_limit
 from lmtrain.utils.filename_fields import check_filename_fields
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
+from lmtrain.utils.run_folder_checks import run_folder_problems
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import (
     check_fp16_optimizer_eps,
@@ -130,7 +131,9 @@ def check_train_config(cfg: DictConfig) -> None:
 
 def check_paths(cfg: DictConfig, problems: Problems) -> None:
     """An empty folder in `paths`: the folders under it would be joined onto nothing, so
-    `paths.data_dir=''` put the token cache at `/cache`."""
+    `paths.data_dir=''` put the token cache at `/cache`. And the run folder's
+    (run_folder_checks)."""
+    problems.extend(run_folder_problems(cfg))  # a debug run into a run's, a split run
     for key in ("root_dir", "data_dir", "log_dir"):
         try:
             value = OmegaConf.select(cfg, f"paths.{key}")

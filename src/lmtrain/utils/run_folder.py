@@ -32,7 +32,7 @@ from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError
@@ -203,6 +203,12 @@ class ClaimRunFolder(HydraCallback):
             # A requeued SLURM job resumes from its folder (utils.requeue.resume_after_requeue),
             # as does one whose folder holds Lightning's auto-requeue saves, unless it is new.
             requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
+            # `.hydra/` is a run's where no other process (torchrun, srun, DDP ranks) wrote it.
+            alone = all(int(os.environ.get(v) or 1) < 2 for v in ("WORLD_SIZE", "SLURM_NTASKS"))
+            fast = OmegaConf.select(config, "trainer.fast_dev_run", default=None)
+            debug = debug_run_problem(run_dir.resolve(), fast, "hydra.run.dir", alone)
+            if debug and not requeued:  # a requeued debug job's folder is its own
+                raise LMTrainError(debug)
             saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
             resuming = requeued or (saves and not overwrite) or resumes_run_in(run_dir, ckpt_path)
             claim_run_folder(run_dir, resuming, overwrite=overwrite, ckpt_path=ckpt_path)
@@ -251,6 +257,27 @@ def holds_a_run(folder: Path) -> bool:
         (folder / ".hydra").is_dir()
         or bool(existing_checkpoints(folder))
         or any((folder / name).is_file() for name in RUN_RECORD)
+    )
+
+
+def debug_run_problem(folder: Path, fast_dev_run: Any, key: str, hydra_record: bool) -> str | None:
+    """Why a debug run (`trainer.fast_dev_run`: true or a number of batches) may not use `folder`:
+    it saves no checkpoint but writes a run's record (`.hydra/`, metrics.json, samples), which
+    in a run's folder (`debug=fdr ckpt_path=last`) replaced that run's: `resume=` then read the
+    debug config and stopped at once. `hydra_record`: no process of this run wrote `.hydra/`."""
+    if not (fast_dev_run is True or (type(fast_dev_run) is int and fast_dev_run > 0)):
+        return None
+    ckpts = existing_checkpoints(folder)
+    found = [*ckpts[:1], *(name for name in RUN_RECORD if (folder / name).is_file())]
+    found += [".hydra/"] if hydra_record and (folder / ".hydra").is_dir() else []
+    value = "true" if fast_dev_run is True else fast_dev_run
+    weights = "; ckpt_path={} still loads that run's weights into the debug run"
+    return (
+        f"{key}={folder} already holds a run ({', '.join(found)}), whose record a debug run "
+        f"(trainer.fast_dev_run={value}) would replace: pass a new {key}"
+        f"{weights.format(folder / ckpts[0]) if ckpts else ''}"
+        if found
+        else None
     )
 
 
