@@ -447,6 +447,17 @@ def test_a_metric_of_ones_own_may_be_monitored(compose_cfg, caplog) -> None:
     ) in caplog.text
 
 
+def test_an_optimized_metric_typo_with_lmtrains_module_is_refused(compose_cfg) -> None:
+    """lmtrain's own module logs no val/los: a sweep ran its whole first job, then stopped at
+    the missing metric, after a warning that said Lightning would stop it (red team)."""
+    for typo, meant in (("val/los", "val/loss"), ("val/bpc", "val/bpb")):
+        with pytest.raises(LMTrainError) as refused:
+            check_train_config(compose_cfg(f"optimized_metric={typo}"))
+        assert f"optimized_metric='{typo}' is not a metric lmtrain logs: did you mean {meant}?" in (
+            str(refused.value)
+        )
+
+
 def test_a_filename_field_of_ones_own_passes_with_a_warning(compose_cfg, caplog) -> None:
     """`{val/acc}` may be logged by a module of one's own; if not, Lightning writes 0 there."""
     override = "callbacks.model_checkpoint.filename='best-{step}-{val/acc:.3f}'"

@@ -264,11 +264,13 @@ def group_choice(group: str) -> str:
 
 
 def check_metric_names(
-    callbacks: Mapping[str, Any], optimized_metric: Any, problems: Problems
+    callbacks: Mapping[str, Any], optimized_metric: Any, problems: Problems, ours: bool = False
 ) -> None:
     """`monitor` of each callback config in `callbacks` (the resolved group), and
     `optimized_metric`, that spell a metric of ours another way (`val_loss`). Other names pass:
-    a module of one's own may log more."""
+    a module of one's own may log more. `ours`: the model is lmtrain's own module, which logs
+    no other val metric, so an `optimized_metric` close to one of them is a typo, refused (a
+    sweep stopped at it only after its first job had trained)."""
     named = {
         f"callbacks.{name}.monitor": node.get("monitor")
         for name, node in callbacks.items()
@@ -285,12 +287,21 @@ def check_metric_names(
             problems.add(f"{key}={value!r} is not a metric lmtrain logs: did you mean {same[0]}?")
         elif close := difflib.get_close_matches(value, VAL_METRICS, n=1, cutoff=0.8):
             # A typo (`val/los`) failed only at the first validation, after all the steps before it.
+            sweep = key == "optimized_metric"
+            if sweep and ours:
+                problems.add(
+                    f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}?"
+                )
+                continue
             log.warning(
                 "%s=%r is not a metric lmtrain logs: did you mean %s? If no module of yours logs "
-                "it, Lightning stops the run at its first validation",
+                "it, %s",
                 key,
                 value,
                 close[0],
+                "a sweep stops after its first job"
+                if sweep
+                else "Lightning stops the run at its first validation",
             )
 
 
