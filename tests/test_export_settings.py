@@ -25,7 +25,7 @@ from tests.helpers.compose import TINY_GPT2, TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
 from tests.helpers.runs import export_tiny
 
-CONTEXT = 64  # TINY_GPT2's n_positions
+WINDOW = 32  # TINY_RUN's data.block_size, below TINY_GPT2's 64 positions: the trained windows
 
 
 @pytest.fixture(scope="module")
@@ -124,20 +124,21 @@ def test_greedy_export_saves_defaults_plain_generate_runs_with(
     assert first.shape[1] > 5
 
 
-def test_sampling_export_saves_what_was_passed_and_stops_at_the_context(
+def test_sampling_export_saves_what_was_passed_and_stops_at_the_trained_windows(
     ckpt: Path, tmp_path: Path, data_dir: Path
 ) -> None:
     """Sampling settings are saved as passed (null leaves one to transformers). export.yaml's
-    max_new_tokens=200 runs past a 64-position GPT-2 (an IndexError in a plain generate): it is
-    saved as max_length=<context>, so generation stops there."""
+    max_new_tokens=200 runs past a 64-position GPT-2 (an IndexError in a plain generate), and
+    past the 32-token windows it was trained on from scratch (garbage text): it is saved as
+    max_length=<data.block_size>, so generation stops there."""
     overrides = ["generation.temperature=0.5", "generation.top_k=null", "+generation.top_p=0.9"]
     folder = export_tiny(ckpt, tmp_path / "sampling", data_dir, *overrides)
     config = saved(folder)
     assert config["do_sample"] is True
-    assert (config["temperature"], config["top_p"], config["max_length"]) == (0.5, 0.9, CONTEXT)
+    assert (config["temperature"], config["top_p"], config["max_length"]) == (0.5, 0.9, WINDOW)
     assert config.get("top_k") in (None, 50)  # transformers' own default, not one we passed
     assert "max_new_tokens" not in config
-    assert plain_generate(folder).shape[1] <= CONTEXT
+    assert plain_generate(folder).shape[1] <= WINDOW
 
 
 def test_a_previous_export_moved_aside_by_a_killed_exporter_is_put_back(tmp_path: Path) -> None:

@@ -18,17 +18,24 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers import AutoModelForCausalLM, GenerationConfig
 from transformers.utils import logging as hf_logging
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models import lora
 from lmtrain.models.checkpoint import LoadedModel, load_model
+from lmtrain.models.export_tokenizer import (
+    check_encoding,
+    length_settings,
+    probe_text,
+    refuse_slow,
+    save_tokenizer,
+)
 from lmtrain.models.hf import context_length
 from lmtrain.models.lora_folder import load_adapter_folder, with_base_config
 from lmtrain.models.model_card import final_metrics, hub_repo, model_card
 from lmtrain.models.nan_guard import non_finite_weight
-from lmtrain.models.tokenizer_digest import DIGEST_KEY, saved_tokenizer_digest
+from lmtrain.models.tokenizer_digest import DIGEST_KEY
 from lmtrain.utils.export_dir import (
     EXPORT_META,
     NEVER_REPLACED,
@@ -87,11 +94,7 @@ def export_checkpoint(
         check_stored_data(loaded.run_config, f"ckpt_path={source!r}: its run config")
     except LMTrainError as err:
         log.warning("%s; it is copied as is, and eval of the export refuses it alike", err)
-    if not loaded.tokenizer.is_fast:
-        raise LMTrainError(
-            f"ckpt_path={source!r} has a slow tokenizer ({type(loaded.tokenizer).__name__}): "
-            "exports carry fast tokenizers only; train with one that ships tokenizer.json"
-        )
+    refuse_slow(loaded.tokenizer, source)
     adapter_folder = not merge
     if adapter_folder and not lora.is_adapted(loaded.model):
         raise LMTrainError(
@@ -127,10 +130,12 @@ def export_checkpoint(
     exported = False
     try:
         try:
-            write_folder(tmp, loaded, info, generation_config, source)
+            plain = write_folder(tmp, loaded, info, generation_config, source)
             title = hub_repo(model_name) or str(target)  # what from_pretrained can load
             run_config = scrub(loaded.run_config)
-            card = model_card(loaded, run_config, info, model_name, license, title, adapter_folder)
+            card = model_card(
+                loaded, run_config, info, model_name, license, title, adapter_folder, plain
+            )
             card.save(tmp / "README.md")
             record_files(tmp)
             apply_umask(tmp)
@@ -167,9 +172,8 @@ def tried_generation_config(
     transformers validates some settings only when it saves them (after the model is loaded: a
     traceback) and others only in `generate` (temperature=-1, num_beams=0 were saved and broke
     every plain `model.generate` of the export): one token of the real thing, before anything is
-    written, catches both. Greedy decoding drops the settings only sampling reads. max_new_tokens
-    past the model's context is saved as max_length=<context>: GPT-2's learned positions cannot
-    run past it (an IndexError in every plain `model.generate`), so generation stops there.
+    written, catches both. Greedy decoding drops the settings only sampling reads; the length is
+    bounded by `length_settings`.
     """
     model, tokenizer = loaded.model, loaded.tokenizer
     if lora.is_adapted(model):
@@ -178,15 +182,7 @@ def tried_generation_config(
     settings = dict(settings)
     if not settings.get("do_sample"):
         settings = {k: v for k, v in settings.items() if k not in SAMPLING_ONLY}
-    context, new_tokens = context_length(model.config), settings.get("max_new_tokens")
-    if context and isinstance(new_tokens, int) and new_tokens >= context:
-        del settings["max_new_tokens"]  # prompt + new tokens would always run past the context
-        settings["max_length"] = context
-        log.info(
-            "generation.max_new_tokens=%d saved as max_length=%d (the model's context)",
-            new_tokens,
-            context,
-        )
+    settings = length_settings(settings, context_length(model.config), loaded.run_config)
     ids = probe_ids(model)[:, :4].to(model.device)
     try:
         config = GenerationConfig(
@@ -235,19 +231,17 @@ def write_folder(
     info: dict[str, Any],
     generation: GenerationConfig | None,
     source: str,
-) -> None:
-    """save_pretrained for model and tokenizer, then the generation config (None: an adapter
-    folder, which has none) and meta, with the digest of the tokenizer as saved. A LoRA model
-    (not merged) writes peft's adapter folder: adapter_config.json and the adapters."""
-    model, tokenizer = loaded.model, loaded.tokenizer
+) -> bool:
+    """save_pretrained for model and tokenizer (`save_tokenizer`: one that, called plainly,
+    encodes as training did; False when it cannot be), then the generation config (None: an
+    adapter folder, which has none) and meta, with the digest of the tokenizer as saved. A LoRA
+    model (not merged) writes peft's adapter folder: adapter_config.json and the adapters."""
+    model = loaded.model
     config = model.config
     if generation is not None:
         model.generation_config = generation
-    # Tokenizers built here know no length limit; the model's context is the real one.
-    tokenizer.model_max_length = context_length(config) or tokenizer.model_max_length
     # The code an `auto_map` names is never copied (nor run): the export must not ask for it.
     config.__dict__.pop("auto_map", None)
-    tokenizer.init_kwargs.pop("auto_map", None)
     try:
         model.save_pretrained(folder)
     except SafetensorError as err:  # its Rust writer's I/O errors (disk full) are no OSError
@@ -255,16 +249,18 @@ def write_folder(
             raise
         code = int(found.group(1))
         raise OSError(code, os.strerror(code)) from None
-    tokenizer.save_pretrained(folder)
+    digest, plain = save_tokenizer(folder, loaded.tokenizer, context_length(config))
     run_config = scrub(loaded.run_config)
     meta = {"run_config": run_config, "info": info, "ckpt_path": source}
-    meta[DIGEST_KEY] = saved_tokenizer_digest(folder)  # loading checks it: no other tokenizer
+    meta[DIGEST_KEY] = digest  # loading checks it: no other tokenizer
     (folder / EXPORT_META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return plain
 
 
 def probe_ids(model: torch.nn.Module) -> torch.Tensor:
     """16 token ids spread over the vocabulary: what the export's check feeds both models."""
-    vocab = model.get_input_embeddings().num_embeddings
+    # The table's rows: peft's LoRA layer on an embedding is no nn.Embedding (no num_embeddings).
+    vocab = model.get_input_embeddings().weight.shape[0]
     return (torch.arange(16) * 7919 % vocab).unsqueeze(0)
 
 
@@ -280,21 +276,18 @@ def verify_folder(
 ) -> None:
     """Reload the folder as its users will (transformers alone, or lmtrain's reader of an
     adapter folder, given what its lmtrain.json records: `recorded`) and check it is the same
-    model (`expected`: `probe_logits` of the checkpoint's) and tokenizer.
+    model (`expected`: `probe_logits` of the checkpoint's) and tokenizer (`check_encoding`).
 
-    A mismatch is a bug in the export (not the user's input), so it raises a plain error.
+    Another model is a bug in the export (not the user's input), so it raises a plain error.
     """
     if (folder / "adapter_config.json").is_file():
         model = load_adapter_folder(folder, recorded)
     else:
         model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     ids = probe_ids(loaded.model)
     if not torch.allclose(model(input_ids=ids).logits, expected, rtol=1e-4, atol=1e-5):
         raise RuntimeError(f"the export in {folder} gives other logits than the checkpoint")
-    text = loaded.tokenizer.decode(ids[0].tolist())
-    if tokenizer(text).input_ids != loaded.tokenizer(text).input_ids:
-        raise RuntimeError(f"the export in {folder} tokenizes differently from the checkpoint")
+    check_encoding(folder, loaded.tokenizer, probe_text(loaded.tokenizer, ids))
     if loaded.model.config.tie_word_embeddings and not tied(model):
         raise RuntimeError(f"the export in {folder} lost the tied input/output embeddings")
 

@@ -40,13 +40,16 @@ def model_card(
     license: str | None = None,
     where: str = "<this folder>",
     adapter_folder: bool = False,
+    plain_call: bool = True,
 ) -> ModelCard:
     """The card of `loaded`, trained with `run_config` (already scrubbed), which reached `info`
     (global_step, tokens_seen, val_loss, val_bpb, val_loss_scope when known; `lora` for LoRA).
 
     `where` is what the usage example passes to `from_pretrained`. A LoRA fine-tune names its
     base model, and how it relates to it (`base_model_relation`: its adapters merged into it, or
-    an `adapter_folder` of peft's that loads on top of it).
+    an `adapter_folder` of peft's that loads on top of it). Without `plain_call` the tokenizer,
+    called plainly, adds tokens training never saw (`lmtrain.models.export_tokenizer`): the
+    usage example passes add_special_tokens=False.
     """
     config = loaded.model.config
     data = run_config.get("data")  # from a file: read what is there, whatever its shape
@@ -76,6 +79,8 @@ def model_card(
     else:
         use = USE_TRANSFORMERS.format(where=where)
         contents = "a plain Hugging Face folder: safetensors weights, config, generation config"
+    call = "" if plain_call else ", add_special_tokens=False"
+    use += f'\nids = tokenizer("Hello", return_tensors="pt"{call}).input_ids'
     body = card_body(loaded, data, source_name, source, pretrained, info, name, use, contents)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
 
@@ -175,7 +180,6 @@ A causal language model trained with lmtrain (PyTorch Lightning + Hydra) and exp
 
 ```python
 {use}
-ids = tokenizer("Hello", return_tensors="pt").input_ids
 print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
 ```
 
