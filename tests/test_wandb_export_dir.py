@@ -98,3 +98,20 @@ def test_a_resume_replaces_its_own_export(tmp_path: Path, data_dir: Path, corpus
     assert "no model artifact" not in output, output[-3000:]
     assert shared.stat().st_ino != folder  # a new export was renamed into place
     assert exported_from(shared).is_relative_to(run / "checkpoints")
+
+
+def test_a_moved_run_folder_replaces_its_default_export(
+    tmp_path: Path, data_dir: Path, corpus: Path
+) -> None:
+    """The default export_dir is inside the run folder: after a move, its lmtrain.json still
+    names the old folder's checkpoint, and the resume was refused as another run's (rev_diff14)."""
+    run, moved = tmp_path / "e1", tmp_path / "e1moved"
+    done = logged_run(tmp_path, data_dir, corpus, run, run / "export")
+    assert done.returncode == 0, done.stderr[-3000:]
+    run.rename(moved)
+    resumed = logged_run(
+        tmp_path, data_dir, corpus, moved, moved / "export", "ckpt_path=last", "trainer.max_steps=6"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "no model artifact" not in resumed.stdout + resumed.stderr
+    assert exported_from(moved / "export").is_relative_to(moved / "checkpoints")

@@ -45,10 +45,11 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import WandbLogger
 
+from lmtrain.callbacks.export_owner import foreign_export, own_checkpoint_dirs
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.models.export_folder import export_checkpoint
-from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir, is_previous_export
+from lmtrain.utils.export_dir import EXPORT_META, checked_out_dir
 from lmtrain.utils.export_overwrite import link_or_copy
 from lmtrain.utils.io import write_json
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
@@ -81,6 +82,7 @@ class WandbModelArtifact(L.Callback):
         self.copy_files = copy_files
         # Set by `setup`: what decides whose export export_dir may hold (refuse_foreign_export).
         self.own_dirs: list[Path] = []
+        self.run_dir: Path | None = None
         self.replace_others = False
         self.default_dir: Path | None = None
 
@@ -90,6 +92,7 @@ class WandbModelArtifact(L.Callback):
         if not self.enabled or stage != "fit" or not wandb_loggers(trainer):
             return
         self.own_dirs = own_checkpoint_dirs(trainer)
+        self.run_dir = Path(trainer.default_root_dir).resolve()
         run_config = getattr(pl_module, "run_config", None) or {}  # lmtrain.train's config
         self.replace_others = run_config.get("overwrite_run") is True
         self.default_dir = (Path(trainer.default_root_dir) / "export").resolve()
@@ -114,12 +117,11 @@ class WandbModelArtifact(L.Callback):
         the end would replace it, and it may be another run's only export. A folder of other
         files is checked_out_dir's to refuse; a missing or empty one is free."""
         folder = self.export_dir.expanduser().resolve()
-        if self.replace_others or not is_previous_export(folder):
+        if self.replace_others or self.run_dir is None:
             return
-        made_from = exported_checkpoint(folder)
-        if made_from is not None and any(made_from.is_relative_to(d) for d in self.own_dirs):
-            return  # this run's own previous export: a resume replaces it
-        of = f"of {made_from}" if made_from else f"its {EXPORT_META} names no ckpt_path"
+        of = foreign_export(folder, self.own_dirs, self.run_dir)
+        if of is None:
+            return  # no export, or this run's own previous one: a resume replaces it
         raise LMTrainError(
             f"{KEY}={self.export_dir} holds another run's export ({of}), which this run's export "
             f"would replace: pass another {KEY}{self.or_default()}; or overwrite_run=true to "
@@ -191,29 +193,6 @@ class WandbModelArtifact(L.Callback):
 
 def wandb_loggers(trainer: L.Trainer) -> list[WandbLogger]:
     return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-
-
-def own_checkpoint_dirs(trainer: L.Trainer) -> list[Path]:
-    """Where this run's checkpoints are: the run folder's checkpoints/ (what ckpt_path=last
-    resumes from) and each checkpoint callback's dirpath (outside the run folder too); an export
-    made from a checkpoint in one of them is this run's."""
-    dirs = [last_checkpoint_path(trainer).parent]
-    for callback in trainer.checkpoint_callbacks:
-        dirpath = getattr(callback, "dirpath", None)
-        if dirpath and "://" not in str(dirpath):  # a remote one holds nothing exported here
-            dirs.append(Path(dirpath))
-    return [d.expanduser().resolve() for d in dirs]
-
-
-def exported_checkpoint(folder: Path) -> Path | None:
-    """The checkpoint the export in `folder` was made from (its lmtrain.json's ckpt_path),
-    resolved; None when lmtrain.json does not say (damaged, or written by hand)."""
-    try:
-        meta = json.loads((folder / EXPORT_META).read_text())
-    except (OSError, ValueError):
-        return None
-    ckpt = meta.get("ckpt_path") if isinstance(meta, dict) else None
-    return Path(ckpt).expanduser().resolve() if isinstance(ckpt, str) and ckpt else None
 
 
 def chosen_checkpoint(trainer: L.Trainer) -> tuple[Path | None, str]:
