@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.optuna_study import refuse_unusable_storage
 from tests.test_sweep_inputs import OPTUNA, refused
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -68,6 +70,17 @@ def test_a_storage_that_cannot_be_opened_is_one_line(
     refused(tmp_path, data_dir, *OPTUNA, f"hydra.sweeper.storage={url}", fragments=fragments)
     assert notes.read_text() == "mine\n"
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_server_storage_line_masks_its_password_and_names_the_missing_driver() -> None:
+    """The line showed postgresql://u:secretpw@... and advised sqlite for a driver not
+    installed (rev_diff14)."""
+    with pytest.raises(LMTrainError) as refused_storage:
+        refuse_unusable_storage("postgresql+pg8000://u:secretpw@localhost/db")
+    line = str(refused_storage.value)
+    assert "secretpw" not in line
+    assert line.startswith("hydra.sweeper.storage=postgresql+pg8000://u:***@localhost/db cannot be")
+    assert line.endswith("): install pg8000"), line
 
 
 @pytest.mark.parametrize(

@@ -61,8 +61,8 @@ def refuse_study_that_cannot_continue(sweeper: DictConfig, overrides: dict[str, 
         return
     except Exception as err:  # the sweeper's create_study traced back on the same
         raise LMTrainError(
-            f"hydra.sweeper.storage={storage} cannot be used ({type(err).__name__}: "
-            f"{first_line(err)}): {NEW_STORAGE}"
+            f"hydra.sweeper.storage={without_password(storage)} cannot be used "
+            f"({type(err).__name__}: {first_line(err)}): {NEW_STORAGE}"
         ) from None
     shown = f"study {name!r} in hydra.sweeper.storage={storage}"
     asked = settings.get("direction") or "minimize"
@@ -119,9 +119,11 @@ def refuse_unusable_storage(storage: str) -> None:
         url = sqlalchemy.engine.make_url(storage)
         sqlalchemy.create_engine(url).dispose()
     except Exception as err:
+        # A server's driver not installed (psycopg2 for postgresql://): install it, not sqlite.
+        fix = f"install {err.name}" if isinstance(err, ImportError) and err.name else NEW_STORAGE
         raise LMTrainError(
-            f"hydra.sweeper.storage={storage} cannot be used ({type(err).__name__}: "
-            f"{first_line(err)}): {NEW_STORAGE}"
+            f"hydra.sweeper.storage={without_password(storage)} cannot be used "
+            f"({type(err).__name__}: {first_line(err)}): {fix}"
         ) from None
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return
@@ -129,6 +131,17 @@ def refuse_unusable_storage(storage: str) -> None:
     if problem is not None:
         what, fix = problem
         raise LMTrainError(f"hydra.sweeper.storage={storage} cannot be used ({what}): {fix}")
+
+
+def without_password(storage: str) -> str:
+    """`storage` with a server URL's password masked (`postgresql://u:***@host/db`), as
+    SQLAlchemy shows a URL, for an error line; the text as given when it is no URL."""
+    import sqlalchemy
+
+    try:
+        return sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy parses: nothing it would take as a password
+        return storage
 
 
 def sqlite_file_problem(path: Path) -> tuple[str, str] | None:
