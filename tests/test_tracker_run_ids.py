@@ -187,6 +187,19 @@ def test_a_numeric_wandb_id_is_the_runs_id(compose_cfg, tmp_path: Path) -> None:
     assert wandb_summary(run)["run_id"] == "12345"
 
 
+@pytest.mark.parametrize(
+    ("typed", "read"), [("1e3", "1000.0 was read as a float"), ("true", "True was read as a bool")]
+)
+def test_a_wandb_id_hydra_reads_as_another_value_is_one_line(
+    compose_cfg, tmp_path: Path, typed: str, read: str
+) -> None:
+    """Hydra turned 1e3 into the id "1000.0" and true into "True" without a word (rev_diff14)."""
+    cfg = compose_cfg("logger=wandb", f"logger.wandb.id={typed}")
+    message = refusal(lambda: instantiate_loggers(cfg.logger, run_cfg=cfg))
+    assert message.startswith(f"logger.wandb.id={read}, not as the text typed: quote it"), message
+    assert not (tmp_path / "run" / RUN_ID_FILE).exists()
+
+
 def test_a_numeric_mlflow_run_id_reaches_mlflow_as_text(compose_cfg) -> None:
     cfg = compose_cfg("logger=mlflow", "logger.mlflow.run_id=12345")
     (logger,) = instantiate_loggers(cfg.logger, run_cfg=cfg)

@@ -231,6 +231,11 @@ def configured_run_id(value: object) -> str | None:
     """
     if value is None or value == "":
         return None
+    if isinstance(value, bool | float):  # Hydra read 1e3 as 1000.0, true as True: not as typed
+        raise LMTrainError(
+            f"logger.wandb.id={value!r} was read as a {type(value).__name__}, not as the text "
+            f"typed: quote it, logger.wandb.id=\"'<id>'\""
+        )
     text = str(value)
     if not SAVED_RUN_ID.fullmatch(text):
         raise LMTrainError(
