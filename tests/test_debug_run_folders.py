@@ -129,3 +129,31 @@ def test_paths_output_dir_beside_a_sweep_jobs_folder_is_refused(compose_cfg, tmp
     assert refusal(lambda: check_train_config(cfg)) == (
         f"paths.output_dir={elsewhere} is not this sweep job's folder {job}: drop it"
     )
+
+
+def test_a_refused_debug_commands_record_does_not_block_the_next_one(
+    real_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """A debug command refused after Hydra wrote `.hydra/` (a typo) left a folder that refused
+    the corrected command as "a run"; the debug record of another process (a node) alike."""
+    _, common = real_run
+    folder = tmp_path / "debug"
+    typo = run_cli(
+        "train", *common, "debug=fdr", "optimized_metric=val/los", f"hydra.run.dir={folder}"
+    )
+    assert_one_line_error(typo, "optimized_metric='val/los' is not a metric lmtrain logs")
+    assert (folder / ".hydra" / "config.yaml").is_file()
+    fixed = run_cli("train", *common, "debug=fdr", f"hydra.run.dir={folder}")
+    assert fixed.returncode == 0, fixed.stderr[-3000:]
+
+
+def test_overwrite_run_lets_a_debug_run_replace_a_run(
+    real_run: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """overwrite_run=true says to replace the folder's run, as it does for any run (rev_diff14b)."""
+    run, common = real_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(LOCK))
+    result = run_cli("train", *common, "debug=fdr", "overwrite_run=true", f"hydra.run.dir={copy}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((copy / "metrics.json").read_text())["trainer/global_step"] == 1

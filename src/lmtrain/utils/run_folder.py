@@ -203,11 +203,9 @@ class ClaimRunFolder(HydraCallback):
             # A requeued SLURM job resumes from its folder (utils.requeue.resume_after_requeue),
             # as does one whose folder holds Lightning's auto-requeue saves, unless it is new.
             requeued = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0
-            # `.hydra/` is a run's where no other process (torchrun, srun, DDP ranks) wrote it.
-            alone = all(int(os.environ.get(v) or 1) < 2 for v in ("WORLD_SIZE", "SLURM_NTASKS"))
             fast = OmegaConf.select(config, "trainer.fast_dev_run", default=None)
-            debug = debug_run_problem(run_dir.resolve(), fast, "hydra.run.dir", alone)
-            if debug and not requeued:  # a requeued debug job's folder is its own
+            debug = debug_run_problem(run_dir.resolve(), fast, "hydra.run.dir")
+            if debug and not (requeued or overwrite):  # a requeued debug job's folder is its own
                 raise LMTrainError(debug)
             saves = SLURMEnvironment.detect() and any(run_dir.glob("hpc_ckpt_*.ckpt"))
             resuming = requeued or (saves and not overwrite) or resumes_run_in(run_dir, ckpt_path)
@@ -260,16 +258,16 @@ def holds_a_run(folder: Path) -> bool:
     )
 
 
-def debug_run_problem(folder: Path, fast_dev_run: Any, key: str, hydra_record: bool) -> str | None:
+def debug_run_problem(folder: Path, fast_dev_run: Any, key: str) -> str | None:
     """Why a debug run (`trainer.fast_dev_run`: true or a number of batches) may not use `folder`:
     it saves no checkpoint but writes a run's record (`.hydra/`, metrics.json, samples), which
     in a run's folder (`debug=fdr ckpt_path=last`) replaced that run's: `resume=` then read the
-    debug config and stopped at once. `hydra_record`: no process of this run wrote `.hydra/`."""
+    debug config and stopped at once. overwrite_run=true lets it (the caller's to check)."""
     if not (fast_dev_run is True or (type(fast_dev_run) is int and fast_dev_run > 0)):
         return None
     ckpts = existing_checkpoints(folder)
     found = [*ckpts[:1], *(name for name in RUN_RECORD if (folder / name).is_file())]
-    found += [".hydra/"] if hydra_record and (folder / ".hydra").is_dir() else []
+    found += [".hydra/"] if records_real_run(folder / ".hydra" / "config.yaml") else []
     value = "true" if fast_dev_run is True else fast_dev_run
     weights = "; ckpt_path={} still loads that run's weights into the debug run"
     return (
@@ -279,6 +277,18 @@ def debug_run_problem(folder: Path, fast_dev_run: Any, key: str, hydra_record: b
         if found
         else None
     )
+
+
+def records_real_run(config_file: Path) -> bool:
+    """Whether `config_file` (a `.hydra/config.yaml`) is a run's that is no debug run. This
+    debug run's own processes (torchrun, srun, another node) write a debug one, and so did a
+    debug command refused after Hydra wrote it: those do not make the folder a run's."""
+    try:
+        saved = OmegaConf.load(config_file)
+    except Exception:  # missing, unreadable, not YAML: no record to keep
+        return False
+    fast = OmegaConf.select(saved, "trainer.fast_dev_run", default=None)
+    return isinstance(saved, DictConfig) and fast in (None, False, 0)
 
 
 def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:

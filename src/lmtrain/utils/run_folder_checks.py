@@ -5,6 +5,7 @@ a debug run into a run's folder, and a typed `paths.output_dir` beside Hydra's j
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -23,7 +24,11 @@ def run_folder_problems(cfg: DictConfig) -> list[str]:
     if folder is None:
         return []
     folder, fast = Path(str(folder)).resolve(), OmegaConf.select(cfg, "trainer.fast_dev_run")
-    found = [debug_run_problem(folder, fast, folder_key(folder), False), split_run(folder)]
+    # As ClaimRunFolder: overwrite_run=true lets a debug run in, a requeued job's folder is its own.
+    requeued = int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0
+    replace = cfg.get("overwrite_run") is True or requeued
+    debug = None if replace else debug_run_problem(folder, fast, folder_key(folder))
+    found = [debug, split_run(folder)]
     return [problem for problem in found if problem]
 
 
