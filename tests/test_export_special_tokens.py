@@ -30,6 +30,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.generate import generate
 from lmtrain.models import export_folder
 from lmtrain.models.checkpoint import LoadedModel, load_model
+from lmtrain.models.tokenizer_digest import same_encoding
 from lmtrain.train import train
 from tests.helpers import ROOT
 from tests.helpers.compose import TINY_RUN, compose
@@ -114,8 +115,12 @@ def test_plain_transformers_tokenizes_and_generates_as_lmtrain_generate(
     plain = PROMPT + tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert plain + "\n" == by_lmtrain
 
-    trained = load_model(ckpt).tokenizer(PROMPT, add_special_tokens=False).input_ids
+    training_tokenizer = load_model(ckpt).tokenizer
+    trained = training_tokenizer(PROMPT, add_special_tokens=False).input_ids
     assert tokenizer(PROMPT).input_ids == trained  # no <s>: training never put one there
+    # eval of the export reuses the run's token cache: only the post-processor differs
+    assert same_encoding(training_tokenizer, tokenizer)
+    assert training_tokenizer.backend_tokenizer.to_str() != tokenizer.backend_tokenizer.to_str()
     assert tokenizer.convert_tokens_to_ids(BOS) == 0 and tokenizer.bos_token == BOS  # kept
     assert 'tokenizer("Hello", return_tensors="pt")' in (folder / "README.md").read_text()
 

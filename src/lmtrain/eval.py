@@ -42,6 +42,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models import CausalLMModule
     from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
     from lmtrain.models.hf import check_context
+    from lmtrain.models.tokenizer_digest import same_encoding
     from lmtrain.utils.checks import Problems
     from lmtrain.utils.config_checks import check_data, check_eval_config, plain
     from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
@@ -278,7 +279,7 @@ def cache_made_with(datamodule: TextDataModule, tokenizer: PreTrainedTokenizerBa
     ours, theirs = (getattr(t, "backend_tokenizer", None) for t in (cached, tokenizer))
     if ours is None or theirs is None:  # not fast tokenizers: nothing to compare, so read anew
         return False
-    return ours.to_str() == theirs.to_str() and cached.eos_token_id == tokenizer.eos_token_id
+    return same_encoding(cached, tokenizer) and cached.eos_token_id == tokenizer.eos_token_id
 
 
 def bits_per_byte(

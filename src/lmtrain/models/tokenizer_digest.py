@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 
@@ -66,10 +66,14 @@ def model_content(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     }
 
 
-def saved_tokenizer_digest(folder: Path) -> str:
-    """The digest of the tokenizer in `folder` as `model_from_folder` will load it: what an
-    export records once its tokenizer files are written."""
-    return tokenizer_digest(AutoTokenizer.from_pretrained(folder, trust_remote_code=False))
+def same_encoding(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
+    """Whether the fast tokenizers `a` and `b` give the same ids as lmtrain encodes (with
+    add_special_tokens=False): their whole state but the post-processor, which adds the tokens
+    around a text, and which an export saves without its adding parts (export_tokenizer)."""
+    states = [json.loads(t.backend_tokenizer.to_str()) for t in (a, b)]
+    for state in states:
+        state.pop("post_processor", None)
+    return states[0] == states[1]
 
 
 def check_tokenizer_digest(
