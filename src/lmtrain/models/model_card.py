@@ -180,7 +180,7 @@ A causal language model trained with lmtrain (PyTorch Lightning + Hydra) and exp
 
 ```python
 {use}
-print(tokenizer.decode(model.generate(ids, max_new_tokens=50)[0]))
+print(tokenizer.decode(model.generate(ids)[0]))  # lengths: generation_config.json
 ```
 
 `lmtrain.json` holds the run's full config (`python -m lmtrain.eval ckpt_path=<this folder>`

@@ -103,7 +103,8 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
     if isinstance(err, LMTrainError):
         return err
     name = f"ckpt_path={str(path)!r}"
-    if isinstance(err, OSError) and err.errno in NOT_READ and err.filename in (None, str(path)):
+    named = err.filename in (None, str(path)) if isinstance(err, OSError) else False
+    if what == "checkpoint" and named and err.errno in NOT_READ:  # not a DCP folder's advice
         return LMTrainError(f"{name} {NOT_READ[err.errno]}")
     refusal = refused_global(err)
     if refusal:
