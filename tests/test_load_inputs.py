@@ -15,8 +15,6 @@ import errno
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from lmtrain.errors import LMTrainError
 from lmtrain.generate import generate
@@ -25,7 +23,7 @@ from lmtrain.train import train
 from lmtrain.utils.safe_load import checkpoint_error, load_torch_file
 from tests.helpers.compose import TINY_RUN, compose
 from tests.helpers.corpora import write_corpus
-from tests.helpers.pretrained import tiny_bpe
+from tests.helpers.pretrained import save_tiny_llama
 from tests.helpers.runs import eval_tiny
 
 
@@ -34,16 +32,8 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """2 steps of LoRA on the embedding of a tiny random Llama whose head is not tied to it."""
     root = tmp_path_factory.mktemp("lora-embedding")
     corpus = write_corpus(root / "corpus", n_docs=2, lines=60)
-    tokenizer = tiny_bpe([p.read_text() for p in corpus.iterdir()], 300)
-    eos = tokenizer.eos_token_id
-    config = LlamaConfig(
-        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, hidden_size=32,
-        intermediate_size=64, max_position_embeddings=64, vocab_size=len(tokenizer),
-        tie_word_embeddings=False, bos_token_id=eos, eos_token_id=eos,
-    )  # fmt: skip
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "llama")
-    tokenizer.save_pretrained(root / "llama")
+    texts = [p.read_text() for p in corpus.iterdir()]
+    save_tiny_llama(root / "llama", texts, vocab_size=300, tied=False)
     run_dir, base = root / "run", root / "llama"
     cfg = compose(
         "train", run_dir, data_dir, "experiment=finetune_lora", f"model.pretrained={base}",

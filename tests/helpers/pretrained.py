@@ -45,15 +45,17 @@ def save_tiny_pretrained(
     return folder
 
 
-def save_tiny_llama(folder: Path, texts: Iterable[str], vocab_size: int = 400) -> Path:
+def save_tiny_llama(
+    folder: Path, texts: Iterable[str], vocab_size: int = 400, tied: bool = True
+) -> Path:
     """As `save_tiny_pretrained`, a seeded random Llama (2 layers, 32 wide, grouped-query
-    attention, tied embeddings) and its byte-level BPE."""
+    attention, embeddings tied to the head unless `tied=False`) and its byte-level BPE."""
     tokenizer = tiny_bpe(texts, vocab_size)
     eos = tokenizer.eos_token_id
     config = LlamaConfig(
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
         intermediate_size=64, max_position_embeddings=64, vocab_size=len(tokenizer),
-        tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos,
+        tie_word_embeddings=tied, bos_token_id=eos, eos_token_id=eos,
     )  # fmt: skip
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
