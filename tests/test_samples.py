@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import pytest
@@ -160,3 +161,25 @@ def test_a_new_run_over_an_old_folder_samples_its_own_final_weights(
     after = blocks(run_dir / "samples.txt")
     assert [step for step, _ in after] == [4]
     assert after[0][1] != before[1][1]  # the new run's own samples (seed 7)
+
+
+@pytest.mark.parametrize(("new_tokens", "warned"), [(25, False), (30, True)])
+def test_samples_past_the_training_windows_are_warned_once(
+    corpus: Path, tmp_path: Path, data_dir: Path, new_tokens: int, warned: bool
+) -> None:
+    """32-token windows: 'The cat' (7 characters) and 30 new ones run to 37, and positions past
+    32 never got a gradient; 25 new tokens end at 32. The samples are still written."""
+    run_dir = tmp_path / "run"
+    overrides = ("logger=none", "trainer.max_steps=2", f"samples.max_new_tokens={new_tokens}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train_with_samples(run_dir, data_dir, corpus, *overrides)
+    past = [str(w.message) for w in caught if "past the 32-token windows" in str(w.message)]
+    expected = [
+        "samples.max_new_tokens=30: a sample runs to 37 tokens, past the 32-token windows the "
+        "model trains on (data.block_size=32); positions past them get no gradient, so the "
+        "samples' text there is garbage: pass samples.max_new_tokens=25 or fewer, or a larger "
+        "data.block_size"
+    ]
+    assert past == (expected if warned else []), past
+    assert [step for step, _ in blocks(run_dir / "samples.txt")] == [2]

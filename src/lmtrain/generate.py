@@ -30,6 +30,7 @@ with gc_pause.paused_for_imports():
         prompt_ids,
         prompt_problem,
         quote,
+        sequence_length,
     )
     from lmtrain.models.hf import context_length
     from lmtrain.utils.config_checks import check_generate_config
@@ -123,8 +124,9 @@ def warn_past_trained_windows(max_new_tokens: int, loaded: LoadedModel, prompt: 
     block_size = data.get("block_size")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         return
-    prompt_tokens = prompt_ids(loaded.tokenizer, prompt).shape[1]
-    total = prompt_tokens + new_token_budget(loaded.model.config, prompt_tokens, max_new_tokens)
+    prompt_tokens, total = sequence_length(
+        loaded.tokenizer, loaded.model.config, prompt, max_new_tokens
+    )
     if total <= block_size:
         return
     fix = f"max_new_tokens={block_size - prompt_tokens} or fewer"

@@ -26,7 +26,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.generation import generate_text, prompt_problem, quote
+from lmtrain.models.generation import generate_text, prompt_problem, quote, sequence_length
 from lmtrain.models.hf import context_length
 from lmtrain.utils.io import atomic_write
 
@@ -99,6 +99,35 @@ class TextSamples(L.Callback):
                     f"samples.prompts: {quote(prompt)} {problem.reason}: pass {problem.fix} "
                     "in samples.prompts=[...], or turn samples off with callbacks.text_samples=null"
                 )
+        if stage == "fit":
+            self._warn_past_trained_windows(trainer, pl_module, tokenizer)
+
+    def _warn_past_trained_windows(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, tokenizer: Any
+    ) -> None:
+        """Warn when a sample runs past the windows a from-scratch model trains on.
+
+        Positions past data.block_size never get a gradient, so the samples' text there is
+        garbage, and a reader takes it for the model's (as `lmtrain.generate` warns). A
+        pretrained model saw longer text than its fine-tuning windows: not warned.
+        """
+        block_size = getattr(trainer.datamodule, "block_size", None)
+        if getattr(pl_module.hparams, "pretrained", None) or not isinstance(block_size, int):
+            return
+        config = pl_module.model.config
+        lengths = [sequence_length(tokenizer, config, p, self.max_new_tokens) for p in self.prompts]
+        prompt_tokens, total = max(lengths, key=lambda length: length[1], default=(0, 0))
+        if total <= block_size:
+            return
+        fix = f"samples.max_new_tokens={block_size - prompt_tokens} or fewer"
+        if prompt_tokens >= block_size:
+            fix = f"samples.prompts shorter than {block_size} tokens"
+        rank_zero_warn(
+            f"samples.max_new_tokens={self.max_new_tokens}: a sample runs to {total} tokens, "
+            f"past the {block_size}-token windows the model trains on (data.block_size="
+            f"{block_size}); positions past them get no gradient, so the samples' text there is "
+            f"garbage: pass {fix}, or a larger data.block_size"
+        )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """A new run starts its own file: with `overwrite_run=true` its blocks went after the old

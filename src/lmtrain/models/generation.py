@@ -86,6 +86,19 @@ def new_token_budget(config: PretrainedConfig, prompt_tokens: int, max_new_token
     return max_new_tokens if limit is None else max(0, min(max_new_tokens, limit - prompt_tokens))
 
 
+def sequence_length(
+    tokenizer: PreTrainedTokenizerBase, config: PretrainedConfig, prompt: str, max_new_tokens: int
+) -> tuple[int, int]:
+    """(prompt tokens, prompt and new tokens): how long the text `generate_text` writes runs.
+
+    Callers compare it with the windows a from-scratch model trained on (its data.block_size):
+    positions past them never got a gradient (GPT-2 learns one embedding per position), and the
+    text there turns to garbage with nothing said.
+    """
+    prompt_tokens = prompt_ids(tokenizer, prompt).shape[1]
+    return prompt_tokens, prompt_tokens + new_token_budget(config, prompt_tokens, max_new_tokens)
+
+
 def generate_text(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
