@@ -14,7 +14,6 @@ import csv
 import hashlib
 import json
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lmtrain.lightning_compat import accumulating
 from lmtrain.train import train
 from tests.helpers.cli import run_cli, tiny_cli
-from tests.helpers.corpora import one_file_corpus
+from tests.helpers.compose import char_corpus_run
 from tests.helpers.faults import write_marker
 from tests.helpers.killed_runs import (
     assert_same_run,
     finish,
-    kill,
+    kill_at_marker,
     resumable_corpus,
-    start,
     train_command,
 )
 
@@ -98,11 +96,7 @@ def test_best_checkpoint_is_the_best_validation_with_its_weights(
     records = tmp_path / "validations.jsonl"
     run_dir = tmp_path / "run"
     cfg = compose_cfg(
-        "data=text_files",
-        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
-        "data.tokenizer.kind=char",
-        "logger=csv",
-        "callbacks.text_samples=null",
+        *char_corpus_run(tmp_path, "csv"),
         "trainer.max_steps=12",
         "data.batch_size=4",
         "global_batch_size=8",
@@ -178,10 +172,7 @@ def test_kill_during_a_validation_at_a_scheduled_save_redoes_that_validation(
         f"+callbacks.stall.marker={marker}",
         "+callbacks.stall.every=3",
     ]
-    proc = start([*command, *stall], log)
-    while not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+    kill_at_marker([*command, *stall], log, marker)
     step = int(marker.read_text())
     last = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     finish([*command, "ckpt_path=last"], log)

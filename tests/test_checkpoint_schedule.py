@@ -5,8 +5,6 @@ first validation has a checkpoint to resume from; the best checkpoint still wait
 
 from __future__ import annotations
 
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,12 @@ import torch
 from lightning.pytorch import Callback, Trainer
 
 from lmtrain.train import train
-from tests.helpers.corpora import one_file_corpus
+from tests.helpers.compose import char_corpus_run
 from tests.helpers.killed_runs import (
     assert_same_run,
     finish,
-    kill,
+    kill_at_marker,
     resumable_corpus,
-    start,
     train_command,
 )
 
@@ -55,11 +52,7 @@ def test_last_ckpt_follows_the_step_schedule_before_the_first_validation(
     steps = tmp_path / "steps.txt"
     checkpoints = tmp_path / "run" / "checkpoints"
     cfg = compose_cfg(
-        "data=text_files",
-        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
-        "data.tokenizer.kind=char",
-        "logger=none",
-        "callbacks.text_samples=null",
+        *char_corpus_run(tmp_path, "none"),
         "trainer.max_steps=7",
         "trainer.val_check_interval=4",
         "callbacks.model_checkpoint.every_n_train_steps=2",
@@ -103,10 +96,7 @@ def test_kill_before_the_first_validation_resumes_from_the_step_schedule(
         "+callbacks.pause.after_step=14",
         "+callbacks.pause.seconds=600",
     ]
-    proc = start([*command, *pause], log)
-    while not marker.exists() and proc.poll() is None:
-        time.sleep(0.05)
-    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+    kill_at_marker([*command, *pause], log, marker)
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file(), "nothing to resume from: no checkpoint before the first validation"
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10

@@ -21,7 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lmtrain.strategies import consolidate
 from lmtrain.utils.launch import prepare_process
 from tests.helpers import ROOT
-from tests.helpers.cli import run_cli, tiny_cli, wandb_summary
+from tests.helpers.cli import run_cli, run_sweep, tiny_cli, wandb_summary
 from tests.helpers.runs import eval_tiny
 
 
@@ -182,19 +182,15 @@ def test_ddp_job_whose_rank_dies_ends_only_itself_in_a_sweep(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir),
-        "trainer=ddp_cpu",
-        f"hydra.sweep.dir={sweep}",
-        "model.optimizer.lr=1e-3,3e-4",
+    grid = ["trainer=ddp_cpu", "model.optimizer.lr=1e-3,3e-4"]
+    fail_on_rank_1 = [  # in the job with lr 1e-3
         "+callbacks.fail._target_=tests.test_ddp.FailOnRank",
         "+callbacks.fail.rank=1",
         "+callbacks.fail.lr=${model.optimizer.lr}",
         "+callbacks.fail.fail_lrs=[1e-3]",
-        timeout=300,  # a rank left waiting for its dead peer would hang the sweep
-    )
+    ]
+    # A rank left waiting for its dead peer would hang the sweep: a timeout.
+    out = run_sweep(tmp_path, data_dir, sweep, *grid, *fail_on_rank_1, tiny=(), timeout=300)
     assert out.returncode == 1, out.stderr[-3000:]  # after job 1 ran: one job failed
     # Rank 0 saw its peer gone: one line (another_rank_gone), not a traceback, for the job.
     assert "Job 0 (model.optimizer.lr=0.001) failed (exit code 1); the sweep goes on" in out.stdout

@@ -16,6 +16,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import CausalLMModule
 from lmtrain.models.hf import check_context
 from lmtrain.train import train
+from tests.helpers.compose import char_corpus_run
 from tests.helpers.corpora import one_file_corpus
 
 GPT2 = {"n_layer": 2, "n_head": 2, "n_embd": 32, "n_positions": 64, "vocab_size": 97}
@@ -103,11 +104,7 @@ def test_schedule_is_cosine_yaml_warm_up_then_decay_to_the_floor(
     warmup, floor = scheduler.num_warmup_steps, scheduler.min_lr_rate
     total = 2 * warmup  # as long again after the warm-up
     cfg = compose_cfg(
-        "data=text_files",
-        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
-        "data.tokenizer.kind=char",
-        "logger=csv",
-        "callbacks.text_samples=null",
+        *char_corpus_run(tmp_path, "csv"),
         "data.batch_size=4",
         "global_batch_size=8",
         f"trainer.max_steps={total}",
@@ -187,8 +184,7 @@ def test_tokens_seen_counts_on_when_a_run_resumes_with_another_batch_size(
 ) -> None:
     """tokens_seen was derived from the steps and this run's batch size, so a run resumed
     with another data.batch_size recounted every earlier step at the new size."""
-    tiny = ["data=text_files", f"data.source.path={one_file_corpus(tmp_path / 'corpus')}"]
-    tiny += ["data.tokenizer.kind=char", "logger=none", "callbacks.text_samples=null"]
+    tiny = char_corpus_run(tmp_path, "none")
     first = train(compose_cfg(*tiny, "data.batch_size=8", "trainer.max_steps=4"))
     assert first["tokens_seen"] == 4 * 8 * 32  # steps x windows x tokens (TINY: block 32)
     resumed = train(

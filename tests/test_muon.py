@@ -27,12 +27,12 @@ from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import SHRUNK_FAST, TINY_GPT2, TINY_LLAMA
 from tests.helpers.killed_runs import (
     assert_same_run,
-    checkpoint_id,
     finish,
     kill,
     resumable_corpus,
     start,
     train_command,
+    wait_for_saves,
 )
 from tests.helpers.sharded_runs import one_process_fsdp2
 
@@ -272,11 +272,7 @@ def test_muon_run_killed_and_resumed_ends_as_an_uninterrupted_one(
     command = train_command(corpus, data_dir, run_dir, *fast)
     last = run_dir / "checkpoints" / "last.ckpt"
     proc = start(command, log)
-    seen, count = checkpoint_id(last), 0
-    while count < 2 and proc.poll() is None:
-        if checkpoint_id(last) != seen:
-            seen, count = checkpoint_id(last), count + 1
-        time.sleep(0.005)
+    wait_for_saves(proc, last, 2)
     time.sleep(0.05)
     assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)

@@ -33,12 +33,13 @@ from tests.helpers.corpora import write_corpus
 from tests.helpers.killed_runs import (
     STEPS,
     assert_same_run,
-    checkpoint_id,
     finish,
     kill,
     resumable_corpus,
     start,
     train_command,
+    uninterrupted_run,
+    wait_for_saves,
 )
 
 
@@ -50,9 +51,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir: Path) -> Path:
     """The uninterrupted run every resumed one is compared with."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    finish(train_command(corpus, data_dir, run_dir), run_dir.parent / "train.out")
-    return run_dir
+    return uninterrupted_run(tmp_path_factory.mktemp("reference"), corpus, data_dir)
 
 
 @pytest.mark.slow
@@ -69,11 +68,7 @@ def test_run_killed_three_times_and_resumed_ends_as_an_uninterrupted_one(
         proc = start([*command, *(["ckpt_path=last"] if attempt else [])], log)
         # Kill at a random moment after this attempt's 1st, 2nd or 3rd checkpoint: anywhere in a
         # step, a validation or a save, yet early enough to leave steps for the next attempts.
-        saves, seen = rng.randint(1, 3), checkpoint_id(last)
-        while saves and proc.poll() is None:
-            if checkpoint_id(last) != seen:
-                saves, seen = saves - 1, checkpoint_id(last)
-            time.sleep(0.005)
+        wait_for_saves(proc, last, rng.randint(1, 3))
         delays.append(rng.uniform(0, 0.15))
         time.sleep(delays[-1])
         returncode = kill(proc)

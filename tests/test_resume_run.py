@@ -34,6 +34,8 @@ from tests.helpers.killed_runs import (
     resumable_corpus,
     start,
     train_command,
+    uninterrupted_run,
+    wait_for_saves,
 )
 
 FINAL_WEIGHTS = "+callbacks.final_weights.path="
@@ -53,9 +55,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir: Path) -> Path:
     """The uninterrupted run a resumed one is compared with."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    finish(train_command(corpus, data_dir, run_dir), run_dir.parent / "train.out")
-    return run_dir
+    return uninterrupted_run(tmp_path_factory.mktemp("reference"), corpus, data_dir)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +73,7 @@ def killed_run(tmp_path_factory: pytest.TempPathFactory, corpus: Path, data_dir:
     ]
     last, log = run_dir / "checkpoints" / "last.ckpt", run_dir.parent / "train.out"
     proc = start(command, log)
-    while not last.exists() and proc.poll() is None:
-        time.sleep(0.01)
+    wait_for_saves(proc, last, 1)
     time.sleep(0.2)
     assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
     assert step_of(run_dir) < STEPS

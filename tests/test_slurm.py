@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_sweep
 
 
 def test_slurm_launcher_asks_sbatch_for_one_task_per_device(
@@ -83,14 +83,14 @@ def test_a_sweep_over_job_sizes_under_the_slurm_launcher_is_refused(
     for tool in ("srun", "sbatch"):
         (bin_dir / tool).write_text(f"#!/bin/sh\ntouch {tmp_path}/{tool}-ran\nexit 1\n")
         (bin_dir / tool).chmod(0o755)
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir),
-        "hydra/launcher=slurm",
+    out = run_sweep(
+        tmp_path,
+        data_dir,
+        tmp_path / "sweep",
         "trainer=ddp_cpu",
         sweep,
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        launcher="slurm",
+        tiny=(),
         env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
     )
     line = assert_one_line_error(out, f"so a sweep over {sweep.split('=')[0]} would run each job")
@@ -118,16 +118,12 @@ def test_requeued_job_resumes_from_last_ckpt_in_the_same_wandb_run(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "-m",
-        "hydra/launcher=slurm_local",
-        *tiny_cli(tmp_path, data_dir),
-        f"hydra.sweep.dir={sweep}",
-        # last.ckpt is written at the validation after step 2; preempted during step 3.
+    # last.ckpt is written at the validation after step 2; preempted during step 3.
+    preempt = [
         "+callbacks.preempt._target_=tests.test_slurm.Preempt",
         "+callbacks.preempt.at_step=2",
-    )
+    ]
+    out = run_sweep(tmp_path, data_dir, sweep, *preempt, launcher="slurm_local", tiny=())
     # The sweep ends with its job failed (SLURM's requeue is played by hand below): exit 1.
     assert out.returncode == 1, out.stderr[-3000:]
     assert "error: 1 of 1 jobs of the sweep under" in out.stderr

@@ -19,7 +19,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain.utils.sweep_ledger import sweep_jobs
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_sweep
 
 # submitit waits this long for a finished job's result file before it gives up on it.
 SUBMITIT_RESULT_WAIT_S = 15
@@ -52,18 +52,13 @@ def test_a_killed_job_fails_the_sweep_in_one_line_after_every_job_ran(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "-m",
-        "hydra/launcher=slurm_local",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        f"hydra.sweep.dir={sweep}",
+    life = [
         f"+callbacks.life._target_={__name__}.KillOrOutlast",
         "+callbacks.life.role=kill,outlast",  # job 0 is killed, job 1 outlasts it
         f"+callbacks.life.marker={tmp_path / 'killed'}",
         f"+callbacks.life.linger_s={SUBMITIT_RESULT_WAIT_S + 5}",
-        timeout=300,
-    )
+    ]
+    out = run_sweep(tmp_path, data_dir, sweep, *life, launcher="slurm_local", timeout=300)
     assert out.returncode == 1, out.stderr[-3000:]
     assert_one_line_error(
         out, f"error: 1 of 2 jobs of the sweep under {sweep} failed (0: no metrics.json (killed?))"

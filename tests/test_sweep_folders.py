@@ -23,11 +23,15 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain import report
 from tests.helpers.assertions import assert_one_line_error, tree_digest
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_cli, run_sweep, tiny_cli
 from tests.helpers.corpora import one_file_corpus
 from tests.test_sweeps import sabotage
 
 pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+# The Optuna searches' size: 2 trials of a model as wide as TINY's.
+TWO_TRIALS = ("hydra.sweeper.n_trials=2", "model.config.n_embd=32")
 
 
 def report_rows(sweep: Path) -> list[tuple[int, dict[str, str], dict[str, float]]]:
@@ -40,14 +44,7 @@ def first_sweep(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Pat
     """A finished 2-trial Optuna search (2 job folders and optimization_results.yaml)."""
     tmp_path = tmp_path_factory.mktemp("first")
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "hparams_search=optuna",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        "hydra.sweeper.n_trials=2",
-        "model.config.n_embd=32",
-        f"hydra.sweep.dir={sweep}",
-    )
+    out = run_sweep(tmp_path, data_dir, sweep, *TWO_TRIALS, optuna=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert (sweep / "optimization_results.yaml").is_file()
     return sweep
@@ -57,16 +54,11 @@ def test_a_second_sweep_into_a_sweep_folder_is_refused_and_changes_nothing(
     first_sweep: Path, tmp_path: Path, data_dir: Path
 ) -> None:
     before, rows = tree_digest(first_sweep), report_rows(first_sweep)
-    for search in (
-        ["-m", "model.optimizer.lr=5e-2,9e-2"],
-        ["hparams_search=optuna", "hydra.sweeper.n_trials=1"],
+    for optuna, search in (
+        (False, "model.optimizer.lr=5e-2,9e-2"),
+        (True, "hydra.sweeper.n_trials=1"),
     ):
-        out = run_cli(
-            "train",
-            *search,
-            *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-            f"hydra.sweep.dir={first_sweep}",
-        )
+        out = run_sweep(tmp_path, data_dir, first_sweep, search, optuna=optuna)
         assert_one_line_error(
             out,
             f"hydra.sweep.dir={first_sweep} already holds another sweep's jobs "
@@ -87,13 +79,12 @@ def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
     sweep = tmp_path / "sweep"
     shutil.copytree(first_sweep, sweep)
     job_1 = tree_digest(sweep / "1")
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+    out = run_sweep(
+        tmp_path,
+        data_dir,
+        sweep,
         "model.optimizer.lr=5e-2",
         "overwrite_run=true",
-        f"hydra.sweep.dir={sweep}",
         *sabotage(fail=[0]),
     )
     assert out.returncode == 1, out.stderr[-3000:]
@@ -126,14 +117,7 @@ def test_a_subdir_two_jobs_could_share_is_refused_before_any_job(
     resume read the wrong seed (red team rev_sweep)."""
     sweep = tmp_path / "sweep"
     subdir = "lr_${model.optimizer.lr}"
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        *sweep_args,
-        f"hydra.sweep.subdir={subdir}",
-        f"hydra.sweep.dir={sweep}",
-    )
+    out = run_sweep(tmp_path, data_dir, sweep, *sweep_args, f"hydra.sweep.subdir={subdir}")
     line = assert_one_line_error(out, f"error: hydra.sweep.subdir={subdir} does not name {missing}")
     assert line.endswith("or leave it at its default ${hydra.job.num}"), line
     assert not list(sweep.glob("*/.hydra"))
@@ -145,13 +129,12 @@ def test_override_dirname_without_an_excluded_key_the_sweep_varies_is_refused(
     """configs/hydra/default.yaml leaves paths.* out of override_dirname: two data folders gave
     two jobs one folder (red team rev_diff11)."""
     subdir = "${hydra.job.override_dirname}"
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
+    out = run_sweep(
+        tmp_path,
+        data_dir,
+        tmp_path / "sweep",
         f"paths.data_dir={tmp_path / 'd1'},{tmp_path / 'd2'}",
         f"hydra.sweep.subdir={subdir}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
     )
     assert_one_line_error(out, f"hydra.sweep.subdir={subdir} does not name paths.data_dir")
 
@@ -163,14 +146,14 @@ def test_sweeps_over_a_mandatory_key_or_named_by_group_choice_run(
     """data.source.path is `???` in the sweep's own config: the start check read it as a key the
     config lacks, and refused a sweep over corpora; a group's choice in the subdir names each
     job, and was refused too (red team rev_diff11)."""
-    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "callbacks.text_samples=null")
     sweep = tmp_path / "sweep"
     if over == "corpora":
         corpora = [one_file_corpus(tmp_path / name, seed=i) for i, name in enumerate("ab")]
         swept = ["logger=csv", f"data.source.path={corpora[0]},{corpora[1]}"]
     else:
         swept = ["logger=csv,none", "hydra.sweep.subdir=${hydra:runtime.choices.logger}"]
-    out = run_cli("train", "-m", *cli, *swept, f"hydra.sweep.dir={sweep}")
+    tiny = ("trainer.max_steps=2", "callbacks.text_samples=null")
+    out = run_sweep(tmp_path, data_dir, sweep, *swept, tiny=tiny)
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(list(sweep.glob("*/metrics.json"))) == 2
 
@@ -182,22 +165,18 @@ def test_a_maximizing_search_given_as_a_list_scores_a_failed_trial_worst(
     it was never "maximize", so the failed trial scored +inf and was the study's best (rev_sweep).
     Several objectives are refused before any trial: a job returns one value."""
     sweep = tmp_path / "sweep"
-    cli = [
-        "train",
-        "hparams_search=optuna",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        "hydra.sweeper.n_trials=2",
-        "model.config.n_embd=32",
-        f"hydra.sweep.dir={sweep}",
-    ]
-    out = run_cli(*cli, "hydra.sweeper.direction=[maximize]", *sabotage(fail=[1]))
+    maximize = ["hydra.sweeper.direction=[maximize]", *sabotage(fail=[1])]
+    out = run_sweep(tmp_path, data_dir, sweep, *TWO_TRIALS, *maximize, optuna=True)
     assert out.returncode == 1, out.stderr[-3000:]  # one failed trial fails the sweep
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"]
     assert best == json.loads((sweep / "0" / "metrics.json").read_text())["val/loss"]
-    both = run_cli(
-        *cli[:-1],
-        f"hydra.sweep.dir={tmp_path / 'two'}",
+    both = run_sweep(
+        tmp_path,
+        data_dir,
+        tmp_path / "two",
+        *TWO_TRIALS,
         "hydra.sweeper.direction=[maximize,minimize]",
+        optuna=True,
     )
     assert_one_line_error(
         both,
@@ -212,14 +191,8 @@ def test_a_job_the_nan_guard_stops_is_a_diverged_result_not_a_failure(
     """scaling.md: "a diverged job is a result, not a failure"; with the default
     model.nan_guard=stop, the guard's stop made it a failure, and the sweep exited 1 (rev_sweep)."""
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "-m",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        "seed=1,2",
-        "callbacks.text_samples=null",
-        f"hydra.sweep.dir={sweep}",
-        *sabotage(nan=[1]),
+    out = run_sweep(
+        tmp_path, data_dir, sweep, "seed=1,2", "callbacks.text_samples=null", *sabotage(nan=[1])
     )
     assert out.returncode == 0, out.stderr[-3000:]
     log = (sweep / "1" / "train.log").read_text()
@@ -233,15 +206,7 @@ def test_a_search_whose_every_trial_failed_keeps_no_best_value(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "hparams_search=optuna",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        "hydra.sweeper.n_trials=2",
-        "model.config.n_embd=32",
-        f"hydra.sweep.dir={sweep}",
-        *sabotage(fail=[0, 1]),
-    )
+    out = run_sweep(tmp_path, data_dir, sweep, *TWO_TRIALS, *sabotage(fail=[0, 1]), optuna=True)
     assert out.returncode == 1, out.stderr[-3000:]
     assert out.stderr.strip().splitlines()[-1] == (
         f"error: 2 of 2 jobs of the sweep under {sweep} failed (job 0 in 0: RuntimeError: "
@@ -273,13 +238,7 @@ def test_an_empty_or_non_positive_log_search_range_is_one_line(
     tmp_path: Path, data_dir: Path, space: str, shown: str, optuna_says: str
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "hparams_search=optuna",
-        *tiny_cli(tmp_path, data_dir),
-        space,
-        f"hydra.sweep.dir={sweep}",
-    )
+    out = run_sweep(tmp_path, data_dir, sweep, space, optuna=True, tiny=())
     assert_one_line_error(
         out, f"the search space {shown} is not a range Optuna can sample", optuna_says
     )
@@ -335,13 +294,8 @@ def test_the_slurm_launcher_without_srun_is_one_line(tmp_path: Path, data_dir: P
             if tool.name not in SLURM_COMMANDS and not link.exists() and os.access(tool, os.X_OK):
                 link.symlink_to(tool)
     assert shutil.which("sh", path=path) and shutil.which("srun", path=path) is None
-    out = run_cli(
-        "train",
-        "-m",
-        "hydra/launcher=slurm",
-        *tiny_cli(tmp_path, data_dir),
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-        env={"PATH": str(path)},
+    out = run_sweep(
+        tmp_path, data_dir, tmp_path / "sweep", launcher="slurm", tiny=(), env={"PATH": str(path)}
     )
     assert_one_line_error(
         out, "this machine has no srun", "hydra/launcher=slurm_local", "SLURM login node"
@@ -373,16 +327,8 @@ def test_ddp_job_under_the_submitit_launcher_starts_its_ranks_as_lmtrain(
     tmp_path: Path, data_dir: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    out = run_cli(
-        "train",
-        "-m",
-        "hydra/launcher=slurm_local",
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
-        *tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv"),
-        f"hydra.sweep.dir={sweep}",
-        timeout=240,
-    )
+    ddp = ("trainer=ddp_cpu", "trainer.devices=2")
+    out = run_sweep(tmp_path, data_dir, sweep, *ddp, launcher="slurm_local", timeout=240)
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((sweep / "0" / "metrics.json").read_text())
     assert metrics["tokens_seen"] == 2 * 2 * 8 * 32  # steps x ranks x batch x block

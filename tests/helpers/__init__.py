@@ -5,7 +5,8 @@ other.
   one list of overrides that makes a training run tiny (`TINY`; its model part `TINY_GPT2`, or
   `TINY_LLAMA` in its place).
 - `cli`: the entry points run as a user runs them (`run_cli`), the overrides of a tiny CLI run
-  (`tiny_cli`), and what an offline W&B run recorded.
+  (`tiny_cli`), a sweep of tiny runs (`run_sweep`), and what an offline W&B run
+  recorded.
 - `corpora`: the text the tests write (word-list documents, a play, documents laid out to trip
   a pipeline up, in several formats) and readers of what the data pipeline made of it.
 - `runs`: tiny models trained, exported and evaluated in-process, and reloaded without lmtrain.

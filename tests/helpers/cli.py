@@ -1,5 +1,5 @@
 """lmtrain's entry points run as a user runs them, `python -m lmtrain.<module> key=value ...`,
-the overrides of a tiny CLI run, and what an offline W&B run recorded."""
+the overrides of a tiny CLI run, a sweep of tiny runs, and what an offline W&B run recorded."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tests.helpers import ROOT
@@ -62,6 +62,36 @@ def tiny_cli(
         f"paths.log_dir={tmp_path / 'logs'}",
         *overrides,
     ]
+
+
+# The tiny overrides of most sweeps' jobs: 2 steps, metrics in csv/ (no W&B run to wait for).
+SWEEP_JOB = ("trainer.max_steps=2", "logger=csv")
+
+
+def run_sweep(
+    tmp_path: Path,
+    data_dir: Path,
+    sweep: Path,
+    *overrides: str,
+    optuna: bool = False,
+    launcher: str | None = None,
+    tiny: Sequence[str] = SWEEP_JOB,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess[str]:
+    """A sweep of `python -m lmtrain.train` into the folder `sweep`: `-m` (with `optuna`, an
+    Optuna search, `hparams_search=optuna`) under `hydra/launcher=<launcher>` (the configured
+    launcher when None), of `tiny_cli` runs with `tiny`, then `overrides`, added."""
+    return run_cli(
+        "train",
+        "hparams_search=optuna" if optuna else "-m",
+        *([f"hydra/launcher={launcher}"] if launcher else []),
+        *tiny_cli(tmp_path, data_dir, *tiny),
+        *overrides,
+        f"hydra.sweep.dir={sweep}",
+        env=env,
+        timeout=timeout,
+    )
 
 
 def fast_dev_run_cli(corpus: Path, tmp_path: Path) -> list[str]:

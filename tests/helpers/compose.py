@@ -3,7 +3,8 @@
 `compose` is the one way tests build a config: conftest's per-test `compose_cfg` fixture and the
 module-scoped fixtures that train once per file both call it. `TINY` is the one list that makes a
 training run small and short; a test that needs more (20 steps to learn, a batch of 4 to cut
-epochs at a chosen place) says so with its own overrides after it.
+epochs at a chosen place) says so with its own overrides after it; `char_corpus_run` adds the
+data and logger of an in-process run on a one-file corpus.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from tests.helpers import ROOT
+from tests.helpers.corpora import one_file_corpus
 
 CONFIG_DIR = ROOT / "configs"
 
@@ -67,6 +69,18 @@ SHRUNK_FAST = [
     "data.batch_size=32",
     "trainer.max_steps=60",
 ]
+
+
+def char_corpus_run(tmp_path: Path, logger: str) -> list[str]:
+    """Overrides, after `TINY`, for a run on a fresh `one_file_corpus` in tmp_path/corpus with a
+    char tokenizer, the logger `logger` and no text samples."""
+    return [
+        "data=text_files",
+        f"data.source.path={one_file_corpus(tmp_path / 'corpus')}",
+        "data.tokenizer.kind=char",
+        f"logger={logger}",
+        "callbacks.text_samples=null",
+    ]
 
 
 def compose(name: str, run_dir: Path, data_dir: Path, *overrides: str) -> DictConfig:

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,14 @@ def train_command(corpus: Path, data_dir: Path, run_dir: Path, *extra: str) -> l
     return [*command, f"hydra.run.dir={run_dir}"]
 
 
+def uninterrupted_run(folder: Path, corpus: Path, data_dir: Path) -> Path:
+    """`RESUMABLE_RUN` on `corpus` trained to its end in folder/run (its output in
+    folder/train.out): what a killed and resumed run is compared with."""
+    run_dir = folder / "run"
+    finish(train_command(corpus, data_dir, run_dir), folder / "train.out")
+    return run_dir
+
+
 def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
     """The run in its own process group, so a kill reaches DDP's other rank too."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
@@ -106,6 +115,25 @@ def finish(command: list[str], log: Path) -> None:
     """Run `command` to its end; it must succeed (its output is appended to `log`)."""
     proc = start(command, log)
     assert proc.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+
+def kill_at_marker(command: list[str], log: Path, marker: Path) -> None:
+    """Start `command` and SIGKILL it once `marker` exists (written by a callback of the run
+    where it stalls); it must still be running then."""
+    proc = start(command, log)
+    while not marker.exists() and proc.poll() is None:
+        time.sleep(0.05)
+    assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
+
+
+def wait_for_saves(proc: subprocess.Popen[bytes], path: Path, saves: int) -> None:
+    """Return once `path` has been saved `saves` more times (see `checkpoint_id`), or the run
+    has ended."""
+    seen = checkpoint_id(path)
+    while saves and proc.poll() is None:
+        if checkpoint_id(path) != seen:
+            saves, seen = saves - 1, checkpoint_id(path)
+        time.sleep(0.005)
 
 
 def checkpoint_id(path: Path) -> tuple[int, int] | None:
