@@ -261,7 +261,8 @@ def dotted_keys(node: dict[str, Any], prefix: str = "") -> list[str]:
 
 
 def with_model_tokenizer(data_cfg: DictConfig, loaded: LoadedModel, output_dir: Path) -> DictConfig:
-    """`data_cfg` reading its corpus with the model's tokenizer, saved in this run's folder."""
+    """`data_cfg` reading its corpus with the model's tokenizer, saved in this run's folder (the
+    cache is keyed by its files, not their folder: the next eval of the model reuses it)."""
     tokenizer_dir = output_dir / "tokenizer"
     save_tokenizer(loaded.tokenizer, tokenizer_dir)  # loads again, as the cache's copy does
     data_cfg.tokenizer = {"kind": "pretrained", "name": str(tokenizer_dir), "vocab_size": None}

@@ -106,26 +106,29 @@ def no_tokenizer_files(name: str) -> str:
 
 
 def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
-    """The name, plus the sha256 of each file that defines a local folder's tokenizer.
+    """A local folder's tokenizer by content: the sha256 of each file that defines it; a hub id
+    by its name.
 
     Any edit (a new eos token in tokenizer_config.json, a changed merge, a sentencepiece model)
     rebuilds the cache, even one that keeps a file's size and mtime. The files are small next to
     the corpus (a few MB for the largest vocabularies), so hashing them costs milliseconds; the
-    model weights a folder may also hold are not read. A hub id is covered by its name.
+    model weights a folder may also hold are not read. Where the folder lies is left out: the
+    same files elsewhere (a folder moved, the copy of the model's tokenizer each lmtrain.eval run
+    saves in its own run folder) find the same cache, and other files another one.
     """
-    relevant: dict[str, Any] = {"name": settings.name}
     folder = Path(str(settings.name)).expanduser()
-    if settings.name and folder.is_dir():
-        relevant["files"] = {
-            name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
-            for name in tokenizer_files(folder)
-        }
-        # A tokenizer.json with truncation or padding cut (or padded) the corpus before they
-        # were turned off for it (lmtrain.data.encode): a cache built then must not be reused.
-        # Only such folders get the key, so every other cache keeps its fingerprint.
-        full = _json_object(folder / "tokenizer.json")
-        if full.get("truncation") or full.get("padding"):
-            relevant["documents_whole"] = True
+    files = tokenizer_files(folder) if settings.name and folder.is_dir() else []
+    if not files:  # a hub id (or a folder with no tokenizer, which loading refuses)
+        return {"name": settings.name}
+    relevant: dict[str, Any] = {
+        "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
+    }
+    # A tokenizer.json with truncation or padding cut (or padded) the corpus before they were
+    # turned off for it (lmtrain.data.encode): a cache built then must not be reused. Only such
+    # folders get the key, so every other cache keeps its fingerprint.
+    full = _json_object(folder / "tokenizer.json")
+    if full.get("truncation") or full.get("padding"):
+        relevant["documents_whole"] = True
     return relevant
 
 

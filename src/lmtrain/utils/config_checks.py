@@ -34,7 +34,7 @@ from lmtrain.utils.config_keys import (
     check_metric_names,
     check_top_level_keys,
 )
-from lmtrain.utils.eval_checks import check_eval_val_limit
+from lmtrain.utils.eval_checks import check_eval_tokenizer, check_eval_val_limit
 from lmtrain.utils.filename_fields import check_filename_fields
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
@@ -200,6 +200,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     if cfg.get("data") is not None:
         check_data(plain(cfg.data), problems, tokenizer=False)  # the model's own tokenizer
+        check_eval_tokenizer(cfg.data, problems)  # so a typed data.tokenizer... is refused
     problems.raise_if_any()
 
 
