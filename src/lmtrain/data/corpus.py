@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from lmtrain.data.json_records import warn_json_lines
-from lmtrain.data.read_errors import check_not_archive, reading
+from lmtrain.data.read_errors import check_not_archive, reading, refuse_nul
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
 from lmtrain.utils.checks import Problems
 
@@ -82,8 +82,8 @@ def is_val_file(relative_path: str, val_fraction: float) -> bool:
 
 
 def file_hash(relative_path: str) -> int:
-    """A file's place in [0, 10000): below `val_fraction * 10000` is val."""
-    return zlib.crc32(relative_path.encode("utf-8")) % 10_000
+    """A file's place in [0, 10000): below `val_fraction * 10000` is val; any name's bytes."""
+    return zlib.crc32(relative_path.encode("utf-8", "surrogateescape")) % 10_000
 
 
 def is_val_index(index: int, val_fraction: float) -> bool:
@@ -225,9 +225,9 @@ def open_text(path: Path) -> IO[str]:
 
 
 def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
-    """The file's text in pieces of about `block_chars` characters (see `cut_pieces`)."""
+    """The file's text in pieces of about `block_chars` characters (see `cut_pieces`), no NUL."""
     with reading(path), open_text(path) as f:
-        yield from cut_pieces(iter(partial(f.read, block_chars), ""), block_chars)
+        yield from cut_pieces(refuse_nul(path, iter(partial(f.read, block_chars), "")), block_chars)
 
 
 def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:

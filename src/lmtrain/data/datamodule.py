@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -34,6 +35,8 @@ from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
 from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
+
+BASE_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "_base.yaml"
 
 
 def run_folder() -> str | None:
@@ -102,7 +105,14 @@ def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
             f'tokenizer={tokenizer!r:.60} is not a tokenizer setting: pass a kind ("char", '
             '"bpe") or a mapping such as {"kind": "pretrained", "name": <folder or hub id>}'
         )
-    return source, {"kind": tokenizer} if isinstance(tokenizer, str) else tokenizer
+    return source, kind_settings(tokenizer) if isinstance(tokenizer, str) else tokenizer
+
+
+def kind_settings(kind: str) -> dict[str, Any]:
+    """`data.tokenizer` of configs/data/_base.yaml with `kind`, as `data.tokenizer.kind=<kind>`
+    gives on the command line: a bare "bpe" had no vocab_size ("None is not a whole number")."""
+    base = yaml.safe_load(BASE_DATA_CONFIG.read_text(encoding="utf-8"))
+    return {**base["tokenizer"], "kind": kind}
 
 
 class TextDataModule(LightningDataModule):

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lmtrain.data.file_walk import lmtrain_folder
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, MissingCorpusError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,13 @@ def local_builder(path: str) -> tuple[str, str | list[str] | None]:
     local = Path(path).expanduser()
     suffix = Path(local.name.removesuffix(compression_suffix(local.name))).suffix
     if suffix in BUILDERS and (local.is_file() or glob.has_magic(path)):
+        found = local.is_file() or any(map(os.path.isfile, glob.iglob(str(local), recursive=True)))
+        if not found:
+            # datasets read no file: a traceback, or "holds no rows" as if a file were empty
+            raise MissingCorpusError(
+                path,
+                f"data.source.path={path!r} matches no file: pass an existing file, folder or glob",
+            )
         return BUILDERS[suffix], str(local)
     if (local / "state.json").is_file() and (local / "dataset_info.json").is_file():
         # One Dataset saved with save_to_disk: its rows are the Arrow files, in name order.

@@ -14,8 +14,8 @@ from __future__ import annotations
 import codecs
 import gzip
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
@@ -23,6 +23,8 @@ from lmtrain.errors import LMTrainError, find_cause, first_line
 LEAVE_OUT = "or leave it out of data.source.path"
 # Where a tar member header holds its magic ("ustar"): archives pass as UTF-8 text otherwise.
 TAR_MAGIC_OFFSET = 257
+# Bytes of a file's start searched for a NUL byte, as git and grep do to tell binary from text.
+HEAD_BYTES = 8192
 # What gzip raises for a file cut short, a damaged stream, or one that is not gzip at all.
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
@@ -205,16 +207,20 @@ def columns_problem(err: BaseException) -> str | None:
 
 def check_not_archive(path: Path) -> None:
     """Refuse a file (gunzipped for .gz) whose first bytes say it is not UTF-8 text: a tar
-    archive, compressed data, UTF-16 or UTF-32 text.
+    archive, compressed data, UTF-16 or UTF-32 text, or (a NUL byte) binary data or UTF-16/32
+    text without a byte order mark.
 
     A tar header is ASCII and NUL bytes, valid UTF-8, so without this a `tar czf corpus.gz dir`
     trains on headers and padding, silently. The others fail to decode (a zip of stored text may
     not), and "not UTF-8 text" would suggest converting from latin-1: garbage, written to disk.
+    NUL is valid UTF-8 too: a `.bin` of token ids or UTF-16 text decoded as text, silently.
     """
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rb") as f:
             head = f.read(TAR_MAGIC_OFFSET + 5)
+            with suppress(OSError, *GZIP_ERRORS):  # a .gz cut short: its first bytes still tell
+                head += f.read(HEAD_BYTES - len(head))
     except (OSError, *GZIP_ERRORS):
         return  # the read itself reports it
     if head[TAR_MAGIC_OFFSET:].startswith(b"ustar"):
@@ -225,6 +231,41 @@ def check_not_archive(path: Path) -> None:
     problem = not_text_problem(head, path.name)
     if problem is not None:
         raise LMTrainError(f"{str(path)!r}{problem}")
+    if b"\x00" in head:
+        raise nul_error(path, head.index(b"\x00"))
+
+
+def refuse_nul(path: Path, blocks: Iterable[str]) -> Iterator[str]:
+    """The text blocks read from `path`, refused at the first that holds a NUL character (past
+    the start `check_not_archive` searched): binary data or UTF-16/32 text, not UTF-8 text."""
+    for block in blocks:
+        if "\x00" in block:
+            raise nul_error(path, first_nul(path))
+        yield block
+
+
+def first_nul(path: Path, block_bytes: int = 1 << 20) -> int | None:
+    """The offset of the first NUL byte of `path` (gunzipped for .gz), or None if there is none
+    or the file cannot be read that far; searched only once a NUL was found in its text."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    fed = 0
+    with suppress(OSError, *GZIP_ERRORS), opener(path, "rb") as f:
+        while block := f.read(block_bytes):
+            if (at := block.find(b"\x00")) >= 0:
+                return fed + at
+            fed += len(block)
+    return None
+
+
+def nul_error(path: Path, offset: int | None) -> LMTrainError:
+    """One line for a file that holds a NUL byte (at `offset`, where known): never in text."""
+    at = f" at byte {offset}" if offset is not None else ""
+    return LMTrainError(
+        f"{str(path)!r} holds a NUL byte{at}: it is binary data, or UTF-16/UTF-32 text without "
+        "a byte order mark, not UTF-8 text: if it is UTF-16 text convert it, e.g. "
+        f"`{conversion(path.name, 'utf-16le')}`, else remove it or narrow data.source.path "
+        "(a glob such as '*.txt') to leave it out"
+    )
 
 
 def not_text_problem(head: bytes, name: str) -> str | None:

@@ -138,13 +138,16 @@ def _check_bpe(settings: TokenizerSettings, problems: Problems) -> None:
         MIN_BPE_VOCAB_SIZE,
         maximum=MAX_BPE_VOCAB_SIZE,
     )
-    problems.number(
-        "data.tokenizer.train_sample_mb",
-        settings.train_sample_mb,
-        low=0,
-        low_open=True,
-        optional=True,
+    sample_mb = settings.train_sample_mb
+    positive = problems.number(
+        "data.tokenizer.train_sample_mb", sample_mb, low=0, low_open=True, optional=True
     )
+    if positive and sample_mb is not None and int(float(sample_mb) * MB) < 1:
+        # `_train_sample` reads int(MB * value) bytes: none was a ZeroDivisionError in `sample`.
+        problems.add(
+            f"data.tokenizer.train_sample_mb={sample_mb!r} is below one byte: pass e.g. 256, "
+            "or null for all the text"
+        )
 
 
 KINDS: dict[str, TokenizerKind] = {
