@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -54,8 +55,10 @@ from lmtrain.utils.instantiate import (
     instantiate_loggers,
     instantiate_trainer,
 )
-from lmtrain.utils.io import write_json
 from lmtrain.utils.task import finish_wandb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_out import check_out, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # trainer.precision values the raw loop reproduces (bf16-mixed: autocast, as Lightning's).
@@ -128,6 +131,12 @@ def raw_loop_problem(cfg: DictConfig) -> str | None:
             f"trainer.precision={precision}: the raw loop mirrors only "
             f"{', '.join(RAW_PRECISIONS)}: pass one of those"
         )
+    if trainer.get("max_epochs") not in (None, -1) or trainer.get("max_time") is not None:
+        key = "max_epochs" if trainer.get("max_epochs") not in (None, -1) else "max_time"
+        return (
+            f"trainer.{key}={trainer[key]}: Lightning would stop there, the raw loop runs "
+            "--steps steps over as many epochs as they take: leave it out"
+        )
     if trainer.get("accumulate_grad_batches", 1) != 1:
         return (
             f"trainer.accumulate_grad_batches={trainer.accumulate_grad_batches}: the raw loop "
@@ -173,26 +182,6 @@ def read_corpus_from(data: Path | None) -> None:
         if not data.is_file():
             sys.exit(f"error: --data {data} is not a file: pass Tiny Shakespeare's input.txt")
         SIZES["shakespeare_char"].append(f"data.source.path={data.resolve()}")
-
-
-def check_out(out: Path) -> None:
-    """Before measuring, exit with one `error:` line unless results can be merged into `out`:
-    its folder exists or can be created, and is writable; a file already there (what other
-    benchmarks wrote) holds a JSON object."""
-    if out.is_dir():
-        sys.exit(f"error: --out {out} is a folder: pass a .json file's path")
-    folder = next(p for p in (out.absolute().parent, *out.absolute().parents) if p.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-        problem = "not a folder" if not folder.is_dir() else "not writable"
-        sys.exit(f"error: --out {out}: {folder} is {problem}: pass a path in a writable folder")
-    if out.exists():
-        try:
-            report = json.loads(out.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            sys.exit(f"error: --out {out} is not JSON ({err}): pass another path, or move it away")
-        if not isinstance(report, dict):
-            kind = type(report).__name__
-            sys.exit(f"error: --out {out} holds a JSON {kind}, not an object: pass another path")
 
 
 def prepare_corpus(cfg: DictConfig, data: Path | None) -> None:
@@ -291,6 +280,17 @@ def run_lightning(cfg: DictConfig, warmup: int) -> float:
     return tokens_per_second(clock.times, warmup, cfg.data.batch_size * cfg.data.block_size)
 
 
+def epochs(loader: Any) -> Iterator[torch.Tensor]:
+    """`loader`'s batches epoch after epoch, as Lightning's fit loop reads them: `set_epoch` on
+    its sampler, then a new iterator (ResumableWindowSampler's epoch e+1 goes on in the stream
+    where epoch e stopped, as under the trainer, instead of drawing epoch e's windows again)."""
+    for epoch in itertools.count():
+        set_epoch = getattr(loader.sampler, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+        yield from loader
+
+
 def run_raw(cfg: DictConfig, warmup: int) -> float:
     """The loop a researcher would write by hand: forward, loss, backward, clip, step, zero."""
     L.seed_everything(cfg.seed)
@@ -309,7 +309,7 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
     scheduler = module.scheduler_factory(optimizer, num_training_steps=cfg.trainer.max_steps)
     datamodule.setup("fit")
     times = []
-    batches = iter(datamodule.train_dataloader())
+    batches = epochs(datamodule.train_dataloader())
     for _ in range(cfg.trainer.max_steps):
         windows = next(batches).to(device)
         with autocast:  # the same model call as under Lightning (no KV cache)
@@ -441,7 +441,7 @@ def main() -> None:
         report[key] = {**(report.get(key) if isinstance(report.get(key), dict) else {}), **values}
     report.pop("machine", None)  # older files: one for all; now in each size's settings
     report.pop("overhead_measured_at", None)  # older files: now each size's settings
-    write_json(args.out, report)
+    write_report(args.out, report)
     header = f"{'lightning tok/s':>16} {'raw tok/s':>10} {'ratio':>6} {'[min, max]':>14}"
     print(f"\n{'size':>16} {header} {'ms/step':>8} {'+ms':>6}")
     for size, r in results.items():

@@ -345,10 +345,9 @@ def main() -> None:
         return
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the bare tokenizer gets every core
     from lmtrain.data.encode import default_workers
-    from lmtrain.utils.io import write_json
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench import check_out
+    from bench_out import check_out, write_report
 
     check_out(args.out)
     args.workers = args.workers or default_workers()
@@ -386,7 +385,7 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    write_json(args.out, report)
+    write_report(args.out, report)
     print(
         f"\n{'MB':>4} {'prepare':>8} {'bare':>6} {'ratio':>6} {'vs fast':>7} {'PSS MB':>6} hf map"
     )

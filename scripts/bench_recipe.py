@@ -52,12 +52,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import check_out, compose_train
+from bench import compose_train
+from bench_out import check_out, write_report
 
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.config_checks import check_train_config
-from lmtrain.utils.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {"baseline": "shakespeare_char", "fast": "shakespeare_char_fast"}
@@ -305,7 +305,7 @@ def main() -> None:
     report = json.loads(out.read_text()) if out.is_file() else {}
     recipes = report.get("recipe") if isinstance(report.get("recipe"), dict) else {}
     report["recipe"] = {**recipes, args.recipe: record}
-    write_json(out, report)
+    write_report(out, report)
 
     print(f"\nrecipe {args.recipe} ({experiment}), {args.threads} threads, {args.repeats} repeats")
     print(f"{'command':>10} {'median s':>9} {'outside loop s':>15}  {'runs s':<24} val loss")

@@ -31,8 +31,7 @@ from bench import (
     refuse_bad_arguments,
     run_lightning,
 )
-
-from lmtrain.utils.io import write_json
+from bench_out import write_report
 
 # name -> overrides that turn the switch on (the baseline is the size's config as it is).
 SWITCHES: dict[str, list[str]] = {
@@ -113,8 +112,7 @@ def main() -> None:
     report["switches"] = {**report.get("switches", {}), **results}
     report.pop("machine", None)  # older files: one for all; now in each switch's settings
     report.pop("switches_settings", None)  # older files: now each switch's settings
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(args.out, report)
+    write_report(args.out, report)
     print(f"\n{'switch':>16} {'baseline tok/s':>15} {'switched tok/s':>15} {'speedup':>8}")
     for name, r in results.items():
         print(

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import subprocess
 from argparse import Namespace
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
+from lmtrain.models.module import CausalLMModule
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.corpora import write_play
-from tests.test_bench_scripts import SCRIPTS, assert_usage_error, load_script, make, script
+from tests.helpers.tmpfs import mounted_tmpfs
+from tests.test_bench_scripts import (
+    SCRIPTS,
+    SMALL,
+    assert_usage_error,
+    load_script,
+    make,
+    script,
+)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +39,9 @@ from tests.test_bench_scripts import SCRIPTS, assert_usage_error, load_script, m
         ("trainer.accelerator=mps", "the trainer settings were refused"),
         ("trainer.num_nodes=2", "the benchmark is one process"),
         ("global_batch_size=24", "set data.batch_size instead"),
+        # Lightning stopped at the epoch or the time, the raw loop ran on: not the same work.
+        ("trainer.max_epochs=1", "Lightning would stop there"),
+        ("+trainer.max_time=00:00:01:00", "Lightning would stop there"),
     ],
 )
 def test_bench_refuses_an_override_before_any_work(
@@ -37,7 +53,7 @@ def test_bench_refuses_an_override_before_any_work(
     out = tmp_path / "latest.json"
     args = ["--sizes=shakespeare_char", "--steps=2", "--warmup=1", "--repeats=1"]
     result = script("bench", *args, f"--out={out}", f"--data={play}", override, cwd=tmp_path)
-    assert_one_line_error(result, "error: ", override.split("=")[0], fragment)
+    assert_one_line_error(result, "error: ", override.split("=")[0].lstrip("+"), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"]  # no token cache, no out
 
 
@@ -130,3 +146,94 @@ def test_make_clean_logs_keeps_results_follows_a_linked_logs_and_reads_project_r
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in scratch.iterdir()) == ["bench", "gpu_check"]
     assert make("clean-logs", cwd=elsewhere).returncode == 0  # no logs/ here: nothing to do
+
+
+def test_bench_sides_train_on_the_same_windows_past_an_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The raw loop stopped with StopIteration at the end of the first epoch (1307 batches of
+    Tiny Shakespeare), after the Lightning side had run: everything measured was lost. It now
+    reads epoch after epoch as the trainer does, each epoch new windows of the one stream."""
+    bench = load_script("bench")
+    play = write_play(tmp_path / "play.txt", speeches=30)  # 2 batches of 12 x 64 an epoch
+    bench.read_corpus_from(play)
+    quiet = ["trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null"]
+    extra = [f"paths.data_dir={tmp_path / 'data'}", "logger=csv", *quiet]
+    cfg = bench.compose_config("shakespeare_char", 7, tmp_path / "run", extra)
+    bench.prepare_corpus(cfg, play)
+    read: list[torch.Tensor] = []
+    forward = CausalLMModule.forward
+
+    def recorded(self: CausalLMModule, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.training:  # not the samples' generation
+            read.append(input_ids.detach().cpu().clone())
+        return forward(self, input_ids)
+
+    monkeypatch.setattr(CausalLMModule, "forward", recorded)
+    sides = {}
+    for side, run in (("lightning", bench.run_lightning), ("raw", bench.run_raw)):
+        read.clear()
+        assert run(cfg, 1) > 0
+        sides[side] = list(read)
+    assert len(sides["lightning"]) == len(sides["raw"]) == 7  # 3.5 epochs
+    for step, (lightning, raw) in enumerate(zip(sides["lightning"], sides["raw"], strict=True)):
+        assert torch.equal(lightning, raw), step
+    assert not torch.equal(sides["raw"][0], sides["raw"][2])  # epoch 2 did not replay epoch 1
+
+
+def test_every_benchmark_probes_the_out_folder_with_a_file_before_measuring(
+    tmp_path: Path,
+) -> None:
+    """Root is told by os.access that /sys is writable: every benchmark measured, then lost it
+    all in a PermissionError traceback at the write. A real file is tried first now."""
+    play = write_play(tmp_path / "play.txt")
+    out = Path("/sys/latest.json")
+    for name in SMALL:
+        args = [*SMALL[name], f"--out={out}"]
+        if name == "bench_data":
+            args.append(f"--corpus-dir={tmp_path / 'corpora'}")
+        else:
+            args.append(f"--data={play}")
+        if name == "bench_recipe":
+            args.append(f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}")
+        result = script(name, *args, cwd=tmp_path)
+        assert_one_line_error(result, f"--out {out}: /sys is not writable (", "writable folder")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"], name  # nothing run
+    assert not out.exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a tmpfs with no space left: a new empty file fits, no byte more."""
+    with mounted_tmpfs(tmp_path / "full", "size=64k") as folder:
+        with contextlib.suppress(OSError):
+            (folder / "filler").write_bytes(bytes(1 << 20))
+        yield folder
+
+
+@pytest.mark.parametrize("name", ["bench", "bench_switches"])
+def test_a_failed_write_of_out_prints_the_results_and_one_error_line(
+    name: str, tmp_path: Path, full_disk: Path
+) -> None:
+    """The disk filled up while the benchmark ran: a traceback at the write, and the finished
+    measurements gone. They are now printed to stdout as the JSON the file would have held."""
+    play = write_play(tmp_path / "play.txt")
+    out = full_disk / "latest.json"
+    result = script(name, *SMALL[name], f"--out={out}", f"--data={play}", cwd=tmp_path)
+    assert_one_line_error(
+        result, f"error: --out {out}: the results could not be written (No space left on device)"
+    )
+    lines = result.stdout.splitlines()  # the JSON comes last, after the model summary
+    report = json.loads("\n".join(lines[max(i for i, line in enumerate(lines) if line == "{") :]))
+    measured = report["overhead"]["shakespeare_char"] if name == "bench" else report["switches"]
+    runs = measured["runs"] if name == "bench" else measured["tanh_gelu"]["runs"]
+    assert all(tokens_per_s > 0 for side in runs.values() for tokens_per_s in side), runs
+    assert sorted(p.name for p in full_disk.iterdir()) == ["filler"]  # no temporary file left
+
+
+def test_every_benchmark_with_an_out_writes_it_through_write_report() -> None:
+    """write_json straight from a script is the traceback above, with the results lost."""
+    for path in sorted(SCRIPTS.glob("bench*.py")):
+        text = path.read_text()
+        if '"--out"' in text:
+            assert "write_report(" in text and "write_json(" not in text, path.name
