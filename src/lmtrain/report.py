@@ -82,8 +82,31 @@ class Table:
     fixed: dict[str, str]  # overrides every job shares: one line under the table
 
 
-def table(jobs: list[Job]) -> Table:
-    """The jobs' rows, with a column for each override that differs between them."""
+def ranking_metric(jobs: list[Job], sweep_dir: Path) -> str:
+    """The optimized_metric the jobs are ranked by: every job's that could be read must agree
+    (one ranked job 0's val/loss against job 1's train/grad_norm). A job whose files cannot be
+    read may not know its own (no config.yaml: val/loss): it ranks last whatever it is."""
+    readable = [job for job in jobs if not job.problem]
+    nums: dict[str, list[str]] = {}
+    for job in readable:
+        nums.setdefault(job.optimized_metric, []).append(str(job.num))
+    if len(nums) > 1:
+        each = "; ".join(
+            f"{metric} in job{'s' if len(n) > 1 else ''} {', '.join(n)}"
+            for metric, n in nums.items()
+        )
+        raise LMTrainError(
+            f"the jobs of {str(sweep_dir)!r} were optimized for different metrics "
+            f"(optimized_metric: {each}), which one ranking cannot compare, and lmtrain.report "
+            "has no option to rank by one: report the jobs of each metric on their own (copy their "
+            "job folders into a new folder and pass that)"
+        )
+    return (readable or jobs)[0].optimized_metric
+
+
+def table(jobs: list[Job], metric: str | None = None) -> Table:
+    """The jobs' rows, with a column for each override that differs between them; `metric`
+    (default: the first job's optimized_metric) first of the metrics."""
     keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
     fixed = {
         k: jobs[0].overrides[k]
@@ -91,7 +114,7 @@ def table(jobs: list[Job]) -> Table:
         if all(k in job.overrides and job.overrides[k] == jobs[0].overrides[k] for job in jobs)
     }
     varying = [k for k in keys if k not in fixed]
-    metric = jobs[0].optimized_metric if jobs else "val/loss"
+    metric = metric or (jobs[0].optimized_metric if jobs else "val/loss")
     shown = [m for m in METRIC_COLUMNS if m != metric]
     metric_cols = [
         metric,
@@ -141,22 +164,24 @@ def write_report(
     except OSError as err:
         raise unwritable(out, err, out_dir is not None) from None
     paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "val_curves.png"}
-    for path in paths.values():  # before any is replaced: all three or none
+    elsewhere = out.resolve() != sweep_dir.resolve()
+    record = [out / WRITTEN_RECORD] if elsewhere else []  # written after the three
+    for path in [*paths.values(), *record]:  # before any is replaced: all or none
         if path.exists() and not path.is_file():
             raise LMTrainError(
                 f"{str(path)!r} is not a file that the report can replace: move it, or pass "
                 "--out <another folder>"
             )
-    elsewhere = out.resolve() != sweep_dir.resolve()
     if elsewhere and not overwrite:
         refuse_files_not_written_here(out, list(paths.values()))
-    jobs = read_jobs(sweep_dir)
+    jobs = read_jobs(sweep_dir)  # none left: an LMTrainError
+    metric = ranking_metric(jobs, sweep_dir)
     if maximize is None:
         maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
     jobs = ranked(jobs, maximize)
-    tab = table(jobs)
+    tab = table(jobs, metric)
     lines = [
-        f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {jobs[0].optimized_metric}",
+        f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}",
         "",
         "| " + " | ".join(md_cell(h) for h in tab.header) + " |",
         "|" + "---|" * len(tab.header),

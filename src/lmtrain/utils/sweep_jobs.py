@@ -27,9 +27,12 @@ from lmtrain.utils import locks
 from lmtrain.utils.sweep_ledger import (
     failed_in,
     finished_in,
-    folder_name,
+    ledger_name,
     metrics_fingerprint,
+    no_job_left,
+    not_a_job,
     read_ledger,
+    renamed_jobs,
     sweep_jobs,
 )
 from lmtrain.utils.wandb_run import RUN_ID_FILE
@@ -115,17 +118,34 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     """Every job folder of the sweep, by job number. A folder where the sweep's ledger says its
     jobs failed and none finished is failed, whatever metrics.json was there when it failed
     (an `overwrite_run=true` sweep over an earlier one); one written since (a resume of the
-    job) is its result. Folders the ended sweep does not name are an earlier sweep's: left out."""
+    job) is its result. Folders the ended sweep does not name are an earlier sweep's: left out,
+    but one that is a missing job folder it names, renamed (`renamed_jobs`). No job left: an
+    LMTrainError."""
     records, members = read_ledger(sweep_dir), sweep_jobs(sweep_dir)
+    folders = job_folders(sweep_dir)
+    known = members if members is not None else {record.folder for record in records}
+    names = {folder: ledger_name(folder, sweep_dir, known) for folder in folders}
+    missing = sorted(
+        name for name in (members or set()) - set(names.values()) if not (sweep_dir / name).exists()
+    )
+    strays = [folder for folder, name in names.items() if name is None]
+    fits = renamed_jobs(strays, missing, records) if members is not None else {}
     jobs = []
-    for n, folder in enumerate(job_folders(sweep_dir)):
-        name = folder_name(folder, sweep_dir)
-        if members is not None and name not in members:
-            warn(f"job folder {folder}: not a job of the sweep last run there: left out")
+    for n, folder in enumerate(folders):
+        name, num, fit = names[folder], None, fits.get(folder)
+        if fit is not None and fit[2] == 1:
+            name, num = fit[0], fit[1]
+            warn(
+                f"job folder {folder}: job {num} of the sweep, in the folder {name!r} that its "
+                f"ledger names, renamed (its .hydra/hydra.yaml says so): reported as job {num}"
+            )
+        elif name is None and members is not None:
+            warn(not_a_job(folder, missing, fit))
             continue
         job = read_job(folder, n)
-        failures = failed_in(records, name)
-        last = failures[-1] if failures and not finished_in(records, name) else None
+        job.num = job.num if num is None else num
+        failures = failed_in(records, name or "")
+        last = failures[-1] if failures and not finished_in(records, name or "") else None
         if last and job.metrics and last.metrics in (None, metrics_fingerprint(folder)):
             warn(
                 f"job folder {job.folder}: job {last.num} of this sweep failed there "
@@ -133,6 +153,8 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
             )
             job.metrics = {}
         jobs.append(job)
+    if not jobs:
+        raise LMTrainError(no_job_left(sweep_dir, sorted(members or ())))
     return sorted(jobs, key=lambda job: job.num)
 
 

@@ -20,6 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from lmtrain.utils.io import write_json
 
 LEDGER = ".jobs"
@@ -104,6 +106,104 @@ def folder_name(folder: Path, sweep_dir: Path) -> str:
         return str(folder.resolve().relative_to(sweep_dir.resolve()))
     except ValueError:
         return str(folder)
+
+
+def ledger_name(folder: Path, sweep_dir: Path, known: set[str]) -> str | None:
+    """The name among `known` (the ledger's) of `folder`, a job folder found under `sweep_dir`:
+    its path relative to the sweep folder as found first, so that a job folder that is now a
+    symlink (moved to a bigger disk) keeps its name, then resolved as `folder_name` gives it
+    (a folder written through a symlink). None where `known` holds neither."""
+    names = [folder_name(folder, sweep_dir)]
+    if folder.is_relative_to(sweep_dir):
+        names.insert(0, str(folder.relative_to(sweep_dir)))
+    return next((name for name in names if name in known), None)
+
+
+def renamed_jobs(
+    strays: list[Path], missing: list[str], records: list[JobRecord]
+) -> dict[Path, tuple[str, int, int]]:
+    """Which of `strays` (job folders the ended sweep's ledger does not name) may be ones it
+    names that are `missing`, renamed (`mv 0 lr1e-3`): {folder: (the ledger's name, job number,
+    how many strays fit that name)}; one is that job only where it is the only one to fit.
+    The job's own `.hydra/hydra.yaml` tells: Hydra saved there its job number and the folder it
+    wrote, whose path must end with the missing name, and that job's record in the ledger (a
+    job killed outright left none) must name the same folder. A folder that fits two names is
+    left out."""
+    recorded = {record.num: record.folder for record in records}
+    fits: dict[str, list[tuple[Path, int]]] = {}
+    for folder in strays:
+        num, written = saved_job(folder)
+        names = [
+            name
+            for name in missing
+            if num is not None
+            and recorded.get(num, name) == name
+            and written.parts[-len(Path(name).parts) :] == Path(name).parts
+        ]
+        if num is not None and len(names) == 1:
+            fits.setdefault(names[0], []).append((folder, num))
+    return {
+        folder: (name, num, len(found)) for name, found in fits.items() for folder, num in found
+    }
+
+
+def saved_job(folder: Path) -> tuple[int | None, Path]:
+    """The job number and output folder that Hydra saved in `folder/.hydra/hydra.yaml` (None
+    and an empty path where it cannot be read)."""
+    try:
+        hydra = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]
+        num, written = hydra["job"]["num"], hydra["runtime"]["output_dir"]
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError):
+        return None, Path()
+    if isinstance(num, bool) or not isinstance(num, int) or not isinstance(written, str):
+        return None, Path()
+    return num, Path(written)
+
+
+def shown_names(names: list[str], limit: int = 5) -> str:
+    """`0, 1, 2`, or the first `limit` and how many in all."""
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def the_folders(names: list[str]) -> str:
+    """`the job folder 0 that ... names is`, or `the job folders 0, 1 that ... names are`."""
+    each = "the job folder" if len(names) == 1 else "the job folders"
+    verb = "is" if len(names) == 1 else "are"
+    return f"{each} {shown_names(names)} that the sweep's ledger .jobs/sweep.json names {verb}"
+
+
+def not_a_job(folder: Path, missing: list[str], fit: tuple[str, int, int] | None) -> str:
+    """The warning for a job folder that the ended sweep's ledger does not name; `fit`: the
+    missing one it may be, renamed, and how many folders may be (`renamed_jobs`)."""
+    left_out = f"job folder {folder}: not a job of the sweep last run there: left out"
+    if not missing:  # an overwrite_run=true sweep with fewer jobs than the one before it
+        return left_out
+    if fit is not None:
+        return (
+            f"{left_out} ({the_folders(missing)} missing; the .hydra/hydra.yaml of this folder "
+            f"and of {fit[2] - 1} other{'s' if fit[2] > 2 else ''} say that it is {fit[0]}, "
+            "renamed: give the right one back its name to report it)"
+        )
+    return (
+        f"{left_out} ({the_folders(missing)} missing, and this folder's .hydra/hydra.yaml does "
+        f"not say that it is {'that one' if len(missing) == 1 else 'one of them'}, renamed: give "
+        "it back its name to report it)"
+    )
+
+
+def no_job_left(sweep_dir: Path, members: list[str]) -> str:
+    """The error when every job folder of `sweep_dir` was left out (warned of, one by one)."""
+    where = f"no job to report in {str(sweep_dir)!r}"
+    if not members:
+        return (
+            f"{where}: its ledger (.jobs/sweep.json) names no job folder of the sweep last run "
+            "there, so every folder there was left out as an earlier sweep's"
+        )
+    return (
+        f"{where}: {the_folders(members)} not there, and every other folder there was left out "
+        "(renamed or moved? give the job folders back their names, or link them there)"
+    )
 
 
 def read_ledger(sweep_dir: Path) -> list[JobRecord]:
