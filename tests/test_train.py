@@ -68,6 +68,8 @@ def test_shakespeare_char_learns(compose_cfg, play: Path, caplog) -> None:
     assert "No checkpoints/last.ckpt after validations: the callbacks config has no " in (
         caplog.text
     )
+    # ... nor a preemption save: the line said a SIGTERM's stop still saved one.
+    assert "nor can a SIGTERM: there is no PreemptionCheckpoint either" in caplog.text
     assert metrics["val/loss"] < 1.2, metrics
     assert metrics["train/loss"] < 1.2, metrics
     assert metrics["trainer/global_step"] == 300

@@ -24,6 +24,7 @@ with gc_pause.paused_for_imports():
 
     from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
     from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
+    from lmtrain.callbacks.preemption import PreemptionCheckpoint
     from lmtrain.callbacks.resume import ExactResume
     from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
@@ -111,11 +112,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if not any(isinstance(c, StepScheduledCheckpoint) for c in callbacks):  # a config of one's own
+        preempt = any(isinstance(c, PreemptionCheckpoint) for c in callbacks)
         log.warning(
             "No checkpoints/last.ckpt after validations: the callbacks config has no "
-            "StepScheduledCheckpoint, so a kill cannot resume this run (a preemption's stop "
-            "still saves one): start your callbacks config with `defaults: [default]`, or pass "
-            "callbacks=default"
+            "StepScheduledCheckpoint, so a kill cannot resume this run (%s): start your "
+            "callbacks config with `defaults: [default]`, or pass callbacks=default",
+            "a preemption's stop still saves one"
+            if preempt
+            else "nor can a SIGTERM: there is no PreemptionCheckpoint either",
         )
     # A checkpoint dirpath outside the run folder must not hold another run's checkpoints.
     dirpaths = [c.dirpath for c in callbacks if isinstance(c, ModelCheckpoint) and c.dirpath]
