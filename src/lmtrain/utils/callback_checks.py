@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.filename_fields import FIELD
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
             "last one would overwrite each other: pick another name (by default "
             "best-step={step}-val_loss={val/loss:.4f})"
         )
+    check_kept_names(key, entry, problems)
     problems.integer(f"{key}.every_n_epochs", entry.get("every_n_epochs"), 0, optional=True)
     problems.choice(f"{key}.mode", entry.get("mode", "min"), ("min", "max"))
     save_last = entry.get("save_last")
@@ -134,6 +136,28 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
             "turns off, so nothing would be saved on that schedule: pass save_last=true, or "
             "drop every_n_train_steps"
         )
+
+
+def check_kept_names(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
+    """A `filename` that can give two kept checkpoints one name, with `save_top_k` above 1 (or
+    -1, all) and no version counter (`enable_version_counter: false`, which last.ckpt needs):
+    each save replaced the one of the same name, so `filename=best save_top_k=2` kept one file,
+    the latest save, not the best. Only Lightning's `{step}` differs between two saves: a
+    step-counted run validates many times an epoch, and two validations may log the same
+    metric. Lightning's default name (no `filename`) holds it."""
+    top_k, filename = entry.get("save_top_k", 1), entry.get("filename")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k in (0, 1):
+        return
+    if entry.get("enable_version_counter", True) is not False:
+        return  # Lightning appends -v1, -v2 to a taken name
+    if not isinstance(filename, str) or not filename or "step" in FIELD.findall(filename):
+        return  # Lightning's default name is {epoch}-{step}
+    kept = "every save" if top_k == -1 else f"the best {top_k}"
+    problems.add(
+        f"{key}.filename={filename!r} gives every kept checkpoint one name, so save_top_k="
+        f"{top_k} keeps one file, the latest save, not {kept}: add {{step}} to it, as in "
+        f"\"{key}.filename='{filename}-{{step}}'\""
+    )
 
 
 def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems) -> None:

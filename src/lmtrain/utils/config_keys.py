@@ -26,6 +26,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 
 from lmtrain.utils.checks import Problems, accepted_arguments
+from lmtrain.utils.local_configs import hydra_node, missing_local
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,8 @@ def check_top_level_keys(
 ) -> None:
     """Each top-level key of `cfg` (a composed config of `entry`, whose keys are `own`) that no
     code reads: `lmtrain.generate +max_new_token=5` sampled 200 tokens without a word."""
+    if missing := missing_local(hydra_node(cfg)):  # `local=mybx`: Hydra's `optional` drops it
+        problems.add(missing)
     for key in cfg:
         if key in own or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
             continue

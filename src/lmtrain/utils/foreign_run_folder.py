@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import refuse_bad_task_name
 from lmtrain.utils.export_dir import is_previous_export
+from lmtrain.utils.local_configs import refuse_missing_local
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
@@ -124,6 +125,7 @@ class RefuseForeignRunFolder(HydraCallback):
     def on_run_start(self, config: DictConfig, **_: Any) -> None:
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
+            refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
         except LMTrainError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None

@@ -47,6 +47,7 @@ from lmtrain.utils.launch import (
     set_rank_from_node,
 )
 from lmtrain.utils.linked_files import refuse_linked_files
+from lmtrain.utils.local_configs import refuse_missing_local
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -194,6 +195,7 @@ class ClaimRunFolder(HydraCallback):
         refuse_torchrun_world_mismatch(config)  # every process would train the whole run
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
+            refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
             ckpt_path = config.get("ckpt_path")
             if ckpt_path == "last":
