@@ -20,12 +20,6 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.fabric.plugins.environments import (
-    LSFEnvironment,
-    MPIEnvironment,
-    SLURMEnvironment,
-    TorchElasticEnvironment,
-)
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
@@ -34,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, read_write
 from lmtrain.errors import NonFiniteLossError, Preempted, find_cause, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
+from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
 from lmtrain.utils.sweep_jobs import sweep_direction
@@ -42,13 +37,6 @@ from lmtrain.utils.task import fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
-# Launchers that start every node's processes themselves (each sets their ranks).
-CLUSTERS_THAT_START_NODES = (
-    TorchElasticEnvironment,
-    SLURMEnvironment,
-    LSFEnvironment,
-    MPIEnvironment,
-)
 # Variables by which a launcher tells each process its node or global rank (Lightning's own
 # launcher: NODE_RANK or GROUP_RANK; SLURM, Kubeflow and others: RANK or SLURM_PROCID), or a
 # hand-started node 0 its rendezvous (MASTER_ADDR: Lightning takes a missing NODE_RANK as 0).
@@ -72,13 +60,13 @@ def prepare_process(cfg: DictConfig) -> None:
     orphaned = end_with_parent()  # a rank Lightning started ends with rank 0 from now on
     if orphaned:
         fail(orphaned)
+    refuse_nodes_no_one_starts(cfg)  # and the launcher's variables, before they are read
     set_rank_from_node(cfg)
     if rank_zero_only.rank > 0:
         root = logging.getLogger()
         for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
             root.removeHandler(handler)
             handler.close()
-    refuse_nodes_no_one_starts(cfg)
     hydra_cfg = HydraConfig.get()
     refuse_run_folder_per_process(cfg, hydra_cfg.overrides.hydra, hydra_cfg.mode)
     refuse_torchrun_world_mismatch(cfg)
@@ -139,13 +127,15 @@ def launched_across_nodes(cfg: DictConfig) -> bool:
 
 
 def refuse_nodes_no_one_starts(cfg: DictConfig) -> None:
-    """Fail when `trainer.num_nodes` > 1 but nothing starts the other nodes' processes.
+    """Fail when `trainer.num_nodes` > 1 but nothing starts the other nodes' processes, or on
+    a launcher's variable that Lightning would trip over (`lmtrain.utils.launch_env`).
 
     Lightning's launcher starts this node's processes only; without NODE_RANK or MASTER_ADDR
     (the user runs the command on every node), torchrun, SLURM or another cluster Lightning
-    knows, the ranks
-    wait at the rendezvous for nodes that never come, for torch's 30-minute timeout.
+    knows, the ranks wait at the rendezvous for nodes that never come, for torch's timeout.
     """
+    if (problem := launch_problem(cfg)) is not None:
+        fail(problem)
     trainer = cfg.get("trainer") or {}
     num_nodes = trainer.get("num_nodes")
     if not isinstance(num_nodes, int) or num_nodes <= 1:

@@ -32,6 +32,7 @@ from lmtrain.errors import (
 )
 from lmtrain.utils.instantiate import config_entry_error
 from lmtrain.utils.io import full_disk_error
+from lmtrain.utils.launch_env import rendezvous_failure
 from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
@@ -86,7 +87,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 or config_entry_error(err)
                 or lightning_refusal(err)
                 or lightning_interval_refusal(err)  # an interval longer than an epoch
-                or ranks_missing(err)
+                or rendezvous_failure(err)  # the processes could not meet
                 or full_disk_error(err)
                 or unwritable_error(err, run_folder_of(args))  # a folder made read-only
                 or wandb_refusal(err)
@@ -217,22 +218,6 @@ def wandb_refusal(err: BaseException) -> LMTrainError | None:
             "logger.wandb.offline=true, WANDB_MODE=offline)"
         )
     return LMTrainError(f"W&B refused the run: {said}: change the logger.wandb setting it means")
-
-
-def ranks_missing(err: BaseException) -> LMTrainError | None:
-    """torch's rendezvous gave up waiting for the other processes (a SLURM task, a node or a
-    torchrun rank that never started): one line with torch's count of those that joined."""
-    from torch.distributed import DistStoreError
-
-    timeout = find_cause(err, DistStoreError)
-    if timeout is None:
-        return None
-    return LMTrainError(
-        f"the run's processes did not all start: {' '.join(str(timeout).split())}: start "
-        "trainer.devices x trainer.num_nodes of them (srun --ntasks, torchrun --nnodes, "
-        "NODE_RANK on every node), or wait longer: trainer.strategy.timeout.seconds=<s> under "
-        "trainer=ddp_cpu, trainer.strategy.timeout_s=<s> under trainer=fsdp"
-    )
 
 
 # How a collective says that another rank's process is gone: gloo's words, and NCCL's
