@@ -25,6 +25,7 @@ from tests.test_bench_scripts import (
     load_script,
     make,
     script,
+    small_args,
 )
 
 
@@ -189,14 +190,7 @@ def test_every_benchmark_probes_the_out_folder_with_a_file_before_measuring(
     play = write_play(tmp_path / "play.txt")
     out = Path("/sys/latest.json")
     for name in SMALL:
-        args = [*SMALL[name], f"--out={out}"]
-        if name == "bench_data":
-            args.append(f"--corpus-dir={tmp_path / 'corpora'}")
-        else:
-            args.append(f"--data={play}")
-        if name == "bench_recipe":
-            args.append(f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}")
-        result = script(name, *args, cwd=tmp_path)
+        result = script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
         assert_one_line_error(result, f"--out {out}: /sys is not writable (", "writable folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"], name  # nothing run
     assert not out.exists()

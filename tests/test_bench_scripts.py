@@ -255,6 +255,18 @@ SMALL = {  # enough for the old scripts to finish in seconds, measuring before t
 }
 
 
+def small_args(name: str, out: Path, play: Path, tmp_path: Path) -> list[str]:
+    """`SMALL[name]` writing `out`, on `play` (bench_data: its own corpora), caches in tmp_path."""
+    args = [*SMALL[name], f"--out={out}"]
+    if name == "bench_data":
+        args.append(f"--corpus-dir={tmp_path / 'corpora'}")
+    else:
+        args.append(f"--data={play}")
+    if name == "bench_recipe":
+        args.append(f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}")
+    return args
+
+
 @pytest.mark.parametrize(
     ("name", "content", "fragment"),
     [
@@ -273,14 +285,7 @@ def test_every_benchmark_refuses_a_bad_out_before_measuring(
         out.mkdir()
     elif content is not None:
         out.write_text(content)
-    args = [*SMALL[name], f"--out={out}"]
-    if name == "bench_data":
-        args.append(f"--corpus-dir={tmp_path / 'corpora'}")
-    else:
-        args.append(f"--data={play}")
-    if name == "bench_recipe":
-        args.append(f"--lmtrain-args=paths.data_dir={tmp_path / 'data'}")
-    result = script(name, *args, cwd=tmp_path)
+    result = script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
     assert_one_line_error(result, f"--out {out}", fragment)
     written = ["play.txt"] if content is None else ["latest.json", "play.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == written  # no token cache, no corpus
