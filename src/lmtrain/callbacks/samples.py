@@ -28,6 +28,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from lmtrain.errors import LMTrainError
 from lmtrain.models.generation import generate_text, prompt_problem, quote, sequence_length
 from lmtrain.models.hf import context_length
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_checks import check_samples
 from lmtrain.utils.io import atomic_write
 
 log = logging.getLogger(__name__)
@@ -67,13 +69,24 @@ class TextSamples(L.Callback):
         A one-token decode step is too little work to split across threads: on this project's
         shared 2-core machine, two threads made sampling 10x slower than one (gpt2_tiny 50 vs 5
         ms per token, GPT-2 124M 480 vs 84 ms), as threads wait on each other at every op.
+
+        The settings are checked as the command line checks `samples.*` (`check_samples`):
+        built from Python, a string of prompts was sampled one character each, and a
+        temperature or token count of 0 only warned at each validation, leaving no samples.
         """
+        if isinstance(prompts, Sequence) and not isinstance(prompts, (str, bytes)):
+            prompts = list(prompts)  # a tuple, or Hydra's ListConfig
+        settings = {"prompts": prompts, "max_new_tokens": max_new_tokens, "top_k": top_k}
+        settings |= {"temperature": temperature, "every_n_val": every_n_val}
+        problems = Problems()
+        check_samples(settings, "samples", problems)
+        problems.raise_if_any()
         self.prompts = list(prompts)
         self.path = Path(dirpath) / filename
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
         self.top_k = top_k
-        self.every_n_val = max(1, every_n_val)
+        self.every_n_val = every_n_val
         self.cpu_threads = cpu_threads
         self._tables: dict[int, Any] = {}  # id(WandbLogger) -> its incremental wandb.Table
         self._validations = 0

@@ -25,12 +25,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from lmtrain.lightning_compat import load_train_loader_states
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
-from lmtrain.models.checkpoint_extras import add_extras, restore_counters
-from lmtrain.models.data_fit import check_fits_data
+from lmtrain.models.checkpoint_extras import add_extras
+from lmtrain.models.data_fit import check_fits_batch, check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, freeze_parameters
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
-from lmtrain.models.module_arguments import check_module_arguments, load_module
+from lmtrain.models.module_arguments import check_module_arguments, load_module, own_copies
+from lmtrain.models.module_loading import prepare_load
 from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
@@ -63,7 +64,8 @@ class CausalLMModule(LightningModule):
         `steps`) shortens the first steps' windows (`lmtrain.models.seq_len_warmup`). `model`
         wraps an HF model already built (evaluation of a checkpoint or an export)."""
         super().__init__()
-        # Plain values only, so checkpoints load with torch.load(weights_only=True).
+        # Plain values only (weights_only loads), copied: the caller may change its dicts after.
+        config, freeze, peft, seq_len_warmup = own_copies(config, freeze, peft, seq_len_warmup)
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
         parts = isinstance(optimizer, optimizers.OptimizerParts)
@@ -147,6 +149,7 @@ class CausalLMModule(LightningModule):
     # here anyway. The steps stay eager and call the compiled `forward`, where the work is.
     @torch.compiler.disable
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor | None:
+        check_fits_batch(self, batch, "train")  # the first one, of a loader without its data
         full = batch.shape[1] - 1
         if self.seq_len_warmup is not None:  # the first steps read the windows' first tokens
             batch = self.seq_len_warmup.truncate(batch, self.global_step)
@@ -204,6 +207,7 @@ class CausalLMModule(LightningModule):
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
         # Weighted by windows, so a short last batch counts for what it holds; the metrics sync
         # over the ranks when computed. Padding windows (FSDP) count for nothing.
+        check_fits_batch(self, batch, "val")  # the first one, of a loader without its data
         losses, targets, real = target_losses(self, batch)
         windows = real.sum()
         self.val_loss.update(losses.sum() / (windows.clamp(min=1) * targets.shape[1]), windows)
@@ -257,8 +261,8 @@ class CausalLMModule(LightningModule):
         """Clip as Lightning does, keeping the norm clipping computes: see `StepStats`."""
         self.step_stats.clip_and_log(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
 
-    def setup(self, stage: str) -> None:
-        check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)  # built apart?
+    def setup(self, stage: str) -> None:  # built apart? (the loaders alone: at their 1st batch)
+        self.loaders_to_check = check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)
         read_weights_only(self.trainer.strategy)  # a plain Trainer's resume: no pickle
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
@@ -286,11 +290,7 @@ class CausalLMModule(LightningModule):
         add_extras(self, checkpoint)  # lmtrain.models.checkpoint_extras
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A LoRA checkpoint must fit this run's base and adapters; a resumed fit goes on from
-        the checkpoint's counters (load_from_checkpoint: no trainer, a new fit counts its own)."""
-        lora.check_resume(self, checkpoint, (self.run_config or {}).get("ckpt_path"))
-        if self._trainer is not None:
-            restore_counters(self, checkpoint)
+        prepare_load(self, checkpoint, self._trainer)  # lmtrain.models.module_loading
 
     @classmethod
     def load_from_checkpoint(

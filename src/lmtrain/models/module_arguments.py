@@ -3,6 +3,7 @@ Python (`lmtrain.train` checks the config first; see `lmtrain.utils.config_check
 
 from __future__ import annotations
 
+import copy
 import difflib
 import inspect
 from collections.abc import Callable, Iterator, Mapping
@@ -14,12 +15,24 @@ import yaml
 from transformers import PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint import checkpoint_tokenizer
+from lmtrain.models.checkpoint import model_path, read_checkpoint_file
+from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
+MAPPINGS = {"config": '{"n_layer": 4, "n_embd": 256}', "freeze": '{"embeddings": True}'}
+YAML_SUFFIXES = (".yaml", ".yml")
+# What Lightning's load_from_checkpoint reads besides what lmtrain's readers need.
+LIGHTNING_KEY = "pytorch-lightning_version"
+
+
+def own_copies(*arguments: Any) -> tuple[Any, ...]:
+    """Deep copies of the module's mutable arguments, taken before `save_hyperparameters` keeps
+    them: it kept the caller's dicts, so a dict changed after (a loop building modules from one
+    dict) was what checkpoints saved, and load_from_checkpoint rebuilt another model."""
+    return tuple(copy.deepcopy(argument) for argument in arguments)
 
 
 def check_module_arguments(
@@ -35,6 +48,13 @@ def check_module_arguments(
     by its own split), and `settings` (`config`, `seq_len_warmup`, `compile`) the config checks
     refuse: they failed deep in transformers or at the first step. Return `freeze` as a dict."""
     problems = Problems()
+    given = {"config": settings.get("config"), "freeze": freeze}
+    for key, value in given.items():  # a list of overrides failed in dict() or transformers
+        if value is not None and not isinstance(value, Mapping):
+            problems.add(
+                f"model.{key}={value!r:.60} is not a mapping: pass a dict such as {MAPPINGS[key]}"
+            )
+    problems.raise_if_any()
     check_model({**settings, "freeze": freeze}, problems)  # names them as model.<key>
     check_seq_len_warmup(settings, None, problems)
     problems.raise_if_any()
@@ -71,38 +91,68 @@ def load_module(
     options: dict[str, Any],
 ) -> Any:
     """`CausalLMModule.load_from_checkpoint`: Lightning's (`load`, with its `options`), given the
-    keywords `module_class` takes only, weights-only, the checkpoint's tokenizer and a YAML
-    `hparams_file` (`loading_arguments`), and a state that does not fit as one line."""
+    keywords `module_class` takes only, weights-only, a file `load_model` would read (checked as
+    it checks one, `checked_checkpoint`), the checkpoint's tokenizer and a YAML `hparams_file`
+    (`loading_arguments`), and a state that does not fit as one line."""
+    refuse_pickle(weights_only)
     refuse_unknown_keywords(module_class, kwargs)
+    path, tokenizer = checked_checkpoint(checkpoint_path)
     chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
-    kwargs, hparams_file = loading_arguments(checkpoint_path, hparams_file, weights_only, kwargs)
-    with same_sizes(checkpoint_path, chosen):
-        return load(
-            checkpoint_path, hparams_file=hparams_file, weights_only=True, **options, **kwargs
+    kwargs = loading_arguments(module_class, tokenizer, hparams_file, kwargs)
+    with same_sizes(path, chosen):
+        return load(path, hparams_file=None, weights_only=True, **options, **kwargs)
+
+
+def checked_checkpoint(checkpoint_path: Any) -> tuple[str, Any]:
+    """The checkpoint file's path and the tokenizer it carries, once the path and contents pass
+    the checks `load_model` runs (a missing path, None, or a dict without Lightning's entries
+    was a TypeError or KeyError traceback from Lightning)."""
+    path = model_path(checkpoint_path)
+    if Path(path).is_dir():
+        raise LMTrainError(
+            f"ckpt_path={path!r} is a folder (an export?): load_from_checkpoint takes a .ckpt "
+            "file; load a folder with lmtrain.models.checkpoint.load_model"
         )
+    checkpoint = check_contents(read_checkpoint_file(path), path, resume=False)
+    if LIGHTNING_KEY not in checkpoint:
+        raise LMTrainError(
+            f"ckpt_path={path!r} lacks {LIGHTNING_KEY}, which Lightning's load_from_checkpoint "
+            "reads (not saved by a Trainer): load it with lmtrain.models.checkpoint.load_model"
+        )
+    files = checkpoint[CHECKPOINT_KEY]["tokenizer_files"]  # check_contents: there
+    return path, tokenizer_from_files(files, path)
 
 
 def loading_arguments(
-    checkpoint_path: str | Path,
+    module_class: type,
+    tokenizer: Any,
     hparams_file: str | Path | None,
-    weights_only: bool,
     kwargs: dict[str, Any],
-) -> tuple[dict[str, Any], str | Path | None]:
-    """`load_from_checkpoint`'s keywords and `hparams_file`, as Lightning is then given them.
+) -> dict[str, Any]:
+    """`load_from_checkpoint`'s keywords, as Lightning is then given them.
 
-    - Reading with pickle (`weights_only` turned off) is refused.
-    - The tokenizer is the checkpoint's unless `tokenizer=` (or `model=`) is given: the model's
-      vocabulary is the tokenizer's size, which the hyperparameters do not hold.
-    - A YAML `hparams_file` is read here, as keywords under the given ones: Lightning reads it
-      into an OmegaConf node, which cannot hold the tokenizer. It may be a run's config (what
-      lmtrain's loggers save as `hparams.yaml`), whose `model` node holds the arguments."""
-    refuse_pickle(weights_only)
-    if hparams_file is not None and Path(hparams_file).suffix.lower() in (".yaml", ".yml"):
-        kwargs = hparams_from_file(Path(hparams_file)) | kwargs
-        hparams_file = None
+    - The tokenizer is the checkpoint's (`tokenizer`) unless `tokenizer=` (or `model=`) is
+      given: the model's vocabulary is the tokenizer's size, which the hyperparameters do not
+      hold.
+    - A YAML `hparams_file` is read here, as keywords under the given ones, each one checked as
+      a keyword is (`refuse_unknown_keywords`: a misspelt key was dropped without a word):
+      Lightning reads it into an OmegaConf node, which cannot hold the tokenizer. It may be a
+      run's config (what lmtrain's loggers save as `hparams.yaml`), whose `model` node holds
+      the arguments. Any other file is refused: Lightning's `.csv` route replaced the
+      checkpoint's arguments instead of overriding them."""
+    if hparams_file is not None:
+        path = Path(hparams_file)
+        if path.suffix.lower() not in YAML_SUFFIXES:
+            raise LMTrainError(
+                f"hparams_file={str(path)!r} is not a YAML file (.yaml, .yml): pass a run's "
+                "hparams.yaml, or leave hparams_file out (the checkpoint holds the arguments)"
+            )
+        values = hparams_from_file(path)
+        refuse_unknown_keywords(module_class, values, f"hparams_file={str(path)!r}")
+        kwargs = values | kwargs
     if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
-        kwargs["tokenizer"] = checkpoint_tokenizer(checkpoint_path)
-    return kwargs, hparams_file
+        kwargs["tokenizer"] = tokenizer
+    return kwargs
 
 
 def hparams_from_file(path: Path) -> dict[str, Any]:
@@ -130,20 +180,22 @@ def hparams_from_file(path: Path) -> dict[str, Any]:
     }
 
 
-def refuse_unknown_keywords(module_class: type, kwargs: dict[str, Any]) -> None:
+def refuse_unknown_keywords(module_class: type, kwargs: dict[str, Any], source: str = "") -> None:
     """Lightning drops the keywords `__init__` does not take, without a word: a misspelt
     `optimzer=` left AdamW in place, for a run the user meant to train with something else.
-    `module_class`: the class loading (a subclass's own arguments are its to take)."""
+    `module_class`: the class loading (a subclass's own arguments are its to take); `source`:
+    where the keys came from when not keywords (an `hparams_file`)."""
     parameters = inspect.signature(module_class.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
         return
     takes = sorted(p.name for p in parameters if p.name != "self")
     name = module_class.__name__
-    for key in kwargs:
+    for key in map(str, kwargs):
         if key not in takes:
             close = difflib.get_close_matches(key, takes, n=1)
+            where = f"{source} holds {key}" if source else f"load_from_checkpoint({key}=...)"
             raise LMTrainError(
-                f"load_from_checkpoint({key}=...): {name} takes no {key}"
+                f"{where}: {name} takes no {key}"
                 + (f"; did you mean {close[0]}?" if close else f": it takes {', '.join(takes)}")
             )
 

@@ -9,18 +9,26 @@ go on from the newest other checkpoint of the folder.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
+# The names lmtrain gives checkpoints besides last.ckpt (configs/callbacks/default.yaml's best
+# checkpoint, step-named saves) and the file `lmtrain.strategies consolidate` writes.
+LMTRAIN_PREFIXES = ("best-", "step=")
+CONSOLIDATED = ".consolidated.ckpt"
 
 
-def newest_other(damaged: Path) -> Path | None:
+def newest_other(damaged: Path, named_first: bool = True) -> Path | None:
     """The newest other checkpoint beside `damaged` (a `*.ckpt` file, or a sharded folder), by
     time written, as `resume=` picks one without a last.ckpt
-    (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but never an
-    empty file (a copy cut short): the advice names one that can be read. None when there is
+    (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but only a
+    file that looks like a whole torch checkpoint (`looks_readable`: an empty file, a copy cut
+    short, a torch-saved list or a crafted pickle was named as the one to pass); `named_first`:
+    one named as lmtrain names its saves (`lmtrain_named`) before any other. None when there is
     none or the folder cannot be read."""
     try:
         found = [
@@ -28,11 +36,43 @@ def newest_other(damaged: Path) -> Path | None:
             for p in damaged.parent.glob("*.ckpt")
             if p.name != damaged.name
             and not p.name.startswith(".")
-            and ((p.is_file() and p.stat().st_size > 0) or is_sharded_checkpoint(p))
+            and ((p.is_file() and looks_readable(p)) or is_sharded_checkpoint(p))
         ]
-        return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+        return max(
+            found,
+            key=lambda p: (named_first and lmtrain_named(p), p.stat().st_mtime_ns, p.name),
+            default=None,
+        )
     except OSError:
         return None
+
+
+def lmtrain_named(path: Path) -> bool:
+    """Whether `path` has a name lmtrain gives its checkpoints: last.ckpt, the best checkpoint
+    (best-step=...), a step-named save, or a sharded folder's consolidated file."""
+    name = path.name
+    return name == "last.ckpt" or name.startswith(LMTRAIN_PREFIXES) or name.endswith(CONSOLIDATED)
+
+
+def looks_readable(path: Path) -> bool:
+    """Whether `path` is a zip-format torch file whose pickle opens with a dict, as every
+    checkpoint does, judged from its zip directory and the pickle's first bytes: never
+    unpickled (the file may be crafted), and cheap for a file of any size."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1 or f"{pickles[0][: -len('data.pkl')]}version" not in names:
+                return False
+            with archive.open(pickles[0]) as stream:
+                head = stream.read(16)
+    except (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile):
+        return False
+    if head[:1] == pickle.PROTO:  # protocol 2 and up: PROTO <version>
+        head = head[2:]
+    if head[:1] == pickle.FRAME:  # protocol 4 and up: FRAME <8-byte length>
+        head = head[9:]
+    return head[:1] == pickle.EMPTY_DICT
 
 
 def sharded_folder_of(path: Path) -> Path | None:
@@ -61,7 +101,8 @@ def instead(damaged: str | Path) -> str:
             "to resume with trainer=fsdp, or merge it into one file for eval, generate and "
             f"export with `python -m lmtrain.strategies consolidate {folder}`"
         )
-    other = newest_other(path)
+    # After a damaged last.ckpt is moved aside, resume= takes the newest file, whatever its name.
+    other = newest_other(path, named_first=path.name != "last.ckpt")
     if other is None:
         return WRITTEN_BY
     if path.name == "last.ckpt":
