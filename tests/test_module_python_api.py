@@ -194,6 +194,8 @@ def test_a_checkpoint_of_a_compiled_inner_model_loads_and_restores_either_way(
     run = trainer(tmp_path, max_steps=2)
     run.fit(compiled, datamodule)
     run.save_checkpoint(tmp_path / "inner.ckpt")
+    groups = {g["name"]: len(g["params"]) for g in run.optimizers[0].param_groups}
+    assert groups["decay"] > 0 and groups["no_decay"] > 0, groups  # decay was off: 0 and all
     back = CausalLMModule.load_from_checkpoint(tmp_path / "inner.ckpt")
     plain = {k.replace("_orig_mod.", ""): v for k, v in compiled.state_dict().items()}
     assert plain.keys() == back.state_dict().keys()

@@ -35,8 +35,13 @@ Named = list[tuple[str, torch.nn.Parameter]]
 def decay_groups(
     named: Iterable[tuple[str, torch.nn.Parameter]], decay_names: set[str]
 ) -> list[dict[str, Any]]:
-    """Weight decay on matrices only (embeddings, linear weights), not on biases and norm gains."""
-    named = list(named)
+    """Weight decay on matrices only (embeddings, linear weights), not on biases and norm gains.
+
+    `decay_names` are the plain model's: a model compiled after the module was built
+    (`module.model = torch.compile(module.model)`) names its parameters with torch.compile's
+    `_orig_mod.`, which matched none of them, and weight decay was silently off.
+    """
+    named = [(n.replace("_orig_mod.", ""), p) for n, p in named]
     return [
         {"name": "decay", "params": [p for n, p in named if n in decay_names]},
         {
