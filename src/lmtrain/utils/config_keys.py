@@ -296,6 +296,13 @@ def check_metric_names(
                     f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}?"
                 )
                 continue
+            if ours and strict_early_stopping(callbacks, key):  # would stop the run, traced
+                problems.add(
+                    f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}? "
+                    "(EarlyStopping stops the run at its first validation when its metric is "
+                    "missing)"
+                )
+                continue
             log.warning(
                 "%s=%r is not a metric lmtrain logs: did you mean %s? If no module of yours logs "
                 "it, %s",
@@ -306,6 +313,20 @@ def check_metric_names(
                 if sweep
                 else "Lightning stops the run at its first validation",
             )
+
+
+def strict_early_stopping(callbacks: Mapping[str, Any], key: str) -> bool:
+    """`key` (callbacks.<name>.monitor) is an EarlyStopping's with `strict` (Lightning's
+    default): it raises at the first validation when the metric is missing, a traceback after
+    the steps before it; with strict=false it only warns and goes on."""
+    name = key.removeprefix("callbacks.").removesuffix(".monitor")
+    node = callbacks.get(name) if key.startswith("callbacks.") else None
+    if not isinstance(node, Mapping) or node.get("strict", True) is False:
+        return False
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    found, _ = locate(str(node.get("_target_", "")))
+    return isinstance(found, type) and issubclass(found, EarlyStopping)
 
 
 def letters(name: str) -> str:

@@ -213,7 +213,10 @@ def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """The Trainer of `cfg` (the trainer group); Lightning's refusal of a setting (no GPU for
     `accelerator: gpu`, more devices than there are, an unknown strategy) is one line."""
     try:
-        return hydra.utils.instantiate(cfg, **kwargs)
+        # "partial": Lightning's time spans as dicts (`max_time: {minutes: 30}`, a time-based
+        # `val_check_interval`) reach it as plain dicts, which it checks with isinstance(dict);
+        # as DictConfigs they failed (ConfigAttributeError, a TypeError). Targets are still built.
+        return hydra.utils.instantiate(cfg, _convert_="partial", **kwargs)
     except Exception as err:
         refusal = find_cause(err, MisconfigurationException)
         if refusal is None:

@@ -61,11 +61,18 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             # Lightning's own SIGTERM handler, outside the training steps (setup, the final
             # validation): its bare SIGTERMException would exit 0, as if the run had finished.
             exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
-            print_on_rank_zero(
-                "error: terminated by SIGTERM outside the training steps: nothing was saved "
-                "after the last checkpoint; resume with ckpt_path=last "
-                f"hydra.run.dir={run_folder_of(args)}"
-            )
+            folder = run_folder_of(args)
+            if (Path(folder) / "checkpoints" / "last.ckpt").is_file():
+                print_on_rank_zero(
+                    "error: terminated by SIGTERM outside the training steps: nothing was saved "
+                    f"after the last checkpoint; resume with ckpt_path=last hydra.run.dir={folder}"
+                )
+            else:  # no PreemptionCheckpoint (callbacks=none) and no checkpoint yet
+                print_on_rank_zero(
+                    f"error: terminated by SIGTERM: nothing was saved in {folder}, so the run "
+                    "cannot be resumed: start it again (in the same folder with "
+                    "overwrite_run=true)"
+                )
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
