@@ -31,11 +31,11 @@ from lmtrain.utils.config_keys import (
     EXPORT_KEYS,
     GENERATE_KEYS,
     check_config_names,
-    check_metric_names,
     check_top_level_keys,
 )
 from lmtrain.utils.eval_checks import check_eval_tokenizer, check_eval_val_limit
 from lmtrain.utils.filename_fields import check_filename_fields
+from lmtrain.utils.metric_names import check_metric_names
 from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
 from lmtrain.utils.run_folder_checks import run_folder_problems

@@ -1,5 +1,5 @@
 """Names in a training config that name nothing: top-level keys no code reads, groups and
-classes that are not there, metrics that no code logs.
+classes that are not there (metrics that no code logs: lmtrain.utils.metric_names).
 
 Hydra composes whatever it is given, and a key that no code reads is dropped without a word.
 A config of a group that should apply at the top (an experiment, `configs/local/default.yaml`)
@@ -7,10 +7,8 @@ written without `# @package _global_` puts its keys under `experiment:` or `loca
 ignores all of them and exits 0 (a typical quick experiment sets only keys); a misspelt setting
 (`+sample.prompts=...`) sits beside the real one. Both are refused before any work. Other keys
 of one's own (`+notes=...`, nanoGPT's `+learning_rate=...`) are kept, with a warning naming
-them. Refused as well: a data or model config without its `_base` (a traceback after Hydra), a
-callback or logger class that does not exist (found after the data and the model were built),
-and a callback's `monitor: val_loss` (for val/loss: Lightning's error at the first validation,
-after all the steps before it, with no checkpoint written).
+them. Refused as well: a data or model config without its `_base` (a traceback after Hydra), and
+a callback or logger class that does not exist (found after the data and the model were built).
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import difflib
 import importlib
 import inspect
 import logging
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -96,8 +93,6 @@ GENERATE_KEYS = (
 )
 # train.yaml's `samples:` settings, which the samples callback and the export read by name.
 SAMPLES_KEYS = ("prompts", "max_new_tokens", "temperature", "top_k", "every_n_val")
-# What CausalLMModule logs at each validation, the names a `monitor` usually means.
-VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
 # Packages whose callback and logger classes get their keys checked (see check_arguments).
 CHECKED_PACKAGES = ("lightning.", "lmtrain.")
 # Groups whose configs apply at the top (`# @package _global_`): never a node of their own.
@@ -264,71 +259,3 @@ def group_choice(group: str) -> str:
         if choice:
             return str(choice)
     return "<name>"
-
-
-def check_metric_names(
-    callbacks: Mapping[str, Any], optimized_metric: Any, problems: Problems, ours: bool = False
-) -> None:
-    """`monitor` of each callback config in `callbacks` (the resolved group), and
-    `optimized_metric`, that spell a metric of ours another way (`val_loss`). Other names pass:
-    a module of one's own may log more. `ours`: the model is lmtrain's own module, which logs
-    no other val metric, so an `optimized_metric` close to one of them is a typo, refused (a
-    sweep stopped at it only after its first job had trained)."""
-    named = {
-        f"callbacks.{name}.monitor": node.get("monitor")
-        for name, node in callbacks.items()
-        if isinstance(node, Mapping)
-    }
-    named["optimized_metric"] = optimized_metric
-    for key, value in named.items():
-        if not isinstance(value, str) or value in VAL_METRICS:
-            continue
-        # Only another spelling of one of ours (`val_loss`, `val-loss`, `VAL/LOSS`): a close
-        # but different name (`val/bpc`) may be a metric of one's own.
-        same = [m for m in VAL_METRICS if letters(m) == letters(value)]
-        if same:
-            problems.add(f"{key}={value!r} is not a metric lmtrain logs: did you mean {same[0]}?")
-        elif close := difflib.get_close_matches(value, VAL_METRICS, n=1, cutoff=0.8):
-            # A typo (`val/los`) failed only at the first validation, after all the steps before it.
-            sweep = key == "optimized_metric"
-            if sweep and ours:
-                problems.add(
-                    f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}?"
-                )
-                continue
-            if ours and strict_early_stopping(callbacks, key):  # would stop the run, traced
-                problems.add(
-                    f"{key}={value!r} is not a metric lmtrain logs: did you mean {close[0]}? "
-                    "(EarlyStopping stops the run at its first validation when its metric is "
-                    "missing)"
-                )
-                continue
-            log.warning(
-                "%s=%r is not a metric lmtrain logs: did you mean %s? If no module of yours logs "
-                "it, %s",
-                key,
-                value,
-                close[0],
-                "a sweep stops after its first job"
-                if sweep
-                else "Lightning stops the run at its first validation",
-            )
-
-
-def strict_early_stopping(callbacks: Mapping[str, Any], key: str) -> bool:
-    """`key` (callbacks.<name>.monitor) is an EarlyStopping's with `strict` (Lightning's
-    default): it raises at the first validation when the metric is missing, a traceback after
-    the steps before it; with strict=false it only warns and goes on."""
-    name = key.removeprefix("callbacks.").removesuffix(".monitor")
-    node = callbacks.get(name) if key.startswith("callbacks.") else None
-    if not isinstance(node, Mapping) or node.get("strict", True) is False:
-        return False
-    from lightning.pytorch.callbacks import EarlyStopping
-
-    found, _ = locate(str(node.get("_target_", "")))
-    return isinstance(found, type) and issubclass(found, EarlyStopping)
-
-
-def letters(name: str) -> str:
-    """`name` without case and separators: `val_loss` and `val/loss` are the same."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())

@@ -5,7 +5,7 @@ such metric, without a word: `filename='best-{step}-{val_loss:.4f}'` named every
 `best-2-0.0000.ckpt` (the metric is val/loss), so the files no longer told which was best.
 Fields are read as Lightning reads them (ModelCheckpoint._format_checkpoint_name: from `{` to the
 first `:` or `}`, slashes and dots included). Another spelling of a metric of ours is refused,
-with the name meant, as `monitor` is (lmtrain.utils.config_keys.check_metric_names); any other
+with the name meant, as `monitor` is (lmtrain.utils.metric_names.check_metric_names); any other
 name may be logged by a module of one's own, and is only warned of.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lmtrain.utils.checks import Problems
-from lmtrain.utils.config_keys import VAL_METRICS, letters
+from lmtrain.utils.metric_names import VAL_METRICS, letters
 
 log = logging.getLogger(__name__)
 
