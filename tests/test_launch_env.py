@@ -207,6 +207,12 @@ LAUNCHED = {
     "by hand": {"LOCAL_RANK": "1"},  # MASTER_PORT: the test's
     "srun": SRUN_TASK,
     "interactive": {"SLURM_NTASKS": "2", "SLURM_JOB_ID": "1", "SLURM_JOB_NAME": "interactive"},
+    # torchrun in an sbatch script (--ntasks alone): Lightning takes torchrun's ranks, not SLURM's.
+    "torchrun in sbatch": {
+        "TORCHELASTIC_RUN_ID": "run", "LOCAL_RANK": "1", "RANK": "1", "GROUP_RANK": "0",
+        "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+        "SLURM_NTASKS": "4", "SLURM_JOB_ID": "1", "SLURM_JOB_NAME": "train",
+    },
 }  # fmt: skip
 
 
@@ -228,3 +234,22 @@ def test_what_launchers_set_is_not_refused(
         monkeypatch.setenv(name, value)
     trainer = {"num_nodes": 1, "devices": 2}
     assert launch_problem(OmegaConf.create({"trainer": trainer})) is None
+
+
+def test_a_single_process_run_ignores_the_variables_it_never_reads(
+    monkeypatch: pytest.MonkeyPatch, taken_port: int
+) -> None:
+    """One process meets no one: a stale MASTER_ADDR, a MASTER_PORT another job holds and a
+    container's LOCAL_RANK=0 were refused as if it waited for other ranks."""
+    from lmtrain.utils.launch_env import launch_problem
+
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "MASTER_", "TORCHELASTIC_")) or name.endswith("RANK"):
+            monkeypatch.delenv(name)
+    stale = {"MASTER_ADDR": "nohost.invalid", "MASTER_PORT": str(taken_port), "LOCAL_RANK": "0"}
+    for name, value in stale.items():
+        monkeypatch.setenv(name, value)
+    one = OmegaConf.create({"trainer": {"num_nodes": 1, "devices": 1}})
+    assert launch_problem(one) is None
+    two = OmegaConf.create({"trainer": {"num_nodes": 1, "devices": 2}})
+    assert "MASTER_ADDR='nohost.invalid'" in str(launch_problem(two))  # two processes meet

@@ -125,7 +125,7 @@ def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
     }
     # A tokenizer.json with truncation or padding cut (or padded) the corpus before they were
     # turned off for it (lmtrain.data.encode): a cache built then must not be reused. Only such
-    # folders get the key, so every other cache keeps its fingerprint.
+    # folders get the key.
     full = _json_object(folder / "tokenizer.json")
     if full.get("truncation") or full.get("padding"):
         relevant["documents_whole"] = True

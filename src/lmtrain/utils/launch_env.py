@@ -74,13 +74,25 @@ def launch_problem(cfg: DictConfig) -> str | None:
     for name, (least, todo) in NUMBERS.items():
         if bad := number_problem(name, least, todo):
             return bad
-    if bad := slurm_problem():
+    # torchrun in a SLURM job (`srun torchrun`, or torchrun in the batch script): Lightning takes
+    # torchrun's ranks first and reads none of SLURM's.
+    if not TorchElasticEnvironment.detect() and (bad := slurm_problem()):
         return bad
+    trainer = cfg.get("trainer") or {}
+    num_nodes = trainer.get("num_nodes") or 1
+    devices = trainer.get("devices")
+    if type(devices) is int and type(num_nodes) is int and devices * num_nodes == 1:
+        # One process meets no one: a stale MASTER_ADDR, a MASTER_PORT another job holds or a
+        # container's LOCAL_RANK=0 are not read. A NODE_RANK or LOCAL_RANK past 0 is still
+        # refused: Lightning reads it for the process's rank, which must be 0 to log and save.
+        if any(env.detect() for env in CLUSTERS_THAT_START_NODES):
+            return None
+        stray_local = os.environ.get("LOCAL_RANK", "0") != "0"
+        return node_rank_problem(num_nodes) or (local_rank_problem() if stray_local else None)
     if "TORCHELASTIC_RUN_ID" not in os.environ and (bad := address_problem()):
         return bad  # (torchrun set the address itself)
     if any(env.detect() for env in CLUSTERS_THAT_START_NODES):
         return None  # the cluster set each process's ranks
-    num_nodes = (cfg.get("trainer") or {}).get("num_nodes") or 1
     return node_rank_problem(num_nodes) or local_rank_problem() or port_problem()
 
 

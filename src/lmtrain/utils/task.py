@@ -62,7 +62,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             # validation): its bare SIGTERMException would exit 0, as if the run had finished.
             exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
             folder = run_folder_of(args)
-            if (Path(folder) / "checkpoints" / "last.ckpt").is_file():
+            # Any checkpoint (an FSDP run's last.ckpt is a folder; best-*.ckpt alone): resumable.
+            if any((Path(folder) / "checkpoints").glob("*.ckpt")):
                 print_on_rank_zero(
                     "error: terminated by SIGTERM outside the training steps: nothing was saved "
                     f"after the last checkpoint; resume with ckpt_path=last hydra.run.dir={folder}"
