@@ -96,15 +96,15 @@ def load_module(
     (`loading_arguments`), and a state that does not fit as one line."""
     refuse_pickle(weights_only)
     refuse_unknown_keywords(module_class, kwargs)
-    path, tokenizer = checked_checkpoint(checkpoint_path)
+    path, tokenizer_files = checked_checkpoint(checkpoint_path)
     chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
-    kwargs = loading_arguments(module_class, tokenizer, hparams_file, kwargs)
+    kwargs = loading_arguments(module_class, (tokenizer_files, path), hparams_file, kwargs)
     with same_sizes(path, chosen):
         return load(path, hparams_file=None, weights_only=True, **options, **kwargs)
 
 
 def checked_checkpoint(checkpoint_path: Any) -> tuple[str, Any]:
-    """The checkpoint file's path and the tokenizer it carries, once the path and contents pass
+    """The checkpoint file's path and its tokenizer's files, once the path and contents pass
     the checks `load_model` runs (a missing path, None, or a dict without Lightning's entries
     was a TypeError or KeyError traceback from Lightning)."""
     path = model_path(checkpoint_path)
@@ -119,21 +119,20 @@ def checked_checkpoint(checkpoint_path: Any) -> tuple[str, Any]:
             f"ckpt_path={path!r} lacks {LIGHTNING_KEY}, which Lightning's load_from_checkpoint "
             "reads (not saved by a Trainer): load it with lmtrain.models.checkpoint.load_model"
         )
-    files = checkpoint[CHECKPOINT_KEY]["tokenizer_files"]  # check_contents: there
-    return path, tokenizer_from_files(files, path)
+    return path, checkpoint[CHECKPOINT_KEY]["tokenizer_files"]  # check_contents: there
 
 
 def loading_arguments(
     module_class: type,
-    tokenizer: Any,
+    saved_tokenizer: tuple[Any, str],
     hparams_file: str | Path | None,
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
     """`load_from_checkpoint`'s keywords, as Lightning is then given them.
 
-    - The tokenizer is the checkpoint's (`tokenizer`) unless `tokenizer=` (or `model=`) is
-      given: the model's vocabulary is the tokenizer's size, which the hyperparameters do not
-      hold.
+    - The tokenizer is the checkpoint's (`saved_tokenizer`: its files and the checkpoint's path,
+      built only here) unless `tokenizer=` (or `model=`) is given: the model's vocabulary is
+      the tokenizer's size, which the hyperparameters do not hold.
     - A YAML `hparams_file` is read here, as keywords under the given ones, each one checked as
       a keyword is (`refuse_unknown_keywords`: a misspelt key was dropped without a word):
       Lightning reads it into an OmegaConf node, which cannot hold the tokenizer. It may be a
@@ -151,7 +150,7 @@ def loading_arguments(
         refuse_unknown_keywords(module_class, values, f"hparams_file={str(path)!r}")
         kwargs = values | kwargs
     if kwargs.get("tokenizer") is None and kwargs.get("model") is None:
-        kwargs["tokenizer"] = tokenizer
+        kwargs["tokenizer"] = tokenizer_from_files(*saved_tokenizer)
     return kwargs
 
 
