@@ -148,7 +148,7 @@ def test_a_ledger_naming_no_job_is_one_error_line_and_nothing_written(sweep: Pat
 
 def test_jobs_optimized_for_different_metrics_are_refused(sweep: Path, tmp_path: Path) -> None:
     """Job 1 optimized train/grad_norm: its value was ranked against job 0's val/loss, under a
-    header `by train/grad_norm`, and exit 0."""
+    header `by train/grad_norm`, and exit 0. A new --out folder is not made for the refusal."""
     config = sweep / "1" / ".hydra" / "config.yaml"
     lines = config.read_text().splitlines()
     assert sum(line.startswith("optimized_metric:") for line in lines) == 1
@@ -167,8 +167,8 @@ def test_jobs_optimized_for_different_metrics_are_refused(sweep: Path, tmp_path:
             "cannot compare, and lmtrain.report has no option to rank by one: report the jobs of "
             "each metric on their own (copy their job folders into a new folder and pass that)"
         )
-        folder = Path(out_args[1]) if out_args else sweep
-        assert not any((folder / name).exists() for name in REPORT_FILES)
+        assert not any((sweep / name).exists() for name in REPORT_FILES)
+    assert not (tmp_path / "out").exists()  # an --out folder was made, then left empty
 
 
 def test_a_record_file_name_taken_by_a_folder_in_out_writes_nothing(

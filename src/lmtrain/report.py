@@ -157,12 +157,7 @@ def write_report(
             f"--out {str(out)!r} is another sweep's folder, whose report this one would replace: "
             "pass a folder of its own"
         )
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
-    except OSError as err:
-        raise unwritable(out, err, out_dir is not None) from None
+    refuse_unwritable(out, out_dir is not None)  # made only when the report is written
     paths = {"csv": out / "report.csv", "md": out / "report.md", "png": out / "val_curves.png"}
     elsewhere = out.resolve() != sweep_dir.resolve()
     record = [out / WRITTEN_RECORD] if elsewhere else []  # written after the three
@@ -199,6 +194,7 @@ def write_report(
         f"![val/loss]({paths['png'].name})",
     ]
     try:
+        out.mkdir(parents=True, exist_ok=True)
         with atomic_write(paths["csv"]) as f:
             csv.writer(f).writerows([tab.header, *([fmt(v, None) for v in r] for r in tab.rows)])
         with atomic_write(paths["md"]) as f:
@@ -234,6 +230,19 @@ def refuse_files_not_written_here(out: Path, paths: list[Path]) -> None:
                 "(or that was changed since): pass --out <another folder>, or add --overwrite "
                 "to replace it"
             )
+
+
+def refuse_unwritable(out: Path, chosen: bool) -> None:
+    """Raise when `out`, or the folder it would be made in, cannot be written. It is not made
+    here: a refusal after this (no job left, mixed metrics) left a new --out folder, empty."""
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists() or p.is_symlink())
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as err:
+        raise unwritable(out, err, chosen) from None
 
 
 def unwritable(out: Path, err: OSError, chosen: bool) -> LMTrainError:
