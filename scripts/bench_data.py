@@ -27,130 +27,21 @@ for each side. Results are merged into logs/bench/latest.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_data_child import child_hf_map, child_prepare
+from bench_data_corpus import MB, bare_mb_per_s, build_corpus, corpus_texts, train_tokenizer
+from bench_memory import TreeMemory
+
 ROOT = Path(__file__).resolve().parents[1]
-MB = 1_000_000
-
-
-def build_corpus(folder: Path, size_mb: int) -> Path:
-    """`size_mb` MB of stdlib sources in files, the k-th repetition with letters rotated by k."""
-    if (folder / ".complete").is_file():
-        return folder
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    sources = sorted(p for p in stdlib.rglob("*.py") if "site-packages" not in p.parts)
-    texts = [
-        (p.relative_to(stdlib), p.read_text(encoding="utf-8", errors="replace")) for p in sources
-    ]
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    written, repetition = 0, 0
-    while written < size_mb * MB:
-        lower, upper = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-        k = repetition % 26
-        table = str.maketrans(lower + upper, lower[k:] + lower[:k] + upper[k:] + upper[:k])
-        for relative, text in texts:
-            if written >= size_mb * MB:
-                break
-            path = tmp / f"rep{repetition:02}" / relative.with_suffix(".txt")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            data = text.translate(table).encode("utf-8")
-            path.write_bytes(data)
-            written += len(data)
-        repetition += 1
-    (tmp / ".complete").write_text(f"{written}\n")
-    os.replace(tmp, folder)
-    return folder
-
-
-def corpus_texts(folder: Path) -> list[str]:
-    from lmtrain.data.sources import TextFilesSource
-
-    """The texts prepare_data() encodes (files over 1 MB come in pieces), read outside the clock."""
-    return [piece.text for piece in TextFilesSource(str(folder)).documents()]
-
-
-def train_tokenizer(corpus: Path, vocab_size: int, sample_mb: float, out: Path) -> float:
-    """Byte-level BPE trained on `sample_mb` MB spread over `corpus`; returns seconds."""
-    from lmtrain.data.sources import TextFilesSource
-    from lmtrain.data.tokenizers import bpe_tokenizer
-
-    start = time.perf_counter()
-    sample = TextFilesSource(str(corpus)).sample(int(sample_mb * MB))
-    bpe_tokenizer(sample, vocab_size).save_pretrained(out)
-    return time.perf_counter() - start
-
-
-def bare_mb_per_s(texts: list[str], tokenizer_dir: Path, method: str) -> float:
-    """The tokenizer alone, on every core, in ~1 MB batches of the texts already in memory."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
-    encode = getattr(tokenizer, method)
-    batches, batch, size = [], [], 0
-    for text in texts:
-        batch.append(text)
-        size += len(text.encode("utf-8"))
-        if size >= MB:
-            batches.append(batch)
-            batch, size = [], 0
-    batches.append(batch)
-    total = sum(len(t.encode("utf-8")) for t in texts)
-    start = time.perf_counter()
-    for batch in batches:
-        encode(batch, add_special_tokens=False)
-    return total / MB / (time.perf_counter() - start)
-
-
-class TreeMemory(threading.Thread):
-    """Peak PSS and peak summed RSS of a process and all its descendants, sampled from /proc."""
-
-    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.interval_s = pid, interval_s
-        self.peak_pss_kb = self.peak_rss_kb = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.is_set():
-            pss = rss = 0
-            for pid in self._tree(self.pid):
-                pss += _proc_kb(f"/proc/{pid}/smaps_rollup", "Pss:")
-                rss += _proc_kb(f"/proc/{pid}/status", "VmRSS:")
-            self.peak_pss_kb, self.peak_rss_kb = (
-                max(self.peak_pss_kb, pss),
-                max(self.peak_rss_kb, rss),
-            )
-            self.done.wait(self.interval_s)
-
-    def _tree(self, pid: int) -> list[int]:
-        pids, stack = [], [pid]
-        while stack:
-            current = stack.pop()
-            pids.append(current)
-            for task in Path(f"/proc/{current}/task").glob("*"):
-                with contextlib.suppress(OSError):  # the task ended meanwhile
-                    stack.extend(int(c) for c in (task / "children").read_text().split())
-        return pids
-
-
-def _proc_kb(path: str, key: str) -> int:
-    try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def run_child(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -168,77 +59,6 @@ def run_child(mode: str, settings: dict[str, Any]) -> dict[str, Any]:
     result["peak_pss_mb"] = memory.peak_pss_kb / 1024
     result["peak_rss_sum_mb"] = memory.peak_rss_kb / 1024
     return result
-
-
-def child_prepare(settings: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: the datamodule's whole preparation, timed from the call."""
-    import resource
-
-    from lmtrain.data import TextDataModule
-    from lmtrain.data.sources import TextFilesSource
-    from lmtrain.data.token_cache import load_meta
-
-    tokenizer = {"kind": "pretrained", "name": settings["tokenizer"]}
-    source = TextFilesSource(settings["corpus"], val_fraction=0.05)
-    dm = TextDataModule(
-        source,
-        tokenizer,
-        block_size=1024,
-        batch_size=8,
-        cache_dir=settings["cache_dir"],
-        prepare_workers=settings["workers"],
-        prepare_chunk_mb=settings["chunk_mb"],
-    )
-    rss_before = _proc_kb("/proc/self/status", "VmRSS:") / 1024
-    start = time.perf_counter()
-    dm.prepare_data()
-    seconds = time.perf_counter() - start
-    meta = load_meta(dm.cache_path)
-    return {
-        "seconds": seconds,
-        "text_bytes": sum(meta["text_bytes"].values()),
-        "tokens": sum(meta["tokens"].values()),
-        "workers": meta["prepare"]["workers"],
-        "rss_before_prepare_mb": rss_before,
-        "ru_maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "ru_maxrss_largest_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        / 1024,
-    }
-
-
-def child_hf_map(settings: dict[str, Any]) -> dict[str, Any]:
-    """In a fresh process: transformers' run_clm.py data pipeline, timed from load_dataset."""
-    from itertools import chain
-
-    import datasets
-    from transformers import AutoTokenizer
-
-    datasets.disable_progress_bars()
-    tokenizer = AutoTokenizer.from_pretrained(settings["tokenizer"])
-    files = sorted(str(p) for p in Path(settings["corpus"]).rglob("*.txt"))
-    block_size, workers = 1024, settings["workers"]
-    start = time.perf_counter()
-    raw = datasets.load_dataset(
-        "text", data_files=files, sample_by="document", cache_dir=settings["cache_dir"]
-    )
-
-    def tokenize_function(examples: dict[str, list[str]]) -> Any:
-        return tokenizer(examples["text"])
-
-    def group_texts(examples: dict[str, list[list[int]]]) -> dict[str, list[list[int]]]:
-        concatenated = {k: list(chain(*examples[k])) for k in examples}
-        total_length = len(concatenated[next(iter(examples))]) // block_size * block_size
-        result = {
-            k: [t[i : i + block_size] for i in range(0, total_length, block_size)]
-            for k, t in concatenated.items()
-        }
-        result["labels"] = result["input_ids"].copy()
-        return result
-
-    tokenized = raw.map(tokenize_function, batched=True, num_proc=workers, remove_columns=["text"])
-    grouped = tokenized.map(group_texts, batched=True, num_proc=workers)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "blocks": grouped["train"].num_rows, "workers": workers}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -344,10 +164,9 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         return
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # the bare tokenizer gets every core
-    from lmtrain.data.encode import default_workers
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_out import check_out, write_report
+
+    from lmtrain.data.encode import default_workers
 
     check_out(args.out)
     args.workers = args.workers or default_workers()

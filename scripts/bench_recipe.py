@@ -36,110 +36,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import compose_train
+from bench_commands import run_side_by_side, summary
+from bench_config import ROOT, compose_train
 from bench_out import check_out, write_report
+from bench_recipe_commands import recipe_commands
 
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.config_checks import check_train_config
 
-ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {"baseline": "shakespeare_char", "fast": "shakespeare_char_fast"}
-NANOGPT_STEPS = 2000  # nanoGPT's CPU recipe: max_iters (it trains max_iters + 1 steps)
-NANOGPT_EVAL = re.compile(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)")
-NANOGPT_ITER = re.compile(r"iter \d+: loss [\d.]+, time ([\d.]+)ms")
-
-
-@dataclass
-class Command:
-    """One side of the comparison: how to run it, and what its runs gave."""
-
-    name: str
-    argv: list[str]
-    cwd: Path
-    parse: Any  # (output text, run folder) -> {"val_loss": ..., ...}
-    runs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def nanogpt_command(checkout: Path, steps: int, out_dir: Path) -> list[str]:
-    """nanoGPT's README CPU command at this repo's block, batch and model size."""
-    eval_interval = 250 if steps % 250 == 0 else steps  # so that the last step is evaluated
-    return [
-        sys.executable,
-        "train.py",
-        "config/train_shakespeare_char.py",
-        "--device=cpu",
-        "--compile=False",
-        "--eval_iters=20",
-        "--log_interval=1",
-        "--block_size=64",
-        "--batch_size=12",
-        "--n_layer=4",
-        "--n_head=4",
-        "--n_embd=128",
-        f"--max_iters={steps}",
-        f"--lr_decay_iters={steps}",
-        "--dropout=0.0",
-        f"--eval_interval={eval_interval}",
-        f"--out_dir={out_dir}",  # its checkpoints go to a temporary folder, not the checkout
-    ]
-
-
-def parse_nanogpt(output: str, run_dir: Path) -> dict[str, Any]:
-    """Its last evaluation (20 random val batches) and the time inside its training loop."""
-    evals = NANOGPT_EVAL.findall(output)
-    loop_s = sum(float(ms) for ms in NANOGPT_ITER.findall(output)) / 1000
-    if not evals:
-        return {"val_loss": None}
-    return {"val_loss": float(evals[-1][1]), "val_at_step": int(evals[-1][0]), "in_loop_s": loop_s}
-
-
-def parse_trainer(output: str, run_dir: Path) -> dict[str, Any]:
-    """The script's `val_loss=` (whole val split) and Trainer's train_runtime."""
-    loss = re.findall(r"^val_loss=([\d.]+)$", output, re.MULTILINE)
-    train_s = re.findall(r"train_s=([\d.]+)", output)
-    return {
-        "val_loss": float(loss[-1]) if loss else None,
-        "in_loop_s": float(train_s[-1]) if train_s else None,
-    }
-
-
-def parse_lmtrain(output: str, run_dir: Path) -> dict[str, Any]:
-    """metrics.json's val/loss (whole val split), time in the training loop and time
-    to the first step; from the run's log, the time of its first line (after imports and config)."""
-    metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        return {"val_loss": None}
-    metrics = json.loads(metrics_file.read_text())
-    result = {
-        "val_loss": metrics.get("val/loss"),
-        "in_loop_s": metrics.get("time/train_s"),
-        "steps": metrics.get("trainer/global_step"),
-        # Process start to the end of the first optimizer step, where lmtrain records it.
-        "startup_s": metrics.get("time/startup_s"),
-    }
-    logs = sorted(run_dir.glob("*.log"))
-    first = logs[0].read_text().split("\n", 1)[0] if logs else ""
-    stamp = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]", first)
-    if stamp:
-        result["first_log_at"] = datetime.strptime(stamp[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
-    return result
 
 
 def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
@@ -157,35 +73,6 @@ def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
-
-
-def run_once(command: Command, run_dir: Path, env: dict[str, str]) -> dict[str, Any]:
-    """Run `command` to its exit; its wall time, and what its parser reads from it."""
-    log_path = run_dir.with_suffix(".out")
-    argv = [a.replace("{run_dir}", str(run_dir)) for a in command.argv]
-    with log_path.open("w") as log:
-        started_at, start = time.time(), time.perf_counter()
-        code = subprocess.call(argv, cwd=command.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wall_s = time.perf_counter() - start
-    output = log_path.read_text(errors="replace")
-    if code != 0:
-        tail = "\n".join(output.splitlines()[-15:])
-        sys.exit(f"{tail}\nerror: {command.name} failed (exit {code}): {shlex.join(argv)}")
-    result = {"wall_s": wall_s, **command.parse(output, run_dir)}
-    if "first_log_at" in result:  # lmtrain: imports, Hydra, config before its first log line
-        result["to_first_log_s"] = result.pop("first_log_at") - started_at
-    if result.get("in_loop_s") is not None:
-        result["outside_loop_s"] = wall_s - result["in_loop_s"]
-    return result
-
-
-def summary(command: Command) -> dict[str, Any]:
-    """Medians over the runs of each figure that every run has."""
-    medians = {}
-    for key in ("wall_s", "val_loss", "outside_loop_s", "to_first_log_s", "startup_s"):
-        values = [r[key] for r in command.runs if r.get(key) is not None]
-        medians[f"median_{key}"] = statistics.median(values) if values else None
-    return {**medians, "runs": command.runs, "command": shlex.join(command.argv)}
 
 
 def tiny_shakespeare(path: Path | None) -> Path:
@@ -254,34 +141,9 @@ def main() -> None:
     except LMTrainError as err:
         sys.exit(f"error: --data {args.data or data}: {err}")
 
-    commands = []
-    if nanogpt is not None:
-        steps = NANOGPT_STEPS if args.steps is None else args.steps
-        argv = nanogpt_command(nanogpt, steps, Path("{run_dir}"))
-        commands.append(Command("nanogpt", argv, nanogpt, parse_nanogpt))
-    if args.recipe == "baseline":
-        argv = [sys.executable, str(ROOT / "scripts" / "trainer_recipe.py"), f"--data={data}"]
-        argv += [f"--steps={args.steps}"] if args.steps is not None else []
-        argv += shlex.split(args.trainer_args)
-        commands.append(Command("hf_trainer", argv, ROOT, parse_trainer))
-    argv = [sys.executable, "-m", "lmtrain.train", f"experiment={experiment}"]
-    argv += [f"data.source.path={data}", "hydra.run.dir={run_dir}"]
-    # The baseline as the issue timed it (CSV); the fast recipe with its W&B logger (offline).
-    argv += ["logger=csv"] if args.recipe == "baseline" else []
-    argv += [f"trainer.max_steps={args.steps}"] if args.steps is not None else []
-    commands.append(Command("lmtrain", [*argv, *extra], ROOT, parse_lmtrain))
-
+    commands = recipe_commands(args, experiment, data, nanogpt, extra)
     with tempfile.TemporaryDirectory(prefix="bench_recipe-") as tmp:
-        for repeat in range(args.repeats):
-            for command in commands if repeat % 2 == 0 else commands[::-1]:
-                run = run_once(command, Path(tmp) / f"{command.name}-{repeat}", env)
-                command.runs.append(run)
-                print(
-                    f"{command.name:>10} run {repeat}: {run['wall_s']:7.1f} s, "
-                    f"val loss {run['val_loss'] or float('nan'):.4f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
+        run_side_by_side(commands, args.repeats, Path(tmp), env)
 
     results = {c.name: summary(c) for c in commands}
     ours = results["lmtrain"]["median_wall_s"]

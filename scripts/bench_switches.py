@@ -22,16 +22,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import (
-    ROOT,
-    SIZES,
-    compose_config,
-    machine,
-    prepare_corpus,
-    refuse_bad_arguments,
-    run_lightning,
-)
-from bench_out import write_report
+from bench_args import refuse_bad_arguments
+from bench_config import ROOT, SIZES, compose_config, prepare_corpus, read_corpus_from
+from bench_lightning import run_lightning
+from bench_machine import machine
+from bench_out import check_out, write_report
 
 # name -> overrides that turn the switch on (the baseline is the size's config as it is).
 SWITCHES: dict[str, list[str]] = {
@@ -76,6 +71,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
     args = parser.parse_args()
     refuse_bad_arguments(parser, args, "--switches", args.switches, list(SWITCHES))
+    check_out(args.out)
+    read_corpus_from(args.data)
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
