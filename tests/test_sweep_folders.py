@@ -72,6 +72,30 @@ def test_a_second_sweep_into_a_sweep_folder_is_refused_and_changes_nothing(
     assert report_rows(first_sweep) == rows
 
 
+def test_an_earlier_sweeps_jobs_three_folders_deep_are_refused_too(
+    first_sweep: Path, tmp_path: Path, data_dir: Path
+) -> None:
+    """`hydra.sweep.subdir=a/b/${hydra.job.num}`: the search looked two levels down, so a
+    second sweep started, Hydra rewrote the finished job's .hydra/ (lr 0.05 beside a model
+    trained at 1e-3), and its ledger then showed that job as failed (red team rev_sweep16)."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(first_sweep / "0", sweep / "a" / "b" / "0")
+    before = tree_digest(sweep)
+    out = run_sweep(
+        tmp_path,
+        data_dir,
+        sweep,
+        "model.optimizer.lr=5e-2",
+        "hydra.sweep.subdir=a/b/${hydra.job.num}",
+    )
+    assert_one_line_error(
+        out,
+        f"hydra.sweep.dir={sweep} already holds another sweep's jobs (a/b/0), whose records "
+        "this sweep would replace",
+    )
+    assert tree_digest(sweep) == before
+
+
 def test_overwrite_run_sweep_counts_only_what_its_own_jobs_wrote(
     first_sweep: Path, tmp_path: Path, data_dir: Path
 ) -> None:

@@ -31,7 +31,8 @@ from lmtrain.utils import requeue
 from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
-from lmtrain.utils.sweep_jobs import sweep_direction
+from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
+from lmtrain.utils.sweep_jobs import STOPPED_DIVERGED, sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.task import fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
@@ -79,7 +80,10 @@ def refuse_run_folder_per_process(
 ) -> None:
     """torchrun, and Lightning's launcher across nodes, start each process as its own Hydra
     run, each of which would make its own run folder: require one named on the command line
-    (`hydra_overrides`: Hydra's own). Also called by ClaimRunFolder before Hydra makes one."""
+    (`hydra_overrides`: Hydra's own). Also called by ClaimRunFolder before Hydra makes one, so
+    a launcher given without `-m`, which would run here, is refused here too."""
+    if (problem := launcher_without_multirun(hydra_overrides, mode)) is not None:
+        fail(problem)
     named = any(str(o).startswith("hydra.run.dir=") for o in hydra_overrides)
     if mode == RunMode.MULTIRUN or named:
         return
@@ -266,7 +270,7 @@ def run_for_sweeper(
             if find_cause(exit_.__context__, NonFiniteLossError) is not None:
                 # nan_guard=stop ended a diverged job: a result of the search, not a failure
                 log.warning("%s diverged; reporting %s", job, worst_value())
-                ended(True)
+                ended(True, STOPPED_DIVERGED)  # no metrics.json: the report shows it diverged
                 return worst_value()
             log.error("%s failed (exit code %s); the sweep goes on", job, exit_.code)
             ended(False, getattr(exit_, "message", f"exit code {exit_.code}"))

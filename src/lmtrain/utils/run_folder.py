@@ -236,10 +236,12 @@ def refuse_other_sweeps_jobs(sweep_dir: Path) -> None:
     if not sweep_dir.is_dir():
         return
     held = [*sweep_dir.glob("optimization_results.yaml")]
-    for depth in ("*", "*/*"):  # hydra.sweep.subdir: the job number, or a path of two levels
-        for job in sorted(sweep_dir.glob(depth)):
-            if job.is_dir() and job.name != ".hydra" and holds_a_run(job):
-                held.append(job)
+    # hydra.sweep.subdir: the job number, or a path of any depth (`a/b/${hydra.job.num}`),
+    # found by its `.hydra/` record; and at the usual depths, by checkpoints or records alone.
+    recorded = {p.parent for p in sweep_dir.glob("**/.hydra") if p.parent != sweep_dir}
+    for job in sorted({*recorded, *sweep_dir.glob("*"), *sweep_dir.glob("*/*")}):
+        if job.is_dir() and job.name != ".hydra" and holds_a_run(job):
+            held.append(job)
     if held:
         shown = ", ".join(str(p.relative_to(sweep_dir)) for p in held[:3])
         more = f" and {len(held) - 3} more" if len(held) > 3 else ""

@@ -1,5 +1,7 @@
 """What `hydra/launcher=slurm` (hydra-submitit-launcher) cannot do, refused before any job.
 
+- It launches the jobs of a multirun only: without `-m`, Hydra leaves the launcher unused, and
+  the run trained on the login node (exit code 0), where the user asked for SLURM.
 - It needs `srun`: on a machine without SLURM, submitit's traceback came after the sweep began.
 - It resolves `hydra.launcher` once, with the sweep's own config, and submits every job with
   those sbatch options: `tasks_per_node: ${trainer.devices}` looks per job but is not, so a
@@ -9,7 +11,9 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
@@ -17,6 +21,22 @@ from lmtrain.errors import LMTrainError
 # What sizes a job's sbatch options (configs/hydra/launcher/slurm.yaml): devices and nodes, and
 # the trainer group that sets them. (A sweep over experiments that set them is not seen.)
 SIZING_KEYS = ("trainer", "trainer.devices", "trainer.num_nodes")
+
+
+def launcher_without_multirun(hydra_overrides: Sequence[str], mode: RunMode | None) -> str | None:
+    """What is wrong with a run (not `-m`) given a launcher on the command line (Hydra's own
+    overrides, `hydra_overrides`), or None. Only a typed launcher: the ranks that Lightning's
+    launcher starts for a multirun job rerun the job's own overrides, without Hydra's."""
+    if mode == RunMode.MULTIRUN:
+        return None
+    for override in map(str, hydra_overrides):
+        key, _, name = override.partition("=")
+        if key.lstrip("+~") == "hydra/launcher" and name not in ("", "basic"):
+            return (
+                f"hydra/launcher={name} launches the jobs of a multirun: add -m (or drop "
+                "hydra/launcher to run here)"
+            )
+    return None
 
 
 def refuse_slurm_launcher_problems(config: DictConfig, swept: list[str]) -> None:

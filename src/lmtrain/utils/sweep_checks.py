@@ -25,17 +25,14 @@ from lmtrain.utils.optuna_study import (
 )
 from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
 from lmtrain.utils.sweep_overrides import (
-    compose_each_choice,
     parsed_sweeps,
     refuse_shared_job_folders,
     refuse_unknown_search_keys,
 )
+from lmtrain.utils.sweep_split import refuse_sweep_split_across_folders
 
 # The Optuna sweeper's best trial, written into the sweep folder after the last trial.
 OPTUNA_RESULTS = "optimization_results.yaml"
-
-# Overrides whose sweep can give the jobs task_names of their own (our experiments set one).
-SPLITTING_KEYS = ("experiment", "task_name")
 
 
 def sweep_files(sweep_dir: Path) -> list[Path]:
@@ -86,7 +83,7 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     without values, a tag the Optuna sweeper ignores, an interval on the grid sampler,
     SLURM sizes swept (`lmtrain.utils.slurm_launcher_checks`), jobs sharing a folder
     (`lmtrain.utils.sweep_overrides`); and a sweep whose jobs would leave its folder
-    (`refuse_sweep_split_across_tasks`)."""
+    (`lmtrain.utils.sweep_split`)."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
     if sweep_dir.exists() and not sweep_dir.is_dir():  # Hydra's makedirs: FileExistsError
         raise LMTrainError(
@@ -111,39 +108,7 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
         refuse_empty_search_ranges(overrides)
         refuse_intervals_on_a_grid(sweeper, overrides)
         refuse_study_that_cannot_continue(sweeper, overrides)
-    refuse_sweep_split_across_tasks(config)  # last: it composes each job's config
-
-
-def refuse_sweep_split_across_tasks(config: DictConfig) -> None:
-    """Raise LMTrainError when the jobs of a sweep over experiments (`-m experiment=a,b`, as in
-    lightning-hydra-template) would run outside the sweep's folder.
-
-    The sweep's folder is `logs/<task_name>/multiruns/<time>`, resolved once with the sweep's
-    config and again in each job with the job's, and our experiments set task_name: the jobs
-    went to `logs/a/...` and `logs/b/...`, so SweepOutcome (which reads the sweep's folder)
-    saw no job, a failed job exited 0, and `lmtrain.report` showed one job a folder."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    # With Hydra's config loader, as the sweeper parses them: `glob(...)` lists the options.
-    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
-    # As typed: `+callbacks.x.job=${hydra:job.num}` cannot be resolved outside a job.
-    typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
-    parsed = parser.parse_overrides(list(typed["task"]))  # type: ignore[index]
-    swept = [o for o in parsed if o.is_sweep_override() and o.key_or_group in SPLITTING_KEYS]
-    folder = OmegaConf.to_container(config.hydra.sweep, resolve=False)["dir"]  # type: ignore[index]
-    if not swept or "task_name" not in str(folder):  # hydra.sweep.dir=<one folder>: no split
-        return
-    names = {c: str(job.task_name) for c, job in compose_each_choice(config, swept).items()}
-    own = str(config.task_name)
-    if names and set(names.values()) != {own}:  # none: options Hydra lists only later
-        runs = ", ".join(f"{choice} runs as {name}" for choice, name in names.items())
-        raise LMTrainError(
-            f"the jobs of this sweep run under other task_names than its own, {own} ({runs}), "
-            "and the sweep's folder is named by task_name: its results would be split across "
-            "logs/<task_name>/multiruns and failed jobs missed: pass task_name=<one name> with "
-            "the sweep"
-        )
+    refuse_sweep_split_across_folders(config)  # last: it composes each job's config
 
 
 def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:

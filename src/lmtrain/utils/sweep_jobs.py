@@ -49,6 +49,9 @@ METRIC_COLUMNS = (
 # Columns left out when no job has them (runs from before lmtrain logged val/bpb).
 OPTIONAL_COLUMNS = ("val/bpb",)
 CURVE_METRIC = "val/loss"
+# Why a job that finished has no metrics.json, in its ledger record: model.nan_guard=stop ended
+# it (`run_for_sweeper`). A result of the search, ranked as diverged, not as failed.
+STOPPED_DIVERGED = "diverged: model.nan_guard=stop ended it"
 
 
 @dataclass
@@ -65,6 +68,7 @@ class Job:
     direction: str = ""  # hydra.sweeper.direction as the job saved it ("" if none)
     problem: str = ""
     running: bool = False  # a live process holds its folder's lock
+    diverged: bool = False  # the sweep's ledger says the nan guard stopped it (no metrics)
 
     @property
     def value(self) -> float:
@@ -77,7 +81,7 @@ class Job:
         if self.problem:
             return "unreadable"
         if not self.metrics:
-            return "failed"
+            return "diverged" if self.diverged else "failed"
         return "ok" if math.isfinite(self.value) else "diverged"
 
 
@@ -146,6 +150,8 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         job.num = job.num if num is None else num
         failures = failed_in(records, name or "")
         last = failures[-1] if failures and not finished_in(records, name or "") else None
+        ended = [r for r in records if r.folder == (name or "") and r.ok]
+        job.diverged = bool(ended) and ended[-1].why == STOPPED_DIVERGED
         if last and job.metrics and last.metrics in (None, metrics_fingerprint(folder)):
             warn(
                 f"job folder {job.folder}: job {last.num} of this sweep failed there "

@@ -6,13 +6,14 @@ Split from `lmtrain.utils.launch`, which runs each job: a failed job ends only i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import strict_bool
@@ -63,6 +64,7 @@ class SweepOutcome(HydraCallback):
             self.claim(sweep_dir, overwrite)
             raise
         self.claim(sweep_dir, overwrite)
+        self.save_command_line(config, sweep_dir)
 
     @staticmethod
     def claim(sweep_dir: Path, overwrite: bool) -> None:
@@ -73,6 +75,16 @@ class SweepOutcome(HydraCallback):
         except LMTrainError as err:
             fail(str(err))
         start_ledger(sweep_dir)
+
+    @staticmethod
+    def save_command_line(config: DictConfig, sweep_dir: Path) -> None:
+        """Save the sweep's config, with its command line, as Hydra's basic sweeper does
+        (`multirun.yaml`), for the Optuna sweeper, which does not: each job names its W&B run by
+        the keys the search varies (`lmtrain.utils.wandb_run.swept_keys`), and only the
+        command line tells which keys of the search space it fixed."""
+        if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+            with contextlib.suppress(OSError):  # a folder the jobs cannot write either
+                OmegaConf.save(config, sweep_dir / "multirun.yaml")
 
     def written_now(self, path: Path) -> bool:
         """Whether `path` was written since the sweep started."""

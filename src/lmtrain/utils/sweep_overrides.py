@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
@@ -87,11 +88,14 @@ def missing_key(config: DictConfig, key: str) -> str | None:
     return f" ({parent} has {', '.join(keys)})" if node is not None else ""
 
 
-def compose_each_choice(config: DictConfig, swept: list[Override]) -> dict[str, DictConfig]:
+def compose_each_choice(
+    config: DictConfig, swept: list[Override], with_hydra: bool = False
+) -> dict[str, DictConfig]:
     """Each job's config ("key=option ..." -> its config) for every combination of the options
     of `swept` (sweep overrides of config groups or keys), composed as Hydra composes the jobs:
     with the sweep's fixed overrides, Hydra's included (hydra.searchpath finds experiments
-    outside configs/). A combination Hydra cannot compose is left out: its job says why."""
+    outside configs/); `with_hydra`: with the job's `hydra` node. A combination Hydra cannot
+    compose is left out: its job says why."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -102,7 +106,17 @@ def compose_each_choice(config: DictConfig, swept: list[Override]) -> dict[str, 
     typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)
     lines = parser.parse_overrides([*typed["hydra"], *typed["task"]])  # type: ignore[index]
     fixed = [o for o in lines if not o.is_sweep_override()]
-    swept = [o for o in swept if o.key_or_group not in {f.key_or_group for f in fixed}]
+    # A key also fixed: Optuna leaves it out of the search; the basic sweeper applies each job's
+    # overrides in the order typed, so the sweep wins where it comes after (tests' paths.log_dir).
+    last_fixed = {o.key_or_group: i for i, o in enumerate(lines) if not o.is_sweep_override()}
+    at = {o.input_line: i for i, o in enumerate(lines)}
+    optuna = "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower()
+    swept = [
+        o
+        for o in swept
+        if o.key_or_group not in last_fixed
+        or (not optuna and at.get(o.input_line, -1) > last_fixed[o.key_or_group])
+    ]
     options = [parser.parse_overrides([o.input_line])[0] for o in swept]
     choices = itertools.product(
         *([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()] for o in options)
@@ -111,7 +125,9 @@ def compose_each_choice(config: DictConfig, swept: list[Override]) -> dict[str, 
     for choice in choices:
         try:
             overrides = [*(o.input_line for o in fixed), *choice]
-            jobs[" ".join(choice)] = compose(config.hydra.job.config_name, overrides=overrides)
+            jobs[" ".join(choice)] = compose(
+                config.hydra.job.config_name, overrides=overrides, return_hydra_config=with_hydra
+            )
         except Exception:  # a job Hydra cannot compose: its own message, then
             continue
     return jobs
@@ -122,38 +138,97 @@ def refuse_shared_job_folders(config: DictConfig, overrides: dict[str, str]) -> 
     job's `.hydra/` record before the job can refuse the folder, so the refused job's config
     replaced the finished one's, and its resume and report then read the wrong seed (red team
     rev_sweep). The basic sweeper's jobs differ in what it varies: the subdir names each such
-    key (a group by `${hydra:runtime.choices.<group>}`), or `override_dirname`, which leaves out
-    its `exclude_keys`. Optuna may draw one point twice: its subdir must hold the job's number."""
+    key, and a group by `${hydra:runtime.choices.<group>}` (a key inside it may be the same in
+    two options: `trainer=cpu,default` by `${trainer.max_steps}`), or `override_dirname`, which
+    leaves out its `exclude_keys`; and no value is swept twice (`lr=1e-3,0.001`). Optuna may
+    draw one point twice: its subdir must hold the job's number. A subdir that leaves the
+    sweep's folder is refused too (`refuse_subdir_outside_sweep`)."""
     subdir = str(OmegaConf.to_container(config.hydra.sweep, resolve=False)["subdir"])  # type: ignore[index]
-    # `${hydra.job.num}` and `${hydra:job.num}` alike; a group's choice names the group
+    refuse_subdir_outside_sweep(subdir)
+    # `${hydra.job.num}` and `${hydra:job.num}` alike
     named = {
-        ref.strip().replace("hydra:", "hydra.").removeprefix("hydra.runtime.choices.")
-        for ref in re.findall(r"\$\{([^}]+)\}", subdir)
+        ref.strip().replace("hydra:", "hydra.") for ref in re.findall(r"\$\{([^}]+)\}", subdir)
     }
     if named & JOB_UNIQUE:
         return
-    varied = [o.key_or_group for o, _ in parsed_sweeps(overrides)]
+    choices = {n.removeprefix(CHOICES) for n in named if n.startswith(CHOICES)}
+    sweeps = parsed_sweeps(overrides)
+    varied = [o.key_or_group for o, _ in sweeps]
     if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
         missing = ["hydra.job.num (Optuna may draw one point twice)"]
     elif "hydra.job.override_dirname" in named:
         left_out = OmegaConf.select(config, "hydra.job.config.override_dirname.exclude_keys")
         missing = [k for k in varied if k in list(left_out or [])]
     else:
-        missing = [k for k in varied if not any(n == k or n.startswith(f"{k}.") for n in named)]
-    if not missing:
-        return
-    first = missing[0].split()[0]
-    group = "/" in first or not _is_value(config, first)  # a node: its group's choice names it
-    add = f"${{hydra:runtime.choices.{first}}}" if group else f"${{{first}}}"
-    raise LMTrainError(
-        f"hydra.sweep.subdir={subdir} does not name {', '.join(missing)}, so jobs of the sweep "
-        "would share a folder, and Hydra writes a job's .hydra/ record before the job can "
-        f"refuse it, over the other's: add {add} to it, or leave it at its default "
-        "${hydra.job.num}"
-    )
+        missing = [
+            k
+            for k in varied
+            if k not in choices
+            and (_is_group(config, k) or not any(n == k or n.startswith(f"{k}.") for n in named))
+        ]
+    if missing:
+        first = missing[0].split()[0]
+        add = f"${{hydra:runtime.choices.{first}}}" if _is_group(config, first) else f"${{{first}}}"
+        raise LMTrainError(
+            f"hydra.sweep.subdir={subdir} does not name {', '.join(missing)}, so jobs of the sweep "
+            "would share a folder, and Hydra writes a job's .hydra/ record before the job can "
+            f"refuse it, over the other's: add {add} to it, or leave it at its default "
+            "${hydra.job.num}"
+        )
+    for override, shown in sweeps:
+        twice = swept_twice(override)
+        if twice is not None:
+            raise LMTrainError(
+                f"the sweep {shown} gives two jobs the value {twice}, and hydra.sweep.subdir="
+                f"{subdir} would give them one folder, where Hydra writes the second job's .hydra/ "
+                "record over the first's: sweep each value once, or add ${hydra.job.num} to "
+                "hydra.sweep.subdir"
+            )
 
 
-def _is_value(config: DictConfig, key: str) -> bool:
-    """Whether `key` holds a plain value rather than a node (a config group's)."""
+# How a subdir names a group's choice, once `hydra:` is read as `hydra.`.
+CHOICES = "hydra.runtime.choices."
+
+
+def swept_twice(override: Override) -> str | None:
+    """A value that the choice sweep `override` lists twice (`1e-3,0.001` are both 0.001, `x`
+    and `'x'` both x), as the jobs' overrides and folders would show it; None if none."""
+    from hydra.core.override_parser.types import ChoiceSweep
+
+    if not isinstance(override.value(), ChoiceSweep):  # range() and glob() give each once
+        return None
+    seen: set[str] = set()
+    for value in override.sweep_string_iterator():
+        quoted = len(value) > 1 and value[0] == value[-1] and value[0] in "'\""
+        value = value[1:-1] if quoted else value
+        if value in seen:
+            return value
+        seen.add(value)
+    return None
+
+
+def refuse_subdir_outside_sweep(subdir: str) -> None:
+    """Raise LMTrainError for a `hydra.sweep.subdir` that puts the jobs outside the sweep's
+    folder (absolute, or `..` in it) or in it (`.`): SweepOutcome and `lmtrain.report` read the
+    jobs under the sweep's folder, and found none."""
+    path = PurePosixPath(re.sub(r"\$\{[^}]*\}", "x", subdir))  # what names a job: a folder
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise LMTrainError(
+            f"hydra.sweep.subdir={subdir} puts the jobs "
+            + ("in the sweep's folder itself" if not path.parts else "outside the sweep's folder")
+            + ", where neither the sweep's end nor lmtrain.report finds them: give a folder "
+            "inside it, such as the default ${hydra.job.num}, and hydra.sweep.dir for where the "
+            "sweep goes"
+        )
+
+
+def _is_group(config: DictConfig, key: str) -> bool:
+    """Whether `key` is a config group (`trainer`, `model/optimizer`, `experiment`) rather than
+    a key holding a value."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    hydra = GlobalHydra.instance()
+    if hydra.is_initialized() and hydra.config_loader().get_group_options(key):
+        return True
     node = OmegaConf.select(config, key, throw_on_resolution_failure=False)
-    return not isinstance(node, DictConfig)
+    return "/" in key or isinstance(node, DictConfig)

@@ -159,8 +159,11 @@ def job_name(hydra: Any, task_name: str) -> str:
 
 
 def swept_keys(hydra: Any) -> set[str]:
-    """Keys a sweep varies: an Optuna search space (hydra.sweeper.params) and the sweep overrides
-    (`lr=1e-3,3e-4`) that the basic sweeper saved in <sweep folder>/multirun.yaml."""
+    """Keys a sweep varies: an Optuna search space (hydra.sweeper.params) less the keys the
+    sweep's command line fixes, which the sweepers leave out of it (`model.config.n_embd=32`
+    with the generic space), and the sweep overrides (`lr=1e-3,3e-4`). The command line is the
+    sweep's, saved in <sweep folder>/multirun.yaml (by Hydra's basic sweeper, and by SweepOutcome
+    for others): a job's own overrides hold every key of the space as a fixed value."""
     keys = {str(k) for k in (hydra.sweeper.get("params") or {})}
     saved = Path(hydra.sweep.dir) / "multirun.yaml"
     if saved.is_file():
@@ -168,6 +171,7 @@ def swept_keys(hydra: Any) -> set[str]:
 
         lines = [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
         parsed = OverridesParser.create().parse_overrides(lines)
+        keys -= {o.key_or_group for o in parsed if not o.is_sweep_override()}
         keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
     return keys
 
