@@ -151,12 +151,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = instantiate_trainer(cfg.trainer, callbacks=callbacks, logger=loggers)
     resume_only_from_given_checkpoints(trainer)  # never Lightning's own pick of an hpc_ckpt
-    check_val_interval_fits_epoch(trainer, datamodule)  # the epoch's length: known from the data
     if cfg.get("global_batch_size"):
         trainer.accumulate_grad_batches = gradient_accumulation(
             cfg.global_batch_size, cfg.data.batch_size, trainer.world_size
         )
         log_validation_cadence(trainer.val_check_interval, trainer.accumulate_grad_batches)
+    # The epoch's length, known from the data and the accumulation (an epoch is whole steps).
+    check_val_interval_fits_epoch(trainer, datamodule)
     # Read by the throughput monitor for FLOP/s and MFU; counted once, on the meta device.
     model.train_flops_per_batch = flops_per_batch(
         model.model.config, cfg.data.batch_size, cfg.data.block_size

@@ -13,7 +13,7 @@ the same tokens.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from lmtrain.data.corpus import Source
 from lmtrain.data.sampler import ResumableDataLoader, ResumableWindowSampler
 from lmtrain.data.sources import TextFilesSource
 from lmtrain.data.tokenizers import TokenizerSettings, check_tokenizer_config
+from lmtrain.data.train_epochs import data_parallel_rank, epoch_micro_batches, trained_windows
 from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
@@ -51,39 +52,6 @@ def run_folder() -> str | None:
         return str(HydraConfig.get().runtime.output_dir)
     except OmegaConfBaseException:  # composed without a job (`compose()`): no folder yet
         return None
-
-
-def data_parallel_rank(trainer: Any) -> tuple[int, int]:
-    """(data-parallel size, data-parallel rank): the ranks that read different windows."""
-    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
-    return (kwargs["num_replicas"], kwargs["rank"]) if kwargs else (1, 0)
-
-
-def trained_windows(
-    trainer: Any, global_batch: int, sampler: ResumableWindowSampler
-) -> Callable[[], int | None]:
-    """The global windows `trainer` has trained on in its run (resumed runs included), while it
-    trains from `sampler`; else None, and the sampler counts epochs.
-
-    Lightning's count of processed micro-batches, restored from the checkpoint on resume: it
-    counts what reached `training_step`, not what the loader read ahead. The trainer is the one
-    that asked for the loader, and the count is its only while it iterates this loader: a
-    loader taken from the data module after one fit and handed to another trainer
-    (`trainer.fit(module, dm.train_dataloader())`) read the finished fit's count, and so the
-    same windows, every epoch.
-    """
-
-    def position() -> int | None:
-        loaders = trainer.train_dataloader
-        if isinstance(loaders, Mapping):
-            loaders = list(loaders.values())
-        if not isinstance(loaders, list | tuple):
-            loaders = [loaders]
-        if not any(getattr(loader, "sampler", None) is sampler for loader in loaders):
-            return None
-        return trainer.fit_loop.epoch_loop.batch_progress.total.processed * global_batch
-
-    return position
 
 
 def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
@@ -226,7 +194,7 @@ class TextDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
         """Random windows with replacement; an epoch is about one pass over the train tokens.
 
-        At least one full batch per epoch, since `drop_last` would otherwise leave none. Under
+        Whole optimizer steps per epoch, at least one (`lmtrain.data.train_epochs`). Under
         DDP and FSDP the ranks read their shares of one stream (see `lmtrain.data.sampler`), and
         an epoch has as many micro-batches as one process with the same global micro-batch
         (data.batch_size x ranks) would have, so epochs end at the same steps on any number of
@@ -240,7 +208,8 @@ class TextDataModule(LightningDataModule):
         world_size, rank = data_parallel_rank(trainer)
         global_batch = self.batch_size * world_size
         windows_per_epoch = max(1, dataset.n_tokens // self.block_size)
-        num_samples = max(1, windows_per_epoch // global_batch) * self.batch_size
+        batches = epoch_micro_batches(windows_per_epoch, global_batch, trainer)
+        num_samples = batches * self.batch_size
         sampler = ResumableWindowSampler(
             len(dataset),
             num_samples,

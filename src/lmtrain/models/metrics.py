@@ -26,15 +26,28 @@ GIB = 2**30
 
 
 def loggers_write_after(trainer: Any, step: int) -> bool:
-    """Whether Lightning's loggers write after optimizer step `step` (counted from 1): every
-    `log_every_n_steps`, when the run is stopping, and after the last step.
+    """Whether Lightning's loggers write after optimizer step `step` (counted from 1), the step
+    of the batch in progress: every `log_every_n_steps`, when the run is stopping, and after the
+    last step (`max_steps`, or the last batch of the last epoch).
 
     The arithmetic of Lightning's own check (its logger connector's `should_update_logs`, on its
-    count of optimizer steps), from public Trainer attributes.
+    count of optimizer steps), from public Trainer attributes. The last step is ours: there the
+    module logs what `metrics.json` reports (`trainer.callback_metrics`), which would otherwise
+    be the figures of the last `log_every_n_steps` step of a run that `max_epochs` ends.
     """
     every = trainer.log_every_n_steps
-    last = 0 < trainer.max_steps <= step
+    last = 0 < trainer.max_steps <= step or ends_last_epoch(trainer)
     return (every > 0 and (step % every == 0 or trainer.should_stop)) or last
+
+
+def ends_last_epoch(trainer: Any) -> bool:
+    """Whether the batch in progress is the last of the last epoch `trainer.max_epochs` allows
+    (its last, after `limit_train_batches`): Lightning steps there and stops."""
+    max_epochs = trainer.max_epochs
+    if max_epochs is None or max_epochs < 0 or trainer.current_epoch + 1 < max_epochs:
+        return False
+    ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this epoch's batches
+    return trainer.is_last_batch or ready == trainer.num_training_batches
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -47,15 +47,17 @@ def epoch_batches(trainer: Trainer, datamodule: LightningDataModule) -> int | No
     # Here, not at the top: lmtrain.utils.task imports this module in every entry point, and
     # generate and export read no corpus.
     from lmtrain.data.datamodule import TextDataModule
+    from lmtrain.data.train_epochs import whole_steps
 
     if type(datamodule).train_dataloader is not TextDataModule.train_dataloader:
         return None
     assert isinstance(datamodule, TextDataModule)
     # Not attached to the trainer yet: the loader of one process. Each of n ranks trains as many
     # batches as one process with n times the batch would (TextDataModule.train_dataloader),
-    # floor(floor(windows / batch) / n) = floor(windows / (batch * n)), and at least one.
+    # floor(floor(windows / batch) / n) = floor(windows / (batch * n)), in whole optimizer
+    # steps (`lmtrain.data.train_epochs`), at least one.
     one_process = len(datamodule.train_dataloader())
-    per_rank = max(1, one_process // (trainer.num_devices * trainer.num_nodes))
+    per_rank = whole_steps(one_process // (trainer.num_devices * trainer.num_nodes), trainer)
     limit = trainer.limit_train_batches  # overfit_batches and fast_dev_run set it too
     if isinstance(limit, int):
         return min(per_rank, limit)
