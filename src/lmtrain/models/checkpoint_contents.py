@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint, one_file_advice
 
 # The entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
 CHECKPOINT_KEY = "lmtrain"
@@ -73,6 +74,11 @@ def check_contents(
     else:
         keys = MODEL_KEYS + (RESUME_KEYS if resume else ())
     missing = missing_keys(checkpoint, keys)
+    if missing and not sharded and is_sharded_checkpoint(Path(path).parent):  # its meta.pt alone
+        folder = Path(path).parent
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} is no checkpoint on its own: {one_file_advice(folder)}"
+        )
     if missing and set(missing) <= set(RESUME_KEYS):
         raise LMTrainError(
             f"ckpt_path={str(path)!r} lacks {', '.join(missing)}, which resuming training needs "

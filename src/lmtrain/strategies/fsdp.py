@@ -45,6 +45,7 @@ from lmtrain.strategies.sharded_checkpoints import (
 )
 from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.strategy_checks import backend_problems
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -210,22 +211,3 @@ def _dtype(key: str, name: str | None) -> torch.dtype | None:
             f"trainer.strategy.{key}={name!r} is unknown: use one of {', '.join(DTYPES)}, or null"
         )
     return DTYPES[name]
-
-
-def backend_problems(backend: Any) -> list[str]:
-    """Why `process_group_backend` cannot start here (empty if it can): null, a backend name or
-    torch's per-device form `cpu:gloo,cuda:nccl`, each backend built into this torch (NCCL also
-    needs a GPU)."""
-    key = "trainer.strategy.process_group_backend"
-    if backend is None:
-        return []
-    if not isinstance(backend, str) or not backend:
-        return [f"{key}={backend!r} is not a backend name: pass gloo, nccl, or null"]
-    for name in (part.split(":")[-1].strip().lower() for part in backend.split(",")):
-        usable = dist.is_backend_available(name) and (name != "nccl" or torch.cuda.is_available())
-        if not usable:
-            return [
-                f"{key}={backend!r}: {name} is not available on this machine (NCCL needs GPUs and "
-                "a CUDA build of torch): pass gloo for CPU processes (trainer=fsdp_cpu), or null"
-            ]
-    return []

@@ -13,7 +13,7 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from lmtrain.utils.sharded_layout import is_sharded_checkpoint
+from lmtrain.utils.sharded_layout import is_sharded_checkpoint, one_file_advice
 
 WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
 # The names lmtrain gives checkpoints besides last.ckpt (configs/callbacks/default.yaml's best
@@ -96,11 +96,7 @@ def instead(damaged: str | Path) -> str:
     path = Path(damaged)
     folder = sharded_folder_of(path)
     if folder is not None:
-        return (
-            f"it is one file of the sharded checkpoint {folder} (trainer=fsdp): pass the folder "
-            "to resume with trainer=fsdp, or merge it into one file for eval, generate and "
-            f"export with `python -m lmtrain.strategies consolidate {folder}`"
-        )
+        return one_file_advice(folder)
     # After a damaged last.ckpt is moved aside, resume= takes the newest file, whatever its name.
     other = newest_other(path, named_first=path.name != "last.ckpt")
     if other is None:

@@ -39,7 +39,7 @@ from torch.distributed.checkpoint.planner import ReadItem
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import shard_digest
 from lmtrain.utils.damaged_checkpoint import WRITTEN_BY, instead, sharded_folder_of
-from lmtrain.utils.sharded_layout import SHARDED_META_FILE
+from lmtrain.utils.sharded_layout import SHARDED_META_FILE, metadata_folder, one_file_advice
 from lmtrain.utils.tensor_digest import verify
 
 # Every global a DCP `.metadata` pickle names (torch 2.13, checked on real checkpoints of a model
@@ -112,8 +112,9 @@ def checkpoint_error(path: str | Path, err: BaseException, what: str) -> LMTrain
             f"ckpt_path={str(path)!r} holds pickled objects that are not checkpoint data "
             f"({refusal}) and was not loaded, as loading them could run code: {WRITTEN_BY}"
         )
-    if sharded_folder_of(Path(path)) is not None:  # not damaged: a shard, read as a zip file
-        return LMTrainError(f"ckpt_path={str(path)!r} is no checkpoint on its own: {instead(path)}")
+    folder = sharded_folder_of(Path(path)) or metadata_folder(path)
+    if folder and what == "checkpoint":  # not damaged: a shard, or a folder's .metadata, alone
+        return LMTrainError(f"{name} is no checkpoint on its own: {one_file_advice(folder)}")
     if NOT_ZIP in str(err):  # torch's advice is to save it again, with mmap in mind
         return LMTrainError(
             f"ckpt_path={str(path)!r} is not a readable {what}: not a zip-format torch file "

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.strategy_checks import check_strategy
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def check_trainer(trainer: dict[str, Any], problems: Problems) -> None:
     if problems.integer("trainer.max_steps", steps, -1) and steps == 0:
         problems.add("trainer.max_steps=0 trains nothing: pass a positive number of steps")
     check_something_trains(trainer, problems)
+    check_strategy(trainer, problems)  # before any rank starts
     # Lightning takes a float as a share of an epoch (at most 1.0) and an int as batches; its
     # refusal of 1.5 came after the data was prepared.
     interval = trainer.get("val_check_interval")
