@@ -4,8 +4,10 @@ Typing a run's overrides again to resume it (`ckpt_path=last hydra.run.dir=<run>
 different run when one is forgotten. With `resume=`, the run's saved composed config
 (`<run>/.hydra/config.yaml`) is the base, the overrides typed with `resume=` go on top, and the
 run continues from its `checkpoints/last.ckpt` in its own folder (so with its W&B run id, see
-`lmtrain.utils.wandb_run`). `resume=latest` is the run of this `task_name` under
-`${paths.log_dir}/<task_name>/{runs/*,multiruns/*/*}` whose last.ckpt was written last.
+`lmtrain.utils.wandb_run`), or from the last.ckpt it saved to its dirpath elsewhere (a scratch
+disk; `ckpt_path=last` finds it too: `locate_last_elsewhere`). `resume=latest` is the run of
+this `task_name` under `${paths.log_dir}/<task_name>/{runs/*,multiruns/*/*}` whose last.ckpt
+was written last.
 
 Hydra names the run folder and writes `.hydra/` into it before the task starts, so this is a
 Hydra callback (`ResumeRun`, first in `configs/train.yaml`'s `hydra.callbacks`): it reads the
@@ -23,11 +25,10 @@ rank 0 writes.
 
 from __future__ import annotations
 
+import copy
 import logging
-import shutil
 import traceback
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from lmtrain.errors import LMTrainError
-from lmtrain.models.checkpoint_paths import locate_checkpoint
-from lmtrain.utils.checks import Problems, check_run_references
-from lmtrain.utils.io import atomic_write
+from lmtrain.models.checkpoint_paths import last_elsewhere, run_checkpoint, saved_checkpoint_folder
+from lmtrain.utils.checkpoint_dirpaths import KEY
+from lmtrain.utils.checks import Problems, check_run_references, strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
+from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
+from lmtrain.utils.run_record import record_files, write_record
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
@@ -73,6 +76,7 @@ class ResumeRun(HydraCallback):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:
             self.defer_record_in_used_folder(config)
+        guarded(lambda: locate_last_elsewhere(config))  # before the run folder is claimed
 
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
         """`-m resume=A,B` is in the sweep's overrides only (its base config has none); a plain
@@ -123,7 +127,8 @@ class ResumeRun(HydraCallback):
         saved, saved_choices = load_saved(value, folder / record)
         check_same_entry_point(value, folder / record, saved, config_name)
         resumed, groups = resumed_config(value, config, config_name, saved, saved_choices)
-        check_resumed(value, resumed, config, folder)  # a shared folder is data, not code
+        # A shared folder is data, not code.
+        check_resumed(value, own_dirpath_inside(resumed, folder), config, folder)
         with read_write(config), open_dict(config):
             for key in [k for k in config if k != "hydra"]:
                 del config[key]
@@ -142,6 +147,33 @@ class ResumeRun(HydraCallback):
             # Hydra's own save is not atomic, and under torchrun every rank would make it.
             self.record = record if rank_zero_only.rank == 0 and hydra.output_subdir else None
             hydra.output_subdir = None
+
+
+def locate_last_elsewhere(config: DictConfig) -> None:
+    """`ckpt_path=last` of a run whose checkpoints go outside its folder (its dirpath on a
+    scratch disk): the file there (`last_elsewhere`), as Lightning's own `last` looks in the
+    dirpath. Set here, where the command's whole config is at hand, so that the run folder's
+    claim and lmtrain.train see the file, and whether that run saved it."""
+    if config.get("ckpt_path") != "last":
+        return
+    run_dir = Path(str(config.hydra.run.dir))
+    overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
+    path = last_elsewhere(configured_dirpath(config, run_dir), run_dir, overwrite)
+    if path is not None:
+        with read_write(config), open_dict(config):
+            config.ckpt_path = str(path)
+
+
+def own_dirpath_inside(resumed: DictConfig, folder: Path) -> DictConfig:
+    """`resumed` as `check_resumed` judges it: a saved dirpath outside the run folder that holds
+    the run's own checkpoints (`saved_checkpoint_folder`) is the run's, as its checkpoints/
+    would be; any other dirpath outside it stays, for that check to refuse."""
+    own = saved_checkpoint_folder(folder)
+    if own is None or outside_folder(configured_dirpath(resumed, folder), folder) != own:
+        return resumed
+    checked = copy.deepcopy(resumed)
+    OmegaConf.update(checked, KEY, str(folder / "checkpoints"))
+    return checked
 
 
 def guarded(step: Callable[[], Any]) -> Any:
@@ -226,7 +258,7 @@ def latest_run(log_dir: Path, task_name: str) -> Path | None:
     root = Path(log_dir).expanduser()
     folders = [*root.glob(f"{task_name}/runs/*"), *root.glob(f"{task_name}/multiruns/*/*")]
     found = [
-        (locate_checkpoint("last", f, strict=False).stat().st_mtime_ns, str(f), f)
+        (run_checkpoint(f).stat().st_mtime_ns, str(f), f)
         for f in folders
         if f.is_dir() and has_last_checkpoint(f)
     ]
@@ -235,8 +267,9 @@ def latest_run(log_dir: Path, task_name: str) -> Path | None:
 
 def has_last_checkpoint(folder: Path) -> bool:
     """checkpoints/last.ckpt (a file, or a sharded folder: `trainer=fsdp`, or its copy kept by a
-    save cut short), or else another checkpoint there (`newest_checkpoint`)."""
-    path = locate_checkpoint("last", folder, strict=False)  # which one: the run's own check
+    save cut short), or else another checkpoint there (`newest_checkpoint`), or one the run
+    saved to its dirpath elsewhere (`run_checkpoint`)."""
+    path = run_checkpoint(folder)  # which one: the run's own check
     return path.is_file() or is_sharded_checkpoint(path)
 
 
@@ -255,39 +288,6 @@ def write_resumed_record() -> None:
     """Write the `.hydra/` files `ResumeRun` made for this process, if any, once."""
     while _pending_record:
         _pending_record.pop()()
-
-
-def record_files(config: DictConfig, record: str) -> dict[str, str]:
-    """The resumed run's `.hydra/` files as Hydra would write them (the job's config, with
-    `hydra.output_subdir` as Hydra would have it had it written them)."""
-    hydra_cfg = HydraConfig.instance().cfg
-    with read_write(hydra_cfg.hydra):
-        hydra_cfg.hydra.output_subdir = record
-    task_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    return {
-        "config.yaml": OmegaConf.to_yaml(task_cfg),
-        "hydra.yaml": OmegaConf.to_yaml(hydra_cfg),
-        "overrides.yaml": OmegaConf.to_yaml(config.hydra.overrides.task),
-    }
-
-
-def write_record(folder: Path, files: dict[str, str]) -> None:
-    """Write `files` into the run's `.hydra/` folder, atomically; keep the ones they replace in
-    `.hydra/previous/<time>/`."""
-    try:
-        previous = folder / "previous" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
-        for name in files:
-            if (folder / name).is_file():
-                previous.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / name, previous / name)
-        for name, content in files.items():
-            with atomic_write(folder / name) as f:
-                f.write(content)
-    except OSError as err:
-        raise LMTrainError(
-            f"the resumed run's config cannot be written to {folder} ({err.strerror}): make the "
-            "run folder writable"
-        ) from None
 
 
 def resume_value(cfg: DictConfig) -> Any:

@@ -1,5 +1,7 @@
-"""Where a run's checkpoints live: `checkpoints/last.ckpt`, what `ckpt_path=last` finds when a
-save was cut short, and the temporary and previous names of a sharded checkpoint folder.
+"""Where a run's checkpoints live: `checkpoints/last.ckpt` (or last.ckpt in a
+`callbacks.model_checkpoint.dirpath` outside the run folder, as on a scratch disk), what
+`ckpt_path=last` finds when a save was cut short, and the temporary and previous names of a
+sharded checkpoint folder.
 """
 
 from __future__ import annotations
@@ -7,17 +9,34 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.checkpoint_dirpaths import KEY
+from lmtrain.utils.outside_checkpoints import (
+    checkpoint_run,
+    configured_dirpath,
+    outside_folder,
+    written_by_run_in,
+)
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 
 def last_checkpoint_path(trainer: Any) -> Path:
-    """`<trainer.default_root_dir>/checkpoints/last.ckpt`: the run folder's file that
-    `ckpt_path=last` resumes from (the trainer config sets default_root_dir to the run folder)."""
-    return Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+    """The file `ckpt_path=last` resumes from, where preemption and NaN-guard saves go:
+    last.ckpt in the checkpoint callback's dirpath when that lies outside the run folder
+    (`trainer.default_root_dir`, which the trainer config sets to it), else in the run
+    folder's checkpoints/."""
+    dirpath = getattr(trainer.checkpoint_callback, "dirpath", None)
+    folder = outside_folder(dirpath, trainer.default_root_dir)
+    return (folder or Path(trainer.default_root_dir) / "checkpoints") / "last.ckpt"
 
 
-def locate_checkpoint(ckpt_path: str, output_dir: str | Path, strict: bool = True) -> Path:
-    """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt), unchecked.
+def locate_checkpoint(
+    ckpt_path: str, output_dir: str | Path, strict: bool = True, folder: Path | None = None
+) -> Path:
+    """The path `ckpt_path` names (`last`: the run folder's checkpoints/last.ckpt, or last.ckpt
+    in `folder`, where the run saves its checkpoints elsewhere), unchecked.
 
     When a sharded last.ckpt is missing but its previous copy is there (a save killed between
     its two renames, see `previous_sharded`), that copy; when there is no last.ckpt at all, the
@@ -26,15 +45,84 @@ def locate_checkpoint(ckpt_path: str, output_dir: str | Path, strict: bool = Tru
     """
     if ckpt_path != "last":
         return Path(ckpt_path).expanduser()
-    path = Path(output_dir) / "checkpoints" / "last.ckpt"
+    path = (folder or Path(output_dir) / "checkpoints") / "last.ckpt"
     if not path.exists() and is_sharded_checkpoint(previous_sharded(path)):
         return previous_sharded(path)
     if not path.exists():
-        return newest_checkpoint(path.parent, strict) or path
+        return newest_checkpoint(path.parent, strict, Path(output_dir)) or path
     return path
 
 
-def newest_checkpoint(folder: Path, strict: bool = True) -> Path | None:
+def last_elsewhere(dirpath: str | None, run_dir: Path, overwrite: bool = False) -> Path | None:
+    """The checkpoint `ckpt_path=last` resumes from when the command saves checkpoints to
+    `dirpath` (its `callbacks.model_checkpoint.dirpath`) outside the run folder `run_dir`, as
+    Lightning's own `last` looks in the dirpath; None for a dirpath inside the run folder (the
+    run folder's checkpoints/ are `locate_checkpoint`'s, as before).
+
+    Refused in one line: a dirpath that holds no checkpoint; one whose checkpoint the run in
+    `run_dir` did not save there (another run's in a shared dirpath: taking it would continue
+    that run here and replace its checkpoints), unless `overwrite`; and a remote dirpath
+    (`s3://...`), which lmtrain does not read, when the run folder holds no checkpoint either.
+    """
+    if dirpath and "://" in dirpath:
+        found = locate_checkpoint("last", run_dir, strict=False)
+        if found.is_file() or is_sharded_checkpoint(found):
+            return None  # a preemption's save in the run folder: resumed from as before
+        raise LMTrainError(
+            f"ckpt_path=last looks in the run folder and in a local {KEY}, not in {dirpath}: "
+            f"copy the checkpoint to resume from to this machine and pass ckpt_path=<that file>"
+        )
+    folder = outside_folder(dirpath, run_dir)
+    if folder is None:
+        return None
+    path = locate_checkpoint("last", run_dir, folder=folder)
+    if not (path.is_file() or is_sharded_checkpoint(path)):
+        raise LMTrainError(
+            f"ckpt_path=last found no checkpoint in {KEY}={folder}, where this command saves "
+            f"them: pass the {KEY} the run saved its checkpoints to, or ckpt_path=<file>"
+        )
+    if overwrite or written_by_run_in(path, run_dir):
+        return path
+    owner, _ = checkpoint_run(path)
+    if owner is not None and owner.resolve() != run_dir.resolve():
+        whose = f"a checkpoint of the run in {owner}, not of hydra.run.dir={run_dir}: resume "
+        whose += f"that run with hydra.run.dir={owner},"
+    else:  # this run's, moved or copied there, or no lmtrain run's
+        whose = f"which the run in hydra.run.dir={run_dir} did not save there (a copy?):"
+    raise LMTrainError(
+        f"ckpt_path=last found {path}, {whose} give this run a {KEY} of its own, or pass "
+        f"overwrite_run=true to go on from that checkpoint here, replacing those in {folder}"
+    )
+
+
+def saved_checkpoint_folder(run_dir: Path) -> Path | None:
+    """The dirpath outside `run_dir` that the run's saved config (`.hydra/config.yaml`) names,
+    when it holds a checkpoint that run saved there (`written_by_run_in`): where `resume=` finds
+    the run's checkpoints. That config is data: any other dirpath is not trusted, nor read."""
+    try:
+        saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    except Exception:  # missing, unreadable, not YAML
+        return None
+    folder = outside_folder(configured_dirpath(saved, run_dir), run_dir)
+    if folder is None:
+        return None
+    path = locate_checkpoint("last", run_dir, strict=False, folder=folder)
+    return folder if path.exists() and written_by_run_in(path, run_dir) else None
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint `resume=<run_dir>` goes on from (unchecked): in its checkpoints/, else in
+    the dirpath elsewhere that its saved config names (`saved_checkpoint_folder`)."""
+    path = locate_checkpoint("last", run_dir, strict=False)
+    if path.is_file() or is_sharded_checkpoint(path):
+        return path
+    folder = saved_checkpoint_folder(run_dir)
+    return path if folder is None else locate_checkpoint("last", run_dir, False, folder)
+
+
+def newest_checkpoint(
+    folder: Path, strict: bool = True, run_dir: Path | None = None
+) -> Path | None:
     """The checkpoint `folder` holds that was written last, when it holds no last.ckpt.
 
     A run's first last.ckpt comes after its first best checkpoint (Lightning saves the top k,
@@ -45,8 +133,8 @@ def newest_checkpoint(folder: Path, strict: bool = True) -> Path | None:
     Times lie once a folder is copied without them (or the clock went back): a red team's
     copied run resumed from step 5 of 15, retrained ten steps and overwrote the later saves. A
     newest file that is not the furthest one (an older step than another save) is ambiguous,
-    as after a rewind with overwrite_run=true: the user names the one to resume from."""
-    from lmtrain.errors import LMTrainError
+    as after a rewind with overwrite_run=true: the user names the one to resume from
+    (`run_dir`: the run folder, when `folder` is not its checkpoints/)."""
     from lmtrain.utils.safe_load import saved_step
 
     found = [
@@ -64,7 +152,7 @@ def newest_checkpoint(folder: Path, strict: bool = True) -> Path | None:
             f"{folder} has no last.ckpt, and its newest file {newest.name} (step "
             f"{steps[newest]}) is not its furthest, {furthest.name} (step {steps[furthest]}; "
             "copied without its times, or from a rewound run): pass the checkpoint to resume "
-            f"from, ckpt_path=<file> hydra.run.dir={folder.parent} (without resume=)"
+            f"from, ckpt_path=<file> hydra.run.dir={run_dir or folder.parent} (without resume=)"
         )
     return newest
 

@@ -7,8 +7,9 @@ resume with a typo) can hand one folder to a second run: it would overwrite the 
 
 - A folder that holds checkpoints (`checkpoints/*.ckpt`, files or sharded FSDP folders) is
   refused, unless this run resumes from a checkpoint of that folder (`ckpt_path=last`, a
-  requeued SLURM job) or the command says `overwrite_run=true`. From the command line, so is a
-  folder with another run's record (`RUN_RECORD`: its metrics, CSV or samples).
+  requeued SLURM job, or one it saved to a dirpath elsewhere: `resumes_run_in`) or the command
+  says `overwrite_run=true`. From the command line, so is a folder with another run's record
+  (`RUN_RECORD`: its metrics, CSV or samples).
 - A lock on `<run folder>/.lock` (`lmtrain.utils.locks`), held until the run ends (`train()`
   returns or raises, or the process dies), refuses a second live run.
 
@@ -48,6 +49,7 @@ from lmtrain.utils.launch import (
 )
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.local_configs import refuse_missing_local
+from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -111,6 +113,7 @@ def claim_run_folder(
             ) from None
     if resuming and ckpt_path and not overwrite:
         refuse_going_back(folder, ckpt_path, key)
+        refuse_going_back_in_dirpath(folder, ckpt_path, key)  # a dirpath elsewhere: its last.ckpt
     if resuming or overwrite:
         return
     refuse_other_runs_checkpoints(folder, key)
@@ -293,18 +296,6 @@ def records_real_run(config_file: Path) -> bool:
         return False
     fast = OmegaConf.select(saved, "trainer.fast_dev_run", default=None)
     return isinstance(saved, DictConfig) and fast in (None, False, 0)
-
-
-def resumes_run_in(output_dir: str | Path, ckpt_path: str | None) -> bool:
-    """Whether the run continues the one in `output_dir`: it resumes from one of that folder's
-    checkpoints (`ckpt_path=last` or a path inside it, such as the `hpc_ckpt_*.ckpt` of
-    Lightning's auto-requeue that `lmtrain.utils.requeue.resume_after_requeue` picks)."""
-    if not ckpt_path:
-        return False
-    if Path(output_dir).resolve() in Path(ckpt_path).resolve().parents:
-        return True
-    # Without resolving links: `checkpoints/` linked to scratch storage is still this run's.
-    return Path(os.path.abspath(output_dir)) in Path(os.path.abspath(ckpt_path)).parents
 
 
 def existing_checkpoints(folder: Path) -> list[str]:
