@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_cli, tiny_cli, train_csv_run
 from tests.helpers.corpora import SENTENCE_WORDS
 from tests.helpers.runs import export_tiny
 
@@ -54,11 +54,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
     corpus.write_text(corpus.read_text()[:1600])
 
     def train(name: str, *overrides: str) -> Path:
-        run = root / name
-        overrides = ("logger=csv", f"hydra.run.dir={run}", *overrides)
-        out = run_cli("train", *tiny_cli(root, data_dir, *overrides, corpus=corpus))
-        assert out.returncode == 0, f"{name}:\n{out.stderr[-3000:]}"
-        return run
+        return train_csv_run(root, data_dir, corpus, name, *overrides)
 
     done = {
         name: train(name, f"trainer.max_steps={STEPS}", *overrides)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import train_csv_run
 from tests.helpers.corpora import one_file_corpus
 
 TOLERANCE = 1e-5
@@ -44,11 +44,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
     corpus = one_file_corpus(root / "corpus")
 
     def train(name: str, *overrides: str) -> Path:
-        run = root / name
-        overrides = ("logger=csv", f"hydra.run.dir={run}", *overrides)
-        out = run_cli("train", *tiny_cli(root, data_dir, *overrides, corpus=corpus))
-        assert out.returncode == 0, f"{name}:\n{out.stderr[-3000:]}"
-        return run
+        return train_csv_run(root, data_dir, corpus, name, *overrides)
 
     done = {name: train(name, *overrides) for name, overrides in RUNS.items()}
     (mid_step,) = (done["accumulated"] / "checkpoints").glob("best-step=1-*.ckpt")

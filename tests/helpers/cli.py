@@ -64,6 +64,15 @@ def tiny_cli(
     ]
 
 
+def train_csv_run(root: Path, data_dir: Path, corpus: Path, name: str, *overrides: str) -> Path:
+    """A tiny run in `root/name` on `corpus`, metrics in csv/, that must end with exit 0."""
+    run = root / name
+    overrides = ("logger=csv", f"hydra.run.dir={run}", *overrides)
+    out = run_cli("train", *tiny_cli(root, data_dir, *overrides, corpus=corpus))
+    assert out.returncode == 0, f"{name}:\n{out.stderr[-3000:]}"
+    return run
+
+
 # The tiny overrides of most sweeps' jobs: 2 steps, metrics in csv/ (no W&B run to wait for).
 SWEEP_JOB = ("trainer.max_steps=2", "logger=csv")
 
