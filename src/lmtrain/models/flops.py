@@ -8,16 +8,29 @@ pretrained model need no formula of their own.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from lightning.fabric.utilities.throughput import measure_flops
 from transformers import AutoModelForCausalLM, PretrainedConfig
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 
 def flops_per_batch(config: PretrainedConfig, batch_size: int, seq_len: int) -> int:
-    """Forward + backward FLOPs of `batch_size` sequences of `seq_len` tokens."""
+    """Forward + backward FLOPs of `batch_size` sequences of `seq_len` tokens.
+
+    Counted with sdpa attention (eager where the architecture has none), whatever the model
+    runs: flex_attention refuses meta tensors (a traceback before the first step), a kernel
+    built for one device may too, and every implementation multiplies the same matrices.
+    """
+    kind = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
+    attention = "sdpa" if getattr(kind, "_supports_sdpa", False) else "eager"
     with torch.device("meta"):
-        # The config may come from a pretrained folder: never its auto_map code.
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+        # The config may come from a pretrained folder: never its auto_map code. A copy:
+        # from_config sets the attention on the config it is given, the training model's.
+        model = AutoModelForCausalLM.from_config(
+            copy.deepcopy(config), trust_remote_code=False, attn_implementation=attention
+        )
         input_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     # use_cache=True whatever the config says: without a cache (and a mask), transformers looks
     # for packed sequences in the position ids with `.item()`, which meta tensors cannot do

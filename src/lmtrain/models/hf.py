@@ -16,10 +16,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.causal import check_causal, no_causal_lm
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
 from lmtrain.models.pretrained_overrides import overridden_config, refuse_unknown_config_keys
 from lmtrain.utils.checks import names_local_path
@@ -66,10 +73,7 @@ def build_causal_lm(
         ) from None
     refuse_unknown_config_keys(model_type, hf_config, config or {})
     if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # t5: transformers' ValueError
-        raise LMTrainError(
-            f"model.model_type={model_type!r} has no causal LM in transformers (an encoder or "
-            "encoder-decoder model): use a decoder type (gpt2, llama, mistral, qwen2, ...)"
-        )
+        raise no_causal_lm(f"model.model_type={model_type!r}")
     if not config:  # transformers' defaults, which the command line's configs never leave
         refuse_default_size(model_type, hf_config)
     with attention_backend(attn_implementation):
@@ -93,52 +97,6 @@ def refuse_default_size(model_type: str, hf_config: PretrainedConfig) -> None:
             "with its size (the config of configs/model/llama_tiny.yaml, for one)"
         )
     log.info("model_type=%r with no config: transformers' default (%s)", model_type, size)
-
-
-def check_causal(model: PreTrainedModel, subject: str) -> PreTrainedModel:
-    """`model`, refused if a later token changes what it predicts at earlier positions.
-
-    transformers lists encoders with an LM head (bert, roberta, ...) as causal LMs; unless their
-    config says `is_decoder=True` they attend both ways, only warn, and a next-token loss then
-    reads the answer: it falls, and means nothing. Two forwards of 8 tokens, no RNG drawn.
-    """
-    vocab = model.get_input_embeddings().weight.shape[0]
-    ids = torch.arange(8).remainder(vocab).unsqueeze(0)
-    changed = ids.clone()
-    changed[0, -1] = (ids[0, -1] + 1) % vocab
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        before, after = (model(input_ids=x, use_cache=False).logits[0, :-1] for x in (ids, changed))
-    model.train(training)
-    refuse_nonfinite(before, subject, model)
-    if not torch.allclose(before.float(), after.float(), rtol=0, atol=1e-6):
-        raise LMTrainError(
-            f"{subject} attends to later tokens (an encoder with an LM head), so a next-token "
-            "loss would read the answer: set +model.config.is_decoder=true, or use a decoder "
-            "type (gpt2, llama, ...)"
-        )
-    return model
-
-
-def refuse_nonfinite(logits: torch.Tensor, subject: str, model: nn.Module) -> None:
-    """NaN logits never compare equal: a model broken by its config (layer_norm_epsilon=-1)
-    was told it attends to later tokens, and sent to is_decoder=true, which fails the same. A
-    weight that is NaN already (damaged pretrained weights) is named instead of the config."""
-    if torch.isfinite(logits).all():
-        return
-    kind = "nan" if logits.isnan().any() else "inf"
-    weight = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
-    if weight is not None:
-        raise LMTrainError(
-            f"{subject} gives non-finite logits ({kind}) before any training, from its weights "
-            f"({weight} holds nan or inf): copy or download the weights again"
-        )
-    raise LMTrainError(
-        f"the model built from {subject} and model.config gives non-finite logits ({kind}) "
-        "before any training: check model.config values such as layer_norm_epsilon, "
-        "rms_norm_eps, rope_theta or initializer_range"
-    )
 
 
 @contextmanager
@@ -230,12 +188,41 @@ def _load_pretrained(
     model.train()
     embeddings = model.get_input_embeddings().weight.shape[0]
     if vocab_size is not None and vocab_size > embeddings:
+        own = folder_tokenizer_size(local) if looks_local else None
+        if own is not None and own > embeddings:  # its own tokenizer would not fit either
+            raise LMTrainError(
+                f"{subject} holds a tokenizer of {own} tokens but embeds only {embeddings}: its "
+                "tokenizer files and weights do not match; copy the whole folder again (tokenizer "
+                "and weights from one save_pretrained or lmtrain.export), or use a data tokenizer "
+                f"of at most {embeddings} tokens"
+            )
         raise LMTrainError(
             f"the tokenizer has {vocab_size} tokens but {subject} embeds "
             f"only {embeddings}: use the model's own tokenizer (data.tokenizer.kind=pretrained "
             f"data.tokenizer.name={pretrained}), or a data tokenizer of at most {embeddings} tokens"
         )
     return model
+
+
+def folder_tokenizer_size(folder: Path) -> int | None:
+    """The number of tokens of the tokenizer saved in `folder`; None where it has none that
+    loads (only asked of a folder already refused, to say which advice applies)."""
+    try:
+        return len(AutoTokenizer.from_pretrained(folder, trust_remote_code=False))
+    except Exception:  # no tokenizer files, damaged ones: the general advice stands
+        return None
+
+
+def check_trainable_attention(attn_implementation: str | None, strategy: Any) -> None:
+    """Refuse flex_attention for training on the CPU (`strategy`: the Trainer's, at setup),
+    where PyTorch's FlexAttention has no backward: the first step's NotImplementedError was a
+    traceback (its forward runs, so eval, generation and the sanity validation pass)."""
+    if attn_implementation == "flex_attention" and strategy.root_device.type == "cpu":
+        raise LMTrainError(
+            "model.attn_implementation='flex_attention' cannot train on the CPU (PyTorch's "
+            "FlexAttention has no backward there): pass model.attn_implementation=sdpa, or "
+            "train on a GPU"
+        )
 
 
 def context_length(config: PretrainedConfig) -> int | None:

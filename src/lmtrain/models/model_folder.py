@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.data.pretrained_tokenizer import lacks_tokenizer_config, no_tokenizer_config
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.causal import check_causal
 from lmtrain.models.checkpoint_contents import unbuildable_tokenizer
 from lmtrain.models.pretrained import load_weights, loading_error
 from lmtrain.models.tokenizer_digest import DIGEST_KEY, check_tokenizer_digest
@@ -53,7 +54,8 @@ def model_from_folder(path: str | Path) -> LoadedModel:
 
     A folder without its tokenizer files is refused: AutoTokenizer would quietly build a
     tokenizer of one token from config.json, and every tool would then give wrong results. So is
-    one whose tokenizer is not the one lmtrain.json records (`lmtrain.models.tokenizer_digest`).
+    one whose tokenizer is not the one lmtrain.json records (`lmtrain.models.tokenizer_digest`),
+    and, as training refuses it, an encoder with an LM head (`lmtrain.models.causal`).
     The JSON files are checked before anything loads the weights, so a damaged small file is
     found at once.
     """
@@ -86,6 +88,7 @@ def model_from_folder(path: str | Path) -> LoadedModel:
         if failure is None:
             raise
         raise failure from None
+    check_causal(model, subject, saved=True)  # an encoder's loss would read the answer
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except Exception as err:  # files from disk: tokenizers raises KeyError, a bare Exception...

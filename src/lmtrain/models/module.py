@@ -28,7 +28,8 @@ from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.checkpoint_extras import add_extras
 from lmtrain.models.data_fit import check_fits_batch, check_fits_data
 from lmtrain.models.flops import scaled
-from lmtrain.models.hf import build_causal_lm, freeze_parameters
+from lmtrain.models.hf import build_causal_lm, check_trainable_attention, freeze_parameters
+from lmtrain.models.metric_states import reset_in_float32
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.module_arguments import check_module_arguments, load_module, own_copies
 from lmtrain.models.module_loading import prepare_load
@@ -197,11 +198,8 @@ class CausalLMModule(LightningModule):
         return scaled(self.train_flops_per_batch, self.training, self.window_lengths)
 
     def on_validation_epoch_start(self) -> None:
-        # The states anew under this validation's grad mode: made under `trainer.validate`'s
-        # inference mode, they cannot be updated by a later `fit`'s validation.
-        for metric in (self.val_loss, self.val_bpb):
-            if metric is not None:
-                metric.reset()
+        # Anew, under this validation's grad mode, in float32 (lmtrain.models.metric_states).
+        reset_in_float32(self.val_loss, self.val_bpb)
 
     @torch.compiler.disable  # eager, as training_step
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:
@@ -266,6 +264,7 @@ class CausalLMModule(LightningModule):
         read_weights_only(self.trainer.strategy)  # a plain Trainer's resume: no pickle
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
+            check_trainable_attention(self.hparams.attn_implementation, self.trainer.strategy)
 
     def configure_model(self) -> None:
         """Under trainer=fsdp (a device mesh): shard the model, block by block (the strategy's

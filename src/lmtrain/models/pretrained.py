@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.causal import DECODER_MODEL, no_causal_lm
 from lmtrain.utils.safe_load import pickle_refusal
 
 # What transformers' errors about the attention implementation say (5.x): "Specified
@@ -119,10 +121,25 @@ def loading_error(
             "never runs: pass a model of an architecture transformers has built in"
         )
     about_attention = any(word in str(err) for word in ATTENTION_WORDS)
+    if isinstance(err, ValueError) and (other_kind := not_causal(subject, source)) is not None:
+        return other_kind  # t5: "Unrecognized configuration class ..." for AutoModelForCausalLM
     if isinstance(err, OSError | ValueError | RuntimeError) and not about_attention:
         # RuntimeError: a cut-short .bin (torch's zip reader); ValueError: no model_type, ...
         return LMTrainError(f"{subject} could not be loaded ({first_line(err)}): {advice}")
     return None
+
+
+def not_causal(subject: str, source: str | Path) -> LMTrainError | None:
+    """The refusal of `source` as a model type with no causal LM in transformers (an encoder or
+    encoder-decoder model), as model.model_type=t5 is refused; None where its config.json does
+    not load or is a causal LM's (another cause: the general line stands)."""
+    try:
+        config = AutoConfig.from_pretrained(str(source), **NO_REMOTE_CODE)
+    except Exception:  # a damaged or unknown config.json: named by the general line
+        return None
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return None
+    return no_causal_lm(f"{subject} (model_type {config.model_type!r})", DECODER_MODEL)
 
 
 def listed(names: Iterable[str], shown: int = 3) -> str:
