@@ -16,14 +16,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checkpoint_dirpaths import KEY
 from lmtrain.utils.earlier_checkpoint import same_file
-from lmtrain.utils.safe_load import saved_step
-from lmtrain.utils.sharded_layout import SHARDED_META_FILE
+from lmtrain.utils.safe_load import saved_state, saved_step
 
 # Where lmtrain's checkpoints keep their own entries (`lmtrain.models.checkpoint_contents`
 # defines it, a layer above this one).
@@ -83,12 +81,8 @@ def checkpoint_run(path: str | Path) -> tuple[Path | None, list[Path]]:
     """The run folder and the local checkpoint dirpaths named by the run config of checkpoint
     `path` (a file, or a sharded folder's `meta.pt`), read without its tensors' bytes; (None,
     []) where it names none or cannot be read (the loader names a damaged file)."""
-    file = Path(path) / SHARDED_META_FILE if Path(path).is_dir() else Path(path)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        return None, []
-    extra = state.get(CHECKPOINT_KEY) if isinstance(state, dict) else None
+    state = saved_state(path)
+    extra = state.get(CHECKPOINT_KEY) if state is not None else None
     config = extra.get("run_config") if isinstance(extra, dict) else None
     if not isinstance(config, dict):
         return None, []

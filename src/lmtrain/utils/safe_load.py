@@ -86,15 +86,22 @@ def load_torch_file(path: str | Path) -> Any:
     return checkpoint
 
 
-def saved_step(path: str | Path) -> int | None:
-    """The optimizer step a checkpoint was saved at (`global_step`; of a sharded folder, its
-    `meta.pt`'s), read without its tensors' bytes; None where it cannot be read."""
+def saved_state(path: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's top-level entries (of a sharded folder, its `meta.pt`'s), its tensors
+    memory-mapped, not read; None where it cannot be read (the loader names a damaged file)."""
     file = Path(path) / SHARDED_META_FILE if Path(path).is_dir() else path
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return None
-    step = state.get("global_step") if isinstance(state, dict) else None
+    return state if isinstance(state, dict) else None
+
+
+def saved_step(path: str | Path) -> int | None:
+    """The optimizer step a checkpoint was saved at (`global_step`), read without its tensors'
+    bytes; None where it cannot be read."""
+    state = saved_state(path)
+    step = state.get("global_step") if state is not None else None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 
