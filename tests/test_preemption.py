@@ -152,13 +152,16 @@ def test_preemption_at_a_step_a_validation_follows_runs_it_on_resume(
     the best checkpoint and the final weights are those of an uninterrupted run."""
     corpus = resumable_corpus(tmp_path)
     reference, run, log = tmp_path / "reference", tmp_path / "run", tmp_path / "train.out"
-    finish(train_command(corpus, data_dir, reference), log)
+    # The first validation after a step (RESUMABLE_RUN's 15 puts it inside one, where no step
+    # is taken to stop before) and inside an epoch (epochs of 8 micro-batches).
+    every = "trainer.val_check_interval=14"
+    finish(train_command(corpus, data_dir, reference, every), log)
     signal_it = "+callbacks.signal._target_=tests.helpers.faults.SignalBeforeValidation"
-    proc = start([*train_command(corpus, data_dir, run), signal_it], log)
+    proc = start([*train_command(corpus, data_dir, run, every), signal_it], log)
     assert proc.wait(timeout=300) == 128 + signal.SIGUSR1, log.read_text()[-3000:]
     step = saved_step(run)
     assert step < 57 and not any("val/loss" in row for row in csv_history(run).values())
-    finish([*train_command(corpus, data_dir, run), "ckpt_path=last"], log)
+    finish([*train_command(corpus, data_dir, run, every), "ckpt_path=last"], log)
     validated = [s for s, row in csv_history(run).items() if "val/loss" in row]
     # Lightning labels a validation's row with the number of steps logged before its own.
     assert validated and validated[0] == step - 1, (step, validated)

@@ -63,9 +63,9 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     [
         # last.ckpt at step 9; the stopped run logged step 10's loss (at 9)
         (3, 10, False),
-        # last.ckpt after the validation of step 11; the stopped run logged steps 12-13 and the
-        # validation after 13 (at 12), which the resumed run runs again
-        (5, 13, True),
+        # last.ckpt after the validation of step 10; the stopped run logged steps 11-12 and the
+        # validation after 12 (at 11), which the resumed run runs again
+        (5, 12, True),
     ],
 )
 def test_resumed_run_logs_each_step_once(

@@ -2,10 +2,11 @@
 uninterrupted run does: the same metrics and weights, bitwise.
 
 The run (`RESUMABLE_RUN`) is tiny but has everything that makes resuming hard: dropout (global
-RNG), gradient accumulation over 2 micro-batches, epochs of an odd number of micro-batches on
-`resumable_corpus` (so the last step of each epoch has one), validation with sampled text
-between steps, and checkpoints both after a training batch (`every_n_train_steps`) and after a
-validation. `SaveFinalWeights` writes what the comparison reads.
+RNG), gradient accumulation over 2 micro-batches, epochs of `resumable_corpus` (9
+micro-batches, rounded to 8: whole steps), validation with sampled text between steps and
+inside one (every 15 micro-batches), and checkpoints both after a training batch
+(`every_n_train_steps`) and after a validation. `SaveFinalWeights` writes what the comparison
+reads.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ FINAL_WEIGHTS = "+callbacks.final_weights._target_=tests.helpers.killed_runs.Sav
 
 
 def resumable_corpus(folder: Path) -> Path:
-    """~1.4 KB of text: 9 micro-batches (odd) per epoch, so a 57-step run crosses 12 epochs."""
+    """~1.4 KB of text: 9 micro-batches per epoch (8 under accumulation of 2), so a 57-step run
+    crosses 14 epochs."""
     text = (write_corpus(folder / "docs", n_docs=1, lines=45) / "doc0.txt").read_text()
     path = folder / "corpus.txt"
     path.write_text(text)
