@@ -35,6 +35,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from lmtrain.utils.checks import strict_bool
+from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder, written_by_run_in
 from lmtrain.utils.safe_load import saved_step
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,11 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     if not requeued(run_dir) and (new_run or not hpc):
         return
     last = run_dir / "checkpoints" / "last.ckpt"
+    # Saved to a dirpath outside the run folder (scratch storage), where a preemption saves too:
+    # that last.ckpt, named (train()'s `last` looks in the run folder), when this run wrote it.
+    elsewhere = outside_folder(configured_dirpath(cfg, run_dir), run_dir)
+    if elsewhere is not None and written_by_run_in(elsewhere / "last.ckpt", run_dir):
+        last = elsewhere / "last.ckpt"
     saves = {path: newness(path, last) for path in [*hpc, last] if path.exists()}
     if not saves:
         # Killed between its first best-*.ckpt and last.ckpt, or `save_last: false`: "last"
@@ -170,7 +176,7 @@ def resume_after_requeue(cfg: DictConfig) -> None:
         return
     newest = max(saves, key=saves.__getitem__)
     log.info("Requeued SLURM job: resuming from %s, its newest save", newest)
-    cfg.ckpt_path = "last" if newest == last else str(newest)
+    cfg.ckpt_path = "last" if newest == run_dir / "checkpoints" / "last.ckpt" else str(newest)
 
 
 def newness(path: Path, last: Path) -> tuple[bool, int, int, bool]:
