@@ -24,10 +24,9 @@ from transformers import (
 )
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.safe_load import CHECKPOINT_KEY  # the entry CausalLMModule adds
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint, one_file_advice
 
-# The entry CausalLMModule adds: HF config, tokenizer files, run config, progress.
-CHECKPOINT_KEY = "lmtrain"
 # checkpoint[CHECKPOINT_KEY][LORA_KEY], in a LoRA run's checkpoints: its settings (a mapping), the
 # base model's reference and the digest of its weights (strings); `lmtrain.models.lora`.
 LORA_KEY = "lora"

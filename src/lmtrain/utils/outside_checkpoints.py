@@ -21,11 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checkpoint_dirpaths import KEY
 from lmtrain.utils.earlier_checkpoint import same_file
-from lmtrain.utils.safe_load import saved_state, saved_step
-
-# Where lmtrain's checkpoints keep their own entries (`lmtrain.models.checkpoint_contents`
-# defines it, a layer above this one).
-CHECKPOINT_KEY = "lmtrain"
+from lmtrain.utils.safe_load import CHECKPOINT_KEY, saved_state, saved_step
 
 
 def resumes_run_in(output_dir: str | Path, ckpt_path: str | Path | None) -> bool:

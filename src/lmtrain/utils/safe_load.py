@@ -86,6 +86,9 @@ def load_torch_file(path: str | Path) -> Any:
     return checkpoint
 
 
+CHECKPOINT_KEY = "lmtrain"  # lmtrain's own entry in its checkpoints (models.checkpoint_contents)
+
+
 def saved_state(path: str | Path) -> dict[str, Any] | None:
     """A checkpoint's top-level entries (of a sharded folder, its `meta.pt`'s), its tensors
     memory-mapped, not read; None where it cannot be read (the loader names a damaged file)."""
@@ -98,8 +101,7 @@ def saved_state(path: str | Path) -> dict[str, Any] | None:
 
 
 def saved_step(path: str | Path) -> int | None:
-    """The optimizer step a checkpoint was saved at (`global_step`), read without its tensors'
-    bytes; None where it cannot be read."""
+    """The optimizer step (`global_step`) a checkpoint was saved at; None if it cannot be read."""
     state = saved_state(path)
     step = state.get("global_step") if state is not None else None
     return step if isinstance(step, int) and not isinstance(step, bool) else None
