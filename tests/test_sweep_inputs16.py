@@ -12,8 +12,10 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra.types import RunMode
 
 from lmtrain import report
+from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import SWEEP_JOB, run_cli, run_sweep, tiny_cli
 from tests.test_sweeps import sabotage
@@ -110,6 +112,14 @@ def test_the_slurm_launcher_without_multirun_is_refused(tmp_path: Path, data_dir
         "hydra/launcher to run here)"
     )
     assert not run_dir.exists()
+
+
+def test_no_launcher_or_the_basic_one_without_multirun_runs_here() -> None:
+    """`hydra/launcher=null` (no launcher) and `basic` run here, as Hydra does without -m."""
+    for name in ("basic", "null", ""):
+        assert launcher_without_multirun([f"hydra/launcher={name}"], RunMode.RUN) is None
+    assert launcher_without_multirun(["hydra/launcher=slurm_local"], RunMode.MULTIRUN) is None
+    assert launcher_without_multirun(["hydra/launcher=slurm_local"], RunMode.RUN) is not None
 
 
 def test_a_sweep_over_log_dirs_into_one_folder_reports_its_stopped_job_as_diverged(

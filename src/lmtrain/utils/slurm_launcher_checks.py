@@ -31,7 +31,7 @@ def launcher_without_multirun(hydra_overrides: Sequence[str], mode: RunMode | No
         return None
     for override in map(str, hydra_overrides):
         key, _, name = override.partition("=")
-        if key.lstrip("+~") == "hydra/launcher" and name not in ("", "basic"):
+        if key.lstrip("+~") == "hydra/launcher" and name not in ("", "basic", "null"):
             return (
                 f"hydra/launcher={name} launches the jobs of a multirun: add -m (or drop "
                 "hydra/launcher to run here)"
