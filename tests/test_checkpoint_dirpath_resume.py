@@ -210,3 +210,32 @@ def test_a_requeued_slurm_job_resumes_from_its_last_ckpt_in_the_dirpath(
     assert "Requeued SLURM job: resuming from" in (run / "train.log").read_text()
     assert saved_step(scratch / "last.ckpt") == STEPS
     assert_same_losses(run, reference)
+
+
+def test_a_preempted_run_with_a_dirpath_named_checkpoints_names_its_own_run_folder(
+    tmp_path: Path, data_dir: Path, corpus: Path
+) -> None:
+    """`<scratch>/train/checkpoints/last.ckpt` was taken for `<run>/checkpoints/last.ckpt`: the
+    line said hydra.run.dir=<scratch>/train, a new run folder (review of this change)."""
+    run, scratch = tmp_path / "run", tmp_path / "scratch" / "train" / "checkpoints"
+    cli = command(tmp_path, data_dir, corpus, run, scratch)
+    signal_at = ["+callbacks.stop._target_=tests.helpers.faults.SignalBeforeValidation"]
+    out = run_cli("train", *cli, *signal_at, "+callbacks.stop.signal=SIGTERM")
+    assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
+    line = assert_one_line_error(out, "preempted by SIGTERM at step ")
+    assert line.endswith(f"resume with ckpt_path=last hydra.run.dir={run}"), line
+    assert (scratch / "last.ckpt").is_file()
+
+
+def test_a_plain_trainer_after_hydra_is_not_told_the_stale_run_folder(
+    compose_cfg, tmp_path: Path
+) -> None:
+    """In a process that ran Hydra before (a notebook, these tests), Hydra's config names that
+    run's folder: a plain Trainer whose dirpath lies outside it was told to resume there."""
+    from lmtrain.utils.resume_hints import resume_hint
+
+    compose_cfg()  # the Hydra job of an earlier run in this process, its folder elsewhere
+    root, scratch = tmp_path / "notebook", tmp_path / "scratch" / "ckpts"
+    assert resume_hint(scratch / "last.ckpt", root) == f"resume with ckpt_path={scratch}/last.ckpt"
+    own = root / "checkpoints" / "last.ckpt"
+    assert resume_hint(own, root) == f"resume with ckpt_path=last hydra.run.dir={root}"

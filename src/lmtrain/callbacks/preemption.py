@@ -176,7 +176,8 @@ class PreemptionCheckpoint(Callback):
         log_finished_train_step(trainer)  # after the save: the state every other save has
         mark_preempting(trainer)
         log.info("Preempted by %s at step %d: saved %s", name, step, path)
-        message = f"preempted by {name} at step {step}: saved {path}; {resume_hint(path)}"
+        hint = resume_hint(path, trainer.default_root_dir)
+        message = f"preempted by {name} at step {step}: saved {path}; {hint}"
         raise Preempted(signum, message)
 
     # -- trainer.validate: the final validation ------------------------------------------------
@@ -202,9 +203,10 @@ class PreemptionCheckpoint(Callback):
         name = signum.name if signum == self.received else f"{signum.name} on another rank"
         mark_preempting(trainer)
         log.info("Terminated by %s in trainer.validate: nothing saved", name)
+        hint = resume_hint(last_checkpoint_path(trainer), trainer.default_root_dir)
         message = (
             f"terminated by {signum.name} outside the training steps: nothing was saved after the "
-            f"last checkpoint; {resume_hint(last_checkpoint_path(trainer))}"
+            f"last checkpoint; {hint}"
         )
         raise Preempted(signum, message)
 

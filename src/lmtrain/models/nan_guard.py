@@ -73,7 +73,7 @@ def skip_nonfinite(module: Any, loss: torch.Tensor) -> bool:
     raise NonFiniteLossError(
         f"non-finite loss ({value}) at step {step}: saved the weights of step {step - 1} to "
         f"{path}; lower model.optimizer.lr{clip_hint(trainer)}{skip}, then "
-        f"{resume_hint(path)}"
+        f"{resume_hint(path, trainer.default_root_dir)}"
     )
 
 
@@ -124,10 +124,12 @@ def spoilt(module: Any, what: str) -> NonFiniteLossError:
     """The stop for weights that are NaN or inf: the checkpoints saved before are kept."""
     path = last_checkpoint_path(module.trainer)
     kept = f"kept {path} as it was" if path.exists() else "no checkpoint was saved yet"
+    then = "start the run again"
+    if path.exists():
+        then = resume_hint(path, module.trainer.default_root_dir)
     return NonFiniteLossError(
         f"{what} NaN or inf (an update overflowed while its loss was finite): {kept}; lower "
-        f"model.optimizer.lr{clip_hint(module.trainer)}, then "
-        + (resume_hint(path) if path.exists() else "start the run again")
+        f"model.optimizer.lr{clip_hint(module.trainer)}, then " + then
     )
 
 

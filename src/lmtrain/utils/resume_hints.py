@@ -11,16 +11,37 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from lmtrain.utils.outside_checkpoints import inside
 
-def resume_hint(path: Path) -> str:
+
+def resume_hint(path: Path, root_dir: str | Path | None = None) -> str:
     """How to resume from `path`, a run folder's checkpoints/last.ckpt or any other file. A
     sweep's job (or a run already resumed so) resumes with `resume=<its folder>`, which restores
-    its settings: the sweep's command line with `ckpt_path=last` lacks them (another model)."""
-    if path.name == "last.ckpt" and path.parent.name == "checkpoints":
-        if HydraConfig.initialized() and (
-            HydraConfig.get().mode == RunMode.MULTIRUN
-            or any(str(o).split("=", 1)[0] == "resume" for o in HydraConfig.get().overrides.task)
-        ):
-            return f"resume with resume={path.parent.parent}"
-        return f"resume with ckpt_path=last hydra.run.dir={path.parent.parent}"
-    return f"resume with ckpt_path={path}"
+    its settings: the sweep's command line with `ckpt_path=last` lacks them (another model).
+    `root_dir`, the trainer's `default_root_dir`, names the run folder of a last.ckpt in a
+    checkpoint dirpath outside it (`run_of_last`)."""
+    run = run_of_last(path, root_dir)
+    if run is None:
+        return f"resume with ckpt_path={path}"
+    if HydraConfig.initialized() and (
+        HydraConfig.get().mode == RunMode.MULTIRUN
+        or any(str(o).split("=", 1)[0] == "resume" for o in HydraConfig.get().overrides.task)
+    ):
+        return f"resume with resume={run}"
+    return f"resume with ckpt_path=last hydra.run.dir={run}"
+
+
+def run_of_last(path: Path, root_dir: str | Path | None) -> Path | None:
+    """The run folder whose `ckpt_path=last` finds `path`, if any. Its own checkpoints/last.ckpt;
+    or, in a run of lmtrain.train (`root_dir` is the output folder of the Hydra run going on:
+    not a plain Trainer's in a process that ran Hydra before, which holds a stale one), a
+    last.ckpt outside the run folder: a checkpoint dirpath on scratch storage, which a folder
+    named checkpoints/ there does not make a run folder's."""
+    if path.name != "last.ckpt":
+        return None
+    if root_dir is not None and HydraConfig.initialized():
+        run = Path(HydraConfig.get().runtime.output_dir)
+        if run.resolve() == Path(root_dir).resolve():
+            own = path == run / "checkpoints" / "last.ckpt"
+            return run if own or not inside(run, path) else None
+    return path.parent.parent if path.parent.name == "checkpoints" else None
