@@ -4,6 +4,7 @@ command line sees to is refused or taken in one line, and a run leaves the proce
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.train import train
+from lmtrain.utils.safe_load import saved_step
 from tests.helpers.compose import CONFIG_DIR, TINY
 from tests.helpers.corpora import one_file_corpus
 
@@ -107,3 +109,17 @@ def test_a_config_with_hydras_node_or_as_a_dict_trains(
     )
     metrics = train(OmegaConf.to_container(cfg) if form == "as a dict" else cfg)
     assert metrics["train/loss"] > 0 and (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_ckpt_path_last_finds_the_checkpoints_of_a_dirpath_outside_the_run_folder(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`train(cfg)` with `ckpt_path=last` looked only in `<run>/checkpoints/` and refused a run
+    whose checkpoints go to a dirpath elsewhere, which the command line resumes (docs/runs.md)."""
+    run, scratch = tmp_path / "run", tmp_path / "scratch" / "ckpts"
+    common = (f"paths.output_dir={run}", f"callbacks.model_checkpoint.dirpath={scratch}")
+    train(composed(tmp_path, data_dir, *common))
+    assert saved_step(scratch / "last.ckpt") == 2 and not (run / "checkpoints").exists()
+    train(composed(tmp_path, data_dir, *common, "trainer.max_steps=4", "ckpt_path=last"))
+    assert saved_step(scratch / "last.ckpt") == 4
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 4

@@ -26,7 +26,12 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
     from lmtrain.callbacks.preemption import PreemptionCheckpoint
     from lmtrain.callbacks.resume import ExactResume
-    from lmtrain.callbacks.resume_run import WriteResumedRecord, log_resume, write_resumed_record
+    from lmtrain.callbacks.resume_run import (
+        WriteResumedRecord,
+        locate_last_elsewhere,
+        log_resume,
+        write_resumed_record,
+    )
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
     from lmtrain.callbacks.samples import TextSamples
     from lmtrain.callbacks.startup import ProcessMark, StartupClock
@@ -74,6 +79,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_train_config(cfg)  # every bad setting at once, before any work
     check_pretrained_overrides(cfg.model)  # model.config beside model.pretrained
     output_dir = Path(cfg.paths.output_dir)
+    locate_last_elsewhere(cfg, output_dir)  # from Python: a dirpath outside the run folder
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # One live run per run folder, and none into another run's checkpoints unless told to.
     resuming = resumes_run_in(output_dir, ckpt_path)

@@ -149,14 +149,15 @@ class ResumeRun(HydraCallback):
             hydra.output_subdir = None
 
 
-def locate_last_elsewhere(config: DictConfig) -> None:
+def locate_last_elsewhere(config: DictConfig, run_dir: Path | None = None) -> None:
     """`ckpt_path=last` of a run whose checkpoints go outside its folder (its dirpath on a
     scratch disk): the file there (`last_elsewhere`), as Lightning's own `last` looks in the
-    dirpath. Set here, where the command's whole config is at hand, so that the run folder's
-    claim and lmtrain.train see the file, and whether that run saved it."""
+    dirpath. Set at the run's start, where the command's whole config is at hand, so that the
+    run folder's claim and lmtrain.train see the file, and whether that run saved it; `train(cfg)`
+    from Python, which no Hydra callback sees, calls it with its run folder `run_dir`."""
     if config.get("ckpt_path") != "last":
         return
-    run_dir = Path(str(config.hydra.run.dir))
+    run_dir = run_dir or Path(str(config.hydra.run.dir))
     overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
     path = last_elsewhere(configured_dirpath(config, run_dir), run_dir, overwrite)
     if path is not None:
