@@ -149,3 +149,44 @@ def test_an_interval_past_the_epochs_whole_steps_is_refused_before_any_file(
         "trainer.check_val_every_n_epoch=null",
     )
     assert not (run / "csv").exists()
+
+
+@pytest.mark.parametrize("limit", ["3", "0.75"])
+def test_a_train_batch_limit_inside_a_step_is_refused_before_any_file(
+    tmp_path: Path, data_dir: Path, limit: str
+) -> None:
+    """`trainer.limit_train_batches=3` (or 0.75 of an epoch of 4) under accumulation of 2 ended
+    each epoch in a step of one micro-batch, as an epoch's end did before (red team H1)."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
+    run = tmp_path / "run"
+    overrides = (
+        "logger=csv",
+        f"hydra.run.dir={run}",
+        "data.batch_size=8",
+        "global_batch_size=16",
+        f"+trainer.limit_train_batches={limit}",
+    )
+    out = run_cli("train", *tiny_cli(tmp_path, data_dir, *overrides, corpus=corpus))
+    assert_one_line_error(
+        out,
+        f"error: trainer.limit_train_batches={limit} ends each epoch after 3 batches, inside an "
+        "optimizer step of trainer.accumulate_grad_batches=2 batches: pass "
+        "trainer.limit_train_batches=2 (a multiple of 2)",
+    )
+    assert not (run / "csv").exists()
+
+
+def test_a_train_batch_limit_of_whole_steps_trains_them(tmp_path: Path, data_dir: Path) -> None:
+    """The limit the refusal offers: two epochs of one whole step of 16 windows each."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
+    overrides = (
+        "data.batch_size=8",
+        "global_batch_size=16",
+        "+trainer.limit_train_batches=2",
+        *EPOCH_RUN[1:],
+    )
+    run = train_csv_run(tmp_path, data_dir, corpus, "run", *overrides)
+    assert metrics(run)["trainer/global_step"] == 2
+    assert metrics(run)["tokens_seen"] == 2 * 16 * WINDOW

@@ -63,6 +63,7 @@ with gc_pause.paused_for_imports():
         resumes_run_in,
     )
     from lmtrain.utils.task import plain_metrics, task_wrapper
+    from lmtrain.utils.train_limit import check_limit_in_whole_steps
     from lmtrain.utils.validation_interval import check_val_interval_fits_epoch
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log_validation_cadence(trainer.val_check_interval, trainer.accumulate_grad_batches)
     # The epoch's length, known from the data and the accumulation (an epoch is whole steps).
     check_val_interval_fits_epoch(trainer, datamodule)
+    check_limit_in_whole_steps(trainer, datamodule)
     # Read by the throughput monitor for FLOP/s and MFU; counted once, on the meta device.
     model.train_flops_per_batch = flops_per_batch(
         model.model.config, cfg.data.batch_size, cfg.data.block_size
