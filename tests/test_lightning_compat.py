@@ -466,3 +466,16 @@ def test_validate_under_slurm_keeps_the_weights_in_memory(tmp_path, monkeypatch)
 
     assert torch.count_nonzero(weights_after_validate(guarded=False)) == 0  # Lightning's pick
     assert torch.count_nonzero(weights_after_validate(guarded=True)) > 0
+
+
+class SetLoggedStepsAtStart(L.Callback):
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == 0:
+            compat.set_logged_steps(trainer, 10)
+
+
+def test_set_logged_steps_sets_the_step_of_every_later_row() -> None:
+    rows = Rows()
+    trainer = tiny_trainer(logger=rows, log_every_n_steps=1, callbacks=[SetLoggedStepsAtStart()])
+    trainer.fit(LoggingModel())
+    assert [step for step, _ in rows.rows] == [10, 11, 12, 13]

@@ -10,14 +10,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import posixpath
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-from fsspec.utils import get_protocol
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+
+from lmtrain.utils.contained_paths import inside
 
 
 def accumulating(trainer: Trainer) -> bool:
@@ -55,15 +54,6 @@ class ContainedCheckpoint(ModelCheckpoint):
         if not super()._should_remove_checkpoint(trainer, previous, current):
             return False
         return self.dirpath is not None and inside(str(previous), str(self.dirpath))
-
-
-def inside(path: str, folder: str) -> bool:
-    """Whether `path` lies below `folder`: resolved locally (links, `..`), normalized remotely."""
-    if get_protocol(path) != "file" or get_protocol(folder) != "file":
-        path, folder = posixpath.normpath(path), posixpath.normpath(folder)
-        return path.startswith(folder.rstrip("/") + "/")
-    path, folder = path.removeprefix("file://"), folder.removeprefix("file://")
-    return Path(folder).resolve() in Path(path).resolve().parents
 
 
 def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:
@@ -212,6 +202,15 @@ def step_end_counters(trainer: Trainer) -> dict[str, Any]:
         "epoch": fit_loop.epoch_progress.state_dict(),
         "stepped": fit_loop.epoch_loop._batches_that_stepped,
     }
+
+
+def set_logged_steps(trainer: Trainer, steps: int) -> None:
+    """Set the count of stepped batches, the `step` Lightning logs every row at.
+
+    Buys: `ResumedRowSteps` puts it where the uninterrupted run has it, whatever Lightning's
+    restart made of it (it counts from the validations due under the resumed run's settings).
+    Public alternative: none (`trainer.global_step` counts optimizer steps, not rows)."""
+    trainer.fit_loop.epoch_loop._batches_that_stepped = steps
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ with gc_pause.paused_for_imports():
         log_resume,
         write_resumed_record,
     )
+    from lmtrain.callbacks.row_steps import ResumedRowSteps
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
     from lmtrain.callbacks.samples import TextSamples
     from lmtrain.callbacks.startup import ProcessMark, StartupClock
@@ -152,6 +153,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # reports its last step had ended whole, final validation included.
     ended_whole = partial(reports_step, output_dir)
     callbacks.insert(0, CSVBatchStarts(run_dir=output_dir, ended=ended_whole))
+    # Rows at the uninterrupted run's steps on resume: first, before any callback logs a row.
+    callbacks.insert(0, ResumedRowSteps())
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=resuming)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

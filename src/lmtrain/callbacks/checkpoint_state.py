@@ -18,7 +18,7 @@ import torch
 from fsspec.utils import get_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lmtrain.lightning_compat import inside
+from lmtrain.utils.contained_paths import inside
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 # The state's entries that name checkpoint files (besides the keys of `best_k_models`).
