@@ -124,24 +124,25 @@ def test_a_run_ended_by_max_epochs_reports_its_last_step(
     assert f"{reported['val/loss']:.4f} nats/token (whole val split)" in card
 
 
+def accumulated_run(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[Path, object]:
+    """A run of micro-batches of 8 under accumulation of 2 on the 45-window corpus (epochs of
+    5 micro-batches): its run folder and the finished command."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
+    run = tmp_path / "run"
+    cli = ("logger=csv", f"hydra.run.dir={run}", "data.batch_size=8", "global_batch_size=16")
+    return run, run_cli("train", *tiny_cli(tmp_path, data_dir, *cli, *overrides, corpus=corpus))
+
+
 def test_an_interval_past_the_epochs_whole_steps_is_refused_before_any_file(
     tmp_path: Path, data_dir: Path
 ) -> None:
     """An epoch of 5 micro-batches of 8 under accumulation of 2 is 4 (two whole steps): the
     early check counted 5 and let val_check_interval=5 through, so Lightning refused it after
     csv/hparams.yaml was written."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
-    run = tmp_path / "run"
-    overrides = (
-        "logger=csv",
-        f"hydra.run.dir={run}",
-        "data.batch_size=8",
-        "global_batch_size=16",
-        "trainer.val_check_interval=5",
-        "trainer.check_val_every_n_epoch=1",
+    run, out = accumulated_run(
+        tmp_path, data_dir, "trainer.val_check_interval=5", "trainer.check_val_every_n_epoch=1"
     )
-    out = run_cli("train", *tiny_cli(tmp_path, data_dir, *overrides, corpus=corpus))
     assert_one_line_error(
         out,
         "error: trainer.val_check_interval=5 batches is longer than an epoch (4 batches) with "
@@ -157,17 +158,7 @@ def test_a_train_batch_limit_inside_a_step_is_refused_before_any_file(
 ) -> None:
     """`trainer.limit_train_batches=3` (or 0.75 of an epoch of 4) under accumulation of 2 ended
     each epoch in a step of one micro-batch, as an epoch's end did before (red team H1)."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
-    run = tmp_path / "run"
-    overrides = (
-        "logger=csv",
-        f"hydra.run.dir={run}",
-        "data.batch_size=8",
-        "global_batch_size=16",
-        f"+trainer.limit_train_batches={limit}",
-    )
-    out = run_cli("train", *tiny_cli(tmp_path, data_dir, *overrides, corpus=corpus))
+    run, out = accumulated_run(tmp_path, data_dir, f"+trainer.limit_train_batches={limit}")
     assert_one_line_error(
         out,
         f"error: trainer.limit_train_batches={limit} ends each epoch after 3 batches, inside an "
@@ -179,14 +170,7 @@ def test_a_train_batch_limit_inside_a_step_is_refused_before_any_file(
 
 def test_a_train_batch_limit_of_whole_steps_trains_them(tmp_path: Path, data_dir: Path) -> None:
     """The limit the refusal offers: two epochs of one whole step of 16 windows each."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
-    overrides = (
-        "data.batch_size=8",
-        "global_batch_size=16",
-        "+trainer.limit_train_batches=2",
-        *EPOCH_RUN[1:],
-    )
-    run = train_csv_run(tmp_path, data_dir, corpus, "run", *overrides)
+    run, out = accumulated_run(tmp_path, data_dir, "+trainer.limit_train_batches=2", *EPOCH_RUN[1:])
+    assert out.returncode == 0, out.stderr[-3000:]
     assert metrics(run)["trainer/global_step"] == 2
     assert metrics(run)["tokens_seen"] == 2 * 16 * WINDOW
