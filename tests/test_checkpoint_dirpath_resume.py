@@ -216,15 +216,23 @@ def test_a_preempted_run_with_a_dirpath_named_checkpoints_names_its_own_run_fold
     tmp_path: Path, data_dir: Path, corpus: Path
 ) -> None:
     """`<scratch>/train/checkpoints/last.ckpt` was taken for `<run>/checkpoints/last.ckpt`: the
-    line said hydra.run.dir=<scratch>/train, a new run folder (review of this change)."""
+    line said hydra.run.dir=<scratch>/train, a new run folder (review of this change); then
+    `ckpt_path=<file>`, a new run folder too (red team rev_docs17)."""
     run, scratch = tmp_path / "run", tmp_path / "scratch" / "train" / "checkpoints"
     cli = command(tmp_path, data_dir, corpus, run, scratch)
     signal_at = ["+callbacks.stop._target_=tests.helpers.faults.SignalBeforeValidation"]
     out = run_cli("train", *cli, *signal_at, "+callbacks.stop.signal=SIGTERM")
     assert out.returncode == 128 + signal.SIGTERM, out.stderr[-3000:]
     line = assert_one_line_error(out, "preempted by SIGTERM at step ")
-    assert line.endswith(f"resume with ckpt_path=last hydra.run.dir={run}"), line
+    assert line.endswith(f"resume with resume={run}"), line
     assert (scratch / "last.ckpt").is_file()
+    # The line's command goes on in the run folder from the dirpath's last.ckpt, up to the
+    # next step a validation follows, where the restored fault preempts it again.
+    step = saved_step(scratch / "last.ckpt")
+    out = run_cli("train", f"resume={run}", f"++{signal_at[0][1:]}")
+    line = assert_one_line_error(out, "preempted by SIGTERM at step ")
+    assert line.endswith(f"resume with resume={run}"), line
+    assert saved_step(scratch / "last.ckpt") > step
 
 
 def test_a_plain_trainer_after_hydra_is_not_told_the_stale_run_folder(
@@ -239,3 +247,21 @@ def test_a_plain_trainer_after_hydra_is_not_told_the_stale_run_folder(
     assert resume_hint(scratch / "last.ckpt", root) == f"resume with ckpt_path={scratch}/last.ckpt"
     own = root / "checkpoints" / "last.ckpt"
     assert resume_hint(own, root) == f"resume with ckpt_path=last hydra.run.dir={root}"
+
+
+def test_ckpt_path_last_without_the_runs_dirpath_names_it_not_overwrite_run(
+    tmp_path: Path, data_dir: Path, corpus: Path
+) -> None:
+    """The command typed again without its dirpath was told the run saved no checkpoint, and to
+    start it again with overwrite_run=true: its files replaced, its checkpoints forgotten (red
+    team rev_docs17)."""
+    _, run, scratch = killed_run(tmp_path, data_dir, corpus)
+    before = tree_digest(run, skip=(".lock", "train.log"))
+    out = run_cli("train", *command(tmp_path, data_dir, corpus, run, None), "ckpt_path=last")
+    assert_one_line_error(
+        out,
+        f"error: ckpt_path=last: the run in {run} saved its checkpoints to {KEY}="
+        f"{scratch.resolve()}, which this command does not name: pass {KEY}={scratch.resolve()} "
+        f"too, or resume with resume={run}",
+    )
+    assert tree_digest(run, skip=(".lock", "train.log")) == before

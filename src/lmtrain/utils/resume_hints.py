@@ -19,10 +19,13 @@ def resume_hint(path: Path, root_dir: str | Path | None = None) -> str:
     sweep's job (or a run already resumed so) resumes with `resume=<its folder>`, which restores
     its settings: the sweep's command line with `ckpt_path=last` lacks them (another model).
     `root_dir`, the trainer's `default_root_dir`, names the run folder of a last.ckpt in a
-    checkpoint dirpath outside it (`run_of_last`)."""
+    checkpoint dirpath outside it (`run_of_last`): `resume=` restores the run's dirpath, which
+    `ckpt_path=last` needs typed again (a command without it found no checkpoint)."""
     run = run_of_last(path, root_dir)
     if run is None:
         return f"resume with ckpt_path={path}"
+    if not inside(run, path):  # a dirpath elsewhere, which resume= finds from the run's config
+        return f"resume with resume={run}"
     if HydraConfig.initialized() and (
         HydraConfig.get().mode == RunMode.MULTIRUN
         or any(str(o).split("=", 1)[0] == "resume" for o in HydraConfig.get().overrides.task)
