@@ -37,17 +37,17 @@ with gc_pause.paused_for_imports():
     import sys
     from dataclasses import dataclass
     from pathlib import Path
-    from typing import IO
 
     from lmtrain.errors import LMTrainError, first_line
     from lmtrain.utils.io import atomic_write
+    from lmtrain.utils.sweep_curves import plot_curves, without_curve
     from lmtrain.utils.sweep_jobs import (
-        CURVE_METRIC,
         METRIC_COLUMNS,
         OPTIONAL_COLUMNS,
         Job,
         job_folders,
         read_jobs,
+        warn,
     )
 
 
@@ -175,6 +175,10 @@ def write_report(
         maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
     jobs = ranked(jobs, maximize)
     tab = table(jobs, metric)
+    # No curve, no plot (its blank axes said nothing); a job without one is named in a warning.
+    plotted, missing = any(job.curve for job in jobs), without_curve(jobs)
+    if missing:
+        warn(f"{missing}: " + ("left out of val_curves.png" if plotted else "no val_curves.png"))
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}",
         "",
@@ -191,7 +195,7 @@ def write_report(
             if job.problem and not job.running
         ),
         "",
-        f"![val/loss]({paths['png'].name})",
+        f"![val/loss]({paths['png'].name})" if plotted else "No job has a val/loss curve.",
     ]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -199,8 +203,11 @@ def write_report(
             csv.writer(f).writerows([tab.header, *([fmt(v, None) for v in r] for r in tab.rows)])
         with atomic_write(paths["md"]) as f:
             f.write("\n".join(lines) + "\n")
-        with atomic_write(paths["png"], "wb") as f:
-            plot_curves(jobs, f, tab.varying)
+        if plotted:
+            with atomic_write(paths["png"], "wb") as f:
+                plot_curves(jobs, f, tab.varying)
+        else:  # an earlier report's, which this one replaces (checked above, as when written)
+            paths.pop("png").unlink(missing_ok=True)
         if elsewhere:
             digests = {p.name: file_sha256(p) for p in paths.values()}
             with atomic_write(out / WRITTEN_RECORD) as f:
@@ -250,29 +257,6 @@ def unwritable(out: Path, err: OSError, chosen: bool) -> LMTrainError:
     why = err.strerror or first_line(err)
     fix = "a writable --out" if chosen else "--out <a writable folder>, or make the folder writable"
     return LMTrainError(f"cannot write the report into {str(out)!r} ({why}): pass {fix}")
-
-
-def plot_curves(jobs: list[Job], out: IO[bytes], varying: list[str]) -> None:
-    """val/loss against step, one line per job, labelled by job number and varying overrides."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a cluster or in CI
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    for job in (job for job in jobs if job.curve):
-        steps, losses = zip(*job.curve, strict=True)
-        swept = (f"{k.rsplit('.', 1)[-1]}={job.overrides.get(k, '')}" for k in varying)
-        label = f"#{job.num} {','.join(swept)}".strip()
-        ax.plot(steps, losses, marker="o", markersize=3, label=label)
-    ax.set(xlabel="trainer/global_step (as logged to W&B)", ylabel=CURVE_METRIC)
-    ax.set_title(f"{CURVE_METRIC} of every job (last point: whole val split)")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, format="png")
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

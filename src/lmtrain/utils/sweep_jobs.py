@@ -1,7 +1,7 @@
 """A sweep's job folders read back for `lmtrain.report`: one `Job` per folder, with its curve.
 
 Each job's overrides (`.hydra/overrides.yaml`), final metrics (`metrics.json`) and validation
-curve (its offline W&B run, read with `wandb leet inspect`, or `csv/metrics.csv`). A file that
+curve (`sweep_curves`: from its W&B run, CSV logger or TensorBoard events). A file that
 cannot be read makes its job unreadable, with a warning, rather than stopping the report. Kept
 apart from `sweep_checks`, which guards a sweep while it starts and ends: this module only reads.
 """
@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from omegaconf import ListConfig
 
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import locks
+from lmtrain.utils.sweep_curves import job_loggers, read_curve
 from lmtrain.utils.sweep_ledger import (
     failed_in,
     finished_in,
@@ -48,7 +47,6 @@ METRIC_COLUMNS = (
 )
 # Columns left out when no job has them (runs from before lmtrain logged val/bpb).
 OPTIONAL_COLUMNS = ("val/bpb",)
-CURVE_METRIC = "val/loss"
 # Why a job that finished has no metrics.json, in its ledger record: model.nan_guard=stop ended
 # it (`run_for_sweeper`). A result of the search, ranked as diverged, not as failed.
 STOPPED_DIVERGED = "diverged: model.nan_guard=stop ended it"
@@ -65,6 +63,7 @@ class Job:
     optimized_metric: str
     wandb_id: str = ""
     curve: list[tuple[float, float]] = field(default_factory=list)
+    loggers: frozenset[str] | None = None  # the kinds its run logged to (None: not saved)
     direction: str = ""  # hydra.sweeper.direction as the job saved it ("" if none)
     problem: str = ""
     running: bool = False  # a live process holds its folder's lock
@@ -214,13 +213,14 @@ def read_job(folder: Path, num: int) -> Job:
         direction=sweep_direction(dig(saved_hydra, "hydra", "sweeper", "direction")),
         problem="; ".join(problems),
         running=locks.held_elsewhere(folder / locks.RUN_FOLDER_LOCK),
+        loggers=job_loggers(config),
     )
     if job.running:
         warn(f"job folder {folder}: a live process holds it: shown as running (the sweep is on)")
     elif job.problem:
         warn(f"job folder {folder}: {job.problem}: shown as unreadable")
     try:
-        job.curve = read_curve(folder)
+        job.curve = read_curve(folder, job.loggers, job.wandb_id)
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as err:
         warn(f"the val/loss curve of job folder {folder} cannot be read ({first_line(err)})")
     return job
@@ -250,40 +250,6 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     """`["model.optimizer.lr=0.001", "+x=1"]` -> {"model.optimizer.lr": "0.001", "x": "1"}."""
     pairs = (str(line).split("=", 1) for line in lines)
     return {key.lstrip("+~"): value for key, value in (p for p in pairs if len(p) == 2)}
-
-
-def read_curve(folder: Path) -> list[tuple[float, float]]:
-    """(step, val/loss) of every validation, from the W&B run or else the CSV logger. Steps are
-    `trainer/global_step` as Lightning logs them, the W&B dashboard's x axis (0-based during
-    training: the validation after step 200 sits at 199). The last point is the final validation
-    on the whole val split, metrics.json's val/loss; of two at one step, the later is kept."""
-    points: dict[float, float] = {}
-    wandb_runs = sorted((folder / "wandb").glob("*run-*"))
-    csv_file = folder / "csv" / "metrics.csv"
-    if wandb_runs:
-        for run in wandb_runs:  # a resumed run has one log per session, in time order
-            for item in wandb_history(run):
-                if CURVE_METRIC in item and "trainer/global_step" in item:
-                    points[float(item["trainer/global_step"])] = float(item[CURVE_METRIC])
-    elif csv_file.is_file():
-        with csv_file.open() as f:
-            for row in csv.DictReader(f):
-                if row.get(CURVE_METRIC) and row.get("step"):
-                    points[float(row["step"])] = float(row[CURVE_METRIC])
-    return sorted(points.items())
-
-
-def wandb_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The history rows of an offline W&B run, read from its .wandb log by `wandb leet inspect`."""
-    beside_python = Path(sys.executable).with_name("wandb")
-    wandb_cli = str(beside_python) if beside_python.exists() else shutil.which("wandb")
-    if wandb_cli is None:
-        warn(f"no wandb command to read {run_dir}: no curve for it")
-        return []
-    command = [wandb_cli, "leet", "inspect", "--json", str(run_dir)]
-    out = subprocess.run(command, capture_output=True, text=True)
-    records = (json.loads(line) for line in out.stdout.splitlines() if '"history"' in line)
-    return [record["history"]["item"] for record in records if record.get("type") == "history"]
 
 
 def sweep_direction(value: Any) -> str:
