@@ -55,6 +55,8 @@ EARLY_STOPPING_SWITCHES = (
 )
 # W&B refuses a tag that is empty or longer than this (wandb_settings.validate_run_tags).
 TAG_MAX_CHARS = 64
+# WandbLogger settings W&B takes only as text (wandb.Settings run_name, run_group, ...).
+WANDB_TEXTS = ("name", "group", "job_type", "notes")
 
 
 def check_callbacks(callbacks: Mapping[str, Any], problems: Problems) -> None:
@@ -230,11 +232,24 @@ def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb:
         problems.boolean(f"{key}.offline", entry.get("offline", False))
         if entry.get("mode") is not None:
             problems.choice(f"{key}.mode", entry["mode"], WANDB_MODES)
+        for field in WANDB_TEXTS:
+            check_wandb_text(f"{key}.{field}", entry.get(field), problems)
     tags = entry.get("tags")
     if target in MLFLOW_LOGGERS and tags is not None and not isinstance(tags, Mapping):
         problems.add(
             f"{key}.tags={tags!r} is not a mapping of tag names to values: pass "
             f"'{key}.tags={{team:nlp}}' (the run's tags list goes in `tags`)"
+        )
+
+
+def check_wandb_text(key: str, value: Any, problems: Problems) -> None:
+    """A W&B run's name, group, job type or notes is text: W&B refused a number
+    (`logger.wandb.group=2024`, or `${model.optimizer.lr}` in a sweep) with a pydantic
+    traceback when the run started."""
+    if value is not None and not isinstance(value, str):
+        problems.add(
+            f"{key}={value!r} is not text, which W&B needs: quote it, '{key}=\"{value}\"' "
+            f"(a ${{...}} of a number: put text around it, '{key}=lr${{model.optimizer.lr}}')"
         )
 
 

@@ -2,33 +2,20 @@
 (`lmtrain.utils.wandb_run`): a multirun job after the overrides its sweep varies, grouped by its
 sweep folder; a folder name within the filesystem's limits; the run config's keys flattened to
 `a/b/c`, as Lightning flattens them for every logger. Split from `lmtrain.utils.logger_runs`,
-which holds the two loggers.
+which holds the two loggers. A sweep job's name and group (`sweep_job`, also of a run that
+continues a sweep job's folder, `resume=<sweep>/<n>`) are `lmtrain.utils.sweep_job_names`'.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from omegaconf import DictConfig
-
-from lmtrain.utils.wandb_run import job_name
+from lmtrain.utils.sweep_job_names import sweep_job as sweep_job  # lmtrain.utils.logger_runs'
 
 # A folder name's limit on common filesystems, in bytes.
 MAX_FOLDER_NAME_BYTES = 255
-
-
-def sweep_job(run_cfg: DictConfig) -> tuple[str, str] | None:
-    """(name, group) of a multirun job, as W&B has them; None for a single run."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    if hydra is None or hydra.mode != RunMode.MULTIRUN:
-        return None
-    group = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
-    return job_name(hydra, run_cfg.task_name), group
 
 
 def folder_name(text: str) -> str:

@@ -6,7 +6,9 @@ job) passes the id again, and Lightning's WandbLogger initializes with `resume="
 same W&B run goes on instead of a second one starting (not in a copy of the folder while the
 original is there: `lmtrain.utils.tracker_ids`). In a multirun every job is named by its
 overrides (`model.optimizer.lr=0.001,seed=2`) and grouped by its sweep folder, so the dashboard
-shows a sweep as one group whose members say what they tried.
+shows a sweep as one group whose members say what they tried; a run that continues a sweep
+job's folder keeps that name and group (`lmtrain.utils.sweep_job_names`). A `logger.wandb.id`
+fixed for a whole sweep is refused (`lmtrain.utils.sweep_run_ids`).
 
 No command line goes to W&B: a literal `+extra.password=...` override would sit in the run file
 that `wandb sync` uploads. W&B's system metadata (which holds `sys.argv`) is off unless
@@ -30,13 +32,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.redact import holds_secret, redact, redact_override
+from lmtrain.utils.redact import redact
+from lmtrain.utils.sweep_job_names import job_name as job_name  # lmtrain.utils.launch's
+from lmtrain.utils.sweep_job_names import sweep_job
+from lmtrain.utils.sweep_run_ids import refuse_shared_run_id
 from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
 
 RUN_ID_FILE = "wandb_run_id"
@@ -56,8 +59,8 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     """Keyword arguments that complete a WandbLogger config entry for this run.
 
     `name` and `group` left null are filled in (task name for a run; overrides and sweep folder
-    for a multirun job); `id` comes from the run folder when `resuming`, else it is new (or the
-    configured one) and is saved there.
+    for a multirun job, or a run that continues one's folder); `id` comes from the run folder
+    when `resuming`, else it is new (or the configured one) and is saved there.
     """
     check_log_model(entry, run_cfg)
     check_project(entry)
@@ -69,12 +72,11 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     # (a notebook's earlier `disabled` turned every later offline run off).
     offline = kwargs.get("offline", entry.get("offline", False)) is True
     kwargs.setdefault("mode", "offline" if offline else "online")
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    multirun = hydra is not None and hydra.mode == RunMode.MULTIRUN
+    job = sweep_job(run_cfg)  # also of a run that continues a sweep job's folder
     if entry.get("name") is None:
-        kwargs["name"] = job_name(hydra, run_cfg.task_name) if multirun else run_cfg.task_name
-    if entry.get("group") is None and multirun:
-        kwargs["group"] = f"{run_cfg.task_name}/{Path(hydra.sweep.dir).name}"
+        kwargs["name"] = job[0] if job is not None else run_cfg.task_name
+    if entry.get("group") is None and job is not None:
+        kwargs["group"] = job[1]
     # W&B stores these as given, not through the config that is redacted: a secret typed into
     # one (tags=[${oc.env:HF_TOKEN}]) would reach the run file that `wandb sync` uploads.
     for key in SHOWN_AS_GIVEN:
@@ -85,7 +87,12 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
             kwargs[key] = redact(value)
     if run_cfg.get("trainer", {}).get("fast_dev_run") or kwargs.get("mode") == "disabled":
         return kwargs  # no W&B run (fast_dev_run: Lightning swaps every logger for a dummy)
-    kwargs["id"] = run_id(Path(run_cfg.paths.output_dir), entry.get("id"), resuming)
+    run_dir = Path(run_cfg.paths.output_dir)
+    configured = configured_run_id(entry.get("id"))
+    if configured is not None:  # under -m, each job's own
+        refuse_shared_run_id(entry, "id", configured, run_dir, RUN_ID_FILE, "W&B")
+    derived = "id" in entry and OmegaConf.is_interpolation(entry, "id")
+    kwargs["id"] = run_id(run_dir, entry.get("id"), resuming, derived)
     return kwargs
 
 
@@ -142,40 +149,6 @@ def check_project(entry: DictConfig) -> None:
         ) from None
 
 
-def job_name(hydra: Any, task_name: str) -> str:
-    """A multirun job's swept overrides as `key=value,key=value`.
-
-    Only the keys the sweep varies name it (`model.optimizer.lr=0.001,seed=2`): the overrides every
-    job shares would make every name long and alike. Without a known sweep, all of the job's
-    overrides (Hydra's override_dirname, less hydra.job.config.override_dirname.exclude_keys).
-    """
-    swept = swept_keys(hydra)
-    overrides = map(str, hydra.overrides.task)
-    named = [redact_override(o) for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
-    every = str(hydra.job.override_dirname)
-    if holds_secret(every):
-        every = ""  # Hydra's joined string cannot be redacted item by item: not used
-    return ",".join(named) or every or f"{task_name}-{hydra.job.num}"
-
-
-def swept_keys(hydra: Any) -> set[str]:
-    """Keys a sweep varies: an Optuna search space (hydra.sweeper.params) less the keys the
-    sweep's command line fixes, which the sweepers leave out of it (`model.config.n_embd=32`
-    with the generic space), and the sweep overrides (`lr=1e-3,3e-4`). The command line is the
-    sweep's, saved in <sweep folder>/multirun.yaml (by Hydra's basic sweeper, and by SweepOutcome
-    for others): a job's own overrides hold every key of the space as a fixed value."""
-    keys = {str(k) for k in (hydra.sweeper.get("params") or {})}
-    saved = Path(hydra.sweep.dir) / "multirun.yaml"
-    if saved.is_file():
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        lines = [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
-        parsed = OverridesParser.create().parse_overrides(lines)
-        keys -= {o.key_or_group for o in parsed if not o.is_sweep_override()}
-        keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
-    return keys
-
-
 def wandb_settings(entry: DictConfig) -> Any:
     """The `wandb.Settings` of this run: the entry's `settings` (fields of wandb.Settings), with
     `x_disable_meta` on unless they say otherwise (see the module docstring).
@@ -205,15 +178,19 @@ def wandb_settings(entry: DictConfig) -> Any:
         ) from None
 
 
-def run_id(run_dir: Path, configured: object, resuming: bool) -> str:
+def run_id(run_dir: Path, configured: object, resuming: bool, derived: bool = False) -> str:
     """The W&B run id for this run folder, saved in `<run_dir>/wandb_run_id` by rank 0.
 
     Resuming reuses the saved id, unless another run folder that this one is a copy of holds it
     (`lmtrain.utils.tracker_ids`); otherwise the configured id (logger.wandb.id) or a new one.
+    A configured id typed as such wins over the saved one (to continue a run on purpose); one
+    `derived` from the config by a `${...}` does not: it named the run when the run began, and
+    resumed it may come out otherwise (a sweep job's `exp-${hydra:job.num}`, resumed with
+    resume=<sweep>/<n> as a single run, was `exp-None`: a new W&B run, the job's id replaced).
     """
     path = run_dir / RUN_ID_FILE
     given = configured_run_id(configured)
-    if resuming and given is None and path.is_file():
+    if resuming and (given is None or derived) and path.is_file():
         saved = read_run_id(path, "W&B")
         refuse_copied_id(path, saved, "W&B", "logger.wandb.id")
         if rank_zero_only.rank == 0:
