@@ -46,9 +46,9 @@ def test_first_invalid_utf8_is_a_file_offset_across_blocks_and_gzip(tmp_path: Pa
     # A .gz file converts through gzip: iconv on its compressed bytes would write garbage.
     with pytest.raises(LMTrainError) as err:
         list(read_text_pieces(packed, block_chars=16))
-    assert "`zcat latin.txt.gz | iconv -f latin1 -t utf-8 | gzip > latin.txt.utf8.gz`" in str(
-        err.value
-    )
+    # Named by their paths, into a new file (`latin.utf8.txt.gz`: still read through gzip).
+    converts = f"`zcat {packed} | iconv -f latin1 -t utf-8 | gzip > {tmp_path}/latin.utf8.txt.gz`"
+    assert converts in str(err.value), err.value
 
 
 def test_non_utf8_corpus_is_refused_with_its_offset_and_how_to_convert(tmp_path: Path) -> None:

@@ -181,28 +181,32 @@ def zstd_frame(data: bytes) -> bytes:
     return b"\x28\xb5\x2f\xfd" + bytes([0x20, len(data)]) + block_header + data
 
 
-# name -> (file bytes, what the message must say); none may suggest iconv from latin-1.
+# name -> (file bytes, what the message must say, {d} for the corpus folder); none may suggest
+# iconv from latin-1. Each command names the file by its path and writes to a new name.
 NOT_TEXT = {
     "notes.txt.xz": (lzma.compress(TEXT.encode()), "is xz-compressed data, not text: "
-                     "decompress it (xz -dc notes.txt.xz > notes.txt), then move notes.txt.xz "
-                     "out of the corpus"),
+                     "decompress it (xz -dc {d}/notes.txt.xz > {d}/notes.txt), then move "
+                     "{d}/notes.txt.xz out of the corpus"),
     # xz -d refuses a name without its suffix: -dc to a file of another name works for any
-    "packed.txt": (lzma.compress(TEXT.encode()), "is xz-compressed data, not text: "
-                   "decompress it (xz -dc packed.txt > packed.txt.txt), then move packed.txt out"),
+    "packed.txt": (lzma.compress(TEXT.encode()), "is xz-compressed data, not text: decompress "
+                   "it (xz -dc {d}/packed.txt > {d}/packed.decompressed.txt), then move "
+                   "{d}/packed.txt out"),
     "notes.txt.bz2": (bz2.compress(TEXT.encode()), "is bzip2-compressed data, not text: "
-                      "decompress it (bunzip2 -c notes.txt.bz2 > notes.txt), then move"),
-    "notes.zip": (zip_bytes(TEXT), "is a zip archive, not text: extract it (unzip notes.zip)"),
-    "notes.txt.zst": (zstd_frame(TEXT[:200].encode()), "is zstd-compressed data, not "
-                      "text: decompress it (zstd -dc notes.txt.zst > notes.txt), then move"),
+                      "decompress it (bunzip2 -c {d}/notes.txt.bz2 > {d}/notes.txt), then move"),
+    "notes.zip": (zip_bytes(TEXT), "is a zip archive, not text: extract it (unzip {d}/notes.zip "
+                  "-d {d}/notes) and pass the extracted folder"),
+    "notes.txt.zst": (zstd_frame(TEXT[:200].encode()), "is zstd-compressed data, not text: "
+                      "decompress it (zstd -dc {d}/notes.txt.zst > {d}/notes.txt), then move"),
     "notes.txt": (gzip.compress(TEXT.encode()), "is gzip-compressed data but its name does not "
-                  "end in .gz: rename it to end in .gz (mv notes.txt notes.txt.gz)"),
+                  "end in .gz: rename it to end in .gz (mv {d}/notes.txt {d}/notes.txt.gz)"),
     "utf16.txt": (TEXT.encode("utf-16"), "is UTF-16 text (it starts with a UTF-16 byte order "
-                  "mark), not UTF-8: convert it, e.g. `iconv -f utf-16 -t utf-8 utf16.txt > "
-                  "utf16.txt.utf8`"),
+                  "mark), not UTF-8: convert it, e.g. `iconv -f utf-16 -t utf-8 {d}/utf16.txt > "
+                  "{d}/utf16.utf8.txt`"),
     "utf16be.txt": (b"\xfe\xff" + TEXT.encode("utf-16-be"), "`iconv -f utf-16 -t utf-8"),
-    "utf32.txt": (TEXT.encode("utf-32"), "`iconv -f utf-32 -t utf-8 utf32.txt > utf32.txt.utf8`"),
-    "utf16.txt.gz": (gzip.compress(TEXT.encode("utf-16")), "`zcat utf16.txt.gz | iconv -f "
-                     "utf-16 -t utf-8 | gzip > utf16.txt.utf8.gz`"),
+    "utf32.txt": (TEXT.encode("utf-32"), "`iconv -f utf-32 -t utf-8 {d}/utf32.txt > "
+                  "{d}/utf32.utf8.txt`"),
+    "utf16.txt.gz": (gzip.compress(TEXT.encode("utf-16")), "`zcat {d}/utf16.txt.gz | iconv -f "
+                     "utf-16 -t utf-8 | gzip > {d}/utf16.utf8.txt.gz`"),
 }  # fmt: skip
 
 
@@ -212,6 +216,7 @@ def test_compressed_and_utf16_files_get_a_fix_that_fits(tmp_path: Path, name: st
     # which writes garbage for compressed data and mojibake for UTF-16.
     corpus = write_corpus(tmp_path / "corpus")
     data, says = NOT_TEXT[name]
+    says = says.format(d=corpus)
     (corpus / name).write_bytes(data)
     # Read first: text may start as bzip2 data does, without bzip2's block marker after it.
     (corpus / "a_starts_like_bzip2.txt").write_text("BZh9 is how bzip2 data starts\n")

@@ -60,7 +60,11 @@ def prepared(source: object, cache_dir: Path, tokenizer: object = CHAR) -> TextD
     ("name", "write", "advice"),
     [
         ("train.bin", write_token_ids, "else remove it or narrow data.source.path"),
-        ("notes.txt", write_utf16, "`iconv -f utf-16le -t utf-8 notes.txt > notes.txt.utf8`"),
+        (
+            "notes.txt",
+            write_utf16,
+            "`iconv -f utf-16le -t utf-8 {d}/notes.txt > {d}/notes.utf8.txt`",
+        ),
     ],
     ids=["token-ids", "utf16-no-bom"],
 )
@@ -73,7 +77,9 @@ def test_a_binary_or_utf16_file_in_a_corpus_folder_is_refused(
     write(corpus / name)  # type: ignore[operator]
     result = run_cli("train", *tiny_cli(tmp_path, tmp_path / "data", corpus=corpus))
     assert_one_line_error(
-        result, f"'{corpus / name}' {NUL_PROBLEM} at byte 1: it is {NUL_WHAT}", advice
+        result,
+        f"'{corpus / name}' {NUL_PROBLEM} at byte 1: it is {NUL_WHAT}",
+        advice.format(d=corpus),
     )
     assert_no_cache_left(tmp_path / "data" / "cache")
 
@@ -92,7 +98,10 @@ def test_a_nul_past_the_first_bytes_or_inside_gzip_is_refused(tmp_path: Path) ->
     packed = write_utf16(folder / "notes.txt.gz", repeat=10)
     message = refusal(lambda: prepared(TextFilesSource(str(folder)), tmp_path / "cache"))
     assert f"'{packed}' {NUL_PROBLEM} at byte 1" in message, message
-    assert "`zcat notes.txt.gz | iconv -f utf-16le -t utf-8 | gzip > notes.txt.utf8.gz`" in message
+    assert (
+        f"`zcat {packed} | iconv -f utf-16le -t utf-8 | gzip > {folder}/notes.utf8.txt.gz`"
+        in message
+    )
     assert_no_cache_left(tmp_path / "cache")
 
 

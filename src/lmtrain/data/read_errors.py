@@ -16,8 +16,10 @@ import gzip
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 
+from lmtrain.data.fix_commands import conversion, decompress, extract, rename_gz, word
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
 LEAVE_OUT = "or leave it out of data.source.path"
@@ -29,21 +31,22 @@ HEAD_BYTES = 8192
 GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
-# What a file's first bytes say it is when it is not UTF-8 text: (magic, what it is, what to do,
-# with {name} for the file's name). Compressed data decodes as garbage or fails as "not UTF-8", and
-# iconv from latin-1 on it would write garbage; gzip is read as such only under a .gz name.
-COMPRESSED = (
-    (b"\x1f\x8b", "gzip-compressed data but its name does not end in .gz",
-     "rename it to end in .gz (mv {name} {name}.gz) so that it is read through gzip"),
-    # -dc > out: `xz -dk` refuses a name without its suffix, and keeps the file in the corpus.
-    (b"\xfd7zXZ\x00", "xz-compressed data, not text", "decompress it (xz -dc {name} > {out}), "
-     "then move {name} out of the corpus"),
-    (b"BZh", "bzip2-compressed data, not text", "decompress it (bunzip2 -c {name} > {out}), "
-     "then move {name} out of the corpus"),
-    (b"PK\x03\x04", "a zip archive, not text", "extract it (unzip {name}) and pass the files"),
-    (b"PK\x05\x06", "an empty zip archive, not text", "delete it"),
-    (b"(\xb5/\xfd", "zstd-compressed data, not text", "decompress it (zstd -dc {name} > {out}), "
-     "then move {name} out of the corpus"),
+# What a file's first bytes say it is when it is not UTF-8 text: (magic, what it is, the command
+# that fixes it, made from the file's path by fix_commands, what to do around {command}/{path}).
+# Compressed data decodes as garbage or fails as "not UTF-8", and iconv from latin-1 on it would
+# write garbage; gzip is read as such only under a .gz name.
+COMPRESSED: tuple[tuple[bytes, str, Callable[[Path], str] | None, str], ...] = (
+    (b"\x1f\x8b", "gzip-compressed data but its name does not end in .gz", rename_gz,
+     "rename it to end in .gz ({command}) so that it is read through gzip"),
+    (b"\xfd7zXZ\x00", "xz-compressed data, not text", partial(decompress, "xz -dc"),
+     "decompress it ({command}), then move {path} out of the corpus"),
+    (b"BZh", "bzip2-compressed data, not text", partial(decompress, "bunzip2 -c"),
+     "decompress it ({command}), then move {path} out of the corpus"),
+    (b"PK\x03\x04", "a zip archive, not text", partial(extract, zip_archive=True),
+     "extract it ({command}) and pass the extracted folder"),
+    (b"PK\x05\x06", "an empty zip archive, not text", None, "delete it"),
+    (b"(\xb5/\xfd", "zstd-compressed data, not text", partial(decompress, "zstd -dc"),
+     "decompress it ({command}), then move {path} out of the corpus"),
 )  # fmt: skip
 # bzip2's first block or end-of-stream marker after "BZh" and a level digit: text may start "BZh".
 BZIP2_MARKS = (b"1AY&SY", b"\x17rE8P\x90")
@@ -54,15 +57,6 @@ BYTE_ORDER_MARKS = (
     (b"\xff\xfe", "utf-16"),
     (b"\xfe\xff", "utf-16"),
 )
-
-
-def conversion(name: str, encoding: str = "latin1") -> str:
-    """A command that converts the file `name` from `encoding` to UTF-8; through gzip for a `.gz`
-    file (iconv on its compressed bytes would write garbage)."""
-    if name.lower().endswith(".gz"):
-        stem = name[: -len(".gz")]
-        return f"zcat {name} | iconv -f {encoding} -t utf-8 | gzip > {stem}.utf8.gz"
-    return f"iconv -f {encoding} -t utf-8 {name} > {name}.utf8"
 
 
 @contextmanager
@@ -82,7 +76,7 @@ def reading(path: Path, position: Callable[[], str] | None = None) -> Iterator[N
         where = f"byte {offset}" if offset is not None else f"byte {err.start} of a block"
         raise LMTrainError(
             f"{str(path)!r} is not UTF-8 text ({err.reason} at {where}): convert it, e.g. "
-            f"`{conversion(path.name)}` with its real encoding, {LEAVE_OUT}"
+            f"`{conversion(path)}` with its real encoding, {LEAVE_OUT}"
         ) from None
     except PermissionError:
         raise LMTrainError(
@@ -225,10 +219,10 @@ def check_not_archive(path: Path) -> None:
         return  # the read itself reports it
     if head[TAR_MAGIC_OFFSET:].startswith(b"ustar"):
         raise LMTrainError(
-            f"{str(path)!r} is a tar archive, not text: extract it (tar xf {path.name}) and pass "
+            f"{str(path)!r} is a tar archive, not text: extract it ({extract(path)}) and pass "
             f"the extracted folder, {LEAVE_OUT}"
         )
-    problem = not_text_problem(head, path.name)
+    problem = not_text_problem(head, path)
     if problem is not None:
         raise LMTrainError(f"{str(path)!r}{problem}")
     if b"\x00" in head:
@@ -263,27 +257,26 @@ def nul_error(path: Path, offset: int | None) -> LMTrainError:
     return LMTrainError(
         f"{str(path)!r} holds a NUL byte{at}: it is binary data, or UTF-16/UTF-32 text without "
         "a byte order mark, not UTF-8 text: if it is UTF-16 text convert it, e.g. "
-        f"`{conversion(path.name, 'utf-16le')}`, else remove it or narrow data.source.path "
+        f"`{conversion(path, 'utf-16le')}`, else remove it or narrow data.source.path "
         "(a glob such as '*.txt') to leave it out"
     )
 
 
-def not_text_problem(head: bytes, name: str) -> str | None:
-    """What the first bytes `head` of the file `name` say it is instead of UTF-8 text, and what
+def not_text_problem(head: bytes, path: Path) -> str | None:
+    """What the first bytes `head` of the file `path` say it is instead of UTF-8 text, and what
     to do (after its name); None if they say nothing."""
-    for magic, what, fix in COMPRESSED:
+    for magic, what, command, fix in COMPRESSED:
         if head.startswith(magic):
             if magic == b"BZh" and not head[4:10].startswith(BZIP2_MARKS):
                 continue
-            if magic == b"\x1f\x8b" and name.lower().endswith(".gz"):
+            if magic == b"\x1f\x8b" and path.name.lower().endswith(".gz"):
                 continue  # read through gzip: compressed twice, or named .gz.gz; gzip says
-            stem, dot, suffix = name.rpartition(".")
-            out = stem if dot and suffix.lower() in ("xz", "bz2", "zst") else f"{name}.txt"
-            return f" is {what}: {fix.format(name=name, out=out)}, {LEAVE_OUT}"
+            done = fix.format(command=command(path) if command else "", path=word(path))
+            return f" is {what}: {done}, {LEAVE_OUT}"
     for mark, encoding in BYTE_ORDER_MARKS:
         if head.startswith(mark):
             return (
                 f" is {encoding.upper()} text (it starts with a {encoding.upper()} byte order "
-                f"mark), not UTF-8: convert it, e.g. `{conversion(name, encoding)}`, {LEAVE_OUT}"
+                f"mark), not UTF-8: convert it, e.g. `{conversion(path, encoding)}`, {LEAVE_OUT}"
             )
     return None

@@ -1,0 +1,90 @@
+"""The shell commands that a corpus file's read error suggests (decompress, extract, convert,
+rename): runnable as they stand, and safe to run.
+
+Each names the file by its path as given (quoted for the shell only where it needs it), so that
+it works copied into the shell the run was started from, and writes only to a name that nothing
+has yet. A hint that named the file alone (`xz -dc a.txt.xz > a.txt`) failed there, and its
+`> a.txt` truncated whatever a.txt was in that folder: in the corpus folder, the user's own data.
+`tar xf` extracts over existing files and `mv` replaces its target, so they get new names too.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from itertools import count
+from pathlib import Path
+
+# Compressors whose suffix a decompressed copy drops (`notes.txt.xz` -> `notes.txt`).
+COMPRESSION_SUFFIXES = ("xz", "bz2", "zst")
+# Archive suffixes an extraction folder drops (`corpus.tar.gz` -> `corpus`), longest first.
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".zip")
+
+
+def word(path: Path) -> str:
+    """`path` as one shell word: as given where no character needs quoting, and after `./` when
+    it starts with `-`, which a command would take for an option."""
+    text = str(path)
+    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+
+
+def read_as(name: str) -> tuple[str, str]:
+    """`name` cut before the suffixes a corpus reader goes by: `.gz` and the one before it
+    (`.jsonl.gz` reads as records), else the last (`.txt`, which a glob such as '*.txt' picks)."""
+    suffixes = Path(name).suffixes
+    keep = suffixes[-2:] if suffixes and suffixes[-1].lower() == ".gz" else suffixes[-1:]
+    tail = "".join(keep)
+    return name[: len(name) - len(tail)], tail
+
+
+def unused(path: Path, marker: str, keep_suffixes: bool = True, itself: bool = True) -> Path:
+    """`path` if nothing is there (not even a dangling link, which `>` would write through) and
+    `itself` allows it (not for the file being read), else the first free name with `.marker`,
+    `.marker-2`, ... inserted before the suffixes it is read by (appended: `keep_suffixes=False`,
+    for a folder)."""
+    if itself and not os.path.lexists(path):
+        return path
+    head, tail = read_as(path.name) if keep_suffixes else (path.name, "")
+    for n in count(1):
+        candidate = path.with_name(f"{head}.{marker if n == 1 else f'{marker}-{n}'}{tail}")
+        if not os.path.lexists(candidate):
+            return candidate
+    raise AssertionError("unreachable")  # count() never ends
+
+
+def decompress(tool: str, path: Path) -> str:
+    """`<tool> <path> > <new file>`, the file's name without its compression suffix where it has
+    one: `tool` writes to stdout (`xz -dc`: `xz -d` refuses a name without its suffix) and keeps
+    the compressed file, which the hint asks to move out of the corpus."""
+    stem, dot, suffix = path.name.rpartition(".")
+    if dot and stem and suffix.lower() in COMPRESSION_SUFFIXES:
+        out = unused(path.with_name(stem), "decompressed")
+    else:
+        out = unused(path, "decompressed", itself=False)
+    return f"{tool} {word(path)} > {word(out)}"
+
+
+def extract(path: Path, zip_archive: bool = False) -> str:
+    """A command that extracts the archive `path` into a new folder beside it, named after it."""
+    name = path.name
+    lower = name.lower()
+    cut = next((s for s in ARCHIVE_SUFFIXES if lower.endswith(s) and len(name) > len(s)), "")
+    stem = path.with_name(name[: len(name) - len(cut)])
+    folder = word(unused(stem, "extracted", keep_suffixes=False, itself=bool(cut)))
+    if zip_archive:
+        return f"unzip {word(path)} -d {folder}"  # -d makes the folder
+    return f"mkdir {folder} && tar xf {word(path)} -C {folder}"
+
+
+def rename_gz(path: Path) -> str:
+    """`mv` to the file's name with `.gz` added, or a free name that ends in .gz."""
+    return f"mv {word(path)} {word(unused(path.with_name(path.name + '.gz'), 'renamed'))}"
+
+
+def conversion(path: Path, encoding: str = "latin1") -> str:
+    """A command that converts the file `path` from `encoding` to UTF-8, into a new file beside
+    it; through gzip for a `.gz` file (iconv on its compressed bytes would write garbage)."""
+    out = word(unused(path, "utf8", itself=False))
+    if path.name.lower().endswith(".gz"):
+        return f"zcat {word(path)} | iconv -f {encoding} -t utf-8 | gzip > {out}"
+    return f"iconv -f {encoding} -t utf-8 {word(path)} > {out}"
