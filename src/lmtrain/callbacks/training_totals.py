@@ -6,6 +6,11 @@ validation, resumes from a checkpoint at `max_steps`: `Trainer.fit` then returns
 logs nothing, so without this the resumed `metrics.json` would lack the train metrics and count
 only the seconds of the resumed process. Lightning keeps neither in its checkpoints.
 
+The progress bar's `tok/s` is not carried over: it is the rate of the last full throughput window
+of the process that measured it, on that process's devices. A resumed process that trained too
+few steps to fill a window (or none) reports no `tok/s` rather than an earlier process's figure
+as its own; one that fills a window reports its own.
+
 The time is the training loop's (`on_train_start` to `on_train_end`: steps, in-training
 validations and checkpoint saves), not `Trainer.fit`'s: a resumed process spends its first
 seconds (minutes, for a large model on slow storage) loading and restoring the checkpoint, which
@@ -20,8 +25,12 @@ from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from lmtrain.callbacks.throughput import PROGRESS_BAR_KEY
+
 # Metrics of validation are measured again by the final validation: not carried over.
 VALIDATION_PREFIX = "val/"
+# Rates of one process, on its devices: reported only by the process that measured them.
+PER_PROCESS = (PROGRESS_BAR_KEY,)
 
 
 class TrainingTotals(Callback):
@@ -63,4 +72,5 @@ class TrainingTotals(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._seconds_before = float(state_dict.get("train_seconds", 0.0))
-        self._restored_metrics = dict(state_dict.get("train_metrics", {}))
+        restored = state_dict.get("train_metrics", {})
+        self._restored_metrics = {k: v for k, v in restored.items() if k not in PER_PROCESS}
