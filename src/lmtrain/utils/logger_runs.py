@@ -1,22 +1,24 @@
-"""MLflow and TensorBoard runs named, grouped and given the whole config as W&B runs are.
+"""MLflow runs named, grouped and given the whole config as W&B runs are.
 
 A single run is named after its run folder; a multirun job after the overrides its sweep varies
-(`lmtrain.utils.wandb_run.job_name`, secret values redacted), and grouped by its sweep folder:
-MLflow gets the tag `group`, TensorBoard a `<run folder>/tensorboard/<job name>/` folder, so that
-`tensorboard --logdir <sweep folder>` lists each job by what it tried. Training resumed in a run
-folder goes on in the same MLflow run (its id is kept in `<run folder>/mlflow_run_id`) and the
-same TensorBoard folder.
+(`lmtrain.utils.wandb_run.job_name`, secret values redacted), and tagged `group`: its sweep
+folder. Training resumed in a run folder goes on in the same MLflow run (its id is kept in
+`<run folder>/mlflow_run_id`). A `logger.mlflow.run_id` fixed for a whole sweep is refused: every
+job would log into that one run (MLflow makes run ids itself, so a job can only be given one that
+exists; each job's own comes from its folder when it resumes).
 
-Both loggers get the run config that train.py logs, resolved and redacted, flattened to `a/b/c`
-keys (as Lightning flattens them for every logger):
-- MLflow keeps params of up to 6000 characters and refuses some key characters and keys over
-  250 characters; Lightning cuts every value to 250 and passes keys as they are, so a long prompt
-  list would be cut short and a key with a bad character would fail the run. Here values keep
-  MLflow's own limit and keys are made ones it takes.
-- TensorBoard shows hyperparameters beside the metrics only for runs with an hparams summary,
-  which Lightning writes only with a placeholder metric (`hp_metric`, -1) that no other logger
-  has. Here the summary is written without it: TensorBoard's HParams tab then takes the metrics
-  from the scalars the run logs (train/loss, val/loss, ...), the same names in every logger.
+MLflow gets the run config that train.py logs, resolved and redacted, flattened to `a/b/c` keys
+(as Lightning flattens them for every logger). MLflow keeps params of up to 6000 characters and
+refuses some key characters and keys over 250 characters; Lightning cuts every value to 250 and
+passes keys as they are, so a long prompt list would be cut short and a key with a bad character
+would fail the run. Here values keep MLflow's own limit and keys are made ones it takes.
+
+A SQLite store is made (its tables) and its experiment created by the first run that uses it:
+parallel sweep jobs did both at once, and all but one failed. Both are done holding a lock
+beside the database (`<database>.lock`, lmtrain.utils.locks).
+
+The TensorBoard logger, split from here, is lmtrain.utils.tensorboard_run; configs and saved run
+folders name it (and instantiate.py imports it) from here.
 """
 
 from __future__ import annotations
@@ -26,23 +28,30 @@ import logging
 import os
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
-from lightning.pytorch.loggers import TensorBoardLogger as LightningTensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.locks import acquire
 from lmtrain.utils.logger_checks import (
     bounded_mlflow_wait,
     refuse_unusable_sqlite,
     refuse_unwritable_folder,
 )
-from lmtrain.utils.logger_names import flat_params, folder_name, sweep_job
+from lmtrain.utils.logger_names import flat_params, sweep_job
 from lmtrain.utils.redact import redact
+from lmtrain.utils.sweep_run_ids import job_holding
+from lmtrain.utils.tensorboard_run import TensorBoardLogger as TensorBoardLogger
+from lmtrain.utils.tensorboard_run import is_tensorboard_entry as is_tensorboard_entry
+from lmtrain.utils.tensorboard_run import tensorboard_kwargs as tensorboard_kwargs
 from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
 from lmtrain.utils.wandb_run import read_run_id
 
@@ -69,10 +78,6 @@ def is_mlflow_entry(entry: DictConfig) -> bool:
     return str(entry.get("_target_", "")).endswith("MLFlowLogger")
 
 
-def is_tensorboard_entry(entry: DictConfig) -> bool:
-    return str(entry.get("_target_", "")).endswith("TensorBoardLogger")
-
-
 def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
     """The MLflow run's name (unless configured), tags naming its group and run folder, and the
     run to continue when `resuming`.
@@ -85,11 +90,12 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     """
     run_dir = Path(run_cfg.paths.output_dir)
     job = sweep_job(run_cfg)
-    tags = OmegaConf.to_container(entry.get("tags") or OmegaConf.create({}), resolve=True)
-    tags = {**tags, "run_dir": str(run_dir), "tags": ",".join(map(str, run_cfg.get("tags") or []))}
+    tags = {"run_dir": str(run_dir), "tags": ",".join(map(str, run_cfg.get("tags") or []))}
     if job is not None:
         tags["group"] = job[1]
-    kwargs: dict[str, Any] = {"tags": redact(tags)}  # as the params are
+    # The user's tags win (`+logger.mlflow.tags.group=lr-study` names the group itself).
+    given = OmegaConf.to_container(entry.get("tags") or OmegaConf.create({}), resolve=True)
+    kwargs: dict[str, Any] = {"tags": redact({**tags, **given})}  # as the params are
     name = entry.get("run_name")
     if name is None:
         kwargs["run_name"] = job[0] if job is not None else run_dir.name
@@ -98,6 +104,7 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     configured = entry.get("run_id")
     if configured is not None:  # a number ($SLURM_JOB_ID) as text: MLflow takes only text
         kwargs["run_id"] = str(configured)
+        refuse_shared_run(entry, kwargs["run_id"], run_dir)
     saved = run_dir / MLFLOW_RUN_ID_FILE
     kwargs["run_id_file"] = str(saved)
     if resuming and configured is None and saved.is_file():
@@ -106,17 +113,51 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     return kwargs
 
 
-def tensorboard_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict[str, Any]:
-    """A multirun job's TensorBoard folder named after its swept overrides (unless configured);
-    a single run's is `<save_dir>/<name>/` itself. Resuming, lmtrain's logger hides the steps
-    the resumed run logs again (`TensorBoardLogger`)."""
-    kwargs: dict[str, Any] = {}
-    if resuming and entry.get("_target_") == f"{__name__}.TensorBoardLogger":
-        kwargs["resumed"] = True
-    if entry.get("version") is None:
-        job = sweep_job(run_cfg)
-        kwargs["version"] = folder_name(job[0]) if job is not None else ""
-    return kwargs
+def refuse_shared_run(entry: DictConfig, run_id: str, run_dir: Path) -> None:
+    """One line, in a multirun job, when the configured `run_id` would be every job's (typed as
+    such, not made per job by a `${...}`), or is the one another job folder of the sweep keeps
+    in its mlflow_run_id. Outside a multirun, nothing to refuse."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
+        return
+    setting = f"logger.{entry._key()}.run_id"
+    instead = (
+        f"drop it ({setting}=null: each job a new MLflow run, which resuming the job continues)"
+    )
+    if not OmegaConf.is_interpolation(entry, "run_id"):
+        raise LMTrainError(
+            f"{setting}={run_id} is one MLflow run id for every job of the sweep, which would "
+            f"log them all into one run: {instead}"
+        )
+    other = job_holding(Path(str(hydra.sweep.dir)), MLFLOW_RUN_ID_FILE, run_id, run_dir)
+    if other is not None:
+        raise LMTrainError(
+            f"{setting}={run_id} is also the MLflow run id of {other}, another job of this "
+            f"sweep: the two would log into one run: {instead}"
+        )
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold `<database>.lock` while inside, for a SQLite store (the lock waits for another
+    process making the store's tables or its experiment); no lock for any other store."""
+    from sqlalchemy.engine import make_url  # MLflow's own dependency, and its URI parser
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(tracking_uri)
+    except ArgumentError:
+        url = None
+    if url is None or url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        yield
+        return
+    database = Path(url.database).absolute()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    release = acquire(database.with_name(database.name + ".lock"), wait=True)
+    try:
+        yield
+    finally:
+        release()
 
 
 def mlflow_key(key: str, limit: int) -> str:
@@ -164,12 +205,13 @@ class MLFlowLogger(LightningMLFlowLogger):
             artifact_location = artifact_location or str(store / "artifacts")
         refuse_unusable_sqlite(tracking_uri, source)
         try:
-            super().__init__(
-                save_dir=save_dir,
-                tracking_uri=tracking_uri,
-                artifact_location=artifact_location,
-                **kwargs,
-            )
+            with store_lock(tracking_uri):  # a new store's tables are made here
+                super().__init__(
+                    save_dir=save_dir,
+                    tracking_uri=tracking_uri,
+                    artifact_location=artifact_location,
+                    **kwargs,
+                )
         except (MlflowException, SQLAlchemyError) as err:  # the store is opened here
             raise LMTrainError(
                 f"MLflow cannot use the tracking URI {tracking_uri!r} (from {source}: "
@@ -227,7 +269,7 @@ class MLFlowLogger(LightningMLFlowLogger):
         from mlflow.exceptions import MlflowException
 
         try:
-            with bounded_mlflow_wait():
+            with bounded_mlflow_wait(), store_lock(self.store_uri):  # its experiment made here
                 return self.run_id
         except MlflowException as err:
             if self.continued_run is None:
@@ -248,55 +290,3 @@ class MLFlowLogger(LightningMLFlowLogger):
                 f"({first_line(err)}): point logger.mlflow.tracking_uri at the store that holds "
                 f"it, or {instead} to start a new MLflow run"
             ) from None
-
-
-class TensorBoardLogger(LightningTensorBoardLogger):
-    """Lightning's TensorBoardLogger whose hyperparameters reach TensorBoard's HParams tab
-    without the placeholder metric `hp_metric` (see the module docstring); `default_hp_metric`
-    true brings Lightning's own summary, placeholder included, back.
-
-    `resumed` (training resumed in the same folder): the steps the killed run logged after its
-    checkpoint come again, so SummaryWriter's `purge_step` (a new event file whose restart marker
-    hides every earlier event at step >= T) is set to T, the resumed run's first logged step: a
-    run resumed at global step G logs from G (step k's loss, validation and learning rate are
-    logged at k - 1). Under accumulation, a checkpoint between the micro-batches of step G + 1
-    also hides the validation and learning rates logged at G before it.
-    """
-
-    def __init__(
-        self, *args: Any, default_hp_metric: bool = False, resumed: bool = False, **kwargs: Any
-    ) -> None:
-        super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
-        self.placeholder_metric = default_hp_metric
-        self.purge_at_first_step = resumed
-        self.session_start: Any = None  # the hparams summary, written again after a purge at 0
-
-    @rank_zero_only
-    def log_hyperparams(  # type: ignore[override]
-        self,
-        params: Mapping[str, Any],
-        metrics: dict[str, Any] | None = None,
-        step: int | None = None,
-    ) -> None:
-        super().log_hyperparams(params, metrics, step)  # kept for hparams.yaml
-        if metrics is not None or self.placeholder_metric:
-            return  # Lightning wrote the hparams summary with these metrics
-        from torch.utils.tensorboard.summary import hparams
-
-        flat = flat_params(params)
-        plain = {k: v if isinstance(v, int | float | str) else str(v) for k, v in flat.items()}
-        _, self.session_start, _ = hparams(plain, {})
-        self.experiment.file_writer.add_summary(self.session_start)
-
-    @rank_zero_only
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:  # type: ignore[override]
-        purge = self.purge_at_first_step and step is not None
-        if purge:
-            self.purge_at_first_step = False
-            writer = self.experiment
-            writer.close()  # the next event opens a new file, which starts with the marker
-            writer.purge_step = step
-            log.info("TensorBoard %s: hiding the killed run's steps >= %d", self.log_dir, step)
-        super().log_metrics(metrics, step)
-        if purge and step == 0 and self.session_start is not None:  # hidden with step 0
-            self.experiment.file_writer.add_summary(self.session_start)
