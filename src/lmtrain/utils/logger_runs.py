@@ -33,8 +33,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.loggers import MLFlowLogger as LightningMLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -48,7 +46,7 @@ from lmtrain.utils.logger_checks import (
 )
 from lmtrain.utils.logger_names import flat_params, sweep_job
 from lmtrain.utils.redact import redact
-from lmtrain.utils.sweep_run_ids import job_holding
+from lmtrain.utils.sweep_run_ids import refuse_shared_run_id
 from lmtrain.utils.tensorboard_run import TensorBoardLogger as TensorBoardLogger
 from lmtrain.utils.tensorboard_run import is_tensorboard_entry as is_tensorboard_entry
 from lmtrain.utils.tensorboard_run import tensorboard_kwargs as tensorboard_kwargs
@@ -104,37 +102,16 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     configured = entry.get("run_id")
     if configured is not None:  # a number ($SLURM_JOB_ID) as text: MLflow takes only text
         kwargs["run_id"] = str(configured)
-        refuse_shared_run(entry, kwargs["run_id"], run_dir)
+        # Under -m, one id for every job: their runs would be one.
+        refuse_shared_run_id(
+            entry, "run_id", kwargs["run_id"], run_dir, MLFLOW_RUN_ID_FILE, "MLflow", False
+        )
     saved = run_dir / MLFLOW_RUN_ID_FILE
     kwargs["run_id_file"] = str(saved)
     if resuming and configured is None and saved.is_file():
         kwargs["run_id"] = read_run_id(saved, "MLflow")
         refuse_copied_id(saved, kwargs["run_id"], "MLflow", "logger.mlflow.run_id")
     return kwargs
-
-
-def refuse_shared_run(entry: DictConfig, run_id: str, run_dir: Path) -> None:
-    """One line, in a multirun job, when the configured `run_id` would be every job's (typed as
-    such, not made per job by a `${...}`), or is the one another job folder of the sweep keeps
-    in its mlflow_run_id. Outside a multirun, nothing to refuse."""
-    hydra = HydraConfig.get() if HydraConfig.initialized() else None
-    if hydra is None or hydra.mode != RunMode.MULTIRUN:
-        return
-    setting = f"logger.{entry._key()}.run_id"
-    instead = (
-        f"drop it ({setting}=null: each job a new MLflow run, which resuming the job continues)"
-    )
-    if not OmegaConf.is_interpolation(entry, "run_id"):
-        raise LMTrainError(
-            f"{setting}={run_id} is one MLflow run id for every job of the sweep, which would "
-            f"log them all into one run: {instead}"
-        )
-    other = job_holding(Path(str(hydra.sweep.dir)), MLFLOW_RUN_ID_FILE, run_id, run_dir)
-    if other is not None:
-        raise LMTrainError(
-            f"{setting}={run_id} is also the MLflow run id of {other}, another job of this "
-            f"sweep: the two would log into one run: {instead}"
-        )
 
 
 @contextmanager

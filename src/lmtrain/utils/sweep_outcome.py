@@ -79,9 +79,9 @@ class SweepOutcome(HydraCallback):
     @staticmethod
     def save_command_line(config: DictConfig, sweep_dir: Path) -> None:
         """Save the sweep's config, with its command line, as Hydra's basic sweeper does
-        (`multirun.yaml`), for the Optuna sweeper, which does not: each job names its W&B run by
-        the keys the search varies (`lmtrain.utils.sweep_job_names.SweepJob.swept_keys`), and only the
-        command line tells which keys of the search space it fixed."""
+        (`multirun.yaml`), for the Optuna sweeper, which does not: each job names its W&B run
+        by the keys the search varies (`lmtrain.utils.sweep_job_names.SweepJob.swept_keys`),
+        and only the command line tells which keys of the search space it fixed."""
         if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
             with contextlib.suppress(OSError):  # a folder the jobs cannot write either
                 OmegaConf.save(config, sweep_dir / "multirun.yaml")

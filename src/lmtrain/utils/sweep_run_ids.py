@@ -25,19 +25,26 @@ MAX_ID_CHARS = 256
 
 
 def refuse_shared_run_id(
-    entry: DictConfig, key: str, run_id: str, run_dir: Path, id_file: str, service: str
+    entry: DictConfig,
+    key: str,
+    run_id: str,
+    run_dir: Path,
+    id_file: str,
+    service: str,
+    made_per_job: bool = True,
 ) -> None:
     """One line, in a multirun job, when `entry[key]` (the configured `run_id` of `service`)
     would be every job's, or is the id another job folder of the sweep keeps in its `id_file`.
-    Outside a multirun, nothing to refuse."""
+    Outside a multirun, nothing to refuse. `made_per_job`: whether an id of one's own making
+    names a run (W&B's does; MLflow's must be one its store made, so the line only drops it)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     if hydra is None or hydra.mode != RunMode.MULTIRUN:
         return
     setting = f"logger.{entry._key()}.{key}"
-    instead = (
-        f"drop it ({setting}=null: each job a new {service} run, which resuming the job "
-        f"continues), or make it differ per job, '{setting}={run_id}-${{hydra:job.num}}'"
-    )
+    instead = f"drop it ({setting}=null: each job a new {service} run, which resuming the job "
+    instead += "continues)"
+    if made_per_job:
+        instead += f", or make it differ per job, '{setting}={run_id}-${{hydra:job.num}}'"
     if not OmegaConf.is_interpolation(entry, key):
         raise LMTrainError(
             f"{setting}={run_id} is one {service} run id for every job of the sweep, which "
