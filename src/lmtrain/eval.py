@@ -22,14 +22,12 @@ from lmtrain.utils import gc_pause
 # The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
 with gc_pause.paused_for_imports():
     import logging
-    import math
     import sys
     from pathlib import Path
     from typing import Any
 
     import hydra
     import lightning as L
-    import torch
     from omegaconf import DictConfig, OmegaConf, open_dict
     from transformers import PreTrainedTokenizerBase
 
@@ -41,6 +39,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.errors import LMTrainError, MissingCorpusError
     from lmtrain.models import CausalLMModule
     from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
+    from lmtrain.models.eval_split import bits_per_byte, warn_past_trained_windows
     from lmtrain.models.hf import check_context
     from lmtrain.models.tokenizer_digest import same_encoding
     from lmtrain.utils.checks import Problems
@@ -103,6 +102,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"{fix}, or use a model trained with a byte-level BPE tokenizer "
             "(data.tokenizer.kind=bpe), which encodes any text"
         ) from None
+    key = "+data.block_size" if own_data else "data.block_size"  # as the user types it
+    warn_past_trained_windows(datamodule.block_size, loaded.run_config, key)
 
     # val/loss is the module's MeanMetric of the per-window mean cross entropy, weighted by
     # windows of equal length: the mean over every val token, so exp(val/loss) is exactly what
@@ -111,12 +112,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     trainer.limit_val_batches = 1.0
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
-    val_batches = datamodule.val_dataloader()
-    metrics.update(bits_per_byte(metrics["val/loss"], val_batches, loaded.tokenizer))
+    windows = datamodule.val_dataset  # the whole split on every rank, not the rank's share
+    assert windows is not None  # set up by trainer.validate
+    metrics.update(bits_per_byte(metrics["val/loss"], windows, loaded.tokenizer))
     if benchmarks:
         device = trainer.strategy.root_device  # trainer.accelerator's choice: a GPU if asked for
         model, tokenizer = loaded.model, loaded.tokenizer
         metrics.update(run_tasks(tasks, benchmarks, model, tokenizer, device, context, cfg.seed))
+    # A rank that failed after validate's last collective left rank 0 to exit 0: it waits here
+    # for every rank, and one that stopped breaks the barrier (an error on rank 0 too).
+    trainer.strategy.barrier("eval metrics")
+    if not trainer.is_global_zero:  # the same figures: rank 0 writes and prints them once
+        return metrics
     write_json(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
     names = benchmarks.tasks if benchmarks else []
     for logger in loggers:
@@ -281,27 +288,6 @@ def cache_made_with(datamodule: TextDataModule, tokenizer: PreTrainedTokenizerBa
     if ours is None or theirs is None:  # not fast tokenizers: nothing to compare, so read anew
         return False
     return same_encoding(cached, tokenizer) and cached.eos_token_id == tokenizer.eos_token_id
-
-
-def bits_per_byte(
-    loss: float, val_batches: Any, tokenizer: PreTrainedTokenizerBase
-) -> dict[str, float]:
-    """val/bpb = loss / ln 2 x tokens / bytes over the tokens the loss was measured on.
-
-    The targets of every val window (`window[1:]`) are those tokens; decoded together they give
-    the text the model predicted, and its UTF-8 length is the byte count. End-of-text tokens
-    decode to nothing: they are counted as tokens (the model pays for them) but hold no bytes.
-    """
-    targets = torch.cat([batch[:, 1:].reshape(-1) for batch in val_batches])
-    n_bytes = len(tokenizer.decode(targets.tolist(), skip_special_tokens=True).encode("utf-8"))
-    if n_bytes == 0:
-        raise LMTrainError("the val split decodes to no text: point data.source at some text")
-    n_tokens = targets.numel()
-    return {
-        "val/bpb": loss / math.log(2) * n_tokens / n_bytes,
-        "val/tokens": float(n_tokens),
-        "val/bytes": float(n_bytes),
-    }
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="eval")
