@@ -9,6 +9,8 @@ window starts wherever the text falls, never at a `<s>`. A pretrained tokenizer 
 put a token before every prompt that the fine-tuned model never saw there, and plain greedy text
 differed from `lmtrain.generate greedy=true` (found by a red team). The export saves its
 tokenizer with a post-processor that adds nothing; the special tokens stay in the vocabulary.
+It also reads a special token's spelling in a text as characters, as training did
+(`split_special_text`).
 """
 
 from __future__ import annotations
@@ -90,6 +92,21 @@ def without_adding(processor: dict[str, Any] | None) -> dict[str, Any]:
     return processor
 
 
+def split_special_text(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Make the fast `tokenizer`, as saved, read a special token's spelling in a text as its
+    characters, as training did (`lmtrain.data.encode.plain_text_tokenizer`): called plainly
+    it gave the end-of-text id for `a<|endoftext|>b`, which no window of training held there.
+
+    `split_special_tokens` of tokenizer_config.json, which transformers' loader honours. Not
+    for a tokenizer with a chat template: apply_chat_template encodes its markers (`<|im_start|>`)
+    with the tokenizer's default, and split they would be text the model never saw as markers.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        return
+    tokenizer.split_special_tokens = True
+    tokenizer.init_kwargs["split_special_tokens"] = True  # save_pretrained writes these keys
+
+
 def save_tokenizer(
     folder: Path, tokenizer: PreTrainedTokenizerBase, context: int | None
 ) -> tuple[str, bool]:
@@ -100,6 +117,7 @@ def save_tokenizer(
     export then says so in one line, and its model card passes add_special_tokens=False.
     """
     stop_adding_tokens(tokenizer)
+    split_special_text(tokenizer)
     # Tokenizers built here know no length limit; the model's context is the real one.
     tokenizer.model_max_length = context or tokenizer.model_max_length
     # The code an `auto_map` names is never copied (nor run): the export must not ask for it.

@@ -129,6 +129,9 @@ def generate_text(
             ids.to(model.device).repeat(num_samples, 1),
             attention_mask=torch.ones_like(ids).to(model.device).repeat(num_samples, 1),
             max_new_tokens=max_new_tokens,
+            # An export's generation_config caps a plain generate with max_length, which
+            # max_new_tokens (capped above) overrides anyway: None spares transformers' warning.
+            max_length=None,
             do_sample=not greedy,
             # None overrides the model's generation_config (an export's sampling defaults).
             temperature=None if greedy else temperature,
