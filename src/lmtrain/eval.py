@@ -112,9 +112,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = instantiate_trainer(cfg.trainer, logger=False, callbacks=[])
     trainer.limit_val_batches = 1.0
     metrics = plain_metrics(trainer.validate(module, datamodule=datamodule, verbose=False)[0])
-    windows = datamodule.val_dataset  # the whole split on every rank, not the rank's share
-    assert windows is not None  # set up by trainer.validate
-    metrics.update(bits_per_byte(metrics["val/loss"], windows, loaded.tokenizer))
     if benchmarks:
         device = trainer.strategy.root_device  # trainer.accelerator's choice: a GPU if asked for
         model, tokenizer = loaded.model, loaded.tokenizer
@@ -124,6 +121,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer.strategy.barrier("eval metrics")
     if not trainer.is_global_zero:  # the same figures: rank 0 writes and prints them once
         return metrics
+    windows = datamodule.val_dataset  # the whole split, not a rank's share: decoded once
+    assert windows is not None  # set up by trainer.validate
+    metrics.update(bits_per_byte(metrics["val/loss"], windows, loaded.tokenizer))
     write_json(output_dir / "metrics.json", {**metrics, "ckpt_path": ckpt_path})
     names = benchmarks.tasks if benchmarks else []
     for logger in loggers:

@@ -16,7 +16,7 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-from lmtrain.utils.contained_paths import inside
+from lmtrain.utils.contained_paths import lies_in
 
 
 def accumulating(trainer: Trainer) -> bool:
@@ -53,7 +53,7 @@ class ContainedCheckpoint(ModelCheckpoint):
     def _should_remove_checkpoint(self, trainer: Trainer, previous: str, current: str) -> bool:
         if not super()._should_remove_checkpoint(trainer, previous, current):
             return False
-        return self.dirpath is not None and inside(str(previous), str(self.dirpath))
+        return self.dirpath is not None and lies_in(str(previous), str(self.dirpath))
 
 
 def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]:

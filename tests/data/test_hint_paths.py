@@ -134,3 +134,13 @@ def test_a_tar_archive_extracts_into_a_new_folder(tmp_path: Path) -> None:
     bash(extract, cwd=tmp_path)
     assert (tmp_path / "x.txt").read_text() == USERS
     assert (new / "x.txt").read_text() == TEXT
+
+
+def test_a_decompressed_copy_of_a_file_named_gz_is_not_named_gz(tmp_path: Path) -> None:
+    """xz data named `c.jsonl.gz`: a copy named `c.decompressed.jsonl.gz` would be read through
+    gzip again (review of this change); the copy never takes the read file's own name."""
+    from lmtrain.data.fix_commands import decompress
+
+    named_gz, plain = tmp_path / "c.jsonl.gz", tmp_path / "packed.txt"
+    assert decompress("xz -dc", named_gz) == f"xz -dc {named_gz} > {tmp_path / 'c.jsonl'}"
+    assert decompress("xz -dc", plain) == f"xz -dc {plain} > {tmp_path / 'packed.decompressed.txt'}"

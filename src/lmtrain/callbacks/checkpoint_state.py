@@ -18,7 +18,7 @@ import torch
 from fsspec.utils import get_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lmtrain.utils.contained_paths import inside
+from lmtrain.utils.contained_paths import lies_in
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 # The state's entries that name checkpoint files (besides the keys of `best_k_models`).
@@ -104,7 +104,7 @@ def foreign_paths(state: dict[str, Any], dirpath: str | None, names: re.Pattern[
     `names` matches, once links and `..` are resolved."""
 
     def own(path: Any) -> bool:
-        if not isinstance(path, str) or dirpath is None or not inside(path, str(dirpath)):
+        if not isinstance(path, str) or dirpath is None or not lies_in(path, str(dirpath)):
             return False
         if get_protocol(path) == "file":
             resolved = Path(path.removeprefix("file://")).resolve()

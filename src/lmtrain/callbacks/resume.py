@@ -140,10 +140,15 @@ class ExactResume(Callback):
         # Also during a validation inside fit, which may come between micro-batches of a step.
         if trainer is None or trainer.accumulate_grad_batches == 1:
             return False
-        if trainer.state.fn != TrainerFn.FITTING:
-            return False
-        trained = trainer.fit_loop.epoch_loop.batch_progress.current.ready > 0
-        return trained and accumulating(trainer)
+        return trainer.state.fn == TrainerFn.FITTING and mid_step(trainer)
+
+
+def mid_step(trainer: Trainer) -> bool:
+    """Whether `trainer` is between the micro-batches of an optimizer step: a micro-batch of this
+    epoch trained, and no step followed it (a save there, or a validation there, comes inside
+    the step)."""
+    trained = trainer.fit_loop.epoch_loop.batch_progress.current.ready > 0
+    return trained and accumulating(trainer)
 
 
 def host_group() -> Any:

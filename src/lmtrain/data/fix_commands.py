@@ -59,8 +59,10 @@ def decompress(tool: str, path: Path) -> str:
     stem, dot, suffix = path.name.rpartition(".")
     if dot and stem and suffix.lower() in COMPRESSION_SUFFIXES:
         out = unused(path.with_name(stem), "decompressed")
-    else:
-        out = unused(path, "decompressed", itself=False)
+    else:  # a name that says gzip (`c.jsonl.gz`) would have its text read through gzip
+        gz = stem and suffix.lower() == "gz"
+        plain = path.with_name(stem) if gz else path
+        out = unused(plain, "decompressed", itself=plain != path)  # never the file read
     return f"{tool} {word(path)} > {word(out)}"
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from fsspec.utils import get_protocol
 
 
-def inside(path: str, folder: str) -> bool:
+def lies_in(path: str, folder: str) -> bool:
     """Whether `path` lies below `folder`: resolved locally (links, `..`), normalized remotely."""
     if get_protocol(path) != "file" or get_protocol(folder) != "file":
         path, folder = posixpath.normpath(path), posixpath.normpath(folder)

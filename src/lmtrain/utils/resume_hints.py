@@ -45,6 +45,6 @@ def run_of_last(path: Path, root_dir: str | Path | None) -> Path | None:
     if root_dir is not None and HydraConfig.initialized():
         run = Path(HydraConfig.get().runtime.output_dir)
         if run.resolve() == Path(root_dir).resolve():
-            own = path == run / "checkpoints" / "last.ckpt"
+            own = path.resolve() == (run / "checkpoints" / "last.ckpt").resolve()
             return run if own or not inside(run, path) else None
     return path.parent.parent if path.parent.name == "checkpoints" else None

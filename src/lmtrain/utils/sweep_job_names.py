@@ -95,8 +95,11 @@ class SweepJob:
         if saved.is_file():
             from hydra.core.override_parser.overrides_parser import OverridesParser
 
-            lines = [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
-            parsed = OverridesParser.create().parse_overrides(lines)
+            try:
+                lines = [str(o) for o in OmegaConf.load(saved).hydra.overrides.task]
+                parsed = OverridesParser.create().parse_overrides(lines)
+            except Exception:  # not Hydra's record (a file of that name above the job folder)
+                return keys
             keys -= {o.key_or_group for o in parsed if not o.is_sweep_override()}
             keys |= {o.key_or_group for o in parsed if o.is_sweep_override()}
         return keys
