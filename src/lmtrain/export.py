@@ -20,7 +20,10 @@ is kept.
 
 from __future__ import annotations
 
-from lmtrain.utils import gc_pause
+from lmtrain.utils import gc_pause, import_env
+
+# Before the libraries' imports read RANK and LOCAL_RANK as numbers (lmtrain.utils.import_env).
+import_env.exit_on_unreadable_rank()
 
 # The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
 with gc_pause.paused_for_imports():

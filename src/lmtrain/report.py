@@ -23,7 +23,10 @@ only when it is a report this command wrote and nobody changed since (its sha256
 
 from __future__ import annotations
 
-from lmtrain.utils import gc_pause
+from lmtrain.utils import gc_pause, import_env
+
+# Before the libraries' imports read RANK and LOCAL_RANK as numbers (lmtrain.utils.import_env).
+import_env.exit_on_unreadable_rank()
 
 # The libraries import with the garbage collector paused (lmtrain.utils.gc_pause).
 with gc_pause.paused_for_imports():
