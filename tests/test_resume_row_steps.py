@@ -4,15 +4,20 @@ validates at another `trainer.val_check_interval` than the run it resumes.
 Red team rev_win17: a run saved at a validation (`val_check_interval=5`, ended at step 5) and
 resumed with `val_check_interval=100` logged every later row one step early (two train/loss
 rows at step 4), and the other way round one step late; the final validation at another step
-than metrics.json's. Lightning's restart judged the saved count by the new interval.
+than metrics.json's. Lightning's restart judged the saved count by the new interval. A run
+killed in its final validation logged that validation one step early once resumed.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import signal
 from pathlib import Path
 
 import pytest
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 
 from tests.helpers.cli import run_cli, tiny_cli, train_csv_run
 from tests.helpers.corpora import one_file_corpus
@@ -58,3 +63,32 @@ def test_a_resume_with_another_validation_interval_logs_rows_at_their_steps(
     assert ours == theirs
     # The final validation, at the step metrics.json reports, as the uninterrupted run's.
     assert steps_of(run, "val/loss")[-1] == steps_of(reference, "val/loss")[-1] == STEPS
+
+
+class KillInFinalValidation(Callback):
+    """SIGKILL to this process at the first val batch of the validation after training."""
+
+    def on_validation_batch_end(self, trainer: Trainer, *args: object) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_run_killed_in_its_final_validation_logs_it_at_the_last_step(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    corpus = one_file_corpus(tmp_path / "corpus")
+    # The last step validates too: its checkpoint is saved once that validation has ended.
+    settings = [*RUN, "trainer.max_steps=6", "trainer.val_check_interval=3"]
+    reference = train_csv_run(tmp_path, data_dir, corpus, "uninterrupted", *settings)
+    run = tmp_path / "run"
+    cli = tiny_cli(
+        tmp_path, data_dir, "logger=csv", f"hydra.run.dir={run}", *settings, corpus=corpus
+    )
+    kill = f"+callbacks.kill._target_={__name__}.KillInFinalValidation"
+    killed = run_cli("train", *cli, kill, fresh=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not (run / "metrics.json").exists()
+    resumed = run_cli("train", *cli, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert steps_of(run, "val/loss") == steps_of(reference, "val/loss") == [2, 5, 6]
+    assert steps_of(run, "train/loss") == steps_of(reference, "train/loss")

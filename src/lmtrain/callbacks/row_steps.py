@@ -11,7 +11,8 @@ The count equals `trainer.global_step` once a step has ended (a step whose updat
 `model.nan_guard=skip` dropped counts too), and one less while that step's validation runs. So
 the resumed run sets it before its first row: at its first training batch, or at the
 validation the restart runs first, which follows a step's end unless the checkpoint was saved
-between the micro-batches of a step (kept in the checkpoint: `mid_step`).
+between the micro-batches of a step (kept in the checkpoint: `mid_step`), or at the run's final
+validation when no batch was left to train (a run killed in its final validation).
 """
 
 from __future__ import annotations
@@ -54,9 +55,16 @@ class ResumedRowSteps(Callback):
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The validation a restart runs before any batch (one due at the saved batch) logs
         where the uninterrupted run's did: before the count's increment at a step's end."""
-        if trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+        if trainer.sanity_checking or self._restored is None:
             return
-        if self._restored is None or "mid_step" not in self._restored:
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            # The run's final validation, after a fit that had no batch left to run (a run
+            # killed in that validation): the uninterrupted run logs it after the last step's
+            # increment. `trainer.validate` of a checkpoint alone restores no callback state.
+            self._restored = None
+            set_logged_steps(trainer, trainer.global_step)
+            return
+        if trainer.state.fn != TrainerFn.FITTING or "mid_step" not in self._restored:
             return
         steps = trainer.global_step - (0 if self._restored["mid_step"] else 1)
         self._restored = None
