@@ -11,13 +11,10 @@ killed in its final validation logged that validation one step early once resume
 from __future__ import annotations
 
 import csv
-import os
 import signal
 from pathlib import Path
 
 import pytest
-from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.trainer.states import TrainerFn
 
 from tests.helpers.cli import run_cli, tiny_cli, train_csv_run
 from tests.helpers.corpora import one_file_corpus
@@ -65,14 +62,6 @@ def test_a_resume_with_another_validation_interval_logs_rows_at_their_steps(
     assert steps_of(run, "val/loss")[-1] == steps_of(reference, "val/loss")[-1] == STEPS
 
 
-class KillInFinalValidation(Callback):
-    """SIGKILL to this process at the first val batch of the validation after training."""
-
-    def on_validation_batch_end(self, trainer: Trainer, *args: object) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
 def test_a_run_killed_in_its_final_validation_logs_it_at_the_last_step(
     tmp_path: Path, data_dir: Path
 ) -> None:
@@ -84,7 +73,7 @@ def test_a_run_killed_in_its_final_validation_logs_it_at_the_last_step(
     cli = tiny_cli(
         tmp_path, data_dir, "logger=csv", f"hydra.run.dir={run}", *settings, corpus=corpus
     )
-    kill = f"+callbacks.kill._target_={__name__}.KillInFinalValidation"
+    kill = "+callbacks.kill._target_=tests.helpers.faults.KillInFinalValidation"
     killed = run_cli("train", *cli, kill, fresh=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (run / "metrics.json").exists()

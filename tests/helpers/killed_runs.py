@@ -147,33 +147,33 @@ def checkpoint_id(path: Path) -> tuple[int, int] | None:
     return stat.st_ino, stat.st_mtime_ns
 
 
-def csv_history(run_dir: Path, final_row_apart: bool = False) -> dict[int | str, dict[str, str]]:
+def csv_history(run_dir: Path, final_epoch_apart: bool = False) -> dict[int | str, dict[str, str]]:
     """The run's csv/metrics.csv as {step: {metric: value as written}}, without wall-clock
     columns; rows of one step merged (a resumed run logs the same values, in rows split at
-    the same places or not). `final_row_apart`: the last row (the final validation) under
-    "final", without its step and epoch."""
+    the same places or not). `final_epoch_apart`: the last row (the final validation) under
+    "final", without its epoch."""
     history: dict[int | str, dict[str, str]] = {}
     with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     for i, row in enumerate(rows):
         values = {k: v for k, v in row.items() if v and not any(p in k for p in IGNORED)}
-        if final_row_apart and i == len(rows) - 1:
-            history["final"] = {k: v for k, v in values.items() if k not in ("step", "epoch")}
+        if final_epoch_apart and i == len(rows) - 1:
+            history["final"] = {k: v for k, v in values.items() if k != "epoch"}
         else:
             history.setdefault(int(row["step"]), {}).update(values)
     return history
 
 
-def csv_rows(run_dir: Path, final_row_apart: bool = False) -> list[tuple[str, tuple[str, ...]]]:
+def csv_rows(run_dir: Path, final_epoch_apart: bool = False) -> list[tuple[str, tuple[str, ...]]]:
     """Each row of the run's csv/metrics.csv as (step, the metrics it holds, wall-clock ones
     aside: a resumed throughput window has too few batches for rates), in file order;
-    `final_row_apart`: see `csv_history`."""
+    `final_epoch_apart`: see `csv_history`."""
     with (run_dir / "csv" / "metrics.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     held = [[k for k, v in row.items() if v and not any(p in k for p in IGNORED)] for row in rows]
     found = [(row["step"], tuple(sorted(keys))) for row, keys in zip(rows, held, strict=True)]
-    if final_row_apart and found:
-        found[-1] = ("final", tuple(k for k in found[-1][1] if k not in ("step", "epoch")))
+    if final_epoch_apart and found:
+        found[-1] = (found[-1][0], tuple(k for k in found[-1][1] if k != "epoch"))
     return found
 
 
@@ -186,10 +186,10 @@ def final_state(run_dir: Path) -> tuple[dict[str, float], dict[str, torch.Tensor
 
 
 def assert_same_run(
-    run_dir: Path, reference: Path, tolerance: float = 0.0, final_row_apart: bool = False
+    run_dir: Path, reference: Path, tolerance: float = 0.0, final_epoch_apart: bool = False
 ) -> None:
     """Bitwise the same (`tolerance=0`), or within `tolerance` relative and absolute;
-    `final_row_apart`: see `csv_history`."""
+    `final_epoch_apart`: see `csv_history`."""
     metrics, weights, step = final_state(run_dir)
     ref_metrics, ref_weights, ref_step = final_state(reference)
     assert step == ref_step == STEPS
@@ -202,7 +202,7 @@ def assert_same_run(
     ]
     assert not differ, f"weights differ from the uninterrupted run: {differ}"
     if tolerance == 0:  # the CSV logger's rows, each value as written, all of them kept
-        ours, theirs = (csv_history(d, final_row_apart) for d in (run_dir, reference))
+        ours, theirs = (csv_history(d, final_epoch_apart) for d in (run_dir, reference))
         apart = [
             (k, ours.get(k), theirs.get(k))
             for k in {*ours, *theirs}
@@ -210,4 +210,4 @@ def assert_same_run(
         ]
         assert ours == theirs, f"CSV rows differ (step, resumed, uninterrupted): {apart[:5]}"
         # Row for row: no row logged twice (merged above, a repeat would not show).
-        assert csv_rows(run_dir, final_row_apart) == csv_rows(reference, final_row_apart)
+        assert csv_rows(run_dir, final_epoch_apart) == csv_rows(reference, final_epoch_apart)
