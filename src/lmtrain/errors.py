@@ -18,6 +18,21 @@ class LMTrainError(Exception):
     """A problem with the user's input: the message names the bad value and what to do instead."""
 
 
+# The decoders to name instead of a model type that has no causal LM (lmtrain.models.causal),
+# for a model_type setting and for a saved model.
+DECODER_TYPE = "use a decoder type (gpt2, llama, mistral, qwen2, ...)"
+DECODER_MODEL = "pass a decoder model (gpt2, llama, mistral, qwen2, ...)"
+
+
+def no_causal_lm(subject: str, advice: str = DECODER_TYPE) -> LMTrainError:
+    """The refusal of `subject`, a model type transformers has no causal LM of: here, not in
+    lmtrain.models.causal, for the config checks before any work (lmtrain.utils.model_checks)."""
+    return LMTrainError(
+        f"{subject} has no causal LM in transformers (an encoder or encoder-decoder model): "
+        f"{advice}"
+    )
+
+
 class UserErrorExit(SystemExit):
     """Exit code 1 once a user error was printed as its one `error:` line; `message` keeps that
     line for a sweep's ledger (`lmtrain.utils.sweep_ledger`), which names why each job failed."""

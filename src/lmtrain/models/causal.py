@@ -14,19 +14,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import DECODER_MODEL, DECODER_TYPE, LMTrainError, no_causal_lm
 
-# The decoders to name instead, for a model_type setting and for a saved model.
-DECODER_TYPE = "use a decoder type (gpt2, llama, mistral, qwen2, ...)"
-DECODER_MODEL = "pass a decoder model (gpt2, llama, mistral, qwen2, ...)"
-
-
-def no_causal_lm(subject: str, advice: str = DECODER_TYPE) -> LMTrainError:
-    """The refusal of `subject`, a model type transformers has no causal LM of."""
-    return LMTrainError(
-        f"{subject} has no causal LM in transformers (an encoder or encoder-decoder model): "
-        f"{advice}"
-    )
+__all__ = ["DECODER_MODEL", "DECODER_TYPE", "check_causal", "no_causal_lm", "refuse_nonfinite"]
 
 
 def check_causal(model: PreTrainedModel, subject: str, saved: bool = False) -> PreTrainedModel:

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from transformers.activations import ACT2CLS
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
+from lmtrain.errors import no_causal_lm
 from lmtrain.utils.checks import Problems, names_local_path
 from lmtrain.utils.optimizer_checks import check_optimization
 
@@ -50,6 +53,15 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     if isinstance(freeze, Mapping) and "first_n_blocks" in freeze:  # `true` froze one block
         problems.integer("model.freeze.first_n_blocks", freeze["first_n_blocks"], 0)
     check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
+    # t5 and other encoder-decoders were refused as the model was built, after tokenizing.
+    model_type = model.get("model_type")
+    known = isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES
+    if (
+        known
+        and model.get("pretrained") is None
+        and model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    ):
+        problems.add(str(no_causal_lm(f"model.model_type={model_type!r}")))
     # A missing folder was named as data.tokenizer.name (its tokenizer is read first).
     pretrained = model.get("pretrained")
     local = isinstance(pretrained, str) and names_local_path(pretrained)
