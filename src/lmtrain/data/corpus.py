@@ -217,11 +217,12 @@ def is_record_file(path: Path) -> bool:
 
 
 def open_text(path: Path) -> IO[str]:
-    """UTF-8 text, gunzipped on the fly for `.gz`; newlines normalized to \\n like `read_text`."""
+    """UTF-8 text, gunzipped on the fly for `.gz`; newlines normalized to \\n like `read_text`;
+    a leading byte order mark dropped (`utf-8-sig`; kept, it was a U+FEFF in the vocabulary)."""
     check_not_archive(path)
     if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open(encoding="utf-8-sig")
 
 
 def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:

@@ -15,9 +15,12 @@ import os
 import re
 import stat
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.checks import setting_text
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,30 @@ log = logging.getLogger(__name__)
 # cache's folder has the fingerprint alone, a name a user's own file or folder may have too (a
 # content-addressed store), so there only its contents mark it (`folder_kind`).
 LEFTOVER = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)")
+
+
+def corpus_paths(path: Any) -> list[str]:
+    """`data.source.path` as texts: one file, folder or glob, or a list of them. A number is the
+    name it was typed as (`data.source.path=2024`, a folder); a mapping, or a list inside the
+    list, is one line naming the setting (a mapping was read as its keys)."""
+    what = "a file, folder or glob, or a list of them"
+    if isinstance(path, Sequence) and not isinstance(path, str):
+        return [
+            str(setting_text(f"data.source.path[{i}]", item, what, required=True))
+            for i, item in enumerate(path)
+        ]
+    return [str(setting_text("data.source.path", path, what, required=True))]
+
+
+def same_file_key(path: str | os.PathLike[str]) -> tuple[int, int] | str:
+    """What two names of one file share: its device and inode for a file with hard links
+    (`ln a.txt b.txt`: two real paths, one text, read twice and split into both train and val),
+    else its real path (a symbolic link, `a/../a`), as before hard links were looked for, so
+    that a filesystem without real inode numbers merges nothing."""
+    info = os.stat(path)
+    if info.st_nlink > 1:
+        return info.st_dev, info.st_ino
+    return os.path.realpath(path)
 
 
 def glob_root(pattern: Path) -> Path:

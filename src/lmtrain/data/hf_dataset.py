@@ -9,7 +9,8 @@ Val is a split of its own (`val_split`) or held out from `split` by a hash of th
 (`val_fraction`), which needs neither the dataset's length nor a shuffle, so it works streaming.
 
 A file that cannot be read (not UTF-8, not valid JSON or parquet, a damaged .gz) is one line naming
-it; a row without text (a JSON record without the field) is refused, as `data=text_files` does.
+it; a row without text (a JSON record without the field) or with a NUL character (UTF-16 text read
+as UTF-8) is refused, as `data=text_files` does (`lmtrain.data.hf_rows`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,10 @@ from lmtrain.data.hf_local import (
     folder_data_files,
     local_builder,
     plain,
+    source_text,
     split_names,
 )
+from lmtrain.data.hf_rows import TEXT_BUILDERS, check_text_rows
 from lmtrain.data.read_errors import dataset_read_problem
 from lmtrain.data.split_files import refuse_shared_files
 from lmtrain.errors import LMTrainError, first_line
@@ -75,22 +78,18 @@ class HFDatasetSource(Source):
         load_kwargs: Mapping[str, Any] | None = None,
         block_chars: int = BLOCK_CHARS,
     ) -> None:
-        if not path:
-            raise LMTrainError(
-                f"data.source.path={path!r} is empty: pass a hub id, a local folder, or files"
-            )
-        self.path = str(path)
-        self.name = name
+        self.path = str(source_text("path", path))
+        self.name = source_text("name", name)
         self.data_files = plain(data_files)
-        self.data_dir = data_dir
-        self.revision = revision
-        self.text_column = text_column
-        self.split = split
-        self.val_split = val_split
-        check_splits(split, val_split, bool(streaming))
+        self.data_dir = source_text("data_dir", data_dir)
+        self.revision = source_text("revision", revision)
+        self.text_column = str(source_text("text_column", text_column))
+        self.split = str(source_text("split", split))
+        self.val_split = source_text("val_split", val_split)
+        check_splits(self.split, self.val_split, bool(streaming))
         self.val_fraction = check_val_fraction(val_fraction)
         self.streaming = bool(streaming)
-        self.cache_dir = cache_dir
+        self.cache_dir = cache_dir = source_text("cache_dir", cache_dir)
         self.load_kwargs = check_load_kwargs(plain(load_kwargs))
         self.block_chars = check_block_chars(block_chars)
         if cache_dir:  # datasets' Arrow copies of a local folder's files, if it lies there
@@ -290,6 +289,7 @@ class HFDatasetSource(Source):
         if columns is not None:
             dataset = dataset.select_columns([self.text_column])
         row = 0
+        files = partial(self._text_files, split)
         for batch in dataset.iter(batch_size=ROWS_PER_BATCH):
             if self.text_column not in batch:
                 raise LMTrainError(
@@ -297,20 +297,10 @@ class HFDatasetSource(Source):
                     f"{self.path!r}: use one of {', '.join(batch)}"
                 )
             texts = batch[self.text_column]
-            if None in texts:  # a JSON record without the field, a null in parquet
-                raise LMTrainError(
-                    f"data.source.path={self.path!r}: row {row + texts.index(None)} (from 0) of "
-                    f"split {split!r} has no text ({self.text_column!r} is null or missing): "
-                    "fill or drop such rows, or set data.source.text_column to the column that "
-                    "holds the text"
-                )
-            wrong = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
-            if wrong is not None:  # numbers, lists of words: not text, and not to be guessed at
-                raise LMTrainError(
-                    f"data.source.path={self.path!r}: row {row + wrong} (from 0) of split "
-                    f"{split!r} holds {type(texts[wrong]).__name__}, not text, in "
-                    f"{self.text_column!r}: set data.source.text_column to a column of strings, "
-                    "or convert the column to strings"
-                )
+            check_text_rows(texts, row, split, self.text_column, self.path, files)
             row += len(texts)
             yield from texts
+
+    def _text_files(self, split: str) -> list[str]:
+        """The local files `split` reads as text (see `check_text_rows`), else none."""
+        return self._local_files(split) if self.builder.name in TEXT_BUILDERS else []

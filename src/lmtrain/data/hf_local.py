@@ -23,6 +23,7 @@ from typing import Any
 
 from lmtrain.data.file_walk import lmtrain_folder
 from lmtrain.errors import LMTrainError, MissingCorpusError
+from lmtrain.utils.checks import setting_text
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def saved_splits(folder: Path) -> dict[str, list[str]]:
     fell into train (the held-out split trained on), and `heldout` was dropped."""
     try:
         splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
-    except (OSError, ValueError, TypeError, KeyError) as err:
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as err:
         splits = err
     if not isinstance(splits, list) or not all(
         isinstance(s, str) and SPLIT_NAME.fullmatch(s) and (folder / s).is_dir() for s in splits
@@ -158,6 +159,31 @@ def folder_data_files(
             "pass a folder with json, jsonl, parquet or text files"
         )
     return kept
+
+
+# What each setting of HFDatasetSource that names something takes (in its refusal); the first
+# three are required, and not empty.
+TEXT_SETTINGS = {
+    "path": "a hub id, a local folder, or json/jsonl/parquet/text files",
+    "text_column": "the name of the column that holds the text",
+    "split": "a split name, such as train or 'train[:90%]'",
+    "val_split": "a split name, such as validation, or null to hold out val_fraction",
+    "name": "the dataset's config (subset) name, or null",
+    "data_dir": "a subfolder of the dataset, or null",
+    "revision": "a hub branch, tag or commit, or null",
+    "cache_dir": "a folder, or null for HF_DATASETS_CACHE",
+}
+REQUIRED_TEXT = ("path", "text_column", "split")
+
+
+def source_text(key: str, value: Any) -> str | None:
+    """`data.source.<key>` as text (see `setting_text`: `split=5` is the split named 5, and a
+    list or a mapping one line); a required one that is empty is refused too."""
+    required = key in REQUIRED_TEXT
+    text = setting_text(f"data.source.{key}", value, TEXT_SETTINGS[key], required=required)
+    if required and not text:
+        raise LMTrainError(f"data.source.{key}={text!r} is empty: pass {TEXT_SETTINGS[key]}")
+    return text
 
 
 def check_splits(split: str, val_split: str | None, streaming: bool) -> None:

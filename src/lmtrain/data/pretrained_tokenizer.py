@@ -30,7 +30,7 @@ from transformers.tokenization_utils_base import (
 from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, CONFIG_NAME
 
 from lmtrain.errors import LMTrainError, first_line
-from lmtrain.utils.checks import Problems, names_local_path
+from lmtrain.utils.checks import Problems, names_local_path, setting_text
 
 if TYPE_CHECKING:
     from lmtrain.data.tokenizers import TokenizerSettings
@@ -55,18 +55,29 @@ COMMON_TOKENIZER_FILES = (
 VOCAB_FALLBACK = re.compile(r"tekken\.json|tokenizer\.model\.*|tiktoken\.model")
 
 
+def tokenizer_name(value: Any) -> str | None:
+    """`data.tokenizer.name` as text: `name=123` (a folder named 123) is the name it was typed
+    as; a list or a mapping is one line (see `setting_text`)."""
+    return setting_text("data.tokenizer.name", value, "a Hugging Face hub id or a local folder")
+
+
 def check_pretrained(settings: TokenizerSettings, problems: Problems) -> None:
-    if not settings.name:
+    try:
+        name = tokenizer_name(settings.name)
+    except LMTrainError as err:
+        problems.add(str(err))
+        return
+    if not name:
         problems.add(
-            f"data.tokenizer.name={settings.name!r} is empty: pass a Hugging Face hub id or a "
+            f"data.tokenizer.name={name!r} is empty: pass a Hugging Face hub id or a "
             "local folder for kind=pretrained"
         )
         return
-    folder = Path(str(settings.name)).expanduser()
+    folder = Path(name).expanduser()
     if folder.is_dir() and not defining_files(folder):
-        problems.add(no_tokenizer_files(str(settings.name)))
+        problems.add(no_tokenizer_files(name))
     elif folder.is_dir() and lacks_tokenizer_config(folder):
-        problems.add(no_tokenizer_config(f"data.tokenizer.name={str(settings.name)!r}"))
+        problems.add(no_tokenizer_config(f"data.tokenizer.name={name!r}"))
 
 
 def defining_files(folder: Path) -> list[str]:
@@ -116,10 +127,11 @@ def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
     same files elsewhere (a folder moved, the copy of the model's tokenizer each lmtrain.eval run
     saves in its own run folder) find the same cache, and other files another one.
     """
-    folder = Path(str(settings.name)).expanduser()
-    files = tokenizer_files(folder) if settings.name and folder.is_dir() else []
+    name = tokenizer_name(settings.name)
+    folder = Path(str(name)).expanduser()
+    files = tokenizer_files(folder) if name and folder.is_dir() else []
     if not files:  # a hub id (or a folder with no tokenizer, which loading refuses)
-        return {"name": settings.name}
+        return {"name": name}
     relevant: dict[str, Any] = {
         "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
     }
@@ -189,7 +201,7 @@ def _json_object(path: Path) -> dict[str, Any]:
     return content if isinstance(content, dict) else {}
 
 
-def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
+def pretrained_tokenizer(name: Any) -> PreTrainedTokenizerFast:
     """A published tokenizer (hub id or local folder), which must be fast, have an eos token and
     tokens that are not special.
 
@@ -198,6 +210,7 @@ def pretrained_tokenizer(name: str | None) -> PreTrainedTokenizerFast:
     (what transformers builds from a config.json alone), encoded every document to nothing: the
     run trained on the separators and exited 0.
     """
+    name = tokenizer_name(name)
     if not name:
         raise LMTrainError(
             f"data.tokenizer.name={name!r} is empty: pass a Hugging Face hub id or a local folder "
@@ -264,7 +277,7 @@ def _check_json_objects(name: str, folder: Path) -> None:
             continue
         try:
             content = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, RecursionError) as err:  # also: nested too deep
             raise LMTrainError(
                 f"data.tokenizer.name={name!r} has an unreadable {file} ({first_line(err)}): "
                 "pass a folder that save_pretrained wrote"

@@ -1,8 +1,8 @@
 """JSON-lines corpus files (`.jsonl`, `.ndjson`, gzipped or not): one document per line.
 
 Each line is a JSON object whose `text_field` holds the document; blank lines are skipped. A line
-that is not JSON, has no string in that field, or holds half of a UTF-16 surrogate pair is one
-`error:` line naming the file and the line, never a document silently dropped or mangled.
+that is not JSON, has no string in that field, or holds a NUL or half of a UTF-16 surrogate pair
+is one `error:` line naming the file and the line, never a document silently dropped or mangled.
 """
 
 from __future__ import annotations
@@ -10,10 +10,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lmtrain.data.corpus import open_text
 from lmtrain.data.read_errors import reading
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.checks import setting_text
+
+
+def text_field_setting(text_field: Any) -> str:
+    """`data.source.text_field` as text: `text_field=5` is the field named 5 (JSON keys are
+    text); a list or a mapping is one line."""
+    what = "the name of the field that holds the text"
+    return str(setting_text("data.source.text_field", text_field, what, required=True))
 
 
 def read_records(path: Path, text_field: str) -> Iterator[str]:
@@ -46,6 +55,12 @@ def read_records(path: Path, text_field: str) -> Iterator[str]:
                     f"{path}:{line_number} has a lone surrogate escape (\\ud800 to \\udfff) in "
                     f"{text_field!r}, half of a character: fix the line or remove the file from "
                     "data.source.path"
+                )
+            if "\\u0000" in line and "\x00" in text:  # as a NUL byte is in any other file
+                raise LMTrainError(
+                    f"{path}:{line_number} has a NUL character (\\u0000) in {text_field!r}, "
+                    "which text never holds (binary data, or UTF-16 text read as UTF-8): clean "
+                    "the line or remove the file from data.source.path"
                 )
             yield text
 

@@ -44,14 +44,16 @@ from lmtrain.data.corpus import (
     text_size_hint,
 )
 from lmtrain.data.file_walk import (
+    corpus_paths,
     glob_root,
     lmtrain_folder,
     refuse_unreadable,
+    same_file_key,
     unusable_entry,
     walk_files,
     warn_overlaps,
 )
-from lmtrain.data.records import read_records
+from lmtrain.data.records import read_records, text_field_setting
 from lmtrain.data.split_balance import warn_lopsided_split
 from lmtrain.errors import LMTrainError, MissingCorpusError
 
@@ -202,16 +204,15 @@ class TextFilesSource(FileSource):
         text_field: str = "text",
         block_chars: int = BLOCK_CHARS,
     ) -> None:
-        single = isinstance(path, str | os.PathLike)
-        self.paths = [str(path)] if single else [str(p) for p in path]
-        self.path = str(path) if single else ", ".join(self.paths)
+        self.paths = corpus_paths(path)
+        self.path = ", ".join(self.paths)  # for messages
         self.val_fraction = check_val_fraction(val_fraction)
-        self.text_field = text_field
+        self.text_field = text_field_setting(text_field)
         self.block_chars = check_block_chars(block_chars)
 
     def find_files(self) -> tuple[list[Path], Path]:
-        """Every matched file, sorted, deduplicated by real path (a file reached through two
-        links, or a link loop a `**` glob walks, is read once and lands in one split); an error
+        """Every matched file, sorted, each read once (a file reached through two links or
+        names, hard links included, or a link loop a `**` glob walks, lands in one split); an error
         if none is found or all are empty. Absolute and relative paths in one list are all made
         absolute, so that the files have a common folder; a list of one kind is kept as given, so
         the relative paths in the fingerprint stay what they were."""
@@ -221,7 +222,7 @@ class TextFilesSource(FileSource):
                 f"data.source.path={self.path!r} is empty: pass a file, folder or glob (an empty "
                 "path would read the whole working directory)"
             )
-        found: dict[Path, tuple[Path, Path]] = {}  # real path -> (first path to reach it, root)
+        found: dict[Any, tuple[Path, Path]] = {}  # same_file_key -> (first path to it, root)
         left_out: dict[str, int] = {}
         written: dict[Path, None] = {}  # lmtrain's own folders under the corpus paths
         kinds: dict[Path, str | None] = {}
@@ -250,7 +251,7 @@ class TextFilesSource(FileSource):
                 elif ours is not None:
                     written[ours] = None
                 elif match.is_file():
-                    first = found.setdefault(real, (match, root))[1]
+                    first = found.setdefault(same_file_key(match), (match, root))[1]
                     if os.path.abspath(first) != os.path.abspath(root):
                         overlaps[first, root] = overlaps.get((first, root), 0) + 1
                 elif (problem := unusable_entry(match, self.path)) is not None:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import Any
 
+from lmtrain.data.file_walk import same_file_key
 from lmtrain.data.hf_local import split_names
 from lmtrain.errors import LMTrainError
 
@@ -69,10 +70,10 @@ def refuse_shared_files(
         )
 
 
-def _file_key(file: str) -> str:
-    """A local file by its real path (a link or `a/../a` reaches the same text), else as named
-    (a hub URL)."""
-    return os.path.realpath(file) if os.path.isfile(file) else file
+def _file_key(file: str) -> tuple[int, int] | str:
+    """A local file by what its names share (a hard or symbolic link, or `a/../a`, reaches the
+    same text: `same_file_key`), else as named (a hub URL)."""
+    return same_file_key(file) if os.path.isfile(file) else file
 
 
 def _example(train_only: Sequence[str], val_files: Iterable[str]) -> str:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lmtrain.errors import LMTrainError
@@ -170,6 +171,34 @@ def call_parameters(target: Callable[..., Any]) -> tuple[list[inspect.Parameter]
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             return found, True
     return found, False
+
+
+def setting_text(key: str, value: Any, what: str, required: bool = False) -> str | None:
+    """A setting that names something (a path, a folder, a split, a column) as text: a number as
+    the text it was typed as, a path object as its text, None as None (refused if `required`);
+    a list, a mapping or true/false is one LMTrainError naming `key` and `what` it takes.
+
+    Hydra reads `data.source.path=2024` (a folder named 2024) as the int 2024, and each use of
+    it as text failed in its own way (a TypeError, an AttributeError deep in a library); a dict
+    was iterated as its keys, silently. Read once, where the setting is taken, every later use
+    sees text.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | os.PathLike) and not isinstance(value, bool):
+        return str(value)
+    if value is None and not required:
+        return None
+    if value is None:
+        raise LMTrainError(f"{key}=None names nothing: pass {what}")
+    if isinstance(value, bool):
+        kind = "true or false"
+        hint = f" (quote a name that reads as one: '{key}=\"{str(value).lower()}\"')"
+    else:
+        kinds = ((Mapping, "a mapping"), (Sequence, "a list"))
+        kind = next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+        hint = ""
+    raise LMTrainError(f"{key}={value!r} is {kind}, not text: pass {what}{hint}")
 
 
 def names_local_path(value: str) -> bool:
