@@ -9,15 +9,21 @@ comes before that validation, so a run killed during it resumed past it (Lightni
 a validation due at the batch a checkpoint was written after): its val row, text samples and
 EarlyStopping and best-checkpoint decisions were lost.
 
-So this subclass gives Lightning no step schedule: as without one, Lightning ranks top-k right
-after each validation, on that validation's metric and the weights it saw. `every_n_train_steps`
-writes last.ckpt, through the public `trainer.save_checkpoint`, every N optimizer steps from the
-start (Lightning would wait for the first val/loss), except at a step that a validation follows:
-last.ckpt is written after that validation instead, so a kill during it resumes from the save
-before and validates again. After every validation, and at the end of training, last.ckpt
-holds the latest state (Lightning 2.6 writes it there only when top-k saved, or, at the end,
-when it saved nothing before). A run resumed with another `every_n_train_steps` keeps its
-top-k state.
+So this subclass gives Lightning no step schedule, and ranks top-k right after each validation,
+on that validation's metric and the weights it saw: Lightning's public
+`save_on_train_epoch_end=False`. Lightning's default ranks an epoch-end validation (every epoch,
+`val_check_interval=1.0`) later, in `on_train_epoch_end`, after last.ckpt was written for that
+validation: a run killed in between (kill -9) resumed past a validation never ranked, and one
+preempted at the epoch's last step ran the validation on resume but never reached that hook;
+either way the best checkpoint was lost. Now the best checkpoint is on disk before last.ckpt.
+
+`every_n_train_steps` writes last.ckpt, through the public `trainer.save_checkpoint`, every N
+optimizer steps from the start (Lightning would wait for the first val/loss), except at a step
+that a validation follows: last.ckpt is written after that validation instead, so a kill during
+it resumes from the save before and validates again. After every validation, and at the end of
+training, last.ckpt holds the latest state (Lightning 2.6 writes it there only when top-k saved,
+or, at the end, when it saved nothing before). A run resumed with another `every_n_train_steps`
+keeps its top-k state.
 
 A scheduled last.ckpt is not written in the step's `on_train_batch_end`: Lightning sends the
 step's metrics to the loggers only after every hook of the batch has returned, so a kill between
@@ -29,8 +35,12 @@ holding the loop's counters as they were in that `on_train_batch_end`
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
 from typing import Any
 
+from fsspec.utils import get_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
@@ -45,20 +55,38 @@ from lmtrain.callbacks.checkpoint_state import (
     same_ranking,
     without_paths,
 )
+from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import (
     ContainedCheckpoint,
     saving_as_at_step_end,
     step_end_counters,
     validation_follows,
 )
+from lmtrain.utils.io import remove_killed_writes
+
+log = logging.getLogger(__name__)
 
 
 class StepScheduledCheckpoint(ContainedCheckpoint):
     """ModelCheckpoint whose top-k is decided after validations only, and whose
     `every_n_train_steps` writes last.ckpt (never top-k), before the first validation too."""
 
-    def __init__(self, *args: Any, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)  # no step schedule: top-k after each validation
+    def __init__(
+        self,
+        *args: Any,
+        every_n_train_steps: int | None = None,
+        save_on_train_epoch_end: bool | None = False,
+        **kwargs: Any,
+    ) -> None:
+        if save_on_train_epoch_end:
+            raise LMTrainError(
+                "callbacks.model_checkpoint.save_on_train_epoch_end=true ranks the best "
+                "checkpoint at the epoch's end, after last.ckpt is written for the validation "
+                "before it, so a run stopped in between loses it: drop the key (the best "
+                "checkpoint is chosen right after each validation)"
+            )
+        # No step schedule, and top-k right after each validation (also at an epoch's end).
+        super().__init__(*args, save_on_train_epoch_end=False, **kwargs)
         # The key this callback's state had when Lightning ran the step schedule: the one
         # ModelCheckpoint with these settings has, so checkpoints written by an earlier version
         # of this class, or by Lightning's own, restore into this one. Building it also checks
@@ -72,6 +100,8 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         ).state_key
         self.last_every_n_steps = every_n_train_steps or 0
         self._last_written_step: int | None = None  # the step last.ckpt holds (here or Lightning's)
+        # Whether last.ckpt is on disk at that step: written in this process, or resumed from.
+        self._last_on_disk = False
         # A scheduled last.ckpt to write at the next hook: the loop's counters at the step's end.
         self._due: dict[str, Any] | None = None
         self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
@@ -81,10 +111,24 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
     def state_key(self) -> str:
         return self._state_key
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Also removes what writes of this callback's files left when a kill stopped them
+        (`.best-...ckpt.tmp-<pid>`): a best checkpoint's name holds its step, so no later write
+        of that name would ever sweep it (atomic_write sweeps its own target's). Rank 0 writes
+        them all, and a live process's write in progress is left alone."""
+        super().setup(trainer, pl_module, stage)
+        dirpath = str(self.dirpath or "")
+        folder = Path(dirpath.removeprefix("file://"))
+        local = bool(dirpath) and get_protocol(dirpath) == "file" and folder.is_dir()
+        if stage == "fit" and trainer.is_global_zero and local:
+            for removed in remove_killed_writes(folder, name_pattern(self)):
+                log.info("Removed %s, left by a checkpoint write that was killed", removed)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         # A resumed run starts on the step its checkpoint holds: no need to write it again.
         self._last_written_step = trainer.global_step
+        self._last_on_disk = self._resumed_from_last(trainer)
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -176,21 +220,31 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
             return
         if self._saves == saves:  # Lightning saved nothing (or weights only): last.ckpt here
             self._write_last(trainer)
-        self._last_written_step = trainer.global_step
+        self._last_written_step, self._last_on_disk = trainer.global_step, True
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """last.ckpt holds the end of training, written once.
+
+        Lightning 2.6 writes it here whenever it saved nothing in this process, also when
+        last.ckpt holds this step already: written after the last validation by this callback,
+        or the checkpoint of a resumed run that trained nothing more (EarlyStopping had ended
+        it). That rewrite changed a finished run's last.ckpt on every resume (its training time,
+        its final val loss gone) and, after the epoch's end, its loop counters."""
         self._due = None  # the epoch's end, which comes first, wrote any due save
         if trainer.fast_dev_run:  # Lightning 2.6 would still write last.ckpt here
             return
-        saves = self._saves
-        super().on_train_end(trainer, pl_module)  # last.ckpt, only if Lightning saved none yet
-        # Otherwise Lightning's latest last.ckpt may be steps before the end: write the end.
         # Lightning's StochasticWeightAveraging puts its average into the model in its own
         # on_train_end, which runs before this one (Lightning calls checkpoint callbacks last):
         # last.ckpt must hold the weights the final validation and the export see.
         swapped = any(isinstance(c, StochasticWeightAveraging) for c in trainer.callbacks)
+        current = self._last_on_disk and trainer.global_step == self._last_written_step
+        if current and not swapped:
+            return
+        saves = self._saves
+        super().on_train_end(trainer, pl_module)  # last.ckpt, only if Lightning saved none yet
+        # Otherwise Lightning's latest last.ckpt may be steps before the end: write the end.
         final = self._saves == saves and (trainer.global_step != self._last_written_step or swapped)
-        if final and self.save_last and not trainer.fast_dev_run:
+        if final and self.save_last:
             self._write_last(trainer)
 
     def _last_due(self, trainer: Trainer) -> bool:
@@ -219,4 +273,12 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
         self.last_model_path = path  # part of the state saved, as in Lightning's own saves
         trainer.save_checkpoint(path, self.save_weights_only)
-        self._last_written_step = trainer.global_step
+        self._last_written_step, self._last_on_disk = trainer.global_step, True
+
+    def _resumed_from_last(self, trainer: Trainer) -> bool:
+        """Whether the checkpoint this fit resumed from is this callback's last.ckpt."""
+        resumed = trainer.ckpt_path
+        if not resumed or not self.save_last:
+            return False
+        last = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+        return os.path.realpath(str(resumed)) == os.path.realpath(last)

@@ -5,7 +5,9 @@ a consolidated checkpoint) goes through `atomic_write`: the bytes go to a tempor
 same folder, are flushed and fsynced, and the file is renamed over the target with `os.replace`,
 which is atomic on POSIX file systems; the folder is fsynced too, so the rename survives a power
 cut. A failed write removes its temporary file; one left by a kill (`.<name>.tmp-<pid>`) is
-removed by the next write of that target (one of a live process is its write in progress).
+removed by the next write of that target (one of a live process is its write in progress), or,
+for targets never written again (a best checkpoint's name holds its step), by
+`remove_killed_writes` when the folder's writer starts again.
 Files get the user's umask, as a plain `open()` would (Python's `tempfile` would make them 0600).
 """
 
@@ -15,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,9 +37,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         raise ValueError(f"atomic_write writes whole files: mode 'w' or 'wb', not {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.tmp-*"):
-        if not writer_alive(stale):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+    remove_killed_writes(target.parent, re.compile(re.escape(target.name)))
     tmp = temporary_path(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # 0666 less the umask
     try:
@@ -49,6 +50,21 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[A
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def remove_killed_writes(folder: Path, names: re.Pattern[str]) -> list[Path]:
+    """Remove the temporary files in `folder` that writes of the files `names` matches (whole
+    names) left when their process was killed mid-write; those of a live process stay (its
+    write in progress). The removed ones, sorted."""
+    removed = []
+    for temporary in sorted(folder.glob(".*.tmp-*")):
+        target, _, pid = temporary.name[1:].rpartition(".tmp-")
+        if not (pid.isascii() and pid.isdigit()) or not names.fullmatch(target):
+            continue
+        if temporary.is_file() and not writer_alive(temporary):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
 
 
 def writer_alive(temporary: Path) -> bool:
