@@ -1,5 +1,9 @@
 # lmtrain: `make train` runs the main job, `make test` the tests; both create .venv when missing.
-VENV ?= .venv
+# This Makefile's folder ("" when make runs in it): `make -f <checkout>/Makefile <target>` from
+# another folder uses the checkout's .venv and scripts (logs/ stays the current folder's, or
+# $PROJECT_ROOT's).
+HERE := $(patsubst ./%,%,$(dir $(lastword $(MAKEFILE_LIST))))
+VENV ?= $(HERE).venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 # Hydra overrides for train/eval, e.g. make train ARGS="experiment=shakespeare_char"
@@ -11,9 +15,15 @@ DATA ?=
 # A nanoGPT checkout with data/shakespeare_char/{train,val}.bin prepared, for the recipe
 # benchmark (make bench NANOGPT=../nanoGPT); empty: the recipe is timed against HF's Trainer only.
 NANOGPT ?=
-# The sweep for `make report`; default: the newest logs/<task>/multiruns/<time>/.
-# The newest sweep under the runs' logs/ ($PROJECT_ROOT/logs when that is set, as paths.log_dir).
-SWEEP ?= $(shell ls -dt "$${PROJECT_ROOT:-.}"/logs/*/multiruns/*/ 2>/dev/null | head -n 1)
+# The sweep for `make report`; default: the newest logs/<task>/multiruns/<time>/ of any task under
+# the runs' logs/ ($PROJECT_ROOT/logs when that is set, as paths.log_dir), newest by <time>, the
+# start time hydra.sweep.dir names it by (configs/hydra/default.yaml), not by the time the folder
+# last changed (a report written into an older sweep made that one the newest). A sweep folder of
+# another name (a hydra.sweep.dir of your own) is never the default: pass SWEEP=<folder>.
+SWEEP_TIME := [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]_[0-9][0-9]-[0-9][0-9]-[0-9][0-9]
+SWEEP ?= $(shell ls -d "$${PROJECT_ROOT:-.}"/logs/*/multiruns/*/ 2>/dev/null \
+	| awk -F/ '$$(NF-1) ~ /^$(SWEEP_TIME)(_[0-9][0-9][0-9][0-9][0-9][0-9])?$$/ { print $$(NF-1) "\t" $$0 }' \
+	| LC_ALL=C sort | tail -n 1 | cut -f 2-)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist); each test file runs whole in one of them (module fixtures once).
@@ -29,12 +39,12 @@ install: $(VENV)/.installed ## Create .venv and install lmtrain editable with de
 
 # Re-runs only when pyproject.toml changes, so every target can depend on it cheaply.
 # A .venv of an older Python (a first try with a too-old python3) is named, not reused forever.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: $(HERE)pyproject.toml
 	@if test -x $(PY) && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
 		echo "error: $(VENV) holds Python $$($(PY) -c 'import platform; print(platform.python_version())'), lmtrain needs 3.10 or newer: rm -rf $(VENV), then make install PYTHON=python3.11" >&2; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e "$(HERE).[dev]"
 	touch $@
 
 train: install ## Train on the default corpus (ARGS="key=value ..." for Hydra overrides)
@@ -46,15 +56,18 @@ eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 test: install ## Run the test suite
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# BENCH_ARGS are checked first (bench.py --check-args: parsed and checked, nothing measured), so
+# that a bad one is refused at once, not after the recipe benchmark's minutes.
 bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw loop, speed switches, data (logs/bench/latest.json)
-	$(PY) scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt "$(NANOGPT)")
-	$(if $(NANOGPT),$(PY) scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt "$(NANOGPT)")
-	$(PY) scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
-	$(PY) scripts/bench_switches.py $(if $(DATA),--data "$(DATA)")
-	$(PY) scripts/bench_data.py
+	$(PY) $(HERE)scripts/bench.py --check-args $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
+	$(PY) $(HERE)scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt "$(NANOGPT)")
+	$(if $(NANOGPT),$(PY) $(HERE)scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt "$(NANOGPT)")
+	$(PY) $(HERE)scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
+	$(PY) $(HERE)scripts/bench_switches.py $(if $(DATA),--data "$(DATA)")
+	$(PY) $(HERE)scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
-	@test -n "$(SWEEP)" || { echo "error: no sweep under $${PROJECT_ROOT:-.}/logs/*/multiruns/: run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
+	@test -n "$(SWEEP)" || { echo "error: no sweep under $${PROJECT_ROOT:-.}/logs/*/multiruns/ in a folder named by its start time (<date>_<time>): run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
 	$(PY) -m lmtrain.report "$(SWEEP)"
 
 lint: install ## ruff lint and format check
@@ -65,16 +78,10 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# logs/ is under $PROJECT_ROOT when that is set, as the runs' paths.log_dir; -H follows a logs/
-# that is a link (to a scratch disk). Each deleted folder is printed.
-# Only logs/<task>/runs and logs/<task>/multiruns go: a folder of the user's own under logs/ (a
-# corpus kept there) was deleted with them.
-clean-logs: ## Delete the run folders logs/<task>/runs and multiruns; keep logs/bench/, logs/gpu_check/ (results) and anything else in logs/
-	@logs="$${PROJECT_ROOT:-.}/logs"; \
-	if test -d "$$logs"; then \
-		for runs in "$$logs"/*/runs "$$logs"/*/multiruns; do \
-			case "$$runs" in "$$logs"/bench/*|"$$logs"/gpu_check/*) continue;; esac; \
-			test -d "$$runs" || continue; echo "$$runs"; rm -rf "$$runs"; \
-			rmdir "$$(dirname "$$runs")" 2>/dev/null || true; \
-		done; \
-	else echo "no $$logs folder: nothing to delete"; fi
+# scripts/clean_logs.py: logs/ is under $PROJECT_ROOT when that is set, as the runs' paths.log_dir;
+# a logs/ that is a link (to a scratch disk) is followed. Only logs/<task>/runs and
+# logs/<task>/multiruns go, each run or sweep folder in them unless a live process holds its lock
+# (a run still training, a sweep or one of its jobs: kept, named with the holder's pid); each
+# deleted folder is printed. A folder of the user's own under logs/ (a corpus kept there) stays.
+clean-logs: install ## Delete the run folders logs/<task>/runs and multiruns, but not those of live runs; keep logs/bench/, logs/gpu_check/ (results) and anything else in logs/
+	@$(PY) $(HERE)scripts/clean_logs.py

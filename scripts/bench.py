@@ -63,6 +63,11 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "logs" / "bench" / "latest.json")
     parser.add_argument("--data", type=Path, default=None, help="Tiny Shakespeare's input.txt")
+    parser.add_argument(
+        "--check-args",
+        action="store_true",
+        help="only check the arguments, then exit (make bench: before any benchmark measures)",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides for both sides")
     args = parser.parse_args()
     refuse_bad_arguments(parser, args, "--sizes", args.sizes, list(SIZES))
@@ -72,6 +77,8 @@ def main() -> None:
     threads = args.threads or torch.get_num_threads()
     sizes = args.sizes.split(",")
     refuse_bad_overrides(sizes, args.steps, args.out, args.overrides)  # before any work
+    if args.check_args:
+        return
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
