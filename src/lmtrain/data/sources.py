@@ -211,11 +211,10 @@ class TextFilesSource(FileSource):
         self.block_chars = check_block_chars(block_chars)
 
     def find_files(self) -> tuple[list[Path], Path]:
-        """Every matched file, sorted, each read once (a file reached through two links or
-        names, hard links included, or a link loop a `**` glob walks, lands in one split); an error
-        if none is found or all are empty. Absolute and relative paths in one list are all made
-        absolute, so that the files have a common folder; a list of one kind is kept as given, so
-        the relative paths in the fingerprint stay what they were."""
+        """Every matched file, sorted, each read once (one reached by two names or links, hard
+        ones too, or a link loop a `**` glob walks, lands in one split); an error if none is found
+        or all are empty. Absolute and relative paths in one list are all made absolute (a common
+        folder); a list of one kind is kept as given (the fingerprint's relative paths stay)."""
         empty = [p for p in self.paths if not p.strip()]
         if empty or not self.paths:
             raise LMTrainError(
