@@ -60,7 +60,7 @@ class ResumedRowSteps(Callback):
         if trainer.state.fn == TrainerFn.VALIDATING:
             # The run's final validation, after a fit that had no batch left to run (a run
             # killed in that validation): the uninterrupted run logs it after the last step's
-            # increment. `trainer.validate` of a checkpoint alone restores no callback state.
+            # increment (train.py validates without a ckpt_path, so nothing restores in between).
             self._restored = None
             set_logged_steps(trainer, trainer.global_step)
             return
