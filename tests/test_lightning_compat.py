@@ -271,50 +271,6 @@ def stop_and_resume(
     return uninterrupted.rows, stopped.rows, resumed.rows
 
 
-class StopInsideTrainingStep(LoggingValidationModel):
-    """Saves `path` from inside the training step of the micro-batch at (`step`, `micro_batch`)
-    under `saving_as_of_the_last_finished_batch`, and stops there, as the NaN guard does."""
-
-    def __init__(self, step: int, micro_batch: int, path: str) -> None:
-        super().__init__()
-        self.stop_at, self.path, self.seen = (step, micro_batch), path, 0
-
-    def training_step(self, batch: object, batch_idx: int) -> dict:
-        if self.trainer.global_step == self.stop_at[0]:
-            self.seen += 1
-            if self.seen > self.stop_at[1]:
-                with compat.saving_as_of_the_last_finished_batch(self.trainer):
-                    self.trainer.save_checkpoint(self.path)
-                raise RuntimeError("stopped")
-        return super().training_step(batch, batch_idx)
-
-
-@pytest.mark.parametrize(
-    ("step", "micro_batch", "epoch_batches"),
-    [
-        (2, 1, None),  # the second micro-batch of step 3
-        # The first micro-batch after a validation (after micro-batch 6), and the first of an
-        # epoch (epochs of 5 micro-batches: steps of 2, 2, 1): Lightning's restart found a
-        # validation due at the last finished batch, skipped it and counted the step as logged
-        # once more, so every later row came one step late.
-        (3, 0, None),
-        (3, 0, 5),
-    ],
-)
-def test_a_run_resumed_from_a_save_inside_a_training_step_logs_and_validates_as_uninterrupted(
-    tmp_path, step: int, micro_batch: int, epoch_batches: int | None
-) -> None:
-    """Stopped inside a training step, resumed: the same rows at the same steps, validations
-    after the same micro-batches (every 3; in epochs of 5, every 3 of each epoch)."""
-    path = str(tmp_path / "stopped.ckpt")
-    schedule = {"accumulate_grad_batches": 2, "val_check_interval": 3}
-    if epoch_batches is not None:
-        schedule["limit_train_batches"] = epoch_batches
-    stopping = StopInsideTrainingStep(step, micro_batch, path)
-    uninterrupted, stopped, resumed = stop_and_resume(stopping, path, schedule)
-    assert stopped + resumed == uninterrupted
-
-
 class SaveAfterStepEndAndStop(L.Callback):
     """Takes the loop's counters at step `step`'s end, saves `path` with them at the next hook
     (the next batch's start, or the epoch's end), as StepScheduledCheckpoint writes its

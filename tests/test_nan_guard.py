@@ -1,4 +1,5 @@
-"""The NaN guard: a non-finite loss is skipped, or stops the run with the last good checkpoint.
+"""The NaN guard: a non-finite loss is skipped, or stops the run with the last good checkpoint
+kept as it was (the stop saves nothing: tests/test_nan_guard18.py).
 
 Real runs of `python -m lmtrain.train`; `tests.helpers.faults.InjectNonFinite` poisons one batch
 through a forward hook on the embeddings, so the model's own loss turns NaN at a chosen step.
@@ -58,11 +59,14 @@ def test_skip_drops_the_batch_counts_it_and_finishes(tmp_path: Path, data_dir: P
     assert all_finite(ckpt)
 
 
-def test_stop_saves_the_step_before_and_names_the_step(tmp_path: Path, data_dir: Path) -> None:
+def test_stop_keeps_the_last_checkpoint_and_names_the_step(tmp_path: Path, data_dir: Path) -> None:
+    """The stop saved the weights of step 2 as last.ckpt; it keeps the one the validation after
+    step 2 wrote (the same step here) and names it."""
     run = tmp_path / "run"
+    last = run / "checkpoints" / "last.ckpt"
     cli = [*tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")]
     out = run_cli("train", *cli, f"hydra.run.dir={run}", *inject_nan(3))  # stop: the default
-    assert_one_line_error(out, "non-finite loss (nan) at step 3", "weights of step 2")
+    assert_one_line_error(out, "non-finite loss (nan) at step 3", f"kept {last} as it was (step 2)")
     assert "model.nan_guard=skip" in out.stderr and f"hydra.run.dir={run}" in out.stderr
     assert out.returncode == 1
     ckpt = checkpoint(run)
@@ -138,19 +142,19 @@ def test_a_checkpoint_of_spoilt_weights_is_never_written(tmp_path: Path, data_di
 @pytest.mark.parametrize(
     ("accumulation", "step", "micro_batch"),
     [
-        ("global_batch_size=8", 3, 1),
-        ("global_batch_size=4", 3, 0),
-        # The first micro-batch after the validation that follows step 8: Lightning's restart
-        # found that validation due again, skipped it and logged every later row a step late.
+        ("global_batch_size=8", 5, 1),
+        ("global_batch_size=4", 5, 0),
+        # The first micro-batch after the validation that follows step 8.
         ("global_batch_size=8", 9, 0),
     ],
 )
 def test_stop_resumes_as_an_uninterrupted_run(
     tmp_path: Path, data_dir: Path, accumulation: str, step: int, micro_batch: int
 ) -> None:
-    """The resumed run (the bad batch cured) ends as a run that never met it: every CSV row at
-    its own step, and under accumulation a stop at a step's last micro-batch keeps the gradients
-    of the ones before it. Without dropout, whose draws a stop inside a forward has taken."""
+    """The run resumed from the checkpoint the stop kept (the bad batch cured) ends as a run
+    that never met it: every CSV row at its own step, those the stopped run logged after the
+    checkpoint replaced. Until rev_opt18 the stop saved the step before it (under accumulation
+    with the gradients of the micro-batches before); it saves nothing now. Without dropout."""
     corpus, log = resumable_corpus(tmp_path), tmp_path / "train.out"
     settings = [accumulation, *(f"model.config.{p}_pdrop=0.0" for p in ("resid", "embd", "attn"))]
     reference, run = tmp_path / "reference", tmp_path / "run"
@@ -160,21 +164,25 @@ def test_stop_resumes_as_an_uninterrupted_run(
     # micro-batch of `step` turns its loss NaN.
     stopped = start([*command, *inject_nan(step), f"+callbacks.nan.micro_batch={micro_batch}"], log)
     assert stopped.wait(timeout=300) == 1, log.read_text()[-3000:]
-    assert checkpoint(run)["global_step"] == step - 1
+    kept = checkpoint(run)["global_step"]
+    assert kept < step and f"as it was (step {kept})" in log.read_text()
     finish([*command, "ckpt_path=last"], log)
     assert_same_run(run, reference)
 
 
-def test_stop_under_fsdp_offers_no_skip_and_saves_a_whole_checkpoint(
+def test_stop_under_fsdp_offers_no_skip_and_keeps_the_sharded_checkpoint(
     tmp_path: Path, data_dir: Path
 ) -> None:
     """trainer=fsdp refuses nan_guard=skip, yet the stop's line offered it; and each rank
-    logged Lightning's "`weights_only` was not set" for the save."""
+    logged Lightning's "`weights_only` was not set" for the save the stop made then."""
     run = tmp_path / "run"
     cli = [*tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")]
     fsdp = ["trainer=fsdp_cpu", "trainer.devices=1"]
     out = run_cli("train", *cli, *fsdp, f"hydra.run.dir={run}", *inject_nan(3))
-    line = assert_one_line_error(out, "non-finite loss (nan) at step 3", "weights of step 2")
+    last = run / "checkpoints" / "last.ckpt"
+    line = assert_one_line_error(
+        out, "non-finite loss (nan) at step 3", f"kept {last} as it was (step 2)"
+    )
     assert "nan_guard=skip" not in line
     assert "weights_only" not in out.stdout + out.stderr
     meta = run / "checkpoints" / "last.ckpt" / "meta.pt"
@@ -196,12 +204,17 @@ def ddp_run_with_nan_on_rank_1(run: Path, tmp_path: Path, data_dir: Path, *overr
 
 @pytest.mark.slow
 def test_ddp_nan_on_one_rank_stops_both_at_the_same_step(tmp_path: Path, data_dir: Path) -> None:
+    """Before the first save (the validation after step 2): the stop saved step 1's weights,
+    from every rank; now no rank writes one."""
     run = tmp_path / "run"
     out = ddp_run_with_nan_on_rank_1(run, tmp_path, data_dir)
-    assert_one_line_error(out, "non-finite loss (nan or inf on another rank) at step 2")
+    assert_one_line_error(
+        out,
+        "non-finite loss (nan or inf on another rank) at step 2",
+        "no checkpoint was saved yet",
+    )
     assert out.returncode == 1
-    ckpt = checkpoint(run)
-    assert ckpt["global_step"] == 1 and all_finite(ckpt)
+    assert not (run / "checkpoints").exists()
 
 
 @pytest.mark.slow

@@ -161,38 +161,6 @@ def mark_validation_pending(checkpoint: dict[str, Any]) -> None:
     progress["is_last_batch"] = False
 
 
-@contextlib.contextmanager
-def saving_as_of_the_last_finished_batch(trainer: Trainer) -> Iterator[None]:
-    """While inside, a checkpoint saved from within a training step holds the training loop's
-    counters as they were when the last training batch finished.
-
-    Buys: a resume from a NaN-guard stop (saved in the training step, before its backward) goes
-    on as an uninterrupted run: it trains that micro-batch again, logs every later row at its
-    own step, and validates after the same batches. Lightning's restart counts a batch it finds
-    started as one to finish: its step would count as logged, and the counters that place
-    validations would run one batch ahead. Where the restart finds a validation due at the last
-    finished batch (or none yet in this epoch: index -1 when validations count per epoch), it
-    skips it and counts the step as logged once more, so that counter is saved one lower there.
-    Public alternative: none (the loop decides from its own counters). Restored on exit.
-    """
-    epoch_loop = trainer.fit_loop.epoch_loop
-    progress = epoch_loop.batch_progress
-    counters = (progress.total, progress.current)
-    real = [(c.ready, c.started, c.processed) for c in counters]
-    real_last, real_stepped = progress.is_last_batch, epoch_loop._batches_that_stepped
-    for c in counters:
-        c.ready = c.started = c.processed = c.completed
-    progress.is_last_batch = False  # the batch that finished had one after it: this one
-    if validation_follows(trainer) and not accumulating(trainer):  # the restart's own test
-        epoch_loop._batches_that_stepped -= 1
-    try:
-        yield
-    finally:
-        for c, (ready, started, processed) in zip(counters, real, strict=True):
-            c.ready, c.started, c.processed = ready, started, processed
-        progress.is_last_batch, epoch_loop._batches_that_stepped = real_last, real_stepped
-
-
 def step_end_counters(trainer: Trainer) -> dict[str, Any]:
     """The training loop's progress counters as they are now (from a callback's
     `on_train_batch_end`), for `saving_as_at_step_end` to put back in a later save."""

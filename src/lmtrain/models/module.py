@@ -33,7 +33,7 @@ from lmtrain.models.metric_states import reset_in_float32
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.module_arguments import check_module_arguments, load_module, own_copies
 from lmtrain.models.module_loading import prepare_load
-from lmtrain.models.nan_guard import check_nan_guard, refuse_spoilt_save, skip_nonfinite
+from lmtrain.models.nan_guard import SkipCount, check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.checkpoint_io import read_weights_only
@@ -53,6 +53,7 @@ class CausalLMModule(LightningModule):
         freeze: Mapping[str, Any] | None = None,
         peft: Mapping[str, Any] | str | None = None,
         nan_guard: str = "stop",
+        nan_guard_max_skips: int = 10,
         seq_len_warmup: Mapping[str, int] | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
         model: PreTrainedModel | None = None,
@@ -61,9 +62,10 @@ class CausalLMModule(LightningModule):
         them the parameter groups, and the scheduler the number of optimizer steps. `freeze`
         holds `embeddings` and `first_n_blocks` (fine-tuning); `peft` the LoRA settings (see
         `lmtrain.models.lora`). `nan_guard` says what a NaN or infinite training loss does:
-        `stop`, `skip` or `off` (see `lmtrain.models.nan_guard`). `seq_len_warmup` (`start`,
-        `steps`) shortens the first steps' windows (`lmtrain.models.seq_len_warmup`). `model`
-        wraps an HF model already built (evaluation of a checkpoint or an export)."""
+        `stop`, `skip` (`nan_guard_max_skips` whole steps in a row at most) or `off` (see
+        `lmtrain.models.nan_guard`). `seq_len_warmup` (`start`, `steps`) shortens the first
+        steps' windows (`lmtrain.models.seq_len_warmup`). `model` wraps an HF model already
+        built (evaluation of a checkpoint or an export)."""
         super().__init__()
         # Plain values only (weights_only loads), copied: the caller may change its dicts after.
         config, freeze, peft, seq_len_warmup = own_copies(config, freeze, peft, seq_len_warmup)
@@ -83,12 +85,12 @@ class CausalLMModule(LightningModule):
         self.decay_names = distributed.decay_parameter_names(self.model)
         if parts:  # refuse a bad split before fit
             optimizer.split(self.model)
-        self.nan_guard = check_nan_guard(nan_guard)
+        self.nan_guard = check_nan_guard(nan_guard, nan_guard_max_skips)
         self.seq_len_warmup = SequenceLengthWarmup(**seq_len_warmup) if seq_len_warmup else None
         self.window_lengths = (0, 0)  # tokens per training window: this step's, the data's
         # Micro-batches whose loss was not finite and was skipped (nan_guard=skip), checkpointed.
         self.nonfinite_skips = 0
-        self._skipped_in_step = 0  # under DDP: skipped micro-batches of the step in progress
+        self.skip_count = SkipCount(nan_guard_max_skips)  # of the step, and in a row
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
         self.val_loss = MeanMetric()
@@ -171,15 +173,13 @@ class CausalLMModule(LightningModule):
             return None
         # Lightning refuses None under DDP. Every rank skips together, so a loss with exactly
         # zero gradients keeps DDP's all-reduce in step; on_before_optimizer_step drops them.
-        self._skipped_in_step += 1
         return sum(p.sum() * 0.0 for p in self.parameters() if p.requires_grad)
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
         """DDP, nan_guard=skip: a step whose micro-batches were all skipped holds only zeros;
         dropping them makes AdamW leave the weights and its state alone, as with one process."""
-        if self._skipped_in_step >= self.trainer.accumulate_grad_batches:
+        if self.nan_guard == "skip" and self.skip_count.whole_step:
             optimizer.zero_grad(set_to_none=True)
-        self._skipped_in_step = 0
 
     @property
     def logs_this_step(self) -> bool:

@@ -15,7 +15,11 @@ The micro-batches of one step hold the same number of tokens: training batches a
 to the same length (it depends on the step only). So the mean of the micro-batch means, and then
 of the ranks' means, is the step's mean over its tokens. A micro-batch the NaN guard skipped
 (`nan_guard=skip`, on every rank together) counts for nothing; the last step of an epoch, which
-Lightning takes with the micro-batches it has, is the mean of those.
+Lightning takes with the micro-batches it has, is the mean of those. A step whose every
+micro-batch was skipped trained on no loss, and logs NaN, not nothing: Lightning's
+`callback_metrics` keep the last value logged, so an older step's loss stood in metrics.json
+(and the progress bar) as the last step's; and a NaN in the step's row says that its loss was
+not finite, where a missing key reads as a step not logged.
 
 Every rank decides alike whether to log, so the all-reduce always pairs: the same micro-batches,
 skipped together, the same `log_every_n_steps` and `max_steps`, and a `should_stop` that
@@ -56,11 +60,12 @@ class StepLoss:
         if not skip:  # the first micro-batch's loss as it is: no add without accumulation
             self.total = self.total + loss.detach() if self.count else loss.detach()
             self.count += 1
-        if not self.count or not module.logs_this_step or accumulating(module.trainer):
+        if not module.logs_this_step or accumulating(module.trainer):
             return
         # A tensor, not a float: Lightning syncs it to the host only when it logs. No-op with
         # one process (Lightning syncs only when distributed).
-        module.log("train/loss", self.total / self.count, prog_bar=True, sync_dist=True)
+        mean = self.total / self.count if self.count else torch.full_like(loss, float("nan"))
+        module.log("train/loss", mean, prog_bar=True, sync_dist=True)
 
     def state_dict(self, trainer: Any) -> dict[str, Any]:
         """For a checkpoint: the sum so far when it falls between the micro-batches of a step
