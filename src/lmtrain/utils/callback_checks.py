@@ -117,6 +117,7 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
             "best-step={step}-val_loss={val/loss:.4f})"
         )
     check_kept_names(key, entry, problems)
+    check_inserted_names(key, entry, problems)
     problems.integer(f"{key}.every_n_epochs", entry.get("every_n_epochs"), 0, optional=True)
     problems.choice(f"{key}.mode", entry.get("mode", "min"), ("min", "max"))
     save_last = entry.get("save_last")
@@ -160,6 +161,28 @@ def check_kept_names(key: str, entry: Mapping[str, Any], problems: Problems) -> 
         f"{top_k} keeps one file, the latest save, not {kept}: add {{step}} to it, as in "
         f"\"{key}.filename='{filename}-{{step}}'\""
     )
+
+
+def check_inserted_names(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
+    """A `filename` field naming a metric with a '/' (val/loss) while `auto_insert_metric_name`
+    is on (Lightning's default): Lightning writes `name=` before each value, so
+    `{epoch}-{step}-{val/loss:.3f}` saved `epoch=1-step=28-val/loss=3.839.ckpt`, a file in a
+    subfolder. Resume (`resume=<run>`, `ckpt_path=last`) looks for checkpoints in the folder
+    itself and said there were none, and each replaced best left an empty folder behind.
+    Refused rather than searched for: Lightning's own docs say to turn the insertion off for
+    such names, and every reader of the checkpoint folder (resume, eval, export, the other-run
+    checks) would otherwise have to walk subfolders."""
+    filename = entry.get("filename")
+    if entry.get("auto_insert_metric_name", True) is not True or not isinstance(filename, str):
+        return
+    slashed = [field for field in dict.fromkeys(FIELD.findall(filename)) if "/" in field]
+    if slashed:
+        problems.add(
+            f"{key}.filename={filename!r} with {key}.auto_insert_metric_name=true writes "
+            f"'{slashed[0]}=' into the name, and its '/' makes a subfolder that resume does not "
+            f"search: pass {key}.auto_insert_metric_name=false and name the value yourself "
+            "(best-step={step}-val_loss={val/loss:.4f}), or a field without '/'"
+        )
 
 
 def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems) -> None:
