@@ -435,3 +435,49 @@ def test_set_logged_steps_sets_the_step_of_every_later_row() -> None:
     trainer = tiny_trainer(logger=rows, log_every_n_steps=1, callbacks=[SetLoggedStepsAtStart()])
     trainer.fit(LoggingModel())
     assert [step for step, _ in rows.rows] == [10, 11, 12, 13]
+
+
+class ScheduledModel(LoggingValidationModel):
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class LastStepLogs(L.Callback):
+    """Makes the trainer's loggers also write after the last of `max_steps`, as lmtrain does
+    (models.metrics.loggers_write_after), and counts the validations that run during fit."""
+
+    def __init__(self) -> None:
+        self.validations = 0
+
+    def setup(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        compat.write_logs_also_after(trainer, lambda t, step: step == t.max_steps)
+
+    def on_validation_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.validations += not trainer.sanity_checking
+
+
+@pytest.mark.parametrize(("max_steps", "every"), [(5, 2), (4, 2), (5, 0)])
+def test_write_logs_also_after_adds_the_last_steps_row_once_and_no_validation(
+    max_steps: int, every: int
+) -> None:
+    """The module's values and the LearningRateMonitor's reach the loggers after the last step,
+    once; steps Lightning writes anyway are not written twice; no validation runs there; and
+    `log_every_n_steps=0` still writes no training row."""
+    plain, ours, last = Rows(), Rows(), LastStepLogs()
+    settings = {"max_steps": max_steps, "log_every_n_steps": every, "val_check_interval": 2}
+    lr = L.pytorch.callbacks.LearningRateMonitor
+    tiny_trainer(logger=plain, **settings, callbacks=[lr()]).fit(ScheduledModel())
+    tiny_trainer(logger=ours, **settings, callbacks=[lr(), last]).fit(ScheduledModel())
+
+    def steps_of(rows: list, name: str) -> list[int]:
+        return [step for step, names in rows if name in names]
+
+    expected = {(5, 2): [1, 3, 4], (4, 2): [1, 3], (5, 0): []}[(max_steps, every)]
+    assert steps_of(ours.rows, "train/loss") == expected
+    assert steps_of(ours.rows, "lr-SGD") == expected
+    lightnings = [s for s in expected if (s + 1) % every == 0]
+    assert steps_of(plain.rows, "train/loss") == steps_of(plain.rows, "lr-SGD") == lightnings
+    assert steps_of(ours.rows, "val/loss") == steps_of(plain.rows, "val/loss")
+    assert last.validations == max_steps // 2

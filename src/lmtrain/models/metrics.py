@@ -26,14 +26,17 @@ GIB = 2**30
 
 
 def loggers_write_after(trainer: Any, step: int) -> bool:
-    """Whether Lightning's loggers write after optimizer step `step` (counted from 1), the step
-    of the batch in progress: every `log_every_n_steps`, when the run is stopping, and after the
-    last step (`max_steps`, or the last batch of the last epoch).
+    """Whether the loggers write after optimizer step `step` (counted from 1), the step of the
+    batch in progress: every `log_every_n_steps`, when the run is stopping, and after the last
+    step (`max_steps`, or the last step of the last epoch).
 
-    The arithmetic of Lightning's own check (its logger connector's `should_update_logs`, on its
-    count of optimizer steps), from public Trainer attributes. The last step is ours: there the
-    module logs what `metrics.json` reports (`trainer.callback_metrics`), which would otherwise
-    be the figures of the last `log_every_n_steps` step of a run that `max_epochs` ends.
+    Lightning's own rule (its logger connector's `should_update_logs`, on its count of optimizer
+    steps), from public Trainer attributes, and the last step, which Lightning writes only
+    where it is a multiple of `log_every_n_steps`: `lightning_compat.write_logs_also_after`
+    makes it write there too, this being its rule. There the module logs what `metrics.json`
+    reports (`trainer.callback_metrics`), which would otherwise be the figures of the last
+    `log_every_n_steps` step; with `log_every_n_steps=0` the loggers write no row, and the
+    module still logs the last step for `metrics.json`.
     """
     every = trainer.log_every_n_steps
     last = 0 < trainer.max_steps <= step or ends_last_epoch(trainer)
@@ -41,13 +44,24 @@ def loggers_write_after(trainer: Any, step: int) -> bool:
 
 
 def ends_last_epoch(trainer: Any) -> bool:
-    """Whether the batch in progress is the last of the last epoch `trainer.max_epochs` allows
-    (its last, after `limit_train_batches`): Lightning steps there and stops."""
+    """Whether the batch in progress belongs to the last optimizer step of the last epoch
+    `trainer.max_epochs` allows (its last batches, after `limit_train_batches`): Lightning
+    steps at the epoch's last batch and stops.
+
+    Every micro-batch of that step counts, as every one of a `max_steps` run's last step
+    does: Lightning's LearningRateMonitor asks at the step's first. A loader of unknown length
+    is known to end at its last batch only."""
     max_epochs = trainer.max_epochs
     if max_epochs is None or max_epochs < 0 or trainer.current_epoch + 1 < max_epochs:
         return False
+    if trainer.is_last_batch:
+        return True
+    batches = trainer.num_training_batches
+    if batches == float("inf"):
+        return False
     ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this epoch's batches
-    return trainer.is_last_batch or ready == trainer.num_training_batches
+    every = trainer.accumulate_grad_batches  # the epoch's steps start every `every` batches
+    return ready > 0 and (ready - 1) // every == (int(batches) - 1) // every
 
 
 # -- validation ---------------------------------------------------------------------------------

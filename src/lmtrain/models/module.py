@@ -22,7 +22,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from lmtrain.lightning_compat import load_train_loader_states
+from lmtrain.lightning_compat import load_train_loader_states, write_logs_also_after
 from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.checkpoint_extras import add_extras
@@ -263,6 +263,7 @@ class CausalLMModule(LightningModule):
         self.loaders_to_check = check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)
         read_weights_only(self.trainer.strategy)  # a plain Trainer's resume: no pickle
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
+            write_logs_also_after(self.trainer, loggers_write_after)  # the last step's row
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
             check_trainable_attention(self.hparams.attn_implementation, self.trainer.strategy)
 
