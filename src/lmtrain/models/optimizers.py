@@ -139,6 +139,13 @@ class OptimizerParts:
                     "each selection belongs to one part"
                 )
             selected[params] = name
+            own = part.get("scheduler")
+            if not (own is None or callable(own) or isinstance(own, Mapping)):
+                raise LMTrainError(
+                    f"{where}.scheduler={own!r} is not a schedule: pass null (model.scheduler), "
+                    "keys that change model.scheduler ({num_warmup_steps: 0}), or a partial of "
+                    "its own (with _target_)"
+                )
             if not callable(part.get("optimizer")):
                 raise LMTrainError(
                     f"{where}.optimizer is {part.get('optimizer')!r}: give an optimizer partial "
@@ -227,7 +234,7 @@ class OptimizerParts:
         own = self.parts[name].get("scheduler")
         if own is None or callable(own):
             return own if own is not None else shared
-        if shared is None or not isinstance(own, Mapping):
+        if shared is None:  # keys (a Mapping: the constructor refuses anything else)
             raise LMTrainError(
                 f"model.optimizer.{name}.scheduler={own!r} changes keys of model.scheduler, which "
                 "is null: give the part a scheduler partial of its own (with _target_)"

@@ -23,6 +23,7 @@ from typing import Any
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems, accepted_arguments, call_parameters
 from lmtrain.utils.config_keys import locate
+from lmtrain.utils.schedule_checks import check_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,35 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
         if isinstance(part["optimizer"], Mapping):
             check_optimizer(f"{key}.optimizer", part["optimizer"], problems)
             check_arguments(f"{key}.optimizer", part["optimizer"], OPTIMIZER_PASSES, problems)
-        own = part.get("scheduler")
-        if isinstance(own, Mapping):
-            check_scheduler(f"{key}.scheduler", own, problems)
-            if "_target_" not in own and isinstance(shared, Mapping):  # keys that change it
-                own = {**shared, **own}
-            check_arguments(f"{key}.scheduler", own, SCHEDULER_PASSES, problems)
+        check_part_schedule(f"{key}.scheduler", part.get("scheduler"), shared, problems)
     if isinstance(shared, Mapping):
-        check_scheduler("model.scheduler", shared, problems)
+        check_scheduler("model.scheduler", shared, shared, problems)
         check_arguments("model.scheduler", shared, SCHEDULER_PASSES, problems)
+
+
+def check_part_schedule(key: str, own: Any, shared: Any, problems: Problems) -> None:
+    """A part's `scheduler` (`key`): null (model.scheduler), keys that change model.scheduler,
+    or a partial of its own; its values checked as the schedule they build."""
+    if own is None:
+        return
+    if not isinstance(own, Mapping):
+        problems.add(
+            f"{key}={own!r} is not a schedule: pass null (model.scheduler), keys that change "
+            "model.scheduler ({num_warmup_steps: 0}), or a partial of its own (with _target_)"
+        )
+        return
+    if "_target_" in own:
+        built = own
+    elif isinstance(shared, Mapping):
+        built = {**shared, **own}  # keys that change model.scheduler
+    else:
+        problems.add(
+            f"{key} changes keys of model.scheduler, which is null: give the part a scheduler "
+            "partial of its own (with _target_)"
+        )
+        return
+    check_scheduler(key, built, own, problems)
+    check_arguments(key, built, SCHEDULER_PASSES, problems)
 
 
 def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
@@ -166,14 +187,6 @@ def optional_bool(annotation: Any) -> bool:
         return annotation.replace(" ", "") in OPTIONAL_BOOL_TEXT
     union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
     return union and set(typing.get_args(annotation)) == {bool, type(None)}
-
-
-def check_scheduler(key: str, scheduler: Mapping[str, Any], problems: Problems) -> None:
-    """Warm-up steps (a count) and the floor of a cosine schedule (a share of the peak lr)."""
-    if "num_warmup_steps" in scheduler:
-        problems.integer(f"{key}.num_warmup_steps", scheduler["num_warmup_steps"], 0, True)
-    if "min_lr_rate" in scheduler:
-        problems.number(f"{key}.min_lr_rate", scheduler["min_lr_rate"], 0, 1, optional=True)
 
 
 def check_arguments(
