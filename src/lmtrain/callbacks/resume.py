@@ -19,6 +19,13 @@ the middle of a step (`trainer.val_check_interval` counts batches) saves after i
 preemption may save anywhere. The gradients accumulated so far are then part
 of the state: they are saved and put back (see `gathered_gradients` for what is saved, where it
 is held on the way, and how it goes back on another number of ranks).
+
+Last, the epoch counters Lightning gets wrong at an epoch's edge (see
+lmtrain.lightning_compat.epochs): a save after a fit left an epoch before its end (`max_steps`)
+holds that epoch as under way, so that a run extended with `max_epochs` trains the rest of it;
+and a run restarted from a save after an epoch's last batch counts the next epoch as started,
+so that a second interruption within it resumes inside it; a validation a restart goes back
+into counts once, so that a save after it does not resume into it again.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
 from lmtrain.errors import LMTrainError
 from lmtrain.lightning_compat import accumulating
+from lmtrain.lightning_compat.epochs import (
+    count_cut_epoch_as_running,
+    count_restarted_validation_once,
+    start_epoch_after_restart_at_epoch_end,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +88,22 @@ class ExactResume(Callback):
         # Restoring now would be undone by whatever draws before training (e.g. model setup).
         self._to_restore = state_dict
 
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """A save once `max_steps` (or a stop) ended the fit mid-epoch: that epoch under way."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            count_cut_epoch_as_running(trainer, checkpoint)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Refuse another gradient accumulation where the checkpoint is not at a step boundary
-        of both: Lightning counts a step's micro-batches from the epoch's start with the new
-        accumulation, so the first resumed step would be cut short (its gradient a fraction of
-        one) and every later row logged at another step."""
+        """Set the loop counters a restart leaves wrong (the next epoch after a restart at an
+        epoch's end, a validation restarted); then refuse another gradient accumulation where
+        the checkpoint is not at a step boundary of both: Lightning counts a step's
+        micro-batches from the epoch's start with the new accumulation, so the first resumed
+        step would be cut short (its gradient a fraction of one) and every later row logged at
+        another step."""
+        start_epoch_after_restart_at_epoch_end(trainer)
+        count_restarted_validation_once(trainer)
         saved = (self._to_restore or {}).get("accumulation")
         now = trainer.accumulate_grad_batches
         if saved is None or saved == now:

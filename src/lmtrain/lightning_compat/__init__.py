@@ -1,8 +1,9 @@
-"""Every use of Lightning's private API, in one place; tests/test_lightning_compat.py tests each.
+"""Every use of Lightning's private API, in one place (this package; the epoch counters of a
+resumed run in `epochs`); tests/test_lightning_compat.py tests each here.
 
 Lightning is pinned below 2.7 (pyproject.toml) because of these. Each function says what it buys
 and whether a public alternative exists; when Lightning changes one of them, its test fails and
-this file is the only one to mend. Everything else in lmtrain uses public API only.
+this package is the only place to mend. Everything else in lmtrain uses public API only.
 """
 
 from __future__ import annotations
@@ -179,12 +180,17 @@ def mark_validation_pending(checkpoint: dict[str, Any]) -> None:
     Buys: a preemption that stops before a due validation without losing it. From a save after
     a training batch, Lightning resumes past the validation due there; from a save inside a
     validation, it runs it again from its first batch. This sets the validation loop's counters
-    as at the start of its first batch (one started, none processed), and takes one off the
-    logged-step counter, which that resume counts twice (every later row one step late).
-    Public alternative: none (the loop decides from these counters alone).
+    as at the start of its first batch (one started, none processed), and the training batch's
+    as completed, as a save inside that validation has them: Lightning's restart completes a
+    batch left uncompleted (counting its step logged twice) and, at an epoch's last batch,
+    ended the epoch before that validation (logged in the next epoch, or skipped by
+    `check_val_every_n_epoch`) and never counted the next one started. Public alternative:
+    none (the loop decides from these counters alone).
     """
     fit_loop = checkpoint["loops"]["fit_loop"]
-    fit_loop["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+    batches = fit_loop["epoch_loop.batch_progress"]
+    for counts in (batches["total"], batches["current"]):
+        counts["completed"] = counts["processed"]
     progress = fit_loop["epoch_loop.val_loop.batch_progress"]
     total = progress["total"]
     total["ready"] = total["started"] = total["completed"] + 1
