@@ -196,6 +196,19 @@ def check_early_stopping(key: str, entry: Mapping[str, Any], problems: Problems)
     for switch in EARLY_STOPPING_SWITCHES:
         if entry.get(switch) is not None:
             problems.boolean(f"{key}.{switch}", entry[switch])
+    if entry.get("check_on_train_epoch_end") is True:
+        problems.add(epoch_end_stop_refusal(key))
+
+
+def epoch_end_stop_refusal(key: str) -> str:
+    """Why an EarlyStopping (`key`) may not decide at the training epoch's end: lmtrain writes
+    last.ckpt right after each validation, so the decision came after that validation's save,
+    and a run preempted or killed in between resumed past it and trained on."""
+    return (
+        f"{key}.check_on_train_epoch_end=true decides the stop at the epoch's end, after "
+        "last.ckpt is written for the validation before it, so a run stopped in between resumes "
+        "past the decision and trains on: drop the key (the stop is decided after each validation)"
+    )
 
 
 def no_validation_in_training(trainer: Mapping) -> str | None:

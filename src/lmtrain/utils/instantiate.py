@@ -8,6 +8,7 @@ entry (`callbacks.rich_progress_bar=null`) without restating the others.
 from __future__ import annotations
 
 import logging
+import pydoc
 import re
 from collections.abc import Callable
 from inspect import signature
@@ -18,11 +19,13 @@ import hydra
 from huggingface_hub.errors import StrictDataclassError
 from hydra.errors import InstantiationException
 from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.utils.callback_checks import epoch_end_stop_refusal
 from lmtrain.utils.logger_checks import refuse_unwritable_folder
 from lmtrain.utils.logger_runs import (
     is_mlflow_entry,
@@ -167,7 +170,28 @@ def describe(value: Any) -> str:
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
-    return _instantiate_group(cfg, "callbacks", Callback)
+    """The callbacks of `cfg`; an EarlyStopping decides after each validation
+    (`early_stopping_kwargs`)."""
+    return _instantiate_group(cfg, "callbacks", Callback, early_stopping_kwargs)
+
+
+def early_stopping_kwargs(entry: DictConfig) -> dict[str, Any]:
+    """`check_on_train_epoch_end=False` for an EarlyStopping (or a subclass) whose entry leaves
+    it unset; a true one refused. Lightning's default decides at the training epoch's end when
+    validation runs once an epoch: after lmtrain's checkpoint callback wrote that validation's
+    last.ckpt, so a run preempted at the epoch's last step (its resume runs the validation
+    first) or killed in between resumed past the decision and trained on. At the validation's
+    end EarlyStopping decides before the checkpoint callback does (Lightning calls checkpoint
+    callbacks last), and last.ckpt holds the decision."""
+    try:
+        target = pydoc.locate(str(entry._target_))
+    except pydoc.ErrorDuringImport:
+        return {}  # Hydra's instantiate fails on it, and says why in one line
+    if not (isinstance(target, type) and issubclass(target, EarlyStopping)):
+        return {}
+    if entry.get("check_on_train_epoch_end"):  # its exact class is refused in callback_checks
+        raise LMTrainError(epoch_end_stop_refusal(f"callbacks.{entry._key()}"))
+    return {"check_on_train_epoch_end": False}
 
 
 def instantiate_loggers(
