@@ -145,7 +145,7 @@ def test_every_entry_point_pauses_gc_around_its_imports_and_its_exit(entry: str)
     first_import = next(i for i, node in enumerate(body) if isinstance(node, ast.ImportFrom))
     assert statements[first_import] == "from __future__ import annotations"
     # The rank variables are checked before the libraries' imports parse them (import_env);
-    # not by lmtrain.strategies, whose package imports Lightning before its __main__ runs.
+    # lmtrain.strategies checks them in its package's __init__, which runs before its __main__.
     checks = entry != "strategies/__main__"
     imported = "from lmtrain.utils import gc_pause" + (", import_env" if checks else "")
     assert statements[first_import + 1] == imported

@@ -15,7 +15,7 @@ from lmtrain.utils.import_env import unreadable_rank
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 
-# `python -m lmtrain.strategies` is left out: its package imports Lightning before __main__ runs.
+# `python -m lmtrain.strategies`: its package's __init__ checks them (tests/test_leftouts19.py).
 ENTRY_POINTS = ["train", "eval", "generate", "export", "report"]
 
 

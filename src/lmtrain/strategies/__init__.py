@@ -10,7 +10,14 @@ through Lightning's `ModelParallelStrategy`) and its sharded checkpoints.
   one-device `trainer.fit` read: `python -m lmtrain.strategies consolidate <folder>`.
 """
 
-from lmtrain.strategies.consolidate import consolidate
-from lmtrain.strategies.fsdp import FSDP2Strategy
+from lmtrain.utils import import_env
+
+# `python -m lmtrain.strategies` runs this file before its __main__, and the imports below load
+# Lightning, which parses RANK and LOCAL_RANK as numbers: checked first, as every entry point
+# does (lmtrain.utils.import_env); an import from Python ends with that line, not a traceback.
+import_env.exit_on_unreadable_rank()
+
+from lmtrain.strategies.consolidate import consolidate  # noqa: E402
+from lmtrain.strategies.fsdp import FSDP2Strategy  # noqa: E402
 
 __all__ = ["FSDP2Strategy", "consolidate"]

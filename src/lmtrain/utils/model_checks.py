@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import transformers
 from transformers.activations import ACT2CLS
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -40,6 +41,11 @@ FINITE_MODEL_KEYS = (
 )
 # model.config keys that hold RoPE's settings as a mapping (transformers 5 reads either).
 ROPE_KEYS = ("rope_scaling", "rope_parameters")
+# model.attn_implementation values whose support a transformers model class declares with a flag,
+# which transformers reads as it builds the model (PreTrainedModel.get_correct_attn_implementation),
+# after data preparation: GPT-2 has no flex_attention path. Flash attention also depends on the
+# installed packages and kernels, so it is left to the build.
+ATTENTION_FLAGS = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}
 
 
 def check_model(model: dict[str, Any], problems: Problems) -> None:
@@ -64,12 +70,14 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
         problems.add(str(no_causal_lm(f"model.model_type={model_type!r}")))
     # A missing folder was named as data.tokenizer.name (its tokenizer is read first).
     pretrained = model.get("pretrained")
+    check_pretrained_is_text(pretrained, problems)
     local = isinstance(pretrained, str) and names_local_path(pretrained)
     if local and not Path(pretrained).expanduser().is_dir():
         problems.add(
             f"model.pretrained={pretrained!r} is not a folder: pass the folder that "
             "save_pretrained or lmtrain.export wrote, or a Hugging Face hub id"
         )
+    check_attention(model, problems)
     config = model.get("config") or {}
     if not isinstance(config, Mapping):
         config = {}
@@ -89,6 +97,60 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
                 f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
                 f"pass a {width} that is a multiple of {h}, or another {heads}"
             )
+
+
+def check_pretrained_is_text(pretrained: Any, problems: Problems) -> None:
+    """model.pretrained: null, or text. Hydra reads `model.pretrained=123` (a folder named 123)
+    as the int 123, which every reader of the setting takes for "no path" or fails on (a
+    TypeError from pathlib, after data preparation); `./123` is read as the folder."""
+    if pretrained is None or isinstance(pretrained, str):
+        return
+    what = "a folder written by save_pretrained (or lmtrain.export) or a hub id"
+    if isinstance(pretrained, int | float) and not isinstance(pretrained, bool):
+        problems.add(
+            f"model.pretrained={pretrained!r} is a number, not {what}: for a folder named "
+            f"{pretrained}, pass model.pretrained=./{pretrained}"
+        )
+    else:
+        problems.add(f"model.pretrained={pretrained!r:.60} is not text: pass {what}")
+
+
+def check_attention(model: Mapping[str, Any], problems: Problems) -> None:
+    """model.attn_implementation that the model's class declares it lacks (`ATTENTION_FLAGS`):
+    transformers refused it only once the model was built, after the corpus was tokenized. The
+    class is the one AutoModelForCausalLM builds for model.model_type, or for the model_type in
+    a local model.pretrained folder's config.json; its flag is read without building it."""
+    attention = model.get("attn_implementation")
+    if attention not in ATTENTION_FLAGS:
+        return
+    model_type = model.get("model_type")
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, str) and pretrained:
+        model_type = saved_model_type(pretrained)
+    if not isinstance(model_type, str):
+        return
+    class_name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)
+    model_class = getattr(transformers, class_name, None) if isinstance(class_name, str) else None
+    if model_class is None or getattr(model_class, ATTENTION_FLAGS[attention], True):
+        return
+    # Never the value that failed (as lmtrain.models.hf.attention_backend): bloom has no sdpa.
+    instead = "sdpa" if attention != "sdpa" and model_class._supports_sdpa else "eager"
+    problems.add(
+        f"model.attn_implementation={attention!r} cannot be used here ({class_name} of "
+        f"transformers {transformers.__version__} has no {attention} path): pass "
+        f"model.attn_implementation={instead}"
+    )
+
+
+def saved_model_type(folder: str) -> str | None:
+    """The model_type of a local model folder's config.json; None for a hub id or a folder
+    without a readable one (loading it says what is wrong)."""
+    try:
+        saved = json.loads((Path(folder).expanduser() / "config.json").read_text("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    model_type = saved.get("model_type") if isinstance(saved, dict) else None
+    return model_type if isinstance(model_type, str) else None
 
 
 def check_numeric_stability(config: Mapping[str, Any], problems: Problems) -> None:
