@@ -125,13 +125,13 @@ def test_a_skipped_last_step_logs_nan_train_loss_not_an_older_steps(
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train/nonfinite_skips"] == 3 and metrics["trainer/global_step"] == 4
     assert math.isnan(metrics["train/loss"])
+    assert math.isnan(metrics["train/grad_norm"])  # not step 1's
     with open(run / "csv" / "metrics.csv") as f:
-        losses = {
-            int(row["step"]): float(row["train/loss"])
-            for row in csv.DictReader(f)
-            if row["train/loss"]
-        }
-    assert math.isfinite(losses[0]) and all(math.isnan(losses[s]) for s in (1, 2, 3)), losses
+        rows = [row for row in csv.DictReader(f) if row["train/loss"]]
+    for column in ("train/loss", "train/grad_norm"):
+        values = {int(row["step"]): float(row[column]) for row in rows}
+        assert math.isfinite(values[0]), column
+        assert all(math.isnan(values[s]) for s in (1, 2, 3)), (column, values)
 
 
 def test_nan_guard_off_in_a_yaml_file_is_off(tmp_path: Path, data_dir: Path) -> None:

@@ -155,7 +155,13 @@ class StepStats:
     def clip_and_log(
         self, module: Any, optimizer: Optimizer, clip_val: float | None, algorithm: Any
     ) -> None:
-        """What `configure_gradient_clipping` does, once per optimizer step."""
+        """What `configure_gradient_clipping` does, once per optimizer step. A step that
+        `nan_guard=skip` skipped whole has no gradients: its norm is NaN, as its loss is (an
+        older step's norm stood in its row), and it counts for no clipping."""
+        if getattr(module, "skip_count", None) is not None and module.skip_count.whole_step:
+            if module.logs_this_step:
+                module.log("train/grad_norm", float("nan"))
+            return
         precision = module.trainer.precision_plugin
         parameters = list(precision.main_params(optimizer))
         logs = module.logs_this_step
