@@ -1,5 +1,6 @@
 """Every use of Lightning's private API, in one place (this package; the epoch counters of a
-resumed run in `epochs`); tests/test_lightning_compat.py tests each here.
+resumed run in `epochs`, what reaches the loggers in `loggers`); tests/test_lightning_compat.py
+tests each here and in `loggers`.
 
 Lightning is pinned below 2.7 (pyproject.toml) because of these. Each function says what it buys
 and whether a public alternative exists; when Lightning changes one of them, its test fails and
@@ -17,6 +18,12 @@ from typing import Any
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+from lmtrain.lightning_compat.loggers import (  # re-exported: lightning_compat is one namespace
+    log_finished_train_step as log_finished_train_step,
+)
+from lmtrain.lightning_compat.loggers import (
+    write_logs_also_after as write_logs_also_after,
+)
 from lmtrain.utils.contained_paths import lies_in
 
 
@@ -68,50 +75,6 @@ def format_consolidated_checkpoint(checkpoint: dict[str, Any]) -> dict[str, Any]
     from lightning.pytorch.utilities.consolidate_checkpoint import _format_checkpoint
 
     return _format_checkpoint(checkpoint)
-
-
-def log_finished_train_step(trainer: Trainer) -> None:
-    """Send the metrics of the training step that just ended to the loggers, from a callback's
-    `on_train_batch_end`, as Lightning does itself once every callback's hook has returned.
-
-    Buys: a run that stops in `on_train_batch_end` (preemption saves and raises there) keeps
-    that step's row in every logger; its resume starts at the next step and never logs it.
-    Under DDP it may all-reduce synced metrics: every rank calls it at the same step. Public
-    alternative: none (`LightningModule.log` only stores values; the connector sends them).
-    """
-    trainer._logger_connector.update_train_step_metrics()
-
-
-def write_logs_also_after(trainer: Trainer, steps: Callable[[Trainer, int], bool]) -> None:
-    """Make `trainer`'s loggers also write after every training step `steps(trainer, step)`
-    names (`step` counted from 1: the step in progress), besides Lightning's own.
-
-    Buys: the last step's row (`models.metrics.loggers_write_after`) when `max_steps` or the
-    last epoch's end is not a multiple of `log_every_n_steps`. Lightning writes the module's
-    logged values, and its LearningRateMonitor and DeviceStatsMonitor theirs, only when its
-    logger connector's `should_update_logs` says so (every `log_every_n_steps`, or stopping):
-    the last step's values were logged, then dropped. Once per step as before: this widens
-    that one test, during training only, and `log_every_n_steps=0` still writes no row.
-    Public alternative: none (setting `trainer.should_stop` would also run a validation there).
-    """
-    connector = trainer._logger_connector
-    if getattr(connector, "also_after", None) is steps:
-        return  # a second fit of the same Trainer and module
-
-    class StepsLoggerConnector(type(connector)):  # type: ignore[misc]
-        also_after = staticmethod(steps)
-
-        @property
-        def should_update_logs(self) -> bool:
-            if super().should_update_logs:
-                return True
-            trainer = self.trainer
-            if not trainer.training or trainer.log_every_n_steps == 0:
-                return False
-            # Lightning's own count: the step in progress, before and after it steps.
-            return self.also_after(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped + 1)
-
-    connector.__class__ = StepsLoggerConnector
 
 
 def make_every_rank_data_parallel(strategy: Any) -> None:
