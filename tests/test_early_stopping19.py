@@ -168,3 +168,23 @@ def test_deciding_at_the_epochs_end_is_refused_in_one_line(tmp_path: Path, data_
     entry = {"_target_": f"{HERE}.PatientStopping", "check_on_train_epoch_end": True}
     with pytest.raises(LMTrainError, match=r"^callbacks\.stop\.check_on_train_epoch_end=true "):
         instantiate_callbacks(OmegaConf.create({"stop": entry}))
+
+
+class FixedArgumentsStopping(EarlyStopping):
+    """A subclass whose constructor takes no `check_on_train_epoch_end` (rev_diff19: passing it
+    made Hydra's instantiation fail with a TypeError)."""
+
+    def __init__(self, monitor: str, patience: int = 1) -> None:
+        super().__init__(monitor=monitor, patience=patience)
+
+
+def test_every_early_stopping_of_the_config_decides_after_validation_where_it_can() -> None:
+    entries = {
+        "lightnings": {"_target_": LIGHTNINGS.split("=", 1)[1], "monitor": "val/loss"},
+        "subclass": {"_target_": f"{HERE}.PatientStopping", "monitor": "val/loss"},
+        "fixed": {"_target_": f"{HERE}.FixedArgumentsStopping", "monitor": "val/loss"},
+    }
+    built = instantiate_callbacks(OmegaConf.create(entries))
+    # Lightning's None means "decide at the epoch's end when validation runs once an epoch".
+    decides = [callback._check_on_train_epoch_end for callback in built]
+    assert decides == [False, False, None]

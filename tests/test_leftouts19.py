@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -114,6 +115,11 @@ def test_a_local_pretrained_folder_is_checked_by_its_saved_model_type(
         "model.attn_implementation='flex_attention' cannot be used here (GPT2LMHeadModel of "
         f"transformers {VERSION} has no flex_attention path): pass model.attn_implementation=sdpa"
     )
+    # A folder whose classes are its own code (auto_map) is left to its build (rev_diff19).
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "modeling_own.OwnGPT2"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert refusal(compose_cfg, *overrides) is None
 
 
 # -- 3: model.pretrained typed as a number ------------------------------------------------------

@@ -64,6 +64,17 @@ def custom_schedule(optimizer, num_training_steps: int, num_warmup_steps: int | 
             [*MUON, "model.optimizer.adamw.scheduler={min_lr_rate:null}"],
             ["model.optimizer.adamw.scheduler has min_lr_rate=null, min_lr=null"],
         ),
+        # The part's floor over model.scheduler's other one: `~` cannot drop a key the part
+        # does not hold (rev_diff19); null over it does.
+        (
+            [
+                *MUON,
+                "~model.scheduler.min_lr_rate",
+                "+model.scheduler.min_lr=1e-5",
+                "+model.optimizer.muon.scheduler={min_lr_rate:0.2}",
+            ],
+            ["drop one (+model.optimizer.muon.scheduler.min_lr=null)"],
+        ),
         (
             [*MUON, "model.optimizer.muon.scheduler=5"],
             ["model.optimizer.muon.scheduler=5 is not a schedule: pass null (model.scheduler)"],

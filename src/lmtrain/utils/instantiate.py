@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
 from lmtrain.utils.callback_checks import epoch_end_stop_refusal
+from lmtrain.utils.checks import accepted_arguments
 from lmtrain.utils.logger_checks import refuse_unwritable_folder
 from lmtrain.utils.logger_runs import (
     is_mlflow_entry,
@@ -191,6 +192,9 @@ def early_stopping_kwargs(entry: DictConfig) -> dict[str, Any]:
         return {}
     if entry.get("check_on_train_epoch_end"):  # its exact class is refused in callback_checks
         raise LMTrainError(epoch_end_stop_refusal(f"callbacks.{entry._key()}"))
+    accepted = accepted_arguments(target)  # a subclass of fixed arguments keeps its own choice
+    if accepted is not None and "check_on_train_epoch_end" not in accepted:
+        return {}
     return {"check_on_train_epoch_end": False}
 
 

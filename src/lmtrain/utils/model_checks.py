@@ -143,13 +143,16 @@ def check_attention(model: Mapping[str, Any], problems: Problems) -> None:
 
 
 def saved_model_type(folder: str) -> str | None:
-    """The model_type of a local model folder's config.json; None for a hub id or a folder
-    without a readable one (loading it says what is wrong)."""
+    """The model_type of a local model folder's config.json; None for a hub id, a folder
+    without a readable one (loading it says what is wrong), or one whose classes are its own
+    code (`auto_map`), which may support what the built-in class of its type does not."""
     try:
         saved = json.loads((Path(folder).expanduser() / "config.json").read_text("utf-8"))
     except (OSError, ValueError, RecursionError):
         return None
-    model_type = saved.get("model_type") if isinstance(saved, dict) else None
+    if not isinstance(saved, dict) or "auto_map" in saved:
+        return None
+    model_type = saved.get("model_type")
     return model_type if isinstance(model_type, str) else None
 
 

@@ -52,8 +52,11 @@ def check_scheduler(
         values = ", ".join(
             f"{k}={'null' if schedule.get(k) is None else schedule[k]}" for k in floors
         )
+        # A floor the part's own keys did not set comes from model.scheduler: a part drops it
+        # by setting it null over it (`~` deletes only a key the part itself has).
+        drop = f"~{key}.min_lr" if "min_lr" in given else f"+{key}.min_lr=null"
         advice = (
-            f"drop one (~{key}.min_lr)"
+            f"drop one ({drop})"
             if floors_set
             else f"pass {key}.min_lr_rate=0.1 (a share of lr), or a min_lr (a learning rate)"
         )
