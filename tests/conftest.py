@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from tests.helpers import pretrained
 from tests.helpers.compose import TINY, compose
-from tests.helpers.corpora import write_play
+from tests.helpers.corpora import SENTENCE_WORDS, write_play
 from tests.helpers.tmpfs import mounted_tmpfs, namespace_request, run_in_namespace
 
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -157,3 +157,12 @@ def compose_cfg(tmp_path: Path, data_dir: Path) -> Iterator[Callable[..., DictCo
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="module")
+def epoch_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1600 characters, the last 10% val: 1440 train tokens, 45 windows of 32 (epochs of 5
+    steps of 8 windows): tests/test_best_checkpoint18.py, test_early_stopping19.py."""
+    corpus = tmp_path_factory.mktemp("epoch_corpus") / "corpus.txt"
+    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
+    return corpus

@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
-from tests.helpers.corpora import SENTENCE_WORDS
 
 # Epochs of 5 optimizer steps (45 train windows of 32 tokens, 8 a batch), a validation at the end
 # of each, 3 epochs. The val loss falls, so with mode=max the first validation (step 5) stays
@@ -41,27 +39,6 @@ EPOCHS = [
     "callbacks.model_checkpoint.mode=max",
 ]
 STEPS_PER_EPOCH = 5
-
-
-class KillAtTrainEpochEnd(Callback):
-    """kill -9 of this process in `on_train_epoch_end` of epoch `epoch`: after the validation at
-    the epoch's end and its checkpoints, before Lightning's own epoch-end saves (Lightning calls
-    checkpoint callbacks last)."""
-
-    def __init__(self, epoch: int = 0) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def epoch_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """1600 characters, the last 10% val: 1440 train tokens, 45 windows of 32."""
-    corpus = tmp_path_factory.mktemp("epoch_corpus") / "corpus.txt"
-    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
-    return corpus
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +108,7 @@ def test_a_kill_after_an_epoch_end_validation_keeps_its_best_checkpoint(
     last.ckpt, so the resume started past a validation never ranked."""
     run = tmp_path / "run"
     cli = tiny_cli(tmp_path, data_dir, *EPOCHS, f"hydra.run.dir={run}", corpus=epoch_corpus)
-    kill = "+callbacks.kill._target_=tests.test_best_checkpoint18.KillAtTrainEpochEnd"
+    kill = "+callbacks.kill._target_=tests.helpers.killed_runs.KillAtTrainEpochEnd"
     killed = run_cli("train", *cli, kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)

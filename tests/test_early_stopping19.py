@@ -13,13 +13,11 @@ last.ckpt, which holds the decision.
 from __future__ import annotations
 
 import json
-import os
 import signal
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping
 from omegaconf import OmegaConf
 
@@ -27,7 +25,6 @@ from lmtrain.errors import LMTrainError
 from lmtrain.utils.instantiate import instantiate_callbacks
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
-from tests.helpers.corpora import SENTENCE_WORDS
 
 STEPS_PER_EPOCH = 5  # 45 train windows of 32 tokens, 8 a batch
 # Up to 4 epochs, a validation at the end of each. The val loss falls, so with mode=max the
@@ -54,26 +51,6 @@ PER_PROCESS = ("time/", "tok/s")
 
 class PatientStopping(EarlyStopping):
     """A user's subclass of EarlyStopping: it decides where EarlyStopping does."""
-
-
-class KillAtTrainEpochEnd(Callback):
-    """kill -9 of this process in `on_train_epoch_end` of epoch `epoch`: after that epoch's
-    validation and its last.ckpt (Lightning calls checkpoint callbacks last)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def epoch_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """1600 characters, the last 10% val: 1440 train tokens, 45 windows of 32."""
-    corpus = tmp_path_factory.mktemp("epoch_corpus") / "corpus.txt"
-    corpus.write_text(((SENTENCE_WORDS + ".\n") * 15)[:1600])
-    return corpus
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +126,10 @@ def test_a_subclass_killed_after_the_epoch_end_validation_resumes_stopped(
     cli = tiny_cli(
         tmp_path, data_dir, *EPOCHS, SUBCLASS, f"hydra.run.dir={run}", corpus=epoch_corpus
     )
-    kill = [f"+callbacks.kill._target_={HERE}.KillAtTrainEpochEnd", "+callbacks.kill.epoch=1"]
+    kill = [
+        "+callbacks.kill._target_=tests.helpers.killed_runs.KillAtTrainEpochEnd",
+        "+callbacks.kill.epoch=1",
+    ]
     killed = run_cli("train", *cli, *kill)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert last_step(run) == STOP_STEP

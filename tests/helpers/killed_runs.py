@@ -211,3 +211,16 @@ def assert_same_run(
         assert ours == theirs, f"CSV rows differ (step, resumed, uninterrupted): {apart[:5]}"
         # Row for row: no row logged twice (merged above, a repeat would not show).
         assert csv_rows(run_dir, final_epoch_apart) == csv_rows(reference, final_epoch_apart)
+
+
+class KillAtTrainEpochEnd(Callback):
+    """kill -9 of this process in `on_train_epoch_end` of epoch `epoch`: after that epoch's
+    validation and its checkpoints, before the hooks Lightning calls after (its checkpoint
+    callbacks' epoch-end saves, an EarlyStopping deciding at the epoch's end)."""
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
