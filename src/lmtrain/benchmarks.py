@@ -1,10 +1,10 @@
 """Downstream benchmarks (hellaswag, arc_easy, your own tasks) through EleutherAI's
-lm-evaluation-harness, run on the model `lmtrain.eval` already holds in memory.
+lm-evaluation-harness, run on the model `lmtrain.eval` already holds in memory (lm-eval's `HFLM`
+wraps a `PreTrainedModel` instance as well as a hub name: no export step, no second process).
 
-lm-eval's `HFLM` wraps a `PreTrainedModel` instance as well as a hub name, so there is no export
-step and no second process. The work is split in two so that bad input costs nothing:
-`load_tasks` runs before the model is loaded (lm-eval installed, every name known, every task's
-data downloaded or found), `run_tasks` after the val split. Results come back flat, as
+Bad input costs nothing: `load_tasks` runs before the model is loaded (lm-eval installed, every
+name known, every task's data found), `tasks_context` before the val split (the context fits the
+model and each task's generated tokens), `run_tasks` after it. Results come back flat, as
 `lm_eval/<task>/<metric>` floats, for metrics.json and the loggers.
 """
 
@@ -14,7 +14,7 @@ import difflib
 import logging
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ LONG_ANSWER = "assert len(continuation_enc) <= self.max_length"
 EXPECTED_WARNINGS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-init")
 # The start of the warning lm-eval logs for every request longer than max_length.
 TRUNCATING = "Combined length of context"
+# lm-eval's HFLM.max_gen_toks: the tokens it generates where a task's generation_kwargs set none.
+HFLM_MAX_GEN_TOKS = 256
 
 
 @dataclass
@@ -54,6 +56,7 @@ class BenchmarkSettings:
     batch_size: int | str
     max_length: int | None
     include_path: str | None
+    generation_lengths: dict[str, int] = field(default_factory=dict)  # set by load_tasks
 
 
 def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
@@ -104,18 +107,16 @@ def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
 
 
 def every_example_as_none(limit: int | float | None) -> int | float | None:
-    """`limit` as lm-eval reads it: the share 1.0 (every example) as None.
-
-    lm-eval takes a float below 1 as a share and anything else as a count, so the share 1.0
-    that our check accepts would evaluate a single example of each task.
-    """
+    """`limit` as lm-eval reads it: the share 1.0 (every example) as None. lm-eval takes only a
+    float below 1 as a share: 1.0, which our check accepts, would be a count (one example)."""
     return None if isinstance(limit, float) and limit == 1.0 else limit
 
 
 def load_tasks(settings: BenchmarkSettings) -> list[Any]:
     """lm-eval's Task and Group objects for `settings.tasks`, data loaded; one line when lm-eval
     is missing, a name is unknown, a task's YAML cannot be loaded or its data downloaded, or it
-    has fewer few-shot documents than num_fewshot asks for."""
+    has fewer few-shot documents than num_fewshot asks for, or generates max_length tokens or
+    more (`generation_lengths`, checked again in `tasks_context` when max_length is unset)."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError as err:
@@ -160,7 +161,35 @@ def load_tasks(settings: BenchmarkSettings) -> list[Any]:
             loaded.extend(found["tasks"].values())
         leaf_tasks.update(found["tasks"])
     check_fewshot_pools(leaf_tasks, settings.num_fewshot)
+    settings.generation_lengths = generation_lengths(leaf_tasks)
+    check_generation_room(settings, settings.max_length, "")  # the rest in tasks_context
     return loaded
+
+
+def generation_lengths(tasks: dict[str, Any]) -> dict[str, int]:
+    """Each generate_until task's max_gen_toks, read as HFLM's generate_until reads it."""
+    from lm_eval.models.utils import normalize_gen_kwargs
+
+    lengths = {}
+    for name, task in tasks.items():
+        if task.get_config("output_type") == "generate_until":
+            given = task.get_config("generation_kwargs") or {}
+            lengths[name] = normalize_gen_kwargs(given, HFLM_MAX_GEN_TOKS)["max_gen_toks"]
+    return lengths
+
+
+def check_generation_room(settings: BenchmarkSettings, max_length: int | None, why: str) -> None:
+    """HFLM keeps max_gen_toks of the `max_length` context (`why`: where it came from) to generate
+    into: a task keeping it all failed lm-eval's assertion after the val split was scored."""
+    lengths = settings.generation_lengths.items()
+    full = [f"{n} (max_gen_toks={t})" for n, t in lengths if max_length and t >= max_length]
+    if full:
+        raise LMTrainError(
+            f"tasks={settings.tasks}: {', '.join(full)} would generate as many tokens as "
+            f"max_length={max_length}{why} holds, leaving none for the prompt: set max_gen_toks "
+            f"below {max_length} in the task's generation_kwargs (lm-eval's default: "
+            f"{HFLM_MAX_GEN_TOKS}), or a larger max_length if the model's positions allow"
+        )
 
 
 class QuietWarnings(logging.Filter):
@@ -194,11 +223,9 @@ def tasks_context(
     settings: BenchmarkSettings, config: PretrainedConfig, run_config: dict[str, Any]
 ) -> int | None:
     """The context lm-eval gives the model: `max_length`, else the block size it was trained
-    on (`run_config`: the run's config), else its whole context (None: lm-eval's default).
-
-    Positions past the trained windows never got a gradient (GPT-2 learns one embedding per
-    position): lm-eval would otherwise fill the model's whole context with them.
-    """
+    on (`run_config`: the run's config), else its whole context (None: lm-eval's default), with
+    room for each task's generated tokens. Positions past the trained windows never got a
+    gradient (GPT-2 learns one embedding per position): lm-eval would have filled them all."""
     limit = context_length(config)
     trained_block_size = (run_config.get("data") or {}).get("block_size")
     max_length = settings.max_length or trained_block_size or limit
@@ -207,6 +234,8 @@ def tasks_context(
             f"max_length={max_length} is longer than the model's context ({limit}): pass "
             f"max_length={limit} or less, or null for the context it was trained on"
         )
+    why = " (the data.block_size it was trained on)" if trained_block_size else " (its context)"
+    check_generation_room(settings, max_length, "" if settings.max_length else why)
     return max_length
 
 

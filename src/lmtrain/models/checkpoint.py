@@ -1,13 +1,11 @@
-"""Our checkpoint format: what checkpoints hold beyond Lightning's, and loading them (where they
-live: `lmtrain.models.checkpoint_paths`).
+"""Our checkpoint format: what `CausalLMModule`'s checkpoints hold beyond Lightning's (under
+`CHECKPOINT_KEY`: the HF config, tokenizer files and run config, so eval, generate and export need
+nothing but the file), and loading them (where they live: `lmtrain.models.checkpoint_paths`).
 
-A Lightning checkpoint of `CausalLMModule` also holds, under `CHECKPOINT_KEY`, the HF config, the
-tokenizer files and the run config, so eval, generate and export need nothing but the file.
-Lightning restores a checkpoint into a running Trainer; these helpers cover the rest: turning
-`ckpt_path=last` into a file, refusing a missing, corrupt or crafted file with one clear line
-before any work starts (every read goes through `lmtrain.utils.safe_load`), and rebuilding the
-plain HF model and tokenizer. An exported folder (`lmtrain.export`) loads through the same door
-(`load_model`, which hands folders to `lmtrain.models.model_folder`), so every tool takes either.
+Lightning restores a checkpoint into a running Trainer; these helpers turn `ckpt_path=last` into
+a file, refuse a missing, corrupt or crafted file in one line before any work starts (every read
+goes through `lmtrain.utils.safe_load`), and rebuild the plain HF model and tokenizer. Exported
+folders load through the same door (`load_model` hands them to `lmtrain.models.model_folder`).
 """
 
 from __future__ import annotations
@@ -143,11 +141,8 @@ def checkpoint_meta(path: str | Path) -> dict[str, Any]:
 
 
 def read_checkpoint_file(path: str | Path) -> Any:
-    """`load_torch_file(path)`, after refusing an empty file in words that say so.
-
-    An empty file is what a copy, sync or download cut short leaves (our own saves are atomic);
-    torch's error for it speaks of mmap and re-saving with a zipfile option, which misleads.
-    """
+    """`load_torch_file(path)`, after refusing an empty file (what a copy, sync or download cut
+    short leaves; our saves are atomic) in words that say so: torch's speak of mmap and zipfile."""
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} is an empty file (0 bytes; a copy or download cut short?): "
@@ -214,13 +209,9 @@ def check_same_model(
 
 
 def resolve_model_path(path: str | None, output_dir: str | Path) -> str:
-    """For eval, generate and export: `model_path(path)`, a checkpoint file read now, so that a
-    broken one stops before any work starts.
-
-    A file is checked for what these tools read, not for what resuming needs: a weights-only
-    save (`save_weights_only=true`) is theirs to take. `output_dir` is unused: `last`, the one
-    path it would resolve, is refused here.
-    """
+    """For eval, generate and export: `model_path(path)`, a checkpoint file read now (for what
+    these tools read, not what resuming needs: `save_weights_only=true` saves are theirs), so a
+    broken one stops before any work starts. `output_dir` is unused (`last` is refused here)."""
     found = model_path(path)
     if Path(found).is_file():
         check_contents(read_checkpoint_file(found), found, resume=False)
@@ -233,8 +224,7 @@ def model_path(path: str | Path | None) -> str:
     the CLI and `load_model` from Python refuse the same paths in the same words."""
     given = None if path is None else str(path)
     if given == "last":
-        # `last` is the run folder's checkpoint for train, which resumes in that folder; these
-        # tools write a run folder of their own, so they take the file itself.
+        # train resumes `last` in its run folder; these tools write one of their own.
         raise LMTrainError(
             "ckpt_path=last only resumes training (lmtrain.train): pass the checkpoint itself, "
             "ckpt_path=<run folder>/checkpoints/last.ckpt, or an exported folder"
@@ -246,6 +236,7 @@ def model_path(path: str | Path | None) -> str:
             f"with `python -m lmtrain.strategies consolidate {given}` and pass that file"
         )
     if given and file.is_dir():
+        refuse_run_without_last(file)
         refuse_run_folder(file)
         if not any((file / name).is_file() for name in ("config.json", "adapter_config.json")):
             raise LMTrainError(
@@ -258,6 +249,21 @@ def model_path(path: str | Path | None) -> str:
             f"ckpt_path={given!r} does not exist: pass a .ckpt file or an exported folder"
         )
     return str(file)
+
+
+def refuse_run_without_last(folder: Path) -> None:
+    """A run folder without last.ckpt, named by what it holds (`refuse_run_folder` names last)."""
+    saved = folder / "checkpoints"
+    if not saved.is_dir() or (saved / "last.ckpt").exists() or (folder / "config.json").exists():
+        return
+    held = ", ".join(sorted(repr(p.name) for p in saved.glob("*.ckpt") if p.name[0] != "."))
+    holds = (  # a name that starts with "." is a save cut short
+        f"no last.ckpt: pass one of its checkpoints in {str(saved)!r}: {held}"
+        if held
+        else "no checkpoint yet (its run stopped before its first save, or has not reached it): "
+        f"pass {str(saved / 'last.ckpt')!r} once it is saved, or another model"
+    )
+    raise LMTrainError(f"ckpt_path={str(folder)!r} is a training run's folder that holds {holds}")
 
 
 def checkpoint_tokenizer(path: str | Path) -> PreTrainedTokenizerBase | None:

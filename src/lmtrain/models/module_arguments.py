@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import PreTrainedTokenizerBase
 
@@ -81,6 +82,22 @@ def refuse_pickle(weights_only: bool) -> None:
         )
 
 
+def refuse_meta(map_location: Any) -> None:
+    """The meta device holds no data, so no weight can be copied into its tensors: torch's
+    copy error read as a state that does not fit, blaming a sound checkpoint."""
+    targets = map_location.values() if isinstance(map_location, Mapping) else [map_location]
+    for target in targets:
+        try:
+            meta = target is not None and torch.device(target).type == "meta"
+        except (TypeError, RuntimeError):  # a function, or a name torch does not know
+            meta = False
+        if meta:
+            raise LMTrainError(
+                f"map_location={map_location!r} loads no weights (the meta device holds no "
+                "data): pass map_location='cpu' or a device such as 'cuda'"
+            )
+
+
 def load_module(
     load: Callable[..., Any],
     module_class: type,
@@ -91,10 +108,12 @@ def load_module(
     options: dict[str, Any],
 ) -> Any:
     """`CausalLMModule.load_from_checkpoint`: Lightning's (`load`, with its `options`), given the
-    keywords `module_class` takes only, weights-only, a file `load_model` would read (checked as
-    it checks one, `checked_checkpoint`), the checkpoint's tokenizer and a YAML `hparams_file`
-    (`loading_arguments`), and a state that does not fit as one line."""
+    keywords `module_class` takes only, weights-only, onto a device that holds data, a file
+    `load_model` would read (checked as it checks one, `checked_checkpoint`), the checkpoint's
+    tokenizer and a YAML `hparams_file` (`loading_arguments`), and a state that does not fit as
+    one line."""
     refuse_pickle(weights_only)
+    refuse_meta(options.get("map_location"))
     refuse_unknown_keywords(module_class, kwargs)
     path, tokenizer_files = checked_checkpoint(checkpoint_path)
     chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
