@@ -23,9 +23,8 @@ import lmtrain.eval as eval_module
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import load_model, resolve_model_path
 from lmtrain.models.module import CausalLMModule
-from tests.helpers.assertions import one_error_line
 from tests.helpers.corpora import one_file_corpus
-from tests.helpers.runs import eval_tiny, train_tiny
+from tests.helpers.runs import eval_tiny, refused_eval, train_tiny
 from tests.test_lm_eval import write_task
 
 BLOCK_SIZE = 32  # train_tiny's data.block_size: lm-eval's max_length unless given
@@ -68,13 +67,6 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[Any]]:
 
         monkeypatch.setattr(eval_module, name, recording)
     return seen
-
-
-def refused_eval(ckpt: Path, out: Path, data_dir: Path, capsys, *overrides: str) -> str:
-    with pytest.raises(SystemExit):
-        eval_tiny(ckpt, out, data_dir, *overrides)
-    assert not (out / "metrics.json").exists()
-    return one_error_line(capsys.readouterr().err)
 
 
 def test_default_max_gen_toks_is_one_line_before_the_val_split(

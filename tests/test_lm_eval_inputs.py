@@ -19,9 +19,8 @@ import torch
 import lmtrain.eval as eval_module
 from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks
 from lmtrain.errors import LMTrainError
-from tests.helpers.assertions import one_error_line
 from tests.helpers.corpora import one_file_corpus
-from tests.helpers.runs import eval_tiny, model_from_checkpoint, train_tiny
+from tests.helpers.runs import model_from_checkpoint, refused_eval, train_tiny
 from tests.test_lm_eval import MC_LINES, write_task
 
 BLOCK_SIZE = 32  # train_tiny's data.block_size: lm-eval's max_length here
@@ -56,14 +55,6 @@ def model_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(eval_module, "load_model", recording_load_model)
     return loads
-
-
-def refused_eval(ckpt: Path, out: Path, data_dir: Path, capsys, *overrides: str) -> str:
-    """Run lmtrain.eval in-process; return its one `error:` line, and check no metrics.json."""
-    with pytest.raises(SystemExit):
-        eval_tiny(ckpt, out, data_dir, *overrides)
-    assert not (out / "metrics.json").exists()
-    return one_error_line(capsys.readouterr().err)
 
 
 def test_num_fewshot_beyond_a_tasks_documents_is_one_line_before_the_model_loads(

@@ -13,11 +13,14 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import pytest
 from omegaconf import DictConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.models.checkpoint import checkpoint_model
+from tests.helpers.assertions import one_error_line
 from tests.helpers.compose import TINY_GPT2, TINY_RUN, compose
 
 # Long enough for the word-list corpus to be learned: 20 steps, validations after 10 and 20.
@@ -78,6 +81,15 @@ def eval_tiny(path: Path, out: Path, data_dir: Path, *overrides: str) -> dict[st
     metrics = evaluate(cfg)
     assert json.loads((out / "metrics.json").read_text())["val/loss"] == metrics["val/loss"]
     return metrics
+
+
+def refused_eval(ckpt: Path, out: Path, data_dir: Path, capsys: Any, *overrides: str) -> str:
+    """Run lmtrain.eval in-process (`capsys`: pytest's fixture); its one `error:` line, having
+    checked that it wrote no metrics.json."""
+    with pytest.raises(SystemExit):
+        eval_tiny(ckpt, out, data_dir, *overrides)
+    assert not (out / "metrics.json").exists()
+    return one_error_line(capsys.readouterr().err)
 
 
 def model_from_checkpoint(
