@@ -193,3 +193,25 @@ def test_a_step_with_one_micro_batch_trained_ends_the_run_of_skipped_steps(
     assert count.in_row == 1
     with pytest.raises(NonFiniteLossError, match="skipped every micro-batch of 2 optimizer"):
         step(True, True)  # the second in a row stops, at its stepping micro-batch
+
+
+def test_a_resumed_run_counts_the_steps_skipped_before_its_checkpoint(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Stop 49 left the count out of checkpoints: resumed at step 2 after one skipped step, a
+    diverged run skipped three more and stopped at step 5, where the uninterrupted run above
+    (`..._after_max_skips_whole_steps_in_a_row`) stops at step 4."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, *QUIET, f"hydra.run.dir={run}", *DIVERGE)
+    skip = ["model.nan_guard=skip", "model.nan_guard_max_skips=3"]
+    first = run_cli("train", *cli, *skip, "trainer.max_steps=2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    last = run / "checkpoints" / "last.ckpt"
+    assert saved_step(last) == 2
+    out = run_cli("train", *cli, *skip, "trainer.max_steps=20", "ckpt_path=last")
+    assert_one_line_error(
+        out,
+        "model.nan_guard=skip skipped every micro-batch of 3 optimizer steps in a row, up to "
+        "step 4 (model.nan_guard_max_skips=3): the loss diverged",
+    )
+    assert out.returncode == 1

@@ -22,6 +22,7 @@ def add_extras(module: Any, checkpoint: dict[str, Any]) -> None:
         "tokens_seen": module.tokens_seen,
         "tokens_seen_steps": module.tokens_steps,
         "nonfinite_skips": module.nonfinite_skips,
+        "nan_guard_skips": module.skip_count.state_dict(),  # the steps skipped whole in a row
         "clipped_steps": module.step_stats.state_dict(),
         "step_loss": module.step_loss.state_dict(trainer),  # between micro-batches
         "val_loss": None if val_loss is None else float(val_loss),
@@ -37,6 +38,7 @@ def restore_counters(module: Any, checkpoint: dict[str, Any]) -> None:
     extra = checkpoint.get(CHECKPOINT_KEY, {})
     module.nonfinite_skips = int(extra.get("nonfinite_skips", 0))
     module.step_stats.load_state_dict(extra.get("clipped_steps", {}))
+    module.skip_count.load_state_dict(extra.get("nan_guard_skips", {}))
     module.step_loss.load_state_dict(extra.get("step_loss", {}))
     if "tokens_seen_steps" in extra:  # older checkpoints: derived from this run's settings
         module.tokens_before = (float(extra["tokens_seen"]), int(extra["tokens_seen_steps"]))

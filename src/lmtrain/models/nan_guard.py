@@ -104,8 +104,8 @@ def nonfinite_to_skip(module: Any, loss: torch.Tensor) -> bool:
 class SkipCount:
     """`nan_guard=skip`'s count of the optimizer step in progress (its micro-batches skipped and
     trained on) and of the steps before it skipped whole, in a row (`in_row`): at `limit` of
-    them the loss has diverged for good, and the run stops as `stop` does. Not checkpointed: a
-    resume counts again from 0."""
+    them the loss has diverged for good, and the run stops as `stop` does. Checkpointed
+    (`state_dict`): a resumed run stops at the step the uninterrupted one would."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -131,6 +131,20 @@ class SkipCount:
                 f"={self.limit}): the loss diverged",
                 skip=False,
             )
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {
+            "step": self.step,
+            "skipped": self.skipped,
+            "trained": self.trained,
+            "in_row": self.in_row,
+        }
+
+    def load_state_dict(self, state: dict[str, int | None]) -> None:
+        """Older checkpoints hold none: counted from 0, as they were."""
+        self.step = state.get("step")
+        self.skipped, self.trained = int(state.get("skipped") or 0), int(state.get("trained") or 0)
+        self.in_row = int(state.get("in_row") or 0)
 
     @property
     def whole_step(self) -> bool:
