@@ -31,7 +31,12 @@ from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, check_trainable_attention, freeze_parameters
 from lmtrain.models.metric_states import reset_in_float32
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
-from lmtrain.models.module_arguments import check_module_arguments, load_module, own_copies
+from lmtrain.models.module_arguments import (
+    check_module_arguments,
+    load_module,
+    own_copies,
+    pretrained_text,
+)
 from lmtrain.models.module_loading import prepare_load
 from lmtrain.models.nan_guard import SkipCount, check_nan_guard, refuse_spoilt_save, skip_nonfinite
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
@@ -69,6 +74,7 @@ class CausalLMModule(LightningModule):
         super().__init__()
         # Plain values only (weights_only loads), copied: the caller may change its dicts after.
         config, freeze, peft, seq_len_warmup = own_copies(config, freeze, peft, seq_len_warmup)
+        pretrained = pretrained_text(pretrained)  # a Path given from Python, kept as text
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
         parts = isinstance(optimizer, optimizers.OptimizerParts)
@@ -100,15 +106,13 @@ class CausalLMModule(LightningModule):
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
-        # Tokens read so far and the steps they count, for the checkpoint (and the model card);
-        # (tokens, steps) of the checkpoint a resumed run goes on from.
+        # Tokens read and the steps they count (checkpoint, model card); a resume's start.
         self.tokens_seen, self.tokens_steps = 0.0, 0
         self.tokens_before: tuple[float, int] | None = None
         # The optimizer step of the latest validation during fit (lmtrain.train skips its final
         # validation when training ended on one of the whole val split).
         self.validated_at_step: int | None = None
-        # Forward + backward FLOPs of one micro-batch, counted once by lmtrain.train.
-        self.train_flops_per_batch: int | None = None
+        self.train_flops_per_batch: int | None = None  # fwd + bwd, counted by lmtrain.train
 
     def build_model(self, on_meta: bool = False) -> PreTrainedModel:
         """The HF model the hyperparameters describe, frozen as `freeze` says, or with LoRA

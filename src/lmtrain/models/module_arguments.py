@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import difflib
 import inspect
+import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import model_path, read_checkpoint_file
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
 from lmtrain.utils.checks import Problems
-from lmtrain.utils.model_checks import check_model, check_seq_len_warmup
+from lmtrain.utils.model_checks import check_model, check_pretrained_is_text, check_seq_len_warmup
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
@@ -34,6 +35,18 @@ def own_copies(*arguments: Any) -> tuple[Any, ...]:
     them: it kept the caller's dicts, so a dict changed after (a loop building modules from one
     dict) was what checkpoints saved, and load_from_checkpoint rebuilt another model."""
     return tuple(copy.deepcopy(argument) for argument in arguments)
+
+
+def pretrained_text(pretrained: Any) -> str | None:
+    """`pretrained` as checkpoints keep it, text: a `Path` from Python failed with an
+    AttributeError (and would have been pickled into the hyperparameters); a number is refused
+    in one line, as `model.pretrained=123` is."""
+    if isinstance(pretrained, os.PathLike):
+        return str(os.fspath(pretrained))
+    problems = Problems()
+    check_pretrained_is_text(pretrained, problems)
+    problems.raise_if_any()
+    return pretrained
 
 
 def check_module_arguments(
