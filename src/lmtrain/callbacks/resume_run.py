@@ -47,6 +47,7 @@ from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
+from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 from lmtrain.utils.run_record import record_files, write_record
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.stored_targets import check_resumed
@@ -72,6 +73,7 @@ class ResumeRun(HydraCallback):
         check_run_references(config, problems)
         if problems.found:
             fail(problems.found[0])
+        guarded(lambda: refuse_unmade_folder(config, "hydra.run.dir"))  # `~/run`: not expanded
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:
@@ -192,13 +194,14 @@ def guarded(step: Callable[[], Any]) -> Any:
 def named_run_dir(config: DictConfig) -> Path | None:
     """The folder `hydra.run.dir=` names on the command line, if it does."""
     typed = any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
-    return Path(str(config.hydra.run.dir)).expanduser() if typed else None
+    return Path(str(config.hydra.run.dir)) if typed else None  # as Hydra writes it: no `~`
 
 
 def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) -> Path:
     """The run folder `resume=<value>` names; `named`: the one hydra.run.dir names, the folder
     of a DDP rank > 0 (Lightning passes rank 0's) and of `resume=latest` when given."""
-    if named is not None and (value == LATEST or Path(value).resolve() == named.resolve()):
+    given = Path(value).expanduser()  # resume=~/run: lmtrain reads this value, and expands `~`
+    if named is not None and (value == LATEST or given.resolve() == named.resolve()):
         folder = named
     elif named is not None:
         raise LMTrainError(
@@ -225,7 +228,7 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
                 other,
             )
     else:
-        folder = Path(value).expanduser()
+        folder = given
     if not folder.is_dir():
         raise LMTrainError(
             f"resume={value} is not a folder: pass a run folder "
@@ -256,8 +259,7 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
 def latest_run(log_dir: Path, task_name: str) -> Path | None:
     """The run or multirun job of `task_name` (a glob: `*`, any) whose last.ckpt was written
     last, if any."""
-    root = Path(log_dir).expanduser()
-    folders = [*root.glob(f"{task_name}/runs/*"), *root.glob(f"{task_name}/multiruns/*/*")]
+    folders = [*log_dir.glob(f"{task_name}/runs/*"), *log_dir.glob(f"{task_name}/multiruns/*/*")]
     found = [
         (run_checkpoint(f).stat().st_mtime_ns, str(f), f)
         for f in folders

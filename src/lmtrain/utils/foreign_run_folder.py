@@ -23,6 +23,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import refuse_bad_task_name
 from lmtrain.utils.export_dir import is_previous_export
 from lmtrain.utils.local_configs import refuse_missing_local
+from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
@@ -126,10 +127,11 @@ class RefuseForeignRunFolder(HydraCallback):
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
+            refuse_unmade_folder(config, "hydra.run.dir")  # `~/run`, an empty PROJECT_ROOT
         except LMTrainError as err:
             print(f"error: {err}", file=sys.stderr, flush=True)
             raise SystemExit(1) from None
-        folder = Path(str(config.hydra.run.dir)).expanduser()
+        folder = Path(str(config.hydra.run.dir))  # as Hydra will write it: no `~` expanded
         task = str(config.task_name)
         reason = foreign_run(folder, task)
         if reason is None:
@@ -137,3 +139,12 @@ class RefuseForeignRunFolder(HydraCallback):
         line = refusal("hydra.run.dir", folder, task, reason)
         print(f"error: {line}", file=sys.stderr, flush=True)
         raise SystemExit(1)
+
+    def on_multirun_start(self, config: DictConfig, **_: Any) -> None:
+        """A sweep (`-m`): its folder, before Hydra's launcher makes it."""
+        try:
+            refuse_bad_task_name(config)  # the sweep folder is named by it
+            refuse_unmade_folder(config, "hydra.sweep.dir")
+        except LMTrainError as err:
+            print(f"error: {err}", file=sys.stderr, flush=True)
+            raise SystemExit(1) from None

@@ -50,6 +50,7 @@ from lmtrain.utils.launch import (
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
+from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -184,6 +185,7 @@ class ClaimRunFolder(HydraCallback):
         Hydra writes each job's `.hydra/` before the job can refuse its folder."""
         try:
             refuse_bad_task_name(config)  # the sweep folder is named by it
+            refuse_unmade_folder(config, "hydra.sweep.dir")  # `~/sweep`, an empty PROJECT_ROOT
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             if not overwrite:
                 refuse_other_sweeps_jobs(Path(str(config.hydra.sweep.dir)).resolve())
@@ -199,6 +201,7 @@ class ClaimRunFolder(HydraCallback):
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
+            refuse_unmade_folder(config, "hydra.run.dir")  # `~/run`, an empty PROJECT_ROOT
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
             ckpt_path = config.get("ckpt_path")
             if ckpt_path == "last":
