@@ -70,7 +70,8 @@ class Problems:
             wanted = f"a whole number from {minimum} to {maximum}"
         wanted += ", or null" if optional else ""
         if isinstance(value, bool) or not isinstance(value, int):
-            self.add(f"{key}={value!r} is not a whole number: pass {wanted}")
+            text = text_hint(key, value, int)
+            self.add(f"{key}={value!r} is not a whole number: pass {wanted}{text}")
             return False
         if minimum is not None and value < minimum:
             self.add(f"{key}={value!r} must be at least {minimum}: pass {wanted}")
@@ -104,7 +105,8 @@ class Problems:
             wanted = f"a number {span}"
         numeric = isinstance(value, int | float) and not isinstance(value, bool)
         if not numeric or not math.isfinite(value):
-            self.add(f"{key}={value!r} is not a finite number: pass {wanted}{hint}")
+            text = text_hint(key, value, float)
+            self.add(f"{key}={value!r} is not a finite number: pass {wanted}{hint}{text}")
             return False
         too_low = low is not None and (value <= low if low_open else value < low)
         too_high = high is not None and (value >= high if high_open else value > high)
@@ -128,6 +130,22 @@ class Problems:
             return True
         self.add(f"{key}={value!r} is unknown: use one of {', '.join(map(str, choices))}")
         return False
+
+
+def text_hint(key: str, value: Any, kind: type[int] | type[float]) -> str:
+    """What to add when `value` is a number written as text: `${oc.env:SEED}` resolves to the
+    string '42' (environment variables are text), which only `${oc.decode:...}` reads as a
+    number. Empty when `value` does not read as a (finite) `kind`."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = kind(value.strip())
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    decoded = f'{key}="${{oc.decode:${{oc.env:<VAR>}}}}"'  # unquoted, Hydra's grammar refuses it
+    return f" (it is text, as from ${{oc.env:...}}: pass '{decoded}', or {key}={value.strip()})"
 
 
 def strict_bool(key: str, value: Any) -> bool:

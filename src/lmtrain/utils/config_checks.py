@@ -145,11 +145,17 @@ def check_paths(cfg: DictConfig, problems: Problems) -> None:
                 f"paths.{key}='' names no folder (what goes under it would start at the file "
                 "system's root): leave it as configured, or pass a folder"
             )
+    check_launch_directory(problems, "data.source.path, paths.*, data.cache_dir")
+
+
+def check_launch_directory(problems: Problems, paths: str) -> None:
+    """hydra.job.chdir=true: each relative path (`paths`, the entry point's) would resolve in
+    the run folder. Training built its token cache anew in every run folder; export wrote
+    out_dir=myexport under logs/export/runs/<time>/, and generate found no ckpt_path=my.ckpt."""
     if HydraConfig.initialized() and HydraConfig.get().job.get("chdir"):
-        problems.add(  # the token cache went into each run folder, built anew every run
-            "hydra.job.chdir=true runs the job in its run folder, where relative paths "
-            "(data.source.path, paths.*, data.cache_dir) would resolve: lmtrain keeps the launch "
-            "directory; drop hydra.job.chdir=true"
+        problems.add(
+            f"hydra.job.chdir=true runs the job in its run folder, where relative paths ({paths}) "
+            "would resolve: lmtrain keeps the launch directory; drop hydra.job.chdir=true"
         )
 
 
@@ -194,6 +200,7 @@ def check_eval_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     check_top_level_keys(cfg, problems, EVAL_KEYS, "lmtrain.eval")
     check_task_name(cfg.get("task_name", "eval"), problems)  # configs/eval.yaml's, if none
+    check_launch_directory(problems, "ckpt_path, data.source.path, paths.*")
     if cfg.get("trainer") is not None:  # the precision and Lightning's yes/no settings
         check_validation_trainer(plain(cfg.trainer), problems)
         check_eval_val_limit(cfg.trainer.get("limit_val_batches"), problems)  # ignored
@@ -211,6 +218,7 @@ def check_export_config(cfg: DictConfig, problems: Problems | None = None) -> No
     check_unset(cfg, found)
     check_top_level_keys(cfg, found, EXPORT_KEYS, "lmtrain.export")
     check_task_name(cfg.get("task_name", "export"), found)
+    check_launch_directory(found, "ckpt_path, out_dir")
     found.boolean("overwrite", cfg.get("overwrite", False))
     found.boolean("verify", cfg.get("verify", True))
     found.boolean("merge", cfg.get("merge", True))
@@ -223,6 +231,7 @@ def check_generate_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     check_top_level_keys(cfg, problems, GENERATE_KEYS, "lmtrain.generate")
     check_task_name(cfg.get("task_name", "generate"), problems)
+    check_launch_directory(problems, "ckpt_path, prompt_file")
     problems.integer("seed", cfg.get("seed"), 0, optional=True, maximum=SEED_MAX)
     problems.integer("num_samples", cfg.get("num_samples"), 1)
     problems.boolean("stop_at_eos", cfg.get("stop_at_eos", True))
