@@ -33,6 +33,7 @@ from lmtrain.models.lora_targets import (
     check_untied_targets,
     resolve_targets,
 )
+from lmtrain.models.pretrained import listed
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
     from peft import LoraConfig, PeftModel
@@ -161,10 +162,22 @@ def check_resume(module: nn.Module, checkpoint: dict[str, Any], ckpt_path: str |
             f"{current['base_model']!r} ({saved.get('base_model')!r} when saved): pass the base "
             "model the run started from"
         )
+    frozen = frozen_names(module)
+    check_no_base_weights(given, frozen, checkpoint["state_dict"])
     expected = {n for n, _ in module.named_parameters(remove_duplicate=False)}
-    missing = sorted(expected - frozen_names(module) - set(checkpoint["state_dict"]))
+    missing = sorted(expected - frozen - set(checkpoint["state_dict"]))
     if missing:
         raise LMTrainError(f"{given} lacks LoRA weights {missing[:3]}: pass a whole checkpoint")
+
+
+def check_no_base_weights(given: str, frozen: set[str], state: Mapping[str, Any]) -> None:
+    """A LoRA checkpoint holds adapters only (`adapters_only`): a weight of the frozen base in
+    it would replace the base its digest pinned, loaded non-strictly without a word."""
+    if base_weights := sorted(set(state) & frozen):
+        raise LMTrainError(
+            f"{given} holds weights of the frozen base model ({listed(base_weights)}), which a "
+            f"LoRA checkpoint never holds (its base is read from its base model): {WRITTEN_BY}"
+        )
 
 
 def model_from_checkpoint(
@@ -212,6 +225,7 @@ def model_from_checkpoint(
         peft_model = get_peft_model(
             model, lora_config(model, {**settings, "target_modules": targets})
         )
+        check_no_base_weights(given, frozen_names(peft_model), state)
         result = peft_model.load_state_dict(state, strict=False)
     except (ValueError, RuntimeError) as err:  # peft's refusal, torch's shapes
         raise LMTrainError(

@@ -19,11 +19,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.lora import detail, lora_config, weights_digest
 from lmtrain.models.lora_base import HF_CONFIG_KEY, load_base
-from lmtrain.models.lora_settings import is_alpha, is_dropout, is_rank, is_targets, same_setting
+from lmtrain.models.lora_settings import (
+    expression_error,
+    is_alpha,
+    is_dropout,
+    is_rank,
+    is_targets,
+    same_setting,
+)
+from lmtrain.models.lora_targets import ALL_LINEAR, all_linear_layers
 from lmtrain.models.model_folder import json_kind, json_object, unusable_file
 from lmtrain.utils.export_dir import EXPORT_META
 
@@ -72,6 +81,7 @@ def load_adapter_folder(folder: str | Path, recorded: Mapping[str, Any] | None =
         return unusable_file(folder, EXPORT_META, f"its info.lora.hf_config builds no model: {why}")
 
     model = load_base(base, record.get(HF_CONFIG_KEY), unusable, subject, advice, advice)
+    check_recorded_settings(folder, settings, record.get("settings"), model)
     digest = record.get("base_digest")
     if digest is not None and weights_digest(model) != digest:
         raise LMTrainError(
@@ -109,9 +119,9 @@ def adapter_settings(folder: Path) -> tuple[str, dict[str, Any]]:
     settings = {}
     for key, (name, rule, kind) in SETTINGS.items():
         if not rule(config.get(key)):
-            raise unusable_file(
-                folder, ADAPTER_CONFIG, f"its {key} is {shown(config.get(key))}, not {kind}"
-            )
+            wrong = expression_error(config.get(key))  # the regular expression's error, if any
+            why = f"its {key} is {shown(config.get(key))}, not {kind}"
+            raise unusable_file(folder, ADAPTER_CONFIG, f"{why} ({wrong})" if wrong else why)
         settings[name] = config[key]
     defaults = json.loads(json.dumps(LoraConfig().to_dict(), default=list))
     for key, value in sorted(config.items()):
@@ -123,13 +133,25 @@ def adapter_settings(folder: Path) -> tuple[str, dict[str, Any]]:
     return base, settings
 
 
-def check_recorded_settings(folder: Path, settings: dict[str, Any], recorded: Any) -> None:
+def check_recorded_settings(
+    folder: Path, settings: dict[str, Any], recorded: Any, model: nn.Module | None = None
+) -> None:
     """adapter_config.json's r, lora_alpha and target_modules must be those lmtrain.json
-    records (the checkpoint's): other ones place or scale other adapters."""
+    records (the checkpoint's): other ones place or scale other adapters. peft writes a recorded
+    'all-linear' as the layers it stands for, which need the base `model` (None: checked later)."""
     if not isinstance(recorded, Mapping):
         return
     for key, (name, _, _) in SETTINGS.items():
-        if name != "dropout" and not same_setting(settings[name], recorded.get(name)):
+        wanted = recorded.get(name)
+        if (
+            name == "target_modules"
+            and wanted == ALL_LINEAR
+            and not isinstance(settings[name], str)
+        ):
+            if model is None:
+                continue
+            wanted = all_linear_layers(model)
+        if name != "dropout" and not same_setting(settings[name], wanted):
             why = (
                 f"its {key} is {shown(settings[name])}, but lmtrain.json records "
                 f"{shown(recorded.get(name))} (model.peft.{name})"

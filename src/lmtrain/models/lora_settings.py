@@ -7,6 +7,7 @@ lmtrain could have trained: a file from disk is read as untrusted as a command l
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +44,12 @@ def lora_settings(
     if not is_dropout(dropout):
         raise LMTrainError(f"model.peft.dropout={dropout!r}: pass a probability in [0, 1)")
     targets = settings["target_modules"]
+    if (wrong := expression_error(targets)) is not None:
+        raise LMTrainError(
+            f"model.peft.target_modules={targets!r} is not a regular expression ({wrong}): fix "
+            "it (a string is matched against whole module names), or pass a list of module "
+            "names ([c_attn,c_fc])"
+        )
     if not (targets is None or is_targets(targets)):
         raise LMTrainError(
             f"model.peft.target_modules={targets!r}: pass a list of module names ([c_attn,c_fc]), "
@@ -80,7 +87,21 @@ def is_dropout(dropout: Any) -> bool:
 def is_targets(targets: Any) -> bool:
     """A string (peft's regular expression) or a non-empty list of module names."""
     listed = isinstance(targets, list | tuple) and all(isinstance(t, str) for t in targets)
-    return isinstance(targets, str) or (listed and len(targets) > 0)
+    expression = isinstance(targets, str) and expression_error(targets) is None
+    return expression or (listed and len(targets) > 0)
+
+
+def expression_error(targets: Any) -> str | None:
+    """Why a string of target modules is no regular expression (re's words), None for one that
+    is, or for a list: peft matches a string with re.fullmatch while it builds the model, and
+    its re.error came as a traceback."""
+    if not isinstance(targets, str):
+        return None
+    try:
+        re.compile(targets)
+    except re.error as err:
+        return str(err)
+    return None
 
 
 def same_setting(a: Any, b: Any) -> bool:

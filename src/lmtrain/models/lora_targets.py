@@ -40,15 +40,23 @@ def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[s
     if isinstance(targets, str):
         check_expression(model, targets)
     adaptable = [name for name, m in model.named_modules() if isinstance(m, ADAPTABLE)]
+    tied = tied_embeddings(model)
+    untied = [name for name in adaptable if name not in tied]
+
+    def matching(config: LoraConfig) -> list[str]:
+        return [name for name in adaptable if check_target_module_exists(config, name)]
+
     for target in [targets] if isinstance(targets, str) else targets:
-        config = LoraConfig(target_modules=target if isinstance(targets, str) else [target])
-        matched = [name for name in adaptable if check_target_module_exists(config, name)]
-        if not matched:
+        if not matching(
+            LoraConfig(target_modules=target if isinstance(targets, str) else [target])
+        ):
+            # Suggested: layers LoRA adapts and that are no tied embedding (both are refused).
             linear = (n for n, m in model.named_modules() if isinstance(m, nn.Linear | Conv1D))
-            names = ", ".join(dict.fromkeys(name.rsplit(".", 1)[-1] for name in linear))
+            names = ", ".join(dict.fromkeys(n.rsplit(".", 1)[-1] for n in linear if n in untied))
+            as_list = set(matching(LoraConfig(target_modules=[target]))) & set(untied)
             regex = (
                 f" (a string is a regular expression for whole names: pass a list, [{target}])"
-                if isinstance(targets, str)
+                if isinstance(targets, str) and as_list
                 else ""
             )
             raise LMTrainError(
@@ -57,6 +65,14 @@ def resolve_targets(model: nn.Module, targets: list[str] | str | None) -> list[s
                 f"layers ({names}), or null for the architecture's defaults"
             )
     return targets
+
+
+def all_linear_layers(model: nn.Module) -> list[str]:
+    """The layers peft adapts for 'all-linear', by their full names, as its adapter_config.json
+    lists them: every Linear/Conv1D layer but the output layer."""
+    output = model.get_output_embeddings()
+    linear = (nn.Linear, Conv1D)
+    return [n for n, m in model.named_modules() if isinstance(m, linear) and m is not output]
 
 
 def check_expression(model: nn.Module, expression: str) -> None:

@@ -123,10 +123,22 @@ def loading_error(
     about_attention = any(word in str(err) for word in ATTENTION_WORDS)
     if isinstance(err, ValueError) and (other_kind := not_causal(subject, source)) is not None:
         return other_kind  # t5: "Unrecognized configuration class ..." for AutoModelForCausalLM
+    if isinstance(err, OSError | ValueError) and moved_folder(source):
+        return LMTrainError(
+            f"{subject} could not be loaded (the folder {str(source)!r} does not exist): {advice}"
+        )
     if isinstance(err, OSError | ValueError | RuntimeError) and not about_attention:
         # RuntimeError: a cut-short .bin (torch's zip reader); ValueError: no model_type, ...
         return LMTrainError(f"{subject} could not be loaded ({first_line(err)}): {advice}")
     return None
+
+
+def moved_folder(source: str | Path) -> bool:
+    """Whether `source` is a local path (/..., ./..., ~/..., or more than one /: a hub id is
+    <org>/<name>) where no folder is: the hub's words for it (a repo id's form) say nothing."""
+    text = str(source)
+    local = text.startswith(("/", ".", "~")) or text.count("/") > 1
+    return local and not Path(text).expanduser().exists()
 
 
 def not_causal(subject: str, source: str | Path) -> LMTrainError | None:
