@@ -215,3 +215,22 @@ def test_a_resumed_run_counts_the_steps_skipped_before_its_checkpoint(
         "step 4 (model.nan_guard_max_skips=3): the loss diverged",
     )
     assert out.returncode == 1
+
+
+def test_a_skip_run_resumed_under_stop_still_clips_and_logs_its_grad_norm(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Review of 0af300c: checkpoints held the skipped step's micro-batch counts, which only
+    `skip` resets; resumed with `nan_guard=stop` after a step skipped whole, every step was
+    taken for a skipped one (no clipping, train/grad_norm NaN)."""
+    run = tmp_path / "run"
+    cli = tiny_cli(tmp_path, data_dir, "logger=none", "callbacks.text_samples=null")
+    cli += [f"hydra.run.dir={run}"]
+    first = run_cli("train", *cli, "model.nan_guard=skip", "trainer.max_steps=2", *inject_nan(2))
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["train/nonfinite_skips"] == 1
+    out = run_cli("train", *cli, "model.nan_guard=stop", "trainer.max_steps=4", "ckpt_path=last")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["trainer/global_step"] == 4
+    assert math.isfinite(metrics["train/grad_norm"]) and metrics["train/grad_norm"] > 0

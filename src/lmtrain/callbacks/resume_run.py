@@ -259,7 +259,8 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
 def latest_run(log_dir: Path, task_name: str) -> Path | None:
     """The run or multirun job of `task_name` (a glob: `*`, any) whose last.ckpt was written
     last, if any."""
-    folders = [*log_dir.glob(f"{task_name}/runs/*"), *log_dir.glob(f"{task_name}/multiruns/*/*")]
+    root = Path(log_dir).expanduser()  # a config of the user's that builds run.dir otherwise
+    folders = [*root.glob(f"{task_name}/runs/*"), *root.glob(f"{task_name}/multiruns/*/*")]
     found = [
         (run_checkpoint(f).stat().st_mtime_ns, str(f), f)
         for f in folders

@@ -32,7 +32,7 @@ from lmtrain.models.lora_settings import (
     is_targets,
     same_setting,
 )
-from lmtrain.models.lora_targets import ALL_LINEAR, all_linear_layers
+from lmtrain.models.lora_targets import ALL_LINEAR, adapted_layers, all_linear_layers
 from lmtrain.models.model_folder import json_kind, json_object, unusable_file
 from lmtrain.utils.export_dir import EXPORT_META
 
@@ -142,16 +142,13 @@ def check_recorded_settings(
     if not isinstance(recorded, Mapping):
         return
     for key, (name, _, _) in SETTINGS.items():
-        wanted = recorded.get(name)
-        if (
-            name == "target_modules"
-            and wanted == ALL_LINEAR
-            and not isinstance(settings[name], str)
-        ):
-            if model is None:
+        given, wanted = settings[name], recorded.get(name)
+        if name == "target_modules" and wanted == ALL_LINEAR and not isinstance(given, str):
+            # peft's list, full names (short ones in older peft): the layers each one adapts
+            if model is None or adapted_layers(model, given) == set(all_linear_layers(model)):
                 continue
             wanted = all_linear_layers(model)
-        if name != "dropout" and not same_setting(settings[name], wanted):
+        if name != "dropout" and not same_setting(given, wanted):
             why = (
                 f"its {key} is {shown(settings[name])}, but lmtrain.json records "
                 f"{shown(recorded.get(name))} (model.peft.{name})"

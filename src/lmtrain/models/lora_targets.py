@@ -75,6 +75,16 @@ def all_linear_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, linear) and m is not output]
 
 
+def adapted_layers(model: nn.Module, targets: list[str]) -> set[str]:
+    """The full names of the layers a list of target names adapts, as peft matches them (a
+    short name, `c_attn`, every layer of that name)."""
+    from peft import LoraConfig
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    config = LoraConfig(target_modules=list(targets))
+    return {n for n, _ in model.named_modules() if n and check_target_module_exists(config, n)}
+
+
 def check_expression(model: nn.Module, expression: str) -> None:
     """Refuse a regular expression that matches a module LoRA cannot adapt (a LayerNorm, a whole
     block): peft adapts every module it matches, and for such a one refused the whole model

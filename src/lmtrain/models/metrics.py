@@ -158,7 +158,8 @@ class StepStats:
         """What `configure_gradient_clipping` does, once per optimizer step. A step that
         `nan_guard=skip` skipped whole has no gradients: its norm is NaN, as its loss is (an
         older step's norm stood in its row), and it counts for no clipping."""
-        if getattr(module, "skip_count", None) is not None and module.skip_count.whole_step:
+        skip_count = getattr(module, "skip_count", None)
+        if getattr(module, "nan_guard", None) == "skip" and skip_count and skip_count.whole_step:
             if module.logs_this_step:
                 module.log("train/grad_norm", float("nan"))
             return

@@ -132,18 +132,13 @@ class SkipCount:
                 skip=False,
             )
 
-    def state_dict(self) -> dict[str, int | None]:
-        return {
-            "step": self.step,
-            "skipped": self.skipped,
-            "trained": self.trained,
-            "in_row": self.in_row,
-        }
+    def state_dict(self) -> dict[str, int]:
+        """The steps skipped whole in a row; the counts of the step in progress are not kept
+        (saves come between steps: restored, they would mark the next step skipped)."""
+        return {"in_row": self.in_row}
 
-    def load_state_dict(self, state: dict[str, int | None]) -> None:
+    def load_state_dict(self, state: dict[str, int]) -> None:
         """Older checkpoints hold none: counted from 0, as they were."""
-        self.step = state.get("step")
-        self.skipped, self.trained = int(state.get("skipped") or 0), int(state.get("trained") or 0)
         self.in_row = int(state.get("in_row") or 0)
 
     @property

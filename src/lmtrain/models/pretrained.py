@@ -134,10 +134,12 @@ def loading_error(
 
 
 def moved_folder(source: str | Path) -> bool:
-    """Whether `source` is a local path (/..., ./..., ~/..., or more than one /: a hub id is
-    <org>/<name>) where no folder is: the hub's words for it (a repo id's form) say nothing."""
+    """Whether `source` is a local path (/..., ./..., ~/..., more than one /, or `models/x`
+    where `models` is a folder here: a hub id is <org>/<name>) where no folder is: the hub's
+    words for it (a repo id's form) say nothing."""
     text = str(source)
-    local = text.startswith(("/", ".", "~")) or text.count("/") > 1
+    in_folder = "/" in text and Path(text).parent.is_dir()
+    local = text.startswith(("/", ".", "~")) or text.count("/") > 1 or in_folder
     return local and not Path(text).expanduser().exists()
 
 

@@ -13,6 +13,7 @@ import difflib
 import inspect
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -144,6 +145,7 @@ def text_hint(key: str, value: Any, kind: type[int] | type[float]) -> str:
         return ""
     if not math.isfinite(number):
         return ""
+    key = re.sub(r"\[(\d+)\]", r".\1", key)  # betas[0]: Hydra's override spells it betas.0
     decoded = f'{key}="${{oc.decode:${{oc.env:<VAR>}}}}"'  # unquoted, Hydra's grammar refuses it
     return f" (it is text, as from ${{oc.env:...}}: pass '{decoded}', or {key}={value.strip()})"
 

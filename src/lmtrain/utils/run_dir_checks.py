@@ -56,6 +56,9 @@ def refuse_home_prefix(config: DictConfig, key: str, folder: str) -> None:
     expanded = os.path.expanduser(value)  # `~user` of no known user stays as it is
     instead = f", e.g. {expanded}" if expanded != value else ""
     written = f"./{folder}" if named == key else f"{key}=./{folder}"
+    from_env = [name for name in read_env_vars(config, named) if os.environ[name].startswith("~")]
+    if from_env:  # PROJECT_ROOT='~/proj' (quoted, so the shell left it): name the variable
+        named, instead = f"{named} (from {from_env[0]})", f", e.g. {from_env[0]}={expanded}"
     raise LMTrainError(
         f"{named}={value!r} starts with ~, which Hydra does not expand (it would write "
         f"{written}): pass the full path{instead}"
