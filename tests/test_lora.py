@@ -62,6 +62,16 @@ def finetune_config(base: Path, corpus: Path, run_dir: Path, data_dir: Path, *ov
     )
 
 
+def short_lora_run(
+    factory: pytest.TempPathFactory, base: Path, corpus: Path, data_dir: Path, *overrides: str
+) -> Path:
+    """6 steps of LoRA (validation at 3), `overrides` added; its last.ckpt."""
+    run_dir = factory.mktemp("lora") / "run"
+    short = ("trainer.max_steps=6", "trainer.val_check_interval=3")
+    train(finetune_config(base, corpus, run_dir, data_dir, *short, *overrides))
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
 @pytest.fixture(scope="module")
 def lora_run(
     base: Path, new_text: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path

@@ -29,9 +29,8 @@ from lmtrain.utils.safe_load import load_torch_file
 from lmtrain.utils.tensor_digest import DIGEST_KEY, add_digest
 from tests.helpers.assertions import one_error_line
 from tests.helpers.runs import export_tiny, refused_eval
-from tests.test_lora import finetune_config
+from tests.test_lora import finetune_config, short_lora_run
 
-SHORT = ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 ALL_LINEAR = "model.peft.target_modules=all-linear"
 
 
@@ -41,9 +40,7 @@ def lora_run(
 ) -> Path:
     """A short LoRA run on every Linear/Conv1D layer of the tiny GPT-2 ('all-linear'); its
     last.ckpt."""
-    run_dir = tmp_path_factory.mktemp("lora") / "run"
-    train(finetune_config(base, new_text, run_dir, data_dir, *SHORT, ALL_LINEAR))
-    return run_dir / "checkpoints" / "last.ckpt"
+    return short_lora_run(tmp_path_factory, base, new_text, data_dir, ALL_LINEAR)
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from tests.helpers.assertions import one_error_line
 from tests.helpers.compose import compose
 from tests.helpers.pretrained import save_tiny_llama
 from tests.helpers.runs import eval_tiny, export_tiny
-from tests.test_lora import finetune_config
+from tests.test_lora import finetune_config, short_lora_run
 
 SHORT = ["trainer.max_steps=6", "trainer.val_check_interval=3"]
 # GPT-2's layer norm, far from config.json's 1e-5: the numbers show which one the model has.
@@ -46,9 +46,7 @@ def lora_run(
     base: Path, new_text: Path, tmp_path_factory: pytest.TempPathFactory, data_dir: Path
 ) -> Path:
     """A short LoRA run with the default settings; its last.ckpt."""
-    run_dir = tmp_path_factory.mktemp("lora") / "run"
-    train(finetune_config(base, new_text, run_dir, data_dir, *SHORT))
-    return run_dir / "checkpoints" / "last.ckpt"
+    return short_lora_run(tmp_path_factory, base, new_text, data_dir)
 
 
 @pytest.fixture(scope="module")
