@@ -90,7 +90,8 @@ LLAMA = [
             "model.attn_implementation=eager",
         ),
         ([*BLOOM, "model.attn_implementation=eager"], None),
-        ([*LLAMA, "model.attn_implementation=flex_attention"], None),  # Llama has one
+        # Llama has one; on the CPU it cannot train (test_model_inputs16).
+        ([*LLAMA, "model.attn_implementation=flex_attention", "trainer.accelerator=gpu"], None),
         (["model.attn_implementation=sdpa"], None),  # GPT-2's default
     ],
 )
@@ -115,11 +116,12 @@ def test_a_local_pretrained_folder_is_checked_by_its_saved_model_type(
         "model.attn_implementation='flex_attention' cannot be used here (GPT2LMHeadModel of "
         f"transformers {VERSION} has no flex_attention path): pass model.attn_implementation=sdpa"
     )
-    # A folder whose classes are its own code (auto_map) is left to its build (rev_diff19).
+    # A folder whose classes are its own code (auto_map) is left to its build (rev_diff19), on
+    # a GPU (on the CPU flex_attention cannot train: test_leftouts21).
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoModelForCausalLM": "modeling_own.OwnGPT2"}
     (folder / "config.json").write_text(json.dumps(config))
-    assert refusal(compose_cfg, *overrides) is None
+    assert refusal(compose_cfg, *overrides, "trainer.accelerator=gpu") is None
 
 
 # -- 3: model.pretrained typed as a number ------------------------------------------------------

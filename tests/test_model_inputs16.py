@@ -174,9 +174,7 @@ def test_flops_of_a_flex_attention_model_are_counted_as_sdpa_and_its_config_kept
     assert flex._attn_implementation == "flex_attention"  # the training model's, untouched
 
 
-def test_flex_attention_training_on_the_cpu_is_one_line(
-    corpus: Path, tmp_path: Path, data_dir: Path
-) -> None:
+def test_flex_attention_training_on_the_cpu_is_one_line(corpus: Path, tmp_path: Path) -> None:
     """It has no backward on the CPU: refused before the first step, not a traceback."""
     result = run_cli(
         "train",
@@ -186,7 +184,7 @@ def test_flex_attention_training_on_the_cpu_is_one_line(
         "data=text_files",
         "data.tokenizer.kind=char",
         f"data.source.path={corpus}",
-        f"paths.data_dir={data_dir}",
+        f"paths.data_dir={tmp_path / 'data'}",
         f"paths.log_dir={tmp_path / 'logs'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         "logger=none",
@@ -197,6 +195,8 @@ def test_flex_attention_training_on_the_cpu_is_one_line(
         "a GPU"
     )
     assert not (tmp_path / "run" / "checkpoints").exists()
+    # Refused by the config checks, before the corpus is tokenized (it was at setup, after).
+    assert not (tmp_path / "data").exists()
 
 
 # -- M4: an encoder-decoder folder ---------------------------------------------------------------

@@ -33,6 +33,16 @@ def no_causal_lm(subject: str, advice: str = DECODER_TYPE) -> LMTrainError:
     )
 
 
+def epoch_end_ranking(key: str) -> LMTrainError:
+    """The refusal of `<key>.save_on_train_epoch_end=true` (`key`: the checkpoint callback's
+    config key): by the config checks before any work, and by the callback built in Python."""
+    return LMTrainError(
+        f"{key}.save_on_train_epoch_end=true ranks the best checkpoint at the epoch's end, after "
+        "last.ckpt is written for the validation before it, so a run stopped in between loses "
+        "it: drop the key (the best checkpoint is chosen right after each validation)"
+    )
+
+
 class UserErrorExit(SystemExit):
     """Exit code 1 once a user error was printed as its one `error:` line; `message` keeps that
     line for a sweep's ledger (`lmtrain.utils.sweep_ledger`), which names why each job failed."""

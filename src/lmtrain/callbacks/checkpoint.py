@@ -55,7 +55,7 @@ from lmtrain.callbacks.checkpoint_state import (
     same_ranking,
     without_paths,
 )
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import epoch_end_ranking
 from lmtrain.lightning_compat import (
     ContainedCheckpoint,
     saving_as_at_step_end,
@@ -79,12 +79,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         **kwargs: Any,
     ) -> None:
         if save_on_train_epoch_end:
-            raise LMTrainError(
-                "callbacks.model_checkpoint.save_on_train_epoch_end=true ranks the best "
-                "checkpoint at the epoch's end, after last.ckpt is written for the validation "
-                "before it, so a run stopped in between loses it: drop the key (the best "
-                "checkpoint is chosen right after each validation)"
-            )
+            raise epoch_end_ranking("callbacks.model_checkpoint")
         # No step schedule, and top-k right after each validation (also at an epoch's end).
         super().__init__(*args, save_on_train_epoch_end=False, **kwargs)
         # The key this callback's state had when Lightning ran the step schedule: the one

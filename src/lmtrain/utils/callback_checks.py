@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from lmtrain.errors import epoch_end_ranking
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.filename_fields import FIELD
 
@@ -126,6 +127,8 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
     for switch in CHECKPOINT_SWITCHES:
         if entry.get(switch) is not None:
             problems.boolean(f"{key}.{switch}", entry[switch])
+    if entry.get("save_on_train_epoch_end") is True:  # refused as the callback is built: later
+        problems.add(str(epoch_end_ranking(key)))
     interval = entry.get("train_time_interval")
     if interval is not None and not (isinstance(interval, Mapping) and "_target_" in interval):
         # Lightning calls its total_seconds() at the first batch (an AttributeError).

@@ -41,6 +41,7 @@ from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_
 from lmtrain.utils.run_folder_checks import run_folder_problems
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import (
+    check_cpu_attention,
     check_fp16_optimizer_eps,
     check_run_length,
     check_trainer,
@@ -122,6 +123,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_trainer(trainer, problems)
     check_run_length(trainer, model, problems)
     check_fp16_optimizer_eps(trainer, model, problems)  # AdamW's eps in float16
+    check_cpu_attention(trainer, model, problems)  # flex_attention: no backward on the CPU
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)

@@ -168,6 +168,20 @@ def check_run_length(trainer: dict[str, Any], model: dict[str, Any], problems: P
         )
 
 
+def check_cpu_attention(trainer: dict[str, Any], model: dict[str, Any], problems: Problems) -> None:
+    """flex_attention has no backward on the CPU: `CausalLMModule.setup` refuses it (for a plain
+    Trainer), but only after the corpus was tokenized and the model built; this refuses a
+    command's run before any work, in the same words. Not where the model class has no
+    flex_attention path at all (that refusal, already found, advises better)."""
+    named = any(m.startswith("model.attn_implementation=") for m in problems.found)
+    if model.get("attn_implementation") == "flex_attention" and runs_on_cpu(trainer) and not named:
+        problems.add(
+            "model.attn_implementation='flex_attention' cannot train on the CPU (PyTorch's "
+            "FlexAttention has no backward there): pass model.attn_implementation=sdpa, or "
+            "train on a GPU"
+        )
+
+
 def check_fp16_optimizer_eps(
     trainer: dict[str, Any], model: dict[str, Any], problems: Problems
 ) -> None:
