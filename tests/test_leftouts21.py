@@ -4,13 +4,16 @@
 - `callbacks.model_checkpoint.save_on_train_epoch_end=true` (refused as the callback is built);
 - `model.attn_implementation=flex_attention` on the CPU (refused at `CausalLMModule.setup`).
 
-The later refusals stay, for a plain Trainer built in Python.
+The later refusals stay, for a plain Trainer built in Python. And a run without the checkpoint
+callback writes no checkpoint (rev_sweep21).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 from lightning.pytorch import Trainer
 
 from lmtrain.callbacks.checkpoint import StepScheduledCheckpoint
@@ -69,3 +72,24 @@ def test_a_plain_trainer_on_the_cpu_still_refuses_flex_attention_at_setup() -> N
     check = lambda name: lambda: check_trainable_attention(name, strategy)  # noqa: E731
     assert refusal(check("flex_attention")) == FLEX_ON_CPU
     assert check("sdpa")() is None
+
+
+@pytest.mark.parametrize("logger", ["csv", "none"])
+def test_no_checkpoint_callback_writes_no_checkpoint(
+    tmp_path: Path, data_dir: Path, logger: str
+) -> None:
+    """`callbacks.model_checkpoint=null` (rev_sweep21): Lightning added its own ModelCheckpoint,
+    which wrote a .ckpt at each validation under the logger's folder (csv/checkpoints/,
+    W&B's and MLflow's run folders) or in checkpoints/. `+trainer.enable_checkpointing=true`
+    still asks for Lightning's."""
+    run = tmp_path / "run"
+    off = ("callbacks.model_checkpoint=null", f"logger={logger}", f"hydra.run.dir={run}")
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, *off))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 4
+    assert sorted(p.name for p in run.rglob("*.ckpt")) == []
+    lightnings = tmp_path / "lightnings"
+    on = (*off[:2], f"hydra.run.dir={lightnings}", "+trainer.enable_checkpointing=true")
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, *on))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in lightnings.rglob("*.ckpt")) == ["epoch=0-step=4.ckpt"]

@@ -19,7 +19,7 @@ import hydra
 from huggingface_hub.errors import StrictDataclassError
 from hydra.errors import InstantiationException
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
@@ -239,7 +239,15 @@ def refuse_unwritable_save_dir(entry: DictConfig) -> None:
 
 def instantiate_trainer(cfg: DictConfig, **kwargs: Any) -> Trainer:
     """The Trainer of `cfg` (the trainer group); Lightning's refusal of a setting (no GPU for
-    `accelerator: gpu`, more devices than there are, an unknown strategy) is one line."""
+    `accelerator: gpu`, more devices than there are, an unknown strategy) is one line.
+    Without a ModelCheckpoint among `callbacks` (`callbacks.model_checkpoint=null`,
+    `callbacks=none`), checkpointing is off unless the trainer group turns it on: Lightning
+    would add its own, writing a .ckpt at every validation into the logger's folder (W&B's,
+    MLflow's, csv/), where neither resume nor the run-folder checks look."""
+    callbacks = kwargs.get("callbacks")
+    own = callbacks is not None and any(isinstance(c, ModelCheckpoint) for c in callbacks)
+    if callbacks is not None and not own and "enable_checkpointing" not in cfg:
+        kwargs["enable_checkpointing"] = False
     try:
         # "partial": Lightning's time spans as dicts (`max_time: {minutes: 30}`, a time-based
         # `val_check_interval`) reach it as plain dicts, which it checks with isinstance(dict);
