@@ -30,6 +30,7 @@ from lmtrain.models.causal import check_causal, no_causal_lm
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
 from lmtrain.models.pretrained_overrides import overridden_config, refuse_unknown_config_keys
 from lmtrain.utils.checks import names_local_path
+from lmtrain.utils.model_config_keys import refuse_settings_elsewhere
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ def build_causal_lm(
         raise LMTrainError(
             "model.model_type is empty: set it (gpt2, llama, ...) or model.pretrained"
         )
+    refuse_settings_elsewhere(config)  # dtype: trainer.precision's; attn_implementation
     kwargs = dict(config or {})
     if vocab_size is not None:
         kwargs["vocab_size"] = embedding_size(kwargs.get("vocab_size"), vocab_size)

@@ -33,9 +33,9 @@ from lmtrain.models.metric_states import reset_in_float32
 from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
 from lmtrain.models.module_arguments import (
     check_module_arguments,
+    described_model,
     load_module,
     own_copies,
-    pretrained_text,
 )
 from lmtrain.models.module_loading import prepare_load
 from lmtrain.models.nan_guard import SkipCount, check_nan_guard, refuse_spoilt_save, skip_nonfinite
@@ -48,7 +48,7 @@ from lmtrain.utils.trainer_checks import warn_warmup_not_shorter_than
 class CausalLMModule(LightningModule):
     def __init__(
         self,
-        model_type: str | None = "gpt2",
+        model_type: str | None = None,
         config: dict[str, Any] | None = None,
         pretrained: str | None = None,
         optimizer: Callable[..., Optimizer] | None = None,
@@ -70,16 +70,16 @@ class CausalLMModule(LightningModule):
         `stop`, `skip` (`nan_guard_max_skips` whole steps in a row at most) or `off` (see
         `lmtrain.models.nan_guard`). `seq_len_warmup` (`start`, `steps`) shortens the first
         steps' windows (`lmtrain.models.seq_len_warmup`). `model` wraps an HF model already
-        built (evaluation of a checkpoint or an export)."""
+        built (evaluation of a checkpoint or an export). `model_type`: gpt2 unless `pretrained`
+        or `model` names it (`module_arguments.described_model`)."""
         super().__init__()
         # Plain values only (weights_only loads), copied: the caller may change its dicts after.
         config, freeze, peft, seq_len_warmup = own_copies(config, freeze, peft, seq_len_warmup)
-        pretrained = pretrained_text(pretrained)  # a Path given from Python, kept as text
+        model_type, config, pretrained = described_model(model_type, config, pretrained, model)
         ignore = ["optimizer", "scheduler", "tokenizer", "model"]
         self.save_hyperparameters(ignore=ignore, logger=False)
         parts = isinstance(optimizer, optimizers.OptimizerParts)
-        settings = {"config": config, "seq_len_warmup": seq_len_warmup, "compile": compile}
-        freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, parts, settings)
+        freeze = check_module_arguments(tokenizer, freeze, optimizer, scheduler, self.hparams)
         self.tokenizer = tokenizer
         self.peft = lora.lora_settings(peft, freeze, pretrained) if model is None else None
         if self.peft is not None:  # LoRA checkpoints hold the adapters alone

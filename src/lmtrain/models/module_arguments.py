@@ -14,18 +14,27 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint import model_path, read_checkpoint_file
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, tokenizer_from_files
+from lmtrain.models.optimizers import OptimizerParts
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.model_checks import check_model, check_pretrained_is_text, check_seq_len_warmup
+from lmtrain.utils.model_config_keys import SETTINGS_ELSEWHERE
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
 MAPPINGS = {"config": '{"n_layer": 4, "n_embd": 256}', "freeze": '{"embeddings": True}'}
 YAML_SUFFIXES = (".yaml", ".yml")
+# The module's arguments that the config checks' `check_model` checks as `model.<key>`.
+CHECKED_SETTINGS = ("config", "seq_len_warmup", "compile", "model_type", "pretrained")
+# The architecture a module built from Python gets when nothing else names one.
+DEFAULT_MODEL_TYPE = "gpt2"
+# Keys of a built model's config that describe its file or another setting, not the model
+# (`described_model`): the weights' dtype is trainer.precision's, the attention the module's.
+NOT_SETTINGS = {"transformers_version", "architectures", "model_type", *SETTINGS_ELSEWHERE}
 # What Lightning's load_from_checkpoint reads besides what lmtrain's readers need.
 LIGHTNING_KEY = "pytorch-lightning_version"
 
@@ -35,6 +44,33 @@ def own_copies(*arguments: Any) -> tuple[Any, ...]:
     them: it kept the caller's dicts, so a dict changed after (a loop building modules from one
     dict) was what checkpoints saved, and load_from_checkpoint rebuilt another model."""
     return tuple(copy.deepcopy(argument) for argument in arguments)
+
+
+def described_model(
+    model_type: str | None, config: dict[str, Any] | None, pretrained: Any, model: Any
+) -> tuple[str | None, dict[str, Any] | None, str | None]:
+    """The `model_type`, `config` and `pretrained` (as text) the hyperparameters record, from
+    which load_from_checkpoint rebuilds the model. `model_type` is gpt2 when nothing else names
+    the architecture: the default had been gpt2 even beside a pretrained Llama folder, which was
+    then refused as another model_type. A given `model` records its own model_type and config:
+    a Llama's checkpoint recorded gpt2 and no config, and was rebuilt as a 124M GPT-2."""
+    pretrained = pretrained_text(pretrained)
+    if model is None:
+        default = model_type is None and not pretrained
+        return (DEFAULT_MODEL_TYPE if default else model_type), config, pretrained
+    hf_config = getattr(model, "config", None)
+    if not isinstance(hf_config, PretrainedConfig):  # not an HF model: recorded as given
+        return model_type or DEFAULT_MODEL_TYPE, config, pretrained
+    own = hf_config.model_type
+    if model_type is not None and model_type != own:
+        raise LMTrainError(
+            f"model_type={model_type!r} is not the model_type of the given model "
+            f"({type(model).__name__}: {own!r}): leave model_type out (the model's is recorded)"
+        )
+    if config is None and not pretrained:
+        settings = hf_config.to_dict().items()
+        config = {k: v for k, v in settings if k not in NOT_SETTINGS and not k.startswith("_")}
+    return own, config, pretrained
 
 
 def pretrained_text(pretrained: Any) -> str | None:
@@ -54,13 +90,13 @@ def check_module_arguments(
     freeze: Mapping[str, Any] | None,
     optimizer: Any,
     scheduler: Any,
-    parts: bool,
-    settings: dict[str, Any],
+    hparams: Mapping[str, Any],
 ) -> dict[str, Any]:
     """Refuse a tokenizer that is not one, unknown `freeze` keys, an optimizer or schedule that
-    cannot be called as the module calls them (`parts`: `optimizer` is OptimizerParts, checked
-    by its own split), and `settings` (`config`, `seq_len_warmup`, `compile`) the config checks
-    refuse: they failed deep in transformers or at the first step. Return `freeze` as a dict."""
+    cannot be called as the module calls them (OptimizerParts is checked by its own split), and
+    the `hparams` the config checks refuse (`CHECKED_SETTINGS`, as `model.<key>`): they failed
+    deep in transformers, after the data, or at the first step. Return `freeze` as a dict."""
+    settings = {key: hparams.get(key) for key in CHECKED_SETTINGS}  # checked as the CLI's
     problems = Problems()
     given = {"config": settings.get("config"), "freeze": freeze}
     for key, value in given.items():  # a list of overrides failed in dict() or transformers
@@ -83,6 +119,7 @@ def check_module_arguments(
         raise LMTrainError(
             f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
         )
+    parts = isinstance(optimizer, OptimizerParts)
     check_factories(None if parts else optimizer, scheduler)
     return freeze
 
@@ -131,8 +168,25 @@ def load_module(
     path, tokenizer_files = checked_checkpoint(checkpoint_path)
     chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
     kwargs = loading_arguments(module_class, (tokenizer_files, path), hparams_file, kwargs)
-    with same_sizes(path, chosen):
+    with same_sizes(path, chosen), adapters_alone(path):
         return load(path, hparams_file=None, weights_only=True, **options, **kwargs)
+
+
+@contextmanager
+def adapters_alone(checkpoint_path: str | Path) -> Iterator[None]:
+    """Lightning's refusal of `strict=True` for a LoRA checkpoint (the module sets
+    strict_loading=False: the file holds the adapters alone, the base comes from its
+    model.pretrained) as one line: it was a ValueError traceback."""
+    try:
+        yield
+    except ValueError as err:
+        if "strict_loading" not in str(err):
+            raise
+        raise LMTrainError(
+            f"strict=True cannot load {str(checkpoint_path)!r}: it is a LoRA checkpoint, which "
+            "holds the adapters alone (the base weights come from its model.pretrained): leave "
+            "out strict (or pass strict=False)"
+        ) from None
 
 
 def checked_checkpoint(checkpoint_path: Any) -> tuple[str, Any]:

@@ -14,8 +14,6 @@ value is accepted (a gpt2_tiny copy given `pretrained:` with the folder's sizes)
 from __future__ import annotations
 
 import copy
-import difflib
-import inspect
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.pretrained import NO_REMOTE_CODE, loading_error
 from lmtrain.utils.checks import names_local_path
+from lmtrain.utils.model_config_keys import refuse_settings_elsewhere, unknown_keys_line
 
 # Head counts of transformers' configs: a change keeps every weight's shape (GPT-2's n_head) but
 # splits the trained projections into other heads, so the weights compute something else.
@@ -51,6 +50,7 @@ def overridden_config(
     or None when neither `model_type` nor `config` asks for anything (config.json as saved)."""
     if not model_type and not config:
         return None
+    refuse_settings_elsewhere(config)  # dtype: trainer.precision's; attn_implementation
     subject = f"model.pretrained={pretrained!r}"
     if not isinstance(config, Mapping | None):
         raise LMTrainError(
@@ -120,33 +120,12 @@ def moved(saved: PretrainedConfig, key: str, value: Any) -> dict[str, Any]:
 def refuse_unknown_config_keys(
     model_type: str, built: PretrainedConfig, typed: Mapping[str, Any], pretrained: str = ""
 ) -> None:
-    """Refuse `model.config` keys the config class does not know.
-
-    transformers keeps an unknown keyword as a plain attribute and builds the default model, so
-    `+model.config.n_layers=8` (Hydra's own hint for a key the config lacks) trained 2 layers
-    and saved `n_layers: 8` in the run's config. A key is unknown when it is neither an argument
-    nor an alias of the class, nor in its defaults, and stays in the built config as it was
-    typed: legacy names that transformers converts (Llama's `rope_theta`) do not stay.
-    `pretrained`: the `model.pretrained=...` the keys would override, named in the line.
-    """
-    defaults = AutoConfig.for_model(model_type).to_dict()
-    cls = type(built)
-    known = set(defaults) | set(getattr(cls, "attribute_map", {}))
-    known |= set(inspect.signature(cls.__init__).parameters)
-    built_keys = built.to_dict()
-    unknown = [key for key in typed if key in built_keys and key not in known]
-    if unknown:
-        names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
-        hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
-        shown = ", ".join(
-            f"model.config.{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
-            for key, hint in zip(unknown, hints, strict=True)
-        )
-        of = pretrained or f"model.model_type={model_type}"
-        raise LMTrainError(
-            f"{shown} is not a setting of transformers' {cls.__name__} ({of}): fix the name; "
-            f"its settings are {cls.__name__}'s arguments"
-        )
+    """Refuse `model.config` keys the config class does not know (`unknown_keys_line`: kept
+    as plain attributes, they did nothing). `pretrained`: the `model.pretrained=...` the keys
+    would override, named in the line."""
+    line = unknown_keys_line(model_type, built, typed, pretrained)
+    if line:
+        raise LMTrainError(line)
 
 
 def refuse_shape_changes(saved: PretrainedConfig, typed: Mapping[str, Any], subject: str) -> None:

@@ -16,6 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from lmtrain.errors import no_causal_lm
 from lmtrain.utils.checks import Problems, names_local_path
+from lmtrain.utils.model_config_keys import fresh_model_key_problems, settings_elsewhere
 from lmtrain.utils.optimizer_checks import check_optimization
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,18 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
         problems.add(str(no_causal_lm(f"model.model_type={model_type!r}")))
     # A missing folder was named as data.tokenizer.name (its tokenizer is read first).
     pretrained = model.get("pretrained")
+    if "model_type" in model and model_type is None and pretrained is None:
+        # From Python, the module's default (gpt2) fills it; from a config, a model of the
+        # config's sizes would have been built as another architecture than meant.
+        problems.add(
+            "model.model_type=null and model.pretrained=null name no model: set "
+            "model.model_type (gpt2, llama, ...) or model.pretrained"
+        )
     check_pretrained_is_text(pretrained, problems)
     local = isinstance(pretrained, str) and names_local_path(pretrained)
-    if local and not Path(pretrained).expanduser().is_dir():
+    named = isinstance(pretrained, str) and bool(pretrained)
+    refused = named and check_not_a_run(pretrained, problems)  # lmtrain.train's files
+    if local and not refused and not Path(pretrained).expanduser().is_dir():
         problems.add(
             f"model.pretrained={pretrained!r} is not a folder: pass the folder that "
             "save_pretrained or lmtrain.export wrote, or a Hugging Face hub id"
@@ -81,6 +91,10 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
     config = model.get("config") or {}
     if not isinstance(config, Mapping):
         config = {}
+    # dtype, attn_implementation: other settings'; a misspelt key was kept and did nothing.
+    problems.extend(settings_elsewhere(config))
+    if not pretrained:
+        problems.extend(fresh_model_key_problems(model_type, config))
     for key, value in config.items():
         if key in ACTIVATION_KEYS and isinstance(value, str):
             problems.choice(f"model.config.{key}", value, sorted(ACT2CLS))
@@ -113,6 +127,25 @@ def check_pretrained_is_text(pretrained: Any, problems: Problems) -> None:
         )
     else:
         problems.add(f"model.pretrained={pretrained!r:.60} is not text: pass {what}")
+
+
+def check_not_a_run(pretrained: str, problems: Problems) -> bool:
+    """Refuse a checkpoint file or a run folder of lmtrain.train (`.hydra/` and `checkpoints/`)
+    as model.pretrained, whose weights only an export makes a folder from_pretrained reads:
+    it was refused as a data.tokenizer.name without tokenizer files. Return whether refused."""
+    path = Path(pretrained).expanduser()
+    if path.suffix == ".ckpt" and path.is_file():
+        what, checkpoint = "a checkpoint file of lmtrain.train", str(path)
+    elif (path / ".hydra").is_dir() and (path / "checkpoints").is_dir():
+        what, checkpoint = "a run folder of lmtrain.train", str(path / "checkpoints" / "last.ckpt")
+    else:
+        return False
+    problems.add(
+        f"model.pretrained={pretrained!r} is {what}, not a folder of save_pretrained: export "
+        f"it first (python -m lmtrain.export ckpt_path={checkpoint} out_dir=<folder>) and pass "
+        "that folder (lmtrain.eval and lmtrain.generate take the checkpoint itself as ckpt_path)"
+    )
+    return True
 
 
 def check_attention(model: Mapping[str, Any], problems: Problems) -> None:
