@@ -5,8 +5,8 @@ consecutive pieces of the same split, and an end-of-text token follows its last 
 Nothing holds the corpus in memory: a huge file is read in blocks of about `BLOCK_CHARS`
 characters, cut just after a newline that sits between two non-space characters. Byte-level BPE
 (GPT-2's pre-tokenizer regex) and the char tokenizer always break tokens there, so encoding the
-pieces one by one gives exactly the ids of encoding the whole file; other pretrained tokenizers may
-differ at those boundaries, about once per 256k characters.
+pieces one by one gives exactly the ids of encoding the whole file; `corpus_tokenizer` re-cuts
+them for tokenizers that break tokens elsewhere (SentencePiece-style ones, before a space).
 
 Splits never need a second pass or a random seed: files go to val by a hash of their relative path,
 documents of one record file (or one HF dataset split) by a hash of their index, and a single plain
@@ -37,7 +37,7 @@ BLOCK_CHARS = 1 << 18
 MB = 1_000_000
 # Files whose lines are JSON records (one document each), with or without .gz.
 RECORD_SUFFIXES = (".jsonl", ".ndjson")
-# A newline with a non-space character on both sides: where a piece may end (see `_piece_cut`).
+# A newline with a non-space character on both sides: where a piece may end (see `last_cut`).
 PIECE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
 # Characters from the end of a text searched first for a cut; each miss searches 4 times more.
 CUT_WINDOW = 4096
@@ -247,7 +247,7 @@ def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
             yield text
             return
         block = following
-        cut = _piece_cut(text)
+        cut = last_cut(text)
         if cut is None:
             if len(text) < 4 * block_chars:
                 carry = text
@@ -278,8 +278,8 @@ def text_document(split: str, text: str, block_chars: int = BLOCK_CHARS) -> Iter
     yield from as_document(split, cut_pieces(blocks, block_chars))
 
 
-def _piece_cut(text: str) -> int | None:
-    """Just after the last newline with a non-space character on both sides, or None.
+def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT) -> int | None:
+    """Where the last match of `pattern` ends (by default: after the last cut newline), or None.
 
     A newline between two non-space characters is a pre-token of its own in GPT-2's regex, so
     splitting right after it changes no token; a newline inside a run of whitespace is not.
@@ -290,7 +290,7 @@ def _piece_cut(text: str) -> int | None:
     while True:
         start = max(0, len(text) - window)
         last = None
-        for last in PIECE_CUT.finditer(text, start):  # noqa: B007 (only the last one counts)
+        for last in pattern.finditer(text, start):  # noqa: B007 (only the last one counts)
             pass
         if last is not None:
             return last.end()

@@ -31,19 +31,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from tokenizers import Tokenizer
 
 from lmtrain.data.corpus import MB, SPLITS, Piece, utf8_len
+from lmtrain.data.corpus_tokenizer import (
+    choose_cut_plan,
+    plain_text_tokenizer,
+    recut_pieces,
+    strip_prefix,
+)
 from lmtrain.data.coverage import explain_failure
+from lmtrain.data.progress import tokenizing_progress
 from lmtrain.errors import LMTrainError
 
 log = logging.getLogger(__name__)
@@ -62,6 +60,7 @@ class Chunk:
     texts: list[str] = field(default_factory=list)
     ends: list[bool] = field(default_factory=list)
     nbytes: int = 0
+    continued: list[bool] = field(default_factory=list)  # whether a piece continues a document
 
 
 @dataclass
@@ -78,12 +77,16 @@ class EncodeStats:
 class ChunkEncoder:
     """Encodes chunks into flat id arrays; one lives in each worker (or in the parent)."""
 
-    def __init__(self, tokenizer_json: str, eos_id: int, dtype: str) -> None:
+    def __init__(self, tokenizer_json: str, eos_id: int, dtype: str, prefix: str = "") -> None:
         self.tokenizer = plain_text_tokenizer(tokenizer_json)
         self.eos_id = eos_id
         self.dtype = np.dtype(dtype)
+        self.prefix = prefix  # encoded before continuation pieces, then dropped (CutPlan.prefix)
+        self.prefix_ids = self._encode_one(prefix) if prefix else []
 
-    def __call__(self, texts: list[str], ends: list[bool]) -> np.ndarray:
+    def __call__(
+        self, texts: list[str], ends: list[bool], continued: list[bool] | None = None
+    ) -> np.ndarray:
         """Ids of every piece, with an end-of-text id after the last piece of each document.
 
         Encoded in batches of about `BATCH_CHARS`: an `Encoding` costs some 100 bytes per token
@@ -92,46 +95,36 @@ class ChunkEncoder:
         numpy raises if an id does not fit the dtype; text the tokenizer cannot encode (a char
         tokenizer meeting a character it has never seen) raises an `UnencodableTextError`.
         """
+        if self.prefix and continued:
+            texts = [self.prefix + t if c else t for t, c in zip(texts, continued, strict=True)]
         arrays = []
         start = size = 0
         for i, text in enumerate(texts):
             size += len(text)
             if size >= BATCH_CHARS or i == len(texts) - 1:
-                arrays.append(self._encode(texts[start : i + 1], ends[start : i + 1]))
+                part = slice(start, i + 1)
+                arrays.append(self._encode(texts[part], ends[part], (continued or [])[part]))
                 start, size = i + 1, 0
         _release_free_memory()
         return np.concatenate(arrays) if arrays else np.empty(0, dtype=self.dtype)
 
-    def _encode(self, texts: list[str], ends: list[bool]) -> np.ndarray:
+    def _encode(self, texts: list[str], ends: list[bool], continued: list[bool]) -> np.ndarray:
         try:
             encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
         except Exception as err:  # bare Exception from Rust: find the characters it means
             raise explain_failure(self._encode_one, texts, err) from None
         flat: list[int] = []
-        for encoding, end in zip(encodings, ends, strict=True):
-            flat.extend(encoding.ids)
+        for i, (encoding, end) in enumerate(zip(encodings, ends, strict=True)):
+            if self.prefix and continued and continued[i]:
+                flat.extend(strip_prefix(encoding.ids, self.prefix_ids))
+            else:
+                flat.extend(encoding.ids)
             if end:
                 flat.append(self.eos_id)
         return np.array(flat, dtype=self.dtype)
 
     def _encode_one(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
-
-
-def plain_text_tokenizer(tokenizer_json: str) -> Tokenizer:
-    """The tokenizer that reads corpus text as plain text: a special token's spelling in the text
-    (`<|endoftext|>` in code, docs or chat logs) is encoded as its characters, not as the token.
-
-    Otherwise every mention of the marker would become a fake document boundary; tiktoken's
-    `encode_ordinary` and nanoGPT do the same. The one real end-of-text per document is appended
-    by id. Non-special added tokens still match, as they are ordinary vocabulary.
-    """
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    tokenizer.encode_special_tokens = True
-    # A tokenizer.json's truncation and padding are for model inputs: they cut or padded the corpus.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
 
 
 def warn_unused_settings(tokenizer_json: str) -> None:
@@ -169,11 +162,11 @@ def _release_free_memory() -> None:
 _worker_encoder: ChunkEncoder | None = None
 
 
-def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, parent: int) -> None:
+def _init_worker(tokenizer_json: str, eos_id: int, dtype: str, prefix: str, parent: int) -> None:
     # One process per core already: the tokenizer's own thread pool would only oversubscribe.
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     global _worker_encoder
-    _worker_encoder = ChunkEncoder(tokenizer_json, eos_id, dtype)
+    _worker_encoder = ChunkEncoder(tokenizer_json, eos_id, dtype, prefix)
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 
@@ -184,18 +177,21 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _encode_in_worker(texts: list[str], ends: list[bool]) -> np.ndarray:
+def _encode_in_worker(texts: list[str], ends: list[bool], continued: list[bool]) -> np.ndarray:
     assert _worker_encoder is not None
-    return _worker_encoder(texts, ends)
+    return _worker_encoder(texts, ends, continued)
 
 
 def make_chunks(pieces: Iterable[Piece], chunk_bytes: int) -> Iterator[Chunk]:
     """Group pieces into per-split chunks of at least `chunk_bytes` (the last ones smaller)."""
     open_chunks = {split: Chunk(split) for split in SPLITS}
+    ended = dict.fromkeys(SPLITS, True)  # whether the split's last piece ended a document
     for piece in pieces:
         chunk = open_chunks[piece.split]
         chunk.texts.append(piece.text)
         chunk.ends.append(piece.end)
+        chunk.continued.append(not ended[piece.split])
+        ended[piece.split] = piece.end
         chunk.nbytes += utf8_len(piece.text)
         if chunk.nbytes >= chunk_bytes:
             yield chunk
@@ -224,16 +220,17 @@ def encode_corpus(
     stats = EncodeStats(workers=max(1, workers))
     warn_unused_settings(tokenizer_json)
     start = time.perf_counter()
-    chunks = make_chunks(pieces, chunk_bytes)
-    initargs = (tokenizer_json, eos_id, dtype.name)
-    with _progress(total_bytes) as progress:
+    plan = choose_cut_plan(tokenizer_json)
+    chunks = make_chunks(recut_pieces(pieces, plan), chunk_bytes)
+    initargs = (tokenizer_json, eos_id, dtype.name, plan.prefix)
+    with tokenizing_progress(total_bytes) as progress:
         task = progress.add_task("Tokenizing", total=total_bytes, mb_s="-", tokens_s="-")
         # Unbuffered: a forked worker must not inherit unwritten bytes it could flush twice.
         files = {split: paths[split].open("wb", buffering=0) for split in SPLITS}
         try:
             if workers <= 1:
                 encoder = ChunkEncoder(*initargs)
-                results = ((c, encoder(c.texts, c.ends)) for c in chunks)
+                results = ((c, encoder(c.texts, c.ends, c.continued)) for c in chunks)
             else:
                 results = _encode_in_pool(chunks, workers, initargs, chunk_bytes)
             for chunk, ids in results:
@@ -264,7 +261,7 @@ def write_all(f: BinaryIO, ids: np.ndarray) -> None:
 
 
 def _encode_in_pool(
-    chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str], chunk_bytes: int
+    chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str, str], chunk_bytes: int
 ) -> Iterator[tuple[Chunk, np.ndarray]]:
     """Encoded chunks in the order they were made, with at most CHUNKS_PER_WORKER per worker out.
 
@@ -283,7 +280,7 @@ def _encode_in_pool(
     gc.freeze()
     try:
         for chunk in chunks:
-            future = pool.submit(_encode_in_worker, chunk.texts, chunk.ends)
+            future = pool.submit(_encode_in_worker, chunk.texts, chunk.ends, chunk.continued)
             pending.append((Chunk(chunk.split, [], chunk.ends, chunk.nbytes), future))
             del chunk
             if len(pending) >= CHUNKS_PER_WORKER * workers:
@@ -301,20 +298,3 @@ def _encode_in_pool(
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         gc.unfreeze()
-
-
-def _progress(total_bytes: int | None) -> Progress:
-    """MB done, MB/s, tokens/s and an ETA (when the size is known), on a terminal only."""
-    console = Console(stderr=True)
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[mb_s]} MB/s  {task.fields[tokens_s]} tokens/s"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not console.is_terminal,
-        transient=False,
-    )

@@ -29,6 +29,7 @@ from transformers.tokenization_utils_base import (
 )
 from transformers.utils import CHAT_TEMPLATE_DIR, CHAT_TEMPLATE_FILE, CONFIG_NAME
 
+from lmtrain.data.corpus_tokenizer import CUTS_VERSION
 from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.checks import Problems, names_local_path, setting_text
 
@@ -130,10 +131,12 @@ def pretrained_fingerprint(settings: TokenizerSettings) -> dict[str, Any]:
     name = tokenizer_name(settings.name)
     folder = Path(str(name)).expanduser()
     files = tokenizer_files(folder) if name and folder.is_dir() else []
+    # Which tokens a long document gets depends on where it is cut (`corpus_tokenizer`).
     if not files:  # a hub id (or a folder with no tokenizer, which loading refuses)
-        return {"name": name}
+        return {"name": name, "cuts": CUTS_VERSION}
     relevant: dict[str, Any] = {
-        "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files}
+        "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in files},
+        "cuts": CUTS_VERSION,
     }
     # A tokenizer.json with truncation or padding cut (or padded) the corpus before they were
     # turned off for it (lmtrain.data.encode): a cache built then must not be reused. Only such

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -61,8 +62,15 @@ class TokenizerSettings:
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> TokenizerSettings:
-        """The settings of a `data.tokenizer` mapping, after `check_tokenizer_config` passed."""
-        return cls(**{f.name: config.get(f.name) for f in fields(cls)})
+        """The settings of a `data.tokenizer` mapping, after `check_tokenizer_config` passed.
+
+        A path object for `name` (from Python) is kept as its text: meta.json and the fingerprint
+        write the settings as JSON, which has no path type.
+        """
+        settings = {f.name: config.get(f.name) for f in fields(cls)}
+        if isinstance(settings["name"], os.PathLike):
+            settings["name"] = os.fspath(settings["name"])
+        return cls(**settings)
 
     @property
     def spec(self) -> TokenizerKind:
