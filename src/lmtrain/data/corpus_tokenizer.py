@@ -149,8 +149,8 @@ def strip_prefix(ids: list[int], prefix_ids: list[int]) -> list[int]:
     if ids[: len(prefix_ids)] != prefix_ids:  # never seen: the text starts with a space
         raise LMTrainError(
             f"the tokenizer merged the prefix {CONTINUATION_PREFIX!r} with a piece of a long "
-            "document, so its ids cannot be separated: pass +data.source.block_chars=<n> larger than "
-            "the longest document to encode every document whole"
+            "document, so its ids cannot be separated: pass +data.source.block_chars=<n> "
+            "larger than the longest document to encode every document whole"
         )
     return ids[len(prefix_ids) :]
 
