@@ -9,7 +9,9 @@ from the job's W&B run (its offline `.wandb` log, read with `wandb leet inspect`
     report.md        the same table by optimized_metric, and the overrides every job shares
     val_curves.png   val/loss against step, one line per job
 
-A job without metrics.json failed; one whose metric is NaN or infinite diverged; one with a file
+A job without metrics.json failed (or was preempted, as the sweep's ledger says, with how to
+resume it; jobs a preemption kept from running are rows of their own, `not run`); one whose
+metric is NaN or infinite diverged; one with a file
 that cannot be read (a truncated metrics.json, no .hydra/config.yaml) is unreadable, with a warning:
 the other jobs are still reported. These sort last, in that order, after the jobs still running
 (a live process holds the folder's lock: a report of a sweep that is not over).
@@ -38,6 +40,7 @@ with gc_pause.paused_for_imports():
     import os
     import re
     import sys
+    from collections.abc import Set
     from dataclasses import dataclass
     from pathlib import Path
 
@@ -52,6 +55,8 @@ with gc_pause.paused_for_imports():
         read_jobs,
         warn,
     )
+    from lmtrain.utils.sweep_ledger import cut_short
+    from lmtrain.utils.sweep_plan import swept_keys
 
 
 # Markdown's own characters, escaped in the table's cells: an override's value `a|b` split its
@@ -68,7 +73,8 @@ def md_cell(text: str) -> str:
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
     """Finished jobs by their metric (best first), then diverged, failed and unreadable ones."""
-    order = {"ok": 0, "diverged": 1, "running": 2, "failed": 3, "unreadable": 4}
+    order = {"ok": 0, "diverged": 1, "running": 2, "preempted": 3, "failed": 4, "unreadable": 5}
+    order["not run"] = 6
 
     def key(job: Job) -> tuple[int, float, int]:
         value = job.value if job.status == "ok" else 0.0
@@ -83,6 +89,7 @@ class Table:
     rows: list[list[str | float | None]]  # metrics as floats (None: missing)
     varying: list[str]  # override keys that differ between jobs: the columns
     fixed: dict[str, str]  # overrides every job shares: one line under the table
+    one_value: dict[str, str]  # swept keys with one value in these jobs (the others left out)
 
 
 def ranking_metric(jobs: list[Job], sweep_dir: Path) -> str:
@@ -107,16 +114,18 @@ def ranking_metric(jobs: list[Job], sweep_dir: Path) -> str:
     return (readable or jobs)[0].optimized_metric
 
 
-def table(jobs: list[Job], metric: str | None = None) -> Table:
+def table(jobs: list[Job], metric: str | None = None, swept: Set[str] = frozenset()) -> Table:
     """The jobs' rows, with a column for each override that differs between them; `metric`
-    (default: the first job's optimized_metric) first of the metrics."""
+    (default: the first job's optimized_metric) first of the metrics. A key the sweep sweeps
+    (`swept`) with one value among them (its other jobs left out) is not "the same in every job"."""
     keys = list(dict.fromkeys(k for job in jobs for k in job.overrides))
-    fixed = {
+    same = {
         k: jobs[0].overrides[k]
         for k in keys
         if all(k in job.overrides and job.overrides[k] == jobs[0].overrides[k] for job in jobs)
     }
-    varying = [k for k in keys if k not in fixed]
+    fixed = {k: v for k, v in same.items() if k not in swept}
+    varying = [k for k in keys if k not in same]
     metric = metric or (jobs[0].optimized_metric if jobs else "val/loss")
     shown = [m for m in METRIC_COLUMNS if m != metric]
     metric_cols = [
@@ -129,7 +138,7 @@ def table(jobs: list[Job], metric: str | None = None) -> Table:
         values = [job.metrics.get(m) for m in metric_cols]
         overrides = [job.overrides.get(k, "") for k in varying]
         rows.append([str(rank), str(job.num), job.status, *overrides, *values, job.wandb_id])
-    return Table(header, rows, varying, fixed)
+    return Table(header, rows, varying, fixed, {k: v for k, v in same.items() if k in swept})
 
 
 def fmt(value: str | float | None, digits: int | None = 4) -> str:
@@ -177,13 +186,18 @@ def write_report(
     if maximize is None:
         maximize = next((job.direction for job in jobs if job.direction), "") == "maximize"
     jobs = ranked(jobs, maximize)
-    tab = table(jobs, metric)
+    tab = table(jobs, metric, swept_keys(sweep_dir))
     # No curve, no plot (its blank axes said nothing); a job without one is named in a warning.
     plotted, missing = any(job.curve for job in jobs), without_curve(jobs)
     if missing:
         warn(f"{missing}: " + ("left out of val_curves.png" if plotted else "no val_curves.png"))
+    swept_one = ", ".join(f"`{k}={v}`" for k, v in tab.one_value.items())
+    not_run = sum(job.not_run for job in jobs)
+    trials_left = cut_short(sweep_dir)[1]
+    not_run = f" ({not_run} did not run: the sweep was cut short)" if not_run else ""
+    not_run += f" ({trials_left} trials did not run: the search was cut short)" * (trials_left > 0)
     lines = [
-        f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}",
+        f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}{not_run}",
         "",
         "| " + " | ".join(md_cell(h) for h in tab.header) + " |",
         "|" + "---|" * len(tab.header),
@@ -191,7 +205,9 @@ def write_report(
         "",
         "Same in every job: "
         + (", ".join(f"`{k}={v}`" for k, v in tab.fixed.items()) or "nothing"),
+        *([f"\nSwept, one value in these jobs: {swept_one}"] if swept_one else []),
         *(f"\nJob {job.num} is still running." for job in jobs if job.running),
+        *(f"\nJob {j.num} was preempted: {j.resume}." for j in jobs if j.status == "preempted"),
         *(
             f"\nJob {job.num} is unreadable: {job.problem}."
             for job in jobs

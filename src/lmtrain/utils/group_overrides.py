@@ -19,6 +19,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 
+from lmtrain.utils.hydra_flags import refuse_clashing_commands
 from lmtrain.utils.task import fail
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -29,7 +30,10 @@ NULL_GROUP = re.compile(r"\+{0,2}(?P<group>[A-Za-z_][\w/]*)=(?i:null)")
 
 
 def refuse_null_groups(argv: Sequence[str]) -> None:
-    """One `error:` line and exit 1 for the first `<group>=null` in `argv` (the overrides)."""
+    """One `error:` line and exit 1 for the first `<group>=null` in `argv` (the overrides), or
+    for Hydra flags that cannot go together (`lmtrain.utils.hydra_flags`): every entry point
+    calls this before Hydra, which has no hook of its own."""
+    refuse_clashing_commands(argv)
     for arg in argv:
         match = NULL_GROUP.fullmatch(arg)
         group = match["group"] if match else None

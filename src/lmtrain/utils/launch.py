@@ -10,7 +10,6 @@ exit status).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import math
 import os
@@ -28,12 +27,14 @@ from omegaconf import DictConfig, ListConfig, read_write
 from lmtrain.errors import NonFiniteLossError, Preempted, find_cause, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
+from lmtrain.utils.entry_module import entry_module_of, main_module_as
 from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
 from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
 from lmtrain.utils.sweep_jobs import STOPPED_DIVERGED, sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
+from lmtrain.utils.sweep_plan import end_sweep_on_preemption
 from lmtrain.utils.task import fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
 
@@ -201,35 +202,6 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
                 dist.destroy_process_group()  # ranks still waiting on rank 0 now fail and exit
 
 
-@contextlib.contextmanager
-def main_module_as(entry_module: str | None) -> Iterator[None]:
-    """While inside, `__main__` and `sys.argv[0]` say that this process runs `entry_module`.
-
-    A process that re-runs itself (Lightning's DDP launcher) reads `__main__.__spec__` and
-    argv[0]. A job started by submitit runs under submitit's `_submit` module, whose command
-    line is a job folder: ranks started as it would exit 2 at their first argument and leave
-    rank 0 waiting for them. Nothing changes when `entry_module` is already `__main__`.
-    """
-    import importlib.util
-
-    main = sys.modules["__main__"]
-    main_spec = getattr(main, "__spec__", None)
-    running = main_spec.name if main_spec is not None else None
-    spec = None
-    if entry_module is not None and running != entry_module:
-        spec = importlib.util.find_spec(entry_module)
-    if spec is None or spec.origin is None:
-        yield
-        return
-    argv0 = sys.argv[0]
-    main.__spec__, sys.argv[0] = spec, spec.origin
-    try:
-        yield
-    finally:
-        main.__spec__ = main_spec
-        sys.argv[0] = argv0
-
-
 def run_for_sweeper(
     task: Callable[[DictConfig], dict[str, float]], cfg: DictConfig
 ) -> float | None:
@@ -260,8 +232,16 @@ def run_for_sweeper(
         except SystemExit as exit_:  # task_wrapper's exit after a user error, already printed
             if isinstance(exit_, Preempted):
                 why = requeue_after_stop(exit_.signum, Path(cfg.paths.output_dir))
-                if why is None:
-                    raise  # requeued (or not a submitit job): no result for the sweep yet
+                if why is None:  # requeued, or not a submitit job: this process and sweep end
+                    if not requeue.submitit_requeues() and rank_zero_only.rank == 0:
+                        sweep, out = Path(hydra_cfg.sweep.dir), Path(hydra_cfg.runtime.output_dir)
+                        try:  # the preemption's own exit (saved, resumable) must not be lost
+                            end_sweep_on_preemption(
+                                sweep, hydra_cfg.job.num, out, exit_.message, entry_module_of(task)
+                            )
+                        except Exception:
+                            log.exception("%s: the record of the jobs left failed", job)
+                    raise
                 log.error("%s stopped and not requeued (%s); the sweep goes on", job, why)
                 ended(False, f"stopped and not requeued ({why})")
                 return worst_value()
@@ -287,21 +267,6 @@ def run_for_sweeper(
         log.warning("%s diverged (%s=%s); reporting %s", job, metric, value, worst_value())
         return worst_value()
     return value
-
-
-def entry_module_of(task: Callable[..., object]) -> str | None:
-    """The lmtrain module that defines `task` (`lmtrain.train`), from its module's file: under
-    submitit the task arrives pickled by value, its `__module__` says `__main__` and its code
-    `<dynamic-code>`, but its globals keep `__file__`. None for a function outside lmtrain."""
-    function = inspect.unwrap(task)
-    source = getattr(function, "__globals__", {}).get("__file__")
-    if not source:
-        return None
-    file = Path(source).resolve()
-    package_parent = Path(__file__).resolve().parents[2]  # src/ (utils/launch.py -> lmtrain/)
-    if package_parent not in file.parents or file.suffix != ".py":
-        return None
-    return ".".join(file.relative_to(package_parent).with_suffix("").parts)
 
 
 def worst_value() -> float:

@@ -77,6 +77,12 @@ def hold_submitit_requeue(run_dir: Path) -> None:
     signal.signal(signum, requeue_now)
 
 
+def submitit_requeues() -> bool:
+    """Whether a stop here is requeued by submitit (`requeue_after_stop`): not on a plain run
+    or a basic launcher's sweep, where a preempted job ends the process."""
+    return _submitit_handler is not None
+
+
 def is_submitit_requeue_handler(handler: object) -> bool:
     """Whether `handler` requeues through submitit (its own, or `hold_submitit_requeue`'s):
     PreemptionCheckpoint does not chain it, the requeue comes after the save."""

@@ -24,6 +24,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import locks
 from lmtrain.utils.sweep_curves import job_loggers, read_curve
 from lmtrain.utils.sweep_ledger import (
+    cut_short,
     failed_in,
     finished_in,
     ledger_name,
@@ -68,6 +69,8 @@ class Job:
     problem: str = ""
     running: bool = False  # a live process holds its folder's lock
     diverged: bool = False  # the sweep's ledger says the nan guard stopped it (no metrics)
+    resume: str = ""  # the ledger says it was preempted, and how to resume it (no metrics)
+    not_run: bool = False  # the sweep stopped before it (`sweep_ledger.record_cut_short`)
 
     @property
     def value(self) -> float:
@@ -75,12 +78,14 @@ class Job:
 
     @property
     def status(self) -> str:
+        if self.not_run:
+            return "not run"
         if self.running:
             return "running"
         if self.problem:
             return "unreadable"
         if not self.metrics:
-            return "diverged" if self.diverged else "failed"
+            return "diverged" if self.diverged else "preempted" if self.resume else "failed"
         return "ok" if math.isfinite(self.value) else "diverged"
 
 
@@ -151,6 +156,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         last = failures[-1] if failures and not finished_in(records, name or "") else None
         ended = [r for r in records if r.folder == (name or "") and r.ok]
         job.diverged = bool(ended) and ended[-1].why == STOPPED_DIVERGED
+        job.resume = last.resume if last else ""
         if last and job.metrics and last.metrics in (None, metrics_fingerprint(folder)):
             warn(
                 f"job folder {job.folder}: job {last.num} of this sweep failed there "
@@ -160,7 +166,25 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         jobs.append(job)
     if not jobs:
         raise LMTrainError(no_job_left(sweep_dir, sorted(members or ())))
-    return sorted(jobs, key=lambda job: job.num)
+    return sorted(jobs + jobs_not_run(sweep_dir, jobs), key=lambda job: job.num)
+
+
+def jobs_not_run(sweep_dir: Path, jobs: list[Job]) -> list[Job]:
+    """The jobs that a sweep cut short (a preempted job ends it) never ran, numbered after the
+    last that did, as rows without a folder or metrics."""
+    left, _ = cut_short(sweep_dir)
+    after = max(job.num for job in jobs) + 1
+    return [
+        Job(
+            after + n,
+            sweep_dir,
+            {k: v for k, v in parse_overrides(o).items() if k != "resume"},
+            {},
+            jobs[0].optimized_metric,
+            not_run=True,
+        )
+        for n, o in enumerate(left)
+    ]
 
 
 def read_job(folder: Path, num: int) -> Job:

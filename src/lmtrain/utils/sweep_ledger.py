@@ -38,6 +38,7 @@ class JobRecord:
     ok: bool
     why: str = ""
     metrics: str | None = None  # a failed job's metrics_fingerprint of its folder then
+    resume: str = ""  # a preempted job's command to resume it (it saved last.ckpt)
 
 
 def start_ledger(sweep_dir: Path) -> None:
@@ -69,6 +70,29 @@ def end_ledger(sweep_dir: Path, folders: list[str]) -> None:
             write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": sweep_id, "jobs": folders})
 
 
+def record_cut_short(sweep_dir: Path, not_run: list[list[str]], trials_left: int = 0) -> None:
+    """Note in the ledger that the sweep stopped early (a preempted job ends it): the overrides
+    of each job that did not run (a grid's), or how many trials an Optuna search had left."""
+    data = read_sweep_file(sweep_dir)
+    if isinstance(data.get("sweep"), str):
+        data["not_run"], data["trials_left"] = not_run, trials_left
+        with contextlib.suppress(OSError):
+            write_json(sweep_dir / LEDGER / SWEEP_FILE, data)
+
+
+def cut_short(sweep_dir: Path) -> tuple[list[list[str]], int]:
+    """The jobs (their overrides) and trials that the sweep last run in `sweep_dir` left
+    unrun (`record_cut_short`); none for a sweep that ran to its end."""
+    data = read_sweep_file(sweep_dir)
+    jobs, left = data.get("not_run"), data.get("trials_left")
+    jobs = (
+        [[str(o) for o in job] for job in jobs if isinstance(job, list)]
+        if isinstance(jobs, list)
+        else []
+    )
+    return jobs, left if isinstance(left, int) and not isinstance(left, bool) else 0
+
+
 def sweep_jobs(sweep_dir: Path) -> set[str] | None:
     """The job folders of the sweep last run in `sweep_dir` (None: it has not ended, or its
     ledger predates the list)."""
@@ -76,14 +100,19 @@ def sweep_jobs(sweep_dir: Path) -> set[str] | None:
     return {str(j) for j in jobs} if isinstance(jobs, list) else None
 
 
-def record_job(sweep_dir: Path, num: int, output_dir: Path, ok: bool, why: str = "") -> None:
-    """Write how job `num` ended, under the current sweep's id. A sweep started without the
-    ledger (no `SweepOutcome` in hydra.callbacks) gets no records."""
+def record_job(
+    sweep_dir: Path, num: int, output_dir: Path, ok: bool, why: str = "", resume: str = ""
+) -> None:
+    """Write how job `num` ended, under the current sweep's id; `resume`: how to resume a job
+    that was preempted. A sweep started without the ledger (no `SweepOutcome` in
+    hydra.callbacks) gets no records."""
     sweep_id = current_sweep(sweep_dir)
     if sweep_id is None:
         return
     folder = folder_name(output_dir, sweep_dir)
     record = {"sweep": sweep_id, "job": num, "folder": folder, "ok": ok, "why": why}
+    if resume:
+        record["resume"] = resume
     if not ok:  # a metrics.json that differs later was written since (a resume of the job)
         record["metrics"] = metrics_fingerprint(output_dir)
     # A ledger that cannot be written leaves the folder rule (SweepOutcome) to judge the job.
@@ -220,9 +249,10 @@ def read_ledger(sweep_dir: Path) -> list[JobRecord]:
                 continue
             metrics = data.get("metrics")
             metrics = metrics if isinstance(metrics, str) else None
-            ok = data["ok"] is True
+            ok, resume = data["ok"] is True, data.get("resume")
+            resume = resume if isinstance(resume, str) else ""
             records.append(
-                JobRecord(int(data["job"]), str(data["folder"]), ok, data["why"], metrics)
+                JobRecord(int(data["job"]), str(data["folder"]), ok, data["why"], metrics, resume)
             )
         except (OSError, ValueError, KeyError, TypeError):
             continue

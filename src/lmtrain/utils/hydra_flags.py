@@ -1,0 +1,65 @@
+"""Hydra's command flags that cannot go together, refused in one line before Hydra starts.
+
+`-m seed=1,2 --cfg job` (or `--info`, or `-m hydra/launcher=slurm --cfg hydra`) ended in Hydra's
+traceback: `ValueError: Only one of --run, --multirun, --cfg, --info and --shell_completion can
+be specified` (red team rev_sweep21). The command line is read with Hydra's own parser, so that
+its abbreviations (`--multi`) and combined flags count as Hydra counts them, and only what Hydra
+would refuse is refused here; anything it cannot parse is left to Hydra's own message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Sequence
+
+from lmtrain.utils.task import fail
+
+
+def refuse_clashing_commands(argv: Sequence[str]) -> None:
+    """One `error:` line and exit 1 when `argv` asks Hydra for two of its commands at once
+    (--run, --multirun, --cfg, --info, --shell-completion), or for --resolve without --cfg."""
+    from hydra._internal.utils import get_args_parser  # the parser Hydra's main uses
+
+    if not any(arg.startswith("-") for arg in argv):
+        return
+    sink = io.StringIO()
+    try:  # --version prints and exits, a bad flag prints usage and exits: Hydra says it again
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            args = get_args_parser().parse_args(list(argv))
+    except SystemExit:
+        return
+    if args.help or args.hydra_help:
+        return  # Hydra shows its help first, whatever else is asked
+    if args.resolve and args.cfg is None:
+        fail("--resolve resolves the config that --cfg prints: add --cfg job (or hydra, all)")
+    asked = [
+        name
+        for name, on in (
+            ("-m/--multirun", args.multirun),
+            ("--run", args.run),
+            (f"--cfg {args.cfg}", args.cfg is not None),
+            (f"--info {args.info}", args.info is not None),
+            ("--shell-completion", args.shell_completion),
+        )
+        if on
+    ]
+    if len(asked) > 1:
+        fail(f"{' and '.join(asked)}: Hydra runs one of these at a time: {advice(args)}")
+
+
+def advice(args: object) -> str:
+    """What to run instead of the clashing flags `args` holds."""
+    multirun, cfg, info = (getattr(args, name) for name in ("multirun", "cfg", "info"))
+    if getattr(args, "shell_completion", False):
+        return "run --shell-completion install=bash (or zsh, fish) on its own"
+    if multirun and (cfg is not None or info is not None):
+        shown = f"--cfg {cfg}" if cfg is not None else f"--info {info}"
+        return (
+            f"drop -m to have {shown} show one job (give each swept key one value, e.g. "
+            "seed=1 for seed=1,2); --cfg hydra without -m still shows the sweeper and launcher "
+            "(hydra.sweeper, hydra.launcher) that -m would use"
+        )
+    if cfg is not None and info is not None:
+        return f"pass --cfg {cfg} or --info {info}, not both"
+    return "pass -m to run a sweep, or leave it out (and --run) to run one job"

@@ -1,0 +1,175 @@
+"""A sweep's own plan, from the config it saved (`multirun.yaml`): its jobs, and the keys it sweeps.
+
+Job folders tell only the jobs that ran. A sweep stopped by a preemption (`run_for_sweeper`
+re-raises it: the process ends, and the rest of the sweep with it) left the later jobs without
+a folder: the report counted only the jobs that ran, and a swept key whose other values never
+ran read as "same in every job" (red team rev_sweep21). Hydra's basic sweeper saves the sweep's
+config before its first job; SweepOutcome saves it for the Optuna sweeper. From it the basic
+sweeper's job list is rebuilt as the sweeper built it (`BasicSweeper.split_arguments`), and
+every key that a sweep override or the sweeper's `params` names is a swept key.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lmtrain.utils.sweep_ledger import record_cut_short, record_job
+
+MULTIRUN_FILE = "multirun.yaml"
+
+
+def saved_sweep(sweep_dir: Path) -> DictConfig | None:
+    """The sweep's config as saved in `<sweep folder>/multirun.yaml` (None: none, or damaged)."""
+    try:
+        config = OmegaConf.load(sweep_dir / MULTIRUN_FILE)
+    except Exception:  # OSError, YAML errors: no plan, the folders alone tell
+        return None
+    return config if isinstance(config, DictConfig) else None
+
+
+def sweep_arguments(config: DictConfig) -> list[str]:
+    """The overrides the sweeper parses: its `params`, then the command line's, as it does
+    (unresolved: a value may name `${hydra:...}`, which only a running Hydra resolves)."""
+    params, task = (raw(config, key) for key in ("hydra.sweeper.params", "hydra.overrides.task"))
+    arguments = [f"{key}={value}" for key, value in (params or {}).items()]
+    return arguments + [str(o) for o in task or []]
+
+
+def raw(config: DictConfig, key: str) -> Any:
+    """`key` of `config` as saved, its interpolations unresolved (None: missing)."""
+    node = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
+    if isinstance(node, DictConfig | ListConfig):
+        return OmegaConf.to_container(node, resolve=False)
+    return node
+
+
+def is_basic_sweep(config: DictConfig) -> bool:
+    target = str(raw(config, "hydra.sweeper._target_") or "")
+    return target.endswith("BasicSweeper")
+
+
+def planned_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Each job's overrides, by job number, as Hydra's basic sweeper makes them; None for
+    another sweeper (Optuna samples each trial), or arguments that cannot be parsed here (a
+    `glob(...)` of a config group needs Hydra's config loader)."""
+    if not is_basic_sweep(config):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(sweep_arguments(config))
+        batches = BasicSweeper.split_arguments(overrides, None)
+    except Exception:  # Hydra's parse errors; the sweep itself parsed them with more context
+        return None
+    return [list(job) for batch in batches for job in batch]
+
+
+def swept_keys(sweep_dir: Path) -> set[str]:
+    """The keys (without `+`, `~`) the sweep saved in `sweep_dir` varies: never "the same in
+    every job", whichever of its jobs ran."""
+    config = saved_sweep(sweep_dir)
+    return swept_in(config) if config is not None else set()
+
+
+def swept_in(config: DictConfig) -> set[str]:
+    """The keys a sweep's config sweeps: its sweeper's `params`, and its sweep overrides."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = {str(k).lstrip("+~") for k in raw(config, "hydra.sweeper.params") or {}}
+    parser = OverridesParser.create()
+    for argument in sweep_arguments(config):
+        try:
+            override = parser.parse_override(argument)
+        except Exception:
+            continue
+        if override.is_sweep_override():
+            keys.add(override.get_key_element().lstrip("+~"))
+    return keys
+
+
+def end_sweep_on_preemption(
+    sweep_dir: Path, num: int, output_dir: Path, message: str, entry_module: str | None
+) -> None:
+    """Job `num` was preempted (it saved last.ckpt) and ends the whole sweep: record it in the
+    ledger as preempted, with its resume command, note the jobs that will not run, and say so
+    in one more `error:` line after the job's own."""
+    resume = message.rsplit("; ", 1)[-1] if "resume with " in message else ""
+    record_job(sweep_dir, num, output_dir, False, f"preempted: {message}", resume)
+    config = saved_sweep(sweep_dir)
+    jobs = planned_jobs(config) if config is not None else None
+    left = jobs[num + 1 :] if jobs is not None else []
+    trials = raw(config, "hydra.sweeper.n_trials") if config is not None else None
+    trials_left = max(int(trials) - num - 1, 0) if isinstance(trials, int) else 0
+    record_cut_short(sweep_dir, left, trials_left)
+    if jobs is not None and not left:
+        return  # the last job: nothing else was going to run
+    print(
+        f"error: {not_run_line(sweep_dir, num, left, trials_left, entry_module, config)}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def not_run_line(
+    sweep_dir: Path,
+    num: int,
+    left: list[list[str]],
+    trials_left: int,
+    entry_module: str | None,
+    config: DictConfig | None,
+) -> str:
+    """What did not run after job `num` stopped the sweep under `sweep_dir`, and how to run it."""
+    start = f"the sweep under {sweep_dir} was cut short at job {num} (preempted)"
+    if not left:
+        if trials_left:
+            storage = raw(config, "hydra.sweeper.storage") if config else None
+            return (
+                f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "
+                f"this job's trial stays RUNNING in the study{f' ({storage})' if storage else ''}: "
+                "mark it failed (optuna.load_study(...).tell(<trial number>, state="
+                "TrialState.FAIL)), then run the search again with the same study_name and "
+                "storage and a new hydra.sweep.dir to go on"
+            )
+        return f"{start}: its later jobs (if any) did not run"
+    swept = swept_in(config) if config is not None else set()
+    named = [" ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept) for job in left]
+    shown = "; ".join(f"job {num + 1 + n} ({o})" for n, o in enumerate(named[:3]))
+    shown += "; ..." if len(left) > 3 else ""
+    command = rerun_command(left, entry_module or "lmtrain.train", config, sweep_dir)
+    return (
+        f"{start}: {len(left)} job(s) did not run ({shown}): after resuming job {num}, run "
+        f"them with {command}"
+    )
+
+
+def rerun_command(
+    left: list[list[str]], entry_module: str, config: DictConfig | None, sweep_dir: Path
+) -> str:
+    """One `-m` command that runs exactly the jobs `left` (each key with the values it takes
+    among them, when those jobs are every combination of them), else the first job's command."""
+    values: dict[str, list[str]] = {}
+    for job in left:
+        for override in job:
+            key, _, value = override.partition("=")
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    combinations = 1
+    for options in values.values():
+        combinations *= len(options)
+    plain = all(not any(c in v for c in ",[]{}()") for vs in values.values() for v in vs)
+    hydra = [str(o) for o in raw(config, "hydra.overrides.hydra") or []] if config else []
+    hydra = [o for o in hydra if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))]
+    rest = f"hydra.sweep.dir={sweep_dir}_rest"
+    if combinations == len(left) and plain:
+        args = [f"{key}={','.join(options)}" for key, options in values.items()]
+        return "python -m " + shlex.join([entry_module, "-m", *args, *hydra, rest])
+    return "one command per job, e.g. python -m " + shlex.join(
+        [entry_module, "-m", *left[0], *hydra, rest]
+    )
