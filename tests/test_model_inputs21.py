@@ -18,7 +18,7 @@ import pytest
 import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config
 
 from lmtrain.models import CausalLMModule
 from lmtrain.models.hf import build_causal_lm
@@ -166,3 +166,44 @@ def test_strict_loading_of_a_lora_checkpoint_is_one_line(
     line = refusal(lambda: CausalLMModule.load_from_checkpoint(checkpoint, strict=True))
     assert "LoRA checkpoint" in line and "strict=False" in line
     CausalLMModule.load_from_checkpoint(checkpoint)  # the way it loads
+
+
+def test_a_given_models_config_extras_are_not_settings(tmp_path: Path) -> None:
+    """A config.json with keys its class does not know (GPT-2 hub configs hold `n_ctx` and
+    `task_specific_params`) was refused by eval as misspelt model.config keys (rev_diff21)."""
+    folder = tmp_path / "gpt2"
+    GPT2Config(
+        **GPT2_SIZES, vocab_size=64, n_ctx=64, task_specific_params={"x": {}}
+    ).save_pretrained(folder)
+    model = AutoModelForCausalLM.from_config(GPT2Config.from_pretrained(folder))
+    assert model.config.to_dict()["n_ctx"] == 64  # kept as a plain attribute
+    module = CausalLMModule(model=model)
+    assert module.hparams.config["n_layer"] == 1
+    assert "n_ctx" not in module.hparams.config
+    assert "task_specific_params" not in module.hparams.config
+
+
+def test_a_checkpoint_trained_with_a_dtype_key_still_loads(
+    tmp_path: Path, llama_folder: Path
+) -> None:
+    """Trained before `model.config.dtype` was refused: load_from_checkpoint builds the module
+    from the checkpoint's own arguments, whose weights are there already (rev_diff21)."""
+    tokenizer = AutoTokenizer.from_pretrained(llama_folder)
+    module = CausalLMModule(config=GPT2_SIZES, tokenizer=tokenizer)
+    trainer = Trainer(
+        max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    windows = torch.randint(0, len(tokenizer), (4, 9))
+    trainer.fit(module, train_dataloaders=DataLoader(windows, batch_size=4))
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["config"]["dtype"] = "float32"  # as such a run saved it
+    torch.save(checkpoint, path)
+    loaded = CausalLMModule.load_from_checkpoint(path)
+    assert "dtype" not in loaded.hparams.config
+    assert loaded.model.transformer.wte.weight.dtype == torch.float32
+    given = {**GPT2_SIZES, "dtype": "float16"}
+    line = refusal(lambda: CausalLMModule(config=given, tokenizer=tokenizer))
+    assert "trainer.precision" in line  # still refused from Python

@@ -146,7 +146,7 @@ def continuation_ids(tokenizer: Tokenizer, text: str, prefix: str) -> list[int]:
 
 def strip_prefix(ids: list[int], prefix_ids: list[int]) -> list[int]:
     """`ids` without the leading `prefix_ids`, which the tokenizer must have kept apart."""
-    if ids[: len(prefix_ids)] != prefix_ids:  # never seen: the text starts with a space
+    if ids[: len(prefix_ids)] != prefix_ids:  # never seen: only pieces that start with a space
         raise LMTrainError(
             f"the tokenizer merged the prefix {CONTINUATION_PREFIX!r} with a piece of a long "
             "document, so its ids cannot be separated: pass +data.source.block_chars=<n> "

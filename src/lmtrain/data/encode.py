@@ -96,6 +96,10 @@ class ChunkEncoder:
         tokenizer meeting a character it has never seen) raises an `UnencodableTextError`.
         """
         if self.prefix and continued:
+            # Only a piece cut before a space: one cut where it was (text without spaces over
+            # four blocks) starts mid-word, where the prefix would merge; encoded as it is, its
+            # ids may differ at that cut, as under a plan without a prefix (rev_diff21).
+            continued = [c and t[:1] == " " for t, c in zip(texts, continued, strict=True)]
             texts = [self.prefix + t if c else t for t, c in zip(texts, continued, strict=True)]
         arrays = []
         start = size = 0

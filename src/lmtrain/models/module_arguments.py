@@ -9,6 +9,7 @@ import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, check_contents, t
 from lmtrain.models.optimizers import OptimizerParts
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.model_checks import check_model, check_pretrained_is_text, check_seq_len_warmup
-from lmtrain.utils.model_config_keys import SETTINGS_ELSEWHERE
+from lmtrain.utils.model_config_keys import SETTINGS_ELSEWHERE, known_config_keys
 from lmtrain.utils.optimizer_checks import check_factories
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
@@ -35,6 +36,8 @@ DEFAULT_MODEL_TYPE = "gpt2"
 # Keys of a built model's config that describe its file or another setting, not the model
 # (`described_model`): the weights' dtype is trainer.precision's, the attention the module's.
 NOT_SETTINGS = {"transformers_version", "architectures", "model_type", *SETTINGS_ELSEWHERE}
+# True while load_from_checkpoint builds the module from a checkpoint's own arguments.
+LOADING: ContextVar[bool] = ContextVar("LOADING", default=False)
 # What Lightning's load_from_checkpoint reads besides what lmtrain's readers need.
 LIGHTNING_KEY = "pytorch-lightning_version"
 
@@ -55,6 +58,8 @@ def described_model(
     then refused as another model_type. A given `model` records its own model_type and config:
     a Llama's checkpoint recorded gpt2 and no config, and was rebuilt as a 124M GPT-2."""
     pretrained = pretrained_text(pretrained)
+    if isinstance(config, Mapping) and LOADING.get():  # trained before they were refused
+        config = {k: v for k, v in config.items() if k not in SETTINGS_ELSEWHERE}
     if model is None:
         default = model_type is None and not pretrained
         return (DEFAULT_MODEL_TYPE if default else model_type), config, pretrained
@@ -67,9 +72,9 @@ def described_model(
             f"model_type={model_type!r} is not the model_type of the given model "
             f"({type(model).__name__}: {own!r}): leave model_type out (the model's is recorded)"
         )
-    if config is None and not pretrained:
-        settings = hf_config.to_dict().items()
-        config = {k: v for k, v in settings if k not in NOT_SETTINGS and not k.startswith("_")}
+    if config is None and not pretrained:  # a config.json's extras (n_ctx) are no settings
+        known = known_config_keys(own, type(hf_config)) - NOT_SETTINGS
+        config = {k: v for k, v in hf_config.to_dict().items() if k in known and k[:1] != "_"}
     return own, config, pretrained
 
 
@@ -168,8 +173,12 @@ def load_module(
     path, tokenizer_files = checked_checkpoint(checkpoint_path)
     chosen = "config" in kwargs or hparams_file is not None  # other sizes than the saved ones
     kwargs = loading_arguments(module_class, (tokenizer_files, path), hparams_file, kwargs)
-    with same_sizes(path, chosen), adapters_alone(path):
-        return load(path, hparams_file=None, weights_only=True, **options, **kwargs)
+    token = LOADING.set(True)
+    try:
+        with same_sizes(path, chosen), adapters_alone(path):
+            return load(path, hparams_file=None, weights_only=True, **options, **kwargs)
+    finally:
+        LOADING.reset(token)
 
 
 @contextmanager

@@ -93,7 +93,7 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
         config = {}
     # dtype, attn_implementation: other settings'; a misspelt key was kept and did nothing.
     problems.extend(settings_elsewhere(config))
-    if not pretrained:
+    if not pretrained and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:  # else refused above
         problems.extend(fresh_model_key_problems(model_type, config))
     for key, value in config.items():
         if key in ACTIVATION_KEYS and isinstance(value, str):

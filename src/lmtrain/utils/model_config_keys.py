@@ -58,6 +58,14 @@ def refuse_settings_elsewhere(config: Mapping[str, Any] | None) -> None:
         raise LMTrainError(lines[0])
 
 
+def known_config_keys(model_type: str, cls: type) -> set[str]:
+    """The settings config class `cls` (of `model_type`) knows: its defaults, aliases and
+    arguments. A saved config.json may hold more (GPT-2's `n_ctx`, `task_specific_params`),
+    which transformers keeps as plain attributes."""
+    known = set(AutoConfig.for_model(model_type).to_dict()) | set(getattr(cls, "attribute_map", {}))
+    return known | set(inspect.signature(cls.__init__).parameters)
+
+
 def unknown_keys_line(
     model_type: str, built: PretrainedConfig, typed: Mapping[str, Any], pretrained: str = ""
 ) -> str | None:
@@ -68,8 +76,7 @@ def unknown_keys_line(
     the `model.pretrained=...` the keys would override, named in the line."""
     defaults = AutoConfig.for_model(model_type).to_dict()
     cls = type(built)
-    known = set(defaults) | set(getattr(cls, "attribute_map", {}))
-    known |= set(inspect.signature(cls.__init__).parameters)
+    known = known_config_keys(model_type, cls)
     built_keys = built.to_dict()
     unknown = [key for key in typed if key in built_keys and key not in known]
     if not unknown:
