@@ -89,7 +89,9 @@ def test_the_command_for_jobs_left_is_one_sweep_where_they_are_a_grid(tmp_path: 
     assert command == f"python -m lmtrain.train -m a=2 b=x,y hydra.sweep.dir={tmp_path}/s_rest"
     # Jobs 1, 2, 3 are no grid of their own: one job's command, as an example.
     command = rerun_command(grid[1:], "lmtrain.train", config, tmp_path / "s")
-    assert command.startswith("one command per job, e.g. python -m lmtrain.train -m a=1 b=y ")
+    assert command.startswith("one command per job, each into its own sweep folder (_rest_1")
+    assert "python -m lmtrain.train -m a=1 b=y " in command
+    assert command.endswith(f"hydra.sweep.dir={tmp_path}/s_rest_1")  # not _rest: refused twice
 
 
 @pytest.mark.parametrize(
@@ -100,6 +102,7 @@ def test_the_command_for_jobs_left_is_one_sweep_where_they_are_a_grid(tmp_path: 
         ("train", ["--multi", "seed=1,2", "--info"], ["-m/--multirun and --info all"]),
         ("train", ["--run", "-m"], ["-m/--multirun and --run"]),
         ("train", ["--resolve", "seed=1"], ["--resolve", "add --cfg job"]),
+        ("train", ["--resolve", "--hydra-help"], ["--resolve", "add --cfg job"]),
         ("eval", ["-m", "--cfg", "job"], ["-m/--multirun and --cfg job"]),
         ("generate", ["-m", "--info", "defaults"], ["-m/--multirun and --info defaults"]),
         ("export", ["--cfg", "job", "--info"], ["--cfg job and --info all", "not both"]),
@@ -110,10 +113,23 @@ def test_hydra_flags_that_clash_are_one_line(
 ) -> None:
     out = run_cli(module, *flags)
     assert out.returncode == 1, out.stderr[-2000:]
-    assert_one_line_error(out, "Hydra runs one of these at a time" * ("--resolve" not in flags))
+    clash = "Hydra runs one of these at a time" * ("--resolve" not in flags)
+    assert_one_line_error(out, clash)
     assert_one_line_error(out, *fragments)
 
 
 def test_flags_hydra_takes_alone_still_work() -> None:
     out = run_cli("train", "--cfg", "job", "seed=3")
     assert out.returncode == 0 and "seed: 3" in out.stdout, out.stderr[-2000:]
+
+
+def test_an_optuna_study_in_memory_is_not_said_to_be_resumable(tmp_path: Path) -> None:
+    from lmtrain.utils.sweep_plan import not_run_line  # new with the fix
+
+    def line(storage: str | None) -> str:
+        config = OmegaConf.create({"hydra": {"sweeper": {"storage": storage, "n_trials": 4}}})
+        return not_run_line(tmp_path, 0, [], 3, "lmtrain.train", config)
+
+    assert "its study was in memory (hydra.sweeper.storage=null)" in line(None)
+    assert "mark it failed" not in line(None)
+    assert "mark it failed" in line("sqlite:///optuna.db")

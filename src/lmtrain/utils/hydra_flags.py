@@ -29,10 +29,12 @@ def refuse_clashing_commands(argv: Sequence[str]) -> None:
             args = get_args_parser().parse_args(list(argv))
     except SystemExit:
         return
-    if args.help or args.hydra_help:
+    if args.help:
         return  # Hydra shows its help first, whatever else is asked
-    if args.resolve and args.cfg is None:
+    if args.resolve and args.cfg is None:  # Hydra takes it with --help only, not --hydra-help
         fail("--resolve resolves the config that --cfg prints: add --cfg job (or hydra, all)")
+    if args.hydra_help:
+        return
     asked = [
         name
         for name, on in (

@@ -129,6 +129,13 @@ def not_run_line(
     if not left:
         if trials_left:
             storage = raw(config, "hydra.sweeper.storage") if config else None
+            if not storage:  # the study lived in the sweep's process (rev_diff21)
+                return (
+                    f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "
+                    "its study was in memory (hydra.sweeper.storage=null): start the search "
+                    "again with a new hydra.sweep.dir (a storage such as sqlite:///optuna.db "
+                    "keeps a study across runs)"
+                )
             return (
                 f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "
                 f"this job's trial stays RUNNING in the study{f' ({storage})' if storage else ''}: "
@@ -170,6 +177,8 @@ def rerun_command(
     if combinations == len(left) and plain:
         args = [f"{key}={','.join(options)}" for key, options in values.items()]
         return "python -m " + shlex.join([entry_module, "-m", *args, *hydra, rest])
-    return "one command per job, e.g. python -m " + shlex.join(
-        [entry_module, "-m", *left[0], *hydra, rest]
+    # One sweep folder per command: a second command into the first's was refused (rev_diff21).
+    first = f"hydra.sweep.dir={sweep_dir}_rest_1"
+    return "one command per job, each into its own sweep folder (_rest_1, _rest_2, ...), e.g. " + (
+        "python -m " + shlex.join([entry_module, "-m", *left[0], *hydra, first])
     )
