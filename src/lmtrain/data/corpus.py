@@ -247,12 +247,10 @@ def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
             yield text
             return
         block = following
-        cut = last_cut(text)
+        cut = last_cut(text, most=4 * block_chars)
         if cut is None:
-            if len(text) < 4 * block_chars:
-                carry = text
-                continue
-            cut = len(text)
+            carry = text
+            continue
         carry = text[cut:]
         yield text[:cut]
 
@@ -278,8 +276,9 @@ def text_document(split: str, text: str, block_chars: int = BLOCK_CHARS) -> Iter
     yield from as_document(split, cut_pieces(blocks, block_chars))
 
 
-def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT) -> int | None:
-    """Where the last match of `pattern` ends (by default: after the last cut newline), or None.
+def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT, most: int = 0) -> int | None:
+    """Where the last match of `pattern` ends (by default: after the last cut newline), or None
+    (a `text` of `most` characters or more without one: its end, where it is cut anyway).
 
     A newline between two non-space characters is a pre-token of its own in GPT-2's regex, so
     splitting right after it changes no token; a newline inside a run of whitespace is not.
@@ -295,7 +294,7 @@ def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT) -> int | None:
         if last is not None:
             return last.end()
         if start == 0:
-            return None
+            return len(text) if most and len(text) >= most else None
         window *= 4
 
 

@@ -174,12 +174,10 @@ def recut_pieces(pieces: Iterable[Piece], plan: CutPlan) -> Iterator[Piece]:
         if piece.end:
             yield Piece(split, text, True)
             continue
-        cut = last_cut(text, plan.pattern)
+        cut = last_cut(text, plan.pattern, most=4 * BLOCK_CHARS)
         if cut is None:
-            if len(text) < 4 * BLOCK_CHARS:
-                carry = text
-                continue
-            cut = len(text)
+            carry = text
+            continue
         carry = text[cut:]
         yield Piece(split, text[:cut], False)
     if carry:  # a stream that ended inside a document, as it came
