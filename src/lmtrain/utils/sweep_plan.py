@@ -78,19 +78,28 @@ def swept_keys(sweep_dir: Path) -> set[str]:
 
 
 def swept_in(config: DictConfig) -> set[str]:
-    """The keys a sweep's config sweeps: its sweeper's `params`, and its sweep overrides."""
+    """The keys a sweep's config sweeps: those a sweep override (in the sweeper's `params` or on
+    the command line) names, less those a plain value fixes. The basic sweeper keeps the last
+    override of a key (the command line's over `params`); Optuna's drops from its search space
+    any key a plain value fixes, wherever it stands."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    keys = {str(k).lstrip("+~") for k in raw(config, "hydra.sweeper.params") or {}}
+    params = {str(k).lstrip("+~") for k in raw(config, "hydra.sweeper.params") or {}}
     parser = OverridesParser.create()
+    last_is_sweep: dict[str, bool] = {}  # key -> whether its last override sweeps
+    fixed_anywhere: set[str] = set()
     for argument in sweep_arguments(config):
         try:
             override = parser.parse_override(argument)
-        except Exception:
-            continue
-        if override.is_sweep_override():
-            keys.add(override.get_key_element().lstrip("+~"))
-    return keys
+            key, is_sweep = override.get_key_element(), override.is_sweep_override()
+        except Exception:  # a value only a running Hydra parses: a `params` key is swept
+            key = argument.split("=", 1)[0]
+            is_sweep = key.lstrip("+~") in params
+        last_is_sweep[key.lstrip("+~")] = is_sweep
+        if not is_sweep:
+            fixed_anywhere.add(key.lstrip("+~"))
+    swept = {key for key, is_sweep in last_is_sweep.items() if is_sweep}
+    return swept if is_basic_sweep(config) else swept - fixed_anywhere
 
 
 def end_sweep_on_preemption(
