@@ -121,6 +121,7 @@ def test_a_run_folder_or_checkpoint_as_pretrained_names_the_export(
         )
         line = assert_one_line_error(result, f"is {what} of lmtrain.train", "lmtrain.export")
         assert f"ckpt_path={checkpoint}" in line
+        assert "data.tokenizer.name" not in line  # finetune_gpt2's is model.pretrained: one line
         assert_no_cache_left(cache)
 
 

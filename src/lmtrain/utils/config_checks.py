@@ -36,7 +36,12 @@ from lmtrain.utils.config_keys import (
 from lmtrain.utils.eval_checks import check_eval_tokenizer, check_eval_val_limit
 from lmtrain.utils.filename_fields import check_filename_fields
 from lmtrain.utils.metric_names import check_metric_names
-from lmtrain.utils.model_checks import check_model, check_seq_len_warmup, warn_foreign_tokenizer
+from lmtrain.utils.model_checks import (
+    check_model,
+    check_seq_len_warmup,
+    tokenizer_is_a_refused_run,
+    warn_foreign_tokenizer,
+)
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
 from lmtrain.utils.run_folder_checks import run_folder_problems
 from lmtrain.utils.target_checks import check_targets
@@ -117,7 +122,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_paths(cfg, problems)
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))
-    check_data(data, problems)
+    check_data(data, problems, tokenizer=not tokenizer_is_a_refused_run(model, data))
     check_model(model, problems)
     check_seq_len_warmup(model, cfg.get("data", {}).get("block_size"), problems)
     check_trainer(trainer, problems)

@@ -148,6 +148,16 @@ def check_not_a_run(pretrained: str, problems: Problems) -> bool:
     return True
 
 
+def tokenizer_is_a_refused_run(model: Mapping[str, Any], data: Mapping[str, Any]) -> bool:
+    """Whether data.tokenizer.name is model.pretrained (as finetune_gpt2 interpolates it) and
+    that is a run folder or checkpoint of lmtrain.train: `check_not_a_run`'s line says what to
+    do, and the tokenizer's own (no tokenizer files) would be a second line on one mistake."""
+    tokenizer = data.get("tokenizer") if isinstance(data, Mapping) else None
+    name = tokenizer.get("name") if isinstance(tokenizer, Mapping) else None
+    pretrained = model.get("pretrained") if isinstance(model, Mapping) else None
+    return isinstance(name, str) and name == pretrained and check_not_a_run(name, Problems())
+
+
 def check_attention(model: Mapping[str, Any], problems: Problems) -> None:
     """model.attn_implementation that the model's class declares it lacks (`ATTENTION_FLAGS`):
     transformers refused it only once the model was built, after the corpus was tokenized. The
