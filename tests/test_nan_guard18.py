@@ -105,7 +105,9 @@ def test_skip_stops_a_diverged_run_after_max_skips_whole_steps_in_a_row(
         "model.nan_guard=skip skipped every micro-batch of 3 optimizer steps in a row, up to "
         "step 4 (model.nan_guard_max_skips=3): the loss diverged",
         f"kept {last} as it was (step 2)",  # the validation's save after step 2
-        f"resume with ckpt_path=last hydra.run.dir={run}",
+        # Step 2 skipped: its weights are step 1's, which give NaN on every batch (rev_run22).
+        "which holds those weights",
+        "then start again (in this run folder: overwrite_run=true)",
     )
     assert "nan_guard=skip, then" not in out.stderr  # no skip mode offered: it is in it
     assert out.returncode == 1

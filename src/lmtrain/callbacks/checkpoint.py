@@ -40,6 +40,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from fsspec.utils import get_protocol
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
@@ -62,6 +63,8 @@ from lmtrain.lightning_compat import (
     step_end_counters,
     validation_follows,
 )
+from lmtrain.models.last_fallback import LastFallback
+from lmtrain.models.nan_guard import proven_weights
 from lmtrain.utils.io import remove_killed_writes
 
 log = logging.getLogger(__name__)
@@ -101,6 +104,9 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self._due: dict[str, Any] | None = None
         self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
         self._missing: list[str] | None = None  # rank 0's missing best checkpoints, to forget
+        # Under model.nan_guard: the last.ckpt a NaN-guard stop goes back to, and the step
+        # whose weights the training batch in progress reads.
+        self._fallback, self._weights_step = LastFallback(), 0
 
     @property
     def state_key(self) -> str:
@@ -129,6 +135,8 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         self._saves += 1
+        if getattr(pl_module, "nan_guard", "off") != "off":
+            self._fallback.before_save(trainer)
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -182,10 +190,18 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
             state = without_paths(state, missing, self.mode)
         super().load_state_dict(state)
 
+    def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:
+        """A NaN or infinite score ranks nothing: Lightning kept a NaN as the first best
+        (`best-step=3-val_loss=nan.ckpt`, ranked as inf), weights that give NaN."""
+        if current is not None and not torch.isfinite(current).all():
+            return False
+        return super().check_monitor_top_k(trainer, current)
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._fallback.proven(trainer, proven_weights(pl_module, self._weights_step))
         # The same decision on every rank, as save_checkpoint (a collective under DDP and
         # FSDP) needs: a step count, and the loop's own counters for the validation.
         self._due = step_end_counters(trainer) if self._last_due(trainer) else None
@@ -197,6 +213,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         logged it; unless a validation came in between and wrote last.ckpt after it."""
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
         self._write_due(trainer)
+        self._weights_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """The scheduled last.ckpt of the epoch's (or the run's) last step, unless Lightning
@@ -241,6 +258,10 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         final = self._saves == saves and (trainer.global_step != self._last_written_step or swapped)
         if final and self.save_last:
             self._write_last(trainer)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """After the end's saves: no NaN can follow, so the NaN guard's fallback goes."""
+        self._fallback.forget(trainer)
 
     def _last_due(self, trainer: Trainer) -> bool:
         """A scheduled step not written yet, that no validation follows (the save after that

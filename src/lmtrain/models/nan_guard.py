@@ -5,14 +5,15 @@ step: a rank that skipped backward alone would leave the others waiting in DDP's
 all-reduce. The flag is read on the host, a sync per micro-batch that stalls the GPU's queue;
 `nan_guard=off` removes it.
 
-`stop` ends the run with one line naming the step and keeps the checkpoints as they are: it saves
-nothing. The weights before step N are the ones whose forward gave step N's NaN, and a resume
-replays that forward on the same batch, which the learning rate does not enter: a save of them
-sent the user to lower the learning rate and resume, to stop at step N again every time. So the
-line sends them back to the last checkpoint the run saved (`checkpoints/last.ckpt`, named with its
-step), to go on from it with a lower learning rate or in `skip` mode. Weights that are themselves
-NaN or inf stop the run in either mode, and no checkpoint of them is saved (`refuse_spoilt_save`),
-so the last one written is a good one.
+`stop` ends the run with one line naming the step, and saves nothing. The weights before step N
+are the ones whose forward gave step N's NaN, and a resume replays that forward on the same batch,
+which the learning rate does not enter: a save of them sent the user to lower the learning rate
+and resume, to stop at step N again every time. So the line sends them back to the newest
+last.ckpt whose weights gave a finite loss (named with its step), to go on from it with a lower
+learning rate or in `skip` mode: when the save just before the NaN holds the weights that give
+it, the one before it takes its place again (`lmtrain.models.last_fallback`). Weights that are
+themselves NaN or inf stop the run in either mode, and no checkpoint of them is saved
+(`refuse_spoilt_save`), so the last one written is a good one.
 
 `skip` drops the micro-batch; a run that diverged for good meets a NaN at every later step, and
 would skip them all and end as a success. So `model.nan_guard_max_skips` optimizer steps in a row
@@ -28,10 +29,9 @@ import torch
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError
 from lmtrain.lightning_compat import accumulating
-from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.models.distributed import shards_models
+from lmtrain.models.last_fallback import restore_good_last
 from lmtrain.utils.resume_hints import resume_hint
-from lmtrain.utils.safe_load import saved_step
 
 NAN_GUARD_MODES = ("stop", "skip", "off")
 log = logging.getLogger(__name__)
@@ -97,7 +97,9 @@ def nonfinite_to_skip(module: Any, loss: torch.Tensor) -> bool:
     raise diverged(
         module,
         f"non-finite loss ({value}) at step {step}: the weights of step {step - 1} give it at "
-        "any learning rate, and are not saved",
+        "any learning rate",
+        bad_from=step - 1,
+        unsaved=True,
     )
 
 
@@ -130,6 +132,7 @@ class SkipCount:
                 f"steps in a row, up to step {module.global_step + 1} (model.nan_guard_max_skips"
                 f"={self.limit}): the loss diverged",
                 skip=False,
+                bad_from=module.global_step + 1 - self.in_row,  # the weights skipped since
             )
 
     def state_dict(self) -> dict[str, int]:
@@ -148,29 +151,50 @@ class SkipCount:
         return self.skipped > 0 and not self.trained
 
 
-def diverged(module: Any, what: str, skip: bool = True) -> NonFiniteLossError:
-    """The stop for a non-finite loss from finite weights: the checkpoints are kept (see the
-    module's docstring), and the line sends the user to the last one with a lower learning
-    rate, or (`skip`: when this is not skip mode already) in skip mode."""
+def diverged(
+    module: Any, what: str, skip: bool = True, bad_from: int | None = None, unsaved: bool = False
+) -> NonFiniteLossError:
+    """The stop for a non-finite loss from finite weights, those of step `bad_from` on: the
+    line sends the user to the newest last.ckpt before them (see the module's docstring) with
+    a lower learning rate, or (`skip`: when this is not skip mode already) in skip mode.
+    `unsaved`: `what` names those weights, and says whether a checkpoint holds them."""
     trainer = module.trainer
     # trainer=fsdp refuses `skip` (lmtrain.models.distributed.shard): not offered there.
     offer = skip and not shards_models(trainer.strategy)
     other = ", or skip such batches with model.nan_guard=skip" if offer else ""
-    kept, then = kept_checkpoint(module)
+    kept, then, held = kept_checkpoint(module, bad_from)
+    lower = f"lower model.optimizer.lr{clip_hint(trainer)}"
+    if not held:
+        unsaved_note = ", and are not saved" if unsaved else ""
+        return NonFiniteLossError(f"{what}{unsaved_note}; {kept}; {lower}{other}, then {then}")
+    # Resuming from them meets the same NaN at any learning rate: skip mode alone gets past
+    # it, when one batch gave it (not offered where skip mode is off, or met it already).
+    past = f", or, if one batch gives it, {then} model.nan_guard=skip" if offer else ""
     return NonFiniteLossError(
-        f"{what}; {kept}; lower model.optimizer.lr{clip_hint(trainer)}{other}, then {then}"
+        f"{what}; {kept}, which holds those weights: {lower}, then start again (in this run "
+        f"folder: overwrite_run=true){past}"
     )
 
 
-def kept_checkpoint(module: Any) -> tuple[str, str]:
-    """(the checkpoint a stop keeps: last.ckpt, named with its step, or none saved yet, how to
-    go on from it), for the stops that save nothing."""
-    path = last_checkpoint_path(module.trainer)
+def kept_checkpoint(module: Any, bad_from: int | None = None) -> tuple[str, str, bool]:
+    """(the checkpoint a stop leaves: last.ckpt, named with its step, or none, how to go on
+    from it, whether it holds the weights that give the NaN), for the stops that save nothing.
+    A last.ckpt of step `bad_from` or later holds them: the one before it is put back where
+    the run kept one (`restore_good_last`). Without `bad_from` (weights that are NaN, which no
+    save holds) last.ckpt is kept."""
+    bad = module.global_step + 1 if bad_from is None else bad_from
+    path, step, done = restore_good_last(module.trainer, bad)
     if not path.exists():
-        return "no checkpoint was saved yet", "start again (in this run folder: overwrite_run=true)"
-    step = saved_step(path)
+        return (
+            "no checkpoint was saved yet",
+            "start again (in this run folder: overwrite_run=true)",
+            False,
+        )
     of_step = "" if step is None else f" (step {step})"
-    return f"kept {path} as it was{of_step}", resume_hint(path, module.trainer.default_root_dir)
+    hint = resume_hint(path, module.trainer.default_root_dir)
+    if done == "restored":
+        return f"put {path} back as it was{of_step}, before the save of those weights", hint, False
+    return f"kept {path} as it was{of_step}", hint, done == "holds"
 
 
 def before_any_update(module: Any, value: str, weights: str) -> NonFiniteLossError:
@@ -218,7 +242,7 @@ def refuse_spoilt_save(module: Any) -> None:
 
 def spoilt(module: Any, what: str) -> NonFiniteLossError:
     """The stop for weights that are NaN or inf: the checkpoints saved before are kept."""
-    kept, then = kept_checkpoint(module)
+    kept, then, _ = kept_checkpoint(module)
     return NonFiniteLossError(
         f"{what} NaN or inf (an update overflowed while its loss was finite): {kept}; lower "
         f"model.optimizer.lr{clip_hint(module.trainer)}, then " + then
@@ -229,3 +253,15 @@ def clip_hint(trainer: Any) -> str:
     """Clipping as advice only where the run does not clip already (the default clips at 1.0)."""
     clips = getattr(trainer, "gradient_clip_val", None)
     return "" if clips else " (or set trainer.gradient_clip_val)"
+
+
+def proven_weights(module: Any, weights_step: int) -> int | None:
+    """The step whose weights the micro-batch that just ended trained on with a finite loss:
+    `weights_step` under `stop` (a NaN would have stopped it), the step in progress under
+    `skip` once a micro-batch of it was not skipped; None otherwise (`off` checks nothing)."""
+    mode = getattr(module, "nan_guard", "off")
+    if mode == "stop":
+        return weights_step
+    if mode == "skip" and module.skip_count.trained:
+        return module.skip_count.step
+    return None
