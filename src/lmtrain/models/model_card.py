@@ -148,7 +148,14 @@ def card_body(
     tok = data.get("tokenizer") if isinstance(data.get("tokenizer"), dict) else {}
     tok_kind = str(tok.get("kind", "unknown")) + (f" ({tok['name']})" if tok.get("name") else "")
     params = count_parameters(loaded.model)["params/total"]
-    scope = info.get("val_loss_scope") or "latest validation (may be a subset of val)"
+    # Final only for the run's end-of-training measure of these weights (`final_metrics`): a
+    # checkpoint's own figure is of whatever validation came last before it was saved, and an
+    # intermediate best checkpoint's card read "Final val loss".
+    scope = (
+        info.get("val_loss_scope")
+        or "latest validation before this checkpoint; may be a subset of val"
+    )
+    final_word = "Final val" if info.get("val_loss_scope") else "Val"
 
     def fmt(value: Any, spec: str) -> str:
         return "unknown" if value is None else format(value, spec)
@@ -162,8 +169,10 @@ def card_body(
         ("Context", f"{data.get('block_size', 'unknown')} tokens in training"),
         ("Training steps", fmt(info.get("global_step"), ",")),
         ("Tokens seen", fmt(info.get("tokens_seen"), ",.0f")),
-        ("Final val loss", f"{fmt(info.get('val_loss'), '.4f')} nats/token ({scope})"),
-        ("Final val bits per byte", fmt(info.get("val_bpb"), ".4f")) if "val_bpb" in info else None,
+        (f"{final_word} loss", f"{fmt(info.get('val_loss'), '.4f')} nats/token ({scope})"),
+        (f"{final_word} bits per byte", fmt(info.get("val_bpb"), ".4f"))
+        if "val_bpb" in info
+        else None,
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in filter(None, rows))
     return f"""

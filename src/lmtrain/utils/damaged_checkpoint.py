@@ -13,7 +13,13 @@ import pickle
 import zipfile
 from pathlib import Path
 
-from lmtrain.utils.sharded_layout import is_sharded_checkpoint, one_file_advice
+import torch
+
+from lmtrain.utils.sharded_layout import (
+    SHARDED_META_FILE,
+    is_sharded_checkpoint,
+    one_file_advice,
+)
 
 WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/checkpoints/last.ckpt"
 # The names lmtrain gives checkpoints besides last.ckpt (configs/callbacks/default.yaml's best
@@ -25,11 +31,11 @@ CONSOLIDATED = ".consolidated.ckpt"
 def newest_other(damaged: Path, named_first: bool = True) -> Path | None:
     """The newest other checkpoint beside `damaged` (a `*.ckpt` file, or a sharded folder), by
     time written, as `resume=` picks one without a last.ckpt
-    (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but only a
-    file that looks like a whole torch checkpoint (`looks_readable`: an empty file, a copy cut
-    short, a torch-saved list or a crafted pickle was named as the one to pass); `named_first`:
-    one named as lmtrain names its saves (`lmtrain_named`) before any other. None when there is
-    none or the folder cannot be read."""
+    (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but only one
+    the tools would accept (`loads_weights_only`): an empty file, a copy cut short, a torch-saved
+    list or a pickle that calls os.system was named as the one to pass, and then refused;
+    `named_first`: one named as lmtrain names its saves (`lmtrain_named`) before any other. None
+    when there is none or the folder cannot be read."""
     try:
         found = [
             p
@@ -38,13 +44,25 @@ def newest_other(damaged: Path, named_first: bool = True) -> Path | None:
             and not p.name.startswith(".")
             and ((p.is_file() and looks_readable(p)) or is_sharded_checkpoint(p))
         ]
-        return max(
-            found,
-            key=lambda p: (named_first and lmtrain_named(p), p.stat().st_mtime_ns, p.name),
-            default=None,
-        )
+        found.sort(key=lambda p: (named_first and lmtrain_named(p), p.stat().st_mtime_ns, p.name))
     except OSError:
         return None
+    # Best first, and only until one loads: each load unpickles a file's entries.
+    return next((p for p in reversed(found) if loads_weights_only(p)), None)
+
+
+def loads_weights_only(path: Path) -> bool:
+    """Whether `path` (a `.ckpt` file, or a sharded folder's `meta.pt`) unpickles to a dict with
+    weights-only loading, as `lmtrain.utils.safe_load` reads checkpoints (a layer beside this
+    one, which imports it): a pickled global that could run code is refused, not run. The
+    tensors are memory-mapped, not read, so a checkpoint of any size costs the unpickling of its
+    plain entries only; their checksums are not compared (that reads every byte)."""
+    file = path / SHARDED_META_FILE if path.is_dir() else path
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # refused, damaged or unreadable: any of them rules it out as advice
+        return False
+    return isinstance(state, dict)
 
 
 def lmtrain_named(path: Path) -> bool:
