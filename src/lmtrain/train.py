@@ -29,13 +29,14 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.ended_run import EndedRun, ended_metrics, reports_step
     from lmtrain.callbacks.preemption import PreemptionCheckpoint
     from lmtrain.callbacks.resume import ExactResume
-    from lmtrain.callbacks.resume_run import (
+    from lmtrain.callbacks.resume_run import locate_last_elsewhere, log_resume, resume_value
+    from lmtrain.callbacks.resumed_record import (
         WriteResumedRecord,
-        locate_last_elsewhere,
-        log_resume,
+        discard_resumed_record,
         write_resumed_record,
     )
     from lmtrain.callbacks.row_steps import ResumedRowSteps
+    from lmtrain.callbacks.run_start import RunStart, refuse_replaced_run
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
     from lmtrain.callbacks.samples import TextSamples
     from lmtrain.callbacks.startup import ProcessMark, StartupClock
@@ -90,6 +91,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     resuming = resumes_run_in(output_dir, ckpt_path)
     overwrite = cfg.get("overwrite_run") is True
     claim_run_folder(output_dir, resuming, overwrite, folder_key(output_dir), ckpt_path)
+    if resuming and ckpt_path is not None:  # not the checkpoint of a run overwrite_run replaced
+        # resume= reads overwrite_run=true from the record of the run that replaced it: no leave
+        typed_overwrite = overwrite and resume_value(cfg) in (None, "")
+        refuse_replaced_run(output_dir, ckpt_path, folder_key(output_dir), typed_overwrite)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -147,11 +152,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     totals = TrainingTotals()
     callbacks.append(totals)
     callbacks.append(startup)
-    callbacks.append(WriteResumedRecord())  # resume=: the run's .hydra/ once training starts
     # A resumed run that had ended (EarlyStopping, max_steps) stays so; with overwrite_run, the
     # replaced run's metrics.json goes at this run's first save (see EndedRun).
     ended = EndedRun(replaced_metrics=output_dir / "metrics.json" if overwrite else None)
     callbacks.append(ended)
+    # resume=: the run's .hydra/ once training starts (after EndedRun: not if it trains nothing)
+    callbacks.append(WriteResumedRecord())
+    callbacks.append(RunStart(output_dir, resuming))  # its id: in the folder and its checkpoints
     # logger=csv: the rows a resumed run keeps (first in the list); a run whose metrics.json
     # reports its last step had ended whole, final validation included.
     ended_whole = partial(reports_step, output_dir)
@@ -182,7 +189,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup.mark("loggers")  # W&B's run starts with its first use, here
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    write_resumed_record()  # resume= of a run with nothing left to train
+    if ended.trained_nothing(trainer):  # its overrides were never checked nor applied
+        discard_resumed_record(trainer.global_step)
+    else:
+        write_resumed_record()  # (written at the first step already)
     # Its final validation is done when metrics.json reports this step: rank 0's file decides
     # for every rank (the validation below is collective).
     ended_here = resuming and ended.trained_nothing(trainer)

@@ -13,8 +13,9 @@ Hydra names the run folder and writes `.hydra/` into it before the task starts, 
 Hydra callback (`ResumeRun`, first in `configs/train.yaml`'s `hydra.callbacks`): it reads the
 saved config and replaces the composed one before Hydra uses it; `lmtrain.utils.resume_overrides`
 applies the typed overrides and refuses, in one line, those that would change the model's shape
-or the data. Once the resumed run has started (`WriteResumedRecord`: its checkpoint restored,
-every check passed), the folder's `.hydra/` files hold the config it uses, written atomically;
+or the data. Once the resumed run has started (`lmtrain.callbacks.resumed_record`: its
+checkpoint restored, every check passed), the folder's `.hydra/` files hold the config it uses,
+written atomically (a run that had ended and trains nothing leaves them as they were);
 the ones they replace are kept in `.hydra/previous/<time>/`. A command refused before that
 leaves them as they were, so `resume=<run>` alone still resumes the run; so does a command
 typed in a folder that already holds a record (`ckpt_path=last hydra.run.dir=<run>`). DDP ranks
@@ -36,9 +37,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback as HydraCallback
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from lmtrain.callbacks.resumed_record import WriteResumedRecord as WriteResumedRecord
+from lmtrain.callbacks.resumed_record import pend_record
+from lmtrain.callbacks.resumed_record import write_resumed_record as write_resumed_record
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import last_elsewhere, run_checkpoint, saved_checkpoint_folder
 from lmtrain.utils.checkpoint_dirpaths import KEY
@@ -57,8 +60,6 @@ log = logging.getLogger(__name__)
 
 LATEST = "latest"
 RECORD = ".hydra"  # Hydra's hydra.output_subdir, where a run's config is saved
-# The resumed run's `.hydra/` files, made at job start and written once the run has started.
-_pending_record: list[Callable[[], None]] = []
 
 
 class ResumeRun(HydraCallback):
@@ -94,12 +95,13 @@ class ResumeRun(HydraCallback):
             )
 
     def on_job_start(self, config: DictConfig, **_: Any) -> None:
-        _pending_record.clear()  # an earlier job's in this process (refused, or a notebook's)
         record = self.record
-        if record is not None:
-            files = guarded(lambda: record_files(config, record))
-            folder = Path(str(config.hydra.runtime.output_dir)) / record
-            _pending_record.append(lambda: write_record(folder, files))
+        if record is None:
+            pend_record(None)  # an earlier job's in this process (refused, or a notebook's)
+            return
+        files = guarded(lambda: record_files(config, record))
+        folder = Path(str(config.hydra.runtime.output_dir)) / record
+        pend_record(lambda: write_record(folder, files))  # by resumed_record.WriteResumedRecord
 
     def defer_record_in_used_folder(self, config: DictConfig) -> None:
         """A command run in a folder that already holds a run's record (`ckpt_path=last
@@ -275,23 +277,6 @@ def has_last_checkpoint(folder: Path) -> bool:
     saved to its dirpath elsewhere (`run_checkpoint`)."""
     path = run_checkpoint(folder)  # which one: the run's own check
     return path.is_file() or is_sharded_checkpoint(path)
-
-
-class WriteResumedRecord(Callback):
-    """Writes the resumed run's `.hydra/` files when its training starts (the checkpoint
-    restored, Lightning's and lmtrain's checks passed), not at job start: a command refused
-    before then (a bad value, a trainer that cannot run here, another world size) must not
-    become the config a later `resume=<run>` reads. `write_resumed_record` also runs after
-    `fit`, for a run that had nothing left to train."""
-
-    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        write_resumed_record()
-
-
-def write_resumed_record() -> None:
-    """Write the `.hydra/` files `ResumeRun` made for this process, if any, once."""
-    while _pending_record:
-        _pending_record.pop()()
 
 
 def resume_value(cfg: DictConfig) -> Any:

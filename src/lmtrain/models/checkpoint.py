@@ -28,10 +28,13 @@ from lmtrain.models.checkpoint_contents import (
     model_from_contents,
     tokenizer_from_files,
 )
-from lmtrain.models.checkpoint_paths import locate_checkpoint, saved_checkpoint_folder
+from lmtrain.models.checkpoint_paths import (
+    locate_checkpoint,
+    refuse_dirpath_left_out,
+    refuse_lightning_keyword,
+)
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder, refuse_run_folder
-from lmtrain.utils.checkpoint_dirpaths import KEY
 from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
@@ -88,6 +91,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
                 "file, or a sharded checkpoint folder (trainer=fsdp)"
             )
         if not (path.is_file() or path.is_dir()):
+            refuse_lightning_keyword(ckpt_path, output_dir)  # `best`: Lightning's, not ours
             raise LMTrainError(f"ckpt_path={ckpt_path!r} does not exist: pass a .ckpt file")
     checkpoint_meta(path)  # fail now, not after data preparation, if the file is broken
     if is_sharded_checkpoint(path):
@@ -95,19 +99,6 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         # here so that a crafted folder stops before any work starts.
         check_dcp_folder(path)
     return str(path)
-
-
-def refuse_dirpath_left_out(output_dir: Path) -> None:
-    """`ckpt_path=last` in a run folder whose run saved its checkpoints to a dirpath outside it,
-    by a command that names no such dirpath: the line said the run saved nothing and offered
-    `overwrite_run=true`, which would have replaced a resumable run."""
-    elsewhere = saved_checkpoint_folder(output_dir)
-    if elsewhere is not None:
-        raise LMTrainError(
-            f"ckpt_path=last: the run in {output_dir} saved its checkpoints to {KEY}="
-            f"{elsewhere}, which this command does not name: pass {KEY}={elsewhere} too, or "
-            f"resume with resume={output_dir}"
-        )
 
 
 def check_strategy_reads(ckpt_path: str | Path, sharded_strategy: bool) -> None:

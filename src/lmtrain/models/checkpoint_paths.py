@@ -168,3 +168,41 @@ def previous_sharded(path: Path) -> Path:
     A kill between the two renames leaves only this one: `ckpt_path=last` then resumes from it.
     """
     return path.with_name(f".{path.name}.old")
+
+
+# Lightning's own names for a checkpoint its trainer knows (`trainer.fit(ckpt_path="best")`):
+# a new lmtrain process has no such trainer, and read them as missing files.
+LIGHTNING_KEYWORDS = ("best", "hpc", "registry")
+
+
+def refuse_lightning_keyword(ckpt_path: str, output_dir: str | Path) -> None:
+    """Raise LMTrainError for `ckpt_path=best` (or another of `LIGHTNING_KEYWORDS`), naming what
+    lmtrain takes instead: the run folder's newest best checkpoint where it holds one."""
+    if ckpt_path not in LIGHTNING_KEYWORDS or Path(ckpt_path).exists():
+        return
+    folder = Path(output_dir)
+    best = [p for p in (folder / "checkpoints").glob("best*.ckpt") if not p.name.startswith(".")]
+    newest = max(best, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
+    instead = (
+        f"ckpt_path={newest} hydra.run.dir={folder} (this run's newest best checkpoint)"
+        if newest is not None
+        else "ckpt_path=<run folder>/checkpoints/best-step=<step>-....ckpt (a run's best file)"
+    )
+    raise LMTrainError(
+        f"ckpt_path={ckpt_path} is Lightning's name for a checkpoint of a trainer in the same "
+        f"process, which lmtrain does not take: pass {instead}, ckpt_path=last "
+        "hydra.run.dir=<run folder> to resume a run, or ckpt_path=<file.ckpt>"
+    )
+
+
+def refuse_dirpath_left_out(output_dir: Path) -> None:
+    """`ckpt_path=last` in a run folder whose run saved its checkpoints to a dirpath outside it,
+    by a command that names no such dirpath: the line said the run saved nothing and offered
+    `overwrite_run=true`, which would have replaced a resumable run."""
+    elsewhere = saved_checkpoint_folder(output_dir)
+    if elsewhere is not None:
+        raise LMTrainError(
+            f"ckpt_path=last: the run in {output_dir} saved its checkpoints to {KEY}="
+            f"{elsewhere}, which this command does not name: pass {KEY}={elsewhere} too, or "
+            f"resume with resume={output_dir}"
+        )
