@@ -48,6 +48,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
 from lmtrain.callbacks.checkpoint_state import (
+    beyond_top_k,
     foreign_paths,
     missing_paths,
     moved_to,
@@ -107,6 +108,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         # Under model.nan_guard: the last.ckpt a NaN-guard stop goes back to, and the step
         # whose weights the training batch in progress reads.
         self._fallback, self._weights_step = LastFallback(), 0
+        self._beyond: list[str] = []  # best files past a lower save_top_k on resume, to remove
 
     @property
     def state_key(self) -> str:
@@ -130,6 +132,11 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         # A resumed run starts on the step its checkpoint holds: no need to write it again.
         self._last_written_step = trainer.global_step
         self._last_on_disk = self._resumed_from_last(trainer)
+        # Last among the callbacks (Lightning orders checkpoints so): after the resume checks.
+        for path in self._beyond:
+            log.info("Removing %s: past save_top_k=%d of this resumed run", path, self.save_top_k)
+            trainer.strategy.remove_checkpoint(path)  # rank 0 only
+        self._beyond = []
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -188,6 +195,10 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
                 "and the best checkpoint is chosen among the others"
             )
             state = without_paths(state, missing, self.mode)
+        # A lower save_top_k than the run's: Lightning kept every later best (it deletes the
+        # kth best only while exactly k are ranked).
+        self._beyond = beyond_top_k(state, self.save_top_k, self.mode)
+        state = without_paths(state, self._beyond, self.mode)
         super().load_state_dict(state)
 
     def check_monitor_top_k(self, trainer: Trainer, current: torch.Tensor | None = None) -> bool:

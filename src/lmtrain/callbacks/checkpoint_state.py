@@ -159,3 +159,32 @@ def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
     except (ValueError, SyntaxError):
         return False
     return isinstance(keys, dict) and (keys.get("monitor"), keys.get("mode")) == (monitor, mode)
+
+
+def beyond_top_k(state: dict[str, Any], top_k: int, mode: str) -> list[str]:
+    """The best checkpoints `state` ranks beyond the `top_k` best (worst first), when a resumed
+    run keeps fewer than its run did (`save_top_k=3`, then 1 on resume). Lightning restores
+    every ranked one and deletes the kth best only while exactly `top_k` are ranked, so with
+    more it kept every later best too. Empty when `top_k` keeps them all (-1, or at least as
+    many), and for 0: no best checkpoint is saved then, and the run's ones stay.
+
+    Call it on a state whose foreign paths are already dropped (`foreign_paths`): what it
+    returns are files this callback wrote, which the caller removes once the resume has
+    started, and forgets (`without_paths`). A NaN score ranks last, as Lightning ranks it (so
+    does a score that is no number)."""
+    best_k = state.get("best_k_models") or {}
+    if not isinstance(best_k, dict) or top_k <= 0 or len(best_k) <= top_k:
+        return []
+
+    def score(path: str) -> float:
+        try:
+            value = float(best_k[path])
+        except (TypeError, ValueError, RuntimeError):  # a crafted state's score
+            value = float("nan")
+        if value != value:  # NaN
+            return float("inf") if mode == "min" else float("-inf")
+        return value
+
+    ranked = sorted(best_k, key=score, reverse=mode != "min")  # best first
+    last = state.get("last_model_path")
+    return [path for path in reversed(ranked[top_k:]) if path != last]
