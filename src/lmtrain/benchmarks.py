@@ -11,7 +11,6 @@ model and each task's generated tokens), `run_tasks` after it. Results come back
 from __future__ import annotations
 
 import difflib
-import logging
 import sys
 import traceback
 from dataclasses import dataclass, field
@@ -22,9 +21,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from lmtrain.data.coverage import format_characters
 from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.models.export_tokenizer import reading_specials_as_text
 from lmtrain.models.hf import context_length
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.lm_eval_logs import TRUNCATING as TRUNCATING  # tests read it here
+from lmtrain.utils.lm_eval_logs import quiet_lm_eval
 from lmtrain.utils.task_checks import (
     check_fewshot_pools,
     fewshot_sampling_failed,
@@ -32,16 +35,13 @@ from lmtrain.utils.task_checks import (
     unparsable_yamls_note,
     warn_unused_lm_eval_keys,
 )
+from lmtrain.utils.task_text import unencodable_task_characters
 
 INSTALL_HINT = "pip install -e .[eval]"
 # What the Rust tokenizers raise (a bare Exception) for a character that has no token.
 UNKNOWN_CHARACTER = "Missing [UNK] token"
 # lm-eval's check that an answer fits the context (lm_eval/models/huggingface.py).
 LONG_ANSWER = "assert len(continuation_enc) <= self.max_length"
-# The start of lm-eval's warnings about a model passed as an object (see QuietWarnings).
-EXPECTED_WARNINGS = ("`pretrained` model kwarg is not of type `str`", "Passed an already-init")
-# The start of the warning lm-eval logs for every request longer than max_length.
-TRUNCATING = "Combined length of context"
 # lm-eval's HFLM.max_gen_toks: the tokens it generates where a task's generation_kwargs set none.
 HFLM_MAX_GEN_TOKS = 256
 
@@ -57,6 +57,7 @@ class BenchmarkSettings:
     max_length: int | None
     include_path: str | None
     generation_lengths: dict[str, int] = field(default_factory=dict)  # set by load_tasks
+    leaf_tasks: dict[str, Any] = field(default_factory=dict)  # set by load_tasks
 
 
 def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
@@ -162,6 +163,7 @@ def load_tasks(settings: BenchmarkSettings) -> list[Any]:
         leaf_tasks.update(found["tasks"])
     check_fewshot_pools(leaf_tasks, settings.num_fewshot)
     settings.generation_lengths = generation_lengths(leaf_tasks)
+    settings.leaf_tasks = leaf_tasks
     check_generation_room(settings, settings.max_length, "")  # the rest in tasks_context
     return loaded
 
@@ -192,33 +194,6 @@ def check_generation_room(settings: BenchmarkSettings, max_length: int | None, w
         )
 
 
-class QuietWarnings(logging.Filter):
-    """Drops lm-eval's warnings about a model passed as an object (that is how we use it), and
-    every truncation warning after the first (it would log one per request)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.truncated = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if message.startswith(TRUNCATING):
-            first, self.truncated = not self.truncated, True
-            return first
-        return not message.startswith(EXPECTED_WARNINGS)
-
-
-QUIET = QuietWarnings()
-
-
-def quiet_lm_eval() -> None:
-    """lm-eval's INFO lines off and its repeated or expected warnings dropped: what is left in
-    the log is what the user should read (addFilter skips a filter the logger holds already)."""
-    logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    logging.getLogger("lm_eval.models.huggingface").addFilter(QUIET)
-    QUIET.truncated = False  # this run's first truncation is shown
-
-
 def tasks_context(
     settings: BenchmarkSettings, config: PretrainedConfig, run_config: dict[str, Any]
 ) -> int | None:
@@ -239,6 +214,21 @@ def tasks_context(
     return max_length
 
 
+def check_task_text(settings: BenchmarkSettings, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Refuse, before the val split is scored, a task with characters `tokenizer` has no token
+    for (a char tokenizer knows only its corpus's), naming the task and the characters."""
+    as_text = reading_specials_as_text(tokenizer)  # as run_tasks hands it to lm-eval
+    found = unencodable_task_characters(settings.leaf_tasks, as_text.encode, settings.limit)
+    if found is not None:
+        name, characters, context = found
+        raise LMTrainError(
+            f"tasks={settings.tasks} hold characters the model's tokenizer has no token for, in "
+            f"{name}: {format_characters(characters)} (the first in {context!r}): run them on a "
+            "model trained with a byte-level BPE tokenizer (data.tokenizer.kind=bpe) or a "
+            "pretrained one"
+        )
+
+
 def run_tasks(
     tasks: list[Any],
     settings: BenchmarkSettings,
@@ -253,9 +243,11 @@ def run_tasks(
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
+    # HFLM encodes plainly: `<|endoftext|>` in a task's text must be characters, as in training
+    # and in the export, or a .ckpt and its export would score the same weights differently.
     lm = HFLM(
         pretrained=model.to(device),
-        tokenizer=tokenizer,
+        tokenizer=reading_specials_as_text(tokenizer),
         batch_size=settings.batch_size,
         max_length=max_length,
     )

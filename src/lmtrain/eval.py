@@ -34,11 +34,18 @@ with gc_pause.paused_for_imports():
     from omegaconf import DictConfig, OmegaConf, open_dict
     from transformers import PreTrainedTokenizerBase
 
-    from lmtrain.benchmarks import benchmark_settings, load_tasks, run_tasks, tasks_context
+    from lmtrain.benchmarks import (
+        benchmark_settings,
+        check_task_text,
+        load_tasks,
+        run_tasks,
+        tasks_context,
+    )
     from lmtrain.data import token_cache
     from lmtrain.data.coverage import UnencodableTextError
     from lmtrain.data.datamodule import TextDataModule
     from lmtrain.data.pretrained_tokenizer import save_tokenizer
+    from lmtrain.data.stored_source import this_machine_source
     from lmtrain.errors import LMTrainError, MissingCorpusError
     from lmtrain.models import CausalLMModule
     from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
@@ -81,6 +88,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # lm-eval's context; a max_length the model cannot take is refused before the val split.
     config, run_config = loaded.model.config, loaded.run_config
     context = tasks_context(benchmarks, config, run_config) if benchmarks else None
+    if benchmarks:  # a character the model's tokenizer lacks: refused before the val split too
+        check_task_text(benchmarks, loaded.tokenizer)
 
     own_data = cfg.get("data") is None or typed is not None
     try:
@@ -172,10 +181,10 @@ def eval_datamodule(
     """
     output_dir = Path(paths.output_dir)
     if data_cfg is not None and typed is None:  # another corpus
-        check_context(loaded.model.config, data_cfg.block_size)
+        check_context(loaded.model.config, data_cfg.block_size, eval_key="data.block_size")
         return hydra.utils.instantiate(with_model_tokenizer(data_cfg, loaded, output_dir))
     data_cfg = own_data_config(loaded, ckpt_path, typed, paths)
-    check_context(loaded.model.config, data_cfg.block_size)
+    check_context(loaded.model.config, data_cfg.block_size, eval_key="+data.block_size")
     trained = loaded.run_config["data"]  # the training's folders: left out of the corpus too
     datamodule = left_out(hydra.utils.instantiate(data_cfg), trained)
     # The training's own cache, where the run config says: used when it is complete and made
@@ -220,8 +229,9 @@ def own_data_config(
     only keys it has, none of the tokenizer's, values as training would take them).
 
     It comes with the model, so it is data: its targets must be ones the project's configs name
-    (or typed here), and a token cache is built where this command's `paths` say, never in the
-    training machine's folders it names (`data.cache_dir`, `data.log_dir`)."""
+    (or typed here), and a token cache is built and a corpus downloaded where this command's
+    `paths` say, never in the training machine's folders it names (`data.cache_dir`,
+    `data.log_dir`, a source's download or cache folder) nor from the URLs it names."""
     if "data" not in loaded.run_config:
         raise LMTrainError(f"ckpt_path={ckpt_path!r} holds no data config: pass data=<name>")
     typed_data = [plain(typed)] if typed is not None else []
@@ -230,6 +240,8 @@ def own_data_config(
     with open_dict(data_cfg):
         data_cfg.cache_dir = str(Path(paths.data_dir) / "cache")  # as configs/data/_base.yaml
         data_cfg.log_dir = str(paths.log_dir)
+        if isinstance(data_cfg.get("source"), DictConfig):
+            data_cfg.source = this_machine_source(plain(data_cfg.source), Path(paths.data_dir))
     source = data_cfg.get("source") or {}
     log.info(
         "Reading the data config ckpt_path=%s was trained with: %s (data.source.path=%s)",

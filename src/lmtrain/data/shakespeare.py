@@ -14,7 +14,12 @@ from lmtrain.data.corpus import check_val_fraction
 from lmtrain.data.sources import FileSource, TextFilesSource
 from lmtrain.errors import LMTrainError
 
-__all__ = ["TINY_SHAKESPEARE_SHA256", "TINY_SHAKESPEARE_URL", "ShakespeareSource"]
+__all__ = [
+    "DOWNLOAD_TIMEOUT_S",
+    "TINY_SHAKESPEARE_SHA256",
+    "TINY_SHAKESPEARE_URL",
+    "ShakespeareSource",
+]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,7 @@ TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class ShakespeareSource(FileSource):
@@ -37,7 +43,7 @@ class ShakespeareSource(FileSource):
         val_fraction: float = 0.1,
         download_dir: str = "data/shakespeare",
         url: str = TINY_SHAKESPEARE_URL,
-        timeout_s: float = 60.0,
+        timeout_s: float = DOWNLOAD_TIMEOUT_S,
     ) -> None:
         self.path = None if path is None else str(path)
         self.val_fraction = check_val_fraction(val_fraction)
@@ -64,7 +70,14 @@ class ShakespeareSource(FileSource):
         dest = Path(self.download_dir) / "input.txt"
         if dest.is_file() and _sha256(dest.read_bytes()) == TINY_SHAKESPEARE_SHA256:
             return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LMTrainError(
+                f"data.source.download_dir={self.download_dir!r} cannot be created "
+                f"({err.strerror or err}): pass a folder you can write to, or "
+                "data.source.path=<local copy of input.txt>"
+            ) from None
         log.info("Downloading Tiny Shakespeare from %s to %s", self.url, dest)
         try:
             with urllib.request.urlopen(self.url, timeout=self.timeout_s) as response:
@@ -80,8 +93,15 @@ class ShakespeareSource(FileSource):
                 "data.source.path=<local copy of input.txt>"
             )
         tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        os.replace(tmp, dest)
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, dest)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise LMTrainError(
+                f"writing Tiny Shakespeare to {dest} failed ({err.strerror or err}): pass a "
+                "data.source.download_dir you can write to, or data.source.path=<local copy>"
+            ) from None
         return dest
 
     def settings(self) -> dict[str, Any]:

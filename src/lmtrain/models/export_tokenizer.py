@@ -15,6 +15,7 @@ It also reads a special token's spelling in a text as characters, as training di
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -105,6 +106,15 @@ def split_special_text(tokenizer: PreTrainedTokenizerBase) -> None:
         return
     tokenizer.split_special_tokens = True
     tokenizer.init_kwargs["split_special_tokens"] = True  # save_pretrained writes these keys
+
+
+def reading_specials_as_text(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A copy of `tokenizer` that reads a special token's spelling in a text as characters, as
+    training did and the export's tokenizer does (`split_special_text`): for callers that
+    encode text plainly (lm-eval's HFLM), so a .ckpt scores what its export scores."""
+    copied = copy.deepcopy(tokenizer)  # the caller's tokenizer keeps its own settings
+    split_special_text(copied)
+    return copied
 
 
 def save_tokenizer(

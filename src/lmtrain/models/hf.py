@@ -232,9 +232,12 @@ def context_length(config: PretrainedConfig) -> int | None:
     return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
 
-def check_context(config: PretrainedConfig, block_size: int, pretrained: bool = False) -> None:
+def check_context(
+    config: PretrainedConfig, block_size: int, pretrained: bool = False, eval_key: str = ""
+) -> None:
     """Fail before training when the data windows are longer than the model can attend over.
-    `pretrained`: the model's context is its weights' (model.config may not change it)."""
+    `pretrained`: the model's context is its weights' (model.config may not change it);
+    `eval_key`: a trained model's at eval (fixed too), whose block size is set with this key."""
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
         # From a command, the config checks refuse it first; from a checkpoint's run config,
         # here (eval).
@@ -247,6 +250,8 @@ def check_context(config: PretrainedConfig, block_size: int, pretrained: bool = 
         fix = "lower data.block_size or raise the model's context"
         if pretrained:
             fix = f"lower data.block_size to at most {limit}, the context of model.pretrained"
+        if eval_key:
+            fix = f"pass {eval_key}={limit} or less (a trained model's context is fixed)"
         raise LMTrainError(
             f"data.block_size={block_size} is longer than the model's context ({limit}, "
             f"model.config.n_positions / max_position_embeddings): {fix}"
