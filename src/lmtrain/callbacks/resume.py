@@ -41,7 +41,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import RankAgreedError
 from lmtrain.lightning_compat import accumulating
 from lmtrain.lightning_compat.epochs import (
     count_cut_epoch_as_running,
@@ -101,7 +101,9 @@ class ExactResume(Callback):
         the checkpoint is not at a step boundary of both: Lightning counts a step's
         micro-batches from the epoch's start with the new accumulation, so the first resumed
         step would be cut short (its gradient a fraction of one) and every later row logged at
-        another step."""
+        another step. Every rank reads the same checkpoint and settings, so all refuse together:
+        one line (rank 0's). Nothing of the run folder changes: `CSVBatchStarts` counts training
+        as started at its first batch, so the CSV logger puts hparams.yaml back."""
         start_epoch_after_restart_at_epoch_end(trainer)
         count_restarted_validation_once(trainer)
         saved = (self._to_restore or {}).get("accumulation")
@@ -112,7 +114,7 @@ class ExactResume(Callback):
         if done >= trainer.num_training_batches:
             return  # an epoch's end: the next step starts the next epoch
         if (self._to_restore or {}).get("grads") or done % now:
-            raise LMTrainError(
+            raise RankAgreedError(
                 f"the checkpoint was saved {done} micro-batches into its epoch at {saved} "
                 f"micro-batches a step; this run makes {now} (global_batch_size / "
                 f"data.batch_size / ranks), and {done} is not a step boundary of both: resume "

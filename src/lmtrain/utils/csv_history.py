@@ -70,7 +70,7 @@ class ResumableCSVLogger(CSVLogger):
         self._moved = False  # the earlier file moved aside, and its rows read
         self._keep: int | None = None  # how many of them to keep (None: all), `CSVBatchStarts`
         self.rows_written = 0  # rows in the file so far (each is written when logged)
-        self.training_started = False  # set by CSVBatchStarts: training began in this process
+        self.training_started = False  # set by CSVBatchStarts: a batch began in this process
         self._hparams_before: str | None = None  # hparams.yaml as the earlier process left it
         # The kept rows of the step a run resumed in mid-step is in: the learning rates, logged
         # at the step's first micro-batch, are logged again (other loggers, TensorBoard after
@@ -174,8 +174,8 @@ class ResumableCSVLogger(CSVLogger):
         self._write_earlier_rows()  # a run that logged nothing (killed, or nothing to train)
         super().finalize(status)
         if not self.training_started and self._hparams_before is not None:
-            # Refused when its checkpoint was restored (or nothing left to train): the run
-            # folder keeps the config the run trained with, as its .hydra/ does.
+            # Refused when its checkpoint was restored or at train start (or nothing left to
+            # train): the run folder keeps the config the run trained with, as its .hydra/ does.
             with atomic_write(Path(self.log_dir) / HPARAMS) as f:
                 f.write(self._hparams_before)
 
@@ -245,8 +245,6 @@ class CSVBatchStarts(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.trained = True
         self.resumed = self.own_checkpoint(trainer)
-        if self.logger is not None:
-            self.logger.training_started = True
         if self.logger is not None and not self.resumed:
             self.logger.keep_rows(0)  # a new run: as Lightning's logger, an earlier file goes
             with self.logger.writing():
@@ -271,6 +269,8 @@ class CSVBatchStarts(Callback):
         logger = self.logger
         if logger is None:
             return
+        # Not at on_train_start, where later callbacks may still refuse the resume (ExactResume).
+        logger.training_started = True
         here = (trainer.current_epoch, idx)
         if self.resumed:
             self.resumed = False

@@ -177,7 +177,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
         self.placeholder_metric = default_hp_metric
         self.purge_at_first_step = resumed
         self.ended_at = ended_at
-        self.session_start: Any = None  # the hparams summary, written again after a purge at 0
+        self.session_start: Any = None  # the hparams summary, written with the first metrics
 
     @rank_zero_only
     def log_hyperparams(  # type: ignore[override]
@@ -193,8 +193,9 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
         flat = flat_params(params)
         plain = {k: v if isinstance(v, int | float | str) else str(v) for k, v in flat.items()}
+        # Written with the first metrics, not now: a resume refused before its first batch
+        # (ExactResume's check at train start) leaves no event file with the refused settings.
         _, self.session_start, _ = hparams(plain, {})
-        self.experiment.file_writer.add_summary(self.session_start)
 
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:  # type: ignore[override]
@@ -210,5 +211,16 @@ class TensorBoardLogger(LightningTensorBoardLogger):
             writer.purge_step = step
             log.info("TensorBoard %s: hiding the killed run's steps >= %d", self.log_dir, step)
         super().log_metrics(metrics, step)
-        if purge and step == 0 and self.session_start is not None:  # hidden with step 0
+        self.write_session_start()  # after the first metrics' restart marker: never hidden
+
+    def write_session_start(self) -> None:
+        """Write the pending hparams summary into the run's events, once."""
+        if self.session_start is not None:
             self.experiment.file_writer.add_summary(self.session_start)
+            self.session_start = None
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if status == "success":  # a run that logged no metric still shows its hyperparameters
+            self.write_session_start()
+        super().finalize(status)
