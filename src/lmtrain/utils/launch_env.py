@@ -26,6 +26,7 @@ from lightning.fabric.plugins.environments import (
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause
+from lmtrain.utils.slurm_run_folder import slurm_run_folder_problem
 
 # Launchers that start every node's processes themselves (each sets their ranks).
 CLUSTERS_THAT_START_NODES = (
@@ -69,7 +70,8 @@ WAIT_LONGER = (
 def launch_problem(cfg: DictConfig) -> str | None:
     """What is wrong with the launcher's variables for the run `cfg` describes, in one line, or
     None. Each refusal is a setting Lightning would trip over: a value that is not a number, a
-    SLURM job that srun did not start, a node rank past trainer.num_nodes, a LOCAL_RANK that no
+    SLURM job that srun did not start, a SLURM job whose run folder each task and each requeued
+    attempt would make anew, a node rank past trainer.num_nodes, a LOCAL_RANK that no
     launcher set, a MASTER_ADDR no one can resolve, a MASTER_PORT another process holds."""
     for name, (least, todo) in NUMBERS.items():
         if bad := number_problem(name, least, todo):
@@ -77,6 +79,8 @@ def launch_problem(cfg: DictConfig) -> str | None:
     # torchrun in a SLURM job (`srun torchrun`, or torchrun in the batch script): Lightning takes
     # torchrun's ranks first and reads none of SLURM's.
     if not TorchElasticEnvironment.detect() and (bad := slurm_problem()):
+        return bad
+    if bad := slurm_run_folder_problem(cfg):  # each task, each requeued attempt: a new folder
         return bad
     trainer = cfg.get("trainer") or {}
     num_nodes = trainer.get("num_nodes") or 1

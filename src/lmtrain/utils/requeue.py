@@ -179,6 +179,8 @@ def resume_after_requeue(cfg: DictConfig) -> None:
         if any(last.parent.glob("*.ckpt")):
             log.info("Requeued SLURM job: resuming from the newest checkpoint in %s", last.parent)
             cfg.ckpt_path = "last"
+        elif rank_zero_only.rank == 0:  # stopped before its first save, or a folder of its own
+            log.warning("Requeued SLURM job, but %s holds no save: it starts from step 0", run_dir)
         return
     newest = max(saves, key=saves.__getitem__)
     log.info("Requeued SLURM job: resuming from %s, its newest save", newest)
