@@ -132,8 +132,9 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         # A resumed run starts on the step its checkpoint holds: no need to write it again.
         self._last_written_step = trainer.global_step
         self._last_on_disk = self._resumed_from_last(trainer)
-        # Last among the callbacks (Lightning orders checkpoints so): after the resume checks.
-        for path in self._beyond:
+        # Last among the callbacks (Lightning orders checkpoints so): after the resume checks;
+        # not in a run that had ended (EndedRun stops it: it trains nothing, applies nothing).
+        for path in [] if trainer.should_stop else self._beyond:
             log.info("Removing %s: past save_top_k=%d of this resumed run", path, self.save_top_k)
             trainer.strategy.remove_checkpoint(path)  # rank 0 only
         self._beyond = []
@@ -272,6 +273,12 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """After the end's saves: no NaN can follow, so the NaN guard's fallback goes."""
+        self._fallback.forget(trainer)
+
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exc: BaseException
+    ) -> None:
+        """A run that ends on an error keeps no hidden copy (a NaN stop has put it back)."""
         self._fallback.forget(trainer)
 
     def _last_due(self, trainer: Trainer) -> bool:

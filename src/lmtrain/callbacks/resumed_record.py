@@ -63,7 +63,8 @@ def discard_resumed_record(step: int) -> None:
     log.warning(
         "The run had ended at step %d and trained nothing: the overrides typed with it (%s) "
         "were not applied, and its .hydra/ record stands; to train on, raise "
-        "trainer.max_steps (resume=<run folder> trainer.max_steps=<more>)",
+        "trainer.max_steps (resume=<run folder> trainer.max_steps=<more>; a run EarlyStopping "
+        "ended stays ended)",
         step,
         " ".join(typed),
     )

@@ -184,9 +184,9 @@ def refuse_lightning_keyword(ckpt_path: str, output_dir: str | Path) -> None:
     best = [p for p in (folder / "checkpoints").glob("best*.ckpt") if not p.name.startswith(".")]
     newest = max(best, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
     instead = (
-        f"ckpt_path={newest} hydra.run.dir={folder} (this run's newest best checkpoint)"
+        f"\"ckpt_path='{newest}'\" (this run's newest best checkpoint; quoted: its name holds =)"
         if newest is not None
-        else "ckpt_path=<run folder>/checkpoints/best-step=<step>-....ckpt (a run's best file)"
+        else "\"ckpt_path='<run folder>/checkpoints/best-step=<step>-....ckpt'\" (quoted)"
     )
     raise LMTrainError(
         f"ckpt_path={ckpt_path} is Lightning's name for a checkpoint of a trainer in the same "

@@ -175,7 +175,7 @@ class TensorBoardLogger(LightningTensorBoardLogger):
     ) -> None:
         super().__init__(*args, default_hp_metric=default_hp_metric, **kwargs)
         self.placeholder_metric = default_hp_metric
-        self.purge_at_first_step = resumed
+        self.purge_at_first_step = self.resumed = resumed
         self.ended_at = ended_at
         self.session_start: Any = None  # the hparams summary, written with the first metrics
 
@@ -221,6 +221,8 @@ class TensorBoardLogger(LightningTensorBoardLogger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if status == "success":  # a run that logged no metric still shows its hyperparameters
+        # A new run that logged no metric still shows its hyperparameters; a resume that
+        # trained nothing (an ended run) applied none of its settings, so writes none.
+        if status == "success" and not self.resumed:
             self.write_session_start()
         super().finalize(status)
