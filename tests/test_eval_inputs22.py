@@ -42,14 +42,26 @@ TEXT_LINES = [
 ]
 
 
-def write_task(folder: Path, name: str, texts: list[str]) -> Path:
-    """`folder/<name>.yaml`: a loglikelihood_rolling task over `texts` (include_path=folder)."""
+# A generate_until task: lm-eval adds the end-of-text spelling to its stop sequences.
+GENERATE_LINES = [
+    "output_type: generate_until",
+    'doc_to_text: "{{text}}"',
+    'doc_to_target: "{{text}}"',
+    'generation_kwargs: {until: ["e"], max_gen_toks: 4}',
+    "metric_list:",
+    "  - {metric: exact_match, aggregation: mean, higher_is_better: true}",
+]
+
+
+def write_task(folder: Path, name: str, texts: list[str], lines: list[str] = TEXT_LINES) -> Path:
+    """`folder/<name>.yaml`: a loglikelihood_rolling task (or one of `lines`) over `texts`
+    (include_path=folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     data = folder / f"{name}.jsonl"
     data.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
     head = [f"task: {name}", "dataset_path: json", "test_split: test"]
     head.append(f"dataset_kwargs: {{data_files: {{test: {data}}}}}")
-    (folder / f"{name}.yaml").write_text("\n".join(head + TEXT_LINES) + "\n")
+    (folder / f"{name}.yaml").write_text("\n".join(head + lines) + "\n")
     return folder
 
 
@@ -236,3 +248,53 @@ def test_task_characters_a_char_tokenizer_lacks_are_refused_before_the_val_split
     )
     assert "tasks=['snowmen'] hold characters" in line and "in snowmen" in line, line
     assert "'\u2603'" in line and "a snowman" in line, line
+
+
+def test_a_generate_until_task_runs_on_a_char_model_from_ckpt_and_export(
+    char_model: dict[str, Path], tmp_path: Path, data_dir: Path
+) -> None:
+    """Review rev_diff22b: a char vocabulary cannot spell `<|endoftext|>`, which lm-eval encodes
+    as a stop sequence: read as text, every generate_until task failed after the val split."""
+    words = char_model["corpus"].read_text().split()[:6]
+    tasks = write_task(tmp_path / "tasks", "gen", words, GENERATE_LINES)
+    for name in ("ckpt", "export"):
+        metrics = eval_tiny(
+            char_model[name], tmp_path / name, data_dir, "tasks=[gen]", f"include_path={tasks}"
+        )
+        assert 0.0 <= metrics["lm_eval/gen/exact_match"] <= 1.0
+
+
+def test_the_few_shot_delimiter_of_a_task_without_examples_is_not_checked(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Review rev_diff22b: a char model whose corpus has no newline was refused on the few-shot
+    delimiter ("\\n\\n") of a task with no few-shot examples, which lm-eval never encodes."""
+    corpus = tmp_path / "corpus" / "line.txt"
+    corpus.parent.mkdir()
+    corpus.write_text("the king and the queen of the realm " * 300)  # one line, no newline
+    ckpt = train_tiny(tmp_path / "run", data_dir, corpus, "data.tokenizer.kind=char", *SHORT)
+    tasks = write_task(tmp_path / "tasks", "roll", ["the king", "the queen and the realm"])
+    metrics = eval_tiny(ckpt, tmp_path / "eval", data_dir, "tasks=[roll]", f"include_path={tasks}")
+    assert metrics["lm_eval/roll/bits_per_byte"] > 0
+
+
+def test_a_verified_download_where_the_run_config_says_is_read_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review rev_diff22b: eval of a Tiny Shakespeare run downloaded again under its own
+    paths.data_dir, offline a failure, although the verified file lay where training put it."""
+    import hashlib
+
+    from lmtrain.data import stored_source
+
+    trained = tmp_path / "trainer" / "shakespeare"
+    trained.mkdir(parents=True)
+    (trained / "input.txt").write_text("First Citizen:\nBefore we proceed any further.\n")
+    sha = hashlib.sha256((trained / "input.txt").read_bytes()).hexdigest()
+    monkeypatch.setattr(stored_source, "TINY_SHAKESPEARE_SHA256", sha)  # this text is the one
+    source = {"_target_": "lmtrain.data.shakespeare.ShakespeareSource", "path": None}
+    ours = stored_source.this_machine_source({**source, "download_dir": str(trained)}, tmp_path)
+    assert ours["download_dir"] == str(trained)
+    (trained / "input.txt").write_text("another text")  # not the verified file: not read there
+    ours = stored_source.this_machine_source({**source, "download_dir": str(trained)}, tmp_path)
+    assert ours["download_dir"] == str(tmp_path / "shakespeare")

@@ -10,6 +10,7 @@ replaced by what the project's configs set under this command's `paths.data_dir`
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -19,7 +20,12 @@ from hydra.errors import HydraException
 from hydra.utils import get_class
 
 from lmtrain.data.hf_dataset import HFDatasetSource
-from lmtrain.data.shakespeare import DOWNLOAD_TIMEOUT_S, TINY_SHAKESPEARE_URL, ShakespeareSource
+from lmtrain.data.shakespeare import (
+    DOWNLOAD_TIMEOUT_S,
+    TINY_SHAKESPEARE_SHA256,
+    TINY_SHAKESPEARE_URL,
+    ShakespeareSource,
+)
 
 __all__ = ["MACHINE_LOAD_KWARGS", "this_machine_source"]
 
@@ -43,8 +49,12 @@ MACHINE_LOAD_KWARGS = frozenset(
 def shakespeare_settings(stored: Mapping[str, Any], data_dir: Path) -> dict[str, Any]:
     """Where configs/data/shakespeare_char.yaml keeps the download under `data_dir`, and the
     file's one URL (its checksum is fixed: a mirror is a setting to type, not to inherit)."""
-    del stored  # which text it is (path, val_fraction) is all that is kept
     folder = str(Path(data_dir) / "shakespeare")
+    # The verified file, already downloaded where the run config says: read there, not fetched
+    # again (its sha256 is Tiny Shakespeare's, so it is that text whoever named the folder).
+    stored_dir = stored.get("download_dir")
+    if isinstance(stored_dir, str) and holds_tiny_shakespeare(Path(stored_dir) / "input.txt"):
+        folder = stored_dir
     return {"download_dir": folder, "url": TINY_SHAKESPEARE_URL, "timeout_s": DOWNLOAD_TIMEOUT_S}
 
 
@@ -58,6 +68,13 @@ def hf_dataset_settings(stored: Mapping[str, Any], data_dir: Path) -> dict[str, 
         kept = {k: v for k, v in load_kwargs.items() if k not in MACHINE_LOAD_KWARGS}
         settings["load_kwargs"] = kept or None
     return settings
+
+
+def holds_tiny_shakespeare(file: Path) -> bool:
+    try:
+        return hashlib.sha256(file.read_bytes()).hexdigest() == TINY_SHAKESPEARE_SHA256
+    except OSError:  # absent, a folder, unreadable
+        return False
 
 
 # Each source class whose settings name this machine's folders or URLs, and their replacements.

@@ -111,9 +111,17 @@ def split_special_text(tokenizer: PreTrainedTokenizerBase) -> None:
 def reading_specials_as_text(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """A copy of `tokenizer` that reads a special token's spelling in a text as characters, as
     training did and the export's tokenizer does (`split_special_text`): for callers that
-    encode text plainly (lm-eval's HFLM), so a .ckpt scores what its export scores."""
+    encode text plainly (lm-eval's HFLM), so a .ckpt scores what its export scores; one that
+    reads them as tokens where the vocabulary cannot spell the end-of-text token."""
     copied = copy.deepcopy(tokenizer)  # the caller's tokenizer keeps its own settings
     split_special_text(copied)
+    # lm-eval encodes the end-of-text spelling as a generation's stop sequence: a char
+    # vocabulary without its characters cannot read it as text (nor any task text holding
+    # it), so it keeps reading it as the token (rev_diff22b: every generate_until task failed).
+    try:
+        copied.encode(copied.eos_token or "", add_special_tokens=False)
+    except Exception:  # tokenizers' "Missing [UNK] token" and the like
+        copied.split_special_tokens = False  # an export's own tokenizer reads them split too
     return copied
 
 

@@ -30,17 +30,20 @@ def strings_in(value: Any) -> Iterator[str]:
 
 def task_texts(task: Any, limit: int | float | None) -> Iterator[str]:
     """The prompts, targets and choices of the documents of `task` that `limit` keeps (as lm-eval
-    counts it: a float below 1 is a share, rounded up), and the delimiters put between them."""
+    counts it: a float below 1 is a share, rounded up), and the delimiter before an answer."""
     config = task.config
-    for key in ("description", "target_delimiter", "fewshot_delimiter"):
-        yield from strings_in(getattr(config, key, None))
+    output_type = task.get_config("output_type")
+    # The few-shot delimiters join examples, which only the late check sees (a task without
+    # few-shot examples never encodes them: a corpus without "\n" refused it here).
+    yield from strings_in(getattr(config, "description", None))
+    if output_type in ("multiple_choice", "loglikelihood"):  # context + delimiter + answer
+        yield from strings_in(getattr(config, "target_delimiter", None))
     docs = task.eval_docs
     if limit is not None:
         count = math.ceil(len(docs) * limit) if limit < 1.0 else int(limit)
         docs = [docs[i] for i in range(min(count, len(docs)))]
     # What HFLM encodes: the prompt, and the choices or the scored target; a generated answer's
     # target is only compared with the text (and a choice task's may be an index).
-    output_type = task.get_config("output_type")
     for doc in docs:
         yield from strings_in(task.doc_to_text(doc))
         if output_type == "multiple_choice":
