@@ -41,9 +41,12 @@ class LastFallback:
         if self.unproven is None and trainer.is_global_zero:
             last = last_checkpoint_path(trainer)
             good = fallback_path(last)
-            good.unlink(missing_ok=True)
-            if last.is_file() and not last.is_symlink():
-                os.link(last, good)
+            try:
+                good.unlink(missing_ok=True)
+                if last.is_file() and not last.is_symlink():
+                    os.link(last, good)
+            except OSError:  # a read-only folder, no hard links: the save itself says what
+                pass  # is wrong (a stop without the fallback names last.ckpt as it is)
         if self.unproven is None:
             self.unproven = trainer.global_step
 
@@ -78,10 +81,13 @@ def restore_good_last(trainer: Any, bad_from: int) -> tuple[Path, int | None, st
     good_step = saved_step(good)
     restore = held and good_step is not None and good_step < bad_from
     if trainer.is_global_zero:
-        if restore:
-            os.replace(good, last)
-        else:
-            good.unlink(missing_ok=True)
+        try:
+            if restore:
+                os.replace(good, last)
+            else:
+                good.unlink(missing_ok=True)
+        except OSError:  # a folder gone read-only: last.ckpt stays as it is, and is named so
+            restore = False
     if restore:
         return last, good_step, "restored"
     return last, step, "holds" if held else "kept"
