@@ -31,17 +31,10 @@ from tests.helpers.runs import (
     refused_eval,
     train_tiny,
 )
+from tests.test_lm_eval import TEXT_LINES
+from tests.test_lm_eval import write_task as write_docs_task
 
 SHORT = ("trainer.max_steps=4", "trainer.val_check_interval=4", "callbacks.text_samples=null")
-TEXT_LINES = [
-    "output_type: loglikelihood_rolling",
-    'doc_to_text: ""',
-    'doc_to_target: "{{text}}"',
-    "metric_list:",
-    "  - {metric: bits_per_byte, aggregation: bits_per_byte, higher_is_better: false}",
-]
-
-
 # A generate_until task: lm-eval adds the end-of-text spelling to its stop sequences.
 GENERATE_LINES = [
     "output_type: generate_until",
@@ -56,12 +49,7 @@ GENERATE_LINES = [
 def write_task(folder: Path, name: str, texts: list[str], lines: list[str] = TEXT_LINES) -> Path:
     """`folder/<name>.yaml`: a loglikelihood_rolling task (or one of `lines`) over `texts`
     (include_path=folder)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts))
-    head = [f"task: {name}", "dataset_path: json", "test_split: test"]
-    head.append(f"dataset_kwargs: {{data_files: {{test: {data}}}}}")
-    (folder / f"{name}.yaml").write_text("\n".join(head + lines) + "\n")
+    write_docs_task(folder, name, [{"text": text} for text in texts], lines)
     return folder
 
 
