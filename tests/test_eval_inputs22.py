@@ -121,6 +121,7 @@ def test_stored_download_folder_and_url_are_not_used(
     )
     assert listener.paths == ["/typed"], listener.paths  # never the stored URL
     assert "downloading Tiny Shakespeare" in line and "/typed" in line, line
+    assert "set +data.source.path=<local copy" in line, line  # as eval takes it, with +
     assert not (tmp_path / "elsewhere").exists()  # no folder tree of the stored config's
     assert (data_dir / "shakespeare").is_dir()  # this command's paths.data_dir, as configured
 
@@ -154,7 +155,7 @@ def test_a_download_folder_that_cannot_be_made_is_one_line(
     line = refused_eval(
         model, tmp_path / "eval", data_dir, capsys, f"+data.source.download_dir={blocker}/x"
     )
-    assert f"data.source.download_dir='{blocker}/x' cannot be created" in line, line
+    assert f"+data.source.download_dir='{blocker}/x' cannot be created" in line, line
 
 
 def test_stored_datasets_cache_dir_is_not_used(char_model: dict[str, Path], tmp_path: Path) -> None:

@@ -219,6 +219,7 @@ def left_out(datamodule: TextDataModule, trained: Any) -> TextDataModule:
     folders = {"the training's data.cache_dir": trained.get("cache_dir")}
     folders["the training's paths.log_dir"] = trained.get("log_dir")
     datamodule.source.leave_out({key: path for key, path in folders.items() if path})
+    datamodule.source.typed_as = "+data.source"  # the model's own data config, changed with +
     return datamodule
 
 

@@ -102,6 +102,7 @@ class Source:
 
     _left_out: Mapping[str, Path] = {}  # replaced by leave_out, never mutated
     _given: tuple[tuple[Any, ...], dict[str, Any]] = ((), {})  # set by __new__, never mutated
+    typed_as = "data.source"  # how its settings are typed in advice; lmtrain.eval: +data.source
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Source:
         """Keep the constructor's arguments: the fingerprint adds those a subclass takes that its

@@ -74,9 +74,9 @@ class ShakespeareSource(FileSource):
             dest.parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise LMTrainError(
-                f"data.source.download_dir={self.download_dir!r} cannot be created "
+                f"{self.typed_as}.download_dir={self.download_dir!r} cannot be created "
                 f"({err.strerror or err}): pass a folder you can write to, or "
-                "data.source.path=<local copy of input.txt>"
+                f"{self.typed_as}.path=<local copy of input.txt>"
             ) from None
         log.info("Downloading Tiny Shakespeare from %s to %s", self.url, dest)
         try:
@@ -85,12 +85,12 @@ class ShakespeareSource(FileSource):
         except (OSError, ValueError) as err:
             raise LMTrainError(
                 f"downloading Tiny Shakespeare from {self.url} failed ({err}): set "
-                "data.source.path=<local copy of input.txt>"
+                f"{self.typed_as}.path=<local copy of input.txt>"
             ) from None
         if _sha256(data) != TINY_SHAKESPEARE_SHA256:
             raise LMTrainError(
                 f"the file downloaded from {self.url} has the wrong sha256 (not kept): set "
-                "data.source.path=<local copy of input.txt>"
+                f"{self.typed_as}.path=<local copy of input.txt>"
             )
         tmp = dest.with_name(f"{dest.name}.tmp-{os.getpid()}")
         try:
@@ -100,7 +100,8 @@ class ShakespeareSource(FileSource):
             tmp.unlink(missing_ok=True)
             raise LMTrainError(
                 f"writing Tiny Shakespeare to {dest} failed ({err.strerror or err}): pass a "
-                "data.source.download_dir you can write to, or data.source.path=<local copy>"
+                f"{self.typed_as}.download_dir you can write to, or "
+                f"{self.typed_as}.path=<local copy>"
             ) from None
         return dest
 
