@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Sequence
 
 from lmtrain.utils.task import fail
 
+# `resume=<run>` or `resume=latest` (lmtrain.train); `resume=null` resumes nothing.
+RESUME = re.compile(r"\+{0,2}resume=(?!(?i:null)$).+")
+
 
 def refuse_clashing_commands(argv: Sequence[str]) -> None:
     """One `error:` line and exit 1 when `argv` asks Hydra for two of its commands at once
-    (--run, --multirun, --cfg, --info, --shell-completion), or for --resolve without --cfg."""
+    (--run, --multirun, --cfg, --info, --shell-completion), for --resolve without --cfg, or for
+    --cfg with resume= (it would print the composed config, not the resumed run's)."""
     from hydra._internal.utils import get_args_parser  # the parser Hydra's main uses
 
     if not any(arg.startswith("-") for arg in argv):
@@ -48,6 +53,16 @@ def refuse_clashing_commands(argv: Sequence[str]) -> None:
     ]
     if len(asked) > 1:
         fail(f"{' and '.join(asked)}: Hydra runs one of these at a time: {advice(args)}")
+    resume = next((o for o in args.overrides or [] if RESUME.fullmatch(o)), None)
+    if args.cfg is not None and resume is not None:
+        # The resumed run's saved config replaces the composed one in ResumeRun.on_run_start,
+        # a callback Hydra does not call for --cfg: it would print a config the run never uses.
+        fail(
+            f"--cfg {args.cfg} with {resume}: --cfg shows the config composed from configs/ and "
+            "this command line, not the saved config that resume= continues: read the run "
+            "folder's .hydra/config.yaml (overrides typed with resume= go on top of it), or "
+            "drop resume= to see a new run's config"
+        )
 
 
 def advice(args: object) -> str:
