@@ -33,10 +33,10 @@ from lmtrain.data.corpus import (
     text_document,
     text_size_hint,
 )
+from lmtrain.data.hf_files import LocalFiles, local_files, refuse_unread
 from lmtrain.data.hf_local import (
     check_load_kwargs,
     check_splits,
-    folder_data_files,
     local_builder,
     plain,
     source_text,
@@ -97,16 +97,27 @@ class HFDatasetSource(Source):
 
     def leave_out(self, folders: Mapping[str, str | os.PathLike[str]]) -> None:
         super().leave_out(folders)
-        for resolved in ("load_args", "builder"):  # found before the folders were known
+        # found before the folders were known
+        for resolved in ("local_files", "load_args", "builder"):
             self.__dict__.pop(resolved, None)
+
+    @cached_property
+    def local_files(self) -> LocalFiles:
+        """Which files of a local folder or glob datasets gets (`lmtrain.data.hf_files`)."""
+        if self.data_files is not None:
+            return LocalFiles()
+        where = f"data.source.path={self.path!r}"
+        found = local_builder(self.path)[1]
+        return local_files(self.path, found, self.data_dir, self._left_out, where)
 
     @cached_property
     def load_args(self) -> dict[str, Any]:
         """Arguments shared by `load_dataset_builder` and `load_dataset`, None values left out."""
         path, data_files = self.path, self.data_files
-        local = Path(path).expanduser()
         if data_files is None:
             path, data_files = local_builder(path)
+            local = self.local_files  # what lmtrain wrote left out; one format for `corpus/*`
+            path, data_files = local.builder or path, local.data_files or data_files
         args = {
             "path": path,
             "name": self.name,
@@ -116,18 +127,18 @@ class HFDatasetSource(Source):
             "cache_dir": self.cache_dir,
             **self.load_kwargs,
         }
-        args = {key: value for key, value in args.items() if value is not None}
-        where = f"data.source.path={self.path!r}"
-        kept = folder_data_files(local, self._left_out, where) if data_files is None else None
-        return args if kept is None else {**args, "data_files": kept}
+        return {key: value for key, value in args.items() if value is not None}
 
     @cached_property
     def builder(self) -> Any:
         """The dataset builder: resolves the files and the revision without reading any rows,
-        and refuses a val split that reads train's files (a train glob over the val files)."""
+        and refuses a val split that reads train's files (a train glob over the val files) or a
+        folder's files of another format than the one datasets reads."""
         builder = self._load_builder(self.load_args)
         given = self.data_files is not None
         refuse_shared_files(builder.config.data_files, self.split, self.val_split, given)
+        read = [f for files in (builder.config.data_files or {}).values() for f in files]
+        refuse_unread(self.local_files.expected, read, builder.name, self.path)
         return builder
 
     def _load_builder(self, args: Mapping[str, Any]) -> Any:

@@ -1,16 +1,13 @@
 """What `HFDatasetSource` decides about a dataset before `datasets` reads it: which builder a local
-path needs, which files of a local folder are data, and which settings cannot work together.
+path needs, and which settings cannot work together (which files of a local folder or glob it
+reads: `lmtrain.data.hf_files`).
 
 A local file or glob gets datasets' packaged builder for its extension; a folder written by
-`Dataset.save_to_disk` (which `load_dataset` refuses) is read as its Arrow files. A folder that
-holds a left-out folder (the token cache under `data.source.path=data`) has its data files found by
-datasets' own rules, but without the left-out files: a cache's `train.bin` / `val.bin` would
-otherwise pass for the corpus's splits, and its JSON files for records.
+`Dataset.save_to_disk` (which `load_dataset` refuses) is read as its Arrow files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import logging
@@ -21,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lmtrain.data.file_walk import lmtrain_folder
 from lmtrain.errors import LMTrainError, MissingCorpusError
 from lmtrain.utils.checks import setting_text
 
@@ -78,87 +74,6 @@ def saved_splits(folder: Path) -> dict[str, list[str]]:
             "again, or pass data.source.data_files"
         )
     return {s: sorted(str(f) for f in (folder / s).glob("*.arrow")) for s in splits}
-
-
-def folder_data_files(
-    folder: Path, left_out: Mapping[str, Path], setting: str
-) -> dict[str, list[str]] | None:
-    """The data files datasets would find in the local `folder` (given as `setting`), by split,
-    in its order, without those under `left_out` folders (by the setting that names them) or in
-    what lmtrain wrote under other settings (`lmtrain_folder`: a run's logs and checkpoints, a
-    token cache); None if `folder` is no local folder or holds none of them, for datasets to find
-    the files itself.
-
-    Datasets' split rules (a file named train.* is train, ...) have no public hook for a filter,
-    so its pattern search is run with a resolver that never returns a left-out file.
-    """
-    if not folder.is_dir():
-        return None
-    root = folder.resolve()
-    given = Path(os.path.abspath(folder))  # how datasets names the files: links not resolved
-    inside = {k: f for k, f in left_out.items() if f.is_relative_to(root)}
-    try:  # datasets' private search (no public hook); another version may not have it
-        from datasets.data_files import _get_data_files_patterns, resolve_pattern
-    except ImportError:
-        if not inside:
-            return None
-        key, inner = next(iter(inside.items()))
-        raise LMTrainError(
-            f"{setting}='{folder}' holds {key}={inner}, which this datasets version cannot leave "
-            f"out of the dataset's files: move {key} out of that folder"
-        ) from None
-    dropped: dict[str, set[str]] = {}
-    written: dict[Path, None] = {}  # lmtrain's own folders under the corpus folder
-    kinds: dict[Path, str | None] = {}
-
-    def resolve(pattern: str) -> list[str]:
-        kept = []
-        for file in resolve_pattern(pattern, base_path=str(folder)):
-            real = Path(file).resolve()
-            key = next((k for k, f in inside.items() if real.is_relative_to(f)), None)
-            ours = lmtrain_folder(Path(file), given, kinds) if key is None else None
-            if key is not None:
-                dropped.setdefault(key, set()).add(file)
-            elif ours is not None:
-                written[ours] = None
-            else:
-                kept.append(file)
-        return kept
-
-    try:
-        patterns = _get_data_files_patterns(resolve)
-    except FileNotFoundError:  # no data file at all
-        patterns = {}
-    kept: dict[str, list[str]] = {}
-    for split, split_patterns in patterns.items():
-        files: dict[str, None] = {}  # in datasets' order, each file once
-        for pattern in split_patterns:
-            with contextlib.suppress(FileNotFoundError):
-                files |= dict.fromkeys(resolve(pattern))
-        kept[str(split)] = list(files)  # str: datasets' NamedSplit is not JSON
-    if not inside and not written:
-        # Nothing to leave out: datasets finds the same files itself, and the token cache's
-        # fingerprint stays what it was before runs were looked for here.
-        return None
-    if written:
-        log.warning(
-            "Left out of the corpus what lmtrain wrote under %s (token caches, runs, sweeps): %s",
-            setting,
-            ", ".join(map(str, written)),
-        )
-    for key, files in dropped.items():
-        log.info(
-            "Left %d files under %s=%s out of the corpus (a run writes there)",
-            len(files),
-            key,
-            inside[key],
-        )
-    if not any(kept.values()):
-        raise LMTrainError(
-            f"{setting} holds no data files besides {', '.join(dropped) or 'what lmtrain wrote'}: "
-            "pass a folder with json, jsonl, parquet or text files"
-        )
-    return kept
 
 
 # What each setting of HFDatasetSource that names something takes (in its refusal); the first
