@@ -5,6 +5,8 @@ list, so a folder and the `**` glob of the same tree gave different corpora, sil
 here follows links, visits each real folder once (a link loop ends) and refuses an unreadable one.
 What lmtrain writes is recognised wherever it lies under a corpus path (`lmtrain_folder`): a
 token cache, run or sweep of another `data.cache_dir` or `paths.log_dir` is no text either.
+Nor is version control's own store (`.git`, `.hg`, `.svn`): a walk leaves it out, as a `**` glob
+does every name starting with a dot; a path that names a file or folder inside it is read as typed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,12 @@ log = logging.getLogger(__name__)
 # cache's folder has the fingerprint alone, a name a user's own file or folder may have too (a
 # content-addressed store), so there only its contents mark it (`folder_kind`).
 LEFTOVER = re.compile(r"[0-9a-f]{64}(\.lock|\.tmp-.*)")
+# Version control's own folders: an object store, an index and hooks, binary or generated, never
+# corpus text (a checked-out repository's `.git/index` was refused with "remove it"). A submodule's
+# or worktree's `.git` is a file that points at its folder: left out too.
+VERSION_CONTROL = frozenset({".git", ".hg", ".svn", ".bzr", ".jj"})
+# Version-control folders a log line names at most; the rest are counted.
+NAMED_AT_MOST = 3
 
 
 def corpus_paths(path: Any) -> list[str]:
@@ -67,11 +75,13 @@ def glob_root(pattern: Path) -> Path:
 def walk_files(folder: Path, setting: str) -> list[Path]:
     """Every file under `folder`, following links to folders, each real folder visited once
     (a link loop ends); a subfolder this user cannot list is an error, not a silent gap.
+    Version-control folders below `folder` (`VERSION_CONTROL`) are left out, in one info line.
 
     `setting` is data.source.path as given, for the message.
     """
     files: list[Path] = []
     seen: set[Path] = set()
+    version_control: list[Path] = []
     pending = deque([folder])  # breadth first: a folder is named by its shortest path
     while pending:
         current = pending.popleft()
@@ -79,6 +89,9 @@ def walk_files(folder: Path, setting: str) -> list[Path]:
         if real in seen:
             continue
         seen.add(real)
+        if current != folder and real.name in VERSION_CONTROL:  # a link to one, by another name
+            version_control.append(current)
+            continue
         try:
             entries = sorted(os.scandir(current), key=lambda e: e.name)
         except PermissionError:
@@ -89,11 +102,32 @@ def walk_files(folder: Path, setting: str) -> list[Path]:
             ) from None
         for entry in entries:
             path = Path(entry.path)
-            if entry.is_dir():  # follows links
+            if entry.name in VERSION_CONTROL:
+                version_control.append(path)
+            elif entry.is_dir():  # follows links
                 pending.append(path)
             else:
                 files.append(path)
+    log_version_control(version_control, setting)
     return sorted(files)
+
+
+def log_version_control(folders: list[Path], setting: str) -> None:
+    """One info line naming the version-control folders a walk left out (not their files: a
+    repository's object store can hold millions)."""
+    if not folders:
+        return
+    named = ", ".join(map(str, folders[:NAMED_AT_MOST]))
+    more = f" and {len(folders) - NAMED_AT_MOST} more" if len(folders) > NAMED_AT_MOST else ""
+    log.info(
+        "Left %d version-control folder%s under data.source.path=%s out of the corpus "
+        "(version control's own files, never corpus text): %s%s",
+        len(folders),
+        "" if len(folders) == 1 else "s",
+        setting,
+        named,
+        more,
+    )
 
 
 def lmtrain_folder(file: Path, root: Path, kinds: dict[Path, str | None]) -> Path | None:

@@ -19,6 +19,7 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 
+from lmtrain.data.file_walk import VERSION_CONTROL
 from lmtrain.data.fix_commands import conversion, decompress, extract, rename_gz, word
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
@@ -252,8 +253,18 @@ def first_nul(path: Path, block_bytes: int = 1 << 20) -> int | None:
 
 
 def nul_error(path: Path, offset: int | None) -> LMTrainError:
-    """One line for a file that holds a NUL byte (at `offset`, where known): never in text."""
+    """One line for a file that holds a NUL byte (at `offset`, where known): never in text.
+
+    A file inside a version-control folder is read only where data.source.path names that
+    folder or a path in it (a walk leaves them out): never advise removing it (`.git/index`)."""
     at = f" at byte {offset}" if offset is not None else ""
+    store = next((part for part in path.parts if part in VERSION_CONTROL), None)
+    if store is not None:
+        return LMTrainError(
+            f"{str(path)!r} holds a NUL byte{at}: it is a file of version control's own {store} "
+            f"folder, not corpus text: keep it, and point data.source.path at the corpus's "
+            f"files instead (a folder holding {store} leaves it out)"
+        )
     return LMTrainError(
         f"{str(path)!r} holds a NUL byte{at}: it is binary data, or UTF-16/UTF-32 text without "
         "a byte order mark, not UTF-8 text: if it is UTF-16 text convert it, e.g. "
