@@ -58,9 +58,13 @@ class UnencodableTextError(LMTrainError):
         self.characters = list(characters)
         self.context = context
         self.reason = reason
-        super().__init__(
-            f"the corpus {self.problem()}: train on text the tokenizer covers, or use a byte-level "
-            "BPE tokenizer (data.tokenizer.kind=bpe), which encodes any text"
+        super().__init__(f"the corpus {self.problem()}: {self.fix()}")
+
+    def fix(self) -> str:
+        """What to do instead, for the one line of the corpus check."""
+        return (
+            "train on text the tokenizer covers, or use a byte-level BPE tokenizer "
+            "(data.tokenizer.kind=bpe), which encodes any text"
         )
 
     def problem(self) -> str:

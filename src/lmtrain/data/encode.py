@@ -41,6 +41,7 @@ from lmtrain.data.corpus_tokenizer import (
     strip_prefix,
 )
 from lmtrain.data.coverage import explain_failure
+from lmtrain.data.dropped_characters import CharacterCheck, UnknownTally
 from lmtrain.data.progress import tokenizing_progress
 from lmtrain.errors import LMTrainError
 
@@ -61,6 +62,7 @@ class Chunk:
     ends: list[bool] = field(default_factory=list)
     nbytes: int = 0
     continued: list[bool] = field(default_factory=list)  # whether a piece continues a document
+    where: tuple[str, int] = ("train", 0)  # the split, and its documents ended before the chunk
 
 
 @dataclass
@@ -83,6 +85,7 @@ class ChunkEncoder:
         self.dtype = np.dtype(dtype)
         self.prefix = prefix  # encoded before continuation pieces, then dropped (CutPlan.prefix)
         self.prefix_ids = self._encode_one(prefix) if prefix else []
+        self.check = CharacterCheck(self.tokenizer, tokenizer_json)
 
     def __call__(
         self, texts: list[str], ends: list[bool], continued: list[bool] | None = None
@@ -111,6 +114,12 @@ class ChunkEncoder:
                 start, size = i + 1, 0
         _release_free_memory()
         return np.concatenate(arrays) if arrays else np.empty(0, dtype=self.dtype)
+
+    def encode_chunk(self, chunk: Chunk) -> tuple[np.ndarray, set[str]]:
+        """The chunk's ids, and the characters seen so far that became the unknown token; a
+        character the tokenizer would drop raises a `DroppedCharactersError` first."""
+        self.check(chunk.texts, chunk.ends, *chunk.where)
+        return self(chunk.texts, chunk.ends, chunk.continued), self.check.unknown
 
     def _encode(self, texts: list[str], ends: list[bool], continued: list[bool]) -> np.ndarray:
         try:
@@ -181,17 +190,21 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
-def _encode_in_worker(texts: list[str], ends: list[bool], continued: list[bool]) -> np.ndarray:
+def _encode_in_worker(chunk: Chunk) -> tuple[np.ndarray, set[str]]:
     assert _worker_encoder is not None
-    return _worker_encoder(texts, ends, continued)
+    return _worker_encoder.encode_chunk(chunk)
 
 
 def make_chunks(pieces: Iterable[Piece], chunk_bytes: int) -> Iterator[Chunk]:
     """Group pieces into per-split chunks of at least `chunk_bytes` (the last ones smaller)."""
     open_chunks = {split: Chunk(split) for split in SPLITS}
     ended = dict.fromkeys(SPLITS, True)  # whether the split's last piece ended a document
+    documents = dict.fromkeys(SPLITS, 0)
     for piece in pieces:
         chunk = open_chunks[piece.split]
+        if not chunk.texts:
+            chunk.where = (piece.split, documents[piece.split])
+        documents[piece.split] += piece.end
         chunk.texts.append(piece.text)
         chunk.ends.append(piece.end)
         chunk.continued.append(not ended[piece.split])
@@ -227,6 +240,7 @@ def encode_corpus(
     plan = choose_cut_plan(tokenizer_json)
     chunks = make_chunks(recut_pieces(pieces, plan), chunk_bytes)
     initargs = (tokenizer_json, eos_id, dtype.name, plan.prefix)
+    unknowns = UnknownTally(tokenizer_json)
     with tokenizing_progress(total_bytes) as progress:
         task = progress.add_task("Tokenizing", total=total_bytes, mb_s="-", tokens_s="-")
         # Unbuffered: a forked worker must not inherit unwritten bytes it could flush twice.
@@ -234,10 +248,11 @@ def encode_corpus(
         try:
             if workers <= 1:
                 encoder = ChunkEncoder(*initargs)
-                results = ((c, encoder(c.texts, c.ends, c.continued)) for c in chunks)
+                results = ((c, *encoder.encode_chunk(c)) for c in chunks)
             else:
                 results = _encode_in_pool(chunks, workers, initargs, chunk_bytes)
-            for chunk, ids in results:
+            for chunk, ids, unknown in results:
+                unknowns.add(ids, unknown)
                 write_all(files[chunk.split], ids)
                 stats.tokens[chunk.split] += int(ids.size)
                 stats.documents[chunk.split] += sum(chunk.ends)
@@ -250,6 +265,7 @@ def encode_corpus(
             for f in files.values():
                 f.close()
     stats.seconds = time.perf_counter() - start
+    unknowns.warn()
     return stats
 
 
@@ -266,7 +282,7 @@ def write_all(f: BinaryIO, ids: np.ndarray) -> None:
 
 def _encode_in_pool(
     chunks: Iterator[Chunk], workers: int, initargs: tuple[str, int, str, str], chunk_bytes: int
-) -> Iterator[tuple[Chunk, np.ndarray]]:
+) -> Iterator[tuple[Chunk, np.ndarray, set[str]]]:
     """Encoded chunks in the order they were made, with at most CHUNKS_PER_WORKER per worker out.
 
     A finished chunk keeps only its split, ends and size: its text is dropped as soon as it is
@@ -277,22 +293,22 @@ def _encode_in_pool(
     pool = ProcessPoolExecutor(
         workers, context, initializer=_init_worker, initargs=initargs_with_parent
     )
-    pending: deque[tuple[Chunk, Future[np.ndarray]]] = deque()
+    pending: deque[tuple[Chunk, Future[tuple[np.ndarray, set[str]]]]] = deque()
     # Forked workers share the parent's heap (torch, Lightning: hundreds of MB) until a page is
     # written. The cyclic GC writes to every object it scans, which would copy that heap into
     # each worker as the run goes on; frozen objects are never scanned (CPython's advice for fork).
     gc.freeze()
     try:
         for chunk in chunks:
-            future = pool.submit(_encode_in_worker, chunk.texts, chunk.ends, chunk.continued)
+            future = pool.submit(_encode_in_worker, chunk)
             pending.append((Chunk(chunk.split, [], chunk.ends, chunk.nbytes), future))
             del chunk
             if len(pending) >= CHUNKS_PER_WORKER * workers:
                 done, future = pending.popleft()
-                yield done, future.result()
+                yield done, *future.result()
         while pending:
             done, future = pending.popleft()
-            yield done, future.result()
+            yield done, *future.result()
     except BrokenExecutor:  # a worker killed from outside: the OOM killer, nearly always
         raise LMTrainError(
             f"a tokenizer worker process died while encoding the corpus (killed, most often by the "
