@@ -7,6 +7,8 @@ line does (`lmtrain.models.checkpoint.check_same_model`): another size ended in 
 multi-line "Error(s) in loading state_dict". And a module whose inner model was compiled
 (`module.model = torch.compile(module.model)`) saves names with torch.compile's `_orig_mod.`,
 which an uncompiled module refused as another tool's file (`load_model` and export strip it).
+And a resumed fit whose optimizer is not the checkpoint's kind (one optimizer for a checkpoint
+of `OptimizerParts`) failed inside torch's load_state_dict with KeyError 'param_groups'.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import lora
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, model_differences
 from lmtrain.models.checkpoint_extras import restore_counters
+from lmtrain.models.optimizers import OptimizerParts
 
 # What torch.compile's wrapper (OptimizedModule) adds to the names of the module it wraps.
 COMPILED = "_orig_mod."
@@ -35,6 +38,8 @@ def prepare_load(module: LightningModule, checkpoint: dict[str, Any], trainer: A
     match_compiled_names(module, checkpoint)
     if trainer is not None:
         check_same_architecture(module, checkpoint, trainer.ckpt_path)
+        if trainer.state.fn == "fit":  # only a fit restores the optimizer's state
+            check_same_optimizer_kind(module, checkpoint, trainer.ckpt_path)
         restore_counters(module, checkpoint)
 
 
@@ -71,4 +76,27 @@ def check_same_architecture(
         f"ckpt_path={str(ckpt_path)!r} holds another model: {listed}: resume with the "
         f"checkpoint's model settings (CausalLMModule(model_type=..., config={{...}}) with "
         f"{settings}){hint}, or drop ckpt_path to start from scratch"
+    )
+
+
+def check_same_optimizer_kind(
+    module: LightningModule, checkpoint: Mapping[str, Any], ckpt_path: Any
+) -> None:
+    """A checkpoint of an `OptimizerParts` run (its optimizer state: one torch state per part)
+    resumed with one optimizer: refused in one line, as `CombinedOptimizer.load_state_dict`
+    refuses the other way round."""
+    states = checkpoint.get("optimizer_states")
+    if not isinstance(states, list) or not states or not isinstance(states[0], Mapping):
+        return
+    state = states[0]
+    parts = [k for k, v in state.items() if isinstance(v, Mapping) and "param_groups" in v]
+    if "param_groups" in state or not parts or len(parts) != len(state):
+        return  # one optimizer's state (or not ours): Lightning loads it
+    if isinstance(getattr(module, "optimizer_factory", None), OptimizerParts):
+        return
+    raise LMTrainError(
+        f"ckpt_path={str(ckpt_path)!r} holds the optimizer states of parts {sorted(parts)} "
+        "(OptimizerParts, model/optimizer=muon), not one optimizer's: resume with the "
+        "optimizer config the checkpoint was trained with (optimizer=OptimizerParts(...) with "
+        "those parts), or drop ckpt_path to start from scratch"
     )

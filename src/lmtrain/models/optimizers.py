@@ -22,7 +22,13 @@ from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError
+from lmtrain.models.combined_optimizer import CombinedOptimizer
 from lmtrain.models.hf import decoder_blocks
+from lmtrain.utils.partial_checks import (
+    PartialProblems,
+    check_optimizer_partial,
+    check_scheduler_partial,
+)
 
 # What a part's `params` may select: the 2-D weights of the Linear (GPT-2: Conv1D) layers inside
 # the transformer blocks, or every trainable parameter that no other part selects.
@@ -66,10 +72,30 @@ def configure_optimizers(
             model, decay_names, scheduler_factory, num_training_steps
         )
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    optimizer = optimizer_factory(decay_groups(named, decay_names))
+    optimizer = build_optimizer(
+        "model.optimizer", optimizer_factory, decay_groups(named, decay_names)
+    )
     if scheduler_factory is None:
         return scheduled(optimizer, LambdaLR(optimizer, constant))
     return scheduled(optimizer, scheduler_factory(optimizer, num_training_steps=num_training_steps))
+
+
+def build_optimizer(
+    key: str, factory: Callable[..., Optimizer], groups: list[dict[str, Any]]
+) -> Optimizer:
+    """`factory(groups)`, with torch's refusal of a value (a negative lr, fused with foreach, a
+    Muon given 1-D parameters) as one line naming `key` and what the factory binds."""
+    try:
+        return factory(groups)
+    except torch.OutOfMemoryError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as err:
+        func = getattr(factory, "func", factory)
+        bound = getattr(factory, "keywords", {})
+        given = ", ".join(f"{k}={v!r}" for k, v in bound.items())
+        what = f"{getattr(func, '__name__', repr(func))}({given})"
+        said = " ".join(str(err).split())  # torch's message, on one line
+        raise LMTrainError(f"{key}: {said} (given {what}): change that value") from err
 
 
 def scheduled(optimizer: Optimizer, scheduler: LRScheduler) -> dict[str, Any]:
@@ -151,6 +177,13 @@ class OptimizerParts:
                     f"{where}.optimizer is {part.get('optimizer')!r}: give an optimizer partial "
                     "(_target_: torch.optim.AdamW, _partial_: true, ...)"
                 )
+        problems = PartialProblems()  # the partials' values, as the command line's checks
+        for name, part in self.parts.items():
+            where = f"model.optimizer.{name}"
+            check_optimizer_partial(f"{where}.optimizer", part["optimizer"], problems, whole=False)
+            if part.get("scheduler") is not None:
+                check_scheduler_partial(f"{where}.scheduler", part["scheduler"], problems)
+        problems.raise_if_any()
 
     def split(self, model: torch.nn.Module) -> dict[str, Named]:
         """The trainable parameters of each part, by name; one line naming what is wrong when
@@ -206,10 +239,8 @@ class OptimizerParts:
             groups = [g for g in decay_groups(share, decay_names) if g["params"]]
             for group in groups:
                 group["name"] = f"{name}/{group['name']}"
-            try:
-                optimizers[name] = self.parts[name]["optimizer"](groups)
-            except (ValueError, TypeError) as err:  # torch's checks of lr, momentum, shapes
-                raise LMTrainError(f"model.optimizer.{name}.optimizer: {err}") from err
+            where = f"model.optimizer.{name}.optimizer"
+            optimizers[name] = build_optimizer(where, self.parts[name]["optimizer"], groups)
         optimizer = CombinedOptimizer(optimizers)
         schedules = {name: self.schedule(name, shared_scheduler) for name in optimizers}
         factors: list[Callable[[int], float]] = []
@@ -254,59 +285,3 @@ def is_sharded(param: torch.Tensor) -> bool:
 def constant(step: int) -> float:
     """The factor of a part without a schedule: its learning rate as configured."""
     return 1.0
-
-
-class CombinedOptimizer(Optimizer):
-    """Several optimizers, each over its own parameters, stepped, zeroed and saved as one.
-
-    Written by hand: torch has schedulers' ChainedScheduler but no optimizer that combines
-    optimizers. `param_groups` are the children's own group dicts (LambdaLR, gradient clipping
-    and LearningRateMonitor see every group), `state` is their per-parameter state, and
-    `state_dict` holds each child's state dict under its part name.
-    """
-
-    def __init__(self, optimizers: Mapping[str, Optimizer]) -> None:
-        self.optimizers = dict(optimizers)
-        # The base class checks the groups and keeps them: the same dicts, in part order.
-        super().__init__([g for o in self.optimizers.values() for g in o.param_groups], {})
-
-    @property
-    def state(self) -> dict[torch.Tensor, Any]:  # type: ignore[override]
-        """Every child's per-parameter state: the same dicts (Lightning moves their tensors to
-        the training device in place)."""
-        return {p: s for o in self.optimizers.values() for p, s in o.state.items()}
-
-    @state.setter
-    def state(self, value: Any) -> None:
-        if value:  # Optimizer.__init__ sets an empty state: the children hold the real one
-            raise AttributeError("CombinedOptimizer's state is its optimizers' own")
-
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Run `closure` once (Lightning's forward and backward), then step every optimizer."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for optimizer in self.optimizers.values():
-            optimizer.step()
-        return loss
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers.values():
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Each child loads its own part; a state saved by another optimizer config is refused."""
-        if set(state_dict) != set(self.optimizers):
-            raise LMTrainError(
-                f"the checkpoint's optimizer state has {sorted(state_dict)[:4]}, not this "
-                f"model.optimizer's parts {sorted(self.optimizers)}: resume with the optimizer "
-                "config the checkpoint was trained with"
-            )
-        for name, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(state_dict[name])
-        # torch's load_state_dict replaces the children's group dicts: follow them.
-        self.param_groups = [g for o in self.optimizers.values() for g in o.param_groups]

@@ -1,13 +1,12 @@
 """Checks of `model.optimizer` and `model.scheduler`, before any work (`check_train_config`).
 
 `model/optimizer=adamw` is one optimizer's keyword arguments; `model/optimizer=muon` is parts
-(`muon`, `adamw`), each with its own optimizer and, optionally, its own schedule. torch and
-transformers check some of these values only when the optimizer is built, after the data is
-prepared, in words that name no key (`'<=' not supported between instances of 'float' and
-'str'`), and some not at all: `min_lr_rate=-2` drove the learning rate to 0 for half a run, and
-torch reads a yes/no argument by truthiness, so `maximize=no` (the string "no") trained by
-gradient ascent.
-"""
+(`muon`, `adamw`), each with its own optimizer and, optionally, its own schedule. Here: which
+keys each takes (a swapped `_target_` keeps the old one's), what lmtrain passes itself
+(`num_training_steps`: set in the config, it was silently replaced), and, for a module built
+from Python, its partials. The values themselves are `lmtrain.utils.optimizer_values`' and
+`lmtrain.utils.schedule_checks`' (torch and transformers read them only after the data is
+prepared, or not at all: `maximize=no` trained by gradient ascent)."""
 
 from __future__ import annotations
 
@@ -15,14 +14,19 @@ import difflib
 import functools
 import inspect
 import logging
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.checks import Problems, accepted_arguments, call_parameters
+from lmtrain.utils.checks import Problems, accepted_arguments
 from lmtrain.utils.config_keys import locate
+from lmtrain.utils.optimizer_values import check_optimizer, check_whole_model_optimizer
+from lmtrain.utils.partial_checks import (
+    RUN_LENGTH,
+    PartialProblems,
+    check_optimizer_partial,
+    check_scheduler_partial,
+)
 from lmtrain.utils.schedule_checks import check_scheduler
 
 log = logging.getLogger(__name__)
@@ -36,10 +40,6 @@ HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 OPTIMIZER_PASSES: tuple[str, ...] = ()
 SCHEDULER_PASSES = ("num_training_steps",)
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-# `bool | None` written as a string (a class under `from __future__ import annotations`).
-OPTIONAL_BOOL_TEXT = {"bool|None", "None|bool", "Optional[bool]", "typing.Optional[bool]"}
-# torch.optim.Muon's `adjust_lr_fn` values (its docstring; null is "original").
-MUON_LR_ADJUSTMENTS = ("original", "match_rms_adamw")
 
 
 def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
@@ -53,7 +53,8 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if not parts:
         check_optimizer("model.optimizer", optimizer, problems)
         check_arguments("model.optimizer", optimizer, OPTIMIZER_PASSES, problems)
-        warn_carried_keys(optimizer)
+        if check_whole_model_optimizer("model.optimizer", optimizer, problems):
+            warn_carried_keys(optimizer)
     for name, part in parts.items():
         key = f"model.optimizer.{name}"
         if isinstance(part["optimizer"], Mapping):
@@ -63,6 +64,7 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if isinstance(shared, Mapping):
         check_scheduler("model.scheduler", shared, shared, problems)
         check_arguments("model.scheduler", shared, SCHEDULER_PASSES, problems)
+        refuse_passed("model.scheduler", shared, SCHEDULER_PASSES, problems)
 
 
 def check_part_schedule(key: str, own: Any, shared: Any, problems: Problems) -> None:
@@ -88,6 +90,23 @@ def check_part_schedule(key: str, own: Any, shared: Any, problems: Problems) -> 
         return
     check_scheduler(key, built, own, problems)
     check_arguments(key, built, SCHEDULER_PASSES, problems)
+    refuse_passed(key, own, SCHEDULER_PASSES, problems)
+
+
+def refuse_passed(
+    key: str, given: Mapping[str, Any], passed: tuple[str, ...], problems: Problems
+) -> None:
+    """A key lmtrain passes itself (`num_training_steps`), set in the config: the call's
+    keyword replaced it, silently, while the run's config recorded it."""
+    for name in (p for p in passed if p in given):
+        value = given[name]
+        steps = (
+            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "N"
+        )
+        problems.add(
+            f"{key}.{name}={value!r} would be replaced: {RUN_LENGTH}: drop it "
+            f"(~{key}.{name}) and set trainer.max_steps={steps} for a schedule of that length"
+        )
 
 
 def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
@@ -117,76 +136,6 @@ def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
         settings,
         l2,
     )
-
-
-def check_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) -> None:
-    """The settings AdamW and Muon share: lr, weight_decay, eps, betas, momentum."""
-    problems.number(f"{key}.lr", optimizer.get("lr", 1e-3), low=0, low_open=True)
-    problems.number(f"{key}.weight_decay", optimizer.get("weight_decay", 0), low=0)
-    problems.number(f"{key}.eps", optimizer.get("eps", 1e-8), low=0, low_open=True)
-    betas = optimizer.get("betas")
-    if betas is not None and (isinstance(betas, str) or not isinstance(betas, Sequence)):
-        problems.add(f"{key}.betas={betas!r} is not a pair: pass [beta1, beta2], e.g. [0.9, 0.95]")
-    elif betas is not None and len(betas) != 2:  # torch: IndexError, or at the first step
-        problems.add(
-            f"{key}.betas={list(betas)} has {len(betas)} value{'s' * (len(betas) != 1)}: pass two, "
-            "[beta1, beta2], e.g. [0.9, 0.95]"
-        )
-    else:
-        for i, beta in enumerate(betas or ()):
-            problems.number(f"{key}.betas[{i}]", beta, low=0, high=1, high_open=True)
-    if "momentum" in optimizer:
-        problems.number(f"{key}.momentum", optimizer["momentum"], low=0, high=1, high_open=True)
-    if "ns_steps" in optimizer:  # Muon's Newton-Schulz iterations: 0 or fewer do not orthogonalize
-        problems.integer(f"{key}.ns_steps", optimizer["ns_steps"], minimum=1)
-    if optimizer.get("adjust_lr_fn") is not None:  # Muon's; torch refuses others once built
-        problems.choice(f"{key}.adjust_lr_fn", optimizer["adjust_lr_fn"], MUON_LR_ADJUSTMENTS)
-    check_yes_no(key, optimizer, problems)
-
-
-def check_yes_no(key: str, optimizer: Mapping[str, Any], problems: Problems) -> None:
-    """Each yes/no argument of the optimizer's class is a real true or false.
-
-    Hydra passes `maximize=no`, `nesterov=no` or `fused=0` as a string or a number, and torch
-    reads them by truthiness: gradient ascent with exit 0, Nesterov and the fused kernel kept
-    on, or (amsgrad) a traceback at the first step. The arguments come from the class's
-    signature, so a swapped `_target_` (SGD) is checked by its own; `fused` and `foreach`
-    (`bool | None`) also take null, torch's own choice."""
-    target = optimizer.get("_target_")
-    called = locate(target)[0] if isinstance(target, str) else None
-    if called is None:  # an unknown target: check_arguments or instantiate names it
-        return
-    for name, nullable in yes_no_parameters(called).items():
-        value = optimizer.get(name)
-        if name not in optimizer or isinstance(value, bool) or (nullable and value is None):
-            continue
-        if nullable:
-            problems.add(
-                f"{key}.{name}={value!r} is not true, false or null: pass {key}.{name}=true, "
-                f"false, or null (torch's own choice)"
-            )
-        else:
-            problems.boolean(f"{key}.{name}", value)
-
-
-def yes_no_parameters(called: Callable[..., Any]) -> dict[str, bool]:
-    """The yes/no parameters of `called`, each with whether it takes None: a bool default
-    (amsgrad, maximize, nesterov), or `bool | None` with a None default (fused, foreach)."""
-    found: dict[str, bool] = {}
-    for parameter in call_parameters(called)[0]:
-        if isinstance(parameter.default, bool):
-            found.setdefault(parameter.name, False)
-        elif parameter.default is None and optional_bool(parameter.annotation):
-            found.setdefault(parameter.name, True)
-    return found
-
-
-def optional_bool(annotation: Any) -> bool:
-    """Whether `annotation` is `bool | None` (or `Optional[bool]`), as an object or as text."""
-    if isinstance(annotation, str):
-        return annotation.replace(" ", "") in OPTIONAL_BOOL_TEXT
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    return union and set(typing.get_args(annotation)) == {bool, type(None)}
 
 
 def check_arguments(
@@ -238,7 +187,8 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
     """`CausalLMModule`'s `optimizer` and `scheduler` from Python, where no config check ran:
     each must be callable (a class or a partial), not an object already built over other
     parameters, and the schedule must take `num_training_steps`. Both failed at the first
-    step, as "'AdamW' object is not callable" or a TypeError inside Lightning."""
+    step, as "'AdamW' object is not callable" or a TypeError inside Lightning. The values a
+    partial binds are checked as the command line's (`lmtrain.utils.partial_checks`)."""
     examples = {
         "optimizer": "functools.partial(torch.optim.AdamW, lr=1e-3)",
         "scheduler": "functools.partial(transformers.get_cosine_schedule_with_warmup, "
@@ -282,6 +232,12 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
                 f"{'it' if len(unbound) == 1 else 'them'} with functools.partial, e.g. "
                 f"{examples[name]}"
             )
+    problems = PartialProblems()  # the values, as the command line's model.optimizer/...
+    if optimizer is not None:
+        check_optimizer_partial("optimizer", optimizer, problems, whole=True)
+    if scheduler is not None:
+        check_scheduler_partial("scheduler", scheduler, problems)
+    problems.raise_if_any()
 
 
 def unbound_parameters(factory: Callable[..., Any], passed: tuple[str, ...]) -> list[str]:
