@@ -39,10 +39,11 @@ from lmtrain.models.module_arguments import (
 )
 from lmtrain.models.module_loading import prepare_load
 from lmtrain.models.nan_guard import SkipCount, check_nan_guard, refuse_spoilt_save, skip_nonfinite
+from lmtrain.models.schedule_steps import schedule_steps, warn_schedule_misfits
 from lmtrain.models.seq_len_warmup import SequenceLengthWarmup
 from lmtrain.models.step_logs import StepLoss, tokens_seen
 from lmtrain.utils.checkpoint_io import read_weights_only
-from lmtrain.utils.trainer_checks import warn_warmup_not_shorter_than
+from lmtrain.utils.damaged_checkpoint import advice_key
 
 
 class CausalLMModule(LightningModule):
@@ -232,21 +233,14 @@ class CausalLMModule(LightningModule):
         """The optimizer over the trainable parameters, and its schedule: see
         `lmtrain.models.optimizers` (`decay_names`: chosen on the unsharded shapes)."""
         scheduled = self.scheduler_factory is not None  # the steps are the trainer's
-        steps = int(self.trainer.estimated_stepping_batches) if scheduled else 0
+        steps = schedule_steps(self) if scheduled else 0  # lmtrain.models.schedule_steps
         if scheduled and self.trainer.is_global_zero:
-            self.warn_long_warmup(steps)
+            warn_schedule_misfits(self, steps)  # a warm-up or WSD phases longer than the run
         config = optimizers.configure_optimizers(
             self.model, self.decay_names, self.optimizer_factory, self.scheduler_factory, steps
         )
         self.configured_groups = resumed_optimizer.configured_groups(config)
         return config
-
-    def warn_long_warmup(self, steps: int) -> None:
-        """The config check compared the warm-up with trainer.max_steps; the epochs may end the
-        run first (max_steps=-1, or more than the epochs hold)."""
-        if self.trainer.max_steps == -1 or steps < self.trainer.max_steps:
-            epochs = f"the run's {steps} steps (trainer.max_epochs={self.trainer.max_epochs})"
-            warn_warmup_not_shorter_than(steps, epochs, (self.run_config or {}).get("model", {}))
 
     def on_train_start(self) -> None:
         """After a checkpoint's restore: this run's optimizer settings apply (resumed_optimizer),
@@ -311,7 +305,10 @@ class CausalLMModule(LightningModule):
         `lmtrain.models.checkpoint.load_model` gives the plain HF model and tokenizer instead."""
         options = {"map_location": map_location, "strict": strict}
         load = super().load_from_checkpoint
-        return load_module(load, cls, checkpoint_path, hparams_file, weights_only, kwargs, options)
+        with advice_key("checkpoint_path"):  # a damaged file's advice names this keyword
+            return load_module(
+                load, cls, checkpoint_path, hparams_file, weights_only, kwargs, options
+            )
 
     @cached_property
     def tokenizer_files(self) -> dict[str, str]:

@@ -4,14 +4,21 @@ The advice used to be the same everywhere ("pass a checkpoint written by lmtrain
 <run folder>/checkpoints/last.ckpt"), which for a damaged last.ckpt named the damaged file
 itself; and "ckpt_path=<a best checkpoint>" is refused beside `resume=`. Found by a red team:
 what works for a damaged last.ckpt is to move it aside, after which `resume=` and `ckpt_path=last`
-go on from the newest other checkpoint of the folder.
+go on from the newest other checkpoint of the folder. The file named is one lmtrain wrote (red
+team api23: another tool's Lightning checkpoint beside it was named), under the key its caller
+takes: `ckpt_path=` on the command line and for `Trainer.fit`, `checkpoint_path=` within
+`CausalLMModule.load_from_checkpoint` (`advice_key`).
 """
 
 from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -26,14 +33,32 @@ WRITTEN_BY = "pass a checkpoint written by lmtrain.train, e.g. <run folder>/chec
 # checkpoint, step-named saves) and the file `lmtrain.strategies consolidate` writes.
 LMTRAIN_PREFIXES = ("best-", "step=")
 CONSOLIDATED = ".consolidated.ckpt"
+# lmtrain's own entry in its checkpoints and what it holds (`lmtrain.utils.safe_load`'s
+# CHECKPOINT_KEY and `lmtrain.models.checkpoint_contents`' MODEL_KEYS; safe_load imports this).
+LMTRAIN_ENTRY = "lmtrain"
+LMTRAIN_ENTRY_KEYS = ("hf_config", "tokenizer_files")
+# The keyword under which the advice names a checkpoint to pass: set by the caller that knows it.
+ADVICE_KEY: ContextVar[str] = ContextVar("advice_key", default="ckpt_path")
+
+
+@contextmanager
+def advice_key(key: str) -> Iterator[None]:
+    """Within it, the advice names the checkpoint to pass as `key=` (`checkpoint_path` for
+    `CausalLMModule.load_from_checkpoint`; `ckpt_path`, the command line's, elsewhere)."""
+    token = ADVICE_KEY.set(key)
+    try:
+        yield
+    finally:
+        ADVICE_KEY.reset(token)
 
 
 def newest_other(damaged: Path, named_first: bool = True) -> Path | None:
     """The newest other checkpoint beside `damaged` (a `*.ckpt` file, or a sharded folder), by
     time written, as `resume=` picks one without a last.ckpt
     (`lmtrain.models.checkpoint_paths.newest_checkpoint`, a layer above this one), but only one
-    the tools would accept (`loads_weights_only`): an empty file, a copy cut short, a torch-saved
-    list or a pickle that calls os.system was named as the one to pass, and then refused;
+    the tools would accept (`loads_as_lmtrain_checkpoint`): an empty file, a copy cut short, a
+    torch-saved list, a pickle that calls os.system or another tool's Lightning checkpoint was
+    named as the one to pass, and then refused;
     `named_first`: one named as lmtrain names its saves (`lmtrain_named`) before any other. None
     when there is none or the folder cannot be read."""
     try:
@@ -48,21 +73,32 @@ def newest_other(damaged: Path, named_first: bool = True) -> Path | None:
     except OSError:
         return None
     # Best first, and only until one loads: each load unpickles a file's entries.
-    return next((p for p in reversed(found) if loads_weights_only(p)), None)
+    return next((p for p in reversed(found) if loads_as_lmtrain_checkpoint(p)), None)
 
 
-def loads_weights_only(path: Path) -> bool:
-    """Whether `path` (a `.ckpt` file, or a sharded folder's `meta.pt`) unpickles to a dict with
+def loads_as_lmtrain_checkpoint(path: Path) -> bool:
+    """Whether `path` (a `.ckpt` file, or a sharded folder's `meta.pt`) unpickles with
     weights-only loading, as `lmtrain.utils.safe_load` reads checkpoints (a layer beside this
-    one, which imports it): a pickled global that could run code is refused, not run. The
-    tensors are memory-mapped, not read, so a checkpoint of any size costs the unpickling of its
-    plain entries only; their checksums are not compared (that reads every byte)."""
+    one, which imports it), to what lmtrain writes (`holds_lmtrain_entries`): a pickled global
+    that could run code is refused, not run. The tensors are memory-mapped, not read, so a
+    checkpoint of any size costs the unpickling of its plain entries only; their checksums are
+    not compared (that reads every byte)."""
     file = path / SHARDED_META_FILE if path.is_dir() else path
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # refused, damaged or unreadable: any of them rules it out as advice
         return False
-    return isinstance(state, dict)
+    return holds_lmtrain_entries(state, weights=not path.is_dir())
+
+
+def holds_lmtrain_entries(state: Any, weights: bool) -> bool:
+    """Whether `state` holds lmtrain's own entry (the HF config and tokenizer files that eval,
+    generate and export rebuild the model from) and, where `weights` (not a sharded folder's
+    meta file, whose shards hold them), a state_dict: what `check_contents` asks of it."""
+    if not isinstance(state, Mapping) or (weights and not state.get("state_dict")):
+        return False
+    entry = state.get(LMTRAIN_ENTRY)
+    return isinstance(entry, Mapping) and all(entry.get(key) for key in LMTRAIN_ENTRY_KEYS)
 
 
 def lmtrain_named(path: Path) -> bool:
@@ -119,9 +155,11 @@ def instead(damaged: str | Path) -> str:
     other = newest_other(path, named_first=path.name != "last.ckpt")
     if other is None:
         return WRITTEN_BY
+    key = ADVICE_KEY.get()
     if path.name == "last.ckpt":
+        where = "eval, generate, export" if key == "ckpt_path" else "or load"
         return (
             f"move it aside (mv {path} {path}.damaged): resume= and ckpt_path=last then go on "
-            f"from {other.name} (eval, generate, export: ckpt_path={other})"
+            f"from {other.name} ({where}: {key}={other})"
         )
-    return f"pass another checkpoint, e.g. ckpt_path={other}"
+    return f"pass another checkpoint, e.g. {key}={other}"

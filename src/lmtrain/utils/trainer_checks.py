@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.schedule_fit import is_count, misfits
 from lmtrain.utils.strategy_checks import check_strategy
 
 log = logging.getLogger(__name__)
@@ -214,8 +215,9 @@ def check_fp16_optimizer_eps(
 
 def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
     """Warn when a schedule's warm-up is not shorter than the run: the learning rate never
-    reaches the configured one. It happens to whoever copies gpt2_124m (2,000 warm-up steps)
-    into a short experiment. Not refused: debug runs (`debug=fdr`, a few steps) are meant short.
+    reaches the configured one (nor does a WSD schedule's whose warm-up and decay are longer).
+    It happens to whoever copies gpt2_124m (2,000 warm-up steps) into a short experiment. Not
+    refused: debug runs (`debug=fdr`, a few steps) are meant short.
     `model/optimizer=muon`'s parts are checked each with its own schedule. An epoch-bound run's
     length is known only once its data are (`CausalLMModule.configure_optimizers` checks it)."""
     steps = trainer.get("max_steps")
@@ -224,47 +226,15 @@ def warn_long_warmup(trainer: dict[str, Any], model: dict[str, Any]) -> None:
     warn_warmup_not_shorter_than(steps, f"trainer.max_steps={steps}", model)
 
 
-def warn_warmup_not_shorter_than(steps: int, run_length: str, model: dict[str, Any]) -> None:
-    """The warning of `warn_long_warmup` for a run of `steps` optimizer steps (`run_length`
-    says where that number comes from)."""
-    for key, warmup, rates in warmups(model):
-        if is_count(warmup) and steps <= warmup:
-            log.warning(
-                "%s.num_warmup_steps=%s is not shorter than %s: the learning rate peaks at "
-                "about %.0f%% of %s; lower the warm-up",
-                key,
-                warmup,
-                run_length,
-                100 * steps / warmup,
-                " and ".join(rates),
-            )
-
-
-def warmups(model: dict[str, Any]) -> list[tuple[str, Any, list[str]]]:
-    """(the key that sets it, warm-up steps, the learning rates it scales) of each schedule."""
-    shared = model.get("scheduler") if isinstance(model.get("scheduler"), dict) else None
-    optimizer = model.get("optimizer")
-    parts = {
-        name: part
-        for name, part in (optimizer.items() if isinstance(optimizer, dict) else [])
-        if isinstance(part, dict) and "params" in part
-    }
-    if not parts:
-        return [("model.scheduler", (shared or {}).get("num_warmup_steps"), ["model.optimizer.lr"])]
-    found: dict[str, tuple[Any, list[str]]] = {}
-    for name, part in parts.items():
-        own = part.get("scheduler")
-        key, schedule = "model.scheduler", shared
-        if isinstance(own, dict) and ("_target_" in own or "num_warmup_steps" in own):
-            key = f"model.optimizer.{name}.scheduler"
-            schedule = own if "_target_" in own else {**(shared or {}), **own}
-        warmup = (schedule or {}).get("num_warmup_steps")
-        found.setdefault(key, (warmup, []))[1].append(f"model.optimizer.{name}.optimizer.lr")
-    return [(key, warmup, rates) for key, (warmup, rates) in found.items()]
-
-
-def is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def warn_warmup_not_shorter_than(
+    steps: int, run_length: str, model: dict[str, Any], prefix: str = "model."
+) -> None:
+    """The warnings of `warn_long_warmup` for a run of `steps` optimizer steps (`run_length`
+    says where that number comes from): a warm-up not shorter than the run, and a WSD schedule
+    whose phases do not fit it (`lmtrain.utils.schedule_fit`). `prefix`: "" from Python, where
+    the schedules are the module's `scheduler=` and `optimizer=` partials."""
+    for line in misfits(steps, run_length, model, prefix):
+        log.warning("%s", line)
 
 
 def runs_on_cpu(trainer: dict[str, Any]) -> bool:
