@@ -138,6 +138,7 @@ def test_a_refused_debug_commands_record_does_not_block_the_next_one(
     the corrected command as "a run"; the debug record of another process (a node) alike."""
     _, common = real_run
     folder = tmp_path / "debug"
+    folder.mkdir()  # one that existed keeps the refused command's record (a new one goes)
     typo = run_cli(
         "train", *common, "debug=fdr", "optimized_metric=val/los", f"hydra.run.dir={folder}"
     )

@@ -36,7 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from lmtrain.errors import LMTrainError
+from lmtrain.errors import LMTrainError, UserErrorExit
 from lmtrain.utils import locks
 from lmtrain.utils.checkpoint_dirpaths import release_dirpaths
 from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
@@ -50,9 +50,10 @@ from lmtrain.utils.launch import (
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
+from lmtrain.utils.refused_run import note_run_folder, remove_refused_run_folder
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 
-LOCK_FILE = locks.RUN_FOLDER_LOCK  # the file stays (removing it would let two runs lock two files)
+LOCK_FILE = locks.RUN_FOLDER_LOCK  # stays, or two runs could lock two files (but: refused_run)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
 # every rank is a Hydra run, and another rank may have written it into this run's folder first.
 RUN_RECORD = ("metrics.json", "csv/metrics.csv", "samples.txt")
@@ -137,6 +138,10 @@ def released_after(task: Callable[..., T]) -> Callable[..., T]:
     def wrapped(*args: Any, **kwargs: Any) -> T:
         try:
             return task(*args, **kwargs)
+        except UserErrorExit:  # its `error:` line printed: a folder made for nothing goes
+            release_held()
+            remove_refused_run_folder()
+            raise
         finally:
             release_held()
 
@@ -203,6 +208,7 @@ class ClaimRunFolder(HydraCallback):
             refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
             refuse_unmade_folder(config, "hydra.run.dir")  # `~/run`, an empty PROJECT_ROOT
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
+            note_run_folder(config, run_dir)  # one this command makes (lmtrain.utils.refused_run)
             ckpt_path = config.get("ckpt_path")
             if ckpt_path == "last":
                 ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")

@@ -33,6 +33,7 @@ from lmtrain.errors import (
 from lmtrain.utils.instantiate import config_entry_error
 from lmtrain.utils.io import full_disk_error
 from lmtrain.utils.launch_env import rendezvous_failure
+from lmtrain.utils.refused_run import log_error_line
 from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
@@ -55,7 +56,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             return result
         except Preempted as preempted:
             exit_code, agreed = preempted.code, True
-            print_on_rank_zero(f"error: {preempted.message}")
+            print_error(preempted.message)
             raise
         except SIGTERMException as stopped:
             # Lightning's own SIGTERM handler, outside the training steps (setup, the final
@@ -64,13 +65,13 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             folder = run_folder_of(args)
             # Any checkpoint (an FSDP run's last.ckpt is a folder; best-*.ckpt alone): resumable.
             if any((Path(folder) / "checkpoints").glob("*.ckpt")):
-                print_on_rank_zero(
-                    "error: terminated by SIGTERM outside the training steps: nothing was saved "
+                print_error(
+                    "terminated by SIGTERM outside the training steps: nothing was saved "
                     f"after the last checkpoint; resume with ckpt_path=last hydra.run.dir={folder}"
                 )
             else:  # no PreemptionCheckpoint (callbacks=none) and no checkpoint yet
-                print_on_rank_zero(
-                    f"error: terminated by SIGTERM: nothing was saved in {folder}, so the run "
+                print_error(
+                    f"terminated by SIGTERM: nothing was saved in {folder}, so the run "
                     "cannot be resumed: start it again (in the same folder with "
                     "overwrite_run=true)"
                 )
@@ -112,10 +113,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
             message = user_message(user_error)  # also one line when a DataLoader worker raised it
-            if agreed:
-                print_on_rank_zero(f"error: {message}")
-            else:
-                print(f"error: {message}", file=sys.stderr, flush=True)
+            print_error(message, every_rank=not agreed)  # an agreed stop is one line
             raise UserErrorExit(message) from None
         finally:
             finish_wandb(exit_code)
@@ -271,9 +269,12 @@ def run_folder_of(args: tuple[Any, ...]) -> str:
     return "<run folder>"
 
 
-def print_on_rank_zero(line: str) -> None:
-    if rank_zero_only.rank == 0:
-        print(line, file=sys.stderr, flush=True)
+def print_error(message: str, every_rank: bool = False) -> None:
+    """Print `error: <message>`, the line the run ends with (on rank 0 alone unless
+    `every_rank`), and add it to the run's log: why the run ended, read later there too."""
+    if every_rank or rank_zero_only.rank == 0:
+        print(f"error: {message}", file=sys.stderr, flush=True)
+    log_error_line(f"error: {message}")
 
 
 def leave_together() -> None:
@@ -297,7 +298,7 @@ def finish_wandb(exit_code: int) -> None:
 
 def fail(message: str) -> NoReturn:
     """End the process the way task_wrapper ends a user error: one line, exit code 1."""
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    print_error(message, every_rank=True)
     raise UserErrorExit(message)
 
 
