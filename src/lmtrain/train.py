@@ -43,6 +43,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.training_totals import TrainingTotals
     from lmtrain.errors import LMTrainError
     from lmtrain.lightning_compat import resume_only_from_given_checkpoints
+    from lmtrain.lightning_compat.epochs import cut_epoch_logged_as_running
     from lmtrain.models.checkpoint import check_same_model, resolve_ckpt_path
     from lmtrain.models.flops import flops_per_batch
     from lmtrain.models.hf import check_context, count_parameters
@@ -214,7 +215,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if not (whole_split and sampled_each and model.validated_at_step == trainer.global_step):
         if not trainer.fast_dev_run:  # debug=fdr: one batch here too, whatever the split's size
             trainer.limit_val_batches = 1.0
-        final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+        # Its rows at the epoch training was in, not the next one a cut epoch was counted as
+        with cut_epoch_logged_as_running(trainer):
+            final = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
         fit_metrics.update(plain_metrics(final))
     metrics = {
         **fit_metrics,

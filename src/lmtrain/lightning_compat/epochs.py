@@ -1,6 +1,7 @@
 """Lightning's private API for the epoch counters of a resumed run; tests/test_epoch_resume18.py
-tests each use. Part of lmtrain.lightning_compat, whose rules it follows: each function says what
-it buys and whether a public alternative exists.
+tests each use (tests/test_final_epoch23.py `cut_epoch_logged_as_running`). Part of
+lmtrain.lightning_compat, whose rules it follows: each function says what it buys and whether
+a public alternative exists.
 
 Lightning counts a fit's epochs in `fit_loop.epoch_progress` (ready, started, processed,
 completed), and a resume decides from those counters alone whether the epoch it finds is under
@@ -18,10 +19,16 @@ of its moves at an epoch's edge leave them wrong:
 
 And one of the validation loop's: a restart into a validation cut before its end counts that
 validation's batches again but not the epoch's (see `count_restarted_validation_once`).
+
+The same count reaches the loggers: `trainer.current_epoch` (the epochs completed) is the `epoch`
+Lightning adds to every row, so the final validation after such a fit said the next epoch (see
+`cut_epoch_logged_as_running`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -38,15 +45,46 @@ def count_cut_epoch_as_running(trainer: Trainer, checkpoint: dict[str, Any]) -> 
     of 42 steps, with another sampler epoch. A run resumed at its end (nothing left to train)
     is unaffected. Public alternative: none (the loop decides from these counters alone).
     """
-    fit_loop = trainer.fit_loop
-    epoch, batches = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress
-    counted = epoch.ready > 0 and epoch.processed == epoch.ready  # after the epoch's end
-    if not counted or batches.is_last_batch or batches.current.ready == 0:
-        return  # no epoch counted, or the one counted ran to its last batch
+    if not counted_cut_epoch_completed(trainer):
+        return
     saved = checkpoint["loops"]["fit_loop"]["epoch_progress"]
     for counts in (saved["total"], saved["current"]):
         counts["processed"] = counts["completed"] = counts["started"] - 1
     checkpoint["epoch"] = saved["current"]["completed"]  # Lightning's `current_epoch`
+
+
+def counted_cut_epoch_completed(trainer: Trainer) -> bool:
+    """Whether the fit loop left its epoch before the epoch's last batch (`max_steps` reached
+    mid-epoch, or a stop) and counted that epoch processed and completed, as at its end."""
+    fit_loop = trainer.fit_loop
+    epoch, batches = fit_loop.epoch_progress.current, fit_loop.epoch_loop.batch_progress
+    counted = epoch.ready > 0 and epoch.processed == epoch.ready  # after the epoch's end
+    # Not when the epoch counted ran to its last batch, or none of it ran.
+    return counted and not batches.is_last_batch and batches.current.ready > 0
+
+
+@contextlib.contextmanager
+def cut_epoch_logged_as_running(trainer: Trainer) -> Iterator[None]:
+    """While inside (around `trainer.validate` after `trainer.fit`), after a fit that left an
+    epoch before its last batch, `trainer.current_epoch` is that epoch's: the `epoch` Lightning
+    adds to each logged row (its logger connector's `log_metrics`). Restored on exit.
+
+    Buys: the final validation's rows carry the epoch training was in (as the checkpoint does,
+    `count_cut_epoch_as_running`), in every logger: a run `max_steps` ended inside epoch 0
+    logged them at epoch 1, and a run extended from it went back to epoch 0 after that row. A
+    fit that ended at an epoch's end (`max_epochs`) keeps Lightning's count. Public
+    alternative: none (a metric named `epoch`, logged by the module, would also land in the
+    run's metrics). Only the count the loggers read changes, never a checkpoint's: lmtrain
+    saves nothing in `trainer.validate`.
+    """
+    epoch = trainer.fit_loop.epoch_progress.current
+    completed = epoch.completed
+    if counted_cut_epoch_completed(trainer):
+        epoch.completed = epoch.started - 1  # the cut epoch's index, as in the checkpoint
+    try:
+        yield
+    finally:
+        epoch.completed = completed
 
 
 def start_epoch_after_restart_at_epoch_end(trainer: Trainer) -> None:
