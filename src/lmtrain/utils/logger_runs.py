@@ -50,8 +50,7 @@ from lmtrain.utils.sweep_run_ids import refuse_shared_run_id
 from lmtrain.utils.tensorboard_run import TensorBoardLogger as TensorBoardLogger
 from lmtrain.utils.tensorboard_run import is_tensorboard_entry as is_tensorboard_entry
 from lmtrain.utils.tensorboard_run import tensorboard_kwargs as tensorboard_kwargs
-from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
-from lmtrain.utils.wandb_run import read_run_id
+from lmtrain.utils.tracker_ids import read_run_id, record_folder, refuse_copied_id, saved_text
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     given = OmegaConf.to_container(entry.get("tags") or OmegaConf.create({}), resolve=True)
     kwargs: dict[str, Any] = {"tags": redact({**tags, **given})}  # as the params are
     name = entry.get("run_name")
-    if name is None:
+    if name is None or not str(name).strip():  # "" as null, as W&B's name (MLflow made one up)
         kwargs["run_name"] = job[0] if job is not None else run_dir.name
     elif redact(str(name)) != name:  # MLflow stores it as given (password=... reached it)
         kwargs["run_name"] = redact(str(name))  # over the entry's: Hydra merges kwargs over it
@@ -258,7 +257,7 @@ class MLFlowLogger(LightningMLFlowLogger):
                 ) from None
             saved = self.run_id_file
             from_file = saved is not None and saved.is_file()
-            if from_file and saved.read_text().strip() == self.continued_run:
+            if from_file and saved_text(saved) == self.continued_run:
                 where, instead = str(saved), f"delete {saved}"
             else:
                 where, instead = "logger.mlflow.run_id", "set logger.mlflow.run_id=null"

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lmtrain.utils.tracker_ids import saved_text
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ def read_curve(
     metrics.json's val/loss; of two at one step, the later is kept."""
     id_file = folder / RUN_ID_FILE
     if wandb_id is None:
-        wandb_id = id_file.read_text().strip() if id_file.is_file() else ""
+        wandb_id = saved_text(id_file) or ""  # not UTF-8, unreadable: no id
     run_id = wandb_id
     readers = {
         "wandb": lambda: wandb_curve(folder / "wandb", run_id),

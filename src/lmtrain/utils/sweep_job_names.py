@@ -12,7 +12,8 @@ job's W&B run, and its TensorBoard events went to `tensorboard/` instead of the 
 with a `multirun.yaml` is its sweep's. Such a run is named and grouped as the job was.
 
 A sampling sweeper (Optuna) may draw one point twice, which would give two jobs one name: its
-jobs' names end with their job number, `model.optimizer.lr=0.001 (job 2)`.
+jobs' names end with their job number, `model.optimizer.lr=0.001 (job 2)`. So do the names of a
+sweep over a secret (`+extra.hf_token=a,b`): redacted, its values are one, `<redacted>`.
 """
 
 from __future__ import annotations
@@ -68,17 +69,17 @@ class SweepJob:
         name long and alike. Without a known sweep, all of the job's overrides (Hydra's
         override_dirname, less hydra.job.config.override_dirname.exclude_keys).
         """
-        swept = self.swept_keys()
-        named = [
-            redact_override(o) for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in swept
-        ]
+        swept = [o for o in self.overrides if o.split("=", 1)[0].lstrip("+~") in self.swept_keys()]
+        named = [redact_override(o) for o in swept]
         every = self.override_dirname
         if holds_secret(every):
             every = ""  # Hydra's joined string cannot be redacted item by item: not used
         name = ",".join(named) or every
         if not name:
             return f"{task_name}-{self.num}"
-        return f"{name} (job {self.num})" if self.sampled else name
+        # A redacted value no longer tells the jobs apart: every job's reads `<redacted>`.
+        redacted = named != swept
+        return f"{name} (job {self.num})" if self.sampled or redacted else name
 
     def group(self, task_name: str) -> str:
         return f"{task_name}/{self.sweep_dir.name}"

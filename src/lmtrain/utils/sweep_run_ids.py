@@ -18,10 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
-from lmtrain.utils.tracker_ids import same_folder
-
-# A run id is up to 128 characters (W&B's limit); an id file is read no further than this.
-MAX_ID_CHARS = 256
+from lmtrain.utils.tracker_ids import same_folder, saved_text
 
 
 def refuse_shared_run_id(
@@ -65,11 +62,6 @@ def job_holding(sweep_dir: Path, id_file: str, run_id: str, run_dir: Path) -> Pa
         path = Path(folder) / id_file
         if id_file not in files or not path.is_file() or same_folder(path.parent, run_dir):
             continue
-        try:
-            with path.open(errors="replace") as f:
-                held = f.read(MAX_ID_CHARS).strip()
-        except OSError:
-            continue
-        if held == run_id:
+        if saved_text(path) == run_id:  # not UTF-8 text: no run id
             return Path(folder)
     return None

@@ -1,5 +1,6 @@
-"""Which run folder a saved tracker run id belongs to, so that a copy of the folder does not
-continue the original's W&B or MLflow run.
+"""A tracker run id saved in a run folder: read back as the id it is (or refused in one line), and
+which run folder it belongs to, so that a copy of the folder does not continue the original's
+W&B or MLflow run.
 
 `<run folder>/wandb_run_id` and `<run folder>/mlflow_run_id` make training resumed in that folder
 (`ckpt_path=last`) go on in the same W&B and MLflow runs. A copied folder (`cp -a run1 run1copy`)
@@ -12,11 +13,15 @@ resolved path), and a resume checks it before training:
   id: the id is this folder's, and the record is written again (rank 0);
 - no record (an id file written before records were kept): the id is taken as this folder's.
 The id files keep their one line, which other tools read (`lmtrain.utils.sweep_jobs`).
+
+An id file is UTF-8 text, read as such: read with replacement characters, bytes that were no
+text became an id (`\ufffd\ufffd`) that W&B logged under, and MLflow's refusal of it a traceback.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from lmtrain.errors import LMTrainError
@@ -25,6 +30,47 @@ from lmtrain.utils.io import atomic_write
 FOLDER_RECORD_SUFFIX = ".folder"
 # A record is one path; the folder may come from anyone, so no more than this is read.
 MAX_RECORD_CHARS = 4096
+# A run id read back from a run folder (W&B's, MLflow's): up to 128 characters, none of those
+# W&B refuses (`:;,#?/'`), no `\`, whitespace, control or replacement character, no leading
+# `.`. The folder may come from anyone; W&B refused `../x` with a traceback.
+SAVED_RUN_ID = re.compile(r"(?!\.)[^:;,#?/'\\\s\x00-\x1f\ufffd]{1,128}")
+# What a run id file is read up to: more than any run id, with its line break.
+MAX_ID_CHARS = 256
+RUN_ID_RULES = "up to 128 characters, none of :;,#?/'\\ or spaces, not starting with '.'"
+
+
+def saved_text(path: Path, limit: int = MAX_ID_CHARS) -> str | None:
+    """The first `limit` characters `path` holds, stripped; None where it cannot be read or is
+    not UTF-8 text (what holds no text holds no run id, and no folder's path)."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.read(limit).strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def read_run_id(path: Path, service: str) -> str:
+    """The `service` run id saved in `path`, or one line refusing what is not a run id."""
+    instead = (
+        f"delete the file to start a new {service} run, or write the id of the run to continue "
+        "into it"
+    )
+    try:
+        with path.open(encoding="utf-8") as f:
+            saved = f.read(MAX_ID_CHARS).strip()
+    except UnicodeDecodeError as err:
+        raise LMTrainError(
+            f"{path} holds bytes that are not UTF-8 text ({err.object[err.start : err.end]!r}), "
+            f"which is not a {service} run id: {instead}"
+        ) from None
+    except OSError as err:
+        raise LMTrainError(f"{path} cannot be read ({err.strerror or err}): {instead}") from None
+    if not SAVED_RUN_ID.fullmatch(saved):
+        shown = saved if len(saved) <= 60 else saved[:60] + "..."
+        raise LMTrainError(
+            f"{path} holds {shown!r}, which is not a {service} run id ({RUN_ID_RULES}): {instead}"
+        )
+    return saved
 
 
 def record_path(id_file: Path) -> Path:
@@ -35,11 +81,7 @@ def record_path(id_file: Path) -> Path:
 def recorded_folder(id_file: Path) -> Path | None:
     """The folder `id_file`'s record names, or None: no record, or one that is not an absolute
     path (taken as this folder's, as a missing record is)."""
-    try:
-        with record_path(id_file).open(errors="replace") as f:
-            text = f.read(MAX_RECORD_CHARS + 1).strip()
-    except OSError:
-        return None
+    text = saved_text(record_path(id_file), MAX_RECORD_CHARS + 1)
     if not text or len(text) > MAX_RECORD_CHARS or "\n" in text or "\0" in text:
         return None
     return Path(text) if os.path.isabs(text) else None
@@ -63,11 +105,9 @@ def other_holder(id_file: Path, run_id: str) -> Path | None:
     try:
         if not owner.is_dir() or not theirs_file.is_file():  # not a FIFO a folder could hold
             return None  # moved: the id is this folder's now
-        with theirs_file.open(errors="replace") as f:
-            theirs = f.read(MAX_RECORD_CHARS).strip()
     except OSError:
         return None
-    return owner if theirs == run_id else None
+    return owner if saved_text(theirs_file) == run_id else None
 
 
 def refuse_copied_id(id_file: Path, run_id: str, service: str, setting: str) -> None:

@@ -25,7 +25,6 @@ runs): Lightning's is kept off, and `lmtrain.callbacks.wandb_artifact` logs the 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import string
 from collections.abc import Mapping
@@ -40,13 +39,19 @@ from lmtrain.utils.redact import redact
 from lmtrain.utils.sweep_job_names import job_name as job_name  # lmtrain.utils.launch's
 from lmtrain.utils.sweep_job_names import sweep_job
 from lmtrain.utils.sweep_run_ids import refuse_shared_run_id
-from lmtrain.utils.tracker_ids import record_folder, refuse_copied_id
+from lmtrain.utils.tracker_ids import (
+    RUN_ID_RULES,
+    SAVED_RUN_ID,
+    read_run_id,
+    record_folder,
+    refuse_copied_id,
+)
 
 RUN_ID_FILE = "wandb_run_id"
-# A run id read back from a run folder (W&B's, MLflow's): up to 128 characters, none of those
-# W&B refuses (`:;,#?/'`), no `\`, whitespace or control character, no leading `.`. The folder
-# may come from anyone; W&B refused `../x` with a traceback.
-SAVED_RUN_ID = re.compile(r"(?!\.)[^:;,#?/'\\\s\x00-\x1f]{1,128}")
+# What W&B refuses in a project name (wandb.Settings' check), refused in an entity too, with
+# spaces: the two make the run's path, `<entity>/<project>/<run id>`.
+REFUSED_NAME_CHARS = "/\\#?%: "
+MAX_NAME_CHARS = 128
 # The callback that logs the model artifact when logger.wandb.log_model=true.
 ARTIFACT_CALLBACK = "WandbModelArtifact"
 
@@ -64,6 +69,7 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     """
     check_log_model(entry, run_cfg)
     check_project(entry)
+    check_entity(entry)
     # Lightning's own log_model uploads checkpoints and refuses offline runs: the model artifact
     # is lmtrain's callback (callbacks.wandb_model), online or offline.
     kwargs: dict[str, Any] = {"settings": wandb_settings(entry), "log_model": False}
@@ -73,9 +79,11 @@ def wandb_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dict
     offline = kwargs.get("offline", entry.get("offline", False)) is True
     kwargs.setdefault("mode", "offline" if offline else "online")
     job = sweep_job(run_cfg)  # also of a run that continues a sweep job's folder
-    if entry.get("name") is None:
+    # An empty name or group is null's (as an empty logger.mlflow.tracking_uri is): W&B left
+    # the run unnamed, or a sweep job ungrouped.
+    if not str(entry.get("name") or "").strip():
         kwargs["name"] = job[0] if job is not None else run_cfg.task_name
-    if entry.get("group") is None and job is not None:
+    if not str(entry.get("group") or "").strip() and job is not None:
         kwargs["group"] = job[1]
     # W&B stores these as given, not through the config that is redacted: a secret typed into
     # one (tags=[${oc.env:HF_TOKEN}]) would reach the run file that `wandb sync` uploads.
@@ -149,6 +157,27 @@ def check_project(entry: DictConfig) -> None:
         ) from None
 
 
+def check_entity(entry: DictConfig) -> None:
+    """The entity (user or team) is a name W&B can take: wandb.Settings checks only the project,
+    and `entity=bad/ent` went on to the run (whose path is `<entity>/<project>/<run id>`)."""
+    entity = entry.get("entity")
+    if entity is None or entity == "":  # W&B's default entity, as null
+        return
+    if not isinstance(entity, str):  # W&B refused a number with a pydantic traceback
+        raise LMTrainError(
+            f"logger.{entry._key()}.entity={entity!r} is not text, which W&B needs: quote it, "
+            f"'logger.{entry._key()}.entity=\"{entity}\"'"
+        )
+    bad = sorted({c for c in entity if c in REFUSED_NAME_CHARS or not c.isprintable()})
+    if bad or len(entity) > MAX_NAME_CHARS:
+        found = f"has {' '.join(map(repr, bad))}" if bad else f"{len(entity)} characters"
+        raise LMTrainError(
+            f"logger.{entry._key()}.entity={entity!r} is not a W&B entity name ({found}): give "
+            f"your W&B user or team name, up to {MAX_NAME_CHARS} characters without / \\ # ? % "
+            f": or spaces, or logger.{entry._key()}.entity=null for your default entity"
+        )
+
+
 def wandb_settings(entry: DictConfig) -> Any:
     """The `wandb.Settings` of this run: the entry's `settings` (fields of wandb.Settings), with
     `x_disable_meta` on unless they say otherwise (see the module docstring).
@@ -220,24 +249,10 @@ def configured_run_id(value: object) -> str | None:
     text = str(value)
     if not SAVED_RUN_ID.fullmatch(text):
         raise LMTrainError(
-            f"logger.wandb.id={text!r} is not a W&B run id (up to 128 characters, none of "
-            ":;,#?/'\\ or spaces, not starting with '.'): pass one such as exp-1, or "
-            "logger.wandb.id=null for a new id"
+            f"logger.wandb.id={text!r} is not a W&B run id ({RUN_ID_RULES}): pass one such as "
+            "exp-1, or logger.wandb.id=null for a new id"
         )
     return text
-
-
-def read_run_id(path: Path, service: str) -> str:
-    """The `service` run id saved in `path`, or one line refusing what is not a run id."""
-    saved = path.read_text(errors="replace").strip()
-    if not SAVED_RUN_ID.fullmatch(saved):
-        shown = saved if len(saved) <= 60 else saved[:60] + "..."
-        raise LMTrainError(
-            f"{path} holds {shown!r}, which is not a {service} run id (up to 128 characters, "
-            f"none of :;,#?/'\\ or spaces, not starting with '.'): delete the file to start a "
-            f"new {service} run, or write the id of the run to continue into it"
-        )
-    return saved
 
 
 def generate_id(length: int = 8) -> str:
