@@ -163,7 +163,7 @@ def test_secrets_typed_in_a_command_reach_no_wandb_run_checkpoint_or_export(
     assert run_config["extra"] == {"password": REDACTED, **kept}
     summary = wandb_summary(job)
     assert summary["config"]["extra"] == {"password": REDACTED, **kept}
-    assert summary["name"] == f"+extra.password={REDACTED}"
+    assert summary["name"] == f"+extra.password={REDACTED} (job 0)"  # redacted: numbered apart
     # W&B's system metadata (the command line among it) is not recorded.
     assert [r for r in wandb_records(job) if r.get("type") == "environment"] == []
 

@@ -3,10 +3,12 @@
 A source yields `Piece`s in a fixed order, each tagged with its split; a document is one or more
 consecutive pieces of the same split, and an end-of-text token follows its last piece (`end`).
 Nothing holds the corpus in memory: a huge file is read in blocks of about `BLOCK_CHARS`
-characters, cut just after a newline that sits between two non-space characters. Byte-level BPE
-(GPT-2's pre-tokenizer regex) and the char tokenizer always break tokens there, so encoding the
-pieces one by one gives exactly the ids of encoding the whole file; `corpus_tokenizer` re-cuts
-them for tokenizers that break tokens elsewhere (SentencePiece-style ones, before a space).
+characters, cut just after a newline that sits between two non-space characters, or where four
+blocks hold none, before a space or other whitespace that follows a non-space (`piece_cuts`).
+Byte-level BPE (GPT-2's pre-tokenizer regex) and the char tokenizer always break tokens there, so
+encoding the pieces one by one gives exactly the ids of encoding the whole file; `corpus_tokenizer`
+re-cuts them for tokenizers that break tokens elsewhere (SentencePiece-style ones, before a space).
+Text with no such place in four blocks is cut where it is, and counted in one warning.
 
 Splits never need a second pass or a random seed: files go to val by a hash of their relative path,
 documents of one record file (or one HF dataset split) by a hash of their index, and a single plain
@@ -18,7 +20,6 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import re
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from lmtrain.data.json_records import warn_json_lines
+from lmtrain.data.piece_cuts import cut_pieces
+from lmtrain.data.piece_cuts import last_cut as last_cut  # re-exported
 from lmtrain.data.read_errors import check_not_archive, reading, refuse_nul
 from lmtrain.data.read_errors import first_invalid_utf8 as first_invalid_utf8  # re-exported
 from lmtrain.utils.checks import Problems
@@ -37,10 +40,6 @@ BLOCK_CHARS = 1 << 18
 MB = 1_000_000
 # Files whose lines are JSON records (one document each), with or without .gz.
 RECORD_SUFFIXES = (".jsonl", ".ndjson")
-# A newline with a non-space character on both sides: where a piece may end (see `last_cut`).
-PIECE_CUT = re.compile(r"(?<=\S)\n(?=\S)")
-# Characters from the end of a text searched first for a cut; each miss searches 4 times more.
-CUT_WINDOW = 4096
 
 
 class Piece(NamedTuple):
@@ -232,30 +231,6 @@ def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str
         yield from cut_pieces(refuse_nul(path, iter(partial(f.read, block_chars), "")), block_chars)
 
 
-def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
-    """Re-cut a stream of text blocks into pieces that end where tokenizers break tokens anyway.
-
-    A block with no such place is carried over and joined to the next; after four blocks without
-    one (minified text, say) the text is cut where it is, the only place ids can differ.
-    """
-    carry = ""
-    blocks = iter(blocks)
-    block = next(blocks, None)
-    while block is not None:
-        following = next(blocks, None)
-        text = carry + block if carry else block
-        if following is None:  # the last block: nothing to cut
-            yield text
-            return
-        block = following
-        cut = last_cut(text, most=4 * block_chars)
-        if cut is None:
-            carry = text
-            continue
-        carry = text[cut:]
-        yield text[:cut]
-
-
 def as_document(split: str, pieces: Iterable[str]) -> Iterator[Piece]:
     """Tag the pieces of one document with its split and `end` on the last (none: no document)."""
     previous: str | None = None
@@ -275,28 +250,6 @@ def text_document(split: str, text: str, block_chars: int = BLOCK_CHARS) -> Iter
         return
     blocks = (text[i : i + block_chars] for i in range(0, len(text), block_chars))
     yield from as_document(split, cut_pieces(blocks, block_chars))
-
-
-def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT, most: int = 0) -> int | None:
-    """Where the last match of `pattern` ends (by default: after the last cut newline), or None
-    (a `text` of `most` characters or more without one: its end, where it is cut anyway).
-
-    A newline between two non-space characters is a pre-token of its own in GPT-2's regex, so
-    splitting right after it changes no token; a newline inside a run of whitespace is not.
-    Searched by a regex in windows growing from the end: usually a cut is near the end, and a
-    text of nothing but newlines costs a linear scan, not a Python step per newline.
-    """
-    window = CUT_WINDOW
-    while True:
-        start = max(0, len(text) - window)
-        last = None
-        for last in pattern.finditer(text, start):  # noqa: B007 (only the last one counts)
-            pass
-        if last is not None:
-            return last.end()
-        if start == 0:
-            return len(text) if most and len(text) >= most else None
-        window *= 4
 
 
 def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iterator[Piece]:

@@ -52,8 +52,10 @@ class ShakespeareSource(FileSource):
         self.timeout_s = timeout_s
 
     def find_files(self) -> tuple[list[Path], Path]:
-        if self.path is not None:
-            return TextFilesSource(self.path, self.val_fraction).find_files()
+        if self.path is not None:  # a local copy is found as text_files finds it
+            files = TextFilesSource(self.path, self.val_fraction)
+            files.leave_out(self._left_out)  # the cache and run folders: left out, logged as info
+            return files.find_files()
         dest = self.download()
         return [dest], dest.parent
 
