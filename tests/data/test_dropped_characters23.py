@@ -7,11 +7,12 @@ one line naming them; a tokenizer with an unknown token trains, with a warning.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from lmtrain.data import encode
@@ -110,3 +111,82 @@ def test_byte_level_tokenizers_skip_the_check(tmp_path: Path) -> None:
     assert check.anchor is None
     check(["dög 😀\n"], [True], "train", 0)  # nothing tried, nothing raised
     assert not check.known
+
+
+# rev_diff23b: whitespace a pre-tokenizer splits away on purpose was called dropped, and the
+# message said "no unknown token" of a tokenizer with one.
+
+
+def save_quicktour_bpe(folder: Path) -> Path:
+    """The tokenizers quicktour's tokenizer: BPE with unknown token "[UNK]", NFKC, Whitespace."""
+    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["[UNK]", "[EOS]"])
+    tokenizer.train_from_iterator(LINES, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="[EOS]")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def save_word_level(folder: Path) -> Path:
+    """A WordLevel tokenizer with unknown token "[UNK]" and a WhitespaceSplit pre-tokenizer."""
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.train_from_iterator(
+        LINES, trainers.WordLevelTrainer(special_tokens=["[UNK]", "[EOS]"])
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", eos_token="[EOS]")
+    fast.save_pretrained(folder)
+    return folder
+
+
+def test_the_quicktour_tokenizer_trains_naming_only_its_unknown_characters(tmp_path: Path) -> None:
+    code, stderr = train(tmp_path, save_quicktour_bpe(tmp_path / "quicktour"))
+    assert code == 0, stderr[-3000:]
+    assert "error:" not in stderr, stderr[-3000:]
+    warning = [line for line in stderr.splitlines() if "as its unknown token" in line]
+    assert len(warning) == 1, stderr[-3000:]
+    assert "1 character of the corpus as its unknown token '[UNK]': 'ö'" in warning[0]
+
+
+def test_a_word_level_tokenizer_splitting_on_whitespace_trains(tmp_path: Path) -> None:
+    code, stderr = train(tmp_path, save_word_level(tmp_path / "wordlevel"))
+    assert code == 0, stderr[-3000:]
+    assert "error:" not in stderr and "drops without a trace" not in stderr, stderr[-3000:]
+
+
+@pytest.mark.parametrize("kind", ["Whitespace", "WhitespaceSplit", "BertPreTokenizer"])
+def test_whitespace_a_pre_tokenizer_removes_is_not_dropped(kind: str) -> None:
+    """A BPE with no unknown token still drops "ö", which alone is named."""
+    from lmtrain.data.dropped_characters import CharacterCheck, DroppedCharactersError
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = getattr(pre_tokenizers, kind)()
+    tokenizer.train_from_iterator(LINES, trainers.BpeTrainer(vocab_size=120))
+    check = CharacterCheck(tokenizer, tokenizer.to_str())
+    check(["a b\tc\nd\xa0e"], [True], "train", 0)  # whitespace, split away by design
+    with pytest.raises(DroppedCharactersError) as caught:
+        check(["the lazy dög\n"], [True], "train", 0)
+    assert caught.value.characters == ["ö"]
+    assert "(it has no unknown token and no byte fallback)" in str(caught.value)
+
+
+def test_the_error_says_what_the_tokenizer_has() -> None:
+    """A byte-level BPE trained without the whole byte alphabet drops the bytes it never saw;
+    the message names its byte coverage, also after crossing a worker pool by pickling."""
+    from lmtrain.data.dropped_characters import CharacterCheck, DroppedCharactersError
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(LINES, trainers.BpeTrainer(vocab_size=120))
+    count = sum(c in tokenizer.get_vocab() for c in pre_tokenizers.ByteLevel.alphabet())
+    check = CharacterCheck(tokenizer, tokenizer.to_str())
+    with pytest.raises(DroppedCharactersError) as caught:
+        check(["a dög"], [True], "train", 0)
+    sent = pickle.loads(pickle.dumps(caught.value))
+    for error in (caught.value, sent):
+        assert error.characters == ["ö"]
+        has = f"no unknown token and a ByteLevel pre-tokenizer with {count} of the 256 byte"
+        assert f"(it has {has} characters)" in str(error), str(error)

@@ -16,7 +16,9 @@ A character is tried between two copies of an anchor character the tokenizer cov
 encoding to the ids of `aa` means `?` left no trace. Not alone: a SentencePiece-style tokenizer
 gives any text the "▁" it prepends, and encodes " " as "▁" (which decoding may turn back into
 nothing), so only the difference the character makes tells. A character the normalizer removes
-on purpose (a control character under BERT's) is the tokenizer's choice, not a loss to refuse.
+on purpose (a control character under BERT's), or the pre-tokenizer splits away (whitespace under
+Whitespace, WhitespaceSplit or BERT's), is the tokenizer's choice, not a loss to refuse: every
+user of the tokenizer gets it (rev_diff23b: the tokenizers quicktour's BPE was refused for " ").
 Imports nothing heavy: the tokenizer worker processes use it.
 """
 
@@ -41,16 +43,25 @@ REPLACEMENT = "\ufffd"
 
 
 class DroppedCharactersError(UnencodableTextError):
-    """Corpus characters the tokenizer drops without raising; `reason` says where the first is."""
+    """Corpus characters the tokenizer drops without raising; `reason` says where the first is,
+    `fallbacks` what the tokenizer has for characters outside its vocabulary."""
+
+    def __init__(
+        self, characters: Sequence[str], context: str, reason: str = "", fallbacks: str = ""
+    ) -> None:
+        self.fallbacks = fallbacks or "no unknown token and no byte fallback"
+        super().__init__(characters, context, reason)
 
     def problem(self) -> str:
         count = len(self.characters)
         return (
             f"holds {count} character{'s' if count > 1 else ''} the tokenizer drops without a "
-            f"trace (it has no unknown token and no byte fallback): "
-            f"{format_characters(self.characters)} (the first in {self.reason}, at "
-            f"{self.context!r})"
+            f"trace (it has {self.fallbacks}): {format_characters(self.characters)} (the first "
+            f"in {self.reason}, at {self.context!r})"
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.characters, self.context, self.reason, self.fallbacks)
 
     def fix(self) -> str:
         return (
@@ -67,6 +78,7 @@ class CharacterCheck:
         self.tokenizer = tokenizer
         spec = json.loads(tokenizer_json)
         self.unk_id = unknown_token_id(tokenizer, spec)
+        self.fallbacks = fallbacks(tokenizer, spec)
         self.known: dict[int, None] = {}  # str.translate's table deleting the known characters
         self.unknown: set[str] = set()
         self.anchor = None if covers_every_character(tokenizer, spec) else self._find_anchor()
@@ -83,14 +95,13 @@ class CharacterCheck:
         dropped = {char for char in new if self._judge(char)}
         self.known.update(dict.fromkeys(map(ord, new - dropped)))
         if dropped:
-            raise _dropped_error(dropped, texts, ends, split, first)
+            raise _dropped_error(dropped, texts, ends, split, first, self.fallbacks)
 
     def _judge(self, char: str) -> bool:
         """Whether `char` is dropped; a character mapped to the unknown token goes to `unknown`."""
         assert self.anchor is not None
-        normalizer = self.tokenizer.normalizer
-        if normalizer is not None and not normalizer.normalize_str(char):
-            return False  # removed by the normalizer by design, as every user of it gets
+        if self._removed_on_purpose(char):
+            return False
         try:
             ids = self._ids(self.anchor + char + self.anchor)
         except Exception:  # a tokenizer that raises on it: the encoder names it (`coverage`)
@@ -101,6 +112,22 @@ class CharacterCheck:
         if ids == self.baseline:
             return True
         return char != REPLACEMENT and REPLACEMENT in self.tokenizer.decode(ids)
+
+    def _removed_on_purpose(self, char: str) -> bool:
+        """Whether the normalizer or the pre-tokenizer takes `char` out before the model sees it:
+        the pre-tokens of `a?a` hold the same text as those of `aa`. Compared whole, not searched
+        for `char`: Metaspace replaces " " by "▁", which the model may still drop."""
+        return self._pre_tokens(self.anchor + char + self.anchor) == self._pre_tokens(
+            self.anchor * 2
+        )
+
+    def _pre_tokens(self, text: str) -> str:
+        """`text` as the model receives it: normalized, and its pre-tokens joined."""
+        normalizer, pre_tokenizer = self.tokenizer.normalizer, self.tokenizer.pre_tokenizer
+        text = normalizer.normalize_str(text) if normalizer is not None else text
+        if pre_tokenizer is None:
+            return text
+        return "".join(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text))
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -130,6 +157,25 @@ def unknown_token_id(tokenizer: Tokenizer, spec: dict[str, Any]) -> int | None:
     return tokenizer.token_to_id(token) if isinstance(token, str) else None
 
 
+def fallbacks(tokenizer: Tokenizer, spec: dict[str, Any]) -> str:
+    """What the tokenizer has for characters outside its vocabulary, for the error: "no unknown
+    token and no byte fallback", or the unknown token and the share of the byte tokens it has."""
+    model = spec.get("model") or {}
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    unk_id = unknown_token_id(tokenizer, spec)
+    if unk_id is not None:
+        unknown = f"the unknown token {tokenizer.id_to_token(unk_id)!r}"
+    else:
+        unknown = "no unknown token"
+    if model.get("byte_fallback"):
+        count = sum(f"<0x{byte:02X}>" in vocab for byte in range(256))
+        return f"{unknown} and byte fallback with {count} of the 256 byte tokens"
+    if _has_byte_level(spec.get("pre_tokenizer")):
+        count = sum(char in vocab for char in pre_tokenizers.ByteLevel.alphabet())
+        return f"{unknown} and a ByteLevel pre-tokenizer with {count} of the 256 byte characters"
+    return f"{unknown} and no byte fallback"
+
+
 def covers_every_character(tokenizer: Tokenizer, spec: dict[str, Any]) -> bool:
     """Whether every character reaches the model as bytes it has tokens for: a ByteLevel
     pre-tokenizer with all 256 byte characters in the vocabulary, or byte fallback with all 256
@@ -151,7 +197,12 @@ def _has_byte_level(pre_tokenizer: Any) -> bool:
 
 
 def _dropped_error(
-    dropped: set[str], texts: Sequence[str], ends: Sequence[bool], split: str, first: int
+    dropped: set[str],
+    texts: Sequence[str],
+    ends: Sequence[bool],
+    split: str,
+    first: int,
+    fallbacks: str,
 ) -> DroppedCharactersError:
     """The error naming `dropped` in order of first use, and the document that holds the first."""
     document = first
@@ -161,9 +212,9 @@ def _dropped_error(
             at = min(positions)
             rest = sorted(dropped, key=lambda c: (c not in text, text.find(c), c))
             where = f"document {document + 1} of the {split} split"
-            return DroppedCharactersError(rest, excerpt(text, at), where)
+            return DroppedCharactersError(rest, excerpt(text, at), where, fallbacks)
         document += end
-    return DroppedCharactersError(sorted(dropped), "", f"the {split} split")
+    return DroppedCharactersError(sorted(dropped), "", f"the {split} split", fallbacks)
 
 
 class UnknownTally:
