@@ -3,11 +3,14 @@ it would not; and never what lmtrain wrote there (a run's samples.txt joined the
 
 Found by red team data23 (findings 2 and 3): a folder of one .jsonl and two .txt notes trained on
 the notes alone (datasets reads one format), and a `**/*.txt` glob over the run folders trained
-each run on the samples of the runs before it, with a new token cache each time.
+each run on the samples of the runs before it, with a new token cache each time. Then review
+diff23b (findings 2 and 3): a folder of records with a CHANGELOG.md was refused, and a
+`data/*.jsonl` glob beside the token cache in data/cache got a new fingerprint.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import re
 import shutil
@@ -107,8 +110,11 @@ def test_a_glob_without_a_format_reads_its_one_format_or_is_refused(tmp_path: Pa
     (corpus / "LICENSE").write_text("no data format: left out\n")
     source = HFDatasetSource(str(corpus / "*"), cache_dir=str(tmp_path / "hf"))
     assert all_texts(source) == sorted(DOCS)
-    (corpus / "notes.txt").write_text(NOTE)
-    with pytest.raises(LMTrainError, match=r"reads one \(json\): it would leave out notes\.txt: "):
+    (corpus / "notes.txt").write_text(NOTE)  # a side note: left out, in one info line
+    source = HFDatasetSource(str(corpus / "*"), cache_dir=str(tmp_path / "hf"))
+    assert all_texts(source) == sorted(DOCS)
+    (corpus / "more.csv").write_text("text\n" + "".join(f'"{doc}"\n' for doc in DOCS[:5]))
+    with pytest.raises(LMTrainError, match=r"reads one \(json\): it would leave out 2 files: more"):
         HFDatasetSource(str(corpus / "*"), cache_dir=str(tmp_path / "hf")).identity()
 
 
@@ -157,3 +163,63 @@ def test_a_glob_leaves_out_another_log_dirs_run_and_its_fingerprint_follows_the_
     shutil.rmtree(corpus / "old_logs")
     (corpus / "p3.txt").write_text(NOTE)
     assert fingerprint(source(), CHAR) != before  # a new file is a new corpus
+
+
+def test_plain_text_side_files_beside_records_are_logged_not_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(5):  # more record files than notes: datasets reads the folder as json
+        write_jsonl(corpus / f"part{i}.jsonl", DOCS[i::5])
+    for name in ("CHANGELOG.md", "HISTORY.md", "LICENSE.txt", "NOTES.txt"):
+        (corpus / name).write_text(NOTE)
+    (corpus / "old.txt.gz").write_bytes(gzip.compress(NOTE.encode()))
+    with caplog.at_level(logging.INFO, logger="lmtrain.data.hf_files"):
+        source = HFDatasetSource(str(corpus), cache_dir=str(tmp_path / "hf"))
+        assert all_texts(source) == sorted(DOCS)
+    lines = [r.getMessage() for r in caplog.records if "side files" in r.getMessage()]
+    assert len(lines) == 1, caplog.text
+    assert "the json dataset leaves out plain-text side files" in lines[0]
+    assert "5 files: " in lines[0] and "and 2 more" in lines[0]
+
+
+def test_a_refusal_suggests_the_records_left_out_not_the_notes(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(3):  # the most common format: datasets reads the folder as json
+        write_jsonl(corpus / f"part{i}.jsonl", DOCS[i::3])
+    (corpus / "extra.csv").write_text("text\n" + "".join(f'"{doc}"\n' for doc in DOCS[:5]))
+    (corpus / "NOTES.txt").write_text(NOTE)
+    (corpus / "TODO.txt").write_text(NOTE)
+    out = run_cli("train", *hf_cli(tmp_path, str(corpus)))
+    assert out.returncode == 1, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert "reads one (json): it would leave out 3 files: extra.csv, " in errors[0]
+    assert f"data.source.path='{corpus}/**/*.csv'" in errors[0]
+
+
+def test_a_glob_that_cannot_reach_the_cache_beside_it_keeps_its_fingerprint(
+    tmp_path: Path,
+) -> None:
+    corpus = tmp_path / "data"
+    corpus.mkdir()
+    write_jsonl(corpus / "train.jsonl", DOCS[:30])
+    write_jsonl(corpus / "validation.jsonl", DOCS[30:])
+    cache = corpus / "cache" / "abc"
+    cache.mkdir(parents=True)
+    (cache / "meta.json").write_text("{}")  # json, but not a *.jsonl at the top
+    glob = str(corpus / "*.jsonl")
+    alone = HFDatasetSource(glob, cache_dir=str(tmp_path / "hf"))
+    beside = HFDatasetSource(glob, cache_dir=str(tmp_path / "hf"))
+    beside.leave_out({"data.cache_dir": corpus / "cache"})
+    assert beside.settings()["load"] == {"data_files": glob}  # as given, not a list
+    assert fingerprint(beside, CHAR) == fingerprint(alone, CHAR)
+    # A glob that does reach the cache reads the list of the files it keeps.
+    reaching = HFDatasetSource(str(corpus / "**" / "*.json*"), cache_dir=str(tmp_path / "hf"))
+    reaching.leave_out({"data.cache_dir": corpus / "cache"})
+    assert reaching.settings()["load"]["data_files"] == [
+        str(corpus / "train.jsonl"),
+        str(corpus / "validation.jsonl"),
+    ]

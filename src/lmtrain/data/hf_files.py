@@ -8,12 +8,14 @@ a run's samples.txt would join the next run's corpus. And
 datasets reads a folder as one format, that of its most common data files: a folder of one
 `.jsonl` and two `.txt` notes trained on the notes alone. Such a folder is refused, naming the
 files it would leave out; a glob without a format of its own (`corpus/*`) gets the builder of
-the one format it matches, or the same refusal.
+the one format it matches, or the same refusal. Plain text left out beside records (a
+CHANGELOG.md, a LICENSE.txt) is a note, not data: one info line names it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import logging
 import os
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 DATASET_CARD = "README.md"
 # Files named in a refusal before "and N more".
 NAMED = 3
+# The builder of plain-text files: beside records, notes rather than data.
+TEXT = "text"
 
 
 class LocalFiles(NamedTuple):
@@ -170,9 +174,9 @@ def folder_data_files(
 
 def glob_data_files(pattern: str, left_out: Mapping[str, Path], setting: str) -> list[str] | None:
     """The files the glob `pattern` matches, sorted, without what lmtrain wrote under the folder
-    it starts from (as `folder_data_files` leaves out of a folder), or None if that folder holds
-    no left-out folder nor anything lmtrain wrote: datasets resolves the glob itself, and the
-    token cache's fingerprint stays what it was."""
+    it starts from (as `folder_data_files` leaves out of a folder), or None if that leaves out
+    none of the files it matches (`corpus/*.jsonl` beside `corpus/cache/`): datasets resolves the
+    glob itself, and the token cache's fingerprint stays what it was."""
     local = Path(pattern).expanduser()
     root = glob_root(local)
     inside = {k: f for k, f in left_out.items() if f.is_relative_to(root.resolve())}
@@ -180,7 +184,7 @@ def glob_data_files(pattern: str, left_out: Mapping[str, Path], setting: str) ->
     written: dict[Path, None] = {}
     kinds: dict[Path, str | None] = {}
     kept = []
-    for match in sorted(glob.glob(str(local), recursive=True)):
+    for match in sorted(filter(os.path.isfile, glob.glob(str(local), recursive=True))):
         real = Path(match).resolve()
         key = next((k for k, f in inside.items() if real.is_relative_to(f)), None)
         ours = lmtrain_folder(Path(match), root, kinds) if key is None else None
@@ -188,10 +192,12 @@ def glob_data_files(pattern: str, left_out: Mapping[str, Path], setting: str) ->
             dropped[key] = dropped.get(key, 0) + 1
         elif ours is not None:
             written[ours] = None
-        elif os.path.isfile(match):
+        else:
             kept.append(os.path.abspath(match))
-    if not inside and not written:
-        return None
+    parts = local.relative_to(root).parts
+    reached = [f for f in inside.values() if reaches(parts, f.relative_to(root.resolve()).parts)]
+    if not dropped and not written and not reached:
+        return None  # it can match no left-out file (`corpus/*.jsonl`, `corpus/cache`): as given
     log_left_out(setting, written, {k: (n, inside[k]) for k, n in dropped.items()})
     if not kept and (dropped or written):
         raise LMTrainError(
@@ -199,6 +205,20 @@ def glob_data_files(pattern: str, left_out: Mapping[str, Path], setting: str) ->
             "pass a glob of json, jsonl, parquet or text files apart from them"
         )
     return kept or None  # none matched at all: datasets' own "no file" line
+
+
+def reaches(pattern: tuple[str, ...], folder: tuple[str, ...]) -> bool:
+    """Whether the glob `pattern` (its parts below its root) can match a file under `folder`
+    (its parts below the same root), now or once a run writes there: a left-out folder the
+    glob can reach turns the glob into its list of kept files in every run, one it cannot
+    leaves the glob as given, so the token cache's fingerprint holds from one run to the next."""
+    if not folder:
+        return bool(pattern)
+    if not pattern:
+        return False
+    if pattern[0] == "**":
+        return reaches(pattern[1:], folder) or reaches(pattern, folder[1:])
+    return fnmatch.fnmatchcase(folder[0], pattern[0]) and reaches(pattern[1:], folder[1:])
 
 
 def log_left_out(
@@ -219,24 +239,41 @@ def log_left_out(
 
 
 def refuse_unread(expected: Collection[str], read: Iterable[str], builder: str, path: str) -> None:
-    """Refuse data.source.path=`path` if the `builder` datasets picked reads not all of the
+    """Refuse data.source.path=`path` if the `builder` datasets picked leaves out some of the
     `expected` data files: it reads one format, that of the folder's most common files, and
-    drops the rest without a word."""
+    drops the rest without a word. Plain-text files alone left out are only logged: beside the
+    data they are notes, licenses and changelogs (a json folder's CHANGELOG.md)."""
     seen = {os.path.realpath(f) for f in read}
     unread = [f for f in expected if os.path.realpath(f) not in seen]
-    if not unread:
-        return
     local = Path(path).expanduser()
     base = local if local.is_dir() else glob_root(local)
-    names = [os.path.relpath(f, base) for f in unread]
-    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
-    formats = Counter(Path(f.removesuffix(compression_suffix(f))).suffix for f in unread)
-    suffix = formats.most_common(1)[0][0]
-    example = os.path.join(base, "**", f"*{suffix}")
-    listed = f"{len(names)} files: {', '.join(names[:NAMED])}{more}" if names[1:] else names[0]
+    structured = [f for f in unread if file_format(f) != TEXT]
+    ordered = structured + [f for f in unread if f not in structured]
+    names = [os.path.relpath(f, base) for f in ordered]
+    if not structured:
+        if unread:
+            log.info(
+                "data.source.path=%r: the %s dataset leaves out plain-text side files, read as "
+                "notes, not data: %s",
+                path,
+                builder,
+                named(names),
+            )
+        return
+    # The suggested glob names the records the user most likely wants, not a side note.
+    formats = Counter(Path(f.removesuffix(compression_suffix(f))).suffix for f in structured)
+    example = os.path.join(base, "**", f"*{formats.most_common(1)[0][0]}")
     raise LMTrainError(
         f"data.source.path={path!r} holds data files of more than one format, and a dataset "
-        f"reads one ({builder}): it would leave out {listed}: pass a glob of one format, e.g. "
-        f"data.source.path='{example}', "
+        f"reads one ({builder}): it would leave out {named(names)}: pass a glob of one format, "
+        f"e.g. data.source.path='{example}', "
         "or data=text_files to read every file (.jsonl as records, the rest as plain text)"
     )
+
+
+def named(names: list[str]) -> str:
+    """`names` in a message: the one name, or a count and the first few."""
+    if not names[1:]:
+        return names[0]
+    more = f" and {len(names) - NAMED} more" if len(names) > NAMED else ""
+    return f"{len(names)} files: {', '.join(names[:NAMED])}{more}"
