@@ -19,6 +19,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models.muon import BatchedMuon
 from lmtrain.models.optimizers import OptimizerParts
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.compose import TINY_RUN
 from tests.helpers.corpora import one_file_corpus
 from tests.test_python_api import data_module, module, trainer
 
@@ -204,3 +205,77 @@ def test_a_muon_checkpoint_resumed_with_one_optimizer_is_one_line(
         module(datamodule.tokenizer, optimizer=again, scheduler=COSINE), datamodule, ckpt_path=ckpt
     )
     assert resumed.global_step == 4
+
+
+def lora_base(tmp_path: Path) -> Path:
+    """A tiny GPT-2 folder (save_pretrained) for experiment=finetune_lora."""
+    from tests.helpers.pretrained import save_tiny_pretrained
+
+    return save_tiny_pretrained(tmp_path / "base", ["a tiny corpus of words\n"] * 50, n_layer=1)
+
+
+def test_lora_trains_with_muon_alone(tmp_path: Path, data_dir: Path) -> None:
+    # LoRA's trainable parameters are 2-D adapters: a Muon over them is no whole-model Muon.
+    torch_muon = ("model.optimizer._target_=torch.optim.Muon", *MUON_TARGET[1:])
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a tiny corpus of words\n" * 400)
+    out = run_cli(
+        "train",
+        "experiment=finetune_lora",
+        f"model.pretrained={lora_base(tmp_path)}",
+        f"data.source.path={corpus}",
+        *TINY_RUN,
+        "callbacks.text_samples=null",
+        "logger=none",
+        f"paths.data_dir={data_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *torch_muon,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_muon_with_a_freeze_is_torchs_line_with_the_parts_advice(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    overrides = (*MUON_TARGET, "model.freeze.embeddings=true")
+    out = run_cli("train", *tiny_cli(tmp_path, data_dir, *overrides))
+    assert out.returncode == 1, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.optimizer: Muon only supports 2D parameters"), last
+    assert last.endswith("use model/optimizer=muon (Muon for the blocks' matrices)"), last
+
+
+def test_python_muon_is_refused_only_when_every_parameter_trains() -> None:
+    from lmtrain.utils.optimizer_checks import check_factories
+    from lmtrain.utils.optimizer_values import trains_every_parameter
+
+    assert trains_every_parameter({}, {"embeddings": False, "first_n_blocks": 0})
+    assert not trains_every_parameter({"r": 8}, None)
+    assert not trains_every_parameter(None, {"first_n_blocks": 1})
+    check_factories(functools.partial(BatchedMuon, lr=5e-3), None, every_parameter_trains=False)
+    with pytest.raises(LMTrainError, match="would train every parameter"):
+        check_factories(functools.partial(BatchedMuon, lr=5e-3), None)
+
+
+def test_python_values_of_other_optimizers_and_numpy_bools_pass() -> None:
+    # Adafactor's eps is a pair (its own rule, not AdamW's); numpy bools are torch's own.
+    adafactor = functools.partial(
+        transformers.Adafactor, lr=1e-3, relative_step=False, eps=(1e-30, 1e-3)
+    )
+    module(None, optimizer=adafactor)
+    module(None, optimizer=functools.partial(torch.optim.Adam, amsgrad=np.True_))
+
+
+def test_the_run_length_itself_gets_advice_that_changes_something() -> None:
+    """`num_training_steps=${trainer.max_steps}` was told to set trainer.max_steps to what it is."""
+    from lmtrain.utils.checks import Problems
+    from lmtrain.utils.optimizer_checks import check_optimization
+
+    schedule = {"scheduler": {**dict(COSINE.keywords), "num_training_steps": 20}}
+    for max_steps, words in ((20, "is what lmtrain passes already"), (21, "would be replaced")):
+        problems = Problems()
+        check_optimization(schedule, problems, max_steps)
+        (line,) = problems.found
+        assert words in line and "~model.scheduler.num_training_steps" in line, line
+        assert ("trainer.max_steps=20" in line) is (max_steps == 21), line

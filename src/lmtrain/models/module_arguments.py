@@ -25,6 +25,7 @@ from lmtrain.utils.checks import Problems
 from lmtrain.utils.model_checks import check_model, check_pretrained_is_text, check_seq_len_warmup
 from lmtrain.utils.model_config_keys import SETTINGS_ELSEWHERE, known_config_keys
 from lmtrain.utils.optimizer_checks import check_factories
+from lmtrain.utils.optimizer_values import trains_every_parameter
 
 FREEZE_KEYS = {"embeddings", "first_n_blocks"}
 MAPPINGS = {"config": '{"n_layer": 4, "n_embd": 256}', "freeze": '{"embeddings": True}'}
@@ -125,7 +126,8 @@ def check_module_arguments(
             f"model.freeze has unknown keys {unknown}: use embeddings and first_n_blocks"
         )
     parts = isinstance(optimizer, OptimizerParts)
-    check_factories(None if parts else optimizer, scheduler)
+    every_parameter_trains = trains_every_parameter(hparams.get("peft"), freeze)
+    check_factories(None if parts else optimizer, scheduler, every_parameter_trains)
     return freeze
 
 

@@ -24,6 +24,7 @@ from transformers.pytorch_utils import Conv1D
 from lmtrain.errors import LMTrainError, RankAgreedError
 from lmtrain.models.combined_optimizer import CombinedOptimizer
 from lmtrain.models.hf import decoder_blocks
+from lmtrain.utils.optimizer_values import MUON_ADVICE, muon_over_whole_model
 from lmtrain.utils.partial_checks import (
     PartialProblems,
     check_optimizer_partial,
@@ -95,7 +96,10 @@ def build_optimizer(
         given = ", ".join(f"{k}={v!r}" for k, v in bound.items())
         what = f"{getattr(func, '__name__', repr(func))}({given})"
         said = " ".join(str(err).split())  # torch's message, on one line
-        raise LMTrainError(f"{key}: {said} (given {what}): change that value") from err
+        advice = "change that value"
+        if muon_over_whole_model(func) and key == "model.optimizer":  # LoRA or freeze left 1-D
+            advice = f"{MUON_ADVICE}: use model/optimizer=muon (Muon for the blocks' matrices)"
+        raise LMTrainError(f"{key}: {said} (given {what}): {advice}") from err
 
 
 def scheduled(optimizer: Optimizer, scheduler: LRScheduler) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def check_train_config(cfg: DictConfig) -> None:
     model, trainer = plain(cfg.get("model")), plain(cfg.get("trainer"))
     data = plain(cfg.get("data"))
     check_data(data, problems, tokenizer=not tokenizer_is_a_refused_run(model, data))
-    check_model(model, problems)
+    check_model(model, problems, (trainer or {}).get("max_steps"))
     check_seq_len_warmup(model, cfg.get("data", {}).get("block_size"), problems)
     check_trainer(trainer, problems)
     check_run_length(trainer, model, problems)

@@ -49,7 +49,7 @@ ROPE_KEYS = ("rope_scaling", "rope_parameters")
 ATTENTION_FLAGS = {"sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn"}
 
 
-def check_model(model: dict[str, Any], problems: Problems) -> None:
+def check_model(model: dict[str, Any], problems: Problems, max_steps: Any = None) -> None:
     """Yes/no and number settings, the optimizer and schedule, a local `pretrained` folder,
     activation names and head splits."""
     # Yes/no settings read by truthiness: `model.freeze.embeddings=no` froze the embeddings.
@@ -59,7 +59,7 @@ def check_model(model: dict[str, Any], problems: Problems) -> None:
         problems.boolean("model.freeze.embeddings", freeze["embeddings"])
     if isinstance(freeze, Mapping) and "first_n_blocks" in freeze:  # `true` froze one block
         problems.integer("model.freeze.first_n_blocks", freeze["first_n_blocks"], 0)
-    check_optimization(model, problems)  # model.optimizer (AdamW, or Muon's parts), schedules
+    check_optimization(model, problems, max_steps)  # AdamW or Muon's parts, and schedules
     # t5 and other encoder-decoders were refused as the model was built, after tokenizing.
     model_type = model.get("model_type")
     known = isinstance(model_type, str) and model_type in CONFIG_MAPPING_NAMES

@@ -20,7 +20,11 @@ from typing import Any
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems, accepted_arguments
 from lmtrain.utils.config_keys import locate
-from lmtrain.utils.optimizer_values import check_optimizer, check_whole_model_optimizer
+from lmtrain.utils.optimizer_values import (
+    check_optimizer,
+    check_whole_model_optimizer,
+    trains_every_parameter,
+)
 from lmtrain.utils.partial_checks import (
     RUN_LENGTH,
     PartialProblems,
@@ -42,9 +46,10 @@ SCHEDULER_PASSES = ("num_training_steps",)
 VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
-def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
+def check_optimization(model: Mapping[str, Any], problems: Problems, max_steps: Any = None) -> None:
     """`model.optimizer` (one optimizer, or parts each with `optimizer` and `scheduler`) and
-    `model.scheduler`."""
+    `model.scheduler`; `max_steps` (the trainer's, when known) is the `num_training_steps` that
+    lmtrain passes, which a schedule may also name itself."""
     optimizer = model.get("optimizer") or {}
     if not isinstance(optimizer, Mapping):
         return
@@ -53,21 +58,24 @@ def check_optimization(model: Mapping[str, Any], problems: Problems) -> None:
     if not parts:
         check_optimizer("model.optimizer", optimizer, problems)
         check_arguments("model.optimizer", optimizer, OPTIMIZER_PASSES, problems)
-        if check_whole_model_optimizer("model.optimizer", optimizer, problems):
+        whole = trains_every_parameter(model.get("peft"), model.get("freeze"))
+        if not whole or check_whole_model_optimizer("model.optimizer", optimizer, problems):
             warn_carried_keys(optimizer)
     for name, part in parts.items():
         key = f"model.optimizer.{name}"
         if isinstance(part["optimizer"], Mapping):
             check_optimizer(f"{key}.optimizer", part["optimizer"], problems)
             check_arguments(f"{key}.optimizer", part["optimizer"], OPTIMIZER_PASSES, problems)
-        check_part_schedule(f"{key}.scheduler", part.get("scheduler"), shared, problems)
+        check_part_schedule(f"{key}.scheduler", part.get("scheduler"), shared, problems, max_steps)
     if isinstance(shared, Mapping):
         check_scheduler("model.scheduler", shared, shared, problems)
         check_arguments("model.scheduler", shared, SCHEDULER_PASSES, problems)
-        refuse_passed("model.scheduler", shared, SCHEDULER_PASSES, problems)
+        refuse_passed("model.scheduler", shared, SCHEDULER_PASSES, problems, max_steps)
 
 
-def check_part_schedule(key: str, own: Any, shared: Any, problems: Problems) -> None:
+def check_part_schedule(
+    key: str, own: Any, shared: Any, problems: Problems, max_steps: Any = None
+) -> None:
     """A part's `scheduler` (`key`): null (model.scheduler), keys that change model.scheduler,
     or a partial of its own; its values checked as the schedule they build."""
     if own is None:
@@ -90,23 +98,37 @@ def check_part_schedule(key: str, own: Any, shared: Any, problems: Problems) -> 
         return
     check_scheduler(key, built, own, problems)
     check_arguments(key, built, SCHEDULER_PASSES, problems)
-    refuse_passed(key, own, SCHEDULER_PASSES, problems)
+    refuse_passed(key, own, SCHEDULER_PASSES, problems, max_steps)
 
 
 def refuse_passed(
-    key: str, given: Mapping[str, Any], passed: tuple[str, ...], problems: Problems
+    key: str,
+    given: Mapping[str, Any],
+    passed: tuple[str, ...],
+    problems: Problems,
+    max_steps: Any = None,
 ) -> None:
     """A key lmtrain passes itself (`num_training_steps`), set in the config: the call's
-    keyword replaced it, silently, while the run's config recorded it."""
+    keyword replaced it, silently, while the run's config recorded it. The value lmtrain passes
+    anyway (`${trainer.max_steps}`) gets its own advice: dropping it changes nothing."""
     for name in (p for p in passed if p in given):
         value = given[name]
-        steps = (
-            value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else "N"
-        )
+        if is_steps(max_steps) and value == max_steps:  # the module's check would refuse it
+            problems.add(
+                f"{key}.{name}={value!r} is what lmtrain passes already ({RUN_LENGTH}): "
+                f"drop it (~{key}.{name})"
+            )
+            continue
+        steps = value if is_steps(value) else "N"
         problems.add(
             f"{key}.{name}={value!r} would be replaced: {RUN_LENGTH}: drop it "
             f"(~{key}.{name}) and set trainer.max_steps={steps} for a schedule of that length"
         )
+
+
+def is_steps(value: Any) -> bool:
+    """Whether `value` is a number of steps above 0 (an int, not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
@@ -183,12 +205,14 @@ def schedule_hint(missing: str) -> str:
     )
 
 
-def check_factories(optimizer: Any, scheduler: Any) -> None:
+def check_factories(optimizer: Any, scheduler: Any, every_parameter_trains: bool = True) -> None:
     """`CausalLMModule`'s `optimizer` and `scheduler` from Python, where no config check ran:
     each must be callable (a class or a partial), not an object already built over other
     parameters, and the schedule must take `num_training_steps`. Both failed at the first
     step, as "'AdamW' object is not callable" or a TypeError inside Lightning. The values a
-    partial binds are checked as the command line's (`lmtrain.utils.partial_checks`)."""
+    partial binds are checked as the command line's (`lmtrain.utils.partial_checks`);
+    `every_parameter_trains`: no LoRA or freeze (`trains_every_parameter`), where a Muon
+    alone is refused before any data."""
     examples = {
         "optimizer": "functools.partial(torch.optim.AdamW, lr=1e-3)",
         "scheduler": "functools.partial(transformers.get_cosine_schedule_with_warmup, "
@@ -234,7 +258,7 @@ def check_factories(optimizer: Any, scheduler: Any) -> None:
             )
     problems = PartialProblems()  # the values, as the command line's model.optimizer/...
     if optimizer is not None:
-        check_optimizer_partial("optimizer", optimizer, problems, whole=True)
+        check_optimizer_partial("optimizer", optimizer, problems, every_parameter_trains)
     if scheduler is not None:
         check_scheduler_partial("scheduler", scheduler, problems)
     problems.raise_if_any()

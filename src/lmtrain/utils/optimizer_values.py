@@ -126,6 +126,29 @@ def muon_over_whole_model(called: Any) -> bool:
     return isinstance(called, type) and issubclass(called, Muon)
 
 
+def follows_torch_rules(called: Any) -> bool:
+    """Whether `check_optimizer`'s value rules (AdamW's eps, a pair of betas, ...) are `called`'s
+    own: torch.optim's classes and lmtrain's Muon. Another class (transformers' Adafactor takes
+    `eps=(1e-30, 1e-3)`) has rules of its own: its keyword names alone are checked."""
+    module = getattr(called, "__module__", None) or ""
+    return module.startswith(("torch.optim", "lmtrain.models.muon")) or muon_over_whole_model(
+        called
+    )
+
+
+def trains_every_parameter(peft: Any, freeze: Any) -> bool:
+    """Whether the optimizer of `model.optimizer` gets every parameter: not with LoRA (`peft`:
+    the adapters alone train) or a `freeze` that stops some. There the trainable set is known
+    only once the model is built, and torch's own refusal (one line, `build_optimizer`) answers
+    a Muon given a 1-D one."""
+    lora = not (peft is None or peft == "none" or (isinstance(peft, Mapping) and not peft))
+    frozen = isinstance(freeze, Mapping) and (
+        freeze.get("embeddings") is True
+        or (type(freeze.get("first_n_blocks")) is int and freeze["first_n_blocks"] > 0)
+    )
+    return not (lora or frozen)
+
+
 def check_whole_model_optimizer(key: str, optimizer: Mapping[str, Any], problems: Problems) -> bool:
     """`model.optimizer` of one class trains every parameter: a Muon there is refused, with
     the parts config that gives it the blocks' matrices (`model/optimizer=muon`). Whether it

@@ -17,10 +17,16 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 from lmtrain.utils.checks import Problems
-from lmtrain.utils.optimizer_values import MUON_ADVICE, check_optimizer, muon_over_whole_model
+from lmtrain.utils.optimizer_values import (
+    MUON_ADVICE,
+    check_optimizer,
+    follows_torch_rules,
+    muon_over_whole_model,
+)
 from lmtrain.utils.schedule_checks import check_scheduler
 
 # What lmtrain passes every schedule itself (lmtrain.models.optimizers): the run's length.
@@ -44,7 +50,8 @@ class PartialProblems(Problems):
 
 def bound(factory: Any) -> tuple[Callable[..., Any] | None, dict[str, Any]]:
     """The function a partial calls and the keywords it binds, as plain values (a one-element
-    tensor or a numpy number as the Python number it holds); a class or function binds none."""
+    tensor or a numpy number or bool as the Python one it holds); a class or function binds
+    none."""
     if isinstance(factory, functools.partial):
         return factory.func, {k: plain(v) for k, v in factory.keywords.items()}
     return (factory if callable(factory) else None), {}
@@ -52,9 +59,11 @@ def bound(factory: Any) -> tuple[Callable[..., Any] | None, dict[str, Any]]:
 
 def plain(value: Any) -> Any:
     """`value` as the config checks read it: torch takes `lr=torch.tensor(1e-3)` and numpy
-    numbers, which are no Python int or float."""
+    numbers and bools (`amsgrad=np.True_`), which are no Python int, float or bool."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         return value.item()
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
         return int(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
@@ -69,10 +78,11 @@ def name_of(called: Any) -> str:
 
 
 def check_optimizer_partial(key: str, factory: Any, problems: Problems, whole: bool) -> None:
-    """An optimizer partial's values under `key`; `whole`: it trains every parameter (the
-    module's `optimizer`), where a Muon is refused with the parts that give it the matrices."""
+    """An optimizer partial's values under `key`, by torch's rules where they are its class's
+    (`follows_torch_rules`); `whole`: it trains every parameter (the module's `optimizer`, no
+    LoRA or freeze), where a Muon is refused with the parts that give it the matrices."""
     called, keywords = bound(factory)
-    if called is None:
+    if called is None or not follows_torch_rules(called):
         return
     check_optimizer(key, keywords, problems, called)
     if whole and muon_over_whole_model(called):
