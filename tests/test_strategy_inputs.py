@@ -87,7 +87,7 @@ def test_bad_strategy_settings_stop_before_any_rank_starts(
     assert out.returncode == 1
     assert assert_one_line_error(out) == f"error: {line}"
     assert "Initializing distributed" not in out.stdout + out.stderr
-    assert not {"checkpoints", "csv", "metrics.json"} & {p.name for p in run.iterdir()}
+    assert not run.exists()  # refused before any work: the folder it made is removed
 
 
 def strategy_problems(strategy: object) -> list[str]:
