@@ -62,7 +62,7 @@ def test_a_python_warm_up_not_shorter_than_the_run_is_warned_of_as_on_the_comman
         fit_with(tmp_path, corpus, data_dir, schedule, max_steps=4)
     assert (
         "scheduler.num_warmup_steps=10 is not shorter than the run's 4 steps "
-        "(Trainer(max_steps=4)): the learning rate peaks at about 40% of optimizer.lr; "
+        "(Trainer(max_steps=4)): the learning rate peaks at about 30% of optimizer.lr; "
         "lower the warm-up"
     ) in caplog.text
 

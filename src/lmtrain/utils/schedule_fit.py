@@ -78,10 +78,15 @@ def misfits(
     for key, schedule, rates in schedules(model, prefix):
         warmup = schedule.get("num_warmup_steps")
         if is_count(warmup) and steps <= warmup:
+            # The warm-up's rate at step s (from 0) is s / warmup: the last step's is the peak.
+            peak = (
+                f"peaks at about {100 * (steps - 1) / warmup:.0f}% of {' and '.join(rates)}"
+                if steps > 1
+                else "is 0 at the warm-up's first step, the run's only one: it trains nothing"
+            )
             lines.append(
                 f"{key}.num_warmup_steps={warmup} is not shorter than {run_length}: the learning "
-                f"rate peaks at about {100 * steps / warmup:.0f}% of {' and '.join(rates)}; "
-                "lower the warm-up"
+                f"rate {peak}; lower the warm-up"
             )
         elif is_wsd(schedule.get("_target_")):
             lines += wsd_misfit(steps, run_length, key, schedule, " and ".join(rates))
