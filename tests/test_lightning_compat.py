@@ -481,3 +481,34 @@ def test_write_logs_also_after_adds_the_last_steps_row_once_and_no_validation(
     assert steps_of(plain.rows, "train/loss") == steps_of(plain.rows, "lr-SGD") == lightnings
     assert steps_of(ours.rows, "val/loss") == steps_of(plain.rows, "val/loss")
     assert last.validations == max_steps // 2
+
+
+class StopsAfterStep(L.Callback):
+    """Sets `should_stop` in on_train_batch_end of step `step`, as Lightning's Timer does."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        trainer.should_stop = trainer.should_stop or trainer.global_step == self.step
+
+
+@pytest.mark.parametrize("names_the_stop", [False, True])
+def test_write_logs_also_after_lets_steps_decide_a_stop_set_during_the_step(
+    names_the_stop: bool,
+) -> None:
+    """Lightning writes a row when a callback stops the run in on_train_batch_end, of whatever
+    the module logged last (a stale row where it did not log that step); with
+    write_logs_also_after the stop step's row is written only where `steps` names it."""
+    plain, ours = Rows(), Rows()
+    settings = {"max_steps": 10, "log_every_n_steps": 2}
+    tiny_trainer(logger=plain, **settings, callbacks=[StopsAfterStep(3)]).fit(LoggingModel())
+
+    class Steps(L.Callback):
+        def setup(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+            compat.write_logs_also_after(trainer, lambda t, step: names_the_stop and step == 3)
+
+    callbacks = [StopsAfterStep(3), Steps()]
+    tiny_trainer(logger=ours, **settings, callbacks=callbacks).fit(LoggingModel())
+    assert [step for step, _ in plain.rows] == [1, 2]  # Lightning's: the stop step's too
+    assert [step for step, _ in ours.rows] == ([1, 2] if names_the_stop else [1])

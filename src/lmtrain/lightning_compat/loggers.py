@@ -22,7 +22,8 @@ def log_finished_train_step(trainer: Trainer) -> None:
 
 def write_logs_also_after(trainer: Trainer, steps: Callable[[Trainer, int], bool]) -> None:
     """Make `trainer`'s loggers also write after every training step `steps(trainer, step)`
-    names (`step` counted from 1: the step in progress), besides Lightning's own.
+    names (`step` counted from 1: the step in progress), besides every `log_every_n_steps`;
+    during training `steps` alone decides for a stop (`trainer.should_stop`).
 
     Buys: the last step's row (`models.metrics.loggers_write_after`) when `max_steps` or the
     last epoch's end is not a multiple of `log_every_n_steps`. Lightning writes the module's
@@ -30,6 +31,9 @@ def write_logs_also_after(trainer: Trainer, steps: Callable[[Trainer, int], bool
     logger connector's `should_update_logs` says so (every `log_every_n_steps`, or stopping):
     the last step's values were logged, then dropped. Once per step as before: this widens
     that one test, during training only, and `log_every_n_steps=0` still writes no row.
+    And no stale row: Lightning asks again after every callback's `on_train_batch_end`, where
+    its Timer (`max_time`) may just have set `should_stop`, and wrote the values an earlier
+    step logged; `steps` answers as it did when the step began (`models.metrics.StepDecision`).
     Public alternative: none (setting `trainer.should_stop` would also run a validation there).
     """
     connector = trainer._logger_connector
@@ -41,12 +45,11 @@ def write_logs_also_after(trainer: Trainer, steps: Callable[[Trainer, int], bool
 
         @property
         def should_update_logs(self) -> bool:
-            if super().should_update_logs:
-                return True
             trainer = self.trainer
             if not trainer.training or trainer.log_every_n_steps == 0:
-                return False
+                return super().should_update_logs
             # Lightning's own count: the step in progress, before and after it steps.
-            return self.also_after(trainer, trainer.fit_loop.epoch_loop._batches_that_stepped + 1)
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped + 1
+            return step % trainer.log_every_n_steps == 0 or self.also_after(trainer, step)
 
     connector.__class__ = StepsLoggerConnector

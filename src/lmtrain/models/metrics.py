@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor as LRMonitor
 from lightning.pytorch.plugins.precision import Precision
 from torch.optim import Optimizer
 from torchmetrics import Metric
@@ -25,10 +26,11 @@ from lmtrain.data.windows import PAD_TOKEN
 GIB = 2**30
 
 
-def loggers_write_after(trainer: Any, step: int) -> bool:
+def loggers_write_after(trainer: Any, step: int, stopping: bool | None = None) -> bool:
     """Whether the loggers write after optimizer step `step` (counted from 1), the step of the
-    batch in progress: every `log_every_n_steps`, when the run is stopping, and after the last
-    step (`max_steps`, or the last step of the last epoch).
+    batch in progress: every `log_every_n_steps`, when the run is stopping (`stopping`, default
+    `trainer.should_stop` now), and after the last step (`max_steps`, or the last step of the
+    last epoch).
 
     Lightning's own rule (its logger connector's `should_update_logs`, on its count of optimizer
     steps), from public Trainer attributes, and the last step, which Lightning writes only
@@ -36,11 +38,32 @@ def loggers_write_after(trainer: Any, step: int) -> bool:
     makes it write there too, this being its rule. There the module logs what `metrics.json`
     reports (`trainer.callback_metrics`), which would otherwise be the figures of the last
     `log_every_n_steps` step; with `log_every_n_steps=0` the loggers write no row, and the
-    module still logs the last step for `metrics.json`.
+    module still logs the last step for `metrics.json`. A stop that a callback decides during
+    the step (Timer, EarlyStopping) comes too late for this: see `StepDecision`, `LastStep`.
     """
     every = trainer.log_every_n_steps
     last = 0 < trainer.max_steps <= step or ends_last_epoch(trainer)
-    return (every > 0 and (step % every == 0 or trainer.should_stop)) or last
+    stopping = trainer.should_stop if stopping is None else stopping
+    return (every > 0 and (step % every == 0 or stopping)) or last
+
+
+class StepDecision:
+    """`loggers_write_after` with `trainer.should_stop` as it stood at the step's first question.
+
+    Everyone asks before the step's values exist (LearningRateMonitor at its first micro-batch,
+    the module at its training steps) and Lightning asks again after every callback's
+    `on_train_batch_end`, where Lightning's Timer may just have set `should_stop`: Lightning
+    would then write a row of the values an earlier step logged. One answer per step instead;
+    the step a late stop ends on gets its row from `LastStep`."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.stopping = False
+
+    def __call__(self, trainer: Any, step: int) -> bool:
+        if step != self.step:
+            self.step, self.stopping = step, bool(trainer.should_stop)
+        return loggers_write_after(trainer, step, self.stopping)
 
 
 def ends_last_epoch(trainer: Any) -> bool:
@@ -62,6 +85,71 @@ def ends_last_epoch(trainer: Any) -> bool:
     ready = trainer.fit_loop.epoch_loop.batch_progress.current.ready  # this epoch's batches
     every = trainer.accumulate_grad_batches  # the epoch's steps start every `every` batches
     return ready > 0 and (ready - 1) // every == (int(batches) - 1) // every
+
+
+class LastStep:
+    """The figures of the last optimizer step the module took, for the row of a run that a
+    callback stopped after the step's row was decided against.
+
+    Lightning's Timer (`max_time`) stops in `on_train_batch_end`, EarlyStopping after a
+    validation (also one between the micro-batches of a step): the loggers had not written the
+    step, and `metrics.json` would report an earlier step's `train/loss` and `tokens_seen`.
+    Kept on the device at every step (no host sync), logged once, at the stopped epoch's end
+    (`on_train_epoch_end`): Lightning writes epoch values under the last step's row number,
+    and `trainer.callback_metrics` hold them for `metrics.json`.
+    """
+
+    def __init__(self) -> None:
+        self.step: int | None = None  # its global_step once taken
+        self.written = True  # whether the loggers wrote its row
+        self.loss: tuple[torch.Tensor | float, int] = (0.0, 0)  # StepLoss's sum and count
+        self.values: dict[str, Any] = {}  # the rest: tokens_seen, train/grad_norm, ...
+        self.rates: dict[str, float] = {}  # the learning rates it used, LearningRateMonitor's names
+
+    def record(self, module: Any) -> None:
+        """At the step's gradient clipping (once per optimizer step, before it steps)."""
+        loss, norm = module.step_loss, module.step_stats.norm
+        self.loss = (loss.total, loss.count)  # its mean over micro-batches, when logged
+        self.values = {"tokens_seen": module.tokens_seen}
+        if norm is not None:
+            self.values["train/grad_norm"] = norm
+        if module.nan_guard == "skip":
+            self.values["train/nonfinite_skips"] = float(module.nonfinite_skips)
+        self.step, self.written = module.global_step + 1, module.logs_this_step
+        self.rates = learning_rates(module.trainer)
+
+    def log_unwritten(self, module: Any) -> None:
+        """From `on_train_epoch_end`: the step's row, where the run stopped on a step the
+        loggers did not write (`log_every_n_steps=0`: `metrics.json`'s values only)."""
+        trainer = module.trainer
+        if not trainer.should_stop or self.written or self.step != trainer.global_step:
+            return
+        self.written = True
+        rows = trainer.log_every_n_steps > 0
+        total, count = self.loss
+        mean = total / count if count else float("nan")  # a step the NaN guard skipped whole
+        module.log("train/loss", mean, prog_bar=True, sync_dist=True, logger=rows)
+        for name, value in self.values.items():
+            module.log(name, value, logger=rows)
+        if rows and self.rates:  # as LearningRateMonitor writes them: a row of their own
+            for logger in trainer.loggers:
+                logger.log_metrics(self.rates, step=self.step - 1)
+
+
+def learning_rates(trainer: Any) -> dict[str, float]:
+    """The rates of the schedulers' parameter groups as LearningRateMonitor names them
+    (`<scheduler name>/<group name>`), those the run's monitors log only."""
+    monitors = [c for c in trainer.callbacks if isinstance(c, LRMonitor)]
+    logged = {name for monitor in monitors for name in getattr(monitor, "lrs", {})}
+    rates = {}
+    for config in trainer.lr_scheduler_configs if logged else []:
+        groups = config.scheduler.optimizer.param_groups
+        for index, group in enumerate(groups):
+            name = group.get("name", f"pg{index + 1}" if len(groups) > 1 else None)
+            key = f"{config.name}/{name}" if name else config.name
+            if key in logged:
+                rates[key] = float(group["lr"])
+    return rates
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -144,13 +232,15 @@ class StepStats:
 
     `train/clipped` counts the steps since the previous log on the device (no host sync) and is
     logged as their mean; the counts go into checkpoints, so a resumed run logs what an
-    uninterrupted one does. Without clipping (gradient_clip_val null or 0) the norm is
-    computed only on steps whose values reach the loggers, and `train/clipped` is not logged.
+    uninterrupted one does. The norm is computed at every step, clipped or not (one norm of
+    the gradients, on the device): a callback may stop the run after any step, whose row then
+    has it (`LastStep`). Without clipping `train/clipped` is not logged.
     """
 
     def __init__(self) -> None:
         self.clipped: torch.Tensor | float = 0.0  # clipped steps since the previous log
         self.steps = 0  # steps since the previous log (those with gradients)
+        self.norm: torch.Tensor | float | None = None  # the last step's, before clipping
 
     def clip_and_log(
         self, module: Any, optimizer: Optimizer, clip_val: float | None, algorithm: Any
@@ -160,6 +250,7 @@ class StepStats:
         older step's norm stood in its row), and it counts for no clipping."""
         skip_count = getattr(module, "skip_count", None)
         if getattr(module, "nan_guard", None) == "skip" and skip_count and skip_count.whole_step:
+            self.norm = float("nan")
             if module.logs_this_step:
                 module.log("train/grad_norm", float("nan"))
             return
@@ -167,13 +258,14 @@ class StepStats:
         parameters = list(precision.main_params(optimizer))
         logs = module.logs_this_step
         if algorithm in (None, "norm") and clips_like_torch(precision):
-            norm = clip_grad_norm(parameters, clip_val or 0.0) if clip_val or logs else None
+            norm = clip_grad_norm(parameters, clip_val or 0.0)
             if norm is not None and clip_val:
                 self.clipped = (clip_val / (norm + 1e-6) < 1).float() + self.clipped  # as torch
                 self.steps += 1
-        else:  # Lightning clips (by value, or its plugin's way); the norm before, when logged
-            norm = clip_grad_norm(parameters, 0.0) if logs else None
+        else:  # Lightning clips (by value, or its plugin's way); the norm before
+            norm = clip_grad_norm(parameters, 0.0)
             module.clip_gradients(optimizer, clip_val, algorithm)
+        self.norm = norm
         if not logs:
             return
         if norm is not None:

@@ -30,7 +30,8 @@ from lmtrain.models.data_fit import check_fits_batch, check_fits_data
 from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, check_trainable_attention, freeze_parameters
 from lmtrain.models.metric_states import reset_in_float32
-from lmtrain.models.metrics import BitsPerByte, StepStats, loggers_write_after, target_losses
+from lmtrain.models.metrics import BitsPerByte, LastStep, StepDecision, StepStats, target_losses
+from lmtrain.models.metrics import loggers_write_after as loggers_write_after  # (throughput)
 from lmtrain.models.module_arguments import (
     check_module_arguments,
     described_model,
@@ -104,6 +105,7 @@ class CausalLMModule(LightningModule):
         self.val_bpb = BitsPerByte(tokenizer) if tokenizer is not None else None
         self.step_stats = StepStats()  # train/grad_norm, train/clipped, peak memory
         self.step_loss = StepLoss()  # train/loss: each step's mean over micro-batches and ranks
+        self.logs_after, self.last_step = StepDecision(), LastStep()  # rows (models.metrics)
         # The resolved run config (plain values), set by lmtrain.train and stored in checkpoints
         # so that eval can rebuild the data the model was trained on.
         self.run_config: dict[str, Any] | None = None
@@ -188,14 +190,12 @@ class CausalLMModule(LightningModule):
 
     @property
     def logs_this_step(self) -> bool:
-        """Whether the loggers write after this step (every `log_every_n_steps`, and the last).
-
-        Each `self.log` costs Lightning ~0.3 ms of Python (it moves its stored result to the
-        device on every call), 1-2% of a small CPU model's step, and on the other steps the
-        value would be overwritten unread; `scripts/bench.py` measures the difference. The
-        progress bar shows the last logged loss.
-        """
-        return loggers_write_after(self.trainer, self.global_step + 1)
+        """Whether the loggers write after this step (`models.metrics.StepDecision`). Each
+        `self.log` costs Lightning ~0.3 ms of Python (it moves its stored result to the device
+        on every call), 1-2% of a small CPU model's step, and on the other steps the value
+        would be overwritten unread; `scripts/bench.py` measures the difference. The progress
+        bar shows the last logged loss."""
+        return self.logs_after(self.trainer, self.global_step + 1)
 
     @property
     def flops_per_batch(self) -> int | None:
@@ -256,12 +256,16 @@ class CausalLMModule(LightningModule):
     ) -> None:
         """Clip as Lightning does, keeping the norm clipping computes: see `StepStats`."""
         self.step_stats.clip_and_log(self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.last_step.record(self)  # once per optimizer step
+
+    def on_train_epoch_end(self) -> None:  # a callback stopped the run: that step's row
+        self.last_step.log_unwritten(self)
 
     def setup(self, stage: str) -> None:  # built apart? (the loaders alone: at their 1st batch)
         self.loaders_to_check = check_fits_data(self.model, self.tokenizer, self.trainer.datamodule)
         read_weights_only(self.trainer.strategy)  # a plain Trainer's resume: no pickle
         if stage == "fit":  # a sharded checkpoint folder needs trainer=fsdp
-            write_logs_also_after(self.trainer, loggers_write_after)  # the last step's row
+            write_logs_also_after(self.trainer, self.logs_after)  # the last step's row
             distributed.check_resume_strategy(self.run_config, self.device_mesh is not None)
             check_trainable_attention(self.hparams.attn_implementation, self.trainer.strategy)
 
