@@ -107,7 +107,9 @@ class TokenThroughputMonitor(Callback):
     ) -> None:
         """Count every micro-batch; update and log after the optimizer steps the loggers write:
         at the micro-batch that stepped (global_step moved on), never between the micro-batches
-        of a step, whose figures would cover part of it."""
+        of a step, whose figures would cover part of it. `trainer.log_every_n_steps=0` writes no
+        training row at all: not even the last step's, which `loggers_write_after` lets through
+        (the rows go to the loggers directly, past Lightning's own check of that setting)."""
         totals = self.totals
         totals["batches"] += 1
         totals["samples"] += batch.shape[0]
@@ -116,7 +118,9 @@ class TokenThroughputMonitor(Callback):
         self._flops_since_update += pl_module.flops_per_batch or 0
         step = trainer.global_step
         stepped, self._step_seen = step != self._step_seen, step
-        if self.throughput is None or not stepped or not loggers_write_after(trainer, step):
+        if self.throughput is None or not stepped or trainer.log_every_n_steps == 0:
+            return
+        if not loggers_write_after(trainer, step):
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the GPU's queue is what was timed

@@ -13,26 +13,33 @@ reason ("Building model ..."). So:
   notes the run folder this command is about to make; `remove_refused_run_folder` (called by
   `run_folder.released_after` once a user error ended the task and the folder's lock is let go)
   removes it, and the empty folders above it the command made, when it holds nothing but what
-  Hydra, the claim and the log wrote.
+  Hydra, the claim, the log and the loggers (before their first step) wrote.
 
 Removing is safe here. The command made the folder: it did not exist when the command started,
 so it is never a resumed run's, an `overwrite_run=true` run's, or a fixed `hydra.run.dir` that
 existed before (those keep everything; only the `error:` line is added to their log). It holds
 no user data: every entry is checked by name and kind (`.hydra/` with Hydra's three YAML files,
-`.lock`, the run's log file), and anything else there (checkpoints, `csv/`, `wandb/`,
-`metrics.json`, samples, a link) keeps the whole folder. The lock is taken again for the
-removal, so a run that claimed the folder in between keeps it. Only a plain run (not a sweep's
-job) removes, on global rank 0, started alone: under torchrun, SLURM or several nodes the other
-ranks are commands of their own that write into the folder on their own schedule, and once
-Lightning's DDP launcher has started ranks > 0 (a process group exists) they may still do so.
+`.lock`, the run's log file), and so is what the shipped loggers write before their first step
+(`logger_leftover`): `csv/hparams.yaml`; TensorBoard event files of this process with nothing but
+hyperparameters (and `hparams.yaml`); `wandb_run_id` (and `.folder`) and `wandb/` holding the
+offline run of that id, finished (W&B's service no longer writes there) and without a history
+row, with W&B's links to it. Anything else there (checkpoints, `metrics.csv`, a logged step,
+`metrics.json`, samples, an online W&B run's folder, another link) keeps the whole folder. The
+lock is taken again for the removal, so a run that claimed the folder in between keeps it. Only a
+plain run (not a sweep's job) removes, on global rank 0, started alone: under torchrun, SLURM or
+several nodes the other ranks are commands of their own that write into the folder on their own
+schedule, and once Lightning's DDP launcher has started ranks > 0 (a process group exists) they
+may still do so.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import os
+import shutil
 import stat
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +52,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils import locks
+from lmtrain.utils.tracker_ids import FOLDER_RECORD_SUFFIX
+from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # The logger the `error:` lines are written to the run's log as.
 log = logging.getLogger("lmtrain")
@@ -54,6 +63,10 @@ HYDRA_RECORD = ".hydra"
 HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
 # The claim's lock, and the owner file that stands for it where POSIX locks are missing.
 LOCK_FILES = frozenset({locks.RUN_FOLDER_LOCK, locks.RUN_FOLDER_LOCK + locks.OWNER_SUFFIX})
+# The loggers' files in a run folder before their first step (configs/logger/*.yaml).
+RUN_ID_FILES = frozenset({RUN_ID_FILE, RUN_ID_FILE + FOLDER_RECORD_SUFFIX})
+CSV_FOLDER, TENSORBOARD_FOLDER, WANDB_FOLDER = "csv", "tensorboard", "wandb"
+HPARAMS_FILE, EVENTS_PREFIX = "hparams.yaml", "events.out.tfevents."
 # How launchers say they started several processes of the run, each a command of its own.
 LAUNCHED_TOGETHER = ("WORLD_SIZE", "SLURM_NTASKS")
 
@@ -142,14 +155,14 @@ def remove_refused_run_folder() -> None:
     except (OSError, LMTrainError, locks.LockHeld):  # claimed by another run since, or odd
         return
     try:
-        files = refused_leftovers(made.folder, run_log_handlers())
-        if files is None:
+        entries = refused_leftovers(made.folder, run_log_handlers())
+        if entries is None:
             return
-        for path in files:
-            if path.name not in LOCK_FILES:
+        for path in entries:
+            if is_kind(path, stat.S_ISDIR):
+                shutil.rmtree(path)
+            elif path.name not in LOCK_FILES:
                 path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            (made.folder / HYDRA_RECORD).rmdir()
         (made.folder / locks.RUN_FOLDER_LOCK).unlink()
     except OSError:  # a file held or made read-only: what is left stays
         return
@@ -159,27 +172,104 @@ def remove_refused_run_folder() -> None:
 
 
 def refused_leftovers(folder: Path, logs: list[logging.FileHandler]) -> list[Path] | None:
-    """The entries of `folder` that Hydra, the claim and the log wrote, or None when anything
-    else is there. The run's log handlers (`logs`) are closed and taken off the root logger."""
+    """The entries of `folder` that Hydra, the claim, the log and the loggers wrote, or None
+    when anything else is there. The run's log handlers (`logs`) are closed and taken off the
+    root logger."""
     log_files = {Path(h.baseFilename).resolve(): h for h in logs}
-    files: list[Path] = []
-    for entry in folder.iterdir():
+    entries = list(folder.iterdir())
+    for entry in entries:
         if entry.name == HYDRA_RECORD and is_kind(entry, stat.S_ISDIR):
             inner = list(entry.iterdir())
             if not all(p.name in HYDRA_FILES and is_kind(p, stat.S_ISREG) for p in inner):
                 return None
-            files += inner
-        elif is_kind(entry, stat.S_ISREG) and (
-            entry.name in LOCK_FILES or entry.resolve() in log_files
-        ):
-            files.append(entry)
-        else:
+        elif is_kind(entry, stat.S_ISREG):
+            if not (entry.name in LOCK_FILES | RUN_ID_FILES or entry.resolve() in log_files):
+                return None
+        elif not logger_leftover(entry):
             return None
     root = logging.getLogger()
     for handler in log_files.values():  # else a later line would make the log file again
         root.removeHandler(handler)
         handler.close()
-    return files
+    return entries
+
+
+def logger_leftover(entry: Path) -> bool:
+    """Whether the folder `entry` holds only what a logger wrote before its first step."""
+    if not is_kind(entry, stat.S_ISDIR):
+        return False
+    inner = list(entry.iterdir())
+    if entry.name == WANDB_FOLDER:
+        return unsynced_wandb_run(entry, inner)
+    if not all(is_kind(p, stat.S_ISREG) for p in inner):
+        return False
+    if entry.name == CSV_FOLDER:
+        return all(p.name == HPARAMS_FILE for p in inner)
+    events = [p for p in inner if p.name != HPARAMS_FILE]
+    return entry.name == TENSORBOARD_FOLDER and all(events_without_steps(p) for p in events)
+
+
+def events_without_steps(path: Path) -> bool:
+    """Whether `path` is an event file of this process (the pid in its name) that holds no
+    logged value: its version record, hyperparameters at most. Unreadable: no."""
+    fields = path.name.removeprefix(EVENTS_PREFIX).split(".")
+    if not path.name.startswith(EVENTS_PREFIX) or len(fields) < 3:
+        return False
+    if fields[-2] != str(os.getpid()):  # another process's (this one made the folder)
+        return False
+    try:
+        from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+        for event in EventFileLoader(str(path)).Load():
+            plugins = {value.metadata.plugin_data.plugin_name for value in event.summary.value}
+            if event.WhichOneof("what") not in ("file_version", "summary") or plugins - {"hparams"}:
+                return False
+    except Exception:  # no tensorboard to read it with, a damaged file: keep it
+        return False
+    return True
+
+
+def unsynced_wandb_run(wandb_folder: Path, inner: list[Path]) -> bool:
+    """Whether `wandb_folder` holds only the finished offline W&B run named by the run
+    folder's `wandb_run_id`, with no history row, and W&B's links into it."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        return False  # not finished: W&B's service may still write into the folder
+    try:
+        run_id = (wandb_folder.parent / RUN_ID_FILE).read_text().strip()
+    except OSError:
+        return False
+    runs = [p for p in inner if is_kind(p, stat.S_ISDIR)]
+    if not run_id or len(runs) != 1 or not runs[0].name.startswith("offline-run-"):
+        return False
+    run = runs[0]
+    if not run.name.endswith(f"-{run_id}") or history_logged(run):
+        return False
+    for link in inner:  # latest-run, debug.log, debug-internal.log
+        if link != run and not (
+            is_kind(link, stat.S_ISLNK) and link.resolve().is_relative_to(run.resolve())
+        ):
+            return False
+    return True
+
+
+def history_logged(session: Path) -> bool:
+    """Whether the offline W&B run `session` (its `offline-run-*` folder) holds a history row (a
+    logged step), read back with W&B's own reader, `wandb leet inspect` (W&B has no Python
+    reader of its run files); no reader, or one that fails, counts as a row: the folder stays."""
+    reader = Path(sys.executable).with_name("wandb")
+    try:
+        out = subprocess.run(
+            [str(reader), "leet", "inspect", "--json", str(session)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        records = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return True
+    return not records or any(record.get("type") == "history" for record in records)
 
 
 def is_kind(path: Path, kind: Callable[[int], bool]) -> bool:
