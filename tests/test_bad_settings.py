@@ -429,14 +429,16 @@ def test_a_swapped_optimizer_is_told_which_adamw_keys_it_keeps(compose_cfg, capl
 
 
 def test_a_metric_of_ones_own_may_be_monitored(compose_cfg, caplog) -> None:
-    """Only other spellings of val/loss, val/ppl, val/bpb are refused: `val/bpc` (bits per
-    character, logged by a module of one's own) is one letter from val/bpb and passes, with a
-    warning, as a typo (`val/los`) does: that one used to fail only at the first validation."""
+    """With a callback of one's own, which may log it, only other spellings of val/loss,
+    val/ppl, val/bpb are refused: `val/bpc` (bits per character) is one letter from val/bpb and
+    passes, with a warning, as a typo (`val/los`) does. Without one, lmtrain's module logs no
+    such name and the checkpoint stopped the run at its first validation: refused (rev_cb24)."""
+    own = "+callbacks.mine._target_=tests.helpers.faults.SignalBeforeValidation"
     with caplog.at_level(logging.WARNING, logger="lmtrain.utils.config_keys"):
-        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/my_metric"))
+        check_train_config(compose_cfg(own, "callbacks.model_checkpoint.monitor=val/my_metric"))
         assert "is not a metric lmtrain logs" not in caplog.text
-        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/bpc"))
-        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/los"))
+        check_train_config(compose_cfg(own, "callbacks.model_checkpoint.monitor=val/bpc"))
+        check_train_config(compose_cfg(own, "callbacks.model_checkpoint.monitor=val/los"))
     assert (
         "callbacks.model_checkpoint.monitor='val/bpc' is not a metric lmtrain logs: "
         "did you mean val/bpb?"
@@ -445,6 +447,11 @@ def test_a_metric_of_ones_own_may_be_monitored(compose_cfg, caplog) -> None:
         "callbacks.model_checkpoint.monitor='val/los' is not a metric lmtrain logs: did you mean "
         "val/loss? If no module of yours logs it, Lightning stops the run at its first validation"
     ) in caplog.text
+    with pytest.raises(LMTrainError) as refused:
+        check_train_config(compose_cfg("callbacks.model_checkpoint.monitor=val/my_metric"))
+    assert "monitor='val/my_metric' is not a metric lmtrain logs at validation" in str(
+        refused.value
+    )
 
 
 def test_an_optimized_metric_typo_with_lmtrains_module_is_refused(compose_cfg) -> None:

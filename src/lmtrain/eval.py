@@ -142,7 +142,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({"ckpt_path": ckpt_path, "tasks": names})
         logger.log_metrics(metrics)
         logger.finalize("success")
-    log.info("%s: %s", ckpt_path, {k: round(v, 4) for k, v in metrics.items()})
+    log.info("%s: %s", ckpt_path, {k: float(f"{v:.5g}") for k, v in metrics.items()})
     return metrics
 
 

@@ -227,7 +227,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
-        log.info("Metrics: %s", {k: round(v, 4) for k, v in sorted(metrics.items())})
+        log.info("Metrics: %s", {k: float(f"{v:.5g}") for k, v in sorted(metrics.items())})
         log.info("Run folder: %s", output_dir)
     return metrics
 

@@ -45,6 +45,7 @@ from lmtrain.callbacks.resumed_record import write_resumed_record as write_resum
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import last_elsewhere, run_checkpoint, saved_checkpoint_folder
 from lmtrain.utils.checkpoint_dirpaths import KEY
+from lmtrain.utils.checkpointless_run import RAN_WITHOUT, ran_without_checkpoints
 from lmtrain.utils.checks import Problems, check_run_references, strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
@@ -251,9 +252,10 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
             f"jobs, resume={folder / jobs[0]} (jobs with a checkpoint: {', '.join(jobs)})"
         )
     if not has_last_checkpoint(folder):
+        why = "has no checkpoint in checkpoints/ to resume from"
         raise LMTrainError(
-            f"resume={value}: {folder} has no checkpoint in checkpoints/ to resume from: pass "
-            "the folder of a run that saved one, or start a new run without resume="
+            f"resume={value}: {folder} {RAN_WITHOUT if ran_without_checkpoints(folder) else why}:"
+            " pass the folder of a run that saved one, or start a new run without resume="
         )
     return folder.resolve()
 

@@ -25,6 +25,7 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.checkpointless_run import RAN_WITHOUT, ran_without_checkpoints
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import saved_state
 
@@ -87,6 +88,12 @@ def refuse_replaced_run(
     recorded = folder_run_id(output_dir)
     if overwrite or recorded is None or checkpoint_run_id(ckpt_path) == recorded:
         return
+    if ran_without_checkpoints(output_dir):
+        raise LMTrainError(
+            f"{ckpt_path} is the checkpoint of a run that a later run in {key}={output_dir} "
+            f"replaced (overwrite_run=true), and that later run {RAN_WITHOUT}: start a new run "
+            f"(another {key}, or overwrite_run=true to replace its files)"
+        )
     raise LMTrainError(
         f"{ckpt_path} is the checkpoint of a run that a later run in {key}={output_dir} "
         "replaced (overwrite_run=true), and that run saved no checkpoint (it stopped before "

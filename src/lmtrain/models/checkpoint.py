@@ -35,6 +35,7 @@ from lmtrain.models.checkpoint_paths import (
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder, refuse_run_folder
+from lmtrain.utils.checkpointless_run import RAN_WITHOUT, ran_without_checkpoints
 from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
 from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
@@ -66,6 +67,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
                 raise LMTrainError(
                     f"ckpt_path=last: {output_dir} is a folder of lmtrain.{tool} ({tool}.log), "
                     "not a training run: pass hydra.run.dir=<the training run's folder>"
+                )
+            if not saved and ran_without_checkpoints(output_dir):
+                raise LMTrainError(
+                    f"ckpt_path=last: the run in {output_dir} {RAN_WITHOUT}: start a new run "
+                    "(another hydra.run.dir, or overwrite_run=true to replace its files)"
                 )
             if not saved and started_here(Path(output_dir)):
                 raise LMTrainError(

@@ -92,9 +92,9 @@ def check_train_config(cfg: DictConfig) -> None:
     check_unset(cfg, problems)
     check_config_names(cfg, problems)  # keys nothing reads, groups without a _target_
     check_targets(cfg, problems)  # model and data are lmtrain's classes or subclasses
-    callbacks = plain(cfg.get("callbacks"))
+    callbacks, trainer = plain(cfg.get("callbacks")), plain(cfg.get("trainer"))
     ours = OmegaConf.select(cfg, "model._target_") == "lmtrain.models.module.CausalLMModule"
-    check_metric_names(callbacks, cfg.get("optimized_metric"), problems, ours)
+    check_metric_names(callbacks, cfg.get("optimized_metric"), problems, ours, trainer)
     check_filename_fields(callbacks, problems)  # `{val_loss}` in a checkpoint's name: 0
     check_callbacks(callbacks, problems)
     tags, loggers = cfg.get("tags"), plain(cfg.get("logger")) or {}
