@@ -20,7 +20,6 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from lmtrain.callbacks.peak_flops import device_peak
-from lmtrain.models.module import loggers_write_after
 
 PROGRESS_BAR_KEY = "tok/s"
 PREFIX = "train/"
@@ -109,7 +108,9 @@ class TokenThroughputMonitor(Callback):
         at the micro-batch that stepped (global_step moved on), never between the micro-batches
         of a step, whose figures would cover part of it. `trainer.log_every_n_steps=0` writes no
         training row at all: not even the last step's, which `loggers_write_after` lets through
-        (the rows go to the loggers directly, past Lightning's own check of that setting)."""
+        (the rows go to the loggers directly, past Lightning's own check of that setting). The
+        module's own decision for the step (`StepDecision`): a stop set during it (max_time's
+        Timer) writes no row here that the module's row does not match."""
         totals = self.totals
         totals["batches"] += 1
         totals["samples"] += batch.shape[0]
@@ -120,7 +121,7 @@ class TokenThroughputMonitor(Callback):
         stepped, self._step_seen = step != self._step_seen, step
         if self.throughput is None or not stepped or trainer.log_every_n_steps == 0:
             return
-        if not loggers_write_after(trainer, step):
+        if not pl_module.logs_after(trainer, step):
             return
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()  # the GPU's queue is what was timed

@@ -153,6 +153,12 @@ def learning_rates(trainer: Any) -> dict[str, float]:
 
 
 # -- validation ---------------------------------------------------------------------------------
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """`logits` for the loss: float32, as HF's own loss computes it under bf16 or fp16 logits,
+    and float64 kept as it is (`trainer.precision=64-true`: a float32 loss would halve it)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def target_losses(
     logits_of: Any, batch: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -166,7 +172,8 @@ def target_losses(
     windows = batch.clamp(min=0)
     targets = windows[:, 1:]
     logits = logits_of(windows[:, :-1])
-    losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+    flat = at_least_float32(logits.flatten(0, 1))
+    losses = F.cross_entropy(flat, targets.flatten(), reduction="none")
     losses = torch.where(real[:, None], losses.view_as(targets), 0.0)
     return losses, targets, real
 

@@ -23,7 +23,7 @@ from torchmetrics import MeanMetric
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.lightning_compat import load_train_loader_states, write_logs_also_after
-from lmtrain.models import distributed, lora, optimizers, resumed_optimizer
+from lmtrain.models import distributed, lora, metrics, optimizers, resumed_optimizer
 from lmtrain.models.checkpoint_contents import tokenizer_file_texts
 from lmtrain.models.checkpoint_extras import add_extras
 from lmtrain.models.data_fit import check_fits_batch, check_fits_data
@@ -31,7 +31,6 @@ from lmtrain.models.flops import scaled
 from lmtrain.models.hf import build_causal_lm, check_trainable_attention, freeze_parameters
 from lmtrain.models.metric_states import reset_in_float32
 from lmtrain.models.metrics import BitsPerByte, LastStep, StepDecision, StepStats, target_losses
-from lmtrain.models.metrics import loggers_write_after as loggers_write_after  # (throughput)
 from lmtrain.models.module_arguments import (
     check_module_arguments,
     described_model,
@@ -149,10 +148,10 @@ class CausalLMModule(LightningModule):
         return self.model(input_ids=input_ids, **kwargs).logits
 
     def loss(self, windows: torch.Tensor) -> torch.Tensor:
-        """Mean next-token cross entropy over every position (computed in float32, as HF does)."""
+        """Mean next-token cross entropy over every position (in float32 as HF, or float64)."""
         inputs, targets = windows[:, :-1], windows[:, 1:]
         logits = self(inputs)
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return F.cross_entropy(metrics.at_least_float32(logits.flatten(0, 1)), targets.flatten())
 
     # Under `torch.compile(module)` Lightning compiles the step methods too; Dynamo fails on
     # Lightning's `self.log` (as of torch 2.13) and would graph-break on every guard and count
