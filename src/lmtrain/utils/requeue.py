@@ -13,7 +13,8 @@ job as failed. Here submitit's handler is kept but held back:
 - `requeue_after_stop` then calls submitit's own handler on rank 0 (its launcher's `checkpoint`,
   its `max_num_timeout` count, `scontrol requeue` on SLURM, exit 144 locally), while the other
   ranks wait for it. The next attempt finds the marker (or SLURM_RESTART_COUNT) and resumes
-  from the newest of `last.ckpt` and Lightning's `hpc_ckpt_*.ckpt` (`resume_after_requeue`).
+  from the newest of `last.ckpt` and Lightning's `hpc_ckpt_*.ckpt` (`resume_after_requeue`),
+  leaving out an `hpc_ckpt` written inside a training step (it would not resume exactly).
 
 submitit's local executor sets nothing new on a requeue (no SLURM_RESTART_COUNT), so the marker
 `<run folder>/requeued` holds the submitit job id, which stays the same across attempts.
@@ -34,9 +35,10 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
+from lmtrain.lightning_compat.hpc_checkpoint import saved_inside_training_batch
 from lmtrain.utils.checks import strict_bool
 from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder, written_by_run_in
-from lmtrain.utils.safe_load import saved_step
+from lmtrain.utils.safe_load import saved_state, saved_step
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +152,11 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     """A requeued SLURM job runs again in the same run folder: set `ckpt_path` to the newest of
     its `checkpoints/last.ckpt` and Lightning's auto-requeue saves (`hpc_ckpt_*.ckpt`).
 
+    An `hpc_ckpt` that Lightning's SIGUSR1 handler wrote inside a training step (the job killed
+    before the preemption's last.ckpt that follows) is never resumed from: its restart is not
+    the uninterrupted run's (`written_inside_training_batch`). The save before it is, exactly,
+    or, with none, step 0.
+
     A requeue is told by SLURM_RESTART_COUNT, or by the marker submitit jobs leave
     (`lmtrain.utils.requeue.requeued`); an `hpc_ckpt_*.ckpt` under SLURM tells it too, unless
     the job asks for a new run (`overwrite_run=true`). Lightning
@@ -172,7 +179,18 @@ def resume_after_requeue(cfg: DictConfig) -> None:
     elsewhere = outside_folder(configured_dirpath(cfg, run_dir), run_dir)
     if elsewhere is not None and written_by_run_in(elsewhere / "last.ckpt", run_dir):
         last = elsewhere / "last.ckpt"
-    saves = {path: newness(path, last) for path in [*hpc, last] if path.exists()}
+    # Lightning's SIGUSR1 saves written inside a training step do not resume exactly.
+    cut = [path for path in hpc if written_inside_training_batch(path)]
+    if cut and rank_zero_only.rank == 0:
+        log.warning(
+            "Requeued SLURM job: not resuming from %s, saved by Lightning's SIGUSR1 handler "
+            "inside a training step (its restart validates at other steps than the "
+            "uninterrupted run); an older save is resumed from, if any",
+            ", ".join(path.name for path in cut),
+        )
+    saves = {
+        path: newness(path, last) for path in [*hpc, last] if path.exists() and path not in cut
+    }
     if not saves:
         # Killed between its first best-*.ckpt and last.ckpt, or `save_last: false`: "last"
         # resumes from the newest checkpoint there (models.checkpoint_paths.locate_checkpoint).
@@ -195,6 +213,16 @@ def newness(path: Path, last: Path) -> tuple[bool, int, int, bool]:
     last.ckpt overwritten. A save whose step cannot be read (damaged) ranks below the rest."""
     step = saved_step(path)
     return step is not None, int(modified_at(path)), -1 if step is None else step, path == last
+
+
+def written_inside_training_batch(path: Path) -> bool:
+    """Whether the save at `path` was written while a training batch was under way, as
+    Lightning's SIGUSR1 handler writes `hpc_ckpt_*.ckpt` wherever the signal lands: its weights,
+    optimizer and callback states may be those of a step half done, and Lightning's restart
+    counts that batch twice against `val_check_interval`
+    (`lightning_compat.hpc_checkpoint.saved_inside_training_batch`)."""
+    state = saved_state(path)
+    return state is not None and saved_inside_training_batch(state)
 
 
 def modified_at(path: Path) -> float:
