@@ -20,16 +20,8 @@ from lightning.pytorch.demos.boring_classes import BoringModel
 
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.killed_runs import csv_history, csv_rows
+from tests.helpers.slurm_jobs import SLURM_JOB, fake_scontrol
 
-SLURM_JOB = {
-    "SLURM_JOB_ID": "4246",
-    "SLURM_JOB_NAME": "train",
-    "SLURM_NTASKS": "1",
-    "SLURM_NNODES": "1",
-    "SLURM_NODEID": "0",
-    "SLURM_PROCID": "0",
-    "SLURM_LOCALID": "0",
-}
 RUN = ["trainer.max_steps=12", "trainer.val_check_interval=4", "logger=csv"]
 
 
@@ -49,16 +41,6 @@ class AutoRequeueThenKillInStep(Callback):
         ):
             os.kill(os.getpid(), signal.SIGUSR1)  # the handler saves before the next line runs
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def fake_scontrol(tmp_path: Path) -> dict[str, str]:
-    """PATH with an `scontrol` that appends its arguments to tmp_path/scontrol.log."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
-    script.chmod(0o755)
-    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +64,7 @@ def killed_then_requeued(reference: dict, tmp_path: Path, step: int) -> tuple[Pa
     ]
     first = run_cli("train", *reference["cli"], *killer, f"hydra.run.dir={run}", env=job)
     assert first.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), first.stderr[-3000:]
-    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4246"]
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", SLURM_JOB["SLURM_JOB_ID"]]
     saved = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
     progress = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["total"]
     assert saved["global_step"] == step - 1  # the weights of the step before, ...
