@@ -17,6 +17,10 @@ validation at the step that run had ended at, the new run's resume took it for i
 export put its val loss in the model card; found by a red team). It goes at the new run's first
 checkpoint save, when the replaced run's last.ckpt does: a run that fails before then (a sweep
 job) leaves the folder's record as it was.
+
+A run preempted at its last step before the validation due there had not ended: its resume runs
+that validation (lmtrain.lightning_compat.pending_validation) and then its final one, trains
+no step, and writes its `.hydra/` record (a `trainer.max_steps` typed with it included).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
+from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,7 @@ class EndedRun(Callback):
     def __init__(self, replaced_metrics: Path | None = None) -> None:
         self.start_step: int | None = None  # the step training started at (a checkpoint's)
         self.replaced_metrics = replaced_metrics  # removed at the first save (overwrite_run)
+        self.validated = False  # a validation of the fit ran in this process
 
     def on_save_checkpoint(self, trainer: Trainer, *_: object) -> None:
         if self.replaced_metrics is not None and trainer.is_global_zero:
@@ -54,9 +60,16 @@ class EndedRun(Callback):
                     callback.stopping_reason_message or callback.stopping_reason.name,
                 )
 
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self.validated = True
+
     def trained_nothing(self, trainer: Trainer) -> bool:
-        """No step in this process: its loop ended at once (or Lightning skipped it, at
-        max_steps)."""
+        """No step and no validation of the fit in this process: its loop ended at once (or
+        Lightning skipped it, at max_steps). A resume into the validation a preemption at the
+        last step left pending ran one: the run had not ended."""
+        if self.validated:
+            return False
         return self.start_step is None or trainer.global_step == self.start_step
 
 

@@ -22,10 +22,10 @@ DDP it broadcasts from inside the handler, which pairs with the wrong collective
 rank got the signal: both ranks then waited out the collective timeout); any other handler
 installed before (a user's, submitit's logging) is still called, except submitit's requeue,
 which runs after the save.
-SIGTERM in `trainer.validate` (train.py's final validation after `fit`) is handled so too: the
-ranks agree on it after each val batch that all of them run, and stop on every rank with
-"terminated by SIGTERM outside the training steps" (exit 143). Nothing is saved: the last.ckpt of
-training's end is there, and `ckpt_path=last` runs that validation again.
+The signals in `trainer.validate` (train.py's final validation after `fit`) are handled so too:
+the ranks agree on one after each val batch that all of them run, and stop on every rank with
+"terminated by SIGTERM outside the training steps" (exit 143; SIGUSR1 138). Nothing is saved:
+the last.ckpt of training's end is there, and `ckpt_path=last` runs that validation again.
 With Lightning's SLURM auto-requeue active, its requeue signal (SIGUSR1 by default) is left to
 Lightning, which saves `hpc_ckpt_*.ckpt` and requeues the job.
 """
@@ -51,6 +51,11 @@ from lmtrain.lightning_compat import (
     log_finished_train_step,
     mark_validation_pending,
     validation_follows,
+)
+from lmtrain.lightning_compat.pending_validation import (
+    end_fit_at,
+    enter_fit_at_max_steps,
+    validation_pending,
 )
 from lmtrain.models.checkpoint_paths import last_checkpoint_path
 from lmtrain.utils.requeue import is_submitit_requeue_handler
@@ -98,6 +103,9 @@ class PreemptionCheckpoint(Callback):
         self._last_checked_step = -1
         self._validation_pending = False
         self._val_checks_left = 0  # trainer.validate: the val batches still to check after
+        self._pending_step: int | None = None  # a restored save's step, its validation pending
+        self._fit_started = False
+        self._max_steps: int | None = None  # raised to enter that validation at max_steps
 
     # -- signal handlers ------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -136,6 +144,7 @@ class PreemptionCheckpoint(Callback):
         self, trainer: Trainer, pl_module: LightningModule, err: BaseException
     ) -> None:
         self._val_checks_left = 0
+        self._end_fit_at_max_steps(trainer)
         if trainer.state.fn == TrainerFn.VALIDATING:
             self._previous = {}  # ours stays until Lightning's teardown, next (see teardown)
         else:
@@ -148,6 +157,8 @@ class PreemptionCheckpoint(Callback):
         moments would broadcast under DDP)."""
         self._previous = {}
         self._val_checks_left = 0
+        self._end_fit_at_max_steps(trainer)
+        self._pending_step, self._fit_started = None, False
 
     # -- the stop -------------------------------------------------------------------------------
     def on_train_batch_end(
@@ -182,16 +193,20 @@ class PreemptionCheckpoint(Callback):
 
     # -- trainer.validate: the final validation ------------------------------------------------
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """`trainer.validate` (not a validation inside `fit`): SIGTERM in place of Lightning's
-        handler, checked after each val batch that every rank runs (a rank may have one batch
-        more than another: each reads its own windows, none repeated)."""
-        if trainer.state.fn != TrainerFn.VALIDATING or signal.SIGTERM not in self.signals:
+        """`trainer.validate` (not a validation inside `fit`): the signals (SIGUSR1 killed the
+        process with no line), SIGTERM in place of Lightning's handler, checked after each val
+        batch that every rank runs (a rank may have one batch more than another: each reads its
+        own windows, none repeated). In `fit`: the validation a resumed stop at max_steps left
+        pending has started, and `max_steps` is put back."""
+        if not trainer.sanity_checking:
+            self._end_fit_at_max_steps(trainer)
+        if trainer.state.fn != TrainerFn.VALIDATING:
             return
-        self._install(trainer, [signal.SIGTERM])
+        self._install(trainer, self.signals)  # Lightning's teardown puts back what it found
         self._val_checks_left = batches_every_rank_runs(trainer)
 
     def on_validation_batch_end(self, trainer: Trainer, *args: Any) -> None:
-        """Stop on every rank if any rank got SIGTERM: `Preempted`, so that rank 0 prints the
+        """Stop on every rank if any rank got a signal: `Preempted`, so that rank 0 prints the
         line and the ranks leave together, as after a stop in training."""
         if self._val_checks_left <= 0:
             return
@@ -209,6 +224,32 @@ class PreemptionCheckpoint(Callback):
             f"last checkpoint; {hint}"
         )
         raise Preempted(signum, message)
+
+    # -- the resume of a stop at max_steps: into the validation it left pending ---------------
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        pending = trainer.state.fn == TrainerFn.FITTING and validation_pending(checkpoint)
+        self._pending_step = checkpoint.get("global_step") if pending else None
+        if self._fit_started:  # restored after the strategy's setup (FSDP): on_fit_start passed
+            self._enter_pending_validation(trainer)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """After the optimizers and their schedules were sized to `max_steps`, before the fit
+        loop decides it has nothing to run: a stop at the last step resumes into its validation
+        (see lightning_compat.pending_validation)."""
+        self._fit_started = True
+        self._enter_pending_validation(trainer)
+
+    def _enter_pending_validation(self, trainer: Trainer) -> None:
+        if self._pending_step is not None:
+            self._max_steps = enter_fit_at_max_steps(trainer, self._pending_step)
+            self._pending_step = None
+
+    def _end_fit_at_max_steps(self, trainer: Trainer) -> None:
+        if self._max_steps is not None:
+            end_fit_at(trainer, self._max_steps)
+            self._max_steps = None
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]

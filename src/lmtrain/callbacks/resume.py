@@ -150,6 +150,8 @@ class ExactResume(Callback):
             restore_gradients(pl_module, grads, trainer.world_size, trainer.global_rank)
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            self._restore(trainer, pl_module)  # a resume into a pending validation: its samples
         self._before_validation = collect_rng_states()
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
