@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from lmtrain.utils.checks import Problems
-from lmtrain.utils.metric_names import check_metric_names
+from lmtrain.utils.metric_names import SHIPPED_CALLBACKS, check_metric_names, own_callbacks
+from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
 
@@ -90,8 +91,10 @@ def test_a_run_without_a_checkpoint_callback_says_so_on_resume(
     # (5) the Metrics line keeps small values: 3e-5 in warm-up rounded to 4 places was 0.0.
     logged = re.search(r"Metrics: (\{.*\})", out.stdout + out.stderr)
     assert logged is not None
-    lr = json.loads((run / "metrics.json").read_text())["train/lr/decay"]
-    assert 0 < lr < 5e-5 and f"'train/lr/decay': {float(f'{lr:.5g}')}" in logged.group(1)
+    saved = json.loads((run / "metrics.json").read_text())
+    lr, tokens = saved["train/lr/decay"], saved["tokens_seen"]
+    assert 0 < lr < 5e-5 and f"'train/lr/decay': {float(f'{lr:.4g}')}" in logged.group(1)
+    assert f"'tokens_seen': {tokens}" in logged.group(1)  # whole, not 5 figures (rev_diff24b)
 
     # A later run in the folder, with no checkpoint callback, replaced it and saved nothing.
     out = run_cli("train", *plain, "callbacks=none", "overwrite_run=true", f"hydra.run.dir={run}")
@@ -118,3 +121,22 @@ def test_a_run_without_a_checkpoint_callback_says_so_on_resume(
         "callbacks.model_checkpoint=null)",
         "start a new run without resume=",
     )
+
+
+def test_lmtrains_shipped_callbacks_log_no_val_metric_and_a_users_under_lmtrain_may() -> None:
+    """README.md says to add a callback as src/lmtrain/callbacks/<name>.py: every `lmtrain.`
+    class counted as lmtrain's, and a checkpoint monitoring its `val/acc` was refused
+    (rev_diff24b). Only the shipped ones are lmtrain's; the list follows the configs."""
+    shipped = set()
+    groups = ("callbacks", "experiment", "debug")  # where the `callbacks` group is set
+    for path in [p for group in groups for p in (ROOT / "configs" / group).rglob("*.yaml")]:
+        shipped |= set(
+            re.findall(
+                r"_target_: (lmtrain\.(?:callbacks|lightning_compat)\.\S+)", path.read_text()
+            )
+        )
+    assert shipped and shipped <= SHIPPED_CALLBACKS, shipped - SHIPPED_CALLBACKS
+    callbacks = {target: {"_target_": target} for target in sorted(shipped)}
+    assert own_callbacks(callbacks) == []
+    callbacks["acc"] = {"_target_": "lmtrain.callbacks.val_acc.ValAcc"}
+    assert own_callbacks(callbacks) == ["acc"]

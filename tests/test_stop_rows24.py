@@ -41,8 +41,13 @@ def stopped_run(tmp_path: Path, data_dir: Path, *overrides: str) -> tuple[list[d
     out = run_cli("train", *cli)
     assert out.returncode == 0, out.stderr[-3000:]
     with open(run / "csv" / "metrics.csv", newline="") as file:
-        rows = [r for r in csv.DictReader(file) if r.get("train/loss")]
-    return rows, json.loads((run / "metrics.json").read_text())
+        every = list(csv.DictReader(file))
+    metrics = json.loads((run / "metrics.json").read_text())
+    # metrics.json's learning rate is the last one logged: it was an earlier step's after a
+    # late stop, or missing (rev_diff24).
+    rates = [float(r["train/lr/decay"]) for r in every if r.get("train/lr/decay")]
+    assert rates and metrics["train/lr/decay"] == pytest.approx(rates[-1], rel=1e-6)
+    return [r for r in every if r.get("train/loss")], metrics
 
 
 def assert_last_step_row(rows: list[dict], metrics: dict, accumulate: int = 1) -> int:

@@ -58,6 +58,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.group_overrides import refuse_null_groups
     from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
     from lmtrain.utils.io import write_json
+    from lmtrain.utils.metric_text import short
     from lmtrain.utils.outside_records import refuse_replacing_outside_records
     from lmtrain.utils.run_folder import folder_key
     from lmtrain.utils.stored_targets import check_stored_data
@@ -142,7 +143,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.log_hyperparams({"ckpt_path": ckpt_path, "tasks": names})
         logger.log_metrics(metrics)
         logger.finalize("success")
-    log.info("%s: %s", ckpt_path, {k: float(f"{v:.5g}") for k, v in metrics.items()})
+    log.info("%s: %s", ckpt_path, {k: short(v) for k, v in metrics.items()})
     return metrics
 
 

@@ -60,6 +60,7 @@ with gc_pause.paused_for_imports():
     )
     from lmtrain.utils.io import write_json
     from lmtrain.utils.launch import prepare_process, run_for_sweeper
+    from lmtrain.utils.metric_text import short
     from lmtrain.utils.outside_records import refuse_replacing_outside_records
     from lmtrain.utils.redact import redact
     from lmtrain.utils.run_folder import (
@@ -227,7 +228,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     }
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
-        log.info("Metrics: %s", {k: float(f"{v:.5g}") for k, v in sorted(metrics.items())})
+        log.info("Metrics: %s", {k: short(v) for k, v in sorted(metrics.items())})
         log.info("Run folder: %s", output_dir)
     return metrics
 

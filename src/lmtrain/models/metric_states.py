@@ -6,7 +6,7 @@ of `MeanMetric` and `BitsPerByte`) and their defaults became bf16 too. bf16 hold
 mantissa, so a sum of a few hundred windows' losses stops growing: a whole-split eval of a
 model whose loss was 4.08 reported 7.75, and the best checkpoint and early stopping read it.
 The model computes in bf16; the metrics add up its float32 losses (`target_losses`) in float32,
-as under `32-true`. A wider dtype (`64-true`) is kept.
+as under `32-true`; under `64-true` in float64.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from torch import Tensor
 from torchmetrics import Metric
 
 
-def reset_in_float32(*metrics: Metric | None) -> None:
-    """Reset each of `metrics` (None: absent), with its float states in float32 at least.
+def reset_in_float32(*metrics: Metric | None, model_dtype: torch.dtype = torch.float32) -> None:
+    """Reset each of `metrics` (None: absent), with its float states in float32 at least, or
+    in the model's dtype where that is wider (`64-true`: torchmetrics' `Metric.double()`,
+    which Lightning calls, leaves the states in float32, and val/loss was summed in float32).
 
     Called as each validation starts: states made under `trainer.validate`'s inference mode
     could not be updated by a later fit's validation, so they are made anew under its mode.
@@ -25,14 +27,15 @@ def reset_in_float32(*metrics: Metric | None) -> None:
     back to float32 over bf16 states. `Metric.to` converts the float states alone (a count in
     int64 stays one); torchmetrics' `set_dtype` would convert every state, integers included.
     """
+    dtype = torch.promote_types(model_dtype, torch.float32)
     for metric in metrics:
         if metric is None:
             continue
         metric.reset()
-        if any(narrow(state) for state in metric.metric_state.values()):
-            metric.to(dtype=torch.float32)
+        if any(other_float(state, dtype) for state in metric.metric_state.values()):
+            metric.to(dtype=dtype)
 
 
-def narrow(state: Tensor | list[Tensor]) -> bool:
-    """Whether a metric state is a float tensor narrower than float32 (bf16, float16)."""
-    return isinstance(state, Tensor) and state.is_floating_point() and state.itemsize < 4
+def other_float(state: Tensor | list[Tensor], dtype: torch.dtype) -> bool:
+    """Whether a metric state is a float tensor of another dtype than `dtype`."""
+    return isinstance(state, Tensor) and state.is_floating_point() and state.dtype != dtype

@@ -131,9 +131,13 @@ class LastStep:
         module.log("train/loss", mean, prog_bar=True, sync_dist=True, logger=rows)
         for name, value in self.values.items():
             module.log(name, value, logger=rows)
-        if rows and self.rates:  # as LearningRateMonitor writes them: a row of their own
-            for logger in trainer.loggers:
+        if rows and self.rates:  # as LearningRateMonitor writes them: a row of their own,
+            for logger in trainer.loggers:  # and into callback_metrics (metrics.json reads them)
                 logger.log_metrics(self.rates, step=self.step - 1)
+            device = trainer.strategy.root_device
+            trainer.callback_metrics.update(
+                {name: torch.tensor(rate, device=device) for name, rate in self.rates.items()}
+            )
 
 
 def learning_rates(trainer: Any) -> dict[str, float]:

@@ -203,7 +203,7 @@ class CausalLMModule(LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         # Anew, under this validation's grad mode, in float32 (lmtrain.models.metric_states).
-        reset_in_float32(self.val_loss, self.val_bpb)
+        reset_in_float32(self.val_loss, self.val_bpb, model_dtype=self.dtype)
 
     @torch.compiler.disable  # eager, as training_step
     def validation_step(self, batch: torch.Tensor, batch_idx: int) -> None:

@@ -24,8 +24,22 @@ log = logging.getLogger(__name__)
 VAL_METRICS = ("val/loss", "val/ppl", "val/bpb")
 # What lmtrain logs at training steps, only every trainer.log_every_n_steps (module.py).
 STEP_PREFIX = "train/"
-# Callbacks of these packages log no metric of their own: any other is the user's, which may.
-KNOWN_PACKAGES = ("lmtrain.", "lightning.", "pytorch_lightning.")
+# Callbacks of these packages log no val metric of their own, nor do lmtrain's shipped ones
+# (configs/callbacks/default.yaml): any other is the user's, which may, also one added under
+# lmtrain/callbacks/ as the README says.
+KNOWN_PACKAGES = ("lightning.", "pytorch_lightning.")
+SHIPPED_CALLBACKS = frozenset(
+    f"lmtrain.{name}"
+    for name in (
+        "callbacks.checkpoint.StepScheduledCheckpoint",
+        "callbacks.lr_monitor.StepLearningRateMonitor",
+        "lightning_compat.StepsRichProgressBar",
+        "callbacks.throughput.TokenThroughputMonitor",
+        "callbacks.samples.TextSamples",
+        "callbacks.preemption.PreemptionCheckpoint",
+        "callbacks.wandb_artifact.WandbModelArtifact",
+    )
+)
 LIGHTNING_LOG_EVERY = 50  # Lightning's default trainer.log_every_n_steps
 # lmtrain's checkpoint ranks at validations only, whatever its every_n_train_steps.
 LMTRAIN_CHECKPOINT = "lmtrain.callbacks.checkpoint.StepScheduledCheckpoint"
@@ -97,13 +111,14 @@ def check_metric_names(
 
 
 def own_callbacks(callbacks: Mapping[str, Any]) -> list[str]:
-    """The callback entries whose class is neither lmtrain's nor Lightning's: the user's own,
-    which may log metrics no check can know, so their names are let through."""
+    """The callback entries whose class is neither one lmtrain ships nor Lightning's: the
+    user's own, which may log metrics no check can know, so their names are let through."""
     return [
         name
         for name, node in callbacks.items()
         if isinstance(node, Mapping)
         and not str(node.get("_target_", "")).startswith(KNOWN_PACKAGES)
+        and str(node.get("_target_", "")) not in SHIPPED_CALLBACKS
     ]
 
 

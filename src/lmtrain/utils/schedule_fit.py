@@ -80,7 +80,7 @@ def misfits(
         if is_count(warmup) and steps <= warmup:
             # The warm-up's rate at step s (from 0) is s / warmup: the last step's is the peak.
             peak = (
-                f"peaks at about {100 * (steps - 1) / warmup:.0f}% of {' and '.join(rates)}"
+                f"peaks at about {percent(100 * (steps - 1) / warmup)}% of {' and '.join(rates)}"
                 if steps > 1
                 else "is 0 at the warm-up's first step, the run's only one: it trains nothing"
             )
@@ -138,3 +138,8 @@ def is_wsd(target: Any) -> bool:
 
 def is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def percent(value: float) -> str:
+    """`value` (a percentage) for a warning: whole numbers, two figures below 1 (not "0")."""
+    return f"{value:.0f}" if value >= 1 else f"{value:.2g}"
