@@ -78,3 +78,22 @@ def test_a_refusal_in_an_existing_folder_keeps_the_loggers_files(
     assert (run / ".hydra" / "config.yaml").is_file()
     assert (run / "csv" / "hparams.yaml").is_file()
     assert list((run / "wandb").glob("offline-run-*"))
+
+
+def test_a_file_of_anyone_elses_in_the_wandb_run_keeps_the_folder(tmp_path: Path) -> None:
+    """Only history rows were looked for: a file a user's code dropped into the offline run's
+    `files/` went with the refused folder (rev_diff24b). A real finished offline run, W&B's
+    own files only, may go; with another file it stays."""
+    import wandb
+
+    from lmtrain.utils.refused_run import only_wandb_files
+
+    run = wandb.init(
+        mode="offline", dir=tmp_path, project="p", settings=wandb.Settings(silent=True)
+    )
+    run_id = run.id
+    run.finish()
+    (session,) = (tmp_path / "wandb").glob(f"offline-run-*-{run_id}")
+    assert only_wandb_files(session, run_id)
+    (session / "files" / "notes.txt").write_text("mine")
+    assert not only_wandb_files(session, run_id)

@@ -67,6 +67,12 @@ LOCK_FILES = frozenset({locks.RUN_FOLDER_LOCK, locks.RUN_FOLDER_LOCK + locks.OWN
 RUN_ID_FILES = frozenset({RUN_ID_FILE, RUN_ID_FILE + FOLDER_RECORD_SUFFIX})
 CSV_FOLDER, TENSORBOARD_FOLDER, WANDB_FOLDER = "csv", "tensorboard", "wandb"
 HPARAMS_FILE, EVENTS_PREFIX = "hparams.yaml", "events.out.tfevents."
+# What W&B (0.31) writes into an offline run's folder before its first step, besides its run file.
+WANDB_RUN_FILES = frozenset(
+    [f"files/{name}" for name in ("requirements.txt", "output.log", "wandb-metadata.json")]
+    + [f"files/{name}" for name in ("config.yaml", "wandb-summary.json", "conda-environment.yaml")]
+    + [f"logs/{name}" for name in ("debug.log", "debug-internal.log", "debug-core.log")]
+)
 # How launchers say they started several processes of the run, each a command of its own.
 LAUNCHED_TOGETHER = ("WORLD_SIZE", "SLURM_NTASKS")
 
@@ -243,13 +249,28 @@ def unsynced_wandb_run(wandb_folder: Path, inner: list[Path]) -> bool:
     if not run_id or len(runs) != 1 or not runs[0].name.startswith("offline-run-"):
         return False
     run = runs[0]
-    if not run.name.endswith(f"-{run_id}") or history_logged(run):
+    if not run.name.endswith(f"-{run_id}") or not only_wandb_files(run, run_id):
+        return False
+    if history_logged(run):
         return False
     for link in inner:  # latest-run, debug.log, debug-internal.log
         if link != run and not (
             is_kind(link, stat.S_ISLNK) and link.resolve().is_relative_to(run.resolve())
         ):
             return False
+    return True
+
+
+def only_wandb_files(session: Path, run_id: str) -> bool:
+    """Whether the offline W&B run `session` holds only files W&B writes there before a step
+    (its run file, `files/` W&B fills, its debug logs) and folders: a file of anyone else's
+    (one dropped into `files/`, a `wandb.save`) keeps the folder."""
+    written = WANDB_RUN_FILES | {f"run-{run_id}.wandb"}
+    for path in session.rglob("*"):
+        if is_kind(path, stat.S_ISDIR):
+            continue
+        if path.relative_to(session).as_posix() not in written:  # a file, or W&B's link
+            return False  # (logs/debug-core.log: removed as a link, its target kept)
     return True
 
 
