@@ -133,13 +133,15 @@ def test_preempted_then_resumed_with_max_steps_at_that_step(tmp_path: Path, data
 
 class SignalInFinalValidation(Callback):
     """`signal` (a name) to this process as the first val batch of `trainer.validate`, the
-    validation after training, starts."""
+    validation after training, starts; with `in_fit`, of fit's last validation instead."""
 
-    def __init__(self, signal: str = "SIGUSR1") -> None:
-        self.signal, self.sent = signal, False
+    def __init__(self, signal: str = "SIGUSR1", in_fit: bool = False) -> None:
+        self.signal, self.sent, self.in_fit = signal, False, in_fit
 
     def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, *_) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING and not self.sent:
+        at = TrainerFn.FITTING if self.in_fit else TrainerFn.VALIDATING
+        last = not self.in_fit or trainer.global_step == trainer.max_steps
+        if trainer.state.fn == at and last and not trainer.sanity_checking and not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.Signals[self.signal])
 
@@ -164,3 +166,27 @@ def test_a_signal_in_the_final_validation_stops_with_one_line(
     assert not (run / "metrics.json").exists()
     finish([*command, "ckpt_path=last"], log)
     assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 3
+
+
+def test_a_signal_in_fits_last_validation_stops_before_the_final_one(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """No training step follows fit's last validation to act on a signal received in it, and
+    the final validation's handlers forgot it: the run ended with exit 0 (rev_diff24c)."""
+    corpus = resumable_corpus(tmp_path)
+    run, log = tmp_path / "run", tmp_path / "train.out"
+    command = train_command(corpus, data_dir, run, EVERY, "trainer.max_steps=4")
+    signal_it = [
+        "+callbacks.final_signal._target_=tests.test_preempt_last_step24.SignalInFinalValidation",
+        "+callbacks.final_signal.signal=SIGTERM",
+        "+callbacks.final_signal.in_fit=true",
+    ]
+    proc = start([*command, *signal_it], log)
+    code = proc.wait(timeout=300)
+    text = log.read_text()
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    result = subprocess.CompletedProcess(command, code, "", text)
+    assert_one_line_error(result, "terminated by SIGTERM outside the training steps", "resume")
+    assert not (run / "metrics.json").exists()
+    finish([*command, "ckpt_path=last"], log)
+    assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 4

@@ -109,14 +109,14 @@ class PreemptionCheckpoint(Callback):
 
     # -- signal handlers ------------------------------------------------------------------------
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._last_checked_step = trainer.global_step
+        self._last_checked_step, self.received = trainer.global_step, None
         self._install(trainer, self.signals)
 
     def _install(self, trainer: Trainer, signals: Sequence[signal.Signals]) -> None:
         if threading.current_thread() is not threading.main_thread():
             log.warning("Not in the main thread: preemption signals are not handled")
             return
-        self.received = None
+        # A signal in fit's last validation (no step after it checked it) stops the final one.
         lightning_requeue = requeue_signal(trainer)
         for signum in signals:
             if signum == lightning_requeue:
