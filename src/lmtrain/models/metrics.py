@@ -26,10 +26,10 @@ from lmtrain.data.windows import PAD_TOKEN
 GIB = 2**30
 
 
-def loggers_write_after(trainer: Any, step: int, stopping: bool | None = None) -> bool:
+def loggers_write_after(trainer: Any, step: int, stopping: bool) -> bool:
     """Whether the loggers write after optimizer step `step` (counted from 1), the step of the
-    batch in progress: every `log_every_n_steps`, when the run is stopping (`stopping`, default
-    `trainer.should_stop` now), and after the last step (`max_steps`, or the last step of the
+    batch in progress: every `log_every_n_steps`, when the run is stopping (`stopping`: see
+    `StepDecision`), and after the last step (`max_steps`, or the last step of the
     last epoch).
 
     Lightning's own rule (its logger connector's `should_update_logs`, on its count of optimizer
@@ -43,7 +43,6 @@ def loggers_write_after(trainer: Any, step: int, stopping: bool | None = None) -
     """
     every = trainer.log_every_n_steps
     last = 0 < trainer.max_steps <= step or ends_last_epoch(trainer)
-    stopping = trainer.should_stop if stopping is None else stopping
     return (every > 0 and (step % every == 0 or stopping)) or last
 
 

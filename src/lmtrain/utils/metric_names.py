@@ -142,11 +142,6 @@ def fails_without(callbacks: Mapping[str, Any], key: str) -> str | None:
     return None
 
 
-def strict_early_stopping(callbacks: Mapping[str, Any], key: str) -> bool:
-    """`key` (callbacks.<name>.monitor) is a strict EarlyStopping's (`fails_without`)."""
-    return fails_without(callbacks, key) == "EarlyStopping"
-
-
 def unlogged_reads(
     callbacks: Mapping[str, Any], key: str, trainer: Mapping[str, Any] | None
 ) -> str:
