@@ -20,6 +20,7 @@ fork once it runs a Python thread besides its own, since threads do not survive 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import runpy
@@ -33,6 +34,25 @@ from typing import Any
 # collector state as in a fresh process (lmtrain.utils.gc_pause).
 from lmtrain.utils import gc_pause  # noqa: F401  isort: skip
 
+# What most commands import only as they run, 2 s of each wandb-logged command (profiled in a
+# fork): W&B (its launch inputs, read by every `wandb.init`), peft (through transformers'
+# schedules), the model and generation modules, and lmtrain's lazily imported callbacks and sweep
+# checks. Not pandas or pyarrow (Optuna's sweeper, W&B tables, datasets, lm-eval): pyarrow starts
+# a jemalloc thread at import, which a fork would not carry.
+LAZY_IMPORTS = (
+    "wandb",
+    "wandb.sdk.launch.inputs.internal",
+    "peft",
+    "transformers.optimization",
+    "transformers.generation.utils",
+    "transformers.models.gpt2.modeling_gpt2",
+    "transformers.models.llama.modeling_llama",
+    "lmtrain.callbacks.lr_monitor",
+    "lmtrain.callbacks.wandb_artifact",
+    "lmtrain.utils.sweep_checks",
+    "lmtrain.utils.optuna_study",
+)
+
 # torch's default CPU generator starts from this seed in a fresh process (c10's
 # default_rng_seed_val); a fork is given it back in case the imports drew from it.
 TORCH_DEFAULT_SEED = 67280421310721
@@ -45,16 +65,16 @@ def send(conn: socket.socket, message: dict[str, Any]) -> None:
 def serve(socket_path: str) -> dict[str, Any]:
     """Import the entry points, then fork a command per connection; returns only in a fork that
     is to run a command, with that command's request."""
-    # Imported by every run with the default logger; a machine with no W&B (scripts/gpu_check.sh
-    # on a lent GPU) runs the other loggers only.
-    with contextlib.suppress(ImportError):
-        import wandb  # noqa: F401
-
     import lmtrain.eval
     import lmtrain.export
     import lmtrain.generate
     import lmtrain.strategies.__main__
     import lmtrain.train  # noqa: F401
+
+    for name in LAZY_IMPORTS:
+        # A machine with no W&B (scripts/gpu_check.sh on a lent GPU) runs the other loggers.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the supervisors
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
