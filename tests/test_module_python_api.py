@@ -157,7 +157,7 @@ def test_loaders_handed_to_a_trainer_without_their_data_module_that_do_not_fit_a
 @pytest.mark.parametrize(
     ("path", "expected"),
     [
-        (None, "ckpt_path=None does not exist: pass a .ckpt file or an exported folder"),
+        (None, "ckpt_path is not set: pass a .ckpt file or an exported folder"),
         ("dict.ckpt", "lacks state_dict, lmtrain.hf_config, lmtrain.tokenizer_files, so it was"),
         ("unversioned.ckpt", "lacks pytorch-lightning_version, which Lightning's"),
         ("folder", "is a folder (an export?): load_from_checkpoint takes a .ckpt file"),

@@ -62,6 +62,7 @@ TOKEN_CHOICE_KEYS = frozenset(
 def generate(cfg: DictConfig) -> list[str]:
     """Print `cfg.num_samples` completions of the prompt to stdout; return them."""
     check_generate_config(cfg)  # every bad setting at once, before loading anything
+    device = pick_device(cfg.device)  # a cuda that is not there, before the model loads
     path = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     prompt = read_prompt(cfg.get("prompt"), cfg.get("prompt_file"))
     hf_logging.disable_progress_bar()  # "Loading weights" bars; stderr, but noise all the same
@@ -75,7 +76,7 @@ def generate(cfg: DictConfig) -> list[str]:
     warn_if_capped(int(cfg.max_new_tokens), loaded, prompt)
     warn_past_trained_windows(int(cfg.max_new_tokens), loaded, prompt)
     warn_folder_generation_settings(loaded, path)
-    model = loaded.model.to(pick_device(cfg.device))
+    model = loaded.model.to(device)
     log.info("Generating from %s on %s", path, model.device)
 
     L.seed_everything(cfg.seed, verbose=False)

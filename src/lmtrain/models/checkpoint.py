@@ -241,7 +241,9 @@ def model_path(path: str | Path | None) -> str:
                 "folder written by lmtrain.export (or save_pretrained)"
             )
         return str(file)
-    if not given or not file.is_file():
+    if not given:  # null on the command line, or '' (None would be echoed as Python's None)
+        raise LMTrainError("ckpt_path is not set: pass a .ckpt file or an exported folder")
+    if not file.is_file():
         raise LMTrainError(
             f"ckpt_path={given!r} does not exist: pass a .ckpt file or an exported folder"
         )
