@@ -9,8 +9,8 @@ window starts wherever the text falls, never at a `<s>`. A pretrained tokenizer 
 put a token before every prompt that the fine-tuned model never saw there, and plain greedy text
 differed from `lmtrain.generate greedy=true` (found by a red team). The export saves its
 tokenizer with a post-processor that adds nothing; the special tokens stay in the vocabulary.
-It also reads a special token's spelling in a text as characters, as training did
-(`split_special_text`).
+It also reads a special token's spelling in a text as characters, as training did, unless a char
+vocabulary cannot spell the end-of-text token (`split_special_text`).
 """
 
 from __future__ import annotations
@@ -101,27 +101,39 @@ def split_special_text(tokenizer: PreTrainedTokenizerBase) -> None:
     `split_special_tokens` of tokenizer_config.json, which transformers' loader honours. Not
     for a tokenizer with a chat template: apply_chat_template encodes its markers (`<|im_start|>`)
     with the tokenizer's default, and split they would be text the model never saw as markers.
+    Nor for a char vocabulary that cannot spell the end-of-text token as text: split, plain
+    transformers' `tokenizer(text + tokenizer.eos_token)` (and lm-eval's stop sequence) raised
+    tokenizers' "Missing [UNK] token" (red teams rev_diff22b, after25), and no text training
+    could encode holds that spelling, so reading it as the token departs from training nowhere.
     """
     if getattr(tokenizer, "chat_template", None):
         return
     tokenizer.split_special_tokens = True
+    if not spells_eos(tokenizer):
+        tokenizer.split_special_tokens = False
+        tokenizer.init_kwargs.pop("split_special_tokens", None)  # a re-export of an old export
+        return
     tokenizer.init_kwargs["split_special_tokens"] = True  # save_pretrained writes these keys
 
 
+def spells_eos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether `tokenizer`, as set, encodes its end-of-text token's spelling without failing
+    (a char vocabulary has no unknown token for the characters it lacks)."""
+    try:
+        tokenizer.encode(tokenizer.eos_token or "", add_special_tokens=False)
+    except Exception:  # tokenizers' "Missing [UNK] token" and the like
+        return False
+    return True
+
+
 def reading_specials_as_text(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
-    """A copy of `tokenizer` that reads a special token's spelling in a text as characters, as
-    training did and the export's tokenizer does (`split_special_text`): for callers that
-    encode text plainly (lm-eval's HFLM), so a .ckpt scores what its export scores; one that
-    reads them as tokens where the vocabulary cannot spell the end-of-text token."""
+    """A copy of `tokenizer` that reads a special token's spelling in a text as the export's
+    tokenizer does (`split_special_text`): for callers that encode text plainly (lm-eval's HFLM),
+    so a .ckpt scores what its export scores. lm-eval encodes the end-of-text spelling as a
+    generation's stop sequence: a char vocabulary without its characters keeps reading it as
+    the token (rev_diff22b: every generate_until task failed)."""
     copied = copy.deepcopy(tokenizer)  # the caller's tokenizer keeps its own settings
     split_special_text(copied)
-    # lm-eval encodes the end-of-text spelling as a generation's stop sequence: a char
-    # vocabulary without its characters cannot read it as text (nor any task text holding
-    # it), so it keeps reading it as the token (rev_diff22b: every generate_until task failed).
-    try:
-        copied.encode(copied.eos_token or "", add_special_tokens=False)
-    except Exception:  # tokenizers' "Missing [UNK] token" and the like
-        copied.split_special_tokens = False  # an export's own tokenizer reads them split too
     return copied
 
 
@@ -136,6 +148,12 @@ def save_tokenizer(
     """
     stop_adding_tokens(tokenizer)
     split_special_text(tokenizer)
+    if not tokenizer.split_special_tokens and not getattr(tokenizer, "chat_template", None):
+        log.info(
+            "The vocabulary cannot spell %r as text: the export's tokenizer reads that spelling "
+            "as the end-of-text token",
+            tokenizer.eos_token,
+        )
     # Tokenizers built here know no length limit; the model's context is the real one.
     tokenizer.model_max_length = context or tokenizer.model_max_length
     # The code an `auto_map` names is never copied (nor run): the export must not ask for it.

@@ -80,9 +80,34 @@ def model_card(
         use = USE_TRANSFORMERS.format(where=where)
         contents = "a plain Hugging Face folder: safetensors weights, config, generation config"
     call = "" if plain_call else ", add_special_tokens=False"
-    use += f'\nids = tokenizer("Hello", return_tensors="pt"{call}).input_ids'
+    text = json.dumps(example_text(loaded, run_config), ensure_ascii=False)  # a Python literal
+    use += f'\nids = tokenizer({text}, return_tensors="pt"{call}).input_ids'
     body = card_body(loaded, data, source_name, source, pretrained, info, name, use, contents)
     return ModelCard(f"---\n{card_data.to_yaml()}\n---\n{body}")
+
+
+def example_text(loaded: LoadedModel, run_config: dict[str, Any]) -> str:
+    """The text the usage example encodes: "Hello", or else the first of the run's sample
+    prompts, or else a few of the vocabulary's letters, that the tokenizer can spell. A char
+    vocabulary has no unknown token: the card's fixed "Hello" raised tokenizers' "Missing [UNK]
+    token" on a corpus without an `H` (red team after25)."""
+    tokenizer = loaded.tokenizer
+    samples = run_config.get("samples")
+    prompts = samples.get("prompts") if isinstance(samples, dict) else None
+    prompts = [p for p in prompts if isinstance(p, str)] if isinstance(prompts, list) else []
+    letters = sorted(t for t in tokenizer.get_vocab() if len(t) == 1 and t.isalpha())
+    for text in ("Hello", *prompts, "".join(letters[:5])):
+        if text.strip() and spells(tokenizer, text):
+            return text
+    return "Hello"
+
+
+def spells(tokenizer: Any, text: str) -> bool:
+    """Whether `tokenizer` encodes `text` into at least one id without failing."""
+    try:
+        return bool(tokenizer(text, add_special_tokens=False).input_ids)
+    except Exception:  # the Rust tokenizer's bare Exception for a character it lacks
+        return False
 
 
 def hub_id(value: Any) -> str | None:
