@@ -21,11 +21,15 @@ class _WaitsForEveryJob(plugin.BaseSubmititLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
-        from lmtrain.utils.submitit_launcher import jobs_that_always_return, worst_value
+        from lmtrain.utils.submitit_launcher import (
+            jobs_that_always_return,
+            stopped_by_ctrl_c,
+            worst_value,
+        )
 
         assert self.config is not None
         worst = worst_value(self.config)
-        with jobs_that_always_return(job_overrides, initial_job_idx, worst):
+        with stopped_by_ctrl_c(), jobs_that_always_return(job_overrides, initial_job_idx, worst):
             return super().launch(job_overrides, initial_job_idx)
 
 

@@ -35,7 +35,7 @@ from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
 from lmtrain.utils.sweep_jobs import STOPPED_DIVERGED, sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.sweep_plan import end_sweep_on_preemption
-from lmtrain.utils.task import fail, restore_environment
+from lmtrain.utils.task import INTERRUPTED_EXIT_CODE, fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
@@ -247,6 +247,11 @@ def run_for_sweeper(
                 return worst_value()
             if isinstance(exit_, SIGTERMException) or requeue.requeue_in_flight:
                 raise  # requeued by submitit outside the training steps
+            if exit_.code == INTERRUPTED_EXIT_CODE:  # Ctrl-C (task_wrapper said `interrupted`)
+                # The user stops the sweep, not this job: scoring it would start the next job
+                # and store the trial as a result (Optuna keeps it RUNNING, as when preempted).
+                ended(False, "interrupted (Ctrl-C)")
+                raise
             if find_cause(exit_.__context__, NonFiniteLossError) is not None:
                 # nan_guard=stop ended a diverged job: a result of the search, not a failure
                 log.warning("%s diverged; reporting %s", job, worst_value())

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -31,6 +32,7 @@ from omegaconf import DictConfig
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
 from lmtrain.utils.sweep_jobs import sweep_direction
+from lmtrain.utils.task import INTERRUPTED_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,19 @@ def worst_value(config: DictConfig) -> float:
     failed job, read here from the sweep's config (the launcher's process sets no HydraConfig)."""
     direction = config.hydra.sweeper.get("direction")
     return -math.inf if sweep_direction(direction) == "maximize" else math.inf
+
+
+@contextmanager
+def stopped_by_ctrl_c() -> Iterator[None]:
+    """Ctrl-C while the launcher waits for its jobs ends the sweep as it ends a run: `interrupted`
+    and exit 130 (`utils/task.py`), not submitit's traceback from its wait and exit 1. Local jobs
+    (`slurm_local`) got the terminal's Ctrl-C too and stop themselves; jobs submitted to SLURM
+    run on (`scancel` stops them), as with submitit's own launcher."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
 
 
 @contextmanager
