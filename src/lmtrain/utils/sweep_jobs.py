@@ -24,7 +24,9 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils import locks
 from lmtrain.utils.sweep_curves import job_loggers, read_curve
 from lmtrain.utils.sweep_ledger import (
+    BEFORE,
     cut_short,
+    earlier_job,
     failed_in,
     finished_in,
     ledger_name,
@@ -32,6 +34,7 @@ from lmtrain.utils.sweep_ledger import (
     no_job_left,
     not_a_job,
     read_ledger,
+    read_sweep_file,
     renamed_jobs,
     sweep_jobs,
 )
@@ -51,6 +54,9 @@ OPTIONAL_COLUMNS = ("val/bpb",)
 # Why a job that finished has no metrics.json, in its ledger record: model.nan_guard=stop ended
 # it (`run_for_sweeper`). A result of the search, ranked as diverged, not as failed.
 STOPPED_DIVERGED = "diverged: model.nan_guard=stop ended it"
+# A folder that held a job when the sweep last started there: an earlier sweep's, unless a job of
+# this one has run there since (then a metrics.json left as it was is still the earlier one's).
+REPLACED = "the earlier sweep that the one last started there replaces (overwrite_run=true)"
 
 
 @dataclass
@@ -127,11 +133,15 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     jobs failed and none finished is failed, whatever metrics.json was there when it failed
     (an `overwrite_run=true` sweep over an earlier one); one written since (a resume of the
     job) is its result. Folders the ended sweep does not name are an earlier sweep's: left out,
-    but one that is a missing job folder it names, renamed (`renamed_jobs`). No job left: an
-    LMTrainError."""
+    but one that is a missing job folder it names, renamed (`renamed_jobs`); so is one an
+    earlier sweep left that no job of this one has started in (a sweep killed, or still on),
+    and its metrics.json, unchanged, is no result of a job of this sweep that left no record.
+    No job left: an LMTrainError."""
     records, members = read_ledger(sweep_dir), sweep_jobs(sweep_dir)
+    recorded, before = {record.folder for record in records}, read_sweep_file(sweep_dir).get(BEFORE)
+    before = before if isinstance(before, dict) else {}
     folders = job_folders(sweep_dir)
-    known = members if members is not None else {record.folder for record in records}
+    known = members if members is not None else recorded
     names = {folder: ledger_name(folder, sweep_dir, known) for folder in folders}
     missing = sorted(
         name for name in (members or set()) - set(names.values()) if not (sweep_dir / name).exists()
@@ -150,7 +160,14 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         elif name is None and members is not None:
             warn(not_a_job(folder, missing, fit))
             continue
+        earlier = None if name in recorded else earlier_job(sweep_dir, folder, before)
+        if earlier is not None and not earlier[1]:
+            warn(f"job folder {folder}: {REPLACED}, which has not run a job there: left out")
+            continue
         job = read_job(folder, n)
+        if earlier is not None and job.metrics and earlier[0] == metrics_fingerprint(folder):
+            job.metrics = {}  # a job of this sweep started there, and wrote none (killed?)
+            warn(f"job folder {folder}: its metrics.json is from {REPLACED}: shown as {job.status}")
         job.num = job.num if num is None else num
         failures = failed_in(records, name or "")
         last = failures[-1] if failures and not finished_in(records, name or "") else None
@@ -165,7 +182,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
             job.metrics = {}
         jobs.append(job)
     if not jobs:
-        raise LMTrainError(no_job_left(sweep_dir, sorted(members or ())))
+        raise LMTrainError(no_job_left(sweep_dir, None if members is None else sorted(members)))
     return sorted(jobs + jobs_not_run(sweep_dir, jobs), key=lambda job: job.num)
 
 

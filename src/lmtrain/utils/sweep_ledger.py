@@ -26,6 +26,7 @@ from lmtrain.utils.io import write_json
 
 LEDGER = ".jobs"
 SWEEP_FILE = "sweep.json"
+BEFORE = "before"  # sweep.json: the job folders an earlier sweep left there (`start_ledger`)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,39 @@ class JobRecord:
 
 
 def start_ledger(sweep_dir: Path) -> None:
-    """Give the sweep now starting in `sweep_dir` a new id, which its jobs' records carry."""
-    write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": uuid.uuid4().hex})
+    """Give the sweep now starting in `sweep_dir` a new id, which its jobs' records carry, and
+    note the job folders an earlier sweep left there (`overwrite_run=true`): until this sweep
+    ends and names its own, only they tell the report which folders it has not run in yet and
+    which metrics.json are not its own (a sweep killed, or still on)."""
+    before = {
+        folder_name(config.parent.parent, sweep_dir): [
+            metrics_fingerprint(config.parent.parent),
+            config_stamp(config.parent.parent),
+        ]
+        for config in sweep_dir.glob("**/.hydra/config.yaml")
+    }
+    write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": uuid.uuid4().hex, BEFORE: before})
+
+
+def config_stamp(folder: Path) -> list[int]:
+    """Size and mtime (ns) of `folder/.hydra/config.yaml`, which Hydra rewrites as a job starts
+    there ([] if none). Only compared with itself: a copy (`cp -a`) keeps both."""
+    try:
+        stat = (folder / ".hydra" / "config.yaml").stat()
+    except OSError:
+        return []
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def earlier_job(sweep_dir: Path, folder: Path, before: dict) -> tuple[str, bool] | None:
+    """For `folder`, a job folder an earlier sweep left (`before`: `start_ledger`'s note): the
+    metrics_fingerprint it had then, and whether a job of the sweep last started there has
+    started in it since. None: a folder that sweep made, or a ledger without the note."""
+    name = ledger_name(folder, sweep_dir, set(before))
+    entry = before.get(name) if name is not None else None
+    if not isinstance(entry, list) or len(entry) != 2:
+        return None
+    return str(entry[0]), config_stamp(folder) != entry[1]
 
 
 def current_sweep(sweep_dir: Path) -> str | None:
@@ -66,8 +98,9 @@ def end_ledger(sweep_dir: Path, folders: list[str]) -> None:
     and the report would rank them as this sweep's."""
     sweep_id = current_sweep(sweep_dir)
     if sweep_id is not None:
+        data = {"sweep": sweep_id, "jobs": folders, BEFORE: read_sweep_file(sweep_dir).get(BEFORE)}
         with contextlib.suppress(OSError):
-            write_json(sweep_dir / LEDGER / SWEEP_FILE, {"sweep": sweep_id, "jobs": folders})
+            write_json(sweep_dir / LEDGER / SWEEP_FILE, data)
 
 
 def record_cut_short(sweep_dir: Path, not_run: list[list[str]], trials_left: int = 0) -> None:
@@ -221,9 +254,15 @@ def not_a_job(folder: Path, missing: list[str], fit: tuple[str, int, int] | None
     )
 
 
-def no_job_left(sweep_dir: Path, members: list[str]) -> str:
-    """The error when every job folder of `sweep_dir` was left out (warned of, one by one)."""
+def no_job_left(sweep_dir: Path, members: list[str] | None) -> str:
+    """The error when every job folder of `sweep_dir` was left out (warned of, one by one);
+    `members` None: the sweep has not ended."""
     where = f"no job to report in {str(sweep_dir)!r}"
+    if members is None:  # every folder there is an earlier sweep's (`start_ledger`)
+        return (
+            f"{where}: the sweep last started there (overwrite_run=true) has not run a job yet, "
+            "and every job folder there is the earlier sweep's it replaces"
+        )
     if not members:
         return (
             f"{where}: its ledger (.jobs/sweep.json) names no job folder of the sweep last run "
