@@ -42,3 +42,23 @@ def test_generate_on_a_missing_cuda_is_refused_before_the_checkpoint_loads(
     assert_one_line_error(result, "device='cuda' but no CUDA device is visible: pass device=cpu")
     assert "capped" not in result.stderr, result.stderr
     assert "Generating from" not in result.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_generate_on_a_cuda_index_past_the_visible_ones_is_refused_before_the_checkpoint_loads(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`device=cuda:<n>` past the visible devices was torch's "invalid device ordinal"
+    traceback after the load (review of rev_after25's fix)."""
+    corpus = write_corpus(tmp_path / "corpus")
+    ckpt = train_tiny(tmp_path / "train", data_dir, corpus, "data.tokenizer.kind=char")
+    past = f"cuda:{torch.cuda.device_count()}"
+    result = run_cli(
+        "generate",
+        f"ckpt_path={ckpt}",
+        f"device={past}",
+        "max_new_tokens=500",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_one_line_error(result, f"device='{past}' but", "CUDA device(s) are visible")
+    assert "capped" not in result.stderr, result.stderr

@@ -66,3 +66,17 @@ def test_text_plus_eos_token_encodes_the_end_of_text_token(exported: dict[str, P
     assert both == [*want, eos, *want]
     assert tokenizer.decode(both) == TEXT + tokenizer.eos_token + TEXT
     assert max(both) < model.get_input_embeddings().weight.shape[0]
+
+
+def test_a_vocabulary_without_letters_gets_an_example_it_can_spell() -> None:
+    """Digits and punctuation only, no sample prompts: the last fallback took letters only, and
+    an empty example fell back to "Hello" again (review of the fix)."""
+    from types import SimpleNamespace
+
+    from lmtrain.models.model_card import example_text
+    from tests.helpers.corpora import build_tokenizer
+
+    tokenizer = build_tokenizer("char", ["12 + 34 = 46;\n", "7 * 8 = 56.\n"])
+    text = example_text(SimpleNamespace(tokenizer=tokenizer), {})
+    assert text and text.strip() and not any(c.isalpha() for c in text)
+    assert tokenizer(text, add_special_tokens=False).input_ids

@@ -21,8 +21,9 @@ import optuna
 from tests.helpers import ROOT
 from tests.helpers.cli import tiny_cli
 
-# A job long enough to be interrupted while it trains.
-LONG_JOB = ("trainer.max_steps=300", "trainer.val_check_interval=200", "logger=csv")
+# A job long enough to be interrupted while it trains (minutes on any CPU: the signal must not
+# find job 0 ended and land in job 1).
+LONG_JOB = ("trainer.max_steps=100000", "trainer.val_check_interval=200", "logger=csv")
 
 
 def interrupt_sweep(command: list[str], sweep: Path, whole_group: bool) -> tuple[int, str]:

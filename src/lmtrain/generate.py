@@ -202,6 +202,13 @@ def pick_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise LMTrainError(f"device={device!r} but no CUDA device is visible: pass device=cpu")
+    index = torch.device(device).index if device.startswith("cuda") else None
+    if index is not None and index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise LMTrainError(
+            f"device={device!r} but {count} CUDA device(s) are visible: pass cuda:0 to "
+            f"cuda:{count - 1}, or cuda"
+        )
     if device == "mps" and not torch.backends.mps.is_available():
         raise LMTrainError("device='mps' but this torch has no usable MPS device: pass device=cpu")
     return torch.device(device)

@@ -90,6 +90,11 @@ def serve(socket_path: str) -> dict[str, Any]:
             send(conn, {"refused": f"the server has {threading.active_count()} Python threads"})
             conn.close()
             continue
+        # pyarrow's jemalloc thread (LAZY_IMPORTS keeps it out; a later library might pull it in).
+        if "pyarrow" in sys.modules:
+            send(conn, {"refused": "the server imported pyarrow, which starts a jemalloc thread"})
+            conn.close()
+            continue
         sys.stdout.flush()
         sys.stderr.flush()
         if os.fork() == 0:

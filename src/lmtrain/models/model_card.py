@@ -88,14 +88,16 @@ def model_card(
 
 def example_text(loaded: LoadedModel, run_config: dict[str, Any]) -> str:
     """The text the usage example encodes: "Hello", or else the first of the run's sample
-    prompts, or else a few of the vocabulary's letters, that the tokenizer can spell. A char
+    prompts, or else a few of the vocabulary's letters (or other characters), that the tokenizer
+    can spell. A char
     vocabulary has no unknown token: the card's fixed "Hello" raised tokenizers' "Missing [UNK]
     token" on a corpus without an `H` (red team after25)."""
     tokenizer = loaded.tokenizer
     samples = run_config.get("samples")
     prompts = samples.get("prompts") if isinstance(samples, dict) else None
     prompts = [p for p in prompts if isinstance(p, str)] if isinstance(prompts, list) else []
-    letters = sorted(t for t in tokenizer.get_vocab() if len(t) == 1 and t.isalpha())
+    chars = sorted(t for t in tokenizer.get_vocab() if len(t) == 1 and not t.isspace())
+    letters = [t for t in chars if t.isalpha()] or chars  # a vocabulary of digits, say
     for text in ("Hello", *prompts, "".join(letters[:5])):
         if text.strip() and spells(tokenizer, text):
             return text
