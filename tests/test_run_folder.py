@@ -6,7 +6,6 @@ of the first run may change."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import signal
@@ -24,7 +23,7 @@ from lmtrain.train import train
 from lmtrain.utils import locks, run_folder, task
 from lmtrain.utils.run_folder import claim_run_folder
 from tests.helpers import ROOT
-from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.assertions import assert_one_line_error, tree_digest
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import one_file_corpus
@@ -32,11 +31,7 @@ from tests.helpers.corpora import one_file_corpus
 
 def files_of(run: Path) -> dict[str, str]:
     """sha256 of every file under `run` but the lock file, whose content names its holder."""
-    return {
-        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(run.rglob("*"))
-        if p.is_file() and p.name != run_folder.LOCK_FILE
-    }
+    return tree_digest(run, skip=(run_folder.LOCK_FILE,))
 
 
 def step_of(run: Path) -> int:

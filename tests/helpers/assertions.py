@@ -4,6 +4,7 @@ files it was refused over left as they were (`tree_digest`)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -35,9 +36,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: 
 
 def tree_digest(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
     """sha256 of every file under `folder` by relative path, but the names in `skip` (the run
-    folder's `.lock` holds the pid of its last holder)."""
+    folder's `.lock` holds the pid of its last holder). A link to a file outside `folder` counts
+    by where it points: W&B's `logs/debug-core.log` links to its service's log in ~/.cache,
+    named by the second it started, which that service (or another one started in the same
+    second) may still write after the command ended."""
+    inside = folder.resolve()
     return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        str(p.relative_to(folder)): (
+            f"-> {os.readlink(p)}"
+            if p.is_symlink() and not p.resolve().is_relative_to(inside)
+            else hashlib.sha256(p.read_bytes()).hexdigest()
+        )
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name not in skip
     }
