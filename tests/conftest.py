@@ -11,7 +11,6 @@ read: every corpus is written by the tests (tests/helpers/corpora.py).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,16 +23,8 @@ from omegaconf import DictConfig
 from tests.helpers import pretrained
 from tests.helpers.compose import TINY, compose
 from tests.helpers.corpora import SENTENCE_WORDS, write_play
+from tests.helpers.environment import SESSION_ENVIRONMENT, restore_session_environment
 from tests.helpers.tmpfs import mounted_tmpfs, namespace_request, run_in_namespace
-
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("WANDB_SILENT", "true")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# The environment this worker started with (the defaults above included).
-SESSION_ENVIRONMENT = dict(os.environ)
-
 
 # The only skips LMTRAIN_STRICT_SKIPS=1 (CI) allows: a test that needs GPUs the machine lacks, and
 # the flash-attn refusal, which cannot happen where flash-attn is installed (a CUDA-only build).
@@ -103,14 +94,6 @@ def session_environment() -> Iterator[None]:
     restore_session_environment()
     yield
     restore_session_environment()
-
-
-def restore_session_environment() -> None:
-    current_test = os.environ.get("PYTEST_CURRENT_TEST")  # pytest's own, removed by pytest
-    os.environ.clear()
-    os.environ.update(SESSION_ENVIRONMENT)
-    if current_test is not None:
-        os.environ["PYTEST_CURRENT_TEST"] = current_test
 
 
 @pytest.fixture

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.environment import SESSION_ENVIRONMENT
 
 
 def test_a_run_and_a_refusal_end_as_in_a_new_interpreter(tmp_path: Path) -> None:
@@ -50,3 +54,38 @@ def test_a_command_past_its_timeout_is_killed(tmp_path: Path) -> None:
     with pytest.raises(subprocess.TimeoutExpired):
         run_cli("train", *cli, "trainer.max_steps=1000000", timeout=20)
     assert time.monotonic() - started < 40
+
+
+def test_a_variable_a_library_set_during_a_test_does_not_send_later_commands_to_new_ones(
+    tmp_path: Path,
+) -> None:
+    """scikit-learn, imported in a test through lm-eval, sets KMP_INIT_AT_FORK. The worker's
+    server, started by that test's first command, took the command's environment as its own, and
+    every later command of the worker (the variable gone) ran as a new interpreter, silently:
+    twice the time, and this file's first test failed in one combination of files."""
+    two_tests = tmp_path / "test_two_commands.py"
+    two_tests.write_text(
+        textwrap.dedent(
+            """
+            from tests.helpers import warm_client
+            from tests.helpers.cli import run_cli
+
+            def test_first(monkeypatch):
+                monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")
+                assert run_cli("utils.gc_pause").returncode == 0
+
+            def test_second():
+                forks = warm_client._server.forks
+                assert run_cli("utils.gc_pause").returncode == 0
+                assert warm_client._server.forks == forks + 1
+            """
+        )
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not the project's options
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(two_tests)]
+    command += ["-c", str(tmp_path / "pytest.ini"), "--rootdir", str(tmp_path)]
+    result = subprocess.run(
+        command, cwd=ROOT, env=SESSION_ENVIRONMENT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "2 passed" in result.stdout, result.stdout[-3000:]

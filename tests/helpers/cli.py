@@ -7,13 +7,19 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from tests.helpers import ROOT
 from tests.helpers.compose import TINY
 from tests.helpers.corpora import one_file_corpus
+from tests.helpers.environment import SESSION_ENVIRONMENT
 from tests.helpers.warm_client import run_warm
+
+
+def command_environment(start: Mapping[str, str]) -> dict[str, str]:
+    """`start` with W&B offline and quiet, and Hydra's one-line errors, as commands run here."""
+    return {**start, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
 
 
 def run_cli(
@@ -30,10 +36,10 @@ def run_cli(
     privileges). A command whose environment is the worker's runs as a fork of an interpreter
     that has already imported the libraries (`tests.helpers.warm_client`), unless `fresh` asks
     for a new interpreter (a test of the imports themselves)."""
-    base = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
-    full_env = {**base, **(env or {})}
+    full_env = {**command_environment(os.environ), **(env or {})}
     if preexec_fn is None and not fresh:
-        warm = run_warm(f"lmtrain.{module}", list(overrides), full_env, timeout)
+        server_env = command_environment(SESSION_ENVIRONMENT)
+        warm = run_warm(f"lmtrain.{module}", list(overrides), full_env, timeout, server_env)
         if warm is not None:
             return warm
     return subprocess.run(

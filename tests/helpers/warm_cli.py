@@ -11,8 +11,9 @@ real entry point, nothing is stubbed. The standard library has nothing like it:
 multiprocessing's forkserver runs pickled functions, not commands with their own streams and exit
 codes.
 
-A command runs as a new process instead (`run_cli` decides) when its environment differs from
-the server's, since libraries read some variables once at import, or when it needs a
+The server imports under the session's environment (`tests.helpers.environment`). A command
+runs as a new process instead (`run_cli` decides) when its environment differs from that one,
+since libraries read some variables once at import, or when it needs a
 `preexec_fn`; `LMTRAIN_TEST_WARM_CLI=0` runs every command that way. The server also refuses to
 fork once it runs a Python thread besides its own, since threads do not survive a fork.
 """

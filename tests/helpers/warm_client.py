@@ -34,6 +34,8 @@ class WarmServer:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = comparable(env)
+        self.forks = 0  # commands run as forks (a test checks that commands do)
+        self.ended_told = False
         self.folder = Path(tempfile.mkdtemp(prefix="lmtrain-warm-"))
         self.path = self.folder / "socket"
         self.process = subprocess.Popen(
@@ -65,7 +67,16 @@ class WarmServer:
         """`python -m <module> <args>` in a fork of the server, as `subprocess.run(...,
         capture_output=True, text=True, timeout=timeout)` would return it; None when the server
         cannot run it (another environment, no server, or threads in it)."""
-        if comparable(env) != self.env or not self.ready():
+        if comparable(env) != self.env:
+            return None  # a test's own variables, which libraries may read at import
+        if not self.ready():
+            if not self.ended_told:
+                self.ended_told = True
+                warnings.warn(
+                    f"warm CLI server ended (exit code {self.process.poll()}); "
+                    "running every later command as a new process",
+                    stacklevel=3,
+                )
             return None
         command = [sys.executable, "-m", module, *args]
         with tempfile.TemporaryDirectory() as streams, socket.socket(socket.AF_UNIX) as conn:
@@ -89,6 +100,7 @@ class WarmServer:
                 raise subprocess.TimeoutExpired(
                     command, timeout, output=out.read_text(), stderr=err.read_text()
                 ) from None
+            self.forks += 1
             return subprocess.CompletedProcess(
                 command, ended["returncode"], out.read_text(), err.read_text()
             )
@@ -99,13 +111,20 @@ _starting = threading.Lock()  # tests run two commands at a time from threads
 
 
 def run_warm(
-    module: str, args: list[str], env: dict[str, str], timeout: float
+    module: str,
+    args: list[str],
+    env: dict[str, str],
+    timeout: float,
+    server_env: dict[str, str],
 ) -> subprocess.CompletedProcess[str] | None:
-    """Run through this worker's server (started on first use, with `env`), or None."""
+    """Run through this worker's server, or None. The server is started on first use with
+    `server_env`, the session's environment, not the first command's: that one may carry what a
+    library set as the test ran (scikit-learn's KMP_* variables), and every later command would
+    then differ from it and run as a new interpreter."""
     global _server
     if os.environ.get("LMTRAIN_TEST_WARM_CLI", "1") == "0":
         return None
     with _starting:
         if _server is None:
-            _server = WarmServer(env)
+            _server = WarmServer(server_env)
     return _server.run(module, args, env, timeout)
