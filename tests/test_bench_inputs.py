@@ -17,16 +17,9 @@ import torch
 from lmtrain.models.module import CausalLMModule
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.corpora import write_play
+from tests.helpers.scripts import SCRIPTS, load_script, run_script
 from tests.helpers.tmpfs import mounted_tmpfs
-from tests.test_bench_scripts import (
-    SCRIPTS,
-    SMALL,
-    assert_usage_error,
-    load_script,
-    make,
-    script,
-    small_args,
-)
+from tests.test_bench_scripts import SMALL, assert_usage_error, make, small_args
 
 
 @pytest.mark.parametrize(
@@ -53,7 +46,7 @@ def test_bench_refuses_an_override_before_any_work(
     play = write_play(tmp_path / "play.txt")
     out = tmp_path / "latest.json"
     args = ["--sizes=shakespeare_char", "--steps=2", "--warmup=1", "--repeats=1"]
-    result = script("bench", *args, f"--out={out}", f"--data={play}", override, cwd=tmp_path)
+    result = run_script("bench", *args, f"--out={out}", f"--data={play}", override, cwd=tmp_path)
     assert_one_line_error(result, "error: ", override.split("=")[0].lstrip("+"), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"]  # no token cache, no out
 
@@ -73,7 +66,7 @@ def test_bench_recipe_refuses_bad_lmtrain_args_and_checkouts_before_any_run(
     2,000-step run at the defaults); a missing checkout was told to prepare its data."""
     play = write_play(tmp_path / "play.txt")
     out = tmp_path / "latest.json"
-    result = script(
+    result = run_script(
         "bench_recipe",
         f"--data={play}",
         f"--out={out}",
@@ -88,7 +81,7 @@ def test_bench_recipe_refuses_bad_lmtrain_args_and_checkouts_before_any_run(
 
 
 def test_trainer_recipe_refuses_a_missing_data_file(tmp_path: Path) -> None:
-    result = script("trainer_recipe", f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
+    result = run_script("trainer_recipe", f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
     assert_usage_error(result, "trainer_recipe", f"--data {tmp_path / 'input.txt'} is not a file")
 
 
@@ -190,7 +183,7 @@ def test_every_benchmark_probes_the_out_folder_with_a_file_before_measuring(
     play = write_play(tmp_path / "play.txt")
     out = Path("/sys/latest.json")
     for name in SMALL:
-        result = script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
+        result = run_script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
         assert_one_line_error(result, f"--out {out}: /sys is not writable (", "writable folder")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["play.txt"], name  # nothing run
     assert not out.exists()
@@ -213,7 +206,7 @@ def test_a_failed_write_of_out_prints_the_results_and_one_error_line(
     measurements gone. They are now printed to stdout as the JSON the file would have held."""
     play = write_play(tmp_path / "play.txt")
     out = full_disk / "latest.json"
-    result = script(name, *SMALL[name], f"--out={out}", f"--data={play}", cwd=tmp_path)
+    result = run_script(name, *SMALL[name], f"--out={out}", f"--data={play}", cwd=tmp_path)
     assert_one_line_error(
         result, f"error: --out {out}: the results could not be written (No space left on device)"
     )

@@ -3,35 +3,17 @@
 from __future__ import annotations
 
 import ast
-import importlib.util
 import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.corpora import write_play
-
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def load_script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
-    command = [sys.executable, str(SCRIPTS / f"{name}.py"), *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+from tests.helpers.scripts import SCRIPTS, load_script, run_script
 
 
 def test_overhead_is_the_median_of_adjacent_pairs_with_its_spread_and_ms() -> None:
@@ -52,7 +34,7 @@ def test_overhead_is_the_median_of_adjacent_pairs_with_its_spread_and_ms() -> No
 def test_trainer_recipe_learns_and_reports_the_whole_val_split(tmp_path: Path) -> None:
     play = write_play(tmp_path / "play.txt")
     vocab = len(set(play.read_text()))
-    result = script(
+    result = run_script(
         "trainer_recipe",
         *(f"--data={play}", "--steps=40", "--warmup=4", "--lr=1e-2", "--block-size=16"),
         cwd=tmp_path,
@@ -70,14 +52,14 @@ def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_p
     play = write_play(tmp_path / "play.txt")
     out = tmp_path / "bench.json"
     common = ("--sizes=shakespeare_char", "--steps=2", "--warmup=1", "--repeats=1", f"--out={out}")
-    missing = script("bench", *common, f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
+    missing = run_script("bench", *common, f"--data={tmp_path / 'input.txt'}", cwd=tmp_path)
     assert_one_line_error(missing, f"--data {tmp_path / 'input.txt'} is not a file")
     assert not out.exists()
     # A size measured by an earlier command keeps its own settings (they were replaced by this
     # command's, so gpt2_10m read as measured with 2 steps).
     earlier = {"steps": 30, "warmup": 6, "repeats": 3, "threads": 2, "measured_at": "earlier"}
     out.write_text(json.dumps({"overhead_settings": {"gpt2_10m": earlier}}))
-    done = script(
+    done = run_script(
         "bench",
         *common,
         f"--data={play}",
@@ -101,7 +83,7 @@ def test_bench_reads_tiny_shakespeare_from_data_and_refuses_a_missing_file(tmp_p
 
 def test_bench_recipe_fast_needs_nanogpt(tmp_path: Path) -> None:
     play = write_play(tmp_path / "play.txt")
-    result = script("bench_recipe", "--recipe=fast", f"--data={play}", cwd=tmp_path)
+    result = run_script("bench_recipe", "--recipe=fast", f"--data={play}", cwd=tmp_path)
     assert_one_line_error(result, "--recipe fast", "--nanogpt")
 
 
@@ -111,7 +93,7 @@ def test_bench_recipe_times_trainer_and_lmtrain_and_merges_its_results(tmp_path:
     out = tmp_path / "latest.json"
     out.write_text(json.dumps({"overhead_ratio": {"shakespeare_char": 0.97}}))
     paths = f"paths.data_dir={tmp_path / 'data'} paths.log_dir={tmp_path / 'logs'}"
-    result = script(
+    result = run_script(
         "bench_recipe",
         *(f"--data={play}", "--steps=3", "--repeats=1", "--threads=1", f"--out={out}"),
         f"--lmtrain-args={paths} callbacks.text_samples=null",
@@ -157,7 +139,7 @@ def test_every_speed_switch_composes_on_every_size(tmp_path: Path) -> None:
 def test_help_shows_the_whole_description(name: str, tmp_path: Path) -> None:
     """docs/performance.md points at each script's `--help` for what it measures and how; only
     the docstring's first paragraph was shown."""
-    out = script(name, "--help", cwd=tmp_path)
+    out = run_script(name, "--help", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     doc = ast.get_docstring(ast.parse((SCRIPTS / f"{name}.py").read_text()), clean=False)
     assert doc is not None and doc.count("\n\n") >= 1
@@ -217,7 +199,7 @@ def test_bad_numbers_and_names_are_refused_together_before_any_work(
     out = tmp_path / "latest.json"
     outs = [] if name == "bench_model_step" else [f"--out={out}"]
     corpus = [f"--corpus-dir={tmp_path / 'corpora'}"] if name == "bench_data" else []
-    result = script(name, *args, *outs, *corpus, cwd=tmp_path)
+    result = run_script(name, *args, *outs, *corpus, cwd=tmp_path)
     assert_usage_error(result, name, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, nothing built
 
@@ -285,7 +267,7 @@ def test_every_benchmark_refuses_a_bad_out_before_measuring(
         out.mkdir()
     elif content is not None:
         out.write_text(content)
-    result = script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
+    result = run_script(name, *small_args(name, out, play, tmp_path), cwd=tmp_path)
     assert_one_line_error(result, f"--out {out}", fragment)
     written = ["play.txt"] if content is None else ["latest.json", "play.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == written  # no token cache, no corpus
@@ -308,7 +290,7 @@ def test_a_bad_data_file_is_one_error_line_naming_it(name: str, kind: str, tmp_p
     else:
         args += ["--steps=2", "--warmup=1"]
         args += ["--sizes=shakespeare_char"] if name == "bench" else ["--switches=tanh_gelu"]
-    result = script(name, *args, cwd=tmp_path)
+    result = run_script(name, *args, cwd=tmp_path)
     reason = {"empty": "only empty files", "binary": "not UTF-8", "short": "too few for a"}[kind]
     assert_one_line_error(result, f"error: --data {data}: ", reason)
     assert not out.exists()

@@ -21,6 +21,7 @@ other.
 - `pretrained`: a tiny random GPT-2 and its BPE saved as a hub model would be.
 - `samples`: a run that writes text samples, and samples.txt read back.
 - `assertions`: what a refused command must look like: one `error:` line, no traceback.
+- `scripts`: the benchmark scripts run as a user runs them (`run_script`) or loaded as modules.
 - `environment`: the environment each test and its commands start from (the session's).
 """
 

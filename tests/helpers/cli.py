@@ -39,7 +39,8 @@ def run_cli(
     full_env = {**command_environment(os.environ), **(env or {})}
     if preexec_fn is None and not fresh:
         server_env = command_environment(SESSION_ENVIRONMENT)
-        warm = run_warm(f"lmtrain.{module}", list(overrides), full_env, timeout, server_env)
+        command = ["-m", f"lmtrain.{module}", *overrides]
+        warm = run_warm(command, full_env, timeout, server_env)
         if warm is not None:
             return warm
     return subprocess.run(

@@ -1,5 +1,5 @@
-"""`python -m lmtrain.<module>` commands run as forks of one interpreter that imported the
-libraries once.
+"""`python -m lmtrain.<module>` commands, and `python scripts/<name>.py`, run as forks of one
+interpreter that imported the libraries once.
 
 Why: every command of the suite spends ~5 s of its 2 cores importing torch, Lightning,
 transformers and W&B before it reads its first override (docs/performance.md, Startup), and the
@@ -142,9 +142,16 @@ def become_command(request: dict[str, Any]) -> None:
     random.seed()
     np.random.seed()
     torch.manual_seed(TORCH_DEFAULT_SEED)
-    sys.path[0] = os.getcwd()  # `python -m` puts the working folder first
-    sys.argv = ["-m", *request["args"]]
-    runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    if "OMP_NUM_THREADS" in request["env"]:  # read by torch as it starts (warm_client)
+        torch.set_num_threads(int(request["env"]["OMP_NUM_THREADS"]))
+    if "module" in request:
+        sys.path[0] = os.getcwd()  # `python -m` puts the working folder first
+        sys.argv = ["-m", *request["args"]]
+        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+    else:  # `python script.py` puts the script's folder first
+        sys.path[0] = os.path.dirname(os.path.realpath(request["path"]))
+        sys.argv = [request["path"], *request["args"]]
+        runpy.run_path(request["path"], run_name="__main__")
 
 
 if __name__ == "__main__":

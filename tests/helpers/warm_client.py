@@ -25,8 +25,19 @@ from tests.helpers import ROOT
 PER_TEST_VARIABLES = {"PYTEST_CURRENT_TEST"}
 
 
+# Read by torch once, as it starts its thread pool; a fork applies a command's own value with
+# `torch.set_num_threads` (tests.helpers.warm_cli), where the server started without one.
+THREADS_VARIABLE = "OMP_NUM_THREADS"
+
+
 def comparable(env: dict[str, str]) -> dict[str, str]:
     return {key: value for key, value in env.items() if key not in PER_TEST_VARIABLES}
+
+
+def replayable_threads(env: dict[str, str]) -> bool:
+    """Whether a fork can apply `env`'s thread count as torch would have read it."""
+    value = env.get(THREADS_VARIABLE, "1")
+    return value.isdigit() and int(value) > 0
 
 
 class WarmServer:
@@ -61,13 +72,26 @@ class WarmServer:
             time.sleep(0.05)
         return True
 
+    def forkable(self, env: dict[str, str]) -> bool:
+        """Whether a command with `env` may run as a fork: the server's environment, but for a
+        thread count the fork applies itself."""
+        theirs = comparable(env)
+        if THREADS_VARIABLE not in self.env and replayable_threads(theirs):
+            theirs.pop(THREADS_VARIABLE, None)
+        return theirs == self.env
+
     def run(
-        self, module: str, args: list[str], env: dict[str, str], timeout: float
+        self,
+        command: list[str],
+        env: dict[str, str],
+        timeout: float,
+        cwd: Path = ROOT,
     ) -> subprocess.CompletedProcess[str] | None:
-        """`python -m <module> <args>` in a fork of the server, as `subprocess.run(...,
-        capture_output=True, text=True, timeout=timeout)` would return it; None when the server
-        cannot run it (another environment, no server, or threads in it)."""
-        if comparable(env) != self.env:
+        """`python <command>` (`-m <module> <args>` or `<script.py> <args>`) in a fork of the
+        server, as `subprocess.run(..., capture_output=True, text=True, timeout=timeout)` would
+        return it; None when the server cannot run it (another environment, no server, or
+        threads in it)."""
+        if not self.forkable(env):
             return None  # a test's own variables, which libraries may read at import
         if not self.ready():
             if not self.ended_told:
@@ -78,11 +102,15 @@ class WarmServer:
                     stacklevel=3,
                 )
             return None
-        command = [sys.executable, "-m", module, *args]
+        if command[0] == "-m":
+            request: dict[str, object] = {"module": command[1], "args": command[2:]}
+        else:
+            request = {"path": command[0], "args": command[1:]}
+        request |= {"env": env, "cwd": str(cwd)}
+        command = [sys.executable, *command]
         with tempfile.TemporaryDirectory() as streams, socket.socket(socket.AF_UNIX) as conn:
             out, err = Path(streams, "stdout"), Path(streams, "stderr")
             conn.connect(str(self.path))
-            request = {"module": module, "args": args, "env": env, "cwd": str(ROOT)}
             request |= {"stdout": str(out), "stderr": str(err)}
             conn.sendall((json.dumps(request) + "\n").encode())
             replies = conn.makefile()
@@ -111,11 +139,11 @@ _starting = threading.Lock()  # tests run two commands at a time from threads
 
 
 def run_warm(
-    module: str,
-    args: list[str],
+    command: list[str],
     env: dict[str, str],
     timeout: float,
     server_env: dict[str, str],
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str] | None:
     """Run through this worker's server, or None. The server is started on first use with
     `server_env`, the session's environment, not the first command's: that one may carry what a
@@ -127,4 +155,4 @@ def run_warm(
     with _starting:
         if _server is None:
             _server = WarmServer(server_env)
-    return _server.run(module, args, env, timeout)
+    return _server.run(command, env, timeout, cwd)
