@@ -4,6 +4,7 @@ in a new interpreter does: the same files, numbers, output, exit codes and trace
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,8 +15,9 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.helpers.assertions import assert_one_line_error
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import command_environment, run_cli, tiny_cli
 from tests.helpers.environment import SESSION_ENVIRONMENT
+from tests.helpers.warm_client import run_warm
 
 
 def test_a_run_and_a_refusal_end_as_in_a_new_interpreter(tmp_path: Path) -> None:
@@ -89,3 +91,29 @@ def test_a_variable_a_library_set_during_a_test_does_not_send_later_commands_to_
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "2 passed" in result.stdout, result.stdout[-3000:]
+
+
+def test_a_script_sees_its_folder_arguments_and_thread_count_as_in_a_new_interpreter(
+    tmp_path: Path,
+) -> None:
+    """`python <script.py>` puts the script's folder first on sys.path (the benchmark scripts
+    import their siblings) and torch reads OMP_NUM_THREADS as it starts: a fork applies both."""
+    folder = tmp_path / "scripts"
+    folder.mkdir()
+    (folder / "sibling.py").write_text("NAME = 'sibling'\n")
+    shown = folder / "show.py"
+    shown.write_text(
+        "import os, sys, torch\nimport sibling\n"
+        "print(sibling.NAME, sys.path[0], sys.argv, os.getcwd(), torch.get_num_threads())\n"
+        "sys.exit(3)\n"
+    )
+    env = {**command_environment(os.environ), "OMP_NUM_THREADS": "1"}
+    command = [str(shown), "--flag"]
+    server_env = command_environment(SESSION_ENVIRONMENT)
+    warm = run_warm(command, env, 60, server_env, cwd=tmp_path)
+    assert warm is not None  # it ran as a fork
+    fresh = subprocess.run(
+        [sys.executable, *command], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (warm.returncode, warm.stdout) == (fresh.returncode, fresh.stdout) == (3, fresh.stdout)
+    assert fresh.stdout.split()[-1] == "1" and fresh.stdout.startswith("sibling"), fresh.stdout
