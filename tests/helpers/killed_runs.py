@@ -26,8 +26,11 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from tests.helpers import ROOT
+from tests.helpers.cli import command_environment
 from tests.helpers.compose import TINY
 from tests.helpers.corpora import write_corpus
+from tests.helpers.environment import SESSION_ENVIRONMENT
+from tests.helpers.warm_client import WarmProcess, start_warm
 
 STEPS = 57
 RESUMABLE_RUN = [
@@ -96,16 +99,22 @@ def uninterrupted_run(folder: Path, corpus: Path, data_dir: Path) -> Path:
     return run_dir
 
 
-def start(command: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """The run in its own process group, so a kill reaches DDP's other rank too."""
+def start(command: list[str], log: Path) -> subprocess.Popen[bytes] | WarmProcess:
+    """The run in its own process group, so a kill reaches DDP's other rank too; `python -m`
+    as a fork of the warm server where it can be one (`tests.helpers.warm_client`)."""
     env = {**os.environ, "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    if command[:2] == [sys.executable, "-m"]:
+        server_env = command_environment(SESSION_ENVIRONMENT)
+        warm = start_warm(command[1:], env, log, server_env)
+        if warm is not None:
+            return warm
     with open(log, "ab") as out:
         return subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
 
 
-def kill(proc: subprocess.Popen[bytes]) -> int:
+def kill(proc: subprocess.Popen[bytes] | WarmProcess) -> int:
     """SIGKILL to the run's whole process group; its exit status (the run's own, should it have
     ended first: the caller's assertion then names it, where killpg would raise)."""
     with contextlib.suppress(ProcessLookupError):
@@ -128,7 +137,7 @@ def kill_at_marker(command: list[str], log: Path, marker: Path) -> None:
     assert kill(proc) == -signal.SIGKILL, log.read_text()[-3000:]
 
 
-def wait_for_saves(proc: subprocess.Popen[bytes], path: Path, saves: int) -> None:
+def wait_for_saves(proc: subprocess.Popen[bytes] | WarmProcess, path: Path, saves: int) -> None:
     """Return once `path` has been saved `saves` more times (see `checkpoint_id`), or the run
     has ended."""
     seen = checkpoint_id(path)

@@ -111,13 +111,24 @@ def supervise(conn: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
     pid = os.fork()
     if pid == 0:
         conn.close()
+        if request.get("new_session"):  # Popen's start_new_session: a killpg reaches its ranks
+            os.setsid()
         return request
     try:
+        while request.get("new_session") and pgid(pid) not in (pid, None):
+            pass  # the test may killpg as soon as it has the pid
         send(conn, {"pid": pid})
         _, status = os.waitpid(pid, 0)
         send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
     finally:  # also when the client gave up (a timeout) and closed the connection
         os._exit(0)
+
+
+def pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
 
 
 def become_command(request: dict[str, Any]) -> None:
@@ -131,11 +142,15 @@ def become_command(request: dict[str, Any]) -> None:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    written = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if request["stderr"] else os.O_APPEND)
     for fd, path, flags in (
         (0, os.devnull, os.O_RDONLY),
-        (1, request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
-        (2, request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+        (1, request["stdout"], written),
+        (2, request["stderr"], written),
     ):
+        if path is None:  # stderr into stdout, a log appended to (Popen's stderr=STDOUT)
+            os.dup2(1, fd)
+            continue
         opened = os.open(path, flags, 0o644)
         os.dup2(opened, fd)
         os.close(opened)

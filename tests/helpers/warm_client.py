@@ -30,8 +30,15 @@ PER_TEST_VARIABLES = {"PYTEST_CURRENT_TEST"}
 THREADS_VARIABLE = "OMP_NUM_THREADS"
 
 
+# Read only as a run starts or ends (W&B's mode by `wandb.init`, Hydra's by its error report):
+# a fork that takes the command's environment reads them as a new interpreter would.
+RUN_TIME_VARIABLES = {"WANDB_MODE", "HYDRA_FULL_ERROR"}
+
+
 def comparable(env: dict[str, str]) -> dict[str, str]:
-    return {key: value for key, value in env.items() if key not in PER_TEST_VARIABLES}
+    """`env` without what may differ between the server and a command it forks."""
+    ignored = PER_TEST_VARIABLES | RUN_TIME_VARIABLES
+    return {key: value for key, value in env.items() if key not in ignored}
 
 
 def replayable_threads(env: dict[str, str]) -> bool:
@@ -80,17 +87,10 @@ class WarmServer:
             theirs.pop(THREADS_VARIABLE, None)
         return theirs == self.env
 
-    def run(
-        self,
-        command: list[str],
-        env: dict[str, str],
-        timeout: float,
-        cwd: Path = ROOT,
-    ) -> subprocess.CompletedProcess[str] | None:
-        """`python <command>` (`-m <module> <args>` or `<script.py> <args>`) in a fork of the
-        server, as `subprocess.run(..., capture_output=True, text=True, timeout=timeout)` would
-        return it; None when the server cannot run it (another environment, no server, or
-        threads in it)."""
+    def connect(self, command: list[str], env: dict[str, str], request: dict[str, object]):
+        """A connection to a fork running `python <command>` (`-m <module> <args>` or
+        `<script.py> <args>`) and the fork's pid; None when the server cannot run it (another
+        environment, no server, or threads in it)."""
         if not self.forkable(env):
             return None  # a test's own variables, which libraries may read at import
         if not self.ready():
@@ -99,43 +99,117 @@ class WarmServer:
                 warnings.warn(
                     f"warm CLI server ended (exit code {self.process.poll()}); "
                     "running every later command as a new process",
-                    stacklevel=3,
+                    stacklevel=4,
                 )
             return None
         if command[0] == "-m":
-            request: dict[str, object] = {"module": command[1], "args": command[2:]}
+            request |= {"module": command[1], "args": command[2:]}
         else:
-            request = {"path": command[0], "args": command[1:]}
-        request |= {"env": env, "cwd": str(cwd)}
-        command = [sys.executable, *command]
-        with tempfile.TemporaryDirectory() as streams, socket.socket(socket.AF_UNIX) as conn:
-            out, err = Path(streams, "stdout"), Path(streams, "stderr")
-            conn.connect(str(self.path))
-            request |= {"stdout": str(out), "stderr": str(err)}
-            conn.sendall((json.dumps(request) + "\n").encode())
-            replies = conn.makefile()
-            started = json.loads(replies.readline())
-            if "refused" in started:
-                warnings.warn(
-                    f"warm CLI server: {started['refused']}; running a new process", stacklevel=3
-                )
-                return None
-            conn.settimeout(timeout)
-            try:
-                ended = json.loads(replies.readline())
-            except TimeoutError:
-                os.kill(started["pid"], signal.SIGKILL)
-                raise subprocess.TimeoutExpired(
-                    command, timeout, output=out.read_text(), stderr=err.read_text()
-                ) from None
-            self.forks += 1
-            return subprocess.CompletedProcess(
-                command, ended["returncode"], out.read_text(), err.read_text()
+            request |= {"path": command[0], "args": command[1:]}
+        conn = socket.socket(socket.AF_UNIX)
+        conn.connect(str(self.path))
+        conn.sendall((json.dumps(request | {"env": env}) + "\n").encode())
+        replies = conn.makefile()
+        started = json.loads(replies.readline())
+        if "refused" in started:
+            conn.close()
+            warnings.warn(
+                f"warm CLI server: {started['refused']}; running a new process", stacklevel=4
             )
+            return None
+        self.forks += 1
+        return conn, replies, started["pid"]
+
+    def run(
+        self, command: list[str], env: dict[str, str], timeout: float, cwd: Path = ROOT
+    ) -> subprocess.CompletedProcess[str] | None:
+        """`python <command>` in a fork of the server, as `subprocess.run(...,
+        capture_output=True, text=True, timeout=timeout)` would return it, or None."""
+        with tempfile.TemporaryDirectory() as streams:
+            out, err = Path(streams, "stdout"), Path(streams, "stderr")
+            request = {"cwd": str(cwd), "stdout": str(out), "stderr": str(err)}
+            connected = self.connect(command, env, request)
+            if connected is None:
+                return None
+            conn, replies, pid = connected
+            with conn:
+                conn.settimeout(timeout)
+                try:
+                    ended = json.loads(replies.readline())
+                except TimeoutError:
+                    os.kill(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired(
+                        [sys.executable, *command], timeout, out.read_text(), err.read_text()
+                    ) from None
+            return subprocess.CompletedProcess(
+                [sys.executable, *command], ended["returncode"], out.read_text(), err.read_text()
+            )
+
+    def start(self, command: list[str], env: dict[str, str], log: Path) -> WarmProcess | None:
+        """`python <command>` in a fork of the server, started as `subprocess.Popen(...,
+        stdout=<log opened for appending>, stderr=subprocess.STDOUT, start_new_session=True)`
+        would start it, or None."""
+        request = {"cwd": str(ROOT), "stdout": str(log), "stderr": None, "new_session": True}
+        connected = self.connect(command, env, request)
+        if connected is None:
+            return None
+        return WarmProcess([sys.executable, *command], *connected)
+
+
+class WarmProcess:
+    """A command forked from the server, as far as the tests use a `subprocess.Popen`: its pid
+    (the leader of its own session), `poll`, `wait`, `communicate` (no pipes: nothing to read),
+    `send_signal` and `kill`. A thread waits for the server's word that it ended."""
+
+    def __init__(self, args: list[str], conn: socket.socket, replies, pid: int) -> None:
+        self.args, self.pid, self.returncode = args, pid, None
+        self.ended = threading.Event()
+        self.conn, self.replies = conn, replies
+        threading.Thread(target=self.read_end, daemon=True).start()
+
+    def read_end(self) -> None:
+        with self.conn:
+            line = self.replies.readline()
+        self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+        self.ended.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self.ended.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[None, None]:
+        self.wait(timeout)
+        return None, None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _server: WarmServer | None = None
 _starting = threading.Lock()  # tests run two commands at a time from threads
+
+
+def worker_server(server_env: dict[str, str]) -> WarmServer | None:
+    """This worker's server, started on first use with `server_env`, the session's environment,
+    not the first command's: that one may carry what a library set as the test ran
+    (scikit-learn's KMP_* variables), and every later command would then differ from it and run
+    as a new interpreter. None under LMTRAIN_TEST_WARM_CLI=0."""
+    global _server
+    if os.environ.get("LMTRAIN_TEST_WARM_CLI", "1") == "0":
+        return None
+    with _starting:
+        if _server is None:
+            _server = WarmServer(server_env)
+    return _server
 
 
 def run_warm(
@@ -145,14 +219,14 @@ def run_warm(
     server_env: dict[str, str],
     cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess[str] | None:
-    """Run through this worker's server, or None. The server is started on first use with
-    `server_env`, the session's environment, not the first command's: that one may carry what a
-    library set as the test ran (scikit-learn's KMP_* variables), and every later command would
-    then differ from it and run as a new interpreter."""
-    global _server
-    if os.environ.get("LMTRAIN_TEST_WARM_CLI", "1") == "0":
-        return None
-    with _starting:
-        if _server is None:
-            _server = WarmServer(server_env)
-    return _server.run(command, env, timeout, cwd)
+    """`WarmServer.run` on this worker's server, or None."""
+    server = worker_server(server_env)
+    return None if server is None else server.run(command, env, timeout, cwd)
+
+
+def start_warm(
+    command: list[str], env: dict[str, str], log: Path, server_env: dict[str, str]
+) -> WarmProcess | None:
+    """`WarmServer.start` on this worker's server, or None."""
+    server = worker_server(server_env)
+    return None if server is None else server.start(command, env, log)
