@@ -25,11 +25,15 @@ def flops_per_batch(config: PretrainedConfig, batch_size: int, seq_len: int) -> 
     """
     kind = MODEL_FOR_CAUSAL_LM_MAPPING.get(type(config), None)
     attention = "sdpa" if getattr(kind, "_supports_sdpa", False) else "eager"
+    # A copy: from_config sets the attention on the config it is given, the training model's.
+    # No pad id: with one, the forward looks for it in the ids (`in`, an `.item()` meta tensors
+    # cannot do: `+model.config.pad_token_id=0` was a traceback here). The count is the same.
+    counted = copy.deepcopy(config)
+    counted.pad_token_id = None
     with torch.device("meta"):
-        # The config may come from a pretrained folder: never its auto_map code. A copy:
-        # from_config sets the attention on the config it is given, the training model's.
+        # The config may come from a pretrained folder: never its auto_map code.
         model = AutoModelForCausalLM.from_config(
-            copy.deepcopy(config), trust_remote_code=False, attn_implementation=attention
+            counted, trust_remote_code=False, attn_implementation=attention
         )
         input_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     # use_cache=True whatever the config says: without a cache (and a mask), transformers looks

@@ -29,6 +29,7 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.models.causal import check_causal, no_causal_lm
 from lmtrain.models.pretrained import ATTENTION_WORDS, load_weights
 from lmtrain.models.pretrained_overrides import overridden_config, refuse_unknown_config_keys
+from lmtrain.models.token_ids import refuse_token_ids_outside_vocabulary
 from lmtrain.utils.checks import names_local_path
 from lmtrain.utils.model_config_keys import refuse_settings_elsewhere
 
@@ -74,6 +75,7 @@ def build_causal_lm(
             f"model.model_type={model_type!r} is not a transformers model type: {err}"
         ) from None
     refuse_unknown_config_keys(model_type, hf_config, config or {})
+    refuse_token_ids_outside_vocabulary(hf_config, config or {})
     if type(hf_config) not in MODEL_FOR_CAUSAL_LM_MAPPING:  # t5: transformers' ValueError
         raise no_causal_lm(f"model.model_type={model_type!r}")
     if not config:  # transformers' defaults, which the command line's configs never leave
