@@ -35,6 +35,7 @@ from lmtrain.models.checkpoint_paths import (
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder, refuse_run_folder
+from lmtrain.models.resume_refusals import launch_folder_first, resumed_model_refusal
 from lmtrain.utils.checkpointless_run import RAN_WITHOUT, ran_without_checkpoints
 from lmtrain.utils.damaged_checkpoint import instead
 from lmtrain.utils.safe_load import check_dcp_folder, load_torch_file
@@ -165,7 +166,8 @@ def check_same_model(
     `trainer.fit`, or one saved past `max_steps` (`trainer.max_steps` counts the run's steps,
     not steps to add: Lightning would stop at once, exit 0 and rewrite the run's metrics). With
     `resume=` (the run folder), the model comes from the run's saved config, so another model
-    there means that config was edited: the advice says so.
+    there means that config was edited, or its relative corpus path was read in another
+    working directory: the advice names which (`lmtrain.models.resume_refusals`).
 
     Lightning would find out only when it loads the state dict, after the data is prepared,
     with a traceback of tensor shapes. The checkpoint's HF config (stored by CausalLMModule)
@@ -187,17 +189,14 @@ def check_same_model(
         return
     differences = model_differences(saved, config.to_dict())
     if not differences:
-        check_same_tokenizer(ckpt_path, extra.get("tokenizer_files"), tokenizer)
+        with launch_folder_first(resume, meta, "another tokenizer"):
+            check_same_tokenizer(ckpt_path, extra.get("tokenizer_files"), tokenizer)
         return
     listed = ", ".join(f"{k}={a!r} in the checkpoint but {b!r} here" for k, a, b in differences)
     keys = {key for key, _, _ in differences}
     hint = " (vocab_size comes from data.tokenizer)" if "vocab_size" in keys else ""
     if resume:
-        raise LMTrainError(
-            f"resume={resume}: the run's .hydra/config.yaml describes another model than its "
-            f"checkpoint ({listed}): undo the edit, e.g. from a copy in "
-            ".hydra/previous/<time>/; resume= keeps the model the run was trained with"
-        )
+        raise resumed_model_refusal(resume, meta, listed)
     raise LMTrainError(
         f"ckpt_path={str(ckpt_path)!r} holds another model: {listed}: resume with the "
         f"checkpoint's model settings (model=..., model.config.<key>=<value>){hint}, or drop "
