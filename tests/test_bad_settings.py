@@ -807,8 +807,8 @@ def test_a_trainer_setting_lightning_refuses_is_one_line(
             ["field 'tie_word_embeddings'", "expected bool, got str (value: 'no')"],
         ),
         (
-            ["model=llama_tiny", "model.config.num_hidden_layers=1", "+model.config.head_dim=7"],
-            ["RoPE requires an even rotary dimension", "`head_dim`=7"],
+            ["model=llama_tiny", "model.config.num_hidden_layers=1", "+model.config.mlp_bias=3"],
+            ["field 'mlp_bias'", "expected bool, got int (value: 3)"],
         ),
     ],
 )

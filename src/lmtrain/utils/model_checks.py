@@ -18,6 +18,7 @@ from lmtrain.errors import no_causal_lm
 from lmtrain.utils.checks import Problems, names_local_path
 from lmtrain.utils.model_config_keys import fresh_model_key_problems, settings_elsewhere
 from lmtrain.utils.optimizer_checks import check_optimization
+from lmtrain.utils.rope_checks import rope_head_problems
 
 log = logging.getLogger(__name__)
 # Width / head pairs of the HF configs we ship (GPT-2, Llama): the width must split into heads,
@@ -111,6 +112,8 @@ def check_model(model: dict[str, Any], problems: Problems, max_steps: Any = None
                 f"model.config.{width}={w} does not split into model.config.{heads}={h} heads: "
                 f"pass a {width} that is a multiple of {h}, or another {heads}"
             )
+    if not pretrained:  # a RoPE model's heads of an odd size (a folder's shapes are its own)
+        problems.extend(rope_head_problems(model_type, config))
 
 
 def check_pretrained_is_text(pretrained: Any, problems: Problems) -> None:
