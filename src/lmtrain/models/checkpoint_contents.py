@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.models.weight_flags import weight_changing_keys
 from lmtrain.utils.safe_load import CHECKPOINT_KEY  # the entry CausalLMModule adds
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint, one_file_advice
 
@@ -282,15 +283,16 @@ def check_same_optimizer(
 def model_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """(key, saved, current) for the HF config entries that make two models different.
 
-    The model type, and every integer setting (widths, depths, heads, context, vocabulary)
-    except token ids; dropout and other float or flag settings may change on resume.
+    The model type, every integer setting (widths, depths, heads, context, vocabulary) except
+    token ids, and any other setting that adds or reshapes weights (`weight_changing_keys`:
+    tie_word_embeddings, attention_bias, ...); dropout and other floats may change on resume.
     """
-    differences = []
+    differences, others = [], []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
         if a == b or key.endswith(("_token_id", "_token_ids")) or key.startswith("_"):
             continue
         integers = [v for v in (a, b) if isinstance(v, int) and not isinstance(v, bool)]
-        if key == "model_type" or integers:
-            differences.append((key, a, b))
-    return differences
+        (differences if key == "model_type" or integers else others).append((key, a, b))
+    changing = weight_changing_keys(saved, current, [key for key, _, _ in others])
+    return sorted([*differences, *(entry for entry in others if entry[0] in changing)])
