@@ -1,12 +1,17 @@
 # lmtrain: `make train` runs the main job, `make test` the tests; both create .venv when missing.
 # This Makefile's folder ("" when make runs in it): `make -f <checkout>/Makefile <target>` from
 # another folder uses the checkout's .venv and scripts (logs/ stays the current folder's, or
-# $PROJECT_ROOT's).
-HERE := $(patsubst ./%,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# $PROJECT_ROOT's). make splits a -f path at its spaces, so one with a space is refused (below).
+SELF := $(lastword $(MAKEFILE_LIST))
+HERE := $(patsubst ./%,%,$(dir $(SELF)))
 VENV ?= $(HERE).venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
-# Hydra overrides for train/eval, e.g. make train ARGS="experiment=shakespeare_char"
+# Hydra overrides for train/eval, e.g. make train ARGS="experiment=shakespeare_char". ARGS,
+# BENCH_ARGS, PYTEST_ARGS, DATA, NANOGPT and SWEEP reach the recipe's shell as typed ($(value X):
+# make would read the $H of hydra.run.dir=$HOME/run as its own variable and pass OME/run); the
+# shell then reads them as a plain command line does: $HOME expands, a Hydra ${...} needs single
+# quotes (make train ARGS="'data.source.path=\${oc.env:CORPUS}'").
 ARGS ?=
 # Extra arguments for scripts/bench.py, e.g. make bench BENCH_ARGS="--repeats 5"
 BENCH_ARGS ?=
@@ -26,20 +31,38 @@ SWEEP ?= $(shell ls -d "$${PROJECT_ROOT:-.}"/logs/*/multiruns/*/ 2>/dev/null \
 	| LC_ALL=C sort | tail -n 1 | cut -f 2-)
 # Extra pytest arguments, e.g. make test PYTEST_ARGS="-m 'not slow' -x"
 PYTEST_ARGS ?=
+DATA_ARG = $(if $(value DATA),--data "$(value DATA)")
+SWEEP_DIR = $(if $(filter file,$(origin SWEEP)),$(SWEEP),$(value SWEEP))
 # Test processes (pytest-xdist); each test file runs whole in one of them (module fixtures once).
 TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install train eval test bench report lint format clean-logs
+.PHONY: help install venv-check train eval test bench report lint format clean-logs
 
 help: ## Show the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(SELF) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
+ifneq ($(realpath $(SELF)),)
 install: $(VENV)/.installed ## Create .venv and install lmtrain editable with dev extras
+else
+# SELF is what follows the -f path's last space, not this file: every target stops here, in one
+# line (+: under make -n too), not at "No rule to make target" for the half of a path.
+help: install
+install:
+	+@echo 'error: make -f $(subst ','\'',$(strip $(MAKEFILE_LIST))): make splits a path at its spaces and cannot find this checkout: cd to the checkout and run make $(or $(MAKECMDGOALS),help) there, or -f a link to it from a path without spaces' >&2; exit 1
+endif
+
+# A .venv that cannot run (a link to a venv that is gone; a venv whose Python was removed or
+# upgraded) is named at every target, not met as "File exists" or "No such file" every time.
+venv-check:
+	@if test -L "$(VENV)" && ! test -e "$(VENV)"; then \
+		echo "error: $(VENV) links to $$(readlink "$(VENV)"), which does not exist: link it to a venv that does, or rm $(VENV) (the link), then make install" >&2; exit 1; fi
+	@if { test -e "$(PY)" || test -L "$(PY)"; } && ! test -x "$(PY)"; then \
+		echo "error: $(PY) cannot run (a link to a Python that was removed or upgraded since $(VENV) was made): rm -rf $(VENV), then make install" >&2; exit 1; fi
 
 # Re-runs only when pyproject.toml changes, so every target can depend on it cheaply.
 # A .venv of an older Python (a first try with a too-old python3) is named, not reused forever.
-$(VENV)/.installed: $(HERE)pyproject.toml
+$(VENV)/.installed: $(HERE)pyproject.toml | venv-check
 	@if test -x $(PY) && ! $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then \
 		echo "error: $(VENV) holds Python $$($(PY) -c 'import platform; print(platform.python_version())'), lmtrain needs 3.10 or newer: rm -rf $(VENV), then make install PYTHON=python3.11" >&2; exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,27 +71,27 @@ $(VENV)/.installed: $(HERE)pyproject.toml
 	touch $@
 
 train: install ## Train on the default corpus (ARGS="key=value ..." for Hydra overrides)
-	$(PY) -m lmtrain.train $(ARGS)
+	$(PY) -m lmtrain.train $(value ARGS)
 
 eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
-	$(PY) -m lmtrain.eval $(ARGS)
+	$(PY) -m lmtrain.eval $(value ARGS)
 
 test: install ## Run the test suite
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(value PYTEST_ARGS)
 
 # BENCH_ARGS are checked first (bench.py --check-args: parsed and checked, nothing measured), so
 # that a bad one is refused at once, not after the recipe benchmark's minutes.
 bench: install ## Benchmarks: recipe vs nanoGPT and HF Trainer, Lightning vs raw loop, speed switches, data (logs/bench/latest.json)
-	$(PY) $(HERE)scripts/bench.py --check-args $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
-	$(PY) $(HERE)scripts/bench_recipe.py $(if $(DATA),--data "$(DATA)") $(if $(NANOGPT),--nanogpt "$(NANOGPT)")
-	$(if $(NANOGPT),$(PY) $(HERE)scripts/bench_recipe.py --recipe fast $(if $(DATA),--data "$(DATA)") --nanogpt "$(NANOGPT)")
-	$(PY) $(HERE)scripts/bench.py $(if $(DATA),--data "$(DATA)") $(BENCH_ARGS)
-	$(PY) $(HERE)scripts/bench_switches.py $(if $(DATA),--data "$(DATA)")
+	$(PY) $(HERE)scripts/bench.py --check-args $(DATA_ARG) $(value BENCH_ARGS)
+	$(PY) $(HERE)scripts/bench_recipe.py $(DATA_ARG) $(if $(value NANOGPT),--nanogpt "$(value NANOGPT)")
+	$(if $(value NANOGPT),$(PY) $(HERE)scripts/bench_recipe.py --recipe fast $(DATA_ARG) --nanogpt "$(value NANOGPT)")
+	$(PY) $(HERE)scripts/bench.py $(DATA_ARG) $(value BENCH_ARGS)
+	$(PY) $(HERE)scripts/bench_switches.py $(DATA_ARG)
 	$(PY) $(HERE)scripts/bench_data.py
 
 report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multiruns/<time>)
-	@test -n "$(SWEEP)" || { echo "error: no sweep under $${PROJECT_ROOT:-.}/logs/*/multiruns/ in a folder named by its start time (<date>_<time>): run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
-	$(PY) -m lmtrain.report "$(SWEEP)"
+	@test -n "$(SWEEP_DIR)" || { echo "error: no sweep under $${PROJECT_ROOT:-.}/logs/*/multiruns/ in a folder named by its start time (<date>_<time>): run one (python -m lmtrain.train -m ...) or pass SWEEP=<folder>" >&2; exit 1; }
+	$(PY) -m lmtrain.report "$(SWEEP_DIR)"
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .
