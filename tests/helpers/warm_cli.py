@@ -162,6 +162,9 @@ def become_command(request: dict[str, Any]) -> None:
     if "module" in request:
         sys.path[0] = os.getcwd()  # `python -m` puts the working folder first
         sys.argv = ["-m", *request["args"]]
+        # As in a new interpreter, where `lmtrain.train` is not imported before it runs as
+        # `__main__` (runpy warned "found in sys.modules ..." on stderr in every fork).
+        sys.modules.pop(request["module"], None)
         runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
     else:  # `python script.py` puts the script's folder first
         sys.path[0] = os.path.dirname(os.path.realpath(request["path"]))
