@@ -56,6 +56,7 @@ from lmtrain.utils.run_record import record_files, write_record
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
+from lmtrain.utils.unresolved_folder import as_typed, refuse_unresolved_folder
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class ResumeRun(HydraCallback):
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
         # Here, before Hydra makes a run folder for nothing (the config checks say it too).
+        guarded(lambda: refuse_unresolved_folder(config, "hydra.run.dir"))  # ${oc.env:UNSET}
         problems = Problems()
         check_run_references(config, problems)
         if problems.found:
@@ -196,7 +198,7 @@ def guarded(step: Callable[[], Any]) -> Any:
 
 def named_run_dir(config: DictConfig) -> Path | None:
     """The folder `hydra.run.dir=` names on the command line, if it does."""
-    typed = any(str(o).startswith("hydra.run.dir=") for o in config.hydra.overrides.hydra)
+    typed = any(o.startswith("hydra.run.dir=") for o in as_typed(config.hydra.overrides.hydra))
     return Path(str(config.hydra.run.dir)) if typed else None  # as Hydra writes it: no `~`
 
 
@@ -296,7 +298,7 @@ def log_resume(cfg: DictConfig) -> None:
             f"resume={cfg.resume} was not applied (configs/train.yaml's hydra.callbacks lacks "
             "resume_run: lmtrain.callbacks.resume_run.ResumeRun): add it back"
         )
-    typed = [str(o) for o in HydraConfig.get().overrides.task if str(o).startswith("resume=")]
+    typed = [o for o in as_typed(HydraConfig.get().overrides.task) if o.startswith("resume=")]
     if typed == [f"resume={LATEST}"]:
         log.info(
             "resume=latest: resuming %s, the run of task_name=%s whose last.ckpt is the newest",

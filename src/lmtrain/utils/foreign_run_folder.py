@@ -18,12 +18,14 @@ from typing import Any
 
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import refuse_bad_task_name
 from lmtrain.utils.export_dir import is_previous_export
 from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
+from lmtrain.utils.unresolved_folder import error_line, refuse_unresolved_folder
 
 # What lmtrain.train leaves in a run folder and none of these tools writes.
 TRAINING_OUTPUTS = ("checkpoints",)
@@ -127,9 +129,10 @@ class RefuseForeignRunFolder(HydraCallback):
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
+            refuse_unresolved_folder(config, "hydra.run.dir")  # `${oc.env:UNSET}` in a path
             refuse_unmade_folder(config, "hydra.run.dir")  # `~/run`, an empty PROJECT_ROOT
-        except LMTrainError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except (LMTrainError, OmegaConfBaseException) as err:
+            print(error_line(err, config, "hydra.run.dir"), file=sys.stderr, flush=True)
             raise SystemExit(1) from None
         folder = Path(str(config.hydra.run.dir))  # as Hydra will write it: no `~` expanded
         task = str(config.task_name)
@@ -144,7 +147,8 @@ class RefuseForeignRunFolder(HydraCallback):
         """A sweep (`-m`): its folder, before Hydra's launcher makes it."""
         try:
             refuse_bad_task_name(config)  # the sweep folder is named by it
+            refuse_unresolved_folder(config, "hydra.sweep.dir")
             refuse_unmade_folder(config, "hydra.sweep.dir")
-        except LMTrainError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except (LMTrainError, OmegaConfBaseException) as err:
+            print(error_line(err, config, "hydra.sweep.dir"), file=sys.stderr, flush=True)
             raise SystemExit(1) from None

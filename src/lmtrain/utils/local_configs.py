@@ -16,6 +16,7 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
+from omegaconf import ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
 
@@ -33,8 +34,12 @@ def hydra_node(cfg: Mapping[str, Any] | None = None) -> Any:
 
 
 def typed_choice(hydra: Any) -> bool:
-    """Whether the command line picks the `local` group (`local=x`, `+local=x`, `++local=x`)."""
+    """Whether the command line picks the `local` group (`local=x`, `+local=x`, `++local=x`).
+    The overrides are read as typed: iterating Hydra's record resolved each one's `${...}`, and
+    one that fails (`lr=${oc.env:UNSET}`) raised here, before the run folder was noted."""
     overrides = select(hydra, "overrides", "task") or ()
+    if isinstance(overrides, ListConfig):
+        overrides = OmegaConf.to_container(overrides, resolve=False)
     return any(str(o).lstrip("+").partition("=")[0] == GROUP for o in overrides)
 
 

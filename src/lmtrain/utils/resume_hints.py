@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
 from lmtrain.utils.outside_checkpoints import inside
+from lmtrain.utils.unresolved_folder import as_typed
 
 
 def resume_hint(path: Path, root_dir: str | Path | None = None) -> str:
@@ -28,7 +29,7 @@ def resume_hint(path: Path, root_dir: str | Path | None = None) -> str:
         return f"resume with resume={run}"
     if HydraConfig.initialized() and (
         HydraConfig.get().mode == RunMode.MULTIRUN
-        or any(str(o).split("=", 1)[0] == "resume" for o in HydraConfig.get().overrides.task)
+        or any(o.split("=", 1)[0] == "resume" for o in as_typed(HydraConfig.get().overrides.task))
     ):
         return f"resume with resume={run}"
     return f"resume with ckpt_path=last hydra.run.dir={run}"

@@ -20,6 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.unresolved_folder import as_typed
 
 # What a resumed run keeps from the run it continues: the model's shape (its checkpoint's weights
 # and optimizer state must fit; model.freeze sets which parameters have optimizer state) and the
@@ -53,7 +54,7 @@ def resumed_config(
     accelerator, devices and precision; the run's own max_steps and the like stay); a group
     that sets keys elsewhere (experiment, debug, ...) is refused.
     """
-    typed = [str(o) for o in config.hydra.overrides.task]
+    typed = as_typed(config.hydra.overrides.task)
     loader = GlobalHydra.instance().config_loader()
     defaults = loader.compute_defaults_list(config_name, typed, RunMode.RUN)
     key_lines = {o.input_line for o in defaults.config_overrides}

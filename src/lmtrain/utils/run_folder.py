@@ -52,6 +52,7 @@ from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
 from lmtrain.utils.refused_run import note_run_folder, remove_refused_run_folder
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
+from lmtrain.utils.unresolved_folder import as_typed, error_line, refuse_unresolved_folder
 
 LOCK_FILE = locks.RUN_FOLDER_LOCK  # stays, or two runs could lock two files (but: refused_run)
 # What a run's rank 0 leaves in its folder besides checkpoints. Not `.hydra/`: under torchrun
@@ -190,22 +191,24 @@ class ClaimRunFolder(HydraCallback):
         Hydra writes each job's `.hydra/` before the job can refuse its folder."""
         try:
             refuse_bad_task_name(config)  # the sweep folder is named by it
+            refuse_unresolved_folder(config, "hydra.sweep.dir")  # `${oc.env:UNSET}` in a path
             refuse_unmade_folder(config, "hydra.sweep.dir")  # `~/sweep`, an empty PROJECT_ROOT
             overwrite = strict_bool("overwrite_run", config.get("overwrite_run", False))
             if not overwrite:
                 refuse_other_sweeps_jobs(Path(str(config.hydra.sweep.dir)).resolve())
-        except LMTrainError as err:
-            print(f"error: {err}", file=sys.stderr, flush=True)
+        except (LMTrainError, OmegaConfBaseException) as err:
+            print(error_line(err, config, "hydra.sweep.dir"), file=sys.stderr, flush=True)
             raise SystemExit(1) from None
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         refuse_nodes_no_one_starts(config)  # before the folder is made: nothing to leave behind
         set_rank_from_node(config)  # a node's first process under Lightning's multi-node launch
-        refuse_run_folder_per_process(config, config.hydra.overrides.hydra, RunMode.RUN)
+        refuse_run_folder_per_process(config, as_typed(config.hydra.overrides.hydra), RunMode.RUN)
         refuse_torchrun_world_mismatch(config)  # every process would train the whole run
         try:
             refuse_bad_task_name(config)  # before Hydra makes <log_dir>/<task_name>/... and its log
             refuse_missing_local(config)  # before Hydra writes .hydra/ into the run folder
+            refuse_unresolved_folder(config, "hydra.run.dir")  # `${oc.env:UNSET}` in a path
             refuse_unmade_folder(config, "hydra.run.dir")  # `~/run`, an empty PROJECT_ROOT
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
             note_run_folder(config, run_dir)  # one this command makes (lmtrain.utils.refused_run)
@@ -226,9 +229,9 @@ class ClaimRunFolder(HydraCallback):
             claim_run_folder(run_dir, resuming, overwrite=overwrite, ckpt_path=ckpt_path)
             if not (resuming or overwrite) and getattr(rank_zero_only, "rank", 0) == 0:
                 refuse_other_runs_record(run_dir)
-        except LMTrainError as err:
+        except (LMTrainError, OmegaConfBaseException) as err:
             if getattr(rank_zero_only, "rank", 0) == 0:  # one line for the whole run
-                print(f"error: {err}", file=sys.stderr, flush=True)
+                print(error_line(err, config, "hydra.run.dir"), file=sys.stderr, flush=True)
             else:
                 # Under torchrun (or srun) every rank refuses at once, and rank 0 prints the
                 # line. A rank > 0 that exited first would get rank 0 stopped by the launcher
