@@ -302,9 +302,10 @@ def remove_empty_up_to(folder: Path, top: Path) -> None:
     """Remove `folder`, then the folders above it up to `top`, each only while it is empty."""
     current = folder
     while True:
-        try:
-            current.rmdir()
-        except OSError:  # not empty (another run's folder, the lock taken again), or gone
+        try:  # one never made (a name too long) is skipped: those above it may be empty
+            if os.path.lexists(current):
+                current.rmdir()
+        except OSError:  # not empty (another run's folder, the lock taken again)
             return
         if current == top or current.parent == current:
             return

@@ -50,7 +50,7 @@ from lmtrain.utils.launch import (
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
-from lmtrain.utils.refused_run import note_run_folder, remove_refused_run_folder
+from lmtrain.utils.refused_run import note_run_folder, remove_empty_up_to, remove_refused_run_folder
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 from lmtrain.utils.unresolved_folder import as_typed, error_line, refuse_unresolved_folder
 
@@ -104,10 +104,12 @@ def claim_run_folder(
     if _held is None or _held[0] != folder:
         release_held()  # this process's previous run is over
         refuse_linked_files(folder, key)
+        top = next((p for p in reversed(folder.parents) if not p.exists()), folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _held = (folder, locks.lock_folder(folder, key))
         except OSError as err:  # under a file, in /proc, read-only: Hydra would only trace back
+            remove_empty_up_to(folder, top)  # the folders above it this made (a long name)
             where = f": {err.filename}" if err.filename else ""
             raise LMTrainError(
                 f"{key}={folder} cannot be created or written ({err.strerror}{where}): "
