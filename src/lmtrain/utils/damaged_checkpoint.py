@@ -143,10 +143,33 @@ def sharded_folder_of(path: Path) -> Path | None:
     return folder if sharded and path.is_file() else None
 
 
+def consolidated_file(folder: Path) -> Path:
+    """Where `python -m lmtrain.strategies consolidate <folder>` writes the merged file by
+    default (`lmtrain.strategies.consolidate`, a layer above this one): `<name>.consolidated.ckpt`
+    beside the folder."""
+    return folder.with_name(f"{folder.name.removesuffix('.ckpt')}{CONSOLIDATED}")
+
+
+def one_file(other: Path, key: str) -> str:
+    """`key=other` for eval, generate, export and `load_from_checkpoint`, which read one file: a
+    sharded folder named there was refused ("merge it into one file first", red team dist26), so
+    for one its consolidated file if that is there and loads, else the command that writes it."""
+    if not other.is_dir():
+        return f"{key}={other}"
+    merged = consolidated_file(other)
+    if merged.is_file() and loads_as_lmtrain_checkpoint(merged):
+        return f"{key}={merged}"
+    return (
+        f"{key}={merged} once `python -m lmtrain.strategies consolidate {other}` has merged the "
+        "folder into it"
+    )
+
+
 def instead(damaged: str | Path) -> str:
     """The advice for the damaged checkpoint `damaged`: for a run's last.ckpt, to move it aside
     so that `resume=` takes the newest other checkpoint; else to pass that one. For one file of
-    a sharded folder: the folder, or its consolidated file."""
+    a sharded folder: the folder, or its consolidated file. Where the other checkpoint is a
+    sharded folder, the readers of one file are told to consolidate it (`one_file`)."""
     path = Path(damaged)
     folder = sharded_folder_of(path)
     if folder is not None:
@@ -160,6 +183,11 @@ def instead(damaged: str | Path) -> str:
         where = "eval, generate, export" if key == "ckpt_path" else "or load"
         return (
             f"move it aside (mv {path} {path}.damaged): resume= and ckpt_path=last then go on "
-            f"from {other.name} ({where}: {key}={other})"
+            f"from {other.name} ({where}: {one_file(other, key)})"
         )
-    return f"pass another checkpoint, e.g. {key}={other}"
+    if key == "ckpt_path" and other.is_dir():  # a sharded folder resumes with trainer=fsdp only
+        return (
+            f"pass another checkpoint, e.g. ckpt_path={other} with trainer=fsdp "
+            f"(eval, generate, export: {one_file(other, key)})"
+        )
+    return f"pass another checkpoint, e.g. {one_file(other, key)}"
