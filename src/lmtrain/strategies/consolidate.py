@@ -33,7 +33,11 @@ from lmtrain.utils.checkpoint_io import checkpoint_full_disk_error
 from lmtrain.utils.io import atomic_write
 from lmtrain.utils.safe_load import load_dcp_folder, load_torch_file
 from lmtrain.utils.shard_digest import SHARD_DIGESTS_KEY
-from lmtrain.utils.sharded_layout import SHARDED_META_FILE, is_sharded_checkpoint
+from lmtrain.utils.sharded_layout import (
+    DCP_METADATA_FILE,
+    SHARDED_META_FILE,
+    is_sharded_checkpoint,
+)
 from lmtrain.utils.tensor_digest import DIGEST_KEY, add_digest
 
 NOT_OURS = "pass a checkpoint folder written by trainer=fsdp, e.g. <run>/checkpoints/last.ckpt"
@@ -99,20 +103,23 @@ def consolidate(
 
 
 def check_output(output: Path, overwrite: bool, folder: Path) -> None:
-    """Refuse an `output` inside the sharded `folder` itself, one that is a folder, an existing
-    file without `overwrite`, or one in a folder this process may not write (checked on the
-    nearest folder that exists: the write creates the missing ones)."""
+    """Refuse an `output` inside a sharded checkpoint folder (the one merged or any other), one
+    that is a folder, an existing file without `overwrite`, or one in a folder this process may
+    not write (checked on the nearest folder that exists: the write creates the missing ones)."""
     beside = folder.with_name(f"{folder.name.removesuffix('.ckpt')}.consolidated.ckpt")
-    inside = folder.resolve()
-    if output.resolve() == inside or inside in output.resolve().parents:
-        # The run's next save replaces the whole folder (a file in it went with it), and
-        # --overwrite onto a shard destroyed the checkpoint it was merging (red team).
+    if (holder := sharded_folder_holding(output)) is not None:
+        # The run's next save replaces a sharded folder whole (a file in it went with it, the
+        # best-* one included when a better one replaced it), and --overwrite onto a shard or
+        # its .metadata destroyed that checkpoint (red team).
+        merged = holder == folder.resolve()
+        shown = folder if merged else holder
+        where = "beside it" if merged else "outside it"
         raise LMTrainError(
-            f"the output {str(output)!r} is inside the sharded checkpoint {str(folder)!r}, "
-            f"which the run's next save replaces whole: pass a file beside it, e.g. "
+            f"the output {str(output)!r} is inside the sharded checkpoint {str(shown)!r}, "
+            f"which the run's next save replaces whole: pass a file {where}, e.g. "
             f"--output {str(beside)!r} (the default)"
         )
-    if output.is_dir():
+    if output.is_dir():  # not a sharded folder nor in one (above): a file in it stays
         raise LMTrainError(
             f"the output {str(output)!r} is a folder: pass a file path to --output, e.g. "
             f"{str(output / 'consolidated.ckpt')!r}"
@@ -129,6 +136,20 @@ def check_output(output: Path, overwrite: bool, folder: Path) -> None:
     if not os.access(folder, os.W_OK | os.X_OK):
         read_only = hasattr(os, "statvfs") and os.statvfs(folder).f_flag & os.ST_RDONLY
         raise not_writable(output, errno.EROFS if read_only else errno.EACCES)
+
+
+def sharded_folder_holding(output: Path) -> Path | None:
+    """The sharded checkpoint folder that `output` is, or lies in (symbolic links followed),
+    else None. Known by Lightning's `meta.pt` or DCP's `.metadata`: a folder that a save is
+    still writing, or one missing its meta.pt, is replaced whole all the same."""
+    target = output.resolve()
+    for path in (target, *target.parents):
+        try:
+            if any((path / name).is_file() for name in (SHARDED_META_FILE, DCP_METADATA_FILE)):
+                return path
+        except OSError:  # unreadable: nothing of a checkpoint seen there
+            continue
+    return None
 
 
 def not_writable(output: Path, code: int) -> LMTrainError:
