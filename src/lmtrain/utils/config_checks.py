@@ -44,6 +44,7 @@ from lmtrain.utils.model_checks import (
 )
 from lmtrain.utils.removed_nodes import EVAL_NODES, TRAIN_NODES, refuse_removed_nodes
 from lmtrain.utils.run_folder_checks import run_folder_problems
+from lmtrain.utils.strategy_checks import check_sharded_model
 from lmtrain.utils.target_checks import check_targets
 from lmtrain.utils.trainer_checks import (
     check_cpu_attention,
@@ -129,6 +130,7 @@ def check_train_config(cfg: DictConfig) -> None:
     check_run_length(trainer, model, problems)
     check_fp16_optimizer_eps(trainer, model, problems)  # AdamW's eps in float16
     check_cpu_attention(trainer, model, problems)  # flex_attention: no backward on the CPU
+    check_sharded_model(trainer or {}, model, problems)  # trainer=fsdp: no parts, no LoRA
     check_samples(plain(cfg.get("samples")), "samples", problems)
     problems.raise_if_any()
     warn_foreign_tokenizer(model, data)

@@ -6,7 +6,9 @@ that blamed the network. And Lightning's strategies that start their processes b
 (`ddp_spawn`, `ddp_fork`, `ddp_notebook`) cannot run lmtrain's training: spawn must pickle the
 run's callables (a traceback), and a forked run trained to its end and then failed writing its
 metrics. lmtrain starts ranks by running the command again (Lightning's `popen`), as
-`trainer=ddp_cpu` and `trainer=ddp` do.
+`trainer=ddp_cpu` and `trainer=ddp` do. What cannot train on sharded parameters
+(`trainer=fsdp` with optimizer parts, LoRA or `nan_guard=skip`) was refused only by the ranks,
+which leave the refused run's folder.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import torch
 import torch.distributed as dist
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.config_keys import locate
 
 # How lmtrain's ranks start: Lightning runs the command again for each (DDPStrategy's default).
 POPEN = "popen"
+# The model's optimizer of named parts (model/optimizer=muon), read by name: utils is below models.
+OPTIMIZER_PARTS = "lmtrain.models.optimizers.OptimizerParts"
 # `datetime.timedelta`'s arguments, as a config spells a span (`{_target_: datetime.timedelta,
 # seconds: 300}`).
 TIMEDELTA = "datetime.timedelta"
@@ -53,6 +58,55 @@ def check_strategy(trainer: Mapping[str, Any], problems: Problems) -> None:
     problems.extend(backend_problems(strategy.get("process_group_backend")))
     if "timeout" in strategy:
         check_timeout(strategy["timeout"], problems)
+
+
+def check_sharded_model(
+    trainer: Mapping[str, Any], model: Mapping[str, Any], problems: Problems
+) -> None:
+    """Optimizer parts, LoRA and skipped micro-batches under a strategy that shards the model
+    (`trainer=fsdp`, any ModelParallelStrategy: the module shards on its device mesh). The
+    ranks refuse them too (`OptimizerParts.configure`, `lora.check_not_sharded`,
+    `distributed.shard`, for the Python API), with these words, but only once they have
+    started: too late to remove the run's folder."""
+    if not shards_model(trainer.get("strategy")):
+        return
+    optimizer = model.get("optimizer")
+    if isinstance(optimizer, Mapping) and is_class(optimizer.get("_target_"), OPTIMIZER_PARTS):
+        parts = ", ".join(k for k in optimizer if not str(k).startswith("_"))
+        problems.add(
+            f"model.optimizer with parts ({parts}) is not supported with trainer=fsdp: use "
+            "model/optimizer=adamw, or trainer=ddp"
+        )
+    peft = model.get("peft")  # as lmtrain.models.lora_settings reads it: empty or none is none
+    if peft == "lora" or (isinstance(peft, Mapping) and peft):
+        problems.add(
+            "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device "
+            "holds the frozen base; only the adapters' gradients are all-reduced), or "
+            "model/peft=none"
+        )
+    if model.get("nan_guard") == "skip":  # lmtrain.models.distributed.shard's words
+        problems.add(
+            "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop "
+            "(saves last.ckpt and stops at a non-finite loss) or off"
+        )
+
+
+def shards_model(strategy: Any) -> bool:
+    """Whether `trainer.strategy` is a ModelParallelStrategy (lmtrain's FSDP2Strategy, or a
+    subclass): the module gets a device mesh and shards the model on it."""
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    target = strategy.get("_target_") if isinstance(strategy, Mapping) else None
+    found = locate(target)[0] if isinstance(target, str) else None
+    return isinstance(found, type) and issubclass(found, ModelParallelStrategy)
+
+
+def is_class(target: Any, path: str) -> bool:
+    """Whether `target` names the class at `path` or a subclass of it (a bad path: no)."""
+    found = locate(target)[0] if isinstance(target, str) else None
+    return isinstance(found, type) and any(
+        f"{c.__module__}.{c.__qualname__}" == path for c in found.__mro__
+    )
 
 
 def registered_start_method(name: str) -> str | None:
