@@ -13,6 +13,9 @@ import os
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Nothing is fetched from the hub (CI sets it too): the benchmark scripts' commands, which run
+# offline, then have the session's environment and run as warm forks.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SESSION_ENVIRONMENT = dict(os.environ)
 

@@ -30,8 +30,7 @@ def load_script(name: str) -> ModuleType:
 def run_script(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python scripts/<name>.py <args>` from `cwd` on one thread, offline, its output captured;
     a fork of the warm server (`tests.helpers.warm_client`) where it can be one."""
-    env = {**command_environment(os.environ), "OMP_NUM_THREADS": "1"}
-    env.setdefault("HF_HUB_OFFLINE", "1")
+    env = {**command_environment(os.environ), "OMP_NUM_THREADS": "1"}  # offline: the session's
     command = [str(SCRIPTS / f"{name}.py"), *args]
     warm = run_warm(command, env, 600, command_environment(SESSION_ENVIRONMENT), cwd)
     if warm is not None:

@@ -29,6 +29,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 # Imported before the libraries, as every entry point does, so they import with the same
@@ -116,7 +117,7 @@ def supervise(conn: socket.socket, request: dict[str, Any]) -> dict[str, Any]:
         return request
     try:
         while request.get("new_session") and pgid(pid) not in (pid, None):
-            pass  # the test may killpg as soon as it has the pid
+            time.sleep(0.001)  # the test may killpg as soon as it has the pid
         send(conn, {"pid": pid})
         _, status = os.waitpid(pid, 0)
         send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
@@ -157,15 +158,20 @@ def become_command(request: dict[str, Any]) -> None:
     random.seed()
     np.random.seed()
     torch.manual_seed(TORCH_DEFAULT_SEED)
-    if "OMP_NUM_THREADS" in request["env"]:  # read by torch as it starts (warm_client)
+    # Read by torch as it starts (warm_client); numpy's OpenBLAS keeps the server's threads,
+    # which changes no number.
+    if "OMP_NUM_THREADS" in request["env"]:
         torch.set_num_threads(int(request["env"]["OMP_NUM_THREADS"]))
     if "module" in request:
         sys.path[0] = os.getcwd()  # `python -m` puts the working folder first
         sys.argv = ["-m", *request["args"]]
-        # As in a new interpreter, where `lmtrain.train` is not imported before it runs as
-        # `__main__` (runpy warned "found in sys.modules ..." on stderr in every fork).
-        sys.modules.pop(request["module"], None)
-        runpy.run_module(request["module"], run_name="__main__", alter_sys=True)
+        # As in a new interpreter, where `lmtrain.train` (a package's `__main__`) is not
+        # imported before it runs as `__main__` (runpy warned "found in sys.modules ..." on
+        # stderr in every fork); a package itself stays, or its __init__ would run again.
+        name = request["module"]
+        package = hasattr(sys.modules.get(name), "__path__")
+        sys.modules.pop(f"{name}.__main__" if package else name, None)
+        runpy.run_module(name, run_name="__main__", alter_sys=True)
     else:  # `python script.py` puts the script's folder first
         sys.path[0] = os.path.dirname(os.path.realpath(request["path"]))
         sys.argv = [request["path"], *request["args"]]

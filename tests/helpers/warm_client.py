@@ -6,6 +6,7 @@ Kept apart from the server's module, which pauses the garbage collector when imp
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -163,14 +164,16 @@ class WarmProcess:
 
     def __init__(self, args: list[str], conn: socket.socket, replies, pid: int) -> None:
         self.args, self.pid, self.returncode = args, pid, None
-        self.ended = threading.Event()
+        self.ended, self.lost = threading.Event(), False
         self.conn, self.replies = conn, replies
         threading.Thread(target=self.read_end, daemon=True).start()
 
     def read_end(self) -> None:
         with self.conn:
             line = self.replies.readline()
-        self.returncode = json.loads(line)["returncode"] if line else -signal.SIGKILL
+        # No word: the supervisor ended (the server was killed); `wait` says so.
+        self.lost = not line
+        self.returncode = json.loads(line)["returncode"] if line else None
         self.ended.set()
 
     def poll(self) -> int | None:
@@ -179,6 +182,8 @@ class WarmProcess:
     def wait(self, timeout: float | None = None) -> int:
         if not self.ended.wait(timeout):
             raise subprocess.TimeoutExpired(self.args, timeout)
+        if self.lost:
+            raise RuntimeError(f"the warm server's supervisor of pid {self.pid} ended unheard")
         assert self.returncode is not None
         return self.returncode
 
@@ -187,8 +192,9 @@ class WarmProcess:
         return None, None
 
     def send_signal(self, sig: int) -> None:
-        if self.returncode is None:
-            os.kill(self.pid, sig)
+        if self.returncode is None:  # reaped by the supervisor just now: nothing to signal
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
