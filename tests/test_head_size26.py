@@ -79,6 +79,8 @@ def test_other_rope_models_are_checked_too(compose_cfg) -> None:
     [
         llama("model.config.hidden_size=8"),  # heads of 2 (transformers' tiny test models)
         llama("+model.config.head_dim=8"),
+        # Qwen3's class fixes heads of 128 whatever the width: 12 / 4 is not its head size.
+        llama("model.model_type=qwen3", "model.config.hidden_size=12"),
         # GPT-2 learns its positions: no RoPE, so heads of 3 are its own business.
         ["model.config.n_layer=2", "model.config.n_head=2", "model.config.n_embd=6", *TINY_RUN],
     ],

@@ -15,3 +15,16 @@ def test_a_run_folder_name_too_long_leaves_none_of_the_folders_it_made(tmp_path:
     result = run_cli("train", *cli, "task_name=" + "t" * 300, env={"PROJECT_ROOT": str(root)})
     assert_one_line_error(result, "cannot be created or written", "File name too long")
     assert not (tmp_path / "new").exists()
+
+
+def test_a_run_folder_name_too_long_under_an_existing_log_folder_is_one_line(
+    tmp_path: Path,
+) -> None:
+    """The usual case (review): `logs/` is there, and the stat of the name too long raised
+    before the folder's refusal, a callback warning and Hydra's traceback."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cli = tiny_cli(tmp_path, tmp_path / "data")  # paths.log_dir=tmp_path/logs
+    result = run_cli("train", *cli, "task_name=" + "t" * 300)
+    assert_one_line_error(result, "cannot be created or written", "File name too long")
+    assert list(logs.iterdir()) == []

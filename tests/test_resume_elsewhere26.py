@@ -107,5 +107,12 @@ def test_edited_config_names_a_copy_only_if_one_exists(relative_run: tuple[Path,
         (copy / "config.yaml").write_text(original)
         error = only_error(train_in(launched, f"resume={run}", "trainer.max_steps=4"))
         assert f"e.g. from the copy in {copy}/" in error, error
+        # From another folder holding the same text, the edit is still the cause, not the
+        # folder (review: the launch folder was blamed for any difference).
+        elsewhere = launched.parent / "elsewhere"
+        corpus_in(elsewhere, "@")
+        error = only_error(train_in(elsewhere, f"resume={run}", "trainer.max_steps=4"))
+        assert "describes another model than its checkpoint" in error, error
+        assert "launched from" not in error, error
     finally:
         saved.write_text(original)

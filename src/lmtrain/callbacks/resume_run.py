@@ -56,7 +56,7 @@ from lmtrain.utils.run_record import record_files, write_record
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 from lmtrain.utils.stored_targets import check_resumed
 from lmtrain.utils.task import fail
-from lmtrain.utils.unresolved_folder import as_typed, refuse_unresolved_folder
+from lmtrain.utils.unresolved_folder import as_typed, refuse_unnamed_folder
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,12 @@ class ResumeRun(HydraCallback):
 
     def on_run_start(self, config: DictConfig, config_name: str | None = None, **_: Any) -> None:
         # Here, before Hydra makes a run folder for nothing (the config checks say it too).
-        guarded(lambda: refuse_unresolved_folder(config, "hydra.run.dir"))  # ${oc.env:UNSET}
         problems = Problems()
         check_run_references(config, problems)
         if problems.found:
             fail(problems.found[0])
+        # ~task_name, ~paths named as removed; an unset ${oc.env:X} in the folder named
+        guarded(lambda: refuse_unnamed_folder(config, "hydra.run.dir"))
         guarded(lambda: refuse_unmade_folder(config, "hydra.run.dir"))  # `~/run`: not expanded
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))

@@ -196,7 +196,7 @@ def check_same_model(
     keys = {key for key, _, _ in differences}
     hint = " (vocab_size comes from data.tokenizer)" if "vocab_size" in keys else ""
     if resume:
-        raise resumed_model_refusal(resume, meta, listed)
+        raise resumed_model_refusal(resume, meta, listed, keys)
     raise LMTrainError(
         f"ckpt_path={str(ckpt_path)!r} holds another model: {listed}: resume with the "
         f"checkpoint's model settings (model=..., model.config.<key>=<value>){hint}, or drop "

@@ -54,11 +54,15 @@ def refuse_other_launch_folder(resume: str, meta: Mapping[str, Any], found: str)
     )
 
 
-def resumed_model_refusal(resume: str, meta: Mapping[str, Any], listed: str) -> LMTrainError:
+def resumed_model_refusal(
+    resume: str, meta: Mapping[str, Any], listed: str, keys: set[str]
+) -> LMTrainError:
     """The refusal of a resume whose saved config builds another model than its checkpoint
-    (`listed`: the differences): the launch folder's (`refuse_other_launch_folder`), or else an
+    (`listed`: the differences, of the config `keys`): the launch folder's where only the
+    vocabulary differs, the one the data decides (`refuse_other_launch_folder`), or else an
     edit to undo, from the newest copy that an earlier resume kept, if there is one."""
-    refuse_other_launch_folder(resume, meta, f"another model: {listed}")
+    if keys == {"vocab_size"}:
+        refuse_other_launch_folder(resume, meta, f"another model: {listed}")
     record = Path(resume).expanduser() / ".hydra"
     copies = sorted(record.glob("previous/*/config.yaml"))
     where = (

@@ -16,7 +16,9 @@ TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id")
 
 def refuse_token_ids_outside_vocabulary(hf_config: PretrainedConfig, given: dict) -> None:
     """Refuse an id set in `given` (model.config) that is no token of the built vocabulary."""
-    size = hf_config.vocab_size
+    size = getattr(hf_config, "vocab_size", None)  # a config of no LM: refused after this
+    if not isinstance(size, int):
+        return
     for key in TOKEN_ID_KEYS:
         value = given.get(key)
         ids = value if isinstance(value, list | tuple) else [value]

@@ -145,7 +145,10 @@ def sharded_folder_holding(output: Path) -> Path | None:
     target = output.resolve()
     for path in (target, *target.parents):
         try:
-            if any((path / name).is_file() for name in (SHARDED_META_FILE, DCP_METADATA_FILE)):
+            # DCP's own file, or lmtrain's meta.pt beside shards: not any file named meta.pt
+            if (path / DCP_METADATA_FILE).is_file() or (
+                (path / SHARDED_META_FILE).is_file() and any(path.glob("*.distcp"))
+            ):
                 return path
         except OSError:  # unreadable: nothing of a checkpoint seen there
             continue

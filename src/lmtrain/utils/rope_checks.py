@@ -60,7 +60,9 @@ def rope_head_problems(model_type: Any, config: Mapping[str, Any]) -> list[str]:
         return []
     width = user_value(config, defaults, "hidden_size")
     heads = user_value(config, defaults, "num_attention_heads")
-    explicit = config.get("head_dim")
+    # Qwen3's and Gemma's classes fix the head size (128, 256) whatever the width; Llama's
+    # derives it from the width (None).
+    explicit = config.get("head_dim", getattr(type(defaults), "head_dim", None))
     if isinstance(explicit, int) and not isinstance(explicit, bool) and explicit > 0:
         size, what = explicit, f"model.config.head_dim={explicit} is odd"
         instead = f"an even head size: pass an even head_dim, such as {explicit + 1}"

@@ -103,9 +103,10 @@ def claim_run_folder(
         return
     if _held is None or _held[0] != folder:
         release_held()  # this process's previous run is over
-        refuse_linked_files(folder, key)
-        top = next((p for p in reversed(folder.parents) if not p.exists()), folder)
+        top = folder  # stat of a name too long raises: inside the try
         try:
+            top = next((p for p in reversed(folder.parents) if not p.exists()), folder)
+            refuse_linked_files(folder, key)
             folder.mkdir(parents=True, exist_ok=True)
             _held = (folder, locks.lock_folder(folder, key))
         except OSError as err:  # under a file, in /proc, read-only: Hydra would only trace back

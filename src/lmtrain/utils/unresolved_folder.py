@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.checks import refuse_bad_task_name
 from lmtrain.utils.run_dir_checks import ENV_READ
 
 # `${paths.log_dir}`: a reference to another setting (not a resolver such as `${oc.env:X}`).
@@ -53,6 +54,17 @@ def unresolved_source(config: DictConfig, key: str) -> tuple[str, BaseException]
             return named, error
         named, error = failing[0]
         seen.add(named)
+
+
+def refuse_unnamed_folder(config: DictConfig, key: str) -> None:
+    """Raise LMTrainError when the folder `key` names cannot be built: a key it is built from
+    removed (`~task_name`, named as such by `refuse_bad_task_name`), or a `${...}` that does
+    not resolve (`refuse_unresolved_folder`)."""
+    try:
+        refuse_bad_task_name(config)
+    except OmegaConfBaseException as err:  # task_name=${oc.env:UNSET}
+        raise LMTrainError(error_line(err, config, key).removeprefix("error: ")) from None
+    refuse_unresolved_folder(config, key)
 
 
 def error_line(err: BaseException, config: DictConfig, key: str) -> str:
