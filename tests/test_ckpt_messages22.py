@@ -35,6 +35,11 @@ class RunsCode:
         return (os.system, (f"touch {self.marker}",))
 
 
+def logs_in(tmp_path: Path) -> str:
+    """The command's run folder under `tmp_path`, not the checkout's logs/."""
+    return f"paths.log_dir={tmp_path / 'logs'}"
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A 20-step char run, validated at steps 10 and 20, every best checkpoint kept."""
@@ -73,16 +78,17 @@ def test_the_advice_for_an_unreadable_checkpoint_never_names_one_that_is_refused
     (folder / "trunc.ckpt").write_bytes(data[: len(data) // 2])
     (folder / "raw.ckpt").write_bytes(pickle.dumps({"a": 1}))
 
-    line = error_line(run_cli("generate", f"ckpt_path={folder / damaged}"))
+    line = error_line(run_cli("generate", logs_in(tmp_path), f"ckpt_path={folder / damaged}"))
     assert line.endswith(f"pass another checkpoint, e.g. ckpt_path={good}"), line
     assert str(crafted) not in line
     # The file named is one the tools take: generate runs on it.
-    assert run_cli("generate", f"ckpt_path={good}", "max_new_tokens=4").returncode == 0
-    refused = error_line(run_cli("generate", f"ckpt_path='{crafted}'"))
+    generated = run_cli("generate", logs_in(tmp_path), f"ckpt_path={good}", "max_new_tokens=4")
+    assert generated.returncode == 0
+    refused = error_line(run_cli("generate", logs_in(tmp_path), f"ckpt_path='{crafted}'"))
     assert "could run code" in refused
 
     good.unlink()  # only the crafted one is left beside it: the general advice, no file named
-    line = error_line(run_cli("generate", f"ckpt_path={folder / damaged}"))
+    line = error_line(run_cli("generate", logs_in(tmp_path), f"ckpt_path={folder / damaged}"))
     assert line.endswith(WRITTEN_BY) and str(crafted) not in line, line
     assert not marker.exists()  # nothing was unpickled with code in it, advice or load
 
@@ -92,7 +98,8 @@ def test_an_intermediate_checkpoints_card_does_not_call_its_val_loss_final(
 ) -> None:
     (intermediate,) = (run / "checkpoints").glob("best-step=10-*.ckpt")
     loss = intermediate.stem.rsplit("val_loss=", 1)[1]
-    out = run_cli("export", f"ckpt_path='{intermediate}'", f"out_dir={tmp_path / 'mid'}")
+    mid = f"out_dir={tmp_path / 'mid'}"
+    out = run_cli("export", logs_in(tmp_path), f"ckpt_path='{intermediate}'", mid)
     assert out.returncode == 0, out.stderr[-3000:]
     card = (tmp_path / "mid" / "README.md").read_text()
     assert "Final val" not in card
@@ -102,9 +109,8 @@ def test_an_intermediate_checkpoints_card_does_not_call_its_val_loss_final(
     assert line.count("(") == line.count(")") == 1, line  # no parentheses within parentheses
 
     # The run's own end: the whole-split figure of metrics.json, which is final.
-    out = run_cli(
-        "export", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}", f"out_dir={tmp_path / 'end'}"
-    )
+    last = run / "checkpoints" / "last.ckpt"
+    out = run_cli("export", logs_in(tmp_path), f"ckpt_path={last}", f"out_dir={tmp_path / 'end'}")
     assert out.returncode == 0, out.stderr[-3000:]
     card = (tmp_path / "end" / "README.md").read_text()
     assert "| Final val loss | " in card and "nats/token (whole val split) |" in card
