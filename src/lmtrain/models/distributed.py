@@ -23,6 +23,7 @@ from lmtrain.models.checkpoint import check_strategy_reads
 from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.models.pretrained_overrides import overridden_config
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
+from lmtrain.utils.strategy_checks import SKIP_UNDER_FSDP
 
 
 def pretrained_on_meta(
@@ -61,10 +62,7 @@ def shard(strategy: Any, model: PreTrainedModel, compile_blocks: bool, nan_guard
     if nan_guard == "skip":
         # A skipped micro-batch leaves its sharded forward without the backward FSDP waits
         # for, and the zero-gradient loss DDP uses would reach only this rank's shards.
-        raise RankAgreedError(
-            "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop "
-            "(saves last.ckpt and stops at a non-finite loss) or off"
-        )
+        raise RankAgreedError(SKIP_UNDER_FSDP)
     if not shards_models(strategy):
         raise RankAgreedError(
             f"trainer.strategy={type(strategy).__name__} does not shard lmtrain's models: use "

@@ -34,6 +34,7 @@ from lmtrain.models.lora_targets import (
     resolve_targets,
 )
 from lmtrain.models.pretrained import listed
+from lmtrain.utils.strategy_checks import LORA_UNDER_FSDP
 
 if TYPE_CHECKING:  # peft is imported where LoRA is used: 0.2 s off every other run's startup
     from peft import LoraConfig, PeftModel
@@ -101,11 +102,7 @@ def base_reference(pretrained: str) -> str:
 def check_not_sharded(model: nn.Module) -> None:
     """trainer=fsdp shards the base per block; peft's adapter layers are not wired for it here."""
     if is_adapted(model):
-        raise RankAgreedError(
-            "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device "
-            "holds the frozen base; only the adapters' gradients are all-reduced), or "
-            "model/peft=none"
-        )
+        raise RankAgreedError(LORA_UNDER_FSDP)
 
 
 # -- checkpoints --------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from lmtrain.utils.partial_checks import (
     check_optimizer_partial,
     check_scheduler_partial,
 )
+from lmtrain.utils.strategy_checks import PARTS_UNDER_FSDP
 
 # What a part's `params` may select: the 2-D weights of the Linear (GPT-2: Conv1D) layers inside
 # the transformer blocks, or every trainable parameter that no other part selects.
@@ -234,10 +235,7 @@ class OptimizerParts:
         if any(is_sharded(p) for share in split.values() for _, p in share):
             # torch.distributed.checkpoint saves one torch optimizer's state, and Muon's
             # Newton-Schulz iteration would gather every sharded matrix.
-            raise RankAgreedError(
-                f"model.optimizer with parts ({', '.join(self.parts)}) is not supported with "
-                "trainer=fsdp: use model/optimizer=adamw, or trainer=ddp"
-            )
+            raise RankAgreedError(PARTS_UNDER_FSDP.format(parts=", ".join(self.parts)))
         optimizers = {}
         for name, share in split.items():
             groups = [g for g in decay_groups(share, decay_names) if g["params"]]

@@ -16,9 +16,9 @@ from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.object_type import ObjectType
-from omegaconf import ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError
+from lmtrain.utils.unresolved_folder import as_typed
 
 GROUP = "local"
 # The option the defaults lists name, optional: its absence is the usual case.
@@ -37,10 +37,8 @@ def typed_choice(hydra: Any) -> bool:
     """Whether the command line picks the `local` group (`local=x`, `+local=x`, `++local=x`).
     The overrides are read as typed: iterating Hydra's record resolved each one's `${...}`, and
     one that fails (`lr=${oc.env:UNSET}`) raised here, before the run folder was noted."""
-    overrides = select(hydra, "overrides", "task") or ()
-    if isinstance(overrides, ListConfig):
-        overrides = OmegaConf.to_container(overrides, resolve=False)
-    return any(str(o).lstrip("+").partition("=")[0] == GROUP for o in overrides)
+    overrides = as_typed(select(hydra, "overrides", "task"))
+    return any(o.lstrip("+").partition("=")[0] == GROUP for o in overrides)
 
 
 def missing_local(hydra: Any) -> str | None:

@@ -26,6 +26,20 @@ from lmtrain.utils.config_keys import locate
 
 # How lmtrain's ranks start: Lightning runs the command again for each (DDPStrategy's default).
 POPEN = "popen"
+# What cannot train on sharded parameters, in the words of this check and of the ranks' own
+# (lmtrain.models: OptimizerParts.configure, lora.check_not_sharded, distributed.shard).
+PARTS_UNDER_FSDP = (
+    "model.optimizer with parts ({parts}) is not supported with trainer=fsdp: use "
+    "model/optimizer=adamw, or trainer=ddp"
+)
+LORA_UNDER_FSDP = (
+    "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device holds "
+    "the frozen base; only the adapters' gradients are all-reduced), or model/peft=none"
+)
+SKIP_UNDER_FSDP = (
+    "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop (saves "
+    "last.ckpt and stops at a non-finite loss) or off"
+)
 # The model's optimizer of named parts (model/optimizer=muon), read by name: utils is below models.
 OPTIMIZER_PARTS = "lmtrain.models.optimizers.OptimizerParts"
 # `datetime.timedelta`'s arguments, as a config spells a span (`{_target_: datetime.timedelta,
@@ -73,22 +87,12 @@ def check_sharded_model(
     optimizer = model.get("optimizer")
     if isinstance(optimizer, Mapping) and is_class(optimizer.get("_target_"), OPTIMIZER_PARTS):
         parts = ", ".join(k for k in optimizer if not str(k).startswith("_"))
-        problems.add(
-            f"model.optimizer with parts ({parts}) is not supported with trainer=fsdp: use "
-            "model/optimizer=adamw, or trainer=ddp"
-        )
+        problems.add(PARTS_UNDER_FSDP.format(parts=parts))
     peft = model.get("peft")  # as lmtrain.models.lora_settings reads it: empty or none is none
     if peft == "lora" or (isinstance(peft, Mapping) and peft):
-        problems.add(
-            "LoRA (model/peft=lora) does not run under trainer=fsdp: use trainer=ddp (each device "
-            "holds the frozen base; only the adapters' gradients are all-reduced), or "
-            "model/peft=none"
-        )
-    if model.get("nan_guard") == "skip":  # lmtrain.models.distributed.shard's words
-        problems.add(
-            "model.nan_guard=skip is not supported with trainer=fsdp: use model.nan_guard=stop "
-            "(saves last.ckpt and stops at a non-finite loss) or off"
-        )
+        problems.add(LORA_UNDER_FSDP)
+    if model.get("nan_guard") == "skip":
+        problems.add(SKIP_UNDER_FSDP)
 
 
 def shards_model(strategy: Any) -> bool:
