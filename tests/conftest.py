@@ -96,6 +96,40 @@ def session_environment() -> Iterator[None]:
     restore_session_environment()
 
 
+# What a run writes where its paths are left at their defaults (the command's working directory):
+# a test that leaves one of these in the checkout writes where a user's runs live.
+CHECKOUT_OUTPUTS = ("logs", "data", "wandb", "outputs", "multirun", "exports", "mlruns")
+
+
+def checkout_outputs(root: Path) -> set[str]:
+    """The entries of the checkout's output folders, and any SQLite file at its top."""
+    found = {entry.name for entry in root.glob("*.db")}
+    for name in CHECKOUT_OUTPUTS:
+        folder = root / name
+        if folder.is_dir():
+            found |= {f"{name}/{entry.name}" for entry in folder.iterdir()} - {"logs/.gitkeep"}
+        elif folder.exists():
+            found.add(name)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def checkout_untouched(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test writes its runs, caches and exports under its tmp_path, never into the checkout's
+    logs/ or data/: there they pile up between sessions and mix with a developer's own runs.
+    (Under xdist another worker's test may be the one named: both ran at that moment.)"""
+    root = request.config.rootpath
+    before = checkout_outputs(root)
+    yield
+    new = sorted(checkout_outputs(root) - before)
+    if new:
+        pytest.fail(
+            f"the test wrote {', '.join(new)} into the checkout {root}: point paths.root_dir "
+            "(or paths.log_dir, hydra.run.dir) at tmp_path",
+            pytrace=False,
+        )
+
+
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A folder on a read-only file system (a tmpfs mounted read-only, which refuses root too)."""
