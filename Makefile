@@ -53,12 +53,17 @@ install:
 endif
 
 # A .venv that cannot run (a link to a venv that is gone; a venv whose Python was removed or
-# upgraded) is named at every target, not met as "File exists" or "No such file" every time.
+# upgraded) is named at every target, not met as "File exists" or "No such file" every time; so
+# is one whose lmtrain is another checkout's (a .venv linked to a shared one runs that code).
 venv-check:
 	@if test -L "$(VENV)" && ! test -e "$(VENV)"; then \
 		echo "error: $(VENV) links to $$(readlink "$(VENV)"), which does not exist: link it to a venv that does, or rm $(VENV) (the link), then make install" >&2; exit 1; fi
 	@if { test -e "$(PY)" || test -L "$(PY)"; } && ! test -x "$(PY)"; then \
 		echo "error: $(PY) cannot run (a link to a Python that was removed or upgraded since $(VENV) was made): rm -rf $(VENV), then make install" >&2; exit 1; fi
+	@if test -x "$(PY)" && test -e "$(VENV)/.installed"; then \
+		found=$$("$(PY)" -c 'import importlib.util as u; s = u.find_spec("lmtrain"); print(s.submodule_search_locations[0] if s else "")' 2>/dev/null); \
+		if test -n "$$found" && test "$$(cd "$$found" && pwd -P)" != "$$(cd "$(HERE)src/lmtrain" 2>/dev/null && pwd -P)"; then \
+		echo "error: $(VENV) runs lmtrain from $$found, not from this checkout's src/lmtrain (a venv shared with, or installed from, another checkout): $(PY) -m pip install -e '$(or $(HERE),.)[dev]' to run this one with it, or rm $(VENV) (a link: the link only), then make install" >&2; exit 1; fi; fi
 
 # Re-runs only when pyproject.toml changes, so every target can depend on it cheaply.
 # A .venv of an older Python (a first try with a too-old python3) is named, not reused forever.
