@@ -12,6 +12,7 @@ the same tokens.
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,13 +152,22 @@ class TextDataModule(LightningDataModule):
         the cache under a file lock while the others wait, then all open the same files.
         """
         if self._cache_path is None:
-            self._cache_path = token_cache.build_or_load(
-                self.cache_dir,
-                self.source,
-                self.tokenizer_settings,
-                workers=self.prepare_workers,
-                chunk_mb=self.prepare_chunk_mb,
-            )
+            try:
+                self._cache_path = token_cache.build_or_load(
+                    self.cache_dir,
+                    self.source,
+                    self.tokenizer_settings,
+                    workers=self.prepare_workers,
+                    chunk_mb=self.prepare_chunk_mb,
+                )
+            except OSError as err:  # the first stat of a path past PATH_MAX: a name, not a trace
+                if err.errno != errno.ENAMETOOLONG:
+                    raise
+                raise LMTrainError(
+                    f"data.cache_dir is {len(str(self.cache_dir)):,} characters long, too long "
+                    "for the token cache's paths under it (the file system's limit: "
+                    f"{err.strerror}): pass a shorter data.cache_dir (or paths.data_dir)"
+                ) from None
 
     def setup(self, stage: str | None = None) -> None:
         """Memory-map both splits, after checking each holds at least one window.
