@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from typing import ClassVar
 
 import lightning as L
@@ -512,3 +513,18 @@ def test_write_logs_also_after_lets_steps_decide_a_stop_set_during_the_step(
     tiny_trainer(logger=ours, **settings, callbacks=callbacks).fit(LoggingModel())
     assert [step for step, _ in plain.rows] == [1, 2]  # Lightning's: the stop step's too
     assert [step for step, _ in ours.rows] == ([1, 2] if names_the_stop else [1])
+
+
+def test_only_lightnings_leafspec_deprecation_is_ignored() -> None:
+    """CombinedLoader's FutureWarning (printed at every run's fit) is ignored; torch's own
+    deprecation of LeafSpec, raised from anywhere else, still shows."""
+    from lightning.pytorch.utilities._pytree import _tree_flatten
+    from torch.utils._pytree import LeafSpec
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # what earlier tests showed is shown again
+        compat.ignore_pytree_deprecation()
+        _tree_flatten(1)  # a leaf: Lightning builds a LeafSpec
+        assert [str(w.message) for w in caught] == []
+        LeafSpec()
+    assert [w.category for w in caught] == [FutureWarning], [str(w.message) for w in caught]

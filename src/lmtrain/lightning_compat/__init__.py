@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,21 @@ from lmtrain.lightning_compat.loggers import (
     write_logs_also_after as write_logs_also_after,
 )
 from lmtrain.utils.contained_paths import lies_in
+
+
+def ignore_pytree_deprecation() -> None:
+    """Ignore the FutureWarning Lightning 2.6's CombinedLoader (its `utilities._pytree`) raises at
+    every fit, validate and test by building torch's LeafSpec, which torch 2.13 deprecates: no
+    setting of ours avoids it. Only that warning, raised from that module, is ignored."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
+ignore_pytree_deprecation()
 
 
 def accumulating(trainer: Trainer) -> bool:
