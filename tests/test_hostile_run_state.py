@@ -292,7 +292,7 @@ def test_a_task_name_that_is_not_one_folder_name_is_refused(name: object) -> Non
     ]
 
 
-@pytest.mark.parametrize("name", ["..", "", " ", 3])
+@pytest.mark.parametrize("name", ["..", "", " ", None, [1]])
 def test_an_empty_or_dots_only_task_name_is_refused_with_a_name_to_pass(name: object) -> None:
     """The advice about '/' did not help an empty name, which has none."""
     problems = Problems()
@@ -300,6 +300,16 @@ def test_an_empty_or_dots_only_task_name_is_refused_with_a_name_to_pass(name: ob
     assert problems.found == [
         f"task_name={name!r} is not a folder name: pass a plain name of letters or digits, "
         "such as train"
+    ]
+
+
+@pytest.mark.parametrize("name", [2024, 1.5])
+def test_a_task_name_hydra_read_as_a_number_is_refused_with_quotes_to_add(name: object) -> None:
+    """`task_name=2024` was told to pass "letters or digits", which it had: Hydra made it an int."""
+    problems = Problems()
+    check_task_name(name, problems)
+    assert problems.found == [
+        f"task_name={name} is a number, not text: quote it, \"task_name='{name}'\""
     ]
 
 

@@ -231,6 +231,11 @@ def check_task_name(task_name: Any, problems: Problems) -> None:
     """A folder name under paths.log_dir, as the run folder and its log file take it: with
     `../../x` both were made outside it. The Hydra callbacks check it in on_run_start, before
     Hydra makes the folder; the config checks again for runs made without Hydra's CLI."""
+    if isinstance(task_name, (int, float)) and not isinstance(task_name, bool):
+        problems.add(  # Hydra read `task_name=2024` as a number: as text it is a fine name
+            f"task_name={task_name!r} is a number, not text: quote it, \"task_name='{task_name}'\""
+        )
+        return
     name = task_name if isinstance(task_name, str) else ""
     if any(bad in name for bad in ("/", "\\", "\0")):
         problems.add(
