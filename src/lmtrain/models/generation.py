@@ -14,6 +14,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from lmtrain.data.coverage import format_characters, unencodable_characters
+from lmtrain.errors import LMTrainError
 from lmtrain.models.hf import context_length
 
 # Characters of a prompt quoted in a message: a prompt file can be long.
@@ -44,7 +45,7 @@ def prompt_problem(
         return tokenizer(text, **AS_TEXT).input_ids
 
     try:
-        n_tokens = max(1, len(encode(prompt)))  # an empty prompt is one end-of-text token
+        n_tokens = len(encode(prompt))
     except Exception:  # the Rust tokenizer raises a bare Exception that names no character
         characters = unencodable_characters(encode, prompt)
         reason = "cannot be encoded by the tokenizer"
@@ -55,6 +56,14 @@ def prompt_problem(
         return PromptProblem(
             reason, "a prompt of characters from the corpus the tokenizer was built on"
         )
+    if n_tokens == 0:  # a new document: one start token (`start_token_id`), if there is one
+        if start_token_id(tokenizer) is None:
+            return PromptProblem(
+                "encodes to no tokens, and the tokenizer has no eos or bos token to start a new "
+                "document from",
+                "a non-empty prompt",
+            )
+        n_tokens = 1
     if context is not None and n_tokens >= context:
         return PromptProblem(
             f"is {n_tokens} tokens long and the model's context is {context}, which leaves "
@@ -71,12 +80,29 @@ def quote(prompt: str) -> str:
     return repr(prompt[:QUOTED_CHARS]) + f"... ({len(prompt)} characters)"
 
 
+def start_token_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The token a new document starts from (an empty prompt): end-of-text, which is what
+    separates documents in training, as GPT-2 does; else beginning-of-text, what transformers'
+    `generate` starts from with no input; None when the tokenizer has neither."""
+    if tokenizer.eos_token_id is not None:
+        return tokenizer.eos_token_id
+    return tokenizer.bos_token_id
+
+
 @torch.inference_mode()
 def prompt_ids(tokenizer: PreTrainedTokenizerBase, prompt: str) -> torch.Tensor:
-    """The prompt's ids as a batch of one; an empty prompt starts from end-of-text, as GPT-2
-    does."""
+    """The prompt's ids as a batch of one; a prompt of no tokens is the start token alone
+    (`start_token_id`). `prompt_problem` refuses it first where there is none."""
     ids = tokenizer(prompt, return_tensors="pt", **AS_TEXT).input_ids
-    return ids if ids.shape[1] else torch.tensor([[tokenizer.eos_token_id]])
+    if ids.shape[1]:
+        return ids
+    start = start_token_id(tokenizer)
+    if start is None:
+        raise LMTrainError(
+            f"prompt={quote(prompt)} encodes to no tokens, and the tokenizer has no eos or bos "
+            "token to start a new document from: pass a non-empty prompt"
+        )
+    return torch.tensor([[start]])
 
 
 def new_token_budget(config: PretrainedConfig, prompt_tokens: int, max_new_tokens: int) -> int:
@@ -142,7 +168,34 @@ def generate_text(
         )
     finally:
         model.train(was_training)
+    text_start = 0 if tokenizer(prompt, **AS_TEXT).input_ids else 1  # past a start token
     return [
-        prompt + tokenizer.decode(row[ids.shape[1] :], skip_special_tokens=stop_at_eos)
+        continued(tokenizer, prompt, row.tolist(), text_start, ids.shape[1], stop_at_eos)
         for row in output
     ]
+
+
+def continued(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    row: list[int],
+    text_start: int,
+    prompt_end: int,
+    skip_special_tokens: bool,
+) -> str:
+    """`prompt` as typed, followed by what the decoded row adds to the decoded prompt.
+
+    The new tokens decoded alone lose what depends on the tokens before them: a
+    SentencePiece-style decoder (Metaspace, Llama's `Strip`) drops the space a first token's
+    `▁` stands for, so "the" + "▁words" printed "thewords". So the row is decoded whole, as
+    plain transformers does, from `text_start` (past the start token of an empty prompt, whose
+    text starts a document), and the decoded prompt is cut from its front. Where the full decode
+    does not start with the decoded prompt (a decoder's clean-up reaching across the
+    boundary), the new tokens are decoded alone, the best left. The prompt is kept as typed,
+    not as decoded (a normalizer can change it), so every text starts with the prompt.
+    """
+    full = tokenizer.decode(row[text_start:], skip_special_tokens=skip_special_tokens)
+    head = tokenizer.decode(row[text_start:prompt_end], skip_special_tokens=skip_special_tokens)
+    if full.startswith(head):
+        return prompt + full[len(head) :]
+    return prompt + tokenizer.decode(row[prompt_end:], skip_special_tokens=skip_special_tokens)
