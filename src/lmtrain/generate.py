@@ -42,6 +42,9 @@ with gc_pause.paused_for_imports():
 
 log = logging.getLogger(__name__)
 
+# torch.multinomial's refusal of next-token probabilities that hold inf or nan (CPU and CUDA).
+SAMPLING_FAILURE = "probability tensor contains either"
+
 # generation_config.json keys that change which token is chosen, beyond lmtrain's own (do_sample,
 # temperature, top_k, top_p and the lengths): transformers' logits processors and strategies.
 TOKEN_CHOICE_KEYS = frozenset(
@@ -80,21 +83,41 @@ def generate(cfg: DictConfig) -> list[str]:
     log.info("Generating from %s on %s", path, model.device)
 
     L.seed_everything(cfg.seed, verbose=False)
-    texts = generate_text(
-        model,
-        loaded.tokenizer,
-        prompt,
-        max_new_tokens=int(cfg.max_new_tokens),
-        temperature=float(cfg.temperature),
-        top_k=cfg.top_k,
-        top_p=cfg.top_p,
-        greedy=cfg.greedy,
-        num_samples=int(cfg.num_samples),
-        stop_at_eos=cfg.stop_at_eos,
-    )
+    try:
+        texts = generate_text(
+            model,
+            loaded.tokenizer,
+            prompt,
+            max_new_tokens=int(cfg.max_new_tokens),
+            temperature=float(cfg.temperature),
+            top_k=cfg.top_k,
+            top_p=cfg.top_p,
+            greedy=cfg.greedy,
+            num_samples=int(cfg.num_samples),
+            stop_at_eos=cfg.stop_at_eos,
+        )
+    except RuntimeError as err:
+        if cfg.greedy or SAMPLING_FAILURE not in str(err):
+            raise
+        raise sampling_refusal(cfg.temperature, err) from None
     sys.stdout.write(cfg.separator.join(texts) + "\n")
     sys.stdout.flush()
     return texts
+
+
+def sampling_refusal(temperature: float, err: RuntimeError) -> LMTrainError:
+    """The refusal of a temperature the checks pass (positive, finite) that sampling cannot use.
+
+    The logits divided by a tiny one (1e-40) overflow float32 to inf, and torch.multinomial
+    raised its traceback after the model had loaded; export refuses the same value in one line
+    (`lmtrain.models.export_folder`). Nothing is printed before it: stdout gets no partial text.
+    """
+    why = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return LMTrainError(
+        f"sampling fails at temperature={temperature} ({type(err).__name__}: {why}): the logits "
+        "divided by it overflow to inf; pass a larger temperature (0.1 to 2 is usual), "
+        "or greedy=true"
+    )
 
 
 def warn_if_capped(max_new_tokens: int, loaded: LoadedModel, prompt: str) -> None:
@@ -173,7 +196,12 @@ def warn_folder_generation_settings(loaded: LoadedModel, path: str | Path) -> No
 
 
 def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
-    """The prompt text: `prompt_file`'s exact contents when set, else `prompt`."""
+    """The prompt text: `prompt_file`'s contents when set, else `prompt`.
+
+    The file is read as training reads a corpus (`lmtrain.data.corpus.open_text`): a leading
+    byte order mark dropped (Windows editors write one; kept, it reached the model as three byte
+    tokens it never trained on, or was refused by a char tokenizer) and line ends read as \\n.
+    """
     if prompt_file:
         path = Path(prompt_file).expanduser()
         given = f"prompt_file={prompt_file!r}"
@@ -182,7 +210,7 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
         if not path.exists():
             raise LMTrainError(f"{given} does not exist: pass a UTF-8 text file")
         try:
-            return path.read_text(encoding="utf-8")
+            return path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as err:
             raise LMTrainError(
                 f"{given} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "

@@ -1,0 +1,46 @@
+"""`lmtrain.generate` inputs a red team found mishandled (gen27): a temperature too small to
+sample with, and a prompt file that starts with a UTF-8 byte order mark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmtrain.generate import generate
+from tests.helpers.assertions import assert_one_line_error
+from tests.helpers.cli import run_cli
+from tests.helpers.compose import compose
+
+
+def test_a_temperature_too_small_to_sample_with_is_one_line(base: Path, tmp_path: Path) -> None:
+    """temperature=1e-40 passes the checks (positive, finite), then the logits divided by it
+    overflow to inf and torch.multinomial raised a traceback; export refused it in one line."""
+    result = run_cli(
+        "generate",
+        f"ckpt_path={base}",
+        "prompt=the",
+        "temperature=1e-40",
+        "max_new_tokens=3",
+        "device=cpu",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert_one_line_error(result, "temperature=1e-40", "larger temperature", "greedy=true")
+    assert result.stdout == ""  # no partial text for a `> out.txt`
+
+
+def test_a_prompt_files_byte_order_mark_is_dropped_as_training_drops_it(
+    base: Path, tmp_path: Path, data_dir: Path, capsys
+) -> None:
+    """A BOM (Windows editors write one) reached the byte-level model as three byte tokens it
+    never trained on; training reads corpora with utf-8-sig. The file's prompt is the text."""
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_bytes(b"\xef\xbb\xbfthe quick")
+    texts = {}
+    for name, given in (("file", f"prompt_file={prompt_file}"), ("text", "prompt='the quick'")):
+        cfg = compose(
+            "generate", tmp_path / name, data_dir, f"ckpt_path={base}", given,
+            "greedy=true", "max_new_tokens=4", "device=cpu",
+        )  # fmt: skip
+        (texts[name],) = generate(cfg)
+    assert texts["file"] == texts["text"]
+    assert texts["file"].startswith("the quick")
+    assert capsys.readouterr().out.startswith("the quick")
