@@ -51,6 +51,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models.checkpoint import LoadedModel, load_model, resolve_model_path
     from lmtrain.models.eval_split import bits_per_byte, warn_past_trained_windows
     from lmtrain.models.hf import check_context
+    from lmtrain.models.model_eos import refuse_without_eos
     from lmtrain.models.tokenizer_digest import same_encoding
     from lmtrain.utils.checks import Problems
     from lmtrain.utils.config_checks import check_data, check_eval_config, plain
@@ -86,6 +87,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg)
     L.seed_everything(cfg.seed, workers=True)
     loaded = load_model(ckpt_path)
+    refuse_without_eos(loaded.tokenizer, ckpt_path)  # its val split is read with this tokenizer
     # lm-eval's context; a max_length the model cannot take is refused before the val split.
     config, run_config = loaded.model.config, loaded.run_config
     context = tasks_context(benchmarks, config, run_config) if benchmarks else None
