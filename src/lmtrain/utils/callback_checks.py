@@ -2,9 +2,8 @@
 checked before work starts.
 
 A bad one was found late, or never: `callbacks.throughput.available_flops=abc` a traceback after
-data preparation, `callbacks.text_samples.cpu_threads=abc` a warning at every validation and no
-samples, `available_flops=-1` a negative MFU, `tags=mytag` a W&B run tagged m, y, t, a, g. The
-callbacks are found by their `_target_`, so a renamed entry is checked too.
+data preparation, `available_flops=-1` a negative MFU, `tags=mytag` a W&B run tagged m, y, t, a,
+g. The callbacks are found by their `_target_`, so a renamed entry is checked too.
 """
 
 from __future__ import annotations
@@ -14,9 +13,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from lmtrain.errors import epoch_end_ranking
+from lmtrain.errors import LMTrainError, epoch_end_ranking
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.filename_fields import FIELD
+from lmtrain.utils.logger_checks import mlflow_experiment_name, mlflow_tags
 
 log = logging.getLogger(__name__)
 
@@ -260,9 +260,9 @@ def warn_unvalidated_early_stopping(callbacks: Mapping[str, Any], trainer: Mappi
 
 def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb: bool) -> None:
     """`logger.<name>.*` settings its logger reads only once it runs: the CSV writer divides by
-    `flush_logs_every_n_steps` (0: ZeroDivisionError at the first row), W&B refused a mode it
-    does not know in a traceback, and read `offline=no` as offline; MLflow iterated over a
-    string of tags. `wandb`: the entry is a W&B logger's (`is_wandb_entry`)."""
+    `flush_logs_every_n_steps` (0: ZeroDivisionError at the first row), W&B refused an unknown
+    mode in a traceback and read `offline=no` as offline; MLflow iterated over a string of tags,
+    and refused a list as a tag. `wandb`: the entry is a W&B logger's (`is_wandb_entry`)."""
     key, target = f"logger.{name}", entry.get("_target_")
     if target in CSV_LOGGERS:
         flush = entry.get("flush_logs_every_n_steps", 100)
@@ -279,6 +279,12 @@ def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb:
             f"{key}.tags={tags!r} is not a mapping of tag names to values: pass "
             f"'{key}.tags={{team:nlp}}' (the run's tags list goes in `tags`)"
         )
+    elif target in MLFLOW_LOGGERS:  # MLflow's own refusals came after data prep, naming no key
+        try:
+            mlflow_tags(f"{key}.tags", tags or {})
+            mlflow_experiment_name(f"{key}.experiment_name", entry.get("experiment_name"), "")
+        except LMTrainError as err:
+            problems.add(str(err))
 
 
 def check_wandb_text(key: str, value: Any, problems: Problems) -> None:

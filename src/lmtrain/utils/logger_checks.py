@@ -9,6 +9,11 @@ logger's folder gets the same check when the logger is made (`refuse_unwritable_
 MLflow SQLite store is opened once read-only with the standard library (`refuse_unusable_sqlite`),
 and the first request to an MLflow server is bounded with MLflow's own settings
 (`bounded_mlflow_wait`).
+
+What the user gives MLflow to name and tag a run is checked too (`mlflow_experiment_name`,
+`mlflow_tags`): MLflow refused a number for an experiment name, and a list or mapping as a tag
+value, only at its first request, after the experiment was created in the store, in a line that
+blamed the store or the server and named no key.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 from lmtrain.errors import LMTrainError
 
@@ -115,3 +121,51 @@ def bounded_mlflow_wait() -> Iterator[None]:
     finally:
         for name in added:
             os.environ.pop(name, None)
+
+
+def mlflow_experiment_name(key: str, name: Any, task_name: str) -> str:
+    """The experiment a run logs to: `name` (the value of config key `key`), or `task_name` for
+    null or an empty text, as an empty run name is null. A number (`2024`, or a `${...}` of
+    one) is refused in one line, as W&B's names are: MLflow takes only text."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
+
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return task_name
+    if not isinstance(name, str):
+        raise LMTrainError(
+            f"{key}={name!r} is not text, which MLflow needs: quote it, '{key}=\"{name}\"' "
+            f"(a ${{...}} of a number: put text around it, '{key}=lr${{model.optimizer.lr}}')"
+        )
+    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+        raise LMTrainError(
+            f"{key} has {len(name)} characters: MLflow takes {MAX_EXPERIMENT_NAME_LENGTH} at most"
+            ", give a shorter name"
+        )
+    return name
+
+
+def mlflow_tags(key: str, given: Mapping[Any, Any]) -> dict[str, str]:
+    """The user's run tags (config key `key`) as MLflow stores them: text values, a number or a
+    boolean as its text and null as an empty one (Hydra merges these over the config's own, so
+    a null cannot leave a tag out). A list or a mapping is refused in one line naming
+    `<key>.<tag>`, and so is a tag name MLflow refuses: MLflow failed at its first request
+    with neither named, after creating the experiment."""
+    from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+    tags: dict[str, str] = {}
+    for name, value in given.items():
+        tag = str(name)
+        if not validate_param_and_metric_name(tag) or path_not_unique(tag):
+            raise LMTrainError(
+                f"{key}.{tag} is not a tag name MLflow takes: use letters, digits and _ - . / "
+                "space or :, with no leading / and no empty or .. part"
+            )
+        if isinstance(value, (list, tuple, Mapping)):
+            parts = value.items() if isinstance(value, Mapping) else enumerate(value)
+            text = ",".join(f"{k}:{v}" if isinstance(value, Mapping) else str(v) for k, v in parts)
+            raise LMTrainError(
+                f"{key}.{tag}={value!r} is not text, which an MLflow tag needs: give it as one "
+                f"quoted text, '{key}.{tag}=\"{text}\"'"
+            )
+        tags[tag] = "" if value is None else str(value)
+    return tags

@@ -41,6 +41,8 @@ from lmtrain.errors import LMTrainError, first_line
 from lmtrain.utils.locks import acquire
 from lmtrain.utils.logger_checks import (
     bounded_mlflow_wait,
+    mlflow_experiment_name,
+    mlflow_tags,
     refuse_unusable_sqlite,
     refuse_unwritable_folder,
 )
@@ -90,9 +92,15 @@ def mlflow_kwargs(entry: DictConfig, run_cfg: DictConfig, resuming: bool) -> dic
     tags = {"run_dir": str(run_dir), "tags": ",".join(map(str, run_cfg.get("tags") or []))}
     if job is not None:
         tags["group"] = job[1]
-    # The user's tags win (`+logger.mlflow.tags.group=lr-study` names the group itself).
-    given = OmegaConf.to_container(entry.get("tags") or OmegaConf.create({}), resolve=True)
+    # The user's tags win (`+logger.mlflow.tags.group=lr-study` names the group itself); each
+    # is checked before MLflow is touched (a bad one left an experiment behind in the store).
+    key = f"logger.{entry._key()}"
+    configured_tags = entry.get("tags") or OmegaConf.create({})  # a mapping: config_checks
+    given = mlflow_tags(f"{key}.tags", OmegaConf.to_container(configured_tags, resolve=True))
     kwargs: dict[str, Any] = {"tags": redact({**tags, **given})}  # as the params are
+    kwargs["experiment_name"] = mlflow_experiment_name(
+        f"{key}.experiment_name", entry.get("experiment_name"), str(run_cfg.task_name)
+    )
     name = entry.get("run_name")
     if name is None or not str(name).strip():  # "" as null, as W&B's name (MLflow made one up)
         kwargs["run_name"] = job[0] if job is not None else run_dir.name
