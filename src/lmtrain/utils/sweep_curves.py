@@ -2,11 +2,13 @@
 
 Read from the first logger of the job's run that has it there: its W&B run (the offline `.wandb`
 log of the id in `wandb_run_id`, read with `wandb leet inspect`), `csv/metrics.csv`, or the
-TensorBoard events under `tensorboard/` (TensorBoard's own reader). Only the run's own: a job
-folder that `overwrite_run=true` reused keeps the replaced run's files. The report plotted the
-earlier W&B run's steps after the new run's (every `wandb/*run-*` was read), and a logger the new
-run no longer used would still have given its curve; so only the W&B run of the folder's id is
-read, and only the loggers that the job's saved config (`.hydra/config.yaml`) names.
+TensorBoard events under `tensorboard/` (TensorBoard's own reader), or in the CSV and TensorBoard
+folders the job's saved config gives its loggers (`lmtrain.utils.logger_folders`). Only the run's
+own: a job folder that `overwrite_run=true` reused keeps the replaced run's files. The report
+plotted the earlier W&B run's steps after the new run's (every `wandb/*run-*` was read), and a
+logger the new run no longer used would still have given its curve; so only the W&B run of the
+folder's id is read, and only the loggers that the job's saved config (`.hydra/config.yaml`)
+names.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from lmtrain.utils.logger_folders import logger_folders, logger_kind
 from lmtrain.utils.tracker_ids import saved_text
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
@@ -32,7 +35,10 @@ CURVE_METRIC = "val/loss"
 # An offline or online W&B session folder: `offline-run-<date>_<time>-<run id>`.
 WANDB_SESSION = re.compile(r"(?:offline-)?run-(?P<time>\d{8}_\d{6})-(?P<id>.+)")
 # Where the curve is read from, as the warning names them.
-CURVE_SOURCES = "a W&B run in wandb/, csv/metrics.csv or TensorBoard events in tensorboard/"
+CURVE_SOURCES = (
+    "a W&B run in wandb/, csv/metrics.csv or TensorBoard events in tensorboard/ (or the CSV and "
+    "TensorBoard folders the job's config names)"
+)
 
 
 def job_loggers(config: dict[str, Any]) -> frozenset[str] | None:
@@ -41,15 +47,7 @@ def job_loggers(config: dict[str, Any]) -> frozenset[str] | None:
     if "logger" not in config:
         return None
     entries = config["logger"] if isinstance(config["logger"], dict) else {}
-    kinds = set()
-    for entry in entries.values():
-        target = entry.get("_target_") if isinstance(entry, dict) else None
-        name = str(target or "").rsplit(".", 1)[-1].lower()
-        for kind in ("wandb", "csv", "tensorboard"):  # ResumableCSVLogger, lmtrain's own
-            name = kind if name.endswith(f"{kind}logger") else name
-        if name:
-            kinds.add(name.removesuffix("logger") or name)
-    return frozenset(kinds)
+    return frozenset(kind for kind in map(logger_kind, entries.values()) if kind)
 
 
 def read_curve(
@@ -65,16 +63,25 @@ def read_curve(
     if wandb_id is None:
         wandb_id = saved_text(id_file) or ""  # not UTF-8, unreadable: no id
     run_id = wandb_id
+    # Where the saved config put them (logger.csv.version=v: csv/v/), else the default folders.
+    folders = logger_folders(folder)
+    csv_files = [f / "metrics.csv" for f in folders.get("csv") or [folder / "csv"]]
+    events = folders.get("tensorboard") or [folder / "tensorboard"]
     readers = {
         "wandb": lambda: wandb_curve(folder / "wandb", run_id),
-        "csv": lambda: csv_curve(folder / "csv" / "metrics.csv"),
-        "tensorboard": lambda: tensorboard_curve(folder / "tensorboard"),
+        "csv": lambda: first_curve(map(csv_curve, csv_files)),
+        "tensorboard": lambda: first_curve(map(tensorboard_curve, events)),
     }
     for kind, read in readers.items():
         points = read() if loggers is None or kind in loggers else {}
         if points:
             return sorted(points.items())
     return []
+
+
+def first_curve(curves: Iterable[dict[float, float]]) -> dict[float, float]:
+    """The first of `curves` (one per logger of a kind, read as needed) that has points."""
+    return next((points for points in curves if points), {})
 
 
 def wandb_curve(wandb_dir: Path, run_id: str) -> dict[float, float]:
