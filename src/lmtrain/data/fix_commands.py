@@ -22,10 +22,37 @@ ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".zip")
 
 
 def word(path: Path) -> str:
-    """`path` as one shell word: as given where no character needs quoting, and after `./` when
-    it starts with `-`, which a command would take for an option."""
+    r"""`path` as one shell word: as given where no character needs quoting, and after `./` when
+    it starts with `-`, which a command would take for an option.
+
+    A name that is not UTF-8 (`caf\xe9.txt` from a latin-1 system) reaches Python as a str with
+    surrogate escapes, which quoted as such would name another file: it is written in bash's
+    `$'...'` quotes instead, its bytes as `\xNN`, so that the shell passes the name's own bytes.
+    """
     text = str(path)
-    return shlex.quote(f"./{text}" if text.startswith("-") else text)
+    text = f"./{text}" if text.startswith("-") else text
+    raw = os.fsencode(text)
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return "$'" + "".join(byte_escape(b) for b in raw) + "'"
+    return shlex.quote(text)
+
+
+def byte_escape(byte: int) -> str:
+    r"""One byte of a name inside bash's `$'...'`: printable ASCII as itself (but `\` and `'`,
+    escaped), any other as `\xNN`."""
+    char = chr(byte)
+    if char in "\\'":
+        return "\\" + char
+    return char if 0x20 <= byte < 0x7F else f"\\x{byte:02x}"
+
+
+def move_out(path: Path) -> str:
+    """The advice after a command that writes a fixed copy of `path` beside it: the next run
+    would read the original as well (in the same folder, or under the same glob) and refuse it
+    again, so it goes."""
+    return f"then move {word(path)} out of the corpus"
 
 
 def read_as(name: str) -> tuple[str, str]:

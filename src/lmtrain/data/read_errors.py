@@ -20,7 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from lmtrain.data.file_walk import VERSION_CONTROL
-from lmtrain.data.fix_commands import conversion, decompress, extract, rename_gz, word
+from lmtrain.data.fix_commands import conversion, decompress, extract, move_out, rename_gz, word
 from lmtrain.errors import LMTrainError, find_cause, first_line
 
 LEAVE_OUT = "or leave it out of data.source.path"
@@ -77,7 +77,7 @@ def reading(path: Path, position: Callable[[], str] | None = None) -> Iterator[N
         where = f"byte {offset}" if offset is not None else f"byte {err.start} of a block"
         raise LMTrainError(
             f"{str(path)!r} is not UTF-8 text ({err.reason} at {where}): convert it, e.g. "
-            f"`{conversion(path)}` with its real encoding, {LEAVE_OUT}"
+            f"`{conversion(path)}` with its real encoding, {move_out(path)}, {LEAVE_OUT}"
         ) from None
     except PermissionError:
         raise LMTrainError(
@@ -268,8 +268,8 @@ def nul_error(path: Path, offset: int | None) -> LMTrainError:
     return LMTrainError(
         f"{str(path)!r} holds a NUL byte{at}: it is binary data, or UTF-16/UTF-32 text without "
         "a byte order mark, not UTF-8 text: if it is UTF-16 text convert it, e.g. "
-        f"`{conversion(path, 'utf-16le')}`, else remove it or narrow data.source.path "
-        "(a glob such as '*.txt') to leave it out"
+        f"`{conversion(path, 'utf-16le')}`, {move_out(path)}, else remove it or narrow "
+        "data.source.path (a glob such as '*.txt') to leave it out"
     )
 
 
@@ -288,6 +288,7 @@ def not_text_problem(head: bytes, path: Path) -> str | None:
         if head.startswith(mark):
             return (
                 f" is {encoding.upper()} text (it starts with a {encoding.upper()} byte order "
-                f"mark), not UTF-8: convert it, e.g. `{conversion(path, encoding)}`, {LEAVE_OUT}"
+                f"mark), not UTF-8: convert it, e.g. `{conversion(path, encoding)}`, "
+                f"{move_out(path)}, {LEAVE_OUT}"
             )
     return None
