@@ -225,10 +225,15 @@ def open_text(path: Path) -> IO[str]:
     return path.open(encoding="utf-8-sig")
 
 
+def read_text_blocks(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
+    """The file's text in blocks of `block_chars` characters as read, not cut; no NUL."""
+    with reading(path), open_text(path) as f:
+        yield from refuse_nul(path, iter(partial(f.read, block_chars), ""))
+
+
 def read_text_pieces(path: Path, block_chars: int = BLOCK_CHARS) -> Iterator[str]:
     """The file's text in pieces of about `block_chars` characters (see `cut_pieces`), no NUL."""
-    with reading(path), open_text(path) as f:
-        yield from cut_pieces(refuse_nul(path, iter(partial(f.read, block_chars), "")), block_chars)
+    yield from cut_pieces(read_text_blocks(path, block_chars), block_chars)
 
 
 def as_document(split: str, pieces: Iterable[str]) -> Iterator[Piece]:
@@ -256,9 +261,10 @@ def split_single_text(path: Path, val_fraction: float, block_chars: int) -> Iter
     """nanoGPT's split of one text file: the first (1 - val_fraction) of its characters train.
 
     The characters are counted in a first streaming pass, so the cut is the same as on the whole
-    text in memory while memory stays at one block.
+    text in memory while memory stays at one block. That pass reads blocks, not cut pieces:
+    cutting adds no characters, and a forced cut would be counted for both passes.
     """
-    n_chars = sum(len(piece) for piece in read_text_pieces(path, block_chars))
+    n_chars = sum(len(block) for block in read_text_blocks(path, block_chars))
     cut = int(n_chars * (1.0 - val_fraction))
     position = 0
     for piece in read_text_pieces(path, block_chars):

@@ -19,15 +19,20 @@ leaves the last newline to a pre-token of its own; alone, the left piece ends in
 The char tokenizer breaks everywhere; SentencePiece-style tokenizers re-cut the pieces before
 a space (`corpus_tokenizer.recut_pieces`). Text with none of the three (minified JSON, base64)
 within four blocks is cut where it is: the token cache's build counts those documents in one
-warning.
+warning, unless its tokenizer breaks everywhere (`breaks_everywhere`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
+
+from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +50,37 @@ CUT_WINDOW = 4096
 # Blocks joined while looking for a `PIECE_CUT` before the fallbacks are tried.
 MAX_BLOCKS = 4
 
-# Documents cut where they were, in this process; the token cache's build warns of its own.
-_forced_documents = 0
+# Letters, digits, punctuation, spaces, tabs, blank lines and CJK: a tokenizer whose pre-tokenizer
+# isolates each of these characters isolates every character (`breaks_everywhere`).
+EVERYWHERE_PROBE = "Ab1, c;{x}=42\n\n\tz  日本語。.."
+
+
+@dataclass
+class ForcedCuts:
+    """Documents cut where they were (no safe place in four blocks), each counted once."""
+
+    documents: int = 0
+
+
+# The counter of the build that is reading now (`counting_forced_cuts`), or None: not counted.
+_counting: ContextVar[ForcedCuts | None] = ContextVar("lmtrain_forced_cuts", default=None)
+
+
+@contextlib.contextmanager
+def counting_forced_cuts() -> Iterator[ForcedCuts]:
+    """Count the documents that `cut_pieces` cuts where they were while the block runs.
+
+    Per build, not per process: a source read twice (the tokenizer's sample, a first pass that
+    only counts characters) or another thread's build would otherwise add to the count. A
+    context variable, so only the reads this block's thread makes count; encoding workers only
+    encode the pieces the parent cut, so the parent's count is the whole build's.
+    """
+    counter = ForcedCuts()
+    token = _counting.set(counter)
+    try:
+        yield counter
+    finally:
+        _counting.reset(token)
 
 
 def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
@@ -56,7 +90,6 @@ def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
     one, the last `FALLBACK_CUTS` place is taken, and failing that (minified text, say) the text is
     cut where it is, the only place ids can differ, and the document is counted once.
     """
-    global _forced_documents
     forced = False
     carry = ""
     blocks = iter(blocks)
@@ -73,8 +106,9 @@ def cut_pieces(blocks: Iterable[str], block_chars: int) -> Iterator[str]:
             cut = fallback_cut(text)
             if cut is None:
                 cut = len(text)
-                if not forced:  # counted once per document, however many cuts it needs
-                    _forced_documents += 1
+                counter = _counting.get()
+                if not forced and counter is not None:  # once a document, however many cuts
+                    counter.documents += 1
                 forced = True
         if cut is None:
             carry = text
@@ -112,15 +146,23 @@ def last_cut(text: str, pattern: re.Pattern[str] = PIECE_CUT, most: int = 0) -> 
         window *= 4
 
 
-def forced_documents() -> int:
-    """How many documents this process has cut where no safe place was found."""
-    return _forced_documents
+def breaks_everywhere(tokenizer: Tokenizer) -> bool:
+    """Whether every character is a pre-token of its own (the char tokenizer): then a cut
+    anywhere gives the whole text's ids, and a forced cut is nothing to warn of. A normalizer
+    could join characters across a cut (NFC), so a tokenizer with one does not qualify."""
+    pre_tokenizer = tokenizer.pre_tokenizer
+    if pre_tokenizer is None or tokenizer.normalizer is not None:
+        return False
+    pieces = pre_tokenizer.pre_tokenize_str(EVERYWHERE_PROBE)
+    return all(len(piece) == 1 for piece, _ in pieces)
 
 
-def warn_forced_cuts(forced: int, source: Any) -> None:
+def warn_forced_cuts(forced: int, source: Any, tokenizer: Tokenizer) -> None:
     """One warning counting the `forced` documents of `source` the token cache's build cut where
-    they were (no safe place in four blocks): silently, their ids differed from the whole text's."""
-    if not forced:
+    they were (no safe place in four blocks): silently, their ids differed from the whole text's.
+    None for a tokenizer that `breaks_everywhere`: its ids cannot differ, and raising
+    block_chars, as the warning advises, would change nothing."""
+    if not forced or breaks_everywhere(tokenizer):
         return
     setting = source.typed_as if source.typed_as.startswith("+") else f"+{source.typed_as}"
     log.warning(

@@ -40,7 +40,7 @@ from lmtrain.data.cache_checks import load_tokenizer as load_tokenizer
 from lmtrain.data.checksums import file_checksums, folder_checksums
 from lmtrain.data.corpus import MB, SPLITS, Source, utf8_len
 from lmtrain.data.encode import default_workers, encode_corpus
-from lmtrain.data.piece_cuts import forced_documents, warn_forced_cuts
+from lmtrain.data.piece_cuts import counting_forced_cuts, warn_forced_cuts
 from lmtrain.data.pretrained_tokenizer import save_tokenizer
 from lmtrain.data.source_arguments import unsettled_arguments
 from lmtrain.data.tokenizers import TokenizerSettings
@@ -251,18 +251,18 @@ def write(
     chunk_bytes = max(1, int(chunk_mb * MB))
     if size is not None:  # no point forking more workers than there are chunks
         workers = max(1, min(workers, size // chunk_bytes))
-    forced_before = forced_documents()  # the tokenizer's sample may have cut some too
-    stats = encode_corpus(
-        source.documents(),
-        tokenizer.backend_tokenizer.to_str(),
-        tokenizer.eos_token_id,
-        dtype,
-        {split: folder / f"{split}.bin" for split in SPLITS},
-        workers=workers,
-        chunk_bytes=chunk_bytes,
-        total_bytes=size,
-    )
-    warn_forced_cuts(forced_documents() - forced_before, source)
+    with counting_forced_cuts() as forced:  # this pass's documents, not the tokenizer sample's
+        stats = encode_corpus(
+            source.documents(),
+            tokenizer.backend_tokenizer.to_str(),
+            tokenizer.eos_token_id,
+            dtype,
+            {split: folder / f"{split}.bin" for split in SPLITS},
+            workers=workers,
+            chunk_bytes=chunk_bytes,
+            total_bytes=size,
+        )
+    warn_forced_cuts(forced.documents, source, tokenizer.backend_tokenizer)
     total_mb = sum(stats.bytes.values()) / MB
     meta = {
         "format_version": FORMAT_VERSION,
