@@ -114,6 +114,22 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
                 problems.add(f"{group}.{name}._target_={target!r} names nothing: {missing}")
             elif isinstance(target, str) and target.startswith(CHECKED_PACKAGES):
                 check_arguments(f"{group}.{name}", target, entry, problems)
+    # The Trainer's and the data's own keys too: `+trainer.max_epoch=1` was Trainer's TypeError
+    # after data prep and the model build, `+data.blocksize=16` a TypeError with no close match.
+    data = cfg.get("data")
+    for key, entry in (("trainer", cfg.get("trainer")), ("data", data)):
+        check_entry_arguments(key, entry, problems)
+    if isinstance(data, Mapping):
+        check_entry_arguments("data.source", data.get("source"), problems)
+
+
+def check_entry_arguments(key: str, entry: Any, problems: Problems) -> None:
+    """`check_arguments` for one node whose `_target_` names a Lightning or lmtrain class (an
+    unknown target is `check_group_targets`' to name)."""
+    target = entry.get("_target_") if isinstance(entry, Mapping) else None
+    known = isinstance(target, str) and target.startswith(CHECKED_PACKAGES)
+    if known and not missing_target(target):
+        check_arguments(key, target, entry, problems)
 
 
 def check_samples_keys(samples: Any, problems: Problems) -> None:
