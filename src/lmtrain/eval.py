@@ -54,6 +54,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models.model_eos import refuse_without_eos
     from lmtrain.models.tokenizer_digest import same_encoding
     from lmtrain.utils.checks import Problems
+    from lmtrain.utils.composed_config import run_folder
     from lmtrain.utils.config_checks import check_data, check_eval_config, plain
     from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
     from lmtrain.utils.group_overrides import refuse_null_groups
@@ -71,13 +72,12 @@ log = logging.getLogger(__name__)
 @task_wrapper
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Validate the model on the data's whole val split; return and save its metrics."""
+    output_dir = run_folder(cfg)  # first: a composed config without it, or null, in one line
     # `+data.block_size=16` alone: settings for the model's own data config, checked with it.
     typed = typed_data_settings(cfg)
     check_eval_config(cfg if typed is None else without_data(cfg))
     benchmarks = benchmark_settings(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    # From the command line Hydra's callback has refused it already; from Python (a composed
-    # config) this is the check: a training run's metrics.json is not eval's to replace.
+    # Hydra's callback refused it on the command line; from Python (compose()) this is the check.
     refuse_foreign_output_dir(output_dir, str(cfg.task_name), folder_key(output_dir))
     refuse_replacing_outside_records(cfg, output_dir, resuming=False, overwrite=None)
     ckpt_path = resolve_model_path(cfg.ckpt_path, output_dir)

@@ -40,6 +40,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.models.checkpoint import resolve_model_path
     from lmtrain.models.export_folder import SAMPLING_ONLY, export_checkpoint
     from lmtrain.utils.checks import Problems
+    from lmtrain.utils.composed_config import resolved_run_folder
     from lmtrain.utils.config_checks import check_export_config, check_samples, plain
     from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
     from lmtrain.utils.group_overrides import refuse_null_groups
@@ -57,6 +58,7 @@ SET_BY_EXPORT = ("bos_token_id", "eos_token_id", "pad_token_id", "transformers_v
 @task_wrapper
 def export(cfg: DictConfig) -> Path:
     """Write the exported folder for `cfg.ckpt_path` to `cfg.out_dir`; return its path."""
+    resolved_run_folder(cfg)  # first: a composed config without it in one line that says so
     out_dir, generation = checked_settings(cfg)  # every setting, before any work
     source = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)
     return export_checkpoint(

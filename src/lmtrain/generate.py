@@ -36,6 +36,7 @@ with gc_pause.paused_for_imports():
         sequence_length,
     )
     from lmtrain.models.hf import context_length
+    from lmtrain.utils.composed_config import resolved_run_folder
     from lmtrain.utils.config_checks import check_generate_config
     from lmtrain.utils.group_overrides import refuse_null_groups
     from lmtrain.utils.task import task_wrapper
@@ -64,6 +65,7 @@ TOKEN_CHOICE_KEYS = frozenset(
 @task_wrapper
 def generate(cfg: DictConfig) -> list[str]:
     """Print `cfg.num_samples` completions of the prompt to stdout; return them."""
+    resolved_run_folder(cfg)  # first: a composed config without it in one line that says so
     check_generate_config(cfg)  # every bad setting at once, before loading anything
     device = pick_device(cfg.device)  # a cuda that is not there, before the model loads
     path = resolve_model_path(cfg.ckpt_path, cfg.paths.output_dir)

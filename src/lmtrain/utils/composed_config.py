@@ -9,6 +9,10 @@ the command line sees to are then the caller's, and each failed far from its cau
 - Hydra's own node, which `compose(..., return_hydra_config=True)` adds (the habit of
   lightning-hydra-template's tests) half unset: storing the run config failed on it after the
   data and the model were built.
+`run_folder` (and `resolved_run_folder`) is the check of `paths.output_dir` that eval, generate
+and export make too, first: their own checks named the first setting that interpolates it
+(`trainer.default_root_dir`), and a run folder that resolved to None (HydraConfig set from such
+a config, or `paths.output_dir=null`) was a TypeError from `Path(None)`.
 A plain dict (`OmegaConf.to_container(cfg)`) is taken as the config it holds.
 """
 
@@ -18,10 +22,23 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import LMTrainError, first_line
+
+# What a composed config lacks and what to pass, in every line about its run folder.
+NO_JOB_FOLDER = (
+    "a config composed outside a command-line run has no Hydra job folder; compose it with "
+    "paths.output_dir=<the run's folder>"
+)
+# paths.output_dir=null typed on the command line: the run folder is Hydra's (run_folder_checks
+# refuses a typed paths.output_dir other than hydra.run.dir too).
+NULL_ON_COMMAND_LINE = (
+    "paths.output_dir=null: the run folder is Hydra's job folder (hydra.run.dir), which "
+    "paths.output_dir names: drop paths.output_dir=null, or pass hydra.run.dir=<folder>"
+)
 
 
 def run_config(cfg: Any) -> DictConfig:
@@ -38,16 +55,9 @@ def run_config(cfg: Any) -> DictConfig:
         cfg = cfg.copy()
         with open_dict(cfg):
             del cfg["hydra"]
-    try:
-        output_dir = OmegaConf.select(cfg, "paths.output_dir")
-    except OmegaConfBaseException as err:
-        raise LMTrainError(
-            f"paths.output_dir cannot be resolved ({first_line(err)}): a config composed outside "
-            "a command-line run has no Hydra job folder; compose it with "
-            "paths.output_dir=<the run's folder>"
-        ) from None
+    output_dir = run_folder(cfg)
     resume = OmegaConf.select(cfg, "resume", throw_on_resolution_failure=False)
-    if resume in (None, "") or output_dir is None:
+    if resume in (None, ""):
         return cfg
     if Path(str(resume)).resolve() != Path(str(output_dir)).resolve():  # applied: the same
         raise LMTrainError(
@@ -56,3 +66,52 @@ def run_config(cfg: Any) -> DictConfig:
             "ckpt_path=last instead"
         )
     return cfg
+
+
+def run_folder(cfg: Any) -> Path:
+    """`paths.output_dir` as a Path, read before any other check of `cfg` so that a composed
+    config's missing job folder is named as such; LMTrainError where it does not resolve or is
+    null."""
+    folder = resolved_run_folder(cfg)
+    if folder is None:
+        if in_job():
+            raise LMTrainError(NULL_ON_COMMAND_LINE)
+        raise LMTrainError(f"paths.output_dir is null: {NO_JOB_FOLDER}")
+    return Path(str(folder))
+
+
+def resolved_run_folder(cfg: Any) -> Any:
+    """`paths.output_dir` resolved (None where it is null: generate and export, which write
+    nothing into it, call this first); LMTrainError naming the composed config's fix where it
+    does not resolve."""
+    if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(dict(cfg))
+    try:
+        return OmegaConf.select(cfg, "paths.output_dir")
+    except OmegaConfBaseException as err:
+        raise LMTrainError(
+            f"paths.output_dir cannot be resolved ({first_line(err)}): {NO_JOB_FOLDER}"
+        ) from None
+
+
+def typed_null_run_folder(cfg: DictConfig) -> str | None:
+    """The refusal of `paths.output_dir=null` as the command line gives it, for a check that runs
+    before Hydra makes the job folder (there `${hydra:runtime.output_dir}` is not set yet, so
+    only a value given in place of it is read); None otherwise."""
+    paths = cfg.get("paths")
+    if not isinstance(paths, DictConfig) or "output_dir" not in paths:
+        return None
+    if OmegaConf.is_interpolation(paths, "output_dir") or paths.output_dir is not None:
+        return None
+    return NULL_ON_COMMAND_LINE
+
+
+def in_job() -> bool:
+    """Whether a Hydra job is running (its folder set), as on the command line; not for a config
+    composed in Python, with or without `HydraConfig().set_config`."""
+    if not HydraConfig.initialized():
+        return False
+    try:
+        return HydraConfig.get().runtime.output_dir is not None
+    except OmegaConfBaseException:
+        return False

@@ -24,9 +24,10 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_zero_only
 from omegaconf import DictConfig, ListConfig, read_write
 
-from lmtrain.errors import NonFiniteLossError, Preempted, find_cause, first_line
+from lmtrain.errors import LMTrainError, NonFiniteLossError, Preempted, find_cause, first_line
 from lmtrain.lightning_compat import ddp_launcher_observes_job_only
 from lmtrain.utils import requeue
+from lmtrain.utils.composed_config import run_folder, typed_null_run_folder
 from lmtrain.utils.entry_module import entry_module_of, main_module_as
 from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
@@ -72,7 +73,11 @@ def prepare_process(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     refuse_run_folder_per_process(cfg, hydra_cfg.overrides.hydra, hydra_cfg.mode)
     refuse_torchrun_world_mismatch(cfg)
-    hold_submitit_requeue(Path(cfg.paths.output_dir))
+    try:  # paths.output_dir resolving to null was a TypeError, after the folder was made
+        run_dir = run_folder(cfg)
+    except LMTrainError as err:
+        fail(str(err))
+    hold_submitit_requeue(run_dir)
     resume_after_requeue(cfg)
 
 
@@ -82,8 +87,11 @@ def refuse_run_folder_per_process(
     """torchrun, and Lightning's launcher across nodes, start each process as its own Hydra
     run, each of which would make its own run folder: require one named on the command line
     (`hydra_overrides`: Hydra's own). Also called by ClaimRunFolder before Hydra makes one, so
-    a launcher given without `-m`, which would run here, is refused here too."""
+    a launcher given without `-m`, which would run here, is refused here too, as is
+    `paths.output_dir=null`, which left the folder behind and was a TypeError."""
     if (problem := launcher_without_multirun(hydra_overrides, mode)) is not None:
+        fail(problem)
+    if (problem := typed_null_run_folder(cfg)) is not None:
         fail(problem)
     named = any(str(o).startswith("hydra.run.dir=") for o in hydra_overrides)
     if mode == RunMode.MULTIRUN or named:
