@@ -2,8 +2,9 @@
 checked before work starts.
 
 A bad one was found late, or never: `callbacks.throughput.available_flops=abc` a traceback after
-data preparation, `available_flops=-1` a negative MFU, `tags=mytag` a W&B run tagged m, y, t, a,
-g. The callbacks are found by their `_target_`, so a renamed entry is checked too.
+data preparation, `callbacks.text_samples.cpu_threads=abc` a warning at every validation and no
+samples, `available_flops=-1` a negative MFU, `tags=mytag` a W&B run tagged m, y, t, a, g. The
+callbacks are found by their `_target_`, so a renamed entry is checked too.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from lmtrain.errors import LMTrainError, epoch_end_ranking
+from lmtrain.errors import epoch_end_ranking
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.filename_fields import FIELD
-from lmtrain.utils.logger_checks import mlflow_experiment_name, mlflow_tags
+from lmtrain.utils.logger_checks import mlflow_entry_problem
 
 log = logging.getLogger(__name__)
 
@@ -273,18 +274,8 @@ def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb:
             problems.choice(f"{key}.mode", entry["mode"], WANDB_MODES)
         for field in WANDB_TEXTS:
             check_wandb_text(f"{key}.{field}", entry.get(field), problems)
-    tags = entry.get("tags")
-    if target in MLFLOW_LOGGERS and tags is not None and not isinstance(tags, Mapping):
-        problems.add(
-            f"{key}.tags={tags!r} is not a mapping of tag names to values: pass "
-            f"'{key}.tags={{team:nlp}}' (the run's tags list goes in `tags`)"
-        )
-    elif target in MLFLOW_LOGGERS:  # MLflow's own refusals came after data prep, naming no key
-        try:
-            mlflow_tags(f"{key}.tags", tags or {})
-            mlflow_experiment_name(f"{key}.experiment_name", entry.get("experiment_name"), "")
-        except LMTrainError as err:
-            problems.add(str(err))
+    if target in MLFLOW_LOGGERS and (problem := mlflow_entry_problem(key, entry)):
+        problems.add(problem)
 
 
 def check_wandb_text(key: str, value: Any, problems: Problems) -> None:

@@ -169,3 +169,21 @@ def mlflow_tags(key: str, given: Mapping[Any, Any]) -> dict[str, str]:
             )
         tags[tag] = "" if value is None else str(value)
     return tags
+
+
+def mlflow_entry_problem(key: str, entry: Mapping[str, Any]) -> str | None:
+    """The first problem of an MLflow logger entry `key`'s tags and experiment name, for the
+    config checks before any work: MLflow iterated over a string of tags, and its own refusals
+    (of a list as a tag, a number as a name) came after data prep, naming no key."""
+    tags = entry.get("tags")
+    if tags is not None and not isinstance(tags, Mapping):
+        return (
+            f"{key}.tags={tags!r} is not a mapping of tag names to values: pass "
+            f"'{key}.tags={{team:nlp}}' (the run's tags list goes in `tags`)"
+        )
+    try:
+        mlflow_tags(f"{key}.tags", tags or {})
+        mlflow_experiment_name(f"{key}.experiment_name", entry.get("experiment_name"), "")
+    except LMTrainError as err:
+        return str(err)
+    return None
