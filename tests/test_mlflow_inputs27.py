@@ -9,6 +9,7 @@ was created in the store:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,14 @@ def test_a_too_long_experiment_name_is_refused() -> None:
     key = "logger.mlflow.experiment_name"
     message = refusal(lambda: mlflow_experiment_name(key, "x" * 501, "task"))
     assert f"{key} has 501 characters" in message
+
+
+def test_the_checks_need_no_mlflow_where_the_loggers_extra_is_missing(monkeypatch) -> None:
+    """mlflow is optional (the `loggers` extra): without it the text checks still run and
+    nothing raises ModuleNotFoundError (MLFlowLogger names what is missing, in one line)."""
+    from lmtrain.utils.logger_checks import mlflow_entry_problem
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails, as uninstalled
+    problem = mlflow_entry_problem("logger.mlflow", {"tags": {"authors": ["a", "b"]}})
+    assert problem is not None and problem.startswith("logger.mlflow.tags.authors=['a', 'b'] is")
+    assert mlflow_entry_problem("logger.mlflow", {"tags": {"team": "nlp"}}) is None

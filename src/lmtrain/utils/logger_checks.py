@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from lmtrain.errors import LMTrainError
@@ -123,12 +124,21 @@ def bounded_mlflow_wait() -> Iterator[None]:
             os.environ.pop(name, None)
 
 
+def mlflow_validation() -> ModuleType | None:
+    """MLflow's own name rules, or None where MLflow is not installed (the `loggers` extra):
+    MLFlowLogger then names what is missing in one line, and only the text checks run here."""
+    try:
+        from mlflow.utils import validation
+    except ImportError:
+        return None
+    return validation
+
+
 def mlflow_experiment_name(key: str, name: Any, task_name: str) -> str:
     """The experiment a run logs to: `name` (the value of config key `key`), or `task_name` for
     null or an empty text, as an empty run name is null. A number (`2024`, or a `${...}` of
     one) is refused in one line, as W&B's names are: MLflow takes only text."""
-    from mlflow.utils.validation import MAX_EXPERIMENT_NAME_LENGTH
-
+    validation = mlflow_validation()
     if name is None or (isinstance(name, str) and not name.strip()):
         return task_name
     if not isinstance(name, str):
@@ -136,10 +146,10 @@ def mlflow_experiment_name(key: str, name: Any, task_name: str) -> str:
             f"{key}={name!r} is not text, which MLflow needs: quote it, '{key}=\"{name}\"' "
             f"(a ${{...}} of a number: put text around it, '{key}=lr${{model.optimizer.lr}}')"
         )
-    if len(name) > MAX_EXPERIMENT_NAME_LENGTH:
+    limit = validation.MAX_EXPERIMENT_NAME_LENGTH if validation else len(name)
+    if len(name) > limit:
         raise LMTrainError(
-            f"{key} has {len(name)} characters: MLflow takes {MAX_EXPERIMENT_NAME_LENGTH} at most"
-            ", give a shorter name"
+            f"{key} has {len(name)} characters: MLflow takes {limit} at most, give a shorter name"
         )
     return name
 
@@ -150,12 +160,14 @@ def mlflow_tags(key: str, given: Mapping[Any, Any]) -> dict[str, str]:
     a null cannot leave a tag out). A list or a mapping is refused in one line naming
     `<key>.<tag>`, and so is a tag name MLflow refuses: MLflow failed at its first request
     with neither named, after creating the experiment."""
-    from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
-
+    validation = mlflow_validation()
     tags: dict[str, str] = {}
     for name, value in given.items():
         tag = str(name)
-        if not validate_param_and_metric_name(tag) or path_not_unique(tag):
+        valid = validation is None or (
+            validation.validate_param_and_metric_name(tag) and not validation.path_not_unique(tag)
+        )
+        if not valid:
             raise LMTrainError(
                 f"{key}.{tag} is not a tag name MLflow takes: use letters, digits and _ - . / "
                 "space or :, with no leading / and no empty or .. part"
