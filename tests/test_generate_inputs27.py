@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lmtrain.generate import generate
+import pytest
+
+from lmtrain.errors import LMTrainError
+from lmtrain.generate import generate, read_prompt, sampling_refusal
 from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli
 from tests.helpers.compose import compose
@@ -44,3 +47,22 @@ def test_a_prompt_files_byte_order_mark_is_dropped_as_training_drops_it(
     assert texts["file"] == texts["text"]
     assert texts["file"].startswith("the quick")
     assert capsys.readouterr().out.startswith("the quick")
+
+
+def test_a_bad_bytes_offset_counts_the_byte_order_mark(tmp_path: Path) -> None:
+    """utf-8-sig decodes past the mark, so the offset it gives was 3 short; a file past the
+    reader's first chunk (8 KiB) was wrong too."""
+    for raw, offset in [(b"\xef\xbb\xbfabcdefg\xe9", 10), (b"x" * 20000 + b"\xe9", 20000)]:
+        path = tmp_path / "prompt.txt"
+        path.write_bytes(raw)
+        with pytest.raises(LMTrainError, match=f"byte 0xe9 at offset {offset}\\)"):
+            read_prompt(None, str(path))
+
+
+def test_a_usual_temperature_is_not_blamed_for_scores_that_are_not_finite() -> None:
+    """torch refuses nan probabilities (a diverged checkpoint) in the same words as inf ones."""
+    err = RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+    assert "overflow to inf; pass a larger temperature" in str(sampling_refusal(1e-40, err))
+    usual = str(sampling_refusal(0.8, err))
+    assert "scores are not finite (a diverged checkpoint)" in usual
+    assert "larger temperature" not in usual

@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 # torch.multinomial's refusal of next-token probabilities that hold inf or nan (CPU and CUDA).
 SAMPLING_FAILURE = "probability tensor contains either"
+# Below it, logits of ordinary size (tens) divided by the temperature pass float32's 3.4e38.
+TINY_TEMPERATURE = 1e-30
 
 # generation_config.json keys that change which token is chosen, beyond lmtrain's own (do_sample,
 # temperature, top_k, top_p and the lengths): transformers' logits processors and strategies.
@@ -108,17 +110,23 @@ def generate(cfg: DictConfig) -> list[str]:
 
 
 def sampling_refusal(temperature: float, err: RuntimeError) -> LMTrainError:
-    """The refusal of a temperature the checks pass (positive, finite) that sampling cannot use.
+    """The refusal of a sampling that torch.multinomial refused, for inf or nan probabilities.
 
-    The logits divided by a tiny one (1e-40) overflow float32 to inf, and torch.multinomial
-    raised its traceback after the model had loaded; export refuses the same value in one line
-    (`lmtrain.models.export_folder`). Nothing is printed before it: stdout gets no partial text.
+    A temperature the checks pass (positive, finite) but tiny (1e-40) overflows float32 logits
+    of ordinary size: it is named (export refuses the same value in one line,
+    `lmtrain.models.export_folder`). At a usual temperature the model's own scores are not
+    finite (a diverged checkpoint): that is said instead. Nothing is printed before it.
     """
     why = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    failed = f"sampling fails at temperature={temperature} ({type(err).__name__}: {why})"
+    if float(temperature) < TINY_TEMPERATURE:
+        return LMTrainError(
+            f"{failed}: the logits divided by it overflow to inf; pass a larger temperature "
+            "(0.1 to 2 is usual), or greedy=true"
+        )
     return LMTrainError(
-        f"sampling fails at temperature={temperature} ({type(err).__name__}: {why}): the logits "
-        "divided by it overflow to inf; pass a larger temperature (0.1 to 2 is usual), "
-        "or greedy=true"
+        f"{failed}: the model's next-token scores are not finite (a diverged checkpoint): "
+        "check its loss with lmtrain.eval, or generate from an earlier checkpoint"
     )
 
 
@@ -212,17 +220,20 @@ def read_prompt(prompt: str | None, prompt_file: str | None) -> str:
         if not path.exists():
             raise LMTrainError(f"{given} does not exist: pass a UTF-8 text file")
         try:
-            return path.read_text(encoding="utf-8-sig")
+            raw = path.read_bytes()  # whole, so that a bad byte's offset is the file's
+            text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as err:
+            skipped = len(raw) - len(err.object)  # the byte order mark the codec stepped over
             raise LMTrainError(
                 f"{given} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-                f"{err.start}): save it as UTF-8 or pass prompt=<text>"
+                f"{err.start + skipped}): save it as UTF-8 or pass prompt=<text>"
             ) from None
         except OSError as err:
             raise LMTrainError(
                 f"{given} cannot be read ({err.strerror}): check its permissions "
                 "or pass another text file"
             ) from None
+        return text.replace("\r\n", "\n").replace("\r", "\n")  # universal newlines
     return "" if prompt is None else str(prompt)
 
 
