@@ -161,7 +161,8 @@ class TextDataModule(LightningDataModule):
                     chunk_mb=self.prepare_chunk_mb,
                 )
             except OSError as err:  # the first stat of a path past PATH_MAX: a name, not a trace
-                if err.errno != errno.ENAMETOOLONG:
+                under = str(err.filename or "").startswith(str(self.cache_dir))
+                if err.errno != errno.ENAMETOOLONG or not under:  # another path's (a source's)
                     raise
                 raise LMTrainError(
                     f"data.cache_dir is {len(str(self.cache_dir)):,} characters long, too long "
