@@ -137,3 +137,17 @@ def test_paths_output_dir_null_on_the_command_line_is_refused_before_any_folder(
         "which paths.output_dir names: drop paths.output_dir=null, or pass hydra.run.dir=<folder>"
     )
     assert "Traceback" not in result.stderr and not (tmp_path / "logs").exists()
+
+
+def test_paths_output_dir_missing_on_the_command_line_is_one_line(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """`paths.output_dir=???` raised OmegaConf's MissingMandatoryValue in the null check, and
+    then read as null; it is named as unresolved, with the command line's fix."""
+    result = run_cli("train", *tiny_cli(tmp_path, data_dir, "paths.output_dir=???"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: paths.output_dir cannot be resolved (Missing mandatory value: paths.output_dir): "
+        "drop paths.output_dir=..., or pass hydra.run.dir=<folder>"
+    )
+    assert "Traceback" not in result.stderr

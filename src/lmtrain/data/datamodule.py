@@ -20,11 +20,9 @@ from typing import Any
 
 import torch
 import yaml
-from hydra.core.hydra_config import HydraConfig
 from lightning import LightningDataModule
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.strategies import ModelParallelStrategy
-from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader, Dataset
 from transformers import PreTrainedTokenizerFast
 
@@ -37,22 +35,9 @@ from lmtrain.data.train_epochs import data_parallel_rank, epoch_micro_batches, t
 from lmtrain.data.windows import FixedWindows, PaddedSampler, PaddedWindows, RandomWindows
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.composed_config import job_folder
 
 BASE_DATA_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "_base.yaml"
-
-
-def run_folder() -> str | None:
-    """The running Hydra job's output folder, or None outside one (a script, a test).
-
-    Read from Hydra, not the config: `${hydra:runtime.output_dir}` fails to resolve where no job
-    runs, and scripts instantiate data configs there.
-    """
-    if not HydraConfig.initialized():
-        return None
-    try:
-        return str(HydraConfig.get().runtime.output_dir)
-    except OmegaConfBaseException:  # composed without a job (`compose()`): no folder yet
-        return None
 
 
 def python_shorthands(source: Any, tokenizer: Any) -> tuple[Source, Any]:
@@ -129,7 +114,7 @@ class TextDataModule(LightningDataModule):
         self.source = source
         # A corpus folder may hold the cache, the run folders or this run's own folder.
         written = {"data.cache_dir": cache_dir, "paths.log_dir": log_dir}
-        written["paths.output_dir"] = run_folder()
+        written["paths.output_dir"] = job_folder()
         source.leave_out({key: folder for key, folder in written.items() if folder})
         self.tokenizer_settings = TokenizerSettings.from_config(tokenizer)
         self.block_size = block_size

@@ -33,6 +33,8 @@ NO_JOB_FOLDER = (
     "a config composed outside a command-line run has no Hydra job folder; compose it with "
     "paths.output_dir=<the run's folder>"
 )
+# A run folder typed on the command line: Hydra's job folder names it.
+ON_COMMAND_LINE = "drop paths.output_dir=..., or pass hydra.run.dir=<folder>"
 # paths.output_dir=null typed on the command line: the run folder is Hydra's (run_folder_checks
 # refuses a typed paths.output_dir other than hydra.run.dir too).
 NULL_ON_COMMAND_LINE = (
@@ -74,7 +76,7 @@ def run_folder(cfg: Any) -> Path:
     null."""
     folder = resolved_run_folder(cfg)
     if folder is None:
-        if in_job():
+        if job_folder() is not None:
             raise LMTrainError(NULL_ON_COMMAND_LINE)
         raise LMTrainError(f"paths.output_dir is null: {NO_JOB_FOLDER}")
     return Path(str(folder))
@@ -87,11 +89,11 @@ def resolved_run_folder(cfg: Any) -> Any:
     if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     try:
-        return OmegaConf.select(cfg, "paths.output_dir")
+        return OmegaConf.select(cfg, "paths.output_dir", throw_on_missing=True)
     except OmegaConfBaseException as err:
-        raise LMTrainError(
-            f"paths.output_dir cannot be resolved ({first_line(err)}): {NO_JOB_FOLDER}"
-        ) from None
+        fix = NO_JOB_FOLDER if job_folder() is None else ON_COMMAND_LINE
+        why = first_line(err)
+        raise LMTrainError(f"paths.output_dir cannot be resolved ({why}): {fix}") from None
 
 
 def typed_null_run_folder(cfg: DictConfig) -> str | None:
@@ -101,17 +103,20 @@ def typed_null_run_folder(cfg: DictConfig) -> str | None:
     paths = cfg.get("paths")
     if not isinstance(paths, DictConfig) or "output_dir" not in paths:
         return None
-    if OmegaConf.is_interpolation(paths, "output_dir") or paths.output_dir is not None:
+    if OmegaConf.is_interpolation(paths, "output_dir") or OmegaConf.is_missing(paths, "output_dir"):
+        return None  # `???` is Hydra's own error to give
+    if paths.output_dir is not None:
         return None
     return NULL_ON_COMMAND_LINE
 
 
-def in_job() -> bool:
-    """Whether a Hydra job is running (its folder set), as on the command line; not for a config
-    composed in Python, with or without `HydraConfig().set_config`."""
+def job_folder() -> str | None:
+    """The running Hydra job's output folder, as on the command line; None outside one (a
+    script, a config composed in Python, with or without `HydraConfig().set_config`)."""
     if not HydraConfig.initialized():
-        return False
+        return None
     try:
-        return HydraConfig.get().runtime.output_dir is not None
-    except OmegaConfBaseException:
-        return False
+        folder = HydraConfig.get().runtime.output_dir
+    except OmegaConfBaseException:  # composed without a job (`compose()`): no folder yet
+        return None
+    return None if folder is None else str(folder)
