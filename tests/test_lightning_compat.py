@@ -7,10 +7,12 @@ naming the one place to mend.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import ClassVar
 
 import lightning as L
@@ -132,7 +134,7 @@ def test_a_dying_rank_ends_the_other_ranks_but_not_this_process() -> None:
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     start = time.monotonic()
-    with compat.ddp_launcher_observes_job_only():
+    with compat.ddp_launcher_observes(job_only=True):
         assert subprocess_script._launch_process_observer is not original
         subprocess_script._launch_process_observer([failing, sleeper])
         while sleeper.poll() is None and time.monotonic() - start < 30:
@@ -140,6 +142,33 @@ def test_a_dying_rank_ends_the_other_ranks_but_not_this_process() -> None:
     assert subprocess_script._launch_process_observer is original
     assert failing.returncode == 3 and sleeper.returncode is not None and sleeper.returncode < 0
     os.kill(os.getpid(), 0)  # still alive: Lightning's own observer would have killed it
+
+
+def test_outside_a_sweep_a_dying_rank_ends_this_process_as_lightning_has_it() -> None:
+    script = (
+        "import subprocess, sys, time\n"
+        "from lightning.pytorch.strategies.launchers import subprocess_script\n"
+        "from lmtrain.lightning_compat import ddp_launcher_observes\n"
+        "failing = subprocess.Popen([sys.executable, '-c', 'raise SystemExit(3)'])\n"
+        "with ddp_launcher_observes(job_only=False):\n"
+        "    subprocess_script._launch_process_observer([failing])\n"
+        "    time.sleep(60)\n"
+    )
+    ended = subprocess.run([sys.executable, "-c", script], timeout=50, capture_output=True)
+    assert ended.returncode == -signal.SIGKILL, ended.stderr.decode()[-2000:]
+
+
+def test_this_process_leaves_the_launcher_only_after_its_ranks_ended(tmp_path: Path) -> None:
+    """A rank > 0 dies with rank 0 (lmtrain.utils.parent_death): one that is still saying why
+    it stopped must be waited for, and its exit code, now 1, must not kill this process."""
+    said = tmp_path / "said"
+    late = f"import time, sys; time.sleep(2); open({str(said)!r}, 'w').write('x'); sys.exit(1)"
+    rank = subprocess.Popen([sys.executable, "-c", late])
+    with compat.ddp_launcher_observes(job_only=False):
+        subprocess_script._launch_process_observer([rank])
+    assert rank.returncode == 1 and said.read_text() == "x"
+    time.sleep(6)  # the observer's period (5 s): it would have killed this process by now
+    os.kill(os.getpid(), 0)
 
 
 def test_every_rank_of_a_model_parallel_strategy_becomes_data_parallel(monkeypatch) -> None:

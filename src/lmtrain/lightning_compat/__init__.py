@@ -1,6 +1,6 @@
 """Every use of Lightning's private API, in one place (this package; the epoch counters of a
-resumed run in `epochs`, what reaches the loggers in `loggers`); tests/test_lightning_compat.py
-tests each here and in `loggers`.
+resumed run in `epochs`, what reaches the loggers in `loggers`, the DDP launcher's watch in
+`launcher`); tests/test_lightning_compat.py tests each here and in `loggers`.
 
 Lightning is pinned below 2.7 (pyproject.toml) because of these. Each function says what it buys
 and whether a public alternative exists; when Lightning changes one of them, its test fails and
@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
-from lmtrain.lightning_compat.loggers import (  # re-exported: lightning_compat is one namespace
+from lmtrain.lightning_compat.launcher import (  # re-exported: lightning_compat is one namespace
+    ddp_launcher_observes as ddp_launcher_observes,
+)
+from lmtrain.lightning_compat.loggers import (
     log_finished_train_step as log_finished_train_step,
 )
 from lmtrain.lightning_compat.loggers import (
@@ -224,47 +226,6 @@ def saving_as_at_step_end(trainer: Trainer, counters: dict[str, Any]) -> Iterato
         batch.load_state_dict(real["batch"])
         epoch.load_state_dict(real["epoch"])
         fit_loop.epoch_loop._batches_that_stepped = real["stepped"]
-
-
-@contextlib.contextmanager
-def ddp_launcher_observes_job_only() -> Iterator[None]:
-    """While inside, a DDP rank that dies makes Lightning's launcher end this job's ranks only.
-
-    Lightning's launcher kills all ranks and the main process (in a multirun, the whole sweep)
-    when one dies. Buys: a sweep that outlives a failed DDP job. Public alternative: none (a
-    module-level function starts the observer). On exit the ranks are waited for (30 s, then
-    killed).
-    """
-    import subprocess
-
-    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
-    from lightning.pytorch.strategies.launchers import subprocess_script
-
-    class JobObserver(_ChildProcessObserver):
-        def _terminate_all(self) -> None:  # Lightning's also kills the main process
-            for proc in self._child_processes:
-                proc.send_signal(self._termination_signal)
-
-    observers: list[JobObserver] = []
-
-    def launch_observer(child_processes: list) -> None:
-        observers.append(JobObserver(main_pid=os.getpid(), child_processes=child_processes))
-        observers[-1].start()
-
-    original: Callable[..., Any] = subprocess_script._launch_process_observer
-    subprocess_script._launch_process_observer = launch_observer
-    try:
-        yield
-    finally:
-        subprocess_script._launch_process_observer = original
-        for observer in observers:
-            observer._finished = True
-            for proc in observer._child_processes:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def load_train_loader_states(trainer: Trainer) -> None:

@@ -25,7 +25,7 @@ from lightning_utilities.core.rank_zero import rank_zero_only as utilities_rank_
 from omegaconf import DictConfig, ListConfig, read_write
 
 from lmtrain.errors import LMTrainError, NonFiniteLossError, Preempted, find_cause, first_line
-from lmtrain.lightning_compat import ddp_launcher_observes_job_only
+from lmtrain.lightning_compat import ddp_launcher_observes
 from lmtrain.utils import requeue
 from lmtrain.utils.composed_config import run_folder, typed_null_run_folder
 from lmtrain.utils.entry_module import entry_module_of, main_module_as
@@ -185,7 +185,7 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
     The launcher starts them by re-running `sys.argv` with `hydra.run.dir=<HydraConfig run.dir>`
     and `hydra.output_subdir=null`. In a multirun, argv is the sweep (`-m lr=1e-3,3e-4`) and
     run.dir is not the job's folder, so both are pointed at this job for its duration; a dying
-    rank ends only this job (`lightning_compat.ddp_launcher_observes_job_only`). After the job,
+    rank ends only this job (`lightning_compat.ddp_launcher_observes`). After the job,
     its process group, its ranks and the variables the launcher exported (LOCAL_RANK,
     MASTER_PORT, ..., which would make the next job think its ranks exist already) are gone.
 
@@ -193,21 +193,38 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
     submitit launcher that is submitit's job runner, not `entry_module` (`lmtrain.train`), so
     the ranks are pointed at `entry_module` (`main_module_as`; None: leave `__main__` be).
     """
-    import torch.distributed as dist
-
     hydra_cfg = HydraConfig.get()
     argv, environ = sys.argv, dict(os.environ)
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    with main_module_as(entry_module), ddp_launcher_observes_job_only():
+    with main_module_as(entry_module), ddp_launcher_observes(job_only=True):
         sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
         try:
             yield
         finally:
             sys.argv = argv
             restore_environment(environ)
-            if dist.is_available() and dist.is_initialized():
-                dist.destroy_process_group()  # ranks still waiting on rank 0 now fail and exit
+            leave_process_group()
+
+
+@contextlib.contextmanager
+def ranks_end_before_rank_zero() -> Iterator[None]:
+    """A plain run's ranks > 0 end, and say why, before rank 0 exits (which kills them: see
+    `lmtrain.utils.parent_death`); a dying rank still ends the run, as Lightning has it."""
+    with ddp_launcher_observes(job_only=False):
+        try:
+            yield
+        finally:
+            leave_process_group()
+
+
+def leave_process_group() -> None:
+    """Destroy this process's process group, if any: ranks still waiting on it in a collective
+    (rank 0 stopped on an error of its own) now fail, say so and exit."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def run_for_sweeper(
@@ -221,7 +238,8 @@ def run_for_sweeper(
     """
     metric = cfg.get("optimized_metric") or "val/loss"
     if not in_multirun():
-        return task(cfg).get(metric)
+        with ranks_end_before_rank_zero():
+            return task(cfg).get(metric)
     hydra_cfg = HydraConfig.get()
     job = f"Job {hydra_cfg.job.num} ({job_name(hydra_cfg, cfg.task_name)})"
 

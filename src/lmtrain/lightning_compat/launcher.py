@@ -1,0 +1,60 @@
+"""Lightning's DDP launcher: which processes a dying rank ends, and rank 0 outliving its ranks."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
+    """While inside, watch the ranks Lightning's launcher starts; on exit, wait for them.
+
+    Lightning's launcher (rank 0) starts ranks > 0 and a thread that kills every rank and the
+    main process when one dies. `job_only` keeps the main process alive (in a multirun, the
+    whole sweep) and ends this job's ranks only. On exit, whatever the outcome, the thread stops
+    and rank 0 waits for its ranks (30 s, then kills them): a rank > 0 is killed by the kernel
+    when rank 0 exits (`lmtrain.utils.parent_death`), so a rank 0 that ended first on an error
+    of its own (a full disk at its checkpoint save) killed the others before they could print
+    why they stopped. Buys: both. Public alternative: none (a module-level function starts the
+    thread, and the class is private).
+    """
+    from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    class RankObserver(_ChildProcessObserver):
+        def _run(self) -> bool:  # after the job, a rank's exit code is its own business
+            return True if self._finished else super()._run()
+
+        def _terminate_all(self) -> None:
+            if self._finished:
+                return
+            if not job_only:
+                super()._terminate_all()  # Lightning's: the ranks and this process
+                return
+            for proc in self._child_processes:
+                proc.send_signal(self._termination_signal)
+
+    observers: list[RankObserver] = []
+
+    def launch_observer(child_processes: list) -> None:
+        observers.append(RankObserver(main_pid=os.getpid(), child_processes=child_processes))
+        observers[-1].start()
+
+    original: Callable[..., Any] = subprocess_script._launch_process_observer
+    subprocess_script._launch_process_observer = launch_observer
+    try:
+        yield
+    finally:
+        subprocess_script._launch_process_observer = original
+        for observer in observers:
+            observer._finished = True
+            for proc in observer._child_processes:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
