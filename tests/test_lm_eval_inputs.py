@@ -189,6 +189,23 @@ def test_bad_lm_eval_keys_without_tasks_are_refused_as_with_tasks(
     assert line == f"error: {with_tasks.value}"
 
 
+@pytest.mark.parametrize("value", ["foo", "0", "2.5", "true"])
+def test_a_bad_lm_eval_batch_size_names_auto_among_what_to_pass(compose_cfg, value: str) -> None:
+    """The line said only "pass a whole number", though the docs list auto too."""
+    cfg = compose_cfg("ckpt_path=u", "tasks=[my_mc]", f"batch_size={value}", name="eval")
+    with pytest.raises(LMTrainError) as refused:
+        benchmark_settings(cfg)
+    assert str(refused.value) == (
+        f"batch_size={cfg.batch_size!r} is neither a whole number of at least 1 nor auto: pass "
+        "batch_size=8, or batch_size=auto (lm-eval finds the largest that fits)"
+    )
+    for fine in ("auto", "1", "16"):
+        assert (
+            benchmark_settings(compose_cfg("ckpt_path=u", f"batch_size={fine}", name="eval"))
+            is None
+        )
+
+
 def test_lm_eval_keys_set_without_tasks_are_one_warning(
     compose_cfg, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -85,8 +85,12 @@ def benchmark_settings(cfg: DictConfig) -> BenchmarkSettings | None:
     else:
         problems.integer("limit", limit, 1, optional=True)
     batch_size = cfg.get("batch_size", 1)
-    if batch_size != "auto":
-        problems.integer("batch_size", batch_size, 1)
+    whole = isinstance(batch_size, int) and not isinstance(batch_size, bool)
+    if batch_size != "auto" and not (whole and batch_size >= 1):
+        problems.add(
+            f"batch_size={batch_size!r} is neither a whole number of at least 1 nor auto: "
+            "pass batch_size=8, or batch_size=auto (lm-eval finds the largest that fits)"
+        )
     problems.integer("max_length", cfg.get("max_length"), 1, optional=True)
     include_path = cfg.get("include_path")
     if include_path is not None and not Path(str(include_path)).expanduser().is_dir():
