@@ -32,6 +32,7 @@ from lmtrain.models.checkpoint_paths import (
     locate_checkpoint,
     refuse_dirpath_left_out,
     refuse_lightning_keyword,
+    refuse_special_file,
 )
 from lmtrain.models.model_folder import TOKENIZER_FILES as TOKENIZER_FILES  # re-exported
 from lmtrain.models.model_folder import LoadedModel, model_from_folder, refuse_run_folder
@@ -99,6 +100,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
             )
         if not (path.is_file() or path.is_dir()):
             refuse_lightning_keyword(ckpt_path, output_dir)  # `best`: Lightning's, not ours
+            refuse_special_file(ckpt_path, path)  # /dev/null, a FIFO: there, but no file
             raise LMTrainError(f"ckpt_path={ckpt_path!r} does not exist: pass a .ckpt file")
     checkpoint_meta(path)  # fail now, not after data preparation, if the file is broken
     if is_sharded_checkpoint(path):
@@ -243,6 +245,7 @@ def model_path(path: str | Path | None) -> str:
     if not given:  # null on the command line, or '' (None would be echoed as Python's None)
         raise LMTrainError("ckpt_path is not set: pass a .ckpt file or an exported folder")
     if not file.is_file():
+        refuse_special_file(given, file, "a .ckpt file or an exported folder")
         raise LMTrainError(
             f"ckpt_path={given!r} does not exist: pass a .ckpt file or an exported folder"
         )

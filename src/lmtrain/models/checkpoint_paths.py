@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checkpoint_dirpaths import KEY
+from lmtrain.utils.lightning_keywords import refuse_lightning_keyword as refuse_lightning_keyword
 from lmtrain.utils.outside_checkpoints import (
     checkpoint_run,
     configured_dirpath,
@@ -170,31 +171,6 @@ def previous_sharded(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
 
 
-# Lightning's own names for a checkpoint its trainer knows (`trainer.fit(ckpt_path="best")`):
-# a new lmtrain process has no such trainer, and read them as missing files.
-LIGHTNING_KEYWORDS = ("best", "hpc", "registry")
-
-
-def refuse_lightning_keyword(ckpt_path: str, output_dir: str | Path) -> None:
-    """Raise LMTrainError for `ckpt_path=best` (or another of `LIGHTNING_KEYWORDS`), naming what
-    lmtrain takes instead: the run folder's newest best checkpoint where it holds one."""
-    if ckpt_path not in LIGHTNING_KEYWORDS or Path(ckpt_path).exists():
-        return
-    folder = Path(output_dir)
-    best = [p for p in (folder / "checkpoints").glob("best*.ckpt") if not p.name.startswith(".")]
-    newest = max(best, key=lambda p: (p.stat().st_mtime_ns, p.name), default=None)
-    instead = (
-        f"\"ckpt_path='{newest}'\" (this run's newest best checkpoint; quoted: its name holds =)"
-        if newest is not None
-        else "\"ckpt_path='<run folder>/checkpoints/best-step=<step>-....ckpt'\" (quoted)"
-    )
-    raise LMTrainError(
-        f"ckpt_path={ckpt_path} is Lightning's name for a checkpoint of a trainer in the same "
-        f"process, which lmtrain does not take: pass {instead}, ckpt_path=last "
-        "hydra.run.dir=<run folder> to resume a run, or ckpt_path=<file.ckpt>"
-    )
-
-
 def refuse_dirpath_left_out(output_dir: Path) -> None:
     """`ckpt_path=last` in a run folder whose run saved its checkpoints to a dirpath outside it,
     by a command that names no such dirpath: the line said the run saved nothing and offered
@@ -205,4 +181,16 @@ def refuse_dirpath_left_out(output_dir: Path) -> None:
             f"ckpt_path=last: the run in {output_dir} saved its checkpoints to {KEY}="
             f"{elsewhere}, which this command does not name: pass {KEY}={elsewhere} too, or "
             f"resume with resume={output_dir}"
+        )
+
+
+def refuse_special_file(given: str, path: Path, instead: str = "a .ckpt file") -> None:
+    """Raise LMTrainError for a `ckpt_path` that exists but is neither a file nor a folder
+    (/dev/null, a FIFO, a socket): the checks for a file or a folder read it as missing, and
+    the line said it "does not exist", which the user can see is wrong. Not opened: a FIFO
+    would block the reader."""
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise LMTrainError(
+            f"ckpt_path={given!r} is not a regular file (a device, a FIFO or a socket): "
+            f"pass {instead}"
         )

@@ -47,9 +47,11 @@ from lmtrain.utils.launch import (
     refuse_torchrun_world_mismatch,
     set_rank_from_node,
 )
+from lmtrain.utils.lightning_keywords import refuse_lightning_keyword
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.local_configs import refuse_missing_local
 from lmtrain.utils.outside_checkpoints import refuse_going_back_in_dirpath, resumes_run_in
+from lmtrain.utils.real_run_record import records_real_run
 from lmtrain.utils.refused_run import note_run_folder, remove_empty_up_to, remove_refused_run_folder
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 from lmtrain.utils.unresolved_folder import as_typed, error_line, refuse_unresolved_folder
@@ -216,6 +218,7 @@ class ClaimRunFolder(HydraCallback):
             run_dir = Path(str(config.hydra.run.dir))  # built from task_name: read after its check
             note_run_folder(config, run_dir)  # one this command makes (lmtrain.utils.refused_run)
             ckpt_path = config.get("ckpt_path")
+            refuse_lightning_keyword(ckpt_path, run_dir)  # `best`: this folder's best named first
             if ckpt_path == "last":
                 ckpt_path = str(run_dir / "checkpoints" / "last.ckpt")
             # Hydra passes overwrite_run=no as the string "no", which bool() reads as yes.
@@ -299,18 +302,6 @@ def debug_run_problem(folder: Path, fast_dev_run: Any, key: str) -> str | None:
         if found
         else None
     )
-
-
-def records_real_run(config_file: Path) -> bool:
-    """Whether `config_file` (a `.hydra/config.yaml`) is a run's that is no debug run. This
-    debug run's own processes (torchrun, srun, another node) write a debug one, and so did a
-    debug command refused after Hydra wrote it: those do not make the folder a run's."""
-    try:
-        saved = OmegaConf.load(config_file)
-    except Exception:  # missing, unreadable, not YAML: no record to keep
-        return False
-    fast = OmegaConf.select(saved, "trainer.fast_dev_run", default=None)
-    return isinstance(saved, DictConfig) and fast in (None, False, 0)
 
 
 def existing_checkpoints(folder: Path) -> list[str]:

@@ -92,12 +92,12 @@ CHECKPOINT_KEY = "lmtrain"  # lmtrain's own entry in its checkpoints (models.che
 def saved_state(path: str | Path) -> dict[str, Any] | None:
     """A checkpoint's top-level entries (of a sharded folder, its `meta.pt`'s), its tensors
     memory-mapped, not read; None where it cannot be read (the loader names a damaged file)."""
-    file = Path(path) / SHARDED_META_FILE if Path(path).is_dir() else path
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    file = Path(path) / SHARDED_META_FILE if Path(path).is_dir() else Path(path)
+    try:  # a regular file only: open() of a FIFO (ckpt_path=<fifo>) would wait for ever
+        got = file.is_file() and torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return None
-    return state if isinstance(state, dict) else None
+    return got if isinstance(got, dict) else None
 
 
 def saved_step(path: str | Path) -> int | None:
