@@ -8,7 +8,9 @@ multi-line "Error(s) in loading state_dict". And a module whose inner model was 
 (`module.model = torch.compile(module.model)`) saves names with torch.compile's `_orig_mod.`,
 which an uncompiled module refused as another tool's file (`load_model` and export strip it).
 And a resumed fit whose optimizer is not the checkpoint's kind (one optimizer for a checkpoint
-of `OptimizerParts`) failed inside torch's load_state_dict with KeyError 'param_groups'.
+of `OptimizerParts`) failed inside torch's load_state_dict with KeyError 'param_groups'; one
+whose optimizer state does not fit the module's optimizer crashed the fit (a segfault in the
+fused AdamW, or torch's ValueError): `lmtrain.models.optimizer_state_checks`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lmtrain.errors import LMTrainError
 from lmtrain.models import lora
 from lmtrain.models.checkpoint_contents import CHECKPOINT_KEY, model_differences
 from lmtrain.models.checkpoint_extras import restore_counters
+from lmtrain.models.optimizer_state_checks import check_optimizer_state
 from lmtrain.models.optimizers import OptimizerParts
 
 # What torch.compile's wrapper (OptimizedModule) adds to the names of the module it wraps.
@@ -33,13 +36,15 @@ def prepare_load(module: LightningModule, checkpoint: dict[str, Any], trainer: A
     refused (`trainer`: the module's, None under load_from_checkpoint, whose own arguments
     build the checkpoint's model); the state's names are the module's, compiled or not; a
     resumed fit goes on from the checkpoint's counters (load_from_checkpoint: a new fit counts
-    its own)."""
+    its own), and its optimizer state must fit the optimizer this module builds (a tensor of
+    another shape ran the fused AdamW out of bounds: optimizer_state_checks)."""
     lora.check_resume(module, checkpoint, (module.run_config or {}).get("ckpt_path"))
     match_compiled_names(module, checkpoint)
     if trainer is not None:
         check_same_architecture(module, checkpoint, trainer.ckpt_path)
         if trainer.state.fn == "fit":  # only a fit restores the optimizer's state
             check_same_optimizer_kind(module, checkpoint, trainer.ckpt_path)
+            check_optimizer_state(module, checkpoint, trainer.ckpt_path)
         restore_counters(module, checkpoint)
 
 

@@ -55,6 +55,16 @@ def verify(checkpoint: Any, path: str | Path) -> None:
     """Raise one line naming `path` when its tensors do not match the digest written with them."""
     if not isinstance(checkpoint, Mapping) or DIGEST_KEY not in checkpoint:
         return
+    # A sparse (or other non-strided) tensor has no bytes to hash: digest() raised torch's
+    # RuntimeError. lmtrain never writes one, so the file is not as it was saved.
+    odd = next(
+        ((at, t.layout) for at, t in tensors_in(checkpoint) if t.layout != torch.strided), None
+    )
+    if odd is not None:
+        raise LMTrainError(
+            f"ckpt_path={str(path)!r} holds a {odd[1]} tensor at {odd[0]}, which no checkpoint "
+            f"lmtrain writes holds (the file was changed after it was saved): {instead(path)}"
+        )
     if digest(checkpoint) != checkpoint[DIGEST_KEY]:
         raise LMTrainError(
             f"ckpt_path={str(path)!r} is damaged: its tensors do not match the checksum written "
