@@ -97,6 +97,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         # resume= reads overwrite_run=true from the record of the run that replaced it: no leave
         typed_overwrite = overwrite and resume_value(cfg) in (None, "")
         refuse_replaced_run(output_dir, ckpt_path, folder_key(output_dir), typed_overwrite)
+    # Built before any work (a refused entry costs no data preparation), and before the seed so
+    # that the data and the model draw the same random numbers as ever.
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
 
@@ -128,7 +131,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.run_config = redact(OmegaConf.to_container(cfg, resolve=True))
     startup.mark("model")
 
-    callbacks = instantiate_callbacks(cfg.get("callbacks"))
     if not any(isinstance(c, StepScheduledCheckpoint) for c in callbacks):  # a config of one's own
         preempt = any(isinstance(c, PreemptionCheckpoint) for c in callbacks)
         log.warning(
@@ -185,7 +187,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model.train_flops_per_batch = flops_per_batch(
         model.model.config, cfg.data.batch_size, cfg.data.block_size
     )
-    startup.mark("trainer")  # callbacks, loggers and the trainer built, FLOPs counted
+    startup.mark("trainer")  # loggers and the trainer built, FLOPs counted
     for logger in trainer.loggers:
         logger.log_hyperparams({**model.run_config, **count_parameters(model.model)})
     startup.mark("loggers")  # W&B's run starts with its first use, here

@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
 from lmtrain.utils.callback_checks import epoch_end_stop_refusal
+from lmtrain.utils.callback_state_keys import refuse_shared_state_keys
 from lmtrain.utils.checks import accepted_arguments
 from lmtrain.utils.logger_checks import refuse_unwritable_folder
 from lmtrain.utils.logger_runs import (
@@ -132,17 +133,17 @@ def _instantiate_group(
     group: str,
     kind: type,
     extra_kwargs: Callable[[DictConfig], dict[str, Any]] | None = None,
-) -> list:
-    """Each entry of the config group `group` (`callbacks`, `logger`) that is not null; each
-    must give a `kind` (Lightning's Callback, Logger): anything else failed later, inside
-    Lightning, as a traceback (`'dict' object has no attribute 'on_exception'`)."""
+) -> dict[str, Any]:
+    """Each entry of the config group `group` (`callbacks`, `logger`) that is not null, by its
+    name; each must give a `kind` (Lightning's Callback, Logger): anything else failed later,
+    inside Lightning, as a traceback (`'dict' object has no attribute 'on_exception'`)."""
     if cfg is not None and "_target_" in cfg:  # one entry's keys, not named entries
         raise LMTrainError(
             f"{group}._target_={cfg.get('_target_')!r}: the {group} config holds one entry's keys "
             f"where named entries belong: nest them under a name (`csv: {{_target_: ...}}`), as "
             f"the files in configs/{group}/ do"
         )
-    objects = []
+    objects = {}
     for name, entry in (cfg or {}).items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
             log.info("Instantiating %s.%s <%s>", group, name, entry._target_)
@@ -154,7 +155,7 @@ def _instantiate_group(
                     f"Lightning {kind.__name__}: give {group}.{name} the class path of a "
                     f"{kind.__name__}, or remove it (~{group}.{name})"
                 )
-            objects.append(made)
+            objects[str(name)] = made
         elif entry is not None:
             # `+callbacks.foo=1`: a value where a class's config belongs.
             raise LMTrainError(
@@ -172,8 +173,11 @@ def describe(value: Any) -> str:
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
     """The callbacks of `cfg`; an EarlyStopping decides after each validation
-    (`early_stopping_kwargs`)."""
-    return _instantiate_group(cfg, "callbacks", Callback, early_stopping_kwargs)
+    (`early_stopping_kwargs`). Two that would save their state under one key are refused by
+    their names here (`refuse_shared_state_keys`), not by the Trainer in several lines."""
+    callbacks = _instantiate_group(cfg, "callbacks", Callback, early_stopping_kwargs)
+    refuse_shared_state_keys(callbacks)
+    return list(callbacks.values())
 
 
 def early_stopping_kwargs(entry: DictConfig) -> dict[str, Any]:
@@ -218,7 +222,7 @@ def instantiate_loggers(
             return tensorboard_kwargs(entry, run_cfg, resuming)
         return {}
 
-    return _instantiate_group(cfg, "logger", Logger, extra_kwargs)
+    return list(_instantiate_group(cfg, "logger", Logger, extra_kwargs).values())
 
 
 def refuse_unwritable_save_dir(entry: DictConfig) -> None:
