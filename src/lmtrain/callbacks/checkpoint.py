@@ -57,6 +57,7 @@ from lmtrain.callbacks.checkpoint_state import (
     same_ranking,
     without_paths,
 )
+from lmtrain.callbacks.untracked_best import warn_untracked
 from lmtrain.errors import epoch_end_ranking
 from lmtrain.lightning_compat import (
     ContainedCheckpoint,
@@ -99,8 +100,7 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         ).state_key
         self.last_every_n_steps = every_n_train_steps or 0
         self._last_written_step: int | None = None  # the step last.ckpt holds (here or Lightning's)
-        # Whether last.ckpt is on disk at that step: written in this process, or resumed from.
-        self._last_on_disk = False
+        self._last_on_disk = False  # at that step: written in this process, or resumed from
         # A scheduled last.ckpt to write at the next hook: the loop's counters at the step's end.
         self._due: dict[str, Any] | None = None
         self._saves = 0  # checkpoints (of any name) saved with their callback state, counted
@@ -150,14 +150,16 @@ class StepScheduledCheckpoint(ContainedCheckpoint):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """Before Lightning loads callback states by key: a run resumed with another
-        `every_n_train_steps` (part of the key) finds its state under the old key. Without it,
-        the best checkpoints so far were forgotten, a worse one was kept beside them and became
-        `best_model_path` (and the W&B `best` artifact)."""
+        `every_n_train_steps` (part of the key) finds its state under the old key (else a worse
+        best was kept beside the forgotten ones, as `best_model_path` and the W&B artifact).
+        Another monitor or mode ranks afresh: the old best files stay, named in one warning."""
         states = checkpoint.get("callbacks") or {}
         if self.state_key not in states:
             same = [k for k in states if same_ranking(k, self.monitor, self.mode)]
             if len(same) == 1:  # two checkpoint callbacks ranking alike: leave it to Lightning
                 states[self.state_key] = states[same[0]]
+            elif not same and trainer.state.fn == TrainerFn.FITTING:
+                warn_untracked(trainer, self, states)
         state = states.get(self.state_key)
         if isinstance(state, dict):
             # Rank 0's file system decides, as Lightning's own checks of existing files do:
