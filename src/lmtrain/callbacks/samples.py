@@ -89,7 +89,7 @@ class TextSamples(L.Callback):
         self.every_n_val = every_n_val
         self.cpu_threads = cpu_threads
         self._tables: dict[int, Any] = {}  # id(WandbLogger) -> its incremental wandb.Table
-        self._validations = 0
+        self._validations = 0  # in-training validations so far, across resumes (state_dict)
         self._sampled_step: int | None = None  # the global step of the last block written
         self._resumed = False  # fit restored a checkpoint (a new run's file is not its own)
         self._new_file = False  # a new run's first block replaces the file it finds
@@ -157,16 +157,27 @@ class TextSamples(L.Callback):
                 with atomic_write(self.path) as f:
                     f.write(kept)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The validation count goes in the checkpoint: a resumed run counting from 0 sampled
+        other validations than an uninterrupted run (`every_n_val` > 1)."""
+        return {"validations": self._validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """A checkpoint of an older lmtrain holds no count (Lightning then calls nothing): the
+        count starts at 0, as it did."""
+        self._validations = int(state_dict.get("validations", 0))
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._resumed = bool(trainer.ckpt_path)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.prompts:
             return
-        self._validations += 1
         standalone = trainer.state.fn == TrainerFn.VALIDATING
-        if not standalone and (self._validations - 1) % self.every_n_val:
-            return
+        if not standalone:  # the N-th, 2N-th, ... validation, as Lightning's every_n_epochs
+            self._validations += 1
+            if self._validations % self.every_n_val:
+                return
         if standalone and self._sampled(trainer.global_step):
             return
         val_loss = trainer.callback_metrics.get("val/loss")
