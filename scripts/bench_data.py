@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -38,7 +39,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_data_child import child_hf_map, child_prepare
-from bench_data_corpus import MB, bare_mb_per_s, build_corpus, corpus_texts, train_tokenizer
+from bench_data_corpus import (
+    MB,
+    bare_mb_per_s,
+    build_corpus,
+    corpus_dir_problem,
+    corpus_texts,
+    train_tokenizer,
+)
 from bench_memory import TreeMemory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +104,29 @@ def parse_args() -> argparse.Namespace:
             f"--hf-map-sizes-mb {' '.join(map(str, missing))}: not in --sizes-mb: pass some of "
             f"{' '.join(map(str, args.sizes_mb))}, or the flag alone for the largest"
         )
+    if not args.child:  # a child gets what the parent checked
+        problems += build_problems(args)
     if problems:
         parser.error("; ".join(problems))
     return args
+
+
+def build_problems(args: argparse.Namespace) -> list[str]:
+    """What would fail only after the corpora are built and the BPE trained (--chunk-mb in the
+    last step), or would replace files of the user's in --corpus-dir."""
+    from lmtrain.data.tokenizers import MAX_BPE_VOCAB_SIZE, MIN_BPE_VOCAB_SIZE
+
+    problems = []
+    if not MIN_BPE_VOCAB_SIZE <= args.vocab_size <= MAX_BPE_VOCAB_SIZE:
+        problems.append(
+            f"--vocab-size {args.vocab_size}: pass {MIN_BPE_VOCAB_SIZE} to "
+            f"{MAX_BPE_VOCAB_SIZE} (a byte-level BPE: 256 bytes and an end token), e.g. 8192"
+        )
+    for option, mb in (("--sample-mb", args.sample_mb), ("--chunk-mb", args.chunk_mb)):
+        if not (math.isfinite(mb) and mb * MB >= 1):
+            problems.append(f"{option} {mb}: pass a positive size in MB (a byte at least), e.g. 1")
+    problem = corpus_dir_problem(args.corpus_dir, args.sizes_mb, args.vocab_size)
+    return [*problems, problem] if problem else problems
 
 
 def hf_map_sizes(args: argparse.Namespace) -> list[int]:
@@ -134,7 +162,7 @@ def measure(corpus: Path, tokenizer_dir: Path, args: argparse.Namespace, tmp: st
         "raw_tokenizer_fast_mb_per_s": max(runs["bare_fast"]),
         "prepare_ratio": prepare_mb_s / max(runs["bare"]),
         "prepare_ratio_vs_fast": prepare_mb_s / max(runs["bare_fast"]),
-        "prepare_peak_rss_mb": max(r["peak_pss_mb"] for r in runs["prepare"]),
+        "prepare_peak_pss_mb": max(r["peak_pss_mb"] for r in runs["prepare"]),
         "prepare_peak_rss_sum_mb": max(r["peak_rss_sum_mb"] for r in runs["prepare"]),
         "prepare_rss_before_mb": best["rss_before_prepare_mb"],
         "prepare_workers": best["workers"],
@@ -150,7 +178,7 @@ def measure_hf_map(corpus: Path, tokenizer_dir: Path, result: dict, workers: int
         "hf_map", settings | {"cache_dir": f"{tmp}/hf_{corpus.name}", "workers": workers}
     )
     result["hf_map_mb_per_s"] = result["text_mb"] / hf["seconds"]
-    result["hf_map_peak_rss_mb"] = hf["peak_pss_mb"]
+    result["hf_map_peak_pss_mb"] = hf["peak_pss_mb"]
     result["hf_map_ratio"] = result["hf_map_mb_per_s"] / result["raw_tokenizer_mb_per_s"]
     result["prepare_vs_hf_map"] = result["prepare_mb_per_s"] / result["hf_map_mb_per_s"]
     print(f"{corpus.name} datasets.map: {result['hf_map_mb_per_s']:.2f} MB/s", file=sys.stderr)
@@ -187,12 +215,14 @@ def main() -> None:
                 measure_hf_map(corpus, tokenizer_dir, sizes[str(size)], args.workers, tmp)
 
     headline = sizes[str(largest)]
-    keys = ["prepare_mb_per_s", "raw_tokenizer_mb_per_s", "prepare_ratio", "prepare_peak_rss_mb"]
+    keys = ["prepare_mb_per_s", "raw_tokenizer_mb_per_s", "prepare_ratio", "prepare_peak_pss_mb"]
     keys += ["raw_tokenizer_fast_mb_per_s", "prepare_ratio_vs_fast"]
     keys += [k for k in ("hf_map_mb_per_s", "hf_map_ratio", "prepare_vs_hf_map") if k in headline]
     report = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    for key in ("hf_map_mb_per_s", "hf_map_ratio", "prepare_vs_hf_map"):
-        report.pop(key, None)  # not from an earlier run when not measured in this one
+    # Not from an earlier run when not measured in this one; prepare_peak_rss_mb: the PSS peak
+    # under its old, wrong name.
+    for key in ("hf_map_mb_per_s", "hf_map_ratio", "prepare_vs_hf_map", "prepare_peak_rss_mb"):
+        report.pop(key, None)
     report.update({key: headline[key] for key in keys})
     report["data_prepare"] = {
         "sizes_mb": sizes,
@@ -213,7 +243,7 @@ def main() -> None:
         print(
             f"{size:>4} {r['prepare_mb_per_s']:8.2f} {r['raw_tokenizer_mb_per_s']:6.2f} "
             f"{r['prepare_ratio']:6.2f} {r['prepare_ratio_vs_fast']:7.2f} "
-            f"{r['prepare_peak_rss_mb']:6.0f} {hf}"
+            f"{r['prepare_peak_pss_mb']:6.0f} {hf}"
         )
     print(f"written to {args.out}")
 

@@ -2,17 +2,50 @@
 library's sources, the byte-level BPE trained on one, and the tokenizer alone on the same texts.
 
 Each repetition of the sources has its letters rotated by one more place, so that no text
-repeats and the tokenizer's word cache cannot shortcut a larger corpus.
+repeats and the tokenizer's word cache cannot shortcut a larger corpus. In --corpus-dir the
+script writes only `stdlib_<N>mb/` and `bpe_<V>/`; a folder of those names holding anything else
+is the user's, and is refused before any work rather than replaced.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
 MB = 1_000_000
+# What `save_pretrained` writes into bpe_<V>/ (special_tokens_map.json: older transformers).
+BPE_FILES = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}
+
+
+def corpus_dir_problem(corpus_dir: Path, sizes_mb: list[int], vocab_size: int) -> str | None:
+    """Why the corpora and the BPE cannot be built in `corpus_dir`, or None: it must be (or be
+    creatable as) a writable folder, and its stdlib_<N>mb/ and bpe_<V>/ must be empty, this
+    script's own (a complete corpus, a saved tokenizer), or absent."""
+    from bench_out import refusal
+
+    other = "move it away or pass another --corpus-dir"
+    folder = next(p for p in (corpus_dir.absolute(), *corpus_dir.absolute().parents) if p.exists())
+    if not folder.is_dir():
+        return f"--corpus-dir {corpus_dir}: {folder} is not a folder: pass a folder's path"
+    refused = refusal(folder)
+    if refused is not None:
+        return f"--corpus-dir {corpus_dir}: {folder} is not writable ({refused}): pass another"
+    folders = [corpus_dir / f"stdlib_{size}mb" for size in sizes_mb]
+    for path in [*folders, corpus_dir / f"bpe_{vocab_size}"]:
+        if path.exists() and not path.is_dir():
+            return f"--corpus-dir {corpus_dir}: {path} is a file, not this script's: {other}"
+        names = sorted(p.name for p in path.iterdir()) if path.exists() else []
+        own = ".complete" in names if path in folders else set(names) <= BPE_FILES
+        if names and not own:
+            return (
+                f"--corpus-dir {corpus_dir}: {path} holds {', '.join(names[:3])}, not this "
+                f"script's corpus or tokenizer: {other}"
+            )
+    return None
 
 
 def build_corpus(folder: Path, size_mb: int) -> Path:
@@ -24,7 +57,20 @@ def build_corpus(folder: Path, size_mb: int) -> Path:
     texts = [
         (p.relative_to(stdlib), p.read_text(encoding="utf-8", errors="replace")) for p in sources
     ]
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    # Built in a new folder beside it (mkdtemp: never one of the user's), renamed over it (absent
+    # or empty: corpus_dir_problem) when whole; what is left of it goes, whatever happened.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{folder.name}.tmp-", dir=folder.parent))
+    try:
+        fill(staging / "corpus", texts, size_mb)
+        os.replace(staging / "corpus", folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def fill(tmp: Path, texts: list[tuple[Path, str]], size_mb: int) -> None:
+    """Write the rotated repetitions into `tmp` up to `size_mb` MB, then its `.complete`."""
     written, repetition = 0, 0
     while written < size_mb * MB:
         lower, upper = "abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -40,8 +86,6 @@ def build_corpus(folder: Path, size_mb: int) -> Path:
             written += len(data)
         repetition += 1
     (tmp / ".complete").write_text(f"{written}\n")
-    os.replace(tmp, folder)
-    return folder
 
 
 def corpus_texts(folder: Path) -> list[str]:

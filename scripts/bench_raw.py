@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import hydra
@@ -19,6 +20,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from bench_stats import tokens_per_second
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from omegaconf import DictConfig
 
 # trainer.precision values the raw loop reproduces (bf16-mixed: autocast, as Lightning's).
@@ -58,6 +60,20 @@ def raw_loop_problem(cfg: DictConfig) -> str | None:
     return None
 
 
+def gradient_clipping(trainer: DictConfig) -> Callable[[list[torch.Tensor]], Any] | None:
+    """The clipping Lightning does under these trainer settings (`LightningModule.clip_gradients`
+    and `Precision.clip_gradients`): none when gradient_clip_val is null or 0 (lmtrain's way to
+    turn it off; `clip_grad_norm_` to 0 would zero every gradient), else by value when
+    gradient_clip_algorithm says so, by global norm otherwise."""
+    clip_val = trainer.get("gradient_clip_val") or 0.0
+    if clip_val <= 0:
+        return None
+    algorithm = GradClipAlgorithmType(str(trainer.get("gradient_clip_algorithm") or "norm").lower())
+    if algorithm == GradClipAlgorithmType.VALUE:
+        return partial(torch.nn.utils.clip_grad_value_, clip_value=clip_val)
+    return partial(torch.nn.utils.clip_grad_norm_, max_norm=clip_val)
+
+
 def raw_device(cfg: DictConfig) -> torch.device:
     """The device Lightning's `accelerator` picks for one process: a GPU when asked for or
     (`auto`) present, else the CPU."""
@@ -93,6 +109,7 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
         ]
     )
     scheduler = module.scheduler_factory(optimizer, num_training_steps=cfg.trainer.max_steps)
+    clip = gradient_clipping(cfg.trainer)
     datamodule.setup("fit")
     times = []
     batches = epochs(datamodule.train_dataloader())
@@ -102,7 +119,8 @@ def run_raw(cfg: DictConfig, warmup: int) -> float:
             logits = module(windows[:, :-1])
             loss = F.cross_entropy(logits.flatten(0, 1).float(), windows[:, 1:].flatten())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.trainer.gradient_clip_val)
+        if clip is not None:
+            clip(params)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
