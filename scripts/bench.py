@@ -6,7 +6,8 @@ from the same TextDataModule, with the same AdamW groups, schedule and gradient 
 same number of torch threads (`--threads`, pinned before every run; default: torch's own choice).
 The Lightning side runs the configured callbacks and logger (checkpointing, LR monitor, progress
 bar, throughput monitor, W&B offline), as `make train` does; validation is off on both sides since
-the raw loop has none. Each run's first `--warmup` steps are excluded.
+the raw loop has none (an override turning it back on is refused), and with it the text samples,
+which run after a validation. Each run's first `--warmup` steps are excluded.
 
 Runs come in `--repeats` adjacent pairs (Lightning, raw), (raw, Lightning), ... so that drift of a
 noisy machine hits both sides of a pair alike. The reported `overhead_ratio` (Lightning tokens/s
@@ -40,6 +41,8 @@ from bench_machine import machine
 from bench_out import check_out, write_report
 from bench_raw import raw_device, run_raw
 from bench_stats import overhead
+
+from lmtrain.errors import LMTrainError
 
 
 def pin_threads(threads: int) -> None:
@@ -91,7 +94,10 @@ def main() -> None:
                 for side in order:
                     run = run_lightning if side == "lightning" else run_raw
                     pin_threads(threads)  # before each run: nothing a run changes carries over
-                    runs[side].append(run(cfg, args.warmup))
+                    try:
+                        runs[side].append(run(cfg, args.warmup))
+                    except LMTrainError as err:  # the temporary folder is removed on the way
+                        sys.exit(f"error: {size} {side} run: {err}")
                     print(
                         f"{size:>16} {side:>9} run {repeat}: {runs[side][-1]:,.0f} tokens/s",
                         file=sys.stderr,

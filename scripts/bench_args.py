@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench_config import compose_config
 from bench_raw import raw_loop_problem
+from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.config_checks import check_train_config
@@ -69,6 +70,18 @@ def quiet(*names: str) -> Iterator[None]:
             logger.setLevel(level)
 
 
+def validation_problem(cfg: DictConfig) -> str | None:
+    """Validation turned back on (compose_config sets trainer.limit_val_batches=0): the Lightning
+    side would validate and the raw loop, which has no validation, would not: not the same work."""
+    limit = cfg.trainer.get("limit_val_batches")
+    if limit == 0 and not isinstance(limit, bool):
+        return None
+    return (
+        f"trainer.limit_val_batches={'null' if limit is None else limit}: the raw loop has no "
+        "validation, so the benchmark runs none on either side: leave it out"
+    )
+
+
 def refuse_bad_overrides(sizes: list[str], steps: int, out: Path, overrides: list[str]) -> None:
     """Every size's config with `overrides`, checked as lmtrain.train checks it and for what the
     raw loop does not mirror: the first problem ends the script in one `error:` line."""
@@ -80,6 +93,6 @@ def refuse_bad_overrides(sizes: list[str], steps: int, out: Path, overrides: lis
                 instantiate_trainer(cfg.trainer, logger=False)  # what Lightning refuses (no GPU)
         except LMTrainError as err:
             sys.exit(f"error: overrides {shlex.join(overrides)}: {err}")
-        problem = raw_loop_problem(cfg)
+        problem = raw_loop_problem(cfg) or validation_problem(cfg)
         if problem:
             sys.exit(f"error: {problem}")

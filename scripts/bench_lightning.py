@@ -38,6 +38,7 @@ class StepClock(L.Callback):
 
 
 def run_lightning(cfg: DictConfig, warmup: int) -> float:
+    """Tokens per second after `warmup` steps; the W&B run is finished however fit ends."""
     L.seed_everything(cfg.seed)
     datamodule = hydra.utils.instantiate(cfg.data)
     module = hydra.utils.instantiate(cfg.model, tokenizer=datamodule.tokenizer, _convert_="all")
@@ -47,6 +48,12 @@ def run_lightning(cfg: DictConfig, warmup: int) -> float:
     trainer = instantiate_trainer(
         cfg.trainer, callbacks=callbacks, logger=instantiate_loggers(cfg.logger)
     )
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except BaseException:
+        # An open W&B run keeps writing into the script's temporary folder, whose removal then
+        # failed in a second traceback and left it behind; a failed run is marked failed.
+        finish_wandb(1)
+        raise
     finish_wandb(0)
     return tokens_per_second(clock.times, warmup, cfg.data.batch_size * cfg.data.block_size)

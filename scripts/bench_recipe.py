@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pydoc
 import shlex
 import sys
 import tempfile
@@ -50,9 +51,14 @@ from bench_commands import run_side_by_side, summary
 from bench_config import ROOT, compose_train
 from bench_out import check_out, write_report
 from bench_recipe_commands import recipe_commands
+from omegaconf import DictConfig
+from transformers import PreTrainedTokenizerBase
 
+from lmtrain.callbacks.samples import TextSamples
 from lmtrain.data.shakespeare import ShakespeareSource
 from lmtrain.errors import LMTrainError
+from lmtrain.models.generation import prompt_problem, quote
+from lmtrain.models.hf import context_length
 from lmtrain.utils.config_checks import check_train_config
 
 EXPERIMENTS = {"baseline": "shakespeare_char", "fast": "shakespeare_char_fast"}
@@ -73,6 +79,40 @@ def prepare_lmtrain_data(experiment: str, data: Path, extra: list[str]) -> None:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    refuse_unsampleable_prompts(cfg, datamodule.tokenizer)
+
+
+def is_text_samples(target: object) -> bool:
+    """Whether a callbacks entry's `_target_` is TextSamples (or a subclass)."""
+    try:
+        located = pydoc.locate(str(target))
+    except pydoc.ErrorDuringImport:
+        return False
+    return isinstance(located, type) and issubclass(located, TextSamples)
+
+
+def refuse_unsampleable_prompts(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> None:
+    """lmtrain's run validates, so its text samples' prompts are checked (TextSamples.setup)
+    inside its first timed run: a `--data` without their characters ('ROMEO:' in lower-case
+    text) failed only after the other commands' whole runs. The same check, before any."""
+    entries = (cfg.get("callbacks") or {}).values()
+    callbacks = [  # samples.txt's folder is the run's, not known before it runs: any will do
+        hydra.utils.instantiate(entry, dirpath=".")
+        for entry in entries
+        if isinstance(entry, DictConfig) and is_text_samples(entry.get("_target_"))
+    ]
+    if not callbacks:
+        return
+    module = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="all")
+    context = context_length(module.model.config)
+    for prompt in (prompt for callback in callbacks for prompt in callback.prompts):
+        problem = prompt_problem(tokenizer, prompt, context)
+        if problem is not None:
+            raise LMTrainError(
+                f"samples.prompts: {quote(prompt)} {problem.reason}: pass a --data that holds "
+                "the prompts' characters, other prompts (--lmtrain-args='samples.prompts=[...]') "
+                "or no samples (--lmtrain-args=callbacks.text_samples=null)"
+            )
 
 
 def tiny_shakespeare(path: Path | None) -> Path:
@@ -118,6 +158,16 @@ def main() -> None:
         problems.append(f"--steps {args.steps}: pass 1 or more, or leave it out (the recipe's own)")
     if args.threads < 1:
         problems.append(f"--threads {args.threads}: pass 1 or more")
+    extra: list[str] = []
+    trainer_extra: list[str] = []
+    for flag, value, split in (
+        ("--lmtrain-args", args.lmtrain_args, extra),
+        ("--trainer-args", args.trainer_args, trainer_extra),
+    ):
+        try:
+            split.extend(shlex.split(value))
+        except ValueError as err:  # an unbalanced quote: shlex's traceback, after the data work
+            problems.append(f"{flag} {value!r}: {err}: balance its quotes")
     if problems:
         parser.error("; ".join(problems))
     check_out(args.out)
@@ -132,7 +182,6 @@ def main() -> None:
         )
     if args.recipe == "fast" and nanogpt is None:
         sys.exit("error: --recipe fast is timed against nanoGPT: pass --nanogpt <checkout>")
-    extra = shlex.split(args.lmtrain_args)
     experiment = EXPERIMENTS[args.recipe]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     os.chdir(ROOT)  # where lmtrain runs, so its relative paths.data_dir (the token cache) agrees
@@ -141,7 +190,7 @@ def main() -> None:
     except LMTrainError as err:
         sys.exit(f"error: --data {args.data or data}: {err}")
 
-    commands = recipe_commands(args, experiment, data, nanogpt, extra)
+    commands = recipe_commands(args, experiment, data, nanogpt, extra, trainer_extra)
     with tempfile.TemporaryDirectory(prefix="bench_recipe-") as tmp:
         run_side_by_side(commands, args.repeats, Path(tmp), env)
 
@@ -160,7 +209,7 @@ def main() -> None:
             "threads": args.threads,
             "data": str(data),
             "lmtrain_args": extra,
-            "trainer_args": shlex.split(args.trainer_args),
+            "trainer_args": trainer_extra,
         },
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -91,10 +90,17 @@ def parse_lmtrain(output: str, run_dir: Path) -> dict[str, Any]:
 
 
 def recipe_commands(
-    args: argparse.Namespace, experiment: str, data: Path, nanogpt: Path | None, extra: list[str]
+    args: argparse.Namespace,
+    experiment: str,
+    data: Path,
+    nanogpt: Path | None,
+    extra: list[str],
+    trainer_extra: list[str],
 ) -> list[Command]:
     """The commands of `--recipe`, in their first run's order: nanoGPT (with a checkout), the
-    Trainer script (baseline only), lmtrain; a `{run_dir}` in an argv is each run's folder."""
+    Trainer script (baseline only), lmtrain; a `{run_dir}` in an argv is each run's folder.
+    `extra` and `trainer_extra`: `--lmtrain-args` and `--trainer-args`, split (and checked) by
+    bench_recipe.py before anything ran."""
     commands = []
     if nanogpt is not None:
         steps = NANOGPT_STEPS if args.steps is None else args.steps
@@ -103,7 +109,7 @@ def recipe_commands(
     if args.recipe == "baseline":
         argv = [sys.executable, str(ROOT / "scripts" / "trainer_recipe.py"), f"--data={data}"]
         argv += [f"--steps={args.steps}"] if args.steps is not None else []
-        argv += shlex.split(args.trainer_args)
+        argv += trainer_extra
         commands.append(Command("hf_trainer", argv, ROOT, parse_trainer))
     argv = [sys.executable, "-m", "lmtrain.train", f"experiment={experiment}"]
     argv += [f"data.source.path={data}", "hydra.run.dir={run_dir}"]

@@ -5,7 +5,8 @@ For each switch, runs alternate (baseline, switched, switched, baseline, ...) so
 machine's drift hits both; each run's first `--warmup` steps are excluded (they hold
 torch.compile's compilation), and the ratio of the medians (switched / baseline tokens/s) is
 reported. Everything else is `scripts/bench.py`'s Lightning side: the default callbacks and the
-W&B logger, validation off. Results are merged into logs/bench/latest.json under `switches`.
+W&B logger, validation off (and with it the text samples). Results are merged into
+logs/bench/latest.json under `switches`.
 
     python scripts/bench_switches.py                           # every switch, shakespeare_char
     python scripts/bench_switches.py --switches foreach_adamw,tanh_gelu --repeats 5
@@ -27,6 +28,8 @@ from bench_config import ROOT, SIZES, compose_config, prepare_corpus, read_corpu
 from bench_lightning import run_lightning
 from bench_machine import machine
 from bench_out import check_out, write_report
+
+from lmtrain.errors import LMTrainError
 
 # name -> overrides that turn the switch on (the baseline is the size's config as it is).
 SWITCHES: dict[str, list[str]] = {
@@ -85,7 +88,10 @@ def main() -> None:
                 for side in order:
                     extra = switch_overrides(name, args.size) if side == "switched" else []
                     cfg = compose_config(args.size, args.steps, Path(tmp) / name / side, extra)
-                    runs[side].append(run_lightning(cfg, args.warmup))
+                    try:
+                        runs[side].append(run_lightning(cfg, args.warmup))
+                    except LMTrainError as err:  # the temporary folder is removed on the way
+                        sys.exit(f"error: {name} {side} run: {err}")
                     print(f"{name:>16} {side:>9}: {runs[side][-1]:,.0f} tok/s", file=sys.stderr)
             base, switched = (statistics.median(runs[s]) for s in ("baseline", "switched"))
             results[name] = {

@@ -99,8 +99,13 @@ def test_gpu_check_exits_non_zero_and_stops_when_the_install_fails(tmp_path: Pat
     (tmp_path / "scripts").mkdir()
     shutil.copy(SCRIPTS / "gpu_check.sh", tmp_path / "scripts")
     (tmp_path / ".whl").mkdir()  # the offline install, of no wheels: it fails
+    stubs = tmp_path / "bin"  # an nvidia-smi that lists a GPU: without one the script refuses
+    stubs.mkdir()
+    (stubs / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: NVIDIA H200 (UUID: GPU-0)'\n")
+    (stubs / "nvidia-smi").chmod(0o755)
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "GPU_CHECK_RUNS": str(tmp_path / "runs")}
+    path = f"{stubs}{os.pathsep}{os.environ['PATH']}"
+    env = {**os.environ, "PATH": path, "OUT": str(out), "GPU_CHECK_RUNS": str(tmp_path / "runs")}
     result = subprocess.run(
         ["bash", str(tmp_path / "scripts" / "gpu_check.sh")],
         env=env,
