@@ -3,7 +3,7 @@
 Before a sweep starts, `refuse_sweep_that_cannot_start` checks what Hydra's sweepers and
 launchers would only trace back on (an empty Optuna range, no trials, a misspelt direction, a
 max_failure_rate outside 0-1, SLURM without `srun`) or run other than asked without a word (a
-`range()` of no values, a tag Optuna ignores, an interval on a grid). While
+`range()` or `glob()` of no values, a tag Optuna ignores, an interval on a grid). While
 it runs, `file_stamp`s tell its files from an earlier sweep's in the same folder; after it, an
 Optuna results file whose best value is not finite is withdrawn. Used by `sweep_outcome`'s callback;
 kept apart from `sweep_jobs`, which reads the job folders back for the report.
@@ -24,6 +24,10 @@ from lmtrain.utils.optuna_study import (
     refuse_study_that_cannot_continue,
 )
 from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
+from lmtrain.utils.sweep_kinds import (
+    refuse_globs_without_options,
+    refuse_sweep_kinds_the_sweeper_lacks,
+)
 from lmtrain.utils.sweep_overrides import (
     parsed_sweeps,
     refuse_shared_job_folders,
@@ -76,12 +80,13 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
     sweeper builds it), no trials, or the SLURM launcher where there is no `srun` (not a SLURM
-    cluster), several objectives or a direction Optuna does not know, a max_failure_rate
-    outside 0-1 (on_multirun_start runs before Hydra builds the sweeper), a storage that cannot
-    be opened (`lmtrain.utils.optuna_study`), a searched key the config (or an option of a
-    swept group) lacks; what they would run without a word, other than asked: a `range()`
-    without values, a tag the Optuna sweeper ignores, an interval on the grid sampler,
-    SLURM sizes swept (`lmtrain.utils.slurm_launcher_checks`), jobs sharing a folder
+    cluster), an interval() under the basic sweeper or a glob() under Optuna
+    (`lmtrain.utils.sweep_kinds`), several objectives or a direction Optuna does not know, a
+    max_failure_rate outside 0-1 (on_multirun_start runs before Hydra builds the sweeper), a
+    storage that cannot be opened (`lmtrain.utils.optuna_study`), a searched key the config (or
+    an option of a swept group) lacks; what they would run without a word, other than asked: a
+    `range()` or `glob()` without values, a tag the Optuna sweeper ignores, an interval on the
+    grid sampler, SLURM sizes swept (`lmtrain.utils.slurm_launcher_checks`), jobs sharing a folder
     (`lmtrain.utils.sweep_overrides`); and a sweep whose jobs would leave its folder
     (`lmtrain.utils.sweep_split`)."""
     sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -95,7 +100,9 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     typed = OmegaConf.to_container(config.hydra.overrides, resolve=False)["task"]  # type: ignore[index]
     named = {f"{key}={value}": f"hydra.sweeper.params.{key}" for key, value in params.items()}
     overrides = named | {str(o): "" for o in typed}
+    refuse_sweep_kinds_the_sweeper_lacks(sweeper, overrides)  # interval on a grid, Optuna glob
     refuse_ranges_without_values(overrides)  # any sweeper: the basic one launches no job
+    refuse_globs_without_options(overrides)  # the same for a glob() that names no option
     swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
     refuse_slurm_launcher_problems(config, swept)
     refuse_unknown_search_keys(config, overrides)
@@ -115,7 +122,9 @@ def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
     """Raise LMTrainError for the first override (`key=interval(...)`, shown as where it comes
     from) that Optuna cannot make a distribution of. Built as the sweeper builds them (the
     plugin's own function), so that the check and the sweeper cannot disagree; overrides Hydra
-    cannot parse are left to the sweeper's own message."""
+    cannot parse are left to the sweeper's own message; anything else the plugin raises (its
+    bare asserts: a choice of lists, a shuffled range) is one line too, not a traceback that
+    skips the checks after this one."""
     try:  # the plugin's own builder, so the check is what the sweeper does; private, so guarded
         from hydra_plugins.hydra_optuna_sweeper._impl import (
             create_optuna_distribution_from_override,
@@ -132,6 +141,14 @@ def refuse_empty_search_ranges(overrides: dict[str, str]) -> None:
                 f"({first_line(err).rstrip('.')}):"
                 " give interval(low, high) with low <= high, and tag(log, interval(low, high)) a "
                 "low above 0"
+            ) from None
+        except Exception as err:  # the plugin's bare asserts, its NotImplementedError
+            text, kind = first_line(err).rstrip("."), type(err).__name__
+            why = "an assert in the plugin" if text == kind else f"{kind}: {text}"
+            raise LMTrainError(
+                f"the search space {shown} is not one the Optuna sweeper can search "
+                f"({why}): give choice(a, b, ...) of plain values, "
+                "range(start, stop[, step]) or interval(low, high)"
             ) from None
 
 
