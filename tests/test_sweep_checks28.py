@@ -110,3 +110,20 @@ def test_a_glob_that_matches_runs_its_grid(tmp_path: Path, data_dir: Path) -> No
     assert out.returncode == 0, out.stderr[-3000:]
     assert (sweep / "0" / "metrics.json").is_file()
     assert not (sweep / "1").exists()
+
+
+def test_a_grid_sweep_over_a_key_the_config_lacks_is_told_of_its_sweep(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """The line spoke of Optuna's search space and hparams_search/optuna.yaml in a grid sweep."""
+    refused(
+        tmp_path,
+        data_dir,
+        "-m",
+        "model.config.n_embdd=32,64",
+        fragments=(
+            "the sweep model.config.n_embdd=32,64 names model.config.n_embdd, which this run's "
+            "config does not have (model.config has ",
+            "sweep the keys of the model you train (check the spelling)",
+        ),
+    )

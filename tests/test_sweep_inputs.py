@@ -132,7 +132,7 @@ def test_a_search_over_a_key_the_model_does_not_have_is_refused_before_any_trial
         out,
         "names model.config.n_embd, which this run's config does not have (model.config has "
         "num_hidden_layers,",
-        "search the keys of the model you train",
+        "the keys of the model you train",
     )
     assert not sweep.exists()
 

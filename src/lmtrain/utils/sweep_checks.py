@@ -105,7 +105,9 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_globs_without_options(overrides)  # the same for a glob() that names no option
     swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
     refuse_slurm_launcher_problems(config, swept)
-    refuse_unknown_search_keys(config, overrides)
+    refuse_unknown_search_keys(
+        config, overrides, "optuna" in str(sweeper.get("_target_", "")).lower()
+    )
     refuse_shared_job_folders(config, overrides)
     if "optuna" in str(sweeper.get("_target_", "")).lower():
         refuse_optuna_without_trials(sweeper)

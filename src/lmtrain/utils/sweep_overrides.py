@@ -37,13 +37,16 @@ def parsed_sweeps(overrides: dict[str, str]) -> list[tuple[Override, str]]:
     return sweeps
 
 
-def refuse_unknown_search_keys(config: DictConfig, overrides: dict[str, str]) -> None:
+def refuse_unknown_search_keys(
+    config: DictConfig, overrides: dict[str, str], optuna: bool = True
+) -> None:
     """Raise LMTrainError for a swept key this run's config does not have (without `+`): the
     generic Optuna space searches GPT-2's `model.config.n_embd`, and with `model=llama_tiny`
     trial 0 failed in Hydra's words, advising `+model.config.n_embd`, which Llama would take
     without a word and the search would then vary for nothing (red team rev_sweep). A swept
     group (`model/optimizer=choice(adamw,muon)`) brings keys of its own: each of its options
-    is composed and checked, as its jobs would be; the study died at the first muon trial."""
+    is composed and checked, as its jobs would be; the study died at the first muon trial.
+    A grid sweep (`optuna` False) is told of its sweep, not of Optuna's search space."""
     from hydra.core.global_hydra import GlobalHydra
 
     sweeps = parsed_sweeps(overrides)
@@ -64,11 +67,16 @@ def refuse_unknown_search_keys(config: DictConfig, overrides: dict[str, str]) ->
             missing = missing_key(job, override.key_or_group)
             if missing is None:
                 continue
+            lacking = ", and sweep options that lack them in a sweep of their own" if choice else ""
+            if not optuna:
+                raise LMTrainError(
+                    f"the sweep {shown} names {override.key_or_group}, which {whose}{missing}: "
+                    f"sweep the keys of the model you train (check the spelling){lacking}"
+                )
             raise LMTrainError(
                 f"the search space {shown} names {override.key_or_group}, which {whose}{missing}: "
                 "search the keys of the model you train (hparams_search/optuna.yaml assumes GPT-2 "
-                "and AdamW; copy it for another model)"
-                + (", and sweep options that lack them in a search of their own" if choice else "")
+                f"and AdamW; copy it for another model){lacking.replace('sweep of', 'search of')}"
             )
 
 
