@@ -16,22 +16,10 @@ import pytest
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.sweep_checks import refuse_empty_search_ranges
-from tests.helpers.assertions import assert_one_line_error
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.test_sweep_inputs import OPTUNA, refused
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-
-OPTUNA = ("hparams_search=optuna", "hydra.sweeper.n_trials=1")
-
-
-def refused(tmp_path: Path, data_dir: Path, *overrides: str, fragments: tuple[str, ...]) -> None:
-    """Run `overrides` (first: `-m` or the search) as a tiny sweep into tmp_path/sweep: one
-    error line holding every fragment, and no sweep folder."""
-    sweep = tmp_path / "sweep"
-    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
-    out = run_cli("train", *overrides, *cli, f"hydra.sweep.dir={sweep}")
-    assert_one_line_error(out, *fragments)
-    assert not sweep.exists()
 
 
 @pytest.mark.parametrize(

@@ -151,14 +151,20 @@ def without_paths(state: dict[str, Any], dropped: list, mode: str) -> dict[str, 
 def same_ranking(state_key: str, monitor: str | None, mode: str) -> bool:
     """Whether `state_key` is a ModelCheckpoint's (`ModelCheckpoint{'monitor': ..., ...}`, as
     Lightning builds it) that ranks by `monitor` in `mode`."""
+    return ranking(state_key) == (monitor, mode)
+
+
+def ranking(state_key: str) -> tuple[Any, Any] | None:
+    """The (monitor, mode) a ModelCheckpoint state key (as Lightning builds it) ranks by; None
+    for another callback's key."""
     name, brace, settings = state_key.partition("{")
     if name != "ModelCheckpoint" or not brace:
-        return False
+        return None
     try:
         keys = ast.literal_eval(brace + settings)
     except (ValueError, SyntaxError):
-        return False
-    return isinstance(keys, dict) and (keys.get("monitor"), keys.get("mode")) == (monitor, mode)
+        return None
+    return (keys.get("monitor"), keys.get("mode")) if isinstance(keys, dict) else None
 
 
 def beyond_top_k(state: dict[str, Any], top_k: int, mode: str) -> list[str]:

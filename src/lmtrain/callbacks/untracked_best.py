@@ -10,7 +10,6 @@ are the user's, so they are not deleted either: the resume names them in one war
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +18,9 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
-from lmtrain.callbacks.checkpoint_state import moved_to, ranked_paths, same_ranking
+from lmtrain.callbacks.checkpoint_state import moved_to, ranked_paths, ranking, same_ranking
 from lmtrain.utils.contained_paths import lies_in
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
-
-
-def ranking(state_key: str) -> tuple[Any, Any] | None:
-    """The (monitor, mode) a ModelCheckpoint state key (as Lightning builds it) ranks by."""
-    name, brace, settings = state_key.partition("{")
-    if name != "ModelCheckpoint" or not brace:
-        return None
-    try:
-        keys = ast.literal_eval(brace + settings)
-    except (ValueError, SyntaxError):
-        return None
-    return (keys.get("monitor"), keys.get("mode")) if isinstance(keys, dict) else None
 
 
 def untracked_best(
