@@ -42,6 +42,7 @@ mkdir -p "$RUNS"
 export GPU_CHECK_RUNS=$RUNS
 printf '# GPU check (%s)\n\n| step | result | seconds |\n|---|---|---|\n' "$(date -u +%FT%TZ)" >"$SUMMARY"
 NOTES=$RUNS/notes.md # lines for under the summary's table, written by the steps that measure
+: >"$NOTES"            # (a GPU_CHECK_RUNS reused: not an earlier run's lines)
 
 FAILED=0 # steps that failed: the script's exit status is 1 unless none did
 # step NAME SECONDS COMMAND...: run it (a program or a function of this script: `timeout` runs
@@ -147,7 +148,8 @@ step generate 60 $PY -m lmtrain.generate "ckpt_path=$RUNS/fsdp/checkpoints/last.
 # The tests CI skips for want of a GPU (pytest ships with the GPU image; make install's dev extra).
 # test_every_config's trainer=gpu run needs W&B, which a machine without a package index lacks;
 # the GPT-2 step above trains with trainer=gpu.
-# pytest exits 0 when every test skips: a skip here is a test this GPU did not run, so it fails.
+# pytest exits 0 when every test skips: a skip here is a test this GPU did not run, so it fails,
+# but for the 2-GPU tests (ddp, fsdp) on a machine of one GPU ("needs 2 GPUs").
 FSDP_GPU_TEST=test_fsdp_trains_on_gpus_in_bf16_with_compiled_blocks_and_its_checkpoint_evaluates
 gpu_tests() {
   $PY -m pytest -q -p no:cacheprovider -rs "tests/test_fsdp2.py::$FSDP_GPU_TEST" \
@@ -156,7 +158,7 @@ gpu_tests() {
   local rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || return "$rc"
   if ! grep -Eq '(^|[ ,=])[0-9]+ passed' "$RUNS/gpu_tests.log" ||
-    grep -Eq '(^|[ ,=])[0-9]+ skipped' "$RUNS/gpu_tests.log"; then
+    grep -E '^SKIPPED' "$RUNS/gpu_tests.log" | grep -Evq 'needs [0-9]+ GPUs'; then
     echo "gpu_check: a GPU test skipped (above), or none passed: it did not run on this GPU"
     return 1
   fi

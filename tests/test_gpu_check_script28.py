@@ -30,14 +30,15 @@ NO_GPU = {  # what nvidia-smi prints where no GPU can be used
     "no devices": 'echo "No devices were found"; exit 6',
     "lists none": "exit 0",
 }
-# The stand-in for the project's Python: runs pass but the GPT-2 one, the GPU tests all skip,
+# The stand-in for the project's Python: runs pass but the GPT-2 one, GPU tests skip (FAKE_SKIP),
 # and the programs the script hands it (`-c`, `-`) run in the real Python.
 FAKE_PYTHON = """#!/usr/bin/env bash
 echo "python $*" >>"$GPU_CHECK_CALLS"
 case "$1 $2" in
   "-c "*) [ "${{FAKE_TORCH_CUDA:-0}}" = 1 ] && exit 0; exec {python} "$@" ;;
   "- "*) exec {python} "$@" ;;
-  "-m pytest") echo "1 passed, 3 skipped in 0.50s"; exit 0 ;;
+  "-m pytest") echo "SKIPPED [2] tests/test_configs.py:117: ${{FAKE_SKIP:-needs a GPU}}"
+    echo "1 passed, 2 skipped in 0.50s"; exit 0 ;;
   "-m lmtrain.train") [[ " $* " == *"/gpt2 "* ]] && {{ echo "no CUDA" >&2; exit 3; }}; exit 0 ;;
 esac
 exit 0
@@ -157,3 +158,15 @@ def test_a_failed_run_is_one_failed_row_and_skipped_gpu_tests_fail(tmp_path: Pat
     assert "| gpu_tests | FAILED" in summary, summary
     assert "| generate | ok |" in summary, summary
     assert (root / "logs" / "gpu_check" / "summary.md.prev").read_text() == PLANTED["summary.md"]
+
+
+def test_the_two_gpu_tests_may_skip_on_a_machine_of_one_gpu(tmp_path: Path) -> None:
+    """tests/test_configs.py skips its ddp and fsdp trainers with "needs 2 GPUs" on one GPU,
+    the machine the script is sized for: that skip is no test this GPU failed to run."""
+    root, env = with_gpu(tmp_path, torch_cuda=True)
+    env["FAKE_SKIP"] = "needs 2 GPUs"
+
+    gpu_check(root, env)
+
+    summary = (root / "logs" / "gpu_check" / "summary.md").read_text()
+    assert "| gpu_tests | ok |" in summary, summary

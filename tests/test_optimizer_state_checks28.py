@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.optimizer_state_checks import entries_problem
 from lmtrain.utils.safe_load import load_torch_file
 from lmtrain.utils.tensor_digest import DIGEST_KEY, add_digest
 from tests.helpers.assertions import assert_one_line_error
@@ -181,3 +182,11 @@ def test_a_sparse_tensor_beside_a_digest_is_one_line_not_torchs_error(tmp_path: 
         f"ckpt_path={str(path)!r} holds a torch.sparse_coo tensor at /state_dict/w, which no "
         "checkpoint lmtrain writes holds (the file was changed after it was saved): "
     )
+
+
+def test_sgd_without_momentum_saved_as_none_passes_and_a_string_moment_does_not() -> None:
+    """torch up to 2.1 saved SGD's `momentum_buffer: None` without momentum, which torch still
+    loads: not a moment of another shape (review)."""
+    shape = torch.Size([3, 2])
+    assert entries_problem({"momentum_buffer": None, "step": torch.tensor(4.0)}, shape) is None
+    assert entries_problem({"exp_avg": "x"}, shape) == "exp_avg is a str, not a tensor"

@@ -6,6 +6,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
+from lmtrain.callbacks.samples import TextSamples
+from lmtrain.errors import LMTrainError
+from lmtrain.utils.callback_state_keys import refuse_shared_state_keys
 from tests.helpers.cli import run_cli, tiny_cli
 from tests.helpers.samples import blocks
 
@@ -44,3 +49,13 @@ def test_preempted_and_resumed_run_samples_the_steps_an_uninterrupted_one_does(
     resumed = run_cli("train", *cli, f"hydra.run.dir={run}", "ckpt_path=last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert sampled_steps(run) == [4, 8]
+
+
+def test_two_samples_callbacks_of_other_files_keep_their_own_states(tmp_path: Path) -> None:
+    """Saving the count made TextSamples stateful, under its class name alone: two of them
+    (other prompts, other files) became one key, which Lightning refuses."""
+    first = TextSamples(["a"], tmp_path, filename="samples.txt")
+    second = TextSamples(["b"], tmp_path, filename="other.txt")
+    refuse_shared_state_keys({"text_samples": first, "more_samples": second})
+    with pytest.raises(LMTrainError, match=r"callbacks\.again would save its state"):
+        refuse_shared_state_keys({"text_samples": first, "again": TextSamples(["c"], tmp_path)})

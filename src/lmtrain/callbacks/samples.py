@@ -157,6 +157,13 @@ class TextSamples(L.Callback):
                 with atomic_write(self.path) as f:
                     f.write(kept)
 
+    @property
+    def state_key(self) -> str:
+        """One state per samples file (by its name: a run folder moved before a resume keeps
+        it): two TextSamples writing different files, each with its own prompts, keep their own
+        counts, where the class name alone made them one key, which Lightning refuses."""
+        return f"{type(self).__qualname__}{{'filename': {self.path.name!r}}}"
+
     def state_dict(self) -> dict[str, Any]:
         """The validation count goes in the checkpoint: a resumed run counting from 0 sampled
         other validations than an uninterrupted run (`every_n_val` > 1)."""

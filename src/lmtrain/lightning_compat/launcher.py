@@ -3,24 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+log = logging.getLogger(__name__)
+RANKS_GRACE_SECONDS = 30  # how long rank 0 waits for all its ranks to end, in all
 
 
 @contextlib.contextmanager
 def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
-    """While inside, watch the ranks Lightning's launcher starts; on exit, wait for them.
+    """While inside, watch the ranks Lightning's launcher starts; on exit, leave the process
+    group and wait for them.
 
     Lightning's launcher (rank 0) starts ranks > 0 and a thread that kills every rank and the
     main process when one dies. `job_only` keeps the main process alive (in a multirun, the
-    whole sweep) and ends this job's ranks only. On exit, whatever the outcome, the thread stops
-    and rank 0 waits for its ranks (30 s, then kills them): a rank > 0 is killed by the kernel
-    when rank 0 exits (`lmtrain.utils.parent_death`), so a rank 0 that ended first on an error
-    of its own (a full disk at its checkpoint save) killed the others before they could print
-    why they stopped. Buys: both. Public alternative: none (a module-level function starts the
-    thread, and the class is private).
+    whole sweep) and ends this job's ranks only. On exit, whatever the outcome: the thread stops
+    (a rank's exit code is its own business now: its 1 after rank 0's error would kill rank 0
+    mid-way), this process leaves its process group (ranks waiting on it in a gloo collective
+    fail at once; NCCL's notice only at its timeout), and rank 0 waits for its ranks, 30 s at
+    most in all, then kills them. A rank > 0 is killed by the kernel when rank 0 exits
+    (`lmtrain.utils.parent_death`): a rank 0 that ended first on an error of its own (a full
+    disk at its checkpoint save) killed the others before they could print why they stopped.
+    Buys: both. Public alternative: none (a module-level function starts the thread, and the
+    class is private).
     """
     from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
     from lightning.pytorch.strategies.launchers import subprocess_script
@@ -52,9 +61,24 @@ def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
         subprocess_script._launch_process_observer = original
         for observer in observers:
             observer._finished = True
-            for proc in observer._child_processes:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        leave_process_group()
+        deadline = time.monotonic() + RANKS_GRACE_SECONDS
+        for proc in (proc for observer in observers for proc in observer._child_processes):
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def leave_process_group() -> None:
+    """Destroy this process's process group, if any (every rank, whoever started it). A group
+    that cannot be destroyed (broken by the error being raised) is left to the process's exit:
+    its error would replace the run's own line."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception as err:
+            log.debug("the process group could not be destroyed: %s", err)

@@ -131,7 +131,7 @@ def entries_problem(entries: Any, shape: torch.Size) -> str | None:
     for key, value in entries.items():
         if key in SCALARS and isinstance(value, torch.Tensor) and value.numel() != 1:
             return f"{key} holds {value.numel()} values, not one"
-        if key not in PARAM_SHAPED:
+        if key not in PARAM_SHAPED or value is None:  # SGD without momentum saved None
             continue
         if not isinstance(value, torch.Tensor):
             return f"{key} is a {type(value).__name__}, not a tensor"

@@ -200,31 +200,10 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
     with main_module_as(entry_module), ddp_launcher_observes(job_only=True):
         sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
         try:
-            yield
+            yield  # then the process group is left, and the ranks waited for
         finally:
             sys.argv = argv
             restore_environment(environ)
-            leave_process_group()
-
-
-@contextlib.contextmanager
-def ranks_end_before_rank_zero() -> Iterator[None]:
-    """A plain run's ranks > 0 end, and say why, before rank 0 exits (which kills them: see
-    `lmtrain.utils.parent_death`); a dying rank still ends the run, as Lightning has it."""
-    with ddp_launcher_observes(job_only=False):
-        try:
-            yield
-        finally:
-            leave_process_group()
-
-
-def leave_process_group() -> None:
-    """Destroy this process's process group, if any: ranks still waiting on it in a collective
-    (rank 0 stopped on an error of its own) now fail, say so and exit."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def run_for_sweeper(
@@ -238,7 +217,9 @@ def run_for_sweeper(
     """
     metric = cfg.get("optimized_metric") or "val/loss"
     if not in_multirun():
-        with ranks_end_before_rank_zero():
+        # Ranks > 0 end, and say why, before rank 0 exits (which kills them: see
+        # lmtrain.utils.parent_death); a dying rank still ends the run, as Lightning has it.
+        with ddp_launcher_observes(job_only=False):
             return task(cfg).get(metric)
     hydra_cfg = HydraConfig.get()
     job = f"Job {hydra_cfg.job.num} ({job_name(hydra_cfg, cfg.task_name)})"
