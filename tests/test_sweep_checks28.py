@@ -115,3 +115,20 @@ def test_a_grid_sweep_over_a_key_the_config_lacks_is_told_of_its_sweep(
             "sweep the keys of the model you train (check the spelling)",
         ),
     )
+
+
+def test_a_misspelt_optimized_metric_is_one_line_before_any_job(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    """Each job refused it after starting (under SLURM, after queueing): the sweep ended with
+    one line per job (red team sweep28, LOW 4)."""
+    refused(
+        tmp_path,
+        data_dir,
+        "-m",
+        "optimized_metric=val/lsos",
+        "seed=1,2",
+        fragments=(
+            "optimized_metric='val/lsos' is not a metric lmtrain logs: did you mean val/loss?",
+        ),
+    )

@@ -19,6 +19,8 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lmtrain.errors import LMTrainError, first_line
+from lmtrain.utils.checks import Problems
+from lmtrain.utils.metric_names import check_metric_names
 from lmtrain.utils.optuna_study import (
     refuse_intervals_on_a_grid,
     refuse_study_that_cannot_continue,
@@ -76,6 +78,16 @@ def withdraw_results_without_best(results: Path) -> bool:
     return True
 
 
+def refuse_misspelt_optimized_metric(config: DictConfig) -> None:
+    """`optimized_metric` spelt another way, or one letter off a metric lmtrain logs, as each
+    job's config checks refuse it (`check_metric_names`): once, before any job, not in every job
+    (under SLURM, after each had queued)."""
+    problems = Problems()
+    ours = OmegaConf.select(config, "model._target_") == "lmtrain.models.module.CausalLMModule"
+    check_metric_names({}, config.get("optimized_metric"), problems, ours)
+    problems.raise_if_any()
+
+
 def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     """Raise LMTrainError, before any job, for a sweep that Hydra's plugins would end with a
     traceback: an Optuna range that is empty or a log range from 0 or below (refused when the
@@ -105,6 +117,7 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     refuse_globs_without_options(overrides)  # the same for a glob() that names no option
     swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
     refuse_slurm_launcher_problems(config, swept)
+    refuse_misspelt_optimized_metric(config)  # each job refused it, after queueing
     refuse_unknown_search_keys(
         config, overrides, "optuna" in str(sweeper.get("_target_", "")).lower()
     )
