@@ -29,6 +29,7 @@ from lmtrain.utils.slurm_launcher_checks import refuse_slurm_launcher_problems
 from lmtrain.utils.sweep_kinds import (
     refuse_globs_without_options,
     refuse_sweep_kinds_the_sweeper_lacks,
+    sweeper_kind,
 )
 from lmtrain.utils.sweep_overrides import (
     parsed_sweeps,
@@ -118,11 +119,10 @@ def refuse_sweep_that_cannot_start(config: DictConfig) -> None:
     swept = [override.key_or_group for override, _ in parsed_sweeps(overrides)]
     refuse_slurm_launcher_problems(config, swept)
     refuse_misspelt_optimized_metric(config)  # each job refused it, after queueing
-    refuse_unknown_search_keys(
-        config, overrides, "optuna" in str(sweeper.get("_target_", "")).lower()
-    )
+    optuna = sweeper_kind(sweeper) == "optuna"
+    refuse_unknown_search_keys(config, overrides, optuna)
     refuse_shared_job_folders(config, overrides)
-    if "optuna" in str(sweeper.get("_target_", "")).lower():
+    if optuna:
         refuse_optuna_without_trials(sweeper)
         refuse_optuna_direction(sweeper.get("direction"))
         refuse_failure_rate_outside_0_1(sweeper)
