@@ -74,7 +74,12 @@ def test_ctrl_c_stops_an_optuna_sweep_and_stores_no_result(tmp_path: Path, data_
     code, err = interrupt_sweep(command, sweep, whole_group=False)
     assert code == 130, err[-3000:]
     assert "the sweep goes on" not in err and "Traceback" not in err, err[-3000:]
-    assert err.strip().splitlines()[-1] == "interrupted", err[-3000:]
+    lines = err.strip().splitlines()
+    assert lines[-2] == "interrupted", err[-3000:]
+    # Then what did not run, as after a preemption (test_ctrl_c_resume29.py).
+    assert lines[-1].startswith(
+        f"error: the sweep under {sweep} was cut short at job 0 (interrupted): 2 more trial(s)"
+    ), lines[-1]
     # One Ctrl-C ended the sweep: trial 1 never started.
     assert not (sweep / "1").exists()
     study = optuna.load_study(study_name="train", storage=storage)

@@ -9,8 +9,9 @@ from the job's W&B run (its offline `.wandb` log, read with `wandb leet inspect`
     report.md        the same table by optimized_metric, and the overrides every job shares
     val_curves.png   val/loss against step, one line per job
 
-A job without metrics.json failed (or was preempted, as the sweep's ledger says, with how to
-resume it; jobs a preemption kept from running are rows of their own, `not run`); one whose
+A job without metrics.json failed (or was preempted or interrupted by a Ctrl-C, as the sweep's
+ledger says, with how to resume it; jobs that this kept from running are rows of their own,
+`not run`); one whose
 metric is NaN or infinite diverged; one with a file
 that cannot be read (a truncated metrics.json, no .hydra/config.yaml) is unreadable, with a warning:
 the other jobs are still reported. These sort last, in that order, after the jobs still running
@@ -65,6 +66,8 @@ with gc_pause.paused_for_imports():
 MARKDOWN = re.compile(r"([\\`*_|<>\[\]~&$])")
 # In an --out folder: the sha256 of each report file this command wrote there.
 WRITTEN_RECORD = ".lmtrain_report.json"
+# An interrupted job that had saved no checkpoint: nothing of it to resume.
+NOT_SAVED = "it saved no checkpoint, so run it again"
 
 
 def md_cell(text: str) -> str:
@@ -73,8 +76,8 @@ def md_cell(text: str) -> str:
 
 def ranked(jobs: list[Job], maximize: bool = False) -> list[Job]:
     """Finished jobs by their metric (best first), then diverged, failed and unreadable ones."""
-    order = {"ok": 0, "diverged": 1, "running": 2, "preempted": 3, "failed": 4, "unreadable": 5}
-    order["not run"] = 6
+    order = {"ok": 0, "diverged": 1, "running": 2, "preempted": 3, "interrupted": 3}
+    order |= {"failed": 4, "unreadable": 5, "not run": 6}
 
     def key(job: Job) -> tuple[int, float, int]:
         value = job.value if job.status == "ok" else 0.0
@@ -196,6 +199,7 @@ def write_report(
     trials_left = cut_short(sweep_dir)[1]
     not_run = f" ({not_run} did not run: the sweep was cut short)" if not_run else ""
     not_run += f" ({trials_left} trials did not run: the search was cut short)" * (trials_left > 0)
+    stopped = [job for job in jobs if job.status == "interrupted"]
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}{not_run}",
         "",
@@ -208,6 +212,7 @@ def write_report(
         *([f"\nSwept, one value in these jobs: {swept_one}"] if swept_one else []),
         *(f"\nJob {job.num} is still running." for job in jobs if job.running),
         *(f"\nJob {j.num} was preempted: {j.resume}." for j in jobs if j.status == "preempted"),
+        *(f"\nJob {j.num} was interrupted (Ctrl-C): {j.resume or NOT_SAVED}." for j in stopped),
         *(
             f"\nJob {job.num} is unreadable: {job.problem}."
             for job in jobs

@@ -32,10 +32,11 @@ from lmtrain.utils.entry_module import entry_module_of, main_module_as
 from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
+from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
 from lmtrain.utils.sweep_jobs import STOPPED_DIVERGED, sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
-from lmtrain.utils.sweep_plan import end_sweep_on_preemption
+from lmtrain.utils.sweep_plan import end_sweep_on_interrupt, end_sweep_on_preemption
 from lmtrain.utils.task import INTERRUPTED_EXIT_CODE, fail, restore_environment
 from lmtrain.utils.wandb_run import job_name
 
@@ -257,7 +258,12 @@ def run_for_sweeper(
             if exit_.code == INTERRUPTED_EXIT_CODE:  # Ctrl-C (task_wrapper said `interrupted`)
                 # The user stops the sweep, not this job: scoring it would start the next job
                 # and store the trial as a result (Optuna keeps it RUNNING, as when preempted).
-                ended(False, "interrupted (Ctrl-C)")
+                # As after a preemption, the report names how to resume it and what did not run.
+                if rank_zero_only.rank == 0:
+                    try:
+                        end_sweep_on_interrupt(hydra_cfg, resume_after_stop(cfg), task)
+                    except Exception:
+                        log.exception("%s: the record of the jobs left failed", job)
                 raise
             if find_cause(exit_.__context__, NonFiniteLossError) is not None:
                 # nan_guard=stop ended a diverged job: a result of the search, not a failure

@@ -7,9 +7,12 @@ models that name it, so that each imports it downwards.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.utils.outside_checkpoints import inside
 from lmtrain.utils.unresolved_folder import as_typed
@@ -49,3 +52,17 @@ def run_of_last(path: Path, root_dir: str | Path | None) -> Path | None:
             own = path.resolve() == (run / "checkpoints" / "last.ckpt").resolve()
             return run if own or not inside(run, path) else None
     return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def resume_after_stop(cfg: Any) -> str:
+    """How to resume a run of lmtrain.train that stopped before its end (Ctrl-C), from the
+    last.ckpt its checkpoint callback saved (a file, or trainer=fsdp's folder), in its folder or
+    its `callbacks.model_checkpoint.dirpath`; "" when it saved none (an eval or generate run,
+    or a stop before the first save): then nothing of it can be resumed."""
+    try:
+        output_dir = Path(cfg.paths.output_dir)
+        dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    except (AttributeError, OmegaConfBaseException):  # not a config; an unresolvable value
+        return ""
+    last = (Path(dirpath) if dirpath else output_dir / "checkpoints") / "last.ckpt"
+    return resume_hint(last, output_dir) if last.exists() else ""

@@ -25,6 +25,7 @@ from lmtrain.utils import locks
 from lmtrain.utils.sweep_curves import job_loggers, read_curve
 from lmtrain.utils.sweep_ledger import (
     BEFORE,
+    INTERRUPTED,
     cut_short,
     earlier_job,
     failed_in,
@@ -76,6 +77,7 @@ class Job:
     running: bool = False  # a live process holds its folder's lock
     diverged: bool = False  # the sweep's ledger says the nan guard stopped it (no metrics)
     resume: str = ""  # the ledger says it was preempted, and how to resume it (no metrics)
+    interrupted: bool = False  # the ledger says a Ctrl-C stopped it (and the sweep)
     not_run: bool = False  # the sweep stopped before it (`sweep_ledger.record_cut_short`)
 
     @property
@@ -91,7 +93,9 @@ class Job:
         if self.problem:
             return "unreadable"
         if not self.metrics:
-            return "diverged" if self.diverged else "preempted" if self.resume else "failed"
+            if self.diverged or self.interrupted:
+                return "diverged" if self.diverged else "interrupted"
+            return "preempted" if self.resume else "failed"
         return "ok" if math.isfinite(self.value) else "diverged"
 
 
@@ -174,6 +178,7 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
         ended = [r for r in records if r.folder == (name or "") and r.ok]
         job.diverged = bool(ended) and ended[-1].why == STOPPED_DIVERGED
         job.resume = last.resume if last else ""
+        job.interrupted = last is not None and last.why.startswith(INTERRUPTED)
         if last and job.metrics and last.metrics in (None, metrics_fingerprint(folder)):
             warn(
                 f"job folder {job.folder}: job {last.num} of this sweep failed there "

@@ -27,6 +27,7 @@ from lmtrain.utils.io import write_json
 LEDGER = ".jobs"
 SWEEP_FILE = "sweep.json"
 BEFORE = "before"  # sweep.json: the job folders an earlier sweep left there (`start_ledger`)
+INTERRUPTED = "interrupted (Ctrl-C)"  # the `why` of a job a Ctrl-C stopped
 
 
 @dataclass(frozen=True)

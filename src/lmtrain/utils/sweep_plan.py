@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from lmtrain.utils.sweep_ledger import record_cut_short, record_job
+from lmtrain.utils.entry_module import entry_module_of
+from lmtrain.utils.sweep_ledger import INTERRUPTED, record_cut_short, record_job
 
 MULTIRUN_FILE = "multirun.yaml"
 
@@ -109,7 +111,35 @@ def end_sweep_on_preemption(
     ledger as preempted, with its resume command, note the jobs that will not run, and say so
     in one more `error:` line after the job's own."""
     resume = message.rsplit("; ", 1)[-1] if "resume with " in message else ""
-    record_job(sweep_dir, num, output_dir, False, f"preempted: {message}", resume)
+    end_sweep_early(sweep_dir, num, output_dir, f"preempted: {message}", resume, entry_module)
+
+
+def end_sweep_on_interrupt(hydra_cfg: DictConfig, resume: str, task: Callable[..., Any]) -> None:
+    """A Ctrl-C stopped this job (`resume`: how to resume it, "" if it saved nothing). Under
+    the basic launcher (one process runs the jobs in turn) it ended the sweep, as a preemption
+    does; a submitit launcher's other jobs were submitted with it, and only this one is noted."""
+    sweep_dir, num = Path(hydra_cfg.sweep.dir), hydra_cfg.job.num
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    if not str(hydra_cfg.launcher.get("_target_", "")).endswith("BasicLauncher"):
+        record_job(sweep_dir, num, output_dir, False, INTERRUPTED, resume)
+        return
+    entry = entry_module_of(task)
+    end_sweep_early(sweep_dir, num, output_dir, INTERRUPTED, resume, entry, cause="interrupted")
+
+
+def end_sweep_early(
+    sweep_dir: Path,
+    num: int,
+    output_dir: Path,
+    why: str,
+    resume: str,
+    entry_module: str | None,
+    cause: str = "preempted",
+) -> None:
+    """Job `num` ended the whole sweep (`cause`: preempted, or interrupted by a Ctrl-C), with
+    `resume` its resume command ("" if it saved no checkpoint): record it in the ledger, note the
+    jobs that will not run, and say so in one more `error:` line after the job's own."""
+    record_job(sweep_dir, num, output_dir, False, why, resume)
     config = saved_sweep(sweep_dir)
     jobs = planned_jobs(config) if config is not None else None
     left = jobs[num + 1 :] if jobs is not None else []
@@ -118,11 +148,8 @@ def end_sweep_on_preemption(
     record_cut_short(sweep_dir, left, trials_left)
     if jobs is not None and not left:
         return  # the last job: nothing else was going to run
-    print(
-        f"error: {not_run_line(sweep_dir, num, left, trials_left, entry_module, config)}",
-        file=sys.stderr,
-        flush=True,
-    )
+    line = not_run_line(sweep_dir, num, left, trials_left, entry_module, config, cause, resume)
+    print(f"error: {line}", file=sys.stderr, flush=True)
 
 
 def not_run_line(
@@ -132,9 +159,12 @@ def not_run_line(
     trials_left: int,
     entry_module: str | None,
     config: DictConfig | None,
+    cause: str = "preempted",
+    resume: str = "resume with",
 ) -> str:
-    """What did not run after job `num` stopped the sweep under `sweep_dir`, and how to run it."""
-    start = f"the sweep under {sweep_dir} was cut short at job {num} (preempted)"
+    """What did not run after job `num` stopped the sweep under `sweep_dir`, and how to run it
+    (with job `num` itself when it cannot be resumed: `resume` is "")."""
+    start = f"the sweep under {sweep_dir} was cut short at job {num} ({cause})"
     if not left:
         if trials_left:
             storage = raw(config, "hydra.sweeper.storage") if config else None
@@ -157,11 +187,11 @@ def not_run_line(
     named = [" ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept) for job in left]
     shown = "; ".join(f"job {num + 1 + n} ({o})" for n, o in enumerate(named[:3]))
     shown += "; ..." if len(left) > 3 else ""
-    command = rerun_command(left, entry_module or "lmtrain.train", config, sweep_dir)
-    return (
-        f"{start}: {len(left)} job(s) did not run ({shown}): after resuming job {num}, run "
-        f"them with {command}"
-    )
+    jobs = planned_jobs(config) if config is not None and not resume else None
+    rerun = jobs[num:] if jobs else left  # job `num` too: it saved nothing to resume from
+    command = rerun_command(rerun, entry_module or "lmtrain.train", config, sweep_dir)
+    then = f"after resuming job {num}, run them" if rerun is left else f"run job {num} and them"
+    return f"{start}: {len(left)} job(s) did not run ({shown}): {then} with {command}"
 
 
 def rerun_command(

@@ -34,6 +34,7 @@ from lmtrain.utils.instantiate import config_entry_error
 from lmtrain.utils.io import full_disk_error
 from lmtrain.utils.launch_env import rendezvous_failure
 from lmtrain.utils.refused_run import log_error_line
+from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
@@ -78,14 +79,14 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
-            print("interrupted", file=sys.stderr, flush=True)
+            print(interrupted_line(args), file=sys.stderr, flush=True)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except SystemExit as exit_:
             if not isinstance(exit_.__context__, KeyboardInterrupt):
                 raise
             # Ctrl-C inside trainer.fit: Lightning shuts down and calls exit(1) itself.
             exit_code = INTERRUPTED_EXIT_CODE
-            print("interrupted", file=sys.stderr, flush=True)
+            print(interrupted_line(args), file=sys.stderr, flush=True)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
             # Ours, or a config entry's class refusing the user's values (train.py instantiates
@@ -252,6 +253,15 @@ def another_rank_gone(run_folder: str) -> LMTrainError:
         "another rank of the run ended while this one waited for it (killed, out of memory, or "
         f"its own error above): {then}"
     )
+
+
+def interrupted_line(args: tuple[Any, ...]) -> str:
+    """`interrupted`, and how to resume when the run saved a last.ckpt before the Ctrl-C (the
+    line named none, and a sweep's report listed the job as failed)."""
+    hint = resume_after_stop(args[0]) if args else ""
+    if not hint:
+        return "interrupted"
+    return f"interrupted: nothing was saved after the last checkpoint; {hint}"
 
 
 def run_folder_of(args: tuple[Any, ...]) -> str:
