@@ -132,10 +132,11 @@ def check_checkpoint_schedule(key: str, entry: Mapping[str, Any], problems: Prob
         problems.add(str(epoch_end_ranking(key)))
     interval = entry.get("train_time_interval")
     if interval is not None and not (isinstance(interval, Mapping) and "_target_" in interval):
-        # Lightning calls its total_seconds() at the first batch (an AttributeError).
+        # Lightning calls its total_seconds() at the first batch (an AttributeError). `++`: the
+        # shipped config has no such key (Hydra refuses it without `+`), a user's may have one.
         problems.add(
             f"{key}.train_time_interval={interval!r} is not a time span: pass one as "
-            f"'{key}.train_time_interval={{_target_:datetime.timedelta,minutes:30}}', or null"
+            f"'++{key}.train_time_interval={{_target_:datetime.timedelta,minutes:30}}', or null"
         )
     if isinstance(every, int) and every > 0 and entry.get("save_last") is False:
         problems.add(

@@ -79,7 +79,9 @@ def saved_config(job: Path) -> DictConfig | None:
         config = OmegaConf.load(job / RECORD / "config.yaml")
         if not isinstance(config, DictConfig):
             return None
-        OmegaConf.update(config, "paths.output_dir", str(job), merge=False, force_add=True)
+        # Absolute: a relative save_dir is joined to the training's launch folder, not ours.
+        output_dir = str(job.resolve())
+        OmegaConf.update(config, "paths.output_dir", output_dir, merge=False, force_add=True)
     except (OSError, ValueError, TypeError, yaml.YAMLError, OmegaConfBaseException):
         return None  # unreadable, not YAML, `paths` no mapping: the default folders
     return config
