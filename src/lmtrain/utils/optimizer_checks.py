@@ -51,6 +51,11 @@ def check_optimization(model: Mapping[str, Any], problems: Problems, max_steps: 
     `model.scheduler`; `max_steps` (the trainer's, when known) is the `num_training_steps` that
     lmtrain passes, which a schedule may also name itself."""
     optimizer = model.get("optimizer") or {}
+    if "optimizer" in model and model["optimizer"] is None:  # the module's fallback
+        log.warning(
+            "model.optimizer is null: training with torch.optim.AdamW's own defaults (lr=0.001, "
+            "weight_decay=0.01 on the decayed weights); pick one with model/optimizer=adamw or muon"
+        )
     if not isinstance(optimizer, Mapping):
         return
     parts = {k: v for k, v in optimizer.items() if isinstance(v, Mapping) and "optimizer" in v}
