@@ -155,6 +155,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
         (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides))
         (hydra_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
         ckpts[kind] = sweep / str(num) / "checkpoints" / "last.ckpt"
+    (sweep / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")  # as a sweep has it
     return {**ckpts, "sweep": sweep}
 
 

@@ -42,6 +42,7 @@ def forge_sweep(sweep: Path, losses: list[float]) -> Path:
         (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([f"model.optimizer.lr=0.{num}"]))
         (hydra_dir / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": "val/loss"}))
         (sweep / str(num) / "metrics.json").write_text(json.dumps({"val/loss": loss}))
+    (sweep / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")  # as a sweep has it
     return sweep
 
 

@@ -29,10 +29,19 @@ def job(num: int, problem: str = "", **metrics: float) -> Job:
     return Job(num, Path(str(num)), {}, metrics, optimized_metric="val/loss", problem=problem)
 
 
-def forge_job(sweep: Path, num: int, metrics: dict[str, float], config: bool = True) -> Path:
-    """Job `num` of a sweep over the learning rate, as Hydra and lmtrain.train leave it."""
-    hydra_dir = sweep / str(num) / ".hydra"
+# What makes a folder a sweep's: Hydra saves the sweep's config there before its first job.
+MULTIRUN_YAML = "hydra:\n  mode: MULTIRUN\n"
+
+
+def forge_job(
+    sweep: Path, num: int, metrics: dict[str, float], config: bool = True, subdir: str = ""
+) -> Path:
+    """Job `num` of a sweep over the learning rate, in `sweep/subdir/<num>` (a hydra.sweep.subdir
+    may nest it), as Hydra and lmtrain.train leave it."""
+    hydra_dir = sweep / subdir / str(num) / ".hydra"
     hydra_dir.mkdir(parents=True)
+    if not (sweep / "multirun.yaml").exists():
+        (sweep / "multirun.yaml").write_text(MULTIRUN_YAML)
     (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump([f"model.optimizer.lr=0.{num + 1}"]))
     if config:
         (hydra_dir / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": "val/loss"}))
@@ -74,6 +83,14 @@ def test_report_refuses_a_folder_that_is_not_a_sweep(
     with pytest.raises(SystemExit) as exit_:
         report.main([str(tmp_path)])
     assert exit_.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: {str(tmp_path)!r} is not a sweep folder (no multirun.yaml or .jobs/ there): "
+        "pass one sweep's folder, e.g. logs/train/multiruns/<time>"
+    ]
+    # A sweep whose jobs never started: a sweep folder, with no job in it.
+    (tmp_path / "multirun.yaml").write_text(MULTIRUN_YAML)
+    with pytest.raises(SystemExit):
+        report.main([str(tmp_path)])
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: {str(tmp_path)!r} holds no multirun jobs (no */.hydra/overrides.yaml): pass a "
         "sweep folder, e.g. logs/train/multiruns/<time>"
@@ -233,7 +250,7 @@ def test_out_takes_the_report_and_leaves_the_sweep_folder_as_it_was(tmp_path: Pa
     forge_job(sweep, 0, {"val/loss": 2.0})
     report.main([str(sweep), "--out", str(tmp_path / "reports" / "sweep")])
     assert report_rows(tmp_path / "reports" / "sweep") == [("0", "ok", "2")]
-    assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "multirun.yaml"]
 
 
 def test_report_into_an_unwritable_out_is_one_line(
@@ -265,15 +282,15 @@ def test_read_only_sweep_is_one_line_that_suggests_out(tmp_path: Path) -> None:
         f"cannot write the report into {str(sweep)!r} (Permission denied): pass --out <a "
         "writable folder>, or make the folder writable",
     )
-    assert sorted(p.name for p in sweep.iterdir()) == ["0"]
+    assert sorted(p.name for p in sweep.iterdir()) == ["0", "multirun.yaml"]
 
 
 def test_jobs_in_nested_folders_are_reported(tmp_path: Path) -> None:
     """hydra.sweep.subdir=lr_${...}/seed_${seed} puts jobs two levels down; the report read
     one level and found no job."""
     sweep = tmp_path / "sweep"
-    forge_job(sweep / "lr_0.1", 0, {"val/loss": 2.0})
-    forge_job(sweep / "lr_0.2", 1, {"val/loss": 1.5})
+    forge_job(sweep, 0, {"val/loss": 2.0}, subdir="lr_0.1")
+    forge_job(sweep, 1, {"val/loss": 1.5}, subdir="lr_0.2")
     jobs = report.read_jobs(sweep)
     assert [(job.folder, job.status, job.value) for job in jobs] == [
         (sweep / "lr_0.1" / "0", "ok", 2.0),

@@ -18,7 +18,9 @@ the other jobs are still reported. These sort last, in that order, after the job
 (a live process holds the folder's lock: a report of a sweep that is not over).
 W&B stays the dashboard; this is the view that fits in a terminal, a pull request or an email.
 
-In the sweep folder the three names are the report's own. An `--out` folder may be anyone's
+In the sweep folder the three names are the report's own; a folder without Hydra's multirun.yaml or
+lmtrain's ledger (`.jobs/`) is no sweep's (a project root, logs/train/runs/) and is refused before
+anything is written. An `--out` folder may be anyone's
 (a red team's `--out ~/docs` replaced a user's report.md): there a file of those names is replaced
 only when it is a report this command wrote and nobody changed since (its sha256 is kept in
 `.lmtrain_report.json` beside it), or with `--overwrite`.

@@ -26,6 +26,8 @@ from lmtrain.utils.sweep_curves import job_loggers, read_curve
 from lmtrain.utils.sweep_ledger import (
     BEFORE,
     INTERRUPTED,
+    LEDGER,
+    SWEEP_FILE,
     cut_short,
     earlier_job,
     failed_in,
@@ -39,6 +41,7 @@ from lmtrain.utils.sweep_ledger import (
     renamed_jobs,
     sweep_jobs,
 )
+from lmtrain.utils.sweep_plan import MULTIRUN_FILE
 from lmtrain.utils.wandb_run import RUN_ID_FILE
 
 # Final metrics shown after the optimized one, when a job has them.
@@ -101,7 +104,8 @@ class Job:
 
 def job_folders(sweep_dir: Path) -> list[Path]:
     """Folders with `.hydra/overrides.yaml` (at any depth), and numbered ones in the sweep
-    folder (damaged jobs)."""
+    folder (damaged jobs). A sweep's folder holds multirun.yaml (Hydra's; `SweepOutcome` saves
+    it for Optuna) or `.jobs/sweep.json` (the ledger): any other folder is refused."""
     if not sweep_dir.is_dir():
         what = "is a file" if sweep_dir.exists() else "does not exist"
         raise LMTrainError(
@@ -115,6 +119,12 @@ def job_folders(sweep_dir: Path) -> list[Path]:
         raise LMTrainError(
             f"{str(sweep_dir)!r} holds sweeps ({shown}{', ...' if len(roots) > 3 else ''}), not "
             "the jobs of one: pass one sweep's folder"
+        )
+    # `.` or logs/train/runs/: every run below a "job", the user's report.md replaced (docs29).
+    if not any((sweep_dir / name).is_file() for name in (MULTIRUN_FILE, f"{LEDGER}/{SWEEP_FILE}")):
+        raise LMTrainError(
+            f"{str(sweep_dir)!r} is not a sweep folder (no {MULTIRUN_FILE} or {LEDGER}/ there): "
+            "pass one sweep's folder, e.g. logs/train/multiruns/<time>"
         )
     # Any depth: a hydra.sweep.subdir such as lr_${model.optimizer.lr}/seed_${seed} nests them.
     folders = {path.parent.parent for path in sweep_dir.glob("**/.hydra/overrides.yaml")}
