@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import difflib
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,22 +25,19 @@ from lmtrain.errors import LMTrainError, find_cause, first_line
 from lmtrain.models.export_tokenizer import reading_specials_as_text
 from lmtrain.models.hf import context_length
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.lm_eval_failures import EMPTY_ANSWER_FIX, scoring_error
 from lmtrain.utils.lm_eval_logs import TRUNCATING as TRUNCATING  # tests read it here
 from lmtrain.utils.lm_eval_logs import quiet_lm_eval
 from lmtrain.utils.task_checks import (
     check_fewshot_pools,
-    fewshot_sampling_failed,
     task_yaml_error,
     unparsable_yamls_note,
     warn_unused_lm_eval_keys,
 )
+from lmtrain.utils.task_pairs import answer_without_tokens
 from lmtrain.utils.task_text import unencodable_task_characters
 
 INSTALL_HINT = "pip install -e .[eval]"
-# What the Rust tokenizers raise (a bare Exception) for a character that has no token.
-UNKNOWN_CHARACTER = "Missing [UNK] token"
-# lm-eval's check that an answer fits the context (lm_eval/models/huggingface.py).
-LONG_ANSWER = "assert len(continuation_enc) <= self.max_length"
 # lm-eval's HFLM.max_gen_toks: the tokens it generates where a task's generation_kwargs set none.
 HFLM_MAX_GEN_TOKS = 256
 
@@ -220,7 +216,8 @@ def tasks_context(
 
 def check_task_text(settings: BenchmarkSettings, tokenizer: PreTrainedTokenizerBase) -> None:
     """Refuse, before the val split is scored, a task with characters `tokenizer` has no token
-    for (a char tokenizer knows only its corpus's), naming the task and the characters."""
+    for (a char tokenizer knows only its corpus's), or an answer it gives no tokens after its
+    context (lm-eval's bare assert, late), naming the task and the characters or the answer."""
     as_text = reading_specials_as_text(tokenizer)  # as run_tasks hands it to lm-eval
     found = unencodable_task_characters(settings.leaf_tasks, as_text.encode, settings.limit)
     if found is not None:
@@ -230,6 +227,15 @@ def check_task_text(settings: BenchmarkSettings, tokenizer: PreTrainedTokenizerB
             f"{name}: {format_characters(characters)} (the first in {context!r}): run them on a "
             "model trained with a byte-level BPE tokenizer (data.tokenizer.kind=bpe) or a "
             "pretrained one"
+        )
+    empty = answer_without_tokens(settings.leaf_tasks, as_text, settings.limit)
+    if empty is not None:
+        name, context, answer = empty
+        raise LMTrainError(
+            f"tasks={settings.tasks}: in {name}, the answer {answer!r} adds no tokens after its "
+            f"context ...{context[-40:]!r} under the model's tokenizer (an empty choice, or one "
+            f"it merges into the context's last token), which lm-eval cannot score: "
+            f"{EMPTY_ANSWER_FIX}"
         )
 
 
@@ -268,36 +274,12 @@ def run_tasks(
             fewshot_random_seed=seed,
         )
     except Exception as err:
-        if failed_assertion(err) == LONG_ANSWER:  # lm-eval's bare assert: no message
-            print(file=sys.stderr)  # it stopped lm-eval's request bar mid-line
-            raise LMTrainError(
-                f"tasks={settings.tasks} hold an answer longer than max_length={lm.max_length} "
-                "tokens, which lm-eval cannot score: pass a larger max_length (up to the "
-                "model's context), or tasks with shorter answers"
-            ) from None
-        if fewshot_sampling_failed(err):  # a pool that check_fewshot_pools could not foresee
-            print(file=sys.stderr)
-            raise LMTrainError(
-                f"tasks={settings.tasks} ask for more few-shot examples than a task can draw "
-                f"(num_fewshot={settings.num_fewshot}; lm-eval: {first_line(err)}): pass a "
-                "smaller num_fewshot, or give the task more distinct few-shot documents (the "
-                "copies of the document being evaluated are left out)"
-            ) from None
-        if UNKNOWN_CHARACTER not in str(err):
+        failure = scoring_error(err, settings.tasks, settings.num_fewshot, lm.max_length)
+        if failure is None:
             raise
-        raise LMTrainError(
-            f"tasks={settings.tasks} hold characters the model's tokenizer has no token for (a "
-            "char tokenizer knows only its corpus's characters): run them on a model trained "
-            "with a byte-level BPE tokenizer (data.tokenizer.kind=bpe) or a pretrained one"
-        ) from None
+        print(file=sys.stderr)  # it stopped lm-eval's request bar mid-line
+        raise failure from None
     return flat_metrics(results["results"])
-
-
-def failed_assertion(err: Exception) -> str | None:
-    """The source line of the `assert` that raised `err` (None for any other error)."""
-    if not isinstance(err, AssertionError) or err.__traceback__ is None:
-        return None
-    return traceback.extract_tb(err.__traceback__)[-1].line
 
 
 def flat_metrics(results: dict[str, dict[str, Any]]) -> dict[str, float]:
