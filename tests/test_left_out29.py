@@ -1,5 +1,6 @@
-"""Items earlier stops left out: `model.optimizer=null` trained with torch's AdamW defaults and
-said nothing (the module's fallback for Python callers, which no shipped config names)."""
+"""Warnings that said too little or too much: `model.optimizer=null` trained with torch's AdamW
+defaults and said nothing (the module's fallback for Python callers, which no shipped config
+names); an optimizer config of the user's own was told that adamw's keys stayed."""
 
 from __future__ import annotations
 
@@ -29,3 +30,25 @@ def test_a_named_optimizer_gets_no_such_warning(
         check_train_config(compose_cfg("model/optimizer=muon"))
         check_train_config(compose_cfg())
     assert not [r for r in caplog.records if "model.optimizer is null" in r.getMessage()]
+
+
+def test_an_optimizer_config_of_ones_own_is_not_told_to_drop_its_keys(
+    compose_cfg, caplog: pytest.LogCaptureFixture
+) -> None:
+    # rev_ext29: SGD with momentum and weight_decay=0 of the user's own config was told that
+    # adamw's keys stayed and to drop them (momentum is no key of adamw's).
+    own = [
+        "model.optimizer._target_=torch.optim.SGD",
+        "~model.optimizer.betas",
+        "~model.optimizer.eps",
+        "~model.optimizer.fused",
+        "+model.optimizer.momentum=0.9",
+        "model.optimizer.weight_decay=0.0",
+    ]
+    with caplog.at_level(logging.WARNING):
+        check_train_config(compose_cfg(*own))
+    assert "keys stay when only _target_ changes" not in caplog.text
+    # One adamw key kept at adamw's value is still named, and only it.
+    with caplog.at_level(logging.WARNING):
+        check_train_config(compose_cfg(*own[:-1]))
+    assert "torch.optim.SGD is given weight_decay=0.1 (model/optimizer=adamw's keys" in caplog.text

@@ -15,7 +15,10 @@ import functools
 import inspect
 import logging
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.checks import Problems, accepted_arguments
@@ -37,6 +40,7 @@ log = logging.getLogger(__name__)
 
 # model/optimizer=adamw's class; its keys stay when only `_target_` is swapped.
 ADAMW = "torch.optim.AdamW"
+ADAMW_CONFIG = Path(__file__).resolve().parents[1] / "configs/model/optimizer/adamw.yaml"
 # Hydra's own keys of a node to instantiate: not arguments of the target.
 HYDRA_KEYS = {"_target_", "_partial_", "_convert_", "_recursive_", "_args_"}
 # What lmtrain passes each partial itself (lmtrain.models.optimizers): an optimizer its
@@ -145,7 +149,14 @@ def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
     target = optimizer.get("_target_")
     if not isinstance(target, str) or target == ADAMW:
         return
-    kept = {k: v for k, v in optimizer.items() if k not in HYDRA_KEYS and k != "lr"}
+    # Only adamw's keys at adamw's values: an optimizer config of the user's own (SGD with its
+    # momentum and weight_decay=0) was told to drop its own keys (rev_ext29).
+    adamw = adamw_settings()
+    kept = {
+        k: v
+        for k, v in optimizer.items()
+        if k not in HYDRA_KEYS and k != "lr" and k in adamw and v == adamw[k]
+    }
     if not kept:
         return
     decay = optimizer.get("weight_decay")
@@ -163,6 +174,13 @@ def warn_carried_keys(optimizer: Mapping[str, Any]) -> None:
         settings,
         l2,
     )
+
+
+@functools.cache
+def adamw_settings() -> dict[str, Any]:
+    """configs/model/optimizer/adamw.yaml's keys and values, as a swapped `_target_` keeps them."""
+    settings = OmegaConf.to_container(OmegaConf.load(ADAMW_CONFIG))
+    return settings if isinstance(settings, dict) else {}
 
 
 def check_arguments(
