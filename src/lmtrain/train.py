@@ -33,6 +33,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.resumed_record import (
         WriteResumedRecord,
         discard_resumed_record,
+        keep_record_for_final_validation,
         write_resumed_record,
     )
     from lmtrain.callbacks.row_steps import ResumedRowSteps
@@ -193,15 +194,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     startup.mark("loggers")  # W&B's run starts with its first use, here
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    if ended.trained_nothing(trainer):  # its overrides were never checked nor applied
-        discard_resumed_record(trainer.global_step)
-    else:
-        write_resumed_record()  # (written at the first step already)
     # Its final validation is done when metrics.json reports this step: rank 0's file decides
     # for every rank (the validation below is collective).
-    ended_here = resuming and ended.trained_nothing(trainer)
-    stored = ended_metrics(output_dir, trainer.global_step) if ended_here else None
+    trained_nothing = ended.trained_nothing(trainer)
+    stored = (
+        ended_metrics(output_dir, trainer.global_step) if resuming and trained_nothing else None
+    )
     stored = trainer.strategy.broadcast(stored)
+    if not trained_nothing:
+        write_resumed_record()  # (written at the first step already)
+    elif stored is not None:  # it had ended: its overrides were never checked nor applied
+        discard_resumed_record(trainer.global_step)
+    else:  # stopped in its final validation, which runs below: the run's own overrides
+        keep_record_for_final_validation(trainer.global_step, cfg)
     if stored is not None:
         log.info("The run had ended at step %d: its metrics.json stands", trainer.global_step)
         return stored
