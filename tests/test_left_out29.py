@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from lmtrain.errors import LMTrainError
 from lmtrain.utils.config_checks import check_train_config
 
 
@@ -52,3 +53,18 @@ def test_an_optimizer_config_of_ones_own_is_not_told_to_drop_its_keys(
     with caplog.at_level(logging.WARNING):
         check_train_config(compose_cfg(*own[:-1]))
     assert "torch.optim.SGD is given weight_decay=0.1 (model/optimizer=adamw's keys" in caplog.text
+
+
+def test_another_familys_keys_merged_in_name_the_model_config_to_select(compose_cfg) -> None:
+    # rev_ext29: an experiment that set model.model_type=llama over the default gpt2_tiny was
+    # told to "fix the name" of GPT-2's keys, which it never typed (did you mean ...?).
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg("model.model_type=llama"))
+    line = str(err.value)
+    assert "model.config.n_layer" in line and "are GPT2Config's settings, not" in line, line
+    assert "(model=llama_tiny, or `override /model: llama_tiny` in an experiment's" in line, line
+    assert "did you mean" not in line, line
+    # A misspelt key of the model's own family is still asked to be fixed.
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg("+model.config.n_layr=2"))
+    assert "model.config.n_layr (did you mean n_layer?) is not a setting" in str(err.value)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
-from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING, CONFIG_MAPPING_NAMES
 
 from lmtrain.errors import LMTrainError
 
@@ -32,6 +32,8 @@ ATTENTION = (
     "model.attn_implementation={value}"
 )
 # Keys that transformers' config classes take but another setting of ours decides: the advice.
+# The model families of configs/model/, each with its smallest config there.
+SHIPPED_MODEL_TYPES = {"gpt2": "gpt2_tiny", "llama": "llama_tiny"}
 SETTINGS_ELSEWHERE = {
     "dtype": PRECISION,
     "torch_dtype": PRECISION,
@@ -81,17 +83,40 @@ def unknown_keys_line(
     unknown = [key for key in typed if key in built_keys and key not in known]
     if not unknown:
         return None
+    of = pretrained or f"model.model_type={model_type}"
+    family = other_family(model_type, unknown) if not pretrained else None
+    if family is not None:  # another model config's keys merged in, not misspelt ones
+        own = SHIPPED_MODEL_TYPES.get(model_type, f"<a {model_type} config of yours>")
+        return (
+            f"{', '.join(f'model.config.{key}' for key in unknown)} are {family}'s settings, not "
+            f"transformers' {cls.__name__}'s ({of}): another model config's keys were merged "
+            f"with it; select a {model_type} model config (model={own}, or `override /model: "
+            f"{own}` in an experiment's defaults) rather than setting model.model_type, or drop "
+            "them with ~model.config.<key>"
+        )
     names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
     hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
     shown = ", ".join(
         f"model.config.{key}" + (f" (did you mean {hint[0]}?)" if hint else "")
         for key, hint in zip(unknown, hints, strict=True)
     )
-    of = pretrained or f"model.model_type={model_type}"
     return (
         f"{shown} is not a setting of transformers' {cls.__name__} ({of}): fix the name; "
         f"its settings are {cls.__name__}'s arguments"
     )
+
+
+def other_family(model_type: str, keys: list[str]) -> str | None:
+    """The config class of another of the shipped model families (configs/model/) that knows
+    every one of `keys`: an experiment that set `model.model_type=llama` over the default
+    gpt2_tiny kept GPT-2's keys, and the line asked to fix names the user never typed."""
+    for other in SHIPPED_MODEL_TYPES:
+        if other == model_type:
+            continue
+        cls = CONFIG_MAPPING[other]
+        if all(key in known_config_keys(other, cls) for key in keys):
+            return cls.__name__
+    return None
 
 
 def fresh_model_key_problems(model_type: Any, config: Mapping[str, Any]) -> list[str]:
