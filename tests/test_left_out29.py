@@ -4,11 +4,16 @@ names); an optimizer config of the user's own was told that adamw's keys stayed.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import pytest
+import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from lmtrain.errors import LMTrainError
+from lmtrain.models.optimizers import configure_optimizers
 from lmtrain.utils.config_checks import check_train_config
 
 
@@ -68,3 +73,18 @@ def test_another_familys_keys_merged_in_name_the_model_config_to_select(compose_
     with pytest.raises(LMTrainError) as err:
         check_train_config(compose_cfg("+model.config.n_layr=2"))
     assert "model.config.n_layr (did you mean n_layer?) is not a setting" in str(err.value)
+
+
+def test_a_schedule_on_a_monitored_metric_is_named_as_model_scheduler() -> None:
+    # rev_ext29: a factory returning ReduceLROnPlateau was Lightning's "must include a monitor"
+    # refusal, which told the user to check the trainer.* and callbacks.* settings.
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_head=2, n_embd=16, vocab_size=32))
+
+    def plateau(optimizer: torch.optim.Optimizer, num_training_steps: int) -> ReduceLROnPlateau:
+        return ReduceLROnPlateau(optimizer)
+
+    with pytest.raises(LMTrainError) as err:
+        configure_optimizers(model, set(), functools.partial(torch.optim.AdamW), plateau, 10)
+    assert str(err.value).startswith(
+        "model.scheduler builds a ReduceLROnPlateau, which steps on a monitored metric"
+    )

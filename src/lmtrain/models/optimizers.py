@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import LambdaLR, LRScheduler
+from torch.optim.lr_scheduler import LambdaLR, LRScheduler, ReduceLROnPlateau
 from transformers.pytorch_utils import Conv1D
 
 from lmtrain.errors import LMTrainError, RankAgreedError
@@ -79,7 +79,15 @@ def configure_optimizers(
     )
     if scheduler_factory is None:
         return scheduled(optimizer, LambdaLR(optimizer, constant))
-    return scheduled(optimizer, scheduler_factory(optimizer, num_training_steps=num_training_steps))
+    schedule = scheduler_factory(optimizer, num_training_steps=num_training_steps)
+    if isinstance(schedule, ReduceLROnPlateau):  # Lightning's refusal blamed the trainer
+        raise LMTrainError(
+            "model.scheduler builds a ReduceLROnPlateau, which steps on a monitored metric: "
+            "lmtrain steps its schedule once per optimizer step and hands it "
+            "num_training_steps: use a schedule of steps (model/scheduler=cosine, a LambdaLR, "
+            "transformers' get_*_schedule_with_warmup)"
+        )
+    return scheduled(optimizer, schedule)
 
 
 def build_optimizer(
