@@ -10,12 +10,15 @@ run's record.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import ConfigCompositionException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -55,8 +58,9 @@ def resumed_config(
     that sets keys elsewhere (experiment, debug, ...) is refused.
     """
     typed = as_typed(config.hydra.overrides.task)
-    loader = GlobalHydra.instance().config_loader()
-    defaults = loader.compute_defaults_list(config_name, typed, RunMode.RUN)
+    loader, searched = GlobalHydra.instance().config_loader(), searchpath_lines(config)
+    with composing(value, "the command's config"):
+        defaults = loader.compute_defaults_list(config_name, searched + typed, RunMode.RUN)
     key_lines = {o.input_line for o in defaults.config_overrides}
     resumed = OmegaConf.create(OmegaConf.to_container(saved, resolve=False))
     set_keys: dict[str, str] = {}  # override -> the key it sets
@@ -86,7 +90,9 @@ def resumed_config(
         if part is None:
             apply_key_override(resumed, OverridesParser.create().parse_override(f"~{package}"))
         elif key in choices and OmegaConf.select(resumed, package) is not None:
-            switch_option(resumed, package, option_changes(config_name, key, choices[key], choice))
+            with composing(value, f"the run's {key}={choices[key]}", f", or drop {line}"):
+                changes = option_changes(config_name, key, choices[key], choice, searched)
+            switch_option(resumed, package, changes)
         else:
             whole = OmegaConf.to_container(part)
             OmegaConf.update(resumed, package, whole, merge=False, force_add=True)
@@ -103,13 +109,34 @@ def resumed_config(
     return resumed, groups
 
 
-def option_changes(config_name: str, group: str, old: Any, new: Any) -> list[tuple[str, Any]]:
-    """What switching `group` from option `old` to `new` changes in its part of the config, each
-    option composed alone: (dotted key, new value, or _ABSENT where the key goes)."""
+def searchpath_lines(config: DictConfig) -> list[str]:
+    """The command's `hydra.searchpath=[...]`, if typed (a Hydra override, not a task one): the
+    user's config folders, which every config the resume composes again must search too."""
+    parsed = OverridesParser.create().parse_overrides(as_typed(config.hydra.overrides.hydra))
+    return [str(o.input_line) for o in parsed if o.get_key_element() == "hydra.searchpath"]
+
+
+@contextmanager
+def composing(value: str, what: str, other: str = "") -> Iterator[None]:
+    """Hydra's refusal to compose `what` again (`Could not find 'logger/mine'`) as one line."""
+    try:
+        yield
+    except ConfigCompositionException as err:
+        raise LMTrainError(
+            f"resume={value}: {what} cannot be composed ({first_line(err)}): pass the "
+            f"hydra.searchpath=[...] (or --config-dir) that holds the run's own configs{other}"
+        ) from None
+
+
+def option_changes(
+    config_name: str, group: str, old: Any, new: Any, searched: list[str]
+) -> list[tuple[str, Any]]:
+    """What switching `group` from option `old` to `new` changes in its part, each option
+    composed alone on the command's search path: (dotted key, new value or _ABSENT)."""
     loader = GlobalHydra.instance().config_loader()
     parts = []
     for option in (old, new):
-        cfg = loader.load_configuration(config_name, [f"{group}={option}"], RunMode.RUN)
+        cfg = loader.load_configuration(config_name, [*searched, f"{group}={option}"], RunMode.RUN)
         part = OmegaConf.select(cfg, group.replace("/", "."), throw_on_missing=False)
         parts.append(OmegaConf.to_container(part) if part is not None else {})
     return tree_changes(parts[0], parts[1])

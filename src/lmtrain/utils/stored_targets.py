@@ -230,8 +230,9 @@ def check_resumed(value: str, resumed: DictConfig, command: DictConfig, folder: 
         raise refusal(
             found,
             record,
-            f"resume only runs you trust, or pass {' '.join(dict.fromkeys(again))} on the "
-            "command line",
+            "resume only runs you trust; for configs of your own, pass the hydra.searchpath="
+            f"[...] whose configs name them, or {' '.join(dict.fromkeys(again))} on the command "
+            "line",
         )
     outside = outside_writes(resumed, command, folder, allow, typed_keys)
     if outside:
