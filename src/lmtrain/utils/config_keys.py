@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from lmtrain.utils.checks import Problems, accepted_arguments
 from lmtrain.utils.local_configs import hydra_node, missing_local
+from lmtrain.utils.shadowed_configs import warn_shadowed_configs
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,7 @@ def check_top_level_keys(
     code reads: `lmtrain.generate +max_new_token=5` sampled 200 tokens without a word."""
     if missing := missing_local(hydra_node(cfg)):  # `local=mybx`: Hydra's `optional` drops it
         problems.add(missing)
+    warn_shadowed_configs(hydra_node(cfg))  # an own config passed over for a shipped one
     for key in cfg:
         if key in own or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
             continue

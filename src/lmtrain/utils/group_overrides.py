@@ -19,6 +19,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 
+from lmtrain.utils.global_headers import refuse_headerless_globals
 from lmtrain.utils.hydra_flags import refuse_clashing_commands
 from lmtrain.utils.task import fail
 
@@ -48,6 +49,7 @@ def refuse_null_groups(argv: Sequence[str]) -> None:
             f"{arg}: a config group takes the name of one of its configs, and null is none: "
             + (f"pass {', or '.join(choices)}, or {default}" if choices else default)
         )
+    refuse_headerless_globals(argv, CONFIGS)  # Hydra's "Could not override 'model@experiment...'"
 
 
 def config_names(group: str) -> list[str]:
