@@ -9,54 +9,12 @@ interrupts a real run, as a terminal does, once it has saved (or before it saved
 from __future__ import annotations
 
 import csv
-import os
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from tests.helpers import ROOT
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.interrupts import LONG_JOB, interrupt, trained
 
-# Minutes on any CPU: the Ctrl-C must find job 0 still training.
-LONG_JOB = ("trainer.max_steps=100000", "trainer.val_check_interval=200", "logger=csv")
 SAVE_EVERY_STEP = "callbacks.model_checkpoint.every_n_train_steps=1"
-
-
-def interrupt(command: list[str], ready: Callable[[], bool]) -> tuple[int, str]:
-    """Run lmtrain.train with `command`, send SIGINT to its process group once `ready()`, and
-    return its exit code and stderr."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lmtrain.train", *command],
-        cwd=ROOT,
-        env={**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        # As from a terminal: a pytest-xdist worker ignores SIGINT, and its children inherit that.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not ready():
-            time.sleep(0.2)
-        assert proc.poll() is None, "the run ended before the Ctrl-C"
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode, err
-
-
-def trained(folder: Path) -> bool:
-    """The run in `folder` has logged its first steps (its Startup line)."""
-    logs = [p for p in folder.glob("**/*.log") if p.is_file()]
-    return any("Startup:" in p.read_text(errors="replace") for p in logs)
 
 
 def test_a_run_interrupted_after_a_save_says_how_to_resume_and_resumes(

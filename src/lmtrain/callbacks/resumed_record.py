@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +32,8 @@ from hydra.errors import OverrideParseException
 from lightning.pytorch import Callback, LightningModule, Trainer
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from lmtrain.utils.resume_overrides import ABSENT, lookup
 
 log = logging.getLogger(__name__)
 
@@ -133,19 +134,7 @@ def not_the_runs_own(typed: list[str], record: Path, cfg: DictConfig) -> list[st
             return False
         if key in choices:  # a config group: the same choice
             return key in saved_choices and saved_choices[key] == choices[key]
-        value = value_at(current, key)
-        return value is not _ABSENT and value == value_at(saved, key)
+        value = lookup(current, key)
+        return value is not ABSENT and value == lookup(saved, key)
 
     return [text for text, o in zip(typed, parsed, strict=True) if not owned(text, o)]
-
-
-_ABSENT = object()  # no value at a key
-
-
-def value_at(container: Any, key: str) -> Any:
-    """The unresolved value at dotted `key` in a plain config container, or `_ABSENT`."""
-    for part in key.split("."):
-        if not isinstance(container, dict) or part not in container:
-            return _ABSENT
-        container = container[part]
-    return container

@@ -42,7 +42,7 @@ FIXED_KEYS = (
     "data.seed",
     "seed",
 )
-_ABSENT = object()
+ABSENT = object()
 log = logging.getLogger(__name__)
 
 
@@ -132,7 +132,7 @@ def option_changes(
     config_name: str, group: str, old: Any, new: Any, searched: list[str]
 ) -> list[tuple[str, Any]]:
     """What switching `group` from option `old` to `new` changes in its part, each option
-    composed alone on the command's search path: (dotted key, new value or _ABSENT)."""
+    composed alone on the command's search path: (dotted key, new value or ABSENT)."""
     loader = GlobalHydra.instance().config_loader()
     parts = []
     for option in (old, new):
@@ -143,10 +143,10 @@ def option_changes(
 
 
 def tree_changes(before: Any, after: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """(dotted key, value or _ABSENT) that turn `before` into `after`, subtrees whole."""
+    """(dotted key, value or ABSENT) that turn `before` into `after`, subtrees whole."""
     if not (isinstance(before, dict) and isinstance(after, dict)):
         return [] if before == after else [(prefix.rstrip("."), after)]
-    changes = [(f"{prefix}{k}", _ABSENT) for k in before if k not in after]
+    changes = [(f"{prefix}{k}", ABSENT) for k in before if k not in after]
     for key, value in after.items():
         if key not in before:
             changes.append((f"{prefix}{key}", value))
@@ -161,12 +161,12 @@ def switch_option(cfg: DictConfig, package: str, changes: list[tuple[str, Any]])
     moved = []
     for key, value in changes:
         path = f"{package}.{key}"
-        if value is _ABSENT:
+        if value is ABSENT:
             apply_key_override(cfg, OverridesParser.create().parse_override(f"~{path}"))
             moved.append(f"~{path}")
             continue
         parent = path.rpartition(".")[0]
-        if OmegaConf.select(cfg, parent, throw_on_missing=False, default=_ABSENT) is None:
+        if OmegaConf.select(cfg, parent, throw_on_missing=False, default=ABSENT) is None:
             continue  # e.g. callbacks.text_samples=null in the run: it stays off
         OmegaConf.update(cfg, path, value, merge=False, force_add=True)
         moved.append(f"{path}={value!r}")
@@ -247,7 +247,7 @@ def lookup(tree: Any, key: str) -> Any:
     """The value at dotted `key` in nested dicts, or a marker when there is none."""
     for part in key.split("."):
         if not isinstance(tree, dict) or part not in tree:
-            return _ABSENT
+            return ABSENT
         tree = tree[part]
     return tree
 
