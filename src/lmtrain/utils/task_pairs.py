@@ -16,6 +16,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from lmtrain.utils.task_text import readable_tasks
+
 __all__ = ["answer_without_tokens", "scored_pairs"]
 
 # The request types whose answers HFLM cuts off the tokens of context + answer.
@@ -57,13 +59,8 @@ def answer_without_tokens(
     """(task name, context, answer) for the first pair of `tasks` whose answer gets no tokens of
     its own under `tokenizer`; None when every answer has some.
 
-    A task whose documents cannot be read here is skipped: lm-eval reads them again, and its own
-    error says why in its words."""
-    for name, task in tasks.items():
-        try:
-            pairs = list(scored_pairs(task, limit))
-        except Exception:  # a task's own jinja or function: lm-eval's error is the one to show
-            continue
+    A task whose documents cannot be read here is skipped (`readable_tasks`)."""
+    for name, pairs in readable_tasks(tasks, lambda task: scored_pairs(task, limit)):
         if not pairs:
             continue
         for (context, answer), count in zip(pairs, answer_tokens(tokenizer, pairs), strict=True):

@@ -52,19 +52,27 @@ def task_texts(task: Any, limit: int | float | None) -> Iterator[str]:
             yield from strings_in(task.doc_to_target(doc))
 
 
+def readable_tasks(
+    tasks: Mapping[str, Any], read: Callable[[Any], Iterator[Any]]
+) -> Iterator[tuple[str, list[Any]]]:
+    """(name, what `read` finds in it) for each of `tasks` whose documents can be read here; one
+    that cannot is skipped: lm-eval reads it again, and its own error says why in its words."""
+    for name, task in tasks.items():
+        try:
+            found = list(read(task))
+        except Exception:  # a task's own jinja or function: lm-eval's error is the one to show
+            continue
+        yield name, found
+
+
 def unencodable_task_characters(
     tasks: Mapping[str, Any], encode: Callable[[str], Any], limit: int | float | None
 ) -> tuple[str, list[str], str] | None:
     """(task name, the characters `encode` raises on, an excerpt around the first) for the first
     of `tasks` whose text holds such characters; None when every one encodes.
 
-    A task whose documents cannot be read here is skipped: lm-eval reads them again, and its own
-    error says why in its words."""
-    for name, task in tasks.items():
-        try:
-            texts = list(task_texts(task, limit))
-        except Exception:  # a task's own jinja or function: lm-eval's error is the one to show
-            continue
+    A task whose documents cannot be read here is skipped (`readable_tasks`)."""
+    for name, texts in readable_tasks(tasks, lambda task: task_texts(task, limit)):
         characters = "".join(dict.fromkeys(char for text in texts for char in text))
         if encodes(encode, characters):
             continue
