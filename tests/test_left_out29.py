@@ -66,8 +66,16 @@ def test_another_familys_keys_merged_in_name_the_model_config_to_select(compose_
     with pytest.raises(LMTrainError) as err:
         check_train_config(compose_cfg("model.model_type=llama"))
     line = str(err.value)
-    assert "model.config.n_layer" in line and "are GPT2Config's settings, not" in line, line
+    assert "model.config.n_layer" in line and "are GPT2Config's, not a setting of" in line, line
     assert "(model=llama_tiny, or `override /model: llama_tiny` in an experiment's" in line, line
+    # A key of another family typed on the family's own config (review): named so, and the
+    # advice does not claim a model_type was switched.
+    with pytest.raises(LMTrainError) as err:
+        check_train_config(compose_cfg("+model.config.intermediate_size=64"))
+    assert str(err.value).startswith(
+        "model.config.intermediate_size is LlamaConfig's, not a setting of transformers' "
+        "GPT2Config (model.model_type=gpt2): drop it (~model.config.<key>); where"
+    ), str(err.value)
     assert "did you mean" not in line, line
     # A misspelt key of the model's own family is still asked to be fixed.
     with pytest.raises(LMTrainError) as err:

@@ -85,14 +85,15 @@ def unknown_keys_line(
         return None
     of = pretrained or f"model.model_type={model_type}"
     family = other_family(model_type, unknown) if not pretrained else None
-    if family is not None:  # another model config's keys merged in, not misspelt ones
+    if family is not None:  # another family's keys: merged in, or typed for the wrong model
         own = SHIPPED_MODEL_TYPES.get(model_type, f"<a {model_type} config of yours>")
         return (
-            f"{', '.join(f'model.config.{key}' for key in unknown)} are {family}'s settings, not "
-            f"transformers' {cls.__name__}'s ({of}): another model config's keys were merged "
-            f"with it; select a {model_type} model config (model={own}, or `override /model: "
-            f"{own}` in an experiment's defaults) rather than setting model.model_type, or drop "
-            "them with ~model.config.<key>"
+            f"{', '.join(f'model.config.{key}' for key in unknown)} "
+            f"{'are' if len(unknown) > 1 else 'is'} {family}'s, not a setting of transformers' "
+            f"{cls.__name__} ({of}): drop {'them' if len(unknown) > 1 else 'it'} "
+            "(~model.config.<key>); where model.model_type was set over another model config, "
+            f"whose keys stayed, select a {model_type} one instead (model={own}, or `override "
+            f"/model: {own}` in an experiment's defaults)"
         )
     names = sorted(set(defaults) | set(getattr(cls, "attribute_map", {})))
     hints = [difflib.get_close_matches(key, names, n=1) for key in unknown]
