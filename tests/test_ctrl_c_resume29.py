@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_cli, tiny_cli, train_csv_run
+from tests.helpers.corpora import one_file_corpus
 from tests.helpers.interrupts import LONG_JOB, interrupt, trained
 
 SAVE_EVERY_STEP = "callbacks.model_checkpoint.every_n_train_steps=1"
@@ -99,3 +100,24 @@ def test_a_sweep_interrupted_before_a_save_reruns_that_job_too(
     assert report_rows(sweep) == {"0": "interrupted", "1": "not run"}
     report = (sweep / "report.md").read_text()
     assert "Job 0 was interrupted (Ctrl-C): it saved no checkpoint, so run it again." in report
+
+
+def test_an_earlier_runs_last_ckpt_is_not_offered_as_this_runs(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Review: overwrite_run=true deletes nothing, so the folder still held the earlier run's
+    # last.ckpt, and the line (and a sweep's ledger) told the user to go on with that run.
+    corpus = one_file_corpus(tmp_path / "corpus")
+    run = train_csv_run(tmp_path, data_dir, corpus, "run", "trainer.max_steps=2")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    before = startups(run)
+    cli = tiny_cli(tmp_path, data_dir, *LONG_JOB, "overwrite_run=true", corpus=corpus)
+    code, err = interrupt([*cli, f"hydra.run.dir={run}"], lambda: startups(run) > before)
+    assert code == 130, err[-3000:]
+    assert err.strip().splitlines()[-1] == "interrupted", err[-3000:]
+
+
+def startups(run: Path) -> int:
+    """How many runs in `run` have logged their first steps (their Startup lines)."""
+    logs = [p for p in run.glob("*.log") if p.is_file()]
+    return sum(p.read_text(errors="replace").count("Startup:") for p in logs)

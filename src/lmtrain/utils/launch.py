@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -231,6 +232,7 @@ def run_for_sweeper(
             record_job(sweep_dir, hydra_cfg.job.num, output_dir, ok, why)
 
     with ddp_ranks_rerun_this_job(entry_module_of(task)):
+        started = time.time()  # a last.ckpt saved since is this job's (resume_after_stop)
         try:
             metrics = task(cfg)
         except Exception as err:
@@ -261,7 +263,7 @@ def run_for_sweeper(
                 # As after a preemption, the report names how to resume it and what did not run.
                 if rank_zero_only.rank == 0:
                     try:
-                        end_sweep_on_interrupt(hydra_cfg, resume_after_stop(cfg), task)
+                        end_sweep_on_interrupt(hydra_cfg, resume_after_stop(cfg, started), task)
                     except Exception:
                         log.exception("%s: the record of the jobs left failed", job)
                 raise

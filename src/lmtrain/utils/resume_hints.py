@@ -54,15 +54,21 @@ def run_of_last(path: Path, root_dir: str | Path | None) -> Path | None:
     return path.parent.parent if path.parent.name == "checkpoints" else None
 
 
-def resume_after_stop(cfg: Any) -> str:
-    """How to resume a run of lmtrain.train that stopped before its end (Ctrl-C), from the
-    last.ckpt its checkpoint callback saved (a file, or trainer=fsdp's folder), in its folder or
-    its `callbacks.model_checkpoint.dirpath`; "" when it saved none (an eval or generate run,
-    or a stop before the first save): then nothing of it can be resumed."""
+def resume_after_stop(cfg: Any, started: float) -> str:
+    """How to resume a run of lmtrain.train started at `started` (time.time()) that stopped
+    before its end (Ctrl-C), from the last.ckpt of its checkpoint callback (a file, or
+    trainer=fsdp's folder), in its folder or its `callbacks.model_checkpoint.dirpath`; "" when
+    it has none of its own (an eval or generate run, a stop before the first save): then
+    nothing of it can be resumed. A last.ckpt this run neither saved nor resumed from is an
+    earlier run's (`overwrite_run=true` deletes nothing): resuming it would go on with that one."""
     try:
         output_dir = Path(cfg.paths.output_dir)
         dirpath = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
-    except (AttributeError, OmegaConfBaseException):  # not a config; an unresolvable value
+        resumed = str(OmegaConf.select(cfg, "ckpt_path", default=None) or "")
+        last = (Path(dirpath) if dirpath else output_dir / "checkpoints") / "last.ckpt"
+        saved = last.stat().st_mtime >= started - 1.0  # a coarse clock of the file system
+    except (AttributeError, OSError, OmegaConfBaseException):  # not a config; no such file
         return ""
-    last = (Path(dirpath) if dirpath else output_dir / "checkpoints") / "last.ckpt"
-    return resume_hint(last, output_dir) if last.exists() else ""
+    if saved or resumed == "last" or (resumed and Path(resumed).resolve() == last.resolve()):
+        return resume_hint(last, output_dir)
+    return ""

@@ -12,6 +12,7 @@ import functools
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -51,6 +52,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
         exit_code = 1
         agreed = False  # every rank stops here together: they leave together too
         environment = dict(os.environ)
+        started = time.time()  # a last.ckpt saved since is this run's (interrupted_line)
         try:
             result = task(*args, **kwargs)
             exit_code = 0
@@ -79,14 +81,14 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
-            print(interrupted_line(args), file=sys.stderr, flush=True)
+            print(interrupted_line(args, started), file=sys.stderr, flush=True)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except SystemExit as exit_:
             if not isinstance(exit_.__context__, KeyboardInterrupt):
                 raise
             # Ctrl-C inside trainer.fit: Lightning shuts down and calls exit(1) itself.
             exit_code = INTERRUPTED_EXIT_CODE
-            print(interrupted_line(args), file=sys.stderr, flush=True)
+            print(interrupted_line(args, started), file=sys.stderr, flush=True)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
             # Ours, or a config entry's class refusing the user's values (train.py instantiates
@@ -255,10 +257,10 @@ def another_rank_gone(run_folder: str) -> LMTrainError:
     )
 
 
-def interrupted_line(args: tuple[Any, ...]) -> str:
-    """`interrupted`, and how to resume when the run saved a last.ckpt before the Ctrl-C (the
-    line named none, and a sweep's report listed the job as failed)."""
-    hint = resume_after_stop(args[0]) if args else ""
+def interrupted_line(args: tuple[Any, ...], started: float) -> str:
+    """`interrupted`, and how to resume when the run started at `started` has a last.ckpt of its
+    own (the line named none, and a sweep's report listed the job as failed)."""
+    hint = resume_after_stop(args[0], started) if args else ""
     if not hint:
         return "interrupted"
     return f"interrupted: nothing was saved after the last checkpoint; {hint}"
