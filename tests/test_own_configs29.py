@@ -84,3 +84,14 @@ def test_an_experiment_without_the_global_header_is_one_line(own: Path, where: s
         "override /model",
     )
     assert "Could not override" not in out.stdout + out.stderr, line
+
+
+def test_the_projects_own_folder_typed_again_shadows_nothing(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Review: `--config-dir configs` put the same files behind themselves, one warning each.
+    run = tmp_path / "run"
+    args = tiny_cli(tmp_path, data_dir, "logger=csv", f"hydra.run.dir={run}")
+    out = run_cli("train", "--config-dir", str(ROOT / "configs"), *args, "trainer.max_steps=2")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert SHADOW not in out.stdout + out.stderr

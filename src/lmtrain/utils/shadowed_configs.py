@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from lightning.fabric.utilities.rank_zero import rank_zero_only
@@ -57,6 +58,8 @@ def shadowed_configs(hydra: Any) -> list[str]:
         name = f"{group}/{option}"
         holders = [(entry, source) for entry, source in sources if holds(source, name)]
         for entry, _ in holders[1:]:
+            if same_folder(entry, holders[0][0]):  # `--config-dir configs`: the same file
+                continue
             if str(entry["provider"]).startswith(OWN_PROVIDERS):
                 messages.append(shadow_message(group, option, entry, holders[0][0]))
     return messages
@@ -102,3 +105,10 @@ def source_path(entry: Mapping[str, Any]) -> str:
     """A search path entry as the user wrote it: a folder for `file`, else `<schema>://path`."""
     schema, path = str(entry["schema"]), str(entry["path"])
     return path if schema == "file" else f"{schema}://{path}"
+
+
+def same_folder(entry: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two search path entries are one folder (a path to configs/ itself, typed again)."""
+    if entry["schema"] != "file" or other["schema"] != "file":
+        return False
+    return Path(str(entry["path"])).resolve() == Path(str(other["path"])).resolve()
