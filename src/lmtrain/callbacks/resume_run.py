@@ -50,6 +50,7 @@ from lmtrain.utils.checks import Problems, check_run_references, strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder
+from lmtrain.utils.record_rank import global_rank, leave_record_to_rank_zero
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
 from lmtrain.utils.run_record import record_files, write_record
@@ -79,10 +80,12 @@ class ResumeRun(HydraCallback):
         # ~task_name, ~paths named as removed; an unset ${oc.env:X} in the folder named
         guarded(lambda: refuse_unnamed_folder(config, "hydra.run.dir"))
         guarded(lambda: refuse_unmade_folder(config, "hydra.run.dir"))  # `~/run`: not expanded
+        global_rank(config)  # a node's first process under Lightning's launcher: not rank 0
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:
             self.defer_record_in_used_folder(config)
+        leave_record_to_rank_zero(config)  # torchrun's, srun's ranks > 0 write no .hydra/
         guarded(lambda: locate_last_elsewhere(config))  # before the run folder is claimed
 
     def on_multirun_start(self, config: DictConfig, **_: Any) -> None:

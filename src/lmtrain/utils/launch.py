@@ -39,6 +39,7 @@ from lmtrain.utils.sweep_jobs import STOPPED_DIVERGED, sweep_direction
 from lmtrain.utils.sweep_ledger import record_job
 from lmtrain.utils.sweep_plan import end_sweep_on_interrupt, end_sweep_on_preemption
 from lmtrain.utils.task import INTERRUPTED_EXIT_CODE, fail, restore_environment
+from lmtrain.utils.time_named_folder import suggested_folder, time_named_folder_problem
 from lmtrain.utils.wandb_run import job_name
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 # launcher: NODE_RANK or GROUP_RANK; SLURM, Kubeflow and others: RANK or SLURM_PROCID), or a
 # hand-started node 0 its rendezvous (MASTER_ADDR: Lightning takes a missing NODE_RANK as 0).
 RANK_VARIABLES = ("NODE_RANK", "GROUP_RANK", "RANK", "SLURM_PROCID", "MASTER_ADDR")
+RUN_DIR = "hydra.run.dir="  # the override that names the run folder
 
 
 def in_multirun() -> bool:
@@ -88,27 +90,34 @@ def refuse_run_folder_per_process(
 ) -> None:
     """torchrun, and Lightning's launcher across nodes, start each process as its own Hydra
     run, each of which would make its own run folder: require one named on the command line
-    (`hydra_overrides`: Hydra's own). Also called by ClaimRunFolder before Hydra makes one, so
-    a launcher given without `-m`, which would run here, is refused here too, as is
-    `paths.output_dir=null`, which left the folder behind and was a TypeError."""
+    (`hydra_overrides`: Hydra's own), and not by the time each process starts (`${now:...}`,
+    as SLURM's tasks are checked: `lmtrain.utils.time_named_folder`). Also called by
+    ClaimRunFolder before Hydra makes one, so a launcher given without `-m`, which would run
+    here, is refused here too, as is `paths.output_dir=null`, which left the folder behind and
+    was a TypeError."""
     if (problem := launcher_without_multirun(hydra_overrides, mode)) is not None:
         fail(problem)
     if (problem := typed_null_run_folder(cfg)) is not None:
         fail(problem)
-    named = any(str(o).startswith("hydra.run.dir=") for o in hydra_overrides)
-    if mode == RunMode.MULTIRUN or named:
+    torchrun = "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if mode == RunMode.MULTIRUN or not (torchrun or launched_across_nodes(cfg)):
         return
-    if "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        fail(
-            "torchrun starts each rank as its own Hydra run, each with its own run folder: "
-            "pass hydra.run.dir=<folder> (the same for every rank and node)"
-        )
-    if launched_across_nodes(cfg):
-        fail(
-            "Lightning's launcher on several nodes (NODE_RANK set, trainer.num_nodes="
-            f"{cfg.trainer.num_nodes}) starts each node as its own Hydra run: pass "
-            "hydra.run.dir=<a folder on storage every node shares> (the same on every node)"
-        )
+    if torchrun:
+        launcher, each = f"torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']})", "rank"
+        folder = f"{suggested_folder(cfg)}/<run name> (the same for every rank and node)"
+        unnamed = "torchrun starts each rank as its own Hydra run, each with its own run folder"
+        unnamed += ": pass hydra.run.dir=<folder> (the same for every rank and node)"
+    else:
+        nodes = f"NODE_RANK set, trainer.num_nodes={cfg.trainer.num_nodes}"
+        launcher, each = f"Lightning's launcher on several nodes ({nodes})", "node"
+        folder = "<a folder on storage every node shares> (the same on every node)"
+        unnamed = f"{launcher} starts each node as its own Hydra run: pass hydra.run.dir={folder}"
+    typed = [str(o).split("=", 1)[1] for o in hydra_overrides if str(o).startswith(RUN_DIR)]
+    if not typed:
+        fail(unnamed)
+    todo = f"each {each} would make its own folder: pass hydra.run.dir={folder}"
+    if (problem := time_named_folder_problem(typed[-1], launcher, todo)) is not None:
+        fail(problem)  # the last one typed is the one Hydra takes
 
 
 def refuse_torchrun_world_mismatch(cfg: DictConfig) -> None:

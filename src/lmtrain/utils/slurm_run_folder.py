@@ -24,34 +24,26 @@ from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 from omegaconf import DictConfig, OmegaConf
 
-# What makes a folder name differ from one process to the next: Hydra's clock resolver.
-PER_PROCESS = "${now:"
+from lmtrain.utils.time_named_folder import suggested_folder, time_named_folder_problem
 
 
 def slurm_run_folder_problem(cfg: DictConfig) -> str | None:
     """Why this SLURM task's run folder would not be the job's one folder, in one line, or None:
     a plain Hydra run (not a multirun) under SLURM whose `hydra.run.dir` is named by the time
-    and not by SLURM_JOB_ID."""
+    and not by SLURM_JOB_ID (`lmtrain.utils.time_named_folder`, which torchrun's and Lightning's
+    several-node launches are checked with too)."""
     hydra = cfg.get("hydra") if isinstance(cfg, DictConfig) else None
     if not isinstance(hydra, DictConfig) or hydra.get("mode") == RunMode.MULTIRUN:
         return None  # no folder of Hydra's, or a sweep's job (submitit's: fixed at submission)
     if TorchElasticEnvironment.detect() or not SLURMEnvironment.detect():
         return None
     raw = str(OmegaConf.to_container(hydra.run, resolve=False).get("dir"))  # type: ignore[union-attr]
-    if PER_PROCESS not in raw or "SLURM_JOB_ID" in raw:  # `${oc.env:SLURM_JOB_ID,${now:...}}`
-        return None
     job = os.environ.get("SLURM_JOB_ID", "<unset>")
-    return (
-        f"a SLURM job (SLURM_JOB_ID={job}) with hydra.run.dir={raw}, a folder named by the time "
-        "each process starts: every srun task, and every attempt SLURM requeues, would make a "
-        "new folder (a requeued attempt would train again from step 0): pass "
-        f"hydra.run.dir={suggested_folder(cfg)}/$SLURM_JOB_ID in the sbatch script (the job id "
-        "stays the same when the job is requeued), or submit with -m hydra/launcher=slurm"
+    return time_named_folder_problem(
+        raw,
+        f"a SLURM job (SLURM_JOB_ID={job})",
+        "every srun task, and every attempt SLURM requeues, would make a new folder (a requeued "
+        f"attempt would train again from step 0): pass hydra.run.dir={suggested_folder(cfg)}/"
+        "$SLURM_JOB_ID in the sbatch script (the job id stays the same when the job is "
+        "requeued), or submit with -m hydra/launcher=slurm",
     )
-
-
-def suggested_folder(cfg: DictConfig) -> str:
-    """Where the default run folders of this task go (`<paths.log_dir>/<task_name>/runs`)."""
-    log_dir = OmegaConf.select(cfg, "paths.log_dir", throw_on_resolution_failure=False)
-    task = OmegaConf.select(cfg, "task_name", throw_on_resolution_failure=False)
-    return f"{log_dir or '<paths.log_dir>'}/{task or '<task_name>'}/runs"
