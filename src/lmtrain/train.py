@@ -39,6 +39,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.callbacks.row_steps import ResumedRowSteps
     from lmtrain.callbacks.run_start import RunStart, refuse_replaced_run
     from lmtrain.callbacks.same_data import SameDataOnEveryRank
+    from lmtrain.callbacks.same_settings import SameSettingsOnEveryRank
     from lmtrain.callbacks.samples import TextSamples
     from lmtrain.callbacks.startup import ProcessMark, StartupClock
     from lmtrain.callbacks.training_totals import TrainingTotals
@@ -151,6 +152,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # states, and the gradients of a step cut between micro-batches, go into checkpoints.
     if not any(isinstance(c, ExactResume) for c in callbacks):
         callbacks.append(ExactResume())
+    callbacks.append(SameSettingsOnEveryRank(cfg))  # each node's command line: the same settings
     callbacks.append(SameDataOnEveryRank())  # ranks on several nodes serve the same tokens
     # Train metrics and time so far, in checkpoints: a run resumed after training ended (killed
     # in the final validation) still reports them.
