@@ -9,8 +9,11 @@ interrupts a real run, as a terminal does, once it has saved (or before it saved
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
+from tests.helpers import ROOT
 from tests.helpers.cli import run_cli, tiny_cli, train_csv_run
 from tests.helpers.corpora import one_file_corpus
 from tests.helpers.interrupts import LONG_JOB, interrupt, trained
@@ -121,3 +124,22 @@ def startups(run: Path) -> int:
     """How many runs in `run` have logged their first steps (their Startup lines)."""
     logs = [p for p in run.glob("*.log") if p.is_file()]
     return sum(p.read_text(errors="replace").count("Startup:") for p in logs)
+
+
+def test_a_ctrl_c_as_the_next_job_starts_is_one_line(tmp_path: Path, data_dir: Path) -> None:
+    # rev_stop29: a Ctrl-C as Hydra started job 1 (naming it, before its task) went up through
+    # Hydra as Python's KeyboardInterrupt traceback, with no line.
+    sweep = tmp_path / "sweep"
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    command = ["-m", *cli, "model.optimizer.lr=0.002,0.001", f"hydra.sweep.dir={sweep}"]
+    code, err = interrupt(command, (sweep / "1").exists)
+    assert code == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert "interrupted" in err.splitlines() or "interrupted: " in err, err[-3000:]
+
+
+def test_a_keyboard_interrupt_outside_the_task_is_one_line() -> None:
+    code = "from lmtrain.utils.interrupt_exit import interrupt_is_one_line as one\n"
+    code += "with one():\n    raise KeyboardInterrupt"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert (out.returncode, out.stderr) == (130, "interrupted\n"), out.stderr

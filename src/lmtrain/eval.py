@@ -59,6 +59,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.foreign_run_folder import refuse_foreign_output_dir
     from lmtrain.utils.group_overrides import refuse_null_groups
     from lmtrain.utils.instantiate import instantiate_loggers, instantiate_trainer
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
     from lmtrain.utils.io import write_json
     from lmtrain.utils.metric_text import short
     from lmtrain.utils.outside_records import refuse_replacing_outside_records
@@ -315,6 +316,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
         main()

@@ -44,6 +44,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.config_checks import check_export_config, check_samples, plain
     from lmtrain.utils.export_dir import out_dir_path, out_dir_problem
     from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
     from lmtrain.utils.redact import scrub
     from lmtrain.utils.task import task_wrapper
 
@@ -142,6 +143,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
         main()

@@ -39,6 +39,7 @@ with gc_pause.paused_for_imports():
     from lmtrain.utils.composed_config import resolved_run_folder
     from lmtrain.utils.config_checks import check_generate_config
     from lmtrain.utils.group_overrides import refuse_null_groups
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
     from lmtrain.utils.task import task_wrapper
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
         main()

@@ -48,6 +48,7 @@ with gc_pause.paused_for_imports():
     from pathlib import Path
 
     from lmtrain.errors import LMTrainError, first_line
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
     from lmtrain.utils.io import atomic_write
     from lmtrain.utils.sweep_curves import plot_curves, without_curve
     from lmtrain.utils.sweep_jobs import (
@@ -309,5 +310,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         main()

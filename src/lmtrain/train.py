@@ -60,6 +60,7 @@ with gc_pause.paused_for_imports():
         instantiate_loggers,
         instantiate_trainer,
     )
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
     from lmtrain.utils.io import write_json
     from lmtrain.utils.launch import prepare_process, run_for_sweeper
     from lmtrain.utils.metric_text import short
@@ -285,6 +286,6 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         refuse_null_groups(sys.argv[1:])  # `logger=null` was a traceback inside Hydra
         main()

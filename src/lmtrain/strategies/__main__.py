@@ -11,6 +11,7 @@ with gc_pause.paused_for_imports():
 
     from lmtrain.errors import LMTrainError
     from lmtrain.strategies.consolidate import consolidate
+    from lmtrain.utils.interrupt_exit import interrupt_is_one_line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,5 +38,5 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    with gc_pause.without_final_gc():
+    with gc_pause.without_final_gc(), interrupt_is_one_line():
         main()

@@ -32,6 +32,7 @@ from lmtrain.errors import (
     user_message,
 )
 from lmtrain.utils.instantiate import config_entry_error
+from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE
 from lmtrain.utils.io import full_disk_error
 from lmtrain.utils.launch_env import rendezvous_failure
 from lmtrain.utils.refused_run import log_error_line
@@ -39,8 +40,6 @@ from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
-# What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
-INTERRUPTED_EXIT_CODE = 130
 
 
 def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
