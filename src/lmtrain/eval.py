@@ -304,9 +304,8 @@ def cache_made_with(datamodule: TextDataModule, tokenizer: PreTrainedTokenizerBa
     if not folder.is_dir() or token_cache.find_problem(folder) is not None:
         return False
     cached = token_cache.load_tokenizer(folder)
-    ours, theirs = (getattr(t, "backend_tokenizer", None) for t in (cached, tokenizer))
-    if ours is None or theirs is None:  # not fast tokenizers: nothing to compare, so read anew
-        return False
+    if any(getattr(t, "backend_tokenizer", None) is None for t in (cached, tokenizer)):
+        return False  # not fast tokenizers: nothing to compare, so read anew
     return same_encoding(cached, tokenizer) and cached.eos_token_id == tokenizer.eos_token_id
 
 
