@@ -161,4 +161,6 @@ def test_every_entry_point_pauses_gc_around_its_imports_and_its_exit(entry: str)
         node for node in body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
     ]
     assert len(main_blocks) == 1
-    assert ast.unparse(main_blocks[0].body[0]).startswith("with gc_pause.without_final_gc():")
+    # With interrupt_is_one_line beside it: a Ctrl-C outside the task is one line.
+    main_with = "with gc_pause.without_final_gc(), interrupt_is_one_line():"
+    assert ast.unparse(main_blocks[0].body[0]).startswith(main_with)
