@@ -42,11 +42,11 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def folder_args(own: Path, where: str) -> list[str]:
     """The command line's words that add `own` to the search path, one way or the other."""
-    return (
-        [f"hydra.searchpath=[file://{own}]"]
-        if where == "searchpath"
-        else ["--config-dir", f"{own}"]
-    )
+    if where == "bare_searchpath":  # no file://: Hydra reads a folder (review)
+        return [f"hydra.searchpath=[{own}]"]
+    if where == "searchpath":
+        return [f"hydra.searchpath=[file://{own}]"]
+    return ["--config-dir", f"{own}"]
 
 
 @pytest.mark.parametrize("where", ["searchpath", "config_dir"])
@@ -72,7 +72,7 @@ def test_an_own_config_with_a_shipped_name_is_named_in_one_warning(
     assert saved["task_name"] == "own_configs29"  # the own experiment was read
 
 
-@pytest.mark.parametrize("where", ["searchpath", "config_dir"])
+@pytest.mark.parametrize("where", ["searchpath", "config_dir", "bare_searchpath"])
 def test_an_experiment_without_the_global_header_is_one_line(own: Path, where: str) -> None:
     given = folder_args(own, where)
     out = run_cli("train", *given, "experiment=headerless29", "logger=csv")

@@ -87,7 +87,7 @@ def search_sources(configs: Path, config_dir: str | None, overrides: list[Any]) 
     sources = []
     for path in paths:
         with contextlib.suppress(Exception):  # a path Hydra cannot read: its own warning
-            scheme = path.partition("://")[0]
+            scheme = path.partition("://")[0] if "://" in path else "file"  # as Hydra reads it
             sources.append(SourcesRegistry.instance().resolve(scheme)("lmtrain", path))
     return sources
 
