@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from lmtrain.utils.rank_settings import settings_differ
+from lmtrain.utils.rank_settings import rank_settings, settings_differ
 from tests.helpers.corpora import one_file_corpus
 from tests.test_multinode import node_overrides, two_nodes
 
@@ -87,3 +88,31 @@ def test_the_line_groups_ranks_and_names_five_keys_at_most() -> None:
     assert "k4 (" in line and "k5 (" not in line and "and 2 more" in line
     assert settings_differ([same, dict(same)]) is None
     assert "k0 (rank 0: 1, rank 1: <not set>)" in (settings_differ([same, {}]) or "")
+
+
+def test_values_that_differ_past_what_the_line_shows_still_differ() -> None:
+    # Review: values were cut to 60 characters before the ranks compared them, so two LoRA
+    # target lists that differ at their ends passed, and DDP failed in torch's traceback.
+    modules = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"]
+    one = rank_settings(OmegaConf.create({"model": {"peft": {"target_modules": modules}}}))
+    other = rank_settings(
+        OmegaConf.create({"model": {"peft": {"target_modules": [*modules, "down_proj"]}}})
+    )
+    line = settings_differ([one, other])
+    assert line is not None and "model.peft.target_modules (rank 0: " in line, line
+    assert "…" in line  # shown cut, compared whole
+
+
+def test_node_local_copies_and_rank_zero_loggers_may_differ() -> None:
+    def settings(node: int) -> dict[str, str]:
+        return rank_settings(
+            OmegaConf.create(
+                {
+                    "model": {"pretrained": f"/node{node}/gpt2"},
+                    "data": {"tokenizer": {"name": f"/node{node}/gpt2"}},
+                    "logger": {"wandb": {"entity": f"team{node}"}},
+                }
+            )
+        )
+
+    assert settings_differ([settings(0), settings(1)]) is None

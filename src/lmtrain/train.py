@@ -153,7 +153,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # states, and the gradients of a step cut between micro-batches, go into checkpoints.
     if not any(isinstance(c, ExactResume) for c in callbacks):
         callbacks.append(ExactResume())
-    callbacks.append(SameSettingsOnEveryRank(cfg))  # each node's command line: the same settings
     callbacks.append(SameDataOnEveryRank())  # ranks on several nodes serve the same tokens
     # Train metrics and time so far, in checkpoints: a run resumed after training ended (killed
     # in the final validation) still reports them.
@@ -173,6 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks.insert(0, CSVBatchStarts(run_dir=output_dir, ended=ended_whole))
     # Rows at the uninterrupted run's steps on resume: first, before any callback logs a row.
     callbacks.insert(0, ResumedRowSteps())
+    # Each node's command line, the same settings: first, before a callback's setup collective.
+    callbacks.insert(0, SameSettingsOnEveryRank(cfg))
     # W&B: named and grouped for sweeps; a resume in this run folder continues its W&B run.
     loggers = instantiate_loggers(cfg.get("logger"), run_cfg=cfg, resuming=resuming)
     if not loggers:  # Lightning's LearningRateMonitor refuses to run without a logger

@@ -80,7 +80,7 @@ class ResumeRun(HydraCallback):
         # ~task_name, ~paths named as removed; an unset ${oc.env:X} in the folder named
         guarded(lambda: refuse_unnamed_folder(config, "hydra.run.dir"))
         guarded(lambda: refuse_unmade_folder(config, "hydra.run.dir"))  # `~/run`: not expanded
-        global_rank(config)  # a node's first process under Lightning's launcher: not rank 0
+        guarded(lambda: global_rank(config))  # a node's first process: not rank 0
         if resume_value(config) not in (None, ""):
             guarded(lambda: self.prepare(config, config_name or "train"))
         else:

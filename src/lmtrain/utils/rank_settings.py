@@ -9,10 +9,11 @@ torch's traceback. `SameSettingsOnEveryRank` gathers `rank_settings` from every 
 the run with `settings_differ` before any step.
 
 The settings are the composed config as written (interpolations left unresolved): what the
-command line and the config files said. A value each process works out for itself
-(`${hydra:job.num}`, `${now:...}`, `${oc.env:...}`, a folder under `${paths.data_dir}`) is alike
-on every rank that was given the same command; only the run folder is compared resolved, since
-the ranks must share it. Left out (PER_NODE): the settings a node may have of its own.
+command line and the config files said. A value each process works out for itself (`${now:...}`,
+a folder under `${paths.data_dir}`) compares alike where the command was the same, and so does
+one that really differs (an `${oc.env:...}` of other values on two nodes): that is left to the
+checks of what it names. Only the run folder is compared resolved, since the ranks must share
+it. Left out (PER_NODE): the settings a node may have of its own.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PER_NODE = (
     "data.source.path",  # a node's own copy of the corpus, compared by content likewise
     "data.source.cache_dir",  # datasets' node-local Arrow copy and downloads
     "data.source.download_dir",  # where a node keeps its download
+    "data.source.data_files",  # a node's own copy of a dataset's files, compared by content
+    "data.tokenizer.name",  # a node's own copy of a tokenizer folder: compared by encoding
+    "model.pretrained",  # a node's own copy of the weights: DDP starts from rank 0's
+    "logger",  # read by rank 0 alone (W&B entity, MLflow URI: a node's `local` config)
     "data.num_workers",  # how a machine reads and tokenizes, not what it reads:
     "data.pin_memory",
     "data.prepare_workers",
@@ -49,7 +54,7 @@ def rank_settings(cfg: DictConfig) -> dict[str, str]:
     """The run's settings as dotted leaf keys and their values as text, secrets redacted."""
     written = redact(OmegaConf.to_container(cfg, resolve=False))
     settings = {
-        key: shown(value)
+        key: value if isinstance(value, str) else json.dumps(value, default=str)
         for key, value in leaves(written).items()
         if not any(key == k or key.startswith(f"{k}.") for k in PER_NODE)
     }
@@ -70,9 +75,9 @@ def leaves(node: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def shown(value: Any) -> str:
-    """A value as the line shows it: a string as is, anything else as JSON (null, [1, 2])."""
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+def shown(text: str) -> str:
+    """A value as the line shows it (a string as is, anything else as JSON: null, [1, 2]), cut
+    to MAX_VALUE_CHARS; compared whole (two long lists that differ at their ends)."""
     return text if len(text) <= MAX_VALUE_CHARS else f"{text[: MAX_VALUE_CHARS - 1]}…"
 
 
@@ -88,8 +93,9 @@ def settings_differ(gathered: list[dict[str, str]]) -> str | None:
     listed = ", ".join(named[:MAX_KEYS]) + (f" and {more} more" if more > 0 else "")
     return (
         f"the run's settings differ between ranks: {listed}: give every node the same command "
-        "line (the same overrides) and the same configs; only paths.*, data.cache_dir, "
-        "data.source.path and data loader workers may differ"
+        "line (the same overrides) and the same configs; only paths.*, logger.*, node-local "
+        "copies (data.cache_dir, data.source.path, data.tokenizer.name, model.pretrained) and "
+        "data loader workers may differ"
     )
 
 
@@ -98,7 +104,7 @@ def values_by_rank(values: list[str]) -> str:
     ranks: dict[str, list[int]] = {}
     for rank, value in enumerate(values):
         ranks.setdefault(value, []).append(rank)
-    return ", ".join(f"{rank_list(r)}: {value}" for value, r in ranks.items())
+    return ", ".join(f"{rank_list(r)}: {shown(value)}" for value, r in ranks.items())
 
 
 def rank_list(ranks: list[int]) -> str:
