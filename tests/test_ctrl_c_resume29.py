@@ -131,11 +131,16 @@ def test_a_ctrl_c_as_the_next_job_starts_is_one_line(tmp_path: Path, data_dir: P
     # Hydra as Python's KeyboardInterrupt traceback, with no line.
     sweep = tmp_path / "sweep"
     cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
-    command = ["-m", *cli, "model.optimizer.lr=0.002,0.001", f"hydra.sweep.dir={sweep}"]
-    code, err = interrupt(command, (sweep / "1").exists)
-    assert code == 130, err[-3000:]
-    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
-    assert "interrupted" in err.splitlines() or "interrupted: " in err, err[-3000:]
+    ctrl_c = [
+        "+hydra.callbacks.ctrl_c._target_=tests.helpers.interrupts.CtrlCAtJobStart",
+        "+hydra.callbacks.ctrl_c.num=1",
+    ]
+    sweep_args = ["model.optimizer.lr=0.002,0.001", f"hydra.sweep.dir={sweep}"]
+    out = run_cli("train", "-m", *cli, *ctrl_c, *sweep_args)
+    assert out.returncode == 130, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "KeyboardInterrupt" not in out.stderr, out.stderr
+    assert out.stderr.strip().splitlines()[-1] == "interrupted", out.stderr[-3000:]
+    assert (sweep / "0" / "metrics.json").is_file()  # job 0 ran, job 1 never started
 
 
 def test_a_keyboard_interrupt_outside_the_task_is_one_line() -> None:

@@ -9,6 +9,10 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
 
 from tests.helpers import ROOT
 
@@ -55,3 +59,15 @@ def interrupt(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return proc.returncode, err
+
+
+class CtrlCAtJobStart(Callback):
+    """A Hydra callback that raises KeyboardInterrupt as job `num` of a sweep starts: a Ctrl-C
+    that lands after Hydra took up the job and before its task, every time."""
+
+    def __init__(self, num: int) -> None:
+        self.num = num
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.job.num == self.num:
+            raise KeyboardInterrupt
