@@ -13,15 +13,14 @@ up, in the project's configs/, then `--config-dir`, then the command line's `hyd
 
 from __future__ import annotations
 
-import contextlib
-import io
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lmtrain.utils.config_keys import GLOBAL_GROUPS
+from lmtrain.utils.hydra_flags import hydra_args
 from lmtrain.utils.local_configs import GROUP as LOCAL_GROUP
-from lmtrain.utils.local_configs import OPTIONAL_DEFAULT
+from lmtrain.utils.local_configs import OPTIONAL_DEFAULT, config_source
 from lmtrain.utils.task import fail
 
 HEADER = "# @package _global_"
@@ -57,15 +56,14 @@ def refuse_headerless_globals(argv: Sequence[str], configs: Path) -> None:
 def parse_command(argv: Sequence[str]) -> tuple[str | None, list[Any]] | None:
     """`--config-dir` and the parsed overrides of `argv`, read as Hydra reads them; None when
     Hydra would refuse them (its own message says why)."""
-    from hydra._internal.utils import get_args_parser  # the parser Hydra's main uses
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    sink = io.StringIO()
+    args = hydra_args(argv)
+    if args is None:
+        return None
     try:
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            args = get_args_parser().parse_args(list(argv))
         overrides = OverridesParser.create().parse_overrides(list(args.overrides or ()))
-    except (SystemExit, Exception):
+    except Exception:
         return None
     return args.config_dir, overrides
 
@@ -73,7 +71,6 @@ def parse_command(argv: Sequence[str]) -> tuple[str | None, list[Any]] | None:
 def search_sources(configs: Path, config_dir: str | None, overrides: list[Any]) -> list[Any]:
     """The config sources Hydra searches, in its order: configs/, `--config-dir`, then the
     command line's `hydra.searchpath` entries (`pkg://`, `file://`)."""
-    from hydra._internal.sources_registry import SourcesRegistry  # Hydra's own registry
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # registers the kinds of config source (file://, pkg://)
@@ -86,9 +83,10 @@ def search_sources(configs: Path, config_dir: str | None, overrides: list[Any]) 
             paths += [str(v) for v in value] if isinstance(value, list) else []
     sources = []
     for path in paths:
-        with contextlib.suppress(Exception):  # a path Hydra cannot read: its own warning
-            scheme = path.partition("://")[0] if "://" in path else "file"  # as Hydra reads it
-            sources.append(SourcesRegistry.instance().resolve(scheme)("lmtrain", path))
+        scheme, _, rest = path.partition("://") if "://" in path else ("file", "", path)
+        source = config_source(scheme, rest, "lmtrain")  # no scheme: a folder, as Hydra reads it
+        if source is not None:  # None: a path Hydra cannot read, its own warning
+            sources.append(source)
     return sources
 
 

@@ -9,6 +9,7 @@ would refuse is refused here; anything it cannot parse is left to Hydra's own me
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import re
@@ -20,19 +21,27 @@ from lmtrain.utils.task import fail
 RESUME = re.compile(r"\+{0,2}resume=(?!(?i:null)$).+")
 
 
+def hydra_args(argv: Sequence[str]) -> argparse.Namespace | None:
+    """`argv` parsed by the parser Hydra's main uses, quietly; None where Hydra would print and
+    exit (--version, a bad flag: it says so again itself)."""
+    from hydra._internal.utils import get_args_parser
+
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            return get_args_parser().parse_args(list(argv))
+    except SystemExit:
+        return None
+
+
 def refuse_clashing_commands(argv: Sequence[str]) -> None:
     """One `error:` line and exit 1 when `argv` asks Hydra for two of its commands at once
     (--run, --multirun, --cfg, --info, --shell-completion), for --resolve without --cfg, or for
     --cfg with resume= (it would print the composed config, not the resumed run's)."""
-    from hydra._internal.utils import get_args_parser  # the parser Hydra's main uses
-
     if not any(arg.startswith("-") for arg in argv):
         return
-    sink = io.StringIO()
-    try:  # --version prints and exits, a bad flag prints usage and exits: Hydra says it again
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            args = get_args_parser().parse_args(list(argv))
-    except SystemExit:
+    args = hydra_args(argv)
+    if args is None:
         return
     if args.help:
         return  # Hydra shows its help first, whatever else is asked

@@ -72,17 +72,21 @@ def missing_local(hydra: Any) -> str | None:
 def config_sources(hydra: Any) -> list[Any]:
     """The config sources of the run's search path (`hydra.runtime.config_sources`), as Hydra
     reads them; None for one whose kind is not known here."""
+    return [
+        config_source(str(entry["schema"]), str(entry["path"]), str(entry["provider"]))
+        for entry in select(hydra, "runtime", "config_sources") or ()
+    ]
+
+
+def config_source(schema: str, path: str, provider: str) -> Any:
+    """Hydra's config source of kind `schema` (file, pkg) for `path`; None for a kind not known
+    here or a path it cannot open."""
     from hydra._internal.sources_registry import SourcesRegistry  # Hydra's own registry
 
-    sources = []
-    for entry in select(hydra, "runtime", "config_sources") or ():
-        try:
-            kind = SourcesRegistry.instance().resolve(str(entry["schema"]))
-            path = f"{entry['schema']}://{entry['path']}"
-            sources.append(kind(str(entry["provider"]), path))
-        except Exception:
-            sources.append(None)
-    return sources
+    try:
+        return SourcesRegistry.instance().resolve(schema)(provider, f"{schema}://{path}")
+    except Exception:
+        return None
 
 
 def select(node: Any, *keys: str) -> Any:
