@@ -32,6 +32,7 @@ from lmtrain.utils.composed_config import run_folder, typed_null_run_folder
 from lmtrain.utils.entry_module import entry_module_of, main_module_as
 from lmtrain.utils.launch_env import CLUSTERS_THAT_START_NODES, launch_problem
 from lmtrain.utils.parent_death import end_with_parent
+from lmtrain.utils.rank_logging import log_errors_only
 from lmtrain.utils.requeue import hold_submitit_requeue, requeue_after_stop, resume_after_requeue
 from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.slurm_launcher_checks import launcher_without_multirun
@@ -57,8 +58,8 @@ def in_multirun() -> bool:
 def prepare_process(cfg: DictConfig) -> None:
     """What a training process does before its task, whoever started it.
 
-    - Ranks > 0 (started by Lightning, torchrun or SLURM) log to the console only: the run
-      folder's log file, like every file there, is rank 0's.
+    - Ranks > 0 (started by Lightning, torchrun or SLURM) log errors only, to the console: rank
+      0 says the rest, and the run folder's log file, like every file there, is rank 0's.
     - torchrun starts every rank as its own Hydra run, and each would make its own run folder;
       require one folder named on the command line instead.
     - A SLURM (submitit) job holds back submitit's requeue until every rank has saved
@@ -70,10 +71,7 @@ def prepare_process(cfg: DictConfig) -> None:
     refuse_nodes_no_one_starts(cfg)  # and the launcher's variables, before they are read
     set_rank_from_node(cfg)
     if rank_zero_only.rank > 0:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
-            root.removeHandler(handler)
-            handler.close()
+        log_errors_only()
     hydra_cfg = HydraConfig.get()
     refuse_run_folder_per_process(cfg, hydra_cfg.overrides.hydra, hydra_cfg.mode)
     refuse_torchrun_world_mismatch(cfg)
