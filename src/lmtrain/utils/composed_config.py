@@ -13,7 +13,7 @@ the command line sees to are then the caller's, and each failed far from its cau
 and export make too, first: their own checks named the first setting that interpolates it
 (`trainer.default_root_dir`), and a run folder that resolved to None (HydraConfig set from such
 a config, or `paths.output_dir=null`) was a TypeError from `Path(None)`.
-A plain dict (`OmegaConf.to_container(cfg)`) is taken as the config it holds.
+A plain dict (`OmegaConf.to_container(cfg)`) is taken as the config it holds, by every task.
 """
 
 from __future__ import annotations
@@ -43,20 +43,50 @@ NULL_ON_COMMAND_LINE = (
 )
 
 
-def run_config(cfg: Any) -> DictConfig:
-    """`cfg` as train() reads it: a DictConfig without Hydra's node, whose run folder resolves
-    and whose `resume=` (if any) was applied; LMTrainError otherwise."""
+def task_config(cfg: Any, task: str = "train") -> DictConfig:
+    """`cfg` as every task (train, evaluate, generate, export) reads it: a DictConfig without
+    Hydra's node; LMTrainError for what is no config. Called by `task_wrapper` on the task's
+    first argument: the command line's config is one already."""
     if isinstance(cfg, Mapping) and not isinstance(cfg, DictConfig):
         cfg = OmegaConf.create(dict(cfg))
     if not isinstance(cfg, DictConfig):
         raise LMTrainError(
-            f"train() takes the run config (a DictConfig from hydra.compose, or a dict), not "
+            f"{task}() takes the run config (a DictConfig from hydra.compose, or a dict), not "
             f"{type(cfg).__name__}: see docs/python.md"
         )
     if "hydra" in cfg:  # the job's settings are Hydra's; nothing of the run reads them here
         cfg = cfg.copy()
         with open_dict(cfg):
             del cfg["hydra"]
+    return cfg
+
+
+def for_caller(line: str, folder: str | Path) -> str:
+    """`line`, about run folder `folder`, as its reader can follow it: outside a Hydra job
+    (`train(cfg)` from Python) the run folder is `paths.output_dir`, where the lines name the
+    command line's `hydra.run.dir`."""
+    if folder_key(Path(folder)) == "hydra.run.dir":
+        return line
+    return line.replace("hydra.run.dir", "paths.output_dir")
+
+
+def folder_key(folder: Path) -> str:
+    """The setting that names run folder `folder`: `hydra.run.dir` when it is the running Hydra
+    job's, and `paths.output_dir` for a config composed in Python (`compose()`, then
+    `train(cfg)`), which has no job folder of its own."""
+    if HydraConfig.initialized():
+        try:
+            if Path(str(HydraConfig.get().runtime.output_dir)).resolve() == folder.resolve():
+                return "hydra.run.dir"
+        except OmegaConfBaseException:  # composed without a job: no job folder
+            pass
+    return "paths.output_dir"
+
+
+def run_config(cfg: Any) -> DictConfig:
+    """`cfg` as train() reads it: a DictConfig without Hydra's node, whose run folder resolves
+    and whose `resume=` (if any) was applied; LMTrainError otherwise."""
+    cfg = task_config(cfg)
     output_dir = run_folder(cfg)
     resume = OmegaConf.select(cfg, "resume", throw_on_resolution_failure=False)
     if resume in (None, ""):
@@ -120,3 +150,18 @@ def job_folder() -> str | None:
     except OmegaConfBaseException:  # composed without a job (`compose()`): no folder yet
         return None
     return None if folder is None else str(folder)
+
+
+def run_folder_of(args: tuple[Any, ...]) -> str:
+    """The run folder of the task called with `args` (its config's `paths.output_dir`, else
+    Hydra's output folder), for a line that tells how to resume; `<run folder>` if unknown."""
+    cfg = args[0] if args else None
+    paths = cfg.get("paths") if isinstance(cfg, DictConfig) else None
+    try:
+        if paths is not None and paths.get("output_dir"):
+            return str(paths.output_dir)
+        if HydraConfig.initialized():
+            return str(HydraConfig.get().runtime.output_dir)
+    except OmegaConfBaseException:  # an unresolvable interpolation: the line is still printed
+        pass
+    return "<run folder>"

@@ -23,7 +23,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from lmtrain.errors import LMTrainError
@@ -50,6 +50,8 @@ def out_dir_path(value: Any) -> str | None:
     """
     if isinstance(value, str) and value.strip():
         return value
+    if isinstance(value, PurePath):  # from Python: `cfg.out_dir = Path(...)`
+        return str(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     return None

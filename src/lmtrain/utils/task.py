@@ -17,11 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from hydra.core.hydra_config import HydraConfig
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.errors import (
     LMTrainError,
@@ -31,6 +28,7 @@ from lmtrain.errors import (
     find_cause,
     user_message,
 )
+from lmtrain.utils.composed_config import for_caller, run_folder_of, task_config
 from lmtrain.utils.instantiate import config_entry_error
 from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE
 from lmtrain.utils.io import full_disk_error
@@ -53,6 +51,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
         environment = dict(os.environ)
         started = time.time()  # a last.ckpt saved since is this run's (interrupted_line)
         try:
+            args = (task_config(args[0], task.__name__), *args[1:]) if args else args
             result = task(*args, **kwargs)
             exit_code = 0
             return result
@@ -114,7 +113,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             if user_error is None:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
-            message = user_message(user_error)  # also one line when a DataLoader worker raised it
+            # One line also when a DataLoader worker raised it; from Python, naming paths.output_dir
+            message = for_caller(user_message(user_error), run_folder_of(args))
             print_error(message, every_rank=not agreed)  # an agreed stop is one line
             raise UserErrorExit(message) from None
         finally:
@@ -262,22 +262,8 @@ def interrupted_line(args: tuple[Any, ...], started: float) -> str:
     hint = resume_after_stop(args[0], started) if args else ""
     if not hint:
         return "interrupted"
-    return f"interrupted: nothing was saved after the last checkpoint; {hint}"
-
-
-def run_folder_of(args: tuple[Any, ...]) -> str:
-    """The run folder of the task called with `args` (its config's `paths.output_dir`, else
-    Hydra's output folder), for a line that tells how to resume; `<run folder>` if unknown."""
-    cfg = args[0] if args else None
-    paths = cfg.get("paths") if isinstance(cfg, DictConfig) else None
-    try:
-        if paths is not None and paths.get("output_dir"):
-            return str(paths.output_dir)
-        if HydraConfig.initialized():
-            return str(HydraConfig.get().runtime.output_dir)
-    except OmegaConfBaseException:  # an unresolvable interpolation: the line is still printed
-        pass
-    return "<run folder>"
+    line = f"interrupted: nothing was saved after the last checkpoint; {hint}"
+    return for_caller(line, run_folder_of(args))
 
 
 def print_error(message: str, every_rank: bool = False) -> None:
