@@ -57,7 +57,10 @@ def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A two-step run's last checkpoint, trained from a composed config."""
     tmp = tmp_path_factory.mktemp("trained")
     cfg = composed("train", *train_overrides(tmp, tmp / "data"), f"paths.output_dir={tmp / 'run'}")
-    train(cfg)
+    # As in a notebook: no HydraConfig (an earlier file's test in this process may have set one).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(HydraConfig.instance(), "cfg", None)
+        train(cfg)
     return tmp / "run" / "checkpoints" / "last.ckpt"
 
 

@@ -61,26 +61,10 @@ def task_config(cfg: Any, task: str = "train") -> DictConfig:
     return cfg
 
 
-def for_caller(line: str, folder: str | Path) -> str:
-    """`line`, about run folder `folder`, as its reader can follow it: outside a Hydra job
-    (`train(cfg)` from Python) the run folder is `paths.output_dir`, where the lines name the
-    command line's `hydra.run.dir`."""
-    if folder_key(Path(folder)) == "hydra.run.dir":
-        return line
-    return line.replace("hydra.run.dir", "paths.output_dir")
-
-
-def folder_key(folder: Path) -> str:
-    """The setting that names run folder `folder`: `hydra.run.dir` when it is the running Hydra
-    job's, and `paths.output_dir` for a config composed in Python (`compose()`, then
-    `train(cfg)`), which has no job folder of its own."""
-    if HydraConfig.initialized():
-        try:
-            if Path(str(HydraConfig.get().runtime.output_dir)).resolve() == folder.resolve():
-                return "hydra.run.dir"
-        except OmegaConfBaseException:  # composed without a job: no job folder
-            pass
-    return "paths.output_dir"
+def for_caller(line: str) -> str:
+    """`line` as its reader can follow it: outside a Hydra job (`train(cfg)` from Python) the
+    run folder is `paths.output_dir`, where the lines name the command line's `hydra.run.dir`."""
+    return line if job_folder() is not None else line.replace("hydra.run.dir", "paths.output_dir")
 
 
 def run_config(cfg: Any) -> DictConfig:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from hydra.types import RunMode
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -39,7 +40,6 @@ from lmtrain.errors import LMTrainError, UserErrorExit
 from lmtrain.utils import locks
 from lmtrain.utils.checkpoint_dirpaths import release_dirpaths
 from lmtrain.utils.checks import refuse_bad_task_name, strict_bool
-from lmtrain.utils.composed_config import folder_key  # noqa: F401  (where it was)
 from lmtrain.utils.earlier_checkpoint import refuse_going_back
 from lmtrain.utils.launch import (
     refuse_nodes_no_one_starts,
@@ -66,6 +66,19 @@ RANK_ZERO_GRACE_S = 10.0
 T = TypeVar("T")
 # The folder this process holds and how to let it go.
 _held: tuple[Path, Callable[[], None]] | None = None
+
+
+def folder_key(folder: Path) -> str:
+    """The setting that names run folder `folder`: `hydra.run.dir` when it is the running Hydra
+    job's, and `paths.output_dir` for a config composed in Python (`compose()`, then
+    `train(cfg)`), which has no job folder of its own."""
+    if HydraConfig.initialized():
+        try:
+            if Path(str(HydraConfig.get().runtime.output_dir)).resolve() == folder.resolve():
+                return "hydra.run.dir"
+        except OmegaConfBaseException:  # composed without a job: no job folder
+            pass
+    return "paths.output_dir"
 
 
 def claim_run_folder(

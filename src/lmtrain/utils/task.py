@@ -114,7 +114,7 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
                 raise
             agreed = isinstance(user_error, RankAgreedError)
             # One line also when a DataLoader worker raised it; from Python, naming paths.output_dir
-            message = for_caller(user_message(user_error), run_folder_of(args))
+            message = for_caller(user_message(user_error))
             print_error(message, every_rank=not agreed)  # an agreed stop is one line
             raise UserErrorExit(message) from None
         finally:
@@ -263,7 +263,7 @@ def interrupted_line(args: tuple[Any, ...], started: float) -> str:
     if not hint:
         return "interrupted"
     line = f"interrupted: nothing was saved after the last checkpoint; {hint}"
-    return for_caller(line, run_folder_of(args))
+    return for_caller(line)
 
 
 def print_error(message: str, every_rank: bool = False) -> None:
