@@ -31,6 +31,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lmtrain.utils.interrupt_exit import end_interrupted_command
+
 # Until the first entry point's imports are done; never where torch came before us.
 _paused = "torch" not in sys.modules
 if _paused:
@@ -52,9 +54,13 @@ def resume() -> None:
 
 @contextmanager
 def paused_for_imports() -> Iterator[None]:
-    """Run the entry point's imports; whatever way they end, `resume()`."""
+    """Run the entry point's imports; whatever way they end, `resume()`. A Ctrl-C in them ends
+    the command in one line (`interrupt_exit.end_interrupted_command`)."""
     try:
         yield
+    except KeyboardInterrupt:
+        end_interrupted_command()
+        raise
     finally:
         resume()
 

@@ -4,6 +4,9 @@
 composes the config, between a sweep's jobs, or while a job is named (red team rev_stop29), went
 up through Hydra, which reports only `Exception`s, and ended in Python's KeyboardInterrupt
 traceback, with no line. Each entry point runs its `main()` inside `interrupt_is_one_line`.
+One during the entry point's imports (its first seconds, when a mistyped argument is noticed)
+was a traceback from inside torch's or transformers' import: `gc_pause.paused_for_imports`,
+which wraps them, ends it the same way through `end_interrupted_command`.
 """
 
 from __future__ import annotations
@@ -22,5 +25,15 @@ def interrupt_is_one_line() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+
+
+def end_interrupted_command() -> None:
+    """After a KeyboardInterrupt in an entry point's imports: when `python -m lmtrain.<name>`
+    runs it, print `interrupted` and exit 130; return otherwise (an entry point imported by a
+    notebook or a test: the KeyboardInterrupt is the caller's to see)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name.startswith("lmtrain."):
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
