@@ -65,6 +65,16 @@ def test_resuming_a_run_early_stopping_ended_trains_no_further(
     output = resumed.stdout + resumed.stderr
     assert "EarlyStopping had ended this run at step 2" in output, output[-3000:]
     assert snapshot(run) == before
+    # Resumed with a longer run (its schedule resized): nothing trains, so no new optimizer
+    # setting is said to apply (red team rev_combo30: "this run's config applies: ... rate").
+    again = [o.replace("max_steps=20", "max_steps=40") for o in longer]
+    again.append("model.scheduler.num_warmup_steps=1")  # the run's warm-up outlasted step 2
+    longer_run = run_cli("train", *tiny_cli(tmp_path, data_dir, *again), "ckpt_path=last")
+    assert longer_run.returncode == 0, longer_run.stderr[-3000:]
+    output = longer_run.stdout + longer_run.stderr
+    assert "EarlyStopping had ended this run at step 2" in output, output[-3000:]
+    assert "this run's config applies" not in output, output[-3000:]
+    assert snapshot(run) == before
 
 
 def test_a_replaced_runs_metrics_json_does_not_stand_for_the_new_run(

@@ -112,7 +112,10 @@ class TextSamples(L.Callback):
                     f"samples.prompts: {quote(prompt)} {problem.reason}: pass {problem.fix} "
                     "in samples.prompts=[...], or turn samples off with callbacks.text_samples=null"
                 )
-        if stage == "fit":
+        if stage == "fit" and self.prompts and sharded(trainer):
+            # Once, here: at each validation it came as often as the run validated.
+            rank_zero_warn("text_samples: no samples under FSDP; use lmtrain.generate afterwards")
+        elif stage == "fit":
             self._warn_past_trained_windows(trainer, pl_module, tokenizer)
 
     def _warn_past_trained_windows(
@@ -190,10 +193,7 @@ class TextSamples(L.Callback):
         val_loss = trainer.callback_metrics.get("val/loss")
         if val_loss is not None and not torch.isfinite(val_loss):
             return  # a diverged model has no distribution to sample from
-        if isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
-            # A sharded forward all-gathers parameters from every rank: rank 0 generating alone
-            # would wait for the others forever. Sample from the consolidated checkpoint instead.
-            rank_zero_warn("text_samples: no samples under FSDP; use lmtrain.generate afterwards")
+        if sharded(trainer):  # warned of at setup
             return
         if not trainer.is_global_zero:
             return
@@ -281,3 +281,10 @@ def blocks_up_to(text: str, step: int) -> str:
         if int(match[1]) > step:
             return text[: match.start()]
     return text
+
+
+def sharded(trainer: L.Trainer) -> bool:
+    """Whether the model is sharded (FSDP): a sharded forward all-gathers parameters from every
+    rank, and rank 0 generating alone would wait for the others forever. Sample from the
+    consolidated checkpoint instead."""
+    return isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))

@@ -41,8 +41,8 @@ def configured_groups(optimizers_config: dict[str, Any]) -> Groups:
 
 def apply_configured(trainer: Trainer, configured: Groups) -> None:
     """After Lightning restored a checkpoint: put this run's configured group settings back."""
-    if not configured or not trainer.optimizers:
-        return
+    if not configured or not trainer.optimizers or trainer.should_stop:
+        return  # `should_stop`: a run EarlyStopping had ended (EndedRun) trains nothing more
     groups = trainer.optimizers[0].param_groups
     if len(groups) != len(configured):  # a checkpoint of another model would have failed first
         return
