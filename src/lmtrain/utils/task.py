@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from lmtrain.utils.io import full_disk_error
 from lmtrain.utils.launch_env import rendezvous_failure
 from lmtrain.utils.refused_run import log_error_line
 from lmtrain.utils.resume_hints import resume_after_stop
+from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE, sigterm_raises, terminated_line
 from lmtrain.utils.validation_interval import lightning_interval_refusal
 
 T = TypeVar("T")
@@ -52,7 +52,8 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
         started = time.time()  # a last.ckpt saved since is this run's (interrupted_line)
         try:
             args = (task_config(args[0], task.__name__), *args[1:]) if args else args
-            result = task(*args, **kwargs)
+            with sigterm_raises(task.__name__):  # eval, generate, export: one line too
+                result = task(*args, **kwargs)
             exit_code = 0
             return result
         except Preempted as preempted:
@@ -61,21 +62,9 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise
         except SIGTERMException as stopped:
             # Lightning's own SIGTERM handler, outside the training steps (setup, the final
-            # validation): its bare SIGTERMException would exit 0, as if the run had finished.
-            exit_code = stopped.code if isinstance(stopped.code, int) else 128 + signal.SIGTERM
-            folder = run_folder_of(args)
-            # Any checkpoint (an FSDP run's last.ckpt is a folder; best-*.ckpt alone): resumable.
-            if any((Path(folder) / "checkpoints").glob("*.ckpt")):
-                print_error(
-                    "terminated by SIGTERM outside the training steps: nothing was saved "
-                    f"after the last checkpoint; resume with ckpt_path=last hydra.run.dir={folder}"
-                )
-            else:  # no PreemptionCheckpoint (callbacks=none) and no checkpoint yet
-                print_error(
-                    f"terminated by SIGTERM: nothing was saved in {folder}, so the run "
-                    "cannot be resumed: start it again (in the same folder with "
-                    "overwrite_run=true)"
-                )
+            # validation), or sigterm_raises: a bare SIGTERMException would exit 0.
+            exit_code = stopped.code if isinstance(stopped.code, int) else TERMINATED_EXIT_CODE
+            print_error(for_caller(terminated_line(task.__name__, run_folder_of(args))))
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
