@@ -81,8 +81,10 @@ train: install ## Train on the default corpus (ARGS="key=value ..." for Hydra ov
 eval: install ## Evaluate a checkpoint: make eval ARGS="ckpt_path=<file>"
 	$(PY) -m lmtrain.eval $(value ARGS)
 
+# lint, format and test act on the checkout wherever make runs (with -f from another folder they
+# linted, reformatted or collected the current folder's files); test's paths are the checkout's.
 test: install ## Run the test suite
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(value PYTEST_ARGS)
+	cd "$(HERE)." && "$(abspath $(PY))" -m pytest -n $(TEST_WORKERS) --dist loadfile $(value PYTEST_ARGS)
 
 # BENCH_ARGS are checked first (bench.py --check-args: parsed and checked, nothing measured), so
 # that a bad one is refused at once, not after the recipe benchmark's minutes.
@@ -99,12 +101,12 @@ report: install ## Table and val/loss curves of a sweep (SWEEP=logs/<task>/multi
 	$(PY) -m lmtrain.report "$(SWEEP_DIR)"
 
 lint: install ## ruff lint and format check
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check "$(HERE)."
+	$(VENV)/bin/ruff format --check "$(HERE)."
 
 format: install ## ruff format and autofix
-	$(VENV)/bin/ruff format .
-	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format "$(HERE)."
+	$(VENV)/bin/ruff check --fix "$(HERE)."
 
 # scripts/clean_logs.py: logs/ is under $PROJECT_ROOT when that is set, as the runs' paths.log_dir;
 # a logs/ that is a link (to a scratch disk) is followed. Only logs/<task>/runs and
