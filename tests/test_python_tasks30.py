@@ -45,7 +45,7 @@ ckpt = run / "checkpoints" / "last.ckpt"
 results = {}
 cfg = composed("eval", f"ckpt_path={ckpt}", f"paths.output_dir={work / 'eval'}",
                "trainer.enable_progress_bar=false")
-results["eval"] = evaluate(OmegaConf.to_container(cfg, resolve=False))["val/loss"]
+results["eval"] = evaluate(cfg=OmegaConf.to_container(cfg, resolve=False))["val/loss"]
 results["train"] = json.loads((run / "metrics.json").read_text())["val/loss"]
 cfg = composed("generate", f"ckpt_path={ckpt}", f"paths.output_dir={work / 'gen'}",
                "max_new_tokens=5", "prompt=the", "greedy=true", hydra_node=True)

@@ -219,11 +219,11 @@ class CausalLMModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         loss = self.val_loss.compute()
         self.val_loss.reset()
-        # Synced already: sync_dist=True averages equal values and stops Lightning's DDP warning.
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
-        self.log("val/ppl", loss.exp(), sync_dist=True)
+        # Synced already: sync_dist=True (the max of equal values) stops Lightning's DDP warning.
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, reduce_fx="max")
+        self.log("val/ppl", loss.exp(), sync_dist=True, reduce_fx="max")
         if self.val_bpb is not None:  # bits per byte: comparable across tokenizers
-            self.log("val/bpb", self.val_bpb.compute(), sync_dist=True)
+            self.log("val/bpb", self.val_bpb.compute(), sync_dist=True, reduce_fx="max")
             self.val_bpb.reset()
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:
             self.validated_at_step = self.global_step

@@ -14,9 +14,11 @@ import logging
 
 
 def log_errors_only() -> None:
-    """Drop the root logger's file handlers and hold its console handlers to ERROR and above
-    (Hydra's `job_logging` made them for this job; a sweep's next job makes new ones)."""
+    """Drop the root logger's file handlers and hold it and its console handlers to ERROR and
+    above (Hydra's `job_logging` made them for this job; a sweep's next job makes new ones;
+    with `hydra/job_logging=disabled` Python's last-resort handler prints what reaches it)."""
     root = logging.getLogger()
+    root.setLevel(logging.ERROR)
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler):
             root.removeHandler(handler)

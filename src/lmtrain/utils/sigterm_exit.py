@@ -12,6 +12,7 @@ rev_sig30). While those three run, a SIGTERM raises the same `SIGTERMException`,
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -28,20 +29,30 @@ TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a proces
 def sigterm_raises(task: str) -> Iterator[None]:
     """Run `task` (the entry point's function name) with SIGTERM raising SIGTERMException; train
     keeps its own handling (Lightning composes its handler with the one it finds, and one that
-    raised in a training step would cut the preemption's save). Signals are the main thread's:
-    elsewhere (an export called from a worker thread) nothing changes."""
-    if task == "train" or threading.current_thread() is not threading.main_thread():
+    raised in a training step would cut the preemption's save). Only over the default action:
+    a handler already there (submitit's, which requeues a preempted job; a caller's) stays, and
+    signals are the main thread's (an export called from a worker thread changes nothing)."""
+    if (
+        task == "train"
+        or threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # submitit's, a caller's own
+    ):
         yield
         return
+    owner = os.getpid()
 
     def raise_terminated(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked worker (a tokenizer pool's): ends as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         raise SIGTERMException(TERMINATED_EXIT_CODE)
 
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def terminated_line(task: str, folder: str) -> str:

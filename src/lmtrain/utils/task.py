@@ -52,13 +52,15 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
         started = time.time()  # a last.ckpt saved since is this run's (interrupted_line)
         try:
             args = (task_config(args[0], task.__name__), *args[1:]) if args else args
+            if "cfg" in kwargs:  # evaluate(cfg=...)
+                args = (task_config(kwargs.pop("cfg"), task.__name__), *args)
             with sigterm_raises(task.__name__):  # eval, generate, export: one line too
                 result = task(*args, **kwargs)
             exit_code = 0
             return result
         except Preempted as preempted:
             exit_code, agreed = preempted.code, True
-            print_error(preempted.message)
+            print_error(for_caller(preempted.message))
             raise
         except SIGTERMException as stopped:
             # Lightning's own SIGTERM handler, outside the training steps (setup, the final
