@@ -557,3 +557,19 @@ def test_only_lightnings_leafspec_deprecation_is_ignored() -> None:
         assert [str(w.message) for w in caught] == []
         LeafSpec()
     assert [w.category for w in caught] == [FutureWarning], [str(w.message) for w in caught]
+
+
+def test_an_unset_anonymous_is_left_out_of_a_wandb_loggers_init(tmp_path: Path) -> None:
+    # Lightning passes anonymous=None to every wandb.init, and W&B warns of any value it is given
+    # ("The anonymous setting has no effect", once a process: not asserted here).
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lmtrain.lightning_compat.loggers import drop_unset_anonymous
+
+    logger = WandbLogger(offline=True, save_dir=str(tmp_path))
+    assert logger._wandb_init["anonymous"] is None  # what Lightning 2.6 passes
+    drop_unset_anonymous(logger)
+    assert "anonymous" not in logger._wandb_init
+    chosen = WandbLogger(offline=True, save_dir=str(tmp_path), anonymous=True)
+    drop_unset_anonymous(chosen)
+    assert chosen._wandb_init["anonymous"] == "allow"  # set on purpose: kept

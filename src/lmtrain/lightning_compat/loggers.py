@@ -4,6 +4,7 @@ whose rules it follows; tests/test_lightning_compat.py tests each use)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from lightning.pytorch import Trainer
 
@@ -53,3 +54,17 @@ def write_logs_also_after(trainer: Trainer, steps: Callable[[Trainer, int], bool
             return step % trainer.log_every_n_steps == 0 or self.also_after(trainer, step)
 
     connector.__class__ = StepsLoggerConnector
+
+
+def drop_unset_anonymous(logger: Any) -> None:
+    """Leave W&B's deprecated `anonymous` setting out of a WandbLogger's `wandb.init` arguments
+    when nobody set it.
+
+    Buys: Lightning 2.6 passes `anonymous=None` to every `wandb.init`, and W&B then warns on
+    every run, the default `make train` included, that "The anonymous setting has no effect and
+    will be removed", a setting no config of ours holds. Public alternative: none (WandbLogger
+    builds the arguments into its private `_wandb_init` in `__init__`).
+    """
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and "anonymous" in init and init["anonymous"] is None:
+        del init["anonymous"]

@@ -25,6 +25,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from lmtrain.errors import LMTrainError, find_cause, first_line
+from lmtrain.lightning_compat.loggers import drop_unset_anonymous
 from lmtrain.utils.callback_checks import epoch_end_stop_refusal
 from lmtrain.utils.callback_state_keys import refuse_shared_state_keys
 from lmtrain.utils.checks import accepted_arguments
@@ -222,7 +223,10 @@ def instantiate_loggers(
             return tensorboard_kwargs(entry, run_cfg, resuming)
         return {}
 
-    return list(_instantiate_group(cfg, "logger", Logger, extra_kwargs).values())
+    loggers = list(_instantiate_group(cfg, "logger", Logger, extra_kwargs).values())
+    for logger in loggers:
+        drop_unset_anonymous(logger)  # W&B warned of it on every run
+    return loggers
 
 
 def refuse_unwritable_save_dir(entry: DictConfig) -> None:
