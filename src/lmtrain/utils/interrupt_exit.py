@@ -3,7 +3,8 @@
 `task_wrapper` turns a Ctrl-C in the task into that line; one that lands outside it, while Hydra
 composes the config, between a sweep's jobs, or while a job is named (red team rev_stop29), went
 up through Hydra, which reports only `Exception`s, and ended in Python's KeyboardInterrupt
-traceback, with no line. Each entry point runs its `main()` inside `interrupt_is_one_line`.
+traceback, with no line. Each entry point runs its `main()` inside `interrupt_is_one_line`,
+which also ends a sweep that a SIGTERM stopped outside a job's training (`sweep_sigterm`).
 One during the entry point's imports (its first seconds, when a mistyped argument is noticed)
 was a traceback from inside torch's or transformers' import: `gc_pause.paused_for_imports`,
 which wraps them, ends it the same way through `end_interrupted_command`.
@@ -27,6 +28,14 @@ def interrupt_is_one_line() -> Iterator[None]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+    except BaseException as stop:
+        # A SIGTERM that stopped a sweep (`lmtrain.utils.sweep_sigterm`, imported by the sweep
+        # it holds, so not here unless one ran): recorded and said there, then exit 143.
+        sweep_sigterm = sys.modules.get("lmtrain.utils.sweep_sigterm")
+        code = sweep_sigterm.end_terminated_sweep(stop) if sweep_sigterm is not None else None
+        if code is None:
+            raise
+        raise SystemExit(code) from None
 
 
 def end_interrupted_command() -> None:

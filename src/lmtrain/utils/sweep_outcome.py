@@ -27,6 +27,7 @@ from lmtrain.utils.sweep_checks import (
     withdraw_results_without_best,
 )
 from lmtrain.utils.sweep_ledger import end_ledger, folder_name, read_ledger, start_ledger
+from lmtrain.utils.sweep_sigterm import hold_sigterm, note_job, release_sigterm
 from lmtrain.utils.task import fail
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,10 @@ class SweepOutcome(HydraCallback):
             raise
         self.claim(sweep_dir, overwrite)
         self.save_command_line(config, sweep_dir)
+        hold_sigterm(config)  # a SIGTERM between jobs ends the sweep as in one (sweep_sigterm)
+
+    def on_job_start(self, config: DictConfig, **_: object) -> None:
+        note_job(config)
 
     @staticmethod
     def claim(sweep_dir: Path, overwrite: bool) -> None:
@@ -107,6 +112,12 @@ class SweepOutcome(HydraCallback):
         log.info("Removed %s, the best trial of the sweep this one replaced", results)
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
+        try:
+            self.end_sweep(config)
+        finally:
+            release_sigterm()
+
+    def end_sweep(self, config: DictConfig) -> None:
         release_sweep_folder()  # every job has run
         sweep_dir = Path(str(config.hydra.sweep.dir))
         records = read_ledger(sweep_dir)

@@ -161,10 +161,14 @@ def not_run_line(
     config: DictConfig | None,
     cause: str = "preempted",
     resume: str = "resume with",
+    start: str = "",
 ) -> str:
     """What did not run after job `num` stopped the sweep under `sweep_dir`, and how to run it
-    (with job `num` itself when it cannot be resumed: `resume` is "")."""
-    start = f"the sweep under {sweep_dir} was cut short at job {num} ({cause})"
+    (with job `num` itself when it cannot be resumed: `resume` is ""). `start`: the sweep
+    stopped between jobs, after job `num` ended (-1: before the first), so that this line
+    begins with it and none of job `num` is to run again (`sweep_sigterm`)."""
+    between = bool(start)
+    start = start or f"the sweep under {sweep_dir} was cut short at job {num} ({cause})"
     if not left:
         if trials_left:
             storage = raw(config, "hydra.sweeper.storage") if config else None
@@ -174,6 +178,12 @@ def not_run_line(
                     "its study was in memory (hydra.sweeper.storage=null): start the search "
                     "again with a new hydra.sweep.dir (a storage such as sqlite:///optuna.db "
                     "keeps a study across runs)"
+                )
+            if between:  # no trial was running
+                return (
+                    f"{start}: {trials_left} more trial(s) of the Optuna search did not run: run "
+                    "the search again with the same study_name and storage and a new "
+                    "hydra.sweep.dir to go on"
                 )
             return (
                 f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "
@@ -187,10 +197,11 @@ def not_run_line(
     named = [" ".join(o for o in job if o.split("=", 1)[0].lstrip("+~") in swept) for job in left]
     shown = "; ".join(f"job {num + 1 + n} ({o})" for n, o in enumerate(named[:3]))
     shown += "; ..." if len(left) > 3 else ""
-    jobs = planned_jobs(config) if config is not None and not resume else None
+    jobs = planned_jobs(config) if config is not None and not resume and not between else None
     rerun = jobs[num:] if jobs else left  # job `num` too: it saved nothing to resume from
     command = rerun_command(rerun, entry_module or "lmtrain.train", config, sweep_dir)
     then = f"after resuming job {num}, run them" if rerun is left else f"run job {num} and them"
+    then = "run them" if between else then
     return f"{start}: {len(left)} job(s) did not run ({shown}): {then} with {command}"
 
 

@@ -1,0 +1,127 @@
+"""A SIGTERM anywhere in a basic-launcher sweep ends it as a preemption in a job does (#30).
+
+Only a SIGTERM in a job's training was a preemption (the job recorded, the jobs left named with
+the command that runs them, `not run` rows in the report). One between two jobs, or in a job
+before its training, killed the sweep with 143 and no line, its ledger recorded nothing, and the
+report showed a cut-short sweep as complete (red team r_sig30). Each test sends a real SIGTERM
+to the sweep's own process from a Hydra callback, at a chosen point between or in its jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from tests.helpers.cli import run_cli, tiny_cli
+
+SWEPT = "model.optimizer.lr=0.003,0.002,0.001"
+
+
+class SigtermAt(Callback):
+    """Sends SIGTERM to this process as job `num` starts (before its task) or, with
+    `after=true`, once it has ended (before the next job is composed)."""
+
+    def __init__(self, num: int, after: bool = False) -> None:
+        self.num, self.after = num, after
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.after and config.hydra.job.num == self.num:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.after and config.hydra.job.num == self.num:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def sigterm_sweep(tmp_path: Path, data_dir: Path, num: int, after: bool, *more: str) -> Any:
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    sigterm = [
+        f"+hydra.callbacks.sigterm._target_={__name__}.SigtermAt",
+        f"+hydra.callbacks.sigterm.num={num}",
+        f"+hydra.callbacks.sigterm.after={str(after).lower()}",
+    ]
+    return run_cli("train", "-m", *cli, *sigterm, *more, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+
+
+def ledger(sweep: Path) -> dict:
+    return json.loads((sweep / ".jobs" / "sweep.json").read_text())
+
+
+def not_run_rates(sweep: Path) -> list[list[str]]:
+    """The swept override of each job the ledger notes as not run (it keeps each one's all)."""
+    return [
+        [o for o in job if o.startswith("model.optimizer.lr=")] for job in ledger(sweep)["not_run"]
+    ]
+
+
+def report(sweep: Path) -> str:
+    out = run_cli("report", str(sweep))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return (sweep / "report.md").read_text()
+
+
+def test_a_sigterm_between_two_jobs_ends_the_sweep_with_its_rest(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = sigterm_sweep(tmp_path, data_dir, 0, True, SWEPT)
+    assert out.returncode == 143, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short after job 0 (terminated by SIGTERM): "
+        "2 job(s) did not run (job 1 (model.optimizer.lr=0.002); job 2 (model.optimizer.lr="
+        "0.001)): run them with python -m lmtrain.train -m "
+    ), line
+    assert " model.optimizer.lr=0.002,0.001 " in line and line.endswith(
+        f"hydra.sweep.dir={sweep}_rest"
+    ), line
+    assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1").exists()
+    assert not_run_rates(sweep) == [["model.optimizer.lr=0.002"], ["model.optimizer.lr=0.001"]]
+    md = report(sweep)
+    assert "3 jobs by val/loss (2 did not run: the sweep was cut short)" in md, md
+    assert md.count("| not run |") == 2, md
+
+
+def test_a_sigterm_as_a_job_starts_ends_the_sweep_with_that_job_to_run_again(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = sigterm_sweep(tmp_path, data_dir, 1, False, SWEPT)
+    assert out.returncode == 143, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short at job 1 (terminated by SIGTERM): 1 job(s) "
+        "did not run (job 2 (model.optimizer.lr=0.001)): run job 1 and them with python -m "
+        "lmtrain.train -m "
+    ), line
+    assert " model.optimizer.lr=0.002,0.001 " in line, line
+    assert not_run_rates(sweep) == [["model.optimizer.lr=0.001"]]
+    job = json.loads((sweep / ".jobs" / "1.json").read_text())
+    assert (job["ok"], job["why"]) == (False, "terminated by SIGTERM before it saved a checkpoint")
+    md = report(sweep)
+    assert "(1 did not run: the sweep was cut short)" in md and "| not run |" in md, md
+
+
+def test_a_sigterm_between_optuna_trials_names_the_trials_left(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = sigterm_sweep(
+        tmp_path, data_dir, 0, True, "hparams_search=optuna", "hydra.sweeper.n_trials=3"
+    )
+    assert out.returncode == 143, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short after job 0 (terminated by SIGTERM): 2 "
+        "more trial(s) of the Optuna search did not run"
+    ), line
+    assert ledger(sweep)["trials_left"] == 2
+    assert "(2 trials did not run: the search was cut short)" in report(sweep)
