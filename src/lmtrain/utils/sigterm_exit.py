@@ -22,6 +22,8 @@ from types import FrameType
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lmtrain.utils.resume_hints import resume_hint
+
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 
 
@@ -61,9 +63,11 @@ def terminated_line(task: str, folder: str) -> str:
     if task != "train":
         return f"terminated by SIGTERM before {task} finished: run the command again"
     if any((Path(folder) / "checkpoints").glob("*.ckpt")):  # an FSDP run's last.ckpt: a folder
+        # A sweep's job (or a run resumed so) resumes with resume=<its folder> (resume_hint).
+        hint = resume_hint(Path(folder) / "checkpoints" / "last.ckpt")
         return (
             "terminated by SIGTERM outside the training steps: nothing was saved after the last "
-            f"checkpoint; resume with ckpt_path=last hydra.run.dir={folder}"
+            f"checkpoint; {hint}"
         )
     return (  # no PreemptionCheckpoint (callbacks=none) and no checkpoint yet
         f"terminated by SIGTERM: nothing was saved in {folder}, so the run cannot be resumed: "
