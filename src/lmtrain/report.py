@@ -59,7 +59,7 @@ with gc_pause.paused_for_imports():
         read_jobs,
         warn,
     )
-    from lmtrain.utils.sweep_ledger import cut_short
+    from lmtrain.utils.sweep_ledger import cut_short, unended
     from lmtrain.utils.sweep_plan import swept_keys
 
 
@@ -202,6 +202,7 @@ def write_report(
     trials_left = cut_short(sweep_dir)[1]
     not_run = f" ({not_run} did not run: the sweep was cut short)" if not_run else ""
     not_run += f" ({trials_left} trials did not run: the search was cut short)" * (trials_left > 0)
+    not_run += " (no end recorded: still running, or its process was killed)" * unended(sweep_dir)
     stopped = [job for job in jobs if job.status == "interrupted"]
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}{not_run}",

@@ -114,6 +114,13 @@ def record_cut_short(sweep_dir: Path, not_run: list[list[str]], trials_left: int
             write_json(sweep_dir / LEDGER / SWEEP_FILE, data)
 
 
+def unended(sweep_dir: Path) -> bool:
+    """Whether the sweep last run in `sweep_dir` recorded no end (`end_ledger`, or
+    `record_cut_short`): still running, or its process was killed (kill -9) between two jobs."""
+    data = read_sweep_file(sweep_dir)
+    return isinstance(data.get("sweep"), str) and "jobs" not in data and "not_run" not in data
+
+
 def cut_short(sweep_dir: Path) -> tuple[list[list[str]], int]:
     """The jobs (their overrides) and trials that the sweep last run in `sweep_dir` left
     unrun (`record_cut_short`); none for a sweep that ran to its end."""
