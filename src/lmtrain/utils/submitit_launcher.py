@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import submitit
@@ -31,6 +31,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig
 from submitit.core.utils import FailedJobError, UncompletedJobError
 
+from lmtrain.utils.submitit_stop import SigtermStop
 from lmtrain.utils.sweep_jobs import sweep_direction
 from lmtrain.utils.task import INTERRUPTED_EXIT_CODE
 
@@ -59,9 +60,13 @@ def stopped_by_ctrl_c() -> Iterator[None]:
 
 @contextmanager
 def jobs_that_always_return(
-    job_overrides: Sequence[Sequence[str]], initial_job_idx: int, worst: float
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    worst: float,
+    stop: SigtermStop | None = None,
 ) -> Iterator[None]:
-    """While inside, the plugin's `submitit.AutoExecutor` hands back `PatientJob`s.
+    """While inside, the plugin's `submitit.AutoExecutor` hands back `PatientJob`s, each noted
+    in `stop` (which stops them on a SIGTERM to the launcher) as it is submitted.
 
     Written by hand: the plugin's `launch` builds its executor and collects the results in one
     method, with no hook between, and copying the method would fork its submission code; so
@@ -72,7 +77,10 @@ def jobs_that_always_return(
 
     class Executor(original):  # type: ignore[misc, valid-type]
         def map_array(self, fn: Any, *iterable: Any) -> list[PatientJob]:
-            jobs = super().map_array(fn, *iterable)
+            with stop.submitting() if stop is not None else nullcontext():
+                jobs = super().map_array(fn, *iterable)
+                if stop is not None:
+                    stop.jobs += [(initial_job_idx + i, job) for i, job in enumerate(jobs)]
             return [
                 PatientJob(job, initial_job_idx + i, job_overrides[i], worst)
                 for i, job in enumerate(jobs)
