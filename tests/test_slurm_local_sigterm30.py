@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from lmtrain.utils.sweep_ledger import unended
 from tests.helpers import ROOT
 from tests.helpers.cli import command_environment, tiny_cli
 from tests.helpers.interrupts import LONG_JOB
@@ -83,3 +84,4 @@ def test_sigterm_stops_a_slurm_local_sweep_and_its_jobs(
         assert not (sweep / str(num) / "metrics.json").exists()
     logs = [p.read_text() for p in (sweep / ".submitit").glob("*/*_0_log.out")]
     assert sorted(log.count("Starting with JobEnvironment") for log in logs) == [1, 1], logs
+    assert not unended(sweep)  # its end is recorded: the report does not call it still running

@@ -32,7 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from lmtrain.utils.sweep_ledger import LEDGER, current_sweep
+from lmtrain.utils.sweep_ledger import LEDGER, current_sweep, record_cut_short
 
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 # How long a job may take to save and end after the SIGTERM before it is cancelled.
@@ -87,6 +87,7 @@ class SigtermStop:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one while the jobs save
             if self.local:
                 self.stop_local_jobs()
+                record_cut_short(self.sweep_dir, [])  # the sweep's end: the report says so
             print(f"error: {self.line()}", file=sys.stderr, flush=True)
             raise SystemExit(TERMINATED_EXIT_CODE) from None
         finally:

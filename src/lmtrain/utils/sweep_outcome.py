@@ -27,7 +27,7 @@ from lmtrain.utils.sweep_checks import (
     withdraw_results_without_best,
 )
 from lmtrain.utils.sweep_ledger import end_ledger, folder_name, read_ledger, start_ledger
-from lmtrain.utils.sweep_sigterm import hold_sigterm, note_job, release_sigterm
+from lmtrain.utils.sweep_sigterm import hold_sigterm, note_job, release_sigterm, sigterm_held_off
 from lmtrain.utils.task import fail
 
 log = logging.getLogger(__name__)
@@ -112,10 +112,9 @@ class SweepOutcome(HydraCallback):
         log.info("Removed %s, the best trial of the sweep this one replaced", results)
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
-        try:
+        release_sigterm()  # every job has run
+        with sigterm_held_off():  # the sweep's end is recorded whole
             self.end_sweep(config)
-        finally:
-            release_sigterm()
 
     def end_sweep(self, config: DictConfig) -> None:
         release_sweep_folder()  # every job has run

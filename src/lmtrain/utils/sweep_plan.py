@@ -179,11 +179,13 @@ def not_run_line(
                     "again with a new hydra.sweep.dir (a storage such as sqlite:///optuna.db "
                     "keeps a study across runs)"
                 )
-            if between:  # no trial was running
+            if between:  # Optuna had asked for the next trial(s), and not told the last one
                 return (
-                    f"{start}: {trials_left} more trial(s) of the Optuna search did not run: run "
-                    "the search again with the same study_name and storage and a new "
-                    "hydra.sweep.dir to go on"
+                    f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "
+                    f"the trials it had asked for stay RUNNING in the study ({storage}): mark "
+                    "them failed (optuna.load_study(...).tell(<trial number>, state="
+                    "TrialState.FAIL)), then run the search again with the same study_name and "
+                    "storage and a new hydra.sweep.dir to go on"
                 )
             return (
                 f"{start}: {trials_left} more trial(s) of the Optuna search did not run, and "

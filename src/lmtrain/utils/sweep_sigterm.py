@@ -21,6 +21,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -231,3 +233,18 @@ def terminated_line(
         if not left and not trials_left:
             return f"{start}, its last: every job ran (see python -m lmtrain.report {sweep_dir})"
     return not_run_line(sweep_dir, num, left, trials_left, entry, config, start=start)
+
+
+@contextmanager
+def sigterm_held_off() -> Iterator[None]:
+    """While a sweep's end is recorded (its ledger, a line; a few small files): a SIGTERM then
+    is ignored rather than cutting the record short with a traceback (exit 1); the process ends
+    right after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
