@@ -32,9 +32,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE
 from lmtrain.utils.sweep_ledger import LEDGER, current_sweep, record_cut_short
+from lmtrain.utils.sweep_sigterm import SweepTerminated  # a BaseException: nothing swallows it
 
-TERMINATED_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 # How long a job may take to save and end after the SIGTERM before it is cancelled.
 STOP_GRACE_S = 60.0
 
@@ -42,10 +43,6 @@ STOP_GRACE_S = 60.0
 def stop_marker(sweep_dir: Path) -> Path:
     """A file, new to this launch, whose presence tells the sweep's jobs not to requeue."""
     return sweep_dir / ".submitit" / f"stopped-{uuid.uuid4().hex}"
-
-
-class SweepTerminated(BaseException):
-    """The launcher's SIGTERM (a BaseException: no `except Exception` on the way swallows it)."""
 
 
 class SigtermStop:

@@ -31,6 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.utils.resume_hints import resume_after_stop
+from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE
 from lmtrain.utils.sweep_ledger import (
     BEFORE,
     earlier_job,
@@ -48,8 +49,6 @@ from lmtrain.utils.sweep_plan import (
     rerun_command,
     saved_sweep,
 )
-
-SIGTERM_EXIT_CODE = 128 + signal.SIGTERM  # what a shell reports for a process SIGTERM ended
 
 
 class SweepTerminated(BaseException):
@@ -165,7 +164,7 @@ def end_terminated_sweep(stop: BaseException) -> int | None:
         why = "terminated by SIGTERM outside the training steps"
         cause = "terminated by SIGTERM"
         end_sweep_early(sweep_dir, num, output_dir, why, resume, held.entry_module, cause)
-        return code or SIGTERM_EXIT_CODE
+        return code or TERMINATED_EXIT_CODE
     jobs = planned_jobs(config) if config is not None else None
     left = jobs[num + 1 :] if jobs is not None else []
     trials = raw(config, "hydra.sweeper.n_trials") if config is not None else None
@@ -176,7 +175,7 @@ def end_terminated_sweep(stop: BaseException) -> int | None:
     record_cut_short(sweep_dir, left, trials_left)
     line = terminated_line(held, num, output_dir is not None, resume, config, left, trials_left)
     print(f"error: {line}", file=sys.stderr, flush=True)
-    return code or SIGTERM_EXIT_CODE
+    return code or TERMINATED_EXIT_CODE
 
 
 def job_stopped(held: HeldSweep) -> tuple[int, Path | None, str]:
