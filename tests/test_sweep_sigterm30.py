@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from lightning.pytorch import Callback as LightningCallback
+from lightning.pytorch import LightningModule, Trainer
 from omegaconf import DictConfig
 
 from tests.helpers.cli import run_cli, tiny_cli
@@ -125,3 +127,33 @@ def test_a_sigterm_between_optuna_trials_names_the_trials_left(
     ), line
     assert ledger(sweep)["trials_left"] == 2
     assert "(2 trials did not run: the search was cut short)" in report(sweep)
+
+
+class SigtermAtFitEnd(LightningCallback):
+    """Sends SIGTERM to this process at the end of job 0's `fit`, after its training steps (where
+    the W&B export and the last save run): Lightning's handler only sets its flag there."""
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if "sweep/0" in str(trainer.default_root_dir):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_at_the_end_of_fit_ends_the_sweep_with_the_job_to_resume(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Lightning's flag, set after the training steps, stops the final validation: the job is
+    # resumed with resume=<its folder> (ckpt_path=last hydra.run.dir= would drop the sweep's
+    # overrides), and the jobs left are named.
+    sweep = tmp_path / "sweep"
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    term = [f"+callbacks.term._target_={__name__}.SigtermAtFitEnd", SWEPT]
+    out = run_cli("train", "-m", *cli, *term, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 143, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short at job 0 (terminated by SIGTERM; resume "
+        f"with resume={sweep / '0'}): 2 job(s) did not run"
+    ), line
+    assert (sweep / "0" / "checkpoints" / "last.ckpt").is_file() and not (sweep / "1").exists()
+    assert not_run_rates(sweep) == [["model.optimizer.lr=0.002"], ["model.optimizer.lr=0.001"]]

@@ -184,7 +184,10 @@ def job_stopped(held: HeldSweep) -> tuple[int, Path | None, str]:
     recorded = {record.num for record in read_ledger(held.sweep_dir)}
     job = held.job
     if job is not None and job.num not in recorded:
-        return job.num, job.output_dir, resume_after_stop(job.checkpoints, job.started)
+        saved = resume_after_stop(job.checkpoints, job.started)
+        # A sweep's job resumes with resume=<its folder>, which restores the sweep's overrides
+        # (after the sweep, resume_after_stop may read another Hydra config than the job's).
+        return job.num, job.output_dir, f"resume with resume={job.output_dir}" if saved else ""
     last = job.num if job is not None else -1
     started = started_folder(held.sweep_dir, last + 1)  # by Hydra, before the job's own start
     return (last + 1, started, "") if started is not None else (last, None, "")
