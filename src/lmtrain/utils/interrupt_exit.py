@@ -25,17 +25,18 @@ def interrupt_is_one_line() -> Iterator[None]:
     """Run the block; a KeyboardInterrupt out of it prints `interrupted` and exits 130."""
     try:
         yield
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPTED_EXIT_CODE) from None
     except BaseException as stop:
-        # A SIGTERM that stopped a sweep (`lmtrain.utils.sweep_sigterm`, imported by the sweep
-        # it holds, so not here unless one ran): recorded and said there, then exit 143.
+        # A SIGTERM, or a Ctrl-C between jobs, that stopped a sweep (`lmtrain.utils.
+        # sweep_sigterm`, imported by the sweep it holds, so not here unless one ran): recorded
+        # and said there, then exit 143 or 130.
         sweep_sigterm = sys.modules.get("lmtrain.utils.sweep_sigterm")
         code = sweep_sigterm.end_terminated_sweep(stop) if sweep_sigterm is not None else None
-        if code is None:
-            raise
-        raise SystemExit(code) from None
+        if code is not None:
+            raise SystemExit(code) from None
+        if isinstance(stop, KeyboardInterrupt):
+            print("interrupted", file=sys.stderr, flush=True)
+            raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+        raise
 
 
 def end_interrupted_command() -> None:

@@ -12,6 +12,10 @@ and the jobs that did not run go into the ledger, and one `error:` line says so,
 command that runs them into `<sweep dir>_rest`; exit 143. Inside `fit` and `validate`,
 Lightning's and PreemptionCheckpoint's handlers call this one as the handler they found: called
 so, it does nothing, and the stop stays theirs (a save, and the job's own lines).
+
+A Ctrl-C between jobs (or in a job outside its task wrapper, which records its own) reaches the
+same place as a KeyboardInterrupt and is recorded the same way, as `interrupted (Ctrl-C)`, exit
+130: it said `interrupted` and left the ledger without an end, as if the sweep were running.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE
 from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE
 from lmtrain.utils.sweep_ledger import (
     BEFORE,
+    INTERRUPTED,
     earlier_job,
     read_ledger,
     read_sweep_file,
@@ -145,17 +151,24 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
 def end_terminated_sweep(stop: BaseException) -> int | None:
     """After `stop` reached the entry point: when SIGTERM stopped the held sweep (this module's
     `SweepTerminated`, or Lightning's SIGTERMException out of a job, which the task wrapper said
-    in one line), record the job it stopped and the jobs left, say so, and return the exit code
-    (143); None for anything else, or a stop already recorded (a preemption's)."""
+    in one line), or a Ctrl-C outside a job's task (a bare KeyboardInterrupt), record the job it
+    stopped and the jobs left, say so, and return the exit code (143; 130 for a Ctrl-C); None for
+    anything else, or a stop already recorded (a preemption's)."""
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     held = _held
-    terminated = isinstance(stop, SweepTerminated)
-    if held is None or not (terminated or isinstance(stop, SIGTERMException)):
+    interrupted = isinstance(stop, KeyboardInterrupt)
+    terminated = isinstance(stop, SweepTerminated) or interrupted
+    if held is None or held.pid != os.getpid():
         return None
-    if not terminated and "not_run" in read_sweep_file(held.sweep_dir):
-        return None  # a preempted job ended the sweep (`end_sweep_on_preemption`)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # until the record is written
+    if not (terminated or isinstance(stop, SIGTERMException)):
+        return None
+    ended = "not_run" in read_sweep_file(held.sweep_dir)  # a preempted or interrupted job
+    if ended and (interrupted or not terminated):  # ended the sweep (`end_sweep_early`)
+        return None
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # until the record is written
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C too
     release_sigterm()
     sweep_dir, config = held.sweep_dir, saved_sweep(held.sweep_dir)
     num, output_dir, resume = job_stopped(held)
@@ -169,12 +182,18 @@ def end_terminated_sweep(stop: BaseException) -> int | None:
     left = jobs[num + 1 :] if jobs is not None else []
     trials = raw(config, "hydra.sweeper.n_trials") if config is not None else None
     trials_left = max(int(trials) - num - 1, 0) if isinstance(trials, int) else 0
+    cause = "interrupted" if interrupted else "terminated by SIGTERM"
     if output_dir is not None:
-        why = "terminated by SIGTERM" + ("" if resume else " before it saved a checkpoint")
+        why = INTERRUPTED if interrupted else cause
+        why += "" if resume or interrupted else " before it saved a checkpoint"
         record_job(sweep_dir, num, output_dir, False, why, resume)
     record_cut_short(sweep_dir, left, trials_left)
-    line = terminated_line(held, num, output_dir is not None, resume, config, left, trials_left)
+    line = terminated_line(
+        held, num, output_dir is not None, resume, config, left, trials_left, cause
+    )
     print(f"error: {line}", file=sys.stderr, flush=True)
+    if interrupted:
+        return INTERRUPTED_EXIT_CODE
     return code or TERMINATED_EXIT_CODE
 
 
@@ -214,11 +233,13 @@ def terminated_line(
     config: DictConfig | None,
     left: list[list[str]],
     trials_left: int,
+    stopped_by: str = "terminated by SIGTERM",
 ) -> str:
-    """The one line of a sweep SIGTERM stopped at job `num` (`in_job`), or after it."""
+    """The one line of a sweep SIGTERM (or a Ctrl-C: `stopped_by`) stopped at job `num`
+    (`in_job`), or after it."""
     sweep_dir, entry = held.sweep_dir, held.entry_module
     if in_job:
-        cause = f"terminated by SIGTERM; {resume}" if resume else "terminated by SIGTERM"
+        cause = f"{stopped_by}; {resume}" if resume else stopped_by
         if left or trials_left:
             return not_run_line(sweep_dir, num, left, trials_left, entry, config, cause, resume)
         start = f"the sweep under {sweep_dir} was cut short at its last job, {num} ({cause})"
@@ -227,11 +248,11 @@ def terminated_line(
             return f"{start}: {'resume it' if resume else 'run it again'} to complete the sweep"
         return f"{start}: run it again with {rerun_command([jobs[num]], entry, config, sweep_dir)}"
     if num < 0:
-        start = f"the sweep under {sweep_dir} was terminated by SIGTERM before its first job"
+        start = f"the sweep under {sweep_dir} was {stopped_by} before its first job"
         if not left and not trials_left:
             return f"{start}: run it again"
     else:
-        start = f"the sweep under {sweep_dir} was cut short after job {num} (terminated by SIGTERM)"
+        start = f"the sweep under {sweep_dir} was cut short after job {num} ({stopped_by})"
         if not left and not trials_left:
             return f"{start}, its last: every job ran (see python -m lmtrain.report {sweep_dir})"
     return not_run_line(sweep_dir, num, left, trials_left, entry, config, start=start)

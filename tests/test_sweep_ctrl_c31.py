@@ -1,0 +1,103 @@
+"""A Ctrl-C between two jobs of a basic-launcher sweep ends it as one in a job does (#31).
+
+A Ctrl-C in a job's task recorded the job and the jobs left (`not run` rows in the report, the
+command that runs them). One between two jobs, or as Hydra took up the next job, printed
+`interrupted` and left the ledger with no end: the report said the sweep was still running or
+killed, and named no job that did not run. Each test sends a real SIGINT to the sweep's own
+process from a Hydra callback, with Python's own handler (a pytest-xdist worker, and so the
+command it starts, ignores SIGINT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from tests.helpers.cli import run_cli, tiny_cli
+
+SWEPT = "model.optimizer.lr=0.003,0.002,0.001"
+
+
+class CtrlCAt(Callback):
+    """Sends SIGINT to this process as job `num` starts (before its task) or, with `after=true`,
+    once it has ended (before the next job is composed)."""
+
+    def __init__(self, num: int, after: bool = False) -> None:
+        self.num, self.after = num, after
+
+    def ctrl_c(self) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not self.after and config.hydra.job.num == self.num:
+            self.ctrl_c()
+
+    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.after and config.hydra.job.num == self.num:
+            self.ctrl_c()
+
+
+def ctrl_c_sweep(tmp_path: Path, data_dir: Path, num: int, after: bool, *more: str) -> Any:
+    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
+    ctrl_c = [
+        f"+hydra.callbacks.ctrl_c._target_={__name__}.CtrlCAt",
+        f"+hydra.callbacks.ctrl_c.num={num}",
+        f"+hydra.callbacks.ctrl_c.after={str(after).lower()}",
+    ]
+    return run_cli("train", "-m", *cli, *ctrl_c, *more, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+
+
+def ledger(sweep: Path) -> dict:
+    return json.loads((sweep / ".jobs" / "sweep.json").read_text())
+
+
+def report(sweep: Path) -> str:
+    out = run_cli("report", str(sweep))
+    assert out.returncode == 0, out.stderr[-3000:]
+    return (sweep / "report.md").read_text()
+
+
+def test_a_ctrl_c_between_two_jobs_records_the_jobs_left(tmp_path: Path, data_dir: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = ctrl_c_sweep(tmp_path, data_dir, 0, True, SWEPT)
+    assert out.returncode == 130, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and "KeyboardInterrupt" not in out.stderr, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short after job 0 (interrupted): 2 job(s) did "
+        "not run (job 1 (model.optimizer.lr=0.002); job 2 (model.optimizer.lr=0.001)): run "
+        "them with python -m lmtrain.train -m "
+    ), line
+    assert line.endswith(f"hydra.sweep.dir={sweep}_rest"), line
+    assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1").exists()
+    assert [
+        [o for o in job if o.startswith("model.optimizer.lr=")] for job in ledger(sweep)["not_run"]
+    ] == [["model.optimizer.lr=0.002"], ["model.optimizer.lr=0.001"]]
+    md = report(sweep)
+    assert "3 jobs by val/loss (2 did not run: the sweep was cut short)" in md, md
+    assert md.count("| not run |") == 2 and "no end recorded" not in md, md
+
+
+def test_a_ctrl_c_as_a_job_starts_records_that_job_as_interrupted(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = ctrl_c_sweep(tmp_path, data_dir, 1, False, SWEPT)
+    assert out.returncode == 130, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith(
+        f"error: the sweep under {sweep} was cut short at job 1 (interrupted): 1 job(s) did not "
+        "run (job 2 (model.optimizer.lr=0.001)): run job 1 and them with python -m lmtrain.train"
+    ), line
+    job = json.loads((sweep / ".jobs" / "1.json").read_text())
+    assert (job["ok"], job["why"]) == (False, "interrupted (Ctrl-C)"), job
+    md = report(sweep)
+    assert "(1 did not run: the sweep was cut short)" in md and "| interrupted |" in md, md
