@@ -5,13 +5,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE, say_interrupted
+
 log = logging.getLogger(__name__)
 RANKS_GRACE_SECONDS = 30  # how long rank 0 waits for all its ranks to end, in all
+# How long after a rank ended on a Ctrl-C this process may take to end on its own.
+INTERRUPT_GRACE_SECONDS = 5
 
 
 @contextlib.contextmanager
@@ -35,8 +40,35 @@ def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
     from lightning.pytorch.strategies.launchers import subprocess_script
 
     class RankObserver(_ChildProcessObserver):
+        interrupted_at: float | None = None
+
         def _run(self) -> bool:  # after the job, a rank's exit code is its own business
-            return True if self._finished else super()._run()
+            if self._finished:
+                return True
+            if not job_only and self.rank_interrupted():
+                return False
+            return super()._run()
+
+        def rank_interrupted(self) -> bool:
+            """A rank ended by a Ctrl-C (130, or SIGINT itself) is the run's Ctrl-C: this
+            process got it too and ends on its own, unless the signal found it inside a call
+            that holds it back (the ranks' rendezvous, waiting for the rank that is gone).
+            Lightning's watch killed this process then (exit -9, its zombie line): after a
+            grace, end it as a Ctrl-C does, `interrupted` and 130."""
+            for proc in self._child_processes:
+                proc.poll()
+            codes = [proc.returncode for proc in self._child_processes]
+            if not any(code in (INTERRUPTED_EXIT_CODE, -signal.SIGINT) for code in codes):
+                return False
+            now = time.monotonic()
+            self.interrupted_at = self.interrupted_at or now
+            if now - self.interrupted_at < INTERRUPT_GRACE_SECONDS or self._finished:
+                return True
+            for proc in self._child_processes:
+                if proc.poll() is None:
+                    proc.send_signal(self._termination_signal)
+            say_interrupted()
+            os._exit(INTERRUPTED_EXIT_CODE)  # the main thread is held in a call it cannot leave
 
         def _terminate_all(self) -> None:
             if self._finished:

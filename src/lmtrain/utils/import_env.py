@@ -38,6 +38,19 @@ def unreadable_rank() -> str | None:
     return None
 
 
+def launched_rank() -> int:
+    """This process's rank as Lightning reads it at import (the first of RANK_VARIABLES set);
+    0 where none is, or one is unreadable (the entry point refuses that)."""
+    for name in RANK_VARIABLES:
+        value = os.environ.get(name)
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
 def exit_on_unreadable_rank() -> None:
     """Print the problem as the entry point's one `error:` line and exit 1, as a user error."""
     problem = unreadable_rank()

@@ -8,6 +8,9 @@ which also ends a sweep that a SIGTERM stopped outside a job's training (`sweep_
 One during the entry point's imports (its first seconds, when a mistyped argument is noticed)
 was a traceback from inside torch's or transformers' import: `gc_pause.paused_for_imports`,
 which wraps them, ends it the same way through `end_interrupted_command`.
+
+A terminal's Ctrl-C reaches every rank of a run (one process group): only rank 0 says
+`interrupted`, as it alone prints a run's `error:` line (`task.print_error`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from lmtrain.utils.import_env import launched_rank
 
 # What a shell reports for a process ended by Ctrl-C (128 + SIGINT).
 INTERRUPTED_EXIT_CODE = 130
@@ -34,7 +39,7 @@ def interrupt_is_one_line() -> Iterator[None]:
         if code is not None:
             raise SystemExit(code) from None
         if isinstance(stop, KeyboardInterrupt):
-            print("interrupted", file=sys.stderr, flush=True)
+            say_interrupted()
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         raise
 
@@ -45,5 +50,11 @@ def end_interrupted_command() -> None:
     notebook or a test: the KeyboardInterrupt is the caller's to see)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name.startswith("lmtrain."):
-        print("interrupted", file=sys.stderr, flush=True)
+        say_interrupted()
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
+
+
+def say_interrupted(line: str = "interrupted") -> None:
+    """Print the line a Ctrl-C ends a command with, on rank 0 alone."""
+    if launched_rank() == 0:
+        print(line, file=sys.stderr, flush=True)

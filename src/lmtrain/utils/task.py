@@ -29,7 +29,7 @@ from lmtrain.errors import (
 )
 from lmtrain.utils.composed_config import for_caller, run_folder_of, task_config
 from lmtrain.utils.instantiate import config_entry_error
-from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE
+from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE, say_interrupted
 from lmtrain.utils.io import full_disk_error
 from lmtrain.utils.launch_env import rendezvous_failure
 from lmtrain.utils.refused_run import log_error_line
@@ -70,14 +70,14 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
-            print(interrupted_line(args, started), file=sys.stderr, flush=True)
+            say_interrupted(interrupted_line(args, started))
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except SystemExit as exit_:
             if not isinstance(exit_.__context__, KeyboardInterrupt):
                 raise
             # Ctrl-C inside trainer.fit: Lightning shuts down and calls exit(1) itself.
             exit_code = INTERRUPTED_EXIT_CODE
-            print(interrupted_line(args, started), file=sys.stderr, flush=True)
+            say_interrupted(interrupted_line(args, started))
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
             # Ours, or a config entry's class refusing the user's values (train.py instantiates
