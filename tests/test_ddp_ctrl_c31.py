@@ -4,12 +4,14 @@ does: `interrupted`, once, exit 130 (#31).
 Lightning's launcher (rank 0) starts rank 1 and a thread that kills every process when a rank
 dies. A Ctrl-C that found rank 1 importing ended it with 130 (its own `interrupted` line), while
 rank 0, waiting for it at the rendezvous, could not act on its own SIGINT: the thread killed it,
-exit -9 (137 in a shell, which reads as out-of-memory), with Lightning's zombie line.
+exit -9 (137 in a shell, which reads as out-of-memory), with Lightning's zombie line; in a
+sweep's job it was left waiting at the rendezvous for torch's timeout.
 Real processes: two gloo ranks, SIGINT to their process group as a terminal sends it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -38,13 +40,9 @@ def rank_one_started(rank0: psutil.Process, timeout: float) -> bool:
     return False
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups as on Linux")
-def test_a_ctrl_c_as_rank_one_starts_is_one_line_and_exit_130(
-    tmp_path: Path, data_dir: Path
-) -> None:
-    overrides = tiny_cli(tmp_path, data_dir, "trainer=ddp_cpu", "trainer.devices=2", "logger=csv")
-    command = [sys.executable, "-m", "lmtrain.train", *overrides, "trainer.max_steps=100000"]
+def ctrl_c_as_rank_one_starts(command: list[str]) -> tuple[int, str]:
+    """Run `command`, send SIGINT to its process group as soon as rank 1 exists, and return
+    its exit code and stderr."""
     proc = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -65,6 +63,42 @@ def test_a_ctrl_c_as_rank_one_starts_is_one_line_and_exit_130(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 130, err[-3000:]
+    return proc.returncode, err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups as on Linux")
+def test_a_ctrl_c_as_rank_one_starts_is_one_line_and_exit_130(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    overrides = tiny_cli(tmp_path, data_dir, "trainer=ddp_cpu", "trainer.devices=2", "logger=csv")
+    command = [sys.executable, "-m", "lmtrain.train", *overrides, "trainer.max_steps=100000"]
+    code, err = ctrl_c_as_rank_one_starts(command)
+    assert code == 130, err[-3000:]
     assert err.count("interrupted") == 1 and err.strip().splitlines()[-1] == "interrupted", err
     assert "zombies" not in err and "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups as on Linux")
+def test_a_ctrl_c_as_a_sweep_jobs_rank_one_starts_ends_the_sweep(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # The sweep's process, held at the rendezvous, waited there for torch's 30-minute timeout.
+    sweep = tmp_path / "sweep"
+    overrides = tiny_cli(tmp_path, data_dir, "trainer=ddp_cpu", "trainer.devices=2", "logger=csv")
+    swept = ["model.optimizer.lr=0.002,0.001", f"hydra.sweep.dir={sweep}"]
+    command = [sys.executable, "-m", "lmtrain.train", "-m", *overrides, *swept]
+    code, err = ctrl_c_as_rank_one_starts([*command, "trainer.max_steps=100000"])
+    assert code == 130, err[-3000:]
+    assert "zombies" not in err and "Traceback" not in err, err[-3000:]
+    assert (
+        err.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: the sweep under {sweep} was cut short at job 0 (interrupted): 1 job(s) did not "
+            "run (job 1 (model.optimizer.lr=0.001)): run job 0 and them with python -m lmtrain.train"
+        )
+    ), err[-3000:]
+    job = json.loads((sweep / ".jobs" / "0.json").read_text())
+    assert (job["ok"], job["why"]) == (False, "interrupted (Ctrl-C)"), job

@@ -20,21 +20,24 @@ INTERRUPT_GRACE_SECONDS = 5
 
 
 @contextlib.contextmanager
-def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
-    """While inside, watch the ranks Lightning's launcher starts; on exit, leave the process
-    group and wait for them.
+def ddp_launcher_observes(
+    job_only: bool, on_interrupt: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """While inside, watch the ranks Lightning's launcher starts; on exit, leave the process group
+    and wait for them.
 
     Lightning's launcher (rank 0) starts ranks > 0 and a thread that kills every rank and the
     main process when one dies. `job_only` keeps the main process alive (in a multirun, the
-    whole sweep) and ends this job's ranks only. On exit, whatever the outcome: the thread stops
-    (a rank's exit code is its own business now: its 1 after rank 0's error would kill rank 0
-    mid-way), this process leaves its process group (ranks waiting on it in a gloo collective
-    fail at once; NCCL's notice only at its timeout), and rank 0 waits for its ranks, 30 s at
-    most in all, then kills them. A rank > 0 is killed by the kernel when rank 0 exits
-    (`lmtrain.utils.parent_death`): a rank 0 that ended first on an error of its own (a full
-    disk at its checkpoint save) killed the others before they could print why they stopped.
-    Buys: both. Public alternative: none (a module-level function starts the thread, and the
-    class is private).
+    whole sweep) and ends this job's ranks only. A rank ended by a Ctrl-C ends this process too,
+    after `on_interrupt` (a sweep records its end), as a Ctrl-C ends a sweep. On exit, whatever
+    the outcome: the thread stops (a rank's exit code is its own business now: its 1 after rank
+    0's error would kill rank 0 mid-way), this process leaves its process group (ranks waiting
+    on it in a gloo collective fail at once; NCCL's notice only at its timeout), and rank 0
+    waits for its ranks, 30 s at most in all, then kills them. A rank > 0 is killed by the
+    kernel when rank 0 exits (`lmtrain.utils.parent_death`): a rank 0 that ended first on an
+    error of its own (a full disk at its checkpoint save) killed the others before they could
+    print why they stopped. Buys: both. Public alternative: none (a module-level function starts
+    the thread, and the class is private).
     """
     from lightning.fabric.strategies.launchers.subprocess_script import _ChildProcessObserver
     from lightning.pytorch.strategies.launchers import subprocess_script
@@ -45,7 +48,7 @@ def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
         def _run(self) -> bool:  # after the job, a rank's exit code is its own business
             if self._finished:
                 return True
-            if not job_only and self.rank_interrupted():
+            if self.rank_interrupted():
                 return False
             return super()._run()
 
@@ -68,6 +71,8 @@ def ddp_launcher_observes(job_only: bool) -> Iterator[None]:
                 if proc.poll() is None:
                     proc.send_signal(self._termination_signal)
             say_interrupted()
+            if on_interrupt is not None:  # a sweep's job: the sweep's record, and its line
+                on_interrupt()
             os._exit(INTERRUPTED_EXIT_CODE)  # the main thread is held in a call it cannot leave
 
         def _terminate_all(self) -> None:

@@ -206,13 +206,21 @@ def ddp_ranks_rerun_this_job(entry_module: str | None) -> Iterator[None]:
     argv, environ = sys.argv, dict(os.environ)
     with read_write(hydra_cfg):
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-    with main_module_as(entry_module), ddp_launcher_observes(job_only=True):
+    with main_module_as(entry_module), ddp_launcher_observes(True, end_interrupted_sweep):
         sys.argv = [sys.argv[0], *hydra_cfg.overrides.task, "hydra.mode=RUN"]
         try:
             yield  # then the process group is left, and the ranks waited for
         finally:
             sys.argv = argv
             restore_environment(environ)
+
+
+def end_interrupted_sweep() -> None:
+    """A rank of this sweep's job ended on a Ctrl-C that this process could not act on (held
+    at the ranks' rendezvous): record the sweep's end as a Ctrl-C between its jobs does."""
+    from lmtrain.utils import sweep_sigterm
+
+    sweep_sigterm.end_terminated_sweep(KeyboardInterrupt())
 
 
 def run_for_sweeper(

@@ -108,6 +108,8 @@ def release_sigterm() -> None:
     """Put back the SIGTERM handler the sweep found (after its last job)."""
     global _held
     held, _held = _held, None
+    if threading.current_thread() is not threading.main_thread():
+        return  # a thread's end of the sweep (the DDP launcher's watch): the process ends
     if held is not None and signal.getsignal(signal.SIGTERM) is on_sigterm:
         previous = held.previous
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
