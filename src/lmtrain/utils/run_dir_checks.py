@@ -1,7 +1,7 @@
 """The folder Hydra is about to make for a run (or a sweep), refused before it makes it.
 
 Hydra creates the run folder and writes `.hydra/`, the log and (through train's claim) `.lock`
-into it before the task starts, so a folder the task refuses is already on disk by then. Two
+into it before the task starts, so a folder the task refuses is already on disk by then. Three
 kinds are refused here, by the Hydra callbacks of all four entry points (`ClaimRunFolder`,
 `ResumeRun`, `RefuseForeignRunFolder`), in one line and before anything is written:
 
@@ -9,6 +9,8 @@ kinds are refused here, by the Hydra callbacks of all four entry points (`ClaimR
   not expand `~`: it made `./~/run`, while checks that expanded it looked at `$HOME/run`, so
   generate and eval replaced a training run's `.hydra/` and `resume=` then refused that run.
   `resume=~/run` is another matter: lmtrain reads that value and expands it itself.
+- A folder whose path holds `${` as text (`PROJECT_ROOT='/data/r${x}'`), which Hydra resolves
+  again once the folder is in its config.
 - An empty `paths.*` folder (`PROJECT_ROOT=` set but empty, `paths.log_dir=''`): the run folder
   went under the file system's root (`/logs/<task>/runs/...`). The config checks refuse it
   inside the task too, for a config composed in Python that no callback sees.
@@ -40,6 +42,29 @@ def refuse_unmade_folder(config: DictConfig, key: str) -> None:
     if folder is None:  # a `${...}` that does not resolve: the task name checks report it
         return
     refuse_home_prefix(config, key, str(folder))
+    refuse_interpolation_text(config, key, str(folder))
+
+
+def refuse_interpolation_text(config: DictConfig, key: str, folder: str) -> None:
+    """Raise LMTrainError when `folder` holds `${` as text (from an environment variable,
+    `PROJECT_ROOT='/data/r${x}'`): Hydra stores the run folder in its config, where that text
+    is read again as an interpolation, and its log setup ended in a traceback after making the
+    folder (red team r_path31)."""
+    if "${" not in folder:
+        return
+    named, value = key, folder
+    for source in FOLDER_SOURCES:
+        given = OmegaConf.select(config, source, throw_on_resolution_failure=False)
+        if isinstance(given, str) and "${" in given:
+            named, value = source, given
+            break
+    from_env = [name for name in read_env_vars(config, named) if "${" in os.environ[name]]
+    if from_env:
+        named = f"{named} (from {from_env[0]})"
+    raise LMTrainError(
+        f"{named}={value!r} holds '${{', which Hydra reads as an interpolation in the run "
+        "folder it makes: pass a folder whose path has no '${'"
+    )
 
 
 def refuse_home_prefix(config: DictConfig, key: str, folder: str) -> None:
