@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,19 @@ def test_a_ctrl_c_as_a_job_starts_records_that_job_as_interrupted(
     assert (job["ok"], job["why"]) == (False, "interrupted (Ctrl-C)"), job
     md = report(sweep)
     assert "(1 did not run: the sweep was cut short)" in md and "| interrupted |" in md, md
+
+
+def test_the_rest_command_runs_the_jobs_left_and_the_report_points_to_it(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    sweep = tmp_path / "sweep"
+    out = ctrl_c_sweep(tmp_path, data_dir, 0, True, "model.optimizer.lr=0.003,0.002")
+    assert out.returncode == 130, out.stderr[-3000:]
+    line = out.stderr.strip().splitlines()[-1]
+    command = shlex.split(line.split("run them with python -m lmtrain.train ", 1)[1])
+    command = [a for a in command if "hydra.callbacks.ctrl_c" not in a]  # this test's own
+    rest = run_cli("train", *command)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert (tmp_path / "sweep_rest" / "0" / "metrics.json").is_file()
+    md = report(sweep)  # the first sweep's report names where its jobs left went on
+    assert f"The jobs left went on in {sweep}_rest" in md, md

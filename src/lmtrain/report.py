@@ -60,7 +60,7 @@ with gc_pause.paused_for_imports():
         warn,
     )
     from lmtrain.utils.sweep_ledger import cut_short, unended
-    from lmtrain.utils.sweep_plan import swept_keys
+    from lmtrain.utils.sweep_plan import rest_folders, swept_keys
 
 
 # Markdown's own characters, escaped in the table's cells: an override's value `a|b` split its
@@ -204,6 +204,7 @@ def write_report(
     not_run += f" ({trials_left} trials did not run: the search was cut short)" * (trials_left > 0)
     not_run += " (no end recorded: still running, or its process was killed)" * unended(sweep_dir)
     stopped = [job for job in jobs if job.status == "interrupted"]
+    rest = rest_folders(sweep_dir) if not_run else []  # the `_rest` command's sweep folders
     lines = [
         f"# Sweep {sweep_dir.resolve().name}: {len(jobs)} jobs by {metric}{not_run}",
         "",
@@ -217,6 +218,7 @@ def write_report(
         *(f"\nJob {job.num} is still running." for job in jobs if job.running),
         *(f"\nJob {j.num} was preempted: {j.resume}." for j in jobs if j.status == "preempted"),
         *(f"\nJob {j.num} was interrupted (Ctrl-C): {j.resume or NOT_SAVED}." for j in stopped),
+        *(f"\nThe jobs left went on in {p}: `python -m lmtrain.report {p}`." for p in rest),
         *(
             f"\nJob {job.num} is unreadable: {job.problem}."
             for job in jobs

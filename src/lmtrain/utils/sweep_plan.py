@@ -11,6 +11,7 @@ every key that a sweep override or the sweeper's `params` names is a swept key.
 
 from __future__ import annotations
 
+import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -234,3 +235,14 @@ def rerun_command(
     return "one command per job, each into its own sweep folder (_rest_1, _rest_2, ...), e.g. " + (
         "python -m " + shlex.join([entry_module, "-m", *left[0], *hydra, first])
     )
+
+
+def rest_folders(sweep_dir: Path) -> list[Path]:
+    """The sweep folders that the `_rest` commands of a cut-short sweep (`rerun_command`) name
+    and that exist: where the jobs that did not run in `sweep_dir` went on."""
+    rest = re.compile(re.escape(sweep_dir.name) + r"_rest(_\d+)?")
+    try:
+        found = [p for p in sweep_dir.parent.iterdir() if rest.fullmatch(p.name) and p.is_dir()]
+    except OSError:  # the parent unreadable: nothing to name
+        return []
+    return sorted(found)
