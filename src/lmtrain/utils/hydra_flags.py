@@ -19,6 +19,8 @@ from lmtrain.utils.task import fail
 
 # `resume=<run>` or `resume=latest` (lmtrain.train); `resume=null` resumes nothing.
 RESUME = re.compile(r"\+{0,2}resume=(?!(?i:null)$).+")
+# What `--info` shows of the config composed from configs/ (not plugins, searchpath).
+COMPOSED_INFO = ("all", "config", "defaults", "defaults-tree")
 
 
 def hydra_args(argv: Sequence[str]) -> argparse.Namespace | None:
@@ -36,8 +38,9 @@ def hydra_args(argv: Sequence[str]) -> argparse.Namespace | None:
 
 def refuse_clashing_commands(argv: Sequence[str]) -> None:
     """One `error:` line and exit 1 when `argv` asks Hydra for two of its commands at once
-    (--run, --multirun, --cfg, --info, --shell-completion), for --resolve without --cfg, or for
-    --cfg with resume= (it would print the composed config, not the resumed run's)."""
+    (--run, --multirun, --cfg, --info, --shell-completion), for --resolve or -p without --cfg,
+    or for --cfg (or --info of the config) with resume= (it would print the composed config,
+    not the resumed run's)."""
     if not any(arg.startswith("-") for arg in argv):
         return
     args = hydra_args(argv)
@@ -47,6 +50,12 @@ def refuse_clashing_commands(argv: Sequence[str]) -> None:
         return  # Hydra shows its help first, whatever else is asked
     if args.resolve and args.cfg is None:  # Hydra takes it with --help only, not --hydra-help
         fail("--resolve resolves the config that --cfg prints: add --cfg job (or hydra, all)")
+    if args.package is not None and args.cfg is None and args.info is None:
+        # Hydra ignores it then, and the command trained (red team r_cfg31).
+        fail(
+            f"-p/--package {args.package} picks the part of the config that --cfg prints: add "
+            f"--cfg job (-p {args.package} --cfg job); without --cfg the command runs"
+        )
     if args.hydra_help:
         return
     asked = [
@@ -63,12 +72,15 @@ def refuse_clashing_commands(argv: Sequence[str]) -> None:
     if len(asked) > 1:
         fail(f"{' and '.join(asked)}: Hydra runs one of these at a time: {advice(args)}")
     resume = next((o for o in args.overrides or [] if RESUME.fullmatch(o)), None)
-    if args.cfg is not None and resume is not None:
+    shown = f"--cfg {args.cfg}" if args.cfg is not None else None
+    if args.info in COMPOSED_INFO:  # `--info config` prints the composed config too (r_cfg31)
+        shown = f"--info {args.info}"
+    if shown is not None and resume is not None:
         # The resumed run's saved config replaces the composed one in ResumeRun.on_run_start,
         # a callback Hydra does not call for --cfg: it would print a config the run never uses.
         fail(
-            f"--cfg {args.cfg} with {resume}: --cfg shows the config composed from configs/ and "
-            "this command line, not the saved config that resume= continues: read the run "
+            f"{shown} with {resume}: {shown.split()[0]} shows the config composed from configs/ "
+            "and this command line, not the saved config that resume= continues: read the run "
             "folder's .hydra/config.yaml (overrides typed with resume= go on top of it), or "
             "drop resume= to see a new run's config"
         )
