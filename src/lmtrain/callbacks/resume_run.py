@@ -44,6 +44,7 @@ from lmtrain.callbacks.resumed_record import pend_record
 from lmtrain.callbacks.resumed_record import write_resumed_record as write_resumed_record
 from lmtrain.errors import LMTrainError
 from lmtrain.models.checkpoint_paths import last_elsewhere, run_checkpoint, saved_checkpoint_folder
+from lmtrain.models.unfound_checkpoint import unfound_checkpoint
 from lmtrain.utils.checkpoint_dirpaths import KEY
 from lmtrain.utils.checkpointless_run import RAN_WITHOUT, ran_without_checkpoints
 from lmtrain.utils.checks import Problems, check_run_references, strict_bool
@@ -127,9 +128,9 @@ class ResumeRun(HydraCallback):
         value = str(config.resume)
         if config.get("ckpt_path") not in (None, "last"):
             raise LMTrainError(
-                f"resume={value} resumes from the run's checkpoints/last.ckpt, and ckpt_path="
-                f"{config.ckpt_path} names another checkpoint: drop ckpt_path, or resume from "
-                "that file with ckpt_path=<file> hydra.run.dir=<run folder> and no resume="
+                f"resume={value} resumes from the run's own last.ckpt (in checkpoints/ or its "
+                f"dirpath), and ckpt_path={config.ckpt_path} names one: drop ckpt_path, or go on "
+                "from that file with ckpt_path=<file> hydra.run.dir=<run folder> and no resume="
             )
         named = named_run_dir(config)
         folder = run_folder(value, named, Path(config.paths.log_dir), str(config.task_name))
@@ -258,7 +259,10 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
             f"jobs, resume={folder / jobs[0]} (jobs with a checkpoint: {', '.join(jobs)})"
         )
     if not has_last_checkpoint(folder):
-        why = "has no checkpoint in checkpoints/ to resume from"
+        why = "has no checkpoint in checkpoints/"
+        if (elsewhere := unfound_checkpoint(folder)) is not None:  # its dirpath outside it
+            raise LMTrainError(f"resume={value}: {folder} {why}: {elsewhere}")
+        why += " to resume from"
         raise LMTrainError(
             f"resume={value}: {folder} {RAN_WITHOUT if ran_without_checkpoints(folder) else why}:"
             " pass the folder of a run that saved one, or start a new run without resume="
