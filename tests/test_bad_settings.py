@@ -179,7 +179,7 @@ from tests.helpers.corpora import write_corpus
         # failed at its start on a number, and on an empty or long tag.
         ("tags=mytag", """tags='mytag' is not a list: pass 'tags=["mytag"]'"""),
         ("logger=mlflow tags=5", """tags=5 is not a list: pass 'tags=["5"]'"""),
-        ("tags=[a,[b]]", "tags[1]=['b'] is not text"),
+        ("tags=[a,[b]]", "tags[1]=['b'] is not text, which W&B needs: pass a flat list"),
         (
             "tags=[a,2024]",
             """tags[1]=2024 is not text, which W&B needs: quote it, 'tags=["2024"]'""",

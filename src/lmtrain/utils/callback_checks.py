@@ -301,7 +301,12 @@ def check_tags(tags: Any, problems: Problems, wandb: bool, key: str = "tags") ->
         problems.add(f"{key}={tags!r} is not a list: pass '{key}=[\"{tags}\"]' (or {key}=[a,b])")
         return
     for i, tag in enumerate(tags if wandb else ()):
-        if not isinstance(tag, str):
+        if isinstance(tag, list | dict):  # `tags=[a,[b]]`: quoting it gave no line to paste
+            problems.add(
+                f"{key}[{i}]={tag!r} is not text, which W&B needs: pass a flat list of texts, "
+                f"{key}=[a,b]"
+            )
+        elif not isinstance(tag, str):
             problems.add(
                 f"{key}[{i}]={tag!r} is not text, which W&B needs: quote it, "
                 f"'{key}=[\"{tag}\"]' (a ${{...}} of a number: put text around it, "
