@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lmtrain.utils.outside_checkpoints import inside
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.unresolved_folder import as_typed
 
 
@@ -24,18 +25,20 @@ def resume_hint(path: Path, root_dir: str | Path | None = None) -> str:
     its settings: the sweep's command line with `ckpt_path=last` lacks them (another model).
     `root_dir`, the trainer's `default_root_dir`, names the run folder of a last.ckpt in a
     checkpoint dirpath outside it (`run_of_last`): `resume=` restores the run's dirpath, which
-    `ckpt_path=last` needs typed again (a command without it found no checkpoint)."""
+    `ckpt_path=last` needs typed again (a command without it found no checkpoint). Each path
+    goes in as one shell argument Hydra reads back (`override_arg`): a folder with a space or
+    a `,` is pasted as it is printed."""
     run = run_of_last(path, root_dir)
     if run is None:
-        return f"resume with ckpt_path={path}"
+        return f"resume with {override_arg('ckpt_path', path)}"
     if not inside(run, path):  # a dirpath elsewhere, which resume= finds from the run's config
-        return f"resume with resume={run}"
+        return f"resume with {override_arg('resume', run)}"
     if HydraConfig.initialized() and (
         HydraConfig.get().mode == RunMode.MULTIRUN
         or any(o.split("=", 1)[0] == "resume" for o in as_typed(HydraConfig.get().overrides.task))
     ):
-        return f"resume with resume={run}"
-    return f"resume with ckpt_path=last hydra.run.dir={run}"
+        return f"resume with {override_arg('resume', run)}"
+    return f"resume with ckpt_path=last {override_arg('hydra.run.dir', run)}"
 
 
 def run_of_last(path: Path, root_dir: str | Path | None) -> Path | None:

@@ -35,6 +35,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from lmtrain.utils.interrupt_exit import INTERRUPTED_EXIT_CODE
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.resume_hints import resume_after_stop
 from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE
 from lmtrain.utils.sweep_ledger import (
@@ -208,7 +209,8 @@ def job_stopped(held: HeldSweep) -> tuple[int, Path | None, str]:
         saved = resume_after_stop(job.checkpoints, job.started)
         # A sweep's job resumes with resume=<its folder>, which restores the sweep's overrides
         # (after the sweep, resume_after_stop may read another Hydra config than the job's).
-        return job.num, job.output_dir, f"resume with resume={job.output_dir}" if saved else ""
+        resume = f"resume with {override_arg('resume', job.output_dir)}" if saved else ""
+        return job.num, job.output_dir, resume
     last = job.num if job is not None else -1
     started = started_folder(held.sweep_dir, last + 1)  # by Hydra, before the job's own start
     return (last + 1, started, "") if started is not None else (last, None, "")
