@@ -51,6 +51,7 @@ from lmtrain.utils.checks import Problems, check_run_references, strict_bool
 from lmtrain.utils.launch import set_rank_from_node
 from lmtrain.utils.linked_files import refuse_linked_files
 from lmtrain.utils.outside_checkpoints import configured_dirpath, outside_folder
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.record_rank import global_rank, leave_record_to_rank_zero
 from lmtrain.utils.resume_overrides import check_same_entry_point, load_saved, resumed_config
 from lmtrain.utils.run_dir_checks import refuse_unmade_folder
@@ -246,7 +247,8 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
         )
     if not has_last_checkpoint(folder) and has_last_checkpoint(folder.parent):
         raise LMTrainError(  # the checkpoints/ folder itself, or another subfolder of the run
-            f"resume={value} is inside a run folder: pass the run folder, resume={folder.parent}"
+            f"resume={value} is inside a run folder: pass the run folder, "
+            f"{override_arg('resume', folder.parent)}"
         )
     sweep = (folder / "multirun.yaml").is_file()  # Hydra writes it into a sweep's folder
     jobs = (
@@ -256,7 +258,8 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
     if jobs and not has_last_checkpoint(folder):
         raise LMTrainError(
             f"resume={value} is a sweep's folder, and resume= continues one run: pass one of its "
-            f"jobs, resume={folder / jobs[0]} (jobs with a checkpoint: {', '.join(jobs)})"
+            f"jobs, {override_arg('resume', folder / jobs[0])} (jobs with a checkpoint: "
+            f"{', '.join(jobs)})"
         )
     if not has_last_checkpoint(folder):
         why = "has no checkpoint in checkpoints/"

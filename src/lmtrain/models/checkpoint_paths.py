@@ -20,6 +20,7 @@ from lmtrain.utils.outside_checkpoints import (
     outside_folder,
     written_by_run_in,
 )
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 
@@ -180,7 +181,7 @@ def refuse_dirpath_left_out(output_dir: Path) -> None:
         raise LMTrainError(
             f"ckpt_path=last: the run in {output_dir} saved its checkpoints to {KEY}="
             f"{elsewhere}, which this command does not name: pass {KEY}={elsewhere} too, or "
-            f"resume with resume={output_dir}"
+            f"resume with {override_arg('resume', output_dir)}"
         )
 
 

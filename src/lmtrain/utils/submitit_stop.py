@@ -32,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.sigterm_exit import TERMINATED_EXIT_CODE
 from lmtrain.utils.sweep_ledger import LEDGER, current_sweep, record_cut_short
 from lmtrain.utils.sweep_sigterm import SweepTerminated  # a BaseException: nothing swallows it
@@ -130,7 +131,9 @@ class SigtermStop:
         if not unfinished:
             return f"{start} after its jobs had finished: see `python -m lmtrain.report`"
         shown = "; ".join(
-            f"job {num}: python -m lmtrain.train resume={folder}" if folder else f"job {num}"
+            f"job {num}: python -m lmtrain.train {override_arg('resume', folder)}"
+            if folder
+            else f"job {num}"
             for num, folder in unfinished
         )
         return (
