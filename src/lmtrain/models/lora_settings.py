@@ -14,7 +14,8 @@ from typing import Any
 from lmtrain.errors import LMTrainError
 
 # configs/model/peft/lora.yaml's values, for `model.peft=lora` (the string, not the group).
-DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": None}
+from lmtrain.utils.model_keys import LORA_DEFAULTS as DEFAULTS
+
 INF = float("inf")  # model.peft.alpha=inf (or nan) scaled the adapters' output to NaN
 
 

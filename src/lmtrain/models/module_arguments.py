@@ -24,10 +24,10 @@ from lmtrain.models.optimizers import OptimizerParts
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.model_checks import check_model, check_pretrained_is_text, check_seq_len_warmup
 from lmtrain.utils.model_config_keys import SETTINGS_ELSEWHERE, known_config_keys
+from lmtrain.utils.model_keys import FREEZE_KEYS
 from lmtrain.utils.optimizer_checks import check_factories
 from lmtrain.utils.optimizer_values import trains_every_parameter
 
-FREEZE_KEYS = {"embeddings", "first_n_blocks"}
 MAPPINGS = {"config": '{"n_layer": 4, "n_embd": 256}', "freeze": '{"embeddings": True}'}
 YAML_SUFFIXES = (".yaml", ".yml")
 # The module's arguments that the config checks' `check_model` checks as `model.<key>`.

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from lmtrain.utils.checks import Problems, accepted_arguments
 from lmtrain.utils.local_configs import hydra_node, missing_local
+from lmtrain.utils.nested_keys import check_model_sub_keys, check_paths_keys
 from lmtrain.utils.shadowed_configs import warn_shadowed_configs
 
 log = logging.getLogger(__name__)
@@ -115,11 +116,14 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
                 problems.add(f"{group}.{name}._target_={target!r} names nothing: {missing}")
             elif isinstance(target, str) and target.startswith(CHECKED_PACKAGES):
                 check_arguments(f"{group}.{name}", target, entry, problems)
-    # The Trainer's and the data's own keys too: `+trainer.max_epoch=1` was Trainer's TypeError
-    # after data prep and the model build, `+data.blocksize=16` a TypeError with no close match.
-    data = cfg.get("data")
-    for key, entry in (("trainer", cfg.get("trainer")), ("data", data)):
+    # The Trainer's, the data's and the model's own keys too: `+trainer.max_epoch=1` was
+    # Trainer's TypeError after data prep and the model build, `+data.blocksize=16` a TypeError
+    # with no close match, `+model.compilee=true` (and `+model.peft.rr=3`) found after data prep.
+    data, model = cfg.get("data"), cfg.get("model")
+    for key, entry in (("trainer", cfg.get("trainer")), ("data", data), ("model", model)):
         check_entry_arguments(key, entry, problems)
+    if lmtrain_target(model):  # a class of one's own may read them otherwise
+        check_model_sub_keys(model, problems)
     if isinstance(data, Mapping):
         check_entry_arguments("data.source", data.get("source"), problems)
 
@@ -127,10 +131,15 @@ def check_config_names(cfg: Mapping[str, Any], problems: Problems) -> None:
 def check_entry_arguments(key: str, entry: Any, problems: Problems) -> None:
     """`check_arguments` for one node whose `_target_` names a Lightning or lmtrain class (an
     unknown target is `check_group_targets`' to name)."""
+    if lmtrain_target(entry):
+        check_arguments(key, entry["_target_"], entry, problems)
+
+
+def lmtrain_target(entry: Any) -> bool:
+    """Whether `entry`'s `_target_` names a Lightning or lmtrain class that is there."""
     target = entry.get("_target_") if isinstance(entry, Mapping) else None
     known = isinstance(target, str) and target.startswith(CHECKED_PACKAGES)
-    if known and not missing_target(target):
-        check_arguments(key, target, entry, problems)
+    return known and not missing_target(target)
 
 
 def check_samples_keys(samples: Any, problems: Problems) -> None:
@@ -173,6 +182,7 @@ def check_top_level_keys(
     if missing := missing_local(hydra_node(cfg)):  # `local=mybx`: Hydra's `optional` drops it
         problems.add(missing)
     warn_shadowed_configs(hydra_node(cfg))  # an own config passed over for a shipped one
+    check_paths_keys(cfg.get("paths"), problems)  # `++paths.logdir=/x`: the default folder
     for key in cfg:
         if key in own or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
             continue
