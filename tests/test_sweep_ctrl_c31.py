@@ -11,58 +11,18 @@ command it starts, ignores SIGINT).
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import signal
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
-from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.cli import run_cli
+from tests.helpers.sweep_signals import not_run_values, report, signal_sweep
 
 SWEPT = "model.optimizer.lr=0.003,0.002,0.001"
 
 
-class CtrlCAt(Callback):
-    """Sends SIGINT to this process as job `num` starts (before its task) or, with `after=true`,
-    once it has ended (before the next job is composed)."""
-
-    def __init__(self, num: int, after: bool = False) -> None:
-        self.num, self.after = num, after
-
-    def ctrl_c(self) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-        os.kill(os.getpid(), signal.SIGINT)
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.after and config.hydra.job.num == self.num:
-            self.ctrl_c()
-
-    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.after and config.hydra.job.num == self.num:
-            self.ctrl_c()
-
-
 def ctrl_c_sweep(tmp_path: Path, data_dir: Path, num: int, after: bool, *more: str) -> Any:
-    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
-    ctrl_c = [
-        f"+hydra.callbacks.ctrl_c._target_={__name__}.CtrlCAt",
-        f"+hydra.callbacks.ctrl_c.num={num}",
-        f"+hydra.callbacks.ctrl_c.after={str(after).lower()}",
-    ]
-    return run_cli("train", "-m", *cli, *ctrl_c, *more, f"hydra.sweep.dir={tmp_path / 'sweep'}")
-
-
-def ledger(sweep: Path) -> dict:
-    return json.loads((sweep / ".jobs" / "sweep.json").read_text())
-
-
-def report(sweep: Path) -> str:
-    out = run_cli("report", str(sweep))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return (sweep / "report.md").read_text()
+    return signal_sweep(tmp_path, data_dir, "SIGINT", num, after, *more)
 
 
 def test_a_ctrl_c_between_two_jobs_records_the_jobs_left(tmp_path: Path, data_dir: Path) -> None:
@@ -78,9 +38,10 @@ def test_a_ctrl_c_between_two_jobs_records_the_jobs_left(tmp_path: Path, data_di
     ), line
     assert line.endswith(f"hydra.sweep.dir={sweep}_rest"), line
     assert (sweep / "0" / "metrics.json").is_file() and not (sweep / "1").exists()
-    assert [
-        [o for o in job if o.startswith("model.optimizer.lr=")] for job in ledger(sweep)["not_run"]
-    ] == [["model.optimizer.lr=0.002"], ["model.optimizer.lr=0.001"]]
+    assert not_run_values(sweep, "model.optimizer.lr") == [
+        ["model.optimizer.lr=0.002"],
+        ["model.optimizer.lr=0.001"],
+    ]
     md = report(sweep)
     assert "3 jobs by val/loss (2 did not run: the sweep was cut short)" in md, md
     assert md.count("| not run |") == 2 and "no end recorded" not in md, md
@@ -112,7 +73,7 @@ def test_the_rest_command_runs_the_jobs_left_and_the_report_points_to_it(
     assert out.returncode == 130, out.stderr[-3000:]
     line = out.stderr.strip().splitlines()[-1]
     command = shlex.split(line.split("run them with python -m lmtrain.train ", 1)[1])
-    command = [a for a in command if "hydra.callbacks.ctrl_c" not in a]  # this test's own
+    command = [a for a in command if "hydra.callbacks.signal" not in a]  # this test's own
     rest = run_cli("train", *command)
     assert rest.returncode == 0, rest.stderr[-3000:]
     assert (tmp_path / "sweep_rest" / "0" / "metrics.json").is_file()

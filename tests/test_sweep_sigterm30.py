@@ -15,57 +15,21 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from lightning.pytorch import Callback as LightningCallback
 from lightning.pytorch import LightningModule, Trainer
-from omegaconf import DictConfig
 
 from tests.helpers.cli import run_cli, tiny_cli
+from tests.helpers.sweep_signals import ledger, not_run_values, report, signal_sweep
 
 SWEPT = "model.optimizer.lr=0.003,0.002,0.001"
 
 
-class SigtermAt(Callback):
-    """Sends SIGTERM to this process as job `num` starts (before its task) or, with
-    `after=true`, once it has ended (before the next job is composed)."""
-
-    def __init__(self, num: int, after: bool = False) -> None:
-        self.num, self.after = num, after
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.after and config.hydra.job.num == self.num:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def on_job_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.after and config.hydra.job.num == self.num:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 def sigterm_sweep(tmp_path: Path, data_dir: Path, num: int, after: bool, *more: str) -> Any:
-    cli = tiny_cli(tmp_path, data_dir, "trainer.max_steps=2", "logger=csv")
-    sigterm = [
-        f"+hydra.callbacks.sigterm._target_={__name__}.SigtermAt",
-        f"+hydra.callbacks.sigterm.num={num}",
-        f"+hydra.callbacks.sigterm.after={str(after).lower()}",
-    ]
-    return run_cli("train", "-m", *cli, *sigterm, *more, f"hydra.sweep.dir={tmp_path / 'sweep'}")
-
-
-def ledger(sweep: Path) -> dict:
-    return json.loads((sweep / ".jobs" / "sweep.json").read_text())
+    return signal_sweep(tmp_path, data_dir, "SIGTERM", num, after, *more)
 
 
 def not_run_rates(sweep: Path) -> list[list[str]]:
-    """The swept override of each job the ledger notes as not run (it keeps each one's all)."""
-    return [
-        [o for o in job if o.startswith("model.optimizer.lr=")] for job in ledger(sweep)["not_run"]
-    ]
-
-
-def report(sweep: Path) -> str:
-    out = run_cli("report", str(sweep))
-    assert out.returncode == 0, out.stderr[-3000:]
-    return (sweep / "report.md").read_text()
+    return not_run_values(sweep, "model.optimizer.lr")
 
 
 def test_a_sigterm_between_two_jobs_ends_the_sweep_with_its_rest(
