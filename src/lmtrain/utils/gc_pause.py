@@ -27,9 +27,12 @@ life, and its libraries are imported already. Only `python -m` runs `without_fin
 from __future__ import annotations
 
 import gc
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 from lmtrain.utils.interrupt_exit import end_interrupted_command
 
@@ -55,14 +58,44 @@ def resume() -> None:
 @contextmanager
 def paused_for_imports() -> Iterator[None]:
     """Run the entry point's imports; whatever way they end, `resume()`. A Ctrl-C in them ends
-    the command in one line (`interrupt_exit.end_interrupted_command`)."""
+    the command in one line (`interrupt_exit.end_interrupted_command`), also when the import it
+    cut short failed with another error than KeyboardInterrupt (a ddp_cpu rank's traceback out
+    of torch's or Lightning's import once in a few Ctrl-Cs at start-up): the Ctrl-C is noted by
+    a handler of the imports' own, where Python's default one is in place."""
+    ctrl_c = CtrlCNoted.install()
     try:
         yield
-    except KeyboardInterrupt:
-        end_interrupted_command()
+    except BaseException as stop:
+        if isinstance(stop, KeyboardInterrupt) or ctrl_c.noted:
+            end_interrupted_command()
         raise
     finally:
+        ctrl_c.uninstall()
         resume()
+
+
+class CtrlCNoted:
+    """Python's default SIGINT handler (raise KeyboardInterrupt) that also notes the Ctrl-C."""
+
+    def __init__(self, installed: bool) -> None:
+        self.installed, self.noted = installed, False
+
+    @classmethod
+    def install(cls) -> CtrlCNoted:
+        main = threading.current_thread() is threading.main_thread()
+        own = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        noted = cls(own)
+        if own:
+            signal.signal(signal.SIGINT, noted.on_sigint)
+        return noted
+
+    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.noted = True
+        raise KeyboardInterrupt
+
+    def uninstall(self) -> None:
+        if self.installed and signal.getsignal(signal.SIGINT) == self.on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @contextmanager
