@@ -19,6 +19,7 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.helpers.cli import tiny_cli
+from tests.helpers.interrupts import wait_for_rank_one
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl is Linux's")
 
@@ -30,20 +31,6 @@ def wait_for(condition, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def wait_for_rank_one(rank0: psutil.Process, timeout: float) -> psutil.Process | None:
-    """Rank 0's child that runs `lmtrain.train`, once it exists; None after `timeout` s."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end and rank0.is_running():
-        for child in rank0.children():
-            try:
-                if "lmtrain.train" in child.cmdline():
-                    return child
-            except psutil.NoSuchProcess:  # a short-lived helper that has already ended
-                continue
-        time.sleep(0.05)
-    return None
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
@@ -27,11 +28,15 @@ def trained(folder: Path) -> bool:
 
 
 def interrupt(
-    command: list[str], ready: Callable[[], bool], whole_group: bool = True, settle: float = 0.0
+    command: list[str],
+    ready: Callable[..., bool],
+    whole_group: bool = True,
+    settle: float = 0.0,
+    ready_takes_pid: bool = False,
 ) -> tuple[int, str]:
-    """Run `python -m lmtrain.train <command>`, send SIGINT once `ready()` (and `settle` seconds
-    more) to its whole process group, as a terminal does, or to its process alone, and return
-    its exit code and stderr."""
+    """Run `python -m lmtrain.train <command>`, send SIGINT once `ready()` (`ready(pid)` of the
+    command's process with `ready_takes_pid`; and `settle` seconds more) to its whole process
+    group, as a terminal does, or to its process alone, and return its exit code and stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lmtrain.train", *command],
         cwd=ROOT,
@@ -45,7 +50,9 @@ def interrupt(
     )
     try:
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None and not ready():
+        while proc.poll() is None and not (ready(proc.pid) if ready_takes_pid else ready()):
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.2)
         assert proc.poll() is None, "the run ended before the Ctrl-C"
         time.sleep(settle)
@@ -71,3 +78,18 @@ class CtrlCAtJobStart(Callback):
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.job.num == self.num:
             raise KeyboardInterrupt
+
+
+def wait_for_rank_one(rank0: psutil.Process, timeout: float) -> psutil.Process | None:
+    """Rank 0's child that runs `lmtrain.train` (rank 1 of a `trainer=ddp_cpu` run), once it
+    exists; None after `timeout` s. Rank 0 may start short-lived helpers too."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and rank0.is_running():
+        for child in rank0.children():
+            try:
+                if "lmtrain.train" in child.cmdline():
+                    return child
+            except psutil.NoSuchProcess:  # a short-lived helper that has already ended
+                continue
+        time.sleep(0.05)
+    return None
