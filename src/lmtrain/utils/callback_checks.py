@@ -17,7 +17,7 @@ from typing import Any
 from lmtrain.errors import epoch_end_ranking
 from lmtrain.utils.checks import Problems
 from lmtrain.utils.filename_fields import FIELD
-from lmtrain.utils.logger_checks import mlflow_entry_problem
+from lmtrain.utils.logger_checks import csv_version_problem, mlflow_entry_problem
 
 log = logging.getLogger(__name__)
 
@@ -269,6 +269,8 @@ def check_logger(name: str, entry: Mapping[str, Any], problems: Problems, wandb:
     if target in CSV_LOGGERS:
         flush = entry.get("flush_logs_every_n_steps", 100)
         problems.integer(f"{key}.flush_logs_every_n_steps", flush, 1)
+        if problem := csv_version_problem(key, entry):  # null: a resume's second metrics.csv
+            problems.add(problem)
     if wandb:
         problems.boolean(f"{key}.offline", entry.get("offline", False))
         if entry.get("mode") is not None:

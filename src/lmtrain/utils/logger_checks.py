@@ -13,7 +13,8 @@ and the first request to an MLflow server is bounded with MLflow's own settings
 What the user gives MLflow to name and tag a run is checked too (`mlflow_experiment_name`,
 `mlflow_tags`): MLflow refused a number for an experiment name, and a list or mapping as a tag
 value, only at its first request, after the experiment was created in the store, in a line that
-blamed the store or the server and named no key.
+blamed the store or the server and named no key. So is a CSV logger's `version`
+(`csv_version_problem`): null split a resumed run's metrics.csv in two.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from types import ModuleType
 from typing import Any
 
 from lmtrain.errors import LMTrainError
+
+RESUMABLE_CSV = "lmtrain.utils.csv_history.ResumableCSVLogger"  # the configs' CSV logger
 
 # MLflow's HTTP settings for the first request to a server (the experiment and the run are
 # looked up or made): a server that refuses or does not answer is one line in under a minute,
@@ -199,3 +202,21 @@ def mlflow_entry_problem(key: str, entry: Mapping[str, Any]) -> str | None:
     except LMTrainError as err:
         return str(err)
     return None
+
+
+def csv_version_problem(key: str, entry: Mapping[str, Any]) -> str | None:
+    """lmtrain's CSV logger with no `version` (null, Lightning's default): Lightning's CSVLogger
+    then numbers a new `version_<n>` folder at each start, so a resumed run wrote a second
+    metrics.csv holding only its own rows, beside the killed run's (red team log31), and
+    `lmtrain.utils.csv_history` never saw the earlier file. Refused before any work: a kill
+    cannot warn."""
+    if entry.get("_target_") != RESUMABLE_CSV or entry.get("version") is not None:
+        return None
+    folder = f"{entry.get('name') or ''}/".lstrip("/")
+    return (
+        f"{key}.version=null gives every start of the run a new {folder}version_<n>/ folder, so "
+        f"a resumed run would log to a second metrics.csv without the earlier rows: drop the "
+        f"override (the configured '' writes {folder}metrics.csv, resumes included) or pass a "
+        f"fixed name, {key}.version=v1 (a run with version_<n>/ folders already: "
+        f"{key}.version=<n> goes on in version_<n>/)"
+    )
