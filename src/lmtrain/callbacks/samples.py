@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,13 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from lmtrain.callbacks.sample_rows import (
+    BLOCK_HEADER,
+    block_text,
+    blocks_up_to,
+    rows_up_to,
+    wandb_carries,
+)
 from lmtrain.errors import LMTrainError
 from lmtrain.models.generation import generate_text, prompt_problem, quote, sequence_length
 from lmtrain.models.hf import context_length
@@ -35,8 +41,6 @@ from lmtrain.utils.io import atomic_write
 log = logging.getLogger(__name__)
 
 COLUMNS = ["step", "prompt", "completion"]
-# The line that opens each validation's block in samples.txt.
-BLOCK_HEADER = re.compile(r"^=== step (\d+) ===$", re.MULTILINE)
 
 
 class TextSamples(L.Callback):
@@ -50,7 +54,10 @@ class TextSamples(L.Callback):
 
     The table is a wandb INCREMENTAL table: each validation logs only its own rows (one small
     increment file and artifact), and W&B shows all increments as one table. Re-logging every
-    row so far, as immutable tables need, would grow each log with the length of the run.
+    row so far, as immutable tables need, would grow each log with the length of the run. A
+    resumed run's table starts with the rows samples.txt holds up to the resumed step, unless
+    wandb carries the earlier increments itself (an online resume): offline, it did not, and the
+    rows logged before the interruption were missing from the table.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class TextSamples(L.Callback):
         self._validations = 0  # in-training validations so far, across resumes (state_dict)
         self._sampled_step: int | None = None  # the global step of the last block written
         self._resumed = False  # fit restored a checkpoint (a new run's file is not its own)
+        self._resumed_at: int | None = None  # the step it restored (a table's first rows)
         self._new_file = False  # a new run's first block replaces the file it finds
         self._fits = 0  # a second fit in one process (Python) goes on with the first one's file
 
@@ -153,6 +161,7 @@ class TextSamples(L.Callback):
         that follows them validates again, and its file had that validation's block twice."""
         self._new_file = not trainer.ckpt_path and self._fits == 0
         self._fits += 1
+        self._resumed_at = trainer.global_step if trainer.ckpt_path else None
         if trainer.ckpt_path and trainer.is_global_zero and self.path.is_file():
             text = self.path.read_text()
             kept = blocks_up_to(text, trainer.global_step)
@@ -178,7 +187,10 @@ class TextSamples(L.Callback):
         self._validations = int(state_dict.get("validations", 0))
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """A resume with no step left to train calls no `on_train_start`: its step is this."""
         self._resumed = bool(trainer.ckpt_path)
+        if self._resumed and self._resumed_at is None:
+            self._resumed_at = trainer.global_step
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not self.prompts:
@@ -221,25 +233,34 @@ class TextSamples(L.Callback):
                 rows = [[step, p, self.complete(pl_module, p)] for p in self.prompts]
         finally:
             torch.set_num_threads(threads)
-        block = f"=== step {step} ===\n\n" + "\n\n---\n\n".join(p + c for _, p, c in rows)
-        self._append(block + "\n\n")
+        # The tables first: a resumed run's first rows are read from the file before this block.
+        tables = [
+            (lg, self._table_for(lg)) for lg in trainer.loggers if isinstance(lg, WandbLogger)
+        ]
+        block = block_text(step, rows)
+        self._append(block)
         self._sampled_step = step
         seconds = time.perf_counter() - start
-        log.info("Samples at step %d in %.2fs (%s):\n%s", step, seconds, self.path, block)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                table = self._table_for(logger)
-                for row in rows:
-                    table.add_data(*row)
-                # Only the rows added since the table's previous log are written (log_mode).
-                logger.log_metrics({"samples": table}, step=step)
+        text = block.removesuffix("\n\n")
+        log.info("Samples at step %d in %.2fs (%s):\n%s", step, seconds, self.path, text)
+        for logger, table in tables:
+            for row in rows:
+                table.add_data(*row)
+            # Only the rows added since the table's previous log are written (log_mode).
+            logger.log_metrics({"samples": table}, step=step)
 
     def _table_for(self, logger: WandbLogger) -> Any:
-        """The incremental table logged to `logger`'s run (wandb ties one to a single run)."""
+        """The incremental table logged to `logger`'s run (wandb ties one to a single run); a
+        resumed run's starts with the file's rows up to the resumed step (`sample_rows`)."""
         if id(logger) not in self._tables:
             import wandb  # a WandbLogger is in use: wandb is installed
 
-            self._tables[id(logger)] = wandb.Table(columns=COLUMNS, log_mode="INCREMENTAL")
+            table = wandb.Table(columns=COLUMNS, log_mode="INCREMENTAL")
+            step, new = self._resumed_at, self._new_file or not self.path.is_file()
+            if step is not None and not new and not wandb_carries(logger.experiment, "samples"):
+                for row in rows_up_to(self.path.read_text(), step, self.prompts):
+                    table.add_data(*row)
+            self._tables[id(logger)] = table
         return self._tables[id(logger)]
 
     def complete(self, pl_module: L.LightningModule, prompt: str) -> str:
@@ -272,15 +293,6 @@ class TextSamples(L.Callback):
         self._new_file = False
         with atomic_write(self.path) as f:
             f.write(old + text)
-
-
-def blocks_up_to(text: str, step: int) -> str:
-    """`text` (a samples.txt) without the blocks of steps after `step`; blocks follow each other
-    in step order, so it is cut at the first later one."""
-    for match in BLOCK_HEADER.finditer(text):
-        if int(match[1]) > step:
-            return text[: match.start()]
-    return text
 
 
 def sharded(trainer: L.Trainer) -> bool:
