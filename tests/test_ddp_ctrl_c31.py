@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from tests.helpers.cli import tiny_cli
-from tests.helpers.interrupts import interrupt, wait_for_rank_one
+from tests.helpers.interrupts import LONG_JOB, interrupt, trained, wait_for_rank_one
 
 
 def ctrl_c_as_rank_one_starts(command: list[str]) -> tuple[int, str]:
@@ -59,5 +59,23 @@ def test_a_ctrl_c_as_a_sweep_jobs_rank_one_starts_ends_the_sweep(
         f"error: the sweep under {sweep} was cut short at job 0 (interrupted): 1 job(s) did "
         "not run (job 1 (model.optimizer.lr=0.001)): run job 0 and them with python -m "
     ), err[-3000:]
+    job = json.loads((sweep / ".jobs" / "0.json").read_text())
+    assert (job["ok"], job["why"]) == (False, "interrupted (Ctrl-C)"), job
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups as on Linux")
+def test_a_ctrl_c_in_a_ddp_sweep_jobs_training_is_recorded_once(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    # Past the rendezvous the sweep's process ends on its own Ctrl-C: the launcher's watch must
+    # not cut its record short or write a second one (review of #31).
+    sweep = tmp_path / "sweep"
+    overrides = tiny_cli(tmp_path, data_dir, "trainer=ddp_cpu", "trainer.devices=2", *LONG_JOB)
+    swept = ["model.optimizer.lr=0.002,0.001", f"hydra.sweep.dir={sweep}"]
+    code, err = interrupt(["-m", *overrides, *swept], lambda: trained(sweep), settle=1.0)
+    assert code == 130, err[-3000:]
+    assert err.count("error: the sweep under") == 1, err[-3000:]
+    assert "zombies" not in err and "Traceback" not in err, err[-3000:]
     job = json.loads((sweep / ".jobs" / "0.json").read_text())
     assert (job["ok"], job["why"]) == (False, "interrupted (Ctrl-C)"), job

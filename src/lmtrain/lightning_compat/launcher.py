@@ -28,8 +28,8 @@ def ddp_launcher_observes(
 
     Lightning's launcher (rank 0) starts ranks > 0 and a thread that kills every rank and the
     main process when one dies. `job_only` keeps the main process alive (in a multirun, the
-    whole sweep) and ends this job's ranks only. A rank ended by a Ctrl-C ends this process too,
-    after `on_interrupt` (a sweep records its end), as a Ctrl-C ends a sweep. On exit, whatever
+    whole sweep) and ends this job's ranks only. A rank ended by a Ctrl-C while this process waits
+    at the rendezvous ends it too, after `on_interrupt` (a sweep records its end). On exit, whatever
     the outcome: the thread stops (a rank's exit code is its own business now: its 1 after rank
     0's error would kill rank 0 mid-way), this process leaves its process group (ranks waiting
     on it in a gloo collective fail at once; NCCL's notice only at its timeout), and rank 0
@@ -48,32 +48,44 @@ def ddp_launcher_observes(
         def _run(self) -> bool:  # after the job, a rank's exit code is its own business
             if self._finished:
                 return True
-            if self.rank_interrupted():
-                return False
+            if self.held_at_rendezvous():
+                self.end_interrupted()  # once the grace is over
+                return self._finished
             return super()._run()
 
-        def rank_interrupted(self) -> bool:
-            """A rank ended by a Ctrl-C (130, or SIGINT itself) is the run's Ctrl-C: this
-            process got it too and ends on its own, unless the signal found it inside a call
-            that holds it back (the ranks' rendezvous, waiting for the rank that is gone).
-            Lightning's watch killed this process then (exit -9, its zombie line): after a
-            grace, end it as a Ctrl-C does, `interrupted` and 130."""
+        def held_at_rendezvous(self) -> bool:
+            """Whether a rank ended by a Ctrl-C (130, or SIGINT itself) before the process group
+            formed: this process got the Ctrl-C too, and cannot act on it while it waits at the
+            ranks' rendezvous for the rank that is gone (Lightning's watch killed it then: exit
+            -9, its zombie line; in a sweep it waited for torch's 30-minute timeout). Past the
+            rendezvous it acts on its own Ctrl-C (Lightning's shutdown, the sweep's record)."""
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                return False
             for proc in self._child_processes:
                 proc.poll()
             codes = [proc.returncode for proc in self._child_processes]
-            if not any(code in (INTERRUPTED_EXIT_CODE, -signal.SIGINT) for code in codes):
-                return False
+            return any(code in (INTERRUPTED_EXIT_CODE, -signal.SIGINT) for code in codes)
+
+        def end_interrupted(self) -> None:
+            """After a grace for this process to end on its own: end it as a Ctrl-C does,
+            `interrupted` (and a sweep's record: `on_interrupt`), exit 130."""
             now = time.monotonic()
             self.interrupted_at = self.interrupted_at or now
             if now - self.interrupted_at < INTERRUPT_GRACE_SECONDS or self._finished:
-                return True
+                return
             for proc in self._child_processes:
                 if proc.poll() is None:
                     proc.send_signal(self._termination_signal)
-            say_interrupted()
-            if on_interrupt is not None:  # a sweep's job: the sweep's record, and its line
-                on_interrupt()
-            os._exit(INTERRUPTED_EXIT_CODE)  # the main thread is held in a call it cannot leave
+            try:
+                say_interrupted()
+                if on_interrupt is not None:  # a sweep's job: the sweep's record, and its line
+                    on_interrupt()
+            except Exception:  # the exit must come: the main thread cannot leave its call
+                log.exception("the record of the interrupted run failed")
+            finally:
+                os._exit(INTERRUPTED_EXIT_CODE)
 
         def _terminate_all(self) -> None:
             if self._finished:

@@ -169,10 +169,32 @@ def end_terminated_sweep(stop: BaseException) -> int | None:
     ended = "not_run" in read_sweep_file(held.sweep_dir)  # a preempted or interrupted job
     if ended and (interrupted or not terminated):  # ended the sweep (`end_sweep_early`)
         return None
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # until the record is written
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C too
-    release_sigterm()
+    with stop_signals_held_off(held):  # a second Ctrl-C or SIGTERM: the record whole first
+        release_sigterm()
+        return record_stop(held, stop, interrupted, terminated)
+
+
+@contextmanager
+def stop_signals_held_off(held: HeldSweep) -> Iterator[None]:
+    """SIGINT and SIGTERM ignored while a stopped sweep's end is recorded; then SIGINT's handler
+    as it was, and SIGTERM's as before the sweep (its own is released)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # the DDP launcher's watch: the process exits right after
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+        before = held.previous if held.previous is not None else signal.SIG_DFL
+        signal.signal(signal.SIGTERM, before)
+
+
+def record_stop(held: HeldSweep, stop: BaseException, interrupted: bool, terminated: bool) -> int:
+    """`end_terminated_sweep`'s record and line, and the exit code."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     sweep_dir, config = held.sweep_dir, saved_sweep(held.sweep_dir)
     num, output_dir, resume = job_stopped(held)
     code = stop.code if isinstance(stop, SIGTERMException) and isinstance(stop.code, int) else None
