@@ -74,3 +74,19 @@ def test_right_model_keys_and_an_own_paths_key_still_run(tmp_path: Path) -> None
     assert not [text for text in out.stderr.splitlines() if text.startswith("error: ")]
     assert (scratch / "run" / "checkpoints" / "last.ckpt").is_file()
     assert any(data_dir.rglob("*")), "the token cache is under paths.data_dir"
+
+
+def test_a_paths_key_of_ones_own_config_is_kept_however_close(tmp_path: Path) -> None:
+    """A key a user's own paths config defines (`data_dir2`, one letter from `data_dir`) is
+    theirs, read through `${paths.data_dir2}`: only a key added on the command line with `+` or
+    `++` is taken for a typo (review of #31)."""
+    conf, second = tmp_path / "conf", tmp_path / "second"
+    (conf / "paths").mkdir(parents=True)
+    (conf / "paths" / "mine.yaml").write_text(
+        f"defaults:\n  - default\n  - _self_\n\ndata_dir2: {second}\n"
+    )
+    overrides = ["paths=mine", "logger=csv", "hydra.run.dir=${paths.data_dir2}/run"]
+    cli = tiny_cli(tmp_path, tmp_path / "data", *overrides)
+    out = run_cli("train", "--config-dir", str(conf), *cli)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert (second / "run" / "checkpoints" / "last.ckpt").is_file()

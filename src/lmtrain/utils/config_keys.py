@@ -182,7 +182,7 @@ def check_top_level_keys(
     if missing := missing_local(hydra_node(cfg)):  # `local=mybx`: Hydra's `optional` drops it
         problems.add(missing)
     warn_shadowed_configs(hydra_node(cfg))  # an own config passed over for a shipped one
-    check_paths_keys(cfg.get("paths"), problems)  # `++paths.logdir=/x`: the default folder
+    check_paths_keys(cfg.get("paths"), problems, hydra_node(cfg))  # `++paths.logdir=/x`
     for key in cfg:
         if key in own or key == "hydra":  # `hydra`: Hydra's own (in tests' composes)
             continue

@@ -16,7 +16,9 @@ from typing import Any
 import yaml
 
 from lmtrain.utils.checks import Problems
+from lmtrain.utils.local_configs import select
 from lmtrain.utils.model_keys import FREEZE_KEYS, LORA_DEFAULTS
+from lmtrain.utils.unresolved_folder import as_typed
 
 # Each `model.<key>` mapping whose keys the model refuses when it is built: its keys, and what
 # they are.
@@ -47,15 +49,21 @@ def check_model_sub_keys(model: Any, problems: Problems) -> None:
             problems.add(f"model.{key}.{extra} is not {what}: {hint}")
 
 
-def check_paths_keys(paths: Any, problems: Problems) -> None:
-    """A `paths` key one edit or so from one of configs/paths/default.yaml's folders
-    (`++paths.logdir=/x`): nothing reads it, and the real folder keeps its default."""
+def check_paths_keys(paths: Any, problems: Problems, hydra: Any = None) -> None:
+    """A `paths` key added on the command line (`++paths.logdir=/x`, `+paths.data_dirr=/x`; the
+    Hydra node `hydra`'s overrides) one edit or so from one of configs/paths/default.yaml's
+    folders: nothing reads it, and the real folder keeps its default. A key of one's own paths
+    config (`data_dir2`, read through `${paths.data_dir2}`) is not checked, however close."""
     if not isinstance(paths, Mapping):
         return
+    typed = as_typed(select(hydra, "overrides", "task")) if hydra is not None else []
+    added = {o.partition("=")[0].lstrip("+") for o in typed if o.startswith("+")}
     known = known_paths_keys()
     for key in sorted({str(k) for k in paths} - set(known)):
-        # A key far from every folder is kept: one's own paths config may add keys for `${...}`
-        # interpolation (`paths.scratch: /scratch/me`), which only a near miss is taken not to be.
+        if f"paths.{key}" not in added:
+            continue
+        # Far from every folder, a key is kept: a command line may add one for `${...}`
+        # interpolation (`+paths.scratch=/scratch/me`); only a near miss is taken for a typo.
         close = difflib.get_close_matches(key, known, n=1, cutoff=PATHS_CUTOFF)
         if close:
             problems.add(
