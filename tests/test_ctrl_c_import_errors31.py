@@ -19,6 +19,7 @@ from tests.helpers import ROOT
 SCRIPT = """
 import os, signal, sys, types
 sys.modules["__main__"].__spec__ = types.SimpleNamespace(name="lmtrain.train")
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker's child ignores it
 from lmtrain.utils.gc_pause import paused_for_imports
 with paused_for_imports():
     try:

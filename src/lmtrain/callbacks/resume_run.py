@@ -262,12 +262,11 @@ def run_folder(value: str, named: Path | None, log_dir: Path, task_name: str) ->
             f"{', '.join(jobs)})"
         )
     if not has_last_checkpoint(folder):
-        why = "has no checkpoint in checkpoints/"
-        if (elsewhere := unfound_checkpoint(folder)) is not None:  # its dirpath outside it
+        why, without = "has no checkpoint in checkpoints/", ran_without_checkpoints(folder)
+        if not without and (elsewhere := unfound_checkpoint(folder)) is not None:  # dirpath
             raise LMTrainError(f"resume={value}: {folder} {why}: {elsewhere}")
-        why += " to resume from"
         raise LMTrainError(
-            f"resume={value}: {folder} {RAN_WITHOUT if ran_without_checkpoints(folder) else why}:"
+            f"resume={value}: {folder} {RAN_WITHOUT if without else why + ' to resume from'}:"
             " pass the folder of a run that saved one, or start a new run without resume="
         )
     return folder.resolve()

@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from lmtrain.models.checkpoint_paths import locate_checkpoint
 from lmtrain.utils.checkpoint_dirpaths import KEY
 from lmtrain.utils.outside_checkpoints import checkpoint_run, configured_dirpath, outside_folder
+from lmtrain.utils.override_text import override_arg
 from lmtrain.utils.sharded_layout import is_sharded_checkpoint
 
 RECORD = ".hydra"  # where Hydra saved the run's config and its own (hydra.yaml: the launch folder)
@@ -60,22 +61,23 @@ def taken_or_not(folder: Path, run_dir: Path) -> str:
             "that saved one, or start a new run without resume="
         )
     owner, _ = checkpoint_run(path)
+    go_on = override_arg("ckpt_path", path)  # a line to paste (a folder with a space, a comma)
     if owner is None:
         return (
             f"it saved them to {KEY}={folder}, and {path} there names no run folder (not "
-            f"an lmtrain run's): go on from it in a new run folder with ckpt_path={path} and no "
-            "resume="
+            f"an lmtrain run's): go on from it in a new run folder with {go_on} and no resume="
         )
+    resume = override_arg("resume", owner)
     if owner.exists():
         return (
             f"it saved them to {KEY}={folder}, and {path} there is the run's in {owner}, "
-            f"not this folder's (a copy?): resume that run with resume={owner}, or go on from the "
-            f"file in a new run folder with ckpt_path={path}, a {KEY} of its own and no resume="
+            f"not this folder's (a copy?): resume that run with {resume}, or go on from the "
+            f"file in a new run folder with {go_on}, a {KEY} of its own and no resume="
         )
     return (
         f"it saved them to {KEY}={folder}, and {path} there was saved by the run in "
         f"{owner}, which is gone (this folder, moved?): move this folder back to {owner} and "
-        f"resume={owner}, or go on from the file in a new run folder with ckpt_path={path}, a "
+        f"{resume}, or go on from the file in a new run folder with {go_on}, a "
         f"{KEY} of its own and no resume="
     )
 

@@ -61,7 +61,8 @@ def paused_for_imports() -> Iterator[None]:
     the command in one line (`interrupt_exit.end_interrupted_command`), also when the import it
     cut short failed with another error than KeyboardInterrupt (a ddp_cpu rank's traceback out
     of torch's or Lightning's import once in a few Ctrl-Cs at start-up): the Ctrl-C is noted by
-    a handler of the imports' own, where Python's default one is in place."""
+    a handler of the imports' own, where Python's default one is in place. Nested (an entry
+    point imported by another's imports), the outer block owns the handler and ends it."""
     ctrl_c = CtrlCNoted.install()
     try:
         yield

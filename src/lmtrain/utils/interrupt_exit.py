@@ -54,7 +54,8 @@ def end_interrupted_command() -> None:
         raise SystemExit(INTERRUPTED_EXIT_CODE) from None
 
 
-def say_interrupted(line: str = "interrupted") -> None:
-    """Print the line a Ctrl-C ends a command with, on rank 0 alone."""
-    if launched_rank() == 0:
+def say_interrupted(line: str = "interrupted", rank: int | None = None) -> None:
+    """Print the line a Ctrl-C ends a command with, on rank 0 alone: `rank`, the run's global
+    rank where it is known (Lightning's, which counts the nodes), else the launcher's."""
+    if (launched_rank() if rank is None else rank) == 0:
         print(line, file=sys.stderr, flush=True)

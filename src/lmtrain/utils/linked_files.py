@@ -19,6 +19,7 @@ from pathlib import Path
 from lmtrain.errors import LMTrainError
 from lmtrain.utils.earlier_checkpoint import same_file
 from lmtrain.utils.outside_checkpoints import checkpoint_run
+from lmtrain.utils.override_text import override_arg
 
 # The run folder's files written in place (the lock, its fallback owner file; Hydra's `<job>.log`
 # is any `*.log`), and its subfolders whose files are (Hydra's record, the CSV logger's).
@@ -96,5 +97,5 @@ def refuse_shared_checkpoints(folder: Path, key: str) -> None:
             f"checkpoints of run {run} (its {chosen.name} says so), which this run would "
             f"replace: replace the link in {folder} with a folder of its own (or a link to new "
             f"storage) holding a copy of the checkpoints, or start a new run folder from it with "
-            f"ckpt_path={chosen} and no {key}="
+            f"{override_arg('ckpt_path', chosen)} and no {key}="
         )

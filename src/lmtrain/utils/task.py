@@ -70,14 +70,14 @@ def task_wrapper(task: Callable[..., T]) -> Callable[..., T]:
             raise SIGTERMException(exit_code) from None
         except KeyboardInterrupt:
             exit_code = INTERRUPTED_EXIT_CODE
-            say_interrupted(interrupted_line(args, started))
+            say_interrupted(interrupted_line(args, started), rank_zero_only.rank)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except SystemExit as exit_:
             if not isinstance(exit_.__context__, KeyboardInterrupt):
                 raise
             # Ctrl-C inside trainer.fit: Lightning shuts down and calls exit(1) itself.
             exit_code = INTERRUPTED_EXIT_CODE
-            say_interrupted(interrupted_line(args, started))
+            say_interrupted(interrupted_line(args, started), rank_zero_only.rank)
             raise SystemExit(INTERRUPTED_EXIT_CODE) from None
         except Exception as err:
             # Ours, or a config entry's class refusing the user's values (train.py instantiates
