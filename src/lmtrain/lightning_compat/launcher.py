@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -66,7 +67,11 @@ def ddp_launcher_observes(
             for proc in self._child_processes:
                 proc.poll()
             codes = [proc.returncode for proc in self._child_processes]
-            return any(code in (INTERRUPTED_EXIT_CODE, -signal.SIGINT) for code in codes)
+            if any(code in (INTERRUPTED_EXIT_CODE, -signal.SIGINT) for code in codes):
+                return True
+            # A rank whose Ctrl-C cut torch's import short in native code aborts (-6): that
+            # is this run's Ctrl-C when this process got one too (`ctrl_c`, below).
+            return any(code for code in codes) and ctrl_c.seen()
 
         def end_interrupted(self) -> None:
             """After a grace for this process to end on its own: end it as a Ctrl-C does,
@@ -104,12 +109,14 @@ def ddp_launcher_observes(
 
     original: Callable[..., Any] = subprocess_script._launch_process_observer
     subprocess_script._launch_process_observer = launch_observer
+    ctrl_c = CtrlCSeen.start()
     try:
         yield
     finally:
         subprocess_script._launch_process_observer = original
         for observer in observers:
             observer._finished = True
+        ctrl_c.stop()
         leave_process_group()
         deadline = time.monotonic() + RANKS_GRACE_SECONDS
         for proc in (proc for observer in observers for proc in observer._child_processes):
@@ -118,6 +125,38 @@ def ddp_launcher_observes(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class CtrlCSeen:
+    """Whether this process got SIGINT, told from another thread while the main thread is held
+    in a call (the rendezvous) where Python's handler cannot run yet: Python's C-level handler
+    writes each signal's number to the wakeup fd (`signal.set_wakeup_fd`) as it arrives."""
+
+    def __init__(self, read: int | None = None, write: int | None = None, old: int = -1) -> None:
+        self.read, self.write, self.old, self.got = read, write, old, False
+
+    @classmethod
+    def start(cls) -> CtrlCSeen:
+        if threading.current_thread() is not threading.main_thread():
+            return cls()  # only the main thread may set it; seen() is then always False
+        read, write = os.pipe()
+        os.set_blocking(read, False)
+        os.set_blocking(write, False)
+        return cls(read, write, signal.set_wakeup_fd(write, warn_on_full_buffer=False))
+
+    def seen(self) -> bool:
+        if self.read is not None and not self.got:
+            with contextlib.suppress(OSError):  # nothing written yet (EAGAIN), or closed
+                self.got = signal.SIGINT in os.read(self.read, 512)
+        return self.got
+
+    def stop(self) -> None:
+        if self.read is None or self.write is None:
+            return
+        signal.set_wakeup_fd(self.old)
+        os.close(self.read)
+        os.close(self.write)
+        self.read = self.write = None
 
 
 def leave_process_group() -> None:
