@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -52,19 +53,29 @@ def refuse_interpolation_text(config: DictConfig, key: str, folder: str) -> None
     folder (red team r_path31)."""
     if "${" not in folder:
         return
-    named, value = key, folder
-    for source in FOLDER_SOURCES:
-        given = OmegaConf.select(config, source, throw_on_resolution_failure=False)
-        if isinstance(given, str) and "${" in given:
-            named, value = source, given
-            break
-    from_env = [name for name in read_env_vars(config, named) if "${" in os.environ[name]]
-    if from_env:
-        named = f"{named} (from {from_env[0]})"
+    named, value, env = setting_holding(config, key, folder, lambda text: "${" in text)
+    named = f"{named} (from {env})" if env else named
     raise LMTrainError(
         f"{named}={value!r} holds '${{', which Hydra reads as an interpolation in the run "
         "folder it makes: pass a folder whose path has no '${'"
     )
+
+
+def setting_holding(
+    config: DictConfig, key: str, folder: str, holds: Callable[[str], bool]
+) -> tuple[str, str, str | None]:
+    """The setting to name for a problem (`holds`) of `folder`, the value of `key`: the first
+    of FOLDER_SOURCES it was built from that `holds` too (`paths.log_dir='~/logs'`), else
+    `key`; its value; and the set environment variable it was read from whose value `holds`,
+    if any (`PROJECT_ROOT`)."""
+    named, value = key, folder
+    for source in FOLDER_SOURCES:
+        given = OmegaConf.select(config, source, throw_on_resolution_failure=False)
+        if isinstance(given, str) and holds(given) and folder.startswith(given):
+            named, value = source, given
+            break
+    env = [name for name in read_env_vars(config, named) if holds(os.environ[name])]
+    return named, value, env[0] if env else None
 
 
 def refuse_home_prefix(config: DictConfig, key: str, folder: str) -> None:
@@ -72,18 +83,12 @@ def refuse_home_prefix(config: DictConfig, key: str, folder: str) -> None:
     it came from (`paths.log_dir='~/logs'`) and the full path to pass instead."""
     if not folder.startswith("~"):
         return
-    named, value = key, folder
-    for source in FOLDER_SOURCES:
-        given = OmegaConf.select(config, source, throw_on_resolution_failure=False)
-        if isinstance(given, str) and given.startswith("~") and folder.startswith(given):
-            named, value = source, given
-            break
+    named, value, env = setting_holding(config, key, folder, lambda text: text.startswith("~"))
     expanded = os.path.expanduser(value)  # `~user` of no known user stays as it is
     instead = f", e.g. {expanded}" if expanded != value else ""
     written = f"./{folder}" if named == key else f"{key}=./{folder}"
-    from_env = [name for name in read_env_vars(config, named) if os.environ[name].startswith("~")]
-    if from_env:  # PROJECT_ROOT='~/proj' (quoted, so the shell left it): name the variable
-        named, instead = f"{named} (from {from_env[0]})", f", e.g. {from_env[0]}={expanded}"
+    if env:  # PROJECT_ROOT='~/proj' (quoted, so the shell left it): name the variable
+        named, instead = f"{named} (from {env})", f", e.g. {env}={expanded}"
     raise LMTrainError(
         f"{named}={value!r} starts with ~, which Hydra does not expand (it would write "
         f"{written}): pass the full path{instead}"
