@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from lmtrain.utils.sweep_checks import (
     withdraw_results_without_best,
 )
 from lmtrain.utils.sweep_ledger import end_ledger, folder_name, read_ledger, start_ledger
-from lmtrain.utils.sweep_sigterm import hold_sigterm, note_job, release_sigterm, sigterm_held_off
+from lmtrain.utils.sweep_sigterm import hold_sigterm, note_job, release_sigterm, signals_held_off
 from lmtrain.utils.task import fail
 
 log = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ class SweepOutcome(HydraCallback):
 
     def on_multirun_end(self, config: DictConfig, **_: object) -> None:
         release_sigterm()  # every job has run
-        with sigterm_held_off():  # the sweep's end is recorded whole
+        with signals_held_off(signal.SIGTERM):  # the sweep's end is recorded whole
             self.end_sweep(config)
 
     def end_sweep(self, config: DictConfig) -> None:

@@ -169,26 +169,12 @@ def end_terminated_sweep(stop: BaseException) -> int | None:
     ended = "not_run" in read_sweep_file(held.sweep_dir)  # a preempted or interrupted job
     if ended and (interrupted or not terminated):  # ended the sweep (`end_sweep_early`)
         return None
-    with stop_signals_held_off(held):  # a second Ctrl-C or SIGTERM: the record whole first
+    # A second Ctrl-C or SIGTERM: the record whole first; then SIGTERM's handler as before the
+    # sweep (its own is released).
+    after = {signal.SIGTERM: held.previous}
+    with signals_held_off(signal.SIGINT, signal.SIGTERM, after=after):
         release_sigterm()
         return record_stop(held, stop, interrupted, terminated)
-
-
-@contextmanager
-def stop_signals_held_off(held: HeldSweep) -> Iterator[None]:
-    """SIGINT and SIGTERM ignored while a stopped sweep's end is recorded; then SIGINT's handler
-    as it was, and SIGTERM's as before the sweep (its own is released)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # the DDP launcher's watch: the process exits right after
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
-        before = held.previous if held.previous is not None else signal.SIG_DFL
-        signal.signal(signal.SIGTERM, before)
 
 
 def record_stop(held: HeldSweep, stop: BaseException, interrupted: bool, terminated: bool) -> int:
@@ -285,15 +271,18 @@ def terminated_line(
 
 
 @contextmanager
-def sigterm_held_off() -> Iterator[None]:
-    """While a sweep's end is recorded (its ledger, a line; a few small files): a SIGTERM then
-    is ignored rather than cutting the record short with a traceback (exit 1); the process ends
-    right after."""
+def signals_held_off(
+    *signums: signal.Signals, after: dict[signal.Signals, Any] | None = None
+) -> Iterator[None]:
+    """While a sweep's end is recorded (its ledger, a line; a few small files): `signums` are
+    ignored rather than cutting the record short with a traceback (exit 1), then put back as
+    they were (or to `after`'s handler); the process ends right after."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield  # the DDP launcher's watch: the process exits right after
         return
-    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        for signum, handler in {**previous, **(after or {})}.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
